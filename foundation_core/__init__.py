@@ -1,0 +1,32 @@
+"""Foundation's core: the hook contract, the plugin manager (hub), registries, config contract.
+
+The public surface is re-exported here; each mechanism lives in one private module.
+"""
+
+from ._cli import Command, CommandRegistrar
+from ._config import Config, SectionAdder
+from ._discovery import PluginInfo
+from ._events import active_hub, emit
+from ._hub import FoundationPluginWarning, Hub, start
+from ._markers import ENTRY_POINT_GROUP, hookimpl, hookspec
+from ._registry import Registrar, Registry
+from ._version import __version__
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Command",
+    "CommandRegistrar",
+    "Config",
+    "FoundationPluginWarning",
+    "Hub",
+    "PluginInfo",
+    "Registrar",
+    "Registry",
+    "SectionAdder",
+    "__version__",
+    "active_hub",
+    "emit",
+    "hookimpl",
+    "hookspec",
+    "start",
+]

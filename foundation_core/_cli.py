@@ -1,0 +1,146 @@
+"""The ``foundation`` command line: global options, built-in commands, plugin commands.
+
+``foundation [--config FILE]... [--set KEY=VALUE]... [--strict-plugins] COMMAND [ARGS]``.
+Plugins add commands through ``foundation_register_commands(cli)``::
+
+    @hookimpl
+    def foundation_register_commands(cli):
+        parser = cli.add_command("breakers", "foundation_circuit_breaker._cli:breakers_main",
+                                 help="list circuit breakers")
+        parser.add_argument("--json", action="store_true")
+
+A handler is ``handler(args, hub) -> int | None`` (or its lazy ``"module:attr"`` reference); the
+hub it gets has loaded plugins and run registration, but not configuration or start-up: a
+handler that needs them calls ``hub.configure(args.config, args.set)`` / ``hub.startup()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._registry import current_plugin, resolve_ref
+from .errors import ConfigError, FoundationError, NameClashError
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+
+__all__ = ["Command", "CommandRegistrar", "main"]
+
+Handler = Callable[[argparse.Namespace, "Hub"], "int | None"]
+
+
+@attrs.define
+class Command:
+    name: str
+    handler: Handler | str
+    parser: argparse.ArgumentParser
+    plugin: str
+    help: str
+
+    def resolve(self) -> Handler:
+        return resolve_ref(self.handler) if isinstance(self.handler, str) else self.handler
+
+
+class CommandRegistrar:
+    """The ``cli`` object handed to ``foundation_register_commands``."""
+
+    def __init__(self) -> None:
+        self.commands: dict[str, Command] = {}
+
+    def add_command(self, name: str, handler: Handler | str, *, help: str = "",
+                    description: str | None = None, replace: bool = False) -> argparse.ArgumentParser:
+        """Add ``foundation NAME``; returns its argparse parser for the command's own arguments."""
+        plugin, _ = current_plugin.get()
+        if name in self.commands and not replace:
+            raise NameClashError("command", name, self.commands[name].plugin, plugin)
+        parser = argparse.ArgumentParser(prog=f"foundation {name}", description=description or help)
+        self.commands[name] = Command(name, handler, parser, plugin, help)
+        return parser
+
+    def remove_plugin(self, plugin: str) -> None:
+        for name in [n for n, c in self.commands.items() if c.plugin == plugin]:
+            del self.commands[name]
+
+    def by_plugin(self, plugin: str) -> list[str]:
+        return sorted(n for n, c in self.commands.items() if c.plugin == plugin)
+
+
+def _global_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {n:<16} {c.help}" for n, c in sorted(commands.items()))
+    parser = argparse.ArgumentParser(
+        prog="foundation", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Foundation: a plugin framework for ML serving.",
+        epilog=f"commands:\n{lines}\n\n`foundation COMMAND --help` describes one command.")
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="a config file (toml, yaml, json); repeatable, later wins")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set retry.max_attempts=5")
+    parser.add_argument("--strict-plugins", action="store_true",
+                        help="a plugin that fails to load is fatal (as FOUNDATION_STRICT_PLUGINS=1)")
+    parser.add_argument("command", nargs="?", help="the command to run")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``foundation`` console script; returns the exit status."""
+    from ._hub import Hub
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--strict-plugins", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    try:
+        hub = Hub(strict=True if known.strict_plugins else None)
+        hub.register(_builtin_commands, name="foundation", _builtin=True)
+        hub.load_entry_points()
+        hub.run_registration()
+    except FoundationError as exc:
+        print(f"foundation: error: {exc}", file=sys.stderr)
+        return 1
+    parser = _global_parser(hub.commands.commands)
+    ns = parser.parse_args(argv)
+    if ns.command is None:
+        parser.print_help()
+        return 2
+    command = hub.commands.commands.get(ns.command)
+    if command is None:
+        parser.error(f"unknown command {ns.command!r} (commands: {', '.join(sorted(hub.commands.commands))})")
+    args = command.parser.parse_args(ns.args)
+    args.config, args.set, args.strict_plugins = ns.config, ns.set, ns.strict_plugins
+    try:
+        return int(command.resolve()(args, hub) or 0)
+    except ConfigError as exc:
+        print(f"foundation {ns.command}: {exc}", file=sys.stderr)
+        return 2
+    except FoundationError as exc:
+        print(f"foundation {ns.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+class _BuiltinCommands:
+    """The core's own commands, registered through the same hook plugins use."""
+
+    from ._markers import hookimpl
+
+    @hookimpl
+    def foundation_register_commands(self, cli: CommandRegistrar) -> None:
+        p = cli.add_command("plugins", "foundation_core._cli_plugins:plugins_main",
+                            help="list plugins, what they registered, and load errors")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        cli.add_command("version", "foundation_core._cli_plugins:version_main",
+                        help="print the version of foundation and of every plugin")
+        p = cli.add_command("new-plugin", "foundation_core._template:new_plugin_main",
+                            help="write a new plugin distribution from the template")
+        p.add_argument("name", help="plugin name, e.g. 'my-cache' (distribution foundation-my-cache)")
+        p.add_argument("--dir", default=".", help="directory to create it in (default: .)")
+
+
+_builtin_commands: Any = _BuiltinCommands()

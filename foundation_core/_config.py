@@ -1,0 +1,99 @@
+"""The configuration contract: sections declared by plugins, and the frozen ``Config`` they form.
+
+Each plugin declares its section as a frozen attrs class through ``foundation_config_sections``.
+The config plugin (``foundation-config``) builds the layered configuration by implementing
+``foundation_load_config``; without it, every section takes its defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from ._registry import current_plugin
+from .errors import ConfigError, ConfigProblem, NameClashError
+
+__all__ = ["Config", "SectionAdder", "default_config"]
+
+
+class SectionAdder:
+    """The ``add`` callback of ``foundation_config_sections``: ``add("retry", RetrySettings)``."""
+
+    __slots__ = ("owners", "sections")
+
+    def __init__(self) -> None:
+        self.sections: dict[str, type[Any]] = {}
+        self.owners: dict[str, str] = {}
+
+    def __call__(self, name: str, cls: type[Any]) -> None:
+        plugin, _ = current_plugin.get()
+        if not attrs.has(cls):
+            raise TypeError(f"config section {name!r} of plugin {plugin!r}: {cls!r} is not an attrs class")
+        if name in self.sections:
+            raise NameClashError("config section", name, self.owners[name], plugin)
+        self.sections[name] = cls
+        self.owners[name] = plugin
+
+    def remove_plugin(self, plugin: str) -> None:
+        for name in [n for n, p in self.owners.items() if p == plugin]:
+            del self.sections[name], self.owners[name]
+
+
+@attrs.frozen
+class Config(Mapping[str, Any]):
+    """The effective configuration: section name -> frozen section instance.
+
+    ``sources`` maps dotted keys (``retry.max_attempts``) to where each value came from
+    (``default``, ``settings.toml:retry.max_attempts``, ``env FOUNDATION_RETRY__MAX_ATTEMPTS``,
+    ``--set``). Every attribute is read-only; assigning raises ``attrs.exceptions.FrozenInstanceError``.
+    """
+
+    sections: Mapping[str, Any] = attrs.field(converter=lambda m: _FrozenDict(m))
+    sources: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: _FrozenDict(m))
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self.sections[name]
+        except KeyError:
+            known = ", ".join(sorted(self.sections)) or "none"
+            raise KeyError(f"no config section {name!r} (sections: {known})") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sections)
+
+    def __len__(self) -> int:
+        return len(self.sections)
+
+    def value(self, path: str) -> Any:
+        """The value at a dotted path, for example ``config.value("retry.max_attempts")``."""
+        section, _, rest = path.partition(".")
+        obj: Any = self[section]
+        for part in rest.split(".") if rest else ():
+            obj = obj[part] if isinstance(obj, Mapping) else getattr(obj, part)
+        return obj
+
+
+class _FrozenDict(dict[str, Any]):
+    """A dict that refuses mutation (hashable views are not needed, only read-only access)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise attrs.exceptions.FrozenInstanceError()
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+
+def default_config(sections: Mapping[str, type[Any]]) -> Config:
+    """Every section at its defaults; a section class with a required field is a ConfigError."""
+    built: dict[str, Any] = {}
+    problems: list[ConfigProblem] = []
+    for name, cls in sections.items():
+        try:
+            built[name] = cls()
+        except (TypeError, ValueError) as exc:
+            problems.append(ConfigProblem(name, f"section has no complete defaults: {exc}", "default"))
+    if problems:
+        raise ConfigError(problems)
+    sources = {f"{n}.{f.name}": "default" for n, c in sections.items() for f in attrs.fields(c)}
+    return Config(built, sources)

@@ -1,0 +1,112 @@
+"""Finding plugins: entry points of group ``foundation``, filtered by the environment.
+
+``FOUNDATION_PLUGINS=a,b`` loads only those entry-point plugins (set but empty: none);
+``FOUNDATION_DISABLE_PLUGINS=a,b`` blocks those; ``FOUNDATION_STRICT_PLUGINS=1`` makes any
+plugin failure fatal. Nothing here imports a plugin's heavy dependencies: loading an entry point
+imports only the plugin's module, which must defer heavy imports until used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Literal
+
+import attrs
+
+from ._markers import ENTRY_POINT_GROUP
+
+__all__ = ["PluginInfo", "Selection", "discover"]
+
+Status = Literal["loaded", "failed", "disabled", "not-selected", "app"]
+
+
+@attrs.define
+class PluginInfo:
+    """What ``foundation plugins`` shows about one plugin."""
+
+    name: str
+    source: Literal["entry-point", "app", "builtin"]
+    status: Status
+    distribution: str | None = None
+    version: str | None = None
+    value: str | None = None
+    error: str | None = None
+    error_hook: str | None = None
+    hooks: list[str] = attrs.field(factory=list)
+    registered: dict[str, list[str]] = attrs.field(factory=dict)
+    plugin: Any = attrs.field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "status": self.status,
+            "distribution": self.distribution,
+            "version": self.version,
+            "entry_point": self.value,
+            "hooks": sorted(self.hooks),
+            "registered": {k: sorted(v) for k, v in sorted(self.registered.items())},
+            "error": self.error,
+            "error_hook": self.error_hook,
+        }
+
+
+def _names(raw: str | None) -> frozenset[str] | None:
+    if raw is None:
+        return None
+    return frozenset(n.strip() for n in raw.split(",") if n.strip())
+
+
+@attrs.frozen
+class Selection:
+    """Which entry-point plugins the environment allows, and whether failures are fatal."""
+
+    only: frozenset[str] | None
+    disabled: frozenset[str]
+    strict: bool
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, strict: bool | None = None) -> Selection:
+        env = os.environ if env is None else env
+        if strict is None:
+            strict = env.get("FOUNDATION_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
+        return cls(
+            only=_names(env.get("FOUNDATION_PLUGINS")),
+            disabled=_names(env.get("FOUNDATION_DISABLE_PLUGINS")) or frozenset(),
+            strict=strict,
+        )
+
+    def why_not(self, name: str) -> Status | None:
+        if name in self.disabled:
+            return "disabled"
+        if self.only is not None and name not in self.only:
+            return "not-selected"
+        return None
+
+    def reason(self, name: str) -> str:
+        if name in self.disabled:
+            return "disabled by FOUNDATION_DISABLE_PLUGINS"
+        if self.only is not None and name not in self.only:
+            return "not listed in FOUNDATION_PLUGINS"
+        return "enabled"
+
+
+def discover(selection: Selection) -> list[tuple[EntryPoint, PluginInfo]]:
+    """Every ``foundation`` entry point, de-duplicated by name, with its selection status."""
+    found: dict[str, tuple[EntryPoint, PluginInfo]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in found:
+            continue  # the same distribution visible twice on sys.path: first one wins, as importlib does
+        dist = getattr(ep, "dist", None)
+        info = PluginInfo(
+            name=ep.name,
+            source="entry-point",
+            status=selection.why_not(ep.name) or "loaded",
+            distribution=dist.name if dist is not None else None,
+            version=dist.version if dist is not None else None,
+            value=ep.value,
+        )
+        found[ep.name] = (ep, info)
+    return [found[n] for n in sorted(found)]

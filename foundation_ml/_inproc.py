@@ -1,0 +1,111 @@
+"""The ``inproc`` transport: same process, no copies. The reference every transport is tested against."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ._transport import RequestHandler, Transport, TransportClient, TransportServer
+from ._types import InferenceRequest, InferenceResponse
+from .errors import DeadlineExceeded, InferenceError, InternalError, ServerUnavailable
+
+__all__ = ["InprocTransport"]
+
+_servers: dict[str, _InprocServer] = {}
+_lock = threading.Lock()
+
+
+class _Reply:
+    __slots__ = ("event", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.value: InferenceResponse | InferenceError | None = None
+
+    def __call__(self, value: InferenceResponse | InferenceError) -> None:
+        if self.value is None:  # respond exactly once; a second call is ignored
+            self.value = value
+            self.event.set()
+
+
+class _InprocServer(TransportServer):
+    def __init__(self, address: str, handler: RequestHandler) -> None:
+        self.address = address
+        self.handler = handler
+        self.accepting = True
+        self.inflight = 0
+        self.cond = threading.Condition()
+
+    def stop(self, drain_timeout: float = 5.0) -> None:
+        with _lock:
+            if _servers.get(self.address) is self:
+                del _servers[self.address]
+        with self.cond:
+            self.accepting = False
+            self.cond.wait_for(lambda: self.inflight == 0, timeout=drain_timeout)
+
+
+class _InprocClient(TransportClient):
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._ids = itertools.count(1)
+
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        server = _servers.get(self.address)
+        if server is None or not server.accepting:
+            raise ServerUnavailable(f"no inproc server under {self.address!r}", model=request.model)
+        if not request.id:
+            request.id = next(self._ids)
+        request.inputs = {k: _readonly(v) for k, v in request.inputs.items()}
+        reply = _Reply()
+        with server.cond:
+            server.inflight += 1
+        try:
+            try:
+                server.handler(request, reply)
+            except InferenceError as exc:
+                reply(exc)
+            except Exception as exc:  # a handler must respond, not raise; report it typed
+                reply(InternalError(f"handler raised {exc!r}", model=request.model, request_id=request.id))
+            wait = timeout if timeout is not None else None
+            if not reply.event.wait(wait):
+                raise DeadlineExceeded(f"no response within {timeout}s", model=request.model,
+                                       request_id=request.id)
+        finally:
+            with server.cond:
+                server.inflight -= 1
+                server.cond.notify_all()
+        if isinstance(reply.value, InferenceError):
+            raise reply.value
+        assert reply.value is not None
+        return reply.value
+
+    def close(self) -> None:
+        pass
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    view = np.asarray(array).view()
+    view.flags.writeable = False
+    return view
+
+
+class InprocTransport(Transport):
+    """Serves and calls within one process; ``address`` is any name."""
+
+    name: ClassVar[str] = "inproc"
+
+    def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
+        with _lock:
+            if address in _servers:
+                raise ValueError(f"an inproc server already serves {address!r}")
+            server = _servers[address] = _InprocServer(address, handler)
+        return server
+
+    def connect(self, address: str, **options: Any) -> TransportClient:
+        if address not in _servers:
+            raise ServerUnavailable(f"no inproc server under {address!r}")
+        return _InprocClient(address)

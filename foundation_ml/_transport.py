@@ -1,0 +1,78 @@
+"""The transport contract: how requests reach a handler and responses get back.
+
+A transport knows no model and no framework. The server side calls
+``handler(request, respond)`` for every request; the handler calls ``respond`` exactly once, with
+an ``InferenceResponse`` or an ``InferenceError``, inline or later from another thread (that is
+what lets the runtime batch requests from many clients). The client side sends one request and
+waits, never longer than the request's deadline.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, ClassVar, Protocol
+
+from ._types import InferenceRequest, InferenceResponse
+from .errors import InferenceError
+
+__all__ = ["RequestHandler", "Respond", "Transport", "TransportClient", "TransportServer"]
+
+Respond = Callable[[InferenceResponse | InferenceError], None]
+
+
+class RequestHandler(Protocol):
+    def __call__(self, request: InferenceRequest, respond: Respond) -> None: ...
+
+
+class TransportServer(abc.ABC):
+    """A started server. ``stop()`` stops accepting, answers or fails in-flight requests within
+    ``drain_timeout``, and releases every resource (no leaked segments)."""
+
+    address: str
+
+    @abc.abstractmethod
+    def stop(self, drain_timeout: float = 5.0) -> None: ...
+
+    def __enter__(self) -> TransportServer:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class TransportClient(abc.ABC):
+    """A connection to one server. Thread-safe unless the transport documents otherwise."""
+
+    @abc.abstractmethod
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        """Send one request, return its response or raise its ``InferenceError``."""
+
+    async def ainfer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        """The async form: the same logic, run off the event loop."""
+        return await asyncio.to_thread(self.infer, request, timeout=timeout)
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> TransportClient:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Transport(abc.ABC):
+    """A way to move requests. Registered by name through ``foundation_register_transports``."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
+        """Start serving ``handler`` under ``address``; returns once clients can connect."""
+
+    @abc.abstractmethod
+    def connect(self, address: str, **options: Any) -> TransportClient:
+        """Connect to the server under ``address`` (``ServerUnavailable`` if there is none)."""

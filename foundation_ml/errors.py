@@ -1,0 +1,132 @@
+"""Typed inference errors, one class per wire error code of the protocol.
+
+A transport carries the ``code`` and ``message`` of an error across the process boundary; the
+client raises the matching class, so ``except ModelNotFound`` works the same over every transport.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadChecksum",
+    "BadMagic",
+    "BadVersion",
+    "CudaUnavailable",
+    "DeadlineExceeded",
+    "ErrorCode",
+    "HandlerError",
+    "InferenceError",
+    "InternalError",
+    "InvalidInput",
+    "ModelNotFound",
+    "Overloaded",
+    "ServerUnavailable",
+    "ShuttingDown",
+    "TooLarge",
+    "error_for_code",
+]
+
+import enum
+
+
+class ErrorCode(enum.IntEnum):
+    """Wire status codes (``uint32`` in the protocol). 0 is success."""
+
+    OK = 0
+    BAD_MAGIC = 1
+    BAD_VERSION = 2
+    BAD_CHECKSUM = 3
+    MODEL_NOT_FOUND = 4
+    INVALID_INPUT = 5  # bad name, dtype, shape or size; the message states the expected signature
+    TOO_LARGE = 6
+    DEADLINE_EXCEEDED = 7
+    OVERLOADED = 8
+    HANDLER_ERROR = 9
+    SERVER_UNAVAILABLE = 10
+    SHUTTING_DOWN = 11
+    CUDA_UNAVAILABLE = 12
+    INTERNAL = 13
+
+
+class InferenceError(Exception):
+    """Base of every error an inference call raises; ``code`` is its wire status."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, *, model: str = "", request_id: int = 0) -> None:
+        self.message = message
+        self.model = model
+        self.request_id = request_id
+        where = f"model {model!r}: " if model else ""
+        super().__init__(f"{where}{message}")
+
+
+class BadMagic(InferenceError):
+    code = ErrorCode.BAD_MAGIC
+
+
+class BadVersion(InferenceError):
+    code = ErrorCode.BAD_VERSION
+
+
+class BadChecksum(InferenceError):
+    code = ErrorCode.BAD_CHECKSUM
+
+
+class ModelNotFound(InferenceError, LookupError):
+    code = ErrorCode.MODEL_NOT_FOUND
+
+
+class InvalidInput(InferenceError, ValueError):
+    code = ErrorCode.INVALID_INPUT
+
+
+class TooLarge(InferenceError):
+    code = ErrorCode.TOO_LARGE
+
+
+class DeadlineExceeded(InferenceError, TimeoutError):
+    code = ErrorCode.DEADLINE_EXCEEDED
+
+
+class Overloaded(InferenceError):
+    code = ErrorCode.OVERLOADED
+
+
+class HandlerError(InferenceError):
+    """The model (or handler) raised; ``message`` carries its exception text."""
+
+    code = ErrorCode.HANDLER_ERROR
+
+
+class ServerUnavailable(InferenceError, ConnectionError):
+    """No live server under that name, or it died while the request was in flight."""
+
+    code = ErrorCode.SERVER_UNAVAILABLE
+
+
+class ShuttingDown(InferenceError):
+    code = ErrorCode.SHUTTING_DOWN
+
+
+class CudaUnavailable(InferenceError):
+    code = ErrorCode.CUDA_UNAVAILABLE
+
+
+class InternalError(InferenceError):
+    code = ErrorCode.INTERNAL
+
+
+_BY_CODE: dict[int, type[InferenceError]] = {
+    cls.code: cls
+    for cls in (BadMagic, BadVersion, BadChecksum, ModelNotFound, InvalidInput, TooLarge,
+                DeadlineExceeded, Overloaded, HandlerError, ServerUnavailable, ShuttingDown,
+                CudaUnavailable, InternalError)
+}
+
+
+def error_for_code(code: int, message: str, *, model: str = "", request_id: int = 0) -> InferenceError:
+    """The typed error for a wire status code (unknown codes become ``InternalError``)."""
+    cls = _BY_CODE.get(code, InternalError)
+    if cls is InternalError and code not in _BY_CODE:
+        message = f"unknown error code {code}: {message}"
+    return cls(message, model=model, request_id=request_id)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv and install foundation, every plugin and transport (editable) with dev tools,
+# pinned by constraints-dev.txt; install the system packages the native clients need.
+# Idempotent: a second run only installs what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
+command -v make >/dev/null || need_apt+=(make)
+if [ -d clients/go ] && ! command -v go >/dev/null; then need_apt+=(golang-go); fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need_apt[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pkgs=(-e ".[dev]")
+for d in plugins/*/ transports/*/; do
+  [ -f "$d/pyproject.toml" ] && pkgs+=(-e "$d")
+done
+echo "setup: pip install ${pkgs[*]}"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints-dev.txt "${pkgs[@]}" torch \
+  2>&1 | grep -v -E "^(WARNING: Location|  )" || true
+.venv/bin/python -c "import foundation_core, torch; print('setup: ok, torch', torch.__version__)"
