@@ -52,8 +52,15 @@ class CommandRegistrar:
     def __init__(self) -> None:
         self.commands: dict[str, Command] = {}
 
-    def add_command(self, name: str, handler: Handler | str, *, help: str = "",
-                    description: str | None = None, replace: bool = False) -> argparse.ArgumentParser:
+    def add_command(
+        self,
+        name: str,
+        handler: Handler | str,
+        *,
+        help: str = "",
+        description: str | None = None,
+        replace: bool = False,
+    ) -> argparse.ArgumentParser:
         """Add ``foundation NAME``; returns its argparse parser for the command's own arguments."""
         plugin, _ = current_plugin.get()
         if name in self.commands and not replace:
@@ -73,15 +80,30 @@ class CommandRegistrar:
 def _global_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     lines = "\n".join(f"  {n:<16} {c.help}" for n, c in sorted(commands.items()))
     parser = argparse.ArgumentParser(
-        prog="foundation", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="foundation",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Foundation: a plugin framework for ML serving.",
-        epilog=f"commands:\n{lines}\n\n`foundation COMMAND --help` describes one command.")
-    parser.add_argument("--config", action="append", default=[], metavar="FILE",
-                        help="a config file (toml, yaml, json); repeatable, later wins")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value, e.g. --set retry.max_attempts=5")
-    parser.add_argument("--strict-plugins", action="store_true",
-                        help="a plugin that fails to load is fatal (as FOUNDATION_STRICT_PLUGINS=1)")
+        epilog=f"commands:\n{lines}\n\n`foundation COMMAND --help` describes one command.",
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a config file (toml, yaml, json); repeatable, later wins",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set retry.max_attempts=5",
+    )
+    parser.add_argument(
+        "--strict-plugins",
+        action="store_true",
+        help="a plugin that fails to load is fatal (as FOUNDATION_STRICT_PLUGINS=1)",
+    )
     parser.add_argument("command", nargs="?", help="the command to run")
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
@@ -132,13 +154,22 @@ class _BuiltinCommands:
 
     @hookimpl
     def foundation_register_commands(self, cli: CommandRegistrar) -> None:
-        p = cli.add_command("plugins", "foundation_core._cli_plugins:plugins_main",
-                            help="list plugins, what they registered, and load errors")
+        p = cli.add_command(
+            "plugins",
+            "foundation_core._cli_plugins:plugins_main",
+            help="list plugins, what they registered, and load errors",
+        )
         p.add_argument("--json", action="store_true", help="print one JSON object")
-        cli.add_command("version", "foundation_core._cli_plugins:version_main",
-                        help="print the version of foundation and of every plugin")
-        p = cli.add_command("new-plugin", "foundation_core._template:new_plugin_main",
-                            help="write a new plugin distribution from the template")
+        cli.add_command(
+            "version",
+            "foundation_core._cli_plugins:version_main",
+            help="print the version of foundation and of every plugin",
+        )
+        p = cli.add_command(
+            "new-plugin",
+            "foundation_core._template:new_plugin_main",
+            help="write a new plugin distribution from the template",
+        )
         p.add_argument("name", help="plugin name, e.g. 'my-cache' (distribution foundation-my-cache)")
         p.add_argument("--dir", default=".", help="directory to create it in (default: .)")
 

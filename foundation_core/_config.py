@@ -41,6 +41,19 @@ class SectionAdder:
             del self.sections[name], self.owners[name]
 
 
+class _FrozenDict(dict[str, Any]):
+    """A dict that refuses mutation (hashable views are not needed, only read-only access)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise attrs.exceptions.FrozenInstanceError()
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _FrozenDict(mapping)
+
+
 @attrs.frozen
 class Config(Mapping[str, Any]):
     """The effective configuration: section name -> frozen section instance.
@@ -50,8 +63,8 @@ class Config(Mapping[str, Any]):
     ``--set``). Every attribute is read-only; assigning raises ``attrs.exceptions.FrozenInstanceError``.
     """
 
-    sections: Mapping[str, Any] = attrs.field(converter=lambda m: _FrozenDict(m))
-    sources: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: _FrozenDict(m))
+    sections: Mapping[str, Any] = attrs.field(converter=_frozen)
+    sources: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -73,15 +86,6 @@ class Config(Mapping[str, Any]):
         for part in rest.split(".") if rest else ():
             obj = obj[part] if isinstance(obj, Mapping) else getattr(obj, part)
         return obj
-
-
-class _FrozenDict(dict[str, Any]):
-    """A dict that refuses mutation (hashable views are not needed, only read-only access)."""
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
-        raise attrs.exceptions.FrozenInstanceError()
-
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
 
 
 def default_config(sections: Mapping[str, type[Any]]) -> Config:

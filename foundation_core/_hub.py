@@ -8,9 +8,9 @@ the application's own objects, run the registration hooks, build the configurati
 from __future__ import annotations
 
 import difflib
-import os
 import functools
 import inspect
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -121,7 +121,9 @@ class Hub:
             msgs = []
             for hook in unknown:
                 near = difflib.get_close_matches(hook, _spec_names(), n=1)
-                msgs.append(f"{hook!r} is not a foundation hook" + (f" (did you mean {near[0]!r}?)" if near else ""))
+                msgs.append(
+                    f"{hook!r} is not a foundation hook" + (f" (did you mean {near[0]!r}?)" if near else "")
+                )
             err = PluginLoadError(info.name, "; ".join(msgs))
             self._fail(info, None, err, err)
             return
@@ -130,7 +132,7 @@ class Hub:
         for hc in self.pm.get_hookcallers(obj) or []:
             for impl in hc.get_hookimpls():
                 if impl.plugin is obj and not (impl.hookwrapper or impl.wrapper):
-                    impl.function = self._guard(info, hc.name, impl.function)
+                    impl.function = self._guard(info, hc.name, impl.function)  # type: ignore[misc]
 
     def _check_requirements(self) -> None:
         for info in list(self.plugins.values()):
@@ -139,12 +141,20 @@ class Hub:
                 other = self.plugins.get(need)
                 if other is not None and other.status in {"loaded", "app"}:
                     continue
-                why = "is not installed" if other is None else (
-                    f"failed to load ({other.error})" if other.status == "failed"
-                    else f"is {self.selection.reason(need)}")
+                why = (
+                    "is not installed"
+                    if other is None
+                    else (
+                        f"failed to load ({other.error})"
+                        if other.status == "failed"
+                        else f"is {self.selection.reason(need)}"
+                    )
+                )
                 err = PluginLoadError(
-                    info.name, f"it needs plugin {need!r}, which {why}; enable {need!r} or disable "
-                    f"{info.name!r} with FOUNDATION_DISABLE_PLUGINS={info.name}")
+                    info.name,
+                    f"it needs plugin {need!r}, which {why}; enable {need!r} or disable "
+                    f"{info.name!r} with FOUNDATION_DISABLE_PLUGINS={info.name}",
+                )
                 self._fail(info, None, err, err)
                 break
 
@@ -161,8 +171,11 @@ class Hub:
                 result = fn(*args, **kwargs)
             except Exception as exc:
                 if event:  # an observer's failure never breaks the event's source
-                    warnings.warn(f"plugin {info.name!r} raised in {hook}: {exc!r}",
-                                  FoundationPluginWarning, stacklevel=2)
+                    warnings.warn(
+                        f"plugin {info.name!r} raised in {hook}: {exc!r}",
+                        FoundationPluginWarning,
+                        stacklevel=2,
+                    )
                     return None
                 if is_app:
                     raise
@@ -189,13 +202,20 @@ class Hub:
             self.pm.unregister(info.plugin)
         if self.strict:
             raise err from exc
-        warnings.warn(f"{err} -- the other plugins carry on (FOUNDATION_STRICT_PLUGINS=1 makes this "
-                      f"fatal; `foundation plugins` lists it)", FoundationPluginWarning, stacklevel=3)
+        warnings.warn(
+            f"{err} -- the other plugins carry on (FOUNDATION_STRICT_PLUGINS=1 makes this "
+            f"fatal; `foundation plugins` lists it)",
+            FoundationPluginWarning,
+            stacklevel=3,
+        )
         _events.emit_from(self, "plugin_error", plugin=info.name, hook=hook, error=exc)
 
     def _disabled_hint(self, name: str) -> str:
-        off = [f"{i.name} ({self.selection.reason(i.name) if i.status != 'failed' else 'failed: ' + str(i.error)})"
-               for i in self.plugins.values() if i.status in {"disabled", "not-selected", "failed"}]
+        off = [
+            f"{i.name} ({'failed: ' + str(i.error) if i.status == 'failed' else self.selection.reason(i.name)})"
+            for i in self.plugins.values()
+            if i.status in {"disabled", "not-selected", "failed"}
+        ]
         return f"; plugins not active: {', '.join(off)}" if off else ""
 
     # --- phases -------------------------------------------------------------------------------
@@ -219,16 +239,21 @@ class Hub:
                     "config_sections": sorted(n for n, p in self.sections.owners.items() if p == info.name),
                 }
 
-    def configure(self, files: Sequence[str] = (), overrides: Sequence[str] = (), *, strict: bool = False) -> Config:
+    def configure(
+        self, files: Sequence[str] = (), overrides: Sequence[str] = (), *, strict: bool = False
+    ) -> Config:
         """Build and freeze the configuration, then hand it to ``foundation_configure``."""
         self.run_registration()
         sections = dict(self.sections.sections)
-        config = self.pm.hook.foundation_load_config(
-            sections=sections, files=list(files), overrides=list(overrides), strict=strict)
+        config: Config | None = self.pm.hook.foundation_load_config(
+            sections=sections, files=list(files), overrides=list(overrides), strict=strict
+        )
         if config is None:
             if files or overrides:
-                raise ConfigError("config files and --set overrides need the config plugin "
-                                  "(pip install foundation-config); it is not active")
+                raise ConfigError(
+                    "config files and --set overrides need the config plugin "
+                    "(pip install foundation-config); it is not active"
+                )
             config = default_config(sections)
         self.config = config
         self.pm.hook.foundation_configure(config=config)
@@ -276,7 +301,9 @@ class Hub:
     def __enter__(self) -> Hub:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.shutdown()
 
     # --- queries ------------------------------------------------------------------------------
@@ -327,8 +354,10 @@ def _spec_names() -> list[str]:
 
 def _describe_load_error(value: str, exc: BaseException) -> str:
     if isinstance(exc, ModuleNotFoundError):
-        return (f"entry point {value!r} names module {exc.name!r}, which cannot be imported "
-                f"({exc}); reinstall the plugin or disable it with FOUNDATION_DISABLE_PLUGINS")
+        return (
+            f"entry point {value!r} names module {exc.name!r}, which cannot be imported "
+            f"({exc}); reinstall the plugin or disable it with FOUNDATION_DISABLE_PLUGINS"
+        )
     if isinstance(exc, AttributeError):
         return f"entry point {value!r} names an attribute that does not exist ({exc})"
     return f"importing entry point {value!r} raised {exc!r}"

@@ -22,7 +22,7 @@ __all__ = ["new_plugin", "new_plugin_main"]
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 
 _FILES: dict[str, str] = {
-    "pyproject.toml": '''\
+    "pyproject.toml": """\
 [build-system]
 requires = ["setuptools>=68"]
 build-backend = "setuptools.build_meta"
@@ -43,8 +43,8 @@ $name = "$module.plugin"
 
 [tool.setuptools.packages.find]
 include = ["$module*"]
-''',
-    "README.md": '''\
+""",
+    "README.md": """\
 # foundation-$name
 
 A Foundation plugin. Install it next to `foundation` and it is found through its entry point:
@@ -54,7 +54,7 @@ A Foundation plugin. Install it next to `foundation` and it is found through its
     foundation $name-hello    # the command it adds
 
 Run its tests with `pytest`.
-''',
+""",
     "$module/__init__.py": '''\
 """foundation-$name: a Foundation plugin."""
 
@@ -157,8 +157,7 @@ def new_plugin(name: str, directory: str | Path = ".") -> Path:
     if root.exists():
         raise FileExistsError(f"{root} already exists; choose another name or directory")
     module = "foundation_" + name.replace("-", "_")
-    values = {"name": name, "module": module, "section": name.replace("-", "_"),
-              "core_version": __version__}
+    values = {"name": name, "module": module, "section": name.replace("-", "_"), "core_version": __version__}
     for rel, text in _FILES.items():
         path = root / Template(rel).substitute(values)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -54,9 +54,7 @@ class _InprocClient(TransportClient):
         self._ids = itertools.count(1)
 
     def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
-        server = _servers.get(self.address)
-        if server is None or not server.accepting:
-            raise ServerUnavailable(f"no inproc server under {self.address!r}", model=request.model)
+        server = self._server()
         if not request.id:
             request.id = next(self._ids)
         request.inputs = {k: _readonly(v) for k, v in request.inputs.items()}
@@ -72,8 +70,9 @@ class _InprocClient(TransportClient):
                 reply(InternalError(f"handler raised {exc!r}", model=request.model, request_id=request.id))
             wait = timeout if timeout is not None else None
             if not reply.event.wait(wait):
-                raise DeadlineExceeded(f"no response within {timeout}s", model=request.model,
-                                       request_id=request.id)
+                raise DeadlineExceeded(
+                    f"no response within {timeout}s", model=request.model, request_id=request.id
+                )
         finally:
             with server.cond:
                 server.inflight -= 1
@@ -82,6 +81,18 @@ class _InprocClient(TransportClient):
             raise reply.value
         assert reply.value is not None
         return reply.value
+
+    def _server(self) -> _InprocServer:
+        server = _servers.get(self.address)
+        if server is None or not server.accepting:
+            raise ServerUnavailable(f"no inproc server under {self.address!r}")
+        return server
+
+    def metadata(self, model: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._server().handler.metadata(model)
+
+    def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._server().handler.stats()
 
     def close(self) -> None:
         pass

@@ -24,7 +24,15 @@ Respond = Callable[[InferenceResponse | InferenceError], None]
 
 
 class RequestHandler(Protocol):
+    """What a transport serves. ``__call__`` takes requests; the two control calls answer
+    ``client.metadata(model)`` (the model-metadata document, raising ``ModelNotFound``) and
+    ``client.stats()`` (server metrics), both as JSON-able dicts: never pickle."""
+
     def __call__(self, request: InferenceRequest, respond: Respond) -> None: ...
+
+    def metadata(self, model: str) -> dict[str, Any]: ...
+
+    def stats(self) -> dict[str, Any]: ...
 
 
 class TransportServer(abc.ABC):
@@ -39,7 +47,9 @@ class TransportServer(abc.ABC):
     def __enter__(self) -> TransportServer:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -49,6 +59,14 @@ class TransportClient(abc.ABC):
     @abc.abstractmethod
     def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
         """Send one request, return its response or raise its ``InferenceError``."""
+
+    @abc.abstractmethod
+    def metadata(self, model: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """The server's metadata document for ``model`` (inputs, outputs, versions)."""
+
+    @abc.abstractmethod
+    def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The server's metrics document (per-model counts and latency percentiles)."""
 
     async def ainfer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
         """The async form: the same logic, run off the event loop."""
@@ -60,7 +78,9 @@ class TransportClient(abc.ABC):
     def __enter__(self) -> TransportClient:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 

@@ -91,6 +91,10 @@ class ModelMetadata:
         return f"inputs ({ins}) -> outputs ({outs})"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "versions": list(self.versions), "platform": self.platform,
-                "inputs": [s.as_dict() for s in self.inputs],
-                "outputs": [s.as_dict() for s in self.outputs]}
+        return {
+            "name": self.name,
+            "versions": list(self.versions),
+            "platform": self.platform,
+            "inputs": [s.as_dict() for s in self.inputs],
+            "outputs": [s.as_dict() for s in self.outputs],
+        }

@@ -118,9 +118,21 @@ class InternalError(InferenceError):
 
 _BY_CODE: dict[int, type[InferenceError]] = {
     cls.code: cls
-    for cls in (BadMagic, BadVersion, BadChecksum, ModelNotFound, InvalidInput, TooLarge,
-                DeadlineExceeded, Overloaded, HandlerError, ServerUnavailable, ShuttingDown,
-                CudaUnavailable, InternalError)
+    for cls in (
+        BadMagic,
+        BadVersion,
+        BadChecksum,
+        ModelNotFound,
+        InvalidInput,
+        TooLarge,
+        DeadlineExceeded,
+        Overloaded,
+        HandlerError,
+        ServerUnavailable,
+        ShuttingDown,
+        CudaUnavailable,
+        InternalError,
+    )
 }
 
 
