@@ -27,11 +27,11 @@ class SectionAdder:
         self.sections: dict[str, type[Any]] = {}
         self.owners: dict[str, str] = {}
 
-    def __call__(self, name: str, cls: type[Any]) -> None:
+    def __call__(self, name: str, cls: type[Any], *, replace: bool = False) -> None:
         plugin, _ = current_plugin.get()
         if not attrs.has(cls):
             raise TypeError(f"config section {name!r} of plugin {plugin!r}: {cls!r} is not an attrs class")
-        if name in self.sections:
+        if name in self.sections and not replace:
             raise NameClashError("config section", name, self.owners[name], plugin)
         self.sections[name] = cls
         self.owners[name] = plugin

@@ -94,18 +94,28 @@ class Hub:
                     f"that name (installed: {known})",
                 )
 
-    def register(self, plugin: object, name: str | None = None, *, _builtin: bool = False) -> str:
-        """Register an application object of hookimpls. It overrides installed plugins: what it
-        registers wins over theirs whatever the call order, and its errors are never swallowed."""
+    def register(
+        self, plugin: object, name: str | None = None, *, override: bool = True, _builtin: bool = False
+    ) -> str:
+        """Register an object of hookimpls.
+
+        With ``override=True`` (the default) it is an application override: what it registers
+        wins over installed plugins whatever the call order, and its errors are never swallowed.
+        With ``override=False`` it is treated exactly like an installed entry-point plugin
+        (isolated on failure, subject to name clashes), which is what a plugin's own tests want.
+        """
         if self._registered:
             raise FoundationError("register application plugins before the registration hooks run")
         name = name or getattr(plugin, "foundation_name", None) or _plugin_name(plugin)
         if name in self.plugins:
             raise FoundationError(f"a plugin named {name!r} is already registered; pass name=")
-        info = PluginInfo(name=name, source="builtin" if _builtin else "app", status="app")
+        if override:
+            info = PluginInfo(name=name, source="builtin" if _builtin else "app", status="app")
+        else:
+            info = PluginInfo(name=name, source="entry-point", status="loaded")
         self.plugins[name] = info
         self._register(info, plugin)
-        if info.status == "failed":
+        if info.status == "failed" and override:
             raise PluginError(name, info.error or "invalid hookimpls")
         return name
 
@@ -210,9 +220,12 @@ class Hub:
         )
         _events.emit_from(self, "plugin_error", plugin=info.name, hook=hook, error=exc)
 
+    def _why_inactive(self, info: PluginInfo) -> str:
+        return f"failed: {info.error}" if info.status == "failed" else self.selection.reason(info.name)
+
     def _disabled_hint(self, name: str) -> str:
         off = [
-            f"{i.name} ({'failed: ' + str(i.error) if i.status == 'failed' else self.selection.reason(i.name)})"
+            f"{i.name} ({self._why_inactive(i)})"
             for i in self.plugins.values()
             if i.status in {"disabled", "not-selected", "failed"}
         ]
@@ -318,14 +331,16 @@ class Hub:
 def start(
     plugins: Iterable[object] = (),
     *,
+    installed: Iterable[object] = (),
     config_files: Sequence[str] = (),
     overrides: Sequence[str] = (),
     strict: bool | None = None,
     entry_points: bool = True,
     env: Mapping[str, str] | None = None,
 ) -> Hub:
-    """Compose a ready hub: load entry points, register ``plugins`` (application overrides),
-    run registration, configuration and start-up. Use it as a context manager to shut down::
+    """Compose a ready hub: load entry points, register ``installed`` (objects treated as
+    installed plugins) and ``plugins`` (application overrides), then run registration,
+    configuration and start-up. Use it as a context manager to shut down::
 
         with foundation_core.start(plugins=[MyOverrides()]) as hub:
             retry = hub.patterns.get("retry")
@@ -333,6 +348,8 @@ def start(
     hub = Hub(strict=strict, env=env)
     if entry_points:
         hub.load_entry_points()
+    for obj in installed:
+        hub.register(obj, override=False)
     for obj in plugins:
         hub.register(obj)
     hub.run_registration()

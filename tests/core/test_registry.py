@@ -1,0 +1,74 @@
+"""Registries: names, lazy references, precedence of application overrides, rollback."""
+
+from __future__ import annotations
+
+import pytest
+
+from foundation_core import Registry
+from foundation_core._registry import resolve_ref
+from foundation_core.errors import NameClashError, NotRegisteredError
+
+
+def test_second_registration_without_replace_names_both_plugins() -> None:
+    reg: Registry[object] = Registry("pattern")
+    reg.add("retry", object(), plugin="a", app=False)
+    with pytest.raises(NameClashError) as exc_info:
+        reg.add("retry", object(), plugin="b", app=False)
+    err = exc_info.value
+    assert (err.holder, err.newcomer, err.name) == ("a", "b", "retry")
+    assert "FOUNDATION_DISABLE_PLUGINS" in str(err)
+
+
+def test_replace_true_takes_the_name_and_records_the_displaced() -> None:
+    reg: Registry[str] = Registry("pattern")
+    reg.add("retry", "x:a", plugin="a", app=False)
+    reg.add("retry", "x:b", plugin="b", app=False, replace=True)
+    assert reg.entry("retry").plugin == "b" and reg.entry("retry").shadowed == ["a"]
+
+
+def test_application_registration_wins_whatever_the_order() -> None:
+    reg: Registry[int] = Registry("pattern")
+    reg.add("retry", 1, plugin="app", app=True)
+    reg.add("retry", 2, plugin="installed", app=False)  # later, but shadowed, not a clash
+    assert reg.get("retry") == 1 and reg.entry("retry").shadowed == ["installed"]
+    with pytest.raises(NameClashError):
+        reg.add("retry", 3, plugin="app2", app=True)
+
+
+def test_lazy_reference_resolves_on_first_get_only() -> None:
+    reg: Registry[object] = Registry("transport")
+    reg.add("json", "json:dumps", plugin="p", app=False)
+    assert reg.entry("json").lazy
+    import json
+
+    assert reg.get("json") is json.dumps
+    assert not reg.entry("json").lazy
+
+
+@pytest.mark.parametrize("ref", ["nocolon", ":attr", "module:", ""])
+def test_malformed_lazy_reference_is_a_clear_error(ref: str) -> None:
+    with pytest.raises(ValueError, match="not of the form 'module:attribute'"):
+        resolve_ref(ref)
+
+
+def test_unknown_name_lists_what_is_registered() -> None:
+    reg: Registry[int] = Registry("model backend")
+    reg.add("torch", 1, plugin="torch", app=False)
+    with pytest.raises(
+        NotRegisteredError, match=r"no model backend named 'onnx' is registered \(registered: torch\)"
+    ):
+        reg.get("onnx")
+
+
+def test_remove_plugin_rolls_back_only_its_entries() -> None:
+    reg: Registry[int] = Registry("pattern")
+    reg.add("a", 1, plugin="p", app=False)
+    reg.add("b", 2, plugin="q", app=False)
+    assert reg.remove_plugin("p") == ["a"]
+    assert reg.names() == ["b"]
+
+
+@pytest.mark.parametrize("name", ["", None, 3])
+def test_invalid_names_are_rejected(name: object) -> None:
+    with pytest.raises(ValueError, match="non-empty string"):
+        Registry("pattern").add(name, 1, plugin="p", app=False)  # type: ignore[arg-type]
