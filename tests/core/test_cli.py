@@ -1,0 +1,61 @@
+"""The `foundation` CLI: built-in commands, usage errors, and cheap discovery."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from foundation_core import __version__
+
+from .conftest import run_cli
+
+HEAVY = ["torch", "numpy", "dynaconf", "structlog", "posix_ipc", "tenacity", "yaml", "safetensors"]
+
+
+def test_plugins_listing_imports_no_heavy_module() -> None:
+    """With every plugin of this repository installed, listing them imports none of the heavy deps."""
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from foundation_core._cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    rc = main(['plugins', '--json'])\n"
+        f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
+        "count = len(json.loads(out.getvalue())['plugins'])\n"
+        "print(json.dumps({'rc': rc, 'heavy': heavy, 'plugins': count}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["rc"] == 0
+    assert result["heavy"] == []
+    assert result["plugins"] >= 2  # the core builtin and foundation_ml at least
+
+
+def test_version_prints_the_core_version(tmp_path: Path) -> None:
+    proc = run_cli(tmp_path, "version")
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines()[0] == f"foundation {__version__}"
+
+
+def test_unknown_command_is_a_usage_error_listing_commands(tmp_path: Path) -> None:
+    proc = run_cli(tmp_path, "frobnicate")
+    assert proc.returncode == 2
+    assert "unknown command 'frobnicate'" in proc.stderr
+    assert "plugins" in proc.stderr
+
+
+def test_no_command_prints_help_and_exits_2(tmp_path: Path) -> None:
+    proc = run_cli(tmp_path)
+    assert proc.returncode == 2
+    assert "new-plugin" in proc.stdout
+
+
+def test_plugins_json_is_one_object_with_the_core_builtin(tmp_path: Path) -> None:
+    proc = run_cli(tmp_path, "plugins", "--json", FOUNDATION_PLUGINS="")
+    doc = json.loads(proc.stdout)
+    core = next(p for p in doc["plugins"] if p["name"] == "foundation")
+    assert core["source"] == "builtin"
+    assert core["registered"]["commands"] == ["new-plugin", "plugins", "version"]
+    assert doc["selection"]["only"] == []

@@ -1,0 +1,69 @@
+"""`foundation new-plugin` writes a distribution that installs, is discovered, and passes its tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from foundation_core._template import new_plugin
+
+from .conftest import run_cli
+
+
+def test_generated_plugin_installs_is_discovered_and_passes_its_own_tests(tmp_path: Path) -> None:
+    proc = run_cli(tmp_path, "new-plugin", "my-cache", "--dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    root = tmp_path / "foundation-my-cache"
+    site = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(root),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "2 passed" in tests.stdout
+    listed = run_cli(site, "plugins", "--json", FOUNDATION_PLUGINS="my-cache")
+    plugin = next(p for p in json.loads(listed.stdout)["plugins"] if p["name"] == "my-cache")
+    assert plugin["status"] == "loaded"
+    assert plugin["registered"]["patterns"] == ["my-cache-counter"]
+    assert plugin["registered"]["commands"] == ["my-cache-hello"]
+    hello = run_cli(site, "my-cache-hello", FOUNDATION_PLUGINS="my-cache")
+    assert hello.stdout.startswith("hello from my-cache")
+
+
+@pytest.mark.parametrize("name", ["My_Cache", "1cache", "cache-", ""])
+def test_invalid_plugin_names_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="lowercase words joined by '-'"):
+        new_plugin(name, tmp_path)
+
+
+def test_existing_directory_is_not_overwritten(tmp_path: Path) -> None:
+    new_plugin("dup", tmp_path)
+    with pytest.raises(FileExistsError, match="already exists"):
+        new_plugin("dup", tmp_path)
