@@ -21,6 +21,7 @@ __all__ = [
     "PolicyError",
     "RateLimited",
     "RetryError",
+    "SpecError",
     "TimeoutExceeded",
 ]
 
@@ -163,3 +164,13 @@ class TimeoutExceeded(PatternError, TimeoutError):
         self.name = name
         self.timeout = timeout
         super().__init__(f"call {name!r} did not finish within {timeout:.3f}s")
+
+
+class SpecError(FoundationError):
+    """A pattern spec file (``docs/patterns/*.yaml``) is malformed: names the file and the case."""
+
+    def __init__(self, file: str, message: str, *, case: str | None = None) -> None:
+        self.file = file
+        self.case = case
+        where = f", case {case!r}" if case else ""
+        super().__init__(f"pattern spec {file}{where}: {message}")

@@ -1,0 +1,113 @@
+"""The circuit breaker wrapper: thin sync and async adapters around one ``CircuitBreaker``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from foundation_core._clock import SYSTEM_CLOCK, Clock
+
+from ._breaker import CLOSED, CircuitBreaker
+from ._policy import CircuitBreakerPolicy
+from ._registry import BreakerRegistry, breakers
+
+__all__ = ["circuit_breaker_factory"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def circuit_breaker_factory(
+    policy: CircuitBreakerPolicy, *, clock: Clock | None = None, registry: BreakerRegistry | None = None
+) -> Callable[[F], F]:
+    """``circuit_breaker_factory(policy)(fn)``: protect ``fn`` with the breaker named
+    ``policy.name`` (created on first use). The protected function has a ``breaker`` attribute."""
+    if not isinstance(policy, CircuitBreakerPolicy):
+        raise TypeError(f"circuit_breaker_factory needs a CircuitBreakerPolicy, got {type(policy).__name__}")
+    breaker = (registry or breakers).get_or_create(policy, clock or SYSTEM_CLOCK)
+
+    def wrap(fn: F) -> F:
+        if policy.slow_call_duration is not None:
+            adapter = _timed_async if inspect.iscoroutinefunction(fn) else _timed_sync
+        else:
+            adapter = _async if inspect.iscoroutinefunction(fn) else _sync
+        protected = adapter(fn, breaker)
+        protected.breaker = breaker  # type: ignore[attr-defined]
+        return protected  # type: ignore[return-value]
+
+    return wrap
+
+
+def _sync(fn: Callable[..., Any], b: CircuitBreaker) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        probe = b.before_call() if b.state is not CLOSED else False
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            b.on_error(exc, probe)
+            raise
+        b.on_success(probe)
+        return result
+
+    return call
+
+
+def _async(fn: Callable[..., Any], b: CircuitBreaker) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        probe = b.before_call() if b.state is not CLOSED else False
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            b.on_error(exc, probe)
+            raise
+        b.on_success(probe)
+        return result
+
+    return call
+
+
+def _timed_sync(fn: Callable[..., Any], b: CircuitBreaker) -> Callable[..., Any]:
+    now, slow = b.clock.now, b.policy.slow_call_duration
+    assert slow is not None
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        probe = b.before_call() if b.state is not CLOSED else False
+        start = now()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            b.on_error(exc, probe)
+            raise
+        if now() - start >= slow:
+            b.on_failure(probe)
+        else:
+            b.on_success(probe)
+        return result
+
+    return call
+
+
+def _timed_async(fn: Callable[..., Any], b: CircuitBreaker) -> Callable[..., Any]:
+    now, slow = b.clock.now, b.policy.slow_call_duration
+    assert slow is not None
+
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        probe = b.before_call() if b.state is not CLOSED else False
+        start = now()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            b.on_error(exc, probe)
+            raise
+        if now() - start >= slow:
+            b.on_failure(probe)
+        else:
+            b.on_success(probe)
+        return result
+
+    return call

@@ -1,0 +1,73 @@
+"""The retry policy: a frozen, validated attrs class whose delay maths is a pure function."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from foundation_core._policy import exceptions_converter, in_range, one_of, optional_in_range
+from foundation_core.errors import CircuitOpenError
+
+__all__ = ["BACKOFFS", "RetryPolicy"]
+
+BACKOFFS = ("fixed", "linear", "exponential", "decorrelated")
+_P = "retry"
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How often and how patiently to retry. It is also the ``[retry]`` config section.
+
+    ``delay_for(attempt)`` is the wait after failed attempt ``attempt`` (1-based) before the next:
+    fixed ``base``; linear ``base * attempt``; exponential ``base * multiplier ** (attempt - 1)``;
+    decorrelated jitter ``uniform(base, 3 * previous)``; all capped at ``max_delay``. With
+    ``jitter`` the fixed/linear/exponential delay ``d`` becomes ``uniform(0, d)`` ("full jitter").
+    ``deadline`` bounds the whole call: no retry starts whose wait would cross it.
+    """
+
+    name: str = "retry"
+    max_attempts: int = attrs.field(default=3, validator=in_range(_P, 1, 100, integer=True, unit="attempts"))
+    backoff: str = attrs.field(default="exponential", validator=one_of(_P, BACKOFFS))
+    base_delay: float = attrs.field(default=0.1, validator=in_range(_P, 0, 300, unit="s"))
+    multiplier: float = attrs.field(default=2.0, validator=in_range(_P, 1, 10))
+    max_delay: float = attrs.field(default=30.0, validator=in_range(_P, 0, 3600, unit="s"))
+    jitter: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    retry_on: tuple[Any, ...] = attrs.field(
+        default=(Exception,), converter=exceptions_converter(_P, "retry_on")
+    )
+    no_retry_on: tuple[Any, ...] = attrs.field(
+        default=(CircuitOpenError,), converter=exceptions_converter(_P, "no_retry_on")
+    )
+    retry_if_result: Callable[[Any], bool] | None = attrs.field(default=None, eq=False)
+    deadline: float | None = attrs.field(
+        default=None, validator=optional_in_range(_P, 0, 86400, unit="s", lo_open=True)
+    )
+    #: Source of uniform numbers in [0, 1) for jitter; injected so tests are deterministic.
+    random: Callable[[], float] = attrs.field(default=random.random, eq=False, repr=False)
+
+    def should_retry_error(self, error: BaseException) -> bool:
+        """Whether ``error`` is retryable: an instance of ``retry_on`` and not of ``no_retry_on``."""
+        return isinstance(error, self.retry_on) and not isinstance(error, self.no_retry_on)
+
+    def delay_for(self, attempt: int, previous: float | None = None, rand: float = 1.0) -> float:
+        """Seconds to wait after failed attempt ``attempt``; ``rand`` in [0, 1) drives jitter.
+
+        ``previous`` is the previous delay (decorrelated jitter only; ``None`` on the first).
+        """
+        base = self.base_delay
+        if self.backoff == "decorrelated":
+            prev = base if previous is None else previous
+            high = max(base, 3.0 * prev)
+            return min(self.max_delay, base + (high - base) * rand)
+        if self.backoff == "fixed":
+            delay = base
+        elif self.backoff == "linear":
+            delay = base * attempt
+        else:
+            delay = base * self.multiplier ** (attempt - 1)
+        if self.jitter:
+            delay *= rand
+        return min(self.max_delay, delay)

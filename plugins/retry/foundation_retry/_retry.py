@@ -1,0 +1,85 @@
+"""The retry wrapper: the first attempt is a plain call; only a failure enters tenacity.
+
+The success path costs one clock read, a ``try`` and (with ``retry_if_result``) one predicate
+call. Sync and async callables share the policy's decisions and the driver's tenacity setup; the
+adapters below only differ in ``await``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from foundation_core._clock import SYSTEM_CLOCK, Clock
+
+from ._policy import RetryPolicy
+
+__all__ = ["retry_factory"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def retry_factory(policy: RetryPolicy, *, clock: Clock | None = None) -> Callable[[F], F]:
+    """``retry_factory(policy)(fn)`` retries ``fn`` (sync or ``async def``) under ``policy``."""
+    if not isinstance(policy, RetryPolicy):
+        raise TypeError(f"retry_factory needs a RetryPolicy, got {type(policy).__name__}")
+    clk = clock or SYSTEM_CLOCK
+
+    def wrap(fn: F) -> F:
+        if inspect.iscoroutinefunction(fn):
+            return _async_adapter(fn, policy, clk)  # type: ignore[return-value]
+        return _sync_adapter(fn, policy, clk)  # type: ignore[return-value]
+
+    return wrap
+
+
+def _sync_adapter(fn: Callable[..., Any], policy: RetryPolicy, clock: Clock) -> Callable[..., Any]:
+    now = clock.now
+    should_retry = policy.should_retry_error
+    pred = policy.retry_if_result
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        start = now()
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            if not should_retry(exc):
+                raise
+            from ._driver import retry_sync
+
+            return retry_sync(fn, args, kwargs, exc, None, start, policy, clock)
+        if pred is not None and pred(result):
+            from ._driver import retry_sync
+
+            return retry_sync(fn, args, kwargs, None, result, start, policy, clock)
+        return result
+
+    return call
+
+
+def _async_adapter(fn: Callable[..., Any], policy: RetryPolicy, clock: Clock) -> Callable[..., Any]:
+    now = clock.now
+    should_retry = policy.should_retry_error
+    pred = policy.retry_if_result
+
+    @functools.wraps(fn)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        start = now()
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            if not should_retry(exc):
+                raise
+            from ._driver import retry_async
+
+            return await retry_async(fn, args, kwargs, exc, None, start, policy, clock)
+        if pred is not None and pred(result):
+            from ._driver import retry_async
+
+            return await retry_async(fn, args, kwargs, None, result, start, policy, clock)
+        return result
+
+    return call
