@@ -17,8 +17,10 @@ __all__ = [
     "InferenceError",
     "InternalError",
     "InvalidInput",
+    "ModelLoadError",
     "ModelNotFound",
     "Overloaded",
+    "PackageError",
     "ServerUnavailable",
     "ShuttingDown",
     "TooLarge",
@@ -26,6 +28,8 @@ __all__ = [
 ]
 
 import enum
+
+from foundation_core.errors import FoundationError
 
 
 class ErrorCode(enum.IntEnum):
@@ -142,3 +146,25 @@ def error_for_code(code: int, message: str, *, model: str = "", request_id: int 
     if cls is InternalError and code not in _BY_CODE:
         message = f"unknown error code {code}: {message}"
     return cls(message, model=model, request_id=request_id)
+
+
+# --- load-time errors (raised at start-up, never sent over the wire) ---------------------------
+
+
+class ModelLoadError(FoundationError):
+    """A model could not be loaded: bad spec, unreadable file, failed factory, signature mismatch.
+
+    ``model`` is the model's name, ``file`` the file at fault (empty when none is).
+    """
+
+    def __init__(self, message: str, *, model: str = "", file: str = "") -> None:
+        self.message = message
+        self.model = model
+        self.file = file
+        where = f"model {model!r}: " if model else ""
+        at = f"{file}: " if file and file not in message else ""
+        super().__init__(f"{where}{at}{message}")
+
+
+class PackageError(ModelLoadError):
+    """A model package is invalid: missing file, checksum mismatch, bad or inconsistent manifest."""

@@ -1,0 +1,142 @@
+"""The model-backend contract (what a framework plugin implements) and a framework-free backend.
+
+A backend turns a *spec* (an object such as a ``torch.nn.Module``, or a string: a factory
+``"pkg.module:build"``, a file, a model package) into a :class:`LoadedModel`: a callable from named
+numpy arrays to named numpy arrays with a signature. The runtime never sees the framework.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ._signature import SignatureLike, example_inputs, parse_signature
+from ._types import TensorSpec
+from .errors import ModelLoadError
+
+__all__ = ["FunctionModel", "LoadedModel", "ModelBackend", "backend_for"]
+
+Arrays = dict[str, np.ndarray]
+
+
+class LoadedModel(abc.ABC):
+    """A model ready to run. ``__call__`` must be thread-safe if the model is served unbatched
+    (transports may call it from several threads). Outputs must not alias the inputs."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    platform: ClassVar[str] = ""
+    device: str = "cpu"
+    version: str = ""  # the version the model carries (a package's), if any
+    signature_source: str = ""  # where the signature was declared, named by signature errors
+
+    @abc.abstractmethod
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        """Run on named inputs that match ``inputs``; return every output named in ``outputs``."""
+
+    @property
+    def batchable(self) -> bool:
+        """True when dimension 0 of every input and output is variable (``-1``): rows are independent."""
+        specs = (*self.inputs, *self.outputs)
+        return bool(specs) and all(s.shape and s.shape[0] == -1 for s in specs)
+
+    def example_inputs(self, batch: int = 1) -> Arrays:
+        return example_inputs(self.inputs, batch)
+
+    def warmup(self, rounds: int = 3) -> None:
+        """Run the example inputs a few times (first-call allocations, lazy init, JIT)."""
+        example = self.example_inputs()
+        for _ in range(rounds):
+            self(example)
+
+    def close(self) -> None:  # noqa: B027 (optional hook, not abstract)
+        """Release what the model holds (device memory); called when it is unloaded."""
+
+
+class ModelBackend(abc.ABC):
+    """A framework plugin's entry point: ``register("torch", "foundation_torch._backend:TorchBackend")``."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def accepts(cls, obj: object) -> bool:
+        """Whether ``obj`` (not a string spec) is a model object of this framework."""
+        return False
+
+    @abc.abstractmethod
+    def load(
+        self,
+        spec: Any,
+        *,
+        name: str,
+        device: str = "cpu",
+        inputs: SignatureLike | None = None,
+        outputs: SignatureLike | None = None,
+        **options: Any,
+    ) -> LoadedModel:
+        """Load ``spec`` and place it on ``device``; raise ``ModelLoadError`` naming the file at fault."""
+
+    def package(self, spec: Any, path: str | Path, *, name: str, version: str = "1", **options: Any) -> Path:
+        """Write a model package for ``spec`` at ``path`` (a directory, or a ``.zip``)."""
+        raise NotImplementedError(f"backend {self.name!r} cannot write model packages")
+
+
+class FunctionModel(LoadedModel):
+    """A plain numpy function as a model: ``FunctionModel(fn, inputs={"x": "FP32[-1, 4]"}, outputs=...)``.
+
+    ``fn`` takes the inputs as keyword arguments and returns a dict of outputs (or one array when
+    there is a single output). Useful for pre/post-processing models and for tests.
+    """
+
+    platform = "python"
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        inputs: SignatureLike,
+        outputs: SignatureLike,
+        batchable: bool | None = None,
+    ) -> None:
+        self.fn = fn
+        self.inputs = parse_signature(inputs)
+        self.outputs = parse_signature(outputs)
+        self._batchable = batchable
+        self._single = self.outputs[0].name if len(self.outputs) == 1 else None
+
+    @property
+    def batchable(self) -> bool:
+        return super().batchable if self._batchable is None else self._batchable
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        result = self.fn(**inputs)
+        if isinstance(result, Mapping):
+            return dict(result)
+        if self._single is None:
+            raise TypeError(f"model returned {type(result).__name__}; with several outputs return a dict")
+        return {self._single: np.asarray(result)}
+
+
+def backend_for(spec: Any, backends: Mapping[str, type[ModelBackend] | Any]) -> str:
+    """The backend name for ``spec`` when none was given.
+
+    Strings default to ``torch`` (factories, TorchScript and export files) unless a model
+    package's manifest names another backend; objects are offered to each *already imported*
+    backend class; an object of a framework is recognised by its class's module.
+    """
+    if isinstance(spec, str | Path):
+        from ._package import manifest_backend
+
+        return manifest_backend(spec) or "torch"
+    modules = {c.__module__.split(".", 1)[0] for c in type(spec).__mro__}
+    for name, backend in backends.items():
+        if name in modules or (isinstance(backend, type) and backend.accepts(spec)):
+            return name
+    raise ModelLoadError(
+        f"no backend recognises a {type(spec).__module__}.{type(spec).__qualname__} "
+        f"(backends: {', '.join(backends) or 'none'}); pass backend= or wrap it in FunctionModel"
+    )

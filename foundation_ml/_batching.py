@@ -1,0 +1,141 @@
+"""Dynamic batching: one thread per model stacks compatible requests along dimension 0.
+
+The batcher waits for a first request, then up to ``max_wait_us`` for more, up to
+``max_batch_size`` requests. Requests whose inputs agree on every dimension after the first
+(dtypes are fixed by the signature) run as one backend call; the outputs are split back by row
+counts and each request is answered on its own. If a batched call raises, each request of it is
+re-run alone, so one bad request cannot fail its neighbours.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._transport import Respond
+from ._types import InferenceRequest
+from .errors import HandlerError, ShuttingDown
+
+if TYPE_CHECKING:
+    from ._serving import ServedModel
+
+__all__ = ["Batcher"]
+
+_now = time.monotonic_ns
+Item = tuple[InferenceRequest, Respond, int]
+
+
+class Batcher:
+    """The batching thread of one served model."""
+
+    def __init__(self, served: ServedModel, max_batch_size: int, max_wait_us: int) -> None:
+        if max_batch_size < 2:
+            raise ValueError(f"max_batch_size must be >= 2 to batch, got {max_batch_size}")
+        if max_wait_us < 0:
+            raise ValueError(f"max_wait_us must be >= 0, got {max_wait_us}")
+        self.served = served
+        self.max_batch_size = max_batch_size
+        self.max_wait_us = max_wait_us
+        self._queue: deque[Item] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"batcher-{served.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, request: InferenceRequest, respond: Respond, t0: int) -> None:
+        with self._cond:
+            if self._stopping:
+                err = ShuttingDown(
+                    "the server is shutting down", model=self.served.name, request_id=request.id
+                )
+                self.served.finish(request, respond, t0, err)
+                return
+            self._queue.append((request, respond, t0))
+            depth = len(self._queue)
+            self.served.metrics.enqueued(depth)
+            if depth == 1 or depth >= self.max_batch_size:  # the batcher waits for a first or a full batch
+                self._cond.notify()
+
+    def stop(self, drain_timeout: float = 5.0) -> None:
+        """Stop taking requests; answer the queued ones; join the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(drain_timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                if self.max_wait_us and not self._stopping:
+                    until = time.monotonic() + self.max_wait_us / 1e6
+                    while len(self._queue) < self.max_batch_size and not self._stopping:
+                        left = until - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                n = min(len(self._queue), self.max_batch_size)
+                items = [self._queue.popleft() for _ in range(n)]
+                self.served.metrics.enqueued(len(self._queue))
+            try:
+                self._process(items)
+            except Exception as exc:  # never leave a caller waiting, whatever went wrong
+                for request, respond, t0 in items:
+                    self.served.finish(request, respond, t0, self.served.failed(request, exc))
+
+    def _process(self, items: list[Item]) -> None:
+        served = self.served
+        now = _now()
+        groups: dict[tuple[object, ...], list[Item]] = {}
+        for item in items:
+            request = item[0]
+            if request.deadline_ns and now > request.deadline_ns:
+                served.finish(request, item[1], item[2], served.expired(request))
+                continue
+            key = tuple((n, a.shape[1:]) for n, a in sorted(request.inputs.items()))
+            groups.setdefault(key, []).append(item)
+        for group in groups.values():
+            self._run_group(group)
+
+    def _run_group(self, group: list[Item]) -> None:
+        served = self.served
+        if len(group) == 1:
+            self._run_alone(group[0])
+            return
+        names = [s.name for s in served.model.inputs]
+        rows = [item[0].inputs[names[0]].shape[0] for item in group]
+        stacked = {n: np.concatenate([item[0].inputs[n] for item in group]) for n in names}
+        try:
+            outputs = served.model(stacked)
+            total = sum(rows)
+            bad = [n for n, a in outputs.items() if a.ndim == 0 or a.shape[0] != total]
+            if bad:
+                raise HandlerError(f"batched output(s) {', '.join(bad)} do not have {total} rows")
+        except Exception:
+            for item in group:  # isolate the request at fault: each runs alone
+                self._run_alone(item)
+            return
+        served.metrics.record_batch(len(group))
+        offsets = np.cumsum(rows)[:-1]
+        parts = {n: np.split(a, offsets) for n, a in outputs.items()}
+        for i, (request, respond, t0) in enumerate(group):
+            served.answer(request, respond, t0, {n: p[i] for n, p in parts.items()}, batch=0)
+
+    def _run_alone(self, item: Item) -> None:
+        served = self.served
+        request, respond, t0 = item
+        try:
+            outputs = served.model(request.inputs)
+        except Exception as exc:
+            served.finish(request, respond, t0, served.failed(request, exc), batch=1)
+            return
+        served.answer(request, respond, t0, outputs, batch=1)

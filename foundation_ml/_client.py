@@ -1,0 +1,119 @@
+"""The Python client: ``InferenceClient("demo").infer("mnist", {"x": array}) -> {"y": array}``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from foundation_core import Hub
+
+from ._transport import TransportClient
+from ._types import InferenceRequest, InferenceResponse, deadline_after
+
+__all__ = ["InferenceClient", "registered_hub"]
+
+
+@functools.cache
+def registered_hub() -> Hub:
+    """A hub with every installed plugin registered (not started): enough to find transports."""
+    hub = Hub()
+    hub.load_entry_points()
+    hub.run_registration()
+    return hub
+
+
+class InferenceClient:
+    """A connection to the server serving under ``name`` on ``transport``.
+
+    Errors are raised typed (``ModelNotFound``, ``InvalidInput``, ``HandlerError``, ...).
+    ``timeout`` (seconds) bounds every call unless a call passes its own; it also becomes the
+    request's deadline, which the server honours.
+    """
+
+    def __init__(
+        self,
+        name: str = "default",
+        *,
+        transport: str = "shm",
+        timeout: float | None = 30.0,
+        hub: Hub | None = None,
+        **options: Any,
+    ) -> None:
+        hub = hub or registered_hub()
+        self.name = name
+        self.transport = transport
+        self.timeout = timeout
+        self._client: TransportClient = hub.transports.get(transport)().connect(name, **options)
+
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: str = "",
+        outputs: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run ``model`` on named inputs; returns its named outputs."""
+        return dict(
+            self.infer_response(model, inputs, version=version, outputs=outputs, timeout=timeout).outputs
+        )
+
+    def infer_response(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: str = "",
+        outputs: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> InferenceResponse:
+        """As ``infer``, returning the whole response (id, served version, parameters)."""
+        timeout = self.timeout if timeout is None else timeout
+        request = InferenceRequest(
+            model,
+            {k: np.ascontiguousarray(v) for k, v in inputs.items()},
+            version=version,
+            deadline_ns=deadline_after(timeout),
+            outputs=tuple(outputs),
+        )
+        return self._client.infer(request, timeout=timeout)
+
+    async def ainfer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: str = "",
+        outputs: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The async form of ``infer``."""
+        timeout = self.timeout if timeout is None else timeout
+        request = InferenceRequest(
+            model, dict(inputs), version=version, deadline_ns=deadline_after(timeout), outputs=tuple(outputs)
+        )
+        return dict((await self._client.ainfer(request, timeout=timeout)).outputs)
+
+    def metadata(self, model: str) -> dict[str, Any]:
+        """The model's metadata document: versions, platform, input and output signature."""
+        return self._client.metadata(model, timeout=self.timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """The server's metrics document (per model: counts, latency percentiles, batches)."""
+        return self._client.stats(timeout=self.timeout)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> InferenceClient:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,161 @@
+"""Per-model metrics: counters, a sliding latency window, batch sizes, queue depth; Prometheus text.
+
+Recording is a few integer operations under an uncontended lock; percentiles are computed when
+metrics are read (``snapshot()``), never per request. Latency is measured server-side, from the
+moment the transport hands the request over to the moment the response is handed back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from array import array
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ModelMetrics", "prometheus_text"]
+
+WINDOW = 4096  # percentiles are over the most recent WINDOW requests
+
+
+class ModelMetrics:
+    """Counts for one served model (one version)."""
+
+    __slots__ = (
+        "_lat",
+        "_lock",
+        "_n",
+        "batch_sizes",
+        "batches",
+        "errors",
+        "errors_by_code",
+        "max_queue_depth",
+        "queue_depth",
+        "requests",
+        "started",
+        "window",
+    )
+
+    def __init__(self, window: int = WINDOW) -> None:
+        self._lock = threading.Lock()
+        self.window = window
+        self._lat = array("q", bytes(8 * window))
+        self._n = 0
+        self.requests = 0
+        self.errors = 0
+        self.errors_by_code: dict[str, int] = {}
+        self.batches = 0
+        self.batch_sizes: dict[int, int] = {}
+        self.queue_depth = 0
+        self.max_queue_depth = 0
+        self.started = time.monotonic()
+
+    def record(self, latency_ns: int, error: str | None = None, batch: int = 0) -> None:
+        """One request answered (``error``: the error's code name, or None on success); ``batch``:
+        the size of the backend call it ran alone in (1), or 0 when the batcher counts calls."""
+        with self._lock:
+            self.requests += 1
+            if batch:
+                self.batches += 1
+                self.batch_sizes[batch] = self.batch_sizes.get(batch, 0) + 1
+            self._lat[self._n % self.window] = latency_ns
+            self._n += 1
+            if error is not None:
+                self.errors += 1
+                self.errors_by_code[error] = self.errors_by_code.get(error, 0) + 1
+
+    def record_batch(self, size: int) -> None:
+        with self._lock:
+            self.batches += 1
+            self.batch_sizes[size] = self.batch_sizes.get(size, 0) + 1
+
+    def enqueued(self, depth: int) -> None:
+        self.queue_depth = depth
+        if depth > self.max_queue_depth:
+            self.max_queue_depth = depth
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able document: counts, latency percentiles in µs, batch sizes, queue depth."""
+        with self._lock:
+            n = min(self._n, self.window)
+            lat = np.frombuffer(self._lat, dtype=np.int64)[:n].copy()
+            doc: dict[str, Any] = {
+                "requests": self.requests,
+                "errors": self.errors,
+                "errors_by_code": dict(sorted(self.errors_by_code.items())),
+                "batches": self.batches,
+                "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+                "queue_depth": self.queue_depth,
+                "max_queue_depth": self.max_queue_depth,
+            }
+        rows = sum(k * v for k, v in self.batch_sizes.items())
+        doc["mean_batch_size"] = round(rows / self.batches, 3) if self.batches else None
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        doc["throughput_rps"] = round(self.requests / elapsed, 1)
+        if n:
+            p50, p95, p99 = np.percentile(lat, [50, 95, 99]) / 1e3
+            doc["latency_us"] = {
+                "p50": round(float(p50), 1),
+                "p95": round(float(p95), 1),
+                "p99": round(float(p99), 1),
+                "max": round(float(lat.max()) / 1e3, 1),
+                "mean": round(float(lat.mean()) / 1e3, 1),
+                "window": int(n),
+            }
+        else:
+            doc["latency_us"] = None
+        return doc
+
+
+def prometheus_text(models: Mapping[str, Mapping[str, Any]], server: str = "") -> str:
+    """The Prometheus text exposition (format 0.0.4) of ``{model: snapshot}``."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP foundation_{name} {help}")
+        lines.append(f"# TYPE foundation_{name} {kind}")
+        lines.extend(f"foundation_{name}{{{labels}}} {value:g}" for labels, value in samples)
+
+    def lab(model: str, **extra: str) -> str:
+        pairs = {"server": server, "model": model, **extra}
+        return ",".join(f'{k}="{_escape(v)}"' for k, v in pairs.items())
+
+    items = sorted(models.items())
+    metric("requests_total", "counter", "Requests answered.", [(lab(m), s["requests"]) for m, s in items])
+    metric(
+        "errors_total",
+        "counter",
+        "Requests answered with an error, by error code.",
+        [(lab(m, code=c), v) for m, s in items for c, v in s["errors_by_code"].items()],
+    )
+    metric(
+        "latency_microseconds",
+        "summary",
+        "Server-side latency over the recent window.",
+        [
+            (lab(m, quantile=q), s["latency_us"][k])
+            for m, s in items
+            if s["latency_us"]
+            for q, k in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
+        ],
+    )
+    metric("batches_total", "counter", "Backend calls.", [(lab(m), s["batches"]) for m, s in items])
+    metric(
+        "batch_size_total",
+        "counter",
+        "Backend calls by batch size.",
+        [(lab(m, size=k), v) for m, s in items for k, v in s["batch_sizes"].items()],
+    )
+    metric(
+        "queue_depth",
+        "gauge",
+        "Requests waiting for a batch.",
+        [(lab(m), s["queue_depth"]) for m, s in items],
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

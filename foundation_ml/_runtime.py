@@ -1,0 +1,312 @@
+"""The inference runtime: loads models through backends, serves them on any transport.
+
+``MLRuntime`` is the request handler every transport calls: it finds the model, validates the
+inputs against its signature, runs it inline (unbatched: no thread hop) or hands it to the model's
+batcher, and answers with a response or a typed error. It imports no framework and no transport:
+both are looked up by name in the hub's registries.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from foundation_core import Hub, emit
+
+from ._backend import LoadedModel, ModelBackend, backend_for
+from ._metrics import prometheus_text
+from ._registry import ModelRegistry
+from ._serving import ServedModel
+from ._signature import SignatureLike, example_inputs
+from ._transport import Respond, TransportServer
+from ._types import InferenceRequest, ModelMetadata
+from .errors import InferenceError, InternalError, ModelLoadError, ShuttingDown
+
+__all__ = ["MLRuntime"]
+
+_now = time.monotonic_ns
+
+
+class MLRuntime:
+    """Models plus the servers that expose them. ``with MLRuntime() as rt: ...`` closes it.
+
+    ``max_batch_size``/``max_wait_us`` are defaults for models that do not set their own;
+    batching applies only to batchable models (every input and output has a variable dim 0).
+    """
+
+    def __init__(
+        self,
+        hub: Hub | None = None,
+        *,
+        device: str = "cpu",
+        max_batch_size: int = 1,
+        max_wait_us: int = 500,
+        name: str = "",
+    ) -> None:
+        self._own_hub = hub is None
+        if hub is None:
+            import foundation_core
+
+            hub = foundation_core.start()
+        self.hub = hub
+        self.device = device
+        self.max_batch_size = max_batch_size
+        self.max_wait_us = max_wait_us
+        self.name = name
+        self.registry = ModelRegistry()
+        self.servers: list[tuple[str, TransportServer]] = []
+        self.started = time.time()
+        self._accepting = True
+        self._rejected: dict[str, int] = {}
+        self._closed = False
+
+    # --- models -------------------------------------------------------------------------------
+
+    def register_model(
+        self,
+        name: str,
+        model: Any,
+        *,
+        version: str | None = None,
+        backend: str | None = None,
+        device: str | None = None,
+        inputs: SignatureLike | None = None,
+        outputs: SignatureLike | None = None,
+        max_batch_size: int | None = None,
+        max_wait_us: int | None = None,
+        warmup: bool = True,
+        **options: Any,
+    ) -> ModelMetadata:
+        """Load ``model`` (an object, a factory ``"pkg.mod:build"``, a file, a model package) and
+        serve it under ``name``. Nothing is served unless loading, the signature check and the
+        warm-up all succeed. Returns the model's metadata."""
+        loaded, spec = self._load(name, model, backend, device, inputs, outputs, options)
+        version = version or str(getattr(loaded, "version", "") or "1")
+        try:
+            if warmup:
+                _check_outputs(name, loaded, spec)
+            served = ServedModel(name, version, loaded, spec)
+            batch = self.max_batch_size if max_batch_size is None else max_batch_size
+            if batch > 1:
+                if not loaded.batchable:
+                    if max_batch_size is not None:
+                        raise ModelLoadError(
+                            "cannot batch: dimension 0 of every input and output must be -1 "
+                            f"(signature: {served.metadata([version]).signature()})",
+                            model=name,
+                        )
+                else:
+                    wait = self.max_wait_us if max_wait_us is None else max_wait_us
+                    served.enable_batching(batch, wait)
+            self.registry.add(served)
+        except BaseException:
+            loaded.close()
+            raise
+        return self.registry.metadata(name)
+
+    def unload_model(self, name: str, version: str | None = None, drain_timeout: float = 5.0) -> None:
+        """Stop serving ``name`` (one version, or all); queued requests are answered first."""
+        for served in self.registry.remove(name, version):
+            served.stop(drain_timeout)
+
+    def models(self) -> list[ModelMetadata]:
+        return [self.registry.metadata(n) for n in self.registry.names()]
+
+    def _load(
+        self,
+        name: str,
+        model: Any,
+        backend: str | None,
+        device: str | None,
+        inputs: SignatureLike | None,
+        outputs: SignatureLike | None,
+        options: dict[str, Any],
+    ) -> tuple[LoadedModel, str]:
+        if isinstance(model, LoadedModel):
+            return model, f"<{type(model).__name__}>"
+        if backend is None:
+            known = {e.name: (None if e.lazy else e.resolve()) for e in self.hub.model_backends.entries()}
+            backend = backend_for(model, known)
+        impl: ModelBackend = self.hub.model_backends.get(backend)()
+        spec = str(model) if isinstance(model, str | Path) else f"<{type(model).__name__}>"
+        try:
+            loaded = impl.load(
+                model, name=name, device=device or self.device, inputs=inputs, outputs=outputs, **options
+            )
+        except (ModelLoadError, InferenceError):
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"{spec} failed to load: {type(exc).__name__}: {exc}", model=name) from exc
+        return loaded, spec
+
+    # --- the request handler (called by transports) -------------------------------------------
+
+    def __call__(self, request: InferenceRequest, respond: Respond) -> None:
+        t0 = _now()
+        try:
+            if not self._accepting:
+                raise ShuttingDown("the server is shutting down", model=request.model, request_id=request.id)
+            served = self.registry.get(request.model, request.version)
+        except InferenceError as exc:
+            exc.request_id = request.id
+            self._rejected[exc.code.name] = self._rejected.get(exc.code.name, 0) + 1
+            respond(exc)
+            return
+        try:
+            served.submit(request, respond, t0)
+        except Exception as exc:  # a bug of ours: still answer, typed
+            respond(InternalError(repr(exc), model=request.model, request_id=request.id))
+
+    def metadata(self, model: str) -> dict[str, Any]:
+        doc = self.registry.metadata(model).as_dict()
+        doc["batching"] = self._batching(self.registry.get(model))
+        return doc
+
+    def stats(self) -> dict[str, Any]:
+        models: dict[str, Any] = {}
+        for served in self.registry.all():
+            key = (
+                served.name if served is self.registry.get(served.name) else f"{served.name}:{served.version}"
+            )
+            doc = {"version": served.version, **served.metrics.snapshot()}
+            doc["batching"] = self._batching(served)
+            models[key] = doc
+        return {
+            "server": {
+                "name": self.name,
+                "transports": [t for t, _ in self.servers],
+                "uptime_s": round(time.time() - self.started, 3),
+                "accepting": self._accepting,
+                "rejected": dict(self._rejected),
+            },
+            "models": models,
+        }
+
+    def prometheus(self) -> str:
+        """The metrics in Prometheus text format."""
+        return prometheus_text(self.stats()["models"], self.name)
+
+    @staticmethod
+    def _batching(served: ServedModel) -> dict[str, Any]:
+        b = served.batcher
+        if b is None:
+            return {"enabled": False, "batchable": served.model.batchable}
+        return {"enabled": True, "max_batch_size": b.max_batch_size, "max_wait_us": b.max_wait_us}
+
+    # --- serving ------------------------------------------------------------------------------
+
+    def start(self, transport: str = "inproc", name: str = "default", **options: Any) -> TransportServer:
+        """Serve on ``transport`` under ``name``; returns once clients can connect."""
+        impl = self.hub.transports.get(transport)()
+        self.name = self.name or name
+        self._accepting = True
+        server: TransportServer = impl.serve(name, self, **options)
+        self.servers.append((transport, server))
+        emit("server_start", name=name, transport=transport, models=self.registry.names())
+        return server
+
+    def serve(
+        self,
+        transport: str = "shm",
+        name: str = "default",
+        *,
+        ready: Any = None,
+        metrics_file: str | None = None,
+        **options: Any,
+    ) -> int:
+        """Serve until SIGINT or SIGTERM, then shut down gracefully; returns the exit status (0).
+
+        ``ready()`` is called once clients can connect. ``metrics_file``: rewritten with the
+        Prometheus text every second and at exit.
+        """
+        stop = threading.Event()
+        reason = ["stopped"]
+
+        def on_signal(signum: int, frame: object) -> None:
+            reason[0] = signal.Signals(signum).name
+            stop.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start(transport, name, **options)
+            if ready is not None:
+                ready()
+            while not stop.wait(1.0 if metrics_file else 0.5):
+                if metrics_file:
+                    _write_atomic(metrics_file, self.prometheus())
+        finally:
+            self.close(reason=reason[0])
+            if metrics_file:
+                _write_atomic(metrics_file, self.prometheus())
+            for s, h in previous.items():
+                signal.signal(s, h)
+        return 0
+
+    def close(self, drain_timeout: float = 5.0, reason: str = "closed") -> None:
+        """Graceful shutdown: stop accepting, drain in-flight requests, stop batchers, release."""
+        if self._closed:
+            return
+        self._closed = True
+        servers, self.servers = self.servers, []
+        for transport, server in servers:  # the transport stops accepting and waits for in-flight
+            server.stop(drain_timeout)
+            emit("server_stop", name=server.address, transport=transport, reason=reason)
+        self._accepting = False
+        for name in self.registry.names():
+            self.unload_model(name, drain_timeout=drain_timeout)
+        if self._own_hub:
+            self.hub.shutdown()
+
+    def __enter__(self) -> MLRuntime:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _check_outputs(name: str, model: LoadedModel, spec: str) -> None:
+    """Warm up and check that what the model returns matches its declared outputs."""
+    batches = (1, 2) if model.batchable else (1,)
+    for batch in batches:
+        example = example_inputs(model.inputs, batch) if batch > 1 else model.example_inputs()
+        try:
+            got = model(example)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{spec} raised on its example input at warm-up: {type(exc).__name__}: {exc}", model=name
+            ) from exc
+        problems = list(_output_problems(model, got, batch))
+        if problems:
+            want = ", ".join(s.describe() for s in model.outputs)
+            where = model.signature_source or spec
+            raise ModelLoadError(
+                f"{spec} does not match the signature declared in {where}: {'; '.join(problems)} "
+                f"(declared outputs: {want})",
+                model=name,
+                file=model.signature_source,
+            )
+    model.warmup()
+
+
+def _output_problems(model: LoadedModel, got: dict[str, Any], batch: int) -> Iterator[str]:
+    for spec in model.outputs:
+        array = got.get(spec.name)
+        if array is None:
+            yield f"output {spec.name} is missing (returned: {', '.join(got) or 'nothing'})"
+        elif not spec.accepts(array):
+            yield f"output {spec.name} is {array.dtype}{list(array.shape)}"
+        elif model.batchable and array.shape[0] != batch:
+            yield f"output {spec.name} has {array.shape[0]} rows for {batch} input rows"
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,105 @@
+"""One served model version: validate a request, run it inline or hand it to its batcher, answer it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ._backend import LoadedModel
+from ._batching import Batcher
+from ._metrics import ModelMetrics
+from ._signature import describe, validate_inputs
+from ._transport import Respond
+from ._types import InferenceRequest, InferenceResponse, ModelMetadata
+from .errors import DeadlineExceeded, HandlerError, InferenceError, InvalidInput
+
+__all__ = ["ServedModel"]
+
+_now = time.monotonic_ns
+
+
+class ServedModel:
+    """A loaded model under a name and version, with its metrics and (when batching) its batcher."""
+
+    __slots__ = ("_output_names", "batcher", "metrics", "model", "name", "spec", "version")
+
+    def __init__(self, name: str, version: str, model: LoadedModel, spec: str = "") -> None:
+        self.name = name
+        self.version = version
+        self.model = model
+        self.spec = spec
+        self.metrics = ModelMetrics()
+        self.batcher: Batcher | None = None
+        self._output_names = frozenset(s.name for s in model.outputs)
+
+    def metadata(self, versions: Sequence[str]) -> ModelMetadata:
+        m = self.model
+        return ModelMetadata(self.name, m.inputs, m.outputs, tuple(versions), m.platform)
+
+    def enable_batching(self, max_batch_size: int, max_wait_us: int) -> None:
+        self.batcher = Batcher(self, max_batch_size, max_wait_us)
+        self.batcher.start()
+
+    def submit(self, request: InferenceRequest, respond: Respond, t0: int) -> None:
+        """Answer ``request`` (now, or from the batcher thread). Never raises."""
+        try:
+            validate_inputs(self.name, self.model.inputs, request.inputs, request.id)
+            if request.outputs and not self._output_names.issuperset(request.outputs):
+                unknown = sorted(set(request.outputs) - self._output_names)
+                raise InvalidInput(
+                    f"unknown output(s) {', '.join(unknown)} (outputs: {describe(self.model.outputs)})",
+                    model=self.name,
+                    request_id=request.id,
+                )
+        except InferenceError as exc:
+            self.finish(request, respond, t0, exc)
+            return
+        if self.batcher is not None:
+            self.batcher.put(request, respond, t0)
+            return
+        if request.deadline_ns and _now() > request.deadline_ns:
+            self.finish(request, respond, t0, self.expired(request), batch=0)
+            return
+        try:
+            outputs = self.model(request.inputs)
+        except Exception as exc:
+            self.finish(request, respond, t0, self.failed(request, exc), batch=1)
+            return
+        self.answer(request, respond, t0, outputs, batch=1)
+
+    def answer(
+        self,
+        request: InferenceRequest,
+        respond: Respond,
+        t0: int,
+        outputs: Mapping[str, np.ndarray],
+        batch: int,
+    ) -> None:
+        if request.outputs:
+            outputs = {n: outputs[n] for n in request.outputs}
+        response = InferenceResponse(request.id, self.name, outputs, self.version)
+        self.metrics.record(_now() - t0, None, batch)
+        respond(response)
+
+    def finish(
+        self, request: InferenceRequest, respond: Respond, t0: int, error: InferenceError, batch: int = 0
+    ) -> None:
+        self.metrics.record(_now() - t0, error.code.name, batch)
+        respond(error)
+
+    def expired(self, request: InferenceRequest) -> DeadlineExceeded:
+        late = (_now() - request.deadline_ns) / 1e3
+        return DeadlineExceeded(
+            f"deadline passed {late:.0f} µs before the model ran", model=self.name, request_id=request.id
+        )
+
+    def failed(self, request: InferenceRequest, exc: BaseException) -> HandlerError:
+        return HandlerError(f"{type(exc).__name__}: {exc}", model=self.name, request_id=request.id)
+
+    def stop(self, drain_timeout: float = 5.0) -> None:
+        """Answer what is queued, stop the batcher, release the model."""
+        if self.batcher is not None:
+            self.batcher.stop(drain_timeout)
+        self.model.close()

@@ -1,0 +1,107 @@
+"""Model signatures: parse ``"FP32[-1, 784]"`` specs, validate request inputs, make example inputs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ._datatypes import DataType
+from ._types import TensorSpec
+from .errors import InvalidInput
+
+__all__ = ["SignatureLike", "example_inputs", "parse_signature", "parse_tensor_spec", "validate_inputs"]
+
+#: What a caller may pass as a signature: ``{"x": "FP32[-1, 784]"}``, a list of ``TensorSpec``,
+#: or a list of OIP dicts (``{"name": "x", "datatype": "FP32", "shape": [-1, 784]}``).
+SignatureLike = Mapping[str, "str | TensorSpec"] | Iterable["TensorSpec | Mapping[str, Any]"]
+
+_SPEC = re.compile(r"^\s*([A-Za-z0-9]+)\s*\[\s*([-\d,\s]*)\]\s*$")
+
+
+def parse_tensor_spec(name: str, text: str) -> TensorSpec:
+    """``parse_tensor_spec("x", "FP32[-1, 784]")``; the format ``TensorSpec.describe()`` writes."""
+    m = _SPEC.match(text)
+    if m is None:
+        raise ValueError(f"tensor spec {text!r} for {name!r} is not of the form 'FP32[-1, 784]'")
+    dims = tuple(int(d) for d in m.group(2).replace(" ", "").split(",") if d)
+    if any(d < -1 for d in dims):
+        raise ValueError(f"tensor spec {text!r} for {name!r}: dimensions are sizes or -1 (variable)")
+    return TensorSpec(name, DataType.from_name(m.group(1)), dims)
+
+
+def parse_signature(sig: SignatureLike | None) -> tuple[TensorSpec, ...]:
+    """Normalise any accepted signature form to a tuple of ``TensorSpec``."""
+    if sig is None:
+        return ()
+    if isinstance(sig, Mapping):
+        return tuple(
+            v if isinstance(v, TensorSpec) else parse_tensor_spec(str(k), str(v)) for k, v in sig.items()
+        )
+    out = []
+    for item in sig:
+        out.append(item if isinstance(item, TensorSpec) else TensorSpec.from_dict(item))
+    names = [s.name for s in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"signature names tensors more than once: {names}")
+    return tuple(out)
+
+
+def describe(specs: Iterable[TensorSpec]) -> str:
+    return ", ".join(s.describe() for s in specs)
+
+
+def validate_inputs(
+    model: str, specs: tuple[TensorSpec, ...], inputs: Mapping[str, np.ndarray], request_id: int = 0
+) -> None:
+    """Raise ``InvalidInput`` stating the expected signature unless ``inputs`` match ``specs``."""
+    if len(inputs) == len(specs):
+        for spec in specs:
+            array = inputs.get(spec.name)
+            if array is None or not spec.accepts(array):
+                break
+        else:
+            return
+    raise InvalidInput(_mismatch(specs, inputs), model=model, request_id=request_id)
+
+
+def _mismatch(specs: tuple[TensorSpec, ...], inputs: Mapping[str, np.ndarray]) -> str:
+    want = {s.name: s for s in specs}
+    problems = []
+    missing = [n for n in want if n not in inputs]
+    extra = [n for n in inputs if n not in want]
+    if missing:
+        problems.append(f"missing input(s) {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected input(s) {', '.join(extra)}")
+    for name, array in inputs.items():
+        spec = want.get(name)
+        if spec is None or spec.accepts(array):
+            continue
+        try:
+            got = f"{DataType.from_numpy(array.dtype).name}{list(array.shape)}"
+        except ValueError:
+            got = f"numpy {array.dtype}{list(array.shape)}"
+        problems.append(f"input {name} is {got}, expected {spec.describe().split(': ', 1)[1]}")
+    return f"{'; '.join(problems)} (expected inputs: {describe(specs)})"
+
+
+def example_inputs(specs: Iterable[TensorSpec], batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic inputs matching ``specs`` (``-1`` dimensions become ``batch``)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:
+        shape = tuple(batch if d < 0 else d for d in spec.shape)
+        kind = spec.datatype.numpy.kind
+        if spec.datatype is DataType.BF16 or spec.datatype is DataType.BYTES:
+            array = np.zeros(shape, spec.datatype.numpy)
+        elif kind == "f":
+            array = rng.standard_normal(shape).astype(spec.datatype.numpy)
+        elif kind == "b":
+            array = rng.integers(0, 2, shape).astype(bool)
+        else:
+            array = rng.integers(0, 10, shape).astype(spec.datatype.numpy)
+        out[spec.name] = array
+    return out

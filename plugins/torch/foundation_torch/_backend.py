@@ -1,0 +1,273 @@
+"""The ``torch`` model backend: load a module from a factory, TorchScript, torch.export or a package.
+
+Specs, by form:
+
+- a ``torch.nn.Module`` (or any callable taking tensors) object;
+- ``"pkg.module:build"``: a factory called with ``factory_kwargs``, returning a module;
+- a TorchScript file (``.pt``, ``.ts``, ``.torchscript``, ``.jit``; made by ``torch.jit.save``);
+- a ``torch.export`` program (``.pt2``; made by ``torch.export.save``);
+- a model package (directory or ``.zip``): factory from ``manifest.json``, weights from
+  ``weights.safetensors``, every file's sha256 checked first.
+
+The signature comes from, in order: the ``inputs=``/``outputs=`` arguments, the package manifest,
+the file's ``foundation_signature.json`` extra file (see :func:`save_torchscript`), or the module's
+``foundation_signature`` attribute. Nothing here unpickles arbitrary objects: weights travel as
+safetensors, and ``torch.load`` is never called.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from foundation_core._registry import resolve_ref
+from foundation_ml._backend import LoadedModel, ModelBackend
+from foundation_ml._package import is_package, open_package, write_package
+from foundation_ml._signature import SignatureLike, parse_signature
+from foundation_ml._types import TensorSpec
+from foundation_ml.errors import ModelLoadError, PackageError
+
+from ._model import TorchModel
+
+__all__ = ["TorchBackend", "save_export", "save_torchscript"]
+
+SIGNATURE_FILE = "foundation_signature.json"
+WEIGHTS = "weights.safetensors"
+_SCRIPT_SUFFIXES = {".pt", ".ts", ".torchscript", ".jit"}
+
+
+class TorchBackend(ModelBackend):
+    """Loads PyTorch models; ``threads`` sets ``torch.set_num_threads`` (process-wide)."""
+
+    name = "torch"
+
+    @classmethod
+    def accepts(cls, obj: object) -> bool:
+        return isinstance(obj, torch.nn.Module)
+
+    def load(
+        self,
+        spec: Any,
+        *,
+        name: str,
+        device: str = "cpu",
+        inputs: SignatureLike | None = None,
+        outputs: SignatureLike | None = None,
+        threads: int | None = None,
+        factory_kwargs: dict[str, Any] | None = None,
+        batchable: bool | None = None,
+        **options: Any,
+    ) -> LoadedModel:
+        if options:
+            raise ModelLoadError(f"unknown torch backend option(s): {', '.join(options)}", model=name)
+        if threads:
+            torch.set_num_threads(int(threads))
+        _check_device(name, device)
+        declared = (parse_signature(inputs), parse_signature(outputs))
+        source = "arguments" if declared[0] else ""
+        version = ""
+        if is_package(spec):
+            pkg = open_package(spec)
+            module = _build(name, str(pkg.manifest["factory"]), pkg.manifest.get("factory_kwargs") or {})
+            _load_weights(name, module, pkg.files.get(WEIGHTS), pkg.where(WEIGHTS))
+            _check_declared(name, module, (pkg.inputs, pkg.outputs), pkg.where("manifest.json"))
+            declared = declared if declared[0] else (pkg.inputs, pkg.outputs)
+            source, version = source or pkg.where("manifest.json"), pkg.version
+        elif isinstance(spec, str | Path) and Path(spec).suffix in (*_SCRIPT_SUFFIXES, ".pt2"):
+            module, file_sig = _load_file(name, Path(spec), device)
+            if not declared[0] and file_sig:
+                declared, source = file_sig, f"{spec}:{SIGNATURE_FILE}"
+        elif isinstance(spec, str):
+            if ":" not in spec:
+                raise ModelLoadError(
+                    f"{spec!r} is neither an existing model file or package nor a factory 'pkg.module:build'",
+                    model=name,
+                )
+            module = _build(name, spec, factory_kwargs or {})
+        elif callable(spec):
+            module = spec
+        else:
+            raise ModelLoadError(f"cannot load a {type(spec).__name__} as a torch model", model=name)
+        if not declared[0]:
+            declared = _attribute_signature(name, module)
+            source = source or f"{type(module).__name__}.foundation_signature"
+        if isinstance(module, torch.nn.Module):
+            module = module.to(device).eval()
+        return TorchModel(
+            module,
+            *declared,
+            device=device,
+            batchable=batchable,
+            signature_source=source,
+            version=version,
+        )
+
+    def package(
+        self,
+        spec: Any,
+        path: str | Path,
+        *,
+        name: str,
+        version: str = "1",
+        inputs: SignatureLike | None = None,
+        outputs: SignatureLike | None = None,
+        factory_kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Path:
+        """Write a package: the factory's module's weights as safetensors plus the manifest."""
+        if not isinstance(spec, str) or ":" not in spec:
+            raise ModelLoadError(f"a package needs a factory reference 'pkg.module:build', got {spec!r}")
+        module = _build(name, spec, factory_kwargs or {})
+        sig = (parse_signature(inputs), parse_signature(outputs))
+        if not sig[0]:
+            sig = _attribute_signature(name, module)
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+        return write_package(
+            path,
+            name=name,
+            version=version,
+            backend=self.name,
+            factory=spec,
+            inputs=sig[0],
+            outputs=sig[1],
+            files={WEIGHTS: save_safetensors(state)},
+            extra={"factory_kwargs": factory_kwargs or {}, "framework": f"torch {torch.__version__}"},
+        )
+
+
+def save_torchscript(
+    module: torch.nn.Module, path: str | Path, *, inputs: Any = None, outputs: Any = None
+) -> Path:
+    """Script (or trace-free save) ``module`` to ``path`` with its signature embedded."""
+    sig = _signature_json(module, inputs, outputs)
+    scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+    torch.jit.save(scripted, str(path), _extra_files={SIGNATURE_FILE: sig})
+    return Path(path)
+
+
+def save_export(program: Any, path: str | Path, *, inputs: Any, outputs: Any) -> Path:
+    """Save a ``torch.export.ExportedProgram`` to ``path`` (``.pt2``) with its signature embedded."""
+    sig = _signature_json(None, inputs, outputs)
+    torch.export.save(program, str(path), extra_files={SIGNATURE_FILE: sig})
+    return Path(path)
+
+
+def _signature_json(module: Any, inputs: Any, outputs: Any) -> str:
+    if inputs is None:
+        sig = getattr(module, "foundation_signature", None)
+        if not sig:
+            raise ValueError("pass inputs= and outputs=, or give the module a foundation_signature")
+        inputs, outputs = sig["inputs"], sig["outputs"]
+    doc = {
+        "inputs": [s.as_dict() for s in parse_signature(inputs)],
+        "outputs": [s.as_dict() for s in parse_signature(outputs)],
+    }
+    return json.dumps(doc)
+
+
+def _check_device(name: str, device: str) -> None:
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"invalid device {device!r}: {exc}", model=name) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r} requested but CUDA is not available", model=name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelLoadError(
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)", model=name
+            )
+    elif dev.type != "cpu":
+        raise ModelLoadError(f"device {device!r}: use 'cpu' or 'cuda:N'", model=name)
+
+
+def _build(name: str, ref: str, kwargs: dict[str, Any]) -> Any:
+    try:
+        factory = resolve_ref(ref)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ModelLoadError(f"factory {ref!r} cannot be imported: {exc}", model=name) from None
+    try:
+        return factory(**kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"factory {ref!r} raised {type(exc).__name__}: {exc}", model=name) from exc
+
+
+def _load_weights(name: str, module: Any, data: bytes | None, where: str) -> None:
+    if data is None:
+        raise PackageError(f"{where} is missing", model=name, file=WEIGHTS)
+    try:
+        state = load_safetensors(data)
+    except Exception as exc:
+        raise PackageError(
+            f"{where} is not a valid safetensors file: {exc}", model=name, file=WEIGHTS
+        ) from None
+    try:
+        module.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError) as exc:
+        msg = str(exc).replace("\n", " ").replace("\t", "")
+        raise PackageError(
+            f"{where} does not fit the factory's module: {msg}", model=name, file=WEIGHTS
+        ) from None
+
+
+def _check_declared(name: str, module: Any, declared: tuple[tuple[TensorSpec, ...], ...], where: str) -> None:
+    sig = getattr(module, "foundation_signature", None)
+    if not sig:
+        return
+    own = (parse_signature(sig["inputs"]), parse_signature(sig["outputs"]))
+    if own != tuple(declared):
+
+        def text(s: tuple[tuple[TensorSpec, ...], ...]) -> str:
+            return f"({', '.join(x.describe() for x in s[0])}) -> ({', '.join(x.describe() for x in s[1])})"
+
+        raise PackageError(
+            f"{where} declares {text(declared)} but the factory's module declares {text(own)}",
+            model=name,
+            file="manifest.json",
+        )
+
+
+def _attribute_signature(name: str, module: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    sig = getattr(module, "foundation_signature", None)
+    if not sig:
+        raise ModelLoadError(
+            f"no signature for {type(module).__name__}: pass inputs= and outputs= "
+            '(e.g. inputs={"x": "FP32[-1, 784]"}), or set a foundation_signature attribute',
+            model=name,
+        )
+    return parse_signature(sig["inputs"]), parse_signature(sig["outputs"])
+
+
+def _load_file(name: str, path: Path, device: str) -> tuple[Any, tuple[tuple[TensorSpec, ...], ...] | None]:
+    if not path.is_file():
+        raise ModelLoadError(f"{path} does not exist", model=name, file=str(path))
+    extra = {SIGNATURE_FILE: ""}
+    try:
+        if path.suffix == ".pt2":
+            program = torch.export.load(str(path), extra_files=extra)
+            module: Any = program.module()
+            if torch.device(device).type != "cpu":
+                module = module.to(device)
+        else:
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except Exception as exc:
+        kind = "torch.export program" if path.suffix == ".pt2" else "TorchScript file"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"{path} is not a loadable {kind}: {first}", model=name, file=str(path)
+        ) from None
+    text = extra.get(SIGNATURE_FILE) or ""
+    if not text:
+        return module, None
+    try:
+        doc = json.loads(text)
+        return module, (parse_signature(doc["inputs"]), parse_signature(doc["outputs"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(
+            f"{path}:{SIGNATURE_FILE} is invalid: {exc}", model=name, file=str(path)
+        ) from None
