@@ -4,16 +4,22 @@ The public surface is re-exported here; each mechanism lives in one private modu
 """
 
 from ._cli import Command, CommandRegistrar
+from ._clock import SYSTEM_CLOCK, Clock, SystemClock, VirtualClock, current_deadline
 from ._config import Config, SectionAdder
 from ._discovery import PluginInfo
 from ._events import active_hub, emit
 from ._hub import FoundationPluginWarning, Hub, start
 from ._markers import ENTRY_POINT_GROUP, hookimpl, hookspec
+from ._pipeline import ORDER as PIPELINE_ORDER
+from ._pipeline import resilient
 from ._registry import Registrar, Registry
 from ._version import __version__
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "PIPELINE_ORDER",
+    "SYSTEM_CLOCK",
+    "Clock",
     "Command",
     "CommandRegistrar",
     "Config",
@@ -23,10 +29,14 @@ __all__ = [
     "Registrar",
     "Registry",
     "SectionAdder",
+    "SystemClock",
+    "VirtualClock",
     "__version__",
     "active_hub",
+    "current_deadline",
     "emit",
     "hookimpl",
     "hookspec",
+    "resilient",
     "start",
 ]

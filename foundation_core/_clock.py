@@ -7,7 +7,6 @@ deadline context variable lets an outer timeout tell inner patterns (retry) how 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from contextvars import ContextVar
@@ -56,6 +55,8 @@ class SystemClock:
         time.sleep(seconds)
 
     async def asleep(self, seconds: float) -> None:
+        import asyncio  # not at module level: the core stays cheap to import
+
         await asyncio.sleep(seconds)
 
     def __repr__(self) -> str:
@@ -95,6 +96,8 @@ class VirtualClock:
             self._now += max(0.0, seconds)
 
     async def asleep(self, seconds: float) -> None:
+        import asyncio
+
         self.sleep(seconds)
         await asyncio.sleep(0)  # still a suspension point, as a real sleep would be
 

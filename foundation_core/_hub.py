@@ -21,9 +21,11 @@ import pluggy
 
 from . import _events, hookspecs
 from ._cli import CommandRegistrar
+from ._clock import Clock
 from ._config import Config, SectionAdder, default_config
 from ._discovery import PluginInfo, Selection, discover
 from ._markers import PROJECT_NAME
+from ._pipeline import ORDER, build_pipeline
 from ._registry import Registrar, Registry, current_plugin
 from .errors import ConfigError, FoundationError, PluginError, PluginLoadError
 
@@ -318,6 +320,17 @@ class Hub:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.shutdown()
+
+    # --- composition ----------------------------------------------------------------------------
+
+    def pipeline(self, *, clock: Clock | None = None, order: Sequence[str] = ORDER, **layers: Any) -> Any:
+        """A decorator stacking the named patterns in :data:`~foundation_core._pipeline.ORDER`
+        (fallback, timeout, retry, circuit_breaker, rate_limit; outermost first)::
+
+            @hub.pipeline(retry=True, circuit_breaker={"name": "db"}, timeout=2.0)
+            def query(sql): ...
+        """
+        return build_pipeline(self, clock=clock, order=order, **layers)
 
     # --- queries ------------------------------------------------------------------------------
 

@@ -1,0 +1,54 @@
+"""The fallback wrapper: thin sync and async adapters around ``FallbackPolicy.substitute``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._policy import FallbackPolicy
+
+__all__ = ["fallback_factory"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fallback_factory(policy: FallbackPolicy, *, clock: object = None) -> Callable[[F], F]:
+    """``fallback_factory(policy)(fn)``: an error boundary around ``fn`` (sync or ``async def``).
+
+    ``clock`` is accepted for the common factory signature; a fallback never waits.
+    """
+    if not isinstance(policy, FallbackPolicy):
+        raise TypeError(f"fallback_factory needs a FallbackPolicy, got {type(policy).__name__}")
+    catches, substitute = policy.catches, policy.substitute
+
+    def wrap(fn: F) -> F:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def acall(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await fn(*args, **kwargs)
+                except Exception as exc:
+                    if not catches(exc):
+                        raise
+                    value = substitute(exc)
+                    return await value if inspect.isawaitable(value) else value
+
+            return acall  # type: ignore[return-value]
+        if inspect.iscoroutinefunction(policy.handler):
+            raise TypeError(f"fallback {policy.name!r}: an async handler cannot guard sync {fn!r}")
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if not catches(exc):
+                    raise
+                return substitute(exc)
+
+        return call  # type: ignore[return-value]
+
+    return wrap

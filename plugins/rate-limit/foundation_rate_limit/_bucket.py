@@ -1,0 +1,56 @@
+"""The token bucket: one short lock per call decides "go now", "wait this long" or "refuse"."""
+
+from __future__ import annotations
+
+import threading
+
+from foundation_core._clock import Clock
+from foundation_core._events import emit
+from foundation_core.errors import RateLimited
+
+from ._policy import RateLimitPolicy
+
+__all__ = ["TokenBucket"]
+
+
+class TokenBucket:
+    """``reserve()`` returns the seconds to wait before proceeding (0.0 for "now") or raises.
+
+    A granted wait reserves its token at once (the balance may go below zero), so waiters are
+    served in arrival order and never more than ``rate`` per second on average. The lock is never
+    held across a wait, so sync threads and asyncio tasks can share one bucket.
+    """
+
+    __slots__ = ("_lock", "_stamp", "_tokens", "clock", "name", "policy")
+
+    def __init__(self, policy: RateLimitPolicy, clock: Clock) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.name = policy.name
+        self._tokens = float(policy.burst)
+        self._stamp = clock.now()
+        self._lock = threading.Lock()
+
+    def reserve(self, max_wait: float | None = None) -> float:
+        limit = self.policy.max_wait if max_wait is None else max_wait
+        with self._lock:
+            now = self.clock.now()
+            tokens = self.policy.refill(self._tokens, now - self._stamp)
+            self._stamp = now
+            wait = self.policy.wait_for(tokens)
+            if wait > 0.0 and (limit is None or wait > limit):
+                self._tokens = tokens
+                refused = True
+            else:
+                self._tokens = tokens - 1.0
+                refused = False
+        if refused:
+            emit("rate_limited", name=self.name, retry_after=wait)
+            raise RateLimited(self.name, wait)
+        return wait
+
+    @property
+    def tokens(self) -> float:
+        """Tokens available now (may be negative while waiters hold reservations)."""
+        with self._lock:
+            return self.policy.refill(self._tokens, self.clock.now() - self._stamp)

@@ -1,0 +1,55 @@
+"""The rate limit wrapper: thin sync and async adapters around one ``TokenBucket``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from foundation_core._clock import SYSTEM_CLOCK, Clock
+
+from ._bucket import TokenBucket
+from ._policy import RateLimitPolicy
+
+__all__ = ["rate_limit_factory"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rate_limit_factory(policy: RateLimitPolicy, *, clock: Clock | None = None) -> Callable[[F], F]:
+    """``rate_limit_factory(policy)(fn)``: every call of ``fn`` takes a token from one bucket
+    (shared by every function this wrapper protects); the protected function has ``bucket``."""
+    if not isinstance(policy, RateLimitPolicy):
+        raise TypeError(f"rate_limit_factory needs a RateLimitPolicy, got {type(policy).__name__}")
+    clk = clock or SYSTEM_CLOCK
+    bucket = TokenBucket(policy, clk)
+
+    def wrap(fn: F) -> F:
+        reserve = bucket.reserve
+        if inspect.iscoroutinefunction(fn):
+            asleep = clk.asleep
+
+            @functools.wraps(fn)
+            async def acall(*args: Any, **kwargs: Any) -> Any:
+                wait = reserve()
+                if wait:
+                    await asleep(wait)
+                return await fn(*args, **kwargs)
+
+            protected: Any = acall
+        else:
+            sleep = clk.sleep
+
+            @functools.wraps(fn)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                wait = reserve()
+                if wait:
+                    sleep(wait)
+                return fn(*args, **kwargs)
+
+            protected = call
+        protected.bucket = bucket
+        return protected  # type: ignore[no-any-return]
+
+    return wrap
