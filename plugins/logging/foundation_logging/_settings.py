@@ -1,0 +1,61 @@
+"""The ``logging`` config section: level, format, output and the keys to redact."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["DEFAULT_REDACT", "FORMATS", "LEVELS", "LoggingSettings"]
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+FORMATS = ("console", "json")
+DEFAULT_REDACT = (
+    "password",
+    "passwd",
+    "token",
+    "secret",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "credential",
+    "credentials",
+    "private_key",
+)
+
+
+def _level(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or value.lower() not in LEVELS:
+        raise ValueError(f"logging.level must be one of {', '.join(LEVELS)} (any case), got {value!r}")
+
+
+def _format(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in FORMATS:
+        raise ValueError(f"logging.format must be one of {', '.join(FORMATS)}, got {value!r}")
+
+
+def _output(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"logging.output must be 'stderr', 'stdout' or a file path, got {value!r}")
+
+
+def _redact(inst: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
+    bad = [k for k in value if not isinstance(k, str) or not k]
+    if bad:
+        raise ValueError(f"logging.redact must be a list of non-empty key names, got {bad!r}")
+
+
+@attrs.frozen
+class LoggingSettings:
+    """How Foundation logs. Every plugin's log lines and events go through this one pipeline.
+
+    ``output`` is ``"stderr"``, ``"stdout"`` or a file path (appended to). ``redact`` names keys
+    whose values are replaced by ``"[REDACTED]"``: a key matches when, lowercased, it equals a name
+    or ends with ``_`` + name (``password`` matches ``db_password`` but not ``passwords_checked``).
+    ``stdlib`` routes the standard library's ``logging`` records through the same pipeline.
+    """
+
+    level: str = attrs.field(default="info", validator=_level)
+    format: str = attrs.field(default="console", validator=_format)
+    output: str = attrs.field(default="stderr", validator=_output)
+    redact: tuple[str, ...] = attrs.field(default=DEFAULT_REDACT, validator=_redact)
+    stdlib: bool = True

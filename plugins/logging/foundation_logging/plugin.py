@@ -1,0 +1,86 @@
+"""The hookimpls of foundation-logging: the ``logging`` section, set-up, tear-down and events.
+
+Cheap to import: structlog and orjson are imported inside the hooks that need them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from foundation_core import hookimpl
+
+from ._settings import LoggingSettings
+
+if TYPE_CHECKING:
+    from foundation_core import Config, Hub, SectionAdder
+
+__all__ = ["LoggingSettings"]
+
+
+@hookimpl
+def foundation_config_sections(add: SectionAdder) -> None:
+    add("logging", LoggingSettings)
+
+
+@hookimpl
+def foundation_configure(config: Config) -> None:
+    from ._setup import configure_logging
+
+    settings = config.sections.get("logging")
+    configure_logging(settings if isinstance(settings, LoggingSettings) else None)
+
+
+@hookimpl
+def foundation_shutdown(hub: Hub) -> None:
+    from ._setup import current_runtime
+
+    runtime = current_runtime()
+    if runtime is not None:
+        runtime.close()
+
+
+@hookimpl
+def foundation_on_plugin_error(plugin: str, hook: str | None, error: BaseException) -> None:
+    from . import _events
+
+    _events.plugin_error(plugin, hook, error)
+
+
+@hookimpl
+def foundation_on_retry(
+    name: str, attempt: int, delay: float, error: BaseException | None, result: Any
+) -> None:
+    from . import _events
+
+    _events.retry(name, attempt, delay, error, result)
+
+
+@hookimpl
+def foundation_on_circuit_change(
+    name: str, old_state: str, new_state: str, failure_rate: float, calls: int
+) -> None:
+    from . import _events
+
+    _events.circuit_change(name, old_state, new_state, failure_rate, calls)
+
+
+@hookimpl
+def foundation_on_rate_limited(name: str, retry_after: float) -> None:
+    from . import _events
+
+    _events.rate_limited(name, retry_after)
+
+
+@hookimpl
+def foundation_on_server_start(name: str, transport: str, models: Sequence[str]) -> None:
+    from . import _events
+
+    _events.server_start(name, transport, models)
+
+
+@hookimpl
+def foundation_on_server_stop(name: str, transport: str, reason: str) -> None:
+    from . import _events
+
+    _events.server_stop(name, transport, reason)

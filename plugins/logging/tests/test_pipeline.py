@@ -1,0 +1,165 @@
+"""The structlog pipeline: JSON lines, levels, timestamps, bound context, exceptions, console."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import structlog
+from foundation_logging import (
+    LoggingSettings,
+    bind_context,
+    bound_context,
+    configure_logging,
+    get_context,
+    get_logger,
+    unbind_context,
+)
+from foundation_logging._processors import Stamp
+
+ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def json_file(tmp_path: Path, **kw: object) -> Path:
+    path = tmp_path / "app.log"
+    configure_logging(LoggingSettings(format="json", output=str(path), **kw))  # type: ignore[arg-type]
+    return path
+
+
+def test_json_line_has_event_level_timestamp_and_bound_keys(tmp_path, read_lines):
+    path = json_file(tmp_path)
+    get_logger().bind(request_id="r1", model_id="m", batch=8).info("served", latency_ms=1.5)
+    [line] = read_lines(path)
+    assert line["event"] == "served"
+    assert line["level"] == "info"
+    assert ISO_MS.match(line["timestamp"])
+    assert (line["request_id"], line["model_id"], line["batch"], line["latency_ms"]) == ("r1", "m", 8, 1.5)
+
+
+def test_timestamp_is_utc_iso8601_with_milliseconds():
+    stamp = Stamp(clock=lambda: 86_400 * 365 + 3.0421)
+    assert stamp(None, "warn", {}) == {"level": "warning", "timestamp": "1971-01-01T00:00:03.042Z"}
+
+
+def test_timestamp_cache_follows_the_clock_across_seconds():
+    now = [10.5]
+    stamp = Stamp(clock=lambda: now[0])
+    first = stamp(None, "info", {})["timestamp"]
+    now[0] = 11.25
+    assert (first, stamp(None, "info", {})["timestamp"]) == (
+        "1970-01-01T00:00:10.500Z",
+        "1970-01-01T00:00:11.250Z",
+    )
+
+
+def test_lines_below_the_level_are_dropped(tmp_path, read_lines):
+    path = json_file(tmp_path, level="WARNING")
+    log = get_logger()
+    log.debug("d")
+    log.info("i")
+    log.warning("w")
+    log.error("e")
+    assert [line["event"] for line in read_lines(path)] == ["w", "e"]
+
+
+def test_the_bound_logger_is_a_filtering_logger_cached_on_first_use(tmp_path):
+    json_file(tmp_path)
+    config = structlog.get_config()
+    assert config["cache_logger_on_first_use"] is True
+    assert config["wrapper_class"] is structlog.make_filtering_bound_logger("info")
+
+
+def test_bound_context_applies_inside_the_block_only(tmp_path, read_lines):
+    path = json_file(tmp_path)
+    log = get_logger()
+    with bound_context(request_id="abc", model_id="resnet"):
+        log.info("inside")
+        log.info("call site wins", request_id="override")
+    log.info("outside")
+    inside, override, outside = read_lines(path)
+    assert (inside["request_id"], inside["model_id"]) == ("abc", "resnet")
+    assert override["request_id"] == "override"
+    assert "request_id" not in outside
+
+
+def test_bind_and_unbind_context(tmp_path, read_lines):
+    path = json_file(tmp_path)
+    bind_context(plugin="retry", request_id="x")
+    unbind_context("request_id")
+    assert dict(get_context()) == {"plugin": "retry"}
+    get_logger().info("e")
+    assert read_lines(path)[0]["plugin"] == "retry"
+
+
+def test_exception_is_rendered_as_a_traceback_string(tmp_path, read_lines):
+    path = json_file(tmp_path)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        get_logger().exception("failed")
+    [line] = read_lines(path)
+    assert line["level"] == "error"
+    assert "ValueError: boom" in line["exception"]
+
+
+def test_values_orjson_cannot_encode_are_written_as_repr(tmp_path, read_lines):
+    path = json_file(tmp_path)
+    get_logger().info("e", where=Path("/x"), tags={"a"})
+    [line] = read_lines(path)
+    assert (line["where"], line["tags"]) == (repr(Path("/x")), ["a"])
+
+
+def test_console_format_writes_readable_lines(tmp_path):
+    path = tmp_path / "console.log"
+    configure_logging(LoggingSettings(format="console", output=str(path)))
+    get_logger().info("hello world", user_id=7)
+    text = path.read_text()
+    assert "hello world" in text
+    assert "user_id=7" in text
+    assert "\x1b[" not in text  # no colours in a file
+
+
+def test_stream_output_goes_to_stderr_as_json(capsys):
+    configure_logging(LoggingSettings(format="json", output="stderr"))
+    get_logger().info("to stderr", k=1)
+    err = capsys.readouterr().err
+    assert '"event":"to stderr"' in err
+    assert err.endswith("\n")
+
+
+def test_close_restores_structlog_and_sends_late_lines_to_stderr(tmp_path, capsys):
+    before = structlog.get_config()
+    path = tmp_path / "app.log"
+    runtime = configure_logging(LoggingSettings(format="json", output=str(path)))
+    log = get_logger()
+    log.info("before close")  # caches the logger on first use
+    runtime.close()
+    log.info("after close")
+    assert structlog.get_config() == before
+    assert "after close" in capsys.readouterr().err
+    assert "after close" not in path.read_text()
+
+
+def test_reconfiguring_replaces_the_previous_pipeline(tmp_path, read_lines):
+    first = tmp_path / "a.log"
+    second = tmp_path / "b.log"
+    configure_logging(LoggingSettings(format="json", output=str(first)))
+    configure_logging(LoggingSettings(format="json", output=str(second)))
+    get_logger().info("e")
+    assert first.read_text() == ""
+    assert len(read_lines(second)) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("level", "loud", "logging.level must be one of"),
+        ("format", "xml", "logging.format must be one of"),
+        ("output", " ", "logging.output must be"),
+        ("redact", ("ok", ""), "logging.redact must be"),
+    ],
+)
+def test_settings_reject_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        LoggingSettings(**{field: value})

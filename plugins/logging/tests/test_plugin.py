@@ -1,0 +1,99 @@
+"""The plugin: declares its section, configures from it, logs Foundation's events, stays cheap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from foundation_logging import LoggingSettings, plugin
+
+import foundation_core
+from foundation_core import Config, hookimpl
+
+
+class _FixedConfig:
+    """An application plugin standing in for the config plugin: logging goes to a file as JSON."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @hookimpl
+    def foundation_load_config(self, sections: Any, files: Any, overrides: Any, strict: bool) -> Config:
+        return Config({"logging": LoggingSettings(format="json", output=str(self.path), level="debug")})
+
+
+def _start(tmp_path: Path) -> tuple[foundation_core.Hub, Path]:
+    path = tmp_path / "events.log"
+    hub = foundation_core.start(plugins=[plugin, _FixedConfig(path)], entry_points=False)
+    return hub, path
+
+
+def test_declares_the_logging_section_with_defaults():
+    with foundation_core.start(plugins=[plugin], entry_points=False) as hub:
+        assert hub.config is not None
+        assert hub.config["logging"] == LoggingSettings()
+
+
+def test_events_become_structured_lines(tmp_path, read_lines):
+    hub, path = _start(tmp_path)
+    with hub:
+        foundation_core.emit("retry", name="fetch", attempt=2, delay=0.5, error=OSError("reset"), result=None)
+        foundation_core.emit(
+            "circuit_change", name="db", old_state="closed", new_state="open", failure_rate=0.6, calls=20
+        )
+        foundation_core.emit("rate_limited", name="api", retry_after=0.25)
+        foundation_core.emit("server_start", name="srv", transport="shm", models=("resnet",))
+        foundation_core.emit("server_stop", name="srv", transport="shm", reason="shutdown")
+        hub.pm.hook.foundation_on_plugin_error(
+            plugin="broken", hook="foundation_startup", error=KeyError("x")
+        )
+    retry, circuit, limited, started, stopped, error = read_lines(path)
+    assert retry | {"timestamp": None} == {
+        "event": "retry.scheduled",
+        "level": "warning",
+        "pattern": "fetch",
+        "attempt": 2,
+        "delay": 0.5,
+        "error_type": "OSError",
+        "error": "reset",
+        "timestamp": None,
+    }
+    assert (circuit["event"], circuit["level"], circuit["new_state"]) == (
+        "circuit.changed",
+        "warning",
+        "open",
+    )
+    assert (limited["event"], limited["retry_after"]) == ("rate_limit.refused", 0.25)
+    assert (started["event"], started["models"], started["transport"]) == (
+        "server.started",
+        ["resnet"],
+        "shm",
+    )
+    assert (stopped["event"], stopped["reason"]) == ("server.stopped", "shutdown")
+    assert (error["event"], error["level"], error["plugin"], error["hook"]) == (
+        "plugin.error",
+        "error",
+        "broken",
+        "foundation_startup",
+    )
+
+
+def test_shutdown_restores_logging(tmp_path):
+    import structlog
+
+    before = structlog.get_config()
+    hub, _ = _start(tmp_path)
+    assert structlog.get_config() != before
+    hub.shutdown()
+    assert structlog.get_config() == before
+
+
+def test_importing_the_plugin_does_not_import_structlog_or_orjson():
+    code = (
+        "import sys, foundation_logging.plugin\n"
+        "loaded = [m for m in ('structlog', 'orjson') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,60 @@
+"""The standard library's logging goes through the same pipeline, format and redaction."""
+
+from __future__ import annotations
+
+import logging
+
+from foundation_logging import REDACTED, LoggingSettings, bound_context, configure_logging, get_logger
+
+
+def test_stdlib_records_come_out_as_the_same_json_lines(tmp_path, read_lines):
+    path = tmp_path / "app.log"
+    configure_logging(LoggingSettings(format="json", output=str(path)))
+    get_logger().info("from structlog")
+    with bound_context(request_id="r9"):
+        logging.getLogger("thirdparty.http").warning("GET %s -> %d", "/x", 503, extra={"password": "p"})
+    ours, theirs = read_lines(path)
+    assert ours["event"] == "from structlog"
+    assert theirs["event"] == "GET /x -> 503"
+    assert theirs["level"] == "warning"
+    assert theirs["logger"] == "thirdparty.http"
+    assert theirs["request_id"] == "r9"
+    assert theirs["password"] == REDACTED
+    assert set(ours) >= {"timestamp", "level", "event"} and "timestamp" in theirs
+
+
+def test_stdlib_records_below_the_level_are_dropped(tmp_path, read_lines):
+    path = tmp_path / "app.log"
+    configure_logging(LoggingSettings(format="json", output=str(path), level="error"))
+    logging.getLogger("lib").warning("dropped")
+    logging.getLogger("lib").error("kept")
+    assert [line["event"] for line in read_lines(path)] == ["kept"]
+
+
+def test_stdlib_exceptions_carry_their_traceback(tmp_path, read_lines):
+    path = tmp_path / "app.log"
+    configure_logging(LoggingSettings(format="json", output=str(path)))
+    try:
+        1 / 0  # noqa: B018
+    except ZeroDivisionError:
+        logging.getLogger("lib").exception("division")
+    [line] = read_lines(path)
+    assert "ZeroDivisionError" in line["exception"]
+
+
+def test_stdlib_routing_can_be_turned_off(tmp_path):
+    root = logging.getLogger()
+    before = list(root.handlers)
+    configure_logging(LoggingSettings(format="json", output=str(tmp_path / "a.log"), stdlib=False))
+    assert root.handlers == before
+
+
+def test_close_puts_back_the_root_handlers_and_level(tmp_path):
+    root = logging.getLogger()
+    marker = logging.NullHandler()
+    root.handlers[:] = [marker]
+    root.setLevel(logging.CRITICAL)
+    runtime = configure_logging(LoggingSettings(format="json", output=str(tmp_path / "a.log")))
+    assert root.handlers != [marker]
+    runtime.close()
+    assert (root.handlers, root.level) == ([marker], logging.CRITICAL)
