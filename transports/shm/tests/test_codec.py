@@ -1,0 +1,149 @@
+"""Encoding and decoding: round trips (hypothesis), typed errors, bounds checks."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from foundation_shm._codec import (
+    Limits,
+    decode_request,
+    decode_response,
+    layout,
+    request_payload_size,
+    response_payload_size,
+    write_request,
+    write_response,
+)
+from foundation_shm._layout import MessageFlag
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from foundation_ml import DataType
+from foundation_ml.errors import BadChecksum, BadMagic, BadVersion, InvalidInput, TooLarge
+
+_DTYPES = [d for d in DataType if d not in (DataType.BF16, DataType.BYTES)]
+_names = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=20)
+_tensor = st.tuples(st.sampled_from(_DTYPES), st.lists(st.integers(0, 4), min_size=0, max_size=8).map(tuple))
+
+
+def _encode_request(inputs: dict[str, np.ndarray], **kw: object) -> bytearray:
+    specs = [(n, DataType.from_numpy(a.dtype), a.shape) for n, a in inputs.items()]
+    params = kw.pop("params", b"")
+    assert isinstance(params, bytes)
+    n_out = len(kw.get("outputs", ()))  # type: ignore[arg-type]
+    refs, end = layout(specs, request_payload_size(len(specs), n_out, len(params)))
+    buf = bytearray(end)
+    for ref, a in zip(refs, inputs.values(), strict=True):
+        buf[ref.offset : ref.offset + ref.size] = a.tobytes()
+    write_request(buf, inputs=refs, params=params, **kw)  # type: ignore[arg-type]
+    return buf
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tensors=st.dictionaries(_names, _tensor, max_size=5),
+    request_id=st.integers(0, 2**64 - 1),
+    deadline=st.integers(0, 2**63),
+    model=_names,
+    outputs=st.lists(_names, max_size=3, unique=True),
+    data_crc=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_request_round_trip(
+    tensors: dict[str, tuple[DataType, tuple[int, ...]]],
+    request_id: int,
+    deadline: int,
+    model: str,
+    outputs: list[str],
+    data_crc: bool,
+    seed: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    inputs = {
+        n: rng.integers(0, 255, size=int(np.prod(shape)) * d.itemsize, dtype=np.uint8)
+        .view(d.numpy)
+        .reshape(shape)
+        for n, (d, shape) in tensors.items()
+    }
+    buf = _encode_request(
+        inputs,
+        request_id=request_id,
+        model=model,
+        deadline_ns=deadline,
+        outputs=tuple(outputs),
+        params=b'{"k":1}',
+        flags=MessageFlag.DATA_CRC if data_crc else 0,
+    )
+    got = decode_request(bytes(buf))
+    assert (got.request_id, got.model, got.deadline_ns, got.outputs) == (
+        request_id,
+        model,
+        deadline,
+        tuple(outputs),
+    )
+    assert got.params == {"k": 1}
+    assert list(got.inputs) == list(inputs)
+    for name, array in inputs.items():
+        assert got.inputs[name].dtype == array.dtype
+        assert got.inputs[name].shape == array.shape
+        assert got.inputs[name].tobytes() == array.tobytes()
+
+
+@settings(max_examples=100, deadline=None)
+@given(buf=st.binary(min_size=0, max_size=2048))
+def test_decoding_garbage_raises_typed_errors_only(buf: bytes) -> None:
+    from foundation_ml.errors import InferenceError
+
+    for decode in (decode_request, decode_response):
+        try:
+            decode(buf)
+        except InferenceError:
+            pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(position=st.integers(0, 32 + 112 + 256 - 1), value=st.integers(0, 255))
+def test_any_single_byte_change_of_header_or_descriptors_is_caught(position: int, value: int) -> None:
+    """The CRC covers every header and descriptor byte: a flipped byte never decodes silently."""
+    buf = _encode_request({"x": np.arange(6, dtype=np.float32)}, request_id=9, model="m")
+    if buf[position] == value:
+        return
+    buf[position] = value
+    with pytest.raises((BadChecksum, BadMagic, BadVersion, InvalidInput, TooLarge)) as info:
+        decode_request(bytes(buf))
+    assert info.value.code != 0
+
+
+def test_response_round_trip_with_text_and_error() -> None:
+    out = np.arange(4, dtype=np.int16)
+    refs, end = layout([("y", DataType.INT16, (4,))], response_payload_size(1, 5, 0))
+    buf = bytearray(end)
+    buf[refs[0].offset : refs[0].offset + 8] = out.tobytes()
+    write_response(buf, request_id=5, status=9, outputs=refs, text=b"boom!", model="m", required_bytes=7)
+    got = decode_response(bytes(buf))
+    assert (got.request_id, got.status, got.text, got.required_bytes, got.model) == (5, 9, "boom!", 7, "m")
+    np.testing.assert_array_equal(got.outputs["y"], out)
+
+
+def test_caps_on_tensor_count_and_bytes() -> None:
+    buf = _encode_request({f"t{i}": np.zeros(2, np.uint8) for i in range(3)}, request_id=1, model="m")
+    with pytest.raises(TooLarge, match="at most 2"):
+        decode_request(bytes(buf), limits=Limits(max_tensors=2))
+    with pytest.raises(TooLarge, match="at most 5"):
+        decode_request(bytes(buf), limits=Limits(max_bytes=5))
+
+
+def test_data_offset_overflowing_the_area_is_rejected_not_wrapped() -> None:
+    buf = _encode_request({"x": np.zeros(4, np.float32)}, request_id=1, model="m")
+    struct.pack_into("<Q", buf, 32 + 112 + 136, 2**64 - 8)
+    from foundation_shm._vectors import _reseal
+
+    with pytest.raises(InvalidInput, match="outside the area"):
+        decode_request(bytes(_reseal(buf)))
+
+
+def test_names_too_long_are_refused_at_encoding() -> None:
+    with pytest.raises(InvalidInput, match="at most 63"):
+        _encode_request({"x" * 64: np.zeros(1, np.uint8)}, request_id=1, model="m")
