@@ -1,4 +1,7 @@
-"""foundation_ml: the framework-free ML runtime: request types, transports contract, errors.
+"""foundation_ml: the framework-free ML runtime: runtime, model registry, client, types, errors.
+
+``MLRuntime`` serves models (loaded through backend plugins) on any registered transport;
+``InferenceClient`` calls them from another process.
 
 Names are imported on first access (PEP 562), so that discovering the ``ml`` plugin
 (``foundation_ml._plugin``) imports neither numpy nor anything else heavy.
@@ -10,20 +13,32 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._backend import FunctionModel, LoadedModel, ModelBackend
+    from ._client import InferenceClient
     from ._datatypes import DataType
     from ._inproc import InprocTransport
+    from ._package import open_package, write_package
+    from ._runtime import MLRuntime
+    from ._signature import example_inputs, parse_signature, parse_tensor_spec
     from ._transport import RequestHandler, Respond, Transport, TransportClient, TransportServer
     from ._types import InferenceRequest, InferenceResponse, ModelMetadata, TensorSpec, deadline_after
-    from .errors import ErrorCode, InferenceError
+    from .errors import ErrorCode, InferenceError, ModelLoadError, PackageError
 
 _EXPORTS = {
     "DataType": "._datatypes",
     "ErrorCode": ".errors",
+    "FunctionModel": "._backend",
+    "InferenceClient": "._client",
     "InferenceError": ".errors",
     "InferenceRequest": "._types",
     "InferenceResponse": "._types",
     "InprocTransport": "._inproc",
+    "LoadedModel": "._backend",
+    "MLRuntime": "._runtime",
+    "ModelBackend": "._backend",
+    "ModelLoadError": ".errors",
     "ModelMetadata": "._types",
+    "PackageError": ".errors",
     "RequestHandler": "._transport",
     "Respond": "._transport",
     "TensorSpec": "._types",
@@ -31,16 +46,28 @@ _EXPORTS = {
     "TransportClient": "._transport",
     "TransportServer": "._transport",
     "deadline_after": "._types",
+    "example_inputs": "._signature",
+    "open_package": "._package",
+    "parse_signature": "._signature",
+    "parse_tensor_spec": "._signature",
+    "write_package": "._package",
 }
 
 __all__ = [
     "DataType",
     "ErrorCode",
+    "FunctionModel",
+    "InferenceClient",
     "InferenceError",
     "InferenceRequest",
     "InferenceResponse",
     "InprocTransport",
+    "LoadedModel",
+    "MLRuntime",
+    "ModelBackend",
+    "ModelLoadError",
     "ModelMetadata",
+    "PackageError",
     "RequestHandler",
     "Respond",
     "TensorSpec",
@@ -48,6 +75,11 @@ __all__ = [
     "TransportClient",
     "TransportServer",
     "deadline_after",
+    "example_inputs",
+    "open_package",
+    "parse_signature",
+    "parse_tensor_spec",
+    "write_package",
 ]
 
 

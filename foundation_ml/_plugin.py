@@ -1,10 +1,92 @@
-"""foundation_ml's own plugin: registers the ``inproc`` transport (lazily, no numpy at discovery)."""
+"""foundation_ml's own plugin: the ``inproc`` transport and the ML commands (lazily: no numpy here).
+
+Commands: ``serve``, ``infer``, ``stats``, ``package``, ``bench``, ``demo``. Their handlers are
+``"module:attr"`` strings, imported only when the command runs.
+"""
 
 from __future__ import annotations
 
-from foundation_core import Registrar, hookimpl
+import argparse
+
+from foundation_core import CommandRegistrar, Registrar, hookimpl
+
+DEFAULT_NAME = "foundation"  # the server name when none is given (serve, infer, stats)
+DEMO_MODEL = "demo"
+DEMO_SPEC = "foundation_torch.demo:build_demo"
 
 
 @hookimpl
 def foundation_register_transports(register: Registrar) -> None:
     register("inproc", "foundation_ml._inproc:InprocTransport")
+
+
+@hookimpl
+def foundation_register_commands(cli: CommandRegistrar) -> None:
+    p = cli.add_command(
+        "serve", "foundation_ml._cli:serve_main", help="serve models until SIGINT/SIGTERM (default: the demo)"
+    )
+    _serve_arguments(p)
+    p = cli.add_command("infer", "foundation_ml._cli:infer_main", help="call a model of a running server")
+    _client_arguments(p)
+    p.add_argument("--model", default=DEMO_MODEL, help=f"model name (default: {DEMO_MODEL})")
+    p.add_argument("--version", default="", help="model version (default: the latest loaded)")
+    p.add_argument(
+        "--input",
+        default=None,
+        metavar="FILE",
+        help=".npz, .npy or .json (default: the example input)",
+    )
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds (default: 30)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = cli.add_command("stats", "foundation_ml._cli:stats_main", help="metrics of a running server")
+    p.add_argument("name", nargs="?", default=DEFAULT_NAME, help=f"server name (default: {DEFAULT_NAME})")
+    p.add_argument("--transport", default="shm", help="transport (default: shm)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--prometheus", action="store_true", help="print Prometheus text format")
+    p = cli.add_command("package", "foundation_ml._cli:package_main", help="write a model package")
+    p.add_argument("--model", required=True, metavar="[NAME=]FACTORY", help="e.g. mnist=mypkg.models:build")
+    p.add_argument("--name", default=None, help="model name (or NAME= in --model)")
+    p.add_argument("--version", default="1", help="model version (default: 1)")
+    p.add_argument("--out", required=True, help="a directory to create, or a .zip file")
+    p.add_argument("--backend", default="torch", help="model backend (default: torch)")
+    p = cli.add_command("bench", "foundation_ml._bench:bench_main", help="run the inference benchmark")
+    _bench_arguments(p)
+    p = cli.add_command(
+        "demo", "foundation_ml._demo:demo_main", help="serve the demo model, call it, stop: end to end"
+    )
+    p.add_argument("--transport", default="shm", help="transport (default: shm)")
+    p.add_argument("--calls", type=int, default=1000, help="calls timed for the latency line")
+
+
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="a model to serve (repeatable). SPEC: a factory 'pkg.module:build', a TorchScript (.pt) "
+        "or torch.export (.pt2) file, or a model package (directory or .zip; NAME= optional). "
+        f"Default: the embedded demo model, as {DEMO_MODEL!r}",
+    )
+    _client_arguments(p)
+    p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
+    p.add_argument("--max-batch-size", type=int, default=1, help="batch batchable models (default: 1, off)")
+    p.add_argument("--max-wait-us", type=int, default=500, help="longest wait for a batch to fill, µs")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--metrics-file", default=None, help="rewrite this file with Prometheus text every second")
+
+
+def _client_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--transport", default="shm", help="transport (default: shm)")
+    p.add_argument("--name", default=DEFAULT_NAME, help=f"server name (default: {DEFAULT_NAME})")
+
+
+def _bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--transport", default="shm", help="transport to measure (default: shm)")
+    p.add_argument("--calls", type=int, default=3000, help="timed calls per latency figure")
+    p.add_argument("--seconds", type=float, default=2.0, help="duration of each throughput run")
+    p.add_argument("--clients", type=int, default=4, help="client processes in the throughput runs")
+    p.add_argument("--max-batch-size", type=int, default=8, help="batch size of the batched run")
+    p.add_argument("--max-wait-us", type=int, default=300, help="batch wait of the batched run")
+    p.add_argument("--threads", type=int, default=1, help="torch threads, direct and server")

@@ -1,0 +1,27 @@
+"""Inference benchmark: the demo MLP direct vs over shm; the logic lives in foundation_ml._bench.
+
+.venv/bin/python benchmarks/inference.py --json     # one JSON object
+.venv/bin/python benchmarks/inference.py --quick    # a short smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from foundation_ml._bench import bench_main
+from foundation_ml._plugin import _bench_arguments
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    _bench_arguments(p)
+    p.add_argument("--quick", action="store_true", help="fewer calls, shorter runs (smoke run)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.calls, args.seconds = 300, 0.5
+    return bench_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

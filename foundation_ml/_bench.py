@@ -1,0 +1,194 @@
+"""The inference benchmark: the demo MLP called directly vs through a transport, latency and throughput.
+
+Everything runs in one invocation so the figures share the machine's state: the spin floor (two
+processes ping-ponging on a shared 8-byte word), the direct in-process PyTorch call, the runtime
+in-process (``inproc``), a ``foundation serve`` child process called over the transport at batch
+1, and throughput with N client processes against an unbatched and a batched server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import multiprocessing as mp
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._plugin import DEMO_MODEL
+
+if TYPE_CHECKING:
+    from foundation_core import Hub
+
+__all__ = ["bench_main", "run"]
+
+
+def spin_floor_us(rounds: int = 20000) -> float:
+    """p50 round trip of two processes spinning on shared words (the machine's IPC floor)."""
+    buf = mmap.mmap(-1, 16)
+    words = memoryview(buf).cast("Q")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child echoes every ping, then leaves
+        for i in range(1, rounds + 1):
+            while words[0] != i:
+                pass
+            words[1] = i
+        os._exit(0)
+    times = np.empty(rounds, np.int64)
+    clock = time.perf_counter_ns
+    for i in range(1, rounds + 1):
+        t0 = clock()
+        words[0] = i
+        while words[1] != i:
+            pass
+        times[i - 1] = clock() - t0
+    os.waitpid(pid, 0)
+    words.release()
+    buf.close()
+    return float(np.percentile(times[rounds // 10 :], 50)) / 1e3
+
+
+def _timed(call: Any, arg: Any, calls: int) -> np.ndarray:
+    for _ in range(min(200, calls)):
+        call(arg)
+    times = np.empty(calls, np.int64)
+    clock = time.perf_counter_ns
+    for i in range(calls):
+        t0 = clock()
+        call(arg)
+        times[i] = clock() - t0
+    return times / 1e3
+
+
+def _rate(call: Any, arg: Any, seconds: float) -> float:
+    n, end = 0, time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    while time.perf_counter() < end:
+        for _ in range(50):
+            call(arg)
+        n += 50
+    return n / (time.perf_counter() - t0)
+
+
+def _client_worker(name: str, transport: str, seconds: float, barrier: Any, results: Any) -> None:
+    from ._client import InferenceClient
+    from ._signature import example_inputs, parse_signature
+
+    with InferenceClient(name, transport=transport) as client:
+        x = example_inputs(parse_signature(client.metadata(DEMO_MODEL)["inputs"]))
+        for _ in range(100):
+            client.infer(DEMO_MODEL, x)
+        barrier.wait()
+        n, end = 0, time.perf_counter() + seconds
+        t0 = time.perf_counter()
+        while time.perf_counter() < end:
+            client.infer(DEMO_MODEL, x)
+            n += 1
+        results.put((n, time.perf_counter() - t0))
+
+
+def _throughput(name: str, transport: str, clients: int, seconds: float) -> float:
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(clients), ctx.Queue()
+    procs = [
+        ctx.Process(target=_client_worker, args=(name, transport, seconds, barrier, results))
+        for _ in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=120 + seconds) for _ in procs]
+    for p in procs:
+        p.join(30)
+    return sum(n for n, _ in got) / max(t for _, t in got)
+
+
+def run(
+    transport: str = "shm",
+    calls: int = 3000,
+    seconds: float = 2.0,
+    clients: int = 4,
+    max_batch_size: int = 8,
+    max_wait_us: int = 300,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Run every measurement; returns the result document."""
+    from ._client import InferenceClient
+    from ._process import ServerProcess
+    from ._runtime import MLRuntime
+
+    result: dict[str, Any] = {"transport": transport, "torch_threads": threads, "cpus": os.cpu_count()}
+    result["floor_spin_p50_us"] = round(spin_floor_us(), 2)
+
+    import torch
+    from foundation_torch.demo import build_demo
+
+    torch.set_num_threads(threads)
+    model = build_demo()
+    x = np.random.default_rng(0).standard_normal((1, 784)).astype(np.float32)
+
+    def direct(a: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(a)).numpy()  # type: ignore[no-any-return]
+
+    d = _timed(direct, x, calls)
+    result["direct_p50_us"] = round(float(np.percentile(d, 50)), 2)
+    result["direct_p99_us"] = round(float(np.percentile(d, 99)), 2)
+    result["direct_rps"] = round(_rate(direct, x, seconds), 1)
+
+    with MLRuntime() as runtime:
+        runtime.register_model(DEMO_MODEL, model)
+        runtime.start("inproc", f"bench-{os.getpid()}")
+        with InferenceClient(f"bench-{os.getpid()}", transport="inproc", hub=runtime.hub) as client:
+            t = _timed(lambda a: client.infer(DEMO_MODEL, {"x": a}), x, calls)
+        result["inproc_p50_us"] = round(float(np.percentile(t, 50)), 2)
+
+    name = f"bench-{os.getpid()}"
+    base = ["--transport", transport, "--name", name, "--threads", str(threads)]
+    with ServerProcess(base):
+        with InferenceClient(name, transport=transport) as client:
+            call = lambda a: client.infer(DEMO_MODEL, {"x": a})  # noqa: E731
+            t = _timed(call, x, calls)
+            result[f"{transport}_rps_1_client"] = round(_rate(call, x, seconds), 1)
+        result[f"{transport}_p50_us"] = round(float(np.percentile(t, 50)), 2)
+        result[f"{transport}_p99_us"] = round(float(np.percentile(t, 99)), 2)
+        result[f"{transport}_rps_{clients}_clients_unbatched"] = round(
+            _throughput(name, transport, clients, seconds), 1
+        )
+    batched = [*base, "--max-batch-size", str(max_batch_size), "--max-wait-us", str(max_wait_us)]
+    with ServerProcess(batched):
+        result[f"{transport}_rps_{clients}_clients_batched"] = round(
+            _throughput(name, transport, clients, seconds), 1
+        )
+        with InferenceClient(name, transport=transport) as client:
+            served = client.stats()["models"][DEMO_MODEL]
+        result["batched_mean_batch_size"] = served["mean_batch_size"]
+        result["batching"] = {"max_batch_size": max_batch_size, "max_wait_us": max_wait_us}
+    floor, p50 = result["floor_spin_p50_us"], result[f"{transport}_p50_us"]
+    result["latency_overhead_us"] = round(p50 - result["direct_p50_us"], 2)
+    result["latency_target_met"] = p50 <= result["direct_p50_us"] + 10 * floor
+    ratio = result[f"{transport}_rps_{clients}_clients_batched"] / result["direct_rps"]
+    result["batched_rps_over_direct"] = round(ratio, 2)
+    result["throughput_target_met"] = ratio >= 2.0
+    return result
+
+
+def bench_main(args: argparse.Namespace, hub: Hub | None = None) -> int:
+    result = run(
+        args.transport,
+        args.calls,
+        args.seconds,
+        args.clients,
+        args.max_batch_size,
+        args.max_wait_us,
+        args.threads,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value}")
+    return 0

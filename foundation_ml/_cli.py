@@ -1,0 +1,183 @@
+"""``foundation serve``, ``infer``, ``stats`` and ``package``: the runtime from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from foundation_core import Hub
+
+__all__ = ["infer_main", "package_main", "serve_main", "stats_main"]
+
+from ._plugin import DEMO_MODEL, DEMO_SPEC
+
+
+def parse_model_arg(text: str) -> tuple[str | None, str]:
+    """``NAME=SPEC`` or a bare ``SPEC`` (a package: its manifest names it)."""
+    name, sep, spec = text.partition("=")
+    if sep and name and "/" not in name and ":" not in name:
+        return name, spec
+    return None, text
+
+
+def serve_main(args: argparse.Namespace, hub: Hub) -> int:
+    from ._package import is_package, open_package
+    from ._runtime import MLRuntime
+
+    hub.configure(args.config, args.set)
+    hub.startup()
+    try:
+        runtime = MLRuntime(
+            hub, device=args.device, max_batch_size=args.max_batch_size, max_wait_us=args.max_wait_us
+        )
+        try:
+            models = [parse_model_arg(m) for m in args.model] or [(DEMO_MODEL, DEMO_SPEC)]
+            options: dict[str, Any] = {"threads": args.threads} if args.threads else {}
+            for name, spec in models:
+                if name is None:
+                    if not is_package(spec):
+                        print(f"foundation serve: --model {spec!r}: write NAME=SPEC", file=sys.stderr)
+                        return 2
+                    name = open_package(spec).name
+                meta = runtime.register_model(name, spec, **options)
+                batching = runtime.metadata(name)["batching"]
+                how = f", batching up to {batching['max_batch_size']}" if batching["enabled"] else ""
+                print(f"loaded {name} v{meta.versions[-1]} ({meta.platform}{how}): {meta.signature()}")
+
+            def ready() -> None:
+                names = ", ".join(runtime.registry.names())
+                print(
+                    f"ready: serving {names} on {args.transport} as {args.name!r}; "
+                    "stop with Ctrl-C or SIGTERM"
+                )
+                sys.stdout.flush()
+
+            runtime.serve(args.transport, args.name, ready=ready, metrics_file=args.metrics_file)
+        finally:
+            runtime.close()
+        print("stopped: drained in-flight requests and released the transport")
+        return 0
+    finally:
+        hub.shutdown()
+
+
+def load_inputs(path: str | None, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Inputs from ``.npz`` (one array per input), ``.npy`` (the only input) or ``.json``
+    (``{"x": [[...]]}``, cast to the signature's dtypes); the example input without a file."""
+    import numpy as np
+
+    from ._signature import example_inputs, parse_signature
+
+    specs = parse_signature(meta["inputs"])
+    if path is None:
+        return example_inputs(specs)
+    p = Path(path)
+    if p.suffix == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    if p.suffix == ".npy":
+        if len(specs) != 1:
+            raise SystemExit(f"foundation infer: {p} holds one array; the model takes {len(specs)} inputs")
+        return {specs[0].name: np.load(p, allow_pickle=False)}
+    if p.suffix == ".json":
+        doc = json.loads(p.read_text())
+        types = {s.name: s.datatype.numpy for s in specs}
+        return {k: np.asarray(v, dtype=types.get(k)) for k, v in doc.items()}
+    raise SystemExit(f"foundation infer: {p}: use a .npz, .npy or .json file")
+
+
+def infer_main(args: argparse.Namespace, hub: Hub) -> int:
+    import numpy as np
+
+    from ._client import InferenceClient
+    from .errors import InferenceError
+
+    try:
+        with InferenceClient(args.name, transport=args.transport, hub=hub, timeout=args.timeout) as client:
+            meta = client.metadata(args.model)
+            inputs = load_inputs(args.input, meta)
+            t0 = time.perf_counter()
+            response = client.infer_response(args.model, inputs, version=args.version)
+            elapsed_us = (time.perf_counter() - t0) * 1e6
+    except InferenceError as exc:
+        print(f"foundation infer: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        doc = {
+            "model": response.model,
+            "version": response.version,
+            "outputs": {
+                k: {"shape": list(v.shape), "dtype": str(v.dtype), "data": v.tolist()}
+                for k, v in response.outputs.items()
+            },
+            "latency_us": round(elapsed_us, 1),
+        }
+        print(json.dumps(doc))
+        return 0
+    with np.printoptions(precision=4, suppress=True, threshold=64):
+        for k, v in response.outputs.items():
+            print(f"{k}: {v.dtype}{list(v.shape)}\n{v}")
+    print(
+        f"latency: {elapsed_us:.0f} µs (one call over {args.transport}, "
+        f"model {response.model} v{response.version})"
+    )
+    return 0
+
+
+def stats_main(args: argparse.Namespace, hub: Hub) -> int:
+    from ._client import InferenceClient
+    from ._metrics import prometheus_text
+    from .errors import InferenceError
+
+    try:
+        with InferenceClient(args.name, transport=args.transport, hub=hub) as client:
+            doc = client.stats()
+    except InferenceError as exc:
+        print(f"foundation stats: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    if args.prometheus:
+        sys.stdout.write(prometheus_text(doc["models"], args.name))
+        return 0
+    server = doc.get("server", {})
+    print(f"server {args.name!r} on {args.transport}: up {server.get('uptime_s', 0):.0f} s")
+    print(
+        f"{'model':<16}{'requests':>10}{'errors':>8}{'p50 µs':>9}{'p95 µs':>9}{'p99 µs':>9}"
+        f"{'batch':>7}{'queue':>7}"
+    )
+    for name, m in doc.get("models", {}).items():
+        lat = m.get("latency_us") or {}
+        mean_batch = m.get("mean_batch_size") or 0
+        print(
+            f"{name:<16}{m['requests']:>10}{m['errors']:>8}{lat.get('p50', 0):>9.1f}{lat.get('p95', 0):>9.1f}"
+            f"{lat.get('p99', 0):>9.1f}{mean_batch:>7.2f}{m['queue_depth']:>7}"
+        )
+    return 0
+
+
+def package_main(args: argparse.Namespace, hub: Hub) -> int:
+    from ._package import open_package
+
+    backend = hub.model_backends.get(args.backend)()
+    name, spec = parse_model_arg(args.model)
+    name = args.name or name
+    if not name:
+        print("foundation package: name the model: --name NAME or --model NAME=SPEC", file=sys.stderr)
+        return 2
+    try:
+        path = backend.package(spec, args.out, name=name, version=args.version)
+    except (FileExistsError, NotImplementedError) as exc:
+        print(f"foundation package: {exc}", file=sys.stderr)
+        return 1
+    pkg = open_package(path)  # read it back: what we wrote verifies
+    print(f"wrote {path}: {pkg.name} v{pkg.version}, files {', '.join(['manifest.json', *pkg.files])}")
+    return 0

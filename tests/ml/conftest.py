@@ -1,0 +1,68 @@
+"""Fixtures of the runtime tests: a hub with the ml plugin, numpy models, a served runtime."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+import foundation_core
+from foundation_core import Hub
+from foundation_ml import FunctionModel, InferenceClient, MLRuntime
+from foundation_ml import _plugin as ml_plugin
+
+_names = itertools.count()
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"{prefix}-{os.getpid()}-{next(_names)}"
+
+
+@pytest.fixture
+def hub() -> Iterator[Hub]:
+    """A started hub with only foundation_ml's own plugin (no entry points: deterministic)."""
+    with foundation_core.start(plugins=[ml_plugin], entry_points=False) as h:
+        yield h
+
+
+@pytest.fixture
+def runtime(hub: Hub) -> Iterator[MLRuntime]:
+    rt = MLRuntime(hub)
+    yield rt
+    rt.close()
+
+
+def affine_model() -> FunctionModel:
+    """``y = 2x + 1`` row-wise, ``FP32[-1, 4] -> FP32[-1, 4]``: batchable."""
+    return FunctionModel(
+        lambda x: {"y": x * 2 + 1}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"}
+    )
+
+
+@pytest.fixture
+def served(runtime: MLRuntime) -> Iterator[InferenceClient]:
+    """The affine model as "affine", served on inproc; yields a client."""
+    runtime.register_model("affine", affine_model())
+    name = unique_name()
+    runtime.start("inproc", name)
+    with InferenceClient(name, transport="inproc", hub=runtime.hub) as client:
+        yield client
+
+
+@pytest.fixture
+def name() -> str:
+    """A server name no other test (or process) uses."""
+    return unique_name()
+
+
+@pytest.fixture
+def rows() -> object:
+    """``rows(n, start)``: an ``FP32[n, 4]`` array of distinct values."""
+
+    def make(n: int, start: float = 0.0) -> np.ndarray:
+        return (np.arange(n * 4).reshape(n, 4) + start).astype(np.float32)
+
+    return make

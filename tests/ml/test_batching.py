@@ -1,0 +1,167 @@
+"""Dynamic batching: compatible requests run as one call; each caller gets its own rows back."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from foundation_ml import FunctionModel, InferenceClient, InferenceRequest, InferenceResponse, MLRuntime
+from foundation_ml.errors import DeadlineExceeded, HandlerError, ModelLoadError
+
+LONG_WAIT_US = 10_000_000  # the batch closes when full, long before this
+
+
+class Recorder:
+    """A batchable model ``y = x * 10`` that records the row count of every call."""
+
+    def __init__(self, fail_on: float | None = None, trailing: str = "4") -> None:
+        self.calls: list[int] = []
+        self.fail_on = fail_on
+        self.model = FunctionModel(
+            self, inputs={"x": f"FP32[-1, {trailing}]"}, outputs={"y": f"FP32[-1, {trailing}]"}
+        )
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.calls.append(x.shape[0])
+        if self.fail_on is not None and (x == self.fail_on).any():
+            raise ValueError(f"poison {self.fail_on}")
+        return x * 10
+
+
+class Replies:
+    """Collects responses from the batcher thread; ``wait(n)`` until n arrived."""
+
+    def __init__(self) -> None:
+        self.got: dict[int, object] = {}
+        self.cond = threading.Condition()
+
+    def respond(self, rid: int):
+        def respond(value: object) -> None:
+            with self.cond:
+                assert rid not in self.got, "responded twice"
+                self.got[rid] = value
+                self.cond.notify_all()
+
+        return respond
+
+    def wait(self, n: int) -> dict[int, object]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.got) >= n, timeout=60)
+        return self.got
+
+
+def submit(runtime: MLRuntime, replies: Replies, requests: list[InferenceRequest]) -> dict[int, object]:
+    for r in requests:
+        runtime(r, replies.respond(r.id))
+    return replies.wait(len(requests))
+
+
+def test_batch_stacks_requests_and_returns_each_its_own_rows(runtime: MLRuntime) -> None:
+    rec = Recorder()
+    runtime.register_model("m", rec.model, max_batch_size=4, max_wait_us=LONG_WAIT_US, warmup=False)
+    sizes = [1, 2, 3, 1]  # rows per request: 7 rows in one call
+    requests = [
+        InferenceRequest("m", {"x": np.full((n, 4), i, np.float32)}, id=i + 1) for i, n in enumerate(sizes)
+    ]
+    got = submit(runtime, Replies(), requests)
+    assert rec.calls == [7]
+    for i, n in enumerate(sizes):
+        response = got[i + 1]
+        assert isinstance(response, InferenceResponse) and response.id == i + 1
+        np.testing.assert_array_equal(response.outputs["y"], np.full((n, 4), i * 10, np.float32))
+
+
+def test_batch_size_is_capped(runtime: MLRuntime) -> None:
+    rec = Recorder()
+    runtime.register_model("m", rec.model, max_batch_size=2, max_wait_us=LONG_WAIT_US, warmup=False)
+    requests = [InferenceRequest("m", {"x": np.full((1, 4), i, np.float32)}, id=i + 1) for i in range(4)]
+    submit(runtime, Replies(), requests)
+    assert rec.calls == [2, 2]
+
+
+def test_requests_with_different_trailing_shapes_batch_apart(runtime: MLRuntime) -> None:
+    rec = Recorder(trailing="-1")
+    runtime.register_model("m", rec.model, max_batch_size=4, max_wait_us=LONG_WAIT_US, warmup=False)
+    shapes = [(1, 3), (2, 5), (1, 3), (1, 5)]
+    requests = [InferenceRequest("m", {"x": np.ones(s, np.float32)}, id=i + 1) for i, s in enumerate(shapes)]
+    got = submit(runtime, Replies(), requests)
+    assert sorted(rec.calls) == [2, 3]
+    for i, s in enumerate(shapes):
+        assert got[i + 1].outputs["y"].shape == s  # type: ignore[attr-defined]
+
+
+def test_a_poisoned_request_fails_alone(runtime: MLRuntime) -> None:
+    rec = Recorder(fail_on=-1.0)
+    runtime.register_model("m", rec.model, max_batch_size=3, max_wait_us=LONG_WAIT_US, warmup=False)
+    values = [1.0, -1.0, 2.0]
+    requests = [
+        InferenceRequest("m", {"x": np.full((1, 4), v, np.float32)}, id=i + 1) for i, v in enumerate(values)
+    ]
+    got = submit(runtime, Replies(), requests)
+    assert isinstance(got[2], HandlerError) and "poison -1.0" in got[2].message
+    np.testing.assert_array_equal(got[1].outputs["y"], np.full((1, 4), 10, np.float32))  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(got[3].outputs["y"], np.full((1, 4), 20, np.float32))  # type: ignore[attr-defined]
+
+
+def test_deadline_passed_in_the_queue_is_refused(runtime: MLRuntime) -> None:
+    rec = Recorder()
+    runtime.register_model("m", rec.model, max_batch_size=2, max_wait_us=LONG_WAIT_US, warmup=False)
+    requests = [
+        InferenceRequest("m", {"x": np.ones((1, 4), np.float32)}, id=1, deadline_ns=1),
+        InferenceRequest("m", {"x": np.ones((1, 4), np.float32)}, id=2),
+    ]
+    got = submit(runtime, Replies(), requests)
+    assert isinstance(got[1], DeadlineExceeded)
+    assert isinstance(got[2], InferenceResponse)
+    assert rec.calls == [1]
+
+
+def test_unload_answers_what_is_queued(runtime: MLRuntime) -> None:
+    rec = Recorder()
+    runtime.register_model("m", rec.model, max_batch_size=8, max_wait_us=LONG_WAIT_US, warmup=False)
+    replies = Replies()
+    runtime(InferenceRequest("m", {"x": np.ones((1, 4), np.float32)}, id=1), replies.respond(1))
+    runtime.unload_model("m")
+    assert isinstance(replies.wait(1)[1], InferenceResponse)
+
+
+def test_explicit_batching_of_an_unbatchable_model_is_an_error(runtime: MLRuntime) -> None:
+    fixed = FunctionModel(lambda x: x, inputs={"x": "FP32[1, 4]"}, outputs={"y": "FP32[1, 4]"})
+    with pytest.raises(ModelLoadError, match="cannot batch: dimension 0"):
+        runtime.register_model("m", fixed, max_batch_size=4)
+
+
+def test_runtime_default_batching_skips_unbatchable_models(hub) -> None:
+    with MLRuntime(hub, max_batch_size=4) as rt:
+        rt.register_model(
+            "fixed", FunctionModel(lambda x: x, inputs={"x": "FP32[1, 4]"}, outputs={"y": "FP32[1, 4]"})
+        )
+        rt.register_model("rows", Recorder().model)
+        assert rt.metadata("fixed")["batching"] == {"enabled": False, "batchable": False}
+        assert rt.metadata("rows")["batching"]["enabled"] is True
+
+
+def test_concurrent_clients_each_get_their_own_rows(runtime: MLRuntime, name: str) -> None:
+    rec = Recorder()
+    runtime.register_model("m", rec.model, max_batch_size=8, max_wait_us=2000)
+    rec.calls.clear()  # forget the warm-up
+    runtime.start("inproc", name)
+    client = InferenceClient(name, transport="inproc", hub=runtime.hub)
+    errors: list[str] = []
+
+    def worker(k: int) -> None:
+        for j in range(50):
+            x = np.full((1 + j % 3, 4), k * 1000 + j, np.float32)
+            y = client.infer("m", {"x": x})["y"]
+            if not np.array_equal(y, x * 10):
+                errors.append(f"client {k} call {j}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(rec.calls) == sum(1 + j % 3 for j in range(50)) * 6  # every row ran exactly once

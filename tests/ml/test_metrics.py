@@ -1,0 +1,94 @@
+"""Per-model metrics count requests, errors, batches and queue depth; percentiles on read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from foundation_ml import FunctionModel, InferenceClient, MLRuntime
+from foundation_ml._metrics import ModelMetrics, prometheus_text
+from foundation_ml.errors import HandlerError, InvalidInput
+
+
+def test_counts_requests_and_errors_by_code(runtime: MLRuntime, name: str, rows) -> None:
+    def model(x: np.ndarray) -> np.ndarray:
+        if x[0, 0] < 0:
+            raise ValueError("no")
+        return x
+
+    runtime.register_model(
+        "m", FunctionModel(model, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    )
+    before = runtime.stats()["models"]["m"]["requests"]
+    assert before == 0, "warm-up does not count as traffic"
+    runtime.start("inproc", name)
+    client = InferenceClient(name, transport="inproc", hub=runtime.hub)
+    for _ in range(5):
+        client.infer("m", {"x": rows(1)})
+    with pytest.raises(HandlerError):
+        client.infer("m", {"x": -rows(1) - 1})
+    with pytest.raises(InvalidInput):
+        client.infer("m", {"x": np.zeros((1, 3), np.float32)})
+    m = client.stats()["models"]["m"]
+    assert (m["requests"], m["errors"]) == (7, 2)
+    assert m["errors_by_code"] == {"HANDLER_ERROR": 1, "INVALID_INPUT": 1}
+    assert m["batches"] == 6  # the invalid request never reached the model
+    assert m["batch_sizes"] == {"1": 6}
+    assert m["latency_us"]["window"] == 7
+    assert (
+        0
+        < m["latency_us"]["p50"]
+        <= m["latency_us"]["p95"]
+        <= m["latency_us"]["p99"]
+        <= m["latency_us"]["max"]
+    )
+
+
+def test_unknown_models_are_counted_at_server_level(served: InferenceClient, rows) -> None:
+    with pytest.raises(Exception, match="no such model"):
+        served.infer("nope", {"x": rows(1)})
+    assert served.stats()["server"]["rejected"] == {"MODEL_NOT_FOUND": 1}
+
+
+def test_batched_calls_are_counted_by_size(runtime: MLRuntime) -> None:
+    from foundation_ml import InferenceRequest
+
+    calls: list[int] = []
+    model = FunctionModel(
+        lambda x: calls.append(len(x)) or x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"}
+    )
+    runtime.register_model("m", model, max_batch_size=3, max_wait_us=10_000_000, warmup=False)
+    got: list[object] = []
+    for i in range(3):
+        runtime(InferenceRequest("m", {"x": np.ones((1, 4), np.float32)}, id=i + 1), got.append)
+    served = runtime.registry.get("m")
+    served.batcher.stop()  # type: ignore[union-attr]
+    m = served.metrics.snapshot()
+    assert len(got) == 3
+    assert (m["requests"], m["batches"], m["batch_sizes"], m["mean_batch_size"]) == (3, 1, {"3": 1}, 3.0)
+    assert m["max_queue_depth"] == 3 and m["queue_depth"] == 0
+
+
+def test_latency_window_keeps_the_most_recent_requests() -> None:
+    metrics = ModelMetrics(window=4)
+    for ns in (1_000_000, 1_000_000, 1_000, 2_000, 3_000, 4_000):
+        metrics.record(ns)
+    lat = metrics.snapshot()["latency_us"]
+    assert lat["window"] == 4
+    assert lat["max"] == 4.0  # the two slow requests left the window
+    assert metrics.snapshot()["requests"] == 6
+
+
+def test_no_traffic_has_no_percentiles() -> None:
+    assert ModelMetrics().snapshot()["latency_us"] is None
+
+
+def test_prometheus_text_exposes_counters_and_quantiles(
+    served: InferenceClient, runtime: MLRuntime, rows
+) -> None:
+    served.infer("affine", {"x": rows(1)})
+    text = runtime.prometheus()
+    assert "# TYPE foundation_requests_total counter" in text
+    assert 'foundation_requests_total{server="' in text and 'model="affine"} 1' in text
+    assert 'quantile="0.99"' in text
+    assert prometheus_text({}).count("# TYPE") == 6

@@ -1,0 +1,180 @@
+"""The runtime serves models on inproc, validates requests, and answers every bad input typed."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from foundation_ml import FunctionModel, InferenceClient, InferenceRequest, MLRuntime, ModelLoadError
+from foundation_ml.errors import (
+    DeadlineExceeded,
+    HandlerError,
+    InferenceError,
+    InvalidInput,
+    ModelNotFound,
+    ShuttingDown,
+)
+
+
+def call(runtime: MLRuntime, request: InferenceRequest) -> object:
+    """Call the handler directly, as a transport does; return what it responded."""
+    got: list[object] = []
+    runtime(request, got.append)
+    assert len(got) == 1, "the handler must respond exactly once"
+    return got[0]
+
+
+def test_serves_a_model_over_inproc(served: InferenceClient, rows) -> None:
+    x = rows(3)
+    out = served.infer("affine", {"x": x})
+    np.testing.assert_array_equal(out["y"], x * 2 + 1)
+
+
+def test_response_carries_request_id_and_version(served: InferenceClient, rows) -> None:
+    response = served.infer_response("affine", {"x": rows(1)})
+    assert response.id != 0
+    assert (response.model, response.version) == ("affine", "1")
+
+
+def test_metadata_reports_the_signature(served: InferenceClient) -> None:
+    meta = served.metadata("affine")
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["outputs"] == [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["versions"] == ["1"]
+
+
+def test_unknown_model_names_the_served_ones(served: InferenceClient, rows) -> None:
+    with pytest.raises(ModelNotFound, match=r"'nope'.*serving: affine"):
+        served.infer("nope", {"x": rows(1)})
+
+
+@pytest.mark.parametrize(
+    ("inputs", "problem"),
+    [
+        ({"z": np.zeros((1, 4), np.float32)}, "missing input.*x.*unexpected input.*z"),
+        ({"x": np.zeros((1, 4), np.float64)}, r"input x is FP64\[1, 4\], expected FP32\[-1, 4\]"),
+        ({"x": np.zeros((1, 5), np.float32)}, r"input x is FP32\[1, 5\], expected FP32\[-1, 4\]"),
+        ({"x": np.zeros((4,), np.float32)}, r"input x is FP32\[4\]"),
+        ({}, "missing input"),
+    ],
+)
+def test_bad_inputs_state_the_expected_signature(served: InferenceClient, inputs, problem) -> None:
+    with pytest.raises(InvalidInput, match=problem) as info:
+        served.infer("affine", inputs)
+    assert r"expected inputs: x: FP32[-1, 4]" in str(info.value)
+
+
+def test_unknown_requested_output_is_invalid(served: InferenceClient, rows) -> None:
+    with pytest.raises(InvalidInput, match=r"unknown output\(s\) w"):
+        served.infer("affine", {"x": rows(1)}, outputs=["w"])
+
+
+def test_model_that_raises_gets_handler_error_and_server_keeps_serving(runtime, name, rows) -> None:
+    def fragile(x: np.ndarray) -> np.ndarray:
+        if x[0, 0] < 0:
+            raise ValueError("negative input")
+        return x
+
+    runtime.register_model(
+        "fragile", FunctionModel(fragile, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    )
+    runtime.start("inproc", name)
+    client = InferenceClient(name, transport="inproc", hub=runtime.hub)
+    with pytest.raises(HandlerError, match="ValueError: negative input"):
+        client.infer("fragile", {"x": -rows(1) - 1})
+    np.testing.assert_array_equal(client.infer("fragile", {"x": rows(1)})["y"], rows(1))
+
+
+def test_expired_deadline_is_refused_before_running(runtime, rows) -> None:
+    ran = []
+    runtime.register_model(
+        "m",
+        FunctionModel(
+            lambda x: ran.append(1) or x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"}
+        ),
+        warmup=False,
+    )
+    got = call(runtime, InferenceRequest("m", {"x": rows(1)}, id=7, deadline_ns=1))
+    assert isinstance(got, DeadlineExceeded) and got.request_id == 7
+    assert ran == []
+
+
+def test_unbatched_model_runs_inline_in_the_transport_thread(runtime, rows) -> None:
+    threads = []
+    runtime.register_model(
+        "m",
+        FunctionModel(
+            lambda x: threads.append(threading.get_ident()) or x,
+            inputs={"x": "FP32[-1, 4]"},
+            outputs={"y": "FP32[-1, 4]"},
+        ),
+        warmup=False,
+    )
+    call(runtime, InferenceRequest("m", {"x": rows(1)}))
+    assert threads == [threading.get_ident()]
+
+
+def test_versions_default_to_the_latest_and_can_be_named(runtime, name, rows) -> None:
+    runtime.register_model(
+        "m", FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    )
+    runtime.register_model(
+        "m",
+        FunctionModel(lambda x: x + 1, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"}),
+        version="2",
+    )
+    runtime.start("inproc", name)
+    client = InferenceClient(name, transport="inproc", hub=runtime.hub)
+    x = rows(1)
+    assert client.infer_response("m", {"x": x}).version == "2"
+    np.testing.assert_array_equal(client.infer("m", {"x": x}, version="1")["y"], x)
+    assert client.metadata("m")["versions"] == ["1", "2"]
+    with pytest.raises(ModelNotFound, match=r"no version '3' \(versions: 1, 2\)"):
+        client.infer("m", {"x": x}, version="3")
+    runtime.unload_model("m", "2")
+    assert client.infer_response("m", {"x": x}).version == "1"
+    runtime.unload_model("m")
+    with pytest.raises(ModelNotFound):
+        client.infer("m", {"x": x})
+
+
+def test_loading_the_same_version_twice_is_an_error(runtime) -> None:
+    model = FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    runtime.register_model("m", model)
+    with pytest.raises(ModelLoadError, match="version '1' is already loaded"):
+        runtime.register_model("m", model)
+
+
+def test_model_whose_outputs_contradict_its_signature_is_not_served(runtime) -> None:
+    wrong = FunctionModel(lambda x: x[:, :2], inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    with pytest.raises(ModelLoadError, match=r"output y is float32\[1, 2\]"):
+        runtime.register_model("wrong", wrong)
+    assert runtime.registry.names() == []
+
+
+def test_model_that_fails_warmup_is_not_served(runtime) -> None:
+    def broken(x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("weights missing")
+
+    with pytest.raises(ModelLoadError, match=r"raised on its example input at warm-up.*weights missing"):
+        runtime.register_model(
+            "b", FunctionModel(broken, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+        )
+    assert runtime.registry.names() == []
+
+
+def test_requests_after_close_are_refused(runtime, rows) -> None:
+    runtime.register_model(
+        "m", FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    )
+    runtime.close()
+    got = call(runtime, InferenceRequest("m", {"x": rows(1)}))
+    assert isinstance(got, ShuttingDown | ModelNotFound)
+
+
+def test_handler_errors_are_inference_errors_with_wire_codes(served: InferenceClient) -> None:
+    with pytest.raises(InferenceError) as info:
+        served.infer("nope", {})
+    assert info.value.code.name == "MODEL_NOT_FOUND"
