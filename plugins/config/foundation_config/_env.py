@@ -1,0 +1,53 @@
+"""Environment variables and ``--set`` overrides as layers.
+
+``FOUNDATION_RETRY__MAX_ATTEMPTS=5`` sets ``retry.max_attempts``: the ``FOUNDATION_`` prefix, then
+the path with ``__`` between levels (dynaconf's convention). Variables without ``__`` after the
+prefix (``FOUNDATION_PLUGINS``, ``FOUNDATION_STRICT_PLUGINS``) are the core's switches, not config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from foundation_core.errors import ConfigProblem
+
+from ._layers import Layer, RawText
+
+__all__ = ["ENV_PREFIX", "env_layer", "overrides_layer"]
+
+ENV_PREFIX = "FOUNDATION_"
+
+
+def env_layer(environ: Mapping[str, str]) -> tuple[Layer, list[ConfigProblem]]:
+    layer = Layer("environment")
+    problems: list[ConfigProblem] = []
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or "__" not in var[len(ENV_PREFIX) :]:
+            continue
+        parts = tuple(p.lower() for p in var[len(ENV_PREFIX) :].split("__"))
+        if not all(parts):
+            problems.append(
+                ConfigProblem(var, "empty name between '__' (expected FOUNDATION_SECTION__KEY)", f"env {var}")
+            )
+            continue
+        layer.set(parts, RawText(environ[var]), f"env {var}")
+    return layer, problems
+
+
+def overrides_layer(overrides: Sequence[str]) -> tuple[Layer, list[ConfigProblem]]:
+    """``--set section.key=value`` pairs, in order (a later one wins)."""
+    layer = Layer("command line")
+    problems: list[ConfigProblem] = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = tuple(p.strip() for p in key.strip().split("."))
+        source = f"--set {item}"
+        if not sep:
+            problems.append(ConfigProblem(item, "expected KEY=VALUE, e.g. retry.max_attempts=5", source))
+        elif len(parts) < 2 or not all(parts):
+            problems.append(
+                ConfigProblem(key, "expected a dotted key section.key, e.g. retry.max_attempts", source)
+            )
+        else:
+            layer.set(parts, RawText(value), "--set")
+    return layer, problems

@@ -1,0 +1,127 @@
+"""Interpolation in string values: ``${section.key}`` and ``${env:NAME}`` / ``${env:NAME:-default}``.
+
+A value that is exactly one ``${section.key}`` takes the referenced value with its type; inside
+longer text it is formatted with ``str``. ``$${`` writes a literal ``${``. References resolve
+against the merged configuration (defaults included), recursively, with cycles reported.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from foundation_core.errors import ConfigProblem
+
+from ._layers import RawText
+
+__all__ = ["interpolate"]
+
+_REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
+_MISSING = object()
+
+
+class _Unresolved(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _Resolver:
+    def __init__(
+        self,
+        data: dict[str, Any],
+        lookup_default: Callable[[str], Any],
+        environ: Mapping[str, str],
+    ) -> None:
+        self.data = data
+        self.lookup_default = lookup_default
+        self.environ = environ
+        self.done: dict[str, Any] = {}
+        self.stack: list[str] = []
+
+    def lookup(self, path: str) -> Any:
+        if path in self.done:
+            return self.done[path]
+        if path in self.stack:
+            cycle = " -> ".join([*self.stack[self.stack.index(path) :], path])
+            raise _Unresolved(f"interpolation cycle: {cycle}")
+        node: Any = self.data
+        for part in path.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
+            if node is _MISSING:
+                break
+        if node is _MISSING:
+            node = self.lookup_default(path)
+        if node is _MISSING:
+            raise _Unresolved(f"${{{path}}} refers to a key that is not set and has no default")
+        self.stack.append(path)
+        try:
+            value = self.resolve(node)
+        finally:
+            self.stack.pop()
+        self.done[path] = value
+        return value
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        whole = _REF.fullmatch(value)
+        if whole and whole.group(1) is not None:
+            return self.expression(whole.group(1).strip(), raw=isinstance(value, RawText))
+        text = _REF.sub(
+            lambda m: "${" if m.group(1) is None else str(self.expression(m.group(1).strip())), value
+        )
+        return RawText(text) if isinstance(value, RawText) else text
+
+    def expression(self, expr: str, raw: bool = False) -> Any:
+        if expr.startswith("env:"):
+            name, sep, default = expr[4:].partition(":-")
+            name = name.strip()
+            if name in self.environ:
+                return RawText(self.environ[name])
+            if sep:
+                return RawText(default)
+            raise _Unresolved(f"${{{expr}}}: environment variable {name} is not set and has no default")
+        if not expr or not all(expr.split(".")):
+            raise _Unresolved(f"${{{expr}}} is not a reference (expected ${{section.key}} or ${{env:NAME}})")
+        return self.lookup(expr)
+
+
+def interpolate(
+    data: dict[str, Any],
+    origin: Callable[[str], str],
+    lookup_default: Callable[[str], Any],
+    environ: Mapping[str, str],
+) -> tuple[dict[str, Any], list[ConfigProblem]]:
+    """Resolve every reference in ``data``; problems name the key holding the bad reference."""
+    resolver = _Resolver(data, lookup_default, environ)
+    problems: list[ConfigProblem] = []
+    out: dict[str, Any] = {}
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            out[section] = values
+            continue
+        out[section] = {}
+        for key, value in values.items():
+            path = f"{section}.{key}"
+            try:
+                out[section][key] = resolver.lookup(path) if _has_ref(value) else value
+            except _Unresolved as exc:
+                problems.append(ConfigProblem(path, exc.message, origin(path)))
+                resolver.stack.clear()
+    return out, problems
+
+
+def _has_ref(value: Any) -> bool:
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, dict):
+        return any(_has_ref(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_ref(v) for v in value)
+    return False

@@ -1,0 +1,112 @@
+"""Build the layered configuration: defaults < files < environment < ``--set``, then check it all.
+
+Every problem found in any layer is collected into one ``ConfigError``; nothing is returned
+half-built. Unknown sections and keys are warnings (``ConfigWarning``) unless ``strict``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from foundation_core import Config
+from foundation_core.errors import ConfigError, ConfigProblem
+
+from ._env import env_layer, overrides_layer
+from ._files import default_files, read_file
+from ._freeze import freeze_section
+from ._interpolate import interpolate
+from ._layers import Layer, merge_into
+from ._structure import structure_section
+
+__all__ = ["ConfigWarning", "load_config"]
+
+_MISSING = object()
+
+
+class ConfigWarning(UserWarning):
+    """A configuration problem that is not fatal unless strict: an unknown section or key."""
+
+
+def load_config(
+    sections: Mapping[str, type[Any]],
+    files: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    *,
+    strict: bool = False,
+    environ: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    use_default_files: bool = True,
+) -> Config:
+    """The frozen configuration, or a ``ConfigError`` listing every problem found."""
+    environ = os.environ if environ is None else environ
+    base = Path.cwd() if cwd is None else Path(cwd)
+    problems: list[ConfigProblem] = []
+    layers: list[Layer] = []
+    names = [*(default_files(base) if use_default_files else []), *files]
+    for name in names:
+        layer, found = read_file(name, base)
+        problems.extend(found)
+        if layer is not None:
+            layers.append(layer)
+    for layer, found in (env_layer(environ), overrides_layer(overrides)):
+        problems.extend(found)
+        layers.append(layer)
+
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merge_into(merged, layer.data)
+
+    def origin(path: str) -> str:
+        for layer in reversed(layers):
+            found = layer.origin(path)
+            if found is not None:
+                return found
+        return "default"
+
+    def lookup_default(path: str) -> Any:
+        section, _, key = path.partition(".")
+        cls = sections.get(section)
+        if cls is None or "." in key:
+            return _MISSING
+        for field in attrs.fields(cls):
+            if field.name == key and field.default is not attrs.NOTHING:
+                default = field.default
+                return default.factory() if isinstance(default, attrs.Factory) else default  # type: ignore[arg-type]
+        return _MISSING
+
+    resolved, found = interpolate(merged, origin, lookup_default, environ)
+    problems.extend(found)
+    unknown: list[ConfigProblem] = []
+    built: dict[str, Any] = {}
+    for name in resolved:
+        if name not in sections:
+            near = difflib.get_close_matches(name, list(sections), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else f" (sections: {', '.join(sorted(sections))})"
+            unknown.append(ConfigProblem(name, f"unknown section{hint}", origin(name)))
+    for name, cls in sections.items():
+        instance, found, notes = structure_section(name, cls, resolved.get(name, {}), origin, strict)
+        problems.extend(found)
+        unknown.extend(notes)
+        built[name] = instance
+    if strict:
+        problems.extend(unknown)
+    if problems:
+        raise ConfigError(problems)
+    for problem in [] if strict else unknown:
+        warnings.warn(f"{problem} -- ignored", ConfigWarning, stacklevel=2)
+    for name, instance in built.items():
+        freeze_section(instance, name=name)
+    sources = {
+        f"{name}.{field.name}": origin(f"{name}.{field.name}")
+        for name, cls in sections.items()
+        for field in attrs.fields(cls)
+        if field.init
+    }
+    return Config(built, sources)

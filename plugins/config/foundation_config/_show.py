@@ -1,0 +1,84 @@
+"""Effective values with their sources, secrets masked: what ``foundation config show`` prints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from foundation_core import Config
+
+from ._masking import MASK, is_secret
+from ._settings import DEFAULT_SECRET_KEYS, ConfigSettings
+
+__all__ = ["effective_values", "render_json", "render_text"]
+
+
+def _display(obj: Any) -> Any:
+    """JSON fallback: classes and functions by their import path, anything else by ``str``."""
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    qualname = getattr(obj, "__qualname__", None)
+    module = getattr(obj, "__module__", None)
+    if isinstance(qualname, str) and isinstance(module, str):
+        return qualname if module == "builtins" else f"{module}.{qualname}"
+    return str(obj)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_display)
+
+
+def _secret_names(config: Config) -> tuple[str, ...]:
+    own = config.sections.get("config")
+    names = own.secret_keys if isinstance(own, ConfigSettings) else DEFAULT_SECRET_KEYS
+    return tuple(n.lower() for n in names)
+
+
+def _mask_nested(value: Any, names: Iterable[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: MASK if is_secret(str(k), "", names) else _mask_nested(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_nested(v, names) for v in value]
+    return value
+
+
+def effective_values(config: Config) -> list[tuple[str, Any, str]]:
+    """(dotted key, JSON-ready value with secrets masked, source) for every field of every section."""
+    import cattrs
+
+    converter = cattrs.Converter()
+    names = _secret_names(config)
+    rows = []
+    for section in sorted(config.sections):
+        instance = config.sections[section]
+        for field in attrs.fields(type(instance)):
+            path = f"{section}.{field.name}"
+            source = config.sources.get(path, "default")
+            value = converter.unstructure(getattr(instance, field.name))
+            value = MASK if is_secret(path, source, names) else _mask_nested(value, names)
+            rows.append((path, value, source))
+    return rows
+
+
+def render_text(config: Config, with_sources: bool) -> str:
+    rows = effective_values(config)
+    width = min(max((len(f"{p} = {_dumps(v)}") for p, v, _ in rows), default=0), 60)
+    lines = []
+    for path, value, source in rows:
+        line = f"{path} = {_dumps(value)}"
+        lines.append(f"{line:<{width}}  # {source}" if with_sources else line)
+    return "\n".join(lines)
+
+
+def render_json(config: Config, with_sources: bool) -> str:
+    values: dict[str, dict[str, Any]] = {}
+    sources: dict[str, str] = {}
+    for path, value, source in effective_values(config):
+        section, _, key = path.partition(".")
+        values.setdefault(section, {})[key] = value
+        sources[path] = source
+    out: dict[str, Any] = {"values": values, "sources": sources} if with_sources else values
+    return json.dumps(out, indent=2, default=_display, sort_keys=True)

@@ -1,0 +1,117 @@
+"""Structure each section's merged values into its frozen attrs class, collecting every problem.
+
+Fields are structured one by one with the strict converter, then their validators run, then the
+class is built (for checks across fields): one wrong value never hides another.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import cattrs
+
+from foundation_core.errors import ConfigProblem
+
+from ._convert import Expected, make_converter, parse_raw
+
+__all__ = ["field_types", "structure_section"]
+
+
+def field_types(cls: type[Any]) -> dict[str, Any]:
+    """Each init field's resolved type (``Any`` where the annotation cannot be resolved)."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:
+        hints = {}
+    return {f.alias or f.name: hints.get(f.name, f.type or Any) for f in attrs.fields(cls) if f.init}
+
+
+def _messages(exc: BaseException, path: str) -> list[tuple[str, str]]:
+    """(path, message) for every leaf error in a cattrs exception group."""
+
+    def fmt(e: BaseException, tp: type | None) -> str:
+        if isinstance(e, Expected):
+            return str(e)
+        if isinstance(e, cattrs.ForbiddenExtraKeysError):
+            return f"unknown keys {sorted(e.extra_fields)}"
+        return cattrs.v.format_exception(e, tp)
+
+    out = []
+    for line in cattrs.transform_error(exc, path=path, format_exception=fmt):
+        message, _, where = line.rpartition(" @ ")
+        out.append((where or path, message or line))
+    return out
+
+
+def structure_section(
+    name: str,
+    cls: type[Any],
+    values: Mapping[str, Any],
+    origin: Callable[[str], str],
+    strict: bool,
+) -> tuple[Any, list[ConfigProblem], list[ConfigProblem]]:
+    """(instance or None, problems, warnings) for section ``name`` from its merged ``values``."""
+    converter = _converter()
+    types_ = field_types(cls)
+    fields = {f.alias or f.name: f for f in attrs.fields(cls) if f.init}
+    problems: list[ConfigProblem] = []
+    warnings: list[ConfigProblem] = []
+    if not isinstance(values, Mapping):
+        src = origin(name)
+        return None, [ConfigProblem(name, f"expected a table of keys, got {values!r}", src)], []
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        path = f"{name}.{key}"
+        if key not in fields:
+            near = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else f" (known: {', '.join(sorted(fields))})"
+            found = ConfigProblem(path, f"unknown key in section {name!r}{hint}", origin(path))
+            (problems if strict else warnings).append(found)
+            continue
+        try:
+            kwargs[key] = converter.structure(parse_raw(value, types_[key]), types_[key])
+        except Exception as exc:
+            problems.extend(ConfigProblem(p, m, origin(path)) for p, m in _messages(exc, path))
+    for key, field in fields.items():
+        if key not in kwargs and field.default is attrs.NOTHING and key not in values:
+            problems.append(
+                ConfigProblem(
+                    f"{name}.{key}", f"required: no default, expected {_type_name(types_[key])}", ""
+                )
+            )
+    for key, value in kwargs.items():
+        field = fields[key]
+        if field.validator is None or field.converter is not None:
+            continue
+        try:
+            field.validator(None, field, value)
+        except (ValueError, TypeError) as exc:
+            problems.append(ConfigProblem(f"{name}.{key}", str(exc), origin(f"{name}.{key}")))
+        except Exception:  # a validator that needs the instance runs when the class is built
+            pass
+    if problems:
+        return None, problems, warnings
+    try:
+        return cls(**kwargs), [], warnings
+    except (ValueError, TypeError) as exc:
+        param = getattr(exc, "parameter", None)
+        path = f"{name}.{param}" if isinstance(param, str) else name
+        return None, [ConfigProblem(path, str(exc), origin(path))], warnings
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp)
+
+
+_CONVERTER: cattrs.Converter | None = None
+
+
+def _converter() -> cattrs.Converter:
+    global _CONVERTER
+    if _CONVERTER is None:
+        _CONVERTER = make_converter()
+    return _CONVERTER
