@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import PolicyError
 
-__all__ = ["exception_types", "exceptions_converter", "in_range", "one_of", "optional_in_range"]
+__all__ = ["exception_types", "exceptions_converter", "in_range", "is_bool", "one_of", "optional_in_range"]
 
 Validator = Callable[[Any, Any, Any], None]
 
@@ -113,3 +113,13 @@ def exceptions_converter(policy: str, parameter: str) -> Callable[[Any], tuple[t
             raise PolicyError(policy, parameter, value, f"exception classes or their names ({exc})") from None
 
     return convert
+
+
+def is_bool(policy: str) -> Validator:
+    """A validator: the value is ``True`` or ``False`` (not merely truthy)."""
+
+    def check(_inst: Any, attribute: Any, value: Any) -> None:
+        if not isinstance(value, bool):
+            raise PolicyError(policy, attribute.name, value, "true or false")
+
+    return check

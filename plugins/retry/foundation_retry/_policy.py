@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from foundation_core._policy import exceptions_converter, in_range, one_of, optional_in_range
+from foundation_core._policy import exceptions_converter, in_range, is_bool, one_of, optional_in_range
 from foundation_core.errors import CircuitOpenError
 
 __all__ = ["BACKOFFS", "RetryPolicy"]
@@ -34,7 +34,7 @@ class RetryPolicy:
     base_delay: float = attrs.field(default=0.1, validator=in_range(_P, 0, 300, unit="s"))
     multiplier: float = attrs.field(default=2.0, validator=in_range(_P, 1, 10))
     max_delay: float = attrs.field(default=30.0, validator=in_range(_P, 0, 3600, unit="s"))
-    jitter: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    jitter: bool = attrs.field(default=False, validator=is_bool(_P))
     retry_on: tuple[Any, ...] = attrs.field(
         default=(Exception,), converter=exceptions_converter(_P, "retry_on")
     )

@@ -1,0 +1,22 @@
+"""Conformance suite for Foundation's resilience patterns: specs in, pass/fail per case out.
+
+``run_conformance("retry")`` runs ``docs/patterns/retry.yaml`` against whatever is registered as
+``retry``; ``check_conformance`` does the same and raises ``AssertionError`` listing failures, for
+a third party's own tests.
+"""
+
+from ._api import check_conformance
+from ._runner import CaseResult, Report, run_conformance
+from ._spec import Case, Spec, default_specs_dir, load_spec, load_specs
+
+__all__ = [
+    "Case",
+    "CaseResult",
+    "Report",
+    "Spec",
+    "check_conformance",
+    "default_specs_dir",
+    "load_spec",
+    "load_specs",
+    "run_conformance",
+]
