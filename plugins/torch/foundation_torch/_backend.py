@@ -96,7 +96,8 @@ class TorchBackend(ModelBackend):
         if not declared[0]:
             declared = _attribute_signature(name, module)
             source = source or f"{type(module).__name__}.foundation_signature"
-        if isinstance(module, torch.nn.Module):
+        exported = isinstance(spec, str | Path) and Path(spec).suffix == ".pt2"
+        if isinstance(module, torch.nn.Module) and not exported:  # export modules refuse .eval()
             module = module.to(device).eval()
         return TorchModel(
             module,

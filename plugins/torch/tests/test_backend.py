@@ -1,0 +1,176 @@
+"""The torch backend loads factories, modules, TorchScript and torch.export files; outputs equal
+the direct PyTorch call; dtypes map by the protocol's table; bad models fail at load, named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from foundation_torch import save_export, save_torchscript
+from foundation_torch.demo import build_demo
+
+from foundation_ml import InferenceClient, MLRuntime, ModelLoadError
+
+DEMO = "foundation_torch.demo:build_demo"
+
+
+def direct(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return module(torch.from_numpy(x)).numpy()
+
+
+def x_batch(n: int = 3) -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((n, 784)).astype(np.float32)
+
+
+def serve_and_call(runtime: MLRuntime, x: np.ndarray, name: str = "m") -> np.ndarray:
+    address = f"torch-test-{id(runtime)}"
+    runtime.start("inproc", address)
+    with InferenceClient(address, transport="inproc", hub=runtime.hub) as client:
+        return client.infer(name, {"x": x})["y"]
+
+
+def test_demo_weights_are_fixed_by_the_seed() -> None:
+    a, b = build_demo(), build_demo()
+    for (ka, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(va, vb), ka
+    assert not torch.equal(build_demo(seed=1).fc1.weight, a.fc1.weight)
+
+
+def test_factory_spec_gives_the_direct_outputs(runtime: MLRuntime) -> None:
+    meta = runtime.register_model("m", DEMO)
+    assert meta.platform == "pytorch"
+    assert meta.signature() == "inputs (x: FP32[-1, 784]) -> outputs (y: FP32[-1, 10])"
+    x = x_batch()
+    np.testing.assert_array_equal(serve_and_call(runtime, x), direct(build_demo(), x))
+
+
+def test_module_object_picks_the_torch_backend(runtime: MLRuntime) -> None:
+    module = build_demo()
+    runtime.register_model("m", module)
+    x = x_batch(1)
+    np.testing.assert_array_equal(serve_and_call(runtime, x), direct(module, x))
+
+
+def test_module_without_signature_needs_one(runtime: MLRuntime) -> None:
+    with pytest.raises(ModelLoadError, match="no signature for Linear: pass inputs= and outputs="):
+        runtime.register_model("m", torch.nn.Linear(4, 2))
+    runtime.register_model(
+        "m", torch.nn.Linear(4, 2), inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 2]"}
+    )
+    assert runtime.metadata("m")["batching"]["batchable"] is True
+
+
+def test_torchscript_file_carries_its_signature(runtime: MLRuntime, tmp_path: Path) -> None:
+    module = build_demo()
+    path = save_torchscript(module, tmp_path / "demo.pt")
+    runtime.register_model("m", str(path))
+    x = x_batch()
+    np.testing.assert_array_equal(serve_and_call(runtime, x), direct(module, x))
+
+
+def test_torch_export_program(runtime: MLRuntime, tmp_path: Path) -> None:
+    module = build_demo()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(module, (torch.zeros(2, 784),), dynamic_shapes={"x": {0: batch}})
+    path = save_export(
+        program, tmp_path / "demo.pt2", inputs={"x": "FP32[-1, 784]"}, outputs={"y": "FP32[-1, 10]"}
+    )
+    runtime.register_model("m", str(path))
+    x = x_batch()
+    np.testing.assert_allclose(serve_and_call(runtime, x), direct(module, x), rtol=1e-6, atol=1e-6)
+
+
+def test_file_that_does_not_load_is_named(runtime: MLRuntime, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a torchscript archive")
+    with pytest.raises(ModelLoadError, match=r"broken\.pt is not a loadable TorchScript file") as info:
+        runtime.register_model("m", str(bad))
+    assert info.value.file == str(bad)
+    with pytest.raises(ModelLoadError, match=r"missing\.pt2 does not exist"):
+        runtime.register_model("m", str(tmp_path / "missing.pt2"))
+    assert runtime.registry.names() == []
+
+
+def test_factory_that_cannot_be_imported(runtime: MLRuntime) -> None:
+    with pytest.raises(ModelLoadError, match="factory 'nosuch.module:build' cannot be imported"):
+        runtime.register_model("m", "nosuch.module:build")
+    with pytest.raises(ModelLoadError, match="neither an existing model file"):
+        runtime.register_model("m", "just-a-word")
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(runtime: MLRuntime) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the error case cannot arise")
+    with pytest.raises(ModelLoadError, match="CUDA is not available"):
+        runtime.register_model("m", DEMO, device="cuda:0")
+
+
+@pytest.mark.cuda
+def test_cuda_device_gives_the_cpu_outputs(runtime: MLRuntime) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    runtime.register_model("m", DEMO, device="cuda:0")
+    x = x_batch()
+    np.testing.assert_allclose(serve_and_call(runtime, x), direct(build_demo(), x), rtol=1e-4, atol=1e-5)
+
+
+class Kinds(torch.nn.Module):
+    """Doubles an FP64, increments an INT64, negates a BF16 tensor, passes a BOOL through."""
+
+    foundation_signature = {
+        "inputs": {"a": "FP64[-1, 2]", "b": "INT64[-1]", "c": "BF16[-1, 3]", "d": "BOOL[-1]"},
+        "outputs": {"a2": "FP64[-1, 2]", "b1": "INT64[-1]", "cn": "BF16[-1, 3]", "d": "BOOL[-1]"},
+    }
+
+    def forward(self, a, b, c, d):  # type: ignore[no-untyped-def]
+        return {"a2": a * 2, "b1": b + 1, "cn": -c, "d": d}
+
+
+def test_dtypes_map_by_the_protocol_table(runtime: MLRuntime) -> None:
+    runtime.register_model("k", Kinds())
+    runtime.start("inproc", "kinds-test")
+    bf = torch.tensor([[1.5, -2.0, 0.25]], dtype=torch.bfloat16)
+    inputs = {
+        "a": np.array([[1.0, 2.0]]),
+        "b": np.array([41], np.int64),
+        "c": bf.view(torch.int16).numpy().view(np.uint16),  # BF16 travels as its 16-bit patterns
+        "d": np.array([True]),
+    }
+    with InferenceClient("kinds-test", transport="inproc", hub=runtime.hub) as client:
+        out = client.infer("k", inputs)
+    np.testing.assert_array_equal(out["a2"], [[2.0, 4.0]])
+    assert out["b1"].dtype == np.int64 and out["b1"][0] == 42
+    assert out["cn"].dtype == np.uint16
+    got = torch.from_numpy(out["cn"].view(np.int16)).view(torch.bfloat16)
+    assert torch.equal(got, -bf)
+    assert out["d"].dtype == np.bool_ and out["d"][0]
+
+
+def test_identity_output_never_aliases_the_input(runtime: MLRuntime) -> None:
+    runtime.register_model(
+        "id", torch.nn.Identity(), inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"}
+    )
+    x = np.ones((1, 4), np.float32)
+    y = runtime.registry.get("id").model({"x": x})["y"]
+    assert not np.shares_memory(x, y)
+
+
+def test_outputs_contradicting_the_signature_fail_at_load(runtime: MLRuntime) -> None:
+    with pytest.raises(
+        ModelLoadError, match=r"output y is float32\[1, 10\].*declared outputs: y: FP32\[-1, 5\]"
+    ):
+        runtime.register_model("m", build_demo(), inputs={"x": "FP32[-1, 784]"}, outputs={"y": "FP32[-1, 5]"})
+
+
+def test_plugin_discovery_imports_no_torch() -> None:
+    code = (
+        "import sys, foundation_torch.plugin, foundation_ml._plugin; "
+        "print('torch' in sys.modules, 'numpy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
