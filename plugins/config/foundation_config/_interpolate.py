@@ -15,10 +15,10 @@ from foundation_core.errors import ConfigProblem
 
 from ._layers import RawText
 
-__all__ = ["interpolate"]
+__all__ = ["MISSING", "interpolate"]
 
 _REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
-_MISSING = object()
+MISSING: Any = object()  # what ``lookup_default`` returns for a path without a default
 
 
 class _Unresolved(Exception):
@@ -48,12 +48,12 @@ class _Resolver:
             raise _Unresolved(f"interpolation cycle: {cycle}")
         node: Any = self.data
         for part in path.split("."):
-            node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
-            if node is _MISSING:
+            node = node.get(part, MISSING) if isinstance(node, Mapping) else MISSING
+            if node is MISSING:
                 break
-        if node is _MISSING:
+        if node is MISSING:
             node = self.lookup_default(path)
-        if node is _MISSING:
+        if node is MISSING:
             raise _Unresolved(f"${{{path}}} refers to a key that is not set and has no default")
         self.stack.append(path)
         try:

@@ -21,13 +21,11 @@ from foundation_core.errors import ConfigError, ConfigProblem
 from ._env import env_layer, overrides_layer
 from ._files import default_files, read_file
 from ._freeze import freeze_section
-from ._interpolate import interpolate
+from ._interpolate import MISSING, interpolate
 from ._layers import Layer, merge_into
 from ._structure import structure_section
 
 __all__ = ["ConfigWarning", "load_config"]
-
-_MISSING = object()
 
 
 class ConfigWarning(UserWarning):
@@ -74,12 +72,14 @@ def load_config(
         section, _, key = path.partition(".")
         cls = sections.get(section)
         if cls is None or "." in key:
-            return _MISSING
+            return MISSING
         for field in attrs.fields(cls):
             if field.name == key and field.default is not attrs.NOTHING:
                 default = field.default
-                return default.factory() if isinstance(default, attrs.Factory) else default  # type: ignore[arg-type]
-        return _MISSING
+                if not isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                    return default
+                return MISSING if default.takes_self else default.factory()
+        return MISSING
 
     resolved, found = interpolate(merged, origin, lookup_default, environ)
     problems.extend(found)

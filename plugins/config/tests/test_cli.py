@@ -1,0 +1,142 @@
+"""``foundation config show`` and ``foundation config check``: values, sources, masking, exit status."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from foundation_config import MASK, load_config
+from foundation_config._show import effective_values
+
+from foundation_core._cli import main
+
+
+@pytest.fixture(autouse=True)
+def _only_our_plugins(monkeypatch):
+    monkeypatch.setenv("FOUNDATION_PLUGINS", "config,logging")
+
+
+def run(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_show_prints_every_effective_value(capsys):
+    status, out, _ = run(capsys, "config", "show")
+    assert status == 0
+    assert 'logging.level = "info"' in out.splitlines()
+    assert 'logging.format = "console"' in out.splitlines()
+
+
+def test_show_json_with_sources_from_every_kind_of_source(capsys, write, monkeypatch):
+    write("settings.toml", "[logging]\nlevel = 'warning'\n")
+    write("prod.yaml", "logging:\n  format: json\n")
+    monkeypatch.setenv("FOUNDATION_LOGGING__OUTPUT", "stdout")
+    status, out, _ = run(
+        capsys,
+        "--config",
+        "prod.yaml",
+        "--set",
+        "logging.stdlib=false",
+        "config",
+        "show",
+        "--json",
+        "--sources",
+    )
+    assert status == 0
+    shown = json.loads(out)
+    assert shown["values"]["logging"] == {
+        "level": "warning",
+        "format": "json",
+        "output": "stdout",
+        "redact": list(shown["values"]["logging"]["redact"]),
+        "stdlib": False,
+    }
+    assert shown["sources"]["logging.level"] == "settings.toml:logging.level"
+    assert shown["sources"]["logging.format"] == "prod.yaml:logging.format"
+    assert shown["sources"]["logging.output"] == "env FOUNDATION_LOGGING__OUTPUT"
+    assert shown["sources"]["logging.stdlib"] == "--set"
+    assert shown["sources"]["logging.redact"] == "default"
+
+
+def test_show_text_with_sources(capsys, monkeypatch):
+    monkeypatch.setenv("FOUNDATION_LOGGING__LEVEL", "debug")
+    _, out, _ = run(capsys, "config", "show", "--sources")
+    [line] = [line for line in out.splitlines() if line.startswith("logging.level")]
+    assert line.split() == ["logging.level", "=", '"debug"', "#", "env", "FOUNDATION_LOGGING__LEVEL"]
+
+
+def test_show_masks_values_from_the_secrets_file_and_configured_keys(capsys, write):
+    write(".secrets.toml", "[logging]\noutput = '/var/log/secret-path.log'\n")
+    _, out, _ = run(capsys, "--set", "config.secret_keys=['format']", "config", "show", "--json")
+    logging_ = json.loads(out)["logging"]
+    assert (logging_["output"], logging_["format"], logging_["level"]) == (MASK, MASK, "info")
+    assert "secret-path" not in out
+
+
+def test_masking_by_key_name_including_nested_tables(load, write):
+    write(
+        "settings.toml",
+        "[db]\npassword = 'hunter2'\nurl = 'x'\n[retry.labels]\napi_token = 't'\nteam = 'ml'\n",
+    )
+    rows = {path: value for path, value, _ in effective_values(load())}
+    assert (rows["db.password"], rows["db.url"]) == (MASK, "x")
+    assert rows["retry.labels"] == {"api_token": MASK, "team": "ml"}
+
+
+def test_masking_keys_come_from_the_config_section(tmp_path):
+    import attrs
+    from foundation_config import ConfigSettings
+
+    @attrs.frozen
+    class Svc:
+        ssn: str = "123"
+
+    config = load_config(
+        {"config": ConfigSettings, "svc": Svc}, overrides=["config.secret_keys=['ssn']"], cwd=tmp_path
+    )
+    assert dict((p, v) for p, v, _ in effective_values(config))["svc.ssn"] == MASK
+
+
+def test_check_passes_on_good_files(capsys, write):
+    write("extra.toml", "[logging]\nlevel = 'error'\n")
+    status, out, _ = run(capsys, "config", "check", "extra.toml")
+    assert status == 0
+    assert out.startswith("configuration ok")
+
+
+def test_check_exits_2_and_lists_every_problem(capsys, write, monkeypatch):
+    write("settings.toml", "[logging]\nlevel = 'loud'\nformat = 3\n")
+    write("extra.json", "{not json")
+    monkeypatch.setenv("FOUNDATION_LOGGING__STDLIB", "perhaps")
+    status, out, err = run(capsys, "--set", "logging.output=", "config", "check", "extra.json")
+    assert status == 2
+    assert out == ""
+    assert "invalid configuration (5 problems)" in err
+    for fragment in (
+        "logging.level: logging.level must be one of debug, info, warning, error, critical",
+        "(from settings.toml:logging.level)",
+        "logging.format: expected a string, got 3 (int) (from settings.toml:logging.format)",
+        "extra.json: malformed JSON",
+        "(from env FOUNDATION_LOGGING__STDLIB)",
+        "(from --set)",
+    ):
+        assert fragment in err
+
+
+def test_unknown_keys_warn_unless_strict(capsys, write):
+    write("settings.toml", "[logging]\nlevl = 'debug'\n")
+    status, _, err = run(capsys, "config", "check")
+    assert status == 0
+    assert "warning: logging.levl: unknown key in section 'logging' (did you mean 'level'?)" in err
+    status, _, err = run(capsys, "config", "check", "--strict")
+    assert status == 2
+    assert "logging.levl: unknown key" in err
+
+
+def test_bad_config_stops_any_command_that_configures_with_status_2(capsys, write):
+    write("settings.toml", "[logging\n")
+    status, _, err = run(capsys, "config", "show")
+    assert status == 2
+    assert "settings.toml: malformed TOML" in err
