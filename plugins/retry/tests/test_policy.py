@@ -1,0 +1,106 @@
+"""RetryPolicy: validation names parameter, value and range; the delay maths holds for all inputs."""
+
+from __future__ import annotations
+
+import pytest
+from foundation_retry import BACKOFFS, RetryPolicy
+from hypothesis import given
+from hypothesis import strategies as st
+
+from foundation_core.errors import CircuitOpenError, PolicyError
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value", "allowed"),
+    [
+        ("max_attempts", 0, "an integer in [1, 100] attempts"),
+        ("max_attempts", 101, "an integer in [1, 100] attempts"),
+        ("max_attempts", True, "an integer in [1, 100] attempts"),
+        ("base_delay", -0.1, "a number in [0, 300] s"),
+        ("base_delay", 301, "a number in [0, 300] s"),
+        ("base_delay", float("nan"), "a number in [0, 300] s"),
+        ("multiplier", 0.5, "a number in [1, 10]"),
+        ("max_delay", 3601, "a number in [0, 3600] s"),
+        ("backoff", "quadratic", "one of 'fixed', 'linear', 'exponential', 'decorrelated'"),
+        ("jitter", "yes", "true or false"),
+        ("deadline", 0, "None (off) or a number in (0, 86400] s"),
+    ],
+)
+def test_invalid_values_raise_policy_error_naming_parameter_value_and_range(
+    parameter: str, value: object, allowed: str
+) -> None:
+    with pytest.raises(PolicyError) as info:
+        RetryPolicy(**{parameter: value})  # type: ignore[arg-type]
+    assert (info.value.policy, info.value.parameter, info.value.allowed) == ("retry", parameter, allowed)
+    assert info.value.value is value or info.value.value != info.value.value  # nan != nan
+
+
+def test_exception_sets_accept_names() -> None:
+    policy = RetryPolicy(retry_on=["ConnectionError", "foundation_core.errors:RateLimited"], no_retry_on=())
+    assert policy.should_retry_error(ConnectionResetError())
+    assert not policy.should_retry_error(ValueError())
+
+
+def test_unknown_exception_name_is_a_policy_error() -> None:
+    with pytest.raises(PolicyError, match="retry_on"):
+        RetryPolicy(retry_on=["NoSuchError"])
+
+
+def test_open_circuit_is_not_retryable_by_default() -> None:
+    assert not RetryPolicy().should_retry_error(CircuitOpenError("db", 1.0))
+
+
+def test_policy_is_frozen() -> None:
+    import attrs
+
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        RetryPolicy().max_attempts = 5  # type: ignore[misc]
+
+
+policies = st.builds(
+    RetryPolicy,
+    backoff=st.sampled_from(BACKOFFS),
+    base_delay=st.floats(0, 300),
+    multiplier=st.floats(1, 10),
+    max_delay=st.floats(0, 3600),
+    jitter=st.booleans(),
+)
+attempts = st.integers(1, 100)
+rands = st.floats(0, 1, exclude_max=True)
+
+
+@given(policies, attempts, rands, st.none() | st.floats(0, 3600))
+def test_every_delay_is_within_zero_and_max_delay(
+    policy: RetryPolicy, attempt: int, rand: float, previous: float | None
+) -> None:
+    assert 0 <= policy.delay_for(attempt, previous, rand) <= policy.max_delay
+
+
+@given(policies.filter(lambda p: p.backoff in ("linear", "exponential") and not p.jitter), attempts)
+def test_growing_backoffs_never_shrink(policy: RetryPolicy, attempt: int) -> None:
+    assert policy.delay_for(attempt + 1) >= policy.delay_for(attempt)
+
+
+@given(policies.filter(lambda p: p.backoff != "decorrelated"), attempts, rands)
+def test_full_jitter_stays_below_the_nominal_delay(policy: RetryPolicy, attempt: int, rand: float) -> None:
+    import attrs
+
+    nominal = attrs.evolve(policy, jitter=False).delay_for(attempt)
+    jittered = attrs.evolve(policy, jitter=True).delay_for(attempt, rand=rand)
+    assert 0 <= jittered <= nominal
+
+
+@given(policies.filter(lambda p: p.backoff == "decorrelated"), st.floats(0, 3600), rands)
+def test_decorrelated_jitter_is_between_base_and_three_times_previous(
+    policy: RetryPolicy, previous: float, rand: float
+) -> None:
+    delay = policy.delay_for(2, previous, rand)
+    assert delay <= policy.max_delay
+    if policy.base_delay <= policy.max_delay:
+        assert policy.base_delay <= delay + 1e-9
+        assert delay <= max(policy.base_delay, 3 * previous) + 1e-9
+
+
+def test_exponential_delays_match_the_formula() -> None:
+    policy = RetryPolicy(base_delay=0.1, multiplier=2)
+    assert [round(policy.delay_for(n), 10) for n in (1, 2, 3, 4)] == [0.1, 0.2, 0.4, 0.8]

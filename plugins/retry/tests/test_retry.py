@@ -1,0 +1,137 @@
+"""The retry wrapper: sync and async behave alike; tenacity is entered only after a failure."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from foundation_retry import RetryPolicy, retry_factory
+
+import foundation_core
+from foundation_core import VirtualClock, hookimpl
+from foundation_core._clock import deadline_var
+from foundation_core.errors import RetryError
+
+
+def flaky(failures: int, error: type[BaseException] = ConnectionError) -> Any:
+    state = {"calls": 0}
+
+    def fn(x: int = 1) -> int:
+        state["calls"] += 1
+        if state["calls"] <= failures:
+            raise error("boom")
+        return x * 10
+
+    fn.state = state  # type: ignore[attr-defined]
+    return fn
+
+
+def as_async(fn: Any) -> Any:
+    async def afn(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return afn
+
+
+def run(protected: Any, *args: Any) -> Any:
+    result = protected(*args)
+    return asyncio.run(result) if asyncio.iscoroutine(result) else result
+
+
+@pytest.fixture(params=["sync", "async"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def wrap(policy: RetryPolicy, fn: Any, mode: str, clock: VirtualClock) -> Any:
+    return retry_factory(policy, clock=clock)(as_async(fn) if mode == "async" else fn)
+
+
+def test_arguments_pass_through_on_every_attempt(mode: str) -> None:
+    clock = VirtualClock()
+    fn = flaky(2)
+    assert run(wrap(RetryPolicy(), fn, mode, clock), 4) == 40
+    assert fn.state["calls"] == 3
+    assert clock.sleeps == pytest.approx([0.1, 0.2])
+
+
+def test_exhaustion_chains_the_last_error_and_reports_elapsed(mode: str) -> None:
+    clock = VirtualClock()
+    fn = flaky(99)
+    with pytest.raises(RetryError) as info:
+        run(wrap(RetryPolicy(max_attempts=3, backoff="fixed", base_delay=1.0), fn, mode, clock))
+    assert info.value.attempts == 3
+    assert info.value.elapsed == pytest.approx(2.0)
+    assert isinstance(info.value.__cause__, ConnectionError)
+    assert fn.state["calls"] == 3
+
+
+def test_max_attempts_one_gives_retry_error_without_waiting(mode: str) -> None:
+    clock = VirtualClock()
+    with pytest.raises(RetryError):
+        run(wrap(RetryPolicy(max_attempts=1), flaky(1), mode, clock))
+    assert clock.sleeps == []
+
+
+def test_keyboard_interrupt_is_never_retried() -> None:
+    fn = flaky(1, KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        retry_factory(RetryPolicy(), clock=VirtualClock())(fn)()
+    assert fn.state["calls"] == 1
+
+
+def test_enclosing_deadline_stops_retries_early(mode: str) -> None:
+    clock = VirtualClock()
+    token = deadline_var.set(0.25)  # as an enclosing timeout would publish it
+    try:
+        with pytest.raises(RetryError, match="deadline"):
+            run(wrap(RetryPolicy(max_attempts=10), flaky(99), mode, clock))
+    finally:
+        deadline_var.reset(token)
+    assert clock.sleeps == pytest.approx([0.1])
+
+
+def test_injected_random_drives_jitter() -> None:
+    clock = VirtualClock()
+    policy = RetryPolicy(max_attempts=3, jitter=True, random=lambda: 0.5)
+    assert retry_factory(policy, clock=clock)(flaky(2))() == 10
+    assert clock.sleeps == pytest.approx([0.05, 0.1])
+
+
+def test_on_retry_hook_fires_before_each_wait() -> None:
+    seen: list[tuple[str, int, float, str]] = []
+
+    class Observer:
+        @hookimpl
+        def foundation_on_retry(self, name: str, attempt: int, delay: float, error: BaseException) -> None:
+            seen.append((name, attempt, delay, type(error).__name__))
+
+    with foundation_core.start(plugins=[Observer()], entry_points=False):
+        retry_factory(RetryPolicy(name="db"), clock=VirtualClock())(flaky(2))()
+    assert seen == [("db", 1, 0.1, "ConnectionError"), ("db", 2, pytest.approx(0.2), "ConnectionError")]
+
+
+def test_wrapper_keeps_the_function_name() -> None:
+    def load_model() -> None: ...
+
+    assert retry_factory(RetryPolicy())(load_model).__name__ == "load_model"
+
+
+def test_factory_refuses_a_foreign_policy() -> None:
+    with pytest.raises(TypeError, match="RetryPolicy"):
+        retry_factory({"max_attempts": 3})  # type: ignore[arg-type]
+
+
+def test_success_path_and_plugin_never_import_tenacity() -> None:
+    code = (
+        "import sys, foundation_retry.plugin\n"
+        "from foundation_retry import RetryPolicy, retry_factory\n"
+        "f = retry_factory(RetryPolicy())(lambda: 1)\n"
+        "assert f() == 1\n"
+        "print('tenacity' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
