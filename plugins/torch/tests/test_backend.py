@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -97,7 +98,7 @@ def test_file_that_does_not_load_is_named(runtime: MLRuntime, tmp_path: Path) ->
 
 
 def test_factory_that_cannot_be_imported(runtime: MLRuntime) -> None:
-    with pytest.raises(ModelLoadError, match="factory 'nosuch.module:build' cannot be imported"):
+    with pytest.raises(ModelLoadError, match=r"factory 'nosuch\.module:build' cannot be imported"):
         runtime.register_model("m", "nosuch.module:build")
     with pytest.raises(ModelLoadError, match="neither an existing model file"):
         runtime.register_model("m", "just-a-word")
@@ -122,7 +123,7 @@ def test_cuda_device_gives_the_cpu_outputs(runtime: MLRuntime) -> None:
 class Kinds(torch.nn.Module):
     """Doubles an FP64, increments an INT64, negates a BF16 tensor, passes a BOOL through."""
 
-    foundation_signature = {
+    foundation_signature: ClassVar[dict[str, dict[str, str]]] = {
         "inputs": {"a": "FP64[-1, 2]", "b": "INT64[-1]", "c": "BF16[-1, 3]", "d": "BOOL[-1]"},
         "outputs": {"a2": "FP64[-1, 2]", "b1": "INT64[-1]", "cn": "BF16[-1, 3]", "d": "BOOL[-1]"},
     }
