@@ -25,7 +25,7 @@ def circuit_breaker_factory(
     ``policy.name`` (created on first use). The protected function has a ``breaker`` attribute."""
     if not isinstance(policy, CircuitBreakerPolicy):
         raise TypeError(f"circuit_breaker_factory needs a CircuitBreakerPolicy, got {type(policy).__name__}")
-    breaker = (registry or breakers).get_or_create(policy, clock or SYSTEM_CLOCK)
+    breaker = (breakers if registry is None else registry).get_or_create(policy, clock or SYSTEM_CLOCK)
 
     def wrap(fn: F) -> F:
         if policy.slow_call_duration is not None:

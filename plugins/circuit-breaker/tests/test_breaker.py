@@ -1,0 +1,156 @@
+"""Breaker behaviour beyond the spec cases: concurrency, registry, events, introspection."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from foundation_circuit_breaker import (
+    BreakerRegistry,
+    CircuitBreakerPolicy,
+    breakers,
+    circuit_breaker_factory,
+)
+
+import foundation_core
+from foundation_core import VirtualClock, hookimpl
+from foundation_core.errors import CircuitOpenError, PolicyError
+
+
+def test_count_window_loses_no_call_under_threads() -> None:
+    policy = CircuitBreakerPolicy(name="threads", mode="count", window_size=10_000)
+    protected = circuit_breaker_factory(policy, registry=BreakerRegistry())(lambda: None)
+
+    def hammer() -> None:
+        for _ in range(1000):
+            protected()
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    snap = protected.breaker.snapshot()
+    assert (snap["calls"], snap["failures"], snap["state"]) == (8000, 0, "closed")
+
+
+def test_threads_failing_together_open_it_exactly_once() -> None:
+    policy = CircuitBreakerPolicy(name="t-open", failure_threshold=50, reset_timeout=3600)
+
+    def down() -> None:
+        raise ConnectionError
+
+    protected = circuit_breaker_factory(policy, registry=BreakerRegistry())(down)
+    refused = []
+
+    def hammer() -> None:
+        for _ in range(100):
+            try:
+                protected()
+            except ConnectionError:
+                pass
+            except CircuitOpenError:
+                refused.append(1)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert protected.breaker.state == "open"
+    assert protected.breaker.opened == 1
+    assert len(refused) == protected.breaker.rejected > 0
+
+
+def test_half_open_admits_only_the_permitted_probes_concurrently() -> None:
+    clock = VirtualClock()
+    policy = CircuitBreakerPolicy(name="probes", failure_threshold=1, reset_timeout=1, half_open_max_calls=2)
+    gate = {"fail": True}
+
+    async def main() -> list[str]:
+        release = asyncio.Event()
+
+        async def dependency() -> str:
+            if gate["fail"]:
+                raise ConnectionError
+            await release.wait()
+            return "ok"
+
+        protected = circuit_breaker_factory(policy, clock=clock, registry=BreakerRegistry())(dependency)
+        with pytest.raises(ConnectionError):
+            await protected()
+        gate["fail"] = False
+        clock.advance(1)
+        tasks = [asyncio.create_task(protected()) for _ in range(5)]
+        await asyncio.sleep(0)
+        release.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert protected.breaker.state == "closed"
+        return [r if isinstance(r, str) else type(r).__name__ for r in results]
+
+    assert sorted(asyncio.run(main())) == ["CircuitOpenError"] * 3 + ["ok"] * 2
+
+
+def test_cancelled_probe_returns_its_permit() -> None:
+    clock = VirtualClock()
+    policy = CircuitBreakerPolicy(name="cancel", failure_threshold=1, reset_timeout=1)
+    breaker = BreakerRegistry().get_or_create(policy, clock)
+    breaker.on_failure()
+    clock.advance(1)
+    assert breaker.before_call() is True
+    breaker.on_error(asyncio.CancelledError(), probe=True)
+    assert breaker.before_call() is True  # the permit came back
+    assert breaker.state == "half_open"
+
+
+def test_named_breakers_are_shared_and_a_conflicting_policy_is_refused() -> None:
+    registry = BreakerRegistry()
+    policy = CircuitBreakerPolicy(name="shared", failure_threshold=1)
+    a = circuit_breaker_factory(policy, registry=registry)(lambda: 1)
+    b = circuit_breaker_factory(policy, registry=registry)(lambda: 2)
+    assert a.breaker is b.breaker
+    with pytest.raises(PolicyError, match="name"):
+        circuit_breaker_factory(CircuitBreakerPolicy(name="shared", failure_threshold=2), registry=registry)
+
+
+def test_circuit_change_hook_fires_on_each_transition() -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    class Observer:
+        @hookimpl
+        def foundation_on_circuit_change(self, name: str, old_state: str, new_state: str) -> None:
+            seen.append((name, old_state, new_state))
+
+    clock = VirtualClock()
+    with foundation_core.start(plugins=[Observer()], entry_points=False):
+        policy = CircuitBreakerPolicy(name="hooked", failure_threshold=1, reset_timeout=1)
+        protected = circuit_breaker_factory(policy, clock=clock, registry=BreakerRegistry())(lambda: "ok")
+        protected.breaker.on_failure()
+        clock.advance(1)
+        assert protected() == "ok"
+    assert seen == [
+        ("hooked", "closed", "open"),
+        ("hooked", "open", "half_open"),
+        ("hooked", "half_open", "closed"),
+    ]
+
+
+def test_time_window_snapshot_counts_recent_calls_only() -> None:
+    clock = VirtualClock()
+    policy = CircuitBreakerPolicy(name="tw", mode="time", window_size=5, minimum_calls=100)
+    protected = circuit_breaker_factory(policy, clock=clock, registry=BreakerRegistry())(lambda: None)
+    for _ in range(3):
+        protected()
+    clock.advance(6)
+    protected()
+    assert protected.breaker.snapshot()["calls"] == 1
+
+
+def test_process_registry_is_the_default() -> None:
+    policy = CircuitBreakerPolicy(name="test-default-registry")
+    protected = circuit_breaker_factory(policy)(lambda: None)
+    try:
+        assert breakers.get("test-default-registry") is protected.breaker
+    finally:
+        breakers.remove("test-default-registry")
