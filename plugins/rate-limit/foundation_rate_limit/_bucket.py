@@ -31,14 +31,14 @@ class TokenBucket:
         self._stamp = clock.now()
         self._lock = threading.Lock()
 
-    def reserve(self, max_wait: float | None = None) -> float:
-        limit = self.policy.max_wait if max_wait is None else max_wait
+    def reserve(self) -> float:
+        limit = self.policy.max_wait  # None: no limit on the wait
         with self._lock:
             now = self.clock.now()
             tokens = self.policy.refill(self._tokens, now - self._stamp)
             self._stamp = now
             wait = self.policy.wait_for(tokens)
-            if wait > 0.0 and (limit is None or wait > limit):
+            if wait > 0.0 and limit is not None and wait > limit:
                 self._tokens = tokens
                 refused = True
             else:

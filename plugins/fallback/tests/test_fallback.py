@@ -1,0 +1,51 @@
+"""Fallback: listed errors become a value or a handler's result; the rest propagate."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from foundation_conformance import check_conformance
+from foundation_fallback import FallbackPolicy, fallback_factory
+
+from foundation_core.errors import PolicyError
+
+
+def test_handler_receives_the_error() -> None:
+    policy = FallbackPolicy(on=[KeyError], handler=lambda err: ("default", type(err).__name__))
+    assert fallback_factory(policy)(lambda: {}["x"])() == ("default", "KeyError")
+
+
+def test_async_handler_is_awaited_around_async_callables() -> None:
+    async def handler(err: BaseException) -> str:
+        return f"async fallback for {err}"
+
+    @fallback_factory(FallbackPolicy(handler=handler))
+    async def fetch() -> str:
+        raise ConnectionError("offline")
+
+    assert asyncio.run(fetch()) == "async fallback for offline"
+
+
+def test_async_handler_cannot_guard_a_sync_callable() -> None:
+    async def handler(err: BaseException) -> None: ...
+
+    with pytest.raises(TypeError, match="async handler"):
+        fallback_factory(FallbackPolicy(handler=handler))(lambda: None)
+
+
+def test_base_exceptions_are_never_swallowed() -> None:
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fallback_factory(FallbackPolicy(on=[BaseException]))(interrupted)()
+
+
+def test_unknown_exception_name_is_a_policy_error() -> None:
+    with pytest.raises(PolicyError, match=r"fallback\.on="):
+        FallbackPolicy(on=["Nope"])
+
+
+def test_builtin_fallback_passes_the_conformance_suite() -> None:
+    assert check_conformance("fallback").passed

@@ -1,0 +1,106 @@
+"""Token bucket: burst then rate, waiting within max_wait, fail fast otherwise; sync and async alike."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from foundation_conformance import check_conformance
+from foundation_rate_limit import RateLimitPolicy, TokenBucket, rate_limit_factory
+from hypothesis import given
+from hypothesis import strategies as st
+
+import foundation_core
+from foundation_core import VirtualClock, hookimpl
+from foundation_core.errors import PolicyError, RateLimited
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"), [("rate", 0), ("burst", 0), ("burst", 2.5), ("max_wait", -1)]
+)
+def test_invalid_values_name_the_parameter(parameter: str, value: object) -> None:
+    with pytest.raises(PolicyError) as info:
+        RateLimitPolicy(**{parameter: value})  # type: ignore[arg-type]
+    assert info.value.parameter == parameter
+
+
+@given(
+    st.floats(0.1, 1000),
+    st.integers(1, 100),
+    st.floats(-100, 100),
+    st.floats(0, 1000),
+)
+def test_refill_never_exceeds_burst_and_never_loses_tokens(
+    rate: float, burst: int, tokens: float, elapsed: float
+) -> None:
+    policy = RateLimitPolicy(rate=rate, burst=burst)
+    after = policy.refill(min(tokens, burst), elapsed)
+    assert after <= burst
+    assert after >= min(tokens, burst)
+
+
+def test_async_callers_wait_their_turn() -> None:
+    clock = VirtualClock()
+    limited = rate_limit_factory(RateLimitPolicy(rate=10, burst=1, max_wait=None), clock=clock)
+
+    @limited
+    async def call(i: int) -> int:
+        return i
+
+    async def main() -> list[int]:
+        return [await call(i) for i in range(4)]
+
+    assert asyncio.run(main()) == [0, 1, 2, 3]
+    assert clock.sleeps == pytest.approx([0.1, 0.1, 0.1])
+
+
+def test_threads_never_get_more_than_burst_at_once() -> None:
+    clock = VirtualClock()  # frozen time: only the burst is available
+    limited = rate_limit_factory(RateLimitPolicy(rate=1, burst=50), clock=clock)(lambda: 1)
+    admitted, refused = [], []
+
+    def hammer() -> None:
+        for _ in range(100):
+            try:
+                admitted.append(limited())
+            except RateLimited:
+                refused.append(1)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (len(admitted), len(refused)) == (50, 350)
+
+
+def test_refusal_fires_the_rate_limited_hook() -> None:
+    seen: list[tuple[str, float]] = []
+
+    class Observer:
+        @hookimpl
+        def foundation_on_rate_limited(self, name: str, retry_after: float) -> None:
+            seen.append((name, retry_after))
+
+    with foundation_core.start(plugins=[Observer()], entry_points=False):
+        limited = rate_limit_factory(RateLimitPolicy(name="api", rate=2, burst=1), clock=VirtualClock())(
+            lambda: 1
+        )
+        limited()
+        with pytest.raises(RateLimited):
+            limited()
+    assert seen == [("api", 0.5)]
+
+
+def test_bucket_reports_available_tokens() -> None:
+    clock = VirtualClock()
+    bucket = TokenBucket(RateLimitPolicy(rate=4, burst=2), clock)
+    bucket.reserve()
+    assert bucket.tokens == pytest.approx(1.0)
+    clock.advance(0.125)
+    assert bucket.tokens == pytest.approx(1.5)
+
+
+def test_builtin_rate_limit_passes_the_conformance_suite() -> None:
+    assert check_conformance("rate_limit").passed

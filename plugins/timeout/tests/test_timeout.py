@@ -1,0 +1,94 @@
+"""Timeout: documented semantics for sync (deadline / thread mode) and async (cancellation)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from foundation_conformance import check_conformance
+from foundation_timeout import TimeoutPolicy, timeout_factory
+
+from foundation_core import VirtualClock, current_deadline
+from foundation_core.errors import PolicyError, TimeoutExceeded
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"), [("timeout", 0), ("timeout", 86_401), ("sync_mode", "signal")]
+)
+def test_invalid_values_name_the_parameter(parameter: str, value: object) -> None:
+    with pytest.raises(PolicyError) as info:
+        TimeoutPolicy(**{parameter: value})  # type: ignore[arg-type]
+    assert info.value.parameter == parameter
+
+
+def test_deadline_is_published_to_the_call_and_removed_after() -> None:
+    clock = VirtualClock(start=100.0)
+    seen = []
+
+    @timeout_factory(TimeoutPolicy(timeout=2.0), clock=clock)
+    def work() -> str:
+        seen.append(current_deadline())
+        return "done"
+
+    assert work() == "done"
+    assert seen == [102.0]
+    assert current_deadline() is None
+
+
+def test_inner_timeout_never_extends_an_outer_deadline() -> None:
+    clock = VirtualClock()
+    seen = []
+    inner = timeout_factory(TimeoutPolicy(timeout=10.0), clock=clock)(lambda: seen.append(current_deadline()))
+    outer = timeout_factory(TimeoutPolicy(timeout=1.0), clock=clock)(inner)
+    outer()
+    assert seen == [1.0]
+
+
+def test_thread_mode_stops_waiting_at_the_deadline() -> None:
+    release = threading.Event()
+    policy = TimeoutPolicy(name="blocking", timeout=0.05, sync_mode="thread")
+    protected = timeout_factory(policy)(release.wait)
+    try:
+        with pytest.raises(TimeoutExceeded) as info:
+            protected()
+        assert (info.value.name, info.value.timeout) == ("blocking", 0.05)
+    finally:
+        release.set()
+
+
+def test_thread_mode_returns_the_result_and_raises_own_errors() -> None:
+    protected = timeout_factory(TimeoutPolicy(timeout=30, sync_mode="thread"))(lambda x: 10 // x)
+    assert protected(2) == 5
+    with pytest.raises(ZeroDivisionError):
+        protected(0)
+
+
+def test_async_call_is_cancelled_at_the_deadline() -> None:
+    cancelled = []
+
+    async def hang() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    protected = timeout_factory(TimeoutPolicy(timeout=0.01))(hang)
+    with pytest.raises(TimeoutExceeded) as info:
+        asyncio.run(protected())
+    assert cancelled == [True]
+    assert isinstance(info.value.__cause__, TimeoutError)
+
+
+def test_async_own_timeout_error_is_not_relabelled() -> None:
+    async def own() -> None:
+        raise TimeoutError("the callee's own")
+
+    with pytest.raises(TimeoutError, match="the callee's own") as info:
+        asyncio.run(timeout_factory(TimeoutPolicy(timeout=30))(own)())
+    assert not isinstance(info.value, TimeoutExceeded)
+
+
+def test_builtin_timeout_passes_the_conformance_suite() -> None:
+    assert check_conformance("timeout").passed
