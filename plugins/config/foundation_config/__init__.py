@@ -14,10 +14,19 @@ from ._settings import DEFAULT_SECRET_KEYS, ConfigSettings
 
 if TYPE_CHECKING:
     from ._loader import ConfigWarning, load_config
+    from ._show import effective_values
 
 __version__ = "0.1.0"
 
-__all__ = ["DEFAULT_SECRET_KEYS", "MASK", "ConfigSettings", "ConfigWarning", "is_secret", "load_config"]
+__all__ = [
+    "DEFAULT_SECRET_KEYS",
+    "MASK",
+    "ConfigSettings",
+    "ConfigWarning",
+    "effective_values",
+    "is_secret",
+    "load_config",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,4 +34,8 @@ def __getattr__(name: str) -> Any:
         from . import _loader
 
         return getattr(_loader, name)
+    if name == "effective_values":
+        from . import _show
+
+        return _show.effective_values
     raise AttributeError(f"module 'foundation_config' has no attribute {name!r}")

@@ -30,11 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace, hub: Hub, files: list[str]) -> Config:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        config = hub.pm.hook.foundation_load_config(
-            sections=dict(hub.sections.sections), files=files, overrides=list(args.set), strict=args.strict
-        )
-    for warning in caught:
-        print(f"foundation config: warning: {warning.message}", file=sys.stderr)
+        try:
+            config = hub.pm.hook.foundation_load_config(
+                sections=dict(hub.sections.sections),
+                files=files,
+                overrides=list(args.set),
+                strict=args.strict,
+            )
+        finally:  # warnings first, then the error (if any) that the CLI prints
+            for warning in caught:
+                print(f"foundation config: warning: {warning.message}", file=sys.stderr)
     if config is None:  # another plugin took the hook over and declined
         raise ConfigError("no plugin built a configuration (is foundation-config disabled?)")
     return config  # type: ignore[no-any-return]

@@ -97,10 +97,11 @@ def load_config(
         built[name] = instance
     if strict:
         problems.extend(unknown)
+    else:  # warned even when an error follows, so that one run shows everything to fix
+        for problem in unknown:
+            warnings.warn(f"{problem} -- ignored", ConfigWarning, stacklevel=2)
     if problems:
         raise ConfigError(problems)
-    for problem in [] if strict else unknown:
-        warnings.warn(f"{problem} -- ignored", ConfigWarning, stacklevel=2)
     for name, instance in built.items():
         freeze_section(instance, name=name)
     sources = {
