@@ -1,0 +1,176 @@
+"""``hub.pipeline`` / ``resilient``: the documented order, config sections, overrides by name."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from foundation_circuit_breaker import breakers
+from foundation_retry import RetryPolicy
+
+import foundation_core
+from foundation_core import PIPELINE_ORDER, Registrar, VirtualClock, hookimpl, resilient
+from foundation_core.errors import CircuitOpenError, FoundationError, RetryError, TimeoutExceeded
+
+
+@pytest.fixture
+def hub() -> Any:
+    with foundation_core.start() as started:
+        yield started
+
+
+@pytest.fixture(autouse=True)
+def _forget_breakers() -> Any:
+    yield
+    for b in list(breakers):
+        if b.name.startswith("pipe-"):
+            breakers.remove(b.name)
+
+
+def test_order_is_documented() -> None:
+    assert PIPELINE_ORDER == ("fallback", "timeout", "retry", "circuit_breaker", "rate_limit")
+
+
+def test_fallback_is_outermost_and_catches_retry_error(hub: Any) -> None:
+    clock = VirtualClock()
+    protected = hub.pipeline(
+        clock=clock, fallback={"on": [RetryError], "value": "fb"}, retry={"max_attempts": 2}
+    )(lambda: 1 / 0)
+    assert protected() == "fb"
+
+
+def test_timeout_bounds_the_retries_inside_it(hub: Any) -> None:
+    clock = VirtualClock()
+    calls = []
+
+    def slow_failure() -> None:
+        calls.append(clock.now())
+        clock.advance(0.4)
+        raise ConnectionError
+
+    protected = hub.pipeline(clock=clock, timeout=1.0, retry={"max_attempts": 10})(slow_failure)
+    with pytest.raises(RetryError, match="deadline") as info:
+        protected()
+    # attempts at 0 and 0.5 (0.4 + a 0.1 wait); from 0.9 the next wait (0.2) would cross 1.0,
+    # so retry gives up at once instead of sleeping into the timeout
+    assert calls == pytest.approx([0.0, 0.5])
+    assert info.value.attempts == 2
+
+
+def test_an_attempt_running_past_the_deadline_is_a_timeout(hub: Any) -> None:
+    clock = VirtualClock()
+
+    def hangs() -> str:
+        clock.advance(1.5)
+        return "late"
+
+    protected = hub.pipeline(clock=clock, timeout=1.0, retry=True)(hangs)
+    with pytest.raises(TimeoutExceeded):
+        protected()
+
+
+def test_retry_does_not_hammer_an_open_circuit(hub: Any) -> None:
+    clock = VirtualClock()
+    calls = []
+
+    def down() -> None:
+        calls.append(1)
+        raise ConnectionError
+
+    protected = hub.pipeline(
+        clock=clock,
+        retry={"max_attempts": 5},
+        circuit_breaker={"name": "pipe-open", "failure_threshold": 2},
+    )(down)
+    with pytest.raises(CircuitOpenError):
+        protected()
+    assert len(calls) == 2  # the third attempt met the open circuit, which retry does not retry
+
+
+def test_every_attempt_pays_a_rate_limit_token(hub: Any) -> None:
+    clock = VirtualClock()
+    attempts = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError
+        return "ok"
+
+    protected = hub.pipeline(
+        clock=clock, retry={"max_attempts": 3}, rate_limit={"rate": 1, "burst": 3, "name": "pipe-rl"}
+    )(flaky)
+    assert protected() == "ok"
+    assert protected.__wrapped__.bucket.tokens == pytest.approx(0.3)  # 3 taken, 0.3 s of refill
+
+
+def test_config_sections_supply_the_policies(hub: Any) -> None:
+    assert hub.config["retry"] == RetryPolicy()
+    clock = VirtualClock()
+    with pytest.raises(RetryError) as info:
+        hub.pipeline(clock=clock, retry=True)(lambda: 1 / 0)()
+    assert info.value.attempts == RetryPolicy().max_attempts
+
+
+def test_policy_objects_are_used_as_given(hub: Any) -> None:
+    clock = VirtualClock()
+    with pytest.raises(RetryError) as info:
+        hub.pipeline(clock=clock, retry=RetryPolicy(max_attempts=5, base_delay=0))(lambda: 1 / 0)()
+    assert info.value.attempts == 5
+
+
+def test_async_functions_go_through_the_same_stack(hub: Any) -> None:
+    clock = VirtualClock()
+    attempts = []
+
+    @hub.pipeline(clock=clock, timeout=5.0, retry=True, circuit_breaker={"name": "pipe-async"})
+    async def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 2:
+            raise ConnectionError
+        return "ok"
+
+    assert asyncio.run(flaky()) == "ok"
+    assert clock.sleeps == [0.1]
+
+
+def test_an_override_registered_by_name_applies() -> None:
+    used = []
+
+    class Overrides:
+        @hookimpl
+        def foundation_register_patterns(self, register: Registrar) -> None:
+            def factory(policy: Any, **kwargs: Any) -> Any:
+                used.append(policy.name)
+                return lambda fn: fn
+
+            register("retry", factory)
+
+    with foundation_core.start(plugins=[Overrides()]) as hub:
+        hub.pipeline(retry={"name": "svc"})(lambda: None)
+    assert used == ["svc"]
+
+
+def test_resilient_uses_the_active_hub(hub: Any) -> None:
+    clock = VirtualClock()
+    calls = []
+
+    @resilient(clock=clock, retry={"max_attempts": 2})
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 2:
+            raise ConnectionError
+        return "ok"
+
+    assert flaky() == "ok"
+
+
+def test_unknown_layer_is_refused(hub: Any) -> None:
+    with pytest.raises(FoundationError, match="unknown layer"):
+        hub.pipeline(bulkhead=True)
+
+
+def test_resilient_without_a_hub_says_so() -> None:
+    with pytest.raises(FoundationError, match="no started hub"):
+        resilient(retry=True)

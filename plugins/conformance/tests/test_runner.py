@@ -1,0 +1,107 @@
+"""The runner fails wrong implementations, follows overrides, and its CLI reports both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from foundation_conformance import check_conformance, default_specs_dir, run_conformance
+from foundation_retry import retry_factory
+
+from foundation_core import Registrar, hookimpl
+from foundation_core._cli import main
+
+
+def never_retries(policy: Any, *, clock: Any = None) -> Any:
+    return lambda fn: fn
+
+
+def no_jitter_retry(policy: Any, *, clock: Any = None) -> Any:
+    """Subtly wrong: ignores the max_delay cap."""
+    import attrs
+
+    return retry_factory(attrs.evolve(policy, max_delay=3600), clock=clock)
+
+
+class RetryOverride:
+    """An application override of ``retry`` that wraps the built-in (and counts wraps)."""
+
+    wrapped = 0
+
+    @hookimpl
+    def foundation_register_patterns(self, register: Registrar) -> None:
+        def factory(policy: Any, *, clock: Any = None) -> Any:
+            RetryOverride.wrapped += 1
+            return retry_factory(policy, clock=clock)
+
+        register("retry", factory)
+
+
+def test_a_non_retrying_implementation_fails_with_readable_problems() -> None:
+    report = run_conformance("retry", factory=never_retries)
+    failed = {r.case for r in report.failures}
+    assert "succeeds_after_two_failures" in failed
+    assert "non_retryable_error_stops_at_attempt_1" not in failed
+    problem = next(r for r in report.failures if r.case == "succeeds_after_two_failures").problems[0]
+    assert (
+        problem == "call 1: expected to return 'ok', raised ConnectionError('conformance: ConnectionError')"
+    )
+
+
+def test_a_subtle_deviation_is_caught() -> None:
+    report = run_conformance("retry", factory=no_jitter_retry)
+    assert {r.case for r in report.failures} >= {"max_delay_caps_exponential_growth"}
+
+
+def test_check_conformance_raises_listing_failures() -> None:
+    with pytest.raises(AssertionError, match=r"retry/succeeds_after_two_failures \[sync\]"):
+        check_conformance("retry", factory=never_retries)
+
+
+def test_an_app_override_is_what_the_suite_runs() -> None:
+    before = RetryOverride.wrapped
+    report = check_conformance("retry", plugins=[RetryOverride()])
+    assert RetryOverride.wrapped - before == len([r for r in report.results if r.mode != "policy"])
+    assert "RetryOverride" in report.implementations["retry"]
+
+
+def test_pytest_fixture_runs_the_suite(pattern_conformance: Any) -> None:
+    assert pattern_conformance("fallback").passed
+    with pytest.raises(AssertionError, match="failed"):
+        pattern_conformance("retry", factory=never_retries)
+
+
+def test_policy_defaults_are_checked_against_the_spec(tmp_path: Path) -> None:
+    spec = yaml.safe_load((default_specs_dir() / "retry.yaml").read_text())
+    spec["semantics"]["parameters"]["max_attempts"]["default"] = 5
+    (tmp_path / "retry.yaml").write_text(yaml.safe_dump(spec))
+    report = run_conformance("retry", specs_dir=tmp_path)
+    [failure] = report.failures
+    assert failure.case == "parameters"
+    assert failure.problems == ("default max_attempts=3, spec says 5",)
+
+
+def test_cli_json_passes_for_builtins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conformance", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["passed"] and out["counts"]["failed"] == 0 and out["counts"]["skipped"] == 0
+    assert set(out["implementations"]) == {"retry", "circuit_breaker", "rate_limit", "timeout", "fallback"}
+
+
+def test_cli_reports_a_bad_spec_with_file_and_case(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = yaml.safe_load((default_specs_dir() / "timeout.yaml").read_text())
+    spec["cases"][0]["given"]["policy"]["timout"] = 1
+    (tmp_path / "timeout.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["conformance", "--specs", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'timeout.yaml'}, case 'fast_call_returns'" in err and "'timout'" in err
+
+
+def test_cli_unknown_pattern_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conformance", "bulkhead"]) == 1
+    assert "no spec for pattern 'bulkhead'" in capsys.readouterr().err
