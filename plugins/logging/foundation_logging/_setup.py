@@ -7,6 +7,7 @@ returns a ``LoggingRuntime`` whose ``close()`` restores what was there before.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import structlog
@@ -41,6 +42,16 @@ def _exc_info(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict
     if "exc_info" in event_dict:
         return structlog.processors.format_exc_info(logger, method_name, event_dict)  # type: ignore[return-value]
     return event_dict
+
+
+def _writes_to_console(handler: logging.Handler) -> bool:
+    """A handler ours replaces: one writing to stderr or stdout (what ``basicConfig`` installs).
+    Others (files, test capture, queues) keep receiving records."""
+    return (
+        isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
+        and handler.stream in {sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__}
+    )
 
 
 def _encode_line(logger: Any, method_name: str, line: str) -> bytes:
@@ -123,7 +134,7 @@ def configure_logging(settings: LoggingSettings | None = None) -> LoggingRuntime
         handler = _SinkHandler(sink, logging.getLevelName(level.upper()))
         handler.setFormatter(formatter)
         root = logging.getLogger()
-        root.handlers[:] = [handler]
+        root.handlers[:] = [h for h in root.handlers if not _writes_to_console(h)] + [handler]
         root.setLevel(level.upper())
         runtime.handler = handler
     _current = runtime

@@ -55,6 +55,29 @@ def test_close_puts_back_the_root_handlers_and_level(tmp_path):
     root.handlers[:] = [marker]
     root.setLevel(logging.CRITICAL)
     runtime = configure_logging(LoggingSettings(format="json", output=str(tmp_path / "a.log")))
-    assert root.handlers != [marker]
+    assert len(root.handlers) == 2  # a NullHandler is not a console handler: kept
     runtime.close()
     assert (root.handlers, root.level) == ([marker], logging.CRITICAL)
+
+
+def test_console_handlers_are_replaced_and_other_handlers_kept(tmp_path):
+    import sys
+
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stderr)
+    elsewhere = logging.FileHandler(tmp_path / "other.log")
+    root.handlers[:] = [console, elsewhere]
+    try:
+        configure_logging(LoggingSettings(format="json", output=str(tmp_path / "a.log")))
+        assert console not in root.handlers
+        assert elsewhere in root.handlers
+        logging.getLogger("lib").warning("both")
+        assert "both" in (tmp_path / "other.log").read_text()
+    finally:
+        elsewhere.close()
+
+
+def test_records_still_reach_pytest_caplog(tmp_path, caplog):
+    configure_logging(LoggingSettings(format="json", output=str(tmp_path / "a.log")))
+    logging.getLogger("lib").warning("captured")
+    assert "captured" in caplog.text
