@@ -1,0 +1,35 @@
+"""The plugin: cheap to import, found through its entry point, and feeding other plugins' sections."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import foundation_core
+
+
+def test_importing_the_plugin_does_not_import_dynaconf_or_cattrs():
+    code = (
+        "import sys, foundation_config.plugin\n"
+        "loaded = [m for m in ('dynaconf', 'cattrs', 'structlog') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_logging_plugin_is_configured_from_all_sources(tmp_path, write, monkeypatch):
+    """Cross-plugin: the logging plugin's section comes from a file, the environment and --set."""
+    log_file = tmp_path / "events.log"
+    write("settings.toml", "[logging]\nformat = 'console'\nlevel = 'error'\n")
+    monkeypatch.setenv("FOUNDATION_LOGGING__FORMAT", "json")
+    hub = foundation_core.start(
+        overrides=[f"logging.output={log_file}", "logging.level=warning"],
+        env={"FOUNDATION_PLUGINS": "config,logging"},
+    )
+    with hub:
+        assert hub.config is not None
+        assert hub.config.sources["logging.level"] == "--set"
+        foundation_core.emit("retry", name="fetch", attempt=1, delay=0.1, error=OSError("x"), result=None)
+    [line] = [json.loads(x) for x in log_file.read_text().splitlines()]
+    assert (line["event"], line["level"], line["pattern"]) == ("retry.scheduled", "warning", "fetch")
