@@ -43,6 +43,7 @@ class Batcher:
         self._queue: deque[Item] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
+        self._draining = False  # shutting down: run what arrives at once, wait for nothing more
         self._thread = threading.Thread(target=self._run, name=f"batcher-{served.name}", daemon=True)
 
     def start(self) -> None:
@@ -62,6 +63,12 @@ class Batcher:
             if depth == 1 or depth >= self.max_batch_size:  # the batcher waits for a first or a full batch
                 self._cond.notify()
 
+    def drain(self) -> None:
+        """From now on run each batch as soon as it has a request (a shutdown is draining)."""
+        with self._cond:
+            self._draining = True
+            self._cond.notify()
+
     def stop(self, drain_timeout: float = 5.0) -> None:
         """Stop taking requests; answer the queued ones; join the thread."""
         with self._cond:
@@ -76,9 +83,9 @@ class Batcher:
                     self._cond.wait()
                 if not self._queue:
                     return
-                if self.max_wait_us and not self._stopping:
+                if self.max_wait_us and not (self._stopping or self._draining):
                     until = time.monotonic() + self.max_wait_us / 1e6
-                    while len(self._queue) < self.max_batch_size and not self._stopping:
+                    while len(self._queue) < self.max_batch_size and not (self._stopping or self._draining):
                         left = until - time.monotonic()
                         if left <= 0:
                             break

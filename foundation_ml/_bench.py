@@ -140,12 +140,12 @@ def run(
 
     with MLRuntime() as runtime:
         runtime.register_model(DEMO_MODEL, model)
-        runtime.start("inproc", f"bench-{os.getpid()}")
-        with InferenceClient(f"bench-{os.getpid()}", transport="inproc", hub=runtime.hub) as client:
+        runtime.start("inproc", f"bench_{os.getpid()}")
+        with InferenceClient(f"bench_{os.getpid()}", transport="inproc", hub=runtime.hub) as client:
             t = _timed(lambda a: client.infer(DEMO_MODEL, {"x": a}), x, calls)
         result["inproc_p50_us"] = round(float(np.percentile(t, 50)), 2)
 
-    name = f"bench-{os.getpid()}"
+    name = f"bench_{os.getpid()}"
     base = ["--transport", transport, "--name", name, "--threads", str(threads)]
     with ServerProcess(base):
         with InferenceClient(name, transport=transport) as client:

@@ -31,7 +31,9 @@ class InferenceClient:
 
     Errors are raised typed (``ModelNotFound``, ``InvalidInput``, ``HandlerError``, ...).
     ``timeout`` (seconds) bounds every call unless a call passes its own; it also becomes the
-    request's deadline, which the server honours.
+    request's deadline, which the server honours. Outputs are the caller's own arrays
+    (``copy=True``); ``copy=False`` returns what the transport returns, which may be views that the
+    next call on the same connection overwrites (shm).
     """
 
     def __init__(
@@ -40,10 +42,12 @@ class InferenceClient:
         *,
         transport: str = "shm",
         timeout: float | None = 30.0,
+        copy: bool = True,
         hub: Hub | None = None,
         **options: Any,
     ) -> None:
         hub = hub or registered_hub()
+        self.copy = copy
         self.name = name
         self.transport = transport
         self.timeout = timeout
@@ -59,9 +63,10 @@ class InferenceClient:
         timeout: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Run ``model`` on named inputs; returns its named outputs."""
-        return dict(
-            self.infer_response(model, inputs, version=version, outputs=outputs, timeout=timeout).outputs
-        )
+        response = self.infer_response(model, inputs, version=version, outputs=outputs, timeout=timeout)
+        if self.copy:
+            return {k: np.array(v) for k, v in response.outputs.items()}
+        return dict(response.outputs)
 
     def infer_response(
         self,
@@ -97,7 +102,10 @@ class InferenceClient:
         request = InferenceRequest(
             model, dict(inputs), version=version, deadline_ns=deadline_after(timeout), outputs=tuple(outputs)
         )
-        return dict((await self._client.ainfer(request, timeout=timeout)).outputs)
+        response = await self._client.ainfer(request, timeout=timeout)
+        if self.copy:
+            return {k: np.array(v) for k, v in response.outputs.items()}
+        return dict(response.outputs)
 
     def metadata(self, model: str) -> dict[str, Any]:
         """The model's metadata document: versions, platform, input and output signature."""

@@ -22,7 +22,7 @@ def demo_main(args: argparse.Namespace, hub: Hub) -> int:
     from ._process import ServerProcess, shm_entries
     from ._signature import example_inputs, parse_signature
 
-    name = f"demo-{os.getpid()}"
+    name = f"demo_{os.getpid()}"
     print(f"1. starting `foundation serve --transport {args.transport} --name {name}` (the demo MLP)")
     server = ServerProcess(["--transport", args.transport, "--name", name, "--threads", "1"]).start()
     try:

@@ -253,6 +253,9 @@ class MLRuntime:
             return
         self._closed = True
         servers, self.servers = self.servers, []
+        for served in self.registry.all():  # queued requests run now, not after max_wait_us
+            if served.batcher is not None:
+                served.batcher.drain()
         for transport, server in servers:  # the transport stops accepting and waits for in-flight
             server.stop(drain_timeout)
             emit("server_stop", name=server.address, transport=transport, reason=reason)

@@ -10,7 +10,7 @@ import numpy as np
 from ._backend import LoadedModel
 from ._batching import Batcher
 from ._metrics import ModelMetrics
-from ._signature import describe, validate_inputs
+from ._signature import compile_validator, describe, mismatch
 from ._transport import Respond
 from ._types import InferenceRequest, InferenceResponse, ModelMetadata
 from .errors import DeadlineExceeded, HandlerError, InferenceError, InvalidInput
@@ -23,7 +23,7 @@ _now = time.monotonic_ns
 class ServedModel:
     """A loaded model under a name and version, with its metrics and (when batching) its batcher."""
 
-    __slots__ = ("_output_names", "batcher", "metrics", "model", "name", "spec", "version")
+    __slots__ = ("_output_names", "_valid", "batcher", "metrics", "model", "name", "spec", "version")
 
     def __init__(self, name: str, version: str, model: LoadedModel, spec: str = "") -> None:
         self.name = name
@@ -33,6 +33,7 @@ class ServedModel:
         self.metrics = ModelMetrics()
         self.batcher: Batcher | None = None
         self._output_names = frozenset(s.name for s in model.outputs)
+        self._valid = compile_validator(model.inputs)
 
     def metadata(self, versions: Sequence[str]) -> ModelMetadata:
         m = self.model
@@ -45,7 +46,10 @@ class ServedModel:
     def submit(self, request: InferenceRequest, respond: Respond, t0: int) -> None:
         """Answer ``request`` (now, or from the batcher thread). Never raises."""
         try:
-            validate_inputs(self.name, self.model.inputs, request.inputs, request.id)
+            if not self._valid(request.inputs):
+                raise InvalidInput(
+                    mismatch(self.model.inputs, request.inputs), model=self.name, request_id=request.id
+                )
             if request.outputs and not self._output_names.issuperset(request.outputs):
                 unknown = sorted(set(request.outputs) - self._output_names)
                 raise InvalidInput(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,14 @@ from ._datatypes import DataType
 from ._types import TensorSpec
 from .errors import InvalidInput
 
-__all__ = ["SignatureLike", "example_inputs", "parse_signature", "parse_tensor_spec", "validate_inputs"]
+__all__ = [
+    "SignatureLike",
+    "compile_validator",
+    "example_inputs",
+    "parse_signature",
+    "parse_tensor_spec",
+    "validate_inputs",
+]
 
 #: What a caller may pass as a signature: ``{"x": "FP32[-1, 784]"}``, a list of ``TensorSpec``,
 #: or a list of OIP dicts (``{"name": "x", "datatype": "FP32", "shape": [-1, 784]}``).
@@ -57,17 +64,36 @@ def validate_inputs(
     model: str, specs: tuple[TensorSpec, ...], inputs: Mapping[str, np.ndarray], request_id: int = 0
 ) -> None:
     """Raise ``InvalidInput`` stating the expected signature unless ``inputs`` match ``specs``."""
-    if len(inputs) == len(specs):
-        for spec in specs:
-            array = inputs.get(spec.name)
-            if array is None or not spec.accepts(array):
-                break
-        else:
-            return
-    raise InvalidInput(_mismatch(specs, inputs), model=model, request_id=request_id)
+    if not compile_validator(specs)(inputs):
+        raise InvalidInput(mismatch(specs, inputs), model=model, request_id=request_id)
 
 
-def _mismatch(specs: tuple[TensorSpec, ...], inputs: Mapping[str, np.ndarray]) -> str:
+def compile_validator(specs: tuple[TensorSpec, ...]) -> Callable[[Mapping[str, np.ndarray]], bool]:
+    """A fast check of ``inputs`` against ``specs`` (names, dtypes, ranks, fixed dimensions), built
+    once per model so the hot path does no lookups beyond the arrays' own attributes."""
+    checks = [
+        (s.name, s.datatype.numpy, len(s.shape), tuple((i, d) for i, d in enumerate(s.shape) if d >= 0))
+        for s in specs
+    ]
+    count = len(checks)
+
+    def valid(inputs: Mapping[str, np.ndarray]) -> bool:
+        if len(inputs) != count:
+            return False
+        for name, dtype, ndim, fixed in checks:
+            array = inputs.get(name)
+            if array is None or array.dtype != dtype or array.ndim != ndim:
+                return False
+            shape = array.shape
+            for i, d in fixed:
+                if shape[i] != d:
+                    return False
+        return True
+
+    return valid
+
+
+def mismatch(specs: tuple[TensorSpec, ...], inputs: Mapping[str, np.ndarray]) -> str:
     want = {s.name: s for s in specs}
     problems = []
     missing = [n for n in want if n not in inputs]

@@ -18,7 +18,7 @@ _names = itertools.count()
 
 
 def unique_name(prefix: str = "t") -> str:
-    return f"{prefix}-{os.getpid()}-{next(_names)}"
+    return f"{prefix}_{os.getpid()}_{next(_names)}"
 
 
 @pytest.fixture

@@ -1,0 +1,88 @@
+"""``foundation serve`` as a real process: graceful exit 0 on signals, clear start-up errors."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from foundation_ml._process import ServerProcess
+
+FOUNDATION = [sys.executable, "-m", "foundation_core"]
+
+
+def foundation(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FOUNDATION, *args], capture_output=True, text=True, timeout=180)
+
+
+def test_help_lists_the_ml_commands() -> None:
+    out = foundation("--help").stdout
+    for command in ("serve", "infer", "stats", "bench", "package", "demo"):
+        assert f"  {command} " in out, command
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_exits_zero_on_signal(sig: signal.Signals, name: str) -> None:
+    server = ServerProcess(["--transport", "inproc", "--name", name]).start()
+    assert "loaded demo v1 (pytorch)" in server.output
+    assert server.stop(sig) == 0, server.output
+    assert "stopped: drained in-flight requests" in server.output
+
+
+@pytest.mark.slow
+def test_serve_refuses_a_model_file_that_does_not_load(tmp_path: Path, name: str) -> None:
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"garbage")
+    proc = foundation("serve", "--transport", "inproc", "--name", name, "--model", f"m={bad}")
+    assert proc.returncode == 1
+    assert f"{bad} is not a loadable TorchScript file" in proc.stderr
+    assert "ready" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_serve_serves_nothing_if_any_model_fails(tmp_path: Path, name: str) -> None:
+    proc = foundation(
+        "serve",
+        "--transport",
+        "inproc",
+        "--name",
+        name,
+        "--model",
+        "good=foundation_torch.demo:build_demo",
+        "--model",
+        "bad=nosuch.module:build",
+    )
+    assert proc.returncode == 1
+    assert "model 'bad': factory 'nosuch.module:build' cannot be imported" in proc.stderr
+    assert "ready" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_serve_refuses_a_package_that_fails_its_checksum(tmp_path: Path, name: str) -> None:
+    pkg = tmp_path / "demo"
+    assert (
+        foundation(
+            "package", "--model", "demo=foundation_torch.demo:build_demo", "--out", str(pkg)
+        ).returncode
+        == 0
+    )
+    (pkg / "weights.safetensors").write_bytes(b"tampered")
+    proc = foundation("serve", "--transport", "inproc", "--name", name, "--model", str(pkg))
+    assert proc.returncode == 1
+    assert f"{pkg}/weights.safetensors fails its checksum" in proc.stderr
+
+
+def test_serve_wants_a_name_for_a_non_package_spec(name: str) -> None:
+    proc = foundation("serve", "--transport", "inproc", "--name", name, "--model", "pkg.mod:build")
+    assert proc.returncode == 2
+    assert "write NAME=SPEC" in proc.stderr
+
+
+def test_infer_without_a_server_says_so(name: str) -> None:
+    proc = foundation("infer", "--transport", "inproc", "--name", name)
+    assert proc.returncode == 1
+    assert "ServerUnavailable" in proc.stderr and name in proc.stderr
