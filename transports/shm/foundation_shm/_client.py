@@ -1,0 +1,512 @@
+"""The shm client: claims channels, writes requests in place, waits (spin, then block), decodes responses.
+
+One ``ShmClient`` is thread-safe: each concurrent call takes its own channel from a small pool
+(claimed from the server on demand, up to ``channels``). Outputs are read-only numpy views on the
+channel's response area, valid until the next call that reuses the channel; pass
+``copy_outputs=True`` to get copies. ``loan()`` hands out writable views on the request area so
+inputs are written straight into shared memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import struct
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import posix_ipc
+
+from foundation_ml import DataType, InferenceRequest, InferenceResponse, TransportClient
+from foundation_ml.errors import (
+    BadChecksum,
+    BadVersion,
+    DeadlineExceeded,
+    ErrorCode,
+    InferenceError,
+    InternalError,
+    InvalidInput,
+    Overloaded,
+    ServerUnavailable,
+    TooLarge,
+    error_for_code,
+)
+
+from . import _layout as L
+from ._codec import (
+    ResponseReader,
+    TensorRef,
+    encode_params,
+    layout,
+    request_payload_size,
+    write_header,
+    write_request,
+)
+from ._liveness import is_alive, start_time
+from ._loan import Loan, TensorSpecLike
+from ._segments import Segment, drain, open_semaphore, segment_mode, unlink_segment
+from ._sync import fence, wait_seq
+
+__all__ = ["ShmClient"]
+
+_R = L.RegionField
+_C = L.ChannelField
+_U64 = struct.Struct("<Q")
+_DEADLINE_AT = L.MSG_HEADER_SIZE + 80  # deadline_ns in the request body
+_INFER = int(L.MessageKind.INFER_REQUEST)
+
+
+def _pages(n: int) -> int:
+    return max(L.PAGE, (n + L.PAGE - 1) // L.PAGE * L.PAGE)
+
+
+class _Connection:
+    """One attachment to one server instance: its control segment and semaphores."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        try:
+            self.ctl = Segment.open(L.control_name(name))
+        except posix_ipc.ExistentialError:
+            raise ServerUnavailable(f"no shm server named {name!r}") from None
+        u32, u64 = self.ctl.u32, self.ctl.u64
+        try:
+            if self.ctl.size < L.REGION_HEADER_SIZE or u32[_R.MAGIC // 4] != L.REGION_MAGIC:
+                raise ServerUnavailable(f"shm server {name!r} is not ready (no region header yet)")
+            major = int.from_bytes(self.ctl.buf[_R.VERSION_MAJOR : _R.VERSION_MAJOR + 2], "little")
+            if major != L.PROTOCOL_VERSION:
+                raise BadVersion(
+                    f"shm server {name!r} speaks protocol {major}, this client {L.PROTOCOL_VERSION}"
+                )
+            self.pid = u32[_R.SERVER_PID // 4]
+            self.started = u64[_R.SERVER_START // 8]
+            self.channel_count = u32[_R.CHANNEL_COUNT // 4]
+            self.max_bytes = u64[_R.MAX_REQUEST_BYTES // 8]
+            self.capacity = u64[_R.DEFAULT_CAPACITY // 8]
+            self.mode = segment_mode(L.control_name(name))
+            self.check()
+            self.mutex = open_semaphore(L.mutex_name(name))
+            self.bell = open_semaphore(L.doorbell_name(name))
+        except BaseException:
+            self.ctl.close()
+            raise
+        self.alive = True
+
+    def check(self) -> None:
+        """Raise ``ServerUnavailable`` unless the server is alive and serving (between wait slices)."""
+        state = self.ctl.u32[_R.STATE // 4]
+        if state not in (L.RegionState.READY, L.RegionState.STOPPING) or not is_alive(self.pid, self.started):
+            self.alive = False
+            raise ServerUnavailable(f"shm server {self.name!r} (pid {self.pid}) is gone")
+
+    def close(self) -> None:
+        self.mutex.close()
+        self.bell.close()
+        self.ctl.close()
+
+
+class _Channel:
+    """The client's side of one claimed channel."""
+
+    __slots__ = (
+        "base",
+        "conn",
+        "cseq",
+        "data",
+        "gen",
+        "index",
+        "reader",
+        "req",
+        "req_cap",
+        "resp",
+        "resp_cap",
+        "sem",
+        "seq",
+        "sleeping_word",
+        "sseq",
+        "used",
+        "wdeadline",
+        "wkey",
+        "wval",
+    )
+
+    def __init__(self, conn: _Connection, index: int) -> None:
+        self.conn = conn
+        self.index = index
+        self.base = L.CHANNELS_OFFSET + index * L.CHANNEL_SIZE
+        self.cseq = (self.base + _C.CLIENT_SEQ) // 8
+        self.sseq = (self.base + _C.SERVER_SEQ) // 8
+        self.sleeping_word = (self.base + _C.CLIENT_SLEEPING) // 4
+        self.seq = 0
+        self.used = 0
+        self.gen = 0
+        self.data: Segment | None = None
+        self.req = self.resp = memoryview(b"")
+        self.req_cap = self.resp_cap = 0
+        self.sem: posix_ipc.Semaphore | None = None
+        self.reader: ResponseReader | None = None
+        self.wkey: tuple[Any, ...] | None = None  # the last request's shape, whose payload is in place
+        self.wval: tuple[list[TensorRef], int, int] = ([], 0, 0)
+        self.wdeadline = 0
+
+    def idle(self) -> bool:
+        return bool(self.conn.ctl.u64[self.sseq] == self.seq)
+
+    def attach(self, req_cap: int, resp_cap: int) -> None:
+        """Create a data segment of the given capacities and publish it in the channel block
+        (the old one's request bytes in use are carried over, then it is unlinked)."""
+        ctl, pid = self.conn.ctl, os.getpid()
+        gen = ctl.u64[(self.base + _C.DATA_GEN) // 8] + 1
+        name = L.data_name(self.conn.name, self.index, pid, gen)
+        data = Segment.create(name, req_cap + resp_cap, self.conn.mode)
+        if self.data is not None and self.used:
+            data.buf[: self.used] = self.data.buf[: self.used]
+        u64 = ctl.u64
+        u64[(self.base + _C.REQUEST_CAPACITY) // 8] = req_cap
+        u64[(self.base + _C.RESPONSE_CAPACITY) // 8] = resp_cap
+        raw = name.encode()
+        ctl.buf[self.base + _C.DATA_NAME : self.base + _C.DATA_NAME + 64] = raw + bytes(64 - len(raw))
+        u64[(self.base + _C.DATA_GEN) // 8] = gen
+        self.detach()
+        self.data, self.gen = data, gen
+        self.req, self.resp = data.buf[:req_cap], data.buf[req_cap:].toreadonly()
+        self.req_cap, self.resp_cap = req_cap, resp_cap
+        self.reader = ResponseReader(self.resp, resp_cap)
+
+    def detach(self) -> None:
+        self.wkey = None
+        if self.data is not None:
+            unlink_segment(self.data.name)
+            self.req = self.resp = memoryview(b"")
+            self.data.close()
+            self.data = None
+
+
+class ShmClient(TransportClient):
+    """A connection to the shm server ``address`` (see ``ShmTransport.connect`` for the options)."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        channels: int = 4,
+        spin_us: int = 100,
+        capacity: int | None = None,
+        copy_outputs: bool = False,
+        timeout: float | None = None,
+        connect_timeout: float = 2.0,
+        data_crc: bool = False,
+    ) -> None:
+        self.address = address
+        self.name = L.validate_name(address.removeprefix("shm://"))
+        self.max_channels = channels
+        self.spin_ns = spin_us * 1000
+        self.copy_outputs = copy_outputs
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.flags = L.MessageFlag.DATA_CRC if data_crc else 0
+        self._capacity = capacity
+        self._ids = itertools.count(1)
+        self._cond = threading.Condition()
+        self._closed = False
+        self._conn: _Connection | None = None
+        self._all: list[_Channel] = []
+        self._free: list[_Channel] = []
+        with self._cond:
+            self._free.append(self._claim_locked())
+
+    # --- channels ------------------------------------------------------------------------------
+
+    def _connection(self) -> _Connection:
+        if self._conn is None or not self._conn.alive:
+            if self._conn is not None:
+                self._drop_connection()
+            self._conn = _Connection(self.name)
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        """Forget a dead server: unlink our data segments, close everything of that connection."""
+        for ch in self._all:
+            ch.detach()
+            if ch.sem is not None:
+                ch.sem.close()
+        self._all, self._free = [], []
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _claim_locked(self) -> _Channel:
+        conn = self._connection()
+        ctl = conn.ctl
+        u32, u64 = ctl.u32, ctl.u64
+        try:
+            conn.mutex.acquire(self.connect_timeout)
+        except posix_ipc.BusyError:
+            raise Overloaded(
+                f"shm server {self.name!r}: region mutex busy for {self.connect_timeout}s"
+            ) from None
+        u32[_R.MUTEX_HOLDER // 4] = os.getpid()
+        try:
+            for index in range(conn.channel_count):
+                if not u32[(L.CHANNELS_OFFSET + index * L.CHANNEL_SIZE + _C.OWNER_PID) // 4]:
+                    break
+            else:
+                raise Overloaded(f"shm server {self.name!r}: all {conn.channel_count} channels are in use")
+            ch = _Channel(conn, index)
+            capacity = _pages(self._capacity or conn.capacity)
+            ch.attach(capacity, capacity)
+            u32[ch.sleeping_word] = 0
+            u64[(ch.base + _C.OWNER_START) // 8] = start_time(os.getpid())
+            ch.seq = u64[ch.sseq]
+            u64[ch.cseq] = ch.seq
+            u32[(ch.base + _C.OWNER_PID) // 4] = os.getpid()
+            u64[_R.CONNECT_EPOCH // 8] += 1
+        except BaseException:
+            if "ch" in locals():
+                ch.detach()
+            raise
+        finally:
+            u32[_R.MUTEX_HOLDER // 4] = 0
+            conn.mutex.release()
+        ch.sem = open_semaphore(L.channel_sem_name(self.name, index))
+        drain(ch.sem)
+        self._all.append(ch)
+        return ch
+
+    def _take(self, deadline_ns: int) -> _Channel:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise ServerUnavailable(f"the client of {self.name!r} is closed")
+                if self._conn is None or not self._conn.alive:
+                    self._drop_connection()
+                    return self._claim_locked()
+                for i, ch in enumerate(self._free):
+                    if ch.idle():
+                        return self._free.pop(i)
+                if len(self._all) < self.max_channels:
+                    return self._claim_locked()
+                left = (deadline_ns - time.monotonic_ns()) / 1e9 if deadline_ns else 0.05
+                if left <= 0:
+                    raise DeadlineExceeded(f"no free channel to {self.name!r} before the deadline")
+                self._cond.wait(min(left, 0.005 if self._free else 0.05))
+
+    def _give(self, ch: _Channel) -> None:
+        with self._cond:
+            if ch.conn is self._conn and ch in self._all:
+                self._free.append(ch)
+                self._cond.notify()
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def _deadline(self, request_deadline: int, timeout: float | None) -> int:
+        timeout = self.timeout if timeout is None else timeout
+        if timeout is None:
+            return request_deadline
+        mine = time.monotonic_ns() + int(timeout * 1e9)
+        return min(mine, request_deadline) if request_deadline else mine
+
+    def _ensure(self, ch: _Channel, end: int) -> None:
+        """Grow the channel's areas to hold a request of ``end`` bytes (and a response as big)."""
+        if end > ch.req_cap:
+            if end - L.MSG_HEADER_SIZE > ch.conn.max_bytes + (1 << 20):
+                raise TooLarge(f"a request of {end} bytes exceeds the server's {ch.conn.max_bytes}")
+            ch.used = 0
+            ch.attach(_pages(end), max(ch.resp_cap, _pages(end)))
+
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        deadline = self._deadline(request.deadline_ns, timeout)
+        rid = request.id or next(self._ids)
+        ch = self._take(deadline)
+        try:
+            inputs = request.inputs
+            arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in inputs.values()]
+            params = encode_params(request.parameters) if request.parameters else b""
+            key = (
+                request.model,
+                request.version,
+                tuple(request.outputs),
+                params,
+                tuple([(n, a.dtype, a.shape) for n, a in zip(inputs, arrays, strict=True)]),
+            )
+            if key == ch.wkey:
+                refs, _, payload = ch.wval
+                req = ch.req
+                for ref, a in zip(refs, arrays, strict=True):
+                    src = a if a.flags.c_contiguous else np.ascontiguousarray(a)
+                    req[ref.offset : ref.offset + ref.size] = src.reshape(-1).view(np.uint8)
+                if deadline != ch.wdeadline:
+                    _U64.pack_into(req, _DEADLINE_AT, deadline)
+                    ch.wdeadline = deadline
+                write_header(req, _INFER, rid, payload, self.flags, refs)
+                return self._exchange(ch, rid, request.model, deadline, retry=True)
+            return self._infer_full(ch, request, arrays, params, key, rid, deadline)
+        finally:
+            self._give(ch)
+
+    def _infer_full(
+        self,
+        ch: _Channel,
+        request: InferenceRequest,
+        arrays: list[np.ndarray],
+        params: bytes,
+        key: tuple[Any, ...],
+        rid: int,
+        deadline: int,
+    ) -> InferenceResponse:
+        try:
+            specs = [
+                (n, DataType.from_numpy(a.dtype), a.shape)
+                for n, a in zip(request.inputs, arrays, strict=True)
+            ]
+        except ValueError as exc:
+            raise InvalidInput(str(exc), model=request.model, request_id=rid) from None
+        refs, end = layout(specs, request_payload_size(len(specs), len(request.outputs), len(params)))
+        self._ensure(ch, end)
+        req = ch.req
+        for ref, a in zip(refs, arrays, strict=True):
+            src = a if a.flags.c_contiguous else np.ascontiguousarray(a)
+            req[ref.offset : ref.offset + ref.size] = src.reshape(-1).view(np.uint8)
+        payload = self._write(
+            ch, refs, end, rid, request.model, request.version, deadline, request.outputs, params
+        )
+        ch.wkey, ch.wval, ch.wdeadline = key, (refs, end, payload), deadline
+        return self._exchange(ch, rid, request.model, deadline, retry=True)
+
+    def _write(
+        self,
+        ch: _Channel,
+        refs: Sequence[TensorRef],
+        end: int,
+        rid: int,
+        model: str,
+        version: str,
+        deadline: int,
+        outputs: Sequence[str] = (),
+        params: bytes = b"",
+        kind: int = L.MessageKind.INFER_REQUEST,
+    ) -> int:
+        ch.wkey = None
+        payload = write_request(
+            ch.req,
+            request_id=rid,
+            model=model,
+            inputs=refs,
+            kind=kind,
+            version=version,
+            deadline_ns=deadline,
+            outputs=outputs,
+            params=params,
+            flags=self.flags,
+        )
+        ch.used = end
+        return payload
+
+    def _exchange(self, ch: _Channel, rid: int, model: str, deadline: int, retry: bool) -> InferenceResponse:
+        conn = ch.conn
+        u32, u64 = conn.ctl.u32, conn.ctl.u64
+        if not conn.alive:
+            raise ServerUnavailable(f"shm server {self.name!r} is gone")
+        seq = ch.seq + 1
+        ch.seq = seq
+        u64[ch.cseq] = seq
+        fence()
+        if u32[_R.SERVER_SLEEPING // 4]:
+            conn.bell.release()
+        assert ch.sem is not None
+        if not wait_seq(u64, ch.sseq, seq, self.spin_ns, u32, ch.sleeping_word, ch.sem, deadline, conn.check):
+            raise DeadlineExceeded(
+                f"no response from {self.name!r} before the deadline", model=model, request_id=rid
+            )
+        assert ch.reader is not None
+        dec = ch.reader.read()
+        if dec.request_id != rid:
+            raise BadChecksum(
+                f"response carries request id {dec.request_id}, not {rid}", model=model, request_id=rid
+            )
+        if dec.status:
+            if dec.status == ErrorCode.TOO_LARGE and dec.required_bytes > ch.resp_cap and retry:
+                ch.attach(ch.req_cap, _pages(dec.required_bytes))
+                return self._exchange(ch, rid, model, deadline, retry=False)
+            raise error_for_code(dec.status, dec.text, model=model, request_id=rid)
+        outputs: Mapping[str, np.ndarray] = dec.outputs
+        if self.copy_outputs:
+            outputs = {k: v.copy() for k, v in outputs.items()}
+        params: dict[str, Any] = dec.params
+        if dec.text:
+            params = {**params, "__text__": dec.text}
+        return InferenceResponse(rid, dec.model, outputs, version=dec.version, parameters=params)
+
+    def _control(self, kind: int, model: str, timeout: float | None) -> dict[str, Any]:
+        deadline = self._deadline(0, timeout)
+        rid = next(self._ids)
+        ch = self._take(deadline)
+        try:
+            self._write(
+                ch, [], L.MSG_HEADER_SIZE + request_payload_size(0, 0, 0), rid, model, "", deadline, kind=kind
+            )
+            resp = self._exchange(ch, rid, model, deadline, retry=True)
+        finally:
+            self._give(ch)
+        try:
+            doc = json.loads(str(resp.parameters.get("__text__", "")))
+        except ValueError:
+            raise InternalError(f"the server's {L.MessageKind(kind).name} document is not JSON") from None
+        if not isinstance(doc, dict):
+            raise InternalError("the server's document is not a JSON object")
+        return doc
+
+    def metadata(self, model: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._control(L.MessageKind.METADATA_REQUEST, model, timeout)
+
+    def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._control(L.MessageKind.STATS_REQUEST, "", timeout)
+
+    def loan(self, model: str, inputs: Mapping[str, TensorSpecLike], *, timeout: float | None = None) -> Loan:
+        """Writable numpy views on the request area for ``inputs`` (name -> (dtype, shape)); write
+        them, then ``loan.infer()``. Use as a context manager; the views are invalid after it."""
+        deadline = self._deadline(0, timeout)
+        ch = self._take(deadline)
+        try:
+            return Loan(self, ch, model, inputs)
+        except BaseException:
+            self._give(ch)
+            raise
+
+    # --- close ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            conn = self._conn
+            if conn is not None and conn.alive:
+                self._release_channels(conn)
+            self._drop_connection()
+            self._cond.notify_all()
+
+    def _release_channels(self, conn: _Connection) -> None:
+        u32, u64 = conn.ctl.u32, conn.ctl.u64
+        try:
+            conn.mutex.acquire(self.connect_timeout)
+        except posix_ipc.BusyError:
+            return  # the server reclaims them once it sees us gone
+        u32[_R.MUTEX_HOLDER // 4] = os.getpid()
+        try:
+            for ch in self._all:
+                if ch.idle():
+                    u32[(ch.base + _C.OWNER_PID) // 4] = 0
+                else:  # a request still with the server: let it reclaim the channel when done
+                    u64[(ch.base + _C.OWNER_START) // 8] = 0
+            u64[_R.CONNECT_EPOCH // 8] += 1
+        finally:
+            u32[_R.MUTEX_HOLDER // 4] = 0
+            conn.mutex.release()
+
+
+_ = (InferenceError, ServerUnavailable)

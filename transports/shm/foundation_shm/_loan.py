@@ -1,0 +1,110 @@
+"""Loans: writable numpy views on a channel's request area, so inputs are written once, in place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from foundation_ml import DataType, InferenceResponse
+
+from ._codec import encode_params, layout, request_payload_size, write_header
+
+if TYPE_CHECKING:
+    from ._client import ShmClient, _Channel
+
+__all__ = ["Loan", "TensorSpecLike"]
+
+TensorSpecLike = tuple["DataType | np.dtype[Any] | str | type", Sequence[int]]
+
+
+def _datatype(dtype: DataType | np.dtype[Any] | str | type) -> DataType:
+    if isinstance(dtype, DataType):
+        return dtype
+    if isinstance(dtype, str) and dtype.upper() in DataType.__members__:
+        return DataType[dtype.upper()]
+    return DataType.from_numpy(np.dtype(dtype))
+
+
+class Loan:
+    """``with client.loan("m", {"x": (DataType.FP32, (1, 784))}) as loan:
+    loan["x"][:] = data; response = loan.infer()``; write again and ``infer()`` again as often as
+    wanted. The views (and the response's) are valid until the loan is closed."""
+
+    def __init__(
+        self,
+        client: ShmClient,
+        channel: _Channel,
+        model: str,
+        inputs: Mapping[str, TensorSpecLike],
+        *,
+        version: str = "",
+        outputs: Sequence[str] = (),
+        parameters: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._client = client
+        self._channel: _Channel | None = channel
+        self.model = model
+        self.version = version
+        self.outputs = tuple(outputs)
+        self._params = encode_params(parameters or {})
+        specs = [(name, _datatype(dt), tuple(int(d) for d in shape)) for name, (dt, shape) in inputs.items()]
+        payload = request_payload_size(len(specs), len(self.outputs), len(self._params))
+        self._refs, self._end = layout(specs, payload)
+        self._written: tuple[int, int] | None = None  # (data_gen, deadline) of the payload in place
+        self._payload = 0
+        client._ensure(channel, self._end)
+        self._map()
+
+    def _map(self) -> None:
+        ch = self._live()
+        self.inputs = {
+            ref.name: np.frombuffer(ch.req, ref.dtype.numpy, int(np.prod(ref.shape)), ref.offset).reshape(
+                ref.shape
+            )
+            for ref in self._refs
+        }
+
+    def _live(self) -> _Channel:
+        if self._channel is None:
+            raise ValueError("this loan was returned; take a new one")
+        return self._channel
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.inputs[name]
+
+    def infer(self, *, timeout: float | None = None, request_id: int = 0) -> InferenceResponse:
+        """Send the loaned tensors as they are now; returns the response (views until the next call)."""
+        ch = self._live()
+        client = self._client
+        deadline = client._deadline(0, timeout)
+        rid = request_id or next(client._ids)
+        gen = ch.gen
+        if self._written == (gen, deadline) and ch.wkey is None:
+            write_header(ch.req, 1, rid, self._payload, client.flags, self._refs)
+        else:
+            self._payload = client._write(
+                ch, self._refs, self._end, rid, self.model, self.version, deadline, self.outputs, self._params
+            )
+            self._written = (gen, deadline)
+        try:
+            return client._exchange(ch, rid, self.model, deadline, retry=True)
+        finally:
+            if ch.gen != gen:  # the response area grew: the segment moved, and the views with it
+                self._map()
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._client._give(self._channel)
+            self._channel = None
+            self.inputs = {}
+
+    def __enter__(self) -> Loan:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

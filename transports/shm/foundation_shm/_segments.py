@@ -1,0 +1,82 @@
+"""POSIX shared-memory segments and named semaphores: create with a mode, open, map, unlink."""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+
+import posix_ipc
+
+__all__ = ["Segment", "create_semaphore", "drain", "open_semaphore", "unlink_segment", "unlink_semaphore"]
+
+
+class Segment:
+    """A mapped shared-memory segment with word views (``u32``/``u64`` index = byte offset / 4 or 8)."""
+
+    __slots__ = ("buf", "mm", "name", "size", "u32", "u64")
+
+    def __init__(self, name: str, mm: mmap.mmap) -> None:
+        self.name = name
+        self.mm = mm
+        self.size = len(mm)
+        self.buf = memoryview(mm)
+        self.u32 = self.buf.cast("I")
+        self.u64 = self.buf.cast("Q")
+
+    @classmethod
+    def create(cls, name: str, size: int, mode: int) -> Segment:
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode, size=size)
+        try:
+            os.fchmod(shm.fd, mode)  # the umask must not narrow or the mode widen
+            return cls(name, mmap.mmap(shm.fd, size))
+        finally:
+            shm.close_fd()
+
+    @classmethod
+    def open(cls, name: str) -> Segment:
+        shm = posix_ipc.SharedMemory(name)
+        try:
+            size = os.fstat(shm.fd).st_size
+            return cls(name, mmap.mmap(shm.fd, size))
+        finally:
+            shm.close_fd()
+
+    def close(self) -> None:
+        """Unmap; if numpy views still use the mapping it stays until they are gone."""
+        for view in (self.u32, self.u64, self.buf):
+            view.release()
+        with contextlib.suppress(BufferError):
+            self.mm.close()
+
+
+def segment_mode(name: str) -> int:
+    return os.stat(f"/dev/shm/{name.lstrip('/')}").st_mode & 0o777
+
+
+def unlink_segment(name: str) -> None:
+    with contextlib.suppress(posix_ipc.ExistentialError):
+        posix_ipc.unlink_shared_memory(name)
+
+
+def create_semaphore(name: str, mode: int, value: int) -> posix_ipc.Semaphore:
+    sem = posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=mode, initial_value=value)
+    with contextlib.suppress(OSError):
+        os.chmod(f"/dev/shm/sem.{name.lstrip('/')}", mode)
+    return sem
+
+
+def open_semaphore(name: str) -> posix_ipc.Semaphore:
+    return posix_ipc.Semaphore(name)
+
+
+def unlink_semaphore(name: str) -> None:
+    with contextlib.suppress(posix_ipc.ExistentialError):
+        posix_ipc.unlink_semaphore(name)
+
+
+def drain(sem: posix_ipc.Semaphore) -> None:
+    """Take every pending post (stale wake-ups from a previous owner)."""
+    with contextlib.suppress(posix_ipc.BusyError):
+        while True:
+            sem.acquire(0)

@@ -1,0 +1,548 @@
+"""The shm server: owns the region, polls channels (spin, then sleep on the doorbell), calls the handler.
+
+One loop thread finds pending requests and hands them to the handler; ``respond`` may come from any
+thread, later. A heartbeat thread beats, reclaims the channels of dead clients, and frees the
+region mutex if its holder died. Everything it created is unlinked at ``stop()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import posix_ipc
+
+from foundation_ml import DataType, InferenceRequest, InferenceResponse, RequestHandler, TransportServer
+from foundation_ml.errors import (
+    DeadlineExceeded,
+    ErrorCode,
+    HandlerError,
+    InferenceError,
+    InternalError,
+    ShuttingDown,
+    TooLarge,
+)
+
+from . import _layout as L
+from ._codec import (
+    Limits,
+    RequestReader,
+    TensorRef,
+    layout,
+    response_payload_size,
+    write_header,
+    write_response,
+)
+from ._liveness import ServerLock, is_alive, start_time
+from ._objects import remove_objects
+from ._segments import Segment, create_semaphore, drain, unlink_segment
+from ._sync import fence
+
+__all__ = ["ShmServer"]
+
+log = logging.getLogger("foundation_shm")
+_R = L.RegionField
+_C = L.ChannelField
+_MAX_TEXT = 1 << 20
+_RESPONSE = int(L.MessageKind.RESPONSE)
+
+
+class _Channel:
+    """The server's view of one channel: word indices, the mapped data segment, its lease."""
+
+    __slots__ = (
+        "base",
+        "busy",
+        "cseq",
+        "data",
+        "gen",
+        "gen_word",
+        "index",
+        "lease",
+        "lock",
+        "owner_word",
+        "reader",
+        "req",
+        "req_cap",
+        "resp",
+        "resp_cap",
+        "sem",
+        "sleeping_word",
+        "sseq",
+        "wkey",
+        "wval",
+    )
+
+    def __init__(self, index: int, sem: posix_ipc.Semaphore) -> None:
+        self.index = index
+        self.base = L.CHANNELS_OFFSET + index * L.CHANNEL_SIZE
+        self.cseq = (self.base + _C.CLIENT_SEQ) // 8
+        self.sseq = (self.base + _C.SERVER_SEQ) // 8
+        self.gen_word = (self.base + _C.DATA_GEN) // 8
+        self.owner_word = (self.base + _C.OWNER_PID) // 4
+        self.sleeping_word = (self.base + _C.CLIENT_SLEEPING) // 4
+        self.sem = sem
+        self.busy = False
+        self.lease = 0
+        self.lock = threading.Lock()
+        self.data: Segment | None = None
+        self.gen = 0
+        self.req: memoryview | None = None
+        self.resp: memoryview | None = None
+        self.req_cap = self.resp_cap = 0
+        self.reader: RequestReader | None = None
+        self.wkey: tuple[Any, ...] | None = None  # the last response's shape, whose payload is in place
+        self.wval: tuple[list[TensorRef], int] = ([], 0)
+
+    def unmap(self) -> None:
+        if self.data is not None:
+            self.req = self.resp = None
+            self.reader = None
+            self.wkey = None
+            self.data.close()
+            self.data = None
+            self.gen = 0
+
+
+class _Responder:
+    """The ``respond`` callable handed to the handler with one request: answers it exactly once."""
+
+    __slots__ = ("channel", "done", "lease", "model", "request_id", "seq", "server")
+
+    def __init__(self, server: ShmServer, channel: _Channel, seq: int, request_id: int, model: str) -> None:
+        self.server = server
+        self.channel = channel
+        self.seq = seq
+        self.request_id = request_id
+        self.model = model
+        self.lease = channel.lease
+        self.done = False
+
+    def __call__(self, value: InferenceResponse | InferenceError) -> None:
+        if self.done:
+            log.warning("request %d (%s): respond called twice; ignored", self.request_id, self.model)
+            return
+        self.done = True
+        self.server._answer(self, value)
+
+
+class ShmServer(TransportServer):
+    """A running shm server under ``address`` (see ``ShmTransport.serve`` for the options)."""
+
+    def __init__(
+        self,
+        address: str,
+        handler: RequestHandler,
+        *,
+        channels: int = 32,
+        spin_us: int = 200,
+        heartbeat_ms: int = 100,
+        mode: int = 0o600,
+        max_request_bytes: int = 1 << 32,
+        max_tensors: int = 64,
+        default_capacity: int = 1 << 20,
+        data_crc: bool = False,
+    ) -> None:
+        self.address = address
+        self.name = L.validate_name(address.removeprefix("shm://"))
+        if not 1 <= channels <= 4096:
+            raise ValueError(f"channels must be 1..4096, not {channels}")
+        self.handler = handler
+        self.spin_ns = spin_us * 1000
+        self.heartbeat_s = heartbeat_ms / 1000
+        self.limits = Limits(max_tensors, max_request_bytes)
+        self.data_crc = data_crc
+        self._lock = ServerLock(L.lock_file(self.name), mode)
+        self._stopping = False
+        self._running = True
+        try:
+            remove_objects(self.name, keep_lock_file=True)  # we hold the lock: leftovers are stale
+            self._mutex = create_semaphore(L.mutex_name(self.name), mode, 1)
+            self._bell = create_semaphore(L.doorbell_name(self.name), mode, 0)
+            self._channels = [
+                _Channel(i, create_semaphore(L.channel_sem_name(self.name, i), mode, 0))
+                for i in range(channels)
+            ]
+            self._ctl = Segment.create(
+                L.control_name(self.name), L.CHANNELS_OFFSET + channels * L.CHANNEL_SIZE, mode
+            )
+        except BaseException:
+            remove_objects(self.name, keep_lock_file=True)
+            self._lock.release()
+            raise
+        self._write_header(channels, spin_us, heartbeat_ms, max_request_bytes, max_tensors, default_capacity)
+        self._loop_thread = threading.Thread(target=self._loop, name=f"shm-{self.name}", daemon=True)
+        self._beat_thread = threading.Thread(
+            target=self._heartbeat, name=f"shm-{self.name}-beat", daemon=True
+        )
+        self._stop_event = threading.Event()
+        self._loop_thread.start()
+        self._beat_thread.start()
+
+    # --- region --------------------------------------------------------------------------------
+
+    def _write_header(
+        self, channels: int, spin_us: int, heartbeat_ms: int, max_bytes: int, max_tensors: int, capacity: int
+    ) -> None:
+        pid = os.getpid()
+        features = L.Feature.DATA_CRC if self.data_crc else 0
+        L.REGION.pack_into(
+            self._ctl.buf,
+            0,
+            0,  # magic last
+            L.PROTOCOL_VERSION,
+            L.PROTOCOL_MINOR,
+            L.REGION_HEADER_SIZE,
+            int(features),
+            L.RegionState.STARTING,
+            pid,
+            start_time(pid),
+            0,
+            time.monotonic_ns(),
+            heartbeat_ms,
+            0,
+            channels,
+            L.CHANNEL_SIZE,
+            L.CHANNELS_OFFSET,
+            max_bytes,
+            max_tensors,
+            L.MAX_NDIM,
+            0,
+            0,
+            spin_us,
+            random.getrandbits(64),
+            capacity,
+            0,
+            self.name.encode(),
+        )
+        self._ctl.u32[_R.MAGIC // 4] = L.REGION_MAGIC
+        self._ctl.u32[_R.STATE // 4] = L.RegionState.READY
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def _active(self) -> list[_Channel]:
+        u32 = self._ctl.u32
+        active = []
+        for ch in self._channels:
+            if u32[ch.owner_word]:
+                active.append(ch)
+            elif ch.data is not None and not ch.busy:
+                ch.unmap()
+        return active
+
+    def _loop(self) -> None:
+        u32, u64 = self._ctl.u32, self._ctl.u64
+        epoch_word, sleeping_word = _R.CONNECT_EPOCH // 8, _R.SERVER_SLEEPING // 4
+        clock = time.monotonic_ns
+        epoch = -1
+        active: list[_Channel] = []
+        last = clock()
+        while self._running:
+            if u64[epoch_word] != epoch:
+                epoch = u64[epoch_word]
+                active = self._active()
+            found = False
+            for ch in active:
+                seq = u64[ch.cseq]
+                if seq != u64[ch.sseq] and not ch.busy:
+                    found = True
+                    self._dispatch(ch, seq)
+            if found:
+                last = clock()
+                continue
+            if clock() - last < self.spin_ns:
+                continue
+            u32[sleeping_word] = 1
+            fence()
+            if u64[epoch_word] == epoch and not any(
+                u64[ch.cseq] != u64[ch.sseq] and not ch.busy for ch in active
+            ):
+                with contextlib.suppress(posix_ipc.BusyError):
+                    self._bell.acquire(0.1)
+            u32[sleeping_word] = 0
+            last = clock()
+
+    def _map(self, ch: _Channel) -> None:
+        ctl = self._ctl
+        ch.unmap()
+        raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64])
+        name = raw.partition(b"\0")[0].decode("ascii", "replace")
+        req_cap = ctl.u64[(ch.base + _C.REQUEST_CAPACITY) // 8]
+        resp_cap = ctl.u64[(ch.base + _C.RESPONSE_CAPACITY) // 8]
+        if not name.startswith(f"/fdn-{self.name}-d{ch.index}-"):
+            raise InternalError(f"channel {ch.index}: data segment name {name!r} is not this channel's")
+        data = Segment.open(name)
+        if req_cap + resp_cap > data.size or req_cap % L.PAGE:
+            data.close()
+            raise InternalError(
+                f"channel {ch.index}: capacities {req_cap}+{resp_cap} exceed {name} ({data.size})"
+            )
+        ch.data, ch.gen = data, ctl.u64[ch.gen_word]
+        ch.req = data.buf[:req_cap].toreadonly()
+        ch.resp = data.buf[req_cap : req_cap + resp_cap]
+        ch.req_cap, ch.resp_cap = req_cap, resp_cap
+        ch.reader = RequestReader(ch.req, req_cap, self.limits)
+        ch.wkey = None
+
+    def _dispatch(self, ch: _Channel, seq: int) -> None:
+        ch.busy = True
+        rid, model = 0, ""
+        try:
+            if ch.gen != self._ctl.u64[ch.gen_word]:
+                self._map(ch)
+            assert ch.req is not None and ch.reader is not None
+            rid = int.from_bytes(ch.req[8:16], "little")
+            dec = ch.reader.read()
+        except InferenceError as exc:
+            log.warning("shm %s channel %d: rejected request %d: %s", self.name, ch.index, rid, exc)
+            exc.request_id = rid
+            self._answer(_Responder(self, ch, seq, rid, model), exc)
+            return
+        except Exception as exc:  # a segment the client broke: answer if we can, never die
+            log.warning("shm %s channel %d: %r", self.name, ch.index, exc)
+            self._answer(_Responder(self, ch, seq, rid, model), InternalError(str(exc), request_id=rid))
+            return
+        respond = _Responder(self, ch, seq, dec.request_id, dec.model)
+        if self._stopping:
+            respond(ShuttingDown("the server is stopping", model=dec.model, request_id=dec.request_id))
+        elif dec.deadline_ns and time.monotonic_ns() >= dec.deadline_ns:
+            respond(
+                DeadlineExceeded("deadline passed before the request ran", model=dec.model, request_id=rid)
+            )
+        elif dec.kind == L.MessageKind.INFER_REQUEST:
+            request = InferenceRequest(
+                dec.model,
+                dec.inputs,
+                id=dec.request_id,
+                version=dec.version,
+                deadline_ns=dec.deadline_ns,
+                parameters=dec.params,
+                outputs=dec.outputs,
+            )
+            try:
+                self.handler(request, respond)
+            except InferenceError as exc:
+                respond(exc)
+            except Exception as exc:
+                log.exception("shm %s: handler raised on request %d", self.name, dec.request_id)
+                respond(
+                    HandlerError(f"{type(exc).__name__}: {exc}", model=dec.model, request_id=dec.request_id)
+                )
+        else:
+            self._control(dec.kind, dec.model, respond)
+
+    def _control(self, kind: int, model: str, respond: _Responder) -> None:
+        try:
+            doc = (
+                self.handler.metadata(model)
+                if kind == L.MessageKind.METADATA_REQUEST
+                else self.handler.stats()
+            )
+            text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
+        except InferenceError as exc:
+            respond(exc)
+            return
+        except Exception as exc:
+            respond(HandlerError(f"{type(exc).__name__}: {exc}", model=model, request_id=respond.request_id))
+            return
+        respond(InferenceResponse(respond.request_id, model, {}, parameters={"__text__": text}))
+
+    # --- responses -----------------------------------------------------------------------------
+
+    def _answer(self, r: _Responder, value: InferenceResponse | InferenceError) -> None:
+        ch = r.channel
+        with ch.lock:
+            if ch.lease != r.lease or ch.resp is None:
+                return  # the channel was reclaimed (its client died): nobody to answer
+            try:
+                self._write(ch, r, value)
+            except Exception as exc:  # a response we cannot encode becomes a typed error
+                log.warning("shm %s: cannot encode the response to %d: %r", self.name, r.request_id, exc)
+                err = (
+                    exc
+                    if isinstance(exc, InferenceError)
+                    else InternalError(f"cannot encode response: {exc}")
+                )
+                self._write_error(ch, r, err)
+            self._ctl.u64[ch.sseq] = r.seq
+            ch.busy = False
+            fence()
+            if self._ctl.u32[ch.sleeping_word]:
+                ch.sem.release()
+
+    def _write_error(self, ch: _Channel, r: _Responder, exc: InferenceError, required: int = 0) -> None:
+        assert ch.resp is not None
+        ch.wkey = None
+        text = exc.message.encode("utf-8", "replace")[:_MAX_TEXT]
+        write_response(
+            ch.resp,
+            request_id=r.request_id,
+            status=int(exc.code),
+            model=r.model[:63],
+            text=text,
+            required_bytes=required,
+        )
+
+    def _write(self, ch: _Channel, r: _Responder, value: InferenceResponse | InferenceError) -> None:
+        resp = ch.resp
+        assert resp is not None
+        if isinstance(value, InferenceError):
+            self._write_error(ch, r, value)
+            return
+        outputs = value.outputs
+        arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in outputs.values()]
+        model = value.model or r.model
+        params = value.parameters
+        key = (
+            model,
+            value.version,
+            tuple(params.items()) if params else (),
+            tuple([(n, a.dtype, a.shape) for n, a in zip(outputs, arrays, strict=True)]),
+        )
+        if key == ch.wkey:
+            refs, payload = ch.wval
+            self._copy(resp, refs, arrays)
+            write_header(resp, _RESPONSE, r.request_id, payload, 0, refs)
+            return
+        self._write_full(ch, r, model, value, arrays, key)
+
+    @staticmethod
+    def _copy(resp: memoryview, refs: list[TensorRef], arrays: list[np.ndarray]) -> None:
+        for ref, a in zip(refs, arrays, strict=True):
+            src = a if a.flags.c_contiguous else np.ascontiguousarray(a)
+            resp[ref.offset : ref.offset + ref.size] = src.reshape(-1).view(np.uint8)
+
+    def _write_full(
+        self,
+        ch: _Channel,
+        r: _Responder,
+        model: str,
+        value: InferenceResponse,
+        arrays: list[np.ndarray],
+        key: tuple[Any, ...],
+    ) -> None:
+        assert ch.resp is not None
+        params = dict(value.parameters)
+        text = str(params.pop("__text__", "")).encode()
+        raw_params = json.dumps(params, separators=(",", ":"), sort_keys=True).encode() if params else b""
+        specs = [
+            (n, DataType.from_numpy(a.dtype), a.shape) for n, a in zip(value.outputs, arrays, strict=True)
+        ]
+        if len(specs) > self.limits.max_tensors:
+            raise TooLarge(
+                f"{len(specs)} outputs (at most {self.limits.max_tensors})", request_id=r.request_id
+            )
+        refs, end = layout(specs, response_payload_size(len(specs), len(text), len(raw_params)))
+        if end > ch.resp_cap:
+            need = (end + L.PAGE - 1) // L.PAGE * L.PAGE
+            exc = TooLarge(
+                f"the response needs {need} bytes; the response area has {ch.resp_cap}",
+                model=r.model,
+                request_id=r.request_id,
+            )
+            self._write_error(ch, r, exc, need)
+            return
+        self._copy(ch.resp, refs, arrays)
+        payload = write_response(
+            ch.resp,
+            request_id=r.request_id,
+            model=model,
+            version=value.version,
+            outputs=refs,
+            text=text,
+            params=raw_params,
+        )
+        ch.wkey, ch.wval = (None if text else key), (refs, payload)
+
+    # --- liveness ------------------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        u64 = self._ctl.u64
+        while not self._stop_event.wait(self.heartbeat_s):
+            u64[_R.HEARTBEAT // 8] += 1
+            u64[_R.HEARTBEAT_NS // 8] = time.monotonic_ns()
+            try:
+                self._reap()
+            except Exception:  # never let the heartbeat die
+                log.exception("shm %s: reaping dead clients failed", self.name)
+
+    def _reap(self) -> None:
+        u32, u64 = self._ctl.u32, self._ctl.u64
+        holder = u32[_R.MUTEX_HOLDER // 4]
+        if holder and not os.path.exists(f"/proc/{holder}"):
+            log.warning("shm %s: pid %d died holding the region mutex; releasing it", self.name, holder)
+            u32[_R.MUTEX_HOLDER // 4] = 0
+            self._mutex.release()
+        for ch in self._channels:
+            pid = u32[ch.owner_word]
+            if pid and not is_alive(pid, u64[(ch.base + _C.OWNER_START) // 8]):
+                self._reclaim(ch, pid)
+
+    def _reclaim(self, ch: _Channel, pid: int) -> None:
+        try:
+            self._mutex.acquire(1.0)
+        except posix_ipc.BusyError:
+            return  # try again at the next beat
+        try:
+            ctl = self._ctl
+            if ctl.u32[ch.owner_word] != pid:
+                return
+            with ch.lock:
+                ch.lease += 1
+                ctl.u64[ch.sseq] = ctl.u64[ch.cseq]
+                ch.busy = False
+            raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64]).partition(b"\0")[0]
+            name = raw.decode("ascii", "replace")
+            if name.startswith(f"/fdn-{self.name}-d{ch.index}-"):
+                unlink_segment(name)
+            drain(ch.sem)
+            ctl.u32[ch.owner_word] = 0
+            ctl.u64[_R.CONNECT_EPOCH // 8] += 1
+            log.info("shm %s: reclaimed channel %d of dead client pid %d", self.name, ch.index, pid)
+        finally:
+            self._mutex.release()
+
+    # --- stop ----------------------------------------------------------------------------------
+
+    def stop(self, drain_timeout: float = 5.0) -> None:
+        if not self._running:
+            return
+        u32 = self._ctl.u32
+        self._stopping = True
+        u32[_R.STATE // 4] = L.RegionState.STOPPING
+        end = time.monotonic() + drain_timeout
+        while any(ch.busy for ch in self._channels) and time.monotonic() < end:
+            time.sleep(0.005)
+        self._running = False
+        self._bell.release()
+        self._loop_thread.join(2)
+        self._stop_event.set()
+        self._beat_thread.join(2)
+        u32[_R.STATE // 4] = L.RegionState.STOPPED
+        for ch in self._channels:
+            with ch.lock:
+                ch.lease += 1
+            if u32[ch.owner_word]:
+                ch.sem.release()  # sleeping clients wake, see STOPPED, fail ServerUnavailable
+        remove_objects(self.name, keep_lock_file=True)
+        for ch in self._channels:
+            ch.unmap()
+            ch.sem.close()
+        self._mutex.close()
+        self._bell.close()
+        self._ctl.close()
+        self._lock.release()
+
+    def stats(self) -> dict[str, Any]:
+        """Per-channel counters (for ``foundation shm ls``)."""
+        return {"channels": len(self._channels), "busy": sum(ch.busy for ch in self._channels)}
+
+
+_ = ErrorCode

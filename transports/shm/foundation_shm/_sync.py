@@ -1,0 +1,74 @@
+"""Spin-then-block waiting on a shared sequence word, and the full fence the sleep protocol needs.
+
+The waiter spins on the word for a window, then publishes "sleeping", fences, re-checks, and
+blocks on its semaphore in short slices; the waker stores the word, fences, and posts the semaphore
+only if the peer published "sleeping" (docs/protocol/shm.md, section 7).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import posix_ipc
+
+__all__ = ["SLICE_S", "fence", "wait_seq"]
+
+SLICE_S = 0.05  # a blocked waiter wakes at least this often to check deadline and peer liveness
+_fence_lock = threading.Lock()
+
+
+def fence() -> None:
+    """A full memory barrier: an atomic read-modify-write (an uncontended lock) orders a store
+    before a later load, which x86-64's TSO alone does not."""
+    _fence_lock.acquire()
+    _fence_lock.release()
+
+
+def wait_seq(
+    words: memoryview,
+    index: int,
+    want: int,
+    spin_ns: int,
+    sleeping: memoryview,
+    sleeping_index: int,
+    sem: posix_ipc.Semaphore,
+    deadline_ns: int,
+    check: Callable[[], None],
+) -> bool:
+    """Wait until ``words[index] == want``; False if ``deadline_ns`` (0: none) passes first.
+
+    ``check()`` runs between slices and raises if the peer is gone.
+    """
+    if words[index] == want:
+        return True
+    clock = time.monotonic_ns
+    if spin_ns:
+        end = clock() + spin_ns
+        while True:
+            if words[index] == want:
+                return True
+            if clock() > end:
+                break
+    sleeping[sleeping_index] = 1
+    fence()
+    try:
+        while words[index] != want:
+            if deadline_ns:
+                left = deadline_ns - clock()
+                if left <= 0:
+                    return False
+                timeout = min(SLICE_S, left / 1e9)
+            else:
+                timeout = SLICE_S
+            try:
+                sem.acquire(timeout)
+            except posix_ipc.BusyError:
+                pass
+            if words[index] == want:
+                break
+            check()
+        return True
+    finally:
+        sleeping[sleeping_index] = 0

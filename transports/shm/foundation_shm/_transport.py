@@ -1,0 +1,33 @@
+"""``ShmTransport``: the ``shm`` entry of the transport registry (serve and connect by server name)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from foundation_ml import RequestHandler, Transport
+
+from ._client import ShmClient
+from ._server import ShmServer
+
+__all__ = ["ShmTransport"]
+
+
+class ShmTransport(Transport):
+    """Same-host transport over POSIX shared memory; ``address`` is a server name (``[A-Za-z0-9_]``,
+    optionally ``shm://name``).
+
+    ``serve`` options: ``channels`` (32), ``spin_us`` (200), ``heartbeat_ms`` (100), ``mode``
+    (0o600; 0o660 lets a group in), ``max_request_bytes`` (4 GiB), ``max_tensors`` (64),
+    ``default_capacity`` (1 MiB per area), ``data_crc`` (False).
+    ``connect`` options: ``channels`` (4 concurrent calls per client), ``spin_us`` (100),
+    ``capacity`` (server's default), ``copy_outputs`` (False: outputs are views valid until the
+    next call on the same channel), ``timeout`` (None), ``connect_timeout`` (2 s), ``data_crc``.
+    """
+
+    name: ClassVar[str] = "shm"
+
+    def serve(self, address: str, handler: RequestHandler, **options: Any) -> ShmServer:
+        return ShmServer(address, handler, **options)
+
+    def connect(self, address: str, **options: Any) -> ShmClient:
+        return ShmClient(address, **options)

@@ -1,0 +1,89 @@
+"""Fixtures: unique server names, echo servers in real processes, and /dev/shm left clean."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from foundation_shm._objects import group_objects, remove_objects
+
+PREFIX = f"t{os.getpid()}x"
+_names = itertools.count()
+HERE = Path(__file__).parent
+
+
+def _ours() -> dict[str, list[str]]:
+    return {k: v for k, v in group_objects().items() if k.startswith(PREFIX)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dev_shm_is_left_clean() -> Iterator[None]:
+    yield
+    leftover = _ours()
+    for name in leftover:
+        remove_objects(name)
+    assert not leftover, f"the suite left objects in /dev/shm: {leftover}"
+
+
+@pytest.fixture
+def name() -> str:
+    return f"{PREFIX}{next(_names)}"
+
+
+class EchoProcess:
+    """``python -m foundation_shm._echo NAME`` in its own process."""
+
+    def __init__(self, name: str, *args: str) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "foundation_shm._echo", name, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"echo server did not start: {line!r} {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def echo_process(name: str) -> Iterator[Callable[..., EchoProcess]]:
+    started: list[EchoProcess] = []
+
+    def start(*args: str) -> EchoProcess:
+        proc = EchoProcess(name, *args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+    remove_objects(name)  # what a killed server left; the tests that kill check it first
+
+
+@pytest.fixture
+def echo_server(echo_process: Callable[..., EchoProcess]) -> EchoProcess:
+    return echo_process()

@@ -1,0 +1,123 @@
+"""Every error comes back typed, and the server keeps serving everyone else."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from foundation_ml import InferenceRequest
+from foundation_ml.errors import (
+    DeadlineExceeded,
+    ErrorCode,
+    HandlerError,
+    InferenceError,
+    ModelNotFound,
+    Overloaded,
+    TooLarge,
+)
+from foundation_shm import ShmTransport
+from foundation_shm._client import ShmClient
+from foundation_shm._echo import EchoHandler
+from foundation_shm._server import ShmServer
+
+VECTORS = Path(__file__).resolve().parents[3] / "docs" / "protocol" / "vectors"
+ERROR_VECTORS = sorted(p.stem for p in VECTORS.glob("error_*.bin"))
+
+
+@pytest.fixture
+def server(name: str) -> Iterator[ShmServer]:
+    srv = ShmTransport().serve(name, EchoHandler(), channels=4, max_request_bytes=1 << 20)
+    yield srv
+    srv.stop()
+
+
+def _still_serves(client: ShmClient) -> None:
+    x = np.arange(5)
+    np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
+
+
+def _send_raw(client: ShmClient, area: bytes, request_id: int) -> None:
+    """Put arbitrary bytes in a channel's request area and hand them to the server."""
+    ch = client._take(0)
+    try:
+        ch.wkey = None
+        ch.req[: len(area)] = area
+        client._exchange(ch, request_id, "raw", time.monotonic_ns() + 10**10, retry=False)
+    finally:
+        client._give(ch)
+
+
+@pytest.mark.parametrize("vector", ERROR_VECTORS)
+def test_a_malformed_request_gets_its_typed_error_and_the_server_goes_on(
+    server: ShmServer, name: str, vector: str
+) -> None:
+    expect = json.loads((VECTORS / f"{vector}.json").read_text())["expect"]
+    with ShmTransport().connect(name) as client:
+        with pytest.raises(InferenceError) as info:
+            _send_raw(client, (VECTORS / f"{vector}.bin").read_bytes(), expect["request_id"])
+        assert info.value.code.name == expect["error"]
+        _still_serves(client)
+
+
+def test_unknown_model(server: ShmServer, name: str) -> None:
+    with ShmTransport().connect(name) as client:
+        with pytest.raises(ModelNotFound, match="not served"):
+            client.infer(InferenceRequest("nope", {"x": np.zeros(1)}))
+        with pytest.raises(ModelNotFound):
+            client.metadata("nope")
+        _still_serves(client)
+
+
+def test_a_raising_handler_becomes_handler_error_with_its_message(server: ShmServer, name: str) -> None:
+    with ShmTransport().connect(name) as client:
+        with pytest.raises(HandlerError, match="ValueError: boom on request 7") as info:
+            client.infer(InferenceRequest("fail", {"x": np.zeros(1)}, id=7))
+        assert info.value.request_id == 7 and info.value.code == ErrorCode.HANDLER_ERROR
+        _still_serves(client)
+
+
+def test_overloaded_from_the_handler_and_when_no_channel_is_free(name: str) -> None:
+    with ShmTransport().serve(name, EchoHandler(), channels=1), ShmTransport().connect(name) as client:
+        with pytest.raises(Overloaded, match="too busy"):
+            client.infer(InferenceRequest("busy", {"x": np.zeros(1)}))
+        with pytest.raises(Overloaded, match="all 1 channels are in use"):
+            ShmTransport().connect(name)
+        _still_serves(client)
+
+
+def test_too_many_bytes_for_the_server(server: ShmServer, name: str) -> None:
+    with ShmTransport().connect(name) as client:
+        with pytest.raises(TooLarge, match="at most 1048576"):
+            client.infer(InferenceRequest("echo", {"x": np.zeros(200_000)}))
+        _still_serves(client)
+
+
+def test_the_client_stops_waiting_at_its_deadline_and_the_channel_recovers(
+    server: ShmServer, name: str
+) -> None:
+    with ShmTransport().connect(name, channels=1) as client:
+        with pytest.raises(DeadlineExceeded):
+            client.infer(InferenceRequest("sleep", {"x": np.zeros(1)}, parameters={"ms": 300}), timeout=0.05)
+        _still_serves(client)  # waits for the late response to free the only channel, then goes on
+
+
+def test_a_request_whose_deadline_passed_is_not_run(server: ShmServer, name: str) -> None:
+    handler = server.handler
+    assert isinstance(handler, EchoHandler)
+    with ShmTransport().connect(name) as client:
+        before = handler.count
+        ch = client._take(0)
+        try:
+            ch.wkey = None
+            past = time.monotonic_ns() - 1
+            refs = client._write(ch, [], 32 + 112, 5, "echo", "", past)
+            assert refs
+            with pytest.raises(DeadlineExceeded, match="before the request ran"):
+                client._exchange(ch, 5, "echo", 0, retry=False)
+        finally:
+            client._give(ch)
+        assert handler.count == before

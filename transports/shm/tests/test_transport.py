@@ -1,0 +1,129 @@
+"""Round trips through a real server: every dtype, many processes and threads, loans, control calls."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from foundation_core import Hub
+from foundation_ml import DataType, InferenceRequest
+from foundation_shm import ShmTransport
+from foundation_shm._echo import EchoHandler
+from foundation_shm._server import ShmServer
+
+WORKER = str(Path(__file__).parent / "worker.py")
+
+
+@pytest.fixture
+def server(name: str) -> Iterator[ShmServer]:
+    srv = ShmTransport().serve(name, EchoHandler(), channels=8)
+    yield srv
+    srv.stop()
+
+
+def test_the_plugin_registers_the_transport_by_name() -> None:
+    hub = Hub()
+    hub.load_entry_points()
+    hub.run_registration()
+    assert hub.transports.get("shm") is ShmTransport
+
+
+@pytest.mark.parametrize("dtype", [d for d in DataType if d not in (DataType.BF16, DataType.BYTES)])
+def test_every_datatype_round_trips(server: ShmServer, name: str, dtype: DataType) -> None:
+    rng = np.random.default_rng(dtype.code)
+    raw = rng.integers(0, 256, size=24 * dtype.itemsize, dtype=np.uint8)
+    if dtype is DataType.BOOL:
+        raw = raw % 2
+    x = raw.view(dtype.numpy).reshape(2, 3, 4)
+    with ShmTransport().connect(name) as client:
+        resp = client.infer(InferenceRequest("echo", {"x": x, "scalar": x.reshape(-1)[:1].reshape(())}))
+    np.testing.assert_array_equal(resp.outputs["x"], x)
+    assert resp.outputs["x"].dtype == x.dtype and resp.outputs["scalar"].shape == ()
+
+
+def test_outputs_are_read_only_views_unless_copies_are_asked_for(server: ShmServer, name: str) -> None:
+    x = np.arange(10.0)
+    with ShmTransport().connect(name) as client:
+        view = client.infer(InferenceRequest("echo", {"x": x})).outputs["x"]
+        assert not view.flags.writeable and not view.flags.owndata
+    with ShmTransport().connect(name, copy_outputs=True) as client:
+        copy = client.infer(InferenceRequest("echo", {"x": x})).outputs["x"]
+        assert copy.flags.owndata
+        np.testing.assert_array_equal(copy, x)
+
+
+def test_non_contiguous_and_empty_inputs(server: ShmServer, name: str) -> None:
+    x = np.arange(20, dtype=np.int32).reshape(4, 5)[:, ::2]
+    with ShmTransport().connect(name) as client:
+        resp = client.infer(InferenceRequest("echo", {"x": x, "e": np.zeros((0, 3))}))
+    np.testing.assert_array_equal(resp.outputs["x"], x)
+    assert resp.outputs["e"].shape == (0, 3)
+
+
+def test_metadata_and_stats_travel_as_json(server: ShmServer, name: str) -> None:
+    with ShmTransport().connect(name) as client:
+        client.infer(InferenceRequest("echo", {"x": np.zeros(1)}))
+        assert client.metadata("echo")["name"] == "echo"
+        assert client.stats()["requests"] >= 1
+
+
+def test_a_handler_may_respond_later_from_another_thread(server: ShmServer, name: str) -> None:
+    with ShmTransport().connect(name) as client:
+        for i in range(20):
+            resp = client.infer(InferenceRequest("later", {"x": np.array([i])}))
+            assert resp.outputs["x"][0] == i
+
+
+def test_threads_of_one_client_each_get_their_own_response(server: ShmServer, name: str) -> None:
+    errors: list[BaseException] = []
+    with ShmTransport().connect(name, channels=4) as client:
+
+        def run(t: int) -> None:
+            try:
+                for i in range(100):
+                    x = np.array([t, i])
+                    resp = client.infer(InferenceRequest("echo", {"x": x}, id=t * 1000 + i + 1), timeout=20)
+                    assert resp.id == t * 1000 + i + 1
+                    np.testing.assert_array_equal(resp.outputs["x"], x)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(6)]  # more threads than channels
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+
+
+def test_n_client_processes_times_m_requests_all_verified(echo_server: object, name: str) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, name, str(c), "300", "2"], stdout=subprocess.PIPE, text=True
+        )
+        for c in range(4)
+    ]
+    results = [p.communicate(timeout=240)[0].strip() for p in procs]
+    assert results == ["ok 600"] * 4
+
+
+def test_a_loan_writes_inputs_straight_into_shared_memory(server: ShmServer, name: str) -> None:
+    with ShmTransport().connect(name) as client, client.loan("echo", {"x": (DataType.FP32, (3, 4))}) as loan:
+        for i in range(3):
+            loan["x"][:] = i
+            resp = loan.infer()
+            np.testing.assert_array_equal(resp.outputs["x"], np.full((3, 4), i, np.float32))
+
+
+def test_a_response_bigger_than_the_response_area_grows_it_and_succeeds(server: ShmServer, name: str) -> None:
+    x = np.arange(300_000, dtype=np.float64)  # 2.4 MB: over the 1 MiB default and the 4 KiB asked for
+    with ShmTransport().connect(name, capacity=4096) as client:
+        np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
+        np.testing.assert_array_equal(
+            client.infer(InferenceRequest("echo", {"x": x[:5]})).outputs["x"], x[:5]
+        )
