@@ -9,6 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from foundation_shm import ShmTransport
+from foundation_shm._client import ShmClient
+from foundation_shm._echo import EchoHandler
+from foundation_shm._server import ShmServer
+
 from foundation_ml import InferenceRequest
 from foundation_ml.errors import (
     DeadlineExceeded,
@@ -19,10 +24,6 @@ from foundation_ml.errors import (
     Overloaded,
     TooLarge,
 )
-from foundation_shm import ShmTransport
-from foundation_shm._client import ShmClient
-from foundation_shm._echo import EchoHandler
-from foundation_shm._server import ShmServer
 
 VECTORS = Path(__file__).resolve().parents[3] / "docs" / "protocol" / "vectors"
 ERROR_VECTORS = sorted(p.stem for p in VECTORS.glob("error_*.bin"))

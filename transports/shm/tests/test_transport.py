@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from foundation_core import Hub
-from foundation_ml import DataType, InferenceRequest
 from foundation_shm import ShmTransport
 from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
+
+from foundation_core import Hub
+from foundation_ml import DataType, InferenceRequest
 
 WORKER = str(Path(__file__).parent / "worker.py")
 

@@ -10,8 +10,9 @@ import sys
 import threading
 
 import numpy as np
-from foundation_ml import InferenceRequest
 from foundation_shm import ShmTransport
+
+from foundation_ml import InferenceRequest
 
 
 def run(name: str, client_id: int, requests: int, threads: int) -> int:
