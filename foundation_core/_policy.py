@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import PolicyError
 
-__all__ = ["exception_types", "exceptions_converter", "in_range", "is_bool", "one_of", "optional_in_range"]
+__all__ = ["exception_types", "exception_set", "in_range", "is_bool", "one_of", "optional_in_range"]
 
 Validator = Callable[[Any, Any, Any], None]
 
@@ -103,16 +103,15 @@ def exception_types(value: Any) -> tuple[type[BaseException], ...]:
     return tuple(out)
 
 
-def exceptions_converter(policy: str, parameter: str) -> Callable[[Any], tuple[type[BaseException], ...]]:
-    """An attrs converter for an exception-set parameter that reports bad names as PolicyError."""
+def exception_set(policy: str, parameter: str, value: Any) -> tuple[type[BaseException], ...]:
+    """Convert an exception-set parameter; a bad entry is a PolicyError naming the parameter.
 
-    def convert(value: Any) -> tuple[type[BaseException], ...]:
-        try:
-            return exception_types(value)
-        except (ValueError, TypeError) as exc:
-            raise PolicyError(policy, parameter, value, f"exception classes or their names ({exc})") from None
-
-    return convert
+    Policies call it from a small named converter per field (mypy's attrs plugin needs one).
+    """
+    try:
+        return exception_types(value)
+    except (ValueError, TypeError) as exc:
+        raise PolicyError(policy, parameter, value, f"exception classes or their names ({exc})") from None
 
 
 def is_bool(policy: str) -> Validator:

@@ -6,12 +6,20 @@ from typing import Any
 
 import attrs
 
-from foundation_core._policy import exceptions_converter, in_range, one_of, optional_in_range
+from foundation_core._policy import exception_set, in_range, one_of, optional_in_range
 
 __all__ = ["MODES", "CircuitBreakerPolicy"]
 
 MODES = ("consecutive", "count", "time")
 _P = "circuit_breaker"
+
+
+def _to_record_on(value: Any) -> tuple[Any, ...]:
+    return exception_set("circuit_breaker", "record_on", value)
+
+
+def _to_ignore_on(value: Any) -> tuple[Any, ...]:
+    return exception_set("circuit_breaker", "ignore_on", value)
 
 
 @attrs.frozen
@@ -48,10 +56,8 @@ class CircuitBreakerPolicy:
     slow_call_duration: float | None = attrs.field(
         default=None, validator=optional_in_range(_P, 0, 3_600, unit="s", lo_open=True)
     )
-    record_on: tuple[Any, ...] = attrs.field(
-        default=(Exception,), converter=exceptions_converter(_P, "record_on")
-    )
-    ignore_on: tuple[Any, ...] = attrs.field(default=(), converter=exceptions_converter(_P, "ignore_on"))
+    record_on: tuple[Any, ...] = attrs.field(default=(Exception,), converter=_to_record_on)
+    ignore_on: tuple[Any, ...] = attrs.field(default=(), converter=_to_ignore_on)
 
     def counts_as_failure(self, error: BaseException) -> bool:
         """Whether ``error`` is recorded as a failure of the protected dependency."""

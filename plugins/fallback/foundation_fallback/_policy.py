@@ -7,9 +7,17 @@ from typing import Any
 
 import attrs
 
-from foundation_core._policy import exceptions_converter
+from foundation_core._policy import exception_set
 
 __all__ = ["FallbackPolicy"]
+
+
+def _to_on(value: Any) -> tuple[Any, ...]:
+    return exception_set("fallback", "on", value)
+
+
+def _to_not_on(value: Any) -> tuple[Any, ...]:
+    return exception_set("fallback", "not_on", value)
 
 
 @attrs.frozen
@@ -19,8 +27,8 @@ class FallbackPolicy:
     (only around ``async def`` callables)."""
 
     name: str = "fallback"
-    on: tuple[Any, ...] = attrs.field(default=(Exception,), converter=exceptions_converter("fallback", "on"))
-    not_on: tuple[Any, ...] = attrs.field(default=(), converter=exceptions_converter("fallback", "not_on"))
+    on: tuple[Any, ...] = attrs.field(default=(Exception,), converter=_to_on)
+    not_on: tuple[Any, ...] = attrs.field(default=(), converter=_to_not_on)
     value: Any = None
     handler: Callable[[BaseException], Any] | None = attrs.field(default=None, eq=False)
 

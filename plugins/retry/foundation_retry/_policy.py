@@ -8,13 +8,21 @@ from typing import Any
 
 import attrs
 
-from foundation_core._policy import exceptions_converter, in_range, is_bool, one_of, optional_in_range
+from foundation_core._policy import exception_set, in_range, is_bool, one_of, optional_in_range
 from foundation_core.errors import CircuitOpenError
 
 __all__ = ["BACKOFFS", "RetryPolicy"]
 
 BACKOFFS = ("fixed", "linear", "exponential", "decorrelated")
 _P = "retry"
+
+
+def _to_retry_on(value: Any) -> tuple[Any, ...]:
+    return exception_set("retry", "retry_on", value)
+
+
+def _to_no_retry_on(value: Any) -> tuple[Any, ...]:
+    return exception_set("retry", "no_retry_on", value)
 
 
 @attrs.frozen
@@ -35,12 +43,8 @@ class RetryPolicy:
     multiplier: float = attrs.field(default=2.0, validator=in_range(_P, 1, 10))
     max_delay: float = attrs.field(default=30.0, validator=in_range(_P, 0, 3600, unit="s"))
     jitter: bool = attrs.field(default=False, validator=is_bool(_P))
-    retry_on: tuple[Any, ...] = attrs.field(
-        default=(Exception,), converter=exceptions_converter(_P, "retry_on")
-    )
-    no_retry_on: tuple[Any, ...] = attrs.field(
-        default=(CircuitOpenError,), converter=exceptions_converter(_P, "no_retry_on")
-    )
+    retry_on: tuple[Any, ...] = attrs.field(default=(Exception,), converter=_to_retry_on)
+    no_retry_on: tuple[Any, ...] = attrs.field(default=(CircuitOpenError,), converter=_to_no_retry_on)
     retry_if_result: Callable[[Any], bool] | None = attrs.field(default=None, eq=False)
     deadline: float | None = attrs.field(
         default=None, validator=optional_in_range(_P, 0, 86400, unit="s", lo_open=True)
