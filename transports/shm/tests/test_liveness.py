@@ -1,0 +1,171 @@
+"""Dead peers: kill -9 of a client or the server, restarts, stale objects, one server per name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from foundation_ml import InferenceRequest
+from foundation_ml.errors import ServerUnavailable
+from foundation_shm import ShmTransport
+from foundation_shm import _layout as L
+from foundation_shm._echo import EchoHandler
+from foundation_shm._objects import objects_of
+from foundation_shm._segments import Segment
+
+from .conftest import EchoProcess
+
+pytestmark = pytest.mark.slow
+
+_VICTIM = """
+import sys, numpy as np
+from foundation_ml import InferenceRequest
+from foundation_shm import ShmTransport
+c = ShmTransport().connect(sys.argv[1])
+print("connected", flush=True)
+c.infer(InferenceRequest("sleep", {"x": np.zeros(1000)}, parameters={"ms": 1500}))
+"""
+
+
+def _channel_words(name: str) -> list[dict[str, int]]:
+    ctl = Segment.open(L.control_name(name))
+    try:
+        out = []
+        for i in range(ctl.u32[L.RegionField.CHANNEL_COUNT // 4]):
+            base = L.CHANNELS_OFFSET + i * L.CHANNEL_SIZE
+            out.append(
+                {
+                    "owner": ctl.u32[(base + L.ChannelField.OWNER_PID) // 4],
+                    "pending": ctl.u64[(base + L.ChannelField.CLIENT_SEQ) // 8]
+                    - ctl.u64[(base + L.ChannelField.SERVER_SEQ) // 8],
+                }
+            )
+        return out
+    finally:
+        ctl.close()
+
+
+def _until(condition: Callable[[], bool], what: str, limit: float = 10.0) -> None:
+    end = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.01)
+
+
+def _in_flight(name: str, pid: int) -> bool:
+    return any(c["owner"] == pid and c["pending"] for c in _channel_words(name))
+
+
+def test_kill_9_of_a_client_mid_request_leaves_others_served_and_its_channel_reclaimed(
+    echo_server: EchoProcess, name: str
+) -> None:
+    victim = subprocess.Popen([sys.executable, "-c", _VICTIM, name], stdout=subprocess.PIPE, text=True)
+    assert victim.stdout is not None and victim.stdout.readline().strip() == "connected"
+    with ShmTransport().connect(name) as other:
+        _until(lambda: _in_flight(name, victim.pid), "the victim's request to be in flight")
+        victim.kill()
+        victim.wait()
+        x = np.arange(7)
+        for _ in range(20):  # the dead client's request does not disturb anyone else
+            np.testing.assert_array_equal(other.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
+        _until(lambda: all(c["owner"] != victim.pid for c in _channel_words(name)), "the channel to be reclaimed")
+        assert not [o for o in objects_of(name) if f"-{victim.pid}-" in o], "the dead client's data segment"
+
+
+def test_kill_9_of_the_server_fails_waiting_clients_with_server_unavailable(
+    echo_server: EchoProcess, name: str
+) -> None:
+    client = ShmTransport().connect(name)
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            client.infer(InferenceRequest("sleep", {"x": np.zeros(1)}, parameters={"ms": 5000}), timeout=60)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=call)
+    waiter.start()
+    _until(lambda: _in_flight(name, os.getpid()), "the request to be in flight")
+    echo_server.kill()
+    waiter.join(30)
+    assert not waiter.is_alive(), "the client hung after its server died"
+    assert isinstance(outcome[0], ServerUnavailable)  # not DeadlineExceeded: it knew long before 60 s
+    with pytest.raises(ServerUnavailable):  # its next call tries to reconnect: nobody there
+        client.infer(InferenceRequest("echo", {"x": np.zeros(1)}))
+    client.close()
+    assert objects_of(name), "a killed server leaves its objects (for the next server or `shm clean`)"
+
+
+def test_a_restarted_server_serves_clients_that_retry(
+    echo_process: Callable[..., EchoProcess], name: str
+) -> None:
+    first = echo_process()
+    client = ShmTransport().connect(name)
+    after_restart = threading.Event()
+    served_after: list[int] = []
+    failures: list[str] = []
+
+    def loop() -> None:
+        i = 0
+        while len(served_after) < 20 and i < 100_000:
+            i += 1
+            try:
+                resp = client.infer(InferenceRequest("echo", {"x": np.array([i])}), timeout=5)
+                assert resp.outputs["x"][0] == i
+                if after_restart.is_set():
+                    served_after.append(i)
+            except ServerUnavailable as exc:
+                failures.append(str(exc))
+                time.sleep(0.01)
+
+    t = threading.Thread(target=loop)
+    t.start()
+    time.sleep(0.1)
+    first.kill()
+    _until(lambda: bool(failures), "the client to notice the dead server")
+    echo_process()  # same name: removes the dead server's objects, starts afresh
+    after_restart.set()
+    t.join(60)
+    client.close()
+    assert len(served_after) == 20
+
+
+def test_one_live_server_per_name(echo_server: EchoProcess, name: str) -> None:
+    with pytest.raises(FileExistsError, match="already holds"):
+        ShmTransport().serve(name, EchoHandler())
+    with ShmTransport().connect(name) as client:  # the refused start disturbed nothing
+        assert client.infer(InferenceRequest("echo", {"x": np.ones(1)})).outputs["x"][0] == 1
+
+
+def test_a_stopped_server_fails_its_clients_with_server_unavailable(name: str) -> None:
+    server = ShmTransport().serve(name, EchoHandler())
+    client = ShmTransport().connect(name)
+    server.stop()
+    with pytest.raises(ServerUnavailable):
+        client.infer(InferenceRequest("echo", {"x": np.ones(1)}), timeout=5)
+    client.close()
+    assert objects_of(name) == []
+
+
+def test_connecting_to_no_server_is_server_unavailable(name: str) -> None:
+    with pytest.raises(ServerUnavailable, match="no shm server"):
+        ShmTransport().connect(name)
+
+
+@pytest.mark.parametrize(("mode", "want"), [(None, 0o600), (0o660, 0o660)])
+def test_objects_are_private_to_the_user_unless_a_group_mode_is_given(name: str, mode: int | None, want: int) -> None:
+    options = {} if mode is None else {"mode": mode}
+    with ShmTransport().serve(name, EchoHandler(), **options), ShmTransport().connect(name):
+        entries = objects_of(name)
+        assert any(e.startswith(f"fdn-{name}-d0-") for e in entries)  # the client's data segment too
+        for entry in entries:
+            assert os.stat(f"/dev/shm/{entry}").st_mode & 0o777 == want, entry
