@@ -1,0 +1,161 @@
+"""The runtime over the shm transport: outputs equal the direct PyTorch call (and inproc's),
+batching across client processes returns each its own rows, shutdown drains and leaves nothing
+in /dev/shm. Skipped only where no ``shm`` transport is registered (foundation-shm not installed)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from foundation_core import Hub
+from foundation_ml import InferenceClient, MLRuntime
+from foundation_ml._client import registered_hub
+from foundation_ml._process import ServerProcess, shm_entries
+
+torch = pytest.importorskip("torch")
+
+DEMO = "foundation_torch.demo:build_demo"
+
+
+@pytest.fixture(scope="module")
+def shm_hub() -> Hub:
+    hub = registered_hub()
+    if "shm" not in hub.transports:
+        pytest.skip("no 'shm' transport is registered (install transports/shm: foundation-shm)")
+    return hub
+
+
+@pytest.fixture
+def demo_runtime(shm_hub: Hub) -> Iterator[MLRuntime]:
+    rt = MLRuntime(shm_hub)
+    rt.register_model("demo", DEMO)
+    yield rt
+    rt.close()
+
+
+def direct(x: np.ndarray) -> np.ndarray:
+    from foundation_torch.demo import build_demo
+
+    with torch.inference_mode():
+        return build_demo()(torch.from_numpy(x)).numpy()
+
+
+def x_rows(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 784)).astype(np.float32)
+
+
+def test_shm_and_inproc_give_the_direct_outputs(demo_runtime: MLRuntime, shm_hub: Hub, name: str) -> None:
+    demo_runtime.start("shm", name)
+    demo_runtime.start("inproc", name)
+    x = x_rows(5)
+    with (
+        InferenceClient(name, transport="shm", hub=shm_hub) as shm,
+        InferenceClient(name, transport="inproc", hub=shm_hub) as inproc,
+    ):
+        via_shm, via_inproc = shm.infer("demo", {"x": x})["y"], inproc.infer("demo", {"x": x})["y"]
+    np.testing.assert_array_equal(via_shm, direct(x))
+    np.testing.assert_array_equal(via_inproc, direct(x))
+
+
+def test_errors_cross_shm_typed(demo_runtime: MLRuntime, shm_hub: Hub, name: str) -> None:
+    from foundation_ml.errors import InvalidInput, ModelNotFound
+
+    demo_runtime.start("shm", name)
+    with InferenceClient(name, transport="shm", hub=shm_hub) as client:
+        with pytest.raises(ModelNotFound, match="serving: demo"):
+            client.infer("nope", {"x": x_rows(1)})
+        with pytest.raises(InvalidInput, match=r"expected inputs: x: FP32\[-1, 784\]"):
+            client.infer("demo", {"x": np.zeros((1, 3), np.float32)})
+        np.testing.assert_array_equal(client.infer("demo", {"x": x_rows(1)})["y"], direct(x_rows(1)))
+
+
+def test_close_releases_every_shm_object(demo_runtime: MLRuntime, name: str) -> None:
+    demo_runtime.start("shm", name)
+    assert shm_entries(name), "the server should have created its segment"
+    demo_runtime.close()
+    assert shm_entries(name) == []
+
+
+@pytest.mark.slow
+def test_cli_serve_infer_stats_then_sigterm_leaves_nothing(shm_hub: Hub, name: str) -> None:
+    with ServerProcess(["--transport", "shm", "--name", name]) as server:
+        run = [sys.executable, "-m", "foundation_core"]
+        infer = subprocess.run(
+            [*run, "infer", "--name", name, "--json"], capture_output=True, text=True, timeout=120
+        )
+        assert infer.returncode == 0, infer.stderr
+        doc = json.loads(infer.stdout)
+        example = x_rows(1)  # `foundation infer` sends the example input of the signature (seed 0)
+        np.testing.assert_array_equal(np.asarray(doc["outputs"]["y"]["data"], np.float32), direct(example))
+        stats = subprocess.run([*run, "stats", name, "--json"], capture_output=True, text=True, timeout=120)
+        assert stats.returncode == 0, stats.stderr
+        assert json.loads(stats.stdout)["models"]["demo"]["requests"] == 1
+        assert server.stop(signal.SIGTERM) == 0, server.output
+    assert shm_entries(name) == []
+
+
+def _caller(name: str, seed: int, out: dict[int, bool], hub: Hub) -> None:
+    with InferenceClient(name, transport="shm", hub=hub) as client:
+        ok = True
+        for j in range(30):
+            x = x_rows(1 + j % 3, seed * 100 + j)
+            # stacked rows may take another BLAS path: equal to float32 rounding, not bit-exact;
+            # another caller's rows would differ by O(1)
+            ok &= bool(np.allclose(client.infer("demo", {"x": x})["y"], direct(x), rtol=1e-5, atol=1e-6))
+        out[seed] = ok
+
+
+@pytest.mark.slow
+def test_batched_server_returns_each_caller_its_own_rows(shm_hub: Hub, name: str) -> None:
+    args = ["--transport", "shm", "--name", name, "--max-batch-size", "8", "--max-wait-us", "2000"]
+    with ServerProcess(args) as server:
+        out: dict[int, bool] = {}
+        threads = [threading.Thread(target=_caller, args=(name, k, out, shm_hub)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with InferenceClient(name, transport="shm", hub=shm_hub) as client:
+            stats = client.stats()["models"]["demo"]
+        assert server.stop() == 0
+    assert out == {0: True, 1: True, 2: True, 3: True}
+    assert stats["requests"] == 120 and stats["errors"] == 0
+    assert stats["batching"]["enabled"] is True
+    assert shm_entries(name) == []
+
+
+@pytest.mark.slow
+def test_sigterm_answers_a_queued_request_before_exiting(shm_hub: Hub, name: str) -> None:
+    """A request waiting for its batch to fill (10 s) is run at once by the drain, answered, then exit 0."""
+    args = ["--transport", "shm", "--name", name, "--max-batch-size", "8", "--max-wait-us", "10000000"]
+    with ServerProcess(args) as server:
+        got: list[object] = []
+        x = x_rows(2)
+
+        def call() -> None:
+            with InferenceClient(name, transport="shm", hub=shm_hub, timeout=60) as client:
+                try:
+                    got.append(client.infer("demo", {"x": x})["y"])
+                except Exception as exc:
+                    got.append(exc)
+
+        t = threading.Thread(target=call)
+        t.start()
+        with InferenceClient(name, transport="shm", hub=shm_hub) as watcher:
+            for _ in range(10_000):  # wait (not time) until the request sits in the batcher's queue
+                if watcher.stats()["models"]["demo"]["queue_depth"] == 1:
+                    break
+            else:
+                pytest.fail("the request never reached the queue")
+        assert server.stop(signal.SIGTERM) == 0, server.output
+        t.join(60)
+    assert len(got) == 1 and isinstance(got[0], np.ndarray), got
+    np.testing.assert_allclose(got[0], direct(x), rtol=1e-5, atol=1e-6)
+    assert shm_entries(name) == []
