@@ -6,10 +6,11 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from foundation_ml import DataType, InferenceRequest
 from foundation_shm import ShmTransport
 from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
+
+from foundation_ml import DataType, InferenceRequest
 
 pytestmark = pytest.mark.slow
 N = 25_000_000  # float32: 100 MB

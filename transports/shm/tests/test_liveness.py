@@ -11,13 +11,14 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from foundation_ml import InferenceRequest
-from foundation_ml.errors import ServerUnavailable
 from foundation_shm import ShmTransport
 from foundation_shm import _layout as L
 from foundation_shm._echo import EchoHandler
 from foundation_shm._objects import objects_of
 from foundation_shm._segments import Segment
+
+from foundation_ml import InferenceRequest
+from foundation_ml.errors import ServerUnavailable
 
 from .conftest import EchoProcess
 
@@ -75,7 +76,9 @@ def test_kill_9_of_a_client_mid_request_leaves_others_served_and_its_channel_rec
         x = np.arange(7)
         for _ in range(20):  # the dead client's request does not disturb anyone else
             np.testing.assert_array_equal(other.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
-        _until(lambda: all(c["owner"] != victim.pid for c in _channel_words(name)), "the channel to be reclaimed")
+        _until(
+            lambda: all(c["owner"] != victim.pid for c in _channel_words(name)), "the channel to be reclaimed"
+        )
         assert not [o for o in objects_of(name) if f"-{victim.pid}-" in o], "the dead client's data segment"
 
 
@@ -162,7 +165,9 @@ def test_connecting_to_no_server_is_server_unavailable(name: str) -> None:
 
 
 @pytest.mark.parametrize(("mode", "want"), [(None, 0o600), (0o660, 0o660)])
-def test_objects_are_private_to_the_user_unless_a_group_mode_is_given(name: str, mode: int | None, want: int) -> None:
+def test_objects_are_private_to_the_user_unless_a_group_mode_is_given(
+    name: str, mode: int | None, want: int
+) -> None:
     options = {} if mode is None else {"mode": mode}
     with ShmTransport().serve(name, EchoHandler(), **options), ShmTransport().connect(name):
         entries = objects_of(name)
