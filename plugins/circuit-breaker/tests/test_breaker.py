@@ -154,3 +154,26 @@ def test_process_registry_is_the_default() -> None:
         assert breakers.get("test-default-registry") is protected.breaker
     finally:
         breakers.remove("test-default-registry")
+
+
+def test_sync_and_async_callers_share_one_state_machine() -> None:
+    clock = VirtualClock()
+    protect = circuit_breaker_factory(
+        CircuitBreakerPolicy(name="mixed", failure_threshold=2), clock=clock, registry=BreakerRegistry()
+    )
+
+    @protect
+    def sync_call() -> None:
+        raise ConnectionError
+
+    @protect
+    async def async_call() -> None:
+        raise ConnectionError
+
+    with pytest.raises(ConnectionError):
+        sync_call()
+    with pytest.raises(ConnectionError):
+        asyncio.run(async_call())
+    with pytest.raises(CircuitOpenError):
+        sync_call()
+    assert sync_call.breaker is async_call.breaker

@@ -3,7 +3,6 @@ virtual clock, in sync and async form; also checks the policy's defaults and inv
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -253,6 +252,8 @@ def _run_sync(wrapper: Any, script: _Script, case: Case, clock: VirtualClock) ->
 
 
 def _run_async(wrapper: Any, script: _Script, case: Case, clock: VirtualClock) -> list[tuple[str, Any]]:
+    import asyncio  # not at module level: ``foundation`` starts without it
+
     async def fn() -> Any:
         await asyncio.sleep(0)
         return script.step()

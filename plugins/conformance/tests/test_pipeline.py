@@ -174,3 +174,17 @@ def test_unknown_layer_is_refused(hub: Any) -> None:
 def test_resilient_without_a_hub_says_so() -> None:
     with pytest.raises(FoundationError, match="no started hub"):
         resilient(retry=True)
+
+
+def test_core_and_pattern_plugins_import_nothing_heavy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, foundation_core, foundation_retry.plugin, foundation_circuit_breaker.plugin, "
+        "foundation_rate_limit.plugin, foundation_timeout.plugin, foundation_fallback.plugin, "
+        "foundation_conformance.plugin\n"
+        "print(sorted(m for m in ('tenacity', 'yaml', 'asyncio', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

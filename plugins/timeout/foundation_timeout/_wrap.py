@@ -6,19 +6,20 @@ the call moves it), which is how the conformance suite checks timeouts without s
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextvars
 import functools
 import inspect
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from foundation_core._clock import SYSTEM_CLOCK, Clock, deadline_var
 from foundation_core.errors import TimeoutExceeded
 
 from ._policy import TimeoutPolicy
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 __all__ = ["timeout_factory"]
 
@@ -29,6 +30,8 @@ _executor_lock = threading.Lock()
 
 
 def _worker_pool() -> concurrent.futures.ThreadPoolExecutor:
+    import concurrent.futures
+
     global _executor
     with _executor_lock:
         if _executor is None:
@@ -115,6 +118,8 @@ def _judged_async(fn: Callable[..., Any], limit: _Deadline) -> Callable[..., Any
 
 
 def _cancelling_async(fn: Callable[..., Any], limit: _Deadline) -> Callable[..., Any]:
+    import asyncio  # here, not at module level: importing the plugin stays cheap
+
     seconds = limit.policy.timeout
 
     @functools.wraps(fn)
@@ -134,6 +139,8 @@ def _cancelling_async(fn: Callable[..., Any], limit: _Deadline) -> Callable[...,
 
 
 def _thread(fn: Callable[..., Any], limit: _Deadline) -> Callable[..., Any]:
+    import concurrent.futures
+
     seconds = limit.policy.timeout
 
     @functools.wraps(fn)
