@@ -1,0 +1,116 @@
+//! Errors: a protocol status code (docs/protocol/shm.md section 9) and a message.
+
+use std::fmt;
+
+/// The protocol's error codes (`status` of a response; `foundation_ml.errors.ErrorCode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Status {
+    Ok = 0,
+    BadMagic = 1,
+    BadVersion = 2,
+    BadChecksum = 3,
+    ModelNotFound = 4,
+    InvalidInput = 5,
+    TooLarge = 6,
+    DeadlineExceeded = 7,
+    Overloaded = 8,
+    HandlerError = 9,
+    ServerUnavailable = 10,
+    ShuttingDown = 11,
+    CudaUnavailable = 12,
+    Internal = 13,
+}
+
+impl Status {
+    /// The status for a wire code; unknown codes are `Internal`, as the spec says.
+    pub fn from_code(code: u32) -> Status {
+        use Status::*;
+        match code {
+            0 => Ok,
+            1 => BadMagic,
+            2 => BadVersion,
+            3 => BadChecksum,
+            4 => ModelNotFound,
+            5 => InvalidInput,
+            6 => TooLarge,
+            7 => DeadlineExceeded,
+            8 => Overloaded,
+            9 => HandlerError,
+            10 => ServerUnavailable,
+            11 => ShuttingDown,
+            12 => CudaUnavailable,
+            _ => Internal,
+        }
+    }
+
+    /// The wire code.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// The spec's name, e.g. `"MODEL_NOT_FOUND"`.
+    pub fn name(self) -> &'static str {
+        use Status::*;
+        match self {
+            Ok => "OK",
+            BadMagic => "BAD_MAGIC",
+            BadVersion => "BAD_VERSION",
+            BadChecksum => "BAD_CHECKSUM",
+            ModelNotFound => "MODEL_NOT_FOUND",
+            InvalidInput => "INVALID_INPUT",
+            TooLarge => "TOO_LARGE",
+            DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Overloaded => "OVERLOADED",
+            HandlerError => "HANDLER_ERROR",
+            ServerUnavailable => "SERVER_UNAVAILABLE",
+            ShuttingDown => "SHUTTING_DOWN",
+            CudaUnavailable => "CUDA_UNAVAILABLE",
+            Internal => "INTERNAL",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A failed call: the status code and a human-readable message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    /// What kind of failure (never `Status::Ok`).
+    pub code: Status,
+    /// Details: the server's message for errors it reported, ours otherwise.
+    pub message: String,
+    /// The request the error belongs to (0 when none, e.g. at connect).
+    pub request_id: u64,
+}
+
+impl Error {
+    /// An error of `code` with `message`.
+    pub fn new(code: Status, message: impl Into<String>) -> Error {
+        Error { code, message: message.into(), request_id: 0 }
+    }
+
+    pub(crate) fn with_id(mut self, request_id: u64) -> Error {
+        self.request_id = request_id;
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.name(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn err<T>(code: Status, message: impl Into<String>) -> Result<T> {
+    Err(Error::new(code, message))
+}

@@ -1,0 +1,60 @@
+//! The few libc functions this crate needs, declared by hand (no `libc` crate: the registry is
+//! not reachable). Types and constants are those of x86-64 / aarch64 Linux with glibc >= 2.34
+//! (where `shm_open` and the semaphores live in libc itself; `sem_clockwait` needs 2.30).
+
+#![allow(non_camel_case_types, dead_code)]
+
+use std::os::raw::{c_char, c_int, c_long, c_uint, c_void};
+
+pub type mode_t = c_uint;
+pub type off_t = i64;
+pub type clockid_t = c_int;
+
+/// `sem_t` is 32 bytes on 64-bit glibc; only pointers to it are ever held.
+#[repr(C)]
+pub struct sem_t {
+    _opaque: [u8; 32],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct timespec {
+    pub tv_sec: i64,
+    pub tv_nsec: c_long,
+}
+
+pub const O_RDONLY: c_int = 0;
+pub const O_RDWR: c_int = 2;
+pub const O_CREAT: c_int = 0o100;
+pub const O_EXCL: c_int = 0o200;
+pub const O_NOFOLLOW: c_int = 0o400000;
+pub const O_CLOEXEC: c_int = 0o2000000;
+pub const PROT_READ: c_int = 1;
+pub const PROT_WRITE: c_int = 2;
+pub const MAP_SHARED: c_int = 1;
+pub const MAP_FAILED: *mut c_void = !0usize as *mut c_void;
+pub const LOCK_SH: c_int = 1;
+pub const LOCK_EX: c_int = 2;
+pub const LOCK_NB: c_int = 4;
+pub const CLOCK_MONOTONIC: clockid_t = 1;
+pub const EINTR: c_int = 4;
+pub const EAGAIN: c_int = 11;
+pub const EWOULDBLOCK: c_int = EAGAIN;
+pub const ETIMEDOUT: c_int = 110;
+pub const ENOENT: c_int = 2;
+/// glibc's `SEM_FAILED`.
+pub const SEM_FAILED: *mut sem_t = std::ptr::null_mut();
+
+extern "C" {
+    pub fn shm_open(name: *const c_char, oflag: c_int, mode: mode_t) -> c_int;
+    pub fn shm_unlink(name: *const c_char) -> c_int;
+    pub fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void;
+    pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
+    pub fn sem_open(name: *const c_char, oflag: c_int, ...) -> *mut sem_t;
+    pub fn sem_close(sem: *mut sem_t) -> c_int;
+    pub fn sem_post(sem: *mut sem_t) -> c_int;
+    pub fn sem_trywait(sem: *mut sem_t) -> c_int;
+    pub fn sem_clockwait(sem: *mut sem_t, clock: clockid_t, abstime: *const timespec) -> c_int;
+    pub fn flock(fd: c_int, op: c_int) -> c_int;
+    pub fn clock_gettime(clock: clockid_t, tp: *mut timespec) -> c_int;
+}

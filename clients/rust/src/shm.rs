@@ -1,0 +1,269 @@
+//! Safe wrappers over the libc calls: shared-memory segments mapped into this process, named
+//! semaphores, the monotonic clock, and process liveness. All of the crate's `unsafe` that
+//! touches memory is here (and the declarations in `ffi`).
+
+use crate::ffi;
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+fn cstr(name: &str) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))
+}
+
+/// A shared-memory segment mapped read-write into this process (unmapped on drop).
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; access to it from several threads is
+// governed by the `&`/`&mut` borrows of its methods, like a `Vec<u8>`'s.
+unsafe impl Send for Mapping {}
+// SAFETY: shared (`&self`) methods only hand out atomics or copy bytes in or out.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn map(file: &File, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "empty segment"));
+        }
+        // SAFETY: a fresh shared mapping of an open descriptor; the kernel picks the address and
+        // checks `len` against nothing we rely on (a shorter file faults on access, so callers
+        // map exactly the size they got from fstat or set with ftruncate).
+        let ptr = unsafe {
+            ffi::mmap(
+                std::ptr::null_mut(),
+                len,
+                ffi::PROT_READ | ffi::PROT_WRITE,
+                ffi::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == ffi::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    fn shm_open(name: &str, flags: i32, mode: u32) -> io::Result<File> {
+        let c = cstr(name)?;
+        // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+        let fd = unsafe { ffi::shm_open(c.as_ptr(), flags | ffi::O_CLOEXEC | ffi::O_NOFOLLOW, mode) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by shm_open and is owned by nothing else.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// Open the existing segment `name` (`/fdn-...`) and map all of it; also returns its mode bits.
+    pub fn open(name: &str) -> io::Result<(Mapping, u32)> {
+        let file = Mapping::shm_open(name, ffi::O_RDWR, 0)?;
+        let meta = file.metadata()?;
+        let len = usize::try_from(meta.len()).map_err(io::Error::other)?;
+        Ok((Mapping::map(&file, len)?, meta.permissions().mode() & 0o777))
+    }
+
+    /// Create the segment `name` (it must not exist) of `len` bytes with mode `mode` (applied with
+    /// fchmod so the umask does not change it), and map it.
+    pub fn create(name: &str, len: usize, mode: u32) -> io::Result<Mapping> {
+        let file = Mapping::shm_open(name, ffi::O_RDWR | ffi::O_CREAT | ffi::O_EXCL, mode)?;
+        let made = file
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .and_then(|_| file.set_len(len as u64))
+            .and_then(|_| Mapping::map(&file, len));
+        if made.is_err() {
+            let _ = unlink(name);
+        }
+        made
+    }
+
+    /// Bytes mapped.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never true (an empty segment is refused).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The 32-bit word at byte `off` (4-aligned, in bounds: panics otherwise).
+    pub fn u32(&self, off: usize) -> &AtomicU32 {
+        assert!(off % 4 == 0 && off + 4 <= self.len, "word {off} outside the mapping");
+        // SAFETY: in bounds and aligned (the mapping is page-aligned, `off` a multiple of 4);
+        // the memory lives as long as `self`, and is only accessed atomically through this view.
+        unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU32>() }
+    }
+
+    /// The 64-bit word at byte `off` (8-aligned, in bounds: panics otherwise).
+    pub fn u64(&self, off: usize) -> &AtomicU64 {
+        assert!(off % 8 == 0 && off + 8 <= self.len, "word {off} outside the mapping");
+        // SAFETY: as in `u32`, with 8-byte alignment.
+        unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU64>() }
+    }
+
+    /// Copy `len` bytes at `off` out (for fields the peer may be writing: never a reference).
+    pub fn read_bytes(&self, off: usize, len: usize) -> Vec<u8> {
+        assert!(off.checked_add(len).is_some_and(|e| e <= self.len));
+        let mut out = vec![0u8; len];
+        // SAFETY: the source range is inside the mapping (checked above), the destination is a
+        // fresh buffer; they cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), out.as_mut_ptr(), len) };
+        out
+    }
+
+    /// Copy `bytes` in at `off` (fields of the control segment this side owns).
+    pub fn write_bytes(&self, off: usize, bytes: &[u8]) {
+        assert!(off.checked_add(bytes.len()).is_some_and(|e| e <= self.len));
+        // SAFETY: the destination range is inside the mapping (checked above); the protocol gives
+        // this process the only write access to it; `bytes` is ordinary memory, no overlap.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(off), bytes.len()) };
+    }
+
+    /// The bytes `[off, off + len)`, read-only. Only for an area the peer does not write while the
+    /// borrow lives (the protocol's turn-taking: a response area once its response has arrived).
+    pub fn slice(&self, off: usize, len: usize) -> &[u8] {
+        assert!(off.checked_add(len).is_some_and(|e| e <= self.len));
+        // SAFETY: in bounds; the protocol guarantees the peer does not write these bytes while the
+        // channel is idle, and the borrow of `self` keeps the mapping alive.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(off), len) }
+    }
+
+    /// The bytes `[off, off + len)`, writable. Only for an area the peer does not read or write
+    /// while the borrow lives (a request area while the channel is idle).
+    pub fn slice_mut(&mut self, off: usize, len: usize) -> &mut [u8] {
+        assert!(off.checked_add(len).is_some_and(|e| e <= self.len));
+        // SAFETY: in bounds; `&mut self` makes the borrow unique in this process, and the protocol
+        // keeps the peer off the request area while the channel is idle.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(off), len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what mmap returned, and no borrow outlives `self`.
+        unsafe { ffi::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Unlink the segment `name`; absent is not an error.
+pub fn unlink(name: &str) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid NUL-terminated string.
+    if unsafe { ffi::shm_unlink(c.as_ptr()) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(ffi::ENOENT) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Reinterpret the bytes of a tensor as elements of `T` (alignment permitting).
+pub fn cast_mut<T: crate::tensor::Element>(bytes: &mut [u8]) -> Option<&mut [T]> {
+    // SAFETY: every `Element` is a plain integer or float type for which every bit pattern is valid;
+    // `align_to_mut` handles alignment, and we only accept the case where nothing is left over.
+    let (head, body, tail) = unsafe { bytes.align_to_mut::<T>() };
+    (head.is_empty() && tail.is_empty()).then_some(body)
+}
+
+/// A named POSIX semaphore opened by this process (closed on drop).
+pub struct Semaphore {
+    sem: NonNull<ffi::sem_t>,
+}
+
+// SAFETY: POSIX semaphores are made for use from any thread (and process).
+unsafe impl Send for Semaphore {}
+// SAFETY: as above; every operation is a single thread-safe libc call.
+unsafe impl Sync for Semaphore {}
+
+/// What a timed wait ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    Posted,
+    TimedOut,
+    Interrupted,
+}
+
+impl Semaphore {
+    /// Open the existing semaphore `name` (`/fdn-...`).
+    pub fn open(name: &str) -> io::Result<Semaphore> {
+        let c = cstr(name)?;
+        // SAFETY: valid NUL-terminated string; without O_CREAT no variadic arguments are read.
+        let sem = unsafe { ffi::sem_open(c.as_ptr(), 0) };
+        match NonNull::new(sem) {
+            Some(sem) if sem.as_ptr() != ffi::SEM_FAILED => Ok(Semaphore { sem }),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    /// `sem_post`.
+    pub fn post(&self) {
+        // SAFETY: `sem` is a live handle from sem_open.
+        unsafe { ffi::sem_post(self.sem.as_ptr()) };
+    }
+
+    /// `sem_trywait`: true if a post was taken.
+    pub fn try_wait(&self) -> bool {
+        // SAFETY: `sem` is a live handle from sem_open.
+        unsafe { ffi::sem_trywait(self.sem.as_ptr()) == 0 }
+    }
+
+    /// Take every pending post.
+    pub fn drain(&self) {
+        while self.try_wait() {}
+    }
+
+    /// Wait for a post until the CLOCK_MONOTONIC time `until_ns`.
+    pub fn wait_until(&self, until_ns: u64) -> Wait {
+        let ts = ffi::timespec { tv_sec: (until_ns / 1_000_000_000) as i64, tv_nsec: (until_ns % 1_000_000_000) as i64 };
+        // SAFETY: `sem` is a live handle; `ts` outlives the call.
+        let rc = unsafe { ffi::sem_clockwait(self.sem.as_ptr(), ffi::CLOCK_MONOTONIC, &ts) };
+        if rc == 0 {
+            return Wait::Posted;
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(ffi::ETIMEDOUT) => Wait::TimedOut,
+            _ => Wait::Interrupted,
+        }
+    }
+}
+
+impl Drop for Semaphore {
+    fn drop(&mut self) {
+        // SAFETY: closes the handle sem_open gave; no copy of it outlives `self`.
+        unsafe { ffi::sem_close(self.sem.as_ptr()) };
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock of `deadline_ns` and `heartbeat_ns`).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = ffi::timespec::default();
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { ffi::clock_gettime(ffi::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot), `None` if no such process.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// Does some process hold an flock on `path` (a live server holds its lock file)?
+pub fn lock_file_held(path: &str) -> bool {
+    let Ok(file) = File::open(path) else { return false };
+    // SAFETY: a valid open descriptor; the shared lock, if we get it, is dropped with the file.
+    let rc = unsafe { ffi::flock(file.as_raw_fd(), ffi::LOCK_SH | ffi::LOCK_NB) };
+    rc != 0 && io::Error::last_os_error().raw_os_error() == Some(ffi::EWOULDBLOCK)
+}

@@ -1,0 +1,233 @@
+//! The protocol's test vectors (docs/protocol/vectors, spec section 14): decode each `NAME.bin`
+//! and compare with `NAME.json`, then re-encode the decoded fields and compare byte for byte.
+
+use crate::codec::{self, Limits, RequestFields, ResponseFields, TensorRef};
+use crate::json::{self, Value};
+use crate::layout as l;
+use crate::tensor::DataType;
+use std::path::Path;
+
+fn num(n: impl ToString) -> Value {
+    Value::Number(n.to_string())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() % 2 != 0 {
+        return Err(format!("odd hex {s:?}"));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn tensors_json(refs: &[TensorRef], area: &[u8]) -> Value {
+    Value::Array(
+        refs.iter()
+            .map(|r| {
+                Value::Object(vec![
+                    ("data_hex".into(), Value::String(hex(r.bytes(area)))),
+                    ("data_offset".into(), num(r.data_offset)),
+                    ("data_size".into(), num(r.data_size)),
+                    ("datatype".into(), Value::String(r.datatype.name().into())),
+                    ("name".into(), Value::String(r.name.clone())),
+                    ("shape".into(), Value::Array(r.shape.iter().map(num).collect())),
+                ])
+            })
+            .collect(),
+    )
+}
+
+/// Semantic equality: objects ignore member order, numbers compare by value.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            x == y || matches!((x.parse::<f64>(), y.parse::<f64>()), (Ok(p), Ok(q)) if p == q)
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| b.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn specs_of(expect: &Value, key: &str) -> Result<Vec<(String, DataType, Vec<u64>, Vec<u8>)>, String> {
+    let mut out = Vec::new();
+    for t in expect.get(key).and_then(Value::as_array).ok_or(format!("no {key}"))? {
+        let name = t.get("name").and_then(Value::as_str).ok_or("tensor without name")?;
+        let dt = t.get("datatype").and_then(Value::as_str).and_then(DataType::from_name).ok_or("bad datatype")?;
+        let shape = t
+            .get("shape")
+            .and_then(Value::as_array)
+            .ok_or("no shape")?
+            .iter()
+            .map(|d| d.as_u64().ok_or("bad dim"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let data = unhex(t.get("data_hex").and_then(Value::as_str).ok_or("no data_hex")?)?;
+        out.push((name.to_string(), dt, shape, data));
+    }
+    Ok(out)
+}
+
+fn place(
+    specs: &[(String, DataType, Vec<u64>, Vec<u8>)],
+    payload: usize,
+    area: &mut [u8],
+) -> Result<Vec<TensorRef>, String> {
+    let views: Vec<(&str, DataType, &[u64])> = specs.iter().map(|(n, d, s, _)| (n.as_str(), *d, s.as_slice())).collect();
+    let (refs, _) = codec::layout(&views, payload).map_err(|e| e.to_string())?;
+    for (r, (_, _, _, data)) in refs.iter().zip(specs) {
+        area.get_mut(r.data_offset..r.data_offset + data.len())
+            .ok_or("tensor outside the area")?
+            .copy_from_slice(data);
+    }
+    Ok(refs)
+}
+
+fn str_of<'a>(e: &'a Value, k: &str) -> Result<&'a str, String> {
+    e.get(k).and_then(Value::as_str).ok_or(format!("no {k}"))
+}
+fn u64_of(e: &Value, k: &str) -> Result<u64, String> {
+    e.get(k).and_then(Value::as_u64).ok_or(format!("no {k}"))
+}
+
+/// Check one vector given its JSON file; `Err` says what differs.
+pub fn check(json_path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(json_path).map_err(|e| e.to_string())?;
+    let doc = json::parse(&text)?;
+    let bin = std::fs::read(json_path.with_extension("bin")).map_err(|e| e.to_string())?;
+    let expect = doc.get("expect").ok_or("no expect")?;
+    let as_request = match doc.get("decode_as").and_then(Value::as_str) {
+        Some("request") => true,
+        Some("response") => false,
+        other => return Err(format!("bad decode_as {other:?}")),
+    };
+    if let Some(size) = doc.get("size").and_then(Value::as_u64) {
+        if size as usize != bin.len() {
+            return Err(format!("size {size} != file size {}", bin.len()));
+        }
+    }
+    let limits = Limits::default();
+    if let Some(code) = expect.get("error_code").and_then(Value::as_u64) {
+        let got = if as_request {
+            codec::decode_request(&bin, &limits).map(|_| ())
+        } else {
+            codec::decode_response(&bin, &limits).map(|_| ())
+        };
+        return match got {
+            Ok(()) => Err(format!("decoded, expected error {code}")),
+            Err(e) if u64::from(e.code.code()) != code => Err(format!("got {e}, expected error {code}")),
+            Err(e) if Some(e.request_id) != expect.get("request_id").and_then(Value::as_u64) => {
+                Err(format!("error has request_id {}", e.request_id))
+            }
+            Err(_) => Ok(()),
+        };
+    }
+    let params_expect: Vec<(String, Value)> =
+        expect.get("params").and_then(Value::as_object).ok_or("no params")?.to_vec();
+    let mut area = vec![0u8; bin.len()];
+    if as_request {
+        let d = codec::decode_request(&bin, &limits).map_err(|e| format!("decode: {e}"))?;
+        let got = Value::Object(vec![
+            ("deadline_ns".into(), num(d.deadline_ns)),
+            ("flags".into(), num(d.flags)),
+            ("inputs".into(), tensors_json(&d.inputs, &bin)),
+            ("kind".into(), num(d.kind)),
+            ("model".into(), Value::String(d.model.clone())),
+            ("outputs".into(), Value::Array(d.outputs.iter().cloned().map(Value::String).collect())),
+            ("params".into(), Value::Object(d.params.clone())),
+            ("request_id".into(), num(d.request_id)),
+            ("version".into(), Value::String(d.version.clone())),
+        ]);
+        if !same(&got, expect) {
+            return Err(format!("decoded {} != expected {}", got.to_json(), expect.to_json()));
+        }
+        // Encode from the expected fields.
+        let specs = specs_of(expect, "inputs")?;
+        let outputs: Vec<String> = expect
+            .get("outputs")
+            .and_then(Value::as_array)
+            .ok_or("no outputs")?
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or("bad output"))
+            .collect::<Result<_, _>>()?;
+        let params = codec::encode_params_json(params_expect);
+        let payload = l::request_payload_size(specs.len(), outputs.len(), params.len());
+        let inputs = place(&specs, payload, &mut area)?;
+        let fields = RequestFields {
+            kind: u64_of(expect, "kind")? as u16,
+            request_id: u64_of(expect, "request_id")?,
+            flags: u64_of(expect, "flags")? as u32,
+            model: str_of(expect, "model")?.into(),
+            version: str_of(expect, "version")?.into(),
+            deadline_ns: u64_of(expect, "deadline_ns")?,
+            inputs,
+            outputs,
+            params,
+        };
+        codec::write_request(&mut area, &fields).map_err(|e| format!("encode: {e}"))?;
+    } else {
+        let d = codec::decode_response(&bin, &limits).map_err(|e| format!("decode: {e}"))?;
+        let got = Value::Object(vec![
+            ("flags".into(), num(d.flags)),
+            ("kind".into(), num(l::KIND_RESPONSE)),
+            ("model".into(), Value::String(d.model.clone())),
+            ("outputs".into(), tensors_json(&d.outputs, &bin)),
+            ("params".into(), Value::Object(d.params.clone())),
+            ("request_id".into(), num(d.request_id)),
+            ("required_bytes".into(), num(d.required_bytes)),
+            ("status".into(), num(d.status)),
+            ("status_name".into(), Value::String(crate::Status::from_code(d.status).name().into())),
+            ("text".into(), Value::String(d.text.clone())),
+            ("version".into(), Value::String(d.version.clone())),
+        ]);
+        if !same(&got, expect) {
+            return Err(format!("decoded {} != expected {}", got.to_json(), expect.to_json()));
+        }
+        let specs = specs_of(expect, "outputs")?;
+        let text = str_of(expect, "text")?.as_bytes().to_vec();
+        let params = codec::encode_params_json(params_expect);
+        let payload = l::response_payload_size(specs.len(), text.len(), params.len());
+        let outputs = place(&specs, payload, &mut area)?;
+        let fields = ResponseFields {
+            request_id: u64_of(expect, "request_id")?,
+            flags: u64_of(expect, "flags")? as u32,
+            status: u64_of(expect, "status")? as u32,
+            model: str_of(expect, "model")?.into(),
+            version: str_of(expect, "version")?.into(),
+            outputs,
+            text,
+            params,
+            required_bytes: u64_of(expect, "required_bytes")?,
+        };
+        codec::write_response(&mut area, &fields).map_err(|e| format!("encode: {e}"))?;
+    }
+    if area != bin {
+        let at = area.iter().zip(&bin).position(|(a, b)| a != b).unwrap_or(0);
+        return Err(format!("re-encoded bytes differ from the file at offset {at}"));
+    }
+    Ok(())
+}
+
+/// Check every `*.json` vector in `dir`: (names passed, (name, why) failed).
+pub fn check_dir(dir: &Path) -> std::io::Result<(Vec<String>, Vec<(String, String)>)> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    let (mut passed, mut failed) = (Vec::new(), Vec::new());
+    for p in paths {
+        let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        match check(&p) {
+            Ok(()) => passed.push(name),
+            Err(why) => failed.push((name, why)),
+        }
+    }
+    Ok((passed, failed))
+}
