@@ -88,14 +88,18 @@ def current_runtime() -> LoggingRuntime | None:
 
 
 def _chains(settings: LoggingSettings, sink: FileSink | StreamSink) -> tuple[list[Any], Any, Any]:
-    """(shared pre-processors, structlog final renderer(s), stdlib text renderer)."""
-    shared: list[Any] = [Stamp()]
+    """(shared pre-processors, structlog final renderer(s), stdlib text renderer).
+
+    The hot-path processors are passed as bound methods: calling an instance looks ``__call__``
+    up on every line, a bound method does not.
+    """
+    shared: list[Any] = [Stamp().__call__]
     if settings.format == "json":
         shared.append(_exc_info)
-        shared.append(Redactor(settings.redact))
-        final: list[Any] = [JsonBytes()] if isinstance(sink, FileSink) else [JsonText()]
+        shared.append(Redactor(settings.redact).__call__)
+        final: list[Any] = [JsonBytes().__call__] if isinstance(sink, FileSink) else [JsonText()]
         return shared, final, JsonText()
-    shared.append(Redactor(settings.redact))
+    shared.append(Redactor(settings.redact).__call__)
     colors = isinstance(sink, StreamSink) and _isatty(sink)
     console = structlog.dev.ConsoleRenderer(colors=colors)
     final = [console, _encode_line] if isinstance(sink, FileSink) else [console]
