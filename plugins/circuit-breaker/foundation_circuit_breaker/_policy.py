@@ -29,8 +29,9 @@ class CircuitBreakerPolicy:
     ``mode="consecutive"`` opens after ``failure_threshold`` failures in a row. ``"count"`` keeps
     the last ``window_size`` calls, ``"time"`` the calls of the last ``window_size`` seconds; both
     open when at least ``minimum_calls`` were recorded and the failure rate reaches
-    ``failure_rate_threshold``. After ``reset_timeout`` seconds open, up to
-    ``half_open_max_calls`` probe calls are let through: all succeed -> closed, one fails -> open.
+    ``failure_rate_threshold`` (time windows count in one-second buckets). After
+    ``reset_timeout`` seconds open, up to ``half_open_max_calls`` probe calls are let through:
+    all succeed -> closed, one fails -> open.
     A call slower than ``slow_call_duration`` counts as a failure. Errors outside ``record_on``,
     or inside ``ignore_on``, count as successes (they say nothing about the dependency's health).
     """
