@@ -6,11 +6,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from pathlib import Path
 
-from foundation_ml._bench import bench_main
-from foundation_ml._plugin import _bench_arguments
+# Scripts in benchmarks/ are named after what they measure (logging.py...): keep this directory
+# off sys.path so that they cannot shadow the standard library's modules.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+
+from foundation_ml._bench import bench_main  # noqa: E402
+from foundation_ml._plugin import _bench_arguments  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
