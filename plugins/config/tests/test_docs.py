@@ -97,3 +97,12 @@ def test_cli_reference_config_section(monkeypatch, capsys):
     parts = (DOCS / "cli.md").read_text().split("\n## ")
     ours = "\n".join(p for p in parts if p.startswith("foundation config "))
     assert _run_document(ours, "cli.md", monkeypatch, capsys) == 2
+
+
+def test_a_wrong_expected_line_or_status_fails_the_check(monkeypatch, capsys):
+    wrong_line = '```console\n$ foundation config show\nlogging.level = "nonsense"\n```\n'
+    wrong_status = "```console\n$ foundation config show\n[exit status 2]\n```\n"
+    with pytest.raises(pytest.fail.Exception):
+        _run_document(wrong_line, "fake.md", monkeypatch, capsys)
+    with pytest.raises(AssertionError):
+        _run_document(wrong_status, "fake.md", monkeypatch, capsys)
