@@ -27,6 +27,7 @@ from foundation_ml.errors import (
     TooLarge,
 )
 
+from ._cuda_desc import CudaIpcRef, decode_cuda_ipc_tensor
 from ._layout import (
     BODY_SIZE,
     CRC_OFFSET,
@@ -187,7 +188,7 @@ def _write_descs(buf: Any, at: int, refs: Sequence[TensorRef]) -> int:
 
 
 def _seal(buf: Any, payload_size: int, flags: int, refs: Sequence[TensorRef]) -> None:
-    mv = memoryview(buf)
+    mv = buf if type(buf) is memoryview else memoryview(buf)
     crc = zlib.crc32(mv[MSG_HEADER_SIZE : MSG_HEADER_SIZE + payload_size], zlib.crc32(mv[:CRC_OFFSET]))
     if flags & _DATA_CRC:
         for ref in refs:
@@ -313,6 +314,7 @@ def decode_host_tensor(fields: tuple[Any, ...], area: Any, area_size: int, reque
 TensorDecoder = Callable[[tuple[Any, ...], Any, int, int], np.ndarray]
 # The one place descriptors are decoded: the CUDA IPC variant registers its location here.
 LOCATION_DECODERS: dict[int, TensorDecoder] = {_HOST: decode_host_tensor}
+LOCATION_DECODERS[int(Location.CUDA_IPC)] = decode_cuda_ipc_tensor  # refs, no GPU (spec 15)
 
 
 def decode_tensor(
@@ -343,7 +345,8 @@ def _check_crc(area: Any, payload: int, crc: int, rid: int, data: Sequence[np.nd
     mv = memoryview(area)
     got = zlib.crc32(mv[MSG_HEADER_SIZE : MSG_HEADER_SIZE + payload], zlib.crc32(mv[:CRC_OFFSET]))
     for array in data:
-        got = zlib.crc32(array.reshape(-1).view(np.uint8).data, got)
+        if type(array) is not CudaIpcRef:  # DATA_CRC covers HOST data only (spec 15.2)
+            got = zlib.crc32(array.reshape(-1).view(np.uint8).data, got)
     if got != crc:
         raise BadChecksum(f"CRC32 0x{got:08X} != 0x{crc:08X} in the header", request_id=rid)
 

@@ -50,7 +50,7 @@ __all__ = [
 MSG_MAGIC = 0xF0C01234
 REGION_MAGIC = 0xF0C05E6D
 PROTOCOL_VERSION = 1  # major; readers reject any other major
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1  # 1.1: the CUDA IPC variant (spec section 15)
 MAX_NDIM = 8
 NAME_SIZE = 64  # tensor and model names: UTF-8, NUL-padded, at most 63 bytes
 VERSION_SIZE = 16  # model version string, at most 15 bytes
@@ -67,16 +67,17 @@ class MessageKind(enum.IntEnum):
 
 class MessageFlag(enum.IntFlag):
     DATA_CRC = 1  # the CRC also covers every tensor's data bytes, in descriptor order
+    CUDA_IPC = 2  # request: the client takes outputs as CUDA_IPC descriptors (spec 15.2)
 
 
 class Location(enum.IntEnum):
     HOST = 0  # data at data_offset in the same area
-    CUDA_IPC = 1  # reserved for the CUDA IPC variant: ipc_handle + ipc_offset on device
+    CUDA_IPC = 1  # device memory: ipc_handle + ipc_offset on device (spec section 15)
 
 
 class Feature(enum.IntFlag):
     DATA_CRC = 1  # the server verifies DATA_CRC messages
-    CUDA_IPC = 2  # reserved
+    CUDA_IPC = 2  # the server accepts CUDA_IPC descriptors and has CUDA (spec section 15)
 
 
 class RegionState(enum.IntEnum):
