@@ -28,7 +28,15 @@ def foundation_configure(config: Config) -> None:
     from ._setup import configure_logging
 
     settings = config.sections.get("logging")
-    configure_logging(settings if isinstance(settings, LoggingSettings) else None)
+    settings = settings if isinstance(settings, LoggingSettings) else LoggingSettings()
+    try:
+        configure_logging(settings)
+    except OSError as exc:  # the output file cannot be opened: name the key and where it was set
+        from foundation_core.errors import ConfigError, ConfigProblem
+
+        source = config.sources.get("logging.output", "default")
+        message = f"cannot open {settings.output!r} for appending: {exc.strerror or exc}"
+        raise ConfigError([ConfigProblem("logging.output", message, source)]) from exc
 
 
 @hookimpl

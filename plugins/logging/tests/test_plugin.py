@@ -97,3 +97,21 @@ def test_importing_the_plugin_does_not_import_structlog_or_orjson():
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_output_that_cannot_be_opened_is_reported_with_its_key_and_source(tmp_path):
+    import pytest
+
+    from foundation_core.errors import ConfigError
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    bad = Config(
+        {"logging": LoggingSettings(format="json", output=str(blocker / "app.log"))},
+        {"logging.output": "settings.toml:logging.output"},
+    )
+    with pytest.raises(ConfigError) as info:
+        plugin.foundation_configure(bad)
+    [problem] = info.value.problems
+    assert (problem.path, problem.source) == ("logging.output", "settings.toml:logging.output")
+    assert problem.message.startswith(f"cannot open {str(blocker / 'app.log')!r} for appending")
