@@ -1,0 +1,279 @@
+/* fdn-client: the example program of the C client, and the driver the tests and benchmark run.
+ *
+ *   fdn-client infer --name SERVER --model MODEL [--input NAME:DTYPE:DIM,DIM,...:FILE]...
+ *                    [--timeout-ms T] [--loan]
+ *   fdn-client bench --name SERVER --model MODEL --input ... [--iterations N] [--warmup W]
+ *   fdn-client vectors DIR
+ *
+ * infer prints one JSON line: {"ok": true, "outputs": {...}} or {"ok": false, "code": C, ...};
+ * exit status 0 ok, 2 usage, 3 an error response, 4 no live server (docs/clients.md).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fdn_client.h"
+
+#define MAX_INPUTS 16
+
+struct args {
+    const char *name, *model;
+    int n_inputs, loan, iterations, warmup;
+    int64_t timeout_ms;
+    uint32_t spin_us;
+    struct fdn_tensor specs[MAX_INPUTS]; /* name, dtype, shape */
+    void *data[MAX_INPUTS];
+};
+
+static int usage(const char *why) {
+    fprintf(stderr, "fdn-client: %s\nusage: fdn-client infer|bench --name SERVER --model MODEL "
+                    "[--input NAME:DTYPE:DIMS:FILE]... [--timeout-ms T] [--loan] [--iterations N] "
+                    "[--warmup W] [--spin-us US]\n       fdn-client vectors DIR\n", why);
+    return 2;
+}
+
+static void json_string(const char *s, size_t n) {
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+/* NAME:DTYPE:DIM,DIM,...:FILE (DIMS empty for a scalar); reads FILE's raw bytes. */
+static int parse_input(struct args *a, char *spec) {
+    if (a->n_inputs == MAX_INPUTS) return usage("too many --input");
+    struct fdn_tensor *t = &a->specs[a->n_inputs];
+    char *name = spec, *dtype = strchr(name, ':'), *dims = dtype ? strchr(dtype + 1, ':') : NULL;
+    char *file = dims ? strchr(dims + 1, ':') : NULL;
+    if (!file) return usage("--input wants NAME:DTYPE:DIMS:FILE");
+    *dtype++ = 0, *dims++ = 0, *file++ = 0;
+    if (strlen(name) >= FDN_NAME_SIZE || !(t->dtype = fdn_dtype_from_name(dtype))) return usage("bad --input name or dtype");
+    strcpy(t->name, name);
+    for (char *d = dims; *d;) {
+        if (t->ndim == FDN_MAX_NDIM) return usage("more than 8 dimensions");
+        char *end;
+        t->shape[t->ndim++] = strtoull(d, &end, 10);
+        if (end == d || (*end && *end != ',')) return usage("bad --input dims");
+        d = *end ? end + 1 : end;
+    }
+    uint64_t size = fdn_dtype_itemsize(t->dtype);
+    for (uint32_t i = 0; i < t->ndim; i++) size *= t->shape[i];
+    FILE *f = fopen(file, "rb");
+    if (!f) return usage("cannot open an --input file");
+    a->data[a->n_inputs] = malloc(size ? size : 1);
+    size_t got = fread(a->data[a->n_inputs], 1, size, f);
+    int extra = fgetc(f) != EOF;
+    fclose(f);
+    if (got != size || extra) return usage("an --input file's size does not match its dtype and dims");
+    a->n_inputs++;
+    return 0;
+}
+
+static int parse(struct args *a, int argc, char **argv) {
+    memset(a, 0, sizeof *a);
+    a->timeout_ms = -1;
+    a->iterations = 1000;
+    a->warmup = 100;
+    a->spin_us = 100;
+    for (int i = 2; i < argc; i++) {
+        const char *k = argv[i];
+        if (!strcmp(k, "--loan")) {
+            a->loan = 1;
+            continue;
+        }
+        if (i + 1 >= argc) return usage("an option lacks its value");
+        char *v = argv[++i];
+        if (!strcmp(k, "--name")) a->name = v;
+        else if (!strcmp(k, "--model")) a->model = v;
+        else if (!strcmp(k, "--timeout-ms")) a->timeout_ms = strtoll(v, NULL, 10);
+        else if (!strcmp(k, "--iterations")) a->iterations = atoi(v);
+        else if (!strcmp(k, "--warmup")) a->warmup = atoi(v);
+        else if (!strcmp(k, "--spin-us")) a->spin_us = (uint32_t)atoi(v);
+        else if (!strcmp(k, "--input")) {
+            int rc = parse_input(a, v);
+            if (rc) return rc;
+        } else return usage("unknown option");
+    }
+    if (!a->name || !a->model) return usage("--name and --model are required");
+    if (a->iterations < 1 || a->warmup < 0) return usage("bad --iterations or --warmup");
+    return 0;
+}
+
+static int fail(const struct fdn_error *err) {
+    printf("{\"ok\": false, \"code\": %d, \"error\": \"%s\", \"message\": ", err->code, fdn_strerror(err->code));
+    json_string(err->message, strlen(err->message));
+    printf("}\n");
+    return err->code == FDN_SERVER_UNAVAILABLE ? 4 : 3;
+}
+
+static float half_to_float(uint16_t h) {
+    int e = (h >> 10) & 0x1F, m = h & 0x3FF;
+    float v = e == 0 ? (float)m / 16777216.0f : e == 31 ? (m ? NAN : INFINITY) : (float)(m | 0x400) * (e >= 25 ? (float)(1u << (e - 25)) : 1.0f / (float)(1u << (25 - e)));
+    return h & 0x8000 ? -v : v;
+}
+
+static void number(double x, int precision) {
+    if (isnan(x)) printf("NaN");
+    else if (isinf(x)) printf(x > 0 ? "Infinity" : "-Infinity");
+    else printf("%.*g", precision, x);
+}
+
+static void print_value(const struct fdn_tensor *t, uint64_t i) {
+    const uint8_t *p = (const uint8_t *)t->data + i * fdn_dtype_itemsize(t->dtype);
+    union {
+        uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
+        uint64_t u64; int64_t i64; float f32; double f64;
+    } v;
+    memcpy(&v, p, fdn_dtype_itemsize(t->dtype));
+    switch (t->dtype) {
+    case FDN_BOOL: printf(v.u8 ? "true" : "false"); break;
+    case FDN_UINT8: case FDN_BYTES: printf("%u", v.u8); break;
+    case FDN_INT8: printf("%d", v.i8); break;
+    case FDN_UINT16: printf("%u", v.u16); break;
+    case FDN_INT16: printf("%d", v.i16); break;
+    case FDN_UINT32: printf("%u", v.u32); break;
+    case FDN_INT32: printf("%d", v.i32); break;
+    case FDN_UINT64: printf("%llu", (unsigned long long)v.u64); break;
+    case FDN_INT64: printf("%lld", (long long)v.i64); break;
+    case FDN_FP16: number(half_to_float(v.u16), 9); break;
+    case FDN_BF16: {
+        uint32_t bits = (uint32_t)v.u16 << 16;
+        float f;
+        memcpy(&f, &bits, 4);
+        number(f, 9);
+        break;
+    }
+    case FDN_FP32: number(v.f32, 9); break;
+    default: number(v.f64, 17); break;
+    }
+}
+
+static void print_result(const struct fdn_result *res) {
+    printf("{\"ok\": true, \"outputs\": {");
+    for (uint32_t k = 0; k < res->output_count; k++) {
+        const struct fdn_tensor *t = &res->outputs[k];
+        uint64_t count = t->data_size / fdn_dtype_itemsize(t->dtype);
+        printf("%s", k ? ", " : "");
+        json_string(t->name, strlen(t->name));
+        printf(": {\"datatype\": \"%s\", \"shape\": [", fdn_dtype_name(t->dtype));
+        for (uint32_t d = 0; d < t->ndim; d++) printf("%s%llu", d ? ", " : "", (unsigned long long)t->shape[d]);
+        printf("], \"data\": [");
+        for (uint64_t i = 0; i < count; i++) {
+            if (i) printf(", ");
+            print_value(t, i);
+        }
+        printf("]}");
+    }
+    printf("}}\n");
+}
+
+/* One call: a copy of the inputs (fdn_infer), or a loan written in place. */
+static enum fdn_status call(fdn_client *c, struct args *a, int loaned, struct fdn_result *res, struct fdn_error *err) {
+    if (a->loan) {
+        if (!loaned) {
+            enum fdn_status st = fdn_loan_begin(c, a->model, a->specs, (uint32_t)a->n_inputs, err);
+            if (st) return st;
+        }
+        for (int i = 0; i < a->n_inputs; i++) /* write the inputs straight into shared memory */
+            memcpy(fdn_loan_data(c, (uint32_t)i), a->data[i], (size_t)a->specs[i].data_size);
+        return fdn_loan_infer(c, a->timeout_ms, res, err);
+    }
+    struct fdn_input in[MAX_INPUTS];
+    for (int i = 0; i < a->n_inputs; i++)
+        in[i] = (struct fdn_input){a->specs[i].name, a->specs[i].dtype, a->specs[i].ndim, a->specs[i].shape, a->data[i]};
+    return fdn_infer(c, a->model, in, (uint32_t)a->n_inputs, a->timeout_ms, res, err);
+}
+
+static void sizes(struct args *a) {
+    for (int i = 0; i < a->n_inputs; i++) {
+        uint64_t n = fdn_dtype_itemsize(a->specs[i].dtype);
+        for (uint32_t d = 0; d < a->specs[i].ndim; d++) n *= a->specs[i].shape[d];
+        a->specs[i].data_size = n;
+    }
+}
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+static int by_value(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+static int infer_or_bench(struct args *a, int bench) {
+    struct fdn_options opts = FDN_DEFAULT_OPTIONS;
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    fdn_client *c;
+    opts.spin_us = a->spin_us;
+    sizes(a);
+    if (fdn_connect(&c, a->name, &opts, &err)) return fail(&err);
+    int rc = 0;
+    if (!bench) {
+        if (call(c, a, 0, &res, &err)) rc = fail(&err);
+        else print_result(&res);
+        fdn_close(c);
+        return rc;
+    }
+    double *lat = malloc((size_t)a->iterations * sizeof *lat);
+    for (int i = 0; i < a->warmup && !rc; i++)
+        if (call(c, a, i > 0, &res, &err)) rc = fail(&err);
+    double start = now_us();
+    for (int i = 0; i < a->iterations && !rc; i++) {
+        double t0 = now_us();
+        if (call(c, a, i > 0 || a->warmup > 0, &res, &err)) rc = fail(&err);
+        lat[i] = now_us() - t0;
+    }
+    double total = now_us() - start;
+    if (!rc) {
+        qsort(lat, (size_t)a->iterations, sizeof *lat, by_value);
+        int n = a->iterations;
+        printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"rps\": %.1f, \"iterations\": %d}\n",
+               lat[(int)(0.50 * (n - 1) + 0.5)], lat[(int)(0.99 * (n - 1) + 0.5)], n / (total / 1e6), n);
+    }
+    free(lat);
+    fdn_close(c);
+    return rc;
+}
+
+static void report_failure(void *ctx, const char *vector, const char *why) {
+    int *first = ctx;
+    printf("%s{\"vector\": ", *first ? "" : ", ");
+    json_string(vector, strlen(vector));
+    printf(", \"why\": ");
+    json_string(why, strlen(why));
+    printf("}");
+    *first = 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return usage("no command");
+    if (!strcmp(argv[1], "vectors")) {
+        if (argc != 3) return usage("vectors wants a directory");
+        int passed = 0, first = 1;
+        printf("{\"failures\": [");
+        int failed = fdn_vectors_check(argv[2], &passed, report_failure, &first);
+        if (failed < 0) {
+            printf("]}\n");
+            return usage("cannot read the vectors directory");
+        }
+        printf("], \"passed\": %d, \"failed\": %d}\n", passed, failed);
+        return failed ? 1 : 0;
+    }
+    int bench = !strcmp(argv[1], "bench");
+    if (!bench && strcmp(argv[1], "infer")) return usage("unknown command");
+    struct args a;
+    int rc = parse(&a, argc, argv);
+    return rc ? rc : infer_or_bench(&a, bench);
+}

@@ -1,0 +1,438 @@
+/* codec.c: encoding and checked decoding of shm messages (docs/protocol/shm.md, sections 5, 6, 8). */
+#define _POSIX_C_SOURCE 200809L
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "json.h"
+
+static const char *const status_names[] = {
+    "OK", "BAD_MAGIC", "BAD_VERSION", "BAD_CHECKSUM", "MODEL_NOT_FOUND", "INVALID_INPUT",
+    "TOO_LARGE", "DEADLINE_EXCEEDED", "OVERLOADED", "HANDLER_ERROR", "SERVER_UNAVAILABLE",
+    "SHUTTING_DOWN", "CUDA_UNAVAILABLE", "INTERNAL"};
+
+const char *fdn_strerror(enum fdn_status code) {
+    unsigned c = (unsigned)code;
+    return c < sizeof status_names / sizeof *status_names ? status_names[c] : "INTERNAL";
+}
+
+enum fdn_status fdn_fail(struct fdn_error *err, enum fdn_status code, uint64_t request_id,
+                         const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        err->code = code;
+        err->request_id = request_id;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* --- datatypes (section 6) ------------------------------------------------------------------- */
+static const struct {
+    const char *name;
+    size_t itemsize;
+} dtypes[] = {{NULL, 0},     {"BOOL", 1},  {"UINT8", 1}, {"UINT16", 2}, {"UINT32", 4},
+              {"UINT64", 8}, {"INT8", 1},  {"INT16", 2}, {"INT32", 4},  {"INT64", 8},
+              {"FP16", 2},   {"BF16", 2},  {"FP32", 4},  {"FP64", 8},   {"BYTES", 1}};
+#define N_DTYPES (sizeof dtypes / sizeof *dtypes)
+
+size_t fdn_dtype_itemsize(uint32_t dtype) { return dtype < N_DTYPES ? dtypes[dtype].itemsize : 0; }
+const char *fdn_dtype_name(uint32_t dtype) { return dtype < N_DTYPES ? dtypes[dtype].name : NULL; }
+uint32_t fdn_dtype_from_name(const char *name) {
+    for (uint32_t i = 1; i < N_DTYPES; i++)
+        if (strcmp(dtypes[i].name, name) == 0) return i;
+    return 0;
+}
+
+/* --- CRC-32 (zlib/IEEE), table-driven -------------------------------------------------------- */
+static uint32_t crc_table[8][256];
+static int crc_ready;
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
+    __atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
+}
+
+uint32_t fdn_crc32(uint32_t crc, const void *data, size_t size) {
+    const uint8_t *p = data;
+    if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE)) crc_init(); /* idempotent: races are benign */
+    crc = ~crc;
+    while (size >= 8) { /* slicing-by-8 */
+        uint32_t lo, hi;
+        memcpy(&lo, p, 4);
+        memcpy(&hi, p + 4, 4);
+        lo ^= crc;
+        crc = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^
+              crc_table[5][(lo >> 16) & 0xFF] ^ crc_table[4][lo >> 24] ^
+              crc_table[3][hi & 0xFF] ^ crc_table[2][(hi >> 8) & 0xFF] ^
+              crc_table[1][(hi >> 16) & 0xFF] ^ crc_table[0][hi >> 24];
+        p += 8;
+        size -= 8;
+    }
+    while (size--) crc = crc_table[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* --- text ------------------------------------------------------------------------------------ */
+int fdn_utf8_valid(const uint8_t *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp, min;
+        if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F, min = 0x80;
+        else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F, min = 0x800;
+        else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07, min = 0x10000;
+        else return 0;
+        if (i + len > n) return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* 1 if the fixed field holds a NUL-terminated UTF-8 string; copies it to dst. */
+static int fixed_text(char *dst, const char *src, size_t size) {
+    size_t n = strnlen(src, size);
+    if (n == size || !fdn_utf8_valid((const uint8_t *)src, n)) return 0;
+    memcpy(dst, src, n);
+    dst[n] = 0;
+    return 1;
+}
+
+/* 0 unless text fits in a fixed field of size bytes with its NUL. */
+static int fixed_write(char *dst, const char *text, size_t size) {
+    size_t n = strlen(text);
+    if (n >= size) return 0;
+    memcpy(dst, text, n);
+    memset(dst + n, 0, size - n);
+    return 1;
+}
+
+int fdn_params_valid(const char *s, size_t n) {
+    struct fdn_jdoc doc;
+    if (!fdn_utf8_valid((const uint8_t *)s, n) || fdn_json_parse(&doc, s, n) < 0) return 0;
+    int ok = doc.nodes[0].type == FDN_JOBJECT;
+    for (int i = doc.nodes[0].child; ok && i >= 0; i = doc.nodes[i].next) {
+        enum fdn_json_type t = doc.nodes[i].type;
+        ok = t == FDN_JSTRING || t == FDN_JNUMBER || t == FDN_JBOOL;
+    }
+    fdn_json_free(&doc);
+    return ok;
+}
+
+/* --- sizes and placement --------------------------------------------------------------------- */
+uint64_t fdn_request_payload_size(uint32_t inputs, uint32_t outputs, uint32_t params_size) {
+    return FDN_BODY_SIZE + (uint64_t)FDN_DESC_SIZE * inputs + (uint64_t)FDN_NAME_SIZE * outputs +
+           params_size;
+}
+
+uint64_t fdn_response_payload_size(uint32_t outputs, uint32_t text_size, uint32_t params_size) {
+    return FDN_BODY_SIZE + (uint64_t)FDN_DESC_SIZE * outputs + (uint64_t)text_size + params_size;
+}
+
+/* product(shape) * itemsize, or UINT64_MAX on overflow. */
+static uint64_t tensor_bytes(const uint64_t *shape, uint32_t ndim, size_t itemsize) {
+    uint64_t n = itemsize;
+    for (uint32_t i = 0; i < ndim; i++) {
+        if (shape[i] && n > UINT64_MAX / shape[i]) return UINT64_MAX;
+        n *= shape[i];
+    }
+    return n;
+}
+
+uint64_t fdn_layout(struct fdn_tensor *tensors, uint32_t count, uint64_t payload_size) {
+    uint64_t offset = fdn_align64(FDN_HEADER_SIZE + payload_size);
+    for (uint32_t i = 0; i < count; i++) {
+        size_t itemsize = fdn_dtype_itemsize(tensors[i].dtype);
+        if (!itemsize || tensors[i].ndim > FDN_MAX_NDIM) return 0;
+        tensors[i].data_offset = offset;
+        tensors[i].data_size = tensor_bytes(tensors[i].shape, tensors[i].ndim, itemsize);
+        if (tensors[i].data_size == UINT64_MAX) return 0;
+        offset = fdn_align64(offset + tensors[i].data_size);
+    }
+    return offset;
+}
+
+/* --- encoding -------------------------------------------------------------------------------- */
+static enum fdn_status write_descs(uint8_t *at, const struct fdn_tensor *t, uint32_t count,
+                                   uint64_t area_size, uint64_t rid, struct fdn_error *err) {
+    for (uint32_t i = 0; i < count; i++, at += FDN_DESC_SIZE) {
+        struct fdn_tensor_desc d;
+        memset(&d, 0, sizeof d);
+        if (!fixed_write(d.name, t[i].name, sizeof d.name))
+            return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor name '%.64s' is over 63 bytes", t[i].name);
+        if (t[i].ndim > FDN_MAX_NDIM)
+            return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s' has %u dimensions (at most 8)",
+                            t[i].name, t[i].ndim);
+        if (t[i].data_offset > area_size || t[i].data_size > area_size - t[i].data_offset)
+            return fdn_fail(err, FDN_TOO_LARGE, rid, "tensor '%s' does not fit the area", t[i].name);
+        d.dtype = t[i].dtype;
+        d.ndim = t[i].ndim;
+        memcpy(d.shape, t[i].shape, t[i].ndim * sizeof(uint64_t));
+        d.data_offset = t[i].data_offset;
+        d.data_size = t[i].data_size;
+        d.location = FDN_HOST;
+        memcpy(at, &d, sizeof d);
+    }
+    return FDN_OK;
+}
+
+static void seal(uint8_t *area, uint64_t payload, uint32_t flags, const struct fdn_tensor *t,
+                 uint32_t count) {
+    uint32_t crc = fdn_crc32(0, area, 28);
+    crc = fdn_crc32(crc, area + FDN_HEADER_SIZE, payload);
+    if (flags & FDN_FLAG_DATA_CRC)
+        for (uint32_t i = 0; i < count; i++) crc = fdn_crc32(crc, area + t[i].data_offset, t[i].data_size);
+    memcpy(area + 28, &crc, 4);
+}
+
+static void write_header(uint8_t *area, uint16_t kind, uint64_t rid, uint64_t payload, uint32_t flags) {
+    struct fdn_msg_header h = {FDN_MSG_MAGIC, FDN_PROTOCOL_VERSION, kind, rid, (uint32_t)payload,
+                               flags, 0, 0};
+    memcpy(area, &h, sizeof h);
+}
+
+enum fdn_status fdn_encode_request(uint8_t *area, uint64_t area_size,
+                                   const struct fdn_request_fields *f, struct fdn_error *err) {
+    uint64_t rid = f->request_id;
+    uint32_t params_size = f->params ? f->params_size : 0;
+    if (f->input_count > FDN_MAX_TENSORS || f->output_count > FDN_MAX_TENSORS)
+        return fdn_fail(err, FDN_TOO_LARGE, rid, "%u inputs / %u outputs (at most %d)", f->input_count,
+                        f->output_count, FDN_MAX_TENSORS);
+    uint64_t payload = fdn_request_payload_size(f->input_count, f->output_count, params_size);
+    if (FDN_HEADER_SIZE + payload > area_size || payload > UINT32_MAX)
+        return fdn_fail(err, FDN_TOO_LARGE, rid, "a request payload of %llu bytes does not fit the area",
+                        (unsigned long long)payload);
+    struct fdn_infer_request body;
+    memset(&body, 0, sizeof body);
+    if (!fixed_write(body.model, f->model, sizeof body.model))
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "model name is over 63 bytes");
+    if (!fixed_write(body.version, f->version, sizeof body.version))
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "model version is over 15 bytes");
+    body.deadline_ns = f->deadline_ns;
+    body.input_count = f->input_count;
+    body.output_count = f->output_count;
+    body.params_size = params_size;
+    uint8_t *at = area + FDN_HEADER_SIZE + FDN_BODY_SIZE;
+    enum fdn_status st = write_descs(at, f->inputs, f->input_count, area_size, rid, err);
+    if (st) return st;
+    at += (size_t)FDN_DESC_SIZE * f->input_count;
+    for (uint32_t i = 0; i < f->output_count; i++, at += FDN_NAME_SIZE)
+        if (!fixed_write((char *)at, f->outputs[i], FDN_NAME_SIZE))
+            return fdn_fail(err, FDN_INVALID_INPUT, rid, "output name is over 63 bytes");
+    if (params_size) memcpy(at, f->params, params_size);
+    memcpy(area + FDN_HEADER_SIZE, &body, sizeof body);
+    write_header(area, f->kind ? f->kind : FDN_INFER_REQUEST, rid, payload, f->flags);
+    seal(area, payload, f->flags, f->inputs, f->input_count);
+    return FDN_OK;
+}
+
+enum fdn_status fdn_encode_response(uint8_t *area, uint64_t area_size,
+                                    const struct fdn_response_fields *f, struct fdn_error *err) {
+    uint64_t rid = f->request_id;
+    uint32_t text_size = f->text ? f->text_size : 0, params_size = f->params ? f->params_size : 0;
+    if (f->output_count > FDN_MAX_TENSORS)
+        return fdn_fail(err, FDN_TOO_LARGE, rid, "%u outputs (at most %d)", f->output_count, FDN_MAX_TENSORS);
+    uint64_t payload = fdn_response_payload_size(f->output_count, text_size, params_size);
+    if (FDN_HEADER_SIZE + payload > area_size || payload > UINT32_MAX)
+        return fdn_fail(err, FDN_TOO_LARGE, rid, "a response payload of %llu bytes does not fit the area",
+                        (unsigned long long)payload);
+    struct fdn_infer_response body;
+    memset(&body, 0, sizeof body);
+    if (!fixed_write(body.model, f->model, sizeof body.model) ||
+        !fixed_write(body.version, f->version, sizeof body.version))
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "model name or version too long");
+    body.status = f->status;
+    body.output_count = f->output_count;
+    body.text_size = text_size;
+    body.params_size = params_size;
+    body.required_bytes = f->required_bytes;
+    uint8_t *at = area + FDN_HEADER_SIZE + FDN_BODY_SIZE;
+    enum fdn_status st = write_descs(at, f->outputs, f->output_count, area_size, rid, err);
+    if (st) return st;
+    at += (size_t)FDN_DESC_SIZE * f->output_count;
+    if (text_size) memcpy(at, f->text, text_size);
+    if (params_size) memcpy(at + text_size, f->params, params_size);
+    memcpy(area + FDN_HEADER_SIZE, &body, sizeof body);
+    write_header(area, FDN_RESPONSE, rid, payload, f->flags);
+    seal(area, payload, f->flags, f->outputs, f->output_count);
+    return FDN_OK;
+}
+
+/* --- decoding (section 8, checks in its order) ---------------------------------------------- */
+static enum fdn_status check_header(const struct fdn_msg_header *h, uint64_t size, struct fdn_error *err) {
+    if (h->magic != FDN_MSG_MAGIC)
+        return fdn_fail(err, FDN_BAD_MAGIC, h->request_id, "bad magic 0x%08X (want 0x%08X)", h->magic,
+                        FDN_MSG_MAGIC);
+    if (h->version != FDN_PROTOCOL_VERSION)
+        return fdn_fail(err, FDN_BAD_VERSION, h->request_id, "protocol version %u (this side speaks %d)",
+                        h->version, FDN_PROTOCOL_VERSION);
+    if (h->payload_size < FDN_BODY_SIZE || FDN_HEADER_SIZE + (uint64_t)h->payload_size > size)
+        return fdn_fail(err, FDN_INVALID_INPUT, h->request_id,
+                        "payload_size %u outside the area of %llu bytes", h->payload_size,
+                        (unsigned long long)size);
+    return FDN_OK;
+}
+
+static enum fdn_status check_crc(const uint8_t *area, const struct fdn_msg_header *h,
+                                 const struct fdn_tensor *t, uint32_t count, struct fdn_error *err) {
+    uint32_t crc = fdn_crc32(fdn_crc32(0, area, 28), area + FDN_HEADER_SIZE, h->payload_size);
+    for (uint32_t i = 0; i < count; i++) crc = fdn_crc32(crc, t[i].data, t[i].data_size);
+    if (crc != h->crc32)
+        return fdn_fail(err, FDN_BAD_CHECKSUM, h->request_id, "CRC32 0x%08X != 0x%08X in the header", crc,
+                        h->crc32);
+    return FDN_OK;
+}
+
+static enum fdn_status decode_tensor(const uint8_t *area, uint64_t size, const uint8_t *at,
+                                     struct fdn_tensor *t, uint64_t rid, struct fdn_error *err) {
+    struct fdn_tensor_desc d;
+    memcpy(&d, at, sizeof d);
+    if (!fixed_text(t->name, d.name, sizeof d.name))
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor name is not valid NUL-terminated UTF-8");
+    if (d.ndim > FDN_MAX_NDIM)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': ndim %u > %d", t->name, d.ndim, FDN_MAX_NDIM);
+    if (d.location != FDN_HOST)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': unsupported location %u", t->name, d.location);
+    size_t itemsize = fdn_dtype_itemsize(d.dtype);
+    if (!itemsize)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': unknown dtype code %u (known: 1..14)",
+                        t->name, d.dtype);
+    uint64_t want = tensor_bytes(d.shape, d.ndim, itemsize);
+    if (want != d.data_size)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': data_size %llu != shape x %zu bytes",
+                        t->name, (unsigned long long)d.data_size, itemsize);
+    if (d.data_offset < FDN_HEADER_SIZE || d.data_offset > size || d.data_size > size - d.data_offset)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': bytes at %llu outside the area of %llu bytes",
+                        t->name, (unsigned long long)d.data_offset, (unsigned long long)size);
+    if (d.data_offset % itemsize)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': data_offset %llu not aligned to %zu",
+                        t->name, (unsigned long long)d.data_offset, itemsize);
+    t->dtype = d.dtype;
+    t->ndim = d.ndim;
+    memset(t->shape, 0, sizeof t->shape);
+    memcpy(t->shape, d.shape, d.ndim * sizeof(uint64_t));
+    t->data_offset = d.data_offset;
+    t->data_size = d.data_size;
+    t->data = area + d.data_offset;
+    return FDN_OK;
+}
+
+enum fdn_status fdn_decode_request(const uint8_t *area, uint64_t size, const struct fdn_limits *limits,
+                                   struct fdn_request_fields *out, struct fdn_error *err) {
+    struct fdn_limits lim = limits ? *limits : FDN_DEFAULT_LIMITS;
+    struct fdn_msg_header h;
+    struct fdn_infer_request b;
+    if (size < FDN_HEADER_SIZE + FDN_BODY_SIZE)
+        return fdn_fail(err, FDN_INVALID_INPUT, 0, "area of %llu bytes is smaller than a request header",
+                        (unsigned long long)size);
+    memcpy(&h, area, sizeof h);
+    memcpy(&b, area + FDN_HEADER_SIZE, sizeof b);
+    uint64_t rid = h.request_id;
+    enum fdn_status st = check_header(&h, size, err);
+    if (st) return st;
+    if (h.payload_size != fdn_request_payload_size(b.input_count, b.output_count, b.params_size))
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "payload_size %u does not match the counts in the body",
+                        h.payload_size);
+    if (!(h.flags & FDN_FLAG_DATA_CRC) && (st = check_crc(area, &h, NULL, 0, err))) return st;
+    if (h.kind != FDN_INFER_REQUEST && h.kind != FDN_METADATA_REQUEST && h.kind != FDN_STATS_REQUEST)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "message kind %u is not a request", h.kind);
+    if (b.input_count > lim.max_tensors || b.output_count > lim.max_tensors ||
+        b.input_count > FDN_MAX_TENSORS || b.output_count > FDN_MAX_TENSORS)
+        return fdn_fail(err, FDN_TOO_LARGE, rid, "%u inputs / %u outputs requested (at most %u)",
+                        b.input_count, b.output_count, lim.max_tensors);
+    if (!fixed_text(out->model, b.model, sizeof b.model))
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "model name is not valid UTF-8");
+    const uint8_t *at = area + FDN_HEADER_SIZE + FDN_BODY_SIZE;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < b.input_count; i++, at += FDN_DESC_SIZE) {
+        if ((st = decode_tensor(area, size, at, &out->inputs[i], rid, err))) return st;
+        for (uint32_t k = 0; k < i; k++)
+            if (strcmp(out->inputs[k].name, out->inputs[i].name) == 0)
+                return fdn_fail(err, FDN_INVALID_INPUT, rid, "input '%s' appears twice", out->inputs[i].name);
+        total += out->inputs[i].data_size;
+    }
+    if (total > lim.max_bytes)
+        return fdn_fail(err, FDN_TOO_LARGE, rid, "%llu bytes of inputs (at most %llu)",
+                        (unsigned long long)total, (unsigned long long)lim.max_bytes);
+    if ((h.flags & FDN_FLAG_DATA_CRC) && (st = check_crc(area, &h, out->inputs, b.input_count, err)))
+        return st;
+    for (uint32_t i = 0; i < b.output_count; i++, at += FDN_NAME_SIZE)
+        if (!fixed_text(out->outputs[i], (const char *)at, FDN_NAME_SIZE))
+            return fdn_fail(err, FDN_INVALID_INPUT, rid, "output name is not valid UTF-8");
+    if (!fixed_text(out->version, b.version, sizeof b.version))
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "model version is not valid UTF-8");
+    if (b.params_size && !fdn_params_valid((const char *)at, b.params_size))
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "params must be a JSON object of strings, numbers and booleans");
+    out->kind = h.kind;
+    out->request_id = rid;
+    out->flags = h.flags;
+    out->deadline_ns = b.deadline_ns;
+    out->input_count = b.input_count;
+    out->output_count = b.output_count;
+    out->params = (const char *)at;
+    out->params_size = b.params_size;
+    return FDN_OK;
+}
+
+enum fdn_status fdn_decode_response(const uint8_t *area, uint64_t size, const struct fdn_limits *limits,
+                                    struct fdn_response_fields *out, struct fdn_error *err) {
+    struct fdn_limits lim = limits ? *limits : FDN_DEFAULT_LIMITS;
+    struct fdn_msg_header h;
+    struct fdn_infer_response b;
+    if (size < FDN_HEADER_SIZE + FDN_BODY_SIZE)
+        return fdn_fail(err, FDN_INVALID_INPUT, 0, "area of %llu bytes is smaller than a response header",
+                        (unsigned long long)size);
+    memcpy(&h, area, sizeof h);
+    memcpy(&b, area + FDN_HEADER_SIZE, sizeof b);
+    uint64_t rid = h.request_id;
+    enum fdn_status st = check_header(&h, size, err);
+    if (st) return st;
+    if (h.payload_size != fdn_response_payload_size(b.output_count, b.text_size, b.params_size) ||
+        b.text_size > FDN_MAX_TEXT)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "payload_size %u does not match the counts in the body",
+                        h.payload_size);
+    if (!(h.flags & FDN_FLAG_DATA_CRC) && (st = check_crc(area, &h, NULL, 0, err))) return st;
+    if (h.kind != FDN_RESPONSE) return fdn_fail(err, FDN_INVALID_INPUT, rid, "message kind %u is not a response", h.kind);
+    if (b.output_count > lim.max_tensors || b.output_count > FDN_MAX_TENSORS)
+        return fdn_fail(err, FDN_TOO_LARGE, rid, "%u outputs (at most %u)", b.output_count, lim.max_tensors);
+    const uint8_t *at = area + FDN_HEADER_SIZE + FDN_BODY_SIZE;
+    for (uint32_t i = 0; i < b.output_count; i++, at += FDN_DESC_SIZE)
+        if ((st = decode_tensor(area, size, at, &out->outputs[i], rid, err))) return st;
+    if ((h.flags & FDN_FLAG_DATA_CRC) && (st = check_crc(area, &h, out->outputs, b.output_count, err)))
+        return st;
+    if (!fixed_text(out->model, b.model, sizeof b.model) || !fixed_text(out->version, b.version, sizeof b.version))
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "model name or version is not valid UTF-8");
+    if (b.params_size && !fdn_params_valid((const char *)at + b.text_size, b.params_size))
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "response params are not a flat JSON object");
+    out->request_id = rid;
+    out->flags = h.flags;
+    out->status = b.status;
+    out->output_count = b.output_count;
+    out->text = (const char *)at;
+    out->text_size = b.text_size;
+    out->params = (const char *)at + b.text_size;
+    out->params_size = b.params_size;
+    out->required_bytes = b.required_bytes;
+    return FDN_OK;
+}

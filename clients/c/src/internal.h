@@ -1,0 +1,21 @@
+/* internal.h: helpers shared by the library's sources (not part of the API). */
+#ifndef FDN_INTERNAL_H
+#define FDN_INTERNAL_H
+
+#include "fdn_client.h"
+
+/* Set *err (may be NULL) and return code. */
+enum fdn_status fdn_fail(struct fdn_error *err, enum fdn_status code, uint64_t request_id,
+                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* 1 if [s, s+n) is valid UTF-8 (strict: no overlongs, no surrogates). */
+int fdn_utf8_valid(const uint8_t *s, size_t n);
+
+static inline uint64_t fdn_align64(uint64_t n) { return (n + FDN_DATA_ALIGN - 1) / FDN_DATA_ALIGN * FDN_DATA_ALIGN; }
+
+/* Shared words (section 7.1): single aligned accesses with acquire/release, and a full fence. */
+#define FDN_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define FDN_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define FDN_FENCE() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+
+#endif

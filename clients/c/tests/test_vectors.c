@@ -1,0 +1,74 @@
+/* test_vectors: the C client's codec against docs/protocol/vectors, plus its building blocks. */
+#include <stdio.h>
+#include <string.h>
+
+#include "fdn_client.h"
+
+static int failures;
+
+#define CHECK(cond)                                                   \
+    do {                                                              \
+        if (!(cond)) {                                                \
+            fprintf(stderr, "%s:%d: CHECK(%s)\n", __FILE__, __LINE__, #cond); \
+            failures++;                                               \
+        }                                                             \
+    } while (0)
+
+static void report(void *ctx, const char *vector, const char *why) {
+    (void)ctx;
+    fprintf(stderr, "vector %s: %s\n", vector, why);
+}
+
+static void test_crc32_matches_zlib(void) {
+    CHECK(fdn_crc32(0, "123456789", 9) == 0xCBF43926u);
+    CHECK(fdn_crc32(fdn_crc32(0, "1234", 4), "56789", 5) == 0xCBF43926u);
+    CHECK(fdn_crc32(0, "", 0) == 0);
+}
+
+static void test_dtype_table(void) {
+    CHECK(fdn_dtype_itemsize(FDN_FP32) == 4 && fdn_dtype_itemsize(FDN_BF16) == 2);
+    CHECK(fdn_dtype_itemsize(0) == 0 && fdn_dtype_itemsize(15) == 0);
+    CHECK(fdn_dtype_from_name("INT64") == FDN_INT64 && fdn_dtype_from_name("nope") == 0);
+    CHECK(strcmp(fdn_strerror(FDN_MODEL_NOT_FOUND), "MODEL_NOT_FOUND") == 0);
+    CHECK(strcmp(fdn_strerror((enum fdn_status)99), "INTERNAL") == 0);
+}
+
+static void test_params_are_flat_objects(void) {
+    CHECK(fdn_params_valid("{\"a\":1,\"b\":\"x\",\"c\":true}", 24));
+    CHECK(!fdn_params_valid("{\"a\":[1]}", 9));
+    CHECK(!fdn_params_valid("{\"a\":null}", 10));
+    CHECK(!fdn_params_valid("[1]", 3));
+}
+
+static void test_layout_places_tensors_at_64(void) {
+    struct fdn_tensor t[2] = {{.name = "a", .dtype = FDN_FP32, .ndim = 2, .shape = {2, 3}},
+                              {.name = "b", .dtype = FDN_UINT8, .ndim = 1, .shape = {5}}};
+    uint64_t end = fdn_layout(t, 2, fdn_request_payload_size(2, 0, 0));
+    CHECK(t[0].data_offset == 704 && t[0].data_size == 24);
+    CHECK(t[1].data_offset == 768 && end == 832);
+}
+
+static void test_decoder_rejects_a_short_area(void) {
+    uint8_t area[64] = {0};
+    struct fdn_response_fields r;
+    struct fdn_error err;
+    CHECK(fdn_decode_response(area, sizeof area, NULL, &r, &err) == FDN_INVALID_INPUT);
+}
+
+int main(int argc, char **argv) {
+    const char *dir = argc > 1 ? argv[1] : "../../docs/protocol/vectors";
+    test_crc32_matches_zlib();
+    test_dtype_table();
+    test_params_are_flat_objects();
+    test_layout_places_tensors_at_64();
+    test_decoder_rejects_a_short_area();
+    int passed = 0, failed = fdn_vectors_check(dir, &passed, report, NULL);
+    if (failed < 0) {
+        fprintf(stderr, "cannot read %s\n", dir);
+        return 1;
+    }
+    CHECK(passed > 0);
+    failures += failed;
+    printf("test-vectors: %d vectors passed, %d failed; %s\n", passed, failed, failures ? "FAIL" : "ok");
+    return failures ? 1 : 0;
+}
