@@ -131,6 +131,7 @@ class _Channel:
         "used",
         "wdeadline",
         "wkey",
+        "words",
         "wval",
     )
 
@@ -141,6 +142,7 @@ class _Channel:
         self.cseq = (self.base + _C.CLIENT_SEQ) // 8
         self.sseq = (self.base + _C.SERVER_SEQ) // 8
         self.sleeping_word = (self.base + _C.CLIENT_SLEEPING) // 4
+        self.words = conn.ctl.u64
         self.seq = 0
         self.used = 0
         self.gen = 0
@@ -216,6 +218,7 @@ class ShmClient(TransportClient):
         self._conn: _Connection | None = None
         self._all: list[_Channel] = []
         self._free: list[_Channel] = []
+        self._waiters = 0
         with self._cond:
             self._free.append(self._claim_locked())
 
@@ -278,6 +281,16 @@ class ShmClient(TransportClient):
         return ch
 
     def _take(self, deadline_ns: int) -> _Channel:
+        try:
+            ch = self._free.pop()  # the common case, lock-free: list.pop is atomic under the GIL
+        except IndexError:
+            return self._take_slow(deadline_ns)
+        if ch.conn.alive and ch.words[ch.sseq] == ch.seq and not self._closed:
+            return ch
+        self._free.append(ch)
+        return self._take_slow(deadline_ns)
+
+    def _take_slow(self, deadline_ns: int) -> _Channel:
         with self._cond:
             while True:
                 if self._closed:
@@ -293,13 +306,18 @@ class ShmClient(TransportClient):
                 left = (deadline_ns - time.monotonic_ns()) / 1e9 if deadline_ns else 0.05
                 if left <= 0:
                     raise DeadlineExceeded(f"no free channel to {self.name!r} before the deadline")
-                self._cond.wait(min(left, 0.005 if self._free else 0.05))
+                self._waiters += 1
+                try:
+                    self._cond.wait(min(left, 0.005 if self._free else 0.05))
+                finally:
+                    self._waiters -= 1
 
     def _give(self, ch: _Channel) -> None:
-        with self._cond:
-            if ch.conn is self._conn and ch in self._all:
-                self._free.append(ch)
-                self._cond.notify()
+        if ch.conn is self._conn:
+            self._free.append(ch)
+            if self._waiters:
+                with self._cond:
+                    self._cond.notify()
 
     # --- requests ------------------------------------------------------------------------------
 

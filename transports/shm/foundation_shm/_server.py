@@ -297,15 +297,16 @@ class ShmServer(TransportServer):
         try:
             if ch.gen != self._ctl.u64[ch.gen_word]:
                 self._map(ch)
-            assert ch.req is not None and ch.reader is not None
-            rid = int.from_bytes(ch.req[8:16], "little")
+            assert ch.reader is not None
             dec = ch.reader.read()
         except InferenceError as exc:
+            rid = self._request_id(ch)
             log.warning("shm %s channel %d: rejected request %d: %s", self.name, ch.index, rid, exc)
             exc.request_id = rid
             self._answer(_Responder(self, ch, seq, rid, model), exc)
             return
         except Exception as exc:  # a segment the client broke: answer if we can, never die
+            rid = self._request_id(ch)
             log.warning("shm %s channel %d: %r", self.name, ch.index, exc)
             self._answer(_Responder(self, ch, seq, rid, model), InternalError(str(exc), request_id=rid))
             return
@@ -337,6 +338,10 @@ class ShmServer(TransportServer):
                 )
         else:
             self._control(dec.kind, dec.model, respond)
+
+    @staticmethod
+    def _request_id(ch: _Channel) -> int:
+        return int.from_bytes(ch.req[8:16], "little") if ch.req is not None and len(ch.req) >= 16 else 0
 
     def _control(self, kind: int, model: str, respond: _Responder) -> None:
         try:
