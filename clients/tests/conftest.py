@@ -1,0 +1,151 @@
+"""Fixtures for the native clients' tests: build each client once, serve the demo model once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from foundation_shm._objects import objects_of, remove_objects
+
+from foundation_ml._process import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+VECTORS = ROOT / "docs" / "protocol" / "vectors"
+
+
+@dataclass(frozen=True)
+class NativeClient:
+    """How to build, test and run one language's client (the commands docs/clients.md shows)."""
+
+    lang: str
+    build: tuple[str, ...]
+    test: tuple[str, ...]
+    binary: str
+    cwd: str = "."  # relative to the repository root
+
+    @property
+    def path(self) -> Path:
+        return ROOT / self.binary
+
+    def run_tests(self) -> subprocess.CompletedProcess[str]:
+        """The language's own test suite (make test, go test, cargo test)."""
+        return run(self.test, self.cwd)
+
+
+CLIENTS = {
+    "c": NativeClient(
+        "c",
+        build=("make", "-C", "clients/c"),
+        test=("make", "-C", "clients/c", "test"),
+        binary="clients/c/build/fdn-client",
+    ),
+    "go": NativeClient(
+        "go",
+        build=("go", "build", "-o", "bin/fdn-client", "./cmd/fdn-client"),
+        test=("go", "test", "./..."),
+        binary="clients/go/bin/fdn-client",
+        cwd="clients/go",
+    ),
+    "rust": NativeClient(
+        "rust",
+        build=(
+            "cargo",
+            "build",
+            "--release",
+            "--offline",
+            "--manifest-path",
+            "clients/rust/Cargo.toml",
+            "--example",
+            "fdn-client",
+        ),
+        test=("cargo", "test", "--offline", "--manifest-path", "clients/rust/Cargo.toml"),
+        binary="clients/rust/target/release/examples/fdn-client",
+    ),
+}
+# A client whose directory exists is tested; one that then fails to build fails its tests.
+PRESENT = [lang for lang in CLIENTS if (ROOT / "clients" / lang).is_dir()]
+
+
+def tool_env() -> dict[str, str]:
+    """The environment for builds: Go's cache somewhere writable, never the network."""
+    env = dict(os.environ)
+    if "GOCACHE" not in env and not env.get("HOME"):
+        env["GOCACHE"] = str(ROOT / "clients" / "go" / "bin" / "cache")
+    env.setdefault("GOPROXY", "off")
+    env.setdefault("GOFLAGS", "-mod=mod")
+    env.setdefault("GOTOOLCHAIN", "local")
+    return env
+
+
+def run(
+    cmd: tuple[str, ...] | list[str], cwd: str = ".", timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(cmd),
+        cwd=ROOT / cwd,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+_built: dict[str, str | None] = {}
+
+
+def built(lang: str) -> NativeClient:
+    """Build the client once per session; fail (never skip) when it does not build."""
+    client = CLIENTS[lang]
+    if lang not in _built:
+        if shutil.which(client.build[0]) is None:
+            _built[lang] = f"{client.build[0]} is not installed (scripts/setup.sh installs it)"
+        else:
+            proc = run(client.build, client.cwd)
+            _built[lang] = (
+                None if proc.returncode == 0 else f"{' '.join(client.build)}:\n{proc.stdout}{proc.stderr}"
+            )
+    if _built[lang] is not None:
+        pytest.fail(f"the {lang} client does not build: {_built[lang]}")
+    return client
+
+
+@pytest.fixture(params=PRESENT)
+def client(request: pytest.FixtureRequest) -> NativeClient:
+    return built(request.param)
+
+
+def server_name(tag: str) -> str:
+    return f"nct{os.getpid()}_{tag}"
+
+
+@pytest.fixture(scope="session")
+def native_clients() -> dict[str, NativeClient]:
+    return CLIENTS
+
+
+@pytest.fixture(scope="session")
+def vectors_dir() -> Path:
+    return VECTORS
+
+
+@pytest.fixture
+def unique_name() -> Callable[[str], str]:
+    """Server names no other test run uses."""
+    return server_name
+
+
+@pytest.fixture(scope="session")
+def demo_server() -> Iterator[str]:
+    """``foundation serve`` with the demo model, for the whole session; nothing left behind."""
+    name = server_name("demo")
+    with ServerProcess(["--transport", "shm", "--name", name, "--threads", "1"]):
+        yield name
+    leftovers = objects_of(name)
+    remove_objects(name)
+    assert leftovers == [], f"the demo server left {leftovers} in /dev/shm"

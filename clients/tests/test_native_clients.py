@@ -1,0 +1,167 @@
+"""The native clients (C, Go, Rust) against the protocol's vectors and a real Python server.
+
+Each present client is built, runs its own test suite and the shared vectors, then calls the demo
+model served by ``foundation serve`` through its ``fdn-client`` example program.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+import torch
+from foundation_shm._objects import objects_of, remove_objects
+from foundation_torch.demo import build_demo
+
+from foundation_ml._process import ServerProcess
+
+if TYPE_CHECKING:
+    from conftest import NativeClient
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+EXIT_OK, EXIT_USAGE, EXIT_ERROR, EXIT_UNAVAILABLE = 0, 2, 3, 4
+
+
+def fdn(client: NativeClient, *args: str, timeout: float = 60) -> tuple[int, dict[str, Any]]:
+    """Run the client's ``fdn-client``; returns its exit status and its one JSON line."""
+    proc = subprocess.run(
+        [str(client.path), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, f"want one JSON line, got stdout={proc.stdout!r} stderr={proc.stderr!r}"
+    return proc.returncode, json.loads(lines[0])
+
+
+def input_file(tmp_path: Path, array: np.ndarray, name: str = "x") -> str:
+    path = tmp_path / f"{name}.bin"
+    array.astype("<f4").tofile(path)
+    dims = ",".join(str(d) for d in array.shape)
+    return f"{name}:FP32:{dims}:{path}"
+
+
+@pytest.fixture
+def x() -> np.ndarray:
+    return np.random.default_rng(7).standard_normal((2, 784)).astype(np.float32)
+
+
+def direct(x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return build_demo()(torch.from_numpy(x)).numpy()
+
+
+def test_native_test_suite_passes(client: NativeClient) -> None:
+    proc = client.run_tests()
+    assert proc.returncode == 0, f"{' '.join(client.test)}:\n{proc.stdout}{proc.stderr}"
+
+
+def test_every_vector_decodes_and_encodes_byte_identical(client: NativeClient, vectors_dir: Path) -> None:
+    code, result = fdn(client, "vectors", str(vectors_dir))
+    assert result["failures"] == [] and result["failed"] == 0
+    assert result["passed"] == len(list(vectors_dir.glob("*.json"))) > 0
+    assert code == EXIT_OK
+
+
+@pytest.mark.parametrize("loan", [False, True], ids=["copy", "loan"])
+def test_demo_outputs_equal_the_direct_pytorch_call(
+    client: NativeClient, demo_server: str, x: np.ndarray, tmp_path: Path, loan: bool
+) -> None:
+    args = ["infer", "--name", demo_server, "--model", "demo", "--input", input_file(tmp_path, x)]
+    code, result = fdn(client, *args, *(["--loan"] if loan else []))
+    assert code == EXIT_OK and result["ok"] is True, result
+    y = result["outputs"]["y"]
+    assert y["datatype"] == "FP32" and y["shape"] == [2, 10]
+    got = np.array(y["data"], dtype=np.float32).reshape(2, 10)
+    np.testing.assert_allclose(got, direct(x), rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_model_is_model_not_found(
+    client: NativeClient, demo_server: str, x: np.ndarray, tmp_path: Path
+) -> None:
+    code, result = fdn(
+        client, "infer", "--name", demo_server, "--model", "no_such_model", "--input", input_file(tmp_path, x)
+    )
+    assert (code, result["ok"], result["error"], result["code"]) == (EXIT_ERROR, False, "MODEL_NOT_FOUND", 4)
+    assert result["message"]
+
+
+def test_bad_shape_is_invalid_input(client: NativeClient, demo_server: str, tmp_path: Path) -> None:
+    wrong = np.zeros((1, 100), np.float32)
+    code, result = fdn(
+        client, "infer", "--name", demo_server, "--model", "demo", "--input", input_file(tmp_path, wrong)
+    )
+    assert (code, result["error"], result["code"]) == (EXIT_ERROR, "INVALID_INPUT", 5)
+
+
+def test_no_server_is_server_unavailable(
+    client: NativeClient, x: np.ndarray, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    name = unique_name("absent")
+    code, result = fdn(client, "infer", "--name", name, "--model", "demo", "--input", input_file(tmp_path, x))
+    assert (code, result["error"], result["code"]) == (EXIT_UNAVAILABLE, "SERVER_UNAVAILABLE", 10)
+
+
+def test_usage_error_exits_2(client: NativeClient) -> None:
+    proc = subprocess.run(
+        [str(client.path), "infer", "--model", "demo"], capture_output=True, timeout=30, check=False
+    )
+    assert proc.returncode == EXIT_USAGE
+
+
+class _EchoServer(ServerProcess):
+    """The shm transport's echo server (``python -m foundation_shm._echo``): starts in a second."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__([])
+        self.args = [sys.executable, "-m", "foundation_shm._echo", name]
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if line.startswith("ready"):
+                self._ready.set()
+        self._ready.set()
+
+
+def test_dead_server_is_reported_within_the_deadline(
+    client: NativeClient, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    name = unique_name(f"dead_{client.lang}")
+    spec = input_file(tmp_path, np.arange(4, dtype=np.float32).reshape(1, 4))
+    server = _EchoServer(name).start()
+    try:
+        code, result = fdn(client, "infer", "--name", name, "--model", "echo", "--input", spec)
+        assert code == EXIT_OK and result["outputs"]["x"]["data"] == [0, 1, 2, 3]
+        server.stop(signal.SIGKILL)  # leaves its objects in /dev/shm, as a crash would
+        assert objects_of(name), "kill -9 should leave the server's objects behind"
+        start = time.monotonic()
+        code, result = fdn(
+            client, "infer", "--name", name, "--model", "echo", "--input", spec, "--timeout-ms", "1000"
+        )
+        elapsed = time.monotonic() - start
+    finally:
+        server.stop(signal.SIGKILL)
+        remove_objects(name)
+    assert (code, result["error"], result["code"]) == (EXIT_UNAVAILABLE, "SERVER_UNAVAILABLE", 10)
+    assert elapsed < 1.0 + 5.0  # the deadline, plus process start-up on a loaded machine
+    assert objects_of(name) == []
+
+
+def test_docs_show_the_commands_the_harness_runs(native_clients: dict[str, NativeClient]) -> None:
+    doc = (ROOT / "docs" / "clients.md").read_text()
+    for lang, client in native_clients.items():
+        if not (ROOT / "clients" / lang).is_dir():
+            continue
+        for cmd in (client.build, client.test):
+            assert " ".join(cmd) in doc, f"docs/clients.md does not show `{' '.join(cmd)}`"
+        assert Path(client.binary).name == "fdn-client"
