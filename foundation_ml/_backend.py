@@ -134,7 +134,9 @@ def backend_for(spec: Any, backends: Mapping[str, type[ModelBackend] | Any]) -> 
         return manifest_backend(spec) or "torch"
     modules = {c.__module__.split(".", 1)[0] for c in type(spec).__mro__}
     for name, backend in backends.items():
-        if name in modules or (isinstance(backend, type) and backend.accepts(spec)):
+        if name in modules or (
+            isinstance(backend, type) and issubclass(backend, ModelBackend) and backend.accepts(spec)
+        ):
             return name
     raise ModelLoadError(
         f"no backend recognises a {type(spec).__module__}.{type(spec).__qualname__} "

@@ -102,7 +102,7 @@ def _throughput(name: str, transport: str, clients: int, seconds: float) -> floa
     got = [results.get(timeout=120 + seconds) for _ in procs]
     for p in procs:
         p.join(30)
-    return sum(n for n, _ in got) / max(t for _, t in got)
+    return float(sum(n for n, _ in got) / max(t for _, t in got))
 
 
 def run(

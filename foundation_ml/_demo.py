@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from ._plugin import DEMO_MODEL
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from foundation_core import Hub
 
 __all__ = ["demo_main"]
@@ -64,7 +66,7 @@ def demo_main(args: argparse.Namespace, hub: Hub) -> int:
     return 0 if rc == 0 and not left and same else 1
 
 
-def _direct(x: object) -> object:
+def _direct(x: np.ndarray) -> np.ndarray | None:
     """The demo MLP called in-process on ``x`` (None if torch is not installed)."""
     try:
         import torch
@@ -72,4 +74,5 @@ def _direct(x: object) -> object:
     except ImportError:
         return None
     with torch.inference_mode():
-        return build_demo()(torch.from_numpy(x)).numpy()  # type: ignore[call-overload]
+        y: np.ndarray = build_demo()(torch.from_numpy(x)).numpy()
+        return y

@@ -151,10 +151,10 @@ def _read_all(path: Path, only: str | None = None) -> dict[str, bytes]:
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
-                rel = PurePosixPath(info.filename)
+                member = PurePosixPath(info.filename)
                 if info.is_dir():
                     continue
-                if rel.is_absolute() or ".." in rel.parts:
+                if member.is_absolute() or ".." in member.parts:
                     raise PackageError(f"{path}:{info.filename} escapes the package", file=info.filename)
                 if only is None or info.filename == only:
                     out[info.filename] = zf.read(info)

@@ -68,7 +68,10 @@ class TorchBackend(ModelBackend):
         if threads:
             torch.set_num_threads(int(threads))
         _check_device(name, device)
-        declared = (parse_signature(inputs), parse_signature(outputs))
+        declared: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] = (
+            parse_signature(inputs),
+            parse_signature(outputs),
+        )
         source = "arguments" if declared[0] else ""
         version = ""
         if is_package(spec):
@@ -244,7 +247,9 @@ def _attribute_signature(name: str, module: Any) -> tuple[tuple[TensorSpec, ...]
     return parse_signature(sig["inputs"]), parse_signature(sig["outputs"])
 
 
-def _load_file(name: str, path: Path, device: str) -> tuple[Any, tuple[tuple[TensorSpec, ...], ...] | None]:
+def _load_file(
+    name: str, path: Path, device: str
+) -> tuple[Any, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None]:
     if not path.is_file():
         raise ModelLoadError(f"{path} does not exist", model=name, file=str(path))
     extra = {SIGNATURE_FILE: ""}
@@ -255,7 +260,7 @@ def _load_file(name: str, path: Path, device: str) -> tuple[Any, tuple[tuple[Ten
             if torch.device(device).type != "cpu":
                 module = module.to(device)
         else:
-            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+            module = torch.jit.load(str(path), map_location=device, _extra_files=extra)  # type: ignore[no-untyped-call]
     except Exception as exc:
         kind = "torch.export program" if path.suffix == ".pt2" else "TorchScript file"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -21,7 +21,8 @@ class DemoMLP(nn.Module):
         self.fc2 = nn.Linear(hidden, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(x)))
+        y: torch.Tensor = self.fc2(torch.relu(self.fc1(x)))
+        return y
 
 
 def build_demo(seed: int = 0, hidden: int = 256) -> DemoMLP:
