@@ -9,6 +9,7 @@ are fast and see every sibling distribution installed editable::
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import nox
@@ -16,48 +17,57 @@ import nox
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 ROOT = Path(__file__).parent
+# Sessions run without their own venv: use the interpreter nox runs under (.venv's), not the first
+# `python` on PATH.
+PY = sys.executable
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
+    session.run(PY, "-m", "ruff", "check", ".")
+    session.run(PY, "-m", "ruff", "format", "--check", ".")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.run("mypy", "foundation_core")
+    session.run(PY, "-m", "mypy", "foundation_core")
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.run(PY, "-m", "pytest", *session.posargs)
 
 
 @nox.session
 def core(session: nox.Session) -> None:
-    session.run("python", "-m", "pytest", "tests", *session.posargs)
+    session.run(PY, "-m", "pytest", "tests", *session.posargs)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    for script in sorted((ROOT / "benchmarks").glob("*.py")):
-        session.run("python", str(script), "--json", *session.posargs)
+    for script in sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")):
+        session.run(PY, str(script), "--json", *session.posargs)
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    session.run("foundation", "demo")
+    session.run(PY, "-m", "foundation_core", "demo")
 
 
 def _component_session(path: Path) -> None:
     def run(session: nox.Session) -> None:
-        session.run("python", "-m", "pytest", str(path / "tests"), *session.posargs)
+        session.run(PY, "-m", "pytest", str(path / "tests"), *session.posargs)
 
     run.__doc__ = f"tests of {path.relative_to(ROOT)}"
     nox.session(name=path.name)(run)
 
 
-for _dir in sorted([*ROOT.glob("plugins/*"), *ROOT.glob("transports/*"), *ROOT.glob("clients/*")]):
-    if (_dir / "tests").is_dir():
+for _dir in sorted([*ROOT.glob("plugins/*"), *ROOT.glob("transports/*")]):
+    if any((_dir / "tests").glob("test_*.py")):
         _component_session(_dir)
+
+
+@nox.session
+def clients(session: nox.Session) -> None:
+    """Build the C, Rust and Go clients and hold them to the vectors and a live server."""
+    session.run(PY, "-m", "pytest", str(ROOT / "clients"), *session.posargs)
