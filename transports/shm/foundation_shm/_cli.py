@@ -70,12 +70,12 @@ def shm_main(args: argparse.Namespace, hub: object) -> int:
         if not servers:
             print("no shm objects in /dev/shm")
         for s in servers:
-            status = "alive" if s["alive"] else "DEAD (stale: `foundation shm clean` removes it)"
+            health = "alive" if s["alive"] else "DEAD (stale: `foundation shm clean` removes it)"
             who = (
                 f"pid {s['pid']}, {s['state']}, heartbeat {s['heartbeat_age_s']}s ago, " if "pid" in s else ""
             )
             clients = f"{len(s.get('clients', []))} clients, " if "pid" in s else ""
-            print(f"{s['name']}: {status}; {who}{clients}{len(s['objects'])} objects, {s['bytes']} bytes")
+            print(f"{s['name']}: {health}; {who}{clients}{len(s['objects'])} objects, {s['bytes']} bytes")
         return 0
     names = args.names or sorted(groups)
     status = 0

@@ -46,6 +46,7 @@ from ._codec import (
     write_header,
     write_request,
 )
+from ._cuda_ipc import ClientCuda
 from ._liveness import is_alive, start_time
 from ._loan import Loan, TensorSpecLike
 from ._segments import Segment, drain, open_semaphore, segment_mode, unlink_segment
@@ -58,6 +59,8 @@ _C = L.ChannelField
 _U64 = struct.Struct("<Q")
 _DEADLINE_AT = L.MSG_HEADER_SIZE + 80  # deadline_ns in the request body
 _INFER = int(L.MessageKind.INFER_REQUEST)
+_STATE = _R.STATE // 4
+_READY = int(L.RegionState.READY)
 
 
 def _pages(n: int) -> int:
@@ -202,6 +205,8 @@ class ShmClient(TransportClient):
         timeout: float | None = None,
         connect_timeout: float = 2.0,
         data_crc: bool = False,
+        cuda_ipc: bool | None = None,
+        cuda_fallback: str = "error",
     ) -> None:
         self.address = address
         self.name = L.validate_name(address.removeprefix("shm://"))
@@ -211,6 +216,7 @@ class ShmClient(TransportClient):
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.flags = L.MessageFlag.DATA_CRC if data_crc else 0
+        self._cuda = ClientCuda(cuda_ipc, cuda_fallback)  # spec 15: torch CUDA tensors
         self._capacity = capacity
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
@@ -337,6 +343,8 @@ class ShmClient(TransportClient):
             ch.attach(_pages(end), max(ch.resp_cap, _pages(end)))
 
     def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        if self._cuda.claims(request.inputs):  # torch CUDA tensors: by IPC handle, or by host
+            return self._cuda.infer(self, request, timeout)
         deadline = self._deadline(request.deadline_ns, timeout)
         rid = request.id or next(self._ids)
         ch = self._take(deadline)
@@ -356,7 +364,7 @@ class ShmClient(TransportClient):
                 req = ch.req
                 for ref, a in zip(refs, arrays, strict=True):
                     src = a if a.flags.c_contiguous else np.ascontiguousarray(a)
-                    req[ref.offset : ref.offset + ref.size] = src.reshape(-1).view(np.uint8)
+                    req[ref.offset : ref.offset + ref.size] = src.reshape(-1).view(np.uint8).data
                 if deadline != ch.wdeadline:
                     _U64.pack_into(req, _DEADLINE_AT, deadline)
                     ch.wdeadline = deadline
@@ -388,7 +396,7 @@ class ShmClient(TransportClient):
         req = ch.req
         for ref, a in zip(refs, arrays, strict=True):
             src = a if a.flags.c_contiguous else np.ascontiguousarray(a)
-            req[ref.offset : ref.offset + ref.size] = src.reshape(-1).view(np.uint8)
+            req[ref.offset : ref.offset + ref.size] = src.reshape(-1).view(np.uint8).data
         payload = self._write(
             ch, refs, end, rid, request.model, request.version, deadline, request.outputs, params
         )
@@ -427,8 +435,8 @@ class ShmClient(TransportClient):
     def _exchange(self, ch: _Channel, rid: int, model: str, deadline: int, retry: bool) -> InferenceResponse:
         conn = ch.conn
         u32, u64 = conn.ctl.u32, conn.ctl.u64
-        if not conn.alive:
-            raise ServerUnavailable(f"shm server {self.name!r} is gone")
+        if not conn.alive or u32[_STATE] != _READY:
+            conn.check()  # raises unless the server lives (a STOPPING one still answers)
         seq = ch.seq + 1
         ch.seq = seq
         u64[ch.cseq] = seq
@@ -502,6 +510,7 @@ class ShmClient(TransportClient):
             if self._closed:
                 return
             self._closed = True
+            self._cuda.close()
             conn = self._conn
             if conn is not None and conn.alive:
                 self._release_channels(conn)

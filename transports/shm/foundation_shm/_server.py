@@ -40,10 +40,14 @@ from ._codec import (
     write_header,
     write_response,
 )
+from ._cuda_desc import CudaIpcRef
+from ._cuda_ipc import ServerCuda
 from ._liveness import ServerLock, is_alive, start_time
 from ._objects import remove_objects
 from ._segments import Segment, create_semaphore, drain, unlink_segment
-from ._sync import fence
+from ._sync import YIELD_AFTER_NS, fence
+
+_yield = os.sched_yield
 
 __all__ = ["ShmServer"]
 
@@ -60,6 +64,7 @@ class _Channel:
     __slots__ = (
         "base",
         "busy",
+        "busy_word",
         "cseq",
         "data",
         "gen",
@@ -74,6 +79,7 @@ class _Channel:
         "resp",
         "resp_cap",
         "sem",
+        "served_word",
         "sleeping_word",
         "sseq",
         "wkey",
@@ -88,6 +94,8 @@ class _Channel:
         self.gen_word = (self.base + _C.DATA_GEN) // 8
         self.owner_word = (self.base + _C.OWNER_PID) // 4
         self.sleeping_word = (self.base + _C.CLIENT_SLEEPING) // 4
+        self.busy_word = (self.base + _C.SERVER_BUSY) // 4
+        self.served_word = (self.base + _C.SERVED) // 8
         self.sem = sem
         self.busy = False
         self.lease = 0
@@ -149,6 +157,7 @@ class ShmServer(TransportServer):
         max_tensors: int = 64,
         default_capacity: int = 1 << 20,
         data_crc: bool = False,
+        cuda_ipc: bool | None = None,
     ) -> None:
         self.address = address
         self.name = L.validate_name(address.removeprefix("shm://"))
@@ -159,6 +168,7 @@ class ShmServer(TransportServer):
         self.heartbeat_s = heartbeat_ms / 1000
         self.limits = Limits(max_tensors, max_request_bytes)
         self.data_crc = data_crc
+        self._cuda = ServerCuda(cuda_ipc)  # spec 15: CUDA IPC descriptors
         self._lock = ServerLock(L.lock_file(self.name), mode)
         self._stopping = False
         self._running = True
@@ -192,7 +202,7 @@ class ShmServer(TransportServer):
         self, channels: int, spin_us: int, heartbeat_ms: int, max_bytes: int, max_tensors: int, capacity: int
     ) -> None:
         pid = os.getpid()
-        features = L.Feature.DATA_CRC if self.data_crc else 0
+        features = (L.Feature.DATA_CRC if self.data_crc else 0) | self._cuda.feature
         L.REGION.pack_into(
             self._ctl.buf,
             0,
@@ -235,6 +245,7 @@ class ShmServer(TransportServer):
                 active.append(ch)
             elif ch.data is not None and not ch.busy:
                 ch.unmap()
+                self._cuda.forget(ch.index)  # its client disconnected: its CUDA mappings go
         return active
 
     def _loop(self) -> None:
@@ -257,7 +268,10 @@ class ShmServer(TransportServer):
             if found:
                 last = clock()
                 continue
-            if clock() - last < self.spin_ns:
+            idle = clock() - last
+            if idle < self.spin_ns:
+                if idle > YIELD_AFTER_NS:
+                    _yield()
                 continue
             u32[sleeping_word] = 1
             fence()
@@ -293,12 +307,20 @@ class ShmServer(TransportServer):
 
     def _dispatch(self, ch: _Channel, seq: int) -> None:
         ch.busy = True
+        self._ctl.u32[ch.busy_word] = 1
         rid, model = 0, ""
         try:
             if ch.gen != self._ctl.u64[ch.gen_word]:
                 self._map(ch)
             assert ch.reader is not None
             dec = ch.reader.read()
+            if (
+                ch.index in self._cuda.channels
+                or dec.flags & 2
+                or CudaIpcRef in map(type, dec.inputs.values())
+            ):
+                owner = (self._ctl.u32[ch.owner_word], self._ctl.u64[(ch.base + _C.OWNER_START) // 8])
+                dec = self._cuda.on_request(ch.index, owner, dec)  # CUDA IPC: open handles
         except InferenceError as exc:
             rid = self._request_id(ch)
             log.warning("shm %s channel %d: rejected request %d: %s", self.name, ch.index, rid, exc)
@@ -376,7 +398,10 @@ class ShmServer(TransportServer):
                     else InternalError(f"cannot encode response: {exc}")
                 )
                 self._write_error(ch, r, err)
-            self._ctl.u64[ch.sseq] = r.seq
+            ctl = self._ctl
+            ctl.u64[ch.sseq] = r.seq
+            ctl.u32[ch.busy_word] = 0
+            ctl.u64[ch.served_word] += 1
             ch.busy = False
             fence()
             if self._ctl.u32[ch.sleeping_word]:
@@ -398,6 +423,9 @@ class ShmServer(TransportServer):
     def _write(self, ch: _Channel, r: _Responder, value: InferenceResponse | InferenceError) -> None:
         resp = ch.resp
         assert resp is not None
+        if ch.index in self._cuda.channels and self._cuda.handles(ch.index):
+            self._cuda.write(self, ch, r, value)  # a CUDA IPC request: outputs by handle
+            return
         if isinstance(value, InferenceError):
             self._write_error(ch, r, value)
             return
@@ -422,7 +450,7 @@ class ShmServer(TransportServer):
     def _copy(resp: memoryview, refs: list[TensorRef], arrays: list[np.ndarray]) -> None:
         for ref, a in zip(refs, arrays, strict=True):
             src = a if a.flags.c_contiguous else np.ascontiguousarray(a)
-            resp[ref.offset : ref.offset + ref.size] = src.reshape(-1).view(np.uint8)
+            resp[ref.offset : ref.offset + ref.size] = src.reshape(-1).view(np.uint8).data
 
     def _write_full(
         self,
@@ -502,6 +530,8 @@ class ShmServer(TransportServer):
             with ch.lock:
                 ch.lease += 1
                 ctl.u64[ch.sseq] = ctl.u64[ch.cseq]
+                self._cuda.forget(ch.index)  # a dead client: close its CUDA IPC mappings
+                ctl.u32[ch.busy_word] = 0
                 ch.busy = False
             raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64]).partition(b"\0")[0]
             name = raw.decode("ascii", "replace")
@@ -537,6 +567,7 @@ class ShmServer(TransportServer):
             if u32[ch.owner_word]:
                 ch.sem.release()  # sleeping clients wake, see STOPPED, fail ServerUnavailable
         remove_objects(self.name, keep_lock_file=True)
+        self._cuda.close()
         for ch in self._channels:
             ch.unmap()
             ch.sem.close()

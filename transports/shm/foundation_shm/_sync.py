@@ -7,6 +7,7 @@ only if the peer published "sleeping" (docs/protocol/shm.md, section 7).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,10 @@ import posix_ipc
 __all__ = ["SLICE_S", "fence", "wait_seq"]
 
 SLICE_S = 0.05  # a blocked waiter wakes at least this often to check deadline and peer liveness
+# After this long spinning, a spinner yields its CPU between polls: on a machine with more runnable
+# threads than CPUs (2 vCPUs: a server and two clients) the peer it waits for may need that CPU.
+YIELD_AFTER_NS = int(os.environ.get("FDN_YIELD_AFTER_NS", "20000"))
+_yield = os.sched_yield
 _fence_lock = threading.Lock()
 
 
@@ -45,12 +50,17 @@ def wait_seq(
         return True
     clock = time.monotonic_ns
     if spin_ns:
-        end = clock() + spin_ns
+        start = clock()
+        end = start + spin_ns
+        polite = start + YIELD_AFTER_NS
         while True:
             if words[index] == want:
                 return True
-            if clock() > end:
+            now = clock()
+            if now > end:
                 break
+            if now > polite:
+                _yield()
     sleeping[sleeping_index] = 1
     fence()
     try:

@@ -115,7 +115,7 @@ _DATA0 = 448  # align64(32 + 112 + 256): the data of a request with one input an
 
 
 def _cases() -> dict[str, tuple[str, Callable[[], bytearray]]]:
-    multi = {
+    multi: Tensors = {
         "ids": np.array([1, -2, 3, 1 << 40], dtype=np.int64),
         "pixels": np.arange(12, dtype=np.uint8).reshape(3, 2, 2),
         "mask": np.array([True, False, True, True, False]),
