@@ -181,6 +181,8 @@ class Hub:
             token = current_plugin.set((info.name, is_app))
             try:
                 result = fn(*args, **kwargs)
+            except ConfigError:
+                raise  # the user's configuration is wrong, not the plugin: never isolate that
             except Exception as exc:
                 if event:  # an observer's failure never breaks the event's source
                     warnings.warn(

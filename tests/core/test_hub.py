@@ -124,3 +124,15 @@ def test_registering_an_app_plugin_after_registration_is_refused() -> None:
     with pytest.raises(FoundationError, match="before the registration hooks run"):
         hub.register(Sections())
     hub.shutdown()
+
+
+def test_config_error_raised_by_an_installed_plugin_is_not_isolated() -> None:
+    """A bad setting is the user's error: it must stop start-up, not disable the plugin."""
+
+    class Strict:
+        @hookimpl
+        def foundation_configure(self, config: Config) -> None:
+            raise ConfigError("logging.output: cannot open /nonexistent/x.log")
+
+    with pytest.raises(ConfigError, match="cannot open /nonexistent"):
+        start(installed=[Strict()], entry_points=False)
