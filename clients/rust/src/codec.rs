@@ -40,7 +40,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_tensors: 64, max_bytes: 1 << 32, max_ndim: l::MAX_NDIM as u32 }
+        Limits {
+            max_tensors: 64,
+            max_bytes: 1 << 32,
+            max_ndim: l::MAX_NDIM as u32,
+        }
     }
 }
 
@@ -103,12 +107,18 @@ fn invalid(msg: impl Into<String>, rid: u64) -> Error {
 
 /// Place tensors after the header and `payload_size` bytes of payload, each at a multiple of 64
 /// (docs/protocol/shm.md, "Placement"); returns the refs and the end of the last tensor.
-pub fn layout(specs: &[(&str, DataType, &[u64])], payload_size: usize) -> Result<(Vec<TensorRef>, usize)> {
+pub fn layout(
+    specs: &[(&str, DataType, &[u64])],
+    payload_size: usize,
+) -> Result<(Vec<TensorRef>, usize)> {
     let mut offset = l::align(l::MSG_HEADER_SIZE + payload_size, l::DATA_ALIGN);
     let mut refs = Vec::with_capacity(specs.len());
     for &(name, datatype, shape) in specs {
         if shape.len() > l::MAX_NDIM {
-            return Err(invalid(format!("tensor {name:?} has {} dimensions (at most 8)", shape.len()), 0));
+            return Err(invalid(
+                format!("tensor {name:?} has {} dimensions (at most 8)", shape.len()),
+                0,
+            ));
         }
         let size = byte_size(datatype, shape)
             .filter(|n| *n <= isize::MAX as usize / 2)
@@ -130,7 +140,13 @@ pub fn layout(specs: &[(&str, DataType, &[u64])], payload_size: usize) -> Result
 fn put_fixed(area: &mut [u8], at: usize, size: usize, text: &str, what: &str) -> Result<()> {
     let raw = text.as_bytes();
     if raw.len() >= size || raw.contains(&0) {
-        return Err(invalid(format!("{what} {text:?} must be at most {} UTF-8 bytes without NUL", size - 1), 0));
+        return Err(invalid(
+            format!(
+                "{what} {text:?} must be at most {} UTF-8 bytes without NUL",
+                size - 1
+            ),
+            0,
+        ));
     }
     area[at..at + raw.len()].copy_from_slice(raw);
     Ok(())
@@ -139,7 +155,14 @@ fn put_fixed(area: &mut [u8], at: usize, size: usize, text: &str, what: &str) ->
 fn put_descs(area: &mut [u8], mut at: usize, refs: &[TensorRef]) -> Result<usize> {
     for r in refs {
         if r.shape.len() > l::MAX_NDIM {
-            return Err(invalid(format!("tensor {:?} has {} dimensions (at most 8)", r.name, r.shape.len()), 0));
+            return Err(invalid(
+                format!(
+                    "tensor {:?} has {} dimensions (at most 8)",
+                    r.name,
+                    r.shape.len()
+                ),
+                0,
+            ));
         }
         put_fixed(area, at + msg::D_NAME, l::NAME_SIZE, &r.name, "tensor name")?;
         wr32(area, at + msg::D_DTYPE, r.datatype.code());
@@ -159,17 +182,29 @@ fn check_room(area: &[u8], payload: usize, refs: &[TensorRef]) -> Result<()> {
     if l::MSG_HEADER_SIZE + payload > area.len() {
         return Err(Error::new(
             Status::TooLarge,
-            format!("a message of {} bytes does not fit an area of {}", l::MSG_HEADER_SIZE + payload, area.len()),
+            format!(
+                "a message of {} bytes does not fit an area of {}",
+                l::MSG_HEADER_SIZE + payload,
+                area.len()
+            ),
         ));
     }
     for r in refs {
         let end = r.data_offset.checked_add(r.data_size);
         if r.data_offset < l::MSG_HEADER_SIZE + payload || end.map_or(true, |e| e > area.len()) {
-            return Err(invalid(format!("tensor {:?} lies outside the area", r.name), 0));
+            return Err(invalid(
+                format!("tensor {:?} lies outside the area", r.name),
+                0,
+            ));
         }
         match byte_size(r.datatype, &r.shape) {
             Some(n) if n == r.data_size => {}
-            _ => return Err(invalid(format!("tensor {:?}: data_size does not match its shape", r.name), 0)),
+            _ => {
+                return Err(invalid(
+                    format!("tensor {:?}: data_size does not match its shape", r.name),
+                    0,
+                ))
+            }
         }
     }
     Ok(())
@@ -208,7 +243,13 @@ pub fn write_request(area: &mut [u8], f: &RequestFields) -> Result<usize> {
     area[..l::MSG_HEADER_SIZE + payload].fill(0);
     put_header(area, f.kind, f.request_id, payload, f.flags);
     put_fixed(area, msg::REQ_MODEL, l::NAME_SIZE, &f.model, "model name")?;
-    put_fixed(area, msg::REQ_VERSION, l::VERSION_SIZE, &f.version, "model version")?;
+    put_fixed(
+        area,
+        msg::REQ_VERSION,
+        l::VERSION_SIZE,
+        &f.version,
+        "model version",
+    )?;
     wr64(area, msg::REQ_DEADLINE_NS, f.deadline_ns);
     wr32(area, msg::REQ_INPUT_COUNT, f.inputs.len() as u32);
     wr32(area, msg::REQ_OUTPUT_COUNT, f.outputs.len() as u32);
@@ -236,7 +277,13 @@ pub fn write_response(area: &mut [u8], f: &ResponseFields) -> Result<usize> {
     wr32(area, msg::RESP_PARAMS_SIZE, f.params.len() as u32);
     wr64(area, msg::RESP_REQUIRED_BYTES, f.required_bytes);
     put_fixed(area, msg::RESP_MODEL, l::NAME_SIZE, &f.model, "model name")?;
-    put_fixed(area, msg::RESP_VERSION, l::VERSION_SIZE, &f.version, "model version")?;
+    put_fixed(
+        area,
+        msg::RESP_VERSION,
+        l::VERSION_SIZE,
+        &f.version,
+        "model version",
+    )?;
     let mut at = put_descs(area, l::MSG_HEADER_SIZE + l::BODY_SIZE, &f.outputs)?;
     area[at..at + f.text.len()].copy_from_slice(&f.text);
     at += f.text.len();
@@ -265,7 +312,9 @@ impl Param {
                 let s = format!("{x:?}");
                 Value::Number(s)
             }
-            Param::Float(x) => return Err(invalid(format!("parameter value {x} is not valid JSON"), 0)),
+            Param::Float(x) => {
+                return Err(invalid(format!("parameter value {x} is not valid JSON"), 0))
+            }
         })
     }
 }
@@ -329,20 +378,32 @@ fn text_field(raw: &[u8], what: &str, rid: u64) -> Result<String> {
 fn check_header(area: &[u8], rid: u64) -> Result<usize> {
     let magic = rd32(area, msg::MAGIC);
     if magic != l::MSG_MAGIC {
-        return Err(Error::new(Status::BadMagic, format!("bad magic 0x{magic:08X} (want 0x{:08X})", l::MSG_MAGIC))
-            .with_id(rid));
+        return Err(Error::new(
+            Status::BadMagic,
+            format!("bad magic 0x{magic:08X} (want 0x{:08X})", l::MSG_MAGIC),
+        )
+        .with_id(rid));
     }
     let version = rd16(area, msg::VERSION);
     if version != l::PROTOCOL_VERSION {
         return Err(Error::new(
             Status::BadVersion,
-            format!("protocol version {version} (this side speaks {})", l::PROTOCOL_VERSION),
+            format!(
+                "protocol version {version} (this side speaks {})",
+                l::PROTOCOL_VERSION
+            ),
         )
         .with_id(rid));
     }
     let payload = rd32(area, msg::PAYLOAD_SIZE) as usize;
     if payload < l::BODY_SIZE || l::MSG_HEADER_SIZE + payload > area.len() {
-        return Err(invalid(format!("payload_size {payload} outside the area of {} bytes", area.len()), rid));
+        return Err(invalid(
+            format!(
+                "payload_size {payload} outside the area of {} bytes",
+                area.len()
+            ),
+            rid,
+        ));
     }
     Ok(payload)
 }
@@ -351,53 +412,93 @@ fn check_crc(area: &[u8], payload: usize, flags: u32, refs: &[TensorRef], rid: u
     let want = rd32(area, msg::CRC32);
     let got = message_crc(area, payload, flags, refs);
     if got != want {
-        return Err(Error::new(Status::BadChecksum, format!("CRC32 0x{got:08X} != 0x{want:08X} in the header"))
-            .with_id(rid));
+        return Err(Error::new(
+            Status::BadChecksum,
+            format!("CRC32 0x{got:08X} != 0x{want:08X} in the header"),
+        )
+        .with_id(rid));
     }
     Ok(())
 }
 
 fn decode_desc(area: &[u8], at: usize, limits: &Limits, rid: u64) -> Result<TensorRef> {
-    let name = text_field(&area[at + msg::D_NAME..at + msg::D_NAME + l::NAME_SIZE], "tensor name", rid)?;
+    let name = text_field(
+        &area[at + msg::D_NAME..at + msg::D_NAME + l::NAME_SIZE],
+        "tensor name",
+        rid,
+    )?;
     let ndim = rd32(area, at + msg::D_NDIM);
     if ndim > limits.max_ndim || ndim as usize > l::MAX_NDIM {
-        return Err(invalid(format!("tensor {name:?}: ndim {ndim} > {}", limits.max_ndim), rid));
+        return Err(invalid(
+            format!("tensor {name:?}: ndim {ndim} > {}", limits.max_ndim),
+            rid,
+        ));
     }
     let location = rd32(area, at + msg::D_LOCATION);
     if location != l::LOCATION_HOST {
-        return Err(invalid(format!("tensor {name:?}: unsupported location {location}"), rid));
+        return Err(invalid(
+            format!("tensor {name:?}: unsupported location {location}"),
+            rid,
+        ));
     }
     let code = rd32(area, at + msg::D_DTYPE);
-    let datatype = DataType::from_code(code)
-        .ok_or_else(|| invalid(format!("tensor {name:?}: unknown dtype code {code} (known: 1..14)"), rid))?;
-    let shape: Vec<u64> = (0..ndim as usize).map(|k| rd64(area, at + msg::D_SHAPE + 8 * k)).collect();
+    let datatype = DataType::from_code(code).ok_or_else(|| {
+        invalid(
+            format!("tensor {name:?}: unknown dtype code {code} (known: 1..14)"),
+            rid,
+        )
+    })?;
+    let shape: Vec<u64> = (0..ndim as usize)
+        .map(|k| rd64(area, at + msg::D_SHAPE + 8 * k))
+        .collect();
     let offset = rd64(area, at + msg::D_DATA_OFFSET);
     let size = rd64(area, at + msg::D_DATA_SIZE);
     let want = shape
         .iter()
         .try_fold(datatype.itemsize() as u64, |n, &d| n.checked_mul(d));
     if want != Some(size) {
-        return Err(invalid(format!("tensor {name:?}: data_size {size} does not match shape {shape:?}"), rid));
+        return Err(invalid(
+            format!("tensor {name:?}: data_size {size} does not match shape {shape:?}"),
+            rid,
+        ));
     }
     let end = offset.checked_add(size);
     if offset < l::MSG_HEADER_SIZE as u64 || end.map_or(true, |e| e > area.len() as u64) {
         return Err(invalid(
-            format!("tensor {name:?}: bytes [{offset}, {offset}+{size}) outside the area of {} bytes", area.len()),
+            format!(
+                "tensor {name:?}: bytes [{offset}, {offset}+{size}) outside the area of {} bytes",
+                area.len()
+            ),
             rid,
         ));
     }
     if offset % datatype.itemsize() as u64 != 0 {
-        return Err(invalid(format!("tensor {name:?}: data_offset {offset} not aligned"), rid));
+        return Err(invalid(
+            format!("tensor {name:?}: data_offset {offset} not aligned"),
+            rid,
+        ));
     }
-    Ok(TensorRef { name, datatype, shape, data_offset: offset as usize, data_size: size as usize })
+    Ok(TensorRef {
+        name,
+        datatype,
+        shape,
+        data_offset: offset as usize,
+        data_size: size as usize,
+    })
 }
 
 fn decode_params(raw: &[u8], rid: u64) -> Result<Vec<(String, Value)>> {
     if raw.is_empty() {
         return Ok(Vec::new());
     }
-    let text = std::str::from_utf8(raw).map_err(|_| invalid("params are not valid UTF-8 JSON", rid))?;
-    let bad = || invalid("params must be a JSON object of strings, numbers and booleans", rid);
+    let text =
+        std::str::from_utf8(raw).map_err(|_| invalid("params are not valid UTF-8 JSON", rid))?;
+    let bad = || {
+        invalid(
+            "params must be a JSON object of strings, numbers and booleans",
+            rid,
+        )
+    };
     match json::parse(text).map_err(|_| invalid("params are not valid UTF-8 JSON", rid))? {
         Value::Object(members) => {
             if members
@@ -417,7 +518,13 @@ fn decode_params(raw: &[u8], rid: u64) -> Result<Vec<(String, Value)>> {
 /// docs/protocol/shm.md section 8.
 pub fn decode_request(area: &[u8], limits: &Limits) -> Result<DecodedRequest> {
     if area.len() < l::MSG_HEADER_SIZE + l::BODY_SIZE {
-        return Err(invalid(format!("area of {} bytes is smaller than a request header", area.len()), 0));
+        return Err(invalid(
+            format!(
+                "area of {} bytes is smaller than a request header",
+                area.len()
+            ),
+            0,
+        ));
     }
     let rid = rd64(area, msg::REQUEST_ID);
     let payload = check_header(area, rid)?;
@@ -426,24 +533,41 @@ pub fn decode_request(area: &[u8], limits: &Limits) -> Result<DecodedRequest> {
     let n_in = rd32(area, msg::REQ_INPUT_COUNT) as u64;
     let n_out = rd32(area, msg::REQ_OUTPUT_COUNT) as u64;
     let n_params = rd32(area, msg::REQ_PARAMS_SIZE) as u64;
-    let want = l::BODY_SIZE as u64 + l::DESC_SIZE as u64 * n_in + l::NAME_SIZE as u64 * n_out + n_params;
+    let want =
+        l::BODY_SIZE as u64 + l::DESC_SIZE as u64 * n_in + l::NAME_SIZE as u64 * n_out + n_params;
     if payload as u64 != want {
-        return Err(invalid(format!("payload_size {payload} does not match the counts in the body"), rid));
+        return Err(invalid(
+            format!("payload_size {payload} does not match the counts in the body"),
+            rid,
+        ));
     }
     if flags & l::FLAG_DATA_CRC == 0 {
         check_crc(area, payload, flags, &[], rid)?;
     }
-    if !matches!(kind, l::KIND_INFER_REQUEST | l::KIND_METADATA_REQUEST | l::KIND_STATS_REQUEST) {
-        return Err(invalid(format!("message kind {kind} is not a request"), rid));
+    if !matches!(
+        kind,
+        l::KIND_INFER_REQUEST | l::KIND_METADATA_REQUEST | l::KIND_STATS_REQUEST
+    ) {
+        return Err(invalid(
+            format!("message kind {kind} is not a request"),
+            rid,
+        ));
     }
     if n_in > limits.max_tensors as u64 || n_out > limits.max_tensors as u64 {
         return Err(Error::new(
             Status::TooLarge,
-            format!("{n_in} inputs / {n_out} outputs requested (at most {})", limits.max_tensors),
+            format!(
+                "{n_in} inputs / {n_out} outputs requested (at most {})",
+                limits.max_tensors
+            ),
         )
         .with_id(rid));
     }
-    let model = text_field(&area[msg::REQ_MODEL..msg::REQ_MODEL + l::NAME_SIZE], "model name", rid)?;
+    let model = text_field(
+        &area[msg::REQ_MODEL..msg::REQ_MODEL + l::NAME_SIZE],
+        "model name",
+        rid,
+    )?;
     let mut at = l::MSG_HEADER_SIZE + l::BODY_SIZE;
     let mut inputs: Vec<TensorRef> = Vec::with_capacity(n_in as usize);
     let mut total: u64 = 0;
@@ -457,18 +581,29 @@ pub fn decode_request(area: &[u8], limits: &Limits) -> Result<DecodedRequest> {
         at += l::DESC_SIZE;
     }
     if total > limits.max_bytes {
-        return Err(Error::new(Status::TooLarge, format!("{total} bytes of inputs (at most {})", limits.max_bytes))
-            .with_id(rid));
+        return Err(Error::new(
+            Status::TooLarge,
+            format!("{total} bytes of inputs (at most {})", limits.max_bytes),
+        )
+        .with_id(rid));
     }
     if flags & l::FLAG_DATA_CRC != 0 {
         check_crc(area, payload, flags, &inputs, rid)?;
     }
     let mut outputs = Vec::with_capacity(n_out as usize);
     for _ in 0..n_out {
-        outputs.push(text_field(&area[at..at + l::NAME_SIZE], "output name", rid)?);
+        outputs.push(text_field(
+            &area[at..at + l::NAME_SIZE],
+            "output name",
+            rid,
+        )?);
         at += l::NAME_SIZE;
     }
-    let version = text_field(&area[msg::REQ_VERSION..msg::REQ_VERSION + l::VERSION_SIZE], "model version", rid)?;
+    let version = text_field(
+        &area[msg::REQ_VERSION..msg::REQ_VERSION + l::VERSION_SIZE],
+        "model version",
+        rid,
+    )?;
     let params = decode_params(&area[at..at + n_params as usize], rid)?;
     Ok(DecodedRequest {
         kind,
@@ -486,7 +621,13 @@ pub fn decode_request(area: &[u8], limits: &Limits) -> Result<DecodedRequest> {
 /// Decode and check the response at offset 0 of `area` (the whole response area).
 pub fn decode_response(area: &[u8], limits: &Limits) -> Result<DecodedResponse> {
     if area.len() < l::MSG_HEADER_SIZE + l::BODY_SIZE {
-        return Err(invalid(format!("area of {} bytes is smaller than a response header", area.len()), 0));
+        return Err(invalid(
+            format!(
+                "area of {} bytes is smaller than a response header",
+                area.len()
+            ),
+            0,
+        ));
     }
     let rid = rd64(area, msg::REQUEST_ID);
     let payload = check_header(area, rid)?;
@@ -497,17 +638,26 @@ pub fn decode_response(area: &[u8], limits: &Limits) -> Result<DecodedResponse> 
     let n_params = rd32(area, msg::RESP_PARAMS_SIZE) as u64;
     let want = l::BODY_SIZE as u64 + l::DESC_SIZE as u64 * n_out + n_text + n_params;
     if payload as u64 != want || n_text > l::MAX_TEXT as u64 {
-        return Err(invalid(format!("payload_size {payload} does not match the counts in the body"), rid));
+        return Err(invalid(
+            format!("payload_size {payload} does not match the counts in the body"),
+            rid,
+        ));
     }
     if flags & l::FLAG_DATA_CRC == 0 {
         check_crc(area, payload, flags, &[], rid)?;
     }
     if kind != l::KIND_RESPONSE {
-        return Err(invalid(format!("message kind {kind} is not a response"), rid));
+        return Err(invalid(
+            format!("message kind {kind} is not a response"),
+            rid,
+        ));
     }
     if n_out > limits.max_tensors as u64 {
-        return Err(Error::new(Status::TooLarge, format!("{n_out} outputs (at most {})", limits.max_tensors))
-            .with_id(rid));
+        return Err(Error::new(
+            Status::TooLarge,
+            format!("{n_out} outputs (at most {})", limits.max_tensors),
+        )
+        .with_id(rid));
     }
     let mut at = l::MSG_HEADER_SIZE + l::BODY_SIZE;
     let mut outputs = Vec::with_capacity(n_out as usize);
@@ -520,8 +670,16 @@ pub fn decode_response(area: &[u8], limits: &Limits) -> Result<DecodedResponse> 
     }
     let text = String::from_utf8_lossy(&area[at..at + n_text as usize]).into_owned();
     at += n_text as usize;
-    let model = text_field(&area[msg::RESP_MODEL..msg::RESP_MODEL + l::NAME_SIZE], "model name", rid)?;
-    let version = text_field(&area[msg::RESP_VERSION..msg::RESP_VERSION + l::VERSION_SIZE], "model version", rid)?;
+    let model = text_field(
+        &area[msg::RESP_MODEL..msg::RESP_MODEL + l::NAME_SIZE],
+        "model name",
+        rid,
+    )?;
+    let version = text_field(
+        &area[msg::RESP_VERSION..msg::RESP_VERSION + l::VERSION_SIZE],
+        "model version",
+        rid,
+    )?;
     let params = decode_params(&area[at..at + n_params as usize], rid)?;
     Ok(DecodedResponse {
         request_id: rid,

@@ -91,7 +91,11 @@ pub struct Error {
 impl Error {
     /// An error of `code` with `message`.
     pub fn new(code: Status, message: impl Into<String>) -> Error {
-        Error { code, message: message.into(), request_id: 0 }
+        Error {
+            code,
+            message: message.into(),
+            request_id: 0,
+        }
     }
 
     pub(crate) fn with_id(mut self, request_id: u64) -> Error {

@@ -123,7 +123,11 @@ pub fn write_string(out: &mut String, s: &str) {
 
 /// Parse a JSON document (the whole input; trailing whitespace allowed).
 pub fn parse(text: &str) -> Result<Value, String> {
-    let mut p = Parser { s: text.as_bytes(), i: 0, depth: 0 };
+    let mut p = Parser {
+        s: text.as_bytes(),
+        i: 0,
+        depth: 0,
+    };
     let v = p.value()?;
     p.ws();
     if p.i != p.s.len() {
@@ -171,7 +175,11 @@ impl Parser<'_> {
                 if self.depth > 128 {
                     return Err("JSON nested too deeply".into());
                 }
-                let v = if self.peek() == Some(b'[') { self.array() } else { self.object() };
+                let v = if self.peek() == Some(b'[') {
+                    self.array()
+                } else {
+                    self.object()
+                };
                 self.depth -= 1;
                 v
             }
@@ -213,11 +221,16 @@ impl Parser<'_> {
             }
         }
         // The slice is ASCII digits and signs: valid UTF-8.
-        Ok(Value::Number(String::from_utf8_lossy(&self.s[start..self.i]).into_owned()))
+        Ok(Value::Number(
+            String::from_utf8_lossy(&self.s[start..self.i]).into_owned(),
+        ))
     }
 
     fn hex4(&mut self) -> Result<u32, String> {
-        let h = self.s.get(self.i..self.i + 4).ok_or("truncated \\u escape")?;
+        let h = self
+            .s
+            .get(self.i..self.i + 4)
+            .ok_or("truncated \\u escape")?;
         let h = std::str::from_utf8(h).map_err(|_| "bad \\u escape")?;
         let v = u32::from_str_radix(h, 16).map_err(|_| "bad \\u escape")?;
         self.i += 4;

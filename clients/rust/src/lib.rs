@@ -17,3 +17,5 @@ pub mod vectors;
 pub use codec::{Limits, Param, TensorRef};
 pub use error::{Error, Result, Status};
 pub use tensor::{DataType, Element, Tensor};
+mod client;
+pub use client::{Client, ConnectOptions, InferOptions, Loan, TensorSpec};

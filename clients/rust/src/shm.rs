@@ -48,14 +48,16 @@ impl Mapping {
         if ptr == ffi::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
+        let ptr =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
         Ok(Mapping { ptr, len })
     }
 
     fn shm_open(name: &str, flags: i32, mode: u32) -> io::Result<File> {
         let c = cstr(name)?;
         // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-        let fd = unsafe { ffi::shm_open(c.as_ptr(), flags | ffi::O_CLOEXEC | ffi::O_NOFOLLOW, mode) };
+        let fd =
+            unsafe { ffi::shm_open(c.as_ptr(), flags | ffi::O_CLOEXEC | ffi::O_NOFOLLOW, mode) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -90,14 +92,12 @@ impl Mapping {
         self.len
     }
 
-    /// Never true (an empty segment is refused).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The 32-bit word at byte `off` (4-aligned, in bounds: panics otherwise).
     pub fn u32(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= self.len, "word {off} outside the mapping");
+        assert!(
+            off % 4 == 0 && off + 4 <= self.len,
+            "word {off} outside the mapping"
+        );
         // SAFETY: in bounds and aligned (the mapping is page-aligned, `off` a multiple of 4);
         // the memory lives as long as `self`, and is only accessed atomically through this view.
         unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU32>() }
@@ -105,19 +105,12 @@ impl Mapping {
 
     /// The 64-bit word at byte `off` (8-aligned, in bounds: panics otherwise).
     pub fn u64(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= self.len, "word {off} outside the mapping");
+        assert!(
+            off % 8 == 0 && off + 8 <= self.len,
+            "word {off} outside the mapping"
+        );
         // SAFETY: as in `u32`, with 8-byte alignment.
         unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU64>() }
-    }
-
-    /// Copy `len` bytes at `off` out (for fields the peer may be writing: never a reference).
-    pub fn read_bytes(&self, off: usize, len: usize) -> Vec<u8> {
-        assert!(off.checked_add(len).is_some_and(|e| e <= self.len));
-        let mut out = vec![0u8; len];
-        // SAFETY: the source range is inside the mapping (checked above), the destination is a
-        // fresh buffer; they cannot overlap.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), out.as_mut_ptr(), len) };
-        out
     }
 
     /// Copy `bytes` in at `off` (fields of the control segment this side owns).
@@ -125,7 +118,9 @@ impl Mapping {
         assert!(off.checked_add(bytes.len()).is_some_and(|e| e <= self.len));
         // SAFETY: the destination range is inside the mapping (checked above); the protocol gives
         // this process the only write access to it; `bytes` is ordinary memory, no overlap.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(off), bytes.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(off), bytes.len())
+        };
     }
 
     /// The bytes `[off, off + len)`, read-only. Only for an area the peer does not write while the
@@ -224,7 +219,10 @@ impl Semaphore {
 
     /// Wait for a post until the CLOCK_MONOTONIC time `until_ns`.
     pub fn wait_until(&self, until_ns: u64) -> Wait {
-        let ts = ffi::timespec { tv_sec: (until_ns / 1_000_000_000) as i64, tv_nsec: (until_ns % 1_000_000_000) as i64 };
+        let ts = ffi::timespec {
+            tv_sec: (until_ns / 1_000_000_000) as i64,
+            tv_nsec: (until_ns % 1_000_000_000) as i64,
+        };
         // SAFETY: `sem` is a live handle; `ts` outlives the call.
         let rc = unsafe { ffi::sem_clockwait(self.sem.as_ptr(), ffi::CLOCK_MONOTONIC, &ts) };
         if rc == 0 {
@@ -252,17 +250,24 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot), `None` if no such process.
+/// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot), `None` if no such
+/// process or it is a zombie (dead, not yet reaped: field 3 is `Z` or `X`).
 pub fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_ascii_whitespace();
+    if matches!(fields.next(), Some("Z") | Some("X") | None) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Does some process hold an flock on `path` (a live server holds its lock file)?
 pub fn lock_file_held(path: &str) -> bool {
-    let Ok(file) = File::open(path) else { return false };
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
     // SAFETY: a valid open descriptor; the shared lock, if we get it, is dropped with the file.
     let rc = unsafe { ffi::flock(file.as_raw_fd(), ffi::LOCK_SH | ffi::LOCK_NB) };
     rc != 0 && io::Error::last_os_error().raw_os_error() == Some(ffi::EWOULDBLOCK)

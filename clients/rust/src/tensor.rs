@@ -49,7 +49,9 @@ impl DataType {
 
     /// The datatype named `name` (`"FP32"`, `"INT64"`, ...; case-insensitive).
     pub fn from_name(name: &str) -> Option<DataType> {
-        ALL.iter().copied().find(|d| d.name().eq_ignore_ascii_case(name))
+        ALL.iter()
+            .copied()
+            .find(|d| d.name().eq_ignore_ascii_case(name))
     }
 
     /// The wire code.
@@ -157,22 +159,43 @@ pub fn byte_size(datatype: DataType, shape: &[u64]) -> Option<usize> {
 impl Tensor {
     /// A tensor from raw little-endian bytes; INVALID_INPUT unless `data` has exactly
     /// `product(shape) * itemsize` bytes and the shape has at most 8 dimensions.
-    pub fn new(name: impl Into<String>, datatype: DataType, shape: &[u64], data: Vec<u8>) -> Result<Tensor> {
+    pub fn new(
+        name: impl Into<String>,
+        datatype: DataType,
+        shape: &[u64],
+        data: Vec<u8>,
+    ) -> Result<Tensor> {
         let name = name.into();
         if shape.len() > crate::layout::MAX_NDIM {
-            return err(Status::InvalidInput, format!("tensor {name:?} has {} dimensions (at most 8)", shape.len()));
+            return err(
+                Status::InvalidInput,
+                format!("tensor {name:?} has {} dimensions (at most 8)", shape.len()),
+            );
         }
         match byte_size(datatype, shape) {
-            Some(n) if n == data.len() => Ok(Tensor { name, datatype, shape: shape.to_vec(), data }),
+            Some(n) if n == data.len() => Ok(Tensor {
+                name,
+                datatype,
+                shape: shape.to_vec(),
+                data,
+            }),
             _ => err(
                 Status::InvalidInput,
-                format!("tensor {name:?}: {} bytes do not make a {} tensor of shape {shape:?}", data.len(), datatype.name()),
+                format!(
+                    "tensor {name:?}: {} bytes do not make a {} tensor of shape {shape:?}",
+                    data.len(),
+                    datatype.name()
+                ),
             ),
         }
     }
 
     /// A tensor of `values` (e.g. `f32` gives FP32).
-    pub fn from_slice<T: Element>(name: impl Into<String>, shape: &[u64], values: &[T]) -> Result<Tensor> {
+    pub fn from_slice<T: Element>(
+        name: impl Into<String>,
+        shape: &[u64],
+        values: &[T],
+    ) -> Result<Tensor> {
         let mut data = Vec::new();
         T::extend_le(values, &mut data);
         Tensor::new(name, T::DTYPE, shape, data)
@@ -183,10 +206,19 @@ impl Tensor {
         if T::DTYPE != self.datatype {
             return err(
                 Status::InvalidInput,
-                format!("tensor {:?} is {}, not {}", self.name, self.datatype.name(), T::DTYPE.name()),
+                format!(
+                    "tensor {:?} is {}, not {}",
+                    self.name,
+                    self.datatype.name(),
+                    T::DTYPE.name()
+                ),
             );
         }
-        Ok(self.data.chunks_exact(std::mem::size_of::<T>()).map(T::from_le).collect())
+        Ok(self
+            .data
+            .chunks_exact(std::mem::size_of::<T>())
+            .map(T::from_le)
+            .collect())
     }
 
     /// Number of elements.

@@ -7,6 +7,11 @@ use crate::layout as l;
 use crate::tensor::DataType;
 use std::path::Path;
 
+/// A tensor as the JSON gives it: name, datatype, shape, bytes.
+type Spec = (String, DataType, Vec<u64>, Vec<u8>);
+/// Names of the vectors passed, and (name, why) of those failed.
+pub type Outcome = (Vec<String>, Vec<(String, String)>);
+
 fn num(n: impl ToString) -> Value {
     Value::Number(n.to_string())
 }
@@ -35,7 +40,10 @@ fn tensors_json(refs: &[TensorRef], area: &[u8]) -> Value {
                     ("data_size".into(), num(r.data_size)),
                     ("datatype".into(), Value::String(r.datatype.name().into())),
                     ("name".into(), Value::String(r.name.clone())),
-                    ("shape".into(), Value::Array(r.shape.iter().map(num).collect())),
+                    (
+                        "shape".into(),
+                        Value::Array(r.shape.iter().map(num).collect()),
+                    ),
                 ])
             })
             .collect(),
@@ -48,7 +56,9 @@ fn same(a: &Value, b: &Value) -> bool {
         (Value::Number(x), Value::Number(y)) => {
             x == y || matches!((x.parse::<f64>(), y.parse::<f64>()), (Ok(p), Ok(q)) if p == q)
         }
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| b.get(k).is_some_and(|w| same(v, w)))
         }
@@ -56,11 +66,22 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn specs_of(expect: &Value, key: &str) -> Result<Vec<(String, DataType, Vec<u64>, Vec<u8>)>, String> {
+fn specs_of(expect: &Value, key: &str) -> Result<Vec<Spec>, String> {
     let mut out = Vec::new();
-    for t in expect.get(key).and_then(Value::as_array).ok_or(format!("no {key}"))? {
-        let name = t.get("name").and_then(Value::as_str).ok_or("tensor without name")?;
-        let dt = t.get("datatype").and_then(Value::as_str).and_then(DataType::from_name).ok_or("bad datatype")?;
+    for t in expect
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or(format!("no {key}"))?
+    {
+        let name = t
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("tensor without name")?;
+        let dt = t
+            .get("datatype")
+            .and_then(Value::as_str)
+            .and_then(DataType::from_name)
+            .ok_or("bad datatype")?;
         let shape = t
             .get("shape")
             .and_then(Value::as_array)
@@ -68,18 +89,21 @@ fn specs_of(expect: &Value, key: &str) -> Result<Vec<(String, DataType, Vec<u64>
             .iter()
             .map(|d| d.as_u64().ok_or("bad dim"))
             .collect::<Result<Vec<_>, _>>()?;
-        let data = unhex(t.get("data_hex").and_then(Value::as_str).ok_or("no data_hex")?)?;
+        let data = unhex(
+            t.get("data_hex")
+                .and_then(Value::as_str)
+                .ok_or("no data_hex")?,
+        )?;
         out.push((name.to_string(), dt, shape, data));
     }
     Ok(out)
 }
 
-fn place(
-    specs: &[(String, DataType, Vec<u64>, Vec<u8>)],
-    payload: usize,
-    area: &mut [u8],
-) -> Result<Vec<TensorRef>, String> {
-    let views: Vec<(&str, DataType, &[u64])> = specs.iter().map(|(n, d, s, _)| (n.as_str(), *d, s.as_slice())).collect();
+fn place(specs: &[Spec], payload: usize, area: &mut [u8]) -> Result<Vec<TensorRef>, String> {
+    let views: Vec<(&str, DataType, &[u64])> = specs
+        .iter()
+        .map(|(n, d, s, _)| (n.as_str(), *d, s.as_slice()))
+        .collect();
     let (refs, _) = codec::layout(&views, payload).map_err(|e| e.to_string())?;
     for (r, (_, _, _, data)) in refs.iter().zip(specs) {
         area.get_mut(r.data_offset..r.data_offset + data.len())
@@ -121,15 +145,20 @@ pub fn check(json_path: &Path) -> Result<(), String> {
         };
         return match got {
             Ok(()) => Err(format!("decoded, expected error {code}")),
-            Err(e) if u64::from(e.code.code()) != code => Err(format!("got {e}, expected error {code}")),
+            Err(e) if u64::from(e.code.code()) != code => {
+                Err(format!("got {e}, expected error {code}"))
+            }
             Err(e) if Some(e.request_id) != expect.get("request_id").and_then(Value::as_u64) => {
                 Err(format!("error has request_id {}", e.request_id))
             }
             Err(_) => Ok(()),
         };
     }
-    let params_expect: Vec<(String, Value)> =
-        expect.get("params").and_then(Value::as_object).ok_or("no params")?.to_vec();
+    let params_expect: Vec<(String, Value)> = expect
+        .get("params")
+        .and_then(Value::as_object)
+        .ok_or("no params")?
+        .to_vec();
     let mut area = vec![0u8; bin.len()];
     if as_request {
         let d = codec::decode_request(&bin, &limits).map_err(|e| format!("decode: {e}"))?;
@@ -139,13 +168,20 @@ pub fn check(json_path: &Path) -> Result<(), String> {
             ("inputs".into(), tensors_json(&d.inputs, &bin)),
             ("kind".into(), num(d.kind)),
             ("model".into(), Value::String(d.model.clone())),
-            ("outputs".into(), Value::Array(d.outputs.iter().cloned().map(Value::String).collect())),
+            (
+                "outputs".into(),
+                Value::Array(d.outputs.iter().cloned().map(Value::String).collect()),
+            ),
             ("params".into(), Value::Object(d.params.clone())),
             ("request_id".into(), num(d.request_id)),
             ("version".into(), Value::String(d.version.clone())),
         ]);
         if !same(&got, expect) {
-            return Err(format!("decoded {} != expected {}", got.to_json(), expect.to_json()));
+            return Err(format!(
+                "decoded {} != expected {}",
+                got.to_json(),
+                expect.to_json()
+            ));
         }
         // Encode from the expected fields.
         let specs = specs_of(expect, "inputs")?;
@@ -182,12 +218,19 @@ pub fn check(json_path: &Path) -> Result<(), String> {
             ("request_id".into(), num(d.request_id)),
             ("required_bytes".into(), num(d.required_bytes)),
             ("status".into(), num(d.status)),
-            ("status_name".into(), Value::String(crate::Status::from_code(d.status).name().into())),
+            (
+                "status_name".into(),
+                Value::String(crate::Status::from_code(d.status).name().into()),
+            ),
             ("text".into(), Value::String(d.text.clone())),
             ("version".into(), Value::String(d.version.clone())),
         ]);
         if !same(&got, expect) {
-            return Err(format!("decoded {} != expected {}", got.to_json(), expect.to_json()));
+            return Err(format!(
+                "decoded {} != expected {}",
+                got.to_json(),
+                expect.to_json()
+            ));
         }
         let specs = specs_of(expect, "outputs")?;
         let text = str_of(expect, "text")?.as_bytes().to_vec();
@@ -209,13 +252,15 @@ pub fn check(json_path: &Path) -> Result<(), String> {
     }
     if area != bin {
         let at = area.iter().zip(&bin).position(|(a, b)| a != b).unwrap_or(0);
-        return Err(format!("re-encoded bytes differ from the file at offset {at}"));
+        return Err(format!(
+            "re-encoded bytes differ from the file at offset {at}"
+        ));
     }
     Ok(())
 }
 
 /// Check every `*.json` vector in `dir`: (names passed, (name, why) failed).
-pub fn check_dir(dir: &Path) -> std::io::Result<(Vec<String>, Vec<(String, String)>)> {
+pub fn check_dir(dir: &Path) -> std::io::Result<Outcome> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -223,7 +268,10 @@ pub fn check_dir(dir: &Path) -> std::io::Result<(Vec<String>, Vec<(String, Strin
     paths.sort();
     let (mut passed, mut failed) = (Vec::new(), Vec::new());
     for p in paths {
-        let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         match check(&p) {
             Ok(()) => passed.push(name),
             Err(why) => failed.push((name, why)),

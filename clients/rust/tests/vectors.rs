@@ -10,12 +10,24 @@ fn dir() -> PathBuf {
 fn all_vectors_pass() {
     let (passed, failed) = fdn::vectors::check_dir(&dir()).expect("read the vectors directory");
     assert!(failed.is_empty(), "failed vectors: {failed:#?}");
-    assert!(passed.len() >= 20, "only {} vectors found in {}", passed.len(), dir().display());
+    assert!(
+        passed.len() >= 20,
+        "only {} vectors found in {}",
+        passed.len(),
+        dir().display()
+    );
 }
 
 #[test]
 fn each_vector_by_name() {
-    for name in ["request_fp32", "request_multi", "response_ok", "response_too_large", "error_bad_checksum"] {
-        fdn::vectors::check(&dir().join(format!("{name}.json"))).unwrap_or_else(|e| panic!("{name}: {e}"));
+    for name in [
+        "request_fp32",
+        "request_multi",
+        "response_ok",
+        "response_too_large",
+        "error_bad_checksum",
+    ] {
+        fdn::vectors::check(&dir().join(format!("{name}.json")))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
