@@ -60,7 +60,9 @@ _U64 = struct.Struct("<Q")
 _DEADLINE_AT = L.MSG_HEADER_SIZE + 80  # deadline_ns in the request body
 _INFER = int(L.MessageKind.INFER_REQUEST)
 _STATE = _R.STATE // 4
+_SERVER_SLEEPING = _R.SERVER_SLEEPING // 4
 _READY = int(L.RegionState.READY)
+_TOO_LARGE = int(ErrorCode.TOO_LARGE)
 
 
 def _pages(n: int) -> int:
@@ -441,7 +443,7 @@ class ShmClient(TransportClient):
         ch.seq = seq
         u64[ch.cseq] = seq
         fence()
-        if u32[_R.SERVER_SLEEPING // 4]:
+        if u32[_SERVER_SLEEPING]:
             conn.bell.release()
         assert ch.sem is not None
         if not wait_seq(u64, ch.sseq, seq, self.spin_ns, u32, ch.sleeping_word, ch.sem, deadline, conn.check):
@@ -455,7 +457,7 @@ class ShmClient(TransportClient):
                 f"response carries request id {dec.request_id}, not {rid}", model=model, request_id=rid
             )
         if dec.status:
-            if dec.status == ErrorCode.TOO_LARGE and dec.required_bytes > ch.resp_cap and retry:
+            if dec.status == _TOO_LARGE and dec.required_bytes > ch.resp_cap and retry:
                 ch.attach(ch.req_cap, _pages(dec.required_bytes))
                 return self._exchange(ch, rid, model, deadline, retry=False)
             raise error_for_code(dec.status, dec.text, model=model, request_id=rid)

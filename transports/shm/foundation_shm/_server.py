@@ -56,6 +56,7 @@ _R = L.RegionField
 _C = L.ChannelField
 _MAX_TEXT = 1 << 20
 _RESPONSE = int(L.MessageKind.RESPONSE)
+_INFER = int(L.MessageKind.INFER_REQUEST)
 
 
 class _Channel:
@@ -187,6 +188,7 @@ class ShmServer(TransportServer):
             remove_objects(self.name, keep_lock_file=True)
             self._lock.release()
             raise
+        self._u32, self._u64 = self._ctl.u32, self._ctl.u64
         self._write_header(channels, spin_us, heartbeat_ms, max_request_bytes, max_tensors, default_capacity)
         self._loop_thread = threading.Thread(target=self._loop, name=f"shm-{self.name}", daemon=True)
         self._beat_thread = threading.Thread(
@@ -307,10 +309,10 @@ class ShmServer(TransportServer):
 
     def _dispatch(self, ch: _Channel, seq: int) -> None:
         ch.busy = True
-        self._ctl.u32[ch.busy_word] = 1
+        self._u32[ch.busy_word] = 1
         rid, model = 0, ""
         try:
-            if ch.gen != self._ctl.u64[ch.gen_word]:
+            if ch.gen != self._u64[ch.gen_word]:
                 self._map(ch)
             assert ch.reader is not None
             dec = ch.reader.read()
@@ -339,7 +341,7 @@ class ShmServer(TransportServer):
             respond(
                 DeadlineExceeded("deadline passed before the request ran", model=dec.model, request_id=rid)
             )
-        elif dec.kind == L.MessageKind.INFER_REQUEST:
+        elif dec.kind == _INFER:
             request = InferenceRequest(
                 dec.model,
                 dec.inputs,
@@ -398,13 +400,13 @@ class ShmServer(TransportServer):
                     else InternalError(f"cannot encode response: {exc}")
                 )
                 self._write_error(ch, r, err)
-            ctl = self._ctl
-            ctl.u64[ch.sseq] = r.seq
-            ctl.u32[ch.busy_word] = 0
-            ctl.u64[ch.served_word] += 1
+            u32, u64 = self._u32, self._u64
+            u64[ch.sseq] = r.seq
+            u32[ch.busy_word] = 0
+            u64[ch.served_word] += 1
             ch.busy = False
             fence()
-            if self._ctl.u32[ch.sleeping_word]:
+            if u32[ch.sleeping_word]:
                 ch.sem.release()
 
     def _write_error(self, ch: _Channel, r: _Responder, exc: InferenceError, required: int = 0) -> None:
