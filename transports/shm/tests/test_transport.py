@@ -128,3 +128,13 @@ def test_a_response_bigger_than_the_response_area_grows_it_and_succeeds(server: 
         np.testing.assert_array_equal(
             client.infer(InferenceRequest("echo", {"x": x[:5]})).outputs["x"], x[:5]
         )
+
+
+def test_data_crc_covers_the_tensor_bytes_end_to_end(name: str) -> None:
+    with (
+        ShmTransport().serve(name, EchoHandler(), data_crc=True),
+        ShmTransport().connect(name, data_crc=True) as c,
+    ):
+        x = np.arange(1000, dtype=np.int16)
+        for _ in range(2):  # the second call takes the cached path: its CRC still covers the data
+            np.testing.assert_array_equal(c.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
