@@ -13,6 +13,7 @@
 
 use fdn::{Client, ConnectOptions, DataType, Error, Status, Tensor, TensorSpec};
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -175,7 +176,12 @@ fn print_outputs(outputs: &[Tensor]) {
         out.push_str("]}");
     }
     out.push_str("}}");
-    println!("{out}");
+    emit(&out);
+}
+
+/// Print one line to stdout (a closed pipe is not worth a panic).
+fn emit(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 fn fail(e: &Error) -> ExitCode {
@@ -186,7 +192,7 @@ fn fail(e: &Error) -> ExitCode {
     );
     json_str(&mut out, &e.message);
     out.push('}');
-    println!("{out}");
+    emit(&out);
     ExitCode::from(if e.code == Status::ServerUnavailable {
         4
     } else {
@@ -277,7 +283,7 @@ fn vectors(dir: &str) -> ExitCode {
         out.push('}');
     }
     out.push_str("]}");
-    println!("{out}");
+    emit(&out);
     ExitCode::from(if failed.is_empty() { 0 } else { 1 })
 }
 
@@ -310,7 +316,7 @@ fn main() -> ExitCode {
     if cmd == "bench" {
         return match bench(&mut client, &a) {
             Ok(line) => {
-                println!("{line}");
+                emit(&line);
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),

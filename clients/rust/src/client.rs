@@ -22,6 +22,8 @@ pub struct ConnectOptions {
     pub capacity: Option<usize>,
     /// Spin on the response word this long before blocking (the spec's default: 100 µs).
     pub spin: Duration,
+    /// Within the spin window, poll flat out this long, then yield the CPU between polls (20 µs).
+    pub yield_after: Duration,
     /// How long to wait for the region mutex at connect before failing OVERLOADED (2 s).
     pub connect_timeout: Duration,
     /// Set `FDN_FLAG_DATA_CRC`: the CRC also covers the tensor data (for debugging).
@@ -33,6 +35,7 @@ impl Default for ConnectOptions {
         ConnectOptions {
             capacity: None,
             spin: Duration::from_micros(100),
+            yield_after: Duration::from_micros(20),
             connect_timeout: Duration::from_secs(2),
             data_crc: false,
         }
@@ -151,6 +154,7 @@ struct Conn {
     instance_id: u64,
     limits: Limits,
     alive: bool,
+    yield_after_ns: u64,
 }
 
 impl Conn {
@@ -270,6 +274,7 @@ impl Conn {
             instance_id,
             limits,
             alive: true,
+            yield_after_ns: opts.yield_after.as_nanos() as u64,
         })
     }
 
@@ -321,16 +326,23 @@ impl Conn {
         }
         let spin_ns = spin.as_nanos() as u64;
         if spin_ns > 0 {
-            let end = shm::monotonic_ns() + spin_ns;
-            'spin: loop {
-                for _ in 0..64 {
+            // Spin flat out briefly, then yield the CPU between polls until the window ends
+            // ("polite spin", 7.2): on a small machine the server may need this CPU.
+            let start = shm::monotonic_ns();
+            let (end, polite) = (start + spin_ns, start + self.yield_after_ns);
+            loop {
+                for _ in 0..16 {
                     if self.server_seq() == want {
                         return Ok(());
                     }
                     spin_loop();
                 }
-                if shm::monotonic_ns() > end {
-                    break 'spin;
+                let now = shm::monotonic_ns();
+                if now > end {
+                    break;
+                }
+                if now > polite {
+                    std::thread::yield_now();
                 }
             }
         }
