@@ -27,28 +27,29 @@ __all__ = ["bench_main", "run"]
 
 
 def spin_floor_us(rounds: int = 20000) -> float:
-    """p50 round trip of two processes spinning on shared words (the machine's IPC floor)."""
-    buf = mmap.mmap(-1, 16)
+    """p50 round trip of two processes spinning on shared words (the machine's IPC floor); the
+    same measurement as ``benchmarks/shm.py``'s ``floor_spin`` (one word per cache line)."""
+    buf = mmap.mmap(-1, 4096)
     words = memoryview(buf).cast("Q")
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child echoes every ping, then leaves
         for i in range(1, rounds + 1):
             while words[0] != i:
                 pass
-            words[1] = i
+            words[8] = i
         os._exit(0)
     times = np.empty(rounds, np.int64)
     clock = time.perf_counter_ns
     for i in range(1, rounds + 1):
         t0 = clock()
         words[0] = i
-        while words[1] != i:
+        while words[8] != i:
             pass
         times[i - 1] = clock() - t0
     os.waitpid(pid, 0)
     words.release()
     buf.close()
-    return float(np.percentile(times[rounds // 10 :], 50)) / 1e3
+    return float(np.percentile(times, 50)) / 1e3
 
 
 def _timed(call: Any, arg: Any, calls: int) -> np.ndarray:

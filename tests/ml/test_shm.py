@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -149,11 +150,10 @@ def test_sigterm_answers_a_queued_request_before_exiting(shm_hub: Hub, name: str
         t = threading.Thread(target=call)
         t.start()
         with InferenceClient(name, transport="shm", hub=shm_hub) as watcher:
-            for _ in range(10_000):  # wait (not time) until the request sits in the batcher's queue
-                if watcher.stats()["models"]["demo"]["queue_depth"] == 1:
-                    break
-            else:
-                pytest.fail("the request never reached the queue")
+            give_up = time.monotonic() + 60  # a bound for a broken server, not a timing
+            while watcher.stats()["models"]["demo"]["queue_depth"] != 1:
+                assert time.monotonic() < give_up, "the request never reached the batcher's queue"
+                time.sleep(0.001)
         assert server.stop(signal.SIGTERM) == 0, server.output
         t.join(60)
     assert len(got) == 1 and isinstance(got[0], np.ndarray), got
