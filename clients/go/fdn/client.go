@@ -1,0 +1,560 @@
+package fdn
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// Options of a connection; the zero value of a field means its default.
+type Options struct {
+	SpinUs           uint32 // spin window before blocking (default 100 µs; NoSpin: do not spin)
+	Capacity         uint64 // request/response area bytes (default: the server's)
+	ConnectTimeoutMs uint32 // region mutex wait at connect (default 2000)
+	DataCRC          bool   // the CRC also covers tensor data
+}
+
+// NoSpin as Options.SpinUs blocks at once.
+const NoSpin = ^uint32(0)
+
+const waitSlice = 50 * time.Millisecond
+
+// Input is one named input tensor: row-major little-endian bytes.
+type Input struct {
+	Name  string
+	DType DType
+	Shape []uint64
+	Data  []byte
+}
+
+// Result is what a call returns: views on the response area, valid until the next call.
+type Result struct {
+	RequestID uint64
+	Model     string
+	Version   string
+	Outputs   []Tensor
+}
+
+// Output is the output called name, or nil.
+func (r *Result) Output(name string) *Tensor {
+	for i := range r.Outputs {
+		if r.Outputs[i].Name == name {
+			return &r.Outputs[i]
+		}
+	}
+	return nil
+}
+
+// Float32s views an FP32 tensor's data as []float32 (no copy).
+func (t *Tensor) Float32s() []float32 {
+	if t.DType != FP32 || len(t.Data) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&t.Data[0])), len(t.Data)/4)
+}
+
+// Client is one connection to a server: one claimed channel, one call at a time.
+type Client struct {
+	name string
+	opts Options
+	// the connection: control segment and semaphores of one server instance
+	connected                         bool
+	ctl                               []byte
+	mutex, bell, sem                  semaphore
+	serverPid                         uint32
+	serverStart, maxRequestBytes, cap uint64
+	mode                              uint32
+	// the claimed channel
+	index, ch       uint32 // ch: the channel block's offset in ctl
+	seq             uint64
+	data            []byte
+	reqCap, respCap uint64
+	used            uint64
+	dataName        string
+	nextID          uint64
+	loaned          bool
+	loanEnd         uint64
+	req             Request // reused by every call: nothing allocated per call
+	resp            Response
+	res             Result
+	inputs          [MaxTensors]Tensor
+}
+
+func (c *Client) u32(off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&c.ctl[off])) }
+func (c *Client) u64(off uint32) *uint64 { return (*uint64)(unsafe.Pointer(&c.ctl[off])) }
+
+// startTime is field 22 of /proc/PID/stat (clock ticks since boot); 0 if the process is gone or
+// a zombie.
+func startTime(pid uint32) uint64 {
+	raw, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(raw, ')')
+	if i < 0 {
+		return 0
+	}
+	fields := bytes.Fields(raw[i+1:])
+	if len(fields) < 20 || fields[0][0] == 'Z' || fields[0][0] == 'X' {
+		return 0
+	}
+	v, _ := strconv.ParseUint(string(fields[19]), 10, 64)
+	return v
+}
+
+// alive is section 10.3: READY or STOPPING, and server_pid is the process that started then.
+func (c *Client) alive() bool {
+	state := atomic.LoadUint32(c.u32(rState))
+	if state != stateReady && state != stateStopping {
+		return false
+	}
+	return c.serverPid != 0 && startTime(c.serverPid) == c.serverStart
+}
+
+func pages(n uint64) uint64 {
+	p := (n + page - 1) / page * page
+	if p < page {
+		return page
+	}
+	return p
+}
+
+func validName(name string) bool {
+	if len(name) < 1 || len(name) > 48 {
+		return false
+	}
+	for _, ch := range []byte(name) {
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Connect attaches to the server called name and claims one channel (section 10.1).
+func Connect(name string, opts Options) (*Client, error) {
+	if len(name) > 6 && name[:6] == "shm://" {
+		name = name[6:]
+	}
+	if !validName(name) {
+		return nil, fail(InvalidInput, 0, "shm server name %q must be 1-48 characters of [A-Za-z0-9_]", name)
+	}
+	if opts.SpinUs == 0 {
+		opts.SpinUs = 100
+	} else if opts.SpinUs == NoSpin {
+		opts.SpinUs = 0
+	}
+	if opts.ConnectTimeoutMs == 0 {
+		opts.ConnectTimeoutMs = 2000
+	}
+	c := &Client{name: name, opts: opts, nextID: 1}
+	if err := c.connect(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Client) connect() error {
+	err := c.openRegion()
+	if err == nil {
+		err = c.claim()
+	}
+	if err != nil {
+		c.disconnect()
+		return err
+	}
+	c.connected = true
+	return nil
+}
+
+func (c *Client) openRegion() error {
+	path := "/fdn-" + c.name
+	fd, err := shmOpen(path, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fail(ServerUnavailable, 0, "no shm server named %q", c.name)
+	}
+	defer syscall.Close(fd)
+	var st syscall.Stat_t
+	if syscall.Fstat(fd, &st) != nil || st.Size < RegionSize {
+		return fail(ServerUnavailable, 0, "shm server %q is not ready", c.name)
+	}
+	c.mode = st.Mode & 0o777
+	if c.ctl, err = mmap(fd, int(st.Size)); err != nil {
+		c.ctl = nil
+		return fail(ServerUnavailable, 0, "mmap %s: %v", path, err)
+	}
+	if atomic.LoadUint32(c.u32(rMagic)) != RegionMagic {
+		return fail(ServerUnavailable, 0, "shm server %q is not ready (no region header)", c.name)
+	}
+	if v := le.Uint16(c.ctl[rVersionMajor:]); v != ProtocolVersion {
+		return fail(BadVersion, 0, "shm server %q speaks protocol %d, this client %d", c.name, v, ProtocolVersion)
+	}
+	c.serverPid = le.Uint32(c.ctl[rServerPid:])
+	c.serverStart = le.Uint64(c.ctl[rServerStart:])
+	c.maxRequestBytes = le.Uint64(c.ctl[rMaxRequestBytes:])
+	c.cap = le.Uint64(c.ctl[rDefaultCapacity:])
+	if !c.alive() {
+		return fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
+	}
+	count, size := le.Uint32(c.ctl[rChannelCount:]), le.Uint32(c.ctl[rChannelSize:])
+	if le.Uint64(c.ctl[rChannelsOffset:])+uint64(count)*uint64(size) > uint64(len(c.ctl)) || size != ChanSize {
+		return fail(Internal, 0, "shm server %q: region header disagrees with its size", c.name)
+	}
+	c.mutex = semOpen("/fdn-" + c.name + "-lock")
+	c.bell = semOpen("/fdn-" + c.name + "-bell")
+	if c.mutex == nil || c.bell == nil {
+		return fail(ServerUnavailable, 0, "shm server %q: semaphores missing", c.name)
+	}
+	return nil
+}
+
+func (c *Client) claim() error {
+	if !semWait(c.mutex, int64(c.opts.ConnectTimeoutMs)*1e6) {
+		return fail(Overloaded, 0, "shm server %q: region mutex busy for %d ms", c.name, c.opts.ConnectTimeoutMs)
+	}
+	pid := uint32(os.Getpid())
+	atomic.StoreUint32(c.u32(rMutexHolder), pid)
+	err := c.claimLocked(pid)
+	atomic.StoreUint32(c.u32(rMutexHolder), 0)
+	semPost(c.mutex)
+	if err != nil {
+		return err
+	}
+	c.sem = semOpen(fmt.Sprintf("/fdn-%s-c%d", c.name, c.index))
+	if c.sem == nil {
+		return fail(ServerUnavailable, 0, "shm server %q: channel semaphore missing", c.name)
+	}
+	semDrain(c.sem) // stale posts of a previous owner
+	return nil
+}
+
+func (c *Client) claimLocked(pid uint32) error {
+	count := le.Uint32(c.ctl[rChannelCount:])
+	base := uint32(le.Uint64(c.ctl[rChannelsOffset:]))
+	i := uint32(0)
+	for ; i < count && atomic.LoadUint32(c.u32(base+i*ChanSize+cOwnerPid)) != 0; i++ {
+	}
+	if i == count {
+		return fail(Overloaded, 0, "shm server %q: all %d channels are in use", c.name, count)
+	}
+	c.index, c.ch = i, base+i*ChanSize
+	capacity := c.opts.Capacity
+	if capacity == 0 {
+		capacity = c.cap
+	}
+	c.used = 0
+	if err := c.attach(pages(capacity), pages(capacity)); err != nil {
+		return err
+	}
+	atomic.StoreUint32(c.u32(c.ch+cClientSleeping), 0)
+	atomic.StoreUint64(c.u64(c.ch+cOwnerStart), startTime(pid))
+	c.seq = atomic.LoadUint64(c.u64(c.ch + cServerSeq))
+	atomic.StoreUint64(c.u64(c.ch+cClientSeq), c.seq)
+	atomic.StoreUint32(c.u32(c.ch+cOwnerPid), pid)
+	atomic.StoreUint64(c.u64(rConnectEpoch), atomic.LoadUint64(c.u64(rConnectEpoch))+1)
+	return nil
+}
+
+// attach creates a data segment of these capacities and publishes it ("Growing", 10.1); the
+// request bytes in use are carried over.
+func (c *Client) attach(reqCap, respCap uint64) error {
+	gen := atomic.LoadUint64(c.u64(c.ch+cDataGen)) + 1
+	name := fmt.Sprintf("/fdn-%s-d%d-%d-%d", c.name, c.index, os.Getpid(), gen)
+	fd, err := shmOpen(name, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, c.mode)
+	if err != nil {
+		return fail(Internal, 0, "shm_open(%s): %v", name, err)
+	}
+	size := reqCap + respCap
+	var mem []byte
+	if err = syscall.Fchmod(fd, c.mode); err == nil {
+		if err = syscall.Ftruncate(fd, int64(size)); err == nil {
+			mem, err = mmap(fd, int(size))
+		}
+	}
+	syscall.Close(fd)
+	if err != nil {
+		shmUnlink(name)
+		return fail(Internal, 0, "data segment %s of %d bytes: %v", name, size, err)
+	}
+	if c.data != nil && c.used > 0 {
+		copy(mem, c.data[:c.used])
+	}
+	atomic.StoreUint64(c.u64(c.ch+cRequestCapacity), reqCap)
+	atomic.StoreUint64(c.u64(c.ch+cResponseCapacity), respCap)
+	putFixed(c.ctl[c.ch+cDataName:c.ch+cDataName+64], name)
+	atomic.StoreUint64(c.u64(c.ch+cDataGen), gen)
+	c.dropData()
+	c.data, c.reqCap, c.respCap, c.dataName = mem, reqCap, respCap, name
+	return nil
+}
+
+func (c *Client) dropData() {
+	if c.data != nil {
+		shmUnlink(c.dataName)
+		syscall.Munmap(c.data)
+		c.data = nil
+	}
+}
+
+func (c *Client) disconnect() {
+	semClose(c.sem)
+	semClose(c.mutex)
+	semClose(c.bell)
+	c.sem, c.mutex, c.bell = nil, nil, nil
+	c.dropData()
+	if c.ctl != nil {
+		syscall.Munmap(c.ctl)
+		c.ctl = nil
+	}
+	c.connected, c.loaned = false, false
+}
+
+// Close releases the channel (when idle) and unlinks this client's data segment.
+func (c *Client) Close() error {
+	if c.connected && c.alive() {
+		end := time.Now().Add(100 * time.Millisecond) // an answer still owed gets 100 ms
+		for atomic.LoadUint64(c.u64(c.ch+cServerSeq)) != c.seq && time.Now().Before(end) {
+			time.Sleep(time.Millisecond)
+		}
+		if semWait(c.mutex, int64(c.opts.ConnectTimeoutMs)*1e6) {
+			atomic.StoreUint32(c.u32(rMutexHolder), uint32(os.Getpid()))
+			if atomic.LoadUint64(c.u64(c.ch+cServerSeq)) == c.seq {
+				atomic.StoreUint32(c.u32(c.ch+cOwnerPid), 0)
+			} else { // busy: the server reclaims it when done
+				atomic.StoreUint64(c.u64(c.ch+cOwnerStart), 0)
+			}
+			atomic.StoreUint64(c.u64(rConnectEpoch), atomic.LoadUint64(c.u64(rConnectEpoch))+1)
+			atomic.StoreUint32(c.u32(rMutexHolder), 0)
+			semPost(c.mutex)
+		}
+	}
+	c.disconnect()
+	return nil
+}
+
+// waitSeq is section 7.2, steps 4-7: spin, then block in slices, checking the deadline (0: none)
+// and the server's liveness between slices.
+func (c *Client) waitSeq(s uint64, deadline uint64) error {
+	seqWord := c.u64(c.ch + cServerSeq)
+	if atomic.LoadUint64(seqWord) == s {
+		return nil
+	}
+	if c.opts.SpinUs > 0 {
+		start := time.Now()
+		limit := time.Duration(c.opts.SpinUs) * time.Microsecond
+		for k := 0; ; k++ {
+			if atomic.LoadUint64(seqWord) == s {
+				return nil
+			}
+			if k&15 == 15 && time.Since(start) > limit {
+				break
+			}
+		}
+	}
+	sleeping := c.u32(c.ch + cClientSleeping)
+	atomic.StoreUint32(sleeping, 1) // sequentially consistent: the full fence of 7.1
+	defer atomic.StoreUint32(sleeping, 0)
+	for atomic.LoadUint64(seqWord) != s {
+		slice := int64(waitSlice)
+		if deadline != 0 {
+			now := monotonicNs()
+			if now >= deadline {
+				return fail(DeadlineExceeded, 0, "no response from %q before the deadline", c.name)
+			}
+			if left := int64(deadline - now); left < slice {
+				slice = left
+			}
+		}
+		semWait(c.sem, slice)
+		if atomic.LoadUint64(seqWord) == s {
+			break
+		}
+		if !c.alive() {
+			c.connected = false // the next call reconnects
+			return fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
+		}
+	}
+	return nil
+}
+
+// ready reconnects if the server died, and waits until the channel is idle.
+func (c *Client) ready(deadline uint64) error {
+	if !c.connected {
+		c.disconnect()
+		if err := c.connect(); err != nil {
+			return err
+		}
+	}
+	if atomic.LoadUint64(c.u64(c.ch+cServerSeq)) != c.seq {
+		return c.waitSeq(c.seq, deadline)
+	}
+	return nil
+}
+
+func (c *Client) ensure(end uint64) error {
+	if end <= c.reqCap {
+		return nil
+	}
+	if end-HeaderSize > c.maxRequestBytes+(1<<20) {
+		return fail(TooLarge, 0, "a request of %d bytes exceeds the server's %d", end, c.maxRequestBytes)
+	}
+	c.used = 0
+	capacity := pages(end)
+	resp := c.respCap
+	if resp < capacity {
+		resp = capacity
+	}
+	return c.attach(capacity, resp)
+}
+
+func deadlineOf(timeout time.Duration) uint64 {
+	if timeout < 0 {
+		return 0
+	}
+	return monotonicNs() + uint64(timeout)
+}
+
+// exchange publishes the request in the request area, waits and decodes (section 7.2).
+func (c *Client) exchange(deadline uint64, retry bool) (*Result, error) {
+	rid := c.req.RequestID
+	c.seq++
+	s := c.seq
+	atomic.StoreUint64(c.u64(c.ch+cClientSeq), s) // sequentially consistent: the fence of step 3
+	if atomic.LoadUint32(c.u32(rServerSleeping)) != 0 {
+		semPost(c.bell)
+	}
+	if err := c.waitSeq(s, deadline); err != nil {
+		err.(*Error).RequestID = rid
+		return nil, err
+	}
+	resp := &c.resp
+	if err := DecodeResponse(c.data[c.reqCap:c.reqCap+c.respCap], DefaultLimits, resp); err != nil {
+		return nil, err
+	}
+	if resp.RequestID != rid {
+		return nil, fail(BadChecksum, rid, "response carries request id %d, not %d", resp.RequestID, rid)
+	}
+	if resp.Status != OK {
+		if resp.Status == TooLarge && resp.RequiredBytes > c.respCap && retry {
+			if err := c.attach(c.reqCap, pages(resp.RequiredBytes)); err != nil {
+				return nil, err
+			}
+			return c.exchange(deadline, false)
+		}
+		code := resp.Status
+		if code > Internal {
+			code = Internal
+		}
+		return nil, &Error{Code: code, Message: string(resp.Text), RequestID: rid}
+	}
+	c.res = Result{RequestID: rid, Model: resp.Model, Version: resp.Version, Outputs: resp.Outputs}
+	return &c.res, nil
+}
+
+func (c *Client) send(model string, end uint64, deadline uint64) (*Result, error) {
+	r := &c.req
+	r.Kind, r.RequestID, r.Model, r.Version, r.DeadlineNs = KindInferRequest, c.nextID, model, "", deadline
+	c.nextID++
+	r.Flags = 0
+	if c.opts.DataCRC {
+		r.Flags = FlagDataCRC
+	}
+	r.Outputs, r.Params = r.Outputs[:0], nil
+	if err := EncodeRequest(c.data[:c.reqCap], r); err != nil {
+		return nil, err
+	}
+	c.used = end
+	return c.exchange(deadline, true)
+}
+
+// Infer runs model on inputs; timeout < 0 means no deadline. The result's outputs are views on
+// shared memory, valid until the next call. A call after the server died reconnects first.
+func (c *Client) Infer(model string, inputs []Input, timeout time.Duration) (*Result, error) {
+	deadline := deadlineOf(timeout)
+	if len(inputs) > MaxTensors {
+		return nil, fail(TooLarge, 0, "%d inputs (at most %d)", len(inputs), MaxTensors)
+	}
+	if err := c.ready(deadline); err != nil {
+		return nil, err
+	}
+	c.loaned = false
+	ts := c.inputs[:len(inputs)]
+	for i := range inputs {
+		in := &inputs[i]
+		if len(in.Shape) > MaxNDim {
+			return nil, fail(InvalidInput, 0, "input %q has %d dimensions (at most 8)", in.Name, len(in.Shape))
+		}
+		ts[i] = Tensor{Name: in.Name, DType: in.DType, NDim: uint32(len(in.Shape))}
+		copy(ts[i].Shape[:], in.Shape)
+	}
+	end, err := Layout(ts, RequestPayloadSize(uint32(len(ts)), 0, 0))
+	if err != nil {
+		return nil, err
+	}
+	for i := range ts {
+		if uint64(len(inputs[i].Data)) != ts[i].DataSize {
+			return nil, fail(InvalidInput, 0, "input %q: %d bytes of data for %d", inputs[i].Name, len(inputs[i].Data), ts[i].DataSize)
+		}
+	}
+	if err := c.ensure(end); err != nil {
+		return nil, err
+	}
+	for i := range ts {
+		copy(c.data[ts[i].DataOffset:], inputs[i].Data)
+	}
+	c.req.Inputs = ts
+	return c.send(model, end, deadline)
+}
+
+// LoanBegin lays out tensors (Name, DType, NDim, Shape) in the request area; write each one's
+// bytes into LoanData(i), then call LoanInfer (repeatable). The slices of LoanData move when the
+// area grows: fetch them again after each call.
+func (c *Client) LoanBegin(model string, specs []Tensor) error {
+	if len(specs) > MaxTensors {
+		return fail(TooLarge, 0, "%d tensors (at most %d)", len(specs), MaxTensors)
+	}
+	if err := c.ready(deadlineOf(time.Duration(c.opts.ConnectTimeoutMs) * time.Millisecond)); err != nil {
+		return err
+	}
+	ts := c.inputs[:len(specs)]
+	copy(ts, specs)
+	end, err := Layout(ts, RequestPayloadSize(uint32(len(ts)), 0, 0))
+	if err != nil {
+		return err
+	}
+	if err := c.ensure(end); err != nil {
+		return err
+	}
+	c.req.Inputs, c.req.Model, c.loanEnd, c.loaned = ts, model, end, true
+	return nil
+}
+
+// LoanData is the loaned tensor i's bytes in shared memory.
+func (c *Client) LoanData(i int) []byte {
+	if !c.loaned || i < 0 || i >= len(c.req.Inputs) {
+		return nil
+	}
+	t := &c.req.Inputs[i]
+	return c.data[t.DataOffset : t.DataOffset+t.DataSize : t.DataOffset+t.DataSize]
+}
+
+// LoanInfer sends the loaned tensors as they are in shared memory.
+func (c *Client) LoanInfer(timeout time.Duration) (*Result, error) {
+	if !c.loaned {
+		return nil, fail(InvalidInput, 0, "no loan: call LoanBegin first")
+	}
+	if !c.connected {
+		c.loaned = false
+		return nil, fail(ServerUnavailable, 0, "the server of this loan is gone; take a new loan")
+	}
+	deadline := deadlineOf(timeout)
+	if err := c.ready(deadline); err != nil {
+		return nil, err
+	}
+	return c.send(c.req.Model, c.loanEnd, deadline)
+}

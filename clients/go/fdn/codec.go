@@ -1,0 +1,482 @@
+package fdn
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"hash/crc32"
+	"unicode/utf8"
+)
+
+var le = binary.LittleEndian
+
+// Tensor is one tensor as the codec sees it; DataOffset and DataSize are relative to the area.
+// Decoded tensors' Data is a view on the area (valid until the next call on the same client).
+type Tensor struct {
+	Name       string
+	DType      DType
+	NDim       uint32
+	Shape      [MaxNDim]uint64
+	DataOffset uint64
+	DataSize   uint64
+	Data       []byte
+}
+
+// Dims is the shape: Shape[:NDim].
+func (t *Tensor) Dims() []uint64 { return t.Shape[:t.NDim] }
+
+// Limits is what a decoder accepts.
+type Limits struct {
+	MaxTensors uint32
+	MaxBytes   uint64
+}
+
+// DefaultLimits are the protocol's defaults (section 11).
+var DefaultLimits = Limits{MaxTensors: MaxTensors, MaxBytes: 1 << 32}
+
+// Request holds a request's fields (encode and decode).
+type Request struct {
+	Kind       uint16
+	RequestID  uint64
+	Flags      uint32
+	Model      string
+	Version    string
+	DeadlineNs uint64
+	Inputs     []Tensor
+	Outputs    []string
+	Params     []byte // a compact JSON object, or empty
+}
+
+// Response holds a response's fields (encode and decode).
+type Response struct {
+	RequestID     uint64
+	Flags         uint32
+	Status        Status
+	Model         string
+	Version       string
+	Outputs       []Tensor
+	Text          []byte
+	Params        []byte
+	RequiredBytes uint64
+	names         map[string]string // decoded names, so repeated calls do not allocate
+}
+
+// RequestPayloadSize is section 5's payload_size of a request.
+func RequestPayloadSize(inputs, outputs, paramsSize uint32) uint64 {
+	return BodySize + DescSize*uint64(inputs) + NameSize*uint64(outputs) + uint64(paramsSize)
+}
+
+// ResponsePayloadSize is section 5's payload_size of a response.
+func ResponsePayloadSize(outputs, textSize, paramsSize uint32) uint64 {
+	return BodySize + DescSize*uint64(outputs) + uint64(textSize) + uint64(paramsSize)
+}
+
+// tensorBytes is product(shape) * itemsize, and false on overflow.
+func tensorBytes(shape []uint64, itemsize uint64) (uint64, bool) {
+	n := itemsize
+	for _, d := range shape {
+		if d != 0 && n > ^uint64(0)/d {
+			return 0, false
+		}
+		n *= d
+	}
+	return n, true
+}
+
+// Layout places tensors after header and payload at multiples of 64 (section 5, "Placement"),
+// setting DataOffset and DataSize; it returns the end of the last tensor.
+func Layout(tensors []Tensor, payloadSize uint64) (uint64, error) {
+	offset := align64(HeaderSize + payloadSize)
+	for i := range tensors {
+		t := &tensors[i]
+		size, ok := tensorBytes(t.Dims(), t.DType.ItemSize())
+		if t.DType.ItemSize() == 0 || t.NDim > MaxNDim || !ok {
+			return 0, fail(InvalidInput, 0, "tensor %q: unknown dtype, over 8 dimensions or too large", t.Name)
+		}
+		t.DataOffset, t.DataSize = offset, size
+		offset = align64(offset + size)
+	}
+	return offset, nil
+}
+
+// --- encoding ---------------------------------------------------------------------------------
+
+func putFixed(dst []byte, text string) bool {
+	if len(text) >= len(dst) {
+		return false
+	}
+	n := copy(dst, text)
+	for i := n; i < len(dst); i++ {
+		dst[i] = 0
+	}
+	return true
+}
+
+func writeDescs(area []byte, at uint64, tensors []Tensor, rid uint64) error {
+	for i := range tensors {
+		t := &tensors[i]
+		d := area[at : at+DescSize]
+		for k := range d {
+			d[k] = 0
+		}
+		if !putFixed(d[dName:dName+NameSize], t.Name) {
+			return fail(InvalidInput, rid, "tensor name %q is over 63 bytes", t.Name)
+		}
+		if t.NDim > MaxNDim {
+			return fail(InvalidInput, rid, "tensor %q has %d dimensions (at most 8)", t.Name, t.NDim)
+		}
+		if t.DataOffset > uint64(len(area)) || t.DataSize > uint64(len(area))-t.DataOffset {
+			return fail(TooLarge, rid, "tensor %q does not fit the area", t.Name)
+		}
+		le.PutUint32(d[dDType:], uint32(t.DType))
+		le.PutUint32(d[dNDim:], t.NDim)
+		for k := uint32(0); k < t.NDim; k++ {
+			le.PutUint64(d[dShape+8*k:], t.Shape[k])
+		}
+		le.PutUint64(d[dDataOffset:], t.DataOffset)
+		le.PutUint64(d[dDataSize:], t.DataSize)
+		at += DescSize
+	}
+	return nil
+}
+
+func seal(area []byte, payload uint64, flags uint32, tensors []Tensor) {
+	crc := crc32.Update(crc32.ChecksumIEEE(area[:hCRC]), crc32.IEEETable, area[HeaderSize:HeaderSize+payload])
+	if flags&FlagDataCRC != 0 {
+		for i := range tensors {
+			t := &tensors[i]
+			crc = crc32.Update(crc, crc32.IEEETable, area[t.DataOffset:t.DataOffset+t.DataSize])
+		}
+	}
+	le.PutUint32(area[hCRC:], crc)
+}
+
+func putHeader(area []byte, kind uint16, rid, payload uint64, flags uint32) {
+	h := area[:HeaderSize]
+	le.PutUint32(h[hMagic:], MsgMagic)
+	le.PutUint16(h[hVersion:], ProtocolVersion)
+	le.PutUint16(h[hKind:], kind)
+	le.PutUint64(h[hRequestID:], rid)
+	le.PutUint32(h[hPayloadSize:], uint32(payload))
+	le.PutUint32(h[hFlags:], flags)
+	le.PutUint32(h[24:], 0)
+	le.PutUint32(h[hCRC:], 0)
+}
+
+func zero(b []byte) {
+	for i := range b {
+		b[i] = 0
+	}
+}
+
+// EncodeRequest writes header, body, descriptors, output names, params and CRC; the tensors'
+// data must already be in place at the offsets Layout gave.
+func EncodeRequest(area []byte, r *Request) error {
+	rid := r.RequestID
+	if len(r.Inputs) > MaxTensors || len(r.Outputs) > MaxTensors {
+		return fail(TooLarge, rid, "%d inputs / %d outputs (at most %d)", len(r.Inputs), len(r.Outputs), MaxTensors)
+	}
+	payload := RequestPayloadSize(uint32(len(r.Inputs)), uint32(len(r.Outputs)), uint32(len(r.Params)))
+	if HeaderSize+payload > uint64(len(area)) {
+		return fail(TooLarge, rid, "a request payload of %d bytes does not fit the area", payload)
+	}
+	body := area[HeaderSize : HeaderSize+BodySize]
+	zero(body)
+	if !putFixed(body[qModel:qModel+NameSize], r.Model) {
+		return fail(InvalidInput, rid, "model name %q is over 63 bytes", r.Model)
+	}
+	if !putFixed(body[qVersion:qVersion+VersionSize], r.Version) {
+		return fail(InvalidInput, rid, "model version %q is over 15 bytes", r.Version)
+	}
+	le.PutUint64(body[qDeadline:], r.DeadlineNs)
+	le.PutUint32(body[qInputCount:], uint32(len(r.Inputs)))
+	le.PutUint32(body[qOutputCount:], uint32(len(r.Outputs)))
+	le.PutUint32(body[qParamsSize:], uint32(len(r.Params)))
+	at := uint64(HeaderSize + BodySize)
+	if err := writeDescs(area, at, r.Inputs, rid); err != nil {
+		return err
+	}
+	at += DescSize * uint64(len(r.Inputs))
+	for _, name := range r.Outputs {
+		if !putFixed(area[at:at+NameSize], name) {
+			return fail(InvalidInput, rid, "output name %q is over 63 bytes", name)
+		}
+		at += NameSize
+	}
+	copy(area[at:], r.Params)
+	kind := r.Kind
+	if kind == 0 {
+		kind = KindInferRequest
+	}
+	putHeader(area, kind, rid, payload, r.Flags)
+	seal(area, payload, r.Flags, r.Inputs)
+	return nil
+}
+
+// EncodeResponse writes a response (the server's side; used by the vector tests).
+func EncodeResponse(area []byte, r *Response) error {
+	rid := r.RequestID
+	if len(r.Outputs) > MaxTensors {
+		return fail(TooLarge, rid, "%d outputs (at most %d)", len(r.Outputs), MaxTensors)
+	}
+	payload := ResponsePayloadSize(uint32(len(r.Outputs)), uint32(len(r.Text)), uint32(len(r.Params)))
+	if HeaderSize+payload > uint64(len(area)) {
+		return fail(TooLarge, rid, "a response payload of %d bytes does not fit the area", payload)
+	}
+	body := area[HeaderSize : HeaderSize+BodySize]
+	zero(body)
+	if !putFixed(body[sModel:sModel+NameSize], r.Model) || !putFixed(body[sVersion:sVersion+VersionSize], r.Version) {
+		return fail(InvalidInput, rid, "model name or version too long")
+	}
+	le.PutUint32(body[sStatus:], uint32(r.Status))
+	le.PutUint32(body[sOutputCount:], uint32(len(r.Outputs)))
+	le.PutUint32(body[sTextSize:], uint32(len(r.Text)))
+	le.PutUint32(body[sParamsSize:], uint32(len(r.Params)))
+	le.PutUint64(body[sRequiredBytes:], r.RequiredBytes)
+	at := uint64(HeaderSize + BodySize)
+	if err := writeDescs(area, at, r.Outputs, rid); err != nil {
+		return err
+	}
+	at += DescSize * uint64(len(r.Outputs))
+	at += uint64(copy(area[at:], r.Text))
+	copy(area[at:], r.Params)
+	putHeader(area, KindResponse, rid, payload, r.Flags)
+	seal(area, payload, r.Flags, r.Outputs)
+	return nil
+}
+
+// --- decoding (section 8, its checks in its order) -----------------------------------------
+
+func checkHeader(area []byte) (rid uint64, payload uint32, flags uint32, err error) {
+	rid = le.Uint64(area[hRequestID:])
+	if m := le.Uint32(area[hMagic:]); m != MsgMagic {
+		return rid, 0, 0, fail(BadMagic, rid, "bad magic 0x%08X (want 0x%08X)", m, MsgMagic)
+	}
+	if v := le.Uint16(area[hVersion:]); v != ProtocolVersion {
+		return rid, 0, 0, fail(BadVersion, rid, "protocol version %d (this side speaks %d)", v, ProtocolVersion)
+	}
+	payload = le.Uint32(area[hPayloadSize:])
+	if payload < BodySize || HeaderSize+uint64(payload) > uint64(len(area)) {
+		return rid, 0, 0, fail(InvalidInput, rid, "payload_size %d outside the area of %d bytes", payload, len(area))
+	}
+	return rid, payload, le.Uint32(area[hFlags:]), nil
+}
+
+func checkCRC(area []byte, payload uint32, rid uint64, tensors []Tensor) error {
+	crc := crc32.Update(crc32.ChecksumIEEE(area[:hCRC]), crc32.IEEETable, area[HeaderSize:HeaderSize+uint64(payload)])
+	for i := range tensors {
+		crc = crc32.Update(crc, crc32.IEEETable, tensors[i].Data)
+	}
+	if want := le.Uint32(area[hCRC:]); crc != want {
+		return fail(BadChecksum, rid, "CRC32 0x%08X != 0x%08X in the header", crc, want)
+	}
+	return nil
+}
+
+// fixedText reads a NUL-terminated UTF-8 fixed field.
+func fixedText(field []byte, names map[string]string) (string, bool) {
+	n := bytes.IndexByte(field, 0)
+	if n < 0 || !utf8.Valid(field[:n]) {
+		return "", false
+	}
+	if names != nil {
+		if s, ok := names[string(field[:n])]; ok {
+			return s, true
+		}
+		s := string(field[:n])
+		if len(names) < 4096 {
+			names[s] = s
+		}
+		return s, true
+	}
+	return string(field[:n]), true
+}
+
+func decodeTensor(area []byte, at uint64, t *Tensor, rid uint64, names map[string]string) error {
+	d := area[at : at+DescSize]
+	name, ok := fixedText(d[dName:dName+NameSize], names)
+	if !ok {
+		return fail(InvalidInput, rid, "tensor name is not valid NUL-terminated UTF-8")
+	}
+	ndim := le.Uint32(d[dNDim:])
+	if ndim > MaxNDim {
+		return fail(InvalidInput, rid, "tensor %q: ndim %d > %d", name, ndim, MaxNDim)
+	}
+	if loc := le.Uint32(d[dLocation:]); loc != LocationHost {
+		return fail(InvalidInput, rid, "tensor %q: unsupported location %d", name, loc)
+	}
+	dtype := DType(le.Uint32(d[dDType:]))
+	itemsize := dtype.ItemSize()
+	if itemsize == 0 {
+		return fail(InvalidInput, rid, "tensor %q: unknown dtype code %d (known: 1..14)", name, dtype)
+	}
+	var shape [MaxNDim]uint64
+	for k := uint32(0); k < ndim; k++ {
+		shape[k] = le.Uint64(d[dShape+8*k:])
+	}
+	offset, size := le.Uint64(d[dDataOffset:]), le.Uint64(d[dDataSize:])
+	if want, ok := tensorBytes(shape[:ndim], itemsize); !ok || want != size {
+		return fail(InvalidInput, rid, "tensor %q: data_size %d != shape x %d bytes", name, size, itemsize)
+	}
+	areaSize := uint64(len(area))
+	if offset < HeaderSize || offset > areaSize || size > areaSize-offset {
+		return fail(InvalidInput, rid, "tensor %q: bytes at %d outside the area of %d bytes", name, offset, areaSize)
+	}
+	if offset%itemsize != 0 {
+		return fail(InvalidInput, rid, "tensor %q: data_offset %d not aligned to %d", name, offset, itemsize)
+	}
+	*t = Tensor{Name: name, DType: dtype, NDim: ndim, Shape: shape, DataOffset: offset, DataSize: size,
+		Data: area[offset : offset+size : offset+size]}
+	return nil
+}
+
+// ParamsValid reports whether raw is a JSON object of strings, numbers and booleans (8.10).
+func ParamsValid(raw []byte) bool {
+	var m map[string]interface{}
+	if !utf8.Valid(raw) || json.Unmarshal(raw, &m) != nil || m == nil {
+		return false
+	}
+	for _, v := range m {
+		switch v.(type) {
+		case string, float64, bool:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// DecodeRequest checks (section 8) and decodes a request; tensors' Data are views on area.
+func DecodeRequest(area []byte, lim Limits, out *Request) error {
+	if len(area) < HeaderSize+BodySize {
+		return fail(InvalidInput, 0, "area of %d bytes is smaller than a request header", len(area))
+	}
+	rid, payload, flags, err := checkHeader(area)
+	if err != nil {
+		return err
+	}
+	body := area[HeaderSize:]
+	nIn, nOut, nParams := le.Uint32(body[qInputCount:]), le.Uint32(body[qOutputCount:]), le.Uint32(body[qParamsSize:])
+	if uint64(payload) != RequestPayloadSize(nIn, nOut, nParams) {
+		return fail(InvalidInput, rid, "payload_size %d does not match the counts in the body", payload)
+	}
+	if flags&FlagDataCRC == 0 {
+		if err := checkCRC(area, payload, rid, nil); err != nil {
+			return err
+		}
+	}
+	kind := le.Uint16(area[hKind:])
+	if kind != KindInferRequest && kind != KindMetadataRequest && kind != KindStatsRequest {
+		return fail(InvalidInput, rid, "message kind %d is not a request", kind)
+	}
+	if nIn > lim.MaxTensors || nOut > lim.MaxTensors {
+		return fail(TooLarge, rid, "%d inputs / %d outputs requested (at most %d)", nIn, nOut, lim.MaxTensors)
+	}
+	model, ok := fixedText(body[qModel:qModel+NameSize], nil)
+	if !ok {
+		return fail(InvalidInput, rid, "model name is not valid UTF-8")
+	}
+	out.Inputs = out.Inputs[:0]
+	at := uint64(HeaderSize + BodySize)
+	total := uint64(0)
+	for i := uint32(0); i < nIn; i++ {
+		var t Tensor
+		if err := decodeTensor(area, at, &t, rid, nil); err != nil {
+			return err
+		}
+		for k := range out.Inputs {
+			if out.Inputs[k].Name == t.Name {
+				return fail(InvalidInput, rid, "input %q appears twice", t.Name)
+			}
+		}
+		out.Inputs = append(out.Inputs, t)
+		total += t.DataSize
+		at += DescSize
+	}
+	if total > lim.MaxBytes {
+		return fail(TooLarge, rid, "%d bytes of inputs (at most %d)", total, lim.MaxBytes)
+	}
+	if flags&FlagDataCRC != 0 {
+		if err := checkCRC(area, payload, rid, out.Inputs); err != nil {
+			return err
+		}
+	}
+	out.Outputs = out.Outputs[:0]
+	for i := uint32(0); i < nOut; i++ {
+		name, ok := fixedText(area[at:at+NameSize], nil)
+		if !ok {
+			return fail(InvalidInput, rid, "output name is not valid UTF-8")
+		}
+		out.Outputs = append(out.Outputs, name)
+		at += NameSize
+	}
+	version, ok := fixedText(body[qVersion:qVersion+VersionSize], nil)
+	if !ok {
+		return fail(InvalidInput, rid, "model version is not valid UTF-8")
+	}
+	params := area[at : at+uint64(nParams)]
+	if nParams > 0 && !ParamsValid(params) {
+		return fail(InvalidInput, rid, "params must be a JSON object of strings, numbers and booleans")
+	}
+	out.Kind, out.RequestID, out.Flags, out.Model, out.Version = kind, rid, flags, model, version
+	out.DeadlineNs, out.Params = le.Uint64(body[qDeadline:]), params
+	return nil
+}
+
+// DecodeResponse checks (section 8) and decodes a response; outputs' Data are views on area.
+func DecodeResponse(area []byte, lim Limits, out *Response) error {
+	if len(area) < HeaderSize+BodySize {
+		return fail(InvalidInput, 0, "area of %d bytes is smaller than a response header", len(area))
+	}
+	rid, payload, flags, err := checkHeader(area)
+	if err != nil {
+		return err
+	}
+	body := area[HeaderSize:]
+	nOut, nText, nParams := le.Uint32(body[sOutputCount:]), le.Uint32(body[sTextSize:]), le.Uint32(body[sParamsSize:])
+	if uint64(payload) != ResponsePayloadSize(nOut, nText, nParams) || nText > MaxText {
+		return fail(InvalidInput, rid, "payload_size %d does not match the counts in the body", payload)
+	}
+	if flags&FlagDataCRC == 0 {
+		if err := checkCRC(area, payload, rid, nil); err != nil {
+			return err
+		}
+	}
+	if kind := le.Uint16(area[hKind:]); kind != KindResponse {
+		return fail(InvalidInput, rid, "message kind %d is not a response", kind)
+	}
+	if nOut > lim.MaxTensors {
+		return fail(TooLarge, rid, "%d outputs (at most %d)", nOut, lim.MaxTensors)
+	}
+	if out.names == nil {
+		out.names = make(map[string]string)
+	}
+	out.Outputs = out.Outputs[:0]
+	at := uint64(HeaderSize + BodySize)
+	for i := uint32(0); i < nOut; i++ {
+		out.Outputs = append(out.Outputs, Tensor{})
+		if err := decodeTensor(area, at, &out.Outputs[i], rid, out.names); err != nil {
+			return err
+		}
+		at += DescSize
+	}
+	if flags&FlagDataCRC != 0 {
+		if err := checkCRC(area, payload, rid, out.Outputs); err != nil {
+			return err
+		}
+	}
+	model, ok1 := fixedText(body[sModel:sModel+NameSize], out.names)
+	version, ok2 := fixedText(body[sVersion:sVersion+VersionSize], out.names)
+	if !ok1 || !ok2 {
+		return fail(InvalidInput, rid, "model name or version is not valid UTF-8")
+	}
+	text := area[at : at+uint64(nText)]
+	params := area[at+uint64(nText) : at+uint64(nText)+uint64(nParams)]
+	if nParams > 0 && !ParamsValid(params) {
+		return fail(InvalidInput, rid, "response params are not a flat JSON object")
+	}
+	out.RequestID, out.Flags, out.Status = rid, flags, Status(le.Uint32(body[sStatus:]))
+	out.Model, out.Version, out.Text, out.Params = model, version, text, params
+	out.RequiredBytes = le.Uint64(body[sRequiredBytes:])
+	return nil
+}

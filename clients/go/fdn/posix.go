@@ -1,0 +1,92 @@
+package fdn
+
+/*
+#cgo LDFLAGS: -pthread -lrt
+#include <errno.h>
+#include <stdlib.h>
+#include <fcntl.h>
+#include <semaphore.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+
+// sem_open and the timed wait are wrapped: cgo cannot call variadic functions, and one call
+// per wait is cheaper than building the timespec in Go.
+static sem_t *fdn_sem_open(const char *name) {
+	sem_t *s = sem_open(name, 0);
+	return s == SEM_FAILED ? NULL : s;
+}
+
+// 0 when taken, -1 on timeout or interruption (the caller re-checks its condition either way).
+static int fdn_sem_wait_ns(sem_t *s, int64_t ns) {
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t t = (int64_t)ts.tv_nsec + ns;
+	ts.tv_sec += (time_t)(t / 1000000000);
+	ts.tv_nsec = (long)(t % 1000000000);
+	return sem_timedwait(s, &ts);
+}
+
+static int fdn_sem_drain(sem_t *s) {
+	int n = 0;
+	while (sem_trywait(s) == 0) n++;
+	return n;
+}
+
+static int64_t fdn_monotonic_ns(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+*/
+import "C"
+
+import (
+	"syscall"
+	"unsafe"
+)
+
+type semaphore = *C.sem_t
+
+func shmOpen(name string, flags int, mode uint32) (int, error) {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	fd, err := C.shm_open(cname, C.int(flags), C.mode_t(mode))
+	if fd < 0 {
+		return -1, err
+	}
+	return int(fd), nil
+}
+
+func shmUnlink(name string) {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	C.shm_unlink(cname)
+}
+
+func semOpen(name string) semaphore {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	return C.fdn_sem_open(cname)
+}
+
+func semClose(s semaphore) {
+	if s != nil {
+		C.sem_close(s)
+	}
+}
+
+func semPost(s semaphore) { C.sem_post(s) }
+
+// semWait waits up to ns nanoseconds; true if it took a post.
+func semWait(s semaphore, ns int64) bool { return C.fdn_sem_wait_ns(s, C.int64_t(ns)) == 0 }
+
+func semDrain(s semaphore) { C.fdn_sem_drain(s) }
+
+// monotonicNs is CLOCK_MONOTONIC, the clock of the protocol's deadlines and heartbeats.
+func monotonicNs() uint64 { return uint64(C.fdn_monotonic_ns()) }
+
+func mmap(fd int, size int) ([]byte, error) {
+	return syscall.Mmap(fd, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+}

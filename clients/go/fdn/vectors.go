@@ -1,0 +1,310 @@
+package fdn
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// VectorFailure is one vector that did not decode or encode as its JSON says.
+type VectorFailure struct {
+	Vector string `json:"vector"`
+	Why    string `json:"why"`
+}
+
+type vecTensor struct {
+	Name       string   `json:"name"`
+	Datatype   string   `json:"datatype"`
+	Shape      []uint64 `json:"shape"`
+	DataOffset uint64   `json:"data_offset"`
+	DataSize   uint64   `json:"data_size"`
+	DataHex    string   `json:"data_hex"`
+}
+
+type vecExpect struct {
+	Error         *string                    `json:"error"`
+	ErrorCode     uint32                     `json:"error_code"`
+	RequestID     uint64                     `json:"request_id"`
+	Kind          uint16                     `json:"kind"`
+	Flags         uint32                     `json:"flags"`
+	Model         string                     `json:"model"`
+	Version       string                     `json:"version"`
+	DeadlineNs    uint64                     `json:"deadline_ns"`
+	Inputs        []vecTensor                `json:"inputs"`
+	Outputs       json.RawMessage            `json:"outputs"`
+	Params        map[string]json.RawMessage `json:"params"`
+	Status        uint32                     `json:"status"`
+	StatusName    string                     `json:"status_name"`
+	Text          string                     `json:"text"`
+	RequiredBytes uint64                     `json:"required_bytes"`
+}
+
+type vector struct {
+	Name     string    `json:"name"`
+	DecodeAs string    `json:"decode_as"`
+	Size     int       `json:"size"`
+	Expect   vecExpect `json:"expect"`
+}
+
+// pyString is a JSON string as Python's json.dumps writes it (ensure_ascii).
+func pyString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\b':
+			b.WriteString(`\b`)
+		case r == '\f':
+			b.WriteString(`\f`)
+		case r < 0x20 || (r >= 0x7f && r < 0x10000):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		case r >= 0x10000:
+			r -= 0x10000
+			fmt.Fprintf(&b, `\u%04x\u%04x`, 0xD800+(r>>10), 0xDC00+(r&0x3FF))
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// paramsJSON is section 14's encoding: compact, keys sorted; empty for {}.
+func paramsJSON(params map[string]json.RawMessage) []byte {
+	if len(params) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(pyString(k))
+		b.WriteByte(':')
+		b.Write(params[k])
+	}
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
+// tensors turns the JSON tensors into codec tensors and their data bytes.
+func tensors(list []vecTensor) ([]Tensor, [][]byte, error) {
+	ts := make([]Tensor, len(list))
+	data := make([][]byte, len(list))
+	for i, v := range list {
+		if len(v.Shape) > MaxNDim {
+			return nil, nil, fmt.Errorf("tensor %q: shape too long", v.Name)
+		}
+		ts[i] = Tensor{Name: v.Name, DType: DTypeFromName(v.Datatype), NDim: uint32(len(v.Shape)),
+			DataOffset: v.DataOffset, DataSize: v.DataSize}
+		copy(ts[i].Shape[:], v.Shape)
+		raw, err := hex.DecodeString(v.DataHex)
+		if err != nil {
+			return nil, nil, err
+		}
+		data[i] = raw
+	}
+	return ts, data, nil
+}
+
+func sameTensors(got []Tensor, want []vecTensor) error {
+	ts, data, err := tensors(want)
+	if err != nil {
+		return err
+	}
+	if len(got) != len(ts) {
+		return fmt.Errorf("decoded %d tensors, expected %d", len(got), len(ts))
+	}
+	for i := range ts {
+		g, w := &got[i], &ts[i]
+		if g.Name != w.Name || g.DType != w.DType || g.NDim != w.NDim || g.Shape != w.Shape ||
+			g.DataOffset != w.DataOffset || g.DataSize != w.DataSize || !bytes.Equal(g.Data, data[i]) {
+			return fmt.Errorf("tensor %d (%q) differs from the expected decoding", i, g.Name)
+		}
+	}
+	return nil
+}
+
+// place lays tensors out as an encoder must, checks the offsets match, and builds the area.
+func place(ts []Tensor, data [][]byte, payload uint64) ([]byte, error) {
+	placed := append([]Tensor(nil), ts...)
+	end, err := Layout(placed, payload)
+	if err != nil {
+		return nil, err
+	}
+	area := make([]byte, end)
+	for i := range placed {
+		if placed[i].DataOffset != ts[i].DataOffset {
+			return nil, fmt.Errorf("layout puts %q at %d, the vector at %d", ts[i].Name, placed[i].DataOffset, ts[i].DataOffset)
+		}
+		copy(area[placed[i].DataOffset:], data[i])
+	}
+	return area, nil
+}
+
+func checkError(err error, e *vecExpect) error {
+	if e.Error == nil {
+		return fmt.Errorf("decoding failed: %v", err)
+	}
+	if err == nil {
+		return fmt.Errorf("decoded without error, expected %s", *e.Error)
+	}
+	fe := err.(*Error)
+	if fe.Code.String() != *e.Error || uint32(fe.Code) != e.ErrorCode || fe.RequestID != e.RequestID {
+		return fmt.Errorf("error %s (request %d: %s), expected %s (request %d)", fe.Code, fe.RequestID, fe.Message, *e.Error, e.RequestID)
+	}
+	return nil
+}
+
+func checkRequest(bin []byte, e *vecExpect) error {
+	var got Request
+	err := DecodeRequest(bin, DefaultLimits, &got)
+	if err != nil || e.Error != nil {
+		return checkError(err, e)
+	}
+	var outs []string
+	if err := json.Unmarshal(e.Outputs, &outs); err != nil {
+		return err
+	}
+	if got.Kind != e.Kind || got.RequestID != e.RequestID || got.Flags != e.Flags || got.DeadlineNs != e.DeadlineNs ||
+		got.Model != e.Model || got.Version != e.Version || strings.Join(got.Outputs, "\x00") != strings.Join(outs, "\x00") {
+		return fmt.Errorf("decoded fields differ: %+v", got)
+	}
+	params := paramsJSON(e.Params)
+	if !bytes.Equal(got.Params, params) {
+		return fmt.Errorf("params %q, expected %q", got.Params, params)
+	}
+	if err := sameTensors(got.Inputs, e.Inputs); err != nil {
+		return err
+	}
+	ts, data, err := tensors(e.Inputs)
+	if err != nil {
+		return err
+	}
+	area, err := place(ts, data, RequestPayloadSize(uint32(len(ts)), uint32(len(outs)), uint32(len(params))))
+	if err != nil {
+		return err
+	}
+	r := Request{Kind: e.Kind, RequestID: e.RequestID, Flags: e.Flags, Model: e.Model, Version: e.Version,
+		DeadlineNs: e.DeadlineNs, Inputs: ts, Outputs: outs, Params: params}
+	if err := EncodeRequest(area, &r); err != nil {
+		return err
+	}
+	return sameBytes(area, bin)
+}
+
+func checkResponse(bin []byte, e *vecExpect) error {
+	var got Response
+	err := DecodeResponse(bin, DefaultLimits, &got)
+	if err != nil || e.Error != nil {
+		return checkError(err, e)
+	}
+	var outs []vecTensor
+	if err := json.Unmarshal(e.Outputs, &outs); err != nil {
+		return err
+	}
+	if e.Kind != KindResponse || got.RequestID != e.RequestID || got.Flags != e.Flags || uint32(got.Status) != e.Status ||
+		got.Status.String() != e.StatusName || got.Model != e.Model || got.Version != e.Version ||
+		string(got.Text) != e.Text || got.RequiredBytes != e.RequiredBytes {
+		return fmt.Errorf("decoded fields differ: status %d model %q text %q", got.Status, got.Model, got.Text)
+	}
+	params := paramsJSON(e.Params)
+	if !bytes.Equal(got.Params, params) {
+		return fmt.Errorf("params %q, expected %q", got.Params, params)
+	}
+	if err := sameTensors(got.Outputs, outs); err != nil {
+		return err
+	}
+	ts, data, err := tensors(outs)
+	if err != nil {
+		return err
+	}
+	area, err := place(ts, data, ResponsePayloadSize(uint32(len(ts)), uint32(len(e.Text)), uint32(len(params))))
+	if err != nil {
+		return err
+	}
+	r := Response{RequestID: e.RequestID, Flags: e.Flags, Status: Status(e.Status), Model: e.Model,
+		Version: e.Version, Outputs: ts, Text: []byte(e.Text), Params: params, RequiredBytes: e.RequiredBytes}
+	if err := EncodeResponse(area, &r); err != nil {
+		return err
+	}
+	return sameBytes(area, bin)
+}
+
+func sameBytes(mine, file []byte) error {
+	if len(mine) != len(file) {
+		return fmt.Errorf("encoded %d bytes, the file has %d", len(mine), len(file))
+	}
+	for i := range mine {
+		if mine[i] != file[i] {
+			return fmt.Errorf("encoding differs at byte %d", i)
+		}
+	}
+	return nil
+}
+
+func checkVector(jsonPath string) error {
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		return err
+	}
+	var v vector
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return err
+	}
+	bin, err := os.ReadFile(strings.TrimSuffix(jsonPath, ".json") + ".bin")
+	if err != nil {
+		return err
+	}
+	if len(bin) != v.Size {
+		return fmt.Errorf("the .bin has %d bytes, the JSON says %d", len(bin), v.Size)
+	}
+	switch v.DecodeAs {
+	case "request":
+		return checkRequest(bin, &v.Expect)
+	case "response":
+		return checkResponse(bin, &v.Expect)
+	}
+	return fmt.Errorf("decode_as %q is neither request nor response", v.DecodeAs)
+}
+
+// CheckVectors decodes and re-encodes every NAME.bin/NAME.json pair in dir (section 14).
+func CheckVectors(dir string) (passed int, failures []VectorFailure, err error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(paths) == 0 {
+		return 0, nil, fmt.Errorf("no vectors in %s", dir)
+	}
+	sort.Strings(paths)
+	failures = []VectorFailure{}
+	for _, p := range paths {
+		if err := checkVector(p); err != nil {
+			failures = append(failures, VectorFailure{strings.TrimSuffix(filepath.Base(p), ".json"), err.Error()})
+		} else {
+			passed++
+		}
+	}
+	return passed, failures, nil
+}

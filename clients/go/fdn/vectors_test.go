@@ -1,0 +1,61 @@
+package fdn
+
+import (
+	"hash/crc32"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+func vectorsDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "docs", "protocol", "vectors")
+}
+
+func TestEveryVectorDecodesAndEncodesByteIdentical(t *testing.T) {
+	passed, failures, err := CheckVectors(vectorsDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range failures {
+		t.Errorf("vector %s: %s", f.Vector, f.Why)
+	}
+	if passed == 0 {
+		t.Fatal("no vector passed")
+	}
+}
+
+func TestLayoutPlacesTensorsAt64ByteBoundaries(t *testing.T) {
+	ts := []Tensor{{Name: "a", DType: FP32, NDim: 2, Shape: [8]uint64{2, 3}}, {Name: "b", DType: UINT8, NDim: 1, Shape: [8]uint64{5}}}
+	end, err := Layout(ts, RequestPayloadSize(2, 0, 0))
+	if err != nil || ts[0].DataOffset != 704 || ts[0].DataSize != 24 || ts[1].DataOffset != 768 || end != 832 {
+		t.Fatalf("layout: %+v end %d err %v", ts, end, err)
+	}
+}
+
+func TestCRCIsZlibs(t *testing.T) {
+	if crc32.ChecksumIEEE([]byte("123456789")) != 0xCBF43926 {
+		t.Fatal("hash/crc32 IEEE is not zlib's CRC-32")
+	}
+}
+
+func TestStatusNames(t *testing.T) {
+	if ModelNotFound.String() != "MODEL_NOT_FOUND" || Status(99).String() != "INTERNAL" || ServerUnavailable != 10 {
+		t.Fatal("status names disagree with section 9")
+	}
+}
+
+func TestParamsMustBeAFlatObject(t *testing.T) {
+	for raw, want := range map[string]bool{`{"a":1,"b":"x","c":true}`: true, `{"a":[1]}`: false, `{"a":null}`: false, `[1]`: false} {
+		if ParamsValid([]byte(raw)) != want {
+			t.Errorf("ParamsValid(%s) != %v", raw, want)
+		}
+	}
+}
+
+func TestDecoderRejectsAShortArea(t *testing.T) {
+	var r Response
+	if err := DecodeResponse(make([]byte, 64), DefaultLimits, &r); CodeOf(err) != InvalidInput {
+		t.Fatalf("got %v", err)
+	}
+}

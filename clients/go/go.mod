@@ -1,0 +1,3 @@
+module foundation/clients/go
+
+go 1.19
