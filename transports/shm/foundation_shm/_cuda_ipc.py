@@ -1,0 +1,716 @@
+"""CUDA IPC for the shm transport (spec 15): export and open device memory by handle, caches, fallback.
+
+torch is imported only inside the functions that handle device tensors, so the host-only shm path
+stays light. Device memory is exported and opened with the CUDA driver API (``libcuda.so.1``,
+through ``ctypes``) in each device's primary context, the one PyTorch uses; opened memory becomes
+a torch tensor without a copy through ``__cuda_array_interface__``. Section 15.6 of the spec says
+why torch's own IPC reductions are not used.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import sys
+import threading
+import warnings
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from foundation_ml import DataType, InferenceRequest, InferenceResponse
+from foundation_ml.errors import CudaUnavailable, InferenceError, InternalError, InvalidInput, TooLarge
+
+from . import _layout as L
+from ._codec import encode_params, layout, request_payload_size, response_payload_size
+from ._cuda_desc import FLAG_CUDA_IPC, CudaIpcRef, has_cuda_refs, write_mixed_request, write_mixed_response
+
+if TYPE_CHECKING:
+    import torch
+
+    from ._client import ShmClient
+    from ._server import ShmServer
+
+__all__ = [
+    "NO_CUDA",
+    "ClientCuda",
+    "CudaError",
+    "ServerCuda",
+    "cuda_available",
+    "export_tensor",
+    "is_device_tensor",
+    "open_tensor",
+]
+
+log = logging.getLogger("foundation_shm")
+NO_CUDA = "CUDA IPC requested but no CUDA device"
+FALLBACKS = ("error", "host")
+_LAZY_PEER_ACCESS = 1  # CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS
+_SERVER_CACHE = 256  # mappings per client (spec 15.4)
+_CLIENT_CACHE = 64
+
+
+# --- what is a device tensor, is there CUDA ---------------------------------------------------------
+
+
+def is_device_tensor(value: Any) -> bool:
+    """True for a torch tensor on a CUDA device (checked without importing torch)."""
+    return (
+        type(value) is not np.ndarray
+        and type(value).__module__.startswith("torch")
+        and bool(getattr(value, "is_cuda", False))
+    )
+
+
+def cuda_available() -> bool:
+    """Whether this process can use CUDA (imports torch)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+# --- the CUDA driver API ------------------------------------------------------------------------
+
+
+class CudaError(RuntimeError):
+    """A CUDA driver call failed; ``name`` is the CUresult's name (e.g. CUDA_ERROR_INVALID_VALUE)."""
+
+    def __init__(self, call: str, code: int, name: str, text: str) -> None:
+        self.call, self.code, self.name = call, code, name
+        super().__init__(f"{call} failed: {name} ({code}): {text}")
+
+
+class _Handle(ctypes.Structure):
+    _fields_ = [("reserved", ctypes.c_ubyte * 64)]  # CUipcMemHandle == cudaIpcMemHandle_t
+
+
+class _Driver:
+    """The handful of driver calls CUDA IPC needs, each in the device's primary context."""
+
+    def __init__(self) -> None:
+        self.lib = ctypes.CDLL("libcuda.so.1")
+        self._ctx: dict[int, ctypes.c_void_p] = {}
+        self._lock = threading.Lock()
+        self._check("cuInit", self.lib.cuInit(0))
+
+    def _fn(self, name: str) -> Any:
+        for candidate in (f"{name}_v2", name):
+            fn = getattr(self.lib, candidate, None)
+            if fn is not None:
+                return fn
+        raise CudaError(name, -1, "CUDA_ERROR_NOT_FOUND", "the driver lacks this call")
+
+    def _check(self, call: str, rc: int) -> None:
+        if rc:
+            name, text = ctypes.c_char_p(), ctypes.c_char_p()
+            self.lib.cuGetErrorName(rc, ctypes.byref(name))
+            self.lib.cuGetErrorString(rc, ctypes.byref(text))
+            raise CudaError(
+                call, rc, (name.value or b"?").decode(), (text.value or b"unknown error").decode()
+            )
+
+    def _context(self, device: int) -> ctypes.c_void_p:
+        with self._lock:
+            ctx = self._ctx.get(device)
+            if ctx is None:
+                dev, ctx = ctypes.c_int(), ctypes.c_void_p()
+                self._check("cuDeviceGet", self.lib.cuDeviceGet(ctypes.byref(dev), device))
+                self._check(
+                    "cuDevicePrimaryCtxRetain", self.lib.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev)
+                )
+                self._ctx[device] = ctx
+            return ctx
+
+    def _in(self, device: int, call: str, *args: Any) -> None:
+        self._check("cuCtxPushCurrent", self._fn("cuCtxPushCurrent")(self._context(device)))
+        try:
+            self._check(call, self._fn(call)(*args))
+        finally:
+            self._fn("cuCtxPopCurrent")(ctypes.byref(ctypes.c_void_p()))
+
+    def address_range(self, device: int, ptr: int) -> tuple[int, int]:
+        """(base, size) of the allocation holding device address ``ptr``."""
+        base, size = ctypes.c_uint64(), ctypes.c_size_t()
+        self._in(device, "cuMemGetAddressRange", ctypes.byref(base), ctypes.byref(size), ctypes.c_uint64(ptr))
+        return base.value, size.value
+
+    def export(self, device: int, ptr: int) -> tuple[bytes, int]:
+        """(64-byte handle of the allocation, offset of ``ptr`` in it)."""
+        base, _ = self.address_range(device, ptr)
+        handle = _Handle()
+        self._in(device, "cuIpcGetMemHandle", ctypes.byref(handle), ctypes.c_uint64(base))
+        return bytes(handle.reserved), ptr - base
+
+    def open(self, device: int, handle: bytes) -> tuple[int, int]:
+        """Map another process's allocation: (device pointer, allocation size)."""
+        h = _Handle()
+        ctypes.memmove(ctypes.byref(h), handle, 64)
+        ptr = ctypes.c_uint64()
+        self._in(device, "cuIpcOpenMemHandle", ctypes.byref(ptr), h, ctypes.c_uint(_LAZY_PEER_ACCESS))
+        try:
+            _, size = self.address_range(device, ptr.value)
+        except CudaError:
+            size = 0  # unknown: the bounds check is skipped (logged by the caller)
+        return ptr.value, size
+
+    def close(self, device: int, ptr: int) -> None:
+        try:
+            self._in(device, "cuIpcCloseMemHandle", ctypes.c_uint64(ptr))
+        except Exception as exc:  # at exit, or a context already gone: nothing left to free
+            log.debug("cuIpcCloseMemHandle(%#x) on device %d: %s", ptr, device, exc)
+
+
+_driver: _Driver | None = None
+_driver_lock = threading.Lock()
+
+
+def driver() -> _Driver:
+    global _driver
+    with _driver_lock:
+        if _driver is None:
+            _driver = _Driver()
+        return _driver
+
+
+# --- dtypes -------------------------------------------------------------------------------------
+
+# typestr for __cuda_array_interface__, and the torch dtype to view the result as (None: as is).
+_TYPESTR = {
+    DataType.BOOL: ("|b1", None),
+    DataType.UINT8: ("|u1", None),
+    DataType.UINT16: ("<i2", "uint16"),
+    DataType.UINT32: ("<i4", "uint32"),
+    DataType.UINT64: ("<i8", "uint64"),
+    DataType.INT8: ("|i1", None),
+    DataType.INT16: ("<i2", None),
+    DataType.INT32: ("<i4", None),
+    DataType.INT64: ("<i8", None),
+    DataType.FP16: ("<f2", None),
+    DataType.BF16: ("<i2", "bfloat16"),
+    DataType.FP32: ("<f4", None),
+    DataType.FP64: ("<f8", None),
+    DataType.BYTES: ("|u1", None),
+}
+
+
+_BY_TORCH = {
+    "bool": DataType.BOOL,
+    "uint8": DataType.UINT8,
+    "uint16": DataType.UINT16,
+    "uint32": DataType.UINT32,
+    "uint64": DataType.UINT64,
+    "int8": DataType.INT8,
+    "int16": DataType.INT16,
+    "int32": DataType.INT32,
+    "int64": DataType.INT64,
+    "float16": DataType.FP16,
+    "bfloat16": DataType.BF16,
+    "float32": DataType.FP32,
+    "float64": DataType.FP64,
+}
+
+
+def datatype_of(t: torch.Tensor) -> DataType:
+    """The protocol datatype of a torch tensor."""
+    dt = _BY_TORCH.get(str(t.dtype).removeprefix("torch."))
+    if dt is None:
+        raise InvalidInput(f"torch dtype {t.dtype} has no protocol datatype")
+    return dt
+
+
+# --- device memory <-> tensors ------------------------------------------------------------------
+
+
+class _Mapping:
+    """One opened IPC handle; closed (``cuIpcCloseMemHandle``) once nothing references it."""
+
+    __slots__ = ("__weakref__", "device", "handle", "ptr", "size")
+
+    def __init__(self, device: int, handle: bytes) -> None:
+        self.device, self.handle = device, handle
+        drv = driver()
+        self.ptr, self.size = drv.open(device, handle)
+        weakref.finalize(self, drv.close, device, self.ptr).atexit = False
+
+
+class _DeviceView:
+    """``__cuda_array_interface__`` over mapped memory; the tensor made from it keeps it (and the
+    mapping) alive."""
+
+    def __init__(self, mapping: _Mapping, offset: int, shape: tuple[int, ...], typestr: str) -> None:
+        self.mapping = mapping
+        self._cai = {
+            "shape": shape,
+            "typestr": typestr,
+            "data": (mapping.ptr + offset, False),
+            "strides": None,
+            "version": 2,
+        }
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return self._cai
+
+
+def tensor_on(mapping: _Mapping, ref: CudaIpcRef) -> torch.Tensor:
+    """A torch tensor over ``ref``'s bytes in ``mapping`` (no copy), bounds-checked."""
+    import torch
+
+    if mapping.size and ref.offset + ref.size > mapping.size:
+        raise InvalidInput(
+            f"tensor {ref.name!r}: bytes [{ref.offset}, {ref.offset + ref.size}) outside the "
+            f"CUDA allocation of {mapping.size} bytes"
+        )
+    typestr, view = _TYPESTR[ref.dtype]
+    t = torch.as_tensor(_DeviceView(mapping, ref.offset, ref.shape, typestr), device=f"cuda:{ref.device}")
+    return t.view(getattr(torch, view)) if view else t
+
+
+def open_tensor(ref: CudaIpcRef) -> torch.Tensor:
+    """Open ``ref``'s handle (uncached; tests and one-off use) and return the tensor over it."""
+    return tensor_on(_Mapping(ref.device, ref.handle), ref)
+
+
+def export_tensor(name: str, t: torch.Tensor) -> CudaIpcRef:
+    """Describe a contiguous CUDA tensor by the IPC handle of its allocation (spec 15.1)."""
+    if not t.is_contiguous():
+        raise InvalidInput(f"tensor {name!r} is not contiguous")
+    device = t.device.index if t.device.index is not None else 0
+    handle, offset = driver().export(device, t.data_ptr())
+    return CudaIpcRef(
+        name, datatype_of(t), tuple(t.shape), device, handle, offset, t.numel() * t.element_size()
+    )
+
+
+def _synchronize(devices: set[int]) -> None:
+    import torch
+
+    for d in devices:
+        torch.cuda.synchronize(d)
+
+
+def _host_array(t: Any) -> np.ndarray:
+    """A device (or CPU) torch tensor as a host numpy array (bf16 as uint16 bit patterns)."""
+    import torch
+
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16)
+    return t.numpy()
+
+
+def _to_device(a: np.ndarray, device: Any) -> Any:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only views on the response area
+        t = torch.from_numpy(a)
+    if t.device == torch.device(device):
+        return t.clone()  # never hand back a view on shared memory the next call rewrites
+    return t.to(device)
+
+
+class _Cache:
+    """Opened mappings by (device, handle), least recently used dropped first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.entries: collections.OrderedDict[tuple[int, bytes], _Mapping] = collections.OrderedDict()
+
+    def get(self, device: int, handle: bytes) -> _Mapping:
+        key = (device, handle)
+        m = self.entries.get(key)
+        if m is None:
+            m = _Mapping(device, handle)
+            self.entries[key] = m
+            if len(self.entries) > self.capacity:
+                self.entries.popitem(last=False)
+        else:
+            self.entries.move_to_end(key)
+        return m
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+# --- the server side ----------------------------------------------------------------------------
+
+
+class ServerCuda:
+    """A server's CUDA IPC state: whether it accepts it, the per-client mappings, held outputs.
+
+    ``mode``: None (default) accepts CUDA IPC when torch is already imported in this process and
+    sees a device (a torch model server), True imports torch to find out, False refuses.
+    """
+
+    def __init__(self, mode: bool | None = None) -> None:
+        self.mode = mode
+        self.enabled = False
+        self.reason = "this server refuses CUDA IPC (serve with cuda_ipc=True)"
+        if mode is not False and (mode is True or "torch" in sys.modules):
+            if cuda_available():
+                self.enabled = True
+            else:
+                self.reason = NO_CUDA
+        elif mode is None:
+            self.reason = (
+                "this server does not accept CUDA IPC (torch is not loaded; serve with cuda_ipc=True)"
+            )
+        self.channels: set[int] = set()  # channels with CUDA state (the hot path's test)
+        self._lock = threading.Lock()
+        self._caches: dict[tuple[int, int], _Cache] = {}
+        self._client_of: dict[int, tuple[int, int]] = {}
+        self._held: dict[int, list[Any]] = {}
+        self._devices: dict[int, set[int]] = {}
+        self._opened: dict[int, list[_Mapping]] = {}  # the current request's input mappings
+        self._wants: set[int] = set()
+
+    @property
+    def feature(self) -> int:
+        return int(L.Feature.CUDA_IPC) if self.enabled else 0
+
+    def on_request(self, channel: int, client: tuple[int, int], dec: Any) -> Any:
+        """Called with each decoded request on a channel that has CUDA state or CUDA refs:
+        drops the previous response's outputs, opens the inputs' handles (cached per client)."""
+        with self._lock:
+            self._held.pop(channel, None)
+            self._devices.pop(channel, None)
+            self._opened.pop(channel, None)
+            self._wants.discard(channel)
+            if not has_cuda_refs(dec.inputs) and not dec.flags & FLAG_CUDA_IPC:
+                if channel not in self._client_of:
+                    self.channels.discard(channel)
+                return dec
+            if not self.enabled:
+                if not has_cuda_refs(dec.inputs):
+                    return dec  # the flag alone: outputs simply come back HOST
+                raise CudaUnavailable(self.reason, model=dec.model, request_id=dec.request_id)
+            self.channels.add(channel)
+            if dec.flags & FLAG_CUDA_IPC:
+                self._wants.add(channel)
+            if not has_cuda_refs(dec.inputs):
+                return dec
+            self._client_of[channel] = client
+            cache = self._caches.get(client)
+            if cache is None:
+                cache = self._caches[client] = _Cache(_SERVER_CACHE)
+            devices = self._devices[channel] = set()
+            opened = self._opened[channel] = []
+            inputs = dict(dec.inputs)
+            for name, ref in dec.inputs.items():
+                if type(ref) is CudaIpcRef:
+                    devices.add(ref.device)
+                    inputs[name] = self._open(cache, ref, dec)
+                    opened.append(cache.entries[ref.device, ref.handle])
+        return dec._replace(inputs=inputs)
+
+    def _open(self, cache: _Cache, ref: CudaIpcRef, dec: Any) -> Any:
+        import torch
+
+        if ref.device >= torch.cuda.device_count():
+            raise InvalidInput(
+                f"tensor {ref.name!r}: CUDA device {ref.device}, this server sees "
+                f"{torch.cuda.device_count()}",
+                model=dec.model,
+                request_id=dec.request_id,
+            )
+        try:
+            mapping = cache.get(ref.device, ref.handle)
+        except CudaError as exc:
+            raise InvalidInput(
+                f"tensor {ref.name!r}: cannot open its CUDA IPC handle on device {ref.device}: {exc.name}",
+                model=dec.model,
+                request_id=dec.request_id,
+            ) from None
+        try:
+            return tensor_on(mapping, ref)
+        except InvalidInput as exc:
+            exc.model, exc.request_id = dec.model, dec.request_id
+            raise
+
+    def handles(self, channel: int) -> bool:
+        """Whether the response on ``channel`` goes through ``write`` (a CUDA request)."""
+        return channel in self._devices or channel in self._wants
+
+    def write(self, server: ShmServer, ch: Any, r: Any, value: InferenceResponse | InferenceError) -> None:
+        """Write the response to a CUDA request: synchronise (15.4 rule 2), then outputs on a device
+        by handle when the client takes them, the others through the response area."""
+        ch.wkey = None  # the response's payload is not the host fast path's
+        devices = set(self._devices.get(ch.index, ()))
+        if isinstance(value, InferenceError):
+            _synchronize(devices)
+            server._write_error(ch, r, value)
+            return
+        wants = ch.index in self._wants
+        tensors: list[Any] = []
+        host: list[tuple[str, DataType, tuple[int, ...]]] = []
+        arrays: list[np.ndarray] = []
+        held: list[Any] = []
+        for name, out in value.outputs.items():
+            if is_device_tensor(out):
+                devices.add(out.device.index or 0)
+                if wants and out.numel():
+                    t = out.contiguous()
+                    if self._imported(ch.index, t.data_ptr()):  # the client's own memory
+                        t = t.clone()
+                    try:
+                        ref = export_tensor(name, t)
+                    except CudaError:  # VMM memory (no IPC handle): export a copy
+                        t = t.clone()
+                        ref = export_tensor(name, t)
+                    held.append(t)
+                    tensors.append(ref)
+                    continue
+                out = _host_array(out)
+            elif type(out) is not np.ndarray:
+                out = _host_array(out) if type(out).__module__.startswith("torch") else np.asarray(out)
+            a = out if out.flags.c_contiguous else np.ascontiguousarray(out)
+            spec = (name, DataType.from_numpy(a.dtype), a.shape)
+            host.append(spec)
+            arrays.append(a)
+            tensors.append(spec)
+        _synchronize(devices)
+        if len(tensors) > server.limits.max_tensors:
+            raise TooLarge(
+                f"{len(tensors)} outputs (at most {server.limits.max_tensors})", request_id=r.request_id
+            )
+        params = dict(value.parameters)
+        text = str(params.pop("__text__", "")).encode()
+        raw_params = encode_params(params)
+        refs, end = layout(host, response_payload_size(len(tensors), len(text), len(raw_params)))
+        if end > ch.resp_cap:
+            need = (end + L.PAGE - 1) // L.PAGE * L.PAGE
+            exc = TooLarge(
+                f"the response needs {need} bytes; the response area has {ch.resp_cap}",
+                model=r.model,
+                request_id=r.request_id,
+            )
+            server._write_error(ch, r, exc, need)
+            return
+        it = iter(refs)
+        placed: list[Any] = []
+        for t in tensors:
+            placed.append(t if type(t) is CudaIpcRef else next(it))
+        for ref, a in zip(refs, arrays, strict=True):
+            ch.resp[ref.offset : ref.offset + ref.size] = a.reshape(-1).view(np.uint8).data
+        write_mixed_response(
+            ch.resp,
+            tensors=placed,
+            request_id=r.request_id,
+            model=value.model or r.model,
+            version=value.version,
+            text=text,
+            params=raw_params,
+        )
+        with self._lock:
+            if held:
+                self._held[ch.index] = held
+
+    def _imported(self, channel: int, ptr: int) -> bool:
+        return any(m.ptr <= ptr < m.ptr + max(m.size, 1) for m in self._opened.get(channel, ()))
+
+    def forget(self, channel: int) -> None:
+        """The channel was freed or reclaimed: drop its outputs; when its client has no channel
+        left, drop every mapping of that client (each closes once no tensor uses it)."""
+        if channel not in self.channels:
+            return
+        with self._lock:
+            self.channels.discard(channel)
+            self._held.pop(channel, None)
+            self._devices.pop(channel, None)
+            self._opened.pop(channel, None)
+            self._wants.discard(channel)
+            client = self._client_of.pop(channel, None)
+            if client is not None and client not in self._client_of.values():
+                cache = self._caches.pop(client, None)
+                if cache is not None:
+                    log.info(
+                        "shm: dropping %d CUDA IPC mapping(s) of client pid %d", len(cache.entries), client[0]
+                    )
+                    cache.clear()
+
+    def clients(self) -> dict[tuple[int, int], int]:
+        """Open mappings per client (pid, start time), for tests and stats."""
+        with self._lock:
+            return {k: len(c.entries) for k, c in self._caches.items()}
+
+    def close(self) -> None:
+        with self._lock:
+            for cache in self._caches.values():
+                cache.clear()
+            self._caches.clear()
+            self._client_of.clear()
+            self._held.clear()
+            self._devices.clear()
+            self._opened.clear()
+            self._wants.clear()
+            self.channels.clear()
+
+
+# --- the client side ----------------------------------------------------------------------------
+
+
+class ClientCuda:
+    """A client's CUDA IPC policy and its mappings of server outputs.
+
+    ``mode``: None (default) uses CUDA IPC for CUDA tensors when the server advertises it, True
+    requires CUDA here (``CudaUnavailable`` at connect otherwise), False always goes by host.
+    ``fallback``: "error" raises ``CudaUnavailable`` where IPC cannot be used, "host" copies the
+    device tensors through host shared memory and returns outputs on the inputs' device.
+    """
+
+    def __init__(self, mode: bool | None = None, fallback: str = "error") -> None:
+        if fallback not in FALLBACKS:
+            raise ValueError(f"cuda_fallback must be one of {FALLBACKS}, not {fallback!r}")
+        self.mode = mode
+        self.fallback = fallback
+        self.refused: object = None  # the connection that answered CUDA_UNAVAILABLE
+        if mode is True and not cuda_available():
+            if fallback != "host":
+                raise CudaUnavailable(NO_CUDA)
+            log.warning("shm: %s; device tensors go through host shared memory", NO_CUDA)
+            self.mode = False
+        self._lock = threading.Lock()
+        self._cache = _Cache(_CLIENT_CACHE)
+        self._conn: object = None
+
+    @staticmethod
+    def claims(inputs: Mapping[str, Any]) -> bool:
+        """True when ``inputs`` hold a device tensor (then ``infer`` here answers the request)."""
+        for a in inputs.values():  # noqa: SIM110  (a loop: no generator on the host hot path)
+            if type(a) is not np.ndarray and is_device_tensor(a):
+                return True
+        return False
+
+    def infer(self, client: ShmClient, request: InferenceRequest, timeout: float | None) -> InferenceResponse:
+        device = next(a.device for a in request.inputs.values() if is_device_tensor(a))
+        if self.mode is False:
+            return self.by_host(client, request, timeout, device)
+        conn = client._connection()
+        if not conn.ctl.u32[L.RegionField.FEATURES // 4] & L.Feature.CUDA_IPC or self.refused is conn:
+            if self.fallback == "host":
+                return self.by_host(client, request, timeout, device)
+            why = "refused it" if self.refused is conn else "does not advertise FDN_FEATURE_CUDA_IPC"
+            raise CudaUnavailable(
+                f"CUDA IPC requested but shm server {client.name!r} {why}; "
+                "connect with cuda_fallback='host' to copy through host shared memory",
+                model=request.model,
+            )
+        try:
+            return self.by_handle(client, request, timeout, device)
+        except CudaUnavailable:
+            if self.fallback != "host":
+                raise
+            self.refused = conn
+            return self.by_host(client, request, timeout, device)
+        except CudaError as exc:  # no IPC handle for this memory (15.1)
+            if self.fallback != "host":
+                raise CudaUnavailable(f"CUDA IPC requested but {exc}", model=request.model) from None
+            return self.by_host(client, request, timeout, device)
+
+    def by_host(
+        self, client: ShmClient, request: InferenceRequest, timeout: float | None, device: Any
+    ) -> InferenceResponse:
+        """The fallback: device tensors to host, the host shm path, outputs back to ``device``."""
+        inputs = {n: _host_array(a) if is_device_tensor(a) else a for n, a in request.inputs.items()}
+        host = InferenceRequest(
+            request.model,
+            inputs,
+            id=request.id,
+            version=request.version,
+            deadline_ns=request.deadline_ns,
+            parameters=request.parameters,
+            outputs=request.outputs,
+        )
+        resp = client.infer(host, timeout=timeout)
+        resp.outputs = {n: _to_device(np.asarray(a), device) for n, a in resp.outputs.items()}
+        return resp
+
+    def by_handle(
+        self, client: ShmClient, request: InferenceRequest, timeout: float | None, device: Any
+    ) -> InferenceResponse:
+        """The IPC path: device inputs by handle, device outputs opened from the server's handles."""
+        deadline = client._deadline(request.deadline_ns, timeout)
+        rid = request.id or next(client._ids)
+        keep: list[Any] = []  # contiguous copies, alive until the response (15.4 rule 1)
+        tensors: list[Any] = []
+        host: list[tuple[str, DataType, tuple[int, ...]]] = []
+        arrays: list[np.ndarray] = []
+        devices: set[int] = set()
+        for name, a in request.inputs.items():
+            if is_device_tensor(a) and a.numel():
+                t = a.detach().contiguous()
+                keep.append(t)
+                ref = export_tensor(name, t)
+                devices.add(ref.device)
+                tensors.append(ref)
+                continue
+            if is_device_tensor(a) or (type(a) is not np.ndarray and type(a).__module__.startswith("torch")):
+                a = _host_array(a)
+            a = np.asarray(a)
+            a = a if a.flags.c_contiguous else np.ascontiguousarray(a)
+            try:
+                spec = (name, DataType.from_numpy(a.dtype), a.shape)
+            except ValueError as exc:
+                raise InvalidInput(str(exc), model=request.model, request_id=rid) from None
+            host.append(spec)
+            arrays.append(a)
+            tensors.append(spec)
+        params = encode_params(request.parameters) if request.parameters else b""
+        refs, end = layout(host, request_payload_size(len(tensors), len(request.outputs), len(params)))
+        it = iter(refs)
+        placed = [t if type(t) is CudaIpcRef else next(it) for t in tensors]
+        ch = client._take(deadline)
+        try:
+            client._ensure(ch, end)
+            for ref, arr in zip(refs, arrays, strict=True):
+                ch.req[ref.offset : ref.offset + ref.size] = arr.reshape(-1).view(np.uint8).data
+            ch.wkey = None  # not the host fast path's payload
+            write_mixed_request(
+                ch.req,
+                tensors=placed,
+                request_id=rid,
+                model=request.model,
+                version=request.version,
+                deadline_ns=deadline,
+                outputs=request.outputs,
+                params=params,
+                flags=int(client.flags) | FLAG_CUDA_IPC,
+            )
+            ch.used = end
+            _synchronize(devices)  # 15.4 rule 1: the inputs are complete before the request
+            resp = client._exchange(ch, rid, request.model, deadline, retry=True)
+            resp.outputs = self._outputs(ch.conn, resp.outputs, device, client.copy_outputs)
+            return resp
+        finally:
+            client._give(ch)
+            del keep
+
+    def _outputs(self, conn: object, outputs: Mapping[str, Any], device: Any, copy: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        with self._lock:
+            if conn is not self._conn:  # a new server instance: its handles are new
+                self._cache.clear()
+                self._conn = conn
+            for name, a in outputs.items():
+                if type(a) is CudaIpcRef:
+                    try:
+                        t = tensor_on(self._cache.get(a.device, a.handle), a)
+                    except CudaError as exc:
+                        raise InternalError(
+                            f"output {name!r}: cannot open the server's CUDA IPC handle: {exc}"
+                        ) from None
+                    out[name] = t.clone() if copy else t
+                else:
+                    out[name] = _to_device(np.asarray(a), device)
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._cache.clear()
+            self._conn = None

@@ -1,0 +1,500 @@
+"""CUDA IPC, the parts that need no GPU: descriptors, checks, typed errors, fallback, handle caches."""
+
+from __future__ import annotations
+
+import gc
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from foundation_shm import ShmTransport
+from foundation_shm import _cuda_ipc as C
+from foundation_shm import _layout as L
+from foundation_shm._client import ShmClient
+from foundation_shm._codec import decode_request, decode_response, layout, request_payload_size
+from foundation_shm._cuda_desc import (
+    FLAG_CUDA_IPC,
+    U64_MAX,
+    CudaIpcRef,
+    decode_cuda_ipc_tensor,
+    pack_cuda_desc,
+    write_mixed_request,
+    write_mixed_response,
+)
+from foundation_shm._echo import EchoHandler
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from foundation_ml import DataType, InferenceRequest
+from foundation_ml.errors import BadChecksum, CudaUnavailable, InvalidInput
+
+torch = pytest.importorskip("torch")
+
+AREA = 1 << 16
+HANDLE = bytes(range(1, 65))
+NO_DEVICE = not torch.cuda.is_available()
+
+
+def _ref(**kw: Any) -> CudaIpcRef:
+    fields: dict[str, Any] = dict(
+        name="x", dtype=DataType.FP32, shape=(2, 3), device=0, handle=HANDLE, offset=512, size=24
+    )
+    fields.update(kw)
+    return CudaIpcRef(**fields)
+
+
+# --- descriptors: round trips ---------------------------------------------------------------------
+
+DTYPES = [d for d in DataType]
+
+
+@st.composite
+def cuda_refs(draw: st.DrawFn, name: str) -> CudaIpcRef:
+    dtype = draw(st.sampled_from(DTYPES))
+    shape = tuple(
+        draw(st.lists(st.integers(1, 64), min_size=0, max_size=8).filter(lambda s: math.prod(s) < 1 << 24))
+    )
+    size = math.prod(shape) * dtype.itemsize
+    offset = draw(st.integers(0, (U64_MAX - size) // dtype.itemsize)) * dtype.itemsize
+    handle = draw(st.binary(min_size=64, max_size=64).filter(lambda b: any(b)))
+    device = draw(st.integers(0, 2**31 - 1))
+    return CudaIpcRef(name, dtype, shape, device, handle, offset, size)
+
+
+@st.composite
+def mixed_inputs(draw: st.DrawFn) -> list[Any]:
+    """A request's inputs: CUDA_IPC refs and small HOST arrays, in any order."""
+    n = draw(st.integers(1, 6))
+    out: list[Any] = []
+    for i in range(n):
+        if draw(st.booleans()):
+            out.append(draw(cuda_refs(f"d{i}")))
+        else:
+            count = draw(st.integers(0, 16))
+            out.append((f"h{i}", np.arange(count, dtype=np.float32) + i))
+    return out
+
+
+def _encode_request(inputs: list[Any], flags: int = FLAG_CUDA_IPC, buf: bytearray | None = None) -> bytearray:
+    host = [(n, DataType.from_numpy(a.dtype), a.shape) for n, a in (t for t in inputs if type(t) is tuple)]
+    refs, end = layout(host, request_payload_size(len(inputs), 1, 0))
+    buf = buf if buf is not None else bytearray(max(AREA, end))
+    it = iter(refs)
+    tensors = []
+    for t in inputs:
+        if type(t) is tuple:
+            ref = next(it)
+            buf[ref.offset : ref.offset + ref.size] = t[1].tobytes()
+            tensors.append(ref)
+        else:
+            tensors.append(t)
+    write_mixed_request(buf, tensors=tensors, request_id=9, model="m", outputs=("y",), flags=flags)
+    return buf
+
+
+@settings(max_examples=150, deadline=None)
+@given(mixed_inputs(), st.sampled_from([0, FLAG_CUDA_IPC, FLAG_CUDA_IPC | 1]))
+def test_mixed_requests_round_trip(inputs: list[Any], flags: int) -> None:
+    dec = decode_request(_encode_request(inputs, flags))
+    assert (
+        dec.flags == flags
+        and dec.outputs == ("y",)
+        and list(dec.inputs) == [t[0] if type(t) is tuple else t.name for t in inputs]
+    )
+    for t in inputs:
+        if type(t) is tuple:
+            np.testing.assert_array_equal(dec.inputs[t[0]], t[1])
+        else:
+            assert dec.inputs[t.name] == t
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(cuda_refs("o"), min_size=1, max_size=1), st.binary(max_size=40))
+def test_responses_with_device_outputs_round_trip(refs: list[CudaIpcRef], text: bytes) -> None:
+    buf = bytearray(AREA)
+    host = np.arange(5, dtype=np.int64)
+    (href,), _ = layout([("h", DataType.INT64, (5,))], 112 + 2 * 256 + 0)
+    buf[href.offset : href.offset + href.size] = host.tobytes()
+    write_mixed_response(buf, tensors=[refs[0], href], request_id=3, model="m")
+    dec = decode_response(buf)
+    assert dec.status == 0 and dec.request_id == 3
+    assert dec.outputs["o"] == refs[0]
+    np.testing.assert_array_equal(dec.outputs["h"], host)
+
+
+def test_the_descriptor_bytes_are_the_spec_s() -> None:
+    buf = bytearray(256)
+    pack_cuda_desc(buf, 0, _ref(device=3, offset=1024))
+    fields = L.DESC.unpack_from(buf, 0)
+    assert fields[0].rstrip(b"\0") == b"x" and fields[1] == DataType.FP32.code and fields[2] == 2
+    assert fields[3:5] == (2, 3) and fields[5:11] == (0,) * 6
+    assert fields[11] == 0 and fields[12] == 24  # data_offset 0, data_size
+    assert fields[13] == L.Location.CUDA_IPC and fields[14] == 0 and fields[15] == 3
+    assert fields[17] == HANDLE and fields[18] == 1024
+    assert buf[240:] == bytes(16)  # reserved
+
+
+def test_data_crc_covers_the_host_data_only() -> None:
+    inputs = [_ref(name="d"), ("h", np.arange(4, dtype=np.float32))]
+    buf = _encode_request(inputs, flags=1 | FLAG_CUDA_IPC)
+    assert decode_request(buf).inputs["d"] == inputs[0]
+    (href,), _ = layout([("h", DataType.FP32, (4,))], request_payload_size(2, 1, 0))
+    buf[href.offset] ^= 0xFF
+    with pytest.raises(BadChecksum):
+        decode_request(buf)
+
+
+def test_device_bytes_count_toward_the_request_limit() -> None:
+    from foundation_shm._codec import Limits
+
+    buf = _encode_request([_ref(shape=(1000,), size=4000)])
+    from foundation_ml.errors import TooLarge
+
+    with pytest.raises(TooLarge, match="4000 bytes"):
+        decode_request(buf, limits=Limits(max_bytes=1000))
+
+
+# --- descriptors: checks (spec 15.3) ------------------------------------------------------------
+
+
+def _raw_desc(**kw: Any) -> tuple[Any, ...]:
+    """The fields a decoder sees for a hand-made CUDA_IPC descriptor (no encoder checks)."""
+    f: dict[str, Any] = dict(
+        name="x",
+        dtype=DataType.FP32.code,
+        shape=(2, 3),
+        data_offset=0,
+        size=24,
+        device=0,
+        handle=HANDLE,
+        off=64,
+    )
+    f.update(kw)
+    buf = bytearray(256)
+    shape = tuple(f["shape"]) + (0,) * (8 - len(f["shape"]))
+    L.DESC.pack_into(
+        buf, 0, f["name"].encode(), f["dtype"], len(f["shape"]), *shape, f["data_offset"], f["size"],
+        L.Location.CUDA_IPC, 0, f["device"], 0, f["handle"], f["off"],
+    )  # fmt: skip
+    fields = L.DESC.unpack_from(buf, 0)
+    return (f["name"], *fields[1:])
+
+
+BAD = {
+    "unknown dtype code 99": dict(dtype=99),
+    "data_size 25 != 6 elements x 4 bytes": dict(size=25),
+    "a CUDA_IPC tensor has data": dict(shape=(0, 3), size=0),
+    "data_offset 4096 must be 0": dict(data_offset=4096),
+    "CUDA device -1 < 0": dict(device=-1),
+    "handle is all zeros": dict(handle=bytes(64)),
+    "ipc_offset 66 not aligned to 4": dict(off=66),
+    "overflows 64 bits": dict(off=U64_MAX - 7),
+}
+
+
+@pytest.mark.parametrize("message", BAD)
+def test_a_bad_cuda_descriptor_is_invalid_input_saying_why(message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        decode_cuda_ipc_tensor(_raw_desc(**BAD[message]), b"", 0, 7)
+
+
+def test_a_bad_descriptor_in_a_request_fails_the_decoder_with_its_request_id() -> None:
+    buf = _encode_request([_ref()])
+    L.DESC.pack_into(
+        buf, 144, b"x", DataType.FP32.code, 2, 2, 3, 0, 0, 0, 0, 0, 0, 0, 24, L.Location.CUDA_IPC, 0, 0, 0,
+        bytes(64), 64,
+    )  # fmt: skip
+    from foundation_shm._codec import write_header
+
+    write_header(buf, 1, 9, request_payload_size(1, 1, 0), 0, [])
+    with pytest.raises(InvalidInput, match="all zeros") as info:
+        decode_request(buf)
+    assert info.value.request_id == 9
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        (_ref(handle=bytes(64)), "all zeros"),
+        (_ref(size=23), "data_size 23"),
+        (_ref(device=-2), "device -2"),
+        (_ref(name="n" * 64), "at most 63"),
+        (_ref(shape=(1,) * 9, size=4), "9 dimensions"),
+    ],
+)
+def test_the_encoder_refuses_what_the_decoder_would(ref: CudaIpcRef, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        pack_cuda_desc(bytearray(256), 0, ref)
+
+
+# --- without CUDA: clear errors ------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not NO_DEVICE, reason="checks the error raised where there is no CUDA device")
+def test_a_client_asking_for_cuda_ipc_without_a_device_fails_at_once(name: str) -> None:
+    with pytest.raises(CudaUnavailable, match=r"^CUDA IPC requested but no CUDA device$"):
+        ShmClient(name, cuda_ipc=True)  # before connecting: no server is needed to say so
+
+
+def test_an_unknown_fallback_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="cuda_fallback"):
+        ShmClient(name, cuda_fallback="gpu")
+
+
+class _ServerProcess:
+    """``python -m foundation_shm._cuda_serve NAME --cuda-ipc MODE`` (imports torch)."""
+
+    def __init__(self, name: str, mode: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "foundation_shm._cuda_serve", name, "--cuda-ipc", mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {line!r} {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
+        self.feature = int(line[1])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def serve(name: str) -> Iterator[Callable[[str], _ServerProcess]]:
+    from foundation_shm._objects import remove_objects
+
+    started: list[_ServerProcess] = []
+
+    def start(mode: str) -> _ServerProcess:
+        started.append(_ServerProcess(name, mode))
+        return started[-1]
+
+    yield start
+    for p in started:
+        p.stop()
+    remove_objects(name)
+
+
+def _send_cuda_descriptor(client: ShmClient) -> None:
+    """A hand-encoded request with one CUDA_IPC input (a handle nobody exported)."""
+    ch = client._take(0)
+    try:
+        ch.wkey = None
+        write_mixed_request(ch.req, tensors=[_ref()], request_id=77, model="echo", flags=FLAG_CUDA_IPC)
+        client._exchange(ch, 77, "echo", time.monotonic_ns() + 10**10, retry=False)
+    finally:
+        client._give(ch)
+
+
+def _still_serves(client: ShmClient) -> None:
+    x = np.arange(6, dtype=np.float32)
+    np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
+
+
+@pytest.mark.skipif(not NO_DEVICE, reason="a server with a device accepts the descriptor (tested with CUDA)")
+def test_a_server_without_a_device_answers_cuda_unavailable_and_goes_on(
+    serve: Callable[[str], _ServerProcess], name: str
+) -> None:
+    server = serve("on")
+    assert server.feature == 0  # FDN_FEATURE_CUDA_IPC is not advertised
+    with ShmTransport().connect(name) as client:
+        assert not client._connection().ctl.u32[L.RegionField.FEATURES // 4] & L.Feature.CUDA_IPC
+        with pytest.raises(CudaUnavailable) as info:
+            _send_cuda_descriptor(client)
+        assert info.value.message == "CUDA IPC requested but no CUDA device"
+        assert info.value.request_id == 77
+        _still_serves(client)
+        with ShmTransport().connect(name) as other:
+            _still_serves(other)
+
+
+def test_a_server_that_refuses_cuda_ipc_says_so(serve: Callable[[str], _ServerProcess], name: str) -> None:
+    assert serve("off").feature == 0
+    with ShmTransport().connect(name) as client:
+        with pytest.raises(CudaUnavailable, match="refuses CUDA IPC"):
+            _send_cuda_descriptor(client)
+        _still_serves(client)
+
+
+def test_a_plain_host_server_answers_cuda_unavailable(echo_server: Any, name: str) -> None:
+    with ShmTransport().connect(name) as client:
+        with pytest.raises(CudaUnavailable, match="does not accept CUDA IPC"):
+            _send_cuda_descriptor(client)
+        _still_serves(client)
+
+
+def test_the_flag_alone_is_harmless_on_a_host_server(echo_server: Any, name: str) -> None:
+    with ShmTransport().connect(name) as client:
+        client.flags = FLAG_CUDA_IPC
+        client._all[0].wkey = None
+        _still_serves(client)
+
+
+# --- fallback through host memory (code path selection, with CPU tensors standing in) -----------
+
+
+@pytest.fixture
+def cpu_as_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Treat CPU torch tensors as device tensors: the path selection runs without a GPU."""
+    monkeypatch.setattr(C, "is_device_tensor", lambda v: isinstance(v, torch.Tensor))
+
+
+def test_fallback_host_sends_device_tensors_through_host_memory(
+    echo_server: Any, name: str, cpu_as_device: None
+) -> None:
+    x = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    b = torch.tensor([1, 2], dtype=torch.bfloat16)
+    with ShmTransport().connect(name, cuda_fallback="host") as client:
+        out = client.infer(InferenceRequest("echo", {"x": x, "n": np.arange(3)})).outputs
+        assert isinstance(out["x"], torch.Tensor) and out["x"].device == x.device
+        torch.testing.assert_close(out["x"], x)
+        assert isinstance(out["n"], torch.Tensor) and out["n"].tolist() == [0, 1, 2]
+        first = out["x"].clone()
+        client.infer(InferenceRequest("echo", {"x": x + 100}))
+        torch.testing.assert_close(out["x"], first)  # not a view on the response area
+        bits = client.infer(InferenceRequest("echo", {"b": b})).outputs["b"]
+        assert bits.view(torch.bfloat16).tolist() == [1.0, 2.0]  # bf16 crosses as its bit patterns
+
+
+def test_without_fallback_a_server_lacking_the_feature_is_a_clear_error(
+    echo_server: Any, name: str, cpu_as_device: None
+) -> None:
+    with ShmTransport().connect(name) as client:
+        with pytest.raises(
+            CudaUnavailable, match=r"does not advertise FDN_FEATURE_CUDA_IPC.*cuda_fallback='host'"
+        ):
+            client.infer(InferenceRequest("echo", {"x": torch.zeros(2)}))
+        _still_serves(client)
+
+
+def test_cuda_ipc_false_always_goes_by_host(echo_server: Any, name: str, cpu_as_device: None) -> None:
+    with ShmTransport().connect(name, cuda_ipc=False) as client:
+        out = client.infer(InferenceRequest("echo", {"x": torch.ones(3)})).outputs["x"]
+        assert out.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_server_refusing_at_request_time_makes_the_client_fall_back_and_remember(
+    name: str, cpu_as_device: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The region advertises CUDA IPC but the request is answered CUDA_UNAVAILABLE."""
+    exported: list[str] = []
+
+    def fake_export(n: str, t: Any) -> CudaIpcRef:
+        exported.append(n)
+        return _ref(name=n, shape=tuple(t.shape), size=t.numel() * t.element_size(), offset=0)
+
+    monkeypatch.setattr(C, "export_tensor", fake_export)
+    monkeypatch.setattr(C, "_synchronize", lambda devices: None)
+    with ShmTransport().serve(name, EchoHandler(), channels=2) as server:
+        server._ctl.u32[L.RegionField.FEATURES // 4] |= L.Feature.CUDA_IPC
+        with ShmTransport().connect(name, cuda_fallback="host") as client:
+            for _ in range(2):
+                out = client.infer(InferenceRequest("echo", {"x": torch.arange(4.0)})).outputs["x"]
+                assert out.tolist() == [0.0, 1.0, 2.0, 3.0]
+            assert exported == ["x"]  # tried once by handle, then by host for this connection
+
+
+# --- the server's handle cache and its lifetime rules (a fake driver) -----------------------------
+
+
+class _FakeDriver:
+    def __init__(self) -> None:
+        self.opened: list[bytes] = []
+        self.closed: list[int] = []
+        self.next = 0x7000_0000
+
+    def open(self, device: int, handle: bytes) -> tuple[int, int]:
+        self.opened.append(handle)
+        self.next += 1 << 20
+        return self.next, 1 << 20
+
+    def close(self, device: int, ptr: int) -> None:
+        self.closed.append(ptr)
+
+
+class _Dec:
+    """The fields of a DecodedRequest that ``on_request`` reads."""
+
+    def __init__(self, inputs: dict[str, Any], flags: int = FLAG_CUDA_IPC) -> None:
+        self.inputs, self.flags, self.model, self.request_id = inputs, flags, "m", 1
+
+    def _replace(self, inputs: dict[str, Any]) -> _Dec:
+        return _Dec(inputs, self.flags)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> _FakeDriver:
+    drv = _FakeDriver()
+    monkeypatch.setattr(C, "_driver", drv)
+    monkeypatch.setattr(C, "tensor_on", lambda mapping, ref: mapping)  # the "tensor" holds its mapping
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    return drv
+
+
+def _enabled() -> C.ServerCuda:
+    cuda = C.ServerCuda(False)
+    cuda.enabled = True
+    return cuda
+
+
+def test_each_handle_is_opened_once_per_client_and_closed_when_the_client_goes(fake_gpu: _FakeDriver) -> None:
+    cuda = _enabled()
+    a, b = (1, 100), (2, 200)  # (pid, start time) of two clients
+    h1, h2 = HANDLE, bytes([9]) * 64
+    for _ in range(3):  # requests on channels 0 and 1 of client a re-use its mapping
+        cuda.on_request(0, a, _Dec({"x": _ref(handle=h1)}))
+        cuda.on_request(1, a, _Dec({"x": _ref(handle=h1), "y": _ref(name="y", handle=h2)}))
+    cuda.on_request(2, b, _Dec({"x": _ref(handle=h1, device=1)}))
+    assert fake_gpu.opened == [h1, h2, h1]
+    assert cuda.clients() == {a: 2, b: 1}
+    cuda.forget(0)  # client a still has channel 1
+    assert cuda.clients() == {a: 2, b: 1} and not fake_gpu.closed
+    held = cuda.on_request(1, a, _Dec({"x": _ref(handle=h1)})).inputs["x"]  # the handler keeps one
+    cuda.forget(1)  # a's last channel: its mappings are dropped ...
+    gc.collect()
+    assert cuda.clients() == {b: 1} and len(fake_gpu.closed) == 1  # ... h2 closes now
+    del held
+    gc.collect()
+    assert len(fake_gpu.closed) == 2  # ... and h1 once the handler let go of its tensor
+    cuda.close()
+    gc.collect()
+    assert len(fake_gpu.closed) == 3
+
+
+def test_the_server_refuses_a_device_it_does_not_have(fake_gpu: _FakeDriver) -> None:
+    with pytest.raises(InvalidInput, match="CUDA device 5, this server sees 2"):
+        _enabled().on_request(0, (1, 1), _Dec({"x": _ref(device=5)}))
+    assert fake_gpu.opened == []
+
+
+def test_host_requests_leave_no_cuda_state(fake_gpu: _FakeDriver) -> None:
+    cuda = _enabled()
+    dec = _Dec({"x": np.zeros(2)}, flags=0)
+    assert cuda.on_request(0, (1, 1), dec) is dec
+    assert not cuda.channels and not cuda.handles(0)
+
+
+def test_a_disabled_server_names_its_reason() -> None:
+    with pytest.raises(CudaUnavailable, match="refuses"):
+        C.ServerCuda(False).on_request(0, (1, 1), _Dec({"x": _ref()}))
+
+
+def test_importing_the_transport_does_not_import_torch() -> None:
+    code = (
+        "import sys, foundation_shm._server, foundation_shm._client, foundation_shm._cuda_ipc;"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
