@@ -656,6 +656,13 @@ impl Client {
 
     /// The live connection, reconnecting if the previous server is gone.
     fn conn(&mut self) -> Result<&mut Conn> {
+        if let Some(c) = self.conn.as_mut() {
+            // A server that stopped cleanly says so in its region: reconnect now rather than
+            // after a wait slice.
+            if c.ctl.u32(rg::STATE).load(Acquire) == l::STATE_STOPPED {
+                c.alive = false;
+            }
+        }
         if self.conn.as_ref().is_some_and(|c| !c.alive) {
             if let Some(mut old) = self.conn.take() {
                 old.release(Duration::ZERO);

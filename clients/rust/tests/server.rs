@@ -69,7 +69,9 @@ fn demo_model_errors_and_dead_server() {
         .collect();
     let x = Tensor::from_slice("x", &[2, 784], &values).unwrap();
 
-    let out = client.infer("demo", &[x.clone()], timeout).unwrap();
+    let out = client
+        .infer("demo", std::slice::from_ref(&x), timeout)
+        .unwrap();
     assert_eq!(out.len(), 1);
     assert_eq!(
         (
@@ -105,21 +107,30 @@ fn demo_model_errors_and_dead_server() {
         .unwrap();
     assert_eq!(out_big[0].shape, vec![400, 10]);
 
-    let e = client.infer("nope", &[x.clone()], timeout).unwrap_err();
+    let e = client
+        .infer("nope", std::slice::from_ref(&x), timeout)
+        .unwrap_err();
     assert_eq!(e.code, Status::ModelNotFound, "{e}");
     let bad = Tensor::from_slice("x", &[2, 10], &[0f32; 20]).unwrap();
     let e = client.infer("demo", &[bad], timeout).unwrap_err();
     assert_eq!(e.code, Status::InvalidInput, "{e}");
     assert!(client.metadata("demo", timeout).unwrap().contains("\"x\""));
     assert!(
-        client.infer("demo", &[x.clone()], timeout).is_ok(),
+        client
+            .infer("demo", std::slice::from_ref(&x), timeout)
+            .is_ok(),
         "errors leave the channel usable"
     );
 
     // A second client gets its own channel.
     let mut other = server.connect();
     assert_ne!(other.channel(), client.channel());
-    assert_eq!(other.infer("demo", &[x.clone()], timeout).unwrap(), out);
+    assert_eq!(
+        other
+            .infer("demo", std::slice::from_ref(&x), timeout)
+            .unwrap(),
+        out
+    );
     drop(other);
 
     // A dead server is reported within the deadline, not as a hang.
