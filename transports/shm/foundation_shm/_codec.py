@@ -27,7 +27,7 @@ from foundation_ml.errors import (
     TooLarge,
 )
 
-from ._cuda_desc import CudaIpcRef, decode_cuda_ipc_tensor
+from ._cuda_desc import decode_cuda_ipc_tensor
 from ._layout import (
     BODY_SIZE,
     CRC_OFFSET,
@@ -345,7 +345,7 @@ def _check_crc(area: Any, payload: int, crc: int, rid: int, data: Sequence[np.nd
     mv = memoryview(area)
     got = zlib.crc32(mv[MSG_HEADER_SIZE : MSG_HEADER_SIZE + payload], zlib.crc32(mv[:CRC_OFFSET]))
     for array in data:
-        if type(array) is not CudaIpcRef:  # DATA_CRC covers HOST data only (spec 15.2)
+        if isinstance(array, np.ndarray):  # DATA_CRC covers HOST data only, not CudaIpcRef (spec 15.2)
             got = zlib.crc32(array.reshape(-1).view(np.uint8).data, got)
     if got != crc:
         raise BadChecksum(f"CRC32 0x{got:08X} != 0x{crc:08X} in the header", request_id=rid)

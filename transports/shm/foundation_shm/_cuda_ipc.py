@@ -299,9 +299,8 @@ def _host_array(t: Any) -> np.ndarray:
     import torch
 
     t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(np.uint16)
-    return t.numpy()
+    a: np.ndarray = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
+    return a
 
 
 def _to_device(a: np.ndarray, device: Any) -> Any:
@@ -451,6 +450,7 @@ class ServerCuda:
         host: list[tuple[str, DataType, tuple[int, ...]]] = []
         arrays: list[np.ndarray] = []
         held: list[Any] = []
+        out: Any
         for name, out in value.outputs.items():
             if is_device_tensor(out):
                 devices.add(out.device.index or 0)
@@ -496,8 +496,8 @@ class ServerCuda:
         placed: list[Any] = []
         for t in tensors:
             placed.append(t if type(t) is CudaIpcRef else next(it))
-        for ref, a in zip(refs, arrays, strict=True):
-            ch.resp[ref.offset : ref.offset + ref.size] = a.reshape(-1).view(np.uint8).data
+        for place, arr in zip(refs, arrays, strict=True):
+            ch.resp[place.offset : place.offset + place.size] = arr.reshape(-1).view(np.uint8).data
         write_mixed_response(
             ch.resp,
             tensors=placed,
@@ -642,6 +642,7 @@ class ClientCuda:
         host: list[tuple[str, DataType, tuple[int, ...]]] = []
         arrays: list[np.ndarray] = []
         devices: set[int] = set()
+        a: Any
         for name, a in request.inputs.items():
             if is_device_tensor(a) and a.numel():
                 t = a.detach().contiguous()
@@ -668,8 +669,8 @@ class ClientCuda:
         ch = client._take(deadline)
         try:
             client._ensure(ch, end)
-            for ref, arr in zip(refs, arrays, strict=True):
-                ch.req[ref.offset : ref.offset + ref.size] = arr.reshape(-1).view(np.uint8).data
+            for place, arr in zip(refs, arrays, strict=True):
+                ch.req[place.offset : place.offset + place.size] = arr.reshape(-1).view(np.uint8).data
             ch.wkey = None  # not the host fast path's payload
             write_mixed_request(
                 ch.req,

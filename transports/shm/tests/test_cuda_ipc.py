@@ -185,7 +185,7 @@ def _raw_desc(**kw: Any) -> tuple[Any, ...]:
     return (f["name"], *fields[1:])
 
 
-BAD = {
+BAD: dict[str, dict[str, Any]] = {
     "unknown dtype code 99": dict(dtype=99),
     "data_size 25 != 6 elements x 4 bytes": dict(size=25),
     "a CUDA_IPC tensor has data": dict(shape=(0, 3), size=0),
