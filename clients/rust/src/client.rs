@@ -59,12 +59,16 @@ pub struct InferOptions {
 /// The name, datatype and shape of a tensor to be written in place by a [`Loan`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorSpec {
+    /// The input's name.
     pub name: String,
+    /// Its element type.
     pub datatype: DataType,
+    /// Its dimensions.
     pub shape: Vec<u64>,
 }
 
 impl TensorSpec {
+    /// The spec of input `name`.
     pub fn new(name: impl Into<String>, datatype: DataType, shape: &[u64]) -> TensorSpec {
         TensorSpec {
             name: name.into(),

@@ -14,6 +14,7 @@ use crate::tensor::{byte_size, DataType};
 
 /// Where one tensor's bytes lie in an area.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // fields as in the spec (sections 5 and 11)
 pub struct TensorRef {
     pub name: String,
     pub datatype: DataType,
@@ -32,6 +33,7 @@ impl TensorRef {
 
 /// What a decoder accepts (a server publishes its own in the region header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // fields as in the spec (sections 5 and 11)
 pub struct Limits {
     pub max_tensors: u32,
     pub max_bytes: u64,
@@ -50,6 +52,7 @@ impl Default for Limits {
 
 /// A request's fields (the data of `inputs` is already in the area).
 #[derive(Clone, Debug, Default, PartialEq)]
+#[allow(missing_docs)] // fields as in the spec (sections 5 and 11)
 pub struct RequestFields {
     pub kind: u16,
     pub request_id: u64,
@@ -65,6 +68,7 @@ pub struct RequestFields {
 
 /// A response's fields (the data of `outputs` is already in the area).
 #[derive(Clone, Debug, Default, PartialEq)]
+#[allow(missing_docs)] // fields as in the spec (sections 5 and 11)
 pub struct ResponseFields {
     pub request_id: u64,
     pub flags: u32,
@@ -296,9 +300,13 @@ pub fn write_response(area: &mut [u8], f: &ResponseFields) -> Result<usize> {
 /// A parameter value: the protocol allows strings, numbers and booleans.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Param {
+    /// A JSON string.
     Str(String),
+    /// A JSON integer.
     Int(i64),
+    /// A JSON number (finite).
     Float(f64),
+    /// `true` or `false`.
     Bool(bool),
 }
 
@@ -341,6 +349,7 @@ pub fn encode_params_json(mut members: Vec<(String, Value)>) -> Vec<u8> {
 
 /// A decoded, checked request.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)] // fields as in the spec (sections 5 and 11)
 pub struct DecodedRequest {
     pub kind: u16,
     pub request_id: u64,
@@ -356,6 +365,7 @@ pub struct DecodedRequest {
 
 /// A decoded, checked response (its status may be an error).
 #[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)] // fields as in the spec (sections 5 and 11)
 pub struct DecodedResponse {
     pub request_id: u64,
     pub flags: u32,

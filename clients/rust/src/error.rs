@@ -6,19 +6,33 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum Status {
+    /// Success.
     Ok = 0,
+    /// The header's magic is wrong.
     BadMagic = 1,
+    /// Unsupported protocol major version.
     BadVersion = 2,
+    /// The CRC (or the response id) does not match.
     BadChecksum = 3,
+    /// No such model (or version).
     ModelNotFound = 4,
+    /// Bad name, dtype, shape, size, offset or params; the message says which.
     InvalidInput = 5,
+    /// Too many tensors or bytes, or the response does not fit.
     TooLarge = 6,
+    /// The deadline passed (server: before the handler ran; client: before the response).
     DeadlineExceeded = 7,
+    /// No free channel at connect, or the handler refuses for load.
     Overloaded = 8,
+    /// The model raised; the message is its error.
     HandlerError = 9,
+    /// No live server (client side only).
     ServerUnavailable = 10,
+    /// The server is stopping and did not run the request.
     ShuttingDown = 11,
+    /// Reserved for the CUDA IPC variant.
     CudaUnavailable = 12,
+    /// Anything else; unknown codes map here.
     Internal = 13,
 }
 

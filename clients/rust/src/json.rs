@@ -9,11 +9,15 @@ use std::fmt::Write as _;
 /// A JSON value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// `null`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
     /// A number, as its source text (e.g. `"0.5"`, `"72623859790382856"`).
     Number(String),
+    /// A string.
     String(String),
+    /// An array.
     Array(Vec<Value>),
     /// Members in document order.
     Object(Vec<(String, Value)>),
@@ -27,30 +31,35 @@ impl Value {
             _ => None,
         }
     }
+    /// The string, if this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
             _ => None,
         }
     }
+    /// The number as a `u64`, if it is one.
     pub fn as_u64(&self) -> Option<u64> {
         match self {
             Value::Number(n) => n.parse().ok(),
             _ => None,
         }
     }
+    /// The number as an `f64`, if this is a number.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Number(n) => n.parse().ok(),
             _ => None,
         }
     }
+    /// The items, if this is an array.
     pub fn as_array(&self) -> Option<&[Value]> {
         match self {
             Value::Array(a) => Some(a),
             _ => None,
         }
     }
+    /// The members, if this is an object.
     pub fn as_object(&self) -> Option<&[(String, Value)]> {
         match self {
             Value::Object(m) => Some(m),

@@ -5,6 +5,8 @@
 //! and the `const` assertions below fail the build if either drifts from the spec.
 //! All integers are little-endian.
 
+#![allow(missing_docs)] // the structs and constants are the spec's, named as there
+
 use std::mem::{offset_of, size_of};
 
 /// `FDN_REGION_MAGIC`.

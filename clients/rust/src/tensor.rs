@@ -6,19 +6,31 @@ use crate::error::{err, Result, Status};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum DataType {
+    /// 1 byte, 0 or 1.
     Bool = 1,
+    /// u8
     Uint8 = 2,
+    /// u16
     Uint16 = 3,
+    /// u32
     Uint32 = 4,
+    /// u64
     Uint64 = 5,
+    /// i8
     Int8 = 6,
+    /// i16
     Int16 = 7,
+    /// i32
     Int32 = 8,
+    /// i64
     Int64 = 9,
+    /// IEEE binary16 bit patterns.
     Fp16 = 10,
     /// bfloat16 bit patterns.
     Bf16 = 11,
+    /// f32
     Fp32 = 12,
+    /// f64
     Fp64 = 13,
     /// Opaque bytes; the shape counts bytes.
     Bytes = 14,
@@ -139,9 +151,13 @@ element!(f64, Fp64);
 /// A named tensor that owns its bytes (C-contiguous, little-endian).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
+    /// The tensor's name (at most 63 UTF-8 bytes).
     pub name: String,
+    /// Its element type.
     pub datatype: DataType,
+    /// Its dimensions (empty for a scalar; at most 8).
     pub shape: Vec<u64>,
+    /// `product(shape) * itemsize` bytes, little-endian, row-major.
     pub data: Vec<u8>,
 }
 
