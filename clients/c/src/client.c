@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -314,11 +315,17 @@ static enum fdn_status wait_seq(struct fdn_client *c, uint64_t s, uint64_t deadl
     struct fdn_channel *ch = c->ch;
     if (FDN_LOAD(&ch->server_seq) == s) return FDN_OK;
     if (c->opts.spin_us) {
-        uint64_t end = now_ns() + (uint64_t)c->opts.spin_us * 1000u;
+        uint64_t start = now_ns(), end = start + (uint64_t)c->opts.spin_us * 1000u;
+        int polite = 0;
         for (unsigned k = 0;; k++) {
             if (FDN_LOAD(&ch->server_seq) == s) return FDN_OK;
-            cpu_relax();
-            if ((k & 15) == 15 && now_ns() > end) break;
+            if (polite) sched_yield(); /* the server may need this CPU (more threads than CPUs) */
+            else cpu_relax();
+            if ((k & 15) == 15 || polite) {
+                uint64_t t = now_ns();
+                if (t > end) break;
+                polite = t - start > FDN_YIELD_AFTER_NS;
+            }
         }
     }
     FDN_STORE(&ch->client_sleeping, 1);

@@ -22,7 +22,10 @@ type Options struct {
 // NoSpin as Options.SpinUs blocks at once.
 const NoSpin = ^uint32(0)
 
-const waitSlice = 50 * time.Millisecond
+const (
+	waitSlice  = 50 * time.Millisecond
+	yieldAfter = 20 * time.Microsecond // spin this long, then yield the CPU between polls
+)
 
 // Input is one named input tensor: row-major little-endian bytes.
 type Input struct {
@@ -347,12 +350,20 @@ func (c *Client) waitSeq(s uint64, deadline uint64) error {
 	if c.opts.SpinUs > 0 {
 		start := time.Now()
 		limit := time.Duration(c.opts.SpinUs) * time.Microsecond
+		polite := false
 		for k := 0; ; k++ {
 			if atomic.LoadUint64(seqWord) == s {
 				return nil
 			}
-			if k&15 == 15 && time.Since(start) > limit {
-				break
+			if polite {
+				schedYield() // the server may need this CPU (more threads than CPUs)
+			}
+			if k&15 == 15 || polite {
+				spun := time.Since(start)
+				if spun > limit {
+					break
+				}
+				polite = spun > yieldAfter
 			}
 		}
 	}

@@ -1,0 +1,215 @@
+"""Native clients benchmark: Python, C, Rust and Go calling the demo model over shm, same server.
+
+.venv/bin/python benchmarks/clients.py --json      # one JSON object
+.venv/bin/python benchmarks/clients.py --quick     # a short smoke run
+
+Every client makes the same small request (the demo MLP, x FP32[1, 784]) to one ``foundation
+serve`` process, one after the other; each native client runs its ``fdn-client bench`` (latency
+of each call after a warm-up). Also measured: the floor (two C processes ping-ponging a counter on
+a shared word) and the throughput of two concurrent C clients against the shm echo server.
+A client that is missing or does not build is reported as null, with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# A sibling script may be named like a stdlib module (benchmarks/logging.py); do not let this
+# directory, which Python puts first on sys.path, shadow the standard library.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(_here).parent
+NATIVE = {
+    "c": (("make", "-C", "clients/c"), ".", "clients/c/build/fdn-client"),
+    "rust": (
+        (
+            "cargo",
+            "build",
+            "--release",
+            "--offline",
+            "--manifest-path",
+            "clients/rust/Cargo.toml",
+            "--example",
+            "fdn-client",
+        ),
+        ".",
+        "clients/rust/target/release/examples/fdn-client",
+    ),
+    "go": (
+        ("go", "build", "-o", "bin/fdn-client", "./cmd/fdn-client"),
+        "clients/go",
+        "clients/go/bin/fdn-client",
+    ),
+}
+SPIN_FLOOR = ROOT / "clients/c/build/spin-floor"
+TARGETS = {"go_p99_us_below": 1000.0, "c_rps_2_clients_at_least": 40000.0}
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Nearest rank, as the fdn-client programs compute it."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def build(lang: str) -> tuple[Path | None, str | None]:
+    """Build (or bring up to date) a native client; (binary, None) or (None, why not)."""
+    cmd, cwd, binary = NATIVE[lang]
+    if not (ROOT / "clients" / lang).is_dir():
+        return None, f"clients/{lang} does not exist"
+    env = dict(os.environ)
+    env.setdefault("GOPROXY", "off")
+    env.setdefault("GOTOOLCHAIN", "local")
+    try:
+        proc = subprocess.run(
+            cmd, cwd=ROOT / cwd, env=env, capture_output=True, text=True, timeout=900, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"{' '.join(cmd)}: {exc}"
+    if proc.returncode != 0:
+        return None, f"{' '.join(cmd)} failed: {(proc.stdout + proc.stderr).strip()[-300:]}"
+    return ROOT / binary, None
+
+
+def run_json(cmd: list[str], timeout: float = 600) -> dict[str, Any]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stdout}{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def python_latency(name: str, x: np.ndarray, iterations: int, warmup: int) -> tuple[float, float]:
+    from foundation_ml import InferenceClient
+
+    with InferenceClient(name, transport="shm") as client:
+        for _ in range(warmup):
+            client.infer("demo", {"x": x})
+        times = []
+        clock = time.perf_counter_ns
+        for _ in range(iterations):
+            t0 = clock()
+            client.infer("demo", {"x": x})
+            times.append((clock() - t0) / 1e3)
+    return percentile(times, 50), percentile(times, 99)
+
+
+def echo_rps_2_clients(binary: Path, spec: str, iterations: int) -> float:
+    """Two C clients calling the echo server at once: the sum of their rates."""
+    from foundation_ml._process import ServerProcess
+
+    name = f"bclients_echo_{os.getpid()}"
+    server = ServerProcess([])
+    server.args = [sys.executable, "-m", "foundation_shm._echo", name]
+    server._read = lambda: _read_until(server, "ready")  # type: ignore[method-assign]
+    with server.start():
+        cmd = [str(binary), "bench", "--name", name, "--model", "echo", "--input", spec]
+        cmd += ["--iterations", str(iterations), "--warmup", "1000"]
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=600)[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"echo clients failed: {outs}")
+    return sum(json.loads(o.strip().splitlines()[-1])["rps"] for o in outs)
+
+
+def _read_until(server: Any, word: str) -> None:
+    for line in server.proc.stdout:
+        server.lines.append(line)
+        if line.startswith(word):
+            server._ready.set()
+    server._ready.set()
+
+
+def run(iterations: int, warmup: int, echo_iterations: int) -> dict[str, Any]:
+    from foundation_ml._process import ServerProcess
+
+    result: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "iterations": iterations,
+        "request": "demo x FP32[1, 784]",
+    }
+    binaries: dict[str, Path] = {}
+    reasons: dict[str, str] = {}
+    for lang in NATIVE:
+        binary, why = build(lang)
+        if binary is None:
+            reasons[lang] = why or "unknown"
+        else:
+            binaries[lang] = binary
+    x = np.random.default_rng(0).standard_normal((1, 784)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        x_file, e_file = Path(tmp) / "x.bin", Path(tmp) / "e.bin"
+        x.tofile(x_file)
+        np.arange(4, dtype=np.float32).tofile(e_file)
+        spec = f"x:FP32:1,784:{x_file}"
+        name = f"bclients_{os.getpid()}"
+        with ServerProcess(["--transport", "shm", "--name", name, "--threads", "1"]):
+            p50, p99 = python_latency(name, x, iterations, warmup)
+            result["python_p50_us"], result["python_p99_us"] = round(p50, 2), round(p99, 2)
+            for lang in NATIVE:
+                result[f"{lang}_p50_us"] = result[f"{lang}_p99_us"] = None
+                if lang not in binaries:
+                    continue
+                cmd = [str(binaries[lang]), "bench", "--name", name, "--model", "demo", "--input", spec]
+                try:
+                    got = run_json([*cmd, "--iterations", str(iterations), "--warmup", str(warmup)])
+                except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
+                    reasons[lang] = str(exc)[-300:]
+                    continue
+                result[f"{lang}_p50_us"], result[f"{lang}_p99_us"] = (
+                    round(got["p50_us"], 2),
+                    round(got["p99_us"], 2),
+                )
+        result["c_floor_spin_p50_us"] = None
+        if SPIN_FLOOR.exists():
+            result["c_floor_spin_p50_us"] = round(run_json([str(SPIN_FLOOR), "100000"])["p50_us"], 3)
+        result["c_rps_2_clients"] = None
+        if "c" in binaries:
+            rps = echo_rps_2_clients(binaries["c"], f"x:FP32:1,4:{e_file}", echo_iterations)
+            result["c_rps_2_clients"] = round(rps, 1)
+    python = result["python_p50_us"]
+    for lang in NATIVE:
+        p50 = result[f"{lang}_p50_us"]
+        result[f"{lang}_over_python_p50"] = round(p50 / python, 3) if p50 is not None else None
+    natives = [result[f"{lang}_p50_us"] for lang in NATIVE]
+    result["targets_met"] = {
+        "native_p50_le_python": all(p is not None and p <= python for p in natives),
+        "go_p99_below_1000_us": result["go_p99_us"] is not None
+        and result["go_p99_us"] < TARGETS["go_p99_us_below"],
+        "c_rps_2_clients_ge_40000": (result["c_rps_2_clients"] or 0) >= TARGETS["c_rps_2_clients_at_least"],
+    }
+    result["missing"] = reasons
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
+    p.add_argument("--iterations", type=int, default=5000, help="timed calls per client")
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--echo-iterations", type=int, default=100000, help="calls per echo client")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.iterations, args.warmup, args.echo_iterations = 500, 100, 5000
+    result = run(args.iterations, args.warmup, args.echo_iterations)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
