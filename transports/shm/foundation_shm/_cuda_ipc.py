@@ -89,27 +89,47 @@ class _Handle(ctypes.Structure):
     _fields_ = [("reserved", ctypes.c_ubyte * 64)]  # CUipcMemHandle == cudaIpcMemHandle_t
 
 
+_P = ctypes.POINTER
+# The driver calls used, with their argument types (a CUipcMemHandle goes by value to Open).
+_SIGNATURES: dict[str, list[Any]] = {
+    "cuInit": [ctypes.c_uint],
+    "cuGetErrorName": [ctypes.c_int, _P(ctypes.c_char_p)],
+    "cuGetErrorString": [ctypes.c_int, _P(ctypes.c_char_p)],
+    "cuDeviceGet": [_P(ctypes.c_int), ctypes.c_int],
+    "cuDevicePrimaryCtxRetain": [_P(ctypes.c_void_p), ctypes.c_int],
+    "cuCtxPushCurrent": [ctypes.c_void_p],
+    "cuCtxPopCurrent": [_P(ctypes.c_void_p)],
+    "cuMemGetAddressRange": [_P(ctypes.c_uint64), _P(ctypes.c_size_t), ctypes.c_uint64],
+    "cuIpcGetMemHandle": [_P(_Handle), ctypes.c_uint64],
+    "cuIpcOpenMemHandle": [_P(ctypes.c_uint64), _Handle, ctypes.c_uint],
+    "cuIpcCloseMemHandle": [ctypes.c_uint64],
+}
+
+
 class _Driver:
     """The handful of driver calls CUDA IPC needs, each in the device's primary context."""
 
     def __init__(self) -> None:
-        self.lib = ctypes.CDLL("libcuda.so.1")
+        lib = ctypes.CDLL("libcuda.so.1")
+        self.fns: dict[str, Any] = {}
+        for name, argtypes in _SIGNATURES.items():
+            for symbol in (f"{name}_v2", name):  # the _v2 entry points are the current ABI
+                fn = getattr(lib, symbol, None)
+                if fn is not None:
+                    fn.argtypes, fn.restype = argtypes, ctypes.c_int
+                    self.fns[name] = fn
+                    break
+            else:
+                raise CudaError(name, -1, "CUDA_ERROR_NOT_FOUND", "the driver lacks this call")
         self._ctx: dict[int, ctypes.c_void_p] = {}
         self._lock = threading.Lock()
-        self._check("cuInit", self.lib.cuInit(0))
-
-    def _fn(self, name: str) -> Any:
-        for candidate in (f"{name}_v2", name):
-            fn = getattr(self.lib, candidate, None)
-            if fn is not None:
-                return fn
-        raise CudaError(name, -1, "CUDA_ERROR_NOT_FOUND", "the driver lacks this call")
+        self._check("cuInit", self.fns["cuInit"](0))
 
     def _check(self, call: str, rc: int) -> None:
         if rc:
             name, text = ctypes.c_char_p(), ctypes.c_char_p()
-            self.lib.cuGetErrorName(rc, ctypes.byref(name))
-            self.lib.cuGetErrorString(rc, ctypes.byref(text))
+            self.fns["cuGetErrorName"](rc, ctypes.byref(name))
+            self.fns["cuGetErrorString"](rc, ctypes.byref(text))
             raise CudaError(
                 call, rc, (name.value or b"?").decode(), (text.value or b"unknown error").decode()
             )
@@ -119,19 +139,19 @@ class _Driver:
             ctx = self._ctx.get(device)
             if ctx is None:
                 dev, ctx = ctypes.c_int(), ctypes.c_void_p()
-                self._check("cuDeviceGet", self.lib.cuDeviceGet(ctypes.byref(dev), device))
+                self._check("cuDeviceGet", self.fns["cuDeviceGet"](ctypes.byref(dev), device))
                 self._check(
-                    "cuDevicePrimaryCtxRetain", self.lib.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev)
+                    "cuDevicePrimaryCtxRetain", self.fns["cuDevicePrimaryCtxRetain"](ctypes.byref(ctx), dev)
                 )
                 self._ctx[device] = ctx
             return ctx
 
     def _in(self, device: int, call: str, *args: Any) -> None:
-        self._check("cuCtxPushCurrent", self._fn("cuCtxPushCurrent")(self._context(device)))
+        self._check("cuCtxPushCurrent", self.fns["cuCtxPushCurrent"](self._context(device)))
         try:
-            self._check(call, self._fn(call)(*args))
+            self._check(call, self.fns[call](*args))
         finally:
-            self._fn("cuCtxPopCurrent")(ctypes.byref(ctypes.c_void_p()))
+            self.fns["cuCtxPopCurrent"](ctypes.byref(ctypes.c_void_p()))
 
     def address_range(self, device: int, ptr: int) -> tuple[int, int]:
         """(base, size) of the allocation holding device address ``ptr``."""
@@ -151,7 +171,7 @@ class _Driver:
         h = _Handle()
         ctypes.memmove(ctypes.byref(h), handle, 64)
         ptr = ctypes.c_uint64()
-        self._in(device, "cuIpcOpenMemHandle", ctypes.byref(ptr), h, ctypes.c_uint(_LAZY_PEER_ACCESS))
+        self._in(device, "cuIpcOpenMemHandle", ctypes.byref(ptr), h, _LAZY_PEER_ACCESS)
         try:
             _, size = self.address_range(device, ptr.value)
         except CudaError:
@@ -314,6 +334,11 @@ def _to_device(a: np.ndarray, device: Any) -> Any:
     return t.to(device)
 
 
+# Every mapping this process has open, whoever holds it (a cache, or tensors after a cache let go).
+_live: weakref.WeakValueDictionary[tuple[int, bytes], _Mapping] = weakref.WeakValueDictionary()
+_live_lock = threading.Lock()
+
+
 class _Cache:
     """Opened mappings by (device, handle), least recently used dropped first."""
 
@@ -325,7 +350,10 @@ class _Cache:
         key = (device, handle)
         m = self.entries.get(key)
         if m is None:
-            m = _Mapping(device, handle)
+            with _live_lock:  # CUDA opens a handle once per process: share a live mapping
+                m = _live.get(key)
+                if m is None:
+                    m = _live[key] = _Mapping(device, handle)
             self.entries[key] = m
             if len(self.entries) > self.capacity:
                 self.entries.popitem(last=False)
@@ -343,22 +371,25 @@ class _Cache:
 class ServerCuda:
     """A server's CUDA IPC state: whether it accepts it, the per-client mappings, held outputs.
 
-    ``mode``: None (default) accepts CUDA IPC when torch is already imported in this process and
-    sees a device (a torch model server), True imports torch to find out, False refuses.
+    ``mode``: None (default) accepts CUDA IPC when the handler declares ``device_tensors = True``
+    (it takes torch CUDA tensors as inputs), torch is already imported and sees a device; True
+    accepts it whenever there is a device (imports torch to find out); False refuses.
     """
 
-    def __init__(self, mode: bool | None = None) -> None:
+    def __init__(self, mode: bool | None = None, handler: Any = None) -> None:
         self.mode = mode
         self.enabled = False
         self.reason = "this server refuses CUDA IPC (serve with cuda_ipc=True)"
-        if mode is not False and (mode is True or "torch" in sys.modules):
+        takes = bool(getattr(handler, "device_tensors", False))
+        if mode is True or (mode is None and takes and "torch" in sys.modules):
             if cuda_available():
                 self.enabled = True
             else:
                 self.reason = NO_CUDA
         elif mode is None:
             self.reason = (
-                "this server does not accept CUDA IPC (torch is not loaded; serve with cuda_ipc=True)"
+                "this server does not accept CUDA IPC (its handler does not declare device_tensors, "
+                "or torch is not loaded; serve with cuda_ipc=True)"
             )
         self.channels: set[int] = set()  # channels with CUDA state (the hot path's test)
         self._lock = threading.Lock()
@@ -591,7 +622,8 @@ class ClientCuda:
         device = next(a.device for a in request.inputs.values() if is_device_tensor(a))
         if self.mode is False:
             return self.by_host(client, request, timeout, device)
-        conn = client._connection()
+        with client._cond:
+            conn = client._connection()
         if not conn.ctl.u32[L.RegionField.FEATURES // 4] & L.Feature.CUDA_IPC or self.refused is conn:
             if self.fallback == "host":
                 return self.by_host(client, request, timeout, device)
@@ -693,6 +725,8 @@ class ClientCuda:
             del keep
 
     def _outputs(self, conn: object, outputs: Mapping[str, Any], device: Any, copy: bool) -> dict[str, Any]:
+        import torch
+
         out: dict[str, Any] = {}
         with self._lock:
             if conn is not self._conn:  # a new server instance: its handles are new
@@ -706,7 +740,10 @@ class ClientCuda:
                         raise InternalError(
                             f"output {name!r}: cannot open the server's CUDA IPC handle: {exc}"
                         ) from None
-                    out[name] = t.clone() if copy else t
+                    if copy:  # complete before the next request lets the server reuse the memory
+                        t = t.clone()
+                        torch.cuda.current_stream(t.device).synchronize()
+                    out[name] = t
                 else:
                     out[name] = _to_device(np.asarray(a), device)
         return out

@@ -29,6 +29,8 @@ MODELS = ("echo", "scale")
 class DeviceHandler:
     """The request handler of this server (see the module docstring)."""
 
+    device_tensors = True  # takes torch CUDA tensors as inputs: "auto" servers accept CUDA IPC
+
     def __init__(self) -> None:
         import torch
 

@@ -169,7 +169,7 @@ class ShmServer(TransportServer):
         self.heartbeat_s = heartbeat_ms / 1000
         self.limits = Limits(max_tensors, max_request_bytes)
         self.data_crc = data_crc
-        self._cuda = ServerCuda(cuda_ipc)  # spec 15: CUDA IPC descriptors
+        self._cuda = ServerCuda(cuda_ipc, handler)  # spec 15: CUDA IPC descriptors
         self._lock = ServerLock(L.lock_file(self.name), mode)
         self._stopping = False
         self._running = True

@@ -498,3 +498,78 @@ def test_importing_the_transport_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_auto_mode_needs_a_handler_that_takes_device_tensors() -> None:
+    class Plain:
+        pass
+
+    class Takes:
+        device_tensors = True
+
+    plain = C.ServerCuda(None, Plain())
+    assert not plain.enabled and "does not declare device_tensors" in plain.reason
+    takes = C.ServerCuda(None, Takes())
+    assert takes.enabled == (not NO_DEVICE) and takes.feature == (0 if NO_DEVICE else L.Feature.CUDA_IPC)
+    if NO_DEVICE:
+        assert takes.reason == C.NO_CUDA
+
+
+# --- the driver plumbing, against a fake libcuda ------------------------------------------------
+
+
+class _FakeLib:
+    """Stands in for libcuda.so.1: records calls, answers like the driver."""
+
+    def __init__(self, fail: str = "") -> None:
+        self.calls: list[str] = []
+        self.fail = fail
+        self.depth = 0
+
+    def __getattr__(self, symbol: str) -> Any:
+        if symbol.startswith("_") or symbol in ("cuIpcGetMemHandle_v2", "cuIpcCloseMemHandle_v2"):
+            raise AttributeError(symbol)
+        name = symbol.removesuffix("_v2")
+
+        def call(*args: Any) -> int:
+            self.calls.append(symbol)
+            if name == self.fail:
+                return 1  # CUDA_ERROR_INVALID_VALUE
+            if name == "cuGetErrorName":
+                args[1]._obj.value = b"CUDA_ERROR_INVALID_VALUE"
+            elif name == "cuGetErrorString":
+                args[1]._obj.value = b"invalid argument"
+            elif name == "cuCtxPushCurrent":
+                self.depth += 1
+            elif name == "cuCtxPopCurrent":
+                self.depth -= 1
+            elif name == "cuMemGetAddressRange":
+                args[0]._obj.value, args[1]._obj.value = 0x1000, 1 << 20
+            elif name == "cuIpcGetMemHandle":
+                args[0]._obj.reserved[:] = list(HANDLE)
+            elif name == "cuIpcOpenMemHandle":
+                assert bytes(args[1].reserved) == HANDLE and args[2] == 1  # by value, lazy peer access
+                args[0]._obj.value = 0x9000
+            return 0
+
+        return call
+
+
+def test_the_driver_calls_run_in_the_device_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = _FakeLib()
+    monkeypatch.setattr("ctypes.CDLL", lambda path: lib)
+    drv = C._Driver()
+    assert drv.export(0, 0x1000 + 256) == (HANDLE, 256)
+    assert drv.open(1, HANDLE) == (0x9000, 1 << 20)
+    drv.close(1, 0x9000)
+    assert lib.depth == 0  # every push popped
+    assert "cuIpcOpenMemHandle_v2" in lib.calls and "cuMemGetAddressRange_v2" in lib.calls
+    assert "cuIpcGetMemHandle" in lib.calls and "cuIpcCloseMemHandle" in lib.calls
+
+
+def test_a_failing_driver_call_raises_cuda_error_with_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = _FakeLib(fail="cuIpcOpenMemHandle")
+    monkeypatch.setattr("ctypes.CDLL", lambda path: lib)
+    with pytest.raises(C.CudaError, match="cuIpcOpenMemHandle failed: CUDA_ERROR_INVALID_VALUE") as info:
+        C._Driver().open(0, HANDLE)
+    assert info.value.name == "CUDA_ERROR_INVALID_VALUE" and lib.depth == 0
