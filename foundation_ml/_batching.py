@@ -1,9 +1,10 @@
 """Dynamic batching: one thread per model stacks compatible requests along dimension 0.
 
-The batcher waits for a first request, then up to ``max_wait_us`` for more, up to
-``max_batch_size`` requests. Requests whose inputs agree on every dimension after the first
-(dtypes are fixed by the signature) run as one backend call; the outputs are split back by row
-counts and each request is answered on its own. If a batched call raises, each request of it is
+The batcher thread waits for a first request, then until that request has waited ``max_wait_us``,
+for up to ``max_batch_size`` requests; the request that fills a batch runs it at once in its own
+thread (no hand-off). Requests whose inputs agree on every dimension after the first (dtypes are
+fixed by the signature) run as one backend call; the outputs are split back by row counts and
+each request is answered on its own. If a batched call raises, each request of it is
 re-run alone, so one bad request cannot fail its neighbours.
 """
 
@@ -50,6 +51,9 @@ class Batcher:
         self._thread.start()
 
     def put(self, request: InferenceRequest, respond: Respond, t0: int) -> None:
+        """Queue one request. The request that fills a batch runs it at once, in the caller's
+        (the transport's) thread: no hand-off to the batcher thread, whose only job is then the
+        batches that ``max_wait_us`` closes."""
         with self._cond:
             if self._stopping:
                 err = ShuttingDown(
@@ -59,9 +63,14 @@ class Batcher:
                 return
             self._queue.append((request, respond, t0))
             depth = len(self._queue)
-            self.served.metrics.enqueued(depth)
-            if depth == 1 or depth >= self.max_batch_size:  # the batcher waits for a first or a full batch
-                self._cond.notify()
+            if depth < self.max_batch_size:
+                self.served.metrics.enqueued(depth)
+                if depth == 1:  # the batcher sleeps until a first request arrives
+                    self._cond.notify()
+                return
+            items = [self._queue.popleft() for _ in range(self.max_batch_size)]
+            self.served.metrics.enqueued(len(self._queue))
+        self._run_items(items)
 
     def drain(self) -> None:
         """From now on run each batch as soon as it has a request (a shutdown is draining)."""
@@ -77,27 +86,32 @@ class Batcher:
         self._thread.join(drain_timeout)
 
     def _run(self) -> None:
+        wait_ns = self.max_wait_us * 1000
         while True:
             with self._cond:
                 while not self._queue and not self._stopping:
                     self._cond.wait()
                 if not self._queue:
                     return
-                if self.max_wait_us and not (self._stopping or self._draining):
-                    until = time.monotonic() + self.max_wait_us / 1e6
-                    while len(self._queue) < self.max_batch_size and not (self._stopping or self._draining):
-                        left = until - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._cond.wait(left)
+                # wait until the oldest request has waited max_wait_us, unless the batch fills
+                # (then put() runs it) or a shutdown drains
+                while self._queue and not (self._stopping or self._draining):
+                    left = self._queue[0][2] + wait_ns - _now()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left / 1e9)
                 n = min(len(self._queue), self.max_batch_size)
                 items = [self._queue.popleft() for _ in range(n)]
                 self.served.metrics.enqueued(len(self._queue))
-            try:
-                self._process(items)
-            except Exception as exc:  # never leave a caller waiting, whatever went wrong
-                for request, respond, t0 in items:
-                    self.served.finish(request, respond, t0, self.served.failed(request, exc))
+            if items:
+                self._run_items(items)
+
+    def _run_items(self, items: list[Item]) -> None:
+        try:
+            self._process(items)
+        except Exception as exc:  # never leave a caller waiting, whatever went wrong
+            for request, respond, t0 in items:
+                self.served.finish(request, respond, t0, self.served.failed(request, exc))
 
     def _process(self, items: list[Item]) -> None:
         served = self.served

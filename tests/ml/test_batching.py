@@ -165,3 +165,25 @@ def test_concurrent_clients_each_get_their_own_rows(runtime: MLRuntime, name: st
         t.join()
     assert errors == []
     assert sum(rec.calls) == sum(1 + j % 3 for j in range(50)) * 6  # every row ran exactly once
+
+
+def test_the_request_that_fills_a_batch_runs_it_in_its_own_thread(runtime: MLRuntime) -> None:
+    threads: list[int] = []
+    model = FunctionModel(
+        lambda x: threads.append(threading.get_ident()) or x * 10,
+        inputs={"x": "FP32[-1, 4]"},
+        outputs={"y": "FP32[-1, 4]"},
+    )
+    runtime.register_model("m", model, max_batch_size=2, max_wait_us=LONG_WAIT_US, warmup=False)
+    requests = [InferenceRequest("m", {"x": np.ones((1, 4), np.float32)}, id=i + 1) for i in range(2)]
+    submit(runtime, Replies(), requests)
+    assert threads == [threading.get_ident()]
+
+
+def test_a_batch_that_does_not_fill_runs_when_max_wait_has_passed(runtime: MLRuntime) -> None:
+    rec = Recorder()
+    runtime.register_model("m", rec.model, max_batch_size=8, max_wait_us=1_000_000, warmup=False)
+    requests = [InferenceRequest("m", {"x": np.ones((1, 4), np.float32)}, id=i + 1) for i in range(3)]
+    got = submit(runtime, Replies(), requests)
+    assert rec.calls == [3]  # one call, from the batcher thread, once the first had waited 1 s
+    assert all(isinstance(r, InferenceResponse) for r in got.values())
