@@ -140,6 +140,11 @@ def unique_name() -> Callable[[str], str]:
     return server_name
 
 
+@pytest.fixture(scope="module")
+def unique_module_name(request: pytest.FixtureRequest) -> str:
+    return server_name(request.module.__name__.rpartition(".")[2][:12])
+
+
 @pytest.fixture(scope="session")
 def demo_server() -> Iterator[str]:
     """``foundation serve`` with the demo model, for the whole session; nothing left behind."""

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +131,53 @@ class _EchoServer(ServerProcess):
             if line.startswith("ready"):
                 self._ready.set()
         self._ready.set()
+
+
+@pytest.fixture(scope="module")
+def echo_server(unique_module_name: str) -> Iterator[str]:
+    """The shm echo server: models echo, fail (raises), sleep (100 ms), ..."""
+    server = _EchoServer(unique_module_name).start()
+    try:
+        yield unique_module_name
+    finally:
+        server.stop()
+        remove_objects(unique_module_name)
+
+
+def test_handler_exception_is_handler_error(client: NativeClient, echo_server: str, tmp_path: Path) -> None:
+    spec = input_file(tmp_path, np.ones((1, 2), np.float32))
+    code, result = fdn(client, "infer", "--name", echo_server, "--model", "fail", "--input", spec)
+    assert (code, result["error"], result["code"]) == (EXIT_ERROR, "HANDLER_ERROR", 9)
+    assert "boom" in result["message"]
+
+
+def test_loan_round_trips_through_the_echo_model(
+    client: NativeClient, echo_server: str, tmp_path: Path
+) -> None:
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    code, result = fdn(
+        client,
+        "infer",
+        "--name",
+        echo_server,
+        "--model",
+        "echo",
+        "--input",
+        input_file(tmp_path, x),
+        "--loan",
+    )
+    assert code == EXIT_OK
+    assert result["outputs"]["x"] == {"datatype": "FP32", "shape": [3, 4], "data": x.ravel().tolist()}
+
+
+def test_deadline_before_the_answer_is_deadline_exceeded(
+    client: NativeClient, echo_server: str, tmp_path: Path
+) -> None:
+    """The ``sleep`` model answers after 100 ms; a 10 ms deadline passes first."""
+    spec = input_file(tmp_path, np.ones((1, 2), np.float32))
+    args = ["infer", "--name", echo_server, "--model", "sleep", "--input", spec, "--timeout-ms", "10"]
+    code, result = fdn(client, *args)
+    assert (code, result["error"], result["code"]) == (EXIT_ERROR, "DEADLINE_EXCEEDED", 7)
 
 
 def test_dead_server_is_reported_within_the_deadline(

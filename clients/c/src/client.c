@@ -76,14 +76,23 @@ static int server_alive(const struct fdn_client *c) {
     return c->server_pid && start_time(c->server_pid) == c->server_start;
 }
 
-static int sem_wait_ms(sem_t *sem, uint64_t timeout_ns) {
+/* Wait up to timeout_ns for a post: 0 if taken. CLOCK_MONOTONIC where glibc has sem_clockwait
+ * (the wall clock may jump); the caller re-checks its condition either way (section 7.2). */
+static int sem_wait_ns(sem_t *sem, uint64_t timeout_ns) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+    const clockid_t clk = CLOCK_MONOTONIC;
+#define FDN_SEM_WAIT(s, ts) sem_clockwait((s), CLOCK_MONOTONIC, (ts))
+#else
+    const clockid_t clk = CLOCK_REALTIME;
+#define FDN_SEM_WAIT(s, ts) sem_timedwait((s), (ts))
+#endif
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(clk, &ts);
     uint64_t ns = (uint64_t)ts.tv_nsec + timeout_ns;
     ts.tv_sec += (time_t)(ns / 1000000000u);
     ts.tv_nsec = (long)(ns % 1000000000u);
     int rc;
-    while ((rc = sem_timedwait(sem, &ts)) < 0 && errno == EINTR) {
+    while ((rc = FDN_SEM_WAIT(sem, &ts)) < 0 && errno == EINTR) {
     }
     return rc;
 }
@@ -198,7 +207,7 @@ static enum fdn_status open_region(struct fdn_client *c, struct fdn_error *err) 
 
 static enum fdn_status claim(struct fdn_client *c, struct fdn_error *err) {
     struct fdn_region_header *r = c->region;
-    if (sem_wait_ms(c->mutex, (uint64_t)c->opts.connect_timeout_ms * 1000000u) < 0)
+    if (sem_wait_ns(c->mutex, (uint64_t)c->opts.connect_timeout_ms * 1000000u) < 0)
         return fdn_fail(err, FDN_OVERLOADED, 0, "shm server '%s': region mutex busy for %u ms", c->name,
                         c->opts.connect_timeout_ms);
     uint32_t pid = (uint32_t)getpid();
@@ -289,7 +298,7 @@ void fdn_close(fdn_client *c) {
     if (c->connected && server_alive(c)) {
         uint64_t end = now_ns() + 100000000u; /* give an answer still owed 100 ms */
         while (FDN_LOAD(&c->ch->server_seq) != c->seq && now_ns() < end) usleep(1000);
-        if (sem_wait_ms(c->mutex, (uint64_t)c->opts.connect_timeout_ms * 1000000u) == 0) {
+        if (sem_wait_ns(c->mutex, (uint64_t)c->opts.connect_timeout_ms * 1000000u) == 0) {
             FDN_STORE(&c->region->mutex_holder_pid, (uint32_t)getpid());
             if (FDN_LOAD(&c->ch->server_seq) == c->seq) FDN_STORE(&c->ch->owner_pid, 0);
             else FDN_STORE(&c->ch->owner_start_time, 0); /* busy: the server reclaims it when done */
@@ -341,7 +350,7 @@ static enum fdn_status wait_seq(struct fdn_client *c, uint64_t s, uint64_t deadl
             }
             if (deadline - t < slice) slice = deadline - t;
         }
-        sem_wait_ms(c->sem, slice);
+        sem_wait_ns(c->sem, slice);
         if (FDN_LOAD(&ch->server_seq) == s) break;
         if (!server_alive(c)) {
             c->connected = 0; /* the next call reconnects */

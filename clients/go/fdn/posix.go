@@ -1,6 +1,7 @@
 package fdn
 
 /*
+#cgo CFLAGS: -D_GNU_SOURCE
 #cgo LDFLAGS: -pthread -lrt
 #include <errno.h>
 #include <stdlib.h>
@@ -19,13 +20,22 @@ static sem_t *fdn_sem_open(const char *name) {
 }
 
 // 0 when taken, -1 on timeout or interruption (the caller re-checks its condition either way).
+// CLOCK_MONOTONIC where glibc has sem_clockwait (the wall clock may jump).
 static int fdn_sem_wait_ns(sem_t *s, int64_t ns) {
 	struct timespec ts;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+#else
 	clock_gettime(CLOCK_REALTIME, &ts);
+#endif
 	int64_t t = (int64_t)ts.tv_nsec + ns;
 	ts.tv_sec += (time_t)(t / 1000000000);
 	ts.tv_nsec = (long)(t % 1000000000);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+	return sem_clockwait(s, CLOCK_MONOTONIC, &ts);
+#else
 	return sem_timedwait(s, &ts);
+#endif
 }
 
 static int fdn_sem_drain(sem_t *s) {
