@@ -41,6 +41,7 @@ def demo_main(args: argparse.Namespace, hub: Hub) -> int:
             reference = _direct(x["x"])
             same = reference is not None and np.array_equal(y, reference)
             print(f"   same as calling the PyTorch module directly in this process: {same}")
+            same &= _native_clients(name, x["x"], y)
             times = []
             for _ in range(args.calls):
                 t0 = time.perf_counter_ns()
@@ -64,6 +65,58 @@ def demo_main(args: argparse.Namespace, hub: Hub) -> int:
     for line in server.output.splitlines()[-1:]:
         print(f"   server: {line}")
     return 0 if rc == 0 and not left and same else 1
+
+
+#: The native clients' example drivers, where their builds put them (a source checkout).
+NATIVE_CLIENTS = {
+    "C": "clients/c/build/fdn-client",
+    "Rust": "clients/rust/target/release/examples/fdn-client",
+    "Go": "clients/go/bin/fdn-client",
+}
+
+
+def _native_clients(name: str, x: np.ndarray, y: np.ndarray) -> bool:
+    """Call the model with every native client that is built; True if all gave ``y``."""
+    import json
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    root = Path(__file__).resolve().parents[1]
+    found = {lang: root / rel for lang, rel in NATIVE_CLIENTS.items() if (root / rel).is_file()}
+    if not found:
+        print("   native clients: none built (make -C clients/c; see docs/clients.md)")
+        return True
+    ok = True
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "x.bin"
+        raw.write_bytes(np.ascontiguousarray(x, "<f4").tobytes())
+        dims = ",".join(map(str, x.shape))
+        for lang, exe in found.items():
+            cmd = [
+                str(exe),
+                "infer",
+                "--name",
+                name,
+                "--model",
+                DEMO_MODEL,
+                "--input",
+                f"x:FP32:{dims}:{raw}",
+            ]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+                doc = json.loads(proc.stdout.strip().splitlines()[-1])
+                got = np.asarray(doc["outputs"]["y"]["data"], np.float32).reshape(y.shape)
+                same = bool(np.array_equal(got, y))
+            except (OSError, ValueError, KeyError, IndexError, subprocess.TimeoutExpired) as exc:
+                print(f"   {lang} client ({exe.name}): failed: {exc!r}")
+                ok = False
+                continue
+            print(f"   {lang} client: y argmax {int(got.argmax())}, same as the Python client: {same}")
+            ok &= same
+    return ok
 
 
 def _direct(x: np.ndarray) -> np.ndarray | None:

@@ -159,3 +159,17 @@ def test_sigterm_answers_a_queued_request_before_exiting(shm_hub: Hub, name: str
     assert len(got) == 1 and isinstance(got[0], np.ndarray), got
     np.testing.assert_allclose(got[0], direct(x), rtol=1e-5, atol=1e-6)
     assert shm_entries(name) == []
+
+
+@pytest.mark.slow
+def test_demo_command_runs_end_to_end(shm_hub: Hub) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "foundation_core", "demo", "--calls", "50"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "same as calling the PyTorch module directly in this process: True" in proc.stdout
+    assert "server exited with status 0; /dev/shm entries left: none" in proc.stdout
+    assert "latency over 50 calls" in proc.stdout
