@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,7 +86,7 @@ def test_close_releases_every_shm_object(demo_runtime: MLRuntime, name: str) -> 
 
 
 @pytest.mark.slow
-def test_cli_serve_infer_stats_then_sigterm_leaves_nothing(shm_hub: Hub, name: str) -> None:
+def test_cli_serve_infer_stats_then_sigterm_leaves_nothing(shm_hub: Hub, name: str, tmp_path: Path) -> None:
     with ServerProcess(["--transport", "shm", "--name", name]) as server:
         run = [sys.executable, "-m", "foundation_core"]
         infer = subprocess.run(
@@ -98,6 +99,21 @@ def test_cli_serve_infer_stats_then_sigterm_leaves_nothing(shm_hub: Hub, name: s
         stats = subprocess.run([*run, "stats", name, "--json"], capture_output=True, text=True, timeout=120)
         assert stats.returncode == 0, stats.stderr
         assert json.loads(stats.stdout)["models"]["demo"]["requests"] == 1
+        x = x_rows(2, seed=7)
+        np.savez(tmp_path / "in.npz", x=x)
+        (tmp_path / "in.json").write_text(json.dumps({"x": x.tolist()}))
+        for path in ("in.npz", "in.json"):
+            cmd = [*run, "infer", "--name", name, "--input", str(tmp_path / path), "--json"]
+            got = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            assert got.returncode == 0, got.stderr
+            y = np.asarray(json.loads(got.stdout)["outputs"]["y"]["data"], np.float32)
+            np.testing.assert_array_equal(y, direct(x))
+        bad = subprocess.run(
+            [*run, "infer", "--name", name, "--model", "nope"], capture_output=True, text=True
+        )
+        assert bad.returncode == 1 and "ModelNotFound" in bad.stderr
+        table = subprocess.run([*run, "stats", name], capture_output=True, text=True, timeout=120).stdout
+        assert "demo" in table and "p99 µs" in table
         assert server.stop(signal.SIGTERM) == 0, server.output
     assert shm_entries(name) == []
 
