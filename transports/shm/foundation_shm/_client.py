@@ -43,6 +43,7 @@ from ._codec import (
     encode_params,
     layout,
     request_payload_size,
+    views,
     write_header,
     write_request,
 )
@@ -157,7 +158,7 @@ class _Channel:
         self.sem: posix_ipc.Semaphore | None = None
         self.reader: ResponseReader | None = None
         self.wkey: tuple[Any, ...] | None = None  # the last request's shape, whose payload is in place
-        self.wval: tuple[list[TensorRef], int, int] = ([], 0, 0)
+        self.wval: tuple[list[TensorRef], int, int, list[np.ndarray]] = ([], 0, 0, [])
         self.wdeadline = 0
 
     def idle(self) -> bool:
@@ -185,7 +186,7 @@ class _Channel:
         self.reader = ResponseReader(self.resp, resp_cap)
 
     def detach(self) -> None:
-        self.wkey = None
+        self.wkey, self.wval = None, ([], 0, 0, [])  # drop the views before unmapping
         if self.data is not None:
             unlink_segment(self.data.name)
             self.req = self.resp = memoryview(b"")
@@ -362,11 +363,10 @@ class ShmClient(TransportClient):
                 tuple([(n, a.dtype, a.shape) for n, a in zip(inputs, arrays, strict=True)]),
             )
             if key == ch.wkey:
-                refs, _, payload = ch.wval
+                refs, _, payload, dsts = ch.wval
                 req = ch.req
-                for ref, a in zip(refs, arrays, strict=True):
-                    src = a if a.flags.c_contiguous else np.ascontiguousarray(a)
-                    req[ref.offset : ref.offset + ref.size] = src.reshape(-1).view(np.uint8).data
+                for dst, a in zip(dsts, arrays, strict=True):
+                    dst[...] = a  # the one copy, into shared memory (strided sources too)
                 if deadline != ch.wdeadline:
                     _U64.pack_into(req, _DEADLINE_AT, deadline)
                     ch.wdeadline = deadline
@@ -395,14 +395,13 @@ class ShmClient(TransportClient):
             raise InvalidInput(str(exc), model=request.model, request_id=rid) from None
         refs, end = layout(specs, request_payload_size(len(specs), len(request.outputs), len(params)))
         self._ensure(ch, end)
-        req = ch.req
-        for ref, a in zip(refs, arrays, strict=True):
-            src = a if a.flags.c_contiguous else np.ascontiguousarray(a)
-            req[ref.offset : ref.offset + ref.size] = src.reshape(-1).view(np.uint8).data
+        dsts = views(ch.req, refs)
+        for dst, a in zip(dsts, arrays, strict=True):
+            dst[...] = a
         payload = self._write(
             ch, refs, end, rid, request.model, request.version, deadline, request.outputs, params
         )
-        ch.wkey, ch.wval, ch.wdeadline = key, (refs, end, payload), deadline
+        ch.wkey, ch.wval, ch.wdeadline = key, (refs, end, payload, dsts), deadline
         return self._exchange(ch, rid, request.model, deadline, retry=True)
 
     def _write(

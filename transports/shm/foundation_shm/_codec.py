@@ -507,6 +507,14 @@ def error_status(exc: InferenceError) -> int:
 # --- the hot path: re-use what the previous message on the same area already established ----------
 
 
+def views(area: Any, refs: Sequence[TensorRef]) -> list[np.ndarray]:
+    """Numpy views on ``area`` where ``refs`` place their tensors (writable if the area is)."""
+    return [
+        np.frombuffer(area, ref.dtype.numpy, math.prod(ref.shape), ref.offset).reshape(ref.shape)
+        for ref in refs
+    ]
+
+
 def write_header(
     buf: Any, kind: int, request_id: int, payload: int, flags: int, refs: Sequence[TensorRef]
 ) -> None:

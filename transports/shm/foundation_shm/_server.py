@@ -37,6 +37,7 @@ from ._codec import (
     TensorRef,
     layout,
     response_payload_size,
+    views,
     write_header,
     write_response,
 )
@@ -108,13 +109,13 @@ class _Channel:
         self.req_cap = self.resp_cap = 0
         self.reader: RequestReader | None = None
         self.wkey: tuple[Any, ...] | None = None  # the last response's shape, whose payload is in place
-        self.wval: tuple[list[TensorRef], int] = ([], 0)
+        self.wval: tuple[list[TensorRef], int, list[np.ndarray]] = ([], 0, [])
 
     def unmap(self) -> None:
         if self.data is not None:
             self.req = self.resp = None
             self.reader = None
-            self.wkey = None
+            self.wkey, self.wval = None, ([], 0, [])  # drop the views before unmapping
             self.data.close()
             self.data = None
             self.gen = 0
@@ -442,17 +443,12 @@ class ShmServer(TransportServer):
             tuple([(n, a.dtype, a.shape) for n, a in zip(outputs, arrays, strict=True)]),
         )
         if key == ch.wkey:
-            refs, payload = ch.wval
-            self._copy(resp, refs, arrays)
+            refs, payload, dsts = ch.wval
+            for dst, a in zip(dsts, arrays, strict=True):
+                dst[...] = a  # the one copy of each output, into the response area
             write_header(resp, _RESPONSE, r.request_id, payload, 0, refs)
             return
         self._write_full(ch, r, model, value, arrays, key)
-
-    @staticmethod
-    def _copy(resp: memoryview, refs: list[TensorRef], arrays: list[np.ndarray]) -> None:
-        for ref, a in zip(refs, arrays, strict=True):
-            src = a if a.flags.c_contiguous else np.ascontiguousarray(a)
-            resp[ref.offset : ref.offset + ref.size] = src.reshape(-1).view(np.uint8).data
 
     def _write_full(
         self,
@@ -484,7 +480,9 @@ class ShmServer(TransportServer):
             )
             self._write_error(ch, r, exc, need)
             return
-        self._copy(ch.resp, refs, arrays)
+        dsts = views(ch.resp, refs)
+        for dst, a in zip(dsts, arrays, strict=True):
+            dst[...] = a
         payload = write_response(
             ch.resp,
             request_id=r.request_id,
@@ -494,7 +492,7 @@ class ShmServer(TransportServer):
             text=text,
             params=raw_params,
         )
-        ch.wkey, ch.wval = (None if text else key), (refs, payload)
+        ch.wkey, ch.wval = (None if text else key), (refs, payload, dsts)
 
     # --- liveness ------------------------------------------------------------------------------
 
