@@ -27,6 +27,9 @@ class NativeClient:
     test: tuple[str, ...]
     binary: str
     cwd: str = "."  # relative to the repository root
+    hello: str = ""  # the example docs/clients.md shows: its source and its binary
+    hello_binary: str = ""
+    hello_build: tuple[str, ...] = ()  # when the client's build does not make it
 
     @property
     def path(self) -> Path:
@@ -43,6 +46,8 @@ CLIENTS = {
         build=("make", "-C", "clients/c"),
         test=("make", "-C", "clients/c", "test"),
         binary="clients/c/build/fdn-client",
+        hello="clients/c/examples/hello.c",
+        hello_binary="clients/c/build/hello",
     ),
     "go": NativeClient(
         "go",
@@ -50,6 +55,9 @@ CLIENTS = {
         test=("go", "test", "./..."),
         binary="clients/go/bin/fdn-client",
         cwd="clients/go",
+        hello="clients/go/examples/hello/main.go",
+        hello_binary="clients/go/bin/hello",
+        hello_build=("go", "build", "-o", "bin/hello", "./examples/hello"),
     ),
     "rust": NativeClient(
         "rust",
@@ -122,6 +130,16 @@ def client(request: pytest.FixtureRequest) -> NativeClient:
 
 def server_name(tag: str) -> str:
     return f"nct{os.getpid()}_{tag}"
+
+
+@pytest.fixture(params=[lang for lang in PRESENT if CLIENTS[lang].hello])
+def hello_client(request: pytest.FixtureRequest) -> NativeClient:
+    """A client with a hello example (the one docs/clients.md shows), built."""
+    client = built(request.param)
+    if client.hello_build:
+        proc = run(client.hello_build, client.cwd)
+        assert proc.returncode == 0, f"{' '.join(client.hello_build)}:\n{proc.stdout}{proc.stderr}"
+    return client
 
 
 @pytest.fixture(scope="session")

@@ -204,6 +204,24 @@ def test_dead_server_is_reported_within_the_deadline(
     assert objects_of(name) == []
 
 
+def test_hello_example_calls_the_demo_model(hello_client: NativeClient, demo_server: str) -> None:
+    proc = subprocess.run(
+        [str(ROOT / hello_client.hello_binary), demo_server],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    want = direct((np.arange(784, dtype=np.float32) / 784).reshape(1, 784))[0, 0]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("copy: y[0] = ") and lines[0].endswith(" of 10")
+    assert lines[1].startswith("loan: y[0] = ")
+    for line in lines[:2]:
+        assert float(line.split(" = ")[1].split()[0]) == pytest.approx(want, abs=1e-5)
+    assert lines[2] == "unknown model: MODEL_NOT_FOUND"
+
+
 def test_docs_show_the_commands_the_harness_runs(native_clients: dict[str, NativeClient]) -> None:
     doc = (ROOT / "docs" / "clients.md").read_text()
     for lang, client in native_clients.items():
@@ -212,3 +230,6 @@ def test_docs_show_the_commands_the_harness_runs(native_clients: dict[str, Nativ
         for cmd in (client.build, client.test):
             assert " ".join(cmd) in doc, f"docs/clients.md does not show `{' '.join(cmd)}`"
         assert Path(client.binary).name == "fdn-client"
+        if client.hello:
+            source = (ROOT / client.hello).read_text()
+            assert source in doc, f"docs/clients.md does not show {client.hello} as it is"
