@@ -39,7 +39,7 @@ def serve_main(args: argparse.Namespace, hub: Hub) -> int:
         )
         try:
             models = [parse_model_arg(m) for m in args.model] or [(DEMO_MODEL, DEMO_SPEC)]
-            options: dict[str, Any] = {"threads": args.threads} if args.threads else {}
+            options: dict[str, Any] = {"threads": args.threads} if args.threads else {}  # 0: torch's
             for name, spec in models:
                 if name is None:
                     if not is_package(spec):

@@ -72,7 +72,9 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
     p.add_argument("--max-batch-size", type=int, default=1, help="batch batchable models (default: 1, off)")
     p.add_argument("--max-wait-us", type=int, default=500, help="longest wait for a batch to fill, µs")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default: 1, best for small models)"
+    )
     p.add_argument("--metrics-file", default=None, help="rewrite this file with Prometheus text every second")
 
 
