@@ -412,8 +412,7 @@ impl Conn {
             create_data(&self.name, self.index, gen, req_cap + resp_cap, self.mode)?;
         let keep = keep.min(self.req_cap).min(req_cap);
         if keep > 0 {
-            let old = self.data.slice(0, keep).to_vec();
-            data.slice_mut(0, keep).copy_from_slice(&old);
+            data.slice_mut(0, keep).copy_from_slice(self.data.slice(0, keep));
         }
         publish_data(&self.ctl, self.base, req_cap, resp_cap, &data_name, gen);
         let old_name = std::mem::replace(&mut self.data_name, data_name);
