@@ -31,6 +31,7 @@ from ._codec import (
     write_request,
     write_response,
 )
+from ._cuda_desc import FLAG_CUDA_IPC, U64_MAX, CudaIpcRef, write_mixed_request, write_mixed_response
 from ._layout import BODY_SIZE, CRC_OFFSET, DESC_SIZE, MSG_HEADER_SIZE, MessageFlag, MessageKind
 
 __all__ = ["CASES", "decoded_json", "generate", "main"]
@@ -243,8 +244,101 @@ def _corrupt_data(buf: bytearray) -> bytearray:
 
 CASES = _cases()
 
+# --- section 15 (CUDA IPC): written to vectors/cuda_ipc/, for clients that implement it ----------------
 
-def _tensor_json(index: int, name: str, array: np.ndarray, area: bytes) -> dict[str, Any]:
+_HANDLE = bytes(range(1, 65))
+
+
+def _cuda_message(kind: str, tensors: list[Any], request_id: int) -> bytearray:
+    host = [(n, DataType.from_numpy(a.dtype), a.shape) for n, a in (t for t in tensors if type(t) is tuple)]
+    count = len(tensors)
+    payload = request_payload_size(count, 0, 0) if kind == "request" else response_payload_size(count, 0, 0)
+    refs, end = layout(host, payload)
+    buf = bytearray(end)
+    it = iter(refs)
+    placed: list[Any] = []
+    for t in tensors:
+        if type(t) is tuple:
+            ref = next(it)
+            buf[ref.offset : ref.offset + ref.size] = t[1].tobytes()
+            placed.append(ref)
+        else:
+            placed.append(t)
+    if kind == "request":
+        write_mixed_request(buf, tensors=placed, request_id=request_id, model="echo", flags=FLAG_CUDA_IPC)
+    else:
+        write_mixed_response(buf, tensors=placed, request_id=request_id, model="echo")
+    return buf
+
+
+def _cuda_ref(**kw: Any) -> CudaIpcRef:
+    fields: dict[str, Any] = dict(
+        name="x", dtype=DataType.FP32, shape=(2, 3), device=0, handle=_HANDLE, offset=4096, size=24
+    )
+    fields.update(kw)
+    return CudaIpcRef(**fields)
+
+
+def _zero_handle(buf: bytearray) -> bytearray:
+    buf[_DESC0 + 168 : _DESC0 + 232] = bytes(64)  # ipc_handle of the first descriptor
+    return _reseal(buf)
+
+
+def _cuda_cases() -> dict[str, tuple[str, Callable[[], bytearray]]]:
+    desc0 = _DESC0
+    return {
+        "request_cuda_ipc": (
+            "request",
+            lambda: _cuda_message(
+                "request", [_cuda_ref(device=1), ("n", np.array([7, -7], dtype=np.int32))], request_id=30
+            ),
+        ),
+        "response_cuda_ipc": (
+            "response",
+            lambda: _cuda_message(
+                "response",
+                [
+                    ("n", np.array([1.5], dtype=np.float64)),
+                    _cuda_ref(name="y", handle=_HANDLE[::-1], offset=0),
+                ],
+                request_id=31,
+            ),
+        ),
+        "error_cuda_zero_handle": (
+            "request",
+            lambda: _zero_handle(_cuda_message("request", [_cuda_ref()], 32)),
+        ),
+        "error_cuda_negative_device": (
+            "request",
+            lambda: _poke(_cuda_message("request", [_cuda_ref()], 33), desc0 + 160, "<i", -1),
+        ),
+        "error_cuda_offset_overflow": (
+            "request",
+            lambda: _poke(_cuda_message("request", [_cuda_ref()], 34), desc0 + 232, "<Q", U64_MAX - 7),
+        ),
+        "error_cuda_data_offset": (
+            "request",
+            lambda: _poke(_cuda_message("request", [_cuda_ref()], 35), desc0 + 136, "<Q", 448),
+        ),
+    }
+
+
+CUDA_CASES = _cuda_cases()
+CUDA_DIR = "cuda_ipc"
+
+
+def _tensor_json(index: int, name: str, array: Any, area: bytes) -> dict[str, Any]:
+    if type(array) is CudaIpcRef:
+        return {
+            "name": name,
+            "datatype": array.dtype.name,
+            "shape": list(array.shape),
+            "location": "CUDA_IPC",
+            "device": array.device,
+            "ipc_handle_hex": array.handle.hex(),
+            "ipc_offset": array.offset,
+            "data_size": array.size,
+        }
     code = struct.unpack_from("<I", area, _DESC0 + index * DESC_SIZE + 64)[0]
     iface = array.__array_interface__["data"][0]
     base = np.frombuffer(area, np.uint8).__array_interface__["data"][0]
@@ -293,14 +387,15 @@ def decoded_json(kind: str, area: bytes) -> dict[str, Any]:
 
 
 def generate(directory: Path) -> list[str]:
-    directory.mkdir(parents=True, exist_ok=True)
     names = []
-    for name, (kind, build) in CASES.items():
-        area = bytes(build())
-        (directory / f"{name}.bin").write_bytes(area)
-        doc = {"name": name, "decode_as": kind, "size": len(area), "expect": decoded_json(kind, area)}
-        (directory / f"{name}.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        names.append(name)
+    for where, cases in ((directory, CASES), (directory / CUDA_DIR, CUDA_CASES)):
+        where.mkdir(parents=True, exist_ok=True)
+        for name, (kind, build) in cases.items():
+            area = bytes(build())
+            (where / f"{name}.bin").write_bytes(area)
+            doc = {"name": name, "decode_as": kind, "size": len(area), "expect": decoded_json(kind, area)}
+            (where / f"{name}.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+            names.append(name if where == directory else f"{CUDA_DIR}/{name}")
     return names
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import json
 import math
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from foundation_shm._cuda_desc import (
     write_mixed_response,
 )
 from foundation_shm._echo import EchoHandler
+from foundation_shm._vectors import CUDA_CASES, CUDA_DIR, decoded_json, generate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -573,3 +576,46 @@ def test_a_failing_driver_call_raises_cuda_error_with_its_name(monkeypatch: pyte
     with pytest.raises(C.CudaError, match="cuIpcOpenMemHandle failed: CUDA_ERROR_INVALID_VALUE") as info:
         C._Driver().open(0, HANDLE)
     assert info.value.name == "CUDA_ERROR_INVALID_VALUE" and lib.depth == 0
+
+
+# --- the section 15 test vectors (docs/protocol/vectors/cuda_ipc/) --------------------------------
+
+
+CUDA_VECTORS = Path(__file__).resolve().parents[3] / "docs" / "protocol" / "vectors" / CUDA_DIR
+
+
+def test_the_cuda_vectors_are_committed_and_byte_identical(tmp_path: Path) -> None:
+    assert {p.stem for p in CUDA_VECTORS.glob("*.bin")} == set(CUDA_CASES)
+    generate(tmp_path)
+    for name in CUDA_CASES:
+        for ext in ("bin", "json"):
+            assert (CUDA_VECTORS / f"{name}.{ext}").read_bytes() == (
+                tmp_path / CUDA_DIR / f"{name}.{ext}"
+            ).read_bytes()
+
+
+@pytest.mark.parametrize("vector", sorted(CUDA_CASES))
+def test_a_cuda_vector_decodes_to_its_json(vector: str) -> None:
+    doc = json.loads((CUDA_VECTORS / f"{vector}.json").read_text())
+    area = (CUDA_VECTORS / f"{vector}.bin").read_bytes()
+    assert decoded_json(doc["decode_as"], area) == doc["expect"]
+    assert ("error" in doc["expect"]) == vector.startswith("error_")
+
+
+def test_a_server_answers_the_cuda_error_vectors_and_goes_on(echo_server: Any, name: str) -> None:
+    with ShmTransport().connect(name) as client:
+        for vector in sorted(v for v in CUDA_CASES if v.startswith("error_")):
+            expect = json.loads((CUDA_VECTORS / f"{vector}.json").read_text())["expect"]
+            ch = client._take(0)
+            try:
+                ch.wkey = None
+                area = (CUDA_VECTORS / f"{vector}.bin").read_bytes()
+                ch.req[: len(area)] = area
+                with pytest.raises(InvalidInput) as info:
+                    client._exchange(
+                        ch, expect["request_id"], "raw", time.monotonic_ns() + 10**10, retry=False
+                    )
+                assert info.value.code.name == expect["error"]
+            finally:
+                client._give(ch)
+            _still_serves(client)
