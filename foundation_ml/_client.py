@@ -11,6 +11,7 @@ import numpy as np
 
 from foundation_core import Hub
 
+from ._plugin import DEFAULT_NAME
 from ._transport import TransportClient
 from ._types import InferenceRequest, InferenceResponse, deadline_after
 
@@ -38,7 +39,7 @@ class InferenceClient:
 
     def __init__(
         self,
-        name: str = "default",
+        name: str = DEFAULT_NAME,
         *,
         transport: str = "shm",
         timeout: float | None = 30.0,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,6 +20,7 @@ from foundation_core import Hub, emit
 
 from ._backend import LoadedModel, ModelBackend, backend_for
 from ._metrics import prometheus_text
+from ._plugin import DEFAULT_NAME
 from ._registry import ModelRegistry
 from ._serving import ServedModel
 from ._signature import SignatureLike, example_inputs
@@ -200,7 +201,7 @@ class MLRuntime:
 
     # --- serving ------------------------------------------------------------------------------
 
-    def start(self, transport: str = "inproc", name: str = "default", **options: Any) -> TransportServer:
+    def start(self, transport: str = "shm", name: str = DEFAULT_NAME, **options: Any) -> TransportServer:
         """Serve on ``transport`` under ``name``; returns once clients can connect."""
         impl = self.hub.transports.get(transport)()
         self.name = self.name or name
@@ -213,13 +214,15 @@ class MLRuntime:
     def serve(
         self,
         transport: str = "shm",
-        name: str = "default",
+        name: str = DEFAULT_NAME,
         *,
         ready: Any = None,
         metrics_file: str | None = None,
         **options: Any,
     ) -> int:
         """Serve until SIGINT or SIGTERM, then shut down gracefully; returns the exit status (0).
+        A second signal during the drain gets Python's default behaviour (SIGINT raises
+        ``KeyboardInterrupt``, SIGTERM ends the process).
 
         ``ready()`` is called once clients can connect. ``metrics_file``: rewritten with the
         Prometheus text every second and at exit.
@@ -230,6 +233,8 @@ class MLRuntime:
         def on_signal(signum: int, frame: object) -> None:
             reason[0] = signal.Signals(signum).name
             stop.set()
+            for s, h in previous.items():  # a second signal is not graceful: the default acts
+                signal.signal(s, h)
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -240,15 +245,17 @@ class MLRuntime:
                 if metrics_file:
                     _write_atomic(metrics_file, self.prometheus())
         finally:
-            self.close(reason=reason[0])
-            if metrics_file:
-                _write_atomic(metrics_file, self.prometheus())
+            final = (lambda: _write_atomic(metrics_file, self.prometheus())) if metrics_file else None
+            self.close(reason=reason[0], drained=final)
             for s, h in previous.items():
                 signal.signal(s, h)
         return 0
 
-    def close(self, drain_timeout: float = 5.0, reason: str = "closed") -> None:
-        """Graceful shutdown: stop accepting, drain in-flight requests, stop batchers, release."""
+    def close(
+        self, drain_timeout: float = 5.0, reason: str = "closed", drained: Callable[[], None] | None = None
+    ) -> None:
+        """Graceful shutdown: stop accepting, drain in-flight requests, stop batchers, release.
+        ``drained()`` is called once every request is answered, before the models go."""
         if self._closed:
             return
         self._closed = True
@@ -260,6 +267,8 @@ class MLRuntime:
             server.stop(drain_timeout)
             emit("server_stop", name=server.address, transport=transport, reason=reason)
         self._accepting = False
+        if drained is not None:
+            drained()
         for name in self.registry.names():
             self.unload_model(name, drain_timeout=drain_timeout)
         if self._own_hub:

@@ -86,3 +86,13 @@ def test_infer_without_a_server_says_so(name: str) -> None:
     proc = foundation("infer", "--transport", "inproc", "--name", name)
     assert proc.returncode == 1
     assert "ServerUnavailable" in proc.stderr and name in proc.stderr
+
+
+@pytest.mark.slow
+def test_metrics_file_holds_prometheus_text_after_exit(tmp_path: Path, name: str) -> None:
+    metrics = tmp_path / "metrics.prom"
+    server = ServerProcess(["--transport", "inproc", "--name", name, "--metrics-file", str(metrics)]).start()
+    assert server.stop() == 0, server.output
+    text = metrics.read_text()
+    assert f'foundation_requests_total{{server="{name}",model="demo"}} 0' in text
+    assert not (tmp_path / "metrics.prom.tmp").exists()
