@@ -142,6 +142,16 @@ def hello_client(request: pytest.FixtureRequest) -> NativeClient:
     return client
 
 
+@pytest.fixture
+def go_client() -> NativeClient:
+    return built("go")
+
+
+@pytest.fixture(scope="session")
+def build_env() -> dict[str, str]:
+    return tool_env()
+
+
 @pytest.fixture(scope="session")
 def native_clients() -> dict[str, NativeClient]:
     return CLIENTS

@@ -64,6 +64,17 @@ def test_native_test_suite_passes(client: NativeClient) -> None:
     assert proc.returncode == 0, f"{' '.join(client.test)}:\n{proc.stdout}{proc.stderr}"
 
 
+@pytest.mark.skipif(not (ROOT / "clients" / "go").is_dir(), reason="no Go client in this checkout")
+def test_go_client_is_vetted_and_gofmt_clean(go_client: NativeClient, build_env: dict[str, str]) -> None:
+    go = ROOT / go_client.cwd
+    vet = subprocess.run(
+        ["go", "vet", "./..."], cwd=go, env=build_env, capture_output=True, text=True, check=False
+    )
+    assert vet.returncode == 0, vet.stdout + vet.stderr
+    fmt = subprocess.run(["gofmt", "-l", "."], cwd=go, capture_output=True, text=True, check=False)
+    assert fmt.returncode == 0 and fmt.stdout == "", f"not gofmt'd: {fmt.stdout}{fmt.stderr}"
+
+
 def test_every_vector_decodes_and_encodes_byte_identical(client: NativeClient, vectors_dir: Path) -> None:
     code, result = fdn(client, "vectors", str(vectors_dir))
     assert result["failures"] == [] and result["failed"] == 0

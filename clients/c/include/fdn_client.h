@@ -32,7 +32,7 @@ extern "C" {
 #define FDN_MAX_TEXT (1u << 20)
 #define FDN_PAGE 4096u
 #define FDN_WAIT_SLICE_MS 50
-#define FDN_YIELD_AFTER_NS 20000u /* spin this long, then yield the CPU between polls */
+#define FDN_YIELD_AFTER_NS 2000u /* spin this long flat out, then yield the CPU between polls */
 
 enum fdn_region_state { FDN_STARTING = 0, FDN_READY = 1, FDN_STOPPING = 2, FDN_STOPPED = 3 };
 enum fdn_feature { FDN_FEATURE_DATA_CRC = 1u << 0, FDN_FEATURE_CUDA_IPC = 1u << 1 };

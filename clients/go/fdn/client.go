@@ -24,7 +24,7 @@ const NoSpin = ^uint32(0)
 
 const (
 	waitSlice  = 50 * time.Millisecond
-	yieldAfter = 20 * time.Microsecond // spin this long, then yield the CPU between polls
+	yieldAfter = 2 * time.Microsecond // spin this long flat out, then yield the CPU between polls
 )
 
 // Input is one named input tensor: row-major little-endian bytes.
