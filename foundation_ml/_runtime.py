@@ -116,7 +116,12 @@ class MLRuntime:
             served.stop(drain_timeout)
 
     def models(self) -> list[ModelMetadata]:
+        """Every served model's metadata (its latest version's signature, all its versions)."""
         return [self.registry.metadata(n) for n in self.registry.names()]
+
+    def versions(self, name: str) -> list[str]:
+        """The loaded versions of ``name``, oldest first (``ModelNotFound`` if none)."""
+        return self.registry.versions(name)
 
     def _load(
         self,

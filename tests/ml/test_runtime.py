@@ -130,7 +130,8 @@ def test_versions_default_to_the_latest_and_can_be_named(runtime, name, rows) ->
     x = rows(1)
     assert client.infer_response("m", {"x": x}).version == "2"
     np.testing.assert_array_equal(client.infer("m", {"x": x}, version="1")["y"], x)
-    assert client.metadata("m")["versions"] == ["1", "2"]
+    assert client.metadata("m")["versions"] == ["1", "2"] == runtime.versions("m")
+    assert [m.name for m in runtime.models()] == ["m"]
     with pytest.raises(ModelNotFound, match=r"no version '3' \(versions: 1, 2\)"):
         client.infer("m", {"x": x}, version="3")
     runtime.unload_model("m", "2")
