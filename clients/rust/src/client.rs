@@ -412,7 +412,8 @@ impl Conn {
             create_data(&self.name, self.index, gen, req_cap + resp_cap, self.mode)?;
         let keep = keep.min(self.req_cap).min(req_cap);
         if keep > 0 {
-            data.slice_mut(0, keep).copy_from_slice(self.data.slice(0, keep));
+            data.slice_mut(0, keep)
+                .copy_from_slice(self.data.slice(0, keep));
         }
         publish_data(&self.ctl, self.base, req_cap, resp_cap, &data_name, gen);
         let old_name = std::mem::replace(&mut self.data_name, data_name);
@@ -494,6 +495,13 @@ impl Conn {
                     dec.text
                 };
                 return Err(Error::new(status, msg).with_id(rid));
+            }
+            if let Some(r) = dec.outputs.iter().find(|r| r.cuda.is_some()) {
+                return Err(Error::new(
+                    Status::Internal,
+                    format!("output {:?} came as a CUDA_IPC descriptor, which this client did not ask for", r.name),
+                )
+                .with_id(rid));
             }
             let outputs = dec
                 .outputs

@@ -12,22 +12,38 @@ use crate::json::{self, Value};
 use crate::layout::{self as l, msg};
 use crate::tensor::{byte_size, DataType};
 
-/// Where one tensor's bytes lie in an area.
+/// Where one tensor's bytes lie: in the area (HOST), or in device memory (CUDA_IPC).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[allow(missing_docs)] // fields as in the spec (sections 5 and 11)
 pub struct TensorRef {
     pub name: String,
     pub datatype: DataType,
     pub shape: Vec<u64>,
-    /// From the start of the area.
+    /// From the start of the area (0 for a CUDA_IPC tensor).
     pub data_offset: usize,
     pub data_size: usize,
+    /// `Some` for a `location = CUDA_IPC` descriptor (section 15); `None` for HOST.
+    pub cuda: Option<CudaIpc>,
+}
+
+/// The device side of a CUDA_IPC descriptor (section 15.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CudaIpc {
+    /// The producer's CUDA device ordinal.
+    pub device: i32,
+    /// The `cudaIpcMemHandle_t` of the allocation.
+    pub ipc_handle: [u8; 64],
+    /// Bytes from the allocation's base to the tensor's first element.
+    pub ipc_offset: u64,
 }
 
 impl TensorRef {
-    /// The tensor's bytes in `area`.
+    /// The tensor's bytes in `area` (empty for a CUDA_IPC tensor: its data is not in the area).
     pub fn bytes<'a>(&self, area: &'a [u8]) -> &'a [u8] {
-        &area[self.data_offset..self.data_offset + self.data_size]
+        match self.cuda {
+            None => &area[self.data_offset..self.data_offset + self.data_size],
+            Some(_) => &[],
+        }
     }
 }
 
@@ -133,6 +149,7 @@ pub fn layout(
             shape: shape.to_vec(),
             data_offset: offset,
             data_size: size,
+            cuda: None,
         });
         offset = l::align(offset + size, l::DATA_ALIGN);
     }
@@ -176,7 +193,16 @@ fn put_descs(area: &mut [u8], mut at: usize, refs: &[TensorRef]) -> Result<usize
         }
         wr64(area, at + msg::D_DATA_OFFSET, r.data_offset as u64);
         wr64(area, at + msg::D_DATA_SIZE, r.data_size as u64);
-        wr32(area, at + msg::D_LOCATION, l::LOCATION_HOST);
+        match &r.cuda {
+            None => wr32(area, at + msg::D_LOCATION, l::LOCATION_HOST),
+            Some(c) => {
+                wr32(area, at + msg::D_LOCATION, l::LOCATION_CUDA_IPC);
+                wr32(area, at + msg::D_DEVICE, c.device as u32);
+                area[at + msg::D_IPC_HANDLE..at + msg::D_IPC_HANDLE + 64]
+                    .copy_from_slice(&c.ipc_handle);
+                wr64(area, at + msg::D_IPC_OFFSET, c.ipc_offset);
+            }
+        }
         at += l::DESC_SIZE;
     }
     Ok(at)
@@ -194,6 +220,17 @@ fn check_room(area: &[u8], payload: usize, refs: &[TensorRef]) -> Result<()> {
         ));
     }
     for r in refs {
+        if let Some(c) = &r.cuda {
+            let size = r.data_size as u64;
+            if byte_size(r.datatype, &r.shape) != Some(r.data_size) {
+                return Err(invalid(
+                    format!("tensor {:?}: data_size does not match its shape", r.name),
+                    0,
+                ));
+            }
+            check_cuda(&r.name, r.datatype, size, r.data_offset as u64, c, 0)?;
+            continue;
+        }
         let end = r.data_offset.checked_add(r.data_size);
         if r.data_offset < l::MSG_HEADER_SIZE + payload || end.map_or(true, |e| e > area.len()) {
             return Err(invalid(
@@ -215,7 +252,7 @@ fn check_room(area: &[u8], payload: usize, refs: &[TensorRef]) -> Result<()> {
 }
 
 /// The CRC of a message: header bytes `[0, 28)`, the payload, and with `FLAG_DATA_CRC` each
-/// tensor's data in descriptor order.
+/// HOST tensor's data in descriptor order (device data is never checksummed).
 pub fn message_crc(area: &[u8], payload: usize, flags: u32, refs: &[TensorRef]) -> u32 {
     let mut crc = crc32::update(0, &area[..l::CRC_OFFSET]);
     crc = crc32::update(crc, &area[l::MSG_HEADER_SIZE..l::MSG_HEADER_SIZE + payload]);
@@ -445,7 +482,7 @@ fn decode_desc(area: &[u8], at: usize, limits: &Limits, rid: u64) -> Result<Tens
         ));
     }
     let location = rd32(area, at + msg::D_LOCATION);
-    if location != l::LOCATION_HOST {
+    if location != l::LOCATION_HOST && location != l::LOCATION_CUDA_IPC {
         return Err(invalid(
             format!("tensor {name:?}: unsupported location {location}"),
             rid,
@@ -466,6 +503,32 @@ fn decode_desc(area: &[u8], at: usize, limits: &Limits, rid: u64) -> Result<Tens
     let want = shape
         .iter()
         .try_fold(datatype.itemsize() as u64, |n, &d| n.checked_mul(d));
+    if location == l::LOCATION_CUDA_IPC {
+        if want != Some(size) {
+            return Err(invalid(
+                format!("tensor {name:?}: data_size {size} does not match shape {shape:?}"),
+                rid,
+            ));
+        }
+        let mut ipc_handle = [0u8; 64];
+        ipc_handle.copy_from_slice(&area[at + msg::D_IPC_HANDLE..at + msg::D_IPC_HANDLE + 64]);
+        let cuda = CudaIpc {
+            device: rd32(area, at + msg::D_DEVICE) as i32,
+            ipc_handle,
+            ipc_offset: rd64(area, at + msg::D_IPC_OFFSET),
+        };
+        check_cuda(&name, datatype, size, offset, &cuda, rid)?;
+        let data_size = usize::try_from(size)
+            .map_err(|_| invalid(format!("tensor {name:?} is too large"), rid))?;
+        return Ok(TensorRef {
+            name,
+            datatype,
+            shape,
+            data_offset: 0,
+            data_size,
+            cuda: Some(cuda),
+        });
+    }
     if want != Some(size) {
         return Err(invalid(
             format!("tensor {name:?}: data_size {size} does not match shape {shape:?}"),
@@ -494,7 +557,42 @@ fn decode_desc(area: &[u8], at: usize, limits: &Limits, rid: u64) -> Result<Tens
         shape,
         data_offset: offset as usize,
         data_size: size as usize,
+        cuda: None,
     })
+}
+
+/// The checks of section 15.3 that need no GPU (after dtype and size), each INVALID_INPUT.
+fn check_cuda(
+    name: &str,
+    dt: DataType,
+    size: u64,
+    data_offset: u64,
+    c: &CudaIpc,
+    rid: u64,
+) -> Result<()> {
+    let fault = if size == 0 {
+        "a CUDA_IPC tensor has data (send empty tensors as HOST)".to_string()
+    } else if data_offset != 0 {
+        format!("data_offset {data_offset} must be 0 for a CUDA_IPC tensor")
+    } else if c.device < 0 {
+        format!("CUDA device {} < 0", c.device)
+    } else if c.ipc_handle.iter().all(|&b| b == 0) {
+        "the CUDA IPC handle is all zeros".to_string()
+    } else if c.ipc_offset % dt.itemsize() as u64 != 0 {
+        format!(
+            "ipc_offset {} not aligned to {}",
+            c.ipc_offset,
+            dt.itemsize()
+        )
+    } else if c.ipc_offset.checked_add(size).is_none() {
+        format!(
+            "ipc_offset {} + data_size {size} overflows 64 bits",
+            c.ipc_offset
+        )
+    } else {
+        return Ok(());
+    };
+    Err(invalid(format!("tensor {name:?}: {fault}"), rid))
 }
 
 fn decode_params(raw: &[u8], rid: u64) -> Result<Vec<(String, Value)>> {

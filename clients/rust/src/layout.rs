@@ -46,8 +46,15 @@ pub const KIND_STATS_REQUEST: u16 = 4;
 /// `enum fdn_msg_flags`: the CRC also covers every tensor's data.
 pub const FLAG_DATA_CRC: u32 = 1;
 
+/// `FDN_FLAG_CUDA_IPC` (section 15.2): the client takes device outputs as CUDA_IPC descriptors.
+pub const FLAG_CUDA_IPC: u32 = 2;
+/// `FDN_FEATURE_CUDA_IPC`: the server accepts CUDA_IPC descriptors.
+pub const FEATURE_CUDA_IPC: u32 = 2;
+
 /// `enum fdn_location`.
 pub const LOCATION_HOST: u32 = 0;
+/// A tensor in device memory, named by a CUDA IPC handle (section 15).
+pub const LOCATION_CUDA_IPC: u32 = 1;
 
 /// `struct fdn_region_header` (control segment, offset 0).
 #[repr(C)]
@@ -246,6 +253,9 @@ pub mod msg {
     pub const D_DATA_OFFSET: usize = offset_of!(D, data_offset);
     pub const D_DATA_SIZE: usize = offset_of!(D, data_size);
     pub const D_LOCATION: usize = offset_of!(D, location);
+    pub const D_DEVICE: usize = offset_of!(D, device);
+    pub const D_IPC_HANDLE: usize = offset_of!(D, ipc_handle);
+    pub const D_IPC_OFFSET: usize = offset_of!(D, ipc_offset);
 }
 
 // The spec's sizes and offsets (docs/protocol/shm.md sections 3-5); the build fails on a drift.
@@ -290,6 +300,9 @@ const _: () = {
     assert!(msg::D_DATA_OFFSET == 136);
     assert!(msg::D_DATA_SIZE == 144);
     assert!(msg::D_LOCATION == 152);
+    assert!(msg::D_DEVICE == 160);
+    assert!(msg::D_IPC_HANDLE == 168);
+    assert!(msg::D_IPC_OFFSET == 232);
 };
 
 /// Round `n` up to a multiple of `to` (a power of two).

@@ -1,14 +1,14 @@
 //! The protocol's test vectors (docs/protocol/vectors, spec section 14): decode each `NAME.bin`
 //! and compare with `NAME.json`, then re-encode the decoded fields and compare byte for byte.
 
-use crate::codec::{self, Limits, RequestFields, ResponseFields, TensorRef};
+use crate::codec::{self, CudaIpc, Limits, RequestFields, ResponseFields, TensorRef};
 use crate::json::{self, Value};
 use crate::layout as l;
 use crate::tensor::DataType;
 use std::path::Path;
 
-/// A tensor as the JSON gives it: name, datatype, shape, bytes.
-type Spec = (String, DataType, Vec<u64>, Vec<u8>);
+/// A tensor as the JSON gives it: name, datatype, shape, bytes (HOST) or handle (CUDA_IPC).
+type Spec = (String, DataType, Vec<u64>, Vec<u8>, Option<CudaIpc>);
 /// Names of the vectors passed, and (name, why) of those failed.
 pub type Outcome = (Vec<String>, Vec<(String, String)>);
 
@@ -34,16 +34,26 @@ fn tensors_json(refs: &[TensorRef], area: &[u8]) -> Value {
     Value::Array(
         refs.iter()
             .map(|r| {
+                let shape = Value::Array(r.shape.iter().map(num).collect());
+                if let Some(c) = &r.cuda {
+                    return Value::Object(vec![
+                        ("data_size".into(), num(r.data_size)),
+                        ("datatype".into(), Value::String(r.datatype.name().into())),
+                        ("device".into(), num(c.device)),
+                        ("ipc_handle_hex".into(), Value::String(hex(&c.ipc_handle))),
+                        ("ipc_offset".into(), num(c.ipc_offset)),
+                        ("location".into(), Value::String("CUDA_IPC".into())),
+                        ("name".into(), Value::String(r.name.clone())),
+                        ("shape".into(), shape),
+                    ]);
+                }
                 Value::Object(vec![
                     ("data_hex".into(), Value::String(hex(r.bytes(area)))),
                     ("data_offset".into(), num(r.data_offset)),
                     ("data_size".into(), num(r.data_size)),
                     ("datatype".into(), Value::String(r.datatype.name().into())),
                     ("name".into(), Value::String(r.name.clone())),
-                    (
-                        "shape".into(),
-                        Value::Array(r.shape.iter().map(num).collect()),
-                    ),
+                    ("shape".into(), shape),
                 ])
             })
             .collect(),
@@ -89,26 +99,63 @@ fn specs_of(expect: &Value, key: &str) -> Result<Vec<Spec>, String> {
             .iter()
             .map(|d| d.as_u64().ok_or("bad dim"))
             .collect::<Result<Vec<_>, _>>()?;
+        if t.get("location").and_then(Value::as_str) == Some("CUDA_IPC") {
+            let handle = unhex(str_of(t, "ipc_handle_hex")?)?;
+            let cuda = CudaIpc {
+                device: t
+                    .get("device")
+                    .and_then(|v| match v {
+                        Value::Number(n) => n.parse().ok(),
+                        _ => None,
+                    })
+                    .ok_or("bad device")?,
+                ipc_handle: handle
+                    .try_into()
+                    .map_err(|_| "ipc_handle is not 64 bytes")?,
+                ipc_offset: u64_of(t, "ipc_offset")?,
+            };
+            out.push((name.to_string(), dt, shape, Vec::new(), Some(cuda)));
+            continue;
+        }
         let data = unhex(
             t.get("data_hex")
                 .and_then(Value::as_str)
                 .ok_or("no data_hex")?,
         )?;
-        out.push((name.to_string(), dt, shape, data));
+        out.push((name.to_string(), dt, shape, data, None));
     }
     Ok(out)
 }
 
+/// Place the HOST tensors as section 5 says (CUDA_IPC ones take no room) and copy their bytes.
 fn place(specs: &[Spec], payload: usize, area: &mut [u8]) -> Result<Vec<TensorRef>, String> {
     let views: Vec<(&str, DataType, &[u64])> = specs
         .iter()
-        .map(|(n, d, s, _)| (n.as_str(), *d, s.as_slice()))
+        .filter(|s| s.4.is_none())
+        .map(|(n, d, s, _, _)| (n.as_str(), *d, s.as_slice()))
         .collect();
-    let (refs, _) = codec::layout(&views, payload).map_err(|e| e.to_string())?;
-    for (r, (_, _, _, data)) in refs.iter().zip(specs) {
-        area.get_mut(r.data_offset..r.data_offset + data.len())
-            .ok_or("tensor outside the area")?
-            .copy_from_slice(data);
+    let (host, _) = codec::layout(&views, payload).map_err(|e| e.to_string())?;
+    let mut host = host.into_iter();
+    let mut refs = Vec::with_capacity(specs.len());
+    for (name, dt, shape, data, cuda) in specs {
+        let r = match cuda {
+            Some(c) => TensorRef {
+                name: name.clone(),
+                datatype: *dt,
+                shape: shape.clone(),
+                data_offset: 0,
+                data_size: crate::tensor::byte_size(*dt, shape).ok_or("tensor too large")?,
+                cuda: Some(c.clone()),
+            },
+            None => {
+                let r = host.next().ok_or("layout lost a tensor")?;
+                area.get_mut(r.data_offset..r.data_offset + data.len())
+                    .ok_or("tensor outside the area")?
+                    .copy_from_slice(data);
+                r
+            }
+        };
+        refs.push(r);
     }
     Ok(refs)
 }

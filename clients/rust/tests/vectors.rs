@@ -19,6 +19,16 @@ fn all_vectors_pass() {
 }
 
 #[test]
+fn cuda_ipc_vectors_pass() {
+    // Section 15's descriptors: the codec decodes and re-encodes them (the client itself sends
+    // and accepts HOST tensors only).
+    let (passed, failed) = fdn::vectors::check_dir(&dir().join("cuda_ipc"))
+        .expect("read docs/protocol/vectors/cuda_ipc");
+    assert!(failed.is_empty(), "failed vectors: {failed:#?}");
+    assert!(passed.len() >= 6, "only {} CUDA IPC vectors", passed.len());
+}
+
+#[test]
 fn each_vector_by_name() {
     for name in [
         "request_fp32",
