@@ -88,10 +88,10 @@ class MLRuntime:
         warm-up all succeed. Returns the model's metadata."""
         loaded, spec = self._load(name, model, backend, device, inputs, outputs, options)
         version = version or str(getattr(loaded, "version", "") or "1")
+        served = ServedModel(name, version, loaded, spec)
         try:
             if warmup:
                 _check_outputs(name, loaded, spec)
-            served = ServedModel(name, version, loaded, spec)
             batch = self.max_batch_size if max_batch_size is None else max_batch_size
             if batch > 1:
                 if not loaded.batchable:
@@ -106,7 +106,8 @@ class MLRuntime:
                     served.enable_batching(batch, wait)
             self.registry.add(served)
         except BaseException:
-            loaded.close()
+            # stop its batcher thread, if started; release the model only if we loaded it
+            served.stop(close_model=not isinstance(model, LoadedModel))
             raise
         return self.registry.metadata(name)
 

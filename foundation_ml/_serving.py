@@ -102,8 +102,9 @@ class ServedModel:
     def failed(self, request: InferenceRequest, exc: BaseException) -> HandlerError:
         return HandlerError(f"{type(exc).__name__}: {exc}", model=self.name, request_id=request.id)
 
-    def stop(self, drain_timeout: float = 5.0) -> None:
+    def stop(self, drain_timeout: float = 5.0, close_model: bool = True) -> None:
         """Answer what is queued, stop the batcher, release the model."""
         if self.batcher is not None:
             self.batcher.stop(drain_timeout)
-        self.model.close()
+        if close_model:
+            self.model.close()

@@ -144,8 +144,10 @@ def test_versions_default_to_the_latest_and_can_be_named(runtime, name, rows) ->
 def test_loading_the_same_version_twice_is_an_error(runtime) -> None:
     model = FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
     runtime.register_model("m", model)
+    batchers = {t.name for t in threading.enumerate() if t.name.startswith("batcher-")}
     with pytest.raises(ModelLoadError, match="version '1' is already loaded"):
-        runtime.register_model("m", model)
+        runtime.register_model("m", model, max_batch_size=4)
+    assert {t.name for t in threading.enumerate() if t.name.startswith("batcher-")} == batchers
 
 
 def test_model_whose_outputs_contradict_its_signature_is_not_served(runtime) -> None:
