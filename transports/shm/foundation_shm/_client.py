@@ -346,8 +346,11 @@ class ShmClient(TransportClient):
             ch.attach(_pages(end), max(ch.resp_cap, _pages(end)))
 
     def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
-        if self._cuda.claims(request.inputs):  # torch CUDA tensors: by IPC handle, or by host
-            return self._cuda.infer(self, request, timeout)
+        for a in request.inputs.values():  # torch CUDA tensors go by IPC handle, or by host (spec 15)
+            if type(a) is not np.ndarray:
+                if self._cuda.claims(request.inputs):
+                    return self._cuda.infer(self, request, timeout)
+                break
         deadline = self._deadline(request.deadline_ns, timeout)
         rid = request.id or next(self._ids)
         ch = self._take(deadline)

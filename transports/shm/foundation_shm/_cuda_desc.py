@@ -93,8 +93,14 @@ def check_cuda_ipc(ref: CudaIpcRef, data_offset: int = 0, request_id: int = 0) -
         )
 
 
+# How many CUDA_IPC descriptors this process has decoded: a server compares it with the count it
+# last saw to tell, without scanning the inputs, that a request may hold a ``CudaIpcRef``.
+decoded = [0]
+
+
 def decode_cuda_ipc_tensor(fields: tuple[Any, ...], area: Any, area_size: int, request_id: int) -> Any:
     """The codec's decoder for ``location == CUDA_IPC`` (``LOCATION_DECODERS``): a checked ref."""
+    decoded[0] += 1
     name, code, ndim = fields[0], fields[1], fields[2]
     dtype = _DTYPES.get(code)
     if dtype is None:

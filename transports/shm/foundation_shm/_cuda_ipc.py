@@ -26,7 +26,14 @@ from foundation_ml.errors import CudaUnavailable, InferenceError, InternalError,
 
 from . import _layout as L
 from ._codec import encode_params, layout, request_payload_size, response_payload_size
-from ._cuda_desc import FLAG_CUDA_IPC, CudaIpcRef, has_cuda_refs, write_mixed_request, write_mixed_response
+from ._cuda_desc import (
+    FLAG_CUDA_IPC,
+    CudaIpcRef,
+    decoded,
+    has_cuda_refs,
+    write_mixed_request,
+    write_mixed_response,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -391,7 +398,10 @@ class ServerCuda:
                 "this server does not accept CUDA IPC (its handler does not declare device_tensors, "
                 "or torch is not loaded; serve with cuda_ipc=True)"
             )
-        self.channels: set[int] = set()  # channels with CUDA state (the hot path's test)
+        # Channels that ever carried CUDA refs or the flag, until freed: every request on them comes
+        # here (a repeated payload is decoded from the reader's cache, without the counter moving).
+        self.channels: set[int] = set()
+        self.decoded = 0  # _cuda_desc.decoded[0] when last called
         self._lock = threading.Lock()
         self._caches: dict[tuple[int, int], _Cache] = {}
         self._client_of: dict[int, tuple[int, int]] = {}
@@ -408,22 +418,22 @@ class ServerCuda:
         """Called with each decoded request on a channel that has CUDA state or CUDA refs:
         drops the previous response's outputs, opens the inputs' handles (cached per client)."""
         with self._lock:
+            self.decoded = decoded[0]
             self._held.pop(channel, None)
             self._devices.pop(channel, None)
             self._opened.pop(channel, None)
             self._wants.discard(channel)
-            if not has_cuda_refs(dec.inputs) and not dec.flags & FLAG_CUDA_IPC:
-                if channel not in self._client_of:
-                    self.channels.discard(channel)
+            refs = has_cuda_refs(dec.inputs)
+            if not refs and not dec.flags & FLAG_CUDA_IPC:
                 return dec
+            self.channels.add(channel)
             if not self.enabled:
-                if not has_cuda_refs(dec.inputs):
+                if not refs:
                     return dec  # the flag alone: outputs simply come back HOST
                 raise CudaUnavailable(self.reason, model=dec.model, request_id=dec.request_id)
-            self.channels.add(channel)
             if dec.flags & FLAG_CUDA_IPC:
                 self._wants.add(channel)
-            if not has_cuda_refs(dec.inputs):
+            if not refs:
                 return dec
             self._client_of[channel] = client
             cache = self._caches.get(client)

@@ -41,7 +41,7 @@ from ._codec import (
     write_header,
     write_response,
 )
-from ._cuda_desc import CudaIpcRef
+from ._cuda_desc import decoded as _cuda_decoded
 from ._cuda_ipc import ServerCuda
 from ._liveness import ServerLock, is_alive, start_time
 from ._objects import remove_objects
@@ -317,11 +317,8 @@ class ShmServer(TransportServer):
                 self._map(ch)
             assert ch.reader is not None
             dec = ch.reader.read()
-            if (
-                ch.index in self._cuda.channels
-                or dec.flags & 2
-                or CudaIpcRef in map(type, dec.inputs.values())
-            ):
+            cuda = self._cuda  # CUDA IPC (spec 15): a channel that used it, the flag, or a new CUDA decode
+            if ch.index in cuda.channels or dec.flags & 2 or _cuda_decoded[0] != cuda.decoded:
                 owner = (self._ctl.u32[ch.owner_word], self._ctl.u64[(ch.base + _C.OWNER_START) // 8])
                 dec = self._cuda.on_request(ch.index, owner, dec)  # CUDA IPC: open handles
         except InferenceError as exc:

@@ -339,6 +339,21 @@ def test_a_plain_host_server_answers_cuda_unavailable(echo_server: Any, name: st
         _still_serves(client)
 
 
+def test_a_repeated_cuda_payload_without_the_flag_is_caught_every_time(echo_server: Any, name: str) -> None:
+    """The second one is decoded from the server's cache of the last payload: still refused."""
+    with ShmTransport().connect(name, channels=1) as client:
+        for rid in (41, 42, 43):
+            ch = client._take(0)
+            try:
+                ch.wkey = None
+                write_mixed_request(ch.req, tensors=[_ref()], request_id=rid, model="echo")
+                with pytest.raises(CudaUnavailable, match="does not accept CUDA IPC"):
+                    client._exchange(ch, rid, "echo", time.monotonic_ns() + 10**10, retry=False)
+            finally:
+                client._give(ch)
+        _still_serves(client)
+
+
 def test_the_flag_alone_is_harmless_on_a_host_server(echo_server: Any, name: str) -> None:
     with ShmTransport().connect(name) as client:
         client.flags = FLAG_CUDA_IPC
