@@ -5,7 +5,8 @@
 - floors: two processes ping-ponging an 8-byte counter on a shared word (busy-polling), the same
   with posix_ipc semaphores (blocking), a ``multiprocessing.Pipe``, a gRPC unary echo on loopback;
 - shm: echo of 1 KB (p50, p99) and 1 MB, 100 MB copied in and through a loan (vs a 100 MB memcpy),
-  requests per second with 1, 2 and 4 client processes, and the CPU an idle server uses.
+  requests per second with 1, 2 and 4 client processes, the CPU an idle server uses, and the 1 KB
+  echo again with both spin windows at 0 (every wait blocks: what the spin buys).
 
 ``--json`` prints one JSON object with every figure, the ratios the issue sets as targets, and
 whether each is met. Latency figures on a 2-vCPU machine are noisy: run it on a quiet machine.
@@ -171,10 +172,12 @@ def grpc_echo(n: int) -> list[int]:
 class EchoServer:
     """``python -m foundation_shm._echo NAME`` in its own process."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, spin_us: int = 200) -> None:
         self.name = name
         self.proc = subprocess.Popen(
-            [PY, "-m", "foundation_shm._echo", name], stdout=subprocess.PIPE, text=True
+            [PY, "-m", "foundation_shm._echo", name, "--spin-us", str(spin_us)],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "ready":
@@ -190,13 +193,13 @@ class EchoServer:
         self.proc.wait(10)
 
 
-def shm_latency(name: str, nbytes: int, n: int) -> list[int]:
+def shm_latency(name: str, nbytes: int, n: int, spin_us: int = 100) -> list[int]:
     from foundation_shm import ShmTransport
 
     from foundation_ml import InferenceRequest
 
     x = np.arange(nbytes // 4, dtype=np.float32)
-    with ShmTransport().connect(name) as client:
+    with ShmTransport().connect(name, spin_us=spin_us) as client:
         request = InferenceRequest("echo", {"x": x})
         for _ in range(min(n, 500)):
             client.infer(request)
@@ -320,6 +323,14 @@ def run(quick: bool) -> dict[str, Any]:
         seconds = 2.0 / k
         for clients in (1, 2, 4):
             r[f"rps_{clients}_client" + ("s" if clients > 1 else "")] = round(shm_rps(name, clients, seconds))
+    finally:
+        server.stop()
+    # the same 1 KB echo with both spin windows at 0: every wait blocks on a semaphore
+    r["server_spin_us"], r["client_spin_us"] = 200, 100
+    server = EchoServer(name, spin_us=0)
+    try:
+        lat = shm_latency(name, 1024, 3000 // k, spin_us=0)
+        r["shm_1kb_nospin_p50_us"], r["shm_1kb_nospin_p99_us"] = _pct(lat, 0.5), _pct(lat, 0.99)
     finally:
         server.stop()
     r["ratios"] = {

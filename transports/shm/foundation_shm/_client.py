@@ -51,7 +51,7 @@ from ._cuda_ipc import ClientCuda
 from ._liveness import is_alive, start_time
 from ._loan import Loan, TensorSpecLike
 from ._segments import Segment, drain, open_semaphore, segment_mode, unlink_segment
-from ._sync import fence, wait_seq
+from ._sync import AdaptiveSpin, fence, wait_seq
 
 __all__ = ["ShmClient"]
 
@@ -228,6 +228,7 @@ class ShmClient(TransportClient):
         self._all: list[_Channel] = []
         self._free: list[_Channel] = []
         self._waiters = 0
+        self._spin = AdaptiveSpin(spin_us * 1000)
         with self._cond:
             self._free.append(self._claim_locked())
 
@@ -436,6 +437,18 @@ class ShmClient(TransportClient):
         ch.used = end
         return payload
 
+    def _wait(self, ch: _Channel, seq: int, deadline: int) -> bool:
+        conn = ch.conn
+        spin = self._spin
+        window = spin.window()
+        t0 = time.monotonic_ns()
+        assert ch.sem is not None
+        done = wait_seq(
+            conn.ctl.u64, ch.sseq, seq, window, conn.ctl.u32, ch.sleeping_word, ch.sem, deadline, conn.check
+        )
+        spin.record(window, time.monotonic_ns() - t0)
+        return done
+
     def _exchange(self, ch: _Channel, rid: int, model: str, deadline: int, retry: bool) -> InferenceResponse:
         conn = ch.conn
         u32, u64 = conn.ctl.u32, conn.ctl.u64
@@ -448,7 +461,7 @@ class ShmClient(TransportClient):
         if u32[_SERVER_SLEEPING]:
             conn.bell.release()
         assert ch.sem is not None
-        if not wait_seq(u64, ch.sseq, seq, self.spin_ns, u32, ch.sleeping_word, ch.sem, deadline, conn.check):
+        if not self._wait(ch, seq, deadline):
             raise DeadlineExceeded(
                 f"no response from {self.name!r} before the deadline", model=model, request_id=rid
             )
