@@ -30,6 +30,7 @@ class NativeClient:
     hello: str = ""  # the example docs/clients.md shows: its source and its binary
     hello_binary: str = ""
     hello_build: tuple[str, ...] = ()  # when the client's build does not make it
+    params: bool = False  # its fdn-client takes --params JSON (an extension of the contract)
 
     @property
     def path(self) -> Path:
@@ -48,6 +49,7 @@ CLIENTS = {
         binary="clients/c/build/fdn-client",
         hello="clients/c/examples/hello.c",
         hello_binary="clients/c/build/hello",
+        params=True,
     ),
     "go": NativeClient(
         "go",
@@ -58,6 +60,7 @@ CLIENTS = {
         hello="clients/go/examples/hello/main.go",
         hello_binary="clients/go/bin/hello",
         hello_build=("go", "build", "-o", "bin/hello", "./examples/hello"),
+        params=True,
     ),
     "rust": NativeClient(
         "rust",
@@ -140,6 +143,12 @@ def hello_client(request: pytest.FixtureRequest) -> NativeClient:
         proc = run(client.hello_build, client.cwd)
         assert proc.returncode == 0, f"{' '.join(client.hello_build)}:\n{proc.stdout}{proc.stderr}"
     return client
+
+
+@pytest.fixture(params=[lang for lang in PRESENT if CLIENTS[lang].params])
+def params_client(request: pytest.FixtureRequest) -> NativeClient:
+    """A client whose fdn-client sends request parameters (--params)."""
+    return built(request.param)
 
 
 @pytest.fixture

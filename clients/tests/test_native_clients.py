@@ -233,6 +233,28 @@ def test_hello_example_calls_the_demo_model(hello_client: NativeClient, demo_ser
     assert lines[2] == "unknown model: MODEL_NOT_FOUND"
 
 
+def test_server_dying_during_a_call_is_server_unavailable(
+    params_client: NativeClient, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    """The client blocks on a 30 s answer with a 20 s deadline; kill -9 the server meanwhile: the
+    liveness check between wait slices reports it (exit 4), not the deadline (exit 3)."""
+    name = unique_name(f"dying_{params_client.lang}")
+    spec = input_file(tmp_path, np.ones((1, 2), np.float32))
+    server = _EchoServer(name).start()
+    try:
+        cmd = [str(params_client.path), "infer", "--name", name, "--model", "sleep", "--input", spec]
+        cmd += ["--params", '{"ms": 30000}', "--timeout-ms", "20000"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # it connects and waits (on a slow machine it may find the server dead)
+        server.stop(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        server.stop(signal.SIGKILL)
+        remove_objects(name)
+    result = json.loads(out)
+    assert (proc.returncode, result["error"], result["code"]) == (EXIT_UNAVAILABLE, "SERVER_UNAVAILABLE", 10)
+
+
 def test_docs_show_the_commands_the_harness_runs(native_clients: dict[str, NativeClient]) -> None:
     doc = (ROOT / "docs" / "clients.md").read_text()
     for lang, client in native_clients.items():

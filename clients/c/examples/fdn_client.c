@@ -25,6 +25,7 @@ struct args {
     int n_inputs, loan, iterations, warmup;
     int64_t timeout_ms;
     uint32_t spin_us;
+    const char *params; /* --params JSON (an extension of the driver contract) */
     struct fdn_tensor specs[MAX_INPUTS]; /* name, dtype, shape */
     void *data[MAX_INPUTS];
 };
@@ -32,7 +33,7 @@ struct args {
 static int usage(const char *why) {
     fprintf(stderr, "fdn-client: %s\nusage: fdn-client infer|bench --name SERVER --model MODEL "
                     "[--input NAME:DTYPE:DIMS:FILE]... [--timeout-ms T] [--loan] [--iterations N] "
-                    "[--warmup W] [--spin-us US]\n       fdn-client vectors DIR\n", why);
+                    "[--warmup W] [--spin-us US] [--params JSON]\n       fdn-client vectors DIR\n", why);
     return 2;
 }
 
@@ -97,6 +98,7 @@ static int parse(struct args *a, int argc, char **argv) {
         else if (!strcmp(k, "--iterations")) a->iterations = atoi(v);
         else if (!strcmp(k, "--warmup")) a->warmup = atoi(v);
         else if (!strcmp(k, "--spin-us")) a->spin_us = (uint32_t)atoi(v);
+        else if (!strcmp(k, "--params")) a->params = v;
         else if (!strcmp(k, "--input")) {
             int rc = parse_input(a, v);
             if (rc) return rc;
@@ -189,7 +191,8 @@ static enum fdn_status call(fdn_client *c, struct args *a, int loaned, struct fd
     struct fdn_input in[MAX_INPUTS];
     for (int i = 0; i < a->n_inputs; i++)
         in[i] = (struct fdn_input){a->specs[i].name, a->specs[i].dtype, a->specs[i].ndim, a->specs[i].shape, a->data[i]};
-    return fdn_infer(c, a->model, in, (uint32_t)a->n_inputs, a->timeout_ms, res, err);
+    struct fdn_call extra = {.params = a->params};
+    return fdn_infer_call(c, a->model, in, (uint32_t)a->n_inputs, a->timeout_ms, &extra, res, err);
 }
 
 static void sizes(struct args *a) {

@@ -335,6 +335,18 @@ enum fdn_status fdn_infer(fdn_client *c, const char *model, const struct fdn_inp
                           struct fdn_error *err);
 const struct fdn_tensor *fdn_result_output(const struct fdn_result *res, const char *name);
 
+/* What else a call may say (section 5): all optional, NULL/0 for none. */
+struct fdn_call {
+    const char *version;        /* model version; NULL or "": the server's choice */
+    const char *params;         /* a compact JSON object of strings, numbers and booleans */
+    const char *const *outputs; /* the outputs wanted; none: all */
+    uint32_t output_count;
+};
+/* fdn_infer with a version, parameters or a choice of outputs. */
+enum fdn_status fdn_infer_call(fdn_client *c, const char *model, const struct fdn_input *inputs,
+                               uint32_t input_count, int64_t timeout_ms, const struct fdn_call *call,
+                               struct fdn_result *res, struct fdn_error *err);
+
 /* Loans: write inputs straight into the request area, then call fdn_loan_infer (repeatable).
  *   struct fdn_tensor specs[1] = {{.name = "x", .dtype = FDN_FP32, .ndim = 2, .shape = {1, 784}}};
  *   fdn_loan_begin(c, "demo", specs, 1, &err);

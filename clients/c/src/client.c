@@ -433,20 +433,47 @@ static enum fdn_status send_request(struct fdn_client *c, const char *model, uin
     if (strlen(model) >= sizeof f->model)
         return fdn_fail(err, FDN_INVALID_INPUT, f->request_id, "model name '%.64s' is over 63 bytes", model);
     strcpy(f->model, model);
-    f->version[0] = 0;
     f->deadline_ns = deadline;
-    f->output_count = 0;
-    f->params = NULL;
-    f->params_size = 0;
     enum fdn_status st = fdn_encode_request(c->data, c->req_cap, f, err);
     if (st) return st;
     c->used = end;
     return exchange(c, deadline, 1, res, err);
 }
 
+/* The call's version, requested outputs and parameters into the request fields. */
+static enum fdn_status set_call(struct fdn_client *c, const struct fdn_call *call, struct fdn_error *err) {
+    struct fdn_request_fields *f = &c->req;
+    const char *version = call && call->version ? call->version : "";
+    const char *params = call && call->params ? call->params : "";
+    uint32_t outputs = call && call->outputs ? call->output_count : 0;
+    if (strlen(version) >= sizeof f->version)
+        return fdn_fail(err, FDN_INVALID_INPUT, 0, "model version '%.16s' is over 15 bytes", version);
+    if (outputs > FDN_MAX_TENSORS)
+        return fdn_fail(err, FDN_TOO_LARGE, 0, "%u requested outputs (at most %d)", outputs, FDN_MAX_TENSORS);
+    for (uint32_t i = 0; i < outputs; i++) {
+        if (strlen(call->outputs[i]) >= FDN_NAME_SIZE)
+            return fdn_fail(err, FDN_INVALID_INPUT, 0, "output name '%.64s' is over 63 bytes", call->outputs[i]);
+        strcpy(f->outputs[i], call->outputs[i]);
+    }
+    size_t n = strlen(params);
+    if (n && (n > UINT32_MAX || !fdn_params_valid(params, n)))
+        return fdn_fail(err, FDN_INVALID_INPUT, 0, "params must be a JSON object of strings, numbers and booleans");
+    strcpy(f->version, version);
+    f->output_count = outputs;
+    f->params = n ? params : NULL;
+    f->params_size = (uint32_t)n;
+    return FDN_OK;
+}
+
 enum fdn_status fdn_infer(fdn_client *c, const char *model, const struct fdn_input *inputs,
                           uint32_t input_count, int64_t timeout_ms, struct fdn_result *res,
                           struct fdn_error *err) {
+    return fdn_infer_call(c, model, inputs, input_count, timeout_ms, NULL, res, err);
+}
+
+enum fdn_status fdn_infer_call(fdn_client *c, const char *model, const struct fdn_input *inputs,
+                               uint32_t input_count, int64_t timeout_ms, const struct fdn_call *call,
+                               struct fdn_result *res, struct fdn_error *err) {
     uint64_t deadline = deadline_of(timeout_ms);
     if (input_count > FDN_MAX_TENSORS)
         return fdn_fail(err, FDN_TOO_LARGE, 0, "%u inputs (at most %d)", input_count, FDN_MAX_TENSORS);
@@ -464,7 +491,9 @@ enum fdn_status fdn_infer(fdn_client *c, const char *model, const struct fdn_inp
         memcpy(t[i].shape, inputs[i].shape, inputs[i].ndim * sizeof(uint64_t));
     }
     c->req.input_count = input_count;
-    uint64_t end = fdn_layout(t, input_count, fdn_request_payload_size(input_count, 0, 0));
+    if ((st = set_call(c, call, err))) return st;
+    uint64_t end = fdn_layout(t, input_count,
+                              fdn_request_payload_size(input_count, c->req.output_count, c->req.params_size));
     if (!end) return fdn_fail(err, FDN_INVALID_INPUT, 0, "inputs are too large");
     if ((st = ensure(c, end, err))) return st;
     for (uint32_t i = 0; i < input_count; i++)
@@ -514,5 +543,6 @@ enum fdn_status fdn_loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_res
     uint64_t deadline = deadline_of(timeout_ms);
     enum fdn_status st = ready(c, deadline, err);
     if (st) return st;
+    set_call(c, NULL, NULL); /* a loan's tensors follow a payload without names or params */
     return send_request(c, c->loan_model, c->loan_end, deadline, res, err);
 }

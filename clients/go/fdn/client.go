@@ -469,13 +469,12 @@ func (c *Client) exchange(deadline uint64, retry bool) (*Result, error) {
 
 func (c *Client) send(model string, end uint64, deadline uint64) (*Result, error) {
 	r := &c.req
-	r.Kind, r.RequestID, r.Model, r.Version, r.DeadlineNs = KindInferRequest, c.nextID, model, "", deadline
+	r.Kind, r.RequestID, r.Model, r.DeadlineNs = KindInferRequest, c.nextID, model, deadline
 	c.nextID++
 	r.Flags = 0
 	if c.opts.DataCRC {
 		r.Flags = FlagDataCRC
 	}
-	r.Outputs, r.Params = r.Outputs[:0], nil
 	if err := EncodeRequest(c.data[:c.reqCap], r); err != nil {
 		return nil, err
 	}
@@ -483,9 +482,35 @@ func (c *Client) send(model string, end uint64, deadline uint64) (*Result, error
 	return c.exchange(deadline, true)
 }
 
+// Call is what else a call may say (section 5); the zero value says nothing.
+type Call struct {
+	Version string   // model version; "": the server's choice
+	Params  []byte   // a compact JSON object of strings, numbers and booleans
+	Outputs []string // the outputs wanted; none: all
+}
+
+func (c *Client) setCall(call *Call) error {
+	if len(call.Version) >= VersionSize {
+		return fail(InvalidInput, 0, "model version %q is over 15 bytes", call.Version)
+	}
+	if len(call.Outputs) > MaxTensors {
+		return fail(TooLarge, 0, "%d requested outputs (at most %d)", len(call.Outputs), MaxTensors)
+	}
+	if len(call.Params) > 0 && !ParamsValid(call.Params) {
+		return fail(InvalidInput, 0, "params must be a JSON object of strings, numbers and booleans")
+	}
+	c.req.Version, c.req.Outputs, c.req.Params = call.Version, call.Outputs, call.Params
+	return nil
+}
+
 // Infer runs model on inputs; timeout < 0 means no deadline. The result's outputs are views on
 // shared memory, valid until the next call. A call after the server died reconnects first.
 func (c *Client) Infer(model string, inputs []Input, timeout time.Duration) (*Result, error) {
+	return c.InferCall(model, inputs, timeout, Call{})
+}
+
+// InferCall is Infer with a version, parameters or a choice of outputs.
+func (c *Client) InferCall(model string, inputs []Input, timeout time.Duration, call Call) (*Result, error) {
 	deadline := deadlineOf(timeout)
 	if len(inputs) > MaxTensors {
 		return nil, fail(TooLarge, 0, "%d inputs (at most %d)", len(inputs), MaxTensors)
@@ -503,7 +528,11 @@ func (c *Client) Infer(model string, inputs []Input, timeout time.Duration) (*Re
 		ts[i] = Tensor{Name: in.Name, DType: in.DType, NDim: uint32(len(in.Shape))}
 		copy(ts[i].Shape[:], in.Shape)
 	}
-	end, err := Layout(ts, RequestPayloadSize(uint32(len(ts)), 0, 0))
+	if err := c.setCall(&call); err != nil {
+		return nil, err
+	}
+	r := &c.req
+	end, err := Layout(ts, RequestPayloadSize(uint32(len(ts)), uint32(len(r.Outputs)), uint32(len(r.Params))))
 	if err != nil {
 		return nil, err
 	}
@@ -567,5 +596,6 @@ func (c *Client) LoanInfer(timeout time.Duration) (*Result, error) {
 	if err := c.ready(deadline); err != nil {
 		return nil, err
 	}
+	c.req.Version, c.req.Outputs, c.req.Params = "", nil, nil // a loan's tensors follow a bare payload
 	return c.send(c.req.Model, c.loanEnd, deadline)
 }

@@ -34,11 +34,12 @@ type args struct {
 	loan               bool
 	iterations, warmup int
 	spinUs             uint32
+	params             []byte // --params JSON (an extension of the driver contract)
 }
 
 func usage(why string) int {
 	fmt.Fprintf(os.Stderr, "fdn-client: %s\nusage: fdn-client infer|bench --name SERVER --model MODEL "+
-		"[--input NAME:DTYPE:DIMS:FILE]... [--timeout-ms T] [--loan] [--iterations N] [--warmup W] [--spin-us US]\n"+
+		"[--input NAME:DTYPE:DIMS:FILE]... [--timeout-ms T] [--loan] [--iterations N] [--warmup W] [--spin-us US] [--params JSON]\n"+
 		"       fdn-client vectors DIR\n", why)
 	return exitUsage
 }
@@ -105,6 +106,8 @@ func parse(argv []string) (*args, int) {
 		case "--spin-us":
 			n, err = strconv.Atoi(v)
 			a.spinUs = uint32(n)
+		case "--params":
+			a.params = []byte(v)
 		case "--input":
 			var in fdn.Input
 			in, err = parseInput(v)
@@ -228,7 +231,7 @@ func printResult(r *fdn.Result) {
 // call makes one call: a copy of the inputs (Infer), or a loan written in place.
 func call(c *fdn.Client, a *args, loaned bool) (*fdn.Result, error) {
 	if !a.loan {
-		return c.Infer(a.model, a.inputs, a.timeout)
+		return c.InferCall(a.model, a.inputs, a.timeout, fdn.Call{Params: a.params})
 	}
 	if !loaned {
 		specs := make([]fdn.Tensor, len(a.inputs))
