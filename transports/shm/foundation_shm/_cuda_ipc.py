@@ -262,6 +262,8 @@ class _Mapping:
         self.device, self.handle = device, handle
         drv = driver()
         self.ptr, self.size = drv.open(device, handle)
+        if not self.size:
+            log.warning("shm: the size of an opened CUDA IPC allocation is unknown: offsets go unchecked")
         weakref.finalize(self, drv.close, device, self.ptr).atexit = False
 
 
@@ -390,6 +392,9 @@ class ServerCuda:
         takes = bool(getattr(handler, "device_tensors", False))
         if mode is True or (mode is None and takes and "torch" in sys.modules):
             if cuda_available():
+                import torch
+
+                torch.cuda.init()  # before the loop thread first wraps device memory in a tensor
                 self.enabled = True
             else:
                 self.reason = NO_CUDA
