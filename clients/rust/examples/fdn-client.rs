@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! fdn-client infer --name SERVER --model MODEL [--input NAME:DTYPE:DIM,DIM,...:FILE]...
-//!                  [--timeout-ms T] [--loan] [--spin-us US]
+//!                  [--timeout-ms T] [--loan] [--spin-us US] [--yield-after-us US]
 //! fdn-client bench --name SERVER --model MODEL --input ... [--iterations N] [--warmup W] [--loan]
 //! fdn-client vectors DIR
 //! ```
@@ -24,6 +24,7 @@ struct Args {
     timeout: Option<Duration>,
     loan: bool,
     spin_us: u64,
+    yield_us: Option<u64>,
     iterations: usize,
     warmup: usize,
 }
@@ -32,7 +33,7 @@ fn usage(why: &str) -> ExitCode {
     eprintln!(
         "fdn-client: {why}\nusage: fdn-client infer|bench --name SERVER --model MODEL \
          [--input NAME:DTYPE:DIMS:FILE]... [--timeout-ms T] [--loan] [--iterations N] \
-         [--warmup W] [--spin-us US]\n       fdn-client vectors DIR"
+         [--warmup W] [--spin-us US] [--yield-after-us US]\n       fdn-client vectors DIR"
     );
     ExitCode::from(2)
 }
@@ -66,6 +67,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         timeout: None,
         loan: false,
         spin_us: 100,
+        yield_us: None,
         iterations: 1000,
         warmup: 100,
     };
@@ -86,6 +88,9 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             }
             "--warmup" => a.warmup = usize::try_from(num(v)?).map_err(|_| "bad --warmup")?,
             "--spin-us" => a.spin_us = u64::try_from(num(v)?).map_err(|_| "bad --spin-us")?,
+            "--yield-after-us" => {
+                a.yield_us = Some(u64::try_from(num(v)?).map_err(|_| "bad --yield-after-us")?)
+            }
             "--input" => a.inputs.push(parse_input(v)?),
             _ => return Err(format!("unknown option {k}")),
         }
@@ -305,10 +310,13 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(why) => return usage(&why),
     };
-    let opts = ConnectOptions {
+    let mut opts = ConnectOptions {
         spin: Duration::from_micros(a.spin_us),
         ..ConnectOptions::default()
     };
+    if let Some(us) = a.yield_us {
+        opts.yield_after = Duration::from_micros(us);
+    }
     let mut client = match Client::connect(&a.name, opts) {
         Ok(c) => c,
         Err(e) => return fail(&e),

@@ -22,7 +22,10 @@ pub struct ConnectOptions {
     pub capacity: Option<usize>,
     /// Spin on the response word this long before blocking (the spec's default: 100 µs).
     pub spin: Duration,
-    /// Within the spin window, poll flat out this long, then yield the CPU between polls (20 µs).
+    /// Within the spin window, poll flat out this long, then yield the CPU between polls (2 µs,
+    /// as the C client: with a server and two clients on two vCPUs, a client spinning flat out
+    /// keeps the server it waits for off the CPU; a yield with nothing else to run is one
+    /// system call).
     pub yield_after: Duration,
     /// How long to wait for the region mutex at connect before failing OVERLOADED (2 s).
     pub connect_timeout: Duration,
@@ -35,7 +38,7 @@ impl Default for ConnectOptions {
         ConnectOptions {
             capacity: None,
             spin: Duration::from_micros(100),
-            yield_after: Duration::from_micros(20),
+            yield_after: Duration::from_micros(2),
             connect_timeout: Duration::from_secs(2),
             data_crc: false,
         }
