@@ -11,6 +11,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import posix_ipc
@@ -87,29 +88,32 @@ def wait_seq(
 
 class AdaptiveSpin:
     """Chooses, per wait, between spinning up to ``max_ns`` and blocking at once, by which has
-    been faster lately (an exponentially weighted mean of each), trying the other every
+    been faster lately (the median of each one's last few waits), trying the other every
     ``explore`` waits. On an idle machine spinning wins by ~100 µs (an idle vCPU wakes slowly);
     on an oversubscribed one blocking wins (spinners lose their CPU to the scheduler's fairness
-    while the peer they wait for needs it), so the choice follows the machine."""
+    while the peer they wait for needs it), so the choice follows the machine. Medians, not
+    means: the arm that is only explored gets few samples, and one unlucky one must not decide."""
 
-    __slots__ = ("_count", "_mean", "explore", "max_ns")
+    __slots__ = ("_count", "_median", "_recent", "explore", "max_ns")
 
-    def __init__(self, max_ns: int, explore: int = 256) -> None:
+    def __init__(self, max_ns: int, explore: int = 256, keep: int = 5) -> None:
         self.max_ns = max_ns
         self.explore = explore
-        self._mean = [math.inf, math.inf]  # [spinning, blocking] wait times, ns (inf: untried)
+        self._recent: tuple[deque[int], deque[int]] = (deque(maxlen=keep), deque(maxlen=keep))
+        self._median = [math.inf, math.inf]  # [spinning, blocking] wait times, ns (inf: untried)
         self._count = 0
 
     def window(self) -> int:
         if not self.max_ns:
             return 0
         self._count += 1
-        spin = self._mean[0] <= self._mean[1]
+        spin = self._median[0] <= self._median[1]
         if self._count % self.explore == 0:
             spin = not spin
         return self.max_ns if spin else 0
 
     def record(self, window: int, waited_ns: int) -> None:
         arm = 0 if window else 1
-        mean = self._mean[arm]
-        self._mean[arm] = waited_ns if mean == math.inf else mean + (waited_ns - mean) / 16
+        recent = self._recent[arm]
+        recent.append(waited_ns)
+        self._median[arm] = sorted(recent)[len(recent) // 2]
