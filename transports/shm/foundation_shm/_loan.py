@@ -13,7 +13,8 @@ from foundation_ml import DataType, InferenceResponse
 from ._codec import encode_params, layout, request_payload_size, write_header
 
 if TYPE_CHECKING:
-    from ._client import ShmClient, _Channel
+    from ._channel import _Channel
+    from ._client import ShmClient
 
 __all__ = ["Loan", "TensorSpecLike"]
 

@@ -1,0 +1,153 @@
+"""The client's side of the shm protocol's objects: one attachment to a server, and its channels.
+
+``_Connection`` maps a server's control segment and opens its semaphores; ``_Channel`` is one
+claimed channel with its data segment (request and response areas) and the caches of the hot path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import posix_ipc
+
+from foundation_ml.errors import BadVersion, ServerUnavailable
+
+from . import _layout as L
+from ._codec import ResponseReader, TensorRef
+from ._liveness import is_alive
+from ._segments import Segment, open_semaphore, segment_mode, unlink_segment
+
+__all__ = ["_Channel", "_Connection", "_pages"]
+
+_R = L.RegionField
+_C = L.ChannelField
+
+
+def _pages(n: int) -> int:
+    return max(L.PAGE, (n + L.PAGE - 1) // L.PAGE * L.PAGE)
+
+
+class _Connection:
+    """One attachment to one server instance: its control segment and semaphores."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        try:
+            self.ctl = Segment.open(L.control_name(name))
+        except posix_ipc.ExistentialError:
+            raise ServerUnavailable(f"no shm server named {name!r}") from None
+        u32, u64 = self.ctl.u32, self.ctl.u64
+        try:
+            if self.ctl.size < L.REGION_HEADER_SIZE or u32[_R.MAGIC // 4] != L.REGION_MAGIC:
+                raise ServerUnavailable(f"shm server {name!r} is not ready (no region header yet)")
+            major = int.from_bytes(self.ctl.buf[_R.VERSION_MAJOR : _R.VERSION_MAJOR + 2], "little")
+            if major != L.PROTOCOL_VERSION:
+                raise BadVersion(
+                    f"shm server {name!r} speaks protocol {major}, this client {L.PROTOCOL_VERSION}"
+                )
+            self.pid = u32[_R.SERVER_PID // 4]
+            self.started = u64[_R.SERVER_START // 8]
+            self.channel_count = u32[_R.CHANNEL_COUNT // 4]
+            self.max_bytes = u64[_R.MAX_REQUEST_BYTES // 8]
+            self.capacity = u64[_R.DEFAULT_CAPACITY // 8]
+            self.mode = segment_mode(L.control_name(name))
+            self.check()
+            self.mutex = open_semaphore(L.mutex_name(name))
+            self.bell = open_semaphore(L.doorbell_name(name))
+        except BaseException:
+            self.ctl.close()
+            raise
+        self.alive = True
+
+    def check(self) -> None:
+        """Raise ``ServerUnavailable`` unless the server is alive and serving (between wait slices)."""
+        state = self.ctl.u32[_R.STATE // 4]
+        if state not in (L.RegionState.READY, L.RegionState.STOPPING) or not is_alive(self.pid, self.started):
+            self.alive = False
+            raise ServerUnavailable(f"shm server {self.name!r} (pid {self.pid}) is gone")
+
+    def close(self) -> None:
+        self.mutex.close()
+        self.bell.close()
+        self.ctl.close()
+
+
+class _Channel:
+    """The client's side of one claimed channel."""
+
+    __slots__ = (
+        "base",
+        "conn",
+        "cseq",
+        "data",
+        "gen",
+        "index",
+        "reader",
+        "req",
+        "req_cap",
+        "resp",
+        "resp_cap",
+        "sem",
+        "seq",
+        "sleeping_word",
+        "sseq",
+        "used",
+        "wdeadline",
+        "wkey",
+        "words",
+        "wval",
+    )
+
+    def __init__(self, conn: _Connection, index: int) -> None:
+        self.conn = conn
+        self.index = index
+        self.base = L.CHANNELS_OFFSET + index * L.CHANNEL_SIZE
+        self.cseq = (self.base + _C.CLIENT_SEQ) // 8
+        self.sseq = (self.base + _C.SERVER_SEQ) // 8
+        self.sleeping_word = (self.base + _C.CLIENT_SLEEPING) // 4
+        self.words = conn.ctl.u64
+        self.seq = 0
+        self.used = 0
+        self.gen = 0
+        self.data: Segment | None = None
+        self.req = self.resp = memoryview(b"")
+        self.req_cap = self.resp_cap = 0
+        self.sem: posix_ipc.Semaphore | None = None
+        self.reader: ResponseReader | None = None
+        self.wkey: tuple[Any, ...] | None = None  # the last request's shape, whose payload is in place
+        self.wval: tuple[list[TensorRef], int, int, list[np.ndarray]] = ([], 0, 0, [])
+        self.wdeadline = 0
+
+    def idle(self) -> bool:
+        return bool(self.conn.ctl.u64[self.sseq] == self.seq)
+
+    def attach(self, req_cap: int, resp_cap: int) -> None:
+        """Create a data segment of the given capacities and publish it in the channel block
+        (the old one's request bytes in use are carried over, then it is unlinked)."""
+        ctl, pid = self.conn.ctl, os.getpid()
+        gen = ctl.u64[(self.base + _C.DATA_GEN) // 8] + 1
+        name = L.data_name(self.conn.name, self.index, pid, gen)
+        data = Segment.create(name, req_cap + resp_cap, self.conn.mode)
+        if self.data is not None and self.used:
+            data.buf[: self.used] = self.data.buf[: self.used]
+        u64 = ctl.u64
+        u64[(self.base + _C.REQUEST_CAPACITY) // 8] = req_cap
+        u64[(self.base + _C.RESPONSE_CAPACITY) // 8] = resp_cap
+        raw = name.encode()
+        ctl.buf[self.base + _C.DATA_NAME : self.base + _C.DATA_NAME + 64] = raw + bytes(64 - len(raw))
+        u64[(self.base + _C.DATA_GEN) // 8] = gen
+        self.detach()
+        self.data, self.gen = data, gen
+        self.req, self.resp = data.buf[:req_cap], data.buf[req_cap:].toreadonly()
+        self.req_cap, self.resp_cap = req_cap, resp_cap
+        self.reader = ResponseReader(self.resp, resp_cap)
+
+    def detach(self) -> None:
+        self.wkey, self.wval = None, ([], 0, 0, [])  # drop the views before unmapping
+        if self.data is not None:
+            unlink_segment(self.data.name)
+            self.req = self.resp = memoryview(b"")
+            self.data.close()
+            self.data = None
