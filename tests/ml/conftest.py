@@ -13,6 +13,7 @@ import foundation_core
 from foundation_core import Hub
 from foundation_ml import FunctionModel, InferenceClient, MLRuntime
 from foundation_ml import _plugin as ml_plugin
+from foundation_ml._process import shm_entries
 
 _names = itertools.count()
 
@@ -29,7 +30,8 @@ def hub() -> Iterator[Hub]:
 
 
 @pytest.fixture
-def runtime(hub: Hub) -> Iterator[MLRuntime]:
+def runtime(hub: Hub, name: str) -> Iterator[MLRuntime]:
+    """A runtime on ``hub``; closed before ``name``'s check that /dev/shm holds nothing of it."""
     rt = MLRuntime(hub)
     yield rt
     rt.close()
@@ -53,9 +55,12 @@ def served(runtime: MLRuntime) -> Iterator[InferenceClient]:
 
 
 @pytest.fixture
-def name() -> str:
-    """A server name no other test (or process) uses."""
-    return unique_name()
+def name() -> Iterator[str]:
+    """A server name no other test (or process) uses; when the test is over (its runtime closed,
+    its server processes stopped) nothing named after it may be left in /dev/shm."""
+    value = unique_name()
+    yield value
+    assert shm_entries(value) == [], f"test left shared memory behind: {shm_entries(value)}"
 
 
 @pytest.fixture

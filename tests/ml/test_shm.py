@@ -35,7 +35,7 @@ def shm_hub() -> Hub:
 
 
 @pytest.fixture
-def demo_runtime(shm_hub: Hub) -> Iterator[MLRuntime]:
+def demo_runtime(shm_hub: Hub, name: str) -> Iterator[MLRuntime]:
     rt = MLRuntime(shm_hub)
     rt.register_model("demo", DEMO)
     yield rt
