@@ -34,7 +34,6 @@ from . import _layout as L
 from ._codec import (
     Limits,
     RequestReader,
-    TensorRef,
     layout,
     response_payload_size,
     views,
@@ -46,6 +45,7 @@ from ._cuda_ipc import ServerCuda
 from ._liveness import ServerLock, is_alive, start_time
 from ._objects import remove_objects
 from ._segments import Segment, create_semaphore, drain, unlink_segment
+from ._server_channel import _Channel, _Responder
 from ._sync import YIELD_AFTER_NS, fence
 
 _yield = os.sched_yield
@@ -58,89 +58,6 @@ _C = L.ChannelField
 _MAX_TEXT = 1 << 20
 _RESPONSE = int(L.MessageKind.RESPONSE)
 _INFER = int(L.MessageKind.INFER_REQUEST)
-
-
-class _Channel:
-    """The server's view of one channel: word indices, the mapped data segment, its lease."""
-
-    __slots__ = (
-        "base",
-        "busy",
-        "busy_word",
-        "cseq",
-        "data",
-        "gen",
-        "gen_word",
-        "index",
-        "lease",
-        "lock",
-        "owner_word",
-        "reader",
-        "req",
-        "req_cap",
-        "resp",
-        "resp_cap",
-        "sem",
-        "served_word",
-        "sleeping_word",
-        "sseq",
-        "wkey",
-        "wval",
-    )
-
-    def __init__(self, index: int, sem: posix_ipc.Semaphore) -> None:
-        self.index = index
-        self.base = L.CHANNELS_OFFSET + index * L.CHANNEL_SIZE
-        self.cseq = (self.base + _C.CLIENT_SEQ) // 8
-        self.sseq = (self.base + _C.SERVER_SEQ) // 8
-        self.gen_word = (self.base + _C.DATA_GEN) // 8
-        self.owner_word = (self.base + _C.OWNER_PID) // 4
-        self.sleeping_word = (self.base + _C.CLIENT_SLEEPING) // 4
-        self.busy_word = (self.base + _C.SERVER_BUSY) // 4
-        self.served_word = (self.base + _C.SERVED) // 8
-        self.sem = sem
-        self.busy = False
-        self.lease = 0
-        self.lock = threading.Lock()
-        self.data: Segment | None = None
-        self.gen = 0
-        self.req: memoryview | None = None
-        self.resp: memoryview | None = None
-        self.req_cap = self.resp_cap = 0
-        self.reader: RequestReader | None = None
-        self.wkey: tuple[Any, ...] | None = None  # the last response's shape, whose payload is in place
-        self.wval: tuple[list[TensorRef], int, list[np.ndarray]] = ([], 0, [])
-
-    def unmap(self) -> None:
-        if self.data is not None:
-            self.req = self.resp = None
-            self.reader = None
-            self.wkey, self.wval = None, ([], 0, [])  # drop the views before unmapping
-            self.data.close()
-            self.data = None
-            self.gen = 0
-
-
-class _Responder:
-    """The ``respond`` callable handed to the handler with one request: answers it exactly once."""
-
-    __slots__ = ("channel", "done", "lease", "model", "request_id", "seq", "server")
-
-    def __init__(self, server: ShmServer, channel: _Channel, seq: int, request_id: int, model: str) -> None:
-        self.server = server
-        self.channel = channel
-        self.seq = seq
-        self.request_id = request_id
-        self.model = model
-        self.lease = channel.lease
-        self.done = False
-
-    def __call__(self, value: InferenceResponse | InferenceError) -> None:
-        if self.done:
-            log.warning("request %d (%s): respond called twice; ignored", self.request_id, self.model)
-            return
-        self.done = True
-        self.server._answer(self, value)
 
 
 class ShmServer(TransportServer):

@@ -1,0 +1,108 @@
+"""The server's side of one channel (its words, mapped data segment and caches) and ``respond``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import posix_ipc
+
+from foundation_ml import InferenceResponse
+from foundation_ml.errors import InferenceError
+
+from . import _layout as L
+from ._codec import RequestReader, TensorRef
+from ._segments import Segment
+
+if TYPE_CHECKING:
+    from ._server import ShmServer
+
+__all__ = ["_Channel", "_Responder"]
+
+log = logging.getLogger("foundation_shm")
+_C = L.ChannelField
+
+
+class _Channel:
+    """The server's view of one channel: word indices, the mapped data segment, its lease."""
+
+    __slots__ = (
+        "base",
+        "busy",
+        "busy_word",
+        "cseq",
+        "data",
+        "gen",
+        "gen_word",
+        "index",
+        "lease",
+        "lock",
+        "owner_word",
+        "reader",
+        "req",
+        "req_cap",
+        "resp",
+        "resp_cap",
+        "sem",
+        "served_word",
+        "sleeping_word",
+        "sseq",
+        "wkey",
+        "wval",
+    )
+
+    def __init__(self, index: int, sem: posix_ipc.Semaphore) -> None:
+        self.index = index
+        self.base = L.CHANNELS_OFFSET + index * L.CHANNEL_SIZE
+        self.cseq = (self.base + _C.CLIENT_SEQ) // 8
+        self.sseq = (self.base + _C.SERVER_SEQ) // 8
+        self.gen_word = (self.base + _C.DATA_GEN) // 8
+        self.owner_word = (self.base + _C.OWNER_PID) // 4
+        self.sleeping_word = (self.base + _C.CLIENT_SLEEPING) // 4
+        self.busy_word = (self.base + _C.SERVER_BUSY) // 4
+        self.served_word = (self.base + _C.SERVED) // 8
+        self.sem = sem
+        self.busy = False
+        self.lease = 0
+        self.lock = threading.Lock()
+        self.data: Segment | None = None
+        self.gen = 0
+        self.req: memoryview | None = None
+        self.resp: memoryview | None = None
+        self.req_cap = self.resp_cap = 0
+        self.reader: RequestReader | None = None
+        self.wkey: tuple[Any, ...] | None = None  # the last response's shape, whose payload is in place
+        self.wval: tuple[list[TensorRef], int, list[np.ndarray]] = ([], 0, [])
+
+    def unmap(self) -> None:
+        if self.data is not None:
+            self.req = self.resp = None
+            self.reader = None
+            self.wkey, self.wval = None, ([], 0, [])  # drop the views before unmapping
+            self.data.close()
+            self.data = None
+            self.gen = 0
+
+
+class _Responder:
+    """The ``respond`` callable handed to the handler with one request: answers it exactly once."""
+
+    __slots__ = ("channel", "done", "lease", "model", "request_id", "seq", "server")
+
+    def __init__(self, server: ShmServer, channel: _Channel, seq: int, request_id: int, model: str) -> None:
+        self.server = server
+        self.channel = channel
+        self.seq = seq
+        self.request_id = request_id
+        self.model = model
+        self.lease = channel.lease
+        self.done = False
+
+    def __call__(self, value: InferenceResponse | InferenceError) -> None:
+        if self.done:
+            log.warning("request %d (%s): respond called twice; ignored", self.request_id, self.model)
+            return
+        self.done = True
+        self.server._answer(self, value)
