@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from foundation_shm._cuda_desc import (
     write_mixed_response,
 )
 from foundation_shm._echo import EchoHandler
+from foundation_shm._liveness import start_time
 from foundation_shm._vectors import CUDA_CASES, CUDA_DIR, decoded_json, generate
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -634,3 +636,64 @@ def test_a_server_answers_the_cuda_error_vectors_and_goes_on(echo_server: Any, n
             finally:
                 client._give(ch)
             _still_serves(client)
+
+
+# --- the whole IPC path in one process, CPU tensors standing in for device memory -----------------
+
+
+class _Memory:
+    """Fake device memory: a handle names a CPU tensor; opening it gives that very tensor."""
+
+    def __init__(self) -> None:
+        self.by_handle: dict[bytes, Any] = {}
+
+    def export(self, name: str, t: Any) -> CudaIpcRef:
+        handle = t.data_ptr().to_bytes(8, "little") * 8
+        self.by_handle[handle] = t
+        return CudaIpcRef(name, C.datatype_of(t), tuple(t.shape), 0, handle, 0, t.numel() * t.element_size())
+
+    def tensor_on(self, mapping: Any, ref: CudaIpcRef) -> Any:
+        return self.by_handle[ref.handle]
+
+
+class _TorchHandler:
+    device_tensors = True
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def __call__(self, request: InferenceRequest, respond: Any) -> None:
+        from foundation_ml import InferenceResponse
+
+        self.seen.append(request.inputs["x"])
+        respond(InferenceResponse(request.id, "m", {"y": request.inputs["x"] * 2, "n": np.array([7])}))
+
+
+def test_the_ipc_path_end_to_end_with_fakes(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = _Memory()
+    monkeypatch.setattr(C, "export_tensor", memory.export)
+    monkeypatch.setattr(C, "tensor_on", memory.tensor_on)
+    monkeypatch.setattr(C, "_synchronize", lambda devices: None)
+    handler = _TorchHandler()
+    with ShmTransport().serve(name, handler, channels=2, cuda_ipc=False) as server:
+        server._cuda.enabled = True
+        server._ctl.u32[L.RegionField.FEATURES // 4] |= L.Feature.CUDA_IPC
+        with ShmTransport().connect(name, channels=1) as client:
+            x = torch.arange(6.0).reshape(2, 3)
+            for _ in range(3):
+                out = client.infer(InferenceRequest("m", {"x": x})).outputs
+                assert handler.seen[-1].data_ptr() == x.data_ptr()  # the client memory itself, no copy
+                torch.testing.assert_close(out["y"], x * 2)
+                assert isinstance(out["n"], torch.Tensor) and out["n"].tolist() == [7]
+                held = server._cuda._held[0]
+                assert len(held) == 1 and out["y"] is held[0]  # the output is the server's memory
+            # opened once each: the input by the server, the output by the client (a new output
+            # allocation per call here, so one open per call on the client side)
+            assert fake_gpu.opened.count(memory.export("x", x).handle) == 1
+            assert server._cuda.clients() == {(os.getpid(), start_time(os.getpid())): 1}
+        deadline = time.monotonic() + 10
+        while server._cuda.clients() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the loop sees the channel freed, then forgets the client's handles
+        assert server._cuda.clients() == {} and 0 not in server._cuda._held
