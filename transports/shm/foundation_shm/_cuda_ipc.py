@@ -394,7 +394,7 @@ class ServerCuda:
             if cuda_available():
                 import torch
 
-                torch.cuda.init()  # before the loop thread first wraps device memory in a tensor
+                torch.cuda.init()  # type: ignore[no-untyped-call]  # before the loop thread wraps device memory
                 self.enabled = True
             else:
                 self.reason = NO_CUDA
