@@ -94,7 +94,7 @@ def test_the_server_advertises_cuda_ipc(gpu_server: _Server) -> None:
 
 def test_a_device_tensor_round_trips_by_handle(client: ShmClient, opened: list[str]) -> None:
     x = torch.randn(1000, 33, device=DEV)
-    out = client.infer(InferenceRequest("scale", {"x": x})).outputs["x"]
+    out: Any = client.infer(InferenceRequest("scale", {"x": x})).outputs["x"]
     assert out.is_cuda and out.device == x.device and out.dtype == x.dtype
     torch.testing.assert_close(out, x * 2)
     assert opened == ["x"]  # the output came back as a handle to the server's memory
@@ -107,7 +107,7 @@ def test_a_device_tensor_round_trips_by_handle(client: ShmClient, opened: list[s
 def test_every_dtype_crosses_by_handle(client: ShmClient, dtype: str) -> None:
     dt = getattr(torch, dtype)
     x = (torch.arange(257, device=DEV) % 7).to(dt)
-    out = client.infer(InferenceRequest("echo", {"x": x})).outputs["x"]
+    out: Any = client.infer(InferenceRequest("echo", {"x": x})).outputs["x"]
     assert out.dtype == dt and out.is_cuda
     assert torch.equal(out, x)
 
@@ -125,7 +125,7 @@ def test_a_non_contiguous_tensor(client: ShmClient) -> None:
 
 def test_host_and_device_inputs_mix_and_all_outputs_land_on_the_device(client: ShmClient) -> None:
     x = torch.ones(10, device=DEV)
-    out = client.infer(InferenceRequest("scale", {"x": x, "n": np.arange(5, dtype=np.float32)})).outputs
+    out: Any = client.infer(InferenceRequest("scale", {"x": x, "n": np.arange(5, dtype=np.float32)})).outputs
     assert out["x"].is_cuda and out["n"].is_cuda
     assert out["n"].tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
 
