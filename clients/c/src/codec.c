@@ -1,5 +1,6 @@
 /* codec.c: encoding and checked decoding of shm messages (docs/protocol/shm.md, sections 5, 6, 8). */
 #define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +51,7 @@ uint32_t fdn_dtype_from_name(const char *name) {
 
 /* --- CRC-32 (zlib/IEEE), table-driven -------------------------------------------------------- */
 static uint32_t crc_table[8][256];
-static int crc_ready;
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void) {
     for (uint32_t i = 0; i < 256; i++) {
@@ -61,12 +62,11 @@ static void crc_init(void) {
     for (uint32_t i = 0; i < 256; i++)
         for (int t = 1; t < 8; t++)
             crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
-    __atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
 }
 
 uint32_t fdn_crc32(uint32_t crc, const void *data, size_t size) {
     const uint8_t *p = data;
-    if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE)) crc_init(); /* idempotent: races are benign */
+    pthread_once(&crc_once, crc_init);
     crc = ~crc;
     while (size >= 8) { /* slicing-by-8 */
         uint32_t lo, hi;
