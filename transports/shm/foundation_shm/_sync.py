@@ -94,7 +94,7 @@ class AdaptiveSpin:
     while the peer they wait for needs it), so the choice follows the machine. Medians, not
     means: the arm that is only explored gets few samples, and one unlucky one must not decide."""
 
-    __slots__ = ("_count", "_median", "_recent", "explore", "max_ns")
+    __slots__ = ("_count", "_last", "_median", "_recent", "explore", "max_ns")
 
     def __init__(self, max_ns: int, explore: int = 256, keep: int = 5) -> None:
         self.max_ns = max_ns
@@ -102,6 +102,7 @@ class AdaptiveSpin:
         self._recent: tuple[deque[int], deque[int]] = (deque(maxlen=keep), deque(maxlen=keep))
         self._median = [math.inf, math.inf]  # [spinning, blocking] wait times, ns (inf: untried)
         self._count = 0
+        self._last = -1
 
     def window(self) -> int:
         if not self.max_ns:
@@ -116,4 +117,6 @@ class AdaptiveSpin:
         arm = 0 if window else 1
         recent = self._recent[arm]
         recent.append(waited_ns)
-        self._median[arm] = sorted(recent)[len(recent) // 2]
+        if arm != self._last or self._count % 8 == 0:  # the arm in use: a fresh median now and then
+            self._median[arm] = sorted(recent)[len(recent) // 2]
+        self._last = arm
