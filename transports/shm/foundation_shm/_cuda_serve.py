@@ -14,6 +14,7 @@ import argparse
 import signal
 import sys
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -44,8 +45,10 @@ class DeviceHandler:
             return value * 2
         if self.device is None:
             return np.asarray(value) * 2
-        out = torch.from_numpy(np.array(value)).to(self.device) * 2
-        return out.cpu().numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a read-only view on the request area
+            host = torch.from_numpy(np.asarray(value))
+        return (host.to(self.device) * 2).cpu().numpy()
 
     def __call__(self, request: InferenceRequest, respond: Respond) -> None:
         self.count += 1
