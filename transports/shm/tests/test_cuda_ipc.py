@@ -332,6 +332,8 @@ def test_a_server_that_refuses_cuda_ipc_says_so(serve: Callable[[str], _ServerPr
         with pytest.raises(CudaUnavailable, match="refuses CUDA IPC"):
             _send_cuda_descriptor(client)
         _still_serves(client)
+        y = client.infer(InferenceRequest("scale", {"x": np.arange(3.0)})).outputs["x"]
+        assert y.tolist() == [0.0, 2.0, 4.0]  # host inputs: the test server's host path
 
 
 def test_a_plain_host_server_answers_cuda_unavailable(echo_server: Any, name: str) -> None:
