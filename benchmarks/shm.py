@@ -214,7 +214,7 @@ def shm_latency(name: str, nbytes: int, n: int, spin_us: int = 100) -> list[int]
 
 
 def shm_100mb(name: str, repeats: int) -> tuple[float, float, float]:
-    """(copy-in ms, loan ms, memcpy ms): medians over ``repeats`` after a warm-up."""
+    """(copy-in ms, loan ms, memcpy ms): medians over ``repeats`` after a warm-up round."""
     from foundation_shm import ShmTransport
 
     from foundation_ml import DataType, InferenceRequest
@@ -224,19 +224,18 @@ def shm_100mb(name: str, repeats: int) -> tuple[float, float, float]:
     dst = np.empty_like(x)
     clock = time.perf_counter_ns
     memcpy, copy_in, loaned = [], [], []
-    for _ in range(repeats + 1):
-        t0 = clock()
-        np.copyto(dst, x)
-        memcpy.append(clock() - t0)
-    with ShmTransport().connect(name, channels=1) as client:
+    # interleaved, so that a change in the machine's load hits the three figures alike
+    with ShmTransport().connect(name, channels=2) as client:
         request = InferenceRequest("echo", {"x": x})
-        for _ in range(repeats + 1):
-            t0 = clock()
-            client.infer(request, timeout=60)
-            copy_in.append(clock() - t0)
         with client.loan("echo", {"x": (DataType.FP32, (n,))}) as loan:
             loan["x"][:] = x
             for _ in range(repeats + 1):
+                t0 = clock()
+                np.copyto(dst, x)
+                memcpy.append(clock() - t0)
+                t0 = clock()
+                client.infer(request, timeout=60)
+                copy_in.append(clock() - t0)
                 t0 = clock()
                 loan.infer(timeout=60)
                 loaned.append(clock() - t0)
