@@ -75,10 +75,15 @@ def test_go_client_is_vetted_and_gofmt_clean(go_client: NativeClient, build_env:
     assert fmt.returncode == 0 and fmt.stdout == "", f"not gofmt'd: {fmt.stdout}{fmt.stderr}"
 
 
-def test_every_vector_decodes_and_encodes_byte_identical(client: NativeClient, vectors_dir: Path) -> None:
-    code, result = fdn(client, "vectors", str(vectors_dir))
+@pytest.mark.parametrize("subdir", [".", "cuda_ipc"])
+def test_every_vector_decodes_and_encodes_byte_identical(
+    client: NativeClient, vectors_dir: Path, subdir: str
+) -> None:
+    """docs/protocol/vectors (sections 5-8), and vectors/cuda_ipc (section 15's descriptors)."""
+    directory = vectors_dir / subdir
+    code, result = fdn(client, "vectors", str(directory))
     assert result["failures"] == [] and result["failed"] == 0
-    assert result["passed"] == len(list(vectors_dir.glob("*.json"))) > 0
+    assert result["passed"] == len(list(directory.glob("*.json"))) > 0
     assert code == EXIT_OK
 
 

@@ -42,7 +42,7 @@ enum fdn_kind {
     FDN_METADATA_REQUEST = 3,
     FDN_STATS_REQUEST = 4
 };
-enum fdn_msg_flags { FDN_FLAG_DATA_CRC = 1u << 0 };
+enum fdn_msg_flags { FDN_FLAG_DATA_CRC = 1u << 0, FDN_FLAG_CUDA_IPC = 1u << 1 /* section 15 */ };
 enum fdn_location { FDN_HOST = 0, FDN_CUDA_IPC = 1 };
 
 /* Section 6. */
@@ -231,7 +231,13 @@ struct fdn_tensor {
     uint64_t shape[FDN_MAX_NDIM];
     uint64_t data_offset;
     uint64_t data_size;
-    const void *data; /* decoded: a pointer into the area */
+    const void *data; /* decoded: a pointer into the area (NULL for CUDA_IPC) */
+    /* location FDN_CUDA_IPC (section 15): the data is in a CUDA allocation, not in the area.
+     * The codec reads and writes these descriptors; this client sends and opens none. */
+    uint32_t location;
+    int32_t device;
+    uint8_t ipc_handle[64];
+    uint64_t ipc_offset;
 };
 
 struct fdn_limits {
@@ -275,8 +281,8 @@ uint32_t fdn_crc32(uint32_t crc, const void *data, size_t size); /* zlib.crc32(d
 uint64_t fdn_request_payload_size(uint32_t inputs, uint32_t outputs, uint32_t params_size);
 uint64_t fdn_response_payload_size(uint32_t outputs, uint32_t text_size, uint32_t params_size);
 /* Place tensors after header and payload (section 5, "Placement"): sets data_offset and
- * data_size of each; returns the end of the last tensor (the bytes the area needs), or 0 if a
- * tensor has an unknown dtype or more than 8 dimensions. */
+ * data_size of each (CUDA_IPC tensors take no room: data_offset 0); returns the end of the last
+ * tensor (the bytes the area needs), or 0 if a tensor has an unknown dtype or over 8 dimensions. */
 uint64_t fdn_layout(struct fdn_tensor *tensors, uint32_t count, uint64_t payload_size);
 /* Write header, body, descriptors, names, params and CRC; tensor data must already be in place
  * at the offsets fdn_layout gave. Returns FDN_OK or FDN_INVALID_INPUT/FDN_TOO_LARGE (err set). */

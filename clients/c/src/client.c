@@ -486,6 +486,7 @@ enum fdn_status fdn_infer_call(fdn_client *c, const char *model, const struct fd
             !fdn_dtype_itemsize(inputs[i].dtype))
             return fdn_fail(err, FDN_INVALID_INPUT, 0, "input %u: bad name, dtype or ndim", i);
         strcpy(t[i].name, inputs[i].name);
+        t[i].location = FDN_HOST;
         t[i].dtype = inputs[i].dtype;
         t[i].ndim = inputs[i].ndim;
         memcpy(t[i].shape, inputs[i].shape, inputs[i].ndim * sizeof(uint64_t));
@@ -516,6 +517,8 @@ enum fdn_status fdn_loan_begin(fdn_client *c, const char *model, const struct fd
     if (st) return st;
     struct fdn_tensor *t = c->req.inputs;
     for (uint32_t i = 0; i < count; i++) {
+        if (specs[i].location != FDN_HOST)
+            return fdn_fail(err, FDN_CUDA_UNAVAILABLE, 0, "this client sends host tensors only");
         t[i] = specs[i];
         t[i].name[FDN_NAME_SIZE - 1] = 0;
     }

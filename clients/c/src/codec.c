@@ -165,9 +165,13 @@ uint64_t fdn_layout(struct fdn_tensor *tensors, uint32_t count, uint64_t payload
     for (uint32_t i = 0; i < count; i++) {
         size_t itemsize = fdn_dtype_itemsize(tensors[i].dtype);
         if (!itemsize || tensors[i].ndim > FDN_MAX_NDIM) return 0;
-        tensors[i].data_offset = offset;
         tensors[i].data_size = tensor_bytes(tensors[i].shape, tensors[i].ndim, itemsize);
         if (tensors[i].data_size == UINT64_MAX) return 0;
+        if (tensors[i].location == FDN_CUDA_IPC) { /* section 15.2: no room in the area */
+            tensors[i].data_offset = 0;
+            continue;
+        }
+        tensors[i].data_offset = offset;
         offset = fdn_align64(offset + tensors[i].data_size);
     }
     return offset;
@@ -184,14 +188,19 @@ static enum fdn_status write_descs(uint8_t *at, const struct fdn_tensor *t, uint
         if (t[i].ndim > FDN_MAX_NDIM)
             return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s' has %u dimensions (at most 8)",
                             t[i].name, t[i].ndim);
-        if (t[i].data_offset > area_size || t[i].data_size > area_size - t[i].data_offset)
+        if (t[i].location == FDN_CUDA_IPC) {
+            d.device = t[i].device;
+            memcpy(d.ipc_handle, t[i].ipc_handle, sizeof d.ipc_handle);
+            d.ipc_offset = t[i].ipc_offset;
+        } else if (t[i].data_offset > area_size || t[i].data_size > area_size - t[i].data_offset) {
             return fdn_fail(err, FDN_TOO_LARGE, rid, "tensor '%s' does not fit the area", t[i].name);
+        }
         d.dtype = t[i].dtype;
         d.ndim = t[i].ndim;
         memcpy(d.shape, t[i].shape, t[i].ndim * sizeof(uint64_t));
-        d.data_offset = t[i].data_offset;
+        d.data_offset = t[i].location == FDN_CUDA_IPC ? 0 : t[i].data_offset;
         d.data_size = t[i].data_size;
-        d.location = FDN_HOST;
+        d.location = t[i].location;
         memcpy(at, &d, sizeof d);
     }
     return FDN_OK;
@@ -202,7 +211,8 @@ static void seal(uint8_t *area, uint64_t payload, uint32_t flags, const struct f
     uint32_t crc = fdn_crc32(0, area, 28);
     crc = fdn_crc32(crc, area + FDN_HEADER_SIZE, payload);
     if (flags & FDN_FLAG_DATA_CRC)
-        for (uint32_t i = 0; i < count; i++) crc = fdn_crc32(crc, area + t[i].data_offset, t[i].data_size);
+        for (uint32_t i = 0; i < count; i++) /* device data is never checksummed (15.2) */
+            if (t[i].location != FDN_CUDA_IPC) crc = fdn_crc32(crc, area + t[i].data_offset, t[i].data_size);
     memcpy(area + 28, &crc, 4);
 }
 
@@ -297,10 +307,47 @@ static enum fdn_status check_header(const struct fdn_msg_header *h, uint64_t siz
 static enum fdn_status check_crc(const uint8_t *area, const struct fdn_msg_header *h,
                                  const struct fdn_tensor *t, uint32_t count, struct fdn_error *err) {
     uint32_t crc = fdn_crc32(fdn_crc32(0, area, 28), area + FDN_HEADER_SIZE, h->payload_size);
-    for (uint32_t i = 0; i < count; i++) crc = fdn_crc32(crc, t[i].data, t[i].data_size);
+    for (uint32_t i = 0; i < count; i++)
+        if (t[i].location != FDN_CUDA_IPC) crc = fdn_crc32(crc, t[i].data, t[i].data_size);
     if (crc != h->crc32)
         return fdn_fail(err, FDN_BAD_CHECKSUM, h->request_id, "CRC32 0x%08X != 0x%08X in the header", crc,
                         h->crc32);
+    return FDN_OK;
+}
+
+static void copy_shape(struct fdn_tensor *t, const struct fdn_tensor_desc *d) {
+    t->dtype = d->dtype;
+    t->ndim = d->ndim;
+    memset(t->shape, 0, sizeof t->shape);
+    memcpy(t->shape, d->shape, d->ndim * sizeof(uint64_t));
+}
+
+/* Section 15.3, in its order (the handle is not opened: that is the CUDA variant's business). */
+static enum fdn_status decode_cuda_tensor(const struct fdn_tensor_desc *d, struct fdn_tensor *t, uint64_t rid,
+                                          struct fdn_error *err) {
+    size_t itemsize = fdn_dtype_itemsize(d->dtype);
+    static const uint8_t zeros[64];
+    if (!itemsize)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': unknown dtype code %u", t->name, d->dtype);
+    if (tensor_bytes(d->shape, d->ndim, itemsize) != d->data_size || d->data_size == 0)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': CUDA_IPC data_size %llu is not shape x %zu (> 0)",
+                        t->name, (unsigned long long)d->data_size, itemsize);
+    if (d->data_offset != 0)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': CUDA_IPC data_offset must be 0", t->name);
+    if (d->device < 0) return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': device %d < 0", t->name, d->device);
+    if (memcmp(d->ipc_handle, zeros, sizeof zeros) == 0)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': the IPC handle is all zeros", t->name);
+    if (d->ipc_offset % itemsize || d->ipc_offset > UINT64_MAX - d->data_size)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': bad ipc_offset %llu", t->name,
+                        (unsigned long long)d->ipc_offset);
+    copy_shape(t, d);
+    t->data_offset = 0;
+    t->data_size = d->data_size;
+    t->data = NULL;
+    t->location = FDN_CUDA_IPC;
+    t->device = d->device;
+    memcpy(t->ipc_handle, d->ipc_handle, sizeof t->ipc_handle);
+    t->ipc_offset = d->ipc_offset;
     return FDN_OK;
 }
 
@@ -312,8 +359,9 @@ static enum fdn_status decode_tensor(const uint8_t *area, uint64_t size, const u
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor name is not valid NUL-terminated UTF-8");
     if (d.ndim > FDN_MAX_NDIM)
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': ndim %u > %d", t->name, d.ndim, FDN_MAX_NDIM);
-    if (d.location != FDN_HOST)
+    if (d.location != FDN_HOST && d.location != FDN_CUDA_IPC)
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': unsupported location %u", t->name, d.location);
+    if (d.location == FDN_CUDA_IPC) return decode_cuda_tensor(&d, t, rid, err);
     size_t itemsize = fdn_dtype_itemsize(d.dtype);
     if (!itemsize)
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': unknown dtype code %u (known: 1..14)",
@@ -328,13 +376,14 @@ static enum fdn_status decode_tensor(const uint8_t *area, uint64_t size, const u
     if (d.data_offset % itemsize)
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': data_offset %llu not aligned to %zu",
                         t->name, (unsigned long long)d.data_offset, itemsize);
-    t->dtype = d.dtype;
-    t->ndim = d.ndim;
-    memset(t->shape, 0, sizeof t->shape);
-    memcpy(t->shape, d.shape, d.ndim * sizeof(uint64_t));
+    copy_shape(t, &d);
     t->data_offset = d.data_offset;
     t->data_size = d.data_size;
     t->data = area + d.data_offset;
+    t->location = FDN_HOST;
+    t->device = 0;
+    memset(t->ipc_handle, 0, sizeof t->ipc_handle);
+    t->ipc_offset = 0;
     return FDN_OK;
 }
 

@@ -102,6 +102,21 @@ static int tensors_from_json(struct vec *v, const struct fdn_jnode *list, struct
             if (x->ndim >= FDN_MAX_NDIM) return FAIL(v, "shape too long");
             x->shape[x->ndim++] = strtoull(v->doc.nodes[k].raw, NULL, 10);
         }
+        const struct fdn_jnode *location = get(v, n, "location");
+        if (location) { /* section 15: {"location": "CUDA_IPC", "device", "ipc_handle_hex", "ipc_offset"} */
+            const struct fdn_jnode *handle = get(v, n, "ipc_handle_hex"), *device = get(v, n, "device");
+            if (location->raw_len != 10 || memcmp(location->raw, "\"CUDA_IPC\"", 10))
+                return FAIL(v, "unknown location %.*s", (int)location->raw_len, location->raw);
+            if (!handle || handle->raw_len != 2 + 128 || !device || !get_u64(v, n, "ipc_offset", &x->ipc_offset) ||
+                !get_u64(v, n, "data_size", &x->data_size))
+                return FAIL(v, "CUDA_IPC tensor '%s' lacks device, ipc_handle_hex, ipc_offset or data_size", x->name);
+            x->location = FDN_CUDA_IPC;
+            x->device = (int32_t)strtol(device->raw, NULL, 10);
+            for (int b = 0; b < 64; b++)
+                x->ipc_handle[b] = (uint8_t)(hex_value(handle->raw[1 + 2 * b]) << 4 | hex_value(handle->raw[2 + 2 * b]));
+            x->data = (void *)(uintptr_t)total; /* no bytes */
+            continue;
+        }
         if (!get_u64(v, n, "data_offset", &x->data_offset) || !get_u64(v, n, "data_size", &x->data_size)) return 0;
         const struct fdn_jnode *hex = get(v, n, "data_hex");
         if (!hex || hex->raw_len - 2 != 2 * x->data_size) return FAIL(v, "data_hex of '%s' is not data_size bytes", x->name);
@@ -124,9 +139,12 @@ static int compare_tensors(struct vec *v, const struct fdn_jnode *list, const st
     if (ok && count != n) ok = FAIL(v, "decoded %u tensors, expected %u", n, count);
     for (uint32_t i = 0; ok && i < n; i++) {
         const struct fdn_tensor *a = &got[i], *b = &want[i];
-        if (strcmp(a->name, b->name) || a->dtype != b->dtype || a->ndim != b->ndim ||
+        int cuda = b->location == FDN_CUDA_IPC;
+        if (strcmp(a->name, b->name) || a->dtype != b->dtype || a->ndim != b->ndim || a->location != b->location ||
             memcmp(a->shape, b->shape, a->ndim * sizeof(uint64_t)) || a->data_offset != b->data_offset ||
-            a->data_size != b->data_size || memcmp(a->data, data + (uintptr_t)b->data, a->data_size))
+            a->data_size != b->data_size || (!cuda && memcmp(a->data, data + (uintptr_t)b->data, a->data_size)) ||
+            (cuda && (a->device != b->device || a->ipc_offset != b->ipc_offset ||
+                      memcmp(a->ipc_handle, b->ipc_handle, sizeof a->ipc_handle))))
             ok = FAIL(v, "tensor %u ('%s') differs from the expected decoding", i, a->name);
     }
     free(data);
@@ -217,7 +235,8 @@ static int run_request(struct vec *v) {
         if (placed[i].data_offset != f.inputs[i].data_offset) ok = FAIL(v, "layout puts '%s' elsewhere", placed[i].name);
     uint8_t *buf = calloc(1, (size_t)end);
     for (uint32_t i = 0; ok && i < f.input_count; i++)
-        memcpy(buf + placed[i].data_offset, data + (uintptr_t)f.inputs[i].data, (size_t)placed[i].data_size);
+        if (placed[i].location == FDN_HOST)
+            memcpy(buf + placed[i].data_offset, data + (uintptr_t)f.inputs[i].data, (size_t)placed[i].data_size);
     if (ok && fdn_encode_request(buf, end, &f, &err)) ok = FAIL(v, "encode failed: %s", err.message);
     if (ok) ok = compare_bytes(v, buf, (size_t)end);
     free(buf);
@@ -266,7 +285,8 @@ static int run_response(struct vec *v) {
         if (placed[i].data_offset != f.outputs[i].data_offset) ok = FAIL(v, "layout puts '%s' elsewhere", placed[i].name);
     uint8_t *buf = calloc(1, (size_t)end);
     for (uint32_t i = 0; ok && i < f.output_count; i++)
-        memcpy(buf + placed[i].data_offset, data + (uintptr_t)f.outputs[i].data, (size_t)placed[i].data_size);
+        if (placed[i].location == FDN_HOST)
+            memcpy(buf + placed[i].data_offset, data + (uintptr_t)f.outputs[i].data, (size_t)placed[i].data_size);
     if (ok && fdn_encode_response(buf, end, &f, &err)) ok = FAIL(v, "encode failed: %s", err.message);
     if (ok) ok = compare_bytes(v, buf, (size_t)end);
     free(buf);

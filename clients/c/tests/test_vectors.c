@@ -62,13 +62,17 @@ int main(int argc, char **argv) {
     test_params_are_flat_objects();
     test_layout_places_tensors_at_64();
     test_decoder_rejects_a_short_area();
-    int passed = 0, failed = fdn_vectors_check(dir, &passed, report, NULL);
-    if (failed < 0) {
-        fprintf(stderr, "cannot read %s\n", dir);
+    char cuda_dir[4096];
+    snprintf(cuda_dir, sizeof cuda_dir, "%s/cuda_ipc", dir); /* section 15's vectors */
+    int passed = 0, cuda_passed = 0, failed = fdn_vectors_check(dir, &passed, report, NULL);
+    int cuda_failed = fdn_vectors_check(cuda_dir, &cuda_passed, report, NULL);
+    if (failed < 0 || cuda_failed < 0) {
+        fprintf(stderr, "cannot read %s or %s\n", dir, cuda_dir);
         return 1;
     }
-    CHECK(passed > 0);
-    failures += failed;
-    printf("test-vectors: %d vectors passed, %d failed; %s\n", passed, failed, failures ? "FAIL" : "ok");
+    CHECK(passed > 0 && cuda_passed > 0);
+    failures += failed + cuda_failed;
+    printf("test-vectors: %d + %d (cuda_ipc) vectors passed, %d failed; %s\n", passed, cuda_passed,
+           failed + cuda_failed, failures ? "FAIL" : "ok");
     return failures ? 1 : 0;
 }

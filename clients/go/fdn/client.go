@@ -563,6 +563,11 @@ func (c *Client) LoanBegin(model string, specs []Tensor) error {
 	}
 	ts := c.inputs[:len(specs)]
 	copy(ts, specs)
+	for i := range ts {
+		if ts[i].Location != LocationHost {
+			return fail(CudaUnavailable, 0, "this client sends host tensors only")
+		}
+	}
 	end, err := Layout(ts, RequestPayloadSize(uint32(len(ts)), 0, 0))
 	if err != nil {
 		return err

@@ -19,7 +19,13 @@ type Tensor struct {
 	Shape      [MaxNDim]uint64
 	DataOffset uint64
 	DataSize   uint64
-	Data       []byte
+	Data       []byte // nil for CUDA_IPC
+	// Location LocationCudaIPC (section 15): the data is in a CUDA allocation, not in the area.
+	// The codec reads and writes these descriptors; this client sends and opens none.
+	Location  uint32
+	Device    int32
+	IPCHandle [64]byte
+	IPCOffset uint64
 }
 
 // Dims is the shape: Shape[:NDim].
@@ -93,7 +99,12 @@ func Layout(tensors []Tensor, payloadSize uint64) (uint64, error) {
 		if t.DType.ItemSize() == 0 || t.NDim > MaxNDim || !ok {
 			return 0, fail(InvalidInput, 0, "tensor %q: unknown dtype, over 8 dimensions or too large", t.Name)
 		}
-		t.DataOffset, t.DataSize = offset, size
+		t.DataSize = size
+		if t.Location == LocationCudaIPC { // section 15.2: no room in the area
+			t.DataOffset = 0
+			continue
+		}
+		t.DataOffset = offset
 		offset = align64(offset + size)
 	}
 	return offset, nil
@@ -125,15 +136,22 @@ func writeDescs(area []byte, at uint64, tensors []Tensor, rid uint64) error {
 		if t.NDim > MaxNDim {
 			return fail(InvalidInput, rid, "tensor %q has %d dimensions (at most 8)", t.Name, t.NDim)
 		}
-		if t.DataOffset > uint64(len(area)) || t.DataSize > uint64(len(area))-t.DataOffset {
+		if t.Location == LocationCudaIPC {
+			le.PutUint32(d[dDevice:], uint32(t.Device))
+			copy(d[dIPCHandle:dIPCHandle+64], t.IPCHandle[:])
+			le.PutUint64(d[dIPCOffset:], t.IPCOffset)
+		} else if t.DataOffset > uint64(len(area)) || t.DataSize > uint64(len(area))-t.DataOffset {
 			return fail(TooLarge, rid, "tensor %q does not fit the area", t.Name)
 		}
+		le.PutUint32(d[dLocation:], t.Location)
 		le.PutUint32(d[dDType:], uint32(t.DType))
 		le.PutUint32(d[dNDim:], t.NDim)
 		for k := uint32(0); k < t.NDim; k++ {
 			le.PutUint64(d[dShape+8*k:], t.Shape[k])
 		}
-		le.PutUint64(d[dDataOffset:], t.DataOffset)
+		if t.Location != LocationCudaIPC {
+			le.PutUint64(d[dDataOffset:], t.DataOffset)
+		}
 		le.PutUint64(d[dDataSize:], t.DataSize)
 		at += DescSize
 	}
@@ -143,9 +161,10 @@ func writeDescs(area []byte, at uint64, tensors []Tensor, rid uint64) error {
 func seal(area []byte, payload uint64, flags uint32, tensors []Tensor) {
 	crc := crc32.Update(crc32.ChecksumIEEE(area[:hCRC]), crc32.IEEETable, area[HeaderSize:HeaderSize+payload])
 	if flags&FlagDataCRC != 0 {
-		for i := range tensors {
-			t := &tensors[i]
-			crc = crc32.Update(crc, crc32.IEEETable, area[t.DataOffset:t.DataOffset+t.DataSize])
+		for i := range tensors { // device data is never checksummed (15.2)
+			if t := &tensors[i]; t.Location != LocationCudaIPC {
+				crc = crc32.Update(crc, crc32.IEEETable, area[t.DataOffset:t.DataOffset+t.DataSize])
+			}
 		}
 	}
 	le.PutUint32(area[hCRC:], crc)
@@ -265,7 +284,7 @@ func checkHeader(area []byte) (rid uint64, payload uint32, flags uint32, err err
 func checkCRC(area []byte, payload uint32, rid uint64, tensors []Tensor) error {
 	crc := crc32.Update(crc32.ChecksumIEEE(area[:hCRC]), crc32.IEEETable, area[HeaderSize:HeaderSize+uint64(payload)])
 	for i := range tensors {
-		crc = crc32.Update(crc, crc32.IEEETable, tensors[i].Data)
+		crc = crc32.Update(crc, crc32.IEEETable, tensors[i].Data) // nil for CUDA_IPC: not covered
 	}
 	if want := le.Uint32(area[hCRC:]); crc != want {
 		return fail(BadChecksum, rid, "CRC32 0x%08X != 0x%08X in the header", crc, want)
@@ -302,8 +321,12 @@ func decodeTensor(area []byte, at uint64, t *Tensor, rid uint64, names map[strin
 	if ndim > MaxNDim {
 		return fail(InvalidInput, rid, "tensor %q: ndim %d > %d", name, ndim, MaxNDim)
 	}
-	if loc := le.Uint32(d[dLocation:]); loc != LocationHost {
+	loc := le.Uint32(d[dLocation:])
+	if loc != LocationHost && loc != LocationCudaIPC {
 		return fail(InvalidInput, rid, "tensor %q: unsupported location %d", name, loc)
+	}
+	if loc == LocationCudaIPC {
+		return decodeCudaTensor(d, name, ndim, t, rid)
 	}
 	dtype := DType(le.Uint32(d[dDType:]))
 	itemsize := dtype.ItemSize()
@@ -327,6 +350,42 @@ func decodeTensor(area []byte, at uint64, t *Tensor, rid uint64, names map[strin
 	}
 	*t = Tensor{Name: name, DType: dtype, NDim: ndim, Shape: shape, DataOffset: offset, DataSize: size,
 		Data: area[offset : offset+size : offset+size]}
+	return nil
+}
+
+// decodeCudaTensor is section 15.3, in its order (the handle is not opened here).
+func decodeCudaTensor(d []byte, name string, ndim uint32, t *Tensor, rid uint64) error {
+	dtype := DType(le.Uint32(d[dDType:]))
+	itemsize := dtype.ItemSize()
+	if itemsize == 0 {
+		return fail(InvalidInput, rid, "tensor %q: unknown dtype code %d", name, dtype)
+	}
+	var shape [MaxNDim]uint64
+	for k := uint32(0); k < ndim; k++ {
+		shape[k] = le.Uint64(d[dShape+8*k:])
+	}
+	size := le.Uint64(d[dDataSize:])
+	if want, ok := tensorBytes(shape[:ndim], itemsize); !ok || want != size || size == 0 {
+		return fail(InvalidInput, rid, "tensor %q: CUDA_IPC data_size %d is not shape x %d (> 0)", name, size, itemsize)
+	}
+	if le.Uint64(d[dDataOffset:]) != 0 {
+		return fail(InvalidInput, rid, "tensor %q: CUDA_IPC data_offset must be 0", name)
+	}
+	device := int32(le.Uint32(d[dDevice:]))
+	if device < 0 {
+		return fail(InvalidInput, rid, "tensor %q: device %d < 0", name, device)
+	}
+	var handle [64]byte
+	copy(handle[:], d[dIPCHandle:dIPCHandle+64])
+	if handle == [64]byte{} {
+		return fail(InvalidInput, rid, "tensor %q: the IPC handle is all zeros", name)
+	}
+	offset := le.Uint64(d[dIPCOffset:])
+	if offset%itemsize != 0 || offset > ^uint64(0)-size {
+		return fail(InvalidInput, rid, "tensor %q: bad ipc_offset %d", name, offset)
+	}
+	*t = Tensor{Name: name, DType: dtype, NDim: ndim, Shape: shape, DataSize: size, Location: LocationCudaIPC,
+		Device: device, IPCHandle: handle, IPCOffset: offset}
 	return nil
 }
 

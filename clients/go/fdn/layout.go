@@ -32,7 +32,9 @@ const (
 	KindMetadataRequest = 3
 	KindStatsRequest    = 4
 	FlagDataCRC         = 1
+	FlagCudaIPC         = 2 // section 15
 	LocationHost        = 0
+	LocationCudaIPC     = 1
 )
 
 // Region states (section 3).
@@ -106,6 +108,9 @@ const (
 	dDataOffset = 136
 	dDataSize   = 144
 	dLocation   = 152
+	dDevice     = 160
+	dIPCHandle  = 168
+	dIPCOffset  = 232
 )
 
 // DType is a tensor's datatype code (section 6).

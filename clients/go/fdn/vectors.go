@@ -24,6 +24,11 @@ type vecTensor struct {
 	DataOffset uint64   `json:"data_offset"`
 	DataSize   uint64   `json:"data_size"`
 	DataHex    string   `json:"data_hex"`
+	// section 15's CUDA_IPC tensors
+	Location     string `json:"location"`
+	Device       int32  `json:"device"`
+	IPCHandleHex string `json:"ipc_handle_hex"`
+	IPCOffset    uint64 `json:"ipc_offset"`
 }
 
 type vecExpect struct {
@@ -118,6 +123,15 @@ func tensors(list []vecTensor) ([]Tensor, [][]byte, error) {
 		ts[i] = Tensor{Name: v.Name, DType: DTypeFromName(v.Datatype), NDim: uint32(len(v.Shape)),
 			DataOffset: v.DataOffset, DataSize: v.DataSize}
 		copy(ts[i].Shape[:], v.Shape)
+		if v.Location != "" {
+			handle, err := hex.DecodeString(v.IPCHandleHex)
+			if v.Location != "CUDA_IPC" || err != nil || len(handle) != 64 {
+				return nil, nil, fmt.Errorf("tensor %q: location %q, handle %q", v.Name, v.Location, v.IPCHandleHex)
+			}
+			ts[i].Location, ts[i].Device, ts[i].IPCOffset = LocationCudaIPC, v.Device, v.IPCOffset
+			copy(ts[i].IPCHandle[:], handle)
+			continue
+		}
 		raw, err := hex.DecodeString(v.DataHex)
 		if err != nil {
 			return nil, nil, err
@@ -138,7 +152,8 @@ func sameTensors(got []Tensor, want []vecTensor) error {
 	for i := range ts {
 		g, w := &got[i], &ts[i]
 		if g.Name != w.Name || g.DType != w.DType || g.NDim != w.NDim || g.Shape != w.Shape ||
-			g.DataOffset != w.DataOffset || g.DataSize != w.DataSize || !bytes.Equal(g.Data, data[i]) {
+			g.DataOffset != w.DataOffset || g.DataSize != w.DataSize || !bytes.Equal(g.Data, data[i]) ||
+			g.Location != w.Location || g.Device != w.Device || g.IPCHandle != w.IPCHandle || g.IPCOffset != w.IPCOffset {
 			return fmt.Errorf("tensor %d (%q) differs from the expected decoding", i, g.Name)
 		}
 	}
