@@ -10,6 +10,7 @@ re-run alone, so one bad request cannot fail its neighbours.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["Batcher"]
 
 _now = time.monotonic_ns
+SWITCH_INTERVAL = 1e-4  # seconds; see Batcher.start
 Item = tuple[InferenceRequest, Respond, int]
 
 
@@ -48,6 +50,11 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name=f"batcher-{served.name}", daemon=True)
 
     def start(self) -> None:
+        # A transport thread that polls holds the interpreter lock between requests; at the
+        # default 5 ms switch interval a batcher whose max_wait_us expired waits for it that long
+        # (measured: p50 6.7 ms, 200 rps with 4 clients over shm). 100 µs hands it over promptly.
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
         self._thread.start()
 
     def put(self, request: InferenceRequest, respond: Respond, t0: int) -> None:

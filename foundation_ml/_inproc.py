@@ -19,16 +19,22 @@ _lock = threading.Lock()
 
 
 class _Reply:
-    __slots__ = ("event", "value")
+    """The ``respond`` of one call: a lock held until the answer is in (cheaper than an Event)."""
+
+    __slots__ = ("done", "value")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
         self.value: InferenceResponse | InferenceError | None = None
 
     def __call__(self, value: InferenceResponse | InferenceError) -> None:
         if self.value is None:  # respond exactly once; a second call is ignored
             self.value = value
-            self.event.set()
+            self.done.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self.value is not None or self.done.acquire(timeout=-1 if timeout is None else timeout)
 
 
 class _InprocServer(TransportServer):
@@ -68,15 +74,15 @@ class _InprocClient(TransportClient):
                 reply(exc)
             except Exception as exc:  # a handler must respond, not raise; report it typed
                 reply(InternalError(f"handler raised {exc!r}", model=request.model, request_id=request.id))
-            wait = timeout if timeout is not None else None
-            if not reply.event.wait(wait):
+            if not reply.wait(timeout):
                 raise DeadlineExceeded(
                     f"no response within {timeout}s", model=request.model, request_id=request.id
                 )
         finally:
             with server.cond:
                 server.inflight -= 1
-                server.cond.notify_all()
+                if not server.inflight:
+                    server.cond.notify_all()
         if isinstance(reply.value, InferenceError):
             raise reply.value
         assert reply.value is not None
