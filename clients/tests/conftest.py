@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from foundation_shm._objects import objects_of, remove_objects
+from foundation_shm._objects import group_objects, objects_of, remove_objects
 
 from foundation_ml._process import ServerProcess
 
@@ -133,6 +133,16 @@ def client(request: pytest.FixtureRequest) -> NativeClient:
 
 def server_name(tag: str) -> str:
     return f"nct{os.getpid()}_{tag}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_in_dev_shm() -> Iterator[None]:
+    """After the suite, no object of a server these tests started is left in /dev/shm."""
+    yield
+    ours = {name: files for name, files in group_objects().items() if name.startswith(server_name(""))}
+    for name in ours:
+        remove_objects(name)
+    assert ours == {}, f"left in /dev/shm: {ours}"
 
 
 @pytest.fixture(params=[lang for lang in PRESENT if CLIENTS[lang].hello])
