@@ -184,7 +184,11 @@ class ShmServer(TransportServer):
                 seq = u64[ch.cseq]
                 if seq != u64[ch.sseq] and not ch.busy:
                     found = True
-                    self._dispatch(ch, seq)
+                    try:
+                        self._dispatch(ch, seq)
+                    except Exception:  # a bug of ours must cost one request, never the server
+                        log.exception("shm %s channel %d: dispatch failed", self.name, ch.index)
+                        self._fail(ch, seq)
             if found:
                 last = clock()
                 continue
@@ -202,6 +206,18 @@ class ShmServer(TransportServer):
                     self._bell.acquire(0.1)
             u32[sleeping_word] = 0
             last = clock()
+
+    def _fail(self, ch: _Channel, seq: int) -> None:
+        """Answer INTERNAL to a request whose dispatch failed; if even that is impossible, park the
+        channel (busy) rather than retry it in a hot loop: its client's deadline ends the wait."""
+        ch.busy = True
+        try:
+            if ch.resp is None or ch.gen != self._u64[ch.gen_word]:
+                self._map(ch)
+            err = InternalError("the server failed on this request (see its log)")
+            self._answer(_Responder(self, ch, seq, self._request_id(ch), ""), err)
+        except Exception:
+            log.exception("shm %s channel %d: cannot answer; parking the channel", self.name, ch.index)
 
     def _map(self, ch: _Channel) -> None:
         ctl = self._ctl
@@ -305,6 +321,8 @@ class ShmServer(TransportServer):
         with ch.lock:
             if ch.lease != r.lease or ch.resp is None:
                 return  # the channel was reclaimed (its client died): nobody to answer
+            if self._u64[ch.cseq] != r.seq or self._u64[ch.sseq] == r.seq:
+                return  # not the pending request any more: answering would clobber another
             try:
                 self._write(ch, r, value)
             except Exception as exc:  # a response we cannot encode becomes a typed error
@@ -413,6 +431,10 @@ class ShmServer(TransportServer):
     def _heartbeat(self) -> None:
         u64 = self._ctl.u64
         while not self._stop_event.wait(self.heartbeat_s):
+            if not self._loop_thread.is_alive():  # never expected; clients must not wait on a dead loop
+                log.error("shm %s: the serving loop died; marking the server stopped", self.name)
+                self._ctl.u32[_R.STATE // 4] = L.RegionState.STOPPED
+                return
             u64[_R.HEARTBEAT // 8] += 1
             u64[_R.HEARTBEAT_NS // 8] = time.monotonic_ns()
             try:

@@ -20,6 +20,7 @@ from foundation_ml.errors import (
     ErrorCode,
     HandlerError,
     InferenceError,
+    InternalError,
     ModelNotFound,
     Overloaded,
     TooLarge,
@@ -122,3 +123,23 @@ def test_a_request_whose_deadline_passed_is_not_run(server: ShmServer, name: str
         finally:
             client._give(ch)
         assert handler.count == before
+
+
+def test_a_bug_in_the_server_costs_one_request_not_the_server(
+    server: ShmServer, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = server._dispatch
+    calls = []
+
+    def broken_once(ch: object, seq: int) -> None:
+        calls.append(seq)
+        if len(calls) == 1:
+            raise RuntimeError("injected")
+        real(ch, seq)  # type: ignore[arg-type]
+
+    with ShmTransport().connect(name) as client:
+        _still_serves(client)
+        monkeypatch.setattr(server, "_dispatch", broken_once)
+        with pytest.raises(InternalError, match="failed on this request"):
+            client.infer(InferenceRequest("echo", {"x": np.zeros(1)}), timeout=10)
+        _still_serves(client)
