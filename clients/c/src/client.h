@@ -1,0 +1,48 @@
+/* client.h: the client's state, shared by connect.c and call.c (not part of the API). */
+#ifndef FDN_CLIENT_STATE_H
+#define FDN_CLIENT_STATE_H
+
+#include <semaphore.h>
+#include <sys/types.h>
+
+#include "internal.h"
+
+struct fdn_client {
+    char name[49];
+    struct fdn_options opts;
+    /* the connection: control segment and semaphores of one server instance */
+    int connected;
+    uint8_t *ctl;
+    size_t ctl_size;
+    struct fdn_region_header *region;
+    sem_t *mutex, *bell;
+    uint32_t server_pid;
+    uint64_t server_start, instance_id, max_request_bytes, default_capacity;
+    mode_t mode;
+    /* the claimed channel */
+    uint32_t index;
+    struct fdn_channel *ch;
+    sem_t *sem;
+    uint64_t seq;
+    uint8_t *data;
+    uint64_t req_cap, resp_cap, used;
+    char data_name[64];
+    uint64_t next_id;
+    /* the loan: its model and laid-out tensors */
+    int loaned;
+    uint64_t loan_end;
+    char loan_model[FDN_NAME_SIZE];
+    struct fdn_request_fields req; /* reused for every request: no allocation per call */
+    struct fdn_response_fields resp;
+};
+
+uint64_t fdn_now_ns(void); /* CLOCK_MONOTONIC, the clock of deadlines */
+int fdn_server_alive(const struct fdn_client *c); /* section 10.3 */
+int fdn_sem_wait_ns(sem_t *sem, uint64_t timeout_ns); /* 0 if a post was taken */
+uint64_t fdn_pages(uint64_t n); /* n rounded up to whole pages, at least one */
+/* Create a data segment with these capacities and publish it (10.1, "Growing"). */
+enum fdn_status fdn_attach(struct fdn_client *c, uint64_t req_cap, uint64_t resp_cap, struct fdn_error *err);
+enum fdn_status fdn_connect_now(struct fdn_client *c, struct fdn_error *err); /* 10.1 */
+void fdn_disconnect(struct fdn_client *c); /* unmap, close, unlink the data segment */
+
+#endif

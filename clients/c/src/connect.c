@@ -1,0 +1,281 @@
+/* connect.c: attach to a server, claim a channel, its data segment, liveness (section 10). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+
+/* --- time and liveness ----------------------------------------------------------------------- */
+uint64_t fdn_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Field 22 of /proc/PID/stat (start time in clock ticks since boot); 0 if the process is gone
+ * or a zombie (field 3 is Z or X). */
+static uint64_t start_time(uint32_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p) return 0;
+    p++;
+    if (p[0] == ' ' && (p[1] == 'Z' || p[1] == 'X')) return 0; /* a zombie answers nothing */
+    for (int field = 2; field < 21 && p; field++) p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+/* Section 10.3: READY or STOPPING, and the process server_pid is the one that started then. */
+int fdn_server_alive(const struct fdn_client *c) {
+    uint32_t state = FDN_LOAD(&c->region->state);
+    if (state != FDN_READY && state != FDN_STOPPING) return 0;
+    return c->server_pid && start_time(c->server_pid) == c->server_start;
+}
+
+/* Wait up to timeout_ns for a post: 0 if taken. CLOCK_MONOTONIC where glibc has sem_clockwait
+ * (the wall clock may jump); the caller re-checks its condition either way (section 7.2). */
+int fdn_sem_wait_ns(sem_t *sem, uint64_t timeout_ns) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+    const clockid_t clk = CLOCK_MONOTONIC;
+#define FDN_SEM_WAIT(s, ts) sem_clockwait((s), CLOCK_MONOTONIC, (ts))
+#else
+    const clockid_t clk = CLOCK_REALTIME;
+#define FDN_SEM_WAIT(s, ts) sem_timedwait((s), (ts))
+#endif
+    struct timespec ts;
+    clock_gettime(clk, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + timeout_ns;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    int rc;
+    while ((rc = FDN_SEM_WAIT(sem, &ts)) < 0 && errno == EINTR) {
+    }
+    return rc;
+}
+
+uint64_t fdn_pages(uint64_t n) {
+    uint64_t p = (n + FDN_PAGE - 1) / FDN_PAGE * FDN_PAGE;
+    return p < FDN_PAGE ? FDN_PAGE : p;
+}
+
+/* --- the data segment ------------------------------------------------------------------------ */
+static void drop_data(struct fdn_client *c) {
+    if (c->data) {
+        shm_unlink(c->data_name);
+        munmap(c->data, c->req_cap + c->resp_cap);
+        c->data = NULL;
+    }
+}
+
+/* Create a data segment with these capacities and publish it in the channel (section 10.1,
+ * "Growing"); the request bytes in use are carried over. */
+enum fdn_status fdn_attach(struct fdn_client *c, uint64_t req_cap, uint64_t resp_cap, struct fdn_error *err) {
+    uint64_t gen = FDN_LOAD(&c->ch->data_gen) + 1;
+    char name[64];
+    snprintf(name, sizeof name, "/fdn-%s-d%u-%u-%llu", c->name, c->index, (unsigned)getpid(),
+             (unsigned long long)gen);
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->mode);
+    if (fd < 0) return fdn_fail(err, FDN_INTERNAL, 0, "shm_open(%s): %s", name, strerror(errno));
+    size_t size = (size_t)(req_cap + resp_cap);
+    void *mem = MAP_FAILED;
+    if (fchmod(fd, c->mode) == 0 && ftruncate(fd, (off_t)size) == 0)
+        mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int saved = errno;
+    close(fd);
+    if (mem == MAP_FAILED) {
+        shm_unlink(name);
+        return fdn_fail(err, FDN_INTERNAL, 0, "data segment %s of %zu bytes: %s", name, size, strerror(saved));
+    }
+    if (c->data && c->used) memcpy(mem, c->data, (size_t)c->used);
+    FDN_STORE(&c->ch->request_capacity, req_cap);
+    FDN_STORE(&c->ch->response_capacity, resp_cap);
+    memset(c->ch->data_name, 0, sizeof c->ch->data_name);
+    memcpy(c->ch->data_name, name, strlen(name));
+    FDN_STORE(&c->ch->data_gen, gen);
+    drop_data(c);
+    c->data = mem;
+    c->req_cap = req_cap;
+    c->resp_cap = resp_cap;
+    memcpy(c->data_name, name, sizeof name);
+    return FDN_OK;
+}
+
+/* --- connect and disconnect ------------------------------------------------------------------ */
+void fdn_disconnect(struct fdn_client *c) {
+    if (c->sem) sem_close(c->sem);
+    if (c->mutex) sem_close(c->mutex);
+    if (c->bell) sem_close(c->bell);
+    drop_data(c);
+    if (c->ctl) munmap(c->ctl, c->ctl_size);
+    c->sem = c->mutex = c->bell = NULL;
+    c->ctl = NULL;
+    c->region = NULL;
+    c->ch = NULL;
+    c->connected = 0;
+    c->loaned = 0;
+}
+
+static enum fdn_status open_region(struct fdn_client *c, struct fdn_error *err) {
+    char path[64];
+    snprintf(path, sizeof path, "/fdn-%s", c->name);
+    int fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "no shm server named '%s'", c->name);
+    struct stat st;
+    if (fstat(fd, &st) < 0 || (size_t)st.st_size < sizeof(struct fdn_region_header)) {
+        close(fd);
+        return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' is not ready", c->name);
+    }
+    c->ctl_size = (size_t)st.st_size;
+    c->mode = st.st_mode & 0777;
+    void *mem = mmap(NULL, c->ctl_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (mem == MAP_FAILED)
+        return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "mmap %s: %s", path, strerror(errno));
+    c->ctl = mem;
+    c->region = mem;
+    struct fdn_region_header *r = c->region;
+    if (FDN_LOAD(&r->magic) != FDN_REGION_MAGIC)
+        return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' is not ready (no region header)", c->name);
+    if (r->version_major != FDN_PROTOCOL_VERSION)
+        return fdn_fail(err, FDN_BAD_VERSION, 0, "shm server '%s' speaks protocol %u, this client %d", c->name,
+                        r->version_major, FDN_PROTOCOL_VERSION);
+    c->server_pid = r->server_pid;
+    c->server_start = r->server_start_time;
+    c->instance_id = r->instance_id;
+    c->max_request_bytes = r->max_request_bytes;
+    c->default_capacity = r->default_capacity;
+    if (!fdn_server_alive(c))
+        return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' (pid %u) is gone", c->name, c->server_pid);
+    if (r->channels_offset + (uint64_t)r->channel_count * r->channel_size > c->ctl_size ||
+        r->channel_size != sizeof(struct fdn_channel))
+        return fdn_fail(err, FDN_INTERNAL, 0, "shm server '%s': region header disagrees with its size", c->name);
+    snprintf(path, sizeof path, "/fdn-%s-lock", c->name);
+    c->mutex = sem_open(path, 0);
+    snprintf(path, sizeof path, "/fdn-%s-bell", c->name);
+    c->bell = sem_open(path, 0);
+    if (c->mutex == SEM_FAILED || c->bell == SEM_FAILED) {
+        if (c->mutex == SEM_FAILED) c->mutex = NULL;
+        if (c->bell == SEM_FAILED) c->bell = NULL;
+        return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s': semaphores missing", c->name);
+    }
+    return FDN_OK;
+}
+
+static enum fdn_status claim(struct fdn_client *c, struct fdn_error *err) {
+    struct fdn_region_header *r = c->region;
+    if (fdn_sem_wait_ns(c->mutex, (uint64_t)c->opts.connect_timeout_ms * 1000000u) < 0)
+        return fdn_fail(err, FDN_OVERLOADED, 0, "shm server '%s': region mutex busy for %u ms", c->name,
+                        c->opts.connect_timeout_ms);
+    uint32_t pid = (uint32_t)getpid();
+    FDN_STORE(&r->mutex_holder_pid, pid);
+    enum fdn_status st = FDN_OK;
+    uint32_t i, count = r->channel_count;
+    struct fdn_channel *channels = (struct fdn_channel *)(c->ctl + r->channels_offset);
+    for (i = 0; i < count && FDN_LOAD(&channels[i].owner_pid); i++) {
+    }
+    if (i == count) {
+        st = fdn_fail(err, FDN_OVERLOADED, 0, "shm server '%s': all %u channels are in use", c->name, count);
+    } else {
+        c->index = i;
+        c->ch = &channels[i];
+        uint64_t cap = fdn_pages(c->opts.capacity ? c->opts.capacity : c->default_capacity);
+        c->used = 0;
+        st = fdn_attach(c, cap, cap, err);
+        if (st == FDN_OK) {
+            struct fdn_channel *ch = c->ch;
+            FDN_STORE(&ch->client_sleeping, 0);
+            FDN_STORE(&ch->owner_start_time, start_time(pid));
+            c->seq = FDN_LOAD(&ch->server_seq);
+            FDN_STORE(&ch->client_seq, c->seq);
+            FDN_STORE(&ch->owner_pid, pid);
+            FDN_STORE(&r->connect_epoch, FDN_LOAD(&r->connect_epoch) + 1);
+        }
+    }
+    FDN_STORE(&r->mutex_holder_pid, 0);
+    sem_post(c->mutex);
+    if (st) return st;
+    char path[64];
+    snprintf(path, sizeof path, "/fdn-%s-c%u", c->name, c->index);
+    c->sem = sem_open(path, 0);
+    if (c->sem == SEM_FAILED) {
+        c->sem = NULL;
+        return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s': channel semaphore missing", c->name);
+    }
+    while (sem_trywait(c->sem) == 0) { /* drain stale posts of a previous owner */
+    }
+    return FDN_OK;
+}
+
+enum fdn_status fdn_connect_now(struct fdn_client *c, struct fdn_error *err) {
+    enum fdn_status st = open_region(c, err);
+    if (st == FDN_OK) st = claim(c, err);
+    if (st) {
+        fdn_disconnect(c);
+        return st;
+    }
+    c->connected = 1;
+    return FDN_OK;
+}
+
+static int valid_name(const char *name) {
+    size_t n = strlen(name);
+    if (n < 1 || n > 48) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+enum fdn_status fdn_connect(fdn_client **out, const char *name, const struct fdn_options *opts,
+                            struct fdn_error *err) {
+    *out = NULL;
+    if (strncmp(name, "shm://", 6) == 0) name += 6;
+    if (!valid_name(name))
+        return fdn_fail(err, FDN_INVALID_INPUT, 0, "shm server name '%.64s' must be 1-48 characters of [A-Za-z0-9_]", name);
+    struct fdn_client *c = calloc(1, sizeof *c);
+    if (!c) return fdn_fail(err, FDN_INTERNAL, 0, "out of memory");
+    strcpy(c->name, name);
+    c->opts = opts ? *opts : FDN_DEFAULT_OPTIONS;
+    if (!c->opts.connect_timeout_ms) c->opts.connect_timeout_ms = 2000;
+    c->next_id = 1;
+    enum fdn_status st = fdn_connect_now(c, err);
+    if (st) {
+        free(c);
+        return st;
+    }
+    *out = c;
+    return FDN_OK;
+}
+
+void fdn_close(fdn_client *c) {
+    if (!c) return;
+    if (c->connected && fdn_server_alive(c)) {
+        uint64_t end = fdn_now_ns() + 100000000u; /* give an answer still owed 100 ms */
+        while (FDN_LOAD(&c->ch->server_seq) != c->seq && fdn_now_ns() < end) usleep(1000);
+        if (fdn_sem_wait_ns(c->mutex, (uint64_t)c->opts.connect_timeout_ms * 1000000u) == 0) {
+            FDN_STORE(&c->region->mutex_holder_pid, (uint32_t)getpid());
+            if (FDN_LOAD(&c->ch->server_seq) == c->seq) FDN_STORE(&c->ch->owner_pid, 0);
+            else FDN_STORE(&c->ch->owner_start_time, 0); /* busy: the server reclaims it when done */
+            FDN_STORE(&c->region->connect_epoch, FDN_LOAD(&c->region->connect_epoch) + 1);
+            FDN_STORE(&c->region->mutex_holder_pid, 0);
+            sem_post(c->mutex);
+        }
+    }
+    fdn_disconnect(c);
+    free(c);
+}

@@ -1,0 +1,271 @@
+package fdn
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// waitSeq is section 7.2, steps 4-7: spin, then block in slices, checking the deadline (0: none)
+// and the server's liveness between slices.
+func (c *Client) waitSeq(s uint64, deadline uint64) error {
+	seqWord := c.u64(c.ch + cServerSeq)
+	if atomic.LoadUint64(seqWord) == s {
+		return nil
+	}
+	if c.opts.SpinUs > 0 {
+		start := time.Now()
+		limit := time.Duration(c.opts.SpinUs) * time.Microsecond
+		polite := false
+		for k := 0; ; k++ {
+			if atomic.LoadUint64(seqWord) == s {
+				return nil
+			}
+			if polite {
+				schedYield() // the server may need this CPU (more threads than CPUs)
+			}
+			if k&15 == 15 || polite {
+				spun := time.Since(start)
+				if spun > limit {
+					break
+				}
+				polite = spun > yieldAfter
+			}
+		}
+	}
+	sleeping := c.u32(c.ch + cClientSleeping)
+	atomic.StoreUint32(sleeping, 1) // sequentially consistent: the full fence of 7.1
+	defer atomic.StoreUint32(sleeping, 0)
+	for atomic.LoadUint64(seqWord) != s {
+		slice := int64(waitSlice)
+		if deadline != 0 {
+			now := monotonicNs()
+			if now >= deadline {
+				return fail(DeadlineExceeded, 0, "no response from %q before the deadline", c.name)
+			}
+			if left := int64(deadline - now); left < slice {
+				slice = left
+			}
+		}
+		semWait(c.sem, slice)
+		if atomic.LoadUint64(seqWord) == s {
+			break
+		}
+		if !c.alive() {
+			c.connected = false // the next call reconnects
+			return fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
+		}
+	}
+	return nil
+}
+
+// ready reconnects if the server died, and waits until the channel is idle.
+func (c *Client) ready(deadline uint64) error {
+	if !c.connected {
+		c.disconnect()
+		if err := c.connect(); err != nil {
+			return err
+		}
+	}
+	if atomic.LoadUint64(c.u64(c.ch+cServerSeq)) != c.seq {
+		return c.waitSeq(c.seq, deadline)
+	}
+	return nil
+}
+
+func (c *Client) ensure(end uint64) error {
+	if end <= c.reqCap {
+		return nil
+	}
+	if end-HeaderSize > c.maxRequestBytes+(1<<20) {
+		return fail(TooLarge, 0, "a request of %d bytes exceeds the server's %d", end, c.maxRequestBytes)
+	}
+	c.used = 0
+	capacity := pages(end)
+	resp := c.respCap
+	if resp < capacity {
+		resp = capacity
+	}
+	return c.attach(capacity, resp)
+}
+
+func deadlineOf(timeout time.Duration) uint64 {
+	if timeout < 0 {
+		return 0
+	}
+	return monotonicNs() + uint64(timeout)
+}
+
+// exchange publishes the request in the request area, waits and decodes (section 7.2).
+func (c *Client) exchange(deadline uint64, retry bool) (*Result, error) {
+	rid := c.req.RequestID
+	c.seq++
+	s := c.seq
+	atomic.StoreUint64(c.u64(c.ch+cClientSeq), s) // sequentially consistent: the fence of step 3
+	if atomic.LoadUint32(c.u32(rServerSleeping)) != 0 {
+		semPost(c.bell)
+	}
+	if err := c.waitSeq(s, deadline); err != nil {
+		err.(*Error).RequestID = rid
+		return nil, err
+	}
+	resp := &c.resp
+	if err := DecodeResponse(c.data[c.reqCap:c.reqCap+c.respCap], DefaultLimits, resp); err != nil {
+		return nil, err
+	}
+	if resp.RequestID != rid {
+		return nil, fail(BadChecksum, rid, "response carries request id %d, not %d", resp.RequestID, rid)
+	}
+	if resp.Status != OK {
+		if resp.Status == TooLarge && resp.RequiredBytes > c.respCap && retry {
+			if err := c.attach(c.reqCap, pages(resp.RequiredBytes)); err != nil {
+				return nil, err
+			}
+			return c.exchange(deadline, false)
+		}
+		code := resp.Status
+		if code > Internal {
+			code = Internal
+		}
+		return nil, &Error{Code: code, Message: string(resp.Text), RequestID: rid}
+	}
+	c.res = Result{RequestID: rid, Model: resp.Model, Version: resp.Version, Outputs: resp.Outputs}
+	return &c.res, nil
+}
+
+func (c *Client) send(model string, end uint64, deadline uint64) (*Result, error) {
+	r := &c.req
+	r.Kind, r.RequestID, r.Model, r.DeadlineNs = KindInferRequest, c.nextID, model, deadline
+	c.nextID++
+	r.Flags = 0
+	if c.opts.DataCRC {
+		r.Flags = FlagDataCRC
+	}
+	if err := EncodeRequest(c.data[:c.reqCap], r); err != nil {
+		return nil, err
+	}
+	c.used = end
+	return c.exchange(deadline, true)
+}
+
+// Call is what else a call may say (section 5); the zero value says nothing.
+type Call struct {
+	Version string   // model version; "": the server's choice
+	Params  []byte   // a compact JSON object of strings, numbers and booleans
+	Outputs []string // the outputs wanted; none: all
+}
+
+func (c *Client) setCall(call *Call) error {
+	if len(call.Version) >= VersionSize {
+		return fail(InvalidInput, 0, "model version %q is over 15 bytes", call.Version)
+	}
+	if len(call.Outputs) > MaxTensors {
+		return fail(TooLarge, 0, "%d requested outputs (at most %d)", len(call.Outputs), MaxTensors)
+	}
+	if len(call.Params) > 0 && !ParamsValid(call.Params) {
+		return fail(InvalidInput, 0, "params must be a JSON object of strings, numbers and booleans")
+	}
+	c.req.Version, c.req.Outputs, c.req.Params = call.Version, call.Outputs, call.Params
+	return nil
+}
+
+// Infer runs model on inputs; timeout < 0 means no deadline. The result's outputs are views on
+// shared memory, valid until the next call. A call after the server died reconnects first.
+func (c *Client) Infer(model string, inputs []Input, timeout time.Duration) (*Result, error) {
+	return c.InferCall(model, inputs, timeout, Call{})
+}
+
+// InferCall is Infer with a version, parameters or a choice of outputs.
+func (c *Client) InferCall(model string, inputs []Input, timeout time.Duration, call Call) (*Result, error) {
+	deadline := deadlineOf(timeout)
+	if len(inputs) > MaxTensors {
+		return nil, fail(TooLarge, 0, "%d inputs (at most %d)", len(inputs), MaxTensors)
+	}
+	if err := c.ready(deadline); err != nil {
+		return nil, err
+	}
+	c.loaned = false
+	ts := c.inputs[:len(inputs)]
+	for i := range inputs {
+		in := &inputs[i]
+		if len(in.Shape) > MaxNDim {
+			return nil, fail(InvalidInput, 0, "input %q has %d dimensions (at most 8)", in.Name, len(in.Shape))
+		}
+		ts[i] = Tensor{Name: in.Name, DType: in.DType, NDim: uint32(len(in.Shape))}
+		copy(ts[i].Shape[:], in.Shape)
+	}
+	if err := c.setCall(&call); err != nil {
+		return nil, err
+	}
+	r := &c.req
+	end, err := Layout(ts, RequestPayloadSize(uint32(len(ts)), uint32(len(r.Outputs)), uint32(len(r.Params))))
+	if err != nil {
+		return nil, err
+	}
+	for i := range ts {
+		if uint64(len(inputs[i].Data)) != ts[i].DataSize {
+			return nil, fail(InvalidInput, 0, "input %q: %d bytes of data for %d", inputs[i].Name, len(inputs[i].Data), ts[i].DataSize)
+		}
+	}
+	if err := c.ensure(end); err != nil {
+		return nil, err
+	}
+	for i := range ts {
+		copy(c.data[ts[i].DataOffset:], inputs[i].Data)
+	}
+	c.req.Inputs = ts
+	return c.send(model, end, deadline)
+}
+
+// LoanBegin lays out tensors (Name, DType, NDim, Shape) in the request area; write each one's
+// bytes into LoanData(i), then call LoanInfer (repeatable). The slices of LoanData move when the
+// area grows: fetch them again after each call.
+func (c *Client) LoanBegin(model string, specs []Tensor) error {
+	if len(specs) > MaxTensors {
+		return fail(TooLarge, 0, "%d tensors (at most %d)", len(specs), MaxTensors)
+	}
+	if err := c.ready(deadlineOf(time.Duration(c.opts.ConnectTimeoutMs) * time.Millisecond)); err != nil {
+		return err
+	}
+	ts := c.inputs[:len(specs)]
+	copy(ts, specs)
+	for i := range ts {
+		if ts[i].Location != LocationHost {
+			return fail(CudaUnavailable, 0, "this client sends host tensors only")
+		}
+	}
+	end, err := Layout(ts, RequestPayloadSize(uint32(len(ts)), 0, 0))
+	if err != nil {
+		return err
+	}
+	if err := c.ensure(end); err != nil {
+		return err
+	}
+	c.req.Inputs, c.req.Model, c.loanEnd, c.loaned = ts, model, end, true
+	return nil
+}
+
+// LoanData is the loaned tensor i's bytes in shared memory.
+func (c *Client) LoanData(i int) []byte {
+	if !c.loaned || i < 0 || i >= len(c.req.Inputs) {
+		return nil
+	}
+	t := &c.req.Inputs[i]
+	return c.data[t.DataOffset : t.DataOffset+t.DataSize : t.DataOffset+t.DataSize]
+}
+
+// LoanInfer sends the loaned tensors as they are in shared memory.
+func (c *Client) LoanInfer(timeout time.Duration) (*Result, error) {
+	if !c.loaned {
+		return nil, fail(InvalidInput, 0, "no loan: call LoanBegin first")
+	}
+	if !c.connected {
+		c.loaned = false
+		return nil, fail(ServerUnavailable, 0, "the server of this loan is gone; take a new loan")
+	}
+	deadline := deadlineOf(timeout)
+	if err := c.ready(deadline); err != nil {
+		return nil, err
+	}
+	c.req.Version, c.req.Outputs, c.req.Params = "", nil, nil // a loan's tensors follow a bare payload
+	return c.send(c.req.Model, c.loanEnd, deadline)
+}

@@ -1,0 +1,284 @@
+package fdn
+
+import (
+	"bytes"
+	"encoding/json"
+	"hash/crc32"
+	"unicode/utf8"
+)
+
+// --- decoding (section 8, its checks in its order) -----------------------------------------
+
+func checkHeader(area []byte) (rid uint64, payload uint32, flags uint32, err error) {
+	rid = le.Uint64(area[hRequestID:])
+	if m := le.Uint32(area[hMagic:]); m != MsgMagic {
+		return rid, 0, 0, fail(BadMagic, rid, "bad magic 0x%08X (want 0x%08X)", m, MsgMagic)
+	}
+	if v := le.Uint16(area[hVersion:]); v != ProtocolVersion {
+		return rid, 0, 0, fail(BadVersion, rid, "protocol version %d (this side speaks %d)", v, ProtocolVersion)
+	}
+	payload = le.Uint32(area[hPayloadSize:])
+	if payload < BodySize || HeaderSize+uint64(payload) > uint64(len(area)) {
+		return rid, 0, 0, fail(InvalidInput, rid, "payload_size %d outside the area of %d bytes", payload, len(area))
+	}
+	return rid, payload, le.Uint32(area[hFlags:]), nil
+}
+
+func checkCRC(area []byte, payload uint32, rid uint64, tensors []Tensor) error {
+	crc := crc32.Update(crc32.ChecksumIEEE(area[:hCRC]), crc32.IEEETable, area[HeaderSize:HeaderSize+uint64(payload)])
+	for i := range tensors {
+		crc = crc32.Update(crc, crc32.IEEETable, tensors[i].Data) // nil for CUDA_IPC: not covered
+	}
+	if want := le.Uint32(area[hCRC:]); crc != want {
+		return fail(BadChecksum, rid, "CRC32 0x%08X != 0x%08X in the header", crc, want)
+	}
+	return nil
+}
+
+// fixedText reads a NUL-terminated UTF-8 fixed field.
+func fixedText(field []byte, names map[string]string) (string, bool) {
+	n := bytes.IndexByte(field, 0)
+	if n < 0 || !utf8.Valid(field[:n]) {
+		return "", false
+	}
+	if names != nil {
+		if s, ok := names[string(field[:n])]; ok {
+			return s, true
+		}
+		s := string(field[:n])
+		if len(names) < 4096 {
+			names[s] = s
+		}
+		return s, true
+	}
+	return string(field[:n]), true
+}
+
+func decodeTensor(area []byte, at uint64, t *Tensor, rid uint64, names map[string]string) error {
+	d := area[at : at+DescSize]
+	name, ok := fixedText(d[dName:dName+NameSize], names)
+	if !ok {
+		return fail(InvalidInput, rid, "tensor name is not valid NUL-terminated UTF-8")
+	}
+	ndim := le.Uint32(d[dNDim:])
+	if ndim > MaxNDim {
+		return fail(InvalidInput, rid, "tensor %q: ndim %d > %d", name, ndim, MaxNDim)
+	}
+	loc := le.Uint32(d[dLocation:])
+	if loc != LocationHost && loc != LocationCudaIPC {
+		return fail(InvalidInput, rid, "tensor %q: unsupported location %d", name, loc)
+	}
+	if loc == LocationCudaIPC {
+		return decodeCudaTensor(d, name, ndim, t, rid)
+	}
+	dtype := DType(le.Uint32(d[dDType:]))
+	itemsize := dtype.ItemSize()
+	if itemsize == 0 {
+		return fail(InvalidInput, rid, "tensor %q: unknown dtype code %d (known: 1..14)", name, dtype)
+	}
+	var shape [MaxNDim]uint64
+	for k := uint32(0); k < ndim; k++ {
+		shape[k] = le.Uint64(d[dShape+8*k:])
+	}
+	offset, size := le.Uint64(d[dDataOffset:]), le.Uint64(d[dDataSize:])
+	if want, ok := tensorBytes(shape[:ndim], itemsize); !ok || want != size {
+		return fail(InvalidInput, rid, "tensor %q: data_size %d != shape x %d bytes", name, size, itemsize)
+	}
+	areaSize := uint64(len(area))
+	if offset < HeaderSize || offset > areaSize || size > areaSize-offset {
+		return fail(InvalidInput, rid, "tensor %q: bytes at %d outside the area of %d bytes", name, offset, areaSize)
+	}
+	if offset%itemsize != 0 {
+		return fail(InvalidInput, rid, "tensor %q: data_offset %d not aligned to %d", name, offset, itemsize)
+	}
+	*t = Tensor{Name: name, DType: dtype, NDim: ndim, Shape: shape, DataOffset: offset, DataSize: size,
+		Data: area[offset : offset+size : offset+size]}
+	return nil
+}
+
+// decodeCudaTensor is section 15.3, in its order (the handle is not opened here).
+func decodeCudaTensor(d []byte, name string, ndim uint32, t *Tensor, rid uint64) error {
+	dtype := DType(le.Uint32(d[dDType:]))
+	itemsize := dtype.ItemSize()
+	if itemsize == 0 {
+		return fail(InvalidInput, rid, "tensor %q: unknown dtype code %d", name, dtype)
+	}
+	var shape [MaxNDim]uint64
+	for k := uint32(0); k < ndim; k++ {
+		shape[k] = le.Uint64(d[dShape+8*k:])
+	}
+	size := le.Uint64(d[dDataSize:])
+	if want, ok := tensorBytes(shape[:ndim], itemsize); !ok || want != size || size == 0 {
+		return fail(InvalidInput, rid, "tensor %q: CUDA_IPC data_size %d is not shape x %d (> 0)", name, size, itemsize)
+	}
+	if le.Uint64(d[dDataOffset:]) != 0 {
+		return fail(InvalidInput, rid, "tensor %q: CUDA_IPC data_offset must be 0", name)
+	}
+	device := int32(le.Uint32(d[dDevice:]))
+	if device < 0 {
+		return fail(InvalidInput, rid, "tensor %q: device %d < 0", name, device)
+	}
+	var handle [64]byte
+	copy(handle[:], d[dIPCHandle:dIPCHandle+64])
+	if handle == [64]byte{} {
+		return fail(InvalidInput, rid, "tensor %q: the IPC handle is all zeros", name)
+	}
+	offset := le.Uint64(d[dIPCOffset:])
+	if offset%itemsize != 0 || offset > ^uint64(0)-size {
+		return fail(InvalidInput, rid, "tensor %q: bad ipc_offset %d", name, offset)
+	}
+	*t = Tensor{Name: name, DType: dtype, NDim: ndim, Shape: shape, DataSize: size, Location: LocationCudaIPC,
+		Device: device, IPCHandle: handle, IPCOffset: offset}
+	return nil
+}
+
+// ParamsValid reports whether raw is a JSON object of strings, numbers and booleans (8.10).
+func ParamsValid(raw []byte) bool {
+	var m map[string]interface{}
+	if !utf8.Valid(raw) || json.Unmarshal(raw, &m) != nil || m == nil {
+		return false
+	}
+	for _, v := range m {
+		switch v.(type) {
+		case string, float64, bool:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// DecodeRequest checks (section 8) and decodes a request; tensors' Data are views on area.
+func DecodeRequest(area []byte, lim Limits, out *Request) error {
+	if len(area) < HeaderSize+BodySize {
+		return fail(InvalidInput, 0, "area of %d bytes is smaller than a request header", len(area))
+	}
+	rid, payload, flags, err := checkHeader(area)
+	if err != nil {
+		return err
+	}
+	body := area[HeaderSize:]
+	nIn, nOut, nParams := le.Uint32(body[qInputCount:]), le.Uint32(body[qOutputCount:]), le.Uint32(body[qParamsSize:])
+	if uint64(payload) != RequestPayloadSize(nIn, nOut, nParams) {
+		return fail(InvalidInput, rid, "payload_size %d does not match the counts in the body", payload)
+	}
+	if flags&FlagDataCRC == 0 {
+		if err := checkCRC(area, payload, rid, nil); err != nil {
+			return err
+		}
+	}
+	kind := le.Uint16(area[hKind:])
+	if kind != KindInferRequest && kind != KindMetadataRequest && kind != KindStatsRequest {
+		return fail(InvalidInput, rid, "message kind %d is not a request", kind)
+	}
+	if nIn > lim.MaxTensors || nOut > lim.MaxTensors {
+		return fail(TooLarge, rid, "%d inputs / %d outputs requested (at most %d)", nIn, nOut, lim.MaxTensors)
+	}
+	model, ok := fixedText(body[qModel:qModel+NameSize], nil)
+	if !ok {
+		return fail(InvalidInput, rid, "model name is not valid UTF-8")
+	}
+	out.Inputs = out.Inputs[:0]
+	at := uint64(HeaderSize + BodySize)
+	total := uint64(0)
+	for i := uint32(0); i < nIn; i++ {
+		var t Tensor
+		if err := decodeTensor(area, at, &t, rid, nil); err != nil {
+			return err
+		}
+		for k := range out.Inputs {
+			if out.Inputs[k].Name == t.Name {
+				return fail(InvalidInput, rid, "input %q appears twice", t.Name)
+			}
+		}
+		out.Inputs = append(out.Inputs, t)
+		total += t.DataSize
+		at += DescSize
+	}
+	if total > lim.MaxBytes {
+		return fail(TooLarge, rid, "%d bytes of inputs (at most %d)", total, lim.MaxBytes)
+	}
+	if flags&FlagDataCRC != 0 {
+		if err := checkCRC(area, payload, rid, out.Inputs); err != nil {
+			return err
+		}
+	}
+	out.Outputs = out.Outputs[:0]
+	for i := uint32(0); i < nOut; i++ {
+		name, ok := fixedText(area[at:at+NameSize], nil)
+		if !ok {
+			return fail(InvalidInput, rid, "output name is not valid UTF-8")
+		}
+		out.Outputs = append(out.Outputs, name)
+		at += NameSize
+	}
+	version, ok := fixedText(body[qVersion:qVersion+VersionSize], nil)
+	if !ok {
+		return fail(InvalidInput, rid, "model version is not valid UTF-8")
+	}
+	params := area[at : at+uint64(nParams)]
+	if nParams > 0 && !ParamsValid(params) {
+		return fail(InvalidInput, rid, "params must be a JSON object of strings, numbers and booleans")
+	}
+	out.Kind, out.RequestID, out.Flags, out.Model, out.Version = kind, rid, flags, model, version
+	out.DeadlineNs, out.Params = le.Uint64(body[qDeadline:]), params
+	return nil
+}
+
+// DecodeResponse checks (section 8) and decodes a response; outputs' Data are views on area.
+func DecodeResponse(area []byte, lim Limits, out *Response) error {
+	if len(area) < HeaderSize+BodySize {
+		return fail(InvalidInput, 0, "area of %d bytes is smaller than a response header", len(area))
+	}
+	rid, payload, flags, err := checkHeader(area)
+	if err != nil {
+		return err
+	}
+	body := area[HeaderSize:]
+	nOut, nText, nParams := le.Uint32(body[sOutputCount:]), le.Uint32(body[sTextSize:]), le.Uint32(body[sParamsSize:])
+	if uint64(payload) != ResponsePayloadSize(nOut, nText, nParams) || nText > MaxText {
+		return fail(InvalidInput, rid, "payload_size %d does not match the counts in the body", payload)
+	}
+	if flags&FlagDataCRC == 0 {
+		if err := checkCRC(area, payload, rid, nil); err != nil {
+			return err
+		}
+	}
+	if kind := le.Uint16(area[hKind:]); kind != KindResponse {
+		return fail(InvalidInput, rid, "message kind %d is not a response", kind)
+	}
+	if nOut > lim.MaxTensors {
+		return fail(TooLarge, rid, "%d outputs (at most %d)", nOut, lim.MaxTensors)
+	}
+	if out.names == nil {
+		out.names = make(map[string]string)
+	}
+	out.Outputs = out.Outputs[:0]
+	at := uint64(HeaderSize + BodySize)
+	for i := uint32(0); i < nOut; i++ {
+		out.Outputs = append(out.Outputs, Tensor{})
+		if err := decodeTensor(area, at, &out.Outputs[i], rid, out.names); err != nil {
+			return err
+		}
+		at += DescSize
+	}
+	if flags&FlagDataCRC != 0 {
+		if err := checkCRC(area, payload, rid, out.Outputs); err != nil {
+			return err
+		}
+	}
+	model, ok1 := fixedText(body[sModel:sModel+NameSize], out.names)
+	version, ok2 := fixedText(body[sVersion:sVersion+VersionSize], out.names)
+	if !ok1 || !ok2 {
+		return fail(InvalidInput, rid, "model name or version is not valid UTF-8")
+	}
+	text := area[at : at+uint64(nText)]
+	params := area[at+uint64(nText) : at+uint64(nText)+uint64(nParams)]
+	if nParams > 0 && !ParamsValid(params) {
+		return fail(InvalidInput, rid, "response params are not a flat JSON object")
+	}
+	out.RequestID, out.Flags, out.Status = rid, flags, Status(le.Uint32(body[sStatus:]))
+	out.Model, out.Version, out.Text, out.Params = model, version, text, params
+	out.RequiredBytes = le.Uint64(body[sRequiredBytes:])
+	return nil
+}
