@@ -186,6 +186,21 @@ def test_loan_round_trips_through_the_echo_model(
     assert result["outputs"]["x"] == {"datatype": "FP32", "shape": [3, 4], "data": x.ravel().tolist()}
 
 
+@pytest.mark.parametrize("loan", [False, True], ids=["copy", "loan"])
+def test_input_larger_than_the_area_grows_it(
+    client: NativeClient, echo_server: str, tmp_path: Path, loan: bool
+) -> None:
+    """1.2 MB of input: more than the default 1 MiB area, so the client grows its data segment."""
+    x = np.arange(300_000, dtype=np.int32)
+    path = tmp_path / "big.bin"
+    x.astype("<i4").tofile(path)
+    args = ["infer", "--name", echo_server, "--model", "echo", "--input", f"x:INT32:300000:{path}"]
+    code, result = fdn(client, *args, *(["--loan"] if loan else []))
+    assert code == EXIT_OK, result
+    assert result["outputs"]["x"]["shape"] == [300_000]
+    assert np.array_equal(np.array(result["outputs"]["x"]["data"], dtype=np.int64), x)
+
+
 def test_deadline_before_the_answer_is_deadline_exceeded(
     client: NativeClient, echo_server: str, tmp_path: Path
 ) -> None:
