@@ -115,8 +115,8 @@ def run(
     calls: int = 3000,
     seconds: float = 2.0,
     clients: int = 4,
-    max_batch_size: int = 8,
-    max_wait_us: int = 300,
+    max_batch_size: int = 0,
+    max_wait_us: int = 200,
     threads: int = 1,
 ) -> dict[str, Any]:
     """Run every measurement; returns the result document."""
@@ -124,6 +124,8 @@ def run(
     from ._process import ServerProcess
     from ._runtime import MLRuntime
 
+    # closed loop: with N clients at most N requests are ever queued, so a batch of N is full
+    max_batch_size = max_batch_size or clients
     result: dict[str, Any] = {"transport": transport, "torch_threads": threads, "cpus": os.cpu_count()}
     result["floor_spin_p50_us"] = round(spin_floor_us(), 2)
 

@@ -89,6 +89,8 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calls", type=int, default=3000, help="timed calls per latency figure")
     p.add_argument("--seconds", type=float, default=2.0, help="duration of each throughput run")
     p.add_argument("--clients", type=int, default=4, help="client processes in the throughput runs")
-    p.add_argument("--max-batch-size", type=int, default=8, help="batch size of the batched run")
-    p.add_argument("--max-wait-us", type=int, default=300, help="batch wait of the batched run")
+    p.add_argument(
+        "--max-batch-size", type=int, default=0, help="batch size of the batched run (default: --clients)"
+    )
+    p.add_argument("--max-wait-us", type=int, default=200, help="batch wait of the batched run")
     p.add_argument("--threads", type=int, default=1, help="torch threads, direct and server")
