@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ class NativeClient:
     hello_binary: str = ""
     hello_build: tuple[str, ...] = ()  # when the client's build does not make it
     params: bool = False  # its fdn-client takes --params JSON (an extension of the contract)
+    live: bool = False  # its own tests also call a real echo server, given FDN_TEST_PYTHON
 
     @property
     def path(self) -> Path:
@@ -38,7 +40,8 @@ class NativeClient:
 
     def run_tests(self) -> subprocess.CompletedProcess[str]:
         """The language's own test suite (make test, go test, cargo test)."""
-        return run(self.test, self.cwd)
+        extra = {"FDN_TEST_PYTHON": sys.executable} if self.live else {}
+        return run(self.test, self.cwd, extra_env=extra)
 
 
 CLIENTS = {
@@ -50,6 +53,7 @@ CLIENTS = {
         hello="clients/c/examples/hello.c",
         hello_binary="clients/c/build/hello",
         params=True,
+        live=True,
     ),
     "go": NativeClient(
         "go",
@@ -61,6 +65,7 @@ CLIENTS = {
         hello_binary="clients/go/bin/hello",
         hello_build=("go", "build", "-o", "bin/hello", "./examples/hello"),
         params=True,
+        live=True,
     ),
     "rust": NativeClient(
         "rust",
@@ -94,12 +99,15 @@ def tool_env() -> dict[str, str]:
 
 
 def run(
-    cmd: tuple[str, ...] | list[str], cwd: str = ".", timeout: float = 600
+    cmd: tuple[str, ...] | list[str],
+    cwd: str = ".",
+    timeout: float = 600,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         list(cmd),
         cwd=ROOT / cwd,
-        env=tool_env(),
+        env={**tool_env(), **(extra_env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,0 +1,121 @@
+/* test_live: the C client against a real server (the shm echo server, started with the Python in
+ * FDN_TEST_PYTHON): a deadline keeps the channel busy until the late answer, a killed server is
+ * SERVER_UNAVAILABLE, and the next call finds a restarted one. Skipped without FDN_TEST_PYTHON. */
+#define _GNU_SOURCE
+#include <glob.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fdn_client.h"
+
+static int failures;
+
+#define CHECK(cond, ...)                                                   \
+    do {                                                                   \
+        if (!(cond)) {                                                     \
+            fprintf(stderr, "%s:%d: CHECK(%s): ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                  \
+            fputc('\n', stderr);                                           \
+            failures++;                                                    \
+        }                                                                  \
+    } while (0)
+
+/* Start `python -m foundation_shm._echo NAME` and wait for its "ready" line; its pid, or -1. */
+static pid_t echo_server(const char *python, const char *name) {
+    int fds[2];
+    if (pipe(fds) < 0) return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        execl(python, python, "-m", "foundation_shm._echo", name, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *out = fdopen(fds[0], "r");
+    char line[256] = {0};
+    int ready = out && fgets(line, sizeof line, out) && strncmp(line, "ready", 5) == 0;
+    if (out) fclose(out); /* the server never writes again: closing the pipe's end is safe */
+    if (!ready) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    return pid;
+}
+
+static void kill_server(pid_t pid) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+static void remove_objects(const char *name) {
+    const char *patterns[] = {"/dev/shm/fdn-%s", "/dev/shm/fdn-%s-*", "/dev/shm/fdn-%s.lock", "/dev/shm/sem.fdn-%s-*"};
+    for (size_t i = 0; i < sizeof patterns / sizeof *patterns; i++) {
+        char pattern[256];
+        glob_t g;
+        snprintf(pattern, sizeof pattern, patterns[i], name);
+        if (glob(pattern, 0, NULL, &g) == 0)
+            for (size_t k = 0; k < g.gl_pathc; k++) unlink(g.gl_pathv[k]);
+        globfree(&g);
+    }
+}
+
+static int32_t x[2] = {1, 2};
+static const uint64_t shape[1] = {2};
+
+static void echo(fdn_client *c, const char *what) {
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    struct fdn_result res;
+    struct fdn_error err = {0};
+    enum fdn_status st = fdn_infer(c, "echo", &in, 1, 5000, &res, &err);
+    const struct fdn_tensor *y = st == FDN_OK ? fdn_result_output(&res, "x") : NULL;
+    CHECK(y && y->data_size == sizeof x && memcmp(y->data, x, sizeof x) == 0, "%s: %s %s", what,
+          fdn_strerror(st), err.message);
+}
+
+int main(void) {
+    const char *python = getenv("FDN_TEST_PYTHON");
+    if (!python || !*python) {
+        printf("test-live: skipped (set FDN_TEST_PYTHON to a Python with foundation_shm)\n");
+        return 0;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "fdnc%d", (int)getpid());
+    pid_t server = echo_server(python, name);
+    if (server < 0) {
+        fprintf(stderr, "test-live: the echo server did not start\n");
+        return 1;
+    }
+    fdn_client *c = NULL;
+    struct fdn_error err = {0};
+    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st == FDN_OK) {
+        echo(c, "first call");
+
+        struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+        struct fdn_call slow = {.params = "{\"ms\": 300}"};
+        struct fdn_result res;
+        st = fdn_infer_call(c, "sleep", &in, 1, 20, &slow, &res, &err);
+        CHECK(st == FDN_DEADLINE_EXCEEDED, "a 20 ms deadline on a 300 ms call: %s", fdn_strerror(st));
+        echo(c, "the call after a deadline (waits for the late answer, then reads its own)");
+
+        kill_server(server);
+        st = fdn_infer(c, "echo", &in, 1, 5000, &res, &err);
+        CHECK(st == FDN_SERVER_UNAVAILABLE, "a killed server: %s", fdn_strerror(st));
+        server = echo_server(python, name);
+        CHECK(server > 0, "restart");
+        if (server > 0) echo(c, "the call after the server restarted");
+        fdn_close(c);
+    }
+    if (server > 0) kill_server(server);
+    remove_objects(name);
+    printf("test-live: %s\n", failures ? "FAIL" : "ok");
+    return failures ? 1 : 0;
+}

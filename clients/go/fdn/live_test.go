@@ -1,0 +1,93 @@
+package fdn
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// echoServer starts the shm transport's echo server (python -m foundation_shm._echo NAME) with
+// the Python in FDN_TEST_PYTHON, and waits until it serves.
+func echoServer(t *testing.T, python, name string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(python, "-m", "foundation_shm._echo", name)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ready") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("the echo server did not start: %q %v", line, err)
+	}
+	return cmd
+}
+
+func removeObjects(name string) {
+	for _, pattern := range []string{"/dev/shm/fdn-" + name + "*", "/dev/shm/sem.fdn-" + name + "-*"} {
+		paths, _ := filepath.Glob(pattern)
+		for _, p := range paths {
+			if base := filepath.Base(p); strings.HasPrefix(base, "fdn-"+name+"-") || strings.HasPrefix(base, "fdn-"+name+".") ||
+				base == "fdn-"+name || strings.HasPrefix(base, "sem.fdn-"+name+"-") {
+				os.Remove(p)
+			}
+		}
+	}
+}
+
+// A client against a real server: deadlines keep the channel busy until the late answer, a
+// killed server is SERVER_UNAVAILABLE, and the next call finds a restarted one.
+func TestLiveAgainstTheEchoServer(t *testing.T) {
+	python := os.Getenv("FDN_TEST_PYTHON")
+	if python == "" {
+		t.Skip("set FDN_TEST_PYTHON to a Python with foundation_shm (the harness does)")
+	}
+	name := fmt.Sprintf("fdngo%d", os.Getpid())
+	server := echoServer(t, python, name)
+	defer func() {
+		server.Process.Kill()
+		server.Wait()
+		removeObjects(name)
+	}()
+	c, err := Connect(name, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	x := []byte{1, 0, 0, 0, 2, 0, 0, 0}
+	in := []Input{{Name: "x", DType: INT32, Shape: []uint64{2}, Data: x}}
+	echo := func(what string) {
+		t.Helper()
+		res, err := c.Infer("echo", in, 5*time.Second)
+		if err != nil || res.Output("x") == nil || !bytes.Equal(res.Output("x").Data, x) {
+			t.Fatalf("%s: %v %+v", what, err, res)
+		}
+	}
+	echo("first call")
+
+	_, err = c.InferCall("sleep", in, 20*time.Millisecond, Call{Params: []byte(`{"ms": 300}`)})
+	if CodeOf(err) != DeadlineExceeded {
+		t.Fatalf("a 20 ms deadline on a 300 ms call: %v", err)
+	}
+	echo("the call after a deadline (waits for the late answer, then reads its own)")
+
+	server.Process.Signal(syscall.SIGKILL)
+	server.Wait()
+	if _, err = c.Infer("echo", in, 5*time.Second); CodeOf(err) != ServerUnavailable {
+		t.Fatalf("a killed server: %v", err)
+	}
+	server = echoServer(t, python, name)
+	echo("the call after the server restarted")
+}
