@@ -73,7 +73,10 @@ static int parse_input(struct args *a, char *spec) {
     size_t got = fread(a->data[a->n_inputs], 1, size, f);
     int extra = fgetc(f) != EOF;
     fclose(f);
-    if (got != size || extra) return usage("an --input file's size does not match its dtype and dims");
+    if (got != size || extra) {
+        free(a->data[a->n_inputs]);
+        return usage("an --input file's size does not match its dtype and dims");
+    }
     a->n_inputs++;
     return 0;
 }
@@ -278,5 +281,7 @@ int main(int argc, char **argv) {
     if (!bench && strcmp(argv[1], "infer")) return usage("unknown command");
     struct args a;
     int rc = parse(&a, argc, argv);
-    return rc ? rc : infer_or_bench(&a, bench);
+    if (!rc) rc = infer_or_bench(&a, bench);
+    for (int i = 0; i < a.n_inputs; i++) free(a.data[i]);
+    return rc;
 }

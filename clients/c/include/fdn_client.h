@@ -166,9 +166,14 @@ struct fdn_tensor_desc {
     uint8_t reserved[16];
 };
 
+#ifdef __cplusplus
+#define FDN_STATIC_ASSERT static_assert
+#else
+#define FDN_STATIC_ASSERT _Static_assert
+#endif
 #define FDN_ASSERT_OFFSET(type, field, off) \
-    _Static_assert(offsetof(struct type, field) == (off), #type "." #field " at " #off)
-_Static_assert(sizeof(struct fdn_region_header) == 256, "region header is 256 bytes");
+    FDN_STATIC_ASSERT(offsetof(struct type, field) == (off), #type "." #field " at " #off)
+FDN_STATIC_ASSERT(sizeof(struct fdn_region_header) == 256, "region header is 256 bytes");
 FDN_ASSERT_OFFSET(fdn_region_header, server_start_time, 24);
 FDN_ASSERT_OFFSET(fdn_region_header, server_sleeping, 52);
 FDN_ASSERT_OFFSET(fdn_region_header, channels_offset, 64);
@@ -178,23 +183,23 @@ FDN_ASSERT_OFFSET(fdn_region_header, mutex_holder_pid, 96);
 FDN_ASSERT_OFFSET(fdn_region_header, instance_id, 104);
 FDN_ASSERT_OFFSET(fdn_region_header, default_capacity, 112);
 FDN_ASSERT_OFFSET(fdn_region_header, name, 128);
-_Static_assert(sizeof(struct fdn_channel) == 256, "channel block is 256 bytes");
+FDN_STATIC_ASSERT(sizeof(struct fdn_channel) == 256, "channel block is 256 bytes");
 FDN_ASSERT_OFFSET(fdn_channel, owner_pid, 12);
 FDN_ASSERT_OFFSET(fdn_channel, data_gen, 40);
 FDN_ASSERT_OFFSET(fdn_channel, data_name, 48);
 FDN_ASSERT_OFFSET(fdn_channel, server_seq, 128);
 FDN_ASSERT_OFFSET(fdn_channel, served, 144);
-_Static_assert(sizeof(struct fdn_msg_header) == 32, "message header is 32 bytes");
+FDN_STATIC_ASSERT(sizeof(struct fdn_msg_header) == 32, "message header is 32 bytes");
 FDN_ASSERT_OFFSET(fdn_msg_header, request_id, 8);
 FDN_ASSERT_OFFSET(fdn_msg_header, crc32, 28);
-_Static_assert(sizeof(struct fdn_infer_request) == 112, "request body is 112 bytes");
+FDN_STATIC_ASSERT(sizeof(struct fdn_infer_request) == 112, "request body is 112 bytes");
 FDN_ASSERT_OFFSET(fdn_infer_request, deadline_ns, 80);
 FDN_ASSERT_OFFSET(fdn_infer_request, reserved1, 104);
-_Static_assert(sizeof(struct fdn_infer_response) == 112, "response body is 112 bytes");
+FDN_STATIC_ASSERT(sizeof(struct fdn_infer_response) == 112, "response body is 112 bytes");
 FDN_ASSERT_OFFSET(fdn_infer_response, required_bytes, 16);
 FDN_ASSERT_OFFSET(fdn_infer_response, model, 24);
 FDN_ASSERT_OFFSET(fdn_infer_response, version, 88);
-_Static_assert(sizeof(struct fdn_tensor_desc) == 256, "tensor descriptor is 256 bytes");
+FDN_STATIC_ASSERT(sizeof(struct fdn_tensor_desc) == 256, "tensor descriptor is 256 bytes");
 FDN_ASSERT_OFFSET(fdn_tensor_desc, dtype, 64);
 FDN_ASSERT_OFFSET(fdn_tensor_desc, shape, 72);
 FDN_ASSERT_OFFSET(fdn_tensor_desc, data_offset, 136);
