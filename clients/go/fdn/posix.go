@@ -94,7 +94,9 @@ func semWait(s semaphore, ns int64) bool { return C.fdn_sem_wait_ns(s, C.int64_t
 
 func semDrain(s semaphore) { C.fdn_sem_drain(s) }
 
-func schedYield() { syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
+// schedYield never blocks for long: a raw system call keeps the Go scheduler (and its sysmon
+// thread, which would compete for the CPU) out of it.
+func schedYield() { syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0) }
 
 // monotonicNs is CLOCK_MONOTONIC, the clock of the protocol's deadlines and heartbeats.
 func monotonicNs() uint64 { return uint64(C.fdn_monotonic_ns()) }
