@@ -4,8 +4,9 @@
 .venv/bin/python benchmarks/clients.py --quick     # a short smoke run
 
 Every client makes the same small request (the demo MLP, x FP32[1, 784]) to one ``foundation
-serve`` process, one after the other; each native client runs its ``fdn-client bench`` (latency
-of each call after a warm-up). Also measured: the floor (two C processes ping-ponging a counter on
+serve`` process: in rounds, each client once per round in a rotating order (each native client
+runs its ``fdn-client bench``: the latency of each call after a warm-up); a client's p50 and p99
+are the medians over the rounds. Also measured: the floor (two C processes ping-ponging a counter on
 a shared word) and the throughput of two concurrent C clients against the shm echo server.
 A client that is missing or does not build is reported as null, with the reason.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,19 +90,50 @@ def run_json(cmd: list[str], timeout: float = 600) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def python_latency(name: str, x: np.ndarray, iterations: int, warmup: int) -> tuple[float, float]:
+def python_latency(client: Any, x: np.ndarray, iterations: int, warmup: int) -> tuple[float, float]:
+    for _ in range(warmup):
+        client.infer("demo", {"x": x})
+    times = []
+    clock = time.perf_counter_ns
+    for _ in range(iterations):
+        t0 = clock()
+        client.infer("demo", {"x": x})
+        times.append((clock() - t0) / 1e3)
+    return percentile(times, 50), percentile(times, 99)
+
+
+def latencies(
+    name: str, spec: str, x: np.ndarray, binaries: dict[str, Path], iterations: int, warmup: int, rounds: int
+) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
+    """Each client's (p50, p99): the median over rounds, every client measured once per round in
+    a rotating order, so that a change of load on the machine hits them all alike."""
     from foundation_ml import InferenceClient
 
+    per_round = max(1, iterations // rounds)
+    runs: dict[str, list[tuple[float, float]]] = {lang: [] for lang in ["python", *binaries]}
+    failed: dict[str, str] = {}
     with InferenceClient(name, transport="shm") as client:
-        for _ in range(warmup):
-            client.infer("demo", {"x": x})
-        times = []
-        clock = time.perf_counter_ns
-        for _ in range(iterations):
-            t0 = clock()
-            client.infer("demo", {"x": x})
-            times.append((clock() - t0) / 1e3)
-    return percentile(times, 50), percentile(times, 99)
+        order = list(runs)
+        for r in range(rounds):
+            for lang in order[r % len(order) :] + order[: r % len(order)]:
+                if lang in failed:
+                    continue
+                if lang == "python":
+                    runs[lang].append(python_latency(client, x, per_round, warmup))
+                    continue
+                cmd = [str(binaries[lang]), "bench", "--name", name, "--model", "demo", "--input", spec]
+                try:
+                    got = run_json([*cmd, "--iterations", str(per_round), "--warmup", str(warmup)])
+                except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
+                    failed[lang] = str(exc)[-300:]
+                    continue
+                runs[lang].append((got["p50_us"], got["p99_us"]))
+    medians = {
+        lang: (statistics.median(p[0] for p in got), statistics.median(p[1] for p in got))
+        for lang, got in runs.items()
+        if got and lang not in failed
+    }
+    return medians, failed
 
 
 def echo_rps_2_clients(binary: Path, spec: str, iterations: int) -> float:
@@ -132,12 +165,13 @@ def _read_until(server: Any, word: str) -> None:
     server._ready.set()
 
 
-def run(iterations: int, warmup: int, echo_iterations: int) -> dict[str, Any]:
+def run(iterations: int, warmup: int, echo_iterations: int, rounds: int) -> dict[str, Any]:
     from foundation_ml._process import ServerProcess
 
     result: dict[str, Any] = {
         "cpus": os.cpu_count(),
         "iterations": iterations,
+        "rounds": rounds,
         "request": "demo x FP32[1, 784]",
     }
     binaries: dict[str, Path] = {}
@@ -156,22 +190,12 @@ def run(iterations: int, warmup: int, echo_iterations: int) -> dict[str, Any]:
         spec = f"x:FP32:1,784:{x_file}"
         name = f"bclients_{os.getpid()}"
         with ServerProcess(["--transport", "shm", "--name", name, "--threads", "1"]):
-            p50, p99 = python_latency(name, x, iterations, warmup)
-            result["python_p50_us"], result["python_p99_us"] = round(p50, 2), round(p99, 2)
-            for lang in NATIVE:
-                result[f"{lang}_p50_us"] = result[f"{lang}_p99_us"] = None
-                if lang not in binaries:
-                    continue
-                cmd = [str(binaries[lang]), "bench", "--name", name, "--model", "demo", "--input", spec]
-                try:
-                    got = run_json([*cmd, "--iterations", str(iterations), "--warmup", str(warmup)])
-                except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
-                    reasons[lang] = str(exc)[-300:]
-                    continue
-                result[f"{lang}_p50_us"], result[f"{lang}_p99_us"] = (
-                    round(got["p50_us"], 2),
-                    round(got["p99_us"], 2),
-                )
+            got, failed = latencies(name, spec, x, binaries, iterations, warmup, rounds)
+        reasons.update(failed)
+        for lang in ["python", *NATIVE]:
+            p50, p99 = got.get(lang, (None, None))
+            result[f"{lang}_p50_us"] = None if p50 is None else round(p50, 2)
+            result[f"{lang}_p99_us"] = None if p99 is None else round(p99, 2)
         result["c_floor_spin_p50_us"] = None
         if SPIN_FLOOR.exists():
             result["c_floor_spin_p50_us"] = round(run_json([str(SPIN_FLOOR), "100000"])["p50_us"], 3)
@@ -198,13 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
-    p.add_argument("--iterations", type=int, default=5000, help="timed calls per client")
-    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--iterations", type=int, default=5000, help="timed calls per client, all rounds")
+    p.add_argument("--warmup", type=int, default=200, help="untimed calls before each round")
+    p.add_argument("--rounds", type=int, default=5, help="rounds, each client once per round")
     p.add_argument("--echo-iterations", type=int, default=100000, help="calls per echo client")
     args = p.parse_args(argv)
     if args.quick:
-        args.iterations, args.warmup, args.echo_iterations = 500, 100, 5000
-    result = run(args.iterations, args.warmup, args.echo_iterations)
+        args.iterations, args.warmup, args.echo_iterations, args.rounds = 500, 100, 5000, 2
+    result = run(args.iterations, args.warmup, args.echo_iterations, args.rounds)
     if args.json:
         print(json.dumps(result))
     else:
