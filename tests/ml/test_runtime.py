@@ -181,3 +181,34 @@ def test_handler_errors_are_inference_errors_with_wire_codes(served: InferenceCl
     with pytest.raises(InferenceError) as info:
         served.infer("nope", {})
     assert info.value.code.name == "MODEL_NOT_FOUND"
+
+
+def test_requested_outputs_are_the_only_ones_returned(runtime, name, rows) -> None:
+    two = FunctionModel(
+        lambda x: {"double": x * 2, "neg": -x},
+        inputs={"x": "FP32[-1, 4]"},
+        outputs={"double": "FP32[-1, 4]", "neg": "FP32[-1, 4]"},
+    )
+    runtime.register_model("two", two)
+    runtime.start("inproc", name)
+    client = InferenceClient(name, transport="inproc", hub=runtime.hub)
+    x = rows(2)
+    assert sorted(client.infer("two", {"x": x})) == ["double", "neg"]
+    only = client.infer("two", {"x": x}, outputs=["neg"])
+    assert list(only) == ["neg"]
+    np.testing.assert_array_equal(only["neg"], -x)
+
+
+def test_async_infer_gives_the_same_answer(served: InferenceClient, rows) -> None:
+    import asyncio
+
+    x = rows(2)
+    out = asyncio.run(served.ainfer("affine", {"x": x}))
+    np.testing.assert_array_equal(out["y"], x * 2 + 1)
+
+
+def test_client_outputs_are_the_callers_own_arrays(served: InferenceClient, rows) -> None:
+    y1 = served.infer("affine", {"x": rows(1)})["y"]
+    y1[...] = 0  # writable, and writing it changes nothing the server or a later call sees
+    y2 = served.infer("affine", {"x": rows(1)})["y"]
+    np.testing.assert_array_equal(y2, rows(1) * 2 + 1)
