@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -98,15 +99,10 @@ class InferenceClient:
         outputs: Sequence[str] = (),
         timeout: float | None = None,
     ) -> dict[str, np.ndarray]:
-        """The async form of ``infer``."""
-        timeout = self.timeout if timeout is None else timeout
-        request = InferenceRequest(
-            model, dict(inputs), version=version, deadline_ns=deadline_after(timeout), outputs=tuple(outputs)
+        """The async form of ``infer``: the same call, run off the event loop."""
+        return await asyncio.to_thread(
+            self.infer, model, inputs, version=version, outputs=outputs, timeout=timeout
         )
-        response = await self._client.ainfer(request, timeout=timeout)
-        if self.copy:
-            return {k: np.array(v) for k, v in response.outputs.items()}
-        return dict(response.outputs)
 
     def metadata(self, model: str) -> dict[str, Any]:
         """The model's metadata document: versions, platform, input and output signature."""
