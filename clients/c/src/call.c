@@ -58,7 +58,14 @@ static enum fdn_status wait_seq(struct fdn_client *c, uint64_t s, uint64_t deadl
 
 /* Reconnect if the server died, and wait until the channel is idle (an answer to a request that
  * passed its deadline may still be owed). */
+/* A server that stopped (gracefully) marked its region STOPPED; a restarted one has a new region.
+ * One load, so every call can afford it; a killed server is noticed while waiting instead. */
+static void notice_stop(struct fdn_client *c) {
+    if (c->connected && FDN_LOAD(&c->region->state) == FDN_STOPPED) c->connected = 0;
+}
+
 static enum fdn_status ready(struct fdn_client *c, uint64_t deadline, struct fdn_error *err) {
+    notice_stop(c);
     if (!c->connected) {
         fdn_disconnect(c);
         enum fdn_status st = fdn_connect_now(c, err);
@@ -233,6 +240,7 @@ void *fdn_loan_data(fdn_client *c, uint32_t index) {
 
 enum fdn_status fdn_loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_result *res, struct fdn_error *err) {
     if (!c->loaned) return fdn_fail(err, FDN_INVALID_INPUT, 0, "no loan: call fdn_loan_begin first");
+    notice_stop(c);
     if (!c->connected) {
         c->loaned = 0;
         return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "the server of this loan is gone; take a new loan");

@@ -112,6 +112,14 @@ int main(void) {
         server = echo_server(python, name);
         CHECK(server > 0, "restart");
         if (server > 0) echo(c, "the call after the server restarted");
+
+        if (server > 0) { /* a graceful stop: the region says STOPPED */
+            kill(server, SIGTERM);
+            waitpid(server, NULL, 0);
+        }
+        server = echo_server(python, name);
+        CHECK(server > 0, "restart");
+        if (server > 0) echo(c, "the first call after a graceful restart");
         fdn_close(c);
     }
     if (server > 0) kill_server(server);

@@ -59,7 +59,16 @@ func (c *Client) waitSeq(s uint64, deadline uint64) error {
 }
 
 // ready reconnects if the server died, and waits until the channel is idle.
+// noticeStop: a server that stopped (gracefully) marked its region STOPPED; a restarted one has
+// a new region. One load, so every call can afford it; a killed server is noticed while waiting.
+func (c *Client) noticeStop() {
+	if c.connected && atomic.LoadUint32(c.u32(rState)) == stateStopped {
+		c.connected = false
+	}
+}
+
 func (c *Client) ready(deadline uint64) error {
+	c.noticeStop()
 	if !c.connected {
 		c.disconnect()
 		if err := c.connect(); err != nil {
@@ -258,6 +267,7 @@ func (c *Client) LoanInfer(timeout time.Duration) (*Result, error) {
 	if !c.loaned {
 		return nil, fail(InvalidInput, 0, "no loan: call LoanBegin first")
 	}
+	c.noticeStop()
 	if !c.connected {
 		c.loaned = false
 		return nil, fail(ServerUnavailable, 0, "the server of this loan is gone; take a new loan")

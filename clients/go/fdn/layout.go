@@ -41,6 +41,7 @@ const (
 const (
 	stateReady    = 1
 	stateStopping = 2
+	stateStopped  = 3
 )
 
 // Region header offsets (section 3).

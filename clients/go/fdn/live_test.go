@@ -90,4 +90,9 @@ func TestLiveAgainstTheEchoServer(t *testing.T) {
 	}
 	server = echoServer(t, python, name)
 	echo("the call after the server restarted")
+
+	server.Process.Signal(syscall.SIGTERM) // a graceful stop: the region says STOPPED
+	server.Wait()
+	server = echoServer(t, python, name)
+	echo("the first call after a graceful restart")
 }
