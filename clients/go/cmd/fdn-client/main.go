@@ -250,7 +250,11 @@ func call(c *fdn.Client, a *args, loaned bool) (*fdn.Result, error) {
 }
 
 func run(a *args, bench bool) int {
-	c, err := fdn.Connect(a.name, fdn.Options{SpinUs: a.spinUs})
+	spin := a.spinUs
+	if spin == 0 {
+		spin = fdn.NoSpin // --spin-us 0: block at once, as in C
+	}
+	c, err := fdn.Connect(a.name, fdn.Options{SpinUs: spin})
 	if err != nil {
 		return failed(err)
 	}
