@@ -186,7 +186,7 @@ class MLRuntime:
         return {
             "server": {
                 "name": self.name,
-                "transports": [t for t, _ in self.servers],
+                "transports": {t: _server_stats(s) for t, s in self.servers},
                 "uptime_s": round(time.time() - self.started, 3),
                 "accepting": self._accepting,
                 "rejected": dict(self._rejected),
@@ -322,6 +322,17 @@ def _output_problems(model: LoadedModel, got: dict[str, Any], batch: int) -> Ite
             yield f"output {spec.name} is {array.dtype}{list(array.shape)}"
         elif model.batchable and array.shape[0] != batch:
             yield f"output {spec.name} has {array.shape[0]} rows for {batch} input rows"
+
+
+def _server_stats(server: TransportServer) -> dict[str, Any]:
+    """A transport server's own counters, when it keeps any (an optional ``stats()``)."""
+    stats = getattr(server, "stats", None)
+    if not callable(stats):
+        return {}
+    try:
+        return dict(stats())
+    except Exception as exc:  # observability must not break the stats call
+        return {"error": repr(exc)}
 
 
 def _write_atomic(path: str, text: str) -> None:

@@ -73,6 +73,7 @@ def test_errors_cross_shm_typed(demo_runtime: MLRuntime, shm_hub: Hub, name: str
     with InferenceClient(name, transport="shm", hub=shm_hub) as client:
         with pytest.raises(ModelNotFound, match="serving: demo"):
             client.infer("nope", {"x": x_rows(1)})
+        assert client.stats()["server"]["transports"]["shm"]["channels"] > 0  # the transport's own
         with pytest.raises(InvalidInput, match=r"expected inputs: x: FP32\[-1, 784\]"):
             client.infer("demo", {"x": np.zeros((1, 3), np.float32)})
         np.testing.assert_array_equal(client.infer("demo", {"x": x_rows(1)})["y"], direct(x_rows(1)))
