@@ -10,6 +10,12 @@
 #include <time.h>
 #include <unistd.h>
 
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 static double now_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -29,7 +35,7 @@ int main(int argc, char **argv) {
     pid_t child = fork();
     if (child == 0) {
         for (uint64_t s = 1; s <= (uint64_t)(n + warmup); s++) {
-            while (__atomic_load_n(&w[0], __ATOMIC_ACQUIRE) != s) __builtin_ia32_pause();
+            while (__atomic_load_n(&w[0], __ATOMIC_ACQUIRE) != s) cpu_relax();
             __atomic_store_n(&w[8], s, __ATOMIC_RELEASE);
         }
         _exit(0);
@@ -38,7 +44,7 @@ int main(int argc, char **argv) {
     for (uint64_t s = 1; s <= (uint64_t)(n + warmup); s++) {
         double t0 = now_us();
         __atomic_store_n(&w[0], s, __ATOMIC_RELEASE);
-        while (__atomic_load_n(&w[8], __ATOMIC_ACQUIRE) != s) __builtin_ia32_pause();
+        while (__atomic_load_n(&w[8], __ATOMIC_ACQUIRE) != s) cpu_relax();
         if (s > (uint64_t)warmup) lat[s - 1 - (uint64_t)warmup] = now_us() - t0;
     }
     waitpid(child, NULL, 0);
