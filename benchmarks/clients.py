@@ -145,7 +145,7 @@ def echo_rps_2_clients(binary: Path, spec: str, iterations: int) -> float:
     server = ServerProcess([])
     server.args = [sys.executable, "-m", "foundation_shm._echo", name]
     server._read = lambda: _read_until(server, "ready")  # type: ignore[method-assign]
-    with server.start():
+    with server:  # __enter__ starts it
         cmd = [str(binary), "bench", "--name", name, "--model", "echo", "--input", spec]
         cmd += ["--iterations", str(iterations), "--warmup", "1000"]
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
