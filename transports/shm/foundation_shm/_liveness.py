@@ -9,19 +9,26 @@ import os
 __all__ = ["ServerLock", "is_alive", "lock_is_held", "start_time"]
 
 
-def start_time(pid: int) -> int:
-    """Field 22 of ``/proc/PID/stat``: the process start time in clock ticks since boot."""
+def _stat_fields(pid: int) -> list[bytes]:
+    """The fields of ``/proc/PID/stat`` after the command name (field 3 onward)."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
-    return int(stat.rsplit(b")", 1)[1].split()[19])
+    return stat.rsplit(b")", 1)[1].split()
+
+
+def start_time(pid: int) -> int:
+    """Field 22 of ``/proc/PID/stat``: the process start time in clock ticks since boot."""
+    return int(_stat_fields(pid)[19])
 
 
 def is_alive(pid: int, started: int) -> bool:
-    """True while process ``pid`` exists and is the one that started at ``started``."""
+    """True while process ``pid`` exists, is the one that started at ``started``, and is not a
+    zombie (killed but not yet reaped by its parent: spec 10.3 counts it as gone)."""
     if pid <= 0:
         return False
     try:
-        return start_time(pid) == started
+        fields = _stat_fields(pid)
+        return fields[0] not in (b"Z", b"X") and int(fields[19]) == started
     except (OSError, ValueError, IndexError):
         return False
 

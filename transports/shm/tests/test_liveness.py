@@ -174,3 +174,26 @@ def test_objects_are_private_to_the_user_unless_a_group_mode_is_given(
         assert any(e.startswith(f"fdn-{name}-d0-") for e in entries)  # the client's data segment too
         for entry in entries:
             assert os.stat(f"/dev/shm/{entry}").st_mode & 0o777 == want, entry
+
+
+def test_a_zombie_counts_as_dead() -> None:
+    """A process killed but not yet reaped keeps its /proc entry and start time (spec 10.3)."""
+    import signal
+
+    from foundation_shm._liveness import is_alive, start_time
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = start_time(child.pid)
+        assert is_alive(child.pid, started)
+        os.kill(child.pid, signal.SIGKILL)
+        for _ in range(200):  # wait for the kernel to make it a zombie; we do not reap it yet
+            with open(f"/proc/{child.pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.01)
+        assert start_time(child.pid) == started  # still there, same start time...
+        assert not is_alive(child.pid, started)  # ...but gone
+    finally:
+        child.kill()
+        child.wait()
