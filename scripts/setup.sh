@@ -9,6 +9,10 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
 command -v make >/dev/null || need_apt+=(make)
 if [ -d clients/go ] && ! command -v go >/dev/null; then need_apt+=(golang-go); fi
+# The machine image ships rustup's cargo in ~/.cargo/bin; Debian's cargo is the fallback.
+if [ -d clients/rust ] && ! command -v cargo >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+  need_apt+=(cargo)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -90,6 +90,9 @@ PRESENT = [lang for lang in CLIENTS if (ROOT / "clients" / lang).is_dir()]
 def tool_env() -> dict[str, str]:
     """The environment for builds: Go's cache somewhere writable, never the network."""
     env = dict(os.environ)
+    cargo_home = Path(env.get("CARGO_HOME", Path.home() / ".cargo")) / "bin"
+    if cargo_home.is_dir() and str(cargo_home) not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = os.pathsep.join([env.get("PATH", ""), str(cargo_home)])  # rustup's default home
     if "GOCACHE" not in env and not env.get("HOME"):
         env["GOCACHE"] = str(ROOT / "clients" / "go" / "bin" / "cache")
     env.setdefault("GOPROXY", "off")
@@ -122,7 +125,7 @@ def built(lang: str) -> NativeClient:
     """Build the client once per session; fail (never skip) when it does not build."""
     client = CLIENTS[lang]
     if lang not in _built:
-        if shutil.which(client.build[0]) is None:
+        if shutil.which(client.build[0], path=tool_env()["PATH"]) is None:
             _built[lang] = f"{client.build[0]} is not installed (scripts/setup.sh installs it)"
         else:
             proc = run(client.build, client.cwd)
