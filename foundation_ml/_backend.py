@@ -2,7 +2,8 @@
 
 A backend turns a *spec* (an object such as a ``torch.nn.Module``, or a string: a factory
 ``"pkg.module:build"``, a file, a model package) into a :class:`LoadedModel`: a callable from named
-numpy arrays to named numpy arrays with a signature. The runtime never sees the framework.
+numpy arrays to named numpy arrays with a signature (a model that sets ``takes_tensors`` also
+takes torch tensors, see ``device_tensors``). The runtime never sees the framework.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class LoadedModel(abc.ABC):
     device: str = "cpu"
     version: str = ""  # the version the model carries (a package's), if any
     signature_source: str = ""  # where the signature was declared, named by signature errors
+    #: ``__call__`` also takes torch tensors (CPU or CUDA); the runtime copies them to host numpy
+    #: arrays for models that do not.
+    takes_tensors: ClassVar[bool] = False
 
     @abc.abstractmethod
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
@@ -43,6 +47,12 @@ class LoadedModel(abc.ABC):
         """True when dimension 0 of every input and output is variable (``-1``): rows are independent."""
         specs = (*self.inputs, *self.outputs)
         return bool(specs) and all(s.shape and s.shape[0] == -1 for s in specs)
+
+    @property
+    def device_tensors(self) -> bool:
+        """True when the model runs on a CUDA device and takes CUDA tensors as they are: a runtime
+        serving such a model accepts CUDA IPC (device inputs by handle, device outputs back)."""
+        return self.takes_tensors and self.device.startswith("cuda")
 
     def example_inputs(self, batch: int = 1) -> Arrays:
         return example_inputs(self.inputs, batch)

@@ -6,6 +6,11 @@ thread (no hand-off). Requests whose inputs agree on every dimension after the f
 fixed by the signature) run as one backend call; the outputs are split back by row counts and
 each request is answered on its own. If a batched call raises, each request of it is
 re-run alone, so one bad request cannot fail its neighbours.
+
+torch tensors (CUDA IPC inputs) batch too, with requests whose same input lies on the same device
+(the device is part of the grouping key): they are joined with ``torch.cat`` on that device and
+the outputs split with ``torch.split`` (views on the batch's output, no copy). Host and device
+requests never share a batch.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._tensors import is_tensor
 from ._transport import Respond
 from ._types import InferenceRequest
 from .errors import HandlerError, ShuttingDown
@@ -129,7 +135,7 @@ class Batcher:
             if request.deadline_ns and now > request.deadline_ns:
                 served.finish(request, item[1], item[2], served.expired(request))
                 continue
-            key = tuple((n, a.shape[1:]) for n, a in sorted(request.inputs.items()))
+            key = tuple((n, tuple(a.shape[1:]), _where(a)) for n, a in sorted(request.inputs.items()))
             groups.setdefault(key, []).append(item)
         for group in groups.values():
             self._run_group(group)
@@ -141,7 +147,7 @@ class Batcher:
             return
         names = [s.name for s in served.model.inputs]
         rows = [item[0].inputs[names[0]].shape[0] for item in group]
-        stacked = {n: np.concatenate([item[0].inputs[n] for item in group]) for n in names}
+        stacked = {n: _concat([item[0].inputs[n] for item in group]) for n in names}
         try:
             outputs = served.model(stacked)
             total = sum(rows)
@@ -153,8 +159,7 @@ class Batcher:
                 self._run_alone(item)
             return
         served.metrics.record_batch(len(group))
-        offsets = np.cumsum(rows)[:-1]
-        parts = {n: np.split(a, offsets) for n, a in outputs.items()}
+        parts = {n: _split(a, rows) for n, a in outputs.items()}
         for i, (request, respond, t0) in enumerate(group):
             served.answer(request, respond, t0, {n: p[i] for n, p in parts.items()}, batch=0)
 
@@ -167,3 +172,24 @@ class Batcher:
             served.finish(request, respond, t0, served.failed(request, exc), batch=1)
             return
         served.answer(request, respond, t0, outputs, batch=1)
+
+
+def _where(a: object) -> object:
+    """Where an input lies: None for numpy arrays, a torch tensor's device otherwise."""
+    return None if type(a) is np.ndarray or not is_tensor(a) else a.device  # type: ignore[attr-defined]
+
+
+def _concat(parts: list[Any]) -> Any:
+    """Join along dimension 0: numpy arrays on the host, torch tensors on their device."""
+    if type(parts[0]) is np.ndarray or not is_tensor(parts[0]):
+        return np.concatenate(parts)
+    import torch  # loaded: the parts are its tensors
+
+    return torch.cat(parts)
+
+
+def _split(a: Any, rows: list[int]) -> list[Any]:
+    """Split along dimension 0 into ``rows``-sized parts (views)."""
+    if type(a) is np.ndarray or not is_tensor(a):
+        return np.split(a, np.cumsum(rows)[:-1])
+    return list(a.split(rows))

@@ -13,6 +13,7 @@ import numpy as np
 from foundation_core import Hub
 
 from ._plugin import DEFAULT_NAME
+from ._tensors import device_of, is_device_tensor, to_host
 from ._transport import TransportClient
 from ._types import InferenceRequest, InferenceResponse, deadline_after
 
@@ -36,6 +37,12 @@ class InferenceClient:
     request's deadline, which the server honours. Outputs are the caller's own arrays
     (``copy=True``); ``copy=False`` returns what the transport returns, which may be views that the
     next call on the same connection overwrites (shm).
+
+    Inputs may be torch tensors. CPU tensors travel as numpy arrays (``.numpy()``, no copy when
+    contiguous) and the outputs are numpy arrays. CUDA tensors go to the transport as they are
+    (shm: by CUDA IPC handle, or through host memory with ``cuda_fallback="host"``; both are
+    ``options`` of ``connect``) and the outputs are torch tensors on the device of the first CUDA
+    input (with ``copy=True``: the caller's own, the copy complete when ``infer`` returns).
     """
 
     def __init__(
@@ -66,6 +73,9 @@ class InferenceClient:
     ) -> dict[str, np.ndarray]:
         """Run ``model`` on named inputs; returns its named outputs."""
         response = self.infer_response(model, inputs, version=version, outputs=outputs, timeout=timeout)
+        device = device_of(inputs)
+        if device is not None:
+            return _on_device(response.outputs, device, self.copy)
         if self.copy:
             return {k: np.array(v) for k, v in response.outputs.items()}
         return dict(response.outputs)
@@ -83,7 +93,7 @@ class InferenceClient:
         timeout = self.timeout if timeout is None else timeout
         request = InferenceRequest(
             model,
-            {k: np.ascontiguousarray(v) for k, v in inputs.items()},
+            {k: _prepare(v) for k, v in inputs.items()},
             version=version,
             deadline_ns=deadline_after(timeout),
             outputs=tuple(outputs),
@@ -122,3 +132,28 @@ class InferenceClient:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _prepare(value: Any) -> Any:
+    """An input as the transport takes it: a C-contiguous numpy array (CPU torch tensors by
+    ``.numpy()``), or a CUDA tensor as it is."""
+    if type(value) is np.ndarray:
+        return np.ascontiguousarray(value)
+    return value if is_device_tensor(value) else to_host(value)
+
+
+def _on_device(outputs: Mapping[str, Any], device: Any, copy: bool) -> dict[str, Any]:
+    """A CUDA request's outputs as torch tensors on ``device``; copies (synchronised) if ``copy``."""
+    import torch  # loaded: the request held a CUDA tensor
+
+    out: dict[str, Any] = {}
+    for k, v in outputs.items():
+        if not isinstance(v, torch.Tensor):  # a transport that returned host arrays
+            out[k] = torch.from_numpy(np.array(v)).to(device)
+        elif v.device != device:
+            out[k] = v.to(device)
+        else:
+            out[k] = v.clone() if copy else v
+    if copy and device.type == "cuda":  # the copies are done before the server may reuse its memory
+        torch.cuda.current_stream(device).synchronize()
+    return out

@@ -57,7 +57,23 @@ class DataType(enum.Enum):
         except KeyError:
             raise ValueError(f"numpy dtype {np.dtype(dtype)} has no protocol datatype") from None
 
+    @property
+    def torch_name(self) -> str | None:
+        """The torch dtype's name (``"float32"``, ``"bfloat16"``); None for BYTES (no torch dtype)."""
+        return _TORCH_NAMES.get(self)
+
+    @classmethod
+    def from_torch(cls, dtype: object) -> DataType | None:
+        """The datatype of a torch dtype (``torch.float32`` or ``"torch.float32"``), None if it has
+        none. Works on the dtype's name: torch is not imported."""
+        return _BY_TORCH.get(str(dtype).removeprefix("torch."))
+
 
 _BY_CODE = {d.code: d for d in DataType}
 # uint16 maps to UINT16 (not BF16) and uint8 to UINT8 (not BYTES): the natural reading of numpy.
 _BY_NUMPY = {d.numpy: d for d in reversed(list(DataType)) if d not in (DataType.BF16, DataType.BYTES)}
+# torch dtype names: numpy's, except BF16 (torch.bfloat16; numpy carries its bits as uint16).
+_TORCH_NAMES: dict[DataType, str] = {
+    d: ("bfloat16" if d is DataType.BF16 else d.numpy.name) for d in DataType if d is not DataType.BYTES
+}
+_BY_TORCH: dict[str, DataType] = {n: d for d, n in _TORCH_NAMES.items()}

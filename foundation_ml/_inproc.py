@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._tensors import is_tensor
 from ._transport import RequestHandler, Transport, TransportClient, TransportServer
 from ._types import InferenceRequest, InferenceResponse
 from .errors import DeadlineExceeded, InferenceError, InternalError, ServerUnavailable
@@ -105,6 +106,8 @@ class _InprocClient(TransportClient):
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
+    if is_tensor(array):  # a torch tensor (a CUDA one: the runtime's device path) goes as it is
+        return array
     view = np.asarray(array).view()
     view.flags.writeable = False
     return view

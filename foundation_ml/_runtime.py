@@ -153,6 +153,14 @@ class MLRuntime:
 
     # --- the request handler (called by transports) -------------------------------------------
 
+    @property
+    def device_tensors(self) -> bool:
+        """Whether this runtime takes torch CUDA tensors as inputs: True when a model it serves
+        runs on a CUDA device (``device="cuda:N"``). A transport reads it when it starts serving
+        (the shm transport then accepts CUDA IPC in its default mode), so register such models
+        before ``start``. Requests with CUDA tensors for a host model are copied to host first."""
+        return any(s.model.device_tensors for s in self.registry.all())
+
     def __call__(self, request: InferenceRequest, respond: Respond) -> None:
         t0 = _now()
         try:

@@ -11,6 +11,7 @@ from ._backend import LoadedModel
 from ._batching import Batcher
 from ._metrics import ModelMetrics
 from ._signature import compile_validator, describe, mismatch
+from ._tensors import has_tensor, to_host
 from ._transport import Respond
 from ._types import InferenceRequest, InferenceResponse, ModelMetadata
 from .errors import DeadlineExceeded, HandlerError, InferenceError, InvalidInput
@@ -57,6 +58,8 @@ class ServedModel:
                     model=self.name,
                     request_id=request.id,
                 )
+            if not self.model.takes_tensors and has_tensor(request.inputs):
+                request.inputs = {n: to_host(a) for n, a in request.inputs.items()}  # numpy models
         except InferenceError as exc:
             self.finish(request, respond, t0, exc)
             return

@@ -1,4 +1,4 @@
-"""Model signatures: parse ``"FP32[-1, 784]"`` specs, validate request inputs, make example inputs."""
+"""Model signatures: parse ``"FP32[-1, 784]"`` specs, validate inputs (numpy or torch), make examples."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ._datatypes import DataType
+from ._tensors import is_tensor
 from ._types import TensorSpec
 from .errors import InvalidInput
 
@@ -72,18 +73,27 @@ def compile_validator(specs: tuple[TensorSpec, ...]) -> Callable[[Mapping[str, n
     """A fast check of ``inputs`` against ``specs`` (names, dtypes, ranks, fixed dimensions), built
     once per model so the hot path does no lookups beyond the arrays' own attributes."""
     checks = [
-        (s.name, s.datatype.numpy, len(s.shape), tuple((i, d) for i, d in enumerate(s.shape) if d >= 0))
+        (
+            s.name,
+            s.datatype.numpy,
+            s.datatype,
+            len(s.shape),
+            tuple((i, d) for i, d in enumerate(s.shape) if d >= 0),
+        )
         for s in specs
     ]
     count = len(checks)
+    from_torch = DataType.from_torch
 
     def valid(inputs: Mapping[str, np.ndarray]) -> bool:
         if len(inputs) != count:
             return False
-        for name, dtype, ndim, fixed in checks:
+        for name, dtype, datatype, ndim, fixed in checks:
             array = inputs.get(name)
-            if array is None or array.dtype != dtype or array.ndim != ndim:
+            if array is None or array.ndim != ndim:
                 return False
+            if array.dtype != dtype and not (is_tensor(array) and from_torch(array.dtype) is datatype):
+                return False  # a torch tensor's dtype is compared through the datatype table
             shape = array.shape
             for i, d in fixed:
                 if shape[i] != d:
@@ -106,12 +116,21 @@ def mismatch(specs: tuple[TensorSpec, ...], inputs: Mapping[str, np.ndarray]) ->
         spec = want.get(name)
         if spec is None or spec.accepts(array):
             continue
-        try:
-            got = f"{DataType.from_numpy(array.dtype).name}{list(array.shape)}"
-        except ValueError:
-            got = f"numpy {array.dtype}{list(array.shape)}"
+        got = _describe_value(array)
         problems.append(f"input {name} is {got}, expected {spec.describe().split(': ', 1)[1]}")
     return f"{'; '.join(problems)} (expected inputs: {describe(specs)})"
+
+
+def _describe_value(array: Any) -> str:
+    """``FP32[2, 3]``; a torch tensor also names where it lies (``FP32[2, 3] (torch, cuda:0)``)."""
+    if is_tensor(array):
+        dt = DataType.from_torch(array.dtype)
+        kind = dt.name if dt is not None else f"torch {array.dtype}"
+        return f"{kind}{list(array.shape)} (torch, {array.device})"
+    try:
+        return f"{DataType.from_numpy(array.dtype).name}{list(array.shape)}"
+    except ValueError:
+        return f"numpy {array.dtype}{list(array.shape)}"
 
 
 def example_inputs(specs: Iterable[TensorSpec], batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:

@@ -1,8 +1,9 @@
 """Request, response and model-metadata types, in the Open Inference Protocol's vocabulary.
 
 Tensors are numpy arrays keyed by name (a transport may hand the server read-only views on
-shared memory). ``deadline_ns`` is absolute ``CLOCK_MONOTONIC`` time (``time.monotonic_ns()``),
-which every process on a Linux host shares, so a deadline survives crossing the boundary.
+shared memory), or torch tensors where a transport or client passes them (CUDA IPC).
+``deadline_ns`` is absolute ``CLOCK_MONOTONIC`` time (``time.monotonic_ns()``), which every
+process on a Linux host shares, so a deadline survives crossing the boundary.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import attrs
 import numpy as np
 
 from ._datatypes import DataType
+from ._tensors import is_tensor
 
 __all__ = ["InferenceRequest", "InferenceResponse", "ModelMetadata", "TensorSpec", "deadline_after"]
 
@@ -59,9 +61,15 @@ class TensorSpec:
     shape: tuple[int, ...]
 
     def accepts(self, array: np.ndarray) -> bool:
-        if array.dtype != self.datatype.numpy or array.ndim != len(self.shape):
+        """Whether ``array`` (a numpy array, or a torch tensor on any device) fits this spec."""
+        if array.ndim != len(self.shape):
+            return False
+        if array.dtype != self.datatype.numpy and not (is_tensor(array) and self._torch_dtype_ok(array)):
             return False
         return all(want in (-1, got) for want, got in zip(self.shape, array.shape, strict=True))
+
+    def _torch_dtype_ok(self, tensor: Any) -> bool:
+        return DataType.from_torch(tensor.dtype) is self.datatype
 
     def describe(self) -> str:
         dims = ", ".join("-1" if d < 0 else str(d) for d in self.shape)

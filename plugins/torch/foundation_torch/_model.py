@@ -1,4 +1,12 @@
-"""A loaded torch model on a device: numpy in, numpy out, zero-copy on CPU, under ``inference_mode``."""
+"""A loaded torch model on a device: numpy in, numpy out, zero-copy on CPU, under ``inference_mode``.
+
+torch tensors are taken too (the shm transport's CUDA IPC path hands over CUDA tensors opened from
+their handles). A tensor already on the model's device goes in as it is (no copy); one on another
+device is moved there (``.to``: CPU tensors, or another GPU's). When an input is a CUDA tensor the
+outputs stay torch tensors, on the device of the first CUDA input (moved there if the model runs
+elsewhere); otherwise they are numpy arrays. Nothing here synchronises: work is queued on each
+device's current stream, and the transport synchronises before it answers (spec 15.4 rule 2).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ import torch
 
 from foundation_ml import DataType, TensorSpec
 from foundation_ml._backend import LoadedModel
+from foundation_ml._tensors import device_of
 
 __all__ = ["DTYPES", "TorchModel", "torch_dtype"]
 
@@ -70,11 +79,35 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy()
 
 
+def _tensor_arg(
+    a: Any, from_numpy: Callable[[np.ndarray], torch.Tensor], device: torch.device
+) -> torch.Tensor:
+    """A numpy array through ``from_numpy``; a torch tensor as it is, moved only when on another device."""
+    if not isinstance(a, torch.Tensor):
+        return from_numpy(a)
+    return a if a.device == device else a.to(device)
+
+
+def _outputs_on(result: Any, names: list[str], device: torch.device) -> dict[str, Any]:
+    """The module's result as torch tensors on ``device`` (a CUDA request's device)."""
+    if isinstance(result, torch.Tensor):
+        items: list[tuple[str, Any]] = [(names[0], result)]
+    elif isinstance(result, Mapping):
+        items = [(k, result[k]) for k in names if k in result]
+    elif isinstance(result, tuple | list):
+        items = list(zip(names, result, strict=False))
+    else:
+        raise TypeError(f"model returned {type(result).__name__}, expected a tensor, tuple or dict")
+    return {k: v if v.device == device else v.to(device) for k, v in items}
+
+
 class TorchModel(LoadedModel):
     """Calls ``module(*inputs in signature order)``; the result may be a tensor (one output), a
-    tuple or list (outputs in order) or a dict (outputs by name)."""
+    tuple or list (outputs in order) or a dict (outputs by name). Takes numpy arrays and torch
+    tensors (see the module docstring); on ``cuda:N`` it declares ``device_tensors``."""
 
     platform = "pytorch"
+    takes_tensors = True
 
     def __init__(
         self,
@@ -97,8 +130,12 @@ class TorchModel(LoadedModel):
         self.version = version
         self._batchable = batchable
         dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+            dev = torch.device("cuda", torch.cuda.current_device())  # "cuda": compare inputs' cuda:N
+        self._dev = dev
         self._pairs = [(_to_torch(s, dev), s.name) for s in inputs]
         self._out_names = [s.name for s in outputs]
+        self._in_names = [s.name for s in inputs]
         # one CPU output that is not BF16: ``.numpy()`` directly
         self._plain_out = dev.type == "cpu" and outputs[0].datatype is not DataType.BF16 if outputs else False
 
@@ -107,9 +144,30 @@ class TorchModel(LoadedModel):
         return super().batchable if self._batchable is None else self._batchable
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for n in self._in_names:  # the numpy-only path below is the hot one: one check per input
+            if type(inputs[n]) is not np.ndarray:
+                return self._call_tensors(inputs)
         with _inference_mode():
             args = [conv(inputs[n]) for conv, n in self._pairs]
             result = self.module(*args)
+        return self._host_outputs(result, args)
+
+    def _call_tensors(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Inputs with torch tensors: tensors in place (moved only off-device), CUDA outputs kept."""
+        dev = self._dev
+        with _inference_mode():
+            args = [_tensor_arg(inputs[n], to_t, dev) for to_t, n in self._pairs]
+            result = self.module(*args)
+        target = device_of(inputs)
+        if target is None:  # CPU tensors only: a host request
+            return self._host_outputs(result, args)
+        out = _outputs_on(result, self._out_names, target)
+        for k, v in out.items():  # never hand back an input (the caller's own memory)
+            if any(v is a for a in args):
+                out[k] = v.clone()
+        return out
+
+    def _host_outputs(self, result: Any, args: list[torch.Tensor]) -> dict[str, np.ndarray]:
         if type(result) is torch.Tensor:
             if result is args[0] or any(result is a for a in args):  # never hand back the input
                 result = result.clone()

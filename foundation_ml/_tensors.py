@@ -1,0 +1,84 @@
+"""torch tensors as request values, recognised by duck typing: foundation_ml never imports torch for them.
+
+A transport may hand the runtime torch tensors (the shm transport's CUDA IPC path gives CUDA
+tensors opened from their handles), and a client may pass them. These helpers check and convert
+them by their attributes (``dtype``, ``shape``, ``is_cuda``, ``device``); the few conversions that
+need torch itself import it inside the function, where a tensor proves it is already loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ._datatypes import DataType
+
+__all__ = [
+    "device_of",
+    "has_device_tensor",
+    "has_tensor",
+    "is_device_tensor",
+    "is_tensor",
+    "tensor_datatype",
+    "to_host",
+]
+
+
+def is_tensor(value: object) -> bool:
+    """True for a torch tensor (on any device), without importing torch."""
+    kind = type(value)
+    return kind is not np.ndarray and kind.__module__.startswith("torch") and hasattr(value, "is_cuda")
+
+
+def is_device_tensor(value: object) -> bool:
+    """True for a torch tensor on a CUDA device."""
+    return is_tensor(value) and bool(getattr(value, "is_cuda", False))
+
+
+def has_tensor(inputs: Mapping[str, Any]) -> bool:
+    """Whether any value of ``inputs`` is a torch tensor (numpy-only inputs: one type check each)."""
+    for v in inputs.values():  # noqa: SIM110  (a loop: no generator on the hot path)
+        if type(v) is not np.ndarray and is_tensor(v):
+            return True
+    return False
+
+
+def has_device_tensor(inputs: Mapping[str, Any]) -> bool:
+    """Whether any value of ``inputs`` is a torch CUDA tensor."""
+    for v in inputs.values():  # noqa: SIM110
+        if type(v) is not np.ndarray and is_device_tensor(v):
+            return True
+    return False
+
+
+def device_of(inputs: Mapping[str, Any]) -> Any:
+    """The device (a ``torch.device``) of the first CUDA tensor of ``inputs``, else None."""
+    for v in inputs.values():
+        if type(v) is not np.ndarray and is_device_tensor(v):
+            return v.device
+    return None
+
+
+def tensor_datatype(value: Any) -> DataType | None:
+    """The protocol datatype of a torch tensor's dtype (``torch.bfloat16`` is BF16), or None."""
+    return DataType.from_torch(value.dtype)
+
+
+def to_host(value: Any) -> np.ndarray:
+    """A torch tensor as a C-contiguous host numpy array (zero-copy for a contiguous CPU tensor;
+    BF16 as its uint16 bit patterns, as the protocol carries it); numpy arrays pass through."""
+    if not is_tensor(value):
+        return np.ascontiguousarray(value)
+    t = value.detach()
+    if t.is_cuda:
+        t = t.cpu()
+    t = t.contiguous()
+    if DataType.from_torch(t.dtype) is DataType.BF16:
+        import torch  # loaded: ``value`` is one of its tensors
+
+        bits: np.ndarray = t.view(torch.int16).numpy().view(np.uint16)
+        return bits
+    array: np.ndarray = t.numpy()
+    return array
