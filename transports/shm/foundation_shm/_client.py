@@ -1,20 +1,24 @@
 """The shm client: claims channels, writes requests in place, waits (spin, then block), decodes responses.
 
 One ``ShmClient`` is thread-safe: each concurrent call takes its own channel from a small pool
-(claimed from the server on demand, up to ``channels``). Outputs are read-only numpy views on the
-channel's response area, valid until the next call that reuses the channel; pass
-``copy_outputs=True`` to get copies. ``loan()`` hands out writable views on the request area so
-inputs are written straight into shared memory.
+(claimed from the server on demand, up to ``channels`` calls at once). Outputs are read-only numpy
+views on the channel's response area, valid until the calling thread's next call on this client
+(the thread keeps that channel until then, or until it ends, so no other thread's request can
+overwrite them); ``ainfer`` always returns copies; pass ``copy_outputs=True`` to get copies.
+``loan()`` hands out writable views on the request area so inputs are written straight into
+shared memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,6 +69,19 @@ _READY = int(L.RegionState.READY)
 _TOO_LARGE = int(ErrorCode.TOO_LARGE)
 
 
+class _Held:
+    """The channel a thread keeps after a call that returned views on it (one per thread and client).
+
+    ``box[0]`` is the channel, or None while the thread is in a call or holds nothing. When the
+    thread ends, its thread-local storage drops this object and the finalizer gives the channel back.
+    """
+
+    __slots__ = ("__weakref__", "box")
+
+    def __init__(self) -> None:
+        self.box: list[_Channel | None] = [None]
+
+
 class ShmClient(TransportClient):
     """A connection to the shm server ``address`` (see ``ShmTransport.connect`` for the options)."""
 
@@ -99,6 +116,8 @@ class ShmClient(TransportClient):
         self._all: list[_Channel] = []
         self._free: list[_Channel] = []
         self._waiters = 0
+        self._local = threading.local()
+        self._holders: list[_Held] = []
         self._spin = AdaptiveSpin(spin_us * 1000)
         with self._cond:
             self._free.append(self._claim_locked())
@@ -162,6 +181,13 @@ class ShmClient(TransportClient):
         return ch
 
     def _take(self, deadline_ns: int) -> _Channel:
+        held = getattr(self._local, "held", None)
+        if held is not None and held.box[0] is not None:
+            ch = held.box[0]  # this thread's own channel: its previous outputs end here
+            held.box[0] = None
+            if ch.conn is self._conn and ch.conn.alive and ch.words[ch.sseq] == ch.seq and not self._closed:
+                return ch
+            self._give(ch)
         try:
             ch = self._free.pop()  # the common case, lock-free: list.pop is atomic under the GIL
         except IndexError:
@@ -182,7 +208,10 @@ class ShmClient(TransportClient):
                 for i, ch in enumerate(self._free):
                     if ch.idle():
                         return self._free.pop(i)
-                if len(self._all) < self.max_channels:
+                # Channels kept for other threads' unread outputs do not count: a pool of more
+                # threads than `channels` must not wait for threads that are not calling.
+                held = sum(1 for h in self._holders if h.box[0] is not None)
+                if len(self._all) - held < self.max_channels:
                     return self._claim_locked()
                 left = (deadline_ns - time.monotonic_ns()) / 1e9 if deadline_ns else 0.05
                 if left <= 0:
@@ -193,12 +222,37 @@ class ShmClient(TransportClient):
                 finally:
                     self._waiters -= 1
 
-    def _give(self, ch: _Channel) -> None:
-        if ch.conn is self._conn:
-            self._free.append(ch)
-            if self._waiters:
+    def _give(self, ch: _Channel, *, hold: bool = False) -> None:
+        """Return a channel after a call. ``hold``: the call returned views on its response area,
+        so the calling thread keeps the channel until its next call (or its end): another
+        thread's request must not overwrite outputs that are still being read."""
+        if ch.conn is not self._conn:
+            return
+        if hold:
+            held = getattr(self._local, "held", None)
+            if held is None:
+                held = self._local.held = _Held()
+                weakref.finalize(held, self._unhold, weakref.ref(self), held.box)
                 with self._cond:
-                    self._cond.notify()
+                    self._holders.append(held)
+            held.box[0] = ch
+            return
+        self._free.append(ch)
+        if self._waiters:
+            with self._cond:
+                self._cond.notify()
+
+    @staticmethod
+    def _unhold(client_ref: weakref.ref[ShmClient], box: list[_Channel | None]) -> None:
+        """A thread that held a channel ended: the channel goes back to the pool."""
+        client, ch = client_ref(), box[0]
+        box[0] = None
+        if client is None:
+            return
+        with client._cond:
+            client._holders = [h for h in client._holders if h.box is not box]
+        if ch is not None:
+            client._give(ch)
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -226,6 +280,7 @@ class ShmClient(TransportClient):
         deadline = self._deadline(request.deadline_ns, timeout)
         rid = request.id or next(self._ids)
         ch = self._take(deadline)
+        views = False
         try:
             inputs = request.inputs
             arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in inputs.values()]
@@ -246,10 +301,25 @@ class ShmClient(TransportClient):
                     _U64.pack_into(req, _DEADLINE_AT, deadline)
                     ch.wdeadline = deadline
                 write_header(req, _INFER, rid, payload, self.flags, refs)
-                return self._exchange(ch, rid, request.model, deadline, retry=True)
-            return self._infer_full(ch, request, arrays, params, key, rid, deadline)
+                resp = self._exchange(ch, rid, request.model, deadline, retry=True)
+            else:
+                resp = self._infer_full(ch, request, arrays, params, key, rid, deadline)
+            views = not self.copy_outputs
+            return resp
         finally:
-            self._give(ch)
+            self._give(ch, hold=views)
+
+    async def ainfer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        """``infer`` off the event loop. Outputs are always copies here: the worker thread's next
+        call may serve another coroutine, and would overwrite views."""
+
+        def call() -> InferenceResponse:
+            resp = self.infer(request, timeout=timeout)
+            if not self.copy_outputs:
+                resp.outputs = {k: v.copy() for k, v in resp.outputs.items()}
+            return resp
+
+        return await asyncio.to_thread(call)
 
     def _infer_full(
         self,

@@ -714,6 +714,7 @@ class ClientCuda:
         it = iter(refs)
         placed = [t if type(t) is CudaIpcRef else next(it) for t in tensors]
         ch = client._take(deadline)
+        answered = False
         try:
             client._ensure(ch, end)
             for place, arr in zip(refs, arrays, strict=True):
@@ -734,9 +735,10 @@ class ClientCuda:
             _synchronize(devices)  # 15.4 rule 1: the inputs are complete before the request
             resp = client._exchange(ch, rid, request.model, deadline, retry=True)
             resp.outputs = self._outputs(ch.conn, resp.outputs, device, client.copy_outputs)
+            answered = True
             return resp
         finally:
-            client._give(ch)
+            client._give(ch, hold=answered and not client.copy_outputs)  # outputs valid until next call
             del keep
 
     def _outputs(self, conn: object, outputs: Mapping[str, Any], device: Any, copy: bool) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class Loan:
     ) -> None:
         self._client = client
         self._channel: _Channel | None = channel
+        self._answered = False  # an infer() returned outputs that view the response area
         self.model = model
         self.version = version
         self.outputs = tuple(outputs)
@@ -91,14 +92,17 @@ class Loan:
             )
             self._written = (gen, deadline)
         try:
-            return client._exchange(ch, rid, self.model, deadline, retry=True)
+            resp = client._exchange(ch, rid, self.model, deadline, retry=True)
+            self._answered = True
+            return resp
         finally:
             if ch.gen != gen:  # the response area grew: the segment moved, and the views with it
                 self._map()
 
     def close(self) -> None:
         if self._channel is not None:
-            self._client._give(self._channel)
+            # outputs of the last infer() view the response area: keep the channel for this thread
+            self._client._give(self._channel, hold=self._answered and not self._client.copy_outputs)
             self._channel = None
             self.inputs = {}
 

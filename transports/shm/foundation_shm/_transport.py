@@ -22,7 +22,7 @@ class ShmTransport(Transport):
     IPC when the handler declares ``device_tensors``; True; False: refuse; see docs/cuda_ipc.md).
     ``connect`` options: ``channels`` (4 concurrent calls per client), ``spin_us`` (100),
     ``capacity`` (server's default), ``copy_outputs`` (False: outputs are views valid until the
-    next call on the same channel), ``timeout`` (None), ``connect_timeout`` (2 s), ``data_crc``,
+    calling thread's next call on this client), ``timeout`` (None), ``connect_timeout`` (2 s), ``data_crc``,
     ``cuda_ipc`` (None: torch CUDA tensors by handle when the server offers it; True: require CUDA;
     False: by host), ``cuda_fallback`` ("error", or "host": copy them through host memory).
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,48 @@ def test_threads_of_one_client_each_get_their_own_response(server: ShmServer, na
         for t in threads:
             t.join()
     assert not errors
+
+
+def test_outputs_stay_intact_until_the_same_threads_next_call(server: ShmServer, name: str) -> None:
+    """Views on the response area: another thread's calls must never overwrite them, even with
+    more threads than channels (no thread waits for one that is not calling)."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+    with ShmTransport().connect(name, channels=2) as client:
+
+        def run(t: int) -> None:
+            try:
+                for i in range(30):
+                    x = np.full(256, t * 1000 + i, dtype=np.int64)
+                    y = client.infer(InferenceRequest("echo", {"x": x}), timeout=20).outputs["x"]
+                    if i == 0:
+                        barrier.wait(timeout=20)  # every thread holds a view while the others call
+                    time.sleep(0.001)
+                    np.testing.assert_array_equal(y, x)  # still this thread's own bytes
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+
+
+def test_async_outputs_are_copies(server: ShmServer, name: str) -> None:
+    import asyncio
+
+    async def main() -> list[np.ndarray]:
+        with ShmTransport().connect(name) as client:
+            reqs = [InferenceRequest("echo", {"x": np.full(8, i)}) for i in range(6)]
+            resps = await asyncio.gather(*(client.ainfer(r, timeout=20) for r in reqs))
+            return [r.outputs["x"] for r in resps]
+
+    outs = asyncio.run(main())
+    for i, y in enumerate(outs):
+        assert y.flags.owndata
+        np.testing.assert_array_equal(y, np.full(8, i))
 
 
 def test_n_client_processes_times_m_requests_all_verified(echo_server: object, name: str) -> None:
