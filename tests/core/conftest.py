@@ -172,12 +172,8 @@ def _write_project(root: Path, name: str, files: dict[str, str]) -> Path:
     return proj
 
 
-@pytest.fixture(scope="session")
-def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding every fixture plugin, installed by pip (one run for all)."""
-    root = tmp_path_factory.mktemp("fixture-src")
-    site = tmp_path_factory.mktemp("fixture-site")
-    projects = [str(_write_project(root, n, f)) for n, f in PLUGINS.items()]
+def pip_install_target(projects: list[Path], site: Path) -> None:
+    """``pip install --target site`` the projects: real builds, real dist-info and entry points."""
     subprocess.run(
         [
             sys.executable,
@@ -190,11 +186,19 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--disable-pip-version-check",
             "--target",
             str(site),
-            *projects,
+            *map(str, projects),
         ],
         check=True,
         capture_output=True,
     )
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding every fixture plugin, installed by pip (one run for all)."""
+    root = tmp_path_factory.mktemp("fixture-src")
+    site = tmp_path_factory.mktemp("fixture-site")
+    pip_install_target([_write_project(root, n, f) for n, f in PLUGINS.items()], site)
     return site
 
 

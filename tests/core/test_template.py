@@ -12,7 +12,7 @@ import pytest
 
 from foundation_core._template import new_plugin
 
-from .conftest import run_cli
+from .conftest import pip_install_target, run_cli
 
 
 def test_generated_plugin_installs_is_discovered_and_passes_its_own_tests(tmp_path: Path) -> None:
@@ -20,23 +20,7 @@ def test_generated_plugin_installs_is_discovered_and_passes_its_own_tests(tmp_pa
     assert proc.returncode == 0, proc.stderr
     root = tmp_path / "foundation-my-cache"
     site = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--disable-pip-version-check",
-            "--target",
-            str(site),
-            str(root),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    pip_install_target([root], site)
     env = {**os.environ, "PYTHONPATH": str(site)}
     tests = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
