@@ -129,12 +129,16 @@ class PatternError(FoundationError):
 
 
 class RetryError(PatternError):
-    """Every attempt failed. The last attempt's exception is chained as ``__cause__``."""
+    """Every attempt failed. The last attempt's exception is chained as ``__cause__``; when the
+    attempts returned results that the retry predicate rejected, ``last_result`` is the last one."""
 
-    def __init__(self, name: str, attempts: int, elapsed: float, reason: str = "") -> None:
+    def __init__(
+        self, name: str, attempts: int, elapsed: float, reason: str = "", *, last_result: object = None
+    ) -> None:
         self.name = name
         self.attempts = attempts
         self.elapsed = elapsed
+        self.last_result = last_result
         why = f" ({reason})" if reason else ""
         super().__init__(f"retry {name!r} gave up after {attempts} attempts in {elapsed:.3f}s{why}")
 

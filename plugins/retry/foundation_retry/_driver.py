@@ -92,7 +92,10 @@ def _settings(policy: RetryPolicy, clock: Clock, start: float) -> dict[str, Any]
         assert outcome is not None
         error = outcome.exception() if outcome.failed else None
         reason = stop.reason if error is not None else f"{stop.reason}; last result rejected"
-        raise RetryError(policy.name, rs.attempt_number, clock.now() - start, reason) from error
+        last = None if outcome.failed else outcome.result()
+        raise RetryError(
+            policy.name, rs.attempt_number, clock.now() - start, reason, last_result=last
+        ) from error
 
     return {
         "stop": stop,

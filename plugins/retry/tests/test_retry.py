@@ -135,3 +135,20 @@ def test_success_path_and_plugin_never_import_tenacity() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_rejected_results_give_up_with_the_last_result(mode: str) -> None:
+    clock = VirtualClock()
+    results = iter(["busy-1", "busy-2", "busy-3"])
+
+    def poll() -> str:
+        return next(results)
+
+    policy = RetryPolicy(max_attempts=3, base_delay=0.1, retry_if_result=lambda r: r.startswith("busy"))
+    protected = retry_factory(policy, clock=clock)(poll if mode == "sync" else as_async(poll))
+    with pytest.raises(RetryError, match="last result rejected") as exc_info:
+        run(protected)
+    assert exc_info.value.attempts == 3
+    assert exc_info.value.last_result == "busy-3"
+    assert exc_info.value.__cause__ is None
