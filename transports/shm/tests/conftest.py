@@ -87,3 +87,30 @@ def echo_process(name: str) -> Iterator[Callable[..., EchoProcess]]:
 @pytest.fixture
 def echo_server(echo_process: Callable[..., EchoProcess]) -> EchoProcess:
     return echo_process()
+
+
+class CudaServeProcess:
+    """``python -m foundation_shm._cuda_serve NAME --cuda-ipc MODE`` (imports torch); ``feature``
+    is the region's feature word the server reported when ready."""
+
+    def __init__(self, name: str, mode: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "foundation_shm._cuda_serve", name, "--cuda-ipc", mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {line!r} {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
+        self.feature = int(line[1])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -38,6 +38,8 @@ from hypothesis import strategies as st
 from foundation_ml import DataType, InferenceRequest
 from foundation_ml.errors import BadChecksum, CudaUnavailable, InvalidInput
 
+from .conftest import CudaServeProcess
+
 torch = pytest.importorskip("torch")
 
 AREA = 1 << 16
@@ -251,40 +253,14 @@ def test_an_unknown_fallback_is_refused(name: str) -> None:
         ShmClient(name, cuda_fallback="gpu")
 
 
-class _ServerProcess:
-    """``python -m foundation_shm._cuda_serve NAME --cuda-ipc MODE`` (imports torch)."""
-
-    def __init__(self, name: str, mode: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "foundation_shm._cuda_serve", name, "--cuda-ipc", mode],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().split()
-        if not line or line[0] != "ready":
-            self.proc.kill()
-            raise RuntimeError(f"server did not start: {line!r} {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
-        self.feature = int(line[1])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture
-def serve(name: str) -> Iterator[Callable[[str], _ServerProcess]]:
+def serve(name: str) -> Iterator[Callable[[str], CudaServeProcess]]:
     from foundation_shm._objects import remove_objects
 
-    started: list[_ServerProcess] = []
+    started: list[CudaServeProcess] = []
 
-    def start(mode: str) -> _ServerProcess:
-        started.append(_ServerProcess(name, mode))
+    def start(mode: str) -> CudaServeProcess:
+        started.append(CudaServeProcess(name, mode))
         return started[-1]
 
     yield start
@@ -311,7 +287,7 @@ def _still_serves(client: ShmClient) -> None:
 
 @pytest.mark.skipif(not NO_DEVICE, reason="a server with a device accepts the descriptor (tested with CUDA)")
 def test_a_server_without_a_device_answers_cuda_unavailable_and_goes_on(
-    serve: Callable[[str], _ServerProcess], name: str
+    serve: Callable[[str], CudaServeProcess], name: str
 ) -> None:
     server = serve("on")
     assert server.feature == 0  # FDN_FEATURE_CUDA_IPC is not advertised
@@ -326,7 +302,7 @@ def test_a_server_without_a_device_answers_cuda_unavailable_and_goes_on(
             _still_serves(other)
 
 
-def test_a_server_that_refuses_cuda_ipc_says_so(serve: Callable[[str], _ServerProcess], name: str) -> None:
+def test_a_server_that_refuses_cuda_ipc_says_so(serve: Callable[[str], CudaServeProcess], name: str) -> None:
     assert serve("off").feature == 0
     with ShmTransport().connect(name) as client:
         with pytest.raises(CudaUnavailable, match="refuses CUDA IPC"):

@@ -20,6 +20,8 @@ from foundation_shm._cuda_desc import FLAG_CUDA_IPC, CudaIpcRef, write_mixed_req
 from foundation_ml import DataType, InferenceRequest
 from foundation_ml.errors import CudaUnavailable, InvalidInput
 
+from .conftest import CudaServeProcess
+
 torch = pytest.importorskip("torch")
 
 pytestmark = [
@@ -34,42 +36,18 @@ pytestmark = [
 DEV = "cuda:0"
 
 
-class _Server:
-    def __init__(self, name: str, mode: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "foundation_shm._cuda_serve", name, "--cuda-ipc", mode],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().split()
-        if not line or line[0] != "ready":
-            self.proc.kill()
-            raise RuntimeError(f"server did not start: {line!r} {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
-        self.feature = int(line[1])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture
-def gpu_server(name: str) -> Iterator[_Server]:
+def gpu_server(name: str) -> Iterator[CudaServeProcess]:
     from foundation_shm._objects import remove_objects
 
-    server = _Server(name, "auto")  # the handler declares device_tensors: auto accepts CUDA IPC
+    server = CudaServeProcess(name, "auto")  # the handler declares device_tensors: auto accepts CUDA IPC
     yield server
     server.stop()
     remove_objects(name)
 
 
 @pytest.fixture
-def client(gpu_server: _Server, name: str) -> Iterator[ShmClient]:
+def client(gpu_server: CudaServeProcess, name: str) -> Iterator[ShmClient]:
     with ShmTransport().connect(name, cuda_ipc=True) as c:
         yield c
 
@@ -88,7 +66,7 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return names
 
 
-def test_the_server_advertises_cuda_ipc(gpu_server: _Server) -> None:
+def test_the_server_advertises_cuda_ipc(gpu_server: CudaServeProcess) -> None:
     assert gpu_server.feature == 2
 
 
@@ -130,7 +108,7 @@ def test_host_and_device_inputs_mix_and_all_outputs_land_on_the_device(client: S
     assert out["n"].tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
 
 
-def test_copied_outputs_survive_the_next_call(gpu_server: _Server, name: str) -> None:
+def test_copied_outputs_survive_the_next_call(gpu_server: CudaServeProcess, name: str) -> None:
     with ShmTransport().connect(name, cuda_ipc=True, copy_outputs=True, channels=1) as c:
         x1, x2 = torch.full((4096,), 1.0, device=DEV), torch.full((4096,), 5.0, device=DEV)
         first = c.infer(InferenceRequest("scale", {"x": x1})).outputs["x"]
@@ -147,7 +125,7 @@ def test_repeated_calls_reuse_the_opened_handles(client: ShmClient) -> None:
 
 
 def test_cuda_ipc_false_goes_by_host_and_returns_device_tensors(
-    gpu_server: _Server, name: str, opened: list[str]
+    gpu_server: CudaServeProcess, name: str, opened: list[str]
 ) -> None:
     with ShmTransport().connect(name, cuda_ipc=False) as c:
         x = torch.randn(100, device=DEV)
@@ -207,6 +185,8 @@ _DYING_CLIENT = """
 import os, sys, torch
 from foundation_shm import ShmTransport
 from foundation_ml import InferenceRequest
+
+from .conftest import CudaServeProcess
 c = ShmTransport().connect(sys.argv[1], cuda_ipc=True)
 x = torch.randn(1 << 20, device="cuda:0")
 out = c.infer(InferenceRequest("scale", {"x": x})).outputs["x"]
