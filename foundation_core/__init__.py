@@ -5,7 +5,7 @@ The public surface is re-exported here; each mechanism lives in one private modu
 
 from ._cli import Command, CommandRegistrar
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock, VirtualClock, current_deadline
-from ._config import Config, SectionAdder
+from ._config import SENSITIVE_KEYS, Config, SectionAdder
 from ._discovery import PluginInfo
 from ._events import active_hub, emit
 from ._hub import FoundationPluginWarning, Hub, start
@@ -17,6 +17,7 @@ from ._version import __version__
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "SENSITIVE_KEYS",
     "PIPELINE_ORDER",
     "SYSTEM_CLOCK",
     "Clock",

@@ -15,7 +15,23 @@ import attrs
 from ._registry import current_plugin
 from .errors import ConfigError, ConfigProblem, NameClashError
 
-__all__ = ["Config", "SectionAdder", "default_config"]
+__all__ = ["SENSITIVE_KEYS", "Config", "SectionAdder", "default_config"]
+
+#: Key names whose values are secrets: the config plugin masks them in ``config show`` and the
+#: logging plugin redacts them from log lines. Defined once so the two can never disagree.
+SENSITIVE_KEYS: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "token",
+    "secret",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "credential",
+    "credentials",
+    "private_key",
+)
 
 
 class SectionAdder:

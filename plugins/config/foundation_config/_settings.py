@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import attrs
 
+from foundation_core import SENSITIVE_KEYS
+
 __all__ = ["DEFAULT_SECRET_KEYS", "ConfigSettings"]
 
-DEFAULT_SECRET_KEYS = (
-    "password",
-    "passwd",
-    "token",
-    "secret",
-    "api_key",
-    "apikey",
-    "authorization",
-    "cookie",
-    "credential",
-    "credentials",
-    "private_key",
-)
+DEFAULT_SECRET_KEYS = SENSITIVE_KEYS  # defined once, in foundation_core
 
 
 @attrs.frozen

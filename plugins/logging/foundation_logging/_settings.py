@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import attrs
 
+from foundation_core import SENSITIVE_KEYS
+
 __all__ = ["DEFAULT_REDACT", "FORMATS", "LEVELS", "LoggingSettings"]
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 FORMATS = ("console", "json")
-DEFAULT_REDACT = (
-    "password",
-    "passwd",
-    "token",
-    "secret",
-    "api_key",
-    "apikey",
-    "authorization",
-    "cookie",
-    "credential",
-    "credentials",
-    "private_key",
-)
+DEFAULT_REDACT = SENSITIVE_KEYS  # defined once, in foundation_core
 
 
 def _level(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
