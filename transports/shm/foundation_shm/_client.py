@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from foundation_ml.errors import (
 )
 
 from . import _layout as L
+from ._accel import hot
 from ._channel import _Channel, _Connection, _pages
 from ._codec import (
     TensorRef,
@@ -67,6 +68,22 @@ _STATE = _R.STATE // 4
 _SERVER_SLEEPING = _R.SERVER_SLEEPING // 4
 _READY = int(L.RegionState.READY)
 _TOO_LARGE = int(ErrorCode.TOO_LARGE)
+
+
+def _py_fill(dsts: list[np.ndarray], arrays: Iterable[Any]) -> bool:
+    """Copy each array into its view if dtypes and shapes agree; False (nothing copied) if not."""
+    arrays = list(arrays)
+    if len(arrays) != len(dsts) or any(
+        type(a) is not np.ndarray or a.dtype != d.dtype or a.shape != d.shape
+        for d, a in zip(dsts, arrays, strict=False)
+    ):
+        return False
+    for d, a in zip(dsts, arrays, strict=True):
+        d[...] = a  # the one copy, into shared memory (strided sources too)
+    return True
+
+
+_fill: Callable[[list[np.ndarray], Iterable[Any]], bool] = hot.fill if hot is not None else _py_fill
 
 
 class _Held:
@@ -283,26 +300,20 @@ class ShmClient(TransportClient):
         views = False
         try:
             inputs = request.inputs
-            arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in inputs.values()]
             params = encode_params(request.parameters) if request.parameters else b""
-            key = (
-                request.model,
-                request.version,
-                tuple(request.outputs),
-                params,
-                tuple([(n, a.dtype, a.shape) for n, a in zip(inputs, arrays, strict=True)]),
-            )
-            if key == ch.wkey:
-                refs, _, payload, dsts = ch.wval
+            # the request repeats the last one on this channel (model, names; then dtypes and
+            # shapes, checked as the data is copied): only the data and the header are written
+            key = (request.model, request.version, tuple(request.outputs), params, tuple(inputs))
+            if key == ch.wkey and _fill(ch.wval[3], inputs.values()):
+                refs, _, payload, _ = ch.wval
                 req = ch.req
-                for dst, a in zip(dsts, arrays, strict=True):
-                    dst[...] = a  # the one copy, into shared memory (strided sources too)
                 if deadline != ch.wdeadline:
                     _U64.pack_into(req, _DEADLINE_AT, deadline)
                     ch.wdeadline = deadline
                 write_header(req, _INFER, rid, payload, self.flags, refs)
                 resp = self._exchange(ch, rid, request.model, deadline, retry=True)
             else:
+                arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in inputs.values()]
                 resp = self._infer_full(ch, request, arrays, params, key, rid, deadline)
             views = not self.copy_outputs
             return resp
@@ -397,10 +408,14 @@ class ShmClient(TransportClient):
             conn.check()  # raises unless the server lives (a STOPPING one still answers)
         seq = ch.seq + 1
         ch.seq = seq
-        u64[ch.cseq] = seq
-        fence()
-        if u32[_SERVER_SLEEPING]:
-            conn.bell.release()
+        if hot is not None:  # store, fence, read the server's sleeping word: one C call
+            if hot.publish(conn.ctl.buf, ch.cseq, seq, _SERVER_SLEEPING):
+                conn.bell.release()
+        else:
+            u64[ch.cseq] = seq
+            fence()
+            if u32[_SERVER_SLEEPING]:
+                conn.bell.release()
         assert ch.sem is not None
         if not self._wait(ch, seq, deadline):
             raise DeadlineExceeded(

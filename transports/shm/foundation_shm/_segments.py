@@ -45,7 +45,8 @@ class Segment:
     def close(self) -> None:
         """Unmap; if numpy views still use the mapping it stays until they are gone."""
         for view in (self.u32, self.u64, self.buf):
-            view.release()
+            with contextlib.suppress(BufferError):  # a thread still spinning on it (GIL released)
+                view.release()
         with contextlib.suppress(BufferError):
             self.mm.close()
 

@@ -46,6 +46,7 @@ from ._liveness import ServerLock, is_alive, start_time
 from ._objects import remove_objects
 from ._segments import Segment, create_semaphore, drain, unlink_segment
 from ._server_channel import _Channel, _Responder
+from ._accel import hot
 from ._sync import YIELD_AFTER_NS, fence
 
 _yield = os.sched_yield
@@ -169,6 +170,9 @@ class ShmServer(TransportServer):
         return active
 
     def _loop(self) -> None:
+        if hot is not None:
+            self._loop_hot()
+            return
         u32, u64 = self._ctl.u32, self._ctl.u64
         epoch_word, sleeping_word = _R.CONNECT_EPOCH // 8, _R.SERVER_SLEEPING // 4
         clock = time.monotonic_ns
@@ -206,6 +210,46 @@ class ShmServer(TransportServer):
                     self._bell.acquire(0.1)
             u32[sleeping_word] = 0
             last = clock()
+
+    def _loop_hot(self) -> None:
+        """``_loop`` with the scan and the spin in C (``_hot.poll``, GIL released): one request
+        at a time, the scan resuming after the channel just served so every client gets its turn."""
+        buf, u32, u64 = self._ctl.buf, self._ctl.u32, self._ctl.u64
+        epoch_word, sleeping_word = _R.CONNECT_EPOCH // 8, _R.SERVER_SLEEPING // 4
+        epoch = -1
+        active: list[_Channel] = []
+        cseq: list[int] = []
+        sseq: list[int] = []
+        busy: list[int] = []
+        poll, spin_ns, start = hot.poll, self.spin_ns, 0
+        while self._running:
+            if u64[epoch_word] != epoch:
+                epoch = u64[epoch_word]
+                active = self._active()
+                cseq = [ch.cseq for ch in active]
+                sseq = [ch.sseq for ch in active]
+                busy = [ch.busy_word for ch in active]
+            i = poll(buf, cseq, sseq, busy, spin_ns, YIELD_AFTER_NS, epoch_word, epoch, start)
+            if i >= 0:
+                ch = active[i]
+                start = i + 1
+                seq = u64[ch.cseq]
+                if ch.busy:  # its busy word was cleared before ch.busy (``_answer``): next pass
+                    continue
+                try:
+                    self._dispatch(ch, seq)
+                except Exception:  # a bug of ours must cost one request, never the server
+                    log.exception("shm %s channel %d: dispatch failed", self.name, ch.index)
+                    self._fail(ch, seq)
+                continue
+            if i == -2:  # a client connected or left
+                continue
+            u32[sleeping_word] = 1
+            fence()
+            if u64[epoch_word] == epoch and poll(buf, cseq, sseq, busy, 0, 0, epoch_word, epoch, 0) == -1:
+                with contextlib.suppress(posix_ipc.BusyError):
+                    self._bell.acquire(0.1)
+            u32[sleeping_word] = 0
 
     def _fail(self, ch: _Channel, seq: int) -> None:
         """Answer INTERNAL to a request whose dispatch failed; if even that is impossible, park the

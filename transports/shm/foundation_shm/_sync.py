@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import posix_ipc
 
+from ._accel import hot
+
 __all__ = ["SLICE_S", "AdaptiveSpin", "fence", "wait_seq"]
 
 SLICE_S = 0.05  # a blocked waiter wakes at least this often to check deadline and peer liveness
@@ -26,11 +28,14 @@ _yield = os.sched_yield
 _fence_lock = threading.Lock()
 
 
-def fence() -> None:
+def _py_fence() -> None:
     """A full memory barrier: an atomic read-modify-write (an uncontended lock) orders a store
     before a later load, which x86-64's TSO alone does not."""
     _fence_lock.acquire()
     _fence_lock.release()
+
+
+fence: Callable[[], None] = hot.fence if hot is not None else _py_fence
 
 
 def wait_seq(
@@ -51,7 +56,10 @@ def wait_seq(
     if words[index] == want:
         return True
     clock = time.monotonic_ns
-    if spin_ns:
+    if spin_ns and hot is not None:  # the C spin: no interpreter in the loop, GIL released
+        if hot.spin(words, index, want, spin_ns, YIELD_AFTER_NS):
+            return True
+    elif spin_ns:
         start = clock()
         end = start + spin_ns
         polite = start + YIELD_AFTER_NS

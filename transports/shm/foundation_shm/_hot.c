@@ -1,0 +1,468 @@
+/* foundation_shm._hot: the shm transport's hot path in C (optional; pure Python is the fallback).
+ *
+ * Only what a request does on every call lives here, each function doing what one or more
+ * Python steps did, with the same checks and the same bytes (tests run both implementations):
+ *
+ *   fence()                                  full memory barrier (spec section 7)
+ *   publish(buf, seq_word, seq, peer_word)   store a sequence word, fence, read the peer's
+ *                                            "sleeping" word: whether the peer must be woken
+ *   spin(buf, word, want, spin_ns, yield_ns) busy-poll a u64 word until it equals want, at most
+ *                                            spin_ns, yielding the CPU after yield_ns; GIL released
+ *   poll(buf, cseq, sseq, busy, spin_ns, yield_ns, epoch_word, epoch, start)
+ *                                            the server's scan: the position of the first channel
+ *                                            from `start` on (round the ring) with a pending
+ *                                            request (cseq != sseq, busy word 0),
+ *                                            -1 once spin_ns pass, -2 if the epoch word changed;
+ *                                            GIL released
+ *   seal(buf, kind, request_id, payload, flags)
+ *                                            write a message header and its CRC32 (over header
+ *                                            bytes [0, 28) and the payload): write_header + _seal
+ *   fill(dsts, arrays)                       copy each array into its destination view (tensor data
+ *                                            into the request or response area) when formats and
+ *                                            shapes agree; False (nothing copied) otherwise
+ *   repeat(buf, size, cached, skip_lo, skip_hi)
+ *                                            whether the message in buf repeats the cached payload
+ *                                            (bytes [skip_lo, skip_hi) of it may differ: the
+ *                                            request's deadline), with its header and CRC checked:
+ *                                            (kind, request_id, flags) or None; -1 on a CRC mismatch
+ *
+ * Buffers are anything with the writable or read-only buffer protocol (the memoryviews of the
+ * mapped segments); every index is bounds-checked against the buffer.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <sched.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <zlib.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+#define MSG_MAGIC 0xF0C01234u
+#define PROTOCOL_VERSION 1
+#define HEADER_SIZE 32
+#define CRC_OFFSET 28
+#define FLAG_DATA_CRC 1u
+
+static inline int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline uint32_t rd32(const unsigned char *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v; /* little-endian hosts only: checked at import */
+}
+
+static inline uint64_t rd64(const unsigned char *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline void wr32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void wr64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
+
+/* A u64 word of the buffer, for atomic access: index in words, bounds-checked. */
+static volatile uint64_t *word64(Py_buffer *view, Py_ssize_t index) {
+    if (index < 0 || (index + 1) * 8 > view->len) {
+        PyErr_Format(PyExc_IndexError, "u64 word %zd is outside the %zd-byte buffer", index, view->len);
+        return NULL;
+    }
+    return (volatile uint64_t *)((char *)view->buf + index * 8);
+}
+
+static volatile uint32_t *word32(Py_buffer *view, Py_ssize_t index) {
+    if (index < 0 || (index + 1) * 4 > view->len) {
+        PyErr_Format(PyExc_IndexError, "u32 word %zd is outside the %zd-byte buffer", index, view->len);
+        return NULL;
+    }
+    return (volatile uint32_t *)((char *)view->buf + index * 4);
+}
+
+static int get_ssize(PyObject *o, Py_ssize_t *out, const char *what) {
+    Py_ssize_t v = PyLong_AsSsize_t(o);
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int", what);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int get_u64(PyObject *o, uint64_t *out, const char *what) {
+    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_ValueError, "%s must be an int in [0, 2**64)", what);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static int check_nargs(Py_ssize_t nargs, Py_ssize_t want, const char *name) {
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, want, nargs);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *hot_fence(PyObject *self, PyObject *unused) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyObject *hot_publish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer view;
+    Py_ssize_t seq_word, peer_word;
+    uint64_t seq;
+    if (check_nargs(nargs, 4, "publish") < 0 || get_ssize(args[1], &seq_word, "seq_word") < 0 ||
+        get_u64(args[2], &seq, "seq") < 0 || get_ssize(args[3], &peer_word, "peer_word") < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    volatile uint64_t *w = word64(&view, seq_word);
+    volatile uint32_t *peer = w ? word32(&view, peer_word) : NULL;
+    if (peer == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    __atomic_store_n(w, seq, __ATOMIC_RELEASE);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    uint32_t sleeping = __atomic_load_n(peer, __ATOMIC_ACQUIRE);
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(sleeping != 0);
+}
+
+static PyObject *hot_spin(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer view;
+    Py_ssize_t index;
+    uint64_t want;
+    int64_t spin_ns, yield_ns;
+    if (check_nargs(nargs, 5, "spin") < 0 || get_ssize(args[1], &index, "word") < 0 ||
+        get_u64(args[2], &want, "want") < 0)
+        return NULL;
+    spin_ns = PyLong_AsLongLong(args[3]);
+    yield_ns = PyLong_AsLongLong(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    volatile uint64_t *w = word64(&view, index);
+    if (w == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    int done = __atomic_load_n(w, __ATOMIC_ACQUIRE) == want;
+    if (!done && spin_ns > 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        int64_t start = now_ns(), end = start + spin_ns, polite = start + yield_ns;
+        for (;;) {
+            for (int i = 0; i < 64; i++) {
+                if (__atomic_load_n(w, __ATOMIC_ACQUIRE) == want) {
+                    done = 1;
+                    break;
+                }
+                CPU_RELAX();
+            }
+            if (done)
+                break;
+            int64_t now = now_ns();
+            if (now > end)
+                break;
+            if (now > polite)
+                sched_yield();
+        }
+        Py_END_ALLOW_THREADS;
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(done);
+}
+
+/* Word indices from a sequence of ints, each checked against the buffer. */
+static Py_ssize_t *indices(PyObject *seq, Py_ssize_t n, Py_ssize_t limit, const char *what) {
+    Py_ssize_t *out = PyMem_New(Py_ssize_t, n ? n : 1);
+    if (out == NULL)
+        return (Py_ssize_t *)PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        Py_ssize_t v = PyLong_AsSsize_t(item);
+        if (v == -1 && PyErr_Occurred()) {
+            PyMem_Free(out);
+            return NULL;
+        }
+        if (v < 0 || v >= limit) {
+            PyErr_Format(PyExc_IndexError, "%s word %zd is outside the buffer", what, v);
+            PyMem_Free(out);
+            return NULL;
+        }
+        out[i] = v;
+    }
+    return out;
+}
+
+static PyObject *hot_poll(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer view;
+    PyObject *cseq_f = NULL, *sseq_f = NULL, *busy_f = NULL, *result = NULL;
+    Py_ssize_t *cseq = NULL, *sseq = NULL, *busy = NULL, epoch_word, n = 0, first;
+    int64_t spin_ns, yield_ns;
+    uint64_t epoch;
+    if (check_nargs(nargs, 9, "poll") < 0)
+        return NULL;
+    spin_ns = PyLong_AsLongLong(args[4]);
+    yield_ns = PyLong_AsLongLong(args[5]);
+    if (PyErr_Occurred() || get_ssize(args[6], &epoch_word, "epoch_word") < 0 ||
+        get_u64(args[7], &epoch, "epoch") < 0 || get_ssize(args[8], &first, "start") < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    cseq_f = PySequence_Fast(args[1], "cseq must be a sequence of word indices");
+    sseq_f = cseq_f ? PySequence_Fast(args[2], "sseq must be a sequence of word indices") : NULL;
+    busy_f = sseq_f ? PySequence_Fast(args[3], "busy must be a sequence of word indices") : NULL;
+    if (busy_f == NULL)
+        goto done;
+    n = PySequence_Fast_GET_SIZE(cseq_f);
+    first = n > 0 ? ((first % n) + n) % n : 0;
+    if (PySequence_Fast_GET_SIZE(sseq_f) != n || PySequence_Fast_GET_SIZE(busy_f) != n) {
+        PyErr_SetString(PyExc_ValueError, "cseq, sseq and busy must have the same length");
+        goto done;
+    }
+    volatile uint64_t *ew = word64(&view, epoch_word);
+    if (ew == NULL)
+        goto done;
+    if ((cseq = indices(cseq_f, n, view.len / 8, "cseq")) == NULL ||
+        (sseq = indices(sseq_f, n, view.len / 8, "sseq")) == NULL ||
+        (busy = indices(busy_f, n, view.len / 4, "busy")) == NULL)
+        goto done;
+    {
+        volatile uint64_t *u64 = (volatile uint64_t *)view.buf;
+        volatile uint32_t *u32 = (volatile uint32_t *)view.buf;
+        Py_ssize_t found = -1;
+        Py_BEGIN_ALLOW_THREADS;
+        int64_t start = now_ns(), end = start + spin_ns, polite = start + yield_ns;
+        for (;;) {
+            for (Py_ssize_t k = 0; k < n; k++) { /* from `start` on, round the ring: fairness */
+                Py_ssize_t i = (first + k) % n;
+                if (__atomic_load_n(&u64[cseq[i]], __ATOMIC_ACQUIRE) !=
+                        __atomic_load_n(&u64[sseq[i]], __ATOMIC_ACQUIRE) &&
+                    __atomic_load_n(&u32[busy[i]], __ATOMIC_ACQUIRE) == 0) {
+                    found = i;
+                    break;
+                }
+            }
+            if (found >= 0)
+                break;
+            if (__atomic_load_n(ew, __ATOMIC_ACQUIRE) != epoch) {
+                found = -2;
+                break;
+            }
+            int64_t now = now_ns();
+            if (now > end)
+                break;
+            if (now > polite)
+                sched_yield();
+            else
+                CPU_RELAX();
+        }
+        Py_END_ALLOW_THREADS;
+        result = PyLong_FromSsize_t(found);
+    }
+done:
+    PyMem_Free(cseq);
+    PyMem_Free(sseq);
+    PyMem_Free(busy);
+    Py_XDECREF(cseq_f);
+    Py_XDECREF(sseq_f);
+    Py_XDECREF(busy_f);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static uint32_t message_crc(const unsigned char *p, uint64_t payload) {
+    uLong crc = crc32(0L, p, CRC_OFFSET);
+    const unsigned char *q = p + HEADER_SIZE;
+    while (payload > 0) { /* zlib takes uInt lengths */
+        uInt chunk = payload > 0x40000000u ? 0x40000000u : (uInt)payload;
+        crc = crc32(crc, q, chunk);
+        q += chunk;
+        payload -= chunk;
+    }
+    return (uint32_t)crc;
+}
+
+static PyObject *hot_seal(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer view;
+    uint64_t kind, rid, payload, flags;
+    if (check_nargs(nargs, 5, "seal") < 0 || get_u64(args[1], &kind, "kind") < 0 ||
+        get_u64(args[2], &rid, "request_id") < 0 || get_u64(args[3], &payload, "payload") < 0 ||
+        get_u64(args[4], &flags, "flags") < 0)
+        return NULL;
+    if (kind > 0xFFFF || payload > 0xFFFFFFFFu || flags > 0xFFFFFFFFu) {
+        PyErr_SetString(PyExc_ValueError, "kind, payload or flags out of range for the header");
+        return NULL;
+    }
+    if (flags & FLAG_DATA_CRC) {
+        PyErr_SetString(PyExc_ValueError, "seal() does not cover DATA_CRC messages (use _codec._seal)");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if ((uint64_t)view.len < HEADER_SIZE + payload) {
+        PyErr_Format(PyExc_IndexError, "a %llu-byte payload does not fit the %zd-byte area",
+                     (unsigned long long)payload, view.len);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    unsigned char *p = view.buf;
+    wr32(p, MSG_MAGIC);
+    p[4] = PROTOCOL_VERSION;
+    p[5] = 0;
+    p[6] = (unsigned char)(kind & 0xFF);
+    p[7] = (unsigned char)(kind >> 8);
+    wr64(p + 8, rid);
+    wr32(p + 16, (uint32_t)payload);
+    wr32(p + 20, (uint32_t)flags);
+    wr32(p + 24, 0);
+    wr32(p + CRC_OFFSET, message_crc(p, payload));
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+static PyObject *hot_repeat(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer view, cached;
+    Py_ssize_t size, lo, hi;
+    PyObject *result = NULL;
+    if (check_nargs(nargs, 5, "repeat") < 0 || get_ssize(args[1], &size, "size") < 0 ||
+        get_ssize(args[3], &lo, "skip_lo") < 0 || get_ssize(args[4], &hi, "skip_hi") < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[2], &cached, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    const unsigned char *p = view.buf, *c = cached.buf;
+    Py_ssize_t limit = size < view.len ? size : view.len;
+    if (limit < HEADER_SIZE || rd32(p) != MSG_MAGIC || (p[4] | (p[5] << 8)) != PROTOCOL_VERSION) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    uint32_t payload = rd32(p + 16), flags = rd32(p + 20);
+    if (flags & FLAG_DATA_CRC || payload != (uint64_t)cached.len || HEADER_SIZE + (Py_ssize_t)payload > limit) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    const unsigned char *q = p + HEADER_SIZE;
+    if (lo < 0 || hi < lo || hi > (Py_ssize_t)payload)
+        lo = hi = 0;
+    if (memcmp(q, c, lo) != 0 || memcmp(q + hi, c + hi, payload - hi) != 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    uint32_t crc = message_crc(p, payload);
+    if (crc != rd32(p + CRC_OFFSET)) {
+        result = PyLong_FromLong(-1);
+        goto done;
+    }
+    result = Py_BuildValue("(IKI)", (unsigned)(p[6] | (p[7] << 8)), (unsigned long long)rd64(p + 8), flags);
+done:
+    PyBuffer_Release(&cached);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* Copy each source array into its destination view when both have the same format, shape and
+ * C-contiguous layout; 0 (and nothing copied) if any pair differs, so the caller re-encodes. */
+static PyObject *hot_fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (check_nargs(nargs, 2, "fill") < 0)
+        return NULL;
+    PyObject *dsts = PySequence_Fast(args[0], "dsts must be a sequence"), *srcs = NULL;
+    if (dsts == NULL)
+        return NULL;
+    srcs = PySequence_Fast(args[1], "arrays must be iterable");
+    if (srcs == NULL) {
+        Py_DECREF(dsts);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(dsts);
+    long ok = PySequence_Fast_GET_SIZE(srcs) == n;
+    Py_buffer views[2 * 16];
+    Py_ssize_t got = 0;
+    if (n > 16)
+        ok = 0; /* rare: the caller's general path */
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        Py_buffer *d = &views[2 * i], *src = &views[2 * i + 1];
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(dsts, i), d, PyBUF_RECORDS) < 0) {
+            PyErr_Clear();
+            ok = 0;
+            break;
+        }
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(srcs, i), src, PyBUF_RECORDS_RO) < 0) {
+            PyErr_Clear();
+            PyBuffer_Release(d);
+            ok = 0;
+            break;
+        }
+        got = i + 1;
+        ok = d->len == src->len && d->ndim == src->ndim && d->itemsize == src->itemsize &&
+             strcmp(d->format ? d->format : "B", src->format ? src->format : "B") == 0 &&
+             PyBuffer_IsContiguous(d, 'C') && PyBuffer_IsContiguous(src, 'C');
+        for (int k = 0; ok && k < d->ndim; k++)
+            ok = d->shape[k] == src->shape[k];
+    }
+    if (ok)
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (views[2 * i].buf != views[2 * i + 1].buf)
+                memmove(views[2 * i].buf, views[2 * i + 1].buf, views[2 * i].len);
+    for (Py_ssize_t i = 0; i < got; i++) {
+        PyBuffer_Release(&views[2 * i]);
+        PyBuffer_Release(&views[2 * i + 1]);
+    }
+    Py_DECREF(dsts);
+    Py_DECREF(srcs);
+    return PyBool_FromLong(ok);
+}
+
+static PyMethodDef methods[] = {
+    {"fill", (PyCFunction)(void (*)(void))hot_fill, METH_FASTCALL,
+     "fill(dsts, arrays) -> bool: copy each array into its view if formats and shapes agree."},
+    {"fence", hot_fence, METH_NOARGS, "A full memory barrier."},
+    {"publish", (PyCFunction)(void (*)(void))hot_publish, METH_FASTCALL,
+     "publish(buf, seq_word, seq, peer_word) -> bool: store, fence, read the peer's sleeping word."},
+    {"spin", (PyCFunction)(void (*)(void))hot_spin, METH_FASTCALL,
+     "spin(buf, word, want, spin_ns, yield_ns) -> bool: busy-poll a u64 word (GIL released)."},
+    {"poll", (PyCFunction)(void (*)(void))hot_poll, METH_FASTCALL,
+     "poll(buf, cseq, sseq, busy, spin_ns, yield_ns, epoch_word, epoch, start) -> int: the server's scan."},
+    {"seal", (PyCFunction)(void (*)(void))hot_seal, METH_FASTCALL,
+     "seal(buf, kind, request_id, payload, flags): write a message header and its CRC32."},
+    {"repeat", (PyCFunction)(void (*)(void))hot_repeat, METH_FASTCALL,
+     "repeat(buf, size, cached, skip_lo, skip_hi) -> (kind, id, flags) | None | -1."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "foundation_shm._hot",
+    "The shm transport's hot path in C (see _hot.c); foundation_shm._accel chooses it.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__hot(void) {
+    uint16_t probe = 1;
+    if (*(unsigned char *)&probe != 1) {
+        PyErr_SetString(PyExc_ImportError, "foundation_shm._hot supports little-endian hosts only");
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}
