@@ -12,13 +12,13 @@ class OptionalBuildExt(build_ext):
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any build failure: fall back to pure Python
+        except Exception as exc:
             print(f"foundation_shm: the C hot path was not built ({exc}); using pure Python")
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             print(f"foundation_shm: {ext.name} was not built ({exc}); using pure Python")
 
 

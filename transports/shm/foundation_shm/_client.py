@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,7 @@ from ._channel import _Channel, _Connection, _pages
 from ._codec import (
     TensorRef,
     encode_params,
+    fill,
     layout,
     request_payload_size,
     views,
@@ -68,22 +69,7 @@ _STATE = _R.STATE // 4
 _SERVER_SLEEPING = _R.SERVER_SLEEPING // 4
 _READY = int(L.RegionState.READY)
 _TOO_LARGE = int(ErrorCode.TOO_LARGE)
-
-
-def _py_fill(dsts: list[np.ndarray], arrays: Iterable[Any]) -> bool:
-    """Copy each array into its view if dtypes and shapes agree; False (nothing copied) if not."""
-    arrays = list(arrays)
-    if len(arrays) != len(dsts) or any(
-        type(a) is not np.ndarray or a.dtype != d.dtype or a.shape != d.shape
-        for d, a in zip(dsts, arrays, strict=False)
-    ):
-        return False
-    for d, a in zip(dsts, arrays, strict=True):
-        d[...] = a  # the one copy, into shared memory (strided sources too)
-    return True
-
-
-_fill: Callable[[list[np.ndarray], Iterable[Any]], bool] = hot.fill if hot is not None else _py_fill
+_clock = time.monotonic_ns
 
 
 class _Held:
@@ -304,13 +290,16 @@ class ShmClient(TransportClient):
             # the request repeats the last one on this channel (model, names; then dtypes and
             # shapes, checked as the data is copied): only the data and the header are written
             key = (request.model, request.version, tuple(request.outputs), params, tuple(inputs))
-            if key == ch.wkey and _fill(ch.wval[3], inputs.values()):
+            if key == ch.wkey and fill(ch.wval[3], inputs.values()):
                 refs, _, payload, _ = ch.wval
                 req = ch.req
                 if deadline != ch.wdeadline:
                     _U64.pack_into(req, _DEADLINE_AT, deadline)
                     ch.wdeadline = deadline
-                write_header(req, _INFER, rid, payload, self.flags, refs)
+                if hot is not None and not self.flags:
+                    hot.seal(req, _INFER, rid, payload, 0)
+                else:
+                    write_header(req, _INFER, rid, payload, self.flags, refs)
                 resp = self._exchange(ch, rid, request.model, deadline, retry=True)
             else:
                 arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in inputs.values()]
@@ -389,18 +378,6 @@ class ShmClient(TransportClient):
         ch.used = end
         return payload
 
-    def _wait(self, ch: _Channel, seq: int, deadline: int) -> bool:
-        conn = ch.conn
-        spin = self._spin
-        window = spin.window()
-        t0 = time.monotonic_ns()
-        assert ch.sem is not None
-        done = wait_seq(
-            conn.ctl.u64, ch.sseq, seq, window, conn.ctl.u32, ch.sleeping_word, ch.sem, deadline, conn.check
-        )
-        spin.record(window, time.monotonic_ns() - t0)
-        return done
-
     def _exchange(self, ch: _Channel, rid: int, model: str, deadline: int, retry: bool) -> InferenceResponse:
         conn = ch.conn
         u32, u64 = conn.ctl.u32, conn.ctl.u64
@@ -416,8 +393,12 @@ class ShmClient(TransportClient):
             fence()
             if u32[_SERVER_SLEEPING]:
                 conn.bell.release()
-        assert ch.sem is not None
-        if not self._wait(ch, seq, deadline):
+        spin = self._spin  # spin (how long: AdaptiveSpin), then block (spec section 7)
+        window = spin.window()
+        t0 = _clock()
+        done = wait_seq(u64, ch.sseq, seq, window, u32, ch.sleeping_word, ch.sem, deadline, conn.check)  # type: ignore[arg-type]
+        spin.record(window, _clock() - t0)
+        if not done:
             raise DeadlineExceeded(
                 f"no response from {self.name!r} before the deadline", model=model, request_id=rid
             )

@@ -12,7 +12,7 @@ import json
 import math
 import struct
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -59,6 +59,7 @@ __all__ = [
     "decode_request",
     "decode_response",
     "decode_tensor",
+    "fill",
     "layout",
     "request_payload_size",
     "response_payload_size",
@@ -121,6 +122,10 @@ class DecodedResponse(NamedTuple):
     text: str
     params: dict[str, Any]
     required_bytes: int
+
+
+_make_request = DecodedRequest._make  # tuple.__new__: a third of the keyword constructor's cost
+_make_response = DecodedResponse._make
 
 
 # --- sizes and placement ------------------------------------------------------------------------
@@ -516,6 +521,22 @@ def views(area: Any, refs: Sequence[TensorRef]) -> list[np.ndarray]:
     ]
 
 
+def _py_fill(dsts: list[np.ndarray], arrays: Iterable[Any]) -> bool:
+    """Copy each array into its view if dtypes and shapes agree; False (nothing copied) if not."""
+    arrays = list(arrays)
+    if len(arrays) != len(dsts) or any(
+        type(a) is not np.ndarray or a.dtype != d.dtype or a.shape != d.shape
+        for d, a in zip(dsts, arrays, strict=False)
+    ):
+        return False
+    for d, a in zip(dsts, arrays, strict=True):
+        d[...] = a  # the one copy, into shared memory (strided sources too)
+    return True
+
+
+fill: Callable[[list[np.ndarray], Iterable[Any]], bool] = hot.fill if hot is not None else _py_fill
+
+
 def write_header(
     buf: Any, kind: int, request_id: int, payload: int, flags: int, refs: Sequence[TensorRef]
 ) -> None:
@@ -543,7 +564,8 @@ class _Reader:
         self._last: tuple[Any, ...] | None = None
 
     def _hit(self) -> tuple[int, int, int, int] | None:
-        """(kind, request_id, flags, payload) when the message repeats the cached payload."""
+        """(kind, request_id, flags, deadline) when the message repeats the cached payload (the
+        deadline: the request's, from its body; 0 for a response)."""
         if self._last is None:
             return None
         area = self.area
@@ -554,7 +576,7 @@ class _Reader:
             if got == -1:
                 rid, crc = int.from_bytes(area[8:16], "little"), _U32.unpack_from(area, CRC_OFFSET)[0]
                 raise BadChecksum(f"CRC32 does not match 0x{crc:08X} in the header", request_id=rid)
-            return got[0], got[1], got[2], len(self._payload)
+            return got  # type: ignore[no-any-return]
         magic, version, kind, rid, payload, flags, _, crc = MSG_HEADER.unpack_from(area, 0)
         if (
             magic != MSG_MAGIC
@@ -568,7 +590,8 @@ class _Reader:
             return None
         if zlib.crc32(raw, zlib.crc32(area[:CRC_OFFSET])) != crc:
             raise BadChecksum(f"CRC32 does not match 0x{crc:08X} in the header", request_id=rid)
-        return kind, rid, flags, payload
+        lo, hi = self._SKIP
+        return kind, rid, flags, int.from_bytes(raw[lo:hi], "little") if hi - lo == 8 else 0
 
     def _same_but_deadline(self, raw: bytes) -> bool:
         return False
@@ -591,10 +614,8 @@ class RequestReader(_Reader):
         hit = self._hit()
         if hit is not None and hit[0] in _REQUEST_KINDS:
             model, version, _, inputs, outputs, params = self._last  # type: ignore[misc]
-            deadline = int.from_bytes(self.area[MSG_HEADER_SIZE + 80 : MSG_HEADER_SIZE + 88], "little")
-            return DecodedRequest(
-                hit[0], hit[1], hit[2], model, version, deadline, dict(inputs), outputs, params
-            )
+            kind, rid, flags, deadline = hit
+            return _make_request((kind, rid, flags, model, version, deadline, dict(inputs), outputs, params))
         dec = decode_request(self.area, self.size, self.limits)
         if not dec.flags & _DATA_CRC and not dec.params:
             payload = MSG_HEADER.unpack_from(self.area, 0)[4]
@@ -611,8 +632,8 @@ class ResponseReader(_Reader):
         hit = self._hit()
         if hit is not None and hit[0] == _RESPONSE:
             status, model, version, outputs, text, params, required = self._last  # type: ignore[misc]
-            return DecodedResponse(
-                hit[1], hit[2], status, model, version, dict(outputs), text, params, required
+            return _make_response(
+                (hit[1], hit[2], status, model, version, dict(outputs), text, params, required)
             )
         dec = decode_response(self.area, self.size, self.limits)
         if not dec.flags & _DATA_CRC and not dec.params and not dec.status:

@@ -376,7 +376,24 @@ static PyObject *hot_repeat(PyObject *self, PyObject *const *args, Py_ssize_t na
         result = PyLong_FromLong(-1);
         goto done;
     }
-    result = Py_BuildValue("(IKI)", (unsigned)(p[6] | (p[7] << 8)), (unsigned long long)rd64(p + 8), flags);
+    /* (kind, request_id, flags, the u64 at skip_lo: the request's deadline, or 0) */
+    uint64_t skipped = hi - lo == 8 ? rd64(q + lo) : 0;
+    result = PyTuple_New(4);
+    if (result != NULL) {
+        PyObject *items[4] = {PyLong_FromUnsignedLong(p[6] | (p[7] << 8)),
+                              PyLong_FromUnsignedLongLong(rd64(p + 8)), PyLong_FromUnsignedLong(flags),
+                              PyLong_FromUnsignedLongLong(skipped)};
+        for (int i = 0; i < 4; i++) {
+            if (items[i] == NULL) {
+                for (int j = 0; j < 4; j++)
+                    Py_XDECREF(items[j]);
+                Py_CLEAR(result);
+                break;
+            }
+        }
+        for (int i = 0; result != NULL && i < 4; i++)
+            PyTuple_SET_ITEM(result, i, items[i]);
+    }
 done:
     PyBuffer_Release(&cached);
     PyBuffer_Release(&view);
@@ -448,7 +465,7 @@ static PyMethodDef methods[] = {
     {"seal", (PyCFunction)(void (*)(void))hot_seal, METH_FASTCALL,
      "seal(buf, kind, request_id, payload, flags): write a message header and its CRC32."},
     {"repeat", (PyCFunction)(void (*)(void))hot_repeat, METH_FASTCALL,
-     "repeat(buf, size, cached, skip_lo, skip_hi) -> (kind, id, flags) | None | -1."},
+     "repeat(buf, size, cached, skip_lo, skip_hi) -> (kind, id, flags, skipped u64) | None | -1."},
     {NULL, NULL, 0, NULL},
 };
 

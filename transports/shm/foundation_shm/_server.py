@@ -31,9 +31,11 @@ from foundation_ml.errors import (
 )
 
 from . import _layout as L
+from ._accel import hot
 from ._codec import (
     Limits,
     RequestReader,
+    fill,
     layout,
     response_payload_size,
     views,
@@ -46,7 +48,6 @@ from ._liveness import ServerLock, is_alive, start_time
 from ._objects import remove_objects
 from ._segments import Segment, create_semaphore, drain, unlink_segment
 from ._server_channel import _Channel, _Responder
-from ._accel import hot
 from ._sync import YIELD_AFTER_NS, fence
 
 _yield = os.sched_yield
@@ -409,21 +410,16 @@ class ShmServer(TransportServer):
             self._write_error(ch, r, value)
             return
         outputs = value.outputs
-        arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in outputs.values()]
         model = value.model or r.model
         params = value.parameters
-        key = (
-            model,
-            value.version,
-            tuple(params.items()) if params else (),
-            tuple([(n, a.dtype, a.shape) for n, a in zip(outputs, arrays, strict=True)]),
-        )
-        if key == ch.wkey:
-            refs, payload, dsts = ch.wval
-            for dst, a in zip(dsts, arrays, strict=True):
-                dst[...] = a  # the one copy of each output, into the response area
+        # the response repeats the last one on this channel (model, names; dtypes and shapes are
+        # checked as the data is copied, the one copy of each output): only the header is new
+        key = (model, value.version, tuple(params.items()) if params else (), tuple(outputs))
+        if key == ch.wkey and fill(ch.wval[2], outputs.values()):
+            refs, payload, _ = ch.wval
             write_header(resp, _RESPONSE, r.request_id, payload, 0, refs)
             return
+        arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in outputs.values()]
         self._write_full(ch, r, model, value, arrays, key)
 
     def _write_full(
