@@ -186,8 +186,10 @@ class ShmServer(TransportServer):
                 active = self._active()
             found = False
             for ch in active:
+                if ch.busy:  # first: ``_answer`` clears it last, after storing sseq
+                    continue
                 seq = u64[ch.cseq]
-                if seq != u64[ch.sseq] and not ch.busy:
+                if seq != u64[ch.sseq]:
                     found = True
                     try:
                         self._dispatch(ch, seq)
@@ -234,8 +236,13 @@ class ShmServer(TransportServer):
             if i >= 0:
                 ch = active[i]
                 start = i + 1
+                # poll's reads of cseq, sseq and busy are not one snapshot: an answer landing
+                # between them looks like a new request. ``_answer`` clears ch.busy last, so once
+                # it reads False here, fresh reads of both words are the truth.
+                if ch.busy:
+                    continue
                 seq = u64[ch.cseq]
-                if ch.busy:  # its busy word was cleared before ch.busy (``_answer``): next pass
+                if seq == u64[ch.sseq]:
                     continue
                 try:
                     self._dispatch(ch, seq)
@@ -367,7 +374,13 @@ class ShmServer(TransportServer):
             if ch.lease != r.lease or ch.resp is None:
                 return  # the channel was reclaimed (its client died): nobody to answer
             if self._u64[ch.cseq] != r.seq or self._u64[ch.sseq] == r.seq:
-                return  # not the pending request any more: answering would clobber another
+                # not the pending request any more (never expected): answering would clobber
+                # another; the channel must not stay busy, or its next request is never served
+                log.warning("shm %s channel %d: answer to %d is stale; dropped", self.name, ch.index, r.seq)
+                if ch.busy:
+                    self._u32[ch.busy_word] = 0
+                    ch.busy = False
+                return
             try:
                 self._write(ch, r, value)
             except Exception as exc:  # a response we cannot encode becomes a typed error
