@@ -2,9 +2,12 @@
 
 The batcher thread waits for a first request, then until that request has waited ``max_wait_us``,
 for up to ``max_batch_size`` requests; the request that fills a batch runs it at once in its own
-thread (no hand-off). Requests whose inputs agree on every dimension after the first (dtypes are
-fixed by the signature) run as one backend call; the outputs are split back by row counts and
-each request is answered on its own. If a batched call raises, each request of it is
+thread (no hand-off). A polling transport (shm) calls ``flush()`` whenever it has handed over
+every pending request: the batch then runs in the transport's thread as soon as it is due, and
+the batcher thread is only the safety net (a hand-off to another thread costs a GIL switch per
+batch). Requests whose inputs agree on every dimension after the first (dtypes are fixed by the
+signature) run as one backend call; the outputs are split back by row counts and each request is
+answered on its own. If a batched call raises, each request of it is
 re-run alone, so one bad request cannot fail its neighbours.
 
 torch tensors (CUDA IPC inputs) batch too, with requests whose same input lies on the same device
@@ -35,6 +38,10 @@ __all__ = ["Batcher"]
 
 _now = time.monotonic_ns
 SWITCH_INTERVAL = 1e-4  # seconds; see Batcher.start
+# With a transport that calls flush(), the batcher thread is only the safety net: it runs a batch
+# that is this much past due (the transport stopped flushing), checking this often.
+FLUSH_GRACE_NS = 5_000_000
+FLUSH_CHECK_S = 0.05
 Item = tuple[InferenceRequest, Respond, int]
 
 
@@ -53,6 +60,7 @@ class Batcher:
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
         self._draining = False  # shutting down: run what arrives at once, wait for nothing more
+        self._flushed = False  # a transport calls flush(): the thread is only the safety net
         self._thread = threading.Thread(target=self._run, name=f"batcher-{served.name}", daemon=True)
 
     def start(self) -> None:
@@ -78,12 +86,34 @@ class Batcher:
             depth = len(self._queue)
             if depth < self.max_batch_size:
                 self.served.metrics.enqueued(depth)
-                if depth == 1:  # the batcher sleeps until a first request arrives
+                if depth == 1 and not self._flushed:  # the batcher sleeps until a first request
                     self._cond.notify()
                 return
             items = [self._queue.popleft() for _ in range(self.max_batch_size)]
             self.served.metrics.enqueued(len(self._queue))
         self._run_items(items)
+
+    def flush(self) -> int:
+        """The transport has handed over every request pending now (``RequestHandler.flush``):
+        run the queued batch in the caller's thread if its oldest request has waited
+        ``max_wait_us``; returns ns until it is due (0: nothing queued, 1: call again at once)."""
+        if not self._flushed:  # the thread may sleep without a timeout: it re-waits with one
+            with self._cond:
+                self._flushed = True
+                self._cond.notify()
+        if not self._queue:
+            return 0
+        with self._cond:
+            if not self._queue:
+                return 0
+            left = self._queue[0][2] + self.max_wait_us * 1000 - _now()
+            if left > 0 and not (self._draining or self._stopping):
+                return left
+            items = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch_size))]
+            self.served.metrics.enqueued(len(self._queue))
+            more = 1 if self._queue else 0
+        self._run_items(items)
+        return more
 
     def drain(self) -> None:
         """From now on run each batch as soon as it has a request (a shutdown is draining)."""
@@ -99,15 +129,16 @@ class Batcher:
         self._thread.join(drain_timeout)
 
     def _run(self) -> None:
-        wait_ns = self.max_wait_us * 1000
         while True:
             with self._cond:
                 while not self._queue and not self._stopping:
-                    self._cond.wait()
+                    self._cond.wait(FLUSH_CHECK_S if self._flushed else None)
                 if not self._queue:
                     return
-                # wait until the oldest request has waited max_wait_us, unless the batch fills
-                # (then put() runs it) or a shutdown drains
+                # wait until the oldest request has waited max_wait_us (plus a grace when the
+                # transport flushes: it runs the batch itself), unless the batch fills (then
+                # put() runs it) or a shutdown drains
+                wait_ns = self.max_wait_us * 1000 + (FLUSH_GRACE_NS if self._flushed else 0)
                 while self._queue and not (self._stopping or self._draining):
                     left = self._queue[0][2] + wait_ns - _now()
                     if left <= 0:

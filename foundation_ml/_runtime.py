@@ -19,6 +19,7 @@ from typing import Any
 from foundation_core import Hub, emit
 
 from ._backend import LoadedModel, ModelBackend, backend_for
+from ._batching import Batcher
 from ._metrics import prometheus_text
 from ._plugin import DEFAULT_NAME
 from ._registry import ModelRegistry
@@ -65,6 +66,7 @@ class MLRuntime:
         self._accepting = True
         self._rejected: dict[str, int] = {}
         self._closed = False
+        self._batchers: tuple[Batcher, ...] = ()
 
     # --- models -------------------------------------------------------------------------------
 
@@ -105,6 +107,7 @@ class MLRuntime:
                     wait = self.max_wait_us if max_wait_us is None else max_wait_us
                     served.enable_batching(batch, wait)
             self.registry.add(served)
+            self._batchers = tuple(s.batcher for s in self.registry.all() if s.batcher is not None)
         except BaseException:
             # stop its batcher thread, if started; release the model only if we loaded it
             served.stop(close_model=not isinstance(model, LoadedModel))
@@ -115,6 +118,7 @@ class MLRuntime:
         """Stop serving ``name`` (one version, or all); queued requests are answered first."""
         for served in self.registry.remove(name, version):
             served.stop(drain_timeout)
+        self._batchers = tuple(s.batcher for s in self.registry.all() if s.batcher is not None)
 
     def models(self) -> list[ModelMetadata]:
         """Every served model's metadata (its latest version's signature, all its versions)."""
@@ -176,6 +180,17 @@ class MLRuntime:
             served.submit(request, respond, t0)
         except Exception as exc:  # a bug of ours: still answer, typed
             respond(InternalError(repr(exc), model=request.model, request_id=request.id))
+
+    def flush(self) -> int:
+        """``RequestHandler.flush``: the transport has handed over every pending request, so
+        each batching model runs its gathered batch here if it is due. Returns ns until the
+        soonest batch is due (0: none waits)."""
+        soonest = 0
+        for batcher in self._batchers:
+            left = batcher.flush()
+            if left and (not soonest or left < soonest):
+                soonest = left
+        return soonest
 
     def metadata(self, model: str) -> dict[str, Any]:
         doc = self.registry.metadata(model).as_dict()

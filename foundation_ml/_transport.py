@@ -26,7 +26,15 @@ Respond = Callable[[InferenceResponse | InferenceError], None]
 class RequestHandler(Protocol):
     """What a transport serves. ``__call__`` takes requests; the two control calls answer
     ``client.metadata(model)`` (the model-metadata document, raising ``ModelNotFound``) and
-    ``client.stats()`` (server metrics), both as JSON-able dicts: never pickle."""
+    ``client.stats()`` (server metrics), both as JSON-able dicts: never pickle.
+
+    A handler may also have ``flush() -> int``. A transport that polls (shm) calls it, when it
+    has one, each time it has handed over every request pending at that moment: a batching
+    handler then runs what it has gathered in the transport's own thread (no hand-off to another
+    thread) once the batch is due, and returns in how many ns it wants to be called again (0:
+    nothing is waiting). Transports that do not call it lose nothing: the handler's own timer
+    runs the batch then.
+    """
 
     def __call__(self, request: InferenceRequest, respond: Respond) -> None: ...
 

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
 command -v make >/dev/null || need_apt+=(make)
+# the shm transport's C hot path (transports/shm/foundation_shm/_hot.c) links zlib
+[ -f /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
 if [ -d clients/go ] && ! command -v go >/dev/null; then need_apt+=(golang-go); fi
 # The machine image ships rustup's cargo in ~/.cargo/bin; Debian's cargo is the fallback.
 if [ -d clients/rust ] && ! command -v cargo >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
@@ -28,3 +30,4 @@ echo "setup: pip install ${pkgs[*]}"
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints-dev.txt "${pkgs[@]}" torch \
   2>&1 | grep -v -E "^(WARNING: Location|  )" || true
 .venv/bin/python -c "import foundation_core, torch; print('setup: ok, torch', torch.__version__)"
+.venv/bin/python -c "from foundation_shm._accel import implementation as i; print('setup: shm hot path:', i())"

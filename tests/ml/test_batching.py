@@ -187,3 +187,65 @@ def test_a_batch_that_does_not_fill_runs_when_max_wait_has_passed(runtime: MLRun
     got = submit(runtime, Replies(), requests)
     assert rec.calls == [3]  # one call, from the batcher thread, once the first had waited 1 s
     assert all(isinstance(r, InferenceResponse) for r in got.values())
+
+
+def test_flush_runs_a_due_batch_in_the_transports_thread(runtime: MLRuntime) -> None:
+    """A polling transport calls ``runtime.flush()`` once it handed over every pending request:
+    a due batch runs right there (no hand-off), one that is not due reports when it will be."""
+    threads: list[int] = []
+    model = FunctionModel(
+        lambda x: threads.append(threading.get_ident()) or x * 10,
+        inputs={"x": "FP32[-1, 4]"},
+        outputs={"y": "FP32[-1, 4]"},
+    )
+    runtime.register_model("m", model, max_batch_size=8, max_wait_us=0, warmup=False)
+    assert runtime.flush() == 0  # nothing queued
+    replies = Replies()
+    runtime.flush()  # from now on the transport drives: the batcher thread only backs it up
+    for i in range(3):
+        runtime(InferenceRequest("m", {"x": np.full((1, 4), i, np.float32)}, id=i + 1), replies.respond(i + 1))
+    assert runtime.flush() == 0  # due at once (max_wait_us=0): ran here, nothing left
+    assert threads == [threading.get_ident()]
+    got = replies.wait(3)
+    assert [got[i + 1].outputs["y"][0, 0] for i in range(3)] == [0.0, 10.0, 20.0]
+
+
+def test_flush_leaves_a_batch_that_is_not_due_and_says_when(runtime: MLRuntime) -> None:
+    rec = Recorder()
+    runtime.register_model("m", rec.model, max_batch_size=8, max_wait_us=2_000_000, warmup=False)
+    runtime.flush()
+    replies = Replies()
+    runtime(InferenceRequest("m", {"x": np.ones((1, 4), np.float32)}, id=1), replies.respond(1))
+    left = runtime.flush()
+    assert 0 < left <= 2_000_000_000  # ns until the oldest request has waited max_wait_us
+    assert rec.calls == []
+    got = replies.wait(1)  # the batcher thread backs the transport up once the batch is overdue
+    assert isinstance(got[1], InferenceResponse)
+    assert rec.calls == [1]
+
+
+def test_batched_requests_over_shm_each_get_their_own_rows_with_flush(name: str) -> None:
+    """The shm server calls flush(): batches form from concurrent clients and run in its loop."""
+    rec = Recorder()
+    with MLRuntime() as runtime:
+        runtime.register_model("m", rec.model, max_batch_size=4, max_wait_us=0, warmup=False)
+        runtime.start("shm", name)
+        errors: list[BaseException] = []
+
+        def call(k: int) -> None:
+            try:
+                with InferenceClient(name) as client:
+                    for j in range(40):
+                        x = np.full((1, 4), k * 1000 + j, np.float32)
+                        y = client.infer("m", {"x": x})["y"]
+                        assert np.array_equal(y, x * 10)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert sum(rec.calls) == 160

@@ -76,7 +76,7 @@ static inline void wr64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
 
 /* A u64 word of the buffer, for atomic access: index in words, bounds-checked. */
 static volatile uint64_t *word64(Py_buffer *view, Py_ssize_t index) {
-    if (index < 0 || (index + 1) * 8 > view->len) {
+    if (index < 0 || index >= view->len / 8) {
         PyErr_Format(PyExc_IndexError, "u64 word %zd is outside the %zd-byte buffer", index, view->len);
         return NULL;
     }
@@ -84,7 +84,7 @@ static volatile uint64_t *word64(Py_buffer *view, Py_ssize_t index) {
 }
 
 static volatile uint32_t *word32(Py_buffer *view, Py_ssize_t index) {
-    if (index < 0 || (index + 1) * 4 > view->len) {
+    if (index < 0 || index >= view->len / 4) {
         PyErr_Format(PyExc_IndexError, "u32 word %zd is outside the %zd-byte buffer", index, view->len);
         return NULL;
     }
@@ -154,9 +154,9 @@ static PyObject *hot_spin(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (check_nargs(nargs, 5, "spin") < 0 || get_ssize(args[1], &index, "word") < 0 ||
         get_u64(args[2], &want, "want") < 0)
         return NULL;
-    spin_ns = PyLong_AsLongLong(args[3]);
-    yield_ns = PyLong_AsLongLong(args[4]);
-    if (PyErr_Occurred())
+    if ((spin_ns = PyLong_AsLongLong(args[3])) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((yield_ns = PyLong_AsLongLong(args[4])) == -1 && PyErr_Occurred())
         return NULL;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -221,9 +221,11 @@ static PyObject *hot_poll(PyObject *self, PyObject *const *args, Py_ssize_t narg
     uint64_t epoch;
     if (check_nargs(nargs, 9, "poll") < 0)
         return NULL;
-    spin_ns = PyLong_AsLongLong(args[4]);
-    yield_ns = PyLong_AsLongLong(args[5]);
-    if (PyErr_Occurred() || get_ssize(args[6], &epoch_word, "epoch_word") < 0 ||
+    if ((spin_ns = PyLong_AsLongLong(args[4])) == -1 && PyErr_Occurred())
+        return NULL;
+    if ((yield_ns = PyLong_AsLongLong(args[5])) == -1 && PyErr_Occurred())
+        return NULL;
+    if (get_ssize(args[6], &epoch_word, "epoch_word") < 0 ||
         get_u64(args[7], &epoch, "epoch") < 0 || get_ssize(args[8], &first, "start") < 0)
         return NULL;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)

@@ -180,6 +180,8 @@ class ShmServer(TransportServer):
         epoch = -1
         active: list[_Channel] = []
         last = clock()
+        flush = getattr(self.handler, "flush", None)  # RequestHandler.flush: batches run here
+        dirty = False
         while self._running:
             if u64[epoch_word] != epoch:
                 epoch = u64[epoch_word]
@@ -197,7 +199,11 @@ class ShmServer(TransportServer):
                         log.exception("shm %s channel %d: dispatch failed", self.name, ch.index)
                         self._fail(ch, seq)
             if found:
+                dirty = flush is not None
                 last = clock()
+                continue
+            if dirty:  # every pending request handed over: the handler's batch may run
+                dirty = self._flush(flush) > 0
                 continue
             idle = clock() - last
             if idle < self.spin_ns:
@@ -225,6 +231,8 @@ class ShmServer(TransportServer):
         sseq: list[int] = []
         busy: list[int] = []
         poll, spin_ns, start = hot.poll, self.spin_ns, 0
+        flush = getattr(self.handler, "flush", None)  # RequestHandler.flush: batches run here
+        dirty = False  # requests handed over since the last flush
         while self._running:
             if u64[epoch_word] != epoch:
                 epoch = u64[epoch_word]
@@ -232,7 +240,14 @@ class ShmServer(TransportServer):
                 cseq = [ch.cseq for ch in active]
                 sseq = [ch.sseq for ch in active]
                 busy = [ch.busy_word for ch in active]
-            i = poll(buf, cseq, sseq, busy, spin_ns, YIELD_AFTER_NS, epoch_word, epoch, start)
+            window = spin_ns
+            if dirty:  # every pending request handed over? then the handler's batch may run
+                i = poll(buf, cseq, sseq, busy, 0, 0, epoch_word, epoch, start)
+                if i == -1:
+                    due = self._flush(flush)
+                    dirty = due > 0
+                    window = min(spin_ns, due) if dirty else spin_ns
+            i = poll(buf, cseq, sseq, busy, window, YIELD_AFTER_NS, epoch_word, epoch, start)
             if i >= 0:
                 ch = active[i]
                 start = i + 1
@@ -249,8 +264,9 @@ class ShmServer(TransportServer):
                 except Exception:  # a bug of ours must cost one request, never the server
                     log.exception("shm %s channel %d: dispatch failed", self.name, ch.index)
                     self._fail(ch, seq)
+                dirty = flush is not None
                 continue
-            if i == -2:  # a client connected or left
+            if i == -2 or dirty:  # a client connected or left; or a batch is due soon
                 continue
             u32[sleeping_word] = 1
             fence()
@@ -258,6 +274,14 @@ class ShmServer(TransportServer):
                 with contextlib.suppress(posix_ipc.BusyError):
                     self._bell.acquire(0.1)
             u32[sleeping_word] = 0
+
+    def _flush(self, flush: Any) -> int:
+        """``handler.flush()`` (RequestHandler.flush): ns until it wants another call, 0 if none."""
+        try:
+            return int(flush())
+        except Exception:  # a handler bug must not stop the loop
+            log.exception("shm %s: handler.flush failed", self.name)
+            return 0
 
     def _fail(self, ch: _Channel, seq: int) -> None:
         """Answer INTERNAL to a request whose dispatch failed; if even that is impossible, park the
