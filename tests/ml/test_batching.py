@@ -203,7 +203,9 @@ def test_flush_runs_a_due_batch_in_the_transports_thread(runtime: MLRuntime) -> 
     replies = Replies()
     runtime.flush()  # from now on the transport drives: the batcher thread only backs it up
     for i in range(3):
-        runtime(InferenceRequest("m", {"x": np.full((1, 4), i, np.float32)}, id=i + 1), replies.respond(i + 1))
+        runtime(
+            InferenceRequest("m", {"x": np.full((1, 4), i, np.float32)}, id=i + 1), replies.respond(i + 1)
+        )
     assert runtime.flush() == 0  # due at once (max_wait_us=0): ran here, nothing left
     assert threads == [threading.get_ident()]
     got = replies.wait(3)
@@ -239,7 +241,7 @@ def test_batched_requests_over_shm_each_get_their_own_rows_with_flush(name: str)
                         x = np.full((1, 4), k * 1000 + j, np.float32)
                         y = client.infer("m", {"x": x})["y"]
                         assert np.array_equal(y, x * 10)
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
