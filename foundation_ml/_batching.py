@@ -222,5 +222,9 @@ def _concat(parts: list[Any]) -> Any:
 def _split(a: Any, rows: list[int]) -> list[Any]:
     """Split along dimension 0 into ``rows``-sized parts (views)."""
     if type(a) is np.ndarray or not is_tensor(a):
-        return np.split(a, np.cumsum(rows)[:-1])
+        parts, at = [], 0  # slices: np.split costs ~10 µs of Python for a handful of rows
+        for n in rows:
+            parts.append(a[at : at + n])
+            at += n
+        return parts
     return list(a.split(rows))

@@ -109,6 +109,7 @@ class TorchBackend(ModelBackend):
             batchable=batchable,
             signature_source=source,
             version=version,
+            threads=int(threads) if threads else None,
         )
 
     def package(

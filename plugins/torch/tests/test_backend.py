@@ -175,3 +175,33 @@ def test_plugin_discovery_imports_no_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+_THREADS_PROBE = """
+import os, threading, numpy as np
+from foundation_torch._backend import TorchBackend
+from foundation_torch.demo import build_demo
+model = TorchBackend().load(
+    build_demo(), name="demo", threads=1, inputs={"x": "FP32[-1, 784]"}, outputs={"y": "FP32[-1, 10]"}
+)
+before = len(os.listdir("/proc/self/task"))
+def serve():  # a serving thread (the shm loop, a batcher) that never called set_num_threads
+    for _ in range(50):
+        model({"x": np.ones((4, 784), np.float32)})
+t = threading.Thread(target=serve)
+t.start()
+t.join()
+print(before, len(os.listdir("/proc/self/task")))
+"""
+
+
+def test_threads_hold_in_every_thread_that_calls_the_model() -> None:
+    """``threads=1`` must hold in a serving thread too: OpenMP's width is per thread, and a
+    thread that did not set it starts a pool whose workers spin-wait on the other cores."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _THREADS_PROBE], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    before, after = map(int, out.stdout.split())
+    assert after == before, f"{after - before} thread(s) started by a model loaded with threads=1"
