@@ -11,8 +11,8 @@ device's current stream, and the transport synchronises before it answers (spec 
 from __future__ import annotations
 
 import warnings
-from threading import get_ident
 from collections.abc import Callable, Mapping
+from threading import get_ident
 from typing import Any
 
 import numpy as np

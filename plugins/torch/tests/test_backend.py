@@ -178,7 +178,7 @@ def test_plugin_discovery_imports_no_torch() -> None:
 
 
 _THREADS_PROBE = """
-import os, threading, numpy as np
+import os, threading, time, numpy as np
 from foundation_torch._backend import TorchBackend
 from foundation_torch.demo import build_demo
 model = TorchBackend().load(
@@ -191,6 +191,9 @@ def serve():  # a serving thread (the shm loop, a batcher) that never called set
 t = threading.Thread(target=serve)
 t.start()
 t.join()
+end = time.monotonic() + 2  # the joined thread may linger in /proc for a moment; a pool stays
+while len(os.listdir("/proc/self/task")) > before and time.monotonic() < end:
+    time.sleep(0.01)
 print(before, len(os.listdir("/proc/self/task")))
 """
 
