@@ -93,7 +93,7 @@ class ShmClient(TransportClient):
         address: str,
         *,
         channels: int = 4,
-        spin_us: int = 100,
+        spin_us: int = 250,
         capacity: int | None = None,
         copy_outputs: bool = False,
         timeout: float | None = None,
