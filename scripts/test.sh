@@ -11,4 +11,9 @@ set +e
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi
-exit "$rc"
+[ "$rc" -eq 0 ] || exit "$rc"
+if [ $# -eq 0 ]; then
+  # the shm transport again on its pure-Python path (FDN_SHM_PURE=1): the fallback where the C
+  # hot path was not built must pass the same tests
+  FDN_SHM_PURE=1 .venv/bin/python -m pytest -q transports/shm/tests
+fi
