@@ -71,3 +71,11 @@ for _dir in sorted([*ROOT.glob("plugins/*"), *ROOT.glob("transports/*")]):
 def clients(session: nox.Session) -> None:
     """Build the C, Rust and Go clients and hold them to the vectors and a live server."""
     session.run(PY, "-m", "pytest", str(ROOT / "clients"), *session.posargs)
+
+
+@nox.session(name="shm-pure")
+def shm_pure(session: nox.Session) -> None:
+    """The shm transport's tests on its pure-Python path (as where the C hot path is not built)."""
+    session.run(
+        PY, "-m", "pytest", str(ROOT / "transports/shm/tests"), *session.posargs, env={"FDN_SHM_PURE": "1"}
+    )
