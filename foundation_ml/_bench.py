@@ -3,7 +3,8 @@
 Everything runs in one invocation so the figures share the machine's state: the spin floor (two
 processes ping-ponging on a shared 8-byte word), the direct in-process PyTorch call, the runtime
 in-process (``inproc``), a ``foundation serve`` child process called over the transport at batch
-1, and throughput with N client processes against an unbatched and a batched server.
+1 (these three interleaved in rounds, medians reported), and throughput with N client processes
+against an unbatched and a batched server.
 """
 
 from __future__ import annotations
@@ -74,6 +75,31 @@ def _rate(call: Any, arg: Any, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
+ROUNDS = 5
+
+
+def _interleaved(
+    calls_of: dict[str, Any], arg: Any, calls: int, seconds: float
+) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """Latency (p50, p99 in µs) and rate (calls/s) of each call, measured in ``ROUNDS`` rounds
+    that each measure every call once, in a rotating order; each figure is the median over the
+    rounds. This VM's speed drifts by up to ~1.7x over seconds (the host's other tenants): a
+    direct call measured first and the served one measured later would compare two machines."""
+    names = list(calls_of)
+    lat: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    rate: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(ROUNDS):
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            t = _timed(calls_of[n], arg, max(1, calls // ROUNDS))
+            lat[n].append((float(np.percentile(t, 50)), float(np.percentile(t, 99))))
+            rate[n].append(_rate(calls_of[n], arg, seconds / ROUNDS))
+    med = lambda xs: round(float(np.median(xs)), 2)  # noqa: E731
+    return (
+        {n: (med([p for p, _ in v]), med([q for _, q in v])) for n, v in lat.items()},
+        {n: round(float(np.median(v)), 1) for n, v in rate.items()},
+    )
+
+
 def _client_worker(
     name: str, transport: str, seconds: float, barrier: Any, results: Any, options: dict[str, Any]
 ) -> None:
@@ -140,31 +166,31 @@ def run(
         with torch.inference_mode():
             return model(torch.from_numpy(a)).numpy()  # type: ignore[no-any-return]
 
-    d = _timed(direct, x, calls)
-    result["direct_p50_us"] = round(float(np.percentile(d, 50)), 2)
-    result["direct_p99_us"] = round(float(np.percentile(d, 99)), 2)
-    result["direct_rps"] = round(_rate(direct, x, seconds), 1)
-
-    with MLRuntime() as runtime:
-        runtime.register_model(DEMO_MODEL, model)
-        runtime.start("inproc", f"bench_{os.getpid()}")
-        with InferenceClient(f"bench_{os.getpid()}", transport="inproc", hub=runtime.hub) as client:
-            t = _timed(lambda a: client.infer(DEMO_MODEL, {"x": a}), x, calls)
-        result["inproc_p50_us"] = round(float(np.percentile(t, 50)), 2)
-
     name = f"bench_{os.getpid()}"
     base = ["--transport", transport, "--name", name, "--threads", str(threads)]
     # More client processes than cores: a client that spins while its request runs takes the
     # core the server needs, so the throughput clients block at once (spin_us=0).
     crowd = {"spin_us": 0} if transport == "shm" and clients >= (os.cpu_count() or 1) else {}
     result["throughput_client_options"] = crowd
-    with ServerProcess(base):
-        with InferenceClient(name, transport=transport) as client:
-            call = lambda a: client.infer(DEMO_MODEL, {"x": a})  # noqa: E731
-            t = _timed(call, x, calls)
-            result[f"{transport}_rps_1_client"] = round(_rate(call, x, seconds), 1)
-        result[f"{transport}_p50_us"] = round(float(np.percentile(t, 50)), 2)
-        result[f"{transport}_p99_us"] = round(float(np.percentile(t, 99)), 2)
+    with ServerProcess(base), MLRuntime() as runtime:
+        runtime.register_model(DEMO_MODEL, model)
+        runtime.start("inproc", f"bench_{os.getpid()}")
+        with (
+            InferenceClient(f"bench_{os.getpid()}", transport="inproc", hub=runtime.hub) as local,
+            InferenceClient(name, transport=transport) as remote,
+        ):
+            calls_of = {
+                "direct": direct,
+                "inproc": lambda a: local.infer(DEMO_MODEL, {"x": a}),
+                transport: lambda a: remote.infer(DEMO_MODEL, {"x": a}),
+            }
+            lat, rate = _interleaved(calls_of, x, calls, seconds)
+        result["direct_p50_us"], result["direct_p99_us"] = lat["direct"]
+        result["direct_rps"] = rate["direct"]
+        result["inproc_p50_us"] = lat["inproc"][0]
+        result[f"{transport}_p50_us"], result[f"{transport}_p99_us"] = lat[transport]
+        result[f"{transport}_rps_1_client"] = rate[transport]
+        result["rounds"] = ROUNDS
         result[f"{transport}_rps_{clients}_clients_unbatched"] = round(
             _throughput(name, transport, clients, seconds, crowd), 1
         )
