@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -71,3 +72,27 @@ def rows() -> object:
         return (np.arange(n * 4).reshape(n, 4) + start).astype(np.float32)
 
     return make
+
+
+@pytest.fixture
+def concurrently() -> object:
+    """``concurrently(fn, n)``: run ``fn(k)`` for k in 0..n-1, each in its own thread, and return
+    what they raised (an empty list when every call returned)."""
+
+    def run(fn: Callable[[int], None], n: int) -> list[BaseException]:
+        errors: list[BaseException] = []
+
+        def guarded(k: int) -> None:
+            try:
+                fn(k)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=guarded, args=(k,)) for k in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return errors
+
+    return run

@@ -143,27 +143,20 @@ def test_runtime_default_batching_skips_unbatchable_models(hub) -> None:
         assert rt.metadata("rows")["batching"]["enabled"] is True
 
 
-def test_concurrent_clients_each_get_their_own_rows(runtime: MLRuntime, name: str) -> None:
+def test_concurrent_clients_each_get_their_own_rows(runtime: MLRuntime, name: str, concurrently) -> None:
     rec = Recorder()
     runtime.register_model("m", rec.model, max_batch_size=8, max_wait_us=2000)
     rec.calls.clear()  # forget the warm-up
     runtime.start("inproc", name)
     client = InferenceClient(name, transport="inproc", hub=runtime.hub)
-    errors: list[str] = []
 
     def worker(k: int) -> None:
         for j in range(50):
             x = np.full((1 + j % 3, 4), k * 1000 + j, np.float32)
             y = client.infer("m", {"x": x})["y"]
-            if not np.array_equal(y, x * 10):
-                errors.append(f"client {k} call {j}")
+            assert np.array_equal(y, x * 10), f"client {k} call {j}"
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert concurrently(worker, 6) == []
     assert sum(rec.calls) == sum(1 + j % 3 for j in range(50)) * 6  # every row ran exactly once
 
 
@@ -226,28 +219,19 @@ def test_flush_leaves_a_batch_that_is_not_due_and_says_when(runtime: MLRuntime) 
     assert rec.calls == [1]
 
 
-def test_batched_requests_over_shm_each_get_their_own_rows_with_flush(name: str) -> None:
+def test_batched_requests_over_shm_each_get_their_own_rows_with_flush(name: str, concurrently) -> None:
     """The shm server calls flush(): batches form from concurrent clients and run in its loop."""
     rec = Recorder()
     with MLRuntime() as runtime:
         runtime.register_model("m", rec.model, max_batch_size=4, max_wait_us=0, warmup=False)
         runtime.start("shm", name)
-        errors: list[BaseException] = []
 
         def call(k: int) -> None:
-            try:
-                with InferenceClient(name) as client:
-                    for j in range(40):
-                        x = np.full((1, 4), k * 1000 + j, np.float32)
-                        y = client.infer("m", {"x": x})["y"]
-                        assert np.array_equal(y, x * 10)
-            except BaseException as exc:
-                errors.append(exc)
+            with InferenceClient(name) as client:
+                for j in range(40):
+                    x = np.full((1, 4), k * 1000 + j, np.float32)
+                    y = client.infer("m", {"x": x})["y"]
+                    assert np.array_equal(y, x * 10)
 
-        threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert errors == []
+        assert concurrently(call, 4) == []
     assert sum(rec.calls) == 160

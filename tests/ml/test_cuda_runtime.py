@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -440,26 +439,17 @@ def test_gpu_a_cuda_tensor_is_served_by_handle_and_comes_back_on_its_device(
 @pytest.mark.cuda
 @pytest.mark.skipif(NO_DEVICE, reason=NEEDS_CUDA)
 def test_gpu_concurrent_cuda_clients_each_get_their_own_rows(
-    shm_hub: Hub, name: str, gpu_server: ServerProcess
+    shm_hub: Hub, name: str, gpu_server: ServerProcess, concurrently
 ) -> None:
-    errors: list[BaseException] = []
-
     def call(k: int) -> None:
-        try:
-            with InferenceClient(name, hub=shm_hub) as client:
-                for i in range(20):
-                    x = torch.full((1 + (k + i) % 3, 784), float(k + i) / 100, device="cuda:0")
-                    y = client.infer("demo", {"x": x})["y"]
-                    assert y.device == x.device  # batched rows: another GEMM shape, a looser bound
-                    torch.testing.assert_close(y, direct(x), rtol=1e-4, atol=1e-4)
-        except BaseException as exc:
-            errors.append(exc)
+        with InferenceClient(name, hub=shm_hub) as client:
+            for i in range(20):
+                x = torch.full((1 + (k + i) % 3, 784), float(k + i) / 100, device="cuda:0")
+                y = client.infer("demo", {"x": x})["y"]
+                assert y.device == x.device  # batched rows: another GEMM shape, a looser bound
+                torch.testing.assert_close(y, direct(x), rtol=1e-4, atol=1e-4)
 
-    threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = concurrently(call, 4)
     assert not errors, errors
 
 

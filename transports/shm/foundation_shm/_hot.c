@@ -59,6 +59,19 @@ static inline int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* A spin's pacing, between polls: 1 once `end` has passed; else 0, having yielded the CPU if
+ * `polite` has passed (a peer on this CPU may need it), or paused otherwise. */
+static inline int spin_over(int64_t end, int64_t polite) {
+    int64_t now = now_ns();
+    if (now > end)
+        return 1;
+    if (now > polite)
+        sched_yield();
+    else
+        CPU_RELAX();
+    return 0;
+}
+
 static inline uint32_t rd32(const unsigned char *p) {
     uint32_t v;
     memcpy(&v, p, 4);
@@ -177,13 +190,8 @@ static PyObject *hot_spin(PyObject *self, PyObject *const *args, Py_ssize_t narg
                 }
                 CPU_RELAX();
             }
-            if (done)
+            if (done || spin_over(end, polite))
                 break;
-            int64_t now = now_ns();
-            if (now > end)
-                break;
-            if (now > polite)
-                sched_yield();
         }
         Py_END_ALLOW_THREADS;
     }
@@ -270,13 +278,8 @@ static PyObject *hot_poll(PyObject *self, PyObject *const *args, Py_ssize_t narg
                 found = -2;
                 break;
             }
-            int64_t now = now_ns();
-            if (now > end)
+            if (spin_over(end, polite))
                 break;
-            if (now > polite)
-                sched_yield();
-            else
-                CPU_RELAX();
         }
         Py_END_ALLOW_THREADS;
         result = PyLong_FromSsize_t(found);
