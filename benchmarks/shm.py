@@ -4,6 +4,9 @@
 
 - floors: two processes ping-ponging an 8-byte counter on a shared word (busy-polling), the same
   with posix_ipc semaphores (blocking), a ``multiprocessing.Pipe``, a gRPC unary echo on loopback;
+  and the spin ping-pong plus only the Python objects and the handler call that the transport
+  API makes each side run (``floor_python_api``: the least any transport with a Python handler
+  can cost);
 - shm: echo of 1 KB (p50, p99) and 1 MB, 100 MB copied in and through a loan (vs a 100 MB memcpy),
   requests per second with 1, 2 and 4 client processes, the CPU an idle server uses, and the 1 KB
   echo again with both spin windows at 0 (every wait blocks: what the spin buys).
@@ -64,6 +67,47 @@ def floor_spin(n: int) -> list[int]:
         words[0] = i
         while words[8] != i:
             pass
+        out.append(clock() - t0)
+    child.join()
+    words.release()
+    return out
+
+
+def _api_child(mm: mmap.mmap, n: int) -> None:
+    from foundation_shm._echo import EchoHandler
+
+    from foundation_ml import InferenceRequest
+
+    words = memoryview(mm).cast("Q")
+    handler, x, got = EchoHandler(), np.zeros(256, np.float32), []
+    for i in range(1, n + 1):
+        while words[0] != i:
+            pass
+        handler(InferenceRequest("echo", {"x": x}, id=i), got.append)  # the server's Python floor
+        got.clear()
+        words[8] = i
+
+
+def floor_python_api(n: int) -> list[int]:
+    """The spin floor plus only the Python that the transport's API makes each side run: the
+    client builds a request and a response object, the server a request object and calls the
+    echo handler (which builds the response). No encoding, copying or checking at all: what a
+    transport with a Python handler cannot go below, whatever it does in C."""
+    from foundation_ml import InferenceRequest, InferenceResponse
+
+    mm = mmap.mmap(-1, 4096)
+    words = memoryview(mm).cast("Q")
+    child = mp.get_context("fork").Process(target=_api_child, args=(mm, n))
+    child.start()
+    x, out = np.zeros(256, np.float32), []
+    clock = time.perf_counter_ns
+    for i in range(1, n + 1):
+        t0 = clock()
+        InferenceRequest("echo", {"x": x}, id=i)
+        words[0] = i
+        while words[8] != i:
+            pass
+        InferenceResponse(i, "echo", {"x": x})
         out.append(clock() - t0)
     child.join()
     words.release()
@@ -306,6 +350,7 @@ def run(quick: bool) -> dict[str, Any]:
     r["floor_spin_p50_us"], r["floor_spin_p99_us"] = _pct(spin, 0.5), _pct(spin, 0.99)
     r["floor_sem_p50_us"], r["floor_sem_p99_us"] = _pct(sem, 0.5), _pct(sem, 0.99)
     r["pipe_p50_us"] = _pct(pipe, 0.5)
+    r["floor_python_api_p50_us"] = _pct(floor_python_api(n_lat), 0.5)
     grpc = grpc_echo(3_000 // k)
     r["grpc_p50_us"], r["grpc_p99_us"] = _pct(grpc, 0.5), _pct(grpc, 0.99)
     name = f"bench{os.getpid()}"
@@ -334,6 +379,7 @@ def run(quick: bool) -> dict[str, Any]:
         server.stop()
     r["ratios"] = {
         "shm_1kb_p50_over_floor_spin": r["shm_1kb_p50_us"] / r["floor_spin_p50_us"],
+        "floor_python_api_over_floor_spin": r["floor_python_api_p50_us"] / r["floor_spin_p50_us"],
         "grpc_p50_over_shm_1kb_p50": r["grpc_p50_us"] / r["shm_1kb_p50_us"],
         "shm_100mb_loan_over_memcpy": r["shm_100mb_loan_ms"] / r["memcpy_100mb_ms"],
         "shm_100mb_over_memcpy": r["shm_100mb_ms"] / r["memcpy_100mb_ms"],
