@@ -534,7 +534,13 @@ def _py_fill(dsts: list[np.ndarray], arrays: Iterable[Any]) -> bool:
     return True
 
 
-fill: Callable[[list[np.ndarray], Iterable[Any]], bool] = hot.fill if hot is not None else _py_fill
+def _hot_fill(dsts: list[np.ndarray], arrays: Iterable[Any]) -> bool:
+    """The C copy for C-contiguous arrays of the same buffer format; what it declines (strided
+    sources, a dtype exported under another format letter) the numpy copy takes."""
+    return bool(hot.fill(dsts, arrays)) or _py_fill(dsts, arrays)  # type: ignore[union-attr]
+
+
+fill: Callable[[list[np.ndarray], Iterable[Any]], bool] = _hot_fill if hot is not None else _py_fill
 
 
 def write_header(

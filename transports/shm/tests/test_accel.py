@@ -86,7 +86,7 @@ def test_the_dev_build_runs_the_c_hot_path_unless_pure_is_asked_for() -> None:
 
 @needs_c
 def test_the_hot_entry_points_are_wired_to_the_c_module() -> None:
-    assert _codec.fill is hot.fill
+    assert _codec.fill is _codec._hot_fill  # hot.fill, then the numpy copy for what it declines
     assert _sync.fence is hot.fence
 
 
@@ -94,13 +94,13 @@ def test_the_hot_entry_points_are_wired_to_the_c_module() -> None:
 def test_a_fresh_process_picks_its_implementation_from_the_environment(pure: bool, want: str) -> None:
     if not pure and not BUILT:
         pytest.skip("foundation_shm._hot was not built")
-    code = "from foundation_shm import _accel, _codec; print(_accel.implementation(), _codec.fill.__module__)"
+    code = "from foundation_shm import _accel, _codec; print(_accel.implementation(), _codec.fill.__name__)"
     out = subprocess.run(
         [sys.executable, "-c", code], env=_env(pure), capture_output=True, text=True, timeout=60, check=True
     )
     impl, fill_module = out.stdout.split()
     assert impl == want
-    assert fill_module == ("foundation_shm._codec" if pure else "foundation_shm._hot")
+    assert fill_module == ("_py_fill" if pure else "_hot_fill")
 
 
 # --- 2a. seal == MSG_HEADER.pack_into + _seal ---------------------------------------------------
@@ -390,6 +390,10 @@ def test_fill_copies_what_the_python_fill_copies(
 
     r_c, r_p = hot.fill(c_dsts, arrays()), _py_fill(p_dsts, arrays())
     assert type(r_c) is bool and type(r_p) is bool
+    f_area = bytearray([0xA5]) * end  # what the transport calls: C, then numpy for the rest
+    f_dsts = views(f_area, refs)
+    assert _codec.fill(f_dsts, list(srcs)) is (r_c or r_p)
+    assert f_area == (c_area if r_c else p_area)
     for ok, area, dsts in ((r_c, c_area, c_dsts), (r_p, p_area, p_dsts)):
         if not ok:
             assert area == bytearray([0xA5]) * end  # nothing copied
