@@ -31,7 +31,6 @@ from foundation_ml.errors import (
 )
 
 from . import _layout as L
-from ._accel import hot
 from ._codec import (
     Limits,
     RequestReader,
@@ -48,9 +47,7 @@ from ._liveness import ServerLock, is_alive, start_time
 from ._objects import remove_objects
 from ._segments import Segment, create_semaphore, drain, unlink_segment
 from ._server_channel import _Channel, _Responder
-from ._sync import YIELD_AFTER_NS, fence
-
-_yield = os.sched_yield
+from ._sync import YIELD_AFTER_NS, fence, poll_channels
 
 __all__ = ["ShmServer"]
 
@@ -171,66 +168,17 @@ class ShmServer(TransportServer):
         return active
 
     def _loop(self) -> None:
-        if hot is not None:
-            self._loop_hot()
-            return
+        """Serve requests one at a time: the scan (``poll_channels``: in C with the GIL released,
+        or its Python twin) resumes after the channel just served, so every client gets its turn;
+        once nothing is pending the handler may flush a batch; an idle server sleeps on its bell."""
         u32, u64 = self._ctl.u32, self._ctl.u64
-        epoch_word, sleeping_word = _R.CONNECT_EPOCH // 8, _R.SERVER_SLEEPING // 4
-        clock = time.monotonic_ns
-        epoch = -1
-        active: list[_Channel] = []
-        last = clock()
-        flush = getattr(self.handler, "flush", None)  # RequestHandler.flush: batches run here
-        dirty = False
-        while self._running:
-            if u64[epoch_word] != epoch:
-                epoch = u64[epoch_word]
-                active = self._active()
-            found = False
-            for ch in active:
-                if ch.busy:  # first: ``_answer`` clears it last, after storing sseq
-                    continue
-                seq = u64[ch.cseq]
-                if seq != u64[ch.sseq]:
-                    found = True
-                    try:
-                        self._dispatch(ch, seq)
-                    except Exception:  # a bug of ours must cost one request, never the server
-                        log.exception("shm %s channel %d: dispatch failed", self.name, ch.index)
-                        self._fail(ch, seq)
-            if found:
-                dirty = flush is not None
-                last = clock()
-                continue
-            if dirty:  # every pending request handed over: the handler's batch may run
-                dirty = self._flush(flush) > 0
-                continue
-            idle = clock() - last
-            if idle < self.spin_ns:
-                if idle > YIELD_AFTER_NS:
-                    _yield()
-                continue
-            u32[sleeping_word] = 1
-            fence()
-            if u64[epoch_word] == epoch and not any(
-                u64[ch.cseq] != u64[ch.sseq] and not ch.busy for ch in active
-            ):
-                with contextlib.suppress(posix_ipc.BusyError):
-                    self._bell.acquire(0.1)
-            u32[sleeping_word] = 0
-            last = clock()
-
-    def _loop_hot(self) -> None:
-        """``_loop`` with the scan and the spin in C (``_hot.poll``, GIL released): one request
-        at a time, the scan resuming after the channel just served so every client gets its turn."""
-        buf, u32, u64 = self._ctl.buf, self._ctl.u32, self._ctl.u64
         epoch_word, sleeping_word = _R.CONNECT_EPOCH // 8, _R.SERVER_SLEEPING // 4
         epoch = -1
         active: list[_Channel] = []
         cseq: list[int] = []
         sseq: list[int] = []
         busy: list[int] = []
-        poll, spin_ns, start = hot.poll, self.spin_ns, 0
+        poll, spin_ns, start = poll_channels(self._ctl), self.spin_ns, 0
         flush = getattr(self.handler, "flush", None)  # RequestHandler.flush: batches run here
         dirty = False  # requests handed over since the last flush
         while self._running:
@@ -242,12 +190,12 @@ class ShmServer(TransportServer):
                 busy = [ch.busy_word for ch in active]
             window = spin_ns
             if dirty:  # every pending request handed over? then the handler's batch may run
-                i = poll(buf, cseq, sseq, busy, 0, 0, epoch_word, epoch, start)
+                i = poll(cseq, sseq, busy, 0, 0, epoch_word, epoch, start)
                 if i == -1:
                     due = self._flush(flush)
                     dirty = due > 0
                     window = min(spin_ns, due) if dirty else spin_ns
-            i = poll(buf, cseq, sseq, busy, window, YIELD_AFTER_NS, epoch_word, epoch, start)
+            i = poll(cseq, sseq, busy, window, YIELD_AFTER_NS, epoch_word, epoch, start)
             if i >= 0:
                 ch = active[i]
                 start = i + 1
@@ -270,7 +218,7 @@ class ShmServer(TransportServer):
                 continue
             u32[sleeping_word] = 1
             fence()
-            if u64[epoch_word] == epoch and poll(buf, cseq, sseq, busy, 0, 0, epoch_word, epoch, 0) == -1:
+            if u64[epoch_word] == epoch and poll(cseq, sseq, busy, 0, 0, epoch_word, epoch, 0) == -1:
                 with contextlib.suppress(posix_ipc.BusyError):
                     self._bell.acquire(0.1)
             u32[sleeping_word] = 0

@@ -7,16 +7,21 @@ only if the peer published "sleeping" (docs/protocol/shm.md, section 7).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import posix_ipc
 
 from ._accel import hot
 
-__all__ = ["SLICE_S", "AdaptiveSpin", "fence", "wait_seq"]
+if TYPE_CHECKING:
+    from ._segments import Segment
+
+__all__ = ["SLICE_S", "AdaptiveSpin", "fence", "poll_channels", "wait_seq"]
 
 SLICE_S = 0.05  # a blocked waiter wakes at least this often to check deadline and peer liveness
 # After this long spinning, a spinner yields its CPU between polls: on a machine with more runnable
@@ -34,6 +39,48 @@ def _py_fence() -> None:
 
 
 fence: Callable[[], None] = hot.fence if hot is not None else _py_fence
+
+
+def _py_poll(
+    u64: memoryview,
+    u32: memoryview,
+    cseq: list[int],
+    sseq: list[int],
+    busy: list[int],
+    spin_ns: int,
+    yield_ns: int,
+    epoch_word: int,
+    epoch: int,
+    start: int,
+) -> int:
+    """``_hot.poll`` in Python (the same answers; see _hot.c): the position of the first channel
+    from ``start`` on, round the ring, with a pending request (cseq != sseq, busy word 0); -2 if
+    the epoch word changed; -1 once ``spin_ns`` passed."""
+    n = len(cseq)
+    first = start % n if n else 0
+    ring = [*range(first, n), *range(first)]
+    clock = time.monotonic_ns
+    t0 = clock()
+    end, polite = t0 + spin_ns, t0 + yield_ns
+    while True:
+        for i in ring:
+            if u64[cseq[i]] != u64[sseq[i]] and not u32[busy[i]]:
+                return i
+        if u64[epoch_word] != epoch:
+            return -2
+        now = clock()
+        if now > end:
+            return -1
+        if now > polite:
+            _yield()
+
+
+def poll_channels(ctl: Segment) -> Callable[..., int]:
+    """The server's scan over the control segment ``ctl``: ``poll(cseq, sseq, busy, spin_ns,
+    yield_ns, epoch_word, epoch, start)``, in C with the GIL released when it is built."""
+    if hot is not None:
+        return functools.partial(hot.poll, ctl.buf)
+    return functools.partial(_py_poll, ctl.u64, ctl.u32)
 
 
 def wait_seq(

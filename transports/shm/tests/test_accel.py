@@ -436,6 +436,26 @@ def test_fill_declines_what_it_does_not_cover_and_copies_nothing() -> None:
         hot.fill([], None)
 
 
+@needs_c
+@settings(max_examples=200, deadline=None)
+@given(
+    words=st.lists(st.integers(0, 3), min_size=32, max_size=32),
+    channels=st.lists(st.tuples(st.integers(1, 10), st.integers(11, 20), st.integers(42, 63)), max_size=6),
+    start=st.integers(-8, 8),
+    epoch=st.integers(0, 3),
+)
+def test_the_python_poll_answers_what_the_c_poll_answers(
+    words: list[int], channels: list[tuple[int, int, int]], start: int, epoch: int
+) -> None:
+    """The server's one loop runs on either scan (``_sync.poll_channels``): they must agree."""
+    buf = bytearray(np.array(words, np.uint64).tobytes())  # 32 u64 words; busy words are u32 42..63
+    mv = memoryview(buf)
+    cseq, sseq, busy = ([c[k] for c in channels] for k in range(3))
+    want = hot.poll(mv, cseq, sseq, busy, 0, 0, 0, epoch, start)
+    got = _sync._py_poll(mv.cast("Q"), mv.cast("I"), cseq, sseq, busy, 0, 0, 0, epoch, start)
+    assert got == want
+
+
 # --- 3. spin, publish, poll ---------------------------------------------------------------------
 
 
