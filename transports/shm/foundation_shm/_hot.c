@@ -444,10 +444,18 @@ static PyObject *hot_fill(PyObject *self, PyObject *const *args, Py_ssize_t narg
         for (int k = 0; ok && k < d->ndim; k++)
             ok = d->shape[k] == src->shape[k];
     }
-    if (ok)
+    if (ok) {
+        Py_ssize_t total = 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            total += views[2 * i].len;
+        /* a large copy lets the other threads run, as numpy's does (the exports hold the buffers) */
+        PyThreadState *state = total >= (1 << 16) ? PyEval_SaveThread() : NULL;
         for (Py_ssize_t i = 0; i < n; i++)
             if (views[2 * i].buf != views[2 * i + 1].buf)
                 memmove(views[2 * i].buf, views[2 * i + 1].buf, views[2 * i].len);
+        if (state != NULL)
+            PyEval_RestoreThread(state);
+    }
     for (Py_ssize_t i = 0; i < got; i++) {
         PyBuffer_Release(&views[2 * i]);
         PyBuffer_Release(&views[2 * i + 1]);
