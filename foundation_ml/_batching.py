@@ -39,7 +39,9 @@ __all__ = ["Batcher"]
 _now = time.monotonic_ns
 SWITCH_INTERVAL = 1e-4  # seconds; see Batcher.start
 # With a transport that calls flush(), the batcher thread is only the safety net: it runs a batch
-# that is this much past due (the transport stopped flushing), checking this often.
+# that is this much past due (the transport stopped flushing), checking this often. (A model also
+# served on a transport that does not flush then answers that transport's requests within about
+# FLUSH_CHECK_S + max_wait_us + FLUSH_GRACE_NS, not max_wait_us.)
 FLUSH_GRACE_NS = 5_000_000
 FLUSH_CHECK_S = 0.05
 Item = tuple[InferenceRequest, Respond, int]
