@@ -23,3 +23,13 @@ def test_serving_guide_examples_run() -> None:
         if runtime is not None:
             runtime.close()  # type: ignore[attr-defined]
     assert namespace["runtime"]._closed  # type: ignore[attr-defined]  # the last example ran
+
+
+def test_transport_guide_example_runs() -> None:
+    """docs/transports.md: the queue transport registers, serves, batches and stops."""
+    doc = DOC.with_name("transports.md")
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.DOTALL)
+    assert len(blocks) == 1, "the guide's example is one block"
+    namespace: dict[str, object] = {"__name__": "docs_transports"}
+    exec(compile(blocks[0], str(doc), "exec"), namespace)
+    assert namespace["SERVERS"] == {}
