@@ -15,8 +15,9 @@ import posix_ipc
 from foundation_ml.errors import BadVersion, ServerUnavailable
 
 from . import _layout as L
-from ._codec import ResponseReader, TensorRef
+from ._codec import TensorRef
 from ._liveness import is_alive
+from ._readers import ResponseReader
 from ._segments import Segment, open_semaphore, segment_mode, unlink_segment
 
 __all__ = ["_Channel", "_Connection", "_pages"]

@@ -33,7 +33,6 @@ from foundation_ml.errors import (
 from . import _layout as L
 from ._codec import (
     Limits,
-    RequestReader,
     fill,
     layout,
     response_payload_size,
@@ -45,6 +44,7 @@ from ._cuda_desc import decoded as _cuda_decoded
 from ._cuda_ipc import ServerCuda
 from ._liveness import ServerLock, is_alive, start_time
 from ._objects import remove_objects
+from ._readers import RequestReader
 from ._segments import Segment, create_semaphore, drain, unlink_segment
 from ._server_channel import _Channel, _Responder
 from ._sync import YIELD_AFTER_NS, fence, poll_channels

@@ -13,7 +13,8 @@ from foundation_ml import InferenceResponse
 from foundation_ml.errors import InferenceError
 
 from . import _layout as L
-from ._codec import RequestReader, TensorRef
+from ._codec import TensorRef
+from ._readers import RequestReader
 from ._segments import Segment
 
 if TYPE_CHECKING:

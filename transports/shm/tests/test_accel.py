@@ -22,11 +22,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from foundation_shm import ShmTransport, _accel, _codec, _sync
+from foundation_shm import ShmTransport, _accel, _codec, _readers, _sync
 from foundation_shm._accel import hot
 from foundation_shm._codec import (
-    RequestReader,
-    ResponseReader,
     _py_fill,
     decode_request,
     decode_response,
@@ -40,6 +38,7 @@ from foundation_shm._codec import (
 from foundation_shm._echo import EchoHandler
 from foundation_shm._layout import CRC_OFFSET, MSG_HEADER, MSG_HEADER_SIZE, MSG_MAGIC, PROTOCOL_VERSION
 from foundation_shm._objects import objects_of, remove_objects
+from foundation_shm._readers import RequestReader, ResponseReader
 from foundation_shm._server import ShmServer
 from foundation_shm._server_channel import _Responder
 from hypothesis import given, settings
@@ -70,9 +69,10 @@ def _env(pure: bool) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _pure_codec() -> Iterator[None]:
-    """``_codec`` as it runs without the C module (the readers' and ``write_header``'s check)."""
+    """The codec and the readers as they run without the C module (``write_header``, ``_hit``)."""
     with pytest.MonkeyPatch.context() as m:
         m.setattr(_codec, "hot", None)
+        m.setattr(_readers, "hot", None)
         yield
 
 

@@ -7,8 +7,6 @@ from typing import Any
 
 import numpy as np
 from foundation_shm._codec import (
-    RequestReader,
-    ResponseReader,
     decode_request,
     decode_response,
     layout,
@@ -17,6 +15,7 @@ from foundation_shm._codec import (
     write_request,
     write_response,
 )
+from foundation_shm._readers import RequestReader, ResponseReader
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
