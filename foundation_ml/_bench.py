@@ -85,11 +85,10 @@ def _spin_forever() -> None:  # pragma: no cover - runs in a child process until
 
 def _with_spinner(measure: Any) -> float:
     """``measure()`` while a child process busy-loops (pinned to another CPU where it can be)."""
-    ctx = mp.get_context("fork")
-    child = ctx.Process(target=_spin_forever, daemon=True)
+    mine = os.sched_getaffinity(0)
+    child = mp.get_context("fork").Process(target=_spin_forever, daemon=True)
     child.start()
     try:
-        mine = os.sched_getaffinity(0)
         if child.pid is not None and len(mine) > 1:
             here = min(mine)
             os.sched_setaffinity(child.pid, mine - {here})
