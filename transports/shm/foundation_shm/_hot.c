@@ -26,6 +26,26 @@
  *                                            request's deadline), with its header and CRC checked:
  *                                            (kind, request_id, flags) or None; -1 on a CRC mismatch
  *
+ * The two steady-state lanes: a request or response that repeats the previous one on its channel
+ * (same model, names, dtypes, shapes: the payload is already in place) in one call each.
+ *
+ *   exchange(ctl, req, resp, dsts, arrays, request_id, payload, deadline, cseq_word, seq,
+ *            peer_word, sseq_word, spin_ns, yield_ns, cached)
+ *                                            the client's call: fill, deadline, seal, publish,
+ *                                            spin (GIL released), check the response against the
+ *                                            cached one. -1: fill declined, nothing written;
+ *                                            0: answered, and the response repeats `cached` with
+ *                                            this request id and its CRC checked; 1: sent, the
+ *                                            server sleeps (ring its bell, then wait); 2: sent, the
+ *                                            spin ran out (wait); 3: answered, decode it in full
+ *   answer(ctl, resp, dsts, arrays, request_id, payload, cseq_word, sseq_word, seq, busy_word,
+ *          served_word, sleeping_word)
+ *                                            the server's response: unless the request is no
+ *                                            longer pending (-1, nothing written), fill (None if
+ *                                            declined, nothing written), seal, publish sseq, clear
+ *                                            busy, count it, fence, read the client's sleeping
+ *                                            word: 1 if the client must be woken, else 0
+ *
  * Buffers are anything with the writable or read-only buffer protocol (the memoryviews of the
  * mapped segments); every index is bounds-checked against the buffer.
  */
@@ -159,6 +179,29 @@ static PyObject *hot_publish(PyObject *self, PyObject *const *args, Py_ssize_t n
     return PyBool_FromLong(sleeping != 0);
 }
 
+/* Busy-poll *w until it equals want, at most spin_ns (the GIL released while it spins): 1 if it
+ * does. Called with the GIL held. */
+static int spin_until(volatile uint64_t *w, uint64_t want, int64_t spin_ns, int64_t yield_ns) {
+    int done = __atomic_load_n(w, __ATOMIC_ACQUIRE) == want;
+    if (!done && spin_ns > 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        int64_t start = now_ns(), end = start + spin_ns, polite = start + yield_ns;
+        for (;;) {
+            for (int i = 0; i < 64; i++) {
+                if (__atomic_load_n(w, __ATOMIC_ACQUIRE) == want) {
+                    done = 1;
+                    break;
+                }
+                CPU_RELAX();
+            }
+            if (done || spin_over(end, polite))
+                break;
+        }
+        Py_END_ALLOW_THREADS;
+    }
+    return done;
+}
+
 static PyObject *hot_spin(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_buffer view;
     Py_ssize_t index;
@@ -178,23 +221,7 @@ static PyObject *hot_spin(PyObject *self, PyObject *const *args, Py_ssize_t narg
         PyBuffer_Release(&view);
         return NULL;
     }
-    int done = __atomic_load_n(w, __ATOMIC_ACQUIRE) == want;
-    if (!done && spin_ns > 0) {
-        Py_BEGIN_ALLOW_THREADS;
-        int64_t start = now_ns(), end = start + spin_ns, polite = start + yield_ns;
-        for (;;) {
-            for (int i = 0; i < 64; i++) {
-                if (__atomic_load_n(w, __ATOMIC_ACQUIRE) == want) {
-                    done = 1;
-                    break;
-                }
-                CPU_RELAX();
-            }
-            if (done || spin_over(end, polite))
-                break;
-        }
-        Py_END_ALLOW_THREADS;
-    }
+    int done = spin_until(w, want, spin_ns, yield_ns);
     PyBuffer_Release(&view);
     return PyBool_FromLong(done);
 }
@@ -307,6 +334,41 @@ static uint32_t message_crc(const unsigned char *p, uint64_t payload) {
     return (uint32_t)crc;
 }
 
+/* Whether the message at p (limit bytes readable) repeats the cached payload of clen bytes, with
+ * header and CRC checked: 1 yes, 0 no, -1 the payload repeats but the CRC does not match. Bytes
+ * [lo, hi) of the payload may differ. */
+static int repeats(const unsigned char *p, Py_ssize_t limit, const unsigned char *c, Py_ssize_t clen,
+                   Py_ssize_t lo, Py_ssize_t hi) {
+    if (limit < HEADER_SIZE || rd32(p) != MSG_MAGIC || (p[4] | (p[5] << 8)) != PROTOCOL_VERSION)
+        return 0;
+    uint32_t payload = rd32(p + 16), flags = rd32(p + 20);
+    if (flags & FLAG_DATA_CRC || payload != (uint64_t)clen || HEADER_SIZE + (Py_ssize_t)payload > limit)
+        return 0;
+    const unsigned char *q = p + HEADER_SIZE;
+    if (lo < 0 || hi < lo || hi > (Py_ssize_t)payload)
+        lo = hi = 0;
+    if (memcmp(q, c, lo) != 0 || memcmp(q + hi, c + hi, payload - hi) != 0)
+        return 0;
+    return message_crc(p, payload) == rd32(p + CRC_OFFSET) ? 1 : -1;
+}
+
+#define KIND_INFER 1
+#define KIND_RESPONSE 2
+#define DEADLINE_AT 80 /* deadline_ns in the request body */
+
+static void seal_at(unsigned char *p, uint32_t kind, uint64_t rid, uint32_t payload, uint32_t flags) {
+    wr32(p, MSG_MAGIC);
+    p[4] = PROTOCOL_VERSION;
+    p[5] = 0;
+    p[6] = (unsigned char)(kind & 0xFF);
+    p[7] = (unsigned char)(kind >> 8);
+    wr64(p + 8, rid);
+    wr32(p + 16, payload);
+    wr32(p + 20, flags);
+    wr32(p + 24, 0);
+    wr32(p + CRC_OFFSET, message_crc(p, payload));
+}
+
 static PyObject *hot_seal(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_buffer view;
     uint64_t kind, rid, payload, flags;
@@ -330,17 +392,7 @@ static PyObject *hot_seal(PyObject *self, PyObject *const *args, Py_ssize_t narg
         PyBuffer_Release(&view);
         return NULL;
     }
-    unsigned char *p = view.buf;
-    wr32(p, MSG_MAGIC);
-    p[4] = PROTOCOL_VERSION;
-    p[5] = 0;
-    p[6] = (unsigned char)(kind & 0xFF);
-    p[7] = (unsigned char)(kind >> 8);
-    wr64(p + 8, rid);
-    wr32(p + 16, (uint32_t)payload);
-    wr32(p + 20, (uint32_t)flags);
-    wr32(p + 24, 0);
-    wr32(p + CRC_OFFSET, message_crc(p, payload));
+    seal_at(view.buf, (uint32_t)kind, rid, (uint32_t)payload, (uint32_t)flags);
     PyBuffer_Release(&view);
     Py_RETURN_NONE;
 }
@@ -358,29 +410,16 @@ static PyObject *hot_repeat(PyObject *self, PyObject *const *args, Py_ssize_t na
         PyBuffer_Release(&view);
         return NULL;
     }
-    const unsigned char *p = view.buf, *c = cached.buf;
+    const unsigned char *p = view.buf, *q = p + HEADER_SIZE;
     Py_ssize_t limit = size < view.len ? size : view.len;
-    if (limit < HEADER_SIZE || rd32(p) != MSG_MAGIC || (p[4] | (p[5] << 8)) != PROTOCOL_VERSION) {
-        result = Py_NewRef(Py_None);
+    int same = repeats(p, limit, cached.buf, cached.len, lo, hi);
+    if (same <= 0) {
+        result = same == 0 ? Py_NewRef(Py_None) : PyLong_FromLong(-1);
         goto done;
     }
-    uint32_t payload = rd32(p + 16), flags = rd32(p + 20);
-    if (flags & FLAG_DATA_CRC || payload != (uint64_t)cached.len || HEADER_SIZE + (Py_ssize_t)payload > limit) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
-    const unsigned char *q = p + HEADER_SIZE;
-    if (lo < 0 || hi < lo || hi > (Py_ssize_t)payload)
+    uint32_t flags = rd32(p + 20);
+    if (lo < 0 || hi < lo || hi > cached.len)
         lo = hi = 0;
-    if (memcmp(q, c, lo) != 0 || memcmp(q + hi, c + hi, payload - hi) != 0) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
-    uint32_t crc = message_crc(p, payload);
-    if (crc != rd32(p + CRC_OFFSET)) {
-        result = PyLong_FromLong(-1);
-        goto done;
-    }
     /* (kind, request_id, flags, the u64 at skip_lo: the request's deadline, or 0) */
     uint64_t skipped = hi - lo == 8 ? rd64(q + lo) : 0;
     result = PyTuple_New(4);
@@ -406,20 +445,19 @@ done:
 }
 
 /* Copy each source array into its destination view when both have the same format, shape and
- * C-contiguous layout; 0 (and nothing copied) if any pair differs, so the caller re-encodes. */
-static PyObject *hot_fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (check_nargs(nargs, 2, "fill") < 0)
-        return NULL;
-    PyObject *dsts = PySequence_Fast(args[0], "dsts must be a sequence"), *srcs = NULL;
+ * C-contiguous layout: 1 copied; 0 if any pair differs (nothing copied, the caller re-encodes);
+ * -1 with an exception set if an argument is not a sequence. */
+static int fill_pairs(PyObject *dsts_arg, PyObject *srcs_arg) {
+    PyObject *dsts = PySequence_Fast(dsts_arg, "dsts must be a sequence"), *srcs = NULL;
     if (dsts == NULL)
-        return NULL;
-    srcs = PySequence_Fast(args[1], "arrays must be iterable");
+        return -1;
+    srcs = PySequence_Fast(srcs_arg, "arrays must be iterable");
     if (srcs == NULL) {
         Py_DECREF(dsts);
-        return NULL;
+        return -1;
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(dsts);
-    long ok = PySequence_Fast_GET_SIZE(srcs) == n;
+    int ok = PySequence_Fast_GET_SIZE(srcs) == n;
     Py_buffer views[2 * 16];
     Py_ssize_t got = 0;
     if (n > 16)
@@ -462,7 +500,144 @@ static PyObject *hot_fill(PyObject *self, PyObject *const *args, Py_ssize_t narg
     }
     Py_DECREF(dsts);
     Py_DECREF(srcs);
-    return PyBool_FromLong(ok);
+    return ok;
+}
+
+static PyObject *hot_fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (check_nargs(nargs, 2, "fill") < 0)
+        return NULL;
+    int ok = fill_pairs(args[0], args[1]);
+    return ok < 0 ? NULL : PyBool_FromLong(ok);
+}
+
+static int get_i64(PyObject *o, int64_t *out) {
+    long long v = PyLong_AsLongLong(o);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static PyObject *hot_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer ctl, req, resp, cached;
+    uint64_t rid, payload, deadline, seq;
+    Py_ssize_t cseq_word, peer_word, sseq_word;
+    int64_t spin_ns, yield_ns;
+    long code = -1;
+    if (check_nargs(nargs, 15, "exchange") < 0 || get_u64(args[5], &rid, "request_id") < 0 ||
+        get_u64(args[6], &payload, "payload") < 0 || get_u64(args[7], &deadline, "deadline") < 0 ||
+        get_ssize(args[8], &cseq_word, "cseq_word") < 0 || get_u64(args[9], &seq, "seq") < 0 ||
+        get_ssize(args[10], &peer_word, "peer_word") < 0 ||
+        get_ssize(args[11], &sseq_word, "sseq_word") < 0 || get_i64(args[12], &spin_ns) < 0 ||
+        get_i64(args[13], &yield_ns) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &ctl, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &req, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&ctl);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &resp, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&req);
+        PyBuffer_Release(&ctl);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[14], &cached, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&resp);
+        PyBuffer_Release(&req);
+        PyBuffer_Release(&ctl);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    volatile uint64_t *cw = word64(&ctl, cseq_word), *sw = cw ? word64(&ctl, sseq_word) : NULL;
+    volatile uint32_t *peer = sw ? word32(&ctl, peer_word) : NULL;
+    if (peer == NULL)
+        goto done;
+    if (payload > 0xFFFFFFFFu || payload < DEADLINE_AT + 8 || (uint64_t)req.len < HEADER_SIZE + payload) {
+        PyErr_Format(PyExc_IndexError, "a %llu-byte request payload does not fit the %zd-byte area",
+                     (unsigned long long)payload, req.len);
+        goto done;
+    }
+    int filled = fill_pairs(args[3], args[4]);
+    if (filled < 0)
+        goto done;
+    if (filled) {
+        unsigned char *p = req.buf;
+        wr64(p + HEADER_SIZE + DEADLINE_AT, deadline);
+        seal_at(p, KIND_INFER, rid, (uint32_t)payload, 0);
+        __atomic_store_n(cw, seq, __ATOMIC_RELEASE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (__atomic_load_n(peer, __ATOMIC_ACQUIRE)) {
+            code = 1; /* the server sleeps: the caller rings its bell, then waits */
+        } else {
+            int done = spin_until(sw, seq, spin_ns, yield_ns);
+            code = 2;
+            if (done) {
+                const unsigned char *r = resp.buf;
+                code = 3;
+                if (resp.len >= HEADER_SIZE && (r[6] | (r[7] << 8)) == KIND_RESPONSE && rd64(r + 8) == rid &&
+                    repeats(r, resp.len, cached.buf, cached.len, 0, 0) == 1)
+                    code = 0;
+            }
+        }
+    }
+    result = PyLong_FromLong(code);
+done:
+    PyBuffer_Release(&cached);
+    PyBuffer_Release(&resp);
+    PyBuffer_Release(&req);
+    PyBuffer_Release(&ctl);
+    return result;
+}
+
+static PyObject *hot_answer(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer ctl, resp;
+    uint64_t rid, payload, seq;
+    Py_ssize_t cseq_word, sseq_word, busy_word, served_word, sleeping_word;
+    if (check_nargs(nargs, 12, "answer") < 0 || get_u64(args[4], &rid, "request_id") < 0 ||
+        get_u64(args[5], &payload, "payload") < 0 || get_ssize(args[6], &cseq_word, "cseq_word") < 0 ||
+        get_ssize(args[7], &sseq_word, "sseq_word") < 0 || get_u64(args[8], &seq, "seq") < 0 ||
+        get_ssize(args[9], &busy_word, "busy_word") < 0 ||
+        get_ssize(args[10], &served_word, "served_word") < 0 ||
+        get_ssize(args[11], &sleeping_word, "sleeping_word") < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &ctl, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &resp, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&ctl);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    volatile uint64_t *cw = word64(&ctl, cseq_word), *sw = cw ? word64(&ctl, sseq_word) : NULL;
+    volatile uint64_t *served = sw ? word64(&ctl, served_word) : NULL;
+    volatile uint32_t *busy = served ? word32(&ctl, busy_word) : NULL;
+    volatile uint32_t *sleeping = busy ? word32(&ctl, sleeping_word) : NULL;
+    if (sleeping == NULL)
+        goto done;
+    if (payload > 0xFFFFFFFFu || (uint64_t)resp.len < HEADER_SIZE + payload) {
+        PyErr_Format(PyExc_IndexError, "a %llu-byte response payload does not fit the %zd-byte area",
+                     (unsigned long long)payload, resp.len);
+        goto done;
+    }
+    if (__atomic_load_n(cw, __ATOMIC_ACQUIRE) != seq || __atomic_load_n(sw, __ATOMIC_ACQUIRE) == seq) {
+        result = PyLong_FromLong(-1); /* not the pending request any more */
+        goto done;
+    }
+    int filled = fill_pairs(args[2], args[3]);
+    if (filled <= 0) {
+        result = filled < 0 ? NULL : Py_NewRef(Py_None);
+        goto done;
+    }
+    seal_at(resp.buf, KIND_RESPONSE, rid, (uint32_t)payload, 0);
+    __atomic_store_n(sw, seq, __ATOMIC_RELEASE);
+    __atomic_store_n(busy, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(served, __atomic_load_n(served, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    result = PyLong_FromLong(__atomic_load_n(sleeping, __ATOMIC_ACQUIRE) != 0);
+done:
+    PyBuffer_Release(&resp);
+    PyBuffer_Release(&ctl);
+    return result;
 }
 
 static PyMethodDef methods[] = {
@@ -479,6 +654,12 @@ static PyMethodDef methods[] = {
      "seal(buf, kind, request_id, payload, flags): write a message header and its CRC32."},
     {"repeat", (PyCFunction)(void (*)(void))hot_repeat, METH_FASTCALL,
      "repeat(buf, size, cached, skip_lo, skip_hi) -> (kind, id, flags, skipped u64) | None | -1."},
+    {"exchange", (PyCFunction)(void (*)(void))hot_exchange, METH_FASTCALL,
+     "exchange(ctl, req, resp, dsts, arrays, request_id, payload, deadline, cseq_word, seq, peer_word, "
+     "sseq_word, spin_ns, yield_ns, cached) -> int: the client's repeated request in one call."},
+    {"answer", (PyCFunction)(void (*)(void))hot_answer, METH_FASTCALL,
+     "answer(ctl, resp, dsts, arrays, request_id, payload, cseq_word, sseq_word, seq, busy_word, "
+     "served_word, sleeping_word) -> int | None: the server's repeated response in one call."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -36,24 +36,24 @@ class _Reader:
     (same model, tensors, offsets: the common case) re-uses its checked result, after the header
     and CRC checks, instead of decoding the descriptors again."""
 
-    __slots__ = ("_last", "_payload", "area", "limits", "size")
+    __slots__ = ("area", "last", "limits", "payload", "size")
     _SKIP = (0, 0)  # bytes of the payload that may differ from the cached one (the deadline)
 
     def __init__(self, area: Any, size: int, limits: Limits = DEFAULT_LIMITS) -> None:
         self.area = area
         self.size = size
         self.limits = limits
-        self._payload = b""
-        self._last: tuple[Any, ...] | None = None
+        self.payload = b""
+        self.last: tuple[Any, ...] | None = None
 
     def _hit(self) -> tuple[int, int, int, int] | None:
         """(kind, request_id, flags, deadline) when the message repeats the cached payload (the
         deadline: the request's, from its body; 0 for a response)."""
-        if self._last is None:
+        if self.last is None:
             return None
         area = self.area
         if hot is not None:  # the same checks in C, without copying the payload out
-            got = hot.repeat(area, self.size, self._payload, *self._SKIP)
+            got = hot.repeat(area, self.size, self.payload, *self._SKIP)
             if got is None:
                 return None
             if got == -1:
@@ -65,11 +65,11 @@ class _Reader:
             magic != MSG_MAGIC
             or version != PROTOCOL_VERSION
             or flags & _DATA_CRC
-            or payload != len(self._payload)
+            or payload != len(self.payload)
         ):
             return None
         raw = bytes(area[MSG_HEADER_SIZE : MSG_HEADER_SIZE + payload])
-        if raw != self._payload and not self._same_but_deadline(raw):
+        if raw != self.payload and not self._same_but_deadline(raw):
             return None
         if zlib.crc32(raw, zlib.crc32(area[:CRC_OFFSET])) != crc:
             raise BadChecksum(f"CRC32 does not match 0x{crc:08X} in the header", request_id=rid)
@@ -80,8 +80,8 @@ class _Reader:
         return False
 
     def _remember(self, payload: int, result: tuple[Any, ...]) -> None:
-        self._payload = bytes(self.area[MSG_HEADER_SIZE : MSG_HEADER_SIZE + payload])
-        self._last = result
+        self.payload = bytes(self.area[MSG_HEADER_SIZE : MSG_HEADER_SIZE + payload])
+        self.last = result
 
 
 class RequestReader(_Reader):
@@ -90,13 +90,13 @@ class RequestReader(_Reader):
 
     def _same_but_deadline(self, raw: bytes) -> bool:
         # a client with a timeout sends a new deadline every call; everything else may repeat
-        last = self._payload
+        last = self.payload
         return raw[:80] == last[:80] and raw[88:] == last[88:]
 
     def read(self) -> DecodedRequest:
         hit = self._hit()
         if hit is not None and hit[0] in _REQUEST_KINDS:
-            model, version, _, inputs, outputs, params = self._last  # type: ignore[misc]
+            model, version, _, inputs, outputs, params = self.last  # type: ignore[misc]
             kind, rid, flags, deadline = hit
             return _make_request((kind, rid, flags, model, version, deadline, dict(inputs), outputs, params))
         dec = decode_request(self.area, self.size, self.limits)
@@ -114,7 +114,7 @@ class ResponseReader(_Reader):
     def read(self) -> DecodedResponse:
         hit = self._hit()
         if hit is not None and hit[0] == _RESPONSE:
-            status, model, version, outputs, text, params, required = self._last  # type: ignore[misc]
+            status, model, version, outputs, text, params, required = self.last  # type: ignore[misc]
             return _make_response(
                 (hit[1], hit[2], status, model, version, dict(outputs), text, params, required)
             )

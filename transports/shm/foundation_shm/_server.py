@@ -14,6 +14,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from foundation_ml.errors import (
 )
 
 from . import _layout as L
+from ._accel import hot
 from ._codec import (
     Limits,
     fill,
@@ -57,6 +59,13 @@ _C = L.ChannelField
 _MAX_TEXT = 1 << 20
 _RESPONSE = int(L.MessageKind.RESPONSE)
 _INFER = int(L.MessageKind.INFER_REQUEST)
+_CUDA_FLAG = int(L.MessageFlag.CUDA_IPC)
+
+
+def _key(model: str, value: InferenceResponse, outputs: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a response must share with the channel's last one for its payload to stand as written."""
+    params = value.parameters
+    return (model, value.version, tuple(params.items()) if params else (), tuple(outputs))
 
 
 class ShmServer(TransportServer):
@@ -90,6 +99,7 @@ class ShmServer(TransportServer):
         self._lock = ServerLock(L.lock_file(self.name), mode)
         self._stopping = False
         self._running = True
+        self._lane = hot is not None  # _hot.answer: repeated responses in one call
         try:
             remove_objects(self.name, keep_lock_file=True)  # we hold the lock: leftovers are stale
             self._mutex = create_semaphore(L.mutex_name(self.name), mode, 1)
@@ -268,6 +278,40 @@ class ShmServer(TransportServer):
     def _dispatch(self, ch: _Channel, seq: int) -> None:
         ch.busy = True
         self._u32[ch.busy_word] = 1
+        reader = ch.reader
+        if (
+            self._lane
+            and reader is not None
+            and reader.last is not None
+            and ch.gen == self._u64[ch.gen_word]
+            and not self._stopping
+            and ch.index not in self._cuda.channels
+        ):
+            # the request repeats the last one on this channel (header and CRC checked in C):
+            # its decoding is the cached one, with this request's id and deadline
+            hit = hot.repeat(ch.req, ch.req_cap, reader.payload, 80, 88)  # type: ignore[union-attr]
+            if hit is not None and hit != -1 and hit[0] == _INFER and not hit[2] & _CUDA_FLAG:
+                _, rid, _, deadline = hit
+                if not deadline or time.monotonic_ns() < deadline:
+                    model, version, _, inputs, outputs, _ = reader.last
+                    respond = _Responder(self, ch, seq, rid, model)
+                    request = InferenceRequest(model, dict(inputs), rid, version, deadline, {}, outputs)
+                    self._run(request, respond)
+                    return
+        self._dispatch_general(ch, seq)
+
+    def _run(self, request: InferenceRequest, respond: _Responder) -> None:
+        """Call the handler; whatever it raises becomes the request's error response."""
+        try:
+            self.handler(request, respond)
+        except InferenceError as exc:
+            respond(exc)
+        except Exception as exc:
+            log.exception("shm %s: handler raised on request %d", self.name, request.id)
+            respond(HandlerError(f"{type(exc).__name__}: {exc}", model=request.model, request_id=request.id))
+
+    def _dispatch_general(self, ch: _Channel, seq: int) -> None:
+        """Decode the request in full (or reject it), then run it."""
         rid, model = 0, ""
         try:
             if ch.gen != self._u64[ch.gen_word]:
@@ -306,15 +350,7 @@ class ShmServer(TransportServer):
                 parameters=dec.params,
                 outputs=dec.outputs,
             )
-            try:
-                self.handler(request, respond)
-            except InferenceError as exc:
-                respond(exc)
-            except Exception as exc:
-                log.exception("shm %s: handler raised on request %d", self.name, dec.request_id)
-                respond(
-                    HandlerError(f"{type(exc).__name__}: {exc}", model=dec.model, request_id=dec.request_id)
-                )
+            self._run(request, respond)
         else:
             self._control(dec.kind, dec.model, respond)
 
@@ -345,6 +381,31 @@ class ShmServer(TransportServer):
         with ch.lock:
             if ch.lease != r.lease or ch.resp is None:
                 return  # the channel was reclaimed (its client died): nobody to answer
+            if self._lane and ch.wkey is not None and type(value) is InferenceResponse:
+                # the response repeats the last one on this channel: one C call (_hot.answer)
+                outputs = value.outputs
+                key = _key(value.model or r.model, value, outputs)
+                if key == ch.wkey and ch.index not in self._cuda.channels:
+                    _, payload, dsts = ch.wval
+                    woke = hot.answer(  # type: ignore[union-attr]
+                        self._ctl.buf,
+                        ch.resp,
+                        dsts,
+                        outputs.values(),
+                        r.request_id,
+                        payload,
+                        ch.cseq,
+                        ch.sseq,
+                        r.seq,
+                        ch.busy_word,
+                        ch.served_word,
+                        ch.sleeping_word,
+                    )
+                    if woke is not None and woke >= 0:  # else: stale, or new dtypes: the general way
+                        ch.busy = False
+                        if woke:
+                            ch.sem.release()
+                        return
             if self._u64[ch.cseq] != r.seq or self._u64[ch.sseq] == r.seq:
                 # not the pending request any more (never expected): answering would clobber
                 # another; the channel must not stay busy, or its next request is never served
@@ -396,10 +457,9 @@ class ShmServer(TransportServer):
             return
         outputs = value.outputs
         model = value.model or r.model
-        params = value.parameters
         # the response repeats the last one on this channel (model, names; dtypes and shapes are
         # checked as the data is copied, the one copy of each output): only the header is new
-        key = (model, value.version, tuple(params.items()) if params else (), tuple(outputs))
+        key = _key(model, value, outputs)
         if key == ch.wkey and fill(ch.wval[2], outputs.values()):
             refs, payload, _ = ch.wval
             write_header(resp, _RESPONSE, r.request_id, payload, 0, refs)
