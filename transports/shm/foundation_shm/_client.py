@@ -435,7 +435,7 @@ class ShmClient(TransportClient):
                 outputs = {k: v.copy() for k, v in outputs.items()}
             if text:
                 params = {**params, "__text__": text}
-            return InferenceResponse(rid, model, dict(outputs), version=version, parameters=params)
+            return InferenceResponse(rid, model, dict(outputs), version, params)
         if code < 0:  # the inputs' dtypes or shapes changed: nothing was written
             arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in request.inputs.values()]
             params = encode_params(request.parameters) if request.parameters else b""

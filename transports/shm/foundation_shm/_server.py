@@ -387,6 +387,10 @@ class ShmServer(TransportServer):
                 key = _key(value.model or r.model, value, outputs)
                 if key == ch.wkey and ch.index not in self._cuda.channels:
                     _, payload, dsts = ch.wval
+                    # cleared before the busy word (as the general path clears it after): the
+                    # loop may dispatch this channel's next request, and set it, the moment the
+                    # answer is published
+                    busy, ch.busy = ch.busy, False
                     woke = hot.answer(  # type: ignore[union-attr]
                         self._ctl.buf,
                         ch.resp,
@@ -401,11 +405,11 @@ class ShmServer(TransportServer):
                         ch.served_word,
                         ch.sleeping_word,
                     )
-                    if woke is not None and woke >= 0:  # else: stale, or new dtypes: the general way
-                        ch.busy = False
+                    if woke is not None and woke >= 0:
                         if woke:
                             ch.sem.release()
                         return
+                    ch.busy = busy  # stale, or new dtypes or shapes: nothing written; the general way
             if self._u64[ch.cseq] != r.seq or self._u64[ch.sseq] == r.seq:
                 # not the pending request any more (never expected): answering would clobber
                 # another; the channel must not stay busy, or its next request is never served

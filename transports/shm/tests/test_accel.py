@@ -667,6 +667,199 @@ def test_huge_word_indices_raise_index_error_and_never_crash(call: str) -> None:
         assert (out.returncode, out.stdout.strip()) == (0, "IndexError"), (index, out.returncode, out.stdout)
 
 
+# --- 3b. the lanes: exchange (the client's repeated request) and answer (the server's) ----------
+
+# the lanes' control words: u64 1 cseq, u64 2 sseq, u64 3 served; u32 10 the server's sleeping
+# word, u32 11 busy, u32 12 the client's sleeping word
+_LCSEQ, _LSSEQ, _LSERVED, _LPEER, _LBUSY, _LSLEEPING = 1, 2, 3, 10, 11, 12
+
+
+def _lane_request(dtype: DataType, shape: tuple[int, ...], rid: int, deadline: int) -> tuple[Any, ...]:
+    """A request area holding a request for one input, its views, payload and refs."""
+    req = bytearray(AREA)
+    refs, _ = layout([("x", dtype, shape)], request_payload_size(1, 0, 0))
+    payload = write_request(req, request_id=rid, model="m", inputs=refs, deadline_ns=deadline)
+    return req, views(req, refs), payload, refs
+
+
+def _lane_response(dtype: DataType, shape: tuple[int, ...], rid: int) -> tuple[Any, ...]:
+    """A response area holding a response with one output: the area, views, payload, refs."""
+    resp = bytearray(AREA)
+    refs, _ = layout([("y", dtype, shape)], response_payload_size(1, 0, 0))
+    payload = write_response(resp, request_id=rid, model="m", outputs=refs)
+    return resp, views(resp, refs), payload, refs
+
+
+def _exchange(
+    ctl: bytearray,
+    req: bytearray,
+    resp: bytearray,
+    dsts: Any,
+    arrays: Any,
+    rid: int,
+    payload: int,
+    deadline: int,
+    seq: int,
+    cached: bytes,
+    spin_ns: int = 0,
+) -> Any:
+    return hot.exchange(
+        ctl, req, resp, dsts, arrays, rid, payload, deadline, _LCSEQ, seq, _LPEER, _LSSEQ, spin_ns, 0, cached
+    )
+
+
+@needs_c
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(_DTYPES),
+    shape=st.sampled_from([(1,), (4,), (3, 2), (2, 1, 3), (0,)]),
+    rid=st.integers(1, 2**64 - 1),
+    deadline=st.integers(0, 2**64 - 1),
+)
+def test_exchange_writes_the_request_the_python_path_writes(
+    dtype: DataType, shape: tuple[int, ...], rid: int, deadline: int
+) -> None:
+    req, dsts, payload, refs = _lane_request(dtype, shape, 1, 0)
+    x = (np.arange(int(np.prod(shape))) % 7).astype(dtype.numpy).reshape(shape)
+    want = bytearray(req)  # the pure path: _py_fill, the deadline packed, write_header
+    _py_fill(views(want, refs), [x])
+    want[MSG_HEADER_SIZE + 80 : MSG_HEADER_SIZE + 88] = deadline.to_bytes(8, "little")
+    with _pure_codec():
+        _codec.write_header(want, 1, rid, payload, 0, refs)
+    ctl, resp = bytearray(128), bytearray(AREA)
+    assert _exchange(ctl, req, resp, dsts, [x], rid, payload, deadline, 5, b"") == 2  # nobody answers
+    assert req == want
+    assert memoryview(ctl).cast("Q")[_LCSEQ] == 5
+    dec = decode_request(bytes(req), AREA)
+    assert (dec.request_id, dec.deadline_ns) == (rid, deadline)
+    assert dec.inputs["x"].tobytes() == x.tobytes()
+
+
+@needs_c
+def test_exchange_reports_each_outcome() -> None:
+    req, dsts, payload, _ = _lane_request(DataType.FP32, (4,), 1, 0)
+    resp, _, rpayload, _ = _lane_response(DataType.FP32, (4,), 7)
+    cached = bytes(resp[MSG_HEADER_SIZE : MSG_HEADER_SIZE + rpayload])
+    ctl = bytearray(128)
+    u64, u32 = memoryview(ctl).cast("Q"), memoryview(ctl).cast("I")
+    x = np.arange(4, dtype=np.float32)
+    u64[_LSSEQ] = 3  # already answered: the response in place repeats the cached one, id 7
+    assert _exchange(ctl, req, resp, dsts, [x], 7, payload, 0, 3, cached) == 0
+    assert _exchange(ctl, req, resp, dsts, [x], 8, payload, 0, 3, cached) == 3  # another request id
+    assert _exchange(ctl, req, resp, dsts, [x], 7, payload, 0, 3, cached[:-1] + b"\x01") == 3  # new shape
+    resp[MSG_HEADER_SIZE] ^= 1  # the response's CRC no longer matches: decoded (and rejected) in full
+    assert _exchange(ctl, req, resp, dsts, [x], 7, payload, 0, 3, cached) == 3
+    resp[MSG_HEADER_SIZE] ^= 1
+    u32[_LPEER] = 1  # the server sleeps: published, not awaited
+    assert _exchange(ctl, req, resp, dsts, [x], 7, payload, 0, 4, cached) == 1
+    assert u64[_LCSEQ] == 4
+    u32[_LPEER] = 0
+    t0 = time.monotonic()
+    assert _exchange(ctl, req, resp, dsts, [x], 7, payload, 0, 5, cached, spin_ns=2_000_000) == 2
+    assert time.monotonic() - t0 >= 0.002  # it spun its window
+    before = bytes(req)
+    for bad in (
+        np.arange(5, dtype=np.float32),
+        np.arange(4, dtype=np.float64),
+        np.arange(8, dtype=np.float32)[::2],
+    ):
+        assert _exchange(ctl, req, resp, dsts, [bad], 9, payload, 0, 6, cached) == -1  # the general way
+    assert bytes(req) == before and u64[_LCSEQ] == 5  # nothing written, nothing published
+
+
+@needs_c
+def test_exchange_sees_an_answer_from_another_thread_while_it_spins() -> None:
+    req, dsts, payload, _ = _lane_request(DataType.INT32, (3,), 1, 0)
+    resp, _, rpayload, rrefs = _lane_response(DataType.INT32, (3,), 1)
+    cached = bytes(resp[MSG_HEADER_SIZE : MSG_HEADER_SIZE + rpayload])
+    ctl = bytearray(128)
+    u64 = memoryview(ctl).cast("Q")
+
+    def server() -> None:  # answers request 1 with the same response, as soon as it is published
+        deadline = time.monotonic() + 5
+        while u64[_LCSEQ] != 1 and time.monotonic() < deadline:
+            pass
+        write_response(resp, request_id=21, model="m", outputs=rrefs)
+        u64[_LSSEQ] = 1
+
+    t = threading.Thread(target=server)
+    t.start()
+    try:
+        got = _exchange(ctl, req, resp, dsts, [np.ones(3, np.int32)], 21, payload, 0, 1, cached, 5 * 10**9)
+    finally:
+        t.join()
+    assert got == 0
+
+
+@needs_c
+def test_exchange_and_answer_check_their_indices_and_sizes() -> None:
+    req, dsts, payload, _ = _lane_request(DataType.FP32, (4,), 1, 0)
+    x = [np.zeros(4, np.float32)]
+    with pytest.raises(IndexError):
+        hot.exchange(bytearray(16), req, bytearray(64), dsts, x, 1, payload, 0, 1, 1, 10, 2, 0, 0, b"")
+    with pytest.raises(IndexError):  # a payload past the area
+        _exchange(bytearray(128), req, bytearray(64), dsts, x, 1, AREA, 0, 1, b"")
+    with pytest.raises(IndexError):  # a payload too short to hold the deadline
+        _exchange(bytearray(128), req, bytearray(64), dsts, x, 1, 40, 0, 1, b"")
+    with pytest.raises(TypeError):
+        hot.exchange(bytearray(128), req)
+    resp, rdsts, rpayload, _ = _lane_response(DataType.FP32, (4,), 1)
+    with pytest.raises(IndexError):
+        hot.answer(bytearray(16), resp, rdsts, x, 1, rpayload, 1, 2, 1, 10, 3, 12)
+    with pytest.raises(IndexError):
+        hot.answer(bytearray(128), resp, rdsts, x, 1, AREA, 1, 2, 1, 10, 3, 12)
+
+
+def _answer(ctl: bytearray, resp: bytearray, dsts: Any, arrays: Any, rid: int, payload: int, seq: int) -> Any:
+    return hot.answer(
+        ctl, resp, dsts, arrays, rid, payload, _LCSEQ, _LSSEQ, seq, _LBUSY, _LSERVED, _LSLEEPING
+    )
+
+
+@needs_c
+@settings(max_examples=60, deadline=None)
+@given(
+    dtype=st.sampled_from(_DTYPES),
+    shape=st.sampled_from([(1,), (4,), (3, 2), (2, 1, 3), (0,)]),
+    rid=st.integers(1, 2**64 - 1),
+)
+def test_answer_writes_the_response_the_python_path_writes(
+    dtype: DataType, shape: tuple[int, ...], rid: int
+) -> None:
+    resp, dsts, payload, refs = _lane_response(dtype, shape, 1)
+    y = (np.arange(int(np.prod(shape))) % 5).astype(dtype.numpy).reshape(shape)
+    want = bytearray(resp)
+    _py_fill(views(want, refs), [y])
+    with _pure_codec():
+        _codec.write_header(want, 2, rid, payload, 0, refs)
+    ctl = bytearray(128)
+    u64, u32 = memoryview(ctl).cast("Q"), memoryview(ctl).cast("I")
+    u64[_LCSEQ], u64[_LSSEQ], u64[_LSERVED], u32[_LBUSY] = 8, 7, 40, 1
+    assert _answer(ctl, resp, dsts, [y], rid, payload, 8) == 0
+    assert resp == want
+    assert (u64[_LSSEQ], u32[_LBUSY], u64[_LSERVED]) == (8, 0, 41)
+    dec = decode_response(bytes(resp), AREA)
+    assert dec.request_id == rid and dec.outputs["y"].tobytes() == y.tobytes()
+
+
+@needs_c
+def test_answer_wakes_a_sleeping_client_and_leaves_stale_or_new_shapes_to_the_general_path() -> None:
+    resp, dsts, payload, _ = _lane_response(DataType.FP32, (4,), 1)
+    ctl = bytearray(128)
+    u64, u32 = memoryview(ctl).cast("Q"), memoryview(ctl).cast("I")
+    y = [np.ones(4, np.float32)]
+    u64[_LCSEQ], u64[_LSSEQ], u32[_LBUSY], u32[_LSLEEPING] = 2, 1, 1, 1
+    assert _answer(ctl, resp, dsts, y, 5, payload, 2) == 1  # the client sleeps: wake it
+    u32[_LBUSY] = 1
+    u64[_LCSEQ] = 3
+    words, area = bytes(ctl), bytes(resp)
+    assert _answer(ctl, resp, dsts, y, 5, payload, 2) == -1  # answered already
+    assert _answer(ctl, resp, dsts, y, 5, payload, 4) == -1  # not the pending request
+    assert _answer(ctl, resp, dsts, [np.ones(5, np.float32)], 5, payload, 3) is None  # a new shape
+    assert _answer(ctl, resp, dsts, [], 5, payload, 3) is None  # another number of outputs
+    assert bytes(ctl) == words and bytes(resp) == area  # none of them wrote anything
+
+
 # --- 4. one implementation serves the other, in real processes ---------------------------------
 
 _SERVER = (
