@@ -135,28 +135,54 @@ def _client_worker(
             client.infer(DEMO_MODEL, x)
         barrier.wait()
         n, end = 0, time.perf_counter() + seconds
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time_ns()
         while time.perf_counter() < end:
             client.infer(DEMO_MODEL, x)
             n += 1
-        results.put((n, time.perf_counter() - t0))
+        results.put((n, time.perf_counter() - t0, time.thread_time_ns() - cpu0))
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time used so far by the threads of process ``pid`` alive now, in ns (the scheduler's
+    own accounting, ``/proc/PID/task/*/schedstat``: exact, unlike the tick-sampled ``stat``, but a
+    thread that has ended takes its time with it; a server's threads live as long as it does)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that just ended
+    return total
 
 
 def _throughput(
-    name: str, transport: str, clients: int, seconds: float, options: dict[str, Any] | None = None
-) -> float:
+    name: str,
+    transport: str,
+    clients: int,
+    seconds: float,
+    options: dict[str, Any] | None = None,
+    server_pid: int | None = None,
+) -> tuple[float, float, float]:
+    """(requests/s, client CPU µs per request, server CPU µs per request) of ``clients`` client
+    processes calling in a closed loop; the server's CPU only if ``server_pid`` is given."""
     ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(clients), ctx.Queue()
+    barrier, results = ctx.Barrier(clients + 1), ctx.Queue()  # the workers start with this process
     procs = [
         ctx.Process(target=_client_worker, args=(name, transport, seconds, barrier, results, options or {}))
         for _ in range(clients)
     ]
     for p in procs:
         p.start()
+    barrier.wait(timeout=120)
+    server0 = cpu_ns(server_pid) if server_pid else 0
     got = [results.get(timeout=120 + seconds) for _ in procs]
+    server_ns = cpu_ns(server_pid) - server0 if server_pid else 0
     for p in procs:
         p.join(30)
-    return float(sum(n for n, _ in got) / max(t for _, t in got))
+    requests = sum(n for n, _, _ in got)
+    client_us = sum(c for _, _, c in got) / requests / 1e3
+    return float(requests / max(t for _, t, _ in got)), client_us, server_ns / requests / 1e3
 
 
 def run(
@@ -197,7 +223,7 @@ def run(
     # against 9.9k and 11.3k, interleaved).
     crowd: dict[str, Any] = {}
     result["throughput_client_options"] = crowd
-    with ServerProcess(base), MLRuntime() as runtime:
+    with ServerProcess(base) as server, MLRuntime() as runtime:
         runtime.register_model(DEMO_MODEL, model)
         runtime.start("inproc", f"bench_{os.getpid()}")
         with (
@@ -216,14 +242,18 @@ def run(
         result[f"{transport}_p50_us"], result[f"{transport}_p99_us"] = lat[transport]
         result[f"{transport}_rps_1_client"] = rate[transport]
         result["rounds"] = ROUNDS
-        result[f"{transport}_rps_{clients}_clients_unbatched"] = round(
-            _throughput(name, transport, clients, seconds, crowd), 1
-        )
+        rps, client_us, server_us = _throughput(name, transport, clients, seconds, crowd, server.pid)
+        result[f"{transport}_rps_{clients}_clients_unbatched"] = round(rps, 1)
+        cpu = {"unbatched": {"client": round(client_us, 1), "server": round(server_us, 1)}}
     batched = [*base, "--max-batch-size", str(max_batch_size), "--max-wait-us", str(max_wait_us)]
-    with ServerProcess(batched):
-        result[f"{transport}_rps_{clients}_clients_batched"] = round(
-            _throughput(name, transport, clients, seconds, crowd), 1
-        )
+    with ServerProcess(batched) as server:
+        rps, client_us, server_us = _throughput(name, transport, clients, seconds, crowd, server.pid)
+        result[f"{transport}_rps_{clients}_clients_batched"] = round(rps, 1)
+        cpu["batched"] = {"client": round(client_us, 1), "server": round(server_us, 1)}
+        # CPU time per request (µs) in the throughput runs, from the scheduler's accounting: a
+        # client's own thread, and every thread of the server. Spinning counts; so does the
+        # kernel's work to block and wake a process (~30 µs a request here, measured).
+        result["cpu_us_per_request"] = cpu
         with InferenceClient(name, transport=transport) as client:
             served = client.stats()["models"][DEMO_MODEL]
         result["batched_mean_batch_size"] = served["mean_batch_size"]

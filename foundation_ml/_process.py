@@ -32,6 +32,13 @@ class ServerProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
+    @property
+    def pid(self) -> int:
+        """The server process's pid (once started)."""
+        if self.proc is None:
+            raise RuntimeError("the server process has not been started")
+        return self.proc.pid
+
     def start(self) -> ServerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(

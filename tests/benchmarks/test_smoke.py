@@ -77,3 +77,10 @@ def test_the_benchmark_runs_and_reports_its_figures(script: str, args: list[str]
     assert isinstance(doc, dict) and doc, f"{script}: not one JSON object"
     for key in figures:
         assert isinstance(doc[key], int | float) and doc[key] >= 0, key
+    if script == "inference.py":  # CPU per request of the clients and the server, both runs
+        cpu = doc["cpu_us_per_request"]
+        assert {k: sorted(v) for k, v in cpu.items()} == {
+            "unbatched": ["client", "server"],
+            "batched": ["client", "server"],
+        }
+        assert all(us > 0 for run in cpu.values() for us in run.values()), cpu

@@ -1,0 +1,56 @@
+"""The inference benchmark's own accounting (its figures are checked by tests/benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from foundation_ml._bench import cpu_ns
+
+
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_cpu_ns_counts_the_cpu_a_process_uses_and_not_its_sleep() -> None:
+    before = cpu_ns(os.getpid())
+    _busy(0.05)
+    busy = cpu_ns(os.getpid()) - before
+    assert 0.03e9 <= busy <= 0.5e9  # the scheduler's exact accounting, not 10 ms ticks
+    before = cpu_ns(os.getpid())
+    time.sleep(0.05)
+    assert cpu_ns(os.getpid()) - before < 0.02e9
+
+
+def test_cpu_ns_sums_the_live_threads_of_another_process() -> None:
+    code = (
+        "import threading, time\n"
+        "def spin():\n"
+        "    end = time.perf_counter() + 0.3\n"
+        "    while time.perf_counter() < end: pass\n"
+        "    time.sleep(5)\n"
+        "threading.Thread(target=spin, daemon=True).start()\n"
+        "end = time.perf_counter() + 0.3\n"
+        "while time.perf_counter() < end: pass\n"
+        "time.sleep(0.4); print('done', flush=True); time.sleep(5)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "done"
+        assert cpu_ns(proc.pid) >= 0.3e9  # two threads, 0.3 s each, on 2 CPUs or taking turns
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_cpu_ns_of_a_process_that_is_gone_raises() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    with pytest.raises(FileNotFoundError):
+        cpu_ns(proc.pid)
