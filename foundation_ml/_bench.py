@@ -14,6 +14,7 @@ import json
 import mmap
 import multiprocessing as mp
 import os
+import signal
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -83,22 +84,33 @@ def _spin_forever() -> None:  # pragma: no cover - runs in a child process until
         pass
 
 
-def _with_spinner(measure: Any) -> float:
-    """``measure()`` while a child process busy-loops (pinned to another CPU where it can be)."""
+def _with_and_without_spinner(measure: Any) -> tuple[float, float]:
+    """``measure()`` while a child process busy-loops on another CPU, and while it is stopped,
+    in ``ROUNDS`` alternating rounds: (median with, median without). Alternating matters: this
+    VM's speed drifts by up to ~1.7x over seconds, so one figure taken after the other compares
+    two machines (an earlier version did that, and reported a 1.7x slowdown that alternating
+    rounds do not show)."""
     mine = os.sched_getaffinity(0)
     child = mp.get_context("fork").Process(target=_spin_forever, daemon=True)
     child.start()
+    assert child.pid is not None
+    spinning: list[float] = []
+    idle: list[float] = []
     try:
-        if child.pid is not None and len(mine) > 1:
+        if len(mine) > 1:
             here = min(mine)
             os.sched_setaffinity(child.pid, mine - {here})
             os.sched_setaffinity(0, {here})
-        time.sleep(0.05)
-        return round(float(measure()), 2)
+        for r in range(2 * ROUNDS):
+            on = r % 2 == 0
+            os.kill(child.pid, signal.SIGCONT if on else signal.SIGSTOP)
+            time.sleep(0.02)
+            (spinning if on else idle).append(float(measure()))
     finally:
         os.sched_setaffinity(0, mine)
         child.kill()
         child.join()
+    return round(float(np.median(spinning)), 2), round(float(np.median(idle)), 2)
 
 
 def _interleaved(
@@ -258,11 +270,10 @@ def run(
             served = client.stats()["models"][DEMO_MODEL]
         result["batched_mean_batch_size"] = served["mean_batch_size"]
         result["batching"] = {"max_batch_size": max_batch_size, "max_wait_us": max_wait_us}
-    # the direct call again while another process spins on the other CPU, as a waiting client
-    # does: where two vCPUs share a core's execution units (measured here: ~1.7x), the model
-    # runs slower while its client spins
-    result["direct_p50_us_peer_spinning"] = _with_spinner(
-        lambda: float(np.percentile(_timed(direct, x, calls), 50))
+    # the direct call while another process spins on the other CPU, as a waiting client does,
+    # and while that process is stopped, alternating: does a spinning client slow the model?
+    result["direct_p50_us_peer_spinning"], result["direct_p50_us_peer_stopped"] = _with_and_without_spinner(
+        lambda: float(np.percentile(_timed(direct, x, max(1, calls // ROUNDS)), 50))
     )
     floor, p50 = result["floor_spin_p50_us"], result[f"{transport}_p50_us"]
     result["latency_overhead_us"] = round(p50 - result["direct_p50_us"], 2)

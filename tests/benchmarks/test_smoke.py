@@ -45,6 +45,7 @@ BENCHMARKS = [
         [
             "direct_p50_us",
             "direct_p50_us_peer_spinning",
+            "direct_p50_us_peer_stopped",
             "floor_spin_p50_us",
             "inproc_p50_us",
             "shm_p50_us",
