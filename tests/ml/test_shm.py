@@ -149,6 +149,60 @@ def test_batched_server_returns_each_caller_its_own_rows(shm_hub: Hub, name: str
     assert shm_entries(name) == []
 
 
+_LOOP_CLIENT = """
+import sys, time, numpy as np
+from foundation_ml import InferenceClient
+ok = bad = 0
+rng = np.random.default_rng(int(sys.argv[2]))
+with InferenceClient(sys.argv[1], timeout=10) as client:
+    end = time.monotonic() + float(sys.argv[3])
+    while time.monotonic() < end:
+        x = rng.standard_normal((1, 8)).astype(np.float32)
+        if np.array_equal(client.infer("double", {"x": x})["y"], x * 2):
+            ok += 1
+        else:
+            bad += 1
+print(ok, bad)
+"""
+
+
+@pytest.mark.slow
+def test_a_batched_server_under_four_client_processes_answers_every_request_with_its_own_rows(
+    shm_hub: Hub, name: str
+) -> None:
+    """Closed loops from 4 processes for 2 s against a batching server, whose answers come from
+    the serving thread (full batches, flush) and from the batcher thread (late ones): the steady
+    state runs the C lanes on both sides. Every request is answered, with its own rows."""
+    from foundation_ml._backend import FunctionModel
+
+    rt = MLRuntime(shm_hub)
+    model = FunctionModel(lambda x: x * 2, inputs={"x": "FP32[-1, 8]"}, outputs={"y": "FP32[-1, 8]"})
+    rt.register_model("double", model, max_batch_size=4, max_wait_us=200)
+    rt.start("shm", name)
+    try:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _LOOP_CLIENT, name, str(k), "2"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for k in range(4)
+        ]
+        results = [p.communicate(timeout=120) for p in procs]
+        stats = rt.stats()["models"]["double"]
+    finally:
+        rt.close()
+    for (out, err), p in zip(results, procs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+        ok, bad = map(int, out.split())
+        assert ok > 100 and bad == 0
+    answered = sum(int(out.split()[0]) for out, _ in results)
+    assert stats["requests"] == answered and stats["errors"] == 0
+    assert stats["mean_batch_size"] > 1
+    assert shm_entries(name) == []
+
+
 @pytest.mark.slow
 def test_sigterm_answers_a_queued_request_before_exiting(shm_hub: Hub, name: str) -> None:
     """A request waiting for its batch to fill (10 s) is run at once by the drain, answered, then exit 0."""
