@@ -26,7 +26,7 @@
  *                                            request's deadline), with its header and CRC checked:
  *                                            (kind, request_id, flags) or None; -1 on a CRC mismatch
  *
- * The two steady-state lanes: a request or response that repeats the previous one on its channel
+ * The steady-state lanes: a request or response that repeats the previous one on its channel
  * (same model, names, dtypes, shapes: the payload is already in place) in one call each.
  *
  *   exchange(ctl, req, resp, dsts, arrays, request_id, payload, deadline, cseq_word, seq,
@@ -38,6 +38,14 @@
  *                                            this request id and its CRC checked; 1: sent, the
  *                                            server sleeps (ring its bell, then wait); 2: sent, the
  *                                            spin ran out (wait); 3: answered, decode it in full
+ *   take(ctl, req, cached, size, cseq_word, sseq_word, busy_word, gen_word, gen)
+ *                                            the server's take of a pending request: None if the
+ *                                            channel has none (client_seq == server_seq); else it
+ *                                            sets the busy word and returns (seq, request_id,
+ *                                            deadline) for an INFER request that repeats `cached`
+ *                                            in the mapped data segment (generation `gen`), its
+ *                                            header and CRC checked, or (seq, None, 0): decode it
+ *                                            in full
  *   answer(ctl, resp, dsts, arrays, request_id, payload, cseq_word, sseq_word, seq, busy_word,
  *          served_word, sleeping_word)
  *                                            the server's response: unless the request is no
@@ -590,6 +598,56 @@ done:
     return result;
 }
 
+#define FLAG_CUDA_IPC 2u
+
+static PyObject *hot_take(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer ctl, req, cached;
+    Py_ssize_t size, cseq_word, sseq_word, busy_word, gen_word;
+    uint64_t gen;
+    if (check_nargs(nargs, 9, "take") < 0 || get_ssize(args[3], &size, "size") < 0 ||
+        get_ssize(args[4], &cseq_word, "cseq_word") < 0 || get_ssize(args[5], &sseq_word, "sseq_word") < 0 ||
+        get_ssize(args[6], &busy_word, "busy_word") < 0 || get_ssize(args[7], &gen_word, "gen_word") < 0 ||
+        get_u64(args[8], &gen, "gen") < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &ctl, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &req, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&ctl);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &cached, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&req);
+        PyBuffer_Release(&ctl);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    volatile uint64_t *cw = word64(&ctl, cseq_word), *sw = cw ? word64(&ctl, sseq_word) : NULL;
+    volatile uint64_t *gw = sw ? word64(&ctl, gen_word) : NULL;
+    volatile uint32_t *busy = gw ? word32(&ctl, busy_word) : NULL;
+    if (busy == NULL)
+        goto done;
+    uint64_t seq = __atomic_load_n(cw, __ATOMIC_ACQUIRE);
+    if (seq == __atomic_load_n(sw, __ATOMIC_ACQUIRE)) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    __atomic_store_n(busy, 1, __ATOMIC_RELEASE);
+    const unsigned char *p = req.buf;
+    Py_ssize_t limit = size < req.len ? size : req.len;
+    if (__atomic_load_n(gw, __ATOMIC_ACQUIRE) == gen && cached.len >= DEADLINE_AT + 8 &&
+        repeats(p, limit, cached.buf, cached.len, DEADLINE_AT, DEADLINE_AT + 8) == 1 &&
+        (p[6] | (p[7] << 8)) == KIND_INFER && !(rd32(p + 20) & FLAG_CUDA_IPC))
+        result = Py_BuildValue("(KKK)", (unsigned long long)seq, (unsigned long long)rd64(p + 8),
+                               (unsigned long long)rd64(p + HEADER_SIZE + DEADLINE_AT));
+    else
+        result = Py_BuildValue("(KOi)", (unsigned long long)seq, Py_None, 0);
+done:
+    PyBuffer_Release(&cached);
+    PyBuffer_Release(&req);
+    PyBuffer_Release(&ctl);
+    return result;
+}
+
 static PyObject *hot_answer(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_buffer ctl, resp;
     uint64_t rid, payload, seq;
@@ -657,6 +715,9 @@ static PyMethodDef methods[] = {
     {"exchange", (PyCFunction)(void (*)(void))hot_exchange, METH_FASTCALL,
      "exchange(ctl, req, resp, dsts, arrays, request_id, payload, deadline, cseq_word, seq, peer_word, "
      "sseq_word, spin_ns, yield_ns, cached) -> int: the client's repeated request in one call."},
+    {"take", (PyCFunction)(void (*)(void))hot_take, METH_FASTCALL,
+     "take(ctl, req, cached, size, cseq_word, sseq_word, busy_word, gen_word, gen) -> None | (seq, id, "
+     "deadline) | (seq, None, 0): the server's take of a pending request."},
     {"answer", (PyCFunction)(void (*)(void))hot_answer, METH_FASTCALL,
      "answer(ctl, resp, dsts, arrays, request_id, payload, cseq_word, sseq_word, seq, busy_word, "
      "served_word, sleeping_word) -> int | None: the server's repeated response in one call."},

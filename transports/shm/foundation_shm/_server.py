@@ -8,6 +8,7 @@ region mutex if its holder died. Everything it created is unlinked at ``stop()``
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -189,6 +190,7 @@ class ShmServer(TransportServer):
         sseq: list[int] = []
         busy: list[int] = []
         poll, spin_ns, start = poll_channels(self._ctl), self.spin_ns, 0
+        take = functools.partial(hot.take, self._ctl.buf) if self._lane else None
         flush = getattr(self.handler, "flush", None)  # RequestHandler.flush: batches run here
         dirty = False  # requests handed over since the last flush
         while self._running:
@@ -210,15 +212,37 @@ class ShmServer(TransportServer):
                 ch = active[i]
                 start = i + 1
                 # poll's reads of cseq, sseq and busy are not one snapshot: an answer landing
-                # between them looks like a new request. ``_answer`` clears ch.busy last, so once
-                # it reads False here, fresh reads of both words are the truth.
+                # between them looks like a new request. An answer clears the busy word after it
+                # stores sseq, and poll saw it clear, so fresh reads of both words are the truth.
                 if ch.busy:
                     continue
-                seq = u64[ch.cseq]
-                if seq == u64[ch.sseq]:
-                    continue
+                reader = ch.reader
+                if take is not None and reader is not None and reader.last is not None:
+                    # the C lane: fresh reads, the busy word set, and a request that repeats the
+                    # channel's last one checked (header, CRC) with its id and deadline
+                    got = take(
+                        ch.req,
+                        reader.payload,
+                        ch.req_cap,
+                        ch.cseq,
+                        ch.sseq,
+                        ch.busy_word,
+                        ch.gen_word,
+                        ch.gen,
+                    )
+                    if got is None:
+                        continue
+                    seq, rid, deadline = got
+                else:
+                    seq = u64[ch.cseq]
+                    if seq == u64[ch.sseq]:
+                        continue
+                    rid = None
                 try:
-                    self._dispatch(ch, seq)
+                    if rid is None:
+                        self._dispatch(ch, seq)
+                    else:
+                        self._dispatch_repeat(ch, seq, rid, deadline)
                 except Exception:  # a bug of ours must cost one request, never the server
                     log.exception("shm %s channel %d: dispatch failed", self.name, ch.index)
                     self._fail(ch, seq)
@@ -275,29 +299,25 @@ class ShmServer(TransportServer):
         ch.reader = RequestReader(ch.req, req_cap, self.limits)
         ch.wkey = None
 
+    def _dispatch_repeat(self, ch: _Channel, seq: int, rid: int, deadline: int) -> None:
+        """A request that repeats the channel's last one (``_hot.take`` checked it and set the busy
+        word): its decoding is the cached one, with this request's id and deadline."""
+        ch.busy = True
+        if (
+            self._stopping
+            or ch.index in self._cuda.channels
+            or (deadline and time.monotonic_ns() >= deadline)
+        ):
+            self._dispatch_general(ch, seq)  # answered there: ShuttingDown, CUDA IPC, DeadlineExceeded
+            return
+        assert ch.reader is not None
+        model, version, _, inputs, outputs, _ = ch.reader.last  # type: ignore[misc]
+        request = InferenceRequest(model, dict(inputs), rid, version, deadline, {}, outputs)
+        self._run(request, _Responder(self, ch, seq, rid, model))
+
     def _dispatch(self, ch: _Channel, seq: int) -> None:
         ch.busy = True
         self._u32[ch.busy_word] = 1
-        reader = ch.reader
-        if (
-            self._lane
-            and reader is not None
-            and reader.last is not None
-            and ch.gen == self._u64[ch.gen_word]
-            and not self._stopping
-            and ch.index not in self._cuda.channels
-        ):
-            # the request repeats the last one on this channel (header and CRC checked in C):
-            # its decoding is the cached one, with this request's id and deadline
-            hit = hot.repeat(ch.req, ch.req_cap, reader.payload, 80, 88)  # type: ignore[union-attr]
-            if hit is not None and hit != -1 and hit[0] == _INFER and not hit[2] & _CUDA_FLAG:
-                _, rid, _, deadline = hit
-                if not deadline or time.monotonic_ns() < deadline:
-                    model, version, _, inputs, outputs, _ = reader.last
-                    respond = _Responder(self, ch, seq, rid, model)
-                    request = InferenceRequest(model, dict(inputs), rid, version, deadline, {}, outputs)
-                    self._run(request, respond)
-                    return
         self._dispatch_general(ch, seq)
 
     def _run(self, request: InferenceRequest, respond: _Responder) -> None:

@@ -810,6 +810,62 @@ def test_exchange_and_answer_check_their_indices_and_sizes() -> None:
         hot.answer(bytearray(128), resp, rdsts, x, 1, AREA, 1, 2, 1, 10, 3, 12)
 
 
+# take's words: u64 1 cseq, u64 2 sseq, u64 4 the data segment's generation; u32 11 busy
+_TGEN = 4
+
+
+def _take(ctl: bytearray, req: bytearray, cached: bytes, gen: int = 7) -> Any:
+    return hot.take(ctl, req, cached, AREA, _LCSEQ, _LSSEQ, _LBUSY, _TGEN, gen)
+
+
+@needs_c
+def test_take_reports_nothing_pending_and_leaves_the_busy_word() -> None:
+    req, _, payload, _ = _lane_request(DataType.FP32, (4,), 3, 0)
+    cached = bytes(req[MSG_HEADER_SIZE : MSG_HEADER_SIZE + payload])
+    ctl = bytearray(128)
+    u64, u32 = memoryview(ctl).cast("Q"), memoryview(ctl).cast("I")
+    u64[_LCSEQ] = u64[_LSSEQ] = 5
+    assert _take(ctl, req, cached) is None
+    assert u32[_LBUSY] == 0
+
+
+@needs_c
+def test_take_returns_a_repeated_request_with_its_id_and_deadline_and_sets_busy() -> None:
+    req, _, payload, refs = _lane_request(DataType.FP32, (4,), 3, 0)
+    cached = bytes(req[MSG_HEADER_SIZE : MSG_HEADER_SIZE + payload])
+    ctl = bytearray(128)
+    u64, u32 = memoryview(ctl).cast("Q"), memoryview(ctl).cast("I")
+    u64[_LCSEQ], u64[_LSSEQ], u64[_TGEN] = 6, 5, 7
+    assert _take(ctl, req, cached) == (6, 3, 0)
+    assert u32[_LBUSY] == 1
+    write_request(req, request_id=2**64 - 1, model="m", inputs=refs, deadline_ns=123)  # a new deadline
+    assert _take(ctl, req, cached) == (6, 2**64 - 1, 123)
+
+
+@needs_c
+def test_take_sends_anything_but_a_repeated_infer_request_to_the_full_decoder() -> None:
+    req, _, payload, refs = _lane_request(DataType.FP32, (4,), 3, 0)
+    cached = bytes(req[MSG_HEADER_SIZE : MSG_HEADER_SIZE + payload])
+    ctl = bytearray(128)
+    u64, u32 = memoryview(ctl).cast("Q"), memoryview(ctl).cast("I")
+    u64[_LCSEQ], u64[_LSSEQ], u64[_TGEN] = 6, 5, 7
+    general = (6, None, 0)
+    assert _take(ctl, req, cached, gen=8) == general  # the client attached a new data segment
+    assert u32[_LBUSY] == 1  # busy either way: the request is the server's now
+    assert _take(ctl, req, cached[:-1] + b"\x01") == general  # another payload
+    assert _take(ctl, req, b"") == general  # nothing cached
+    req[MSG_HEADER_SIZE + 81] ^= 1  # the deadline changes, the CRC does not: decoded (and rejected) in full
+    assert _take(ctl, req, cached) == general
+    write_request(req, request_id=3, model="m", inputs=refs, kind=3)  # METADATA_REQUEST, same payload
+    assert _take(ctl, req, cached) == general
+    write_request(req, request_id=3, model="m", inputs=refs, flags=2)  # the client wants CUDA IPC outputs
+    assert _take(ctl, req, cached) == general
+    write_request(req, request_id=3, model="m", inputs=refs)
+    assert _take(ctl, req, cached) == (6, 3, 0)
+    with pytest.raises(IndexError):
+        hot.take(bytearray(16), req, cached, AREA, _LCSEQ, _LSSEQ, _LBUSY, _TGEN, 7)
+
+
 def _answer(ctl: bytearray, resp: bytearray, dsts: Any, arrays: Any, rid: int, payload: int, seq: int) -> Any:
     return hot.answer(
         ctl, resp, dsts, arrays, rid, payload, _LCSEQ, _LSSEQ, seq, _LBUSY, _LSERVED, _LSLEEPING
