@@ -100,7 +100,7 @@ class ShmServer(TransportServer):
         self._lock = ServerLock(L.lock_file(self.name), mode)
         self._stopping = False
         self._running = True
-        self._lane = hot is not None  # _hot.answer: repeated responses in one call
+        self._lane = hot is not None  # _hot.take and _hot.answer: repeated requests in one call each
         try:
             remove_objects(self.name, keep_lock_file=True)  # we hold the lock: leftovers are stale
             self._mutex = create_semaphore(L.mutex_name(self.name), mode, 1)
@@ -358,7 +358,9 @@ class ShmServer(TransportServer):
             respond(ShuttingDown("the server is stopping", model=dec.model, request_id=dec.request_id))
         elif dec.deadline_ns and time.monotonic_ns() >= dec.deadline_ns:
             respond(
-                DeadlineExceeded("deadline passed before the request ran", model=dec.model, request_id=rid)
+                DeadlineExceeded(
+                    "deadline passed before the request ran", model=dec.model, request_id=dec.request_id
+                )
             )
         elif dec.kind == _INFER:
             request = InferenceRequest(
