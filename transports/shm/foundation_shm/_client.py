@@ -185,9 +185,9 @@ class ShmClient(TransportClient):
         return ch
 
     def _take(self, deadline_ns: int) -> _Channel:
-        held = getattr(self._local, "held", None)
+        held: _Held | None = getattr(self._local, "held", None)
         if held is not None and held.box[0] is not None:
-            ch = held.box[0]  # this thread's own channel: its previous outputs end here
+            ch: _Channel = held.box[0]  # this thread's own channel: its previous outputs end here
             held.box[0] = None
             if ch.conn is self._conn and ch.conn.alive and ch.words[ch.sseq] == ch.seq and not self._closed:
                 return ch
@@ -458,7 +458,7 @@ class ShmClient(TransportClient):
         conn = ch.conn
         u32, u64 = conn.ctl.u32, conn.ctl.u64
         t0 = _clock()
-        done = wait_seq(u64, ch.sseq, seq, window, u32, ch.sleeping_word, ch.sem, deadline, conn.check)  # type: ignore[arg-type]
+        done = wait_seq(u64, ch.sseq, seq, window, u32, ch.sleeping_word, ch.sem, deadline, conn.check)
         if window:
             self._spin.record(window, _clock() - t0)
         if not done:

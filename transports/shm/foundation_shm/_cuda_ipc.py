@@ -38,8 +38,8 @@ from ._cuda_desc import (
 if TYPE_CHECKING:
     import torch
 
+    from ._answers import Answers
     from ._client import ShmClient
-    from ._server import ShmServer
 
 __all__ = [
     "NO_CUDA",
@@ -482,14 +482,14 @@ class ServerCuda:
         """Whether the response on ``channel`` goes through ``write`` (a CUDA request)."""
         return channel in self._devices or channel in self._wants
 
-    def write(self, server: ShmServer, ch: Any, r: Any, value: InferenceResponse | InferenceError) -> None:
+    def write(self, answers: Answers, ch: Any, r: Any, value: InferenceResponse | InferenceError) -> None:
         """Write the response to a CUDA request: synchronise (15.4 rule 2), then outputs on a device
         by handle when the client takes them, the others through the response area."""
         ch.wkey = None  # the response's payload is not the host fast path's
         devices = set(self._devices.get(ch.index, ()))
         if isinstance(value, InferenceError):
             _synchronize(devices)
-            server._write_error(ch, r, value)
+            answers.write_error(ch, r, value)
             return
         wants = ch.index in self._wants
         tensors: list[Any] = []
@@ -521,9 +521,9 @@ class ServerCuda:
             arrays.append(a)
             tensors.append(spec)
         _synchronize(devices)
-        if len(tensors) > server.limits.max_tensors:
+        if len(tensors) > answers.limits.max_tensors:
             raise TooLarge(
-                f"{len(tensors)} outputs (at most {server.limits.max_tensors})", request_id=r.request_id
+                f"{len(tensors)} outputs (at most {answers.limits.max_tensors})", request_id=r.request_id
             )
         params = dict(value.parameters)
         text = str(params.pop("__text__", "")).encode()
@@ -536,7 +536,7 @@ class ServerCuda:
                 model=r.model,
                 request_id=r.request_id,
             )
-            server._write_error(ch, r, exc, need)
+            answers.write_error(ch, r, exc, need)
             return
         it = iter(refs)
         placed: list[Any] = []

@@ -15,13 +15,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import posix_ipc
 
-from foundation_ml import DataType, InferenceRequest, InferenceResponse, RequestHandler, TransportServer
+from foundation_ml import InferenceRequest, InferenceResponse, RequestHandler, TransportServer
 from foundation_ml.errors import (
     DeadlineExceeded,
     ErrorCode,
@@ -29,19 +27,13 @@ from foundation_ml.errors import (
     InferenceError,
     InternalError,
     ShuttingDown,
-    TooLarge,
 )
 
 from . import _layout as L
 from ._accel import hot
+from ._answers import Answers
 from ._codec import (
     Limits,
-    fill,
-    layout,
-    response_payload_size,
-    views,
-    write_header,
-    write_response,
 )
 from ._cuda_desc import decoded as _cuda_decoded
 from ._cuda_ipc import ServerCuda
@@ -61,12 +53,6 @@ _MAX_TEXT = 1 << 20
 _RESPONSE = int(L.MessageKind.RESPONSE)
 _INFER = int(L.MessageKind.INFER_REQUEST)
 _CUDA_FLAG = int(L.MessageFlag.CUDA_IPC)
-
-
-def _key(model: str, value: InferenceResponse, outputs: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What a response must share with the channel's last one for its payload to stand as written."""
-    params = value.parameters
-    return (model, value.version, tuple(params.items()) if params else (), tuple(outputs))
 
 
 class ShmServer(TransportServer):
@@ -100,7 +86,6 @@ class ShmServer(TransportServer):
         self._lock = ServerLock(L.lock_file(self.name), mode)
         self._stopping = False
         self._running = True
-        self._lane = hot is not None  # _hot.take and _hot.answer: repeated requests in one call each
         try:
             remove_objects(self.name, keep_lock_file=True)  # we hold the lock: leftovers are stale
             self._mutex = create_semaphore(L.mutex_name(self.name), mode, 1)
@@ -117,6 +102,8 @@ class ShmServer(TransportServer):
             self._lock.release()
             raise
         self._u32, self._u64 = self._ctl.u32, self._ctl.u64
+        self._answers = Answers(self.name, self._ctl, self._cuda, self.limits)
+        self._answer = self._answers.answer  # what _Responder calls: one bound method, no extra call
         self._write_header(channels, spin_us, heartbeat_ms, max_request_bytes, max_tensors, default_capacity)
         self._loop_thread = threading.Thread(target=self._loop, name=f"shm-{self.name}", daemon=True)
         self._beat_thread = threading.Thread(
@@ -190,7 +177,7 @@ class ShmServer(TransportServer):
         sseq: list[int] = []
         busy: list[int] = []
         poll, spin_ns, start = poll_channels(self._ctl), self.spin_ns, 0
-        take = functools.partial(hot.take, self._ctl.buf) if self._lane else None
+        take = functools.partial(hot.take, self._ctl.buf) if hot is not None else None
         flush = getattr(self.handler, "flush", None)  # RequestHandler.flush: batches run here
         dirty = False  # requests handed over since the last flush
         while self._running:
@@ -395,147 +382,6 @@ class ShmServer(TransportServer):
             respond(HandlerError(f"{type(exc).__name__}: {exc}", model=model, request_id=respond.request_id))
             return
         respond(InferenceResponse(respond.request_id, model, {}, parameters={"__text__": text}))
-
-    # --- responses -----------------------------------------------------------------------------
-
-    def _answer(self, r: _Responder, value: InferenceResponse | InferenceError) -> None:
-        ch = r.channel
-        with ch.lock:
-            if ch.lease != r.lease or ch.resp is None:
-                return  # the channel was reclaimed (its client died): nobody to answer
-            if self._lane and ch.wkey is not None and type(value) is InferenceResponse:
-                # the response repeats the last one on this channel: one C call (_hot.answer)
-                outputs = value.outputs
-                key = _key(value.model or r.model, value, outputs)
-                if key == ch.wkey and ch.index not in self._cuda.channels:
-                    _, payload, dsts = ch.wval
-                    # cleared before the busy word (as the general path clears it after): the
-                    # loop may dispatch this channel's next request, and set it, the moment the
-                    # answer is published
-                    busy, ch.busy = ch.busy, False
-                    woke = hot.answer(  # type: ignore[union-attr]
-                        self._ctl.buf,
-                        ch.resp,
-                        dsts,
-                        outputs.values(),
-                        r.request_id,
-                        payload,
-                        ch.cseq,
-                        ch.sseq,
-                        r.seq,
-                        ch.busy_word,
-                        ch.served_word,
-                        ch.sleeping_word,
-                    )
-                    if woke is not None and woke >= 0:
-                        if woke:
-                            ch.sem.release()
-                        return
-                    ch.busy = busy  # stale, or new dtypes or shapes: nothing written; the general way
-            if self._u64[ch.cseq] != r.seq or self._u64[ch.sseq] == r.seq:
-                # not the pending request any more (never expected): answering would clobber
-                # another; the channel must not stay busy, or its next request is never served
-                log.warning("shm %s channel %d: answer to %d is stale; dropped", self.name, ch.index, r.seq)
-                if ch.busy:
-                    self._u32[ch.busy_word] = 0
-                    ch.busy = False
-                return
-            try:
-                self._write(ch, r, value)
-            except Exception as exc:  # a response we cannot encode becomes a typed error
-                log.warning("shm %s: cannot encode the response to %d: %r", self.name, r.request_id, exc)
-                err = (
-                    exc
-                    if isinstance(exc, InferenceError)
-                    else InternalError(f"cannot encode response: {exc}")
-                )
-                self._write_error(ch, r, err)
-            u32, u64 = self._u32, self._u64
-            u64[ch.sseq] = r.seq
-            u32[ch.busy_word] = 0
-            u64[ch.served_word] += 1
-            ch.busy = False
-            fence()
-            if u32[ch.sleeping_word]:
-                ch.sem.release()
-
-    def _write_error(self, ch: _Channel, r: _Responder, exc: InferenceError, required: int = 0) -> None:
-        assert ch.resp is not None
-        ch.wkey = None
-        text = exc.message.encode("utf-8", "replace")[:_MAX_TEXT]
-        write_response(
-            ch.resp,
-            request_id=r.request_id,
-            status=int(exc.code),
-            model=r.model[:63],
-            text=text,
-            required_bytes=required,
-        )
-
-    def _write(self, ch: _Channel, r: _Responder, value: InferenceResponse | InferenceError) -> None:
-        resp = ch.resp
-        assert resp is not None
-        if ch.index in self._cuda.channels and self._cuda.handles(ch.index):
-            self._cuda.write(self, ch, r, value)  # a CUDA IPC request: outputs by handle
-            return
-        if isinstance(value, InferenceError):
-            self._write_error(ch, r, value)
-            return
-        outputs = value.outputs
-        model = value.model or r.model
-        # the response repeats the last one on this channel (model, names; dtypes and shapes are
-        # checked as the data is copied, the one copy of each output): only the header is new
-        key = _key(model, value, outputs)
-        if key == ch.wkey and fill(ch.wval[2], outputs.values()):
-            refs, payload, _ = ch.wval
-            write_header(resp, _RESPONSE, r.request_id, payload, 0, refs)
-            return
-        arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in outputs.values()]
-        self._write_full(ch, r, model, value, arrays, key)
-
-    def _write_full(
-        self,
-        ch: _Channel,
-        r: _Responder,
-        model: str,
-        value: InferenceResponse,
-        arrays: list[np.ndarray],
-        key: tuple[Any, ...],
-    ) -> None:
-        assert ch.resp is not None
-        params = dict(value.parameters)
-        text = str(params.pop("__text__", "")).encode()
-        raw_params = json.dumps(params, separators=(",", ":"), sort_keys=True).encode() if params else b""
-        specs = [
-            (n, DataType.from_numpy(a.dtype), a.shape) for n, a in zip(value.outputs, arrays, strict=True)
-        ]
-        if len(specs) > self.limits.max_tensors:
-            raise TooLarge(
-                f"{len(specs)} outputs (at most {self.limits.max_tensors})", request_id=r.request_id
-            )
-        refs, end = layout(specs, response_payload_size(len(specs), len(text), len(raw_params)))
-        if end > ch.resp_cap:
-            need = (end + L.PAGE - 1) // L.PAGE * L.PAGE
-            exc = TooLarge(
-                f"the response needs {need} bytes; the response area has {ch.resp_cap}",
-                model=r.model,
-                request_id=r.request_id,
-            )
-            self._write_error(ch, r, exc, need)
-            return
-        dsts = views(ch.resp, refs)
-        for dst, a in zip(dsts, arrays, strict=True):
-            dst[...] = a
-        payload = write_response(
-            ch.resp,
-            request_id=r.request_id,
-            model=model,
-            version=value.version,
-            outputs=refs,
-            text=text,
-            params=raw_params,
-        )
-        ch.wkey, ch.wval = (None if text else key), (refs, payload, dsts)
 
     # --- liveness ------------------------------------------------------------------------------
 

@@ -1,0 +1,191 @@
+"""The shm server's answers: a response or an error written into a channel's response area and
+published (``server_seq``, busy cleared, the client woken if it sleeps), exactly once per dispatch.
+
+A response that repeats the channel's last one (same model, version, output names; dtypes and
+shapes checked as the data is copied) is one C call (``_hot.answer``); anything else is encoded in
+full. ``_Responder`` (the handler's ``respond``) calls ``Answers.answer``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from foundation_ml import DataType, InferenceResponse
+from foundation_ml.errors import InferenceError, InternalError, TooLarge
+
+from . import _layout as L
+from ._accel import hot
+from ._codec import Limits, fill, layout, response_payload_size, views, write_header, write_response
+from ._cuda_ipc import ServerCuda
+from ._segments import Segment
+from ._server_channel import _Channel, _Responder
+from ._sync import fence
+
+__all__ = ["Answers"]
+
+log = logging.getLogger("foundation_shm")
+_MAX_TEXT = 1 << 20
+_RESPONSE = int(L.MessageKind.RESPONSE)
+
+
+def _key(model: str, value: InferenceResponse, outputs: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a response must share with the channel's last one for its payload to stand as written."""
+    params = value.parameters
+    return (model, value.version, tuple(params.items()) if params else (), tuple(outputs))
+
+
+class Answers:
+    """Writes and publishes the answers of one server (its control segment, CUDA state, limits)."""
+
+    def __init__(self, name: str, ctl: Segment, cuda: ServerCuda, limits: Limits) -> None:
+        self.name = name
+        self.limits = limits
+        self._ctl = ctl
+        self._cuda = cuda
+        self._lane = hot is not None  # _hot.answer: a repeated response in one call
+
+    def answer(self, r: _Responder, value: InferenceResponse | InferenceError) -> None:
+        """Write ``value`` as the answer to ``r``'s request and publish it; dropped if the channel
+        was reclaimed or the request is no longer the pending one."""
+        ch = r.channel
+        with ch.lock:
+            if ch.lease != r.lease or ch.resp is None:
+                return  # the channel was reclaimed (its client died): nobody to answer
+            if self._lane and ch.wkey is not None and type(value) is InferenceResponse:
+                # the response repeats the last one on this channel: one C call (_hot.answer)
+                outputs = value.outputs
+                key = _key(value.model or r.model, value, outputs)
+                if key == ch.wkey and ch.index not in self._cuda.channels:
+                    _, payload, dsts = ch.wval
+                    # cleared before the busy word (as the general path clears it after): the
+                    # loop may dispatch this channel's next request, and set it, the moment the
+                    # answer is published
+                    busy, ch.busy = ch.busy, False
+                    woke = hot.answer(  # type: ignore[union-attr]
+                        self._ctl.buf,
+                        ch.resp,
+                        dsts,
+                        outputs.values(),
+                        r.request_id,
+                        payload,
+                        ch.cseq,
+                        ch.sseq,
+                        r.seq,
+                        ch.busy_word,
+                        ch.served_word,
+                        ch.sleeping_word,
+                    )
+                    if woke is not None and woke >= 0:
+                        if woke:
+                            ch.sem.release()
+                        return
+                    ch.busy = busy  # stale, or new dtypes or shapes: nothing written; the general way
+            if self._ctl.u64[ch.cseq] != r.seq or self._ctl.u64[ch.sseq] == r.seq:
+                # not the pending request any more (never expected): answering would clobber
+                # another; the channel must not stay busy, or its next request is never served
+                log.warning("shm %s channel %d: answer to %d is stale; dropped", self.name, ch.index, r.seq)
+                if ch.busy:
+                    self._ctl.u32[ch.busy_word] = 0
+                    ch.busy = False
+                return
+            try:
+                self._write(ch, r, value)
+            except Exception as exc:  # a response we cannot encode becomes a typed error
+                log.warning("shm %s: cannot encode the response to %d: %r", self.name, r.request_id, exc)
+                err = (
+                    exc
+                    if isinstance(exc, InferenceError)
+                    else InternalError(f"cannot encode response: {exc}")
+                )
+                self.write_error(ch, r, err)
+            u32, u64 = self._ctl.u32, self._ctl.u64
+            u64[ch.sseq] = r.seq
+            u32[ch.busy_word] = 0
+            u64[ch.served_word] += 1
+            ch.busy = False
+            fence()
+            if u32[ch.sleeping_word]:
+                ch.sem.release()
+
+    def write_error(self, ch: _Channel, r: _Responder, exc: InferenceError, required: int = 0) -> None:
+        assert ch.resp is not None
+        ch.wkey = None
+        text = exc.message.encode("utf-8", "replace")[:_MAX_TEXT]
+        write_response(
+            ch.resp,
+            request_id=r.request_id,
+            status=int(exc.code),
+            model=r.model[:63],
+            text=text,
+            required_bytes=required,
+        )
+
+    def _write(self, ch: _Channel, r: _Responder, value: InferenceResponse | InferenceError) -> None:
+        resp = ch.resp
+        assert resp is not None
+        if ch.index in self._cuda.channels and self._cuda.handles(ch.index):
+            self._cuda.write(self, ch, r, value)  # a CUDA IPC request: outputs by handle
+            return
+        if isinstance(value, InferenceError):
+            self.write_error(ch, r, value)
+            return
+        outputs = value.outputs
+        model = value.model or r.model
+        # the response repeats the last one on this channel (model, names; dtypes and shapes are
+        # checked as the data is copied, the one copy of each output): only the header is new
+        key = _key(model, value, outputs)
+        if key == ch.wkey and fill(ch.wval[2], outputs.values()):
+            refs, payload, _ = ch.wval
+            write_header(resp, _RESPONSE, r.request_id, payload, 0, refs)
+            return
+        arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in outputs.values()]
+        self._write_full(ch, r, model, value, arrays, key)
+
+    def _write_full(
+        self,
+        ch: _Channel,
+        r: _Responder,
+        model: str,
+        value: InferenceResponse,
+        arrays: list[np.ndarray],
+        key: tuple[Any, ...],
+    ) -> None:
+        assert ch.resp is not None
+        params = dict(value.parameters)
+        text = str(params.pop("__text__", "")).encode()
+        raw_params = json.dumps(params, separators=(",", ":"), sort_keys=True).encode() if params else b""
+        specs = [
+            (n, DataType.from_numpy(a.dtype), a.shape) for n, a in zip(value.outputs, arrays, strict=True)
+        ]
+        if len(specs) > self.limits.max_tensors:
+            raise TooLarge(
+                f"{len(specs)} outputs (at most {self.limits.max_tensors})", request_id=r.request_id
+            )
+        refs, end = layout(specs, response_payload_size(len(specs), len(text), len(raw_params)))
+        if end > ch.resp_cap:
+            need = (end + L.PAGE - 1) // L.PAGE * L.PAGE
+            exc = TooLarge(
+                f"the response needs {need} bytes; the response area has {ch.resp_cap}",
+                model=r.model,
+                request_id=r.request_id,
+            )
+            self.write_error(ch, r, exc, need)
+            return
+        dsts = views(ch.resp, refs)
+        for dst, a in zip(dsts, arrays, strict=True):
+            dst[...] = a
+        payload = write_response(
+            ch.resp,
+            request_id=r.request_id,
+            model=model,
+            version=value.version,
+            outputs=refs,
+            text=text,
+            params=raw_params,
+        )
+        ch.wkey, ch.wval = (None if text else key), (refs, payload, dsts)
