@@ -14,16 +14,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import struct
-import threading
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import posix_ipc
 
 from foundation_ml import DataType, InferenceRequest, InferenceResponse, TransportClient
 from foundation_ml.errors import (
@@ -33,7 +29,6 @@ from foundation_ml.errors import (
     InferenceError,
     InternalError,
     InvalidInput,
-    Overloaded,
     ServerUnavailable,
     TooLarge,
     error_for_code,
@@ -41,7 +36,7 @@ from foundation_ml.errors import (
 
 from . import _layout as L
 from ._accel import hot
-from ._channel import _Channel, _Connection, _pages
+from ._channel import _Channel, _pages
 from ._codec import (
     TensorRef,
     encode_params,
@@ -53,15 +48,13 @@ from ._codec import (
     write_request,
 )
 from ._cuda_ipc import ClientCuda
-from ._liveness import start_time
 from ._loan import Loan, TensorSpecLike
-from ._segments import drain, open_semaphore
+from ._pool import ChannelPool
 from ._sync import YIELD_AFTER_NS, AdaptiveSpin, fence, wait_seq
 
 __all__ = ["ShmClient"]
 
 _R = L.RegionField
-_C = L.ChannelField
 _U64 = struct.Struct("<Q")
 _DEADLINE_AT = L.MSG_HEADER_SIZE + 80  # deadline_ns in the request body
 _INFER = int(L.MessageKind.INFER_REQUEST)
@@ -72,20 +65,7 @@ _TOO_LARGE = int(ErrorCode.TOO_LARGE)
 _clock = time.monotonic_ns
 
 
-class _Held:
-    """The channel a thread keeps after a call that returned views on it (one per thread and client).
-
-    ``box[0]`` is the channel, or None while the thread is in a call or holds nothing. When the
-    thread ends, its thread-local storage drops this object and the finalizer gives the channel back.
-    """
-
-    __slots__ = ("__weakref__", "box")
-
-    def __init__(self) -> None:
-        self.box: list[_Channel | None] = [None]
-
-
-class ShmClient(TransportClient):
+class ShmClient(ChannelPool, TransportClient):
     """A connection to the shm server ``address`` (see ``ShmTransport.connect`` for the options)."""
 
     def __init__(
@@ -111,152 +91,10 @@ class ShmClient(TransportClient):
         self.connect_timeout = connect_timeout
         self.flags = L.MessageFlag.DATA_CRC if data_crc else 0
         self._cuda = ClientCuda(cuda_ipc, cuda_fallback)  # spec 15: torch CUDA tensors
-        self._capacity = capacity
         self._ids = itertools.count(1)
-        self._cond = threading.Condition()
-        self._closed = False
-        self._conn: _Connection | None = None
-        self._all: list[_Channel] = []
-        self._free: list[_Channel] = []
-        self._waiters = 0
-        self._local = threading.local()
-        self._holders: list[_Held] = []
         self._spin = AdaptiveSpin(spin_us * 1000)
         self._lane = hot is not None and not self.flags  # _hot.exchange: repeated requests in one call
-        with self._cond:
-            self._free.append(self._claim_locked())
-
-    # --- channels ------------------------------------------------------------------------------
-
-    def _connection(self) -> _Connection:
-        if self._conn is None or not self._conn.alive:
-            if self._conn is not None:
-                self._drop_connection()
-            self._conn = _Connection(self.name)
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        """Forget a dead server: unlink our data segments, close everything of that connection."""
-        for ch in self._all:
-            ch.detach()
-            if ch.sem is not None:
-                ch.sem.close()
-        self._all, self._free = [], []
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _claim_locked(self) -> _Channel:
-        conn = self._connection()
-        ctl = conn.ctl
-        u32, u64 = ctl.u32, ctl.u64
-        try:
-            conn.mutex.acquire(self.connect_timeout)
-        except posix_ipc.BusyError:
-            raise Overloaded(
-                f"shm server {self.name!r}: region mutex busy for {self.connect_timeout}s"
-            ) from None
-        u32[_R.MUTEX_HOLDER // 4] = os.getpid()
-        try:
-            for index in range(conn.channel_count):
-                if not u32[(L.CHANNELS_OFFSET + index * L.CHANNEL_SIZE + _C.OWNER_PID) // 4]:
-                    break
-            else:
-                raise Overloaded(f"shm server {self.name!r}: all {conn.channel_count} channels are in use")
-            ch = _Channel(conn, index)
-            capacity = _pages(self._capacity or conn.capacity)
-            ch.attach(capacity, capacity)
-            u32[ch.sleeping_word] = 0
-            u64[(ch.base + _C.OWNER_START) // 8] = start_time(os.getpid())
-            ch.seq = u64[ch.sseq]
-            u64[ch.cseq] = ch.seq
-            u32[(ch.base + _C.OWNER_PID) // 4] = os.getpid()
-            u64[_R.CONNECT_EPOCH // 8] += 1
-        except BaseException:
-            if "ch" in locals():
-                ch.detach()
-            raise
-        finally:
-            u32[_R.MUTEX_HOLDER // 4] = 0
-            conn.mutex.release()
-        ch.sem = open_semaphore(L.channel_sem_name(self.name, index))
-        drain(ch.sem)
-        self._all.append(ch)
-        return ch
-
-    def _take(self, deadline_ns: int) -> _Channel:
-        held: _Held | None = getattr(self._local, "held", None)
-        if held is not None and held.box[0] is not None:
-            ch: _Channel = held.box[0]  # this thread's own channel: its previous outputs end here
-            held.box[0] = None
-            if ch.conn is self._conn and ch.conn.alive and ch.words[ch.sseq] == ch.seq and not self._closed:
-                return ch
-            self._give(ch)
-        try:
-            ch = self._free.pop()  # the common case, lock-free: list.pop is atomic under the GIL
-        except IndexError:
-            return self._take_slow(deadline_ns)
-        if ch.conn.alive and ch.words[ch.sseq] == ch.seq and not self._closed:
-            return ch
-        self._free.append(ch)
-        return self._take_slow(deadline_ns)
-
-    def _take_slow(self, deadline_ns: int) -> _Channel:
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise ServerUnavailable(f"the client of {self.name!r} is closed")
-                if self._conn is None or not self._conn.alive:
-                    self._drop_connection()
-                    return self._claim_locked()
-                for i, ch in enumerate(self._free):
-                    if ch.idle():
-                        return self._free.pop(i)
-                # Channels kept for other threads' unread outputs do not count: a pool of more
-                # threads than `channels` must not wait for threads that are not calling.
-                held = sum(1 for h in self._holders if h.box[0] is not None)
-                if len(self._all) - held < self.max_channels:
-                    return self._claim_locked()
-                left = (deadline_ns - time.monotonic_ns()) / 1e9 if deadline_ns else 0.05
-                if left <= 0:
-                    raise DeadlineExceeded(f"no free channel to {self.name!r} before the deadline")
-                self._waiters += 1
-                try:
-                    self._cond.wait(min(left, 0.005 if self._free else 0.05))
-                finally:
-                    self._waiters -= 1
-
-    def _give(self, ch: _Channel, *, hold: bool = False) -> None:
-        """Return a channel after a call. ``hold``: the call returned views on its response area,
-        so the calling thread keeps the channel until its next call (or its end): another
-        thread's request must not overwrite outputs that are still being read."""
-        if ch.conn is not self._conn:
-            return
-        if hold:
-            held = getattr(self._local, "held", None)
-            if held is None:
-                held = self._local.held = _Held()
-                weakref.finalize(held, self._unhold, weakref.ref(self), held.box)
-                with self._cond:
-                    self._holders.append(held)
-            held.box[0] = ch
-            return
-        self._free.append(ch)
-        if self._waiters:
-            with self._cond:
-                self._cond.notify()
-
-    @staticmethod
-    def _unhold(client_ref: weakref.ref[ShmClient], box: list[_Channel | None]) -> None:
-        """A thread that held a channel ended: the channel goes back to the pool."""
-        client, ch = client_ref(), box[0]
-        box[0] = None
-        if client is None:
-            return
-        with client._cond:
-            client._holders = [h for h in client._holders if h.box is not box]
-        if ch is not None:
-            client._give(ch)
+        self._init_pool(capacity)
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -537,24 +375,6 @@ class ShmClient(TransportClient):
                 self._release_channels(conn)
             self._drop_connection()
             self._cond.notify_all()
-
-    def _release_channels(self, conn: _Connection) -> None:
-        u32, u64 = conn.ctl.u32, conn.ctl.u64
-        try:
-            conn.mutex.acquire(self.connect_timeout)
-        except posix_ipc.BusyError:
-            return  # the server reclaims them once it sees us gone
-        u32[_R.MUTEX_HOLDER // 4] = os.getpid()
-        try:
-            for ch in self._all:
-                if ch.idle():
-                    u32[(ch.base + _C.OWNER_PID) // 4] = 0
-                else:  # a request still with the server: let it reclaim the channel when done
-                    u64[(ch.base + _C.OWNER_START) // 8] = 0
-            u64[_R.CONNECT_EPOCH // 8] += 1
-        finally:
-            u32[_R.MUTEX_HOLDER // 4] = 0
-            conn.mutex.release()
 
 
 _ = (InferenceError, ServerUnavailable)
