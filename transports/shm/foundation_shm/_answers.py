@@ -8,7 +8,6 @@ full. ``_Responder`` (the handler's ``respond``) calls ``Answers.answer``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +19,16 @@ from foundation_ml.errors import InferenceError, InternalError, TooLarge
 
 from . import _layout as L
 from ._accel import hot
-from ._codec import Limits, fill, layout, response_payload_size, views, write_header, write_response
+from ._codec import (
+    Limits,
+    encode_params,
+    fill,
+    layout,
+    response_payload_size,
+    views,
+    write_header,
+    write_response,
+)
 from ._cuda_ipc import ServerCuda
 from ._segments import Segment
 from ._server_channel import _Channel, _Responder
@@ -125,6 +133,20 @@ class Answers:
             required_bytes=required,
         )
 
+    def fits(self, ch: _Channel, r: _Responder, end: int) -> bool:
+        """Whether a response of ``end`` bytes fits the channel's response area; if not, the answer
+        is TOO_LARGE with the size the client must attach (it grows the area and retries)."""
+        if end <= ch.resp_cap:
+            return True
+        need = (end + L.PAGE - 1) // L.PAGE * L.PAGE
+        exc = TooLarge(
+            f"the response needs {need} bytes; the response area has {ch.resp_cap}",
+            model=r.model,
+            request_id=r.request_id,
+        )
+        self.write_error(ch, r, exc, need)
+        return False
+
     def _write(self, ch: _Channel, r: _Responder, value: InferenceResponse | InferenceError) -> None:
         resp = ch.resp
         assert resp is not None
@@ -158,7 +180,7 @@ class Answers:
         assert ch.resp is not None
         params = dict(value.parameters)
         text = str(params.pop("__text__", "")).encode()
-        raw_params = json.dumps(params, separators=(",", ":"), sort_keys=True).encode() if params else b""
+        raw_params = encode_params(params)
         specs = [
             (n, DataType.from_numpy(a.dtype), a.shape) for n, a in zip(value.outputs, arrays, strict=True)
         ]
@@ -167,14 +189,7 @@ class Answers:
                 f"{len(specs)} outputs (at most {self.limits.max_tensors})", request_id=r.request_id
             )
         refs, end = layout(specs, response_payload_size(len(specs), len(text), len(raw_params)))
-        if end > ch.resp_cap:
-            need = (end + L.PAGE - 1) // L.PAGE * L.PAGE
-            exc = TooLarge(
-                f"the response needs {need} bytes; the response area has {ch.resp_cap}",
-                model=r.model,
-                request_id=r.request_id,
-            )
-            self.write_error(ch, r, exc, need)
+        if not self.fits(ch, r, end):
             return
         dsts = views(ch.resp, refs)
         for dst, a in zip(dsts, arrays, strict=True):

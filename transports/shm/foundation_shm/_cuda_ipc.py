@@ -529,14 +529,7 @@ class ServerCuda:
         text = str(params.pop("__text__", "")).encode()
         raw_params = encode_params(params)
         refs, end = layout(host, response_payload_size(len(tensors), len(text), len(raw_params)))
-        if end > ch.resp_cap:
-            need = (end + L.PAGE - 1) // L.PAGE * L.PAGE
-            exc = TooLarge(
-                f"the response needs {need} bytes; the response area has {ch.resp_cap}",
-                model=r.model,
-                request_id=r.request_id,
-            )
-            answers.write_error(ch, r, exc, need)
+        if not answers.fits(ch, r, end):
             return
         it = iter(refs)
         placed: list[Any] = []

@@ -526,8 +526,25 @@ static int get_i64(PyObject *o, int64_t *out) {
     return 0;
 }
 
+/* The buffers of args[at[k]] (k < n), writable where writable[k]: 0, or -1 with an exception set
+ * and none of them held. release_buffers gives them back. */
+static int get_buffers(PyObject *const *args, const int *at, const int *writable, int n, Py_buffer *views) {
+    for (int k = 0; k < n; k++) {
+        if (PyObject_GetBuffer(args[at[k]], &views[k], writable[k] ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
+            while (k-- > 0)
+                PyBuffer_Release(&views[k]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void release_buffers(Py_buffer *views, int n) {
+    for (int k = n - 1; k >= 0; k--)
+        PyBuffer_Release(&views[k]);
+}
+
 static PyObject *hot_exchange(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    Py_buffer ctl, req, resp, cached;
     uint64_t rid, payload, deadline, seq;
     Py_ssize_t cseq_word, peer_word, sseq_word;
     int64_t spin_ns, yield_ns;
@@ -539,23 +556,11 @@ static PyObject *hot_exchange(PyObject *self, PyObject *const *args, Py_ssize_t 
         get_ssize(args[11], &sseq_word, "sseq_word") < 0 || get_i64(args[12], &spin_ns) < 0 ||
         get_i64(args[13], &yield_ns) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[0], &ctl, PyBUF_WRITABLE) < 0)
+    Py_buffer views[4]; /* ctl, req, resp, cached */
+    static const int at[4] = {0, 1, 2, 14}, writable[4] = {1, 1, 0, 0};
+    if (get_buffers(args, at, writable, 4, views) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[1], &req, PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&ctl);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(args[2], &resp, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&req);
-        PyBuffer_Release(&ctl);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(args[14], &cached, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&resp);
-        PyBuffer_Release(&req);
-        PyBuffer_Release(&ctl);
-        return NULL;
-    }
+    Py_buffer ctl = views[0], req = views[1], resp = views[2], cached = views[3];
     PyObject *result = NULL;
     volatile uint64_t *cw = word64(&ctl, cseq_word), *sw = cw ? word64(&ctl, sseq_word) : NULL;
     volatile uint32_t *peer = sw ? word32(&ctl, peer_word) : NULL;
@@ -591,17 +596,13 @@ static PyObject *hot_exchange(PyObject *self, PyObject *const *args, Py_ssize_t 
     }
     result = PyLong_FromLong(code);
 done:
-    PyBuffer_Release(&cached);
-    PyBuffer_Release(&resp);
-    PyBuffer_Release(&req);
-    PyBuffer_Release(&ctl);
+    release_buffers(views, 4);
     return result;
 }
 
 #define FLAG_CUDA_IPC 2u
 
 static PyObject *hot_take(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    Py_buffer ctl, req, cached;
     Py_ssize_t size, cseq_word, sseq_word, busy_word, gen_word;
     uint64_t gen;
     if (check_nargs(nargs, 9, "take") < 0 || get_ssize(args[3], &size, "size") < 0 ||
@@ -609,17 +610,11 @@ static PyObject *hot_take(PyObject *self, PyObject *const *args, Py_ssize_t narg
         get_ssize(args[6], &busy_word, "busy_word") < 0 || get_ssize(args[7], &gen_word, "gen_word") < 0 ||
         get_u64(args[8], &gen, "gen") < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[0], &ctl, PyBUF_WRITABLE) < 0)
+    Py_buffer views[3]; /* ctl, req, cached */
+    static const int at[3] = {0, 1, 2}, writable[3] = {1, 0, 0};
+    if (get_buffers(args, at, writable, 3, views) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[1], &req, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&ctl);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(args[2], &cached, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&req);
-        PyBuffer_Release(&ctl);
-        return NULL;
-    }
+    Py_buffer ctl = views[0], req = views[1], cached = views[2];
     PyObject *result = NULL;
     volatile uint64_t *cw = word64(&ctl, cseq_word), *sw = cw ? word64(&ctl, sseq_word) : NULL;
     volatile uint64_t *gw = sw ? word64(&ctl, gen_word) : NULL;
@@ -642,14 +637,11 @@ static PyObject *hot_take(PyObject *self, PyObject *const *args, Py_ssize_t narg
     else
         result = Py_BuildValue("(KOi)", (unsigned long long)seq, Py_None, 0);
 done:
-    PyBuffer_Release(&cached);
-    PyBuffer_Release(&req);
-    PyBuffer_Release(&ctl);
+    release_buffers(views, 3);
     return result;
 }
 
 static PyObject *hot_answer(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    Py_buffer ctl, resp;
     uint64_t rid, payload, seq;
     Py_ssize_t cseq_word, sseq_word, busy_word, served_word, sleeping_word;
     if (check_nargs(nargs, 12, "answer") < 0 || get_u64(args[4], &rid, "request_id") < 0 ||
@@ -659,12 +651,11 @@ static PyObject *hot_answer(PyObject *self, PyObject *const *args, Py_ssize_t na
         get_ssize(args[10], &served_word, "served_word") < 0 ||
         get_ssize(args[11], &sleeping_word, "sleeping_word") < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[0], &ctl, PyBUF_WRITABLE) < 0)
+    Py_buffer views[2]; /* ctl, resp */
+    static const int at[2] = {0, 1}, writable[2] = {1, 1};
+    if (get_buffers(args, at, writable, 2, views) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[1], &resp, PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&ctl);
-        return NULL;
-    }
+    Py_buffer ctl = views[0], resp = views[1];
     PyObject *result = NULL;
     volatile uint64_t *cw = word64(&ctl, cseq_word), *sw = cw ? word64(&ctl, sseq_word) : NULL;
     volatile uint64_t *served = sw ? word64(&ctl, served_word) : NULL;
@@ -693,8 +684,7 @@ static PyObject *hot_answer(PyObject *self, PyObject *const *args, Py_ssize_t na
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     result = PyLong_FromLong(__atomic_load_n(sleeping, __ATOMIC_ACQUIRE) != 0);
 done:
-    PyBuffer_Release(&resp);
-    PyBuffer_Release(&ctl);
+    release_buffers(views, 2);
     return result;
 }
 

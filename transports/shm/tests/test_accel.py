@@ -818,6 +818,16 @@ def _take(ctl: bytearray, req: bytearray, cached: bytes, gen: int = 7) -> Any:
     return hot.take(ctl, req, cached, AREA, _LCSEQ, _LSSEQ, _LBUSY, _TGEN, gen)
 
 
+def _pending() -> tuple[bytearray, Any, bytes, bytearray, memoryview]:
+    """A request (id 3) in its area, its refs, its payload as cached, and control words that make
+    it pending as seq 6 of a data segment of generation 7 (and the u32 view of those words)."""
+    req, _, payload, refs = _lane_request(DataType.FP32, (4,), 3, 0)
+    ctl = bytearray(128)
+    u64 = memoryview(ctl).cast("Q")
+    u64[_LCSEQ], u64[_LSSEQ], u64[_TGEN] = 6, 5, 7
+    return req, refs, bytes(req[MSG_HEADER_SIZE : MSG_HEADER_SIZE + payload]), ctl, memoryview(ctl).cast("I")
+
+
 @needs_c
 def test_take_reports_nothing_pending_and_leaves_the_busy_word() -> None:
     req, _, payload, _ = _lane_request(DataType.FP32, (4,), 3, 0)
@@ -831,11 +841,7 @@ def test_take_reports_nothing_pending_and_leaves_the_busy_word() -> None:
 
 @needs_c
 def test_take_returns_a_repeated_request_with_its_id_and_deadline_and_sets_busy() -> None:
-    req, _, payload, refs = _lane_request(DataType.FP32, (4,), 3, 0)
-    cached = bytes(req[MSG_HEADER_SIZE : MSG_HEADER_SIZE + payload])
-    ctl = bytearray(128)
-    u64, u32 = memoryview(ctl).cast("Q"), memoryview(ctl).cast("I")
-    u64[_LCSEQ], u64[_LSSEQ], u64[_TGEN] = 6, 5, 7
+    req, refs, cached, ctl, u32 = _pending()
     assert _take(ctl, req, cached) == (6, 3, 0)
     assert u32[_LBUSY] == 1
     write_request(req, request_id=2**64 - 1, model="m", inputs=refs, deadline_ns=123)  # a new deadline
@@ -844,11 +850,7 @@ def test_take_returns_a_repeated_request_with_its_id_and_deadline_and_sets_busy(
 
 @needs_c
 def test_take_sends_anything_but_a_repeated_infer_request_to_the_full_decoder() -> None:
-    req, _, payload, refs = _lane_request(DataType.FP32, (4,), 3, 0)
-    cached = bytes(req[MSG_HEADER_SIZE : MSG_HEADER_SIZE + payload])
-    ctl = bytearray(128)
-    u64, u32 = memoryview(ctl).cast("Q"), memoryview(ctl).cast("I")
-    u64[_LCSEQ], u64[_LSSEQ], u64[_TGEN] = 6, 5, 7
+    req, refs, cached, ctl, u32 = _pending()
     general = (6, None, 0)
     assert _take(ctl, req, cached, gen=8) == general  # the client attached a new data segment
     assert u32[_LBUSY] == 1  # busy either way: the request is the server's now
