@@ -708,14 +708,14 @@ def _exchange(
     )
 
 
+_lane_dtypes = st.sampled_from(_DTYPES)
+_lane_shapes = st.sampled_from([(1,), (4,), (3, 2), (2, 1, 3), (0,)])
+_request_ids = st.integers(1, 2**64 - 1)
+
+
 @needs_c
 @settings(max_examples=60, deadline=None)
-@given(
-    dtype=st.sampled_from(_DTYPES),
-    shape=st.sampled_from([(1,), (4,), (3, 2), (2, 1, 3), (0,)]),
-    rid=st.integers(1, 2**64 - 1),
-    deadline=st.integers(0, 2**64 - 1),
-)
+@given(dtype=_lane_dtypes, shape=_lane_shapes, rid=_request_ids, deadline=st.integers(0, 2**64 - 1))
 def test_exchange_writes_the_request_the_python_path_writes(
     dtype: DataType, shape: tuple[int, ...], rid: int, deadline: int
 ) -> None:
@@ -876,11 +876,7 @@ def _answer(ctl: bytearray, resp: bytearray, dsts: Any, arrays: Any, rid: int, p
 
 @needs_c
 @settings(max_examples=60, deadline=None)
-@given(
-    dtype=st.sampled_from(_DTYPES),
-    shape=st.sampled_from([(1,), (4,), (3, 2), (2, 1, 3), (0,)]),
-    rid=st.integers(1, 2**64 - 1),
-)
+@given(dtype=_lane_dtypes, shape=_lane_shapes, rid=_request_ids)
 def test_answer_writes_the_response_the_python_path_writes(
     dtype: DataType, shape: tuple[int, ...], rid: int
 ) -> None:
