@@ -70,9 +70,9 @@ class Answers:
                 key = _key(value.model or r.model, value, outputs)
                 if key == ch.wkey and ch.index not in self._cuda.channels:
                     _, payload, dsts = ch.wval
-                    # cleared before the busy word (as the general path clears it after): the
-                    # loop may dispatch this channel's next request, and set it, the moment the
-                    # answer is published
+                    # cleared before the C call publishes (the general path clears it after):
+                    # either order is safe, as the loop dispatches a channel only once both the
+                    # busy word and this flag are clear; first, the loop never waits on it
                     busy, ch.busy = ch.busy, False
                     woke = hot.answer(  # type: ignore[union-attr]
                         self._ctl.buf,
