@@ -14,6 +14,7 @@ import foundation_core
 from foundation_core import Hub
 from foundation_ml import FunctionModel, InferenceClient, MLRuntime
 from foundation_ml import _plugin as ml_plugin
+from foundation_ml._client import registered_hub
 from foundation_ml._process import shm_entries
 
 _names = itertools.count()
@@ -96,3 +97,12 @@ def concurrently() -> object:
         return errors
 
     return run
+
+
+@pytest.fixture(scope="module")
+def shm_hub() -> Hub:
+    """A hub with every installed plugin registered; skips where no shm transport is installed."""
+    hub = registered_hub()
+    if "shm" not in hub.transports:
+        pytest.skip("no 'shm' transport is registered (install transports/shm: foundation-shm)")
+    return hub

@@ -19,7 +19,6 @@ import foundation_ml._client as ml_client
 import foundation_ml._tensors as T
 from foundation_core import Hub
 from foundation_ml import FunctionModel, InferenceClient, InferenceRequest, MLRuntime
-from foundation_ml._client import registered_hub
 from foundation_ml._process import ServerProcess
 from foundation_ml._serving import ServedModel
 from foundation_ml._signature import compile_validator, parse_signature, validate_inputs
@@ -35,14 +34,6 @@ from torch import nn  # noqa: E402
 NO_DEVICE = not torch.cuda.is_available()
 DEMO = "foundation_torch.demo:build_demo"
 DEMO_IN, DEMO_OUT = parse_signature(SIGNATURE["inputs"]), parse_signature(SIGNATURE["outputs"])
-
-
-@pytest.fixture(scope="module")
-def shm_hub() -> Hub:
-    hub = registered_hub()
-    if "shm" not in hub.transports:
-        pytest.skip("no 'shm' transport is registered (install transports/shm: foundation-shm)")
-    return hub
 
 
 def direct(x: Any) -> Any:

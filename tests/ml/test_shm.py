@@ -18,20 +18,11 @@ import pytest
 
 from foundation_core import Hub
 from foundation_ml import InferenceClient, MLRuntime
-from foundation_ml._client import registered_hub
 from foundation_ml._process import ServerProcess, shm_entries
 
 torch = pytest.importorskip("torch")
 
 DEMO = "foundation_torch.demo:build_demo"
-
-
-@pytest.fixture(scope="module")
-def shm_hub() -> Hub:
-    hub = registered_hub()
-    if "shm" not in hub.transports:
-        pytest.skip("no 'shm' transport is registered (install transports/shm: foundation-shm)")
-    return hub
 
 
 @pytest.fixture
