@@ -55,6 +55,7 @@ NATIVE = {
     ),
 }
 SPIN_FLOOR = ROOT / "clients/c/build/spin-floor"
+BATCH_CLIENTS = 4
 TARGETS = {"go_p99_us_below": 1000.0, "c_rps_2_clients_at_least": 40000.0}
 
 
@@ -136,9 +137,22 @@ def latencies(
     return medians, failed
 
 
+def c_rps(binary: Path, name: str, model: str, spec: str, clients: int, iterations: int) -> float:
+    """``clients`` C clients calling ``model`` at once: all their calls over the longest one's
+    time (each process times its own calls, after its warm-up)."""
+    cmd = [str(binary), "bench", "--name", name, "--model", model, "--input", spec]
+    cmd += ["--iterations", str(iterations), "--warmup", "1000"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(clients)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"{model} clients failed: {outs}")
+    runs = [json.loads(o.strip().splitlines()[-1]) for o in outs]
+    longest = max(r["iterations"] / r["rps"] for r in runs)
+    return sum(r["iterations"] for r in runs) / longest
+
+
 def echo_rps_2_clients(binary: Path, spec: str, iterations: int) -> float:
-    """Two C clients calling the echo server at once: all their calls over the longer one's time
-    (each process times its own calls, after its warm-up)."""
+    """Two C clients calling the echo server at once."""
     from foundation_ml._process import ServerProcess
 
     name = f"bclients_echo_{os.getpid()}"
@@ -146,15 +160,35 @@ def echo_rps_2_clients(binary: Path, spec: str, iterations: int) -> float:
     server.args = [sys.executable, "-m", "foundation_shm._echo", name]
     server._read = lambda: _read_until(server, "ready")  # type: ignore[method-assign]
     with server:  # __enter__ starts it
-        cmd = [str(binary), "bench", "--name", name, "--model", "echo", "--input", spec]
-        cmd += ["--iterations", str(iterations), "--warmup", "1000"]
-        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
-        outs = [p.communicate(timeout=600)[0] for p in procs]
-    if any(p.returncode for p in procs):
-        raise RuntimeError(f"echo clients failed: {outs}")
-    runs = [json.loads(o.strip().splitlines()[-1]) for o in outs]
-    longest = max(r["iterations"] / r["rps"] for r in runs)
-    return sum(r["iterations"] for r in runs) / longest
+        return c_rps(binary, name, "echo", spec, 2, iterations)
+
+
+def demo_rps_batched(binary: Path, spec: str, clients: int, iterations: int) -> dict[str, Any]:
+    """``clients`` C clients against a server batching the demo model (max batch ``clients``),
+    beside the direct call's rate in this process measured just before and just after (this VM's
+    speed drifts): how far batching goes when the clients cost (almost) no CPU of their own."""
+    from foundation_torch.demo import build_demo
+
+    from foundation_ml import InferenceClient
+    from foundation_ml._bench import direct_call, rate
+    from foundation_ml._process import ServerProcess
+
+    direct, x = direct_call(build_demo())
+    name = f"bclients_batched_{os.getpid()}"
+    args = ["--transport", "shm", "--name", name, "--threads", "1"]
+    args += ["--max-batch-size", str(clients), "--max-wait-us", "200"]
+    before = rate(direct, x, 1.0)
+    with ServerProcess(args):
+        rps = c_rps(binary, name, "demo", spec, clients, iterations)
+        with InferenceClient(name, transport="shm") as client:
+            mean_batch = client.stats()["models"]["demo"]["mean_batch_size"]
+    direct_rps = (before + rate(direct, x, 1.0)) / 2
+    return {
+        f"c_rps_{clients}_clients_batched": round(rps, 1),
+        "c_batched_mean_batch_size": mean_batch,
+        "direct_rps": round(direct_rps, 1),
+        f"c_rps_{clients}_clients_batched_over_direct": round(rps / direct_rps, 2),
+    }
 
 
 def _read_until(server: Any, word: str) -> None:
@@ -165,7 +199,9 @@ def _read_until(server: Any, word: str) -> None:
     server._ready.set()
 
 
-def run(iterations: int, warmup: int, echo_iterations: int, rounds: int) -> dict[str, Any]:
+def run(
+    iterations: int, warmup: int, echo_iterations: int, rounds: int, batch_iterations: int = 20000
+) -> dict[str, Any]:
     from foundation_ml._process import ServerProcess
 
     result: dict[str, Any] = {
@@ -200,9 +236,11 @@ def run(iterations: int, warmup: int, echo_iterations: int, rounds: int) -> dict
         if SPIN_FLOOR.exists():
             result["c_floor_spin_p50_us"] = round(run_json([str(SPIN_FLOOR), "100000"])["p50_us"], 3)
         result["c_rps_2_clients"] = None
+        result[f"c_rps_{BATCH_CLIENTS}_clients_batched"] = None
         if "c" in binaries:
             rps = echo_rps_2_clients(binaries["c"], f"x:FP32:1,4:{e_file}", echo_iterations)
             result["c_rps_2_clients"] = round(rps, 1)
+            result.update(demo_rps_batched(binaries["c"], spec, BATCH_CLIENTS, batch_iterations))
     python = result["python_p50_us"]
     for lang in NATIVE:
         p50 = result[f"{lang}_p50_us"]
@@ -226,10 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=200, help="untimed calls before each round")
     p.add_argument("--rounds", type=int, default=5, help="rounds, each client once per round")
     p.add_argument("--echo-iterations", type=int, default=100000, help="calls per echo client")
+    p.add_argument("--batch-iterations", type=int, default=20000, help="calls per batched demo client")
     args = p.parse_args(argv)
     if args.quick:
         args.iterations, args.warmup, args.echo_iterations, args.rounds = 500, 100, 5000, 2
-    result = run(args.iterations, args.warmup, args.echo_iterations, args.rounds)
+        args.batch_iterations = 2000
+    result = run(args.iterations, args.warmup, args.echo_iterations, args.rounds, args.batch_iterations)
     if args.json:
         print(json.dumps(result))
     else:

@@ -3,8 +3,10 @@
 Everything runs in one invocation so the figures share the machine's state: the spin floor (two
 processes ping-ponging on a shared 8-byte word), the direct in-process PyTorch call, the runtime
 in-process (``inproc``), a ``foundation serve`` child process called over the transport at batch
-1 (these three interleaved in rounds, medians reported), and throughput with N client processes
-against an unbatched and a batched server.
+1 (these three, and the direct call on a full batch, interleaved in rounds, medians reported), and
+throughput with N client processes against an unbatched and a batched server. The direct call on
+a full batch gives ``batched_ceiling_rps``: the rows/s of the model alone at that batch size, the
+most that one serving thread can answer however little the transport costs.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ._plugin import DEMO_MODEL
 if TYPE_CHECKING:
     from foundation_core import Hub
 
-__all__ = ["bench_main", "run"]
+__all__ = ["bench_main", "direct_call", "rate", "run"]
 
 
 def spin_floor_us(rounds: int = 20000) -> float:
@@ -54,6 +56,21 @@ def spin_floor_us(rounds: int = 20000) -> float:
     return float(np.percentile(times, 50)) / 1e3
 
 
+def direct_call(model: Any, threads: int = 1, rows: int = 1) -> tuple[Any, np.ndarray]:
+    """``(call, x)``: ``call(x)`` runs the demo ``model`` directly in PyTorch on ``rows`` rows of
+    input, as a user's own code would (``inference_mode``, ``threads`` intra-op threads)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    x = np.random.default_rng(0).standard_normal((rows, 784)).astype(np.float32)
+
+    def direct(a: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(a)).numpy()  # type: ignore[no-any-return]
+
+    return direct, x
+
+
 def _timed(call: Any, arg: Any, calls: int) -> np.ndarray:
     for _ in range(min(200, calls)):
         call(arg)
@@ -66,7 +83,7 @@ def _timed(call: Any, arg: Any, calls: int) -> np.ndarray:
     return times / 1e3
 
 
-def _rate(call: Any, arg: Any, seconds: float) -> float:
+def rate(call: Any, arg: Any, seconds: float) -> float:
     n, end = 0, time.perf_counter() + seconds
     t0 = time.perf_counter()
     while time.perf_counter() < end:
@@ -122,16 +139,19 @@ def _interleaved(
     direct call measured first and the served one measured later would compare two machines."""
     names = list(calls_of)
     lat: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
-    rate: dict[str, list[float]] = {n: [] for n in names}
+    rates: dict[str, list[float]] = {n: [] for n in names}
     for r in range(ROUNDS):
         for n in names[r % len(names) :] + names[: r % len(names)]:
             t = _timed(calls_of[n], arg, max(1, calls // ROUNDS))
             lat[n].append((float(np.percentile(t, 50)), float(np.percentile(t, 99))))
-            rate[n].append(_rate(calls_of[n], arg, seconds / ROUNDS))
-    med = lambda xs: round(float(np.median(xs)), 2)  # noqa: E731
+            rates[n].append(rate(calls_of[n], arg, seconds / ROUNDS))
+
+    def med(xs: list[float]) -> float:
+        return round(float(np.median(xs)), 2)
+
     return (
         {n: (med([p for p, _ in v]), med([q for _, q in v])) for n, v in lat.items()},
-        {n: round(float(np.median(v)), 1) for n, v in rate.items()},
+        {n: round(float(np.median(v)), 1) for n, v in rates.items()},
     )
 
 
@@ -216,16 +236,11 @@ def run(
     result: dict[str, Any] = {"transport": transport, "torch_threads": threads, "cpus": os.cpu_count()}
     result["floor_spin_p50_us"] = round(spin_floor_us(), 2)
 
-    import torch
     from foundation_torch.demo import build_demo
 
-    torch.set_num_threads(threads)
     model = build_demo()
-    x = np.random.default_rng(0).standard_normal((1, 784)).astype(np.float32)
-
-    def direct(a: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(a)).numpy()  # type: ignore[no-any-return]
+    direct, x = direct_call(model, threads)
+    xb = direct_call(model, threads, rows=max_batch_size)[1]  # a full batch, called directly
 
     name = f"bench_{os.getpid()}"
     base = ["--transport", transport, "--name", name, "--threads", str(threads)]
@@ -244,15 +259,20 @@ def run(
         ):
             calls_of = {
                 "direct": direct,
+                "direct_batch": lambda a: direct(xb),
                 "inproc": lambda a: local.infer(DEMO_MODEL, {"x": a}),
                 transport: lambda a: remote.infer(DEMO_MODEL, {"x": a}),
             }
-            lat, rate = _interleaved(calls_of, x, calls, seconds)
+            lat, rates = _interleaved(calls_of, x, calls, seconds)
         result["direct_p50_us"], result["direct_p99_us"] = lat["direct"]
-        result["direct_rps"] = rate["direct"]
+        result["direct_rps"] = rates["direct"]
+        # the model alone on a full batch: the most rows/s one serving thread can answer with
+        # batching, whatever the transport costs
+        result["direct_batch_p50_us"] = lat["direct_batch"][0]
+        result["batched_ceiling_rps"] = round(rates["direct_batch"] * max_batch_size, 1)
         result["inproc_p50_us"] = lat["inproc"][0]
         result[f"{transport}_p50_us"], result[f"{transport}_p99_us"] = lat[transport]
-        result[f"{transport}_rps_1_client"] = rate[transport]
+        result[f"{transport}_rps_1_client"] = rates[transport]
         result["rounds"] = ROUNDS
         rps, client_us, server_us = _throughput(name, transport, clients, seconds, crowd, server.pid)
         result[f"{transport}_rps_{clients}_clients_unbatched"] = round(rps, 1)
@@ -280,6 +300,8 @@ def run(
     result["latency_target_met"] = p50 <= result["direct_p50_us"] + 10 * floor
     ratio = result[f"{transport}_rps_{clients}_clients_batched"] / result["direct_rps"]
     result["batched_rps_over_direct"] = round(ratio, 2)
+    batched_rps = result[f"{transport}_rps_{clients}_clients_batched"]
+    result["batched_rps_over_ceiling"] = round(batched_rps / result["batched_ceiling_rps"], 2)
     result["throughput_target_met"] = ratio >= 2.0
     return result
 

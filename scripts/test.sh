@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy foundation_core
+.venv/bin/mypy foundation_core foundation_ml transports/shm/foundation_shm
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -25,6 +25,7 @@ BENCHMARKS = [
             "floor_spin_p50_us",
             "floor_python_api_p50_us",
             "floor_sem_p50_us",
+            "floor_sem_cpu_us",
             "pipe_p50_us",
             "grpc_p50_us",
             "shm_1kb_p50_us",
@@ -54,6 +55,9 @@ BENCHMARKS = [
             "shm_rps_1_client",
             "shm_rps_4_clients_unbatched",
             "shm_rps_4_clients_batched",
+            "direct_batch_p50_us",
+            "batched_ceiling_rps",
+            "batched_rps_over_ceiling",
         ],
     ),
     ("clients.py", ["--quick"], []),
@@ -85,3 +89,7 @@ def test_the_benchmark_runs_and_reports_its_figures(script: str, args: list[str]
             "batched": ["client", "server"],
         }
         assert all(us > 0 for run in cpu.values() for us in run.values()), cpu
+    if script == "clients.py" and doc["c_rps_2_clients"] is not None:  # the C client built
+        assert doc["c_rps_4_clients_batched"] > 0
+        assert doc["c_batched_mean_batch_size"] >= 1
+        assert doc["c_rps_4_clients_batched_over_direct"] > 0

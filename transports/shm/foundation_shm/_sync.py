@@ -58,7 +58,7 @@ def _py_poll(
     the epoch word changed; -1 once ``spin_ns`` passed."""
     n = len(cseq)
     first = start % n if n else 0
-    ring = [*range(first, n), *range(first)]
+    ring: list[int] = [*range(first, n), *range(first)]
     clock = time.monotonic_ns
     t0 = clock()
     end, polite = t0 + spin_ns, t0 + yield_ns
