@@ -7,7 +7,8 @@ Every client makes the same small request (the demo MLP, x FP32[1, 784]) to one 
 serve`` process: in rounds, each client once per round in a rotating order (each native client
 runs its ``fdn-client bench``: the latency of each call after a warm-up); a client's p50 and p99
 are the medians over the rounds. Also measured: the floor (two C processes ping-ponging a counter on
-a shared word) and the throughput of two concurrent C clients against the shm echo server.
+a shared word), the throughput of two concurrent C clients against the shm echo server, and that
+of four C clients against a server batching the demo model, beside the direct call's rate.
 A client that is missing or does not build is reported as null, with the reason.
 """
 

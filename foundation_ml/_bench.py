@@ -84,6 +84,7 @@ def _timed(call: Any, arg: Any, calls: int) -> np.ndarray:
 
 
 def rate(call: Any, arg: Any, seconds: float) -> float:
+    """Calls per second of ``call(arg)`` in a closed loop for about ``seconds``."""
     n, end = 0, time.perf_counter() + seconds
     t0 = time.perf_counter()
     while time.perf_counter() < end:
