@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy foundation_core foundation_ml transports/shm/foundation_shm
+.venv/bin/mypy  # the packages listed in pyproject.toml [tool.mypy] files
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?
