@@ -303,8 +303,25 @@ def run(
     result["batched_rps_over_direct"] = round(ratio, 2)
     batched_rps = result[f"{transport}_rps_{clients}_clients_batched"]
     result["batched_rps_over_ceiling"] = round(batched_rps / result["batched_ceiling_rps"], 2)
+    result.update(_cycle(result, batched_rps, max_batch_size))
     result["throughput_target_met"] = ratio >= 2.0
     return result
+
+
+def _cycle(result: dict[str, Any], batched_rps: float, max_batch_size: int) -> dict[str, float]:
+    """The closed loop's cycle. With as many clients as a batch holds, each waits for the batch
+    its request is in, so nothing overlaps the model: one cycle is the model on a batch plus
+    everything else (the answers, waking the clients, their next requests, the batch filling).
+    ``batched_cycle_overhead_us`` is that everything else, measured; ``target_cycle_overhead_us``
+    is what it may take for the batched rate to be twice the direct one (full batches)."""
+    batch, ceiling = result["batched_mean_batch_size"] or 1.0, result["batched_ceiling_rps"]
+    cycle = batch / batched_rps * 1e6
+    budget = (max_batch_size / (2 * result["direct_rps"]) - max_batch_size / ceiling) * 1e6
+    return {
+        "batched_cycle_us": round(cycle, 1),
+        "batched_cycle_overhead_us": round(cycle - batch / ceiling * 1e6, 1),
+        "target_cycle_overhead_us": round(budget, 1),
+    }
 
 
 def bench_main(args: argparse.Namespace, hub: Hub | None = None) -> int:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from foundation_ml._bench import cpu_ns
+from foundation_ml._bench import _cycle, cpu_ns
 
 
 def _busy(seconds: float) -> None:
@@ -54,3 +54,19 @@ def test_cpu_ns_of_a_process_that_is_gone_raises() -> None:
     proc.wait()
     with pytest.raises(FileNotFoundError):
         cpu_ns(proc.pid)
+
+
+def test_the_cycle_splits_a_closed_loops_batch_time_into_model_and_overhead() -> None:
+    # direct 25k calls/s (40 µs); the model on a batch of 4 answers 80k rows/s (50 µs a batch).
+    # Twice the direct rate with full batches is 50k rows/s: a cycle of 80 µs, 30 of them not the model.
+    result = {"batched_mean_batch_size": 4.0, "batched_ceiling_rps": 80_000.0, "direct_rps": 25_000.0}
+    # served: 20k rows/s in batches of 4 is a 200 µs cycle, 150 µs of it not the model
+    assert _cycle(result, 20_000.0, 4) == {
+        "batched_cycle_us": 200.0,
+        "batched_cycle_overhead_us": 150.0,
+        "target_cycle_overhead_us": 30.0,
+    }
+    # half-full batches: the cycle holds 2 rows, the model's share of it is 2 rows' worth
+    result["batched_mean_batch_size"] = 2.0
+    assert _cycle(result, 20_000.0, 4)["batched_cycle_us"] == 100.0
+    assert _cycle(result, 20_000.0, 4)["batched_cycle_overhead_us"] == 75.0
