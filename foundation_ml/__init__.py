@@ -20,7 +20,14 @@ if TYPE_CHECKING:
     from ._package import open_package, write_package
     from ._runtime import MLRuntime
     from ._signature import example_inputs, parse_signature, parse_tensor_spec
-    from ._transport import RequestHandler, Respond, Transport, TransportClient, TransportServer
+    from ._transport import (
+        RequestHandler,
+        Respond,
+        Transport,
+        TransportClient,
+        TransportServer,
+        configured_options,
+    )
     from ._types import InferenceRequest, InferenceResponse, ModelMetadata, TensorSpec, deadline_after
     from .errors import ErrorCode, InferenceError, ModelLoadError, PackageError
 
@@ -45,6 +52,7 @@ _EXPORTS = {
     "Transport": "._transport",
     "TransportClient": "._transport",
     "TransportServer": "._transport",
+    "configured_options": "._transport",
     "deadline_after": "._types",
     "example_inputs": "._signature",
     "open_package": "._package",
@@ -74,6 +82,7 @@ __all__ = [
     "Transport",
     "TransportClient",
     "TransportServer",
+    "configured_options",
     "deadline_after",
     "example_inputs",
     "open_package",

@@ -14,7 +14,7 @@ from foundation_core import Hub
 
 from ._plugin import DEFAULT_NAME
 from ._tensors import device_of, is_device_tensor, to_host
-from ._transport import TransportClient
+from ._transport import TransportClient, configured_options
 from ._types import InferenceRequest, InferenceResponse, deadline_after
 
 __all__ = ["InferenceClient", "registered_hub"]
@@ -60,6 +60,7 @@ class InferenceClient:
         self.name = name
         self.transport = transport
         self.timeout = timeout
+        options = {**configured_options(hub, transport, "connect"), **options}  # code wins over config
         self._client: TransportClient = hub.transports.get(transport)().connect(name, **options)
 
     def infer(

@@ -25,7 +25,7 @@ from ._plugin import DEFAULT_NAME
 from ._registry import ModelRegistry
 from ._serving import ServedModel
 from ._signature import SignatureLike, example_inputs
-from ._transport import Respond, TransportServer
+from ._transport import Respond, TransportServer, configured_options
 from ._types import InferenceRequest, ModelMetadata
 from .errors import InferenceError, InternalError, ModelLoadError, ShuttingDown
 
@@ -231,10 +231,12 @@ class MLRuntime:
     # --- serving ------------------------------------------------------------------------------
 
     def start(self, transport: str = "shm", name: str = DEFAULT_NAME, **options: Any) -> TransportServer:
-        """Serve on ``transport`` under ``name``; returns once clients can connect."""
+        """Serve on ``transport`` under ``name``; returns once clients can connect. ``options`` go
+        to the transport's ``serve``, over the defaults of its config section (``configured_options``)."""
         impl = self.hub.transports.get(transport)()
         self.name = self.name or name
         self._accepting = True
+        options = {**configured_options(self.hub, transport, "serve"), **options}  # code wins over config
         server: TransportServer = impl.serve(name, self, **options)
         self.servers.append((transport, server))
         emit("server_start", name=name, transport=transport, models=self.registry.names())

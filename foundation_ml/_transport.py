@@ -13,12 +13,22 @@ import abc
 import asyncio
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from ._types import InferenceRequest, InferenceResponse
 from .errors import InferenceError
 
-__all__ = ["RequestHandler", "Respond", "Transport", "TransportClient", "TransportServer"]
+if TYPE_CHECKING:
+    from foundation_core import Hub
+
+__all__ = [
+    "RequestHandler",
+    "Respond",
+    "Transport",
+    "TransportClient",
+    "TransportServer",
+    "configured_options",
+]
 
 Respond = Callable[[InferenceResponse | InferenceError], None]
 
@@ -93,7 +103,12 @@ class TransportClient(abc.ABC):
 
 
 class Transport(abc.ABC):
-    """A way to move requests. Registered by name through ``foundation_register_transports``."""
+    """A way to move requests. Registered by name through ``foundation_register_transports``.
+
+    A transport may declare a config section under its own name (``foundation_config_sections``)
+    with methods ``serve_options()`` and ``connect_options()``: the runtime and the client then
+    take their defaults from it (see ``configured_options``).
+    """
 
     name: ClassVar[str]
 
@@ -104,3 +119,16 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def connect(self, address: str, **options: Any) -> TransportClient:
         """Connect to the server under ``address`` (``ServerUnavailable`` if there is none)."""
+
+
+def configured_options(hub: Hub, transport: str, kind: Literal["serve", "connect"]) -> dict[str, Any]:
+    """Defaults for ``transport``'s ``serve`` or ``connect`` options from ``hub``'s configuration:
+    what the config section named after the transport returns from ``serve_options()`` or
+    ``connect_options()``. Empty when the hub was never configured (a bare ``InferenceClient``
+    uses the transport's own defaults) or the transport declares no such section. Options passed
+    in code win over these."""
+    config = hub.config
+    if config is None or transport not in config:
+        return {}
+    method = getattr(config[transport], f"{kind}_options", None)
+    return dict(method()) if callable(method) else {}

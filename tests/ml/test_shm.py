@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import foundation_core
 from foundation_core import Hub
 from foundation_ml import InferenceClient, MLRuntime
 from foundation_ml._process import ServerProcess, shm_entries
@@ -235,3 +236,68 @@ def test_demo_command_runs_end_to_end(shm_hub: Hub) -> None:
     assert "same as calling the PyTorch module directly in this process: True" in proc.stdout
     assert "server exited with status 0; /dev/shm entries left: none" in proc.stdout
     assert "latency over 50 calls" in proc.stdout
+
+
+def _mode_and_channels(name: str) -> tuple[int, int]:
+    """The permission bits of the server's control segment, and the channel count it publishes."""
+    from foundation_shm import _layout as L
+
+    path = Path("/dev/shm") / L.control_name(name).lstrip("/")
+    raw = path.read_bytes()
+    return path.stat().st_mode & 0o777, int.from_bytes(raw[L.RegionField.CHANNEL_COUNT :][:4], "little")
+
+
+def test_the_shm_config_section_sets_the_servers_and_the_clients_options(shm_hub: Hub, name: str) -> None:
+    from foundation_ml import FunctionModel
+
+    settings = ["shm.mode=0660", "shm.channels=3", "shm.client_spin_us=0"]
+    with foundation_core.start(overrides=settings) as hub, MLRuntime(hub) as rt:
+        rt.register_model(
+            "double",
+            FunctionModel(lambda x: {"y": x * 2}, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"}),
+        )
+        rt.start("shm", name)
+        assert _mode_and_channels(name) == (0o660, 3)
+        with InferenceClient(name, transport="shm", hub=hub) as client:
+            assert client._client.spin_ns == 0  # type: ignore[attr-defined]
+            np.testing.assert_array_equal(client.infer("double", {"x": np.ones(2, np.float32)})["y"], [2, 2])
+        with InferenceClient(name, transport="shm", hub=hub, spin_us=7) as client:  # code wins
+            assert client._client.spin_ns == 7000  # type: ignore[attr-defined]
+    with foundation_core.start(overrides=settings) as hub, MLRuntime(hub) as rt:
+        rt.register_model(
+            "double",
+            FunctionModel(lambda x: {"y": x * 2}, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"}),
+        )
+        rt.start("shm", name, mode=0o600)  # options in code win over the config section
+        assert _mode_and_channels(name) == (0o600, 3)
+
+
+def test_a_bare_hub_gives_no_configured_options(shm_hub: Hub) -> None:
+    from foundation_ml import configured_options
+
+    assert shm_hub.config is None
+    assert configured_options(shm_hub, "shm", "serve") == {}
+    with foundation_core.start() as hub:
+        assert configured_options(hub, "shm", "connect") == {"channels": 4, "spin_us": 250, "timeout": None}
+        assert configured_options(hub, "inproc", "serve") == {}  # no section named after it
+
+
+@pytest.mark.slow
+def test_foundation_serve_takes_the_shm_section_from_the_environment(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FOUNDATION_SHM__MODE", "0660")
+    monkeypatch.setenv("FOUNDATION_SHM__CHANNELS", "2")
+    with ServerProcess(["--transport", "shm", "--name", name]) as server:
+        assert _mode_and_channels(name) == (0o660, 2)
+        assert server.stop(signal.SIGTERM) == 0, server.output
+    monkeypatch.setenv("FOUNDATION_SHM__SPIN_US", "-1")
+    bad = subprocess.run(
+        [sys.executable, "-m", "foundation_core", "serve", "--name", name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode != 0
+    assert "shm.spin_us: spin_us must be an integer 0..1_000_000 µs, not -1" in bad.stderr
+    assert shm_entries(name) == []

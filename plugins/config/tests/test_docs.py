@@ -84,7 +84,7 @@ def _our_plugins_only(monkeypatch):
     for var in list(os.environ):
         if var.startswith("FOUNDATION_") or var in {"LOG_DIR", "POOL"}:
             monkeypatch.delenv(var)
-    monkeypatch.setenv("FOUNDATION_PLUGINS", "config,logging")
+    monkeypatch.setenv("FOUNDATION_PLUGINS", "config,logging,shm")  # shm: its section's example
 
 
 def test_configuration_guide_examples(monkeypatch, capsys):

@@ -49,6 +49,8 @@ from ._codec import (
 )
 from ._cuda_ipc import ClientCuda
 from ._loan import Loan, TensorSpecLike
+from ._options import ConnectOptions
+from ._options import options as _options
 from ._pool import ChannelPool
 from ._sync import YIELD_AFTER_NS, AdaptiveSpin, fence, wait_seq
 
@@ -68,33 +70,21 @@ _clock = time.monotonic_ns
 class ShmClient(ChannelPool, TransportClient):
     """A connection to the shm server ``address`` (see ``ShmTransport.connect`` for the options)."""
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        channels: int = 4,
-        spin_us: int = 250,
-        capacity: int | None = None,
-        copy_outputs: bool = False,
-        timeout: float | None = None,
-        connect_timeout: float = 2.0,
-        data_crc: bool = False,
-        cuda_ipc: bool | None = None,
-        cuda_fallback: str = "error",
-    ) -> None:
+    def __init__(self, address: str, **options: Any) -> None:
+        opts = _options(ConnectOptions, options, "connect")  # every option checked before connecting
         self.address = address
         self.name = L.validate_name(address.removeprefix("shm://"))
-        self.max_channels = channels
-        self.spin_ns = spin_us * 1000
-        self.copy_outputs = copy_outputs
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.flags = L.MessageFlag.DATA_CRC if data_crc else 0
-        self._cuda = ClientCuda(cuda_ipc, cuda_fallback)  # spec 15: torch CUDA tensors
+        self.max_channels = opts.channels
+        self.spin_ns = opts.spin_us * 1000
+        self.copy_outputs = opts.copy_outputs
+        self.timeout = opts.timeout
+        self.connect_timeout = opts.connect_timeout
+        self.flags = L.MessageFlag.DATA_CRC if opts.data_crc else 0
+        self._cuda = ClientCuda(opts.cuda_ipc, opts.cuda_fallback)  # spec 15: torch CUDA tensors
         self._ids = itertools.count(1)
-        self._spin = AdaptiveSpin(spin_us * 1000)
+        self._spin = AdaptiveSpin(opts.spin_us * 1000)
         self._lane = hot is not None and not self.flags  # _hot.exchange: repeated requests in one call
-        self._init_pool(capacity)
+        self._init_pool(opts.capacity)
 
     # --- requests ------------------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ from ._cuda_desc import decoded as _cuda_decoded
 from ._cuda_ipc import ServerCuda
 from ._liveness import ServerLock, is_alive, start_time
 from ._objects import remove_objects
+from ._options import ServeOptions
+from ._options import options as _options
 from ._readers import RequestReader
 from ._segments import Segment, create_semaphore, drain, unlink_segment
 from ._server_channel import _Channel, _Responder
@@ -58,53 +60,39 @@ _CUDA_FLAG = int(L.MessageFlag.CUDA_IPC)
 class ShmServer(TransportServer):
     """A running shm server under ``address`` (see ``ShmTransport.serve`` for the options)."""
 
-    def __init__(
-        self,
-        address: str,
-        handler: RequestHandler,
-        *,
-        channels: int = 32,
-        spin_us: int = 200,
-        heartbeat_ms: int = 100,
-        mode: int = 0o600,
-        max_request_bytes: int = 1 << 32,
-        max_tensors: int = 64,
-        default_capacity: int = 1 << 20,
-        data_crc: bool = False,
-        cuda_ipc: bool | None = None,
-    ) -> None:
+    def __init__(self, address: str, handler: RequestHandler, **options: Any) -> None:
+        opts = _options(ServeOptions, options, "serve")  # every option checked before anything is made
         self.address = address
         self.name = L.validate_name(address.removeprefix("shm://"))
-        if not 1 <= channels <= 4096:
-            raise ValueError(f"channels must be 1..4096, not {channels}")
         self.handler = handler
-        self.spin_ns = spin_us * 1000
-        self.heartbeat_s = heartbeat_ms / 1000
-        self.limits = Limits(max_tensors, max_request_bytes)
-        self.data_crc = data_crc
-        self._cuda = ServerCuda(cuda_ipc, handler)  # spec 15: CUDA IPC descriptors
+        self.spin_ns = opts.spin_us * 1000
+        self.heartbeat_s = opts.heartbeat_ms / 1000
+        self.limits = Limits(opts.max_tensors, opts.max_request_bytes)
+        self.data_crc = opts.data_crc
+        self._cuda = ServerCuda(opts.cuda_ipc, handler)  # spec 15: CUDA IPC descriptors
+        mode = opts.mode
         self._lock = ServerLock(L.lock_file(self.name), mode)
         self._stopping = False
         self._running = True
-        try:
+        try:  # from here on, a failure removes what was made and lets the lock go
             remove_objects(self.name, keep_lock_file=True)  # we hold the lock: leftovers are stale
             self._mutex = create_semaphore(L.mutex_name(self.name), mode, 1)
             self._bell = create_semaphore(L.doorbell_name(self.name), mode, 0)
             self._channels = [
                 _Channel(i, create_semaphore(L.channel_sem_name(self.name, i), mode, 0))
-                for i in range(channels)
+                for i in range(opts.channels)
             ]
             self._ctl = Segment.create(
-                L.control_name(self.name), L.CHANNELS_OFFSET + channels * L.CHANNEL_SIZE, mode
+                L.control_name(self.name), L.CHANNELS_OFFSET + opts.channels * L.CHANNEL_SIZE, mode
             )
+            self._u32, self._u64 = self._ctl.u32, self._ctl.u64
+            self._answers = Answers(self.name, self._ctl, self._cuda, self.limits)
+            self._answer = self._answers.answer  # what _Responder calls: one bound method, no extra call
+            self._write_header(opts)
         except BaseException:
             remove_objects(self.name, keep_lock_file=True)
             self._lock.release()
             raise
-        self._u32, self._u64 = self._ctl.u32, self._ctl.u64
-        self._answers = Answers(self.name, self._ctl, self._cuda, self.limits)
-        self._answer = self._answers.answer  # what _Responder calls: one bound method, no extra call
-        self._write_header(channels, spin_us, heartbeat_ms, max_request_bytes, max_tensors, default_capacity)
         self._loop_thread = threading.Thread(target=self._loop, name=f"shm-{self.name}", daemon=True)
         self._beat_thread = threading.Thread(
             target=self._heartbeat, name=f"shm-{self.name}-beat", daemon=True
@@ -115,9 +103,7 @@ class ShmServer(TransportServer):
 
     # --- region --------------------------------------------------------------------------------
 
-    def _write_header(
-        self, channels: int, spin_us: int, heartbeat_ms: int, max_bytes: int, max_tensors: int, capacity: int
-    ) -> None:
+    def _write_header(self, opts: ServeOptions) -> None:
         pid = os.getpid()
         features = (L.Feature.DATA_CRC if self.data_crc else 0) | self._cuda.feature
         L.REGION.pack_into(
@@ -133,19 +119,19 @@ class ShmServer(TransportServer):
             start_time(pid),
             0,
             time.monotonic_ns(),
-            heartbeat_ms,
+            opts.heartbeat_ms,
             0,
-            channels,
+            opts.channels,
             L.CHANNEL_SIZE,
             L.CHANNELS_OFFSET,
-            max_bytes,
-            max_tensors,
+            opts.max_request_bytes,
+            opts.max_tensors,
             L.MAX_NDIM,
             0,
             0,
-            spin_us,
+            opts.spin_us,
             random.getrandbits(64),
-            capacity,
+            opts.default_capacity,
             0,
             self.name.encode(),
         )

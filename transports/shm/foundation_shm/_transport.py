@@ -20,11 +20,13 @@ class ShmTransport(Transport):
     (0o600; 0o660 lets a group in), ``max_request_bytes`` (4 GiB), ``max_tensors`` (64),
     ``default_capacity`` (1 MiB per area), ``data_crc`` (False), ``cuda_ipc`` (None: accept CUDA
     IPC when the handler declares ``device_tensors``; True; False: refuse; see docs/cuda_ipc.md).
-    ``connect`` options: ``channels`` (4 concurrent calls per client), ``spin_us`` (100),
+    ``connect`` options: ``channels`` (4 concurrent calls per client), ``spin_us`` (250),
     ``capacity`` (server's default), ``copy_outputs`` (False: outputs are views valid until the
     calling thread's next call on this client), ``timeout`` (None), ``connect_timeout`` (2 s), ``data_crc``,
     ``cuda_ipc`` (None: torch CUDA tensors by handle when the server offers it; True: require CUDA;
     False: by host), ``cuda_fallback`` ("error", or "host": copy them through host memory).
+    Defaults and valid ranges: ``ServeOptions`` and ``ConnectOptions`` (``_options``); the ``shm``
+    config section sets them from configuration.
     """
 
     name: ClassVar[str] = "shm"

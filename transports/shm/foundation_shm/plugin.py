@@ -1,4 +1,5 @@
-"""The shm transport's plugin: registers the ``shm`` transport and the ``foundation shm`` command (lazily)."""
+"""The shm transport's plugin: registers the ``shm`` transport, its ``shm`` config section and the
+``foundation shm`` command (lazily)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ from foundation_core import hookimpl
 @hookimpl
 def foundation_register_transports(register: Any) -> None:
     register("shm", "foundation_shm._transport:ShmTransport")
+
+
+@hookimpl
+def foundation_config_sections(add: Any) -> None:
+    from ._options import ShmSettings  # attrs only: no shared memory touched at start-up
+
+    add("shm", ShmSettings)
 
 
 @hookimpl
