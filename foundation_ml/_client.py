@@ -55,6 +55,10 @@ class InferenceClient:
         hub: Hub | None = None,
         **options: Any,
     ) -> None:
+        if timeout is not None and not (type(timeout) in (int, float) and 0 < timeout < float("inf")):
+            raise ValueError(
+                f"InferenceClient: timeout must be a number of seconds > 0 or None, not {timeout!r}"
+            )
         hub = hub or registered_hub()
         self.copy = copy
         self.name = name
@@ -91,7 +95,10 @@ class InferenceClient:
         timeout: float | None = None,
     ) -> InferenceResponse:
         """As ``infer``, returning the whole response (id, served version, parameters)."""
-        timeout = self.timeout if timeout is None else timeout
+        if timeout is None:
+            timeout = self.timeout
+        elif not timeout > 0:  # NaN too
+            raise ValueError(f"timeout must be a number of seconds > 0 or None, not {timeout!r}")
         request = InferenceRequest(
             model,
             {k: _prepare(v) for k, v in inputs.items()},

@@ -7,12 +7,38 @@ Commands: ``serve``, ``infer``, ``stats``, ``package``, ``bench``, ``demo``. The
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from foundation_core import CommandRegistrar, Registrar, hookimpl
 
 DEFAULT_NAME = "foundation"  # the server name when none is given (serve, infer, stats)
 DEMO_MODEL = "demo"
 DEMO_SPEC = "foundation_torch.demo:build_demo"
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``low`` (argparse names the flag in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, not {value}")
+        return value
+
+    return parse
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text}")
+    return value
 
 
 @hookimpl
@@ -36,7 +62,7 @@ def foundation_register_commands(cli: CommandRegistrar) -> None:
         metavar="FILE",
         help=".npz, .npy or .json (default: the example input)",
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds (default: 30)")
+    p.add_argument("--timeout", type=_positive_seconds, default=30.0, help="seconds (default: 30)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = cli.add_command("stats", "foundation_ml._cli:stats_main", help="metrics of a running server")
     p.add_argument("name", nargs="?", default=DEFAULT_NAME, help=f"server name (default: {DEFAULT_NAME})")
@@ -55,7 +81,7 @@ def foundation_register_commands(cli: CommandRegistrar) -> None:
         "demo", "foundation_ml._demo:demo_main", help="serve the demo model, call it, stop: end to end"
     )
     p.add_argument("--transport", default="shm", help="transport (default: shm)")
-    p.add_argument("--calls", type=int, default=1000, help="calls timed for the latency line")
+    p.add_argument("--calls", type=_int_at_least(1), default=1000, help="calls timed for the latency line")
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,10 +96,17 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     _client_arguments(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
-    p.add_argument("--max-batch-size", type=int, default=1, help="batch batchable models (default: 1, off)")
-    p.add_argument("--max-wait-us", type=int, default=500, help="longest wait for a batch to fill, µs")
     p.add_argument(
-        "--threads", type=int, default=1, help="torch intra-op threads (default: 1, best for small models)"
+        "--max-batch-size", type=_int_at_least(1), default=1, help="batch batchable models (default: 1, off)"
+    )
+    p.add_argument(
+        "--max-wait-us", type=_int_at_least(0), default=500, help="longest wait for a batch to fill, µs"
+    )
+    p.add_argument(
+        "--threads",
+        type=_int_at_least(0),
+        default=1,
+        help="torch intra-op threads (default: 1, best for small models; 0: torch's default)",
     )
     p.add_argument("--metrics-file", default=None, help="rewrite this file with Prometheus text every second")
 
@@ -86,11 +119,16 @@ def _client_arguments(p: argparse.ArgumentParser) -> None:
 def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--transport", default="shm", help="transport to measure (default: shm)")
-    p.add_argument("--calls", type=int, default=3000, help="timed calls per latency figure")
-    p.add_argument("--seconds", type=float, default=2.0, help="duration of each throughput run")
-    p.add_argument("--clients", type=int, default=4, help="client processes in the throughput runs")
+    p.add_argument("--calls", type=_int_at_least(1), default=3000, help="timed calls per latency figure")
+    p.add_argument("--seconds", type=_positive_seconds, default=2.0, help="duration of each throughput run")
     p.add_argument(
-        "--max-batch-size", type=int, default=0, help="batch size of the batched run (default: --clients)"
+        "--clients", type=_int_at_least(1), default=4, help="client processes in the throughput runs"
     )
-    p.add_argument("--max-wait-us", type=int, default=200, help="batch wait of the batched run")
-    p.add_argument("--threads", type=int, default=1, help="torch threads, direct and server")
+    p.add_argument(
+        "--max-batch-size",
+        type=_int_at_least(0),
+        default=0,
+        help="batch size of the batched run (default, 0: --clients)",
+    )
+    p.add_argument("--max-wait-us", type=_int_at_least(0), default=200, help="batch wait of the batched run")
+    p.add_argument("--threads", type=_int_at_least(0), default=1, help="torch threads, direct and server")

@@ -50,6 +50,7 @@ class MLRuntime:
         max_wait_us: int = 500,
         name: str = "",
     ) -> None:
+        _check_batching(max_batch_size, max_wait_us, "MLRuntime")
         self._own_hub = hub is None
         if hub is None:
             import foundation_core
@@ -88,6 +89,7 @@ class MLRuntime:
         """Load ``model`` (an object, a factory ``"pkg.mod:build"``, a file, a model package) and
         serve it under ``name``. Nothing is served unless loading, the signature check and the
         warm-up all succeed. Returns the model's metadata."""
+        _check_batching(max_batch_size, max_wait_us, f"register_model({name!r})")
         loaded, spec = self._load(name, model, backend, device, inputs, outputs, options)
         version = version or str(getattr(loaded, "version", "") or "1")
         served = ServedModel(name, version, loaded, spec)
@@ -364,3 +366,13 @@ def _write_atomic(path: str, text: str) -> None:
     tmp = Path(f"{path}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def _check_batching(max_batch_size: int | None, max_wait_us: int | None, where: str) -> None:
+    """Refuse batching settings that mean nothing, before anything is loaded (``None``: not given)."""
+    if max_batch_size is not None and (type(max_batch_size) is not int or max_batch_size < 1):
+        raise ValueError(
+            f"{where}: max_batch_size must be an integer >= 1 (1: no batching), not {max_batch_size!r}"
+        )
+    if max_wait_us is not None and (type(max_wait_us) is not int or max_wait_us < 0):
+        raise ValueError(f"{where}: max_wait_us must be an integer >= 0, not {max_wait_us!r}")

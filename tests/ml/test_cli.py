@@ -96,3 +96,27 @@ def test_metrics_file_holds_prometheus_text_after_exit(tmp_path: Path, name: str
     text = metrics.read_text()
     assert f'foundation_requests_total{{server="{name}",model="demo"}} 0' in text
     assert not (tmp_path / "metrics.prom.tmp").exists()
+
+
+BAD_FLAGS = [
+    (["serve", "--max-batch-size", "0"], "argument --max-batch-size: must be >= 1, not 0"),
+    (["serve", "--max-wait-us", "-5"], "argument --max-wait-us: must be >= 0, not -5"),
+    (["serve", "--threads", "two"], "argument --threads: not an integer: 'two'"),
+    (["infer", "--timeout", "0"], "argument --timeout: must be a number of seconds > 0, not 0"),
+    (["infer", "--timeout", "nan"], "argument --timeout: must be a number of seconds > 0, not nan"),
+    (["bench", "--clients", "0"], "argument --clients: must be >= 1, not 0"),
+    (["bench", "--seconds", "-1"], "argument --seconds: must be a number of seconds > 0, not -1"),
+    (["demo", "--calls", "0"], "argument --calls: must be >= 1, not 0"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_a_bad_number_is_refused_naming_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foundation_core._cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert f"foundation {argv[0]}: error: {message}" in capsys.readouterr().err

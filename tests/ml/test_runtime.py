@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
 
+from foundation_core import Hub
 from foundation_ml import FunctionModel, InferenceClient, InferenceRequest, MLRuntime, ModelLoadError
 from foundation_ml.errors import (
     DeadlineExceeded,
@@ -212,3 +214,39 @@ def test_client_outputs_are_the_callers_own_arrays(served: InferenceClient, rows
     y1[...] = 0  # writable, and writing it changes nothing the server or a later call sees
     y2 = served.infer("affine", {"x": rows(1)})["y"]
     np.testing.assert_array_equal(y2, rows(1) * 2 + 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_batch_size": 0}, r"max_batch_size must be an integer >= 1 \(1: no batching\), not 0"),
+        ({"max_batch_size": 2.0}, r"max_batch_size must be an integer >= 1 \(1: no batching\), not 2.0"),
+        ({"max_wait_us": -1}, r"max_wait_us must be an integer >= 0, not -1"),
+    ],
+)
+def test_batching_settings_that_mean_nothing_are_refused(
+    hub: Hub, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^MLRuntime: {message}"):
+        MLRuntime(hub, **kwargs)
+    model = FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    with MLRuntime(hub) as rt:
+        with pytest.raises(ValueError, match=f"^register_model\\('affine'\\): {message}"):
+            rt.register_model("affine", model, **kwargs)
+        assert rt.registry.names() == []  # nothing registered, nothing half-loaded
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), float("inf"), "5"])
+def test_a_client_timeout_that_is_not_a_positive_number_is_refused(hub: Hub, timeout: Any) -> None:
+    with pytest.raises(
+        ValueError, match=r"^InferenceClient: timeout must be a number of seconds > 0 or None"
+    ):
+        InferenceClient("anything", transport="inproc", hub=hub, timeout=timeout)
+
+
+def test_a_call_timeout_that_is_not_positive_is_refused(served: InferenceClient) -> None:
+    x = np.zeros((1, 4), np.float32)
+    for timeout in (0, -2.5, float("nan")):
+        with pytest.raises(ValueError, match=r"^timeout must be a number of seconds > 0 or None"):
+            served.infer("affine", {"x": x}, timeout=timeout)
+    np.testing.assert_array_equal(served.infer("affine", {"x": x}, timeout=5)["y"], x * 2 + 1)
