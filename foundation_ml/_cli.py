@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 import time
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +15,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from foundation_core import Hub
+
+    from ._types import TensorSpec
 
 __all__ = ["infer_main", "package_main", "serve_main", "stats_main"]
 
@@ -71,7 +75,6 @@ def serve_main(args: argparse.Namespace, hub: Hub) -> int:
 def load_inputs(path: str | None, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     """Inputs from ``.npz`` (one array per input), ``.npy`` (the only input) or ``.json``
     (``{"x": [[...]]}``, cast to the signature's dtypes); the example input without a file."""
-    import numpy as np
 
     from ._signature import example_inputs, parse_signature
 
@@ -79,6 +82,17 @@ def load_inputs(path: str | None, meta: dict[str, Any]) -> dict[str, np.ndarray]
     if path is None:
         return example_inputs(specs)
     p = Path(path)
+    if p.suffix not in (".npz", ".npy", ".json"):
+        raise SystemExit(f"foundation infer: {p}: use a .npz, .npy or .json file")
+    try:
+        return _read_inputs(p, specs)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # JSONDecodeError is a ValueError
+        raise SystemExit(f"foundation infer: cannot read inputs from {p}: {exc}") from None
+
+
+def _read_inputs(p: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    import numpy as np
+
     if p.suffix == ".npz":
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -86,11 +100,11 @@ def load_inputs(path: str | None, meta: dict[str, Any]) -> dict[str, np.ndarray]
         if len(specs) != 1:
             raise SystemExit(f"foundation infer: {p} holds one array; the model takes {len(specs)} inputs")
         return {specs[0].name: np.load(p, allow_pickle=False)}
-    if p.suffix == ".json":
-        doc = json.loads(p.read_text())
-        types = {s.name: s.datatype.numpy for s in specs}
-        return {k: np.asarray(v, dtype=types.get(k)) for k, v in doc.items()}
-    raise SystemExit(f"foundation infer: {p}: use a .npz, .npy or .json file")
+    doc = json.loads(p.read_text())
+    if not isinstance(doc, dict):
+        raise ValueError(f'expected an object of named inputs ({{"x": [[...]]}}), not a {type(doc).__name__}')
+    types = {s.name: s.datatype.numpy for s in specs}
+    return {k: np.asarray(v, dtype=types.get(k)) for k, v in doc.items()}
 
 
 def infer_main(args: argparse.Namespace, hub: Hub) -> int:

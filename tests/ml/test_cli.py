@@ -120,3 +120,46 @@ def test_a_bad_number_is_refused_naming_the_flag(
         main(argv)
     assert exit_.value.code == 2
     assert f"foundation {argv[0]}: error: {message}" in capsys.readouterr().err
+
+
+META = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]}
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        ("in.npz", b"garbage", "cannot read inputs from .*in.npz: "),
+        ("in.npy", b"\x93NUMPY\x01\x00", "cannot read inputs from .*in.npy: "),
+        ("in.json", b'{"x": [[1, 2]', "cannot read inputs from .*in.json: Expecting ',' delimiter: line 1"),
+        ("in.json", b'{"x": "two"}', "cannot read inputs from .*in.json: could not convert string to float"),
+        (
+            "in.json",
+            b"[[1, 2, 3, 4]]",
+            r"cannot read inputs from .*in.json: expected an object of named inputs .*not a list",
+        ),
+        ("in.csv", b"1,2,3,4", r".*in.csv: use a .npz, .npy or .json file"),
+    ],
+)
+def test_infer_input_files_that_cannot_be_read_are_named(
+    tmp_path: Path, file: str, content: bytes, message: str
+) -> None:
+    from foundation_ml._cli import load_inputs
+
+    path = tmp_path / file
+    path.write_bytes(content)
+    with pytest.raises(SystemExit, match=f"^foundation infer: {message}"):
+        load_inputs(str(path), META)
+    with pytest.raises(
+        SystemExit, match=r"^foundation infer: cannot read inputs from .*nowhere.npz: .*No such file"
+    ):
+        load_inputs(str(tmp_path / "nowhere.npz"), META)
+
+
+def test_infer_reads_json_inputs_with_the_signatures_dtype(tmp_path: Path) -> None:
+    import numpy as np
+
+    from foundation_ml._cli import load_inputs
+
+    (tmp_path / "in.json").write_text('{"x": [[1, 2, 3, 4]]}')
+    x = load_inputs(str(tmp_path / "in.json"), META)["x"]
+    assert x.dtype == np.float32 and x.tolist() == [[1, 2, 3, 4]]
