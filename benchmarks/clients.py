@@ -7,8 +7,10 @@ Every client makes the same small request (the demo MLP, x FP32[1, 784]) to one 
 serve`` process: in rounds, each client once per round in a rotating order (each native client
 runs its ``fdn-client bench``: the latency of each call after a warm-up); a client's p50 and p99
 are the medians over the rounds. Also measured: the floor (two C processes ping-ponging a counter on
-a shared word), the throughput of two concurrent C clients against the shm echo server, and that
-of four C clients against a server batching the demo model, beside the direct call's rate.
+a shared word), the throughput of two concurrent C clients against the shm echo server, the 1 KB
+echo's latency from a Python and from a C client against that server (alternating: what the
+Python server's side costs), and the throughput of four C clients against a server batching the
+demo model, beside the direct call's rate.
 A client that is missing or does not build is reported as null, with the reason.
 """
 
@@ -152,16 +154,45 @@ def c_rps(binary: Path, name: str, model: str, spec: str, clients: int, iteratio
     return sum(r["iterations"] for r in runs) / longest
 
 
-def echo_rps_2_clients(binary: Path, spec: str, iterations: int) -> float:
-    """Two C clients calling the echo server at once."""
+def echo_figures(
+    binary: Path, tiny: str, kb: str, iterations: int, calls: int, rounds: int
+) -> dict[str, Any]:
+    """Against one Python echo server: two C clients calling at once (``tiny``: 16 bytes), and
+    the 1 KB echo's p50 from a Python and from a C client, alternating in ``rounds`` rounds of
+    ``calls`` calls (medians). A C client's own work is nearly free, so its round trip less the
+    spin floor is about what the Python server's side costs."""
+    from foundation_shm import ShmTransport
+
+    from foundation_ml import InferenceRequest
     from foundation_ml._process import ServerProcess
 
     name = f"bclients_echo_{os.getpid()}"
     server = ServerProcess([])
     server.args = [sys.executable, "-m", "foundation_shm._echo", name]
     server._read = lambda: _read_until(server, "ready")  # type: ignore[method-assign]
+    py: list[float] = []
+    c: list[float] = []
     with server:  # __enter__ starts it
-        return c_rps(binary, name, "echo", spec, 2, iterations)
+        rps = c_rps(binary, name, "echo", tiny, 2, iterations)
+        request = InferenceRequest("echo", {"x": np.arange(256, dtype=np.float32)})
+        cmd = [str(binary), "bench", "--name", name, "--model", "echo", "--input", kb, "--spin-us", "100"]
+        cmd += ["--iterations", str(calls), "--warmup", "500"]
+        with ShmTransport().connect(name, spin_us=100) as client:
+            for _ in range(rounds):
+                for _ in range(500):
+                    client.infer(request)
+                times = []
+                for _ in range(calls):
+                    t0 = time.perf_counter_ns()
+                    client.infer(request)
+                    times.append((time.perf_counter_ns() - t0) / 1e3)
+                py.append(percentile(times, 50))
+                c.append(run_json(cmd)["p50_us"])
+    return {
+        "c_rps_2_clients": round(rps, 1),
+        "python_echo_1kb_p50_us": round(statistics.median(py), 2),
+        "c_echo_1kb_p50_us": round(statistics.median(c), 2),
+    }
 
 
 def demo_rps_batched(binary: Path, spec: str, clients: int, iterations: int) -> dict[str, Any]:
@@ -221,7 +252,7 @@ def run(
             binaries[lang] = binary
     x = np.random.default_rng(0).standard_normal((1, 784)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        x_file, e_file = Path(tmp) / "x.bin", Path(tmp) / "e.bin"
+        x_file, e_file, kb_file = Path(tmp) / "x.bin", Path(tmp) / "e.bin", Path(tmp) / "kb.bin"
         x.tofile(x_file)
         np.arange(4, dtype=np.float32).tofile(e_file)
         spec = f"x:FP32:1,784:{x_file}"
@@ -236,11 +267,13 @@ def run(
         result["c_floor_spin_p50_us"] = None
         if SPIN_FLOOR.exists():
             result["c_floor_spin_p50_us"] = round(run_json([str(SPIN_FLOOR), "100000"])["p50_us"], 3)
-        result["c_rps_2_clients"] = None
+        np.arange(256, dtype=np.float32).tofile(kb_file)
+        result["c_rps_2_clients"] = result["python_echo_1kb_p50_us"] = result["c_echo_1kb_p50_us"] = None
         result[f"c_rps_{BATCH_CLIENTS}_clients_batched"] = None
         if "c" in binaries:
-            rps = echo_rps_2_clients(binaries["c"], f"x:FP32:1,4:{e_file}", echo_iterations)
-            result["c_rps_2_clients"] = round(rps, 1)
+            tiny, kb = f"x:FP32:1,4:{e_file}", f"x:FP32:256:{kb_file}"
+            per_round = max(1, iterations // rounds)
+            result.update(echo_figures(binaries["c"], tiny, kb, echo_iterations, per_round, rounds))
             result.update(demo_rps_batched(binaries["c"], spec, BATCH_CLIENTS, batch_iterations))
     python = result["python_p50_us"]
     for lang in NATIVE:

@@ -96,3 +96,4 @@ def test_the_benchmark_runs_and_reports_its_figures(script: str, args: list[str]
         assert doc["c_rps_4_clients_batched"] > 0
         assert doc["c_batched_mean_batch_size"] >= 1
         assert doc["c_rps_4_clients_batched_over_direct"] > 0
+        assert doc["python_echo_1kb_p50_us"] > 0 and doc["c_echo_1kb_p50_us"] > 0
