@@ -55,10 +55,8 @@ class InferenceClient:
         hub: Hub | None = None,
         **options: Any,
     ) -> None:
-        if timeout is not None and not (type(timeout) in (int, float) and 0 < timeout < float("inf")):
-            raise ValueError(
-                f"InferenceClient: timeout must be a number of seconds > 0 or None, not {timeout!r}"
-            )
+        if timeout is not None:
+            _check_timeout(timeout, "InferenceClient: ")
         hub = hub or registered_hub()
         self.copy = copy
         self.name = name
@@ -97,8 +95,8 @@ class InferenceClient:
         """As ``infer``, returning the whole response (id, served version, parameters)."""
         if timeout is None:
             timeout = self.timeout
-        elif not timeout > 0:  # NaN too
-            raise ValueError(f"timeout must be a number of seconds > 0 or None, not {timeout!r}")
+        else:
+            _check_timeout(timeout)
         request = InferenceRequest(
             model,
             {k: _prepare(v) for k, v in inputs.items()},
@@ -140,6 +138,11 @@ class InferenceClient:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _check_timeout(timeout: Any, where: str = "") -> None:
+    if type(timeout) not in (int, float) or not 0 < timeout < float("inf"):  # NaN fails too
+        raise ValueError(f"{where}timeout must be a number of seconds > 0 or None, not {timeout!r}")
 
 
 def _prepare(value: Any) -> Any:
