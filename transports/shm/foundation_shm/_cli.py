@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -77,6 +78,12 @@ def shm_main(args: argparse.Namespace, hub: object) -> int:
             clients = f"{len(s.get('clients', []))} clients, " if "pid" in s else ""
             print(f"{s['name']}: {health}; {who}{clients}{len(s['objects'])} objects, {s['bytes']} bytes")
         return 0
+    for name in args.names:  # every name checked first: nothing is removed when one is wrong
+        try:
+            L.validate_name(name)
+        except ValueError as exc:
+            print(f"foundation shm clean: {exc}", file=sys.stderr)
+            return 2
     names = args.names or sorted(groups)
     status = 0
     for name in names:
