@@ -34,6 +34,7 @@ from ._cuda_desc import (
     write_mixed_request,
     write_mixed_response,
 )
+from ._options import FALLBACKS  # the cuda_fallback values, defined with the options
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +55,6 @@ __all__ = [
 
 log = logging.getLogger("foundation_shm")
 NO_CUDA = "CUDA IPC requested but no CUDA device"
-FALLBACKS = ("error", "host")
 _LAZY_PEER_ACCESS = 1  # CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS
 _SERVER_CACHE = 256  # mappings per client (spec 15.4)
 _CLIENT_CACHE = 64
