@@ -449,8 +449,8 @@ class ServerCuda:
             inputs = dict(dec.inputs)
             for name, ref in dec.inputs.items():
                 if type(ref) is CudaIpcRef:
-                    devices.add(ref.device)
                     inputs[name] = self._open(cache, ref, dec)
+                    devices.add(ref.device)  # once opened: the error's reply synchronises these
                     opened.append(cache.entries[ref.device, ref.handle])
         return dec._replace(inputs=inputs)
 

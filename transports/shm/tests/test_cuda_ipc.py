@@ -473,9 +473,13 @@ def test_each_handle_is_opened_once_per_client_and_closed_when_the_client_goes(f
 
 
 def test_the_server_refuses_a_device_it_does_not_have(fake_gpu: _FakeDriver) -> None:
+    cuda = _enabled()
     with pytest.raises(InvalidInput, match="CUDA device 5, this server sees 2"):
-        _enabled().on_request(0, (1, 1), _Dec({"x": _ref(device=5)}))
+        cuda.on_request(0, (1, 1), _Dec({"x": _ref(device=5)}))
     assert fake_gpu.opened == []
+    # the error's reply synchronises the request's devices: never one that was refused (on a GPU,
+    # torch.cuda.synchronize(5) would fail the reply itself with "invalid device ordinal")
+    assert cuda.handles(0) and not cuda._devices[0]
 
 
 def test_host_requests_leave_no_cuda_state(fake_gpu: _FakeDriver) -> None:
