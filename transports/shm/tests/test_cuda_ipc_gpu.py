@@ -186,7 +186,6 @@ import os, sys, torch
 from foundation_shm import ShmTransport
 from foundation_ml import InferenceRequest
 
-from .conftest import CudaServeProcess
 c = ShmTransport().connect(sys.argv[1], cuda_ipc=True)
 x = torch.randn(1 << 20, device="cuda:0")
 out = c.infer(InferenceRequest("scale", {"x": x})).outputs["x"]
