@@ -9,7 +9,10 @@ must be a CUDA tensor it owns:
 - ``ipc_path_ms``: ``cuda_ipc=True, copy_outputs=True``: the input by handle, the model, the output
   by handle, one device-to-device copy so the client owns it (``ipc_view_path_ms``: no copy, the
   output is a view valid until the next call);
-- ``torch_to_cuda_64mb_ms``: the floor of the host path's last step alone, ``x.to("cuda")``.
+- ``torch_to_cuda_64mb_ms``: the floor of the host path's last step alone, ``x.to("cuda")``;
+- ``host_copies_ms``: the host path's copies alone, in one process with no transport: device →
+  host, into a host buffer, host → device, the model, device → host, into a buffer, host → device;
+- ``direct_ms``: the model alone in one process (``x * 2``), the floor of ``ipc_view_path_ms``.
 
 Medians of ``--iterations`` calls after warm-up, each ended by ``torch.cuda.synchronize()``.
 Target: ``ipc_path_ms <= 0.2 * host_path_ms``. Without CUDA it prints why it could not run (exit 0).
@@ -36,7 +39,14 @@ from typing import Any  # noqa: E402
 
 SIZE_BYTES = 64 << 20
 TARGET = 0.2
-KEYS = ("host_path_ms", "ipc_path_ms", "ipc_view_path_ms", "torch_to_cuda_64mb_ms")
+KEYS = (
+    "host_path_ms",
+    "ipc_path_ms",
+    "ipc_view_path_ms",
+    "torch_to_cuda_64mb_ms",
+    "host_copies_ms",
+    "direct_ms",
+)
 
 
 def _not_run(reason: str) -> dict[str, Any]:
@@ -45,6 +55,8 @@ def _not_run(reason: str) -> dict[str, Any]:
         "reason": reason,
         "tensor_bytes": SIZE_BYTES,
         **dict.fromkeys(KEYS),
+        "host_path_over_copies": None,
+        "ipc_view_over_direct": None,
         "ipc_over_host": None,
         "target": f"ipc_path_ms <= {TARGET} * host_path_ms",
         "target_met": None,
@@ -73,6 +85,7 @@ def run(iterations: int, warmup: int) -> dict[str, Any]:
         return _not_run(f"torch is not importable: {exc}")
     if not torch.cuda.is_available():
         return _not_run(f"no CUDA device: torch {torch.__version__} reports torch.cuda.is_available() False")
+    import numpy as np
     from foundation_shm import ShmTransport
     from foundation_shm._objects import remove_objects
 
@@ -101,6 +114,14 @@ def run(iterations: int, warmup: int) -> dict[str, Any]:
                 if not (out.is_cuda and torch.equal(out, want)):
                     raise AssertionError("wrong result")
             cpu = x.cpu()
+            buf_in, buf_out = np.empty(SIZE_BYTES // 4, np.float32), np.empty(SIZE_BYTES // 4, np.float32)
+
+            def host_copies() -> Any:  # what the host path copies, without processes or shm
+                buf_in[:] = x.cpu().numpy()
+                y = torch.from_numpy(buf_in).to("cuda:0") * 2
+                buf_out[:] = y.cpu().numpy()
+                return torch.from_numpy(buf_out).to("cuda:0")
+
             result = {
                 "cuda_available": True,
                 "device": torch.cuda.get_device_name(0),
@@ -117,12 +138,16 @@ def run(iterations: int, warmup: int) -> dict[str, Any]:
                     lambda: view.infer(InferenceRequest("scale", {"x": x})), iterations, warmup
                 ),
                 "torch_to_cuda_64mb_ms": _timed(lambda: cpu.to("cuda:0"), iterations, warmup),
+                "host_copies_ms": _timed(host_copies, iterations, warmup),
+                "direct_ms": _timed(lambda: x * 2, iterations, warmup),
             }
         finally:
             for client in (host, ipc, view):
                 client.close()
         ratio = result["ipc_path_ms"] / result["host_path_ms"]
         result.update(
+            host_path_over_copies=result["host_path_ms"] / result["host_copies_ms"],
+            ipc_view_over_direct=result["ipc_view_path_ms"] / result["direct_ms"],
             ipc_over_host=ratio,
             target=f"ipc_path_ms <= {TARGET} * host_path_ms",
             target_met=ratio <= TARGET,
