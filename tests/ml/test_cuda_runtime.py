@@ -26,6 +26,7 @@ from foundation_ml.errors import CudaUnavailable, InferenceError, InvalidInput, 
 
 torch = pytest.importorskip("torch")
 C = pytest.importorskip("foundation_shm._cuda_ipc")
+D = pytest.importorskip("foundation_shm._cuda_driver")
 L = pytest.importorskip("foundation_shm._layout")
 from foundation_torch._model import TorchModel  # noqa: E402
 from foundation_torch.demo import SIGNATURE, build_demo  # noqa: E402
@@ -349,7 +350,7 @@ def fake_ipc(monkeypatch: pytest.MonkeyPatch, cpu_as_device: None) -> _Memory:
     """CUDA IPC without a GPU: exports and opens are fake, the device is there, syncs do nothing;
     a cpu TorchModel declares device_tensors as one on cuda:0 would."""
     memory = _Memory()
-    monkeypatch.setattr(C, "_driver", _FakeDriver())
+    monkeypatch.setattr(D, "_driver", _FakeDriver())
     monkeypatch.setattr(C, "export_tensor", memory.export)
     monkeypatch.setattr(C, "tensor_on", memory.tensor_on)
     monkeypatch.setattr(C, "_synchronize", lambda devices: None)

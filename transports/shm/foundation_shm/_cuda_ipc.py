@@ -1,21 +1,17 @@
-"""CUDA IPC for the shm transport (spec 15): export and open device memory by handle, caches, fallback.
+"""CUDA IPC for the shm transport (spec 15): the server's and the client's policy.
 
-torch is imported only inside the functions that handle device tensors, so the host-only shm path
-stays light. Device memory is exported and opened with the CUDA driver API (``libcuda.so.1``,
-through ``ctypes``) in each device's primary context, the one PyTorch uses; opened memory becomes
-a torch tensor without a copy through ``__cuda_array_interface__``. Section 15.6 of the spec says
-why torch's own IPC reductions are not used.
+``ServerCuda`` decides whether a server accepts device tensors, opens each client's handles once
+(cached per client) and drops them when the client goes, and returns device outputs by handle.
+``ClientCuda`` sends device tensors by handle, opens the server's output handles, or falls back to
+host shared memory. The driver calls are in ``_cuda_driver``, the memory and tensors in
+``_cuda_memory``.
 """
 
 from __future__ import annotations
 
-import collections
-import ctypes
 import logging
 import sys
 import threading
-import warnings
-import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -34,11 +30,23 @@ from ._cuda_desc import (
     write_mixed_request,
     write_mixed_response,
 )
+from ._cuda_driver import CudaError
+from ._cuda_memory import (
+    _Cache,
+    _host_array,
+    _Mapping,
+    _synchronize,
+    _to_device,
+    cuda_available,
+    datatype_of,
+    export_tensor,
+    is_device_tensor,
+    open_tensor,
+    tensor_on,
+)
 from ._options import FALLBACKS  # the cuda_fallback values, defined with the options
 
 if TYPE_CHECKING:
-    import torch
-
     from ._answers import Answers
     from ._client import ShmClient
 
@@ -48,6 +56,7 @@ __all__ = [
     "CudaError",
     "ServerCuda",
     "cuda_available",
+    "datatype_of",
     "export_tensor",
     "is_device_tensor",
     "open_tensor",
@@ -55,323 +64,8 @@ __all__ = [
 
 log = logging.getLogger("foundation_shm")
 NO_CUDA = "CUDA IPC requested but no CUDA device"
-_LAZY_PEER_ACCESS = 1  # CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS
 _SERVER_CACHE = 256  # mappings per client (spec 15.4)
 _CLIENT_CACHE = 64
-
-
-# --- what is a device tensor, is there CUDA ---------------------------------------------------------
-
-
-def is_device_tensor(value: Any) -> bool:
-    """True for a torch tensor on a CUDA device (checked without importing torch)."""
-    return (
-        type(value) is not np.ndarray
-        and type(value).__module__.startswith("torch")
-        and bool(getattr(value, "is_cuda", False))
-    )
-
-
-def cuda_available() -> bool:
-    """Whether this process can use CUDA (imports torch)."""
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
-# --- the CUDA driver API ------------------------------------------------------------------------
-
-
-class CudaError(RuntimeError):
-    """A CUDA driver call failed; ``name`` is the CUresult's name (e.g. CUDA_ERROR_INVALID_VALUE)."""
-
-    def __init__(self, call: str, code: int, name: str, text: str) -> None:
-        self.call, self.code, self.name = call, code, name
-        super().__init__(f"{call} failed: {name} ({code}): {text}")
-
-
-class _Handle(ctypes.Structure):
-    _fields_ = [("reserved", ctypes.c_ubyte * 64)]  # CUipcMemHandle == cudaIpcMemHandle_t
-
-
-_P = ctypes.POINTER
-# The driver calls used, with their argument types (a CUipcMemHandle goes by value to Open).
-_SIGNATURES: dict[str, list[Any]] = {
-    "cuInit": [ctypes.c_uint],
-    "cuGetErrorName": [ctypes.c_int, _P(ctypes.c_char_p)],
-    "cuGetErrorString": [ctypes.c_int, _P(ctypes.c_char_p)],
-    "cuDeviceGet": [_P(ctypes.c_int), ctypes.c_int],
-    "cuDevicePrimaryCtxRetain": [_P(ctypes.c_void_p), ctypes.c_int],
-    "cuCtxPushCurrent": [ctypes.c_void_p],
-    "cuCtxPopCurrent": [_P(ctypes.c_void_p)],
-    "cuMemGetAddressRange": [_P(ctypes.c_uint64), _P(ctypes.c_size_t), ctypes.c_uint64],
-    "cuIpcGetMemHandle": [_P(_Handle), ctypes.c_uint64],
-    "cuIpcOpenMemHandle": [_P(ctypes.c_uint64), _Handle, ctypes.c_uint],
-    "cuIpcCloseMemHandle": [ctypes.c_uint64],
-}
-
-
-class _Driver:
-    """The handful of driver calls CUDA IPC needs, each in the device's primary context."""
-
-    def __init__(self) -> None:
-        lib = ctypes.CDLL("libcuda.so.1")
-        self.fns: dict[str, Any] = {}
-        for name, argtypes in _SIGNATURES.items():
-            for symbol in (f"{name}_v2", name):  # the _v2 entry points are the current ABI
-                fn = getattr(lib, symbol, None)
-                if fn is not None:
-                    fn.argtypes, fn.restype = argtypes, ctypes.c_int
-                    self.fns[name] = fn
-                    break
-            else:
-                raise CudaError(name, -1, "CUDA_ERROR_NOT_FOUND", "the driver lacks this call")
-        self._ctx: dict[int, ctypes.c_void_p] = {}
-        self._lock = threading.Lock()
-        self._check("cuInit", self.fns["cuInit"](0))
-
-    def _check(self, call: str, rc: int) -> None:
-        if rc:
-            name, text = ctypes.c_char_p(), ctypes.c_char_p()
-            self.fns["cuGetErrorName"](rc, ctypes.byref(name))
-            self.fns["cuGetErrorString"](rc, ctypes.byref(text))
-            raise CudaError(
-                call, rc, (name.value or b"?").decode(), (text.value or b"unknown error").decode()
-            )
-
-    def _context(self, device: int) -> ctypes.c_void_p:
-        with self._lock:
-            ctx = self._ctx.get(device)
-            if ctx is None:
-                dev, ctx = ctypes.c_int(), ctypes.c_void_p()
-                self._check("cuDeviceGet", self.fns["cuDeviceGet"](ctypes.byref(dev), device))
-                self._check(
-                    "cuDevicePrimaryCtxRetain", self.fns["cuDevicePrimaryCtxRetain"](ctypes.byref(ctx), dev)
-                )
-                self._ctx[device] = ctx
-            return ctx
-
-    def _in(self, device: int, call: str, *args: Any) -> None:
-        self._check("cuCtxPushCurrent", self.fns["cuCtxPushCurrent"](self._context(device)))
-        try:
-            self._check(call, self.fns[call](*args))
-        finally:
-            self.fns["cuCtxPopCurrent"](ctypes.byref(ctypes.c_void_p()))
-
-    def address_range(self, device: int, ptr: int) -> tuple[int, int]:
-        """(base, size) of the allocation holding device address ``ptr``."""
-        base, size = ctypes.c_uint64(), ctypes.c_size_t()
-        self._in(device, "cuMemGetAddressRange", ctypes.byref(base), ctypes.byref(size), ctypes.c_uint64(ptr))
-        return base.value, size.value
-
-    def export(self, device: int, ptr: int) -> tuple[bytes, int]:
-        """(64-byte handle of the allocation, offset of ``ptr`` in it)."""
-        base, _ = self.address_range(device, ptr)
-        handle = _Handle()
-        self._in(device, "cuIpcGetMemHandle", ctypes.byref(handle), ctypes.c_uint64(base))
-        return bytes(handle.reserved), ptr - base
-
-    def open(self, device: int, handle: bytes) -> tuple[int, int]:
-        """Map another process's allocation: (device pointer, allocation size)."""
-        h = _Handle()
-        ctypes.memmove(ctypes.byref(h), handle, 64)
-        ptr = ctypes.c_uint64()
-        self._in(device, "cuIpcOpenMemHandle", ctypes.byref(ptr), h, _LAZY_PEER_ACCESS)
-        try:
-            _, size = self.address_range(device, ptr.value)
-        except CudaError:
-            size = 0  # unknown: the bounds check is skipped (logged by the caller)
-        return ptr.value, size
-
-    def close(self, device: int, ptr: int) -> None:
-        try:
-            self._in(device, "cuIpcCloseMemHandle", ctypes.c_uint64(ptr))
-        except Exception as exc:  # at exit, or a context already gone: nothing left to free
-            log.debug("cuIpcCloseMemHandle(%#x) on device %d: %s", ptr, device, exc)
-
-
-_driver: _Driver | None = None
-_driver_lock = threading.Lock()
-
-
-def driver() -> _Driver:
-    global _driver
-    with _driver_lock:
-        if _driver is None:
-            _driver = _Driver()
-        return _driver
-
-
-# --- dtypes -------------------------------------------------------------------------------------
-
-# typestr for __cuda_array_interface__, and the torch dtype to view the result as (None: as is).
-_TYPESTR = {
-    DataType.BOOL: ("|b1", None),
-    DataType.UINT8: ("|u1", None),
-    DataType.UINT16: ("<i2", "uint16"),
-    DataType.UINT32: ("<i4", "uint32"),
-    DataType.UINT64: ("<i8", "uint64"),
-    DataType.INT8: ("|i1", None),
-    DataType.INT16: ("<i2", None),
-    DataType.INT32: ("<i4", None),
-    DataType.INT64: ("<i8", None),
-    DataType.FP16: ("<f2", None),
-    DataType.BF16: ("<i2", "bfloat16"),
-    DataType.FP32: ("<f4", None),
-    DataType.FP64: ("<f8", None),
-    DataType.BYTES: ("|u1", None),
-}
-
-
-_BY_TORCH = {
-    "bool": DataType.BOOL,
-    "uint8": DataType.UINT8,
-    "uint16": DataType.UINT16,
-    "uint32": DataType.UINT32,
-    "uint64": DataType.UINT64,
-    "int8": DataType.INT8,
-    "int16": DataType.INT16,
-    "int32": DataType.INT32,
-    "int64": DataType.INT64,
-    "float16": DataType.FP16,
-    "bfloat16": DataType.BF16,
-    "float32": DataType.FP32,
-    "float64": DataType.FP64,
-}
-
-
-def datatype_of(t: torch.Tensor) -> DataType:
-    """The protocol datatype of a torch tensor."""
-    dt = _BY_TORCH.get(str(t.dtype).removeprefix("torch."))
-    if dt is None:
-        raise InvalidInput(f"torch dtype {t.dtype} has no protocol datatype")
-    return dt
-
-
-# --- device memory <-> tensors ------------------------------------------------------------------
-
-
-class _Mapping:
-    """One opened IPC handle; closed (``cuIpcCloseMemHandle``) once nothing references it."""
-
-    __slots__ = ("__weakref__", "device", "handle", "ptr", "size")
-
-    def __init__(self, device: int, handle: bytes) -> None:
-        self.device, self.handle = device, handle
-        drv = driver()
-        self.ptr, self.size = drv.open(device, handle)
-        if not self.size:
-            log.warning("shm: the size of an opened CUDA IPC allocation is unknown: offsets go unchecked")
-        weakref.finalize(self, drv.close, device, self.ptr).atexit = False
-
-
-class _DeviceView:
-    """``__cuda_array_interface__`` over mapped memory; the tensor made from it keeps it (and the
-    mapping) alive."""
-
-    def __init__(self, mapping: _Mapping, offset: int, shape: tuple[int, ...], typestr: str) -> None:
-        self.mapping = mapping
-        self._cai = {
-            "shape": shape,
-            "typestr": typestr,
-            "data": (mapping.ptr + offset, False),
-            "strides": None,
-            "version": 2,
-        }
-
-    @property
-    def __cuda_array_interface__(self) -> dict[str, Any]:
-        return self._cai
-
-
-def tensor_on(mapping: _Mapping, ref: CudaIpcRef) -> torch.Tensor:
-    """A torch tensor over ``ref``'s bytes in ``mapping`` (no copy), bounds-checked."""
-    import torch
-
-    if mapping.size and ref.offset + ref.size > mapping.size:
-        raise InvalidInput(
-            f"tensor {ref.name!r}: bytes [{ref.offset}, {ref.offset + ref.size}) outside the "
-            f"CUDA allocation of {mapping.size} bytes"
-        )
-    typestr, view = _TYPESTR[ref.dtype]
-    t = torch.as_tensor(_DeviceView(mapping, ref.offset, ref.shape, typestr), device=f"cuda:{ref.device}")
-    return t.view(getattr(torch, view)) if view else t
-
-
-def open_tensor(ref: CudaIpcRef) -> torch.Tensor:
-    """Open ``ref``'s handle (uncached; tests and one-off use) and return the tensor over it."""
-    return tensor_on(_Mapping(ref.device, ref.handle), ref)
-
-
-def export_tensor(name: str, t: torch.Tensor) -> CudaIpcRef:
-    """Describe a contiguous CUDA tensor by the IPC handle of its allocation (spec 15.1)."""
-    if not t.is_contiguous():
-        raise InvalidInput(f"tensor {name!r} is not contiguous")
-    device = t.device.index if t.device.index is not None else 0
-    handle, offset = driver().export(device, t.data_ptr())
-    return CudaIpcRef(
-        name, datatype_of(t), tuple(t.shape), device, handle, offset, t.numel() * t.element_size()
-    )
-
-
-def _synchronize(devices: set[int]) -> None:
-    import torch
-
-    for d in devices:
-        torch.cuda.synchronize(d)
-
-
-def _host_array(t: Any) -> np.ndarray:
-    """A device (or CPU) torch tensor as a host numpy array (bf16 as uint16 bit patterns)."""
-    import torch
-
-    t = t.detach().cpu()
-    a: np.ndarray = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
-    return a
-
-
-def _to_device(a: np.ndarray, device: Any) -> Any:
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # read-only views on the response area
-        t = torch.from_numpy(a)
-    if t.device == torch.device(device):
-        return t.clone()  # never hand back a view on shared memory the next call rewrites
-    return t.to(device)
-
-
-# Every mapping this process has open, whoever holds it (a cache, or tensors after a cache let go).
-_live: weakref.WeakValueDictionary[tuple[int, bytes], _Mapping] = weakref.WeakValueDictionary()
-_live_lock = threading.Lock()
-
-
-class _Cache:
-    """Opened mappings by (device, handle), least recently used dropped first."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.entries: collections.OrderedDict[tuple[int, bytes], _Mapping] = collections.OrderedDict()
-
-    def get(self, device: int, handle: bytes) -> _Mapping:
-        key = (device, handle)
-        m = self.entries.get(key)
-        if m is None:
-            with _live_lock:  # CUDA opens a handle once per process: share a live mapping
-                m = _live.get(key)
-                if m is None:
-                    m = _live[key] = _Mapping(device, handle)
-            self.entries[key] = m
-            if len(self.entries) > self.capacity:
-                self.entries.popitem(last=False)
-        else:
-            self.entries.move_to_end(key)
-        return m
-
-    def clear(self) -> None:
-        self.entries.clear()
 
 
 # --- the server side ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from foundation_shm import ShmTransport
+from foundation_shm import _cuda_driver as D
 from foundation_shm import _cuda_ipc as C
 from foundation_shm import _layout as L
 from foundation_shm._client import ShmClient
@@ -436,7 +437,7 @@ class _Dec:
 @pytest.fixture
 def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> _FakeDriver:
     drv = _FakeDriver()
-    monkeypatch.setattr(C, "_driver", drv)
+    monkeypatch.setattr(D, "_driver", drv)
     monkeypatch.setattr(C, "tensor_on", lambda mapping, ref: mapping)  # the "tensor" holds its mapping
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     return drv
@@ -560,7 +561,7 @@ class _FakeLib:
 def test_the_driver_calls_run_in_the_device_context(monkeypatch: pytest.MonkeyPatch) -> None:
     lib = _FakeLib()
     monkeypatch.setattr("ctypes.CDLL", lambda path: lib)
-    drv = C._Driver()
+    drv = D._Driver()
     assert drv.export(0, 0x1000 + 256) == (HANDLE, 256)
     assert drv.open(1, HANDLE) == (0x9000, 1 << 20)
     drv.close(1, 0x9000)
@@ -573,7 +574,7 @@ def test_a_failing_driver_call_raises_cuda_error_with_its_name(monkeypatch: pyte
     lib = _FakeLib(fail="cuIpcOpenMemHandle")
     monkeypatch.setattr("ctypes.CDLL", lambda path: lib)
     with pytest.raises(C.CudaError, match="cuIpcOpenMemHandle failed: CUDA_ERROR_INVALID_VALUE") as info:
-        C._Driver().open(0, HANDLE)
+        D._Driver().open(0, HANDLE)
     assert info.value.name == "CUDA_ERROR_INVALID_VALUE" and lib.depth == 0
 
 

@@ -1,0 +1,229 @@
+"""Device memory and torch tensors for CUDA IPC (spec 15): what is a device tensor, dtypes, opening
+and exporting allocations by handle, the per-process mappings, copies to and from the host.
+
+torch is imported only inside the functions that handle device tensors, so the host-only shm path
+stays light. Opened memory becomes a torch tensor without a copy through
+``__cuda_array_interface__``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import warnings
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from foundation_ml import DataType
+from foundation_ml.errors import InvalidInput
+
+from ._cuda_desc import CudaIpcRef
+from ._cuda_driver import driver
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "cuda_available",
+    "datatype_of",
+    "export_tensor",
+    "is_device_tensor",
+    "open_tensor",
+    "tensor_on",
+]
+
+log = logging.getLogger("foundation_shm")
+
+
+# --- what is a device tensor, is there CUDA ---------------------------------------------------------
+
+
+def is_device_tensor(value: Any) -> bool:
+    """True for a torch tensor on a CUDA device (checked without importing torch)."""
+    return (
+        type(value) is not np.ndarray
+        and type(value).__module__.startswith("torch")
+        and bool(getattr(value, "is_cuda", False))
+    )
+
+
+def cuda_available() -> bool:
+    """Whether this process can use CUDA (imports torch)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+# --- dtypes -------------------------------------------------------------------------------------
+
+# typestr for __cuda_array_interface__, and the torch dtype to view the result as (None: as is).
+_TYPESTR = {
+    DataType.BOOL: ("|b1", None),
+    DataType.UINT8: ("|u1", None),
+    DataType.UINT16: ("<i2", "uint16"),
+    DataType.UINT32: ("<i4", "uint32"),
+    DataType.UINT64: ("<i8", "uint64"),
+    DataType.INT8: ("|i1", None),
+    DataType.INT16: ("<i2", None),
+    DataType.INT32: ("<i4", None),
+    DataType.INT64: ("<i8", None),
+    DataType.FP16: ("<f2", None),
+    DataType.BF16: ("<i2", "bfloat16"),
+    DataType.FP32: ("<f4", None),
+    DataType.FP64: ("<f8", None),
+    DataType.BYTES: ("|u1", None),
+}
+
+
+_BY_TORCH = {
+    "bool": DataType.BOOL,
+    "uint8": DataType.UINT8,
+    "uint16": DataType.UINT16,
+    "uint32": DataType.UINT32,
+    "uint64": DataType.UINT64,
+    "int8": DataType.INT8,
+    "int16": DataType.INT16,
+    "int32": DataType.INT32,
+    "int64": DataType.INT64,
+    "float16": DataType.FP16,
+    "bfloat16": DataType.BF16,
+    "float32": DataType.FP32,
+    "float64": DataType.FP64,
+}
+
+
+def datatype_of(t: torch.Tensor) -> DataType:
+    """The protocol datatype of a torch tensor."""
+    dt = _BY_TORCH.get(str(t.dtype).removeprefix("torch."))
+    if dt is None:
+        raise InvalidInput(f"torch dtype {t.dtype} has no protocol datatype")
+    return dt
+
+
+# --- device memory <-> tensors ------------------------------------------------------------------
+
+
+class _Mapping:
+    """One opened IPC handle; closed (``cuIpcCloseMemHandle``) once nothing references it."""
+
+    __slots__ = ("__weakref__", "device", "handle", "ptr", "size")
+
+    def __init__(self, device: int, handle: bytes) -> None:
+        self.device, self.handle = device, handle
+        drv = driver()
+        self.ptr, self.size = drv.open(device, handle)
+        if not self.size:
+            log.warning("shm: the size of an opened CUDA IPC allocation is unknown: offsets go unchecked")
+        weakref.finalize(self, drv.close, device, self.ptr).atexit = False
+
+
+class _DeviceView:
+    """``__cuda_array_interface__`` over mapped memory; the tensor made from it keeps it (and the
+    mapping) alive."""
+
+    def __init__(self, mapping: _Mapping, offset: int, shape: tuple[int, ...], typestr: str) -> None:
+        self.mapping = mapping
+        self._cai = {
+            "shape": shape,
+            "typestr": typestr,
+            "data": (mapping.ptr + offset, False),
+            "strides": None,
+            "version": 2,
+        }
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return self._cai
+
+
+def tensor_on(mapping: _Mapping, ref: CudaIpcRef) -> torch.Tensor:
+    """A torch tensor over ``ref``'s bytes in ``mapping`` (no copy), bounds-checked."""
+    import torch
+
+    if mapping.size and ref.offset + ref.size > mapping.size:
+        raise InvalidInput(
+            f"tensor {ref.name!r}: bytes [{ref.offset}, {ref.offset + ref.size}) outside the "
+            f"CUDA allocation of {mapping.size} bytes"
+        )
+    typestr, view = _TYPESTR[ref.dtype]
+    t = torch.as_tensor(_DeviceView(mapping, ref.offset, ref.shape, typestr), device=f"cuda:{ref.device}")
+    return t.view(getattr(torch, view)) if view else t
+
+
+def open_tensor(ref: CudaIpcRef) -> torch.Tensor:
+    """Open ``ref``'s handle (uncached; tests and one-off use) and return the tensor over it."""
+    return tensor_on(_Mapping(ref.device, ref.handle), ref)
+
+
+def export_tensor(name: str, t: torch.Tensor) -> CudaIpcRef:
+    """Describe a contiguous CUDA tensor by the IPC handle of its allocation (spec 15.1)."""
+    if not t.is_contiguous():
+        raise InvalidInput(f"tensor {name!r} is not contiguous")
+    device = t.device.index if t.device.index is not None else 0
+    handle, offset = driver().export(device, t.data_ptr())
+    return CudaIpcRef(
+        name, datatype_of(t), tuple(t.shape), device, handle, offset, t.numel() * t.element_size()
+    )
+
+
+def _synchronize(devices: set[int]) -> None:
+    import torch
+
+    for d in devices:
+        torch.cuda.synchronize(d)
+
+
+def _host_array(t: Any) -> np.ndarray:
+    """A device (or CPU) torch tensor as a host numpy array (bf16 as uint16 bit patterns)."""
+    import torch
+
+    t = t.detach().cpu()
+    a: np.ndarray = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
+    return a
+
+
+def _to_device(a: np.ndarray, device: Any) -> Any:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only views on the response area
+        t = torch.from_numpy(a)
+    if t.device == torch.device(device):
+        return t.clone()  # never hand back a view on shared memory the next call rewrites
+    return t.to(device)
+
+
+# Every mapping this process has open, whoever holds it (a cache, or tensors after a cache let go).
+_live: weakref.WeakValueDictionary[tuple[int, bytes], _Mapping] = weakref.WeakValueDictionary()
+_live_lock = threading.Lock()
+
+
+class _Cache:
+    """Opened mappings by (device, handle), least recently used dropped first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.entries: collections.OrderedDict[tuple[int, bytes], _Mapping] = collections.OrderedDict()
+
+    def get(self, device: int, handle: bytes) -> _Mapping:
+        key = (device, handle)
+        m = self.entries.get(key)
+        if m is None:
+            with _live_lock:  # CUDA opens a handle once per process: share a live mapping
+                m = _live.get(key)
+                if m is None:
+                    m = _live[key] = _Mapping(device, handle)
+            self.entries[key] = m
+            if len(self.entries) > self.capacity:
+                self.entries.popitem(last=False)
+        else:
+            self.entries.move_to_end(key)
+        return m
+
+    def clear(self) -> None:
+        self.entries.clear()
