@@ -116,6 +116,7 @@ def test_a_restarted_server_serves_clients_that_retry(
     after_restart = threading.Event()
     served_after: list[int] = []
     failures: list[str] = []
+    unexpected: list[BaseException] = []
 
     def loop() -> None:
         i = 0
@@ -123,12 +124,18 @@ def test_a_restarted_server_serves_clients_that_retry(
             i += 1
             try:
                 resp = client.infer(InferenceRequest("echo", {"x": np.array([i])}), timeout=5)
-                assert resp.outputs["x"][0] == i
-                if after_restart.is_set():
-                    served_after.append(i)
             except ServerUnavailable as exc:
                 failures.append(str(exc))
                 time.sleep(0.01)
+                continue
+            except BaseException as exc:  # anything else ends the loop: the test reports it
+                unexpected.append(exc)
+                return
+            if resp.outputs["x"][0] != i:
+                unexpected.append(AssertionError(f"request {i} answered with {resp.outputs['x']}"))
+                return
+            if after_restart.is_set():
+                served_after.append(i)
 
     t = threading.Thread(target=loop)
     t.start()
@@ -139,6 +146,9 @@ def test_a_restarted_server_serves_clients_that_retry(
     after_restart.set()
     t.join(60)
     client.close()
+    assert not unexpected, (
+        f"the client's loop raised {unexpected[0]!r} (after {len(failures)} ServerUnavailable)"
+    )
     assert len(served_after) == 20
 
 
