@@ -5,7 +5,11 @@
 # It installs foundation, every plugin and the shm transport (built here, with its C hot path) into
 # a target folder on PYTHONPATH, next to the system's torch, and never touches the system's
 # packages. Dependencies the machine lacks are taken from wheels in $WHEELS (default .whl/) when
-# that folder exists; on a machine with network access, pip fetches them instead.
+# that folder exists. On a GPU machine without network access, fetch them beforehand where pip
+# works, for that machine's Python (3.12 here), pinned as in constraints-dev.txt:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 -d .whl cattrs==26.2.1 structlog==26.1.0 dynaconf==3.3.5 \
+#     posix-ipc==1.3.2 tenacity==9.2.1 pybreaker==1.4.1 orjson==3.13.0 tomli-w==1.2.0
 #
 #   bash scripts/cuda-check.sh            # tests, then the benchmark (JSON on stdout's last line)
 #   OUT=/tmp/out bash scripts/cuda-check.sh   # also keeps logs and the JSON under $OUT
