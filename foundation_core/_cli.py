@@ -10,8 +10,13 @@ Plugins add commands through ``foundation_register_commands(cli)``::
         parser.add_argument("--json", action="store_true")
 
 A handler is ``handler(args, hub) -> int | None`` (or its lazy ``"module:attr"`` reference); the
-hub it gets has loaded plugins and run registration, but not configuration or start-up: a
-handler that needs them calls ``hub.configure(args.config, args.set)`` / ``hub.startup()``.
+hub it gets has loaded plugins and run registration, but not start-up. When ``--config`` or
+``--set`` are given the hub is configured with them before the handler runs, so a malformed file
+or override stops every command (exit 2), not only those that read configuration (unless the
+command was added with ``own_config=True``: it reports their problems itself). A handler that
+needs configuration calls ``hub.configure(args.config, args.set)`` (which returns that same
+configuration, or builds it from the defaults, environment and ``settings.toml``) and, to start
+plugins, ``hub.startup()``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class Command:
     parser: argparse.ArgumentParser
     plugin: str
     help: str
+    own_config: bool = False
 
     def resolve(self) -> Handler:
         return resolve_ref(self.handler) if isinstance(self.handler, str) else self.handler
@@ -60,13 +66,17 @@ class CommandRegistrar:
         help: str = "",
         description: str | None = None,
         replace: bool = False,
+        own_config: bool = False,
     ) -> argparse.ArgumentParser:
-        """Add ``foundation NAME``; returns its argparse parser for the command's own arguments."""
+        """Add ``foundation NAME``; returns its argparse parser for the command's own arguments.
+
+        ``own_config=True``: the handler reads ``--config``/``--set`` itself and reports their
+        problems its own way (``foundation config check``), so they are not checked before it."""
         plugin, _ = current_plugin.get()
         if name in self.commands and not replace:
             raise NameClashError("command", name, self.commands[name].plugin, plugin)
         parser = argparse.ArgumentParser(prog=f"foundation {name}", description=description or help)
-        self.commands[name] = Command(name, handler, parser, plugin, help)
+        self.commands[name] = Command(name, handler, parser, plugin, help, own_config)
         return parser
 
     def remove_plugin(self, plugin: str) -> None:
@@ -136,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = command.parser.parse_args(ns.args)
     args.config, args.set, args.strict_plugins = ns.config, ns.set, ns.strict_plugins
     try:
+        if (args.config or args.set) and not command.own_config:  # never silently ignored
+            hub.configure(args.config, args.set)
         return int(command.resolve()(args, hub) or 0)
     except ConfigError as exc:
         print(f"foundation {ns.command}: {exc}", file=sys.stderr)

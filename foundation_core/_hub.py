@@ -57,6 +57,7 @@ class Hub:
         self.commands = CommandRegistrar()
         self.sections = SectionAdder()
         self.config: Config | None = None
+        self._config_sources: tuple[tuple[str, ...], tuple[str, ...], bool] | None = None
         self._started: list[str] = []
         self._startup_began = False
         self._registered = False
@@ -259,7 +260,14 @@ class Hub:
     def configure(
         self, files: Sequence[str] = (), overrides: Sequence[str] = (), *, strict: bool = False
     ) -> Config:
-        """Build and freeze the configuration, then hand it to ``foundation_configure``."""
+        """Build and freeze the configuration, then hand it to ``foundation_configure``.
+
+        Called again with the same sources, it returns the configuration already built and
+        calls no hook again (the CLI configures the hub before a command's handler when
+        ``--config``/``--set`` are given; a handler then asks for the same sources)."""
+        sources = (tuple(files), tuple(overrides), strict)
+        if self.config is not None and self._config_sources == sources:
+            return self.config
         self.run_registration()
         sections = dict(self.sections.sections)
         config: Config | None = self.pm.hook.foundation_load_config(
@@ -272,8 +280,9 @@ class Hub:
                     "(pip install foundation-config); it is not active"
                 )
             config = default_config(sections)
-        self.config = config
+        self.config, self._config_sources = config, None
         self.pm.hook.foundation_configure(config=config)
+        self._config_sources = sources  # only once every plugin took it
         return config
 
     def startup(self) -> None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from foundation_core import Hub
 
+    from ._client import InferenceClient
     from ._types import TensorSpec
 
 __all__ = ["infer_main", "package_main", "serve_main", "stats_main"]
@@ -63,7 +64,11 @@ def serve_main(args: argparse.Namespace, hub: Hub) -> int:
                 )
                 sys.stdout.flush()
 
-            runtime.serve(args.transport, args.name, ready=ready, metrics_file=args.metrics_file)
+            try:
+                runtime.serve(args.transport, args.name, ready=ready, metrics_file=args.metrics_file)
+            except ValueError as exc:  # a name or option the transport refuses (``a/b`` for shm)
+                print(f"foundation serve: error: {exc}", file=sys.stderr)
+                return 2
         finally:
             runtime.close()
         print("stopped: drained in-flight requests and released the transport")
@@ -107,14 +112,26 @@ def _read_inputs(p: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=types.get(k)) for k, v in doc.items()}
 
 
+def _connect(args: argparse.Namespace, hub: Hub, command: str, **kw: Any) -> InferenceClient:
+    """The client of ``args.name`` on ``args.transport``; a name or option the transport refuses
+    (``ValueError``: ``a/b`` for shm) ends the command with exit 2 and the transport's reason."""
+    from ._client import InferenceClient
+
+    try:
+        return InferenceClient(args.name, transport=args.transport, hub=hub, **kw)
+    except ValueError as exc:
+        print(f"foundation {command}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def infer_main(args: argparse.Namespace, hub: Hub) -> int:
     import numpy as np
 
-    from ._client import InferenceClient
     from .errors import InferenceError
 
+    hub.configure(args.config, args.set)  # the transport's config section sets the client's options
     try:
-        with InferenceClient(args.name, transport=args.transport, hub=hub, timeout=args.timeout) as client:
+        with _connect(args, hub, "infer", timeout=args.timeout) as client:
             meta = client.metadata(args.model)
             inputs = load_inputs(args.input, meta)
             t0 = time.perf_counter()
@@ -146,12 +163,12 @@ def infer_main(args: argparse.Namespace, hub: Hub) -> int:
 
 
 def stats_main(args: argparse.Namespace, hub: Hub) -> int:
-    from ._client import InferenceClient
     from ._metrics import prometheus_text
     from .errors import InferenceError
 
+    hub.configure(args.config, args.set)
     try:
-        with InferenceClient(args.name, transport=args.transport, hub=hub) as client:
+        with _connect(args, hub, "stats") as client:
             doc = client.stats()
     except InferenceError as exc:
         print(f"foundation stats: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -59,3 +59,16 @@ def test_plugins_json_is_one_object_with_the_core_builtin(tmp_path: Path) -> Non
     assert core["source"] == "builtin"
     assert core["registered"]["commands"] == ["new-plugin", "plugins", "version"]
     assert doc["selection"]["only"] == []
+
+
+def test_config_flags_are_checked_for_every_command(tmp_path: Path) -> None:
+    # `version` reads no configuration; a missing file or a malformed override still stops it
+    proc = run_cli(tmp_path, "--config", str(tmp_path / "missing.toml"), "version")
+    assert proc.returncode == 2, proc.stderr
+    assert "missing.toml: file not found" in proc.stderr and proc.stdout == ""
+    proc = run_cli(tmp_path, "--set", "nodots", "plugins")
+    assert proc.returncode == 2
+    assert "nodots: expected KEY=VALUE" in proc.stderr
+    proc = run_cli(tmp_path, "--set", "a.b=1", "version", FOUNDATION_PLUGINS="")  # no config plugin
+    assert proc.returncode == 2
+    assert "need the config plugin" in proc.stderr

@@ -136,3 +136,30 @@ def test_config_error_raised_by_an_installed_plugin_is_not_isolated() -> None:
 
     with pytest.raises(ConfigError, match="cannot open /nonexistent"):
         start(installed=[Strict()], entry_points=False)
+
+
+def test_configure_again_with_the_same_sources_calls_no_hook_again() -> None:
+    log: list[str] = []
+    hub = foundation_core.Hub(env={"FOUNDATION_PLUGINS": ""})
+    hub.register(Recorder("a", log))
+    first = hub.configure()
+    assert hub.configure() is first and log == ["a.configure"]
+    hub.configure(strict=True)  # other sources: built again, handed out again
+    assert log == ["a.configure", "a.configure"]
+
+
+def test_a_plugin_that_refuses_the_config_gets_it_again_next_time() -> None:
+    class Refuses:
+        calls = 0
+
+        @hookimpl
+        def foundation_configure(self, config: Config) -> None:
+            Refuses.calls += 1
+            raise ConfigError("no")
+
+    hub = foundation_core.Hub(env={"FOUNDATION_PLUGINS": ""})
+    hub.register(Refuses())
+    for _ in range(2):
+        with pytest.raises(ConfigError):
+            hub.configure()
+    assert Refuses.calls == 2

@@ -88,6 +88,30 @@ def test_infer_without_a_server_says_so(name: str) -> None:
     assert "ServerUnavailable" in proc.stderr and name in proc.stderr
 
 
+@pytest.mark.parametrize("argv", [["infer", "--name", "a/b"], ["stats", "a/b"]])
+def test_a_name_the_transport_refuses_is_a_usage_error(argv: list[str]) -> None:
+    command = argv[0]
+    proc = foundation(*argv)
+    assert proc.returncode == 2
+    assert f"foundation {command}: error: shm server name 'a/b' must be" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_serve_refuses_a_name_the_transport_refuses() -> None:
+    proc = foundation("serve", "--name", "../etc")
+    assert proc.returncode == 2
+    assert "foundation serve: error: shm server name '../etc' must be" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_infer_reads_the_transports_config_section(name: str) -> None:
+    # the [shm] section's client_* fields set the client's options: a bad one stops infer
+    proc = foundation("--set", "shm.client_spin_us=-1", "infer", "--name", name)
+    assert proc.returncode == 2
+    assert "shm.client_spin_us: client_spin_us must be an integer" in proc.stderr
+
+
 @pytest.mark.slow
 def test_metrics_file_holds_prometheus_text_after_exit(tmp_path: Path, name: str) -> None:
     metrics = tmp_path / "metrics.prom"

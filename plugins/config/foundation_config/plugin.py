@@ -45,5 +45,6 @@ def foundation_register_commands(cli: CommandRegistrar) -> None:
         "config",
         "foundation_config._cli:config_main",
         help="show the effective configuration and its sources, or check config files",
+        own_config=True,  # `config check` reports every problem of the files and overrides
     )
     add_arguments(parser)
