@@ -97,9 +97,18 @@ class InferenceClient:
             timeout = self.timeout
         else:
             _check_timeout(timeout)
+        if type(model) is not str or type(version) is not str or type(outputs) is str:
+            raise _argument_error(model, version, outputs)
+        if type(inputs) is not dict and not isinstance(inputs, Mapping):
+            raise TypeError(f"inputs must be a mapping of input names to arrays, not {type(inputs).__name__}")
+        prepared = {}
+        for k, v in inputs.items():
+            if type(k) is not str:
+                raise TypeError(f"input names must be str, not {type(k).__name__} ({k!r})")
+            prepared[k] = _prepare(v)
         request = InferenceRequest(
             model,
-            {k: _prepare(v) for k, v in inputs.items()},
+            prepared,
             version=version,
             deadline_ns=deadline_after(timeout),
             outputs=tuple(outputs),
@@ -143,6 +152,18 @@ class InferenceClient:
 def _check_timeout(timeout: Any, where: str = "") -> None:
     if type(timeout) not in (int, float) or not 0 < timeout < float("inf"):  # NaN fails too
         raise ValueError(f"{where}timeout must be a number of seconds > 0 or None, not {timeout!r}")
+
+
+def _argument_error(model: Any, version: Any, outputs: Any) -> TypeError:
+    if type(model) is not str:
+        return TypeError(f"model must be a str (the model's name), not {type(model).__name__} ({model!r})")
+    if type(version) is not str:
+        return TypeError(
+            f"version must be a str ('' for the latest), not {type(version).__name__} ({version!r})"
+        )
+    return TypeError(
+        f"outputs must be a sequence of output names, not the str {outputs!r}: write [{outputs!r}]"
+    )
 
 
 def _prepare(value: Any) -> Any:

@@ -68,6 +68,8 @@ def test_errors_cross_shm_typed(demo_runtime: MLRuntime, shm_hub: Hub, name: str
         assert client.stats()["server"]["transports"]["shm"]["channels"] > 0  # the transport's own
         with pytest.raises(InvalidInput, match=r"expected inputs: x: FP32\[-1, 784\]"):
             client.infer("demo", {"x": np.zeros((1, 3), np.float32)})
+        with pytest.raises(InvalidInput, match="input x: numpy dtype object has no protocol datatype"):
+            client.infer("demo", {"x": np.array([[None] * 784])})  # refused before it is sent
         np.testing.assert_array_equal(client.infer("demo", {"x": x_rows(1)})["y"], direct(x_rows(1)))
 
 

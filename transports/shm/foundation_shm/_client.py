@@ -164,8 +164,8 @@ class ShmClient(ChannelPool, TransportClient):
                 (n, DataType.from_numpy(a.dtype), a.shape)
                 for n, a in zip(request.inputs, arrays, strict=True)
             ]
-        except ValueError as exc:
-            raise InvalidInput(str(exc), model=request.model, request_id=rid) from None
+        except ValueError:
+            raise _no_datatype(request, arrays, rid) from None
         refs, end = layout(specs, request_payload_size(len(specs), len(request.outputs), len(params)))
         self._ensure(ch, end)
         dsts = views(ch.req, refs)
@@ -368,3 +368,16 @@ class ShmClient(ChannelPool, TransportClient):
 
 
 _ = (InferenceError, ServerUnavailable)
+
+
+def _no_datatype(request: InferenceRequest, arrays: list[np.ndarray], rid: int) -> InvalidInput:
+    """The error for the first input whose numpy dtype the protocol cannot carry, naming it."""
+    for name, a in zip(request.inputs, arrays, strict=True):
+        try:
+            DataType.from_numpy(a.dtype)
+        except ValueError as exc:
+            carried = ", ".join(str(d.numpy) for d in DataType if d not in (DataType.BF16, DataType.BYTES))
+            return InvalidInput(
+                f"input {name}: {exc} (carried: {carried})", model=request.model, request_id=rid
+            )
+    raise AssertionError("every input has a datatype")  # pragma: no cover - called on a failure only

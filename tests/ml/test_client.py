@@ -1,0 +1,34 @@
+"""``InferenceClient``'s own checks: arguments of the wrong type are refused by name, before
+anything is sent, and the client stays usable after."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from foundation_ml import InferenceClient
+
+X = np.ones((1, 4), np.float32)
+
+WRONG = [
+    (("affine", [X]), {}, "inputs must be a mapping of input names to arrays, not list"),
+    (("affine", {1: X}), {}, r"input names must be str, not int \(1\)"),
+    ((5, {"x": X}), {}, r"model must be a str \(the model's name\), not int \(5\)"),
+    (("affine", {"x": X}), {"version": 2}, r"version must be a str \('' for the latest\), not int \(2\)"),
+    (("affine", {"x": X}), {"outputs": "y"}, r"outputs must be a sequence of output names, not the str 'y'"),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), WRONG, ids=[m.split(" ")[0] for *_, m in WRONG])
+def test_arguments_of_the_wrong_type_are_refused_by_name(
+    served: InferenceClient, args: tuple[Any, ...], kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        served.infer(*args, **kwargs)
+    np.testing.assert_array_equal(served.infer("affine", {"x": X})["y"], X * 2 + 1)  # still usable
+
+
+def test_outputs_as_a_list_selects_them(served: InferenceClient) -> None:
+    assert list(served.infer("affine", {"x": X}, outputs=["y"])) == ["y"]
