@@ -51,7 +51,11 @@ def serve_main(args: argparse.Namespace, hub: Hub) -> int:
                         print(f"foundation serve: --model {spec!r}: write NAME=SPEC", file=sys.stderr)
                         return 2
                     name = open_package(spec).name
-                meta = runtime.register_model(name, spec, **options)
+                try:
+                    meta = runtime.register_model(name, spec, **options)
+                except ValueError as exc:  # a name no transport can carry (ModelLoadError: not this)
+                    print(f"foundation serve: --model {name}={spec}: {exc}", file=sys.stderr)
+                    return 2
                 batching = runtime.metadata(name)["batching"]
                 how = f", batching up to {batching['max_batch_size']}" if batching["enabled"] else ""
                 print(f"loaded {name} v{meta.versions[-1]} ({meta.platform}{how}): {meta.signature()}")
@@ -209,6 +213,9 @@ def package_main(args: argparse.Namespace, hub: Hub) -> int:
     except (FileExistsError, NotImplementedError) as exc:
         print(f"foundation package: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # a name or version no transport can carry
+        print(f"foundation package: error: {exc}", file=sys.stderr)
+        return 2
     pkg = open_package(path)  # read it back: what we wrote verifies
     print(f"wrote {path}: {pkg.name} v{pkg.version}, files {', '.join(['manifest.json', *pkg.files])}")
     return 0

@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from ._names import MAX_VERSION_BYTES, check_name
 from ._signature import parse_signature
 from ._types import TensorSpec
 from .errors import PackageError
@@ -109,6 +110,8 @@ def write_package(
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a package (a ``.zip`` when ``path`` ends so, else a directory that must not exist)."""
+    check_name(name, "the package's model name")
+    check_name(version, "the package's version", MAX_VERSION_BYTES)
     path = Path(path)
     manifest = {
         "format": FORMAT,

@@ -21,6 +21,7 @@ from foundation_core import Hub, emit
 from ._backend import LoadedModel, ModelBackend, backend_for
 from ._batching import Batcher
 from ._metrics import prometheus_text
+from ._names import MAX_VERSION_BYTES, check_name
 from ._plugin import DEFAULT_NAME
 from ._registry import ModelRegistry
 from ._serving import ServedModel
@@ -89,9 +90,19 @@ class MLRuntime:
         """Load ``model`` (an object, a factory ``"pkg.mod:build"``, a file, a model package) and
         serve it under ``name``. Nothing is served unless loading, the signature check and the
         warm-up all succeed. Returns the model's metadata."""
+        check_name(name, "register_model: the model name")
+        if version is not None:
+            check_name(version, f"register_model({name!r}): the version", MAX_VERSION_BYTES)
         _check_batching(max_batch_size, max_wait_us, f"register_model({name!r})")
         loaded, spec = self._load(name, model, backend, device, inputs, outputs, options)
-        version = version or str(getattr(loaded, "version", "") or "1")
+        try:
+            version = version or check_name(
+                str(getattr(loaded, "version", "") or "1"), f"model {name!r}: its version", MAX_VERSION_BYTES
+            )
+        except ValueError as exc:  # a package's manifest names a version no transport can carry
+            if not isinstance(model, LoadedModel):
+                loaded.close()
+            raise ModelLoadError(str(exc), model=name) from None
         served = ServedModel(name, version, loaded, spec)
         try:
             if warmup:

@@ -16,6 +16,7 @@ import attrs
 import numpy as np
 
 from ._datatypes import DataType
+from ._names import check_name
 from ._tensors import is_tensor
 
 __all__ = ["InferenceRequest", "InferenceResponse", "ModelMetadata", "TensorSpec", "deadline_after"]
@@ -56,7 +57,7 @@ class InferenceResponse:
 class TensorSpec:
     """One input or output of a model signature; ``-1`` in ``shape`` is a variable dimension."""
 
-    name: str
+    name: str = attrs.field(validator=lambda _, __, v: check_name(v, "tensor name"))
     datatype: DataType
     shape: tuple[int, ...]
 

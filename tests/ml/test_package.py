@@ -106,3 +106,27 @@ def test_existing_target_is_not_overwritten(tmp_path: Path) -> None:
     make(tmp_path / "m")
     with pytest.raises(FileExistsError):
         make(tmp_path / "m")
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "message"),
+    [
+        ("m" * 64, "1", "the package's model name 'm{64}' must be"),
+        ("m", "v" * 16, "the package's version 'v{16}' must be"),
+    ],
+)
+def test_a_name_or_version_no_transport_can_carry_is_not_written(
+    tmp_path: Path, name: str, version: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        write_package(
+            tmp_path / "p",
+            name=name,
+            version=version,
+            backend="torch",
+            factory="pkg.mod:build",
+            inputs=SIG[0],
+            outputs=SIG[1],
+            files={},
+        )
+    assert not (tmp_path / "p").exists()

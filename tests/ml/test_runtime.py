@@ -236,6 +236,32 @@ def test_batching_settings_that_mean_nothing_are_refused(
         assert rt.registry.names() == []  # nothing registered, nothing half-loaded
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs", "error", "message"),
+    [
+        (5, {}, TypeError, r"^register_model: the model name must be a str, not int \(5\)"),
+        ("", {}, ValueError, r"^register_model: the model name '' must be 1-63 UTF-8 bytes"),
+        ("m" * 64, {}, ValueError, r"^register_model: the model name 'm{64}' must be 1-63 UTF-8 bytes"),
+        ("a\nb", {}, ValueError, r"of printable characters"),
+        ("m", {"version": 2}, TypeError, r"^register_model\('m'\): the version must be a str, not int"),
+        ("m", {"version": "v" * 16}, ValueError, r"^register_model\('m'\): the version 'v{16}' must be 1-15"),
+    ],
+)
+def test_a_name_or_version_no_transport_can_carry_is_refused(
+    hub: Hub, name: Any, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    model = FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    with MLRuntime(hub) as rt:
+        with pytest.raises(error, match=message):
+            rt.register_model(name, model, **kwargs)
+        assert rt.registry.names() == []
+
+
+def test_a_tensor_name_no_transport_can_carry_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^tensor name 'x{64}' must be 1-63 UTF-8 bytes"):
+        FunctionModel(lambda x: {"y": x}, inputs={"x" * 64: "FP32[-1]"}, outputs={"y": "FP32[-1]"})
+
+
 @pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), float("inf"), "5"])
 def test_a_client_timeout_that_is_not_a_positive_number_is_refused(hub: Hub, timeout: Any) -> None:
     with pytest.raises(

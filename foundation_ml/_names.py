@@ -1,0 +1,26 @@
+"""The names a model is served under, checked where they enter so that every transport can carry them.
+
+Model and tensor names are 1-63 UTF-8 bytes and versions 1-15: the fixed fields of the shm
+protocol (``docs/protocol/shm.md``, section 11), the tightest transport we have. All are printable
+text (no NUL, newline or other control character), so they read the same in logs and metrics.
+A model registered under a longer name could be served, but never called over shm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["MAX_NAME_BYTES", "MAX_VERSION_BYTES", "check_name"]
+
+MAX_NAME_BYTES = 63
+MAX_VERSION_BYTES = 15
+
+
+def check_name(value: Any, what: str, limit: int = MAX_NAME_BYTES) -> str:
+    """``value`` if it is a name of 1-``limit`` UTF-8 bytes of printable characters; else a
+    ``TypeError`` (not a str) or ``ValueError`` that starts with ``what``."""
+    if type(value) is not str:
+        raise TypeError(f"{what} must be a str, not {type(value).__name__} ({value!r})")
+    if not 0 < len(value.encode()) <= limit or not value.isprintable():
+        raise ValueError(f"{what} {value!r} must be 1-{limit} UTF-8 bytes of printable characters")
+    return value

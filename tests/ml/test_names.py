@@ -1,0 +1,36 @@
+"""Names every transport can carry: 1-63 UTF-8 bytes (versions 1-15), printable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from foundation_ml._names import MAX_NAME_BYTES, MAX_VERSION_BYTES, check_name
+
+
+@given(st.text(max_size=80))
+def test_a_name_is_taken_exactly_when_it_fits_the_wire_and_prints(text: str) -> None:
+    fits = 0 < len(text.encode()) <= MAX_NAME_BYTES and text.isprintable()
+    if fits:
+        assert check_name(text, "name") is text
+    else:
+        with pytest.raises(ValueError, match=r"^name .* must be 1-63 UTF-8 bytes of printable characters"):
+            check_name(text, "name")
+
+
+def test_the_limit_counts_bytes_not_characters() -> None:
+    assert check_name("é" * 31, "name")  # 62 bytes
+    with pytest.raises(ValueError):
+        check_name("é" * 32, "name")  # 64 bytes, 32 characters
+    assert check_name("v" * MAX_VERSION_BYTES, "version", MAX_VERSION_BYTES)
+    with pytest.raises(ValueError, match="must be 1-15 UTF-8 bytes"):
+        check_name("v" * 16, "version", MAX_VERSION_BYTES)
+
+
+@pytest.mark.parametrize("value", [5, None, b"m", ["m"]])
+def test_a_name_that_is_not_a_str_is_a_type_error(value: Any) -> None:
+    with pytest.raises(TypeError, match=f"^model name must be a str, not {type(value).__name__}"):
+        check_name(value, "model name")
