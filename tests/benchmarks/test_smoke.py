@@ -63,6 +63,7 @@ BENCHMARKS = [
             "target_cycle_overhead_us",
         ],
     ),
+    ("runtime_overhead.py", ["--quick", "--sizes-kb", "0,1024"], ["overhead_growth"]),
     ("clients.py", ["--quick"], []),
     ("cuda_ipc.py", ["--quick"], []),  # without a GPU it says why and exits 0
 ]
@@ -92,6 +93,16 @@ def test_the_benchmark_runs_and_reports_its_figures(script: str, args: list[str]
             "batched": ["client", "server"],
         }
         assert all(us > 0 for run in cpu.values() for us in run.values()), cpu
+    if script == "runtime_overhead.py":  # each model: the three paths and the two overheads
+        for key in ("read_0kb", "read_1024kb", "demo"):
+            assert sorted(doc[key]) == [
+                "direct_p50_us",
+                "handler_overhead_us",
+                "handler_p50_us",
+                "inproc_overhead_us",
+                "inproc_p50_us",
+            ]
+            assert doc[key]["direct_p50_us"] > 0 and doc[key]["inproc_p50_us"] > 0
     if script == "clients.py" and doc["c_rps_2_clients"] is not None:  # the C client built
         assert doc["c_rps_4_clients_batched"] > 0
         assert doc["c_batched_mean_batch_size"] >= 1
