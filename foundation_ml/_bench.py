@@ -313,7 +313,9 @@ def _cycle(result: dict[str, Any], batched_rps: float, max_batch_size: int) -> d
     its request is in, so nothing overlaps the model: one cycle is the model on a batch plus
     everything else (the answers, waking the clients, their next requests, the batch filling).
     ``batched_cycle_overhead_us`` is that everything else, measured; ``target_cycle_overhead_us``
-    is what it may take for the batched rate to be twice the direct one (full batches)."""
+    is what it may take for the batched rate to be twice the direct one (full batches): negative
+    when the model alone on a batch is slower than two direct calls, so that no transport could
+    meet the target (the overhead too may measure below 0 on a noisy machine)."""
     batch, ceiling = result["batched_mean_batch_size"] or 1.0, result["batched_ceiling_rps"]
     cycle = batch / batched_rps * 1e6
     budget = (max_batch_size / (2 * result["direct_rps"]) - max_batch_size / ceiling) * 1e6

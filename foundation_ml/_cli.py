@@ -216,6 +216,9 @@ def package_main(args: argparse.Namespace, hub: Hub) -> int:
     except ValueError as exc:  # a name or version no transport can carry
         print(f"foundation package: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # nothing is left behind (write_package writes beside, then renames)
+        print(f"foundation package: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     pkg = open_package(path)  # read it back: what we wrote verifies
     print(f"wrote {path}: {pkg.name} v{pkg.version}, files {', '.join(['manifest.json', *pkg.files])}")
     return 0

@@ -9,8 +9,11 @@ the file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import shutil
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -127,17 +130,35 @@ def write_package(
     text = json.dumps(manifest, indent=2).encode() + b"\n"
     if path.exists():
         raise FileExistsError(f"{path} already exists")
-    if path.suffix == ".zip":
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-            zf.writestr(MANIFEST, text)
+    # written beside it under a hidden name, then renamed: a failure (a full disk) leaves nothing
+    for parent in (path.parent, *path.parent.parents):  # mkdir would call a file there "exists"
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as zf:
+                zf.writestr(MANIFEST, text)
+                for n, b in files.items():
+                    zf.writestr(n, b)
+        else:
+            partial.mkdir()
+            (partial / MANIFEST).write_bytes(text)
             for n, b in files.items():
-                zf.writestr(n, b)
-    else:
-        path.mkdir(parents=True)
-        (path / MANIFEST).write_bytes(text)
-        for n, b in files.items():
-            (path / n).parent.mkdir(parents=True, exist_ok=True)
-            (path / n).write_bytes(b)
+                (partial / n).parent.mkdir(parents=True, exist_ok=True)
+                (partial / n).write_bytes(b)
+        if path.exists():  # appeared meanwhile: never replace it
+            raise FileExistsError(f"{path} already exists")
+        partial.rename(path)
+    except BaseException:
+        if partial.is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            partial.unlink(missing_ok=True)
+        raise
     return path
 
 

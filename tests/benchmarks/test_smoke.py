@@ -69,6 +69,9 @@ BENCHMARKS = [
 ]
 
 
+SIGNED = {"batched_cycle_overhead_us", "target_cycle_overhead_us"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("script", "args", "figures"), BENCHMARKS, ids=[b[0] for b in BENCHMARKS])
 def test_the_benchmark_runs_and_reports_its_figures(script: str, args: list[str], figures: list[str]) -> None:
@@ -85,7 +88,9 @@ def test_the_benchmark_runs_and_reports_its_figures(script: str, args: list[str]
     doc = json.loads(lines[-1])
     assert isinstance(doc, dict) and doc, f"{script}: not one JSON object"
     for key in figures:
-        assert isinstance(doc[key], int | float) and doc[key] >= 0, key
+        assert isinstance(doc[key], int | float), key
+        # derived differences may be negative on a loaded machine (see foundation_ml._bench._cycle)
+        assert doc[key] >= 0 or key in SIGNED, key
     if script == "inference.py":  # CPU per request of the clients and the server, both runs
         cpu = doc["cpu_us_per_request"]
         assert {k: sorted(v) for k, v in cpu.items()} == {

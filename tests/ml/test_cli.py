@@ -105,6 +105,16 @@ def test_serve_refuses_a_name_the_transport_refuses() -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_package_to_a_place_it_cannot_write_is_named_not_a_traceback(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = blocker / "p.zip"  # its parent is a file
+    proc = foundation("package", "--model", "m=foundation_torch.demo:build_demo", "--out", str(out))
+    assert proc.returncode == 1
+    assert f"foundation package: cannot write {out}: Not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_infer_reads_the_transports_config_section(name: str) -> None:
     # the [shm] section's client_* fields set the client's options: a bad one stops infer
     proc = foundation("--set", "shm.client_spin_us=-1", "infer", "--name", name)

@@ -130,3 +130,24 @@ def test_a_name_or_version_no_transport_can_carry_is_not_written(
             files={},
         )
     assert not (tmp_path / "p").exists()
+
+
+def test_a_write_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
+    files = {"a": b"1", "a/b": b"2"}  # "a" is written as a file, so "a/b" cannot be
+    with pytest.raises(OSError):
+        write_package(
+            tmp_path / "p",
+            name="m",
+            version="1",
+            backend="torch",
+            factory="pkg.mod:build",
+            inputs=SIG[0],
+            outputs=SIG[1],
+            files=files,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_parent_directories_are_created(tmp_path: Path) -> None:
+    pkg = open_package(make(tmp_path / "deep" / "er" / "p.zip"))
+    assert pkg.name == "m" and [p.name for p in (tmp_path / "deep" / "er").iterdir()] == ["p.zip"]
