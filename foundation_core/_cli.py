@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
@@ -145,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown command {ns.command!r} (commands: {', '.join(sorted(hub.commands.commands))})")
     args = command.parser.parse_args(ns.args)
     args.config, args.set, args.strict_plugins = ns.config, ns.set, ns.strict_plugins
+    _show_our_warnings_plainly(f"foundation {ns.command}")
     try:
         if (args.config or args.set) and not command.own_config:  # never silently ignored
             hub.configure(args.config, args.set)
@@ -157,6 +158,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _show_our_warnings_plainly(prefix: str) -> None:
+    """Foundation's own warnings (an unknown config key, a plugin isolated) print as one line,
+    ``foundation CMD: warning: ...``, not with the source line Python shows; others as before."""
+    import warnings
+
+    default = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if category.__module__.split(".")[0].startswith("foundation"):
+            print(f"{prefix}: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 class _BuiltinCommands:

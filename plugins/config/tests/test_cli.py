@@ -140,3 +140,13 @@ def test_bad_config_stops_any_command_that_configures_with_status_2(capsys, writ
     status, _, err = run(capsys, "config", "show")
     assert status == 2
     assert "settings.toml: malformed TOML" in err
+
+
+def test_a_config_warning_prints_as_one_line_naming_the_command(capsys, write):
+    write("extra.toml", "[logging]\nlevle = 'debug'\n")
+    status, out, err = run(capsys, "--config", "extra.toml", "version")
+    assert status == 0 and out.startswith("foundation ")
+    assert err.splitlines()[0].startswith(
+        "foundation version: warning: logging.levle: unknown key in section 'logging' (did you mean 'level'?)"
+    )
+    assert "ConfigWarning" not in err and "return load_config" not in err
