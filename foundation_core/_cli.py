@@ -124,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._hub import Hub
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    prefix = _show_our_warnings_plainly()  # a plugin that fails to load warns from here on
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--strict-plugins", action="store_true")
     known, _ = pre.parse_known_args(argv)
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown command {ns.command!r} (commands: {', '.join(sorted(hub.commands.commands))})")
     args = command.parser.parse_args(ns.args)
     args.config, args.set, args.strict_plugins = ns.config, ns.set, ns.strict_plugins
-    _show_our_warnings_plainly(f"foundation {ns.command}")
+    prefix[0] = f"foundation {ns.command}"
     try:
         if (args.config or args.set) and not command.own_config:  # never silently ignored
             hub.configure(args.config, args.set)
@@ -160,12 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _show_our_warnings_plainly(prefix: str) -> None:
+def _show_our_warnings_plainly() -> list[str]:
     """Foundation's own warnings (an unknown config key, a plugin isolated) print as one line,
-    ``foundation CMD: warning: ...``, not with the source line Python shows; others as before."""
+    ``foundation CMD: warning: ...``, not with the source line Python shows; others as before.
+    Returns the prefix, a one-item list the caller sets once it knows the command."""
     import warnings
 
-    default = warnings.showwarning
+    default, prefix = warnings.showwarning, ["foundation"]
 
     def show(
         message: Warning | str,
@@ -176,11 +178,12 @@ def _show_our_warnings_plainly(prefix: str) -> None:
         line: str | None = None,
     ) -> None:
         if category.__module__.split(".")[0].startswith("foundation"):
-            print(f"{prefix}: warning: {message}", file=sys.stderr if file is None else file)
+            print(f"{prefix[0]}: warning: {message}", file=sys.stderr if file is None else file)
         else:
             default(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show
+    return prefix
 
 
 class _BuiltinCommands:
