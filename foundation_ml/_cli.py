@@ -37,6 +37,11 @@ def serve_main(args: argparse.Namespace, hub: Hub) -> int:
     from ._runtime import MLRuntime
 
     hub.configure(args.config, args.set)
+    try:  # before any model loads: a name the transport refuses, or no such transport
+        hub.transports.get(args.transport)().check_address(args.name)
+    except ValueError as exc:
+        print(f"foundation serve: error: {exc}", file=sys.stderr)
+        return 2
     hub.startup()
     try:
         runtime = MLRuntime(

@@ -119,6 +119,7 @@ class InprocTransport(Transport):
     name: ClassVar[str] = "inproc"
 
     def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
+        self.check_address(address)
         with _lock:
             if address in _servers:
                 raise ValueError(f"an inproc server already serves {address!r}")

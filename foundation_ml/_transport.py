@@ -120,6 +120,12 @@ class Transport(abc.ABC):
     def connect(self, address: str, **options: Any) -> TransportClient:
         """Connect to the server under ``address`` (``ServerUnavailable`` if there is none)."""
 
+    def check_address(self, address: str) -> None:
+        """Raise ``ValueError`` naming the rule if ``serve``/``connect`` would refuse ``address``.
+        ``foundation serve`` asks before it loads any model. Default: any non-empty address."""
+        if not address:
+            raise ValueError(f"the {self.name} address must not be empty")
+
 
 def configured_options(hub: Hub, transport: str, kind: Literal["serve", "connect"]) -> dict[str, Any]:
     """Defaults for ``transport``'s ``serve`` or ``connect`` options from ``hub``'s configuration:

@@ -276,3 +276,13 @@ def test_a_call_timeout_that_is_not_positive_is_refused(served: InferenceClient)
         with pytest.raises(ValueError, match=r"^timeout must be a number of seconds > 0 or None"):
             served.infer("affine", {"x": x}, timeout=timeout)
     np.testing.assert_array_equal(served.infer("affine", {"x": x}, timeout=5)["y"], x * 2 + 1)
+
+
+def test_inproc_refuses_an_empty_address_as_check_address_says(runtime: MLRuntime) -> None:
+    from foundation_ml._inproc import InprocTransport
+
+    with pytest.raises(ValueError, match="the inproc address must not be empty"):
+        InprocTransport().check_address("")
+    with pytest.raises(ValueError, match="the inproc address must not be empty"):
+        runtime.start("inproc", "")
+    InprocTransport().check_address("any name/at all")

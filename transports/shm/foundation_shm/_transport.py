@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from foundation_ml import RequestHandler, Transport
 
 from ._client import ShmClient
+from ._layout import validate_name
 from ._server import ShmServer
 
 __all__ = ["ShmTransport"]
@@ -36,3 +37,6 @@ class ShmTransport(Transport):
 
     def connect(self, address: str, **options: Any) -> ShmClient:
         return ShmClient(address, **options)
+
+    def check_address(self, address: str) -> None:
+        validate_name(address.removeprefix("shm://"))

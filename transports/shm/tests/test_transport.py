@@ -35,6 +35,16 @@ def test_the_plugin_registers_the_transport_by_name() -> None:
     assert hub.transports.get("shm") is ShmTransport
 
 
+@pytest.mark.parametrize("address", ["", "a/b", "../etc", "x" * 49, "shm://a b"])
+def test_check_address_refuses_what_serve_and_connect_refuse(address: str) -> None:
+    rule = "must be 1-48 characters of"
+    with pytest.raises(ValueError, match=rule):
+        ShmTransport().check_address(address)
+    with pytest.raises(ValueError, match=rule):
+        ShmTransport().connect(address)
+    ShmTransport().check_address("shm://ok_name_1")  # the prefix is allowed, as in serve
+
+
 @pytest.mark.parametrize("dtype", [d for d in DataType if d not in (DataType.BF16, DataType.BYTES)])
 def test_every_datatype_round_trips(server: ShmServer, name: str, dtype: DataType) -> None:
     rng = np.random.default_rng(dtype.code)
