@@ -9,6 +9,7 @@ from ._config import SENSITIVE_KEYS, Config, SectionAdder
 from ._discovery import PluginInfo
 from ._events import active_hub, emit
 from ._hub import FoundationPluginWarning, Hub, start
+from ._lazy import lazy_exports
 from ._markers import ENTRY_POINT_GROUP, hookimpl, hookspec
 from ._pipeline import ORDER as PIPELINE_ORDER
 from ._pipeline import resilient
@@ -38,6 +39,7 @@ __all__ = [
     "emit",
     "hookimpl",
     "hookspec",
+    "lazy_exports",
     "resilient",
     "start",
 ]

@@ -12,8 +12,8 @@ from typing import Any
 
 import attrs
 
-from ._registry import current_plugin
-from .errors import ConfigError, ConfigProblem, NameClashError
+from ._registry import current_plugin, resolve_ref
+from .errors import ConfigError, ConfigProblem, NameClashError, PluginError
 
 __all__ = ["SENSITIVE_KEYS", "Config", "SectionAdder", "default_config"]
 
@@ -35,22 +35,47 @@ SENSITIVE_KEYS: tuple[str, ...] = (
 
 
 class SectionAdder:
-    """The ``add`` callback of ``foundation_config_sections``: ``add("retry", RetrySettings)``."""
+    """The ``add`` callback of ``foundation_config_sections``: ``add("retry", RetrySettings)``, or
+    lazily ``add("retry", "foundation_retry._policy:RetryPolicy")``: the class is imported when the
+    configuration is first built, so start-up (``foundation plugins``) never imports it."""
 
     __slots__ = ("owners", "sections")
 
     def __init__(self) -> None:
-        self.sections: dict[str, type[Any]] = {}
+        self.sections: dict[str, type[Any] | str] = {}
         self.owners: dict[str, str] = {}
 
-    def __call__(self, name: str, cls: type[Any], *, replace: bool = False) -> None:
+    def __call__(self, name: str, cls: type[Any] | str, *, replace: bool = False) -> None:
         plugin, _ = current_plugin.get()
-        if not attrs.has(cls):
+        if isinstance(cls, str):
+            if cls.count(":") != 1 or not all(cls.split(":")):
+                raise ValueError(
+                    f"config section {name!r} of plugin {plugin!r}: {cls!r} is not 'module:Class'"
+                )
+        elif not attrs.has(cls):
             raise TypeError(f"config section {name!r} of plugin {plugin!r}: {cls!r} is not an attrs class")
         if name in self.sections and not replace:
             raise NameClashError("config section", name, self.owners[name], plugin)
         self.sections[name] = cls
         self.owners[name] = plugin
+
+    def resolved(self) -> dict[str, type[Any]]:
+        """Every section's class, importing those added lazily (once). A lazy one that does not
+        import, or is not an attrs class, is a ``PluginError`` naming its plugin."""
+        for name, cls in list(self.sections.items()):
+            if isinstance(cls, str):
+                try:
+                    value = resolve_ref(cls)
+                except Exception as exc:
+                    raise PluginError(
+                        self.owners[name], f"config section {name!r}: {cls!r} cannot be imported: {exc!r}"
+                    ) from exc
+                if not attrs.has(value):
+                    raise PluginError(
+                        self.owners[name], f"config section {name!r}: {cls!r} is not an attrs class"
+                    )
+                self.sections[name] = value
+        return dict(self.sections)  # type: ignore[arg-type]  # every value is a class now
 
     def remove_plugin(self, plugin: str) -> None:
         for name in [n for n, p in self.owners.items() if p == plugin]:

@@ -269,7 +269,7 @@ class Hub:
         if self.config is not None and self._config_sources == sources:
             return self.config
         self.run_registration()
-        sections = dict(self.sections.sections)
+        sections = self.sections.resolved()
         config: Config | None = self.pm.hook.foundation_load_config(
             sections=sections, files=list(files), overrides=list(overrides), strict=strict
         )

@@ -7,7 +7,7 @@ import pytest
 
 import foundation_core
 from foundation_core import Config, hookimpl, start
-from foundation_core.errors import ConfigError, FoundationError
+from foundation_core.errors import ConfigError, FoundationError, PluginError
 
 
 class Recorder:
@@ -163,3 +163,44 @@ def test_a_plugin_that_refuses_the_config_gets_it_again_next_time() -> None:
         with pytest.raises(ConfigError):
             hub.configure()
     assert Refuses.calls == 2
+
+
+class LazySections:
+    foundation_name = "lazy"
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+
+    @hookimpl
+    def foundation_config_sections(self, add: foundation_core.SectionAdder) -> None:
+        add("demo", self.ref)
+
+
+def test_a_section_added_by_reference_is_imported_when_configuring() -> None:
+    hub = foundation_core.Hub(env={"FOUNDATION_PLUGINS": ""})
+    hub.register(LazySections(f"{__name__}:Section"))
+    hub.run_registration()
+    assert hub.sections.sections["demo"] == f"{__name__}:Section"  # not imported at registration
+    assert hub.configure()["demo"] == Section()
+    assert hub.sections.sections["demo"] is Section  # resolved once
+
+
+@pytest.mark.parametrize(
+    ("ref", "problem"),
+    [
+        ("no_such_module_here:Section", r"cannot be imported: ModuleNotFoundError"),
+        (f"{__name__}:Recorder", r"is not an attrs class"),
+    ],
+)
+def test_a_section_reference_that_does_not_resolve_names_the_plugin(ref: str, problem: str) -> None:
+    hub = foundation_core.Hub(env={"FOUNDATION_PLUGINS": ""})
+    hub.register(LazySections(ref))
+    with pytest.raises(PluginError, match=f"plugin 'lazy' failed: config section 'demo': '{ref}' {problem}"):
+        hub.configure()
+    assert hub.config is None
+
+
+def test_a_section_reference_without_a_colon_is_refused_at_registration() -> None:
+    adder = foundation_core.SectionAdder()
+    with pytest.raises(ValueError, match=r"'foundation_retry\.RetryPolicy' is not 'module:Class'"):
+        adder("retry", "foundation_retry.RetryPolicy")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from foundation_core import CommandRegistrar, Registrar, SectionAdder, hookimpl
 
-from ._policy import CircuitBreakerPolicy
-
 
 @hookimpl
 def foundation_register_patterns(register: Registrar) -> None:
@@ -14,7 +12,7 @@ def foundation_register_patterns(register: Registrar) -> None:
 
 @hookimpl
 def foundation_config_sections(add: SectionAdder) -> None:
-    add("circuit_breaker", CircuitBreakerPolicy)
+    add("circuit_breaker", "foundation_circuit_breaker._policy:CircuitBreakerPolicy")
 
 
 @hookimpl

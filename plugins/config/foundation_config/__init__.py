@@ -7,13 +7,14 @@ dynaconf and cattrs on first use, so importing this package stays cheap.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ._masking import MASK, is_secret
-from ._settings import DEFAULT_SECRET_KEYS, ConfigSettings
+from foundation_core import lazy_exports
 
 if TYPE_CHECKING:
     from ._loader import ConfigWarning, load_config
+    from ._masking import MASK, is_secret
+    from ._settings import DEFAULT_SECRET_KEYS, ConfigSettings
     from ._show import effective_values
 
 __version__ = "0.1.0"
@@ -28,14 +29,15 @@ __all__ = [
     "load_config",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in {"load_config", "ConfigWarning"}:
-        from . import _loader
-
-        return getattr(_loader, name)
-    if name == "effective_values":
-        from . import _show
-
-        return _show.effective_values
-    raise AttributeError(f"module 'foundation_config' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "MASK": "._masking",
+        "is_secret": "._masking",
+        "DEFAULT_SECRET_KEYS": "._settings",
+        "ConfigSettings": "._settings",
+        "ConfigWarning": "._loader",
+        "load_config": "._loader",
+        "effective_values": "._show",
+    },
+)

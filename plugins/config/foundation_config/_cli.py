@@ -32,7 +32,7 @@ def _load(args: argparse.Namespace, hub: Hub, files: list[str]) -> Config:
         warnings.simplefilter("always")
         try:
             config = hub.pm.hook.foundation_load_config(
-                sections=dict(hub.sections.sections),
+                sections=hub.sections.resolved(),
                 files=files,
                 overrides=list(args.set),
                 strict=args.strict,

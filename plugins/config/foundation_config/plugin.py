@@ -10,15 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from foundation_core import hookimpl
 
-from ._settings import ConfigSettings
-
 if TYPE_CHECKING:
     from foundation_core import CommandRegistrar, Config, SectionAdder
 
 
 @hookimpl
 def foundation_config_sections(add: SectionAdder) -> None:
-    add("config", ConfigSettings)
+    add("config", "foundation_config._settings:ConfigSettings")
 
 
 # A wrapper, not a plain hookimpl: the hub isolates a plugin whose plain hookimpl raises (and

@@ -156,7 +156,7 @@ def run_conformance(
             cls = (
                 policy_class
                 or getattr(impl, "policy_class", None)
-                or hub.sections.sections.get(spec.pattern_id)
+                or hub.sections.resolved().get(spec.pattern_id)
             )
             if cls is None:
                 raise FoundationError(f"no policy class for pattern {spec.pattern_id!r}; pass policy_class=")

@@ -10,21 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from foundation_core import hookimpl
 
-from ._settings import LoggingSettings
-
 if TYPE_CHECKING:
     from foundation_core import Config, Hub, SectionAdder
-
-__all__ = ["LoggingSettings"]
 
 
 @hookimpl
 def foundation_config_sections(add: SectionAdder) -> None:
-    add("logging", LoggingSettings)
+    add("logging", "foundation_logging._settings:LoggingSettings")
 
 
 @hookimpl
 def foundation_configure(config: Config) -> None:
+    from ._settings import LoggingSettings
     from ._setup import configure_logging
 
     settings = config.sections.get("logging")

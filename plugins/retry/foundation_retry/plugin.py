@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from foundation_core import Registrar, SectionAdder, hookimpl
 
-from ._policy import RetryPolicy
-
 
 @hookimpl
 def foundation_register_patterns(register: Registrar) -> None:
@@ -14,4 +12,4 @@ def foundation_register_patterns(register: Registrar) -> None:
 
 @hookimpl
 def foundation_config_sections(add: SectionAdder) -> None:
-    add("retry", RetryPolicy)
+    add("retry", "foundation_retry._policy:RetryPolicy")

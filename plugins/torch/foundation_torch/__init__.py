@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+from foundation_core import lazy_exports
+
+if TYPE_CHECKING:
+    from ._backend import TorchBackend, save_export, save_torchscript
+    from ._model import TorchModel
+    from .demo import build_demo
 
 __version__ = "0.1.0"
-__all__ = ["TorchBackend", "TorchModel", "__version__", "build_demo", "save_export", "save_torchscript"]
 
-_LAZY = {
-    "TorchBackend": "foundation_torch._backend",
-    "save_torchscript": "foundation_torch._backend",
-    "save_export": "foundation_torch._backend",
-    "TorchModel": "foundation_torch._model",
-    "build_demo": "foundation_torch.demo",
-}
+__all__ = [
+    "TorchBackend",
+    "TorchModel",
+    "build_demo",
+    "save_export",
+    "save_torchscript",
+]
 
-
-def __getattr__(name: str) -> Any:  # torch is imported on first use, never at discovery
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'foundation_torch' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "TorchBackend": "._backend",
+        "save_torchscript": "._backend",
+        "save_export": "._backend",
+        "TorchModel": "._model",
+        "build_demo": ".demo",
+    },
+)

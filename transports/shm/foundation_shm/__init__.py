@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-__all__ = ["ShmTransport"]
+from foundation_core import lazy_exports
 
+if TYPE_CHECKING:
+    from ._transport import ShmTransport
 
-def __getattr__(name: str) -> Any:  # lazy: importing the package pulls in neither numpy nor posix_ipc
-    if name == "ShmTransport":
-        from ._transport import ShmTransport
+__all__ = [
+    "ShmTransport",
+]
 
-        return ShmTransport
-    raise AttributeError(name)
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "ShmTransport": "._transport",
+    },
+)

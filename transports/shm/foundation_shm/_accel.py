@@ -6,6 +6,7 @@ build without a C compiler gets it anyway). Both write and accept the same bytes
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
@@ -16,10 +17,9 @@ def _load() -> ModuleType | None:
     if os.environ.get("FDN_SHM_PURE", "").lower() in ("1", "true", "yes"):
         return None
     try:
-        from . import _hot
+        return importlib.import_module("._hot", __package__)
     except ImportError:
         return None
-    return _hot
 
 
 hot = _load()

@@ -15,9 +15,8 @@ def foundation_register_transports(register: Any) -> None:
 
 @hookimpl
 def foundation_config_sections(add: Any) -> None:
-    from ._options import ShmSettings  # attrs only: no shared memory touched at start-up
 
-    add("shm", ShmSettings)
+    add("shm", "foundation_shm._options:ShmSettings")  # imported when configuring
 
 
 @hookimpl
