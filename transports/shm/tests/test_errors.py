@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from foundation_shm import ShmTransport
+from foundation_shm import ShmTransport, _vectors
 from foundation_shm._client import ShmClient
 from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from foundation_ml import InferenceRequest
 from foundation_ml.errors import (
@@ -51,6 +53,43 @@ def _send_raw(client: ShmClient, area: bytes, request_id: int) -> None:
         client._exchange(ch, request_id, "raw", time.monotonic_ns() + 10**10, retry=False)
     finally:
         client._give(ch)
+
+
+_VALID = _vectors._request({"x": np.arange(6, dtype=np.float32)}, request_id=7, model="echo")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    edits=st.lists(
+        st.tuples(
+            # anywhere, or past magic and version: the body and the descriptor (ids, sizes, offsets)
+            st.one_of(st.integers(0, len(_VALID) - 1), st.integers(8, 32 + 112 + 256 - 1)),
+            st.integers(0, 255),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    reseal=st.booleans(),
+)
+def test_a_mutated_request_gets_a_typed_error_or_an_answer_and_the_server_goes_on(
+    server: ShmServer, name: str, edits: list[tuple[int, int]], reseal: bool
+) -> None:
+    """Bytes of a valid request changed at random (header, body, descriptor, data), and the CRC
+    recomputed half the time so the checks behind it are reached: the server answers each with a
+    typed error (or, where the change was harmless, the echo), and keeps serving."""
+    area = bytearray(_VALID)
+    for at, value in edits:
+        area[at] = value
+    if reseal:
+        _vectors._reseal(area)
+    with ShmTransport().connect(name, timeout=5.0) as client:
+        code = ErrorCode.OK
+        try:
+            _send_raw(client, bytes(area), 7)
+        except InferenceError as exc:  # any other exception fails the test
+            code = exc.code
+        event(f"answered {code.name}")  # --hypothesis-show-statistics: how far the changes got
+        _still_serves(client)
 
 
 @pytest.mark.parametrize("vector", ERROR_VECTORS)
