@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,17 +14,17 @@ from foundation_ml import PackageError, TensorSpec, open_package, parse_signatur
 SIG = parse_signature({"x": "FP32[-1, 4]"}), parse_signature({"y": "FP32[-1, 2]"})
 
 
-def make(path: Path) -> Path:
-    return write_package(
-        path,
-        name="m",
-        version="3",
-        backend="torch",
-        factory="pkg.mod:build",
-        inputs=SIG[0],
-        outputs=SIG[1],
-        files={"weights.safetensors": b"weights", "extra/tokenizer.json": b"{}"},
-    )
+def make(path: Path, **overrides: Any) -> Path:
+    fields: dict[str, Any] = {
+        "name": "m",
+        "version": "3",
+        "backend": "torch",
+        "factory": "pkg.mod:build",
+        "inputs": SIG[0],
+        "outputs": SIG[1],
+        "files": {"weights.safetensors": b"weights", "extra/tokenizer.json": b"{}"},
+    }
+    return write_package(path, **{**fields, **overrides})
 
 
 @pytest.mark.parametrize("suffix", ["", ".zip"])
@@ -119,32 +120,14 @@ def test_a_name_or_version_no_transport_can_carry_is_not_written(
     tmp_path: Path, name: str, version: str, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        write_package(
-            tmp_path / "p",
-            name=name,
-            version=version,
-            backend="torch",
-            factory="pkg.mod:build",
-            inputs=SIG[0],
-            outputs=SIG[1],
-            files={},
-        )
+        make(tmp_path / "p", name=name, version=version)
     assert not (tmp_path / "p").exists()
 
 
 def test_a_write_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
     files = {"a": b"1", "a/b": b"2"}  # "a" is written as a file, so "a/b" cannot be
     with pytest.raises(OSError):
-        write_package(
-            tmp_path / "p",
-            name="m",
-            version="1",
-            backend="torch",
-            factory="pkg.mod:build",
-            inputs=SIG[0],
-            outputs=SIG[1],
-            files=files,
-        )
+        make(tmp_path / "p", files=files)
     assert list(tmp_path.iterdir()) == []
 
 
