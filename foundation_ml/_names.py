@@ -21,6 +21,6 @@ def check_name(value: Any, what: str, limit: int = MAX_NAME_BYTES) -> str:
     ``TypeError`` (not a str) or ``ValueError`` that starts with ``what``."""
     if type(value) is not str:
         raise TypeError(f"{what} must be a str, not {type(value).__name__} ({value!r})")
-    if not 0 < len(value.encode()) <= limit or not value.isprintable():
+    if not value.isprintable() or not 0 < len(value.encode()) <= limit:  # a lone surrogate: not printable
         raise ValueError(f"{what} {value!r} must be 1-{limit} UTF-8 bytes of printable characters")
     return value

@@ -21,6 +21,11 @@ def test_a_name_is_taken_exactly_when_it_fits_the_wire_and_prints(text: str) -> 
             check_name(text, "name")
 
 
+def test_a_lone_surrogate_is_refused_like_any_unprintable_name() -> None:
+    with pytest.raises(ValueError, match="must be 1-63 UTF-8 bytes of printable characters"):
+        check_name("m\ud800", "name")  # from JSON's "\ud800": no UTF-8 encoding at all
+
+
 def test_the_limit_counts_bytes_not_characters() -> None:
     assert check_name("é" * 31, "name")  # 62 bytes
     with pytest.raises(ValueError):
