@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING
 
+from ._files import built_beside
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -158,10 +160,11 @@ def new_plugin(name: str, directory: str | Path = ".") -> Path:
         raise FileExistsError(f"{root} already exists; choose another name or directory")
     module = "foundation_" + name.replace("-", "_")
     values = {"name": name, "module": module, "section": name.replace("-", "_"), "core_version": __version__}
-    for rel, text in _FILES.items():
-        path = root / Template(rel).substitute(values)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(Template(text).substitute(values))
+    with built_beside(root) as partial:  # a failure halfway leaves no half-written plugin
+        for rel, text in _FILES.items():
+            path = partial / Template(rel).substitute(values)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(Template(text).substitute(values))
     return root
 
 
@@ -169,7 +172,10 @@ def new_plugin_main(args: argparse.Namespace, hub: Hub) -> int:
     try:
         root = new_plugin(args.name, args.dir)
     except (ValueError, FileExistsError) as exc:
-        print(f"foundation new-plugin: {exc}")
+        print(f"foundation new-plugin: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"foundation new-plugin: cannot write {args.dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"created {root}\nnext: pip install -e {root} && pytest {root}")
     return 0

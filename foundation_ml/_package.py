@@ -9,17 +9,16 @@ the file.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
-import shutil
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import attrs
+
+from foundation_core._files import built_beside
 
 from ._names import MAX_VERSION_BYTES, check_name
 from ._signature import parse_signature
@@ -130,15 +129,7 @@ def write_package(
     text = json.dumps(manifest, indent=2).encode() + b"\n"
     if path.exists():
         raise FileExistsError(f"{path} already exists")
-    # written beside it under a hidden name, then renamed: a failure (a full disk) leaves nothing
-    for parent in (path.parent, *path.parent.parents):  # mkdir would call a file there "exists"
-        if parent.exists():
-            if not parent.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
-            break
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    with built_beside(path) as partial:  # a failure (a full disk) leaves nothing behind
         if path.suffix == ".zip":
             with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as zf:
                 zf.writestr(MANIFEST, text)
@@ -150,15 +141,6 @@ def write_package(
             for n, b in files.items():
                 (partial / n).parent.mkdir(parents=True, exist_ok=True)
                 (partial / n).write_bytes(b)
-        if path.exists():  # appeared meanwhile: never replace it
-            raise FileExistsError(f"{path} already exists")
-        partial.rename(path)
-    except BaseException:
-        if partial.is_dir():
-            shutil.rmtree(partial, ignore_errors=True)
-        else:
-            partial.unlink(missing_ok=True)
-        raise
     return path
 
 

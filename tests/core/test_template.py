@@ -51,3 +51,13 @@ def test_existing_directory_is_not_overwritten(tmp_path: Path) -> None:
     new_plugin("dup", tmp_path)
     with pytest.raises(FileExistsError, match="already exists"):
         new_plugin("dup", tmp_path)
+
+
+def test_a_directory_it_cannot_write_is_named_and_nothing_is_left(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run_cli(tmp_path, "new-plugin", "my-cache", "--dir", str(blocker))
+    assert proc.returncode == 1
+    assert f"foundation new-plugin: cannot write {blocker}: Not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
