@@ -62,12 +62,13 @@ def _tristate(_: Any, attr: attrs.Attribute[Any], value: Any) -> None:
 
 
 def _mode(_: Any, attr: attrs.Attribute[Any], value: Any) -> None:
-    """Permission bits for the segments, semaphores and lock file: the owner must read and write."""
-    if type(value) is not int or value & ~0o777 or value & 0o600 != 0o600:
+    """Permission bits for the segments, semaphores and lock file: the owner must read and write,
+    and other users get nothing (spec section 13: nothing is ever world-accessible)."""
+    if type(value) is not int or value & ~0o770 or value & 0o600 != 0o600:
         shown = oct(value) if type(value) is int else repr(value)
         raise ValueError(
-            f"{attr.name} must be permission bits within 0o777 that let the owner read and write "
-            f"(0o600, the default; 0o660 lets the group in), not {shown}"
+            f"{attr.name} must be permission bits within 0o770 that let the owner read and write and "
+            f"give other users nothing (0o600, the default; 0o660 lets the group in), not {shown}"
         )
 
 

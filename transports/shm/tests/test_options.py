@@ -26,7 +26,8 @@ BAD_SERVE = [
     ({"spin_us": 1.5}, "spin_us must be an integer"),
     ({"heartbeat_ms": 0}, "heartbeat_ms must be an integer 1..60_000 ms, not 0"),
     ({"heartbeat_ms": True}, "heartbeat_ms must be an integer"),
-    ({"mode": 0o400}, "mode must be permission bits within 0o777 .* not 0o400"),
+    ({"mode": 0o400}, "mode must be permission bits within 0o770 .* not 0o400"),
+    ({"mode": 0o666}, "mode must be .* give other users nothing .* not 0o666"),
     ({"mode": 0o7777}, "mode must be .* not 0o7777"),
     ({"mode": "0660"}, "mode must be permission bits .* not '0660'"),
     ({"max_request_bytes": 0}, "max_request_bytes must be an integer 1.."),
@@ -108,8 +109,8 @@ def test_a_server_whose_start_fails_halfway_removes_what_it_made_and_frees_the_n
 
 
 @given(st.integers(min_value=-(2**16), max_value=2**16))
-def test_mode_takes_exactly_the_bits_that_keep_the_owner_in(mode: int) -> None:
-    ok = 0 <= mode <= 0o777 and mode & 0o600 == 0o600
+def test_mode_takes_exactly_the_bits_that_keep_the_owner_in_and_others_out(mode: int) -> None:
+    ok = 0 <= mode <= 0o777 and mode & 0o600 == 0o600 and mode & 0o007 == 0
     try:
         ServeOptions(mode=mode)
     except ValueError:
