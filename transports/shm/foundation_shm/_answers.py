@@ -20,6 +20,7 @@ from foundation_ml.errors import InferenceError, InternalError, TooLarge
 from . import _layout as L
 from ._accel import hot
 from ._codec import (
+    _MAX_TEXT,
     Limits,
     encode_params,
     fill,
@@ -37,7 +38,6 @@ from ._sync import fence
 __all__ = ["Answers"]
 
 log = logging.getLogger("foundation_shm")
-_MAX_TEXT = 1 << 20
 _RESPONSE = int(L.MessageKind.RESPONSE)
 
 
