@@ -349,8 +349,12 @@ enum fdn_status fdn_decode_response(const uint8_t *area, uint64_t size, const st
     if (b.output_count > lim.max_tensors || b.output_count > FDN_MAX_TENSORS)
         return fdn_fail(err, FDN_TOO_LARGE, rid, "%u outputs (at most %u)", b.output_count, lim.max_tensors);
     const uint8_t *at = area + FDN_HEADER_SIZE + FDN_BODY_SIZE;
-    for (uint32_t i = 0; i < b.output_count; i++, at += FDN_DESC_SIZE)
+    for (uint32_t i = 0; i < b.output_count; i++, at += FDN_DESC_SIZE) {
         if ((st = decode_tensor(area, size, at, &out->outputs[i], rid, err))) return st;
+        for (uint32_t k = 0; k < i; k++)
+            if (strcmp(out->outputs[k].name, out->outputs[i].name) == 0)
+                return fdn_fail(err, FDN_INVALID_INPUT, rid, "output '%s' appears twice", out->outputs[i].name);
+    }
     if ((h.flags & FDN_FLAG_DATA_CRC) && (st = check_crc(area, &h, out->outputs, b.output_count, err)))
         return st;
     if (!fixed_text(out->model, b.model, sizeof b.model) || !fixed_text(out->version, b.version, sizeof b.version))

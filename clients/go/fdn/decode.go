@@ -260,6 +260,11 @@ func DecodeResponse(area []byte, lim Limits, out *Response) error {
 		if err := decodeTensor(area, at, &out.Outputs[i], rid, out.names); err != nil {
 			return err
 		}
+		for k := uint32(0); k < i; k++ {
+			if out.Outputs[k].Name == out.Outputs[i].Name {
+				return fail(InvalidInput, rid, "output %q appears twice", out.Outputs[i].Name)
+			}
+		}
 		at += DescSize
 	}
 	if flags&FlagDataCRC != 0 {

@@ -770,7 +770,11 @@ pub fn decode_response(area: &[u8], limits: &Limits) -> Result<DecodedResponse> 
     let mut at = l::MSG_HEADER_SIZE + l::BODY_SIZE;
     let mut outputs = Vec::with_capacity(n_out as usize);
     for _ in 0..n_out {
-        outputs.push(decode_desc(area, at, limits, rid)?);
+        let t = decode_desc(area, at, limits, rid)?;
+        if outputs.iter().any(|o: &TensorRef| o.name == t.name) {
+            return Err(invalid(format!("output {:?} appears twice", t.name), rid));
+        }
+        outputs.push(t);
         at += l::DESC_SIZE;
     }
     if flags & l::FLAG_DATA_CRC != 0 {

@@ -22,10 +22,10 @@ from ._accel import hot
 from ._codec import (
     _MAX_TEXT,
     Limits,
-    encode_params,
     fill,
     layout,
     response_payload_size,
+    text_and_params,
     views,
     write_header,
     write_response,
@@ -110,7 +110,7 @@ class Answers:
                     if isinstance(exc, InferenceError)
                     else InternalError(f"cannot encode response: {exc}")
                 )
-                self.write_error(ch, r, err)
+                self.write_error(ch, r, err)  # never raises: the channel is completed below
             u32, u64 = self._ctl.u32, self._ctl.u64
             u64[ch.sseq] = r.seq
             u32[ch.busy_word] = 0
@@ -121,14 +121,17 @@ class Answers:
                 ch.sem.release()
 
     def write_error(self, ch: _Channel, r: _Responder, exc: InferenceError, required: int = 0) -> None:
+        """Write ``exc`` as the response. Never raises: whatever the model's name or the message
+        hold, the field written is at most 63 UTF-8 bytes without NUL and the text is cut at 1 MiB."""
         assert ch.resp is not None
         ch.wkey = None
         text = exc.message.encode("utf-8", "replace")[:_MAX_TEXT]
+        model = r.model.encode("utf-8", "replace").replace(b"\0", b"")[:63].decode("utf-8", "ignore")
         write_response(
             ch.resp,
             request_id=r.request_id,
             status=int(exc.code),
-            model=r.model[:63],
+            model=model,
             text=text,
             required_bytes=required,
         )
@@ -178,9 +181,7 @@ class Answers:
         key: tuple[Any, ...],
     ) -> None:
         assert ch.resp is not None
-        params = dict(value.parameters)
-        text = str(params.pop("__text__", "")).encode()
-        raw_params = encode_params(params)
+        text, raw_params = text_and_params(value.parameters, r.request_id)
         specs = [
             (n, DataType.from_numpy(a.dtype), a.shape) for n, a in zip(value.outputs, arrays, strict=True)
         ]

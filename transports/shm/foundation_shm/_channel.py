@@ -15,7 +15,7 @@ import posix_ipc
 from foundation_ml.errors import BadVersion, ServerUnavailable
 
 from . import _layout as L
-from ._codec import TensorRef
+from ._codec import Limits, TensorRef
 from ._liveness import is_alive
 from ._readers import ResponseReader
 from ._segments import Segment, open_semaphore, segment_mode, unlink_segment
@@ -53,8 +53,12 @@ class _Connection:
             self.channel_count = u32[_R.CHANNEL_COUNT // 4]
             self.max_bytes = u64[_R.MAX_REQUEST_BYTES // 8]
             self.capacity = u64[_R.DEFAULT_CAPACITY // 8]
+            # responses are held to the server's own published limits (spec 3, 8 step 6)
+            self.limits = Limits(max_tensors=u32[_R.MAX_TENSORS // 4])
             self.mode = segment_mode(L.control_name(name))
             self.check()
+            if u32[_R.STATE // 4] != L.RegionState.READY:  # spec 10.1: a STOPPING server takes no one new
+                raise ServerUnavailable(f"shm server {name!r} is stopping")
             self.mutex = open_semaphore(L.mutex_name(name))
             self.bell = open_semaphore(L.doorbell_name(name))
         except BaseException:
@@ -143,7 +147,7 @@ class _Channel:
         self.data, self.gen = data, gen
         self.req, self.resp = data.buf[:req_cap], data.buf[req_cap:].toreadonly()
         self.req_cap, self.resp_cap = req_cap, resp_cap
-        self.reader = ResponseReader(self.resp, resp_cap)
+        self.reader = ResponseReader(self.resp, resp_cap, self.conn.limits)
 
     def detach(self) -> None:
         self.wkey, self.wval = None, ([], 0, 0, [])  # drop the views before unmapping

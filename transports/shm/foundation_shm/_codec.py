@@ -278,8 +278,15 @@ _DTYPES = {d.code: (d, d.numpy, d.itemsize) for d in DataType}
 
 
 def _text(raw: bytes, what: str, request_id: int) -> str:
+    """A fixed text field: UTF-8 ended by a NUL within the field (spec section 8)."""
+    head, nul, _ = raw.partition(b"\0")
+    if not nul:
+        raise InvalidInput(
+            f"{what} has no NUL within its {len(raw)} bytes (at most {len(raw) - 1} bytes of text)",
+            request_id=request_id,
+        )
     try:
-        return raw.partition(b"\0")[0].decode("utf-8")
+        return head.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput(f"{what} is not valid UTF-8", request_id=request_id) from None
 
@@ -353,11 +360,15 @@ def _check_crc(area: Any, payload: int, crc: int, rid: int, data: Sequence[np.nd
         raise BadChecksum(f"CRC32 0x{got:08X} != 0x{crc:08X} in the header", request_id=rid)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _params(raw: bytes, rid: int) -> dict[str, Any]:
     if not raw:
         return {}
-    try:
-        value = json.loads(raw)
+    try:  # strictly UTF-8 (json.loads would sniff UTF-16 and take a BOM), strictly JSON (no NaN)
+        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError):
         raise InvalidInput("params are not valid UTF-8 JSON", request_id=rid) from None
     if not isinstance(value, dict) or not all(
@@ -476,6 +487,8 @@ def decode_response(
     outputs: dict[str, np.ndarray] = {}
     for _ in range(n_out):
         name, array = decode_tensor(area, at, size, limits, rid)
+        if name in outputs:
+            raise InvalidInput(f"output {name!r} appears twice", request_id=rid)
         outputs[name] = array
         at += DESC_SIZE
     if flags & _DATA_CRC:
@@ -498,8 +511,24 @@ def decode_response(
     )
 
 
+def text_and_params(parameters: Mapping[str, Any], request_id: int) -> tuple[bytes, bytes]:
+    """A response's text (its ``__text__`` parameter: a JSON document or a message) and its other
+    parameters as JSON. Text over 1 MiB is ``TooLarge`` here, not a malformed response there."""
+    params = dict(parameters)
+    text = str(params.pop("__text__", "")).encode()
+    if len(text) > _MAX_TEXT:
+        raise TooLarge(f"a response text of {len(text)} bytes (at most {_MAX_TEXT})", request_id=request_id)
+    return text, encode_params(params)
+
+
 def encode_params(params: Mapping[str, Any]) -> bytes:
-    return json.dumps(dict(params), separators=(",", ":"), sort_keys=True).encode() if params else b""
+    """Parameters as the protocol's JSON; NaN and infinities are not JSON (``InvalidInput``)."""
+    if not params:
+        return b""
+    try:
+        return json.dumps(dict(params), separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+    except ValueError as exc:
+        raise InvalidInput(f"parameters cannot be sent as JSON: {exc}") from None
 
 
 def error_status(exc: InferenceError) -> int:

@@ -21,7 +21,7 @@ from foundation_ml import DataType, InferenceRequest, InferenceResponse
 from foundation_ml.errors import CudaUnavailable, InferenceError, InternalError, InvalidInput, TooLarge
 
 from . import _layout as L
-from ._codec import encode_params, layout, request_payload_size, response_payload_size
+from ._codec import encode_params, layout, request_payload_size, response_payload_size, text_and_params
 from ._cuda_desc import (
     FLAG_CUDA_IPC,
     CudaIpcRef,
@@ -219,9 +219,7 @@ class ServerCuda:
             raise TooLarge(
                 f"{len(tensors)} outputs (at most {answers.limits.max_tensors})", request_id=r.request_id
             )
-        params = dict(value.parameters)
-        text = str(params.pop("__text__", "")).encode()
-        raw_params = encode_params(params)
+        text, raw_params = text_and_params(value.parameters, r.request_id)
         refs, end = layout(host, response_payload_size(len(tensors), len(text), len(raw_params)))
         if not answers.fits(ch, r, end):
             return

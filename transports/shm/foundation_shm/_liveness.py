@@ -33,6 +33,17 @@ def is_alive(pid: int, started: int) -> bool:
         return False
 
 
+def is_running(pid: int) -> bool:
+    """True while process ``pid`` exists and is not a zombie (for a pid recorded without its start
+    time: the region mutex's holder)."""
+    if pid <= 0:
+        return False
+    try:
+        return _stat_fields(pid)[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
 def lock_is_held(path: str) -> bool:
     """True if some process holds an exclusive flock on ``path`` (a live server)."""
     try:

@@ -37,7 +37,7 @@ from ._codec import (
 )
 from ._cuda_desc import decoded as _cuda_decoded
 from ._cuda_ipc import ServerCuda
-from ._liveness import ServerLock, is_alive, start_time
+from ._liveness import ServerLock, is_alive, is_running, start_time
 from ._objects import remove_objects
 from ._options import ServeOptions
 from ._options import options as _options
@@ -388,7 +388,7 @@ class ShmServer(TransportServer):
     def _reap(self) -> None:
         u32, u64 = self._ctl.u32, self._ctl.u64
         holder = u32[_R.MUTEX_HOLDER // 4]
-        if holder and not os.path.exists(f"/proc/{holder}"):
+        if holder and not is_running(holder):  # gone, or a zombie (spec 10.3 counts it as gone)
             log.warning("shm %s: pid %d died holding the region mutex; releasing it", self.name, holder)
             u32[_R.MUTEX_HOLDER // 4] = 0
             self._mutex.release()

@@ -234,7 +234,22 @@ def _cases() -> dict[str, tuple[str, Callable[[], bytearray]]]:
             "response",
             lambda: _poke(_response({}, request_id=21), 0, "<I", 0x1234F0C0, False),
         ),
+        "error_response_duplicate_output": (  # the second output renamed "y" too, CRC resealed
+            "response",
+            lambda: _rename(
+                _response({"y": np.ones(2, np.float32), "z": np.zeros(2, np.float32)}, request_id=22),
+                _DESC0 + DESC_SIZE,
+                "y",
+            ),
+        ),
     }
+
+
+def _rename(buf: bytearray, desc: int, name: str) -> bytearray:
+    """Overwrite the name of the descriptor at ``desc`` and reseal the CRC."""
+    raw = name.encode()
+    buf[desc : desc + 64] = raw + bytes(64 - len(raw))
+    return _reseal(buf)
 
 
 def _corrupt_data(buf: bytearray) -> bytearray:

@@ -10,6 +10,7 @@ from foundation_shm._codec import (
     Limits,
     decode_request,
     decode_response,
+    encode_params,
     layout,
     request_payload_size,
     response_payload_size,
@@ -17,6 +18,7 @@ from foundation_shm._codec import (
     write_response,
 )
 from foundation_shm._layout import MessageFlag
+from foundation_shm._vectors import _reseal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -147,3 +149,39 @@ def test_data_offset_overflowing_the_area_is_rejected_not_wrapped() -> None:
 def test_names_too_long_are_refused_at_encoding() -> None:
     with pytest.raises(InvalidInput, match="at most 63"):
         _encode_request({"x" * 64: np.zeros(1, np.uint8)}, request_id=1, model="m")
+
+
+@pytest.mark.parametrize("field", ["model", "tensor"])
+def test_a_fixed_text_field_without_its_nul_is_invalid_input(field: str) -> None:
+    buf = _encode_request({"x": np.zeros(2, np.float32)}, request_id=1, model="m")
+    at = 32 if field == "model" else 32 + 112  # the model name, or the first descriptor's name
+    buf[at : at + 64] = b"a" * 64
+    _reseal(buf)
+    with pytest.raises(InvalidInput, match="name has no NUL within its 64 bytes"):
+        decode_request(bytes(buf))
+
+
+@pytest.mark.parametrize(
+    "raw", ['{"a":1}'.encode("utf-16"), b'{"a":NaN}', b'{"a":Infinity}', b'\xef\xbb\xbf{"a":1}']
+)
+def test_params_must_be_strict_utf8_json(raw: bytes) -> None:
+    buf = bytearray(512)
+    payload = write_request(buf, request_id=1, model="m", params=raw)
+    assert payload
+    with pytest.raises(InvalidInput, match="params are not valid UTF-8 JSON"):
+        decode_request(bytes(buf))
+
+
+def test_nan_parameters_are_refused_before_they_are_sent() -> None:
+    with pytest.raises(InvalidInput, match="parameters cannot be sent as JSON"):
+        encode_params({"t": float("nan")})
+
+
+def test_a_response_naming_an_output_twice_is_invalid_input() -> None:
+    refs, end = layout(
+        [("y", DataType.FP32, (1,)), ("y", DataType.FP32, (1,))], response_payload_size(2, 0, 0)
+    )
+    buf = bytearray(end)
+    write_response(buf, request_id=1, outputs=refs)
+    with pytest.raises(InvalidInput, match="output 'y' appears twice"):
+        decode_response(bytes(buf))

@@ -169,6 +169,50 @@ def test_a_stopped_server_fails_its_clients_with_server_unavailable(name: str) -
     assert objects_of(name) == []
 
 
+def test_a_stopping_server_takes_no_new_client(name: str) -> None:
+    """Spec 10.1 step 2: connect needs READY; STOPPING still answers the clients it has."""
+    with ShmTransport().serve(name, EchoHandler()) as server:
+        words = server._ctl.u32  # type: ignore[attr-defined]
+        with ShmTransport().connect(name) as client:
+            words[L.RegionField.STATE // 4] = L.RegionState.STOPPING
+            try:
+                with pytest.raises(ServerUnavailable, match="is stopping"):
+                    ShmTransport().connect(name)
+                assert client.infer(InferenceRequest("echo", {"x": np.ones(1)})).outputs["x"][0] == 1
+            finally:
+                words[L.RegionField.STATE // 4] = L.RegionState.READY
+
+
+def test_a_zombie_holding_the_region_mutex_is_released(name: str) -> None:
+    """Spec 10.4: the mutex of a holder that died (a zombie counts as dead, 10.3) is posted."""
+    server = ShmTransport().serve(name, EchoHandler(), heartbeat_ms=50)
+    child_code = (
+        "import mmap, os, struct, posix_ipc\n"
+        f"posix_ipc.Semaphore({L.mutex_name(name)!r}).acquire()\n"
+        f"m = posix_ipc.SharedMemory({L.control_name(name)!r})\n"
+        "mm = mmap.mmap(m.fd, 256)\n"
+        f"at = {int(L.RegionField.MUTEX_HOLDER)}\n"
+        "mm[at : at + 4] = struct.pack('<I', os.getpid())\n"
+        "os._exit(0)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", child_code])
+    try:
+        _until(lambda: _state_of(child.pid) == "Z", "the holder to become a zombie")
+        with ShmTransport().connect(name, connect_timeout=2.0) as client:  # not Overloaded
+            assert client.infer(InferenceRequest("echo", {"x": np.ones(1)})).outputs["x"][0] == 1
+    finally:
+        child.wait()
+        server.stop()
+
+
+def _state_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
 def test_connecting_to_no_server_is_server_unavailable(name: str) -> None:
     with pytest.raises(ServerUnavailable, match="no shm server"):
         ShmTransport().connect(name)
