@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,13 +18,14 @@ from foundation_shm._server import ShmServer
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from foundation_ml import InferenceRequest
+from foundation_ml import InferenceRequest, InferenceResponse
 from foundation_ml.errors import (
     DeadlineExceeded,
     ErrorCode,
     HandlerError,
     InferenceError,
     InternalError,
+    InvalidInput,
     ModelNotFound,
     Overloaded,
     TooLarge,
@@ -182,3 +185,36 @@ def test_a_bug_in_the_server_costs_one_request_not_the_server(
         with pytest.raises(InternalError, match="failed on this request"):
             client.infer(InferenceRequest("echo", {"x": np.zeros(1)}), timeout=10)
         _still_serves(client)
+
+
+class _Outsized:
+    """A handler whose answers break limits: a metadata document over 1 MiB, 70 outputs, and a
+    model name no fixed field can hold, answered from another thread."""
+
+    def __call__(self, request: InferenceRequest, respond: Any) -> None:
+        if request.model == "many":
+            respond(
+                InferenceResponse(request.id, "many", {f"o{i}": np.zeros(1, np.uint8) for i in range(70)})
+            )
+        else:  # a name of 32 two-byte characters: 64 UTF-8 bytes, one too many
+            threading.Timer(0.001, respond, [InferenceResponse(request.id, "é" * 32, {})]).start()
+
+    def metadata(self, model: str) -> dict[str, Any]:
+        return {"blob": "x" * (2 << 20)}
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+def test_answers_that_break_limits_are_typed_errors_and_the_channel_goes_on(name: str) -> None:
+    with (
+        ShmTransport().serve(name, _Outsized(), max_tensors=100),
+        ShmTransport().connect(name, timeout=5.0) as client,
+    ):
+        with pytest.raises(TooLarge, match=r"a response text of \d+ bytes \(at most 1048576\)"):
+            client.metadata("m")
+        # the server allows 100 tensors: the client takes 70 outputs (its own default is 64)
+        assert len(client.infer(InferenceRequest("many", {"x": np.ones(1)})).outputs) == 70
+        with pytest.raises(InvalidInput, match="must be at most 63 UTF-8 bytes"):
+            client.infer(InferenceRequest("late", {"x": np.ones(1)}))
+        assert len(client.infer(InferenceRequest("many", {"x": np.ones(1)})).outputs) == 70  # not busy
