@@ -260,10 +260,11 @@ class ShmServer(TransportServer):
         if not name.startswith(f"/fdn-{self.name}-d{ch.index}-"):
             raise InternalError(f"channel {ch.index}: data segment name {name!r} is not this channel's")
         data = Segment.open(name)
-        if req_cap + resp_cap > data.size or req_cap % L.PAGE:
+        if req_cap + resp_cap > data.size or req_cap % L.PAGE or resp_cap % L.PAGE:
             data.close()
             raise InternalError(
-                f"channel {ch.index}: capacities {req_cap}+{resp_cap} exceed {name} ({data.size})"
+                f"channel {ch.index}: capacities {req_cap}+{resp_cap} are not multiples of {L.PAGE} "
+                f"within {name} ({data.size} bytes)"
             )
         ch.data, ch.gen = data, ctl.u64[ch.gen_word]
         ch.req = data.buf[:req_cap].toreadonly()

@@ -218,3 +218,27 @@ def test_answers_that_break_limits_are_typed_errors_and_the_channel_goes_on(name
         with pytest.raises(InvalidInput, match="must be at most 63 UTF-8 bytes"):
             client.infer(InferenceRequest("late", {"x": np.ones(1)}))
         assert len(client.infer(InferenceRequest("many", {"x": np.ones(1)})).outputs) == 70  # not busy
+
+
+def test_a_channel_publishing_capacities_off_the_page_size_is_refused(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Spec 4: both capacities are multiples of 4096. A client that publishes another (by hand,
+    here) is not mapped: its request is refused and logged, and it waits out its own deadline."""
+    from foundation_shm._channel import _C
+
+    with (
+        ShmTransport().serve(name, EchoHandler(), channels=2),
+        ShmTransport().connect(name, timeout=1.0, channels=1) as bad,
+        ShmTransport().connect(name, channels=1) as good,
+    ):
+        _still_serves(bad)
+        ch = bad._take(0)
+        words = ch.conn.ctl.u64
+        words[(ch.base + _C.RESPONSE_CAPACITY) // 8] = ch.resp_cap - 8
+        words[(ch.base + _C.DATA_GEN) // 8] += 1  # the server maps the channel's segment again
+        bad._give(ch)
+        with caplog.at_level("WARNING", logger="foundation_shm"), pytest.raises(DeadlineExceeded):
+            bad.infer(InferenceRequest("echo", {"x": np.ones(1)}))
+        assert "are not multiples of 4096" in caplog.text
+        _still_serves(good)
