@@ -72,6 +72,7 @@ class RetryPolicy:
             delay = base * attempt
         else:
             delay = base * self.multiplier ** (attempt - 1)
-        if self.jitter:
-            delay *= rand
-        return min(self.max_delay, delay)
+        delay = min(self.max_delay, delay)
+        # full jitter after the cap: uniform(0, min(max_delay, d)). Jitter before the cap would make
+        # most waits exactly max_delay once d passes it, bunching retries again.
+        return delay * rand if self.jitter else delay

@@ -88,6 +88,8 @@ def test_full_jitter_stays_below_the_nominal_delay(policy: RetryPolicy, attempt:
     nominal = attrs.evolve(policy, jitter=False).delay_for(attempt)
     jittered = attrs.evolve(policy, jitter=True).delay_for(attempt, rand=rand)
     assert 0 <= jittered <= nominal
+    # uniform over [0, the capped delay]: jitter after the cap, so waits past it do not bunch at it
+    assert jittered == nominal * rand
 
 
 @given(policies.filter(lambda p: p.backoff == "decorrelated"), st.floats(0, 3600), rands)

@@ -154,6 +154,9 @@ def _thread(fn: Callable[..., Any], limit: _Deadline) -> Callable[..., Any]:
         try:
             return future.result(timeout=seconds)
         except concurrent.futures.TimeoutError:
+            # a call still queued for a worker never starts once its caller has given up (a retry
+            # around this must not run it twice); one already running runs on, as documented
+            future.cancel()
             raise limit.exceeded() from None
 
     return call

@@ -57,6 +57,25 @@ def test_thread_mode_stops_waiting_at_the_deadline() -> None:
         release.set()
 
 
+def test_thread_mode_never_starts_a_call_whose_caller_gave_up_waiting_for_a_worker() -> None:
+    """With every worker busy, a call times out while still queued: it must not run later (a
+    retry around it would run it twice)."""
+    from foundation_timeout._wrap import _worker_pool
+
+    release, ran = threading.Event(), []
+    busy = [_worker_pool().submit(release.wait) for _ in range(_worker_pool()._max_workers)]
+    protected = timeout_factory(TimeoutPolicy(timeout=0.05, sync_mode="thread"))(lambda: ran.append(1))
+    try:
+        with pytest.raises(TimeoutExceeded):
+            protected()
+    finally:
+        release.set()
+        for f in busy:
+            f.result(timeout=5)
+    _worker_pool().submit(lambda: None).result(timeout=5)  # the queue has drained
+    assert ran == []
+
+
 def test_thread_mode_returns_the_result_and_raises_own_errors() -> None:
     protected = timeout_factory(TimeoutPolicy(timeout=30, sync_mode="thread"))(lambda x: 10 // x)
     assert protected(2) == 5
