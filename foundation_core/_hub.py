@@ -149,6 +149,8 @@ class Hub:
 
     def _check_requirements(self) -> None:
         for info in list(self.plugins.values()):
+            if info.status not in {"loaded", "app"}:  # failed or not selected: nothing to check
+                continue
             needs = getattr(info.plugin, "FOUNDATION_REQUIRES", ()) if info.plugin is not None else ()
             for need in needs:
                 other = self.plugins.get(need)
@@ -374,6 +376,8 @@ def start(
         hub.load_entry_points()
     for obj in installed:
         hub.register(obj, override=False)
+    if installed:  # exactly as if they were installed: their FOUNDATION_REQUIRES are checked too
+        hub._check_requirements()
     for obj in plugins:
         hub.register(obj)
     hub.run_registration()

@@ -204,3 +204,22 @@ def test_a_section_reference_without_a_colon_is_refused_at_registration() -> Non
     adder = foundation_core.SectionAdder()
     with pytest.raises(ValueError, match=r"'foundation_retry\.RetryPolicy' is not 'module:Class'"):
         adder("retry", "foundation_retry.RetryPolicy")
+
+
+class Needy:
+    foundation_name = "needy_obj"
+    FOUNDATION_REQUIRES = ("nonexistent",)
+
+    @hookimpl
+    def foundation_register_patterns(self, register: foundation_core.Registrar) -> None:
+        register("needy_pattern", lambda policy: lambda fn: fn)
+
+
+def test_an_installed_object_whose_requirement_is_missing_is_reported_not_loaded() -> None:
+    """``start(installed=[...])`` treats the objects as installed plugins: FOUNDATION_REQUIRES too."""
+    with (
+        pytest.warns(foundation_core.FoundationPluginWarning, match="it needs plugin 'nonexistent'"),
+        start(installed=[Needy()], entry_points=False, env={"FOUNDATION_PLUGINS": ""}) as hub,
+    ):
+        assert hub.plugins["needy_obj"].status == "failed"
+        assert "needy_pattern" not in hub.patterns
