@@ -110,6 +110,23 @@ def test_values_orjson_cannot_encode_are_written_as_repr(tmp_path, read_lines):
     assert (line["where"], line["tags"]) == (repr(Path("/x")), ["a"])
 
 
+@pytest.mark.parametrize("output", ["file", "stderr"])
+def test_values_orjson_refuses_outright_never_make_a_log_call_raise(tmp_path, read_lines, capsys, output):
+    """orjson raises for integers past 64 bits and lone surrogates without asking its fallback."""
+    path = json_file(tmp_path) if output == "file" else None
+    if path is None:
+        configure_logging(LoggingSettings(format="json", output="stderr"))
+    get_logger().info("e", n=2**70, path="caf\udce9", nested={"k": [2**65, "ok\ud800"]}, small=5)
+    if path is not None:
+        [line] = read_lines(path)
+    else:
+        import json
+
+        line = json.loads(capsys.readouterr().err)
+    assert (line["n"], line["path"], line["small"]) == (repr(2**70), "caf\\udce9", 5)
+    assert line["nested"] == {"k": [repr(2**65), "ok\\ud800"]}
+
+
 def test_console_format_writes_readable_lines(tmp_path):
     path = tmp_path / "console.log"
     configure_logging(LoggingSettings(format="console", output=str(path)))
