@@ -13,6 +13,11 @@ _LOGGER_NAME = "foundation"
 
 
 def _log(level: str, event: str, **fields: Any) -> None:
+    # Before anything configured structlog (this plugin at configure time, or the application),
+    # its default would print to stdout, into a command's --json output: write nothing then.
+    # A plugin that fails before that is reported by the hub's warning on stderr.
+    if not structlog.is_configured():
+        return
     getattr(structlog.get_logger(_LOGGER_NAME), level)(event, **fields)
 
 

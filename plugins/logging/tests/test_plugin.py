@@ -115,3 +115,13 @@ def test_an_output_that_cannot_be_opened_is_reported_with_its_key_and_source(tmp
     [problem] = info.value.problems
     assert (problem.path, problem.source) == ("logging.output", "settings.toml:logging.output")
     assert problem.message.startswith(f"cannot open {str(blocker / 'app.log')!r} for appending")
+
+
+def test_an_event_before_logging_is_configured_writes_nothing_to_stdout(capsys):
+    """structlog's default would print it on stdout, into a command's --json output."""
+    import structlog
+    from foundation_logging import _events
+
+    structlog.reset_defaults()
+    _events.plugin_error("broken", None, RuntimeError("boom"))
+    assert capsys.readouterr().out == ""
