@@ -73,6 +73,28 @@ def test_batch_stacks_requests_and_returns_each_its_own_rows(runtime: MLRuntime)
         np.testing.assert_array_equal(response.outputs["y"], np.full((n, 4), i * 10, np.float32))
 
 
+def test_a_request_whose_inputs_disagree_on_rows_runs_alone(runtime: MLRuntime) -> None:
+    """Stacked and split back by the first input's rows, such a request would take rows of
+    another caller's second input: it runs alone, as unbatched."""
+    calls: list[tuple[int, int]] = []
+
+    def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        calls.append((a.shape[0], b.shape[0]))
+        return a + b
+
+    model = FunctionModel(add, inputs={"a": "FP32[-1, 1]", "b": "FP32[-1, 1]"}, outputs={"y": "FP32[-1, 1]"})
+    runtime.register_model("m", model, max_batch_size=2, max_wait_us=LONG_WAIT_US, warmup=False)
+    col = lambda *v: np.array([[x] for x in v], np.float32)  # noqa: E731
+    requests = [
+        InferenceRequest("m", {"a": col(100), "b": col(1, 2)}, id=1),  # broadcasts: 2 rows
+        InferenceRequest("m", {"a": col(1000, 2000), "b": col(5)}, id=2),
+    ]
+    got = submit(runtime, Replies(), requests)
+    np.testing.assert_array_equal(got[1].outputs["y"], col(101, 102))  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(got[2].outputs["y"], col(1005, 2005))  # type: ignore[attr-defined]
+    assert sorted(calls) == [(1, 2), (2, 1)]  # each alone, never stacked
+
+
 def test_batch_size_is_capped(runtime: MLRuntime) -> None:
     rec = Recorder()
     runtime.register_model("m", rec.model, max_batch_size=2, max_wait_us=LONG_WAIT_US, warmup=False)
