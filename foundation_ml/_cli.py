@@ -37,10 +37,9 @@ def serve_main(args: argparse.Namespace, hub: Hub) -> int:
     from ._runtime import MLRuntime
 
     hub.configure(args.config, args.set)
-    try:  # before any model loads: a name the transport refuses, or no such transport
-        hub.transports.get(args.transport)().check_address(args.name)
-    except ValueError as exc:
-        print(f"foundation serve: error: {exc}", file=sys.stderr)
+    problem = _serve_problem(args, hub)
+    if problem:
+        print(f"foundation serve: error: {problem}", file=sys.stderr)
         return 2
     hub.startup()
     try:
@@ -53,7 +52,9 @@ def serve_main(args: argparse.Namespace, hub: Hub) -> int:
             for name, spec in models:
                 if name is None:
                     if not is_package(spec):
-                        print(f"foundation serve: --model {spec!r}: write NAME=SPEC", file=sys.stderr)
+                        missing = _looks_like_a_path(spec) and not Path(spec).exists()
+                        what = "no such model package" if missing else "write NAME=SPEC"
+                        print(f"foundation serve: --model {spec!r}: {what}", file=sys.stderr)
                         return 2
                     name = open_package(spec).name
                 try:
@@ -75,15 +76,41 @@ def serve_main(args: argparse.Namespace, hub: Hub) -> int:
 
             try:
                 runtime.serve(args.transport, args.name, ready=ready, metrics_file=args.metrics_file)
-            except ValueError as exc:  # a name or option the transport refuses (``a/b`` for shm)
+            except ValueError as exc:  # an option the transport refuses
                 print(f"foundation serve: error: {exc}", file=sys.stderr)
                 return 2
+            except OSError as exc:  # the name is taken by a live server; the metrics file went away
+                print(f"foundation serve: error: {exc}", file=sys.stderr)
+                return 1
         finally:
             runtime.close()
         print("stopped: drained in-flight requests and released the transport")
         return 0
     finally:
         hub.shutdown()
+
+
+def _serve_problem(args: argparse.Namespace, hub: Hub) -> str:
+    """What makes these ``serve`` arguments unusable, found before any model loads ("" if none):
+    no such transport, a name it refuses (``a/b`` for shm), a metrics file that cannot be written."""
+    from foundation_core.errors import NotRegisteredError
+
+    try:
+        hub.transports.get(args.transport)().check_address(args.name)
+    except (NotRegisteredError, ValueError) as exc:
+        return str(exc)
+    if args.metrics_file:
+        probe = Path(f"{args.metrics_file}.tmp")  # where the file is written before each rename
+        try:
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            return f"--metrics-file {args.metrics_file}: cannot write it: {exc.strerror or exc}"
+    return ""
+
+
+def _looks_like_a_path(spec: str) -> bool:
+    return "/" in spec or spec.endswith((".zip", ".pt", ".pt2", ".ts", ".json"))
 
 
 def load_inputs(path: str | None, meta: dict[str, Any]) -> dict[str, np.ndarray]:

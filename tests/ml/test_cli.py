@@ -115,6 +115,35 @@ def test_package_to_a_place_it_cannot_write_is_named_not_a_traceback(tmp_path: P
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--transport", "nosuch"], "error: no transport named 'nosuch' is registered"),
+        (
+            ["--metrics-file", "/nonexistent/dir/m.prom"],
+            "error: --metrics-file /nonexistent/dir/m.prom: cannot",
+        ),
+        (["--model", "nosuch.zip"], "--model 'nosuch.zip': no such model package"),
+    ],
+)
+def test_serve_arguments_that_cannot_work_are_refused_before_any_model_loads(
+    argv: list[str], message: str, name: str
+) -> None:
+    proc = foundation("serve", "--name", name, *argv)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert "loaded demo" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_second_server_under_a_live_ones_name_is_named_not_a_traceback(name: str) -> None:
+    with ServerProcess(["--transport", "shm", "--name", name]):
+        proc = foundation("serve", "--name", name)
+    assert proc.returncode == 1
+    assert f"foundation serve: error: a live shm server already holds /dev/shm/fdn-{name}.lock" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_infer_reads_the_transports_config_section(name: str) -> None:
     # the [shm] section's client_* fields set the client's options: a bad one stops infer
     proc = foundation("--set", "shm.client_spin_us=-1", "infer", "--name", name)
