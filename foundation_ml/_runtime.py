@@ -352,6 +352,9 @@ def _check_outputs(name: str, model: LoadedModel, spec: str) -> None:
 
 
 def _output_problems(model: LoadedModel, got: dict[str, Any], batch: int) -> Iterator[str]:
+    extra = sorted(set(got) - {s.name for s in model.outputs})
+    if extra:  # served, they would reach clients while the metadata lists only the declared ones
+        yield f"output(s) {', '.join(extra)} not declared"
     for spec in model.outputs:
         array = got.get(spec.name)
         if array is None:

@@ -159,6 +159,17 @@ def test_model_whose_outputs_contradict_its_signature_is_not_served(runtime) -> 
     assert runtime.registry.names() == []
 
 
+def test_model_returning_outputs_it_does_not_declare_is_not_served(runtime) -> None:
+    extra = FunctionModel(
+        lambda x: {"y": x, "secret": x.astype(np.float64)},
+        inputs={"x": "FP32[-1, 4]"},
+        outputs={"y": "FP32[-1, 4]"},
+    )
+    with pytest.raises(ModelLoadError, match=r"output\(s\) secret not declared"):
+        runtime.register_model("extra", extra)
+    assert runtime.registry.names() == []
+
+
 def test_model_that_fails_warmup_is_not_served(runtime) -> None:
     def broken(x: np.ndarray) -> np.ndarray:
         raise RuntimeError("weights missing")
