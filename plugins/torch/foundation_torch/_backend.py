@@ -68,23 +68,27 @@ class TorchBackend(ModelBackend):
         if threads:
             torch.set_num_threads(int(threads))
         _check_device(name, device)
-        declared: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] = (
+        given: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] = (
             parse_signature(inputs),
             parse_signature(outputs),
         )
-        source = "arguments" if declared[0] else ""
+        # a side passed as an argument wins; the other comes from the package, the file or the
+        # module's foundation_signature, in that order
+        complete = bool(given[0] and given[1])
+        declared = given
+        source = "arguments" if complete else ""
         version = ""
         if is_package(spec):
             pkg = open_package(spec)
             module = _build(name, str(pkg.manifest["factory"]), pkg.manifest.get("factory_kwargs") or {})
             _load_weights(name, module, pkg.files.get(WEIGHTS), pkg.where(WEIGHTS))
             _check_declared(name, module, (pkg.inputs, pkg.outputs), pkg.where("manifest.json"))
-            declared = declared if declared[0] else (pkg.inputs, pkg.outputs)
+            declared = _fill(given, (pkg.inputs, pkg.outputs))
             source, version = source or pkg.where("manifest.json"), pkg.version
         elif isinstance(spec, str | Path) and Path(spec).suffix in (*_SCRIPT_SUFFIXES, ".pt2"):
             module, file_sig = _load_file(name, Path(spec), device)
-            if not declared[0] and file_sig:
-                declared, source = file_sig, f"{spec}:{SIGNATURE_FILE}"
+            if not complete and file_sig:
+                declared, source = _fill(given, file_sig), f"{spec}:{SIGNATURE_FILE}"
         elif isinstance(spec, str):
             if ":" not in spec:
                 raise ModelLoadError(
@@ -96,8 +100,15 @@ class TorchBackend(ModelBackend):
             module = spec
         else:
             raise ModelLoadError(f"cannot load a {type(spec).__name__} as a torch model", model=name)
-        if not declared[0]:
-            declared = _attribute_signature(name, module)
+        if not (declared[0] and declared[1]):
+            if (given[0] or given[1]) and not getattr(module, "foundation_signature", None):
+                missing = "outputs=" if given[0] else "inputs="
+                raise ModelLoadError(
+                    f"{type(module).__name__} declares no foundation_signature to take the rest of "
+                    f"the signature from: pass {missing} too",
+                    model=name,
+                )
+            declared = _fill(given, _attribute_signature(name, module))
             source = source or f"{type(module).__name__}.foundation_signature"
         exported = isinstance(spec, str | Path) and Path(spec).suffix == ".pt2"
         if isinstance(module, torch.nn.Module) and not exported:  # export modules refuse .eval()
@@ -278,3 +289,11 @@ def _load_file(
         raise ModelLoadError(
             f"{path}:{SIGNATURE_FILE} is invalid: {exc}", model=name, file=str(path)
         ) from None
+
+
+def _fill(
+    given: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]],
+    found: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]],
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The signature passed as arguments, each side missing there taken from ``found``."""
+    return (given[0] or found[0], given[1] or found[1])

@@ -66,6 +66,15 @@ def test_module_without_signature_needs_one(runtime: MLRuntime) -> None:
     assert runtime.metadata("m")["batching"]["batchable"] is True
 
 
+def test_one_side_of_the_signature_passed_takes_the_other_from_the_module(runtime: MLRuntime) -> None:
+    runtime.register_model("m", build_demo(), outputs={"logits": "FP32[-1, 10]"})  # inputs: the module's
+    meta = runtime.metadata("m")
+    assert [o["name"] for o in meta["outputs"]] == ["logits"]
+    assert [i["name"] for i in meta["inputs"]] == ["x"]
+    with pytest.raises(ModelLoadError, match=r"Linear declares no foundation_signature .*: pass outputs="):
+        runtime.register_model("n", torch.nn.Linear(4, 2), inputs={"x": "FP32[-1, 4]"})
+
+
 def test_torchscript_file_carries_its_signature(runtime: MLRuntime, tmp_path: Path) -> None:
     module = build_demo()
     path = save_torchscript(module, tmp_path / "demo.pt")
