@@ -27,6 +27,7 @@ from safetensors.torch import save as save_safetensors
 
 from foundation_core._registry import resolve_ref
 from foundation_ml._backend import LoadedModel, ModelBackend
+from foundation_ml._names import MAX_VERSION_BYTES, check_name
 from foundation_ml._package import is_package, open_package, write_package
 from foundation_ml._signature import SignatureLike, parse_signature
 from foundation_ml._types import TensorSpec
@@ -136,6 +137,8 @@ class TorchBackend(ModelBackend):
         **options: Any,
     ) -> Path:
         """Write a package: the factory's module's weights as safetensors plus the manifest."""
+        check_name(name, "the package's model name")  # before the factory builds anything
+        check_name(version, "the package's version", MAX_VERSION_BYTES)
         if not isinstance(spec, str) or ":" not in spec:
             raise ModelLoadError(f"a package needs a factory reference 'pkg.module:build', got {spec!r}")
         module = _build(name, spec, factory_kwargs or {})

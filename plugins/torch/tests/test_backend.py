@@ -216,3 +216,12 @@ def test_threads_hold_in_every_thread_that_calls_the_model() -> None:
     assert out.returncode == 0, out.stderr
     expected, during = map(int, out.stdout.split())  # the process's threads and the serving one
     assert during == expected, f"{during - expected} thread(s) started by a model loaded with threads=1"
+
+
+def test_package_checks_the_name_before_the_factory_builds_anything(tmp_path: Path) -> None:
+    from foundation_torch import TorchBackend
+
+    # the factory does not even exist: the name is refused first
+    with pytest.raises(ValueError, match="the package's model name 'n{64}' must be 1-63 UTF-8 bytes"):
+        TorchBackend().package("no_such_module_here:build", tmp_path / "p", name="n" * 64)
+    assert list(tmp_path.iterdir()) == []
