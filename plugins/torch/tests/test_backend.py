@@ -222,6 +222,6 @@ def test_package_checks_the_name_before_the_factory_builds_anything(tmp_path: Pa
     from foundation_torch import TorchBackend
 
     # the factory does not even exist: the name is refused first
-    with pytest.raises(ValueError, match="the package's model name 'n{64}' must be 1-63 UTF-8 bytes"):
+    with pytest.raises(ValueError, match=r"the package's model name 'n{64}' must be 1-63 UTF-8 bytes"):
         TorchBackend().package("no_such_module_here:build", tmp_path / "p", name="n" * 64)
     assert list(tmp_path.iterdir()) == []
