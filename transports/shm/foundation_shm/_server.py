@@ -73,6 +73,7 @@ class ShmServer(TransportServer):
         mode = opts.mode
         self._lock = ServerLock(L.lock_file(self.name), mode)
         self._stopping = False
+        self._drain_upto: dict[int, int] = {}  # at stop: each channel's request published by then
         self._running = True
         try:  # from here on, a failure removes what was made and lets the lock go
             remove_objects(self.name, keep_lock_file=True)  # we hold the lock: leftovers are stale
@@ -278,7 +279,7 @@ class ShmServer(TransportServer):
         word): its decoding is the cached one, with this request's id and deadline."""
         ch.busy = True
         if (
-            self._stopping
+            self._refusing(ch, seq)
             or ch.index in self._cuda.channels
             or (deadline and time.monotonic_ns() >= deadline)
         ):
@@ -328,7 +329,7 @@ class ShmServer(TransportServer):
             self._answer(_Responder(self, ch, seq, rid, model), InternalError(str(exc), request_id=rid))
             return
         respond = _Responder(self, ch, seq, dec.request_id, dec.model)
-        if self._stopping:
+        if self._refusing(ch, seq):
             respond(ShuttingDown("the server is stopping", model=dec.model, request_id=dec.request_id))
         elif dec.deadline_ns and time.monotonic_ns() >= dec.deadline_ns:
             respond(
@@ -426,14 +427,28 @@ class ShmServer(TransportServer):
 
     # --- stop ----------------------------------------------------------------------------------
 
+    def _refusing(self, ch: _Channel, seq: int) -> bool:
+        """Once stopping, a request is refused (ShuttingDown) unless its client had published it
+        before ``stop`` began: those are queued, and are served while the server drains."""
+        return self._stopping and seq > self._drain_upto.get(ch.index, 0)
+
+    def _draining(self) -> bool:
+        u64 = self._ctl.u64
+        return any(ch.busy for ch in self._channels) or any(
+            u64[self._channels[i].sseq] < upto for i, upto in self._drain_upto.items()
+        )
+
     def stop(self, drain_timeout: float = 5.0) -> None:
+        """Stop taking requests; answer those in flight and those already queued (published
+        before this call), for up to ``drain_timeout`` seconds; then release every object."""
         if not self._running:
             return
-        u32 = self._ctl.u32
+        u32, u64 = self._ctl.u32, self._ctl.u64
+        self._drain_upto = {ch.index: u64[ch.cseq] for ch in self._channels if u64[ch.cseq] != u64[ch.sseq]}
         self._stopping = True
         u32[_R.STATE // 4] = L.RegionState.STOPPING
         end = time.monotonic() + drain_timeout
-        while any(ch.busy for ch in self._channels) and time.monotonic() < end:
+        while self._draining() and time.monotonic() < end:
             time.sleep(0.005)
         self._running = False
         self._bell.release()

@@ -251,3 +251,43 @@ def test_a_zombie_counts_as_dead() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+class _Slow(EchoHandler):
+    """The echo, 0.2 s a request, on the serving thread: later requests queue behind it."""
+
+    def __call__(self, request: InferenceRequest, respond: Callable[..., None]) -> None:
+        time.sleep(0.2)
+        super().__call__(request, respond)
+
+
+def test_stop_answers_the_requests_already_queued_and_refuses_later_ones(name: str) -> None:
+    from foundation_ml.errors import ShuttingDown
+
+    server = ShmTransport().serve(name, _Slow())
+    clients = [ShmTransport().connect(name) for _ in range(4)]
+    results: dict[int, object] = {}
+
+    def call(k: int) -> None:
+        try:
+            request = InferenceRequest("echo", {"x": np.full(1, k)})
+            results[k] = clients[k].infer(request, timeout=10).outputs["x"][0]
+        except Exception as exc:
+            results[k] = exc
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    _until(lambda: sum(c["pending"] for c in _channel_words(name)) == 3, "3 requests queued")
+    stopper = threading.Thread(target=server.stop, kwargs={"drain_timeout": 10})
+    stopper.start()
+    _until(lambda: server._stopping, "the server to start stopping")  # type: ignore[attr-defined]
+    call(3)  # published after stop began: refused, while the queued three are still served
+    for t in threads:
+        t.join(15)
+    stopper.join(15)
+    assert {k: results[k] for k in range(3)} == {0: 0, 1: 1, 2: 2}
+    assert isinstance(results[3], ShuttingDown), results[3]
+    for c in clients:
+        c.close()
+    assert objects_of(name) == []
