@@ -22,7 +22,8 @@ from ._env import env_layer, overrides_layer
 from ._files import default_files, read_file
 from ._freeze import freeze_section
 from ._interpolate import MISSING, interpolate
-from ._layers import Layer, merge_into
+from ._layers import Layer, iter_leaves, merge_into
+from ._masking import from_secrets_file
 from ._structure import structure_section
 
 __all__ = ["ConfigWarning", "load_config"]
@@ -110,4 +111,12 @@ def load_config(
         for field in attrs.fields(cls)
         if field.init
     }
+    # a key inside a table field whose value came from a .secrets.* file is named too, even when
+    # another layer added keys beside it (the field's own source is then that layer's): ``config
+    # show`` masks it by this entry
+    for path, _ in iter_leaves({n: v for n, v in resolved.items() if n in sections}):
+        if path.count(".") >= 2 and path not in sources:
+            where = origin(path)
+            if from_secrets_file(where):
+                sources[path] = where
     return Config(built, sources)

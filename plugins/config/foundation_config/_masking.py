@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from ._files import SECRETS_PREFIX
 
-__all__ = ["MASK", "is_secret"]
+__all__ = ["MASK", "from_secrets_file", "is_secret"]
 
 MASK = "********"
 
@@ -17,5 +17,10 @@ def is_secret(path: str, source: str, names: Iterable[str]) -> bool:
     key = path.rpartition(".")[2].lower()
     if any(key == n or key.endswith("_" + n) for n in names):
         return True
+    return from_secrets_file(source)
+
+
+def from_secrets_file(source: str) -> bool:
+    """Whether ``source`` (``".secrets.toml:db.password"``) names a ``.secrets.*`` file."""
     file = source.partition(":")[0] if ":" in source and not source.startswith(("env ", "--set")) else ""
     return file.replace("\\", "/").rpartition("/")[2].startswith(SECRETS_PREFIX)

@@ -10,7 +10,7 @@ import attrs
 
 from foundation_core import Config
 
-from ._masking import MASK, is_secret
+from ._masking import MASK, from_secrets_file, is_secret
 from ._settings import DEFAULT_SECRET_KEYS, ConfigSettings
 
 __all__ = ["effective_values", "render_json", "render_text"]
@@ -37,11 +37,18 @@ def _secret_names(config: Config) -> tuple[str, ...]:
     return tuple(n.lower() for n in names)
 
 
-def _mask_nested(value: Any, names: Iterable[str]) -> Any:
+def _mask_nested(value: Any, names: Iterable[str], path: str, secret: frozenset[str]) -> Any:
+    """``value`` with each key inside it masked when its name is a secret's, or when it came from
+    a ``.secrets.*`` file (``secret``: such dotted paths, from the config's sources)."""
     if isinstance(value, dict):
-        return {k: MASK if is_secret(str(k), "", names) else _mask_nested(v, names) for k, v in value.items()}
+        return {
+            k: MASK
+            if is_secret(str(k), "", names) or f"{path}.{k}" in secret
+            else _mask_nested(v, names, f"{path}.{k}", secret)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_mask_nested(v, names) for v in value]
+        return [_mask_nested(v, names, path, secret) for v in value]
     return value
 
 
@@ -51,6 +58,7 @@ def effective_values(config: Config) -> list[tuple[str, Any, str]]:
 
     converter = cattrs.Converter()
     names = _secret_names(config)
+    secret = frozenset(p for p, src in config.sources.items() if from_secrets_file(src))
     rows = []
     for section in sorted(config.sections):
         instance = config.sections[section]
@@ -58,7 +66,7 @@ def effective_values(config: Config) -> list[tuple[str, Any, str]]:
             path = f"{section}.{field.name}"
             source = config.sources.get(path, "default")
             value = converter.unstructure(getattr(instance, field.name))
-            value = MASK if is_secret(path, source, names) else _mask_nested(value, names)
+            value = MASK if is_secret(path, source, names) else _mask_nested(value, names, path, secret)
             rows.append((path, value, source))
     return rows
 

@@ -85,6 +85,24 @@ def test_masking_by_key_name_including_nested_tables(load, write):
     assert rows["retry.labels"] == {"api_token": MASK, "team": "ml"}
 
 
+@pytest.mark.parametrize("other", ["env", "--set", "file"])
+def test_a_secrets_file_value_inside_a_table_stays_masked_when_another_layer_adds_keys(load, write, other):
+    """The table's own source is then the other layer; the key from .secrets.toml is still masked."""
+    write(".secrets.toml", "[retry.labels]\nsslkey = '-----BEGIN KEY----- abc'\n")
+    kw: dict[str, object] = {}
+    if other == "env":
+        kw["environ"] = {"FOUNDATION_RETRY__LABELS__TEAM": "ml"}
+    elif other == "--set":
+        kw["overrides"] = ("retry.labels.team=ml",)
+    else:
+        write("extra.toml", "[retry.labels]\nteam = 'ml'\n")
+        kw["files"] = ("extra.toml",)
+    rows = {path: (value, source) for path, value, source in effective_values(load(**kw))}
+    value, source = rows["retry.labels"]
+    assert value == {"sslkey": MASK, "team": "ml"}
+    assert ".secrets.toml" not in source  # the table's own source is the other layer's
+
+
 def test_masking_keys_come_from_the_config_section(tmp_path):
     import attrs
     from foundation_config import ConfigSettings
