@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cattrs
@@ -64,10 +65,13 @@ def takes_text(tp: Any) -> bool:
 
 def parse_raw(value: Any, tp: Any) -> Any:
     """Parse ``RawText`` for a non-text type (``"5"`` -> 5, ``"[1, 2]"`` -> [1, 2]), recursively."""
-    if isinstance(value, dict):
-        return {k: parse_raw(v, Any) for k, v in value.items()}
+    if isinstance(value, dict):  # a table's values are parsed by its value type (dict[str, str]: text)
+        args = typing.get_args(tp) if typing.get_origin(tp) in (dict, Mapping) else ()
+        return {k: parse_raw(v, args[1] if len(args) == 2 else Any) for k, v in value.items()}
     if isinstance(value, list):
-        return [parse_raw(v, Any) for v in value]
+        args = typing.get_args(tp) if typing.get_origin(tp) in (list, Sequence, tuple) else ()
+        item = args[0] if len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis) else Any
+        return [parse_raw(v, item) for v in value]
     if not isinstance(value, RawText):
         return value
     if takes_text(tp) and tp is not Any:

@@ -103,3 +103,12 @@ def test_through_the_hub(write, monkeypatch, sections):
     config = hub.configure(["extra.toml"], ["retry.jitter=true"])
     assert (config["retry"].max_attempts, config["retry"].jitter, config["db"].pool) == (8, True, 3)
     assert config.sources["retry.jitter"] == "--set"
+
+
+def test_text_for_a_table_of_str_stays_text(load):
+    """``labels: dict[str, str]``: environment and --set text is parsed by the table's value type."""
+    config = load(
+        overrides=("retry.labels.sslmode=true",),
+        environ={"FOUNDATION_RETRY__LABELS__PORT": "5432", "FOUNDATION_RETRY__LABELS__TEAM": "ml"},
+    )
+    assert config["retry"].labels == {"port": "5432", "team": "ml", "sslmode": "true"}
