@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -72,8 +72,15 @@ def structure_section(
             found = ConfigProblem(path, f"unknown key in section {name!r}{hint}", origin(path))
             (problems if strict else warnings).append(found)
             continue
+        parsed = parse_raw(value, types_[key])
+        if isinstance(parsed, str) and _is_sequence(types_[key]):  # cattrs would split it into characters
+            text = str(parsed)
+            problems.append(
+                ConfigProblem(path, f"expected a list, got {text!r}: write [{text!r}]", origin(path))
+            )
+            continue
         try:
-            kwargs[key] = converter.structure(parse_raw(value, types_[key]), types_[key])
+            kwargs[key] = converter.structure(parsed, types_[key])
         except Exception as exc:
             problems.extend(ConfigProblem(p, m, origin(path)) for p, m in _messages(exc, path))
     for key, field in fields.items():
@@ -101,6 +108,10 @@ def structure_section(
         param = getattr(exc, "parameter", None)
         path = f"{name}.{param}" if isinstance(param, str) else name
         return None, [ConfigProblem(path, str(exc), origin(path))], warnings
+
+
+def _is_sequence(tp: Any) -> bool:
+    return typing.get_origin(tp) in (list, tuple, set, frozenset, Sequence)
 
 
 def _type_name(tp: Any) -> str:

@@ -145,3 +145,18 @@ def test_nothing_is_applied_when_the_hub_gets_bad_config(write, sections):
         hub.configure()
     assert hub.config is None
     assert configured == []
+
+
+def test_a_single_name_where_a_list_is_expected_says_so():
+    """cattrs would have split the text into a tuple of characters."""
+    import attrs
+    from foundation_config import load_config
+
+    @attrs.frozen
+    class Section:
+        names: tuple[str, ...] = ()
+
+    with pytest.raises(ConfigError, match=r"s\.names: expected a list, got 'ConnectionError': write \["):
+        load_config({"s": Section}, overrides=("s.names=ConnectionError",), use_default_files=False)
+    config = load_config({"s": Section}, overrides=("s.names=['a', 'b']",), use_default_files=False)
+    assert config["s"].names == ("a", "b")
