@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from foundation_core._policy import exception_set, in_range, one_of, optional_in_range
+from foundation_core.errors import PolicyError
 
 __all__ = ["MODES", "CircuitBreakerPolicy"]
 
@@ -59,6 +60,16 @@ class CircuitBreakerPolicy:
     )
     record_on: tuple[Any, ...] = attrs.field(default=(Exception,), converter=_to_record_on)
     ignore_on: tuple[Any, ...] = attrs.field(default=(), converter=_to_ignore_on)
+
+    def __attrs_post_init__(self) -> None:
+        if self.mode == "count" and self.minimum_calls > self.window_size:  # could never open
+            raise PolicyError(
+                _P,
+                "minimum_calls",
+                self.minimum_calls,
+                f"at most window_size ({self.window_size}) in count mode: a window of "
+                f"{self.window_size} calls never holds {self.minimum_calls}, so the breaker would never open",
+            )
 
     def counts_as_failure(self, error: BaseException) -> bool:
         """Whether ``error`` is recorded as a failure of the protected dependency."""

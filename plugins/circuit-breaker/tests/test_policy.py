@@ -44,3 +44,14 @@ def test_ignored_and_unrecorded_errors_are_not_failures() -> None:
     assert policy.counts_as_failure(ConnectionError())
     assert not policy.counts_as_failure(FileNotFoundError())
     assert not policy.counts_as_failure(ValueError())
+
+
+def test_a_count_window_smaller_than_minimum_calls_is_refused() -> None:
+    """It could never hold minimum_calls calls, so the breaker would never open."""
+    with pytest.raises(
+        PolicyError, match=r"minimum_calls=20 is invalid: expected at most window_size \(10\)"
+    ) as info:
+        CircuitBreakerPolicy(mode="count", window_size=10, minimum_calls=20)
+    assert info.value.parameter == "minimum_calls"
+    CircuitBreakerPolicy(mode="time", window_size=10, minimum_calls=20)  # seconds: may hold more calls
+    CircuitBreakerPolicy(mode="count", window_size=20, minimum_calls=20)

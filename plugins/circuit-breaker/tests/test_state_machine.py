@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import attrs
 from foundation_circuit_breaker import BreakerRegistry, CircuitBreakerPolicy, circuit_breaker_factory
@@ -52,8 +53,14 @@ class Model:
         return "failed" if fails else "ok"
 
 
+def _policy(**fields: Any) -> CircuitBreakerPolicy:
+    if fields["mode"] == "count":  # a count window must be able to hold minimum_calls
+        fields["minimum_calls"] = min(fields["minimum_calls"], fields["window_size"])
+    return CircuitBreakerPolicy(**fields)
+
+
 policies = st.builds(
-    CircuitBreakerPolicy,
+    _policy,
     mode=st.sampled_from(["consecutive", "count"]),
     failure_threshold=st.integers(1, 5),
     window_size=st.integers(1, 8),
