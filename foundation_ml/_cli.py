@@ -90,6 +90,20 @@ def serve_main(args: argparse.Namespace, hub: Hub) -> int:
         hub.shutdown()
 
 
+def _version_metadata(meta: dict[str, Any], model: str, version: str) -> dict[str, Any]:
+    """The metadata with the signature of ``version`` (the latest's when empty, or when the server
+    sends no per-version ``signatures``); a version the server does not have is ModelNotFound."""
+    from .errors import ModelNotFound
+
+    if not version or "signatures" not in meta:
+        return meta
+    signature = meta["signatures"].get(version)
+    if signature is None:
+        have = ", ".join(meta["signatures"])
+        raise ModelNotFound(f"no version {version!r} (versions: {have})", model=model)
+    return {**meta, **signature}
+
+
 def _serve_problem(args: argparse.Namespace, hub: Hub) -> str:
     """What makes these ``serve`` arguments unusable, found before any model loads ("" if none):
     no such transport, a name it refuses (``a/b`` for shm), a metrics file that cannot be written."""
@@ -168,7 +182,7 @@ def infer_main(args: argparse.Namespace, hub: Hub) -> int:
     hub.configure(args.config, args.set)  # the transport's config section sets the client's options
     try:
         with _connect(args, hub, "infer", timeout=args.timeout) as client:
-            meta = client.metadata(args.model)
+            meta = _version_metadata(client.metadata(args.model), args.model, args.version)
             inputs = load_inputs(args.input, meta)
             t0 = time.perf_counter()
             response = client.infer_response(args.model, inputs, version=args.version)

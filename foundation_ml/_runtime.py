@@ -206,8 +206,12 @@ class MLRuntime:
         return soonest
 
     def metadata(self, model: str) -> dict[str, Any]:
+        """The model-metadata document of ``model``'s latest version, with ``batching`` and
+        ``signatures`` (each loaded version's ``inputs`` and ``outputs``: versions may differ)."""
         doc = self.registry.metadata(model).as_dict()
         doc["batching"] = self._batching(self.registry.get(model))
+        versions = self.registry.versions(model)
+        doc["signatures"] = {v: _signature_doc(self.registry.get(model, v)) for v in versions}
         return doc
 
     def stats(self) -> dict[str, Any]:
@@ -325,6 +329,11 @@ class MLRuntime:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _signature_doc(served: ServedModel) -> dict[str, Any]:
+    m = served.model
+    return {"inputs": [s.as_dict() for s in m.inputs], "outputs": [s.as_dict() for s in m.outputs]}
 
 
 def _check_outputs(name: str, model: LoadedModel, spec: str) -> None:

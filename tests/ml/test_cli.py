@@ -226,3 +226,18 @@ def test_infer_reads_json_inputs_with_the_signatures_dtype(tmp_path: Path) -> No
     (tmp_path / "in.json").write_text('{"x": [[1, 2, 3, 4]]}')
     x = load_inputs(str(tmp_path / "in.json"), META)["x"]
     assert x.dtype == np.float32 and x.tolist() == [[1, 2, 3, 4]]
+
+
+def test_infer_takes_the_signature_of_the_version_it_calls() -> None:
+    from foundation_ml._cli import _version_metadata
+    from foundation_ml.errors import ModelNotFound
+
+    v1 = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}], "outputs": []}
+    v2 = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 8]}], "outputs": []}
+    meta = {"name": "m", "versions": ["1", "2"], **v2, "signatures": {"1": v1, "2": v2}}
+    assert _version_metadata(meta, "m", "")["inputs"] == v2["inputs"]  # the latest
+    assert _version_metadata(meta, "m", "1")["inputs"] == v1["inputs"]
+    with pytest.raises(ModelNotFound, match=r"no version '7' \(versions: 1, 2\)"):
+        _version_metadata(meta, "m", "7")
+    older = {k: v for k, v in meta.items() if k != "signatures"}  # a server without per-version ones
+    assert _version_metadata(older, "m", "1") is older

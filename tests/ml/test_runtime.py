@@ -297,3 +297,17 @@ def test_inproc_refuses_an_empty_address_as_check_address_says(runtime: MLRuntim
     with pytest.raises(ValueError, match="the inproc address must not be empty"):
         runtime.start("inproc", "")
     InprocTransport().check_address("any name/at all")
+
+
+def test_metadata_carries_the_signature_of_every_loaded_version(runtime: MLRuntime) -> None:
+    runtime.register_model(
+        "m", FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    )
+    runtime.register_model(
+        "m",
+        FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 8]"}, outputs={"y": "FP32[-1, 8]"}),
+        version="2",
+    )
+    doc = runtime.metadata("m")
+    assert doc["inputs"][0]["shape"] == [-1, 8]  # the latest
+    assert {v: s["inputs"][0]["shape"] for v, s in doc["signatures"].items()} == {"1": [-1, 4], "2": [-1, 8]}
