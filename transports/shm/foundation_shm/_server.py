@@ -279,7 +279,7 @@ class ShmServer(TransportServer):
         word): its decoding is the cached one, with this request's id and deadline."""
         ch.busy = True
         if (
-            self._refusing(ch, seq)
+            (self._stopping and self._refusing(ch, seq))  # an attribute read per request, no call
             or ch.index in self._cuda.channels
             or (deadline and time.monotonic_ns() >= deadline)
         ):
