@@ -52,7 +52,7 @@ from ._loan import Loan, TensorSpecLike
 from ._options import ConnectOptions
 from ._options import options as _options
 from ._pool import ChannelPool
-from ._sync import YIELD_AFTER_NS, AdaptiveSpin, fence, wait_seq
+from ._sync import SLICE_S, YIELD_AFTER_NS, AdaptiveSpin, fence, wait_seq
 
 __all__ = ["ShmClient"]
 
@@ -82,7 +82,7 @@ class ShmClient(ChannelPool, TransportClient):
         self.flags = L.MessageFlag.DATA_CRC if opts.data_crc else 0
         self._cuda = ClientCuda(opts.cuda_ipc, opts.cuda_fallback)  # spec 15: torch CUDA tensors
         self._ids = itertools.count(1)
-        self._spin = AdaptiveSpin(opts.spin_us * 1000)
+        self._spin = AdaptiveSpin(min(opts.spin_us * 1000, int(SLICE_S * 1e9)))  # liveness: every slice
         self._lane = hot is not None and not self.flags  # _hot.exchange: repeated requests in one call
         self._init_pool(opts.capacity)
 
@@ -94,6 +94,14 @@ class ShmClient(ChannelPool, TransportClient):
             return request_deadline
         mine = time.monotonic_ns() + int(timeout * 1e9)
         return min(mine, request_deadline) if request_deadline else mine
+
+    def _window(self, deadline: int) -> int:
+        """This wait's spin window (ns), never past the deadline: a spin checks neither the clock
+        nor the server's liveness (its length is capped at one wait slice when connecting)."""
+        window = self._spin.window()
+        if window and deadline:
+            window = max(0, min(window, deadline - _clock()))
+        return window
 
     def _ensure(self, ch: _Channel, end: int) -> None:
         """Grow the channel's areas to hold a request of ``end`` bytes (and a response as big)."""
@@ -221,7 +229,7 @@ class ShmClient(ChannelPool, TransportClient):
             fence()
             if u32[_SERVER_SLEEPING]:
                 conn.bell.release()
-        return self._await(ch, seq, rid, model, deadline, self._spin.window(), retry)
+        return self._await(ch, seq, rid, model, deadline, self._window(deadline), retry)
 
     def _exchange_repeat(
         self, ch: _Channel, request: InferenceRequest, rid: int, deadline: int
@@ -235,7 +243,7 @@ class ShmClient(ChannelPool, TransportClient):
         _, _, payload, dsts = ch.wval
         seq = ch.seq + 1
         spin = self._spin
-        window = spin.window()
+        window = self._window(deadline)
         reader = ch.reader
         assert reader is not None
         code = hot.exchange(  # type: ignore[union-attr]

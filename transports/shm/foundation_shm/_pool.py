@@ -79,13 +79,20 @@ class ChannelPool:
             self._conn.close()
             self._conn = None
 
-    def _claim_locked(self) -> _Channel:
+    def _claim_locked(self, deadline_ns: int = 0) -> _Channel:
         conn = self._connection()
         ctl = conn.ctl
         u32, u64 = ctl.u32, ctl.u64
+        wait = self.connect_timeout
+        if deadline_ns:  # a call's deadline bounds this wait too
+            wait = min(wait, max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9))
         try:
-            conn.mutex.acquire(self.connect_timeout)
+            conn.mutex.acquire(wait)
         except posix_ipc.BusyError:
+            if wait < self.connect_timeout:
+                raise DeadlineExceeded(
+                    f"shm server {self.name!r}: region mutex still busy at the deadline"
+                ) from None
             raise Overloaded(
                 f"shm server {self.name!r}: region mutex busy for {self.connect_timeout}s"
             ) from None
@@ -141,7 +148,7 @@ class ChannelPool:
                     raise ServerUnavailable(f"the client of {self.name!r} is closed")
                 if self._conn is None or not self._conn.alive:
                     self._drop_connection()
-                    return self._claim_locked()
+                    return self._claim_locked(deadline_ns)
                 for i, ch in enumerate(self._free):
                     if ch.idle():
                         return self._free.pop(i)
@@ -149,7 +156,7 @@ class ChannelPool:
                 # threads than `channels` must not wait for threads that are not calling.
                 held = sum(1 for h in self._holders if h.box[0] is not None)
                 if len(self._all) - held < self.max_channels:
-                    return self._claim_locked()
+                    return self._claim_locked(deadline_ns)
                 left = (deadline_ns - time.monotonic_ns()) / 1e9 if deadline_ns else 0.05
                 if left <= 0:
                     raise DeadlineExceeded(f"no free channel to {self.name!r} before the deadline")

@@ -242,3 +242,46 @@ def test_a_channel_publishing_capacities_off_the_page_size_is_refused(
             bad.infer(InferenceRequest("echo", {"x": np.ones(1)}))
         assert "are not multiples of 4096" in caplog.text
         _still_serves(good)
+
+
+class _Sleepy(EchoHandler):
+    def __call__(self, request: InferenceRequest, respond: Any) -> None:
+        time.sleep(0.5)
+        super().__call__(request, respond)
+
+
+def test_a_long_spin_window_never_waits_past_the_deadline(name: str) -> None:
+    """spin_us may be up to 1 s; a spin checks no clock, so the window is cut to the deadline."""
+    with (
+        ShmTransport().serve(name, _Sleepy()),
+        ShmTransport().connect(name, spin_us=1_000_000) as client,
+    ):
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            client.infer(InferenceRequest("echo", {"x": np.ones(1)}), timeout=0.05)
+        assert time.monotonic() - t0 < 0.4  # it waited ~1 s before
+
+
+def test_a_call_needing_a_new_channel_waits_for_the_region_mutex_only_until_its_deadline(name: str) -> None:
+    import subprocess
+    import sys
+
+    from foundation_shm import _layout as L
+
+    with ShmTransport().serve(name, EchoHandler()), ShmTransport().connect(name, channels=2) as client:
+        _still_serves(client)  # one channel claimed; the next call from another thread needs a second
+        code = (
+            "import posix_ipc, sys, time\n"
+            f"s = posix_ipc.Semaphore({L.mutex_name(name)!r}); s.acquire(); print('held', flush=True)\n"
+            "sys.stdin.read(); s.release()\n"
+        )
+        holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+            client._take(0)  # this thread holds the first channel, as a thread reading its outputs would
+            t0 = time.monotonic()
+            with pytest.raises(DeadlineExceeded, match="region mutex still busy at the deadline"):
+                client.infer(InferenceRequest("echo", {"x": np.ones(1)}), timeout=0.2)
+            assert time.monotonic() - t0 < 1.0  # connect_timeout (2 s) before
+        finally:
+            holder.communicate(b"", timeout=10)
