@@ -126,11 +126,28 @@ def test_no_server_is_server_unavailable(
     assert (code, result["error"], result["code"]) == (EXIT_UNAVAILABLE, "SERVER_UNAVAILABLE", 10)
 
 
-def test_usage_error_exits_2(client: NativeClient) -> None:
-    proc = subprocess.run(
-        [str(client.path), "infer", "--model", "demo"], capture_output=True, timeout=30, check=False
-    )
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["infer", "--model", "demo"],
+        ["infer", "--name", "x", "--model", "demo", "--timeout-ms", "50x"],
+        ["infer", "--name", "x", "--model", "demo", "--timeout-ms", "abc"],
+    ],
+    ids=["no-name", "timeout-50x", "timeout-abc"],
+)
+def test_usage_error_exits_2(client: NativeClient, argv: list[str]) -> None:
+    proc = subprocess.run([str(client.path), *argv], capture_output=True, timeout=30, check=False)
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+
+
+def test_params_with_a_loan_is_a_usage_error(client: NativeClient) -> None:
+    """A loan carries no parameters: the C and Go drivers refuse the pair (Rust takes no --params)."""
+    if client.lang == "rust":
+        pytest.skip("the Rust driver has no --params")
+    argv = ["infer", "--name", "x", "--model", "demo", "--loan", "--params", "{}"]
+    proc = subprocess.run([str(client.path), *argv], capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == EXIT_USAGE
+    assert "--params cannot go with --loan" in proc.stderr
 
 
 class _EchoServer(ServerProcess):
@@ -209,6 +226,19 @@ def test_deadline_before_the_answer_is_deadline_exceeded(
     args = ["infer", "--name", echo_server, "--model", "sleep", "--input", spec, "--timeout-ms", "10"]
     code, result = fdn(client, *args)
     assert (code, result["error"], result["code"]) == (EXIT_ERROR, "DEADLINE_EXCEEDED", 7)
+
+
+def test_a_long_spin_window_ends_at_the_deadline(
+    client: NativeClient, echo_server: str, tmp_path: Path
+) -> None:
+    """A 1 s spin window against a 100 ms model and a 50 ms deadline: the spin, which checks no
+    clock inside, is cut to the deadline."""
+    spec = input_file(tmp_path, np.ones((1, 2), np.float32))
+    args = ["infer", "--name", echo_server, "--model", "sleep", "--input", spec, "--timeout-ms", "50"]
+    start = time.monotonic()
+    code, result = fdn(client, *args, "--spin-us", "1000000")
+    assert (code, result["error"]) == (EXIT_ERROR, "DEADLINE_EXCEEDED")
+    assert time.monotonic() - start < 0.5  # ~1 s before
 
 
 def test_dead_server_is_reported_within_the_deadline(

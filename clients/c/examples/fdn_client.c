@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,16 @@ struct args {
     struct fdn_tensor specs[MAX_INPUTS]; /* name, dtype, shape */
     void *data[MAX_INPUTS];
 };
+
+/* A whole decimal integer in [lo, hi] ("50x", "abc" and "" are not). */
+static int integer_arg(const char *v, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) return 0;
+    *out = x;
+    return 1;
+}
 
 static int usage(const char *why) {
     fprintf(stderr, "fdn-client: %s\nusage: fdn-client infer|bench --name SERVER --model MODEL "
@@ -95,19 +106,29 @@ static int parse(struct args *a, int argc, char **argv) {
         }
         if (i + 1 >= argc) return usage("an option lacks its value");
         char *v = argv[++i];
+        long long n = 0;
         if (!strcmp(k, "--name")) a->name = v;
         else if (!strcmp(k, "--model")) a->model = v;
-        else if (!strcmp(k, "--timeout-ms")) a->timeout_ms = strtoll(v, NULL, 10);
-        else if (!strcmp(k, "--iterations")) a->iterations = atoi(v);
-        else if (!strcmp(k, "--warmup")) a->warmup = atoi(v);
-        else if (!strcmp(k, "--spin-us")) a->spin_us = (uint32_t)atoi(v);
-        else if (!strcmp(k, "--params")) a->params = v;
+        else if (!strcmp(k, "--timeout-ms")) {
+            if (!integer_arg(v, -1, INT64_MAX / 1000000, &n)) return usage("--timeout-ms takes an integer >= -1");
+            a->timeout_ms = n;
+        } else if (!strcmp(k, "--iterations")) {
+            if (!integer_arg(v, 1, 1000000000, &n)) return usage("--iterations takes an integer >= 1");
+            a->iterations = (int)n;
+        } else if (!strcmp(k, "--warmup")) {
+            if (!integer_arg(v, 0, 1000000000, &n)) return usage("--warmup takes an integer >= 0");
+            a->warmup = (int)n;
+        } else if (!strcmp(k, "--spin-us")) {
+            if (!integer_arg(v, 0, 1000000, &n)) return usage("--spin-us takes an integer 0..1000000");
+            a->spin_us = (uint32_t)n;
+        } else if (!strcmp(k, "--params")) a->params = v;
         else if (!strcmp(k, "--input")) {
             int rc = parse_input(a, v);
             if (rc) return rc;
         } else return usage("unknown option");
     }
     if (!a->name || !a->model) return usage("--name and --model are required");
+    if (a->loan && a->params) return usage("--params cannot go with --loan (a loan carries no parameters)");
     if (a->iterations < 1 || a->warmup < 0) return usage("bad --iterations or --warmup");
     return 0;
 }

@@ -18,7 +18,14 @@ static enum fdn_status wait_seq(struct fdn_client *c, uint64_t s, uint64_t deadl
     struct fdn_channel *ch = c->ch;
     if (FDN_LOAD(&ch->server_seq) == s) return FDN_OK;
     if (c->opts.spin_us) {
-        uint64_t start = fdn_now_ns(), end = start + (uint64_t)c->opts.spin_us * 1000u;
+        /* never past the deadline, and at most one wait slice: a spin checks neither liveness nor
+         * the deadline inside (spin_us may be up to 1 s) */
+        uint64_t start = fdn_now_ns(), window = (uint64_t)c->opts.spin_us * 1000u;
+        uint64_t slice_ns = (uint64_t)FDN_WAIT_SLICE_MS * 1000000u;
+        if (window > slice_ns) window = slice_ns;
+        if (deadline && deadline > start && deadline - start < window) window = deadline - start;
+        if (deadline && deadline <= start) window = 0;
+        uint64_t end = start + window;
         int polite = 0;
         for (unsigned k = 0;; k++) {
             if (FDN_LOAD(&ch->server_seq) == s) return FDN_OK;

@@ -14,7 +14,18 @@ func (c *Client) waitSeq(s uint64, deadline uint64) error {
 	}
 	if c.opts.SpinUs > 0 {
 		start := time.Now()
+		// never past the deadline, and at most one wait slice: the spin checks neither
 		limit := time.Duration(c.opts.SpinUs) * time.Microsecond
+		if limit > time.Duration(waitSlice) {
+			limit = time.Duration(waitSlice)
+		}
+		if deadline != 0 {
+			if now := monotonicNs(); now >= deadline {
+				limit = 0
+			} else if left := time.Duration(deadline - now); left < limit {
+				limit = left
+			}
+		}
 		polite := false
 		for k := 0; ; k++ {
 			if atomic.LoadUint64(seqWord) == s {

@@ -309,10 +309,7 @@ func CheckVectors(dir string) (passed int, failures []VectorFailure, err error) 
 	if err != nil {
 		return 0, nil, err
 	}
-	if len(paths) == 0 {
-		return 0, nil, fmt.Errorf("no vectors in %s", dir)
-	}
-	sort.Strings(paths)
+	sort.Strings(paths) // none: 0 passed, 0 failed, as the C and Rust drivers report it
 	failures = []VectorFailure{}
 	for _, p := range paths {
 		if err := checkVector(p); err != nil {

@@ -331,7 +331,11 @@ impl Conn {
         if self.server_seq() == want {
             return Ok(());
         }
-        let spin_ns = spin.as_nanos() as u64;
+        // Never past the deadline, and at most one wait slice: the spin checks neither.
+        let mut spin_ns = (spin.as_nanos() as u64).min(WAIT_SLICE_NS);
+        if deadline != 0 {
+            spin_ns = spin_ns.min(deadline.saturating_sub(shm::monotonic_ns()));
+        }
         if spin_ns > 0 {
             // Spin flat out briefly, then yield the CPU between polls until the window ends
             // ("polite spin", 7.2): on a small machine the server may need this CPU.

@@ -122,6 +122,9 @@ func parse(argv []string) (*args, int) {
 	if a.name == "" || a.model == "" {
 		return nil, usage("--name and --model are required")
 	}
+	if a.loan && a.params != nil {
+		return nil, usage("--params cannot go with --loan (a loan carries no parameters)")
+	}
 	if a.iterations < 1 || a.warmup < 0 {
 		return nil, usage("bad --iterations or --warmup")
 	}
