@@ -101,11 +101,15 @@ class Config(Mapping[str, Any]):
 
     ``sources`` maps dotted keys (``retry.max_attempts``) to where each value came from
     (``default``, ``settings.toml:retry.max_attempts``, ``env FOUNDATION_RETRY__MAX_ATTEMPTS``,
-    ``--set``). Every attribute is read-only; assigning raises ``attrs.exceptions.FrozenInstanceError``.
+    ``--set``). ``references`` maps a key whose value was built from others by interpolation
+    (``${db.password}``) to every key it read, directly or not, so that a secret copied into it
+    can be masked too. Every attribute is read-only; assigning raises
+    ``attrs.exceptions.FrozenInstanceError``.
     """
 
     sections: Mapping[str, Any] = attrs.field(converter=_frozen)
     sources: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen)
+    references: Mapping[str, frozenset[str]] = attrs.field(factory=dict, converter=_frozen)
 
     def __getitem__(self, name: str) -> Any:
         try:

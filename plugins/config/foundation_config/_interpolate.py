@@ -39,9 +39,18 @@ class _Resolver:
         self.environ = environ
         self.done: dict[str, Any] = {}
         self.stack: list[str] = []
+        self.reads: dict[str, set[str]] = {}  # path -> every key its resolution read
+        self.collecting: list[set[str]] = []  # one set per lookup in progress
+
+    def _read(self, path: str) -> None:
+        """Note that the lookups in progress read ``path`` (and what it read)."""
+        for reads in self.collecting:
+            reads.add(path)
+            reads.update(self.reads.get(path, ()))
 
     def lookup(self, path: str) -> Any:
         if path in self.done:
+            self._read(path)
             return self.done[path]
         if path in self.stack:
             cycle = " -> ".join([*self.stack[self.stack.index(path) :], path])
@@ -56,11 +65,14 @@ class _Resolver:
         if node is MISSING:
             raise _Unresolved(f"${{{path}}} refers to a key that is not set and has no default")
         self.stack.append(path)
+        self.collecting.append(set())
         try:
             value = self.resolve(node)
         finally:
             self.stack.pop()
+            self.reads[path] = self.collecting.pop()
         self.done[path] = value
+        self._read(path)
         return value
 
     def resolve(self, value: Any) -> Any:
@@ -97,8 +109,10 @@ def interpolate(
     origin: Callable[[str], str],
     lookup_default: Callable[[str], Any],
     environ: Mapping[str, str],
+    references: dict[str, frozenset[str]] | None = None,
 ) -> tuple[dict[str, Any], list[ConfigProblem]]:
-    """Resolve every reference in ``data``; problems name the key holding the bad reference."""
+    """Resolve every reference in ``data``; problems name the key holding the bad reference.
+    ``references``, when given, receives each key that held references, with every key it read."""
     resolver = _Resolver(data, lookup_default, environ)
     problems: list[ConfigProblem] = []
     out: dict[str, Any] = {}
@@ -114,6 +128,10 @@ def interpolate(
             except _Unresolved as exc:
                 problems.append(ConfigProblem(path, exc.message, origin(path)))
                 resolver.stack.clear()
+                resolver.collecting.clear()
+                continue
+            if references is not None and resolver.reads.get(path):
+                references[path] = frozenset(resolver.reads[path])
     return out, problems
 
 

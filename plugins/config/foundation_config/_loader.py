@@ -82,7 +82,8 @@ def load_config(
                 return MISSING if default.takes_self else default.factory()
         return MISSING
 
-    resolved, found = interpolate(merged, origin, lookup_default, environ)
+    references: dict[str, frozenset[str]] = {}
+    resolved, found = interpolate(merged, origin, lookup_default, environ, references)
     problems.extend(found)
     unknown: list[ConfigProblem] = []
     built: dict[str, Any] = {}
@@ -119,4 +120,4 @@ def load_config(
             where = origin(path)
             if from_secrets_file(where):
                 sources[path] = where
-    return Config(built, sources)
+    return Config(built, sources, references)

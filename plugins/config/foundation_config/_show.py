@@ -66,7 +66,10 @@ def effective_values(config: Config) -> list[tuple[str, Any, str]]:
             path = f"{section}.{field.name}"
             source = config.sources.get(path, "default")
             value = converter.unstructure(getattr(instance, field.name))
-            value = MASK if is_secret(path, source, names) else _mask_nested(value, names, path, secret)
+            reads = config.references.get(path, ())  # a secret copied in by ${...} is one too
+            copied = any(is_secret(r, config.sources.get(r, ""), names) or r in secret for r in reads)
+            masked = copied or is_secret(path, source, names)
+            value = MASK if masked else _mask_nested(value, names, path, secret)
             rows.append((path, value, source))
     return rows
 

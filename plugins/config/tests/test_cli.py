@@ -103,6 +103,28 @@ def test_a_secrets_file_value_inside_a_table_stays_masked_when_another_layer_add
     assert ".secrets.toml" not in source  # the table's own source is the other layer's
 
 
+def test_a_secret_copied_into_another_value_by_interpolation_is_masked_there_too(load, write):
+    write(
+        "settings.toml",
+        "[db]\npassword = 'hunter2'\nurl = 'postgres://u:${db.password}@h/db'\n"
+        "[retry]\nname = 'via-${retry.labels.chain}'\nlabels = {chain = '${db.url}', team = 'pool-${db.pool}'}\n",
+    )
+    config = load()
+    assert config["db"].url == "postgres://u:hunter2@h/db"  # the value itself is untouched
+    rows = {path: value for path, value, _ in effective_values(config)}
+    assert (rows["db.password"], rows["db.url"]) == (MASK, MASK)
+    assert rows["retry.name"] == MASK  # read db.url, which read db.password
+    assert rows["retry.labels"] == MASK  # holds the chain too
+    assert config.references["db.url"] == {"db.password"}
+    assert rows["db.pool"] == 5 and rows["retry.max_attempts"] == 3
+
+
+def test_interpolation_of_plain_values_stays_visible(load, write):
+    write("settings.toml", "[db]\nurl = 'sqlite://${db.pool}'\n")
+    rows = {path: value for path, value, _ in effective_values(load())}
+    assert rows["db.url"] == "sqlite://5"
+
+
 def test_masking_keys_come_from_the_config_section(tmp_path):
     import attrs
     from foundation_config import ConfigSettings
