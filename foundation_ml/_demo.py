@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,19 @@ if TYPE_CHECKING:
 __all__ = ["demo_main"]
 
 
+def _transport_problem(transport: str, hub: Hub) -> str:
+    """Why the demo cannot run over ``transport`` ("" if it can): it serves from a child process."""
+    from foundation_core.errors import NotRegisteredError
+
+    try:
+        hub.transports.get(transport)
+    except NotRegisteredError as exc:
+        return str(exc)
+    if transport == "inproc":
+        return "the demo serves from a child process; inproc reaches only servers in the same process"
+    return ""
+
+
 def demo_main(args: argparse.Namespace, hub: Hub) -> int:
     import numpy as np
 
@@ -24,6 +38,10 @@ def demo_main(args: argparse.Namespace, hub: Hub) -> int:
     from ._process import ServerProcess, shm_entries
     from ._signature import example_inputs, parse_signature
 
+    problem = _transport_problem(args.transport, hub)
+    if problem:
+        print(f"foundation demo: error: {problem}", file=sys.stderr)
+        return 2
     name = f"demo_{os.getpid()}"
     print(f"1. starting `foundation serve --transport {args.transport} --name {name}` (the demo MLP)")
     server = ServerProcess(["--transport", args.transport, "--name", name, "--threads", "1"]).start()

@@ -135,6 +135,20 @@ def test_serve_arguments_that_cannot_work_are_refused_before_any_model_loads(
     assert "loaded demo" not in proc.stdout
 
 
+@pytest.mark.parametrize(
+    ("transport", "message"),
+    [
+        ("inproc", "the demo serves from a child process; inproc reaches only servers in the same process"),
+        ("nosuch", "no transport named 'nosuch' is registered"),
+    ],
+)
+def test_demo_over_a_transport_it_cannot_use_is_refused_before_starting(transport: str, message: str) -> None:
+    proc = foundation("demo", "--transport", transport)
+    assert proc.returncode == 2
+    assert f"foundation demo: error: {message}" in proc.stderr
+    assert "Traceback" not in proc.stderr and "starting" not in proc.stdout
+
+
 @pytest.mark.slow
 def test_a_second_server_under_a_live_ones_name_is_named_not_a_traceback(name: str) -> None:
     with ServerProcess(["--transport", "shm", "--name", name]):
@@ -170,6 +184,7 @@ BAD_FLAGS = [
     (["bench", "--clients", "0"], "argument --clients: must be >= 1, not 0"),
     (["bench", "--seconds", "-1"], "argument --seconds: must be a number of seconds > 0, not -1"),
     (["demo", "--calls", "0"], "argument --calls: must be >= 1, not 0"),
+    (["stats", "--json", "--prometheus"], "argument --prometheus: not allowed with argument --json"),
 ]
 
 
