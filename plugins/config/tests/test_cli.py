@@ -107,7 +107,8 @@ def test_a_secret_copied_into_another_value_by_interpolation_is_masked_there_too
     write(
         "settings.toml",
         "[db]\npassword = 'hunter2'\nurl = 'postgres://u:${db.password}@h/db'\n"
-        "[retry]\nname = 'via-${retry.labels.chain}'\nlabels = {chain = '${db.url}', team = 'pool-${db.pool}'}\n",
+        "[retry]\nname = 'via-${retry.labels.chain}'\n"
+        "labels = {chain = '${db.url}', team = 'pool-${db.pool}'}\n",
     )
     config = load()
     assert config["db"].url == "postgres://u:hunter2@h/db"  # the value itself is untouched
