@@ -168,7 +168,8 @@ class Batcher:
             if request.deadline_ns and now > request.deadline_ns:
                 served.finish(request, item[1], item[2], served.expired(request))
                 continue
-            if len({a.shape[0] for a in request.inputs.values()}) > 1:
+            inputs = request.inputs
+            if len(inputs) > 1 and len({a.shape[0] for a in inputs.values()}) > 1:
                 # inputs that disagree on their rows cannot be stacked and split back by rows (the
                 # split would hand one caller another's rows): the request runs alone, as unbatched
                 self._run_alone(item)
