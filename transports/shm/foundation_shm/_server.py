@@ -26,15 +26,14 @@ from foundation_ml.errors import (
     HandlerError,
     InferenceError,
     InternalError,
+    InvalidInput,
     ShuttingDown,
 )
 
 from . import _layout as L
 from ._accel import hot
 from ._answers import Answers
-from ._codec import (
-    Limits,
-)
+from ._codec import DecodedRequest, Limits
 from ._cuda_desc import decoded as _cuda_decoded
 from ._cuda_ipc import ServerCuda
 from ._liveness import ServerLock, is_alive, is_running, start_time
@@ -349,13 +348,35 @@ class ShmServer(TransportServer):
             )
             self._run(request, respond)
         else:
-            self._control(dec.kind, dec.model, respond)
+            self._control(dec, respond)
 
     @staticmethod
     def _request_id(ch: _Channel) -> int:
         return int.from_bytes(ch.req[8:16], "little") if ch.req is not None and len(ch.req) >= 16 else 0
 
-    def _control(self, kind: int, model: str, respond: _Responder) -> None:
+    def _control(self, dec: DecodedRequest, respond: _Responder) -> None:
+        """METADATA (kind 3) and STATS (kind 4): no inputs, outputs or parameters; STATS names no
+        model (spec 5). A request that carries any is refused, not answered as if it had none."""
+        kind, model = dec.kind, dec.model
+        what = "METADATA" if kind == L.MessageKind.METADATA_REQUEST else "STATS"
+        extra = [
+            f"{len(got)} {label}"
+            for label, got in (("inputs", dec.inputs), ("outputs", dec.outputs), ("parameters", dec.params))
+            if got
+        ]
+        if kind == L.MessageKind.STATS_REQUEST and model:
+            extra.append(f"model {model!r}")
+        if extra:
+            respond(
+                InvalidInput(
+                    f"a {what} request carries no inputs, outputs, parameters"
+                    + (" or model" if what == "STATS" else "")
+                    + f"; this one has {', '.join(extra)}",
+                    model=model,
+                    request_id=respond.request_id,
+                )
+            )
+            return
         try:
             doc = (
                 self.handler.metadata(model)

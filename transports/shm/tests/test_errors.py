@@ -107,6 +107,28 @@ def test_a_malformed_request_gets_its_typed_error_and_the_server_goes_on(
         _still_serves(client)
 
 
+@pytest.mark.parametrize(
+    ("kind", "extra", "names"),
+    [
+        (3, {"inputs": {"x": np.arange(6, dtype=np.float32)}}, "1 inputs"),
+        (3, {"outputs": ("x",)}, "1 outputs"),
+        (4, {"params": {"a": 1}}, "1 parameters"),
+        (4, {"model": "echo"}, "model 'echo'"),
+    ],
+)
+def test_a_metadata_or_stats_request_carrying_more_is_refused(
+    server: ShmServer, name: str, kind: int, extra: dict[str, Any], names: str
+) -> None:
+    fields = {"inputs": {}, "model": "echo" if kind == 3 else "", **extra}
+    inputs = fields.pop("inputs")
+    with ShmTransport().connect(name) as client:
+        if inputs:  # the server has just decoded an infer request with the same payload (its cache)
+            _send_raw(client, _vectors._request(inputs, request_id=8, **fields), 8)
+        with pytest.raises(InvalidInput, match=f"carries no inputs.*has {names}"):
+            _send_raw(client, _vectors._request(inputs, request_id=9, kind=kind, **fields), 9)
+        _still_serves(client)
+
+
 def test_unknown_model(server: ShmServer, name: str) -> None:
     with ShmTransport().connect(name) as client:
         with pytest.raises(ModelNotFound, match="not served"):
