@@ -425,8 +425,9 @@ class ShmServer(TransportServer):
             self._mutex.acquire(1.0)
         except posix_ipc.BusyError:
             return  # try again at the next beat
+        ctl = self._ctl
+        ctl.u32[_R.MUTEX_HOLDER // 4] = os.getpid()  # spec 10.1: whoever holds the mutex says so
         try:
-            ctl = self._ctl
             if ctl.u32[ch.owner_word] != pid:
                 return
             with ch.lock:
@@ -444,6 +445,7 @@ class ShmServer(TransportServer):
             ctl.u64[_R.CONNECT_EPOCH // 8] += 1
             log.info("shm %s: reclaimed channel %d of dead client pid %d", self.name, ch.index, pid)
         finally:
+            ctl.u32[_R.MUTEX_HOLDER // 4] = 0
             self._mutex.release()
 
     # --- stop ----------------------------------------------------------------------------------

@@ -291,3 +291,30 @@ def test_stop_answers_the_requests_already_queued_and_refuses_later_ones(name: s
     for c in clients:
         c.close()
     assert objects_of(name) == []
+
+
+def test_the_server_names_itself_as_the_mutex_holder_while_it_reclaims(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spec 10.1: whoever holds the region mutex stores its pid in ``mutex_holder_pid``, and 0
+    before posting it; the server reclaiming a dead client's channel is no exception."""
+    from foundation_shm import _server
+
+    server = ShmTransport().serve(name, EchoHandler(), channels=2, heartbeat_ms=60_000)
+    seen: list[int] = []
+    holder = int(L.RegionField.MUTEX_HOLDER) // 4
+
+    def drain(sem: object) -> None:
+        seen.append(server._ctl.u32[holder])
+
+    monkeypatch.setattr(_server, "drain", drain)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        ch = server._channels[0]
+        server._ctl.u32[ch.owner_word] = dead.pid
+        server._reclaim(ch, dead.pid)
+        assert seen == [os.getpid()]
+        assert server._ctl.u32[holder] == 0 and server._ctl.u32[ch.owner_word] == 0
+    finally:
+        server.stop()
