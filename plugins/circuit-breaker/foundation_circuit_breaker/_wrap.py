@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from foundation_core._clock import SYSTEM_CLOCK, Clock
 
 from ._breaker import CLOSED, CircuitBreaker
+from ._callables import is_coroutine_callable
 from ._policy import CircuitBreakerPolicy
 from ._registry import BreakerRegistry, breakers
 
@@ -29,9 +29,9 @@ def circuit_breaker_factory(
 
     def wrap(fn: F) -> F:
         if policy.slow_call_duration is not None:
-            adapter = _timed_async if inspect.iscoroutinefunction(fn) else _timed_sync
+            adapter = _timed_async if is_coroutine_callable(fn) else _timed_sync
         else:
-            adapter = _async if inspect.iscoroutinefunction(fn) else _sync
+            adapter = _async if is_coroutine_callable(fn) else _sync
         protected = adapter(fn, breaker)
         protected.breaker = breaker  # type: ignore[attr-defined]
         return protected  # type: ignore[return-value]

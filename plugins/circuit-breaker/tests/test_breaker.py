@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import threading
 
 import pytest
@@ -177,3 +179,26 @@ def test_sync_and_async_callers_share_one_state_machine() -> None:
     with pytest.raises(CircuitOpenError):
         sync_call()
     assert sync_call.breaker is async_call.breaker
+
+
+class AsyncClient:
+    """An HTTP-client-style callable: an object whose ``__call__`` is ``async def``."""
+
+    async def __call__(self) -> None:
+        raise ConnectionError("down")
+
+
+@pytest.mark.parametrize("slow_call_duration", [None, 10.0], ids=["plain", "timed"])
+@pytest.mark.parametrize("partial", [False, True], ids=["object", "partial"])
+def test_an_async_callable_object_is_protected_as_async(
+    slow_call_duration: float | None, partial: bool
+) -> None:
+    """Wrapped as sync, returning its coroutine would count as a success and the error raised
+    when it is awaited would never reach the breaker."""
+    policy = CircuitBreakerPolicy(name="client", failure_threshold=1, slow_call_duration=slow_call_duration)
+    target = functools.partial(AsyncClient()) if partial else AsyncClient()
+    protected = circuit_breaker_factory(policy, clock=VirtualClock(), registry=BreakerRegistry())(target)
+    assert inspect.iscoroutinefunction(protected)
+    with pytest.raises(ConnectionError):
+        asyncio.run(protected())
+    assert protected.breaker.state == "open"

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ._callables import is_coroutine_callable
 from ._policy import FallbackPolicy
 
 __all__ = ["fallback_factory"]
@@ -24,7 +25,7 @@ def fallback_factory(policy: FallbackPolicy, *, clock: object = None) -> Callabl
     catches, substitute = policy.catches, policy.substitute
 
     def wrap(fn: F) -> F:
-        if inspect.iscoroutinefunction(fn):
+        if is_coroutine_callable(fn):
 
             @functools.wraps(fn)
             async def acall(*args: Any, **kwargs: Any) -> Any:
@@ -37,7 +38,7 @@ def fallback_factory(policy: FallbackPolicy, *, clock: object = None) -> Callabl
                     return await value if inspect.isawaitable(value) else value
 
             return acall  # type: ignore[return-value]
-        if inspect.iscoroutinefunction(policy.handler):
+        if is_coroutine_callable(policy.handler):
             raise TypeError(f"fallback {policy.name!r}: an async handler cannot guard sync {fn!r}")
 
         @functools.wraps(fn)

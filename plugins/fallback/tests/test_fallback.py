@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 
 import pytest
 from foundation_conformance import check_conformance
@@ -49,3 +51,28 @@ def test_unknown_exception_name_is_a_policy_error() -> None:
 
 def test_builtin_fallback_passes_the_conformance_suite() -> None:
     assert check_conformance("fallback").passed
+
+
+class AsyncCallable:
+    """An HTTP-client-style callable: an object whose ``__call__`` is ``async def``."""
+
+    async def __call__(self, error: BaseException | None = None) -> str:
+        if error is None:
+            raise ConnectionError("offline")
+        return f"handled {error}"
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["object", "partial"])
+def test_an_async_callable_object_gets_the_fallback(partial: bool) -> None:
+    """Wrapped as sync, returning its coroutine would pass the boundary and the error raised
+    when it is awaited would reach the caller."""
+    protected = fallback_factory(FallbackPolicy(value="cached"))(
+        functools.partial(AsyncCallable()) if partial else AsyncCallable()
+    )
+    assert inspect.iscoroutinefunction(protected)
+    assert asyncio.run(protected()) == "cached"
+
+
+def test_an_async_callable_handler_cannot_guard_a_sync_callable() -> None:
+    with pytest.raises(TypeError, match="async handler"):
+        fallback_factory(FallbackPolicy(handler=AsyncCallable()))(lambda: None)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from foundation_core._clock import SYSTEM_CLOCK, Clock
 
 from ._bucket import TokenBucket
+from ._callables import is_coroutine_callable
 from ._policy import RateLimitPolicy
 
 __all__ = ["rate_limit_factory"]
@@ -27,7 +27,7 @@ def rate_limit_factory(policy: RateLimitPolicy, *, clock: Clock | None = None) -
 
     def wrap(fn: F) -> F:
         reserve = bucket.reserve
-        if inspect.iscoroutinefunction(fn):
+        if is_coroutine_callable(fn):
             asleep = clk.asleep
 
             @functools.wraps(fn)

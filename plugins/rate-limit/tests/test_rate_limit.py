@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import threading
 
 import pytest
@@ -104,3 +106,26 @@ def test_bucket_reports_available_tokens() -> None:
 
 def test_builtin_rate_limit_passes_the_conformance_suite() -> None:
     assert check_conformance("rate_limit").passed
+
+
+class AsyncClient:
+    """An HTTP-client-style callable: an object whose ``__call__`` is ``async def``."""
+
+    async def __call__(self, i: int) -> int:
+        return i
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["object", "partial"])
+def test_an_async_callable_object_waits_without_blocking_the_loop(partial: bool) -> None:
+    """Wrapped as sync, its wait would be a blocking ``sleep`` on the event loop's thread, and
+    layers above (a timeout) would see a sync function."""
+    clock = VirtualClock()
+    limited = rate_limit_factory(RateLimitPolicy(rate=10, burst=1, max_wait=None), clock=clock)
+    protected = limited(functools.partial(AsyncClient(), 7) if partial else AsyncClient())
+    assert inspect.iscoroutinefunction(protected)
+
+    async def main() -> list[int]:
+        return [await (protected() if partial else protected(7)) for _ in range(3)]
+
+    assert asyncio.run(main()) == [7, 7, 7]
+    assert clock.sleeps == pytest.approx([0.1, 0.1])

@@ -8,12 +8,12 @@ adapters below only differ in ``await``.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from foundation_core._clock import SYSTEM_CLOCK, Clock
 
+from ._callables import is_coroutine_callable
 from ._policy import RetryPolicy
 
 __all__ = ["retry_factory"]
@@ -28,7 +28,7 @@ def retry_factory(policy: RetryPolicy, *, clock: Clock | None = None) -> Callabl
     clk = clock or SYSTEM_CLOCK
 
     def wrap(fn: F) -> F:
-        if inspect.iscoroutinefunction(fn):
+        if is_coroutine_callable(fn):
             return _async_adapter(fn, policy, clk)  # type: ignore[return-value]
         return _sync_adapter(fn, policy, clk)  # type: ignore[return-value]
 

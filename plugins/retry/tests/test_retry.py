@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import subprocess
 import sys
 from typing import Any
@@ -152,3 +154,28 @@ def test_rejected_results_give_up_with_the_last_result(mode: str) -> None:
     assert exc_info.value.attempts == 3
     assert exc_info.value.last_result == "busy-3"
     assert exc_info.value.__cause__ is None
+
+
+class AsyncClient:
+    """An HTTP-client-style callable: an object whose ``__call__`` is ``async def``."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.calls = failures, 0
+
+    async def __call__(self, x: int = 1) -> int:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError("flaky")
+        return x * 10
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["object", "partial"])
+def test_an_async_callable_object_is_retried_as_async(partial: bool) -> None:
+    """Its call returns a coroutine; wrapped as sync, that return would count as a success and
+    the error raised when it is awaited would escape every retry."""
+    client = AsyncClient(failures=2)
+    target = functools.partial(client, 4) if partial else client
+    protected = retry_factory(RetryPolicy(), clock=VirtualClock())(target)
+    assert inspect.iscoroutinefunction(protected)
+    assert asyncio.run(protected()) == (40 if partial else 10)
+    assert client.calls == 3

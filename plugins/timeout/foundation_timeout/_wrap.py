@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import inspect
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from foundation_core._clock import SYSTEM_CLOCK, Clock, deadline_var
 from foundation_core.errors import TimeoutExceeded
 
+from ._callables import is_coroutine_callable
 from ._policy import TimeoutPolicy
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def timeout_factory(policy: TimeoutPolicy, *, clock: Clock | None = None) -> Cal
     limit = _Deadline(policy, clk)
 
     def wrap(fn: F) -> F:
-        if inspect.iscoroutinefunction(fn):
+        if is_coroutine_callable(fn):
             adapter = _judged_async if clk.virtual else _cancelling_async
         else:
             adapter = _thread if policy.sync_mode == "thread" and not clk.virtual else _judged_sync

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import threading
 
 import pytest
@@ -111,3 +113,23 @@ def test_async_own_timeout_error_is_not_relabelled() -> None:
 
 def test_builtin_timeout_passes_the_conformance_suite() -> None:
     assert check_conformance("timeout").passed
+
+
+class SlowClient:
+    """An HTTP-client-style callable: an object whose ``__call__`` is ``async def``."""
+
+    async def __call__(self, delay: float = 0.5) -> str:
+        await asyncio.sleep(delay)
+        return "late"
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["object", "partial"])
+def test_an_async_callable_object_is_cancelled_at_the_deadline(partial: bool) -> None:
+    """Wrapped as sync, the wrapper would return its coroutine at once (in time) and the late
+    result would reach the caller."""
+    protected = timeout_factory(TimeoutPolicy(timeout=0.01))(
+        functools.partial(SlowClient(), 0.5) if partial else SlowClient()
+    )
+    assert inspect.iscoroutinefunction(protected)
+    with pytest.raises(TimeoutExceeded):
+        asyncio.run(protected())

@@ -1,0 +1,30 @@
+"""What calling a protected callable gives back: a coroutine to await, or the result itself.
+
+``inspect.iscoroutinefunction`` alone misses callables that return a coroutine without being an
+``async def`` function: an object whose ``__call__`` is ``async def`` (HTTP-client-style
+callables) and a ``functools.partial`` of one. Treated as sync, such a call would "succeed" the
+moment it returns its coroutine, unprotected. Foundation's pattern plugins share no module outside
+``foundation_core``, so each keeps this copy (the same in every pattern plugin).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+__all__ = ["is_coroutine_callable"]
+
+
+def _target(fn: object) -> object:
+    """The function that actually runs when ``fn`` is called: through partials to ``__call__``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.isroutine(fn) or inspect.isclass(fn) or not callable(fn):  # a class call builds an instance
+        return fn
+    return type(fn).__call__  # looked up on the type, as the call itself does
+
+
+def is_coroutine_callable(fn: object) -> bool:
+    """Whether calling ``fn`` returns a coroutine: an ``async def`` function or method, an object
+    with an ``async def __call__``, or a ``functools.partial`` of either (as tenacity checks)."""
+    return inspect.iscoroutinefunction(_target(fn))
