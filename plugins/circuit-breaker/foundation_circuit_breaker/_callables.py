@@ -1,9 +1,10 @@
-"""What calling a protected callable gives back: a coroutine to await, or the result itself.
+"""What calling a protected callable gives back: a coroutine to await, a generator, or the result.
 
 ``inspect.iscoroutinefunction`` alone misses callables that return a coroutine without being an
 ``async def`` function: an object whose ``__call__`` is ``async def`` (HTTP-client-style
 callables) and a ``functools.partial`` of one. Treated as sync, such a call would "succeed" the
-moment it returns its coroutine, unprotected. Foundation's pattern plugins share no module outside
+moment it returns its coroutine, unprotected. A generator function cannot be protected by
+wrapping it at all, so wrappers refuse one. Foundation's pattern plugins share no module outside
 ``foundation_core``, so each keeps this copy (the same in every pattern plugin).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 
-__all__ = ["is_coroutine_callable"]
+__all__ = ["is_coroutine_callable", "refuse_generator"]
 
 
 def _target(fn: object) -> object:
@@ -28,3 +29,23 @@ def is_coroutine_callable(fn: object) -> bool:
     """Whether calling ``fn`` returns a coroutine: an ``async def`` function or method, an object
     with an ``async def __call__``, or a ``functools.partial`` of either (as tenacity checks)."""
     return inspect.iscoroutinefunction(_target(fn))
+
+
+def refuse_generator(fn: object, pattern: str) -> None:
+    """Raise ``TypeError`` for a generator or async generator function. Its call only creates
+    the generator; the work (and every error) comes later, while it is iterated, outside the
+    wrapper, so the pattern would silently protect nothing."""
+    target = _target(fn)
+    if inspect.isasyncgenfunction(target):
+        kind = "an async generator"
+    elif inspect.isgeneratorfunction(target):
+        kind = "a generator"
+    else:
+        return
+    name = getattr(fn, "__qualname__", None)
+    shown = repr(name) if name else repr(fn)
+    raise TypeError(
+        f"{pattern} cannot protect {shown}: it is {kind} function, so {pattern} would only guard "
+        f"creating the generator, not the work done while it is iterated; protect the call that "
+        f"consumes it instead"
+    )

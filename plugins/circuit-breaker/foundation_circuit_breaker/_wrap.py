@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from foundation_core._clock import SYSTEM_CLOCK, Clock
 
 from ._breaker import CLOSED, CircuitBreaker
-from ._callables import is_coroutine_callable
+from ._callables import is_coroutine_callable, refuse_generator
 from ._policy import CircuitBreakerPolicy
 from ._registry import BreakerRegistry, breakers
 
@@ -28,6 +28,7 @@ def circuit_breaker_factory(
     breaker = (breakers if registry is None else registry).get_or_create(policy, clock or SYSTEM_CLOCK)
 
     def wrap(fn: F) -> F:
+        refuse_generator(fn, "circuit_breaker")
         if policy.slow_call_duration is not None:
             adapter = _timed_async if is_coroutine_callable(fn) else _timed_sync
         else:

@@ -6,6 +6,8 @@ import asyncio
 import functools
 import inspect
 import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from foundation_circuit_breaker import (
@@ -202,3 +204,24 @@ def test_an_async_callable_object_is_protected_as_async(
     with pytest.raises(ConnectionError):
         asyncio.run(protected())
     assert protected.breaker.state == "open"
+
+
+def rows() -> Iterator[int]:
+    yield 1
+
+
+async def stream() -> AsyncIterator[int]:
+    yield 1
+
+
+@pytest.mark.parametrize(
+    "generator", [rows, stream, functools.partial(rows)], ids=["sync", "async", "partial"]
+)
+def test_a_generator_function_is_refused_when_decorated(generator: Any) -> None:
+    """Its call only creates the generator; the work and its errors come while it is iterated,
+    outside the wrapper, so the pattern would protect nothing."""
+    with pytest.raises(
+        TypeError, match=r"^circuit_breaker cannot protect .*generator function.*consumes it"
+    ) as info:
+        circuit_breaker_factory(CircuitBreakerPolicy(name="gen"), registry=BreakerRegistry())(generator)
+    assert getattr(generator, "__name__", "rows") in str(info.value)  # a partial shows its function

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ._callables import is_coroutine_callable
+from ._callables import is_coroutine_callable, refuse_generator
 from ._policy import FallbackPolicy
 
 __all__ = ["fallback_factory"]
@@ -25,6 +25,7 @@ def fallback_factory(policy: FallbackPolicy, *, clock: object = None) -> Callabl
     catches, substitute = policy.catches, policy.substitute
 
     def wrap(fn: F) -> F:
+        refuse_generator(fn, "fallback")
         if is_coroutine_callable(fn):
 
             @functools.wraps(fn)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from foundation_conformance import check_conformance
@@ -76,3 +78,24 @@ def test_an_async_callable_object_gets_the_fallback(partial: bool) -> None:
 def test_an_async_callable_handler_cannot_guard_a_sync_callable() -> None:
     with pytest.raises(TypeError, match="async handler"):
         fallback_factory(FallbackPolicy(handler=AsyncCallable()))(lambda: None)
+
+
+def rows() -> Iterator[int]:
+    yield 1
+
+
+async def stream() -> AsyncIterator[int]:
+    yield 1
+
+
+@pytest.mark.parametrize(
+    "generator", [rows, stream, functools.partial(rows)], ids=["sync", "async", "partial"]
+)
+def test_a_generator_function_is_refused_when_decorated(generator: Any) -> None:
+    """Its call only creates the generator; the work and its errors come while it is iterated,
+    outside the wrapper, so the pattern would protect nothing."""
+    with pytest.raises(
+        TypeError, match=r"^fallback cannot protect .*generator function.*consumes it"
+    ) as info:
+        fallback_factory(FallbackPolicy(value=[]))(generator)
+    assert getattr(generator, "__name__", "rows") in str(info.value)  # a partial shows its function

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from foundation_core._clock import SYSTEM_CLOCK, Clock
 
 from ._bucket import TokenBucket
-from ._callables import is_coroutine_callable
+from ._callables import is_coroutine_callable, refuse_generator
 from ._policy import RateLimitPolicy
 
 __all__ = ["rate_limit_factory"]
@@ -26,6 +26,7 @@ def rate_limit_factory(policy: RateLimitPolicy, *, clock: Clock | None = None) -
     bucket = TokenBucket(policy, clk)
 
     def wrap(fn: F) -> F:
+        refuse_generator(fn, "rate_limit")
         reserve = bucket.reserve
         if is_coroutine_callable(fn):
             asleep = clk.asleep

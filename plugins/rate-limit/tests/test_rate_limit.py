@@ -6,6 +6,8 @@ import asyncio
 import functools
 import inspect
 import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from foundation_conformance import check_conformance
@@ -129,3 +131,24 @@ def test_an_async_callable_object_waits_without_blocking_the_loop(partial: bool)
 
     assert asyncio.run(main()) == [7, 7, 7]
     assert clock.sleeps == pytest.approx([0.1, 0.1])
+
+
+def rows() -> Iterator[int]:
+    yield 1
+
+
+async def stream() -> AsyncIterator[int]:
+    yield 1
+
+
+@pytest.mark.parametrize(
+    "generator", [rows, stream, functools.partial(rows)], ids=["sync", "async", "partial"]
+)
+def test_a_generator_function_is_refused_when_decorated(generator: Any) -> None:
+    """Its call only creates the generator; the work and its errors come while it is iterated,
+    outside the wrapper, so the pattern would protect nothing."""
+    with pytest.raises(
+        TypeError, match=r"^rate_limit cannot protect .*generator function.*consumes it"
+    ) as info:
+        rate_limit_factory(RateLimitPolicy(), clock=VirtualClock())(generator)
+    assert getattr(generator, "__name__", "rows") in str(info.value)  # a partial shows its function

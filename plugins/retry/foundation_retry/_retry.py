@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from foundation_core._clock import SYSTEM_CLOCK, Clock
 
-from ._callables import is_coroutine_callable
+from ._callables import is_coroutine_callable, refuse_generator
 from ._policy import RetryPolicy
 
 __all__ = ["retry_factory"]
@@ -28,6 +28,7 @@ def retry_factory(policy: RetryPolicy, *, clock: Clock | None = None) -> Callabl
     clk = clock or SYSTEM_CLOCK
 
     def wrap(fn: F) -> F:
+        refuse_generator(fn, "retry")
         if is_coroutine_callable(fn):
             return _async_adapter(fn, policy, clk)  # type: ignore[return-value]
         return _sync_adapter(fn, policy, clk)  # type: ignore[return-value]

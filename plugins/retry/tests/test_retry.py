@@ -7,6 +7,7 @@ import functools
 import inspect
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -179,3 +180,23 @@ def test_an_async_callable_object_is_retried_as_async(partial: bool) -> None:
     assert inspect.iscoroutinefunction(protected)
     assert asyncio.run(protected()) == (40 if partial else 10)
     assert client.calls == 3
+
+
+def rows() -> Iterator[int]:
+    yield 1
+
+
+async def stream() -> AsyncIterator[int]:
+    yield 1
+
+
+@pytest.mark.parametrize(
+    "generator", [rows, stream, functools.partial(rows)], ids=["sync", "async", "partial"]
+)
+def test_a_generator_function_is_refused_when_decorated(generator: Any) -> None:
+    """Its call only creates the generator; the work and its errors come while it is iterated,
+    outside the wrapper, so the pattern would protect nothing."""
+    refused = r"^retry cannot protect .*generator function.*consumes it"
+    with pytest.raises(TypeError, match=refused) as info:
+        retry_factory(RetryPolicy(), clock=VirtualClock())(generator)
+    assert getattr(generator, "__name__", "rows") in str(info.value)  # a partial shows its function

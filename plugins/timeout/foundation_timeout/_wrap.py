@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from foundation_core._clock import SYSTEM_CLOCK, Clock, deadline_var
 from foundation_core.errors import TimeoutExceeded
 
-from ._callables import is_coroutine_callable
+from ._callables import is_coroutine_callable, refuse_generator
 from ._policy import TimeoutPolicy
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ def timeout_factory(policy: TimeoutPolicy, *, clock: Clock | None = None) -> Cal
     limit = _Deadline(policy, clk)
 
     def wrap(fn: F) -> F:
+        refuse_generator(fn, "timeout")
         if is_coroutine_callable(fn):
             adapter = _judged_async if clk.virtual else _cancelling_async
         else:

@@ -6,6 +6,8 @@ import asyncio
 import functools
 import inspect
 import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from foundation_conformance import check_conformance
@@ -133,3 +135,23 @@ def test_an_async_callable_object_is_cancelled_at_the_deadline(partial: bool) ->
     assert inspect.iscoroutinefunction(protected)
     with pytest.raises(TimeoutExceeded):
         asyncio.run(protected())
+
+
+def rows() -> Iterator[int]:
+    yield 1
+
+
+async def stream() -> AsyncIterator[int]:
+    yield 1
+
+
+@pytest.mark.parametrize(
+    "generator", [rows, stream, functools.partial(rows)], ids=["sync", "async", "partial"]
+)
+def test_a_generator_function_is_refused_when_decorated(generator: Any) -> None:
+    """Its call only creates the generator; the work and its errors come while it is iterated,
+    outside the wrapper, so the pattern would protect nothing."""
+    refused = r"^timeout cannot protect .*generator function.*consumes it"
+    with pytest.raises(TypeError, match=refused) as info:
+        timeout_factory(TimeoutPolicy())(generator)
+    assert getattr(generator, "__name__", "rows") in str(info.value)  # a partial shows its function
