@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
-from ._registry import current_plugin, resolve_ref
-from .errors import ConfigError, FoundationError, NameClashError
+from ._registry import Entry, Registry, check_ref, current_plugin, resolve_ref
+from .errors import ConfigError, FoundationError
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -53,10 +53,19 @@ class Command:
 
 
 class CommandRegistrar:
-    """The ``cli`` object handed to ``foundation_register_commands``."""
+    """The ``cli`` object handed to ``foundation_register_commands``.
+
+    Names follow the registries' precedence (:mod:`foundation_core._registry`): the core's own
+    commands and an application's win over an installed plugin's, which is then shadowed (its
+    parser is returned but never used), so no plugin can break ``foundation plugins``."""
 
     def __init__(self) -> None:
-        self.commands: dict[str, Command] = {}
+        self._registry: Registry[Command] = Registry("command")
+
+    @property
+    def commands(self) -> dict[str, Command]:
+        """``{name: Command}`` of the commands that won their names."""
+        return self._registry.items()
 
     def add_command(
         self,
@@ -72,19 +81,24 @@ class CommandRegistrar:
 
         ``own_config=True``: the handler reads ``--config``/``--set`` itself and reports their
         problems its own way (``foundation config check``), so they are not checked before it."""
-        plugin, _ = current_plugin.get()
-        if name in self.commands and not replace:
-            raise NameClashError("command", name, self.commands[name].plugin, plugin)
+        plugin, app = current_plugin.get()
+        if isinstance(handler, str):
+            check_ref(handler)
+        elif not callable(handler):
+            raise TypeError(f"command {name!r} of plugin {plugin!r}: handler {handler!r} is not callable")
         parser = argparse.ArgumentParser(prog=f"foundation {name}", description=description or help)
-        self.commands[name] = Command(name, handler, parser, plugin, help, own_config)
+        command = Command(name, handler, parser, plugin, help, own_config)
+        self._registry.add(name, command, plugin=plugin, app=app, replace=replace)
         return parser
 
+    def entry(self, name: str) -> Entry:
+        return self._registry.entry(name)
+
     def remove_plugin(self, plugin: str) -> None:
-        for name in [n for n, c in self.commands.items() if c.plugin == plugin]:
-            del self.commands[name]
+        self._registry.remove_plugin(plugin)
 
     def by_plugin(self, plugin: str) -> list[str]:
-        return sorted(n for n, c in self.commands.items() if c.plugin == plugin)
+        return self._registry.by_plugin(plugin)
 
 
 def _global_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:

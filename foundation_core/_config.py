@@ -12,8 +12,8 @@ from typing import Any
 
 import attrs
 
-from ._registry import current_plugin, resolve_ref
-from .errors import ConfigError, ConfigProblem, NameClashError, PluginError
+from ._registry import Registry, current_plugin
+from .errors import ConfigError, ConfigProblem, PluginError
 
 __all__ = ["SENSITIVE_KEYS", "Config", "SectionAdder", "default_config"]
 
@@ -37,16 +37,26 @@ SENSITIVE_KEYS: tuple[str, ...] = (
 class SectionAdder:
     """The ``add`` callback of ``foundation_config_sections``: ``add("retry", RetrySettings)``, or
     lazily ``add("retry", "foundation_retry._policy:RetryPolicy")``: the class is imported when the
-    configuration is first built, so start-up (``foundation plugins``) never imports it."""
+    configuration is first built, so start-up (``foundation plugins``) never imports it.
 
-    __slots__ = ("owners", "sections")
+    Names follow the registries' precedence (:mod:`foundation_core._registry`): an application's
+    section wins over an installed plugin's of the same name, which is shadowed, not a clash."""
+
+    __slots__ = ("_registry",)
 
     def __init__(self) -> None:
-        self.sections: dict[str, type[Any] | str] = {}
-        self.owners: dict[str, str] = {}
+        self._registry: Registry[type[Any]] = Registry("config section")
+
+    @property
+    def sections(self) -> dict[str, type[Any] | str]:
+        return self._registry.items()
+
+    @property
+    def owners(self) -> dict[str, str]:
+        return {e.name: e.plugin for e in self._registry.entries()}
 
     def __call__(self, name: str, cls: type[Any] | str, *, replace: bool = False) -> None:
-        plugin, _ = current_plugin.get()
+        plugin, app = current_plugin.get()
         if isinstance(cls, str):
             if cls.count(":") != 1 or not all(cls.split(":")):
                 raise ValueError(
@@ -54,32 +64,23 @@ class SectionAdder:
                 )
         elif not attrs.has(cls):
             raise TypeError(f"config section {name!r} of plugin {plugin!r}: {cls!r} is not an attrs class")
-        if name in self.sections and not replace:
-            raise NameClashError("config section", name, self.owners[name], plugin)
-        self.sections[name] = cls
-        self.owners[name] = plugin
+        self._registry.add(name, cls, plugin=plugin, app=app, replace=replace)
 
     def resolved(self) -> dict[str, type[Any]]:
         """Every section's class, importing those added lazily (once). A lazy one that does not
         import, or is not an attrs class, is a ``PluginError`` naming its plugin."""
-        for name, cls in list(self.sections.items()):
-            if isinstance(cls, str):
-                try:
-                    value = resolve_ref(cls)
-                except Exception as exc:
-                    raise PluginError(
-                        self.owners[name], f"config section {name!r}: {cls!r} cannot be imported: {exc!r}"
-                    ) from exc
-                if not attrs.has(value):
-                    raise PluginError(
-                        self.owners[name], f"config section {name!r}: {cls!r} is not an attrs class"
-                    )
-                self.sections[name] = value
-        return dict(self.sections)  # type: ignore[arg-type]  # every value is a class now
+        out: dict[str, type[Any]] = {}
+        for entry in self._registry.entries():
+            value = self._registry.get(entry.name)  # a reference that does not import: PluginError
+            if not attrs.has(value):
+                raise PluginError(
+                    entry.plugin, f"config section {entry.name!r}: {entry.target!r} is not an attrs class"
+                )
+            out[entry.name] = value
+        return out
 
     def remove_plugin(self, plugin: str) -> None:
-        for name in [n for n, p in self.owners.items() if p == plugin]:
-            del self.sections[name], self.owners[name]
+        self._registry.remove_plugin(plugin)
 
 
 class _FrozenDict(dict[str, Any]):

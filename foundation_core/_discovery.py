@@ -9,6 +9,7 @@ imports only the plugin's module, which must defer heavy imports until used.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal
@@ -53,10 +54,16 @@ class PluginInfo:
         }
 
 
+def normalize(name: str) -> str:
+    """A plugin name as the selection variables match it: case, ``-``, ``_`` and ``.`` do not
+    matter (``circuit-breaker`` selects ``circuit_breaker``, as pip's names do)."""
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
 def _names(raw: str | None) -> frozenset[str] | None:
     if raw is None:
         return None
-    return frozenset(n.strip() for n in raw.split(",") if n.strip())
+    return frozenset(normalize(n.strip()) for n in raw.split(",") if n.strip())
 
 
 @attrs.frozen
@@ -79,16 +86,18 @@ class Selection:
         )
 
     def why_not(self, name: str) -> Status | None:
-        if name in self.disabled:
+        key = normalize(name)
+        if key in self.disabled:
             return "disabled"
-        if self.only is not None and name not in self.only:
+        if self.only is not None and key not in self.only:
             return "not-selected"
         return None
 
     def reason(self, name: str) -> str:
-        if name in self.disabled:
+        key = normalize(name)
+        if key in self.disabled:
             return "disabled by FOUNDATION_DISABLE_PLUGINS"
-        if self.only is not None and name not in self.only:
+        if self.only is not None and key not in self.only:
             return "not listed in FOUNDATION_PLUGINS"
         return "enabled"
 

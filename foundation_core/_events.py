@@ -7,6 +7,7 @@ It is meant for rare events only; an observer that raises never breaks the calle
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -14,18 +15,34 @@ if TYPE_CHECKING:
 
 __all__ = ["activate", "active_hub", "deactivate", "emit", "emit_from"]
 
-_active: Hub | None = None
+_started: list[weakref.ref[Hub]] = []  # hubs started and not yet shut down, oldest first
+_active: Hub | None = None  # the newest of them (read on every emit, so kept at hand)
 
 
 def activate(hub: Hub) -> None:
-    global _active
-    _active = hub
+    _forget(hub)
+    _started.append(weakref.ref(hub))
+    _elect()
 
 
 def deactivate(hub: Hub) -> None:
+    """Forget ``hub``; the hub started before it (if still running) becomes active again."""
+    _forget(hub)
+    _elect()
+
+
+def _forget(hub: Hub) -> None:
+    # also drops hubs that were never shut down and are gone (a weak reference to nothing)
+    _started[:] = [r for r in _started if r() is not None and r() is not hub]
+
+
+def _elect() -> None:
     global _active
-    if _active is hub:
-        _active = None
+    _active = None
+    while _started and _active is None:
+        _active = _started[-1]()
+        if _active is None:
+            _started.pop()
 
 
 def active_hub() -> Hub | None:

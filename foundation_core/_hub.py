@@ -23,7 +23,7 @@ from . import _events, hookspecs
 from ._cli import CommandRegistrar
 from ._clock import Clock
 from ._config import Config, SectionAdder, default_config
-from ._discovery import PluginInfo, Selection, discover
+from ._discovery import PluginInfo, Selection, discover, normalize
 from ._markers import PROJECT_NAME
 from ._pipeline import ORDER, build_pipeline
 from ._registry import Registrar, Registry, current_plugin
@@ -75,6 +75,19 @@ class Hub:
     def load_entry_points(self) -> None:
         """Load every selected entry-point plugin; a broken one is reported, the rest load."""
         for ep, info in discover(self.selection):
+            held = self.plugins.get(info.name)
+            if held is not None:  # the core ("foundation") or an application object has it
+                if info.status != "loaded":
+                    continue
+                err = PluginLoadError(
+                    info.name,
+                    f"entry point {ep.value!r} (distribution {info.distribution!r}) has the name of the "
+                    f"{held.source} plugin {info.name!r}; it is not loaded (rename its entry point)",
+                )
+                if self.strict:
+                    raise err
+                warnings.warn(str(err), FoundationPluginWarning, stacklevel=2)
+                continue
             self.plugins[info.name] = info
             if info.status != "loaded":
                 continue
@@ -82,13 +95,22 @@ class Hub:
                 obj = ep.load()
                 if inspect.isclass(obj):
                     obj = obj()
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() fails alone
                 self._fail(info, None, exc, PluginLoadError(info.name, _describe_load_error(ep.value, exc)))
                 continue
             self._register(info, obj)
         self._check_requirements()
+        known_names = {normalize(n) for n in self.plugins}
+        unknown = sorted(self.selection.disabled - known_names)
+        if unknown:  # harmless (nothing to disable), but most often a typo: say so
+            warnings.warn(
+                f"FOUNDATION_DISABLE_PLUGINS names {', '.join(unknown)}, which no installed plugin "
+                f"has (installed: {', '.join(sorted(self.plugins)) or 'none'})",
+                FoundationPluginWarning,
+                stacklevel=2,
+            )
         if self.selection.only:
-            missing = sorted(self.selection.only - set(self.plugins))
+            missing = sorted(self.selection.only - known_names)
             if missing:
                 known = ", ".join(sorted(self.plugins)) or "none"
                 raise PluginLoadError(
@@ -126,7 +148,12 @@ class Hub:
         try:
             self.pm.register(obj, name=info.name)
         except Exception as exc:
-            self._fail(info, None, exc, PluginLoadError(info.name, str(exc)))
+            # pluggy adds hookimpls one by one and stops at the first invalid one: take back
+            # those it added, or they would run unguarded for a plugin reported as failed
+            if self.pm.get_plugin(info.name) is obj:
+                self.pm.unregister(obj)
+            message = " ".join(str(exc).split())  # pluggy's message spans lines; ours is one
+            self._fail(info, None, exc, PluginLoadError(info.name, message))
             return
         unknown = [hc.name for hc in self.pm.get_hookcallers(obj) or [] if hc.spec is None]
         if unknown:
@@ -144,34 +171,52 @@ class Hub:
         info.hooks = sorted({hc.name for hc in self.pm.get_hookcallers(obj) or []})
         for hc in self.pm.get_hookcallers(obj) or []:
             for impl in hc.get_hookimpls():
-                if impl.plugin is obj and not (impl.hookwrapper or impl.wrapper):
-                    impl.function = self._guard(info, hc.name, impl.function)  # type: ignore[misc]
+                if impl.plugin is obj:
+                    guard = self._guard_wrapper if impl.hookwrapper or impl.wrapper else self._guard
+                    impl.function = guard(info, hc.name, impl.function)  # type: ignore[misc]
 
     def _check_requirements(self) -> None:
-        for info in list(self.plugins.values()):
-            if info.status not in {"loaded", "app"}:  # failed or not selected: nothing to check
+        """Fail every active plugin whose ``FOUNDATION_REQUIRES`` names a plugin that is not
+        active, until none is left: a plugin needing one that fails for its own needs fails too."""
+        changed = True
+        while changed:
+            changed = False
+            for info in list(self.plugins.values()):
+                if info.status not in {"loaded", "app"} or info.plugin is None:
+                    continue  # failed or not selected: nothing to check
+                problem = self._unmet(info)
+                if problem:
+                    err = PluginLoadError(info.name, problem)
+                    self._fail(info, None, err, err)
+                    changed = True
+
+    def _unmet(self, info: PluginInfo) -> str | None:
+        needs = getattr(info.plugin, "FOUNDATION_REQUIRES", ())
+        if isinstance(needs, str) or not all(isinstance(n, str) for n in _iter_or_none(needs)):
+            return (
+                f"FOUNDATION_REQUIRES must be a list of plugin names, not {needs!r} "
+                f"(for one plugin: [{needs!r}])"
+                if isinstance(needs, str)
+                else f"FOUNDATION_REQUIRES must be a list of plugin names, not {needs!r}"
+            )
+        for need in needs:
+            other = self.plugins.get(need)
+            if other is not None and other.status in {"loaded", "app"}:
                 continue
-            needs = getattr(info.plugin, "FOUNDATION_REQUIRES", ()) if info.plugin is not None else ()
-            for need in needs:
-                other = self.plugins.get(need)
-                if other is not None and other.status in {"loaded", "app"}:
-                    continue
-                why = (
-                    "is not installed"
-                    if other is None
-                    else (
-                        f"failed to load ({other.error})"
-                        if other.status == "failed"
-                        else f"is {self.selection.reason(need)}"
-                    )
+            why = (
+                "is not installed"
+                if other is None
+                else (
+                    f"failed ({other.error})"
+                    if other.status == "failed"
+                    else f"is {self.selection.reason(need)}"
                 )
-                err = PluginLoadError(
-                    info.name,
-                    f"it needs plugin {need!r}, which {why}; enable {need!r} or disable "
-                    f"{info.name!r} with FOUNDATION_DISABLE_PLUGINS={info.name}",
-                )
-                self._fail(info, None, err, err)
-                break
+            )
+            return (
+                f"it needs plugin {need!r}, which {why}; enable {need!r} or disable "
+                f"{info.name!r} with FOUNDATION_DISABLE_PLUGINS={info.name}"
+            )
+        return None
 
     # --- isolation ----------------------------------------------------------------------------
 
@@ -181,6 +226,8 @@ class Hub:
 
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
+            if info.status == "failed":  # isolated during this very hook call (pluggy copied the list)
+                return None
             token = current_plugin.set((info.name, is_app))
             try:
                 result = fn(*args, **kwargs)
@@ -206,6 +253,59 @@ class Hub:
 
         return guarded
 
+    def _guard_wrapper(self, info: PluginInfo, hook: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """A wrapper hookimpl (a generator pluggy advances around the other hookimpls), run as its
+        plugin: what it registers is credited to it, and an installed plugin's own error isolates
+        it (the hook's result still goes on) instead of escaping ``start()``. An error of the
+        wrapped hookimpls passing through it is not the wrapper's."""
+        ident = (info.name, info.source in {"app", "builtin"})
+
+        def step(call: Callable[..., Any], *args: Any) -> Any:
+            token = current_plugin.set(ident)
+            try:
+                return call(*args)
+            finally:
+                current_plugin.reset(token)
+
+        def isolate(exc: Exception) -> None:
+            if ident[1] or isinstance(exc, ConfigError):
+                raise exc
+            self._fail(info, hook, exc, PluginError(info.name, repr(exc), hook=hook))
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if info.status == "failed":
+                return (yield)
+            try:
+                gen = step(fn, *args, **kwargs)
+                value = step(next, gen)
+            except Exception as exc:  # failed before its yield: the others still run
+                isolate(exc)
+                return (yield)
+            while True:
+                try:
+                    sent = yield value
+                except BaseException as inner:  # the wrapped hookimpls raised: pass it in
+                    try:
+                        value = step(gen.throw, inner)
+                    except StopIteration as stop:
+                        return stop.value
+                    except Exception as exc:
+                        if exc is inner:
+                            raise
+                        isolate(exc)
+                        raise inner from None
+                    continue
+                try:
+                    value = step(gen.send, sent)
+                except StopIteration as stop:
+                    return stop.value
+                except Exception as exc:
+                    isolate(exc)
+                    return sent
+
+        return guarded
+
     def _fail(self, info: PluginInfo, hook: str | None, exc: BaseException, err: PluginError) -> None:
         """Isolate a failed plugin: roll back what it registered, unregister it, report it."""
         info.status = "failed"
@@ -226,6 +326,8 @@ class Hub:
             stacklevel=3,
         )
         _events.emit_from(self, "plugin_error", plugin=info.name, hook=hook, error=exc)
+        if self._registered or self._startup_began:  # a failure after loading: its dependants
+            self._check_requirements()
 
     def _why_inactive(self, info: PluginInfo) -> str:
         return f"failed: {info.error}" if info.status == "failed" else self.selection.reason(info.name)
@@ -275,6 +377,14 @@ class Hub:
         config: Config | None = self.pm.hook.foundation_load_config(
             sections=sections, files=list(files), overrides=list(overrides), strict=strict
         )
+        if config is not None and not isinstance(config, Config):
+            impl = self.pm.hook.foundation_load_config.get_hookimpls()
+            who = ", ".join(i.plugin_name for i in impl) or "a plugin"
+            raise PluginError(
+                who,
+                f"foundation_load_config returned {type(config).__name__}, not a foundation_core.Config",
+                hook="foundation_load_config",
+            )
         if config is None:
             if files or overrides:
                 raise ConfigError(
@@ -289,6 +399,8 @@ class Hub:
 
     def startup(self) -> None:
         """Run ``foundation_startup``; if it fails halfway, shut down what started, then raise."""
+        if self._startup_began:  # once each (a second call would start every plugin again)
+            return
         if self.config is None:
             self.configure()
         _events.activate(self)
@@ -310,16 +422,33 @@ class Hub:
             return
         self._startup_began = False
         with_startup = {i.plugin_name for i in self.pm.hook.foundation_startup.get_hookimpls()}
-        impls = {i.plugin_name: i for i in self.pm.hook.foundation_shutdown.get_hookimpls()}
+        every = self.pm.hook.foundation_shutdown.get_hookimpls()
+        impls = {i.plugin_name: i for i in every if not (i.wrapper or i.hookwrapper)}
         order = [n for n in impls if n not in with_startup] + self._started
         self._started = []
         first_error: BaseException | None = None
+        # wrappers run around the whole shutdown, outermost first, as pluggy would run them
+        opened: list[tuple[Any, bool]] = []
+        for wrapper in reversed([i for i in every if i.wrapper or i.hookwrapper]):
+            try:
+                gen: Any = wrapper.function(*[{"hub": self}[a] for a in wrapper.argnames])  # guarded
+                next(gen)
+                opened.append((gen, bool(wrapper.hookwrapper)))
+            except Exception as exc:
+                first_error = first_error or exc
         for name in reversed(order):
             impl = impls.get(name)
             if impl is None:
                 continue
             try:
                 impl.function(*[{"hub": self}[a] for a in impl.argnames])  # the guarded function
+            except Exception as exc:
+                first_error = first_error or exc
+        for gen, old_style in reversed(opened):
+            try:
+                gen.send(pluggy.Result(None, None) if old_style else None)
+            except StopIteration:
+                pass
             except Exception as exc:
                 first_error = first_error or exc
         _events.deactivate(self)
@@ -386,6 +515,13 @@ def start(
     return hub
 
 
+def _iter_or_none(value: object) -> Iterable[object]:
+    try:
+        return list(value)  # type: ignore[call-overload,no-any-return]
+    except TypeError:
+        return [None]  # not iterable: reported as not a list of names
+
+
 def _plugin_name(obj: object) -> str:
     if inspect.ismodule(obj):
         return obj.__name__
@@ -398,6 +534,13 @@ def _spec_names() -> list[str]:
 
 
 def _describe_load_error(value: str, exc: BaseException) -> str:
+    own = value.partition(":")[0].strip()
+    if isinstance(exc, ModuleNotFoundError) and exc.name and not (own + ".").startswith(exc.name + "."):
+        return (
+            f"importing entry point {value!r} failed: it needs module {exc.name!r}, which is not "
+            f"installed ({exc}); install the plugin's dependencies or disable it with "
+            "FOUNDATION_DISABLE_PLUGINS"
+        )
     if isinstance(exc, ModuleNotFoundError):
         return (
             f"entry point {value!r} names module {exc.name!r}, which cannot be imported "

@@ -1,26 +1,36 @@
-"""Name-keyed registries of patterns, transports and model backends, and the ``register`` callback.
+"""Name-keyed registries of patterns, transports, model backends, commands and config sections.
 
 A registry owns its names. Plugins register through a :class:`Registrar` handed to their
 registration hook; the registrar knows which plugin is calling (the hub sets it), so a clash can
 name both plugins and a failed plugin's registrations can be rolled back whole.
 
-Precedence: an application override (an object passed to ``start(plugins=...)``) wins over an
-installed plugin whatever the call order; between two registrations of the same level, a second
-one needs ``replace=True`` or it is a :class:`~foundation_core.errors.NameClashError`.
+Precedence, the same whatever order pluggy calls the plugins in:
+
+1. an application override (an object passed to ``start(plugins=...)``, or the core's own
+   built-ins) wins over every installed plugin; what installed plugins register under its name is
+   kept as *shadowed*, never a clash;
+2. at the same level, a registration with ``replace=True`` wins over those without it, and the
+   later of two ``replace=True`` registrations wins (wrappers decorating in turn);
+3. two registrations of one name at the same level, neither with ``replace=True``, are a
+   :class:`~foundation_core.errors.NameClashError` naming both plugins.
+
+Every registration is kept, so rolling back a failed plugin gives the name back to whichever
+registration would have won without it.
 """
 
 from __future__ import annotations
 
 import importlib
+import itertools
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 import attrs
 
-from .errors import NameClashError, NotRegisteredError
+from .errors import NameClashError, NotRegisteredError, PluginError
 
-__all__ = ["Entry", "Registrar", "Registry", "current_plugin", "resolve_ref"]
+__all__ = ["Entry", "Registrar", "Registry", "check_ref", "current_plugin", "resolve_ref"]
 
 T = TypeVar("T")
 
@@ -30,32 +40,53 @@ current_plugin: ContextVar[tuple[str, bool]] = ContextVar(
 )
 
 
+def check_ref(ref: str) -> None:
+    """Refuse a lazy reference that is not ``"package.module:attr.path"``."""
+    module_name, sep, attr_path = ref.partition(":")
+    if not sep or not module_name or not attr_path or ":" in attr_path:
+        raise ValueError(f"lazy reference {ref!r} is not of the form 'module:attribute'")
+
+
 def resolve_ref(ref: str) -> Any:
     """Import ``"package.module:attr.path"`` and return the attribute."""
-    module_name, sep, attr_path = ref.partition(":")
-    if not sep or not module_name or not attr_path:
-        raise ValueError(f"lazy reference {ref!r} is not of the form 'module:attribute'")
+    check_ref(ref)
+    module_name, _, attr_path = ref.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in attr_path.split("."):
         obj = getattr(obj, part)
     return obj
 
 
+_order = itertools.count()
+
+
 @attrs.define(slots=True)
 class Entry:
-    """One registration: the object (or its lazy ``module:attr`` reference) and who made it."""
+    """One registration: the object (or its lazy ``module:attr`` reference) and who made it.
+    ``shadowed`` (set on the winning entry) names the plugins whose registrations it hides."""
 
     name: str
     target: Any
     plugin: str
     app: bool
+    replace: bool = False
     shadowed: list[str] = attrs.field(factory=list)
+    _seq: int = attrs.field(factory=lambda: next(_order), alias="_seq")
     _resolved: Any = attrs.field(default=None, alias="_resolved")
     _is_resolved: bool = attrs.field(default=False, alias="_is_resolved")
 
     @property
     def lazy(self) -> bool:
         return isinstance(self.target, str) and not self._is_resolved
+
+    @property
+    def current(self) -> Any:
+        """The object if resolved (or never lazy), else the reference."""
+        return self._resolved if self._is_resolved else self.target
+
+    @property
+    def rank(self) -> tuple[bool, bool, int]:
+        return (self.app, self.replace, self._seq)
 
     def resolve(self) -> Any:
         if not self._is_resolved:
@@ -76,26 +107,46 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, hint: Callable[[str], str] | None = None) -> None:
         self.kind = kind
-        self._entries: dict[str, Entry] = {}
+        self._regs: dict[str, list[Entry]] = {}  # every registration of a name, in order
+        self._entries: dict[str, Entry] = {}  # the winner of each name
         self._hint = hint
 
     def add(self, name: str, target: Any, *, plugin: str, app: bool, replace: bool = False) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
-        held = self._entries.get(name)
-        if held is not None and not replace:
-            if held.app and not app:
-                held.shadowed.append(plugin)  # the application overrides the plugin on purpose
-                return
-            raise NameClashError(self.kind, name, held.plugin, plugin)
-        entry = Entry(name, target, plugin, app)
-        if held is not None:
-            entry.shadowed = [*held.shadowed, held.plugin]
-        self._entries[name] = entry
+        if isinstance(target, str):
+            try:
+                check_ref(target)
+            except ValueError as exc:
+                raise ValueError(f"{self.kind} {name!r} of plugin {plugin!r}: {exc}") from None
+        regs = self._regs.setdefault(name, [])
+        if not replace:
+            for held in regs:
+                if held.app == app and not held.replace:
+                    raise NameClashError(self.kind, name, held.plugin, plugin)
+        regs.append(Entry(name, target, plugin, app, replace))
+        self._crown(name)
+
+    def _crown(self, name: str) -> None:
+        regs = self._regs.get(name)
+        if not regs:
+            self._regs.pop(name, None)
+            self._entries.pop(name, None)
+            return
+        winner = max(regs, key=lambda e: e.rank)
+        winner.shadowed = [e.plugin for e in regs if e is not winner]
+        self._entries[name] = winner
 
     def get(self, name: str) -> T:
-        """The registered object, importing a lazy reference on first use."""
-        return self.entry(name).resolve()  # type: ignore[no-any-return]
+        """The registered object, importing a lazy reference on first use; a reference that does
+        not import is a :class:`~foundation_core.errors.PluginError` naming its plugin."""
+        entry = self.entry(name)
+        try:
+            return entry.resolve()  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise PluginError(
+                entry.plugin, f"{self.kind} {name!r}: {entry.target!r} cannot be imported: {exc!r}"
+            ) from exc
 
     def entry(self, name: str) -> Entry:
         entry = self._entries.get(name)
@@ -105,10 +156,12 @@ class Registry(Generic[T]):
         return entry
 
     def remove_plugin(self, plugin: str) -> list[str]:
-        """Drop every entry ``plugin`` made (rollback of a failed plugin); returns the names."""
-        gone = [n for n, e in self._entries.items() if e.plugin == plugin]
-        for name in gone:
-            del self._entries[name]
+        """Drop every registration ``plugin`` made (rollback of a failed plugin): each name goes
+        back to the registration that wins without it. Returns the names it had won."""
+        gone = sorted(n for n, e in self._entries.items() if e.plugin == plugin)
+        for name in [n for n, regs in self._regs.items() if any(e.plugin == plugin for e in regs)]:
+            self._regs[name] = [e for e in self._regs[name] if e.plugin != plugin]
+            self._crown(name)
         return gone
 
     def by_plugin(self, plugin: str) -> list[str]:
@@ -119,6 +172,10 @@ class Registry(Generic[T]):
 
     def entries(self) -> list[Entry]:
         return [self._entries[n] for n in sorted(self._entries)]
+
+    def items(self) -> dict[str, Any]:
+        """``{name: object}`` of the winners; a lazy reference not yet imported stays a string."""
+        return {n: e.current for n, e in sorted(self._entries.items())}
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -140,6 +140,43 @@ PLUGINS: dict[str, dict[str, str]] = {
     },
 }
 
+# plugins that would disturb the tests of the site above (one has the core's name): their own site
+ODD_PLUGINS: dict[str, dict[str, str]] = {
+    "exiter": {
+        "fixture_exiter/__init__.py": "",
+        "fixture_exiter/plugin.py": """
+            import sys
+            sys.exit("exiter: refusing to load")
+        """,
+    },
+    "needsdep": {
+        "fixture_needsdep/__init__.py": "",
+        "fixture_needsdep/plugin.py": """
+            import fixture_dependency_not_installed  # noqa: F401
+        """,
+    },
+    "foundation": {
+        "fixture_foundation/__init__.py": "",
+        "fixture_foundation/plugin.py": """
+            from foundation_core import hookimpl
+
+            @hookimpl
+            def foundation_register_commands(cli):
+                cli.add_command("version", lambda args, hub: 7, help="hijacked")
+        """,
+    },
+    "hijacker": {
+        "fixture_hijacker/__init__.py": "",
+        "fixture_hijacker/plugin.py": """
+            from foundation_core import hookimpl
+
+            @hookimpl
+            def foundation_register_commands(cli):
+                cli.add_command("plugins", lambda args, hub: 7, help="hijacked", replace=True)
+        """,
+    },
+}
+
 ENTRY_POINTS = {
     "broken": "fixture_does_not_exist.plugin",
 }
@@ -199,6 +236,15 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fixture-src")
     site = tmp_path_factory.mktemp("fixture-site")
     pip_install_target([_write_project(root, n, f) for n, f in PLUGINS.items()], site)
+    return site
+
+
+@pytest.fixture(scope="session")
+def odd_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plugins of ``ODD_PLUGINS``, installed by pip into a directory of their own."""
+    root = tmp_path_factory.mktemp("odd-src")
+    site = tmp_path_factory.mktemp("odd-site")
+    pip_install_target([_write_project(root, n, f) for n, f in ODD_PLUGINS.items()], site)
     return site
 
 

@@ -188,3 +188,56 @@ def test_trace_variable_logs_every_hook_call(plugin_site: Path) -> None:
     assert proc.returncode == 0
     assert "[foundation-trace]" in proc.stderr
     assert "foundation_register_patterns" in proc.stderr
+
+
+def _odd_hub(site: Path, only: str, **env: str) -> tuple[Hub, list[str]]:
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FoundationPluginWarning)
+            hub = Hub(env={"FOUNDATION_PLUGINS": only, **env})
+            hub.register(object(), name="foundation", _builtin=True)  # as the CLI does
+            hub.load_entry_points()
+    finally:
+        sys.path.remove(str(site))
+        for mod in [m for m in sys.modules if m.startswith("fixture_")]:
+            del sys.modules[mod]
+    return hub, [str(w.message) for w in caught]
+
+
+def test_a_plugin_calling_sys_exit_while_importing_fails_alone(odd_site: Path) -> None:
+    hub, _ = _odd_hub(odd_site, "exiter,needsdep")
+    assert hub.plugins["exiter"].status == "failed"
+    assert "exiter: refusing to load" in (hub.plugins["exiter"].error or "")
+
+
+def test_a_missing_dependency_of_a_plugin_is_not_called_its_entry_point_module(odd_site: Path) -> None:
+    hub, _ = _odd_hub(odd_site, "needsdep")
+    error = hub.plugins["needsdep"].error or ""
+    assert "it needs module 'fixture_dependency_not_installed', which is not installed" in error
+    assert "names module" not in error
+
+
+def test_an_entry_point_with_the_cores_name_is_refused_and_the_core_kept(odd_site: Path) -> None:
+    hub, warned = _odd_hub(odd_site, "foundation")
+    assert hub.plugins["foundation"].source == "builtin"
+    assert any("has the name of the builtin plugin 'foundation'" in w for w in warned)
+
+
+def test_selection_names_ignore_case_and_dashes_and_unknown_disables_warn(on_path: Path) -> None:
+    unknown = "FOUNDATION_DISABLE_PLUGINS names no_such, which no installed plugin has"
+    with pytest.warns(FoundationPluginWarning, match=unknown):
+        hub = Hub(env={"FOUNDATION_PLUGINS": "Good,Clash", "FOUNDATION_DISABLE_PLUGINS": "GOOD,no-such"})
+        hub.load_entry_points()
+    assert hub.plugins["good"].status == "disabled"
+    assert hub.plugins["clash"].status == "loaded"
+
+
+def test_a_plugin_command_cannot_take_a_builtin_commands_name(odd_site: Path) -> None:
+    result = run_cli(odd_site, "plugins", FOUNDATION_PLUGINS="hijacker")
+    assert result.returncode == 0, result.stderr
+    assert "hijacker" in result.stdout and "hijacked" not in result.stdout

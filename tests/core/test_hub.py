@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import attrs
 import pytest
 
@@ -223,3 +225,151 @@ def test_an_installed_object_whose_requirement_is_missing_is_reported_not_loaded
     ):
         assert hub.plugins["needy_obj"].status == "failed"
         assert "needy_pattern" not in hub.patterns
+
+
+class _Installed:
+    @hookimpl
+    def foundation_register_patterns(self, register: object) -> None:
+        register("greet", lambda policy: "plugin")  # type: ignore[operator]
+
+
+def test_a_plugin_with_one_invalid_hookimpl_keeps_none_of_its_hooks() -> None:
+    class Partial:  # dir() order: the valid hook is added before pluggy meets the invalid one
+        @hookimpl
+        def foundation_config_sections(self, add: object) -> None:
+            add("partial", Section)  # type: ignore[operator]
+
+        @hookimpl
+        def foundation_register_patterns(self, registr: object) -> None:
+            raise AssertionError("never called")
+
+    with pytest.warns(UserWarning, match="'registr'"):
+        hub = start(installed=[Partial()], entry_points=False, env={"FOUNDATION_PLUGINS": ""})
+    assert hub.plugins["Partial"].status == "failed"
+    assert "\n" not in (hub.plugins["Partial"].error or "")
+    assert "partial" not in (hub.config or {}) and not hub.pm.get_plugin("Partial")
+
+
+def test_an_installed_wrapper_registers_as_itself_and_its_error_isolates_only_it() -> None:
+    class Tracer:
+        @hookimpl(wrapper=True)
+        def foundation_register_patterns(self, register: object) -> object:
+            result = yield
+            register("traced", lambda policy: "traced")  # type: ignore[operator]
+            return result
+
+    class Buggy:
+        @hookimpl(wrapper=True)
+        def foundation_register_patterns(self, register: object) -> object:
+            yield
+            raise RuntimeError("wrapper bug")
+
+    with pytest.warns(UserWarning, match="wrapper bug"):
+        hub = start(installed=[_Installed(), Tracer(), Buggy()], entry_points=False)
+    assert hub.patterns.entry("traced").plugin == "Tracer" and not hub.patterns.entry("traced").app
+    assert hub.plugins["Tracer"].registered["patterns"] == ["traced"]
+    assert hub.plugins["Buggy"].status == "failed" and hub.patterns.names() == ["greet", "traced"]
+
+
+def test_an_application_override_wins_whatever_the_call_order() -> None:
+    class AppLast:
+        @hookimpl(trylast=True)
+        def foundation_register_patterns(self, register: object) -> None:
+            register("greet", lambda policy: "app")  # type: ignore[operator]
+
+    class Greedy:
+        @hookimpl(trylast=True)
+        def foundation_register_patterns(self, register: object) -> None:
+            register("greet", lambda policy: "greedy", replace=True)  # type: ignore[operator]
+
+    with start(plugins=[AppLast()], installed=[_Installed(), Greedy()], entry_points=False) as hub:
+        assert hub.patterns.get("greet")(None) == "app"
+        assert sorted(hub.patterns.entry("greet").shadowed) == ["Greedy", "_Installed"]
+
+
+def test_an_application_section_overrides_a_plugins_without_failing_it() -> None:
+    class Plugin(Sections):
+        foundation_name = "plug"
+
+        @hookimpl
+        def foundation_register_patterns(self, register: object) -> None:
+            register("plugged", lambda policy: None)  # type: ignore[operator]
+
+    class AppSection:
+        @hookimpl(trylast=True)
+        def foundation_config_sections(self, add: object) -> None:
+            add("demo", Section)  # type: ignore[operator]
+
+    with start(plugins=[AppSection()], installed=[Plugin()], entry_points=False) as hub:
+        assert hub.plugins["plug"].status == "loaded" and "plugged" in hub.patterns
+        assert hub.sections.owners["demo"] == "AppSection"
+
+
+def test_requirements_are_transitive_and_rechecked_after_a_hook_failure() -> None:
+    class B:
+        FOUNDATION_REQUIRES = ("missing",)
+
+    class A:
+        FOUNDATION_REQUIRES = ("B",)
+
+    class D:
+        @hookimpl
+        def foundation_register_patterns(self, register: object) -> None:
+            raise RuntimeError("D broken")
+
+    class C:
+        FOUNDATION_REQUIRES = ("D",)
+
+        @hookimpl(trylast=True)
+        def foundation_register_patterns(self, register: object) -> None:
+            register("c", lambda policy: None)  # type: ignore[operator]
+
+    class E:
+        FOUNDATION_REQUIRES = "config"
+
+    with warnings.catch_warnings():  # five failures, each warned: asserted below instead
+        warnings.simplefilter("ignore")
+        hub = start(installed=[A(), B(), C(), D(), E()], entry_points=False)
+    status = {n: (i.status, i.error or "") for n, i in hub.plugins.items()}
+    assert status["A"][0] == status["C"][0] == "failed" and "c" not in hub.patterns
+    assert "needs plugin 'B', which failed" in status["A"][1]
+    assert "needs plugin 'D', which failed" in status["C"][1]
+    assert "FOUNDATION_REQUIRES must be a list of plugin names, not 'config'" in status["E"][1]
+
+
+def test_startup_twice_starts_once_and_a_shutdown_wrapper_runs_around_shutdown() -> None:
+    log: list[str] = []
+
+    class Around:
+        @hookimpl(wrapper=True)
+        def foundation_shutdown(self, hub: foundation_core.Hub) -> object:
+            log.append("around.before")
+            result = yield
+            log.append("around.after")
+            return result
+
+    hub = start([Recorder("r", log), Around()], entry_points=False)
+    hub.startup()
+    hub.shutdown()
+    assert log == ["r.configure", "r.startup", "around.before", "r.shutdown", "around.after"]
+
+
+def test_a_config_loader_returning_something_else_is_named() -> None:
+    class BadLoader:
+        @hookimpl
+        def foundation_load_config(self, sections: object, files: object, overrides: object) -> object:
+            return {"demo": "not a section"}
+
+    wrong = r"plugin 'BadLoader'.*returned dict, not a foundation_core\.Config"
+    with pytest.raises(PluginError, match=wrong):
+        start([BadLoader()], entry_points=False)
+
+
+def test_the_hub_started_before_is_active_again_when_a_later_one_shuts_down() -> None:
+    from foundation_core._events import active_hub
+
+    with start([], entry_points=False, env={"FOUNDATION_PLUGINS": ""}) as first:
+        with start([], entry_points=False, env={"FOUNDATION_PLUGINS": ""}) as second:
+            assert active_hub() is second
+        assert active_hub() is first
+    assert active_hub() not in (first, second)

@@ -72,3 +72,71 @@ def test_remove_plugin_rolls_back_only_its_entries() -> None:
 def test_invalid_names_are_rejected(name: object) -> None:
     with pytest.raises(ValueError, match="non-empty string"):
         Registry("pattern").add(name, 1, plugin="p", app=False)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("app_first", [True, False])
+def test_an_application_wins_whatever_the_order_even_over_replace(app_first: bool) -> None:
+    reg: Registry[int] = Registry("pattern")
+    steps = [
+        lambda: reg.add("greet", 1, plugin="app", app=True),
+        lambda: reg.add("greet", 2, plugin="installed", app=False, replace=True),
+    ]
+    for step in steps if app_first else steps[::-1]:
+        step()
+    assert reg.get("greet") == 1
+    assert reg.entry("greet").plugin == "app" and reg.entry("greet").shadowed == ["installed"]
+
+
+@pytest.mark.parametrize("replacer_first", [True, False])
+def test_replace_true_wins_whichever_plugin_pluggy_calls_first(replacer_first: bool) -> None:
+    reg: Registry[int] = Registry("pattern")
+    steps = [
+        lambda: reg.add("retry", 2, plugin="turbo", app=False, replace=True),
+        lambda: reg.add("retry", 1, plugin="retry", app=False),
+    ]
+    for step in steps if replacer_first else steps[::-1]:
+        step()  # neither order is a clash
+    assert reg.get("retry") == 2 and reg.entry("retry").shadowed == ["retry"]
+
+
+def test_decorating_wrappers_stack_and_the_later_replace_wins() -> None:
+    reg: Registry[str] = Registry("pattern")
+    reg.add("greet", "m:base", plugin="p", app=False)
+    reg.add("greet", "m:traced", plugin="w1", app=False, replace=True)
+    reg.add("greet", "m:timed", plugin="w2", app=False, replace=True)
+    assert reg.entry("greet").target == "m:timed"
+    assert reg.entry("greet").shadowed == ["p", "w1"]
+
+
+def test_rolling_back_a_replacer_gives_the_name_back() -> None:
+    reg: Registry[int] = Registry("pattern")
+    reg.add("retry", 1, plugin="retry", app=False)
+    reg.add("retry", 2, plugin="turbo", app=False, replace=True)
+    assert reg.remove_plugin("turbo") == ["retry"]
+    assert reg.get("retry") == 1
+    assert reg.entry("retry").plugin == "retry" and reg.entry("retry").shadowed == []
+    assert reg.remove_plugin("retry") == ["retry"] and "retry" not in reg
+
+
+def test_two_plain_applications_still_clash_and_a_plugin_under_an_app_does_not() -> None:
+    reg: Registry[int] = Registry("command")
+    reg.add("version", 1, plugin="foundation", app=True)
+    reg.add("version", 2, plugin="a", app=False)
+    reg.add("version", 3, plugin="b", app=False, replace=True)
+    assert reg.get("version") == 1
+    with pytest.raises(NameClashError):
+        reg.add("version", 4, plugin="app", app=True)
+
+
+def test_a_malformed_lazy_reference_is_refused_at_registration_naming_the_plugin() -> None:
+    with pytest.raises(ValueError, match="transport 'odd' of plugin 'p': lazy reference 'no colon'"):
+        Registry("transport").add("odd", "no colon", plugin="p", app=False)
+
+
+def test_a_lazy_reference_that_does_not_import_names_the_plugin_and_the_registry() -> None:
+    from foundation_core.errors import PluginError
+
+    reg: Registry[object] = Registry("transport")
+    reg.add("fast", "fast_transport_not_installed:Fast", plugin="fastplug", app=False)
+    with pytest.raises(PluginError, match=r"plugin 'fastplug' failed: transport 'fast'.*cannot be imported"):
+        reg.get("fast")
