@@ -31,12 +31,17 @@ class CircuitBreaker:
     """One named circuit: ``before_call()`` -> call -> ``on_success(probe)`` / ``on_error(e, probe)``.
 
     ``state`` is read without a lock on every call; only a non-closed state calls ``before_call``,
-    which either refuses (``CircuitOpenError``) or returns ``True`` for a half-open probe.
+    which either refuses (``CircuitOpenError``) or returns the probe's ticket: for a half-open
+    probe the number of the half-open period that admitted it (1, 2, ...), else 0. The ticket
+    goes back with the outcome, which counts only in that period: a probe admitted before the
+    circuit re-opened that ends during a later half-open period neither closes the circuit nor
+    hands its permit to the new period, which would let more than ``half_open_max_calls`` in.
     """
 
     __slots__ = (
         "_lock",
         "_opened_at",
+        "_period",
         "_permits",
         "_probe_ok",
         "_streak",
@@ -59,6 +64,7 @@ class CircuitBreaker:
         self._window = self._new_window()
         self._opened_at = 0.0
         self._permits = 0
+        self._period = 0  # half-open periods so far; tags each probe's permit
         self._probe_ok = 0
         self.rejected = 0
         self.opened = 0
@@ -73,8 +79,9 @@ class CircuitBreaker:
 
     # --- the call protocol --------------------------------------------------------------------
 
-    def before_call(self) -> bool:
-        """Admit a call in a non-closed state: ``True`` for a half-open probe, else raise."""
+    def before_call(self) -> int:
+        """Admit a call in a non-closed state: a half-open probe gets its period's number, a call
+        that finds the circuit closed again meanwhile 0; otherwise raise ``CircuitOpenError``."""
         event = None
         with self._lock:
             if self.state == OPEN:
@@ -88,33 +95,33 @@ class CircuitBreaker:
                     self.rejected += 1
                     raise CircuitOpenError(self.name, 0.0)
                 self._permits -= 1
-                probe = True
+                probe = self._period
             else:  # closed again meanwhile
-                probe = False
+                probe = 0
         self._emit(event)
         return probe
 
-    def on_success(self, probe: bool = False) -> None:
+    def on_success(self, probe: int = 0) -> None:
         if probe:
-            self._probe_done(True)
+            self._probe_done(probe, True)
         elif self._window is not None:
             self._window.record(self.clock.now(), 0)
         elif self._streak:
             self._streak = 0
 
-    def on_error(self, error: BaseException, probe: bool = False) -> None:
+    def on_error(self, error: BaseException, probe: int = 0) -> None:
         if self.policy.counts_as_failure(error):
             self.on_failure(probe)
         elif isinstance(error, Exception):
             self.on_success(probe)
         elif probe:  # cancelled or interrupted: says nothing about health; hand the permit back
             with self._lock:
-                if self.state == HALF_OPEN:
+                if self.state == HALF_OPEN and probe == self._period:
                     self._permits += 1
 
-    def on_failure(self, probe: bool = False) -> None:
+    def on_failure(self, probe: int = 0) -> None:
         if probe:
-            self._probe_done(False)
+            self._probe_done(probe, False)
             return
         event = None
         window = self._window
@@ -130,9 +137,9 @@ class CircuitBreaker:
                 event = self._to(OPEN, calls, failures)
         self._emit(event)
 
-    def _probe_done(self, ok: bool) -> None:
+    def _probe_done(self, probe: int, ok: bool) -> None:
         with self._lock:
-            if self.state != HALF_OPEN:
+            if self.state != HALF_OPEN or probe != self._period:  # a stale probe: not this period's
                 return
             if not ok:
                 event = self._to(OPEN)
@@ -151,6 +158,7 @@ class CircuitBreaker:
             self._opened_at = self.clock.now()
             self.opened += 1
         elif new == HALF_OPEN:
+            self._period += 1
             self._permits = self.policy.half_open_max_calls
             self._probe_ok = 0
         else:

@@ -43,7 +43,7 @@ def circuit_breaker_factory(
 def _sync(fn: Callable[..., Any], b: CircuitBreaker) -> Callable[..., Any]:
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        probe = b.before_call() if b.state is not CLOSED else False
+        probe = b.before_call() if b.state is not CLOSED else 0
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -58,7 +58,7 @@ def _sync(fn: Callable[..., Any], b: CircuitBreaker) -> Callable[..., Any]:
 def _async(fn: Callable[..., Any], b: CircuitBreaker) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def call(*args: Any, **kwargs: Any) -> Any:
-        probe = b.before_call() if b.state is not CLOSED else False
+        probe = b.before_call() if b.state is not CLOSED else 0
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
@@ -76,7 +76,7 @@ def _timed_sync(fn: Callable[..., Any], b: CircuitBreaker) -> Callable[..., Any]
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        probe = b.before_call() if b.state is not CLOSED else False
+        probe = b.before_call() if b.state is not CLOSED else 0
         start = now()
         try:
             result = fn(*args, **kwargs)
@@ -98,7 +98,7 @@ def _timed_async(fn: Callable[..., Any], b: CircuitBreaker) -> Callable[..., Any
 
     @functools.wraps(fn)
     async def call(*args: Any, **kwargs: Any) -> Any:
-        probe = b.before_call() if b.state is not CLOSED else False
+        probe = b.before_call() if b.state is not CLOSED else 0
         start = now()
         try:
             result = await fn(*args, **kwargs)

@@ -102,9 +102,10 @@ def test_cancelled_probe_returns_its_permit() -> None:
     breaker = BreakerRegistry().get_or_create(policy, clock)
     breaker.on_failure()
     clock.advance(1)
-    assert breaker.before_call() is True
-    breaker.on_error(asyncio.CancelledError(), probe=True)
-    assert breaker.before_call() is True  # the permit came back
+    probe = breaker.before_call()
+    assert probe
+    breaker.on_error(asyncio.CancelledError(), probe)
+    assert breaker.before_call() == probe  # the permit came back
     assert breaker.state == "half_open"
 
 
@@ -225,3 +226,58 @@ def test_a_generator_function_is_refused_when_decorated(generator: Any) -> None:
     ) as info:
         circuit_breaker_factory(CircuitBreakerPolicy(name="gen"), registry=BreakerRegistry())(generator)
     assert getattr(generator, "__name__", "rows") in str(info.value)  # a partial shows its function
+
+
+def _two_probe_breaker(name: str, clock: VirtualClock) -> Any:
+    policy = CircuitBreakerPolicy(name=name, failure_threshold=1, reset_timeout=1, half_open_max_calls=2)
+    return BreakerRegistry().get_or_create(policy, clock)
+
+
+def _half_open_again(breaker: Any, clock: VirtualClock) -> None:
+    """Fail a trial call of the current half-open period (or trip a closed breaker), then wait
+    out the reset: the next ``before_call`` starts a new half-open period."""
+    breaker.on_failure(breaker.before_call() if breaker.state != "closed" else 0)
+    clock.advance(breaker.policy.reset_timeout)
+
+
+def test_a_stale_probe_cancelled_in_a_later_half_open_period_keeps_its_permit_to_itself() -> None:
+    """Its permit belonged to the earlier period; handed to the new one, the new period would
+    let more than half_open_max_calls trial calls run at once."""
+    clock = VirtualClock()
+    breaker = _two_probe_breaker("stale-cancel", clock)
+    _half_open_again(breaker, clock)
+    stale = breaker.before_call()  # a probe of the first half-open period, still running
+    _half_open_again(breaker, clock)  # its sibling probe failed: open, then half-open again
+    fresh = [breaker.before_call(), breaker.before_call()]  # the new period's two permits
+    breaker.on_error(asyncio.CancelledError(), stale)
+    with pytest.raises(CircuitOpenError):
+        breaker.before_call()
+    assert stale not in fresh
+
+
+def test_a_stale_probe_succeeding_late_does_not_count_towards_closing() -> None:
+    clock = VirtualClock()
+    breaker = _two_probe_breaker("stale-ok", clock)
+    _half_open_again(breaker, clock)
+    stale = breaker.before_call()
+    _half_open_again(breaker, clock)
+    fresh = breaker.before_call()
+    breaker.on_success(stale)  # from the previous period: ignored
+    breaker.on_success(fresh)
+    assert breaker.state == "half_open"  # one of this period's two trial calls succeeded
+    breaker.on_success(breaker.before_call())
+    assert breaker.state == "closed"
+
+
+def test_a_stale_probe_failing_late_does_not_reopen_the_next_period() -> None:
+    clock = VirtualClock()
+    breaker = _two_probe_breaker("stale-fail", clock)
+    _half_open_again(breaker, clock)
+    stale = breaker.before_call()
+    _half_open_again(breaker, clock)
+    fresh = breaker.before_call()
+    breaker.on_failure(stale)  # from the previous period: ignored
+    assert breaker.state == "half_open"
+    breaker.on_success(fresh)
+    breaker.on_success(breaker.before_call())
+    assert breaker.state == "closed"
