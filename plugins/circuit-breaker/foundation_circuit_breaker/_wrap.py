@@ -70,6 +70,17 @@ def _async(fn: Callable[..., Any], b: CircuitBreaker) -> Callable[..., Any]:
     return call
 
 
+def _timed_error(b: CircuitBreaker, error: BaseException, probe: int, slow: bool) -> None:
+    """Record a timed call that raised. A cancelled or interrupted call (not an ``Exception``)
+    says nothing about the dependency's health, unless it had run for ``slow_call_duration``:
+    then it was a slow call. That is how a hung dependency trips the breaker when a timeout
+    outside it (the pipeline's order) cancels the call: the breaker never sees the timeout."""
+    if slow and not isinstance(error, Exception):
+        b.on_failure(probe)
+    else:
+        b.on_error(error, probe)
+
+
 def _timed_sync(fn: Callable[..., Any], b: CircuitBreaker) -> Callable[..., Any]:
     now, slow = b.clock.now, b.policy.slow_call_duration
     assert slow is not None
@@ -81,7 +92,7 @@ def _timed_sync(fn: Callable[..., Any], b: CircuitBreaker) -> Callable[..., Any]
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            b.on_error(exc, probe)
+            _timed_error(b, exc, probe, now() - start >= slow)
             raise
         if now() - start >= slow:
             b.on_failure(probe)
@@ -103,7 +114,7 @@ def _timed_async(fn: Callable[..., Any], b: CircuitBreaker) -> Callable[..., Any
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            b.on_error(exc, probe)
+            _timed_error(b, exc, probe, now() - start >= slow)
             raise
         if now() - start >= slow:
             b.on_failure(probe)

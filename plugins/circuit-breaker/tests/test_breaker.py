@@ -281,3 +281,55 @@ def test_a_stale_probe_failing_late_does_not_reopen_the_next_period() -> None:
     breaker.on_success(fresh)
     breaker.on_success(breaker.before_call())
     assert breaker.state == "closed"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_call_cancelled_or_interrupted_after_slow_call_duration_is_a_slow_call(mode: str) -> None:
+    """A timeout outside the breaker (the pipeline's order) cancels a hung call: the breaker sees
+    only the cancellation, so the time the call took is what tells it the dependency hangs."""
+    clock = VirtualClock()
+    policy = CircuitBreakerPolicy(name="hung", failure_threshold=2, slow_call_duration=1.0)
+    stop: type[BaseException] = asyncio.CancelledError if mode == "async" else KeyboardInterrupt
+
+    def hang(seconds: float) -> None:
+        clock.advance(seconds)
+        raise stop
+
+    async def ahang(seconds: float) -> None:
+        hang(seconds)
+
+    protected = circuit_breaker_factory(policy, clock=clock, registry=BreakerRegistry())(
+        ahang if mode == "async" else hang
+    )
+
+    def run(seconds: float) -> None:
+        result = protected(seconds)
+        if mode == "async":
+            asyncio.run(result)
+
+    def call(seconds: float) -> None:
+        with pytest.raises(stop):
+            run(seconds)
+
+    call(0.5)  # cancelled early: says nothing about the dependency
+    assert protected.breaker.snapshot()["failures"] == 0
+    call(1.0)
+    call(5.0)
+    assert protected.breaker.state == "open"
+
+
+def test_a_hung_call_cancelled_by_an_outer_asyncio_timeout_trips_the_breaker() -> None:
+    policy = CircuitBreakerPolicy(name="hung-real", failure_threshold=2, slow_call_duration=0.01)
+
+    @circuit_breaker_factory(policy, registry=BreakerRegistry())
+    async def query() -> None:
+        await asyncio.Event().wait()  # the dependency never answers
+
+    async def main() -> None:
+        for _ in range(2):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.03):
+                    await query()
+
+    asyncio.run(main())
+    assert query.breaker.state == "open"
