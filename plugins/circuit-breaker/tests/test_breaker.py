@@ -18,7 +18,7 @@ from foundation_circuit_breaker import (
 )
 
 import foundation_core
-from foundation_core import VirtualClock, hookimpl
+from foundation_core import SYSTEM_CLOCK, VirtualClock, hookimpl
 from foundation_core.errors import CircuitOpenError, PolicyError
 
 
@@ -333,3 +333,30 @@ def test_a_hung_call_cancelled_by_an_outer_asyncio_timeout_trips_the_breaker() -
 
     asyncio.run(main())
     assert query.breaker.state == "open"
+
+
+def test_the_same_name_on_another_clock_is_another_breaker() -> None:
+    """A test or conformance run on a virtual clock must not hand its frozen-time breaker to
+    production code asking for the same name on the system clock (it would never half-open)."""
+    policy = CircuitBreakerPolicy(name="test-payments", failure_threshold=1)
+    virtual = VirtualClock()
+    try:
+        in_test = circuit_breaker_factory(policy, clock=virtual)(lambda: None)
+        in_production = circuit_breaker_factory(policy)(lambda: None)
+        assert in_production.breaker is not in_test.breaker
+        assert in_production.breaker.clock is SYSTEM_CLOCK and in_test.breaker.clock is virtual
+        assert breakers.get("test-payments") is in_production.breaker
+        assert breakers.get("test-payments", virtual) is in_test.breaker
+        assert circuit_breaker_factory(policy, clock=virtual)(lambda: None).breaker is in_test.breaker
+    finally:
+        breakers.remove("test-payments")
+    assert breakers.get("test-payments") is None and breakers.get("test-payments", virtual) is None
+
+
+def test_remove_clock_forgets_only_that_clocks_breakers() -> None:
+    registry, virtual = BreakerRegistry(), VirtualClock()
+    kept = registry.get_or_create(CircuitBreakerPolicy(name="a"))
+    registry.get_or_create(CircuitBreakerPolicy(name="a"), virtual)
+    registry.get_or_create(CircuitBreakerPolicy(name="b"), virtual)
+    registry.remove_clock(virtual)
+    assert list(registry) == [kept]

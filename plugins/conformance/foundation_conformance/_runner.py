@@ -3,6 +3,7 @@ virtual clock, in sync and async form; also checks the policy's defaults and inv
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -218,9 +219,20 @@ def _run_case(
         )
     except Exception as exc:  # the implementation broke outside a call: a failure, not a crash
         return CaseResult(spec.pattern_id, case.name, mode, False, (f"setting up or running raised {exc!r}",))
+    finally:
+        _forget_breakers(clock)
     events = [e for e in recorder.events if e.get("name") == name]
     problems = compare(case.expect, outcomes, script.calls, list(clock.sleeps), events)
     return CaseResult(spec.pattern_id, case.name, mode, not problems, tuple(problems))
+
+
+def _forget_breakers(clock: VirtualClock) -> None:
+    """Drop the breakers a case left in the process-wide breaker registry (where the built-in
+    factory keeps them when given no registry): they live on the case's virtual clock, and code
+    running later in the process must not find them. Looked up only if the plugin is loaded."""
+    registry = sys.modules.get("foundation_circuit_breaker._registry")
+    if registry is not None:
+        registry.breakers.remove_clock(clock)
 
 
 def _actions(case: Case) -> Iterable[float | None]:

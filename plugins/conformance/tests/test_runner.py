@@ -105,3 +105,12 @@ def test_cli_reports_a_bad_spec_with_file_and_case(
 def test_cli_unknown_pattern_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["conformance", "bulkhead"]) == 1
     assert "no spec for pattern 'bulkhead'" in capsys.readouterr().err
+
+
+def test_the_suite_leaves_no_breaker_in_the_process_registry() -> None:
+    """Its breakers live on virtual clocks that only the finished cases drove."""
+    from foundation_circuit_breaker import breakers
+
+    before = {(b.name, id(b.clock)) for b in breakers}
+    check_conformance("circuit_breaker")
+    assert {(b.name, id(b.clock)) for b in breakers} == before
