@@ -17,7 +17,8 @@ class TokenBucket:
     """``reserve()`` returns the seconds to wait before proceeding (0.0 for "now") or raises.
 
     A granted wait reserves its token at once (the balance may go below zero), so waiters are
-    served in arrival order and never more than ``rate`` per second on average. The lock is never
+    served in arrival order and never more than ``rate`` per second on average; a wait that is
+    abandoned hands its token back (``give_back``). The lock is never
     held across a wait, so sync threads and asyncio tasks can share one bucket.
     """
 
@@ -48,6 +49,15 @@ class TokenBucket:
             emit("rate_limited", name=self.name, retry_after=wait)
             raise RateLimited(self.name, wait)
         return wait
+
+    def give_back(self) -> None:
+        """Return the token of a granted wait that was abandoned (cancelled, interrupted): its
+        caller never reached the dependency, so the token is the next caller's, not lost."""
+        with self._lock:
+            now = self.clock.now()
+            tokens = self.policy.refill(self._tokens, now - self._stamp)
+            self._stamp = now
+            self._tokens = min(float(self.policy.burst), tokens + 1.0)
 
     @property
     def tokens(self) -> float:

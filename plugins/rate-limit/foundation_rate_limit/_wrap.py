@@ -27,7 +27,7 @@ def rate_limit_factory(policy: RateLimitPolicy, *, clock: Clock | None = None) -
 
     def wrap(fn: F) -> F:
         refuse_generator(fn, "rate_limit")
-        reserve = bucket.reserve
+        reserve, give_back = bucket.reserve, bucket.give_back
         if is_coroutine_callable(fn):
             asleep = clk.asleep
 
@@ -35,7 +35,11 @@ def rate_limit_factory(policy: RateLimitPolicy, *, clock: Clock | None = None) -
             async def acall(*args: Any, **kwargs: Any) -> Any:
                 wait = reserve()
                 if wait:
-                    await asleep(wait)
+                    try:
+                        await asleep(wait)
+                    except BaseException:  # cancelled while waiting: the token was never used
+                        give_back()
+                        raise
                 return await fn(*args, **kwargs)
 
             protected: Any = acall
@@ -46,7 +50,11 @@ def rate_limit_factory(policy: RateLimitPolicy, *, clock: Clock | None = None) -
             def call(*args: Any, **kwargs: Any) -> Any:
                 wait = reserve()
                 if wait:
-                    sleep(wait)
+                    try:
+                        sleep(wait)
+                    except BaseException:  # interrupted while waiting: the token was never used
+                        give_back()
+                        raise
                 return fn(*args, **kwargs)
 
             protected = call

@@ -152,3 +152,50 @@ def test_a_generator_function_is_refused_when_decorated(generator: Any) -> None:
     ) as info:
         rate_limit_factory(RateLimitPolicy(), clock=VirtualClock())(generator)
     assert getattr(generator, "__name__", "rows") in str(info.value)  # a partial shows its function
+
+
+class FrozenClock:
+    """Time stands still; a wait never ends: ``asleep`` awaits until cancelled, ``sleep`` is
+    interrupted (as by Ctrl-C)."""
+
+    virtual = True
+
+    def now(self) -> float:
+        return 0.0
+
+    def sleep(self, seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    async def asleep(self, seconds: float) -> None:
+        await asyncio.Event().wait()
+
+
+def test_a_cancelled_waiter_gives_its_token_back() -> None:
+    """It reserved the token when its wait was granted; kept, the next caller would wait for
+    a token nobody used."""
+    limited = rate_limit_factory(RateLimitPolicy(rate=10, burst=1, max_wait=5), clock=FrozenClock())
+
+    @limited
+    async def call() -> str:
+        return "ok"
+
+    async def main() -> None:
+        await call()  # takes the only token
+        waiter = asyncio.create_task(call())  # reserves the next one, then waits for it
+        await asyncio.sleep(0)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+    asyncio.run(main())
+    assert call.bucket.tokens == pytest.approx(0.0)
+
+
+def test_an_interrupted_sync_waiter_gives_its_token_back() -> None:
+    protected = rate_limit_factory(RateLimitPolicy(rate=10, burst=1, max_wait=5), clock=FrozenClock())(
+        lambda: "ok"
+    )
+    assert protected() == "ok"
+    with pytest.raises(KeyboardInterrupt):
+        protected()
+    assert protected.bucket.tokens == pytest.approx(0.0)
