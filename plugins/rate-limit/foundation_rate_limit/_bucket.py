@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from foundation_core._clock import Clock
+from foundation_core._clock import Clock, deadline_var
 from foundation_core._events import emit
 from foundation_core.errors import RateLimited
 
@@ -33,18 +33,20 @@ class TokenBucket:
         self._lock = threading.Lock()
 
     def reserve(self) -> float:
+        """Take a token now or reserve the next one. A wait longer than ``max_wait``, or one that
+        would end after an enclosing timeout's deadline, is refused at once: the timeout would
+        cut it short anyway, after the dependency had been called late or not at all."""
         limit = self.policy.max_wait  # None: no limit on the wait
+        deadline = deadline_var.get()
         with self._lock:
             now = self.clock.now()
             tokens = self.policy.refill(self._tokens, now - self._stamp)
             self._stamp = now
             wait = self.policy.wait_for(tokens)
-            if wait > 0.0 and limit is not None and wait > limit:
-                self._tokens = tokens
-                refused = True
-            else:
-                self._tokens = tokens - 1.0
-                refused = False
+            refused = wait > 0.0 and (
+                (limit is not None and wait > limit) or (deadline is not None and now + wait > deadline)
+            )
+            self._tokens = tokens if refused else tokens - 1.0
         if refused:
             emit("rate_limited", name=self.name, retry_after=wait)
             raise RateLimited(self.name, wait)

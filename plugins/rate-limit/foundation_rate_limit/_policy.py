@@ -17,7 +17,8 @@ class RateLimitPolicy:
 
     With no token, a call waits for one if it would arrive within ``max_wait`` seconds (the
     deadline), else it fails fast with ``RateLimited`` carrying ``retry_after``. ``max_wait=0``
-    (the default) never waits.
+    (the default) never waits. A wait that would end after an enclosing timeout's deadline
+    (``foundation_core.current_deadline()``) fails fast too.
     """
 
     name: str = "default"

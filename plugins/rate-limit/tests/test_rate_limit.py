@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import foundation_core
 from foundation_core import VirtualClock, hookimpl
+from foundation_core._clock import deadline_var
 from foundation_core.errors import PolicyError, RateLimited
 
 
@@ -199,3 +200,35 @@ def test_an_interrupted_sync_waiter_gives_its_token_back() -> None:
     with pytest.raises(KeyboardInterrupt):
         protected()
     assert protected.bucket.tokens == pytest.approx(0.0)
+
+
+def test_a_wait_that_would_cross_an_enclosing_deadline_is_refused_at_once() -> None:
+    """Waiting would only end in the timeout's error, after sleeping till the deadline; the
+    caller learns at once, and retry_after says when the token comes."""
+    clock = VirtualClock()
+    calls = []
+    protected = rate_limit_factory(RateLimitPolicy(rate=1, burst=1, max_wait=5), clock=clock)(
+        lambda: calls.append(clock.now())
+    )
+    protected()
+    token = deadline_var.set(0.5)  # as an enclosing timeout would publish it
+    try:
+        with pytest.raises(RateLimited) as info:
+            protected()
+    finally:
+        deadline_var.reset(token)
+    assert info.value.retry_after == pytest.approx(1.0)
+    assert (calls, clock.sleeps) == ([0.0], [])
+    assert protected.bucket.tokens == pytest.approx(0.0)  # nothing reserved
+
+
+def test_a_wait_that_ends_before_an_enclosing_deadline_is_granted() -> None:
+    clock = VirtualClock()
+    protected = rate_limit_factory(RateLimitPolicy(rate=1, burst=1, max_wait=5), clock=clock)(lambda: "ok")
+    protected()
+    token = deadline_var.set(1.0)
+    try:
+        assert protected() == "ok"
+    finally:
+        deadline_var.reset(token)
+    assert clock.sleeps == pytest.approx([1.0])
