@@ -126,15 +126,19 @@ def _cancelling_async(fn: Callable[..., Any], limit: _Deadline) -> Callable[...,
     @functools.wraps(fn)
     async def call(*args: Any, **kwargs: Any) -> Any:
         _, token = limit.open()
+        scope = asyncio.timeout(seconds)
         try:
-            async with asyncio.timeout(seconds) as scope:
-                return await fn(*args, **kwargs)
-        except TimeoutError as exc:
+            async with scope:
+                result = await fn(*args, **kwargs)
+        except Exception as exc:  # the cancellation's TimeoutError, or the callee's own error
             if scope.expired():
                 raise limit.exceeded() from exc
             raise
         finally:
             deadline_var.reset(token)
+        if scope.expired():  # the callee caught the cancellation and returned: a late result
+            raise limit.exceeded()
+        return result
 
     return call
 

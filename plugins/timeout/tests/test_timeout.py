@@ -155,3 +155,22 @@ def test_a_generator_function_is_refused_when_decorated(generator: Any) -> None:
     with pytest.raises(TypeError, match=refused) as info:
         timeout_factory(TimeoutPolicy())(generator)
     assert getattr(generator, "__name__", "rows") in str(info.value)  # a partial shows its function
+
+
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+def test_a_callee_that_swallows_the_cancellation_still_times_out(outcome: str) -> None:
+    """Some libraries catch ``CancelledError`` and return a default (or fail cleaning up): the
+    caller must get ``TimeoutExceeded``, never the late outcome."""
+
+    async def stubborn() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if outcome == "raises":
+                raise ConnectionError("cleanup failed") from None
+        return "late"
+
+    protected = timeout_factory(TimeoutPolicy(timeout=0.01))(stubborn)
+    with pytest.raises(TimeoutExceeded) as info:
+        asyncio.run(protected())
+    assert isinstance(info.value.__cause__, ConnectionError) == (outcome == "raises")
