@@ -8,12 +8,25 @@ from typing import Any
 import attrs
 
 from foundation_core._policy import exception_set
+from foundation_core.errors import PolicyError
 
 __all__ = ["FallbackPolicy"]
 
 
 def _to_on(value: Any) -> tuple[Any, ...]:
-    return exception_set("fallback", "on", value)
+    types = exception_set("fallback", "on", value)
+    for cls in types:
+        # a class matching only non-Exceptions (KeyboardInterrupt, CancelledError) is never caught;
+        # BaseException (and BaseExceptionGroup) stay allowed: they match Exceptions too
+        if not issubclass(cls, Exception) and cls not in (BaseException, BaseExceptionGroup):
+            raise PolicyError(
+                "fallback",
+                "on",
+                value,
+                f"Exception classes or their names ({cls.__name__} is not an Exception: "
+                f"a cancellation or an interrupt is never replaced by a fallback)",
+            )
+    return types
 
 
 def _to_not_on(value: Any) -> tuple[Any, ...]:
@@ -33,7 +46,11 @@ class FallbackPolicy:
     handler: Callable[[BaseException], Any] | None = attrs.field(default=None, eq=False)
 
     def catches(self, error: BaseException) -> bool:
-        return isinstance(error, self.on) and not isinstance(error, self.not_on)
+        """Whether ``error`` is replaced: an ``Exception`` (never a cancellation or an interrupt)
+        in ``on`` and not in ``not_on``."""
+        return (
+            isinstance(error, Exception) and isinstance(error, self.on) and not isinstance(error, self.not_on)
+        )
 
     def substitute(self, error: BaseException) -> Any:
         """The value that stands in for the failed call (may be awaitable for an async handler)."""

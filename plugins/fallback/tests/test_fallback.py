@@ -99,3 +99,17 @@ def test_a_generator_function_is_refused_when_decorated(generator: Any) -> None:
     ) as info:
         fallback_factory(FallbackPolicy(value=[]))(generator)
     assert getattr(generator, "__name__", "rows") in str(info.value)  # a partial shows its function
+
+
+@pytest.mark.parametrize("on", ["KeyboardInterrupt", ["ConnectionError", "asyncio.CancelledError"]])
+def test_on_refuses_classes_that_are_not_exceptions(on: object) -> None:
+    """A cancellation or an interrupt is never replaced by a fallback; listing one could only mislead."""
+    with pytest.raises(PolicyError, match="is not an Exception") as info:
+        FallbackPolicy(on=on)  # type: ignore[arg-type]
+    assert (info.value.parameter, info.value.value) == ("on", on)
+
+
+def test_catches_never_claims_a_cancellation_or_interrupt() -> None:
+    policy = FallbackPolicy(on=[BaseException])
+    assert not policy.catches(KeyboardInterrupt()) and not policy.catches(asyncio.CancelledError())
+    assert policy.catches(ConnectionError())

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from foundation_core._policy import exception_set, in_range, is_bool, one_of, optional_in_range
-from foundation_core.errors import CircuitOpenError
+from foundation_core.errors import CircuitOpenError, PolicyError
 
 __all__ = ["BACKOFFS", "RetryPolicy"]
 
@@ -18,7 +18,23 @@ _P = "retry"
 
 
 def _to_retry_on(value: Any) -> tuple[Any, ...]:
-    return exception_set("retry", "retry_on", value)
+    return _only_exceptions("retry_on", value, exception_set("retry", "retry_on", value))
+
+
+def _only_exceptions(parameter: str, value: Any, types: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Refuse a class that matches only BaseExceptions that are not Exceptions (KeyboardInterrupt,
+    CancelledError, SystemExit): those are never retried, so listing one could only mislead.
+    ``BaseException`` (and ``BaseExceptionGroup``) stay allowed: they match Exceptions too."""
+    for cls in types:
+        if not issubclass(cls, Exception) and cls not in (BaseException, BaseExceptionGroup):
+            raise PolicyError(
+                _P,
+                parameter,
+                value,
+                f"Exception classes or their names ({cls.__name__} is not an Exception: "
+                f"a cancellation or an interrupt is never retried)",
+            )
+    return types
 
 
 def _to_no_retry_on(value: Any) -> tuple[Any, ...]:
@@ -53,8 +69,14 @@ class RetryPolicy:
     random: Callable[[], float] = attrs.field(default=random.random, eq=False, repr=False)
 
     def should_retry_error(self, error: BaseException) -> bool:
-        """Whether ``error`` is retryable: an instance of ``retry_on`` and not of ``no_retry_on``."""
-        return isinstance(error, self.retry_on) and not isinstance(error, self.no_retry_on)
+        """Whether ``error`` is retryable: an ``Exception`` (a cancellation or an interrupt never
+        is, even under ``retry_on=BaseException``), an instance of ``retry_on`` and not of
+        ``no_retry_on``."""
+        return (
+            isinstance(error, Exception)
+            and isinstance(error, self.retry_on)
+            and not isinstance(error, self.no_retry_on)
+        )
 
     def delay_for(self, attempt: int, previous: float | None = None, rand: float = 1.0) -> float:
         """Seconds to wait after failed attempt ``attempt``; ``rand`` in [0, 1) drives jitter.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from foundation_retry import BACKOFFS, RetryPolicy
 from hypothesis import given
@@ -106,3 +108,22 @@ def test_decorrelated_jitter_is_between_base_and_three_times_previous(
 def test_exponential_delays_match_the_formula() -> None:
     policy = RetryPolicy(base_delay=0.1, multiplier=2)
     assert [round(policy.delay_for(n), 10) for n in (1, 2, 3, 4)] == [0.1, 0.2, 0.4, 0.8]
+
+
+def test_a_cancellation_or_interrupt_is_never_retryable() -> None:
+    """Not even under ``retry_on=BaseException``: the first attempt lets them through, and so
+    must every later one (retry.yaml lists them as non-retryable)."""
+    policy = RetryPolicy(retry_on=["BaseException"])
+    assert not policy.should_retry_error(KeyboardInterrupt())
+    assert not policy.should_retry_error(asyncio.CancelledError())
+    assert not policy.should_retry_error(SystemExit(1))
+    assert policy.should_retry_error(ConnectionError())
+
+
+@pytest.mark.parametrize(
+    "value", ["KeyboardInterrupt", ["asyncio.CancelledError", "ConnectionError"], SystemExit]
+)
+def test_retry_on_refuses_classes_that_are_not_exceptions(value: object) -> None:
+    with pytest.raises(PolicyError, match="is not an Exception") as info:
+        RetryPolicy(retry_on=value)  # type: ignore[arg-type]
+    assert (info.value.parameter, info.value.value) == ("retry_on", value)

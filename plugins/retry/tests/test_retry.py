@@ -200,3 +200,20 @@ def test_a_generator_function_is_refused_when_decorated(generator: Any) -> None:
     with pytest.raises(TypeError, match=refused) as info:
         retry_factory(RetryPolicy(), clock=VirtualClock())(generator)
     assert getattr(generator, "__name__", "rows") in str(info.value)  # a partial shows its function
+
+
+def test_an_interrupt_on_a_later_attempt_is_not_retried_either(mode: str) -> None:
+    """Attempt 1 lets a cancellation or interrupt through; attempts 2..n (run by tenacity, which
+    catches BaseException) must too, even under ``retry_on=BaseException``."""
+    clock = VirtualClock()
+    stop: type[BaseException] = asyncio.CancelledError if mode == "async" else KeyboardInterrupt
+    calls = []
+
+    def fn() -> None:
+        calls.append(1)
+        raise ConnectionError if len(calls) == 1 else stop
+
+    protected = wrap(RetryPolicy(max_attempts=3, base_delay=0, retry_on=[BaseException]), fn, mode, clock)
+    with pytest.raises(stop):
+        run(protected)
+    assert len(calls) == 2
