@@ -11,13 +11,15 @@ Specs, by form:
 
 The signature comes from, in order: the ``inputs=``/``outputs=`` arguments, the package manifest,
 the file's ``foundation_signature.json`` extra file (see :func:`save_torchscript`), or the module's
-``foundation_signature`` attribute. Nothing here unpickles arbitrary objects: weights travel as
-safetensors, and ``torch.load`` is never called.
+``foundation_signature`` attribute. Nothing here unpickles: weights travel as safetensors, a
+``.pt2`` is read with every unpickling path refused, and a package's manifest may only name a
+model factory (``_safety``).
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from foundation_ml._types import TensorSpec
 from foundation_ml.errors import ModelLoadError, PackageError
 
 from ._model import TorchModel
+from ._safety import check_package_factory, no_unpickling
 
 __all__ = ["TorchBackend", "save_export", "save_torchscript"]
 
@@ -81,7 +84,12 @@ class TorchBackend(ModelBackend):
         version = ""
         if is_package(spec):
             pkg = open_package(spec)
-            module = _build(name, str(pkg.manifest["factory"]), pkg.manifest.get("factory_kwargs") or {})
+            module = _build(
+                name,
+                str(pkg.manifest["factory"]),
+                pkg.manifest.get("factory_kwargs") or {},
+                package=pkg.where("manifest.json"),
+            )
             _load_weights(name, module, pkg.files.get(WEIGHTS), pkg.where(WEIGHTS))
             _check_declared(name, module, (pkg.inputs, pkg.outputs), pkg.where("manifest.json"))
             declared = _fill(given, (pkg.inputs, pkg.outputs))
@@ -141,10 +149,10 @@ class TorchBackend(ModelBackend):
         check_name(version, "the package's version", MAX_VERSION_BYTES)
         if not isinstance(spec, str) or ":" not in spec:
             raise ModelLoadError(f"a package needs a factory reference 'pkg.module:build', got {spec!r}")
-        module = _build(name, spec, factory_kwargs or {})
+        module = _build(name, spec, factory_kwargs or {}, package="the package being written")
         sig = (parse_signature(inputs), parse_signature(outputs))
-        if not sig[0]:
-            sig = _attribute_signature(name, module)
+        if not (sig[0] and sig[1]):  # a side not given comes from the module's foundation_signature
+            sig = _fill(sig, _attribute_signature(name, module))
         state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
         return write_package(
             path,
@@ -205,15 +213,35 @@ def _check_device(name: str, device: str) -> None:
         raise ModelLoadError(f"device {device!r}: use 'cpu' or 'cuda:N'", model=name)
 
 
-def _build(name: str, ref: str, kwargs: dict[str, Any]) -> Any:
+def _build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None = None) -> Any:
+    """Call the factory ``ref`` with ``kwargs``; the model it returns. ``package``: where the
+    reference was read (a manifest), which limits it to model factories (see ``_safety``)."""
     try:
         factory = resolve_ref(ref)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ModelLoadError(f"factory {ref!r} cannot be imported: {exc}", model=name) from None
+    if package is not None:
+        why = check_package_factory(ref, factory)
+        if why:
+            raise PackageError(f"{package}: {why}", model=name, file="manifest.json")
+    if not isinstance(kwargs, dict):
+        raise ModelLoadError(f"factory_kwargs for {ref!r} must be a mapping, not {kwargs!r}", model=name)
     try:
-        return factory(**kwargs)
-    except Exception as exc:
+        module = factory(**kwargs)
+    except (Exception, SystemExit) as exc:  # a factory calling sys.exit() does not end the server
         raise ModelLoadError(f"factory {ref!r} raised {type(exc).__name__}: {exc}", model=name) from exc
+    if package is not None and not isinstance(module, torch.nn.Module):
+        raise PackageError(
+            f"{package}: factory {ref!r} returned {type(module).__name__}, not a torch.nn.Module",
+            model=name,
+            file="manifest.json",
+        )
+    if not callable(module):
+        raise ModelLoadError(
+            f"factory {ref!r} returned {type(module).__name__}, which is not a model (not callable)",
+            model=name,
+        )
+    return module
 
 
 def _load_weights(name: str, module: Any, data: bytes | None, where: str) -> None:
@@ -225,6 +253,15 @@ def _load_weights(name: str, module: Any, data: bytes | None, where: str) -> Non
         raise PackageError(
             f"{where} is not a valid safetensors file: {exc}", model=name, file=WEIGHTS
         ) from None
+    expected = module.state_dict()
+    for key, tensor in state.items():  # load_state_dict would cast silently
+        want = expected.get(key)
+        if want is not None and want.dtype != tensor.dtype:
+            raise PackageError(
+                f"{where}: tensor {key!r} is {tensor.dtype}, the factory's module holds {want.dtype}",
+                model=name,
+                file=WEIGHTS,
+            )
     try:
         module.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError) as exc:
@@ -270,7 +307,8 @@ def _load_file(
     extra = {SIGNATURE_FILE: ""}
     try:
         if path.suffix == ".pt2":
-            program = torch.export.load(str(path), extra_files=extra)
+            with no_unpickling():  # torch.export.load unpickles on several paths; refuse them all
+                program = torch.export.load(str(path), extra_files=extra)
             module: Any = program.module()
             if torch.device(device).type != "cpu":
                 module = module.to(device)
@@ -279,6 +317,9 @@ def _load_file(
     except Exception as exc:
         kind = "torch.export program" if path.suffix == ".pt2" else "TorchScript file"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError):  # torch's text suggests weights_only=False: no
+            first = "it holds a pickled object other than tensors, and model files are never unpickled"
+
         raise ModelLoadError(
             f"{path} is not a loadable {kind}: {first}", model=name, file=str(path)
         ) from None

@@ -113,3 +113,29 @@ def test_package_command_writes_a_servable_package(tmp_path: Path) -> None:
     assert open_package(out).name == "demo"
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_weights_of_another_dtype_are_refused_not_cast(runtime: MLRuntime, tmp_path: Path) -> None:
+    import hashlib
+
+    from safetensors.torch import save
+
+    path = write(tmp_path / "m")
+    state = {k: v.to(torch.float64) for k, v in build_demo().state_dict().items()}
+    data = save(state)
+    (path / "weights.safetensors").write_bytes(data)
+    doc = json.loads((path / "manifest.json").read_text())
+    doc["files"]["weights.safetensors"] = hashlib.sha256(data).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(
+        PackageError, match=r"tensor 'fc1\.\w+' is torch.float64, the factory's module holds torch.float32"
+    ):
+        runtime.register_model("m", str(path))
+
+
+def test_a_package_given_one_side_of_the_signature_takes_the_other_from_the_module(tmp_path: Path) -> None:
+    only_in = write(tmp_path / "a", inputs={"x": "FP32[-1, 784]"})
+    only_out = write(tmp_path / "b", outputs={"y": "FP32[-1, 10]"})
+    for path in (only_in, only_out):
+        pkg = open_package(path)
+        assert [s.name for s in pkg.inputs] == ["x"] and [s.name for s in pkg.outputs] == ["y"]

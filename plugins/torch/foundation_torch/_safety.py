@@ -1,0 +1,93 @@
+"""What a model file or a model package may make this process do: no unpickling, no arbitrary calls.
+
+- :func:`no_unpickling`: ``torch.export.load`` unpickles on several paths of a ``.pt2`` archive
+  (sample inputs retried with ``weights_only=False``, ``use_pickle`` weights and constants,
+  opaque objects through ``pickle.loads``), so a ``.pt2`` file could run code. Inside this context
+  every ``torch.load`` is ``weights_only=True`` and the archive reader's ``pickle.loads`` refuses.
+- :func:`check_package_factory`: a package's manifest names its factory, and a manifest is data
+  anyone can write (no checksum covers it), so it may only name a model factory: an
+  ``nn.Module`` subclass, or a callable annotated to return one (``def build(...) -> MyNet``).
+  ``"os:system"`` with ``factory_kwargs`` would otherwise run a shell command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import pickle
+import threading
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+__all__ = ["check_package_factory", "is_module_factory", "no_unpickling"]
+
+_lock = threading.Lock()
+
+
+class _RefusePickle:
+    """Stands in for the ``pickle`` module inside torch's pt2 archive reader."""
+
+    @staticmethod
+    def loads(*args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError(
+            "the archive holds a pickled Python object (an opaque constant); pickles are never loaded"
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(pickle, name)
+
+
+@contextlib.contextmanager
+def no_unpickling() -> Iterator[None]:
+    """Run ``torch.export.load`` (or anything reading a model file) without unpickling: every
+    ``torch.load`` is forced to ``weights_only=True`` and the pt2 reader's ``pickle.loads``
+    raises. Serialised: the patch is process-wide while it lasts (it only ever makes a
+    concurrent ``torch.load`` stricter)."""
+    try:
+        archive: Any = importlib.import_module("torch.export.pt2_archive._package")
+    except ImportError:  # another torch layout: torch.load is still forced weights-only
+        archive = None
+    with _lock:
+        real_load = torch.load
+        real_pickle = getattr(archive, "pickle", None)
+
+        def weights_only_load(*args: Any, **kwargs: Any) -> Any:
+            kwargs["weights_only"] = True
+            return real_load(*args, **kwargs)
+
+        torch.load = weights_only_load
+        if real_pickle is not None:
+            archive.pickle = _RefusePickle()
+        try:
+            yield
+        finally:
+            torch.load = real_load
+            if real_pickle is not None:
+                archive.pickle = real_pickle
+
+
+def is_module_factory(obj: Any) -> bool:
+    """An ``nn.Module`` subclass, or a callable whose return annotation is one."""
+    if inspect.isclass(obj):
+        return issubclass(obj, torch.nn.Module)
+    if not callable(obj):
+        return False
+    try:
+        returned = typing.get_type_hints(obj).get("return")
+    except Exception:  # unresolvable annotations, builtins without any
+        return False
+    return inspect.isclass(returned) and issubclass(returned, torch.nn.Module)
+
+
+def check_package_factory(ref: str, factory: Any) -> str | None:
+    """Why ``factory`` may not be named by a package manifest, or None when it may."""
+    if is_module_factory(factory):
+        return None
+    return (
+        f"factory {ref!r} is neither a torch.nn.Module subclass nor a callable annotated to return "
+        "one (def build(...) -> MyNet); a package may only name a model factory"
+    )

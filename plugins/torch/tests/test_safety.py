@@ -1,0 +1,119 @@
+"""Model files and packages cannot make the server run code: no unpickling, only model factories."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from foundation_torch import TorchBackend, save_export
+from foundation_torch._safety import is_module_factory, no_unpickling
+from foundation_torch.demo import DemoMLP, build_demo
+
+from foundation_ml import MLRuntime, ModelLoadError, PackageError
+
+
+class _Marker:
+    """Unpickling this creates a file: the proof that code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (os.rename, (str(self.path) + ".absent", str(self.path)))  # harmless, but observable
+
+
+def _pickled_marker(tmp_path: Path) -> tuple[bytes, Path]:
+    marker = tmp_path / "code-ran"
+    (tmp_path / "code-ran.absent").write_text("")
+    buf = io.BytesIO()
+    torch.save(_Marker(marker), buf)
+    return buf.getvalue(), marker
+
+
+def test_a_pt2_whose_sample_inputs_are_a_pickle_is_refused_without_running_it(
+    runtime: MLRuntime, tmp_path: Path
+) -> None:
+    """torch.export.load retries the sample inputs with weights_only=False; not here."""
+    good = tmp_path / "good.pt2"
+    ep = torch.export.export(build_demo(), (torch.zeros(2, 784),))
+    save_export(ep, good, inputs={"x": "FP32[2, 784]"}, outputs={"y": "FP32[2, 10]"})
+    payload, marker = _pickled_marker(tmp_path)
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(
+                info, payload if info.filename.endswith("sample_inputs/model.pt") else src.read(info)
+            )
+    with pytest.raises(ModelLoadError, match="never unpickled"):
+        runtime.register_model("m", str(evil))
+    assert not marker.exists()
+    runtime.register_model("good", str(good))  # the untouched archive still loads
+
+
+def test_inside_no_unpickling_torch_load_is_weights_only_and_pickle_loads_refuses(tmp_path: Path) -> None:
+    from torch.export.pt2_archive import _package as archive
+
+    payload, marker = _pickled_marker(tmp_path)
+    with no_unpickling():
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(io.BytesIO(payload), weights_only=False)
+        with pytest.raises(pickle.UnpicklingError, match="pickles are never loaded"):
+            archive.pickle.loads(pickle.dumps(_Marker(marker)))
+    assert not marker.exists()
+    assert archive.pickle is pickle and torch.load(io.BytesIO(_tensor_bytes())).shape == (2,)
+
+
+def _tensor_bytes() -> bytes:
+    buf = io.BytesIO()
+    torch.save(torch.zeros(2), buf)
+    return buf.getvalue()
+
+
+def _package_with_factory(tmp_path: Path, factory: str, **kwargs: object) -> Path:
+    path = TorchBackend().package("foundation_torch.demo:build_demo", tmp_path / "pkg", name="m")
+    doc = json.loads((path / "manifest.json").read_text())
+    doc["factory"], doc["factory_kwargs"] = factory, kwargs
+    (path / "manifest.json").write_text(json.dumps(doc))
+    return path
+
+
+def not_annotated(**kwargs: object):  # type: ignore[no-untyped-def]
+    return build_demo()
+
+
+def lies() -> DemoMLP:
+    return 5  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs", "problem"),
+    [
+        ("os:system", {"command": "false"}, "neither a torch.nn.Module subclass nor"),
+        ("sys:exit", {}, "neither a torch.nn.Module subclass nor"),
+        (f"{__name__}:not_annotated", {}, "neither a torch.nn.Module subclass nor"),
+        (f"{__name__}:lies", {}, "returned int, not a torch.nn.Module"),
+    ],
+)
+def test_a_package_may_only_name_a_model_factory(
+    runtime: MLRuntime, tmp_path: Path, factory: str, kwargs: dict[str, object], problem: str
+) -> None:
+    path = _package_with_factory(tmp_path, factory, **kwargs)
+    with pytest.raises(PackageError, match=f"manifest.json: factory '{factory}' .*{problem}"):
+        runtime.register_model("m", str(path))
+    assert "m" not in runtime.registry.names()
+
+
+def test_model_classes_and_annotated_builders_are_model_factories() -> None:
+    assert is_module_factory(DemoMLP) and is_module_factory(build_demo) and is_module_factory(torch.nn.Linear)
+    assert not any(map(is_module_factory, (os.system, print, not_annotated, 5, "x")))
+
+
+def test_a_factory_calling_sys_exit_is_a_load_error_not_an_exit(runtime: MLRuntime) -> None:
+    with pytest.raises(ModelLoadError, match="factory 'sys:exit' raised SystemExit"):
+        runtime.register_model("m", "sys:exit")
