@@ -23,6 +23,12 @@ def _to_ignore_on(value: Any) -> tuple[Any, ...]:
     return exception_set("circuit_breaker", "ignore_on", value)
 
 
+def _is_name(_inst: Any, attribute: Any, value: Any) -> None:
+    """A validator: names label errors and events (and key shared state): a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise PolicyError(_P, attribute.name, value, "a non-empty string")
+
+
 @attrs.frozen
 class CircuitBreakerPolicy:
     """When to open, how long to stay open, and how to probe.
@@ -37,7 +43,7 @@ class CircuitBreakerPolicy:
     or inside ``ignore_on``, count as successes (they say nothing about the dependency's health).
     """
 
-    name: str = "default"
+    name: str = attrs.field(default="default", validator=_is_name)
     mode: str = attrs.field(default="consecutive", validator=one_of(_P, MODES))
     failure_threshold: int = attrs.field(
         default=5, validator=in_range(_P, 1, 10_000, integer=True, unit="calls")

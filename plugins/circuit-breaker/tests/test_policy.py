@@ -21,6 +21,8 @@ from foundation_core.errors import PolicyError
         ("half_open_max_calls", 0),
         ("slow_call_duration", -1),
         ("record_on", ["NotAnError"]),
+        ("name", None),
+        ("name", ""),
     ],
 )
 def test_invalid_values_name_the_parameter(parameter: str, value: object) -> None:

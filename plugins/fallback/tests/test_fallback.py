@@ -113,3 +113,11 @@ def test_catches_never_claims_a_cancellation_or_interrupt() -> None:
     policy = FallbackPolicy(on=[BaseException])
     assert not policy.catches(KeyboardInterrupt()) and not policy.catches(asyncio.CancelledError())
     assert policy.catches(ConnectionError())
+
+
+@pytest.mark.parametrize(("parameter", "value"), [("handler", 42), ("handler", "cached"), ("name", None)])
+def test_invalid_values_name_the_parameter(parameter: str, value: object) -> None:
+    """Refused on construction: a non-callable handler would fail only when the first error comes."""
+    with pytest.raises(PolicyError) as info:
+        FallbackPolicy(**{parameter: value})  # type: ignore[arg-type]
+    assert (info.value.parameter, info.value.value) == (parameter, value)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from foundation_core._policy import in_range, optional_in_range
+from foundation_core.errors import PolicyError
 
 __all__ = ["RateLimitPolicy"]
 
 _P = "rate_limit"
+
+
+def _is_name(_inst: Any, attribute: Any, value: Any) -> None:
+    """A validator: names label errors and events (and key shared state): a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise PolicyError(_P, attribute.name, value, "a non-empty string")
 
 
 @attrs.frozen
@@ -21,7 +30,7 @@ class RateLimitPolicy:
     (``foundation_core.current_deadline()``) fails fast too.
     """
 
-    name: str = "default"
+    name: str = attrs.field(default="default", validator=_is_name)
     rate: float = attrs.field(
         default=10.0, validator=in_range(_P, 0, 1_000_000, unit="calls/s", lo_open=True)
     )

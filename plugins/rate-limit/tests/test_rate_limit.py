@@ -22,7 +22,8 @@ from foundation_core.errors import PolicyError, RateLimited
 
 
 @pytest.mark.parametrize(
-    ("parameter", "value"), [("rate", 0), ("burst", 0), ("burst", 2.5), ("max_wait", -1)]
+    ("parameter", "value"),
+    [("rate", 0), ("burst", 0), ("burst", 2.5), ("max_wait", -1), ("name", None), ("name", "")],
 )
 def test_invalid_values_name_the_parameter(parameter: str, value: object) -> None:
     with pytest.raises(PolicyError) as info:

@@ -41,6 +41,23 @@ def _to_no_retry_on(value: Any) -> tuple[Any, ...]:
     return exception_set("retry", "no_retry_on", value)
 
 
+def _is_name(_inst: Any, attribute: Any, value: Any) -> None:
+    """A validator: names label errors and events (and key shared state): a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise PolicyError(_P, attribute.name, value, "a non-empty string")
+
+
+def _is_callable(_inst: Any, attribute: Any, value: Any) -> None:
+    """A validator: the value is called on every use, so a non-callable fails here, not there."""
+    if not callable(value):
+        raise PolicyError(_P, attribute.name, value, "a callable")
+
+
+def _optional_callable(_inst: Any, attribute: Any, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise PolicyError(_P, attribute.name, value, "None (off) or a callable")
+
+
 @attrs.frozen
 class RetryPolicy:
     """How often and how patiently to retry. It is also the ``[retry]`` config section.
@@ -52,7 +69,7 @@ class RetryPolicy:
     ``deadline`` bounds the whole call: no retry starts whose wait would cross it.
     """
 
-    name: str = "retry"
+    name: str = attrs.field(default="retry", validator=_is_name)
     max_attempts: int = attrs.field(default=3, validator=in_range(_P, 1, 100, integer=True, unit="attempts"))
     backoff: str = attrs.field(default="exponential", validator=one_of(_P, BACKOFFS))
     base_delay: float = attrs.field(default=0.1, validator=in_range(_P, 0, 300, unit="s"))
@@ -61,12 +78,16 @@ class RetryPolicy:
     jitter: bool = attrs.field(default=False, validator=is_bool(_P))
     retry_on: tuple[Any, ...] = attrs.field(default=(Exception,), converter=_to_retry_on)
     no_retry_on: tuple[Any, ...] = attrs.field(default=(CircuitOpenError,), converter=_to_no_retry_on)
-    retry_if_result: Callable[[Any], bool] | None = attrs.field(default=None, eq=False)
+    retry_if_result: Callable[[Any], bool] | None = attrs.field(
+        default=None, eq=False, validator=_optional_callable
+    )
     deadline: float | None = attrs.field(
         default=None, validator=optional_in_range(_P, 0, 86400, unit="s", lo_open=True)
     )
     #: Source of uniform numbers in [0, 1) for jitter; injected so tests are deterministic.
-    random: Callable[[], float] = attrs.field(default=random.random, eq=False, repr=False)
+    random: Callable[[], float] = attrs.field(
+        default=random.random, eq=False, repr=False, validator=_is_callable
+    )
 
     def should_retry_error(self, error: BaseException) -> bool:
         """Whether ``error`` is retryable: an ``Exception`` (a cancellation or an interrupt never

@@ -26,6 +26,10 @@ from foundation_core.errors import CircuitOpenError, PolicyError
         ("backoff", "quadratic", "one of 'fixed', 'linear', 'exponential', 'decorrelated'"),
         ("jitter", "yes", "true or false"),
         ("deadline", 0, "None (off) or a number in (0, 86400] s"),
+        ("name", None, "a non-empty string"),
+        ("name", 42, "a non-empty string"),
+        ("retry_if_result", 42, "None (off) or a callable"),
+        ("random", 42, "a callable"),
     ],
 )
 def test_invalid_values_raise_policy_error_naming_parameter_value_and_range(

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from foundation_core._policy import in_range, one_of
+from foundation_core.errors import PolicyError
 
 __all__ = ["SYNC_MODES", "TimeoutPolicy"]
 
 SYNC_MODES = ("deadline", "thread")
 _P = "timeout"
+
+
+def _is_name(_inst: Any, attribute: Any, value: Any) -> None:
+    """A validator: names label errors and events (and key shared state): a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise PolicyError(_P, attribute.name, value, "a non-empty string")
 
 
 @attrs.frozen
@@ -24,6 +33,6 @@ class TimeoutPolicy:
     waiting at the deadline (the abandoned call runs on in its worker).
     """
 
-    name: str = "timeout"
+    name: str = attrs.field(default="timeout", validator=_is_name)
     timeout: float = attrs.field(default=10.0, validator=in_range(_P, 0, 86_400, unit="s", lo_open=True))
     sync_mode: str = attrs.field(default="deadline", validator=one_of(_P, SYNC_MODES))

@@ -18,7 +18,8 @@ from foundation_core.errors import PolicyError, TimeoutExceeded
 
 
 @pytest.mark.parametrize(
-    ("parameter", "value"), [("timeout", 0), ("timeout", 86_401), ("sync_mode", "signal")]
+    ("parameter", "value"),
+    [("timeout", 0), ("timeout", 86_401), ("sync_mode", "signal"), ("name", None), ("name", "")],
 )
 def test_invalid_values_name_the_parameter(parameter: str, value: object) -> None:
     with pytest.raises(PolicyError) as info:
