@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -304,6 +305,7 @@ def _load_file(
 ) -> tuple[Any, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None]:
     if not path.is_file():
         raise ModelLoadError(f"{path} does not exist", model=name, file=str(path))
+    _check_archive(name, path)
     extra = {SIGNATURE_FILE: ""}
     try:
         if path.suffix == ".pt2":
@@ -333,6 +335,35 @@ def _load_file(
         raise ModelLoadError(
             f"{path}:{SIGNATURE_FILE} is invalid: {exc}", model=name, file=str(path)
         ) from None
+
+
+def _check_archive(name: str, path: Path) -> None:
+    """TorchScript and torch.export files are zip archives whose readers do not check the CRCs:
+    a damaged file would load and serve other numbers. Every entry is read and checked here."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+            declared = sum(i.file_size for i in entries)
+            if any(i.compress_type != zipfile.ZIP_STORED for i in entries) and declared > 64 * max(
+                path.stat().st_size, 1 << 20
+            ):
+                raise ModelLoadError(
+                    f"{path} declares {declared} bytes uncompressed, implausibly many for its size",
+                    model=name,
+                    file=str(path),
+                )
+            bad = archive.testzip()
+    except ModelLoadError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        kind = "torch.export program" if path.suffix == ".pt2" else "TorchScript file"
+        raise ModelLoadError(
+            f"{path} is not a {kind} (a zip archive): {exc}", model=name, file=str(path)
+        ) from None
+    if bad is not None:
+        raise ModelLoadError(
+            f"{path} is damaged: entry {bad!r} fails its CRC check", model=name, file=str(path)
+        )
 
 
 def _fill(

@@ -117,3 +117,18 @@ def test_model_classes_and_annotated_builders_are_model_factories() -> None:
 def test_a_factory_calling_sys_exit_is_a_load_error_not_an_exit(runtime: MLRuntime) -> None:
     with pytest.raises(ModelLoadError, match="factory 'sys:exit' raised SystemExit"):
         runtime.register_model("m", "sys:exit")
+
+
+def test_a_damaged_pt2_is_refused_naming_the_entry(runtime: MLRuntime, tmp_path: Path) -> None:
+    good = tmp_path / "good.pt2"
+    ep = torch.export.export(build_demo(), (torch.zeros(2, 784),))
+    save_export(ep, good, inputs={"x": "FP32[2, 784]"}, outputs={"y": "FP32[2, 10]"})
+    data = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as archive:
+        weight = next(i for i in archive.infolist() if "/weights/" in i.filename and i.file_size > 1000)
+    at = weight.header_offset + 30 + len(weight.filename.encode()) + len(weight.extra) + 100
+    data[at] ^= 0xFF  # one weight byte; the stored CRC no longer matches
+    damaged = tmp_path / "damaged.pt2"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match=f"damaged: entry '{weight.filename}' fails its CRC check"):
+        runtime.register_model("m", str(damaged))
