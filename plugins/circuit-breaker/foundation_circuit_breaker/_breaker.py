@@ -15,7 +15,7 @@ from typing import Any
 
 from foundation_core._clock import Clock
 from foundation_core._events import emit
-from foundation_core.errors import CircuitOpenError
+from foundation_core.errors import CircuitOpenError, RateLimited
 
 from ._policy import CircuitBreakerPolicy
 from ._windows import CountWindow, TimeWindow
@@ -110,11 +110,15 @@ class CircuitBreaker:
             self._streak = 0
 
     def on_error(self, error: BaseException, probe: int = 0) -> None:
-        if self.policy.counts_as_failure(error):
+        if isinstance(error, RateLimited):
+            pass  # refused by a rate limiter inside the breaker: the dependency was never called
+        elif self.policy.counts_as_failure(error):
             self.on_failure(probe)
+            return
         elif isinstance(error, Exception):
             self.on_success(probe)
-        elif probe:  # cancelled or interrupted: says nothing about health; hand the permit back
+            return
+        if probe:  # cancelled, interrupted or throttled: says nothing about health; permit back
             with self._lock:
                 if self.state == HALF_OPEN and probe == self._period:
                     self._permits += 1

@@ -360,3 +360,36 @@ def test_remove_clock_forgets_only_that_clocks_breakers() -> None:
     registry.get_or_create(CircuitBreakerPolicy(name="b"), virtual)
     registry.remove_clock(virtual)
     assert list(registry) == [kept]
+
+
+def test_a_call_refused_by_an_inner_rate_limiter_is_not_a_failure_of_the_dependency() -> None:
+    from foundation_core.errors import RateLimited
+
+    policy = CircuitBreakerPolicy(name="throttled", failure_threshold=2)
+    calls = []
+
+    def throttled() -> None:
+        calls.append(1)
+        raise RateLimited("api", 0.5)
+
+    protected = circuit_breaker_factory(policy, registry=BreakerRegistry())(throttled)
+    for _ in range(5):
+        with pytest.raises(RateLimited):
+            protected()
+    snap = protected.breaker.snapshot()
+    assert snap["state"] == "closed" and len(calls) == 5
+
+
+def test_local_throttling_in_a_pipeline_never_opens_the_circuit() -> None:
+    from foundation_core.errors import RateLimited
+
+    with foundation_core.start(env={"FOUNDATION_PLUGINS": "circuit_breaker,rate_limit"}) as hub:
+        protected = hub.pipeline(
+            circuit_breaker={"name": "throttled-pipeline", "failure_threshold": 1},
+            rate_limit={"name": "tight", "rate": 0.001, "burst": 1},
+        )(lambda: "ok")
+        assert protected() == "ok"
+        for _ in range(3):
+            with pytest.raises(RateLimited):
+                protected()
+        assert protected.breaker.snapshot()["state"] == "closed"
