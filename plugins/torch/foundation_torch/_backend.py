@@ -358,7 +358,7 @@ def _check_archive(name: str, path: Path) -> None:
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
         kind = "torch.export program" if path.suffix == ".pt2" else "TorchScript file"
         raise ModelLoadError(
-            f"{path} is not a {kind} (a zip archive): {exc}", model=name, file=str(path)
+            f"{path} is not a loadable {kind}: {exc}", model=name, file=str(path)
         ) from None
     if bad is not None:
         raise ModelLoadError(
