@@ -357,9 +357,7 @@ def _check_archive(name: str, path: Path) -> None:
         raise
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
         kind = "torch.export program" if path.suffix == ".pt2" else "TorchScript file"
-        raise ModelLoadError(
-            f"{path} is not a loadable {kind}: {exc}", model=name, file=str(path)
-        ) from None
+        raise ModelLoadError(f"{path} is not a loadable {kind}: {exc}", model=name, file=str(path)) from None
     if bad is not None:
         raise ModelLoadError(
             f"{path} is damaged: entry {bad!r} fails its CRC check", model=name, file=str(path)
