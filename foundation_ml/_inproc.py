@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -75,7 +76,9 @@ class _InprocClient(TransportClient):
                 reply(exc)
             except Exception as exc:  # a handler must respond, not raise; report it typed
                 reply(InternalError(f"handler raised {exc!r}", model=request.model, request_id=request.id))
-            if not reply.wait(timeout):
+            # the handler may have run in this thread: an answer after the deadline is late too
+            late = request.deadline_ns and time.monotonic_ns() > request.deadline_ns
+            if not reply.wait(timeout) or late:
                 raise DeadlineExceeded(
                     f"no response within {timeout}s", model=request.model, request_id=request.id
                 )

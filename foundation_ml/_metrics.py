@@ -110,51 +110,73 @@ class ModelMetrics:
 
 
 def prometheus_text(models: Mapping[str, Mapping[str, Any]], server: str = "") -> str:
-    """The Prometheus text exposition (format 0.0.4) of ``{model: snapshot}``."""
+    """The Prometheus text exposition (format 0.0.4) of ``{model: snapshot}``: one series per
+    model *and version* (a snapshot's ``versions``, ``{version: snapshot}``, when it has them),
+    so loading a new version neither resets a counter nor moves its history to another series."""
     lines: list[str] = []
+    series = [
+        (model, str(version), snap)
+        for model, doc in sorted(models.items())
+        for version, snap in sorted((doc.get("versions") or {doc.get("version", ""): doc}).items())
+    ]
 
     def metric(name: str, kind: str, help: str, samples: list[tuple[str, float]]) -> None:
         lines.append(f"# HELP foundation_{name} {help}")
         lines.append(f"# TYPE foundation_{name} {kind}")
-        lines.extend(f"foundation_{name}{{{labels}}} {value:g}" for labels, value in samples)
+        lines.extend(f"foundation_{name}{{{labels}}} {_number(value)}" for labels, value in samples)
 
-    def lab(model: str, **extra: str) -> str:
-        pairs = {"server": server, "model": model, **extra}
+    def lab(model: str, version: str, **extra: str) -> str:
+        pairs = {"server": server, "model": model, "version": version, **extra}
         return ",".join(f'{k}="{_escape(v)}"' for k, v in pairs.items())
 
-    items = sorted(models.items())
-    metric("requests_total", "counter", "Requests answered.", [(lab(m), s["requests"]) for m, s in items])
+    metric(
+        "requests_total", "counter", "Requests answered.", [(lab(m, v), s["requests"]) for m, v, s in series]
+    )
     metric(
         "errors_total",
         "counter",
         "Requests answered with an error, by error code.",
-        [(lab(m, code=c), v) for m, s in items for c, v in s["errors_by_code"].items()],
+        [(lab(m, v, code=c), n) for m, v, s in series for c, n in s["errors_by_code"].items()],
     )
     metric(
         "latency_microseconds",
         "summary",
         "Server-side latency over the recent window.",
         [
-            (lab(m, quantile=q), s["latency_us"][k])
-            for m, s in items
+            (lab(m, v, quantile=q), s["latency_us"][k])
+            for m, v, s in series
             if s["latency_us"]
             for q, k in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
         ],
     )
-    metric("batches_total", "counter", "Backend calls.", [(lab(m), s["batches"]) for m, s in items])
+    metric("batches_total", "counter", "Backend calls.", [(lab(m, v), s["batches"]) for m, v, s in series])
     metric(
         "batch_size_total",
         "counter",
         "Backend calls by batch size.",
-        [(lab(m, size=k), v) for m, s in items for k, v in s["batch_sizes"].items()],
+        [(lab(m, v, size=k), n) for m, v, s in series for k, n in s["batch_sizes"].items()],
     )
     metric(
         "queue_depth",
         "gauge",
         "Requests waiting for a batch.",
-        [(lab(m), s["queue_depth"]) for m, s in items],
+        [(lab(m, v), s["queue_depth"]) for m, v, s in series],
     )
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    """Exact: an integer as itself (``:g`` printed 1234567 as 1.23457e+06), a float round-trip."""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    f = float(value)
+    if f != f:
+        return "NaN"
+    if f in (float("inf"), float("-inf")):
+        return "+Inf" if f > 0 else "-Inf"
+    return repr(f)
 
 
 def _escape(value: str) -> str:

@@ -89,6 +89,22 @@ def test_prometheus_text_exposes_counters_and_quantiles(
     served.infer("affine", {"x": rows(1)})
     text = runtime.prometheus()
     assert "# TYPE foundation_requests_total counter" in text
-    assert 'foundation_requests_total{server="' in text and 'model="affine"} 1' in text
+    assert 'foundation_requests_total{server="' in text and 'model="affine",version="1"} 1' in text
     assert 'quantile="0.99"' in text
     assert prometheus_text({}).count("# TYPE") == 6
+
+
+def test_prometheus_numbers_are_exact() -> None:
+    metrics = ModelMetrics()
+    snap = {**metrics.snapshot(), "requests": 1_234_567, "batches": 2**53 + 1, "queue_depth": 0}
+    text = prometheus_text({"m": snap})
+    assert 'foundation_requests_total{server="",model="m",version=""} 1234567\n' in text
+    assert f"{2**53 + 1}\n" in text and "e+" not in text
+
+
+def test_prometheus_has_one_series_per_model_version() -> None:
+    v1 = {**ModelMetrics().snapshot(), "requests": 5, "version": "1"}
+    v2 = {**ModelMetrics().snapshot(), "requests": 2, "version": "2"}
+    text = prometheus_text({"m": {**v2, "versions": {"1": v1, "2": v2}}, "m:1": {**v1, "requests": 1}})
+    assert 'model="m",version="1"} 5\n' in text and 'model="m",version="2"} 2\n' in text
+    assert 'model="m:1",version="1"} 1\n' in text  # a model named like a version key: its own series

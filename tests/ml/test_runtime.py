@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ from foundation_ml.errors import (
     ModelNotFound,
     ShuttingDown,
 )
+
+from .conftest import affine_model, unique_name
 
 
 def call(runtime: MLRuntime, request: InferenceRequest) -> object:
@@ -311,3 +314,61 @@ def test_metadata_carries_the_signature_of_every_loaded_version(runtime: MLRunti
     doc = runtime.metadata("m")
     assert doc["inputs"][0]["shape"] == [-1, 8]  # the latest
     assert {v: s["inputs"][0]["shape"] for v, s in doc["signatures"].items()} == {"1": [-1, 4], "2": [-1, 8]}
+
+
+def _slow_model(seconds: float) -> FunctionModel:
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        time.sleep(seconds)
+        return {"y": x}
+
+    return FunctionModel(run, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+
+
+def test_inproc_answer_after_the_deadline_is_deadline_exceeded(runtime: MLRuntime, rows) -> None:
+    """The model runs in the caller's thread on inproc: the answer exists, but it came late."""
+    runtime.register_model("slow", _slow_model(0.3), max_batch_size=1)
+    name = unique_name()
+    runtime.start("inproc", name)
+    with InferenceClient(name, transport="inproc", hub=runtime.hub) as client:
+        with pytest.raises(DeadlineExceeded):
+            client.infer("slow", {"x": rows(1)}, timeout=0.05)
+        assert client.infer("slow", {"x": rows(1)}, timeout=5)["y"].shape == (1, 4)
+
+
+def test_async_calls_fill_a_batch_and_the_timeout_counts_from_the_call(runtime: MLRuntime, rows) -> None:
+    import asyncio
+
+    runtime.register_model("affine", affine_model(), max_batch_size=16, max_wait_us=200_000)
+    name = unique_name()
+    runtime.start("inproc", name)
+    with InferenceClient(name, transport="inproc", hub=runtime.hub) as client:
+
+        async def sixteen() -> list[dict[str, np.ndarray]]:
+            return await asyncio.gather(*(client.ainfer("affine", {"x": rows(1)}) for _ in range(16)))
+
+        assert len(asyncio.run(sixteen())) == 16
+        assert runtime.stats()["models"]["affine"]["batch_sizes"] == {"16": 1}
+
+
+def test_async_call_waiting_for_a_thread_past_its_deadline_is_not_sent(
+    runtime: MLRuntime, rows, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from foundation_ml import _client
+
+    monkeypatch.setattr(_client, "AINFER_THREADS", 1)
+    runtime.register_model("slow", _slow_model(0.3), max_batch_size=1)
+    name = unique_name()
+    runtime.start("inproc", name)
+    with InferenceClient(name, transport="inproc", hub=runtime.hub) as client:
+
+        async def two() -> list[object]:
+            first = client.ainfer("slow", {"x": rows(1)}, timeout=5)
+            second = client.ainfer("slow", {"x": rows(1)}, timeout=0.1)  # waits 0.3 s for the thread
+            return await asyncio.gather(first, second, return_exceptions=True)
+
+        done, late = asyncio.run(two())
+        assert isinstance(done, dict) and isinstance(late, DeadlineExceeded)
+        assert "no thread free" in str(late)
+    assert runtime.stats()["models"]["slow"]["requests"] == 1
