@@ -64,6 +64,10 @@ class Batcher:
         self._draining = False  # shutting down: run what arrives at once, wait for nothing more
         self._flushed = False  # a transport calls flush(): the thread is only the safety net
         self._thread = threading.Thread(target=self._run, name=f"batcher-{served.name}", daemon=True)
+        # a batch can close in the batcher thread, in a transport thread (put, flush) or in two
+        # transports' at once; a batched model need not be thread-safe (LoadedModel): one call at
+        # a time, as one Triton model instance
+        self._model_lock = threading.Lock()
 
     def start(self) -> None:
         # A transport thread that polls holds the interpreter lock between requests; at the
@@ -153,11 +157,13 @@ class Batcher:
                 self._run_items(items)
 
     def _run_items(self, items: list[Item]) -> None:
+        guarded = [(request, _Once(respond), t0) for request, respond, t0 in items]
         try:
-            self._process(items)
+            self._process(guarded)  # type: ignore[arg-type]  # _Once is a Respond
         except Exception as exc:  # never leave a caller waiting, whatever went wrong
-            for request, respond, t0 in items:
-                self.served.finish(request, respond, t0, self.served.failed(request, exc))
+            for request, respond, t0 in guarded:
+                if not respond.called:  # answered already: not again, and not counted twice
+                    self.served.finish(request, respond, t0, self.served.failed(request, exc))
 
     def _process(self, items: list[Item]) -> None:
         served = self.served
@@ -188,29 +194,49 @@ class Batcher:
         rows = [item[0].inputs[names[0]].shape[0] for item in group]
         stacked = {n: _concat([item[0].inputs[n] for item in group]) for n in names}
         try:
-            outputs = served.model(stacked)
+            with self._model_lock:
+                outputs = served.model(stacked)
             total = sum(rows)
+            problem = served.output_problem(outputs, None)
+            if problem:
+                raise HandlerError(problem)
             bad = [n for n, a in outputs.items() if a.ndim == 0 or a.shape[0] != total]
             if bad:
                 raise HandlerError(f"batched output(s) {', '.join(bad)} do not have {total} rows")
         except Exception:
-            for item in group:  # isolate the request at fault: each runs alone
+            for item in group:  # isolate the request at fault: each runs (and is checked) alone
                 self._run_alone(item)
             return
         served.metrics.record_batch(len(group))
         parts = {n: _split(a, rows) for n, a in outputs.items()}
         for i, (request, respond, t0) in enumerate(group):
-            served.answer(request, respond, t0, {n: p[i] for n, p in parts.items()}, batch=0)
+            served.answer(request, respond, t0, {n: p[i] for n, p in parts.items()}, batch=0, checked=True)
 
     def _run_alone(self, item: Item) -> None:
         served = self.served
         request, respond, t0 = item
         try:
-            outputs = served.model(request.inputs)
+            with self._model_lock:
+                outputs = served.model(request.inputs)
         except Exception as exc:
             served.finish(request, respond, t0, served.failed(request, exc), batch=1)
             return
         served.answer(request, respond, t0, outputs, batch=1)
+
+
+class _Once:
+    """A respond callback that remembers it was called (a batch that fails after answering some
+    of its requests answers only the others)."""
+
+    __slots__ = ("called", "respond")
+
+    def __init__(self, respond: Respond) -> None:
+        self.respond = respond
+        self.called = False
+
+    def __call__(self, answer: Any) -> None:
+        self.called = True
+        self.respond(answer)
 
 
 def _where(a: object) -> object:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,18 @@ _now = time.monotonic_ns
 class ServedModel:
     """A loaded model under a name and version, with its metrics and (when batching) its batcher."""
 
-    __slots__ = ("_output_names", "_valid", "batcher", "metrics", "model", "name", "spec", "version")
+    __slots__ = (
+        "_output_names",
+        "_row_outputs",
+        "_valid",
+        "_valid_out",
+        "batcher",
+        "metrics",
+        "model",
+        "name",
+        "spec",
+        "version",
+    )
 
     def __init__(self, name: str, version: str, model: LoadedModel, spec: str = "") -> None:
         self.name = name
@@ -35,6 +47,9 @@ class ServedModel:
         self.batcher: Batcher | None = None
         self._output_names = frozenset(s.name for s in model.outputs)
         self._valid = compile_validator(model.inputs)
+        self._valid_out = compile_validator(model.outputs)  # a model's answer is checked too
+        # batched, dimension 0 is the batch: these outputs have one row per input row
+        self._row_outputs = tuple(s.name for s in model.outputs if s.shape and s.shape[0] == -1)
 
     def metadata(self, versions: Sequence[str]) -> ModelMetadata:
         m = self.model
@@ -83,12 +98,44 @@ class ServedModel:
         t0: int,
         outputs: Mapping[str, np.ndarray],
         batch: int,
+        checked: bool = False,
     ) -> None:
+        """Answer ``outputs``, unless they break the model's output signature (then the caller
+        gets a HandlerError saying how; a client never receives a wrong-shaped answer).
+        ``checked``: a batch's outputs, checked before they were split."""
+        if not checked:
+            problem = self.output_problem(outputs, request)
+            if problem:
+                self.finish(
+                    request, respond, t0, HandlerError(problem, model=self.name, request_id=request.id), batch
+                )
+                return
         if request.outputs:
             outputs = {n: outputs[n] for n in request.outputs}
         response = InferenceResponse(request.id, self.name, outputs, self.version)
         self.metrics.record(_now() - t0, None, batch)
         respond(response)
+
+    def output_problem(self, outputs: Mapping[str, Any], request: InferenceRequest | None) -> str | None:
+        """What is wrong with a model's ``outputs`` (for ``request``; None: a batch), or None."""
+        if not isinstance(outputs, Mapping):
+            return f"the model returned {type(outputs).__name__}, not a mapping of output names to arrays"
+        try:
+            valid = self._valid_out(outputs)
+        except AttributeError:  # not arrays at all
+            valid = False
+        if not valid:
+            return _output_mismatch(self.model.outputs, outputs)
+        if request is not None and self.batcher is not None and self._row_outputs:
+            counts = {a.shape[0] for a in request.inputs.values() if a.ndim}
+            rows = counts.pop() if len(counts) == 1 else None  # inputs disagreeing: no batch rows
+            bad = [n for n in self._row_outputs if rows is not None and outputs[n].shape[0] != rows]
+            if bad:
+                return (
+                    f"the model returned output(s) {', '.join(bad)} without one row per input row "
+                    f"({rows}); a batched model's dimension 0 is the batch"
+                )
+        return None
 
     def finish(
         self, request: InferenceRequest, respond: Respond, t0: int, error: InferenceError, batch: int = 0
@@ -111,3 +158,25 @@ class ServedModel:
             self.batcher.stop(drain_timeout)
         if close_model:
             self.model.close()
+
+
+def _output_mismatch(specs: tuple[Any, ...], outputs: Mapping[str, Any]) -> str:
+    want = {s.name: s for s in specs}
+    problems = []
+    missing = [n for n in want if n not in outputs]
+    extra = [str(n) for n in outputs if n not in want]
+    if missing:
+        problems.append(f"missing output(s) {', '.join(missing)}")
+    if extra:
+        problems.append(f"undeclared output(s) {', '.join(extra)}")
+    for name, value in outputs.items():
+        spec = want.get(name)
+        if spec is None:
+            continue
+        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+            problems.append(f"output {name} is {type(value).__name__}, not an array")
+        elif not spec.accepts(value):
+            got = f"{value.dtype}{list(value.shape)}"
+            problems.append(f"output {name} is {got}, declared {spec.describe().split(': ', 1)[1]}")
+    declared = describe(specs)
+    return f"the model's answer breaks its signature: {'; '.join(problems)} (declared outputs: {declared})"

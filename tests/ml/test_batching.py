@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -257,3 +258,74 @@ def test_batched_requests_over_shm_each_get_their_own_rows_with_flush(name: str,
 
         assert concurrently(call, 4) == []
     assert sum(rec.calls) == 160
+
+
+def _rows(n: int, value: float = 1.0) -> np.ndarray:
+    return np.full((n, 4), value, np.float32)
+
+
+def test_a_batched_answer_without_a_row_per_input_row_is_an_error_for_each_caller(runtime: MLRuntime) -> None:
+    """The model drops rows: neither the batch nor the re-run alone may hand a caller 2 rows for 3."""
+    model = FunctionModel(lambda x: {"y": x[:2]}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    runtime.register_model("m", model, max_batch_size=2, max_wait_us=LONG_WAIT_US, warmup=False)
+    got = submit(runtime, Replies(), [InferenceRequest("m", {"x": _rows(3)}, id=i) for i in (1, 2)])
+    assert all(isinstance(v, HandlerError) and "one row per input row (3)" in str(v) for v in got.values())
+    stats = runtime.stats()["models"]["m"]
+    assert stats["requests"] == 2 and sum(stats["errors_by_code"].values()) == 2
+
+
+def test_an_answer_breaking_the_output_signature_is_a_handler_error(runtime: MLRuntime) -> None:
+    scalar = FunctionModel(
+        lambda x: {"y": x.sum()}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"}
+    )
+    runtime.register_model("m", scalar, warmup=False)
+    got = submit(runtime, Replies(), [InferenceRequest("m", {"x": _rows(1)}, id=1)])
+    assert isinstance(got[1], HandlerError) and "output y is float32[], declared FP32[-1, 4]" in str(got[1])
+
+
+def test_a_batch_missing_one_requested_output_fails_no_neighbour_and_counts_each_once(
+    runtime: MLRuntime,
+) -> None:
+    """Batched, the model omits z; alone it has it: each request is answered once, correctly."""
+    model = FunctionModel(
+        lambda x: {"y": x * 2} if len(x) > 2 else {"y": x * 2, "z": x * 3},
+        inputs={"x": "FP32[-1, 4]"},
+        outputs={"y": "FP32[-1, 4]", "z": "FP32[-1, 4]"},
+    )
+    runtime.register_model("m", model, max_batch_size=2, max_wait_us=LONG_WAIT_US, warmup=False)
+    requests = [
+        InferenceRequest("m", {"x": _rows(2)}, id=1, outputs=("z",)),
+        InferenceRequest("m", {"x": _rows(2)}, id=2, outputs=("y",)),
+    ]
+    got = submit(runtime, Replies(), requests)
+    assert sorted(got[1].outputs) == ["z"] and sorted(got[2].outputs) == ["y"]  # type: ignore[union-attr]
+    stats = runtime.stats()["models"]["m"]
+    assert stats["requests"] == 2 and stats["errors_by_code"] == {}
+
+
+def test_a_batched_model_runs_one_call_at_a_time(runtime: MLRuntime, concurrently) -> None:
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow(x: np.ndarray) -> np.ndarray:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return x
+
+    model = FunctionModel(slow, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    runtime.register_model("m", model, max_batch_size=2, max_wait_us=1_000, warmup=False)
+    replies = Replies()
+
+    def one(i: int) -> None:
+        runtime(InferenceRequest("m", {"x": _rows(1)}, id=i), replies.respond(i))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(1, 17)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    replies.wait(16)
+    assert peak[0] == 1
