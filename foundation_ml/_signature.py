@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -10,13 +11,15 @@ import numpy as np
 
 from ._datatypes import DataType
 from ._tensors import is_tensor
-from ._types import TensorSpec
+from ._types import TensorSpec, check_shape
 from .errors import InvalidInput
 
 __all__ = [
+    "MAX_EXAMPLE_BYTES",
     "SignatureLike",
     "compile_validator",
     "example_inputs",
+    "example_shape",
     "parse_signature",
     "parse_tensor_spec",
     "validate_inputs",
@@ -27,6 +30,11 @@ __all__ = [
 SignatureLike = Mapping[str, "str | TensorSpec"] | Iterable["TensorSpec | Mapping[str, Any]"]
 
 _SPEC = re.compile(r"^\s*([A-Za-z0-9]+)\s*\[\s*([-\d,\s]*)\]\s*$")
+_DIM = re.compile(r"^-?\d+$")
+
+#: The largest example tensor (warm-up, ``foundation infer`` without ``--input``): a signature
+#: whose example would be larger is refused rather than allocated.
+MAX_EXAMPLE_BYTES = 1 << 30
 
 
 def parse_tensor_spec(name: str, text: str) -> TensorSpec:
@@ -34,10 +42,10 @@ def parse_tensor_spec(name: str, text: str) -> TensorSpec:
     m = _SPEC.match(text)
     if m is None:
         raise ValueError(f"tensor spec {text!r} for {name!r} is not of the form 'FP32[-1, 784]'")
-    dims = tuple(int(d) for d in m.group(2).replace(" ", "").split(",") if d)
-    if any(d < -1 for d in dims):
+    tokens = [t for t in m.group(2).replace(" ", "").split(",") if t]
+    if not all(_DIM.match(t) for t in tokens):
         raise ValueError(f"tensor spec {text!r} for {name!r}: dimensions are sizes or -1 (variable)")
-    return TensorSpec(name, DataType.from_name(m.group(1)), dims)
+    return TensorSpec(name, DataType.from_name(m.group(1)), check_shape([int(t) for t in tokens], name))
 
 
 def parse_signature(sig: SignatureLike | None) -> tuple[TensorSpec, ...]:
@@ -133,12 +141,27 @@ def _describe_value(array: Any) -> str:
         return f"numpy {array.dtype}{list(array.shape)}"
 
 
+def example_shape(spec: TensorSpec, batch: int = 1) -> tuple[int, ...]:
+    """The shape of ``spec``'s example (``-1`` dimensions become ``batch``); a ``ValueError`` naming
+    the tensor when that example would take more than ``MAX_EXAMPLE_BYTES``."""
+    shape = tuple(batch if d < 0 else d for d in spec.shape)
+    size = math.prod(shape) * spec.datatype.numpy.itemsize
+    if size > MAX_EXAMPLE_BYTES:
+        shown = str(size) if size < 10**30 else f"about 10**{len(str(size)) - 1}"
+        raise ValueError(
+            f"tensor {spec.describe()}: its example (variable dimensions as {batch}) "
+            f"would take {shown} bytes (at most {MAX_EXAMPLE_BYTES})"
+        )
+    return shape
+
+
 def example_inputs(specs: Iterable[TensorSpec], batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """Deterministic inputs matching ``specs`` (``-1`` dimensions become ``batch``)."""
+    """Deterministic inputs matching ``specs`` (``-1`` dimensions become ``batch``); a ``ValueError``
+    when one would take more than ``MAX_EXAMPLE_BYTES`` (``example_shape``)."""
+    shaped = [(spec, example_shape(spec, batch)) for spec in specs]  # all checked before any is made
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
-    for spec in specs:
-        shape = tuple(batch if d < 0 else d for d in spec.shape)
+    for spec, shape in shaped:
         kind = spec.datatype.numpy.kind
         if spec.datatype is DataType.BF16 or spec.datatype is DataType.BYTES:
             array = np.zeros(shape, spec.datatype.numpy)

@@ -19,7 +19,20 @@ from ._datatypes import DataType
 from ._names import check_name
 from ._tensors import is_tensor
 
-__all__ = ["InferenceRequest", "InferenceResponse", "ModelMetadata", "TensorSpec", "deadline_after"]
+__all__ = [
+    "MAX_NDIM",
+    "InferenceRequest",
+    "InferenceResponse",
+    "ModelMetadata",
+    "TensorSpec",
+    "check_shape",
+    "deadline_after",
+]
+
+#: The most dimensions a tensor may have: the shm protocol's fixed shape field
+#: (``docs/protocol/shm.md``), the tightest transport we have.
+MAX_NDIM = 8
+MAX_DIM = 2**63 - 1  # numpy's largest dimension (the shm protocol's field is 64 bits)
 
 Parameters = Mapping[str, "str | int | float | bool"]
 
@@ -53,13 +66,54 @@ class InferenceResponse:
     parameters: Parameters = attrs.field(factory=dict)
 
 
+def check_shape(shape: Any, tensor: str) -> tuple[int, ...]:
+    """``shape`` as a tuple if it is a list (or tuple) of at most ``MAX_NDIM`` integers, each a size
+    ``>= 0`` or ``-1`` (variable); else a ``TypeError`` or ``ValueError`` naming ``tensor`` and the
+    bad value. Every way of declaring a signature (specs, OIP dicts, manifests) goes through here."""
+    if not isinstance(shape, list | tuple):
+        raise TypeError(
+            f"tensor {tensor!r}: shape must be a list of integers, "
+            f"not {type(shape).__name__} ({_brief(shape)})"
+        )
+    if len(shape) > MAX_NDIM:
+        raise ValueError(f"tensor {tensor!r}: shape has {len(shape)} dimensions (at most {MAX_NDIM})")
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int):
+            raise TypeError(
+                f"tensor {tensor!r}: dimension {_brief(d)} is a {type(d).__name__}, not an integer; "
+                "dimensions are sizes >= 0 or -1 (variable)"
+            )
+        if d < -1:
+            raise ValueError(f"tensor {tensor!r}: dimension {d} is neither a size >= 0 nor -1 (variable)")
+        if d > MAX_DIM:
+            shown = str(d) if d.bit_length() < 128 else f"of {d.bit_length()} bits"
+            raise ValueError(f"tensor {tensor!r}: dimension {shown} is larger than 2**63 - 1")
+    return tuple(int(d) for d in shape)
+
+
+def _brief(value: Any) -> str:
+    """A bad value as an error shows it: a scalar's repr (cut short), a container only bracketed
+    (its repr could be huge, or nested too deeply to print)."""
+    for kind, shown in ((list, "[...]"), (tuple, "(...)"), (dict, "{...}")):
+        if isinstance(value, kind):
+            return shown
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 128 else "<a huge int>"
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _valid_shape(spec: TensorSpec, _: object, shape: Any) -> None:
+    if type(shape) is not tuple:
+        raise TypeError(f"tensor {spec.name!r}: shape must be a tuple, not {type(shape).__name__}")
+    check_shape(shape, spec.name)
+
+
 @attrs.frozen
 class TensorSpec:
     """One input or output of a model signature; ``-1`` in ``shape`` is a variable dimension."""
 
     name: str = attrs.field(validator=lambda _, __, v: check_name(v, "tensor name"))
     datatype: DataType
-    shape: tuple[int, ...]
+    shape: tuple[int, ...] = attrs.field(validator=_valid_shape)
 
     def accepts(self, array: np.ndarray) -> bool:
         """Whether ``array`` (a numpy array, or a torch tensor on any device) fits this spec."""
@@ -73,7 +127,7 @@ class TensorSpec:
         return DataType.from_torch(tensor.dtype) is self.datatype
 
     def describe(self) -> str:
-        dims = ", ".join("-1" if d < 0 else str(d) for d in self.shape)
+        dims = ", ".join(str(d) for d in self.shape)
         return f"{self.name}: {self.datatype.name}[{dims}]"
 
     def as_dict(self) -> dict[str, Any]:
@@ -81,7 +135,25 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
-        return cls(str(d["name"]), DataType.from_name(str(d["datatype"])), tuple(int(x) for x in d["shape"]))
+        """From an OIP dict, ``{"name": "x", "datatype": "FP32", "shape": [-1, 784]}``: the name
+        and datatype strings, the shape a list of integers (``check_shape``); nothing is coerced."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"a tensor is an object with name, datatype and shape, not {type(d).__name__}")
+        missing = [k for k in ("name", "datatype", "shape") if k not in d]
+        if missing:
+            who = f"tensor {d['name']!r:.70}" if isinstance(d.get("name"), str) else "a tensor"
+            raise ValueError(f"{who} lacks {', '.join(missing)}")
+        name = check_name(d["name"], "tensor name")
+        datatype = d["datatype"]
+        if type(datatype) is not str:
+            raise TypeError(
+                f"tensor {name!r}: datatype must be a string such as 'FP32', not {_brief(datatype)}"
+            )
+        try:
+            dt = DataType.from_name(datatype)
+        except ValueError as exc:
+            raise ValueError(f"tensor {name!r}: {exc}") from None
+        return cls(name, dt, check_shape(d["shape"], name))
 
 
 @attrs.frozen
