@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import struct
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -134,3 +138,344 @@ def test_a_write_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_missing_parent_directories_are_created(tmp_path: Path) -> None:
     pkg = open_package(make(tmp_path / "deep" / "er" / "p.zip"))
     assert pkg.name == "m" and [p.name for p in (tmp_path / "deep" / "er").iterdir()] == ["p.zip"]
+
+
+# --- what a package holds is checked from the manifest and the zip's directory before any data ----
+
+
+def manifest_text(**overrides: Any) -> str:
+    """The manifest of a package holding ``weights.safetensors`` = ``b"weights"``."""
+    doc: dict[str, Any] = {
+        "format": "foundation-model-package/1",
+        "name": "m",
+        "version": "3",
+        "backend": "torch",
+        "factory": "pkg.mod:build",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}],
+        "files": {"weights.safetensors": hashlib.sha256(b"weights").hexdigest()},
+        **overrides,
+    }
+    return json.dumps(doc)
+
+
+def zipped(path: Path, *entries: tuple[str, str | bytes], method: int = zipfile.ZIP_STORED) -> Path:
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w", method) as zf:
+        warnings.simplefilter("ignore")  # zipfile warns of a duplicate name, and writes it
+        for name, data in entries:
+            zf.writestr(name, data)
+    return path
+
+
+def patched(path: Path, local: int, central: int, value: bytes, entry: int = 0) -> Path:
+    """``path`` with ``value`` written at offset ``local`` of entry ``entry``'s local header and
+    ``central`` of its central directory header (flags 6/8, method 8/10, size 22/24)."""
+    data = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", local), (b"PK\x01\x02", central)):
+        at = -1
+        for _ in range(entry + 1):
+            at = data.index(signature, at + 1)
+        data[at + offset : at + offset + len(value)] = value
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the zip entries whose data is read (``ZipFile.open``), in order."""
+    names: list[str] = []
+    real = zipfile.ZipFile.open
+
+    def spy(self: zipfile.ZipFile, name: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if mode == "r":
+            names.append(name.filename if isinstance(name, zipfile.ZipInfo) else name)
+        return real(self, name, mode, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
+    return names
+
+
+def test_an_unlisted_entry_is_refused_before_any_of_its_data_is_read(
+    tmp_path: Path, opened: list[str]
+) -> None:
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.json", manifest_text())
+        zf.writestr("weights.safetensors", b"weights")
+        with zf.open("zeros.bin", "w") as f:  # 64 MiB that deflate to 64 KiB
+            for _ in range(64):
+                f.write(bytes(1 << 20))
+    with pytest.raises(PackageError, match=r"bomb\.zip:zeros\.bin is not listed in manifest\.json"):
+        open_package(bomb)
+    assert opened == ["manifest.json"]
+
+
+def test_a_manifest_that_is_not_one_is_refused_before_anything_else_is_read(
+    tmp_path: Path, opened: list[str]
+) -> None:
+    bomb = zipped(tmp_path / "bomb.zip", ("manifest.json", "{}"), ("zeros.bin", bytes(1 << 20)))
+    with pytest.raises(PackageError, match=r"bomb\.zip:manifest\.json lacks format, name"):
+        open_package(bomb)
+    assert opened == ["manifest.json"]
+
+
+@pytest.mark.parametrize(
+    ("limit", "message"),
+    [
+        ("MAX_FILE_BYTES", r"p\.zip:weights\.safetensors is 7 bytes, more than a package file may be \(6\)"),
+        ("MAX_PACKAGE_BYTES", r"p\.zip holds \d+ bytes, more than a package may \(6\)"),
+        ("MAX_MANIFEST_BYTES", r"p\.zip:manifest\.json is \d+ bytes, more than a manifest may be \(6\)"),
+    ],
+)
+def test_entries_over_the_size_limits_are_refused_from_their_declared_size(
+    tmp_path: Path, opened: list[str], monkeypatch: pytest.MonkeyPatch, limit: str, message: str
+) -> None:
+    from foundation_ml import _package
+
+    path = zipped(tmp_path / "p.zip", ("manifest.json", manifest_text()), ("weights.safetensors", b"weights"))
+    monkeypatch.setattr(_package, limit, 6, raising=False)
+    with pytest.raises(PackageError, match=message):
+        open_package(path)
+    assert "weights.safetensors" not in opened
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        (100, r"p\.zip:weights\.safetensors holds 7 bytes, not the 100 declared for it"),
+        (3, r"p\.zip:weights\.safetensors cannot be read: Bad CRC-32"),  # zipfile stops at 3 bytes
+    ],
+)
+def test_an_entry_whose_declared_size_is_false_is_refused(tmp_path: Path, size: int, message: str) -> None:
+    path = zipped(tmp_path / "p.zip", ("manifest.json", manifest_text()), ("weights.safetensors", b"weights"))
+    patched(path, 22, 24, struct.pack("<I", size), entry=1)  # the uncompressed size, in both headers
+    with pytest.raises(PackageError, match=message):
+        open_package(path)
+
+
+def test_a_directory_file_that_grows_while_read_is_stopped_at_its_listed_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from foundation_ml import _package
+
+    path = make(tmp_path / "m")
+    listed = _package._list_dir
+
+    def listed_before_it_grew(root: Path) -> dict[str, int]:
+        return {**listed(root), "weights.safetensors": 3}
+
+    monkeypatch.setattr(_package, "_list_dir", listed_before_it_grew)
+    with pytest.raises(PackageError, match=r"m/weights\.safetensors holds more than the 3 bytes declared"):
+        open_package(path)
+
+
+# --- a damaged or hostile zip or manifest is a PackageError naming the entry, never a crash --------
+
+
+def encrypted(path: Path) -> Path:
+    zipped(path, ("manifest.json", manifest_text()), ("weights.safetensors", b"weights"))
+    return patched(path, 6, 8, b"\x01")  # flag bit 0: encrypted
+
+
+def method_99(path: Path) -> Path:
+    zipped(path, ("manifest.json", manifest_text()), ("weights.safetensors", b"weights"))
+    return patched(path, 8, 10, struct.pack("<H", 99))
+
+
+def corrupt_deflate(path: Path) -> Path:
+    zipped(path, ("manifest.json", manifest_text()), method=zipfile.ZIP_DEFLATED)
+    data = bytearray(path.read_bytes())
+    start = 30 + len("manifest.json")  # the first entry's data, after its local header
+    data[start : start + 8] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+    return path
+
+
+def raw_manifest(text: str) -> Any:
+    return lambda path: zipped(path, ("manifest.json", text), ("weights.safetensors", b"weights"))
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (encrypted, r"p\.zip:manifest\.json is encrypted"),
+        (method_99, r"p\.zip:manifest\.json uses compression method 99, which is not supported"),
+        (corrupt_deflate, r"p\.zip:manifest\.json cannot be read: Error -3 while decompressing"),
+        (raw_manifest("[" * 100_000 + "]" * 100_000), r"p\.zip:manifest\.json nests .* too deeply"),
+        (
+            raw_manifest(manifest_text().replace("[-1, 4]", "[-1, 1e400]")),
+            r"p\.zip:manifest\.json is not valid JSON: the number 1e400 is out of range",
+        ),
+        (raw_manifest(b"\xff{}".decode("latin-1")), r"p\.zip:manifest\.json is not valid JSON"),
+    ],
+    ids=["encrypted", "method-99", "corrupt-deflate", "deep-json", "dim-1e400", "not-utf8"],
+)
+def test_a_damaged_zip_or_manifest_is_a_package_error_naming_the_entry(
+    tmp_path: Path, build: Any, message: str
+) -> None:
+    path = build(tmp_path / "p.zip")
+    with pytest.raises(PackageError, match=message) as info:
+        open_package(path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [
+            ("manifest.json", manifest_text()),
+            ("weights.safetensors", b"other"),
+            ("weights.safetensors", b"weights"),
+        ],
+        [("manifest.json", manifest_text()), ("manifest.json", manifest_text(version="666"))],
+    ],
+    ids=["weights", "manifest"],
+)
+def test_an_entry_that_appears_twice_is_refused_naming_it(
+    tmp_path: Path, entries: list[tuple[str, Any]]
+) -> None:
+    path = zipped(tmp_path / "dup.zip", *entries)
+    name = entries[-1][0].replace(".", r"\.")
+    with pytest.raises(PackageError, match=rf"dup\.zip:{name} appears more than once in the zip"):
+        open_package(path)
+
+
+# --- a directory package holds regular files only ----------------------------------------------
+
+
+def test_a_symlink_to_a_file_outside_the_package_is_refused_unread(tmp_path: Path) -> None:
+    path = make(tmp_path / "m")
+    outside = tmp_path / "secret"
+    (path / "weights.safetensors").rename(outside)
+    (path / "weights.safetensors").symlink_to(outside)
+    with pytest.raises(PackageError, match=r"m/weights\.safetensors is a symbolic link") as info:
+        open_package(path)
+    assert info.value.file == "weights.safetensors"
+
+
+@pytest.mark.parametrize("target", ["/etc", "."])
+def test_a_symlinked_directory_is_refused(tmp_path: Path, target: str) -> None:
+    path = make(tmp_path / "m")
+    (path / "extra" / "link").symlink_to(target)
+    with pytest.raises(PackageError, match=r"m/extra/link is a symbolic link"):
+        open_package(path)
+
+
+def test_a_fifo_is_refused_without_being_opened(tmp_path: Path) -> None:
+    path = make(tmp_path / "m")
+    os.mkfifo(path / "pipe")  # opening it to read would block until a writer came
+    with pytest.raises(PackageError, match=r"m/pipe is a fifo, not a regular file"):
+        open_package(path)
+
+
+def test_a_symlinked_manifest_is_refused(tmp_path: Path) -> None:
+    path = make(tmp_path / "m")
+    (path / "manifest.json").rename(tmp_path / "manifest.json")
+    (path / "manifest.json").symlink_to(tmp_path / "manifest.json")
+    with pytest.raises(PackageError, match=r"m/manifest\.json is a symbolic link"):
+        open_package(path)
+
+
+# --- every manifest field has its JSON type; nothing is coerced ----------------------------------
+
+BAD_MANIFESTS = [
+    ({"name": None}, r"'name' must be a string, not null"),
+    ({"version": [1]}, r"'version' must be a string, not an array"),
+    ({"version": 7}, r"'version' must be a string, not 7"),
+    ({"backend": ["torch"]}, r"'backend' must be a string, not an array"),
+    ({"factory": None}, r"'factory' must be a string, not null"),
+    ({"factory": "a:b:c"}, r"'factory' 'a:b:c' is not a reference 'pkg\.module:build'"),
+    ({"factory_kwargs": [1]}, r"'factory_kwargs' must be an object \(the factory's keyword arguments\)"),
+    ({"files": ["weights.safetensors"]}, r"'files' must map file names to sha256 digests, not an array"),
+    (
+        {"files": {"weights.safetensors": "zz"}},
+        r"'files' gives weights\.safetensors a malformed sha256 \"zz\"",
+    ),
+    ({"files": {"weights.safetensors": 5}}, r"'files' gives weights\.safetensors a malformed sha256 5"),
+    ({"files": {"manifest.json": "0" * 64}}, r"'files' lists manifest\.json itself"),
+    ({"files": {"../w": "0" * 64}}, r"'files' names '\.\./w', which escapes the package"),
+    ({"inputs": []}, r"invalid signature: 'inputs' is empty"),
+    ({"outputs": []}, r"invalid signature: 'outputs' is empty"),
+    ({"inputs": None}, r"invalid signature: 'inputs' must be a list of tensors, not null"),
+    (
+        {"inputs": {"x": "FP32[-1, 4]"}},
+        r"invalid signature: 'inputs' must be a list of tensors, not an object",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_MANIFESTS, ids=[m for _, m in BAD_MANIFESTS])
+def test_a_manifest_field_of_the_wrong_type_is_refused_naming_it(
+    tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    path = zipped(
+        tmp_path / "p.zip", ("manifest.json", manifest_text(**overrides)), ("weights.safetensors", b"weights")
+    )
+    with pytest.raises(
+        PackageError, match=rf"^p\.zip:manifest\.json:? {message}|p\.zip:manifest\.json.*{message}"
+    ) as info:
+        open_package(path)
+    assert info.value.file == "manifest.json"
+    assert "checksum" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (manifest_text()[:-1] + ', "version": "9"}', r"has the key 'version' more than once in one object"),
+        (manifest_text().replace("[-1, 4]", "[NaN, 4]"), r"is not valid JSON: NaN is not a JSON number"),
+    ],
+    ids=["duplicate-key", "nan"],
+)
+def test_json_that_reads_two_ways_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = zipped(tmp_path / "p.zip", ("manifest.json", text), ("weights.safetensors", b"weights"))
+    with pytest.raises(PackageError, match=rf"p\.zip:manifest\.json {message}"):
+        open_package(path)
+
+
+def test_an_upper_case_sha256_is_the_same_digest(tmp_path: Path) -> None:
+    digest = hashlib.sha256(b"weights").hexdigest().upper()
+    text = manifest_text(files={"weights.safetensors": digest})
+    pkg = open_package(
+        zipped(tmp_path / "p.zip", ("manifest.json", text), ("weights.safetensors", b"weights"))
+    )
+    assert pkg.manifest["files"] == {"weights.safetensors": digest.lower()}
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ([-5, 4], r"tensor 'x': dimension -5 is neither a size >= 0 nor -1"),
+        ([-1.7, 4], r"tensor 'x': dimension -1\.7 is a float, not an integer"),
+        ([True, 4], r"tensor 'x': dimension True is a bool, not an integer"),
+        ("4", r"tensor 'x': shape must be a list of integers, not str"),
+        ([1] * 9, r"tensor 'x': shape has 9 dimensions \(at most 8\)"),
+        (
+            [-1, 10**15],
+            r"tensor x: FP32\[-1, 1000000000000000\]: its example .* would take 4000000000000000 bytes",
+        ),
+    ],
+)
+def test_a_bad_shape_in_the_manifest_is_named(tmp_path: Path, shape: Any, message: str) -> None:
+    text = manifest_text(inputs=[{"name": "x", "datatype": "FP32", "shape": shape}])
+    path = zipped(tmp_path / "p.zip", ("manifest.json", text), ("weights.safetensors", b"weights"))
+    with pytest.raises(
+        PackageError, match=rf"p\.zip:manifest\.json has an invalid signature: 'inputs': {message}"
+    ):
+        open_package(path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"inputs": ()}, r"'inputs' is empty"),
+        ({"outputs": ()}, r"'outputs' is empty"),
+        ({"files": {"manifest.json": b"{}"}}, r"'files' lists manifest\.json itself"),
+    ],
+)
+def test_a_package_open_package_would_refuse_is_not_written(
+    tmp_path: Path, overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        make(tmp_path / "p.zip", **overrides)
+    assert list(tmp_path.iterdir()) == []
