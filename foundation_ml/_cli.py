@@ -33,8 +33,9 @@ def parse_model_arg(text: str) -> tuple[str | None, str]:
 
 
 def serve_main(args: argparse.Namespace, hub: Hub) -> int:
-    from ._package import is_package, open_package
+    from ._package import is_package, read_manifest
     from ._runtime import MLRuntime
+    from .errors import PackageError
 
     hub.configure(args.config, args.set)
     problem = _serve_problem(args, hub)
@@ -50,15 +51,18 @@ def serve_main(args: argparse.Namespace, hub: Hub) -> int:
             models = [parse_model_arg(m) for m in args.model] or [(DEMO_MODEL, DEMO_SPEC)]
             options: dict[str, Any] = {"threads": args.threads} if args.threads else {}  # 0: torch's
             for name, spec in models:
-                if name is None:
-                    if not is_package(spec):
-                        missing = _looks_like_a_path(spec) and not Path(spec).exists()
-                        what = "no such model package" if missing else "write NAME=SPEC"
-                        print(f"foundation serve: --model {spec!r}: {what}", file=sys.stderr)
-                        return 2
-                    name = open_package(spec).name
+                if name is None and not is_package(spec):
+                    missing = _looks_like_a_path(spec) and not Path(spec).exists()
+                    what = "no such model package" if missing else "write NAME=SPEC"
+                    print(f"foundation serve: --model {spec!r}: {what}", file=sys.stderr)
+                    return 2
                 try:
+                    if name is None:
+                        name = str(read_manifest(spec)["name"])
                     meta = runtime.register_model(name, spec, **options)
+                except PackageError as exc:  # a bad package is bad input (a model that fails: exit 1)
+                    print(f"foundation serve: error: {exc}", file=sys.stderr)
+                    return 2
                 except ValueError as exc:  # a name no transport can carry (ModelLoadError: not this)
                     print(f"foundation serve: --model {name}={spec}: {exc}", file=sys.stderr)
                     return 2
@@ -135,7 +139,10 @@ def load_inputs(path: str | None, meta: dict[str, Any]) -> dict[str, np.ndarray]
 
     specs = parse_signature(meta["inputs"])
     if path is None:
-        return example_inputs(specs)
+        try:
+            return example_inputs(specs)
+        except ValueError as exc:  # a signature whose example would be absurdly large
+            raise SystemExit(f"foundation infer: no example input: {exc}; pass --input FILE") from None
     p = Path(path)
     if p.suffix not in (".npz", ".npy", ".json"):
         raise SystemExit(f"foundation infer: {p}: use a .npz, .npy or .json file")
@@ -246,25 +253,45 @@ def stats_main(args: argparse.Namespace, hub: Hub) -> int:
 
 
 def package_main(args: argparse.Namespace, hub: Hub) -> int:
-    from ._package import open_package
+    from foundation_core._registry import check_ref
+    from foundation_core.errors import NotRegisteredError
 
-    backend = hub.model_backends.get(args.backend)()
+    from ._package import open_package
+    from .errors import PackageError
+
+    def usage(problem: str) -> int:
+        print(f"foundation package: error: {problem}", file=sys.stderr)
+        return 2
+
+    try:
+        backend = hub.model_backends.get(args.backend)()
+    except NotRegisteredError as exc:
+        return usage(f"--backend {args.backend}: {exc}")
     name, spec = parse_model_arg(args.model)
     name = args.name or name
     if not name:
         print("foundation package: name the model: --name NAME or --model NAME=SPEC", file=sys.stderr)
         return 2
     try:
+        check_ref(spec)
+    except ValueError:
+        return usage(f"--model {args.model}: {spec!r} is not a factory reference 'pkg.module:build'")
+    out = Path(args.out)
+    if out.exists() or out.is_symlink():  # before the factory builds anything
+        return usage(f"--out {out} already exists (it is never overwritten)")
+    try:
         path = backend.package(spec, args.out, name=name, version=args.version)
-    except (FileExistsError, NotImplementedError) as exc:
-        print(f"foundation package: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:  # a name or version no transport can carry
-        print(f"foundation package: error: {exc}", file=sys.stderr)
-        return 2
+    except (FileExistsError, NotImplementedError) as exc:  # --out appeared meanwhile; a backend that cannot
+        return usage(str(exc))
+    except ValueError as exc:  # a name or version no transport can carry; a signature a package cannot hold
+        return usage(str(exc))
     except OSError as exc:  # nothing is left behind (write_package writes beside, then renames)
         print(f"foundation package: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    pkg = open_package(path)  # read it back: what we wrote verifies
+    try:
+        pkg = open_package(path)  # read it back: what we wrote verifies
+    except PackageError as exc:
+        print(f"foundation package: error: {path} was written but does not verify: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {path}: {pkg.name} v{pkg.version}, files {', '.join(['manifest.json', *pkg.files])}")
     return 0

@@ -22,13 +22,14 @@ from ._backend import LoadedModel, ModelBackend, backend_for
 from ._batching import Batcher
 from ._metrics import prometheus_text
 from ._names import MAX_VERSION_BYTES, check_name
+from ._package import MANIFEST, is_package
 from ._plugin import DEFAULT_NAME
 from ._registry import ModelRegistry
 from ._serving import ServedModel
 from ._signature import SignatureLike, example_inputs
 from ._transport import Respond, TransportServer, configured_options
 from ._types import InferenceRequest, ModelMetadata
-from .errors import InferenceError, InternalError, ModelLoadError, ShuttingDown
+from .errors import InferenceError, InternalError, ModelLoadError, PackageError, ShuttingDown
 
 __all__ = ["MLRuntime"]
 
@@ -153,11 +154,25 @@ class MLRuntime:
     ) -> tuple[LoadedModel, str]:
         if isinstance(model, LoadedModel):
             return model, f"<{type(model).__name__}>"
+        spec = str(model) if isinstance(model, str | Path) else f"<{type(model).__name__}>"
         if backend is None:
             known = {e.name: (None if e.lazy else e.resolve()) for e in self.hub.model_backends.entries()}
-            backend = backend_for(model, known)
+            try:
+                backend = backend_for(model, known)  # a package's manifest names it: read and checked
+            except (ModelLoadError, InferenceError):
+                raise
+            except Exception as exc:
+                msg = f"{spec} failed to load: {type(exc).__name__}: {exc}"
+                raise ModelLoadError(msg, model=name) from exc
+            if backend not in self.hub.model_backends and is_package(model):
+                where = f"{model}{'/' if Path(model).is_dir() else ':'}{MANIFEST}"
+                registered = ", ".join(self.hub.model_backends.names()) or "none"
+                raise PackageError(
+                    f"{where} names backend {backend!r}, which is not registered (registered: {registered})",
+                    model=name,
+                    file=MANIFEST,
+                )
         impl: ModelBackend = self.hub.model_backends.get(backend)()
-        spec = str(model) if isinstance(model, str | Path) else f"<{type(model).__name__}>"
         try:
             loaded = impl.load(
                 model, name=name, device=device or self.device, inputs=inputs, outputs=outputs, **options
@@ -340,7 +355,16 @@ def _check_outputs(name: str, model: LoadedModel, spec: str) -> None:
     """Warm up and check that what the model returns matches its declared outputs."""
     batches = (1, 2) if model.batchable else (1,)
     for batch in batches:
-        example = example_inputs(model.inputs, batch) if batch > 1 else model.example_inputs()
+        try:
+            example = example_inputs(model.inputs, batch) if batch > 1 else model.example_inputs()
+        except (ValueError, MemoryError) as exc:  # a declared shape whose example is absurd
+            source = model.signature_source
+            raise ModelLoadError(
+                f"{spec} cannot be warmed up: {exc or type(exc).__name__}"
+                + (f" (signature declared in {source})" if source else ""),
+                model=name,
+                file=source,
+            ) from None
         try:
             got = model(example)
         except Exception as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -72,8 +74,39 @@ def test_serve_refuses_a_package_that_fails_its_checksum(tmp_path: Path, name: s
     )
     (pkg / "weights.safetensors").write_bytes(b"tampered")
     proc = foundation("serve", "--transport", "inproc", "--name", name, "--model", str(pkg))
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a bad package is bad input
     assert f"{pkg}/weights.safetensors fails its checksum" in proc.stderr
+
+
+def damaged_packages(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Zips whose manifest cannot be read: each with what the error says of it."""
+    deep, dim, dup = tmp_path / "deep.zip", tmp_path / "dim.zip", tmp_path / "dup.zip"
+    with zipfile.ZipFile(deep, "w") as zf:
+        zf.writestr("manifest.json", "[" * 100_000 + "]" * 100_000)
+    with zipfile.ZipFile(dim, "w") as zf:
+        zf.writestr("manifest.json", '{"format": "foundation-model-package/1", "inputs": [-1, 1e400]}')
+    with warnings.catch_warnings(), zipfile.ZipFile(dup, "w") as zf:
+        warnings.simplefilter("ignore")
+        zf.writestr("manifest.json", "{}")
+        zf.writestr("manifest.json", "{}")
+    return {
+        "deep": (deep, f"{deep}:manifest.json nests arrays or objects too deeply to be read"),
+        "dim": (dim, f"{dim}:manifest.json is not valid JSON: the number 1e400 is out of range"),
+        "dup": (dup, f"{dup}:manifest.json appears more than once in the zip"),
+    }
+
+
+@pytest.mark.parametrize("named", [False, True])
+@pytest.mark.parametrize("kind", ["deep", "dim", "dup"])
+def test_serve_refuses_a_damaged_package_in_one_line(
+    tmp_path: Path, name: str, kind: str, named: bool
+) -> None:
+    path, message = damaged_packages(tmp_path)[kind]
+    spec = f"m={path}" if named else str(path)
+    proc = foundation("serve", "--transport", "inproc", "--name", name, "--model", spec)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"foundation serve: error: {message}\n"
+    assert "ready" not in proc.stdout
 
 
 def test_serve_wants_a_name_for_a_non_package_spec(name: str) -> None:
@@ -200,7 +233,57 @@ def test_a_bad_number_is_refused_naming_the_flag(
     assert f"foundation {argv[0]}: error: {message}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--model", "m=nocolon"],
+            "--model m=nocolon: 'nocolon' is not a factory reference 'pkg.module:build'",
+        ),
+        (["--model", "m=:x"], "--model m=:x: ':x' is not a factory reference"),
+        (["--model", "m=a:b:c"], "--model m=a:b:c: 'a:b:c' is not a factory reference"),
+        (
+            ["--model", "m=pkg.mod:build", "--backend", "nope"],
+            "--backend nope: no model backend named 'nope'",
+        ),
+    ],
+)
+def test_package_usage_errors_exit_2_naming_the_flag(
+    tmp_path: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foundation_core._cli import main
+
+    assert main(["package", *argv, "--out", str(tmp_path / "p.zip")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"foundation package: error: {message}") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("out", ["p.zip", "p"])
+def test_package_refuses_an_existing_out_before_building_anything(
+    tmp_path: Path, out: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foundation_core._cli import main
+
+    existing = tmp_path / out
+    existing.mkdir() if out == "p" else existing.write_bytes(b"mine")
+    # a factory that cannot be imported: were the model built first, that would be the error
+    assert main(["package", "--model", "m=nosuch.module:build", "--out", str(existing)]) == 2
+    assert f"foundation package: error: --out {existing} already exists" in capsys.readouterr().err
+    assert out == "p" or existing.read_bytes() == b"mine"
+
+
 META = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]}
+
+
+def test_infer_refuses_to_make_an_absurdly_large_example_input() -> None:
+    from foundation_ml._cli import load_inputs
+
+    huge = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 10**15]}]}
+    with pytest.raises(
+        SystemExit, match=r"^foundation infer: no example input: tensor x: .* pass --input FILE"
+    ):
+        load_inputs(None, huge)
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import threading
 import time
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from foundation_core import Hub
-from foundation_ml import FunctionModel, InferenceClient, InferenceRequest, MLRuntime, ModelLoadError
+from foundation_ml import (
+    FunctionModel,
+    InferenceClient,
+    InferenceRequest,
+    MLRuntime,
+    ModelLoadError,
+    PackageError,
+    parse_signature,
+    write_package,
+)
 from foundation_ml.errors import (
     DeadlineExceeded,
     HandlerError,
@@ -372,3 +383,49 @@ def test_async_call_waiting_for_a_thread_past_its_deadline_is_not_sent(
         assert isinstance(done, dict) and isinstance(late, DeadlineExceeded)
         assert "no thread free" in str(late)
     assert runtime.stats()["models"]["slow"]["requests"] == 1
+
+
+def test_a_signature_whose_example_is_absurdly_large_is_refused_at_warm_up(runtime: MLRuntime) -> None:
+    huge = FunctionModel(
+        lambda x: {"y": x[:, :1]}, inputs={"x": "FP32[-1, 1000000000000000]"}, outputs={"y": "FP32[-1, 1]"}
+    )
+    with pytest.raises(
+        ModelLoadError,
+        match=r"^model 'huge': <FunctionModel> cannot be warmed up: tensor x: FP32\[-1, 1000000000000000\]: "
+        r"its example \(variable dimensions as 1\) would take 4000000000000000 bytes",
+    ):
+        runtime.register_model("huge", huge)
+    assert runtime.registry.names() == []
+
+
+def test_a_package_naming_an_unregistered_backend_is_refused_naming_its_manifest(
+    runtime: MLRuntime, tmp_path: Path
+) -> None:
+    path = write_package(
+        tmp_path / "p.zip",
+        name="m",
+        version="1",
+        backend="onnx",
+        factory="pkg.mod:build",
+        inputs=parse_signature({"x": "FP32[-1, 4]"}),
+        outputs=parse_signature({"y": "FP32[-1, 4]"}),
+        files={"model.onnx": b"onnx"},
+    )
+    registered = ", ".join(runtime.hub.model_backends.names()) or "none"
+    message = (
+        rf"p\.zip:manifest\.json names backend 'onnx', which is not registered \(registered: {registered}\)"
+    )
+    with pytest.raises(PackageError, match=message) as info:
+        runtime.register_model("m", str(path))
+    assert info.value.file == "manifest.json"
+    assert runtime.registry.names() == []
+
+
+def test_a_damaged_package_is_a_package_error_before_any_backend_is_chosen(
+    runtime: MLRuntime, tmp_path: Path
+) -> None:
+    path = tmp_path / "deep.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("manifest.json", "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(PackageError, match=r"deep\.zip:manifest\.json nests arrays or objects too deeply"):
+        runtime.register_model("m", str(path))
