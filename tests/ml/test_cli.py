@@ -204,7 +204,7 @@ def test_metrics_file_holds_prometheus_text_after_exit(tmp_path: Path, name: str
     server = ServerProcess(["--transport", "inproc", "--name", name, "--metrics-file", str(metrics)]).start()
     assert server.stop() == 0, server.output
     text = metrics.read_text()
-    assert f'foundation_requests_total{{server="{name}",model="demo"}} 0' in text
+    assert f'foundation_requests_total{{server="{name}",model="demo",version="1"}} 0' in text
     assert not (tmp_path / "metrics.prom.tmp").exists()
 
 

@@ -112,7 +112,7 @@ def test_package_command_writes_a_servable_package(tmp_path: Path) -> None:
     assert "wrote" in proc.stdout and "weights.safetensors" in proc.stdout
     assert open_package(out).name == "demo"
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 1 and "already exists" in again.stderr
+    assert again.returncode == 2 and "already exists" in again.stderr
 
 
 def test_weights_of_another_dtype_are_refused_not_cast(runtime: MLRuntime, tmp_path: Path) -> None:
