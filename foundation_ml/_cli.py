@@ -239,16 +239,17 @@ def stats_main(args: argparse.Namespace, hub: Hub) -> int:
     server = doc.get("server", {})
     print(f"server {args.name!r} on {args.transport}: up {server.get('uptime_s', 0):.0f} s")
     print(
-        f"{'model':<16}{'requests':>10}{'errors':>8}{'p50 µs':>9}{'p95 µs':>9}{'p99 µs':>9}"
+        f"{'model':<16}{'version':>8}{'requests':>10}{'errors':>8}{'p50 µs':>9}{'p95 µs':>9}{'p99 µs':>9}"
         f"{'batch':>7}{'queue':>7}"
     )
-    for name, m in doc.get("models", {}).items():
-        lat = m.get("latency_us") or {}
-        mean_batch = m.get("mean_batch_size") or 0
-        print(
-            f"{name:<16}{m['requests']:>10}{m['errors']:>8}{lat.get('p50', 0):>9.1f}{lat.get('p95', 0):>9.1f}"
-            f"{lat.get('p99', 0):>9.1f}{mean_batch:>7.2f}{m['queue_depth']:>7}"
-        )
+    for name, top in doc.get("models", {}).items():
+        for version, m in (top.get("versions") or {top.get("version", ""): top}).items():
+            lat = m.get("latency_us") or {}
+            mean_batch = m.get("mean_batch_size") or 0
+            print(
+                f"{name:<16}{version:>8}{m['requests']:>10}{m['errors']:>8}{lat.get('p50', 0):>9.1f}"
+                f"{lat.get('p95', 0):>9.1f}{lat.get('p99', 0):>9.1f}{mean_batch:>7.2f}{m['queue_depth']:>7}"
+            )
     return 0
 
 

@@ -62,6 +62,12 @@ class ModelRegistry:
             raise self._not_found(name, "")
         return list(self._versions[name])
 
+    def snapshot(self) -> tuple[dict[str, dict[str, ServedModel]], dict[str, ServedModel]]:
+        """Every version of every model and the latest of each, as of one moment (a model being
+        loaded or unloaded meanwhile is in both or in neither)."""
+        with self._lock:
+            return self._versions, self._latest
+
     def all(self) -> list[ServedModel]:
         return [s for n in sorted(self._versions) for s in self._versions[n].values()]
 

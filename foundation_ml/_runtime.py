@@ -8,6 +8,7 @@ both are looked up by name in the hub's registries.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -32,6 +33,8 @@ from ._types import InferenceRequest, ModelMetadata
 from .errors import InferenceError, InternalError, ModelLoadError, PackageError, ShuttingDown
 
 __all__ = ["MLRuntime"]
+
+log = logging.getLogger("foundation_ml")
 
 _now = time.monotonic_ns
 
@@ -230,14 +233,17 @@ class MLRuntime:
         return doc
 
     def stats(self) -> dict[str, Any]:
+        """The metrics document: per model, the latest version's figures at the top and every
+        loaded version's (the latest's too) under ``versions``; taken from one snapshot of the
+        registry, so a model loaded or unloaded meanwhile cannot break it."""
+        all_versions, latest = self.registry.snapshot()
         models: dict[str, Any] = {}
-        for served in self.registry.all():
-            key = (
-                served.name if served is self.registry.get(served.name) else f"{served.name}:{served.version}"
-            )
-            doc = {"version": served.version, **served.metrics.snapshot()}
-            doc["batching"] = self._batching(served)
-            models[key] = doc
+        for name in sorted(all_versions):
+            docs = {
+                v: {"version": v, **served.metrics.snapshot(), "batching": self._batching(served)}
+                for v, served in all_versions[name].items()
+            }
+            models[name] = {**docs[latest[name].version], "versions": docs}
         return {
             "server": {
                 "name": self.name,
@@ -306,7 +312,10 @@ class MLRuntime:
                 ready()
             while not stop.wait(1.0 if metrics_file else 0.5):
                 if metrics_file:
-                    _write_atomic(metrics_file, self.prometheus())
+                    try:
+                        _write_atomic(metrics_file, self.prometheus())
+                    except Exception as exc:  # a metrics file is never a reason to stop serving
+                        log.warning("could not write the metrics file %s: %s", metrics_file, exc)
         finally:
             final = (lambda: _write_atomic(metrics_file, self.prometheus())) if metrics_file else None
             self.close(reason=reason[0], drained=final)

@@ -108,3 +108,38 @@ def test_prometheus_has_one_series_per_model_version() -> None:
     text = prometheus_text({"m": {**v2, "versions": {"1": v1, "2": v2}}, "m:1": {**v1, "requests": 1}})
     assert 'model="m",version="1"} 5\n' in text and 'model="m",version="2"} 2\n' in text
     assert 'model="m:1",version="1"} 1\n' in text  # a model named like a version key: its own series
+
+
+def test_stats_keep_each_versions_figures_under_its_version(runtime: MLRuntime) -> None:
+    def model() -> FunctionModel:
+        return FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1, 2]"}, outputs={"y": "FP32[-1, 2]"})
+
+    runtime.register_model("m", model(), version="1")
+    for _ in range(3):
+        runtime.registry.get("m").metrics.record(1000, None, 1)
+    runtime.register_model("m", model(), version="2")
+    runtime.register_model("m:1", model())  # a legal name that once collided with version 1's key
+    doc = runtime.stats()["models"]
+    assert sorted(doc) == ["m", "m:1"]
+    assert doc["m"]["version"] == "2" and doc["m"]["requests"] == 0
+    assert {v: d["requests"] for v, d in doc["m"]["versions"].items()} == {"1": 3, "2": 0}
+    assert 'model="m",version="1"} 3\n' in runtime.prometheus()
+
+
+def test_stats_survive_a_model_unloaded_meanwhile(
+    runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unload lands between the stats' listing of the models and its look-up of one of them
+    (what a concurrent unload_model does once in some thousands of calls)."""
+    model = FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1, 2]"}, outputs={"y": "FP32[-1, 2]"})
+    runtime.register_model("x", model, warmup=False)
+    registry = runtime.registry
+    real_get = registry.get
+
+    def get_after_unload(name: str, version: str = "") -> object:
+        if "x" in registry.names():
+            registry.remove("x")
+        return real_get(name, version)
+
+    monkeypatch.setattr(registry, "get", get_after_unload)
+    assert "foundation_requests_total" in runtime.prometheus()
