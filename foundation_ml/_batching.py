@@ -61,6 +61,7 @@ class Batcher:
         self._queue: deque[Item] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
+        self._why = "the server is shutting down"  # what put() answers once stopping
         self._draining = False  # shutting down: run what arrives at once, wait for nothing more
         self._flushed = False  # a transport calls flush(): the thread is only the safety net
         self._thread = threading.Thread(target=self._run, name=f"batcher-{served.name}", daemon=True)
@@ -83,9 +84,7 @@ class Batcher:
         batches that ``max_wait_us`` closes."""
         with self._cond:
             if self._stopping:
-                err = ShuttingDown(
-                    "the server is shutting down", model=self.served.name, request_id=request.id
-                )
+                err = ShuttingDown(self._why, model=self.served.name, request_id=request.id)
                 self.served.finish(request, respond, t0, err)
                 return
             self._queue.append((request, respond, t0))
@@ -127,9 +126,11 @@ class Batcher:
             self._draining = True
             self._cond.notify()
 
-    def stop(self, drain_timeout: float = 5.0) -> None:
-        """Stop taking requests; answer the queued ones; join the thread."""
+    def stop(self, drain_timeout: float = 5.0, why: str = "") -> None:
+        """Stop taking requests (answering ``why``, by default that the server is shutting down);
+        answer the queued ones; join the thread."""
         with self._cond:
+            self._why = why or self._why
             self._stopping = True
             self._cond.notify()
         self._thread.join(drain_timeout)

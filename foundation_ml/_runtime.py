@@ -134,7 +134,7 @@ class MLRuntime:
     def unload_model(self, name: str, version: str | None = None, drain_timeout: float = 5.0) -> None:
         """Stop serving ``name`` (one version, or all); queued requests are answered first."""
         for served in self.registry.remove(name, version):
-            served.stop(drain_timeout)
+            served.stop(drain_timeout, why=f"version {served.version!r} is being unloaded")
         self._batchers = tuple(s.batcher for s in self.registry.all() if s.batcher is not None)
 
     def models(self) -> list[ModelMetadata]:

@@ -152,10 +152,11 @@ class ServedModel:
     def failed(self, request: InferenceRequest, exc: BaseException) -> HandlerError:
         return HandlerError(f"{type(exc).__name__}: {exc}", model=self.name, request_id=request.id)
 
-    def stop(self, drain_timeout: float = 5.0, close_model: bool = True) -> None:
-        """Answer what is queued, stop the batcher, release the model."""
+    def stop(self, drain_timeout: float = 5.0, close_model: bool = True, why: str = "") -> None:
+        """Answer what is queued, stop the batcher, release the model (``why``: what a request
+        arriving meanwhile is told; by default that the server is shutting down)."""
         if self.batcher is not None:
-            self.batcher.stop(drain_timeout)
+            self.batcher.stop(drain_timeout, why)
         if close_model:
             self.model.close()
 

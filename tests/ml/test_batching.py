@@ -329,3 +329,16 @@ def test_a_batched_model_runs_one_call_at_a_time(runtime: MLRuntime, concurrentl
         t.join()
     replies.wait(16)
     assert peak[0] == 1
+
+
+def test_a_request_racing_an_unload_is_told_the_version_is_unloaded(runtime: MLRuntime) -> None:
+    from foundation_ml.errors import ShuttingDown
+
+    rec = Recorder()
+    runtime.register_model("m", rec.model, max_batch_size=8, max_wait_us=LONG_WAIT_US, warmup=False)
+    served = runtime.registry.get("m")  # a transport thread looked it up just before the unload
+    runtime.unload_model("m")
+    replies = Replies()
+    served.submit(InferenceRequest("m", {"x": _rows(1)}, id=1), replies.respond(1), time.monotonic_ns())
+    answer = replies.wait(1)[1]
+    assert isinstance(answer, ShuttingDown) and "version '1' is being unloaded" in str(answer)
