@@ -89,7 +89,7 @@ class _FrozenDict(dict[str, Any]):
     def _refuse(self, *args: Any, **kwargs: Any) -> Any:
         raise attrs.exceptions.FrozenInstanceError()
 
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
 
 
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -1,4 +1,5 @@
-"""Deep-freeze a structured section: dict and list values inside it refuse mutation too."""
+"""Deep-freeze a structured section: dict and list values inside it refuse mutation too, and a set
+becomes a frozenset."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class FrozenList(list[Any]):
 
 
 def _freeze(value: Any) -> Any:
+    if isinstance(value, set):  # a set[...] field: its frozen form is a frozenset
+        return frozenset(_freeze(v) for v in value)
     if isinstance(value, dict) and not isinstance(value, FrozenDict):
         return FrozenDict({k: _freeze(v) for k, v in value.items()})
     if isinstance(value, list) and not isinstance(value, FrozenList):

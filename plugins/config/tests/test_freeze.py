@@ -45,3 +45,27 @@ def test_a_section_class_that_is_not_frozen_is_warned_about(tmp_path):
 
     with pytest.warns(UserWarning, match="not a frozen attrs class"):
         load_config({"loose": Loose}, cwd=tmp_path)
+
+
+def test_in_place_union_is_refused_too(load):
+    """dict's |= does not go through update(): it changed Config.sources."""
+    config = load()
+    sources, sections = config.sources, config.sections
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        sources |= {"retry.name": "forged"}  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        sections |= {"retry": None}  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        config["retry"].labels |= {"team": "x"}
+    assert (config.sources["retry.name"], config["retry"].max_attempts) == ("default", 3)
+
+
+def test_set_values_are_frozen_into_frozensets(tmp_path):
+    @attrs.frozen
+    class Tags:
+        names: set[str] = attrs.field(factory=set)
+
+    config = load_config({"tags": Tags}, overrides=["tags.names=['a']"], cwd=tmp_path)
+    assert config["tags"].names == frozenset({"a"})
+    with pytest.raises(AttributeError):
+        config["tags"].names.add("b")  # type: ignore[attr-defined]
