@@ -1,18 +1,21 @@
-"""A strict cattrs converter: no silent coercion (``"false"`` never becomes ``True``).
+"""A strict cattrs converter: no silent coercion (``"false"`` never becomes ``True``, a table
+never becomes the list of its keys, text never the list of its characters).
 
-Text from the environment or ``--set`` (``RawText``) is parsed with dynaconf's TOML-style value
-parser unless the target type takes text, so ``FOUNDATION_RETRY__MAX_ATTEMPTS=5`` is the int 5
-and ``FOUNDATION_APP__NAME=5`` the string ``"5"``.
+Text from the environment or ``--set`` (``RawText``) is parsed as a TOML value unless the target
+type takes text, so ``FOUNDATION_RETRY__MAX_ATTEMPTS=5`` is the int 5 and
+``FOUNDATION_APP__NAME=5`` the string ``"5"``. Dynaconf's ``@`` tokens do not apply to it.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory, list_structure_factory
 
 from ._layers import RawText
 
@@ -76,12 +79,53 @@ def parse_raw(value: Any, tp: Any) -> Any:
         return value
     if takes_text(tp) and tp is not Any:
         return str(value)
-    from dynaconf.utils.parse_conf import parse_conf_data
+    import tomllib
 
     try:
-        return parse_conf_data(str(value), tomlfy=True, box_settings={})
+        parsed = tomllib.loads(f"v = {value}")
     except Exception:  # not TOML: keep the text, the structuring step says what was expected
         return str(value)
+    return parsed["v"] if list(parsed) == ["v"] else str(value)
+
+
+_SETS = (set, frozenset, collections.abc.Set, collections.abc.MutableSet)
+_LISTS = (list, collections.abc.MutableSequence)
+_COLLECTIONS = (*_SETS, *_LISTS, tuple, collections.abc.Sequence)
+
+
+def _is_collection(tp: Any) -> bool:
+    return (typing.get_origin(tp) or tp) in _COLLECTIONS
+
+
+def _collection_hook(tp: Any, converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    """cattrs' own hook for ``tp``, given only a list (or a tuple or set): cattrs would iterate
+    whatever it is given, making a table the list of its keys and text a list of characters."""
+    origin = typing.get_origin(tp) or tp
+    args = typing.get_args(tp)
+    inner: Callable[[Any, Any], Any]
+    if origin in _SETS:
+        as_list: Any = types.GenericAlias(list, args[:1]) if args else list
+        items = list_structure_factory(as_list, converter)
+        kind = set if origin in (set, collections.abc.MutableSet) else frozenset
+
+        def inner(value: Any, _: Any) -> Any:
+            return kind(items(value, None))
+
+    elif origin is tuple and args and args[-1] is not Ellipsis:
+        inner = converter.gen_structure_hetero_tuple(tp)
+    elif origin in _LISTS:
+        inner = list_structure_factory(tp, converter)
+    else:
+        inner = homogenous_tuple_structure_factory(tp, converter)
+
+    def structure(value: Any, _: Any) -> Any:
+        if isinstance(value, Mapping):
+            raise Expected(f"expected a list, got a table {dict(value)!r}")
+        if not isinstance(value, (list, tuple, set, frozenset)):
+            raise Expected(f"expected a list, got {_describe(value)}")
+        return inner(value, tp)
+
+    return structure
 
 
 def make_converter() -> cattrs.Converter:
@@ -90,4 +134,5 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(float, _float)
     converter.register_structure_hook(bool, _bool)
     converter.register_structure_hook(str, _str)
+    converter.register_structure_hook_factory(_is_collection, lambda tp: _collection_hook(tp, converter))
     return converter

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from foundation_core.errors import ConfigProblem
 
-from ._layers import Layer, RawText
+from ._layers import MAX_DEPTH, Layer, RawText
 
 __all__ = ["ENV_PREFIX", "env_layer", "overrides_layer"]
 
@@ -21,6 +21,7 @@ ENV_PREFIX = "FOUNDATION_"
 def env_layer(environ: Mapping[str, str]) -> tuple[Layer, list[ConfigProblem]]:
     layer = Layer("environment")
     problems: list[ConfigProblem] = []
+    seen: dict[tuple[str, ...], str] = {}
     for var in sorted(environ):
         if not var.startswith(ENV_PREFIX) or "__" not in var[len(ENV_PREFIX) :]:
             continue
@@ -30,12 +31,22 @@ def env_layer(environ: Mapping[str, str]) -> tuple[Layer, list[ConfigProblem]]:
                 ConfigProblem(var, "empty name between '__' (expected FOUNDATION_SECTION__KEY)", f"env {var}")
             )
             continue
+        if len(parts) > MAX_DEPTH:
+            message = f"a key nested more than {MAX_DEPTH} levels deep ({len(parts)} names between '__')"
+            problems.append(ConfigProblem(f"{var[:60]}...", message, f"env {var[:60]}..."))
+            continue
+        first = seen.setdefault(parts, var)
+        if first != var:  # names are not case-sensitive: which one would win is an accident
+            message = f"{first} and {var} both set {'.'.join(parts)} (names are not case-sensitive)"
+            problems.append(ConfigProblem(".".join(parts), message, f"env {var}"))
+            continue
         layer.set(parts, RawText(environ[var]), f"env {var}")
     return layer, problems
 
 
 def overrides_layer(overrides: Sequence[str]) -> tuple[Layer, list[ConfigProblem]]:
-    """``--set section.key=value`` pairs, in order (a later one wins)."""
+    """``--set section.key=value`` pairs, in order (a later one wins). The section name is not
+    case-sensitive, as in files and the environment (``Logging.level`` sets ``logging.level``)."""
     layer = Layer("command line")
     problems: list[ConfigProblem] = []
     for item in overrides:
@@ -48,6 +59,9 @@ def overrides_layer(overrides: Sequence[str]) -> tuple[Layer, list[ConfigProblem
             problems.append(
                 ConfigProblem(key, "expected a dotted key section.key, e.g. retry.max_attempts", source)
             )
+        elif len(parts) > MAX_DEPTH:
+            message = f"a key nested more than {MAX_DEPTH} levels deep ({len(parts)} dotted names)"
+            problems.append(ConfigProblem(f"{key[:60]}...", message, "--set"))
         else:
-            layer.set(parts, RawText(value), "--set")
+            layer.set((parts[0].lower(), *parts[1:]), RawText(value), "--set")
     return layer, problems

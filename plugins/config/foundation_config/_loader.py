@@ -1,7 +1,8 @@
 """Build the layered configuration: defaults < files < environment < ``--set``, then check it all.
 
 Every problem found in any layer is collected into one ``ConfigError``; nothing is returned
-half-built. Unknown sections and keys are warnings (``ConfigWarning``) unless ``strict``.
+half-built. Unknown sections and keys are warnings (``ConfigWarning``) unless ``strict``; their
+values are not interpolated. A secret's value never appears in a problem (``mask_problems``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ._files import default_files, read_file
 from ._freeze import freeze_section
 from ._interpolate import MISSING, interpolate
 from ._layers import Layer, iter_leaves, merge_into
-from ._masking import from_secrets_file
+from ._masking import from_secrets_file, mask_problems, secret_names
 from ._structure import structure_section
 
 __all__ = ["ConfigWarning", "load_config"]
@@ -50,7 +51,7 @@ def load_config(
     layers: list[Layer] = []
     names = [*(default_files(base) if use_default_files else []), *files]
     for name in names:
-        layer, found = read_file(name, base)
+        layer, found = read_file(name, base, environ)
         problems.extend(found)
         if layer is not None:
             layers.append(layer)
@@ -82,14 +83,23 @@ def load_config(
                 return MISSING if default.takes_self else default.factory()
         return MISSING
 
+    fields = {
+        name: {f.alias or f.name for f in attrs.fields(cls) if f.init} for name, cls in sections.items()
+    }
+
+    def known(path: str) -> bool:
+        section, _, key = path.partition(".")
+        return key in fields.get(section, ())
+
     references: dict[str, frozenset[str]] = {}
-    resolved, found = interpolate(merged, origin, lookup_default, environ, references)
+    resolved, found = interpolate(merged, origin, lookup_default, environ, references, wanted=known)
     problems.extend(found)
     unknown: list[ConfigProblem] = []
     built: dict[str, Any] = {}
     for name in resolved:
         if name not in sections:
-            near = difflib.get_close_matches(name, list(sections), n=1)
+            near = [s for s in sections if s.lower() == name.lower()]
+            near = near or difflib.get_close_matches(name, list(sections), n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else f" (sections: {', '.join(sorted(sections))})"
             unknown.append(ConfigProblem(name, f"unknown section{hint}", origin(name)))
     for name, cls in sections.items():
@@ -103,7 +113,8 @@ def load_config(
         for problem in unknown:
             warnings.warn(f"{problem} -- ignored", ConfigWarning, stacklevel=2)
     if problems:
-        raise ConfigError(problems)
+        secret = secret_names(resolved.get("config"))
+        raise ConfigError(mask_problems(problems, (merged, resolved), origin, references, secret))
     for name, instance in built.items():
         freeze_section(instance, name=name)
     sources = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -84,12 +85,23 @@ def render_text(config: Config, with_sources: bool) -> str:
     return "\n".join(lines)
 
 
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: those floats are written as TOML spells them, as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def render_json(config: Config, with_sources: bool) -> str:
     values: dict[str, dict[str, Any]] = {}
     sources: dict[str, str] = {}
     for path, value, source in effective_values(config):
         section, _, key = path.partition(".")
-        values.setdefault(section, {})[key] = value
+        values.setdefault(section, {})[key] = _finite(value)
         sources[path] = source
     out: dict[str, Any] = {"values": values, "sources": sources} if with_sources else values
-    return json.dumps(out, indent=2, default=_display, sort_keys=True)
+    return json.dumps(out, indent=2, default=_display, sort_keys=True, allow_nan=False)

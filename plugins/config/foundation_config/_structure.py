@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -17,8 +17,9 @@ import cattrs
 from foundation_core.errors import ConfigProblem
 
 from ._convert import Expected, make_converter, parse_raw
+from ._layers import shape_problem
 
-__all__ = ["field_types", "structure_section"]
+__all__ = ["did_you_mean", "field_types", "structure_section"]
 
 
 def field_types(cls: type[Any]) -> dict[str, Any]:
@@ -67,17 +68,22 @@ def structure_section(
     for key, value in values.items():
         path = f"{name}.{key}"
         if key not in fields:
-            near = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else f" (known: {', '.join(sorted(fields))})"
-            found = ConfigProblem(path, f"unknown key in section {name!r}{hint}", origin(path))
+            found = ConfigProblem(
+                path, f"unknown key in section {name!r}{did_you_mean(key, fields)}", origin(path)
+            )
             (problems if strict else warnings).append(found)
             continue
         parsed = parse_raw(value, types_[key])
-        if isinstance(parsed, str) and _is_sequence(types_[key]):  # cattrs would split it into characters
-            text = str(parsed)
-            problems.append(
-                ConfigProblem(path, f"expected a list, got {text!r}: write [{text!r}]", origin(path))
-            )
+        if _is_sequence(types_[key]) and isinstance(parsed, (str, Mapping)):  # cattrs would iterate it
+            if isinstance(parsed, str):
+                text = str(parsed)
+                message = f"expected a list, got {text!r}: write [{text!r}]"
+            else:  # FOUNDATION_S__TAGS__0=x or --set s.tags.0=x: a list is set whole
+                message = f"expected a list, got a table {dict(parsed)!r}: a list is set whole, as [...]"
+            problems.append(ConfigProblem(path, message, origin(path)))
+            continue
+        if parsed is not value and (shape := shape_problem(parsed, 2)):  # text parsed as TOML
+            problems.append(ConfigProblem(path, shape, origin(path)))
             continue
         try:
             kwargs[key] = converter.structure(parsed, types_[key])
@@ -104,10 +110,17 @@ def structure_section(
         return None, problems, warnings
     try:
         return cls(**kwargs), [], warnings
-    except (ValueError, TypeError) as exc:
+    except Exception as exc:  # a check across fields (or any validator) refused the values
         param = getattr(exc, "parameter", None)
         path = f"{name}.{param}" if isinstance(param, str) else name
         return None, [ConfigProblem(path, str(exc), origin(path))], warnings
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for a near name (the same but for case first), else the known ones."""
+    known = list(known)
+    near = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {near[0]!r}?)" if near else f" (known: {', '.join(sorted(known))})"
 
 
 def _is_sequence(tp: Any) -> bool:

@@ -21,8 +21,10 @@ def foundation_config_sections(add: SectionAdder) -> None:
 
 # A wrapper, not a plain hookimpl: the hub isolates a plugin whose plain hookimpl raises (and
 # would fall back to defaults), but a ConfigError is the user's bad input and must reach the
-# caller (the CLI turns it into exit status 2). An application's own plain hookimpl of
-# foundation_load_config still replaces this one: its non-None result is passed through.
+# caller (the CLI turns it into exit status 2). Any other exception while building is turned into
+# a ConfigError too: isolating this plugin would silently replace the user's files, secrets and
+# environment by the defaults. An application's own plain hookimpl of foundation_load_config
+# still replaces this one: its non-None result is passed through.
 @hookimpl(wrapper=True)
 def foundation_load_config(
     sections: Mapping[str, type[Any]], files: Sequence[str], overrides: Sequence[str], strict: bool
@@ -30,9 +32,18 @@ def foundation_load_config(
     replaced = yield
     if replaced is not None:
         return replaced
+    from foundation_core.errors import ConfigError
+
     from ._loader import load_config
 
-    return load_config(sections, files, overrides, strict=strict)
+    try:
+        return load_config(sections, files, overrides, strict=strict)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a bug or a limit not checked: never fall back to the defaults
+        detail = " ".join(str(exc).split())[:200]
+        message = f"the configuration could not be built: {type(exc).__name__}{': ' * bool(detail)}{detail}"
+        raise ConfigError(message) from exc
 
 
 @hookimpl

@@ -160,3 +160,178 @@ def test_a_single_name_where_a_list_is_expected_says_so():
         load_config({"s": Section}, overrides=("s.names=ConnectionError",), use_default_files=False)
     config = load_config({"s": Section}, overrides=("s.names=['a', 'b']",), use_default_files=False)
     assert config["s"].names == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    ("how", "path", "source"),
+    [
+        ("env", "retry.codes", "env FOUNDATION_RETRY__CODES__SSN"),
+        ("--set", "retry.codes", "--set"),
+        ("yaml", "retry.codes", "codes.yaml:retry.codes"),
+    ],
+)
+def test_a_table_where_a_list_is_expected_is_refused(load, write, monkeypatch, how, path, source):
+    """cattrs iterated the table: its keys became the list (redact=('ssn',) dropped the defaults)."""
+    if how == "env":
+        monkeypatch.setenv("FOUNDATION_RETRY__CODES__SSN", "true")
+        found = problems_of(load)
+    elif how == "--set":
+        found = problems_of(load, overrides=("retry.codes.0=500",))
+    else:
+        write("codes.yaml", "retry:\n  codes: {a: 1}\n")
+        found = problems_of(load, ("codes.yaml",))
+    assert found[(path, source)].startswith("expected a list, got a table {")
+
+
+def test_a_table_where_a_nested_list_or_a_set_is_expected_is_refused():
+    import attrs
+    from foundation_config import load_config
+
+    @attrs.frozen
+    class Section:
+        groups: dict[str, list[str]] = attrs.field(factory=dict)
+        tags: set[str] = attrs.field(factory=set)
+        pair: tuple[int, int] = (1, 2)
+
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            {"s": Section},
+            overrides=("s.groups.ops={x=1}", "s.tags.a=1", "s.pair={a=1, b=2}"),
+            use_default_files=False,
+        )
+    found = {p.path: p.message for p in info.value.problems}
+    assert found["s.groups['ops']"] == "expected a list, got a table {'x': 1}"
+    assert found["s.tags"].startswith("expected a list, got a table {'a': 1}")
+    assert found["s.pair"].startswith("expected a list, got a table {'a': 1, 'b': 2}")
+    ok = load_config({"s": Section}, overrides=("s.tags=['a', 'a']",), use_default_files=False)
+    assert ok["s"].tags == {"a"}
+
+
+def test_secret_values_never_appear_in_error_messages(load, write, monkeypatch):
+    """Values from .secrets.* files and of keys named like secrets are masked in every message."""
+    write(".secrets.toml", "[retry]\nmax_attempts = 'hunter2'\nbase_delay = -31337.5\n")
+    write("settings.toml", "[db]\npassword = 271828\n[retry.labels]\napi_token = 4242\nteam = 7\n")
+    write("dup.yaml", "db:\n  password: swordfish\n  password: swordfish2\n")
+    monkeypatch.setenv("FOUNDATION_DB__URL", "postgres://u:${db.password}@h/${db.pool}")
+    monkeypatch.setenv("FOUNDATION_DB__POOL", "many")
+    with pytest.raises(ConfigError) as info:
+        load(("dup.yaml",), ("db_password=letmein", "retry.api_key hunter3"))
+    text = str(info.value)
+    for secret in ("hunter2", "31337", "271828", "4242", "swordfish", "letmein", "hunter3"):
+        assert secret not in text
+    found = {p.path: (p.message, p.source) for p in info.value.problems}
+    assert found["retry.max_attempts"][0] == "expected an integer, got ******** (str)"
+    assert found["retry.base_delay"][0] == "'base_delay' must be >= 0: ********"
+    assert found["retry.labels['api_token']"][0] == "expected a string, got ******** (int)"
+    assert found["retry.labels['team']"][0] == "expected a string, got 7 (int)"  # not a secret
+    assert found["db.pool"][0] == "expected an integer, got 'many' (str)"
+    assert found["db_password"][1] == "--set db_password=********"
+    assert found["dup.yaml"][0] == "malformed YAML: duplicate key 'password' (line 3, column 3)"
+
+
+def test_a_secret_read_by_interpolation_is_masked_in_errors_of_the_key_that_read_it():
+    import attrs
+    from foundation_config import load_config
+
+    @attrs.frozen
+    class Section:
+        password: str = ""
+        port: int = 0
+
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            {"s": Section},
+            overrides=("s.password=hunter2", "s.port=${s.password}"),
+            use_default_files=False,
+        )
+    assert "hunter2" not in str(info.value)
+    assert "s.port: expected an integer, got ******** (str)" in str(info.value)
+
+
+def test_dynaconf_environment_variables_change_nothing(load, write, monkeypatch, tmp_path):
+    """INCLUDES_FOR_DYNACONF pulled in another file; YAML_LOADER_FOR_DYNACONF=unsafe_load would run
+    code; AUTO_CAST_FOR_DYNACONF turned tokens off. None of them is read."""
+    write("other.toml", "[retry]\nmax_attempts = 99\n")
+    write("settings.toml", "[retry]\nname = 'mine'\nbase_delay = '@float 0.5'\n")
+    write("extra.yaml", "db:\n  url: !!python/name:os.system\n")
+    monkeypatch.setenv("INCLUDES_FOR_DYNACONF", str(tmp_path / "other.toml"))
+    monkeypatch.setenv("SETTINGS_FILE_FOR_DYNACONF", str(tmp_path / "other.toml"))
+    monkeypatch.setenv("AUTO_CAST_FOR_DYNACONF", "false")
+    monkeypatch.setenv("MERGE_ENABLED_FOR_DYNACONF", "true")
+    config = load()
+    assert (config["retry"].max_attempts, config["retry"].name, config["retry"].base_delay) == (
+        3,
+        "mine",
+        0.5,
+    )
+    monkeypatch.setenv("YAML_LOADER_FOR_DYNACONF", "unsafe_load")
+    found = problems_of(load, ("extra.yaml",))
+    assert found[("extra.yaml", "extra.yaml")].startswith("malformed YAML: could not determine a constructor")
+
+
+def test_includes_written_in_a_file_are_not_followed(load, write, tmp_path):
+    write("other.toml", "[retry]\nmax_attempts = 99\n")
+    write("settings.toml", f"dynaconf_include = ['{tmp_path / 'other.toml'}']\n[retry]\nname = 'x'\n")
+    with pytest.warns(ConfigWarning, match="dynaconf_include: unknown section"):
+        config = load()
+    assert (config["retry"].max_attempts, config["retry"].name) == (3, "x")
+
+
+def test_value_tokens_that_read_files_or_settings_are_refused(load, write, tmp_path, monkeypatch):
+    (tmp_path / "secret.txt").write_text("top secret")
+    write("settings.toml", f"[db]\nurl = '@read_file {tmp_path / 'secret.txt'}'\npassword = '@get HOME'\n")
+    found = problems_of(load)
+    assert found[("db.url", "settings.toml:db.url")].startswith(
+        "the value token @read_file is not allowed in config files (it reads a file; allowed: @str, @int"
+    )
+    assert "@get is not allowed" in found[("db.password", "settings.toml:db.password")]
+    monkeypatch.setenv("POOL", "9")
+    write(
+        "settings.toml",
+        "[db]\npool = '@int 8'\nurl = '@format {env[POOL]}/x'\n[retry]\nname = '@jinja {{ env.POOL }}'\n",
+    )
+    config = load()
+    assert (config["db"].pool, config["db"].url, config["retry"].name) == (8, "9/x", "9")
+
+
+def test_sections_differing_only_in_case_are_refused_naming_both(load, write):
+    """dynaconf upper-cased section names: [RETRY] replaced [retry] and lost its keys."""
+    write("settings.toml", "[RETRY]\nmax_attempts = 5\n[retry]\nname = 'x'\n")
+    found = problems_of(load)
+    assert found[("retry", "settings.toml")] == (
+        "sections 'RETRY' and 'retry' differ only in case (section names are not case-sensitive): "
+        "write them as one"
+    )
+
+
+def test_set_section_names_are_not_case_sensitive_and_key_case_gets_a_hint(load):
+    """As in files and the environment: --set Retry.max_attempts=7 is retry.max_attempts."""
+    config = load(overrides=("Retry.max_attempts=7",))
+    assert (config["retry"].max_attempts, config.sources["retry.max_attempts"]) == (7, "--set")
+    with pytest.warns(ConfigWarning, match=r"retry.Max_Attempts: unknown key .*did you mean 'max_attempts'"):
+        load(overrides=("retry.Max_Attempts=7",))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("list.json", "[1, 2]", "malformed JSON: the top level must be a table of sections, not a list"),
+        ("null.json", "null", "malformed JSON: the top level must be a table of sections, not null"),
+        ("dup.json", '{"db": {"pool": 1, "pool": 2}}', "malformed JSON: duplicate key 'pool'"),
+    ],
+)
+def test_json_whose_top_level_is_no_table_or_with_duplicate_keys_is_refused(load, write, name, text, message):
+    write(name, text)
+    assert problems_of(load, (name,))[(name, name)] == message
+
+
+def test_a_directory_given_as_a_file_says_so(load, tmp_path):
+    (tmp_path / "conf.toml").mkdir()
+    assert problems_of(load, ("conf.toml",))[("conf.toml", "conf.toml")] == "is a directory, not a file"
+
+
+def test_a_byte_order_mark_is_allowed(load, write, tmp_path):
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf[retry]\nmax_attempts = 6\n")
+    (tmp_path / "bom.json").write_bytes(b'\xef\xbb\xbf{"db": {"pool": 6}}')
+    config = load(("bom.toml", "bom.json"))
+    assert (config["retry"].max_attempts, config["db"].pool) == (6, 6)

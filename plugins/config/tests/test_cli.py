@@ -191,3 +191,48 @@ def test_a_config_warning_prints_as_one_line_naming_the_command(capsys, write):
         "foundation version: warning: logging.levle: unknown key in section 'logging' (did you mean 'level'?)"
     )
     assert "ConfigWarning" not in err and "return load_config" not in err
+
+
+def test_a_secret_is_masked_in_the_errors_of_config_check(capsys, write):
+    write(".secrets.toml", "[logging]\nlevel = 'hunter2'\n")
+    status, _, err = run(capsys, "config", "check")
+    assert status == 2
+    assert "hunter2" not in err
+    assert "got ******** (from .secrets.toml:logging.level)" in err
+
+
+def test_show_json_is_valid_json_with_nan_and_infinity(capsys, monkeypatch):
+    import attrs
+
+    from foundation_core import hookimpl
+
+    @attrs.frozen
+    class Limits:
+        ratio: float = 1.0
+        top: float = 1.0
+
+    class Declares:
+        @hookimpl
+        def foundation_config_sections(self, add):
+            add("limits", Limits)
+
+    monkeypatch.setattr("foundation_core._hub.Hub.load_entry_points", _with(Declares()))
+    status, out, _ = run(
+        capsys, "--set", "limits.ratio=nan", "--set", "limits.top=-inf", "config", "show", "--json"
+    )
+    assert status == 0
+    shown = json.loads(out, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
+    assert (shown["limits"]["ratio"], shown["limits"]["top"]) == ("nan", "-inf")
+
+
+def _with(extra):
+    from foundation_core._hub import Hub
+
+    original = Hub.load_entry_points
+
+    def load_entry_points(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        self.register(extra)
+        return result
+
+    return load_entry_points

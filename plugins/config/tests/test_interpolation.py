@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from foundation_config import ConfigWarning
 
 from foundation_core.errors import ConfigError
 
@@ -59,3 +60,14 @@ def test_bad_references_are_reported_with_their_key_and_file(load, write, toml, 
     assert message in problem.message
     assert problem.path.startswith("db.")
     assert problem.source.startswith("settings.toml:db.")
+
+
+def test_references_in_ignored_keys_are_not_resolved(load, write):
+    """Unknown keys are warned about and ignored: a bad reference inside one is not fatal."""
+    write(
+        "settings.toml", "[db]\nurl = '${vars.host}/db'\nnope = '${env:NOPE_NOT_SET}'\n[vars]\nhost = 'h'\n"
+    )
+    with pytest.warns(ConfigWarning) as caught:
+        config = load()
+    assert config["db"].url == "h/db"  # an unknown section may still hold values to refer to
+    assert sorted(str(w.message).partition(":")[0] for w in caught) == ["db.nope", "vars"]

@@ -33,3 +33,25 @@ def test_the_logging_plugin_is_configured_from_all_sources(tmp_path, write, monk
         foundation_core.emit("retry", name="fetch", attempt=1, delay=0.1, error=OSError("x"), result=None)
     [line] = [json.loads(x) for x in log_file.read_text().splitlines()]
     assert (line["event"], line["level"], line["pattern"]) == ("retry.scheduled", "warning", "fetch")
+
+
+def test_an_unexpected_error_while_building_is_a_config_error_not_the_defaults(write, monkeypatch):
+    """The hub isolates a plugin that raises, and would carry on with every section's defaults:
+    the user's files, secrets and environment silently ignored."""
+    import pytest
+    from foundation_config import _loader
+
+    from foundation_core.errors import ConfigError
+
+    write("settings.toml", "[logging]\nlevel = 'error'\n")
+
+    def broken(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(_loader, "load_config", broken)
+    hub = foundation_core.Hub(env={"FOUNDATION_PLUGINS": "config,logging"})
+    hub.load_entry_points()
+    with pytest.raises(ConfigError, match="the configuration could not be built: RecursionError: maximum"):
+        hub.configure()
+    assert hub.config is None
+    assert hub.plugins["config"].status != "failed"
