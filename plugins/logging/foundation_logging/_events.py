@@ -7,6 +7,8 @@ from typing import Any
 
 import structlog
 
+from ._render import safe_repr
+
 __all__ = ["circuit_change", "plugin_error", "rate_limited", "retry", "server_start", "server_stop"]
 
 _LOGGER_NAME = "foundation"
@@ -24,7 +26,11 @@ def _log(level: str, event: str, **fields: Any) -> None:
 def _error_fields(error: BaseException | None) -> dict[str, Any]:
     if error is None:
         return {}
-    return {"error_type": type(error).__name__, "error": str(error)}
+    try:
+        text = str(error)
+    except Exception as exc:  # an exception whose __str__ raises still gets its line
+        text = f"<str() raised {type(exc).__name__}>"
+    return {"error_type": type(error).__name__, "error": text}
 
 
 def plugin_error(plugin: str, hook: str | None, error: BaseException) -> None:
@@ -34,7 +40,7 @@ def plugin_error(plugin: str, hook: str | None, error: BaseException) -> None:
 def retry(name: str, attempt: int, delay: float, error: BaseException | None, result: Any) -> None:
     fields = _error_fields(error)
     if error is None:
-        fields["result"] = repr(result)
+        fields["result"] = safe_repr(result)
     _log("warning", "retry.scheduled", pattern=name, attempt=attempt, delay=delay, **fields)
 
 

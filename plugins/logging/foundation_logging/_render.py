@@ -1,4 +1,10 @@
-"""Renderers: orjson JSON lines (bytes for files, text for streams) and the console renderer."""
+"""Renderers: orjson JSON lines (bytes for files, text for streams) and the console renderer.
+
+A log call never raises for its values: what orjson refuses is made writable (keys that are not
+text, numbers or None become their repr, a value containing itself or nested past ``MAX_NESTING``
+levels is cut there with a marker), and a value whose ``repr`` raises is written as a
+description of it. The fast path is orjson alone; the rest only runs for a line it refused.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +12,78 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonBytes", "JsonText"]
+__all__ = ["MAX_NESTING", "JsonBytes", "JsonText", "SafeConsole", "safe_repr"]
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+MAX_NESTING = 100  # dicts and lists inside one value; orjson refuses past 255
+_CYCLE = "<recursion: contains itself>"
+_TOO_DEEP = f"<nested deeper than {MAX_NESTING} levels>"
+
+
+def safe_repr(obj: Any) -> str:
+    """``repr(obj)``, or a description of ``obj`` when its ``__repr__`` raises."""
+    try:
+        return repr(obj)
+    except Exception as exc:
+        try:
+            name = type(obj).__qualname__
+        except Exception:
+            name = "object"
+        return f"<{name} object (repr raised {type(exc).__name__})>"
 
 
 def _fallback(obj: Any) -> Any:
     """Anything orjson cannot encode natively (exceptions, paths, sets) is written as its repr."""
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
-    return repr(obj)
+    return safe_repr(obj)
 
 
 def _dumps(event_dict: dict[str, Any], option: int) -> bytes:
-    """orjson's bytes; a log call never raises: what orjson refuses without asking ``default``
-    (integers past 64 bits, strings with lone surrogates) is made writable first."""
+    """orjson's bytes; what orjson refuses without asking ``default`` (integers past 64 bits,
+    lone surrogates, other keys than text and numbers, cycles, deep nesting) is made writable
+    first, and at last anything but plain data is written as its repr."""
     try:
         return orjson.dumps(event_dict, default=_fallback, option=option)
     except TypeError:
-        return orjson.dumps(_writable(event_dict), default=_fallback, option=option)
+        pass
+    try:
+        return orjson.dumps(_writable(event_dict, 0, set(), False), default=_fallback, option=option)
+    except TypeError:  # a native type orjson walks into (a dataclass holding something odd)
+        return orjson.dumps(_writable(event_dict, 0, set(), True), default=_fallback, option=option)
 
 
-def _writable(value: Any) -> Any:
+def _writable(value: Any, depth: int, inside: set[int], plain: bool) -> Any:
+    """``value`` as orjson writes it without complaint; ``plain``: objects as their repr."""
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates escaped
     if isinstance(value, bool) or value is None or isinstance(value, float):
         return value
     if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else repr(value)
-    if isinstance(value, dict):
-        return {_writable(k) if isinstance(k, str) else k: _writable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_writable(v) for v in value]
-    return value
+        return value if -(2**63) <= value < 2**64 else safe_repr(value)
+    if isinstance(value, (dict, list, tuple, set, frozenset)):
+        if id(value) in inside:
+            return _CYCLE
+        if depth >= MAX_NESTING:
+            return _TOO_DEEP
+        inside.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {_key(k): _writable(v, depth + 1, inside, plain) for k, v in list(value.items())}
+            return [_writable(v, depth + 1, inside, plain) for v in list(value)]
+        finally:
+            inside.discard(id(value))
+    return safe_repr(value) if plain else value
+
+
+def _key(key: Any) -> Any:
+    if isinstance(key, str):
+        return key.encode("utf-8", "backslashreplace").decode("utf-8")
+    if key is None or isinstance(key, (bool, float)):
+        return key
+    if isinstance(key, int):
+        return key if -(2**63) <= key < 2**64 else safe_repr(key)
+    return safe_repr(key)
 
 
 class JsonBytes:
@@ -57,3 +102,30 @@ class JsonText:
 
     def __call__(self, logger: Any, method_name: str, event_dict: dict[str, Any]) -> str:
         return _dumps(event_dict, orjson.OPT_NON_STR_KEYS).decode()
+
+
+class SafeConsole:
+    """structlog's console renderer, which calls ``repr`` on values: a value whose ``repr``
+    raises is written as a description of it, and a line that still cannot be rendered is
+    written as its event with a note."""
+
+    __slots__ = ("_render",)
+
+    def __init__(self, render: Any) -> None:
+        self._render = render
+
+    def __call__(self, logger: Any, method_name: str, event_dict: dict[str, Any]) -> str:
+        saved = dict(event_dict)  # the renderer pops keys as it goes
+        try:
+            return self._render(logger, method_name, event_dict)  # type: ignore[no-any-return]
+        except Exception:
+            pass
+        plain = {
+            k if isinstance(k, str) else safe_repr(k): v if isinstance(v, (str, int, float)) else safe_repr(v)
+            for k, v in saved.items()
+        }
+        try:
+            return self._render(logger, method_name, plain)  # type: ignore[no-any-return]
+        except Exception as exc:
+            event = safe_repr(saved.get("event"))
+            return f"{saved.get('level', method_name)} {event} [line not rendered: {type(exc).__name__}]"

@@ -1,26 +1,29 @@
 """Configure structlog and the standard library's logging once, from the ``logging`` section.
 
 ``configure_logging(settings)`` builds one processor chain, one sink and one stdlib handler and
-returns a ``LoggingRuntime`` whose ``close()`` restores what was there before.
+returns a ``LoggingRuntime`` whose ``close()`` restores what was there before. Calling it again
+replaces the pipeline in place, safely while other threads log.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any
 
 import structlog
 from structlog.stdlib import ExtraAdder, ProcessorFormatter, add_logger_name
 
 from ._processors import Redactor, Stamp
-from ._render import JsonBytes, JsonText
+from ._render import JsonBytes, JsonText, SafeConsole
 from ._settings import LoggingSettings
 from ._sinks import FileSink, SinkFactory, StreamSink, open_sink
 
 __all__ = ["LoggingRuntime", "configure_logging", "current_runtime"]
 
 _current: LoggingRuntime | None = None
+_lock = threading.RLock()  # one configure_logging or close at a time
 
 
 class _SinkHandler(logging.Handler):
@@ -59,27 +62,43 @@ def _encode_line(logger: Any, method_name: str, line: str) -> bytes:
 
 
 class LoggingRuntime:
-    """What ``configure_logging`` installed; ``close()`` flushes and restores the previous state."""
+    """What ``configure_logging`` installed; ``close()`` flushes and restores the state from before
+    the first ``configure_logging`` (a runtime replaced by a later call is closed already)."""
 
-    def __init__(self, settings: LoggingSettings, sink: FileSink | StreamSink) -> None:
+    def __init__(
+        self,
+        settings: LoggingSettings,
+        sink: FileSink | StreamSink,
+        saved_structlog: dict[str, Any],
+        saved_root: tuple[int, list[logging.Handler]],
+    ) -> None:
         self.settings = settings
         self.sink = sink
         self.handler: _SinkHandler | None = None
-        self._saved_structlog = structlog.get_config()
-        root = logging.getLogger()
-        self._saved_root = (root.level, list(root.handlers))
+        self._saved_structlog = saved_structlog
+        self._saved_root = saved_root
+        self._closed = False
 
     def close(self) -> None:
         global _current
-        root = logging.getLogger()
-        if self.handler is not None and self.handler in root.handlers:
-            level, handlers = self._saved_root
-            root.handlers[:] = handlers
-            root.setLevel(level)
-        structlog.configure(**self._saved_structlog)
-        self.sink.close()
-        if _current is self:
-            _current = None
+        with _lock:
+            if self._closed:
+                return
+            self._closed = True
+            root = logging.getLogger()
+            if self.handler is not None and self.handler in root.handlers:
+                level, handlers = self._saved_root
+                root.handlers[:] = handlers
+                root.setLevel(level)
+            structlog.configure(**self._saved_structlog)
+            self.sink.close()
+            if _current is self:
+                _current = None
+
+    def _replaced_by(self, successor: LoggingRuntime) -> None:
+        """A later ``configure_logging`` took over: late lines go to its sink, nothing is restored."""
+        self._closed = True
+        self.sink.close(successor.sink)
 
 
 def current_runtime() -> LoggingRuntime | None:
@@ -101,9 +120,9 @@ def _chains(settings: LoggingSettings, sink: FileSink | StreamSink) -> tuple[lis
         return shared, final, JsonText()
     shared.append(Redactor(settings.redact).__call__)
     colors = isinstance(sink, StreamSink) and _isatty(sink)
-    console = structlog.dev.ConsoleRenderer(colors=colors)
+    console = SafeConsole(structlog.dev.ConsoleRenderer(colors=colors))
     final = [console, _encode_line] if isinstance(sink, FileSink) else [console]
-    return shared, final, structlog.dev.ConsoleRenderer(colors=colors)
+    return shared, final, SafeConsole(structlog.dev.ConsoleRenderer(colors=colors))
 
 
 def _isatty(sink: StreamSink) -> bool:
@@ -114,32 +133,50 @@ def _isatty(sink: StreamSink) -> bool:
 
 
 def configure_logging(settings: LoggingSettings | None = None) -> LoggingRuntime:
-    """Install the pipeline for ``settings`` (defaults when None), replacing any earlier one."""
+    """Install the pipeline for ``settings`` (defaults when None), replacing any earlier one.
+
+    Safe while other threads log: the new pipeline is built first, then put in place, and only
+    then is the old one's sink closed; a line that reaches the old sink afterwards is written to
+    the new one. No line is ever written by structlog's defaults in between. If the output cannot
+    be opened (``OSError``), nothing changes.
+    """
     global _current
     settings = settings or LoggingSettings()
-    if _current is not None:
-        _current.close()
-    sink = open_sink(settings.output)
-    runtime = LoggingRuntime(settings, sink)
-    shared, final, stdlib_renderer = _chains(settings, sink)
-    level = settings.level.lower()
-    structlog.configure(
-        processors=[*shared, *final],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=SinkFactory(sink),
-        context_class=dict,
-        cache_logger_on_first_use=True,
-    )
-    if settings.stdlib:
-        formatter = ProcessorFormatter(
-            foreign_pre_chain=[add_logger_name, ExtraAdder(), *shared],
-            processors=[ProcessorFormatter.remove_processors_meta, stdlib_renderer],
+    with _lock:
+        previous = _current
+        sink = open_sink(settings.output)
+        if previous is not None:  # close() restores what was there before the first one
+            saved_structlog, saved_root = previous._saved_structlog, previous._saved_root
+        else:
+            root = logging.getLogger()
+            saved_structlog, saved_root = structlog.get_config(), (root.level, list(root.handlers))
+        runtime = LoggingRuntime(settings, sink, saved_structlog, saved_root)
+        shared, final, stdlib_renderer = _chains(settings, sink)
+        level = settings.level.lower()
+        structlog.configure(
+            processors=[*shared, *final],
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            logger_factory=SinkFactory(sink),
+            context_class=dict,
+            cache_logger_on_first_use=True,
         )
-        handler = _SinkHandler(sink, logging.getLevelName(level.upper()))
-        handler.setFormatter(formatter)
         root = logging.getLogger()
-        root.handlers[:] = [h for h in root.handlers if not _writes_to_console(h)] + [handler]
-        root.setLevel(level.upper())
-        runtime.handler = handler
-    _current = runtime
+        old = previous.handler if previous is not None else None
+        if settings.stdlib:
+            formatter = ProcessorFormatter(
+                foreign_pre_chain=[add_logger_name, ExtraAdder(), *shared],
+                processors=[ProcessorFormatter.remove_processors_meta, stdlib_renderer],
+            )
+            handler = _SinkHandler(sink, logging.getLevelName(level.upper()))
+            handler.setFormatter(formatter)
+            kept = [h for h in root.handlers if h is not old and not _writes_to_console(h)]
+            root.handlers[:] = [*kept, handler]  # one slice assignment: loggers see old or new
+            root.setLevel(level.upper())
+            runtime.handler = handler
+        elif old is not None and old in root.handlers:  # stdlib no longer routed: as before ours
+            root.handlers[:] = saved_root[1]
+            root.setLevel(saved_root[0])
+        _current = runtime
+        if previous is not None:
+            previous._replaced_by(runtime)
     return runtime

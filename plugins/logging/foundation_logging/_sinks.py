@@ -2,6 +2,12 @@
 
 A sink is structlog's "logger": the bound logger calls ``sink.info(line)`` and so on. The stdlib
 handler writes through the same sink, so both kinds of record land in one place, in order.
+
+A sink never raises into the code that logs. Like the standard library's handlers, it drops a
+line it cannot write (a full disk, a closed pipe) and says so once on stderr. A sink that was
+replaced (``close(successor)``) hands its late lines to its successor: a logger that picked the
+old sink up just before ``configure_logging`` swapped pipelines still gets its line written.
+Every sink takes a line as bytes (newline-terminated) or as text (without the newline).
 """
 
 from __future__ import annotations
@@ -14,6 +20,35 @@ from typing import Any, BinaryIO, TextIO
 __all__ = ["FileSink", "SinkFactory", "StreamSink", "open_sink"]
 
 _METHODS = ("debug", "info", "warning", "warn", "error", "critical", "fatal", "exception", "log")
+_STREAMS = ("stderr", "stdout")
+
+
+def _as_bytes(line: bytes | str) -> bytes:
+    return line if isinstance(line, bytes) else str(line).encode("utf-8", "backslashreplace") + b"\n"
+
+
+def _as_text(line: bytes | str) -> str:
+    return line.decode("utf-8", "replace").removesuffix("\n") if isinstance(line, bytes) else str(line)
+
+
+def _report(where: str, exc: BaseException) -> None:
+    """Say once, on stderr, that lines are being dropped (stderr itself may be what fails)."""
+    try:
+        sys.stderr.write(
+            f"foundation-logging: cannot write log lines to {where} ({type(exc).__name__}: {exc}); "
+            "lines are dropped while it fails (said once)\n"
+        )
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def _stderr_late(line: bytes | str) -> None:
+    """A line logged through a sink closed for good: to stderr rather than nowhere."""
+    try:
+        sys.stderr.write(_as_text(line) + "\n")
+    except Exception:
+        pass
 
 
 class FileSink:
@@ -21,33 +56,55 @@ class FileSink:
 
     Each line is one ``write`` system call on an ``O_APPEND`` descriptor: no Python buffer to
     lose on a crash, no lock needed between threads, and other processes may append too.
-    After ``close()`` lines go to stderr rather than vanish.
+    After ``close()`` lines go to the successor, or to stderr rather than vanish.
     """
 
-    __slots__ = ("_file", "msg", "path", *_METHODS)
+    __slots__ = ("_closed", "_file", "_raw", "_reported", "_successor", "msg", "path", *_METHODS)
 
     def __init__(self, path: str) -> None:
+        path = os.path.expanduser(path)
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self.path = path
         self._file: BinaryIO = open(path, "ab", buffering=0)  # noqa: SIM115 - closed by close()
-        self._bind(self._file.write)
+        self._raw = self._file.write
+        self._closed = False
+        self._reported = False
+        self._successor: FileSink | StreamSink | None = None
+        self._bind(self.write)
 
     def _bind(self, write: Any) -> None:
         self.msg = write
         for name in _METHODS:
             setattr(self, name, write)
 
+    def write(self, line: bytes) -> None:
+        try:
+            self._raw(line)
+        except (OSError, ValueError) as exc:  # closed under a writer's feet, or the disk is full
+            if self._closed:
+                _forward(self, line)
+            elif not self._reported:
+                self._reported = True
+                _report(repr(self.path), exc)
+        except TypeError:  # text, from a pipeline being swapped in
+            self.write(_as_bytes(line))
+
+    def write_line(self, line: bytes | str) -> None:
+        self.msg(_as_bytes(line))
+
     def write_text(self, line: str) -> None:
         self.msg(line.encode("utf-8", "backslashreplace") + b"\n")
 
-    def close(self) -> None:
-        self._bind(_stderr_bytes)
+    def close(self, successor: FileSink | StreamSink | None = None) -> None:
+        """Stop writing to the file; late lines go to ``successor`` (else stderr)."""
+        self._successor = successor
+        self._closed = True
+        self._bind(self._late)
         self._file.close()
 
-
-def _stderr_bytes(line: bytes) -> None:
-    sys.stderr.write(line.decode("utf-8", "replace"))
+    def _late(self, line: bytes | str) -> None:
+        _forward(self, line)
 
 
 class StreamSink:
@@ -57,30 +114,67 @@ class StreamSink:
     daemoniser) is followed rather than written to after it was closed.
     """
 
-    __slots__ = ("_lock", "msg", "name", *_METHODS)
+    __slots__ = ("_closed", "_lock", "_reported", "_successor", "msg", "name", *_METHODS)
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._lock = threading.Lock()
-        self.msg = self.write_text
+        self._closed = False
+        self._reported = False
+        self._successor: FileSink | StreamSink | None = None
+        self._bind(self.write_text)
+
+    def _bind(self, write: Any) -> None:
+        self.msg = write
         for method in _METHODS:
-            setattr(self, method, self.write_text)
+            setattr(self, method, write)
 
     @property
     def stream(self) -> TextIO:
         return getattr(sys, self.name)  # type: ignore[no-any-return]
 
     def write_text(self, line: str) -> None:
-        stream = self.stream
-        with self._lock:
-            stream.write(line + "\n")
-            stream.flush()
+        try:
+            stream = self.stream
+            with self._lock:
+                stream.write(line + "\n")
+                stream.flush()
+        except TypeError:  # bytes, from a pipeline being swapped in
+            if isinstance(line, bytes):
+                self.write_text(_as_text(line))
+        except Exception as exc:  # closed, a full disk behind stdout, a broken pipe
+            if not self._reported:
+                self._reported = True
+                _report(self.name, exc)
 
-    def close(self) -> None:
+    def write_line(self, line: bytes | str) -> None:
+        self.msg(_as_text(line))
+
+    def close(self, successor: FileSink | StreamSink | None = None) -> None:
+        """Flush; with a ``successor``, late lines go there (else still to the stream)."""
+        if successor is not None:
+            self._successor = successor
+            self._closed = True
+            self._bind(self._late)
         try:
             self.stream.flush()
-        except (ValueError, OSError):  # already closed by its owner
+        except Exception:  # already closed by its owner
             pass
+
+    def _late(self, line: bytes | str) -> None:
+        _forward(self, line)
+
+
+def _forward(sink: FileSink | StreamSink, line: bytes | str) -> None:
+    """Write ``line`` to the newest successor of ``sink`` (followed in a loop: many
+    reconfigurations never make a deep call chain); stderr if the last one was closed for good."""
+    target: FileSink | StreamSink | None = sink
+    while target is not None and target._closed:
+        target = target._successor
+    if target is None:
+        _stderr_late(line)
+    else:
+        target.write_line(line)
 
 
 class SinkFactory:
@@ -96,7 +190,8 @@ class SinkFactory:
 
 
 def open_sink(output: str) -> FileSink | StreamSink:
-    """``"stderr"`` and ``"stdout"`` name the process's streams (as they are now); else a path."""
-    if output in {"stderr", "stdout"}:
-        return StreamSink(output)
+    """``"stderr"`` and ``"stdout"`` (any case) name the process's streams (as they are now);
+    anything else is a file path (``~`` expanded)."""
+    if output.strip().lower() in _STREAMS:
+        return StreamSink(output.strip().lower())
     return FileSink(output)

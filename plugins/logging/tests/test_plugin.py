@@ -125,3 +125,15 @@ def test_an_event_before_logging_is_configured_writes_nothing_to_stdout(capsys):
     structlog.reset_defaults()
     _events.plugin_error("broken", None, RuntimeError("boom"))
     assert capsys.readouterr().out == ""
+
+
+def test_an_error_whose_str_raises_still_gets_its_event_line(tmp_path, read_lines):
+    class Weird(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("str boom")
+
+    hub, path = _start(tmp_path)
+    with hub:
+        foundation_core.emit("retry", name="fetch", attempt=1, delay=0.1, error=Weird(), result=None)
+    [line] = [x for x in read_lines(path) if x["event"] == "retry.scheduled"]
+    assert (line["error_type"], line["error"]) == ("Weird", "<str() raised RuntimeError>")

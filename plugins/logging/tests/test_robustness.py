@@ -1,0 +1,189 @@
+"""A log call never raises: not for its values, not for a full disk or a closed stream, not while
+another thread reconfigures logging; and reconfiguring never lets a line out unredacted."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import structlog
+from foundation_logging import LoggingSettings, configure_logging, get_logger
+
+
+class BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr boom")
+
+
+def _awkward_values() -> dict[str, object]:
+    cyclic: dict[str, object] = {}
+    cyclic["self"] = cyclic
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(300):  # orjson refuses past 255 levels
+        node["a"] = {}
+        node = node["a"]  # type: ignore[assignment]
+    return {
+        "bad_repr": BadRepr(),
+        "tuple_key": {(1, 2): 3},
+        "object_key": {BadRepr(): 1},
+        "cyclic": cyclic,
+        "deep": deep,
+        "listed": [BadRepr(), {("k",): [cyclic]}],
+    }
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+@pytest.mark.parametrize("output", ["file", "stderr"])
+def test_values_that_break_renderers_never_make_a_log_call_raise(tmp_path, capsys, fmt, output):
+    path = tmp_path / "app.log"
+    configure_logging(LoggingSettings(format=fmt, output=str(path) if output == "file" else "stderr"))
+    log = get_logger()
+    for name, value in _awkward_values().items():
+        log.info(name, v=value)
+    text = path.read_text() if output == "file" else capsys.readouterr().err
+    lines = text.splitlines()
+    assert [line for line in lines if "Traceback" in line] == []
+    if fmt == "json":
+        parsed = {line["event"]: line["v"] for line in map(json.loads, lines)}
+        assert parsed["bad_repr"] == "<BadRepr object (repr raised RuntimeError)>"
+        assert parsed["tuple_key"] == {"(1, 2)": 3}
+        assert parsed["cyclic"] == {"self": "<recursion: contains itself>"}
+        assert "<nested deeper than 100 levels>" in json.dumps(parsed["deep"])
+        assert parsed["listed"][0] == "<BadRepr object (repr raised RuntimeError)>"
+    else:
+        assert len(lines) >= 6
+        assert "<BadRepr object (repr raised RuntimeError)>" in text
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_drops_lines_and_says_so_once(capsys):
+    configure_logging(LoggingSettings(format="json", output="/dev/full"))
+    get_logger().info("one")
+    get_logger().info("two")
+    err = capsys.readouterr().err
+    assert err.count("foundation-logging: cannot write log lines to '/dev/full'") == 1
+    assert "No space left on device" in err
+
+
+class _BrokenStream(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError(32, "Broken pipe")
+
+
+def test_a_failing_stream_drops_lines_and_says_so_once(monkeypatch, capsys):
+    configure_logging(LoggingSettings(format="console", output="stdout"))
+    monkeypatch.setattr(sys, "stdout", _BrokenStream())
+    get_logger().info("one")
+    logging.getLogger("lib").warning("two")  # the standard library's records use the same sink
+    err = capsys.readouterr().err
+    assert err.count("foundation-logging: cannot write log lines to stdout (BrokenPipeError") == 1
+
+
+def test_reconfiguring_while_threads_log_never_leaks_a_secret_nor_raises(tmp_path, capfd):
+    """The old pipeline was torn down (structlog's defaults: print to stdout, no redaction) before
+    the new one was installed, and its file closed under the writers' feet."""
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    configure_logging(LoggingSettings(format="json", output=str(first)))
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                structlog.get_logger().info("login", password="hunter2")
+            except BaseException as exc:
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: the races are a few bytecodes wide
+    for thread in threads:
+        thread.start()
+    try:
+        for i in range(300):
+            fmt = "json" if i % 3 else "console"
+            configure_logging(LoggingSettings(format=fmt, output=str(second if i % 2 else first)))
+            time.sleep(0.0005)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        sys.setswitchinterval(interval)
+    out, err = capfd.readouterr()
+    assert "hunter2" not in out + err
+    assert errors == []
+    assert "hunter2" not in first.read_text() + second.read_text()
+    assert first.read_text().count("[REDACTED]") + second.read_text().count("[REDACTED]") > 0
+
+
+def test_a_line_logged_while_reconfiguring_goes_through_a_redacting_pipeline(tmp_path, monkeypatch, capfd):
+    """What another thread logs at any moment of configure_logging (here: while it opens the new
+    output) is redacted: never written by structlog's defaults, which print to stdout as is."""
+    from foundation_logging import _setup
+
+    first = tmp_path / "a.log"
+    configure_logging(LoggingSettings(format="json", output=str(first)))
+    open_sink = _setup.open_sink
+
+    def open_while_another_thread_logs(output: str):  # type: ignore[no-untyped-def]
+        structlog.get_logger().info("login", password="hunter2")
+        sink = open_sink(output)
+        structlog.get_logger().info("login", password="hunter2")
+        return sink
+
+    monkeypatch.setattr(_setup, "open_sink", open_while_another_thread_logs)
+    configure_logging(LoggingSettings(format="json", output=str(tmp_path / "b.log")))
+    out, err = capfd.readouterr()
+    assert "hunter2" not in out + err + first.read_text()
+    assert first.read_text().count('"password":"[REDACTED]"') == 2
+
+
+def test_a_writer_holding_the_old_sink_never_raises_after_the_swap(tmp_path):
+    """A logger that fetched the old file's write method just before the swap wrote to a closed
+    file: ValueError (or EBADF) in that thread."""
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    old = configure_logging(LoggingSettings(format="json", output=str(first)))
+    write = old.sink.info
+    configure_logging(LoggingSettings(format="json", output=str(second)))
+    write(b'{"event":"in flight"}\n')
+    assert second.read_text() == '{"event":"in flight"}\n'
+
+
+def test_a_line_reaching_a_replaced_sink_is_written_by_its_successor(tmp_path, capsys):
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    old = configure_logging(LoggingSettings(format="json", output=str(first)))
+    configure_logging(LoggingSettings(format="console", output=str(second)))
+    old.sink.info(b'{"event":"late bytes"}\n')  # what a logger built just before the swap does
+    old.sink.info("late text")
+    assert second.read_text().splitlines() == ['{"event":"late bytes"}', "late text"]
+    assert first.read_text() == "" and capsys.readouterr().err == ""
+
+
+def test_closing_a_runtime_that_was_replaced_leaves_the_new_one_in_place(tmp_path, read_lines):
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    old = configure_logging(LoggingSettings(format="json", output=str(first)))
+    configure_logging(LoggingSettings(format="json", output=str(second)))
+    old.close()
+    get_logger().info("still configured")
+    assert [line["event"] for line in read_lines(second)] == ["still configured"]
+
+
+def test_output_names_the_streams_in_any_case_and_expands_the_home_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    configure_logging(LoggingSettings(format="json", output="STDERR"))
+    get_logger().info("to stderr")
+    assert '"event":"to stderr"' in capsys.readouterr().err
+    assert not (tmp_path / "STDERR").exists()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    configure_logging(LoggingSettings(format="json", output="~/logs/app.log"))
+    get_logger().info("to home")
+    assert "to home" in Path(tmp_path / "home" / "logs" / "app.log").read_text()
+    assert not (tmp_path / "~").exists()
