@@ -124,6 +124,11 @@ static enum fdn_status exchange(struct fdn_client *c, uint64_t deadline, int ret
         enum fdn_status code = resp->status <= FDN_INTERNAL ? (enum fdn_status)resp->status : FDN_INTERNAL;
         return fdn_fail(err, code, rid, "%.*s", (int)(resp->text_size < 255 ? resp->text_size : 255), resp->text);
     }
+    for (uint32_t i = 0; i < resp->output_count; i++) /* spec 15.2: never asked for, never taken */
+        if (resp->outputs[i].location != FDN_HOST)
+            return fdn_fail(err, FDN_INVALID_INPUT, rid,
+                            "output '%s' is not in host memory, which this client asked for (spec 15.2)",
+                            resp->outputs[i].name);
     res->request_id = rid;
     memcpy(res->model, resp->model, sizeof res->model);
     memcpy(res->version, resp->version, sizeof res->version);

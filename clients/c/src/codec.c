@@ -33,14 +33,22 @@ uint64_t fdn_response_payload_size(uint32_t outputs, uint32_t text_size, uint32_
     return FDN_BODY_SIZE + (uint64_t)FDN_DESC_SIZE * outputs + (uint64_t)text_size + params_size;
 }
 
-/* product(shape) * itemsize, or UINT64_MAX on overflow. */
-static uint64_t tensor_bytes(const uint64_t *shape, uint32_t ndim, size_t itemsize) {
+/* product(shape) * itemsize into *out; 0 on overflow (then *out is meaningless: a data_size field
+ * equal to any sentinel must not pass for a product that does not exist). */
+static int tensor_bytes_ok(const uint64_t *shape, uint32_t ndim, size_t itemsize, uint64_t *out) {
     uint64_t n = itemsize;
     for (uint32_t i = 0; i < ndim; i++) {
-        if (shape[i] && n > UINT64_MAX / shape[i]) return UINT64_MAX;
+        if (shape[i] && n > UINT64_MAX / shape[i]) return 0;
         n *= shape[i];
     }
-    return n;
+    *out = n;
+    return 1;
+}
+
+/* product(shape) * itemsize, or UINT64_MAX on overflow (the encoder's check). */
+static uint64_t tensor_bytes(const uint64_t *shape, uint32_t ndim, size_t itemsize) {
+    uint64_t n;
+    return tensor_bytes_ok(shape, ndim, itemsize, &n) ? n : UINT64_MAX;
 }
 
 uint64_t fdn_layout(struct fdn_tensor *tensors, uint32_t count, uint64_t payload_size) {
@@ -212,7 +220,8 @@ static enum fdn_status decode_cuda_tensor(const struct fdn_tensor_desc *d, struc
     static const uint8_t zeros[64];
     if (!itemsize)
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': unknown dtype code %u", t->name, d->dtype);
-    if (tensor_bytes(d->shape, d->ndim, itemsize) != d->data_size || d->data_size == 0)
+    uint64_t want;
+    if (!tensor_bytes_ok(d->shape, d->ndim, itemsize, &want) || want != d->data_size || d->data_size == 0)
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': CUDA_IPC data_size %llu is not shape x %zu (> 0)",
                         t->name, (unsigned long long)d->data_size, itemsize);
     if (d->data_offset != 0)
@@ -249,8 +258,8 @@ static enum fdn_status decode_tensor(const uint8_t *area, uint64_t size, const u
     if (!itemsize)
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': unknown dtype code %u (known: 1..14)",
                         t->name, d.dtype);
-    uint64_t want = tensor_bytes(d.shape, d.ndim, itemsize);
-    if (want != d.data_size)
+    uint64_t want;
+    if (!tensor_bytes_ok(d.shape, d.ndim, itemsize, &want) || want != d.data_size)
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': data_size %llu != shape x %zu bytes",
                         t->name, (unsigned long long)d.data_size, itemsize);
     if (d.data_offset < FDN_HEADER_SIZE || d.data_offset > size || d.data_size > size - d.data_offset)

@@ -116,6 +116,10 @@ int fdn_params_valid(const char *s, size_t n) {
     for (int i = doc.nodes[0].child; ok && i >= 0; i = doc.nodes[i].next) {
         enum fdn_json_type t = doc.nodes[i].type;
         ok = t == FDN_JSTRING || t == FDN_JNUMBER || t == FDN_JBOOL;
+        if (t == FDN_JNUMBER) { /* the reader takes Python's NaN/Infinity; parameters are strict JSON */
+            const char *v = doc.nodes[i].raw;
+            ok = doc.nodes[i].raw_len && v[0] != 'N' && v[0] != 'I' && !(v[0] == '-' && doc.nodes[i].raw_len > 1 && v[1] == 'I');
+        }
     }
     fdn_json_free(&doc);
     return ok;

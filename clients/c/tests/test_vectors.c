@@ -38,6 +38,10 @@ static void test_params_are_flat_objects(void) {
     CHECK(!fdn_params_valid("{\"a\":[1]}", 9));
     CHECK(!fdn_params_valid("{\"a\":null}", 10));
     CHECK(!fdn_params_valid("[1]", 3));
+    CHECK(!fdn_params_valid("{\"a\":NaN}", 9)); /* strict JSON, as the Python, Rust and Go decoders */
+    CHECK(!fdn_params_valid("{\"a\":Infinity}", 14));
+    CHECK(!fdn_params_valid("{\"a\":-Infinity}", 15));
+    CHECK(fdn_params_valid("{\"a\":-1.5e3}", 12));
 }
 
 static void test_layout_places_tensors_at_64(void) {

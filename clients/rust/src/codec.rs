@@ -416,7 +416,13 @@ pub struct DecodedResponse {
 }
 
 fn text_field(raw: &[u8], what: &str, rid: u64) -> Result<String> {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    // spec 8: a fixed string is valid UTF-8 ended by a NUL within its field
+    let end = raw.iter().position(|&b| b == 0).ok_or_else(|| {
+        invalid(
+            format!("{what} has no NUL within its {} bytes", raw.len()),
+            rid,
+        )
+    })?;
     std::str::from_utf8(&raw[..end])
         .map(str::to_string)
         .map_err(|_| invalid(format!("{what} is not valid UTF-8"), rid))

@@ -6,59 +6,74 @@ import argparse
 import json
 import os
 import sys
-import time
 from typing import Any
 
 from . import _layout as L
-from ._liveness import is_alive, lock_is_held
-from ._objects import SHM_DIR, group_objects, remove_objects
-from ._segments import Segment
+from ._liveness import ServerLock, lock_state
+from ._objects import SHM_DIR, group_objects, objects_of, remove_objects
+from ._region import read_region, region_alive
 
 __all__ = ["describe", "shm_main"]
 
-_R = L.RegionField
-
-
-def _region(name: str) -> dict[str, Any]:
-    """What the region header says (empty if there is no readable control segment)."""
-    try:
-        ctl = Segment.open(L.control_name(name))
-    except Exception:
-        return {}
-    try:
-        if ctl.size < L.REGION_HEADER_SIZE or ctl.u32[_R.MAGIC // 4] != L.REGION_MAGIC:
-            return {}
-        u32, u64 = ctl.u32, ctl.u64
-        count = u32[_R.CHANNEL_COUNT // 4]
-        owners = [
-            u32[(L.CHANNELS_OFFSET + i * L.CHANNEL_SIZE + L.ChannelField.OWNER_PID) // 4]
-            for i in range(min(count, (ctl.size - L.CHANNELS_OFFSET) // L.CHANNEL_SIZE))
-        ]
-        age = (time.monotonic_ns() - u64[_R.HEARTBEAT_NS // 8]) / 1e9
-        return {
-            "pid": u32[_R.SERVER_PID // 4],
-            "started": u64[_R.SERVER_START // 8],
-            "state": L.RegionState(u32[_R.STATE // 4]).name.lower(),
-            "heartbeat_age_s": round(age, 3),
-            "channels": count,
-            "clients": sorted({pid for pid in owners if pid}),
-        }
-    finally:
-        ctl.close()
-
 
 def describe(name: str, entries: list[str]) -> dict[str, Any]:
-    region = _region(name)
-    alive = lock_is_held(L.lock_file(name)) or (
-        bool(region) and is_alive(region["pid"], region["started"]) and region["state"] != "stopped"
-    )
+    """What ``ls`` shows of server ``name``. ``alive`` is True (its lock is held, or its region
+    names a live process), False (stale) or None: unknown (another user's lock file, which mode
+    0600 keeps from us, or a lock file that is not a regular file: not ours to judge or remove)."""
+    region = read_region(name)
+    lock = lock_state(L.lock_file(name))
+    alive: bool | None
+    if lock == "held" or region_alive(region):
+        alive = True
+    elif lock == "unknown":
+        alive = None
+    else:
+        alive = False
     size = 0
     for entry in entries:
         try:
-            size += os.stat(os.path.join(SHM_DIR, entry)).st_size
+            size += os.stat(os.path.join(SHM_DIR, entry), follow_symlinks=False).st_size
         except OSError:
             pass
-    return {"name": name, "alive": alive, **region, "objects": entries, "bytes": size}
+    return {"name": name, "alive": alive, **region, "objects": [printable(e) for e in entries], "bytes": size}
+
+
+def printable(entry: str) -> str:
+    """A /dev/shm entry name safe to print or put in JSON: undecodable bytes and control
+    characters escaped (a name is anyone's choice)."""
+    raw = entry.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw)
+
+
+def clean(name: str, dry_run: bool) -> tuple[str, int]:
+    """Remove the objects of server ``name`` if it is gone, holding its lock while doing so (a
+    server starting meanwhile either waits for nothing or finds its name clean); returns the
+    line to print and the status (0 removed or dry run, 1 left alone or partly removed)."""
+    info = describe(name, objects_of(name))
+    if info["alive"] is None:
+        return f"{name}: its lock file is another user's or not a regular file; left alone", 1
+    if info["alive"]:
+        return f"{name}: alive (pid {info.get('pid', '?')}); left alone", 1
+    if dry_run:
+        return f"{name}: would remove {' '.join(info['objects'])}", 0
+    try:
+        lock = ServerLock(L.lock_file(name), 0o600)
+    except FileExistsError:
+        return f"{name}: a server took the name meanwhile; left alone", 1
+    except PermissionError as exc:
+        return f"{name}: {exc}; left alone", 1
+    try:
+        if region_alive(read_region(name)):
+            return f"{name}: a server took the name meanwhile; left alone", 1
+        failed: list[tuple[str, str]] = []
+        removed = remove_objects(name, keep_lock_file=True, failed=failed)
+    finally:
+        lock.release()
+    line = f"{name}: removed {len(removed) + 1} objects"
+    if failed:
+        why = "; ".join(f"{printable(e)}: {reason}" for e, reason in failed)
+        return f"{line}; could not remove {why}", 1
+    return line, 0
 
 
 def shm_main(args: argparse.Namespace, hub: object) -> int:
@@ -71,7 +86,11 @@ def shm_main(args: argparse.Namespace, hub: object) -> int:
         if not servers:
             print("no shm objects in /dev/shm")
         for s in servers:
-            health = "alive" if s["alive"] else "DEAD (stale: `foundation shm clean` removes it)"
+            health = {
+                True: "alive",
+                False: "DEAD (stale: `foundation shm clean` removes it)",
+                None: "unknown (another user's, or not ours)",
+            }[s["alive"]]
             who = (
                 f"pid {s['pid']}, {s['state']}, heartbeat {s['heartbeat_age_s']}s ago, " if "pid" in s else ""
             )
@@ -90,14 +109,8 @@ def shm_main(args: argparse.Namespace, hub: object) -> int:
         if name not in groups:
             print(f"{name}: no objects")
             continue
-        info = describe(name, groups[name])
-        if info["alive"]:
-            print(f"{name}: alive (pid {info.get('pid', '?')}); left alone")
-            status = 1 if args.names else status
-            continue
-        if args.dry_run:
-            print(f"{name}: would remove {' '.join(groups[name])}")
-        else:
-            removed = remove_objects(name)
-            print(f"{name}: removed {len(removed)} objects")
+        line, failed = clean(name, args.dry_run)
+        print(line)
+        if failed and (args.names or "could not remove" in line):
+            status = 1
     return status

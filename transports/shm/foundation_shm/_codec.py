@@ -291,6 +291,9 @@ def _text(raw: bytes, what: str, request_id: int) -> str:
         raise InvalidInput(f"{what} is not valid UTF-8", request_id=request_id) from None
 
 
+_DIM_LIMIT = 1 << 63  # numpy's (and every array library's) largest dimension is 2^63 - 1
+
+
 def decode_host_tensor(fields: tuple[Any, ...], area: Any, area_size: int, request_id: int) -> np.ndarray:
     """A ``location == HOST`` descriptor: a numpy view on the area, bounds-checked."""
     name = fields[0]
@@ -303,6 +306,10 @@ def decode_host_tensor(fields: tuple[Any, ...], area: Any, area_size: int, reque
     _, npdtype, itemsize = entry
     shape = fields[3 : 3 + ndim]
     offset, size = fields[11], fields[12]
+    if any(d >= _DIM_LIMIT for d in shape):  # the C, Rust and Go decoders refuse these as well
+        raise InvalidInput(
+            f"tensor {name!r}: a dimension of {max(shape)} is beyond 2^63 - 1", request_id=request_id
+        )
     count = math.prod(shape)
     if count * itemsize != size:
         raise InvalidInput(

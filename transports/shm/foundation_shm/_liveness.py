@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 
-__all__ = ["ServerLock", "is_alive", "lock_is_held", "start_time"]
+__all__ = ["ServerLock", "is_alive", "is_running", "lock_is_held", "lock_state", "start_time"]
 
 
 def _stat_fields(pid: int) -> list[bytes]:
@@ -44,33 +45,74 @@ def is_running(pid: int) -> bool:
         return False
 
 
-def lock_is_held(path: str) -> bool:
-    """True if some process holds an exclusive flock on ``path`` (a live server)."""
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # never a planted link, never a fifo's wait
+
+
+def _open_regular(path: str, flags: int, mode: int = 0o600) -> int:
+    """Open ``path`` (no symlink followed, no blocking on a fifo) and insist on a regular file."""
+    fd = os.open(path, flags | _OPEN_FLAGS, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    return fd
+
+
+def lock_state(path: str) -> str:
+    """``"held"`` (a live server holds the flock), ``"free"``, ``"absent"`` (no lock file), or
+    ``"unknown"``: the file cannot be opened (another user's, mode 0600) or is not a regular file
+    (not ours): whether its server lives cannot be told from here."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = _open_regular(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return "absent"
     except OSError:
-        return False
+        return "unknown"
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as exc:
-        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+        return "held" if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else "unknown"
     finally:
         os.close(fd)
-    return False
+    return "free"
+
+
+def lock_is_held(path: str) -> bool:
+    """True if some process holds an exclusive flock on ``path`` (a live server)."""
+    return lock_state(path) == "held"
 
 
 class ServerLock:
-    """The server's exclusive flock on its lock file; the kernel drops it when the process dies."""
+    """The server's exclusive flock on its lock file; the kernel drops it when the process dies.
+
+    The flock is taken on the file that is at ``path`` *after* locking: a lock file unlinked
+    meanwhile (its server stopping, or ``foundation shm clean``) would be a lock on nothing, and
+    a second server would then believe it alone; so the inode locked is compared with the one at
+    ``path``, and the open retried when they differ."""
 
     def __init__(self, path: str, mode: int) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.fd)
-            raise FileExistsError(f"a live shm server already holds {path}") from None
-        os.fchmod(self.fd, mode)
+        self.fd = -1
+        for _ in range(20):
+            try:
+                fd = _open_regular(path, os.O_RDWR | os.O_CREAT, mode)
+            except OSError as exc:
+                raise PermissionError(f"cannot use the lock file {path}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise FileExistsError(f"a live shm server already holds {path}") from None
+            try:
+                at_path = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                at_path = None
+            held = os.fstat(fd)
+            if at_path is not None and (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino):
+                self.fd = fd
+                os.fchmod(fd, mode)
+                return
+            os.close(fd)  # locked a file no longer at path: try again with the one there now
+        raise FileExistsError(f"the lock file {path} keeps being replaced; another server is starting")
 
     def release(self, unlink: bool = True) -> None:
         if self.fd < 0:

@@ -33,13 +33,28 @@ def objects_of(name: str, directory: str = SHM_DIR) -> list[str]:
     return group_objects(directory).get(name, [])
 
 
-def remove_objects(name: str, *, keep_lock_file: bool = False, directory: str = SHM_DIR) -> list[str]:
-    """Unlink every object of server ``name``; returns what was removed."""
+def remove_objects(
+    name: str,
+    *,
+    keep_lock_file: bool = False,
+    directory: str = SHM_DIR,
+    failed: list[tuple[str, str]] | None = None,
+) -> list[str]:
+    """Unlink every object of server ``name`` (a symlink itself, never its target); returns what
+    was removed. An entry that cannot be removed (another user's, a directory) raises, or with
+    ``failed`` given is listed there with the reason and the others are still removed."""
     removed = []
     for entry in objects_of(name, directory):
         if keep_lock_file and entry == f"fdn-{name}.lock":
             continue
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(os.path.join(directory, entry))
-            removed.append(entry)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if failed is None:
+                raise
+            failed.append((entry, exc.strerror or str(exc)))
+            continue
+        removed.append(entry)
     return removed

@@ -41,6 +41,7 @@ from ._objects import remove_objects
 from ._options import ServeOptions
 from ._options import options as _options
 from ._readers import RequestReader
+from ._region import read_region, region_alive
 from ._segments import Segment, create_semaphore, drain, unlink_segment
 from ._server_channel import _Channel, _Responder
 from ._sync import YIELD_AFTER_NS, fence, poll_channels
@@ -71,11 +72,25 @@ class ShmServer(TransportServer):
         self._cuda = ServerCuda(opts.cuda_ipc, handler)  # spec 15: CUDA IPC descriptors
         mode = opts.mode
         self._lock = ServerLock(L.lock_file(self.name), mode)
+        live = read_region(self.name)
+        if region_alive(live) and live["pid"] != os.getpid():  # its lock file went missing
+            self._lock.release()
+            raise FileExistsError(
+                f"a live shm server (pid {live['pid']}) serves {self.name!r}, although its lock "
+                "file was missing; stop it first"
+            )
         self._stopping = False
         self._drain_upto: dict[int, int] = {}  # at stop: each channel's request published by then
         self._running = True
         try:  # from here on, a failure removes what was made and lets the lock go
-            remove_objects(self.name, keep_lock_file=True)  # we hold the lock: leftovers are stale
+            failed: list[tuple[str, str]] = []  # we hold the lock: leftovers are stale
+            remove_objects(self.name, keep_lock_file=True, failed=failed)
+            if failed:
+                raise PermissionError(
+                    f"stale objects of {self.name!r} cannot be removed: "
+                    + "; ".join(f"/dev/shm/{e}: {why}" for e, why in failed)
+                    + " (another user's? `foundation shm clean` as their owner removes them)"
+                )
             self._mutex = create_semaphore(L.mutex_name(self.name), mode, 1)
             self._bell = create_semaphore(L.doorbell_name(self.name), mode, 0)
             self._channels = [
@@ -90,8 +105,10 @@ class ShmServer(TransportServer):
             self._answer = self._answers.answer  # what _Responder calls: one bound method, no extra call
             self._write_header(opts)
         except BaseException:
-            remove_objects(self.name, keep_lock_file=True)
-            self._lock.release()
+            try:
+                remove_objects(self.name, keep_lock_file=True, failed=[])
+            finally:
+                self._lock.release()  # whatever is left, the name is not held by a failed start
             raise
         self._loop_thread = threading.Thread(target=self._loop, name=f"shm-{self.name}", daemon=True)
         self._beat_thread = threading.Thread(

@@ -242,6 +242,10 @@ def _cases() -> dict[str, tuple[str, Callable[[], bytearray]]]:
                 "y",
             ),
         ),
+        "error_response_name_without_nul": (  # an output name filling its 64 bytes: no NUL (spec 8)
+            "response",
+            lambda: _rename(_response({"y": np.ones(2, np.float32)}, request_id=23), _DESC0, "y" * 64),
+        ),
     }
 
 
@@ -335,7 +339,21 @@ def _cuda_cases() -> dict[str, tuple[str, Callable[[], bytearray]]]:
             "request",
             lambda: _poke(_cuda_message("request", [_cuda_ref()], 35), desc0 + 136, "<Q", 448),
         ),
+        # shape [2^63, 2^63] FP32: the product overflows 64 bits, whatever data_size says (here
+        # 2^64 - 1, a decoder's overflow sentinel must not pass for it)
+        "error_cuda_shape_overflow": (
+            "request",
+            lambda: _overflowing_shape(_cuda_message("request", [_cuda_ref()], 36)),
+        ),
     }
+
+
+def _overflowing_shape(buf: bytearray) -> bytearray:
+    struct.pack_into("<I", buf, _DESC0 + 68, 2)  # ndim
+    struct.pack_into("<QQ", buf, _DESC0 + 72, 1 << 63, 1 << 63)
+    struct.pack_into("<Q", buf, _DESC0 + 144, U64_MAX)  # data_size
+    struct.pack_into("<Q", buf, _DESC0 + 232, 0)  # ipc_offset 0: only the shape check can catch it
+    return _reseal(buf)
 
 
 CUDA_CASES = _cuda_cases()

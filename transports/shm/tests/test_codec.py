@@ -185,3 +185,14 @@ def test_a_response_naming_an_output_twice_is_invalid_input() -> None:
     write_response(buf, request_id=1, outputs=refs)
     with pytest.raises(InvalidInput, match="output 'y' appears twice"):
         decode_response(bytes(buf))
+
+
+def test_a_dimension_beyond_2_63_is_invalid_input_even_in_an_empty_tensor() -> None:
+    """[2^63, 3, 0] has no elements, but no array library can hold such a dimension; the C, Rust
+    and Go decoders refuse it (the product overflows 64 bits before the 0): so does this one."""
+    from foundation_shm._vectors import _DESC0, _request
+
+    buf = _request({"x": np.zeros((1, 3, 0), np.float32)}, request_id=5)
+    struct.pack_into("<Q", buf, _DESC0 + 72, 1 << 63)
+    with pytest.raises(InvalidInput, match="a dimension of 9223372036854775808 is beyond 2\\^63 - 1"):
+        decode_request(bytes(_reseal(buf)))

@@ -1,0 +1,53 @@
+"""What a server's region header says about it, read defensively (the segment may be anyone's)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import _layout as L
+from ._liveness import is_alive
+from ._segments import Segment
+
+__all__ = ["read_region", "region_alive"]
+
+_R = L.RegionField
+
+
+def read_region(name: str) -> dict[str, Any]:
+    """The header of server ``name``'s control segment; empty if there is none, it is too small,
+    or its magic is not ours. A state outside the protocol's is reported as ``"unknown(N)"``."""
+    try:
+        ctl = Segment.open(L.control_name(name))
+    except Exception:
+        return {}
+    try:
+        if ctl.size < L.REGION_HEADER_SIZE or ctl.u32[_R.MAGIC // 4] != L.REGION_MAGIC:
+            return {}
+        u32, u64 = ctl.u32, ctl.u64
+        count = u32[_R.CHANNEL_COUNT // 4]
+        owners = [
+            u32[(L.CHANNELS_OFFSET + i * L.CHANNEL_SIZE + L.ChannelField.OWNER_PID) // 4]
+            for i in range(min(count, max(0, ctl.size - L.CHANNELS_OFFSET) // L.CHANNEL_SIZE))
+        ]
+        raw_state = u32[_R.STATE // 4]
+        try:
+            state = L.RegionState(raw_state).name.lower()
+        except ValueError:
+            state = f"unknown({raw_state})"
+        age = (time.monotonic_ns() - u64[_R.HEARTBEAT_NS // 8]) / 1e9
+        return {
+            "pid": u32[_R.SERVER_PID // 4],
+            "started": u64[_R.SERVER_START // 8],
+            "state": state,
+            "heartbeat_age_s": round(age, 3),
+            "channels": count,
+            "clients": sorted({pid for pid in owners if pid}),
+        }
+    finally:
+        ctl.close()
+
+
+def region_alive(region: dict[str, Any]) -> bool:
+    """The header names a process that is running (same pid and start time) and not stopped."""
+    return bool(region) and region["state"] != "stopped" and is_alive(region["pid"], region["started"])

@@ -1,0 +1,114 @@
+"""The lock file and the objects of a name: never a lock on nothing, never a live server's objects
+removed, nothing in /dev/shm (a fifo, a link, a directory, a corrupt header) that hangs or breaks
+``ls``, ``clean`` or a server's start."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from foundation_shm import ShmTransport, _liveness
+from foundation_shm import _layout as L
+from foundation_shm._echo import EchoHandler
+from foundation_shm._liveness import ServerLock, lock_state
+from foundation_shm._objects import objects_of
+from foundation_shm._segments import Segment
+
+from foundation_core._cli import main
+
+from .conftest import EchoProcess
+
+SHM = Path("/dev/shm")
+
+
+def test_a_lock_file_unlinked_while_it_is_locked_is_not_a_lock(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving of a restart: the old server unlinks its lock file between our open and
+    our flock. A lock on the unlinked file would be a lock on nothing: the open is retried."""
+    path = str(SHM / f"fdn-{name}.lock")
+    Path(path).write_text("")
+    real_flock = _liveness.fcntl.flock
+    calls = []
+
+    def flock_after_unlink(fd: int, op: int) -> None:
+        if not calls:
+            os.unlink(path)  # the old server's release()
+        calls.append(op)
+        real_flock(fd, op)
+
+    monkeypatch.setattr(_liveness.fcntl, "flock", flock_after_unlink)
+    lock = ServerLock(path, 0o600)
+    try:
+        assert len(calls) == 2  # the first lock was on a file no longer at the path
+        assert os.stat(path).st_ino == os.fstat(lock.fd).st_ino
+        assert lock_state(path) == "held"
+    finally:
+        lock.release()
+
+
+def test_a_server_whose_lock_file_went_missing_is_not_deleted_by_a_second_start(
+    echo_server: EchoProcess, name: str
+) -> None:
+    os.unlink(SHM / f"fdn-{name}.lock")
+    control = os.stat(SHM / f"fdn-{name}").st_ino
+    with pytest.raises(FileExistsError, match=f"a live shm server \\(pid {echo_server.pid}\\) serves"):
+        ShmTransport().serve(name, EchoHandler())
+    assert os.stat(SHM / f"fdn-{name}").st_ino == control  # its objects untouched
+    assert main(["shm", "clean", name]) == 1  # alive by its region header: clean leaves it too
+    assert os.stat(SHM / f"fdn-{name}").st_ino == control
+
+
+def test_a_start_that_cannot_remove_a_stale_object_fails_clearly_and_frees_the_name(name: str) -> None:
+    odd = SHM / f"fdn-{name}-odd"
+    odd.mkdir()  # not removable by unlink: as another user's object would not be
+    try:
+        with pytest.raises(PermissionError, match=f"stale objects of '{name}' cannot be removed"):
+            ShmTransport().serve(name, EchoHandler())
+    finally:
+        odd.rmdir()
+    ShmTransport().serve(name, EchoHandler()).stop()  # the failed start did not keep the lock
+
+
+def test_a_fifo_or_symlink_as_lock_file_is_unknown_never_waited_on(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = SHM / f"fdn-{name}.lock"
+    os.mkfifo(fifo, 0o666)
+    try:
+        assert lock_state(str(fifo)) == "unknown"  # an open without O_NONBLOCK waits for a writer
+        assert main(["shm", "ls", "--json"]) == 0
+        listed = {s["name"]: s for s in json.loads(capsys.readouterr().out)["servers"]}
+        assert listed[name]["alive"] is None
+        assert main(["shm", "clean", name]) == 1 and fifo.exists()
+        fifo.unlink()
+        target = tmp_path / "target"
+        target.write_text("")
+        target.chmod(0o640)
+        fifo.symlink_to(target)
+        assert lock_state(str(fifo)) == "unknown"
+        with pytest.raises(PermissionError, match="cannot use the lock file"):
+            ShmTransport().serve(name, EchoHandler())
+        assert target.stat().st_mode & 0o777 == 0o640  # never opened or chmod'ed through the link
+    finally:
+        fifo.unlink(missing_ok=True)
+    assert objects_of(name) == []
+
+
+def test_a_region_header_with_a_state_outside_the_protocol_is_listed_not_a_traceback(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seg = Segment.create(L.control_name(name), L.REGION_HEADER_SIZE, 0o600)
+    try:
+        struct.pack_into("<I", seg.buf, int(L.RegionField.MAGIC), L.REGION_MAGIC)
+        struct.pack_into("<I", seg.buf, int(L.RegionField.STATE), 7)
+        assert main(["shm", "ls", "--json"]) == 0
+        listed = {s["name"]: s for s in json.loads(capsys.readouterr().out)["servers"]}
+        assert listed[name]["state"] == "unknown(7)" and listed[name]["alive"] is False
+        assert main(["shm", "clean", name]) == 0
+    finally:
+        seg.close()
+    assert objects_of(name) == []
