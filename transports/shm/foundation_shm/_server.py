@@ -414,7 +414,8 @@ class ShmServer(TransportServer):
     def _heartbeat(self) -> None:
         u64 = self._ctl.u64
         while not self._stop_event.wait(self.heartbeat_s):
-            if not self._loop_thread.is_alive():  # never expected; clients must not wait on a dead loop
+            if not self._loop_thread.is_alive() and self._running:  # never expected (stop() ends it
+                # on purpose: _running is False then); clients must not wait on a dead loop
                 log.error("shm %s: the serving loop died; marking the server stopped", self.name)
                 self._ctl.u32[_R.STATE // 4] = L.RegionState.STOPPED
                 return
