@@ -1,7 +1,9 @@
 """``foundation new-plugin NAME``: write a new plugin distribution that passes its own tests.
 
-The generated plugin registers one pattern (a call counter), one config section and one CLI
-command, so an author sees every registration style working before replacing them.
+The generated plugin registers one pattern (a call counter, sync and async) with its config section
+of the same name, and one CLI command, so an author sees every registration style working before
+replacing them; it follows the rules of the built-in patterns and passes its own tests, lint and
+type checks as generated.
 """
 
 from __future__ import annotations
@@ -55,15 +57,36 @@ A Foundation plugin. Install it next to `foundation` and it is found through its
     foundation plugins        # lists "$name" with what it registered
     foundation $name-hello    # the command it adds
 
-Run its tests with `pytest`.
+It registers the pattern `$section` (a call counter, for sync and async callables) with its
+config section of the same name, and the command `$name-hello`. Run its tests with `pytest`, or
+`nox` (the `noxfile.py` here has one session, `tests`, that runs them in the current environment).
+""",
+    "noxfile.py": """\
+\"\"\"nox sessions of foundation-$name: `nox` runs its tests in the current environment.\"\"\"
+
+import nox
+
+nox.options.sessions = ["tests"]
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    session.run("python", "-m", "pytest", "-q", "tests", *session.posargs)
 """,
     "$module/__init__.py": '''\
 """foundation-$name: a Foundation plugin."""
 
 __version__ = "0.1.0"
 ''',
+    "$module/py.typed": "",
     "$module/plugin.py": '''\
-"""The hookimpls of foundation-$name: one pattern, one config section, one command."""
+"""The hookimpls of foundation-$name: one pattern, its config section, one command.
+
+The pattern follows the rules of Foundation's own (docs/patterns.md): ``factory(policy, *,
+clock=None) -> wrapper``; the policy is an attrs class validated on construction and is also the
+config section of the pattern's name; a wrapper protects sync and async callables alike and
+refuses generator functions (protect the call that consumes the generator instead).
+"""
 
 from __future__ import annotations
 
@@ -75,24 +98,49 @@ from typing import Any
 import attrs
 
 from foundation_core import hookimpl
+from foundation_core.errors import PolicyError
+
+
+def _label(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise PolicyError("$section", attribute.name, value, "a non-empty string")
+
+
+def _flag(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise PolicyError("$section", attribute.name, value, "true or false")
 
 
 @attrs.frozen
 class Settings:
-    """Config section "$section": validated on construction, frozen."""
+    """The policy of the ``$section`` pattern and its config section: validated on construction."""
 
-    label: str = "$name"
-    enabled: bool = True
+    label: str = attrs.field(default="$name", validator=_label)
+    enabled: bool = attrs.field(default=True, validator=_flag)
 
 
-def counting(policy: Settings) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Pattern factory: ``factory(policy) -> wrapper``; the wrapper counts calls."""
+def _is_async(fn: Any) -> bool:
+    """A coroutine function, a partial of one, or an object whose ``__call__`` is one."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def counting(policy: Settings, *, clock: Any = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Pattern factory: the wrapper counts calls (in ``wrapped.calls``) when the policy is enabled."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if inspect.iscoroutinefunction(fn):
+        target = fn.func if isinstance(fn, functools.partial) else fn
+        if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
+            what = getattr(target, "__qualname__", target)
+            raise TypeError(
+                f"$section cannot protect the generator function {what!r}: protect the call that consumes it"
+            )
+        if _is_async(fn):
+
             @functools.wraps(fn)
             async def acall(*args: Any, **kwargs: Any) -> Any:
-                acall.calls += 1  # type: ignore[attr-defined]
+                acall.calls += policy.enabled  # type: ignore[attr-defined]
                 return await fn(*args, **kwargs)
 
             acall.calls = 0  # type: ignore[attr-defined]
@@ -100,7 +148,7 @@ def counting(policy: Settings) -> Callable[[Callable[..., Any]], Callable[..., A
 
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
-            call.calls += 1  # type: ignore[attr-defined]
+            call.calls += policy.enabled  # type: ignore[attr-defined]
             return fn(*args, **kwargs)
 
         call.calls = 0  # type: ignore[attr-defined]
@@ -116,7 +164,7 @@ def hello(args: Any, hub: Any) -> int:
 
 @hookimpl
 def foundation_register_patterns(register: Any) -> None:
-    register("$name-counter", counting)
+    register("$section", counting)
 
 
 @hookimpl
@@ -129,24 +177,48 @@ def foundation_register_commands(cli: Any) -> None:
     cli.add_command("$name-hello", hello, help="say hello from $name")
 ''',
     "tests/test_plugin.py": '''\
-"""foundation-$name keeps its contract: it registers its pattern, section and command."""
+"""foundation-$name keeps its contract: its pattern, section and command, sync and async."""
+
+import asyncio
+
+import pytest
+from $module import plugin
 
 import foundation_core
-
-from $module import plugin
+from foundation_core.errors import PolicyError
 
 
 def test_registers_pattern_section_and_command():
-    with foundation_core.start(plugins=[plugin], entry_points=False) as hub:
-        assert "$name-counter" in hub.patterns
+    # installed=: exactly as if installed (a clash with another plugin would fail it)
+    with foundation_core.start(installed=[plugin], entry_points=False) as hub:
+        assert hub.plugins[hub.patterns.entry("$section").plugin].status == "loaded"
         assert hub.config["$section"] == plugin.Settings()
         assert "$name-hello" in hub.commands.commands
+        counted = hub.pipeline(order=("$section",), **{"$section": True})(lambda x: x * 2)
+        assert counted(3) == 6
 
 
-def test_counter_counts_calls():
+def test_counter_counts_sync_and_async_calls():
     wrapped = plugin.counting(plugin.Settings())(lambda x: x * 2)
     assert [wrapped(1), wrapped(2)] == [2, 4]
     assert wrapped.calls == 2
+
+    async def double(x):
+        return x * 2
+
+    awrapped = plugin.counting(plugin.Settings())(double)
+    assert asyncio.run(awrapped(5)) == 10 and awrapped.calls == 1
+
+
+def test_the_policy_is_validated_and_generators_are_refused():
+    with pytest.raises(PolicyError, match="enabled"):
+        plugin.Settings(enabled="no")
+
+    def numbers():
+        yield 1
+
+    with pytest.raises(TypeError, match="generator function"):
+        plugin.counting(plugin.Settings())(numbers)
 ''',
 }
 
@@ -155,6 +227,12 @@ def new_plugin(name: str, directory: str | Path = ".") -> Path:
     """Write ``foundation-NAME/`` under ``directory`` and return its path."""
     if not _NAME.match(name):
         raise ValueError(f"plugin name {name!r} must be lowercase words joined by '-', e.g. 'my-cache'")
+    taken = _installed_as(name)
+    if taken:
+        raise ValueError(
+            f"plugin name {name!r} is taken by {taken}: a plugin generated under it would replace "
+            "that one when installed; choose another name"
+        )
     root = Path(directory) / f"foundation-{name}"
     if root.exists():
         raise FileExistsError(f"{root} already exists; choose another name or directory")
@@ -166,6 +244,30 @@ def new_plugin(name: str, directory: str | Path = ".") -> Path:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(Template(text).substitute(values))
     return root
+
+
+def _installed_as(name: str) -> str | None:
+    """What already answers to ``name``: an installed plugin's entry point, the distribution
+    ``foundation-NAME`` or the module ``foundation_NAME``; None when the name is free."""
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, distribution, entry_points
+
+    from ._discovery import normalize
+    from ._markers import ENTRY_POINT_GROUP
+
+    wanted = normalize(name)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if normalize(ep.name) == wanted:
+            return f"the installed plugin {ep.name!r} ({ep.value})"
+    try:
+        dist = distribution(f"foundation-{name}")
+        return f"the installed distribution {dist.metadata['Name']!r}"
+    except PackageNotFoundError:
+        pass
+    module = "foundation_" + name.replace("-", "_")
+    if name in ("core", "ml") or importlib.util.find_spec(module) is not None:
+        return f"the module {module!r}"
+    return None
 
 
 def new_plugin_main(args: argparse.Namespace, hub: Hub) -> int:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["infer_main", "package_main", "serve_main", "stats_main"]
 
-from ._plugin import DEMO_MODEL, DEMO_SPEC
+from ._plugin import DEFAULT_NAME, DEMO_MODEL, DEMO_SPEC
 
 
 def parse_model_arg(text: str) -> tuple[str | None, str]:
@@ -223,6 +223,13 @@ def stats_main(args: argparse.Namespace, hub: Hub) -> int:
     from ._metrics import prometheus_text
     from .errors import InferenceError
 
+    if args.name and args.name_option and args.name != args.name_option:
+        print(
+            f"foundation stats: two server names, {args.name!r} and --name {args.name_option!r}",
+            file=sys.stderr,
+        )
+        return 2
+    args.name = args.name or args.name_option or DEFAULT_NAME
     hub.configure(args.config, args.set)
     try:
         with _connect(args, hub, "stats") as client:

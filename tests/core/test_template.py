@@ -31,11 +31,12 @@ def test_generated_plugin_installs_is_discovered_and_passes_its_own_tests(tmp_pa
         timeout=120,
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
-    assert "2 passed" in tests.stdout
+    assert "3 passed" in tests.stdout
     listed = run_cli(site, "plugins", "--json", FOUNDATION_PLUGINS="my-cache")
     plugin = next(p for p in json.loads(listed.stdout)["plugins"] if p["name"] == "my-cache")
     assert plugin["status"] == "loaded"
-    assert plugin["registered"]["patterns"] == ["my-cache-counter"]
+    assert plugin["registered"]["patterns"] == ["my_cache"]
+    assert plugin["registered"]["config_sections"] == ["my_cache"]
     assert plugin["registered"]["commands"] == ["my-cache-hello"]
     hello = run_cli(site, "my-cache-hello", FOUNDATION_PLUGINS="my-cache")
     assert hello.stdout.startswith("hello from my-cache")
@@ -61,3 +62,40 @@ def test_a_directory_it_cannot_write_is_named_and_nothing_is_left(tmp_path: Path
     assert f"foundation new-plugin: cannot write {blocker}: Not a directory" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_the_generated_code_passes_the_projects_lint_and_type_checks(tmp_path: Path) -> None:
+    root = new_plugin("my-cache", tmp_path)
+    assert (root / "foundation_my_cache" / "py.typed").exists() and (root / "noxfile.py").exists()
+    repo = Path(__file__).resolve().parents[2]
+    bin_dir = Path(sys.executable).parent
+    for tool in (["ruff", "check"], ["ruff", "format", "--check"]):
+        done = subprocess.run(
+            [str(bin_dir / tool[0]), *tool[1:], "--config", str(repo / "pyproject.toml"), str(root)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    typed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--ignore-missing-imports",
+            str(root / "foundation_my_cache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MYPYPATH": str(repo)},
+    )
+    assert typed.returncode == 0, typed.stdout + typed.stderr
+
+
+@pytest.mark.parametrize("name", ["retry", "circuit-breaker", "rate-limit", "core"])
+def test_the_name_of_an_installed_plugin_or_module_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="is taken by"):
+        new_plugin(name, tmp_path)
+    assert list(tmp_path.iterdir()) == []

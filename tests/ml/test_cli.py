@@ -121,7 +121,7 @@ def test_infer_without_a_server_says_so(name: str) -> None:
     assert "ServerUnavailable" in proc.stderr and name in proc.stderr
 
 
-@pytest.mark.parametrize("argv", [["infer", "--name", "a/b"], ["stats", "a/b"]])
+@pytest.mark.parametrize("argv", [["infer", "--name", "a/b"], ["stats", "a/b"], ["stats", "--name", "a/b"]])
 def test_a_name_the_transport_refuses_is_a_usage_error(argv: list[str]) -> None:
     command = argv[0]
     proc = foundation(*argv)
@@ -339,3 +339,10 @@ def test_infer_takes_the_signature_of_the_version_it_calls() -> None:
         _version_metadata(meta, "m", "7")
     older = {k: v for k, v in meta.items() if k != "signatures"}  # a server without per-version ones
     assert _version_metadata(older, "m", "1") is older
+
+
+def test_stats_refuses_two_different_names(capsys: pytest.CaptureFixture[str]) -> None:
+    from foundation_core._cli import main
+
+    assert main(["stats", "one", "--name", "two"]) == 2
+    assert "two server names, 'one' and --name 'two'" in capsys.readouterr().err

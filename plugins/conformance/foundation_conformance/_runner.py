@@ -3,6 +3,7 @@ virtual clock, in sync and async form; also checks the policy's defaults and inv
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterable
@@ -13,7 +14,7 @@ import attrs
 
 import foundation_core
 from foundation_core import VirtualClock, hookimpl
-from foundation_core.errors import FoundationError, PolicyError
+from foundation_core.errors import FoundationError, NotRegisteredError, PolicyError
 
 from ._checks import compare, error_class, make_error, policy_value
 from ._spec import Case, Spec, load_specs
@@ -117,6 +118,19 @@ class _Script:
         return behaviour["return"]
 
 
+def _quiet_env() -> dict[str, str]:
+    """The environment of the suite's hub: the logging plugin, if installed, is left out, so the
+    hundred retries, circuit changes and refusals the cases simulate are not logged as if they
+    had happened (the suite records the events itself)."""
+    from importlib.metadata import entry_points
+
+    env = dict(os.environ)
+    if any(ep.name == "logging" for ep in entry_points(group="foundation")):
+        disabled = env.get("FOUNDATION_DISABLE_PLUGINS", "").strip()
+        env["FOUNDATION_DISABLE_PLUGINS"] = f"{disabled},logging" if disabled else "logging"
+    return env
+
+
 def run_conformance(
     pattern: str | None = None,
     *,
@@ -140,15 +154,20 @@ def run_conformance(
     recorder = _Recorder()
     report = Report()
     with foundation_core.start(
-        plugins=[recorder, *plugins], config_files=list(config_files), overrides=list(overrides)
+        plugins=[recorder, *plugins],
+        config_files=list(config_files),
+        overrides=list(overrides),
+        env=_quiet_env(),
     ) as hub:
         for spec in chosen:
             impl = factory if factory is not None and pattern is not None else None
             if impl is None:
                 if spec.pattern_id not in hub.patterns:
-                    report.results.append(
-                        CaseResult(spec.pattern_id, "*", "-", False, skipped="no implementation registered")
-                    )
+                    try:
+                        hub.patterns.entry(spec.pattern_id)
+                    except NotRegisteredError as exc:  # says which plugins are inactive, and why
+                        why = str(exc)
+                    report.results.append(CaseResult(spec.pattern_id, "*", "-", False, skipped=why))
                     continue
                 impl = hub.patterns.get(spec.pattern_id)
                 report.implementations[spec.pattern_id] = hub.patterns.entry(spec.pattern_id).describe()

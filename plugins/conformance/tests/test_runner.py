@@ -114,3 +114,18 @@ def test_the_suite_leaves_no_breaker_in_the_process_registry() -> None:
     before = {(b.name, id(b.clock)) for b in breakers}
     check_conformance("circuit_breaker")
     assert {(b.name, id(b.clock)) for b in breakers} == before
+
+
+def test_cli_a_named_pattern_with_no_implementation_fails_saying_why(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FOUNDATION_DISABLE_PLUGINS", "retry")
+    assert main(["conformance", "retry"]) == 1
+    assert "retry (disabled by FOUNDATION_DISABLE_PLUGINS)" in capsys.readouterr().out
+
+
+def test_the_suite_logs_none_of_the_events_its_cases_simulate(capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["conformance"]) == 0
+    out, err = capfd.readouterr()
+    assert ", 0 failed" in out
+    assert "retry.scheduled" not in err and "circuit.changed" not in err and err.strip() == ""
