@@ -132,12 +132,20 @@ def test_no_server_is_server_unavailable(
         ["infer", "--model", "demo"],
         ["infer", "--name", "x", "--model", "demo", "--timeout-ms", "50x"],
         ["infer", "--name", "x", "--model", "demo", "--timeout-ms", "abc"],
+        ["infer", "--name", "x", "--model", "demo", "--timeout-ms", "-5"],
+        ["infer", "--name", "x", "--model", "demo", "--spin-us", "-1"],
     ],
-    ids=["no-name", "timeout-50x", "timeout-abc"],
+    ids=["no-name", "timeout-50x", "timeout-abc", "timeout-negative", "spin-negative"],
 )
 def test_usage_error_exits_2(client: NativeClient, argv: list[str]) -> None:
     proc = subprocess.run([str(client.path), *argv], capture_output=True, timeout=30, check=False)
     assert proc.returncode == EXIT_USAGE, proc.stderr
+
+
+def test_an_unknown_option_is_called_unknown(client: NativeClient) -> None:
+    argv = ["infer", "--name", "x", "--model", "demo", "--bogus"]
+    proc = subprocess.run([str(client.path), *argv], capture_output=True, timeout=30, check=False, text=True)
+    assert proc.returncode == EXIT_USAGE and "unknown option" in proc.stderr, proc.stderr
 
 
 def test_params_with_a_loan_is_a_usage_error(client: NativeClient) -> None:

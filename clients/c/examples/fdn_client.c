@@ -104,6 +104,11 @@ static int parse(struct args *a, int argc, char **argv) {
             a->loan = 1;
             continue;
         }
+        static const char *const known[] = {"--name", "--model", "--timeout-ms", "--iterations",
+                                            "--warmup", "--spin-us", "--params", "--input"};
+        int is_known = 0;
+        for (size_t j = 0; j < sizeof known / sizeof *known; j++) is_known |= !strcmp(k, known[j]);
+        if (!is_known) return usage("unknown option");
         if (i + 1 >= argc) return usage("an option lacks its value");
         char *v = argv[++i];
         long long n = 0;

@@ -196,6 +196,10 @@ func (c *Client) Infer(model string, inputs []Input, timeout time.Duration) (*Re
 
 // InferCall is Infer with a version, parameters or a choice of outputs.
 func (c *Client) InferCall(model string, inputs []Input, timeout time.Duration, call Call) (*Result, error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	defer c.leave()
 	deadline := deadlineOf(timeout)
 	if len(inputs) > MaxTensors {
 		return nil, fail(TooLarge, 0, "%d inputs (at most %d)", len(inputs), MaxTensors)
@@ -240,6 +244,10 @@ func (c *Client) InferCall(model string, inputs []Input, timeout time.Duration, 
 // bytes into LoanData(i), then call LoanInfer (repeatable). The slices of LoanData move when the
 // area grows: fetch them again after each call.
 func (c *Client) LoanBegin(model string, specs []Tensor) error {
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.leave()
 	if len(specs) > MaxTensors {
 		return fail(TooLarge, 0, "%d tensors (at most %d)", len(specs), MaxTensors)
 	}
@@ -275,6 +283,10 @@ func (c *Client) LoanData(i int) []byte {
 
 // LoanInfer sends the loaned tensors as they are in shared memory.
 func (c *Client) LoanInfer(timeout time.Duration) (*Result, error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	defer c.leave()
 	if !c.loaned {
 		return nil, fail(InvalidInput, 0, "no loan: call LoanBegin first")
 	}

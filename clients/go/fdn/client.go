@@ -86,7 +86,25 @@ type Client struct {
 	resp            Response
 	res             Result
 	inputs          [MaxTensors]Tensor
+	busy            int32 // 1 while a call runs: a second goroutine's call is refused, not interleaved
+	closed          bool
 }
+
+// enter marks the client busy for one call; a client already in a call (another goroutine:
+// the result views and the channel are one call's) or closed refuses.
+func (c *Client) enter() error {
+	if !atomic.CompareAndSwapInt32(&c.busy, 0, 1) {
+		return fail(InvalidInput, 0, "this client is in a call from another goroutine: "+
+			"one *fdn.Client makes one call at a time (use one per goroutine, or a mutex)")
+	}
+	if c.closed {
+		atomic.StoreInt32(&c.busy, 0)
+		return fail(ServerUnavailable, 0, "the client of %q is closed", c.name)
+	}
+	return nil
+}
+
+func (c *Client) leave() { atomic.StoreInt32(&c.busy, 0) }
 
 func (c *Client) u32(off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&c.ctl[off])) }
 func (c *Client) u64(off uint32) *uint64 { return (*uint64)(unsafe.Pointer(&c.ctl[off])) }
@@ -317,8 +335,17 @@ func (c *Client) disconnect() {
 	c.connected, c.loaned = false, false
 }
 
-// Close releases the channel (when idle) and unlinks this client's data segment.
+// Close releases the channel (when idle) and unlinks this client's data segment. A closed
+// client refuses every later call (ServerUnavailable); closing again does nothing.
 func (c *Client) Close() error {
+	if err := c.enter(); err != nil {
+		if c.closed {
+			return nil
+		}
+		return err
+	}
+	defer c.leave()
+	c.closed = true
 	if c.connected && c.alive() {
 		end := time.Now().Add(100 * time.Millisecond) // an answer still owed gets 100 ms
 		for atomic.LoadUint64(c.u64(c.ch+cServerSeq)) != c.seq && time.Now().Before(end) {

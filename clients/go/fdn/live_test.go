@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,4 +96,67 @@ func TestLiveAgainstTheEchoServer(t *testing.T) {
 	server.Wait()
 	server = echoServer(t, python, name)
 	echo("the first call after a graceful restart")
+}
+
+// One client shared by goroutines refuses the overlapping calls instead of interleaving them
+// (each answer stays its caller's); a closed client refuses every call and claims nothing.
+func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
+	python := os.Getenv("FDN_TEST_PYTHON")
+	if python == "" {
+		t.Skip("set FDN_TEST_PYTHON to a Python with foundation_shm (the harness does)")
+	}
+	name := fmt.Sprintf("fdngoshared%d", os.Getpid())
+	server := echoServer(t, python, name)
+	defer func() {
+		server.Process.Kill()
+		server.Wait()
+		removeObjects(name)
+	}()
+	c, err := Connect(name, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				v := uint32(g*1000 + i)
+				x := []byte{byte(v), byte(v >> 8), 0, 0}
+				res, err := c.Infer("echo", []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}, 5*time.Second)
+				key := "ok"
+				switch {
+				case err != nil && strings.Contains(err.Error(), "another goroutine"):
+					key = "refused"
+				case err != nil:
+					key = "error: " + err.Error()
+				case !bytes.Equal(res.Output("x").Data, x):
+					key = "MISMATCH"
+				}
+				mu.Lock()
+				counts[key]++
+				mu.Unlock()
+			}
+		}(g)
+	}
+	wg.Wait()
+	if counts["ok"]+counts["refused"] != 800 || counts["ok"] == 0 {
+		t.Fatalf("4 goroutines on one client: %v", counts)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("a second Close: %v", err)
+	}
+	x := []byte{1, 0, 0, 0}
+	if _, err := c.Infer("echo", []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}, time.Second); CodeOf(err) != ServerUnavailable {
+		t.Fatalf("a call after Close: %v", err)
+	}
+	if paths, _ := filepath.Glob("/dev/shm/fdn-" + name + "-d*"); len(paths) != 0 {
+		t.Fatalf("a closed client claimed a channel again: %v", paths)
+	}
 }

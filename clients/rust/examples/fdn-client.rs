@@ -77,12 +77,31 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             a.loan = true;
             continue;
         }
+        const KNOWN: [&str; 8] = [
+            "--name",
+            "--model",
+            "--timeout-ms",
+            "--iterations",
+            "--warmup",
+            "--spin-us",
+            "--yield-after-us",
+            "--input",
+        ];
+        if !KNOWN.contains(&k.as_str()) {
+            return Err(format!("unknown option {k}"));
+        }
         let v = it.next().ok_or("an option lacks its value")?;
         let num = |v: &str| v.parse::<i64>().map_err(|_| format!("{k} wants a number"));
         match k.as_str() {
             "--name" => a.name = v.clone(),
             "--model" => a.model = v.clone(),
-            "--timeout-ms" => a.timeout = u64::try_from(num(v)?).ok().map(Duration::from_millis),
+            "--timeout-ms" => {
+                let n = num(v)?;
+                if n < -1 {
+                    return Err("--timeout-ms takes an integer >= -1".into());
+                }
+                a.timeout = u64::try_from(n).ok().map(Duration::from_millis)
+            }
             "--iterations" => {
                 a.iterations = usize::try_from(num(v)?).map_err(|_| "bad --iterations")?
             }

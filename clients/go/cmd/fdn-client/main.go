@@ -77,12 +77,17 @@ func parseInput(spec string) (fdn.Input, error) {
 }
 
 func parse(argv []string) (*args, int) {
+	knownOption := map[string]bool{"--name": true, "--model": true, "--timeout-ms": true, "--iterations": true,
+		"--warmup": true, "--spin-us": true, "--params": true, "--input": true}
 	a := &args{timeout: -1, iterations: 1000, warmup: 100, spinUs: 100}
 	for i := 0; i < len(argv); i++ {
 		k := argv[i]
 		if k == "--loan" {
 			a.loan = true
 			continue
+		}
+		if !strings.HasPrefix(k, "--") || !knownOption[k] {
+			return nil, usage("unknown option " + k)
 		}
 		if i+1 >= len(argv) {
 			return nil, usage("an option lacks its value")
@@ -98,6 +103,9 @@ func parse(argv []string) (*args, int) {
 			a.model = v
 		case "--timeout-ms":
 			n, err = strconv.Atoi(v)
+			if err == nil && n < -1 {
+				return nil, usage("--timeout-ms takes an integer >= -1")
+			}
 			a.timeout = time.Duration(n) * time.Millisecond
 		case "--iterations":
 			a.iterations, err = strconv.Atoi(v)
@@ -105,6 +113,9 @@ func parse(argv []string) (*args, int) {
 			a.warmup, err = strconv.Atoi(v)
 		case "--spin-us":
 			n, err = strconv.Atoi(v)
+			if err == nil && (n < 0 || n > 1000000) {
+				return nil, usage("--spin-us takes an integer 0..1000000")
+			}
 			a.spinUs = uint32(n)
 		case "--params":
 			a.params = []byte(v)
