@@ -128,9 +128,18 @@ class Config(Mapping[str, Any]):
     def value(self, path: str) -> Any:
         """The value at a dotted path, for example ``config.value("retry.max_attempts")``."""
         section, _, rest = path.partition(".")
+        if section not in self:
+            raise KeyError(
+                f"no config value {path!r}: no section {section!r} (sections: {', '.join(sorted(self))})"
+            )
         obj: Any = self[section]
+        walked = section
         for part in rest.split(".") if rest else ():
-            obj = obj[part] if isinstance(obj, Mapping) else getattr(obj, part)
+            try:
+                obj = obj[part] if isinstance(obj, Mapping) else getattr(obj, part)
+            except (KeyError, AttributeError, TypeError):
+                raise KeyError(f"no config value {path!r}: {walked} has no {part!r}") from None
+            walked = f"{walked}.{part}"
         return obj
 
 

@@ -51,7 +51,8 @@ def active_hub() -> Hub | None:
 
 
 def emit(event: str, **kwargs: Any) -> None:
-    """Fire ``foundation_on_<event>`` on the active hub; a no-op without one."""
+    """Fire ``foundation_on_<event>`` on the active hub; a no-op without one (an unknown event
+    name is a ValueError only when a hub is active: test emitters with one started)."""
     hub = _active
     if hub is not None:
         emit_from(hub, event, **kwargs)

@@ -43,8 +43,8 @@ class FoundationPluginWarning(UserWarning):
 
 
 class Hub:
-    """Owns the plugin manager, the registries (patterns, transports, model backends, commands),
-    the frozen configuration and the lifecycle. Use :func:`start` to get a ready one."""
+    """Owns the plugin manager, the registries (patterns, transports, model backends, commands,
+    config sections), the frozen configuration and the lifecycle. Use :func:`start` to get a ready one."""
 
     def __init__(self, *, strict: bool | None = None, env: Mapping[str, str] | None = None) -> None:
         self.selection = Selection.from_env(env, strict)

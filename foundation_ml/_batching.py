@@ -7,8 +7,10 @@ every pending request: the batch then runs in the transport's thread as soon as 
 the batcher thread is only the safety net (a hand-off to another thread costs a GIL switch per
 batch). Requests whose inputs agree on every dimension after the first (dtypes are fixed by the
 signature) run as one backend call; the outputs are split back by row counts and each request is
-answered on its own. If a batched call raises, each request of it is
-re-run alone, so one bad request cannot fail its neighbours.
+answered on its own. If a batched call raises, or its outputs break the output signature or do
+not have a row per input row, each request of it is re-run alone (and its answer checked), so one
+bad request cannot fail its neighbours; a request whose inputs disagree on their first dimension
+never joins a batch. One batched call of a model runs at a time.
 
 torch tensors (CUDA IPC inputs) batch too, with requests whose same input lies on the same device
 (the device is part of the grouping key): they are joined with ``torch.cat`` on that device and

@@ -57,11 +57,6 @@ class DataType(enum.Enum):
         except KeyError:
             raise ValueError(f"numpy dtype {np.dtype(dtype)} has no protocol datatype") from None
 
-    @property
-    def torch_name(self) -> str | None:
-        """The torch dtype's name (``"float32"``, ``"bfloat16"``); None for BYTES (no torch dtype)."""
-        return _TORCH_NAMES.get(self)
-
     @classmethod
     def from_torch(cls, dtype: object) -> DataType | None:
         """The datatype of a torch dtype (``torch.float32`` or ``"torch.float32"``), None if it has

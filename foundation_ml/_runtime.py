@@ -1,8 +1,9 @@
 """The inference runtime: loads models through backends, serves them on any transport.
 
-``MLRuntime`` is the request handler every transport calls: it finds the model, validates the
-inputs against its signature, runs it inline (unbatched: no thread hop) or hands it to the model's
-batcher, and answers with a response or a typed error. It imports no framework and no transport:
+``MLRuntime`` is the request handler every transport calls: it finds the model version and hands
+the request to it (``ServedModel``: the inputs checked against the signature, the model run
+inline, unbatched, or by its batcher, the answer checked against the output signature), which
+answers with a response or a typed error. It imports no framework and no transport:
 both are looked up by name in the hub's registries.
 """
 

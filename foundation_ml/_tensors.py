@@ -17,11 +17,9 @@ from ._datatypes import DataType
 
 __all__ = [
     "device_of",
-    "has_device_tensor",
     "has_tensor",
     "is_device_tensor",
     "is_tensor",
-    "tensor_datatype",
     "to_host",
 ]
 
@@ -45,25 +43,12 @@ def has_tensor(inputs: Mapping[str, Any]) -> bool:
     return False
 
 
-def has_device_tensor(inputs: Mapping[str, Any]) -> bool:
-    """Whether any value of ``inputs`` is a torch CUDA tensor."""
-    for v in inputs.values():  # noqa: SIM110
-        if type(v) is not np.ndarray and is_device_tensor(v):
-            return True
-    return False
-
-
 def device_of(inputs: Mapping[str, Any]) -> Any:
     """The device (a ``torch.device``) of the first CUDA tensor of ``inputs``, else None."""
     for v in inputs.values():
         if type(v) is not np.ndarray and is_device_tensor(v):
             return v.device
     return None
-
-
-def tensor_datatype(value: Any) -> DataType | None:
-    """The protocol datatype of a torch tensor's dtype (``torch.bfloat16`` is BF16), or None."""
-    return DataType.from_torch(value.dtype)
 
 
 def to_host(value: Any) -> np.ndarray:

@@ -373,3 +373,13 @@ def test_the_hub_started_before_is_active_again_when_a_later_one_shuts_down() ->
             assert active_hub() is second
         assert active_hub() is first
     assert active_hub() not in (first, second)
+
+
+def test_config_value_names_the_path_it_could_not_follow() -> None:
+    with start([Sections()], entry_points=False, env={"FOUNDATION_PLUGINS": ""}) as hub:
+        assert hub.config is not None
+        assert hub.config.value("demo.size") == 4
+        with pytest.raises(KeyError, match=r"no config value 'demo\.nope': demo has no 'nope'"):
+            hub.config.value("demo.nope")
+        with pytest.raises(KeyError, match=r"no config value 'nada\.x': no section 'nada'"):
+            hub.config.value("nada.x")

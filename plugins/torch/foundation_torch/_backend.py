@@ -169,7 +169,11 @@ class TorchBackend(ModelBackend):
 
 
 def save_torchscript(
-    module: torch.nn.Module, path: str | Path, *, inputs: Any = None, outputs: Any = None
+    module: torch.nn.Module,
+    path: str | Path,
+    *,
+    inputs: SignatureLike | None = None,
+    outputs: SignatureLike | None = None,
 ) -> Path:
     """Script (or trace-free save) ``module`` to ``path`` with its signature embedded."""
     sig = _signature_json(module, inputs, outputs)
@@ -178,23 +182,39 @@ def save_torchscript(
     return Path(path)
 
 
-def save_export(program: Any, path: str | Path, *, inputs: Any, outputs: Any) -> Path:
+def save_export(
+    program: torch.export.ExportedProgram, path: str | Path, *, inputs: SignatureLike, outputs: SignatureLike
+) -> Path:
     """Save a ``torch.export.ExportedProgram`` to ``path`` (``.pt2``) with its signature embedded."""
     sig = _signature_json(None, inputs, outputs)
     torch.export.save(program, str(path), extra_files={SIGNATURE_FILE: sig})
     return Path(path)
 
 
-def _signature_json(module: Any, inputs: Any, outputs: Any) -> str:
-    if inputs is None:
-        sig = getattr(module, "foundation_signature", None)
-        if not sig:
-            raise ValueError("pass inputs= and outputs=, or give the module a foundation_signature")
-        inputs, outputs = sig["inputs"], sig["outputs"]
-    doc = {
-        "inputs": [s.as_dict() for s in parse_signature(inputs)],
-        "outputs": [s.as_dict() for s in parse_signature(outputs)],
-    }
+def _signature_json(module: Any, inputs: SignatureLike | None, outputs: SignatureLike | None) -> str:
+    """The signature to embed: the arguments, a side not given taken from the module's
+    ``foundation_signature``; both sides must end up declared (a file with no outputs cannot be
+    served)."""
+    sig = getattr(module, "foundation_signature", None) or {}
+    if not isinstance(sig, dict):
+        raise ValueError(
+            f"{type(module).__name__}.foundation_signature must be a dict with inputs and outputs"
+        )
+    sides = {"inputs": inputs, "outputs": outputs}
+    for side, given in sides.items():
+        if given is None:
+            if side not in sig:
+                where = (
+                    f"{type(module).__name__}.foundation_signature" if module is not None else "the arguments"
+                )
+                raise ValueError(f"no {side} signature: pass {side}= (neither it nor {where} declares one)")
+            sides[side] = sig[side]
+    doc = {side: [s.as_dict() for s in parse_signature(spec)] for side, spec in sides.items()}
+    empty = [side for side, specs in doc.items() if not specs]
+    if empty:
+        raise ValueError(
+            f"the {' and '.join(empty)} signature is empty: a model without them cannot be served"
+        )
     return json.dumps(doc)
 
 

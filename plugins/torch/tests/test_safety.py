@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from foundation_torch import TorchBackend, save_export
+from foundation_torch import TorchBackend, save_export, save_torchscript
 from foundation_torch._safety import is_module_factory, no_unpickling
 from foundation_torch.demo import DemoMLP, build_demo
 
@@ -132,3 +132,13 @@ def test_a_damaged_pt2_is_refused_naming_the_entry(runtime: MLRuntime, tmp_path:
     damaged.write_bytes(bytes(data))
     with pytest.raises(ModelLoadError, match=f"damaged: entry '{weight.filename}' fails its CRC check"):
         runtime.register_model("m", str(damaged))
+
+
+def test_saving_without_a_full_signature_names_the_side_missing(tmp_path: Path) -> None:
+    module = build_demo()
+    module.foundation_signature = {}  # shadows the class attribute
+    with pytest.raises(ValueError, match="no outputs signature: pass outputs="):
+        save_torchscript(module, tmp_path / "m.pt", inputs={"x": "FP32[-1, 784]"})
+    with pytest.raises(ValueError, match="no inputs signature: pass inputs="):
+        save_torchscript(module, tmp_path / "m.pt")
+    assert not (tmp_path / "m.pt").exists()

@@ -22,7 +22,6 @@ from foundation_ml.errors import (
     BadChecksum,
     BadMagic,
     BadVersion,
-    InferenceError,
     InvalidInput,
     TooLarge,
 )
@@ -536,10 +535,6 @@ def encode_params(params: Mapping[str, Any]) -> bytes:
         return json.dumps(dict(params), separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
     except ValueError as exc:
         raise InvalidInput(f"parameters cannot be sent as JSON: {exc}") from None
-
-
-def error_status(exc: InferenceError) -> int:
-    return int(exc.code)
 
 
 # --- the hot path: re-use what the previous message on the same area already established ----------

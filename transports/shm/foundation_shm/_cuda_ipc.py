@@ -41,7 +41,6 @@ from ._cuda_memory import (
     datatype_of,
     export_tensor,
     is_device_tensor,
-    open_tensor,
     tensor_on,
 )
 from ._options import FALLBACKS  # the cuda_fallback values, defined with the options
@@ -59,7 +58,6 @@ __all__ = [
     "datatype_of",
     "export_tensor",
     "is_device_tensor",
-    "open_tensor",
 ]
 
 log = logging.getLogger("foundation_shm")

@@ -31,7 +31,6 @@ __all__ = [
     "datatype_of",
     "export_tensor",
     "is_device_tensor",
-    "open_tensor",
     "tensor_on",
 ]
 
@@ -153,11 +152,6 @@ def tensor_on(mapping: _Mapping, ref: CudaIpcRef) -> torch.Tensor:
     typestr, view = _TYPESTR[ref.dtype]
     t = torch.as_tensor(_DeviceView(mapping, ref.offset, ref.shape, typestr), device=f"cuda:{ref.device}")
     return t.view(getattr(torch, view)) if view else t
-
-
-def open_tensor(ref: CudaIpcRef) -> torch.Tensor:
-    """Open ``ref``'s handle (uncached; tests and one-off use) and return the tensor over it."""
-    return tensor_on(_Mapping(ref.device, ref.handle), ref)
 
 
 def export_tensor(name: str, t: torch.Tensor) -> CudaIpcRef:

@@ -7,7 +7,7 @@ import fcntl
 import os
 import stat
 
-__all__ = ["ServerLock", "is_alive", "is_running", "lock_is_held", "lock_state", "start_time"]
+__all__ = ["ServerLock", "is_alive", "is_running", "lock_state", "start_time"]
 
 
 def _stat_fields(pid: int) -> list[bytes]:
@@ -74,11 +74,6 @@ def lock_state(path: str) -> str:
     finally:
         os.close(fd)
     return "free"
-
-
-def lock_is_held(path: str) -> bool:
-    """True if some process holds an exclusive flock on ``path`` (a live server)."""
-    return lock_state(path) == "held"
 
 
 class ServerLock:

@@ -22,7 +22,6 @@ import posix_ipc
 from foundation_ml import InferenceRequest, InferenceResponse, RequestHandler, TransportServer
 from foundation_ml.errors import (
     DeadlineExceeded,
-    ErrorCode,
     HandlerError,
     InferenceError,
     InternalError,
@@ -330,7 +329,7 @@ class ShmServer(TransportServer):
             assert ch.reader is not None
             dec = ch.reader.read()
             cuda = self._cuda  # CUDA IPC (spec 15): a channel that used it, the flag, or a new CUDA decode
-            if ch.index in cuda.channels or dec.flags & 2 or _cuda_decoded[0] != cuda.decoded:
+            if ch.index in cuda.channels or dec.flags & _CUDA_FLAG or _cuda_decoded[0] != cuda.decoded:
                 owner = (self._ctl.u32[ch.owner_word], self._ctl.u64[(ch.base + _C.OWNER_START) // 8])
                 dec = self._cuda.on_request(ch.index, owner, dec)  # CUDA IPC: open handles
         except InferenceError as exc:
@@ -513,8 +512,5 @@ class ShmServer(TransportServer):
         self._lock.release()
 
     def stats(self) -> dict[str, Any]:
-        """Per-channel counters (for ``foundation shm ls``)."""
+        """The server's channel count and how many are busy now (``MLRuntime.stats``' transports)."""
         return {"channels": len(self._channels), "busy": sum(ch.busy for ch in self._channels)}
-
-
-_ = ErrorCode
