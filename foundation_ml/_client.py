@@ -188,9 +188,14 @@ class InferenceClient:
         self.close()
 
 
+MAX_TIMEOUT_S = 1e9  # ~31 years: a deadline in monotonic ns must still fit 64 bits
+
+
 def _check_timeout(timeout: Any, where: str = "") -> None:
-    if type(timeout) not in (int, float) or not 0 < timeout < float("inf"):  # NaN fails too
-        raise ValueError(f"{where}timeout must be a number of seconds > 0 or None, not {timeout!r}")
+    if type(timeout) not in (int, float) or not 0 < timeout <= MAX_TIMEOUT_S:  # NaN fails too
+        raise ValueError(
+            f"{where}timeout must be a number of seconds in (0, {MAX_TIMEOUT_S:g}] or None, not {timeout!r}"
+        )
 
 
 def _argument_error(model: Any, version: Any, outputs: Any) -> TypeError:

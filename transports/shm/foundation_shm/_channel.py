@@ -35,6 +35,7 @@ class _Connection:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.closing = False  # the client dropped this connection while calls were on it
         try:
             self.ctl = Segment.open(L.control_name(name))
         except posix_ipc.ExistentialError:
@@ -68,6 +69,8 @@ class _Connection:
 
     def check(self) -> None:
         """Raise ``ServerUnavailable`` unless the server is alive and serving (between wait slices)."""
+        if self.closing:
+            raise ServerUnavailable(f"the client of shm server {self.name!r} was closed during the call")
         state = self.ctl.u32[_R.STATE // 4]
         if state not in (L.RegionState.READY, L.RegionState.STOPPING) or not is_alive(self.pid, self.started):
             self.alive = False
@@ -126,7 +129,15 @@ class _Channel:
         self.wdeadline = 0
 
     def idle(self) -> bool:
-        return bool(self.conn.ctl.u64[self.sseq] == self.seq)
+        """The server has answered everything this channel published. ``seq`` is re-read from
+        ``client_seq`` (only this client writes it): an interrupt (KeyboardInterrupt) between
+        publishing a request and noting it must not leave the channel looking busy for ever."""
+        words = self.words
+        published = words[self.cseq]
+        if words[self.sseq] != published:
+            return False
+        self.seq = published
+        return True
 
     def attach(self, req_cap: int, resp_cap: int) -> None:
         """Create a data segment of the given capacities and publish it in the channel block

@@ -92,6 +92,8 @@ class ShmClient(ChannelPool, TransportClient):
         timeout = self.timeout if timeout is None else timeout
         if timeout is None:
             return request_deadline
+        if type(timeout) not in (int, float) or not 0 <= timeout <= 1e9:  # NaN fails too
+            raise ValueError(f"timeout must be a number of seconds in [0, 1e9] or None, not {timeout!r}")
         mine = time.monotonic_ns() + int(timeout * 1e9)
         return min(mine, request_deadline) if request_deadline else mine
 

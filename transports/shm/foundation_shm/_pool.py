@@ -23,6 +23,31 @@ from ._segments import drain, open_semaphore
 
 __all__ = ["ChannelPool"]
 
+_POOLS: weakref.WeakSet[ChannelPool] = weakref.WeakSet()  # every live pool, for fork
+
+
+def _retire(ch: _Channel) -> None:
+    ch.detach()
+    if ch.sem is not None:
+        ch.sem.close()
+        ch.sem = None
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the channels are the parent's (its pid owns them, its calls use them);
+    the child must not touch them. Each pool forgets them without closing or unlinking anything
+    and claims channels of its own on its next call."""
+    for pool in list(_POOLS):
+        pool._conn, pool._all, pool._free = None, [], []
+        pool._busy, pool._retiring = set(), {}
+        pool._local = threading.local()
+        pool._holders = []
+        pool._cond = threading.Condition()
+        pool._waiters = 0
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
 _R = L.RegionField
 _C = L.ChannelField
 
@@ -58,6 +83,9 @@ class ChannelPool:
         self._waiters = 0
         self._local = threading.local()
         self._holders: list[_Held] = []
+        self._busy: set[_Channel] = set()  # taken by a call: never unmapped under it
+        self._retiring: dict[_Connection, set[_Channel]] = {}  # dropped while calls were on them
+        _POOLS.add(self)
         with self._cond:
             self._free.append(self._claim_locked())
 
@@ -69,15 +97,28 @@ class ChannelPool:
         return self._conn
 
     def _drop_connection(self) -> None:
-        """Forget a dead server: unlink our data segments, close everything of that connection."""
+        """Forget a connection (a dead server, or the client closing): unlink our data segments,
+        close everything of it, except what a call in another thread is using now: that call is
+        woken (its wait re-checks the connection and fails), and what it uses is closed when it
+        gives its channel back (closing a semaphore or unmapping a segment under a waiting thread
+        crashes the process)."""
+        conn, busy = self._conn, {ch for ch in self._busy if ch.conn is self._conn}
         for ch in self._all:
-            ch.detach()
-            if ch.sem is not None:
-                ch.sem.close()
+            if ch in busy:
+                continue
+            _retire(ch)
         self._all, self._free = [], []
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._conn = None
+        if conn is None:
+            return
+        if not busy:
+            conn.close()
+            return
+        conn.closing = True  # check() fails from now on: the waiting calls end at their next slice
+        self._retiring[conn] = busy
+        for ch in busy:
+            if ch.sem is not None:
+                ch.sem.release()  # wake a blocked wait at once
 
     def _claim_locked(self, deadline_ns: int = 0) -> _Channel:
         conn = self._connection()
@@ -129,19 +170,26 @@ class ChannelPool:
         if held is not None and held.box[0] is not None:
             ch: _Channel = held.box[0]  # this thread's own channel: its previous outputs end here
             held.box[0] = None
-            if ch.conn is self._conn and ch.conn.alive and ch.words[ch.sseq] == ch.seq and not self._closed:
+            if ch.conn is self._conn and ch.conn.alive and ch.idle() and not self._closed:
+                self._busy.add(ch)
                 return ch
             self._give(ch)
         try:
             ch = self._free.pop()  # the common case, lock-free: list.pop is atomic under the GIL
         except IndexError:
             return self._take_slow(deadline_ns)
-        if ch.conn.alive and ch.words[ch.sseq] == ch.seq and not self._closed:
+        if ch.conn.alive and ch.idle() and not self._closed:
+            self._busy.add(ch)
             return ch
         self._free.append(ch)
         return self._take_slow(deadline_ns)
 
     def _take_slow(self, deadline_ns: int) -> _Channel:
+        ch = self._take_slow_locked(deadline_ns)
+        self._busy.add(ch)
+        return ch
+
+    def _take_slow_locked(self, deadline_ns: int) -> _Channel:
         with self._cond:
             while True:
                 if self._closed:
@@ -149,9 +197,13 @@ class ChannelPool:
                 if self._conn is None or not self._conn.alive:
                     self._drop_connection()
                     return self._claim_locked(deadline_ns)
-                for i, ch in enumerate(self._free):
+                for ch in list(self._free):  # a copy: the lock-free path pops meanwhile
                     if ch.idle():
-                        return self._free.pop(i)
+                        try:
+                            self._free.remove(ch)
+                        except ValueError:
+                            continue  # another thread's lock-free pop took it first
+                        return ch
                 # Channels kept for other threads' unread outputs do not count: a pool of more
                 # threads than `channels` must not wait for threads that are not calling.
                 held = sum(1 for h in self._holders if h.box[0] is not None)
@@ -170,6 +222,15 @@ class ChannelPool:
         """Return a channel after a call. ``hold``: the call returned views on its response area,
         so the calling thread keeps the channel until its next call (or its end): another
         thread's request must not overwrite outputs that are still being read."""
+        self._busy.discard(ch)
+        retiring = self._retiring.get(ch.conn)
+        if retiring is not None and ch in retiring:  # its connection was dropped during the call
+            _retire(ch)
+            retiring.discard(ch)
+            if not retiring:
+                del self._retiring[ch.conn]
+                ch.conn.close()
+            return
         if ch.conn is not self._conn:
             return
         if hold:
@@ -179,7 +240,9 @@ class ChannelPool:
                 weakref.finalize(held, self._unhold, weakref.ref(self), held.box)
                 with self._cond:
                     self._holders.append(held)
-            held.box[0] = ch
+            previous, held.box[0] = held.box[0], ch
+            if previous is not None and previous is not ch:  # two loans at once on one thread
+                self._give(previous)
             return
         self._free.append(ch)
         if self._waiters:

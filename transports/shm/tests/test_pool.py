@@ -1,0 +1,114 @@
+"""The client's channel pool under misuse: closing during a call, an interrupt between publishing
+and noting a request, two loans on one thread, a fork. None may crash the process, lose a channel
+for good or hand one process's channel to another."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+from foundation_shm import ShmTransport
+from foundation_shm._echo import EchoHandler
+
+from foundation_ml import DataType, InferenceRequest
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_closing_a_client_while_another_thread_waits_fails_that_call_not_the_process(name: str) -> None:
+    done = _run(f"""
+        import threading, time, numpy as np
+        from foundation_ml import InferenceRequest
+        from foundation_shm import ShmTransport
+        from foundation_shm._echo import EchoHandler
+        server = ShmTransport().serve({name!r}, EchoHandler())
+        client = ShmTransport().connect({name!r})
+        got = []
+        def call():
+            try:
+                slow = InferenceRequest("sleep", {{"x": np.zeros(4)}}, parameters={{"ms": 300}})
+                client.infer(slow, timeout=5)
+                got.append("answered")
+            except Exception as exc:
+                got.append(type(exc).__name__ + ": " + str(exc))
+        t = threading.Thread(target=call); t.start()
+        time.sleep(0.1)
+        client.close()
+        t.join()
+        time.sleep(0.4)  # the server answers the abandoned request, then reclaims the channel
+        server.stop()
+        print(got[0])
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ServerUnavailable: the client of shm server" in done.stdout or "answered" in done.stdout
+
+
+def test_a_request_published_but_not_noted_does_not_lose_the_channel(name: str) -> None:
+    """What a KeyboardInterrupt between ``hot.exchange`` publishing and ``ch.seq = seq`` leaves:
+    client_seq one ahead of the client's note. The answer comes; the channel is usable again."""
+    server = ShmTransport().serve(name, EchoHandler())
+    try:
+        with ShmTransport().connect(name, channels=1) as client:
+            x = np.arange(4, dtype=np.float32)
+            client.infer(InferenceRequest("echo", {"x": x}))
+            ch = client._all[0]
+            words = ch.words
+            words[ch.cseq] = ch.seq + 1  # published; ch.seq not updated (the interrupt)
+            server._bell.release()
+            end = time.monotonic() + 5
+            while words[ch.sseq] != words[ch.cseq] and time.monotonic() < end:
+                time.sleep(0.001)
+            out = client.infer(InferenceRequest("echo", {"x": x + 1}), timeout=2)
+            np.testing.assert_array_equal(out.outputs["x"], x + 1)
+    finally:
+        server.stop()
+
+
+def test_two_loans_open_on_one_thread_lose_no_channel(name: str) -> None:
+    server = ShmTransport().serve(name, EchoHandler())
+    spec = {"x": (DataType.FP32, (4,))}
+    try:
+        with ShmTransport().connect(name, channels=2) as client:
+            for _ in range(3):  # before the fix, the second round found no free channel
+                first = client.loan("echo", spec, timeout=2)
+                second = client.loan("echo", spec, timeout=2)
+                first.infer()
+                second.infer()
+                first.close()
+                second.close()
+            assert len(client._all) == 2
+    finally:
+        server.stop()
+
+
+def test_a_forked_child_uses_channels_of_its_own(name: str) -> None:
+    done = _run(f"""
+        import os, numpy as np
+        from foundation_ml import InferenceRequest
+        from foundation_shm import ShmTransport
+        from foundation_shm._echo import EchoHandler
+        server = ShmTransport().serve({name!r}, EchoHandler(), channels=4)
+        client = ShmTransport().connect({name!r}, channels=1)
+        x = np.ones(4, np.float32)
+        client.infer(InferenceRequest("echo", {{"x": x}}))
+        pid = os.fork()
+        if pid == 0:
+            out = client.infer(InferenceRequest("echo", {{"x": x * 2}}), timeout=5)
+            os._exit(0 if (out.outputs["x"] == 2).all() else 3)
+        _, status = os.waitpid(pid, 0)
+        out = client.infer(InferenceRequest("echo", {{"x": x * 3}}), timeout=5)
+        print("child", os.waitstatus_to_exitcode(status), "parent", float(out.outputs["x"][0]))
+        client.close()
+        server.stop()
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["child", "0", "parent", "3.0"]
+    assert os.getpid()  # the test process itself never forked
