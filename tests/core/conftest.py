@@ -230,6 +230,17 @@ def pip_install_target(projects: list[Path], site: Path) -> None:
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_hub_outlives_its_test() -> Iterator[None]:
+    """A test that starts a hub without shutting it down would leave it the active hub (the one
+    ``emit`` and ``resilient()`` use) for the tests after it: shut down what is left."""
+    from foundation_core._events import active_hub
+
+    yield
+    while (hub := active_hub()) is not None:
+        hub.shutdown()
+
+
 @pytest.fixture(scope="session")
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding every fixture plugin, installed by pip (one run for all)."""
