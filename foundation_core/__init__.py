@@ -3,6 +3,7 @@
 The public surface is re-exported here; each mechanism lives in one private module.
 """
 
+from ._callables import is_coroutine_callable, refuse_generator
 from ._cli import Command, CommandRegistrar
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock, VirtualClock, current_deadline
 from ._config import SENSITIVE_KEYS, Config, SectionAdder
@@ -39,7 +40,9 @@ __all__ = [
     "emit",
     "hookimpl",
     "hookspec",
+    "is_coroutine_callable",
     "lazy_exports",
+    "refuse_generator",
     "resilient",
     "start",
 ]

@@ -91,13 +91,12 @@ refuses generator functions (protect the call that consumes the generator instea
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from foundation_core import hookimpl
+from foundation_core import hookimpl, is_coroutine_callable, refuse_generator
 from foundation_core.errors import PolicyError
 
 
@@ -119,24 +118,12 @@ class Settings:
     enabled: bool = attrs.field(default=True, validator=_flag)
 
 
-def _is_async(fn: Any) -> bool:
-    """A coroutine function, a partial of one, or an object whose ``__call__`` is one."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
-
-
 def counting(policy: Settings, *, clock: Any = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Pattern factory: the wrapper counts calls (in ``wrapped.calls``) when the policy is enabled."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        target = fn.func if isinstance(fn, functools.partial) else fn
-        if inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target):
-            what = getattr(target, "__qualname__", target)
-            raise TypeError(
-                f"$section cannot protect the generator function {what!r}: protect the call that consumes it"
-            )
-        if _is_async(fn):
+        refuse_generator(fn, "$section")  # TypeError: its call only creates the generator
+        if is_coroutine_callable(fn):  # async def, async __call__, partials of either
 
             @functools.wraps(fn)
             async def acall(*args: Any, **kwargs: Any) -> Any:
@@ -217,7 +204,7 @@ def test_the_policy_is_validated_and_generators_are_refused():
     def numbers():
         yield 1
 
-    with pytest.raises(TypeError, match="generator function"):
+    with pytest.raises(TypeError, match="generator"):
         plugin.counting(plugin.Settings())(numbers)
 ''',
 }

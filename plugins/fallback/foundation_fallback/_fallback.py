@@ -7,7 +7,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ._callables import is_coroutine_callable, refuse_generator
+from foundation_core import is_coroutine_callable, refuse_generator
+
 from ._policy import FallbackPolicy
 
 __all__ = ["fallback_factory"]

@@ -6,10 +6,10 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from foundation_core import is_coroutine_callable, refuse_generator
 from foundation_core._clock import SYSTEM_CLOCK, Clock
 
 from ._bucket import TokenBucket
-from ._callables import is_coroutine_callable, refuse_generator
 from ._policy import RateLimitPolicy
 
 __all__ = ["rate_limit_factory"]

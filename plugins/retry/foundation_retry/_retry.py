@@ -11,9 +11,9 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from foundation_core import is_coroutine_callable, refuse_generator
 from foundation_core._clock import SYSTEM_CLOCK, Clock
 
-from ._callables import is_coroutine_callable, refuse_generator
 from ._policy import RetryPolicy
 
 __all__ = ["retry_factory"]

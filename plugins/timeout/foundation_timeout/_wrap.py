@@ -12,10 +12,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from foundation_core import is_coroutine_callable, refuse_generator
 from foundation_core._clock import SYSTEM_CLOCK, Clock, deadline_var
 from foundation_core.errors import TimeoutExceeded
 
-from ._callables import is_coroutine_callable, refuse_generator
 from ._policy import TimeoutPolicy
 
 if TYPE_CHECKING:

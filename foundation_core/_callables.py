@@ -4,8 +4,8 @@
 ``async def`` function: an object whose ``__call__`` is ``async def`` (HTTP-client-style
 callables) and a ``functools.partial`` of one. Treated as sync, such a call would "succeed" the
 moment it returns its coroutine, unprotected. A generator function cannot be protected by
-wrapping it at all, so wrappers refuse one. Foundation's pattern plugins share no module outside
-``foundation_core``, so each keeps this copy (the same in every pattern plugin).
+wrapping it at all, so wrappers refuse one. Every pattern plugin (and the ``new-plugin`` template)
+uses these two, so a pattern written by a third party treats callables as the built-in ones do.
 """
 
 from __future__ import annotations
