@@ -50,18 +50,27 @@ func removeObjects(name string) {
 
 // A client against a real server: deadlines keep the channel busy until the late answer, a
 // killed server is SERVER_UNAVAILABLE, and the next call finds a restarted one.
-func TestLiveAgainstTheEchoServer(t *testing.T) {
-	python := os.Getenv("FDN_TEST_PYTHON")
+// liveEcho starts an echo server under a name of its own (skipping without FDN_TEST_PYTHON);
+// the returned function stops whichever server *server points to then and removes its objects.
+func liveEcho(t *testing.T, prefix string) (python, name string, server **exec.Cmd, stop func()) {
+	t.Helper()
+	python = os.Getenv("FDN_TEST_PYTHON")
 	if python == "" {
 		t.Skip("set FDN_TEST_PYTHON to a Python with foundation_shm (the harness does)")
 	}
-	name := fmt.Sprintf("fdngo%d", os.Getpid())
-	server := echoServer(t, python, name)
-	defer func() {
-		server.Process.Kill()
-		server.Wait()
+	name = fmt.Sprintf("%s%d", prefix, os.Getpid())
+	cmd := echoServer(t, python, name)
+	server = &cmd
+	return python, name, server, func() {
+		(*server).Process.Kill()
+		(*server).Wait()
 		removeObjects(name)
-	}()
+	}
+}
+
+func TestLiveAgainstTheEchoServer(t *testing.T) {
+	python, name, srv, stop := liveEcho(t, "fdngo")
+	defer stop()
 	c, err := Connect(name, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -84,34 +93,25 @@ func TestLiveAgainstTheEchoServer(t *testing.T) {
 	}
 	echo("the call after a deadline (waits for the late answer, then reads its own)")
 
-	server.Process.Signal(syscall.SIGKILL)
-	server.Wait()
+	(*srv).Process.Signal(syscall.SIGKILL)
+	(*srv).Wait()
 	if _, err = c.Infer("echo", in, 5*time.Second); CodeOf(err) != ServerUnavailable {
 		t.Fatalf("a killed server: %v", err)
 	}
-	server = echoServer(t, python, name)
+	*srv = echoServer(t, python, name)
 	echo("the call after the server restarted")
 
-	server.Process.Signal(syscall.SIGTERM) // a graceful stop: the region says STOPPED
-	server.Wait()
-	server = echoServer(t, python, name)
+	(*srv).Process.Signal(syscall.SIGTERM) // a graceful stop: the region says STOPPED
+	(*srv).Wait()
+	*srv = echoServer(t, python, name)
 	echo("the first call after a graceful restart")
 }
 
 // One client shared by goroutines refuses the overlapping calls instead of interleaving them
 // (each answer stays its caller's); a closed client refuses every call and claims nothing.
 func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
-	python := os.Getenv("FDN_TEST_PYTHON")
-	if python == "" {
-		t.Skip("set FDN_TEST_PYTHON to a Python with foundation_shm (the harness does)")
-	}
-	name := fmt.Sprintf("fdngoshared%d", os.Getpid())
-	server := echoServer(t, python, name)
-	defer func() {
-		server.Process.Kill()
-		server.Wait()
-		removeObjects(name)
-	}()
+	_, name, _, stop := liveEcho(t, "fdngoshared")
+	defer stop()
 	c, err := Connect(name, Options{})
 	if err != nil {
 		t.Fatal(err)

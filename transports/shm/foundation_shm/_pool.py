@@ -223,15 +223,14 @@ class ChannelPool:
         so the calling thread keeps the channel until its next call (or its end): another
         thread's request must not overwrite outputs that are still being read."""
         self._busy.discard(ch)
-        retiring = self._retiring.get(ch.conn)
-        if retiring is not None and ch in retiring:  # its connection was dropped during the call
-            _retire(ch)
-            retiring.discard(ch)
-            if not retiring:
-                del self._retiring[ch.conn]
-                ch.conn.close()
-            return
-        if ch.conn is not self._conn:
+        if ch.conn is not self._conn:  # its connection was dropped (during the call, or before)
+            retiring = self._retiring.get(ch.conn)
+            if retiring is not None and ch in retiring:
+                _retire(ch)
+                retiring.discard(ch)
+                if not retiring:
+                    del self._retiring[ch.conn]
+                    ch.conn.close()
             return
         if hold:
             held = getattr(self._local, "held", None)
