@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from ._freeze import FrozenDict, freeze_section
 from ._registry import Registry, current_plugin
 from .errors import ConfigError, ConfigProblem, PluginError
 
@@ -83,17 +84,8 @@ class SectionAdder:
         self._registry.remove_plugin(plugin)
 
 
-class _FrozenDict(dict[str, Any]):
-    """A dict that refuses mutation (hashable views are not needed, only read-only access)."""
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
-        raise attrs.exceptions.FrozenInstanceError()
-
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
-
-
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
-    return _FrozenDict(mapping)
+    return FrozenDict(mapping)
 
 
 @attrs.frozen
@@ -149,7 +141,7 @@ def default_config(sections: Mapping[str, type[Any]]) -> Config:
     problems: list[ConfigProblem] = []
     for name, cls in sections.items():
         try:
-            built[name] = cls()
+            built[name] = freeze_section(cls(), name=name)
         except (TypeError, ValueError) as exc:
             problems.append(ConfigProblem(name, f"section has no complete defaults: {exc}", "default"))
     if problems:

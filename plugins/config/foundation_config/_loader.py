@@ -17,11 +17,11 @@ from typing import Any
 import attrs
 
 from foundation_core import Config
+from foundation_core._freeze import freeze_section
 from foundation_core.errors import ConfigError, ConfigProblem
 
 from ._env import env_layer, overrides_layer
 from ._files import default_files, read_file
-from ._freeze import freeze_section
 from ._interpolate import MISSING, interpolate
 from ._layers import Layer, iter_leaves, merge_into
 from ._masking import from_secrets_file, mask_problems, secret_names

@@ -1,5 +1,5 @@
 """Deep-freeze a structured section: dict and list values inside it refuse mutation too, and a set
-becomes a frozenset."""
+becomes a frozenset. Used for the defaults (no config plugin installed) and by the config plugin."""
 
 from __future__ import annotations
 
