@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,7 +28,7 @@ from ._package import MANIFEST, is_package
 from ._plugin import DEFAULT_NAME
 from ._registry import ModelRegistry
 from ._serving import ServedModel
-from ._signature import SignatureLike, example_inputs
+from ._signature import SignatureLike, describe, example_inputs, problems
 from ._transport import Respond, TransportServer, configured_options
 from ._types import InferenceRequest, ModelMetadata
 from .errors import InferenceError, InternalError, ModelLoadError, PackageError, ShuttingDown
@@ -381,31 +381,28 @@ def _check_outputs(name: str, model: LoadedModel, spec: str) -> None:
             raise ModelLoadError(
                 f"{spec} raised on its example input at warm-up: {type(exc).__name__}: {exc}", model=name
             ) from exc
-        problems = list(_output_problems(model, got, batch))
-        if problems:
-            want = ", ".join(s.describe() for s in model.outputs)
+        found = _output_problems(model, got, batch)
+        if found:
             where = model.signature_source or spec
             raise ModelLoadError(
-                f"{spec} does not match the signature declared in {where}: {'; '.join(problems)} "
-                f"(declared outputs: {want})",
+                f"{spec} does not match the signature declared in {where}: {'; '.join(found)} "
+                f"(declared outputs: {describe(model.outputs)})",
                 model=name,
                 file=model.signature_source,
             )
     model.warmup()
 
 
-def _output_problems(model: LoadedModel, got: dict[str, Any], batch: int) -> Iterator[str]:
-    extra = sorted(set(got) - {s.name for s in model.outputs})
-    if extra:  # served, they would reach clients while the metadata lists only the declared ones
-        yield f"output(s) {', '.join(extra)} not declared"
-    for spec in model.outputs:
-        array = got.get(spec.name)
-        if array is None:
-            yield f"output {spec.name} is missing (returned: {', '.join(got) or 'nothing'})"
-        elif not spec.accepts(array):
-            yield f"output {spec.name} is {array.dtype}{list(array.shape)}"
-        elif model.batchable and array.shape[0] != batch:
-            yield f"output {spec.name} has {array.shape[0]} rows for {batch} input rows"
+def _output_problems(model: LoadedModel, got: dict[str, Any], batch: int) -> list[str]:
+    """What is wrong with the answer to an example of ``batch`` rows. An undeclared output would
+    reach clients while the metadata lists only the declared ones."""
+    found = problems(model.outputs, got, side="output")
+    if not found and model.batchable:
+        for s in model.outputs:
+            rows = got[s.name].shape[0] if got[s.name].ndim else "no"
+            if rows != batch:
+                found.append(f"output {s.name} has {rows} rows for {batch} input rows")
+    return found
 
 
 def _server_stats(server: TransportServer) -> dict[str, Any]:

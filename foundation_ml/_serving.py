@@ -125,7 +125,9 @@ class ServedModel:
         except AttributeError:  # not arrays at all
             valid = False
         if not valid:
-            return _output_mismatch(self.model.outputs, outputs)
+            return "the model's answer breaks its signature: " + mismatch(
+                self.model.outputs, outputs, side="output"
+            )
         if request is not None and self.batcher is not None and self._row_outputs:
             counts = {a.shape[0] for a in request.inputs.values() if a.ndim}
             rows = counts.pop() if len(counts) == 1 else None  # inputs disagreeing: no batch rows
@@ -159,25 +161,3 @@ class ServedModel:
             self.batcher.stop(drain_timeout, why)
         if close_model:
             self.model.close()
-
-
-def _output_mismatch(specs: tuple[Any, ...], outputs: Mapping[str, Any]) -> str:
-    want = {s.name: s for s in specs}
-    problems = []
-    missing = [n for n in want if n not in outputs]
-    extra = [str(n) for n in outputs if n not in want]
-    if missing:
-        problems.append(f"missing output(s) {', '.join(missing)}")
-    if extra:
-        problems.append(f"undeclared output(s) {', '.join(extra)}")
-    for name, value in outputs.items():
-        spec = want.get(name)
-        if spec is None:
-            continue
-        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
-            problems.append(f"output {name} is {type(value).__name__}, not an array")
-        elif not spec.accepts(value):
-            got = f"{value.dtype}{list(value.shape)}"
-            problems.append(f"output {name} is {got}, declared {spec.describe().split(': ', 1)[1]}")
-    declared = describe(specs)
-    return f"the model's answer breaks its signature: {'; '.join(problems)} (declared outputs: {declared})"

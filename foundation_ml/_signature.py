@@ -111,22 +111,34 @@ def compile_validator(specs: tuple[TensorSpec, ...]) -> Callable[[Mapping[str, n
     return valid
 
 
-def mismatch(specs: tuple[TensorSpec, ...], inputs: Mapping[str, np.ndarray]) -> str:
+def problems(specs: tuple[TensorSpec, ...], values: Mapping[str, Any], *, side: str = "input") -> list[str]:
+    """Each way ``values`` break ``specs`` (empty: none): a model's inputs (``side="input"``) or its
+    answer (``side="output"``, whose values may be anything a model returns)."""
+    role, stray = ("expected", "unexpected") if side == "input" else ("declared", "undeclared")
     want = {s.name: s for s in specs}
-    problems = []
-    missing = [n for n in want if n not in inputs]
-    extra = [n for n in inputs if n not in want]
+    found = []
+    missing = [n for n in want if n not in values]
+    extra = [str(n) for n in values if n not in want]
     if missing:
-        problems.append(f"missing input(s) {', '.join(missing)}")
+        found.append(f"missing {side}(s) {', '.join(missing)}")
     if extra:
-        problems.append(f"unexpected input(s) {', '.join(extra)}")
-    for name, array in inputs.items():
+        found.append(f"{stray} {side}(s) {', '.join(extra)}")
+    for name, value in values.items():
         spec = want.get(name)
-        if spec is None or spec.accepts(array):
+        if spec is None:
             continue
-        got = _describe_value(array)
-        problems.append(f"input {name} is {got}, expected {spec.describe().split(': ', 1)[1]}")
-    return f"{'; '.join(problems)} (expected inputs: {describe(specs)})"
+        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+            found.append(f"{side} {name} is {type(value).__name__}, not an array")
+        elif not spec.accepts(value):
+            got = _describe_value(value)
+            found.append(f"{side} {name} is {got}, {role} {spec.describe().split(': ', 1)[1]}")
+    return found
+
+
+def mismatch(specs: tuple[TensorSpec, ...], values: Mapping[str, Any], *, side: str = "input") -> str:
+    """:func:`problems` in one line, with the signature: ``missing input(s) x (expected inputs: ...)``."""
+    role = "expected" if side == "input" else "declared"
+    return f"{'; '.join(problems(specs, values, side=side))} ({role} {side}s: {describe(specs)})"
 
 
 def _describe_value(array: Any) -> str:

@@ -280,7 +280,7 @@ def test_an_answer_breaking_the_output_signature_is_a_handler_error(runtime: MLR
     )
     runtime.register_model("m", scalar, warmup=False)
     got = submit(runtime, Replies(), [InferenceRequest("m", {"x": _rows(1)}, id=1)])
-    assert isinstance(got[1], HandlerError) and "output y is float32[], declared FP32[-1, 4]" in str(got[1])
+    assert isinstance(got[1], HandlerError) and "output y is FP32[], declared FP32[-1, 4]" in str(got[1])
 
 
 def test_a_batch_missing_one_requested_output_fails_no_neighbour_and_counts_each_once(

@@ -168,7 +168,7 @@ def test_loading_the_same_version_twice_is_an_error(runtime) -> None:
 
 def test_model_whose_outputs_contradict_its_signature_is_not_served(runtime) -> None:
     wrong = FunctionModel(lambda x: x[:, :2], inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
-    with pytest.raises(ModelLoadError, match=r"output y is float32\[1, 2\]"):
+    with pytest.raises(ModelLoadError, match=r"output y is FP32\[1, 2\]"):
         runtime.register_model("wrong", wrong)
     assert runtime.registry.names() == []
 
@@ -179,7 +179,7 @@ def test_model_returning_outputs_it_does_not_declare_is_not_served(runtime) -> N
         inputs={"x": "FP32[-1, 4]"},
         outputs={"y": "FP32[-1, 4]"},
     )
-    with pytest.raises(ModelLoadError, match=r"output\(s\) secret not declared"):
+    with pytest.raises(ModelLoadError, match=r"undeclared output\(s\) secret"):
         runtime.register_model("extra", extra)
     assert runtime.registry.names() == []
 

@@ -172,7 +172,7 @@ def test_identity_output_never_aliases_the_input(runtime: MLRuntime) -> None:
 
 def test_outputs_contradicting_the_signature_fail_at_load(runtime: MLRuntime) -> None:
     with pytest.raises(
-        ModelLoadError, match=r"output y is float32\[1, 10\].*declared outputs: y: FP32\[-1, 5\]"
+        ModelLoadError, match=r"output y is FP32\[1, 10\].*declared outputs: y: FP32\[-1, 5\]"
     ):
         runtime.register_model("m", build_demo(), inputs={"x": "FP32[-1, 784]"}, outputs={"y": "FP32[-1, 5]"})
 

@@ -88,7 +88,7 @@ def test_signature_mismatch_without_module_signature_is_caught_at_warmup(
         factory_kwargs={"in_features": 4, "out_features": 2},
     )
     with pytest.raises(
-        ModelLoadError, match=r"signature declared in .*manifest\.json: output y is float32\[1, 2\]"
+        ModelLoadError, match=r"signature declared in .*manifest\.json: output y is FP32\[1, 2\]"
     ):
         runtime.register_model("lin", str(path))
 
