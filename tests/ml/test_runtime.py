@@ -430,3 +430,11 @@ def test_a_damaged_package_is_a_package_error_before_any_backend_is_chosen(
         zf.writestr("manifest.json", "[" * 100_000 + "]" * 100_000)
     with pytest.raises(PackageError, match=r"deep\.zip:manifest\.json nests arrays or objects too deeply"):
         runtime.register_model("m", str(path))
+
+
+def test_a_non_array_output_is_named_at_warm_up(runtime) -> None:
+    """It was an AttributeError ('int' object has no attribute 'dtype') out of the check itself."""
+    odd = FunctionModel(lambda x: {"y": 3}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    with pytest.raises(ModelLoadError, match=r"output y is int, not an array \(declared outputs: y: FP32"):
+        runtime.register_model("odd", odd)
+    assert runtime.registry.names() == []
