@@ -29,21 +29,21 @@ def test_cpu_ns_counts_the_cpu_a_process_uses_and_not_its_sleep() -> None:
 
 
 def test_cpu_ns_sums_the_live_threads_of_another_process() -> None:
+    # each thread burns 0.2 s of its own CPU time (not wall time: a loaded machine gives less)
     code = (
         "import threading, time\n"
+        "spun = threading.Event()\n"
         "def spin():\n"
-        "    end = time.perf_counter() + 0.3\n"
-        "    while time.perf_counter() < end: pass\n"
-        "    time.sleep(5)\n"
-        "threading.Thread(target=spin, daemon=True).start()\n"
-        "end = time.perf_counter() + 0.3\n"
-        "while time.perf_counter() < end: pass\n"
-        "time.sleep(0.4); print('done', flush=True); time.sleep(5)\n"
+        "    while time.thread_time() < 0.2: pass\n"
+        "def other():\n"
+        "    spin(); spun.set(); time.sleep(30)\n"
+        "threading.Thread(target=other, daemon=True).start()\n"
+        "spin(); spun.wait(); print('done', flush=True); time.sleep(30)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "done"
-        assert cpu_ns(proc.pid) >= 0.3e9  # two threads, 0.3 s each, on 2 CPUs or taking turns
+        assert cpu_ns(proc.pid) >= 0.4e9  # both threads, alive, 0.2 s each: one alone is 0.2 s
     finally:
         proc.kill()
         proc.wait()
