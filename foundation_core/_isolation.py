@@ -1,0 +1,142 @@
+"""Isolating a plugin: guards around its hookimpls, and failing it alone when it breaks.
+
+Every hookimpl a plugin registers runs inside :func:`guard` (or :func:`guard_wrapper` for a
+wrapper hookimpl): it runs as its plugin (what it registers is credited to it), and an installed
+plugin's error goes to :func:`fail`, which rolls back what the plugin registered, unregisters it
+and reports it, so that the other plugins carry on. An application's own objects are never
+isolated: their errors propagate. In strict mode every failure is fatal.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import _events
+from ._registry import current_plugin
+from .errors import ConfigError, PluginError
+
+if TYPE_CHECKING:
+    from ._discovery import PluginInfo
+    from ._hub import Hub
+
+__all__ = ["FoundationPluginWarning", "fail", "guard", "guard_wrapper"]
+
+
+class FoundationPluginWarning(UserWarning):
+    """A plugin failed and was isolated; the others carry on (see ``foundation plugins``)."""
+
+
+def guard(hub: Hub, info: PluginInfo, hook: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, a plain hookimpl of ``info``'s plugin, run as that plugin and isolated on error."""
+    event = hook.startswith("foundation_on_")
+    is_app = info.source in {"app", "builtin"}
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if info.status == "failed":  # isolated during this very hook call (pluggy copied the list)
+            return None
+        token = current_plugin.set((info.name, is_app))
+        try:
+            result = fn(*args, **kwargs)
+        except ConfigError:
+            raise  # the user's configuration is wrong, not the plugin: never isolate that
+        except Exception as exc:
+            if event:  # an observer's failure never breaks the event's source
+                warnings.warn(
+                    f"plugin {info.name!r} raised in {hook}: {exc!r}",
+                    FoundationPluginWarning,
+                    stacklevel=2,
+                )
+                return None
+            if is_app:
+                raise
+            fail(hub, info, hook, exc, PluginError(info.name, repr(exc), hook=hook))
+            return None
+        finally:
+            current_plugin.reset(token)
+        if hook == "foundation_startup":
+            hub._started.append(info.name)
+        return result
+
+    return guarded
+
+
+def guard_wrapper(hub: Hub, info: PluginInfo, hook: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A wrapper hookimpl (a generator pluggy advances around the other hookimpls), run as its
+    plugin: what it registers is credited to it, and an installed plugin's own error isolates
+    it (the hook's result still goes on) instead of escaping ``start()``. An error of the
+    wrapped hookimpls passing through it is not the wrapper's."""
+    ident = (info.name, info.source in {"app", "builtin"})
+
+    def step(call: Callable[..., Any], *args: Any) -> Any:
+        token = current_plugin.set(ident)
+        try:
+            return call(*args)
+        finally:
+            current_plugin.reset(token)
+
+    def isolate(exc: Exception) -> None:
+        if ident[1] or isinstance(exc, ConfigError):
+            raise exc
+        fail(hub, info, hook, exc, PluginError(info.name, repr(exc), hook=hook))
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if info.status == "failed":
+            return (yield)
+        try:
+            gen = step(fn, *args, **kwargs)
+            value = step(next, gen)
+        except Exception as exc:  # failed before its yield: the others still run
+            isolate(exc)
+            return (yield)
+        while True:
+            try:
+                sent = yield value
+            except BaseException as inner:  # the wrapped hookimpls raised: pass it in
+                try:
+                    value = step(gen.throw, inner)
+                except StopIteration as stop:
+                    return stop.value
+                except Exception as exc:
+                    if exc is inner:
+                        raise
+                    isolate(exc)
+                    raise inner from None
+                continue
+            try:
+                value = step(gen.send, sent)
+            except StopIteration as stop:
+                return stop.value
+            except Exception as exc:
+                isolate(exc)
+                return sent
+
+    return guarded
+
+
+def fail(hub: Hub, info: PluginInfo, hook: str | None, exc: BaseException, err: PluginError) -> None:
+    """Isolate a failed plugin: roll back what it registered, unregister it, report it."""
+    info.status = "failed"
+    info.error = str(err)
+    info.error_hook = hook
+    for registry in (hub.patterns, hub.transports, hub.model_backends):
+        registry.remove_plugin(info.name)
+    hub.commands.remove_plugin(info.name)
+    hub.sections.remove_plugin(info.name)
+    if info.plugin is not None and hub.pm.is_registered(info.plugin):
+        hub.pm.unregister(info.plugin)
+    if hub.strict:
+        raise err from exc
+    warnings.warn(
+        f"{err} -- the other plugins carry on (FOUNDATION_STRICT_PLUGINS=1 makes this "
+        f"fatal; `foundation plugins` lists it)",
+        FoundationPluginWarning,
+        stacklevel=3,
+    )
+    _events.emit_from(hub, "plugin_error", plugin=info.name, hook=hook, error=exc)
+    if hub._registered or hub._startup_began:  # a failure after loading: its dependants
+        hub._check_requirements()

@@ -1,0 +1,143 @@
+"""Loading plugins into a hub: entry points imported, hookimpls registered under their guards.
+
+The selected entry points are imported, and each plugin's hookimpls are registered with the
+plugin manager, every one of them wrapped in its guard (see ``_isolation``).
+
+A plugin that fails to import, has invalid or unknown hookimpls, or takes a name already held
+is reported by name with what went wrong and how to fix it; the other plugins still load.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import warnings
+from typing import TYPE_CHECKING
+
+from . import hookspecs
+from ._discovery import discover, normalize
+from ._isolation import FoundationPluginWarning, fail, guard, guard_wrapper
+from ._requirements import check_requirements
+from .errors import PluginLoadError
+
+if TYPE_CHECKING:
+    from ._discovery import PluginInfo
+    from ._hub import Hub
+
+__all__ = ["describe_load_error", "load_entry_points", "plugin_name", "register_plugin"]
+
+
+def load_entry_points(hub: Hub) -> None:
+    """Load every selected entry-point plugin into ``hub``; a broken one is reported, the rest load.
+
+    Called through :meth:`Hub.load_entry_points`: its warnings name that method's caller."""
+    for ep, info in discover(hub.selection):
+        held = hub.plugins.get(info.name)
+        if held is not None:  # the core ("foundation") or an application object has it
+            if info.status != "loaded":
+                continue
+            err = PluginLoadError(
+                info.name,
+                f"entry point {ep.value!r} (distribution {info.distribution!r}) has the name of the "
+                f"{held.source} plugin {info.name!r}; it is not loaded (rename its entry point)",
+            )
+            if hub.strict:
+                raise err
+            warnings.warn(str(err), FoundationPluginWarning, stacklevel=3)
+            continue
+        hub.plugins[info.name] = info
+        if info.status != "loaded":
+            continue
+        try:
+            obj = ep.load()
+            if inspect.isclass(obj):
+                obj = obj()
+        except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() fails alone
+            fail(hub, info, None, exc, PluginLoadError(info.name, describe_load_error(ep.value, exc)))
+            continue
+        register_plugin(hub, info, obj)
+    check_requirements(hub)
+    known_names = {normalize(n) for n in hub.plugins}
+    unknown = sorted(hub.selection.disabled - known_names)
+    if unknown:  # harmless (nothing to disable), but most often a typo: say so
+        warnings.warn(
+            f"FOUNDATION_DISABLE_PLUGINS names {', '.join(unknown)}, which no installed plugin "
+            f"has (installed: {', '.join(sorted(hub.plugins)) or 'none'})",
+            FoundationPluginWarning,
+            stacklevel=3,
+        )
+    if hub.selection.only:
+        missing = sorted(hub.selection.only - known_names)
+        if missing:
+            known = ", ".join(sorted(hub.plugins)) or "none"
+            raise PluginLoadError(
+                ",".join(missing),
+                f"FOUNDATION_PLUGINS names {', '.join(missing)} but no installed plugin has "
+                f"that name (installed: {known})",
+            )
+
+
+def register_plugin(hub: Hub, info: PluginInfo, obj: object) -> None:
+    """Register ``obj``'s hookimpls as plugin ``info``, each wrapped in its guard; invalid or
+    unknown hookimpls fail the plugin (and register none of its hookimpls)."""
+    try:
+        hub.pm.register(obj, name=info.name)
+    except Exception as exc:
+        # pluggy adds hookimpls one by one and stops at the first invalid one: take back
+        # those it added, or they would run unguarded for a plugin reported as failed
+        if hub.pm.get_plugin(info.name) is obj:
+            hub.pm.unregister(obj)
+        message = " ".join(str(exc).split())  # pluggy's message spans lines; ours is one
+        fail(hub, info, None, exc, PluginLoadError(info.name, message))
+        return
+    unknown = [hc.name for hc in hub.pm.get_hookcallers(obj) or [] if hc.spec is None]
+    if unknown:
+        hub.pm.unregister(obj)
+        msgs = []
+        for hook in unknown:
+            near = difflib.get_close_matches(hook, _spec_names(), n=1)
+            msgs.append(
+                f"{hook!r} is not a foundation hook" + (f" (did you mean {near[0]!r}?)" if near else "")
+            )
+        err = PluginLoadError(info.name, "; ".join(msgs))
+        fail(hub, info, None, err, err)
+        return
+    info.plugin = obj
+    info.hooks = sorted({hc.name for hc in hub.pm.get_hookcallers(obj) or []})
+    for hc in hub.pm.get_hookcallers(obj) or []:
+        for impl in hc.get_hookimpls():
+            if impl.plugin is obj:
+                wrap = guard_wrapper if impl.hookwrapper or impl.wrapper else guard
+                impl.function = wrap(hub, info, hc.name, impl.function)  # type: ignore[misc]
+
+
+def plugin_name(obj: object) -> str:
+    """The name an object registered without one gets: its module's or its class's name."""
+    if inspect.ismodule(obj):
+        return obj.__name__
+    return type(obj).__name__ if not inspect.isclass(obj) else obj.__name__
+
+
+@functools.cache
+def _spec_names() -> list[str]:
+    return [n for n in dir(hookspecs) if n.startswith("foundation_")]
+
+
+def describe_load_error(value: str, exc: BaseException) -> str:
+    """What went wrong importing entry point ``value`` (``module:attr``), and what to do about it."""
+    own = value.partition(":")[0].strip()
+    if isinstance(exc, ModuleNotFoundError) and exc.name and not (own + ".").startswith(exc.name + "."):
+        return (
+            f"importing entry point {value!r} failed: it needs module {exc.name!r}, which is not "
+            f"installed ({exc}); install the plugin's dependencies or disable it with "
+            "FOUNDATION_DISABLE_PLUGINS"
+        )
+    if isinstance(exc, ModuleNotFoundError):
+        return (
+            f"entry point {value!r} names module {exc.name!r}, which cannot be imported "
+            f"({exc}); reinstall the plugin or disable it with FOUNDATION_DISABLE_PLUGINS"
+        )
+    if isinstance(exc, AttributeError):
+        return f"entry point {value!r} names an attribute that does not exist ({exc})"
+    return f"importing entry point {value!r} raised {exc!r}"
