@@ -207,6 +207,7 @@ class Batcher:
             if bad:
                 raise HandlerError(f"batched output(s) {', '.join(bad)} do not have {total} rows")
         except Exception:
+            served.metrics.record_batch(len(group), failed=True)  # a backend call all the same
             for item in group:  # isolate the request at fault: each runs (and is checked) alone
                 self._run_alone(item)
             return

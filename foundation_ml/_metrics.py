@@ -31,6 +31,7 @@ class ModelMetrics:
         "batches",
         "errors",
         "errors_by_code",
+        "failed_batches",
         "max_queue_depth",
         "queue_depth",
         "requests",
@@ -48,6 +49,7 @@ class ModelMetrics:
         self.errors_by_code: dict[str, int] = {}
         self.batches = 0
         self.batch_sizes: dict[int, int] = {}
+        self.failed_batches = 0
         self.queue_depth = 0
         self.max_queue_depth = 0
         self.started = time.monotonic()
@@ -66,10 +68,13 @@ class ModelMetrics:
                 self.errors += 1
                 self.errors_by_code[error] = self.errors_by_code.get(error, 0) + 1
 
-    def record_batch(self, size: int) -> None:
+    def record_batch(self, size: int, failed: bool = False) -> None:
+        """One batched backend call of ``size`` requests; ``failed``: it raised or broke the output
+        signature, and its requests were re-run one by one (each of those calls counts too)."""
         with self._lock:
             self.batches += 1
             self.batch_sizes[size] = self.batch_sizes.get(size, 0) + 1
+            self.failed_batches += failed
 
     def enqueued(self, depth: int) -> None:
         self.queue_depth = depth
@@ -87,6 +92,7 @@ class ModelMetrics:
                 "errors_by_code": dict(sorted(self.errors_by_code.items())),
                 "batches": self.batches,
                 "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+                "failed_batches": self.failed_batches,
                 "queue_depth": self.queue_depth,
                 "max_queue_depth": self.max_queue_depth,
             }
@@ -155,6 +161,12 @@ def prometheus_text(models: Mapping[str, Mapping[str, Any]], server: str = "") -
         "counter",
         "Backend calls by batch size.",
         [(lab(m, v, size=k), n) for m, v, s in series for k, n in s["batch_sizes"].items()],
+    )
+    metric(
+        "failed_batches_total",
+        "counter",
+        "Batched backend calls that failed; their requests were re-run one by one.",
+        [(lab(m, v), s["failed_batches"]) for m, v, s in series],
     )
     metric(
         "queue_depth",

@@ -126,6 +126,11 @@ def test_a_poisoned_request_fails_alone(runtime: MLRuntime) -> None:
     assert isinstance(got[2], HandlerError) and "poison -1.0" in got[2].message
     np.testing.assert_array_equal(got[1].outputs["y"], np.full((1, 4), 10, np.float32))  # type: ignore[attr-defined]
     np.testing.assert_array_equal(got[3].outputs["y"], np.full((1, 4), 20, np.float32))  # type: ignore[attr-defined]
+    # the failed batched call is a backend call too, and is counted as failed: it was not counted
+    m = runtime.stats()["models"]["m"]
+    assert rec.calls == [3, 1, 1, 1]
+    assert (m["batches"], m["batch_sizes"], m["failed_batches"]) == (4, {"1": 3, "3": 1}, 1)
+    assert 'foundation_failed_batches_total{server="",model="m",version="1"} 1' in runtime.prometheus()
 
 
 def test_deadline_passed_in_the_queue_is_refused(runtime: MLRuntime) -> None:

@@ -91,7 +91,7 @@ def test_prometheus_text_exposes_counters_and_quantiles(
     assert "# TYPE foundation_requests_total counter" in text
     assert 'foundation_requests_total{server="' in text and 'model="affine",version="1"} 1' in text
     assert 'quantile="0.99"' in text
-    assert prometheus_text({}).count("# TYPE") == 6
+    assert prometheus_text({}).count("# TYPE") == 7
 
 
 def test_prometheus_numbers_are_exact() -> None:
