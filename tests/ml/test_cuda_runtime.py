@@ -28,6 +28,7 @@ torch = pytest.importorskip("torch")
 C = pytest.importorskip("foundation_shm._cuda_ipc")
 D = pytest.importorskip("foundation_shm._cuda_driver")
 L = pytest.importorskip("foundation_shm._layout")
+FakeDeviceMemory = pytest.importorskip("foundation_shm._cuda_fake").FakeDeviceMemory
 from foundation_torch._model import TorchModel  # noqa: E402
 from foundation_torch.demo import SIGNATURE, build_demo  # noqa: E402
 from torch import nn  # noqa: E402
@@ -298,24 +299,6 @@ def test_a_foundation_serve_process_and_a_client_falling_back_to_host(
 # --- the IPC path through MLRuntime in one process, with fake device memory ------------------------
 
 
-class _Memory:
-    """Fake device memory: a handle names a CPU tensor; opening it gives that very tensor."""
-
-    def __init__(self) -> None:
-        self.by_handle: dict[bytes, Any] = {}
-        self.exported: list[str] = []
-
-    def export(self, name: str, t: Any) -> Any:
-        handle = t.data_ptr().to_bytes(8, "little") * 8
-        self.by_handle[handle] = t
-        self.exported.append(name)
-        size = t.numel() * t.element_size()
-        return C.CudaIpcRef(name, C.datatype_of(t), tuple(t.shape), 0, handle, 0, size)
-
-    def tensor_on(self, mapping: Any, ref: Any) -> Any:
-        return self.by_handle[ref.handle]
-
-
 class _FakeDriver:
     def __init__(self) -> None:
         self.next = 0x10  # far below any real pointer: never taken for the client's own memory
@@ -346,14 +329,11 @@ class _Recorder(nn.Module):
 
 
 @pytest.fixture
-def fake_ipc(monkeypatch: pytest.MonkeyPatch, cpu_as_device: None) -> _Memory:
+def fake_ipc(monkeypatch: pytest.MonkeyPatch, cpu_as_device: None) -> FakeDeviceMemory:
     """CUDA IPC without a GPU: exports and opens are fake, the device is there, syncs do nothing;
     a cpu TorchModel declares device_tensors as one on cuda:0 would."""
-    memory = _Memory()
+    memory = FakeDeviceMemory().install(monkeypatch)
     monkeypatch.setattr(D, "_driver", _FakeDriver())
-    monkeypatch.setattr(C, "export_tensor", memory.export)
-    monkeypatch.setattr(C, "tensor_on", memory.tensor_on)
-    monkeypatch.setattr(C, "_synchronize", lambda devices: None)
     monkeypatch.setattr(C, "cuda_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "init", lambda: None)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -362,7 +342,7 @@ def fake_ipc(monkeypatch: pytest.MonkeyPatch, cpu_as_device: None) -> _Memory:
 
 
 def test_a_runtime_serving_device_tensors_takes_them_by_handle_without_a_copy(
-    shm_hub: Hub, name: str, fake_ipc: _Memory
+    shm_hub: Hub, name: str, fake_ipc: FakeDeviceMemory
 ) -> None:
     module = _Recorder()
     with MLRuntime(shm_hub) as rt:
@@ -376,16 +356,18 @@ def test_a_runtime_serving_device_tensors_takes_them_by_handle_without_a_copy(
                 y = client.infer("rec", {"x": x})["y"]
                 assert module.seen[-1] == x.data_ptr()  # the client's memory itself, by handle
                 assert isinstance(y, torch.Tensor) and y.tolist() == (x * 2 + 1).tolist()
-                held = [t for ts in server._cuda._held.values() for t in ts]
-                assert held and all(y.data_ptr() != t.data_ptr() for t in held)  # copy=True: its own
+                buffers = [b.ptr for b in server._cuda._buffers.values()]
+                assert buffers and y.data_ptr() not in buffers  # copy=True: its own
             view = InferenceClient(name, hub=shm_hub, copy=False)
             with view:
                 z = view.infer("rec", {"x": x})["y"]
-                assert any(z is t for held in server._cuda._held.values() for t in held)  # by handle
-        assert fake_ipc.exported.count("x") == 3 and fake_ipc.exported.count("y") == 3
+                assert z.data_ptr() in [b.ptr for b in server._cuda._buffers.values()]  # by handle
+        assert fake_ipc.exported.count("x") == 3 and len(fake_ipc.buffers) == 2  # a buffer per channel
 
 
-def test_a_wrong_device_tensor_is_invalid_input_naming_it(shm_hub: Hub, name: str, fake_ipc: _Memory) -> None:
+def test_a_wrong_device_tensor_is_invalid_input_naming_it(
+    shm_hub: Hub, name: str, fake_ipc: FakeDeviceMemory
+) -> None:
     with MLRuntime(shm_hub) as rt:
         rt.register_model("rec", _Recorder(), backend="torch")
         rt.start("shm", name, channels=2)

@@ -89,6 +89,8 @@ class _Channel:
         "base",
         "conn",
         "cseq",
+        "cuda_devices",
+        "cuda_keep",
         "data",
         "gen",
         "index",
@@ -127,6 +129,8 @@ class _Channel:
         self.wkey: tuple[Any, ...] | None = None  # the last request's shape, whose payload is in place
         self.wval: tuple[list[TensorRef], int, int, list[np.ndarray]] = ([], 0, 0, [])
         self.wdeadline = 0
+        self.cuda_keep: list[Any] | None = None  # CUDA inputs of a call left without an answer
+        self.cuda_devices: set[int] = set()  # devices of the last answer's outputs taken as views
 
     def idle(self) -> bool:
         """The server has answered everything this channel published. ``seq`` is re-read from

@@ -44,6 +44,8 @@ _SIGNATURES: dict[str, list[Any]] = {
     "cuIpcGetMemHandle": [_P(_Handle), ctypes.c_uint64],
     "cuIpcOpenMemHandle": [_P(ctypes.c_uint64), _Handle, ctypes.c_uint],
     "cuIpcCloseMemHandle": [ctypes.c_uint64],
+    "cuMemAlloc": [_P(ctypes.c_uint64), ctypes.c_size_t],
+    "cuMemFree": [ctypes.c_uint64],
 }
 
 
@@ -118,6 +120,19 @@ class _Driver:
         except CudaError:
             size = 0  # unknown: the bounds check is skipped (logged by the caller)
         return ptr.value, size
+
+    def alloc(self, device: int, size: int) -> int:
+        """``size`` bytes of device memory of this process's own (``cuMemAlloc``): its IPC handle
+        covers exactly them, unlike a block of torch's caching allocator, which holds others."""
+        ptr = ctypes.c_uint64()
+        self._in(device, "cuMemAlloc", ctypes.byref(ptr), ctypes.c_size_t(size))
+        return ptr.value
+
+    def free(self, device: int, ptr: int) -> None:
+        try:
+            self._in(device, "cuMemFree", ctypes.c_uint64(ptr))
+        except Exception as exc:  # at exit, or a context already gone: nothing left to free
+            log.debug("cuMemFree(%#x) on device %d: %s", ptr, device, exc)
 
     def close(self, device: int, ptr: int) -> None:
         try:

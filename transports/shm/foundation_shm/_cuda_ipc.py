@@ -34,12 +34,13 @@ from ._cuda_driver import CudaError
 from ._cuda_memory import (
     _Cache,
     _host_array,
-    _Mapping,
+    _OwnBuffer,
     _synchronize,
     _to_device,
     cuda_available,
     datatype_of,
     export_tensor,
+    inside_mapping,
     is_device_tensor,
     tensor_on,
 )
@@ -64,6 +65,8 @@ log = logging.getLogger("foundation_shm")
 NO_CUDA = "CUDA IPC requested but no CUDA device"
 _SERVER_CACHE = 256  # mappings per client (spec 15.4)
 _CLIENT_CACHE = 64
+_ALIGN = 256  # bytes: where each output starts in a channel's output buffer
+_MIN_BUFFER = 2 << 20  # bytes: a channel's first output buffer on a device, at least
 
 
 # --- the server side ----------------------------------------------------------------------------
@@ -102,21 +105,23 @@ class ServerCuda:
         self._lock = threading.Lock()
         self._caches: dict[tuple[int, int], _Cache] = {}
         self._client_of: dict[int, tuple[int, int]] = {}
-        self._held: dict[int, list[Any]] = {}
+        self._buffers: dict[tuple[int, int], _OwnBuffer] = {}  # (channel, device): its outputs
+        self._outgrown: dict[int, list[_OwnBuffer]] = {}  # a channel's smaller ones, kept till it goes
         self._devices: dict[int, set[int]] = {}
-        self._opened: dict[int, list[_Mapping]] = {}  # the current request's input mappings
+        self._opened: dict[int, list[tuple[Any, int]]] = {}  # this request's inputs, their versions
         self._wants: set[int] = set()
+        self._warned: set[str] = set()  # models that changed a CUDA input in place
 
     @property
     def feature(self) -> int:
         return int(L.Feature.CUDA_IPC) if self.enabled else 0
 
     def on_request(self, channel: int, client: tuple[int, int], dec: Any) -> Any:
-        """Called with each decoded request on a channel that has CUDA state or CUDA refs:
-        drops the previous response's outputs, opens the inputs' handles (cached per client)."""
+        """Called with each decoded request on a channel that has CUDA state or CUDA refs: opens
+        the inputs' handles (cached per client). The channel's output buffers stay as they are
+        (15.4 rule 3) unless another client now owns the channel."""
         with self._lock:
             self.decoded = decoded[0]
-            self._held.pop(channel, None)
             self._devices.pop(channel, None)
             self._opened.pop(channel, None)
             self._wants.discard(channel)
@@ -128,11 +133,16 @@ class ServerCuda:
                 if not refs:
                     return dec  # the flag alone: outputs simply come back HOST
                 raise CudaUnavailable(self.reason, model=dec.model, request_id=dec.request_id)
+            owner = self._client_of.get(channel)
+            if owner is not None and owner != client:
+                # the channel changed hands between two looks of the loop (freed, then claimed):
+                # the one before must neither keep its mappings nor read this one's outputs
+                self._drop_locked(channel)
+            self._client_of[channel] = client
             if dec.flags & FLAG_CUDA_IPC:
                 self._wants.add(channel)
             if not refs:
                 return dec
-            self._client_of[channel] = client
             cache = self._caches.get(client)
             if cache is None:
                 cache = self._caches[client] = _Cache(_SERVER_CACHE)
@@ -141,9 +151,9 @@ class ServerCuda:
             inputs = dict(dec.inputs)
             for name, ref in dec.inputs.items():
                 if type(ref) is CudaIpcRef:
-                    inputs[name] = self._open(cache, ref, dec)
+                    t = inputs[name] = self._open(cache, ref, dec)
                     devices.add(ref.device)  # once opened: the error's reply synchronises these
-                    opened.append(cache.entries[ref.device, ref.handle])
+                    opened.append((t, getattr(t, "_version", 0)))
         return dec._replace(inputs=inputs)
 
     def _open(self, cache: _Cache, ref: CudaIpcRef, dec: Any) -> Any:
@@ -175,57 +185,57 @@ class ServerCuda:
         return channel in self._devices or channel in self._wants
 
     def write(self, answers: Answers, ch: Any, r: Any, value: InferenceResponse | InferenceError) -> None:
-        """Write the response to a CUDA request: synchronise (15.4 rule 2), then outputs on a device
-        by handle when the client takes them, the others through the response area."""
+        """Write the response to a CUDA request: outputs on a device by handle (copied into the
+        channel's own buffer) when the client takes them, the others through the response area;
+        every device the request touched is synchronised first (15.4 rule 2), errors too."""
         ch.wkey = None  # the response's payload is not the host fast path's
         devices = set(self._devices.get(ch.index, ()))
         if isinstance(value, InferenceError):
             _synchronize(devices)
             answers.write_error(ch, r, value)
             return
+        self._check_inputs_unchanged(ch.index, value.model or r.model)
         wants = ch.index in self._wants
         tensors: list[Any] = []
         host: list[tuple[str, DataType, tuple[int, ...]]] = []
         arrays: list[np.ndarray] = []
-        held: list[Any] = []
-        out: Any
-        for name, out in value.outputs.items():
-            if is_device_tensor(out):
-                devices.add(out.device.index or 0)
-                if wants and out.numel():
-                    t = out.contiguous()
-                    if self._imported(ch.index, t.data_ptr()):  # the client's own memory
-                        t = t.clone()
-                    try:
-                        ref = export_tensor(name, t)
-                    except CudaError:  # VMM memory (no IPC handle): export a copy
-                        t = t.clone()
-                        ref = export_tensor(name, t)
-                    held.append(t)
-                    tensors.append(ref)
-                    continue
-                out = _host_array(out)
-            elif type(out) is not np.ndarray:
-                out = _host_array(out) if type(out).__module__.startswith("torch") else np.asarray(out)
-            a = out if out.flags.c_contiguous else np.ascontiguousarray(out)
-            spec = (name, DataType.from_numpy(a.dtype), a.shape)
-            host.append(spec)
-            arrays.append(a)
-            tensors.append(spec)
-        _synchronize(devices)
+        try:
+            by_device: dict[int, list[tuple[str, Any]]] = {}
+            out: Any
+            for name, out in value.outputs.items():
+                if is_device_tensor(out):
+                    devices.add(out.device.index or 0)
+                    if wants and out.numel():
+                        by_device.setdefault(out.device.index or 0, []).append((name, out))
+                        tensors.append(name)  # placed below
+                        continue
+                    out = _host_array(out)
+                elif type(out) is not np.ndarray:
+                    out = _host_array(out) if type(out).__module__.startswith("torch") else np.asarray(out)
+                a = out if out.flags.c_contiguous else np.ascontiguousarray(out)
+                spec = (name, DataType.from_numpy(a.dtype), a.shape)
+                host.append(spec)
+                arrays.append(a)
+                tensors.append(spec)
+            refs = {}
+            for device, outs in by_device.items():
+                refs.update(self._export(ch.index, device, outs))
+            tensors = [refs[t] if type(t) is str else t for t in tensors]
+        finally:  # an output that cannot be sent fails the answer, never before the devices are done
+            _synchronize(devices)
         if len(tensors) > answers.limits.max_tensors:
             raise TooLarge(
                 f"{len(tensors)} outputs (at most {answers.limits.max_tensors})", request_id=r.request_id
             )
         text, raw_params = text_and_params(value.parameters, r.request_id)
-        refs, end = layout(host, response_payload_size(len(tensors), len(text), len(raw_params)))
+        places, end = layout(host, response_payload_size(len(tensors), len(text), len(raw_params)))
         if not answers.fits(ch, r, end):
             return
-        it = iter(refs)
+        it = iter(places)
         placed: list[Any] = []
         for t in tensors:
             placed.append(t if type(t) is CudaIpcRef else next(it))
-        for place, arr in zip(refs, arrays, strict=True):
+        for place, arr in zip(places, arrays, strict=True):
             ch.resp[place.offset : place.offset + place.size] = arr.reshape(-1).view(np.uint8).data
         write_mixed_response(
             ch.resp,
@@ -236,32 +246,67 @@ class ServerCuda:
             text=text,
             params=raw_params,
         )
-        with self._lock:
-            if held:
-                self._held[ch.index] = held
 
-    def _imported(self, channel: int, ptr: int) -> bool:
-        return any(m.ptr <= ptr < m.ptr + max(m.size, 1) for m in self._opened.get(channel, ()))
+    def _export(self, channel: int, device: int, outs: list[tuple[str, Any]]) -> dict[str, CudaIpcRef]:
+        """Copy ``outs`` (tensors on ``device``) into the channel's buffer there, each at an
+        aligned offset, and describe them by the buffer's handle. The buffer grows (a new one)
+        when they do not fit; the client finished with the old one's outputs before this request."""
+        sizes = [t.numel() * t.element_size() for _, t in outs]
+        total = sum(-(-n // _ALIGN) * _ALIGN for n in sizes)
+        with self._lock:
+            buf = self._buffers.get((channel, device))
+            if buf is None or buf.size < total:
+                size = max(total, _MIN_BUFFER, 2 * buf.size if buf is not None else 0)
+                if buf is not None:  # its client may still have it open: not freed before it goes
+                    self._outgrown.setdefault(channel, []).append(buf)
+                buf = self._buffers[channel, device] = _OwnBuffer(
+                    device, -(-size // _MIN_BUFFER) * _MIN_BUFFER
+                )
+        refs: dict[str, CudaIpcRef] = {}
+        offset = 0
+        for (name, t), n in zip(outs, sizes, strict=True):
+            ref = CudaIpcRef(name, datatype_of(t), tuple(t.shape), device, buf.handle, offset, n)
+            tensor_on(buf, ref).copy_(t)  # on the current stream; synchronised before the answer
+            refs[name] = ref
+            offset += -(-n // _ALIGN) * _ALIGN
+        return refs
+
+    def _check_inputs_unchanged(self, channel: int, model: str) -> None:
+        """A handler that changed a CUDA input in place changed the client's own tensor (the input
+        is the client's memory): said once per model, as a warning."""
+        for t, version in self._opened.get(channel, ()):
+            if getattr(t, "_version", 0) != version and model not in self._warned:
+                self._warned.add(model)
+                log.warning(
+                    "shm: model %r changed a CUDA IPC input in place, which changes the client's own "
+                    "tensor; copy an input before changing it",
+                    model,
+                )
 
     def forget(self, channel: int) -> None:
-        """The channel was freed or reclaimed: drop its outputs; when its client has no channel
-        left, drop every mapping of that client (each closes once no tensor uses it)."""
+        """The channel was freed or reclaimed: free its output buffers; when its client has no
+        channel left, drop every mapping of that client (each closes once no tensor uses it)."""
         if channel not in self.channels:
             return
         with self._lock:
             self.channels.discard(channel)
-            self._held.pop(channel, None)
             self._devices.pop(channel, None)
             self._opened.pop(channel, None)
             self._wants.discard(channel)
-            client = self._client_of.pop(channel, None)
-            if client is not None and client not in self._client_of.values():
-                cache = self._caches.pop(client, None)
-                if cache is not None:
-                    log.info(
-                        "shm: dropping %d CUDA IPC mapping(s) of client pid %d", len(cache.entries), client[0]
-                    )
-                    cache.clear()
+            self._drop_locked(channel)
+
+    def _drop_locked(self, channel: int) -> None:
+        for key in [k for k in self._buffers if k[0] == channel]:
+            del self._buffers[key]
+        self._outgrown.pop(channel, None)
+        client = self._client_of.pop(channel, None)
+        if client is not None and client not in self._client_of.values():
+            cache = self._caches.pop(client, None)
+            if cache is not None:
+                log.info(
+                    "shm: dropping %d CUDA IPC mapping(s) of client pid %d", len(cache.entries), client[0]
+                )
+                cache.clear()
 
     def clients(self) -> dict[tuple[int, int], int]:
         """Open mappings per client (pid, start time), for tests and stats."""
@@ -274,7 +319,8 @@ class ServerCuda:
                 cache.clear()
             self._caches.clear()
             self._client_of.clear()
-            self._held.clear()
+            self._buffers.clear()
+            self._outgrown.clear()
             self._devices.clear()
             self._opened.clear()
             self._wants.clear()
@@ -376,6 +422,8 @@ class ClientCuda:
         for name, a in request.inputs.items():
             if is_device_tensor(a) and a.numel():
                 t = a.detach().contiguous()
+                if inside_mapping(t):  # a server output taken as a view: no handle of ours
+                    t = t.clone()
                 keep.append(t)
                 ref = export_tensor(name, t)
                 devices.add(ref.device)
@@ -397,6 +445,7 @@ class ClientCuda:
         it = iter(refs)
         placed = [t if type(t) is CudaIpcRef else next(it) for t in tensors]
         ch = client._take(deadline)
+        devices |= ch.cuda_devices  # the last answer's views: done with before the server rewrites them
         answered = False
         try:
             client._ensure(ch, end)
@@ -417,10 +466,16 @@ class ClientCuda:
             ch.used = end
             _synchronize(devices)  # 15.4 rule 1: the inputs are complete before the request
             resp = client._exchange(ch, rid, request.model, deadline, retry=True)
+            ch.cuda_keep = None  # answered: the server is done with the inputs
+            ch.cuda_devices = set()
             resp.outputs = self._outputs(ch.conn, resp.outputs, device, client.copy_outputs)
+            if not client.copy_outputs:
+                ch.cuda_devices = {t.device.index or 0 for t in resp.outputs.values() if is_device_tensor(t)}
             answered = True
             return resp
         finally:
+            if not answered:  # a timeout or an interrupt: the server may still read the inputs (15.4
+                ch.cuda_keep = keep  # rule 1), so their copies live on until the channel's next call
             client._give(ch, hold=answered and not client.copy_outputs)  # outputs valid until next call
             del keep
 

@@ -121,11 +121,34 @@ class _Mapping:
         weakref.finalize(self, drv.close, device, self.ptr).atexit = False
 
 
+class _OwnBuffer:
+    """Device memory the server allocated for one channel's outputs on one device (spec 13 and
+    15.4 rule 3): exported by handle, it holds that channel's outputs and nothing else. A
+    caching-allocator block, exported as it is, also held other clients' outputs and the model's
+    own tensors, all readable and writable by whoever opened its handle. Freed (``cuMemFree``) once
+    nothing references it."""
+
+    __slots__ = ("__weakref__", "device", "handle", "ptr", "size")
+
+    def __init__(self, device: int, size: int) -> None:
+        drv = driver()
+        self.device, self.size = device, size
+        self.ptr = drv.alloc(device, size)
+        try:
+            self.handle, _ = drv.export(device, self.ptr)
+        except BaseException:
+            drv.free(device, self.ptr)
+            raise
+        weakref.finalize(self, drv.free, device, self.ptr).atexit = False
+
+
 class _DeviceView:
     """``__cuda_array_interface__`` over mapped memory; the tensor made from it keeps it (and the
     mapping) alive."""
 
-    def __init__(self, mapping: _Mapping, offset: int, shape: tuple[int, ...], typestr: str) -> None:
+    def __init__(
+        self, mapping: _Mapping | _OwnBuffer, offset: int, shape: tuple[int, ...], typestr: str
+    ) -> None:
         self.mapping = mapping
         self._cai = {
             "shape": shape,
@@ -140,7 +163,7 @@ class _DeviceView:
         return self._cai
 
 
-def tensor_on(mapping: _Mapping, ref: CudaIpcRef) -> torch.Tensor:
+def tensor_on(mapping: _Mapping | _OwnBuffer, ref: CudaIpcRef) -> torch.Tensor:
     """A torch tensor over ``ref``'s bytes in ``mapping`` (no copy), bounds-checked."""
     import torch
 
@@ -163,6 +186,14 @@ def export_tensor(name: str, t: torch.Tensor) -> CudaIpcRef:
     return CudaIpcRef(
         name, datatype_of(t), tuple(t.shape), device, handle, offset, t.numel() * t.element_size()
     )
+
+
+def inside_mapping(t: torch.Tensor) -> bool:
+    """Whether ``t`` lies in memory this process opened from another's handle (a server output
+    taken as a view): such memory has no handle of ours to export."""
+    ptr = t.data_ptr()
+    with _live_lock:
+        return any(m.ptr <= ptr < m.ptr + max(m.size, 1) for m in list(_live.values()))
 
 
 def _synchronize(devices: set[int]) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +32,7 @@ from foundation_shm._cuda_desc import (
     write_mixed_request,
     write_mixed_response,
 )
+from foundation_shm._cuda_fake import FakeDeviceMemory
 from foundation_shm._echo import EchoHandler
 from foundation_shm._liveness import start_time
 from foundation_shm._vectors import CUDA_CASES, CUDA_DIR, decoded_json, generate
@@ -37,7 +40,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundation_ml import DataType, InferenceRequest
-from foundation_ml.errors import BadChecksum, CudaUnavailable, InvalidInput
+from foundation_ml.errors import BadChecksum, CudaUnavailable, DeadlineExceeded, InferenceError, InvalidInput
 
 from .conftest import CudaServeProcess
 
@@ -624,21 +627,6 @@ def test_a_server_answers_the_cuda_error_vectors_and_goes_on(echo_server: Any, n
 # --- the whole IPC path in one process, CPU tensors standing in for device memory -----------------
 
 
-class _Memory:
-    """Fake device memory: a handle names a CPU tensor; opening it gives that very tensor."""
-
-    def __init__(self) -> None:
-        self.by_handle: dict[bytes, Any] = {}
-
-    def export(self, name: str, t: Any) -> CudaIpcRef:
-        handle = t.data_ptr().to_bytes(8, "little") * 8
-        self.by_handle[handle] = t
-        return CudaIpcRef(name, C.datatype_of(t), tuple(t.shape), 0, handle, 0, t.numel() * t.element_size())
-
-    def tensor_on(self, mapping: Any, ref: CudaIpcRef) -> Any:
-        return self.by_handle[ref.handle]
-
-
 class _TorchHandler:
     device_tensors = True
 
@@ -655,28 +643,167 @@ class _TorchHandler:
 def test_the_ipc_path_end_to_end_with_fakes(
     name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    memory = _Memory()
-    monkeypatch.setattr(C, "export_tensor", memory.export)
-    monkeypatch.setattr(C, "tensor_on", memory.tensor_on)
-    monkeypatch.setattr(C, "_synchronize", lambda devices: None)
+    memory = FakeDeviceMemory().install(monkeypatch)
     handler = _TorchHandler()
     with ShmTransport().serve(name, handler, channels=2, cuda_ipc=False) as server:
         server._cuda.enabled = True
         server._ctl.u32[L.RegionField.FEATURES // 4] |= L.Feature.CUDA_IPC
         with ShmTransport().connect(name, channels=1) as client:
             x = torch.arange(6.0).reshape(2, 3)
-            for _ in range(3):
-                out = client.infer(InferenceRequest("m", {"x": x})).outputs
-                assert handler.seen[-1].data_ptr() == x.data_ptr()  # the client memory itself, no copy
-                torch.testing.assert_close(out["y"], x * 2)
+            outputs = []
+            for i in range(3):
+                xi = x + i
+                out = client.infer(InferenceRequest("m", {"x": xi})).outputs
+                assert handler.seen[-1].data_ptr() == xi.data_ptr()  # the client memory itself, no copy
+                torch.testing.assert_close(out["y"], xi * 2)
                 assert isinstance(out["n"], torch.Tensor) and out["n"].tolist() == [7]
-                held = server._cuda._held[0]
-                assert len(held) == 1 and out["y"] is held[0]  # the output is the server's memory
-            # opened once each: the input by the server, the output by the client (a new output
-            # allocation per call here, so one open per call on the client side)
-            assert fake_gpu.opened.count(memory.export("x", x).handle) == 1
-            assert server._cuda.clients() == {(os.getpid(), start_time(os.getpid())): 1}
+                outputs.append(out["y"])
+            # the outputs are a copy in the channel's own buffer (one, reused: the client opens it
+            # once), never the handler's tensor, whose allocation may hold other memory
+            buf = server._cuda._buffers[0, 0]
+            assert {memory.tensors.get(h) is None for h in memory.buffers} == {True}
+            assert all(o.data_ptr() == buf.ptr for o in outputs)  # views: valid until the next call
+            torch.testing.assert_close(outputs[0], (x + 2) * 2)
+            assert handler.seen[-1].data_ptr() != buf.ptr
+            assert fake_gpu.opened.count(buf.handle) == 1
+            assert server._cuda.clients() == {(os.getpid(), start_time(os.getpid())): 3}  # 3 inputs
         deadline = time.monotonic() + 10
         while server._cuda.clients() and time.monotonic() < deadline:
             time.sleep(0.01)  # the loop sees the channel freed, then forgets the client's handles
-        assert server._cuda.clients() == {} and 0 not in server._cuda._held
+        assert server._cuda.clients() == {} and not server._cuda._buffers
+
+
+# --- the audit's findings, without a GPU (each failed on the code before) -------------------------
+
+
+class _Handler:
+    """Answers ``y = f(x)``; ``device_tensors`` as the runtime declares it."""
+
+    device_tensors = True
+
+    def __init__(self, f: Callable[[Any], Any], sleep: float = 0.0) -> None:
+        self.f, self.sleep = f, sleep
+
+    def __call__(self, request: InferenceRequest, respond: Any) -> None:
+        from foundation_ml import InferenceResponse
+
+        time.sleep(self.sleep)
+        respond(InferenceResponse(request.id, "m", {"y": self.f(request.inputs["x"])}))
+
+
+@contextlib.contextmanager
+def _fake_ipc_server(name: str, handler: Any) -> Iterator[Any]:
+    with ShmTransport().serve(name, handler, channels=2, cuda_ipc=False) as server:
+        server._cuda.enabled = True
+        server._ctl.u32[L.RegionField.FEATURES // 4] |= L.Feature.CUDA_IPC
+        yield server
+
+
+def test_an_answer_that_cannot_be_sent_synchronises_before_its_error(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule 2 holds for error answers: an output that cannot cross (complex64) failed the answer
+    before the server's synchronise, so the client could free inputs the server still read."""
+    FakeDeviceMemory().install(monkeypatch)
+    synced: list[tuple[str, set[int]]] = []
+    monkeypatch.setattr(
+        C, "_synchronize", lambda devices: synced.append((threading.current_thread().name, set(devices)))
+    )
+    with _fake_ipc_server(name, _Handler(lambda x: x.to(torch.complex64))) as server:
+        with ShmTransport().connect(name, channels=1) as client:
+            with pytest.raises(InferenceError, match="complex64"):
+                client.infer(InferenceRequest("m", {"x": torch.ones(2, 3)}))
+    mine = threading.current_thread().name
+    assert [d for who, d in synced if who != mine] == [{0}], synced  # the server's, before its answer
+    assert server is not None
+
+
+def test_a_timed_out_call_keeps_its_input_copies_until_the_channel_is_used_again(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule 1: the server may still read a contiguous copy of a strided input after the client
+    gave up waiting; it was freed at once (the server then wrote into reused memory)."""
+    FakeDeviceMemory().install(monkeypatch)
+    x = torch.arange(12.0).reshape(3, 4).t()  # not contiguous: the client sends a copy
+    with _fake_ipc_server(name, _Handler(lambda x: x * 2, sleep=0.5)):
+        with ShmTransport().connect(name, channels=1) as client:
+            with pytest.raises(DeadlineExceeded):
+                client.infer(InferenceRequest("m", {"x": x}), timeout=0.05)
+            (ch,) = client._pool._all
+            assert ch.cuda_keep is not None and len(ch.cuda_keep) == 1
+            torch.testing.assert_close(ch.cuda_keep[0], x)  # the copy the server reads
+            deadline = time.monotonic() + 10
+            while not ch.idle() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            out = client.infer(InferenceRequest("m", {"x": x}), timeout=5).outputs["y"]
+            torch.testing.assert_close(out, x * 2)
+            assert ch.cuda_keep is None
+
+
+def test_a_handler_changing_an_input_in_place_is_warned_about_once(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    FakeDeviceMemory().install(monkeypatch)
+    x = torch.ones(2, 3)
+    with _fake_ipc_server(name, _Handler(lambda t: t.mul_(3))):
+        with ShmTransport().connect(name, channels=1) as client, caplog.at_level("WARNING", "foundation_shm"):
+            for _ in range(2):
+                client.infer(InferenceRequest("m", {"x": x}))
+    assert x.tolist() == [[9.0] * 3] * 2  # the caller's own tensor: what the warning is about
+    warned = [r.getMessage() for r in caplog.records if "in place" in r.getMessage()]
+    assert len(warned) == 1 and "model 'm' changed a CUDA IPC input in place" in warned[0]
+
+
+def test_outputs_go_to_a_buffer_of_the_channel_that_grows_and_is_freed_with_it(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = FakeDeviceMemory().install(monkeypatch)
+    with _fake_ipc_server(name, _Handler(lambda x: torch.cat([x, x + 1]))) as server:
+        with ShmTransport().connect(name, channels=1) as client:
+            small = client.infer(InferenceRequest("m", {"x": torch.ones(4)})).outputs["y"]
+            assert small.tolist() == [1.0] * 4 + [2.0] * 4
+            first = server._cuda._buffers[0, 0]
+            assert first.size == 2 << 20  # the least a buffer takes
+            big = torch.ones(1 << 19)  # 2 MiB in, 4 MiB out: a bigger buffer
+            out = client.infer(InferenceRequest("m", {"x": big})).outputs["y"]
+            assert out.shape == (1 << 20,) and float(out[-1]) == 2.0
+            grown = server._cuda._buffers[0, 0]
+            assert grown.size >= 4 << 20 and server._cuda._outgrown[0] == [first]  # kept till it goes
+        deadline = time.monotonic() + 10
+        while server._cuda._buffers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not server._cuda._buffers and not server._cuda._outgrown
+    assert len(memory.buffers) == 2
+
+
+def test_a_channel_that_changed_hands_drops_the_former_client_s_state(fake_gpu: _FakeDriver) -> None:
+    """Freed and claimed again between two looks of the loop: the former client's mappings stayed
+    open until the server stopped, and it could have read the new client's outputs."""
+    cuda = _enabled()
+    a, b = (1, 100), (2, 200)
+    cuda.on_request(0, a, _Dec({"x": _ref(handle=HANDLE)}))
+    cuda._buffers[0, 0] = object()  # type: ignore[assignment]  # an output buffer a had opened
+    cuda.on_request(0, b, _Dec({"x": _ref(handle=bytes([9]) * 64)}))
+    gc.collect()
+    assert cuda.clients() == {b: 1} and len(fake_gpu.closed) == 1
+    assert (0, 0) not in cuda._buffers
+
+
+def test_a_view_output_passed_back_as_an_input_is_seen_as_mapped_memory(fake_gpu: _FakeDriver) -> None:
+    """``y = f(x); z = f(y)`` with views: y lies in a mapping of the server's memory, which has no
+    handle of ours (cuIpcGetMemHandle failed with a misleading error); the client copies it."""
+    from foundation_shm._cuda_memory import _Cache, inside_mapping
+
+    cache = _Cache(4)
+    mapping = cache.get(0, HANDLE)  # opened through the fake driver: [ptr, ptr + 1 MiB)
+
+    class _At:
+        def __init__(self, ptr: int) -> None:
+            self.ptr = ptr
+
+        def data_ptr(self) -> int:
+            return self.ptr
+
+    assert inside_mapping(_At(mapping.ptr + 100))  # type: ignore[arg-type]
+    assert not inside_mapping(_At(mapping.ptr + (1 << 20)))  # type: ignore[arg-type]
+    assert not inside_mapping(torch.ones(2))

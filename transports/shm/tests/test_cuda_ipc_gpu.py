@@ -124,6 +124,32 @@ def test_repeated_calls_reuse_the_opened_handles(client: ShmClient) -> None:
         )
 
 
+def test_a_channel_s_outputs_come_in_one_allocation_of_its_own(client: ShmClient) -> None:
+    """The handle exposes the channel's outputs and nothing else (spec 13): one allocation, opened
+    once, whatever the caching allocator did with the handler's tensors."""
+    for n in (16, 1000, 4096, 10):
+        x = torch.randn(n, device=DEV)
+        torch.testing.assert_close(client.infer(InferenceRequest("scale", {"x": x})).outputs["x"], x * 2)
+    mappings = list(client._cuda._cache.entries.values())
+    assert len(mappings) == 1 and mappings[0].size >= 2 << 20
+
+
+def test_a_view_output_outlives_a_host_call_and_can_be_sent_back(
+    gpu_server: CudaServeProcess, name: str
+) -> None:
+    """A host request on the channel left the view as it was (the server freed it, then reused the
+    memory); a view passed back as an input failed with a misleading cuIpcGetMemHandle error."""
+    with ShmTransport().connect(name, cuda_ipc=True, copy_outputs=False, channels=1) as c:
+        x = torch.full((1 << 20,), 3.0, device=DEV)
+        y = c.infer(InferenceRequest("scale", {"x": x})).outputs["x"]
+        c.infer(InferenceRequest("scale", {"x": np.ones(1 << 20, dtype=np.float32)}))
+        junk = [torch.full((1 << 20,), 7.0, device=DEV) for _ in range(8)]  # what reused memory would hold
+        torch.testing.assert_close(y, x * 2)
+        z = c.infer(InferenceRequest("scale", {"x": y})).outputs["x"]
+        torch.testing.assert_close(z, x * 4)
+        del junk
+
+
 def test_cuda_ipc_false_goes_by_host_and_returns_device_tensors(
     gpu_server: CudaServeProcess, name: str, opened: list[str]
 ) -> None:

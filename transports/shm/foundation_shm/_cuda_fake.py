@@ -1,0 +1,69 @@
+"""CPU tensors standing in for device memory, so that the CUDA IPC path (``_cuda_ipc``) runs in
+tests on machines without a GPU: a handle names a CPU tensor, "opening" it gives that tensor (or a
+view into a server output buffer). Not used outside tests."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from foundation_ml import DataType
+
+from . import _cuda_ipc as C
+from ._cuda_desc import CudaIpcRef
+
+if TYPE_CHECKING:
+    import pytest
+
+__all__ = ["FakeDeviceMemory"]
+
+
+class FakeDeviceMemory:
+    """Stands in for ``export_tensor``, ``tensor_on``, ``_OwnBuffer`` and ``_synchronize``."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[bytes, Any] = {}  # exported tensors, by handle
+        self.buffers: dict[bytes, Any] = {}  # server output buffers (uint8), by handle
+        self.exported: list[str] = []
+        self._ids = itertools.count(1)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeDeviceMemory:
+        monkeypatch.setattr(C, "export_tensor", self.export)
+        monkeypatch.setattr(C, "tensor_on", self.tensor_on)
+        monkeypatch.setattr(C, "_OwnBuffer", self.buffer, raising=False)
+        monkeypatch.setattr(C, "_synchronize", lambda devices: None)
+        return self
+
+    def export(self, name: str, t: Any) -> CudaIpcRef:
+        handle = t.data_ptr().to_bytes(8, "little") * 8
+        self.tensors[handle] = t
+        self.exported.append(name)
+        size = t.numel() * t.element_size()
+        return CudaIpcRef(name, C.datatype_of(t), tuple(t.shape), 0, handle, 0, size)
+
+    def buffer(self, device: int, size: int) -> Any:
+        import torch
+
+        base = torch.zeros(size, dtype=torch.uint8)
+        handle = b"B" + next(self._ids).to_bytes(8, "little") + bytes(55)
+        self.buffers[handle] = base
+        return _Buffer(device, size, base.data_ptr(), handle)
+
+    def tensor_on(self, mapping: Any, ref: CudaIpcRef) -> Any:
+        if ref.handle in self.tensors:
+            return self.tensors[ref.handle]
+        import torch
+
+        raw = self.buffers[ref.handle][ref.offset : ref.offset + ref.size]
+        bf16 = ref.dtype is DataType.BF16
+        dtype = torch.bfloat16 if bf16 else torch.from_numpy(np.zeros(0, ref.dtype.numpy)).dtype
+        return raw.view(dtype).reshape(ref.shape)
+
+
+class _Buffer:
+    __slots__ = ("device", "handle", "ptr", "size")
+
+    def __init__(self, device: int, size: int, ptr: int, handle: bytes) -> None:
+        self.device, self.size, self.ptr, self.handle = device, size, ptr, handle
