@@ -52,6 +52,10 @@ class InferenceClient:
     (shm: by CUDA IPC handle, or through host memory with ``cuda_fallback="host"``; both are
     ``options`` of ``connect``) and the outputs are torch tensors on the device of the first CUDA
     input (with ``copy=True``: the caller's own, the copy complete when ``infer`` returns).
+
+    Close it (or use ``with``). One dropped unclosed holds nothing of its own to release: its
+    transport client goes with it (the shm client then gives its channels back, with a
+    ``ResourceWarning``), and so do ``ainfer``'s threads, which end when their pool is collected.
     """
 
     def __init__(

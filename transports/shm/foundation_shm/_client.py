@@ -6,7 +6,8 @@ views on the channel's response area, valid until the calling thread's next call
 (the thread keeps that channel until then, or until it ends, so no other thread's request can
 overwrite them); ``ainfer`` always returns copies; pass ``copy_outputs=True`` to get copies.
 ``loan()`` hands out writable views on the request area so inputs are written straight into
-shared memory.
+shared memory. A client dropped without ``close()`` gives its channels back when it is collected
+(with a ``ResourceWarning``, as an unclosed file does).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import asyncio
 import itertools
 import json
 import struct
+import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -67,8 +70,13 @@ _TOO_LARGE = int(ErrorCode.TOO_LARGE)
 _clock = time.monotonic_ns
 
 
-class ShmClient(ChannelPool, TransportClient):
-    """A connection to the shm server ``address`` (see ``ShmTransport.connect`` for the options)."""
+class ShmClient(TransportClient):
+    """A connection to the shm server ``address`` (see ``ShmTransport.connect`` for the options).
+
+    Its connection and channels are a ``ChannelPool`` that does not refer back to it, so a
+    finalizer can hold the pool, not the client: a client dropped without ``close()`` is collected
+    like any object, and the pool then gives its channels back (``ChannelPool.dropped``).
+    """
 
     def __init__(self, address: str, **options: Any) -> None:
         opts = _options(ConnectOptions, options, "connect")  # every option checked before connecting
@@ -84,7 +92,21 @@ class ShmClient(ChannelPool, TransportClient):
         self._ids = itertools.count(1)
         self._spin = AdaptiveSpin(min(opts.spin_us * 1000, int(SLICE_S * 1e9)))  # liveness: every slice
         self._lane = hot is not None and not self.flags  # _hot.exchange: repeated requests in one call
-        self._init_pool(opts.capacity)
+        self._pool = pool = ChannelPool(self.name, opts.channels, opts.connect_timeout, opts.capacity)
+        # the pool's methods, bound once (no extra call per request); Loan and ClientCuda use them too
+        self._take, self._give, self._connection = pool.take, pool.give, pool.connection
+        self._finalizer = weakref.finalize(self, pool.dropped)
+        self._finalizer.atexit = False  # at exit the process's end frees it all (spec 10.4)
+
+    @property
+    def _cond(self) -> threading.Condition:
+        """The pool's lock (``ClientCuda`` looks up the connection under it)."""
+        return self._pool._cond
+
+    @property
+    def _all(self) -> list[_Channel]:
+        """The channels claimed on the current connection."""
+        return self._pool._all
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -365,16 +387,9 @@ class ShmClient(ChannelPool, TransportClient):
     # --- close ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            self._cuda.close()
-            conn = self._conn
-            if conn is not None and conn.alive:
-                self._release_channels(conn)
-            self._drop_connection()
-            self._cond.notify_all()
+        self._finalizer.detach()  # closed: nothing left for a finalizer to give back, or warn of
+        self._cuda.close()
+        self._pool.close()
 
 
 _ = (InferenceError, ServerUnavailable)

@@ -1,16 +1,22 @@
 """The shm client's channels: claimed from the server under its region mutex, pooled across
-threads, and held by a thread while its outputs (views on the response area) are in use.
+threads, held by a thread while its outputs (views on the response area) are in use, and given
+back when the client closes or is dropped.
 
-``ChannelPool`` is the part of ``ShmClient`` that owns the connection and the channels; the client
-itself (``_client.py``) writes requests and reads responses on the channel it takes.
+``ChannelPool`` owns the connection and the channels of one ``ShmClient`` and holds no reference
+to it, so a client dropped without ``close()`` can be finalized (``weakref.finalize``) and its
+pool give everything back; the client itself (``_client.py``) writes requests and reads responses
+on the channel it takes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+import warnings
 import weakref
+from collections.abc import Iterator
 
 import posix_ipc
 
@@ -23,7 +29,38 @@ from ._segments import drain, open_semaphore
 
 __all__ = ["ChannelPool"]
 
+_R = L.RegionField
+_C = L.ChannelField
 _POOLS: weakref.WeakSet[ChannelPool] = weakref.WeakSet()  # every live pool, for fork
+_SAME_PROCESS_WAIT = 0.05  # s: a finalizer's wait for a region mutex another thread of ours holds
+
+
+class _Holding(threading.local):
+    """How many region mutexes this thread holds (or is about to) in the code below: a finalizer
+    the garbage collector runs on it meanwhile must not wait for one of them."""
+
+    depth = 0
+
+
+_holding = _Holding()
+
+
+@contextlib.contextmanager
+def _region_mutex(conn: _Connection, wait: float) -> Iterator[None]:
+    """Hold the server's region mutex (``posix_ipc.BusyError`` if it stays busy ``wait`` s),
+    saying so in ``mutex_holder_pid`` (spec 10.1) and, for finalizers, in ``_holding``."""
+    _holding.depth += 1
+    try:
+        conn.mutex.acquire(wait)
+        u32 = conn.ctl.u32
+        u32[_R.MUTEX_HOLDER // 4] = os.getpid()
+        try:
+            yield
+        finally:
+            u32[_R.MUTEX_HOLDER // 4] = 0
+            conn.mutex.release()
+    finally:
+        _holding.depth -= 1
 
 
 def _retire(ch: _Channel) -> None:
@@ -36,7 +73,8 @@ def _retire(ch: _Channel) -> None:
 def _forget_after_fork() -> None:
     """In a forked child: the channels are the parent's (its pid owns them, its calls use them);
     the child must not touch them. Each pool forgets them without closing or unlinking anything
-    and claims channels of its own on its next call."""
+    and claims channels of its own on its next call. ``_pid`` is set last: a finalizer that the
+    garbage collector runs before this (other fork hooks allocate) finds it is not the owner."""
     for pool in list(_POOLS):
         pool._conn, pool._all, pool._free = None, [], []
         pool._busy, pool._retiring = set(), {}
@@ -44,12 +82,10 @@ def _forget_after_fork() -> None:
         pool._holders = []
         pool._cond = threading.Condition()
         pool._waiters = 0
+        pool._pid = os.getpid()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
-
-_R = L.RegionField
-_C = L.ChannelField
 
 
 class _Held:
@@ -69,12 +105,12 @@ class ChannelPool:
     """The connection to one server and the channels claimed on it (up to ``max_channels`` in use
     at once; a channel kept for a thread's unread outputs does not count)."""
 
-    name: str
-    max_channels: int
-    connect_timeout: float
-
-    def _init_pool(self, capacity: int | None) -> None:
+    def __init__(self, name: str, max_channels: int, connect_timeout: float, capacity: int | None) -> None:
+        self.name = name
+        self.max_channels = max_channels
+        self.connect_timeout = connect_timeout
         self._capacity = capacity
+        self._pid = os.getpid()  # the process whose channels these are (see _forget_after_fork)
         self._cond = threading.Condition()
         self._closed = False
         self._conn: _Connection | None = None
@@ -87,9 +123,13 @@ class ChannelPool:
         self._retiring: dict[_Connection, set[_Channel]] = {}  # dropped while calls were on them
         _POOLS.add(self)
         with self._cond:
-            self._free.append(self._claim_locked())
+            try:
+                self._free.append(self._claim_locked())
+            except BaseException:  # no channel (all in use, no server): close what was opened
+                self._drop_connection()
+                raise
 
-    def _connection(self) -> _Connection:
+    def connection(self) -> _Connection:
         if self._conn is None or not self._conn.alive:
             if self._conn is not None:
                 self._drop_connection()
@@ -121,14 +161,13 @@ class ChannelPool:
                 ch.sem.release()  # wake a blocked wait at once
 
     def _claim_locked(self, deadline_ns: int = 0) -> _Channel:
-        conn = self._connection()
-        ctl = conn.ctl
-        u32, u64 = ctl.u32, ctl.u64
+        conn = self.connection()
         wait = self.connect_timeout
         if deadline_ns:  # a call's deadline bounds this wait too
             wait = min(wait, max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9))
         try:
-            conn.mutex.acquire(wait)
+            with _region_mutex(conn, wait):
+                ch = self._claim_free(conn)
         except posix_ipc.BusyError:
             if wait < self.connect_timeout:
                 raise DeadlineExceeded(
@@ -137,14 +176,21 @@ class ChannelPool:
             raise Overloaded(
                 f"shm server {self.name!r}: region mutex busy for {self.connect_timeout}s"
             ) from None
-        u32[_R.MUTEX_HOLDER // 4] = os.getpid()
+        ch.sem = open_semaphore(L.channel_sem_name(self.name, ch.index))
+        drain(ch.sem)
+        self._all.append(ch)
+        return ch
+
+    def _claim_free(self, conn: _Connection) -> _Channel:
+        """Claim the first free channel (spec 10.1), the region mutex held."""
+        u32, u64 = conn.ctl.u32, conn.ctl.u64
+        for index in range(conn.channel_count):
+            if not u32[(L.CHANNELS_OFFSET + index * L.CHANNEL_SIZE + _C.OWNER_PID) // 4]:
+                break
+        else:
+            raise Overloaded(f"shm server {self.name!r}: all {conn.channel_count} channels are in use")
+        ch = _Channel(conn, index)
         try:
-            for index in range(conn.channel_count):
-                if not u32[(L.CHANNELS_OFFSET + index * L.CHANNEL_SIZE + _C.OWNER_PID) // 4]:
-                    break
-            else:
-                raise Overloaded(f"shm server {self.name!r}: all {conn.channel_count} channels are in use")
-            ch = _Channel(conn, index)
             capacity = _pages(self._capacity or conn.capacity)
             ch.attach(capacity, capacity)
             u32[ch.sleeping_word] = 0
@@ -154,18 +200,11 @@ class ChannelPool:
             u32[(ch.base + _C.OWNER_PID) // 4] = os.getpid()
             u64[_R.CONNECT_EPOCH // 8] += 1
         except BaseException:
-            if "ch" in locals():
-                ch.detach()
+            ch.detach()
             raise
-        finally:
-            u32[_R.MUTEX_HOLDER // 4] = 0
-            conn.mutex.release()
-        ch.sem = open_semaphore(L.channel_sem_name(self.name, index))
-        drain(ch.sem)
-        self._all.append(ch)
         return ch
 
-    def _take(self, deadline_ns: int) -> _Channel:
+    def take(self, deadline_ns: int) -> _Channel:
         held: _Held | None = getattr(self._local, "held", None)
         if held is not None and held.box[0] is not None:
             ch: _Channel = held.box[0]  # this thread's own channel: its previous outputs end here
@@ -173,7 +212,7 @@ class ChannelPool:
             if ch.conn is self._conn and ch.conn.alive and ch.idle() and not self._closed:
                 self._busy.add(ch)
                 return ch
-            self._give(ch)
+            self.give(ch)
         try:
             ch = self._free.pop()  # the common case, lock-free: list.pop is atomic under the GIL
         except IndexError:
@@ -218,7 +257,7 @@ class ChannelPool:
                 finally:
                     self._waiters -= 1
 
-    def _give(self, ch: _Channel, *, hold: bool = False) -> None:
+    def give(self, ch: _Channel, *, hold: bool = False) -> None:
         """Return a channel after a call. ``hold``: the call returned views on its response area,
         so the calling thread keeps the channel until its next call (or its end): another
         thread's request must not overwrite outputs that are still being read."""
@@ -241,7 +280,7 @@ class ChannelPool:
                     self._holders.append(held)
             previous, held.box[0] = held.box[0], ch
             if previous is not None and previous is not ch:  # two loans at once on one thread
-                self._give(previous)
+                self.give(previous)
             return
         self._free.append(ch)
         if self._waiters:
@@ -249,31 +288,84 @@ class ChannelPool:
                 self._cond.notify()
 
     @staticmethod
-    def _unhold(client_ref: weakref.ref[ChannelPool], box: list[_Channel | None]) -> None:
+    def _unhold(pool_ref: weakref.ref[ChannelPool], box: list[_Channel | None]) -> None:
         """A thread that held a channel ended: the channel goes back to the pool."""
-        client, ch = client_ref(), box[0]
+        pool, ch = pool_ref(), box[0]
         box[0] = None
-        if client is None:
+        if pool is None or pool._pid != os.getpid():  # a forked child's copy: the parent's channel
             return
-        with client._cond:
-            client._holders = [h for h in client._holders if h.box is not box]
+        with pool._cond:
+            pool._holders = [h for h in pool._holders if h.box is not box]
         if ch is not None:
-            client._give(ch)
+            pool.give(ch)
 
-    def _release_channels(self, conn: _Connection) -> None:
+    # --- close, or the client dropped ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Give every channel back to the server (waiting up to ``connect_timeout`` for the region
+        mutex) and close everything; calls from now on fail ``ServerUnavailable``."""
+        self._shut(self.connect_timeout)
+
+    def dropped(self) -> None:
+        """The client was dropped without ``close()`` (``weakref.finalize`` calls this when it
+        becomes unreachable; never at interpreter exit, where the process's end frees it all).
+
+        The garbage collector runs this on whatever thread allocated, at any point of that
+        thread's code, which may hold the region mutex itself (claiming a channel for another
+        client of the same server, or a server in this process reclaiming one): it waits for the
+        mutex only as ``_drop_wait`` allows, marking the channels for the server to reclaim if it
+        stays busy (``_release_channels``), and takes no lock but this pool's own (reentrant, and
+        held by no call: no call runs on a client nobody can reach). In a forked child, before
+        ``_forget_after_fork`` ran, the channels are the parent's: it leaves them alone."""
+        if self._pid != os.getpid():
+            return
+        if self._shut(None):
+            warnings.warn(
+                f"shm client of {self.name!r} was not closed; its channels were given back when it "
+                "was dropped (call close(), or use it as a context manager)",
+                ResourceWarning,
+                stacklevel=3,  # past finalize.__call__: the code that dropped it (or collected)
+            )
+
+    def _shut(self, wait: float | None) -> bool:
+        """Close once (``wait``: for the region mutex; None: as a finalizer may); False if closed."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._closed = True
+            conn = self._conn
+            if conn is not None and conn.alive:
+                self._release_channels(conn, self._drop_wait(conn) if wait is None else wait)
+            self._drop_connection()
+            self._cond.notify_all()
+        return True
+
+    def _drop_wait(self, conn: _Connection) -> float:
+        """How long a finalizer may wait for the region mutex: not at all while this thread holds
+        one (the collector ran inside a claim or a release here); briefly while another thread of
+        this process does (a claim takes microseconds; a server in this process reclaiming a
+        channel could be this very thread); otherwise as long as ``close()`` does."""
+        if _holding.depth:
+            return 0.0
+        if conn.ctl.u32[_R.MUTEX_HOLDER // 4] == os.getpid():
+            return min(self.connect_timeout, _SAME_PROCESS_WAIT)
+        return self.connect_timeout
+
+    def _release_channels(self, conn: _Connection, wait: float) -> None:
+        """Spec 10.1, disconnect: under the region mutex, free each idle channel, and mark one
+        whose request is still pending (``owner_start_time = 0``) for the server to reclaim when
+        done. If the mutex stays busy for ``wait`` seconds, every channel is marked so, without
+        it: that word is the owning client's to write, and the server reclaims a channel whose
+        owner's start time does not match within a heartbeat (spec 10.4)."""
         u32, u64 = conn.ctl.u32, conn.ctl.u64
         try:
-            conn.mutex.acquire(self.connect_timeout)
+            with _region_mutex(conn, wait):
+                for ch in self._all:
+                    if ch.idle():
+                        u32[(ch.base + _C.OWNER_PID) // 4] = 0
+                    else:  # a request still with the server: let it reclaim the channel when done
+                        u64[(ch.base + _C.OWNER_START) // 8] = 0
+                u64[_R.CONNECT_EPOCH // 8] += 1
         except posix_ipc.BusyError:
-            return  # the server reclaims them once it sees us gone
-        u32[_R.MUTEX_HOLDER // 4] = os.getpid()
-        try:
             for ch in self._all:
-                if ch.idle():
-                    u32[(ch.base + _C.OWNER_PID) // 4] = 0
-                else:  # a request still with the server: let it reclaim the channel when done
-                    u64[(ch.base + _C.OWNER_START) // 8] = 0
-            u64[_R.CONNECT_EPOCH // 8] += 1
-        finally:
-            u32[_R.MUTEX_HOLDER // 4] = 0
-            conn.mutex.release()
+                u64[(ch.base + _C.OWNER_START) // 8] = 0
