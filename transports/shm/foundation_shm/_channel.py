@@ -91,6 +91,7 @@ class _Channel:
         "cseq",
         "cuda_devices",
         "cuda_keep",
+        "cuda_ok",
         "data",
         "gen",
         "index",
@@ -131,6 +132,7 @@ class _Channel:
         self.wdeadline = 0
         self.cuda_keep: list[Any] | None = None  # CUDA inputs of a call left without an answer
         self.cuda_devices: set[int] = set()  # devices of the last answer's outputs taken as views
+        self.cuda_ok = False  # the request in flight asked for CUDA_IPC outputs (FDN_FLAG_CUDA_IPC)
 
     def idle(self) -> bool:
         """The server has answered everything this channel published. ``seq`` is re-read from

@@ -176,7 +176,7 @@ class ShmClient(TransportClient):
         def call() -> InferenceResponse:
             resp = self.infer(request, timeout=timeout)
             if not self.copy_outputs:
-                resp.outputs = {k: v.copy() for k, v in resp.outputs.items()}
+                resp.outputs = {k: _own_copy(v) for k, v in resp.outputs.items()}
             return resp
 
         return await asyncio.to_thread(call)
@@ -340,6 +340,12 @@ class ShmClient(TransportClient):
                 ch.attach(ch.req_cap, _pages(dec.required_bytes))
                 return self._exchange(ch, rid, model, deadline, retry=False)
             raise error_for_code(dec.status, dec.text, model=model, request_id=rid)
+        if ch.reader.cuda and not ch.cuda_ok:  # spec 15.2: only a request with FDN_FLAG_CUDA_IPC
+            raise InternalError(
+                "the server answered with CUDA_IPC outputs a request that did not ask for them",
+                model=model,
+                request_id=rid,
+            )
         outputs: Mapping[str, np.ndarray] = dec.outputs
         if self.copy_outputs:
             outputs = {k: v.copy() for k, v in outputs.items()}
@@ -406,3 +412,16 @@ def _no_datatype(request: InferenceRequest, arrays: list[np.ndarray], rid: int) 
                 f"input {name}: {exc} (carried: {carried})", model=request.model, request_id=rid
             )
     raise AssertionError("every input has a datatype")  # pragma: no cover - called on a failure only
+
+
+def _own_copy(value: Any) -> Any:
+    """A copy the caller owns: a numpy view's ``copy()``; a device tensor (CUDA IPC) cloned, and
+    complete before the channel's next call lets the server rewrite what it was cloned from."""
+    if type(value) is np.ndarray:
+        return value.copy()
+    copied = value.clone()
+    if getattr(copied, "is_cuda", False):
+        import torch
+
+        torch.cuda.current_stream(copied.device).synchronize()
+    return copied

@@ -465,7 +465,11 @@ class ClientCuda:
             )
             ch.used = end
             _synchronize(devices)  # 15.4 rule 1: the inputs are complete before the request
-            resp = client._exchange(ch, rid, request.model, deadline, retry=True)
+            ch.cuda_ok = True
+            try:
+                resp = client._exchange(ch, rid, request.model, deadline, retry=True)
+            finally:
+                ch.cuda_ok = False
             ch.cuda_keep = None  # answered: the server is done with the inputs
             ch.cuda_devices = set()
             resp.outputs = self._outputs(ch.conn, resp.outputs, device, client.copy_outputs)

@@ -23,6 +23,7 @@ from ._codec import (
     decode_request,
     decode_response,
 )
+from ._cuda_desc import has_cuda_refs
 from ._layout import CRC_OFFSET, MSG_HEADER, MSG_HEADER_SIZE, MSG_MAGIC, PROTOCOL_VERSION
 
 __all__ = ["RequestReader", "ResponseReader"]
@@ -109,17 +110,21 @@ class RequestReader(_Reader):
 
 
 class ResponseReader(_Reader):
-    __slots__ = ()
+    """``cuda``: whether the last response read holds CUDA_IPC outputs (never a remembered one)."""
+
+    __slots__ = ("cuda",)
 
     def read(self) -> DecodedResponse:
         hit = self._hit()
         if hit is not None and hit[0] == _RESPONSE:
+            self.cuda = False
             status, model, version, outputs, text, params, required = self.last  # type: ignore[misc]
             return _make_response(
                 (hit[1], hit[2], status, model, version, dict(outputs), text, params, required)
             )
         dec = decode_response(self.area, self.size, self.limits)
-        if not dec.flags & _DATA_CRC and not dec.params and not dec.status:
+        self.cuda = has_cuda_refs(dec.outputs)
+        if not dec.flags & _DATA_CRC and not dec.params and not dec.status and not self.cuda:
             payload = MSG_HEADER.unpack_from(self.area, 0)[4]
             self._remember(payload, (0, dec.model, dec.version, dict(dec.outputs), dec.text, {}, 0))
         return dec

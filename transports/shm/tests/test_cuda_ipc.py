@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import json
@@ -40,7 +41,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundation_ml import DataType, InferenceRequest
-from foundation_ml.errors import BadChecksum, CudaUnavailable, DeadlineExceeded, InferenceError, InvalidInput
+from foundation_ml.errors import (
+    BadChecksum,
+    CudaUnavailable,
+    DeadlineExceeded,
+    InferenceError,
+    InternalError,
+    InvalidInput,
+)
 
 from .conftest import CudaServeProcess
 
@@ -729,7 +737,7 @@ def test_a_timed_out_call_keeps_its_input_copies_until_the_channel_is_used_again
         with ShmTransport().connect(name, channels=1) as client:
             with pytest.raises(DeadlineExceeded):
                 client.infer(InferenceRequest("m", {"x": x}), timeout=0.05)
-            (ch,) = client._pool._all
+            (ch,) = client._all
             assert ch.cuda_keep is not None and len(ch.cuda_keep) == 1
             torch.testing.assert_close(ch.cuda_keep[0], x)  # the copy the server reads
             deadline = time.monotonic() + 10
@@ -807,3 +815,34 @@ def test_a_view_output_passed_back_as_an_input_is_seen_as_mapped_memory(fake_gpu
     assert inside_mapping(_At(mapping.ptr + 100))  # type: ignore[arg-type]
     assert not inside_mapping(_At(mapping.ptr + (1 << 20)))  # type: ignore[arg-type]
     assert not inside_mapping(torch.ones(2))
+
+
+def test_ainfer_takes_device_outputs_as_views_and_returns_clones(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ShmClient.ainfer called numpy's .copy() on torch tensors: AttributeError."""
+    FakeDeviceMemory().install(monkeypatch)
+    with _fake_ipc_server(name, _Handler(lambda x: x + 1)) as server:
+        with ShmTransport().connect(name, channels=1, copy_outputs=False) as client:
+            y = asyncio.run(client.ainfer(InferenceRequest("m", {"x": torch.ones(3)})))
+            out = y.outputs["y"]
+            assert out.tolist() == [2.0] * 3
+            assert out.data_ptr() != server._cuda._buffers[0, 0].ptr  # its own, not the channel's
+
+
+def test_a_host_request_answered_with_cuda_outputs_is_an_error(echo_server: Any, name: str) -> None:
+    """A request without FDN_FLAG_CUDA_IPC got CudaIpcRef objects back as its outputs (spec 15.2)."""
+    with ShmTransport().connect(name, channels=1) as client:
+        client.infer(InferenceRequest("echo", {"x": np.ones(2, np.float32)}))
+        ch = client._take(time.monotonic_ns() + 10**9)
+        try:
+            area = ch.data.buf[ch.req_cap :]  # the response area, writable here to play a bad server
+            write_mixed_response(area, tensors=[_ref(name="y")], request_id=77, model="echo", version="")
+            with pytest.raises(InternalError, match="CUDA_IPC outputs a request that did not ask"):
+                client._response(ch, 77, "echo", 0, False)
+            ch.cuda_ok = True  # as in a CUDA IPC call: then they are what was asked for
+            assert type(client._response(ch, 77, "echo", 0, False).outputs["y"]) is CudaIpcRef
+        finally:
+            ch.cuda_ok = False
+            del area
+            client._give(ch)
