@@ -1,13 +1,46 @@
-"""Shared benchmark helpers: percentiles, a JSON/text reporter, and the standard CLI flags."""
+"""Shared benchmark helpers: percentiles, a JSON/text reporter, the standard CLI flags, ending cleanly.
+
+A script imports this module after taking its own directory off the front of ``sys.path``
+(benchmarks/logging.py would shadow the standard library's ``logging`` there) and putting it at
+the end, where only names the standard library and the installed packages lack resolve to it::
+
+    _HERE = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
+    from _common import benchmark_run, report
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+from foundation_ml._bench import (
+    BenchmarkFailed,
+    cpu_ns,
+    die_with_parent,
+    sigterm_exits,
+    stdout_to_stderr,
+    timer_overhead_ns,
+)
+
+__all__ = [
+    "BenchmarkFailed",
+    "benchmark_run",
+    "cpu_ns",
+    "die_with_parent",
+    "median",
+    "parser",
+    "percentile",
+    "report",
+    "sigterm_exits",
+    "stdout_to_stderr",
+    "timer_overhead_ns",
+]
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -28,6 +61,16 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
     return p
+
+
+@contextlib.contextmanager
+def benchmark_run(as_json: bool) -> Iterator[None]:
+    """Around a benchmark's measurements: SIGTERM ends them cleanly (``SystemExit``, so every
+    with-block and finally clause stops what it started and releases its shared memory), and
+    with ``--json`` nothing reaches stdout meanwhile (log lines go to stderr): the JSON object
+    printed after it is the only thing there."""
+    with sigterm_exits(), stdout_to_stderr() if as_json else contextlib.nullcontext():
+        yield
 
 
 def report(result: dict[str, Any], as_json: bool) -> None:

@@ -2,6 +2,9 @@
 
 .venv/bin/python benchmarks/inference.py --json     # one JSON object
 .venv/bin/python benchmarks/inference.py --quick    # a short smoke run
+
+SIGTERM stops it cleanly (its server and client processes, their shared memory); a run that
+cannot measure (a client process that died, ``--transport inproc``) exits 1 naming why.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse  # noqa: E402
 
+from foundation_core.errors import FoundationError  # noqa: E402
 from foundation_ml._bench import bench_main  # noqa: E402
 from foundation_ml._plugin import _bench_arguments  # noqa: E402
 
@@ -26,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.calls, args.seconds = 300, 0.5
-    return bench_main(args)
+    try:
+        return bench_main(args)
+    except FoundationError as exc:  # BenchmarkFailed: what could not be measured, and why
+        print(f"{Path(__file__).name}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

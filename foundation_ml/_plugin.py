@@ -133,4 +133,9 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
         help="batch size of the batched run (default, 0: --clients)",
     )
     p.add_argument("--max-wait-us", type=_int_at_least(0), default=200, help="batch wait of the batched run")
-    p.add_argument("--threads", type=_int_at_least(0), default=1, help="torch threads, direct and server")
+    p.add_argument(
+        "--threads",
+        type=_int_at_least(0),
+        default=1,
+        help="torch intra-op threads, direct and server (default: 1; 0: torch's default)",
+    )
