@@ -15,7 +15,9 @@ must be a CUDA tensor it owns:
 - ``direct_ms``: the model alone in one process (``x * 2``), the floor of ``ipc_view_path_ms``.
 
 Medians of ``--iterations`` calls after warm-up, each ended by ``torch.cuda.synchronize()``.
-Target: ``ipc_path_ms <= 0.2 * host_path_ms``. Without CUDA it prints why it could not run (exit 0).
+Target: ``ipc_path_ms <= 0.2 * host_path_ms``. Without CUDA it prints why it could not run
+(``cuda_available`` false, exit 0). With CUDA, a server that dies or does not answer ``ready
+FEATURES`` (FEATURES non-zero) is a failed run: ``cuda_available`` true, the reason, exit 1.
 
 .venv/bin/python benchmarks/cuda_ipc.py --json
 """
@@ -24,21 +26,26 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-# Scripts in benchmarks/ are named after what they measure (logging.py...): keep this directory
-# off sys.path so that they cannot shadow the standard library's modules.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# benchmarks/ holds modules named like the stdlib's (logging.py): never ahead of the stdlib on
+# the import path; at its end only for _common
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
+import select  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
+from _common import benchmark_run  # noqa: E402
+
 SIZE_BYTES = 64 << 20
 TARGET = 0.2
+READY_TIMEOUT = 300.0  # s: the server imports torch and initialises CUDA before it answers
 KEYS = (
     "host_path_ms",
     "ipc_path_ms",
@@ -52,6 +59,7 @@ KEYS = (
 def _not_run(reason: str) -> dict[str, Any]:
     return {
         "cuda_available": False,
+        "failed": False,
         "reason": reason,
         "tensor_bytes": SIZE_BYTES,
         **dict.fromkeys(KEYS),
@@ -61,6 +69,38 @@ def _not_run(reason: str) -> dict[str, Any]:
         "target": f"ipc_path_ms <= {TARGET} * host_path_ms",
         "target_met": None,
     }
+
+
+def _failed(reason: str) -> dict[str, Any]:
+    """The document of a run that failed on a machine with CUDA: no figures, the reason."""
+    return {**_not_run(reason), "cuda_available": True, "failed": True}
+
+
+def ready_problem(line: str, returncode: int | None) -> str | None:
+    """What is wrong with the CUDA server, from the first line it printed (``""`` if none) and
+    its exit status (``None`` while it runs), or ``None`` if it serves with CUDA IPC (``ready
+    FEATURES``, FEATURES a non-zero number). Any other answer fails the run: CUDA was found
+    before the server started, so this is not a machine without CUDA."""
+    if returncode is not None:
+        return f"the CUDA server exited with status {returncode} (its first line: {line!r})"
+    words = line.split()
+    if len(words) != 2 or words[0] != "ready" or not words[1].isdigit():
+        return f"the CUDA server's first line is not 'ready FEATURES': {line!r}"
+    if int(words[1]) == 0:
+        return f"the CUDA server did not offer CUDA IPC with --cuda-ipc on: {line!r}"
+    return None
+
+
+def _ready_line(server: subprocess.Popen[str]) -> tuple[str, int | None]:
+    """(the server's first line, or "" if it printed none in ``READY_TIMEOUT``; its exit status
+    then, or None while it runs)."""
+    assert server.stdout is not None
+    readable, _, _ = select.select([server.stdout], [], [], READY_TIMEOUT)
+    line = server.stdout.readline() if readable else ""
+    if not line:  # ended (or silent): give an exiting process a moment to be reaped
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(2)
+    return line.strip(), server.poll()
 
 
 def _timed(fn: Any, iterations: int, warmup: int) -> float:
@@ -98,10 +138,9 @@ def run(iterations: int, warmup: int) -> dict[str, Any]:
         text=True,
     )
     try:
-        assert server.stdout is not None
-        ready = server.stdout.readline().split()
-        if not ready or ready[0] != "ready" or ready[1] == "0":
-            return _not_run(f"the server did not offer CUDA IPC: {ready!r}")
+        problem = ready_problem(*_ready_line(server))
+        if problem is not None:
+            return _failed(problem)
         x = torch.randn(SIZE_BYTES // 4, device="cuda:0")
         want = x * 2
         cap = SIZE_BYTES + (1 << 20)
@@ -124,6 +163,7 @@ def run(iterations: int, warmup: int) -> dict[str, Any]:
 
             result = {
                 "cuda_available": True,
+                "failed": False,
                 "device": torch.cuda.get_device_name(0),
                 "torch": torch.__version__,
                 "tensor_bytes": SIZE_BYTES,
@@ -170,13 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=20)
     args = p.parse_args(argv)
     iterations, warmup = (5, 1) if args.quick else (args.iterations, 3)
-    result = run(iterations, warmup)
+    with benchmark_run(args.json):
+        result = run(iterations, warmup)
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
             print(f"{key:<24}  {value:,.3f}" if isinstance(value, float) else f"{key:<24}  {value}")
-    return 0
+    return 1 if result.get("failed") else 0
 
 
 if __name__ == "__main__":
