@@ -45,8 +45,11 @@ def core(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
+    """Every benchmark, one JSON object each; ``nox -s bench -- --quick`` for a short smoke run.
+    Their stderr (log lines, warnings) stays on stderr, which nox would merge into stdout: the
+    objects alone go to stdout, one a line (``nox -s bench > results.jsonl``)."""
     for script in sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")):
-        session.run(PY, str(script), "--json", *session.posargs)
+        session.run(PY, str(script), "--json", *session.posargs, stderr=None)
 
 
 @nox.session

@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 # A sibling script may be named like a stdlib module (benchmarks/logging.py); do not let this
-# directory, which Python puts first on sys.path, shadow the standard library.
+# directory, which Python puts first on sys.path, shadow the standard library: at the end of the
+# path, only for _common.
 _here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here] + [_here]
 
 import numpy as np  # noqa: E402
+from _common import benchmark_run  # noqa: E402
 
 ROOT = Path(_here).parent
 NATIVE = {
@@ -145,8 +147,16 @@ def c_rps(binary: Path, name: str, model: str, spec: str, clients: int, iteratio
     time (each process times its own calls, after its warm-up)."""
     cmd = [str(binary), "bench", "--name", name, "--model", model, "--input", spec]
     cmd += ["--iterations", str(iterations), "--warmup", "1000"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(clients)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for _ in range(clients):
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
+        outs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:  # a failure or SIGTERM here: no client left running
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     if any(p.returncode for p in procs):
         raise RuntimeError(f"{model} clients failed: {outs}")
     runs = [json.loads(o.strip().splitlines()[-1]) for o in outs]
@@ -303,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.iterations, args.warmup, args.echo_iterations, args.rounds = 500, 100, 5000, 2
         args.batch_iterations = 2000
-    result = run(args.iterations, args.warmup, args.echo_iterations, args.rounds, args.batch_iterations)
+    with benchmark_run(args.json):
+        result = run(args.iterations, args.warmup, args.echo_iterations, args.rounds, args.batch_iterations)
     if args.json:
         print(json.dumps(result))
     else:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 import sys
 
-# This file is named logging.py: drop its own directory from the path so that ``import logging``
-# finds the standard library, not this script.
+# This file is named logging.py: take its own directory off the front of the path so that
+# ``import logging`` finds the standard library, not this script; at the end only for _common.
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE] + [_HERE]
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -29,6 +29,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import structlog  # noqa: E402
+from _common import benchmark_run  # noqa: E402
 from foundation_logging import LoggingSettings, configure_logging, get_logger  # noqa: E402
 
 BOUND = {"request_id": "0f3c2a9e", "model_id": "resnet50", "batch": 8}
@@ -129,10 +130,13 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("-n", type=int, default=100_000, help="lines per round (default 100000)")
     parser.add_argument("--repeat", type=int, default=5, help="rounds per configuration (default 5)")
+    parser.add_argument("--quick", action="store_true", help="at most 20000 lines and 2 rounds (smoke run)")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.repeat = min(args.n, 20_000), min(args.repeat, 2)
     benches = {"ours": ours, "structlog_plain": structlog_plain, "stdlib_json": stdlib_json}
     best: dict[str, float] = dict.fromkeys(benches, 0.0)
-    with tempfile.TemporaryDirectory() as tmp:
+    with benchmark_run(args.json), tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.repeat):
             for name, bench in benches.items():  # interleaved, so drift hits all three alike
                 path = Path(tmp) / f"{name}-{round_}.log"

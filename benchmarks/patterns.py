@@ -4,7 +4,7 @@ Each candidate wraps the same trivial function; its overhead is its per-call tim
 call's. Candidates are timed interleaved (one repeat of each, then the next repeat) so machine
 noise hits them alike, and each figure is the median over the repeats.
 
-    python benchmarks/patterns.py [--json] [--repeats 9] [--target-seconds 0.05]
+    python benchmarks/patterns.py [--json] [--quick] [--repeats 9] [--target-seconds 0.05]
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from collections.abc import Callable
 from typing import Any
 
 # A sibling script may be named like a stdlib module (benchmarks/logging.py); do not let this
-# directory, which Python puts first on sys.path, shadow the standard library.
+# directory, which Python puts first on sys.path, shadow the standard library: at the end of the
+# path, only for _common.
 _here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here] + [_here]
 
 import pybreaker  # noqa: E402
 import tenacity  # noqa: E402
+from _common import benchmark_run  # noqa: E402
 from foundation_circuit_breaker import (  # noqa: E402
     BreakerRegistry,
     CircuitBreakerPolicy,
@@ -118,8 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--target-seconds", type=float, default=0.05, help="time per repeat per candidate")
+    parser.add_argument("--quick", action="store_true", help="3 repeats of 0.01 s (smoke run)")
     args = parser.parse_args(argv)
-    result = report(measure(args.repeats, args.target_seconds), args.repeats)
+    if args.quick:
+        args.repeats, args.target_seconds = min(args.repeats, 3), min(args.target_seconds, 0.01)
+    with benchmark_run(args.json):
+        result = report(measure(args.repeats, args.target_seconds), args.repeats)
     if args.json:
         print(json.dumps(result))
     else:

@@ -25,19 +25,23 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+# benchmarks/ holds modules named like the stdlib's (logging.py): never ahead of the stdlib on
+# the import path; at its end only for _common
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Mapping  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import BenchmarkFailed, benchmark_run  # noqa: E402
 from foundation_torch.demo import SIGNATURE, build_demo  # noqa: E402
 
-from foundation_ml import InferenceClient, InferenceRequest, MLRuntime  # noqa: E402
+from foundation_ml import InferenceClient, InferenceError, InferenceRequest, MLRuntime  # noqa: E402
 from foundation_ml._bench import direct_call  # noqa: E402
 
 
@@ -56,6 +60,18 @@ class Reader(torch.nn.Module):
         return x[:, :10] * 2
 
 
+def _check(path: str, answer: Any, want: np.ndarray) -> None:
+    """``answer``, a path's first, is a success whose output ``y`` has ``want``'s shape and values:
+    a path that fails or answers wrongly must fail the run, not be timed as if it worked."""
+    if isinstance(answer, InferenceError):
+        raise BenchmarkFailed(f"the {path} path failed: {type(answer).__name__}: {answer}")
+    outputs = getattr(answer, "outputs", answer)  # a response (handler) or its outputs (client)
+    y = outputs.get("y") if isinstance(outputs, Mapping) else None
+    if y is None or np.shape(y) != want.shape or not np.allclose(y, want, rtol=1e-5, atol=1e-6):
+        shown = {k: np.shape(v) for k, v in outputs.items()} if isinstance(outputs, Mapping) else outputs
+        raise BenchmarkFailed(f"the {path} path answered {shown!r}, not y of shape {want.shape}")
+
+
 def measure(model: torch.nn.Module, calls: int) -> dict[str, float]:
     """p50 µs of the three paths over ``model``, interleaved call by call."""
     direct, x = direct_call(model, threads=1)
@@ -65,9 +81,9 @@ def measure(model: torch.nn.Module, calls: int) -> dict[str, float]:
         runtime.start("inproc", name)
         got: list[Any] = []
 
-        def handler(a: np.ndarray) -> None:
+        def handler(a: np.ndarray) -> Any:
             runtime(InferenceRequest("m", {"x": a}), got.append)
-            got.clear()
+            return got.pop()
 
         with InferenceClient(name, transport="inproc", hub=runtime.hub) as client:
             paths: dict[str, Callable[[np.ndarray], Any]] = {
@@ -75,6 +91,13 @@ def measure(model: torch.nn.Module, calls: int) -> dict[str, float]:
                 "handler": handler,
                 "inproc": lambda a: client.infer("m", {"x": a}),
             }
+            want = direct(x)
+            if np.shape(want) != (x.shape[0], 10):  # the signature's y: FP32[-1, 10]
+                raise BenchmarkFailed(
+                    f"the direct call returned shape {np.shape(want)}, not {(x.shape[0], 10)}"
+                )
+            for k in ("handler", "inproc"):
+                _check(k, paths[k](x), want)
             times = {k: np.empty(calls, np.int64) for k in paths}
             clock = time.perf_counter_ns
             for i in range(-min(300, calls), calls):  # the first (negative) calls warm up
@@ -104,9 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes_kb.split(",")]
     torch.set_num_threads(1)
     result: dict[str, Any] = {"cpus": os.cpu_count(), "calls": calls, "sizes_kb": sizes}
-    for kb in sizes:
-        result[f"read_{kb}kb"] = measure(Reader(kb).eval(), calls)
-    result["demo"] = measure(build_demo(), calls)
+    try:
+        # the in-process runtime logs (server.started...): with --json, to stderr, never stdout
+        with benchmark_run(args.json):
+            for kb in sizes:
+                result[f"read_{kb}kb"] = measure(Reader(kb).eval(), calls)
+            result["demo"] = measure(build_demo(), calls)
+    except BenchmarkFailed as exc:
+        print(f"runtime_overhead.py: error: {exc}", file=sys.stderr)
+        return 1
     first, last = result[f"read_{sizes[0]}kb"], result[f"read_{sizes[-1]}kb"]
     result["overhead_growth"] = round(last["inproc_overhead_us"] / max(first["inproc_overhead_us"], 0.01), 2)
     if args.json:
