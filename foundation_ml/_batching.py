@@ -36,7 +36,7 @@ from .errors import HandlerError, ShuttingDown
 if TYPE_CHECKING:
     from ._serving import ServedModel
 
-__all__ = ["Batcher"]
+__all__ = ["Batcher", "is_ctrl_c"]
 
 _now = time.monotonic_ns
 SWITCH_INTERVAL = 1e-4  # seconds; see Batcher.start
@@ -47,6 +47,14 @@ SWITCH_INTERVAL = 1e-4  # seconds; see Batcher.start
 FLUSH_GRACE_NS = 5_000_000
 FLUSH_CHECK_S = 0.05
 Item = tuple[InferenceRequest, Respond, int]
+
+
+def is_ctrl_c(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a model, must propagate: a KeyboardInterrupt on the main thread
+    may be the user's Ctrl-C. Anything else a model raises (KeyboardInterrupt on a worker thread,
+    SystemExit, GeneratorExit, any BaseException) is that request's error: on a serving thread it
+    would otherwise end the thread and leave a server that answers no one."""
+    return isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread()
 
 
 class Batcher:
@@ -163,7 +171,9 @@ class Batcher:
         guarded = [(request, _Once(respond), t0) for request, respond, t0 in items]
         try:
             self._process(guarded)  # type: ignore[arg-type]  # _Once is a Respond
-        except Exception as exc:  # never leave a caller waiting, whatever went wrong
+        except BaseException as exc:  # never leave a caller waiting, whatever went wrong
+            if is_ctrl_c(exc):
+                raise
             for request, respond, t0 in guarded:
                 if not respond.called:  # answered already: not again, and not counted twice
                     self.served.finish(request, respond, t0, self.served.failed(request, exc))
@@ -206,7 +216,9 @@ class Batcher:
             bad = [n for n, a in outputs.items() if a.ndim == 0 or a.shape[0] != total]
             if bad:
                 raise HandlerError(f"batched output(s) {', '.join(bad)} do not have {total} rows")
-        except Exception:
+        except BaseException as exc:  # a model's SystemExit too: see is_ctrl_c
+            if is_ctrl_c(exc):
+                raise
             served.metrics.record_batch(len(group), failed=True)  # a backend call all the same
             for item in group:  # isolate the request at fault: each runs (and is checked) alone
                 self._run_alone(item)
@@ -222,7 +234,9 @@ class Batcher:
         try:
             with self._model_lock:
                 outputs = served.model(request.inputs)
-        except Exception as exc:
+        except BaseException as exc:
+            if is_ctrl_c(exc):
+                raise
             served.finish(request, respond, t0, served.failed(request, exc), batch=1)
             return
         served.answer(request, respond, t0, outputs, batch=1)

@@ -35,7 +35,7 @@ def parse_model_arg(text: str) -> tuple[str | None, str]:
 def serve_main(args: argparse.Namespace, hub: Hub) -> int:
     from ._package import is_package, read_manifest
     from ._runtime import MLRuntime
-    from .errors import PackageError
+    from .errors import InternalError, PackageError
 
     hub.configure(args.config, args.set)
     problem = _serve_problem(args, hub)
@@ -84,6 +84,9 @@ def serve_main(args: argparse.Namespace, hub: Hub) -> int:
                 print(f"foundation serve: error: {exc}", file=sys.stderr)
                 return 2
             except OSError as exc:  # the name is taken by a live server; the metrics file went away
+                print(f"foundation serve: error: {exc}", file=sys.stderr)
+                return 1
+            except InternalError as exc:  # the transport's serving loop died: exit, to be restarted
                 print(f"foundation serve: error: {exc}", file=sys.stderr)
                 return 1
         finally:

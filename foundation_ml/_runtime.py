@@ -21,7 +21,7 @@ from typing import Any
 from foundation_core import Hub, emit
 
 from ._backend import LoadedModel, ModelBackend, backend_for
-from ._batching import Batcher
+from ._batching import Batcher, is_ctrl_c
 from ._metrics import prometheus_text
 from ._names import MAX_VERSION_BYTES, check_name
 from ._package import MANIFEST, is_package
@@ -210,7 +210,9 @@ class MLRuntime:
             return
         try:
             served.submit(request, respond, t0)
-        except Exception as exc:  # a bug of ours: still answer, typed
+        except BaseException as exc:  # a bug of ours: still answer, typed
+            if is_ctrl_c(exc):
+                raise
             respond(InternalError(repr(exc), model=request.model, request_id=request.id))
 
     def flush(self) -> int:
@@ -296,6 +298,11 @@ class MLRuntime:
 
         ``ready()`` is called once clients can connect. ``metrics_file``: rewritten with the
         Prometheus text every second and at exit.
+
+        A transport server whose serving loop died (its ``failed`` attribute set) ends the wait
+        too: the runtime closes and ``serve`` raises ``InternalError`` naming the failure, so that
+        ``foundation serve`` exits non-zero and a supervisor restarts it (rather than a process
+        that holds the name and answers no one).
         """
         stop = threading.Event()
         reason = ["stopped"]
@@ -307,11 +314,16 @@ class MLRuntime:
                 signal.signal(s, h)
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        broken = ""
         try:
             self.start(transport, name, **options)
             if ready is not None:
                 ready()
             while not stop.wait(1.0 if metrics_file else 0.5):
+                broken = _failed_server(self.servers)
+                if broken:
+                    reason[0] = "failed"
+                    break
                 if metrics_file:
                     try:
                         _write_atomic(metrics_file, self.prometheus())
@@ -322,6 +334,8 @@ class MLRuntime:
             self.close(reason=reason[0], drained=final)
             for s, h in previous.items():
                 signal.signal(s, h)
+        if broken:
+            raise InternalError(f"{broken}; the server stopped (a supervisor may restart it)")
         return 0
 
     def close(
@@ -377,7 +391,9 @@ def _check_outputs(name: str, model: LoadedModel, spec: str) -> None:
             ) from None
         try:
             got = model(example)
-        except Exception as exc:
+        except BaseException as exc:  # a model's SystemExit must not end the process (is_ctrl_c)
+            if is_ctrl_c(exc):
+                raise
             raise ModelLoadError(
                 f"{spec} raised on its example input at warm-up: {type(exc).__name__}: {exc}", model=name
             ) from exc
@@ -403,6 +419,15 @@ def _output_problems(model: LoadedModel, got: dict[str, Any], batch: int) -> lis
             if rows != batch:
                 found.append(f"output {s.name} has {rows} rows for {batch} input rows")
     return found
+
+
+def _failed_server(servers: list[tuple[str, TransportServer]]) -> str:
+    """What failed, if a transport server's serving loop died (its optional ``failed``), or ""."""
+    for transport, server in servers:
+        failed = getattr(server, "failed", None)
+        if failed is not None:
+            return f"the {transport} server {server.address!r} failed: {type(failed).__name__}: {failed}"
+    return ""
 
 
 def _server_stats(server: TransportServer) -> dict[str, Any]:

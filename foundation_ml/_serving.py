@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import LoadedModel
-from ._batching import Batcher
+from ._batching import Batcher, is_ctrl_c
 from ._metrics import ModelMetrics
 from ._signature import compile_validator, describe, mismatch
 from ._tensors import has_tensor, to_host
@@ -86,7 +86,9 @@ class ServedModel:
             return
         try:
             outputs = self.model(request.inputs)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, GeneratorExit...: this request's error (is_ctrl_c)
+            if is_ctrl_c(exc):
+                raise
             self.finish(request, respond, t0, self.failed(request, exc), batch=1)
             return
         self.answer(request, respond, t0, outputs, batch=1)

@@ -79,6 +79,7 @@ class ShmServer(TransportServer):
                 "file was missing; stop it first"
             )
         self._stopping = False
+        self.failed: BaseException | None = None  # why the serving loop died, if it ever does
         self._drain_upto: dict[int, int] = {}  # at stop: each channel's request published by then
         self._running = True
         try:  # from here on, a failure removes what was made and lets the lock go
@@ -168,6 +169,18 @@ class ShmServer(TransportServer):
         return active
 
     def _loop(self) -> None:
+        """Run the serving loop; if it dies all the same, record why in ``failed`` (the runtime's
+        ``serve`` then exits non-zero, so that a supervisor restarts the server) and mark the
+        region STOPPED: clients fail ServerUnavailable rather than wait on a loop that is gone."""
+        try:
+            self._serve_loop()
+        except BaseException as exc:  # a serving thread: no Ctrl-C arrives here
+            self.failed = exc
+            log.critical("shm %s: the serving loop died: %r", self.name, exc, exc_info=exc)
+            if self._running:
+                self._ctl.u32[_R.STATE // 4] = L.RegionState.STOPPED
+
+    def _serve_loop(self) -> None:
         """Serve requests one at a time: the scan (``poll_channels``: in C with the GIL released,
         or its Python twin) resumes after the channel just served, so every client gets its turn;
         once nothing is pending the handler may flush a batch; an idle server sleeps on its bell."""
@@ -232,7 +245,8 @@ class ShmServer(TransportServer):
                         self._dispatch(ch, seq)
                     else:
                         self._dispatch_repeat(ch, seq, rid, deadline)
-                except Exception:  # a bug of ours must cost one request, never the server
+                except BaseException:  # a bug of ours (or a handler's SystemExit) costs one request,
+                    # never the server; this is not the main thread: a KeyboardInterrupt is no Ctrl-C
                     log.exception("shm %s channel %d: dispatch failed", self.name, ch.index)
                     self._fail(ch, seq)
                 dirty = flush is not None
@@ -250,7 +264,7 @@ class ShmServer(TransportServer):
         """``handler.flush()`` (RequestHandler.flush): ns until it wants another call, 0 if none."""
         try:
             return int(flush())
-        except Exception:  # a handler bug must not stop the loop
+        except BaseException:  # a handler bug (or a model's SystemExit) must not stop the loop
             log.exception("shm %s: handler.flush failed", self.name)
             return 0
 
@@ -316,7 +330,7 @@ class ShmServer(TransportServer):
             self.handler(request, respond)
         except InferenceError as exc:
             respond(exc)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the loop thread serves on
             log.exception("shm %s: handler raised on request %d", self.name, request.id)
             respond(HandlerError(f"{type(exc).__name__}: {exc}", model=request.model, request_id=request.id))
 
@@ -417,6 +431,8 @@ class ShmServer(TransportServer):
                 # on purpose: _running is False then); clients must not wait on a dead loop
                 log.error("shm %s: the serving loop died; marking the server stopped", self.name)
                 self._ctl.u32[_R.STATE // 4] = L.RegionState.STOPPED
+                if self.failed is None:
+                    self.failed = InternalError(f"shm {self.name}: the serving loop ended unexpectedly")
                 return
             u64[_R.HEARTBEAT // 8] += 1
             u64[_R.HEARTBEAT_NS // 8] = time.monotonic_ns()

@@ -1,0 +1,122 @@
+"""Failure injection: a model or a transport that misbehaves costs a request (or ends ``serve``
+with a clear error), never leaves a live-looking server that answers no one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from foundation_core import Hub
+from foundation_ml import FunctionModel, InferenceClient, MLRuntime
+from foundation_ml.errors import HandlerError, ModelLoadError
+
+RAISED = [SystemExit(7), KeyboardInterrupt("model"), GeneratorExit()]
+
+
+def raising_model(exc: BaseException) -> FunctionModel:
+    """``y = 2x``, except that a first element of 1001 raises ``exc``."""
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        if x.size and x.flat[0] == 1001:
+            raise exc
+        return {"y": x * 2}
+
+    return FunctionModel(run, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+
+
+def always_raising(exc: BaseException) -> FunctionModel:
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        raise exc
+
+    return FunctionModel(run, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+
+
+@pytest.fixture
+def shm_runtime(shm_hub: Hub, name: str) -> Iterator[MLRuntime]:
+    rt = MLRuntime(shm_hub)
+    yield rt
+    rt.close()
+
+
+@pytest.mark.parametrize("batch", [1, 4], ids=["unbatched", "batched"])
+@pytest.mark.parametrize("exc", RAISED, ids=lambda e: type(e).__name__)
+def test_a_model_raising_a_base_exception_fails_its_request_and_serving_goes_on(
+    shm_runtime: MLRuntime, shm_hub: Hub, name: str, exc: BaseException, batch: int
+) -> None:
+    shm_runtime.register_model("bad", raising_model(exc), max_batch_size=batch, max_wait_us=200)
+    shm_runtime.start("shm", name)
+    bad = np.full((1, 4), 1001, np.float32)
+    good = np.ones((2, 4), np.float32)
+    with InferenceClient(name, transport="shm", hub=shm_hub, timeout=10) as client:
+        with pytest.raises(HandlerError, match=type(exc).__name__):
+            client.infer("bad", {"x": bad})
+        for _ in range(3):
+            np.testing.assert_array_equal(client.infer("bad", {"x": good})["y"], good * 2)
+
+
+@pytest.mark.parametrize("exc", [SystemExit(7), GeneratorExit()], ids=lambda e: type(e).__name__)
+def test_a_model_raising_a_base_exception_at_warm_up_is_a_load_error(
+    shm_runtime: MLRuntime, exc: BaseException
+) -> None:
+    with pytest.raises(ModelLoadError, match=f"warm-up: {type(exc).__name__}"):
+        shm_runtime.register_model("bad", always_raising(exc))
+    assert shm_runtime.registry.names() == []
+
+
+def test_a_keyboard_interrupt_off_the_main_thread_at_warm_up_is_a_load_error(
+    shm_runtime: MLRuntime,
+) -> None:
+    """On the main thread a KeyboardInterrupt may be Ctrl-C and propagates; elsewhere it is the
+    model's doing."""
+    got: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            shm_runtime.register_model("bad", always_raising(KeyboardInterrupt("x")))
+        except BaseException as exc:
+            got.append(exc)
+
+    t = threading.Thread(target=load)
+    t.start()
+    t.join(30)
+    assert len(got) == 1 and isinstance(got[0], ModelLoadError), got
+
+
+SERVE_WITH_A_DYING_LOOP = textwrap.dedent(
+    """
+    import sys
+    from foundation_ml import FunctionModel, MLRuntime
+    from foundation_ml._client import registered_hub
+    from foundation_shm._server import ShmServer
+
+    def die(self):
+        raise KeyboardInterrupt("injected into the serving loop")
+
+    ShmServer._serve_loop = die
+    rt = MLRuntime(registered_hub())
+    echo = FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"})
+    rt.register_model("m", echo)
+    try:
+        rt.serve("shm", sys.argv[1], ready=lambda: print("ready", flush=True))
+    except Exception as exc:
+        print(f"serve raised {type(exc).__name__}: {exc}", flush=True)
+        sys.exit(1)
+    print("serve returned", flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_serve_ends_with_an_error_when_the_transport_serving_loop_dies(shm_hub: Hub, name: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", SERVE_WITH_A_DYING_LOOP, name], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "serve raised InternalError" in proc.stdout, proc.stdout + proc.stderr
+    assert "KeyboardInterrupt: injected into the serving loop" in proc.stdout
