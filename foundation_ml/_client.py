@@ -38,14 +38,22 @@ def registered_hub() -> Hub:
     return hub
 
 
+class _Default(float):
+    """The timeout an ``InferenceClient`` uses when none is given (a float, so it reads as one)."""
+
+
+DEFAULT_TIMEOUT = _Default(30.0)  # s; a configured client timeout ([shm] client_timeout) wins
+
+
 class InferenceClient:
     """A connection to the server serving under ``name`` on ``transport``.
 
     Errors are raised typed (``ModelNotFound``, ``InvalidInput``, ``HandlerError``, ...).
     ``timeout`` (seconds) bounds every call unless a call passes its own; it also becomes the
-    request's deadline, which the server honours. Outputs are the caller's own arrays
-    (``copy=True``); ``copy=False`` returns what the transport returns, which may be views that the
-    next call on the same connection overwrites (shm).
+    request's deadline, which the server honours. Not given, it is the transport's configured
+    client timeout (``[shm] client_timeout``), else 30 s; ``None``: no deadline. Outputs are the
+    caller's own arrays (``copy=True``); ``copy=False`` returns what the transport returns, which
+    may be views that the next call on the same connection overwrites (shm).
 
     Inputs may be torch tensors. CPU tensors travel as numpy arrays (``.numpy()``, no copy when
     contiguous) and the outputs are numpy arrays. CUDA tensors go to the transport as they are
@@ -63,19 +71,22 @@ class InferenceClient:
         name: str = DEFAULT_NAME,
         *,
         transport: str = "shm",
-        timeout: float | None = 30.0,
+        timeout: float | None = DEFAULT_TIMEOUT,
         copy: bool = True,
         hub: Hub | None = None,
         **options: Any,
     ) -> None:
+        hub = hub or registered_hub()
+        options = {**configured_options(hub, transport, "connect"), **options}  # code wins over config
+        if isinstance(timeout, _Default):  # not given: the configured client timeout, else 30 s
+            configured = options.get("timeout")
+            timeout = float(timeout) if configured is None else configured
         if timeout is not None:
             _check_timeout(timeout, "InferenceClient: ")
-        hub = hub or registered_hub()
         self.copy = copy
         self.name = name
         self.transport = transport
         self.timeout = timeout
-        options = {**configured_options(hub, transport, "connect"), **options}  # code wins over config
         self._pool: ThreadPoolExecutor | None = None  # ainfer's threads, made on first use
         self._client: TransportClient = hub.transports.get(transport)().connect(name, **options)
 

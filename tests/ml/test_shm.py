@@ -18,7 +18,7 @@ import pytest
 
 import foundation_core
 from foundation_core import Hub
-from foundation_ml import InferenceClient, MLRuntime
+from foundation_ml import FunctionModel, InferenceClient, MLRuntime
 from foundation_ml._process import ServerProcess, shm_entries
 
 torch = pytest.importorskip("torch")
@@ -167,7 +167,6 @@ def test_a_batched_server_under_four_client_processes_answers_every_request_with
     """Closed loops from 4 processes for 2 s against a batching server, whose answers come from
     the serving thread (full batches, flush) and from the batcher thread (late ones): the steady
     state runs the C lanes on both sides. Every request is answered, with its own rows."""
-    from foundation_ml._backend import FunctionModel
 
     rt = MLRuntime(shm_hub)
     model = FunctionModel(lambda x: x * 2, inputs={"x": "FP32[-1, 8]"}, outputs={"y": "FP32[-1, 8]"})
@@ -250,7 +249,6 @@ def _mode_and_channels(name: str) -> tuple[int, int]:
 
 
 def test_the_shm_config_section_sets_the_servers_and_the_clients_options(shm_hub: Hub, name: str) -> None:
-    from foundation_ml import FunctionModel
 
     settings = ["shm.mode=0660", "shm.channels=3", "shm.client_spin_us=0"]
     with foundation_core.start(overrides=settings) as hub, MLRuntime(hub) as rt:
@@ -272,6 +270,25 @@ def test_the_shm_config_section_sets_the_servers_and_the_clients_options(shm_hub
         )
         rt.start("shm", name, mode=0o600)  # options in code win over the config section
         assert _mode_and_channels(name) == (0o600, 3)
+
+
+def test_the_configured_client_timeout_bounds_an_inference_client_s_calls(shm_hub: Hub, name: str) -> None:
+    """[shm] client_timeout was ignored: InferenceClient passed its own 30 s to every call."""
+    with MLRuntime(shm_hub) as rt:
+        rt.register_model(
+            "m", FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"})
+        )
+        rt.start("shm", name)
+        with foundation_core.start(overrides=["shm.client_timeout=2.5"]) as hub:
+            with InferenceClient(name, hub=hub) as client:
+                assert client.timeout == 2.5
+            with InferenceClient(name, hub=hub, timeout=4.0) as client:  # code wins
+                assert client.timeout == 4.0
+            with InferenceClient(name, hub=hub, timeout=None) as client:  # no deadline
+                assert client.timeout is None
+        with InferenceClient(name, hub=shm_hub) as client:  # nothing configured: 30 s
+            assert client.timeout == 30.0
+            assert client.infer("m", {"x": np.ones(2, np.float32)})["y"].tolist() == [1.0, 1.0]
 
 
 def test_a_bare_hub_gives_no_configured_options(shm_hub: Hub) -> None:
