@@ -22,6 +22,9 @@ plugins, ``hub.startup()``.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import select
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -161,18 +164,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = command.parser.parse_args(ns.args)
     args.config, args.set, args.strict_plugins = ns.config, ns.set, ns.strict_plugins
     prefix[0] = f"foundation {ns.command}"
+    return _run(command, args, hub)
+
+
+def _run(command: Command, args: argparse.Namespace, hub: Hub) -> int:
+    """Call the command's handler; its errors, and a failure to write its output, become one
+    line on stderr and an exit status."""
     try:
         if (args.config or args.set) and not command.own_config:  # never silently ignored
             hub.configure(args.config, args.set)
-        return int(command.resolve()(args, hub) or 0)
+        status = int(command.resolve()(args, hub) or 0)
     except ConfigError as exc:
-        print(f"foundation {ns.command}: {exc}", file=sys.stderr)
+        print(f"foundation {command.name}: {exc}", file=sys.stderr)
         return 2
     except FoundationError as exc:
-        print(f"foundation {ns.command}: error: {exc}", file=sys.stderr)
+        print(f"foundation {command.name}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        if not _is_output_error(exc):
+            raise
+        return _output_failed(command.name, exc)
+    try:  # a full disk or a closed pipe shows here, not in the interpreter's exit
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError as exc:
+        return _output_failed(command.name, exc)
+    return status
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def _is_output_error(exc: OSError) -> bool:
+    """Whether ``exc`` (escaped from a command) came from writing standard output: a broken pipe
+    while stdout's reader is gone, or a write error (no file name: opening a file names it)."""
+    if isinstance(exc, BrokenPipeError):
+        return _stdout_reader_gone()
+    return exc.errno in _OUTPUT_ERRNOS and exc.filename is None
+
+
+def _stdout_reader_gone() -> bool:
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll(), or stdout is no file (captured)
+        return False
+
+
+def _output_failed(command: str, exc: OSError) -> int:
+    """Exit quietly with 141 (as a shell reports SIGPIPE) when stdout's reader went away
+    (``foundation plugins | head -1``), or name the failure (a full disk) and exit 1. Either way
+    stdout is pointed at /dev/null first, so the interpreter's final flush does not fail again
+    (the recipe of Python's ``signal`` module documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
+    if isinstance(exc, BrokenPipeError):
+        return 141
+    print(f"foundation {command}: error: cannot write output: {exc.strerror or exc}", file=sys.stderr)
+    return 1
 
 
 def _show_our_warnings_plainly() -> list[str]:
