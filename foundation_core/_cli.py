@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import operator
 import os
 import select
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, SupportsIndex, TextIO
 
 import attrs
 
@@ -173,7 +174,10 @@ def _run(command: Command, args: argparse.Namespace, hub: Hub) -> int:
     try:
         if (args.config or args.set) and not command.own_config:  # never silently ignored
             hub.configure(args.config, args.set)
-        status = int(command.resolve()(args, hub) or 0)
+        status = _status(command, _handler(command)(args, hub))
+    except _BrokenCommand as exc:
+        print(f"foundation {command.name}: error: plugin {command.plugin!r}: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"foundation {command.name}: {exc}", file=sys.stderr)
         return 2
@@ -192,6 +196,40 @@ def _run(command: Command, args: argparse.Namespace, hub: Hub) -> int:
     except OSError as exc:
         return _output_failed(command.name, exc)
     return status
+
+
+class _BrokenCommand(Exception):
+    """A plugin's command that cannot run: its handler does not import, or returns no status."""
+
+
+def _describe(handler: object) -> str:
+    if isinstance(handler, str):
+        return handler
+    return f"{getattr(handler, '__module__', '?')}:{getattr(handler, '__qualname__', repr(handler))}"
+
+
+def _handler(command: Command) -> Handler:
+    """The command's handler, imported if lazy; a failure names the reference, not a traceback."""
+    try:
+        handler = command.resolve()
+    except Exception as exc:  # a plugin's module may fail to import in any way
+        why = str(exc) if isinstance(exc, (ImportError, AttributeError)) else f"{type(exc).__name__}: {exc}"
+        raise _BrokenCommand(f"handler {_describe(command.handler)!r} cannot be imported: {why}") from exc
+    if not callable(handler):
+        raise _BrokenCommand(f"handler {_describe(command.handler)!r} is not callable: {handler!r}")
+    return handler
+
+
+def _status(command: Command, result: object) -> int:
+    """The exit status a handler returned: an int, or None for 0 (a bool is an int)."""
+    if result is None:
+        return 0
+    if isinstance(result, SupportsIndex):  # an int, a numpy integer
+        return operator.index(result)
+    raise _BrokenCommand(
+        f"handler {_describe(command.handler)!r} returned {result!r} "
+        f"({type(result).__name__}), not an exit status (an int or None)"
+    )
 
 
 _OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import IO, Any
 
 import pytest
+
+from .conftest import _write_project, pip_install_target, run_cli
 
 
 def _foundation(*args: str, stdout: int | IO[Any], **env: str) -> subprocess.CompletedProcess[str]:
@@ -43,3 +46,64 @@ def test_a_full_disk_is_one_line_naming_the_command_and_exit_1() -> None:
         proc = _foundation("version", stdout=full)
     assert proc.returncode == 1
     assert proc.stderr == "foundation version: error: cannot write output: No space left on device\n"
+
+
+BROKEN_COMMANDS = {
+    "fixture_cmds/__init__.py": "",
+    "fixture_cmds/plugin.py": """
+        from foundation_core import hookimpl
+
+        @hookimpl
+        def foundation_register_commands(cli):
+            cli.add_command("cmds-missing", "fixture_cmds_nosuch:fn", help="no such module")
+            cli.add_command("cmds-badattr", "fixture_cmds.plugin:nosuch", help="no such attribute")
+            cli.add_command("cmds-str", "fixture_cmds.plugin:returns_str", help="returns no status")
+            cli.add_command("cmds-seven", "fixture_cmds.plugin:returns_seven", help="returns 7")
+
+        def returns_str(args, hub):
+            return "nope"
+
+        def returns_seven(args, hub):
+            return 7
+    """,
+}
+
+
+@pytest.fixture(scope="module")
+def cmds_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Plugin ``cmds`` (a pip-installed distribution) whose commands cannot run."""
+    root, site = tmp_path_factory.mktemp("cmds-src"), tmp_path_factory.mktemp("cmds-site")
+    pip_install_target([_write_project(root, "cmds", BROKEN_COMMANDS)], site)
+    return site
+
+
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [
+        (
+            "cmds-missing",
+            "handler 'fixture_cmds_nosuch:fn' cannot be imported: No module named 'fixture_cmds_nosuch'",
+        ),
+        (
+            "cmds-badattr",
+            "handler 'fixture_cmds.plugin:nosuch' cannot be imported: "
+            "module 'fixture_cmds.plugin' has no attribute 'nosuch'",
+        ),
+        (
+            "cmds-str",
+            "handler 'fixture_cmds.plugin:returns_str' returned 'nope' (str), "
+            "not an exit status (an int or None)",
+        ),
+    ],
+    ids=["no-module", "no-attribute", "returns-str"],
+)
+def test_a_command_that_cannot_run_names_its_plugin_and_handler(
+    cmds_site: Path, command: str, why: str
+) -> None:
+    proc = run_cli(cmds_site, command)
+    assert proc.returncode == 1
+    assert proc.stderr == f"foundation {command}: error: plugin 'cmds': {why}\n"
+
+
+def test_a_command_returning_an_int_exits_with_it(cmds_site: Path) -> None:
+    assert run_cli(cmds_site, "cmds-seven").returncode == 7
