@@ -6,13 +6,14 @@ claimed channel with its data segment (request and response areas) and the cache
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
 import numpy as np
 import posix_ipc
 
-from foundation_ml.errors import BadVersion, ServerUnavailable
+from foundation_ml.errors import BadVersion, Overloaded, ServerUnavailable, TooLarge
 
 from . import _layout as L
 from ._codec import Limits, TensorRef
@@ -151,7 +152,7 @@ class _Channel:
         ctl, pid = self.conn.ctl, os.getpid()
         gen = ctl.u64[(self.base + _C.DATA_GEN) // 8] + 1
         name = L.data_name(self.conn.name, self.index, pid, gen)
-        data = Segment.create(name, req_cap + resp_cap, self.conn.mode)
+        data = self._create(name, req_cap, resp_cap)
         if self.data is not None and self.used:
             data.buf[: self.used] = self.data.buf[: self.used]
         u64 = ctl.u64
@@ -165,6 +166,31 @@ class _Channel:
         self.req, self.resp = data.buf[:req_cap], data.buf[req_cap:].toreadonly()
         self.req_cap, self.resp_cap = req_cap, resp_cap
         self.reader = ResponseReader(self.resp, resp_cap, self.conn.limits)
+
+    def _create(self, name: str, req_cap: int, resp_cap: int) -> Segment:
+        """The new data segment, or a typed error: OVERLOADED when /dev/shm or memory has no room
+        now (it may later), TOO_LARGE for capacities that can never be allocated (larger than
+        /dev/shm, or than a file may be). A segment of this name is ours (it carries our pid)
+        and left over from a claim or grow that failed: it is replaced."""
+        size = req_cap + resp_cap
+        what = f"shm server {self.conn.name!r} channel {self.index}: capacities {req_cap}+{resp_cap} bytes"
+        try:
+            room = os.statvfs("/dev/shm")
+            total = room.f_blocks * room.f_frsize
+        except OSError:
+            total = 0
+        if total and size > total:
+            raise TooLarge(f"{what}: more than /dev/shm can ever hold ({total} bytes)")
+        try:
+            try:
+                return Segment.create(name, size, self.conn.mode)
+            except posix_ipc.ExistentialError:
+                unlink_segment(name)
+                return Segment.create(name, size, self.conn.mode)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.ENOMEM):
+                raise Overloaded(f"{what}: no room: {exc.strerror}") from None
+            raise TooLarge(f"{what}: {exc.strerror or exc}") from None
 
     def detach(self) -> None:
         self.wkey, self.wval = None, ([], 0, 0, [])  # drop the views before unmapping

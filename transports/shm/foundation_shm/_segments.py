@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 
@@ -26,10 +27,28 @@ class Segment:
 
     @classmethod
     def create(cls, name: str, size: int, mode: int) -> Segment:
-        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode, size=size)
+        """Create, allocate and map ``name`` (``posix_ipc.ExistentialError`` if it exists).
+
+        Its pages are allocated now (``posix_fallocate``), not at first touch: on a full
+        /dev/shm a sparse segment maps fine and the first write to a missing page is SIGBUS, the
+        end of the process. No room is an ``OSError`` (``ENOSPC``, ``ENOMEM``, ``EFBIG``) naming
+        the segment, its size and /dev/shm. On any failure what was created is unlinked."""
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode)
         try:
             os.fchmod(shm.fd, mode)  # the umask must not narrow or the mode widen
-            return cls(name, mmap.mmap(shm.fd, size))
+            try:
+                os.ftruncate(shm.fd, size)
+                _allocate(shm.fd, size)
+                return cls(name, mmap.mmap(shm.fd, size))
+            except (OSError, OverflowError, ValueError) as exc:
+                code = getattr(exc, "errno", None) or errno.EFBIG  # OverflowError: no errno
+                why = getattr(exc, "strerror", None) or str(exc)
+                raise OSError(
+                    code, f"cannot allocate shared memory segment {name} of {size} bytes in /dev/shm: {why}"
+                ) from None
+        except BaseException:
+            unlink_segment(name)  # nothing half-made stays behind (a retry could not create it)
+            raise
         finally:
             shm.close_fd()
 
@@ -49,6 +68,18 @@ class Segment:
                 view.release()
         with contextlib.suppress(BufferError):
             self.mm.close()
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Allocate every page of the segment behind ``fd`` (where the file system cannot, the
+    segment stays sparse, as before)."""
+    if size <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.ENODEV):
+            raise
 
 
 def segment_mode(name: str) -> int:

@@ -3,17 +3,21 @@ dies, a region mutex left taken by no one, a /dev/shm without room, segments lef
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from collections.abc import Iterator
 
 import numpy as np
+import posix_ipc
 import pytest
-from foundation_shm import ShmTransport
+from foundation_shm import ShmTransport, _segments
+from foundation_shm import _layout as L
 from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
 
 from foundation_ml import InferenceRequest, Respond
-from foundation_ml.errors import HandlerError, ServerUnavailable
+from foundation_ml.errors import HandlerError, Overloaded, ServerUnavailable, TooLarge
 
 
 class RaisingHandler(EchoHandler):
@@ -67,3 +71,66 @@ def test_a_serving_loop_that_dies_says_so_and_clients_are_told(dying_server: Shm
     with pytest.raises(ServerUnavailable):
         with ShmTransport().connect(name, timeout=2) as client:
             client.infer(InferenceRequest("echo", {"x": np.arange(2.0)}))
+
+
+def _data_segments(name: str) -> list[str]:
+    return sorted(e for e in os.listdir("/dev/shm") if e.startswith(f"fdn-{name}-d"))
+
+
+@pytest.fixture
+def echo(name: str) -> Iterator[ShmServer]:
+    server = ShmTransport().serve(name, EchoHandler(), channels=2)
+    yield server
+    server.stop()
+
+
+def _echo_once(name: str, **options: object) -> None:
+    x = np.arange(4.0)
+    with ShmTransport().connect(name, timeout=5, **options) as client:
+        np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
+
+
+def test_a_capacity_dev_shm_can_never_hold_is_too_large_and_the_next_claim_works(
+    echo: ShmServer, name: str
+) -> None:
+    room = os.statvfs("/dev/shm")
+    capacity = 1 << 46
+    if capacity * 2 <= room.f_blocks * room.f_frsize:
+        pytest.skip("/dev/shm is larger than 2**47 bytes")
+    with pytest.raises(TooLarge, match=f"capacities {capacity}\\+{capacity} bytes.*/dev/shm"):
+        _echo_once(name, capacity=capacity)
+    assert _data_segments(name) == []
+    _echo_once(name)  # the same process claims again
+
+
+def test_no_room_in_dev_shm_is_overloaded_naming_the_segment_and_nothing_is_left(
+    echo: ShmServer, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(_segments.os, "posix_fallocate", full)
+    with pytest.raises(
+        Overloaded,
+        match=rf"no room: cannot allocate shared memory segment /fdn-{name}-d0-.* of \d+ bytes in /dev/shm",
+    ):
+        _echo_once(name)
+    assert _data_segments(name) == []
+    monkeypatch.undo()
+    _echo_once(name)
+
+
+def test_segments_are_allocated_not_sparse(echo: ShmServer, name: str) -> None:
+    """A sparse segment on a full /dev/shm maps, then SIGBUSes the server at its first write."""
+    with ShmTransport().connect(name, timeout=5) as client:
+        client.infer(InferenceRequest("echo", {"x": np.arange(2.0)}))
+        for entry in [*_data_segments(name), f"fdn-{name}"]:
+            st = os.stat(f"/dev/shm/{entry}")
+            assert st.st_blocks * 512 >= st.st_size, entry
+
+
+def test_a_data_segment_of_ours_left_from_a_failed_claim_is_replaced(echo: ShmServer, name: str) -> None:
+    stale = posix_ipc.SharedMemory(L.data_name(name, 0, os.getpid(), 1), posix_ipc.O_CREX, size=4096)
+    stale.close_fd()
+    _echo_once(name)
+    assert _data_segments(name) == []
