@@ -22,6 +22,9 @@ __all__ = ["PluginInfo", "Selection", "discover"]
 
 Status = Literal["loaded", "failed", "disabled", "not-selected", "app"]
 
+REGISTERED_KINDS = ("commands", "config_sections", "model_backends", "patterns", "transports")
+"""The keys of ``registered`` in ``foundation plugins --json``: every plugin has all of them."""
+
 
 @attrs.define
 class PluginInfo:
@@ -48,7 +51,10 @@ class PluginInfo:
             "version": self.version,
             "entry_point": self.value,
             "hooks": sorted(self.hooks),
-            "registered": {k: sorted(v) for k, v in sorted(self.registered.items())},
+            "registered": {
+                k: sorted(v)
+                for k, v in sorted({**dict.fromkeys(REGISTERED_KINDS, ()), **self.registered}.items())
+            },
             "error": self.error,
             "error_hook": self.error_hook,
         }

@@ -72,3 +72,14 @@ def test_config_flags_are_checked_for_every_command(tmp_path: Path) -> None:
     proc = run_cli(tmp_path, "--set", "a.b=1", "version", FOUNDATION_PLUGINS="")  # no config plugin
     assert proc.returncode == 2
     assert "need the config plugin" in proc.stderr
+
+
+def test_plugins_json_gives_every_plugin_the_five_registered_lists(plugin_site: Path) -> None:
+    """A disabled or failed plugin registered nothing: five empty lists, not an empty object."""
+    proc = run_cli(plugin_site, "plugins", "--json", FOUNDATION_DISABLE_PLUGINS="good")
+    plugins = {p["name"]: p for p in json.loads(proc.stdout)["plugins"]}
+    assert plugins["good"]["status"] == "disabled" and plugins["broken"]["status"] == "failed"
+    kinds = ["commands", "config_sections", "model_backends", "patterns", "transports"]
+    for plugin in plugins.values():
+        assert list(plugin["registered"]) == kinds, plugin["name"]
+    assert plugins["good"]["registered"] == plugins["broken"]["registered"] == {k: [] for k in kinds}
