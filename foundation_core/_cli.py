@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, SupportsIndex, TextIO
 import attrs
 
 from ._registry import Entry, Registry, check_ref, current_plugin, resolve_ref
+from ._version import __version__
 from .errors import ConfigError, FoundationError
 
 if TYPE_CHECKING:
@@ -131,6 +132,12 @@ def _global_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
         "--strict-plugins",
         action="store_true",
         help="a plugin that fails to load is fatal (as FOUNDATION_STRICT_PLUGINS=1)",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"foundation {__version__}",
+        help="print the version of foundation (`foundation version` adds every plugin's) and exit",
     )
     parser.add_argument("command", nargs="?", help="the command to run")
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

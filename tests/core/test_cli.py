@@ -83,3 +83,10 @@ def test_plugins_json_gives_every_plugin_the_five_registered_lists(plugin_site: 
     for plugin in plugins.values():
         assert list(plugin["registered"]) == kinds, plugin["name"]
     assert plugins["good"]["registered"] == plugins["broken"]["registered"] == {k: [] for k in kinds}
+
+
+def test_dash_dash_version_prints_the_first_line_of_version(tmp_path: Path) -> None:
+    proc = run_cli(tmp_path, "--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"foundation {__version__}\n"
+    assert run_cli(tmp_path, "version").stdout.splitlines()[0] == proc.stdout.strip()
