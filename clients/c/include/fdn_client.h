@@ -27,6 +27,9 @@ extern "C" {
 #define FDN_MAX_NDIM 8
 #define FDN_MAX_TENSORS 64
 #define FDN_NAME_SIZE 64
+/* The longest server name: with it every data name "/fdn-N-d{i}-{pid}-{gen}" fits data_name with its
+ * NUL (spec section 2): 5 + 32 + 2 + 4 (index < 4096) + 1 + 7 (pid <= 4194304) + 1 + 11 (gen) = 63. */
+#define FDN_SERVER_NAME_MAX 32
 #define FDN_VERSION_SIZE 16
 #define FDN_DATA_ALIGN 64
 #define FDN_MAX_TEXT (1u << 20)

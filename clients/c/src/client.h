@@ -8,7 +8,7 @@
 #include "internal.h"
 
 struct fdn_client {
-    char name[49];
+    char name[FDN_SERVER_NAME_MAX + 1];
     struct fdn_options opts;
     /* the connection: control segment and semaphores of one server instance */
     int connected;

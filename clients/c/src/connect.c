@@ -80,13 +80,24 @@ static void drop_data(struct fdn_client *c) {
     }
 }
 
+int fdn_data_name(char out[64], const char *server, uint32_t index, uint32_t pid, uint64_t gen) {
+    int n = snprintf(out, 64, "/fdn-%s-d%u-%u-%llu", server, index, pid, (unsigned long long)gen);
+    if (n < 0 || n >= 64) {
+        out[0] = 0;
+        return 0;
+    }
+    return 1;
+}
+
 /* Create a data segment with these capacities and publish it in the channel (section 10.1,
  * "Growing"); the request bytes in use are carried over. */
 enum fdn_status fdn_attach(struct fdn_client *c, uint64_t req_cap, uint64_t resp_cap, struct fdn_error *err) {
     uint64_t gen = FDN_LOAD(&c->ch->data_gen) + 1;
     char name[64];
-    snprintf(name, sizeof name, "/fdn-%s-d%u-%u-%llu", c->name, c->index, (unsigned)getpid(),
-             (unsigned long long)gen);
+    if (!fdn_data_name(name, c->name, c->index, (uint32_t)getpid(), gen))
+        return fdn_fail(err, FDN_INTERNAL, 0,
+                        "shm data segment name /fdn-%s-d%u-%u-%llu does not fit data_name (at most 63 bytes)",
+                        c->name, c->index, (unsigned)getpid(), (unsigned long long)gen);
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->mode);
     if (fd < 0) return fdn_fail(err, FDN_INTERNAL, 0, "shm_open(%s): %s", name, strerror(errno));
     size_t size = (size_t)(req_cap + resp_cap);
@@ -232,7 +243,7 @@ enum fdn_status fdn_connect_now(struct fdn_client *c, struct fdn_error *err) {
 
 static int valid_name(const char *name) {
     size_t n = strlen(name);
-    if (n < 1 || n > 48) return 0;
+    if (n < 1 || n > FDN_SERVER_NAME_MAX) return 0;
     for (size_t i = 0; i < n; i++) {
         char ch = name[i];
         if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_'))
@@ -246,7 +257,8 @@ enum fdn_status fdn_connect(fdn_client **out, const char *name, const struct fdn
     *out = NULL;
     if (strncmp(name, "shm://", 6) == 0) name += 6;
     if (!valid_name(name))
-        return fdn_fail(err, FDN_INVALID_INPUT, 0, "shm server name '%.64s' must be 1-48 characters of [A-Za-z0-9_]", name);
+        return fdn_fail(err, FDN_INVALID_INPUT, 0, "shm server name '%.64s' must be 1-%d characters of [A-Za-z0-9_]", name,
+                        FDN_SERVER_NAME_MAX);
     struct fdn_client *c = calloc(1, sizeof *c);
     if (!c) return fdn_fail(err, FDN_INTERNAL, 0, "out of memory");
     strcpy(c->name, name);

@@ -11,6 +11,10 @@ enum fdn_status fdn_fail(struct fdn_error *err, enum fdn_status code, uint64_t r
 /* 1 if [s, s+n) is valid UTF-8 (strict: no overlongs, no surrogates). */
 int fdn_utf8_valid(const uint8_t *s, size_t n);
 
+/* Write the data segment name "/fdn-{server}-d{index}-{pid}-{gen}" into out; 0 (out empty) if it
+ * would not fit the channel block's data_name with its NUL: it is refused, never cut. */
+int fdn_data_name(char out[64], const char *server, uint32_t index, uint32_t pid, uint64_t gen);
+
 static inline uint64_t fdn_align64(uint64_t n) { return (n + FDN_DATA_ALIGN - 1) / FDN_DATA_ALIGN * FDN_DATA_ALIGN; }
 
 /* Shared words (section 7.1): single aligned accesses with acquire/release, and a full fence. */

@@ -85,8 +85,9 @@ int main(void) {
         printf("test-live: skipped (set FDN_TEST_PYTHON to a Python with foundation_shm)\n");
         return 0;
     }
-    char name[64];
-    snprintf(name, sizeof name, "fdnc%d", (int)getpid());
+    char name[64]; /* the longest server name: its data names still fit (spec section 2) */
+    snprintf(name, sizeof name, "fdnc%d_______________________________", (int)getpid());
+    name[FDN_SERVER_NAME_MAX] = 0;
     pid_t server = echo_server(python, name);
     if (server < 0) {
         fprintf(stderr, "test-live: the echo server did not start\n");

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "fdn_client.h"
+#include "internal.h" /* fdn_data_name */
 
 static int failures;
 
@@ -59,6 +60,29 @@ static void test_decoder_rejects_a_short_area(void) {
     CHECK(fdn_decode_response(area, sizeof area, NULL, &r, &err) == FDN_INVALID_INPUT);
 }
 
+static void test_the_longest_data_name_fits_and_one_more_byte_is_refused(void) {
+    /* the longest server name, the highest channel index, a 7-digit pid and an 11-digit gen */
+    char server[FDN_SERVER_NAME_MAX + 2], name[64];
+    memset(server, 'x', FDN_SERVER_NAME_MAX);
+    server[FDN_SERVER_NAME_MAX] = 0;
+    CHECK(fdn_data_name(name, server, 4095, 4194304, 99999999999ull));
+    CHECK(strlen(name) == 63 && strcmp(name + 5 + FDN_SERVER_NAME_MAX, "-d4095-4194304-99999999999") == 0);
+    CHECK(!fdn_data_name(name, server, 4095, 4194304, 100000000000ull) && name[0] == 0);
+    memset(server, 'x', FDN_SERVER_NAME_MAX + 1); /* 33 characters: refused, never cut */
+    server[FDN_SERVER_NAME_MAX + 1] = 0;
+    CHECK(!fdn_data_name(name, server, 4095, 4194304, 99999999999ull) && name[0] == 0);
+}
+
+static void test_connect_refuses_a_server_name_one_past_the_limit(void) {
+    char server[FDN_SERVER_NAME_MAX + 2];
+    memset(server, 'x', FDN_SERVER_NAME_MAX + 1);
+    server[FDN_SERVER_NAME_MAX + 1] = 0;
+    fdn_client *c = NULL;
+    struct fdn_error err = {0};
+    CHECK(fdn_connect(&c, server, NULL, &err) == FDN_INVALID_INPUT && c == NULL);
+    CHECK(strstr(err.message, "must be 1-32 characters of [A-Za-z0-9_]") != NULL);
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : "../../docs/protocol/vectors";
     test_crc32_matches_zlib();
@@ -66,6 +90,8 @@ int main(int argc, char **argv) {
     test_params_are_flat_objects();
     test_layout_places_tensors_at_64();
     test_decoder_rejects_a_short_area();
+    test_the_longest_data_name_fits_and_one_more_byte_is_refused();
+    test_connect_refuses_a_server_name_one_past_the_limit();
     char cuda_dir[4096];
     snprintf(cuda_dir, sizeof cuda_dir, "%s/cuda_ipc", dir); /* section 15's vectors */
     int passed = 0, cuda_passed = 0, failed = fdn_vectors_check(dir, &passed, report, NULL);

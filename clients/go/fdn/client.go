@@ -145,8 +145,15 @@ func pages(n uint64) uint64 {
 	return p
 }
 
+// ServerNameMax is the longest server name: with it every data name "/fdn-N-d{i}-{pid}-{gen}"
+// fits the channel block's data_name with its NUL (spec section 2):
+// 5 + 32 + 2 + 4 (index < 4096) + 1 + 7 (pid <= 4194304) + 1 + 11 (gen) = 63.
+const ServerNameMax = 32
+
+const dataNameSize = 64 // the channel block's data_name: at most 63 bytes, then a NUL
+
 func validName(name string) bool {
-	if len(name) < 1 || len(name) > 48 {
+	if len(name) < 1 || len(name) > ServerNameMax {
 		return false
 	}
 	for _, ch := range []byte(name) {
@@ -163,7 +170,7 @@ func Connect(name string, opts Options) (*Client, error) {
 		name = name[6:]
 	}
 	if !validName(name) {
-		return nil, fail(InvalidInput, 0, "shm server name %q must be 1-48 characters of [A-Za-z0-9_]", name)
+		return nil, fail(InvalidInput, 0, "shm server name %q must be 1-%d characters of [A-Za-z0-9_]", name, ServerNameMax)
 	}
 	if opts.SpinUs == 0 {
 		opts.SpinUs = 100
@@ -281,11 +288,24 @@ func (c *Client) claimLocked(pid uint32) error {
 	return nil
 }
 
+// dataName is the data segment's name, refused (never cut) when it would not fit the channel
+// block's data_name with its NUL.
+func dataName(server string, index uint32, pid int, gen uint64) (string, error) {
+	name := fmt.Sprintf("/fdn-%s-d%d-%d-%d", server, index, pid, gen)
+	if len(name) >= dataNameSize {
+		return "", fail(Internal, 0, "shm data segment name %s is %d bytes; data_name holds at most %d", name, len(name), dataNameSize-1)
+	}
+	return name, nil
+}
+
 // attach creates a data segment of these capacities and publishes it ("Growing", 10.1); the
 // request bytes in use are carried over.
 func (c *Client) attach(reqCap, respCap uint64) error {
 	gen := atomic.LoadUint64(c.u64(c.ch+cDataGen)) + 1
-	name := fmt.Sprintf("/fdn-%s-d%d-%d-%d", c.name, c.index, os.Getpid(), gen)
+	name, err := dataName(c.name, c.index, os.Getpid(), gen)
+	if err != nil {
+		return err
+	}
 	fd, err := shmOpen(name, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, c.mode)
 	if err != nil {
 		return fail(Internal, 0, "shm_open(%s): %v", name, err)
@@ -307,7 +327,7 @@ func (c *Client) attach(reqCap, respCap uint64) error {
 	}
 	atomic.StoreUint64(c.u64(c.ch+cRequestCapacity), reqCap)
 	atomic.StoreUint64(c.u64(c.ch+cResponseCapacity), respCap)
-	putFixed(c.ctl[c.ch+cDataName:c.ch+cDataName+64], name)
+	putFixed(c.ctl[c.ch+cDataName:c.ch+cDataName+dataNameSize], name)
 	atomic.StoreUint64(c.u64(c.ch+cDataGen), gen)
 	c.dropData()
 	c.data, c.reqCap, c.respCap, c.dataName = mem, reqCap, respCap, name

@@ -59,6 +59,7 @@ func liveEcho(t *testing.T, prefix string) (python, name string, server **exec.C
 		t.Skip("set FDN_TEST_PYTHON to a Python with foundation_shm (the harness does)")
 	}
 	name = fmt.Sprintf("%s%d", prefix, os.Getpid())
+	name += strings.Repeat("_", ServerNameMax-len(name)) // the longest name: its data names still fit
 	cmd := echoServer(t, python, name)
 	server = &cmd
 	return python, name, server, func() {

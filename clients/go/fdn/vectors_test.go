@@ -4,6 +4,7 @@ import (
 	"hash/crc32"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -59,5 +60,31 @@ func TestDecoderRejectsAShortArea(t *testing.T) {
 	var r Response
 	if err := DecodeResponse(make([]byte, 64), DefaultLimits, &r); CodeOf(err) != InvalidInput {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// The longest server name, the highest channel index (4095), a 7-digit pid and an 11-digit
+// generation make a 63-byte data name; one byte more is refused, never cut.
+func TestTheLongestDataNameFitsAndOneMoreByteIsRefused(t *testing.T) {
+	server := strings.Repeat("x", ServerNameMax)
+	name, err := dataName(server, 4095, 4194304, 99999999999)
+	if err != nil || len(name) != 63 || name != "/fdn-"+server+"-d4095-4194304-99999999999" {
+		t.Fatalf("%q %v", name, err)
+	}
+	if name, err := dataName(server, 4095, 4194304, 100000000000); err == nil {
+		t.Fatalf("a 64-byte data name was accepted: %q", name)
+	}
+	if name, err := dataName(server+"x", 4095, 4194304, 99999999999); err == nil || name != "" {
+		t.Fatalf("a 33-character server's data name was accepted: %q", name)
+	}
+}
+
+func TestConnectRefusesAServerNameOnePastTheLimit(t *testing.T) {
+	c, err := Connect(strings.Repeat("x", ServerNameMax+1), Options{})
+	if c != nil || err == nil || !strings.Contains(err.Error(), "must be 1-32 characters of [A-Za-z0-9_]") {
+		t.Fatalf("%v %v", c, err)
+	}
+	if e, ok := err.(*Error); !ok || e.Code != InvalidInput {
+		t.Fatalf("not INVALID_INPUT: %#v", err)
 	}
 }

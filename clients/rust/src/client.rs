@@ -572,7 +572,16 @@ fn create_data(
     size: usize,
     mode: u32,
 ) -> Result<(Mapping, String)> {
-    let data_name = l::data_name(name, index, std::process::id(), gen);
+    let pid = std::process::id();
+    let data_name = l::data_name(name, index, pid, gen).ok_or_else(|| {
+        Error::new(
+            Status::Internal,
+            format!(
+                "shm data segment name /fdn-{name}-d{index}-{pid}-{gen} does not fit data_name (at most {} bytes)",
+                l::DATA_NAME_SIZE - 1
+            ),
+        )
+    })?;
     let made = Mapping::create(&data_name, size, mode).or_else(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             // A stale segment of a dead process that had our pid: ours now.
@@ -600,7 +609,7 @@ fn publish_data(
         .store(req_cap as u64, Relaxed);
     ctl.u64(base + ch::RESPONSE_CAPACITY)
         .store(resp_cap as u64, Relaxed);
-    let mut raw = [0u8; l::NAME_SIZE];
+    let mut raw = [0u8; l::DATA_NAME_SIZE];
     raw[..data_name.len()].copy_from_slice(data_name.as_bytes());
     ctl.write_bytes(base + ch::DATA_NAME, &raw);
     ctl.u64(base + ch::DATA_GEN).store(gen, Release);
@@ -641,7 +650,7 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connect to the server `name` (1-48 characters of `[A-Za-z0-9_]`; an `shm://` prefix is
+    /// Connect to the server `name` (1-32 characters of `[A-Za-z0-9_]`; an `shm://` prefix is
     /// accepted) and claim a channel. Fails with SERVER_UNAVAILABLE if no live server serves
     /// `name`, OVERLOADED if it has no free channel.
     pub fn connect(name: &str, opts: ConnectOptions) -> Result<Client> {
@@ -649,7 +658,10 @@ impl Client {
         if !l::valid_server_name(name) {
             return err(
                 Status::InvalidInput,
-                format!("shm server name {name:?} must be 1-48 characters of [A-Za-z0-9_]"),
+                format!(
+                    "shm server name {name:?} must be 1-{} characters of [A-Za-z0-9_]",
+                    l::SERVER_NAME_MAX
+                ),
             );
         }
         let conn = Conn::open(name, &opts)?;

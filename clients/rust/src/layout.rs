@@ -288,6 +288,7 @@ const _: () = {
     assert!(channel::RESPONSE_CAPACITY == 32);
     assert!(channel::DATA_GEN == 40);
     assert!(channel::DATA_NAME == 48);
+    assert!(channel::DATA_NAME + DATA_NAME_SIZE + 16 == channel::SERVER_SEQ);
     assert!(channel::SERVER_SEQ == 128);
     assert!(msg::REQ_DEADLINE_NS == 32 + 80);
     assert!(msg::REQ_INPUT_COUNT == 32 + 88);
@@ -320,9 +321,17 @@ pub const fn response_payload_size(outputs: usize, text: usize, params: usize) -
     BODY_SIZE + DESC_SIZE * outputs + text + params
 }
 
-/// True for a valid server name: 1-48 characters of `[A-Za-z0-9_]`.
+/// The longest server name: with it every data name `/fdn-N-d{i}-{pid}-{gen}` fits the channel
+/// block's `data_name` with its NUL (spec section 2):
+/// 5 + 32 + 2 + 4 (index < 4096) + 1 + 7 (pid <= 4194304) + 1 + 11 (gen) = 63.
+pub const SERVER_NAME_MAX: usize = 32;
+/// The channel block's `data_name` field: at most 63 bytes, then a NUL.
+pub const DATA_NAME_SIZE: usize = 64;
+
+/// True for a valid server name: 1-32 characters of `[A-Za-z0-9_]`.
 pub fn valid_server_name(name: &str) -> bool {
-    (1..=48).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    (1..=SERVER_NAME_MAX).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `/fdn-N`: the control segment.
@@ -341,9 +350,11 @@ pub fn doorbell_name(n: &str) -> String {
 pub fn channel_sem_name(n: &str, i: usize) -> String {
     format!("/fdn-{n}-c{i}")
 }
-/// `/fdn-N-d{i}-{pid}-{gen}`: channel `i`'s data segment.
-pub fn data_name(n: &str, i: usize, pid: u32, gen: u64) -> String {
-    format!("/fdn-{n}-d{i}-{pid}-{gen}")
+/// `/fdn-N-d{i}-{pid}-{gen}`: channel `i`'s data segment; `None` when it would not fit
+/// `data_name` with its NUL (it is refused, never cut).
+pub fn data_name(n: &str, i: usize, pid: u32, gen: u64) -> Option<String> {
+    let name = format!("/fdn-{n}-d{i}-{pid}-{gen}");
+    (name.len() < DATA_NAME_SIZE).then_some(name)
 }
 /// `/dev/shm/fdn-N.lock`: the server's flock'd lock file.
 pub fn lock_file(n: &str) -> String {

@@ -18,7 +18,8 @@ impl Drop for Echo {
 }
 
 fn start(python: &str) -> Echo {
-    let name = format!("rustecho_{}", std::process::id());
+    let mut name = format!("rustecho_{}", std::process::id());
+    name.push_str(&"_".repeat(fdn::layout::SERVER_NAME_MAX - name.len())); // the longest name
     let mut child = Command::new(python)
         .args(["-m", "foundation_shm._echo", &name])
         .stdout(Stdio::piped())

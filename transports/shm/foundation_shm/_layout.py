@@ -16,8 +16,10 @@ __all__ = [
     "CHANNEL_SIZE",
     "CHANNELS_OFFSET",
     "DATA_ALIGN",
+    "DATA_NAME_SIZE",
     "DESC",
     "DESC_SIZE",
+    "MAX_CHANNELS",
     "MAX_NDIM",
     "MSG_HEADER",
     "MSG_HEADER_SIZE",
@@ -30,6 +32,7 @@ __all__ = [
     "REQ_BODY",
     "RESP_BODY",
     "BODY_SIZE",
+    "SERVER_NAME_MAX",
     "ChannelField",
     "Feature",
     "Location",
@@ -115,6 +118,7 @@ REGION_HEADER_SIZE = REGION.size  # 256
 CHANNELS_OFFSET = 256
 CHANNEL_SIZE = 256
 CHANNEL = struct.Struct("<QIIQQQQ64s16xQIIQ104x")
+DATA_NAME_SIZE = 64  # the channel block's data_name: at most 63 bytes, then a NUL
 
 
 class RegionField(enum.IntEnum):
@@ -168,13 +172,17 @@ def align(n: int, to: int = DATA_ALIGN) -> int:
 
 
 # --- names of the objects in /dev/shm ----------------------------------------------------------
-_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,48}")
+MAX_CHANNELS = 4096  # channel_count's bound: channel indices have at most 4 digits
+# The longest server name whose data names "/fdn-N-d{i}-{pid}-{gen}" always fit data_name with its
+# NUL (spec section 2): 5 + 32 + 2 + 4 (index < 4096) + 1 + 7 (pid <= 4194304) + 1 + 11 (gen) = 63.
+SERVER_NAME_MAX = 32
+_NAME_RE = re.compile(rf"[A-Za-z0-9_]{{1,{SERVER_NAME_MAX}}}")
 PREFIX = "fdn-"
 
 
 def validate_name(name: str) -> str:
     if not _NAME_RE.fullmatch(name):
-        raise ValueError(f"shm server name {name!r} must be 1-48 characters of [A-Za-z0-9_]")
+        raise ValueError(f"shm server name {name!r} must be 1-{SERVER_NAME_MAX} characters of [A-Za-z0-9_]")
     return name
 
 
@@ -195,7 +203,14 @@ def channel_sem_name(name: str, index: int) -> str:
 
 
 def data_name(name: str, index: int, pid: int, gen: int) -> str:
-    return f"/fdn-{name}-d{index}-{pid}-{gen}"
+    """The data segment's name, refused (never cut) when it would not fit data_name with its NUL."""
+    result = f"/fdn-{name}-d{index}-{pid}-{gen}"
+    if len(result) >= DATA_NAME_SIZE:  # ASCII: a server name is [A-Za-z0-9_]
+        raise ValueError(
+            f"shm data segment name {result!r} is {len(result)} bytes;"
+            f" the channel block's data_name holds at most {DATA_NAME_SIZE - 1}"
+        )
+    return result
 
 
 def lock_file(name: str) -> str:

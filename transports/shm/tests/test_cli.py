@@ -43,7 +43,7 @@ def test_clean_refuses_a_name_that_is_no_server_name_and_removes_nothing(
     echo_server.kill()  # a dead server's objects: what clean would remove
     assert main(["shm", "clean", name, "../etc"]) == 2
     err = capsys.readouterr().err
-    assert "shm server name '../etc' must be 1-48 characters of [A-Za-z0-9_]" in err
+    assert "shm server name '../etc' must be 1-32 characters of [A-Za-z0-9_]" in err
     assert objects_of(name)  # the good name's objects were not touched either
     assert main(["shm", "clean", name]) == 0
     assert objects_of(name) == []

@@ -35,14 +35,34 @@ def test_the_plugin_registers_the_transport_by_name() -> None:
     assert hub.transports.get("shm") is ShmTransport
 
 
-@pytest.mark.parametrize("address", ["", "a/b", "../etc", "x" * 49, "shm://a b"])
+@pytest.mark.parametrize("address", ["", "a/b", "../etc", "x" * 33, "shm://" + "x" * 33, "shm://a b"])
 def test_check_address_refuses_what_serve_and_connect_refuse(address: str) -> None:
-    rule = "must be 1-48 characters of"
+    rule = "must be 1-32 characters of"
     with pytest.raises(ValueError, match=rule):
         ShmTransport().check_address(address)
     with pytest.raises(ValueError, match=rule):
+        ShmTransport().serve(address, EchoHandler())
+    with pytest.raises(ValueError, match=rule):
         ShmTransport().connect(address)
     ShmTransport().check_address("shm://ok_name_1")  # the prefix is allowed, as in serve
+
+
+def test_a_server_with_the_longest_name_serves_every_channel(name: str) -> None:
+    """32 characters: each client's data name fits its channel block (it did not at 48)."""
+    longest = (name + "_" * 32)[:32]
+    srv = ShmTransport().serve(longest, EchoHandler(), channels=12)
+    try:
+        clients = [ShmTransport().connect(longest, channels=1) for _ in range(12)]
+        try:
+            for i, client in enumerate(clients):
+                x = np.full(3, i, np.int32)
+                resp = client.infer(InferenceRequest("echo", {"x": x}))
+                np.testing.assert_array_equal(resp.outputs["x"], x)
+        finally:
+            for client in clients:
+                client.close()
+    finally:
+        srv.stop()
 
 
 @pytest.mark.parametrize("dtype", [d for d in DataType if d not in (DataType.BF16, DataType.BYTES)])
