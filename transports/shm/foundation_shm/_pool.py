@@ -50,15 +50,20 @@ def _region_mutex(conn: _Connection, wait: float) -> Iterator[None]:
     """Hold the server's region mutex (``posix_ipc.BusyError`` if it stays busy ``wait`` s),
     saying so in ``mutex_holder_pid`` (spec 10.1) and, for finalizers, in ``_holding``."""
     _holding.depth += 1
+    u32, pid, mutex = conn.ctl.u32, os.getpid(), conn.mutex
     try:
-        conn.mutex.acquire(wait)
-        u32 = conn.ctl.u32
-        u32[_R.MUTEX_HOLDER // 4] = os.getpid()
+        # the windows where the mutex is held with holder 0 (an interrupt right after acquire, or
+        # between clearing and release) are kept to one store each; the server frees a mutex that
+        # stays held by no one (spec 10.4)
+        mutex.acquire(wait)
         try:
+            u32[_R.MUTEX_HOLDER // 4] = pid
             yield
         finally:
-            u32[_R.MUTEX_HOLDER // 4] = 0
-            conn.mutex.release()
+            try:
+                u32[_R.MUTEX_HOLDER // 4] = 0
+            finally:
+                mutex.release()
     finally:
         _holding.depth -= 1
 

@@ -80,6 +80,10 @@ class ShmServer(TransportServer):
             )
         self._stopping = False
         self.failed: BaseException | None = None  # why the serving loop died, if it ever does
+        # a region mutex taken with mutex_holder_pid 0 (its taker interrupted or killed between
+        # acquire and naming itself) and no connect for this long is freed: 2 x a connect timeout
+        self.stuck_mutex_s = 2 * 2.0
+        self._unnamed_since: tuple[int, float] | None = None  # (connect_epoch, when) first seen
         self._drain_upto: dict[int, int] = {}  # at stop: each channel's request published by then
         self._running = True
         try:  # from here on, a failure removes what was made and lets the lock go
@@ -448,10 +452,36 @@ class ShmServer(TransportServer):
             log.warning("shm %s: pid %d died holding the region mutex; releasing it", self.name, holder)
             u32[_R.MUTEX_HOLDER // 4] = 0
             self._mutex.release()
+        self._free_unnamed_mutex(holder)
         for ch in self._channels:
             pid = u32[ch.owner_word]
             if pid and not is_alive(pid, u64[(ch.base + _C.OWNER_START) // 8]):
                 self._reclaim(ch, pid)
+
+    def _free_unnamed_mutex(self, holder: int) -> None:
+        """Release the region mutex if it stays taken by no one: ``mutex_holder_pid`` 0 and
+        ``connect_epoch`` unchanged for ``stuck_mutex_s`` (a client killed or interrupted
+        between acquiring it and storing its pid, or between clearing it and releasing). Else no
+        client could ever connect again, nor could this server reclaim channels."""
+        epoch = self._ctl.u64[_R.CONNECT_EPOCH // 8]
+        if holder or self._mutex.value:
+            self._unnamed_since = None
+            return
+        now = time.monotonic()
+        if self._unnamed_since is None or self._unnamed_since[0] != epoch:
+            self._unnamed_since = (epoch, now)
+            return
+        held = now - self._unnamed_since[1]
+        if held < self.stuck_mutex_s:
+            return
+        self._unnamed_since = None
+        log.warning(
+            "shm %s: the region mutex was held by no one (mutex_holder_pid 0, no connect) for %.1f s: "
+            "a client was interrupted or killed between taking it and naming itself; releasing it",
+            self.name,
+            held,
+        )
+        self._mutex.release()
 
     def _reclaim(self, ch: _Channel, pid: int) -> None:
         try:

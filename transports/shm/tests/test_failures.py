@@ -134,3 +134,21 @@ def test_a_data_segment_of_ours_left_from_a_failed_claim_is_replaced(echo: ShmSe
     stale.close_fd()
     _echo_once(name)
     assert _data_segments(name) == []
+
+
+def test_a_region_mutex_held_by_no_one_is_freed_and_clients_connect_again(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client killed between taking the mutex and storing its pid (or between clearing it and
+    releasing) leaves it taken with mutex_holder_pid 0: the server frees it after a while."""
+    server = ShmTransport().serve(name, EchoHandler(), channels=2, heartbeat_ms=20)
+    try:
+        server.stuck_mutex_s = 0.2
+        mutex = posix_ipc.Semaphore(L.mutex_name(name))
+        mutex.acquire(0)  # taken, and nobody named as its holder
+        mutex.close()
+        time.sleep(0.5)
+        _echo_once(name)
+        assert "region mutex was held by no one" in caplog.text
+    finally:
+        server.stop()
