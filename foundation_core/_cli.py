@@ -169,10 +169,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = hub.commands.commands.get(ns.command)
     if command is None:
         parser.error(f"unknown command {ns.command!r} (commands: {', '.join(sorted(hub.commands.commands))})")
-    args = command.parser.parse_args(ns.args)
+    args = _parse_command_args(command, ns.args)
     args.config, args.set, args.strict_plugins = ns.config, ns.set, ns.strict_plugins
     prefix[0] = f"foundation {ns.command}"
     return _run(command, args, hub)
+
+
+_GLOBAL_OPTIONS = ("--config", "--set", "--strict-plugins", "--version")
+
+
+def _parse_command_args(command: Command, argv: list[str]) -> argparse.Namespace:
+    """The command's own arguments; a global option given after the command is an error that
+    says where it goes, not only "unrecognized arguments"."""
+    args, extras = command.parser.parse_known_args(argv)
+    if extras:
+        misplaced = sorted({o for a in extras for o in _GLOBAL_OPTIONS if a == o or a.startswith(o + "=")})
+        hint = ""
+        if misplaced:
+            hint = (
+                f" ({', '.join(misplaced)}: global options go before the command, "
+                f"e.g. foundation {misplaced[0]} ... {command.name} ...)"
+            )
+        command.parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+    return args
 
 
 def _run(command: Command, args: argparse.Namespace, hub: Hub) -> int:

@@ -107,3 +107,16 @@ def test_a_command_that_cannot_run_names_its_plugin_and_handler(
 
 def test_a_command_returning_an_int_exits_with_it(cmds_site: Path) -> None:
     assert run_cli(cmds_site, "cmds-seven").returncode == 7
+
+
+def test_a_global_option_after_the_command_says_where_it_goes(tmp_path: Path) -> None:
+    proc = run_cli(tmp_path, "plugins", "--config", "x.toml")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "unrecognized arguments: --config x.toml" in proc.stderr
+    assert "--config: global options go before the command" in proc.stderr
+    proc = run_cli(tmp_path, "version", "--set=a.b=1")
+    assert proc.returncode == 2
+    assert "--set: global options go before the command" in proc.stderr
+    proc = run_cli(tmp_path, "plugins", "--bogus")  # no global option: no hint
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1] == "foundation plugins: error: unrecognized arguments: --bogus"
