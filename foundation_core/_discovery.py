@@ -2,14 +2,17 @@
 
 ``FOUNDATION_PLUGINS=a,b`` loads only those entry-point plugins (set but empty: none);
 ``FOUNDATION_DISABLE_PLUGINS=a,b`` blocks those; ``FOUNDATION_STRICT_PLUGINS=1`` makes any
-plugin failure fatal. Nothing here imports a plugin's heavy dependencies: loading an entry point
-imports only the plugin's module, which must defer heavy imports until used.
+plugin failure fatal (``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``, any case, or
+empty; another value warns, naming the variable, and leaves strict mode off). Nothing here
+imports a plugin's heavy dependencies: loading an entry point imports only the plugin's module,
+which must defer heavy imports until used.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal
@@ -18,7 +21,14 @@ import attrs
 
 from ._markers import ENTRY_POINT_GROUP
 
-__all__ = ["PluginInfo", "Selection", "discover"]
+__all__ = ["PluginInfo", "PluginSelectionWarning", "Selection", "discover"]
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+class PluginSelectionWarning(UserWarning):
+    """A variable selecting plugins has a value Foundation does not understand; it is ignored."""
+
 
 Status = Literal["loaded", "failed", "disabled", "not-selected", "app"]
 
@@ -84,7 +94,7 @@ class Selection:
     def from_env(cls, env: Mapping[str, str] | None = None, strict: bool | None = None) -> Selection:
         env = os.environ if env is None else env
         if strict is None:
-            strict = env.get("FOUNDATION_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
+            strict = _strict_from(env.get("FOUNDATION_STRICT_PLUGINS", ""))
         return cls(
             only=_names(env.get("FOUNDATION_PLUGINS")),
             disabled=_names(env.get("FOUNDATION_DISABLE_PLUGINS")) or frozenset(),
@@ -106,6 +116,18 @@ class Selection:
         if self.only is not None and key not in self.only:
             return "not listed in FOUNDATION_PLUGINS"
         return "enabled"
+
+
+def _strict_from(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in _TRUE + _FALSE:
+        warnings.warn(
+            f"FOUNDATION_STRICT_PLUGINS={raw!r} is not one of {', '.join(_TRUE)} (strict) or "
+            f"{', '.join(_FALSE[1:])} or empty (not strict); strict mode stays off",
+            PluginSelectionWarning,
+            stacklevel=4,
+        )
+    return value in _TRUE
 
 
 def discover(selection: Selection) -> list[tuple[EntryPoint, PluginInfo]]:

@@ -10,6 +10,8 @@ from typing import IO, Any
 
 import pytest
 
+from foundation_core._discovery import PluginSelectionWarning, Selection
+
 from .conftest import _write_project, pip_install_target, run_cli
 
 
@@ -120,3 +122,17 @@ def test_a_global_option_after_the_command_says_where_it_goes(tmp_path: Path) ->
     proc = run_cli(tmp_path, "plugins", "--bogus")  # no global option: no hint
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[-1] == "foundation plugins: error: unrecognized arguments: --bogus"
+
+
+def test_a_strict_plugins_value_that_is_no_boolean_warns_naming_the_variable(tmp_path: Path) -> None:
+    proc = run_cli(tmp_path, "version", FOUNDATION_STRICT_PLUGINS="garbage")
+    assert proc.returncode == 0
+    assert proc.stderr == (
+        "foundation: warning: FOUNDATION_STRICT_PLUGINS='garbage' is not one of 1, true, yes, on (strict)"
+        " or 0, false, no, off or empty (not strict); strict mode stays off\n"
+    )
+    for value in ["1", "On", " false ", ""]:
+        assert run_cli(tmp_path, "version", FOUNDATION_STRICT_PLUGINS=value).stderr == "", value
+    with pytest.warns(PluginSelectionWarning, match="FOUNDATION_STRICT_PLUGINS='2'"):
+        assert Selection.from_env({"FOUNDATION_STRICT_PLUGINS": "2"}).strict is False
+    assert Selection.from_env({"FOUNDATION_STRICT_PLUGINS": "YES"}).strict is True
