@@ -27,8 +27,9 @@ from foundation_ml._bench import (
 
 
 def _busy(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    """Burn ``seconds`` of this thread's CPU time (not wall time: a loaded machine gives less)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
         pass
 
 
