@@ -211,7 +211,8 @@ def test_the_policy_is_validated_and_generators_are_refused():
 
 
 def new_plugin(name: str, directory: str | Path = ".") -> Path:
-    """Write ``foundation-NAME/`` under ``directory`` and return its path."""
+    """Write ``foundation-NAME/`` under ``directory`` and return its path. ``directory`` is
+    created if missing, but not its parent: a mistyped path is refused, not built."""
     if not _NAME.match(name):
         raise ValueError(f"plugin name {name!r} must be lowercase words joined by '-', e.g. 'my-cache'")
     taken = _installed_as(name)
@@ -219,6 +220,11 @@ def new_plugin(name: str, directory: str | Path = ".") -> Path:
         raise ValueError(
             f"plugin name {name!r} is taken by {taken}: a plugin generated under it would replace "
             "that one when installed; choose another name"
+        )
+    parent = Path(directory).parent
+    if not Path(directory).is_dir() and not parent.is_dir():  # a typo is not a tree of new dirs
+        raise ValueError(
+            f"directory {str(parent)!r} does not exist (needed for {str(directory)!r}); create it first"
         )
     root = Path(directory) / f"foundation-{name}"
     if root.exists():

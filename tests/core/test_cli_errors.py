@@ -136,3 +136,15 @@ def test_a_strict_plugins_value_that_is_no_boolean_warns_naming_the_variable(tmp
     with pytest.warns(PluginSelectionWarning, match="FOUNDATION_STRICT_PLUGINS='2'"):
         assert Selection.from_env({"FOUNDATION_STRICT_PLUGINS": "2"}).strict is False
     assert Selection.from_env({"FOUNDATION_STRICT_PLUGINS": "YES"}).strict is True
+
+
+def test_new_plugin_refuses_a_dir_whose_parent_does_not_exist(tmp_path: Path) -> None:
+    """A mistyped --dir is refused, not silently built as a tree of new directories."""
+    deep = tmp_path / "missing" / "deep"
+    proc = run_cli(tmp_path, "new-plugin", "my-cache", "--dir", str(deep))
+    assert proc.returncode == 2
+    assert f"directory '{tmp_path / 'missing'}' does not exist" in proc.stderr
+    assert not (tmp_path / "missing").exists()
+    proc = run_cli(tmp_path, "new-plugin", "my-cache", "--dir", str(tmp_path / "new"))  # one level: made
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "new" / "foundation-my-cache" / "pyproject.toml").is_file()
