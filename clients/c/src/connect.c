@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <stdint.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -89,8 +91,74 @@ int fdn_data_name(char out[64], const char *server, uint32_t index, uint32_t pid
     return 1;
 }
 
+/* errno of a failed allocation: OVERLOADED when /dev/shm or memory has no room now (it may later),
+ * TOO_LARGE for a size no file or /dev/shm can ever hold, INTERNAL for anything else. */
+static enum fdn_status alloc_status(int e) {
+    if (e == ENOSPC || e == ENOMEM) return FDN_OVERLOADED;
+    if (e == EFBIG || e == EOVERFLOW || e == EINVAL) return FDN_TOO_LARGE;
+    return FDN_INTERNAL;
+}
+
+/* Create, allocate and map the data segment `name` of req_cap + resp_cap bytes (section 10.1,
+ * step 6). Its pages are allocated now (posix_fallocate): on a full /dev/shm a sparse segment maps
+ * fine, and the server's first write to a missing page would be SIGBUS, its end. A segment of this
+ * name is ours (it carries our pid), left over from a claim or grow that failed: it is replaced.
+ * On any failure nothing is left in /dev/shm. */
+static enum fdn_status create_data(struct fdn_client *c, const char *name, uint64_t req_cap, uint64_t resp_cap,
+                                   void **out, struct fdn_error *err) {
+    uint64_t size = req_cap + resp_cap;
+    unsigned long long sz = (unsigned long long)size;
+    if (size < req_cap || size > (uint64_t)SIZE_MAX || size > (uint64_t)INT64_MAX)
+        return fdn_fail(err, FDN_TOO_LARGE, 0,
+                        "shm server '%s' channel %u: data segment %s of capacities %llu+%llu bytes: too large",
+                        c->name, c->index, name, (unsigned long long)req_cap, (unsigned long long)resp_cap);
+    struct statvfs vfs;
+    if (statvfs("/dev/shm", &vfs) == 0) {
+        unsigned long long total = (unsigned long long)vfs.f_blocks * (unsigned long long)vfs.f_frsize;
+        if (total && sz > total)
+            return fdn_fail(err, FDN_TOO_LARGE, 0,
+                            "shm server '%s' channel %u: data segment %s of %llu bytes is more than /dev/shm can "
+                            "ever hold (%llu bytes)",
+                            c->name, c->index, name, sz, total);
+    }
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->mode);
+    if (fd < 0 && errno == EEXIST) { /* ours, left over from a failed claim or grow */
+        shm_unlink(name);
+        fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->mode);
+    }
+    if (fd < 0) return fdn_fail(err, FDN_INTERNAL, 0, "shm_open(%s): %s", name, strerror(errno));
+    const char *step = "fchmod";
+    int e = fchmod(fd, c->mode) < 0 ? errno : 0;
+    if (!e) {
+        step = "ftruncate";
+        e = ftruncate(fd, (off_t)size) < 0 ? errno : 0;
+    }
+    if (!e) {
+        step = "posix_fallocate";
+        e = posix_fallocate(fd, 0, (off_t)size); /* returns the error, leaves errno */
+        if (e == EOPNOTSUPP || e == ENOSYS || e == ENODEV) e = 0; /* cannot allocate: stays sparse */
+    }
+    void *mem = MAP_FAILED;
+    if (!e) {
+        step = "mmap";
+        mem = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (mem == MAP_FAILED) e = errno;
+    }
+    close(fd);
+    if (e) {
+        shm_unlink(name);
+        enum fdn_status st = alloc_status(e);
+        return fdn_fail(err, st, 0, "shm server '%s' channel %u: cannot allocate data segment %s of %llu bytes in /dev/shm (%s: %s)%s",
+                        c->name, c->index, name, sz, step, strerror(e),
+                        st == FDN_OVERLOADED ? ": no room now, it may fit later" : "");
+    }
+    *out = mem;
+    return FDN_OK;
+}
+
 /* Create a data segment with these capacities and publish it in the channel (section 10.1,
- * "Growing"); the request bytes in use are carried over. */
+ * "Growing"); the request bytes in use are carried over. On failure the channel keeps its old
+ * segment and nothing new is left in /dev/shm. */
 enum fdn_status fdn_attach(struct fdn_client *c, uint64_t req_cap, uint64_t resp_cap, struct fdn_error *err) {
     uint64_t gen = FDN_LOAD(&c->ch->data_gen) + 1;
     char name[64];
@@ -98,18 +166,9 @@ enum fdn_status fdn_attach(struct fdn_client *c, uint64_t req_cap, uint64_t resp
         return fdn_fail(err, FDN_INTERNAL, 0,
                         "shm data segment name /fdn-%s-d%u-%u-%llu does not fit data_name (at most 63 bytes)",
                         c->name, c->index, (unsigned)getpid(), (unsigned long long)gen);
-    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->mode);
-    if (fd < 0) return fdn_fail(err, FDN_INTERNAL, 0, "shm_open(%s): %s", name, strerror(errno));
-    size_t size = (size_t)(req_cap + resp_cap);
-    void *mem = MAP_FAILED;
-    if (fchmod(fd, c->mode) == 0 && ftruncate(fd, (off_t)size) == 0)
-        mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    int saved = errno;
-    close(fd);
-    if (mem == MAP_FAILED) {
-        shm_unlink(name);
-        return fdn_fail(err, FDN_INTERNAL, 0, "data segment %s of %zu bytes: %s", name, size, strerror(saved));
-    }
+    void *mem = NULL;
+    enum fdn_status st = create_data(c, name, req_cap, resp_cap, &mem, err);
+    if (st) return st;
     if (c->data && c->used) memcpy(mem, c->data, (size_t)c->used);
     FDN_STORE(&c->ch->request_capacity, req_cap);
     FDN_STORE(&c->ch->response_capacity, resp_cap);

@@ -1,12 +1,17 @@
 /* test_live: the C client against a real server (the shm echo server, started with the Python in
  * FDN_TEST_PYTHON): a deadline keeps the channel busy until the late answer, a killed server is
- * SERVER_UNAVAILABLE, and the next call finds a restarted one. Skipped without FDN_TEST_PYTHON. */
+ * SERVER_UNAVAILABLE, and the next call finds a restarted one; data segments are allocated, not
+ * sparse, a capacity /dev/shm can never hold is TOO_LARGE, a leftover of our own pid is replaced. Skipped without FDN_TEST_PYTHON. */
 #define _GNU_SOURCE
 #include <glob.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -66,6 +71,57 @@ static void remove_objects(const char *name) {
     }
 }
 
+/* How many files match /dev/shm/fdn-NAME-d* (data segments); the last one's stat in *st. */
+static size_t data_segments(const char *name, struct stat *st) {
+    char pattern[256];
+    glob_t g;
+    size_t n = 0;
+    snprintf(pattern, sizeof pattern, "/dev/shm/fdn-%s-d*", name);
+    if (glob(pattern, 0, NULL, &g) == 0) {
+        n = g.gl_pathc;
+        if (st && n) stat(g.gl_pathv[n - 1], st);
+    }
+    globfree(&g);
+    return n;
+}
+
+/* Spec 10.1 step 6: a capacity /dev/shm can never hold is TOO_LARGE with nothing left behind (and
+ * the region mutex released: the next connect works); a segment of our own pid left over from a
+ * failed claim is replaced; the fresh segment's pages are allocated (not sparse). Run first, on a
+ * fresh server: channel 0's data_gen is 0, so our first segment is /fdn-NAME-d0-PID-1. */
+static fdn_client *allocation_checks(const char *name) {
+    struct statvfs vfs;
+    CHECK(statvfs("/dev/shm", &vfs) == 0, "statvfs /dev/shm");
+    uint64_t total = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+    struct fdn_options opts = FDN_DEFAULT_OPTIONS;
+    opts.capacity = (total / 2 + (1u << 20)) & ~(uint64_t)4095; /* both areas: more than /dev/shm */
+    fdn_client *c = NULL;
+    struct fdn_error err = {0};
+    enum fdn_status st = fdn_connect(&c, name, &opts, &err);
+    CHECK(st == FDN_TOO_LARGE, "capacities beyond /dev/shm (%llu bytes): %s %s", (unsigned long long)total,
+          fdn_strerror(st), err.message);
+    CHECK(strstr(err.message, "/fdn-") && strstr(err.message, "bytes"), "the message names the segment and size: %s",
+          err.message);
+    CHECK(data_segments(name, NULL) == 0, "a refused data segment is left in /dev/shm");
+    if (st == FDN_OK) fdn_close(c);
+
+    char leftover[128];
+    snprintf(leftover, sizeof leftover, "/fdn-%s-d0-%d-1", name, (int)getpid());
+    int fd = shm_open(leftover, O_RDWR | O_CREAT | O_EXCL, 0600);
+    CHECK(fd >= 0 && ftruncate(fd, 4096) == 0, "create the leftover %s", leftover);
+    if (fd >= 0) close(fd);
+    c = NULL;
+    st = fdn_connect(&c, name, NULL, &err);
+    CHECK(st == FDN_OK, "connect over a leftover segment of our pid: %s %s", fdn_strerror(st), err.message);
+    struct stat sb = {0};
+    CHECK(data_segments(name, &sb) == 1, "one data segment");
+    CHECK(sb.st_size > 4096, "the leftover was replaced (size %lld)", (long long)sb.st_size);
+    CHECK((long long)sb.st_blocks * 512 >= (long long)sb.st_size, "the segment is sparse: %lld blocks for %lld bytes",
+          (long long)sb.st_blocks, (long long)sb.st_size);
+    if (st != FDN_OK) shm_unlink(leftover);
+    return st == FDN_OK ? c : NULL;
+}
+
 static int32_t x[2] = {1, 2};
 static const uint64_t shape[1] = {2};
 
@@ -93,10 +149,9 @@ int main(void) {
         fprintf(stderr, "test-live: the echo server did not start\n");
         return 1;
     }
-    fdn_client *c = NULL;
+    fdn_client *c = allocation_checks(name);
     struct fdn_error err = {0};
-    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
-    CHECK(st == FDN_OK, "connect: %s", err.message);
+    enum fdn_status st = c ? FDN_OK : FDN_INTERNAL;
     if (st == FDN_OK) {
         echo(c, "first call");
 
