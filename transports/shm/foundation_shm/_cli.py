@@ -69,7 +69,9 @@ def clean(name: str, dry_run: bool) -> tuple[str, int]:
         removed = remove_objects(name, keep_lock_file=True, failed=failed)
     finally:
         lock.release()
-    line = f"{name}: removed {len(removed) + 1} objects"
+    # the lock file is removed on release; it counts only if it was there before clean made it
+    lock_listed = os.path.basename(L.lock_file(name)) in info["objects"]
+    line = f"{name}: removed {len(removed) + lock_listed} objects"
     if failed:
         why = "; ".join(f"{printable(e)}: {reason}" for e, reason in failed)
         return f"{line}; could not remove {why}", 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from foundation_shm._objects import objects_of
@@ -46,4 +47,22 @@ def test_clean_refuses_a_name_that_is_no_server_name_and_removes_nothing(
     assert "shm server name '../etc' must be 1-32 characters of [A-Za-z0-9_]" in err
     assert objects_of(name)  # the good name's objects were not touched either
     assert main(["shm", "clean", name]) == 0
+    assert objects_of(name) == []
+
+
+def test_clean_counts_the_objects_it_found_not_the_lock_it_made(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Clean takes the name's lock (creating its lock file) while removing: that file counts
+    only when it was there before, one of the dead server's objects."""
+    segment = f"/dev/shm/fdn-{name}"
+    with open(segment, "wb") as f:  # a stale segment that is no region: a server long gone
+        f.write(bytes(8))
+    assert main(["shm", "clean", name]) == 0
+    assert capsys.readouterr().out == f"{name}: removed 1 objects\n"
+    with open(segment, "wb") as f:
+        f.write(bytes(8))
+    os.close(os.open(f"/dev/shm/fdn-{name}.lock", os.O_CREAT | os.O_WRONLY, 0o600))  # a stale lock
+    assert main(["shm", "clean", name]) == 0
+    assert capsys.readouterr().out == f"{name}: removed 2 objects\n"
     assert objects_of(name) == []
