@@ -3,6 +3,7 @@ package fdn
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -298,29 +299,101 @@ func dataName(server string, index uint32, pid int, gen uint64) (string, error) 
 	return name, nil
 }
 
+// allocStatus is the code of a failed allocation: OVERLOADED when /dev/shm or memory has no room
+// now (it may later), TOO_LARGE for a size no file or /dev/shm can ever hold.
+func allocStatus(err error) Status {
+	switch err {
+	case syscall.ENOSPC, syscall.ENOMEM:
+		return Overloaded
+	case syscall.EFBIG, syscall.EOVERFLOW, syscall.EINVAL:
+		return TooLarge
+	}
+	return Internal
+}
+
+// fallocate allocates the pages of the segment behind fd (posix_fallocate); a file system that
+// cannot leaves it sparse, as before. Interrupted (the runtime's signals), it starts again.
+func fallocate(fd int, size int64) error {
+	for {
+		err := syscall.Fallocate(fd, 0, 0, size)
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EOPNOTSUPP, syscall.ENOSYS, syscall.ENODEV:
+			return nil
+		}
+		return err
+	}
+}
+
+// createData creates, allocates and maps the data segment name of reqCap + respCap bytes
+// (section 10.1, step 6). Its pages are allocated now: on a full /dev/shm a sparse segment maps
+// fine, and the server's first write to a missing page would be SIGBUS, its end. A segment of
+// this name is ours (it carries our pid), left over from a claim or grow that failed: it is
+// replaced. On any failure nothing is left in /dev/shm.
+func (c *Client) createData(name string, reqCap, respCap uint64) ([]byte, error) {
+	size := reqCap + respCap
+	if size < reqCap || size > math.MaxInt64 || uint64(int(size)) != size {
+		return nil, fail(TooLarge, 0, "shm server %q channel %d: data segment %s of capacities %d+%d bytes: too large",
+			c.name, c.index, name, reqCap, respCap)
+	}
+	var vfs syscall.Statfs_t
+	if syscall.Statfs("/dev/shm", &vfs) == nil {
+		unit := uint64(vfs.Frsize)
+		if unit == 0 {
+			unit = uint64(vfs.Bsize)
+		}
+		if total := vfs.Blocks * unit; total > 0 && size > total {
+			return nil, fail(TooLarge, 0, "shm server %q channel %d: data segment %s of %d bytes is more than /dev/shm can ever hold (%d bytes)",
+				c.name, c.index, name, size, total)
+		}
+	}
+	flags := syscall.O_RDWR | syscall.O_CREAT | syscall.O_EXCL | syscall.O_CLOEXEC
+	fd, err := shmOpen(name, flags, c.mode)
+	if err == syscall.EEXIST { // ours, left over from a failed claim or grow
+		shmUnlink(name)
+		fd, err = shmOpen(name, flags, c.mode)
+	}
+	if err != nil {
+		return nil, fail(Internal, 0, "shm_open(%s): %v", name, err)
+	}
+	var mem []byte
+	step := "fchmod"
+	if err = syscall.Fchmod(fd, c.mode); err == nil {
+		step = "ftruncate"
+		if err = syscall.Ftruncate(fd, int64(size)); err == nil {
+			step = "posix_fallocate"
+			if err = fallocate(fd, int64(size)); err == nil {
+				step = "mmap"
+				mem, err = mmap(fd, int(size))
+			}
+		}
+	}
+	syscall.Close(fd)
+	if err != nil {
+		shmUnlink(name)
+		code, later := allocStatus(err), ""
+		if code == Overloaded {
+			later = ": no room now, it may fit later"
+		}
+		return nil, fail(code, 0, "shm server %q channel %d: cannot allocate data segment %s of %d bytes in /dev/shm (%s: %v)%s",
+			c.name, c.index, name, size, step, err, later)
+	}
+	return mem, nil
+}
+
 // attach creates a data segment of these capacities and publishes it ("Growing", 10.1); the
-// request bytes in use are carried over.
+// request bytes in use are carried over. On failure the channel keeps its old segment and
+// nothing new is left in /dev/shm.
 func (c *Client) attach(reqCap, respCap uint64) error {
 	gen := atomic.LoadUint64(c.u64(c.ch+cDataGen)) + 1
 	name, err := dataName(c.name, c.index, os.Getpid(), gen)
 	if err != nil {
 		return err
 	}
-	fd, err := shmOpen(name, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, c.mode)
+	mem, err := c.createData(name, reqCap, respCap)
 	if err != nil {
-		return fail(Internal, 0, "shm_open(%s): %v", name, err)
-	}
-	size := reqCap + respCap
-	var mem []byte
-	if err = syscall.Fchmod(fd, c.mode); err == nil {
-		if err = syscall.Ftruncate(fd, int64(size)); err == nil {
-			mem, err = mmap(fd, int(size))
-		}
-	}
-	syscall.Close(fd)
-	if err != nil {
-		shmUnlink(name)
-		return fail(Internal, 0, "data segment %s of %d bytes: %v", name, size, err)
+		return err
 	}
 	if c.data != nil && c.used > 0 {
 		copy(mem, c.data[:c.used])

@@ -161,3 +161,65 @@ func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
 		t.Fatalf("a closed client claimed a channel again: %v", paths)
 	}
 }
+
+// dataSegments are the files of the server's data segments in /dev/shm.
+func dataSegments(name string) []string {
+	paths, _ := filepath.Glob("/dev/shm/fdn-" + name + "-d*")
+	return paths
+}
+
+// Spec 10.1 step 6: a capacity /dev/shm can never hold is TOO_LARGE with nothing left behind (and
+// the region mutex released: the next connect works); a segment of our own pid left over from a
+// failed claim is replaced; the fresh segment's pages are allocated (not sparse). On a fresh
+// server channel 0's data_gen is 0, so the first segment is /fdn-NAME-d0-PID-1.
+func TestLiveDataSegmentsAreAllocated(t *testing.T) {
+	_, name, _, stop := liveEcho(t, "fdngoalloc")
+	defer stop()
+	var vfs syscall.Statfs_t
+	if err := syscall.Statfs("/dev/shm", &vfs); err != nil {
+		t.Fatal(err)
+	}
+	total := vfs.Blocks * uint64(vfs.Bsize)
+	capacity := (total/2 + 1<<20) &^ 4095 // both areas together: more than /dev/shm
+	if c, err := Connect(name, Options{Capacity: capacity}); CodeOf(err) != TooLarge {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("capacities beyond /dev/shm (%d bytes): %v", total, err)
+	} else if msg := err.Error(); !strings.Contains(msg, "/fdn-"+name+"-d0-") || !strings.Contains(msg, "bytes") {
+		t.Errorf("the message names the segment and its size: %s", msg)
+	}
+	if left := dataSegments(name); len(left) != 0 {
+		t.Fatalf("a refused data segment is left in /dev/shm: %v", left)
+	}
+
+	leftover := fmt.Sprintf("/dev/shm/fdn-%s-d0-%d-1", name, os.Getpid())
+	if err := os.WriteFile(leftover, make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(leftover)
+	c, err := Connect(name, Options{})
+	if err != nil {
+		t.Fatalf("connect over a leftover segment of our pid: %v", err)
+	}
+	defer c.Close()
+	segs := dataSegments(name)
+	if len(segs) != 1 {
+		t.Fatalf("one data segment, not %v", segs)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(segs[0], &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size <= 4096 {
+		t.Errorf("the leftover was not replaced (size %d)", st.Size)
+	}
+	if st.Blocks*512 < st.Size {
+		t.Errorf("the segment is sparse: %d blocks for %d bytes", st.Blocks, st.Size)
+	}
+	x := []byte{1, 0, 0, 0, 2, 0, 0, 0}
+	res, err := c.Infer("echo", []Input{{Name: "x", DType: INT32, Shape: []uint64{2}, Data: x}}, 5*time.Second)
+	if err != nil || res.Output("x") == nil || !bytes.Equal(res.Output("x").Data, x) {
+		t.Fatalf("echo: %v", err)
+	}
+}
