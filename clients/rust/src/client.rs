@@ -4,6 +4,7 @@
 
 use crate::codec::{self, Limits, Param, RequestFields, TensorRef};
 use crate::error::{err, Error, Result, Status};
+use crate::ffi;
 use crate::layout::{self as l, channel as ch, region as rg};
 use crate::shm::{self, Mapping, Semaphore, Wait};
 use crate::tensor::{DataType, Element, Tensor};
@@ -242,7 +243,7 @@ impl Conn {
                 })?;
             let base = l::CHANNELS_OFFSET + index * l::CHANNEL_SIZE;
             let gen = ctl.u64(base + ch::DATA_GEN).load(Relaxed) + 1;
-            let (data, data_name) = create_data(name, index, gen, capacity * 2, mode)?;
+            let (data, data_name) = create_data(name, index, gen, capacity, capacity, mode)?;
             ctl.u32(base + ch::CLIENT_SLEEPING).store(0, Relaxed);
             ctl.u64(base + ch::OWNER_START_TIME).store(start, Relaxed);
             publish_data(&ctl, base, capacity, capacity, &data_name, gen);
@@ -416,7 +417,7 @@ impl Conn {
     fn regrow(&mut self, req_cap: usize, resp_cap: usize, keep: usize) -> Result<()> {
         let gen = self.gen + 1;
         let (mut data, data_name) =
-            create_data(&self.name, self.index, gen, req_cap + resp_cap, self.mode)?;
+            create_data(&self.name, self.index, gen, req_cap, resp_cap, self.mode)?;
         let keep = keep.min(self.req_cap).min(req_cap);
         if keep > 0 {
             data.slice_mut(0, keep)
@@ -565,11 +566,17 @@ fn server_alive(name: &str, pid: u32, start: u64) -> bool {
     }
 }
 
+/// Create, allocate and map the data segment of channel `index`, generation `gen` (section 10.1,
+/// step 6): OVERLOADED when /dev/shm or memory has no room now (it may later), TOO_LARGE for
+/// capacities that can never fit (more than /dev/shm, or than a file may be); either way nothing
+/// is left in /dev/shm. A segment of this name is ours (it carries our pid), left over from a
+/// claim or grow that failed: it is replaced.
 fn create_data(
     name: &str,
     index: usize,
     gen: u64,
-    size: usize,
+    req_cap: usize,
+    resp_cap: usize,
     mode: u32,
 ) -> Result<(Mapping, String)> {
     let pid = std::process::id();
@@ -582,17 +589,51 @@ fn create_data(
             ),
         )
     })?;
+    let what = format!("shm server {name:?} channel {index}: data segment {data_name}");
+    let size = match req_cap.checked_add(resp_cap) {
+        Some(size) if size <= i64::MAX as usize => size,
+        _ => {
+            return err(
+                Status::TooLarge,
+                format!("{what} of capacities {req_cap}+{resp_cap} bytes: too large"),
+            )
+        }
+    };
+    if let Some(total) = shm::fs_total_bytes("/dev/shm") {
+        if size as u64 > total {
+            return err(
+                Status::TooLarge,
+                format!(
+                    "{what} of {size} bytes is more than /dev/shm can ever hold ({total} bytes)"
+                ),
+            );
+        }
+    }
     let made = Mapping::create(&data_name, size, mode).or_else(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            // A stale segment of a dead process that had our pid: ours now.
+        if e.error.raw_os_error() == Some(ffi::EEXIST) {
+            // Ours, left over from a failed claim or grow (or a dead process that had our pid).
             let _ = shm::unlink(&data_name);
             Mapping::create(&data_name, size, mode)
         } else {
             Err(e)
         }
     });
-    let data =
-        made.map_err(|e| Error::new(Status::Internal, format!("cannot create {data_name}: {e}")))?;
+    let data = made.map_err(|e| {
+        let (status, later) = match e.error.raw_os_error() {
+            Some(ffi::ENOSPC | ffi::ENOMEM) => {
+                (Status::Overloaded, ": no room now, it may fit later")
+            }
+            Some(ffi::EFBIG | ffi::EOVERFLOW | ffi::EINVAL) => (Status::TooLarge, ""),
+            _ => (Status::Internal, ""),
+        };
+        Error::new(
+            status,
+            format!(
+                "{what}: cannot allocate {size} bytes in /dev/shm ({}: {}){later}",
+                e.step, e.error
+            ),
+        )
+    })?;
     Ok((data, data_name))
 }
 

@@ -42,6 +42,28 @@ pub const EAGAIN: c_int = 11;
 pub const EWOULDBLOCK: c_int = EAGAIN;
 pub const ETIMEDOUT: c_int = 110;
 pub const ENOENT: c_int = 2;
+pub const EEXIST: c_int = 17;
+pub const ENOMEM: c_int = 12;
+pub const ENODEV: c_int = 19;
+pub const EINVAL: c_int = 22;
+pub const EFBIG: c_int = 27;
+pub const ENOSPC: c_int = 28;
+pub const ENOSYS: c_int = 38;
+pub const EOVERFLOW: c_int = 75;
+pub const EOPNOTSUPP: c_int = 95;
+/// glibc's `struct statvfs` on 64-bit Linux: the fields read here lead it; the tail (`f_files`
+/// to the spare words, 72 bytes on glibc) is given more room than it needs.
+#[repr(C)]
+#[derive(Default)]
+pub struct statvfs {
+    pub f_bsize: u64,
+    pub f_frsize: u64,
+    pub f_blocks: u64,
+    pub f_bfree: u64,
+    pub f_bavail: u64,
+    _rest: [u64; 27],
+}
+
 /// glibc's `SEM_FAILED`.
 pub const SEM_FAILED: *mut sem_t = std::ptr::null_mut();
 
@@ -63,5 +85,8 @@ extern "C" {
     pub fn sem_trywait(sem: *mut sem_t) -> c_int;
     pub fn sem_clockwait(sem: *mut sem_t, clock: clockid_t, abstime: *const timespec) -> c_int;
     pub fn flock(fd: c_int, op: c_int) -> c_int;
+    /// Returns the error number (errno is left alone).
+    pub fn posix_fallocate(fd: c_int, offset: off_t, len: off_t) -> c_int;
+    pub fn statvfs(path: *const c_char, buf: *mut statvfs) -> c_int;
     pub fn clock_gettime(clock: clockid_t, tp: *mut timespec) -> c_int;
 }

@@ -73,14 +73,21 @@ impl Mapping {
         Ok((Mapping::map(&file, len)?, meta.permissions().mode() & 0o777))
     }
 
-    /// Create the segment `name` (it must not exist) of `len` bytes with mode `mode` (applied with
-    /// fchmod so the umask does not change it), and map it.
-    pub fn create(name: &str, len: usize, mode: u32) -> io::Result<Mapping> {
-        let file = Mapping::shm_open(name, ffi::O_RDWR | ffi::O_CREAT | ffi::O_EXCL, mode)?;
+    /// Create the segment `name` of `len` bytes with mode `mode` (applied with fchmod so the umask
+    /// does not change it), allocate its pages (`posix_fallocate`: on a full /dev/shm a sparse
+    /// segment maps fine and the first write to a missing page is SIGBUS) and map it. A segment
+    /// of that name is an error of `shm_open` (`EEXIST`). On any other failure the segment is
+    /// unlinked; the error names the step that failed.
+    pub fn create(name: &str, len: usize, mode: u32) -> Result<Mapping, CreateError> {
+        let fail = |step: &'static str| move |error: io::Error| CreateError { step, error };
+        let file = Mapping::shm_open(name, ffi::O_RDWR | ffi::O_CREAT | ffi::O_EXCL, mode)
+            .map_err(fail("shm_open"))?;
         let made = file
             .set_permissions(std::fs::Permissions::from_mode(mode))
-            .and_then(|_| file.set_len(len as u64))
-            .and_then(|_| Mapping::map(&file, len));
+            .map_err(fail("fchmod"))
+            .and_then(|_| file.set_len(len as u64).map_err(fail("ftruncate")))
+            .and_then(|_| allocate(&file, len).map_err(fail("posix_fallocate")))
+            .and_then(|_| Mapping::map(&file, len).map_err(fail("mmap")));
         if made.is_err() {
             let _ = unlink(name);
         }
@@ -147,6 +154,47 @@ impl Drop for Mapping {
         // SAFETY: `ptr`/`len` are exactly what mmap returned, and no borrow outlives `self`.
         unsafe { ffi::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
+}
+
+/// Why `Mapping::create` failed: the call (`shm_open`, `ftruncate`, `posix_fallocate`, ...) and
+/// its error.
+#[derive(Debug)]
+pub struct CreateError {
+    pub step: &'static str,
+    pub error: io::Error,
+}
+
+/// Allocate every page of the file behind `file` (where the file system cannot, it stays sparse,
+/// as before); interrupted by a signal, start again.
+fn allocate(file: &File, len: usize) -> io::Result<()> {
+    let len = i64::try_from(len).map_err(|_| io::Error::from_raw_os_error(ffi::EFBIG))?;
+    if len == 0 {
+        return Ok(());
+    }
+    loop {
+        // SAFETY: a plain system call on an open descriptor.
+        match unsafe { ffi::posix_fallocate(file.as_raw_fd(), 0, len) } {
+            0 | ffi::EOPNOTSUPP | ffi::ENOSYS | ffi::ENODEV => return Ok(()),
+            ffi::EINTR => continue,
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// The total size of the file system at `path` (`statvfs`: blocks x fragment size), if it says.
+pub fn fs_total_bytes(path: &str) -> Option<u64> {
+    let c = cstr(path).ok()?;
+    let mut st = ffi::statvfs::default();
+    // SAFETY: valid NUL-terminated path; `st` is at least as large as glibc's struct statvfs.
+    if unsafe { ffi::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let unit = if st.f_frsize != 0 {
+        st.f_frsize
+    } else {
+        st.f_bsize
+    };
+    st.f_blocks.checked_mul(unit).filter(|&t| t > 0)
 }
 
 /// Unlink the segment `name`; absent is not an error.

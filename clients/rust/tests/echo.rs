@@ -18,7 +18,12 @@ impl Drop for Echo {
 }
 
 fn start(python: &str) -> Echo {
-    let mut name = format!("rustecho_{}", std::process::id());
+    start_named(python, "rustecho")
+}
+
+/// An echo server under `prefix` (tests in one binary run at once: each needs its own name).
+fn start_named(python: &str, prefix: &str) -> Echo {
+    let mut name = format!("{prefix}_{}", std::process::id());
     name.push_str(&"_".repeat(fdn::layout::SERVER_NAME_MAX - name.len())); // the longest name
     let mut child = Command::new(python)
         .args(["-m", "foundation_shm._echo", &name])
@@ -140,4 +145,73 @@ fn echo_server() {
     };
     let got = client.infer_with("echo", &two, &only);
     assert!(got.is_ok(), "{got:?}");
+}
+
+/// The files of the server's data segments in /dev/shm.
+fn data_segments(name: &str) -> Vec<std::path::PathBuf> {
+    let prefix = format!("fdn-{name}-d");
+    let mut found: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Spec 10.1 step 6: capacities /dev/shm can never hold are TOO_LARGE with nothing left behind
+/// (and the region mutex released: the next connect works); a segment of our own pid left over
+/// from a failed claim is replaced; the fresh segment's pages are allocated (not sparse). On a
+/// fresh server channel 0's data_gen is 0, so the first segment is /fdn-NAME-d0-PID-1.
+#[test]
+fn data_segments_are_allocated() {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(python) = std::env::var("FDN_TEST_PYTHON") else {
+        eprintln!("FDN_TEST_PYTHON not set: skipping the tests against the echo server");
+        return;
+    };
+    let echo = start_named(&python, "rustalloc");
+    let name = &echo.1;
+    let huge = ConnectOptions {
+        capacity: Some(1 << 50), // 2 PiB in all: more than any /dev/shm
+        ..ConnectOptions::default()
+    };
+    let e = match Client::connect(name, huge) {
+        Ok(_) => panic!("capacities beyond /dev/shm: connected"),
+        Err(e) => e,
+    };
+    assert_eq!(e.code, Status::TooLarge, "{e}");
+    assert!(
+        e.message.contains(&format!("/fdn-{name}-d0-")) && e.message.contains("bytes"),
+        "the message names the segment and its size: {e}"
+    );
+    assert_eq!(data_segments(name), Vec::<std::path::PathBuf>::new());
+
+    let leftover = format!("/dev/shm/fdn-{name}-d0-{}-1", std::process::id());
+    std::fs::write(&leftover, vec![0u8; 4096]).unwrap();
+    let client = Client::connect(name, ConnectOptions::default());
+    if client.is_err() {
+        let _ = std::fs::remove_file(&leftover);
+    }
+    let mut client = client.expect("connect over a leftover segment of our pid");
+    let segs = data_segments(name);
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    let meta = std::fs::metadata(&segs[0]).unwrap();
+    assert!(meta.len() > 4096, "the leftover was not replaced");
+    assert!(
+        meta.blocks() * 512 >= meta.len(),
+        "the segment is sparse: {} blocks for {} bytes",
+        meta.blocks(),
+        meta.len()
+    );
+    let x = Tensor::from_slice("x", &[2], &[1i32, 2]).unwrap();
+    let out = client
+        .infer(
+            "echo",
+            std::slice::from_ref(&x),
+            Some(Duration::from_secs(5)),
+        )
+        .unwrap();
+    assert_eq!(out, vec![x]);
 }
