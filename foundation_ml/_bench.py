@@ -11,31 +11,48 @@ mean. The direct call on a full batch gives ``batched_ceiling_rps``: the rows/s 
 alone at that batch size, the most that one serving thread can answer however little the
 transport costs.
 
-It also holds what every benchmark program uses to end cleanly (``benchmarks/_common.py``
-re-exports it): SIGTERM raising ``SystemExit`` so that servers, client workers and shared memory
-are released, and stdout kept for the one JSON object of ``--json``.
+This module holds the run itself. What it measures with is in ``_bench_measure``; how a run
+ends cleanly and reaps its workers is in ``_bench_process`` (both re-exported here, as every
+benchmark program imports them from this module: ``benchmarks/_common.py`` re-exports them).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
-import mmap
 import multiprocessing as mp
 import os
-import queue
-import signal
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from foundation_core.errors import FoundationError
-
+from ._bench_measure import (
+    ROUNDS,
+    _latency,
+    _timed,
+    _with_and_without_spinner,
+    direct_call,
+    mean_batch_size,
+    rate,
+    spin_floor,
+    timer_overhead_ns,
+)
+from ._bench_process import (
+    SAME_PROCESS_TRANSPORTS,
+    WORKER_START_TIMEOUT,
+    BenchmarkFailed,
+    Terminated,
+    _gather,
+    _stop_workers,
+    check_transport,
+    cpu_ns,
+    sigterm_exits,
+    stdout_to_stderr,
+)
+from ._parent_death import die_with_parent
 from ._plugin import DEMO_MODEL
 
 if TYPE_CHECKING:
@@ -44,6 +61,9 @@ if TYPE_CHECKING:
     from ._process import ServerProcess
 
 __all__ = [
+    "ROUNDS",
+    "SAME_PROCESS_TRANSPORTS",
+    "WORKER_START_TIMEOUT",
     "BenchmarkFailed",
     "Terminated",
     "bench_main",
@@ -55,247 +75,10 @@ __all__ = [
     "rate",
     "run",
     "sigterm_exits",
+    "spin_floor",
     "stdout_to_stderr",
     "timer_overhead_ns",
 ]
-
-# transports whose clients must live in the server's process: the benchmark's clients do not
-SAME_PROCESS_TRANSPORTS = frozenset({"inproc"})
-WORKER_START_TIMEOUT = 120.0  # s: spawning a client process, its imports, connecting, warming up
-
-
-class BenchmarkFailed(FoundationError):
-    """A benchmark could not measure what it set out to (a worker died, a server did not start,
-    a transport that cannot serve it): its run fails, naming why, rather than report figures."""
-
-
-# --- ending cleanly --------------------------------------------------------------------------------
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (inside ``sigterm_exits``). It unwinds like ``SystemExit``, which it
-    becomes when it leaves ``sigterm_exits``; on the way it is no ``SystemExit``, which some code
-    catches on purpose (the hub isolates a plugin whose import calls ``sys.exit()``: a SIGTERM
-    landing in that import would be taken for the plugin's and swallowed)."""
-
-
-@contextlib.contextmanager
-def sigterm_exits() -> Iterator[None]:
-    """While inside, SIGTERM (what ``timeout``, a CI cancel and nox send) raises ``Terminated``
-    in this process, so that its with-blocks and finally clauses stop the servers and client
-    workers it started and release their shared memory (Python's default ends the process on
-    the spot and leaves them behind); it leaves this block as ``SystemExit(143)``. A second
-    SIGTERM gets the default action, as in ``foundation serve``. A process forked from this one
-    leaves at once instead: it must not run its parent's clean-up."""
-    me, received = os.getpid(), []
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        if os.getpid() != me:
-            os._exit(128 + signum)
-        received.append(signum)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise Terminated(signum)
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield
-    except BaseException:
-        if received:  # Terminated, or what some clean-up made of it
-            raise SystemExit(128 + signal.SIGTERM) from None
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if received:  # it landed where exceptions are dropped (a finaliser): the exit still says so
-        raise SystemExit(128 + signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """While inside, what this process writes to stdout (the log lines of a runtime it runs with
-    ``FOUNDATION_LOGGING__OUTPUT=stdout``, a library's print) goes to stderr, and so does what
-    its child processes write (file descriptor 1 itself is redirected, and they inherit it).
-    After it, stdout holds only what is printed next: the one JSON object of ``--json``."""
-    stdout = sys.stdout
-    stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        sys.stdout = sys.stderr
-        yield
-    finally:
-        sys.stdout = stdout
-        with contextlib.suppress(ValueError, OSError):
-            stdout.flush()  # what a holder of the old object wrote meanwhile: still to stderr
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-try:  # resolved here, not in a forked child
-    _prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux: no parent-death signal
-    _prctl = None
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent: int) -> None:
-    """Called first in a child process: the kernel kills it when its parent ``parent`` dies,
-    even by SIGKILL (Linux's parent-death signal), so that a child spinning on a shared word or
-    waiting for a start signal never outlives a benchmark that was killed."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
-
-
-def check_transport(transport: str) -> None:
-    """Refuse, naming it, a transport whose clients must be in the server's process: the
-    benchmark's server and throughput clients are processes of their own."""
-    if transport in SAME_PROCESS_TRANSPORTS:
-        raise BenchmarkFailed(
-            f"--transport {transport}: the benchmark calls a server in another process, from client "
-            f"processes, and the {transport} transport serves only the process it runs in; "
-            "choose a transport that crosses processes (shm)"
-        )
-
-
-# --- timing ----------------------------------------------------------------------------------------
-
-
-def timer_overhead_ns(samples: int = 20000) -> float:
-    """p50 of two back-to-back ``time.perf_counter_ns()`` reads, in ns: the timer's own cost,
-    which every timed sample of these benchmarks includes once (the spin floor's too: it is not
-    subtracted from any figure; it is reported so that a reader can judge it)."""
-    clock = time.perf_counter_ns
-    times = np.empty(samples, np.int64)
-    for i in range(samples):
-        t0 = clock()
-        times[i] = clock() - t0
-    return float(np.percentile(times, 50))
-
-
-def spin_floor(rounds: int) -> np.ndarray:
-    """Round trips (µs) of two processes spinning on shared words (the machine's IPC floor); the
-    same measurement as ``benchmarks/shm.py``'s ``floor_spin`` (one word per cache line). Each
-    includes one timer read (``timer_overhead_ns``)."""
-    buf = mmap.mmap(-1, 4096)
-    words = memoryview(buf).cast("Q")
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child echoes every ping, then leaves
-        die_with_parent(parent)
-        for i in range(1, rounds + 1):
-            while words[0] != i:
-                pass
-            words[8] = i
-        os._exit(0)
-    times = np.empty(rounds, np.int64)
-    clock = time.perf_counter_ns
-    try:
-        for i in range(1, rounds + 1):
-            t0 = clock()
-            words[0] = i
-            while words[8] != i:
-                pass
-            times[i - 1] = clock() - t0
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)  # it would spin for a ping that never comes
-        raise
-    finally:
-        os.waitpid(pid, 0)
-        words.release()
-        buf.close()
-    return times / 1e3
-
-
-def direct_call(model: Any, threads: int = 1, rows: int = 1) -> tuple[Any, np.ndarray]:
-    """``(call, x)``: ``call(x)`` runs the demo ``model`` directly in PyTorch on ``rows`` rows of
-    input, as a user's own code would (``inference_mode``, ``threads`` intra-op threads; 0 leaves
-    torch's default, as ``foundation serve --threads 0`` does)."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    x = np.random.default_rng(0).standard_normal((rows, 784)).astype(np.float32)
-
-    def direct(a: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(a)).numpy()  # type: ignore[no-any-return]
-
-    return direct, x
-
-
-def _timed(call: Any, arg: Any, calls: int) -> np.ndarray:
-    for _ in range(min(200, calls)):
-        call(arg)
-    times = np.empty(calls, np.int64)
-    clock = time.perf_counter_ns
-    for i in range(calls):
-        t0 = clock()
-        call(arg)
-        times[i] = clock() - t0
-    return times / 1e3
-
-
-def rate(call: Any, arg: Any, seconds: float) -> float:
-    """Calls per second of ``call(arg)`` in a closed loop for about ``seconds``."""
-    n, end = 0, time.perf_counter() + seconds
-    t0 = time.perf_counter()
-    while time.perf_counter() < end:
-        for _ in range(50):
-            call(arg)
-        n += 50
-    return n / (time.perf_counter() - t0)
-
-
-ROUNDS = 5
-
-
-def _spin_forever(parent: int) -> None:  # pragma: no cover - runs in a child process until killed
-    die_with_parent(parent)
-    while True:
-        pass
-
-
-def _with_and_without_spinner(measure: Any) -> tuple[float, float]:
-    """``measure()`` while a child process busy-loops on another CPU, and while it is stopped,
-    in ``ROUNDS`` alternating rounds: (median with, median without). Alternating matters: this
-    VM's speed drifts by up to ~1.7x over seconds, so one figure taken after the other compares
-    two machines (an earlier version did that, and reported a 1.7x slowdown that alternating
-    rounds do not show)."""
-    mine = os.sched_getaffinity(0)
-    child = mp.get_context("fork").Process(target=_spin_forever, args=(os.getpid(),), daemon=True)
-    child.start()
-    assert child.pid is not None
-    spinning: list[float] = []
-    idle: list[float] = []
-    try:
-        if len(mine) > 1:
-            here = min(mine)
-            os.sched_setaffinity(child.pid, mine - {here})
-            os.sched_setaffinity(0, {here})
-        for r in range(2 * ROUNDS):
-            on = r % 2 == 0
-            os.kill(child.pid, signal.SIGCONT if on else signal.SIGSTOP)
-            time.sleep(0.02)
-            (spinning if on else idle).append(float(measure()))
-    finally:
-        os.sched_setaffinity(0, mine)
-        child.kill()
-        child.join()
-    return round(float(np.median(spinning)), 2), round(float(np.median(idle)), 2)
-
-
-def _latency(rounds: Sequence[np.ndarray]) -> dict[str, float]:
-    """Of one call's samples (µs), one array per round: ``p50``, the median of the rounds' p50s
-    (the machine drifts between rounds); ``p99`` over every sample of every round, pooled (a
-    median of the rounds' p99s would hide the tail of the worst rounds); and that median of the
-    rounds' p99s, ``p99_median_of_rounds``, which earlier versions reported as the p99."""
-    pooled = np.concatenate(rounds)
-    return {
-        "p50": round(float(np.median([np.percentile(r, 50) for r in rounds])), 2),
-        "p99": round(float(np.percentile(pooled, 99)), 2),
-        "p99_median_of_rounds": round(float(np.median([np.percentile(r, 99) for r in rounds])), 2),
-    }
 
 
 def _interleaved(
@@ -360,73 +143,6 @@ def _client_worker(
     except Exception as exc:
         results.put(("error", index, f"{type(exc).__name__}: {exc}"))
         raise
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU time used so far by the threads of process ``pid`` alive now, in ns (the scheduler's
-    own accounting, ``/proc/PID/task/*/schedstat``: exact, unlike the tick-sampled ``stat``, but a
-    thread that has ended takes its time with it; a server's threads live as long as it does)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            pass  # a thread that just ended
-    return total
-
-
-def _gather(results: Any, procs: Sequence[Any], kind: str, timeout: float) -> dict[int, tuple[Any, ...]]:
-    """The ``kind`` message of every worker, by index, polling the workers meanwhile: a worker
-    that reports an error or exits without its message fails the run at once, and so does
-    waiting longer than ``timeout`` seconds (never one long blocking wait)."""
-    deadline = time.monotonic() + timeout
-    got: dict[int, tuple[Any, ...]] = {}
-    while len(got) < len(procs):
-        # a worker's messages are in the queue before it exits: one that is gone now and still
-        # has not reported within the next get never will
-        gone = [i for i, p in enumerate(procs) if i not in got and p.exitcode is not None]
-        try:
-            message = results.get(timeout=0.5 if gone else 0.1)
-        except queue.Empty:
-            if gone:
-                i = gone[0]
-                raise BenchmarkFailed(
-                    f"client worker {i} (pid {procs[i].pid}) exited with status {procs[i].exitcode} "
-                    f"before it was {kind}"
-                ) from None
-            if time.monotonic() > deadline:
-                late = sorted(set(range(len(procs))) - set(got))
-                raise BenchmarkFailed(f"client workers {late} not {kind} within {timeout:.0f} s") from None
-            continue
-        if message[0] == "error":
-            raise BenchmarkFailed(f"client worker {message[1]} failed: {message[2]}")
-        if message[0] == kind:
-            got[message[1]] = tuple(message[2:])
-    return got
-
-
-def _stop_workers(procs: Sequence[Any], finished: bool) -> None:
-    """Reap the workers: those that finished leave by themselves; any other is terminated."""
-    for p in procs:
-        if p.pid is None:  # never started
-            continue
-        p.join(10 if finished else 0)
-        if p.is_alive():
-            p.terminate()
-            p.join(5)
-        if p.is_alive():
-            p.kill()
-            p.join()
-
-
-def mean_batch_size(before: dict[str, Any], after: dict[str, Any]) -> float | None:
-    """The mean size of the batches a model ran between two of its stats documents (the
-    difference of their ``batch_sizes`` histograms): a run's own batches, not the warm-up's."""
-    earlier = before.get("batch_sizes", {})
-    sizes = {int(k): v - earlier.get(k, 0) for k, v in after.get("batch_sizes", {}).items()}
-    batches = sum(sizes.values())
-    return round(sum(k * v for k, v in sizes.items()) / batches, 3) if batches else None
 
 
 def _throughput(
