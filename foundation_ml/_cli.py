@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Sequence
@@ -33,15 +35,67 @@ def parse_model_arg(text: str) -> tuple[str | None, str]:
 
 
 def serve_main(args: argparse.Namespace, hub: Hub) -> int:
-    from ._package import is_package, read_manifest
-    from ._runtime import MLRuntime
-    from .errors import InternalError, PackageError
-
     hub.configure(args.config, args.set)
     problem = _serve_problem(args, hub)
     if problem:
         print(f"foundation serve: error: {problem}", file=sys.stderr)
         return 2
+    with _StartupSignals() as signals:
+        try:
+            return _serve(args, hub, signals)
+        except _Stopped as exc:  # nothing was served: say so, and exit as the signal would
+            name = signal.Signals(exc.signum).name
+            print(
+                f"foundation serve: stopped by {name} while loading models (nothing was served)",
+                file=sys.stderr,
+            )
+            return 128 + exc.signum
+
+
+class _Stopped(KeyboardInterrupt):
+    """A stop signal arrived while ``serve`` loaded its models: raised by ``_StartupSignals`` in
+    the main thread. A KeyboardInterrupt, so that a model's load or warm-up lets it through
+    (``is_ctrl_c``) and whatever was loaded is released on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _StartupSignals:
+    """SIGINT, SIGTERM and SIGHUP stop ``serve`` cleanly before it serves (``_Stopped``); once
+    ``serving()`` is called the runtime's own handlers drain instead, and a signal after they are
+    gone (the runtime is closing) is ignored, so that the release is not cut short."""
+
+    def __init__(self) -> None:
+        self.loading = True
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StartupSignals:
+        from ._runtime import STOP_SIGNALS
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        return self
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.loading:
+            self.loading = False  # once: the clean-up on the way out is not interrupted again
+            raise _Stopped(signum)
+
+    def serving(self) -> None:
+        self.loading = False
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
+def _serve(args: argparse.Namespace, hub: Hub, signals: _StartupSignals) -> int:
+    from ._package import is_package, read_manifest
+    from ._runtime import MLRuntime
+    from .errors import InternalError, PackageError
+
     hub.startup()
     try:
         runtime = MLRuntime(
@@ -71,6 +125,7 @@ def serve_main(args: argparse.Namespace, hub: Hub) -> int:
                 print(f"loaded {name} v{meta.versions[-1]} ({meta.platform}{how}): {meta.signature()}")
 
             def ready() -> None:
+                signals.serving()
                 names = ", ".join(runtime.registry.names())
                 print(
                     f"ready: serving {names} on {args.transport} as {args.name!r}; "
@@ -91,7 +146,10 @@ def serve_main(args: argparse.Namespace, hub: Hub) -> int:
                 return 1
         finally:
             runtime.close()
-        print("stopped: drained in-flight requests and released the transport")
+        if runtime.abandoned:  # the runtime logged why (a drain timeout, a second signal)
+            print(f"stopped: abandoned {runtime.abandoned} in-flight request(s); released the transport")
+        else:
+            print("stopped: drained in-flight requests and released the transport")
         return 0
     finally:
         hub.shutdown()

@@ -38,6 +38,8 @@ __all__ = ["MLRuntime"]
 log = logging.getLogger("foundation_ml")
 
 _now = time.monotonic_ns
+# the signals ``serve`` stops on: Ctrl-C, kill/systemd/docker stop, a closed terminal or ssh session
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class MLRuntime:
@@ -74,6 +76,9 @@ class MLRuntime:
         self._rejected: dict[str, int] = {}
         self._closed = False
         self._batchers: tuple[Batcher, ...] = ()
+        self._hurry = False  # hurry(): a drain under way ends now
+        self._stopping: list[tuple[str, TransportServer]] = []  # the servers close() is stopping
+        self.abandoned = 0  # requests the transports' drains gave up on, once closed
 
     # --- models -------------------------------------------------------------------------------
 
@@ -292,9 +297,10 @@ class MLRuntime:
         metrics_file: str | None = None,
         **options: Any,
     ) -> int:
-        """Serve until SIGINT or SIGTERM, then shut down gracefully; returns the exit status (0).
-        A second signal during the drain gets Python's default behaviour (SIGINT raises
-        ``KeyboardInterrupt``, SIGTERM ends the process).
+        """Serve until SIGINT, SIGTERM or SIGHUP (a closed terminal, a dropped ssh session), then
+        shut down gracefully; returns the exit status (0). A second signal during the drain ends
+        it at once (``hurry``): what is still in flight is abandoned, but every transport object
+        is still released and the models unloaded; only a third gets Python's default behaviour.
 
         ``ready()`` is called once clients can connect. ``metrics_file``: rewritten with the
         Prometheus text every second and at exit.
@@ -308,12 +314,15 @@ class MLRuntime:
         reason = ["stopped"]
 
         def on_signal(signum: int, frame: object) -> None:
+            if stop.is_set():  # the second: end the drain now; a third acts as Python's default
+                self.hurry()
+                for s, h in previous.items():
+                    signal.signal(s, h)
+                return
             reason[0] = signal.Signals(signum).name
             stop.set()
-            for s, h in previous.items():  # a second signal is not graceful: the default acts
-                signal.signal(s, h)
 
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
         broken = ""
         try:
             self.start(transport, name, **options)
@@ -331,33 +340,61 @@ class MLRuntime:
                         log.warning("could not write the metrics file %s: %s", metrics_file, exc)
         finally:
             final = (lambda: _write_atomic(metrics_file, self.prometheus())) if metrics_file else None
-            self.close(reason=reason[0], drained=final)
-            for s, h in previous.items():
-                signal.signal(s, h)
+            waiting = sum(_in_flight(s) for _, s in self.servers)
+            if waiting and stop.is_set():
+                log.warning("draining %d in-flight request(s) (signal again to stop at once)", waiting)
+            try:
+                self.close(reason=reason[0], drained=final)
+            finally:
+                for s, h in previous.items():
+                    signal.signal(s, h)
         if broken:
             raise InternalError(f"{broken}; the server stopped (a supervisor may restart it)")
         return 0
+
+    def hurry(self) -> None:
+        """End the drain of a ``close`` under way now (a second Ctrl-C): each transport server
+        that can (an optional ``hurry()``) stops waiting for its in-flight requests, and the
+        models are unloaded without waiting for their queues."""
+        self._hurry = True
+        for _, server in [*self._stopping, *self.servers]:
+            hurry = getattr(server, "hurry", None)
+            if callable(hurry):
+                hurry()
 
     def close(
         self, drain_timeout: float = 5.0, reason: str = "closed", drained: Callable[[], None] | None = None
     ) -> None:
         """Graceful shutdown: stop accepting, drain in-flight requests, stop batchers, release.
-        ``drained()`` is called once every request is answered, before the models go."""
+        ``drained()`` is called once every request is answered, before the models go.
+        ``abandoned`` then counts the requests a transport gave up on (its drain timed out)."""
         if self._closed:
             return
         self._closed = True
         servers, self.servers = self.servers, []
+        self._stopping = servers
         for served in self.registry.all():  # queued requests run now, not after max_wait_us
             if served.batcher is not None:
                 served.batcher.drain()
         for transport, server in servers:  # the transport stops accepting and waits for in-flight
+            if self._hurry:
+                self.hurry()
             server.stop(drain_timeout)
+            self.abandoned += int(getattr(server, "abandoned", 0) or 0)
             emit("server_stop", name=server.address, transport=transport, reason=reason)
         self._accepting = False
+        if self.abandoned:
+            log.warning(
+                "stopped without answering %d in-flight request(s): %s",
+                self.abandoned,
+                "a second signal ended the drain"
+                if self._hurry
+                else f"the {drain_timeout:g} s drain timed out",
+            )
         if drained is not None:
             drained()
         for name in self.registry.names():
-            self.unload_model(name, drain_timeout=drain_timeout)
+            self.unload_model(name, drain_timeout=0 if self._hurry else drain_timeout)
         if self._own_hub:
             self.hub.shutdown()
 
@@ -439,6 +476,16 @@ def _server_stats(server: TransportServer) -> dict[str, Any]:
         return dict(stats())
     except Exception as exc:  # observability must not break the stats call
         return {"error": repr(exc)}
+
+
+def _in_flight(server: TransportServer) -> int:
+    """The requests a transport server has taken or queued and not answered, when it can say
+    (an optional ``in_flight()``, else its ``stats()``' ``busy``), for the drain's log line."""
+    in_flight = getattr(server, "in_flight", None)
+    try:
+        return int(in_flight() if callable(in_flight) else _server_stats(server).get("busy", 0))
+    except Exception:  # a count for a log line must not stop the shutdown
+        return 0
 
 
 def _write_atomic(path: str, text: str) -> None:

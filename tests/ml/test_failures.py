@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -120,3 +121,42 @@ def test_serve_ends_with_an_error_when_the_transport_serving_loop_dies(shm_hub: 
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "serve raised InternalError" in proc.stdout, proc.stdout + proc.stderr
     assert "KeyboardInterrupt: injected into the serving loop" in proc.stdout
+
+
+def test_a_drain_that_times_out_counts_and_logs_the_requests_it_abandoned(
+    shm_runtime: MLRuntime, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = threading.Event()
+
+    def stuck(x: np.ndarray) -> dict[str, np.ndarray]:
+        if x.size and x.flat[0] == 1001:
+            release.wait(10)
+        return {"y": x * 2}
+
+    model = FunctionModel(stuck, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    shm_runtime.register_model("stuck", model)
+    shm_runtime.start("shm", name)
+    got: list[BaseException] = []
+
+    def call() -> None:
+        with InferenceClient(name, transport="shm", hub=shm_runtime.hub, timeout=10) as client:
+            try:
+                client.infer("stuck", {"x": np.full((1, 4), 1001, np.float32)})
+            except Exception as exc:
+                got.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    server = shm_runtime.servers[0][1]
+    for _ in range(500):  # until the request runs
+        if getattr(server, "in_flight", lambda: 0)():
+            break
+        time.sleep(0.01)
+    try:
+        with caplog.at_level("WARNING", logger="foundation_ml"):
+            shm_runtime.close(drain_timeout=0.2)
+    finally:
+        release.set()
+        t.join(15)
+    assert shm_runtime.abandoned == 1
+    assert "stopped without answering 1 in-flight request(s): the 0.2 s drain timed out" in caplog.text

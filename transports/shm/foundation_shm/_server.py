@@ -85,6 +85,9 @@ class ShmServer(TransportServer):
         self.stuck_mutex_s = 2 * 2.0
         self._unnamed_since: tuple[int, float] | None = None  # (connect_epoch, when) first seen
         self._drain_upto: dict[int, int] = {}  # at stop: each channel's request published by then
+        self._parked: set[int] = set()  # channels _fail could not answer: no answer will ever come
+        self._hurry = False  # hurry(): the drain ends now
+        self.abandoned = 0  # requests stop() gave up on (its drain timed out, or hurry())
         self._running = True
         try:  # from here on, a failure removes what was made and lets the lock go
             failed: list[tuple[str, str]] = []  # we hold the lock: leftovers are stale
@@ -283,6 +286,7 @@ class ShmServer(TransportServer):
             self._answer(_Responder(self, ch, seq, self._request_id(ch), ""), err)
         except Exception:
             log.exception("shm %s channel %d: cannot answer; parking the channel", self.name, ch.index)
+            self._parked.add(ch.index)  # a drain at stop does not wait for it
 
     def _map(self, ch: _Channel) -> None:
         ctl = self._ctl
@@ -499,6 +503,7 @@ class ShmServer(TransportServer):
                 self._cuda.forget(ch.index)  # a dead client: close its CUDA IPC mappings
                 ctl.u32[ch.busy_word] = 0
                 ch.busy = False
+                self._parked.discard(ch.index)
             raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64]).partition(b"\0")[0]
             name = raw.decode("ascii", "replace")
             if name.startswith(f"/fdn-{self.name}-d{ch.index}-"):
@@ -518,24 +523,45 @@ class ShmServer(TransportServer):
         before ``stop`` began: those are queued, and are served while the server drains."""
         return self._stopping and seq > self._drain_upto.get(ch.index, 0)
 
-    def _draining(self) -> bool:
-        u64 = self._ctl.u64
-        return any(ch.busy for ch in self._channels) or any(
-            u64[self._channels[i].sseq] < upto for i, upto in self._drain_upto.items()
+    def in_flight(self) -> int:
+        """Requests taken or queued and not yet answered: a busy channel (one whose request
+        runs), or one whose request is published and not yet taken (while stopping: published
+        before ``stop``; later ones are refused).
+        A parked channel (``_fail`` could not answer it; its client's deadline ends its wait)
+        is not one: waiting for it would make every stop wait the whole drain timeout."""
+        u64, upto = self._ctl.u64, self._drain_upto
+        return sum(
+            ch.index not in self._parked
+            and (ch.busy or u64[ch.sseq] < (upto.get(ch.index, 0) if self._stopping else u64[ch.cseq]))
+            for ch in self._channels
         )
+
+    def hurry(self) -> None:
+        """End a drain that ``stop`` is waiting on now (a second Ctrl-C): what is still in
+        flight is abandoned, and every object is released all the same."""
+        self._hurry = True
 
     def stop(self, drain_timeout: float = 5.0) -> None:
         """Stop taking requests; answer those in flight and those already queued (published
-        before this call), for up to ``drain_timeout`` seconds; then release every object."""
+        before this call), for up to ``drain_timeout`` seconds or until ``hurry()``; then release
+        every object, even if the wait is interrupted. ``abandoned`` then says how many requests
+        were left unanswered (their clients fail ServerUnavailable)."""
         if not self._running:
             return
         u32, u64 = self._ctl.u32, self._ctl.u64
         self._drain_upto = {ch.index: u64[ch.cseq] for ch in self._channels if u64[ch.cseq] != u64[ch.sseq]}
         self._stopping = True
         u32[_R.STATE // 4] = L.RegionState.STOPPING
-        end = time.monotonic() + drain_timeout
-        while self._draining() and time.monotonic() < end:
-            time.sleep(0.005)
+        try:
+            end = time.monotonic() + drain_timeout
+            while not self._hurry and time.monotonic() < end and self.in_flight():
+                time.sleep(0.005)
+            self.abandoned = self.in_flight()
+        finally:  # a KeyboardInterrupt in the wait must not leak the objects
+            self._release()
+
+    def _release(self) -> None:
+        u32 = self._ctl.u32
         self._running = False
         self._bell.release()
         self._loop_thread.join(2)

@@ -152,3 +152,31 @@ def test_a_region_mutex_held_by_no_one_is_freed_and_clients_connect_again(
         assert "region mutex was held by no one" in caplog.text
     finally:
         server.stop()
+
+
+def test_a_parked_channel_does_not_hold_a_graceful_stop_for_the_whole_drain_timeout(name: str) -> None:
+    server = ShmTransport().serve(name, EchoHandler(), channels=2)
+    ch = server._channels[0]
+    server._fail(ch, 1)  # no client's data segment to answer in: the channel is parked (busy)
+    assert ch.busy and server.in_flight() == 0
+    t0 = time.monotonic()
+    server.stop(5.0)
+    assert time.monotonic() - t0 < 2.0
+    assert server.abandoned == 0
+
+
+def test_a_stop_interrupted_in_its_drain_still_releases_every_object(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = ShmTransport().serve(name, EchoHandler(), channels=2)
+    server._channels[0].busy = True  # a request in flight, as far as the drain can tell
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt("a second Ctrl-C")
+
+    monkeypatch.setattr(time, "sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        server.stop(5.0)
+    monkeypatch.undo()
+    server._channels[0].busy = False
+    assert not [e for e in os.listdir("/dev/shm") if name in e]

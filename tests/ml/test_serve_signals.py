@@ -1,0 +1,133 @@
+"""``foundation serve`` and its stop signals: SIGHUP drains as SIGTERM does, a second signal ends
+the drain at once and still releases every shared-memory object, a signal while the models load
+ends the process cleanly, and a drain that gives up says how many requests it abandoned."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from foundation_ml import InferenceClient
+from foundation_ml._client import registered_hub
+from foundation_ml._process import ServerProcess, shm_entries
+from foundation_ml.errors import InferenceError
+
+SLOW_MODELS = textwrap.dedent(
+    """
+    import os, pathlib, time
+    import torch
+
+    class Slow(torch.nn.Module):
+        foundation_signature = {"inputs": {"x": "FP32[-1, 4]"}, "outputs": {"y": "FP32[-1, 4]"}}
+
+        def forward(self, x):
+            if float(x[0, 0]) > 0:  # warm-up sends zeros: only a test's request sleeps
+                time.sleep(float(x[0, 0]))
+            return x * 2
+
+    def build():
+        return Slow()
+
+    def build_slowly():
+        pathlib.Path(os.environ["SLOW_LOADING"]).write_text("loading")
+        time.sleep(60)
+        return Slow()
+    """
+)
+
+
+@pytest.fixture
+def slow_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "slow_models.py").write_text(SLOW_MODELS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    return tmp_path
+
+
+def _infer_in_background(name: str, seconds: float) -> list[object]:
+    """Send one request whose model call sleeps ``seconds``; the list gets its outcome."""
+    got: list[object] = []
+
+    def call() -> None:
+        try:
+            with InferenceClient(name, transport="shm", hub=registered_hub(), timeout=30) as client:
+                x = np.full((1, 4), seconds, np.float32)
+                got.append(client.infer("slow", {"x": x}))
+        except InferenceError as exc:
+            got.append(exc)
+
+    threading.Thread(target=call, daemon=True).start()
+    return got
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_ends_the_drain_and_still_releases_every_object(
+    slow_models: Path, name: str, sig: signal.Signals
+) -> None:
+    with ServerProcess(["--transport", "shm", "--name", name, "--model", "slow=slow_models:build"]) as server:
+        got = _infer_in_background(name, 4.0)
+        time.sleep(1.5)  # connected, and its request runs (the loop thread is in the model)
+        deadline = time.monotonic() + 20
+        assert server.proc is not None
+        server.proc.send_signal(sig)
+        while "signal again to stop at once" not in server.output and time.monotonic() < deadline:
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        assert server.stop(sig) == 0, server.output
+        took = time.monotonic() - t0
+    assert "draining 1 in-flight request(s) (signal again to stop at once)" in server.output
+    assert "abandoned 1 in-flight request(s)" in server.output, server.output
+    assert "stopped: drained" not in server.output
+    assert took < 4.0  # not the 5 s drain: only the loop thread's join of the running model
+    assert shm_entries(name) == [], server.output
+    del got
+
+
+@pytest.mark.slow
+def test_sighup_drains_and_releases_as_sigterm_does(name: str) -> None:
+    server = ServerProcess(["--transport", "shm", "--name", name]).start()
+    assert server.stop(signal.SIGHUP) == 0, server.output
+    assert "stopped: drained in-flight requests and released the transport" in server.output
+    assert shm_entries(name) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_stop_signal_while_the_models_load_exits_128_plus_its_number_naming_it(
+    slow_models: Path, name: str, sig: signal.Signals, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = slow_models / "loading"
+    monkeypatch.setenv("SLOW_LOADING", str(marker))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "foundation_core",
+            "serve",
+            "--name",
+            name,
+            "--model",
+            "slow=slow_models:build_slowly",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + sig, out + err
+    assert f"foundation serve: stopped by {sig.name} while loading models (nothing was served)" in err
+    assert "Traceback" not in err
+    assert shm_entries(name) == []
