@@ -195,9 +195,8 @@ def _throughput(
 
 @contextlib.contextmanager
 def _serving(serve_args: list[str]) -> Iterator[ServerProcess]:
-    """A ``foundation serve`` child process, stopped however the block ends: also when SIGTERM
-    (``SystemExit``) arrives while it starts, which ``with ServerProcess(...)`` would leave
-    running (its ``__enter__`` had not returned, so its ``__exit__`` never runs)."""
+    """A ``foundation serve`` child process, stopped however the block ends (a start that SIGTERM
+    cuts short is stopped by ``ServerProcess.start`` itself, which also removes what it left)."""
     from ._process import ServerProcess
 
     server = ServerProcess(serve_args)
