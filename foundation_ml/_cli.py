@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -179,10 +181,13 @@ def _serve_problem(args: argparse.Namespace, hub: Hub) -> str:
     except (NotRegisteredError, ValueError) as exc:
         return str(exc)
     if args.metrics_file:
-        probe = Path(f"{args.metrics_file}.tmp")  # where the file is written before each rename
-        try:
-            probe.write_text("")
-            probe.unlink()
+        path = Path(args.metrics_file)
+        if path.is_dir():
+            return f"--metrics-file {args.metrics_file}: is a directory (name a file in it)"
+        try:  # the file is written beside it, then renamed: probe with such a file (no user file touched)
+            fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(probe)
         except OSError as exc:
             return f"--metrics-file {args.metrics_file}: cannot write it: {exc.strerror or exc}"
     return ""

@@ -9,8 +9,11 @@ both are looked up by name in the hub's registries.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -323,6 +326,7 @@ class MLRuntime:
             stop.set()
 
         previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+        metrics = _MetricsWriter(metrics_file, self.prometheus) if metrics_file else None
         broken = ""
         try:
             self.start(transport, name, **options)
@@ -333,18 +337,14 @@ class MLRuntime:
                 if broken:
                     reason[0] = "failed"
                     break
-                if metrics_file:
-                    try:
-                        _write_atomic(metrics_file, self.prometheus())
-                    except Exception as exc:  # a metrics file is never a reason to stop serving
-                        log.warning("could not write the metrics file %s: %s", metrics_file, exc)
+                if metrics:
+                    metrics()
         finally:
-            final = (lambda: _write_atomic(metrics_file, self.prometheus())) if metrics_file else None
             waiting = sum(_in_flight(s) for _, s in self.servers)
             if waiting and stop.is_set():
                 log.warning("draining %d in-flight request(s) (signal again to stop at once)", waiting)
             try:
-                self.close(reason=reason[0], drained=final)
+                self.close(reason=reason[0], drained=metrics)
             finally:
                 for s, h in previous.items():
                     signal.signal(s, h)
@@ -391,12 +391,14 @@ class MLRuntime:
                 if self._hurry
                 else f"the {drain_timeout:g} s drain timed out",
             )
-        if drained is not None:
-            drained()
-        for name in self.registry.names():
-            self.unload_model(name, drain_timeout=0 if self._hurry else drain_timeout)
-        if self._own_hub:
-            self.hub.shutdown()
+        try:
+            if drained is not None:
+                drained()
+        finally:  # whatever drained() raised, the models are unloaded
+            for name in self.registry.names():
+                self.unload_model(name, drain_timeout=0 if self._hurry else drain_timeout)
+            if self._own_hub:
+                self.hub.shutdown()
 
     def __enter__(self) -> MLRuntime:
         return self
@@ -488,10 +490,41 @@ def _in_flight(server: TransportServer) -> int:
         return 0
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+class _MetricsWriter:
+    """Rewrites ``serve``'s metrics file; a failure is a warning (once per distinct error, not
+    every second), never a reason to stop serving or to change the exit status."""
+
+    def __init__(self, path: str, text: Callable[[], str]) -> None:
+        self.path, self.text = path, text
+        self.last_error = ""
+
+    def __call__(self) -> None:
+        try:
+            write_atomic(self.path, self.text())
+        except Exception as exc:
+            # the reason, not the message: that names a temporary file, a new one each time
+            error = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
+            if error != self.last_error:
+                log.warning("could not write the metrics file %s: %s", self.path, error)
+            self.last_error = error
+        else:
+            self.last_error = ""
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a new temporary file beside it, renamed over it: a reader
+    never sees half a file, and no file of the user's (say ``path.tmp``) is touched. The temporary
+    file is removed if anything fails."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _check_batching(max_batch_size: int | None, max_wait_us: int | None, where: str) -> None:

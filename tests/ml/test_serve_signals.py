@@ -131,3 +131,67 @@ def test_a_stop_signal_while_the_models_load_exits_128_plus_its_number_naming_it
     assert f"foundation serve: stopped by {sig.name} while loading models (nothing was served)" in err
     assert "Traceback" not in err
     assert shm_entries(name) == []
+
+
+# --- the metrics file ------------------------------------------------------------------------------
+
+
+def test_a_metrics_file_that_is_a_directory_is_refused_naming_the_option(tmp_path: Path, name: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "foundation_core", "serve", "--name", name, "--metrics-file", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: --metrics-file {tmp_path}: is a directory" in proc.stderr
+    assert "loaded demo" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_users_tmp_file_beside_the_metrics_file_is_left_alone(tmp_path: Path, name: str) -> None:
+    mine = tmp_path / "m.prom.tmp"
+    mine.write_text("the user's own file")
+    server = ServerProcess(
+        ["--transport", "inproc", "--name", name, "--metrics-file", str(tmp_path / "m.prom")]
+    )
+    server.start()
+    assert server.stop() == 0, server.output
+    assert mine.read_text() == "the user's own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.prom", "m.prom.tmp"]  # no temporary left
+
+
+@pytest.mark.slow
+def test_a_metrics_directory_removed_while_serving_warns_once_and_the_stop_stays_clean(
+    tmp_path: Path, name: str
+) -> None:
+    where = tmp_path / "gone"
+    where.mkdir()
+    server = ServerProcess(["--transport", "inproc", "--name", name, "--metrics-file", str(where / "m.prom")])
+    server.start()
+    (where / "m.prom").unlink(missing_ok=True)
+    where.rmdir()
+    time.sleep(3.5)  # three periodic writes fail, and the final one
+    assert server.stop() == 0, server.output
+    assert server.output.count("could not write the metrics file") == 1, server.output
+    assert "stopped: drained in-flight requests" in server.output
+
+
+def test_close_unloads_the_models_even_if_the_drained_callback_raises() -> None:
+    from foundation_ml import FunctionModel, MLRuntime
+
+    closed: list[str] = []
+
+    class Model(FunctionModel):
+        def close(self) -> None:
+            closed.append("closed")
+
+    rt = MLRuntime(registered_hub())
+    rt.register_model("m", Model(lambda x: {"y": x}, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"}))
+
+    def drained() -> None:
+        raise OSError("the metrics directory went away")
+
+    with pytest.raises(OSError):
+        rt.close(drained=drained)
+    assert closed == ["closed"]
