@@ -124,16 +124,15 @@ def _serve(args: argparse.Namespace, hub: Hub, signals: _StartupSignals) -> int:
                     return 2
                 batching = runtime.metadata(name)["batching"]
                 how = f", batching up to {batching['max_batch_size']}" if batching["enabled"] else ""
-                print(f"loaded {name} v{meta.versions[-1]} ({meta.platform}{how}): {meta.signature()}")
+                _say(f"loaded {name} v{meta.versions[-1]} ({meta.platform}{how}): {meta.signature()}")
 
             def ready() -> None:
                 signals.serving()
                 names = ", ".join(runtime.registry.names())
-                print(
+                _say(
                     f"ready: serving {names} on {args.transport} as {args.name!r}; "
                     "stop with Ctrl-C or SIGTERM"
                 )
-                sys.stdout.flush()
 
             try:
                 runtime.serve(args.transport, args.name, ready=ready, metrics_file=args.metrics_file)
@@ -149,12 +148,26 @@ def _serve(args: argparse.Namespace, hub: Hub, signals: _StartupSignals) -> int:
         finally:
             runtime.close()
         if runtime.abandoned:  # the runtime logged why (a drain timeout, a second signal)
-            print(f"stopped: abandoned {runtime.abandoned} in-flight request(s); released the transport")
+            _say(f"stopped: abandoned {runtime.abandoned} in-flight request(s); released the transport")
         else:
-            print("stopped: drained in-flight requests and released the transport")
+            _say("stopped: drained in-flight requests and released the transport")
         return 0
     finally:
         hub.shutdown()
+
+
+def _say(line: str) -> None:
+    """Print one of ``serve``'s progress lines, flushed; a reader that went away (``foundation
+    serve | head -1``) is no error: stdout goes to /dev/null, and the server serves and stops on."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (AttributeError, OSError, ValueError):  # no file descriptor (captured): nothing to do
+            pass
 
 
 def _version_metadata(meta: dict[str, Any], model: str, version: str) -> dict[str, Any]:

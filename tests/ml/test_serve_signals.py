@@ -195,3 +195,23 @@ def test_close_unloads_the_models_even_if_the_drained_callback_raises() -> None:
     with pytest.raises(OSError):
         rt.close(drained=drained)
     assert closed == ["closed"]
+
+
+@pytest.mark.slow
+def test_a_reader_of_serves_output_that_goes_away_is_no_error(name: str) -> None:
+    """``foundation serve | grep -m1 ready``: the graceful stop still exits 0, no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "foundation_core", "serve", "--transport", "inproc", "--name", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("ready:"):
+            break
+    proc.stdout.close()  # the reader goes away
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
