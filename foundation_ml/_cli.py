@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from foundation_core import Hub
 
     from ._client import InferenceClient
+    from ._datatypes import DataType
     from ._types import TensorSpec
 
 __all__ = ["infer_main", "package_main", "serve_main", "stats_main"]
@@ -227,8 +228,13 @@ def load_inputs(path: str | None, meta: dict[str, Any]) -> dict[str, np.ndarray]
         raise SystemExit(f"foundation infer: {p}: use a .npz, .npy or .json file")
     try:
         return _read_inputs(p, specs)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # JSONDecodeError is a ValueError
+    # JSONDecodeError is a ValueError; a huge int is an OverflowError, an object where numbers
+    # belong a TypeError, arrays nested thousands deep a RecursionError: all are a bad file
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, *_BAD_JSON) as exc:
         raise SystemExit(f"foundation infer: cannot read inputs from {p}: {exc}") from None
+
+
+_BAD_JSON = (OverflowError, TypeError, RecursionError)
 
 
 def _read_inputs(p: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
@@ -244,8 +250,28 @@ def _read_inputs(p: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     doc = json.loads(p.read_text())
     if not isinstance(doc, dict):
         raise ValueError(f'expected an object of named inputs ({{"x": [[...]]}}), not a {type(doc).__name__}')
-    types = {s.name: s.datatype.numpy for s in specs}
-    return {k: np.asarray(v, dtype=types.get(k)) for k, v in doc.items()}
+    types = {s.name: s.datatype for s in specs}
+    return {k: _json_array(k, v, types.get(k)) for k, v in doc.items()}
+
+
+def _json_array(name: str, value: Any, datatype: DataType | None) -> np.ndarray:
+    """A JSON input as an array of its datatype; a value the datatype cannot hold (1e40 for
+    FP32, 300 for INT8) is a ValueError naming the input and the datatype's range, not an inf."""
+    import numpy as np
+
+    if datatype is None:  # not in the signature: the server names it
+        return np.asarray(value)
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            return np.asarray(value, dtype=datatype.numpy)
+    except (FloatingPointError, OverflowError) as exc:
+        dtype = datatype.numpy
+        info: Any = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype) if dtype.kind in "iu" else None
+        if info is None:
+            raise
+        raise ValueError(
+            f"input {name}: a value is out of range for {datatype.name} ({info.min!s} to {info.max!s})"
+        ) from exc
 
 
 def _connect(args: argparse.Namespace, hub: Hub, command: str, **kw: Any) -> InferenceClient:

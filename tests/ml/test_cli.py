@@ -299,7 +299,17 @@ def test_infer_refuses_to_make_an_absurdly_large_example_input() -> None:
             r"cannot read inputs from .*in.json: expected an object of named inputs .*not a list",
         ),
         ("in.csv", b"1,2,3,4", r".*in.csv: use a .npz, .npy or .json file"),
+        ("in.json", b'{"x": [[' + b"9" * 400 + b"]]}", "cannot read inputs from .*in.json: input x: "),
+        ("in.json", b'{"x": {"a": 1}}', "cannot read inputs from .*in.json: float"),
+        ("in.json", b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "cannot read inputs from .*json: "),
+        (
+            "in.json",
+            b'{"x": [[1, 2, 3, 1e40]]}',
+            r"cannot read inputs from .*in.json: input x: a value is out of range for FP32 "
+            r"\(-3.4028235e\+38 to 3.4028235e\+38\)$",
+        ),
     ],
+    ids=["npz", "npy", "truncated", "string", "list", "csv", "huge-int", "object", "deep", "fp32-range"],
 )
 def test_infer_input_files_that_cannot_be_read_are_named(
     tmp_path: Path, file: str, content: bytes, message: str
@@ -308,8 +318,10 @@ def test_infer_input_files_that_cannot_be_read_are_named(
 
     path = tmp_path / file
     path.write_bytes(content)
-    with pytest.raises(SystemExit, match=f"^foundation infer: {message}"):
-        load_inputs(str(path), META)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow is refused, not sent as inf with numpy's warning
+        with pytest.raises(SystemExit, match=f"^foundation infer: {message}"):
+            load_inputs(str(path), META)
     with pytest.raises(
         SystemExit, match=r"^foundation infer: cannot read inputs from .*nowhere.npz: .*No such file"
     ):
