@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -307,12 +308,12 @@ def infer_main(args: argparse.Namespace, hub: Hub) -> int:
             "model": response.model,
             "version": response.version,
             "outputs": {
-                k: {"shape": list(v.shape), "dtype": str(v.dtype), "data": v.tolist()}
+                k: {"shape": list(v.shape), "dtype": str(v.dtype), "data": _json_data(v)}
                 for k, v in response.outputs.items()
             },
             "latency_us": round(elapsed_us, 1),
         }
-        print(json.dumps(doc))
+        print(json.dumps(doc, allow_nan=False))
         return 0
     with np.printoptions(precision=4, suppress=True, threshold=64):
         for k, v in response.outputs.items():
@@ -322,6 +323,26 @@ def infer_main(args: argparse.Namespace, hub: Hub) -> int:
         f"model {response.model} v{response.version})"
     )
     return 0
+
+
+def _json_data(array: np.ndarray) -> Any:
+    """``array.tolist()`` as strict JSON holds it: a NaN or an infinity (which ``json.dumps``
+    would write as the bare ``NaN``/``Infinity`` that strict parsers refuse) becomes the string
+    ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``."""
+    import numpy as np
+
+    data = array.tolist()
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        return _finite(data)
+    return data
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_finite(x) for x in data]
+    if isinstance(data, float) and not math.isfinite(data):
+        return "NaN" if math.isnan(data) else "Infinity" if data > 0 else "-Infinity"
+    return data
 
 
 def stats_main(args: argparse.Namespace, hub: Hub) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from foundation_ml import MLRuntime
 from foundation_ml._process import ServerProcess
 
 FOUNDATION = [sys.executable, "-m", "foundation_core"]
@@ -358,3 +359,29 @@ def test_stats_refuses_two_different_names(capsys: pytest.CaptureFixture[str]) -
 
     assert main(["stats", "one", "--name", "two"]) == 2
     assert "two server names, 'one' and --name 'two'" in capsys.readouterr().err
+
+
+def test_infer_json_is_strict_json_with_non_finite_values_as_strings(
+    runtime: MLRuntime, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import numpy as np
+
+    from foundation_core._cli import main
+    from foundation_ml import FunctionModel
+
+    def odd(x: np.ndarray) -> np.ndarray:
+        return np.array([[np.nan, np.inf, -np.inf, 1.5]], dtype=np.float32) + 0 * x
+
+    runtime.register_model(
+        "odd", FunctionModel(odd, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    )
+    runtime.start("inproc", name)
+    assert main(["infer", "--transport", "inproc", "--name", name, "--model", "odd", "--json"]) == 0
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    doc = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert doc["outputs"]["y"]["data"] == [["NaN", "Infinity", "-Infinity", 1.5]]
