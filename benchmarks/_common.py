@@ -24,6 +24,7 @@ from foundation_ml._bench import (
     cpu_ns,
     die_with_parent,
     sigterm_exits,
+    spin_floor,
     stdout_to_stderr,
     timer_overhead_ns,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "percentile",
     "report",
     "sigterm_exits",
+    "spin_floor",
     "stdout_to_stderr",
     "timer_overhead_ns",
 ]

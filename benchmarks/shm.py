@@ -46,7 +46,14 @@ from collections.abc import Callable, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-from _common import BenchmarkFailed, benchmark_run, cpu_ns, die_with_parent, timer_overhead_ns  # noqa: E402
+from _common import (  # noqa: E402
+    BenchmarkFailed,
+    benchmark_run,
+    cpu_ns,
+    die_with_parent,
+    spin_floor,
+    timer_overhead_ns,
+)
 
 PY = sys.executable
 ROUNDS = 5
@@ -89,35 +96,10 @@ def _reap(child: Any, finished: bool) -> None:
 # --- floors ---------------------------------------------------------------------------------------
 
 
-def _spin_child(mm: mmap.mmap, n: int, parent: int) -> None:
-    die_with_parent(parent)
-    words = memoryview(mm).cast("Q")
-    for i in range(1, n + 1):
-        while words[0] != i:
-            pass
-        words[8] = i
-
-
 def floor_spin(n: int) -> list[int]:
-    """Round trips of a counter on a shared word between two busy-polling processes."""
-    mm = mmap.mmap(-1, 4096)
-    words = memoryview(mm).cast("Q")
-    child = mp.get_context("fork").Process(target=_spin_child, args=(mm, n, os.getpid()))
-    child.start()
-    out, finished = [], False
-    clock = time.perf_counter_ns
-    try:
-        for i in range(1, n + 1):
-            t0 = clock()
-            words[0] = i
-            while words[8] != i:
-                pass
-            out.append(clock() - t0)
-        finished = True
-    finally:
-        _reap(child, finished)
-        words.release()
-    return out
+    """Round trips (ns) of a counter on a shared word between two busy-polling processes: the very
+    measurement ``foundation bench`` takes (``foundation_ml._bench_measure.spin_floor``)."""
+    return [round(t * 1e3) for t in spin_floor(n)]
 
 
 def _api_child(mm: mmap.mmap, n: int, parent: int) -> None:
