@@ -276,10 +276,13 @@ def _json_array(name: str, value: Any, datatype: DataType | None) -> np.ndarray:
 
 
 def _connect(args: argparse.Namespace, hub: Hub, command: str, **kw: Any) -> InferenceClient:
-    """The client of ``args.name`` on ``args.transport``; a name or option the transport refuses
-    (``ValueError``: ``a/b`` for shm) ends the command with exit 2 and the transport's reason."""
+    """The client of ``args.name`` on ``args.transport``, with ``args.timeout`` if one was given; a
+    name or option the transport refuses (``ValueError``: ``a/b`` for shm) ends the command with
+    exit 2 and the transport's reason."""
     from ._client import InferenceClient
 
+    if args.timeout is not None:  # else the client's default: the configured timeout, else 30 s
+        kw["timeout"] = args.timeout
     try:
         return InferenceClient(args.name, transport=args.transport, hub=hub, **kw)
     except ValueError as exc:
@@ -294,7 +297,7 @@ def infer_main(args: argparse.Namespace, hub: Hub) -> int:
 
     hub.configure(args.config, args.set)  # the transport's config section sets the client's options
     try:
-        with _connect(args, hub, "infer", timeout=args.timeout) as client:
+        with _connect(args, hub, "infer") as client:
             meta = _version_metadata(client.metadata(args.model), args.model, args.version)
             inputs = load_inputs(args.input, meta)
             t0 = time.perf_counter()

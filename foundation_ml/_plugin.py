@@ -62,12 +62,13 @@ def foundation_register_commands(cli: CommandRegistrar) -> None:
         metavar="FILE",
         help=".npz, .npy or .json (default: the example input)",
     )
-    p.add_argument("--timeout", type=_positive_seconds, default=30.0, help="seconds (default: 30)")
+    _timeout_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = cli.add_command("stats", "foundation_ml._cli:stats_main", help="metrics of a running server")
     p.add_argument("name", nargs="?", default=None, help=f"server name (default: {DEFAULT_NAME})")
     p.add_argument("--name", dest="name_option", default=None, help="the same, as infer takes it")
     p.add_argument("--transport", default="shm", help="transport (default: shm)")
+    _timeout_argument(p)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print one JSON object")
     fmt.add_argument("--prometheus", action="store_true", help="print Prometheus text format")
@@ -116,6 +117,16 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
 def _client_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transport", default="shm", help="transport (default: shm)")
     p.add_argument("--name", default=DEFAULT_NAME, help=f"server name (default: {DEFAULT_NAME})")
+
+
+def _timeout_argument(p: argparse.ArgumentParser) -> None:
+    # None, not 30: the client then takes the transport's configured timeout ([shm] client_timeout)
+    p.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=None,
+        help="seconds (default: the transport's configured client timeout, else 30)",
+    )
 
 
 def _bench_arguments(p: argparse.ArgumentParser) -> None:

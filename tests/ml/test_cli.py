@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from foundation_core import Hub
 from foundation_ml import MLRuntime
 from foundation_ml._process import ServerProcess
 
@@ -385,3 +386,52 @@ def test_infer_json_is_strict_json_with_non_finite_values_as_strings(
 
     doc = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert doc["outputs"]["y"]["data"] == [["NaN", "Infinity", "-Infinity", 1.5]]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--set", "shm.client_timeout=0.5", "infer", "--model", "sleepy"],
+        ["infer", "--model", "sleepy", "--timeout", "0.5"],
+        ["--set", "shm.client_timeout=0.5", "stats"],
+        ["stats", "--timeout", "0.5"],
+    ],
+    ids=["infer-configured", "infer-option", "stats-configured", "stats-option"],
+)
+def test_infer_and_stats_take_the_configured_timeout_or_their_option(
+    shm_hub: Hub,
+    name: str,
+    argv: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """[shm] client_timeout is no longer overridden by infer's 30 s default; stats takes --timeout."""
+    import time
+
+    import numpy as np
+
+    from foundation_core._cli import main
+    from foundation_ml import FunctionModel
+
+    loaded = []  # no sleep while the runtime warms the model up
+
+    def sleepy(x: np.ndarray) -> np.ndarray:
+        time.sleep(2 if loaded else 0)
+        return x
+
+    def slow_stats() -> dict[str, object]:
+        time.sleep(2)
+        return {"server": {}, "models": {}}
+
+    command = argv.index("infer") if "infer" in argv else argv.index("stats")
+    argv = [*argv[: command + 1], "--name", name, *argv[command + 1 :]]
+    with MLRuntime(shm_hub) as runtime:
+        model = FunctionModel(sleepy, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+        runtime.register_model("sleepy", model)
+        loaded.append(True)
+        monkeypatch.setattr(runtime, "stats", slow_stats)  # the shm server asks its handler for them
+        runtime.start("shm", name)
+        t0 = time.monotonic()
+        assert main(argv) == 1
+        assert time.monotonic() - t0 < 1.5
+    assert "DeadlineExceeded" in capsys.readouterr().err
