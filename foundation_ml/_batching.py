@@ -20,6 +20,7 @@ requests never share a batch.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -31,14 +32,16 @@ import numpy as np
 from ._tensors import is_tensor
 from ._transport import Respond
 from ._types import InferenceRequest
-from .errors import HandlerError, ShuttingDown
+from .errors import HandlerError, InternalError, ShuttingDown
 
 if TYPE_CHECKING:
     from ._serving import ServedModel
 
-__all__ = ["Batcher", "is_ctrl_c"]
+__all__ = ["MAX_WAIT_US", "Batcher", "is_ctrl_c"]
 
+log = logging.getLogger("foundation_ml")
 _now = time.monotonic_ns
+MAX_WAIT_US = 10_000_000  # the longest max_wait_us MLRuntime and the CLI take (10 s): longer is a mistake
 SWITCH_INTERVAL = 1e-4  # seconds; see Batcher.start
 # With a transport that calls flush(), the batcher thread is only the safety net: it runs a batch
 # that is this much past due (the transport stopped flushing), checking this often. (A model also
@@ -147,25 +150,53 @@ class Batcher:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._queue and not self._stopping:
-                    self._cond.wait(FLUSH_CHECK_S if self._flushed else None)
-                if not self._queue:
+            taken: list[Item] = []  # taken from the queue and not yet handed to _run_items
+            try:
+                if not self._run_once(taken):
                     return
-                # wait until the oldest request has waited max_wait_us (plus a grace when the
-                # transport flushes: it runs the batch itself), unless the batch fills (then
-                # put() runs it) or a shutdown drains
-                wait_ns = self.max_wait_us * 1000 + (FLUSH_GRACE_NS if self._flushed else 0)
-                while self._queue and not (self._stopping or self._draining):
-                    left = self._queue[0][2] + wait_ns - _now()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left / 1e9)
-                n = min(len(self._queue), self.max_batch_size)
-                items = [self._queue.popleft() for _ in range(n)]
-                self.served.metrics.enqueued(len(self._queue))
-            if items:
-                self._run_items(items)
+            except Exception as exc:  # a bug here must not end the thread: the model would answer no one
+                self._fail_queued(taken, exc)
+
+    def _fail_queued(self, taken: list[Item], exc: Exception) -> None:
+        """Answer ``taken`` and every queued request with an InternalError naming ``exc`` (and
+        log it)."""
+        log.error("batcher of model %r: %s: %s", self.served.name, type(exc).__name__, exc, exc_info=exc)
+        with self._cond:
+            items = [*taken, *self._queue]
+            self._queue.clear()
+        for request, respond, t0 in items:
+            err = InternalError(
+                f"the batcher failed: {type(exc).__name__}: {exc}",
+                model=self.served.name,
+                request_id=request.id,
+            )
+            self.served.finish(request, respond, t0, err)
+
+    def _run_once(self, taken: list[Item]) -> bool:
+        """Wait for a batch and run it (its requests are in ``taken`` until they run); False once
+        stopping with nothing left to run."""
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait(FLUSH_CHECK_S if self._flushed else None)
+            if not self._queue:
+                return False
+            # wait until the oldest request has waited max_wait_us (plus a grace when the
+            # transport flushes: it runs the batch itself), unless the batch fills (then
+            # put() runs it) or a shutdown drains
+            wait_ns = self.max_wait_us * 1000 + (FLUSH_GRACE_NS if self._flushed else 0)
+            while self._queue and not (self._stopping or self._draining):
+                left = self._queue[0][2] + wait_ns - _now()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left / 1e9, threading.TIMEOUT_MAX))  # more: OverflowError
+            n = min(len(self._queue), self.max_batch_size)
+            taken.extend(self._queue.popleft() for _ in range(n))
+            self.served.metrics.enqueued(len(self._queue))
+        items = taken[:]
+        taken.clear()  # _run_items answers them, whatever goes wrong: never answered twice
+        if items:
+            self._run_items(items)
+        return True
 
     def _run_items(self, items: list[Item]) -> None:
         guarded = [(request, _Once(respond), t0) for request, respond, t0 in items]

@@ -16,8 +16,9 @@ DEMO_MODEL = "demo"
 DEMO_SPEC = "foundation_torch.demo:build_demo"
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse ``type``: an integer >= ``low`` (argparse names the flag in its error)."""
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``low`` (and <= ``high``, if given; argparse names the
+    flag in its error)."""
 
     def parse(text: str) -> int:
         try:
@@ -26,9 +27,15 @@ def _int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, not {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, not {value}")
         return value
 
     return parse
+
+
+# _batching.MAX_WAIT_US (not imported: this module loads with every command, numpy-free)
+_MAX_WAIT_US = 10_000_000
 
 
 def _positive_seconds(text: str) -> float:
@@ -103,7 +110,10 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
         "--max-batch-size", type=_int_at_least(1), default=1, help="batch batchable models (default: 1, off)"
     )
     p.add_argument(
-        "--max-wait-us", type=_int_at_least(0), default=500, help="longest wait for a batch to fill, µs"
+        "--max-wait-us",
+        type=_int_at_least(0, _MAX_WAIT_US),
+        default=500,
+        help="longest wait for a batch to fill, µs (at most 10000000: 10 s)",
     )
     p.add_argument(
         "--threads",
@@ -143,7 +153,12 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="batch size of the batched run (default, 0: --clients)",
     )
-    p.add_argument("--max-wait-us", type=_int_at_least(0), default=200, help="batch wait of the batched run")
+    p.add_argument(
+        "--max-wait-us",
+        type=_int_at_least(0, _MAX_WAIT_US),
+        default=200,
+        help="batch wait of the batched run",
+    )
     p.add_argument(
         "--threads",
         type=_int_at_least(0),

@@ -24,7 +24,7 @@ from typing import Any
 from foundation_core import Hub, emit
 
 from ._backend import LoadedModel, ModelBackend, backend_for
-from ._batching import Batcher, is_ctrl_c
+from ._batching import MAX_WAIT_US, Batcher, is_ctrl_c
 from ._metrics import prometheus_text
 from ._names import MAX_VERSION_BYTES, check_name
 from ._package import MANIFEST, is_package
@@ -533,5 +533,7 @@ def _check_batching(max_batch_size: int | None, max_wait_us: int | None, where: 
         raise ValueError(
             f"{where}: max_batch_size must be an integer >= 1 (1: no batching), not {max_batch_size!r}"
         )
-    if max_wait_us is not None and (type(max_wait_us) is not int or max_wait_us < 0):
-        raise ValueError(f"{where}: max_wait_us must be an integer >= 0, not {max_wait_us!r}")
+    if max_wait_us is not None and (type(max_wait_us) is not int or not 0 <= max_wait_us <= MAX_WAIT_US):
+        raise ValueError(
+            f"{where}: max_wait_us must be an integer from 0 to {MAX_WAIT_US} (10 s), not {max_wait_us!r}"
+        )

@@ -347,3 +347,53 @@ def test_a_request_racing_an_unload_is_told_the_version_is_unloaded(runtime: MLR
     served.submit(InferenceRequest("m", {"x": _rows(1)}, id=1), replies.respond(1), time.monotonic_ns())
     answer = replies.wait(1)[1]
     assert isinstance(answer, ShuttingDown) and "version '1' is being unloaded" in str(answer)
+
+
+def test_a_wait_longer_than_the_lock_can_take_does_not_end_the_batcher_thread(runtime: MLRuntime) -> None:
+    """A Condition.wait past threading.TIMEOUT_MAX raised OverflowError and ended the thread."""
+    rec = Recorder()
+    runtime.register_model("m", rec.model, max_batch_size=4, max_wait_us=LONG_WAIT_US, warmup=False)
+    batcher = runtime.registry.get("m").batcher
+    assert batcher is not None
+    batcher.max_wait_us = 10**20  # past every bound: the wait is capped at TIMEOUT_MAX
+    replies = Replies()
+    runtime(InferenceRequest("m", {"x": np.ones((1, 4), np.float32)}, id=1), replies.respond(1))
+    time.sleep(0.2)
+    assert batcher._thread.is_alive()
+    batcher.drain()  # the thread wakes and runs the queued batch at once
+    assert isinstance(replies.wait(1)[1], InferenceResponse)
+
+
+def test_an_unexpected_error_in_the_batcher_thread_fails_the_queue_and_the_thread_serves_on(
+    runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from foundation_ml.errors import InternalError
+
+    rec = Recorder()
+    runtime.register_model("m", rec.model, max_batch_size=4, max_wait_us=1000, warmup=False)
+    served = runtime.registry.get("m")
+
+    class OnceBroken:
+        """The model's metrics, whose ``enqueued`` raises once in the batcher thread: a bug."""
+
+        def __init__(self, metrics: object) -> None:
+            self.metrics = metrics
+            self.broken = True
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.metrics, name)
+
+        def enqueued(self, depth: int) -> None:
+            if self.broken and threading.current_thread().name.startswith("batcher-"):
+                self.broken = False
+                raise RuntimeError("a bug")
+            self.metrics.enqueued(depth)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(served, "metrics", OnceBroken(served.metrics))
+    replies = Replies()
+    runtime(InferenceRequest("m", {"x": np.ones((1, 4), np.float32)}, id=1), replies.respond(1))
+    failed = replies.wait(1)[1]
+    assert isinstance(failed, InternalError) and "RuntimeError: a bug" in str(failed)
+    assert "batcher of model 'm': RuntimeError: a bug" in caplog.text
+    runtime(InferenceRequest("m", {"x": np.ones((1, 4), np.float32)}, id=2), replies.respond(2))
+    assert isinstance(replies.wait(2)[2], InferenceResponse)  # the thread goes on serving

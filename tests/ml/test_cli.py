@@ -213,6 +213,11 @@ def test_metrics_file_holds_prometheus_text_after_exit(tmp_path: Path, name: str
 BAD_FLAGS = [
     (["serve", "--max-batch-size", "0"], "argument --max-batch-size: must be >= 1, not 0"),
     (["serve", "--max-wait-us", "-5"], "argument --max-wait-us: must be >= 0, not -5"),
+    (
+        ["serve", "--max-wait-us", "99999999999999999999999"],
+        "argument --max-wait-us: must be <= 10000000, not 99999999999999999999999",
+    ),
+    (["bench", "--max-wait-us", "10000001"], "argument --max-wait-us: must be <= 10000000, not 10000001"),
     (["serve", "--threads", "two"], "argument --threads: not an integer: 'two'"),
     (["infer", "--timeout", "0"], "argument --timeout: must be a number of seconds > 0, not 0"),
     (["infer", "--timeout", "nan"], "argument --timeout: must be a number of seconds > 0, not nan"),

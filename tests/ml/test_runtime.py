@@ -246,7 +246,11 @@ def test_client_outputs_are_the_callers_own_arrays(served: InferenceClient, rows
     [
         ({"max_batch_size": 0}, r"max_batch_size must be an integer >= 1 \(1: no batching\), not 0"),
         ({"max_batch_size": 2.0}, r"max_batch_size must be an integer >= 1 \(1: no batching\), not 2.0"),
-        ({"max_wait_us": -1}, r"max_wait_us must be an integer >= 0, not -1"),
+        ({"max_wait_us": -1}, r"max_wait_us must be an integer from 0 to 10000000 \(10 s\), not -1"),
+        (
+            {"max_wait_us": 99999999999999999999999},  # would end the batcher thread: OverflowError
+            r"max_wait_us must be an integer from 0 to 10000000 \(10 s\), not 99999999999999999999999",
+        ),
     ],
 )
 def test_batching_settings_that_mean_nothing_are_refused(
