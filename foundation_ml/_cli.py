@@ -374,19 +374,37 @@ def stats_main(args: argparse.Namespace, hub: Hub) -> int:
         return 0
     server = doc.get("server", {})
     print(f"server {args.name!r} on {args.transport}: up {server.get('uptime_s', 0):.0f} s")
-    print(
-        f"{'model':<16}{'version':>8}{'requests':>10}{'errors':>8}{'p50 µs':>9}{'p95 µs':>9}{'p99 µs':>9}"
-        f"{'batch':>7}{'queue':>7}"
-    )
+    rows: list[tuple[str, ...]] = [
+        ("model", "version", "requests", "errors", "p50 µs", "p95 µs", "p99 µs", "batch", "queue")
+    ]
     for name, top in doc.get("models", {}).items():
         for version, m in (top.get("versions") or {top.get("version", ""): top}).items():
             lat = m.get("latency_us") or {}
-            mean_batch = m.get("mean_batch_size") or 0
-            print(
-                f"{name:<16}{version:>8}{m['requests']:>10}{m['errors']:>8}{lat.get('p50', 0):>9.1f}"
-                f"{lat.get('p95', 0):>9.1f}{lat.get('p99', 0):>9.1f}{mean_batch:>7.2f}{m['queue_depth']:>7}"
+            rows.append(
+                (
+                    name,
+                    str(version),
+                    str(m["requests"]),
+                    str(m["errors"]),
+                    *(f"{lat.get(k, 0):.1f}" for k in ("p50", "p95", "p99")),
+                    f"{m.get('mean_batch_size') or 0:.2f}",
+                    str(m["queue_depth"]),
+                )
             )
+    print(_table(rows))
     return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    """Columns sized to their widest cell, two spaces apart; the first left-aligned, the rest right
+    (fixed widths ran a 1 s p95 into the p99 beside it, and a long model name shifted every column)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )
 
 
 def package_main(args: argparse.Namespace, hub: Hub) -> int:

@@ -440,3 +440,19 @@ def test_infer_and_stats_take_the_configured_timeout_or_their_option(
         assert main(argv) == 1
         assert time.monotonic() - t0 < 1.5
     assert "DeadlineExceeded" in capsys.readouterr().err
+
+
+def test_the_stats_table_keeps_its_columns_apart() -> None:
+    """Fixed widths ran a p95 of 1 s or more into the p99 beside it (300155.83973740.6), and a
+    model name over 16 characters shifted every column."""
+    from foundation_ml._cli import _table
+
+    rows = [
+        ("model", "version", "p95 µs", "p99 µs"),
+        ("a_model_name_longer_than_sixteen", "1", "300155.8", "3973740.6"),
+        ("m", "12", "1.0", "2.0"),
+    ]
+    lines = _table(rows).splitlines()
+    assert lines[1].split() == ["a_model_name_longer_than_sixteen", "1", "300155.8", "3973740.6"]
+    assert len({len(line) for line in lines}) == 1  # every row as wide: the columns line up
+    assert lines[2].startswith("m ") and lines[2].endswith("  2.0")
