@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import attrs
 
+from . import _layout as L
+
 __all__ = ["ConnectOptions", "ServeOptions", "ShmSettings", "options"]
 
 _O = TypeVar("_O", bound=attrs.AttrsInstance)
@@ -84,13 +86,13 @@ _BYTES = 1 << 48  # far beyond any machine's shared memory; the protocol's field
 class ServeOptions:
     """``ShmTransport.serve`` options (docs/transports.md has what each one does)."""
 
-    channels: int = attrs.field(default=32, validator=_ints(1, 4096))
+    channels: int = attrs.field(default=32, validator=_ints(1, L.MAX_CHANNELS))
     spin_us: int = attrs.field(default=200, validator=_ints(0, 1_000_000, " µs"))
     heartbeat_ms: int = attrs.field(default=100, validator=_ints(1, 60_000, " ms"))
     mode: int = attrs.field(default=0o600, validator=_mode)
     max_request_bytes: int = attrs.field(default=1 << 32, validator=_ints(1, _BYTES))
     max_tensors: int = attrs.field(default=64, validator=_ints(1, 65_535))
-    default_capacity: int = attrs.field(default=1 << 20, validator=_ints(4096, _BYTES))
+    default_capacity: int = attrs.field(default=1 << 20, validator=_ints(L.PAGE, _BYTES))
     data_crc: bool = attrs.field(default=False, validator=_bool)
     cuda_ipc: bool | None = attrs.field(default=None, validator=_tristate)
 
@@ -99,9 +101,9 @@ class ServeOptions:
 class ConnectOptions:
     """``ShmTransport.connect`` options (docs/transports.md has what each one does)."""
 
-    channels: int = attrs.field(default=4, validator=_ints(1, 4096))
+    channels: int = attrs.field(default=4, validator=_ints(1, L.MAX_CHANNELS))
     spin_us: int = attrs.field(default=250, validator=_ints(0, 1_000_000, " µs"))
-    capacity: int | None = attrs.field(default=None, validator=_optional_ints(4096, _BYTES))
+    capacity: int | None = attrs.field(default=None, validator=_optional_ints(L.PAGE, _BYTES))
     copy_outputs: bool = attrs.field(default=False, validator=_bool)
     timeout: float | None = attrs.field(default=None, validator=_seconds(optional=True, positive=True))
     connect_timeout: float = attrs.field(default=2.0, validator=_seconds(optional=False, positive=False))
