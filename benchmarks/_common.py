@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import statistics
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = [
     "report",
     "sigterm_exits",
     "spin_floor",
+    "stop_process",
     "stdout_to_stderr",
     "timer_overhead_ns",
 ]
@@ -85,3 +87,15 @@ def report(result: dict[str, Any], as_json: bool) -> None:
     for key, value in result.items():
         shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
         print(f"{key:<{width}}  {shown}")
+
+
+def stop_process(proc: subprocess.Popen[Any], terminate: bool = True) -> None:
+    """Stop ``proc`` (SIGTERM unless ``terminate`` is false: it was told another way) and wait for
+    it, at most 10 s before SIGKILL."""
+    if terminate and proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

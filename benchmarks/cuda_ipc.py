@@ -41,7 +41,7 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-from _common import benchmark_run  # noqa: E402
+from _common import benchmark_run, stop_process  # noqa: E402
 
 SIZE_BYTES = 64 << 20
 TARGET = 0.2
@@ -194,12 +194,7 @@ def run(iterations: int, warmup: int) -> dict[str, Any]:
         )
         return result
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
         remove_objects(name)
 
 

@@ -52,6 +52,7 @@ from _common import (  # noqa: E402
     cpu_ns,
     die_with_parent,
     spin_floor,
+    stop_process,
     timer_overhead_ns,
 )
 
@@ -245,18 +246,6 @@ def _first_line(proc: subprocess.Popen[str], what: str) -> str:
     raise BenchmarkFailed(f"{what} printed nothing within {START_TIMEOUT:.0f} s")
 
 
-def _stop(proc: subprocess.Popen[str], terminate: bool = True) -> None:
-    """Stop ``proc`` (SIGTERM unless ``terminate`` is false: it was told another way) and wait for
-    it, at most 10 s before SIGKILL."""
-    if terminate and proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 class EchoServer:
     """``python -m foundation_shm._echo NAME`` in its own process: ``with EchoServer(name): ...``."""
 
@@ -280,7 +269,7 @@ class EchoServer:
         return self.proc.pid
 
     def stop(self) -> None:
-        _stop(self.proc)  # SIGTERM: it removes its shared memory and exits
+        stop_process(self.proc)  # SIGTERM: it removes its shared memory and exits
 
     def __enter__(self) -> EchoServer:
         return self
@@ -341,7 +330,7 @@ class GrpcEcho:
         assert self.proc.stdin is not None
         with contextlib.suppress(OSError, ValueError):  # it may be gone already
             self.proc.stdin.close()  # EOF on its stdin: it stops
-        _stop(self.proc, terminate=False)
+        stop_process(self.proc, terminate=False)
 
     def __enter__(self) -> GrpcEcho:
         return self
@@ -457,7 +446,7 @@ def shm_rps(name: str, clients: int, seconds: float, spin_us: int) -> float:
         return total / seconds
     finally:
         for p in procs:
-            _stop(p)
+            stop_process(p)
 
 
 def idle_cpu(server: EchoServer, seconds: float) -> float:
