@@ -132,3 +132,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) fn err<T>(code: Status, message: impl Into<String>) -> Result<T> {
     Err(Error::new(code, message))
 }
+
+/// No live server: SERVER_UNAVAILABLE with `msg`.
+pub(crate) fn unavailable(msg: impl Into<String>) -> Error {
+    Error::new(Status::ServerUnavailable, msg)
+}

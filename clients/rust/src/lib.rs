@@ -34,10 +34,13 @@ pub use codec::{Limits, Param, TensorRef};
 pub use error::{Error, Result, Status};
 pub use tensor::{DataType, Element, Tensor};
 mod client;
+mod conn;
+mod options;
 
 // The README's examples are compiled as doc tests too.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use client::{Client, ConnectOptions, InferOptions, Loan, TensorSpec};
+pub use client::{Client, Loan};
+pub use options::{ConnectOptions, InferOptions, TensorSpec};

@@ -185,21 +185,7 @@ pub fn check(json_path: &Path) -> Result<(), String> {
     }
     let limits = Limits::default();
     if let Some(code) = expect.get("error_code").and_then(Value::as_u64) {
-        let got = if as_request {
-            codec::decode_request(&bin, &limits).map(|_| ())
-        } else {
-            codec::decode_response(&bin, &limits).map(|_| ())
-        };
-        return match got {
-            Ok(()) => Err(format!("decoded, expected error {code}")),
-            Err(e) if u64::from(e.code.code()) != code => {
-                Err(format!("got {e}, expected error {code}"))
-            }
-            Err(e) if Some(e.request_id) != expect.get("request_id").and_then(Value::as_u64) => {
-                Err(format!("error has request_id {}", e.request_id))
-            }
-            Err(_) => Ok(()),
-        };
+        return check_error(&bin, as_request, code, expect, &limits);
     }
     let params_expect: Vec<(String, Value)> = expect
         .get("params")
@@ -208,94 +194,9 @@ pub fn check(json_path: &Path) -> Result<(), String> {
         .to_vec();
     let mut area = vec![0u8; bin.len()];
     if as_request {
-        let d = codec::decode_request(&bin, &limits).map_err(|e| format!("decode: {e}"))?;
-        let got = Value::Object(vec![
-            ("deadline_ns".into(), num(d.deadline_ns)),
-            ("flags".into(), num(d.flags)),
-            ("inputs".into(), tensors_json(&d.inputs, &bin)),
-            ("kind".into(), num(d.kind)),
-            ("model".into(), Value::String(d.model.clone())),
-            (
-                "outputs".into(),
-                Value::Array(d.outputs.iter().cloned().map(Value::String).collect()),
-            ),
-            ("params".into(), Value::Object(d.params.clone())),
-            ("request_id".into(), num(d.request_id)),
-            ("version".into(), Value::String(d.version.clone())),
-        ]);
-        if !same(&got, expect) {
-            return Err(format!(
-                "decoded {} != expected {}",
-                got.to_json(),
-                expect.to_json()
-            ));
-        }
-        // Encode from the expected fields.
-        let specs = specs_of(expect, "inputs")?;
-        let outputs: Vec<String> = expect
-            .get("outputs")
-            .and_then(Value::as_array)
-            .ok_or("no outputs")?
-            .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or("bad output"))
-            .collect::<Result<_, _>>()?;
-        let params = codec::encode_params_json(params_expect);
-        let payload = l::request_payload_size(specs.len(), outputs.len(), params.len());
-        let inputs = place(&specs, payload, &mut area)?;
-        let fields = RequestFields {
-            kind: u64_of(expect, "kind")? as u16,
-            request_id: u64_of(expect, "request_id")?,
-            flags: u64_of(expect, "flags")? as u32,
-            model: str_of(expect, "model")?.into(),
-            version: str_of(expect, "version")?.into(),
-            deadline_ns: u64_of(expect, "deadline_ns")?,
-            inputs,
-            outputs,
-            params,
-        };
-        codec::write_request(&mut area, &fields).map_err(|e| format!("encode: {e}"))?;
+        check_request(&bin, expect, params_expect, &limits, &mut area)?;
     } else {
-        let d = codec::decode_response(&bin, &limits).map_err(|e| format!("decode: {e}"))?;
-        let got = Value::Object(vec![
-            ("flags".into(), num(d.flags)),
-            ("kind".into(), num(l::KIND_RESPONSE)),
-            ("model".into(), Value::String(d.model.clone())),
-            ("outputs".into(), tensors_json(&d.outputs, &bin)),
-            ("params".into(), Value::Object(d.params.clone())),
-            ("request_id".into(), num(d.request_id)),
-            ("required_bytes".into(), num(d.required_bytes)),
-            ("status".into(), num(d.status)),
-            (
-                "status_name".into(),
-                Value::String(crate::Status::from_code(d.status).name().into()),
-            ),
-            ("text".into(), Value::String(d.text.clone())),
-            ("version".into(), Value::String(d.version.clone())),
-        ]);
-        if !same(&got, expect) {
-            return Err(format!(
-                "decoded {} != expected {}",
-                got.to_json(),
-                expect.to_json()
-            ));
-        }
-        let specs = specs_of(expect, "outputs")?;
-        let text = str_of(expect, "text")?.as_bytes().to_vec();
-        let params = codec::encode_params_json(params_expect);
-        let payload = l::response_payload_size(specs.len(), text.len(), params.len());
-        let outputs = place(&specs, payload, &mut area)?;
-        let fields = ResponseFields {
-            request_id: u64_of(expect, "request_id")?,
-            flags: u64_of(expect, "flags")? as u32,
-            status: u64_of(expect, "status")? as u32,
-            model: str_of(expect, "model")?.into(),
-            version: str_of(expect, "version")?.into(),
-            outputs,
-            text,
-            params,
-            required_bytes: u64_of(expect, "required_bytes")?,
-        };
-        codec::write_response(&mut area, &fields).map_err(|e| format!("encode: {e}"))?;
+        check_response(&bin, expect, params_expect, &limits, &mut area)?;
     }
     if area != bin {
         let at = area.iter().zip(&bin).position(|(a, b)| a != b).unwrap_or(0);
@@ -303,6 +204,140 @@ pub fn check(json_path: &Path) -> Result<(), String> {
             "re-encoded bytes differ from the file at offset {at}"
         ));
     }
+    Ok(())
+}
+
+/// A vector that must fail: the decoder fails with `code`, carrying the expected request id.
+fn check_error(
+    bin: &[u8],
+    as_request: bool,
+    code: u64,
+    expect: &Value,
+    limits: &Limits,
+) -> Result<(), String> {
+    let got = if as_request {
+        codec::decode_request(bin, limits).map(|_| ())
+    } else {
+        codec::decode_response(bin, limits).map(|_| ())
+    };
+    match got {
+        Ok(()) => Err(format!("decoded, expected error {code}")),
+        Err(e) if u64::from(e.code.code()) != code => {
+            Err(format!("got {e}, expected error {code}"))
+        }
+        Err(e) if Some(e.request_id) != expect.get("request_id").and_then(Value::as_u64) => {
+            Err(format!("error has request_id {}", e.request_id))
+        }
+        Err(_) => Ok(()),
+    }
+}
+
+/// The decoded fields must be the expected ones.
+fn same_as_expected(got: &Value, expect: &Value) -> Result<(), String> {
+    if !same(got, expect) {
+        return Err(format!(
+            "decoded {} != expected {}",
+            got.to_json(),
+            expect.to_json()
+        ));
+    }
+    Ok(())
+}
+
+/// A request vector: it decodes to `expect`, and `expect`'s fields encode into `area`.
+fn check_request(
+    bin: &[u8],
+    expect: &Value,
+    params_expect: Vec<(String, Value)>,
+    limits: &Limits,
+    area: &mut [u8],
+) -> Result<(), String> {
+    let d = codec::decode_request(bin, limits).map_err(|e| format!("decode: {e}"))?;
+    let got = Value::Object(vec![
+        ("deadline_ns".into(), num(d.deadline_ns)),
+        ("flags".into(), num(d.flags)),
+        ("inputs".into(), tensors_json(&d.inputs, bin)),
+        ("kind".into(), num(d.kind)),
+        ("model".into(), Value::String(d.model.clone())),
+        (
+            "outputs".into(),
+            Value::Array(d.outputs.iter().cloned().map(Value::String).collect()),
+        ),
+        ("params".into(), Value::Object(d.params.clone())),
+        ("request_id".into(), num(d.request_id)),
+        ("version".into(), Value::String(d.version.clone())),
+    ]);
+    same_as_expected(&got, expect)?;
+    // Encode from the expected fields.
+    let specs = specs_of(expect, "inputs")?;
+    let outputs: Vec<String> = expect
+        .get("outputs")
+        .and_then(Value::as_array)
+        .ok_or("no outputs")?
+        .iter()
+        .map(|v| v.as_str().map(str::to_string).ok_or("bad output"))
+        .collect::<Result<_, _>>()?;
+    let params = codec::encode_params_json(params_expect);
+    let payload = l::request_payload_size(specs.len(), outputs.len(), params.len());
+    let inputs = place(&specs, payload, area)?;
+    let fields = RequestFields {
+        kind: u64_of(expect, "kind")? as u16,
+        request_id: u64_of(expect, "request_id")?,
+        flags: u64_of(expect, "flags")? as u32,
+        model: str_of(expect, "model")?.into(),
+        version: str_of(expect, "version")?.into(),
+        deadline_ns: u64_of(expect, "deadline_ns")?,
+        inputs,
+        outputs,
+        params,
+    };
+    codec::write_request(area, &fields).map_err(|e| format!("encode: {e}"))?;
+    Ok(())
+}
+
+/// A response vector: it decodes to `expect`, and `expect`'s fields encode into `area`.
+fn check_response(
+    bin: &[u8],
+    expect: &Value,
+    params_expect: Vec<(String, Value)>,
+    limits: &Limits,
+    area: &mut [u8],
+) -> Result<(), String> {
+    let d = codec::decode_response(bin, limits).map_err(|e| format!("decode: {e}"))?;
+    let got = Value::Object(vec![
+        ("flags".into(), num(d.flags)),
+        ("kind".into(), num(l::KIND_RESPONSE)),
+        ("model".into(), Value::String(d.model.clone())),
+        ("outputs".into(), tensors_json(&d.outputs, bin)),
+        ("params".into(), Value::Object(d.params.clone())),
+        ("request_id".into(), num(d.request_id)),
+        ("required_bytes".into(), num(d.required_bytes)),
+        ("status".into(), num(d.status)),
+        (
+            "status_name".into(),
+            Value::String(crate::Status::from_code(d.status).name().into()),
+        ),
+        ("text".into(), Value::String(d.text.clone())),
+        ("version".into(), Value::String(d.version.clone())),
+    ]);
+    same_as_expected(&got, expect)?;
+    let specs = specs_of(expect, "outputs")?;
+    let text = str_of(expect, "text")?.as_bytes().to_vec();
+    let params = codec::encode_params_json(params_expect);
+    let payload = l::response_payload_size(specs.len(), text.len(), params.len());
+    let outputs = place(&specs, payload, area)?;
+    let fields = ResponseFields {
+        request_id: u64_of(expect, "request_id")?,
+        flags: u64_of(expect, "flags")? as u32,
+        status: u64_of(expect, "status")? as u32,
+        model: str_of(expect, "model")?.into(),
+        version: str_of(expect, "version")?.into(),
+        outputs,
+        text,
+        params,
+        required_bytes: u64_of(expect, "required_bytes")?,
+    };
+    codec::write_response(area, &fields).map_err(|e| format!("encode: {e}"))?;
     Ok(())
 }
 

@@ -1,0 +1,401 @@
+//! The connection under a [`crate::Client`]: attach to one server instance, claim a channel,
+//! grow its data segment, send one request and decode its response, disconnect.
+//! docs/protocol/shm.md sections 7.2 (one request), 10.1 (connect, grow, disconnect).
+//!
+//! Its mechanisms live in child modules: [`wait`] (spin, block, liveness: 7.2 and 10.3),
+//! [`segment`] (the data segment: 10.1 step 6) and [`mutex`] (the region mutex).
+
+mod mutex;
+mod segment;
+mod wait;
+
+use crate::codec::{self, Limits, TensorRef};
+use crate::error::{err, unavailable, Error, Result, Status};
+use crate::layout::{self as l, channel as ch, region as rg};
+use crate::options::ConnectOptions;
+use crate::shm::{self, Mapping, Semaphore};
+use crate::tensor::Tensor;
+use mutex::MutexGuard;
+use segment::{create_data, publish_data};
+use std::sync::atomic::{fence, Ordering::*};
+use std::time::Duration;
+use wait::server_alive;
+
+fn pages(n: usize) -> usize {
+    l::align(n.max(1), l::PAGE)
+}
+
+/// The absolute deadline (monotonic ns) `timeout` from now; 0 for none.
+pub(crate) fn deadline_after(timeout: Option<Duration>) -> u64 {
+    match timeout {
+        Some(t) => shm::monotonic_ns()
+            .saturating_add(t.as_nanos().min(u64::MAX as u128) as u64)
+            .max(1),
+        None => 0,
+    }
+}
+
+/// One attachment to one server instance, with one claimed channel.
+pub(crate) struct Conn {
+    name: String,
+    ctl: Mapping,
+    mode: u32,
+    mutex: Semaphore,
+    bell: Semaphore,
+    sem: Semaphore,
+    index: usize,
+    base: usize,
+    data: Mapping,
+    data_name: String,
+    gen: u64,
+    req_cap: usize,
+    resp_cap: usize,
+    seq: u64,
+    server_pid: u32,
+    server_start: u64,
+    instance_id: u64,
+    limits: Limits,
+    alive: bool,
+    yield_after_ns: u64,
+}
+
+/// What the region header says of its server, checked at connect (10.1 steps 1-2).
+struct Region {
+    count: usize,
+    server_pid: u32,
+    server_start: u64,
+    instance_id: u64,
+    limits: Limits,
+}
+
+/// A channel claimed under the region mutex, with its first data segment (10.1 steps 4-7).
+struct Claim {
+    index: usize,
+    base: usize,
+    data: Mapping,
+    data_name: String,
+    gen: u64,
+    seq: u64,
+}
+
+/// 10.1 steps 1-2: the region header is there, speaks our protocol, has the channel geometry of
+/// the layout, and names a server that serves and lives.
+fn read_region(ctl: &Mapping, name: &str) -> Result<Region> {
+    if ctl.len() < l::REGION_HEADER_SIZE || ctl.u32(rg::MAGIC).load(Acquire) != l::REGION_MAGIC {
+        return Err(unavailable(format!(
+            "shm server {name:?} is not ready (no region header yet)"
+        )));
+    }
+    let major = ctl.u32(rg::VERSION_MAJOR).load(Relaxed) & 0xFFFF;
+    if major != l::PROTOCOL_VERSION as u32 {
+        return err(
+            Status::BadVersion,
+            format!(
+                "shm server {name:?} speaks protocol {major}, this client {}",
+                l::PROTOCOL_VERSION
+            ),
+        );
+    }
+    let count = ctl.u32(rg::CHANNEL_COUNT).load(Relaxed) as usize;
+    if ctl.u32(rg::CHANNEL_SIZE).load(Relaxed) as usize != l::CHANNEL_SIZE
+        || ctl.u64(rg::CHANNELS_OFFSET).load(Relaxed) as usize != l::CHANNELS_OFFSET
+        || ctl.len() < l::CHANNELS_OFFSET + count * l::CHANNEL_SIZE
+    {
+        return err(
+            Status::Internal,
+            format!("shm server {name:?}: malformed region header"),
+        );
+    }
+    let server_pid = ctl.u32(rg::SERVER_PID).load(Relaxed);
+    let server_start = ctl.u64(rg::SERVER_START_TIME).load(Relaxed);
+    let instance_id = ctl.u64(rg::INSTANCE_ID).load(Relaxed);
+    let state = ctl.u32(rg::STATE).load(Acquire);
+    if state != l::STATE_READY {
+        return Err(unavailable(format!(
+            "shm server {name:?} is not serving (state {state})"
+        )));
+    }
+    if !server_alive(name, server_pid, server_start) {
+        return Err(unavailable(format!(
+            "shm server {name:?} (pid {server_pid}) is gone"
+        )));
+    }
+    let limits = Limits {
+        max_tensors: ctl.u32(rg::MAX_TENSORS).load(Relaxed).max(1),
+        max_bytes: ctl.u64(rg::MAX_REQUEST_BYTES).load(Relaxed),
+        max_ndim: l::MAX_NDIM as u32,
+    };
+    Ok(Region {
+        count,
+        server_pid,
+        server_start,
+        instance_id,
+        limits,
+    })
+}
+
+/// 10.1 steps 4-7, the region mutex held: take the first free channel, give it a data segment of
+/// `capacity` for requests and for responses, and publish this process as its owner.
+fn claim_channel(
+    ctl: &Mapping,
+    name: &str,
+    count: usize,
+    capacity: usize,
+    mode: u32,
+    pid: u32,
+    start: u64,
+) -> Result<Claim> {
+    let index = (0..count)
+        .find(|i| {
+            ctl.u32(l::CHANNELS_OFFSET + i * l::CHANNEL_SIZE + ch::OWNER_PID)
+                .load(SeqCst)
+                == 0
+        })
+        .ok_or_else(|| {
+            Error::new(
+                Status::Overloaded,
+                format!("shm server {name:?}: all {count} channels are in use"),
+            )
+        })?;
+    let base = l::CHANNELS_OFFSET + index * l::CHANNEL_SIZE;
+    let gen = ctl.u64(base + ch::DATA_GEN).load(Relaxed) + 1;
+    let (data, data_name) = create_data(name, index, gen, capacity, capacity, mode)?;
+    ctl.u32(base + ch::CLIENT_SLEEPING).store(0, Relaxed);
+    ctl.u64(base + ch::OWNER_START_TIME).store(start, Relaxed);
+    publish_data(ctl, base, capacity, capacity, &data_name, gen);
+    let seq = ctl.u64(base + ch::SERVER_SEQ).load(Acquire);
+    ctl.u64(base + ch::CLIENT_SEQ).store(seq, Release);
+    ctl.u32(base + ch::OWNER_PID).store(pid, SeqCst);
+    ctl.u64(rg::CONNECT_EPOCH).fetch_add(1, SeqCst);
+    Ok(Claim {
+        index,
+        base,
+        data,
+        data_name,
+        gen,
+        seq,
+    })
+}
+
+/// The outputs of a checked response, copied out of the response area. A CUDA_IPC descriptor is
+/// refused: this client never asks for one.
+fn copy_outputs(outputs: &[TensorRef], area: &[u8], rid: u64) -> Result<Vec<Tensor>> {
+    if let Some(r) = outputs.iter().find(|r| r.cuda.is_some()) {
+        return Err(Error::new(
+            Status::Internal,
+            format!(
+                "output {:?} came as a CUDA_IPC descriptor, which this client did not ask for",
+                r.name
+            ),
+        )
+        .with_id(rid));
+    }
+    Ok(outputs
+        .iter()
+        .map(|r| Tensor {
+            name: r.name.clone(),
+            datatype: r.datatype,
+            shape: r.shape.clone(),
+            data: r.bytes(area).to_vec(),
+        })
+        .collect())
+}
+
+impl Conn {
+    /// Connect (10.1 steps 1-8): attach to the server `name` and claim a channel.
+    pub(crate) fn open(name: &str, opts: &ConnectOptions) -> Result<Conn> {
+        // Steps 1-2: map the control segment, check it, check the server lives.
+        let (ctl, mode) = Mapping::open(&l::control_name(name))
+            .map_err(|e| unavailable(format!("no shm server named {name:?} ({e})")))?;
+        let region = read_region(&ctl, name)?;
+        // Step 3.
+        let sem_err =
+            |e: std::io::Error| unavailable(format!("shm server {name:?}: semaphore: {e}"));
+        let mutex = Semaphore::open(&l::mutex_name(name)).map_err(sem_err)?;
+        let bell = Semaphore::open(&l::doorbell_name(name)).map_err(sem_err)?;
+        let capacity = pages(
+            opts.capacity
+                .unwrap_or(ctl.u64(rg::DEFAULT_CAPACITY).load(Relaxed) as usize),
+        );
+        let pid = std::process::id();
+        let start = shm::process_start_time(pid).unwrap_or(0);
+        // Steps 4-7, under the region mutex.
+        let claim = {
+            let _guard = MutexGuard::take(&ctl, &mutex, opts.connect_timeout, name)?;
+            claim_channel(&ctl, name, region.count, capacity, mode, pid, start)?
+        };
+        // Step 8.
+        let sem = match Semaphore::open(&l::channel_sem_name(name, claim.index)) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = shm::unlink(&claim.data_name);
+                return Err(sem_err(e));
+            }
+        };
+        sem.drain();
+        Ok(Conn {
+            name: name.to_string(),
+            ctl,
+            mode,
+            mutex,
+            bell,
+            sem,
+            index: claim.index,
+            base: claim.base,
+            data: claim.data,
+            data_name: claim.data_name,
+            gen: claim.gen,
+            req_cap: capacity,
+            resp_cap: capacity,
+            seq: claim.seq,
+            server_pid: region.server_pid,
+            server_start: region.server_start,
+            instance_id: region.instance_id,
+            limits: region.limits,
+            alive: true,
+            yield_after_ns: opts.yield_after.as_nanos() as u64,
+        })
+    }
+
+    /// The index of the claimed channel.
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// False once the server was found dead or stopped: the connection is then of no more use.
+    pub(crate) fn alive(&self) -> bool {
+        self.alive
+    }
+
+    /// A server that stopped cleanly says so in its region: count the connection dead now rather
+    /// than after a wait slice.
+    pub(crate) fn notice_stop(&mut self) {
+        if self.ctl.u32(rg::STATE).load(Acquire) == l::STATE_STOPPED {
+            self.alive = false;
+        }
+    }
+
+    /// Replace the data segment by one with the given capacities (channel idle), carrying over
+    /// the first `keep` bytes of the request area ("Growing" in 10.1).
+    fn regrow(&mut self, req_cap: usize, resp_cap: usize, keep: usize) -> Result<()> {
+        let gen = self.gen + 1;
+        let (mut data, data_name) =
+            create_data(&self.name, self.index, gen, req_cap, resp_cap, self.mode)?;
+        let keep = keep.min(self.req_cap).min(req_cap);
+        if keep > 0 {
+            data.slice_mut(0, keep)
+                .copy_from_slice(self.data.slice(0, keep));
+        }
+        publish_data(&self.ctl, self.base, req_cap, resp_cap, &data_name, gen);
+        let old_name = std::mem::replace(&mut self.data_name, data_name);
+        self.data = data;
+        self.gen = gen;
+        self.req_cap = req_cap;
+        self.resp_cap = resp_cap;
+        let _ = shm::unlink(&old_name);
+        Ok(())
+    }
+
+    /// Room for a request of `end` bytes (and a response as large).
+    pub(crate) fn ensure(&mut self, end: usize, input_bytes: u64) -> Result<()> {
+        if input_bytes > self.limits.max_bytes {
+            return err(
+                Status::TooLarge,
+                format!(
+                    "{input_bytes} bytes of inputs exceed the server's {}",
+                    self.limits.max_bytes
+                ),
+            );
+        }
+        if end > self.req_cap {
+            self.regrow(pages(end), self.resp_cap.max(pages(end)), 0)?;
+        }
+        Ok(())
+    }
+
+    /// The request area of the channel's data segment.
+    pub(crate) fn request_area(&mut self) -> &mut [u8] {
+        self.data.slice_mut(0, self.req_cap)
+    }
+
+    /// Publish the request in the area and wait for its response (7.2 steps 2-7).
+    fn exchange(&mut self, deadline: u64, spin: Duration) -> Result<()> {
+        let s = self.seq + 1;
+        self.seq = s;
+        self.ctl.u64(self.base + ch::CLIENT_SEQ).store(s, Release);
+        fence(SeqCst);
+        if self.ctl.u32(rg::SERVER_SLEEPING).load(SeqCst) == 1 {
+            self.bell.post();
+        }
+        self.wait_for(s, deadline, spin)
+    }
+
+    /// Send the request already encoded in the area, and decode its response into tensors.
+    /// TOO_LARGE with `required_bytes`: grow the response area and send once more.
+    pub(crate) fn round_trip(
+        &mut self,
+        rid: u64,
+        end: usize,
+        deadline: u64,
+        spin: Duration,
+    ) -> Result<(codec::DecodedResponse, Vec<Tensor>)> {
+        let mut retried = false;
+        loop {
+            self.exchange(deadline, spin).map_err(|e| e.with_id(rid))?;
+            let area = self.data.slice(self.req_cap, self.resp_cap);
+            let dec = codec::decode_response(area, &self.limits).map_err(|e| e.with_id(rid))?;
+            if dec.request_id != rid {
+                return Err(Error::new(
+                    Status::BadChecksum,
+                    format!("response carries request id {}, not {rid}", dec.request_id),
+                )
+                .with_id(rid));
+            }
+            if dec.status != 0 {
+                let status = Status::from_code(dec.status);
+                if status == Status::TooLarge
+                    && dec.required_bytes as usize > self.resp_cap
+                    && !retried
+                {
+                    retried = true;
+                    self.regrow(self.req_cap, pages(dec.required_bytes as usize), end)?;
+                    continue;
+                }
+                let msg = if dec.text.is_empty() {
+                    status.name().to_string()
+                } else {
+                    dec.text
+                };
+                return Err(Error::new(status, msg).with_id(rid));
+            }
+            let outputs = copy_outputs(&dec.outputs, area, rid)?;
+            return Ok((dec, outputs));
+        }
+    }
+
+    /// Disconnect (10.1): free the channel under the mutex if it is idle; if a request is still
+    /// with the server, zero `owner_start_time` instead so the server reclaims the channel
+    /// (10.4) once it is done. Then unlink the data segment.
+    pub(crate) fn release(&mut self, timeout: Duration) {
+        if self.alive && self.check_alive().is_ok() {
+            if self.server_seq() != self.seq {
+                let _ = self.wait_for(
+                    self.seq,
+                    deadline_after(Some(Duration::from_millis(100))),
+                    Duration::ZERO,
+                );
+            }
+            if let Ok(_guard) = MutexGuard::take(&self.ctl, &self.mutex, timeout, &self.name) {
+                if self.server_seq() == self.seq {
+                    self.ctl.u32(self.base + ch::OWNER_PID).store(0, SeqCst);
+                } else {
+                    self.ctl
+                        .u64(self.base + ch::OWNER_START_TIME)
+                        .store(0, SeqCst);
+                }
+                self.ctl.u64(rg::CONNECT_EPOCH).fetch_add(1, SeqCst);
+            }
+        }
+        let _ = shm::unlink(&self.data_name);
+    }
+}

@@ -1,0 +1,168 @@
+//! Waiting for the server: spin on the response word, then block on the channel semaphore in
+//! slices, telling a dead or hung server from a slow one between them.
+//! docs/protocol/shm.md sections 7.2 (steps 4-7, the polite spin) and 10.3 (liveness).
+
+use super::Conn;
+use crate::error::{err, unavailable, Error, Result, Status};
+use crate::layout::{self as l, channel as ch, region as rg};
+use crate::shm;
+use std::hint::spin_loop;
+use std::sync::atomic::{fence, Ordering::*};
+use std::time::Duration;
+
+/// A blocked wait wakes at least this often to check the deadline and the server's liveness.
+const WAIT_SLICE_NS: u64 = 50_000_000;
+
+/// Whether the server `pid`, started at `start` (clock ticks since boot), still runs.
+pub(super) fn server_alive(name: &str, pid: u32, start: u64) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    match shm::process_start_time(pid) {
+        Some(t) => t == start,
+        // No such process, or no /proc to ask: the lock file's flock is the other witness.
+        None if shm::process_start_time(std::process::id()).is_none() => {
+            shm::lock_file_held(&l::lock_file(name))
+        }
+        None => false,
+    }
+}
+
+impl Conn {
+    pub(super) fn server_seq(&self) -> u64 {
+        self.ctl.u64(self.base + ch::SERVER_SEQ).load(Acquire)
+    }
+
+    /// Section 10.3: the region is READY or STOPPING, the server process is the one that
+    /// started it, and its heartbeat is no older than 10 intervals (at least 1 s).
+    pub(super) fn check_alive(&mut self) -> Result<()> {
+        let state = self.ctl.u32(rg::STATE).load(Acquire);
+        let fail = if state != l::STATE_READY && state != l::STATE_STOPPING {
+            Some(format!("shm server {:?} stopped", self.name))
+        } else if !server_alive(&self.name, self.server_pid, self.server_start)
+            || self.ctl.u64(rg::INSTANCE_ID).load(Relaxed) != self.instance_id
+        {
+            Some(format!(
+                "shm server {:?} (pid {}) is gone",
+                self.name, self.server_pid
+            ))
+        } else {
+            let beat = self.ctl.u64(rg::HEARTBEAT_NS).load(Relaxed);
+            let interval =
+                u64::from(self.ctl.u32(rg::HEARTBEAT_INTERVAL_MS).load(Relaxed)).max(1) * 1_000_000;
+            let stale = (10 * interval).max(1_000_000_000);
+            let now = shm::monotonic_ns();
+            (beat != 0 && now > beat + stale).then(|| {
+                format!(
+                    "shm server {:?} is hung: no heartbeat for {} ms",
+                    self.name,
+                    (now - beat) / 1_000_000
+                )
+            })
+        };
+        match fail {
+            Some(msg) => {
+                self.alive = false;
+                Err(unavailable(msg))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Wait until `server_seq == want` (7.2 steps 4-7): spin, publish "sleeping", then block on
+    /// the channel semaphore in slices, checking the deadline and the server between them.
+    pub(super) fn wait_for(&mut self, want: u64, deadline: u64, spin: Duration) -> Result<()> {
+        if self.server_seq() == want || self.spin_for(want, deadline, spin) {
+            return Ok(());
+        }
+        self.block_for(want, deadline)
+    }
+
+    /// Spin on the response word for `spin`, cut to the deadline and to one wait slice (the spin
+    /// checks neither); true if `want` came.
+    fn spin_for(&self, want: u64, deadline: u64, spin: Duration) -> bool {
+        let mut spin_ns = (spin.as_nanos() as u64).min(WAIT_SLICE_NS);
+        if deadline != 0 {
+            spin_ns = spin_ns.min(deadline.saturating_sub(shm::monotonic_ns()));
+        }
+        if spin_ns == 0 {
+            return false;
+        }
+        // Spin flat out briefly, then yield the CPU between polls until the window ends
+        // ("polite spin", 7.2): on a small machine the server may need this CPU.
+        let start = shm::monotonic_ns();
+        let (end, polite) = (start + spin_ns, start + self.yield_after_ns);
+        loop {
+            for _ in 0..16 {
+                if self.server_seq() == want {
+                    return true;
+                }
+                spin_loop();
+            }
+            let now = shm::monotonic_ns();
+            if now > end {
+                return false;
+            }
+            if now > polite {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Publish "sleeping", then block on the channel semaphore in slices until `want` comes, the
+    /// deadline passes or the server is found dead.
+    fn block_for(&mut self, want: u64, deadline: u64) -> Result<()> {
+        let sleeping = self.ctl.u32(self.base + ch::CLIENT_SLEEPING);
+        sleeping.store(1, SeqCst);
+        fence(SeqCst);
+        let result = loop {
+            if self.server_seq() == want {
+                break Ok(());
+            }
+            let now = shm::monotonic_ns();
+            let slice_end = if deadline != 0 {
+                deadline.min(now + WAIT_SLICE_NS)
+            } else {
+                now + WAIT_SLICE_NS
+            };
+            self.sem.wait_until(slice_end);
+            if self.server_seq() == want {
+                break Ok(());
+            }
+            if deadline != 0 && shm::monotonic_ns() >= deadline {
+                break err(
+                    Status::DeadlineExceeded,
+                    format!("no response from {:?} before the deadline", self.name),
+                );
+            }
+            if let Err(e) = self.check_alive() {
+                break Err(e);
+            }
+        };
+        self.ctl
+            .u32(self.base + ch::CLIENT_SLEEPING)
+            .store(0, SeqCst);
+        result
+    }
+
+    /// Make sure the previous request on this channel was answered (it may still be pending
+    /// after a DEADLINE_EXCEEDED): the request area must not be written before then.
+    pub(crate) fn wait_idle(&mut self, deadline: u64, spin: Duration) -> Result<()> {
+        if !self.alive {
+            return Err(unavailable(format!("shm server {:?} is gone", self.name)));
+        }
+        if self.server_seq() != self.seq {
+            self.wait_for(self.seq, deadline, spin).map_err(|e| {
+                if e.code == Status::DeadlineExceeded {
+                    Error::new(
+                        e.code,
+                        "the previous request on this channel is still with the server",
+                    )
+                } else {
+                    e
+                }
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,73 @@
+//! What a client is told: how [`crate::Client::connect`] attaches and waits, the options of one
+//! call, and the tensors a [`crate::Loan`] lends out.
+
+use crate::codec::Param;
+use crate::tensor::DataType;
+use std::time::Duration;
+
+/// How [`Client::connect`](crate::Client::connect) attaches, and how calls wait.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Bytes of the request area and of the response area (rounded up to 4096); `None`: the
+    /// server's `default_capacity` (1 MiB). Either grows on demand.
+    pub capacity: Option<usize>,
+    /// Spin on the response word this long before blocking (the spec's default: 100 µs).
+    pub spin: Duration,
+    /// Within the spin window, poll flat out this long, then yield the CPU between polls (2 µs,
+    /// as the C client: with a server and two clients on two vCPUs, a client spinning flat out
+    /// keeps the server it waits for off the CPU; a yield with nothing else to run is one
+    /// system call).
+    pub yield_after: Duration,
+    /// How long to wait for the region mutex at connect before failing OVERLOADED (2 s).
+    pub connect_timeout: Duration,
+    /// Set `FDN_FLAG_DATA_CRC`: the CRC also covers the tensor data (for debugging).
+    pub data_crc: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions {
+            capacity: None,
+            spin: Duration::from_micros(100),
+            yield_after: Duration::from_micros(2),
+            connect_timeout: Duration::from_secs(2),
+            data_crc: false,
+        }
+    }
+}
+
+/// Per-call options of [`Client::infer_with`](crate::Client::infer_with).
+#[derive(Clone, Debug, Default)]
+pub struct InferOptions {
+    /// Give up (DEADLINE_EXCEEDED) after this long; `None`: wait as long as the server lives.
+    /// The absolute deadline also travels in the request, so the server drops late work.
+    pub timeout: Option<Duration>,
+    /// Model version; empty: the server's choice.
+    pub version: String,
+    /// Outputs to return; empty: all.
+    pub outputs: Vec<String>,
+    /// Request parameters (strings, numbers, booleans).
+    pub params: Vec<(String, Param)>,
+}
+
+/// The name, datatype and shape of a tensor to be written in place by a [`Loan`](crate::Loan).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// The input's name.
+    pub name: String,
+    /// Its element type.
+    pub datatype: DataType,
+    /// Its dimensions.
+    pub shape: Vec<u64>,
+}
+
+impl TensorSpec {
+    /// The spec of input `name`.
+    pub fn new(name: impl Into<String>, datatype: DataType, shape: &[u64]) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            datatype,
+            shape: shape.to_vec(),
+        }
+    }
+}
