@@ -1,7 +1,7 @@
 """The cached readers: a message whose payload repeats the previous one on the same area (the
 common case: the same model, tensors and offsets) re-uses that one's checked decoding, after the
 header and CRC checks, instead of decoding the descriptors again. Anything else goes to
-``_codec.decode_request`` / ``decode_response``."""
+``_decoders.decode_request`` / ``decode_response``."""
 
 from __future__ import annotations
 
@@ -13,17 +13,15 @@ from foundation_ml.errors import BadChecksum
 from ._accel import hot
 from ._codec import (
     _DATA_CRC,
-    _REQUEST_KINDS,
     _RESPONSE,
     _U32,
     DEFAULT_LIMITS,
     DecodedRequest,
     DecodedResponse,
     Limits,
-    decode_request,
-    decode_response,
 )
 from ._cuda_desc import has_cuda_refs
+from ._decoders import _REQUEST_KINDS, decode_request, decode_response
 from ._layout import CRC_OFFSET, MSG_HEADER, MSG_HEADER_SIZE, MSG_MAGIC, PROTOCOL_VERSION
 
 __all__ = ["RequestReader", "ResponseReader"]

@@ -22,8 +22,6 @@ from foundation_ml.errors import ErrorCode, InferenceError
 from ._codec import (
     DecodedRequest,
     DecodedResponse,
-    decode_request,
-    decode_response,
     encode_params,
     layout,
     request_payload_size,
@@ -32,6 +30,7 @@ from ._codec import (
     write_response,
 )
 from ._cuda_desc import FLAG_CUDA_IPC, U64_MAX, CudaIpcRef, write_mixed_request, write_mixed_response
+from ._decoders import decode_request, decode_response
 from ._layout import BODY_SIZE, CRC_OFFSET, DESC_SIZE, MSG_HEADER_SIZE, MessageFlag, MessageKind
 
 __all__ = ["CASES", "decoded_json", "generate", "main"]

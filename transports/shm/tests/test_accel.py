@@ -26,8 +26,6 @@ from foundation_shm import ShmTransport, _accel, _codec, _readers, _sync
 from foundation_shm._accel import hot
 from foundation_shm._codec import (
     _py_fill,
-    decode_request,
-    decode_response,
     layout,
     request_payload_size,
     response_payload_size,
@@ -35,6 +33,7 @@ from foundation_shm._codec import (
     write_request,
     write_response,
 )
+from foundation_shm._decoders import decode_request, decode_response
 from foundation_shm._echo import EchoHandler
 from foundation_shm._layout import CRC_OFFSET, MSG_HEADER, MSG_HEADER_SIZE, MSG_MAGIC, PROTOCOL_VERSION
 from foundation_shm._objects import objects_of, remove_objects

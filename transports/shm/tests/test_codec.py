@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 from foundation_shm._codec import (
     Limits,
-    decode_request,
-    decode_response,
     encode_params,
     layout,
     request_payload_size,
@@ -17,6 +15,7 @@ from foundation_shm._codec import (
     write_request,
     write_response,
 )
+from foundation_shm._decoders import decode_request, decode_response
 from foundation_shm._layout import MessageFlag
 from foundation_shm._vectors import _reseal
 from hypothesis import given, settings

@@ -23,7 +23,7 @@ from foundation_shm import _cuda_driver as D
 from foundation_shm import _cuda_ipc as C
 from foundation_shm import _layout as L
 from foundation_shm._client import ShmClient
-from foundation_shm._codec import decode_request, decode_response, layout, request_payload_size
+from foundation_shm._codec import layout, request_payload_size
 from foundation_shm._cuda_desc import (
     FLAG_CUDA_IPC,
     U64_MAX,
@@ -34,6 +34,7 @@ from foundation_shm._cuda_desc import (
     write_mixed_response,
 )
 from foundation_shm._cuda_fake import FakeDeviceMemory
+from foundation_shm._decoders import decode_request, decode_response
 from foundation_shm._echo import EchoHandler
 from foundation_shm._liveness import start_time
 from foundation_shm._vectors import CUDA_CASES, CUDA_DIR, decoded_json, generate

@@ -7,14 +7,13 @@ from typing import Any
 
 import numpy as np
 from foundation_shm._codec import (
-    decode_request,
-    decode_response,
     layout,
     request_payload_size,
     response_payload_size,
     write_request,
     write_response,
 )
+from foundation_shm._decoders import decode_request, decode_response
 from foundation_shm._readers import RequestReader, ResponseReader
 from hypothesis import given, settings
 from hypothesis import strategies as st
