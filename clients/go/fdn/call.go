@@ -1,5 +1,8 @@
 package fdn
 
+// call.go: one request on the claimed channel: wait (spin, then block), deadlines, the
+// TOO_LARGE retry, loans (sections 7.2, 7.5 and 10.1 "Growing").
+
 import (
 	"sync/atomic"
 	"time"
@@ -12,36 +15,8 @@ func (c *Client) waitSeq(s uint64, deadline uint64) error {
 	if atomic.LoadUint64(seqWord) == s {
 		return nil
 	}
-	if c.opts.SpinUs > 0 {
-		start := time.Now()
-		// never past the deadline, and at most one wait slice: the spin checks neither
-		limit := time.Duration(c.opts.SpinUs) * time.Microsecond
-		if limit > time.Duration(waitSlice) {
-			limit = time.Duration(waitSlice)
-		}
-		if deadline != 0 {
-			if now := monotonicNs(); now >= deadline {
-				limit = 0
-			} else if left := time.Duration(deadline - now); left < limit {
-				limit = left
-			}
-		}
-		polite := false
-		for k := 0; ; k++ {
-			if atomic.LoadUint64(seqWord) == s {
-				return nil
-			}
-			if polite {
-				schedYield() // the server may need this CPU (more threads than CPUs)
-			}
-			if k&15 == 15 || polite {
-				spun := time.Since(start)
-				if spun > limit {
-					break
-				}
-				polite = spun > yieldAfter
-			}
-		}
+	if c.opts.SpinUs > 0 && c.spin(seqWord, s, deadline) {
+		return nil
 	}
 	sleeping := c.u32(c.ch + cClientSleeping)
 	atomic.StoreUint32(sleeping, 1) // sequentially consistent: the full fence of 7.1
@@ -69,7 +44,40 @@ func (c *Client) waitSeq(s uint64, deadline uint64) error {
 	return nil
 }
 
-// ready reconnects if the server died, and waits until the channel is idle.
+// spin polls the response word for the spin window (the polite spin of 7.2): flat out for
+// yieldAfter, then yielding the CPU between polls. It reports whether s came.
+func (c *Client) spin(seqWord *uint64, s uint64, deadline uint64) bool {
+	start := time.Now()
+	// never past the deadline, and at most one wait slice: the spin checks neither
+	limit := time.Duration(c.opts.SpinUs) * time.Microsecond
+	if limit > time.Duration(waitSlice) {
+		limit = time.Duration(waitSlice)
+	}
+	if deadline != 0 {
+		if now := monotonicNs(); now >= deadline {
+			limit = 0
+		} else if left := time.Duration(deadline - now); left < limit {
+			limit = left
+		}
+	}
+	polite := false
+	for k := 0; ; k++ {
+		if atomic.LoadUint64(seqWord) == s {
+			return true
+		}
+		if polite {
+			schedYield() // the server may need this CPU (more threads than CPUs)
+		}
+		if k&15 == 15 || polite {
+			spun := time.Since(start)
+			if spun > limit {
+				return false
+			}
+			polite = spun > yieldAfter
+		}
+	}
+}
+
 // noticeStop: a server that stopped (gracefully) marked its region STOPPED; a restarted one has
 // a new region. One load, so every call can afford it; a killed server is noticed while waiting.
 func (c *Client) noticeStop() {
@@ -78,6 +86,7 @@ func (c *Client) noticeStop() {
 	}
 }
 
+// ready reconnects if the server died, and waits until the channel is idle.
 func (c *Client) ready(deadline uint64) error {
 	c.noticeStop()
 	if !c.connected {

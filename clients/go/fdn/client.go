@@ -1,9 +1,11 @@
 package fdn
 
+// client.go: the Client and its options; connect to a server by name, claim a channel, check
+// that the server lives, close (sections 10.1 and 10.3).
+
 import (
 	"bytes"
 	"fmt"
-	"math"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -138,20 +140,10 @@ func (c *Client) alive() bool {
 	return c.serverPid != 0 && startTime(c.serverPid) == c.serverStart
 }
 
-func pages(n uint64) uint64 {
-	p := (n + page - 1) / page * page
-	if p < page {
-		return page
-	}
-	return p
-}
-
 // ServerNameMax is the longest server name: with it every data name "/fdn-N-d{i}-{pid}-{gen}"
 // fits the channel block's data_name with its NUL (spec section 2):
 // 5 + 32 + 2 + 4 (index < 4096) + 1 + 7 (pid <= 4194304) + 1 + 11 (gen) = 63.
 const ServerNameMax = 32
-
-const dataNameSize = 64 // the channel block's data_name: at most 63 bytes, then a NUL
 
 func validName(name string) bool {
 	if len(name) < 1 || len(name) > ServerNameMax {
@@ -287,132 +279,6 @@ func (c *Client) claimLocked(pid uint32) error {
 	atomic.StoreUint32(c.u32(c.ch+cOwnerPid), pid)
 	atomic.StoreUint64(c.u64(rConnectEpoch), atomic.LoadUint64(c.u64(rConnectEpoch))+1)
 	return nil
-}
-
-// dataName is the data segment's name, refused (never cut) when it would not fit the channel
-// block's data_name with its NUL.
-func dataName(server string, index uint32, pid int, gen uint64) (string, error) {
-	name := fmt.Sprintf("/fdn-%s-d%d-%d-%d", server, index, pid, gen)
-	if len(name) >= dataNameSize {
-		return "", fail(Internal, 0, "shm data segment name %s is %d bytes; data_name holds at most %d", name, len(name), dataNameSize-1)
-	}
-	return name, nil
-}
-
-// allocStatus is the code of a failed allocation: OVERLOADED when /dev/shm or memory has no room
-// now (it may later), TOO_LARGE for a size no file or /dev/shm can ever hold.
-func allocStatus(err error) Status {
-	switch err {
-	case syscall.ENOSPC, syscall.ENOMEM:
-		return Overloaded
-	case syscall.EFBIG, syscall.EOVERFLOW, syscall.EINVAL:
-		return TooLarge
-	}
-	return Internal
-}
-
-// fallocate allocates the pages of the segment behind fd (posix_fallocate); a file system that
-// cannot leaves it sparse, as before. Interrupted (the runtime's signals), it starts again.
-func fallocate(fd int, size int64) error {
-	for {
-		err := syscall.Fallocate(fd, 0, 0, size)
-		switch err {
-		case syscall.EINTR:
-			continue
-		case syscall.EOPNOTSUPP, syscall.ENOSYS, syscall.ENODEV:
-			return nil
-		}
-		return err
-	}
-}
-
-// createData creates, allocates and maps the data segment name of reqCap + respCap bytes
-// (section 10.1, step 6). Its pages are allocated now: on a full /dev/shm a sparse segment maps
-// fine, and the server's first write to a missing page would be SIGBUS, its end. A segment of
-// this name is ours (it carries our pid), left over from a claim or grow that failed: it is
-// replaced. On any failure nothing is left in /dev/shm.
-func (c *Client) createData(name string, reqCap, respCap uint64) ([]byte, error) {
-	size := reqCap + respCap
-	if size < reqCap || size > math.MaxInt64 || uint64(int(size)) != size {
-		return nil, fail(TooLarge, 0, "shm server %q channel %d: data segment %s of capacities %d+%d bytes: too large",
-			c.name, c.index, name, reqCap, respCap)
-	}
-	var vfs syscall.Statfs_t
-	if syscall.Statfs("/dev/shm", &vfs) == nil {
-		unit := uint64(vfs.Frsize)
-		if unit == 0 {
-			unit = uint64(vfs.Bsize)
-		}
-		if total := vfs.Blocks * unit; total > 0 && size > total {
-			return nil, fail(TooLarge, 0, "shm server %q channel %d: data segment %s of %d bytes is more than /dev/shm can ever hold (%d bytes)",
-				c.name, c.index, name, size, total)
-		}
-	}
-	flags := syscall.O_RDWR | syscall.O_CREAT | syscall.O_EXCL | syscall.O_CLOEXEC
-	fd, err := shmOpen(name, flags, c.mode)
-	if err == syscall.EEXIST { // ours, left over from a failed claim or grow
-		shmUnlink(name)
-		fd, err = shmOpen(name, flags, c.mode)
-	}
-	if err != nil {
-		return nil, fail(Internal, 0, "shm_open(%s): %v", name, err)
-	}
-	var mem []byte
-	step := "fchmod"
-	if err = syscall.Fchmod(fd, c.mode); err == nil {
-		step = "ftruncate"
-		if err = syscall.Ftruncate(fd, int64(size)); err == nil {
-			step = "posix_fallocate"
-			if err = fallocate(fd, int64(size)); err == nil {
-				step = "mmap"
-				mem, err = mmap(fd, int(size))
-			}
-		}
-	}
-	syscall.Close(fd)
-	if err != nil {
-		shmUnlink(name)
-		code, later := allocStatus(err), ""
-		if code == Overloaded {
-			later = ": no room now, it may fit later"
-		}
-		return nil, fail(code, 0, "shm server %q channel %d: cannot allocate data segment %s of %d bytes in /dev/shm (%s: %v)%s",
-			c.name, c.index, name, size, step, err, later)
-	}
-	return mem, nil
-}
-
-// attach creates a data segment of these capacities and publishes it ("Growing", 10.1); the
-// request bytes in use are carried over. On failure the channel keeps its old segment and
-// nothing new is left in /dev/shm.
-func (c *Client) attach(reqCap, respCap uint64) error {
-	gen := atomic.LoadUint64(c.u64(c.ch+cDataGen)) + 1
-	name, err := dataName(c.name, c.index, os.Getpid(), gen)
-	if err != nil {
-		return err
-	}
-	mem, err := c.createData(name, reqCap, respCap)
-	if err != nil {
-		return err
-	}
-	if c.data != nil && c.used > 0 {
-		copy(mem, c.data[:c.used])
-	}
-	atomic.StoreUint64(c.u64(c.ch+cRequestCapacity), reqCap)
-	atomic.StoreUint64(c.u64(c.ch+cResponseCapacity), respCap)
-	putFixed(c.ctl[c.ch+cDataName:c.ch+cDataName+dataNameSize], name)
-	atomic.StoreUint64(c.u64(c.ch+cDataGen), gen)
-	c.dropData()
-	c.data, c.reqCap, c.respCap, c.dataName = mem, reqCap, respCap, name
-	return nil
-}
-
-func (c *Client) dropData() {
-	if c.data != nil {
-		shmUnlink(c.dataName)
-		syscall.Munmap(c.data)
-		c.data = nil
-	}
 }
 
 func (c *Client) disconnect() {

@@ -1,5 +1,7 @@
 package fdn
 
+// codec.go: tensors, placement and encoding of requests and responses (sections 5 and 15).
+
 import (
 	"encoding/binary"
 	"hash/crc32"

@@ -1,5 +1,7 @@
 package fdn
 
+// decode.go: checked decoding of requests and responses, in the order of section 8.
+
 import (
 	"bytes"
 	"encoding/json"

@@ -1,5 +1,7 @@
 package fdn
 
+// errors.go: the protocol's status codes (section 9) and the error type of every call.
+
 import "fmt"
 
 // Status is an error code of the protocol (section 9).

@@ -5,6 +5,8 @@
 // at a time: use one Client per goroutine, or guard a shared one with a mutex.
 package fdn
 
+// layout.go: the protocol layout, defined once: sizes, offsets, datatypes (sections 3-6).
+
 // The protocol's layout (sections 3-5), defined once: sizes and byte offsets.
 const (
 	RegionMagic     = 0xF0C05E6D

@@ -1,5 +1,7 @@
 package fdn
 
+// posix.go: the POSIX calls through cgo: shm_open, mmap, named semaphores, the clock.
+
 /*
 #cgo CFLAGS: -D_GNU_SOURCE
 #cgo LDFLAGS: -pthread -lrt

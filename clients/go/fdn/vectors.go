@@ -1,5 +1,7 @@
 package fdn
 
+// vectors.go: the protocol's test vectors (section 14) through the codec.
+
 import (
 	"bytes"
 	"encoding/hex"
