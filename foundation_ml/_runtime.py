@@ -9,32 +9,30 @@ both are looked up by name in the hub's registries.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from foundation_core import Hub, emit
 
-from ._backend import LoadedModel, ModelBackend, backend_for
+from ._backend import LoadedModel
 from ._batching import MAX_WAIT_US, Batcher, is_ctrl_c
+from ._loading import check_outputs, load_model
 from ._metrics import prometheus_text
+from ._metrics_file import MetricsWriter
 from ._names import MAX_VERSION_BYTES, check_name
-from ._package import MANIFEST, is_package
 from ._plugin import DEFAULT_NAME
 from ._registry import ModelRegistry
+from ._server_info import failed_server, in_flight, server_stats
 from ._serving import ServedModel
-from ._signature import SignatureLike, describe, example_inputs, problems
+from ._signature import SignatureLike
 from ._transport import Respond, TransportServer, configured_options
 from ._types import InferenceRequest, ModelMetadata
-from .errors import InferenceError, InternalError, ModelLoadError, PackageError, ShuttingDown
+from .errors import InferenceError, InternalError, ModelLoadError, ShuttingDown
 
 __all__ = ["MLRuntime"]
 
@@ -107,7 +105,9 @@ class MLRuntime:
         if version is not None:
             check_name(version, f"register_model({name!r}): the version", MAX_VERSION_BYTES)
         _check_batching(max_batch_size, max_wait_us, f"register_model({name!r})")
-        loaded, spec = self._load(name, model, backend, device, inputs, outputs, options)
+        loaded, spec = load_model(
+            self.hub, name, model, backend, device or self.device, inputs, outputs, options
+        )
         try:
             version = version or check_name(
                 str(getattr(loaded, "version", "") or "1"), f"model {name!r}: its version", MAX_VERSION_BYTES
@@ -119,7 +119,7 @@ class MLRuntime:
         served = ServedModel(name, version, loaded, spec)
         try:
             if warmup:
-                _check_outputs(name, loaded, spec)
+                check_outputs(name, loaded, spec)
             batch = self.max_batch_size if max_batch_size is None else max_batch_size
             if batch > 1:
                 if not loaded.batchable:
@@ -153,47 +153,6 @@ class MLRuntime:
     def versions(self, name: str) -> list[str]:
         """The loaded versions of ``name``, oldest first (``ModelNotFound`` if none)."""
         return self.registry.versions(name)
-
-    def _load(
-        self,
-        name: str,
-        model: Any,
-        backend: str | None,
-        device: str | None,
-        inputs: SignatureLike | None,
-        outputs: SignatureLike | None,
-        options: dict[str, Any],
-    ) -> tuple[LoadedModel, str]:
-        if isinstance(model, LoadedModel):
-            return model, f"<{type(model).__name__}>"
-        spec = str(model) if isinstance(model, str | Path) else f"<{type(model).__name__}>"
-        if backend is None:
-            known = {e.name: (None if e.lazy else e.resolve()) for e in self.hub.model_backends.entries()}
-            try:
-                backend = backend_for(model, known)  # a package's manifest names it: read and checked
-            except (ModelLoadError, InferenceError):
-                raise
-            except Exception as exc:
-                msg = f"{spec} failed to load: {type(exc).__name__}: {exc}"
-                raise ModelLoadError(msg, model=name) from exc
-            if backend not in self.hub.model_backends and is_package(model):
-                where = f"{model}{'/' if Path(model).is_dir() else ':'}{MANIFEST}"
-                registered = ", ".join(self.hub.model_backends.names()) or "none"
-                raise PackageError(
-                    f"{where} names backend {backend!r}, which is not registered (registered: {registered})",
-                    model=name,
-                    file=MANIFEST,
-                )
-        impl: ModelBackend = self.hub.model_backends.get(backend)()
-        try:
-            loaded = impl.load(
-                model, name=name, device=device or self.device, inputs=inputs, outputs=outputs, **options
-            )
-        except (ModelLoadError, InferenceError):
-            raise
-        except Exception as exc:
-            raise ModelLoadError(f"{spec} failed to load: {type(exc).__name__}: {exc}", model=name) from exc
-        return loaded, spec
 
     # --- the request handler (called by transports) -------------------------------------------
 
@@ -258,7 +217,7 @@ class MLRuntime:
         return {
             "server": {
                 "name": self.name,
-                "transports": {t: _server_stats(s) for t, s in self.servers},
+                "transports": {t: server_stats(s) for t, s in self.servers},
                 "uptime_s": round(time.time() - self.started, 3),
                 "accepting": self._accepting,
                 "rejected": dict(self._rejected),
@@ -326,21 +285,21 @@ class MLRuntime:
             stop.set()
 
         previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
-        metrics = _MetricsWriter(metrics_file, self.prometheus) if metrics_file else None
+        metrics = MetricsWriter(metrics_file, self.prometheus) if metrics_file else None
         broken = ""
         try:
             self.start(transport, name, **options)
             if ready is not None:
                 ready()
             while not stop.wait(1.0 if metrics_file else 0.5):
-                broken = _failed_server(self.servers)
+                broken = failed_server(self.servers)
                 if broken:
                     reason[0] = "failed"
                     break
                 if metrics:
                     metrics()
         finally:
-            waiting = sum(_in_flight(s) for _, s in self.servers)
+            waiting = sum(in_flight(s) for _, s in self.servers)
             if waiting and stop.is_set():
                 log.warning("draining %d in-flight request(s) (signal again to stop at once)", waiting)
             try:
@@ -412,119 +371,6 @@ class MLRuntime:
 def _signature_doc(served: ServedModel) -> dict[str, Any]:
     m = served.model
     return {"inputs": [s.as_dict() for s in m.inputs], "outputs": [s.as_dict() for s in m.outputs]}
-
-
-def _check_outputs(name: str, model: LoadedModel, spec: str) -> None:
-    """Warm up and check that what the model returns matches its declared outputs."""
-    batches = (1, 2) if model.batchable else (1,)
-    for batch in batches:
-        try:
-            example = example_inputs(model.inputs, batch) if batch > 1 else model.example_inputs()
-        except (ValueError, MemoryError) as exc:  # a declared shape whose example is absurd
-            source = model.signature_source
-            raise ModelLoadError(
-                f"{spec} cannot be warmed up: {exc or type(exc).__name__}"
-                + (f" (signature declared in {source})" if source else ""),
-                model=name,
-                file=source,
-            ) from None
-        try:
-            got = model(example)
-        except BaseException as exc:  # a model's SystemExit must not end the process (is_ctrl_c)
-            if is_ctrl_c(exc):
-                raise
-            raise ModelLoadError(
-                f"{spec} raised on its example input at warm-up: {type(exc).__name__}: {exc}", model=name
-            ) from exc
-        found = _output_problems(model, got, batch)
-        if found:
-            where = model.signature_source or spec
-            raise ModelLoadError(
-                f"{spec} does not match the signature declared in {where}: {'; '.join(found)} "
-                f"(declared outputs: {describe(model.outputs)})",
-                model=name,
-                file=model.signature_source,
-            )
-    model.warmup()
-
-
-def _output_problems(model: LoadedModel, got: dict[str, Any], batch: int) -> list[str]:
-    """What is wrong with the answer to an example of ``batch`` rows. An undeclared output would
-    reach clients while the metadata lists only the declared ones."""
-    found = problems(model.outputs, got, side="output")
-    if not found and model.batchable:
-        for s in model.outputs:
-            rows = got[s.name].shape[0] if got[s.name].ndim else "no"
-            if rows != batch:
-                found.append(f"output {s.name} has {rows} rows for {batch} input rows")
-    return found
-
-
-def _failed_server(servers: list[tuple[str, TransportServer]]) -> str:
-    """What failed, if a transport server's serving loop died (its optional ``failed``), or ""."""
-    for transport, server in servers:
-        failed = getattr(server, "failed", None)
-        if failed is not None:
-            return f"the {transport} server {server.address!r} failed: {type(failed).__name__}: {failed}"
-    return ""
-
-
-def _server_stats(server: TransportServer) -> dict[str, Any]:
-    """A transport server's own counters, when it keeps any (an optional ``stats()``)."""
-    stats = getattr(server, "stats", None)
-    if not callable(stats):
-        return {}
-    try:
-        return dict(stats())
-    except Exception as exc:  # observability must not break the stats call
-        return {"error": repr(exc)}
-
-
-def _in_flight(server: TransportServer) -> int:
-    """The requests a transport server has taken or queued and not answered, when it can say
-    (an optional ``in_flight()``, else its ``stats()``' ``busy``), for the drain's log line."""
-    in_flight = getattr(server, "in_flight", None)
-    try:
-        return int(in_flight() if callable(in_flight) else _server_stats(server).get("busy", 0))
-    except Exception:  # a count for a log line must not stop the shutdown
-        return 0
-
-
-class _MetricsWriter:
-    """Rewrites ``serve``'s metrics file; a failure is a warning (once per distinct error, not
-    every second), never a reason to stop serving or to change the exit status."""
-
-    def __init__(self, path: str, text: Callable[[], str]) -> None:
-        self.path, self.text = path, text
-        self.last_error = ""
-
-    def __call__(self) -> None:
-        try:
-            write_atomic(self.path, self.text())
-        except Exception as exc:
-            # the reason, not the message: that names a temporary file, a new one each time
-            error = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
-            if error != self.last_error:
-                log.warning("could not write the metrics file %s: %s", self.path, error)
-            self.last_error = error
-        else:
-            self.last_error = ""
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a new temporary file beside it, renamed over it: a reader
-    never sees half a file, and no file of the user's (say ``path.tmp``) is touched. The temporary
-    file is removed if anything fails."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _check_batching(max_batch_size: int | None, max_wait_us: int | None, where: str) -> None:

@@ -1,0 +1,104 @@
+"""Loading a model for the runtime: its backend found and called, then warmed up against its outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from foundation_core import Hub
+
+from ._backend import LoadedModel, ModelBackend, backend_for
+from ._batching import is_ctrl_c
+from ._package import MANIFEST, is_package
+from ._signature import SignatureLike, describe, example_inputs, problems
+from .errors import InferenceError, ModelLoadError, PackageError
+
+__all__ = ["check_outputs", "load_model"]
+
+
+def load_model(
+    hub: Hub,
+    name: str,
+    model: Any,
+    backend: str | None,
+    device: str,
+    inputs: SignatureLike | None,
+    outputs: SignatureLike | None,
+    options: dict[str, Any],
+) -> tuple[LoadedModel, str]:
+    """``model`` loaded by its backend (``backend``, else the one that takes it), and how errors
+    name it (its path or reference, else its type); any failure is a ``ModelLoadError``."""
+    if isinstance(model, LoadedModel):
+        return model, f"<{type(model).__name__}>"
+    spec = str(model) if isinstance(model, str | Path) else f"<{type(model).__name__}>"
+    if backend is None:
+        known = {e.name: (None if e.lazy else e.resolve()) for e in hub.model_backends.entries()}
+        try:
+            backend = backend_for(model, known)  # a package's manifest names it: read and checked
+        except (ModelLoadError, InferenceError):
+            raise
+        except Exception as exc:
+            msg = f"{spec} failed to load: {type(exc).__name__}: {exc}"
+            raise ModelLoadError(msg, model=name) from exc
+        if backend not in hub.model_backends and is_package(model):
+            where = f"{model}{'/' if Path(model).is_dir() else ':'}{MANIFEST}"
+            registered = ", ".join(hub.model_backends.names()) or "none"
+            raise PackageError(
+                f"{where} names backend {backend!r}, which is not registered (registered: {registered})",
+                model=name,
+                file=MANIFEST,
+            )
+    impl: ModelBackend = hub.model_backends.get(backend)()
+    try:
+        loaded = impl.load(model, name=name, device=device, inputs=inputs, outputs=outputs, **options)
+    except (ModelLoadError, InferenceError):
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"{spec} failed to load: {type(exc).__name__}: {exc}", model=name) from exc
+    return loaded, spec
+
+
+def check_outputs(name: str, model: LoadedModel, spec: str) -> None:
+    """Warm up and check that what the model returns matches its declared outputs."""
+    batches = (1, 2) if model.batchable else (1,)
+    for batch in batches:
+        try:
+            example = example_inputs(model.inputs, batch) if batch > 1 else model.example_inputs()
+        except (ValueError, MemoryError) as exc:  # a declared shape whose example is absurd
+            source = model.signature_source
+            raise ModelLoadError(
+                f"{spec} cannot be warmed up: {exc or type(exc).__name__}"
+                + (f" (signature declared in {source})" if source else ""),
+                model=name,
+                file=source,
+            ) from None
+        try:
+            got = model(example)
+        except BaseException as exc:  # a model's SystemExit must not end the process (is_ctrl_c)
+            if is_ctrl_c(exc):
+                raise
+            raise ModelLoadError(
+                f"{spec} raised on its example input at warm-up: {type(exc).__name__}: {exc}", model=name
+            ) from exc
+        found = _output_problems(model, got, batch)
+        if found:
+            where = model.signature_source or spec
+            raise ModelLoadError(
+                f"{spec} does not match the signature declared in {where}: {'; '.join(found)} "
+                f"(declared outputs: {describe(model.outputs)})",
+                model=name,
+                file=model.signature_source,
+            )
+    model.warmup()
+
+
+def _output_problems(model: LoadedModel, got: dict[str, Any], batch: int) -> list[str]:
+    """What is wrong with the answer to an example of ``batch`` rows. An undeclared output would
+    reach clients while the metadata lists only the declared ones."""
+    found = problems(model.outputs, got, side="output")
+    if not found and model.batchable:
+        for s in model.outputs:
+            rows = got[s.name].shape[0] if got[s.name].ndim else "no"
+            if rows != batch:
+                found.append(f"output {s.name} has {rows} rows for {batch} input rows")
+    return found

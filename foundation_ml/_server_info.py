@@ -1,0 +1,44 @@
+"""What the runtime reads of its transport servers beyond the contract, each part optional.
+
+A transport server may say that its serving loop died (``failed``), keep counters (``stats()``)
+and count the requests it holds (``in_flight()``); one that does not is taken as healthy, with no
+counters and nothing in flight.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._transport import TransportServer
+
+__all__ = ["failed_server", "in_flight", "server_stats"]
+
+
+def failed_server(servers: list[tuple[str, TransportServer]]) -> str:
+    """What failed, if a transport server's serving loop died (its optional ``failed``), or ""."""
+    for transport, server in servers:
+        failed = getattr(server, "failed", None)
+        if failed is not None:
+            return f"the {transport} server {server.address!r} failed: {type(failed).__name__}: {failed}"
+    return ""
+
+
+def server_stats(server: TransportServer) -> dict[str, Any]:
+    """A transport server's own counters, when it keeps any (an optional ``stats()``)."""
+    stats = getattr(server, "stats", None)
+    if not callable(stats):
+        return {}
+    try:
+        return dict(stats())
+    except Exception as exc:  # observability must not break the stats call
+        return {"error": repr(exc)}
+
+
+def in_flight(server: TransportServer) -> int:
+    """The requests a transport server has taken or queued and not answered, when it can say
+    (an optional ``in_flight()``, else its ``stats()``' ``busy``), for the drain's log line."""
+    count = getattr(server, "in_flight", None)
+    try:
+        return int(count() if callable(count) else server_stats(server).get("busy", 0))
+    except Exception:  # a count for a log line must not stop the shutdown
+        return 0
