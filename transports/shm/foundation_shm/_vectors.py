@@ -3,6 +3,7 @@
 ``python -m foundation_shm._vectors docs/protocol/vectors`` regenerates ``docs/protocol/vectors``;
 the test suite checks the committed files are byte-identical to what this produces and that
 they decode to their JSON. A ``.bin`` file is a whole area (request or response), header at 0.
+The messages are built, and broken for the error cases, by ``_vector_messages``.
 """
 
 from __future__ import annotations
@@ -19,102 +20,33 @@ import numpy as np
 from foundation_ml import DataType
 from foundation_ml.errors import ErrorCode, InferenceError
 
-from ._codec import (
-    DecodedRequest,
-    DecodedResponse,
-    encode_params,
-    layout,
-    request_payload_size,
-    response_payload_size,
-    write_request,
-    write_response,
-)
-from ._cuda_desc import FLAG_CUDA_IPC, U64_MAX, CudaIpcRef, write_mixed_request, write_mixed_response
+from ._codec import DecodedRequest, DecodedResponse
+from ._cuda_desc import U64_MAX, CudaIpcRef
 from ._decoders import decode_request, decode_response
-from ._layout import BODY_SIZE, CRC_OFFSET, DESC_SIZE, MSG_HEADER_SIZE, MessageFlag, MessageKind
+from ._layout import DESC_SIZE, MessageFlag, MessageKind
+from ._vector_messages import (
+    _DESC0,
+    _HANDLE,
+    _X,
+    Tensors,
+    _corrupt_data,
+    _cuda_message,
+    _cuda_ref,
+    _overflowing_shape,
+    _poke,
+    _rename,
+    _request,
+    _response,
+    _zero_handle,
+)
 
-__all__ = ["CASES", "decoded_json", "generate", "main"]
+__all__ = ["CASES", "CUDA_CASES", "CUDA_DIR", "decoded_json", "generate", "main"]
 
-Tensors = dict[str, np.ndarray]
-_BF16_NAMES = {"bf": DataType.BF16}  # numpy has no bfloat16: these uint16 inputs travel as BF16
-
-
-def _request(
-    inputs: Tensors,
-    *,
-    request_id: int,
-    model: str = "echo",
-    kind: int = MessageKind.INFER_REQUEST,
-    version: str = "",
-    deadline_ns: int = 0,
-    outputs: tuple[str, ...] = (),
-    params: dict[str, Any] | None = None,
-    flags: int = 0,
-) -> bytearray:
-    raw_params = encode_params(params or {})
-    specs = [(n, _BF16_NAMES.get(n) or DataType.from_numpy(a.dtype), a.shape) for n, a in inputs.items()]
-    refs, end = layout(specs, request_payload_size(len(inputs), len(outputs), len(raw_params)))
-    buf = bytearray(end)
-    for ref, array in zip(refs, inputs.values(), strict=True):
-        buf[ref.offset : ref.offset + ref.size] = array.tobytes()
-    write_request(
-        buf,
-        request_id=request_id,
-        model=model,
-        inputs=refs,
-        kind=kind,
-        version=version,
-        deadline_ns=deadline_ns,
-        outputs=outputs,
-        params=raw_params,
-        flags=flags,
-    )
-    return buf
+Cases = dict[str, tuple[str, Callable[[], bytearray]]]  # name: (decode_as, build)
 
 
-def _response(
-    outputs: Tensors, *, request_id: int, status: int = 0, text: str = "", required_bytes: int = 0, **kw: Any
-) -> bytearray:
-    raw_text = text.encode()
-    specs = [(n, DataType.from_numpy(a.dtype), a.shape) for n, a in outputs.items()]
-    refs, end = layout(specs, response_payload_size(len(outputs), len(raw_text), 0))
-    buf = bytearray(end)
-    for ref, array in zip(refs, outputs.values(), strict=True):
-        buf[ref.offset : ref.offset + ref.size] = array.tobytes()
-    write_response(
-        buf,
-        request_id=request_id,
-        status=status,
-        outputs=refs,
-        text=raw_text,
-        required_bytes=required_bytes,
-        **kw,
-    )
-    return buf
-
-
-def _reseal(buf: bytearray) -> bytearray:
-    """Recompute the CRC after a deliberate corruption, so the intended check is the one that fails."""
-    import zlib
-
-    payload = struct.unpack_from("<I", buf, 16)[0]
-    end = min(len(buf), MSG_HEADER_SIZE + payload)
-    crc = zlib.crc32(bytes(buf[MSG_HEADER_SIZE:end]), zlib.crc32(bytes(buf[:CRC_OFFSET])))
-    struct.pack_into("<I", buf, CRC_OFFSET, crc)
-    return buf
-
-
-def _poke(buf: bytearray, offset: int, fmt: str, value: int, reseal: bool = True) -> bytearray:
-    struct.pack_into(fmt, buf, offset, value)
-    return _reseal(buf) if reseal else buf
-
-
-_X = np.arange(6, dtype=np.float32).reshape(2, 3)
-_DESC0 = MSG_HEADER_SIZE + BODY_SIZE  # first descriptor
-_DATA0 = 448  # align64(32 + 112 + 256): the data of a request with one input and no params
-
-
-def _cases() -> dict[str, tuple[str, Callable[[], bytearray]]]:
+def _request_cases() -> Cases:
+    """Well-formed requests: every kind, datatypes, an empty tensor, params, DATA_CRC."""
     multi: Tensors = {
         "ids": np.array([1, -2, 3, 1 << 40], dtype=np.int64),
         "pixels": np.arange(12, dtype=np.uint8).reshape(3, 2, 2),
@@ -153,6 +85,12 @@ def _cases() -> dict[str, tuple[str, Callable[[], bytearray]]]:
             "request",
             lambda: _request({}, request_id=7, model="", kind=MessageKind.STATS_REQUEST),
         ),
+    }
+
+
+def _response_cases() -> Cases:
+    """Well-formed responses: outputs, the error statuses, a metadata document."""
+    return {
         "response_ok": (
             "response",
             lambda: _response(
@@ -190,6 +128,12 @@ def _cases() -> dict[str, tuple[str, Callable[[], bytearray]]]:
                 {}, request_id=6, text='{"inputs":[],"name":"echo","outputs":[]}', model="echo"
             ),
         ),
+    }
+
+
+def _request_error_cases() -> Cases:
+    """Requests a decoder must refuse, each for one reason."""
+    return {
         "error_bad_magic": (
             "request",
             lambda: _poke(_request({"x": _X}, request_id=11), 0, "<I", 0xDEADBEEF, False),
@@ -229,6 +173,12 @@ def _cases() -> dict[str, tuple[str, Callable[[], bytearray]]]:
             "request",
             lambda: _poke(_request({"x": _X}, request_id=20), 16, "<I", 1 << 30),
         ),
+    }
+
+
+def _response_error_cases() -> Cases:
+    """Responses a decoder must refuse, each for one reason."""
+    return {
         "error_response_bad_magic": (
             "response",
             lambda: _poke(_response({}, request_id=21), 0, "<I", 0x1234F0C0, False),
@@ -248,61 +198,12 @@ def _cases() -> dict[str, tuple[str, Callable[[], bytearray]]]:
     }
 
 
-def _rename(buf: bytearray, desc: int, name: str) -> bytearray:
-    """Overwrite the name of the descriptor at ``desc`` and reseal the CRC."""
-    raw = name.encode()
-    buf[desc : desc + 64] = raw + bytes(64 - len(raw))
-    return _reseal(buf)
-
-
-def _corrupt_data(buf: bytearray) -> bytearray:
-    buf[_DATA0] ^= 0xFF  # the first data byte of the only tensor
-    return buf
-
-
-CASES = _cases()
+CASES = {**_request_cases(), **_response_cases(), **_request_error_cases(), **_response_error_cases()}
 
 # --- section 15 (CUDA IPC): written to vectors/cuda_ipc/, for clients that implement it ----------------
 
-_HANDLE = bytes(range(1, 65))
 
-
-def _cuda_message(kind: str, tensors: list[Any], request_id: int) -> bytearray:
-    host = [(n, DataType.from_numpy(a.dtype), a.shape) for n, a in (t for t in tensors if type(t) is tuple)]
-    count = len(tensors)
-    payload = request_payload_size(count, 0, 0) if kind == "request" else response_payload_size(count, 0, 0)
-    refs, end = layout(host, payload)
-    buf = bytearray(end)
-    it = iter(refs)
-    placed: list[Any] = []
-    for t in tensors:
-        if type(t) is tuple:
-            ref = next(it)
-            buf[ref.offset : ref.offset + ref.size] = t[1].tobytes()
-            placed.append(ref)
-        else:
-            placed.append(t)
-    if kind == "request":
-        write_mixed_request(buf, tensors=placed, request_id=request_id, model="echo", flags=FLAG_CUDA_IPC)
-    else:
-        write_mixed_response(buf, tensors=placed, request_id=request_id, model="echo")
-    return buf
-
-
-def _cuda_ref(**kw: Any) -> CudaIpcRef:
-    fields: dict[str, Any] = dict(
-        name="x", dtype=DataType.FP32, shape=(2, 3), device=0, handle=_HANDLE, offset=4096, size=24
-    )
-    fields.update(kw)
-    return CudaIpcRef(**fields)
-
-
-def _zero_handle(buf: bytearray) -> bytearray:
-    buf[_DESC0 + 168 : _DESC0 + 232] = bytes(64)  # ipc_handle of the first descriptor
-    return _reseal(buf)
-
-
-def _cuda_cases() -> dict[str, tuple[str, Callable[[], bytearray]]]:
+def _cuda_cases() -> Cases:
     desc0 = _DESC0
     return {
         "request_cuda_ipc": (
@@ -345,14 +246,6 @@ def _cuda_cases() -> dict[str, tuple[str, Callable[[], bytearray]]]:
             lambda: _overflowing_shape(_cuda_message("request", [_cuda_ref()], 36)),
         ),
     }
-
-
-def _overflowing_shape(buf: bytearray) -> bytearray:
-    struct.pack_into("<I", buf, _DESC0 + 68, 2)  # ndim
-    struct.pack_into("<QQ", buf, _DESC0 + 72, 1 << 63, 1 << 63)
-    struct.pack_into("<Q", buf, _DESC0 + 144, U64_MAX)  # data_size
-    struct.pack_into("<Q", buf, _DESC0 + 232, 0)  # ipc_offset 0: only the shape check can catch it
-    return _reseal(buf)
 
 
 CUDA_CASES = _cuda_cases()

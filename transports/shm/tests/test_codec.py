@@ -17,7 +17,7 @@ from foundation_shm._codec import (
 )
 from foundation_shm._decoders import decode_request, decode_response
 from foundation_shm._layout import MessageFlag
-from foundation_shm._vectors import _reseal
+from foundation_shm._vector_messages import _reseal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -139,7 +139,7 @@ def test_caps_on_tensor_count_and_bytes() -> None:
 def test_data_offset_overflowing_the_area_is_rejected_not_wrapped() -> None:
     buf = _encode_request({"x": np.zeros(4, np.float32)}, request_id=1, model="m")
     struct.pack_into("<Q", buf, 32 + 112 + 136, 2**64 - 8)
-    from foundation_shm._vectors import _reseal
+    from foundation_shm._vector_messages import _reseal
 
     with pytest.raises(InvalidInput, match="outside the area"):
         decode_request(bytes(_reseal(buf)))
@@ -189,7 +189,7 @@ def test_a_response_naming_an_output_twice_is_invalid_input() -> None:
 def test_a_dimension_beyond_2_63_is_invalid_input_even_in_an_empty_tensor() -> None:
     """[2^63, 3, 0] has no elements, but no array library can hold such a dimension; the C, Rust
     and Go decoders refuse it (the product overflows 64 bits before the 0): so does this one."""
-    from foundation_shm._vectors import _DESC0, _request
+    from foundation_shm._vector_messages import _DESC0, _request
 
     buf = _request({"x": np.zeros((1, 3, 0), np.float32)}, request_id=5)
     struct.pack_into("<Q", buf, _DESC0 + 72, 1 << 63)

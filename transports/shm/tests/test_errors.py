@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from foundation_shm import ShmTransport, _vectors
+from foundation_shm import ShmTransport
+from foundation_shm import _vector_messages as _vectors
 from foundation_shm._client import ShmClient
 from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
