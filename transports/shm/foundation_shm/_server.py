@@ -1,15 +1,15 @@
 """The shm server: owns the region, polls channels (spin, then sleep on the doorbell), calls the handler.
 
-One loop thread finds pending requests and hands them to the handler; ``respond`` may come from any
-thread, later. A heartbeat thread beats, reclaims the channels of dead clients, and frees the
-region mutex if its holder died. Everything it created is unlinked at ``stop()``.
+One loop thread finds pending requests and hands them to the handler (``_server_dispatch``);
+``respond`` may come from any thread, later (``_answers``). A heartbeat thread beats, reclaims the
+channels of dead clients, and frees the region mutex if its holder died (``_server_liveness``).
+Everything it created is unlinked at ``stop()``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import random
@@ -19,44 +19,31 @@ from typing import Any
 
 import posix_ipc
 
-from foundation_ml import InferenceRequest, InferenceResponse, RequestHandler, TransportServer
-from foundation_ml.errors import (
-    DeadlineExceeded,
-    HandlerError,
-    InferenceError,
-    InternalError,
-    InvalidInput,
-    ShuttingDown,
-)
+from foundation_ml import RequestHandler, TransportServer
 
 from . import _layout as L
 from ._accel import hot
 from ._answers import Answers
-from ._codec import DecodedRequest, Limits
-from ._cuda_desc import decoded as _cuda_decoded
+from ._codec import Limits
 from ._cuda_ipc import ServerCuda
-from ._liveness import ServerLock, is_alive, is_running, start_time
+from ._liveness import ServerLock, start_time
 from ._objects import remove_objects
 from ._options import ServeOptions
 from ._options import options as _options
-from ._readers import RequestReader
 from ._region import read_region, region_alive
-from ._segments import Segment, create_semaphore, drain, unlink_segment
-from ._server_channel import _Channel, _Responder
+from ._segments import Segment, create_semaphore
+from ._server_channel import _Channel
+from ._server_dispatch import _Dispatch
+from ._server_liveness import _Liveness
 from ._sync import YIELD_AFTER_NS, fence, poll_channels
 
 __all__ = ["ShmServer"]
 
 log = logging.getLogger("foundation_shm")
 _R = L.RegionField
-_C = L.ChannelField
-_MAX_TEXT = 1 << 20
-_RESPONSE = int(L.MessageKind.RESPONSE)
-_INFER = int(L.MessageKind.INFER_REQUEST)
-_CUDA_FLAG = int(L.MessageFlag.CUDA_IPC)
 
 
-class ShmServer(TransportServer):
+class ShmServer(_Dispatch, _Liveness, TransportServer):
     """A running shm server under ``address`` (see ``ShmTransport.serve`` for the options)."""
 
     def __init__(self, address: str, handler: RequestHandler, **options: Any) -> None:
@@ -69,27 +56,44 @@ class ShmServer(TransportServer):
         self.limits = Limits(opts.max_tensors, opts.max_request_bytes)
         self.data_crc = opts.data_crc
         self._cuda = ServerCuda(opts.cuda_ipc, handler)  # spec 15: CUDA IPC descriptors
-        mode = opts.mode
-        self._lock = ServerLock(L.lock_file(self.name), mode)
+        self._lock = ServerLock(L.lock_file(self.name), opts.mode)
+        self._refuse_a_live_server()
+        self._stopping = False
+        self.failed = None  # why the serving loop died, if it ever does
+        # a region mutex taken with mutex_holder_pid 0 (its taker interrupted or killed between
+        # acquire and naming itself) and no connect for this long is freed: 2 x a connect timeout
+        self.stuck_mutex_s = 2 * 2.0
+        self._unnamed_since = None  # (connect_epoch, when) first seen
+        self._drain_upto = {}  # at stop: each channel's request published by then
+        self._parked = set()  # channels _fail could not answer: no answer will ever come
+        self._hurry = False  # hurry(): the drain ends now
+        self.abandoned = 0  # requests stop() gave up on (its drain timed out, or hurry())
+        self._running = True
+        self._create(opts)
+        self._loop_thread = threading.Thread(target=self._loop, name=f"shm-{self.name}", daemon=True)
+        self._beat_thread = threading.Thread(
+            target=self._heartbeat, name=f"shm-{self.name}-beat", daemon=True
+        )
+        self._stop_event = threading.Event()
+        self._loop_thread.start()
+        self._beat_thread.start()
+
+    def _refuse_a_live_server(self) -> None:
+        """We hold the lock, yet the region may name a live server all the same (its lock file
+        went missing): refuse the name rather than take it from under that server."""
         live = read_region(self.name)
-        if region_alive(live) and live["pid"] != os.getpid():  # its lock file went missing
+        if region_alive(live) and live["pid"] != os.getpid():
             self._lock.release()
             raise FileExistsError(
                 f"a live shm server (pid {live['pid']}) serves {self.name!r}, although its lock "
                 "file was missing; stop it first"
             )
-        self._stopping = False
-        self.failed: BaseException | None = None  # why the serving loop died, if it ever does
-        # a region mutex taken with mutex_holder_pid 0 (its taker interrupted or killed between
-        # acquire and naming itself) and no connect for this long is freed: 2 x a connect timeout
-        self.stuck_mutex_s = 2 * 2.0
-        self._unnamed_since: tuple[int, float] | None = None  # (connect_epoch, when) first seen
-        self._drain_upto: dict[int, int] = {}  # at stop: each channel's request published by then
-        self._parked: set[int] = set()  # channels _fail could not answer: no answer will ever come
-        self._hurry = False  # hurry(): the drain ends now
-        self.abandoned = 0  # requests stop() gave up on (its drain timed out, or hurry())
-        self._running = True
-        try:  # from here on, a failure removes what was made and lets the lock go
+
+    def _create(self, opts: ServeOptions) -> None:
+        """Remove the name's stale objects, create the server's own and write the region header;
+        if any of it fails, remove what was made and let the lock go."""
+        mode = opts.mode
+        try:
             failed: list[tuple[str, str]] = []  # we hold the lock: leftovers are stale
             remove_objects(self.name, keep_lock_file=True, failed=failed)
             if failed:
@@ -117,13 +121,6 @@ class ShmServer(TransportServer):
             finally:
                 self._lock.release()  # whatever is left, the name is not held by a failed start
             raise
-        self._loop_thread = threading.Thread(target=self._loop, name=f"shm-{self.name}", daemon=True)
-        self._beat_thread = threading.Thread(
-            target=self._heartbeat, name=f"shm-{self.name}-beat", daemon=True
-        )
-        self._stop_event = threading.Event()
-        self._loop_thread.start()
-        self._beat_thread.start()
 
     # --- region --------------------------------------------------------------------------------
 
@@ -275,253 +272,7 @@ class ShmServer(TransportServer):
             log.exception("shm %s: handler.flush failed", self.name)
             return 0
 
-    def _fail(self, ch: _Channel, seq: int) -> None:
-        """Answer INTERNAL to a request whose dispatch failed; if even that is impossible, park the
-        channel (busy) rather than retry it in a hot loop: its client's deadline ends the wait."""
-        ch.busy = True
-        try:
-            if ch.resp is None or ch.gen != self._u64[ch.gen_word]:
-                self._map(ch)
-            err = InternalError("the server failed on this request (see its log)")
-            self._answer(_Responder(self, ch, seq, self._request_id(ch), ""), err)
-        except Exception:
-            log.exception("shm %s channel %d: cannot answer; parking the channel", self.name, ch.index)
-            self._parked.add(ch.index)  # a drain at stop does not wait for it
-
-    def _map(self, ch: _Channel) -> None:
-        ctl = self._ctl
-        ch.unmap()
-        raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64])
-        name = raw.partition(b"\0")[0].decode("ascii", "replace")
-        req_cap = ctl.u64[(ch.base + _C.REQUEST_CAPACITY) // 8]
-        resp_cap = ctl.u64[(ch.base + _C.RESPONSE_CAPACITY) // 8]
-        if not name.startswith(f"/fdn-{self.name}-d{ch.index}-"):
-            raise InternalError(f"channel {ch.index}: data segment name {name!r} is not this channel's")
-        data = Segment.open(name)
-        if req_cap + resp_cap > data.size or req_cap % L.PAGE or resp_cap % L.PAGE:
-            data.close()
-            raise InternalError(
-                f"channel {ch.index}: capacities {req_cap}+{resp_cap} are not multiples of {L.PAGE} "
-                f"within {name} ({data.size} bytes)"
-            )
-        ch.data, ch.gen = data, ctl.u64[ch.gen_word]
-        ch.req = data.buf[:req_cap].toreadonly()
-        ch.resp = data.buf[req_cap : req_cap + resp_cap]
-        ch.req_cap, ch.resp_cap = req_cap, resp_cap
-        ch.reader = RequestReader(ch.req, req_cap, self.limits)
-        ch.wkey = None
-
-    def _dispatch_repeat(self, ch: _Channel, seq: int, rid: int, deadline: int) -> None:
-        """A request that repeats the channel's last one (``_hot.take`` checked it and set the busy
-        word): its decoding is the cached one, with this request's id and deadline."""
-        ch.busy = True
-        if (
-            (self._stopping and self._refusing(ch, seq))  # an attribute read per request, no call
-            or ch.index in self._cuda.channels
-            or (deadline and time.monotonic_ns() >= deadline)
-        ):
-            self._dispatch_general(ch, seq)  # answered there: ShuttingDown, CUDA IPC, DeadlineExceeded
-            return
-        assert ch.reader is not None
-        model, version, _, inputs, outputs, _ = ch.reader.last  # type: ignore[misc]
-        request = InferenceRequest(model, dict(inputs), rid, version, deadline, {}, outputs)
-        self._run(request, _Responder(self, ch, seq, rid, model))
-
-    def _dispatch(self, ch: _Channel, seq: int) -> None:
-        ch.busy = True
-        self._u32[ch.busy_word] = 1
-        self._dispatch_general(ch, seq)
-
-    def _run(self, request: InferenceRequest, respond: _Responder) -> None:
-        """Call the handler; whatever it raises becomes the request's error response."""
-        try:
-            self.handler(request, respond)
-        except InferenceError as exc:
-            respond(exc)
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the loop thread serves on
-            log.exception("shm %s: handler raised on request %d", self.name, request.id)
-            respond(HandlerError(f"{type(exc).__name__}: {exc}", model=request.model, request_id=request.id))
-
-    def _dispatch_general(self, ch: _Channel, seq: int) -> None:
-        """Decode the request in full (or reject it), then run it."""
-        rid, model = 0, ""
-        try:
-            if ch.gen != self._u64[ch.gen_word]:
-                self._map(ch)
-            assert ch.reader is not None
-            dec = ch.reader.read()
-            cuda = self._cuda  # CUDA IPC (spec 15): a channel that used it, the flag, or a new CUDA decode
-            if ch.index in cuda.channels or dec.flags & _CUDA_FLAG or _cuda_decoded[0] != cuda.decoded:
-                owner = (self._ctl.u32[ch.owner_word], self._ctl.u64[(ch.base + _C.OWNER_START) // 8])
-                dec = self._cuda.on_request(ch.index, owner, dec)  # CUDA IPC: open handles
-        except InferenceError as exc:
-            rid = self._request_id(ch)
-            log.warning("shm %s channel %d: rejected request %d: %s", self.name, ch.index, rid, exc)
-            exc.request_id = rid
-            self._answer(_Responder(self, ch, seq, rid, model), exc)
-            return
-        except Exception as exc:  # a segment the client broke: answer if we can, never die
-            rid = self._request_id(ch)
-            log.warning("shm %s channel %d: %r", self.name, ch.index, exc)
-            self._answer(_Responder(self, ch, seq, rid, model), InternalError(str(exc), request_id=rid))
-            return
-        respond = _Responder(self, ch, seq, dec.request_id, dec.model)
-        if self._refusing(ch, seq):
-            respond(ShuttingDown("the server is stopping", model=dec.model, request_id=dec.request_id))
-        elif dec.deadline_ns and time.monotonic_ns() >= dec.deadline_ns:
-            respond(
-                DeadlineExceeded(
-                    "deadline passed before the request ran", model=dec.model, request_id=dec.request_id
-                )
-            )
-        elif dec.kind == _INFER:
-            request = InferenceRequest(
-                dec.model,
-                dec.inputs,
-                id=dec.request_id,
-                version=dec.version,
-                deadline_ns=dec.deadline_ns,
-                parameters=dec.params,
-                outputs=dec.outputs,
-            )
-            self._run(request, respond)
-        else:
-            self._control(dec, respond)
-
-    @staticmethod
-    def _request_id(ch: _Channel) -> int:
-        return int.from_bytes(ch.req[8:16], "little") if ch.req is not None and len(ch.req) >= 16 else 0
-
-    def _control(self, dec: DecodedRequest, respond: _Responder) -> None:
-        """METADATA (kind 3) and STATS (kind 4): no inputs, outputs or parameters; STATS names no
-        model (spec 5). A request that carries any is refused, not answered as if it had none."""
-        kind, model = dec.kind, dec.model
-        what = "METADATA" if kind == L.MessageKind.METADATA_REQUEST else "STATS"
-        extra = [
-            f"{len(got)} {label}"
-            for label, got in (("inputs", dec.inputs), ("outputs", dec.outputs), ("parameters", dec.params))
-            if got
-        ]
-        if kind == L.MessageKind.STATS_REQUEST and model:
-            extra.append(f"model {model!r}")
-        if extra:
-            respond(
-                InvalidInput(
-                    f"a {what} request carries no inputs, outputs, parameters"
-                    + (" or model" if what == "STATS" else "")
-                    + f"; this one has {', '.join(extra)}",
-                    model=model,
-                    request_id=respond.request_id,
-                )
-            )
-            return
-        try:
-            doc = (
-                self.handler.metadata(model)
-                if kind == L.MessageKind.METADATA_REQUEST
-                else self.handler.stats()
-            )
-            text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
-        except InferenceError as exc:
-            respond(exc)
-            return
-        except Exception as exc:
-            respond(HandlerError(f"{type(exc).__name__}: {exc}", model=model, request_id=respond.request_id))
-            return
-        respond(InferenceResponse(respond.request_id, model, {}, parameters={"__text__": text}))
-
-    # --- liveness ------------------------------------------------------------------------------
-
-    def _heartbeat(self) -> None:
-        u64 = self._ctl.u64
-        while not self._stop_event.wait(self.heartbeat_s):
-            if not self._loop_thread.is_alive() and self._running:  # never expected (stop() ends it
-                # on purpose: _running is False then); clients must not wait on a dead loop
-                log.error("shm %s: the serving loop died; marking the server stopped", self.name)
-                self._ctl.u32[_R.STATE // 4] = L.RegionState.STOPPED
-                if self.failed is None:
-                    self.failed = InternalError(f"shm {self.name}: the serving loop ended unexpectedly")
-                return
-            u64[_R.HEARTBEAT // 8] += 1
-            u64[_R.HEARTBEAT_NS // 8] = time.monotonic_ns()
-            try:
-                self._reap()
-            except Exception:  # never let the heartbeat die
-                log.exception("shm %s: reaping dead clients failed", self.name)
-
-    def _reap(self) -> None:
-        u32, u64 = self._ctl.u32, self._ctl.u64
-        holder = u32[_R.MUTEX_HOLDER // 4]
-        if holder and not is_running(holder):  # gone, or a zombie (spec 10.3 counts it as gone)
-            log.warning("shm %s: pid %d died holding the region mutex; releasing it", self.name, holder)
-            u32[_R.MUTEX_HOLDER // 4] = 0
-            self._mutex.release()
-        self._free_unnamed_mutex(holder)
-        for ch in self._channels:
-            pid = u32[ch.owner_word]
-            if pid and not is_alive(pid, u64[(ch.base + _C.OWNER_START) // 8]):
-                self._reclaim(ch, pid)
-
-    def _free_unnamed_mutex(self, holder: int) -> None:
-        """Release the region mutex if it stays taken by no one: ``mutex_holder_pid`` 0 and
-        ``connect_epoch`` unchanged for ``stuck_mutex_s`` (a client killed or interrupted
-        between acquiring it and storing its pid, or between clearing it and releasing). Else no
-        client could ever connect again, nor could this server reclaim channels."""
-        epoch = self._ctl.u64[_R.CONNECT_EPOCH // 8]
-        if holder or self._mutex.value:
-            self._unnamed_since = None
-            return
-        now = time.monotonic()
-        if self._unnamed_since is None or self._unnamed_since[0] != epoch:
-            self._unnamed_since = (epoch, now)
-            return
-        held = now - self._unnamed_since[1]
-        if held < self.stuck_mutex_s:
-            return
-        self._unnamed_since = None
-        log.warning(
-            "shm %s: the region mutex was held by no one (mutex_holder_pid 0, no connect) for %.1f s: "
-            "a client was interrupted or killed between taking it and naming itself; releasing it",
-            self.name,
-            held,
-        )
-        self._mutex.release()
-
-    def _reclaim(self, ch: _Channel, pid: int) -> None:
-        try:
-            self._mutex.acquire(1.0)
-        except posix_ipc.BusyError:
-            return  # try again at the next beat
-        ctl = self._ctl
-        ctl.u32[_R.MUTEX_HOLDER // 4] = os.getpid()  # spec 10.1: whoever holds the mutex says so
-        try:
-            if ctl.u32[ch.owner_word] != pid:
-                return
-            with ch.lock:
-                ch.lease += 1
-                ctl.u64[ch.sseq] = ctl.u64[ch.cseq]
-                self._cuda.forget(ch.index)  # a dead client: close its CUDA IPC mappings
-                ctl.u32[ch.busy_word] = 0
-                ch.busy = False
-                self._parked.discard(ch.index)
-            raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64]).partition(b"\0")[0]
-            name = raw.decode("ascii", "replace")
-            if name.startswith(f"/fdn-{self.name}-d{ch.index}-"):
-                unlink_segment(name)
-            drain(ch.sem)
-            ctl.u32[ch.owner_word] = 0
-            ctl.u64[_R.CONNECT_EPOCH // 8] += 1
-            log.info("shm %s: reclaimed channel %d of dead client pid %d", self.name, ch.index, pid)
-        finally:
-            ctl.u32[_R.MUTEX_HOLDER // 4] = 0
-            self._mutex.release()
-
     # --- stop ----------------------------------------------------------------------------------
-
-    def _refusing(self, ch: _Channel, seq: int) -> bool:
-        """Once stopping, a request is refused (ShuttingDown) unless its client had published it
-        before ``stop`` began: those are queued, and are served while the server drains."""
-        return self._stopping and seq > self._drain_upto.get(ch.index, 0)
 
     def in_flight(self) -> int:
         """Requests taken or queued and not yet answered: a busy channel (one whose request

@@ -18,7 +18,7 @@ from ._readers import RequestReader
 from ._segments import Segment
 
 if TYPE_CHECKING:
-    from ._server import ShmServer
+    from ._server_dispatch import _Dispatch
 
 __all__ = ["_Channel", "_Responder"]
 
@@ -92,7 +92,7 @@ class _Responder:
 
     __slots__ = ("channel", "done", "lease", "model", "request_id", "seq", "server")
 
-    def __init__(self, server: ShmServer, channel: _Channel, seq: int, request_id: int, model: str) -> None:
+    def __init__(self, server: _Dispatch, channel: _Channel, seq: int, request_id: int, model: str) -> None:
         self.server = server
         self.channel = channel
         self.seq = seq

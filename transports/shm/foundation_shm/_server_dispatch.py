@@ -1,0 +1,213 @@
+"""The shm server's dispatch: each request the serving loop takes, decoded (or its cached decoding
+re-used) and handed to the handler, or answered with its error (ShuttingDown, DeadlineExceeded,
+the decoder's, INTERNAL); METADATA and STATS answered from the handler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from foundation_ml import InferenceRequest, InferenceResponse, RequestHandler
+from foundation_ml.errors import (
+    DeadlineExceeded,
+    HandlerError,
+    InferenceError,
+    InternalError,
+    InvalidInput,
+    ShuttingDown,
+)
+
+from . import _layout as L
+from ._codec import DecodedRequest, Limits
+from ._cuda_desc import decoded as _cuda_decoded
+from ._cuda_ipc import ServerCuda
+from ._readers import RequestReader
+from ._segments import Segment
+from ._server_channel import _Channel, _Responder
+
+__all__ = ["_Dispatch"]
+
+log = logging.getLogger("foundation_shm")
+_C = L.ChannelField
+_INFER = int(L.MessageKind.INFER_REQUEST)
+_CUDA_FLAG = int(L.MessageFlag.CUDA_IPC)
+
+
+class _Dispatch:
+    """``ShmServer``'s dispatch, a mixin: the methods its serving loop calls with each request."""
+
+    # ShmServer's, set in its __init__
+    name: str
+    handler: RequestHandler
+    limits: Limits
+    _ctl: Segment
+    _u32: memoryview
+    _u64: memoryview
+    _cuda: ServerCuda
+    _answer: Callable[[_Responder, InferenceResponse | InferenceError], None]
+    _stopping: bool
+    _drain_upto: dict[int, int]
+    _parked: set[int]
+
+    def _dispatch(self, ch: _Channel, seq: int) -> None:
+        ch.busy = True
+        self._u32[ch.busy_word] = 1
+        self._dispatch_general(ch, seq)
+
+    def _dispatch_repeat(self, ch: _Channel, seq: int, rid: int, deadline: int) -> None:
+        """A request that repeats the channel's last one (``_hot.take`` checked it and set the busy
+        word): its decoding is the cached one, with this request's id and deadline."""
+        ch.busy = True
+        if (
+            (self._stopping and self._refusing(ch, seq))  # an attribute read per request, no call
+            or ch.index in self._cuda.channels
+            or (deadline and time.monotonic_ns() >= deadline)
+        ):
+            self._dispatch_general(ch, seq)  # answered there: ShuttingDown, CUDA IPC, DeadlineExceeded
+            return
+        assert ch.reader is not None
+        model, version, _, inputs, outputs, _ = ch.reader.last  # type: ignore[misc]
+        request = InferenceRequest(model, dict(inputs), rid, version, deadline, {}, outputs)
+        self._run(request, _Responder(self, ch, seq, rid, model))
+
+    def _dispatch_general(self, ch: _Channel, seq: int) -> None:
+        """Decode the request in full (or reject it), then run it."""
+        rid, model = 0, ""
+        try:
+            if ch.gen != self._u64[ch.gen_word]:
+                self._map(ch)
+            assert ch.reader is not None
+            dec = ch.reader.read()
+            cuda = self._cuda  # CUDA IPC (spec 15): a channel that used it, the flag, or a new CUDA decode
+            if ch.index in cuda.channels or dec.flags & _CUDA_FLAG or _cuda_decoded[0] != cuda.decoded:
+                owner = (self._ctl.u32[ch.owner_word], self._ctl.u64[(ch.base + _C.OWNER_START) // 8])
+                dec = self._cuda.on_request(ch.index, owner, dec)  # CUDA IPC: open handles
+        except InferenceError as exc:
+            rid = self._request_id(ch)
+            log.warning("shm %s channel %d: rejected request %d: %s", self.name, ch.index, rid, exc)
+            exc.request_id = rid
+            self._answer(_Responder(self, ch, seq, rid, model), exc)
+            return
+        except Exception as exc:  # a segment the client broke: answer if we can, never die
+            rid = self._request_id(ch)
+            log.warning("shm %s channel %d: %r", self.name, ch.index, exc)
+            self._answer(_Responder(self, ch, seq, rid, model), InternalError(str(exc), request_id=rid))
+            return
+        respond = _Responder(self, ch, seq, dec.request_id, dec.model)
+        if self._refusing(ch, seq):
+            respond(ShuttingDown("the server is stopping", model=dec.model, request_id=dec.request_id))
+        elif dec.deadline_ns and time.monotonic_ns() >= dec.deadline_ns:
+            respond(
+                DeadlineExceeded(
+                    "deadline passed before the request ran", model=dec.model, request_id=dec.request_id
+                )
+            )
+        elif dec.kind == _INFER:
+            request = InferenceRequest(
+                dec.model,
+                dec.inputs,
+                id=dec.request_id,
+                version=dec.version,
+                deadline_ns=dec.deadline_ns,
+                parameters=dec.params,
+                outputs=dec.outputs,
+            )
+            self._run(request, respond)
+        else:
+            self._control(dec, respond)
+
+    def _run(self, request: InferenceRequest, respond: _Responder) -> None:
+        """Call the handler; whatever it raises becomes the request's error response."""
+        try:
+            self.handler(request, respond)
+        except InferenceError as exc:
+            respond(exc)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the loop thread serves on
+            log.exception("shm %s: handler raised on request %d", self.name, request.id)
+            respond(HandlerError(f"{type(exc).__name__}: {exc}", model=request.model, request_id=request.id))
+
+    def _control(self, dec: DecodedRequest, respond: _Responder) -> None:
+        """METADATA (kind 3) and STATS (kind 4): no inputs, outputs or parameters; STATS names no
+        model (spec 5). A request that carries any is refused, not answered as if it had none."""
+        kind, model = dec.kind, dec.model
+        what = "METADATA" if kind == L.MessageKind.METADATA_REQUEST else "STATS"
+        extra = [
+            f"{len(got)} {label}"
+            for label, got in (("inputs", dec.inputs), ("outputs", dec.outputs), ("parameters", dec.params))
+            if got
+        ]
+        if kind == L.MessageKind.STATS_REQUEST and model:
+            extra.append(f"model {model!r}")
+        if extra:
+            respond(
+                InvalidInput(
+                    f"a {what} request carries no inputs, outputs, parameters"
+                    + (" or model" if what == "STATS" else "")
+                    + f"; this one has {', '.join(extra)}",
+                    model=model,
+                    request_id=respond.request_id,
+                )
+            )
+            return
+        try:
+            doc = (
+                self.handler.metadata(model)
+                if kind == L.MessageKind.METADATA_REQUEST
+                else self.handler.stats()
+            )
+            text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
+        except InferenceError as exc:
+            respond(exc)
+            return
+        except Exception as exc:
+            respond(HandlerError(f"{type(exc).__name__}: {exc}", model=model, request_id=respond.request_id))
+            return
+        respond(InferenceResponse(respond.request_id, model, {}, parameters={"__text__": text}))
+
+    def _refusing(self, ch: _Channel, seq: int) -> bool:
+        """Once stopping, a request is refused (ShuttingDown) unless its client had published it
+        before ``stop`` began: those are queued, and are served while the server drains."""
+        return self._stopping and seq > self._drain_upto.get(ch.index, 0)
+
+    @staticmethod
+    def _request_id(ch: _Channel) -> int:
+        return int.from_bytes(ch.req[8:16], "little") if ch.req is not None and len(ch.req) >= 16 else 0
+
+    def _map(self, ch: _Channel) -> None:
+        ctl = self._ctl
+        ch.unmap()
+        raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64])
+        name = raw.partition(b"\0")[0].decode("ascii", "replace")
+        req_cap = ctl.u64[(ch.base + _C.REQUEST_CAPACITY) // 8]
+        resp_cap = ctl.u64[(ch.base + _C.RESPONSE_CAPACITY) // 8]
+        if not name.startswith(f"/fdn-{self.name}-d{ch.index}-"):
+            raise InternalError(f"channel {ch.index}: data segment name {name!r} is not this channel's")
+        data = Segment.open(name)
+        if req_cap + resp_cap > data.size or req_cap % L.PAGE or resp_cap % L.PAGE:
+            data.close()
+            raise InternalError(
+                f"channel {ch.index}: capacities {req_cap}+{resp_cap} are not multiples of {L.PAGE} "
+                f"within {name} ({data.size} bytes)"
+            )
+        ch.data, ch.gen = data, ctl.u64[ch.gen_word]
+        ch.req = data.buf[:req_cap].toreadonly()
+        ch.resp = data.buf[req_cap : req_cap + resp_cap]
+        ch.req_cap, ch.resp_cap = req_cap, resp_cap
+        ch.reader = RequestReader(ch.req, req_cap, self.limits)
+        ch.wkey = None
+
+    def _fail(self, ch: _Channel, seq: int) -> None:
+        """Answer INTERNAL to a request whose dispatch failed; if even that is impossible, park the
+        channel (busy) rather than retry it in a hot loop: its client's deadline ends the wait."""
+        ch.busy = True
+        try:
+            if ch.resp is None or ch.gen != self._u64[ch.gen_word]:
+                self._map(ch)
+            err = InternalError("the server failed on this request (see its log)")
+            self._answer(_Responder(self, ch, seq, self._request_id(ch), ""), err)
+        except Exception:
+            log.exception("shm %s channel %d: cannot answer; parking the channel", self.name, ch.index)
+            self._parked.add(ch.index)  # a drain at stop does not wait for it

@@ -1,0 +1,128 @@
+"""The shm server's heartbeat: it beats, reclaims the channels of dead clients, and frees the
+region mutex if its holder died or it stays taken by no one (spec 10.3, 10.4)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import posix_ipc
+
+from foundation_ml.errors import InternalError
+
+from . import _layout as L
+from ._cuda_ipc import ServerCuda
+from ._liveness import is_alive, is_running
+from ._segments import Segment, drain, unlink_segment
+from ._server_channel import _Channel
+
+__all__ = ["_Liveness"]
+
+log = logging.getLogger("foundation_shm")
+_R = L.RegionField
+_C = L.ChannelField
+
+
+class _Liveness:
+    """``ShmServer``'s heartbeat thread, a mixin: ``_heartbeat`` is its target."""
+
+    # ShmServer's, set in its __init__
+    name: str
+    heartbeat_s: float
+    stuck_mutex_s: float
+    failed: BaseException | None
+    _ctl: Segment
+    _mutex: posix_ipc.Semaphore
+    _channels: list[_Channel]
+    _cuda: ServerCuda
+    _parked: set[int]
+    _running: bool
+    _unnamed_since: tuple[int, float] | None
+    _loop_thread: threading.Thread
+    _stop_event: threading.Event
+
+    def _heartbeat(self) -> None:
+        u64 = self._ctl.u64
+        while not self._stop_event.wait(self.heartbeat_s):
+            if not self._loop_thread.is_alive() and self._running:  # never expected (stop() ends it
+                # on purpose: _running is False then); clients must not wait on a dead loop
+                log.error("shm %s: the serving loop died; marking the server stopped", self.name)
+                self._ctl.u32[_R.STATE // 4] = L.RegionState.STOPPED
+                if self.failed is None:
+                    self.failed = InternalError(f"shm {self.name}: the serving loop ended unexpectedly")
+                return
+            u64[_R.HEARTBEAT // 8] += 1
+            u64[_R.HEARTBEAT_NS // 8] = time.monotonic_ns()
+            try:
+                self._reap()
+            except Exception:  # never let the heartbeat die
+                log.exception("shm %s: reaping dead clients failed", self.name)
+
+    def _reap(self) -> None:
+        u32, u64 = self._ctl.u32, self._ctl.u64
+        holder = u32[_R.MUTEX_HOLDER // 4]
+        if holder and not is_running(holder):  # gone, or a zombie (spec 10.3 counts it as gone)
+            log.warning("shm %s: pid %d died holding the region mutex; releasing it", self.name, holder)
+            u32[_R.MUTEX_HOLDER // 4] = 0
+            self._mutex.release()
+        self._free_unnamed_mutex(holder)
+        for ch in self._channels:
+            pid = u32[ch.owner_word]
+            if pid and not is_alive(pid, u64[(ch.base + _C.OWNER_START) // 8]):
+                self._reclaim(ch, pid)
+
+    def _free_unnamed_mutex(self, holder: int) -> None:
+        """Release the region mutex if it stays taken by no one: ``mutex_holder_pid`` 0 and
+        ``connect_epoch`` unchanged for ``stuck_mutex_s`` (a client killed or interrupted
+        between acquiring it and storing its pid, or between clearing it and releasing). Else no
+        client could ever connect again, nor could this server reclaim channels."""
+        epoch = self._ctl.u64[_R.CONNECT_EPOCH // 8]
+        if holder or self._mutex.value:
+            self._unnamed_since = None
+            return
+        now = time.monotonic()
+        if self._unnamed_since is None or self._unnamed_since[0] != epoch:
+            self._unnamed_since = (epoch, now)
+            return
+        held = now - self._unnamed_since[1]
+        if held < self.stuck_mutex_s:
+            return
+        self._unnamed_since = None
+        log.warning(
+            "shm %s: the region mutex was held by no one (mutex_holder_pid 0, no connect) for %.1f s: "
+            "a client was interrupted or killed between taking it and naming itself; releasing it",
+            self.name,
+            held,
+        )
+        self._mutex.release()
+
+    def _reclaim(self, ch: _Channel, pid: int) -> None:
+        try:
+            self._mutex.acquire(1.0)
+        except posix_ipc.BusyError:
+            return  # try again at the next beat
+        ctl = self._ctl
+        ctl.u32[_R.MUTEX_HOLDER // 4] = os.getpid()  # spec 10.1: whoever holds the mutex says so
+        try:
+            if ctl.u32[ch.owner_word] != pid:
+                return
+            with ch.lock:
+                ch.lease += 1
+                ctl.u64[ch.sseq] = ctl.u64[ch.cseq]
+                self._cuda.forget(ch.index)  # a dead client: close its CUDA IPC mappings
+                ctl.u32[ch.busy_word] = 0
+                ch.busy = False
+                self._parked.discard(ch.index)
+            raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64]).partition(b"\0")[0]
+            name = raw.decode("ascii", "replace")
+            if name.startswith(f"/fdn-{self.name}-d{ch.index}-"):
+                unlink_segment(name)
+            drain(ch.sem)
+            ctl.u32[ch.owner_word] = 0
+            ctl.u64[_R.CONNECT_EPOCH // 8] += 1
+            log.info("shm %s: reclaimed channel %d of dead client pid %d", self.name, ch.index, pid)
+        finally:
+            ctl.u32[_R.MUTEX_HOLDER // 4] = 0
+            self._mutex.release()
