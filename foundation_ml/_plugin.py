@@ -56,10 +56,14 @@ def foundation_register_transports(register: Registrar) -> None:
 @hookimpl
 def foundation_register_commands(cli: CommandRegistrar) -> None:
     p = cli.add_command(
-        "serve", "foundation_ml._cli:serve_main", help="serve models until SIGINT/SIGTERM (default: the demo)"
+        "serve",
+        "foundation_ml._cli_serve:serve_main",
+        help="serve models until SIGINT/SIGTERM (default: the demo)",
     )
     _serve_arguments(p)
-    p = cli.add_command("infer", "foundation_ml._cli:infer_main", help="call a model of a running server")
+    p = cli.add_command(
+        "infer", "foundation_ml._cli_client:infer_main", help="call a model of a running server"
+    )
     _client_arguments(p)
     p.add_argument("--model", default=DEMO_MODEL, help=f"model name (default: {DEMO_MODEL})")
     p.add_argument("--version", default="", help="model version (default: the latest loaded)")
@@ -71,7 +75,7 @@ def foundation_register_commands(cli: CommandRegistrar) -> None:
     )
     _timeout_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p = cli.add_command("stats", "foundation_ml._cli:stats_main", help="metrics of a running server")
+    p = cli.add_command("stats", "foundation_ml._cli_client:stats_main", help="metrics of a running server")
     p.add_argument("name", nargs="?", default=None, help=f"server name (default: {DEFAULT_NAME})")
     p.add_argument("--name", dest="name_option", default=None, help="the same, as infer takes it")
     p.add_argument("--transport", default="shm", help="transport (default: shm)")

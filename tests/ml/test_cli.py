@@ -284,7 +284,7 @@ META = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]}
 
 
 def test_infer_refuses_to_make_an_absurdly_large_example_input() -> None:
-    from foundation_ml._cli import load_inputs
+    from foundation_ml._cli_client import load_inputs
 
     huge = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 10**15]}]}
     with pytest.raises(
@@ -321,7 +321,7 @@ def test_infer_refuses_to_make_an_absurdly_large_example_input() -> None:
 def test_infer_input_files_that_cannot_be_read_are_named(
     tmp_path: Path, file: str, content: bytes, message: str
 ) -> None:
-    from foundation_ml._cli import load_inputs
+    from foundation_ml._cli_client import load_inputs
 
     path = tmp_path / file
     path.write_bytes(content)
@@ -338,7 +338,7 @@ def test_infer_input_files_that_cannot_be_read_are_named(
 def test_infer_reads_json_inputs_with_the_signatures_dtype(tmp_path: Path) -> None:
     import numpy as np
 
-    from foundation_ml._cli import load_inputs
+    from foundation_ml._cli_client import load_inputs
 
     (tmp_path / "in.json").write_text('{"x": [[1, 2, 3, 4]]}')
     x = load_inputs(str(tmp_path / "in.json"), META)["x"]
@@ -346,7 +346,7 @@ def test_infer_reads_json_inputs_with_the_signatures_dtype(tmp_path: Path) -> No
 
 
 def test_infer_takes_the_signature_of_the_version_it_calls() -> None:
-    from foundation_ml._cli import _version_metadata
+    from foundation_ml._cli_client import _version_metadata
     from foundation_ml.errors import ModelNotFound
 
     v1 = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}], "outputs": []}
@@ -445,7 +445,7 @@ def test_infer_and_stats_take_the_configured_timeout_or_their_option(
 def test_the_stats_table_keeps_its_columns_apart() -> None:
     """Fixed widths ran a p95 of 1 s or more into the p99 beside it (300155.83973740.6), and a
     model name over 16 characters shifted every column."""
-    from foundation_ml._cli import _table
+    from foundation_ml._cli_client import _table
 
     rows = [
         ("model", "version", "p95 µs", "p99 µs"),

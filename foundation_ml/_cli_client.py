@@ -1,0 +1,235 @@
+"""``foundation infer`` and ``stats``: a running server's client from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._plugin import DEFAULT_NAME
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from foundation_core import Hub
+
+    from ._client import InferenceClient
+    from ._datatypes import DataType
+    from ._types import TensorSpec
+
+__all__ = ["infer_main", "load_inputs", "stats_main"]
+
+
+def _connect(args: argparse.Namespace, hub: Hub, command: str, **kw: Any) -> InferenceClient:
+    """The client of ``args.name`` on ``args.transport``, with ``args.timeout`` if one was given; a
+    name or option the transport refuses (``ValueError``: ``a/b`` for shm) ends the command with
+    exit 2 and the transport's reason."""
+    from ._client import InferenceClient
+
+    if args.timeout is not None:  # else the client's default: the configured timeout, else 30 s
+        kw["timeout"] = args.timeout
+    try:
+        return InferenceClient(args.name, transport=args.transport, hub=hub, **kw)
+    except ValueError as exc:
+        print(f"foundation {command}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def infer_main(args: argparse.Namespace, hub: Hub) -> int:
+    import numpy as np
+
+    from .errors import InferenceError
+
+    hub.configure(args.config, args.set)  # the transport's config section sets the client's options
+    try:
+        with _connect(args, hub, "infer") as client:
+            meta = _version_metadata(client.metadata(args.model), args.model, args.version)
+            inputs = load_inputs(args.input, meta)
+            t0 = time.perf_counter()
+            response = client.infer_response(args.model, inputs, version=args.version)
+            elapsed_us = (time.perf_counter() - t0) * 1e6
+    except InferenceError as exc:
+        print(f"foundation infer: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        doc = {
+            "model": response.model,
+            "version": response.version,
+            "outputs": {
+                k: {"shape": list(v.shape), "dtype": str(v.dtype), "data": _json_data(v)}
+                for k, v in response.outputs.items()
+            },
+            "latency_us": round(elapsed_us, 1),
+        }
+        print(json.dumps(doc, allow_nan=False))
+        return 0
+    with np.printoptions(precision=4, suppress=True, threshold=64):
+        for k, v in response.outputs.items():
+            print(f"{k}: {v.dtype}{list(v.shape)}\n{v}")
+    print(
+        f"latency: {elapsed_us:.0f} µs (one call over {args.transport}, "
+        f"model {response.model} v{response.version})"
+    )
+    return 0
+
+
+def _version_metadata(meta: dict[str, Any], model: str, version: str) -> dict[str, Any]:
+    """The metadata with the signature of ``version`` (the latest's when empty, or when the server
+    sends no per-version ``signatures``); a version the server does not have is ModelNotFound."""
+    from .errors import ModelNotFound
+
+    if not version or "signatures" not in meta:
+        return meta
+    signature = meta["signatures"].get(version)
+    if signature is None:
+        have = ", ".join(meta["signatures"])
+        raise ModelNotFound(f"no version {version!r} (versions: {have})", model=model)
+    return {**meta, **signature}
+
+
+def load_inputs(path: str | None, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Inputs from ``.npz`` (one array per input), ``.npy`` (the only input) or ``.json``
+    (``{"x": [[...]]}``, cast to the signature's dtypes); the example input without a file."""
+
+    from ._signature import example_inputs, parse_signature
+
+    specs = parse_signature(meta["inputs"])
+    if path is None:
+        try:
+            return example_inputs(specs)
+        except ValueError as exc:  # a signature whose example would be absurdly large
+            raise SystemExit(f"foundation infer: no example input: {exc}; pass --input FILE") from None
+    p = Path(path)
+    if p.suffix not in (".npz", ".npy", ".json"):
+        raise SystemExit(f"foundation infer: {p}: use a .npz, .npy or .json file")
+    try:
+        return _read_inputs(p, specs)
+    # JSONDecodeError is a ValueError; a huge int is an OverflowError, an object where numbers
+    # belong a TypeError, arrays nested thousands deep a RecursionError: all are a bad file
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, *_BAD_JSON) as exc:
+        raise SystemExit(f"foundation infer: cannot read inputs from {p}: {exc}") from None
+
+
+_BAD_JSON = (OverflowError, TypeError, RecursionError)
+
+
+def _read_inputs(p: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    import numpy as np
+
+    if p.suffix == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    if p.suffix == ".npy":
+        if len(specs) != 1:
+            raise SystemExit(f"foundation infer: {p} holds one array; the model takes {len(specs)} inputs")
+        return {specs[0].name: np.load(p, allow_pickle=False)}
+    doc = json.loads(p.read_text())
+    if not isinstance(doc, dict):
+        raise ValueError(f'expected an object of named inputs ({{"x": [[...]]}}), not a {type(doc).__name__}')
+    types = {s.name: s.datatype for s in specs}
+    return {k: _json_array(k, v, types.get(k)) for k, v in doc.items()}
+
+
+def _json_array(name: str, value: Any, datatype: DataType | None) -> np.ndarray:
+    """A JSON input as an array of its datatype; a value the datatype cannot hold (1e40 for
+    FP32, 300 for INT8) is a ValueError naming the input and the datatype's range, not an inf."""
+    import numpy as np
+
+    if datatype is None:  # not in the signature: the server names it
+        return np.asarray(value)
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            return np.asarray(value, dtype=datatype.numpy)
+    except (FloatingPointError, OverflowError) as exc:
+        dtype = datatype.numpy
+        info: Any = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype) if dtype.kind in "iu" else None
+        if info is None:
+            raise
+        raise ValueError(
+            f"input {name}: a value is out of range for {datatype.name} ({info.min!s} to {info.max!s})"
+        ) from exc
+
+
+def _json_data(array: np.ndarray) -> Any:
+    """``array.tolist()`` as strict JSON holds it: a NaN or an infinity (which ``json.dumps``
+    would write as the bare ``NaN``/``Infinity`` that strict parsers refuse) becomes the string
+    ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``."""
+    import numpy as np
+
+    data = array.tolist()
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        return _finite(data)
+    return data
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_finite(x) for x in data]
+    if isinstance(data, float) and not math.isfinite(data):
+        return "NaN" if math.isnan(data) else "Infinity" if data > 0 else "-Infinity"
+    return data
+
+
+def stats_main(args: argparse.Namespace, hub: Hub) -> int:
+    from ._metrics import prometheus_text
+    from .errors import InferenceError
+
+    if args.name and args.name_option and args.name != args.name_option:
+        print(
+            f"foundation stats: two server names, {args.name!r} and --name {args.name_option!r}",
+            file=sys.stderr,
+        )
+        return 2
+    args.name = args.name or args.name_option or DEFAULT_NAME
+    hub.configure(args.config, args.set)
+    try:
+        with _connect(args, hub, "stats") as client:
+            doc = client.stats()
+    except InferenceError as exc:
+        print(f"foundation stats: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    if args.prometheus:
+        sys.stdout.write(prometheus_text(doc["models"], args.name))
+        return 0
+    server = doc.get("server", {})
+    print(f"server {args.name!r} on {args.transport}: up {server.get('uptime_s', 0):.0f} s")
+    rows: list[tuple[str, ...]] = [
+        ("model", "version", "requests", "errors", "p50 µs", "p95 µs", "p99 µs", "batch", "queue")
+    ]
+    for name, top in doc.get("models", {}).items():
+        for version, m in (top.get("versions") or {top.get("version", ""): top}).items():
+            lat = m.get("latency_us") or {}
+            rows.append(
+                (
+                    name,
+                    str(version),
+                    str(m["requests"]),
+                    str(m["errors"]),
+                    *(f"{lat.get(k, 0):.1f}" for k in ("p50", "p95", "p99")),
+                    f"{m.get('mean_batch_size') or 0:.2f}",
+                    str(m["queue_depth"]),
+                )
+            )
+    print(_table(rows))
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    """Columns sized to their widest cell, two spaces apart; the first left-aligned, the rest right
+    (fixed widths ran a 1 s p95 into the p99 beside it, and a long model name shifted every column)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )
