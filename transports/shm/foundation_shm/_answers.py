@@ -94,23 +94,12 @@ class Answers:
                         return
                     ch.busy = busy  # stale, or new dtypes or shapes: nothing written; the general way
             if self._ctl.u64[ch.cseq] != r.seq or self._ctl.u64[ch.sseq] == r.seq:
-                # not the pending request any more (never expected): answering would clobber
-                # another; the channel must not stay busy, or its next request is never served
-                log.warning("shm %s channel %d: answer to %d is stale; dropped", self.name, ch.index, r.seq)
-                if ch.busy:
-                    self._ctl.u32[ch.busy_word] = 0
-                    ch.busy = False
+                self._drop_stale(ch, r)
                 return
             try:
                 self._write(ch, r, value)
             except Exception as exc:  # a response we cannot encode becomes a typed error
-                log.warning("shm %s: cannot encode the response to %d: %r", self.name, r.request_id, exc)
-                err = (
-                    exc
-                    if isinstance(exc, InferenceError)
-                    else InternalError(f"cannot encode response: {exc}")
-                )
-                self.write_error(ch, r, err)  # never raises: the channel is completed below
+                self._write_failure(ch, r, exc)  # never raises: the channel is completed below
             u32, u64 = self._ctl.u32, self._ctl.u64
             u64[ch.sseq] = r.seq
             u32[ch.busy_word] = 0
@@ -119,6 +108,21 @@ class Answers:
             fence()
             if u32[ch.sleeping_word]:
                 ch.sem.release()
+
+    def _drop_stale(self, ch: _Channel, r: _Responder) -> None:
+        """Not the pending request any more (never expected): answering would clobber another;
+        the channel must not stay busy, or its next request is never served."""
+        log.warning("shm %s channel %d: answer to %d is stale; dropped", self.name, ch.index, r.seq)
+        if ch.busy:
+            self._ctl.u32[ch.busy_word] = 0
+            ch.busy = False
+
+    def _write_failure(self, ch: _Channel, r: _Responder, exc: Exception) -> None:
+        """Answer with ``exc`` (an ``InternalError`` unless typed) a response that could not be
+        encoded; never raises."""
+        log.warning("shm %s: cannot encode the response to %d: %r", self.name, r.request_id, exc)
+        err = exc if isinstance(exc, InferenceError) else InternalError(f"cannot encode response: {exc}")
+        self.write_error(ch, r, err)
 
     def write_error(self, ch: _Channel, r: _Responder, exc: InferenceError, required: int = 0) -> None:
         """Write ``exc`` as the response. Never raises: whatever the model's name or the message
