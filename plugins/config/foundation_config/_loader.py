@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,61 +47,19 @@ def load_config(
     """The frozen configuration, or a ``ConfigError`` listing every problem found."""
     environ = os.environ if environ is None else environ
     base = Path.cwd() if cwd is None else Path(cwd)
-    problems: list[ConfigProblem] = []
-    layers: list[Layer] = []
     names = [*(default_files(base) if use_default_files else []), *files]
-    for name in names:
-        layer, found = read_file(name, base, environ)
-        problems.extend(found)
-        if layer is not None:
-            layers.append(layer)
-    for layer, found in (env_layer(environ), overrides_layer(overrides)):
-        problems.extend(found)
-        layers.append(layer)
-
+    layers, problems = _read_layers(names, base, environ, overrides)
     merged: dict[str, Any] = {}
     for layer in layers:
         merge_into(merged, layer.data)
-
-    def origin(path: str) -> str:
-        for layer in reversed(layers):
-            found = layer.origin(path)
-            if found is not None:
-                return found
-        return "default"
-
-    def lookup_default(path: str) -> Any:
-        section, _, key = path.partition(".")
-        cls = sections.get(section)
-        if cls is None or "." in key:
-            return MISSING
-        for field in attrs.fields(cls):
-            if field.name == key and field.default is not attrs.NOTHING:
-                default = field.default
-                if not isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-                    return default
-                return MISSING if default.takes_self else default.factory()
-        return MISSING
-
-    fields = {
-        name: {f.alias or f.name for f in attrs.fields(cls) if f.init} for name, cls in sections.items()
-    }
-
-    def known(path: str) -> bool:
-        section, _, key = path.partition(".")
-        return key in fields.get(section, ())
-
+    origin = _origin_in(layers)
     references: dict[str, frozenset[str]] = {}
-    resolved, found = interpolate(merged, origin, lookup_default, environ, references, wanted=known)
+    resolved, found = interpolate(
+        merged, origin, _default_of(sections), environ, references, wanted=_is_field(sections)
+    )
     problems.extend(found)
-    unknown: list[ConfigProblem] = []
+    unknown = _unknown_sections(resolved, sections, origin)
     built: dict[str, Any] = {}
-    for name in resolved:
-        if name not in sections:
-            near = [s for s in sections if s.lower() == name.lower()]
-            near = near or difflib.get_close_matches(name, list(sections), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else f" (sections: {', '.join(sorted(sections))})"
-            unknown.append(ConfigProblem(name, f"unknown section{hint}", origin(name)))
     for name, cls in sections.items():
         instance, found, notes = structure_section(name, cls, resolved.get(name, {}), origin, strict)
         problems.extend(found)
@@ -117,6 +75,92 @@ def load_config(
         raise ConfigError(mask_problems(problems, (merged, resolved), origin, references, secret))
     for name, instance in built.items():
         freeze_section(instance, name=name)
+    return Config(built, _sources(sections, resolved, origin), references)
+
+
+def _read_layers(
+    names: Sequence[str], base: Path, environ: Mapping[str, str], overrides: Sequence[str]
+) -> tuple[list[Layer], list[ConfigProblem]]:
+    """The layers in order (the files, the environment, ``--set``) and the problems reading them."""
+    problems: list[ConfigProblem] = []
+    layers: list[Layer] = []
+    for name in names:
+        layer, found = read_file(name, base, environ)
+        problems.extend(found)
+        if layer is not None:
+            layers.append(layer)
+    for layer, found in (env_layer(environ), overrides_layer(overrides)):
+        problems.extend(found)
+        layers.append(layer)
+    return layers, problems
+
+
+def _origin_in(layers: list[Layer]) -> Callable[[str], str]:
+    """Where the effective value at a dotted path came from: the last layer that set it, else
+    ``"default"``."""
+
+    def origin(path: str) -> str:
+        for layer in reversed(layers):
+            found = layer.origin(path)
+            if found is not None:
+                return found
+        return "default"
+
+    return origin
+
+
+def _default_of(sections: Mapping[str, type[Any]]) -> Callable[[str], Any]:
+    """The default of the field at ``section.key`` (what interpolation reads for a key no layer
+    set), or ``MISSING``: none, a nested path, or a factory that takes ``self``."""
+
+    def lookup_default(path: str) -> Any:
+        section, _, key = path.partition(".")
+        cls = sections.get(section)
+        if cls is None or "." in key:
+            return MISSING
+        for field in attrs.fields(cls):
+            if field.name == key and field.default is not attrs.NOTHING:
+                default = field.default
+                if not isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                    return default
+                return MISSING if default.takes_self else default.factory()
+        return MISSING
+
+    return lookup_default
+
+
+def _is_field(sections: Mapping[str, type[Any]]) -> Callable[[str], bool]:
+    """Whether ``section.key`` is a field of a known section (only those are interpolated)."""
+    fields = {
+        name: {f.alias or f.name for f in attrs.fields(cls) if f.init} for name, cls in sections.items()
+    }
+
+    def known(path: str) -> bool:
+        section, _, key = path.partition(".")
+        return key in fields.get(section, ())
+
+    return known
+
+
+def _unknown_sections(
+    resolved: Mapping[str, Any], sections: Mapping[str, type[Any]], origin: Callable[[str], str]
+) -> list[ConfigProblem]:
+    """A problem for each section no component declares, with the one it may mean."""
+    unknown: list[ConfigProblem] = []
+    for name in resolved:
+        if name not in sections:
+            near = [s for s in sections if s.lower() == name.lower()]
+            near = near or difflib.get_close_matches(name, list(sections), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else f" (sections: {', '.join(sorted(sections))})"
+            unknown.append(ConfigProblem(name, f"unknown section{hint}", origin(name)))
+    return unknown
+
+
+def _sources(
+    sections: Mapping[str, type[Any]], resolved: Mapping[str, Any], origin: Callable[[str], str]
+) -> dict[str, str]:
+    """Where each field's value came from, by ``section.field``; and a key of a table field by its
+    own path when it came from a ``.secrets.*`` file."""
     sources = {
         f"{name}.{field.name}": origin(f"{name}.{field.name}")
         for name, cls in sections.items()
@@ -131,4 +175,4 @@ def load_config(
             where = origin(path)
             if from_secrets_file(where):
                 sources[path] = where
-    return Config(built, sources, references)
+    return sources

@@ -74,16 +74,11 @@ def structure_section(
             (problems if strict else warnings).append(found)
             continue
         parsed = parse_raw(value, types_[key])
-        if _is_sequence(types_[key]) and isinstance(parsed, (str, Mapping)):  # cattrs would iterate it
-            if isinstance(parsed, str):
-                text = str(parsed)
-                message = f"expected a list, got {text!r}: write [{text!r}]"
-            else:  # FOUNDATION_S__TAGS__0=x or --set s.tags.0=x: a list is set whole
-                message = f"expected a list, got a table {dict(parsed)!r}: a list is set whole, as [...]"
-            problems.append(ConfigProblem(path, message, origin(path)))
-            continue
-        if parsed is not value and (shape := shape_problem(parsed, 2)):  # text parsed as TOML
-            problems.append(ConfigProblem(path, shape, origin(path)))
+        problem = _list_problem(parsed, types_[key])
+        if problem is None and parsed is not value:  # text parsed as TOML
+            problem = shape_problem(parsed, 2)
+        if problem:
+            problems.append(ConfigProblem(path, problem, origin(path)))
             continue
         try:
             kwargs[key] = converter.structure(parsed, types_[key])
@@ -96,6 +91,35 @@ def structure_section(
                     f"{name}.{key}", f"required: no default, expected {_type_name(types_[key])}", ""
                 )
             )
+    problems.extend(_validator_problems(name, fields, kwargs, origin))
+    if problems:
+        return None, problems, warnings
+    try:
+        return cls(**kwargs), [], warnings
+    except Exception as exc:  # a check across fields (or any validator) refused the values
+        param = getattr(exc, "parameter", None)
+        path = f"{name}.{param}" if isinstance(param, str) else name
+        return None, [ConfigProblem(path, str(exc), origin(path))], warnings
+
+
+def _list_problem(parsed: Any, tp: Any) -> str | None:
+    """Why a value for a list field is not a list, when it is text or a table: cattrs would
+    iterate it (``"ConnectionError"`` into its characters)."""
+    if not (_is_sequence(tp) and isinstance(parsed, (str, Mapping))):
+        return None
+    if isinstance(parsed, str):
+        text = str(parsed)
+        return f"expected a list, got {text!r}: write [{text!r}]"
+    # FOUNDATION_S__TAGS__0=x or --set s.tags.0=x: a list is set whole
+    return f"expected a list, got a table {dict(parsed)!r}: a list is set whole, as [...]"
+
+
+def _validator_problems(
+    name: str, fields: Mapping[str, Any], kwargs: Mapping[str, Any], origin: Callable[[str], str]
+) -> list[ConfigProblem]:
+    """What each structured field's own validator refuses, before the class is built (so that one
+    wrong value does not hide another)."""
+    problems: list[ConfigProblem] = []
     for key, value in kwargs.items():
         field = fields[key]
         if field.validator is None or field.converter is not None:
@@ -106,14 +130,7 @@ def structure_section(
             problems.append(ConfigProblem(f"{name}.{key}", str(exc), origin(f"{name}.{key}")))
         except Exception:  # a validator that needs the instance runs when the class is built
             pass
-    if problems:
-        return None, problems, warnings
-    try:
-        return cls(**kwargs), [], warnings
-    except Exception as exc:  # a check across fields (or any validator) refused the values
-        param = getattr(exc, "parameter", None)
-        path = f"{name}.{param}" if isinstance(param, str) else name
-        return None, [ConfigProblem(path, str(exc), origin(path))], warnings
+    return problems
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
