@@ -45,6 +45,8 @@ SIGNATURE_FILE = "foundation_signature.json"
 WEIGHTS = "weights.safetensors"
 _SCRIPT_SUFFIXES = {".pt", ".ts", ".torchscript", ".jit"}
 
+_Signature = tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]  # (inputs, outputs)
+
 
 class TorchBackend(ModelBackend):
     """Loads PyTorch models; ``threads`` sets ``torch.set_num_threads`` (process-wide)."""
@@ -73,52 +75,12 @@ class TorchBackend(ModelBackend):
         if threads:
             torch.set_num_threads(int(threads))
         _check_device(name, device)
-        given: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] = (
-            parse_signature(inputs),
-            parse_signature(outputs),
-        )
+        given: _Signature = (parse_signature(inputs), parse_signature(outputs))
         # a side passed as an argument wins; the other comes from the package, the file or the
         # module's foundation_signature, in that order
-        complete = bool(given[0] and given[1])
-        declared = given
-        source = "arguments" if complete else ""
-        version = ""
-        if is_package(spec):
-            pkg = open_package(spec)
-            module = _build(
-                name,
-                str(pkg.manifest["factory"]),
-                pkg.manifest.get("factory_kwargs") or {},
-                package=pkg.where("manifest.json"),
-            )
-            _load_weights(name, module, pkg.files.get(WEIGHTS), pkg.where(WEIGHTS))
-            _check_declared(name, module, (pkg.inputs, pkg.outputs), pkg.where("manifest.json"))
-            declared = _fill(given, (pkg.inputs, pkg.outputs))
-            source, version = source or pkg.where("manifest.json"), pkg.version
-        elif isinstance(spec, str | Path) and Path(spec).suffix in (*_SCRIPT_SUFFIXES, ".pt2"):
-            module, file_sig = _load_file(name, Path(spec), device)
-            if not complete and file_sig:
-                declared, source = _fill(given, file_sig), f"{spec}:{SIGNATURE_FILE}"
-        elif isinstance(spec, str):
-            if ":" not in spec:
-                raise ModelLoadError(
-                    f"{spec!r} is neither an existing model file or package nor a factory 'pkg.module:build'",
-                    model=name,
-                )
-            module = _build(name, spec, factory_kwargs or {})
-        elif callable(spec):
-            module = spec
-        else:
-            raise ModelLoadError(f"cannot load a {type(spec).__name__} as a torch model", model=name)
+        module, declared, source, version = _module(name, spec, device, given, factory_kwargs)
         if not (declared[0] and declared[1]):
-            if (given[0] or given[1]) and not getattr(module, "foundation_signature", None):
-                missing = "outputs=" if given[0] else "inputs="
-                raise ModelLoadError(
-                    f"{type(module).__name__} declares no foundation_signature to take the rest of "
-                    f"the signature from: pass {missing} too",
-                    model=name,
-                )
-            declared = _fill(given, _attribute_signature(name, module))
+            declared = _fill(given, _rest_of_signature(name, module, given))
             source = source or f"{type(module).__name__}.foundation_signature"
         exported = isinstance(spec, str | Path) and Path(spec).suffix == ".pt2"
         if isinstance(module, torch.nn.Module) and not exported:  # export modules refuse .eval()
@@ -216,6 +178,53 @@ def _signature_json(module: Any, inputs: SignatureLike | None, outputs: Signatur
             f"the {' and '.join(empty)} signature is empty: a model without them cannot be served"
         )
     return json.dumps(doc)
+
+
+def _module(
+    name: str, spec: Any, device: str, given: _Signature, factory_kwargs: dict[str, Any] | None
+) -> tuple[Any, _Signature, str, str]:
+    """The module ``spec`` names, the signature declared so far (``given``, a side missing there
+    taken from the package or the file), where that was declared ("" if not complete) and the
+    package's version ("" if not a package)."""
+    complete = bool(given[0] and given[1])
+    source = "arguments" if complete else ""
+    if is_package(spec):
+        pkg = open_package(spec)
+        manifest = pkg.where("manifest.json")
+        module = _build(
+            name, str(pkg.manifest["factory"]), pkg.manifest.get("factory_kwargs") or {}, package=manifest
+        )
+        _load_weights(name, module, pkg.files.get(WEIGHTS), pkg.where(WEIGHTS))
+        _check_declared(name, module, (pkg.inputs, pkg.outputs), manifest)
+        return module, _fill(given, (pkg.inputs, pkg.outputs)), source or manifest, pkg.version
+    if isinstance(spec, str | Path) and Path(spec).suffix in (*_SCRIPT_SUFFIXES, ".pt2"):
+        module, file_sig = _load_file(name, Path(spec), device)
+        if not complete and file_sig:
+            return module, _fill(given, file_sig), f"{spec}:{SIGNATURE_FILE}", ""
+        return module, given, source, ""
+    if isinstance(spec, str):
+        if ":" not in spec:
+            raise ModelLoadError(
+                f"{spec!r} is neither an existing model file or package nor a factory 'pkg.module:build'",
+                model=name,
+            )
+        return _build(name, spec, factory_kwargs or {}), given, source, ""
+    if callable(spec):
+        return spec, given, source, ""
+    raise ModelLoadError(f"cannot load a {type(spec).__name__} as a torch model", model=name)
+
+
+def _rest_of_signature(name: str, module: Any, given: _Signature) -> _Signature:
+    """The module's ``foundation_signature``, for the sides that neither the arguments nor the
+    package or file declared; refused, naming the side to pass, when it has none."""
+    if (given[0] or given[1]) and not getattr(module, "foundation_signature", None):
+        missing = "outputs=" if given[0] else "inputs="
+        raise ModelLoadError(
+            f"{type(module).__name__} declares no foundation_signature to take the rest of "
+            f"the signature from: pass {missing} too",
+            model=name,
+        )
+    return _attribute_signature(name, module)
 
 
 def _check_device(name: str, device: str) -> None:
