@@ -311,7 +311,8 @@ enum fdn_status fdn_decode_request(const uint8_t *area, uint64_t size, const str
         for (uint32_t k = 0; k < i; k++)
             if (strcmp(out->inputs[k].name, out->inputs[i].name) == 0)
                 return fdn_fail(err, FDN_INVALID_INPUT, rid, "input '%s' appears twice", out->inputs[i].name);
-        total += out->inputs[i].data_size;
+        /* CUDA_IPC sizes are not bounded by the area: saturate, never wrap (a wrapped total passes) */
+        total = out->inputs[i].data_size > UINT64_MAX - total ? UINT64_MAX : total + out->inputs[i].data_size;
     }
     if (total > lim.max_bytes)
         return fdn_fail(err, FDN_TOO_LARGE, rid, "%llu bytes of inputs (at most %llu)",

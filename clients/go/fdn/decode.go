@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"hash/crc32"
+	"math"
 	"unicode/utf8"
 )
 
@@ -194,7 +195,9 @@ func DecodeRequest(area []byte, lim Limits, out *Request) error {
 			}
 		}
 		out.Inputs = append(out.Inputs, t)
-		total += t.DataSize
+		if total += t.DataSize; total < t.DataSize {
+			total = math.MaxUint64 // CUDA_IPC sizes are not bounded by the area: saturate, never wrap
+		}
 		at += DescSize
 	}
 	if total > lim.MaxBytes {

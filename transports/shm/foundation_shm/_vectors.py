@@ -245,7 +245,17 @@ def _cuda_cases() -> Cases:
             "request",
             lambda: _overflowing_shape(_cuda_message("request", [_cuda_ref()], 36)),
         ),
+        # two inputs of 2^63 bytes each: their total is 2^64, which a 64-bit sum wraps to 0; a
+        # decoder must still refuse it as over max_request_bytes (section 12)
+        "error_cuda_bytes_overflow": (
+            "request",
+            lambda: _cuda_message("request", [_huge_ref("a"), _huge_ref("b")], 37),
+        ),
     }
+
+
+def _huge_ref(name: str) -> CudaIpcRef:
+    return _cuda_ref(name=name, dtype=DataType.UINT8, shape=(1 << 63,), offset=0, size=1 << 63)
 
 
 CUDA_CASES = _cuda_cases()
@@ -324,8 +334,18 @@ def generate(directory: Path) -> list[str]:
     return names
 
 
+_USAGE = "usage: python -m foundation_shm._vectors [DIRECTORY]   (default docs/protocol/vectors)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Write every vector (``.bin`` and its ``.json``) under DIRECTORY; print their paths."""
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-h", "--help"):
+        print(_USAGE)
+        return 0
+    if len(args) > 1 or (args and args[0].startswith("-")):
+        print(f"{_USAGE}\nunexpected argument(s): {' '.join(args)}", file=sys.stderr)
+        return 2
     out = Path(args[0] if args else "docs/protocol/vectors")
     for name in generate(out):
         print(out / f"{name}.bin")

@@ -295,7 +295,10 @@ pub fn decode_request(area: &[u8], limits: &Limits) -> Result<DecodedRequest> {
     let mut at = l::MSG_HEADER_SIZE + l::BODY_SIZE;
     let inputs = decode_descs(area, at, n_in, limits, "input", rid)?;
     at += inputs.len() * l::DESC_SIZE;
-    let total: u64 = inputs.iter().map(|t| t.data_size as u64).sum();
+    // CUDA_IPC sizes are not bounded by the area: saturate, never wrap (a wrapped total passes)
+    let total = inputs
+        .iter()
+        .fold(0u64, |sum, t| sum.saturating_add(t.data_size as u64));
     if total > limits.max_bytes {
         return Err(Error::new(
             Status::TooLarge,
