@@ -14,6 +14,7 @@ transport costs.
 This module holds the run itself. What it measures with is in ``_bench_measure``; how a run
 ends cleanly and reaps its workers is in ``_bench_process`` (both re-exported here, as every
 benchmark program imports them from this module: ``benchmarks/_common.py`` re-exports them).
+The throughput clients are in ``_bench_throughput``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing as mp
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -45,13 +44,12 @@ from ._bench_process import (
     WORKER_START_TIMEOUT,
     BenchmarkFailed,
     Terminated,
-    _gather,
-    _stop_workers,
     check_transport,
     cpu_ns,
     sigterm_exits,
     stdout_to_stderr,
 )
+from ._bench_throughput import _throughput
 from ._parent_death import die_with_parent
 from ._plugin import DEMO_MODEL
 
@@ -107,92 +105,6 @@ def _interleaved(
     )
 
 
-def _client_worker(
-    index: int,
-    parent: int,
-    name: str,
-    transport: str,
-    seconds: float,
-    go: Any,
-    results: Any,
-    options: dict[str, Any],
-) -> None:
-    """One throughput client (a process of its own): connect, warm up, report ``ready``, wait
-    for ``go`` (never longer than ``WORKER_START_TIMEOUT``), call in a closed loop for
-    ``seconds``, report ``done`` with its count, its time and its thread's CPU time; or report
-    ``error`` with what went wrong."""
-    die_with_parent(parent)
-    from ._client import InferenceClient
-    from ._signature import example_inputs, parse_signature
-
-    try:
-        with InferenceClient(name, transport=transport, **options) as client:
-            x = example_inputs(parse_signature(client.metadata(DEMO_MODEL)["inputs"]))
-            for _ in range(100):
-                client.infer(DEMO_MODEL, x)
-            results.put(("ready", index))
-            if not go.wait(WORKER_START_TIMEOUT):
-                results.put(("error", index, f"no start signal within {WORKER_START_TIMEOUT:.0f} s"))
-                return
-            n, end = 0, time.perf_counter() + seconds
-            t0, cpu0 = time.perf_counter(), time.thread_time_ns()
-            while time.perf_counter() < end:
-                client.infer(DEMO_MODEL, x)
-                n += 1
-            results.put(("done", index, n, time.perf_counter() - t0, time.thread_time_ns() - cpu0))
-    except Exception as exc:
-        results.put(("error", index, f"{type(exc).__name__}: {exc}"))
-        raise
-
-
-def _throughput(
-    name: str,
-    transport: str,
-    clients: int,
-    seconds: float,
-    options: dict[str, Any] | None = None,
-    server_pid: int | None = None,
-) -> dict[str, Any]:
-    """``clients`` client processes calling in a closed loop for ``seconds``, started together
-    once all have warmed up: ``rps`` (requests/s), ``client_us`` and ``server_us`` (CPU µs per
-    request; the server's only if ``server_pid`` is given) and ``mean_batch_size`` (of the
-    batches the server ran meanwhile). A worker that fails or dies fails the run at once."""
-    from ._client import InferenceClient
-
-    ctx = mp.get_context("spawn")
-    go, results = ctx.Event(), ctx.Queue()  # the workers start with this process
-    procs = [
-        ctx.Process(
-            target=_client_worker,
-            args=(i, os.getpid(), name, transport, seconds, go, results, options or {}),
-            daemon=True,
-        )
-        for i in range(clients)
-    ]
-    finished = False
-    try:
-        for p in procs:
-            p.start()
-        _gather(results, procs, "ready", WORKER_START_TIMEOUT)
-        with InferenceClient(name, transport=transport) as probe:
-            before = probe.stats()["models"][DEMO_MODEL]
-            server0 = cpu_ns(server_pid) if server_pid else 0
-            go.set()
-            got = list(_gather(results, procs, "done", seconds + 60).values())
-            server_ns = cpu_ns(server_pid) - server0 if server_pid else 0
-            after = probe.stats()["models"][DEMO_MODEL]
-        finished = True
-    finally:
-        _stop_workers(procs, finished)
-    requests = sum(n for n, _, _ in got)
-    return {
-        "rps": requests / max(t for _, t, _ in got),
-        "client_us": sum(c for _, _, c in got) / requests / 1e3,
-        "server_us": server_ns / requests / 1e3,
-        "mean_batch_size": mean_batch_size(before, after),
-    }
-
-
 @contextlib.contextmanager
 def _serving(serve_args: list[str]) -> Iterator[ServerProcess]:
     """A ``foundation serve`` child process, stopped however the block ends (a start that SIGTERM
@@ -227,9 +139,6 @@ def run(
     import torch
     from foundation_torch.demo import build_demo
 
-    from ._client import InferenceClient
-    from ._runtime import MLRuntime
-
     check_transport(transport)
     # closed loop: with N clients at most N requests are ever queued, so a batch of N is full
     max_batch_size = max_batch_size or clients
@@ -254,56 +163,16 @@ def run(
     # against 9.9k and 11.3k, interleaved).
     crowd: dict[str, Any] = {}
     result["throughput_client_options"] = crowd
-    with _serving(base) as server, MLRuntime() as runtime:
-        runtime.register_model(DEMO_MODEL, model)
-        runtime.start("inproc", name)
-        with (
-            InferenceClient(name, transport="inproc", hub=runtime.hub) as local,
-            InferenceClient(name, transport=transport) as remote,
-        ):
-            calls_of = {
-                "direct": direct,
-                "direct_batch": direct_batch,
-                "inproc": lambda a: local.infer(DEMO_MODEL, {"x": a}),
-                transport: lambda a: remote.infer(DEMO_MODEL, {"x": a}),
-            }
-            lat, rates = _interleaved(calls_of, x, calls, seconds, rated=("direct", "inproc", transport))
-        # the floor in the same rounds as the calls it is the target's unit for; each of its
-        # samples includes one timer read (timer_overhead_ns), not subtracted
-        result["floor_spin_p50_us"] = lat["floor"]["p50"]
-        result["floor_spin_p99_us"] = lat["floor"]["p99"]
-        # p99s: over every call of every round, pooled (see _latency)
-        result["direct_p50_us"], result["direct_p99_us"] = lat["direct"]["p50"], lat["direct"]["p99"]
-        result["direct_rps_rounds"] = rates["direct"]
-        result["direct_batch_p50_us"] = lat["direct_batch"]["p50"]
-        result["inproc_p50_us"] = lat["inproc"]["p50"]
-        result[f"{transport}_p50_us"], result[f"{transport}_p99_us"] = (
-            lat[transport]["p50"],
-            lat[transport]["p99"],
-        )
-        result[f"{transport}_p99_us_median_of_rounds"] = lat[transport]["p99_median_of_rounds"]
-        result[f"{transport}_rps_1_client"] = rates[transport]
-        result["rounds"] = ROUNDS
-        unbatched = _throughput(name, transport, clients, seconds, crowd, server.pid)
-        result[f"{transport}_rps_{clients}_clients_unbatched"] = round(unbatched["rps"], 1)
-    # The direct call's rates just before and just after the batched run, with no server
-    # running, averaged: the batched rate is compared with what the machine gave the direct call
-    # around it (this VM's speed drifts within seconds; the rounds above were a while ago).
-    around = _direct_rates(direct, direct_batch, x, seconds)
-    batched = [*base, "--max-batch-size", str(max_batch_size), "--max-wait-us", str(max_wait_us)]
-    with _serving(batched) as server:
-        served = _throughput(name, transport, clients, seconds, crowd, server.pid)
-    after = _direct_rates(direct, direct_batch, x, seconds)
-    result[f"{transport}_rps_{clients}_clients_batched"] = round(served["rps"], 1)
-    result["direct_rps_before_batched"], result["direct_rps_after_batched"] = (
-        round(around[0], 1),
-        round(after[0], 1),
+    direct_calls = {"direct": direct, "direct_batch": direct_batch}
+    rounds, unbatched = _unbatched_run(
+        model, direct_calls, x, base, name, transport, calls, seconds, clients, crowd
     )
-    mean = (around + after) / 2
-    result["direct_rps"] = round(float(mean[0]), 1)
-    # the model alone on a full batch: the most rows/s one serving thread can answer with
-    # batching, whatever the transport costs (around the batched run, as direct_rps)
-    result["batched_ceiling_rps"] = round(float(mean[1]) * max_batch_size, 1)
+    result.update(rounds)
+    batched = [*base, "--max-batch-size", str(max_batch_size), "--max-wait-us", str(max_wait_us)]
+    figures, served = _batched_run(
+        direct_calls, x, batched, name, transport, clients, seconds, crowd, max_batch_size
+    )
+    result.update(figures)
     # CPU time per request (µs) in the throughput runs, from the scheduler's accounting: a
     # client's own thread, and every thread of the server. Spinning counts; so does the kernel's
     # work to block and wake a process (~30 µs a request here, measured).
@@ -319,16 +188,119 @@ def run(
     result["direct_p50_us_peer_spinning"], result["direct_p50_us_peer_stopped"] = _with_and_without_spinner(
         lambda: float(np.percentile(_timed(direct, x, max(1, calls // ROUNDS)), 50))
     )
+    result.update(_targets(result, transport, clients, max_batch_size))
+    return result
+
+
+def _unbatched_run(
+    model: Any,
+    direct_calls: dict[str, Callable[[Any], Any]],
+    x: Any,
+    serve_args: list[str],
+    name: str,
+    transport: str,
+    calls: int,
+    seconds: float,
+    clients: int,
+    crowd: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Against an unbatched ``foundation serve`` child and the runtime in-process: the rounds'
+    figures (the floor, the direct calls, ``inproc`` and the transport at batch 1) and the
+    throughput of ``clients`` clients (also returned whole, for its CPU figures)."""
+    from ._client import InferenceClient
+    from ._runtime import MLRuntime
+
+    with _serving(serve_args) as server, MLRuntime() as runtime:
+        runtime.register_model(DEMO_MODEL, model)
+        runtime.start("inproc", name)
+        with (
+            InferenceClient(name, transport="inproc", hub=runtime.hub) as local,
+            InferenceClient(name, transport=transport) as remote,
+        ):
+            calls_of = {
+                **direct_calls,
+                "inproc": lambda a: local.infer(DEMO_MODEL, {"x": a}),
+                transport: lambda a: remote.infer(DEMO_MODEL, {"x": a}),
+            }
+            lat, rates = _interleaved(calls_of, x, calls, seconds, rated=("direct", "inproc", transport))
+        figures = _round_figures(lat, rates, transport)
+        unbatched = _throughput(name, transport, clients, seconds, crowd, server.pid)
+        figures[f"{transport}_rps_{clients}_clients_unbatched"] = round(unbatched["rps"], 1)
+    return figures, unbatched
+
+
+def _batched_run(
+    direct_calls: dict[str, Callable[[Any], Any]],
+    x: Any,
+    serve_args: list[str],
+    name: str,
+    transport: str,
+    clients: int,
+    seconds: float,
+    crowd: dict[str, Any],
+    max_batch_size: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Against a batching ``foundation serve`` child: the throughput of ``clients`` clients (also
+    returned whole, for its CPU figures and batch sizes), and the direct call's rates (alone and
+    on a full batch) that it is compared with."""
+    # The direct call's rates just before and just after the batched run, with no server
+    # running, averaged: the batched rate is compared with what the machine gave the direct call
+    # around it (this VM's speed drifts within seconds; the rounds above were a while ago).
+    direct, direct_batch = direct_calls["direct"], direct_calls["direct_batch"]
+    around = _direct_rates(direct, direct_batch, x, seconds)
+    with _serving(serve_args) as server:
+        served = _throughput(name, transport, clients, seconds, crowd, server.pid)
+    after = _direct_rates(direct, direct_batch, x, seconds)
+    mean = (around + after) / 2
+    figures = {
+        f"{transport}_rps_{clients}_clients_batched": round(served["rps"], 1),
+        "direct_rps_before_batched": round(around[0], 1),
+        "direct_rps_after_batched": round(after[0], 1),
+        "direct_rps": round(float(mean[0]), 1),
+        # the model alone on a full batch: the most rows/s one serving thread can answer with
+        # batching, whatever the transport costs (around the batched run, as direct_rps)
+        "batched_ceiling_rps": round(float(mean[1]) * max_batch_size, 1),
+    }
+    return figures, served
+
+
+def _round_figures(
+    lat: dict[str, dict[str, float]], rates: dict[str, float], transport: str
+) -> dict[str, Any]:
+    """The result's figures from the interleaved rounds."""
+    return {
+        # the floor in the same rounds as the calls it is the target's unit for; each of its
+        # samples includes one timer read (timer_overhead_ns), not subtracted
+        "floor_spin_p50_us": lat["floor"]["p50"],
+        "floor_spin_p99_us": lat["floor"]["p99"],
+        # p99s: over every call of every round, pooled (see _latency)
+        "direct_p50_us": lat["direct"]["p50"],
+        "direct_p99_us": lat["direct"]["p99"],
+        "direct_rps_rounds": rates["direct"],
+        "direct_batch_p50_us": lat["direct_batch"]["p50"],
+        "inproc_p50_us": lat["inproc"]["p50"],
+        f"{transport}_p50_us": lat[transport]["p50"],
+        f"{transport}_p99_us": lat[transport]["p99"],
+        f"{transport}_p99_us_median_of_rounds": lat[transport]["p99_median_of_rounds"],
+        f"{transport}_rps_1_client": rates[transport],
+        "rounds": ROUNDS,
+    }
+
+
+def _targets(result: dict[str, Any], transport: str, clients: int, max_batch_size: int) -> dict[str, Any]:
+    """The figures the targets are judged by, from the measured ones: the latency overhead
+    against 10 spin floors, the batched rate against twice the direct one, the cycle."""
     floor, p50 = result["floor_spin_p50_us"], result[f"{transport}_p50_us"]
-    result["latency_overhead_us"] = round(p50 - result["direct_p50_us"], 2)
-    result["latency_target_met"] = p50 <= result["direct_p50_us"] + 10 * floor
     batched_rps = result[f"{transport}_rps_{clients}_clients_batched"]
     ratio = batched_rps / result["direct_rps"]
-    result["batched_rps_over_direct"] = round(ratio, 2)
-    result["batched_rps_over_ceiling"] = round(batched_rps / result["batched_ceiling_rps"], 2)
-    result.update(_cycle(result, batched_rps, max_batch_size))
-    result["throughput_target_met"] = ratio >= 2.0
-    return result
+    return {
+        "latency_overhead_us": round(p50 - result["direct_p50_us"], 2),
+        "latency_target_met": p50 <= result["direct_p50_us"] + 10 * floor,
+        "batched_rps_over_direct": round(ratio, 2),
+        "batched_rps_over_ceiling": round(batched_rps / result["batched_ceiling_rps"], 2),
+        **_cycle(result, batched_rps, max_batch_size),
+        "throughput_target_met": ratio >= 2.0,
+    }
 
 
 def _cycle(result: dict[str, Any], batched_rps: float, max_batch_size: int) -> dict[str, float]:

@@ -15,7 +15,6 @@ import pytest
 from foundation_ml._bench import (
     BenchmarkFailed,
     _cycle,
-    _gather,
     _latency,
     _throughput,
     check_transport,
@@ -24,6 +23,7 @@ from foundation_ml._bench import (
     mean_batch_size,
     timer_overhead_ns,
 )
+from foundation_ml._bench_process import _gather
 
 
 def _busy(seconds: float) -> None:
