@@ -28,6 +28,6 @@ for d in plugins/*/ transports/*/; do
 done
 echo "setup: pip install ${pkgs[*]}"
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints-dev.txt "${pkgs[@]}" torch \
-  2>&1 | grep -v -E "^(WARNING: Location|  )" || true
+  2>&1 | { grep -v -E "^(WARNING: Location|  )" || true; }  # pipefail keeps pip's exit status
 .venv/bin/python -c "import foundation_core, torch; print('setup: ok, torch', torch.__version__)"
 .venv/bin/python -c "from foundation_shm._accel import implementation as i; print('setup: shm hot path:', i())"
