@@ -9,7 +9,7 @@
 # works, for that machine's Python (3.12 here), pinned as in constraints-dev.txt:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl cattrs==26.2.1 structlog==26.1.0 dynaconf==3.3.5 \
-#     posix-ipc==1.3.2 tenacity==9.2.1 pybreaker==1.4.1 orjson==3.13.0 tomli-w==1.2.0
+#     posix-ipc==1.3.2 tenacity==9.2.1 pybreaker==1.4.1 orjson==3.13.0
 #
 #   bash scripts/cuda-check.sh            # tests, then the benchmark (JSON on stdout's last line)
 #   OUT=/tmp/out bash scripts/cuda-check.sh   # also keeps logs and the JSON under $OUT
