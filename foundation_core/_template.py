@@ -28,13 +28,14 @@ _NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 _FILES: dict[str, str] = {
     "pyproject.toml": """\
 [build-system]
-requires = ["setuptools>=68"]
+requires = ["setuptools>=77"]
 build-backend = "setuptools.build_meta"
 
 [project]
 name = "foundation-$name"
 version = "0.1.0"
 description = "A Foundation plugin: $name"
+readme = "README.md"
 requires-python = ">=3.11"
 dependencies = ["foundation>=$core_version", "attrs>=23.1"]
 
@@ -47,6 +48,9 @@ $name = "$module.plugin"
 
 [tool.setuptools.packages.find]
 include = ["$module*"]
+
+[tool.setuptools.package-data]
+$module = ["py.typed"]
 """,
     "README.md": """\
 # foundation-$name
@@ -64,6 +68,8 @@ config section of the same name, and the command `$name-hello`. Run its tests wi
     "noxfile.py": """\
 \"\"\"nox sessions of foundation-$name: `nox` runs its tests in the current environment.\"\"\"
 
+import sys
+
 import nox
 
 nox.options.sessions = ["tests"]
@@ -71,7 +77,9 @@ nox.options.sessions = ["tests"]
 
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    session.run("python", "-m", "pytest", "-q", "tests", *session.posargs)
+    # the Python that runs nox (its environment has the plugin installed), not whichever
+    # "python" is first on PATH
+    session.run(sys.executable, "-m", "pytest", "-q", "tests", *session.posargs)
 """,
     "$module/__init__.py": '''\
 """foundation-$name: a Foundation plugin."""
@@ -272,5 +280,5 @@ def new_plugin_main(args: argparse.Namespace, hub: Hub) -> int:
     except OSError as exc:
         print(f"foundation new-plugin: cannot write {args.dir}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    print(f"created {root}\nnext: pip install -e {root} && pytest {root}")
+    print(f"created {root}\nnext: pip install -e '{root}[test]' && pytest {root}")
     return 0

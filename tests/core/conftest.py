@@ -192,7 +192,7 @@ def _write_project(root: Path, name: str, files: dict[str, str]) -> Path:
     (proj / "pyproject.toml").write_text(
         textwrap.dedent(f"""
         [build-system]
-        requires = ["setuptools>=68"]
+        requires = ["setuptools>=77"]
         build-backend = "setuptools.build_meta"
 
         [project]

@@ -42,6 +42,40 @@ def test_generated_plugin_installs_is_discovered_and_passes_its_own_tests(tmp_pa
     assert hello.stdout.startswith("hello from my-cache")
 
 
+def test_the_generated_noxfile_runs_the_tests_with_the_python_that_runs_nox(tmp_path: Path) -> None:
+    """Not whichever ``python`` is first on PATH (an unactivated venv's nox ran another Python,
+    without the plugin: "No module named 'foundation_core'")."""
+    root = new_plugin("my-cache", tmp_path)
+    site = tmp_path / "site"
+    pip_install_target([root], site)
+    decoy = tmp_path / "bin"
+    decoy.mkdir()
+    (decoy / "python").write_text("#!/bin/sh\necho 'the decoy python ran' >&2\nexit 3\n")
+    (decoy / "python").chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(site), "PATH": f"{decoy}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "nox", "-f", str(root / "noxfile.py"), "--", "-p", "no:cacheprovider"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "decoy" not in proc.stdout + proc.stderr
+    assert "3 passed" in proc.stdout + proc.stderr
+
+
+def test_the_generated_pyproject_ships_py_typed_and_its_readme(tmp_path: Path) -> None:
+    import tomllib
+
+    root = new_plugin("my-cache", tmp_path)
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["project"]["readme"] == "README.md" and (root / "README.md").is_file()
+    assert project["tool"]["setuptools"]["package-data"] == {"foundation_my_cache": ["py.typed"]}
+    assert (root / "foundation_my_cache" / "py.typed").is_file()
+
+
 @pytest.mark.parametrize("name", ["My_Cache", "1cache", "cache-", ""])
 def test_invalid_plugin_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="lowercase words joined by '-'"):
