@@ -47,8 +47,13 @@ _inference_mode: Callable[[], Any] = (
     (lambda: torch._C._InferenceMode(True)) if hasattr(torch._C, "_InferenceMode") else torch.inference_mode
 )
 
-# Transports hand the model read-only views (shared memory); the model only reads its inputs.
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+# Transports hand the model read-only views (shared memory); the model only reads its inputs. The
+# filter is this module's calls only (the warning names its caller's module), not the process's:
+# a user's own torch.from_numpy of a read-only array still warns. Per call, catch_warnings would
+# cost microseconds.
+warnings.filterwarnings(
+    "ignore", message="The given NumPy array is not writable", category=UserWarning, module=__name__
+)
 
 
 def torch_dtype(dt: DataType) -> torch.dtype:

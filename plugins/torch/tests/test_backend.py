@@ -225,3 +225,37 @@ def test_package_checks_the_name_before_the_factory_builds_anything(tmp_path: Pa
     with pytest.raises(ValueError, match=r"the package's model name 'n{64}' must be 1-63 UTF-8 bytes"):
         TorchBackend().package("no_such_module_here:build", tmp_path / "p", name="n" * 64)
     assert list(tmp_path.iterdir()) == []
+
+
+_READ_ONLY = """
+import numpy as np, torch, warnings
+warnings.simplefilter("default")
+import foundation_torch._model as m
+x = np.zeros((1, 784), np.float32)
+x.flags.writeable = False
+if MODE == "backend":
+    from foundation_torch.demo import build_demo
+    from foundation_ml import MLRuntime, InferenceClient
+    with MLRuntime() as rt:
+        rt.register_model("m", build_demo())
+        rt.start("inproc", "ro")
+        with InferenceClient("ro", transport="inproc", hub=rt.hub) as c:
+            c.infer("m", {"x": x})
+else:
+    torch.from_numpy(x)
+"""
+
+
+@pytest.mark.parametrize(("mode", "warns"), [("backend", False), ("user", True)])
+def test_read_only_inputs_are_served_quietly_and_user_code_still_warns(mode: str, warns: bool) -> None:
+    """Transports hand models read-only views: the backend's own torch.from_numpy calls do not
+    warn; importing the backend does not silence the same warning for the rest of the process.
+    (torch warns once per process: each case runs in a fresh one.)"""
+    proc = subprocess.run(
+        [sys.executable, "-c", f"MODE = {mode!r}\n" + _READ_ONLY],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert ("The given NumPy array is not writable" in proc.stderr) is warns, proc.stderr
