@@ -23,6 +23,7 @@ from ._cli import CommandRegistrar
 from ._clock import Clock
 from ._config import Config, SectionAdder, default_config
 from ._discovery import PluginInfo, Selection
+from ._extras import install_hint
 from ._isolation import FoundationPluginWarning
 from ._loading import load_entry_points, plugin_name, register_plugin
 from ._markers import PROJECT_NAME
@@ -115,7 +116,7 @@ class Hub:
             for i in self.plugins.values()
             if i.status in {"disabled", "not-selected", "failed"}
         ]
-        return f"; plugins not active: {', '.join(off)}" if off else ""
+        return (f"; plugins not active: {', '.join(off)}" if off else "") + install_hint(name)
 
     # --- phases -------------------------------------------------------------------------------
 

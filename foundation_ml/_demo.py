@@ -19,11 +19,13 @@ __all__ = ["demo_main"]
 
 
 def _transport_problem(transport: str, hub: Hub) -> str:
-    """Why the demo cannot run over ``transport`` ("" if it can): it serves from a child process."""
+    """Why the demo cannot run over ``transport`` ("" if it can): it serves the torch demo model
+    from a child process."""
     from foundation_core.errors import NotRegisteredError
 
     try:
         hub.transports.get(transport)
+        hub.model_backends.get("torch")  # the demo model is a torch module
     except NotRegisteredError as exc:
         return str(exc)
     if transport == "inproc":
@@ -35,7 +37,7 @@ def demo_main(args: argparse.Namespace, hub: Hub) -> int:
     import numpy as np
 
     from ._client import InferenceClient
-    from ._process import ServerProcess, shm_entries
+    from ._process import ServerProcess, ServerStartError, shm_entries
     from ._signature import example_inputs, parse_signature
 
     problem = _transport_problem(args.transport, hub)
@@ -44,7 +46,13 @@ def demo_main(args: argparse.Namespace, hub: Hub) -> int:
         return 2
     name = f"demo_{os.getpid()}"
     print(f"1. starting `foundation serve --transport {args.transport} --name {name}` (the demo MLP)")
-    server = ServerProcess(["--transport", args.transport, "--name", name, "--threads", "1"]).start()
+    try:
+        server = ServerProcess(["--transport", args.transport, "--name", name, "--threads", "1"]).start()
+    except ServerStartError as exc:
+        print("foundation demo: error: the server did not start; it printed:", file=sys.stderr)
+        for line in exc.output.splitlines():
+            print(f"   server: {line}", file=sys.stderr)
+        return 1
     try:
         for line in server.lines:
             print(f"   server: {line.rstrip()}")
@@ -105,7 +113,8 @@ def _native_clients(name: str, x: np.ndarray, y: np.ndarray) -> bool:
     root = Path(__file__).resolve().parents[1]
     found = {lang: root / rel for lang, rel in NATIVE_CLIENTS.items() if (root / rel).is_file()}
     if not found:
-        print("   native clients: none built (make -C clients/c; see docs/clients.md)")
+        where = "make -C clients/c" if (root / "clients").is_dir() else "they build from a source checkout"
+        print(f"   native clients: none built ({where}; see docs/clients.md)")
         return True
     ok = True
     with tempfile.TemporaryDirectory() as tmp:

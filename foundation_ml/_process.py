@@ -15,9 +15,18 @@ from types import TracebackType
 from ._parent_death import die_with_parent
 from ._plugin import DEFAULT_NAME
 
-__all__ = ["ServerProcess", "shm_entries"]
+__all__ = ["ServerProcess", "ServerStartError", "shm_entries"]
 
 STOP_GRACE = 5.0  # s: how long a server whose start was cut short has to drain after SIGTERM
+
+
+class ServerStartError(RuntimeError):
+    """The server exited, or was not ready in time, while it started; ``output`` is what it
+    printed (its own error line is there)."""
+
+    def __init__(self, args: Sequence[str], output: str) -> None:
+        super().__init__(f"server did not become ready: {' '.join(args)}\n{output}")
+        self.output = output
 
 
 class ServerProcess:
@@ -77,7 +86,7 @@ class ServerProcess:
             raise
         if not ready:
             self._abandon()
-            raise RuntimeError(f"server did not become ready: {' '.join(self.args)}\n{self.output}")
+            raise ServerStartError(self.args, self.output)
         return self
 
     def _abandon(self) -> None:

@@ -184,6 +184,34 @@ def test_demo_over_a_transport_it_cannot_use_is_refused_before_starting(transpor
     assert "Traceback" not in proc.stderr and "starting" not in proc.stdout
 
 
+def test_demo_without_the_torch_backend_is_refused_before_starting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foundation_core._cli import main
+
+    monkeypatch.setenv("FOUNDATION_DISABLE_PLUGINS", "torch")
+    assert main(["demo"]) == 2
+    out, err = capsys.readouterr()
+    assert "foundation demo: error: no model backend named 'torch' is registered" in err
+    assert "starting" not in out
+
+
+def test_demo_whose_server_does_not_start_prints_its_output_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foundation_core._cli import main
+    from foundation_ml._process import ServerStartError
+
+    def fail(self: ServerProcess) -> ServerProcess:
+        raise ServerStartError(self.args, "foundation serve: error: the model broke\n")
+
+    monkeypatch.setattr(ServerProcess, "start", fail)
+    assert main(["demo"]) == 1
+    err = capsys.readouterr().err
+    assert "foundation demo: error: the server did not start; it printed:" in err
+    assert "   server: foundation serve: error: the model broke" in err
+
+
 @pytest.mark.slow
 def test_a_second_server_under_a_live_ones_name_is_named_not_a_traceback(name: str) -> None:
     with ServerProcess(["--transport", "shm", "--name", name]):
