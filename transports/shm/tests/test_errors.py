@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from foundation_shm import ShmTransport
-from foundation_shm import _vector_messages as _vectors
+from foundation_shm import ShmTransport, _vector_messages
 from foundation_shm._client import ShmClient
 from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
@@ -59,7 +58,7 @@ def _send_raw(client: ShmClient, area: bytes, request_id: int) -> None:
         client._give(ch)
 
 
-_VALID = _vectors._request({"x": np.arange(6, dtype=np.float32)}, request_id=7, model="echo")
+_VALID = _vector_messages._request({"x": np.arange(6, dtype=np.float32)}, request_id=7, model="echo")
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -85,7 +84,7 @@ def test_a_mutated_request_gets_a_typed_error_or_an_answer_and_the_server_goes_o
     for at, value in edits:
         area[at] = value
     if reseal:
-        _vectors._reseal(area)
+        _vector_messages._reseal(area)
     with ShmTransport().connect(name, timeout=5.0) as client:
         code = ErrorCode.OK
         try:
@@ -124,9 +123,9 @@ def test_a_metadata_or_stats_request_carrying_more_is_refused(
     inputs = fields.pop("inputs")
     with ShmTransport().connect(name) as client:
         if inputs:  # the server has just decoded an infer request with the same payload (its cache)
-            _send_raw(client, _vectors._request(inputs, request_id=8, **fields), 8)
+            _send_raw(client, _vector_messages._request(inputs, request_id=8, **fields), 8)
         with pytest.raises(InvalidInput, match=f"carries no inputs.*has {names}"):
-            _send_raw(client, _vectors._request(inputs, request_id=9, kind=kind, **fields), 9)
+            _send_raw(client, _vector_messages._request(inputs, request_id=9, kind=kind, **fields), 9)
         _still_serves(client)
 
 

@@ -298,7 +298,7 @@ def test_the_server_names_itself_as_the_mutex_holder_while_it_reclaims(
 ) -> None:
     """Spec 10.1: whoever holds the region mutex stores its pid in ``mutex_holder_pid``, and 0
     before posting it; the server reclaiming a dead client's channel is no exception."""
-    from foundation_shm import _server_liveness as _server  # _reclaim's module: its drain
+    from foundation_shm import _server_liveness  # _reclaim's module: its drain
 
     server = ShmTransport().serve(name, EchoHandler(), channels=2, heartbeat_ms=60_000)
     seen: list[int] = []
@@ -307,7 +307,7 @@ def test_the_server_names_itself_as_the_mutex_holder_while_it_reclaims(
     def drain(sem: object) -> None:
         seen.append(server._ctl.u32[holder])
 
-    monkeypatch.setattr(_server, "drain", drain)
+    monkeypatch.setattr(_server_liveness, "drain", drain)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     try:
