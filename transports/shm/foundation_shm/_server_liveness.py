@@ -70,8 +70,10 @@ class _Liveness:
         self._free_unnamed_mutex(holder)
         for ch in self._channels:
             pid = u32[ch.owner_word]
-            if pid and not is_alive(pid, u64[(ch.base + _C.OWNER_START) // 8]):
-                self._reclaim(ch, pid)
+            started = u64[(ch.base + _C.OWNER_START) // 8]
+            if pid and not is_alive(pid, started):
+                # owner_start_time 0: a live client gave it back with a request pending (10.1)
+                self._reclaim(ch, pid, given_back=started == 0)
 
     def _free_unnamed_mutex(self, holder: int) -> None:
         """Release the region mutex if it stays taken by no one: ``mutex_holder_pid`` 0 and
@@ -98,7 +100,7 @@ class _Liveness:
         )
         self._mutex.release()
 
-    def _reclaim(self, ch: _Channel, pid: int) -> None:
+    def _reclaim(self, ch: _Channel, pid: int, given_back: bool = False) -> None:
         try:
             self._mutex.acquire(1.0)
         except posix_ipc.BusyError:
@@ -122,7 +124,8 @@ class _Liveness:
             drain(ch.sem)
             ctl.u32[ch.owner_word] = 0
             ctl.u64[_R.CONNECT_EPOCH // 8] += 1
-            log.info("shm %s: reclaimed channel %d of dead client pid %d", self.name, ch.index, pid)
+            how = "given back by client pid %d" if given_back else "of dead client pid %d"
+            log.info("shm %s: reclaimed channel %d " + how, self.name, ch.index, pid)
         finally:
             ctl.u32[_R.MUTEX_HOLDER // 4] = 0
             self._mutex.release()

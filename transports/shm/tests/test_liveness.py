@@ -318,3 +318,30 @@ def test_the_server_names_itself_as_the_mutex_holder_while_it_reclaims(
         assert server._ctl.u32[holder] == 0 and server._ctl.u32[ch.owner_word] == 0
     finally:
         server.stop()
+
+
+def test_the_reclaim_log_tells_a_channel_given_back_from_one_of_a_dead_client(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A live client that closes with a request pending marks its channel (owner_start_time 0,
+    spec 10.1) for the server to reclaim: not "of dead client pid"."""
+    server = ShmTransport().serve(name, EchoHandler(), channels=2, heartbeat_ms=60_000)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        u32, u64 = server._ctl.u32, server._ctl.u64
+        given, died = server._channels
+        u32[given.owner_word] = os.getpid()
+        u64[(given.base + L.ChannelField.OWNER_START) // 8] = 0
+        u32[died.owner_word] = dead.pid
+        u64[(died.base + L.ChannelField.OWNER_START) // 8] = 12345
+        with caplog.at_level("INFO", logger="foundation_shm"):
+            server._reap()
+        lines = [r.getMessage() for r in caplog.records if "reclaimed" in r.getMessage()]
+        assert lines == [
+            f"shm {name}: reclaimed channel 0 given back by client pid {os.getpid()}",
+            f"shm {name}: reclaimed channel 1 of dead client pid {dead.pid}",
+        ]
+        assert u32[given.owner_word] == 0 and u32[died.owner_word] == 0
+    finally:
+        server.stop()
