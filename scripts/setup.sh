@@ -26,8 +26,14 @@ pkgs=(-e ".[dev]")
 for d in plugins/*/ transports/*/; do
   [ -f "$d/pyproject.toml" ] && pkgs+=(-e "$d")
 done
+# a failed build of the shm C hot path fails the install instead of falling back to pure Python
+export FDN_SHM_REQUIRE_C="${FDN_SHM_REQUIRE_C:-1}"
 echo "setup: pip install ${pkgs[*]}"
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints-dev.txt "${pkgs[@]}" torch \
   2>&1 | { grep -v -E "^(WARNING: Location|  )" || true; }  # pipefail keeps pip's exit status
 .venv/bin/python -c "import foundation_core, torch; print('setup: ok, torch', torch.__version__)"
-.venv/bin/python -c "from foundation_shm._accel import implementation as i; print('setup: shm hot path:', i())"
+# the shm hot path must be C (FDN_SHM_PURE, if set here, would only force the pure path)
+env -u FDN_SHM_PURE .venv/bin/python -c "import sys; from foundation_shm import _accel as a
+print('setup: shm hot path:', a.summary())
+required = '$FDN_SHM_REQUIRE_C'.lower() in ('1', 'true', 'yes')  # as setup.py reads it
+sys.exit(required and a.implementation() != 'c' and 'setup: the shm C hot path is missing (FDN_SHM_REQUIRE_C=1)')"

@@ -1,19 +1,22 @@
-"""``foundation shm ls`` and ``foundation shm clean``: the protocol's objects in /dev/shm, by server."""
+"""``foundation shm ls`` and ``foundation shm clean``: the protocol's objects in /dev/shm, by server
+(``ls`` first says which hot path this installation runs: ``c``, or ``python`` and why)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
 import sys
 from typing import Any
 
+from . import _accel
 from . import _layout as L
 from ._liveness import ServerLock, lock_state
 from ._objects import SHM_DIR, group_objects, objects_of, remove_objects
 from ._region import read_region, region_alive
 
-__all__ = ["describe", "shm_main"]
+__all__ = ["describe", "hot_path", "shm_main"]
 
 
 def describe(name: str, entries: list[str]) -> dict[str, Any]:
@@ -78,13 +81,25 @@ def clean(name: str, dry_run: bool) -> tuple[str, int]:
     return line, 0
 
 
+def hot_path() -> dict[str, Any]:
+    """What ``ls --json`` says of this installation: which hot path runs, why it is Python ("" when
+    it is C), the machine, and whether the transport may start on it (x86-64 only)."""
+    return {
+        "implementation": _accel.implementation(),
+        "why_python": _accel.why_pure(),
+        "machine": platform.machine(),
+        "supported": not _accel.unsupported_machine(),
+    }
+
+
 def shm_main(args: argparse.Namespace, hub: object) -> int:
     groups = group_objects()
     if args.action == "ls":
         servers = [describe(name, entries) for name, entries in sorted(groups.items())]
         if args.json:
-            print(json.dumps({"servers": servers}, indent=2))
+            print(json.dumps({"hot_path": hot_path(), "servers": servers}, indent=2))
             return 0
+        print(f"hot path: {_accel.summary()}")
         if not servers:
             print("no shm objects in /dev/shm")
         for s in servers:

@@ -38,7 +38,7 @@ from foundation_ml.errors import (
 )
 
 from . import _layout as L
-from ._accel import hot
+from ._accel import check_start, hot
 from ._channel import _Channel, _pages
 from ._codec import (
     TensorRef,
@@ -80,6 +80,7 @@ class ShmClient(TransportClient):
 
     def __init__(self, address: str, **options: Any) -> None:
         opts = _options(ConnectOptions, options, "connect")  # every option checked before connecting
+        check_start()  # x86-64 only; warns once if the C hot path is missing
         self.address = address
         self.name = L.validate_name(address.removeprefix("shm://"))
         self.max_channels = opts.channels

@@ -22,7 +22,7 @@ import posix_ipc
 from foundation_ml import RequestHandler, TransportServer
 
 from . import _layout as L
-from ._accel import hot
+from ._accel import check_start, hot
 from ._answers import Answers
 from ._codec import Limits
 from ._cuda_ipc import ServerCuda
@@ -48,6 +48,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
 
     def __init__(self, address: str, handler: RequestHandler, **options: Any) -> None:
         opts = _options(ServeOptions, options, "serve")  # every option checked before anything is made
+        check_start()  # x86-64 only; warns once if the C hot path is missing
         self.address = address
         self.name = L.validate_name(address.removeprefix("shm://"))
         self.handler = handler
