@@ -124,5 +124,7 @@ class ResponseReader(_Reader):
         self.cuda = has_cuda_refs(dec.outputs)
         if not dec.flags & _DATA_CRC and not dec.params and not dec.status and not self.cuda:
             payload = MSG_HEADER.unpack_from(self.area, 0)[4]
-            self._remember(payload, (0, dec.model, dec.version, dict(dec.outputs), dec.text, {}, 0))
+            self._remember(
+                payload, (0, dec.model, dec.version, dict(dec.outputs), dec.text, {}, dec.required_bytes)
+            )
         return dec

@@ -40,7 +40,7 @@ from foundation_shm._objects import objects_of, remove_objects
 from foundation_shm._readers import RequestReader, ResponseReader
 from foundation_shm._server import ShmServer
 from foundation_shm._server_channel import _Responder
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from foundation_ml import DataType, InferenceRequest, InferenceResponse
@@ -286,6 +286,16 @@ def test_request_repeat_decides_as_the_python_reader_does(steps: list[tuple[Any,
 @needs_c
 @settings(max_examples=100, deadline=None)
 @given(steps=_steps)
+# an OK response whose required_bytes is not 0, resealed, then repeated: the repeat answered the
+# 0 it had remembered, where the full decode says 1
+@example(
+    steps=[
+        ("a", (3,), DataType.FP32, 1, 0, [], False, False),
+        ("a", (3,), DataType.FP32, 1, 0, [], False, False),
+        ("b", (3,), DataType.INT64, 1, 0, [("body", 145008, 1)], True, False),
+        ("b", (3,), DataType.INT64, 1, 0, [("body", 145008, 1)], True, False),
+    ]
+)
 def test_response_repeat_decides_as_the_python_reader_does(steps: list[tuple[Any, ...]]) -> None:
     buf = bytearray(AREA)
     area = memoryview(buf).toreadonly()
