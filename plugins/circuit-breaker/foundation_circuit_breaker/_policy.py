@@ -78,8 +78,14 @@ class CircuitBreakerPolicy:
             )
 
     def counts_as_failure(self, error: BaseException) -> bool:
-        """Whether ``error`` is recorded as a failure of the protected dependency."""
-        return isinstance(error, self.record_on) and not isinstance(error, self.ignore_on)
+        """Whether ``error`` is recorded as a failure of the protected dependency: an ``Exception``
+        (a cancellation or an interrupt never is, even under ``record_on=BaseException``) in
+        ``record_on`` and not in ``ignore_on``."""
+        return (
+            isinstance(error, Exception)
+            and isinstance(error, self.record_on)
+            and not isinstance(error, self.ignore_on)
+        )
 
     def should_open(self, calls: int, failures: int) -> bool:
         """The pure trip rule for the current counts (consecutive mode: ``failures`` in a row)."""

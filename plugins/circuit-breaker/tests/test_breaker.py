@@ -109,6 +109,34 @@ def test_cancelled_probe_returns_its_permit() -> None:
     assert breaker.state == "half_open"
 
 
+def test_a_cancellation_is_no_failure_even_under_record_on_base_exception() -> None:
+    """``record_on=BaseException`` matches every error; a cancelled or interrupted call still
+    says nothing about the dependency, as retry and fallback never treat one as an error."""
+    policy = CircuitBreakerPolicy(name="cancel-all", failure_threshold=1, record_on=BaseException)
+    protected = circuit_breaker_factory(policy, registry=BreakerRegistry())
+
+    @protected
+    async def hangs() -> None:
+        await asyncio.sleep(10)
+
+    @protected
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    async def cancel_one() -> None:
+        task = asyncio.create_task(hangs())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_one())
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    assert hangs.breaker.snapshot()["state"] == "closed"
+    assert policy.counts_as_failure(ConnectionError())
+
+
 def test_named_breakers_are_shared_and_a_conflicting_policy_is_refused() -> None:
     registry = BreakerRegistry()
     policy = CircuitBreakerPolicy(name="shared", failure_threshold=1)
