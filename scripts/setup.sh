@@ -29,8 +29,18 @@ done
 # a failed build of the shm C hot path fails the install instead of falling back to pure Python
 export FDN_SHM_REQUIRE_C="${FDN_SHM_REQUIRE_C:-1}"
 echo "setup: pip install ${pkgs[*]}"
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints-dev.txt "${pkgs[@]}" torch \
-  2>&1 | { grep -v -E "^(WARNING: Location|  )" || true; }  # pipefail keeps pip's exit status
+# pip's indented lines are setuptools' build chatter on success; on failure they hold the error,
+# so its whole output is shown then
+log=$(mktemp)
+if ! .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints-dev.txt "${pkgs[@]}" torch \
+  >"$log" 2>&1; then
+  cat "$log" >&2
+  rm -f "$log"
+  echo "setup: pip install failed (its output above)" >&2
+  exit 1
+fi
+grep -v -E "^(WARNING: Location|  )" "$log" || true
+rm -f "$log"
 .venv/bin/python -c "import foundation_core, torch; print('setup: ok, torch', torch.__version__)"
 # the shm hot path must be C (FDN_SHM_PURE, if set here, would only force the pure path)
 env -u FDN_SHM_PURE .venv/bin/python -c "import sys; from foundation_shm import _accel as a
