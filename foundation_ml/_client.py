@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import threading
 import time
@@ -155,7 +156,8 @@ class InferenceClient:
         The timeout runs from this call, not from when a thread is free: a call that waited for
         a thread past its deadline raises ``DeadlineExceeded`` without being sent. Cancelling the
         awaiting task abandons the answer; a request already sent still runs on the server,
-        bounded by its deadline."""
+        bounded by its deadline. The call sees the caller's context variables, as with
+        ``asyncio.to_thread``."""
         if timeout is None:
             timeout = self.timeout
         else:
@@ -170,7 +172,8 @@ class InferenceClient:
                 )
             return self.infer(model, inputs, version=version, outputs=outputs, timeout=left)
 
-        return await asyncio.get_running_loop().run_in_executor(self._threads(), call)
+        context = contextvars.copy_context()  # run_in_executor, unlike to_thread, copies none
+        return await asyncio.get_running_loop().run_in_executor(self._threads(), context.run, call)
 
     def _threads(self) -> ThreadPoolExecutor:
         with _pool_lock:

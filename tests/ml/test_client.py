@@ -32,3 +32,29 @@ def test_arguments_of_the_wrong_type_are_refused_by_name(
 
 def test_outputs_as_a_list_selects_them(served: InferenceClient) -> None:
     assert list(served.infer("affine", {"x": X}, outputs=["y"])) == ["y"]
+
+
+def test_ainfer_runs_the_call_in_the_callers_context(
+    served: InferenceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ``asyncio.to_thread`` does: a transport (or a tracer around it) sees the caller's context
+    variables in ``ainfer``'s thread, as it does in ``infer``."""
+    import asyncio
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="unset")
+    seen = []
+    send = served._client.infer
+
+    def traced(request: Any, *, timeout: float | None = None) -> Any:
+        seen.append(var.get())
+        return send(request, timeout=timeout)
+
+    monkeypatch.setattr(served._client, "infer", traced)
+
+    async def call() -> dict[str, np.ndarray]:
+        var.set("request-1")
+        return await served.ainfer("affine", {"x": X})
+
+    np.testing.assert_array_equal(asyncio.run(call())["y"], X * 2 + 1)
+    assert seen == ["request-1"]
