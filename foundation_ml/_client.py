@@ -20,7 +20,7 @@ from ._plugin import DEFAULT_NAME
 from ._tensors import device_of, is_device_tensor, to_host
 from ._transport import TransportClient, configured_options
 from ._types import InferenceRequest, InferenceResponse, deadline_after
-from .errors import DeadlineExceeded
+from .errors import DeadlineExceeded, ServerUnavailable
 
 __all__ = ["AINFER_THREADS", "InferenceClient", "registered_hub"]
 
@@ -89,6 +89,7 @@ class InferenceClient:
         self.transport = transport
         self.timeout = timeout
         self._pool: ThreadPoolExecutor | None = None  # ainfer's threads, made on first use
+        self._closed = False
         self._client: TransportClient = hub.transports.get(transport)().connect(name, **options)
 
     def infer(
@@ -157,7 +158,8 @@ class InferenceClient:
         a thread past its deadline raises ``DeadlineExceeded`` without being sent. Cancelling the
         awaiting task abandons the answer; a request already sent still runs on the server,
         bounded by its deadline. The call sees the caller's context variables, as with
-        ``asyncio.to_thread``."""
+        ``asyncio.to_thread``. Once the client is closed, a call (one still waiting for a thread
+        included) raises ``ServerUnavailable``."""
         if timeout is None:
             timeout = self.timeout
         else:
@@ -165,6 +167,8 @@ class InferenceClient:
         start = time.monotonic()
 
         def call() -> dict[str, np.ndarray]:
+            if self._closed:  # closed while this call waited for a thread
+                raise self._closed_error(model)
             left = None if timeout is None else timeout - (time.monotonic() - start)
             if left is not None and left <= 0:
                 raise DeadlineExceeded(
@@ -173,10 +177,12 @@ class InferenceClient:
             return self.infer(model, inputs, version=version, outputs=outputs, timeout=left)
 
         context = contextvars.copy_context()  # run_in_executor, unlike to_thread, copies none
-        return await asyncio.get_running_loop().run_in_executor(self._threads(), context.run, call)
+        return await asyncio.get_running_loop().run_in_executor(self._threads(model), context.run, call)
 
-    def _threads(self) -> ThreadPoolExecutor:
+    def _threads(self, model: Any) -> ThreadPoolExecutor:
         with _pool_lock:
+            if self._closed:  # no new pool: its threads would outlive the client
+                raise self._closed_error(model)
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
                     AINFER_THREADS, thread_name_prefix=f"foundation-ainfer-{self.name}"
@@ -191,10 +197,18 @@ class InferenceClient:
         """The server's metrics document (per model: counts, latency percentiles, batches)."""
         return self._client.stats(timeout=self.timeout)
 
+    @staticmethod
+    def _closed_error(model: Any) -> ServerUnavailable:
+        return ServerUnavailable("the client is closed", model=model if type(model) is str else "")
+
     def close(self) -> None:
-        pool, self._pool = self._pool, None
+        with _pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            # not cancel_futures: a cancelled future would raise CancelledError in a task nobody
+            # cancelled; the calls still queued run at once and raise ServerUnavailable instead
+            pool.shutdown(wait=False)
         self._client.close()
 
     def __enter__(self) -> InferenceClient:

@@ -58,3 +58,43 @@ def test_ainfer_runs_the_call_in_the_callers_context(
 
     np.testing.assert_array_equal(asyncio.run(call())["y"], X * 2 + 1)
     assert seen == ["request-1"]
+
+
+def test_closing_the_client_fails_waiting_ainfer_calls_with_server_unavailable_not_a_cancellation(
+    served: InferenceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call still waiting for a thread when the client closes raises ``ServerUnavailable``: a
+    ``CancelledError`` in a task nobody cancelled reads as a cancellation of the caller (a
+    ``TaskGroup`` or ``asyncio.timeout`` around it would misjudge it). A call after ``close()``
+    is refused the same way and starts no new threads."""
+    import asyncio
+    import threading
+
+    from foundation_ml import _client
+    from foundation_ml.errors import ServerUnavailable
+
+    monkeypatch.setattr(_client, "AINFER_THREADS", 1)
+    release = threading.Event()
+    send = served._client.infer
+
+    def held(request: Any, *, timeout: float | None = None) -> Any:
+        release.wait(10)
+        return send(request, timeout=timeout)
+
+    monkeypatch.setattr(served._client, "infer", held)
+
+    async def close_while_waiting() -> list[Any]:
+        running = asyncio.ensure_future(served.ainfer("affine", {"x": X}))
+        queued = asyncio.ensure_future(served.ainfer("affine", {"x": X}))  # waits for the thread
+        await asyncio.sleep(0.05)
+        served.close()
+        release.set()
+        return await asyncio.gather(running, queued, return_exceptions=True)
+
+    running, queued = asyncio.run(close_while_waiting())
+    np.testing.assert_array_equal(running["y"], X * 2 + 1)  # already sent: answered
+    assert isinstance(queued, ServerUnavailable), repr(queued)
+    assert "closed" in str(queued)
+    with pytest.raises(ServerUnavailable, match="closed"):
+        asyncio.run(served.ainfer("affine", {"x": X}))
+    assert served._pool is None
