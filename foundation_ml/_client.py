@@ -103,12 +103,7 @@ class InferenceClient:
     ) -> dict[str, np.ndarray]:
         """Run ``model`` on named inputs; returns its named outputs."""
         response = self.infer_response(model, inputs, version=version, outputs=outputs, timeout=timeout)
-        device = device_of(inputs)
-        if device is not None:
-            return _on_device(response.outputs, device, self.copy)
-        if self.copy:
-            return {k: np.array(v) for k, v in response.outputs.items()}
-        return dict(response.outputs)
+        return _outputs(response, inputs, self.copy)
 
     def infer_response(
         self,
@@ -159,7 +154,9 @@ class InferenceClient:
         awaiting task abandons the answer; a request already sent still runs on the server,
         bounded by its deadline. The call sees the caller's context variables, as with
         ``asyncio.to_thread``. Once the client is closed, a call (one still waiting for a thread
-        included) raises ``ServerUnavailable``."""
+        included) raises ``ServerUnavailable``. Outputs are always copies, also with
+        ``copy=False``: views would be overwritten by the next call in the same thread, which may
+        be another coroutine's (as ``ShmClient.ainfer`` copies too)."""
         if timeout is None:
             timeout = self.timeout
         else:
@@ -174,7 +171,8 @@ class InferenceClient:
                 raise DeadlineExceeded(
                     f"no thread free to send the request within {timeout}s", model=str(model)
                 )
-            return self.infer(model, inputs, version=version, outputs=outputs, timeout=left)
+            response = self.infer_response(model, inputs, version=version, outputs=outputs, timeout=left)
+            return _outputs(response, inputs, True)
 
         context = contextvars.copy_context()  # run_in_executor, unlike to_thread, copies none
         return await asyncio.get_running_loop().run_in_executor(self._threads(model), context.run, call)
@@ -248,6 +246,17 @@ def _prepare(value: Any) -> Any:
     if type(value) is np.ndarray:
         return np.ascontiguousarray(value)
     return value if is_device_tensor(value) else to_host(value)
+
+
+def _outputs(response: InferenceResponse, inputs: Mapping[str, Any], copy: bool) -> dict[str, Any]:
+    """``infer``'s result: the response's outputs, copies if ``copy`` (torch tensors for a CUDA
+    request, on the device of its first CUDA input)."""
+    device = device_of(inputs)
+    if device is not None:
+        return _on_device(response.outputs, device, copy)
+    if copy:
+        return {k: np.array(v) for k, v in response.outputs.items()}
+    return dict(response.outputs)
 
 
 def _on_device(outputs: Mapping[str, Any], device: Any, copy: bool) -> dict[str, Any]:

@@ -98,3 +98,40 @@ def test_closing_the_client_fails_waiting_ainfer_calls_with_server_unavailable_n
     with pytest.raises(ServerUnavailable, match="closed"):
         asyncio.run(served.ainfer("affine", {"x": X}))
     assert served._pool is None
+
+
+def test_ainfer_returns_copies_also_with_copy_false(
+    served: InferenceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``copy=False`` hands out the transport's views, valid until the next call on the same
+    connection (shm: the same thread). In ``ainfer`` that next call is whichever coroutine's
+    call the worker thread runs next, so its outputs are copies, or another caller overwrites
+    them while they are read."""
+    import asyncio
+    import threading
+
+    from foundation_ml import _client
+    from foundation_ml._types import InferenceResponse
+
+    monkeypatch.setattr(_client, "AINFER_THREADS", 1)
+    monkeypatch.setattr(served, "copy", False)
+    areas = threading.local()  # one response area per thread, as the shm client's held channel
+
+    def into_the_area(request: Any, *, timeout: float | None = None) -> Any:
+        area = getattr(areas, "y", None)
+        if area is None:
+            area = areas.y = np.zeros_like(X)
+        area[...] = request.inputs["x"]
+        return InferenceResponse(request.id, request.model, {"y": area[...]})
+
+    monkeypatch.setattr(served._client, "infer", into_the_area)
+
+    async def two_callers() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        first = await served.ainfer("affine", {"x": X})
+        second = await served.ainfer("affine", {"x": X * 3})
+        return first, second
+
+    first, second = asyncio.run(two_callers())
+    np.testing.assert_array_equal(first["y"], X)
+    np.testing.assert_array_equal(second["y"], X * 3)
+    np.testing.assert_array_equal(served.infer("affine", {"x": X * 5})["y"], X * 5)
