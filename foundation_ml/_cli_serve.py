@@ -51,7 +51,7 @@ class _Stopped(KeyboardInterrupt):
 
 
 class _StartupSignals:
-    """SIGINT, SIGTERM and SIGHUP stop ``serve`` cleanly before it serves (``_Stopped``); once
+    """SIGINT, SIGTERM, SIGHUP and SIGQUIT stop ``serve`` cleanly before it serves (``_Stopped``); once
     ``serving()`` is called the runtime's own handlers drain instead, and a signal after they are
     gone (the runtime is closing) is ignored, so that the release is not cut short."""
 

@@ -39,8 +39,9 @@ __all__ = ["MLRuntime"]
 log = logging.getLogger("foundation_ml")
 
 _now = time.monotonic_ns
-# the signals ``serve`` stops on: Ctrl-C, kill/systemd/docker stop, a closed terminal or ssh session
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# the signals ``serve`` stops on: Ctrl-C, kill/systemd/docker stop, a closed terminal or ssh
+# session; and Ctrl-\ (SIGQUIT), which stops at once: no drain, everything still released
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 class MLRuntime:
@@ -263,6 +264,8 @@ class MLRuntime:
         shut down gracefully; returns the exit status (0). A second signal during the drain ends
         it at once (``hurry``): what is still in flight is abandoned, but every transport object
         is still released and the models unloaded; only a third gets Python's default behaviour.
+        SIGQUIT (Ctrl-\\) is that second signal at once: no drain, everything released (its
+        default would dump core and leave the shared memory behind).
 
         ``ready()`` is called once clients can connect. ``metrics_file``: rewritten with the
         Prometheus text every second and at exit.
@@ -282,6 +285,8 @@ class MLRuntime:
                     signal.signal(s, h)
                 return
             reason[0] = signal.Signals(signum).name
+            if signum == signal.SIGQUIT:
+                self._hurry = True  # close() abandons what is in flight instead of draining it
             stop.set()
 
         previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
@@ -300,7 +305,7 @@ class MLRuntime:
                     metrics()
         finally:
             waiting = sum(in_flight(s) for _, s in self.servers)
-            if waiting and stop.is_set():
+            if waiting and stop.is_set() and not self._hurry:
                 log.warning("draining %d in-flight request(s) (signal again to stop at once)", waiting)
             try:
                 self.close(reason=reason[0], drained=metrics)
@@ -346,7 +351,7 @@ class MLRuntime:
             log.warning(
                 "stopped without answering %d in-flight request(s): %s",
                 self.abandoned,
-                "a second signal ended the drain"
+                "told to stop at once (hurry(): a second signal, or SIGQUIT)"
                 if self._hurry
                 else f"the {drain_timeout:g} s drain timed out",
             )

@@ -93,6 +93,24 @@ def test_a_second_signal_ends_the_drain_and_still_releases_every_object(
 
 
 @pytest.mark.slow
+def test_sigquit_stops_at_once_abandoning_in_flight_and_still_releases_every_object(
+    slow_models: Path, name: str
+) -> None:
+    """Its default (core dump) left every /dev/shm object of the server behind."""
+    with ServerProcess(["--transport", "shm", "--name", name, "--model", "slow=slow_models:build"]) as server:
+        got = _infer_in_background(name, 4.0)
+        time.sleep(1.5)  # connected, and its request runs (the loop thread is in the model)
+        t0 = time.monotonic()
+        assert server.stop(signal.SIGQUIT) == 0, server.output
+        took = time.monotonic() - t0
+    assert "abandoned 1 in-flight request(s)" in server.output, server.output
+    assert "draining" not in server.output
+    assert took < 4.0  # not the 5 s drain: only the loop thread's join of the running model
+    assert shm_entries(name) == [], server.output
+    del got
+
+
+@pytest.mark.slow
 def test_sighup_drains_and_releases_as_sigterm_does(name: str) -> None:
     server = ServerProcess(["--transport", "shm", "--name", name]).start()
     assert server.stop(signal.SIGHUP) == 0, server.output
@@ -101,7 +119,7 @@ def test_sighup_drains_and_releases_as_sigterm_does(name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT])
 def test_a_stop_signal_while_the_models_load_exits_128_plus_its_number_naming_it(
     slow_models: Path, name: str, sig: signal.Signals, monkeypatch: pytest.MonkeyPatch
 ) -> None:
