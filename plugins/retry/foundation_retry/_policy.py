@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from foundation_core import is_coroutine_callable
 from foundation_core._policy import exception_set, in_range, is_bool, one_of, optional_in_range
 from foundation_core.errors import CircuitOpenError, PolicyError
 
@@ -53,9 +54,15 @@ def _is_callable(_inst: Any, attribute: Any, value: Any) -> None:
         raise PolicyError(_P, attribute.name, value, "a callable")
 
 
-def _optional_callable(_inst: Any, attribute: Any, value: Any) -> None:
+def _optional_predicate(_inst: Any, attribute: Any, value: Any) -> None:
+    """A validator: ``retry_if_result`` is called, never awaited, on every result, so an async
+    one would reject every result (its coroutine is true) and leave the coroutine unawaited."""
     if value is not None and not callable(value):
         raise PolicyError(_P, attribute.name, value, "None (off) or a callable")
+    if value is not None and is_coroutine_callable(value):
+        raise PolicyError(
+            _P, attribute.name, value, "None (off) or a plain callable (an async one is never awaited)"
+        )
 
 
 @attrs.frozen
@@ -79,7 +86,7 @@ class RetryPolicy:
     retry_on: tuple[Any, ...] = attrs.field(default=(Exception,), converter=_to_retry_on)
     no_retry_on: tuple[Any, ...] = attrs.field(default=(CircuitOpenError,), converter=_to_no_retry_on)
     retry_if_result: Callable[[Any], bool] | None = attrs.field(
-        default=None, eq=False, validator=_optional_callable
+        default=None, eq=False, validator=_optional_predicate
     )
     deadline: float | None = attrs.field(
         default=None, validator=optional_in_range(_P, 0, 86400, unit="s", lo_open=True)

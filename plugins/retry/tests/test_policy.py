@@ -131,3 +131,16 @@ def test_retry_on_refuses_classes_that_are_not_exceptions(value: object) -> None
     with pytest.raises(PolicyError, match="is not an Exception") as info:
         RetryPolicy(retry_on=value)  # type: ignore[arg-type]
     assert (info.value.parameter, info.value.value) == ("retry_on", value)
+
+
+def test_an_async_retry_if_result_is_refused() -> None:
+    """The predicate is called, not awaited: an ``async def`` one returns a coroutine, which is
+    true, so every result would be rejected and every coroutine left unawaited."""
+
+    async def empty(result: object) -> bool:
+        return result is None
+
+    with pytest.raises(PolicyError, match="an async one is never awaited") as info:
+        RetryPolicy(retry_if_result=empty)
+    assert info.value.parameter == "retry_if_result"
+    assert RetryPolicy(retry_if_result=lambda result: result is None).retry_if_result is not None
