@@ -172,10 +172,16 @@ class ShmClient(TransportClient):
 
     async def ainfer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
         """``infer`` off the event loop. Outputs are always copies here: the worker thread's next
-        call may serve another coroutine, and would overwrite views."""
+        call may serve another coroutine, and would overwrite views. The timeout runs from this
+        call, not from when a worker thread of the loop's executor comes free."""
+        limit = self.timeout if timeout is None else timeout
+        start = time.monotonic()
 
         def call() -> InferenceResponse:
-            resp = self.infer(request, timeout=timeout)
+            left = limit
+            if type(limit) in (int, float):  # else infer names the bad value
+                left = max(0.0, limit - (time.monotonic() - start))  # type: ignore[operator]
+            resp = self.infer(request, timeout=left)
             if not self.copy_outputs:
                 resp.outputs = {k: _own_copy(v) for k, v in resp.outputs.items()}
             return resp

@@ -175,6 +175,31 @@ def test_async_outputs_are_copies(server: ShmServer, name: str) -> None:
         np.testing.assert_array_equal(y, np.full(8, i))
 
 
+def test_async_timeout_runs_from_the_call_not_from_when_a_worker_thread_comes_free(
+    server: ShmServer, name: str
+) -> None:
+    """``ainfer`` runs in the loop's executor: with its threads busy, a 0.2 s call waiting 0.6 s
+    for one must fail DeadlineExceeded, not start its 0.2 s then."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from foundation_ml.errors import DeadlineExceeded
+
+    async def main() -> object:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1))
+        with ShmTransport().connect(name) as client:
+            busy = asyncio.create_task(asyncio.to_thread(time.sleep, 0.6))
+            await asyncio.sleep(0.05)  # the executor's one thread sleeps
+            try:
+                return await client.ainfer(InferenceRequest("echo", {"x": np.ones(4)}), timeout=0.2)
+            except DeadlineExceeded as exc:
+                return exc
+            finally:
+                await busy
+
+    assert isinstance(asyncio.run(main()), DeadlineExceeded)
+
+
 def test_n_client_processes_times_m_requests_all_verified(echo_server: object, name: str) -> None:
     procs = [
         subprocess.Popen(
