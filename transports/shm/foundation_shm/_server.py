@@ -222,6 +222,13 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
                 # between them looks like a new request. An answer clears the busy word after it
                 # stores sseq, and poll saw it clear, so fresh reads of both words are the truth.
                 if ch.busy:
+                    # the busy word is the server's; poll saw it clear while a request of this
+                    # channel is still in flight: an answer under way (which holds ch.lock and
+                    # clears ch.busy in it), or a client that cleared it, which would make poll
+                    # find this channel at once again and again (the loop at 100 % CPU)
+                    with ch.lock:
+                        if ch.busy:
+                            u32[ch.busy_word] = 1
                     continue
                 reader = ch.reader
                 if take is not None and reader is not None and reader.last is not None:

@@ -180,3 +180,42 @@ def test_a_stop_interrupted_in_its_drain_still_releases_every_object(
     monkeypatch.undo()
     server._channels[0].busy = False
     assert not [e for e in os.listdir("/dev/shm") if name in e]
+
+
+def test_a_busy_word_a_client_clears_is_set_again_not_spun_on(name: str) -> None:
+    """The busy word is the server's: a client clearing it while its request is held (a batching
+    or asynchronous model) made poll find the channel again at once, for ever (100 % CPU)."""
+    import threading
+
+    from foundation_ml import InferenceResponse
+
+    held: list[tuple[InferenceRequest, Respond]] = []
+    arrived = threading.Event()
+
+    def hold(request: InferenceRequest, respond: Respond) -> None:
+        held.append((request, respond))
+        arrived.set()
+
+    server = ShmTransport().serve(name, hold, channels=2)
+    got: list[object] = []
+    try:
+        with ShmTransport().connect(name) as client:
+            call = threading.Thread(
+                target=lambda: got.append(client.infer(InferenceRequest("m", {"x": np.ones(2)}), timeout=10))
+            )
+            call.start()
+            assert arrived.wait(10)
+            ch = next(c for c in server._channels if c.busy)
+            u32 = server._ctl.u32
+            for _ in range(3):
+                u32[ch.busy_word] = 0
+                deadline = time.monotonic() + 2
+                while u32[ch.busy_word] == 0 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                assert u32[ch.busy_word] == 1
+            request, respond = held[0]
+            respond(InferenceResponse(request.id, "m", {"y": np.zeros(1)}))
+            call.join(10)
+        assert len(got) == 1
+    finally:
+        server.stop()
