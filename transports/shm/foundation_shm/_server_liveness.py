@@ -64,9 +64,13 @@ class _Liveness:
         u32, u64 = self._ctl.u32, self._ctl.u64
         holder = u32[_R.MUTEX_HOLDER // 4]
         if holder and not is_running(holder):  # gone, or a zombie (spec 10.3 counts it as gone)
-            log.warning("shm %s: pid %d died holding the region mutex; releasing it", self.name, holder)
             u32[_R.MUTEX_HOLDER // 4] = 0
-            self._mutex.release()
+            # only a mutex that is taken: a dead pid written while it is free (a hostile or
+            # broken client) would make each beat post it again, a counting semaphore that
+            # lets two clients claim one channel
+            if self._mutex.value == 0:
+                log.warning("shm %s: pid %d died holding the region mutex; releasing it", self.name, holder)
+                self._mutex.release()
         self._free_unnamed_mutex(holder)
         for ch in self._channels:
             pid = u32[ch.owner_word]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -151,6 +153,28 @@ def test_a_region_mutex_held_by_no_one_is_freed_and_clients_connect_again(
         _echo_once(name)
         assert "region mutex was held by no one" in caplog.text
     finally:
+        server.stop()
+
+
+def test_a_dead_pid_written_as_holder_of_a_free_mutex_does_not_release_it_again(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each beat "released" it: the mutex became a counting semaphore (value 6 after 5 writes)
+    and two clients could hold it, and claim one channel, together."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    server = ShmTransport().serve(name, EchoHandler(), channels=2, heartbeat_ms=20)
+    mutex = posix_ipc.Semaphore(L.mutex_name(name))
+    try:
+        for _ in range(3):
+            server._ctl.u32[int(L.RegionField.MUTEX_HOLDER) // 4] = dead.pid
+            time.sleep(0.1)  # several beats
+            assert mutex.value == 1
+        assert server._ctl.u32[int(L.RegionField.MUTEX_HOLDER) // 4] == 0
+        assert "died holding the region mutex" not in caplog.text
+        _echo_once(name)
+    finally:
+        mutex.close()
         server.stop()
 
 
