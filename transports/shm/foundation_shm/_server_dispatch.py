@@ -89,12 +89,12 @@ class _Dispatch:
             rid = self._request_id(ch)
             log.warning("shm %s channel %d: rejected request %d: %s", self.name, ch.index, rid, exc)
             exc.request_id = rid
-            self._answer(_Responder(self, ch, seq, rid, model), exc)
+            self._answer_or_park(ch, seq, rid, model, exc)
             return
         except Exception as exc:  # a segment the client broke: answer if we can, never die
             rid = self._request_id(ch)
             log.warning("shm %s channel %d: %r", self.name, ch.index, exc)
-            self._answer(_Responder(self, ch, seq, rid, model), InternalError(str(exc), request_id=rid))
+            self._answer_or_park(ch, seq, rid, model, InternalError(str(exc), request_id=rid))
             return
         respond = _Responder(self, ch, seq, dec.request_id, dec.model)
         if self._refusing(ch, seq):
@@ -198,6 +198,19 @@ class _Dispatch:
         ch.req_cap, ch.resp_cap = req_cap, resp_cap
         ch.reader = RequestReader(ch.req, req_cap, self.limits)
         ch.wkey = None
+
+    def _answer_or_park(self, ch: _Channel, seq: int, rid: int, model: str, exc: InferenceError) -> None:
+        """Answer a rejected request; with no data segment mapped (the client's could not be:
+        a foreign name, a missing or short segment) there is nowhere to answer, so the channel is
+        parked as ``_fail`` parks it: its client's deadline ends its wait, and a stop does not
+        wait the whole drain for an answer that cannot come."""
+        if ch.resp is None:
+            log.warning(
+                "shm %s channel %d: no data segment to answer in; parking the channel", self.name, ch.index
+            )
+            self._parked.add(ch.index)
+            return
+        self._answer(_Responder(self, ch, seq, rid, model), exc)
 
     def _fail(self, ch: _Channel, seq: int) -> None:
         """Answer INTERNAL to a request whose dispatch failed; if even that is impossible, park the

@@ -243,3 +243,41 @@ def test_a_busy_word_a_client_clears_is_set_again_not_spun_on(name: str) -> None
         assert len(got) == 1
     finally:
         server.stop()
+
+
+def test_a_data_segment_that_cannot_be_mapped_parks_the_channel_and_a_stop_does_not_wait_for_it(
+    name: str,
+) -> None:
+    """A client naming a data segment that is not its channel's: there is nowhere to answer. The
+    channel stayed busy and unparked, so a graceful stop waited its whole drain timeout (5 s)."""
+    from foundation_shm import _vector_messages
+
+    from foundation_ml.errors import DeadlineExceeded
+
+    server = ShmTransport().serve(name, EchoHandler(), channels=2)
+    stopped = False
+    try:
+        with ShmTransport().connect(name, timeout=5) as client:
+            ch = client._take(0)
+            try:
+                ctl, at = ch.conn.ctl, ch.base + L.ChannelField.DATA_NAME
+                ctl.buf[at : at + 64] = b"/fdn-not-this-channel".ljust(64, b"\0")
+                gen = (ch.base + L.ChannelField.DATA_GEN) // 8
+                ctl.u64[gen] += 1
+                area = _vector_messages._request(
+                    {"x": np.arange(3, dtype=np.int32)}, request_id=7, model="echo"
+                )
+                ch.wkey = None
+                ch.req[: len(area)] = area
+                with pytest.raises(DeadlineExceeded):
+                    client._exchange(ch, 7, "echo", time.monotonic_ns() + 300_000_000, retry=False)
+                assert ch.index in server._parked
+                t0 = time.monotonic()
+                server.stop(drain_timeout=5.0)
+                stopped = True
+                assert time.monotonic() - t0 < 2.0
+            finally:
+                client._give(ch)
+    finally:
+        if not stopped:
+            server.stop()
