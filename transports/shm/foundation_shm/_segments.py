@@ -6,6 +6,7 @@ import contextlib
 import errno
 import mmap
 import os
+import stat
 
 import posix_ipc
 
@@ -53,10 +54,17 @@ class Segment:
             shm.close_fd()
 
     @classmethod
-    def open(cls, name: str) -> Segment:
+    def open(cls, name: str, *, sole: bool = False) -> Segment:
+        """Map the existing segment ``name``. ``sole``: refuse anything but a plain file with one
+        name (a hard link to another file, another server's segment say, has two; symlinks are
+        refused by ``shm_open`` itself), as a server opening a client's data segment does."""
         shm = posix_ipc.SharedMemory(name)
         try:
-            size = os.fstat(shm.fd).st_size
+            st = os.fstat(shm.fd)
+            if sole and (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1):
+                kind = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"{st.st_nlink} links"
+                raise ValueError(f"/dev/shm{name} is not a data segment of its own ({kind})")
+            size = st.st_size
             return cls(name, mmap.mmap(shm.fd, size))
         finally:
             shm.close_fd()

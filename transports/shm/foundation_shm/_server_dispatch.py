@@ -185,7 +185,7 @@ class _Dispatch:
         resp_cap = ctl.u64[(ch.base + _C.RESPONSE_CAPACITY) // 8]
         if not name.startswith(f"/fdn-{self.name}-d{ch.index}-"):
             raise InternalError(f"channel {ch.index}: data segment name {name!r} is not this channel's")
-        data = Segment.open(name)
+        data = Segment.open(name, sole=True)
         if req_cap + resp_cap > data.size or req_cap % L.PAGE or resp_cap % L.PAGE:
             data.close()
             raise InternalError(

@@ -3,6 +3,7 @@ dies, a region mutex left taken by no one, a /dev/shm without room, segments lef
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -281,3 +282,44 @@ def test_a_data_segment_that_cannot_be_mapped_parks_the_channel_and_a_stop_does_
     finally:
         if not stopped:
             server.stop()
+
+
+def test_a_data_segment_that_is_a_hard_link_to_another_file_is_not_mapped_or_written(name: str) -> None:
+    """A client may name, with its channel's prefix, a hard link to another file in /dev/shm
+    (another server's control segment, say): the server wrote its answer into that file."""
+    from foundation_shm import _vector_messages
+
+    from foundation_ml.errors import DeadlineExceeded
+
+    server = ShmTransport().serve(name, EchoHandler(), channels=2)
+    target = f"/dev/shm/fdn-{name}-target"
+    try:
+        with open(target, "wb") as f:
+            f.write(b"\xaa" * 16384)
+        with ShmTransport().connect(name, timeout=5) as client:
+            ch = client._take(0)
+            link = f"/dev/shm/fdn-{name}-d{ch.index}-{os.getpid()}-999"
+            os.link(target, link)
+            try:
+                ctl, base = ch.conn.ctl, ch.base
+                ctl.buf[base + L.ChannelField.DATA_NAME : base + L.ChannelField.DATA_NAME + 64] = (
+                    link[len("/dev/shm") :].encode().ljust(64, b"\0")
+                )
+                ctl.u64[(base + L.ChannelField.REQUEST_CAPACITY) // 8] = 8192
+                ctl.u64[(base + L.ChannelField.RESPONSE_CAPACITY) // 8] = 8192
+                ctl.u64[(base + L.ChannelField.DATA_GEN) // 8] += 1
+                area = _vector_messages._request({"x": np.arange(3, dtype=np.int32)}, request_id=7)
+                with open(link, "r+b") as f:  # the request, where the server will read it
+                    f.write(area)
+                ch.wkey = None
+                with pytest.raises(DeadlineExceeded):
+                    client._exchange(ch, 7, "echo", time.monotonic_ns() + 300_000_000, retry=False)
+                with open(target, "rb") as f:
+                    assert f.read()[8192:] == b"\xaa" * 8192  # no answer written there
+            finally:
+                client._give(ch)
+                os.unlink(link)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        server.stop()
