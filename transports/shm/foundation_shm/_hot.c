@@ -56,12 +56,30 @@
  *
  * Buffers are anything with the writable or read-only buffer protocol (the memoryviews of the
  * mapped segments); every index is bounds-checked against the buffer.
+ *
+ * The server's guard against a client that shrinks its data segment (ftruncate) under the server's
+ * mapping: an access past the file's new end is SIGBUS, which would end the server. As
+ * libwayland-server does for wl_shm pools:
+ *
+ *   guard(buf) -> slot                      watch the pages of a writable mapping; the first call
+ *                                            installs the SIGBUS handler
+ *   unguard(slot)                            stop watching (before the mapping is closed)
+ *   faulted(slot) -> bool                    whether a SIGBUS hit the slot's pages since guard()
+ *   faults() -> int                          how many SIGBUS the guard has caught in this process
+ *
+ * The handler replaces the watched mapping's pages by private zero pages (mmap MAP_FIXED, one
+ * system call) and returns: the faulting access reads zeros and goes on, the slot is marked, and
+ * the server drops that mapping. A SIGBUS elsewhere goes to the handler installed before (or the
+ * default action: the process ends, as it would have).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <sched.h>
+#include <signal.h>
 #include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <string.h>
 #include <time.h>
 #include <zlib.h>
@@ -688,7 +706,118 @@ done:
     return result;
 }
 
+/* --- the SIGBUS guard of client data segments -------------------------------------------- */
+
+#define GUARD_SLOTS 8192 /* two servers' worth of MAX_CHANNELS (4096) data segments */
+
+typedef struct {
+    uintptr_t start, end; /* 0, 0: a free slot; both written and read atomically */
+    int faulted;
+} guard_slot;
+
+static guard_slot guards[GUARD_SLOTS];
+static struct sigaction sigbus_before;
+static int sigbus_installed;
+static unsigned long sigbus_caught;
+
+static void on_sigbus(int sig, siginfo_t *info, void *context) {
+    uintptr_t at = (uintptr_t)info->si_addr;
+    for (int i = 0; i < GUARD_SLOTS; i++) {
+        uintptr_t start = __atomic_load_n(&guards[i].start, __ATOMIC_ACQUIRE);
+        uintptr_t end = __atomic_load_n(&guards[i].end, __ATOMIC_ACQUIRE);
+        if (start && at >= start && at < end) {
+            void *p = mmap((void *)start, end - start, PROT_READ | PROT_WRITE,
+                           MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p != MAP_FAILED) {
+                __atomic_store_n(&guards[i].faulted, 1, __ATOMIC_RELEASE);
+                __atomic_add_fetch(&sigbus_caught, 1, __ATOMIC_RELEASE);
+                return; /* the access runs again, on zero pages */
+            }
+            break;
+        }
+    }
+    /* not a watched page (or no way to mend it): what would have happened without us */
+    if (sigbus_before.sa_flags & SA_SIGINFO) {
+        if (sigbus_before.sa_sigaction) {
+            sigbus_before.sa_sigaction(sig, info, context);
+            return;
+        }
+    } else if (sigbus_before.sa_handler != SIG_DFL && sigbus_before.sa_handler != SIG_IGN) {
+        sigbus_before.sa_handler(sig);
+        return;
+    }
+    signal(SIGBUS, SIG_DFL); /* the access faults again: the default action ends the process */
+}
+
+static PyObject *hot_guard(PyObject *self, PyObject *buffer) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)view.buf & ~(uintptr_t)(page - 1);
+    uintptr_t end = ((uintptr_t)view.buf + (uintptr_t)view.len + (uintptr_t)page - 1) &
+                    ~(uintptr_t)(page - 1);
+    PyBuffer_Release(&view);
+    if (!sigbus_installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_sigbus;
+        sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGBUS, &sa, &sigbus_before) != 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        sigbus_installed = 1;
+    }
+    for (int i = 0; i < GUARD_SLOTS; i++) { /* callers hold the GIL: no two claim one slot */
+        if (__atomic_load_n(&guards[i].start, __ATOMIC_ACQUIRE) == 0) {
+            guards[i].faulted = 0;
+            __atomic_store_n(&guards[i].end, end, __ATOMIC_RELEASE);
+            __atomic_store_n(&guards[i].start, start, __ATOMIC_RELEASE);
+            return PyLong_FromLong(i);
+        }
+    }
+    return PyLong_FromLong(-1); /* all watched: this mapping goes unguarded */
+}
+
+static int guard_index(PyObject *slot) {
+    long i = PyLong_AsLong(slot);
+    if (i == -1 && PyErr_Occurred())
+        return -2;
+    if (i < -1 || i >= GUARD_SLOTS) {
+        PyErr_SetString(PyExc_ValueError, "no such guard slot");
+        return -2;
+    }
+    return (int)i;
+}
+
+static PyObject *hot_unguard(PyObject *self, PyObject *slot) {
+    int i = guard_index(slot);
+    if (i == -2)
+        return NULL;
+    if (i >= 0) {
+        __atomic_store_n(&guards[i].start, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&guards[i].end, 0, __ATOMIC_RELEASE);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *hot_faulted(PyObject *self, PyObject *slot) {
+    int i = guard_index(slot);
+    if (i == -2)
+        return NULL;
+    return PyBool_FromLong(i >= 0 && __atomic_load_n(&guards[i].faulted, __ATOMIC_ACQUIRE));
+}
+
+static PyObject *hot_faults(PyObject *self, PyObject *unused) {
+    return PyLong_FromUnsignedLong(__atomic_load_n(&sigbus_caught, __ATOMIC_ACQUIRE));
+}
+
 static PyMethodDef methods[] = {
+    {"guard", hot_guard, METH_O,
+     "guard(buffer) -> slot: a SIGBUS on the buffer's pages maps zero pages there and marks the slot."},
+    {"unguard", hot_unguard, METH_O, "unguard(slot): stop watching (before the mapping is closed)."},
+    {"faulted", hot_faulted, METH_O, "faulted(slot) -> bool: whether a SIGBUS hit it since guard()."},
+    {"faults", hot_faults, METH_NOARGS, "faults() -> int: the SIGBUS the guard caught in this process."},
     {"fill", (PyCFunction)(void (*)(void))hot_fill, METH_FASTCALL,
      "fill(dsts, arrays) -> bool: copy each array into its view if formats and shapes agree."},
     {"fence", hot_fence, METH_NOARGS, "A full memory barrier."},

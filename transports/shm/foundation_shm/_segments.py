@@ -10,13 +10,15 @@ import stat
 
 import posix_ipc
 
+from ._accel import hot
+
 __all__ = ["Segment", "create_semaphore", "drain", "open_semaphore", "unlink_segment", "unlink_semaphore"]
 
 
 class Segment:
     """A mapped shared-memory segment with word views (``u32``/``u64`` index = byte offset / 4 or 8)."""
 
-    __slots__ = ("buf", "mm", "name", "size", "u32", "u64")
+    __slots__ = ("buf", "guard", "mm", "name", "size", "u32", "u64", "warned")
 
     def __init__(self, name: str, mm: mmap.mmap) -> None:
         self.name = name
@@ -25,6 +27,8 @@ class Segment:
         self.buf = memoryview(mm)
         self.u32 = self.buf.cast("I")
         self.u64 = self.buf.cast("Q")
+        self.guard = -1  # its SIGBUS guard slot (_hot.guard), -1: none
+        self.warned = False  # a caught SIGBUS of it has been logged
 
     @classmethod
     def create(cls, name: str, size: int, mode: int) -> Segment:
@@ -55,22 +59,34 @@ class Segment:
 
     @classmethod
     def open(cls, name: str, *, sole: bool = False) -> Segment:
-        """Map the existing segment ``name``. ``sole``: refuse anything but a plain file with one
-        name (a hard link to another file, another server's segment say, has two; symlinks are
-        refused by ``shm_open`` itself), as a server opening a client's data segment does."""
+        """Map the existing segment ``name``. ``sole``: a client's data segment, as the server
+        opens it: refuse anything but a plain file with one name (a hard link to another file,
+        another server's segment say, has two; symlinks are refused by ``shm_open`` itself), and
+        guard the mapping against the client shrinking the file under it (``faulted``)."""
         shm = posix_ipc.SharedMemory(name)
         try:
             st = os.fstat(shm.fd)
             if sole and (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1):
                 kind = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"{st.st_nlink} links"
                 raise ValueError(f"/dev/shm{name} is not a data segment of its own ({kind})")
-            size = st.st_size
-            return cls(name, mmap.mmap(shm.fd, size))
+            segment = cls(name, mmap.mmap(shm.fd, st.st_size))
+            if sole and hot is not None and segment.size:
+                segment.guard = hot.guard(segment.buf)
+            return segment
         finally:
             shm.close_fd()
 
+    def faulted(self) -> bool:
+        """Whether an access past the file's end (the client shrank it: SIGBUS) was caught: the
+        mapping then holds zero pages, no longer the client's file. Only a guarded segment
+        (``open(sole=True)`` on the C hot path) is caught; elsewhere the SIGBUS ends the process."""
+        return hot is not None and self.guard >= 0 and bool(hot.faulted(self.guard))
+
     def close(self) -> None:
         """Unmap; if numpy views still use the mapping it stays until they are gone."""
+        if self.guard >= 0 and hot is not None:
+            hot.unguard(self.guard)  # before the pages go: another mapping may take the addresses
+            self.guard = -1
         for view in (self.u32, self.u64, self.buf):
             with contextlib.suppress(BufferError):  # a thread still spinning on it (GIL released)
                 view.release()

@@ -67,6 +67,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self._unnamed_since = None  # (connect_epoch, when) first seen
         self._drain_upto = {}  # at stop: each channel's request published by then
         self._parked = set()  # channels _fail could not answer: no answer will ever come
+        self._faults_seen = 0  # _hot.faults() at the last beat: SIGBUS the data-segment guard caught
         self._hurry = False  # hurry(): the drain ends now
         self.abandoned = 0  # requests stop() gave up on (its drain timed out, or hurry())
         self._running = True

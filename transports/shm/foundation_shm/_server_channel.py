@@ -77,6 +77,24 @@ class _Channel:
         self.wkey: tuple[Any, ...] | None = None  # the last response's shape, whose payload is in place
         self.wval: tuple[list[TensorRef], int, list[np.ndarray]] = ([], 0, [])
 
+    def shrunk(self, server: str, owner: int) -> bool:
+        """Whether the client shrank its data segment under the server (a SIGBUS caught on it:
+        the mapping holds zero pages now); logged once per mapping."""
+        data = self.data
+        if data is None or not data.faulted():
+            return False
+        if not data.warned:
+            data.warned = True
+            log.warning(
+                "shm %s channel %d: client pid %d shrank its data segment %s under the server "
+                "(a SIGBUS, caught); the channel is parked until the client goes",
+                server,
+                self.index,
+                owner,
+                data.name,
+            )
+        return True
+
     def unmap(self) -> None:
         if self.data is not None:
             self.req = self.resp = None

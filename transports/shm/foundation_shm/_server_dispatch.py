@@ -203,7 +203,10 @@ class _Dispatch:
         """Answer a rejected request; with no data segment mapped (the client's could not be:
         a foreign name, a missing or short segment) there is nowhere to answer, so the channel is
         parked as ``_fail`` parks it: its client's deadline ends its wait, and a stop does not
-        wait the whole drain for an answer that cannot come."""
+        wait the whole drain for an answer that cannot come. So is a channel whose client shrank
+        its data segment under the server (a SIGBUS caught: its pages are zeros, not the client's)."""
+        if ch.shrunk(self.name, self._ctl.u32[ch.owner_word]):
+            ch.unmap()
         if ch.resp is None:
             log.warning(
                 "shm %s channel %d: no data segment to answer in; parking the channel", self.name, ch.index

@@ -13,6 +13,7 @@ import posix_ipc
 from foundation_ml.errors import InternalError
 
 from . import _layout as L
+from ._accel import hot
 from ._cuda_ipc import ServerCuda
 from ._liveness import is_alive, is_running
 from ._segments import Segment, drain, unlink_segment
@@ -38,6 +39,7 @@ class _Liveness:
     _channels: list[_Channel]
     _cuda: ServerCuda
     _parked: set[int]
+    _faults_seen: int
     _running: bool
     _unnamed_since: tuple[int, float] | None
     _loop_thread: threading.Thread
@@ -72,6 +74,10 @@ class _Liveness:
                 log.warning("shm %s: pid %d died holding the region mutex; releasing it", self.name, holder)
                 self._mutex.release()
         self._free_unnamed_mutex(holder)
+        if hot is not None and hot.faults() != self._faults_seen:  # one call a beat, not one a channel
+            self._faults_seen = hot.faults()
+            for ch in self._channels:
+                ch.shrunk(self.name, u32[ch.owner_word])  # says so now, not at its next request
         for ch in self._channels:
             pid = u32[ch.owner_word]
             started = u64[(ch.base + _C.OWNER_START) // 8]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import posix_ipc
 import pytest
-from foundation_shm import ShmTransport, _segments
+from foundation_shm import ShmTransport, _accel, _segments
 from foundation_shm import _layout as L
 from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
@@ -322,4 +322,43 @@ def test_a_data_segment_that_is_a_hard_link_to_another_file_is_not_mapped_or_wri
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(target)
+        server.stop()
+
+
+_SHRINKER = """
+import os, sys, time
+import numpy as np, posix_ipc
+from foundation_shm import ShmTransport, _vector_messages
+from foundation_ml import InferenceRequest
+client = ShmTransport().connect(sys.argv[1], timeout=5)
+client.infer(InferenceRequest("echo", {"x": np.arange(1000, dtype=np.float32)}))  # mapped now
+ch = client._pool._all[0]
+shm = posix_ipc.SharedMemory(ch.data.name)
+os.ftruncate(shm.fd, 4096)  # the request's first page only: the response area is past the end
+area = _vector_messages._request({"x": np.arange(4, dtype=np.float32)}, request_id=9, model="echo")
+ch.req[: len(area)] = area
+ch.wkey = None
+print("shrunk", flush=True)
+client._exchange(ch, 9, "echo", time.monotonic_ns() + 2 * 10**9, retry=False)  # its own SIGBUS
+"""
+
+
+@pytest.mark.skipif(_accel.hot is None, reason="the SIGBUS guard is the C hot path's")
+def test_a_client_that_shrinks_its_data_segment_does_not_kill_the_server(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's answer went past the end of the file: SIGBUS, the end of the server (and
+    of every other client's service). Now its pages become zeros, and the channel is parked."""
+    server = ShmTransport().serve(name, EchoHandler(), channels=2, heartbeat_ms=20)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _SHRINKER, name], capture_output=True, text=True, timeout=60
+        )
+        assert "shrunk" in proc.stdout, proc.stderr  # it got that far; how it ended is its own affair
+        deadline = time.monotonic() + 5
+        while "shrank its data segment" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "shrank its data segment" in caplog.text
+        _echo_once(name)  # and everyone else is served
+    finally:
         server.stop()
