@@ -292,6 +292,8 @@ enum fdn_status fdn_decode_request(const uint8_t *area, uint64_t size, const str
     uint64_t rid = h.request_id;
     enum fdn_status st = check_header(&h, size, err);
     if (st) return st;
+    if (b.params_size > FDN_MAX_PARAMS) /* step 3: before the CRC reads them */
+        return fdn_fail(err, FDN_TOO_LARGE, rid, "params_size %u bytes (at most %u)", b.params_size, FDN_MAX_PARAMS);
     if (h.payload_size != fdn_request_payload_size(b.input_count, b.output_count, b.params_size))
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "payload_size %u does not match the counts in the body",
                         h.payload_size);

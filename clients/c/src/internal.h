@@ -4,6 +4,9 @@
 
 #include "fdn_client.h"
 
+/* A request's parameters JSON: at most 1 MiB (spec sections 8 step 3 and 11), else TOO_LARGE. */
+#define FDN_MAX_PARAMS (1u << 20)
+
 /* Set *err (may be NULL) and return code. */
 enum fdn_status fdn_fail(struct fdn_error *err, enum fdn_status code, uint64_t request_id,
                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));

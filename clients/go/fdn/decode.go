@@ -162,6 +162,9 @@ func DecodeRequest(area []byte, lim Limits, out *Request) error {
 	}
 	body := area[HeaderSize:]
 	nIn, nOut, nParams := le.Uint32(body[qInputCount:]), le.Uint32(body[qOutputCount:]), le.Uint32(body[qParamsSize:])
+	if nParams > MaxParams { // step 3: before the CRC reads them
+		return fail(TooLarge, rid, "params_size %d bytes (at most %d)", nParams, MaxParams)
+	}
 	if uint64(payload) != RequestPayloadSize(nIn, nOut, nParams) {
 		return fail(InvalidInput, rid, "payload_size %d does not match the counts in the body", payload)
 	}

@@ -18,6 +18,7 @@ const (
 	VersionSize     = 16
 	DataAlign       = 64
 	MaxText         = 1 << 20
+	MaxParams       = 1 << 20 // a request's params JSON (sections 8 step 3 and 11), else TooLarge
 	page            = 4096
 
 	HeaderSize = 32  // struct fdn_msg_header

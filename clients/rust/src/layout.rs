@@ -27,6 +27,8 @@ pub const DATA_ALIGN: usize = 64;
 pub const PAGE: usize = 4096;
 /// Bytes of an error message or JSON document a decoder accepts.
 pub const MAX_TEXT: usize = 1 << 20;
+/// Bytes of a request's parameters JSON a decoder accepts (more is TOO_LARGE: sections 8 and 11).
+pub const MAX_PARAMS: usize = 1 << 20;
 
 /// `enum fdn_region_state`.
 pub const STATE_STARTING: u32 = 0;

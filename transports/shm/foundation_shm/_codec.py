@@ -63,6 +63,7 @@ _U32 = struct.Struct("<I")
 _fixed_cache: dict[tuple[str, int], bytes] = {}
 _ZERO_HANDLE = bytes(64)
 _MAX_TEXT = 1 << 20  # error messages and JSON documents: at most 1 MiB
+_MAX_PARAMS = 1 << 20  # a request's parameters JSON: at most 1 MiB (spec 8 step 3, 11), else TOO_LARGE
 
 
 class Limits(NamedTuple):

@@ -28,6 +28,7 @@ from foundation_ml.errors import (
 from ._codec import (
     _DATA_CRC,
     _HOST,
+    _MAX_PARAMS,
     _MAX_TEXT,
     _RESPONSE,
     DEFAULT_LIMITS,
@@ -166,6 +167,10 @@ def _params(raw: bytes, rid: int) -> dict[str, Any]:
         value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError):
         raise InvalidInput("params are not valid UTF-8 JSON", request_id=rid) from None
+    except RecursionError:  # a value is never an array or object: any nesting is refused anyway
+        raise InvalidInput(
+            "params nest too deeply (values are strings, numbers and booleans)", request_id=rid
+        ) from None
     if not isinstance(value, dict) or not all(
         isinstance(v, str | int | float | bool) and not isinstance(v, dict) for v in value.values()
     ):
@@ -199,6 +204,8 @@ def decode_request(
         _,
     ) = HEADER_AND_BODY.unpack_from(area, 0)
     _check_header(area, size, magic, version, payload, rid)
+    if n_params > _MAX_PARAMS:  # before the CRC and the copy read those bytes (spec 8 step 3)
+        raise TooLarge(f"params_size {n_params} bytes (at most {_MAX_PARAMS})", request_id=rid)
     if payload != request_payload_size(n_in, n_out, n_params):
         raise InvalidInput(f"payload_size {payload} does not match the counts in the body", request_id=rid)
     if not flags & _DATA_CRC:

@@ -36,6 +36,7 @@ __all__ = [
     "_cuda_ref",
     "_overflowing_shape",
     "_poke",
+    "_raw_params",
     "_rename",
     "_request",
     "_reseal",
@@ -127,6 +128,15 @@ def _rename(buf: bytearray, desc: int, name: str) -> bytearray:
     raw = name.encode()
     buf[desc : desc + 64] = raw + bytes(64 - len(raw))
     return _reseal(buf)
+
+
+def _raw_params(raw: bytes, request_id: int) -> bytearray:
+    """A request with no tensors whose params are ``raw``, as given (the encoder would refuse
+    most broken JSON)."""
+    payload = request_payload_size(0, 0, len(raw))
+    buf = bytearray(-(-(MSG_HEADER_SIZE + payload) // 64) * 64)
+    write_request(buf, request_id=request_id, model="echo", params=raw)
+    return buf
 
 
 def _corrupt_data(buf: bytearray) -> bytearray:

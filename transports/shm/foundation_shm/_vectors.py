@@ -34,6 +34,7 @@ from ._vector_messages import (
     _cuda_ref,
     _overflowing_shape,
     _poke,
+    _raw_params,
     _rename,
     _request,
     _response,
@@ -172,6 +173,26 @@ def _request_error_cases() -> Cases:
         "error_payload_out_of_bounds": (
             "request",
             lambda: _poke(_request({"x": _X}, request_id=20), 16, "<I", 1 << 30),
+        ),
+        **_params_error_cases(),
+    }
+
+
+_PARAMS_SIZE_AT = 32 + 96  # params_size in the request body
+
+
+def _params_error_cases() -> Cases:
+    """Parameters a decoder must refuse: over 1 MiB (checked before payload_size is compared with
+    the counts, so the area needs no MiB), and nested deeper than a recursive parser's stack."""
+    return {
+        "error_params_too_large": (
+            "request",
+            lambda: _poke(_request({"x": _X}, request_id=40), _PARAMS_SIZE_AT, "<I", (1 << 20) + 1),
+        ),
+        "error_params_deep_array": ("request", lambda: _raw_params(b"[" * 100_000, 41)),
+        "error_params_deep_object": (
+            "request",
+            lambda: _raw_params(b'{"a":' * 3000 + b"1" + b"}" * 3000, 42),
         ),
     }
 

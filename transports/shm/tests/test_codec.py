@@ -195,3 +195,45 @@ def test_a_dimension_beyond_2_63_is_invalid_input_even_in_an_empty_tensor() -> N
     struct.pack_into("<Q", buf, _DESC0 + 72, 1 << 63)
     with pytest.raises(InvalidInput, match="a dimension of 9223372036854775808 is beyond 2\\^63 - 1"):
         decode_request(bytes(_reseal(buf)))
+
+
+# --- parameters: nesting and size (spec 8 steps 3 and 10, section 11) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 100_000, b"[" * 50_000 + b"]" * 50_000, b'{"a":' * 3000 + b"1" + b"}" * 3000],
+    ids=["open-arrays", "closed-arrays", "objects"],
+)
+@pytest.mark.parametrize("kind", ["request", "response"])
+def test_params_nested_beyond_the_recursion_limit_are_invalid_input(raw: bytes, kind: str) -> None:
+    """json.loads raises RecursionError (not ValueError) on these: still INVALID_INPUT, not INTERNAL."""
+    buf = bytearray(256 + len(raw))
+    if kind == "request":
+        write_request(buf, request_id=7, model="m", params=raw)
+        with pytest.raises(InvalidInput, match="params") as info:
+            decode_request(bytes(buf))
+    else:
+        write_response(buf, request_id=7, params=raw)
+        with pytest.raises(InvalidInput, match="params") as info:
+            decode_response(bytes(buf))
+    assert info.value.request_id == 7
+
+
+def _params_of(size: int) -> bytes:
+    raw = b'{"p":"' + b"x" * (size - 8) + b'"}'
+    assert len(raw) == size
+    return raw
+
+
+def test_params_of_1_mib_decode_and_one_byte_more_is_too_large_before_the_crc_is_read() -> None:
+    from foundation_shm._codec import _MAX_PARAMS
+
+    assert _MAX_PARAMS == 1 << 20
+    buf = _encode_request({}, request_id=8, model="m", params=_params_of(1 << 20))
+    assert decode_request(bytes(buf)).params == {"p": "x" * ((1 << 20) - 8)}
+    buf = _encode_request({}, request_id=9, model="m", params=_params_of((1 << 20) + 1))
+    buf[28] ^= 0xFF  # a CRC that does not match: the cap comes first (step 3, before step 4)
+    with pytest.raises(TooLarge, match="params_size 1048577 bytes \\(at most 1048576\\)") as info:
+        decode_request(bytes(buf))
+    assert info.value.request_id == 9

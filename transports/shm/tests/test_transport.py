@@ -17,6 +17,7 @@ from foundation_shm._server import ShmServer
 
 from foundation_core import Hub
 from foundation_ml import DataType, InferenceRequest
+from foundation_ml.errors import InvalidInput, TooLarge
 
 WORKER = str(Path(__file__).parent / "worker.py")
 
@@ -236,3 +237,44 @@ def test_data_crc_covers_the_tensor_bytes_end_to_end(name: str) -> None:
         x = np.arange(1000, dtype=np.int16)
         for _ in range(2):  # the second call takes the cached path: its CRC still covers the data
             np.testing.assert_array_equal(c.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
+
+
+def test_the_client_refuses_parameters_over_1_mib_before_sending(server: ShmServer, name: str) -> None:
+    """TOO_LARGE as the server would answer (spec 11), but raised by the client: its message says
+    so, and the next call on the same client goes through."""
+    big = {"p": "x" * (1 << 20)}  # {"p":"..."}: 1 MiB + 8 bytes of JSON
+    x = np.arange(4, dtype=np.float32)
+    with ShmTransport().connect(name) as client:
+        with pytest.raises(TooLarge, match="parameters of 1048584 bytes as JSON \\(at most 1048576\\)"):
+            client.infer(InferenceRequest("echo", {"x": x}, parameters=big))
+        np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
+
+
+def test_the_server_answers_parameters_over_1_mib_too_large(
+    server: ShmServer, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import foundation_shm._client as client_module
+
+    monkeypatch.setattr(client_module, "_MAX_PARAMS", 1 << 30)  # a client that does not check
+    x = np.arange(4, dtype=np.float32)
+    with ShmTransport().connect(name) as client:
+        with pytest.raises(TooLarge, match="params_size 1048584 bytes \\(at most 1048576\\)"):
+            client.infer(InferenceRequest("echo", {"x": x}, parameters={"p": "x" * (1 << 20)}))
+        np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
+
+
+@pytest.mark.parametrize(
+    "raw", [b"[" * 100_000, b'{"a":' * 3000 + b"1" + b"}" * 3000], ids=["arrays", "objects"]
+)
+def test_the_server_answers_deeply_nested_parameters_invalid_input_not_internal(
+    server: ShmServer, name: str, monkeypatch: pytest.MonkeyPatch, raw: bytes
+) -> None:
+    import foundation_shm._client as client_module
+
+    monkeypatch.setattr(client_module, "encode_params", lambda _: raw)  # what a foreign client sends
+    x = np.arange(4, dtype=np.float32)
+    with ShmTransport().connect(name) as client:
+        with pytest.raises(InvalidInput, match="params"):
+            client.infer(InferenceRequest("echo", {"x": x}, parameters={"p": 1}))
+        monkeypatch.undo()
+        np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)

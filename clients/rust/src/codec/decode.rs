@@ -261,6 +261,14 @@ pub fn decode_request(area: &[u8], limits: &Limits) -> Result<DecodedRequest> {
     let n_in = rd32(area, msg::REQ_INPUT_COUNT) as u64;
     let n_out = rd32(area, msg::REQ_OUTPUT_COUNT) as u64;
     let n_params = rd32(area, msg::REQ_PARAMS_SIZE) as u64;
+    if n_params > l::MAX_PARAMS as u64 {
+        // step 3: before the CRC reads them
+        return Err(Error::new(
+            Status::TooLarge,
+            format!("params_size {n_params} bytes (at most {})", l::MAX_PARAMS),
+        )
+        .with_id(rid));
+    }
     let want =
         l::BODY_SIZE as u64 + l::DESC_SIZE as u64 * n_in + l::NAME_SIZE as u64 * n_out + n_params;
     if payload as u64 != want {
