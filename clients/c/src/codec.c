@@ -45,6 +45,18 @@ static int tensor_bytes_ok(const uint64_t *shape, uint32_t ndim, size_t itemsize
     return 1;
 }
 
+/* 1 if itemsize * the nonzero dimensions <= 2^63 - 1 (section 8 step 7, HOST): a tensor with a 0
+ * has no bytes, but array libraries (their sizes signed 64-bit) still cannot hold a wider shape. */
+static int host_shape_ok(const uint64_t *shape, uint32_t ndim, size_t itemsize) {
+    uint64_t n = itemsize;
+    for (uint32_t i = 0; i < ndim; i++) {
+        if (!shape[i]) continue;
+        if (n > (uint64_t)INT64_MAX / shape[i]) return 0;
+        n *= shape[i];
+    }
+    return 1;
+}
+
 /* product(shape) * itemsize, or UINT64_MAX on overflow (the encoder's check). */
 static uint64_t tensor_bytes(const uint64_t *shape, uint32_t ndim, size_t itemsize) {
     uint64_t n;
@@ -259,6 +271,9 @@ static enum fdn_status decode_tensor(const uint8_t *area, uint64_t size, const u
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': unknown dtype code %u (known: 1..14)",
                         t->name, d.dtype);
     uint64_t want;
+    if (!host_shape_ok(d.shape, d.ndim, itemsize))
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': shape beyond 2^63 - 1 bytes over its nonzero dimensions",
+                        t->name);
     if (!tensor_bytes_ok(d.shape, d.ndim, itemsize, &want) || want != d.data_size)
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': data_size %llu != shape x %zu bytes",
                         t->name, (unsigned long long)d.data_size, itemsize);

@@ -84,6 +84,9 @@ func decodeTensor(area []byte, at uint64, t *Tensor, rid uint64, names map[strin
 		shape[k] = le.Uint64(d[dShape+8*k:])
 	}
 	offset, size := le.Uint64(d[dDataOffset:]), le.Uint64(d[dDataSize:])
+	if !hostShapeOK(shape[:ndim], itemsize) {
+		return fail(InvalidInput, rid, "tensor %q: shape beyond 2^63 - 1 bytes over its nonzero dimensions", name)
+	}
 	if want, ok := tensorBytes(shape[:ndim], itemsize); !ok || want != size {
 		return fail(InvalidInput, rid, "tensor %q: data_size %d != shape x %d bytes", name, size, itemsize)
 	}
@@ -97,6 +100,23 @@ func decodeTensor(area []byte, at uint64, t *Tensor, rid uint64, names map[strin
 	*t = Tensor{Name: name, DType: dtype, NDim: ndim, Shape: shape, DataOffset: offset, DataSize: size,
 		Data: area[offset : offset+size : offset+size]}
 	return nil
+}
+
+// hostShapeOK reports whether itemsize x the nonzero dimensions is at most 2^63 - 1 (section 8
+// step 7, HOST): a tensor with a 0 has no bytes, but array libraries (their sizes signed 64-bit)
+// still cannot hold a wider shape.
+func hostShapeOK(shape []uint64, itemsize uint64) bool {
+	n := itemsize
+	for _, d := range shape {
+		if d == 0 {
+			continue
+		}
+		if n > math.MaxInt64/d {
+			return false
+		}
+		n *= d
+	}
+	return true
 }
 
 // decodeCudaTensor is section 15.3, in its order (the handle is not opened here).

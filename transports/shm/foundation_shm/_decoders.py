@@ -80,7 +80,17 @@ def _text(raw: bytes, what: str, request_id: int) -> str:
         raise InvalidInput(f"{what} is not valid UTF-8", request_id=request_id) from None
 
 
-_DIM_LIMIT = 1 << 63  # numpy's (and every array library's) largest dimension is 2^63 - 1
+_MAX_NBYTES = (1 << 63) - 1  # numpy's (every array library's) sizes are signed 64-bit
+
+
+def _too_large(name: str, shape: Sequence[int], nbytes: int, request_id: int) -> InvalidInput:
+    big = max(shape)
+    why = (
+        f"a dimension of {big} is beyond 2^63 - 1"
+        if big > _MAX_NBYTES
+        else f"shape {list(shape)} spans {nbytes} bytes over its nonzero dimensions, beyond 2^63 - 1"
+    )
+    return InvalidInput(f"tensor {name!r}: {why}", request_id=request_id)
 
 
 def decode_host_tensor(fields: tuple[Any, ...], area: Any, area_size: int, request_id: int) -> np.ndarray:
@@ -95,12 +105,15 @@ def decode_host_tensor(fields: tuple[Any, ...], area: Any, area_size: int, reque
     _, npdtype, itemsize = entry
     shape = fields[3 : 3 + ndim]
     offset, size = fields[11], fields[12]
-    if any(d >= _DIM_LIMIT for d in shape):  # the C, Rust and Go decoders refuse these as well
-        raise InvalidInput(
-            f"tensor {name!r}: a dimension of {max(shape)} is beyond 2^63 - 1", request_id=request_id
-        )
     count = math.prod(shape)
-    if count * itemsize != size:
+    nbytes = count * itemsize
+    # spec 8 step 7: itemsize x the nonzero dimensions <= 2^63 - 1, also when a 0 makes the
+    # product 0 (then the overflow of the 64-bit product, taken dimension by dimension, is caught
+    # too, as the C, Go and Rust decoders catch it)
+    spans = nbytes if count else math.prod([d for d in shape if d]) * itemsize
+    if spans > _MAX_NBYTES:
+        raise _too_large(name, shape, spans, request_id)
+    if nbytes != size:
         raise InvalidInput(
             f"tensor {name!r}: data_size {size} != {count} elements x {itemsize} bytes", request_id=request_id
         )
@@ -113,7 +126,10 @@ def decode_host_tensor(fields: tuple[Any, ...], area: Any, area_size: int, reque
         raise InvalidInput(
             f"tensor {name!r}: data_offset {offset} not aligned to {itemsize}", request_id=request_id
         )
-    return np.frombuffer(area, npdtype, count, offset).reshape(shape)
+    try:
+        return np.frombuffer(area, npdtype, count, offset).reshape(shape)
+    except ValueError as exc:  # the checks above leave numpy nothing to refuse; if it does, say so
+        raise InvalidInput(f"tensor {name!r}: {exc}", request_id=request_id) from None
 
 
 TensorDecoder = Callable[[tuple[Any, ...], Any, int, int], np.ndarray]

@@ -41,6 +41,7 @@ __all__ = [
     "_request",
     "_reseal",
     "_response",
+    "_shaped",
     "_zero_handle",
 ]
 
@@ -137,6 +138,15 @@ def _raw_params(raw: bytes, request_id: int) -> bytearray:
     buf = bytearray(-(-(MSG_HEADER_SIZE + payload) // 64) * 64)
     write_request(buf, request_id=request_id, model="echo", params=raw)
     return buf
+
+
+def _shaped(dtype: DataType, shape: tuple[int, ...], request_id: int) -> bytearray:
+    """A request whose one input is the empty tensor ``shape`` (holding a 0) of ``dtype``,
+    ``data_size`` 0: shapes the encoder (and numpy) would not build."""
+    buf = _request({"e": np.zeros(0, np.uint8)}, request_id=request_id)
+    struct.pack_into("<II", buf, _DESC0 + 64, dtype.code, len(shape))
+    struct.pack_into(f"<{len(shape)}Q", buf, _DESC0 + 72, *shape)
+    return _reseal(buf)
 
 
 def _corrupt_data(buf: bytearray) -> bytearray:

@@ -38,6 +38,7 @@ from ._vector_messages import (
     _rename,
     _request,
     _response,
+    _shaped,
     _zero_handle,
 )
 
@@ -78,6 +79,12 @@ def _request_cases() -> Cases:
             lambda: _request({"bf": np.array(0x3F80, dtype=np.uint16)}, request_id=4),
         ),
         "request_empty_tensor": ("request", lambda: _request({"e": np.zeros((0, 4))}, request_id=5)),
+        # [2^62, 0] UINT8: no elements, and 1 x 2^62 (itemsize x the nonzero dimensions) is within
+        # 2^63 - 1, so any array library holds it (spec 8 step 7)
+        "request_empty_tensor_wide": (
+            "request",
+            lambda: _request({"e": np.zeros((1 << 62, 0), np.uint8)}, request_id=47),
+        ),
         "request_metadata": (
             "request",
             lambda: _request({}, request_id=6, kind=MessageKind.METADATA_REQUEST),
@@ -175,6 +182,7 @@ def _request_error_cases() -> Cases:
             lambda: _poke(_request({"x": _X}, request_id=20), 16, "<I", 1 << 30),
         ),
         **_params_error_cases(),
+        **_shape_error_cases(),
     }
 
 
@@ -194,6 +202,26 @@ def _params_error_cases() -> Cases:
             "request",
             lambda: _raw_params(b'{"a":' * 3000 + b"1" + b"}" * 3000, 42),
         ),
+    }
+
+
+def _shape_error_cases() -> Cases:
+    """Empty HOST tensors whose shapes no array library holds (spec 8 step 7)."""
+    return {
+        # the product overflows 64 bits before the 0 that would make it 0
+        "error_shape_overflow_before_zero": (
+            "request",
+            lambda: _shaped(DataType.UINT8, (1 << 32, 1 << 32, 0), 43),
+        ),
+        # 4 (the itemsize) x 2^62 overflows 64 bits
+        "error_shape_itemsize_overflow": ("request", lambda: _shaped(DataType.FP32, (1 << 62, 0), 44)),
+        # 1 x 2^62 x 2 = 2^63: no overflow in unsigned 64 bits, but beyond 2^63 - 1
+        "error_empty_tensor_too_large": (
+            "request",
+            lambda: _shaped(DataType.UINT8, (1 << 62, 2, 0), 45),
+        ),
+        # a dimension of 2^63 after the 0: the product stays 0, the dimension is still refused
+        "error_dimension_after_zero": ("request", lambda: _shaped(DataType.UINT8, (0, 1 << 63), 46)),
     }
 
 

@@ -237,3 +237,69 @@ def test_params_of_1_mib_decode_and_one_byte_more_is_too_large_before_the_crc_is
     with pytest.raises(TooLarge, match="params_size 1048577 bytes \\(at most 1048576\\)") as info:
         decode_request(bytes(buf))
     assert info.value.request_id == 9
+
+
+# --- shapes numpy cannot hold: empty tensors with wide dimensions (spec 8 step 7) ------------------
+
+
+def _with_shape(kind: str, dtype: DataType, shape: tuple[int, ...]) -> bytes:
+    """A one-tensor request or response whose descriptor says ``shape`` of ``dtype``, data_size 0."""
+    if kind == "request":
+        buf = _encode_request({"e": np.zeros(0, np.uint8)}, request_id=5, model="m")
+    else:
+        refs, end = layout([("e", DataType.UINT8, (0,))], response_payload_size(1, 0, 0))
+        buf = bytearray(end)
+        write_response(buf, request_id=5, outputs=refs)
+    struct.pack_into("<II", buf, 32 + 112 + 64, dtype.code, len(shape))
+    struct.pack_into(f"<{len(shape)}Q", buf, 32 + 112 + 72, *shape)
+    return bytes(_reseal(buf))
+
+
+def _decode(kind: str, area: bytes) -> dict[str, np.ndarray]:
+    return decode_request(area).inputs if kind == "request" else decode_response(area).outputs
+
+
+@pytest.mark.parametrize("kind", ["request", "response"])
+@pytest.mark.parametrize(
+    ("dtype", "shape"),
+    [
+        (DataType.UINT8, (1 << 32, 1 << 32, 0)),  # overflows 64 bits before the 0
+        (DataType.FP32, (1 << 62, 0)),  # 4 x 2^62 overflows 64 bits
+        (DataType.UINT8, (1 << 62, 2, 0)),  # 2^63: fits unsigned 64 bits, not numpy's signed size
+        (DataType.FP16, (0, 1 << 62)),  # the same after the 0
+        (DataType.UINT8, (0, 1 << 63)),  # a dimension of 2^63 after the 0
+        (DataType.UINT8, (0, 3, 3074457345618258603)),  # 9223372036854775809 = 2^63 + 1
+    ],
+)
+def test_an_empty_tensor_numpy_cannot_hold_is_invalid_input_naming_it(
+    kind: str, dtype: DataType, shape: tuple[int, ...]
+) -> None:
+    with pytest.raises(InvalidInput, match=r"tensor 'e': .*beyond 2\^63 - 1") as info:
+        _decode(kind, _with_shape(kind, dtype, shape))
+    assert info.value.request_id == 5
+
+
+@pytest.mark.parametrize("kind", ["request", "response"])
+@pytest.mark.parametrize(
+    ("dtype", "shape"),
+    [
+        (DataType.UINT8, ((1 << 63) - 1, 0)),  # exactly 2^63 - 1 bytes over the nonzero dimensions
+        (DataType.UINT8, (0, 7 * 7 * 73 * 127, 337 * 92737 * 649657)),  # 2^63 - 1 as a product
+        (DataType.FP32, (0, (1 << 61) - 1)),
+        (DataType.FP64, (2, 0, 1 << 56, 3)),
+    ],
+)
+def test_an_empty_tensor_within_2_63_bytes_decodes_with_its_shape(
+    kind: str, dtype: DataType, shape: tuple[int, ...]
+) -> None:
+    array = _decode(kind, _with_shape(kind, dtype, shape))["e"]
+    assert array.shape == shape and array.dtype == dtype.numpy and array.size == 0
+
+
+def test_whatever_numpy_refuses_is_invalid_input_not_value_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the spec's check (lifted here), numpy's own ValueError still comes back typed."""
+    import foundation_shm._decoders as decoders
+
+    monkeypatch.setattr(decoders, "_MAX_NBYTES", 1 << 70)
+    with pytest.raises(InvalidInput, match=r"tensor 'e': (?!.*2\^63)"):  # numpy's words
+        _decode("response", _with_shape("response", DataType.UINT8, (1 << 62, 2, 0)))

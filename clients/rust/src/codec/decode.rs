@@ -191,11 +191,30 @@ fn check_host(
     Ok(())
 }
 
+/// Whether itemsize x the nonzero dimensions is at most 2^63 - 1 (section 8 step 7, HOST): a
+/// tensor with a 0 has no bytes, but array libraries (their sizes signed 64-bit) still cannot
+/// hold a wider shape.
+fn host_shape_ok(shape: &[u64], datatype: DataType) -> bool {
+    shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(datatype.itemsize() as u64, |n, &d| {
+            n.checked_mul(d).filter(|&m| m <= i64::MAX as u64)
+        })
+        .is_some()
+}
+
 /// The descriptor at `at`, checked (section 8 step 7; 15.3 for CUDA_IPC).
 fn decode_desc(area: &[u8], at: usize, limits: &Limits, rid: u64) -> Result<TensorRef> {
     let (name, location, datatype, shape) = desc_head(area, at, limits, rid)?;
     let offset = rd64(area, at + msg::D_DATA_OFFSET);
     let size = rd64(area, at + msg::D_DATA_SIZE);
+    if location == l::LOCATION_HOST && !host_shape_ok(&shape, datatype) {
+        return Err(invalid(
+            format!("tensor {name:?}: shape {shape:?} beyond 2^63 - 1 bytes over its nonzero dimensions"),
+            rid,
+        ));
+    }
     let want = shape
         .iter()
         .try_fold(datatype.itemsize() as u64, |n, &d| n.checked_mul(d));
