@@ -41,12 +41,12 @@ from . import _layout as L
 from ._accel import check_start, hot
 from ._channel import _Channel, _pages
 from ._codec import (
-    _MAX_PARAMS,
     TensorRef,
     encode_params,
     fill,
     layout,
     request_payload_size,
+    sendable_params,
     views,
     write_header,
     write_request,
@@ -69,13 +69,6 @@ _SERVER_SLEEPING = _R.SERVER_SLEEPING // 4
 _READY = int(L.RegionState.READY)
 _TOO_LARGE = int(ErrorCode.TOO_LARGE)
 _clock = time.monotonic_ns
-
-
-def _sendable(params: bytes, rid: int) -> bytes:
-    """``params``, unless over the protocol's 1 MiB (spec 11): refused here, as the server would."""
-    if len(params) > _MAX_PARAMS:
-        raise TooLarge(f"parameters of {len(params)} bytes as JSON (at most {_MAX_PARAMS})", request_id=rid)
-    return params
 
 
 class ShmClient(TransportClient):
@@ -156,7 +149,7 @@ class ShmClient(TransportClient):
         views = False
         try:
             inputs = request.inputs
-            params = _sendable(encode_params(request.parameters), rid) if request.parameters else b""
+            params = sendable_params(request.parameters, rid) if request.parameters else b""
             # the request repeats the last one on this channel (model, names; then dtypes and
             # shapes, checked as the data is copied): only the data and the header are written
             key = (request.model, request.version, tuple(request.outputs), params, tuple(inputs))

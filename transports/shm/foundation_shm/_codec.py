@@ -269,6 +269,15 @@ def text_and_params(parameters: Mapping[str, Any], request_id: int) -> tuple[byt
     return text, encode_params(params)
 
 
+def sendable_params(params: Mapping[str, Any], rid: int) -> bytes:
+    """``params`` encoded, unless over the protocol's 1 MiB (spec 11): refused by the client
+    (``TooLarge``) before anything is sent, as the server would refuse it."""
+    raw = encode_params(params)
+    if len(raw) > _MAX_PARAMS:
+        raise TooLarge(f"parameters of {len(raw)} bytes as JSON (at most {_MAX_PARAMS})", request_id=rid)
+    return raw
+
+
 def encode_params(params: Mapping[str, Any]) -> bytes:
     """Parameters as the protocol's JSON; NaN and infinities are not JSON (``InvalidInput``)."""
     if not params:

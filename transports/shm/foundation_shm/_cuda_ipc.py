@@ -21,7 +21,7 @@ from foundation_ml import DataType, InferenceRequest, InferenceResponse
 from foundation_ml.errors import CudaUnavailable, InferenceError, InternalError, InvalidInput, TooLarge
 
 from . import _layout as L
-from ._codec import encode_params, layout, request_payload_size, response_payload_size, text_and_params
+from ._codec import layout, request_payload_size, response_payload_size, sendable_params, text_and_params
 from ._cuda_desc import (
     FLAG_CUDA_IPC,
     CudaIpcRef,
@@ -440,7 +440,7 @@ class ClientCuda:
             host.append(spec)
             arrays.append(a)
             tensors.append(spec)
-        params = encode_params(request.parameters) if request.parameters else b""
+        params = sendable_params(request.parameters, rid) if request.parameters else b""
         refs, end = layout(host, request_payload_size(len(tensors), len(request.outputs), len(params)))
         it = iter(refs)
         placed = [t if type(t) is CudaIpcRef else next(it) for t in tensors]

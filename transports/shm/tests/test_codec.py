@@ -303,3 +303,16 @@ def test_whatever_numpy_refuses_is_invalid_input_not_value_error(monkeypatch: py
     monkeypatch.setattr(decoders, "_MAX_NBYTES", 1 << 70)
     with pytest.raises(InvalidInput, match=r"tensor 'e': (?!.*2\^63)"):  # numpy's words
         _decode("response", _with_shape("response", DataType.UINT8, (1 << 62, 2, 0)))
+
+
+def test_sendable_params_refuses_over_1_mib_before_sending() -> None:
+    """What both client paths (host and CUDA IPC) send: the server's cap, refused the same way."""
+    from foundation_shm._codec import _MAX_PARAMS, sendable_params
+
+    from foundation_ml.errors import TooLarge
+
+    fits = {"p": "x" * (_MAX_PARAMS - 8)}  # {"p":"..."} is 8 bytes of JSON around the value
+    assert len(sendable_params(fits, 3)) == _MAX_PARAMS
+    with pytest.raises(TooLarge, match="at most 1048576") as info:
+        sendable_params({"p": "x" * (_MAX_PARAMS - 7)}, 3)
+    assert info.value.request_id == 3

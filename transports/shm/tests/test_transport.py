@@ -253,9 +253,9 @@ def test_the_client_refuses_parameters_over_1_mib_before_sending(server: ShmServ
 def test_the_server_answers_parameters_over_1_mib_too_large(
     server: ShmServer, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import foundation_shm._client as client_module
+    import foundation_shm._codec as codec
 
-    monkeypatch.setattr(client_module, "_MAX_PARAMS", 1 << 30)  # a client that does not check
+    monkeypatch.setattr(codec, "_MAX_PARAMS", 1 << 30)  # a client that does not check
     x = np.arange(4, dtype=np.float32)
     with ShmTransport().connect(name) as client:
         with pytest.raises(TooLarge, match="params_size 1048584 bytes \\(at most 1048576\\)"):
@@ -269,9 +269,9 @@ def test_the_server_answers_parameters_over_1_mib_too_large(
 def test_the_server_answers_deeply_nested_parameters_invalid_input_not_internal(
     server: ShmServer, name: str, monkeypatch: pytest.MonkeyPatch, raw: bytes
 ) -> None:
-    import foundation_shm._client as client_module
+    import foundation_shm._codec as codec
 
-    monkeypatch.setattr(client_module, "encode_params", lambda _: raw)  # what a foreign client sends
+    monkeypatch.setattr(codec, "encode_params", lambda _: raw)  # what a foreign client sends
     x = np.arange(4, dtype=np.float32)
     with ShmTransport().connect(name) as client:
         with pytest.raises(InvalidInput, match="params"):
