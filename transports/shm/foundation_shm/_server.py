@@ -27,6 +27,7 @@ from ._answers import Answers
 from ._codec import Limits
 from ._cuda_ipc import ServerCuda
 from ._liveness import ServerLock, start_time
+from ._log_throttle import LogThrottle
 from ._objects import remove_objects
 from ._options import ServeOptions
 from ._options import options as _options
@@ -68,6 +69,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self._drain_upto = {}  # at stop: each channel's request published by then
         self._parked = set()  # channels _fail could not answer: no answer will ever come
         self._faults_seen = 0  # _hot.faults() at the last beat: SIGBUS the data-segment guard caught
+        self._rejected_log = LogThrottle()  # rejected requests' warnings, per channel
         self._hurry = False  # hurry(): the drain ends now
         self.abandoned = 0  # requests stop() gave up on (its drain timed out, or hurry())
         self._running = True

@@ -24,6 +24,7 @@ from . import _layout as L
 from ._codec import DecodedRequest, Limits
 from ._cuda_desc import decoded as _cuda_decoded
 from ._cuda_ipc import ServerCuda
+from ._log_throttle import LogThrottle
 from ._readers import RequestReader
 from ._segments import Segment
 from ._server_channel import _Channel, _Responder
@@ -51,6 +52,7 @@ class _Dispatch:
     _stopping: bool
     _drain_upto: dict[int, int]
     _parked: set[int]
+    _rejected_log: LogThrottle
 
     def _dispatch(self, ch: _Channel, seq: int) -> None:
         ch.busy = True
@@ -87,13 +89,13 @@ class _Dispatch:
                 dec = self._cuda.on_request(ch.index, owner, dec)  # CUDA IPC: open handles
         except InferenceError as exc:
             rid = self._request_id(ch)
-            log.warning("shm %s channel %d: rejected request %d: %s", self.name, ch.index, rid, exc)
+            self._log_rejected(ch, "rejected request %d: %s", rid, exc)
             exc.request_id = rid
             self._answer_or_park(ch, seq, rid, model, exc)
             return
         except Exception as exc:  # a segment the client broke: answer if we can, never die
             rid = self._request_id(ch)
-            log.warning("shm %s channel %d: %r", self.name, ch.index, exc)
+            self._log_rejected(ch, "%r", exc)
             self._answer_or_park(ch, seq, rid, model, InternalError(str(exc), request_id=rid))
             return
         respond = _Responder(self, ch, seq, dec.request_id, dec.model)
@@ -198,6 +200,15 @@ class _Dispatch:
         ch.req_cap, ch.resp_cap = req_cap, resp_cap
         ch.reader = RequestReader(ch.req, req_cap, self.limits)
         ch.wkey = None
+
+    def _log_rejected(self, ch: _Channel, what: str, *args: object) -> None:
+        """A warning about a request the server refused, at most 10 at once and one a second
+        per channel (its client writes what they say, as often as it likes); the next line
+        logged says how many were held back."""
+        now, held = self._rejected_log.take(ch.index)
+        if now:
+            more = f" ({held} more rejected on this channel not logged)" if held else ""
+            log.warning("shm %s channel %d: " + what + more, self.name, ch.index, *args)
 
     def _answer_or_park(self, ch: _Channel, seq: int, rid: int, model: str, exc: InferenceError) -> None:
         """Answer a rejected request; with no data segment mapped (the client's could not be:

@@ -16,6 +16,7 @@ from . import _layout as L
 from ._accel import hot
 from ._cuda_ipc import ServerCuda
 from ._liveness import is_alive, is_running
+from ._log_throttle import LogThrottle
 from ._segments import Segment, drain, unlink_segment
 from ._server_channel import _Channel
 
@@ -40,6 +41,7 @@ class _Liveness:
     _cuda: ServerCuda
     _parked: set[int]
     _faults_seen: int
+    _rejected_log: LogThrottle
     _running: bool
     _unnamed_since: tuple[int, float] | None
     _loop_thread: threading.Thread
@@ -127,6 +129,7 @@ class _Liveness:
                 ctl.u32[ch.busy_word] = 0
                 ch.busy = False
                 self._parked.discard(ch.index)
+                self._rejected_log.forget(ch.index)  # the next client starts with a full burst
             raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64]).partition(b"\0")[0]
             name = raw.decode("ascii", "replace")
             if name.startswith(f"/fdn-{self.name}-d{ch.index}-"):

@@ -1,0 +1,72 @@
+"""A channel's rejected requests are logged at most ``burst`` at once and ``per_second`` after."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from foundation_shm import ShmTransport, _vector_messages
+from foundation_shm._echo import EchoHandler
+from foundation_shm._log_throttle import LogThrottle
+from hypothesis import given
+from hypothesis import strategies as st
+
+from foundation_ml.errors import BadMagic
+
+
+@given(
+    burst=st.integers(1, 20),
+    rate=st.floats(0.1, 50),
+    steps=st.lists(st.tuples(st.integers(0, 3), st.floats(0, 2)), max_size=200),
+)
+def test_never_more_than_the_burst_plus_the_rate_and_every_line_is_counted(
+    burst: int, rate: float, steps: list[tuple[int, float]]
+) -> None:
+    throttle, now = LogThrottle(burst, rate), 0.0
+    logged: dict[int, int] = {}
+    held: dict[int, int] = {}
+    calls: dict[int, int] = {}
+    for key, dt in steps:
+        now += dt
+        ok, before = throttle.take(key, now)
+        calls[key] = calls.get(key, 0) + 1
+        logged[key] = logged.get(key, 0) + ok
+        held[key] = held.get(key, 0) + before
+        assert logged[key] <= burst + rate * now + 1e-9
+    for key in calls:  # each call is logged, or held back and counted by a later logged one
+        ok, before = throttle.take(key, now + 1e6)
+        assert ok and logged[key] + held[key] + before == calls[key]
+
+
+def test_a_quiet_key_gets_its_burst_back_and_a_forgotten_one_starts_full() -> None:
+    throttle = LogThrottle(burst=2, per_second=1.0)
+    assert [throttle.take(0, 0.0)[0] for _ in range(4)] == [True, True, False, False]
+    assert throttle.take(0, 1.0) == (True, 2)  # one token back after 1 s; two were held back
+    assert throttle.take(1, 1.0) == (True, 0)  # another key has its own bucket
+    throttle.forget(0)
+    assert [throttle.take(0, 1.0)[0] for _ in range(3)] == [True, True, False]
+
+
+def test_a_client_sending_garbage_cannot_flood_the_servers_log(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """8000 bad requests wrote 8400 lines; the client chooses what they say."""
+    server = ShmTransport().serve(name, EchoHandler(), channels=2)
+    try:
+        with ShmTransport().connect(name, timeout=5) as client:
+            ch = client._take(0)
+            try:
+                area = bytearray(_vector_messages._request({"x": np.arange(3.0)}, request_id=5))
+                area[0] ^= 0xFF  # bad magic
+                for _ in range(50):
+                    ch.wkey = None
+                    ch.req[: len(area)] = area
+                    with pytest.raises(BadMagic):
+                        client._exchange(ch, 5, "echo", time.monotonic_ns() + 2 * 10**9, retry=False)
+            finally:
+                client._give(ch)
+    finally:
+        server.stop()
+    lines = [r.getMessage() for r in caplog.records if "rejected request" in r.getMessage()]
+    assert 10 <= len(lines) <= 12  # the burst, and one a second for the run's second or so
