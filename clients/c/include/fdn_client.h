@@ -290,7 +290,8 @@ uint64_t fdn_request_payload_size(uint32_t inputs, uint32_t outputs, uint32_t pa
 uint64_t fdn_response_payload_size(uint32_t outputs, uint32_t text_size, uint32_t params_size);
 /* Place tensors after header and payload (section 5, "Placement"): sets data_offset and
  * data_size of each (CUDA_IPC tensors take no room: data_offset 0); returns the end of the last
- * tensor (the bytes the area needs), or 0 if a tensor has an unknown dtype or over 8 dimensions. */
+ * tensor (the bytes the area needs), or 0 if a tensor has an unknown dtype or over 8 dimensions,
+ * or the tensors together pass 2^64 bytes. */
 uint64_t fdn_layout(struct fdn_tensor *tensors, uint32_t count, uint64_t payload_size);
 /* Write header, body, descriptors, names, params and CRC; tensor data must already be in place
  * at the offsets fdn_layout gave. Returns FDN_OK or FDN_INVALID_INPUT/FDN_TOO_LARGE (err set). */

@@ -74,6 +74,9 @@ uint64_t fdn_layout(struct fdn_tensor *tensors, uint32_t count, uint64_t payload
             tensors[i].data_offset = 0;
             continue;
         }
+        /* the end must not wrap: a wrapped end is small, passes every room check, and the
+         * tensors' offsets then point far past the area */
+        if (tensors[i].data_size > UINT64_MAX - (FDN_DATA_ALIGN - 1) - offset) return 0;
         tensors[i].data_offset = offset;
         offset = fdn_align64(offset + tensors[i].data_size);
     }

@@ -53,6 +53,18 @@ static void test_layout_places_tensors_at_64(void) {
     CHECK(t[1].data_offset == 768 && end == 832);
 }
 
+/* Two tensors of 2^63 bytes end past 2^64: the end wrapped to a few hundred bytes, so a loan
+ * (fdn_loan_begin) fitted the area and fdn_loan_data pointed 2^63 bytes past it. */
+static void test_layout_refuses_an_end_past_2_64(void) {
+    struct fdn_tensor t[2] = {{.name = "a", .dtype = FDN_UINT8, .ndim = 1, .shape = {1ull << 63}},
+                              {.name = "b", .dtype = FDN_UINT8, .ndim = 1, .shape = {1ull << 63}}};
+    CHECK(fdn_layout(t, 2, fdn_request_payload_size(2, 0, 0)) == 0);
+    struct fdn_tensor one[1] = {{.name = "a", .dtype = FDN_UINT8, .ndim = 1, .shape = {UINT64_MAX - 64}}};
+    CHECK(fdn_layout(one, 1, fdn_request_payload_size(1, 0, 0)) == 0);
+    one[0].shape[0] = 1ull << 62; /* large, but it fits: laid out as before */
+    CHECK(fdn_layout(one, 1, fdn_request_payload_size(1, 0, 0)) == 448 + (1ull << 62));
+}
+
 static void test_decoder_rejects_a_short_area(void) {
     uint8_t area[64] = {0};
     struct fdn_response_fields r;
@@ -89,6 +101,7 @@ int main(int argc, char **argv) {
     test_dtype_table();
     test_params_are_flat_objects();
     test_layout_places_tensors_at_64();
+    test_layout_refuses_an_end_past_2_64();
     test_decoder_rejects_a_short_area();
     test_the_longest_data_name_fits_and_one_more_byte_is_refused();
     test_connect_refuses_a_server_name_one_past_the_limit();
