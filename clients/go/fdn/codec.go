@@ -103,6 +103,9 @@ func Layout(tensors []Tensor, payloadSize uint64) (uint64, error) {
 			t.DataOffset = 0
 			continue
 		}
+		if size > ^uint64(0)-(DataAlign-1)-offset { // a wrapped end would pass for a small one
+			return 0, fail(InvalidInput, 0, "tensor %q: unknown dtype, over 8 dimensions or too large", t.Name)
+		}
 		t.DataOffset = offset
 		offset = align64(offset + size)
 	}

@@ -88,3 +88,20 @@ func TestConnectRefusesAServerNameOnePastTheLimit(t *testing.T) {
 		t.Fatalf("not INVALID_INPUT: %#v", err)
 	}
 }
+
+// Two tensors of 2^63 bytes end past 2^64: the end wrapped to a few hundred bytes, so LoanBegin
+// fitted them in the area and LoanData(1) panicked (slice bounds out of range).
+func TestLayoutRefusesAnEndPast2To64(t *testing.T) {
+	ts := []Tensor{{Name: "a", DType: UINT8, NDim: 1, Shape: [8]uint64{1 << 63}}, {Name: "b", DType: UINT8, NDim: 1, Shape: [8]uint64{1 << 63}}}
+	if end, err := Layout(ts, RequestPayloadSize(2, 0, 0)); CodeOf(err) != InvalidInput {
+		t.Fatalf("two tensors of 2^63 bytes: end %d, %v", end, err)
+	}
+	one := []Tensor{{Name: "a", DType: UINT8, NDim: 1, Shape: [8]uint64{^uint64(0) - 64}}}
+	if end, err := Layout(one, RequestPayloadSize(1, 0, 0)); CodeOf(err) != InvalidInput {
+		t.Fatalf("a tensor of 2^64 - 65 bytes: end %d, %v", end, err)
+	}
+	one[0].Shape[0] = 1 << 62 // large, but it fits: laid out as before
+	if end, err := Layout(one, RequestPayloadSize(1, 0, 0)); err != nil || end != 448+1<<62 {
+		t.Fatalf("a tensor of 2^62 bytes: end %d, %v", end, err)
+	}
+}
