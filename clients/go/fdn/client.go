@@ -90,7 +90,7 @@ type Client struct {
 	res             Result
 	inputs          [MaxTensors]Tensor
 	busy            int32 // 1 while a call runs: a second goroutine's call is refused, not interleaved
-	closed          bool
+	closed          int32 // 1 once Close ran; atomic: a Close refused by a running Close reads it
 }
 
 // enter marks the client busy for one call; a client already in a call (another goroutine:
@@ -100,7 +100,7 @@ func (c *Client) enter() error {
 		return fail(InvalidInput, 0, "this client is in a call from another goroutine: "+
 			"one *fdn.Client makes one call at a time (use one per goroutine, or a mutex)")
 	}
-	if c.closed {
+	if atomic.LoadInt32(&c.closed) != 0 {
 		atomic.StoreInt32(&c.busy, 0)
 		return fail(ServerUnavailable, 0, "the client of %q is closed", c.name)
 	}
@@ -298,13 +298,13 @@ func (c *Client) disconnect() {
 // client refuses every later call (ServerUnavailable); closing again does nothing.
 func (c *Client) Close() error {
 	if err := c.enter(); err != nil {
-		if c.closed {
+		if atomic.LoadInt32(&c.closed) != 0 {
 			return nil
 		}
 		return err
 	}
 	defer c.leave()
-	c.closed = true
+	atomic.StoreInt32(&c.closed, 1)
 	if c.connected && c.alive() {
 		end := time.Now().Add(100 * time.Millisecond) // an answer still owed gets 100 ms
 		for atomic.LoadUint64(c.u64(c.ch+cServerSeq)) != c.seq && time.Now().Before(end) {

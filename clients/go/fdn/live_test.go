@@ -162,6 +162,51 @@ func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
 	}
 }
 
+// Close from several goroutines at once, while others call: each Close either closes or is
+// refused for the call in progress, never a data race (go test -race: a refused Close read
+// c.closed while the Close in progress wrote it).
+func TestConcurrentClosesAndCallsAreRaceFree(t *testing.T) {
+	_, name, _, stop := liveEcho(t, "fdngoclose")
+	defer stop()
+	x := []byte{1, 0, 0, 0}
+	in := []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}
+	for round := 0; round < 10; round++ {
+		c, err := Connect(name, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 80)
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				for i := 0; i < 20; i++ {
+					if g%2 == 0 {
+						if err := c.Close(); err != nil && !strings.Contains(err.Error(), "another goroutine") {
+							errs <- err
+						}
+					} else if _, err := c.Infer("echo", in, 5*time.Second); err != nil &&
+						!strings.Contains(err.Error(), "another goroutine") && CodeOf(err) != ServerUnavailable {
+						errs <- err
+					}
+				}
+			}(g)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("round %d: %v", round, err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("Close after the goroutines: %v", err)
+		}
+		if _, err := c.Infer("echo", in, time.Second); CodeOf(err) != ServerUnavailable {
+			t.Fatalf("a call after Close: %v", err)
+		}
+	}
+}
+
 // dataSegments are the files of the server's data segments in /dev/shm.
 func dataSegments(name string) []string {
 	paths, _ := filepath.Glob("/dev/shm/fdn-" + name + "-d*")
