@@ -57,6 +57,12 @@ pub fn layout(
         let size = byte_size(datatype, shape)
             .filter(|n| *n <= isize::MAX as usize / 2)
             .ok_or_else(|| Error::new(Status::TooLarge, format!("tensor {name:?} is too large")))?;
+        // the end stays a slice length: past it the sum overflowed (a panic in a debug build, a
+        // wrapped small end that passed for room in a release build)
+        let end = offset
+            .checked_add(size)
+            .filter(|e| *e <= isize::MAX as usize)
+            .ok_or_else(|| Error::new(Status::TooLarge, format!("tensor {name:?} is too large")))?;
         refs.push(TensorRef {
             name: name.to_string(),
             datatype,
@@ -65,7 +71,7 @@ pub fn layout(
             data_size: size,
             cuda: None,
         });
-        offset = l::align(offset + size, l::DATA_ALIGN);
+        offset = l::align(end, l::DATA_ALIGN);
     }
     Ok((refs, offset))
 }

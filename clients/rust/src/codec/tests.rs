@@ -114,3 +114,20 @@ fn names_must_fit() {
         Status::TooLarge
     );
 }
+
+/// Tensors that together pass isize::MAX bytes: each was under the per-tensor cap, and the sum
+/// of offsets overflowed (a panic in debug, a wrapped small end in release: a loan then fitted
+/// the area and `input_mut` panicked).
+#[test]
+fn layout_refuses_tensors_that_together_pass_isize_max() {
+    let shape = [(isize::MAX as u64) / 2];
+    let specs = vec![("a", DataType::Uint8, &shape[..]); 4];
+    let got = std::panic::catch_unwind(|| layout(&specs, l::request_payload_size(4, 0, 0)));
+    let e = got.expect("layout panicked").unwrap_err();
+    assert_eq!(e.code, Status::TooLarge);
+    let (refs, end) = layout(&specs[..1], l::request_payload_size(1, 0, 0)).unwrap();
+    assert_eq!(
+        (refs[0].data_offset, end),
+        (448, l::align(448 + shape[0] as usize, 64))
+    );
+}
