@@ -31,8 +31,10 @@ class Segment:
         self.warned = False  # a caught SIGBUS of it has been logged
 
     @classmethod
-    def create(cls, name: str, size: int, mode: int) -> Segment:
+    def create(cls, name: str, size: int, mode: int, *, guard: bool = False) -> Segment:
         """Create, allocate and map ``name`` (``posix_ipc.ExistentialError`` if it exists).
+        ``guard``: a SIGBUS on its pages (someone shrank the file) is caught (``faulted``), as for
+        ``open(sole=True)``: the server's control segment.
 
         Its pages are allocated now (``posix_fallocate``), not at first touch: on a full
         /dev/shm a sparse segment maps fine and the first write to a missing page is SIGBUS, the
@@ -44,7 +46,7 @@ class Segment:
             try:
                 os.ftruncate(shm.fd, size)
                 _allocate(shm.fd, size)
-                return cls(name, mmap.mmap(shm.fd, size))
+                segment = cls(name, mmap.mmap(shm.fd, size))
             except (OSError, OverflowError, ValueError) as exc:
                 code = getattr(exc, "errno", None) or errno.EFBIG  # OverflowError: no errno
                 why = getattr(exc, "strerror", None) or str(exc)
@@ -56,6 +58,9 @@ class Segment:
             raise
         finally:
             shm.close_fd()
+        if guard and hot is not None and size:
+            segment.guard = hot.guard(segment.buf)
+        return segment
 
     @classmethod
     def open(cls, name: str, *, sole: bool = False) -> Segment:

@@ -113,7 +113,10 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
                 for i in range(opts.channels)
             ]
             self._ctl = Segment.create(
-                L.control_name(self.name), L.CHANNELS_OFFSET + opts.channels * L.CHANNEL_SIZE, mode
+                L.control_name(self.name),
+                L.CHANNELS_OFFSET + opts.channels * L.CHANNEL_SIZE,
+                mode,
+                guard=True,
             )
             self._u32, self._u64 = self._ctl.u32, self._ctl.u64
             self._answers = Answers(self.name, self._ctl, self._cuda, self.limits)

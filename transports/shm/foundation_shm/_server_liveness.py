@@ -57,12 +57,36 @@ class _Liveness:
                 if self.failed is None:
                     self.failed = InternalError(f"shm {self.name}: the serving loop ended unexpectedly")
                 return
+            if hot is not None and hot.faults() != self._faults_seen and self._shrunk():
+                return
             u64[_R.HEARTBEAT // 8] += 1
             u64[_R.HEARTBEAT_NS // 8] = time.monotonic_ns()
             try:
                 self._reap()
             except Exception:  # never let the heartbeat die
                 log.exception("shm %s: reaping dead clients failed", self.name)
+
+    def _shrunk(self) -> bool:
+        """A SIGBUS was caught (``_hot.faults()`` moved: one call a beat, not one a channel): a
+        client shrank its data segment (said now, not at its next request), or a segment of the
+        server's own, its control segment. Then the server has lost its region: it is marked
+        failed (``foundation serve`` stops, releases its objects and exits 1) and True is returned."""
+        assert hot is not None  # only the C hot path guards segments
+        self._faults_seen = hot.faults()
+        u32 = self._ctl.u32
+        for ch in self._channels:
+            ch.shrunk(self.name, u32[ch.owner_word])
+        if not self._ctl.faulted():
+            return False
+        log.error(
+            "shm %s: the control segment %s was shrunk under the server (a SIGBUS, caught): the region "
+            "is lost; the server stops",
+            self.name,
+            self._ctl.name,
+        )
+        if self.failed is None:
+            self.failed = InternalError(f"shm {self.name}: its control segment {self._ctl.name} was shrunk")
+        return True
 
     def _reap(self) -> None:
         u32, u64 = self._ctl.u32, self._ctl.u64
@@ -76,10 +100,6 @@ class _Liveness:
                 log.warning("shm %s: pid %d died holding the region mutex; releasing it", self.name, holder)
                 self._mutex.release()
         self._free_unnamed_mutex(holder)
-        if hot is not None and hot.faults() != self._faults_seen:  # one call a beat, not one a channel
-            self._faults_seen = hot.faults()
-            for ch in self._channels:
-                ch.shrunk(self.name, u32[ch.owner_word])  # says so now, not at its next request
         for ch in self._channels:
             pid = u32[ch.owner_word]
             started = u64[(ch.base + _C.OWNER_START) // 8]

@@ -362,3 +362,25 @@ def test_a_client_that_shrinks_its_data_segment_does_not_kill_the_server(
         _echo_once(name)  # and everyone else is served
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(_accel.hot is None, reason="the SIGBUS guard is the C hot path's")
+def test_a_shrunk_control_segment_fails_the_server_by_name_and_it_still_releases_everything(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A same-user process truncating the server's control segment ended it with SIGBUS, its
+    objects left in /dev/shm; now the server is marked failed (serve exits 1) and stops cleanly."""
+    server = ShmTransport().serve(name, EchoHandler(), channels=2, heartbeat_ms=20)
+    try:
+        subprocess.run(
+            [sys.executable, "-c", f"import os; os.truncate('/dev/shm/fdn-{name}', 0)"],
+            check=True,
+            timeout=30,
+        )
+        deadline = time.monotonic() + 5
+        while server.failed is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.failed is not None and "control segment" in str(server.failed)
+        assert "the region is lost; the server stops" in caplog.text
+    finally:
+        server.stop()
