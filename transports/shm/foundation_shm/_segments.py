@@ -87,6 +87,13 @@ class Segment:
         (``open(sole=True)`` on the C hot path) is caught; elsewhere the SIGBUS ends the process."""
         return hot is not None and self.guard >= 0 and bool(hot.faulted(self.guard))
 
+    def __del__(self) -> None:
+        # a guarded segment dropped without close(): its addresses may be mapped again, by
+        # anything; a guard left on them would turn a SIGBUS there into zero pages
+        if self.guard >= 0 and hot is not None:
+            hot.unguard(self.guard)
+            self.guard = -1
+
     def close(self) -> None:
         """Unmap; if numpy views still use the mapping it stays until they are gone."""
         if self.guard >= 0 and hot is not None:

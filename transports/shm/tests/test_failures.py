@@ -384,3 +384,22 @@ def test_a_shrunk_control_segment_fails_the_server_by_name_and_it_still_releases
         assert "the region is lost; the server stops" in caplog.text
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(_accel.hot is None, reason="the SIGBUS guard is the C hot path's")
+def test_a_guarded_segment_dropped_without_close_gives_its_guard_back(name: str) -> None:
+    import gc
+
+    seg = _segments.Segment.create(f"/fdn-{name}-g", 8192, 0o600, guard=True)
+    try:
+        slot = seg.guard
+        assert slot >= 0
+        del seg
+        gc.collect()
+        again = _segments.Segment.create(f"/fdn-{name}-h", 8192, 0o600, guard=True)
+        assert again.guard <= slot  # the lowest free slot: the dropped one's (or one freed since)
+        again.close()
+        assert again.guard == -1
+    finally:
+        _segments.unlink_segment(f"/fdn-{name}-g")
+        _segments.unlink_segment(f"/fdn-{name}-h")
