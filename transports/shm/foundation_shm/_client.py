@@ -296,6 +296,8 @@ class ShmClient(TransportClient):
             reader.payload,
         )
         if code == 0:  # answered, and the response repeats the cached one: its views stand
+            if conn.closing:  # no: close() gave the channel back and the server reclaimed it
+                conn.check()
             spin.record(window, 0)
             ch.seq, ch.wdeadline = seq, deadline
             _, model, version, outputs, text, params, _ = reader.last  # type: ignore[misc]
@@ -337,6 +339,8 @@ class ShmClient(TransportClient):
 
     def _response(self, ch: _Channel, rid: int, model: str, deadline: int, retry: bool) -> InferenceResponse:
         """Decode and check the response in the channel's response area."""
+        if ch.conn.closing:  # close() in another thread gave the channel back; the server's
+            ch.conn.check()  # reclaim (server_seq = client_seq) ended the wait, not an answer
         assert ch.reader is not None
         dec = ch.reader.read()
         if dec.request_id != rid:

@@ -8,13 +8,17 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from typing import Any
 
 import numpy as np
+import pytest
 from foundation_shm import ShmTransport
 from foundation_shm._echo import EchoHandler
 
-from foundation_ml import DataType, InferenceRequest
+from foundation_ml import DataType, InferenceRequest, InferenceResponse
+from foundation_ml.errors import ServerUnavailable
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
@@ -49,6 +53,55 @@ def test_closing_a_client_while_another_thread_waits_fails_that_call_not_the_pro
     """)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ServerUnavailable: the client of shm server" in done.stdout or "answered" in done.stdout
+
+
+def test_a_waiting_call_woken_by_the_reclaim_of_its_closed_client_does_not_read_the_channel(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order the test above leaves to the scheduler, forced: ``close()`` gives back the channel
+    of a call still waiting, and the server's heartbeat reclaims it (``server_seq = client_seq``,
+    spec 10.4) before the waiting thread looks again. That thread sees its sequence "answered",
+    but nothing was written: it must fail ServerUnavailable, not decode the response area (it
+    raised BadMagic on zeros, or, on a channel used before, returned the last response again)."""
+    import foundation_shm._client as client_module
+
+    reclaimed = threading.Event()
+    real_wait = client_module.wait_seq
+
+    def wait_after_the_reclaim(*args: Any) -> bool:
+        assert reclaimed.wait(10)
+        return real_wait(*args)
+
+    server = ShmTransport().serve(name, EchoHandler())
+    try:
+        client = ShmTransport().connect(name, channels=1)
+        x = np.arange(4, dtype=np.float32)
+        client.infer(InferenceRequest("sleep", {"x": x}, parameters={"ms": 1}))  # a response there
+        monkeypatch.setattr(client_module, "wait_seq", wait_after_the_reclaim)
+        got: list[BaseException | InferenceResponse] = []
+
+        def call() -> None:
+            try:
+                slow = InferenceRequest("sleep", {"x": x}, parameters={"ms": 300})
+                got.append(client.infer(slow, timeout=5))
+            except BaseException as exc:
+                got.append(exc)
+
+        t = threading.Thread(target=call)
+        t.start()
+        deadline = time.monotonic() + 5
+        while not client._pool._busy and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(0.05)  # published: the server holds the request
+        client.close()
+        server._reap()  # the heartbeat's reclaim, now rather than at its next beat
+        reclaimed.set()
+        t.join(10)
+        assert len(got) == 1
+        assert isinstance(got[0], ServerUnavailable), got[0]
+        assert "closed during the call" in str(got[0])
+    finally:
+        server.stop()
 
 
 def test_a_request_published_but_not_noted_does_not_lose_the_channel(name: str) -> None:
