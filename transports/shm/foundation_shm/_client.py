@@ -391,13 +391,23 @@ class ShmClient(TransportClient):
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         return self._control(L.MessageKind.STATS_REQUEST, "", timeout)
 
-    def loan(self, model: str, inputs: Mapping[str, TensorSpecLike], *, timeout: float | None = None) -> Loan:
+    def loan(
+        self,
+        model: str,
+        inputs: Mapping[str, TensorSpecLike],
+        *,
+        timeout: float | None = None,
+        version: str = "",
+        outputs: Sequence[str] = (),
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Loan:
         """Writable numpy views on the request area for ``inputs`` (name -> (dtype, shape)); write
-        them, then ``loan.infer()``. Use as a context manager; the views are invalid after it."""
+        them, then ``loan.infer()``. Use as a context manager; the views are invalid after it.
+        ``version``, ``outputs`` and ``parameters`` are those of every request the loan sends."""
         deadline = self._deadline(0, timeout)
         ch = self._take(deadline)
         try:
-            return Loan(self, ch, model, inputs)
+            return Loan(self, ch, model, inputs, version=version, outputs=outputs, parameters=parameters)
         except BaseException:
             self._give(ch)
             raise

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
 
 from foundation_core import Hub
-from foundation_ml import DataType, InferenceRequest
+from foundation_ml import DataType, InferenceRequest, InferenceResponse
 from foundation_ml.errors import InvalidInput, TooLarge
 
 WORKER = str(Path(__file__).parent / "worker.py")
@@ -218,6 +219,25 @@ def test_a_loan_writes_inputs_straight_into_shared_memory(server: ShmServer, nam
             loan["x"][:] = i
             resp = loan.infer()
             np.testing.assert_array_equal(resp.outputs["x"], np.full((3, 4), i, np.float32))
+
+
+def test_a_loan_sends_its_version_outputs_and_parameters_with_every_request(name: str) -> None:
+    seen: list[tuple[str, tuple[str, ...], dict[str, object]]] = []
+
+    def handler(request: InferenceRequest, respond: Any) -> None:
+        seen.append((request.version, tuple(request.outputs), dict(request.parameters)))
+        respond(InferenceResponse(request.id, request.model, request.inputs))
+
+    spec = {"x": (DataType.FP32, (2,))}
+    with (
+        ShmTransport().serve(name, handler),
+        ShmTransport().connect(name) as client,
+        client.loan("m", spec, version="3", outputs=["x"], parameters={"ms": 5}) as loan,
+    ):
+        for i in range(2):
+            loan["x"][:] = i
+            np.testing.assert_array_equal(loan.infer().outputs["x"], np.full(2, i, np.float32))
+    assert seen == [("3", ("x",), {"ms": 5})] * 2
 
 
 def test_a_response_bigger_than_the_response_area_grows_it_and_succeeds(server: ShmServer, name: str) -> None:
