@@ -36,6 +36,9 @@ func (c *Client) waitSeq(s uint64, deadline uint64) error {
 		if atomic.LoadUint64(seqWord) == s {
 			break
 		}
+		if atomic.LoadInt32(&c.closed) != 0 { // Close, on another goroutine, waits for this call
+			return fail(ServerUnavailable, 0, "the client of %q was closed during the call", c.name)
+		}
 		if !c.alive() {
 			c.connected = false // the next call reconnects
 			return fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)

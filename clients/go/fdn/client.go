@@ -89,22 +89,32 @@ type Client struct {
 	resp            Response
 	res             Result
 	inputs          [MaxTensors]Tensor
-	busy            int32 // 1 while a call runs: a second goroutine's call is refused, not interleaved
-	closed          int32 // 1 once Close ran; atomic: a Close refused by a running Close reads it
+	busy            int32 // 1 while a call (or Close) runs: a second goroutine's call is refused, not interleaved
+	closed          int32 // 1 once Close began: calls refuse, and a call in flight ends at its next wait slice
 }
 
-// enter marks the client busy for one call; a client already in a call (another goroutine:
-// the result views and the channel are one call's) or closed refuses.
+// enter marks the client busy for one call; a closed client, or one already in a call (another
+// goroutine: the result views and the channel are one call's), refuses.
 func (c *Client) enter() error {
+	if atomic.LoadInt32(&c.closed) != 0 {
+		return c.closedError()
+	}
 	if !atomic.CompareAndSwapInt32(&c.busy, 0, 1) {
+		if atomic.LoadInt32(&c.closed) != 0 { // a Close in progress holds it
+			return c.closedError()
+		}
 		return fail(InvalidInput, 0, "this client is in a call from another goroutine: "+
 			"one *fdn.Client makes one call at a time (use one per goroutine, or a mutex)")
 	}
 	if atomic.LoadInt32(&c.closed) != 0 {
 		atomic.StoreInt32(&c.busy, 0)
-		return fail(ServerUnavailable, 0, "the client of %q is closed", c.name)
+		return c.closedError()
 	}
 	return nil
+}
+
+func (c *Client) closedError() error {
+	return fail(ServerUnavailable, 0, "the client of %q is closed", c.name)
 }
 
 func (c *Client) leave() { atomic.StoreInt32(&c.busy, 0) }
@@ -294,17 +304,23 @@ func (c *Client) disconnect() {
 	c.connected, c.loaned = false, false
 }
 
-// Close releases the channel (when idle) and unlinks this client's data segment. A closed
-// client refuses every later call (ServerUnavailable); closing again does nothing.
+// Close releases the channel and unlinks this client's data segment. A closed client refuses
+// every later call (ServerUnavailable); closing again does nothing.
+//
+// Close may be called while another goroutine's call is in flight: that call fails
+// ServerUnavailable ("closed during the call") within one wait slice (50 ms), without reading the
+// response area, and Close returns once it has (the results and loaned slices of this client are
+// unmapped then: do not use them after Close). A request still with the server after 100 ms is
+// left to it: the channel is given back with owner_start_time = 0 and the server reclaims it when
+// done (spec 10.1, "Disconnect"), also when the region mutex stays busy for ConnectTimeoutMs.
 func (c *Client) Close() error {
-	if err := c.enter(); err != nil {
-		if atomic.LoadInt32(&c.closed) != 0 {
-			return nil
-		}
-		return err
+	if !atomic.CompareAndSwapInt32(&c.closed, 0, 1) {
+		return nil
+	}
+	for !atomic.CompareAndSwapInt32(&c.busy, 0, 1) {
+		time.Sleep(100 * time.Microsecond) // a call in flight: it sees closed within a wait slice
 	}
 	defer c.leave()
-	atomic.StoreInt32(&c.closed, 1)
 	if c.connected && c.alive() {
 		end := time.Now().Add(100 * time.Millisecond) // an answer still owed gets 100 ms
 		for atomic.LoadUint64(c.u64(c.ch+cServerSeq)) != c.seq && time.Now().Before(end) {
@@ -320,6 +336,10 @@ func (c *Client) Close() error {
 			atomic.StoreUint64(c.u64(rConnectEpoch), atomic.LoadUint64(c.u64(rConnectEpoch))+1)
 			atomic.StoreUint32(c.u32(rMutexHolder), 0)
 			semPost(c.mutex)
+		} else {
+			// the mutex stayed busy: give the channel back without it (only its owner writes
+			// this word); the server reclaims it within a heartbeat (spec 10.1, 10.4)
+			atomic.StoreUint64(c.u64(c.ch+cOwnerStart), 0)
 		}
 	}
 	c.disconnect()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -162,9 +163,9 @@ func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
 	}
 }
 
-// Close from several goroutines at once, while others call: each Close either closes or is
-// refused for the call in progress, never a data race (go test -race: a refused Close read
-// c.closed while the Close in progress wrote it).
+// Close from several goroutines at once, while others call: the first Close closes (a call in
+// progress ends ServerUnavailable first), the others do nothing, never a data race (go test
+// -race: a refused Close read c.closed while the Close in progress wrote it).
 func TestConcurrentClosesAndCallsAreRaceFree(t *testing.T) {
 	_, name, _, stop := liveEcho(t, "fdngoclose")
 	defer stop()
@@ -204,6 +205,121 @@ func TestConcurrentClosesAndCallsAreRaceFree(t *testing.T) {
 		if _, err := c.Infer("echo", in, time.Second); CodeOf(err) != ServerUnavailable {
 			t.Fatalf("a call after Close: %v", err)
 		}
+	}
+}
+
+// ownerWords are the owner_pid and owner_start_time of channel block ch, read through another
+// client's mapping of the control segment.
+func ownerWords(o *Client, ch uint32) (uint32, uint64) {
+	return atomic.LoadUint32(o.u32(ch + cOwnerPid)), atomic.LoadUint64(o.u64(ch + cOwnerStart))
+}
+
+// waitFreed polls until channel block ch of o's server has no owner (the server reclaimed it).
+func waitFreed(t *testing.T, o *Client, ch uint32, what string) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if pid, _ := ownerWords(o, ch); pid == 0 {
+			return
+		}
+		if time.Now().After(end) {
+			pid, start := ownerWords(o, ch)
+			t.Fatalf("%s: the channel is still owned (owner_pid %d, owner_start_time %d)", what, pid, start)
+		}
+	}
+}
+
+// Close while another goroutine's call waits for its answer closes the client (it was refused
+// for the call in progress, leaving the client open): the call fails ServerUnavailable within a
+// wait slice without reading the response area, and the channel, given back with its request
+// pending (owner_start_time = 0, spec 10.1), returns to the server once it has answered.
+func TestCloseWhileAnotherGoroutinesCallWaits(t *testing.T) {
+	_, name, _, stop := liveEcho(t, "fdngowait")
+	defer stop()
+	c, err := Connect(name, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := Connect(name, Options{}) // looks at the control segment after c is closed
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	x := []byte{1, 0, 0, 0}
+	in := []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}
+	if _, err := c.Infer("echo", in, 5*time.Second); err != nil { // a response in the area
+		t.Fatal(err)
+	}
+	ch := c.ch
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.InferCall("sleep", in, 10*time.Second, Call{Params: []byte(`{"ms": 600}`)})
+		done <- err
+	}()
+	for end := time.Now().Add(5 * time.Second); atomic.LoadInt32(&c.busy) == 0 && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // published: the server holds the request
+	start := time.Now()
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close while another goroutine's call waits: %v", err)
+	}
+	select {
+	case err := <-done:
+		if CodeOf(err) != ServerUnavailable || !strings.Contains(err.Error(), "closed during the call") {
+			t.Fatalf("the call whose client was closed: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call whose client was closed did not end")
+	}
+	if took := time.Since(start); took > 400*time.Millisecond {
+		t.Errorf("Close took %v (a wait slice, and 100 ms for the answer)", took)
+	}
+	if pid, start := ownerWords(o, ch); pid != 0 && start != 0 {
+		t.Errorf("the channel was left owned with its request pending (owner_pid %d, owner_start_time %d)", pid, start)
+	}
+	waitFreed(t, o, ch, "after the late answer")
+	if segs := dataSegments(name); len(segs) != 1 {
+		t.Errorf("only the observer's data segment is left: %v", segs)
+	}
+	if _, err := c.Infer("echo", in, time.Second); CodeOf(err) != ServerUnavailable {
+		t.Fatalf("a call after Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("a second Close: %v", err)
+	}
+}
+
+// Close when the region mutex stays busy for ConnectTimeoutMs gives the channel back without it
+// (owner_start_time = 0, spec 10.1): it used to keep it owned by this live process for good.
+func TestCloseGivesTheChannelBackWhenTheMutexStaysBusy(t *testing.T) {
+	_, name, _, stop := liveEcho(t, "fdngomutex")
+	defer stop()
+	c, err := Connect(name, Options{ConnectTimeoutMs: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := Connect(name, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	mutex := semOpen("/fdn-" + name + "-lock")
+	if mutex == nil || !semWait(mutex, 5e9) {
+		t.Fatal("cannot take the region mutex")
+	}
+	ch := c.ch
+	err = c.Close()
+	semPost(mutex)
+	semClose(mutex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid, start := ownerWords(o, ch); pid != 0 && start != 0 {
+		t.Fatalf("the channel is kept by this live process (owner_pid %d, owner_start_time %d)", pid, start)
+	}
+	waitFreed(t, o, ch, "a heartbeat after Close")
+	if segs := dataSegments(name); len(segs) != 1 {
+		t.Errorf("only the observer's data segment is left: %v", segs)
 	}
 }
 
