@@ -6,9 +6,14 @@
  *   - client: fdn_connect / fdn_infer / fdn_loan_* / fdn_close
  *   - vectors: fdn_vectors_check runs docs/protocol/vectors/ through the codec
  *
- * Thread-safety: one fdn_client owns one channel and serves one call at a time. Use one client
- * per thread, or guard a shared client with a mutex. Outputs are views on the channel's response
- * area, valid until the next call on the same client.
+ * Thread-safety: one fdn_client owns one channel and serves one call at a time, and the library
+ * does not guard it: calls on one client from two threads at once are undefined behaviour (they
+ * write one request area and read one response area). Use one client per thread, or guard a
+ * shared client with a mutex. fdn_close too: it unmaps the segments and frees the client, so it
+ * must not run while another thread is in a call on that client (that thread would touch unmapped
+ * memory: SIGSEGV). A call cannot be interrupted; bound it with its timeout_ms, and close once it
+ * returned. Outputs are views on the channel's response area, and fdn_loan_data's pointers views
+ * on its request area: valid until the next call on the same client, never after fdn_close.
  */
 #ifndef FDN_CLIENT_H
 #define FDN_CLIENT_H
@@ -341,7 +346,12 @@ struct fdn_result {
 /* Connect to the server named `name` and claim one channel. opts may be NULL (defaults). */
 enum fdn_status fdn_connect(fdn_client **out, const char *name, const struct fdn_options *opts,
                             struct fdn_error *err);
-/* Release the channel (when idle) and unlink this client's data segment. NULL is a no-op. */
+/* Release the channel and unlink this client's data segment, then free the client: c must not be
+ * used again (a second fdn_close of it is a double free). A request still with the server (after a
+ * DEADLINE_EXCEEDED) gets 100 ms; then the channel is given back with owner_start_time = 0 for the
+ * server to reclaim when it is done (spec 10.1), as it is when the region mutex stays busy for
+ * connect_timeout_ms. A client whose server died only unlinks and unmaps. Not while another thread
+ * is in a call on c (see Thread-safety above). NULL is a no-op. */
 void fdn_close(fdn_client *c);
 /* Run `model` on the inputs. timeout_ms < 0: no deadline. A call on a client whose server died
  * reconnects first (a restarted server is found again). */

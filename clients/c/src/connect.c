@@ -345,6 +345,10 @@ void fdn_close(fdn_client *c) {
             FDN_STORE(&c->region->connect_epoch, FDN_LOAD(&c->region->connect_epoch) + 1);
             FDN_STORE(&c->region->mutex_holder_pid, 0);
             sem_post(c->mutex);
+        } else {
+            /* the mutex stayed busy: give the channel back without it (only its owner writes this
+             * word); the server reclaims it within a heartbeat (spec 10.1, 10.4) */
+            FDN_STORE(&c->ch->owner_start_time, 0);
         }
     }
     fdn_disconnect(c);

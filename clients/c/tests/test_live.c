@@ -4,6 +4,7 @@
  * sparse, a capacity /dev/shm can never hold is TOO_LARGE, a leftover of our own pid is replaced. Skipped without FDN_TEST_PYTHON. */
 #define _GNU_SOURCE
 #include <glob.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,6 +136,90 @@ static void echo(fdn_client *c, const char *what) {
           fdn_strerror(st), err.message);
 }
 
+/* Map the control segment of server `name` (a mapping of our own: it outlives a client's); NULL if
+ * it cannot be. */
+static struct fdn_region_header *map_region(const char *name, size_t *size) {
+    char path[128];
+    snprintf(path, sizeof path, "/fdn-%s", name);
+    int fd = shm_open(path, O_RDWR, 0);
+    struct stat sb;
+    void *ctl = MAP_FAILED;
+    if (fd >= 0 && fstat(fd, &sb) == 0) {
+        *size = (size_t)sb.st_size;
+        ctl = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    }
+    if (fd >= 0) close(fd);
+    return ctl == MAP_FAILED ? NULL : ctl;
+}
+
+/* The first channel of the region this process owns, other than `skip`; NULL if none. */
+static struct fdn_channel *own_channel(struct fdn_region_header *r, const struct fdn_channel *skip) {
+    struct fdn_channel *chs = (struct fdn_channel *)((uint8_t *)r + r->channels_offset);
+    for (uint32_t i = 0; i < r->channel_count; i++)
+        if (&chs[i] != skip && __atomic_load_n(&chs[i].owner_pid, __ATOMIC_ACQUIRE) == (uint32_t)getpid())
+            return &chs[i];
+    return NULL;
+}
+
+/* Poll until the channel has no owner (the server reclaimed it): 1, or 0 after 5 s. */
+static int freed(struct fdn_channel *ch) {
+    for (int i = 0; i < 500; i++) {
+        if (__atomic_load_n(&ch->owner_pid, __ATOMIC_ACQUIRE) == 0) return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
+/* Spec 10.1, "Disconnect": fdn_close gives the channel back with owner_start_time = 0 when its
+ * request is still with the server (after a deadline), and also when the region mutex stays busy
+ * for connect_timeout_ms (it kept the channel owned by this live process for good); the server
+ * reclaims it within a heartbeat. The client of main() stays connected meanwhile. */
+static void close_checks(const char *name) {
+    size_t size = 0;
+    struct fdn_region_header *r = map_region(name, &size);
+    CHECK(r, "map the control segment");
+    if (!r) return;
+    struct fdn_channel *other = own_channel(r, NULL); /* the connected client of main() */
+    size_t segments = data_segments(name, NULL);
+    struct fdn_options opts = FDN_DEFAULT_OPTIONS;
+    opts.connect_timeout_ms = 100;
+    for (int busy_mutex = 0; busy_mutex < 2; busy_mutex++) {
+        const char *what = busy_mutex ? "a busy region mutex" : "a pending request";
+        fdn_client *c = NULL;
+        struct fdn_error err = {0};
+        enum fdn_status st = fdn_connect(&c, name, &opts, &err);
+        CHECK(st == FDN_OK, "connect: %s %s", fdn_strerror(st), err.message);
+        if (st) break;
+        struct fdn_channel *ch = own_channel(r, other);
+        CHECK(ch, "the claimed channel");
+        if (!busy_mutex) {
+            struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+            struct fdn_call slow = {.params = "{\"ms\": 400}"};
+            struct fdn_result res;
+            st = fdn_infer_call(c, "sleep", &in, 1, 20, &slow, &res, &err);
+            CHECK(st == FDN_DEADLINE_EXCEEDED, "a 20 ms deadline on a 400 ms call: %s", fdn_strerror(st));
+        }
+        char lock[128];
+        snprintf(lock, sizeof lock, "/fdn-%s-lock", name);
+        sem_t *mutex = busy_mutex ? sem_open(lock, 0) : SEM_FAILED;
+        if (busy_mutex) CHECK(mutex != SEM_FAILED && sem_wait(mutex) == 0, "take the region mutex");
+        fdn_close(c);
+        if (mutex != SEM_FAILED) {
+            sem_post(mutex);
+            sem_close(mutex);
+        }
+        if (ch) {
+            uint32_t pid = __atomic_load_n(&ch->owner_pid, __ATOMIC_ACQUIRE);
+            uint64_t start = __atomic_load_n(&ch->owner_start_time, __ATOMIC_ACQUIRE);
+            CHECK(pid == 0 || start == 0, "%s: the channel is kept by this live process (owner_start_time %llu)",
+                  what, (unsigned long long)start);
+            CHECK(freed(ch), "%s: the server did not reclaim the channel", what);
+        }
+        CHECK(data_segments(name, NULL) == segments, "%s: the closed client's data segment is left", what);
+    }
+    munmap(r, size);
+}
+
 int main(void) {
     const char *python = getenv("FDN_TEST_PYTHON");
     if (!python || !*python) {
@@ -176,7 +261,12 @@ int main(void) {
         server = echo_server(python, name);
         CHECK(server > 0, "restart");
         if (server > 0) echo(c, "the first call after a graceful restart");
+        if (server > 0) close_checks(name);
+
+        if (server > 0) kill_server(server); /* closing a client whose server died */
+        server = -1;
         fdn_close(c);
+        CHECK(data_segments(name, NULL) == 0, "close after the server died: its data segment is left");
     }
     if (server > 0) kill_server(server);
     remove_objects(name);
