@@ -7,6 +7,8 @@
 
 mod mutex;
 mod segment;
+#[cfg(test)]
+mod tests;
 mod wait;
 
 use crate::codec::{self, Limits, TensorRef};
@@ -376,7 +378,13 @@ impl Conn {
     /// Disconnect (10.1): free the channel under the mutex if it is idle; if a request is still
     /// with the server, zero `owner_start_time` instead so the server reclaims the channel
     /// (10.4) once it is done. Then unlink the data segment.
+    ///
+    /// If the mutex stays busy for `timeout`, or the server was found dead, stopped or hung, the
+    /// channel is marked so without the mutex (only its owner writes that word): a server that
+    /// was only hung and recovers reclaims it within a heartbeat, rather than keeping it owned
+    /// by this live process for good; in the region of a dead server the store is harmless.
     pub(crate) fn release(&mut self, timeout: Duration) {
+        let mut freed = false;
         if self.alive && self.check_alive().is_ok() {
             if self.server_seq() != self.seq {
                 let _ = self.wait_for(
@@ -394,7 +402,13 @@ impl Conn {
                         .store(0, SeqCst);
                 }
                 self.ctl.u64(rg::CONNECT_EPOCH).fetch_add(1, SeqCst);
+                freed = true;
             }
+        }
+        if !freed {
+            self.ctl
+                .u64(self.base + ch::OWNER_START_TIME)
+                .store(0, SeqCst);
         }
         let _ = shm::unlink(&self.data_name);
     }

@@ -1,0 +1,177 @@
+//! Giving a channel back (spec 10.1, "Disconnect") against the Python echo server: runs only when
+//! `FDN_TEST_PYTHON` names a Python with foundation_shm installed. Here, not in `tests/`, to
+//! look at the channel block and hold the region mutex with the crate's own mappings.
+
+use crate::layout::{self as l, channel as ch};
+use crate::shm::{Mapping, Semaphore, Wait};
+use crate::{Client, ConnectOptions, Status, Tensor};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+struct Echo(Child, String);
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .status();
+        // SIGTERM: the echo server then stops cleanly and unlinks its objects.
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn echo_server(prefix: &str) -> Option<Echo> {
+    let Ok(python) = std::env::var("FDN_TEST_PYTHON") else {
+        eprintln!("FDN_TEST_PYTHON not set: skipping the tests against the echo server");
+        return None;
+    };
+    let name = format!("{prefix}_{}", std::process::id());
+    let mut child = Command::new(python)
+        .args(["-m", "foundation_shm._echo", &name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the echo server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    Some(Echo(child, name))
+}
+
+/// The control segment of `name`, mapped apart from any client's; the offset of channel `i`.
+fn region(name: &str) -> Mapping {
+    Mapping::open(&l::control_name(name)).unwrap().0
+}
+
+fn base(i: usize) -> usize {
+    l::CHANNELS_OFFSET + i * l::CHANNEL_SIZE
+}
+
+/// Wait up to 5 s for channel `i` to have no owner (the server reclaimed it).
+fn freed(ctl: &Mapping, i: usize) -> bool {
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        if ctl.u32(base(i) + ch::OWNER_PID).load(SeqCst) == 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn owned(ctl: &Mapping, i: usize) -> (u32, u64) {
+    (
+        ctl.u32(base(i) + ch::OWNER_PID).load(SeqCst),
+        ctl.u64(base(i) + ch::OWNER_START_TIME).load(SeqCst),
+    )
+}
+
+fn x() -> Vec<Tensor> {
+    vec![Tensor::from_slice("x", &[2], &[1i32, 2]).unwrap()]
+}
+
+/// A client dropped while the region mutex stays busy gives its channel back without it
+/// (owner_start_time = 0): it kept it owned by this live process for good.
+#[test]
+fn a_busy_region_mutex_still_gives_the_channel_back() {
+    let Some(echo) = echo_server("rustmtx") else {
+        return;
+    };
+    let ctl = region(&echo.1);
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_millis(100),
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(&echo.1, opts).unwrap();
+    client
+        .infer("echo", &x(), Some(Duration::from_secs(5)))
+        .unwrap();
+    let i = client.channel().unwrap();
+    let mutex = Semaphore::open(&l::mutex_name(&echo.1)).unwrap();
+    let until = crate::shm::monotonic_ns() + 5_000_000_000;
+    assert!(matches!(mutex.wait_until(until), Wait::Posted));
+    drop(client);
+    mutex.post();
+    let (pid, start) = owned(&ctl, i);
+    assert!(
+        pid == 0 || start == 0,
+        "the channel is kept by this live process (owner_start_time {start})"
+    );
+    assert!(freed(&ctl, i), "the server did not reclaim the channel");
+}
+
+/// A server found hung (no heartbeat for 1 s: here stopped with SIGSTOP) is left, and the next
+/// call reconnects on a new channel: the old one is given back (owner_start_time = 0) for the
+/// server to reclaim once it runs again, not kept owned by this live process for good.
+#[test]
+fn a_hung_server_gets_its_channel_back_when_it_recovers() {
+    let Some(echo) = echo_server("rusthung") else {
+        return;
+    };
+    let ctl = region(&echo.1);
+    let mut client = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
+    client
+        .infer("echo", &x(), Some(Duration::from_secs(5)))
+        .unwrap();
+    let old = client.channel().unwrap();
+    let pid = echo.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let e = client.infer("echo", &x(), None).unwrap_err();
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(e.code, Status::ServerUnavailable, "{e}");
+    assert!(e.message.contains("hung"), "{e}");
+    client
+        .infer("echo", &x(), Some(Duration::from_secs(5)))
+        .unwrap();
+    let new = client.channel().unwrap();
+    assert_ne!(
+        new, old,
+        "the old channel was still taken when the client reconnected"
+    );
+    assert!(
+        freed(&ctl, old),
+        "the channel of the hung server's connection is kept: {:?}",
+        owned(&ctl, old)
+    );
+    assert_eq!(owned(&ctl, new).0, std::process::id());
+}
+
+/// A client dropped while its request is still with the server (after DEADLINE_EXCEEDED) gives
+/// the channel back with owner_start_time = 0 (spec 10.1): the late answer must not reach a new
+/// owner of the channel; the server reclaims it once it has answered.
+#[test]
+fn a_pending_request_leaves_the_channel_to_the_server() {
+    let Some(echo) = echo_server("rustpend") else {
+        return;
+    };
+    let ctl = region(&echo.1);
+    let mut client = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
+    let i = client.channel().unwrap();
+    let slow = crate::InferOptions {
+        timeout: Some(Duration::from_millis(20)),
+        params: vec![("ms".into(), crate::Param::Int(400))],
+        ..crate::InferOptions::default()
+    };
+    let e = client.infer_with("sleep", &x(), &slow).unwrap_err();
+    assert_eq!(e.code, Status::DeadlineExceeded, "{e}");
+    drop(client);
+    let (pid, start) = owned(&ctl, i);
+    assert!(
+        pid == 0 || start == 0,
+        "the channel is kept by this live process (owner_start_time {start})"
+    );
+    assert!(freed(&ctl, i), "the server did not reclaim the channel");
+}
