@@ -6,7 +6,7 @@ loaders: those also pull in ``*.local.*`` files, follow ``dynaconf_include`` and
 makes YAML loading unsafe) and upper-case section names, silently merging ``[LOGGING]`` into
 ``[logging]``. Here nothing outside the file changes how it is read, and every value keeps its
 file as source. Dynaconf's value tokens (``"@int 5"``, ``"@format {env[HOME]}/x"``) still apply,
-the documented ones only (``TOKENS``); a token that would read a file or another setting is refused.
+the documented ones only (``_tokens.TOKENS``); the others are refused.
 """
 
 from __future__ import annotations
@@ -21,16 +21,13 @@ from typing import Any
 from foundation_core.errors import ConfigProblem
 
 from ._layers import MAX_DEPTH, Layer, shape_problem
+from ._tokens import TOKENS, apply_tokens
 
 __all__ = ["DEFAULT_FILES", "SECRETS_PREFIX", "TOKENS", "default_files", "read_file"]
 
 DEFAULT_FILES = ("settings.toml", ".secrets.toml")
 SECRETS_PREFIX = ".secrets."
 _FORMATS = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
-#: dynaconf's value tokens that apply in files: casts and templates (which see ``env`` only)
-TOKENS = ("@str", "@int", "@float", "@bool", "@json", "@format", "@jinja")
-_TEMPLATES = ("@jinja", "@format", "@read_file", "@get")  # dynaconf's second token of a pair
-_REFUSED = {"@read_file": "it reads a file", "@get": "it reads another setting"}
 
 
 def default_files(cwd: Path) -> list[str]:
@@ -71,7 +68,7 @@ def read_file(
     layer = Layer(name)
     for key, value in data.items():
         section = key.lower()
-        problems.extend(_apply_tokens(value, section, name, dict(environ or {}), (data, key)))
+        problems.extend(apply_tokens(value, section, name, environ or {}, (data, key)))
         layer.set((section,), data[key], f"{name}:{section}")
         _record_origins(layer, name, section, data[key])
     return (None, problems) if problems else (layer, [])
@@ -165,64 +162,6 @@ def _case_problems(data: dict[str, Any], name: str) -> list[ConfigProblem]:
                 )
             )
     return problems
-
-
-def _apply_tokens(
-    value: Any, path: str, name: str, environ: dict[str, str], slot: tuple[Any, Any]
-) -> list[ConfigProblem]:
-    """Evaluate dynaconf's value tokens in ``value`` (stored at ``slot``: container and key), in
-    place; a refused token or one that fails is a problem naming the key."""
-    container, index = slot
-    if isinstance(value, dict):
-        problems = []
-        for key, child in value.items():
-            problems.extend(_apply_tokens(child, f"{path}.{key}", name, environ, (value, key)))
-        return problems
-    if isinstance(value, list):
-        problems = []
-        for i, child in enumerate(value):
-            problems.extend(_apply_tokens(child, path, name, environ, (value, i)))
-        return problems
-    if not isinstance(value, str) or not value.startswith("@"):
-        return []
-    from dynaconf.utils.parse_conf import converters
-
-    first, _, rest = value.partition(" ")
-    if first not in converters:
-        return []  # text that merely starts with "@"
-    tokens = [first]
-    second, _, argument = rest.partition(" ")
-    if second in _TEMPLATES:
-        tokens.append(second)
-    else:
-        argument = rest
-    for token in tokens:
-        if token not in TOKENS:
-            why = _REFUSED.get(token, "it is not one of the tokens Foundation supports")
-            allowed = ", ".join(TOKENS)
-            message = f"the value token {token} is not allowed in config files ({why}; allowed: {allowed})"
-            return [ConfigProblem(path, message, f"{name}:{path}")]
-    try:
-        container[index] = _evaluate(value, environ)
-    except Exception as exc:
-        text = " ".join(str(exc).split()).replace(argument.strip(), "...") if argument.strip() else str(exc)
-        message = f"{' '.join(tokens)} could not be applied: {text or type(exc).__name__}"
-        return [ConfigProblem(path, message, f"{name}:{path}")]
-    return []
-
-
-def _evaluate(value: str, environ: dict[str, str]) -> Any:
-    from dynaconf.utils.boxing import DataDict
-    from dynaconf.utils.parse_conf import Lazy, parse_conf_data
-
-    # AUTO_CAST set here, or dynaconf would read AUTO_CAST_FOR_DYNACONF from the environment
-    parsed = parse_conf_data(value, box_settings={"AUTO_CAST_FOR_DYNACONF": True, "DYNABOXIFY": False})
-    if not isinstance(parsed, Lazy):
-        return parsed
-    # templates see the environment as a plain dict (os.environ's class would lead to os's
-    # globals) and no other setting: refer to other keys with ${section.key}
-    result = parsed.formatter(parsed.value, env=dict(environ), this=DataDict({}, box_settings={}))
-    return parsed.casting(result) if parsed.casting is not None else result
 
 
 def _record_origins(layer: Layer, name: str, path: str, value: Any) -> None:

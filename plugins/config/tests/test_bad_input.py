@@ -288,7 +288,7 @@ def test_value_tokens_that_read_files_or_settings_are_refused(load, write, tmp_p
     monkeypatch.setenv("POOL", "9")
     write(
         "settings.toml",
-        "[db]\npool = '@int 8'\nurl = '@format {env[POOL]}/x'\n[retry]\nname = '@jinja {{ env.POOL }}'\n",
+        "[db]\npool = '@int 8'\nurl = '@format {env[POOL]}/x'\n[retry]\nname = '@str @format {env.POOL}'\n",
     )
     config = load()
     assert (config["db"].pool, config["db"].url, config["retry"].name) == (8, "9/x", "9")
