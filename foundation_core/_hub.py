@@ -170,10 +170,35 @@ class Hub:
                     "(pip install foundation-config); it is not active"
                 )
             config = default_config(sections)
+        previous = (self.config, self._config_sources)
         self.config, self._config_sources = config, None
-        self.pm.hook.foundation_configure(config=config)
+        try:
+            self.pm.hook.foundation_configure(config=config)
+        except BaseException as exc:
+            self._restore_config(*previous, exc)
+            raise
         self._config_sources = sources  # only once every plugin took it
         return config
+
+    def _restore_config(
+        self,
+        config: Config | None,
+        sources: tuple[tuple[str, ...], tuple[str, ...], bool] | None,
+        error: BaseException,
+    ) -> None:
+        """A plugin refused a new configuration: nothing of it stays applied. The plugins that
+        took it before the refusal get the previous one again (``foundation_configure`` sets a
+        plugin's state from the configuration it is given, so a second delivery is harmless);
+        with no previous one, the hub has none, and the next ``configure`` hands one to all."""
+        self.config, self._config_sources = None, None
+        if config is None:
+            return
+        try:
+            self.pm.hook.foundation_configure(config=config)
+        except Exception as again:  # the plugins' state is unknown: the next configure redoes all
+            error.add_note(f"restoring the previous configuration failed too: {again!r}")
+            return
+        self.config, self._config_sources = config, sources
 
     def startup(self) -> None:
         """Run ``foundation_startup``; if it fails halfway, shut down what started, then raise."""

@@ -73,7 +73,10 @@ def foundation_load_config(
 
 @hookspec
 def foundation_configure(config: Config) -> None:
-    """Receive the frozen configuration, once, before start-up."""
+    """Receive the frozen configuration, before start-up; raise ``ConfigError`` to refuse it.
+
+    Set the plugin's state from ``config``, so that a second delivery is harmless: when a plugin
+    refuses a new configuration, those that took it are given the previous one again."""
 
 
 @hookspec

@@ -167,6 +167,50 @@ def test_a_plugin_that_refuses_the_config_gets_it_again_next_time() -> None:
     assert Refuses.calls == 2
 
 
+def test_a_configuration_one_plugin_refuses_is_taken_back_from_those_that_took_it() -> None:
+    """Nothing half-applied: the hub kept the refused configuration and the plugins that took it
+    kept it, while the refusing plugin kept the previous one."""
+    given: list[tuple[str, Config]] = []
+
+    class Takes:
+        @hookimpl
+        def foundation_configure(self, config: Config) -> None:
+            given.append(("takes", config))
+
+    class RefusesTheSecond:
+        calls = 0
+
+        @hookimpl(tryfirst=False, trylast=True)  # called after Takes took it
+        def foundation_configure(self, config: Config) -> None:
+            RefusesTheSecond.calls += 1
+            if RefusesTheSecond.calls == 2:
+                raise ConfigError("logging.output: cannot open 'adir' for appending")
+
+    hub = foundation_core.Hub(env={"FOUNDATION_PLUGINS": ""})
+    hub.register(RefusesTheSecond())
+    hub.register(Takes())
+    first = hub.configure()
+    with pytest.raises(ConfigError, match="cannot open 'adir'"):
+        hub.configure(strict=True)
+    assert hub.config is first
+    assert [config for _, config in given] == [first, given[1][1], first]
+    assert given[1][1] is not first
+    assert hub.configure() is first and len(given) == 3  # still the configuration of those sources
+
+
+def test_a_first_configuration_one_plugin_refuses_leaves_the_hub_without_one() -> None:
+    class Refuses:
+        @hookimpl
+        def foundation_configure(self, config: Config) -> None:
+            raise ConfigError("no")
+
+    hub = foundation_core.Hub(env={"FOUNDATION_PLUGINS": ""})
+    hub.register(Refuses())
+    with pytest.raises(ConfigError):
+        hub.configure()
+    assert hub.config is None
+
+
 class LazySections:
     foundation_name = "lazy"
 

@@ -55,3 +55,30 @@ def test_an_unexpected_error_while_building_is_a_config_error_not_the_defaults(w
         hub.configure()
     assert hub.config is None
     assert hub.plugins["config"].status != "failed"
+
+
+def test_a_logging_output_that_cannot_be_opened_leaves_the_previous_configuration_in_place(tmp_path, write):
+    """Reconfiguring with an output that is a directory: the hub kept the refused configuration
+    (and handed it to every plugin before the logging plugin) while logging kept the old file."""
+    import pytest
+    from foundation_logging._setup import current_runtime
+
+    from foundation_core.errors import ConfigError
+
+    (tmp_path / "adir").mkdir()
+    write("good.toml", f"[logging]\nformat = 'json'\noutput = '{tmp_path / 'good.log'}'\n")
+    write("bad.toml", f"[logging]\nlevel = 'error'\noutput = '{tmp_path / 'adir'}'\n")
+    hub = foundation_core.Hub(env={"FOUNDATION_PLUGINS": "config,logging"})
+    hub.load_entry_points()
+    first = hub.configure(["good.toml"])
+    try:
+        with pytest.raises(ConfigError, match=r"logging\.output: cannot open .* Is a directory"):
+            hub.configure(["bad.toml"])
+        assert hub.config is first
+        assert hub.config["logging"].level == "info"
+        runtime = current_runtime()
+        assert runtime is not None and runtime.settings == first["logging"]
+    finally:
+        runtime = current_runtime()
+        if runtime is not None:
+            runtime.close()
