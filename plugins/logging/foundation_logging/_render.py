@@ -4,15 +4,26 @@ A log call never raises for its values: what orjson refuses is made writable (ke
 text, numbers or None become their repr, a value containing itself or nested past ``MAX_NESTING``
 levels is cut there with a marker), and a value whose ``repr`` raises is written as a
 description of it. The fast path is orjson alone; the rest only runs for a line it refused.
+The console renderer gets the event with its control characters escaped: one event, one line.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import io
+import re
+from typing import Any, TextIO
 
 import orjson
 
-__all__ = ["MAX_NESTING", "JsonBytes", "JsonText", "SafeConsole", "safe_repr"]
+__all__ = [
+    "MAX_NESTING",
+    "JsonBytes",
+    "JsonText",
+    "SafeConsole",
+    "escape_controls",
+    "plain_traceback",
+    "safe_repr",
+]
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 MAX_NESTING = 100  # dicts and lists inside one value; orjson refuses past 255
@@ -104,10 +115,76 @@ class JsonText:
         return _dumps(event_dict, orjson.OPT_NON_STR_KEYS).decode()
 
 
+#: what could end a console line early or drive the terminal: C0 and C1 controls, DEL, and
+#: the Unicode line and paragraph separators
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_IN_TRACEBACK = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")  # but \n
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_PRIMITIVE = (int, float, bool, type(None))
+_BARE = ("event", "level", "logger", "timestamp")  # the console renderer writes these unquoted
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape_controls(event_dict: dict[str, Any]) -> dict[str, Any]:
+    """The event dict with control characters escaped as ``\\n``, ``\\x1b``... in keys, text values
+    and the ``repr`` of other values, so that one console line stays one line and never drives
+    the terminal (a client's ``"\\n2026-... [error] forged"`` or ``"\\x1b[2J"``). A traceback
+    (``exception``) keeps its line breaks."""
+    out: dict[str, Any] = {}
+    for key, value in event_dict.items():
+        if isinstance(key, str) and _CONTROL.search(key):
+            key = _CONTROL.sub(_escape, key)
+        if key == "event" and not isinstance(value, str):  # written as its str()
+            value = _str_of(value)
+        if isinstance(value, str):
+            if key == "exception":
+                value = _CONTROL_IN_TRACEBACK.sub(_escape, value)
+            elif _CONTROL.search(value):  # written bare, or quoted as its repr (as structlog does)
+                value = _CONTROL.sub(_escape, value) if key in _BARE else _Shown(str.__repr__(value))
+        elif not isinstance(value, _PRIMITIVE):
+            text = safe_repr(value)
+            if _CONTROL.search(text):
+                value = _Shown(_CONTROL.sub(_escape, text))
+        out[key] = value
+    return out
+
+
+def plain_traceback(sio: TextIO, exc_info: Any) -> None:
+    """The console renderer's ``exception_formatter``: structlog's plain traceback with its line
+    breaks kept and every other control character escaped (an exception's message is text from
+    anywhere). Plain, not rich's, even where rich is installed: the same in a file as on a tty."""
+    import structlog
+
+    buffer = io.StringIO()
+    structlog.dev.plain_traceback(buffer, exc_info)
+    sio.write(_CONTROL_IN_TRACEBACK.sub(_escape, buffer.getvalue()))
+
+
+def _str_of(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return safe_repr(value)
+
+
+class _Shown(str):
+    """A value's escaped ``repr``, which the console renderer writes as it is (its ``repr``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 class SafeConsole:
-    """structlog's console renderer, which calls ``repr`` on values: a value whose ``repr``
-    raises is written as a description of it, and a line that still cannot be rendered is
-    written as its event with a note."""
+    """structlog's console renderer, which calls ``repr`` on values, given the event with its
+    control characters escaped (``escape_controls``): a value whose ``repr`` raises is written
+    as a description of it, and a line that still cannot be rendered is written as its event
+    with a note."""
 
     __slots__ = ("_render",)
 
@@ -115,9 +192,12 @@ class SafeConsole:
         self._render = render
 
     def __call__(self, logger: Any, method_name: str, event_dict: dict[str, Any]) -> str:
-        saved = dict(event_dict)  # the renderer pops keys as it goes
         try:
-            return self._render(logger, method_name, event_dict)  # type: ignore[no-any-return]
+            saved = escape_controls(event_dict)
+        except Exception:  # a key that cannot be compared with "exception"
+            saved = dict(event_dict)
+        try:
+            return self._render(logger, method_name, dict(saved))  # type: ignore[no-any-return]
         except Exception:
             pass
         plain = {

@@ -16,7 +16,7 @@ import structlog
 from structlog.stdlib import ExtraAdder, ProcessorFormatter, add_logger_name
 
 from ._processors import Redactor, Stamp
-from ._render import JsonBytes, JsonText, SafeConsole
+from ._render import JsonBytes, JsonText, SafeConsole, plain_traceback
 from ._settings import LoggingSettings
 from ._sinks import FileSink, SinkFactory, StreamSink, open_sink
 
@@ -120,9 +120,10 @@ def _chains(settings: LoggingSettings, sink: FileSink | StreamSink) -> tuple[lis
         return shared, final, JsonText()
     shared.append(Redactor(settings.redact).__call__)
     colors = isinstance(sink, StreamSink) and _isatty(sink)
-    console = SafeConsole(structlog.dev.ConsoleRenderer(colors=colors))
+    console = SafeConsole(structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=plain_traceback))
     final = [console, _encode_line] if isinstance(sink, FileSink) else [console]
-    return shared, final, SafeConsole(structlog.dev.ConsoleRenderer(colors=colors))
+    stdlib = SafeConsole(structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=plain_traceback))
+    return shared, final, stdlib
 
 
 def _isatty(sink: StreamSink) -> bool:

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -15,6 +16,9 @@ from pathlib import Path
 import pytest
 import structlog
 from foundation_logging import LoggingSettings, configure_logging, get_logger
+from foundation_logging._render import SafeConsole, plain_traceback
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 class BadRepr:
@@ -187,3 +191,52 @@ def test_output_names_the_streams_in_any_case_and_expands_the_home_directory(tmp
     get_logger().info("to home")
     assert "to home" in Path(tmp_path / "home" / "logs" / "app.log").read_text()
     assert not (tmp_path / "~").exists()
+
+
+class ReprWithControls:
+    def __repr__(self) -> str:
+        return "Thing\n2026-01-01T00:00:00.000Z [critical ] forged by repr"
+
+
+@pytest.mark.parametrize("output", ["file", "stderr"])
+def test_the_console_format_writes_one_line_per_event_whatever_its_text_holds(tmp_path, capsys, output):
+    """Log injection: a client's text with a newline forged a whole console line, and ESC drove
+    the terminal. Every control character is escaped; a traceback keeps its line breaks."""
+    path = tmp_path / "app.log"
+    configure_logging(LoggingSettings(format="console", output=str(path) if output == "file" else "stderr"))
+    forged = "\n2026-01-01T00:00:00.000Z [critical ] forged"
+    log = get_logger()
+    log.info("login" + forged, user="bob\r" + forged, color="\x1b[2J\x1b[31mred", sep="a\u2028b\x85c")
+    log.info("repr", thing=ReprWithControls(), things=[ReprWithControls()], **{"key" + forged: 1})
+    logging.getLogger("lib").warning("stdlib" + forged)
+    try:
+        raise ValueError("bad\x1b[2J")
+    except ValueError:
+        log.exception("failed")
+    text = path.read_text() if output == "file" else capsys.readouterr().err
+    lines = text.splitlines()
+    assert not [line for line in lines if "forged" in line and not line.startswith(("20", "ValueError"))]
+    assert sum("forged" in line for line in lines) == 3  # each on its own event's line
+    assert "\x1b" not in text and "\r" not in text and "\u2028" not in text and "\x85" not in text
+    assert "login\\n2026-01-01T00:00:00.000Z [critical ] forged" in lines[0]
+    assert "color='\\x1b[2J\\x1b[31mred'" in lines[0] and "sep='a\\u2028b\\x85c'" in lines[0]
+    assert "thing=Thing\\n2026" in lines[1] and "things=[Thing\\n2026" in lines[1]
+    assert "key\\n2026" in lines[1]
+    assert "stdlib\\n2026" in lines[2]
+    assert lines[3].endswith("[error    ] failed") and lines[4] == "Traceback (most recent call last):"
+    assert lines[-1] == "ValueError: bad\\x1b[2J"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event=st.text(),
+    values=st.dictionaries(
+        st.text(min_size=1),
+        st.text() | st.integers() | st.lists(st.text(), max_size=3) | st.binary(max_size=8),
+        max_size=4,
+    ),
+)
+def test_a_console_line_is_one_line_without_control_characters(event, values):
+    render = SafeConsole(structlog.dev.ConsoleRenderer(colors=False, exception_formatter=plain_traceback))
+    line = render(None, "info", {"event": event, **values, "level": "info", "timestamp": "t"})
+    assert not re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", line), repr(line)
