@@ -39,9 +39,28 @@ def env_layer(environ: Mapping[str, str]) -> tuple[Layer, list[ConfigProblem]]:
         if first != var:  # names are not case-sensitive: which one would win is an accident
             message = f"{first} and {var} both set {'.'.join(parts)} (names are not case-sensitive)"
             problems.append(ConfigProblem(".".join(parts), message, f"env {var}"))
-            continue
-        layer.set(parts, RawText(environ[var]), f"env {var}")
+    nested = _nesting_problems(seen)
+    problems.extend(nested.values())
+    for parts, var in seen.items():
+        if not any(parts[: len(outer)] == outer for outer in nested):  # the others are still checked
+            layer.set(parts, RawText(environ[var]), f"env {var}")
     return layer, problems
+
+
+def _nesting_problems(seen: Mapping[tuple[str, ...], str]) -> dict[tuple[str, ...], ConfigProblem]:
+    """A variable that sets a key and another that sets a key inside it: which one wins would
+    be an accident of their order (``FOUNDATION_S__LABELS=x``, ``FOUNDATION_S__LABELS__TEAM=ml``).
+    By the outer key's path."""
+    problems: dict[tuple[str, ...], ConfigProblem] = {}
+    for parts, var in seen.items():
+        for end in range(2, len(parts)):
+            outer = seen.get(parts[:end])
+            if outer is not None and parts[:end] not in problems:
+                path = ".".join(parts[:end])
+                message = f"{outer} sets {path} and {var} sets a key inside it: set one or the other"
+                problems[parts[:end]] = ConfigProblem(path, message, f"env {outer}")
+                break
+    return problems
 
 
 def overrides_layer(overrides: Sequence[str]) -> tuple[Layer, list[ConfigProblem]]:

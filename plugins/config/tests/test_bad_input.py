@@ -335,3 +335,19 @@ def test_a_byte_order_mark_is_allowed(load, write, tmp_path):
     (tmp_path / "bom.json").write_bytes(b'\xef\xbb\xbf{"db": {"pool": 6}}')
     config = load(("bom.toml", "bom.json"))
     assert (config["retry"].max_attempts, config["db"].pool) == (6, 6)
+
+
+def test_a_variable_inside_a_key_another_variable_sets_is_refused_naming_both(load, monkeypatch):
+    """``FOUNDATION_RETRY__LABELS=x`` was silently replaced by ``FOUNDATION_RETRY__LABELS__TEAM``
+    (or the other way round): which one won was an accident of sorting."""
+    monkeypatch.setenv("FOUNDATION_RETRY__LABELS", "{team = 'a'}")
+    monkeypatch.setenv("FOUNDATION_RETRY__LABELS__TEAM", "b")
+    monkeypatch.setenv("FOUNDATION_RETRY__MAX_ATTEMPTS", "many")  # still reported, at once
+    found = problems_of(load)
+    assert found == {
+        ("retry.labels", "env FOUNDATION_RETRY__LABELS"): (
+            "FOUNDATION_RETRY__LABELS sets retry.labels and FOUNDATION_RETRY__LABELS__TEAM sets a key "
+            "inside it: set one or the other"
+        ),
+        ("retry.max_attempts", "env FOUNDATION_RETRY__MAX_ATTEMPTS"): "expected an integer, got 'many' (str)",
+    }
