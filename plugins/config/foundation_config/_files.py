@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,12 @@ from foundation_core.errors import ConfigProblem
 from ._layers import MAX_DEPTH, Layer, shape_problem
 from ._tokens import TOKENS, apply_tokens
 
-__all__ = ["DEFAULT_FILES", "SECRETS_PREFIX", "TOKENS", "default_files", "read_file"]
+__all__ = ["DEFAULT_FILES", "MAX_FILE_BYTES", "SECRETS_PREFIX", "TOKENS", "default_files", "read_file"]
 
 DEFAULT_FILES = ("settings.toml", ".secrets.toml")
 SECRETS_PREFIX = ".secrets."
 _FORMATS = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+MAX_FILE_BYTES = 16 << 20  # read no more: a config file is far smaller (MAX_VALUES values)
 
 
 def default_files(cwd: Path) -> list[str]:
@@ -47,14 +50,18 @@ def read_file(
         return None, [
             ConfigProblem(name, f"unsupported file type {path.suffix!r} (expected {expected})", name)
         ]
-    if path.is_dir():
-        return None, [ConfigProblem(name, "is a directory, not a file", name)]
-    if not path.is_file():
-        return None, [ConfigProblem(name, "file not found", name)]
     try:
-        data = _parse(kind, path.read_bytes(), name)
-    except OSError as exc:
+        raw = _read_regular(path)
+    except _NotReadable as exc:
+        return None, [ConfigProblem(name, str(exc), name)]
+    except FileNotFoundError:
+        return None, [ConfigProblem(name, "file not found", name)]
+    except OSError as exc:  # a symbolic link loop, no permission, a vanished disk
         return None, [ConfigProblem(name, f"cannot be read: {exc.strerror or exc}", name)]
+    try:
+        data = _parse(kind, raw, name)
+    except UnicodeDecodeError as exc:
+        return None, [ConfigProblem(name, f"not UTF-8 text: {_decode_error(exc)}", name)]
     except RecursionError:
         message = f"malformed {kind.upper()}: nested too deeply (at most {MAX_DEPTH} levels)"
         return None, [ConfigProblem(name, message, name)]
@@ -72,6 +79,47 @@ def read_file(
         layer.set((section,), data[key], f"{name}:{section}")
         _record_origins(layer, name, section, data[key])
     return (None, problems) if problems else (layer, [])
+
+
+class _NotReadable(Exception):
+    """Not a file to read: a directory, a FIFO or device (reading would block or never end), or
+    larger than ``MAX_FILE_BYTES``."""
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of the regular file at ``path``, checked on the descriptor read (never blocking
+    on a FIFO put in its place) and bounded by ``MAX_FILE_BYTES`` before anything is parsed."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise _NotReadable("is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            kind = _KINDS.get(stat.S_IFMT(mode), "a socket or other special file")
+            raise _NotReadable(f"is {kind}, not a regular file")
+        chunks, size = [], 0
+        while size <= MAX_FILE_BYTES and (chunk := os.read(fd, 1 << 20)):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > MAX_FILE_BYTES:
+        mib, rest = divmod(MAX_FILE_BYTES, 1 << 20)
+        limit = f"{MAX_FILE_BYTES} bytes" if rest else f"{mib} MiB"
+        raise _NotReadable(f"is larger than {limit}: not a config file?")
+    return b"".join(chunks)
+
+
+def _decode_error(exc: UnicodeDecodeError) -> str:
+    """Where the first byte that is not UTF-8 is, as a line and column (of characters)."""
+    before = exc.object[: exc.start]
+    line = before.count(b"\n") + 1
+    column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
+    return f"byte 0x{exc.object[exc.start]:02x} at line {line}, column {column}"
 
 
 def _parse(kind: str, raw: bytes, name: str) -> dict[str, Any]:
@@ -114,6 +162,7 @@ def _kind_of(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+_INT_DIGITS = re.compile(r"Exceeds the limit \((\d+) digits\) for integer string conversion: value has (\d+)")
 _DUPLICATE = re.compile(r'found duplicate key "(.*?)" with value "')
 
 
@@ -125,7 +174,11 @@ def _parser_message(exc: BaseException) -> str:
     if found:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         return f"duplicate key {found.group(1)!r}{where}"
-    return " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(str(exc).split())
+    digits = _INT_DIGITS.search(text)
+    if digits:  # Python's advice to raise the limit is for programs, not for config files
+        return f"an integer of {digits.group(2)} digits (at most {digits.group(1)})"
+    return text or type(exc).__name__
 
 
 def _shape_problems(data: dict[str, Any], name: str) -> list[ConfigProblem]:

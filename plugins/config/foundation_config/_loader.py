@@ -69,13 +69,29 @@ def load_config(
         problems.extend(unknown)
     else:  # warned even when an error follows, so that one run shows everything to fix
         for problem in unknown:
-            warnings.warn(f"{problem} -- ignored", ConfigWarning, stacklevel=2)
+            warnings.warn(f"{_shortened(problem)} -- ignored", ConfigWarning, stacklevel=2)
     if problems:
         secret = secret_names(resolved.get("config"))
-        raise ConfigError(mask_problems(problems, (merged, resolved), origin, references, secret))
+        masked = mask_problems(problems, (merged, resolved), origin, references, secret)
+        raise ConfigError([_shortened(p) for p in masked])
     for name, instance in built.items():
         freeze_section(instance, name=name)
     return Config(built, _sources(sections, resolved, origin), references)
+
+
+MAX_SHOWN = 400  # characters of a problem's path, message or source: a value may be megabytes
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= MAX_SHOWN:
+        return text
+    return f"{text[:250]} ...[{len(text) - 350} characters]... {text[-100:]}"
+
+
+def _shortened(problem: ConfigProblem) -> ConfigProblem:
+    """``problem`` with each part cut in the middle past ``MAX_SHOWN`` characters (the end often
+    holds the hint), after masking: one huge value never floods the terminal."""
+    return ConfigProblem(_shorten(problem.path), _shorten(problem.message), _shorten(problem.source))
 
 
 def _read_layers(

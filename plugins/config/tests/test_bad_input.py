@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
-from foundation_config import ConfigWarning, plugin
+from foundation_config import ConfigWarning, _files, plugin
 
 import foundation_core
 from foundation_core.errors import ConfigError
@@ -330,6 +332,37 @@ def test_a_directory_given_as_a_file_says_so(load, tmp_path):
     assert problems_of(load, ("conf.toml",))[("conf.toml", "conf.toml")] == "is a directory, not a file"
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs and symbolic links")
+def test_what_is_not_a_regular_file_says_what_it_is_and_never_blocks(load, tmp_path):
+    """A FIFO, a device or a symbolic link loop was "file not found"; a FIFO opened blindly
+    would block start-up until something wrote to it."""
+    os.mkfifo(tmp_path / "fifo.toml")
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    (tmp_path / "loop.yaml").symlink_to("loop.yaml")
+    (tmp_path / "dangling.toml").symlink_to("nowhere.toml")
+    found = problems_of(load, ("fifo.toml", "zero.json", "loop.yaml", "dangling.toml"))
+    assert found == {
+        ("fifo.toml", "fifo.toml"): "is a FIFO, not a regular file",
+        ("zero.json", "zero.json"): "is a character device, not a regular file",
+        ("loop.yaml", "loop.yaml"): "cannot be read: Too many levels of symbolic links",
+        ("dangling.toml", "dangling.toml"): "file not found",
+    }
+
+
+def test_a_file_past_the_size_limit_is_refused_before_it_is_parsed(load, tmp_path, monkeypatch):
+    monkeypatch.setattr(_files, "MAX_FILE_BYTES", 1000)
+    (tmp_path / "big.json").write_text('{"db": {"url": "' + "a" * 2000 + '"}}')
+    assert problems_of(load, ("big.json",)) == {
+        ("big.json", "big.json"): "is larger than 1000 bytes: not a config file?"
+    }
+
+
+def test_bytes_that_are_not_utf8_are_named_by_line_and_column(load, tmp_path):
+    (tmp_path / "latin1.toml").write_bytes(b'[retry]\nname = "caf\xc3\xa9 \xe9"\n')
+    found = problems_of(load, ("latin1.toml",))
+    assert found == {("latin1.toml", "latin1.toml"): "not UTF-8 text: byte 0xe9 at line 2, column 14"}
+
+
 def test_a_byte_order_mark_is_allowed(load, write, tmp_path):
     (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf[retry]\nmax_attempts = 6\n")
     (tmp_path / "bom.json").write_bytes(b'\xef\xbb\xbf{"db": {"pool": 6}}')
@@ -350,4 +383,27 @@ def test_a_variable_inside_a_key_another_variable_sets_is_refused_naming_both(lo
             "inside it: set one or the other"
         ),
         ("retry.max_attempts", "env FOUNDATION_RETRY__MAX_ATTEMPTS"): "expected an integer, got 'many' (str)",
+    }
+
+
+def test_a_huge_value_or_key_is_shown_cut_in_the_middle(load, write):
+    """A 5000-digit --set value, or a 3000-character key, was echoed whole into the error."""
+    write("settings.toml", "[retry]\n" + "k" * 3000 + " = 1\n")
+    with pytest.warns(ConfigWarning) as warned:
+        found = problems_of(load, overrides=("retry.max_attempts=" + "9" * 5000,))
+    [(path, source, message)] = [(p, s, m) for (p, s), m in found.items()]
+    assert (path, source) == ("retry.max_attempts", "--set")
+    assert message.startswith("expected an integer, got '999") and message.endswith("999' (str)")
+    assert "...[4683 characters]..." in message and len(message) < 400
+    [warning] = [str(w.message) for w in warned if "unknown key" in str(w.message)]
+    assert len(warning) < 1300 and "...[2656 characters]..." in warning
+
+
+@pytest.mark.parametrize("name", ["big.json", "big.toml"])
+def test_an_integer_past_pythons_digit_limit_is_named_without_pythons_advice(load, write, name):
+    text = '{"retry": {"max_attempts": 1%s}}' if name.endswith("json") else "[retry]\nmax_attempts = 1%s\n"
+    write(name, text % ("0" * 5000))
+    kind = name.rpartition(".")[2].upper()
+    assert problems_of(load, (name,)) == {
+        (name, name): f"malformed {kind}: an integer of 5001 digits (at most 4300)"
     }
