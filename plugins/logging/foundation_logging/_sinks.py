@@ -12,6 +12,7 @@ Every sink takes a line as bytes (newline-terminated) or as text (without the ne
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -51,6 +52,24 @@ def _stderr_late(line: bytes | str) -> None:
         pass
 
 
+def _append_fd(path: str) -> int:
+    """A descriptor appending to ``path``, opened without blocking: a FIFO nobody reads would
+    block ``open`` (and start-up) for ever; it is an error instead. Writes block as usual."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags | nonblock, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # what O_NONBLOCK says of a FIFO without a reader
+            raise OSError(exc.errno, "a FIFO that nothing reads", path) from exc
+        raise
+    if nonblock:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~nonblock)
+    return fd
+
+
 class FileSink:
     """Append newline-terminated bytes to a file opened unbuffered in append mode.
 
@@ -66,7 +85,7 @@ class FileSink:
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self.path = path
-        self._file: BinaryIO = open(path, "ab", buffering=0)  # noqa: SIM115 - closed by close()
+        self._file: BinaryIO = open(_append_fd(path), "ab", buffering=0)  # noqa: SIM115 - closed by close()
         self._raw = self._file.write
         self._closed = False
         self._reported = False

@@ -117,6 +117,42 @@ def test_an_output_that_cannot_be_opened_is_reported_with_its_key_and_source(tmp
     assert problem.message.startswith(f"cannot open {str(blocker / 'app.log')!r} for appending")
 
 
+def test_an_output_that_is_a_fifo_nothing_reads_is_an_error_not_a_hang(tmp_path):
+    """Opening it for appending blocked start-up for ever, waiting for a reader."""
+    import os
+    import threading
+
+    import pytest
+
+    from foundation_core.errors import ConfigError
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("needs FIFOs")
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    bad = Config({"logging": LoggingSettings(output=str(fifo))}, {"logging.output": "--set"})
+    outcome: list[BaseException] = []
+
+    def configure() -> None:
+        try:
+            plugin.foundation_configure(bad)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=configure, daemon=True)
+    worker.start()
+    worker.join(5)
+    if worker.is_alive():  # unblock it: open a reader
+        with open(fifo, "rb"):
+            worker.join(5)
+        pytest.fail("configuring an output that is a FIFO without a reader blocked")
+    [error] = outcome
+    assert isinstance(error, ConfigError)
+    [problem] = error.problems
+    assert (problem.path, problem.source) == ("logging.output", "--set")
+    assert problem.message == f"cannot open {str(fifo)!r} for appending: a FIFO that nothing reads"
+
+
 def test_an_event_before_logging_is_configured_writes_nothing_to_stdout(capsys):
     """structlog's default would print it on stdout, into a command's --json output."""
     import structlog
