@@ -6,6 +6,7 @@ Each is a small callable class with ``__slots__`` that did its set-up in ``__ini
 from __future__ import annotations
 
 import time
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +17,10 @@ __all__ = ["REDACTED", "Redactor", "Stamp", "is_sensitive"]
 REDACTED = "[REDACTED]"
 _LEVEL_NAMES = {"warn": "warning", "exception": "error", "fatal": "critical", "msg": "info"}
 _MEMO_LIMIT = 4096
+NESTED_DEPTH = 8  # how deep into dicts, lists and tuples of a value redaction looks
+# the containers redaction looks into, by exact type: a set test per value, in C (a subclass not
+# named here, a namedtuple, a Mapping that is not a dict, is passed on as it is)
+_CONTAINERS = frozenset({dict, list, tuple, OrderedDict, defaultdict, Counter})
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))  # formatting "%03d" per line costs more
 
 
@@ -61,11 +66,16 @@ def is_sensitive(key: str, names: Iterable[str]) -> bool:
 
 
 class Redactor:
-    """Replace the values of sensitive top-level keys with ``[REDACTED]``.
+    """Replace the values of sensitive keys with ``[REDACTED]``: top-level keys, and keys of the
+    dicts inside a value (``headers={"Authorization": ...}``), through dicts, lists and tuples up
+    to ``NESTED_DEPTH`` levels (by exact type, with OrderedDict, defaultdict and Counter). A
+    nested container holding a sensitive key is copied with it redacted: the caller's own dict is
+    never changed.
 
     Key names already judged safe are kept in a set, so the usual line costs one subset test of
-    its keys against that set (a key-set intersection, no string matching). A line with a new
-    or a sensitive key takes the slow path, which judges each new key once.
+    its keys against that set (a key-set intersection, no string matching) and one set test of
+    its values' types. A line with a new or a sensitive key, or with a container value, takes
+    the slow path, which judges each new key once.
     """
 
     __slots__ = ("_names", "_safe")
@@ -77,14 +87,44 @@ class Redactor:
         }
 
     def __call__(self, logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-        if event_dict.keys() <= self._safe:
+        if event_dict.keys() <= self._safe and _CONTAINERS.isdisjoint(map(type, event_dict.values())):
             return event_dict
-        safe = self._safe
-        for key in event_dict:
-            if key in safe:
-                continue
-            if isinstance(key, str) and is_sensitive(key, self._names):
+        for key, value in event_dict.items():
+            if self._sensitive(key):
                 event_dict[key] = REDACTED
-            elif len(safe) < _MEMO_LIMIT:
-                safe.add(key)
+            elif type(value) in _CONTAINERS:
+                event_dict[key] = self._nested(value, NESTED_DEPTH)
         return event_dict
+
+    def _sensitive(self, key: object) -> bool:
+        safe = self._safe
+        if key in safe:
+            return False
+        if isinstance(key, str) and is_sensitive(key, self._names):
+            return True
+        if len(safe) < _MEMO_LIMIT and isinstance(key, str):
+            safe.add(key)
+        return False
+
+    def _nested(self, value: Any, depth: int) -> Any:
+        """``value`` with its sensitive keys redacted: itself when it has none, else a copy."""
+        if depth <= 0:
+            return value
+        if isinstance(value, dict):
+            out: dict[Any, Any] | None = None
+            for key, item in value.items():
+                if self._sensitive(key):
+                    new = REDACTED
+                elif type(item) in _CONTAINERS:
+                    new = self._nested(item, depth - 1)
+                else:
+                    continue
+                if new is not item:
+                    if out is None:
+                        out = value.copy()  # of its own type: an OrderedDict stays one
+                    out[key] = new
+            return value if out is None else out
+        items = [self._nested(item, depth - 1) if type(item) in _CONTAINERS else item for item in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return tuple(items) if isinstance(value, tuple) else items

@@ -46,3 +46,61 @@ def test_bound_and_context_values_are_redacted_too(tmp_path, read_lines):
         get_logger().bind(password="p").info("e")
     [line] = read_lines(path)
     assert (line["api_key"], line["password"]) == (REDACTED, REDACTED)
+
+
+def test_keys_inside_a_dict_value_are_redacted_without_changing_the_callers_dict():
+    redact = Redactor(["authorization", "password"])
+    headers = {"Authorization": "Bearer abc", "Accept": "json"}
+    calls = [{"user": "ann", "db": {"password": "p", "host": "h"}}, ("x", {"password": "q"})]
+    out = redact(None, "info", {"event": "call", "headers": headers, "calls": calls})
+    assert out["headers"] == {"Authorization": REDACTED, "Accept": "json"}
+    assert out["calls"] == [
+        {"user": "ann", "db": {"password": REDACTED, "host": "h"}},
+        ("x", {"password": REDACTED}),
+    ]
+    assert headers == {"Authorization": "Bearer abc", "Accept": "json"}  # the caller's, untouched
+    assert calls[0]["db"]["password"] == "p" and calls[1][1]["password"] == "q"
+
+
+def test_a_container_with_nothing_sensitive_is_passed_on_as_it_is():
+    redact = Redactor(["password"])
+    shape = [1, 2, 3]
+    meta = {"model": "m", "dims": shape}
+    out = redact(None, "info", {"event": "e", "meta": meta, "shape": shape})
+    assert out["meta"] is meta and out["shape"] is shape
+
+
+def test_redaction_looks_only_so_deep_and_survives_a_cycle():
+    from foundation_logging._processors import NESTED_DEPTH
+
+    redact = Redactor(["password"])
+    loop: list[object] = []
+    loop.append(loop)
+    deep: dict[str, object] = {"password": "deepest"}
+    for _ in range(NESTED_DEPTH):
+        deep = {"next": deep}
+    out = redact(
+        None, "info", {"event": "e", "loop": loop, "deep": deep, "near": {"next": {"password": "x"}}}
+    )
+    assert out["loop"] is loop
+    assert out["near"] == {"next": {"password": REDACTED}}
+    inner = out["deep"]
+    for _ in range(NESTED_DEPTH):
+        inner = inner["next"]
+    assert inner == {"password": "deepest"}  # past NESTED_DEPTH levels: not looked at
+
+
+def test_pipeline_redacts_a_nested_header(tmp_path, read_lines):
+    path = tmp_path / "app.log"
+    configure_logging(LoggingSettings(format="json", output=str(path)))
+    get_logger().info("GET /", headers={"Authorization": "Bearer abc", "Cookie": "c", "Accept": "*/*"})
+    [line] = read_lines(path)
+    assert line["headers"] == {"Authorization": REDACTED, "Cookie": REDACTED, "Accept": "*/*"}
+
+
+def test_dict_subclasses_named_are_looked_into_and_keep_their_type():
+    from collections import OrderedDict
+
+    redact = Redactor(["token"])
+    out = redact(None, "info", {"event": "e", "h": OrderedDict(token="t", a=1)})
+    assert type(out["h"]) is OrderedDict and out["h"] == OrderedDict(token=REDACTED, a=1)
