@@ -141,12 +141,27 @@ class Batcher:
 
     def stop(self, drain_timeout: float = 5.0, why: str = "") -> None:
         """Stop taking requests (answering ``why``, by default that the server is shutting down);
-        answer the queued ones; join the thread."""
+        run the queued ones; join the thread, for at most ``drain_timeout``. If it is still busy
+        then (a model that blocks, or a queue longer than the drain), what is still queued is
+        answered ``ShuttingDown``: every request gets an answer, and stop returns in time."""
         with self._cond:
             self._why = why or self._why
             self._stopping = True
             self._cond.notify()
         self._thread.join(drain_timeout)
+        if not self._thread.is_alive():
+            return
+        with self._cond:
+            items = list(self._queue)
+            self._queue.clear()
+            self.served.metrics.enqueued(0)
+        for request, respond, t0 in items:
+            err = ShuttingDown(
+                f"{self._why} (the drain timed out after {drain_timeout:g} s before this request ran)",
+                model=self.served.name,
+                request_id=request.id,
+            )
+            self.served.finish(request, respond, t0, err)
 
     def _run(self) -> None:
         while True:
@@ -200,6 +215,7 @@ class Batcher:
 
     def _run_items(self, items: list[Item]) -> None:
         guarded = [(request, _Once(respond), t0) for request, respond, t0 in items]
+        self.served.call_started()  # the model is not closed under this batch (ServedModel.stop)
         try:
             self._process(guarded)  # type: ignore[arg-type]  # _Once is a Respond
         except BaseException as exc:  # never leave a caller waiting, whatever went wrong
@@ -208,6 +224,8 @@ class Batcher:
             for request, respond, t0 in guarded:
                 if not respond.called:  # answered already: not again, and not counted twice
                     self.served.finish(request, respond, t0, self.served.failed(request, exc))
+        finally:
+            self.served.call_done()
 
     def _process(self, items: list[Item]) -> None:
         served = self.served

@@ -9,6 +9,7 @@ both are looked up by name in the hub's registries.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -32,13 +33,14 @@ from ._serving import ServedModel
 from ._signature import SignatureLike
 from ._transport import Respond, TransportServer, configured_options
 from ._types import InferenceRequest, ModelMetadata
-from .errors import InferenceError, InternalError, ModelLoadError, ShuttingDown
+from .errors import InferenceError, InternalError, ModelLoadError, ModelNotFound, ShuttingDown
 
 __all__ = ["MLRuntime"]
 
 log = logging.getLogger("foundation_ml")
 
 _now = time.monotonic_ns
+_clock = time.monotonic  # the clock of drain deadlines (replaceable: a virtual one in tests)
 # the signals ``serve`` stops on: Ctrl-C, kill/systemd/docker stop, a closed terminal or ssh
 # session; and Ctrl-\ (SIGQUIT), which stops at once: no drain, everything still released
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -76,6 +78,8 @@ class MLRuntime:
         self.started = time.time()
         self._accepting = True
         self._rejected: dict[str, int] = {}
+        self._rejected_lock = threading.Lock()  # transports' threads count rejections at once
+        self._models_lock = threading.Lock()  # a registry change and the batchers flush() sees
         self._closed = False
         self._batchers: tuple[Batcher, ...] = ()
         self._hurry = False  # hurry(): a drain under way ends now
@@ -103,6 +107,8 @@ class MLRuntime:
         serve it under ``name``. Nothing is served unless loading, the signature check and the
         warm-up all succeed. Returns the model's metadata."""
         check_name(name, "register_model: the model name")
+        if self._closed:
+            raise ModelLoadError("the runtime is closed", model=name)
         if version is not None:
             check_name(version, f"register_model({name!r}): the version", MAX_VERSION_BYTES)
         _check_batching(max_batch_size, max_wait_us, f"register_model({name!r})")
@@ -133,8 +139,11 @@ class MLRuntime:
                 else:
                     wait = self.max_wait_us if max_wait_us is None else max_wait_us
                     served.enable_batching(batch, wait)
-            self.registry.add(served)
-            self._batchers = tuple(s.batcher for s in self.registry.all() if s.batcher is not None)
+            with self._models_lock:
+                if self._closed:
+                    raise ModelLoadError("the runtime is closed", model=name)
+                self.registry.add(served)
+                self._update_batchers()
         except BaseException:
             # stop its batcher thread, if started; release the model only if we loaded it
             served.stop(close_model=not isinstance(model, LoadedModel))
@@ -142,9 +151,20 @@ class MLRuntime:
         return self.registry.metadata(name)
 
     def unload_model(self, name: str, version: str | None = None, drain_timeout: float = 5.0) -> None:
-        """Stop serving ``name`` (one version, or all); queued requests are answered first."""
-        for served in self.registry.remove(name, version):
-            served.stop(drain_timeout, why=f"version {served.version!r} is being unloaded")
+        """Stop serving ``name`` (one version, or all); queued requests are answered first, for
+        at most ``drain_timeout`` in all. A request that raced the unload is answered
+        ``ShuttingDown`` (or, asking for no version, served by the latest version left); a model
+        whose call is still running at the timeout is closed when that call returns."""
+        deadline = _clock() + drain_timeout
+        with self._models_lock:
+            gone = self.registry.remove(name, version)
+            self._update_batchers()
+        for served in gone:
+            left = max(0.0, deadline - _clock())
+            served.stop(left, why=f"version {served.version!r} is being unloaded")
+
+    def _update_batchers(self) -> None:
+        """What ``flush()`` runs: the batchers of the registry as it is now (under _models_lock)."""
         self._batchers = tuple(s.batcher for s in self.registry.all() if s.batcher is not None)
 
     def models(self) -> list[ModelMetadata]:
@@ -171,9 +191,12 @@ class MLRuntime:
             if not self._accepting:
                 raise ShuttingDown("the server is shutting down", model=request.model, request_id=request.id)
             served = self.registry.get(request.model, request.version)
+            if served.stopping and not request.version:  # unloaded since: the latest left, if any
+                served = self.registry.get(request.model)
         except InferenceError as exc:
             exc.request_id = request.id
-            self._rejected[exc.code.name] = self._rejected.get(exc.code.name, 0) + 1
+            with self._rejected_lock:
+                self._rejected[exc.code.name] = self._rejected.get(exc.code.name, 0) + 1
             respond(exc)
             return
         try:
@@ -221,10 +244,14 @@ class MLRuntime:
                 "transports": {t: server_stats(s) for t, s in self.servers},
                 "uptime_s": round(time.time() - self.started, 3),
                 "accepting": self._accepting,
-                "rejected": dict(self._rejected),
+                "rejected": self._rejections(),
             },
             "models": models,
         }
+
+    def _rejections(self) -> dict[str, int]:
+        with self._rejected_lock:
+            return dict(self._rejected)
 
     def prometheus(self) -> str:
         """The metrics in Prometheus text format."""
@@ -331,10 +358,14 @@ class MLRuntime:
     ) -> None:
         """Graceful shutdown: stop accepting, drain in-flight requests, stop batchers, release.
         ``drained()`` is called once every request is answered, before the models go.
-        ``abandoned`` then counts the requests a transport gave up on (its drain timed out)."""
-        if self._closed:
-            return
-        self._closed = True
+        ``abandoned`` then counts the requests a transport gave up on (its drain timed out).
+        ``drain_timeout`` bounds the whole drain, the transports' and the models' together (a
+        model whose call is still running then is closed when that call returns)."""
+        with self._models_lock:
+            if self._closed:
+                return
+            self._closed = True  # register_model refuses from now on
+        deadline = _clock() + drain_timeout
         servers, self.servers = self.servers, []
         self._stopping = servers
         for served in self.registry.all():  # queued requests run now, not after max_wait_us
@@ -343,7 +374,7 @@ class MLRuntime:
         for transport, server in servers:  # the transport stops accepting and waits for in-flight
             if self._hurry:
                 self.hurry()
-            server.stop(drain_timeout)
+            server.stop(max(0.0, deadline - _clock()))
             self.abandoned += int(getattr(server, "abandoned", 0) or 0)
             emit("server_stop", name=server.address, transport=transport, reason=reason)
         self._accepting = False
@@ -360,7 +391,9 @@ class MLRuntime:
                 drained()
         finally:  # whatever drained() raised, the models are unloaded
             for name in self.registry.names():
-                self.unload_model(name, drain_timeout=0 if self._hurry else drain_timeout)
+                left = 0 if self._hurry else max(0.0, deadline - _clock())
+                with contextlib.suppress(ModelNotFound):  # unloaded meanwhile by another thread
+                    self.unload_model(name, drain_timeout=left)
             if self._own_hub:
                 self.hub.shutdown()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,26 +17,39 @@ from ._signature import compile_validator, describe, mismatch
 from ._tensors import has_tensor, to_host
 from ._transport import Respond
 from ._types import InferenceRequest, InferenceResponse, ModelMetadata
-from .errors import DeadlineExceeded, HandlerError, InferenceError, InvalidInput
+from .errors import DeadlineExceeded, HandlerError, InferenceError, InvalidInput, ShuttingDown
 
 __all__ = ["ServedModel"]
 
+log = logging.getLogger("foundation_ml")
 _now = time.monotonic_ns
 
 
 class ServedModel:
-    """A loaded model under a name and version, with its metrics and (when batching) its batcher."""
+    """A loaded model under a name and version, with its metrics and (when batching) its batcher.
+
+    It counts the calls of its model under way (inline ones and batches, in whatever thread), so
+    that ``stop`` never closes the model under a running call: a request that finds it stopping is
+    answered ``ShuttingDown``, and a call still running when the drain times out closes the model
+    itself when it returns.
+    """
 
     __slots__ = (
+        "_calls",
+        "_close_pending",
+        "_gate",
+        "_idle",
         "_output_names",
         "_row_outputs",
         "_valid",
         "_valid_out",
+        "_why",
         "batcher",
         "metrics",
         "model",
         "name",
         "spec",
+        "stopping",
         "version",
     )
 
@@ -45,6 +60,12 @@ class ServedModel:
         self.spec = spec
         self.metrics = ModelMetrics()
         self.batcher: Batcher | None = None
+        self._gate = threading.Lock()  # guards _calls, stopping, _close_pending
+        self._idle = threading.Condition(self._gate)  # notified when the last call under way returns
+        self._calls = 0  # model calls under way
+        self.stopping = False  # stop() has begun: no new inline call starts
+        self._why = ""  # what a request arriving once stopping is told
+        self._close_pending = False  # the drain timed out: the last call to return closes the model
         self._output_names = frozenset(s.name for s in model.outputs)
         self._valid = compile_validator(model.inputs)
         self._valid_out = compile_validator(model.outputs)  # a model's answer is checked too
@@ -84,14 +105,41 @@ class ServedModel:
         if request.deadline_ns and _now() > request.deadline_ns:
             self.finish(request, respond, t0, self.expired(request), batch=0)
             return
+        with self._gate:
+            if self.stopping:  # an unload raced the lookup: never run a model being closed
+                err = ShuttingDown(self._why, model=self.name, request_id=request.id)
+            else:
+                self._calls += 1
+                err = None
+        if err is not None:
+            self.finish(request, respond, t0, err)
+            return
         try:
             outputs = self.model(request.inputs)
         except BaseException as exc:  # SystemExit, GeneratorExit...: this request's error (is_ctrl_c)
+            self.call_done()
             if is_ctrl_c(exc):
                 raise
             self.finish(request, respond, t0, self.failed(request, exc), batch=1)
             return
+        self.call_done()
         self.answer(request, respond, t0, outputs, batch=1)
+
+    def call_started(self) -> None:
+        """A call of the model begins (a batch: it runs even while stopping, to drain the queue)."""
+        with self._gate:
+            self._calls += 1
+
+    def call_done(self) -> None:
+        """A call of the model returned; the last one of a stop whose drain timed out closes it."""
+        with self._gate:
+            self._calls -= 1
+            if self._calls or not self.stopping:
+                return
+            self._idle.notify_all()
+            close, self._close_pending = self._close_pending, False
+        if close:
+            _close(self)
 
     def answer(
         self,
@@ -156,10 +204,30 @@ class ServedModel:
     def failed(self, request: InferenceRequest, exc: BaseException) -> HandlerError:
         return HandlerError(f"{type(exc).__name__}: {exc}", model=self.name, request_id=request.id)
 
-    def stop(self, drain_timeout: float = 5.0, close_model: bool = True, why: str = "") -> None:
+    def stop(self, drain_timeout: float = 5.0, close_model: bool = True, why: str = "") -> bool:
         """Answer what is queued, stop the batcher, release the model (``why``: what a request
-        arriving meanwhile is told; by default that the server is shutting down)."""
+        arriving meanwhile is told; by default that the server is shutting down). Returns within
+        ``drain_timeout``: True once every call has returned; False if one still runs (a model
+        that blocks), whose return then closes the model (it is never closed under a call), while
+        the requests still queued are answered ``ShuttingDown``."""
+        deadline = time.monotonic() + drain_timeout
+        with self._gate:
+            self._why = why or "the server is shutting down"
+            self.stopping = True
         if self.batcher is not None:
             self.batcher.stop(drain_timeout, why)
-        if close_model:
+        with self._idle:
+            idle = self._idle.wait_for(lambda: not self._calls, max(0.0, deadline - time.monotonic()))
+            self._close_pending = close_model and not idle
+        if close_model and idle:
             self.model.close()
+        return idle
+
+
+def _close(served: ServedModel) -> None:
+    """Close the model of a stop whose drain timed out, in the thread of its last call: a failure
+    is logged (the stop that asked for it returned long ago), and the thread serves on."""
+    try:
+        served.model.close()
+    except Exception as exc:
+        log.error("model %r version %r: close() raised: %r", served.name, served.version, exc, exc_info=exc)

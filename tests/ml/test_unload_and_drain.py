@@ -1,0 +1,234 @@
+"""Unloading and shutting down while requests are in flight: every request is answered (a result
+or a typed error), a model is never closed under a running call, and a drain keeps its bound."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from foundation_ml import FunctionModel, InferenceRequest, InferenceResponse, MLRuntime, _runtime
+from foundation_ml._serving import ServedModel
+from foundation_ml._transport import TransportServer
+from foundation_ml.errors import ModelLoadError, ShuttingDown
+
+
+class Blocking(FunctionModel):
+    """``y = x * k``; a first element of 1001 blocks in the model until ``release``. Like the
+    torch backend's models, a closed one raises when called; ``events`` records the order."""
+
+    def __init__(self, k: float = 1.0) -> None:
+        self.k = k
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.closed = False
+        self.events: list[str] = []
+        super().__init__(self._run, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.closed:
+            raise RuntimeError("the model was unloaded")
+        if x.size and x.flat[0] == 1001:
+            self.entered.set()
+            assert self.release.wait(60), "never released"
+        self.events.append("returned")
+        return x * self.k
+
+    def close(self) -> None:
+        self.events.append("closed")
+        self.closed = True
+
+
+class Replies:
+    """Collects the answers by request id; ``wait(n)`` until n arrived."""
+
+    def __init__(self) -> None:
+        self.got: dict[int, object] = {}
+        self.cond = threading.Condition()
+
+    def respond(self, rid: int):
+        def respond(value: object) -> None:
+            with self.cond:
+                assert rid not in self.got, "responded twice"
+                self.got[rid] = value
+                self.cond.notify_all()
+
+        return respond
+
+    def wait(self, n: int) -> dict[int, object]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.got) >= n, timeout=60)
+        return self.got
+
+
+def _x(value: float = 1.0) -> np.ndarray:
+    return np.full((1, 4), value, np.float32)
+
+
+def _call_in_thread(runtime: MLRuntime, replies: Replies, rid: int, value: float) -> threading.Thread:
+    t = threading.Thread(
+        target=runtime, args=(InferenceRequest("m", {"x": _x(value)}, id=rid), replies.respond(rid))
+    )
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("batch", [1, 4], ids=["unbatched", "batched"])
+def test_an_unload_never_closes_the_model_under_a_running_call(runtime: MLRuntime, batch: int) -> None:
+    """The drain timed out (0 s) while a call blocks: the call that began before the unload gets
+    its answer, and the model is closed when that call returns, not before."""
+    model = Blocking()
+    runtime.register_model("m", model, max_batch_size=batch, max_wait_us=0, warmup=False)
+    replies = Replies()
+    t = _call_in_thread(runtime, replies, 1, 1001)
+    assert model.entered.wait(60)
+    runtime.unload_model("m", drain_timeout=0)
+    assert model.events == []  # still running: not closed under it
+    model.release.set()
+    t.join(60)
+    answer = replies.wait(1)[1]
+    assert isinstance(answer, InferenceResponse) and answer.version == "1"
+    for th in threading.enumerate():  # batched: the batcher thread ran it, and closes the model
+        if th.name == "batcher-m":
+            th.join(60)
+    assert model.events == ["returned", "closed"]
+
+
+def test_an_inline_request_racing_an_unload_is_told_the_version_is_unloaded(runtime: MLRuntime) -> None:
+    """A transport thread looked the version up just before the unload closed it: the request is
+    answered ShuttingDown, not run on the closed model (which raised: a HandlerError)."""
+    model = Blocking()
+    runtime.register_model("m", model, version="3", warmup=False)
+    served = runtime.registry.get("m")
+    runtime.unload_model("m")
+    replies = Replies()
+    served.submit(InferenceRequest("m", {"x": _x()}, id=1), replies.respond(1), time.monotonic_ns())
+    answer = replies.wait(1)[1]
+    assert isinstance(answer, ShuttingDown) and "version '3' is being unloaded" in str(answer)
+    assert answer.request_id == 1 and model.events == ["closed"]
+
+
+def test_a_request_for_the_latest_version_racing_its_unload_is_served_by_the_version_left(
+    runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling reload unloads the newest version just after a request (for no version in
+    particular) found it: the request is served by the version still loaded."""
+    old, new = Blocking(k=1.0), Blocking(k=2.0)
+    runtime.register_model("m", old, version="1", warmup=False)
+    runtime.register_model("m", new, version="2", warmup=False)
+    real_get = runtime.registry.get
+    raced: list[str] = []
+
+    def get(name: str, version: str = "") -> ServedModel:
+        served = real_get(name, version)
+        if not raced:  # the unload lands between the lookup and the call
+            raced.append(served.version)
+            runtime.unload_model("m", "2")
+        return served
+
+    monkeypatch.setattr(runtime.registry, "get", get)
+    replies = Replies()
+    runtime(InferenceRequest("m", {"x": _x(3.0)}, id=1), replies.respond(1))
+    answer = replies.wait(1)[1]
+    assert raced == ["2"]
+    assert isinstance(answer, InferenceResponse) and answer.version == "1"
+    np.testing.assert_array_equal(answer.outputs["y"], _x(3.0))
+
+
+def test_a_drain_that_times_out_answers_the_queued_requests_shutting_down(runtime: MLRuntime) -> None:
+    """The batcher thread is stuck in the model; the requests queued behind it are answered
+    ShuttingDown when the drain times out, not left waiting for a model that may never return;
+    the stuck call still gets its answer when the model returns."""
+    model = Blocking()
+    runtime.register_model("m", model, max_batch_size=4, max_wait_us=0, warmup=False)
+    replies = Replies()
+    runtime(InferenceRequest("m", {"x": _x(1001)}, id=1), replies.respond(1))  # the thread runs it
+    assert model.entered.wait(60)
+    runtime(InferenceRequest("m", {"x": _x()}, id=2), replies.respond(2))
+    runtime(InferenceRequest("m", {"x": _x()}, id=3), replies.respond(3))
+    runtime.unload_model("m", drain_timeout=0)
+    got = dict(replies.got)  # answered by the time unload returned
+    assert sorted(got) == [2, 3]
+    for rid in (2, 3):
+        answer = got[rid]
+        assert isinstance(answer, ShuttingDown) and answer.request_id == rid
+        assert "the drain timed out after 0 s before this request ran" in str(answer)
+    model.release.set()
+    assert isinstance(replies.wait(3)[1], InferenceResponse)
+
+
+def test_close_keeps_one_drain_bound_for_the_transports_and_the_models(
+    runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transport that used the whole drain leaves the models none (it was drain_timeout each:
+    with a stuck model, close took twice its bound)."""
+    now = [100.0]
+    monkeypatch.setattr(_runtime, "_clock", lambda: now[0])
+
+    class SlowServer(TransportServer):
+        address = "slow"
+
+        def stop(self, drain_timeout: float = 5.0) -> None:
+            now[0] += drain_timeout  # it waited for its in-flight requests the whole time
+
+    runtime.register_model("m", Blocking(), max_batch_size=4, max_wait_us=0, warmup=False)
+    runtime.servers.append(("fake", SlowServer()))
+    given: list[float] = []
+    real_stop = ServedModel.stop
+
+    def stop(self: ServedModel, drain_timeout: float = 5.0, close_model: bool = True, why: str = "") -> bool:
+        given.append(drain_timeout)
+        return real_stop(self, drain_timeout, close_model, why)
+
+    monkeypatch.setattr(ServedModel, "stop", stop)
+    runtime.close(drain_timeout=2.0)
+    assert given == [0.0]
+
+
+def test_a_runtime_that_is_closed_loads_no_model(runtime: MLRuntime) -> None:
+    """Registered after close (no transport, no unload would ever stop it), a batching model's
+    thread was left running for good."""
+    runtime.close()
+    model = Blocking()
+    with pytest.raises(ModelLoadError, match="the runtime is closed"):
+        runtime.register_model("m", model, max_batch_size=4, warmup=False)
+    assert not [t for t in threading.enumerate() if t.name == "batcher-m"]
+
+
+def test_close_goes_on_when_a_model_is_unloaded_meanwhile(runtime: MLRuntime, monkeypatch) -> None:
+    """Another thread unloaded a model while close() went through the list: the others are still
+    unloaded (close raised ModelNotFound and left them loaded)."""
+    model = Blocking()
+    runtime.register_model("m", model, warmup=False)
+    names = runtime.registry.names
+    monkeypatch.setattr(runtime.registry, "names", lambda: ["gone", *names()])
+    runtime.close()
+    assert model.events == ["closed"] and runtime.registry.snapshot() == ({}, {})
+
+
+def test_rejections_counted_by_many_threads_add_up(runtime: MLRuntime) -> None:
+    """Two transport threads reject a request at once: both count (a read-modify-write of the
+    dict without a lock lost one)."""
+    meet = threading.Barrier(2)
+
+    class Racing(dict):
+        def get(self, key: str, default: int = 0) -> int:
+            value = super().get(key, default)
+            try:  # with the lock, the other thread cannot get here until this one is done
+                meet.wait(timeout=0.5)
+            except threading.BrokenBarrierError:
+                pass
+            return value
+
+    runtime._rejected = Racing()
+    threads = [
+        threading.Thread(target=runtime, args=(InferenceRequest("nope", {"x": _x()}, id=i), lambda v: None))
+        for i in (1, 2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert runtime.stats()["server"]["rejected"] == {"MODEL_NOT_FOUND": 2}
