@@ -311,7 +311,9 @@ enum fdn_status fdn_decode_request(const uint8_t *area, uint64_t area_size,
 enum fdn_status fdn_decode_response(const uint8_t *area, uint64_t area_size,
                                     const struct fdn_limits *limits,
                                     struct fdn_response_fields *out, struct fdn_error *err);
-/* 1 if [s, s+n) is a JSON object whose values are strings, numbers or booleans (section 8.10). */
+/* 1 if [s, s+n) is a JSON object whose values are strings, numbers or booleans, read as I-JSON
+ * (section 8 step 10): no name twice, no escaped lone surrogate, integers within +-(2^53 - 1),
+ * other numbers finite as doubles. fdn_infer_call refuses other params before sending them. */
 int fdn_params_valid(const char *s, size_t n);
 
 /* --- client ---------------------------------------------------------------------------------- */

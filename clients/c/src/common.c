@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -109,6 +110,101 @@ int fdn_utf8_valid(const uint8_t *s, size_t n) {
     return 1;
 }
 
+/* Parameters are read as I-JSON (section 8 step 10): the reader refuses lone surrogates and
+ * bad escapes; here, each number and the names. */
+
+#define FDN_MAX_PARAM_INT 9007199254740991ull /* 2^53 - 1: every double holds the integers up to it */
+
+/* The digits of (2^54 - 1) * 2^970, halfway between the largest double and 2^1024: a decimal
+ * at or above it rounds to infinity (ties go to 2^1024, the even mantissa), below it it does not. */
+static const char DOUBLE_OVERFLOW[] =
+    "1797693134862315807937289714053034150799341327100378269361737789804449682927647509466490179775872070"
+    "9633028641669288791094655554785194040263065748867150582068190890200070838367627385484581771153176447"
+    "5730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904"
+    "174497792";
+
+/* 1 if the JSON number [s, s+n) (valid grammar) is a parameter: an integer (no fraction, no
+ * exponent) within +-(2^53 - 1), any other number finite once rounded to a double (one too
+ * small rounds to 0 and passes). Exact, without strtod: no locale, no ERANGE on underflow. */
+static int param_number_ok(const char *s, size_t n) {
+    const char *end = s + n;
+    if (s < end && *s == '-') s++;
+    const char *mant = s, *mant_end = s;
+    while (mant_end < end && *mant_end != 'e' && *mant_end != 'E') mant_end++;
+    const char *dot = memchr(mant, '.', (size_t)(mant_end - mant));
+    if (!dot && mant_end == end) { /* an integer */
+        if (end - mant > 16) return 0;
+        unsigned long long v = 0;
+        for (; mant < end; mant++) v = v * 10 + (unsigned long long)(*mant - '0');
+        return v <= FDN_MAX_PARAM_INT;
+    }
+    long long exp10 = 0; /* the exponent, saturated: beyond 10^9 either way the answer is known */
+    if (mant_end < end) {
+        const char *e = mant_end + 1;
+        int neg = *e == '-';
+        if (*e == '-' || *e == '+') e++;
+        for (; e < end; e++)
+            if (exp10 < 1000000000) exp10 = exp10 * 10 + (*e - '0');
+        if (neg) exp10 = -exp10;
+    }
+    /* the value is 0.D x 10^E, D its significant digits (no leading zero) */
+    long long point = (dot ? dot : mant_end) - mant, zeros = 0;
+    const char *d = mant;
+    for (; d < mant_end && (*d == '0' || *d == '.'); d++)
+        if (*d == '0') zeros++;
+    if (d == mant_end) return 1; /* zero */
+    if (dot && d > dot) point = 0, zeros = d - dot - 1; /* 0.000ddd: the zeros after the point */
+    long long e10 = point - zeros + exp10;
+    if (e10 != 309) return e10 < 309; /* below 10^308 finite; 10^309 and above beyond 2^1024 */
+    for (size_t i = 0; i < sizeof DOUBLE_OVERFLOW - 1; i++, d++) {
+        if (d < mant_end && *d == '.') d++;
+        if (d >= mant_end) return 1; /* a prefix of the threshold: below it */
+        if (*d != DOUBLE_OVERFLOW[i]) return *d < DOUBLE_OVERFLOW[i];
+    }
+    return 0; /* the threshold, or above it */
+}
+
+/* The next code point of a JSON string's raw text (between its quotes); valid by now. */
+static uint32_t next_code_point(const char **at) {
+    const unsigned char *s = (const unsigned char *)*at;
+    uint32_t cp;
+    if (s[0] == '\\') {
+        const char *from = "\"\\/bfnrt", *to = "\"\\/\b\f\n\r\t";
+        if (s[1] != 'u') {
+            *at += 2;
+            return (uint32_t)(unsigned char)to[strchr(from, s[1]) - from];
+        }
+        cp = 0;
+        for (int i = 2; i < 6; i++) cp = cp * 16 + (uint32_t)(s[i] <= '9' ? s[i] - '0' : (s[i] | 0x20) - 'a' + 10);
+        *at += 6;
+        if (cp >= 0xD800 && cp < 0xDC00) {
+            uint32_t lo = next_code_point(at);
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        }
+        return cp;
+    }
+    int len = s[0] < 0x80 ? 1 : s[0] < 0xE0 ? 2 : s[0] < 0xF0 ? 3 : 4;
+    cp = len == 1 ? s[0] : (uint32_t)(s[0] & (0x7F >> len));
+    for (int i = 1; i < len; i++) cp = (cp << 6) | (s[i] & 0x3F);
+    *at += len;
+    return cp;
+}
+
+struct param_name {
+    const char *s, *end; /* the raw text between the quotes */
+};
+
+/* Names in code point order, escapes read: "a" and "\u0061" are the same name. */
+static int compare_names(const void *pa, const void *pb) {
+    const struct param_name *a = pa, *b = pb;
+    const char *x = a->s, *y = b->s;
+    while (x < a->end && y < b->end) {
+        uint32_t p = next_code_point(&x), q = next_code_point(&y);
+        if (p != q) return p < q ? -1 : 1;
+    }
+    return (x < a->end) - (y < b->end);
+}
+
 int fdn_params_valid(const char *s, size_t n) {
     struct fdn_jdoc doc;
     if (!fdn_utf8_valid((const uint8_t *)s, n) || fdn_json_parse(&doc, s, n) < 0) return 0;
@@ -118,8 +214,21 @@ int fdn_params_valid(const char *s, size_t n) {
         ok = t == FDN_JSTRING || t == FDN_JNUMBER || t == FDN_JBOOL;
         if (t == FDN_JNUMBER) { /* the reader takes Python's NaN/Infinity; parameters are strict JSON */
             const char *v = doc.nodes[i].raw;
-            ok = doc.nodes[i].raw_len && v[0] != 'N' && v[0] != 'I' && !(v[0] == '-' && doc.nodes[i].raw_len > 1 && v[1] == 'I');
+            size_t len = doc.nodes[i].raw_len;
+            ok = len && v[0] != 'N' && v[0] != 'I' && !(v[0] == '-' && len > 1 && v[1] == 'I') &&
+                 param_number_ok(v, len);
         }
+    }
+    int count = ok ? doc.nodes[0].count : 0;
+    if (count > 1) { /* no name twice: sorted, equal names are neighbours */
+        struct param_name *names = malloc((size_t)count * sizeof *names);
+        ok = names != NULL;
+        int k = 0;
+        for (int i = doc.nodes[0].child; ok && i >= 0; i = doc.nodes[i].next, k++)
+            names[k] = (struct param_name){doc.nodes[i].key + 1, doc.nodes[i].key + doc.nodes[i].key_len - 1};
+        if (ok) qsort(names, (size_t)count, sizeof *names, compare_names);
+        for (k = 1; ok && k < count; k++) ok = compare_names(&names[k - 1], &names[k]) != 0;
+        free(names);
     }
     fdn_json_free(&doc);
     return ok;

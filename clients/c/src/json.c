@@ -65,12 +65,18 @@ static int string(struct parser *p) {
         if (c == '\\') {
             if (p->end - p->s < 2) return -1;
             char e = p->s[1];
-            if (e == 'u') {
-                if (p->end - p->s < 6 || hex4(p->s + 2) < 0) return -1;
+            if (e == 'u') { /* strings are Unicode scalar values: a surrogate only in a pair, high then low */
+                int v = p->end - p->s < 6 ? -1 : hex4(p->s + 2);
+                if (v < 0 || (v >= 0xDC00 && v < 0xE000)) return -1;
                 p->s += 6;
+                if (v >= 0xD800 && v < 0xDC00) {
+                    int lo = p->end - p->s < 6 || p->s[0] != '\\' || p->s[1] != 'u' ? -1 : hex4(p->s + 2);
+                    if (lo < 0xDC00 || lo >= 0xE000) return -1;
+                    p->s += 6;
+                }
                 continue;
             }
-            if (!strchr("\"\\/bfnrt", e)) return -1;
+            if (!e || !strchr("\"\\/bfnrt", e)) return -1; /* strchr finds a NUL byte too */
             p->s += 2;
             continue;
         }
@@ -269,7 +275,7 @@ long fdn_json_unescape(const char *raw, size_t raw_len, char *dst, size_t cap) {
                 k = put_utf8(tmp, cp);
             } else {
                 const char *from = "\"\\/bfnrt", *to = "\"\\/\b\f\n\r\t";
-                const char *at = strchr(from, e);
+                const char *at = e ? strchr(from, e) : NULL;
                 if (!at) return -1;
                 tmp[0] = to[at - from];
                 k = 1;

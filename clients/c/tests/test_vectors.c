@@ -45,6 +45,35 @@ static void test_params_are_flat_objects(void) {
     CHECK(fdn_params_valid("{\"a\":-1.5e3}", 12));
 }
 
+#define VALID(lit) fdn_params_valid(lit, sizeof lit - 1)
+
+/* Section 8 step 10 (I-JSON), beyond the vectors: the edges of the exact number check (no
+ * strtod: an underflow is no error), and names compared once unescaped. */
+static void test_params_are_i_json(void) {
+    CHECK(VALID("{\"a\":9007199254740991,\"b\":-9007199254740991,\"c\":-0,\"d\":0}"));
+    CHECK(!VALID("{\"a\":9007199254740992}"));
+    CHECK(!VALID("{\"a\":10000000000000000}"));
+    CHECK(VALID("{\"a\":9007199254740993.0,\"b\":1e16,\"c\":1E+5,\"d\":0.5e-3}"));
+    CHECK(VALID("{\"a\":1e-400,\"b\":-1e-99999999999999999999,\"c\":0e99999999999999999999}"));
+    CHECK(VALID("{\"a\":1.7976931348623157e308,\"b\":1.7976931348623158e308,\"c\":-1.79e308}"));
+    CHECK(VALID("{\"a\":0.00017976931348623157e312,\"b\":17976931348623157e292}"));
+    CHECK(!VALID("{\"a\":1.7976931348623159e308}"));
+    CHECK(!VALID("{\"a\":0.00017976931348623159e312}"));
+    CHECK(!VALID("{\"a\":1e309}"));
+    CHECK(!VALID("{\"a\":-1e99999999999999999999}"));
+    CHECK(!VALID("{\"a\":\"\\ud800\"}"));
+    CHECK(!VALID("{\"a\":\"\\ud800\\u0041\"}"));
+    CHECK(!VALID("{\"a\":\"\\udfff\"}"));
+    CHECK(VALID("{\"a\":\"\\ud83d\\ude00\",\"\\u0000\":\"\\u0000\"}"));
+    CHECK(!VALID("{\"a\":\"\\\0\"}"));
+    CHECK(!VALID("{\"b\":1,\"a\":2,\"b\":3}"));
+    CHECK(!VALID("{\"\\u00e9\":1,\"\xc3\xa9\":2}")); /* é escaped and as UTF-8 */
+    CHECK(!VALID("{\"\\ud83d\\ude00\":1,\"\xf0\x9f\x98\x80\":2}"));
+    CHECK(VALID("{\"\":1,\"\\u00e9\":2,\"\xc3\xa8\":3,\"e\":4}"));
+    CHECK(VALID(" \t\r\n{ \"a\" : 1 }\n"));
+    CHECK(!VALID("\xef\xbb\xbf{\"a\":1}"));
+}
+
 static void test_layout_places_tensors_at_64(void) {
     struct fdn_tensor t[2] = {{.name = "a", .dtype = FDN_FP32, .ndim = 2, .shape = {2, 3}},
                               {.name = "b", .dtype = FDN_UINT8, .ndim = 1, .shape = {5}}};
@@ -100,6 +129,7 @@ int main(int argc, char **argv) {
     test_crc32_matches_zlib();
     test_dtype_table();
     test_params_are_flat_objects();
+    test_params_are_i_json();
     test_layout_places_tensors_at_64();
     test_layout_refuses_an_end_past_2_64();
     test_decoder_rejects_a_short_area();

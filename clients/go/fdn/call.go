@@ -193,8 +193,8 @@ func (c *Client) setCall(call *Call) error {
 	if len(call.Outputs) > MaxTensors {
 		return fail(TooLarge, 0, "%d requested outputs (at most %d)", len(call.Outputs), MaxTensors)
 	}
-	if len(call.Params) > 0 && !ParamsValid(call.Params) {
-		return fail(InvalidInput, 0, "params must be a JSON object of strings, numbers and booleans")
+	if why := ParamsProblem(call.Params); len(call.Params) > 0 && why != "" {
+		return fail(InvalidInput, 0, "%s", why)
 	}
 	c.req.Version, c.req.Outputs, c.req.Params = call.Version, call.Outputs, call.Params
 	return nil

@@ -4,7 +4,6 @@ package fdn
 
 import (
 	"bytes"
-	"encoding/json"
 	"hash/crc32"
 	"math"
 	"unicode/utf8"
@@ -155,22 +154,6 @@ func decodeCudaTensor(d []byte, name string, ndim uint32, t *Tensor, rid uint64)
 	return nil
 }
 
-// ParamsValid reports whether raw is a JSON object of strings, numbers and booleans (8.10).
-func ParamsValid(raw []byte) bool {
-	var m map[string]interface{}
-	if !utf8.Valid(raw) || json.Unmarshal(raw, &m) != nil || m == nil {
-		return false
-	}
-	for _, v := range m {
-		switch v.(type) {
-		case string, float64, bool:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
 // DecodeRequest checks (section 8) and decodes a request; tensors' Data are views on area.
 func DecodeRequest(area []byte, lim Limits, out *Request) error {
 	if len(area) < HeaderSize+BodySize {
@@ -245,8 +228,8 @@ func DecodeRequest(area []byte, lim Limits, out *Request) error {
 		return fail(InvalidInput, rid, "model version is not valid UTF-8")
 	}
 	params := area[at : at+uint64(nParams)]
-	if nParams > 0 && !ParamsValid(params) {
-		return fail(InvalidInput, rid, "params must be a JSON object of strings, numbers and booleans")
+	if why := ParamsProblem(params); nParams > 0 && why != "" {
+		return fail(InvalidInput, rid, "%s", why)
 	}
 	out.Kind, out.RequestID, out.Flags, out.Model, out.Version = kind, rid, flags, model, version
 	out.DeadlineNs, out.Params = le.Uint64(body[qDeadline:]), params
@@ -307,8 +290,8 @@ func DecodeResponse(area []byte, lim Limits, out *Response) error {
 	}
 	text := area[at : at+uint64(nText)]
 	params := area[at+uint64(nText) : at+uint64(nText)+uint64(nParams)]
-	if nParams > 0 && !ParamsValid(params) {
-		return fail(InvalidInput, rid, "response params are not a flat JSON object")
+	if why := ParamsProblem(params); nParams > 0 && why != "" {
+		return fail(InvalidInput, rid, "response %s", why)
 	}
 	out.RequestID, out.Flags, out.Status = rid, flags, Status(le.Uint32(body[sStatus:]))
 	out.Model, out.Version, out.Text, out.Params = model, version, text, params

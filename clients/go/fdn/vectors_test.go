@@ -56,6 +56,35 @@ func TestParamsMustBeAFlatObject(t *testing.T) {
 	}
 }
 
+// Section 8 step 10 (I-JSON), beyond the vectors: numbers at their edges, surrogates, names
+// compared once unescaped, whitespace and a BOM.
+func TestParamsAreIJSON(t *testing.T) {
+	for raw, want := range map[string]bool{
+		`{"a":9007199254740991,"b":-9007199254740991,"c":-0}`:   true,
+		`{"a":9007199254740992}`:                                false,
+		`{"a":-10000000000000000}`:                              false,
+		`{"a":9007199254740993.0,"b":1e16,"c":1E+5,"d":0.5e-3}`: true,
+		`{"a":1e-400,"b":0e99999999999999999999}`:               true,
+		`{"a":1.7976931348623158e308}`:                          true,
+		`{"a":1.7976931348623159e308}`:                          false,
+		`{"a":-1e99999999999999999999}`:                         false,
+		`{"a":"\ud800\u0041"}`:                                  false,
+		`{"a":"\udfff"}`:                                        false,
+		`{"a":"\ud83d\ude00","\u0000":"\u0000"}`:                true,
+		"{\"a\":\"\\\x00\"}":                                    false,
+		`{"b":1,"a":2,"b":3}`:                                   false,
+		"{\"\\u00e9\":1,\"\u00e9\":2}":                          false,
+		`{"":1,"\u00e9":2,"e":3}`:                               true,
+		" \t\r\n{ \"a\" : 1 }\n":                                true,
+		"\ufeff{\"a\":1}":                                       false,
+		`{"a":01}`:                                              false,
+	} {
+		if ParamsValid([]byte(raw)) != want {
+			t.Errorf("ParamsValid(%q) != %v (%s)", raw, want, ParamsProblem([]byte(raw)))
+		}
+	}
+}
+
 func TestDecoderRejectsAShortArea(t *testing.T) {
 	var r Response
 	if err := DecodeResponse(make([]byte, 64), DefaultLimits, &r); CodeOf(err) != InvalidInput {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -64,6 +65,8 @@ _fixed_cache: dict[tuple[str, int], bytes] = {}
 _ZERO_HANDLE = bytes(64)
 _MAX_TEXT = 1 << 20  # error messages and JSON documents: at most 1 MiB
 _MAX_PARAMS = 1 << 20  # a request's parameters JSON: at most 1 MiB (spec 8 step 3, 11), else TOO_LARGE
+_MAX_PARAM_INT = (1 << 53) - 1  # a parameter integer: within +-(2^53 - 1), exact in every double (8 step 10)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # only an escape puts one in a str decoded from UTF-8
 
 
 class Limits(NamedTuple):
@@ -278,14 +281,40 @@ def sendable_params(params: Mapping[str, Any], rid: int) -> bytes:
     return raw
 
 
+def param_problem(key: Any, value: Any) -> str | None:
+    """Why the parameter ``key: value`` is not one the protocol carries (spec 8 step 10), or None:
+    names are strings, values strings, booleans, integers within +-(2^53 - 1) or finite floats,
+    and no string holds a lone surrogate (only Unicode scalar values are UTF-8)."""
+    if not isinstance(key, str):
+        return f"has a name of type {type(key).__name__}, not a string"
+    if not key.isascii() and _SURROGATE.search(key):
+        return "has a name holding a lone surrogate (not a Unicode scalar value)"
+    if isinstance(value, str):
+        if not value.isascii() and _SURROGATE.search(value):
+            return "is a string holding a lone surrogate (not a Unicode scalar value)"
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if -_MAX_PARAM_INT <= value <= _MAX_PARAM_INT:
+            return None
+        return f"is the integer {value}, outside +-(2^53 - 1) (send it as a string)"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"is {value}, not a finite number"
+    return f"is of type {type(value).__name__}, not a string, number or boolean"
+
+
 def encode_params(params: Mapping[str, Any]) -> bytes:
-    """Parameters as the protocol's JSON; NaN and infinities are not JSON (``InvalidInput``)."""
+    """Parameters as the protocol's JSON; a parameter no decoder would take (spec 8 step 10: a
+    nested or null value, NaN or an infinity, an integer beyond +-(2^53 - 1), a lone surrogate,
+    a name that is not a string) is ``InvalidInput`` naming it, before anything is sent."""
     if not params:
         return b""
-    try:
-        return json.dumps(dict(params), separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
-    except ValueError as exc:
-        raise InvalidInput(f"parameters cannot be sent as JSON: {exc}") from None
+    for key, value in params.items():
+        problem = param_problem(key, value)
+        if problem is not None:
+            raise InvalidInput(f"parameters cannot be sent as JSON: parameter {key!r} {problem}")
+    return json.dumps(dict(params), separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
 
 
 # --- the hot path: re-use what the previous message on the same area already established ----------

@@ -35,6 +35,7 @@ from ._codec import (
     DecodedRequest,
     DecodedResponse,
     Limits,
+    param_problem,
     request_payload_size,
     response_payload_size,
 )
@@ -172,24 +173,60 @@ def _check_crc(area: Any, payload: int, crc: int, rid: int, data: Sequence[np.nd
         raise BadChecksum(f"CRC32 0x{got:08X} != 0x{crc:08X} in the header", request_id=rid)
 
 
+class _Refused(ValueError):
+    """Parameters that are JSON but not the protocol's (spec 8 step 10); the message says why."""
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _param_int(text: str) -> int:
+    """An integer literal; one of more than 17 characters (a sign and 16 digits) is beyond
+    +-(2^53 - 1) whatever its digits, and is refused before int() builds it."""
+    if len(text) > 17:
+        raise _Refused(f"an integer of {len(text)} characters is outside +-(2^53 - 1)")
+    return int(text)
+
+
+def _param_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Each object's members: no name twice, every value one the protocol carries (the top
+    object's; a nested one is refused where it is a value)."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Refused(f"params name {key!r} twice")
+            seen.add(key)
+    for key, v in pairs:
+        problem = param_problem(key, v)
+        if problem is not None:
+            raise _Refused(f"params: {key!r} {problem}")
+    return value
+
+
+# one decoder for every message (json.loads would build one per call): strictly JSON (no NaN),
+# I-JSON through the hooks (spec 8 step 10); a BOM is no JSON whitespace, so it is refused
+_PARAMS_JSON = json.JSONDecoder(
+    parse_constant=_no_constant, parse_int=_param_int, object_pairs_hook=_param_pairs
+)
 
 
 def _params(raw: bytes, rid: int) -> dict[str, Any]:
     if not raw:
         return {}
-    try:  # strictly UTF-8 (json.loads would sniff UTF-16 and take a BOM), strictly JSON (no NaN)
-        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    try:  # strictly UTF-8 (json.loads would sniff UTF-16 and take a BOM)
+        value = _PARAMS_JSON.decode(raw.decode("utf-8"))
+    except _Refused as exc:
+        raise InvalidInput(str(exc), request_id=rid) from None
     except (UnicodeDecodeError, ValueError):
         raise InvalidInput("params are not valid UTF-8 JSON", request_id=rid) from None
     except RecursionError:  # a value is never an array or object: any nesting is refused anyway
         raise InvalidInput(
             "params nest too deeply (values are strings, numbers and booleans)", request_id=rid
         ) from None
-    if not isinstance(value, dict) or not all(
-        isinstance(v, str | int | float | bool) and not isinstance(v, dict) for v in value.values()
-    ):
+    if not isinstance(value, dict):
         raise InvalidInput("params must be a JSON object of strings, numbers and booleans", request_id=rid)
     return value
 

@@ -37,6 +37,7 @@ __all__ = [
     "_overflowing_shape",
     "_poke",
     "_raw_params",
+    "_raw_response_params",
     "_rename",
     "_request",
     "_reseal",
@@ -137,6 +138,14 @@ def _raw_params(raw: bytes, request_id: int) -> bytearray:
     payload = request_payload_size(0, 0, len(raw))
     buf = bytearray(-(-(MSG_HEADER_SIZE + payload) // 64) * 64)
     write_request(buf, request_id=request_id, model="echo", params=raw)
+    return buf
+
+
+def _raw_response_params(raw: bytes, request_id: int) -> bytearray:
+    """A response with no outputs whose params are ``raw``, as given."""
+    payload = response_payload_size(0, 0, len(raw))
+    buf = bytearray(-(-(MSG_HEADER_SIZE + payload) // 64) * 64)
+    write_response(buf, request_id=request_id, model="echo", params=raw)
     return buf
 
 

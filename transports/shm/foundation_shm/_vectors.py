@@ -35,6 +35,7 @@ from ._vector_messages import (
     _overflowing_shape,
     _poke,
     _raw_params,
+    _raw_response_params,
     _rename,
     _request,
     _response,
@@ -92,6 +93,25 @@ def _request_cases() -> Cases:
         "request_stats": (
             "request",
             lambda: _request({}, request_id=7, model="", kind=MessageKind.STATS_REQUEST),
+        ),
+        # the edges of spec 8 step 10 that a decoder must still take: the empty name, a non-ASCII
+        # name, a surrogate pair (escaped as Python writes U+1F600), U+0000, the integers
+        # +-(2^53 - 1), the largest double, -0.0
+        "request_params_edges": (
+            "request",
+            lambda: _request(
+                {},
+                request_id=48,
+                params={
+                    "": "",
+                    "\u00e9": "\U0001f600",
+                    "nul": "\x00",
+                    "max_int": (1 << 53) - 1,
+                    "min_int": -((1 << 53) - 1),
+                    "max_double": 1.7976931348623157e308,
+                    "neg_zero": -0.0,
+                },
+            ),
         ),
     }
 
@@ -202,7 +222,34 @@ def _params_error_cases() -> Cases:
             "request",
             lambda: _raw_params(b'{"a":' * 3000 + b"1" + b"}" * 3000, 42),
         ),
+        **_params_value_error_cases(),
     }
+
+
+def _params_value_error_cases() -> Cases:
+    """Parameters that are JSON but not I-JSON (spec 8 step 10): values that readers of doubles,
+    of exact integers and of UTF-16 strings would each read differently, or not at all."""
+    raw: dict[str, bytes] = {
+        # numbers: finite as a double; an integer (no fraction, no exponent) within +-(2^53 - 1)
+        "error_params_number_overflow": b'{"a":1e999}',
+        "error_params_number_rounds_to_infinity": b'{"a":1.7976931348623159e308}',
+        "error_params_integer_too_large": b'{"a":9007199254740992}',
+        "error_params_integer_too_small": b'{"a":-9007199254740992}',
+        "error_params_integer_400_digits": b'{"a":1' + b"0" * 400 + b"}",
+        # strings (names too) are Unicode scalar values: no escaped lone surrogate
+        "error_params_lone_surrogate": b'{"a":"\\ud800"}',
+        "error_params_lone_low_surrogate_name": b'{"\\udc00":1}',
+        # a backslash escapes only what JSON escapes: not a NUL byte
+        "error_params_escaped_nul_byte": b'{"a":"\\\x00"}',
+        # no name twice, compared once unescaped
+        "error_params_duplicate_name": b'{"a":1,"a":2}',
+        "error_params_duplicate_escaped_name": b'{"a":1,"\\u0061":2}',
+    }
+    return {name: ("request", _raw_builder(body, 50 + i)) for i, (name, body) in enumerate(raw.items())}
+
+
+def _raw_builder(body: bytes, request_id: int) -> Callable[[], bytearray]:
+    return lambda: _raw_params(body, request_id)
 
 
 def _shape_error_cases() -> Cases:
@@ -243,6 +290,11 @@ def _response_error_cases() -> Cases:
         "error_response_name_without_nul": (  # an output name filling its 64 bytes: no NUL (spec 8)
             "response",
             lambda: _rename(_response({"y": np.ones(2, np.float32)}, request_id=23), _DESC0, "y" * 64),
+        ),
+        # a response's params follow the rules of a request's (spec 8 step 10)
+        "error_response_params_duplicate_name": (
+            "response",
+            lambda: _raw_response_params(b'{"a":true,"a":false}', 24),
         ),
     }
 

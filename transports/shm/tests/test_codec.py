@@ -176,6 +176,82 @@ def test_nan_parameters_are_refused_before_they_are_sent() -> None:
         encode_params({"t": float("nan")})
 
 
+def _decode_params(raw: bytes) -> dict[str, object]:
+    buf = bytearray(512 + len(raw))
+    write_request(buf, request_id=1, model="m", params=raw)
+    return decode_request(bytes(buf)).params
+
+
+@pytest.mark.parametrize(
+    ("params", "why"),
+    [
+        ({"seed": 1 << 53}, "'seed' is the integer 9007199254740992, outside"),
+        ({"seed": -(1 << 53)}, "'seed' is the integer -9007199254740992, outside"),
+        ({"seed": 10**400}, "'seed' is the integer 1000"),
+        ({"t": float("inf")}, "'t' is inf, not a finite number"),
+        ({"t": float("-inf")}, "'t' is -inf, not a finite number"),
+        ({"s": "a\ud800"}, "'s' is a string holding a lone surrogate"),
+        ({"\udc00": 1}, "'\\\\udc00' has a name holding a lone surrogate"),
+        ({"l": [1]}, "'l' is of type list, not a string, number or boolean"),
+        ({"d": {}}, "'d' is of type dict"),
+        ({"n": None}, "'n' is of type NoneType"),
+        ({"x": np.int64(3)}, "'x' is of type int64"),
+        ({1: "a"}, "1 has a name of type int"),
+    ],
+)
+def test_the_encoder_refuses_what_a_decoder_refuses_naming_the_parameter(
+    params: dict[object, object], why: str
+) -> None:
+    """Spec 8 step 10: I-JSON; the message names the parameter (InvalidInput is a ValueError)."""
+    with pytest.raises(InvalidInput, match=f"parameters cannot be sent as JSON: parameter {why}"):
+        encode_params(params)  # type: ignore[arg-type]
+
+
+def test_the_edges_of_i_json_round_trip() -> None:
+    edges = {
+        "": "",
+        "\u00e9": "\U0001f600\x00",
+        "max": (1 << 53) - 1,
+        "min": -((1 << 53) - 1),
+        "big": 1.7976931348623157e308,
+        "tiny": 5e-324,
+        "neg0": -0.0,
+        "f": np.float64(0.5),
+        "b": True,
+    }
+    assert _decode_params(encode_params(edges)) == edges
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b'{"a":9007199254740992}', "'a' is the integer 9007199254740992, outside"),
+        (b'{"a":1' + b"0" * 5000 + b"}", "an integer of 5001 characters is outside"),
+        (b'{"a":1e999}', "'a' is inf, not a finite number"),
+        (b'{"a":"\\udc00\\ud800"}', "'a' is a string holding a lone surrogate"),
+        (b'{"a":1,"\\u0061":2}', "params name 'a' twice"),
+        (b'{"a":[1]}', "'a' is of type list"),
+    ],
+)
+def test_the_decoder_says_why_params_are_not_i_json(raw: bytes, why: str) -> None:
+    with pytest.raises(InvalidInput, match=why):
+        _decode_params(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (b' \t\r\n{ "a" : 1 ,\n"b" : true }\n', {"a": 1, "b": True}),
+        (b'{"a":-0,"b":1e-400,"c":9007199254740993.0}', {"a": 0, "b": 0.0, "c": 9007199254740992.0}),
+        ('{"é":1,"\\u00e8":2,"":3}'.encode(), {"é": 1, "è": 2, "": 3}),
+    ],
+)
+def test_the_decoder_takes_any_i_json_not_only_what_the_encoder_writes(
+    raw: bytes, value: dict[str, object]
+) -> None:
+    assert _decode_params(raw) == value
+
+
 def test_a_response_naming_an_output_twice_is_invalid_input() -> None:
     refs, end = layout(
         [("y", DataType.FP32, (1,)), ("y", DataType.FP32, (1,))], response_payload_size(2, 0, 0)

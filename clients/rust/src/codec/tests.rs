@@ -131,3 +131,64 @@ fn layout_refuses_tensors_that_together_pass_isize_max() {
         (448, l::align(448 + shape[0] as usize, 64))
     );
 }
+
+/// Section 8 step 10 (I-JSON), beyond the vectors: numbers at their edges, surrogates, names
+/// compared once unescaped; and the encoder refuses what the decoder would.
+#[test]
+fn params_are_i_json() {
+    let cases: &[(&str, bool)] = &[
+        (
+            r#"{"a":9007199254740991,"b":-9007199254740991,"c":-0}"#,
+            true,
+        ),
+        (r#"{"a":9007199254740992}"#, false),
+        (r#"{"a":-10000000000000000}"#, false),
+        (
+            r#"{"a":9007199254740993.0,"b":1e16,"c":1E+5,"d":0.5e-3}"#,
+            true,
+        ),
+        (r#"{"a":1e-400,"b":0e99999999999999999999}"#, true),
+        (r#"{"a":1.7976931348623158e308}"#, true),
+        (r#"{"a":1.7976931348623159e308}"#, false),
+        (r#"{"a":-1e99999999999999999999}"#, false),
+        (r#"{"a":"\ud800\u0041"}"#, false),
+        (r#"{"a":"\udfff"}"#, false),
+        (r#"{"a":"\ud83d\ude00","\u0000":"\u0000"}"#, true),
+        ("{\"a\":\"\\\u{0}\"}", false),
+        (r#"{"b":1,"a":2,"b":3}"#, false),
+        ("{\"\\u00e9\":1,\"\u{e9}\":2}", false),
+        (r#"{"":1,"\u00e9":2,"e":3}"#, true),
+        (" \t\r\n{ \"a\" : 1 }\n", true),
+        ("\u{feff}{\"a\":1}", false),
+    ];
+    for (raw, want) in cases {
+        let got = params::decode_params(raw.as_bytes(), 7);
+        assert_eq!(got.is_ok(), *want, "{raw}: {got:?}");
+        if let Err(e) = got {
+            assert_eq!((e.code, e.request_id), (Status::InvalidInput, 7), "{raw}");
+        }
+    }
+    let max = (1i64 << 53) - 1;
+    assert!(encode_params(&[
+        ("a".into(), Param::Int(max)),
+        ("b".into(), Param::Int(-max))
+    ])
+    .is_ok());
+    for bad in [
+        vec![("seed".to_string(), Param::Int(max + 1))],
+        vec![("seed".to_string(), Param::Int(-max - 1))],
+        vec![("t".to_string(), Param::Float(f64::INFINITY))],
+        vec![
+            ("a".to_string(), Param::Bool(true)),
+            ("a".to_string(), Param::Int(1)),
+        ],
+    ] {
+        let e = encode_params(&bad).unwrap_err();
+        assert_eq!(e.code, Status::InvalidInput);
+        assert!(
+            e.message.contains(&format!("{:?}", bad[0].0)),
+            "{}",
+            e.message
+        );
+    }
+}
