@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from foundation_ml import DataType, InferenceResponse
-from foundation_ml.errors import InferenceError, InternalError, TooLarge
+from foundation_ml.errors import HandlerError, InferenceError, InternalError, InvalidInput, TooLarge
 
 from . import _layout as L
 from ._accel import hot
@@ -118,10 +118,16 @@ class Answers:
             ch.busy = False
 
     def _write_failure(self, ch: _Channel, r: _Responder, exc: Exception) -> None:
-        """Answer with ``exc`` (an ``InternalError`` unless typed) a response that could not be
-        encoded; never raises."""
+        """Answer with ``exc`` a response that could not be encoded; never raises. What the
+        handler put in it is the handler's fault, not the request's: ``InvalidInput`` (a name too
+        long, params no decoder takes) becomes ``HandlerError``; an untyped error ``InternalError``."""
         log.warning("shm %s: cannot encode the response to %d: %r", self.name, r.request_id, exc)
-        err = exc if isinstance(exc, InferenceError) else InternalError(f"cannot encode response: {exc}")
+        if isinstance(exc, InvalidInput):
+            err: InferenceError = HandlerError(f"the handler's response cannot be sent: {exc.message}")
+        elif isinstance(exc, InferenceError):
+            err = exc
+        else:
+            err = InternalError(f"cannot encode response: {exc}")
         self.write_error(ch, r, err)
 
     def write_error(self, ch: _Channel, r: _Responder, exc: InferenceError, required: int = 0) -> None:

@@ -209,15 +209,24 @@ def test_a_bug_in_the_server_costs_one_request_not_the_server(
         _still_serves(client)
 
 
+_BAD_PARAMS: dict[str, dict[str, Any]] = {
+    "nan": {"score": float("nan")},
+    "big": {"seed": 2**60},
+    "nested": {"box": [1, 2]},
+}
+
+
 class _Outsized:
-    """A handler whose answers break limits: a metadata document over 1 MiB, 70 outputs, and a
-    model name no fixed field can hold, answered from another thread."""
+    """A handler whose answers break limits: a metadata document over 1 MiB, 70 outputs, params
+    no decoder takes, and a model name no fixed field can hold, answered from another thread."""
 
     def __call__(self, request: InferenceRequest, respond: Any) -> None:
         if request.model == "many":
             respond(
                 InferenceResponse(request.id, "many", {f"o{i}": np.zeros(1, np.uint8) for i in range(70)})
             )
+        elif request.model in _BAD_PARAMS:  # response params no decoder takes (spec 8 step 10)
+            respond(InferenceResponse(request.id, request.model, {}, parameters=_BAD_PARAMS[request.model]))
         else:  # a name of 32 two-byte characters: 64 UTF-8 bytes, one too many
             threading.Timer(0.001, respond, [InferenceResponse(request.id, "é" * 32, {})]).start()
 
@@ -237,9 +246,14 @@ def test_answers_that_break_limits_are_typed_errors_and_the_channel_goes_on(name
             client.metadata("m")
         # the server allows 100 tensors: the client takes 70 outputs (its own default is 64)
         assert len(client.infer(InferenceRequest("many", {"x": np.ones(1)})).outputs) == 70
-        with pytest.raises(InvalidInput, match="must be at most 63 UTF-8 bytes"):
+        # what the handler put in its answer is the handler's fault: HANDLER_ERROR, not INVALID_INPUT
+        with pytest.raises(HandlerError, match=r"response cannot be sent: .*must be at most 63 UTF-8 bytes"):
             client.infer(InferenceRequest("late", {"x": np.ones(1)}))
         assert len(client.infer(InferenceRequest("many", {"x": np.ones(1)})).outputs) == 70  # not busy
+        for bad in ("nan", "big", "nested"):
+            with pytest.raises(HandlerError, match=r"response cannot be sent: .*param"):
+                client.infer(InferenceRequest(bad, {"x": np.ones(1)}))
+        assert len(client.infer(InferenceRequest("many", {"x": np.ones(1)})).outputs) == 70
 
 
 def test_a_channel_publishing_capacities_off_the_page_size_is_refused(
