@@ -1,0 +1,32 @@
+"""What scripts/*.sh run from .venv is installed there by scripts/setup.sh (the dev extra)."""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _dev_distributions() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = (re.match(r"[A-Za-z0-9_.-]+", req) for req in project["optional-dependencies"]["dev"])
+    return {m.group(0).lower().replace("_", "-") for m in names if m}
+
+
+def test_every_module_a_script_runs_from_the_venv_is_in_the_dev_extra() -> None:
+    dev = _dev_distributions()
+    ran = set()
+    for script in sorted((ROOT / "scripts").glob("*.sh")):
+        for module in re.findall(r"\.venv/bin/python -m ([A-Za-z_][\w.]*)", script.read_text()):
+            ran.add(module)
+            top = module.split(".")[0]
+            if top in sys.stdlib_module_names or top == "pip" or top.startswith("foundation"):
+                continue  # the venv's own pip, the standard library, this repository
+            assert top.replace("_", "-") in dev, (
+                f"{script.name} runs `.venv/bin/python -m {module}`, but the dev extra "
+                f"({', '.join(sorted(dev))}) does not install it"
+            )
+    assert "build" in ran, "scripts/build-dists.sh no longer runs `python -m build`: update this test"
