@@ -1,16 +1,17 @@
 """Dynamic batching: one thread per model stacks compatible requests along dimension 0.
 
 The batcher thread waits for a first request, then until that request has waited ``max_wait_us``,
-for up to ``max_batch_size`` requests; the request that fills a batch runs it at once in its own
-thread (no hand-off). A polling transport (shm) calls ``flush()`` whenever it has handed over
-every pending request: the batch then runs in the transport's thread as soon as it is due, and
-the batcher thread is only the safety net (a hand-off to another thread costs a GIL switch per
-batch). Requests whose inputs agree on every dimension after the first (dtypes are fixed by the
-signature) run as one backend call; the outputs are split back by row counts and each request is
-answered on its own. If a batched call raises, or its outputs break the output signature or do
-not have a row per input row, each request of it is re-run alone (and its answer checked), so one
-bad request cannot fail its neighbours; a request whose inputs disagree on their first dimension
-never joins a batch. One batched call of a model runs at a time.
+for up to ``max_batch_size`` requests (requests, not rows: a request is never split, so a call may
+take ``max_batch_size`` times the rows of the largest request); the request that fills a batch
+runs it at once in its own thread (no hand-off). A polling transport (shm) calls ``flush()``
+whenever it has handed over every pending request: the batch then runs in the transport's thread
+as soon as it is due, and the batcher thread is only the safety net (a hand-off to another thread
+costs a GIL switch per batch). Requests whose inputs agree on every dimension after the first
+(dtypes are fixed by the signature) run as one backend call; the outputs are split back by row
+counts and each request is answered on its own. If a batched call raises, or its outputs break the
+output signature or do not have a row per input row, each request of it is re-run alone (and its
+answer checked), so one bad request cannot fail its neighbours; a request whose inputs disagree on
+their first dimension never joins a batch. One batched call of a model runs at a time.
 
 torch tensors (CUDA IPC inputs) batch too, with requests whose same input lies on the same device
 (the device is part of the grouping key): they are joined with ``torch.cat`` on that device and

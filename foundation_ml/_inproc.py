@@ -1,4 +1,9 @@
-"""The ``inproc`` transport: same process, no copies. The reference every transport is tested against."""
+"""The ``inproc`` transport: same process, no copies. The reference every transport is tested against.
+
+The handler runs in the calling thread: an unbatched model runs inline in it, as does a batch the
+call fills, so a model that blocks holds its caller past ``timeout`` (a call is not interrupted,
+only answered ``DeadlineExceeded`` once it returns late). A call waiting for a batch run by
+another thread does give up at its timeout."""
 
 from __future__ import annotations
 

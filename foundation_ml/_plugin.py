@@ -111,7 +111,10 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     _client_arguments(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
     p.add_argument(
-        "--max-batch-size", type=_int_at_least(1), default=1, help="batch batchable models (default: 1, off)"
+        "--max-batch-size",
+        type=_int_at_least(1),
+        default=1,
+        help="batch batchable models, up to this many requests (not rows) per call (default: 1, off)",
     )
     p.add_argument(
         "--max-wait-us",

@@ -51,6 +51,7 @@ class MLRuntime:
 
     ``max_batch_size``/``max_wait_us`` are defaults for models that do not set their own;
     batching applies only to batchable models (every input and output has a variable dim 0).
+    ``max_batch_size`` counts requests, not rows: a request is never split across calls.
     """
 
     def __init__(
