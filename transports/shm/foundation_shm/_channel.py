@@ -19,7 +19,7 @@ from . import _layout as L
 from ._codec import Limits, TensorRef
 from ._liveness import is_alive
 from ._readers import ResponseReader
-from ._segments import Segment, open_semaphore, segment_mode, unlink_segment
+from ._segments import Segment, open_semaphore, unlink_segment
 
 __all__ = ["_Channel", "_Connection", "_pages"]
 
@@ -57,12 +57,19 @@ class _Connection:
             self.capacity = u64[_R.DEFAULT_CAPACITY // 8]
             # responses are held to the server's own published limits (spec 3, 8 step 6)
             self.limits = Limits(max_tensors=u32[_R.MAX_TENSORS // 4])
-            self.mode = segment_mode(L.control_name(name))
+            self.mode = self.ctl.mode  # data segments are made with the server's mode (spec 4)
             self.check()
             if u32[_R.STATE // 4] != L.RegionState.READY:  # spec 10.1: a STOPPING server takes no one new
                 raise ServerUnavailable(f"shm server {name!r} is stopping")
-            self.mutex = open_semaphore(L.mutex_name(name))
-            self.bell = open_semaphore(L.doorbell_name(name))
+            try:
+                self.mutex = open_semaphore(L.mutex_name(name))
+            except posix_ipc.ExistentialError:  # it stopped and removed its objects meanwhile
+                raise ServerUnavailable(f"shm server {name!r} went away while connecting") from None
+            try:
+                self.bell = open_semaphore(L.doorbell_name(name))
+            except posix_ipc.ExistentialError:
+                self.mutex.close()
+                raise ServerUnavailable(f"shm server {name!r} went away while connecting") from None
         except BaseException:
             self.ctl.close()
             raise

@@ -147,13 +147,17 @@ class ChannelPool:
         woken (its wait re-checks the connection and fails), and what it uses is closed when it
         gives its channel back (closing a semaphore or unmapping a segment under a waiting thread
         crashes the process)."""
-        conn, busy = self._conn, {ch for ch in self._busy if ch.conn is self._conn}
+        # Called with the lock held, but give() runs without it: the connection is forgotten
+        # first, so a give() from now on takes its retiring path (under the lock, after this);
+        # one that looked before re-checks after putting the channel back (see give). The busy
+        # set is copied in one C call (a comprehension would see give() change it under it).
+        conn, self._conn = self._conn, None
+        busy = {ch for ch in tuple(self._busy) if ch.conn is conn}
         for ch in self._all:
             if ch in busy:
                 continue
             _retire(ch)
         self._all, self._free = [], []
-        self._conn = None
         if conn is None:
             return
         if not busy:
@@ -181,7 +185,12 @@ class ChannelPool:
             raise Overloaded(
                 f"shm server {self.name!r}: region mutex busy for {self.connect_timeout}s"
             ) from None
-        ch.sem = open_semaphore(L.channel_sem_name(self.name, ch.index))
+        try:
+            ch.sem = open_semaphore(L.channel_sem_name(self.name, ch.index))
+        except posix_ipc.ExistentialError:  # the server stopped and removed its objects meanwhile
+            _retire(ch)
+            conn.alive = False
+            raise ServerUnavailable(f"shm server {self.name!r} went away while connecting") from None
         drain(ch.sem)
         self._all.append(ch)
         return ch
@@ -214,19 +223,34 @@ class ChannelPool:
         if held is not None and held.box[0] is not None:
             ch: _Channel = held.box[0]  # this thread's own channel: its previous outputs end here
             held.box[0] = None
-            if ch.conn is self._conn and ch.conn.alive and ch.idle() and not self._closed:
+            if self._usable(ch):
                 self._busy.add(ch)
-                return ch
+                if ch.conn is self._conn:  # see below
+                    return ch
+                self._busy.discard(ch)
             self.give(ch)
         try:
             ch = self._free.pop()  # the common case, lock-free: list.pop is atomic under the GIL
         except IndexError:
             return self._take_slow(deadline_ns)
-        if ch.conn.alive and ch.idle() and not self._closed:
+        if self._usable(ch):
             self._busy.add(ch)
-            return ch
-        self._free.append(ch)
+            # a drop in another thread forgets the connection, then copies _busy: still ours
+            # now, the drop (if one comes) sees the channel busy and leaves it to this call
+            if ch.conn is self._conn:
+                return ch
+            self._busy.discard(ch)
+        elif ch.conn is self._conn:
+            self._free.append(ch)
         return self._take_slow(deadline_ns)
+
+    def _usable(self, ch: _Channel) -> bool:
+        """Whether a free channel can take a call now: of the current connection, its server
+        alive, no answer pending, the client open."""
+        try:
+            return ch.conn is self._conn and ch.conn.alive and ch.idle() and not self._closed
+        except ValueError:  # a drop in another thread closed its connection under this look
+            return False
 
     def _take_slow(self, deadline_ns: int) -> _Channel:
         ch = self._take_slow_locked(deadline_ns)
@@ -242,7 +266,7 @@ class ChannelPool:
                     self._drop_connection()
                     return self._claim_locked(deadline_ns)
                 for ch in list(self._free):  # a copy: the lock-free path pops meanwhile
-                    if ch.idle():
+                    if ch.conn is self._conn and ch.idle():  # (a give() may be re-checking one)
                         try:
                             self._free.remove(ch)
                         except ValueError:
@@ -268,13 +292,7 @@ class ChannelPool:
         thread's request must not overwrite outputs that are still being read."""
         self._busy.discard(ch)
         if ch.conn is not self._conn:  # its connection was dropped (during the call, or before)
-            retiring = self._retiring.get(ch.conn)
-            if retiring is not None and ch in retiring:
-                _retire(ch)
-                retiring.discard(ch)
-                if not retiring:
-                    del self._retiring[ch.conn]
-                    ch.conn.close()
+            self._give_dropped(ch)
             return
         if hold:
             held = getattr(self._local, "held", None)
@@ -288,9 +306,26 @@ class ChannelPool:
                 self.give(previous)
             return
         self._free.append(ch)
+        if ch.conn is not self._conn:  # dropped since the look above: the drop retired it (not
+            self._give_dropped(ch)  # busy any more) or waits for it (busy then)
+            return
         if self._waiters:
             with self._cond:
                 self._cond.notify()
+
+    def _give_dropped(self, ch: _Channel) -> None:
+        """A channel of a dropped connection is back: retire it if the drop left it to its call,
+        and close the connection with its last one. Under the lock, so after the drop is done."""
+        with self._cond:
+            with contextlib.suppress(ValueError):
+                self._free.remove(ch)
+            retiring = self._retiring.get(ch.conn)
+            if retiring is not None and ch in retiring:
+                _retire(ch)
+                retiring.discard(ch)
+                if not retiring:
+                    del self._retiring[ch.conn]
+                    ch.conn.close()
 
     @staticmethod
     def _unhold(pool_ref: weakref.ref[ChannelPool], box: list[_Channel | None]) -> None:

@@ -18,10 +18,11 @@ __all__ = ["Segment", "create_semaphore", "drain", "open_semaphore", "unlink_seg
 class Segment:
     """A mapped shared-memory segment with word views (``u32``/``u64`` index = byte offset / 4 or 8)."""
 
-    __slots__ = ("buf", "guard", "mm", "name", "size", "u32", "u64", "warned")
+    __slots__ = ("buf", "guard", "mm", "mode", "name", "size", "u32", "u64", "warned")
 
-    def __init__(self, name: str, mm: mmap.mmap) -> None:
+    def __init__(self, name: str, mm: mmap.mmap, mode: int) -> None:
         self.name = name
+        self.mode = mode  # its permission bits (0o600), as created or as found when opened
         self.mm = mm
         self.size = len(mm)
         self.buf = memoryview(mm)
@@ -46,7 +47,7 @@ class Segment:
             try:
                 os.ftruncate(shm.fd, size)
                 _allocate(shm.fd, size)
-                segment = cls(name, mmap.mmap(shm.fd, size))
+                segment = cls(name, mmap.mmap(shm.fd, size), mode)
             except (OSError, OverflowError, ValueError) as exc:
                 code = getattr(exc, "errno", None) or errno.EFBIG  # OverflowError: no errno
                 why = getattr(exc, "strerror", None) or str(exc)
@@ -74,7 +75,7 @@ class Segment:
             if sole and (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1):
                 kind = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"{st.st_nlink} links"
                 raise ValueError(f"/dev/shm{name} is not a data segment of its own ({kind})")
-            segment = cls(name, mmap.mmap(shm.fd, st.st_size))
+            segment = cls(name, mmap.mmap(shm.fd, st.st_size), st.st_mode & 0o777)
             if sole and hot is not None and segment.size:
                 segment.guard = hot.guard(segment.buf)
             return segment
@@ -116,10 +117,6 @@ def _allocate(fd: int, size: int) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.ENODEV):
             raise
-
-
-def segment_mode(name: str) -> int:
-    return os.stat(f"/dev/shm/{name.lstrip('/')}").st_mode & 0o777
 
 
 def unlink_segment(name: str) -> None:
