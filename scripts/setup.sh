@@ -15,12 +15,16 @@ if [ -d clients/go ] && ! command -v go >/dev/null; then need_apt+=(golang-go); 
 if [ -d clients/rust ] && ! command -v cargo >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
   need_apt+=(cargo)
 fi
+PY=${PYTHON:-python3}
+# Debian's python3 makes no venv without python3-venv (it holds ensurepip)
+if [ ! -x .venv/bin/python ] && ! "$PY" -c "import ensurepip, venv" 2>/dev/null; then
+  need_apt+=(python3-venv)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pkgs=(-e ".[dev]")
 for d in plugins/*/ transports/*/; do
