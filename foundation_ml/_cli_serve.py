@@ -195,4 +195,4 @@ def _serve_problem(args: argparse.Namespace, hub: Hub) -> str:
 
 
 def _looks_like_a_path(spec: str) -> bool:
-    return "/" in spec or spec.endswith((".zip", ".pt", ".pt2", ".ts", ".json"))
+    return "/" in spec or spec.endswith((".zip", ".pt", ".pt2", ".ts", ".torchscript", ".jit", ".json"))
