@@ -104,8 +104,9 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=SPEC",
-        help="a model to serve (repeatable). SPEC: a factory 'pkg.module:build', a TorchScript (.pt) "
-        "or torch.export (.pt2) file, or a model package (directory or .zip; NAME= optional). "
+        help="a model to serve (repeatable). SPEC: a factory 'pkg.module:build', a TorchScript "
+        "(.pt, .ts, .torchscript, .jit) or torch.export (.pt2) file, or a model package (directory "
+        "or .zip; NAME= optional). "
         f"Default: the embedded demo model, as {DEMO_MODEL!r}",
     )
     _client_arguments(p)
