@@ -30,8 +30,11 @@ SLOW_MODELS = textwrap.dedent(
         foundation_signature = {"inputs": {"x": "FP32[-1, 4]"}, "outputs": {"y": "FP32[-1, 4]"}}
 
         def forward(self, x):
-            if float(x[0, 0]) > 0:  # warm-up sends zeros: only a test's request sleeps
-                time.sleep(float(x[0, 0]))
+            seconds = float(x[0, 0])
+            if seconds >= 1:  # the warm-up's example inputs sleep less: only a test's request
+                print(f"slow: the model sleeps {seconds:g} s", flush=True)
+            if seconds > 0:
+                time.sleep(seconds)
             return x * 2
 
     def build():
@@ -52,8 +55,9 @@ def slow_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _infer_in_background(name: str, seconds: float) -> list[object]:
-    """Send one request whose model call sleeps ``seconds``; the list gets its outcome."""
+def _infer_in_background(server: ServerProcess, name: str, seconds: float) -> list[object]:
+    """Send one request whose model call sleeps ``seconds``; the list gets its outcome. Returns
+    once the model runs it (the server says so)."""
     got: list[object] = []
 
     def call() -> None:
@@ -65,7 +69,24 @@ def _infer_in_background(name: str, seconds: float) -> list[object]:
             got.append(exc)
 
     threading.Thread(target=call, daemon=True).start()
+    _until(server, f"slow: the model sleeps {seconds:g} s")
     return got
+
+
+def _until(server: ServerProcess, line: str, limit: float = 60.0) -> float:
+    """Wait for ``line`` in the server's output; returns when it came (``time.monotonic()``)."""
+    deadline = time.monotonic() + limit
+    while line not in server.output:
+        assert time.monotonic() < deadline, f"no {line!r} in {limit:g} s:\n{server.output}"
+        time.sleep(0.01)
+    return time.monotonic()
+
+
+# The model sleeps long past the 5 s drain: the drain can only end by the signal, or by timing out.
+# ``took`` runs from the signal that should end it to the server's last line (the transport
+# released, the models unloaded): the loop thread's join of the running model (2 s) and no drain,
+# without the interpreter's own exit (a torch process on a loaded machine took 3 to 5 s there).
+_MODEL_S = 30.0
 
 
 @pytest.mark.slow
@@ -74,16 +95,14 @@ def test_a_second_signal_ends_the_drain_and_still_releases_every_object(
     slow_models: Path, name: str, sig: signal.Signals
 ) -> None:
     with ServerProcess(["--transport", "shm", "--name", name, "--model", "slow=slow_models:build"]) as server:
-        got = _infer_in_background(name, 4.0)
-        time.sleep(1.5)  # connected, and its request runs (the loop thread is in the model)
-        deadline = time.monotonic() + 20
+        got = _infer_in_background(server, name, _MODEL_S)
         assert server.proc is not None
         server.proc.send_signal(sig)
-        while "signal again to stop at once" not in server.output and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _until(server, "signal again to stop at once", 20)
         t0 = time.monotonic()
-        assert server.stop(sig) == 0, server.output
-        took = time.monotonic() - t0
+        server.proc.send_signal(sig)
+        took = _until(server, "released the transport", 30) - t0
+        assert server.proc.wait(30) == 0, server.output  # a third signal would end it at once
     assert "draining 1 in-flight request(s) (signal again to stop at once)" in server.output
     assert "abandoned 1 in-flight request(s)" in server.output, server.output
     assert "stopped: drained" not in server.output
@@ -98,11 +117,12 @@ def test_sigquit_stops_at_once_abandoning_in_flight_and_still_releases_every_obj
 ) -> None:
     """Its default (core dump) left every /dev/shm object of the server behind."""
     with ServerProcess(["--transport", "shm", "--name", name, "--model", "slow=slow_models:build"]) as server:
-        got = _infer_in_background(name, 4.0)
-        time.sleep(1.5)  # connected, and its request runs (the loop thread is in the model)
+        got = _infer_in_background(server, name, _MODEL_S)
+        assert server.proc is not None
         t0 = time.monotonic()
-        assert server.stop(signal.SIGQUIT) == 0, server.output
-        took = time.monotonic() - t0
+        server.proc.send_signal(signal.SIGQUIT)
+        took = _until(server, "released the transport", 30) - t0
+        assert server.proc.wait(30) == 0, server.output  # a second SIGQUIT: the default, a core dump
     assert "abandoned 1 in-flight request(s)" in server.output, server.output
     assert "draining" not in server.output
     assert took < 4.0  # not the 5 s drain: only the loop thread's join of the running model
