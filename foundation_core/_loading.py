@@ -58,19 +58,28 @@ def load_entry_points(hub: Hub) -> None:
             continue
         register_plugin(hub, info, obj)
     check_requirements(hub)
-    known_names = {normalize(n) for n in hub.plugins}
-    unknown = sorted(hub.selection.disabled - known_names)
-    if unknown:  # harmless (nothing to disable), but most often a typo: say so
+    installed = sorted(n for n, i in hub.plugins.items() if i.source == "entry-point")
+    others = {normalize(n) for n, i in hub.plugins.items() if i.source != "entry-point"}
+    fixed = sorted(hub.selection.disabled & others)
+    unknown = sorted(hub.selection.disabled - others - {normalize(n) for n in installed})
+    if fixed:  # the builtin one, or one the application registered itself: not the env's to drop
         warnings.warn(
-            f"FOUNDATION_DISABLE_PLUGINS names {', '.join(unknown)}, which no installed plugin "
-            f"has (installed: {', '.join(sorted(hub.plugins)) or 'none'})",
+            f"FOUNDATION_DISABLE_PLUGINS names {', '.join(fixed)}, which is not an installed plugin "
+            "but built in or registered by the application: it stays",
             FoundationPluginWarning,
             stacklevel=3,
         )
-    if hub.selection.only:
-        missing = sorted(hub.selection.only - known_names)
+    if unknown:  # harmless (nothing to disable), but most often a typo: say so
+        warnings.warn(
+            f"FOUNDATION_DISABLE_PLUGINS names {', '.join(unknown)}, which no installed plugin "
+            f"has (installed: {', '.join(installed) or 'none'})",
+            FoundationPluginWarning,
+            stacklevel=3,
+        )
+    if hub.selection.only:  # naming the builtin one there is no error: it is always loaded
+        missing = sorted(hub.selection.only - others - {normalize(n) for n in installed})
         if missing:
-            known = ", ".join(sorted(hub.plugins)) or "none"
+            known = ", ".join(installed) or "none"
             raise PluginLoadError(
                 ",".join(missing),
                 f"FOUNDATION_PLUGINS names {', '.join(missing)} but no installed plugin has "

@@ -237,6 +237,24 @@ def test_selection_names_ignore_case_and_dashes_and_unknown_disables_warn(on_pat
     assert hub.plugins["clash"].status == "loaded"
 
 
+def test_disabling_the_builtin_plugin_says_it_stays_and_unknown_names_list_only_installed_ones(
+    on_path: Path,
+) -> None:
+    env = {"FOUNDATION_PLUGINS": "Good", "FOUNDATION_DISABLE_PLUGINS": "foundation,nope"}
+    from foundation_core._cli import _builtin_commands
+
+    with pytest.warns(FoundationPluginWarning) as record:
+        hub = Hub(env=env)
+        hub.register(_builtin_commands, name="foundation", _builtin=True)  # as the CLI does
+        hub.load_entry_points()
+    messages = [str(w.message) for w in record]
+    assert any("names foundation, which is not an installed plugin but built in" in m for m in messages)
+    [unknown] = [m for m in messages if "names nope" in m]
+    installed = unknown.split("(installed: ")[1].rstrip(")").split(", ")
+    assert "good" in installed and "foundation" not in installed  # entry points, not the builtin
+    assert hub.plugins["foundation"].source == "builtin"
+
+
 def test_a_plugin_command_cannot_take_a_builtin_commands_name(odd_site: Path) -> None:
     result = run_cli(odd_site, "plugins", FOUNDATION_PLUGINS="hijacker")
     assert result.returncode == 0, result.stderr
