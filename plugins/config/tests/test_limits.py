@@ -53,9 +53,10 @@ def test_yaml_aliases_that_expand_past_the_limit_are_refused(load, write):
     write(
         "lol.yaml", "zz:\n" + "".join(f"  {line}\n" for line in levels) + "retry:\n  labels:\n    all: *e\n"
     )
-    start = time.perf_counter()
+    # CPU time of this thread: what the bound is about, whatever else the machine runs
+    start = time.thread_time()
     found = problems_of(load, ("lol.yaml",))
-    assert time.perf_counter() - start < 2
+    assert time.thread_time() - start < 2
     assert found[("zz.e", "lol.yaml:zz.e")].startswith("expands to more than 100000 values")
 
 
@@ -86,10 +87,10 @@ def test_provenance_of_many_keys_is_found_in_linear_time(load, write):
     """Each lookup scanned every key of the later layers: 5,000 keys took seconds."""
     write("a.toml", "[retry.labels]\n" + "".join(f"k{i} = 'v{i}'\n" for i in range(5000)))
     write("b.toml", "[zz]\n" + "".join(f"k{i} = 'v{i}'\n" for i in range(5000)))
-    start = time.perf_counter()
+    start = time.thread_time()
     with pytest.warns(ConfigWarning, match="zz: unknown section"):
         config = load(("a.toml", "b.toml"))
-    assert time.perf_counter() - start < 1.5
+    assert time.thread_time() - start < 1.5
     assert config.sources["retry.labels"] == "a.toml:retry.labels"
     assert len(config["retry"].labels) == 5000
 

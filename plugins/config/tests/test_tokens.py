@@ -23,9 +23,10 @@ def problems_of(load):
 def test_a_format_width_past_the_limit_is_an_error_naming_the_key_not_a_gigabyte(load, write, monkeypatch):
     monkeypatch.setenv("HOME", "/h")
     write("settings.toml", "[retry]\nname = '@format {env[HOME]:>999999999}'\n")
-    started = time.perf_counter()
+    # CPU time of this thread: what the bound is about, whatever else the machine runs
+    started = time.thread_time()
     found = problems_of(load)
-    assert time.perf_counter() - started < 1.0
+    assert time.thread_time() - started < 1.0
     assert found[("retry.name", "settings.toml:retry.name")] == (
         "@format could not be applied: a field wider than 1000000 characters ({...:>999999999})"
     )
