@@ -249,8 +249,8 @@ class ShmClient(TransportClient):
     def _exchange(self, ch: _Channel, rid: int, model: str, deadline: int, retry: bool) -> InferenceResponse:
         conn = ch.conn
         u32, u64 = conn.ctl.u32, conn.ctl.u64
-        if not conn.alive or u32[_STATE] != _READY:
-            conn.check()  # raises unless the server lives (a STOPPING one still answers)
+        if not conn.alive or u32[_STATE] != _READY or conn.closing:
+            conn.check()  # raises unless the server lives (a STOPPING one still answers), or closed
         seq = ch.seq + 1
         ch.seq = seq
         if hot is not None:  # store, fence, read the server's sleeping word: one C call
@@ -270,7 +270,7 @@ class ShmClient(TransportClient):
         data copied in, the header sealed, the sequence published, the response awaited by
         spinning and checked against the cached one. What it cannot finish goes the general way."""
         conn = ch.conn
-        if conn.ctl.u32[_STATE] != _READY:
+        if conn.ctl.u32[_STATE] != _READY or conn.closing:
             conn.check()
         _, _, payload, dsts = ch.wval
         seq = ch.seq + 1

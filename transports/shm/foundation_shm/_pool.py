@@ -374,6 +374,8 @@ class ChannelPool:
                 return False
             self._closed = True
             conn = self._conn
+            if conn is not None:  # first: a call about to publish sees it (_exchange), and does not
+                conn.closing = True
             if conn is not None and conn.alive:
                 self._release_channels(conn, self._drop_wait(conn) if wait is None else wait)
             self._drop_connection()
@@ -401,9 +403,12 @@ class ChannelPool:
         try:
             with _region_mutex(conn, wait):
                 for ch in self._all:
-                    if ch.idle():
+                    if ch.idle() and ch not in self._busy:
                         u32[(ch.base + _C.OWNER_PID) // 4] = 0
-                    else:  # a request still with the server: let it reclaim the channel when done
+                    # a request still with the server, or a call that took the channel and may
+                    # be about to publish one (freed, another client could claim it first): the
+                    # server reclaims it (and the call, seeing `closing`, publishes nothing)
+                    else:
                         u64[(ch.base + _C.OWNER_START) // 8] = 0
                 u64[_R.CONNECT_EPOCH // 8] += 1
         except posix_ipc.BusyError:

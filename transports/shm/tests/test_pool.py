@@ -234,3 +234,30 @@ def test_calls_from_many_threads_while_the_server_stops_fail_typed(name: str) ->
         sys.setswitchinterval(interval)
     assert answered > 0
     assert untyped == []
+
+
+def test_close_does_not_free_a_channel_a_call_has_taken_but_not_yet_published_on(name: str) -> None:
+    """close() in one thread while another thread's call holds a channel it has not published on
+    yet: close freed it (owner_pid = 0) as idle, another client could claim it, and the call then
+    published its request onto that client's channel. Now close marks it for the server to
+    reclaim (owner_start_time = 0), and the call publishes nothing: ServerUnavailable."""
+    from foundation_shm import _layout as L
+
+    server = ShmTransport().serve(name, EchoHandler())
+    try:
+        client = ShmTransport().connect(name, channels=1)
+        pool = client._pool
+        ch = pool.take(0)  # the call's first step; it would write and publish next
+        owner_pid = (ch.base + L.ChannelField.OWNER_PID) // 4
+        owner_start = (ch.base + L.ChannelField.OWNER_START) // 8
+        ctl = ch.conn.ctl
+        published = ctl.u64[ch.cseq]
+        client.close()
+        assert ctl.u32[owner_pid] == os.getpid()  # not free for another client to claim
+        assert ctl.u64[owner_start] == 0  # the server's to reclaim
+        with pytest.raises(ServerUnavailable, match="closed during the call"):
+            client._exchange(ch, 1, "echo", time.monotonic_ns() + 2 * 10**9, retry=False)
+        assert ctl.u64[ch.cseq] == published  # nothing published
+        pool.give(ch)
+    finally:
+        server.stop()
