@@ -35,12 +35,12 @@ class ServedModel:
     """
 
     __slots__ = (
-        "_calls",
         "_close_pending",
         "_gate",
         "_idle",
         "_output_names",
         "_row_outputs",
+        "_running",
         "_valid",
         "_valid_out",
         "_why",
@@ -60,9 +60,13 @@ class ServedModel:
         self.spec = spec
         self.metrics = ModelMetrics()
         self.batcher: Batcher | None = None
-        self._gate = threading.Lock()  # guards _calls, stopping, _close_pending
+        # The model calls under way, one entry each: list.append and list.pop are atomic under
+        # the GIL, so a call costs no lock unless stopping (about 1 µs a call with the lock).
+        # A call appends, then reads ``stopping``; stop sets ``stopping``, then reads the list:
+        # either the call sees ``stopping`` and backs out, or stop sees the call and waits.
+        self._running: list[None] = []
+        self._gate = threading.Lock()  # guards stopping, _close_pending; notifying _idle
         self._idle = threading.Condition(self._gate)  # notified when the last call under way returns
-        self._calls = 0  # model calls under way
         self.stopping = False  # stop() has begun: no new inline call starts
         self._why = ""  # what a request arriving once stopping is told
         self._close_pending = False  # the drain timed out: the last call to return closes the model
@@ -105,14 +109,10 @@ class ServedModel:
         if request.deadline_ns and _now() > request.deadline_ns:
             self.finish(request, respond, t0, self.expired(request), batch=0)
             return
-        with self._gate:
-            if self.stopping:  # an unload raced the lookup: never run a model being closed
-                err = ShuttingDown(self._why, model=self.name, request_id=request.id)
-            else:
-                self._calls += 1
-                err = None
-        if err is not None:
-            self.finish(request, respond, t0, err)
+        self._running.append(None)
+        if self.stopping:  # an unload raced the lookup: never run a model being closed
+            self.call_done()
+            self.finish(request, respond, t0, ShuttingDown(self._why, model=self.name, request_id=request.id))
             return
         try:
             outputs = self.model(request.inputs)
@@ -127,14 +127,15 @@ class ServedModel:
 
     def call_started(self) -> None:
         """A call of the model begins (a batch: it runs even while stopping, to drain the queue)."""
-        with self._gate:
-            self._calls += 1
+        self._running.append(None)
 
     def call_done(self) -> None:
         """A call of the model returned; the last one of a stop whose drain timed out closes it."""
+        self._running.pop()
+        if not self.stopping:
+            return
         with self._gate:
-            self._calls -= 1
-            if self._calls or not self.stopping:
+            if self._running:
                 return
             self._idle.notify_all()
             close, self._close_pending = self._close_pending, False
@@ -217,7 +218,7 @@ class ServedModel:
         if self.batcher is not None:
             self.batcher.stop(drain_timeout, why)
         with self._idle:
-            idle = self._idle.wait_for(lambda: not self._calls, max(0.0, deadline - time.monotonic()))
+            idle = self._idle.wait_for(lambda: not self._running, max(0.0, deadline - time.monotonic()))
             self._close_pending = close_model and not idle
         if close_model and idle:
             self.model.close()
