@@ -33,7 +33,7 @@ import numpy as np
 from ._tensors import is_tensor
 from ._transport import Respond
 from ._types import InferenceRequest
-from .errors import HandlerError, InternalError, ShuttingDown
+from .errors import HandlerError, InferenceError, InternalError, ShuttingDown
 
 if TYPE_CHECKING:
     from ._serving import ServedModel
@@ -156,13 +156,8 @@ class Batcher:
             items = list(self._queue)
             self._queue.clear()
             self.served.metrics.enqueued(0)
-        for request, respond, t0 in items:
-            err = ShuttingDown(
-                f"{self._why} (the drain timed out after {drain_timeout:g} s before this request ran)",
-                model=self.served.name,
-                request_id=request.id,
-            )
-            self.served.finish(request, respond, t0, err)
+        why = f"{self._why} (the drain timed out after {drain_timeout:g} s before this request ran)"
+        self._refuse(items, ShuttingDown, why)
 
     def _run(self) -> None:
         while True:
@@ -180,12 +175,12 @@ class Batcher:
         with self._cond:
             items = [*taken, *self._queue]
             self._queue.clear()
+        self._refuse(items, InternalError, f"the batcher failed: {type(exc).__name__}: {exc}")
+
+    def _refuse(self, items: list[Item], error: type[InferenceError], message: str) -> None:
+        """Answer each of ``items`` with ``error(message)``, naming the model and its request."""
         for request, respond, t0 in items:
-            err = InternalError(
-                f"the batcher failed: {type(exc).__name__}: {exc}",
-                model=self.served.name,
-                request_id=request.id,
-            )
+            err = error(message, model=self.served.name, request_id=request.id)
             self.served.finish(request, respond, t0, err)
 
     def _run_once(self, taken: list[Item]) -> bool:
