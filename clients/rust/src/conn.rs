@@ -8,6 +8,8 @@
 mod mutex;
 mod segment;
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod tests;
 mod wait;
 
@@ -59,6 +61,9 @@ pub(crate) struct Conn {
     limits: Limits,
     alive: bool,
     yield_after_ns: u64,
+    /// The last response's header and payload, copied out of the response area before any of
+    /// it is checked (reused: no allocation per call once it has grown).
+    snap: Vec<u8>,
 }
 
 /// What the region header says of its server, checked at connect (10.1 steps 1-2).
@@ -179,9 +184,8 @@ fn claim_channel(
     })
 }
 
-/// The outputs of a checked response, copied out of the response area. A CUDA_IPC descriptor is
-/// refused: this client never asks for one.
-fn copy_outputs(outputs: &[TensorRef], area: &[u8], rid: u64) -> Result<Vec<Tensor>> {
+/// A CUDA_IPC output is refused: this client never asks for one.
+fn refuse_cuda(outputs: &[TensorRef], rid: u64) -> Result<()> {
     if let Some(r) = outputs.iter().find(|r| r.cuda.is_some()) {
         return Err(Error::new(
             Status::Internal,
@@ -192,15 +196,79 @@ fn copy_outputs(outputs: &[TensorRef], area: &[u8], rid: u64) -> Result<Vec<Tens
         )
         .with_id(rid));
     }
-    Ok(outputs
+    Ok(())
+}
+
+/// Copy the header and payload of the response at `off` in `data` (an area of `len` bytes) into
+/// `snap`: the header and body first, then the rest of the payload if the `payload_size` of
+/// that copy fits the area (if not, the copy stops there and the decoder refuses it). Nothing
+/// is read from the area twice, so a peer writing it meanwhile cannot pass one check with one
+/// value and have another read use another.
+pub(crate) fn snapshot_response(data: &Mapping, off: usize, len: usize, snap: &mut Vec<u8>) {
+    let head = l::MSG_HEADER_SIZE + l::BODY_SIZE;
+    snap.clear();
+    if len < head {
+        return;
+    }
+    snap.resize(head, 0);
+    data.read_into(off, snap);
+    let payload = u32::from_le_bytes(
+        snap[l::msg::PAYLOAD_SIZE..l::msg::PAYLOAD_SIZE + 4]
+            .try_into()
+            .unwrap_or([0; 4]),
+    ) as usize;
+    let end = l::MSG_HEADER_SIZE + payload;
+    if end > head && end <= len {
+        snap.resize(end, 0);
+        data.read_into(off + head, &mut snap[head..]);
+    }
+}
+
+/// The data of each checked HOST output, copied out of the response area at `off` of `len`
+/// bytes (each range checked once more against the area; bytes the peer changes meanwhile only
+/// change the values copied).
+pub(crate) fn copy_data(
+    data: &Mapping,
+    off: usize,
+    len: usize,
+    outputs: &[TensorRef],
+    rid: u64,
+) -> Result<Vec<Vec<u8>>> {
+    outputs
         .iter()
-        .map(|r| Tensor {
+        .map(|r| {
+            if r.cuda.is_some() {
+                return Ok(Vec::new());
+            }
+            if r.data_offset
+                .checked_add(r.data_size)
+                .map_or(true, |e| e > len)
+            {
+                return err(
+                    Status::Internal,
+                    format!("output {:?} lies outside the response area", r.name),
+                )
+                .map_err(|e: Error| e.with_id(rid));
+            }
+            let mut v = vec![0u8; r.data_size];
+            data.read_into(off + r.data_offset, &mut v);
+            Ok(v)
+        })
+        .collect()
+}
+
+/// The decoded outputs with their copied data.
+fn into_tensors(outputs: &[TensorRef], data: Vec<Vec<u8>>) -> Vec<Tensor> {
+    outputs
+        .iter()
+        .zip(data)
+        .map(|(r, data)| Tensor {
             name: r.name.clone(),
             datatype: r.datatype,
             shape: r.shape.clone(),
-            data: r.bytes(area).to_vec(),
+            data,
         })
-        .collect())
+        .collect()
 }
 
 impl Conn {
@@ -256,6 +324,7 @@ impl Conn {
             limits: region.limits,
             alive: true,
             yield_after_ns: opts.yield_after.as_nanos() as u64,
+            snap: Vec::with_capacity(4096),
         })
     }
 
@@ -285,8 +354,7 @@ impl Conn {
             create_data(&self.name, self.index, gen, req_cap, resp_cap, self.mode)?;
         let keep = keep.min(self.req_cap).min(req_cap);
         if keep > 0 {
-            data.slice_mut(0, keep)
-                .copy_from_slice(self.data.slice(0, keep));
+            self.data.read_into(0, data.slice_mut(0, keep));
         }
         publish_data(&self.ctl, self.base, req_cap, resp_cap, &data_name, gen);
         let old_name = std::mem::replace(&mut self.data_name, data_name);
@@ -344,8 +412,33 @@ impl Conn {
         let mut retried = false;
         loop {
             self.exchange(deadline, spin).map_err(|e| e.with_id(rid))?;
-            let area = self.data.slice(self.req_cap, self.resp_cap);
-            let dec = codec::decode_response(area, &self.limits).map_err(|e| e.with_id(rid))?;
+            // Decode from a copy of the header and payload only (never from the area itself,
+            // which the server process could rewrite meanwhile); the outputs' data is copied
+            // from the area at the offsets checked in that copy.
+            let (off, len) = (self.req_cap, self.resp_cap);
+            snapshot_response(&self.data, off, len, &mut self.snap);
+            let mut copied: Option<Vec<Vec<u8>>> = None;
+            let mut copy_err: Option<Error> = None;
+            let data = &self.data;
+            let dec =
+                codec::decode_response_msg(&self.snap, len, &self.limits, &mut |refs, crc| {
+                    // FLAG_DATA_CRC: check the bytes this call returns, not a second read of them
+                    match copy_data(data, off, len, refs, rid) {
+                        Ok(v) => {
+                            let crc = v.iter().fold(crc, |c, d| crate::crc32::update(c, d));
+                            copied = Some(v);
+                            crc
+                        }
+                        Err(e) => {
+                            copy_err = Some(e);
+                            crc
+                        }
+                    }
+                });
+            if let Some(e) = copy_err {
+                return Err(e);
+            }
+            let dec = dec.map_err(|e| e.with_id(rid))?;
             if dec.request_id != rid {
                 return Err(Error::new(
                     Status::BadChecksum,
@@ -370,7 +463,12 @@ impl Conn {
                 };
                 return Err(Error::new(status, msg).with_id(rid));
             }
-            let outputs = copy_outputs(&dec.outputs, area, rid)?;
+            refuse_cuda(&dec.outputs, rid)?;
+            let data = match copied {
+                Some(v) => v,
+                None => copy_data(&self.data, off, len, &dec.outputs, rid)?,
+            };
+            let outputs = into_tensors(&dec.outputs, data);
             return Ok((dec, outputs));
         }
     }

@@ -120,6 +120,19 @@ impl Mapping {
         unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU64>() }
     }
 
+    /// Copy the bytes `[off, off + dst.len())` out into `dst` (panics outside the mapping).
+    /// Unlike [`Mapping::slice`], this is sound while the peer writes those bytes: no Rust
+    /// reference to them is made, and a concurrent write can only change the values copied.
+    pub fn read_into(&self, off: usize, dst: &mut [u8]) {
+        assert!(off.checked_add(dst.len()).is_some_and(|e| e <= self.len));
+        // SAFETY: the source range is inside the mapping (checked above) and stays mapped while
+        // `self` lives; `dst` is ordinary memory of this process, so the ranges do not overlap.
+        // A raw copy makes no `&[u8]` over memory another process may write meanwhile.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
+        };
+    }
+
     /// Copy `bytes` in at `off` (fields of the control segment this side owns).
     pub fn write_bytes(&self, off: usize, bytes: &[u8]) {
         assert!(off.checked_add(bytes.len()).is_some_and(|e| e <= self.len));
@@ -128,15 +141,6 @@ impl Mapping {
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(off), bytes.len())
         };
-    }
-
-    /// The bytes `[off, off + len)`, read-only. Only for an area the peer does not write while the
-    /// borrow lives (the protocol's turn-taking: a response area once its response has arrived).
-    pub fn slice(&self, off: usize, len: usize) -> &[u8] {
-        assert!(off.checked_add(len).is_some_and(|e| e <= self.len));
-        // SAFETY: in bounds; the protocol guarantees the peer does not write these bytes while the
-        // channel is idle, and the borrow of `self` keeps the mapping alive.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(off), len) }
     }
 
     /// The bytes `[off, off + len)`, writable. Only for an area the peer does not read or write

@@ -71,6 +71,12 @@ fn check_area(area: &[u8], what: &str) -> Result<()> {
 
 /// Section 8 steps 1-3 (the first half of 3): magic, version, `payload_size` within the area.
 fn check_header(area: &[u8], rid: u64) -> Result<usize> {
+    check_header_in(area, area.len(), rid)
+}
+
+/// `check_header` on `msg`, a copy of the start of an area of `area_len` bytes: `payload_size`
+/// must fit both (the copy holds the whole payload whenever it fits the area).
+fn check_header_in(area: &[u8], area_len: usize, rid: u64) -> Result<usize> {
     let magic = rd32(area, msg::MAGIC);
     if magic != l::MSG_MAGIC {
         return Err(Error::new(
@@ -91,12 +97,12 @@ fn check_header(area: &[u8], rid: u64) -> Result<usize> {
         .with_id(rid));
     }
     let payload = rd32(area, msg::PAYLOAD_SIZE) as usize;
-    if payload < l::BODY_SIZE || l::MSG_HEADER_SIZE + payload > area.len() {
+    if payload < l::BODY_SIZE
+        || l::MSG_HEADER_SIZE + payload > area_len
+        || l::MSG_HEADER_SIZE + payload > area.len()
+    {
         return Err(invalid(
-            format!(
-                "payload_size {payload} outside the area of {} bytes",
-                area.len()
-            ),
+            format!("payload_size {payload} outside the area of {area_len} bytes"),
             rid,
         ));
     }
@@ -165,7 +171,7 @@ fn read_cuda(area: &[u8], at: usize) -> CudaIpc {
 
 /// A HOST tensor's bytes lie inside the area, after the header, aligned to its itemsize.
 fn check_host(
-    area: &[u8],
+    area_len: usize,
     name: &str,
     datatype: DataType,
     offset: u64,
@@ -173,11 +179,10 @@ fn check_host(
     rid: u64,
 ) -> Result<()> {
     let end = offset.checked_add(size);
-    if offset < l::MSG_HEADER_SIZE as u64 || end.map_or(true, |e| e > area.len() as u64) {
+    if offset < l::MSG_HEADER_SIZE as u64 || end.map_or(true, |e| e > area_len as u64) {
         return Err(invalid(
             format!(
-                "tensor {name:?}: bytes [{offset}, {offset}+{size}) outside the area of {} bytes",
-                area.len()
+                "tensor {name:?}: bytes [{offset}, {offset}+{size}) outside the area of {area_len} bytes"
             ),
             rid,
         ));
@@ -205,7 +210,13 @@ fn host_shape_ok(shape: &[u64], datatype: DataType) -> bool {
 }
 
 /// The descriptor at `at`, checked (section 8 step 7; 15.3 for CUDA_IPC).
-fn decode_desc(area: &[u8], at: usize, limits: &Limits, rid: u64) -> Result<TensorRef> {
+fn decode_desc(
+    area: &[u8],
+    area_len: usize,
+    at: usize,
+    limits: &Limits,
+    rid: u64,
+) -> Result<TensorRef> {
     let (name, location, datatype, shape) = desc_head(area, at, limits, rid)?;
     let offset = rd64(area, at + msg::D_DATA_OFFSET);
     let size = rd64(area, at + msg::D_DATA_SIZE);
@@ -238,7 +249,7 @@ fn decode_desc(area: &[u8], at: usize, limits: &Limits, rid: u64) -> Result<Tens
             cuda: Some(cuda),
         });
     }
-    check_host(area, &name, datatype, offset, size, rid)?;
+    check_host(area_len, &name, datatype, offset, size, rid)?;
     Ok(TensorRef {
         name,
         datatype,
@@ -252,6 +263,7 @@ fn decode_desc(area: &[u8], at: usize, limits: &Limits, rid: u64) -> Result<Tens
 /// The `n` descriptors from `at`, each checked, their names unique (`what`: input or output).
 fn decode_descs(
     area: &[u8],
+    area_len: usize,
     at: usize,
     n: u64,
     limits: &Limits,
@@ -260,7 +272,7 @@ fn decode_descs(
 ) -> Result<Vec<TensorRef>> {
     let mut refs: Vec<TensorRef> = Vec::with_capacity(n as usize);
     for k in 0..n as usize {
-        let t = decode_desc(area, at + k * l::DESC_SIZE, limits, rid)?;
+        let t = decode_desc(area, area_len, at + k * l::DESC_SIZE, limits, rid)?;
         if refs.iter().any(|o| o.name == t.name) {
             return Err(invalid(format!("{what} {:?} appears twice", t.name), rid));
         }
@@ -320,7 +332,7 @@ pub fn decode_request(area: &[u8], limits: &Limits) -> Result<DecodedRequest> {
     }
     let model = text_field(area, msg::REQ_MODEL, l::NAME_SIZE, "model name", rid)?;
     let mut at = l::MSG_HEADER_SIZE + l::BODY_SIZE;
-    let inputs = decode_descs(area, at, n_in, limits, "input", rid)?;
+    let inputs = decode_descs(area, area.len(), at, n_in, limits, "input", rid)?;
     at += inputs.len() * l::DESC_SIZE;
     // CUDA_IPC sizes are not bounded by the area: saturate, never wrap (a wrapped total passes)
     let total = inputs
@@ -364,14 +376,38 @@ pub fn decode_request(area: &[u8], limits: &Limits) -> Result<DecodedRequest> {
 
 /// Decode and check the response at offset 0 of `area` (the whole response area).
 pub fn decode_response(area: &[u8], limits: &Limits) -> Result<DecodedResponse> {
-    check_area(area, "response")?;
-    let rid = rd64(area, msg::REQUEST_ID);
-    let payload = check_header(area, rid)?;
-    let kind = rd16(area, msg::KIND);
-    let flags = rd32(area, msg::FLAGS);
-    let n_out = rd32(area, msg::RESP_OUTPUT_COUNT) as u64;
-    let n_text = rd32(area, msg::RESP_TEXT_SIZE) as u64;
-    let n_params = rd32(area, msg::RESP_PARAMS_SIZE) as u64;
+    decode_response_msg(area, area.len(), limits, &mut |refs, crc| {
+        refs.iter()
+            .fold(crc, |c, r| super::crc32::update(c, r.bytes(area)))
+    })
+}
+
+/// Decode and check a response from `msg`, a copy of the start of a response area of
+/// `area_len` bytes: its header and payload (`32 + payload_size` bytes; fewer when that is
+/// outside the area, which fails here). Every field is read from `msg` only, so a peer that
+/// rewrites the area meanwhile cannot make one check pass and another use see other bytes; the
+/// HOST descriptors are checked against `area_len`. With `FLAG_DATA_CRC`, `data_crc(outputs,
+/// crc)` continues the CRC over the outputs' data (wherever the caller reads it from).
+pub(crate) fn decode_response_msg(
+    msg: &[u8],
+    area_len: usize,
+    limits: &Limits,
+    data_crc: &mut dyn FnMut(&[TensorRef], u32) -> u32,
+) -> Result<DecodedResponse> {
+    if area_len < l::MSG_HEADER_SIZE + l::BODY_SIZE {
+        return Err(invalid(
+            format!("area of {area_len} bytes is smaller than a response header"),
+            0,
+        ));
+    }
+    check_area(msg, "response")?;
+    let rid = rd64(msg, msg::REQUEST_ID);
+    let payload = check_header_in(msg, area_len, rid)?;
+    let kind = rd16(msg, msg::KIND);
+    let flags = rd32(msg, msg::FLAGS);
+    let n_out = rd32(msg, msg::RESP_OUTPUT_COUNT) as u64;
+    let n_text = rd32(msg, msg::RESP_TEXT_SIZE) as u64;
+    let n_params = rd32(msg, msg::RESP_PARAMS_SIZE) as u64;
     let want = l::BODY_SIZE as u64 + l::DESC_SIZE as u64 * n_out + n_text + n_params;
     if payload as u64 != want || n_text > l::MAX_TEXT as u64 {
         return Err(invalid(
@@ -380,7 +416,7 @@ pub fn decode_response(area: &[u8], limits: &Limits) -> Result<DecodedResponse> 
         ));
     }
     if flags & l::FLAG_DATA_CRC == 0 {
-        check_crc(area, payload, flags, &[], rid)?;
+        check_crc(msg, payload, flags, &[], rid)?;
     }
     if kind != l::KIND_RESPONSE {
         return Err(invalid(
@@ -396,31 +432,39 @@ pub fn decode_response(area: &[u8], limits: &Limits) -> Result<DecodedResponse> 
         .with_id(rid));
     }
     let mut at = l::MSG_HEADER_SIZE + l::BODY_SIZE;
-    let outputs = decode_descs(area, at, n_out, limits, "output", rid)?;
+    let outputs = decode_descs(msg, area_len, at, n_out, limits, "output", rid)?;
     at += outputs.len() * l::DESC_SIZE;
     if flags & l::FLAG_DATA_CRC != 0 {
-        check_crc(area, payload, flags, &outputs, rid)?;
+        let want = rd32(msg, msg::CRC32);
+        let got = data_crc(&outputs, message_crc(msg, payload, 0, &[]));
+        if got != want {
+            return Err(Error::new(
+                Status::BadChecksum,
+                format!("CRC32 0x{got:08X} != 0x{want:08X} in the header"),
+            )
+            .with_id(rid));
+        }
     }
-    let text = String::from_utf8_lossy(&area[at..at + n_text as usize]).into_owned();
+    let text = String::from_utf8_lossy(&msg[at..at + n_text as usize]).into_owned();
     at += n_text as usize;
-    let model = text_field(area, msg::RESP_MODEL, l::NAME_SIZE, "model name", rid)?;
+    let model = text_field(msg, msg::RESP_MODEL, l::NAME_SIZE, "model name", rid)?;
     let version = text_field(
-        area,
+        msg,
         msg::RESP_VERSION,
         l::VERSION_SIZE,
         "model version",
         rid,
     )?;
-    let params = decode_params(&area[at..at + n_params as usize], rid)?;
+    let params = decode_params(&msg[at..at + n_params as usize], rid)?;
     Ok(DecodedResponse {
         request_id: rid,
         flags,
-        status: rd32(area, msg::RESP_STATUS),
+        status: rd32(msg, msg::RESP_STATUS),
         model,
         version,
         outputs,
         text,
         params,
-        required_bytes: rd64(area, msg::RESP_REQUIRED_BYTES),
+        required_bytes: rd64(msg, msg::RESP_REQUIRED_BYTES),
     })
 }
