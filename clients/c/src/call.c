@@ -111,7 +111,10 @@ static enum fdn_status exchange(struct fdn_client *c, uint64_t deadline, int ret
         return st;
     }
     struct fdn_response_fields *resp = &c->resp;
-    st = fdn_decode_response(c->data + c->req_cap, c->resp_cap, NULL, resp, err);
+    uint64_t n;
+    if (fdn_snapshot_response(c->data + c->req_cap, c->resp_cap, &c->snap, &c->snap_cap, &n))
+        return fdn_fail(err, FDN_INTERNAL, rid, "no memory for a copy of the response");
+    st = fdn_decode_response_msg(c->snap, n, c->data + c->req_cap, c->resp_cap, NULL, resp, err);
     if (st) return st;
     if (resp->request_id != rid)
         return fdn_fail(err, FDN_BAD_CHECKSUM, rid, "response carries request id %llu, not %llu",

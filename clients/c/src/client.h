@@ -34,6 +34,10 @@ struct fdn_client {
     char loan_model[FDN_NAME_SIZE];
     struct fdn_request_fields req; /* reused for every request: no allocation per call */
     struct fdn_response_fields resp;
+    /* the last response's header and payload, copied out of the area before any check reads it
+     * (grown as needed, reused: no allocation per call in the steady state) */
+    uint8_t *snap;
+    uint64_t snap_cap;
 };
 
 uint64_t fdn_now_ns(void); /* CLOCK_MONOTONIC, the clock of deadlines */

@@ -1,5 +1,7 @@
 /* codec.c: encoding and checked decoding of shm messages (docs/protocol/shm.md, sections 5, 8, 15). */
 #define _POSIX_C_SOURCE 200809L
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -359,33 +361,65 @@ enum fdn_status fdn_decode_request(const uint8_t *area, uint64_t size, const str
 
 enum fdn_status fdn_decode_response(const uint8_t *area, uint64_t size, const struct fdn_limits *limits,
                                     struct fdn_response_fields *out, struct fdn_error *err) {
+    return fdn_decode_response_msg(area, size, area, size, limits, out, err);
+}
+
+int fdn_snapshot_response(const uint8_t *area, uint64_t size, uint8_t **buf, uint64_t *cap, uint64_t *n) {
+    const uint64_t head = FDN_HEADER_SIZE + FDN_BODY_SIZE;
+    uint32_t payload = 0;
+    *n = 0;
+    if (size < head) return 0; /* the decoder refuses it */
+    for (int pass = 0; pass < 2; pass++) {
+        uint64_t want = pass ? FDN_HEADER_SIZE + (uint64_t)payload : head;
+        if (pass && (want <= head || want > size)) break; /* the decoder refuses the latter */
+        if (want > *cap) {
+            uint64_t grown = (want + 4095) / 4096 * 4096;
+            uint8_t *p = realloc(*buf, (size_t)grown);
+            if (!p) return -1;
+            *buf = p;
+            *cap = grown;
+        }
+        memcpy(*buf + *n, area + *n, (size_t)(want - *n));
+        *n = want;
+        /* payload_size from the copy: the copy's own value is the one the decoder checks */
+        memcpy(&payload, *buf + offsetof(struct fdn_msg_header, payload_size), sizeof payload);
+    }
+    return 0;
+}
+
+enum fdn_status fdn_decode_response_msg(const uint8_t *msg, uint64_t msg_size, const uint8_t *area, uint64_t size,
+                                        const struct fdn_limits *limits, struct fdn_response_fields *out,
+                                        struct fdn_error *err) {
     struct fdn_limits lim = limits ? *limits : FDN_DEFAULT_LIMITS;
     struct fdn_msg_header h;
     struct fdn_infer_response b;
-    if (size < FDN_HEADER_SIZE + FDN_BODY_SIZE)
+    if (size < FDN_HEADER_SIZE + FDN_BODY_SIZE || msg_size < FDN_HEADER_SIZE + FDN_BODY_SIZE)
         return fdn_fail(err, FDN_INVALID_INPUT, 0, "area of %llu bytes is smaller than a response header",
                         (unsigned long long)size);
-    memcpy(&h, area, sizeof h);
-    memcpy(&b, area + FDN_HEADER_SIZE, sizeof b);
+    memcpy(&h, msg, sizeof h);
+    memcpy(&b, msg + FDN_HEADER_SIZE, sizeof b);
     uint64_t rid = h.request_id;
     enum fdn_status st = check_header(&h, size, err);
     if (st) return st;
+    if (FDN_HEADER_SIZE + (uint64_t)h.payload_size > msg_size) /* the copy stopped short */
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "payload_size %u outside the area of %llu bytes",
+                        h.payload_size, (unsigned long long)size);
     if (h.payload_size != fdn_response_payload_size(b.output_count, b.text_size, b.params_size) ||
         b.text_size > FDN_MAX_TEXT)
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "payload_size %u does not match the counts in the body",
                         h.payload_size);
-    if (!(h.flags & FDN_FLAG_DATA_CRC) && (st = check_crc(area, &h, NULL, 0, err))) return st;
+    if (!(h.flags & FDN_FLAG_DATA_CRC) && (st = check_crc(msg, &h, NULL, 0, err))) return st;
     if (h.kind != FDN_RESPONSE) return fdn_fail(err, FDN_INVALID_INPUT, rid, "message kind %u is not a response", h.kind);
     if (b.output_count > lim.max_tensors || b.output_count > FDN_MAX_TENSORS)
         return fdn_fail(err, FDN_TOO_LARGE, rid, "%u outputs (at most %u)", b.output_count, lim.max_tensors);
-    const uint8_t *at = area + FDN_HEADER_SIZE + FDN_BODY_SIZE;
+    const uint8_t *at = msg + FDN_HEADER_SIZE + FDN_BODY_SIZE;
     for (uint32_t i = 0; i < b.output_count; i++, at += FDN_DESC_SIZE) {
         if ((st = decode_tensor(area, size, at, &out->outputs[i], rid, err))) return st;
         for (uint32_t k = 0; k < i; k++)
             if (strcmp(out->outputs[k].name, out->outputs[i].name) == 0)
                 return fdn_fail(err, FDN_INVALID_INPUT, rid, "output '%s' appears twice", out->outputs[i].name);
     }
-    if ((h.flags & FDN_FLAG_DATA_CRC) && (st = check_crc(area, &h, out->outputs, b.output_count, err)))
+    if ((h.flags & FDN_FLAG_DATA_CRC) && (st = check_crc(msg, &h, out->outputs, b.output_count, err)))
         return st;
     if (!fixed_text(out->model, b.model, sizeof b.model) || !fixed_text(out->version, b.version, sizeof b.version))
         return fdn_fail(err, FDN_INVALID_INPUT, rid, "model name or version is not valid UTF-8");

@@ -352,5 +352,6 @@ void fdn_close(fdn_client *c) {
         }
     }
     fdn_disconnect(c);
+    free(c->snap);
     free(c);
 }
