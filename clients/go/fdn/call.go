@@ -141,7 +141,11 @@ func (c *Client) exchange(deadline uint64, retry bool) (*Result, error) {
 		return nil, err
 	}
 	resp := &c.resp
-	if err := DecodeResponse(c.data[c.reqCap:c.reqCap+c.respCap], DefaultLimits, resp); err != nil {
+	// decode a copy of the header and payload (never the area itself, which the server process
+	// could rewrite meanwhile); the outputs are views on the area at offsets checked in the copy
+	area := c.data[c.reqCap : c.reqCap+c.respCap : c.reqCap+c.respCap]
+	c.snap = snapshotResponse(area, c.snap)
+	if err := decodeResponse(c.snap, area, DefaultLimits, resp); err != nil {
 		return nil, err
 	}
 	if resp.RequestID != rid {

@@ -87,6 +87,7 @@ type Client struct {
 	loanEnd         uint64
 	req             Request // reused by every call: nothing allocated per call
 	resp            Response
+	snap            []byte // the last response's header and payload, copied out of the area (reused)
 	res             Result
 	inputs          [MaxTensors]Tensor
 	busy            int32 // 1 while a call (or Close) runs: a second goroutine's call is refused, not interleaved

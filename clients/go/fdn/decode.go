@@ -11,7 +11,9 @@ import (
 
 // --- decoding (section 8, its checks in its order) -----------------------------------------
 
-func checkHeader(area []byte) (rid uint64, payload uint32, flags uint32, err error) {
+// checkHeader checks the header at the start of msg, a copy of the start of an area of areaLen
+// bytes (or the area itself): payload_size must fit both.
+func checkHeader(area []byte, areaLen uint64) (rid uint64, payload uint32, flags uint32, err error) {
 	rid = le.Uint64(area[hRequestID:])
 	if m := le.Uint32(area[hMagic:]); m != MsgMagic {
 		return rid, 0, 0, fail(BadMagic, rid, "bad magic 0x%08X (want 0x%08X)", m, MsgMagic)
@@ -20,8 +22,8 @@ func checkHeader(area []byte) (rid uint64, payload uint32, flags uint32, err err
 		return rid, 0, 0, fail(BadVersion, rid, "protocol version %d (this side speaks %d)", v, ProtocolVersion)
 	}
 	payload = le.Uint32(area[hPayloadSize:])
-	if payload < BodySize || HeaderSize+uint64(payload) > uint64(len(area)) {
-		return rid, 0, 0, fail(InvalidInput, rid, "payload_size %d outside the area of %d bytes", payload, len(area))
+	if end := HeaderSize + uint64(payload); payload < BodySize || end > areaLen || end > uint64(len(area)) {
+		return rid, 0, 0, fail(InvalidInput, rid, "payload_size %d outside the area of %d bytes", payload, areaLen)
 	}
 	return rid, payload, le.Uint32(area[hFlags:]), nil
 }
@@ -37,7 +39,8 @@ func checkCRC(area []byte, payload uint32, rid uint64, tensors []Tensor) error {
 	return nil
 }
 
-// fixedText reads a NUL-terminated UTF-8 fixed field.
+// fixedText reads a NUL-terminated UTF-8 fixed field (of a client's copy of a response, or of
+// a caller's own buffer: it is read twice, to check and to copy).
 func fixedText(field []byte, names map[string]string) (string, bool) {
 	n := bytes.IndexByte(field, 0)
 	if n < 0 || !utf8.Valid(field[:n]) {
@@ -56,8 +59,10 @@ func fixedText(field []byte, names map[string]string) (string, bool) {
 	return string(field[:n]), true
 }
 
-func decodeTensor(area []byte, at uint64, t *Tensor, rid uint64, names map[string]string) error {
-	d := area[at : at+DescSize]
+// decodeTensor checks the descriptor at `at` in msg; a HOST tensor's bytes must lie in data (the
+// area msg was copied from, or msg itself), and its Data is a view on data.
+func decodeTensor(msg, data []byte, at uint64, t *Tensor, rid uint64, names map[string]string) error {
+	d := msg[at : at+DescSize]
 	name, ok := fixedText(d[dName:dName+NameSize], names)
 	if !ok {
 		return fail(InvalidInput, rid, "tensor name is not valid NUL-terminated UTF-8")
@@ -89,7 +94,7 @@ func decodeTensor(area []byte, at uint64, t *Tensor, rid uint64, names map[strin
 	if want, ok := tensorBytes(shape[:ndim], itemsize); !ok || want != size {
 		return fail(InvalidInput, rid, "tensor %q: data_size %d != shape x %d bytes", name, size, itemsize)
 	}
-	areaSize := uint64(len(area))
+	areaSize := uint64(len(data))
 	if offset < HeaderSize || offset > areaSize || size > areaSize-offset {
 		return fail(InvalidInput, rid, "tensor %q: bytes at %d outside the area of %d bytes", name, offset, areaSize)
 	}
@@ -97,7 +102,7 @@ func decodeTensor(area []byte, at uint64, t *Tensor, rid uint64, names map[strin
 		return fail(InvalidInput, rid, "tensor %q: data_offset %d not aligned to %d", name, offset, itemsize)
 	}
 	*t = Tensor{Name: name, DType: dtype, NDim: ndim, Shape: shape, DataOffset: offset, DataSize: size,
-		Data: area[offset : offset+size : offset+size]}
+		Data: data[offset : offset+size : offset+size]}
 	return nil
 }
 
@@ -159,7 +164,7 @@ func DecodeRequest(area []byte, lim Limits, out *Request) error {
 	if len(area) < HeaderSize+BodySize {
 		return fail(InvalidInput, 0, "area of %d bytes is smaller than a request header", len(area))
 	}
-	rid, payload, flags, err := checkHeader(area)
+	rid, payload, flags, err := checkHeader(area, uint64(len(area)))
 	if err != nil {
 		return err
 	}
@@ -192,7 +197,7 @@ func DecodeRequest(area []byte, lim Limits, out *Request) error {
 	total := uint64(0)
 	for i := uint32(0); i < nIn; i++ {
 		var t Tensor
-		if err := decodeTensor(area, at, &t, rid, nil); err != nil {
+		if err := decodeTensor(area, area, at, &t, rid, nil); err != nil {
 			return err
 		}
 		for k := range out.Inputs {
@@ -236,26 +241,57 @@ func DecodeRequest(area []byte, lim Limits, out *Request) error {
 	return nil
 }
 
-// DecodeResponse checks (section 8) and decodes a response; outputs' Data are views on area.
+// DecodeResponse checks (section 8) and decodes a response; outputs' Data, Text and Params are
+// views on area. It reads fields of area more than once: for an area another process may write
+// meanwhile (a client's response area), decode a copy (snapshotResponse, decodeResponse).
 func DecodeResponse(area []byte, lim Limits, out *Response) error {
-	if len(area) < HeaderSize+BodySize {
+	return decodeResponse(area, area, lim, out)
+}
+
+// snapshotResponse copies the header and payload of the response at the start of area into snap
+// (reused: appended to from length 0, so it allocates only to grow) and returns it: the header
+// and body first, then the rest of the payload if the payload_size of that copy fits the area
+// (if not, the copy stops there and decodeResponse refuses it). Each byte of area is read once,
+// so a server rewriting the area meanwhile cannot pass one check with one value and have another
+// read use another: a torn copy fails the CRC, like any other corrupt message.
+func snapshotResponse(area, snap []byte) []byte {
+	const head = HeaderSize + BodySize
+	snap = snap[:0]
+	if len(area) < head {
+		return snap
+	}
+	snap = append(snap, area[:head]...)
+	end := HeaderSize + uint64(le.Uint32(snap[hPayloadSize:]))
+	if end > head && end <= uint64(len(area)) {
+		snap = append(snap, area[head:end]...)
+	}
+	return snap
+}
+
+// decodeResponse checks (section 8) and decodes the response in msg, a copy of the header and
+// payload of the response at the start of area (or area itself). Every field is read from msg
+// only; the CRC covers msg (with FLAG_DATA_CRC, also the outputs' Data, read from area). The
+// outputs' Data are views on area at offsets checked in msg against len(area); Text and Params
+// are views on msg.
+func decodeResponse(msg, area []byte, lim Limits, out *Response) error {
+	if len(area) < HeaderSize+BodySize || len(msg) < HeaderSize+BodySize {
 		return fail(InvalidInput, 0, "area of %d bytes is smaller than a response header", len(area))
 	}
-	rid, payload, flags, err := checkHeader(area)
+	rid, payload, flags, err := checkHeader(msg, uint64(len(area)))
 	if err != nil {
 		return err
 	}
-	body := area[HeaderSize:]
+	body := msg[HeaderSize:]
 	nOut, nText, nParams := le.Uint32(body[sOutputCount:]), le.Uint32(body[sTextSize:]), le.Uint32(body[sParamsSize:])
 	if uint64(payload) != ResponsePayloadSize(nOut, nText, nParams) || nText > MaxText {
 		return fail(InvalidInput, rid, "payload_size %d does not match the counts in the body", payload)
 	}
 	if flags&FlagDataCRC == 0 {
-		if err := checkCRC(area, payload, rid, nil); err != nil {
+		if err := checkCRC(msg, payload, rid, nil); err != nil {
 			return err
 		}
 	}
-	if kind := le.Uint16(area[hKind:]); kind != KindResponse {
+	if kind := le.Uint16(msg[hKind:]); kind != KindResponse {
 		return fail(InvalidInput, rid, "message kind %d is not a response", kind)
 	}
 	if nOut > lim.MaxTensors {
@@ -268,7 +304,7 @@ func DecodeResponse(area []byte, lim Limits, out *Response) error {
 	at := uint64(HeaderSize + BodySize)
 	for i := uint32(0); i < nOut; i++ {
 		out.Outputs = append(out.Outputs, Tensor{})
-		if err := decodeTensor(area, at, &out.Outputs[i], rid, out.names); err != nil {
+		if err := decodeTensor(msg, area, at, &out.Outputs[i], rid, out.names); err != nil {
 			return err
 		}
 		for k := uint32(0); k < i; k++ {
@@ -279,7 +315,7 @@ func DecodeResponse(area []byte, lim Limits, out *Response) error {
 		at += DescSize
 	}
 	if flags&FlagDataCRC != 0 {
-		if err := checkCRC(area, payload, rid, out.Outputs); err != nil {
+		if err := checkCRC(msg, payload, rid, out.Outputs); err != nil {
 			return err
 		}
 	}
@@ -288,8 +324,8 @@ func DecodeResponse(area []byte, lim Limits, out *Response) error {
 	if !ok1 || !ok2 {
 		return fail(InvalidInput, rid, "model name or version is not valid UTF-8")
 	}
-	text := area[at : at+uint64(nText)]
-	params := area[at+uint64(nText) : at+uint64(nText)+uint64(nParams)]
+	text := msg[at : at+uint64(nText) : at+uint64(nText)]
+	params := msg[at+uint64(nText) : at+uint64(nText)+uint64(nParams) : at+uint64(nText)+uint64(nParams)]
 	if why := ParamsProblem(params); nParams > 0 && why != "" {
 		return fail(InvalidInput, rid, "response %s", why)
 	}
