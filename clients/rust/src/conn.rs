@@ -210,8 +210,7 @@ pub(crate) fn snapshot_response(data: &Mapping, off: usize, len: usize, snap: &m
     if len < head {
         return;
     }
-    snap.resize(head, 0);
-    data.read_into(off, snap);
+    data.append_to(off, head, snap);
     let payload = u32::from_le_bytes(
         snap[l::msg::PAYLOAD_SIZE..l::msg::PAYLOAD_SIZE + 4]
             .try_into()
@@ -219,8 +218,7 @@ pub(crate) fn snapshot_response(data: &Mapping, off: usize, len: usize, snap: &m
     ) as usize;
     let end = l::MSG_HEADER_SIZE + payload;
     if end > head && end <= len {
-        snap.resize(end, 0);
-        data.read_into(off + head, &mut snap[head..]);
+        data.append_to(off + head, end - head, snap);
     }
 }
 
@@ -250,8 +248,8 @@ pub(crate) fn copy_data(
                 )
                 .map_err(|e: Error| e.with_id(rid));
             }
-            let mut v = vec![0u8; r.data_size];
-            data.read_into(off + r.data_offset, &mut v);
+            let mut v = Vec::new();
+            data.append_to(off + r.data_offset, r.data_size, &mut v);
             Ok(v)
         })
         .collect()

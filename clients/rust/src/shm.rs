@@ -133,6 +133,23 @@ impl Mapping {
         };
     }
 
+    /// Append the bytes `[off, off + n)` to `dst`, copied as [`Mapping::read_into`] does but
+    /// into `dst`'s spare capacity, without zero-filling it first (panics outside the mapping).
+    pub fn append_to(&self, off: usize, n: usize, dst: &mut Vec<u8>) {
+        assert!(off.checked_add(n).is_some_and(|e| e <= self.len));
+        dst.reserve(n);
+        let at = dst.len();
+        // SAFETY: the source range is inside the mapping (checked above) and stays mapped while
+        // `self` lives; after `reserve(n)`, `dst` has room for `n` more bytes from `at`, which is
+        // ordinary memory of this process (no overlap). A raw copy makes no `&[u8]` over memory
+        // another process may write meanwhile. The copy initializes `[at, at + n)`, so the new
+        // length covers initialized bytes only (u8 has no invalid values).
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr().add(at), n);
+            dst.set_len(at + n);
+        }
+    }
+
     /// Copy `bytes` in at `off` (fields of the control segment this side owns).
     pub fn write_bytes(&self, off: usize, bytes: &[u8]) {
         assert!(off.checked_add(bytes.len()).is_some_and(|e| e <= self.len));
