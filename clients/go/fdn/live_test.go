@@ -121,6 +121,10 @@ func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
 	var mu sync.Mutex
 	counts := map[string]int{}
 	var wg sync.WaitGroup
+	// A result is a view valid until the client's next call, which may be another goroutine's:
+	// its data is compared only when no other call started since this one (starts unchanged),
+	// else another goroutine's answer could be read there (and go test -race flags the read).
+	var starts atomic.Int64
 	for g := 0; g < 4; g++ {
 		wg.Add(1)
 		go func(g int) {
@@ -128,6 +132,7 @@ func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
 			for i := 0; i < 200; i++ {
 				v := uint32(g*1000 + i)
 				x := []byte{byte(v), byte(v >> 8), 0, 0}
+				mine := starts.Add(1)
 				res, err := c.Infer("echo", []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}, 5*time.Second)
 				key := "ok"
 				switch {
@@ -135,8 +140,11 @@ func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
 					key = "refused"
 				case err != nil:
 					key = "error: " + err.Error()
-				case !bytes.Equal(res.Output("x").Data, x):
-					key = "MISMATCH"
+				case starts.Load() == mine:
+					got := append([]byte(nil), res.Output("x").Data...)
+					if starts.Load() == mine && !bytes.Equal(got, x) {
+						key = "MISMATCH"
+					}
 				}
 				mu.Lock()
 				counts[key]++
