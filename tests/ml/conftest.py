@@ -20,6 +20,28 @@ from foundation_ml._process import shm_entries
 _names = itertools.count()
 
 
+class Replies:
+    """Collects the answers handed to respond callbacks, by request id; ``wait(n)`` until n arrived."""
+
+    def __init__(self) -> None:
+        self.got: dict[int, object] = {}
+        self.cond = threading.Condition()
+
+    def respond(self, rid: int) -> Callable[[object], None]:
+        def respond(value: object) -> None:
+            with self.cond:
+                assert rid not in self.got, "responded twice"
+                self.got[rid] = value
+                self.cond.notify_all()
+
+        return respond
+
+    def wait(self, n: int) -> dict[int, object]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.got) >= n, timeout=60)
+        return self.got
+
+
 def unique_name(prefix: str = "t") -> str:
     return f"{prefix}_{os.getpid()}_{next(_names)}"
 

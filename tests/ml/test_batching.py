@@ -11,6 +11,8 @@ import pytest
 from foundation_ml import FunctionModel, InferenceClient, InferenceRequest, InferenceResponse, MLRuntime
 from foundation_ml.errors import DeadlineExceeded, HandlerError, ModelLoadError
 
+from .conftest import Replies
+
 LONG_WAIT_US = 10_000_000  # the batch closes when full, long before this
 
 
@@ -29,28 +31,6 @@ class Recorder:
         if self.fail_on is not None and (x == self.fail_on).any():
             raise ValueError(f"poison {self.fail_on}")
         return x * 10
-
-
-class Replies:
-    """Collects responses from the batcher thread; ``wait(n)`` until n arrived."""
-
-    def __init__(self) -> None:
-        self.got: dict[int, object] = {}
-        self.cond = threading.Condition()
-
-    def respond(self, rid: int):
-        def respond(value: object) -> None:
-            with self.cond:
-                assert rid not in self.got, "responded twice"
-                self.got[rid] = value
-                self.cond.notify_all()
-
-        return respond
-
-    def wait(self, n: int) -> dict[int, object]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: len(self.got) >= n, timeout=60)
-        return self.got
 
 
 def submit(runtime: MLRuntime, replies: Replies, requests: list[InferenceRequest]) -> dict[int, object]:

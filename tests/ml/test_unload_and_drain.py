@@ -14,6 +14,8 @@ from foundation_ml._serving import ServedModel
 from foundation_ml._transport import TransportServer
 from foundation_ml.errors import ModelLoadError, ShuttingDown
 
+from .conftest import Replies
+
 
 class Blocking(FunctionModel):
     """``y = x * k``; a first element of 1001 blocks in the model until ``release``. Like the
@@ -39,28 +41,6 @@ class Blocking(FunctionModel):
     def close(self) -> None:
         self.events.append("closed")
         self.closed = True
-
-
-class Replies:
-    """Collects the answers by request id; ``wait(n)`` until n arrived."""
-
-    def __init__(self) -> None:
-        self.got: dict[int, object] = {}
-        self.cond = threading.Condition()
-
-    def respond(self, rid: int):
-        def respond(value: object) -> None:
-            with self.cond:
-                assert rid not in self.got, "responded twice"
-                self.got[rid] = value
-                self.cond.notify_all()
-
-        return respond
-
-    def wait(self, n: int) -> dict[int, object]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: len(self.got) >= n, timeout=60)
-        return self.got
 
 
 def _x(value: float = 1.0) -> np.ndarray:
