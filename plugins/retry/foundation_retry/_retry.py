@@ -49,14 +49,17 @@ def _sync_adapter(fn: Callable[..., Any], policy: RetryPolicy, clock: Clock) -> 
         except Exception as exc:
             if not should_retry(exc):
                 raise
-            from ._driver import retry_sync
+            error: Exception | None = exc
+            result = None
+        else:
+            if pred is None or not pred(result):
+                return result
+            error = None
+        # outside the except block: attempts 2..n must not run "during handling" of attempt 1's
+        # error (each later error would get it as __context__, and fn would see it in exc_info)
+        from ._driver import retry_sync
 
-            return retry_sync(fn, args, kwargs, exc, None, start, policy, clock)
-        if pred is not None and pred(result):
-            from ._driver import retry_sync
-
-            return retry_sync(fn, args, kwargs, None, result, start, policy, clock)
-        return result
+        return retry_sync(fn, args, kwargs, error, result, start, policy, clock)
 
     return call
 
@@ -74,13 +77,16 @@ def _async_adapter(fn: Callable[..., Any], policy: RetryPolicy, clock: Clock) ->
         except Exception as exc:
             if not should_retry(exc):
                 raise
-            from ._driver import retry_async
+            error: Exception | None = exc
+            result = None
+        else:
+            if pred is None or not pred(result):
+                return result
+            error = None
+        # outside the except block: attempts 2..n must not run "during handling" of attempt 1's
+        # error (each later error would get it as __context__, and fn would see it in exc_info)
+        from ._driver import retry_async
 
-            return await retry_async(fn, args, kwargs, exc, None, start, policy, clock)
-        if pred is not None and pred(result):
-            from ._driver import retry_async
-
-            return await retry_async(fn, args, kwargs, None, result, start, policy, clock)
-        return result
+        return await retry_async(fn, args, kwargs, error, result, start, policy, clock)
 
     return call

@@ -217,3 +217,36 @@ def test_an_interrupt_on_a_later_attempt_is_not_retried_either(mode: str) -> Non
     with pytest.raises(stop):
         run(protected)
     assert len(calls) == 2
+
+
+def test_later_attempts_do_not_run_while_the_first_error_is_being_handled(mode: str) -> None:
+    """Attempts 2..n run after attempt 1's error was handled, not inside its ``except``: the last
+    error's own chain reaches the caller unchanged (no ``__context__`` pointing at attempt 1), and
+    the function does not see attempt 1's error as the one being handled (``sys.exc_info``)."""
+    clock = VirtualClock()
+    handled: list[BaseException | None] = []
+
+    def fn() -> None:
+        handled.append(sys.exc_info()[1])
+        raise ConnectionError(f"attempt {len(handled)}")
+
+    with pytest.raises(RetryError) as info:
+        run(wrap(RetryPolicy(max_attempts=3, base_delay=0), fn, mode, clock))
+    last = info.value.__cause__
+    assert isinstance(last, ConnectionError) and str(last) == "attempt 3"
+    assert last.__context__ is None
+    assert handled == [None, None, None]
+
+
+def test_a_result_predicate_that_raises_propagates_its_own_error(mode: str) -> None:
+    """A ``retry_if_result`` that raises is not retried and not hidden: its error reaches the
+    caller, with no unrelated attempt's error attached."""
+    clock = VirtualClock()
+
+    def judge(result: object) -> bool:
+        raise ValueError(f"cannot judge {result!r}")
+
+    fn = flaky(1)
+    with pytest.raises(ValueError, match="cannot judge 10") as info:
+        run(wrap(RetryPolicy(max_attempts=3, base_delay=0, retry_if_result=judge), fn, mode, clock))
+    assert fn.state["calls"] == 2 and info.value.__context__ is None
