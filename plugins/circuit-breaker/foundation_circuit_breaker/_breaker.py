@@ -128,8 +128,10 @@ class CircuitBreaker:
             self._probe_done(probe, False)
             return
         event = None
-        window = self._window
         with self._lock:
+            # read under the lock: a window taken before it could be the one a probe's closing
+            # just replaced, and its old failures would re-open the circuit at once
+            window = self._window
             if window is not None:
                 now = self.clock.now()
                 window.record(now, 1)

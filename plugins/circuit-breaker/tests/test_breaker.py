@@ -421,3 +421,37 @@ def test_local_throttling_in_a_pipeline_never_opens_the_circuit() -> None:
             with pytest.raises(RateLimited):
                 protected()
         assert protected.breaker.snapshot()["state"] == "closed"
+
+
+class _ClosedByAProbeMeanwhile:
+    """The breaker's lock, wrapped: the first time it is taken, another thread's last probe has
+    just closed the circuit (the moment a failing call can be between its last lock-free step
+    and the lock)."""
+
+    def __init__(self, breaker: Any) -> None:
+        self.breaker, self.lock, self.armed = breaker, breaker._lock, True
+
+    def __enter__(self) -> None:
+        if self.armed:
+            self.armed = False
+            self.breaker._to("closed")
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_a_failure_racing_the_close_is_judged_on_the_new_window() -> None:
+    """A call admitted before the circuit opened fails just as a probe closes it: its failure
+    goes into the fresh window, not the one whose failures opened the circuit (which would
+    re-open it at once on stale counts)."""
+    clock = VirtualClock()
+    policy = CircuitBreakerPolicy(name="race-close", mode="count", window_size=4, minimum_calls=2)
+    breaker = BreakerRegistry().get_or_create(policy, clock)
+    breaker.on_failure()
+    breaker.on_failure()
+    assert breaker.state == "open"
+    breaker._lock = _ClosedByAProbeMeanwhile(breaker)
+    breaker.on_failure()  # the straggler
+    assert breaker.state == "closed"
+    assert breaker.snapshot()["calls"] == 1
