@@ -75,7 +75,7 @@ def read_file(
     layer = Layer(name)
     for key, value in data.items():
         section = key.lower()
-        problems.extend(apply_tokens(value, section, name, environ or {}, (data, key)))
+        problems.extend(apply_tokens(value, section, name, environ or {}, (data, key), layer.reads))
         layer.set((section,), data[key], f"{name}:{section}")
         _record_origins(layer, name, section, data[key])
     return (None, problems) if problems else (layer, [])

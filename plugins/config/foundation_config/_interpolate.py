@@ -48,6 +48,7 @@ class _Resolver:
         self.reads: dict[str, set[str]] = {}  # path -> every key its resolution read
         self.collecting: list[set[str]] = []  # one set per lookup in progress
         self.nesting = 0  # tables and lists being resolved, one inside the other
+        self.seeds: dict[str, set[str]] = {}  # path -> variables its value read before (@format)
 
     def _read(self, path: str) -> None:
         """Note that the lookups in progress read ``path`` (and what it read)."""
@@ -80,7 +81,7 @@ class _Resolver:
             value = self.resolve(node)
         finally:
             self.stack.pop()
-            self.reads[path] = self.collecting.pop()
+            self.reads[path] = self.collecting.pop() | self.seeds.get(path, set())
         self.done[path] = value
         self._read(path)
         return value
@@ -119,6 +120,7 @@ class _Resolver:
             name, sep, default = expr[4:].partition(":-")
             name = name.strip()
             if name in self.environ:
+                self._read(f"env:{name}")  # a secret's variable (API_TOKEN) makes the value one
                 return RawText(self.environ[name])
             if sep:
                 return RawText(default)
@@ -139,8 +141,14 @@ def interpolate(
     """Resolve the references in each ``section.key`` of ``data`` that is ``wanted`` (and in
     what those read); problems name the key holding the bad reference. The others are kept as
     they are: a key that is ignored (unknown) never fails for its references. ``references``,
-    when given, receives each key that held references, with every key it read."""
+    when given, receives each key that held references, with every key (and ``env:NAME``
+    variable) it read; what it holds on entry (``@format``'s variables, by dotted path) counts
+    as read by the keys it is under, so a table copied by ``${...}`` carries them along."""
     resolver = _Resolver(data, lookup_default, environ)
+    for path, read in (references or {}).items():
+        parts = path.split(".")
+        for i in range(2, len(parts) + 1):  # section.key and each table below it
+            resolver.seeds.setdefault(".".join(parts[:i]), set()).update(read)
     problems: list[ConfigProblem] = []
     out: dict[str, Any] = {}
     for section, values in data.items():
@@ -165,7 +173,7 @@ def interpolate(
                 resolver.nesting = 0
                 continue
             if references is not None and resolver.reads.get(path):
-                references[path] = frozenset(resolver.reads[path])
+                references[path] = frozenset(resolver.reads[path]) | references.get(path, frozenset())
     return out, problems
 
 

@@ -67,12 +67,14 @@ def shape_problem(value: Any, depth: int = 0) -> str | None:
 
 @attrs.define
 class Layer:
-    """``data`` is nested; ``origin(path)`` names where the value at ``path`` came from."""
+    """``data`` is nested; ``origin(path)`` names where the value at ``path`` came from;
+    ``reads`` names the environment variables (``env:NAME``) an ``@format`` value read."""
 
     name: str
     data: dict[str, Any] = attrs.field(factory=dict)
     origins: dict[str, str] = attrs.field(factory=dict)  # dotted path -> source
     below: dict[str, str] = attrs.field(factory=dict)  # dotted path -> last source set under it
+    reads: dict[str, frozenset[str]] = attrs.field(factory=dict)  # dotted path -> env:NAME read
 
     def set(self, path: tuple[str, ...], value: Any, source: str) -> None:
         node = self.data

@@ -53,7 +53,7 @@ def load_config(
     for layer in layers:
         merge_into(merged, layer.data)
     origin = _origin_in(layers)
-    references: dict[str, frozenset[str]] = {}
+    references = _token_reads(layers)  # @format's variables, of the values that stand
     resolved, found = interpolate(
         merged, origin, _default_of(sections), environ, references, wanted=_is_field(sections)
     )
@@ -109,6 +109,17 @@ def _read_layers(
         problems.extend(found)
         layers.append(layer)
     return layers, problems
+
+
+def _token_reads(layers: list[Layer]) -> dict[str, frozenset[str]]:
+    """The variables (``env:NAME``) each ``@format`` value read, by dotted path, for the values
+    still in effect: a later layer that set the path (or a table above it) replaced the value."""
+    out: dict[str, frozenset[str]] = {}
+    for path in {p for layer in layers for p in layer.reads}:
+        last = next(layer for layer in reversed(layers) if layer.origin(path) is not None)
+        if path in last.reads:
+            out[path] = last.reads[path]
+    return out
 
 
 def _origin_in(layers: list[Layer]) -> Callable[[str], str]:

@@ -19,8 +19,10 @@ MASK = "********"
 
 def is_secret(path: str, source: str, names: Iterable[str]) -> bool:
     """A value is secret when its key, lowercased, equals a name or ends with ``_`` + name
-    (``password`` masks ``db_password``), or when it came from a ``.secrets.*`` file."""
-    key = path.rpartition(".")[2].lower()
+    (``password`` masks ``db_password``), or when it came from a ``.secrets.*`` file. An
+    environment variable a value read is ``env:NAME``, judged by its name the same way
+    (``env:API_TOKEN`` is a secret's)."""
+    key = path[4:].lower() if path.startswith("env:") else path.rpartition(".")[2].lower()
     if any(key == n or key.endswith("_" + n) for n in names):
         return True
     return from_secrets_file(source)

@@ -40,7 +40,7 @@ def _secret_names(config: Config) -> tuple[str, ...]:
 
 def _mask_nested(value: Any, names: Iterable[str], path: str, secret: frozenset[str]) -> Any:
     """``value`` with each key inside it masked when its name is a secret's, or when it came from
-    a ``.secrets.*`` file (``secret``: such dotted paths, from the config's sources)."""
+    a ``.secrets.*`` file or was built from a secret's variable (``secret``: such dotted paths)."""
     if isinstance(value, dict):
         return {
             k: MASK
@@ -59,7 +59,10 @@ def effective_values(config: Config) -> list[tuple[str, Any, str]]:
 
     converter = cattrs.Converter()
     names = _secret_names(config)
-    secret = frozenset(p for p, src in config.sources.items() if from_secrets_file(src))
+    secret = frozenset(
+        [p for p, src in config.sources.items() if from_secrets_file(src)]
+        + [p for p, reads in config.references.items() if any(is_secret(r, "", names) for r in reads)]
+    )  # keys inside a table: from a .secrets.* file, or built from a secret's variable (@format)
     rows = []
     for section in sorted(config.sections):
         instance = config.sections[section]
@@ -67,7 +70,7 @@ def effective_values(config: Config) -> list[tuple[str, Any, str]]:
             path = f"{section}.{field.name}"
             source = config.sources.get(path, "default")
             value = converter.unstructure(getattr(instance, field.name))
-            reads = config.references.get(path, ())  # a secret copied in by ${...} is one too
+            reads = config.references.get(path, ())  # a secret copied in by ${...} (or @format) is one too
             copied = any(is_secret(r, config.sources.get(r, ""), names) or r in secret for r in reads)
             masked = copied or is_secret(path, source, names)
             value = MASK if masked else _mask_nested(value, names, path, secret)

@@ -46,6 +46,7 @@ class _EnvFormatter(string.Formatter):
     def __init__(self, environ: Mapping[str, str], size: int) -> None:
         self.environ = environ
         self.size = size
+        self.names: set[str] = set()  # the variables read: a secret's makes the value one
 
     def get_field(self, field_name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         found = _ENV_FIELD.fullmatch(field_name)
@@ -57,6 +58,7 @@ class _EnvFormatter(string.Formatter):
         name = found.group(1) if found.group(1) is not None else found.group(2)
         if name not in self.environ:
             raise _TokenError(f"environment variable {name} is not set")
+        self.names.add(name)
         return self.environ[name], field_name
 
     def format_field(self, value: Any, format_spec: str) -> Any:
@@ -71,26 +73,38 @@ class _EnvFormatter(string.Formatter):
         return text
 
 
-def format_env(template: str, environ: Mapping[str, str]) -> str:
-    """``template`` formatted as ``@format`` does, reading only ``environ``, bounded."""
-    return _EnvFormatter(environ, len(template)).format(template)
+def format_env(template: str, environ: Mapping[str, str], names: set[str] | None = None) -> str:
+    """``template`` formatted as ``@format`` does, reading only ``environ``, bounded; the names
+    of the variables it read are added to ``names``."""
+    formatter = _EnvFormatter(environ, len(template))
+    text = formatter.format(template)
+    if names is not None:
+        names.update(formatter.names)
+    return text
 
 
 def apply_tokens(
-    value: Any, path: str, name: str, environ: Mapping[str, str], slot: tuple[Any, Any]
+    value: Any,
+    path: str,
+    name: str,
+    environ: Mapping[str, str],
+    slot: tuple[Any, Any],
+    reads: dict[str, frozenset[str]] | None = None,
 ) -> list[ConfigProblem]:
     """Evaluate the value tokens in ``value`` (stored at ``slot``: container and key), in place;
-    a refused token or one that fails is a problem naming the key."""
+    a refused token or one that fails is a problem naming the key. ``reads``, when given,
+    receives each dotted path whose ``@format`` read the environment, with ``env:NAME`` for each
+    variable read (so that a value built from ``API_TOKEN`` is masked as that secret is)."""
     container, index = slot
     if isinstance(value, dict):
         problems = []
         for key, child in value.items():
-            problems.extend(apply_tokens(child, f"{path}.{key}", name, environ, (value, key)))
+            problems.extend(apply_tokens(child, f"{path}.{key}", name, environ, (value, key), reads))
         return problems
     if isinstance(value, list):
         problems = []
         for i, child in enumerate(value):
-            problems.extend(apply_tokens(child, path, name, environ, (value, i)))
+            problems.extend(apply_tokens(child, path, name, environ, (value, i), reads))
         return problems
     if not isinstance(value, str) or not value.startswith("@"):
         return []
@@ -111,18 +125,23 @@ def apply_tokens(
             allowed = ", ".join(TOKENS)
             message = f"the value token {token} is not allowed in config files ({why}; allowed: {allowed})"
             return [ConfigProblem(path, message, f"{name}:{path}")]
+    read: set[str] = set()  # the variables @format read
     try:
-        container[index] = _evaluate(value, environ)
+        container[index] = _evaluate(value, environ, read)
     except _TokenError as exc:
         return [ConfigProblem(path, f"{' '.join(tokens)} could not be applied: {exc}", f"{name}:{path}")]
     except Exception as exc:
         text = " ".join(str(exc).split()).replace(argument.strip(), "...") if argument.strip() else str(exc)
+        for var in read:  # a cast that failed quotes its input: the variables' values, maybe a secret
+            text = text.replace(environ[var], "...") if environ[var] else text
         message = f"{' '.join(tokens)} could not be applied: {text or type(exc).__name__}"
         return [ConfigProblem(path, message, f"{name}:{path}")]
+    if read and reads is not None:
+        reads[path] = reads.get(path, frozenset()) | {f"env:{var}" for var in read}
     return []
 
 
-def _evaluate(value: str, environ: Mapping[str, str]) -> Any:
+def _evaluate(value: str, environ: Mapping[str, str], names: set[str]) -> Any:
     from dynaconf.utils.parse_conf import Lazy, parse_conf_data
 
     # AUTO_CAST set here, or dynaconf would read AUTO_CAST_FOR_DYNACONF from the environment
@@ -131,5 +150,5 @@ def _evaluate(value: str, environ: Mapping[str, str]) -> Any:
         return parsed
     if getattr(parsed.formatter, "token", None) != "format":  # refused above: never evaluated
         raise _TokenError(f"the template @{parsed.formatter} is not allowed")
-    result = format_env(parsed.value, environ)
+    result = format_env(parsed.value, environ, names)
     return parsed.casting(result) if parsed.casting is not None else result

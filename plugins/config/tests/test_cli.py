@@ -9,6 +9,7 @@ from foundation_config import MASK, load_config
 from foundation_config._show import effective_values
 
 from foundation_core._cli import main
+from foundation_core.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -118,6 +119,50 @@ def test_a_secret_copied_into_another_value_by_interpolation_is_masked_there_too
     assert rows["retry.labels"] == MASK  # holds the chain too
     assert config.references["db.url"] == {"db.password"}
     assert rows["db.pool"] == 5 and rows["retry.max_attempts"] == 3
+
+
+@pytest.mark.parametrize("var", ["${env:API_TOKEN}", "@format {env[API_TOKEN]}", "@format {env.API_TOKEN}"])
+def test_a_value_built_from_a_secrets_variable_is_masked(load, write, var):
+    """``url = "${env:API_TOKEN}"``: the key's name is no secret's, the variable's is."""
+    url = f"@format https://x/?t={var[8:]}" if var.startswith("@") else f"https://x/?t={var}"
+    write("settings.toml", f"[db]\nurl = '{url}'\n[retry.labels]\nauth = '{var}'\nteam = 'ml'\n")
+    config = load(environ={"API_TOKEN": "hunter2"})
+    assert config["db"].url == "https://x/?t=hunter2"  # the value itself is untouched
+    rows = {path: value for path, value, _ in effective_values(config)}
+    assert rows["db.url"] == MASK
+    # @format is applied per key as the file is read; ${...} is resolved per field, as for keys
+    inside = {"auth": MASK, "team": "ml"} if var.startswith("@") else MASK
+    assert rows["retry.labels"] == inside
+    assert "env:API_TOKEN" in config.references["db.url"]
+
+
+def test_a_value_built_from_a_secrets_variable_and_copied_is_masked_where_copied(load, write):
+    write(
+        "settings.toml",
+        "[db]\nurl = '@format {env[DB_PASSWORD]}'\n[retry]\nname = 'via-${db.url}'\n"
+        "labels = {team = '@format {env[TEAM]}'}\n",
+    )
+    config = load(environ={"DB_PASSWORD": "hunter2", "TEAM": "ml"})
+    rows = {path: value for path, value, _ in effective_values(config)}
+    assert (rows["db.url"], rows["retry.name"]) == (MASK, MASK)
+    assert rows["retry.labels"] == {"team": "ml"}  # read a variable that is no secret's
+
+
+def test_a_value_from_a_secrets_variable_replaced_by_a_later_layer_is_shown(load, write):
+    write("settings.toml", "[db]\nurl = '@format {env[API_TOKEN]}'\n")
+    config = load(environ={"API_TOKEN": "hunter2"}, overrides=("db.url=sqlite://x",))
+    rows = {path: value for path, value, _ in effective_values(config)}
+    assert rows["db.url"] == "sqlite://x"
+
+
+@pytest.mark.parametrize(
+    "form", ["${env:API_TOKEN}", "@format {env[API_TOKEN]}", "@int @format {env[API_TOKEN]}"]
+)
+def test_an_error_never_quotes_a_value_built_from_a_secrets_variable(load, write, form):
+    write("settings.toml", f"[db]\npool = '{form}'\n")
+    with pytest.raises(ConfigError) as info:
+        load(environ={"API_TOKEN": "hunter2"})
+    assert "db.pool" in str(info.value) and "hunter2" not in str(info.value)
 
 
 def test_interpolation_of_plain_values_stays_visible(load, write):
