@@ -1,4 +1,4 @@
-"""The breaker against a reference model of the spec, over random call sequences (hypothesis)."""
+"""The breaker against a reference model of the spec (every mode), over random call sequences."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class Model:
     policy: CircuitBreakerPolicy
     state: str = "closed"
     streak: int = 0
-    window: deque[int] = attrs.field(factory=deque)
+    window: deque[tuple[float, int]] = attrs.field(factory=deque)  # (time, failed) since closed
     opened_at: float = 0.0
     probe_ok: int = 0
 
@@ -40,17 +40,26 @@ class Model:
             if self.probe_ok >= p.half_open_max_calls:
                 self.state, self.streak, self.window = "closed", 0, deque()
             return "ok"
-        if p.mode == "count":
-            self.window.append(int(fails))
-            if len(self.window) > p.window_size:
-                self.window.popleft()
-            calls, failures = len(self.window), sum(self.window)
-        else:
+        if p.mode == "consecutive":
             self.streak = self.streak + 1 if fails else 0
-            calls = failures = self.streak
+        else:
+            self.window.append((now, int(fails)))
+        calls, failures = self.counts(now)
         if fails and p.should_open(calls, failures):
             self.state, self.opened_at = "open", now
         return "failed" if fails else "ok"
+
+    def counts(self, now: float) -> tuple[int, int]:
+        """``(calls, failures)``: the streak, the last ``window_size`` calls, or the calls of the
+        last ``window_size`` seconds (in whole-second buckets)."""
+        p = self.policy
+        if p.mode == "consecutive":
+            return self.streak, self.streak
+        if p.mode == "count":
+            recent = [f for _, f in list(self.window)[-p.window_size :]]
+        else:
+            recent = [f for t, f in self.window if int(now // 1) - int(t // 1) < p.window_size]
+        return len(recent), sum(recent)
 
 
 def _policy(**fields: Any) -> CircuitBreakerPolicy:
@@ -61,7 +70,7 @@ def _policy(**fields: Any) -> CircuitBreakerPolicy:
 
 policies = st.builds(
     _policy,
-    mode=st.sampled_from(["consecutive", "count"]),
+    mode=st.sampled_from(["consecutive", "count", "time"]),
     failure_threshold=st.integers(1, 5),
     window_size=st.integers(1, 8),
     minimum_calls=st.integers(1, 8),
@@ -69,7 +78,7 @@ policies = st.builds(
     reset_timeout=st.sampled_from([1.0, 5.0]),
     half_open_max_calls=st.integers(1, 3),
 )
-steps = st.lists(st.one_of(st.booleans(), st.sampled_from([0.5, 1.0, 5.0])), max_size=60)
+steps = st.lists(st.one_of(st.booleans(), st.sampled_from([0.25, 0.5, 1.0, 5.0])), max_size=60)
 
 
 @settings(max_examples=300, deadline=None)
@@ -90,14 +99,16 @@ def test_breaker_follows_the_reference_state_machine(
     for step in script:
         if isinstance(step, float):
             clock.advance(step)
-            continue
-        outcome["fail"] = bool(step)
-        try:
-            protected()
-            got = "ok"
-        except ConnectionError:
-            got = "failed"
-        except CircuitOpenError:
-            got = "rejected"
-        assert got == model.call(clock.now(), bool(step))
-        assert protected.breaker.state == model.state
+        else:
+            outcome["fail"] = bool(step)
+            try:
+                protected()
+                got = "ok"
+            except ConnectionError:
+                got = "failed"
+            except CircuitOpenError:
+                got = "rejected"
+            assert got == model.call(clock.now(), bool(step))
+            assert protected.breaker.state == model.state
+        snapshot = protected.breaker.snapshot()
+        assert (snapshot["calls"], snapshot["failures"]) == model.counts(clock.now())
