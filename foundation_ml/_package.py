@@ -28,7 +28,7 @@ import attrs
 from foundation_core._files import built_beside
 
 from ._names import MAX_VERSION_BYTES, check_name
-from ._package_manifest import FORMAT, MANIFEST, _check_manifest
+from ._package_manifest import _REQUIRED, FORMAT, MANIFEST, _check_manifest
 from ._package_source import _DirSource, _list_dir, _list_zip, _reason, _Source, _ZipSource
 from ._types import TensorSpec
 from .errors import PackageError
@@ -149,6 +149,11 @@ def write_package(
     check_name(name, "the package's model name")
     check_name(version, "the package's version", MAX_VERSION_BYTES)
     path = Path(path)
+    clash = [k for k in _REQUIRED if k in (extra or {})]
+    if clash:  # extra={"files": {}} would write a manifest that does not list the files written
+        raise ValueError(
+            f"extra may not set {', '.join(clash)}: write_package writes them (nothing was written)"
+        )
     manifest = {
         "format": FORMAT,
         "name": name,
@@ -165,7 +170,7 @@ def write_package(
         _check_manifest(f"{path}{':' if path.suffix == '.zip' else '/'}{MANIFEST}", text)
     except PackageError as exc:
         raise ValueError(f"{exc.message} (nothing was written)") from None
-    if path.exists():
+    if path.exists() or path.is_symlink():  # a dangling link too: it would be replaced
         raise FileExistsError(f"{path} already exists")
     with built_beside(path) as partial:  # a failure (a full disk) leaves nothing behind
         if path.suffix == ".zip":

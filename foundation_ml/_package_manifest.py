@@ -21,7 +21,7 @@ from ._signature import example_shape, parse_signature
 from ._types import TensorSpec
 from .errors import PackageError
 
-__all__ = ["FORMAT", "MANIFEST", "_check_manifest"]
+__all__ = ["FORMAT", "MANIFEST", "_REQUIRED", "_check_manifest"]
 
 FORMAT = "foundation-model-package/1"
 MANIFEST = "manifest.json"
@@ -97,6 +97,11 @@ def _check_files(files: Any, bad: Callable[[str], PackageError]) -> dict[str, st
                 f"'files' gives {name} a malformed sha256 {_json_value(digest)} (64 hexadecimal digits)"
             )
         checked[name] = digest.lower()
+    for name in checked:  # "a" and "a/b": a directory cannot hold both (nor a zip extract to both)
+        for parent in PurePosixPath(name).parents[:-1]:
+            if parent.as_posix() in checked:
+                both = f"{parent.as_posix()!r} and {name!r}"
+                raise bad(f"'files' names both {both}: a file cannot be a directory")
     return checked
 
 

@@ -1,8 +1,9 @@
 """A package's entries, a zip's or a directory's: listed with their sizes before any data is read.
 
 Listing refuses (naming the entry) anything a package may not hold: an entry escaping the package,
-duplicated, encrypted or compressed by a method zipfile lacks; a symbolic link or a special file.
-Reading streams an entry in chunks, hashed as they come and capped by its listed size.
+duplicated, encrypted or compressed by a method zipfile lacks; a symbolic link or a special file;
+a compressed zip declaring far more than its own size (a zip bomb). Reading streams an entry in
+chunks, hashed as they come and capped by its listed size.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from typing import IO
 from ._package_manifest import MANIFEST
 from .errors import PackageError
 
-__all__ = ["_DirSource", "_Source", "_ZipSource", "_list_dir", "_list_zip", "_reason"]
+__all__ = ["MAX_ZIP_RATIO", "_DirSource", "_Source", "_ZipSource", "_list_dir", "_list_zip", "_reason"]
 
 _CHUNK = 1 << 20
+#: A compressed zip may declare at most this many times its own size (or its floor) uncompressed:
+#: weights barely compress, while deflate inflates zeros about 1000 times.
+MAX_ZIP_RATIO = 64
+_ZIP_RATIO_FLOOR = 1 << 20
 _ZIP_METHODS = {
     zipfile.ZIP_STORED: "stored",
     zipfile.ZIP_DEFLATED: "deflate",
@@ -96,7 +101,9 @@ class _DirSource(_Source):
 
 def _list_zip(path: Path, zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     """The zip's file entries by name, from its central directory; refuses (naming the entry) one
-    that escapes the package, appears twice, is encrypted or uses a compression zipfile lacks."""
+    that escapes the package, appears twice, is a symbolic link or a special file, is encrypted or
+    uses a compression zipfile lacks; and the zip when its compressed entries declare more than
+    ``MAX_ZIP_RATIO`` times its size uncompressed."""
     infos: dict[str, zipfile.ZipInfo] = {}
     for info in zf.infolist():
         name = info.filename
@@ -108,6 +115,12 @@ def _list_zip(path: Path, zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
             raise PackageError(f"{where} escapes the package", file=name)
         if name in infos:
             raise PackageError(f"{where} appears more than once in the zip", file=name)
+        mode = info.external_attr >> 16  # the Unix file type, where the zip records one
+        if stat.S_IFMT(mode) and not stat.S_ISREG(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else _kind(mode)
+            raise PackageError(
+                f"{where} is {kind}, not a regular file (a package holds only regular files)", file=name
+            )
         if info.flag_bits & 0x1:
             raise PackageError(f"{where} is encrypted (a package's entries must not be)", file=name)
         if info.compress_type not in _ZIP_METHODS:
@@ -117,6 +130,18 @@ def _list_zip(path: Path, zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
                 file=name,
             )
         infos[name] = info
+    inflated = sum(i.file_size for i in infos.values() if i.compress_type != zipfile.ZIP_STORED)
+    if inflated:
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise PackageError(f"{path} cannot be read: {_reason(exc)}", file=str(path)) from None
+        if inflated > MAX_ZIP_RATIO * max(size, _ZIP_RATIO_FLOOR):
+            raise PackageError(
+                f"{path} declares {inflated} bytes uncompressed for its compressed entries, more than "
+                f"{MAX_ZIP_RATIO} times its {size} bytes (a zip bomb?): store weights uncompressed",
+                file=str(path),
+            )
     return infos
 
 
@@ -165,6 +190,7 @@ def _kind(mode: int) -> str:
         (stat.S_ISSOCK, "a socket"),
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
     ):
         if test(mode):
             return kind

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 import struct
 import warnings
 import zipfile
@@ -128,11 +130,42 @@ def test_a_name_or_version_no_transport_can_carry_is_not_written(
     assert not (tmp_path / "p").exists()
 
 
-def test_a_write_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
-    files = {"a": b"1", "a/b": b"2"}  # "a" is written as a file, so "a/b" cannot be
-    with pytest.raises(OSError):
-        make(tmp_path / "p", files=files)
+def test_a_write_that_fails_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Path.write_bytes
+
+    def full_disk(self: Path, data: Any) -> int:
+        if self.name == "tokenizer.json":  # the manifest and the weights are written by then
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        make(tmp_path / "p")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", ["", ".zip"])
+def test_a_file_named_as_another_files_directory_is_refused_unwritten(tmp_path: Path, suffix: str) -> None:
+    """A directory cannot hold both "a" and "a/b" (the write failed half-way with a bare
+    FileExistsError naming the temporary directory; a zip was written, one no directory can hold)."""
+    with pytest.raises(ValueError, match=r"'files' names both 'a' and 'a/b/c': a file cannot be a directory"):
+        make(tmp_path / f"p{suffix}", files={"a/b/c": b"2", "a": b"1"})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("key", ["files", "format", "name", "inputs"])
+def test_extra_cannot_replace_what_write_package_writes(tmp_path: Path, key: str) -> None:
+    """``extra={"files": {}}`` wrote a manifest not listing the files written: unreadable."""
+    with pytest.raises(ValueError, match=rf"extra may not set {key}: write_package writes them"):
+        make(tmp_path / "p.zip", extra={key: {}, "framework": "x"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dangling_symlink_at_the_target_is_not_replaced(tmp_path: Path) -> None:
+    (tmp_path / "p.zip").symlink_to(tmp_path / "elsewhere.zip")
+    with pytest.raises(FileExistsError, match=r"p\.zip already exists"):
+        make(tmp_path / "p.zip")
+    assert (tmp_path / "p.zip").is_symlink() and not (tmp_path / "elsewhere.zip").exists()
 
 
 def test_missing_parent_directories_are_created(tmp_path: Path) -> None:
@@ -202,8 +235,8 @@ def test_an_unlisted_entry_is_refused_before_any_of_its_data_is_read(
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("manifest.json", manifest_text())
         zf.writestr("weights.safetensors", b"weights")
-        with zf.open("zeros.bin", "w") as f:  # 64 MiB that deflate to 64 KiB
-            for _ in range(64):
+        with zf.open("zeros.bin", "w") as f:  # 32 MiB that deflate to 32 KiB (within MAX_ZIP_RATIO)
+            for _ in range(32):
                 f.write(bytes(1 << 20))
     with pytest.raises(PackageError, match=r"bomb\.zip:zeros\.bin is not listed in manifest\.json"):
         open_package(bomb)
@@ -338,6 +371,70 @@ def test_an_entry_that_appears_twice_is_refused_naming_it(
     name = entries[-1][0].replace(".", r"\.")
     with pytest.raises(PackageError, match=rf"dup\.zip:{name} appears more than once in the zip"):
         open_package(path)
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"),
+    [
+        (stat.S_IFLNK | 0o777, "a symbolic link"),
+        (stat.S_IFIFO | 0o644, "a fifo"),
+        (stat.S_IFDIR | 0o755, "a directory"),
+    ],
+)
+def test_a_zip_entry_that_is_not_a_regular_file_is_refused_unread(
+    tmp_path: Path, opened: list[str], mode: int, kind: str
+) -> None:
+    """A symlink entry (``zip -y``) was read as a file holding its target: extracted, the package
+    would hold a link out of it, which a directory package refuses."""
+    link = zipfile.ZipInfo("weights.safetensors")
+    link.create_system, link.external_attr = 3, mode << 16
+    path = tmp_path / "p.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("manifest.json", manifest_text())
+        zf.writestr(link, b"weights")
+    with pytest.raises(
+        PackageError, match=rf"p\.zip:weights\.safetensors is {kind}, not a regular file"
+    ) as info:
+        open_package(path)
+    assert info.value.file == "weights.safetensors" and opened == []
+
+
+def test_a_zip_of_regular_files_with_their_unix_modes_opens(tmp_path: Path) -> None:
+    regular = zipfile.ZipInfo("weights.safetensors")
+    regular.create_system, regular.external_attr = 3, (stat.S_IFREG | 0o644) << 16
+    path = tmp_path / "p.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("manifest.json", manifest_text())
+        zf.writestr(regular, b"weights")
+    assert open_package(path).files == {"weights.safetensors": b"weights"}
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_a_compressed_zip_declaring_far_more_than_its_size_is_refused_unread(
+    tmp_path: Path, opened: list[str], method: int
+) -> None:
+    """A listed entry of 96 MiB of zeros deflates to ~100 KiB; its checksum failed only once all
+    of it was in memory (16 GiB from a 16 MiB zip)."""
+    zeros = bytes(96 << 20)
+    text = manifest_text(files={"weights.safetensors": hashlib.sha256(zeros).hexdigest()})
+    path = zipped(
+        tmp_path / "bomb.zip", ("manifest.json", text), ("weights.safetensors", zeros), method=method
+    )
+    with pytest.raises(
+        PackageError, match=r"bomb\.zip declares \d+ bytes uncompressed .* more than 64 times its \d+ bytes"
+    ) as info:
+        open_package(path)
+    assert info.value.file == str(path) and opened == []
+
+
+def test_a_stored_zip_or_a_compressed_one_within_the_ratio_opens(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (1 << 12)  # 1 MiB
+    text = manifest_text(files={"weights.safetensors": hashlib.sha256(data).hexdigest()})
+    for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        path = zipped(
+            tmp_path / f"p{method}.zip", ("manifest.json", text), ("weights.safetensors", data), method=method
+        )
+        assert open_package(path).files["weights.safetensors"] == data
 
 
 # --- a directory package holds regular files only ----------------------------------------------
