@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["new_plugin", "new_plugin_main"]
 
-_NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
+_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+_PIPELINE_ARGUMENTS = ("clock", "order")  # hub.pipeline(*, clock, order, **patterns)
 
 _FILES: dict[str, str] = {
     "pyproject.toml": """\
@@ -221,8 +222,13 @@ def test_the_policy_is_validated_and_generators_are_refused():
 def new_plugin(name: str, directory: str | Path = ".") -> Path:
     """Write ``foundation-NAME/`` under ``directory`` and return its path. ``directory`` is
     created if missing, but not its parent: a mistyped path is refused, not built."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # match() would take "my-cache\n": $ matches before a final newline
         raise ValueError(f"plugin name {name!r} must be lowercase words joined by '-', e.g. 'my-cache'")
+    if name in _PIPELINE_ARGUMENTS:
+        raise ValueError(
+            f"plugin name {name!r} would name its pattern {name!r}, which hub.pipeline() takes as "
+            "its own argument (so the generated tests could not use it); choose another name"
+        )
     taken = _installed_as(name)
     if taken:
         raise ValueError(

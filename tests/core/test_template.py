@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from foundation_core._template import new_plugin
 
@@ -76,10 +80,33 @@ def test_the_generated_pyproject_ships_py_typed_and_its_readme(tmp_path: Path) -
     assert (root / "foundation_my_cache" / "py.typed").is_file()
 
 
-@pytest.mark.parametrize("name", ["My_Cache", "1cache", "cache-", ""])
+@pytest.mark.parametrize("name", ["My_Cache", "1cache", "cache-", "", "my-cache\n", "my.cache", "caf\u00e9"])
 def test_invalid_plugin_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="lowercase words joined by '-'"):
         new_plugin(name, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@given(st.text(alphabet=st.sampled_from("ab1-_.\n \u00e9A"), max_size=6))
+@settings(max_examples=150, deadline=None)
+def test_a_name_is_refused_or_makes_a_valid_distribution_and_module(name: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            root = new_plugin(name, tmp)
+        except ValueError:
+            assert os.listdir(tmp) == []
+            return
+        assert root.name == f"foundation-{name}" and os.listdir(tmp) == [root.name]
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name)  # a name pip and entry points take as is
+        module = "foundation_" + name.replace("-", "_")
+        assert module.isidentifier() and (root / module / "plugin.py").is_file()
+
+
+@pytest.mark.parametrize("name", ["clock", "order"])
+def test_a_name_the_pipeline_takes_as_its_own_argument_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match=r"hub\.pipeline\(\)"):
+        new_plugin(name, tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_existing_directory_is_not_overwritten(tmp_path: Path) -> None:
