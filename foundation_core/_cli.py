@@ -149,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._hub import Hub
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    _escape_what_stdout_cannot_encode()
     prefix = _show_our_warnings_plainly()  # a plugin that fails to load warns from here on
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--strict-plugins", action="store_true")
@@ -161,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FoundationError as exc:
         print(f"foundation: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # while a plugin imports, as while a command runs: no traceback
+        return 130
     parser = _global_parser(hub.commands.commands)
     ns = parser.parse_args(argv)
     if ns.command is None:
@@ -293,6 +296,17 @@ def _output_failed(command: str, exc: OSError) -> int:
         return 141
     print(f"foundation {command}: error: cannot write output: {exc.strerror or exc}", file=sys.stderr)
     return 1
+
+
+def _escape_what_stdout_cannot_encode() -> None:
+    """Print a character stdout's encoding lacks (a plugin's name or error under an ASCII or
+    Latin-1 locale) as an escape, as Python does on stderr, instead of failing the command."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(errors="backslashreplace")
+        except (OSError, ValueError):  # a closed or detached stream: writing will say so
+            pass
 
 
 def _show_our_warnings_plainly() -> list[str]:

@@ -131,12 +131,14 @@ def _strict_from(raw: str) -> bool:
 
 
 def discover(selection: Selection) -> list[tuple[EntryPoint, PluginInfo]]:
-    """Every ``foundation`` entry point, de-duplicated by name, with its selection status."""
-    found: dict[str, tuple[EntryPoint, PluginInfo]] = {}
+    """Every ``foundation`` entry point with its selection status, sorted by name. Two
+    distributions giving one name are both listed, in ``sys.path`` order: the loader reports
+    the second (one distribution visible twice on ``sys.path`` is listed once, as importlib does)."""
+    found: list[tuple[EntryPoint, PluginInfo]] = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in found:
-            continue  # the same distribution visible twice on sys.path: first one wins, as importlib does
         dist = getattr(ep, "dist", None)
+        if any(ep.name == e.name and ep.value == e.value and _same_dist(dist, e) for e, _ in found):
+            continue
         info = PluginInfo(
             name=ep.name,
             source="entry-point",
@@ -145,5 +147,12 @@ def discover(selection: Selection) -> list[tuple[EntryPoint, PluginInfo]]:
             version=dist.version if dist is not None else None,
             value=ep.value,
         )
-        found[ep.name] = (ep, info)
-    return [found[n] for n in sorted(found)]
+        found.append((ep, info))
+    return sorted(found, key=lambda pair: pair[1].name)
+
+
+def _same_dist(dist: Any, ep: EntryPoint) -> bool:
+    other = getattr(ep, "dist", None)
+    if dist is None or other is None:
+        return dist is other
+    return bool(normalize(dist.name) == normalize(other.name))

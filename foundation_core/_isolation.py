@@ -131,8 +131,9 @@ def fail(hub: Hub, info: PluginInfo, hook: str | None, exc: BaseException, err: 
         hub.pm.unregister(info.plugin)
     if hub.strict:
         raise err from exc
+    origin = f" [distribution {info.distribution} {info.version}]" if info.distribution else ""
     warnings.warn(
-        f"{err} -- the other plugins carry on (FOUNDATION_STRICT_PLUGINS=1 makes this "
+        f"{err}{origin} -- the other plugins carry on (FOUNDATION_STRICT_PLUGINS=1 makes this "
         f"fatal; `foundation plugins` lists it)",
         FoundationPluginWarning,
         stacklevel=3,

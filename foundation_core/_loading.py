@@ -13,11 +13,13 @@ import difflib
 import functools
 import inspect
 import warnings
+from importlib.metadata import EntryPoint
 from typing import TYPE_CHECKING
 
 from . import hookspecs
 from ._discovery import discover, normalize
 from ._isolation import FoundationPluginWarning, fail, guard, guard_wrapper
+from ._markers import PROJECT_NAME
 from ._requirements import check_requirements
 from .errors import PluginLoadError
 
@@ -33,14 +35,19 @@ def load_entry_points(hub: Hub) -> None:
 
     Called through :meth:`Hub.load_entry_points`: its warnings name that method's caller."""
     for ep, info in discover(hub.selection):
-        held = hub.plugins.get(info.name)
-        if held is not None:  # the core ("foundation") or an application object has it
+        held = _holder(hub, info.name)
+        if held is not None:  # the core, an application object or another distribution has it
             if info.status != "loaded":
                 continue
+            why = (
+                f"has the name of plugin {held.name!r} of distribution {held.distribution!r} (entry "
+                f"point {held.value!r}), found first; it is not loaded (uninstall one of the two)"
+                if held.source == "entry-point"
+                else f"has the name of the {held.source} plugin {held.name!r}; it is not loaded "
+                "(rename its entry point)"
+            )
             err = PluginLoadError(
-                info.name,
-                f"entry point {ep.value!r} (distribution {info.distribution!r}) has the name of the "
-                f"{held.source} plugin {info.name!r}; it is not loaded (rename its entry point)",
+                info.name, f"entry point {ep.value!r} (distribution {info.distribution!r}) {why}"
             )
             if hub.strict:
                 raise err
@@ -49,12 +56,25 @@ def load_entry_points(hub: Hub) -> None:
         hub.plugins[info.name] = info
         if info.status != "loaded":
             continue
+        if EntryPoint.pattern.match(ep.value) is None:  # ep.load() would fail with an AttributeError
+            err = PluginLoadError(
+                info.name,
+                f"entry point value {ep.value!r} is not 'module' or 'module:attribute'; fix the "
+                "[project.entry-points.foundation] table of its distribution",
+            )
+            fail(hub, info, None, err, err)
+            continue
         try:
             obj = ep.load()
             if inspect.isclass(obj):
                 obj = obj()
         except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() fails alone
             fail(hub, info, None, exc, PluginLoadError(info.name, describe_load_error(ep.value, exc)))
+            continue
+        problem = _not_a_plugin(ep.value, obj)
+        if problem:
+            err = PluginLoadError(info.name, problem)
+            fail(hub, info, None, err, err)
             continue
         register_plugin(hub, info, obj)
     check_requirements(hub)
@@ -87,9 +107,55 @@ def load_entry_points(hub: Hub) -> None:
             )
 
 
+def _holder(hub: Hub, name: str) -> PluginInfo | None:
+    """The plugin already holding ``name`` as the selection variables match names, if any."""
+    key = normalize(name)
+    return next((i for n, i in hub.plugins.items() if normalize(n) == key), None)
+
+
+def _not_a_plugin(value: str, obj: object) -> str | None:
+    """Why the object entry point ``value`` names cannot hold hookimpls, or None if it can:
+    a function (often the hookimpl itself, named instead of its module) or a plain value."""
+    if inspect.ismodule(obj):
+        return None
+    if inspect.isroutine(obj):
+        if getattr(obj, f"{PROJECT_NAME}_impl", None) is not None:
+            module = value.partition(":")[0].strip()
+            return (
+                f"entry point {value!r} names the hookimpl {getattr(obj, '__name__', obj)!r} itself, "
+                f"not a plugin: name the module or class holding the hookimpls ({module!r})"
+            )
+        return f"entry point {value!r} names a function, not a module or class of hookimpls"
+    if type(obj).__module__ == "builtins":  # None, a number, a string, a list...
+        return f"entry point {value!r} names {obj!r}, not a module or class of hookimpls"
+    return None
+
+
+def _unmarked(obj: object) -> list[str]:
+    """The functions of ``obj`` named after a hook but not marked ``@hookimpl``: pluggy skips
+    them, so the plugin would load and never be called."""
+    found = []
+    for name in _spec_names():
+        try:
+            attr = getattr(obj, name, None)
+        except Exception:  # a property or a module __getattr__ that raises: not a function
+            continue
+        if callable(attr) and getattr(attr, f"{PROJECT_NAME}_impl", None) is None:
+            found.append(name)
+    return found
+
+
 def register_plugin(hub: Hub, info: PluginInfo, obj: object) -> None:
     """Register ``obj``'s hookimpls as plugin ``info``, each wrapped in its guard; invalid or
     unknown hookimpls fail the plugin (and register none of its hookimpls)."""
+    problems = [f"{n!r} is not marked @hookimpl, so it would never be called" for n in _unmarked(obj)]
+    other = hub.pm.get_name(obj)
+    if other is not None:  # two entry points naming one module: pluggy's message lists every plugin
+        problems.append(f"its object is already plugin {other!r} (an object can be one plugin only)")
+    if problems:
+        err = PluginLoadError(info.name, "; ".join(problems))
+        fail(hub, info, None, err, err)
+        return
     try:
         hub.pm.register(obj, name=info.name)
     except Exception as exc:

@@ -1,4 +1,5 @@
-"""Plugin requirements: a plugin's ``FOUNDATION_REQUIRES`` names the plugins it needs active.
+"""Plugin requirements: a plugin's ``FOUNDATION_REQUIRES`` names the plugins it needs active
+(case, ``-``, ``_`` and ``.`` do not matter, as in the selection variables).
 
 A plugin whose requirement is not met (the other plugin is not installed, failed, or is not
 selected) fails with a message saying which plugin it needs and why that one is not active; a
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from ._discovery import normalize
 from ._isolation import fail
 from .errors import PluginLoadError
 
@@ -45,8 +47,9 @@ def unmet(info: PluginInfo, plugins: Mapping[str, PluginInfo], selection: Select
             if isinstance(needs, str)
             else f"FOUNDATION_REQUIRES must be a list of plugin names, not {needs!r}"
         )
-    for need in needs:
-        other = plugins.get(need)
+    by_key = {normalize(n): i for n, i in plugins.items()}
+    for need in needs:  # named as the selection variables name plugins: "circuit-breaker" too
+        other = plugins.get(need) or by_key.get(normalize(need))
         if other is not None and other.status in {"loaded", "app"}:
             continue
         why = (

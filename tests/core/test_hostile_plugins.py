@@ -1,0 +1,201 @@
+"""What a plugin's author can get wrong in its distribution is reported by name, never silently
+loaded as a plugin that does nothing, and the other plugins still load.
+
+The distributions here are written as pip writes them (a ``.dist-info`` with ``METADATA`` and
+``entry_points.txt`` beside the package) into a directory put on ``sys.path``, so that entry points
+setuptools would refuse to build (a malformed value) can be tested too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from foundation_core import FoundationPluginWarning, Hub
+from foundation_core.errors import PluginError, PluginLoadError
+
+HOOKED = """
+    from foundation_core import hookimpl
+
+    @hookimpl
+    def foundation_register_patterns(register):
+        register({name!r}, lambda policy: lambda fn: fn)
+"""
+
+
+def write_dist(site: Path, dist: str, entry_points: dict[str, str], files: dict[str, str]) -> None:
+    """Install distribution ``dist`` into ``site`` as pip would: its files and a dist-info."""
+    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    eps = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[foundation]\n{eps}")
+    for rel, text in files.items():
+        path = site / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Path]:
+    """A directory on ``sys.path`` for this test only, for distributions of ``hostile_*`` modules."""
+    path = tmp_path / "site"
+    path.mkdir()
+    sys.path.insert(0, str(path))
+    importlib.invalidate_caches()
+    try:
+        yield path
+    finally:
+        sys.path.remove(str(path))
+        for mod in [m for m in sys.modules if m.startswith("hostile_")]:
+            del sys.modules[mod]
+        importlib.invalidate_caches()
+
+
+def _load(only: str, **env: str) -> tuple[Hub, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FoundationPluginWarning)
+        hub = Hub(env={"FOUNDATION_PLUGINS": only, **env})
+        hub.load_entry_points()
+        hub.run_registration()
+    return hub, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("value", ["hostile_pkg badly!!", "hostile_pkg:a:b", ""])
+def test_a_malformed_entry_point_value_is_named_as_such(site: Path, value: str) -> None:
+    write_dist(site, "hostile-bad", {"bad": value}, {})
+    hub, _ = _load("bad")
+    error = hub.plugins["bad"].error or ""
+    assert f"entry point value {value!r} is not 'module' or 'module:attribute'" in error
+    assert "attribute that does not exist" not in error and "NoneType" not in error
+
+
+def test_two_distributions_with_one_plugin_name_are_both_named_and_the_first_kept(site: Path) -> None:
+    write_dist(site, "hostile-one", {"twin": "hostile_one"}, {"hostile_one.py": HOOKED.format(name="one")})
+    write_dist(site, "hostile-two", {"Twin": "hostile_two"}, {"hostile_two.py": HOOKED.format(name="two")})
+    hub, warned = _load("twin")
+    [loaded] = [i for i in hub.plugins.values() if i.status == "loaded"]
+    assert len([n for n in hub.plugins if n.lower() == "twin"]) == 1
+    kept = loaded.distribution
+    [other] = {"hostile-one", "hostile-two"} - {kept}
+    [message] = [w for w in warned if "has the name of plugin" in w]
+    assert f"(distribution {other!r}) has the name of plugin" in message
+    assert f"of distribution {kept!r}" in message and "uninstall one of the two" in message
+    assert sorted(hub.patterns) == [kept.rpartition("-")[2]]  # only the kept one's registrations
+
+
+def test_two_distributions_with_one_plugin_name_are_fatal_in_strict_mode(site: Path) -> None:
+    write_dist(site, "hostile-one", {"twin": "hostile_one"}, {"hostile_one.py": HOOKED.format(name="one")})
+    write_dist(site, "hostile-two", {"twin": "hostile_two"}, {"hostile_two.py": HOOKED.format(name="two")})
+    hub = Hub(env={"FOUNDATION_PLUGINS": "twin", "FOUNDATION_STRICT_PLUGINS": "1"})
+    with pytest.raises(PluginLoadError, match="uninstall one of the two"):
+        hub.load_entry_points()
+
+
+def test_a_requirement_is_met_by_a_plugin_named_with_other_case_or_dashes(site: Path) -> None:
+    needy = "FOUNDATION_REQUIRES = ['Hostile-Base']\n" + textwrap.dedent(HOOKED.format(name="needy"))
+    write_dist(site, "hostile-base", {"hostile_base": "hostile_base"}, {"hostile_base.py": ""})
+    write_dist(site, "hostile-needy", {"needy": "hostile_needy"}, {"hostile_needy.py": needy})
+    hub, _ = _load("hostile_base,needy")
+    assert hub.plugins["needy"].status == "loaded", hub.plugins["needy"].error
+    assert "needy" in hub.patterns
+    hub, _ = _load("needy")  # and reported as not selected, not "not installed", when it is not
+    assert "'Hostile-Base', which is not listed in FOUNDATION_PLUGINS" in (hub.plugins["needy"].error or "")
+
+
+def test_an_entry_point_naming_a_hookimpl_or_a_value_fails_naming_what_to_name(site: Path) -> None:
+    source = textwrap.dedent(HOOKED.format(name="obj")) + "\nVALUE = 42\n\ndef helper():\n    pass\n"
+    files = {"hostile_obj.py": source}
+    eps = {
+        "hook": "hostile_obj:foundation_register_patterns",
+        "value": "hostile_obj:VALUE",
+        "func": "hostile_obj:helper",
+    }
+    write_dist(site, "hostile-obj", eps, files)
+    hub, _ = _load("hook,value,func")
+    assert {i.status for n, i in hub.plugins.items() if n in eps} == {"failed"}
+    assert "names the hookimpl 'foundation_register_patterns' itself, not a plugin" in (
+        hub.plugins["hook"].error or ""
+    )
+    assert "('hostile_obj')" in (hub.plugins["hook"].error or "")
+    assert "names 42, not a module or class of hookimpls" in (hub.plugins["value"].error or "")
+    assert "names a function, not a module or class of hookimpls" in (hub.plugins["func"].error or "")
+    assert len(hub.patterns) == 0
+
+
+def test_a_hook_function_not_marked_hookimpl_fails_the_plugin_by_name(site: Path) -> None:
+    source = """
+        from foundation_core import hookimpl
+
+        def foundation_register_patterns(register):  # the author forgot @hookimpl
+            register("forgot", lambda policy: lambda fn: fn)
+
+        @hookimpl
+        def foundation_register_transports(register):
+            register("forgot-t", "hostile_forgot:T")
+    """
+    write_dist(site, "hostile-forgot", {"forgot": "hostile_forgot"}, {"hostile_forgot.py": source})
+    hub, warned = _load("forgot")
+    info = hub.plugins["forgot"]
+    assert info.status == "failed"
+    assert "'foundation_register_patterns' is not marked @hookimpl" in (info.error or "")
+    assert "forgot-t" not in hub.transports  # none of its hookimpls registered
+    assert any("[distribution hostile-forgot 1.0]" in w for w in warned)  # the warning names it
+
+
+def test_an_application_object_with_an_unmarked_hook_function_is_refused() -> None:
+    class App:
+        def foundation_startup(self, hub: Hub) -> None:
+            raise AssertionError("never called")
+
+    hub = Hub(env={})
+    with pytest.warns(FoundationPluginWarning), pytest.raises(PluginError, match="is not marked @hookimpl"):
+        hub.register(App())
+    assert hub.pm.get_plugin("App") is None
+
+
+def test_two_entry_points_naming_one_module_fail_the_second_in_one_line(site: Path) -> None:
+    files = {"hostile_same.py": HOOKED.format(name="same")}
+    write_dist(site, "hostile-same", {"same-a": "hostile_same", "same-b": "hostile_same"}, files)
+    hub, _ = _load("same-a,same-b")
+    assert hub.plugins["same-a"].status == "loaded"
+    error = hub.plugins["same-b"].error or ""
+    assert "its object is already plugin 'same-a'" in error
+    assert "\n" not in error and "Plugin already registered" not in error  # not pluggy's dump
+
+
+def _cli(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("FOUNDATION_", "PYTHONIO"))}
+    full["PYTHONPATH"] = str(site)
+    return subprocess.run(
+        [sys.executable, "-m", "foundation_core", *args],
+        env={**full, **env},
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+    )
+
+
+def test_a_name_stdout_cannot_encode_is_printed_escaped(site: Path) -> None:
+    write_dist(site, "hostile-uni", {"caf\u00e9": "hostile_uni"}, {"hostile_uni.py": ""})
+    result = _cli(site, "plugins", PYTHONIOENCODING="ascii", FOUNDATION_PLUGINS="caf\u00e9")
+    assert result.returncode == 0, result.stderr
+    assert "caf\\xe9  [loaded]  hostile-uni 1.0" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_an_interrupt_while_a_plugin_imports_exits_130_without_a_traceback(site: Path) -> None:
+    files = {"hostile_slow.py": "raise KeyboardInterrupt  # as Ctrl-C during a slow import\n"}
+    write_dist(site, "hostile-slow", {"slow": "hostile_slow"}, files)
+    result = _cli(site, "plugins", FOUNDATION_PLUGINS="slow")
+    assert result.returncode == 130
+    assert result.stderr == "" and result.stdout == ""
