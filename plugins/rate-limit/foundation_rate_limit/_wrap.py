@@ -27,18 +27,18 @@ def rate_limit_factory(policy: RateLimitPolicy, *, clock: Clock | None = None) -
 
     def wrap(fn: F) -> F:
         refuse_generator(fn, "rate_limit")
-        reserve, give_back = bucket.reserve, bucket.give_back
+        reserve, give_back = bucket.reserve_slot, bucket.give_back
         if is_coroutine_callable(fn):
             asleep = clk.asleep
 
             @functools.wraps(fn)
             async def acall(*args: Any, **kwargs: Any) -> Any:
-                wait = reserve()
+                wait, slot = reserve()
                 if wait:
                     try:
                         await asleep(wait)
                     except BaseException:  # cancelled while waiting: the token was never used
-                        give_back()
+                        give_back(slot)
                         raise
                 return await fn(*args, **kwargs)
 
@@ -48,12 +48,12 @@ def rate_limit_factory(policy: RateLimitPolicy, *, clock: Clock | None = None) -
 
             @functools.wraps(fn)
             def call(*args: Any, **kwargs: Any) -> Any:
-                wait = reserve()
+                wait, slot = reserve()
                 if wait:
                     try:
                         sleep(wait)
                     except BaseException:  # interrupted while waiting: the token was never used
-                        give_back()
+                        give_back(slot)
                         raise
                 return fn(*args, **kwargs)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from foundation_conformance import check_conformance
 from foundation_rate_limit import RateLimitPolicy, TokenBucket, rate_limit_factory
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import foundation_core
@@ -233,3 +233,109 @@ def test_a_wait_that_ends_before_an_enclosing_deadline_is_granted() -> None:
     finally:
         deadline_var.reset(token)
     assert clock.sleeps == pytest.approx([1.0])
+
+
+class WaitingClock:
+    """Time moves only by ``advance``; ``asleep`` records when the caller will start (now plus
+    its wait) and then waits until cancelled."""
+
+    virtual = True
+
+    def __init__(self) -> None:
+        self.time = 0.0
+        self.starts: list[float] = []
+
+    def now(self) -> float:
+        return self.time
+
+    def sleep(self, seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    async def asleep(self, seconds: float) -> None:
+        self.starts.append(self.time + seconds)
+        await asyncio.Event().wait()
+
+
+def test_a_waiter_cancelled_ahead_of_another_does_not_let_a_newcomer_start_with_it() -> None:
+    """Waiters hold the 1 s and 2 s slots; the first is cancelled. Its token handed back, the
+    balance would give the next caller the 2 s slot too: two calls at once with burst 1."""
+    clock = WaitingClock()
+
+    @rate_limit_factory(RateLimitPolicy(rate=1, burst=1, max_wait=None), clock=clock)
+    async def call() -> None:
+        pass
+
+    async def main() -> None:
+        await call()  # t=0, the only token
+        first, second = asyncio.create_task(call()), asyncio.create_task(call())
+        await asyncio.sleep(0)
+        clock.time = 0.5
+        first.cancel()
+        newcomer = asyncio.create_task(call())
+        await asyncio.sleep(0)
+        for task in (second, newcomer):
+            task.cancel()
+        await asyncio.gather(first, second, newcomer, return_exceptions=True)
+
+    asyncio.run(main())
+    first, second, newcomer = clock.starts
+    assert (first, second) == (1.0, 2.0)
+    assert newcomer >= second + 1.0
+
+
+def test_the_last_waiter_cancelled_hands_its_slot_to_the_next_caller() -> None:
+    clock = WaitingClock()
+
+    @rate_limit_factory(RateLimitPolicy(rate=1, burst=1, max_wait=None), clock=clock)
+    async def call() -> None:
+        pass
+
+    async def main() -> None:
+        await call()
+        waiters = [asyncio.create_task(call()) for _ in range(2)]
+        await asyncio.sleep(0)
+        waiters[1].cancel()  # the last in line: nobody waits behind it
+        waiters.append(asyncio.create_task(call()))
+        await asyncio.sleep(0)
+        for task in waiters:
+            task.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+    asyncio.run(main())
+    assert clock.starts == [1.0, 2.0, 2.0]  # the third caller took the cancelled one's slot
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(0.5, 20),
+    st.integers(1, 4),
+    st.lists(st.sampled_from(["call", "cancel", 0.1, 0.5, 1.5]), max_size=60),
+    st.randoms(use_true_random=False),
+)
+def test_starts_never_exceed_burst_plus_rate_times_the_interval(
+    rate: float, burst: int, script: list[Any], rnd: Any
+) -> None:
+    """However waiters are granted and cancelled (any of those still waiting, at any time), the
+    calls that start fit the bucket: at most ``burst + rate * (b - a)`` start in any ``[a, b]``."""
+    clock = VirtualClock()
+    bucket = TokenBucket(RateLimitPolicy(rate=rate, burst=burst, max_wait=None), clock)
+    started: list[float] = []
+    waiting: list[tuple[float, int]] = []  # (start time, slot) of granted waits not yet over
+    for step in script:
+        if isinstance(step, float):
+            clock.advance(step)
+            started += [t for t, _ in waiting if t <= clock.now()]
+            waiting = [(t, slot) for t, slot in waiting if t > clock.now()]
+        elif step == "call":
+            wait, slot = bucket.reserve_slot()
+            if wait:
+                waiting.append((clock.now() + wait, slot))
+            else:
+                started.append(clock.now())
+        elif waiting:
+            cancelled = waiting.pop(rnd.randrange(len(waiting)))
+            bucket.give_back(cancelled[1])
+    started = sorted(started + [t for t, _ in waiting])
+    for i, a in enumerate(started):
+        for j in range(i, len(started)):
+            assert j - i + 1 <= burst + rate * (started[j] - a) + 1e-6
