@@ -44,6 +44,8 @@ __all__ = ["TorchBackend", "save_export", "save_torchscript"]
 SIGNATURE_FILE = "foundation_signature.json"
 WEIGHTS = "weights.safetensors"
 _SCRIPT_SUFFIXES = {".pt", ".ts", ".torchscript", ".jit"}
+#: The most intra-op threads ``threads=`` may ask for.
+MAX_THREADS = 1024
 
 _Signature = tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]  # (inputs, outputs)
 
@@ -72,8 +74,7 @@ class TorchBackend(ModelBackend):
     ) -> LoadedModel:
         if options:
             raise ModelLoadError(f"unknown torch backend option(s): {', '.join(options)}", model=name)
-        if threads:
-            torch.set_num_threads(int(threads))
+        _check_threads(name, threads)
         _check_device(name, device)
         given: _Signature = (parse_signature(inputs), parse_signature(outputs))
         # a side passed as an argument wins; the other comes from the package, the file or the
@@ -85,6 +86,8 @@ class TorchBackend(ModelBackend):
         exported = isinstance(spec, str | Path) and Path(spec).suffix == ".pt2"
         if isinstance(module, torch.nn.Module) and not exported:  # export modules refuse .eval()
             module = module.to(device).eval()
+        if threads:  # process-wide: only once the model has loaded
+            torch.set_num_threads(threads)
         return TorchModel(
             module,
             *declared,
@@ -92,7 +95,7 @@ class TorchBackend(ModelBackend):
             batchable=batchable,
             signature_source=source,
             version=version,
-            threads=int(threads) if threads else None,
+            threads=threads or None,
         )
 
     def package(
@@ -191,6 +194,12 @@ def _module(
     if is_package(spec):
         pkg = open_package(spec)
         manifest = pkg.where("manifest.json")
+        if pkg.manifest["backend"] != TorchBackend.name:  # backend="torch" given for another's package
+            raise PackageError(
+                f"{manifest} names backend {pkg.manifest['backend']!r}, not {TorchBackend.name!r}",
+                model=name,
+                file="manifest.json",
+            )
         module = _build(
             name, str(pkg.manifest["factory"]), pkg.manifest.get("factory_kwargs") or {}, package=manifest
         )
@@ -227,7 +236,20 @@ def _rest_of_signature(name: str, module: Any, given: _Signature) -> _Signature:
     return _attribute_signature(name, module)
 
 
+def _check_threads(name: str, threads: Any) -> None:
+    """``threads``: None or 0 (torch's default), else 1 to ``MAX_THREADS``; torch takes any
+    positive count, and a process asked for a million threads crashes at its first matmul."""
+    if threads is None or (type(threads) is int and 0 <= threads <= MAX_THREADS):
+        return
+    raise ModelLoadError(
+        f"threads must be an integer from 1 to {MAX_THREADS} (0 or None: torch's default), not {threads!r}",
+        model=name,
+    )
+
+
 def _check_device(name: str, device: str) -> None:
+    if not isinstance(device, str):
+        raise ModelLoadError(f"device must be a string such as 'cpu' or 'cuda:0', not {device!r}", model=name)
     try:
         dev = torch.device(device)
     except RuntimeError as exc:

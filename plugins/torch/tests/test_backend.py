@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
-from foundation_torch import save_export, save_torchscript
+from foundation_torch import TorchBackend, save_export, save_torchscript
 from foundation_torch.demo import build_demo
 
 from foundation_ml import InferenceClient, MLRuntime, ModelLoadError
@@ -118,6 +118,45 @@ def test_cuda_device_without_cuda_is_a_clear_error(runtime: MLRuntime) -> None:
         pytest.skip("this machine has CUDA; the error case cannot arise")
     with pytest.raises(ModelLoadError, match="CUDA is not available"):
         runtime.register_model("m", DEMO, device="cuda:0")
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        (None, r"device must be a string such as 'cpu' or 'cuda:0', not None"),
+        (0, r"device must be a string such as 'cpu' or 'cuda:0', not 0"),
+        ("", r"invalid device ''"),
+        ("mps", r"device 'mps': use 'cpu' or 'cuda:N'"),
+    ],
+)
+def test_a_device_that_is_not_one_is_a_clear_error(device: object, message: str) -> None:
+    """A device of None was a TypeError listing torch.device's overloads over several lines."""
+    with pytest.raises(ModelLoadError, match=message) as info:
+        TorchBackend().load(DEMO, name="m", device=device)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("threads", [-1, 1025, 10**6, 1.5, "2", True])
+def test_threads_out_of_range_or_not_an_integer_are_refused(threads: object) -> None:
+    """torch takes any positive count (a million threads crashed the process at its first
+    matmul); a negative one was torch's RuntimeError, a string or float was coerced."""
+    before = torch.get_num_threads()
+    with pytest.raises(ModelLoadError, match=rf"threads must be an integer from 1 to 1024 .*not {threads!r}"):
+        TorchBackend().load(DEMO, name="m", threads=threads)  # type: ignore[arg-type]
+    assert torch.get_num_threads() == before
+
+
+def test_a_load_that_fails_leaves_the_thread_count_as_it_was() -> None:
+    """``torch.set_num_threads`` is process-wide: it was set before the load could fail."""
+    before = torch.get_num_threads()
+    with pytest.raises(ModelLoadError, match="cannot be imported"):
+        TorchBackend().load("nosuch.module:build", name="m", threads=before + 1)
+    assert torch.get_num_threads() == before
+    try:
+        TorchBackend().load(DEMO, name="m", threads=before + 1)
+        assert torch.get_num_threads() == before + 1
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.cuda

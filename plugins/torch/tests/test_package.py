@@ -139,3 +139,15 @@ def test_a_package_given_one_side_of_the_signature_takes_the_other_from_the_modu
     for path in (only_in, only_out):
         pkg = open_package(path)
         assert [s.name for s in pkg.inputs] == ["x"] and [s.name for s in pkg.outputs] == ["y"]
+
+
+def test_a_package_naming_another_backend_is_refused_when_torch_is_asked_for(
+    runtime: MLRuntime, tmp_path: Path
+) -> None:
+    """``backend="torch"`` loaded a package whose manifest names another backend as a torch one."""
+    path = write(tmp_path / "m")
+    doc = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**doc, "backend": "onnx"}))
+    with pytest.raises(PackageError, match=r"m/manifest\.json names backend 'onnx', not 'torch'") as info:
+        runtime.register_model("m", str(path), backend="torch")
+    assert info.value.file == "manifest.json" and runtime.registry.names() == []
