@@ -34,7 +34,15 @@ def is_coroutine_callable(fn: object) -> bool:
 def refuse_generator(fn: object, pattern: str) -> None:
     """Raise ``TypeError`` for a generator or async generator function. Its call only creates
     the generator; the work (and every error) comes later, while it is iterated, outside the
-    wrapper, so the pattern would silently protect nothing."""
+    wrapper, so the pattern would silently protect nothing. So for a ``classmethod`` or
+    ``staticmethod`` object (the pattern's decorator placed above ``@classmethod``): it is no
+    function to call, and an async one would pass for sync."""
+    if isinstance(fn, classmethod | staticmethod):
+        kind = type(fn).__name__
+        raise TypeError(
+            f"{pattern} cannot protect a {kind} object ({getattr(fn.__func__, '__qualname__', fn)!r}): "
+            f"put @{kind} above the {pattern} decorator, so that it wraps the function itself"
+        )
     target = _target(fn)
     if inspect.isasyncgenfunction(target):
         kind = "an async generator"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from ._events import active_hub
-from .errors import FoundationError
+from .errors import FoundationError, PolicyError
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -52,7 +52,12 @@ def _policy(hub: Hub, name: str, spec: Any) -> Any:
         section = config[name]
         if spec is True:
             return section
-        changes = dict(spec) if isinstance(spec, Mapping) else {"timeout": float(spec)}
+        changes = dict(spec) if isinstance(spec, Mapping) else {"timeout": spec}  # validated there
+        fields = attrs.fields_dict(type(section))
+        for key, value in changes.items():
+            if key not in fields:  # evolve's TypeError names __init__, not the layer
+                allowed = "a field of " + type(section).__name__ + ": " + ", ".join(sorted(fields))
+                raise PolicyError(name, str(key), value, allowed)
         return attrs.evolve(section, **changes)
     return spec
 

@@ -36,7 +36,10 @@ def in_range(
         types: tuple[type, ...] = (int,) if integer else (int, float)
         ok = isinstance(value, types) and not isinstance(value, bool)
         if ok and not integer:
-            ok = math.isfinite(value)
+            try:
+                ok = math.isfinite(value)
+            except OverflowError:  # an int past the float range (10**400 from YAML)
+                ok = False
         if ok:
             ok = (lo < value if lo_open else lo <= value) and value <= hi
         if not ok:

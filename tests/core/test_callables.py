@@ -64,3 +64,13 @@ def test_refuse_generator_names_the_pattern_and_the_function(generator: object) 
 def test_refuse_generator_lets_everything_else_through() -> None:
     for fn in (fetch, compute, AsyncCall(), SyncCall(), functools.partial(compute)):
         refuse_generator(fn, "mine")
+
+
+@pytest.mark.parametrize("kind", [classmethod, staticmethod])
+def test_refuse_generator_refuses_a_classmethod_or_staticmethod_object(kind: type) -> None:
+    """A pattern's decorator placed above ``@classmethod``: a classmethod object is not callable
+    (every call would fail, and a fallback would answer for a function that never ran), and an
+    async staticmethod would pass for sync. The message says which decorator goes on top."""
+    shown = rf"mine cannot protect a {kind.__name__} object .*fetch.*@{kind.__name__} above"
+    with pytest.raises(TypeError, match=shown):
+        refuse_generator(kind(fetch), "mine")

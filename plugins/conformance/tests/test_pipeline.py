@@ -192,3 +192,34 @@ def test_core_and_pattern_plugins_import_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("layer", PIPELINE_ORDER)
+def test_every_layer_refuses_a_classmethod_object_saying_which_decorator_goes_on_top(
+    hub: Any, layer: str
+) -> None:
+    """``@hub.pipeline(...)`` above ``@classmethod``: every call would fail (a classmethod object
+    is not callable), retried, counted by the breaker, or answered by the fallback unseen."""
+
+    def compute() -> int:
+        return 1
+
+    layers: dict[str, Any] = {layer: {"name": "pipe-cm"} if layer == "circuit_breaker" else True}
+    with pytest.raises(TypeError, match="@classmethod above"):
+        hub.pipeline(**layers)(classmethod(compute))
+
+
+@pytest.mark.parametrize(
+    ("layers", "shown"),
+    [
+        ({"timeout": 10**400}, "timeout.timeout="),  # past the float range: was an OverflowError
+        ({"retry": {"max_delay": 10**400}}, "retry.max_delay="),
+        ({"retry": {"bogus": 1}}, "retry.bogus=1 is invalid: expected a field of RetryPolicy"),
+    ],
+    ids=["huge-timeout", "huge-field", "unknown-field"],
+)
+def test_a_bad_layer_value_is_a_policy_error_naming_it(hub: Any, layers: dict[str, Any], shown: str) -> None:
+    from foundation_core.errors import PolicyError
+
+    with pytest.raises(PolicyError, match=shown):
+        hub.pipeline(**layers)(lambda: 1)
