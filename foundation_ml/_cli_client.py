@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
+import stat
 import sys
 import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._plugin import DEFAULT_NAME
 
@@ -95,7 +98,8 @@ def _version_metadata(meta: dict[str, Any], model: str, version: str) -> dict[st
 
 def load_inputs(path: str | None, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     """Inputs from ``.npz`` (one array per input), ``.npy`` (the only input) or ``.json``
-    (``{"x": [[...]]}``, cast to the signature's dtypes); the example input without a file."""
+    (``{"x": [[...]]}``, cast to the signature's dtypes); the example input without a file. A file
+    that cannot be read, or holds a value its input's datatype cannot, is a ``SystemExit`` naming it."""
 
     from ._signature import example_inputs, parse_signature
 
@@ -122,37 +126,93 @@ _BAD_JSON = (OverflowError, TypeError, RecursionError)
 def _read_inputs(p: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     import numpy as np
 
-    if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    if p.suffix == ".npy":
-        if len(specs) != 1:
-            raise SystemExit(f"foundation infer: {p} holds one array; the model takes {len(specs)} inputs")
-        return {specs[0].name: np.load(p, allow_pickle=False)}
-    doc = json.loads(p.read_text())
+    if p.suffix == ".npy" and len(specs) != 1:
+        raise SystemExit(f"foundation infer: {p} holds one array; the model takes {len(specs)} inputs")
+    with _open_regular(p) as f:
+        if p.suffix == ".npz":
+            with np.load(f, allow_pickle=False) as z:
+                return {k: _native(z[k]) for k in z.files}
+        if p.suffix == ".npy":
+            return {specs[0].name: _native(np.load(f, allow_pickle=False))}
+        doc = json.loads(f.read(), object_pairs_hook=_no_duplicates)
     if not isinstance(doc, dict):
         raise ValueError(f'expected an object of named inputs ({{"x": [[...]]}}), not a {type(doc).__name__}')
     types = {s.name: s.datatype for s in specs}
     return {k: _json_array(k, v, types.get(k)) for k, v in doc.items()}
 
 
+def _open_regular(p: Path) -> BinaryIO:
+    """``p`` opened for reading if it is a regular file; a FIFO, a device or a socket is a
+    ValueError (opening a FIFO without a writer would block forever), a directory an OSError.
+    Opened non-blocking and checked with ``fstat``: no window to swap in a FIFO after a check."""
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(p))
+        if not stat.S_ISREG(mode):
+            raise ValueError("not a regular file (a FIFO, a device or a socket)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _native(array: np.ndarray) -> np.ndarray:
+    """``array`` in this machine's byte order (a big-endian ``>f4`` file is FP32 all the same;
+    the protocol carries native-order data only)."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's ``dict``; a name given twice is a ValueError (``json`` keeps the last)."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"{key!r} is given twice")
+        seen.add(key)
+    return dict(pairs)
+
+
 def _json_array(name: str, value: Any, datatype: DataType | None) -> np.ndarray:
-    """A JSON input as an array of its datatype; a value the datatype cannot hold (1e40 for
-    FP32, 300 for INT8) is a ValueError naming the input and the datatype's range, not an inf."""
+    """A JSON input as an array of its datatype; a ValueError naming the input for a value the
+    datatype cannot hold: out of its range (1e40 for FP32, 300 for INT8), a fraction for an
+    integer input or other than 0 and 1 for BOOL (numpy would truncate 1.5 to 1, make 2 True),
+    a string but for a float input (``"NaN"``, ``"Infinity"``: as ``--json`` writes them), or a
+    null (numpy would make it NaN)."""
     import numpy as np
 
-    if datatype is None:  # not in the signature: the server names it
-        return np.asarray(value)
+    try:
+        given = np.asarray(value)  # the values as JSON gave them; ragged nesting fails here
+        if given.dtype == object and any(x is None for x in given.flat):
+            raise ValueError("null is not a number")
+        if datatype is None:  # not in the signature: the server names it
+            return given
+        if given.dtype.kind == "U" and datatype.numpy.kind != "f":  # "0" would be True for BOOL
+            raise ValueError(f"a string is not a value of {datatype.name}: {given.flat[0].item()!r}")
+        array = _cast(value, datatype)
+        if array.dtype.kind in "iub" and given.dtype.kind in "fiub" and not np.array_equal(array, given):
+            bad = given[array != given].flat[0]
+            raise ValueError(f"{bad.item()!r} is not a value of {datatype.name}")
+    except (ValueError, TypeError, ArithmeticError) as exc:  # an OverflowError is one
+        raise ValueError(f"input {name}: {exc}") from None
+    return array
+
+
+def _cast(value: Any, datatype: DataType) -> np.ndarray:
+    import numpy as np
+
+    dtype = datatype.numpy
     try:
         with np.errstate(over="raise", invalid="raise"):
-            return np.asarray(value, dtype=datatype.numpy)
+            return np.asarray(value, dtype=dtype)
     except (FloatingPointError, OverflowError) as exc:
-        dtype = datatype.numpy
         info: Any = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype) if dtype.kind in "iu" else None
         if info is None:
             raise
-        raise ValueError(
-            f"input {name}: a value is out of range for {datatype.name} ({info.min!s} to {info.max!s})"
+        raise OverflowError(
+            f"a value is out of range for {datatype.name} ({info.min!s} to {info.max!s})"
         ) from exc
 
 

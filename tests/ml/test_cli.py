@@ -327,7 +327,11 @@ def test_infer_refuses_to_make_an_absurdly_large_example_input() -> None:
         ("in.npz", b"garbage", "cannot read inputs from .*in.npz: "),
         ("in.npy", b"\x93NUMPY\x01\x00", "cannot read inputs from .*in.npy: "),
         ("in.json", b'{"x": [[1, 2]', "cannot read inputs from .*in.json: Expecting ',' delimiter: line 1"),
-        ("in.json", b'{"x": "two"}', "cannot read inputs from .*in.json: could not convert string to float"),
+        (
+            "in.json",
+            b'{"x": "two"}',
+            "cannot read inputs from .*in.json: input x: could not convert string to float",
+        ),
         (
             "in.json",
             b"[[1, 2, 3, 4]]",
@@ -335,7 +339,7 @@ def test_infer_refuses_to_make_an_absurdly_large_example_input() -> None:
         ),
         ("in.csv", b"1,2,3,4", r".*in.csv: use a .npz, .npy or .json file"),
         ("in.json", b'{"x": [[' + b"9" * 400 + b"]]}", "cannot read inputs from .*in.json: input x: "),
-        ("in.json", b'{"x": {"a": 1}}', "cannot read inputs from .*in.json: float"),
+        ("in.json", b'{"x": {"a": 1}}', "cannot read inputs from .*in.json: input x: float"),
         ("in.json", b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "cannot read inputs from .*json: "),
         (
             "in.json",

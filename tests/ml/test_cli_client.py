@@ -1,0 +1,126 @@
+"""``foundation infer``'s input files: what it reads, and what it refuses naming the file and the input."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from foundation_ml._cli_client import load_inputs
+
+
+def meta(datatype: str = "FP32") -> dict[str, object]:
+    return {"inputs": [{"name": "x", "datatype": datatype, "shape": [-1, -1]}]}
+
+
+def refused(path: Path, datatype: str = "FP32") -> str:
+    with pytest.raises(SystemExit) as info:
+        load_inputs(str(path), meta(datatype))
+    message = str(info.value)
+    assert message.startswith(f"foundation infer: cannot read inputs from {path}: ")
+    return message.split(f"{path}: ", 1)[1]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npy", ".npz"])
+def test_a_fifo_as_input_is_refused_not_waited_on_forever(tmp_path: Path, suffix: str) -> None:
+    """Opening a FIFO no one writes to blocked ``infer`` for good."""
+    fifo = tmp_path / f"in{suffix}"
+    os.mkfifo(fifo)
+    outcome: list[str] = []
+    reader = threading.Thread(target=lambda: outcome.append(refused(fifo)), daemon=True)
+    reader.start()
+    reader.join(30)  # a bound only to end a test that hangs: the refusal needs no waiting
+    if reader.is_alive():  # blocked in open(): give it a writer, so that the thread ends
+        with open(fifo, "wb"):
+            pass
+        reader.join()
+        pytest.fail("load_inputs blocked opening a FIFO")
+    assert outcome == ["not a regular file (a FIFO, a device or a socket)"]
+
+
+def test_a_device_or_a_directory_as_input_is_named(tmp_path: Path) -> None:
+    device = tmp_path / "in.json"
+    device.symlink_to(os.devnull)
+    assert refused(device) == "not a regular file (a FIFO, a device or a socket)"
+    directory = tmp_path / "dir.npz"
+    directory.mkdir()
+    assert "Is a directory" in refused(directory)
+
+
+@pytest.mark.parametrize(
+    ("content", "datatype", "reason"),
+    [
+        ('{"x": [[1.0, null]]}', "FP32", "input x: null is not a number"),
+        ('{"x": [[1, 1.5]]}', "INT32", "input x: 1.5 is not a value of INT32"),
+        ('{"x": [[0, 2]]}', "BOOL", "input x: 2 is not a value of BOOL"),
+        ('{"x": [["0", "1"]]}', "BOOL", "input x: a string is not a value of BOOL: '0'"),
+        ('{"x": [[1]], "x": [[2]]}', "FP32", "'x' is given twice"),
+        ('{"x": [[1, 2], [3]]}', "FP32", "input x: setting an array element with a sequence"),
+    ],
+    ids=["null", "fraction-for-int", "two-for-bool", "string-for-bool", "duplicate-name", "ragged"],
+)
+def test_json_values_the_datatype_cannot_hold_are_refused_naming_the_input(
+    tmp_path: Path, content: str, datatype: str, reason: str
+) -> None:
+    """numpy made null NaN, truncated 1.5 to 1, made 2 and "0" True, and json kept the last of
+    two "x": each was sent as if the file had said so."""
+    path = tmp_path / "in.json"
+    path.write_text(content)
+    assert refused(path, datatype).startswith(reason)
+
+
+_INTEGERS = {"INT8": (-128, 127), "UINT8": (0, 255), "INT32": (-(2**31), 2**31 - 1), "BOOL": (0, 1)}
+_values = st.one_of(
+    st.integers(-(2**40), 2**40), st.floats(allow_nan=False, width=32), st.booleans(), st.none()
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["FP32", "FP64", *_INTEGERS]), st.lists(_values, min_size=1, max_size=6))
+def test_json_values_are_sent_exactly_or_refused(datatype: str, values: list[object]) -> None:
+    """Whatever a JSON input holds, ``infer`` sends each value as the file gives it (a float
+    rounded to the input's precision), or refuses the file naming it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "in.json"
+        path.write_text(json.dumps({"x": [values]}))
+        outcome: list[str] = []
+        try:
+            x = load_inputs(str(path), meta(datatype))["x"]
+        except SystemExit as exc:
+            outcome.append(str(exc))
+    if outcome:
+        assert outcome[0].startswith(f"foundation infer: cannot read inputs from {path}: input x: ")
+        return
+    assert None not in values
+    assert x.shape == (1, len(values))
+    precision = np.float32 if datatype == "FP32" else np.float64
+    assert x[0].astype(np.float64).tolist() == [float(precision(v)) for v in values]  # type: ignore[arg-type]
+    if datatype in _INTEGERS:
+        low, high = _INTEGERS[datatype]
+        assert all(low <= v <= high for v in values)  # type: ignore[operator]
+
+
+def test_a_big_endian_npy_is_read_as_its_values(tmp_path: Path) -> None:
+    """A ``>f4`` file was sent as is, and refused: "numpy dtype >f4 has no protocol datatype"."""
+    x = np.array([[1.5, -2.0, 3.25]], dtype=">f4")
+    np.save(tmp_path / "in.npy", x)
+    np.savez(tmp_path / "in.npz", x=x)
+    for file in ("in.npy", "in.npz"):
+        got = load_inputs(str(tmp_path / file), meta())["x"]
+        assert got.dtype == np.float32 and got.dtype.isnative
+        assert got.tolist() == [[1.5, -2.0, 3.25]]
+
+
+def test_object_arrays_are_never_unpickled(tmp_path: Path) -> None:
+    np.save(tmp_path / "in.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.savez(tmp_path / "in.npz", x=np.array([{"a": 1}], dtype=object))
+    for file in ("in.npy", "in.npz"):
+        assert refused(tmp_path / file) == "Object arrays cannot be loaded when allow_pickle=False"
