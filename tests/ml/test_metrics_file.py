@@ -1,0 +1,79 @@
+"""``serve``'s metrics file: replaced whole, readable as a plain file would be, nothing left beside it."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from foundation_ml._metrics_file import write_atomic
+
+
+@pytest.fixture
+def umask() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("umask")
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002], ids=["022", "077", "002"])
+def test_a_new_metrics_file_gets_the_permissions_a_plain_open_gives(tmp_path: Path, mask: int) -> None:
+    """It was always 0o600 (mkstemp's): a node-exporter running as another user could not read it."""
+    os.umask(mask)
+    write_atomic(str(tmp_path / "m.prom"), "x 1\n")
+    assert mode(tmp_path / "m.prom") == 0o666 & ~mask
+    assert os.listdir(tmp_path) == ["m.prom"]
+
+
+@pytest.mark.usefixtures("umask")
+def test_a_rewritten_metrics_file_keeps_its_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "m.prom"
+    path.write_text("old\n")
+    path.chmod(0o640)
+    write_atomic(str(path), "x 2\n")
+    assert path.read_text() == "x 2\n"
+    assert mode(path) == 0o640
+    assert os.listdir(tmp_path) == ["m.prom"]
+
+
+def test_a_reader_sees_one_whole_version_or_another_never_a_mix(tmp_path: Path) -> None:
+    path = tmp_path / "m.prom"
+    versions = ["a" * 200_000 + "\n", "b" * 300_000 + "\n"]
+    write_atomic(str(path), versions[0])
+    done = threading.Event()
+    seen: set[str] = set()
+
+    def read() -> None:
+        while not done.is_set():
+            seen.add(path.read_text())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(200):
+            write_atomic(str(path), versions[i % 2])
+    finally:
+        done.set()
+        reader.join()
+    assert seen <= set(versions)
+    assert os.listdir(tmp_path) == ["m.prom"]
+
+
+def test_a_failed_write_leaves_the_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "m.prom"
+    path.write_text("old\n")
+    with pytest.raises(UnicodeEncodeError):
+        write_atomic(str(path), "\udc80")  # a lone surrogate cannot be written
+    assert path.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["m.prom"]
