@@ -49,6 +49,8 @@ def package_main(args: argparse.Namespace, hub: Hub) -> int:
         check_ref(spec)
     except ValueError:
         return usage(f"--model {args.model}: {spec!r} is not a factory reference 'pkg.module:build'")
+    if not args.out:  # Path("") is "."
+        return usage("--out '': name a directory to create, or a .zip file")
     out = Path(args.out)
     if out.exists() or out.is_symlink():  # before the factory builds anything
         return usage(f"--out {out} already exists (it is never overwritten)")

@@ -240,13 +240,11 @@ def stats_main(args: argparse.Namespace, hub: Hub) -> int:
     from ._metrics import prometheus_text
     from .errors import InferenceError
 
-    if args.name and args.name_option and args.name != args.name_option:
-        print(
-            f"foundation stats: two server names, {args.name!r} and --name {args.name_option!r}",
-            file=sys.stderr,
-        )
+    given = [n for n in (args.name, args.name_option) if n is not None]  # "" is a name, refused as one
+    if len(given) == 2 and given[0] != given[1]:
+        print(f"foundation stats: two server names, {given[0]!r} and --name {given[1]!r}", file=sys.stderr)
         return 2
-    args.name = args.name or args.name_option or DEFAULT_NAME
+    args.name = given[0] if given else DEFAULT_NAME
     hub.configure(args.config, args.set)
     try:
         with _connect(args, hub, "stats") as client:

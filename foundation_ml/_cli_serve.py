@@ -116,6 +116,8 @@ def _load_models(runtime: MLRuntime, args: argparse.Namespace) -> int | None:
         if name is None and not is_package(spec):
             missing = _looks_like_a_path(spec) and not Path(spec).exists()
             what = "no such model package" if missing else "write NAME=SPEC"
+            if not missing and "=" in spec:  # my:model=SPEC: a NAME of that shape reads as a spec
+                what += " (a NAME holds no '/' or ':')"
             print(f"foundation serve: --model {spec!r}: {what}", file=sys.stderr)
             return 2
         try:
@@ -181,6 +183,8 @@ def _serve_problem(args: argparse.Namespace, hub: Hub) -> str:
         hub.transports.get(args.transport)().check_address(args.name)
     except (NotRegisteredError, ValueError) as exc:
         return str(exc)
+    if args.metrics_file == "":  # not taken as "no metrics file": say so
+        return "--metrics-file '': name a file"
     if args.metrics_file:
         path = Path(args.metrics_file)
         if path.is_dir():

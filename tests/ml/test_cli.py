@@ -159,7 +159,13 @@ def test_package_to_a_place_it_cannot_write_is_named_not_a_traceback(tmp_path: P
             "error: --metrics-file /nonexistent/dir/m.prom: cannot",
         ),
         (["--model", "nosuch.zip"], "--model 'nosuch.zip': no such model package"),
+        (["--metrics-file", ""], "error: --metrics-file '': name a file"),  # was: no metrics file
+        (
+            ["--model", "my:model=foundation_torch.demo:build_demo"],
+            "write NAME=SPEC (a NAME holds no '/' or ':')",  # it was written so: say what is wrong
+        ),
     ],
+    ids=["transport", "metrics-file-dir", "no-package", "metrics-file-empty", "name-with-colon"],
 )
 def test_serve_arguments_that_cannot_work_are_refused_before_any_model_loads(
     argv: list[str], message: str, name: str
@@ -294,6 +300,14 @@ def test_package_usage_errors_exit_2_naming_the_flag(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_package_refuses_an_empty_out(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out ''`` said "--out . already exists": Path("") is the current directory."""
+    from foundation_core._cli import main
+
+    assert main(["package", "--model", "m=nosuch.module:build", "--out", ""]) == 2
+    assert "foundation package: error: --out '': name a directory to create" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("out", ["p.zip", "p"])
 def test_package_refuses_an_existing_out_before_building_anything(
     tmp_path: Path, out: str, capsys: pytest.CaptureFixture[str]
@@ -397,6 +411,19 @@ def test_stats_refuses_two_different_names(capsys: pytest.CaptureFixture[str]) -
 
     assert main(["stats", "one", "--name", "two"]) == 2
     assert "two server names, 'one' and --name 'two'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["stats", ""], ["stats", "--name", ""]])
+def test_stats_of_an_empty_name_is_refused_not_the_default_servers(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``foundation stats "$NAME"`` with NAME unset asked the server named 'foundation'."""
+    from foundation_core._cli import main
+
+    with pytest.raises(SystemExit) as exit:  # as a name the transport refuses does, from its client
+        main(argv)
+    assert exit.value.code == 2
+    assert "foundation stats: error: shm server name '' must be" in capsys.readouterr().err
 
 
 def test_infer_json_is_strict_json_with_non_finite_values_as_strings(
