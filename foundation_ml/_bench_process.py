@@ -102,8 +102,17 @@ def stdout_to_stderr() -> Iterator[None]:
 
 
 def check_transport(transport: str) -> None:
-    """Refuse, naming it, a transport whose clients must be in the server's process: the
-    benchmark's server and throughput clients are processes of their own."""
+    """Refuse, naming it, a transport that is not installed (found before a minute of measuring,
+    not after), or one whose clients must be in the server's process: the benchmark's server and
+    throughput clients are processes of their own."""
+    from foundation_core.errors import NotRegisteredError
+
+    from ._client import registered_hub
+
+    try:
+        registered_hub().transports.get(transport)
+    except NotRegisteredError as exc:
+        raise BenchmarkFailed(f"--transport {transport}: {exc}") from None
     if transport in SAME_PROCESS_TRANSPORTS:
         raise BenchmarkFailed(
             f"--transport {transport}: the benchmark calls a server in another process, from client "

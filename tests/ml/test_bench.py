@@ -201,6 +201,12 @@ def test_a_transport_that_cannot_cross_processes_is_refused_naming_it() -> None:
     assert "foundation bench: error: --transport inproc" in out.stderr
 
 
+def test_a_transport_not_installed_is_refused_before_anything_is_measured() -> None:
+    """It was found only once the direct and in-process figures had been measured."""
+    with pytest.raises(BenchmarkFailed, match=r"^--transport nosuch: no transport named 'nosuch'"):
+        check_transport("nosuch")
+
+
 def test_threads_0_leaves_torchs_default() -> None:
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
