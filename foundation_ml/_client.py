@@ -17,7 +17,7 @@ import numpy as np
 from foundation_core import Hub
 
 from ._plugin import DEFAULT_NAME
-from ._tensors import device_of, is_device_tensor, to_host
+from ._tensors import device_of, is_device_tensor, is_tensor, to_host
 from ._transport import TransportClient, configured_options
 from ._types import InferenceRequest, InferenceResponse, deadline_after
 from .errors import DeadlineExceeded, ServerUnavailable
@@ -121,13 +121,18 @@ class InferenceClient:
             _check_timeout(timeout)
         if type(model) is not str or type(version) is not str or type(outputs) is str:
             raise _argument_error(model, version, outputs)
+        if type(outputs) is not tuple or outputs:  # () by default: nothing to check
+            outputs = _output_names(outputs)
         if type(inputs) is not dict and not isinstance(inputs, Mapping):
             raise TypeError(f"inputs must be a mapping of input names to arrays, not {type(inputs).__name__}")
         prepared = {}
         for k, v in inputs.items():
             if type(k) is not str:
                 raise TypeError(f"input names must be str, not {type(k).__name__} ({k!r})")
-            prepared[k] = _prepare(v)
+            try:
+                prepared[k] = _prepare(v)
+            except ValueError as exc:  # a ragged nested list
+                raise ValueError(f"input {k}: {exc}") from None
         request = InferenceRequest(
             model,
             prepared,
@@ -240,12 +245,30 @@ def _argument_error(model: Any, version: Any, outputs: Any) -> TypeError:
     )
 
 
+def _output_names(outputs: Any) -> tuple[str, ...]:
+    """``outputs`` as a tuple of names; a TypeError if it is not an iterable of str (a name of
+    another type reached the server, which answered InternalError)."""
+    try:
+        names = tuple(outputs)
+    except TypeError:
+        raise TypeError(
+            f"outputs must be a sequence of output names, not {type(outputs).__name__} ({outputs!r})"
+        ) from None
+    for name in names:
+        if type(name) is not str:
+            raise TypeError(f"output names must be str, not {type(name).__name__} ({name!r})")
+    return names
+
+
 def _prepare(value: Any) -> Any:
     """An input as the transport takes it: a C-contiguous numpy array (CPU torch tensors by
-    ``.numpy()``), or a CUDA tensor as it is."""
-    if type(value) is np.ndarray:
-        return np.ascontiguousarray(value)
-    return value if is_device_tensor(value) else to_host(value)
+    ``.numpy()``), or a CUDA tensor as it is. A 0-d array stays 0-d (``np.ascontiguousarray``
+    makes it shape ``[1]``, which a model taking ``FP32[]`` refuses)."""
+    if type(value) is not np.ndarray:
+        if is_tensor(value):
+            return value if is_device_tensor(value) else to_host(value)
+        value = np.asarray(value)
+    return value if value.flags.c_contiguous else np.ascontiguousarray(value)
 
 
 def _outputs(response: InferenceResponse, inputs: Mapping[str, Any], copy: bool) -> dict[str, Any]:

@@ -18,6 +18,9 @@ WRONG = [
     ((5, {"x": X}), {}, r"model must be a str \(the model's name\), not int \(5\)"),
     (("affine", {"x": X}), {"version": 2}, r"version must be a str \('' for the latest\), not int \(2\)"),
     (("affine", {"x": X}), {"outputs": "y"}, r"outputs must be a sequence of output names, not the str 'y'"),
+    # an output name of another type reached the server, which answered InternalError
+    (("affine", {"x": X}), {"outputs": ["y", 1]}, r"output names must be str, not int \(1\)"),
+    (("affine", {"x": X}), {"outputs": None}, r"outputs must be a sequence of output names, not NoneType"),
 ]
 
 
@@ -32,6 +35,31 @@ def test_arguments_of_the_wrong_type_are_refused_by_name(
 
 def test_outputs_as_a_list_selects_them(served: InferenceClient) -> None:
     assert list(served.infer("affine", {"x": X}, outputs=["y"])) == ["y"]
+
+
+def test_a_ragged_nested_list_input_is_refused_naming_the_input(served: InferenceClient) -> None:
+    with pytest.raises(ValueError, match=r"^input x: setting an array element with a sequence"):
+        served.infer("affine", {"x": [[1, 2, 3, 4], [5]]})
+
+
+@pytest.mark.parametrize("transport", ["inproc", "shm"])
+def test_a_model_taking_a_scalar_is_called_with_a_0_d_array(transport: str, name: str) -> None:
+    """``np.ascontiguousarray`` made a 0-d input shape [1]: a model taking FP32[] refused every call."""
+    from foundation_ml import FunctionModel, MLRuntime
+    from foundation_ml._client import registered_hub
+
+    hub = registered_hub()
+    if transport not in hub.transports:
+        pytest.skip(f"no {transport!r} transport is registered")
+    with MLRuntime(hub) as runtime:
+        runtime.register_model(
+            "double", FunctionModel(lambda x: {"y": x * 2}, inputs={"x": "FP32[]"}, outputs={"y": "FP32[]"})
+        )
+        runtime.start(transport, name)
+        with InferenceClient(name, transport=transport, hub=hub) as client:
+            for x in (np.array(3.0, np.float32), np.float32(3.0)):
+                y = client.infer("double", {"x": x})["y"]
+                assert y.shape == () and y == 6.0
 
 
 def test_ainfer_runs_the_call_in_the_callers_context(
