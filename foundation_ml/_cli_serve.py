@@ -186,9 +186,12 @@ def _serve_problem(args: argparse.Namespace, hub: Hub) -> str:
     if args.metrics_file == "":  # not taken as "no metrics file": say so
         return "--metrics-file '': name a file"
     if args.metrics_file:
-        path = Path(args.metrics_file)
-        if path.is_dir():
-            return f"--metrics-file {args.metrics_file}: is a directory (name a file in it)"
+        from ._metrics_file import metrics_target
+
+        try:
+            path, _ = metrics_target(args.metrics_file)
+        except OSError as exc:  # a directory, a device, a FIFO: never renamed over
+            return f"--metrics-file {args.metrics_file}: {exc.strerror or exc}"
         try:  # the file is written beside it, then renamed: probe with such a file (no user file touched)
             fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             os.close(fd)

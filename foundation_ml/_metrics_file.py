@@ -11,7 +11,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["MetricsWriter", "write_atomic"]
+__all__ = ["MetricsWriter", "metrics_target", "write_atomic"]
 
 log = logging.getLogger("foundation_ml")
 
@@ -39,12 +39,13 @@ class MetricsWriter:
 
 def write_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` through a new temporary file beside it, renamed over it: a reader
-    never sees half a file, and no file of the user's (say ``path.tmp``) is touched. The file keeps
-    the permissions ``path`` had, or, new, gets those a plain ``open`` would give (0o666 less the
-    umask): a node-exporter running as another user must be able to read it. The temporary file
-    is removed if anything fails."""
-    target = Path(path)
-    fd, tmp = _create_beside(target)
+    never sees half a file, and no file of the user's (say ``path.tmp``) is touched. ``path`` may
+    be a symbolic link: the file it names is replaced, the link stays. The file keeps the
+    permissions it had, or, new, gets those a plain ``open`` would give (0o666 less the umask): a
+    node-exporter running as another user must be able to read it. The temporary file is removed
+    if anything fails; a ``path`` that is no regular file is an OSError (see ``metrics_target``)."""
+    target, mode = metrics_target(path)
+    fd, tmp = _create_beside(target, mode)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -55,14 +56,27 @@ def write_atomic(path: str, text: str) -> None:
         raise
 
 
-def _create_beside(target: Path) -> tuple[int, str]:
-    """A new file ``.NAME.RANDOM.tmp`` beside ``target``, open for writing, with ``target``'s
-    permission bits if it exists (``tempfile.mkstemp`` makes every file 0o600: a metrics file
-    rewritten so became unreadable to anyone but the server's user)."""
+def metrics_target(path: str) -> tuple[Path, int | None]:
+    """The file ``path`` names, symbolic links followed, and its permission bits (None: no such
+    file yet). One that exists and is not a regular file is an OSError: renaming over it would
+    replace a directory's entry, a FIFO, or a device (``--metrics-file /dev/null`` run as root
+    replaced /dev/null with a regular file), and over a link the link, not the file it names."""
+    target = Path(os.path.realpath(path))
     try:
-        mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
-    except OSError:  # none yet (or unreadable: the rename will say so)
-        mode = None
+        st = os.stat(target)
+    except FileNotFoundError:
+        return target, None
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory (name a file in it)", path)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a device, a FIFO or a socket)", path)
+    return target, stat.S_IMODE(st.st_mode)
+
+
+def _create_beside(target: Path, mode: int | None) -> tuple[int, str]:
+    """A new file ``.NAME.RANDOM.tmp`` beside ``target``, open for writing, with the permission
+    bits ``mode`` if given (``tempfile.mkstemp`` makes every file 0o600: a metrics file rewritten
+    so became unreadable to anyone but the server's user)."""
     for _ in range(100):
         tmp = str(target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp")
         try:  # 0o666: the kernel takes the umask off, as for any new file

@@ -77,3 +77,42 @@ def test_a_failed_write_leaves_the_file_and_no_temporary(tmp_path: Path) -> None
         write_atomic(str(path), "\udc80")  # a lone surrogate cannot be written
     assert path.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["m.prom"]
+
+
+def test_a_symlink_stays_and_the_file_it_names_is_rewritten(tmp_path: Path) -> None:
+    """The link itself was replaced by a regular file; the file it named never changed again."""
+    real = tmp_path / "real.prom"
+    real.write_text("old\n")
+    link = tmp_path / "m.prom"
+    link.symlink_to(real)
+    write_atomic(str(link), "x 3\n")
+    assert link.is_symlink() and real.read_text() == "x 3\n"
+    assert sorted(os.listdir(tmp_path)) == ["m.prom", "real.prom"]
+
+
+@pytest.mark.parametrize("through_a_link", [False, True], ids=["fifo", "link-to-fifo"])
+def test_a_fifo_or_device_is_never_renamed_over(tmp_path: Path, through_a_link: bool) -> None:
+    """Renaming over it replaced it: ``--metrics-file /dev/null``, run as root, replaced /dev/null."""
+    fifo = tmp_path / "fifo.prom"
+    os.mkfifo(fifo)
+    path = tmp_path / "m.prom" if through_a_link else fifo
+    if through_a_link:
+        path.symlink_to(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        write_atomic(str(path), "x 1\n")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert sorted(os.listdir(tmp_path)) == sorted({"fifo.prom", path.name})
+
+
+def test_serve_refuses_a_metrics_file_that_is_no_regular_file_before_anything_loads(
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foundation_core._cli import main
+
+    fifo = tmp_path / "m.prom"
+    os.mkfifo(fifo)
+    assert main(["serve", "--transport", "inproc", "--name", name, "--metrics-file", str(fifo)]) == 2
+    captured = capsys.readouterr()
+    assert f"foundation serve: error: --metrics-file {fifo}: not a regular file" in captured.err
+    assert "loaded" not in captured.out
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
