@@ -41,6 +41,13 @@ class _Connection:
             self.ctl = Segment.open(L.control_name(name))
         except posix_ipc.ExistentialError:
             raise ServerUnavailable(f"no shm server named {name!r}") from None
+        except posix_ipc.PermissionsError:
+            raise ServerUnavailable(
+                f"no permission to use shm server {name!r} (/dev/shm{L.control_name(name)}): another "
+                "user's; a server started with mode 0o660 lets its group in"
+            ) from None
+        except ValueError as exc:  # empty (its server is creating it) or not a region at all
+            raise ServerUnavailable(f"shm server {name!r} is not ready ({exc})") from None
         u32, u64 = self.ctl.u32, self.ctl.u64
         try:
             if self.ctl.size < L.REGION_HEADER_SIZE or u32[_R.MAGIC // 4] != L.REGION_MAGIC:

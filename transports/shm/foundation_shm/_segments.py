@@ -21,6 +21,7 @@ class Segment:
     __slots__ = ("buf", "guard", "mm", "mode", "name", "size", "u32", "u64", "warned")
 
     def __init__(self, name: str, mm: mmap.mmap, mode: int) -> None:
+        self.guard = -1  # its SIGBUS guard slot (_hot.guard), -1: none; first: __del__ reads it
         self.name = name
         self.mode = mode  # its permission bits (0o600), as created or as found when opened
         self.mm = mm
@@ -28,7 +29,6 @@ class Segment:
         self.buf = memoryview(mm)
         self.u32 = self.buf.cast("I")
         self.u64 = self.buf.cast("Q")
-        self.guard = -1  # its SIGBUS guard slot (_hot.guard), -1: none
         self.warned = False  # a caught SIGBUS of it has been logged
 
     @classmethod
@@ -49,11 +49,7 @@ class Segment:
                 _allocate(shm.fd, size)
                 segment = cls(name, mmap.mmap(shm.fd, size), mode)
             except (OSError, OverflowError, ValueError) as exc:
-                code = getattr(exc, "errno", None) or errno.EFBIG  # OverflowError: no errno
-                why = getattr(exc, "strerror", None) or str(exc)
-                raise OSError(
-                    code, f"cannot allocate shared memory segment {name} of {size} bytes in /dev/shm: {why}"
-                ) from None
+                raise _no_room(exc, f"shared memory segment {name} of {size} bytes") from None
         except BaseException:
             unlink_segment(name)  # nothing half-made stays behind (a retry could not create it)
             raise
@@ -75,6 +71,10 @@ class Segment:
             if sole and (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1):
                 kind = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"{st.st_nlink} links"
                 raise ValueError(f"/dev/shm{name} is not a data segment of its own ({kind})")
+            if not st.st_size or st.st_size % 8:
+                # empty: its server is creating it (shm_open, then ftruncate), else not one of
+                # ours; either way neither an mmap nor the word views can be made of it
+                raise ValueError(f"/dev/shm{name} is {st.st_size} bytes, not a segment of 8-byte words")
             segment = cls(name, mmap.mmap(shm.fd, st.st_size), st.st_mode & 0o777)
             if sole and hot is not None and segment.size:
                 segment.guard = hot.guard(segment.buf)
@@ -119,13 +119,34 @@ def _allocate(fd: int, size: int) -> None:
             raise
 
 
+def _no_room(exc: BaseException, what: str) -> OSError:
+    """The ``OSError`` for ``what`` (which says its size) that could not be made; on no room
+    (``ENOSPC``, ``ENOMEM``) with how full /dev/shm is and how to give it more."""
+    code = getattr(exc, "errno", None) or errno.EFBIG  # OverflowError: no errno
+    why = getattr(exc, "strerror", None) or str(exc)
+    text = f"cannot allocate {what} in /dev/shm: {why}"
+    if code in (errno.ENOSPC, errno.ENOMEM):
+        try:
+            room = os.statvfs("/dev/shm")
+            text += f" ({room.f_bavail * room.f_frsize} of {room.f_blocks * room.f_frsize} bytes free)"
+        except OSError:
+            pass
+        text += "; give /dev/shm more room (docker run --shm-size=1g, a larger tmpfs), or use less of it"
+    return OSError(code, text)
+
+
 def unlink_segment(name: str) -> None:
     with contextlib.suppress(posix_ipc.ExistentialError):
         posix_ipc.unlink_shared_memory(name)
 
 
 def create_semaphore(name: str, mode: int, value: int) -> posix_ipc.Semaphore:
-    sem = posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=mode, initial_value=value)
+    """Create the semaphore ``name`` (``posix_ipc.ExistentialError`` if it exists). Each takes a
+    page of /dev/shm (``sem.NAME``): no room there is an ``OSError`` saying so, as for segments."""
+    try:
+        sem = posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=mode, initial_value=value)
+    except OSError as exc:  # not ExistentialError: a posix_ipc.Error
+        raise _no_room(exc, f"semaphore {name} (sem.{name.lstrip('/')}, a page)") from None
     with contextlib.suppress(OSError):
         os.chmod(f"/dev/shm/sem.{name.lstrip('/')}", mode)
     return sem

@@ -17,6 +17,7 @@ import pytest
 from foundation_shm import ShmTransport, _accel, _segments
 from foundation_shm import _layout as L
 from foundation_shm._echo import EchoHandler
+from foundation_shm._objects import objects_of
 from foundation_shm._server import ShmServer
 
 from foundation_ml import InferenceRequest, Respond
@@ -106,6 +107,9 @@ def test_a_capacity_dev_shm_can_never_hold_is_too_large_and_the_next_claim_works
     _echo_once(name)  # the same process claims again
 
 
+_MORE_ROOM = r"bytes free\); give /dev/shm more room \(docker run --shm-size=1g"
+
+
 def test_no_room_in_dev_shm_is_overloaded_naming_the_segment_and_nothing_is_left(
     echo: ShmServer, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -115,12 +119,48 @@ def test_no_room_in_dev_shm_is_overloaded_naming_the_segment_and_nothing_is_left
     monkeypatch.setattr(_segments.os, "posix_fallocate", full)
     with pytest.raises(
         Overloaded,
-        match=rf"no room: cannot allocate shared memory segment /fdn-{name}-d0-.* of \d+ bytes in /dev/shm",
+        match=rf"no room: cannot allocate shared memory segment /fdn-{name}-d0-.* of \d+ bytes in /dev/shm.*"
+        + _MORE_ROOM,
     ):
         _echo_once(name)
     assert _data_segments(name) == []
     monkeypatch.undo()
     _echo_once(name)
+
+
+def test_a_server_without_room_for_its_control_segment_says_so_and_leaves_nothing(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(_segments.os, "posix_fallocate", full)
+    with pytest.raises(
+        OSError, match=rf"segment /fdn-{name} of \d+ bytes in /dev/shm: .*{_MORE_ROOM}"
+    ) as err:
+        ShmTransport().serve(name, EchoHandler(), channels=2)
+    assert err.value.errno == errno.ENOSPC
+    assert objects_of(name) == []
+
+
+def test_a_server_without_room_for_a_semaphore_says_so_and_leaves_nothing(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each semaphore is a page of /dev/shm: a full one failed the start with a bare
+    '[Errno 28] No space left on device', naming neither the object nor /dev/shm."""
+    real = posix_ipc.Semaphore
+
+    def semaphore(sem_name: str, *args: object, **kwargs: object) -> posix_ipc.Semaphore:
+        if sem_name == L.channel_sem_name(name, 1):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(sem_name, *args, **kwargs)
+
+    monkeypatch.setattr(_segments.posix_ipc, "Semaphore", semaphore)
+    with pytest.raises(OSError, match=rf"semaphore /fdn-{name}-c1 .* in /dev/shm: .*{_MORE_ROOM}") as err:
+        ShmTransport().serve(name, EchoHandler(), channels=3)
+    assert err.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert objects_of(name) == []
 
 
 def test_segments_are_allocated_not_sparse(echo: ShmServer, name: str) -> None:

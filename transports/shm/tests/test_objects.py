@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 from pathlib import Path
 
+import posix_ipc
 import pytest
 from foundation_shm import ShmTransport, _liveness
 from foundation_shm import _layout as L
@@ -18,6 +20,7 @@ from foundation_shm._objects import objects_of
 from foundation_shm._segments import Segment
 
 from foundation_core._cli import main
+from foundation_ml.errors import ServerUnavailable
 
 from .conftest import EchoProcess
 
@@ -112,3 +115,43 @@ def test_a_region_header_with_a_state_outside_the_protocol_is_listed_not_a_trace
     finally:
         seg.close()
     assert objects_of(name) == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 100])
+def test_a_control_segment_that_is_empty_or_not_of_words_is_a_server_not_ready(
+    name: str, size: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Empty is how a starting server's control segment looks between shm_open and ftruncate:
+    a client connecting then got ValueError ('cannot mmap an empty file'); a size not a multiple
+    of 8 got TypeError from the word views, and ``ls`` printed an ignored AttributeError of
+    ``Segment.__del__`` for each. Both are ServerUnavailable now, and ``ls`` lists it quietly."""
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    shm = posix_ipc.SharedMemory(L.control_name(name), posix_ipc.O_CREX, size=size)
+    shm.close_fd()
+    try:
+        with pytest.raises(ServerUnavailable, match=rf"{name}' is not ready .*{size} bytes"):
+            ShmTransport().connect(name, connect_timeout=0)
+        assert main(["shm", "ls"]) == 0
+        assert f"{name}: DEAD" in capsys.readouterr().out
+    finally:
+        posix_ipc.unlink_shared_memory(L.control_name(name))
+    assert unraisable == []
+
+
+def test_connecting_to_a_server_one_may_not_open_is_server_unavailable_naming_the_way_in(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's server (mode 0600): posix_ipc.PermissionsError reached the caller."""
+
+    def refused(segment_name: str, **_: object) -> Segment:
+        raise posix_ipc.PermissionsError("No permission to access this segment")
+
+    server = ShmTransport().serve(name, EchoHandler(), channels=1)
+    try:
+        monkeypatch.setattr(Segment, "open", staticmethod(refused))
+        with pytest.raises(ServerUnavailable, match=rf"no permission to use shm server '{name}'.*0o660"):
+            ShmTransport().connect(name, connect_timeout=0)
+    finally:
+        monkeypatch.undo()
+        server.stop()
