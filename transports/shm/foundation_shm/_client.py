@@ -83,7 +83,7 @@ class ShmClient(TransportClient):
         opts = _options(ConnectOptions, options, "connect")  # every option checked before connecting
         check_start()  # x86-64 only; warns once if the C hot path is missing
         self.address = address
-        self.name = L.validate_name(address.removeprefix("shm://"))
+        self.name = L.server_name(address)
         self.max_channels = opts.channels
         self.spin_ns = opts.spin_us * 1000
         self.copy_outputs = opts.copy_outputs

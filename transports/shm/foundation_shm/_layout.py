@@ -47,6 +47,7 @@ __all__ = [
     "doorbell_name",
     "lock_file",
     "mutex_name",
+    "server_name",
     "validate_name",
 ]
 
@@ -180,8 +181,15 @@ _NAME_RE = re.compile(rf"[A-Za-z0-9_]{{1,{SERVER_NAME_MAX}}}")
 PREFIX = "fdn-"
 
 
+def server_name(address: str) -> str:
+    """The server name of ``address`` (``name`` or ``shm://name``), checked (``validate_name``)."""
+    if type(address) is not str:
+        raise TypeError(f"an shm address is a server name (str), not {type(address).__name__} {address!r}")
+    return validate_name(address.removeprefix("shm://"))
+
+
 def validate_name(name: str) -> str:
-    if not _NAME_RE.fullmatch(name):
+    if type(name) is not str or not _NAME_RE.fullmatch(name):
         raise ValueError(f"shm server name {name!r} must be 1-{SERVER_NAME_MAX} characters of [A-Za-z0-9_]")
     return name
 

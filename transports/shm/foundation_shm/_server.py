@@ -51,7 +51,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         opts = _options(ServeOptions, options, "serve")  # every option checked before anything is made
         check_start()  # x86-64 only; warns once if the C hot path is missing
         self.address = address
-        self.name = L.validate_name(address.removeprefix("shm://"))
+        self.name = L.server_name(address)
         self.handler = handler
         self.spin_ns = opts.spin_us * 1000
         self.heartbeat_s = opts.heartbeat_ms / 1000

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from foundation_ml import RequestHandler, Transport
 
 from ._client import ShmClient
-from ._layout import validate_name
+from ._layout import server_name
 from ._server import ShmServer
 
 __all__ = ["ShmTransport"]
@@ -39,4 +39,4 @@ class ShmTransport(Transport):
         return ShmClient(address, **options)
 
     def check_address(self, address: str) -> None:
-        validate_name(address.removeprefix("shm://"))
+        server_name(address)

@@ -49,6 +49,18 @@ def test_check_address_refuses_what_serve_and_connect_refuse(address: str) -> No
     ShmTransport().check_address("shm://ok_name_1")  # the prefix is allowed, as in serve
 
 
+@pytest.mark.parametrize("address", [None, 5, b"name", ["name"]], ids=repr)
+def test_an_address_that_is_not_a_str_is_a_type_error_naming_it(address: Any) -> None:
+    """It was an AttributeError ('NoneType' object has no attribute 'removeprefix')."""
+    rule = f"an shm address is a server name \\(str\\), not {type(address).__name__}"
+    with pytest.raises(TypeError, match=rule):
+        ShmTransport().check_address(address)
+    with pytest.raises(TypeError, match=rule):
+        ShmTransport().serve(address, EchoHandler())
+    with pytest.raises(TypeError, match=rule):
+        ShmTransport().connect(address)
+
+
 def test_a_server_with_the_longest_name_serves_every_channel(name: str) -> None:
     """32 characters: each client's data name fits its channel block (it did not at 48)."""
     longest = (name + "_" * 32)[:32]
