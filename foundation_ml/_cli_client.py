@@ -31,15 +31,17 @@ __all__ = ["infer_main", "load_inputs", "stats_main"]
 
 def _connect(args: argparse.Namespace, hub: Hub, command: str, **kw: Any) -> InferenceClient:
     """The client of ``args.name`` on ``args.transport``, with ``args.timeout`` if one was given; a
-    name or option the transport refuses (``ValueError``: ``a/b`` for shm) ends the command with
-    exit 2 and the transport's reason."""
+    name or option the transport refuses (``ValueError``: ``a/b`` for shm), or a transport that
+    is not installed, ends the command with exit 2 and the reason."""
     from ._client import InferenceClient
 
     if args.timeout is not None:  # else the client's default: the configured timeout, else 30 s
         kw["timeout"] = args.timeout
+    from foundation_core.errors import NotRegisteredError
+
     try:
         return InferenceClient(args.name, transport=args.transport, hub=hub, **kw)
-    except ValueError as exc:
+    except (ValueError, NotRegisteredError) as exc:  # --transport names none installed: as serve says it
         print(f"foundation {command}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -132,6 +132,14 @@ def test_a_name_the_transport_refuses_is_a_usage_error(argv: list[str]) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("command", ["infer", "stats"])
+def test_a_transport_not_installed_is_a_usage_error_as_for_serve(command: str) -> None:
+    proc = foundation(command, "--transport", "nope")
+    assert proc.returncode == 2  # was 1: serve said 2 for the same mistake
+    assert f"foundation {command}: error: no transport named 'nope' is registered" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.slow
 def test_serve_refuses_a_name_the_transport_refuses() -> None:
     proc = foundation("serve", "--name", "../etc")
