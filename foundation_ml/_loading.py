@@ -10,10 +10,10 @@ from foundation_core import Hub
 from ._backend import LoadedModel, ModelBackend, backend_for
 from ._batching import is_ctrl_c
 from ._package import MANIFEST, is_package
-from ._signature import SignatureLike, describe, example_inputs, problems
+from ._signature import SignatureLike, describe, example_inputs, parse_signature, problems
 from .errors import InferenceError, ModelLoadError, PackageError
 
-__all__ = ["check_outputs", "load_model"]
+__all__ = ["check_as_given", "check_outputs", "load_model"]
 
 
 def load_model(
@@ -56,6 +56,48 @@ def load_model(
     except Exception as exc:
         raise ModelLoadError(f"{spec} failed to load: {type(exc).__name__}: {exc}", model=name) from exc
     return loaded, spec
+
+
+def check_as_given(
+    name: str,
+    model: LoadedModel,
+    backend: str | None,
+    device: str | None,
+    inputs: SignatureLike | None,
+    outputs: SignatureLike | None,
+    options: dict[str, Any],
+) -> None:
+    """A ``LoadedModel`` is served as it is, so what ``register_model`` was also told about it
+    must agree with it (a ``ModelLoadError`` naming what does not): no backend loads it, so a
+    backend, options, another device or another signature would be ignored without a word."""
+    kind = type(model).__name__
+    if backend is not None or options:
+        given = [f"backend={backend!r}"] if backend is not None else []
+        given += [f"{k}=" for k in options]
+        raise ModelLoadError(
+            f"{', '.join(given)} given with a {kind}: a LoadedModel is served as it is (no backend "
+            "loads it, so backend options mean nothing)",
+            model=name,
+        )
+    if device is not None and device != model.device:
+        raise ModelLoadError(
+            f"device={device!r} given with a {kind} that runs on {model.device!r}: a LoadedModel is "
+            "served where it is (load it on that device instead)",
+            model=name,
+        )
+    for side, given_sig, own in (("inputs", inputs, model.inputs), ("outputs", outputs, model.outputs)):
+        if given_sig is None:
+            continue
+        try:
+            wanted = parse_signature(given_sig)
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{side}=: {exc}", model=name) from None
+        if set(wanted) != set(own):  # the same tensors, in any order
+            raise ModelLoadError(
+                f"{side}= ({describe(wanted)}) differ from the {kind}'s own {side} ({describe(own)}): "
+                "a LoadedModel is served with the signature it carries",
+                model=name,
+            )
 
 
 def check_outputs(name: str, model: LoadedModel, spec: str) -> None:

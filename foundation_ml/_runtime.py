@@ -22,7 +22,7 @@ from foundation_core import Hub, emit
 
 from ._backend import LoadedModel
 from ._batching import MAX_WAIT_US, Batcher, is_ctrl_c
-from ._loading import check_outputs, load_model
+from ._loading import check_as_given, check_outputs, load_model
 from ._metrics import prometheus_text
 from ._metrics_file import MetricsWriter
 from ._names import MAX_VERSION_BYTES, check_name
@@ -113,6 +113,8 @@ class MLRuntime:
         if version is not None:
             check_name(version, f"register_model({name!r}): the version", MAX_VERSION_BYTES)
         _check_batching(max_batch_size, max_wait_us, f"register_model({name!r})")
+        if isinstance(model, LoadedModel):
+            check_as_given(name, model, backend, device, inputs, outputs, options)
         loaded, spec = load_model(
             self.hub, name, model, backend, device or self.device, inputs, outputs, options
         )
@@ -143,6 +145,7 @@ class MLRuntime:
             with self._models_lock:
                 if self._closed:
                     raise ModelLoadError("the runtime is closed", model=name)
+                self._check_not_served(name, version, loaded)
                 self.registry.add(served)
                 self._update_batchers()
         except BaseException:
@@ -150,6 +153,20 @@ class MLRuntime:
             served.stop(close_model=not isinstance(model, LoadedModel))
             raise
         return self.registry.metadata(name)
+
+    def _check_not_served(self, name: str, version: str, model: LoadedModel) -> None:
+        """Refuse a ``LoadedModel`` already served under another name or version: unloading either
+        registration would close it under the other (the runtime owns what it serves), and two
+        batchers would call a model that need not be thread-safe at once. (The same name and
+        version is the registry's error: that version is already loaded.)"""
+        for served in self.registry.all():
+            if served.model is model and (served.name, served.version) != (name, version):
+                raise ModelLoadError(
+                    f"this {type(model).__name__} is already served as {served.name!r} version "
+                    f"{served.version!r}; the runtime closes a model when it is unloaded, so pass "
+                    "a model of its own to each name and version",
+                    model=name,
+                )
 
     def unload_model(self, name: str, version: str | None = None, drain_timeout: float = 5.0) -> None:
         """Stop serving ``name`` (one version, or all); queued requests are answered first, for

@@ -166,6 +166,51 @@ def test_loading_the_same_version_twice_is_an_error(runtime) -> None:
     assert {t.name for t in threading.enumerate() if t.name.startswith("batcher-")} == batchers
 
 
+class _Closing(FunctionModel):
+    """An identity model that fails once closed, as a torch model does once unloaded."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda x: {"y": x}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_one_loaded_model_is_served_once_so_unloading_it_never_closes_it_under_another(runtime) -> None:
+    model = _Closing()
+    runtime.register_model("a", model)
+    for name, version in (("a", "2"), ("b", None)):
+        with pytest.raises(ModelLoadError, match="already served as 'a' version '1'"):
+            runtime.register_model(name, model, version=version)
+    assert runtime.registry.names() == ["a"] and runtime.versions("a") == ["1"]
+    assert not model.closed  # the refused registration left it to the one that serves it
+    runtime.unload_model("a")
+    assert model.closed
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ({"inputs": {"x": "FP64[-1, 4]"}}, r"inputs= \(x: FP64\[-1, 4\]\) differ from the FunctionModel's"),
+        ({"outputs": {"z": "FP32[-1, 4]"}}, r"outputs= \(z: FP32\[-1, 4\]\) differ"),
+        ({"inputs": {"x": "FP32[-1"}}, r"inputs=: tensor spec 'FP32\[-1' for 'x' is not of the form"),
+        ({"backend": "torch"}, r"backend='torch' given with a FunctionModel"),
+        ({"threads": 2}, r"threads= given with a FunctionModel"),
+        ({"device": "cuda:0"}, r"device='cuda:0' given with a FunctionModel that runs on 'cpu'"),
+    ],
+)
+def test_what_a_loaded_model_is_given_besides_must_agree_with_it(runtime, given, says) -> None:
+    """A LoadedModel is served as it is: a signature, backend, option or device that would be
+    ignored is refused, naming it, rather than served as if it applied."""
+    with pytest.raises(ModelLoadError, match=says):
+        runtime.register_model("m", affine_model(), **given)
+    assert runtime.registry.names() == []
+    same = {"inputs": {"x": "FP32[-1, 4]"}, "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}
+    runtime.register_model("m", affine_model(), device="cpu", **same)  # agreeing: served
+    assert runtime.registry.names() == ["m"]
+
+
 def test_model_whose_outputs_contradict_its_signature_is_not_served(runtime) -> None:
     wrong = FunctionModel(lambda x: x[:, :2], inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
     with pytest.raises(ModelLoadError, match=r"output y is FP32\[1, 2\]"):
