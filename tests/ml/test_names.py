@@ -8,17 +8,38 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from foundation_ml import parse_signature
 from foundation_ml._names import MAX_NAME_BYTES, MAX_VERSION_BYTES, check_name
 
+from .conftest import affine_model
 
-@given(st.text(max_size=80))
-def test_a_name_is_taken_exactly_when_it_fits_the_wire_and_prints(text: str) -> None:
+
+@given(st.text(max_size=80) | st.text(alphabet=" ab\t", max_size=6))
+def test_a_name_is_taken_exactly_when_it_fits_the_wire_prints_and_has_no_space_at_either_end(
+    text: str,
+) -> None:
     fits = 0 < len(text.encode()) <= MAX_NAME_BYTES and text.isprintable()
-    if fits:
+    if fits and text == text.strip(" "):
         assert check_name(text, "name") is text
+    elif fits:
+        with pytest.raises(ValueError, match=r"^name .* must not start or end with a space"):
+            check_name(text, "name")
     else:
         with pytest.raises(ValueError, match=r"^name .* must be 1-63 UTF-8 bytes of printable characters"):
             check_name(text, "name")
+
+
+@pytest.mark.parametrize("value", [" ", " m", "m ", "  "])
+def test_a_name_with_a_space_at_either_end_is_refused_where_it_enters(runtime, value: str) -> None:
+    """``"mnist "`` would be served apart from ``"mnist"``, and no listing shows the difference."""
+    with pytest.raises(ValueError, match=r"the model name .* must not start or end with a space"):
+        runtime.register_model(value, affine_model())
+    with pytest.raises(ValueError, match=r"the version .* must not start or end with a space"):
+        runtime.register_model("m", affine_model(), version=value)
+    with pytest.raises(ValueError, match="must not start or end with a space"):
+        parse_signature({value: "FP32[-1]"})
+    assert runtime.registry.names() == []
+    assert check_name("a model", "name") == "a model"  # a space within is printable text
 
 
 def test_a_lone_surrogate_is_refused_like_any_unprintable_name() -> None:
