@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ._datatypes import DataType
+from ._names import check_name
 from ._tensors import is_tensor
 from ._types import TensorSpec, check_shape
 from .errors import InvalidInput
@@ -42,7 +43,8 @@ def parse_tensor_spec(name: str, text: str) -> TensorSpec:
     m = _SPEC.match(text)
     if m is None:
         raise ValueError(f"tensor spec {text!r} for {name!r} is not of the form 'FP32[-1, 784]'")
-    tokens = [t for t in m.group(2).replace(" ", "").split(",") if t]
+    dims = m.group(2).replace(" ", "")
+    tokens = dims.split(",") if dims else []  # "FP32[]": a scalar; "FP32[1,,2]" is no shape
     if not all(_DIM.match(t) for t in tokens):
         raise ValueError(f"tensor spec {text!r} for {name!r}: dimensions are sizes or -1 (variable)")
     return TensorSpec(name, DataType.from_name(m.group(1)), check_shape([int(t) for t in tokens], name))
@@ -53,9 +55,7 @@ def parse_signature(sig: SignatureLike | None) -> tuple[TensorSpec, ...]:
     if sig is None:
         return ()
     if isinstance(sig, Mapping):
-        return tuple(
-            v if isinstance(v, TensorSpec) else parse_tensor_spec(str(k), str(v)) for k, v in sig.items()
-        )
+        return tuple(_mapped_spec(k, v) for k, v in sig.items())
     out = []
     for item in sig:
         out.append(item if isinstance(item, TensorSpec) else TensorSpec.from_dict(item))
@@ -63,6 +63,21 @@ def parse_signature(sig: SignatureLike | None) -> tuple[TensorSpec, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"signature names tensors more than once: {names}")
     return tuple(out)
+
+
+def _mapped_spec(name: Any, spec: Any) -> TensorSpec:
+    """One entry of the mapping form, ``{"x": "FP32[-1, 784]"}``: taken as written, not coerced."""
+    check_name(name, "tensor name")
+    if isinstance(spec, TensorSpec):
+        if spec.name != name:
+            raise ValueError(f"tensor {name!r} is given a TensorSpec named {spec.name!r}")
+        return spec
+    if type(spec) is not str:
+        raise TypeError(
+            f"tensor {name!r}: a spec is a string such as 'FP32[-1, 784]' or a TensorSpec, "
+            f"not {type(spec).__name__}"
+        )
+    return parse_tensor_spec(name, spec)
 
 
 def describe(specs: Iterable[TensorSpec]) -> str:

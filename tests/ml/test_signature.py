@@ -38,6 +38,9 @@ def test_an_oip_dict_with_a_bad_shape_is_refused_naming_the_tensor_and_value(
         ("FP32[-5, 4]", r"^tensor 'x': dimension -5 is neither a size >= 0 nor -1"),
         ("FP32[1, 1, 1, 1, 1, 1, 1, 1, 4]", r"^tensor 'x': shape has 9 dimensions \(at most 8\)"),
         ("FP32[1-2]", r"^tensor spec 'FP32\[1-2\]' for 'x': dimensions are sizes or -1"),
+        ("FP32[1,,784]", r"^tensor spec 'FP32\[1,,784\]' for 'x': dimensions are sizes or -1"),
+        ("FP32[-1, 784,]", r"^tensor spec 'FP32\[-1, 784,\]' for 'x': dimensions are sizes or -1"),
+        ("FP32[,]", r"^tensor spec 'FP32\[,\]' for 'x': dimensions are sizes or -1"),
     ],
 )
 def test_a_spec_string_with_a_bad_shape_is_refused_alike(text: str, message: str) -> None:
@@ -45,6 +48,35 @@ def test_a_spec_string_with_a_bad_shape_is_refused_alike(text: str, message: str
         parse_tensor_spec("x", text)
     with pytest.raises(ValueError, match=message):
         parse_signature({"x": text})
+
+
+@pytest.mark.parametrize(
+    ("sig", "error", "message"),
+    [
+        ({1: "FP32[-1]"}, TypeError, r"^tensor name must be a str, not int \(1\)"),
+        ({None: "FP32[-1]"}, TypeError, r"^tensor name must be a str, not NoneType"),
+        (
+            {"x": 5},
+            TypeError,
+            r"^tensor 'x': a spec is a string such as 'FP32\[-1, 784\]' or a TensorSpec, not int",
+        ),
+        ({"x": None}, TypeError, r"^tensor 'x': a spec is a string .* not NoneType"),
+        (
+            {"x": TensorSpec("y", DataType.FP32, (-1,))},
+            ValueError,
+            r"^tensor 'x' is given a TensorSpec named 'y'",
+        ),
+    ],
+)
+def test_the_mapping_form_is_taken_as_written_not_coerced(
+    sig: Any, error: type[Exception], message: str
+) -> None:
+    """A key that is no name, or a spec that is no spec string, is an error naming it: not
+    str()-ed into a tensor called '1' or 'None', nor a TensorSpec served under another name."""
+    with pytest.raises(error, match=message):
+        parse_signature(sig)
+    spec = TensorSpec("x", DataType.FP32, (-1,))
+    assert parse_signature({"x": spec, "y": "FP32[]"}) == (spec, TensorSpec("y", DataType.FP32, ()))
 
 
 @pytest.mark.parametrize("shape", [(-5,), (1,) * 9, [1, 2]])
