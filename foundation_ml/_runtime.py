@@ -41,6 +41,7 @@ log = logging.getLogger("foundation_ml")
 
 _now = time.monotonic_ns
 _clock = time.monotonic  # the clock of drain deadlines (replaceable: a virtual one in tests)
+MAX_DRAIN_S = 1e9  # the longest drain (about 31 years: math.inf); a lock can wait at most ~292 years
 # the signals ``serve`` stops on: Ctrl-C, kill/systemd/docker stop, a closed terminal or ssh
 # session; and Ctrl-\ (SIGQUIT), which stops at once: no drain, everything still released
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -173,6 +174,9 @@ class MLRuntime:
         at most ``drain_timeout`` in all. A request that raced the unload is answered
         ``ShuttingDown`` (or, asking for no version, served by the latest version left); a model
         whose call is still running at the timeout is closed when that call returns."""
+        drain_timeout = _check_drain(drain_timeout, f"unload_model({name!r})")
+        if version is not None:  # "" would read "no such model"; 1 "no version 1 (versions: 1)"
+            check_name(version, f"unload_model({name!r}): the version", MAX_VERSION_BYTES)
         deadline = _clock() + drain_timeout
         with self._models_lock:
             gone = self.registry.remove(name, version)
@@ -379,6 +383,7 @@ class MLRuntime:
         ``abandoned`` then counts the requests a transport gave up on (its drain timed out).
         ``drain_timeout`` bounds the whole drain, the transports' and the models' together (a
         model whose call is still running then is closed when that call returns)."""
+        drain_timeout = _check_drain(drain_timeout, "close")
         with self._models_lock:
             if self._closed:
                 return
@@ -427,6 +432,17 @@ class MLRuntime:
 def _signature_doc(served: ServedModel) -> dict[str, Any]:
     m = served.model
     return {"inputs": [s.as_dict() for s in m.inputs], "outputs": [s.as_dict() for s in m.outputs]}
+
+
+def _check_drain(drain_timeout: float, where: str) -> float:
+    """``drain_timeout`` as the seconds a drain may wait: a number >= 0, before anything stops (a
+    ``TypeError`` or ``ValueError`` naming ``where``). ``math.inf``, or anything over
+    ``MAX_DRAIN_S``, waits that long: a lock cannot wait longer (OverflowError)."""
+    if isinstance(drain_timeout, bool) or not isinstance(drain_timeout, int | float):
+        raise TypeError(f"{where}: drain_timeout must be a number of seconds, not {drain_timeout!r}")
+    if not drain_timeout >= 0:  # NaN too
+        raise ValueError(f"{where}: drain_timeout must be >= 0 seconds, not {drain_timeout!r}")
+    return float(min(drain_timeout, MAX_DRAIN_S))
 
 
 def _check_batching(max_batch_size: int | None, max_wait_us: int | None, where: str) -> None:

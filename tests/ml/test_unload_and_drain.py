@@ -3,6 +3,7 @@ or a typed error), a model is never closed under a running call, and a drain kee
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -14,7 +15,7 @@ from foundation_ml._serving import ServedModel
 from foundation_ml._transport import TransportServer
 from foundation_ml.errors import ModelLoadError, ShuttingDown
 
-from .conftest import Replies
+from .conftest import Replies, unique_name
 
 
 class Blocking(FunctionModel):
@@ -215,3 +216,51 @@ def test_rejections_counted_by_many_threads_add_up(runtime: MLRuntime) -> None:
     for t in threads:
         t.join(60)
     assert runtime.stats()["server"]["rejected"] == {"MODEL_NOT_FOUND": 2}
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_a_drain_without_limit_waits_as_long_as_it_takes_and_releases_everything(hub, batch: int) -> None:
+    """``drain_timeout=math.inf`` (or any huge number) once failed with OverflowError half-way: the
+    model out of the registry, its batcher thread left running, the model never closed."""
+    rt = MLRuntime(hub)
+    models = [Blocking(), Blocking()]
+    rt.register_model("a", models[0], max_batch_size=batch)
+    rt.register_model("b", models[1], max_batch_size=batch)
+    threads = [s.batcher._thread for s in rt.registry.all() if s.batcher is not None]
+    rt.start("inproc", unique_name())
+    rt.unload_model("a", drain_timeout=math.inf)
+    assert models[0].closed and rt.registry.names() == ["b"]
+    rt.close(drain_timeout=1e300)
+    assert models[1].closed and rt.registry.names() == []
+    assert not [t for t in threads if t.is_alive()]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"drain_timeout": None},
+            TypeError,
+            r"unload_model\('m'\): drain_timeout must be a number of seconds, not None",
+        ),
+        ({"drain_timeout": "5"}, TypeError, r"drain_timeout must be a number of seconds, not '5'"),
+        ({"drain_timeout": True}, TypeError, r"drain_timeout must be a number of seconds, not True"),
+        ({"drain_timeout": -1}, ValueError, r"drain_timeout must be >= 0 seconds, not -1"),
+        ({"drain_timeout": math.nan}, ValueError, r"drain_timeout must be >= 0 seconds, not nan"),
+        ({"version": ""}, ValueError, r"unload_model\('m'\): the version '' must be 1-15 UTF-8 bytes"),
+        ({"version": 1}, TypeError, r"unload_model\('m'\): the version must be a str, not int"),
+    ],
+)
+def test_an_unload_told_nonsense_refuses_before_anything_stops(
+    runtime: MLRuntime, kwargs: dict, error: type[Exception], message: str
+) -> None:
+    """Once, version '' or 1 read 'no such model (serving: m)' or 'no version 1 (versions: 1)'."""
+    model = Blocking()
+    runtime.register_model("m", model, max_batch_size=2)
+    with pytest.raises(error, match=message):
+        runtime.unload_model("m", **kwargs)
+    if "drain_timeout" in kwargs:
+        with pytest.raises(error, match=message.replace(r"unload_model\('m'\)", "close")):
+            runtime.close(drain_timeout=kwargs["drain_timeout"])
+    assert runtime.versions("m") == ["1"] and not model.closed
+    assert runtime.registry.get("m").batcher is not None
