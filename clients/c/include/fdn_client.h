@@ -14,6 +14,15 @@
  * memory: SIGSEGV). A call cannot be interrupted; bound it with its timeout_ms, and close once it
  * returned. Outputs are views on the channel's response area, and fdn_loan_data's pointers views
  * on its request area: valid until the next call on the same client, never after fdn_close.
+ *
+ * Arguments and memory: every function that returns an fdn_status takes err == NULL (then only the
+ * code says what went wrong); err->message is always NUL-terminated (cut at 255 bytes). The client
+ * functions refuse a NULL client, name, model, output pointer, result, or a NULL array, shape or
+ * data that has entries or bytes, with FDN_INVALID_INPUT naming it; strings must be NUL-terminated.
+ * Everything passed in is copied before the call returns (names, shapes, data, params): the caller
+ * keeps it. The library owns the client (fdn_connect allocates it, fdn_close frees it) and the
+ * memory results point to. The codec functions are pure and take valid pointers only: NULL there is
+ * undefined behaviour, as is any use of a client after fdn_close.
  */
 #ifndef FDN_CLIENT_H
 #define FDN_CLIENT_H
@@ -221,6 +230,7 @@ FDN_ASSERT_OFFSET(fdn_tensor_desc, ipc_offset, 232);
 #define FDN_DESC_SIZE 256u
 
 /* --- errors ---------------------------------------------------------------------------------- */
+/* Filled by a failing call (err != NULL), left as it was by one that succeeds. */
 struct fdn_error {
     enum fdn_status code;
     uint64_t request_id; /* the request the error belongs to, 0 when none */
@@ -321,13 +331,16 @@ typedef struct fdn_client fdn_client;
 
 struct fdn_options {
     uint32_t spin_us;            /* spin window before blocking (default 100; 0 = do not spin) */
-    uint64_t capacity;           /* request/response area bytes (0 = the server's default) */
-    uint32_t connect_timeout_ms; /* region mutex wait at connect (default 2000) */
+    uint64_t capacity;           /* request/response area bytes, rounded up to pages (0 = the
+                                  * server's default; what /dev/shm cannot hold: TOO_LARGE) */
+    uint32_t connect_timeout_ms; /* region mutex wait at connect and close (0 = the default, 2000) */
     uint32_t data_crc;           /* 1: the CRC also covers tensor data */
 };
 #define FDN_DEFAULT_OPTIONS ((struct fdn_options){100, 0, 2000, 0})
 
-/* An input: shape has ndim entries; data holds product(shape) * itemsize bytes, row-major. */
+/* An input: shape has ndim entries (NULL when ndim is 0); data holds product(shape) * itemsize
+ * bytes, row-major (NULL when that is 0). The library cannot check data's size: too few bytes
+ * there is undefined behaviour (they are read). */
 struct fdn_input {
     const char *name;
     uint32_t dtype;
@@ -336,7 +349,9 @@ struct fdn_input {
     const void *data;
 };
 
-/* The outputs of a call: views on the response area, valid until the next call. */
+/* The outputs of a call, filled only when it returns FDN_OK: the struct is the caller's, each
+ * output's data a view on the response area, valid until the next call on the client (whatever
+ * its outcome) and never after fdn_close; copy what must live longer. */
 struct fdn_result {
     uint64_t request_id;
     char model[FDN_NAME_SIZE];
@@ -345,7 +360,12 @@ struct fdn_result {
     struct fdn_tensor outputs[FDN_MAX_TENSORS];
 };
 
-/* Connect to the server named `name` and claim one channel. opts may be NULL (defaults). */
+/* Connect to the server named `name` ("shm://" before it is allowed; 1-32 characters of
+ * [A-Za-z0-9_], else INVALID_INPUT) and claim one channel. opts may be NULL (defaults); it is
+ * copied. FDN_OK: *out is the client, to be freed with fdn_close. Otherwise *out is NULL and the
+ * code says why: SERVER_UNAVAILABLE (no such server, or it is gone), OVERLOADED (every channel in
+ * use, or the region mutex busy), TOO_LARGE (a capacity /dev/shm cannot hold), BAD_VERSION, or
+ * INTERNAL (a system call failed: the message names it). */
 enum fdn_status fdn_connect(fdn_client **out, const char *name, const struct fdn_options *opts,
                             struct fdn_error *err);
 /* Release the channel and unlink this client's data segment, then free the client: c must not be
@@ -355,18 +375,27 @@ enum fdn_status fdn_connect(fdn_client **out, const char *name, const struct fdn
  * connect_timeout_ms. A client whose server died only unlinks and unmaps. Not while another thread
  * is in a call on c (see Thread-safety above). NULL is a no-op. */
 void fdn_close(fdn_client *c);
-/* Run `model` on the inputs. timeout_ms < 0: no deadline. A call on a client whose server died
+/* Run `model` (at most 63 bytes) on input_count inputs (at most 64: TOO_LARGE; inputs may be NULL
+ * when it is 0). timeout_ms < 0: no deadline; 0: the deadline is now (the request is sent, and the
+ * call is DEADLINE_EXCEEDED unless it was answered already); a deadline past 2^64 ns is capped
+ * at UINT64_MAX (no timeout_ms is an error). The arguments are checked before anything is sent (INVALID_INPUT,
+ * TOO_LARGE, naming the input and what is wrong); errors of the server come back as their code
+ * with its message. A call ends the client's loan, if any. A call on a client whose server died
  * reconnects first (a restarted server is found again). */
 enum fdn_status fdn_infer(fdn_client *c, const char *model, const struct fdn_input *inputs,
                           uint32_t input_count, int64_t timeout_ms, struct fdn_result *res,
                           struct fdn_error *err);
+/* The output named `name` of res (a pointer into *res), or NULL if there is none (or an argument
+ * is NULL). */
 const struct fdn_tensor *fdn_result_output(const struct fdn_result *res, const char *name);
 
 /* What else a call may say (section 5): all optional, NULL/0 for none. */
 struct fdn_call {
-    const char *version;        /* model version; NULL or "": the server's choice */
-    const char *params;         /* a compact JSON object of strings, numbers and booleans */
-    const char *const *outputs; /* the outputs wanted; none: all */
+    const char *version;        /* model version (at most 15 bytes); NULL or "": the server's choice */
+    const char *params;         /* a JSON object of strings, numbers and booleans, at most 1 MiB
+                                 * (else TOO_LARGE), I-JSON as fdn_params_valid (else INVALID_INPUT) */
+    const char *const *outputs; /* the outputs wanted (each non-NULL, at most 63 bytes); NULL
+                                 * (output_count is then not read) or output_count 0: all */
     uint32_t output_count;
 };
 /* fdn_infer with a version, parameters or a choice of outputs. */
@@ -379,7 +408,13 @@ enum fdn_status fdn_infer_call(fdn_client *c, const char *model, const struct fd
  *   fdn_loan_begin(c, "demo", specs, 1, &err);
  *   float *x = fdn_loan_data(c, 0);  ... fill x ...
  *   fdn_loan_infer(c, -1, &res, &err);
- * The pointers of fdn_loan_data move when the area grows: fetch them again after each call. */
+ * The pointers of fdn_loan_data move when the area grows: fetch them again after each call.
+ * fdn_loan_begin copies specs (each name NUL-terminated within its 64 bytes, host tensors only:
+ * CUDA_UNAVAILABLE otherwise; data_offset and data_size are set by the layout) and claims the
+ * request area: FDN_OK or a code with nothing loaned. A loan lasts until the next fdn_loan_begin
+ * (whatever its outcome), fdn_infer or fdn_infer_call on the client, a reconnect, or fdn_close;
+ * fdn_loan_infer on no loan is INVALID_INPUT. fdn_loan_data: the start of tensor `index`'s bytes
+ * in the area, NULL when there is no loan or no such tensor. */
 enum fdn_status fdn_loan_begin(fdn_client *c, const char *model, const struct fdn_tensor *specs,
                                uint32_t count, struct fdn_error *err);
 void *fdn_loan_data(fdn_client *c, uint32_t index);

@@ -93,8 +93,13 @@ static enum fdn_status ensure(struct fdn_client *c, uint64_t end, struct fdn_err
     return fdn_attach(c, cap, c->resp_cap > cap ? c->resp_cap : cap, err);
 }
 
+/* The absolute deadline of a timeout: 0 (none) for a negative one; one past 2^64 ns saturates (a
+ * wrapped sum lay in the past: INT64_MAX ms failed at once with DEADLINE_EXCEEDED). */
 static uint64_t deadline_of(int64_t timeout_ms) {
-    return timeout_ms < 0 ? 0 : fdn_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    if (timeout_ms < 0) return 0;
+    uint64_t now = fdn_now_ns(), ms = (uint64_t)timeout_ms;
+    if (ms > (UINT64_MAX - now) / 1000000u) return UINT64_MAX;
+    return now + ms * 1000000u;
 }
 
 /* Publish the request already in the request area, wait, decode (section 7.2). */
@@ -146,14 +151,65 @@ static enum fdn_status send_request(struct fdn_client *c, const char *model, uin
     f->kind = FDN_INFER_REQUEST;
     f->request_id = c->next_id++;
     f->flags = c->opts.data_crc ? FDN_FLAG_DATA_CRC : 0;
-    if (strlen(model) >= sizeof f->model)
-        return fdn_fail(err, FDN_INVALID_INPUT, f->request_id, "model name '%.64s' is over 63 bytes", model);
-    strcpy(f->model, model);
+    strcpy(f->model, model); /* checked by the caller: check_model */
     f->deadline_ns = deadline;
     enum fdn_status st = fdn_encode_request(c->data, c->req_cap, f, err);
     if (st) return st;
     c->used = end;
     return exchange(c, deadline, 1, res, err);
+}
+
+/* A model name the request's fixed field holds with its NUL. */
+static enum fdn_status check_model(const char *model, struct fdn_error *err) {
+    if (!model) return fdn_fail(err, FDN_INVALID_INPUT, 0, "model name is NULL");
+    if (strlen(model) >= FDN_NAME_SIZE)
+        return fdn_fail(err, FDN_INVALID_INPUT, 0, "model name '%.64s' is over 63 bytes", model);
+    return FDN_OK;
+}
+
+/* A tensor's dtype and ndim, and its bytes in *bytes: the codec's rules, named for `what` and i. */
+static enum fdn_status check_tensor(const char *what, uint32_t i, const char *name, uint32_t dtype, uint32_t ndim,
+                                    const uint64_t *shape, uint64_t *bytes, struct fdn_error *err) {
+    size_t itemsize = fdn_dtype_itemsize(dtype);
+    if (!itemsize)
+        return fdn_fail(err, FDN_INVALID_INPUT, 0, "%s %u ('%s'): dtype %u is not a datatype of section 6", what, i,
+                        name, dtype);
+    if (ndim > FDN_MAX_NDIM)
+        return fdn_fail(err, FDN_INVALID_INPUT, 0, "%s %u ('%s'): %u dimensions (at most %d)", what, i, name, ndim,
+                        FDN_MAX_NDIM);
+    if (ndim && !shape)
+        return fdn_fail(err, FDN_INVALID_INPUT, 0, "%s %u ('%s'): shape is NULL with %u dimensions", what, i, name,
+                        ndim);
+    uint64_t n = itemsize;
+    for (uint32_t d = 0; d < ndim; d++) {
+        if (shape[d] && n > UINT64_MAX / shape[d])
+            return fdn_fail(err, FDN_INVALID_INPUT, 0, "%s %u ('%s'): shape times itemsize passes 2^64 bytes", what,
+                            i, name);
+        n *= shape[d];
+    }
+    *bytes = n;
+    return FDN_OK;
+}
+
+/* The arguments of fdn_infer_call, checked before anything is written. */
+static enum fdn_status check_inputs(const struct fdn_input *inputs, uint32_t input_count, struct fdn_error *err) {
+    if (input_count > FDN_MAX_TENSORS)
+        return fdn_fail(err, FDN_TOO_LARGE, 0, "%u inputs (at most %d)", input_count, FDN_MAX_TENSORS);
+    if (input_count && !inputs)
+        return fdn_fail(err, FDN_INVALID_INPUT, 0, "inputs is NULL with input_count %u", input_count);
+    for (uint32_t i = 0; i < input_count; i++) {
+        const struct fdn_input *in = &inputs[i];
+        if (!in->name) return fdn_fail(err, FDN_INVALID_INPUT, 0, "input %u: name is NULL", i);
+        if (strlen(in->name) >= FDN_NAME_SIZE)
+            return fdn_fail(err, FDN_INVALID_INPUT, 0, "input %u: name '%.64s' is over 63 bytes", i, in->name);
+        uint64_t bytes;
+        enum fdn_status st = check_tensor("input", i, in->name, in->dtype, in->ndim, in->shape, &bytes, err);
+        if (st) return st;
+        if (bytes && !in->data)
+            return fdn_fail(err, FDN_INVALID_INPUT, 0, "input %u ('%s'): data is NULL for %llu bytes", i, in->name,
+                            (unsigned long long)bytes);
+    }
+    return FDN_OK;
 }
 
 /* The call's version, requested outputs and parameters into the request fields. */
@@ -167,12 +223,15 @@ static enum fdn_status set_call(struct fdn_client *c, const struct fdn_call *cal
     if (outputs > FDN_MAX_TENSORS)
         return fdn_fail(err, FDN_TOO_LARGE, 0, "%u requested outputs (at most %d)", outputs, FDN_MAX_TENSORS);
     for (uint32_t i = 0; i < outputs; i++) {
+        if (!call->outputs[i]) return fdn_fail(err, FDN_INVALID_INPUT, 0, "requested output %u is NULL", i);
         if (strlen(call->outputs[i]) >= FDN_NAME_SIZE)
             return fdn_fail(err, FDN_INVALID_INPUT, 0, "output name '%.64s' is over 63 bytes", call->outputs[i]);
         strcpy(f->outputs[i], call->outputs[i]);
     }
     size_t n = strlen(params);
-    if (n && (n > UINT32_MAX || !fdn_params_valid(params, n)))
+    if (n > FDN_MAX_PARAMS) /* the server's step 3 refuses them too, after the whole copy */
+        return fdn_fail(err, FDN_TOO_LARGE, 0, "params of %zu bytes (at most %u)", n, FDN_MAX_PARAMS);
+    if (n && !fdn_params_valid(params, n))
         return fdn_fail(err, FDN_INVALID_INPUT, 0, "params must be a JSON object of strings, numbers and booleans");
     strcpy(f->version, version);
     f->output_count = outputs;
@@ -190,28 +249,25 @@ enum fdn_status fdn_infer(fdn_client *c, const char *model, const struct fdn_inp
 enum fdn_status fdn_infer_call(fdn_client *c, const char *model, const struct fdn_input *inputs,
                                uint32_t input_count, int64_t timeout_ms, const struct fdn_call *call,
                                struct fdn_result *res, struct fdn_error *err) {
+    if (!c) return fdn_fail(err, FDN_INVALID_INPUT, 0, "client is NULL");
+    c->loaned = 0; /* the request area is this call's now */
     uint64_t deadline = deadline_of(timeout_ms);
-    if (input_count > FDN_MAX_TENSORS)
-        return fdn_fail(err, FDN_TOO_LARGE, 0, "%u inputs (at most %d)", input_count, FDN_MAX_TENSORS);
-    enum fdn_status st = ready(c, deadline, err);
-    if (st) return st;
-    c->loaned = 0;
+    enum fdn_status st;
+    if ((st = check_model(model, err)) || (st = check_inputs(inputs, input_count, err))) return st;
+    if (!res) return fdn_fail(err, FDN_INVALID_INPUT, 0, "result is NULL");
+    if ((st = set_call(c, call, err)) || (st = ready(c, deadline, err))) return st;
     struct fdn_tensor *t = c->req.inputs;
     for (uint32_t i = 0; i < input_count; i++) {
-        if (strlen(inputs[i].name) >= FDN_NAME_SIZE || inputs[i].ndim > FDN_MAX_NDIM ||
-            !fdn_dtype_itemsize(inputs[i].dtype))
-            return fdn_fail(err, FDN_INVALID_INPUT, 0, "input %u: bad name, dtype or ndim", i);
         strcpy(t[i].name, inputs[i].name);
         t[i].location = FDN_HOST;
         t[i].dtype = inputs[i].dtype;
         t[i].ndim = inputs[i].ndim;
-        memcpy(t[i].shape, inputs[i].shape, inputs[i].ndim * sizeof(uint64_t));
+        if (inputs[i].ndim) memcpy(t[i].shape, inputs[i].shape, inputs[i].ndim * sizeof(uint64_t));
     }
     c->req.input_count = input_count;
-    if ((st = set_call(c, call, err))) return st;
     uint64_t end = fdn_layout(t, input_count,
                               fdn_request_payload_size(input_count, c->req.output_count, c->req.params_size));
-    if (!end) return fdn_fail(err, FDN_INVALID_INPUT, 0, "inputs are too large");
+    if (!end) return fdn_fail(err, FDN_INVALID_INPUT, 0, "the inputs together pass 2^64 bytes");
     if ((st = ensure(c, end, err))) return st;
     for (uint32_t i = 0; i < input_count; i++)
         if (t[i].data_size) memcpy(c->data + t[i].data_offset, inputs[i].data, (size_t)t[i].data_size);
@@ -219,6 +275,7 @@ enum fdn_status fdn_infer_call(fdn_client *c, const char *model, const struct fd
 }
 
 const struct fdn_tensor *fdn_result_output(const struct fdn_result *res, const char *name) {
+    if (!res || !name) return NULL;
     for (uint32_t i = 0; i < res->output_count; i++)
         if (strcmp(res->outputs[i].name, name) == 0) return &res->outputs[i];
     return NULL;
@@ -227,20 +284,30 @@ const struct fdn_tensor *fdn_result_output(const struct fdn_result *res, const c
 /* --- loans ----------------------------------------------------------------------------------- */
 enum fdn_status fdn_loan_begin(fdn_client *c, const char *model, const struct fdn_tensor *specs,
                                uint32_t count, struct fdn_error *err) {
-    if (count > FDN_MAX_TENSORS || strlen(model) >= FDN_NAME_SIZE)
-        return fdn_fail(err, FDN_INVALID_INPUT, 0, "too many tensors or model name too long");
-    enum fdn_status st = ready(c, deadline_of(c->opts.connect_timeout_ms), err);
+    if (!c) return fdn_fail(err, FDN_INVALID_INPUT, 0, "client is NULL");
+    c->loaned = 0; /* a failed begin leaves no loan: the old one's tensors are overwritten below */
+    enum fdn_status st = check_model(model, err);
     if (st) return st;
-    struct fdn_tensor *t = c->req.inputs;
+    if (count > FDN_MAX_TENSORS)
+        return fdn_fail(err, FDN_TOO_LARGE, 0, "%u tensors (at most %d)", count, FDN_MAX_TENSORS);
+    if (count && !specs) return fdn_fail(err, FDN_INVALID_INPUT, 0, "specs is NULL with count %u", count);
     for (uint32_t i = 0; i < count; i++) {
+        uint64_t bytes;
+        if (!memchr(specs[i].name, 0, FDN_NAME_SIZE)) /* it was cut to 63 bytes and sent so */
+            return fdn_fail(err, FDN_INVALID_INPUT, 0, "tensor %u: name '%.64s' is not NUL-terminated within 64 bytes",
+                            i, specs[i].name);
         if (specs[i].location != FDN_HOST)
-            return fdn_fail(err, FDN_CUDA_UNAVAILABLE, 0, "this client sends host tensors only");
-        t[i] = specs[i];
-        t[i].name[FDN_NAME_SIZE - 1] = 0;
+            return fdn_fail(err, FDN_CUDA_UNAVAILABLE, 0, "tensor %u ('%s'): this client sends host tensors only", i,
+                            specs[i].name);
+        if ((st = check_tensor("tensor", i, specs[i].name, specs[i].dtype, specs[i].ndim, specs[i].shape, &bytes, err)))
+            return st;
     }
+    if ((st = ready(c, deadline_of(c->opts.connect_timeout_ms), err))) return st;
+    struct fdn_tensor *t = c->req.inputs;
+    for (uint32_t i = 0; i < count; i++) t[i] = specs[i];
     c->req.input_count = count;
     uint64_t end = fdn_layout(t, count, fdn_request_payload_size(count, 0, 0));
-    if (!end) return fdn_fail(err, FDN_INVALID_INPUT, 0, "a tensor has an unknown dtype or over 8 dimensions");
+    if (!end) return fdn_fail(err, FDN_INVALID_INPUT, 0, "the tensors together pass 2^64 bytes");
     if ((st = ensure(c, end, err))) return st;
     strcpy(c->loan_model, model);
     c->loan_end = end;
@@ -249,12 +316,14 @@ enum fdn_status fdn_loan_begin(fdn_client *c, const char *model, const struct fd
 }
 
 void *fdn_loan_data(fdn_client *c, uint32_t index) {
-    if (!c->loaned || index >= c->req.input_count) return NULL;
+    if (!c || !c->loaned || index >= c->req.input_count) return NULL;
     return c->data + c->req.inputs[index].data_offset;
 }
 
 enum fdn_status fdn_loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_result *res, struct fdn_error *err) {
+    if (!c) return fdn_fail(err, FDN_INVALID_INPUT, 0, "client is NULL");
     if (!c->loaned) return fdn_fail(err, FDN_INVALID_INPUT, 0, "no loan: call fdn_loan_begin first");
+    if (!res) return fdn_fail(err, FDN_INVALID_INPUT, 0, "result is NULL");
     notice_stop(c);
     if (!c->connected) {
         c->loaned = 0;

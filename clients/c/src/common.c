@@ -44,6 +44,7 @@ static const struct {
 size_t fdn_dtype_itemsize(uint32_t dtype) { return dtype < N_DTYPES ? dtypes[dtype].itemsize : 0; }
 const char *fdn_dtype_name(uint32_t dtype) { return dtype < N_DTYPES ? dtypes[dtype].name : NULL; }
 uint32_t fdn_dtype_from_name(const char *name) {
+    if (!name) return 0;
     for (uint32_t i = 1; i < N_DTYPES; i++)
         if (strcmp(dtypes[i].name, name) == 0) return i;
     return 0;

@@ -69,6 +69,9 @@ int fdn_sem_wait_ns(sem_t *sem, uint64_t timeout_ns) {
 }
 
 uint64_t fdn_pages(uint64_t n) {
+    /* the last whole page for n past it: rounding up wrapped to one page (a capacity of
+     * UINT64_MAX - 10 became 4096), this fails as too large where it is used */
+    if (n > UINT64_MAX - (FDN_PAGE - 1)) return UINT64_MAX / FDN_PAGE * FDN_PAGE;
     uint64_t p = (n + FDN_PAGE - 1) / FDN_PAGE * FDN_PAGE;
     return p < FDN_PAGE ? FDN_PAGE : p;
 }
@@ -313,7 +316,9 @@ static int valid_name(const char *name) {
 
 enum fdn_status fdn_connect(fdn_client **out, const char *name, const struct fdn_options *opts,
                             struct fdn_error *err) {
+    if (!out) return fdn_fail(err, FDN_INVALID_INPUT, 0, "out is NULL");
     *out = NULL;
+    if (!name) return fdn_fail(err, FDN_INVALID_INPUT, 0, "shm server name is NULL");
     if (strncmp(name, "shm://", 6) == 0) name += 6;
     if (!valid_name(name))
         return fdn_fail(err, FDN_INVALID_INPUT, 0, "shm server name '%.64s' must be 1-%d characters of [A-Za-z0-9_]", name,

@@ -1,7 +1,9 @@
 /* test_live: the C client against a real server (the shm echo server, started with the Python in
  * FDN_TEST_PYTHON): a deadline keeps the channel busy until the late answer, a killed server is
  * SERVER_UNAVAILABLE, and the next call finds a restarted one; data segments are allocated, not
- * sparse, a capacity /dev/shm can never hold is TOO_LARGE, a leftover of our own pid is replaced. Skipped without FDN_TEST_PYTHON. */
+ * sparse, a capacity /dev/shm can never hold is TOO_LARGE, a leftover of our own pid is replaced; the
+ * API under misuse (NULL arguments, bad inputs, failed loans, extreme timeouts) gets a code and a
+ * message naming the fault. Skipped without FDN_TEST_PYTHON. */
 #define _GNU_SOURCE
 #include <glob.h>
 #include <semaphore.h>
@@ -136,6 +138,101 @@ static void echo(fdn_client *c, const char *what) {
           fdn_strerror(st), err.message);
 }
 
+/* The call is refused with `want` and a message containing `says`. */
+#define REFUSED_ONLY(call, want, says)                                                                     \
+    do {                                                                                                   \
+        memset(&err, 0, sizeof err);                                                                       \
+        enum fdn_status st_ = (call);                                                                      \
+        CHECK(st_ == (want) && err.code == (want) && strstr(err.message, (says)), "%s: %s %s", #call,     \
+              fdn_strerror(st_), err.message);                                                             \
+    } while (0)
+/* ... and the client still works. */
+#define REFUSED(call, want, says, c)       \
+    do {                                   \
+        REFUSED_ONLY(call, want, says);    \
+        echo((c), #call);                  \
+    } while (0)
+
+/* The public API under misuse: NULL pointers, inputs the codec cannot send and loans that failed
+ * are refused with a code and a message naming what and where (they were SIGSEGVs, UBSan reports,
+ * "bad name, dtype or ndim" for three faults, and a failed fdn_loan_begin left the old loan "on"
+ * with the new tensors half in place); a timeout past 2^64 ns is no deadline to speak of (it
+ * wrapped into the past: DEADLINE_EXCEEDED at once); a capacity near 2^64 is TOO_LARGE (it was
+ * rounded up past 2^64 to one page). */
+static void misuse_checks(const char *name, fdn_client *c) {
+    struct fdn_error err;
+    struct fdn_result res;
+    struct fdn_input ok = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    struct fdn_input in = ok;
+    REFUSED(fdn_infer(c, NULL, &ok, 1, 5000, &res, &err), FDN_INVALID_INPUT, "model name is NULL", c);
+    REFUSED(fdn_infer(c, "echo", NULL, 1, 5000, &res, &err), FDN_INVALID_INPUT, "inputs is NULL", c);
+    REFUSED(fdn_infer(c, "echo", &ok, 1, 5000, NULL, &err), FDN_INVALID_INPUT, "result is NULL", c);
+    in.name = NULL;
+    REFUSED(fdn_infer(c, "echo", &in, 1, 5000, &res, &err), FDN_INVALID_INPUT, "input 0: name is NULL", c);
+    in = ok;
+    in.shape = NULL;
+    REFUSED(fdn_infer(c, "echo", &in, 1, 5000, &res, &err), FDN_INVALID_INPUT, "input 0 ('x'): shape is NULL", c);
+    in = ok;
+    in.data = NULL;
+    REFUSED(fdn_infer(c, "echo", &in, 1, 5000, &res, &err), FDN_INVALID_INPUT, "input 0 ('x'): data is NULL for 8", c);
+    in = ok;
+    in.dtype = 15;
+    REFUSED(fdn_infer(c, "echo", &in, 1, 5000, &res, &err), FDN_INVALID_INPUT, "input 0 ('x'): dtype 15", c);
+    in = ok;
+    in.ndim = 9;
+    REFUSED(fdn_infer(c, "echo", &in, 1, 5000, &res, &err), FDN_INVALID_INPUT, "input 0 ('x'): 9 dimensions", c);
+    const uint64_t wide[2] = {1ull << 62, 8};
+    in = ok;
+    in.ndim = 2;
+    in.shape = wide;
+    REFUSED(fdn_infer(c, "echo", &in, 1, 5000, &res, &err), FDN_INVALID_INPUT, "input 0 ('x'): shape times itemsize", c);
+    const char *outs[1] = {NULL};
+    REFUSED(fdn_infer_call(c, "echo", &ok, 1, 5000, &(struct fdn_call){.outputs = outs, .output_count = 1}, &res, &err),
+            FDN_INVALID_INPUT, "requested output 0 is NULL", c);
+    size_t big = (1u << 20) + 9;
+    char *params = malloc(big + 1);
+    if (params) { /* {"p":"aaa...a"}: valid, over 1 MiB: refused before it is copied */
+        memset(params, 'a', big);
+        memcpy(params, "{\"p\":\"", 6);
+        memcpy(params + big - 2, "\"}", 3);
+        REFUSED(fdn_infer_call(c, "echo", &ok, 1, 5000, &(struct fdn_call){.params = params}, &res, &err),
+                FDN_TOO_LARGE, "params of 1048585 bytes", c);
+        CHECK(err.request_id == 0, "params over 1 MiB were sent (request %llu)", (unsigned long long)err.request_id);
+        free(params);
+    }
+
+    memset(&err, 0, sizeof err);
+    enum fdn_status st = fdn_infer(c, "echo", &ok, 1, INT64_MAX, &res, &err);
+    CHECK(st == FDN_OK, "timeout_ms INT64_MAX: %s %s", fdn_strerror(st), err.message);
+    st = fdn_infer(c, "echo", &ok, 1, (int64_t)(UINT64_MAX / 1000000u), &res, &err);
+    CHECK(st == FDN_OK, "a timeout of 2^64 ns: %s %s", fdn_strerror(st), err.message);
+
+    struct fdn_tensor spec[2] = {{.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = {2}},
+                                 {.name = "b", .dtype = FDN_INT32, .ndim = 9}};
+    /* a failed fdn_loan_begin leaves no loan (the old one's tensors were half overwritten) */
+    CHECK(fdn_loan_begin(c, "echo", spec, 1, &err) == FDN_OK, "a loan: %s", err.message);
+    REFUSED_ONLY(fdn_loan_begin(c, "echo", spec, 2, &err), FDN_INVALID_INPUT, "tensor 1 ('b'): 9 dimensions");
+    CHECK(fdn_loan_data(c, 0) == NULL && fdn_loan_data(c, 1) == NULL, "a failed fdn_loan_begin left a loan");
+    REFUSED(fdn_loan_infer(c, 5000, &res, &err), FDN_INVALID_INPUT, "no loan", c);
+    CHECK(fdn_loan_begin(c, "echo", spec, 1, &err) == FDN_OK, "a loan: %s", err.message);
+    spec[1] = (struct fdn_tensor){.dtype = FDN_UINT8, .ndim = 1, .shape = {1ull << 40}}; /* over max bytes */
+    memcpy(spec[1].name, "b", 2);
+    REFUSED_ONLY(fdn_loan_begin(c, "echo", spec, 2, &err), FDN_TOO_LARGE, "exceeds the server's");
+    CHECK(fdn_loan_data(c, 0) == NULL, "a loan refused as too large left the old loan");
+    REFUSED(fdn_loan_infer(c, 5000, &res, &err), FDN_INVALID_INPUT, "no loan", c);
+    memset(spec[0].name, 'n', sizeof spec[0].name); /* no NUL: it was cut to 63 bytes and sent */
+    REFUSED(fdn_loan_begin(c, "echo", spec, 1, &err), FDN_INVALID_INPUT, "tensor 0: name 'nnn", c);
+    REFUSED(fdn_loan_begin(c, NULL, spec, 1, &err), FDN_INVALID_INPUT, "model name is NULL", c);
+    REFUSED(fdn_loan_begin(c, "echo", NULL, 1, &err), FDN_INVALID_INPUT, "specs is NULL", c);
+
+    struct fdn_options opts = FDN_DEFAULT_OPTIONS;
+    opts.capacity = UINT64_MAX - 10;
+    fdn_client *d = NULL;
+    st = fdn_connect(&d, name, &opts, &err);
+    CHECK(st == FDN_TOO_LARGE && d == NULL, "capacity 2^64 - 11: %s %s", fdn_strerror(st), err.message);
+    if (d) fdn_close(d);
+}
+
 /* Map the control segment of server `name` (a mapping of our own: it outlives a client's); NULL if
  * it cannot be. */
 static struct fdn_region_header *map_region(const char *name, size_t *size) {
@@ -239,6 +336,7 @@ int main(void) {
     enum fdn_status st = c ? FDN_OK : FDN_INTERNAL;
     if (st == FDN_OK) {
         echo(c, "first call");
+        misuse_checks(name, c);
 
         struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
         struct fdn_call slow = {.params = "{\"ms\": 300}"};

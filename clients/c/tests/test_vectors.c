@@ -124,6 +124,28 @@ static void test_connect_refuses_a_server_name_one_past_the_limit(void) {
     CHECK(strstr(err.message, "must be 1-32 characters of [A-Za-z0-9_]") != NULL);
 }
 
+/* NULL for a pointer the API needs is refused with INVALID_INPUT naming it (or NULL / 0 from a
+ * lookup), never dereferenced: each of these was a SIGSEGV or a UBSan report. */
+static void test_null_arguments_are_refused(void) {
+    struct fdn_error err = {0};
+    struct fdn_result res = {0};
+    fdn_client *c = (fdn_client *)&err; /* never touched: every call here fails before */
+    CHECK(fdn_connect(NULL, "x", NULL, &err) == FDN_INVALID_INPUT && strstr(err.message, "out is NULL"));
+    CHECK(fdn_connect(&c, NULL, NULL, &err) == FDN_INVALID_INPUT && c == NULL &&
+          strstr(err.message, "name is NULL"));
+    CHECK(fdn_infer(NULL, "m", NULL, 0, -1, &res, &err) == FDN_INVALID_INPUT &&
+          strstr(err.message, "client is NULL"));
+    CHECK(fdn_infer_call(NULL, "m", NULL, 0, -1, NULL, &res, NULL) == FDN_INVALID_INPUT);
+    CHECK(fdn_loan_begin(NULL, "m", NULL, 0, &err) == FDN_INVALID_INPUT && strstr(err.message, "client is NULL"));
+    CHECK(fdn_loan_infer(NULL, -1, &res, &err) == FDN_INVALID_INPUT && strstr(err.message, "client is NULL"));
+    CHECK(fdn_loan_data(NULL, 0) == NULL);
+    fdn_close(NULL);
+    CHECK(fdn_result_output(NULL, "y") == NULL && fdn_result_output(&res, NULL) == NULL);
+    res.output_count = 1;
+    CHECK(fdn_result_output(&res, NULL) == NULL);
+    CHECK(fdn_dtype_from_name(NULL) == 0);
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : "../../docs/protocol/vectors";
     test_crc32_matches_zlib();
@@ -135,6 +157,7 @@ int main(int argc, char **argv) {
     test_decoder_rejects_a_short_area();
     test_the_longest_data_name_fits_and_one_more_byte_is_refused();
     test_connect_refuses_a_server_name_one_past_the_limit();
+    test_null_arguments_are_refused();
     char cuda_dir[4096];
     snprintf(cuda_dir, sizeof cuda_dir, "%s/cuda_ipc", dir); /* section 15's vectors */
     int passed = 0, cuda_passed = 0, failed = fdn_vectors_check(dir, &passed, report, NULL);
