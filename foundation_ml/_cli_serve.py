@@ -60,7 +60,7 @@ class _StartupSignals:
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StartupSignals:
-        from ._runtime import STOP_SIGNALS
+        from ._serve_until import STOP_SIGNALS
 
         if threading.current_thread() is threading.main_thread():
             self.previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -21,14 +20,15 @@ from typing import Any
 from foundation_core import Hub, emit
 
 from ._backend import LoadedModel
-from ._batching import MAX_WAIT_US, Batcher, is_ctrl_c
+from ._batching import Batcher, is_ctrl_c
 from ._loading import check_as_given, check_outputs, load_model
 from ._metrics import prometheus_text
-from ._metrics_file import MetricsWriter
 from ._names import MAX_VERSION_BYTES, check_name
 from ._plugin import DEFAULT_NAME
 from ._registry import ModelRegistry
-from ._server_info import failed_server, in_flight, server_stats
+from ._runtime_checks import check_batching, check_drain
+from ._serve_until import serve_until_stopped
+from ._server_info import server_stats
 from ._serving import ServedModel
 from ._signature import SignatureLike
 from ._transport import Respond, TransportServer, configured_options
@@ -41,10 +41,6 @@ log = logging.getLogger("foundation_ml")
 
 _now = time.monotonic_ns
 _clock = time.monotonic  # the clock of drain deadlines (replaceable: a virtual one in tests)
-MAX_DRAIN_S = 1e9  # the longest drain (about 31 years: math.inf); a lock can wait at most ~292 years
-# the signals ``serve`` stops on: Ctrl-C, kill/systemd/docker stop, a closed terminal or ssh
-# session; and Ctrl-\ (SIGQUIT), which stops at once: no drain, everything still released
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 class MLRuntime:
@@ -64,7 +60,7 @@ class MLRuntime:
         max_wait_us: int = 500,
         name: str = "",
     ) -> None:
-        _check_batching(max_batch_size, max_wait_us, "MLRuntime")
+        check_batching(max_batch_size, max_wait_us, "MLRuntime")
         self._own_hub = hub is None
         if hub is None:
             import foundation_core
@@ -113,7 +109,7 @@ class MLRuntime:
             raise ModelLoadError("the runtime is closed", model=name)
         if version is not None:
             check_name(version, f"register_model({name!r}): the version", MAX_VERSION_BYTES)
-        _check_batching(max_batch_size, max_wait_us, f"register_model({name!r})")
+        check_batching(max_batch_size, max_wait_us, f"register_model({name!r})")
         if isinstance(model, LoadedModel):
             check_as_given(name, model, backend, device, inputs, outputs, options)
         loaded, spec = load_model(
@@ -174,7 +170,7 @@ class MLRuntime:
         at most ``drain_timeout`` in all. A request that raced the unload is answered
         ``ShuttingDown`` (or, asking for no version, served by the latest version left); a model
         whose call is still running at the timeout is closed when that call returns."""
-        drain_timeout = _check_drain(drain_timeout, f"unload_model({name!r})")
+        drain_timeout = check_drain(drain_timeout, f"unload_model({name!r})")
         if version is not None:  # "" would read "no such model"; 1 "no version 1 (versions: 1)"
             check_name(version, f"unload_model({name!r}): the version", MAX_VERSION_BYTES)
         deadline = _clock() + drain_timeout
@@ -324,46 +320,7 @@ class MLRuntime:
         ``foundation serve`` exits non-zero and a supervisor restarts it (rather than a process
         that holds the name and answers no one).
         """
-        stop = threading.Event()
-        reason = ["stopped"]
-
-        def on_signal(signum: int, frame: object) -> None:
-            if stop.is_set():  # the second: end the drain now; a third acts as Python's default
-                self.hurry()
-                for s, h in previous.items():
-                    signal.signal(s, h)
-                return
-            reason[0] = signal.Signals(signum).name
-            if signum == signal.SIGQUIT:
-                self._hurry = True  # close() abandons what is in flight instead of draining it
-            stop.set()
-
-        previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
-        metrics = MetricsWriter(metrics_file, self.prometheus) if metrics_file else None
-        broken = ""
-        try:
-            self.start(transport, name, **options)
-            if ready is not None:
-                ready()
-            while not stop.wait(1.0 if metrics_file else 0.5):
-                broken = failed_server(self.servers)
-                if broken:
-                    reason[0] = "failed"
-                    break
-                if metrics:
-                    metrics()
-        finally:
-            waiting = sum(in_flight(s) for _, s in self.servers)
-            if waiting and stop.is_set() and not self._hurry:
-                log.warning("draining %d in-flight request(s) (signal again to stop at once)", waiting)
-            try:
-                self.close(reason=reason[0], drained=metrics)
-            finally:
-                for s, h in previous.items():
-                    signal.signal(s, h)
-        if broken:
-            raise InternalError(f"{broken}; the server stopped (a supervisor may restart it)")
-        return 0
+        return serve_until_stopped(self, transport, name, ready, metrics_file, options)
 
     def hurry(self) -> None:
         """End the drain of a ``close`` under way now (a second Ctrl-C): each transport server
@@ -383,7 +340,7 @@ class MLRuntime:
         ``abandoned`` then counts the requests a transport gave up on (its drain timed out).
         ``drain_timeout`` bounds the whole drain, the transports' and the models' together (a
         model whose call is still running then is closed when that call returns)."""
-        drain_timeout = _check_drain(drain_timeout, "close")
+        drain_timeout = check_drain(drain_timeout, "close")
         with self._models_lock:
             if self._closed:
                 return
@@ -432,26 +389,3 @@ class MLRuntime:
 def _signature_doc(served: ServedModel) -> dict[str, Any]:
     m = served.model
     return {"inputs": [s.as_dict() for s in m.inputs], "outputs": [s.as_dict() for s in m.outputs]}
-
-
-def _check_drain(drain_timeout: float, where: str) -> float:
-    """``drain_timeout`` as the seconds a drain may wait: a number >= 0, before anything stops (a
-    ``TypeError`` or ``ValueError`` naming ``where``). ``math.inf``, or anything over
-    ``MAX_DRAIN_S``, waits that long: a lock cannot wait longer (OverflowError)."""
-    if isinstance(drain_timeout, bool) or not isinstance(drain_timeout, int | float):
-        raise TypeError(f"{where}: drain_timeout must be a number of seconds, not {drain_timeout!r}")
-    if not drain_timeout >= 0:  # NaN too
-        raise ValueError(f"{where}: drain_timeout must be >= 0 seconds, not {drain_timeout!r}")
-    return float(min(drain_timeout, MAX_DRAIN_S))
-
-
-def _check_batching(max_batch_size: int | None, max_wait_us: int | None, where: str) -> None:
-    """Refuse batching settings that mean nothing, before anything is loaded (``None``: not given)."""
-    if max_batch_size is not None and (type(max_batch_size) is not int or max_batch_size < 1):
-        raise ValueError(
-            f"{where}: max_batch_size must be an integer >= 1 (1: no batching), not {max_batch_size!r}"
-        )
-    if max_wait_us is not None and (type(max_wait_us) is not int or not 0 <= max_wait_us <= MAX_WAIT_US):
-        raise ValueError(
-            f"{where}: max_wait_us must be an integer from 0 to {MAX_WAIT_US} (10 s), not {max_wait_us!r}"
-        )
