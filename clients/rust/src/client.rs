@@ -31,6 +31,33 @@ fn check_sizes(inputs: &[Tensor], rid: u64) -> Result<()> {
     Ok(())
 }
 
+/// INVALID_INPUT unless the model name, version, input names and output names fit their fields
+/// (docs/protocol/shm.md section 5) and no input name comes twice: checked before anything is
+/// written, so a loan is never granted for a request that cannot be sent.
+fn check_names<'a>(
+    model: &str,
+    version: &str,
+    inputs: impl Iterator<Item = &'a str>,
+    outputs: &[String],
+) -> Result<()> {
+    codec::check_fixed(model, l::NAME_SIZE, "model name")?;
+    codec::check_fixed(version, l::VERSION_SIZE, "model version")?;
+    let mut seen = std::collections::HashSet::new();
+    for name in inputs {
+        codec::check_fixed(name, l::NAME_SIZE, "input name")?;
+        if !seen.insert(name) {
+            return err(
+                Status::InvalidInput,
+                format!("input {name:?} appears twice"),
+            );
+        }
+    }
+    for name in outputs {
+        codec::check_fixed(name, l::NAME_SIZE, "output name")?;
+    }
+    Ok(())
+}
+
 /// A connection to a Foundation shm server: one claimed channel, one request at a time.
 ///
 /// Calls take `&mut self`; for requests in flight at once, connect several clients (each claims
@@ -162,7 +189,21 @@ impl Client {
     ) -> Result<Vec<Tensor>> {
         let deadline = deadline_after(options.timeout);
         let rid = self.next_id();
-        let params = codec::encode_params(&options.params)?;
+        let params = codec::encode_params(&options.params).map_err(|e| e.with_id(rid))?;
+        if params.len() > l::MAX_PARAMS {
+            return Err(Error::new(
+                Status::TooLarge,
+                format!(
+                    "params are {} bytes of JSON (at most {})",
+                    params.len(),
+                    l::MAX_PARAMS
+                ),
+            )
+            .with_id(rid));
+        }
+        let names = inputs.iter().map(|t| t.name.as_str());
+        check_names(model, &options.version, names, &options.outputs)
+            .map_err(|e| e.with_id(rid))?;
         let flags = self.flags();
         let spin = self.opts.spin;
         let specs: Vec<(&str, DataType, &[u64])> = inputs
@@ -174,8 +215,10 @@ impl Client {
         let (refs, end) = codec::layout(&specs, payload)?;
         let input_bytes: u64 = inputs.iter().map(|t| t.data.len() as u64).sum();
         let conn = self.conn()?;
+        conn.check_limits(inputs.len(), options.outputs.len(), input_bytes)
+            .map_err(|e| e.with_id(rid))?;
         conn.wait_idle(deadline, spin)?;
-        conn.ensure(end, input_bytes)?;
+        conn.ensure(end)?;
         let area = conn.request_area();
         for (r, t) in refs.iter().zip(inputs) {
             area[r.data_offset..r.data_offset + r.data_size].copy_from_slice(&t.data);
@@ -239,6 +282,7 @@ impl Client {
     /// # Ok::<(), fdn::Error>(())
     /// ```
     pub fn loan(&mut self, model: &str, inputs: &[TensorSpec]) -> Result<Loan<'_>> {
+        check_names(model, "", inputs.iter().map(|t| t.name.as_str()), &[])?;
         let specs: Vec<(&str, DataType, &[u64])> = inputs
             .iter()
             .map(|t| (t.name.as_str(), t.datatype, t.shape.as_slice()))
@@ -247,8 +291,9 @@ impl Client {
         let input_bytes: u64 = refs.iter().map(|r| r.data_size as u64).sum();
         let spin = self.opts.spin;
         let conn = self.conn()?;
+        conn.check_limits(inputs.len(), 0, input_bytes)?;
         conn.wait_idle(0, spin)?;
-        conn.ensure(end, input_bytes)?;
+        conn.ensure(end)?;
         let conn_gen = self.conn_gen;
         Ok(Loan {
             client: self,
@@ -297,6 +342,13 @@ impl Loan<'_> {
         self.refs.iter().position(|r| r.name == name)
     }
 
+    fn no_input(&self, i: usize) -> Error {
+        Error::new(
+            Status::InvalidInput,
+            format!("no input {i}: the loan has {} inputs", self.refs.len()),
+        )
+    }
+
     fn live(&mut self) -> Result<&mut Conn> {
         match self.client.conn.as_mut() {
             Some(c) if c.alive() && self.client.conn_gen == self.conn_gen => Ok(c),
@@ -308,22 +360,23 @@ impl Loan<'_> {
 
     /// The bytes of input `i`, in shared memory (little-endian, C order).
     pub fn input_mut(&mut self, i: usize) -> Result<&mut [u8]> {
-        let r = self
-            .refs
-            .get(i)
-            .cloned()
-            .ok_or_else(|| Error::new(Status::InvalidInput, "no such input"))?;
+        let r = self.refs.get(i).cloned().ok_or_else(|| self.no_input(i))?;
         let conn = self.live()?;
         Ok(&mut conn.request_area()[r.data_offset..r.data_offset + r.data_size])
     }
 
     /// Input `i` as elements of `T` (INVALID_INPUT unless `T` is its datatype).
     pub fn input_as_mut<T: Element>(&mut self, i: usize) -> Result<&mut [T]> {
-        let dt = self.refs.get(i).map(|r| r.datatype);
-        if dt != Some(T::DTYPE) {
+        let r = self.refs.get(i).ok_or_else(|| self.no_input(i))?;
+        if r.datatype != T::DTYPE {
             return err(
                 Status::InvalidInput,
-                format!("input {i} is {dt:?}, not {}", T::DTYPE.name()),
+                format!(
+                    "input {i} ({:?}) is {}, not {}",
+                    r.name,
+                    r.datatype.name(),
+                    T::DTYPE.name()
+                ),
             );
         }
         let bytes = self.input_mut(i)?;

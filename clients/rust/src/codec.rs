@@ -18,6 +18,7 @@ mod tests;
 
 pub(crate) use decode::decode_response_msg;
 pub use decode::{decode_request, decode_response, DecodedRequest, DecodedResponse};
+pub(crate) use encode::check_fixed;
 pub use encode::{layout, write_request, write_response, RequestFields, ResponseFields};
 pub use params::{encode_params, encode_params_json, Param};
 

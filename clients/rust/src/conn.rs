@@ -25,16 +25,24 @@ use std::sync::atomic::{fence, Ordering::*};
 use std::time::Duration;
 use wait::server_alive;
 
+/// `n` bytes in whole pages (at least one). Past the last whole page a `usize` holds, that page:
+/// no segment is that large, and `create_data` refuses it as TOO_LARGE rather than the rounding
+/// overflowing (a panic in a debug build, 0 bytes in a release build).
 fn pages(n: usize) -> usize {
-    l::align(n.max(1), l::PAGE)
+    n.max(1)
+        .checked_next_multiple_of(l::PAGE)
+        .unwrap_or(usize::MAX - (l::PAGE - 1))
+}
+
+/// `d` in nanoseconds, `u64::MAX` for any longer (`as` would keep the low 64 bits).
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The absolute deadline (monotonic ns) `timeout` from now; 0 for none.
 pub(crate) fn deadline_after(timeout: Option<Duration>) -> u64 {
     match timeout {
-        Some(t) => shm::monotonic_ns()
-            .saturating_add(t.as_nanos().min(u64::MAX as u128) as u64)
-            .max(1),
+        Some(t) => shm::monotonic_ns().saturating_add(nanos(t)).max(1),
         None => 0,
     }
 }
@@ -165,7 +173,7 @@ fn claim_channel(
             )
         })?;
     let base = l::CHANNELS_OFFSET + index * l::CHANNEL_SIZE;
-    let gen = ctl.u64(base + ch::DATA_GEN).load(Relaxed) + 1;
+    let gen = next_gen(ctl.u64(base + ch::DATA_GEN).load(Relaxed), name, index)?;
     let (data, data_name) = create_data(name, index, gen, capacity, capacity, mode)?;
     ctl.u32(base + ch::CLIENT_SLEEPING).store(0, Relaxed);
     ctl.u64(base + ch::OWNER_START_TIME).store(start, Relaxed);
@@ -181,6 +189,17 @@ fn claim_channel(
         data_name,
         gen,
         seq,
+    })
+}
+
+/// The data generation after `gen` (a region whose `data_gen` is the largest u64 is corrupt:
+/// the next one would wrap to 0, which names no segment).
+fn next_gen(gen: u64, name: &str, index: usize) -> Result<u64> {
+    gen.checked_add(1).ok_or_else(|| {
+        Error::new(
+            Status::Internal,
+            format!("shm server {name:?} channel {index}: data_gen {gen} cannot advance"),
+        )
     })
 }
 
@@ -321,7 +340,7 @@ impl Conn {
             instance_id: region.instance_id,
             limits: region.limits,
             alive: true,
-            yield_after_ns: opts.yield_after.as_nanos() as u64,
+            yield_after_ns: nanos(opts.yield_after),
             snap: Vec::with_capacity(4096),
         })
     }
@@ -347,7 +366,7 @@ impl Conn {
     /// Replace the data segment by one with the given capacities (channel idle), carrying over
     /// the first `keep` bytes of the request area ("Growing" in 10.1).
     fn regrow(&mut self, req_cap: usize, resp_cap: usize, keep: usize) -> Result<()> {
-        let gen = self.gen + 1;
+        let gen = next_gen(self.gen, &self.name, self.index)?;
         let (mut data, data_name) =
             create_data(&self.name, self.index, gen, req_cap, resp_cap, self.mode)?;
         let keep = keep.min(self.req_cap).min(req_cap);
@@ -364,8 +383,23 @@ impl Conn {
         Ok(())
     }
 
-    /// Room for a request of `end` bytes (and a response as large).
-    pub(crate) fn ensure(&mut self, end: usize, input_bytes: u64) -> Result<()> {
+    /// TOO_LARGE for a request of more inputs, outputs or input bytes than the server takes
+    /// (it would refuse it; refused here, nothing is grown or copied for it).
+    pub(crate) fn check_limits(
+        &self,
+        inputs: usize,
+        outputs: usize,
+        input_bytes: u64,
+    ) -> Result<()> {
+        let max = self.limits.max_tensors as usize;
+        if inputs > max || outputs > max {
+            return err(
+                Status::TooLarge,
+                format!(
+                    "{inputs} inputs / {outputs} outputs requested (the server takes at most {max})"
+                ),
+            );
+        }
         if input_bytes > self.limits.max_bytes {
             return err(
                 Status::TooLarge,
@@ -375,6 +409,11 @@ impl Conn {
                 ),
             );
         }
+        Ok(())
+    }
+
+    /// Room for a request of `end` bytes (and a response as large).
+    pub(crate) fn ensure(&mut self, end: usize) -> Result<()> {
         if end > self.req_cap {
             self.regrow(pages(end), self.resp_cap.max(pages(end)), 0)?;
         }

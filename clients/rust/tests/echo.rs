@@ -2,7 +2,7 @@
 //! `FDN_TEST_PYTHON` names a Python with foundation_shm installed (e.g. `$PWD/../../.venv/bin/python`).
 //! Every datatype round-trips; parameters, deadlines, handler errors and the busy channel behave.
 
-use fdn::{Client, ConnectOptions, DataType, InferOptions, Param, Status, Tensor};
+use fdn::{Client, ConnectOptions, DataType, InferOptions, Param, Status, Tensor, TensorSpec};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -214,4 +214,125 @@ fn data_segments_are_allocated() {
         )
         .unwrap();
     assert_eq!(out, vec![x]);
+}
+
+fn python() -> Option<String> {
+    let python = std::env::var("FDN_TEST_PYTHON").ok();
+    if python.is_none() {
+        eprintln!("FDN_TEST_PYTHON not set: skipping the tests against the echo server");
+    }
+    python
+}
+
+/// The longest durations and the largest capacity are an answer or a typed error, never an
+/// overflow: a capacity near `usize::MAX` rounded up to pages panicked in a debug build (and
+/// wrapped to 0 bytes in a release build); a `yield_after` past 2^64 ns panicked in the spin.
+#[test]
+fn the_largest_capacity_and_durations_are_no_overflow() {
+    let Some(python) = python() else { return };
+    let echo = start_named(&python, "rusthuge");
+    for capacity in [usize::MAX, usize::MAX - 4000] {
+        let huge = ConnectOptions {
+            capacity: Some(capacity),
+            ..ConnectOptions::default()
+        };
+        let e = Client::connect(&echo.1, huge).unwrap_err();
+        assert_eq!(e.code, Status::TooLarge, "{e}");
+        assert!(e.message.contains("too large"), "{e}");
+    }
+    let longest = ConnectOptions {
+        spin: Duration::MAX,
+        yield_after: Duration::MAX,
+        connect_timeout: Duration::MAX,
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(&echo.1, longest).unwrap();
+    let x = vec![Tensor::from_slice("x", &[2], &[1f32, 2.]).unwrap()];
+    assert_eq!(client.infer("echo", &x, Some(Duration::MAX)).unwrap(), x);
+    let e = client.infer("echo", &x, Some(Duration::ZERO)).unwrap_err();
+    assert_eq!(e.code, Status::DeadlineExceeded, "{e}");
+    assert_eq!(client.infer("echo", &x, None).unwrap(), x);
+}
+
+/// A loan is refused when its request could never be sent (a name too long for its field, an
+/// input named twice, more inputs than the server takes): it was granted, and its `infer` failed
+/// only after the inputs had been written in place.
+#[test]
+fn a_loan_that_could_never_be_sent_is_refused() {
+    let Some(python) = python() else { return };
+    let echo = start_named(&python, "rustloan");
+    let mut client = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
+    let x = |name: &str| TensorSpec::new(name, DataType::Fp32, &[2]);
+    let long = "é".repeat(32); // 32 characters, 64 bytes: one past the field
+    let refused = |client: &mut Client, model: &str, specs: &[TensorSpec]| {
+        let e = client.loan(model, specs).unwrap_err();
+        (e.code, e.message)
+    };
+    let (code, msg) = refused(&mut client, &long, &[x("x")]);
+    assert_eq!(code, Status::InvalidInput, "{msg}");
+    assert!(
+        msg.starts_with("model name") && msg.contains("64 UTF-8 bytes (at most 63)"),
+        "{msg}"
+    );
+    let (code, msg) = refused(&mut client, "echo", &[x(&long)]);
+    assert_eq!(code, Status::InvalidInput, "{msg}");
+    assert!(
+        msg.starts_with("input name") && msg.contains("64 UTF-8 bytes"),
+        "{msg}"
+    );
+    let (code, msg) = refused(&mut client, "echo", &[x("x"), x("x")]);
+    assert_eq!(
+        (code, msg.as_str()),
+        (Status::InvalidInput, "input \"x\" appears twice")
+    );
+    let many: Vec<TensorSpec> = (0..65).map(|i| x(&format!("t{i}"))).collect();
+    let (code, msg) = refused(&mut client, "echo", &many);
+    assert_eq!(code, Status::TooLarge, "{msg}");
+    assert!(
+        msg.contains("65 inputs") && msg.contains("at most 64"),
+        "{msg}"
+    );
+
+    let mut loan = client.loan("echo", &[x(&"é".repeat(31))]).unwrap();
+    let e = loan.input_mut(1).unwrap_err();
+    assert_eq!(e.message, "no input 1: the loan has 1 inputs");
+    let e = loan.input_as_mut::<f64>(0).unwrap_err();
+    assert!(e.message.ends_with("is FP32, not FP64"), "{e}");
+    loan.input_as_mut::<f32>(0).unwrap().fill(0.5);
+    let out = loan.infer(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(out[0].to_vec::<f32>().unwrap(), [0.5, 0.5]);
+}
+
+/// What the server would refuse is refused before anything is grown or copied, with a message
+/// naming the fault: params over 1 MiB (sent, then refused by the server), a name over its field
+/// (the whole name, a megabyte of it, was the message).
+#[test]
+fn a_request_the_server_would_refuse_is_refused_first() {
+    let Some(python) = python() else { return };
+    let echo = start_named(&python, "rustrefuse");
+    let mut client = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
+    let x = vec![Tensor::from_slice("x", &[2], &[1f32, 2.]).unwrap()];
+    let big = InferOptions {
+        params: vec![("k".into(), Param::Str("v".repeat(1 << 20)))],
+        ..InferOptions::default()
+    };
+    let e = client.infer_with("echo", &x, &big).unwrap_err();
+    assert_eq!(e.code, Status::TooLarge, "{e}");
+    assert_eq!(
+        e.message,
+        "params are 1048584 bytes of JSON (at most 1048576)"
+    );
+    assert_ne!(e.request_id, 0);
+    let e = client.infer(&"m".repeat(1 << 20), &x, None).unwrap_err();
+    assert_eq!(e.code, Status::InvalidInput, "{e}");
+    assert_eq!(
+        e.message,
+        format!(
+            "model name \"{}\"... is 1048576 UTF-8 bytes (at most 63)",
+            "m".repeat(40)
+        )
+    );
+    let e = client.infer("a\0b", &x, None).unwrap_err();
+    assert_eq!(e.message, "model name \"a\\0b\" contains a NUL");
+    assert_eq!(client.infer("echo", &x, None).unwrap(), x);
 }

@@ -76,18 +76,26 @@ pub fn layout(
     Ok((refs, offset))
 }
 
+/// INVALID_INPUT unless `text` fits a fixed field of `size` bytes with its NUL (and has none of
+/// its own); the error names the `what`, a name over 40 characters only by its start.
+pub(crate) fn check_fixed(text: &str, size: usize, what: &str) -> Result<()> {
+    let fault = if text.len() >= size {
+        format!("is {} UTF-8 bytes (at most {})", text.len(), size - 1)
+    } else if text.contains('\0') {
+        "contains a NUL".to_string()
+    } else {
+        return Ok(());
+    };
+    let shown = match text.char_indices().nth(40) {
+        Some((cut, _)) => format!("{:?}...", &text[..cut]),
+        None => format!("{text:?}"),
+    };
+    Err(invalid(format!("{what} {shown} {fault}"), 0))
+}
+
 fn put_fixed(area: &mut [u8], at: usize, size: usize, text: &str, what: &str) -> Result<()> {
-    let raw = text.as_bytes();
-    if raw.len() >= size || raw.contains(&0) {
-        return Err(invalid(
-            format!(
-                "{what} {text:?} must be at most {} UTF-8 bytes without NUL",
-                size - 1
-            ),
-            0,
-        ));
-    }
-    area[at..at + raw.len()].copy_from_slice(raw);
+    check_fixed(text, size, what)?;
+    area[at..at + text.len()].copy_from_slice(text.as_bytes());
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! `FDN_TEST_PYTHON` names a Python with foundation_shm installed. Here, not in `tests/`, to
 //! look at the channel block and hold the region mutex with the crate's own mappings.
 
-use crate::layout::{self as l, channel as ch};
+use crate::layout::{self as l, channel as ch, region as rg};
 use crate::shm::{Mapping, Semaphore, Wait};
 use crate::{Client, ConnectOptions, Status, Tensor};
 use std::io::{BufRead, BufReader};
@@ -174,4 +174,29 @@ fn a_pending_request_leaves_the_channel_to_the_server() {
         "the channel is kept by this live process (owner_start_time {start})"
     );
     assert!(freed(&ctl, i), "the server did not reclaim the channel");
+}
+
+/// Region words a corrupt or hostile server wrote are typed errors, never an overflow: a
+/// `default_capacity` near 2^64 (rounded up to pages), a channel's `data_gen` at the largest
+/// u64 (its successor), a `heartbeat_ns` near 2^64 (plus the staleness window, checked when the
+/// client lets go). Each panicked in a debug build.
+#[test]
+fn region_words_near_the_largest_u64_are_no_overflow() {
+    let Some(echo) = echo_server("rustwords") else {
+        return;
+    };
+    let ctl = region(&echo.1);
+    let words = [rg::DEFAULT_CAPACITY, base(0) + ch::DATA_GEN];
+    for (at, code) in words.into_iter().zip([Status::TooLarge, Status::Internal]) {
+        let was = ctl.u64(at).swap(u64::MAX, SeqCst);
+        let got = Client::connect(&echo.1, ConnectOptions::default());
+        ctl.u64(at).store(was, SeqCst);
+        let e = got.unwrap_err();
+        assert_eq!(e.code, code, "{e}");
+    }
+    let client = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
+    let i = client.channel().unwrap();
+    ctl.u64(rg::HEARTBEAT_NS).store(u64::MAX - 1, SeqCst);
+    drop(client);
+    assert!(freed(&ctl, i), "the channel was not given back");
 }

@@ -2,7 +2,7 @@
 //! slices, telling a dead or hung server from a slow one between them.
 //! docs/protocol/shm.md sections 7.2 (steps 4-7, the polite spin) and 10.3 (liveness).
 
-use super::Conn;
+use super::{nanos, Conn};
 use crate::error::{err, unavailable, Error, Result, Status};
 use crate::layout::{self as l, channel as ch, region as rg};
 use crate::shm;
@@ -52,7 +52,7 @@ impl Conn {
                 u64::from(self.ctl.u32(rg::HEARTBEAT_INTERVAL_MS).load(Relaxed)).max(1) * 1_000_000;
             let stale = (10 * interval).max(1_000_000_000);
             let now = shm::monotonic_ns();
-            (beat != 0 && now > beat + stale).then(|| {
+            (beat != 0 && now > beat.saturating_add(stale)).then(|| {
                 format!(
                     "shm server {:?} is hung: no heartbeat for {} ms",
                     self.name,
@@ -81,7 +81,7 @@ impl Conn {
     /// Spin on the response word for `spin`, cut to the deadline and to one wait slice (the spin
     /// checks neither); true if `want` came.
     fn spin_for(&self, want: u64, deadline: u64, spin: Duration) -> bool {
-        let mut spin_ns = (spin.as_nanos() as u64).min(WAIT_SLICE_NS);
+        let mut spin_ns = nanos(spin).min(WAIT_SLICE_NS);
         if deadline != 0 {
             spin_ns = spin_ns.min(deadline.saturating_sub(shm::monotonic_ns()));
         }
@@ -91,7 +91,7 @@ impl Conn {
         // Spin flat out briefly, then yield the CPU between polls until the window ends
         // ("polite spin", 7.2): on a small machine the server may need this CPU.
         let start = shm::monotonic_ns();
-        let (end, polite) = (start + spin_ns, start + self.yield_after_ns);
+        let (end, polite) = (start + spin_ns, start.saturating_add(self.yield_after_ns));
         loop {
             for _ in 0..16 {
                 if self.server_seq() == want {
