@@ -108,11 +108,18 @@ func (c *Client) ensure(end uint64) error {
 	if end <= c.reqCap {
 		return nil
 	}
-	if end-HeaderSize > c.maxRequestBytes+(1<<20) {
+	limit := c.maxRequestBytes + (1 << 20) // the tensors' bytes, then the payload (params: 1 MiB)
+	if limit < c.maxRequestBytes {
+		limit = ^uint64(0) // the server's max_request_bytes is near 2^64: no wrap to a small limit
+	}
+	if end-HeaderSize > limit {
 		return fail(TooLarge, 0, "a request of %d bytes exceeds the server's %d", end, c.maxRequestBytes)
 	}
+	capacity, ok := pages(end)
+	if !ok {
+		return fail(TooLarge, 0, "a request of %d bytes is past 2^64 once rounded up to pages", end)
+	}
 	c.used = 0
-	capacity := pages(end)
 	resp := c.respCap
 	if resp < capacity {
 		resp = capacity
@@ -153,7 +160,11 @@ func (c *Client) exchange(deadline uint64, retry bool) (*Result, error) {
 	}
 	if resp.Status != OK {
 		if resp.Status == TooLarge && resp.RequiredBytes > c.respCap && retry {
-			if err := c.attach(c.reqCap, pages(resp.RequiredBytes)); err != nil {
+			size, ok := pages(resp.RequiredBytes)
+			if !ok {
+				return nil, fail(TooLarge, rid, "the response needs %d bytes, past 2^64 once rounded up to pages", resp.RequiredBytes)
+			}
+			if err := c.attach(c.reqCap, size); err != nil {
 				return nil, err
 			}
 			return c.exchange(deadline, false)
@@ -191,11 +202,19 @@ type Call struct {
 }
 
 func (c *Client) setCall(call *Call) error {
-	if len(call.Version) >= VersionSize {
-		return fail(InvalidInput, 0, "model version %q is over 15 bytes", call.Version)
+	if why := fieldProblem(call.Version, VersionSize); why != "" {
+		return fail(InvalidInput, 0, "model version %q %s", call.Version, why)
 	}
 	if len(call.Outputs) > MaxTensors {
 		return fail(TooLarge, 0, "%d requested outputs (at most %d)", len(call.Outputs), MaxTensors)
+	}
+	for i, name := range call.Outputs {
+		if why := fieldProblem(name, NameSize); why != "" {
+			return fail(InvalidInput, 0, "requested output %d: name %q %s", i, name, why)
+		}
+	}
+	if len(call.Params) > MaxParams { // before they are scanned or copied
+		return fail(TooLarge, 0, "params of %d bytes (at most %d)", len(call.Params), MaxParams)
 	}
 	if why := ParamsProblem(call.Params); len(call.Params) > 0 && why != "" {
 		return fail(InvalidInput, 0, "%s", why)
@@ -204,14 +223,23 @@ func (c *Client) setCall(call *Call) error {
 	return nil
 }
 
-// Infer runs model on inputs; timeout < 0 means no deadline. The result's outputs are views on
-// shared memory, valid until the next call. A call after the server died reconnects first.
+// Infer runs model on inputs; timeout < 0 means no deadline, 0 a deadline of now (the request is
+// sent, and the call is DEADLINE_EXCEEDED unless it was answered already). The result's outputs
+// are views on shared memory, valid until the next call. A call after the server died reconnects
+// first. The arguments are checked before anything is sent: a name over its field (model and
+// tensor names 63 bytes, the version 15), with a NUL byte or not UTF-8, an unknown dtype, over 8
+// dimensions, a shape of more than 2^64 bytes or data of another length is INVALID_INPUT naming
+// the input and the fault; over 64 inputs or params over 1 MiB TOO_LARGE. A call ends the
+// client's loan, if any. A nil client is INVALID_INPUT.
 func (c *Client) Infer(model string, inputs []Input, timeout time.Duration) (*Result, error) {
 	return c.InferCall(model, inputs, timeout, Call{})
 }
 
 // InferCall is Infer with a version, parameters or a choice of outputs.
 func (c *Client) InferCall(model string, inputs []Input, timeout time.Duration, call Call) (*Result, error) {
+	if c == nil {
+		return nil, errNilClient()
+	}
 	if err := c.enter(); err != nil {
 		return nil, err
 	}
@@ -219,6 +247,9 @@ func (c *Client) InferCall(model string, inputs []Input, timeout time.Duration, 
 	deadline := deadlineOf(timeout)
 	if len(inputs) > MaxTensors {
 		return nil, fail(TooLarge, 0, "%d inputs (at most %d)", len(inputs), MaxTensors)
+	}
+	if why := fieldProblem(model, NameSize); why != "" {
+		return nil, fail(InvalidInput, 0, "model name %q %s", model, why)
 	}
 	if err := c.ready(deadline); err != nil {
 		return nil, err
@@ -228,7 +259,10 @@ func (c *Client) InferCall(model string, inputs []Input, timeout time.Duration, 
 	for i := range inputs {
 		in := &inputs[i]
 		if len(in.Shape) > MaxNDim {
-			return nil, fail(InvalidInput, 0, "input %q has %d dimensions (at most 8)", in.Name, len(in.Shape))
+			return nil, fail(InvalidInput, 0, "input %d (%q): %d dimensions (at most %d)", i, in.Name, len(in.Shape), MaxNDim)
+		}
+		if why := fieldProblem(in.Name, NameSize); why != "" {
+			return nil, fail(InvalidInput, 0, "input %d: name %q %s", i, in.Name, why)
 		}
 		ts[i] = Tensor{Name: in.Name, DType: in.DType, NDim: uint32(len(in.Shape))}
 		copy(ts[i].Shape[:], in.Shape)
@@ -243,7 +277,8 @@ func (c *Client) InferCall(model string, inputs []Input, timeout time.Duration, 
 	}
 	for i := range ts {
 		if uint64(len(inputs[i].Data)) != ts[i].DataSize {
-			return nil, fail(InvalidInput, 0, "input %q: %d bytes of data for %d", inputs[i].Name, len(inputs[i].Data), ts[i].DataSize)
+			return nil, fail(InvalidInput, 0, "input %d (%q): %d bytes of data, its shape %v of %s takes %d",
+				i, inputs[i].Name, len(inputs[i].Data), ts[i].Dims(), ts[i].DType, ts[i].DataSize)
 		}
 	}
 	if err := c.ensure(end); err != nil {
@@ -258,25 +293,39 @@ func (c *Client) InferCall(model string, inputs []Input, timeout time.Duration, 
 
 // LoanBegin lays out tensors (Name, DType, NDim, Shape) in the request area; write each one's
 // bytes into LoanData(i), then call LoanInfer (repeatable). The slices of LoanData move when the
-// area grows: fetch them again after each call.
+// area grows: fetch them again after each call. The model and the specs are checked as Infer
+// checks them (host tensors only: CUDA_UNAVAILABLE otherwise). A loan lasts until the next
+// LoanBegin (whatever its outcome: a failed one leaves no loan), Infer or InferCall, a reconnect
+// or Close.
 func (c *Client) LoanBegin(model string, specs []Tensor) error {
+	if c == nil {
+		return errNilClient()
+	}
 	if err := c.enter(); err != nil {
 		return err
 	}
 	defer c.leave()
+	c.loaned = false // its tensors are about to be overwritten: a failure below leaves no loan
 	if len(specs) > MaxTensors {
 		return fail(TooLarge, 0, "%d tensors (at most %d)", len(specs), MaxTensors)
+	}
+	if why := fieldProblem(model, NameSize); why != "" {
+		return fail(InvalidInput, 0, "model name %q %s", model, why)
+	}
+	for i := range specs {
+		if why := fieldProblem(specs[i].Name, NameSize); why != "" {
+			return fail(InvalidInput, 0, "tensor %d: name %q %s", i, specs[i].Name, why)
+		}
+		if specs[i].Location != LocationHost {
+			return fail(CudaUnavailable, 0, "tensor %d (%q): location %d; this client sends host tensors only",
+				i, specs[i].Name, specs[i].Location)
+		}
 	}
 	if err := c.ready(deadlineOf(time.Duration(c.opts.ConnectTimeoutMs) * time.Millisecond)); err != nil {
 		return err
 	}
 	ts := c.inputs[:len(specs)]
 	copy(ts, specs)
-	for i := range ts {
-		if ts[i].Location != LocationHost {
-			return fail(CudaUnavailable, 0, "this client sends host tensors only")
-		}
-	}
 	end, err := Layout(ts, RequestPayloadSize(uint32(len(ts)), 0, 0))
 	if err != nil {
 		return err
@@ -288,9 +337,9 @@ func (c *Client) LoanBegin(model string, specs []Tensor) error {
 	return nil
 }
 
-// LoanData is the loaned tensor i's bytes in shared memory.
+// LoanData is the loaned tensor i's bytes in shared memory; nil without a loan or such a tensor.
 func (c *Client) LoanData(i int) []byte {
-	if !c.loaned || i < 0 || i >= len(c.req.Inputs) {
+	if c == nil || !c.loaned || i < 0 || i >= len(c.req.Inputs) {
 		return nil
 	}
 	t := &c.req.Inputs[i]
@@ -299,6 +348,9 @@ func (c *Client) LoanData(i int) []byte {
 
 // LoanInfer sends the loaned tensors as they are in shared memory.
 func (c *Client) LoanInfer(timeout time.Duration) (*Result, error) {
+	if c == nil {
+		return nil, errNilClient()
+	}
 	if err := c.enter(); err != nil {
 		return nil, err
 	}

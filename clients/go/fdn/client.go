@@ -6,6 +6,7 @@ package fdn
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -48,6 +49,9 @@ type Result struct {
 
 // Output is the output called name, or nil.
 func (r *Result) Output(name string) *Tensor {
+	if r == nil {
+		return nil
+	}
 	for i := range r.Outputs {
 		if r.Outputs[i].Name == name {
 			return &r.Outputs[i]
@@ -58,7 +62,7 @@ func (r *Result) Output(name string) *Tensor {
 
 // Float32s views an FP32 tensor's data as []float32 (no copy).
 func (t *Tensor) Float32s() []float32 {
-	if t.DType != FP32 || len(t.Data) == 0 {
+	if t == nil || t.DType != FP32 || len(t.Data) == 0 {
 		return nil
 	}
 	return unsafe.Slice((*float32)(unsafe.Pointer(&t.Data[0])), len(t.Data)/4)
@@ -75,6 +79,7 @@ type Client struct {
 	serverPid                         uint32
 	serverStart, maxRequestBytes, cap uint64
 	mode                              uint32
+	chanCount, chanBase               uint32 // read once, checked against the region's size
 	// the claimed channel
 	index, ch       uint32 // ch: the channel block's offset in ctl
 	seq             uint64
@@ -112,6 +117,11 @@ func (c *Client) enter() error {
 		return c.closedError()
 	}
 	return nil
+}
+
+// errNilClient is the error of a call on a nil *Client (a Connect that failed, unchecked).
+func errNilClient() error {
+	return fail(InvalidInput, 0, "the client is nil (did Connect fail?)")
 }
 
 func (c *Client) closedError() error {
@@ -233,10 +243,17 @@ func (c *Client) openRegion() error {
 	if !c.alive() {
 		return fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
 	}
+	// the channel blocks must lie in the region after its header, 8-aligned for the atomics: an
+	// offset near 2^64 would wrap the sum to a small one and every channel access would panic
 	count, size := le.Uint32(c.ctl[rChannelCount:]), le.Uint32(c.ctl[rChannelSize:])
-	if le.Uint64(c.ctl[rChannelsOffset:])+uint64(count)*uint64(size) > uint64(len(c.ctl)) || size != ChanSize {
-		return fail(Internal, 0, "shm server %q: region header disagrees with its size", c.name)
+	off, total := le.Uint64(c.ctl[rChannelsOffset:]), uint64(len(c.ctl))
+	if size != ChanSize || off < RegionSize || off%8 != 0 || off > total || uint64(count)*uint64(size) > total-off ||
+		off+uint64(count)*uint64(size) > math.MaxUint32 { // the channel words are at uint32 offsets
+
+		return fail(Internal, 0, "shm server %q: region header (channels_offset %d, %d channels of %d bytes) disagrees with its size %d",
+			c.name, off, count, size, total)
 	}
+	c.chanCount, c.chanBase = count, uint32(off)
 	c.mutex = semOpen("/fdn-" + c.name + "-lock")
 	c.bell = semOpen("/fdn-" + c.name + "-bell")
 	if c.mutex == nil || c.bell == nil {
@@ -266,8 +283,7 @@ func (c *Client) claim() error {
 }
 
 func (c *Client) claimLocked(pid uint32) error {
-	count := le.Uint32(c.ctl[rChannelCount:])
-	base := uint32(le.Uint64(c.ctl[rChannelsOffset:]))
+	count, base := c.chanCount, c.chanBase // as checked (the server could rewrite the header)
 	i := uint32(0)
 	for ; i < count && atomic.LoadUint32(c.u32(base+i*ChanSize+cOwnerPid)) != 0; i++ {
 	}
@@ -275,12 +291,16 @@ func (c *Client) claimLocked(pid uint32) error {
 		return fail(Overloaded, 0, "shm server %q: all %d channels are in use", c.name, count)
 	}
 	c.index, c.ch = i, base+i*ChanSize
-	capacity := c.opts.Capacity
+	capacity, what := c.opts.Capacity, "Options.Capacity"
 	if capacity == 0 {
-		capacity = c.cap
+		capacity, what = c.cap, "the server's default capacity"
+	}
+	size, ok := pages(capacity)
+	if !ok {
+		return fail(TooLarge, 0, "shm server %q: %s of %d bytes is past 2^64 once rounded up to pages", c.name, what, capacity)
 	}
 	c.used = 0
-	if err := c.attach(pages(capacity), pages(capacity)); err != nil {
+	if err := c.attach(size, size); err != nil {
 		return err
 	}
 	atomic.StoreUint32(c.u32(c.ch+cClientSleeping), 0)
@@ -315,6 +335,9 @@ func (c *Client) disconnect() {
 // left to it: the channel is given back with owner_start_time = 0 and the server reclaims it when
 // done (spec 10.1, "Disconnect"), also when the region mutex stays busy for ConnectTimeoutMs.
 func (c *Client) Close() error {
+	if c == nil {
+		return errNilClient()
+	}
 	if !atomic.CompareAndSwapInt32(&c.closed, 0, 1) {
 		return nil
 	}

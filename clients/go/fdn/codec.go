@@ -4,7 +4,10 @@ package fdn
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
+	"strings"
+	"unicode/utf8"
 )
 
 var le = binary.LittleEndian
@@ -89,14 +92,22 @@ func tensorBytes(shape []uint64, itemsize uint64) (uint64, bool) {
 }
 
 // Layout places tensors after header and payload at multiples of 64 (section 5, "Placement"),
-// setting DataOffset and DataSize; it returns the end of the last tensor.
+// setting DataOffset and DataSize; it returns the end of the last tensor. A tensor it refuses is
+// named with its index and the fault (INVALID_INPUT).
 func Layout(tensors []Tensor, payloadSize uint64) (uint64, error) {
 	offset := align64(HeaderSize + payloadSize)
 	for i := range tensors {
 		t := &tensors[i]
-		size, ok := tensorBytes(t.Dims(), t.DType.ItemSize())
-		if t.DType.ItemSize() == 0 || t.NDim > MaxNDim || !ok {
-			return 0, fail(InvalidInput, 0, "tensor %q: unknown dtype, over 8 dimensions or too large", t.Name)
+		itemsize := t.DType.ItemSize()
+		if itemsize == 0 {
+			return 0, fail(InvalidInput, 0, "tensor %d (%q): unknown dtype code %d (known: 1..14)", i, t.Name, uint32(t.DType))
+		}
+		if t.NDim > MaxNDim { // before Dims(), which would slice past the shape
+			return 0, fail(InvalidInput, 0, "tensor %d (%q): %d dimensions (at most %d)", i, t.Name, t.NDim, MaxNDim)
+		}
+		size, ok := tensorBytes(t.Dims(), itemsize)
+		if !ok {
+			return 0, fail(InvalidInput, 0, "tensor %d (%q): shape %v of %s has more than 2^64 bytes", i, t.Name, t.Dims(), t.DType)
 		}
 		t.DataSize = size
 		if t.Location == LocationCudaIPC { // section 15.2: no room in the area
@@ -104,7 +115,7 @@ func Layout(tensors []Tensor, payloadSize uint64) (uint64, error) {
 			continue
 		}
 		if size > ^uint64(0)-(DataAlign-1)-offset { // a wrapped end would pass for a small one
-			return 0, fail(InvalidInput, 0, "tensor %q: unknown dtype, over 8 dimensions or too large", t.Name)
+			return 0, fail(InvalidInput, 0, "tensor %d (%q): %d bytes at offset %d end past 2^64", i, t.Name, size, offset)
 		}
 		t.DataOffset = offset
 		offset = align64(offset + size)
@@ -114,15 +125,30 @@ func Layout(tensors []Tensor, payloadSize uint64) (uint64, error) {
 
 // --- encoding ---------------------------------------------------------------------------------
 
-func putFixed(dst []byte, text string) bool {
-	if len(text) >= len(dst) {
-		return false
+// fieldProblem says why text cannot be a fixed field of size bytes (NUL-terminated UTF-8, section
+// 5), or "": a NUL within it would end the name there, sending another one.
+func fieldProblem(text string, size int) string {
+	switch {
+	case len(text) >= size:
+		return fmt.Sprintf("is over %d bytes", size-1)
+	case strings.IndexByte(text, 0) >= 0:
+		return "holds a NUL byte (the field would end there)"
+	case !utf8.ValidString(text):
+		return "is not valid UTF-8"
+	}
+	return ""
+}
+
+// putFixed writes text and its NUL padding into dst, or says why it cannot (fieldProblem).
+func putFixed(dst []byte, text string) string {
+	if why := fieldProblem(text, len(dst)); why != "" {
+		return why
 	}
 	n := copy(dst, text)
 	for i := n; i < len(dst); i++ {
 		dst[i] = 0
 	}
-	return true
+	return ""
 }
 
 func writeDescs(area []byte, at uint64, tensors []Tensor, rid uint64) error {
@@ -132,8 +158,8 @@ func writeDescs(area []byte, at uint64, tensors []Tensor, rid uint64) error {
 		for k := range d {
 			d[k] = 0
 		}
-		if !putFixed(d[dName:dName+NameSize], t.Name) {
-			return fail(InvalidInput, rid, "tensor name %q is over 63 bytes", t.Name)
+		if why := putFixed(d[dName:dName+NameSize], t.Name); why != "" {
+			return fail(InvalidInput, rid, "tensor %d: name %q %s", i, t.Name, why)
 		}
 		if t.NDim > MaxNDim {
 			return fail(InvalidInput, rid, "tensor %q has %d dimensions (at most 8)", t.Name, t.NDim)
@@ -193,9 +219,15 @@ func zero(b []byte) {
 // EncodeRequest writes header, body, descriptors, output names, params and CRC; the tensors'
 // data must already be in place at the offsets Layout gave.
 func EncodeRequest(area []byte, r *Request) error {
+	if r == nil {
+		return fail(InvalidInput, 0, "the request to encode is nil")
+	}
 	rid := r.RequestID
 	if len(r.Inputs) > MaxTensors || len(r.Outputs) > MaxTensors {
 		return fail(TooLarge, rid, "%d inputs / %d outputs (at most %d)", len(r.Inputs), len(r.Outputs), MaxTensors)
+	}
+	if len(r.Params) > MaxParams {
+		return fail(TooLarge, rid, "params of %d bytes (at most %d)", len(r.Params), MaxParams)
 	}
 	payload := RequestPayloadSize(uint32(len(r.Inputs)), uint32(len(r.Outputs)), uint32(len(r.Params)))
 	if HeaderSize+payload > uint64(len(area)) {
@@ -203,11 +235,11 @@ func EncodeRequest(area []byte, r *Request) error {
 	}
 	body := area[HeaderSize : HeaderSize+BodySize]
 	zero(body)
-	if !putFixed(body[qModel:qModel+NameSize], r.Model) {
-		return fail(InvalidInput, rid, "model name %q is over 63 bytes", r.Model)
+	if why := putFixed(body[qModel:qModel+NameSize], r.Model); why != "" {
+		return fail(InvalidInput, rid, "model name %q %s", r.Model, why)
 	}
-	if !putFixed(body[qVersion:qVersion+VersionSize], r.Version) {
-		return fail(InvalidInput, rid, "model version %q is over 15 bytes", r.Version)
+	if why := putFixed(body[qVersion:qVersion+VersionSize], r.Version); why != "" {
+		return fail(InvalidInput, rid, "model version %q %s", r.Version, why)
 	}
 	le.PutUint64(body[qDeadline:], r.DeadlineNs)
 	le.PutUint32(body[qInputCount:], uint32(len(r.Inputs)))
@@ -218,9 +250,9 @@ func EncodeRequest(area []byte, r *Request) error {
 		return err
 	}
 	at += DescSize * uint64(len(r.Inputs))
-	for _, name := range r.Outputs {
-		if !putFixed(area[at:at+NameSize], name) {
-			return fail(InvalidInput, rid, "output name %q is over 63 bytes", name)
+	for i, name := range r.Outputs {
+		if why := putFixed(area[at:at+NameSize], name); why != "" {
+			return fail(InvalidInput, rid, "requested output %d: name %q %s", i, name, why)
 		}
 		at += NameSize
 	}
@@ -236,6 +268,9 @@ func EncodeRequest(area []byte, r *Request) error {
 
 // EncodeResponse writes a response (the server's side; used by the vector tests).
 func EncodeResponse(area []byte, r *Response) error {
+	if r == nil {
+		return fail(InvalidInput, 0, "the response to encode is nil")
+	}
 	rid := r.RequestID
 	if len(r.Outputs) > MaxTensors {
 		return fail(TooLarge, rid, "%d outputs (at most %d)", len(r.Outputs), MaxTensors)
@@ -246,8 +281,11 @@ func EncodeResponse(area []byte, r *Response) error {
 	}
 	body := area[HeaderSize : HeaderSize+BodySize]
 	zero(body)
-	if !putFixed(body[sModel:sModel+NameSize], r.Model) || !putFixed(body[sVersion:sVersion+VersionSize], r.Version) {
-		return fail(InvalidInput, rid, "model name or version too long")
+	if why := putFixed(body[sModel:sModel+NameSize], r.Model); why != "" {
+		return fail(InvalidInput, rid, "model name %q %s", r.Model, why)
+	}
+	if why := putFixed(body[sVersion:sVersion+VersionSize], r.Version); why != "" {
+		return fail(InvalidInput, rid, "model version %q %s", r.Version, why)
 	}
 	le.PutUint32(body[sStatus:], uint32(r.Status))
 	le.PutUint32(body[sOutputCount:], uint32(len(r.Outputs)))

@@ -161,6 +161,9 @@ func decodeCudaTensor(d []byte, name string, ndim uint32, t *Tensor, rid uint64)
 
 // DecodeRequest checks (section 8) and decodes a request; tensors' Data are views on area.
 func DecodeRequest(area []byte, lim Limits, out *Request) error {
+	if out == nil {
+		return fail(InvalidInput, 0, "the request to decode into is nil")
+	}
 	if len(area) < HeaderSize+BodySize {
 		return fail(InvalidInput, 0, "area of %d bytes is smaller than a request header", len(area))
 	}
@@ -274,6 +277,9 @@ func snapshotResponse(area, snap []byte) []byte {
 // outputs' Data are views on area at offsets checked in msg against len(area); Text and Params
 // are views on msg.
 func decodeResponse(msg, area []byte, lim Limits, out *Response) error {
+	if out == nil {
+		return fail(InvalidInput, 0, "the response to decode into is nil")
+	}
 	if len(area) < HeaderSize+BodySize || len(msg) < HeaderSize+BodySize {
 		return fail(InvalidInput, 0, "area of %d bytes is smaller than a response header", len(area))
 	}

@@ -11,12 +11,16 @@ import (
 	"syscall"
 )
 
-func pages(n uint64) uint64 {
-	p := (n + page - 1) / page * page
-	if p < page {
-		return page
+// pages rounds n up to whole pages, at least one; false when that is past 2^64 (it would wrap to
+// a small size).
+func pages(n uint64) (uint64, bool) {
+	if n > ^uint64(0)-(page-1) {
+		return 0, false
 	}
-	return p
+	if n < page {
+		return page, true
+	}
+	return (n + page - 1) / page * page, true
 }
 
 const dataNameSize = 64 // the channel block's data_name: at most 63 bytes, then a NUL

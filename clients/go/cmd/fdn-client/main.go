@@ -62,6 +62,9 @@ func parseInput(spec string) (fdn.Input, error) {
 				return in, fmt.Errorf("bad dims %q", parts[2])
 			}
 			in.Shape = append(in.Shape, n)
+			if n != 0 && size > math.MaxUint64/n { // a wrapped size could match a short file
+				return in, fmt.Errorf("shape %s of %s has more than 2^64 bytes", parts[2], parts[1])
+			}
 			size *= n
 		}
 	}
@@ -107,6 +110,9 @@ func parse(argv []string) (*args, int) {
 				return nil, usage("--timeout-ms takes an integer >= -1")
 			}
 			a.timeout = time.Duration(n) * time.Millisecond
+			if n > math.MaxInt64/int(time.Millisecond) { // it would wrap, to no deadline or the past
+				a.timeout = math.MaxInt64
+			}
 		case "--iterations":
 			a.iterations, err = strconv.Atoi(v)
 		case "--warmup":
@@ -233,13 +239,18 @@ func values(t *fdn.Tensor) []interface{} {
 	return out
 }
 
-func printResult(r *fdn.Result) {
+func printResult(r *fdn.Result) int {
 	outputs := map[string]interface{}{}
 	for i := range r.Outputs {
 		t := &r.Outputs[i]
+		if t.Location != fdn.LocationHost { // no bytes here to print (its Data is nil)
+			return failed(&fdn.Error{Code: fdn.CudaUnavailable, RequestID: r.RequestID,
+				Message: fmt.Sprintf("output %q is a CUDA_IPC tensor; this driver prints host tensors only", t.Name)})
+		}
 		outputs[t.Name] = map[string]interface{}{"datatype": t.DType.String(), "shape": t.Dims(), "data": values(t)}
 	}
 	printJSON(map[string]interface{}{"ok": true, "outputs": outputs})
+	return exitOK
 }
 
 // call makes one call: a copy of the inputs (Infer), or a loan written in place.
@@ -278,8 +289,7 @@ func run(a *args, bench bool) int {
 		if err != nil {
 			return failed(err)
 		}
-		printResult(r)
-		return exitOK
+		return printResult(r)
 	}
 	for i := 0; i < a.warmup; i++ {
 		if _, err := call(c, a, i > 0); err != nil {
