@@ -7,6 +7,7 @@ Each fixture is a tiny project with a ``foundation`` entry point; pip builds and
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import subprocess
@@ -259,18 +260,26 @@ def odd_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
+@contextlib.contextmanager
+def on_sys_path(path: Path, modules: str) -> Iterator[Path]:
+    """``path`` first on ``sys.path`` while the block runs; afterwards the modules whose names
+    start with ``modules``, imported from it, are forgotten (the next test imports its own)."""
+    sys.path.insert(0, str(path))
+    importlib.invalidate_caches()
+    try:
+        yield path
+    finally:
+        sys.path.remove(str(path))
+        for mod in [m for m in sys.modules if m.startswith(modules)]:
+            del sys.modules[mod]
+        importlib.invalidate_caches()
+
+
 @pytest.fixture
 def on_path(plugin_site: Path) -> Iterator[Path]:
     """Put the fixture plugins on ``sys.path`` for this test only."""
-    sys.path.insert(0, str(plugin_site))
-    importlib.invalidate_caches()
-    try:
-        yield plugin_site
-    finally:
-        sys.path.remove(str(plugin_site))
-        for mod in [m for m in sys.modules if m.startswith("fixture_")]:
-            del sys.modules[mod]
-        importlib.invalidate_caches()
+    with on_sys_path(plugin_site, "fixture_") as path:
+        yield path
 
 
 def run_cli(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

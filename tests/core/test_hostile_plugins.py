@@ -8,7 +8,6 @@ setuptools would refuse to build (a malformed value) can be tested too.
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -21,6 +20,8 @@ import pytest
 
 from foundation_core import FoundationPluginWarning, Hub
 from foundation_core.errors import PluginError, PluginLoadError
+
+from .conftest import on_sys_path
 
 HOOKED = """
     from foundation_core import hookimpl
@@ -49,15 +50,8 @@ def site(tmp_path: Path) -> Iterator[Path]:
     """A directory on ``sys.path`` for this test only, for distributions of ``hostile_*`` modules."""
     path = tmp_path / "site"
     path.mkdir()
-    sys.path.insert(0, str(path))
-    importlib.invalidate_caches()
-    try:
+    with on_sys_path(path, "hostile_"):
         yield path
-    finally:
-        sys.path.remove(str(path))
-        for mod in [m for m in sys.modules if m.startswith("hostile_")]:
-            del sys.modules[mod]
-        importlib.invalidate_caches()
 
 
 def _load(only: str, **env: str) -> tuple[Hub, list[str]]:
