@@ -6,6 +6,7 @@ It is meant for rare events only; an observer that raises never breaks the calle
 
 from __future__ import annotations
 
+import threading
 import warnings
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -17,18 +18,22 @@ __all__ = ["activate", "active_hub", "deactivate", "emit", "emit_from"]
 
 _started: list[weakref.ref[Hub]] = []  # hubs started and not yet shut down, oldest first
 _active: Hub | None = None  # the newest of them (read on every emit, so kept at hand)
+# hubs started or shut down in two threads at once: _forget's rebuilt list would drop the other's
+_lock = threading.Lock()
 
 
 def activate(hub: Hub) -> None:
-    _forget(hub)
-    _started.append(weakref.ref(hub))
-    _elect()
+    with _lock:
+        _forget(hub)
+        _started.append(weakref.ref(hub))
+        _elect()
 
 
 def deactivate(hub: Hub) -> None:
     """Forget ``hub``; the hub started before it (if still running) becomes active again."""
-    _forget(hub)
-    _elect()
+    with _lock:
+        _forget(hub)
+        _elect()
 
 
 def _forget(hub: Hub) -> None:

@@ -427,3 +427,37 @@ def test_config_value_names_the_path_it_could_not_follow() -> None:
             hub.config.value("demo.nope")
         with pytest.raises(KeyError, match=r"no config value 'nada\.x': no section 'nada'"):
             hub.config.value("nada.x")
+
+
+def test_hubs_started_in_two_threads_at_once_are_both_kept_as_started() -> None:
+    """Thread A's start rebuilds the list of started hubs; thread B starting its hub meanwhile
+    (here: while A reads the list) must not be lost when A writes the list back."""
+    import threading
+
+    from foundation_core import _events
+    from foundation_core._hub import Hub
+
+    first, second = Hub(env={"FOUNDATION_PLUGINS": ""}), Hub(env={"FOUNDATION_PLUGINS": ""})
+    other = threading.Thread(target=_events.activate, args=(second,))
+
+    class InterruptingRef:
+        """In the list of started hubs, a reference to a hub that is gone; reading it while A
+        rebuilds the list lets thread B start its hub (B waits for A if A holds a lock)."""
+
+        def __call__(self) -> None:
+            if not other.is_alive() and other.ident is None:
+                other.start()
+                other.join(0.2)  # without a lock, B finishes here; with one, it waits for A
+            return None
+
+    _events._started.append(InterruptingRef())  # type: ignore[arg-type]
+    try:
+        _events.activate(first)
+        other.join()
+        started = [r() for r in _events._started]
+        assert first in started and second in started
+        assert _events.active_hub() in (first, second)
+    finally:
+        _events.deactivate(first)
+        _events.deactivate(second)
+    assert _events.active_hub() is None
