@@ -50,9 +50,9 @@ class Hub:
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
-        self.patterns: Registry[Any] = Registry("pattern", self._disabled_hint)
-        self.transports: Registry[Any] = Registry("transport", self._disabled_hint)
-        self.model_backends: Registry[Any] = Registry("model backend", self._disabled_hint)
+        self.patterns: Registry[Any] = Registry("pattern", self._disabled_hint, factories=True)
+        self.transports: Registry[Any] = Registry("transport", self._disabled_hint, factories=True)
+        self.model_backends: Registry[Any] = Registry("model backend", self._disabled_hint, factories=True)
         self.commands = CommandRegistrar()
         self.sections = SectionAdder()
         self.config: Config | None = None

@@ -103,13 +103,20 @@ class Entry:
 
 
 class Registry(Generic[T]):
-    """Objects of one kind (``"pattern"``, ``"transport"``, ...) keyed by name."""
+    """Objects of one kind (``"pattern"``, ``"transport"``, ...) keyed by name.
 
-    def __init__(self, kind: str, hint: Callable[[str], str] | None = None) -> None:
+    With ``factories=True`` (the hub's patterns, transports and model backends, which are called
+    to be used) an object that is not callable is refused when registered, and a lazy reference
+    to one when it is imported, naming the plugin, not later by whoever calls it."""
+
+    def __init__(
+        self, kind: str, hint: Callable[[str], str] | None = None, *, factories: bool = False
+    ) -> None:
         self.kind = kind
         self._regs: dict[str, list[Entry]] = {}  # every registration of a name, in order
         self._entries: dict[str, Entry] = {}  # the winner of each name
         self._hint = hint
+        self._factories = factories
 
     def add(self, name: str, target: Any, *, plugin: str, app: bool, replace: bool = False) -> None:
         if not isinstance(name, str) or not name:
@@ -119,6 +126,11 @@ class Registry(Generic[T]):
                 check_ref(target)
             except ValueError as exc:
                 raise ValueError(f"{self.kind} {name!r} of plugin {plugin!r}: {exc}") from None
+        elif self._factories and not callable(target):
+            raise TypeError(
+                f"{self.kind} {name!r} of plugin {plugin!r}: {target!r} is not callable "
+                f"(register a factory or class, or a lazy 'module:attribute' reference to one)"
+            )
         regs = self._regs.setdefault(name, [])
         if not replace:
             for held in regs:
@@ -139,14 +151,20 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The registered object, importing a lazy reference on first use; a reference that does
-        not import is a :class:`~foundation_core.errors.PluginError` naming its plugin."""
+        not import (or, in a registry of factories, names something not callable) is a
+        :class:`~foundation_core.errors.PluginError` naming its plugin."""
         entry = self.entry(name)
         try:
-            return entry.resolve()  # type: ignore[no-any-return]
+            value = entry.resolve()
         except Exception as exc:
             raise PluginError(
                 entry.plugin, f"{self.kind} {name!r}: {entry.target!r} cannot be imported: {exc!r}"
             ) from exc
+        if self._factories and not callable(value):  # a lazy one (the others were checked by add)
+            raise PluginError(
+                entry.plugin, f"{self.kind} {name!r}: {entry.target!r} is {value!r}, not callable"
+            )
+        return value  # type: ignore[no-any-return]
 
     def entry(self, name: str) -> Entry:
         entry = self._entries.get(name)

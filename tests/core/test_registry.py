@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from foundation_core import Registry
+from foundation_core import Registrar, Registry
 from foundation_core._registry import resolve_ref
-from foundation_core.errors import NameClashError, NotRegisteredError
+from foundation_core.errors import NameClashError, NotRegisteredError, PluginError
 
 
 def test_second_registration_without_replace_names_both_plugins() -> None:
@@ -140,3 +140,34 @@ def test_a_lazy_reference_that_does_not_import_names_the_plugin_and_the_registry
     reg.add("fast", "fast_transport_not_installed:Fast", plugin="fastplug", app=False)
     with pytest.raises(PluginError, match=r"plugin 'fastplug' failed: transport 'fast'.*cannot be imported"):
         reg.get("fast")
+
+
+@pytest.mark.parametrize("target", [42, None, object(), 3.5, b"module:attr"])
+def test_a_factory_registry_refuses_what_cannot_be_called_naming_the_plugin(target: object) -> None:
+    reg: Registry[object] = Registry("transport", factories=True)
+    with pytest.raises(TypeError, match=r"transport 'pigeon' of plugin 'birds': .* is not callable"):
+        reg.add("pigeon", target, plugin="birds", app=False)
+    assert "pigeon" not in reg
+
+
+def test_a_lazy_reference_to_something_not_callable_fails_its_plugin_when_imported() -> None:
+    reg: Registry[object] = Registry("pattern", factories=True)
+    reg.add("sep", "os:sep", plugin="paths", app=False)
+    with pytest.raises(PluginError, match=r"plugin 'paths'.*pattern 'sep': 'os:sep' is '/', not callable"):
+        reg.get("sep")
+
+
+def test_hub_registries_hold_factories_and_a_plugin_registering_a_value_is_isolated() -> None:
+    from foundation_core import hookimpl, start
+    from foundation_core._isolation import FoundationPluginWarning
+
+    class Valued:
+        @hookimpl
+        def foundation_register_model_backends(self, register: Registrar) -> None:
+            register("numbers", {"not": "a backend"})
+
+    with pytest.warns(FoundationPluginWarning, match="is not callable"):
+        hub = start(installed=[Valued()], entry_points=False, env={"FOUNDATION_PLUGINS": ""})
+    with hub:
+        assert "numbers" not in hub.model_backends
+        assert hub.plugins["Valued"].status == "failed"
