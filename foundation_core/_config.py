@@ -136,14 +136,20 @@ class Config(Mapping[str, Any]):
 
 
 def default_config(sections: Mapping[str, type[Any]]) -> Config:
-    """Every section at its defaults; a section class with a required field is a ConfigError."""
+    """Every section at its defaults; a section class with a required field, or a default that
+    cannot be frozen (see :func:`~foundation_core._freeze.freeze_section`), is a ConfigError."""
     built: dict[str, Any] = {}
     problems: list[ConfigProblem] = []
     for name, cls in sections.items():
         try:
-            built[name] = freeze_section(cls(), name=name)
+            instance = cls()
         except (TypeError, ValueError) as exc:
             problems.append(ConfigProblem(name, f"section has no complete defaults: {exc}", "default"))
+            continue
+        try:
+            built[name] = freeze_section(instance, name=name)
+        except ValueError as exc:  # a default that contains itself or is nested too deeply
+            problems.append(ConfigProblem(name, f"its defaults cannot be frozen: {exc}", "default"))
     if problems:
         raise ConfigError(problems)
     sources = {f"{n}.{f.name}": "default" for n, c in sections.items() for f in attrs.fields(c)}
