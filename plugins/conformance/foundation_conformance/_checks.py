@@ -22,7 +22,9 @@ _ERROR_ARGS: dict[str, tuple[Any, ...]] = {
 
 
 def error_class(name: str) -> type[BaseException]:
-    """A Foundation error or a builtin exception, by name."""
+    """A Foundation error or a builtin exception, by name (looked up, never imported)."""
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        raise ValueError(f"{name!r} is neither a foundation_core.errors class nor a builtin exception")
     cls = getattr(core_errors, name, None) or getattr(builtins, name, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
         raise ValueError(f"{name!r} is neither a foundation_core.errors class nor a builtin exception")

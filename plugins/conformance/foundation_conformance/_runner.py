@@ -192,7 +192,8 @@ def _check_parameters(spec: Spec, cls: type[Any]) -> CaseResult:
     problems: list[str] = []
     try:
         default = cls()
-    except Exception as exc:
+    except BaseException as exc:
+        _reraise_interrupt(exc)
         return CaseResult(
             spec.pattern_id, "parameters", "policy", False, (f"{cls.__name__}() raised {exc!r}",)
         )
@@ -213,7 +214,8 @@ def _check_parameters(spec: Spec, cls: type[Any]) -> CaseResult:
             except PolicyError as exc:
                 if exc.parameter != name:
                     problems.append(f"{name}={bad!r} raised PolicyError for parameter {exc.parameter!r}")
-            except Exception as exc:
+            except BaseException as exc:
+                _reraise_interrupt(exc)
                 problems.append(f"{name}={bad!r} raised {type(exc).__name__}, not PolicyError: {exc}")
             else:
                 problems.append(f"{name}={bad!r} was accepted; the spec lists it as invalid")
@@ -236,13 +238,24 @@ def _run_case(
             if mode == "sync"
             else _run_async(wrapper, script, case, clock)
         )
-    except Exception as exc:  # the implementation broke outside a call: a failure, not a crash
+    except BaseException as exc:  # the implementation broke outside a call: a failure, not a crash
+        _reraise_interrupt(exc)
         return CaseResult(spec.pattern_id, case.name, mode, False, (f"setting up or running raised {exc!r}",))
     finally:
         _forget_breakers(clock)
     events = [e for e in recorder.events if e.get("name") == name]
-    problems = compare(case.expect, outcomes, script.calls, list(clock.sleeps), events)
+    try:  # what the implementation returned may not compare (an __eq__ that raises, an array)
+        problems = compare(case.expect, outcomes, script.calls, list(clock.sleeps), events)
+    except Exception as exc:
+        problems = [f"comparing what happened with expect raised {type(exc).__name__}: {exc}"]
     return CaseResult(spec.pattern_id, case.name, mode, not problems, tuple(problems))
+
+
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Ctrl-C stops the run (exit 130); any other BaseException an implementation raises
+    (``SystemExit``, ``CancelledError``, ``GeneratorExit``) is what a case records."""
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
 
 
 def _forget_breakers(clock: VirtualClock) -> None:
@@ -277,7 +290,8 @@ def _run_sync(wrapper: Any, script: _Script, case: Case, clock: VirtualClock) ->
             continue
         try:
             outcomes.append(("returns", protected()))
-        except Exception as exc:
+        except BaseException as exc:
+            _reraise_interrupt(exc)
             outcomes.append(("raises", exc))
     return outcomes
 
@@ -299,7 +313,11 @@ def _run_async(wrapper: Any, script: _Script, case: Case, clock: VirtualClock) -
                 continue
             try:
                 outcomes.append(("returns", await protected()))
-            except Exception as exc:
+            except BaseException as exc:
+                _reraise_interrupt(exc)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # cancelled by asyncio.run on Ctrl-C
+                    raise
                 outcomes.append(("raises", exc))
         return outcomes
 

@@ -6,8 +6,11 @@ where it applies, the case, before any case runs.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+import stat
+from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,13 @@ _BEHAVIOUR_KEYS = {"return", "raise", "sleep"}
 _EXPECT_KEYS = {"outcomes", "invocations", "sleeps", "sleeps_between", "events"}
 _OUTCOME_KEYS = {"returns", "raises", "fields", "cause", "times"}
 _PARAM_TYPES = {"int", "float", "bool", "str", "exceptions", "callable", "any"}
+# Bounds on what a spec file may hold: its size, its values once anchors/aliases are expanded
+# (so a "billion laughs" document is refused, not walked or printed), its nesting, and the calls
+# one case makes (the runner makes every one of them, twice).
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+MAX_SPEC_VALUES = 200_000
+MAX_SPEC_DEPTH = 50
+MAX_CASE_CALLS = 10_000
 
 
 @attrs.frozen
@@ -58,6 +68,8 @@ def default_specs_dir() -> Path:
 def load_specs(directory: Path | str | None = None) -> dict[str, Spec]:
     """Every ``*.yaml`` spec in ``directory``, by pattern id."""
     folder = Path(directory) if directory is not None else default_specs_dir()
+    if not folder.is_dir():
+        raise SpecError(str(folder), "is not a directory of pattern specs")
     files = sorted(folder.glob("*.yaml"))
     if not files:
         raise SpecError(str(folder), "no pattern spec files (*.yaml) found")
@@ -73,21 +85,22 @@ def load_specs(directory: Path | str | None = None) -> dict[str, Spec]:
 
 
 def load_spec(path: Path | str) -> Spec:
-    import yaml  # only the runner needs it
-
+    """One spec file, validated: any problem is a :class:`SpecError` naming the file, the case
+    and the field, raised before anything runs."""
     file = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpecError(file, f"cannot be read as YAML: {exc}") from exc
+    raw = _read_yaml(file)
     if not isinstance(raw, dict):
         raise SpecError(file, "the top level must be a mapping")
     missing = sorted(_TOP_KEYS - {"summary"} - set(raw))
     if missing:
         raise SpecError(file, f"missing top-level key(s): {', '.join(missing)}")
-    unknown = sorted(set(raw) - _TOP_KEYS)
+    unknown = sorted(map(str, set(raw) - _TOP_KEYS))
     if unknown:
         raise SpecError(file, f"unknown top-level key(s): {', '.join(unknown)}")
+    if not isinstance(raw["pattern_id"], str) or not raw["pattern_id"]:
+        raise SpecError(file, f"pattern_id must be a non-empty string, got {_brief(raw['pattern_id'])}")
+    if not _is_int(raw["version"]) or raw["version"] < 1:
+        raise SpecError(file, f"version must be a positive integer, got {_brief(raw['version'])}")
     params = _parameters(file, raw["semantics"])
     exceptions = raw["exceptions"]
     if not isinstance(exceptions, dict) or not {"retryable", "non_retryable"} <= set(exceptions):
@@ -97,11 +110,62 @@ def load_spec(path: Path | str) -> Spec:
     if not isinstance(raw["cases"], list) or not raw["cases"]:
         raise SpecError(file, "cases must be a non-empty list")
     cases = [_case(file, i, c, params) for i, c in enumerate(raw["cases"])]
-    names = [c.name for c in cases]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    counts = Counter(c.name for c in cases)
+    dupes = sorted(n for n, k in counts.items() if k > 1)
     if dupes:
         raise SpecError(file, "duplicate case name(s)", case=", ".join(dupes))
-    return Spec(str(raw["pattern_id"]), int(raw["version"]), file, params, tuple(cases), raw)
+    return Spec(raw["pattern_id"], raw["version"], file, params, tuple(cases), raw)
+
+
+def _read_yaml(file: str) -> Any:
+    """The file's YAML document; only a regular file is opened (a FIFO would block the read)."""
+    import yaml  # only the runner needs it
+
+    try:
+        info = os.stat(file)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError(file, "is not a regular file")
+        if info.st_size > MAX_SPEC_BYTES:
+            raise SpecError(file, f"is {info.st_size} bytes, over the {MAX_SPEC_BYTES}-byte limit")
+        with open(file, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError(file, f"is over the {MAX_SPEC_BYTES}-byte limit")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(file, f"is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise SpecError(file, f"cannot be read: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(file, f"cannot be read as YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise SpecError(file, "cannot be read as YAML: nested too deeply") from exc
+    except ValueError as exc:  # an integer over Python's digit limit
+        raise SpecError(file, f"cannot be read as YAML: {exc}") from exc
+    _check_size(file, raw)
+    return raw
+
+
+def _check_size(file: str, raw: Any) -> None:
+    """Refuse a document too deep or too large once aliases are expanded (walked iteratively,
+    counting a shared value each time it is reached, with a budget)."""
+    budget = MAX_SPEC_VALUES
+    stack: list[tuple[Any, int]] = [(raw, 1)]
+    while stack:
+        value, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise SpecError(
+                file, f"holds over {MAX_SPEC_VALUES} values once anchors and aliases are expanded"
+            )
+        if depth > MAX_SPEC_DEPTH:
+            raise SpecError(file, f"is nested deeper than {MAX_SPEC_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for kv in value.items() for v in kv)
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def _parameters(file: str, semantics: Any) -> dict[str, Mapping[str, Any]]:
@@ -109,7 +173,14 @@ def _parameters(file: str, semantics: Any) -> dict[str, Mapping[str, Any]]:
         raise SpecError(file, "semantics.parameters must be a mapping of parameter name -> description")
     params: dict[str, Mapping[str, Any]] = semantics["parameters"]
     for name, desc in params.items():
-        if not isinstance(desc, dict) or desc.get("type") not in _PARAM_TYPES or "default" not in desc:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise SpecError(file, f"parameter name {_brief(name)} is not an identifier")
+        if (
+            not isinstance(desc, dict)
+            or not isinstance(desc.get("type"), str)
+            or desc["type"] not in _PARAM_TYPES
+            or "default" not in desc
+        ):
             raise SpecError(
                 file,
                 f"parameter {name!r} needs a type (one of {', '.join(sorted(_PARAM_TYPES))}) and a default",
@@ -117,6 +188,12 @@ def _parameters(file: str, semantics: Any) -> dict[str, Mapping[str, Any]]:
         rng = desc.get("range")
         if rng is not None and not (isinstance(rng, list) and len(rng) == 2):
             raise SpecError(file, f"parameter {name!r}: range must be [low, high]")
+        if not isinstance(desc.get("invalid", []), list):
+            raise SpecError(file, f"parameter {name!r}: invalid must be a list of values")
+        if desc["type"] == "exceptions":
+            problem = _error_names(desc["default"])
+            if problem:
+                raise SpecError(file, f"parameter {name!r}: default {problem}")
     return params
 
 
@@ -128,34 +205,83 @@ def _case(file: str, index: int, raw: Any, params: Mapping[str, Any]) -> Case:
     def bad(message: str) -> SpecError:
         return SpecError(file, message, case=name)
 
-    unknown = sorted(set(raw) - {"name", "description", "given", "expect", "modes"})
+    unknown = sorted(map(str, set(raw) - {"name", "description", "given", "expect", "modes"}))
     if unknown:
         raise bad(f"unknown key(s): {', '.join(unknown)}")
     given, expect = raw.get("given"), raw.get("expect")
     if not isinstance(given, dict) or not isinstance(expect, dict):
         raise bad("needs a 'given' mapping and an 'expect' mapping")
-    unknown = sorted(set(given) - {"policy", "function", "actions"})
+    unknown = sorted(map(str, set(given) - {"policy", "function", "actions"}))
     if unknown:
         raise bad(f"unknown key(s) in given: {', '.join(unknown)}")
     policy = given.get("policy") or {}
     if not isinstance(policy, dict):
         raise bad("given.policy must be a mapping")
-    for key in policy:
+    for key, value in policy.items():
         if key not in params:
             raise bad(f"unknown parameter {key!r} in given.policy (parameters: {', '.join(params)})")
+        _check_policy_value(params[key]["type"], key, value, bad)
     function = given.get("function")
     if not isinstance(function, list) or not function:
         raise bad("given.function must be a non-empty list of behaviours")
     for step in function:
-        if (
-            not isinstance(step, dict)
-            or not set(step) <= _BEHAVIOUR_KEYS
-            or ("return" in step) == ("raise" in step)
-        ):
-            raise bad(f"behaviour {step!r}: use {{return: V}} or {{raise: Error}}, optionally with sleep: S")
+        _check_behaviour(step, bad)
     actions = given.get("actions", ["call"])
     calls = _count_calls(actions, bad)
-    unknown = sorted(set(expect) - _EXPECT_KEYS)
+    _check_expect(expect, calls, bad)
+    modes = raw.get("modes", ["sync", "async"])
+    if (
+        not isinstance(modes, list)
+        or not modes
+        or not all(isinstance(m, str) and m in {"sync", "async"} for m in modes)
+    ):
+        raise bad(f"modes must be a non-empty subset of [sync, async], got {_brief(modes)}")
+    return Case(name, policy, tuple(function), tuple(actions), expect, tuple(modes))
+
+
+def _check_policy_value(kind: str, key: str, value: Any, bad: Callable[[str], SpecError]) -> None:
+    """The values the runner turns into Python (exception names, ``result_in`` predicates)."""
+    if kind == "exceptions" and isinstance(value, list):
+        problem = _error_names(value)
+        if problem:
+            raise bad(f"given.policy.{key}: {problem}")
+    if (
+        kind == "callable"
+        and isinstance(value, dict)
+        and (set(value) != {"result_in"} or not isinstance(value["result_in"], list))
+    ):
+        raise bad(f"given.policy.{key}: a predicate is {{result_in: [values]}}, got {_brief(value)}")
+
+
+def _check_behaviour(step: Any, bad: Callable[[str], SpecError]) -> None:
+    if (
+        not isinstance(step, dict)
+        or not set(step) <= _BEHAVIOUR_KEYS
+        or ("return" in step) == ("raise" in step)
+    ):
+        raise bad(
+            f"behaviour {_brief(step)}: use {{return: V}} or {{raise: Error}}, optionally with sleep: S"
+        )
+    if "raise" in step:
+        problem = _error_names([step["raise"]])
+        if problem:
+            raise bad(f"given.function raise: {problem}")
+        if step["raise"] == "KeyboardInterrupt":  # the runner could not tell it from a Ctrl-C
+            raise bad("given.function raise: KeyboardInterrupt cannot be simulated (it stops the run)")
+        from ._checks import make_error
+
+        try:
+            make_error(step["raise"])
+        except Exception as exc:  # its constructor needs arguments the suite does not have
+            raise bad(f"given.function raise: {step['raise']} cannot be raised by the suite: {exc}") from exc
+    if "sleep" in step and not _is_seconds(step["sleep"]):
+        raise bad(
+            f"given.function sleep: must be a finite number of seconds >= 0, got {_brief(step['sleep'])}"
+        )
+
+
+def _check_expect(expect: Mapping[str, Any], calls: int, bad: Callable[[str], SpecError]) -> None:
+    unknown = sorted(map(str, set(expect) - _EXPECT_KEYS))
     if unknown:
         raise bad(
             f"unknown key(s) in expect: {', '.join(unknown)} (known: {', '.join(sorted(_EXPECT_KEYS))})"
@@ -171,32 +297,92 @@ def _case(file: str, index: int, raw: Any, params: Mapping[str, Any]) -> Case:
             or (("returns" in outcome) == ("raises" in outcome))
         ):
             raise bad(
-                f"outcome {outcome!r}: use {{returns: V}} or {{raises: Error, fields: {{...}}, cause: Error}}"
+                f"outcome {_brief(outcome)}: use {{returns: V}} or"
+                " {raises: Error, fields: {...}, cause: Error}"
             )
-        total += int(outcome.get("times", 1))
+        times = outcome.get("times", 1)
+        if not _is_int(times) or not 1 <= times <= MAX_CASE_CALLS:
+            raise bad(f"expect.outcomes times: must be an integer 1..{MAX_CASE_CALLS}, got {_brief(times)}")
+        total += times
+        for key in ("raises", "cause"):
+            if key in outcome and not (key == "cause" and outcome[key] is None):
+                problem = _error_names([outcome[key]])
+                if problem:
+                    raise bad(f"expect.outcomes {key}: {problem}")
+        fields = outcome.get("fields")
+        if fields is not None and not (isinstance(fields, dict) and all(isinstance(k, str) for k in fields)):
+            raise bad(
+                f"expect.outcomes fields: must be a mapping of field name -> value, got {_brief(fields)}"
+            )
     if total != calls:
         raise bad(f"expect.outcomes describes {total} call(s) but given.actions makes {calls}")
-    modes = tuple(raw.get("modes", ("sync", "async")))
-    if not set(modes) <= {"sync", "async"}:
-        raise bad(f"modes must be a subset of [sync, async], got {list(modes)}")
-    return Case(name, policy, tuple(function), tuple(actions), expect, modes)
+    invocations = expect.get("invocations", 0)
+    if not _is_int(invocations) or invocations < 0:
+        raise bad(f"expect.invocations must be an integer >= 0, got {_brief(invocations)}")
+    sleeps = expect.get("sleeps", [])
+    if not isinstance(sleeps, list) or not all(_is_seconds(s) for s in sleeps):
+        raise bad(f"expect.sleeps must be a list of finite seconds >= 0, got {_brief(sleeps)}")
+    bounds = expect.get("sleeps_between", [])
+    if not isinstance(bounds, list) or not all(
+        isinstance(b, list) and len(b) == 2 and all(_is_number(x) for x in b) for b in bounds
+    ):
+        raise bad(f"expect.sleeps_between must be a list of [low, high] pairs, got {_brief(bounds)}")
+    events = expect.get("events", [])
+    if not isinstance(events, list) or not all(
+        isinstance(e, dict) and all(isinstance(k, str) for k in e) for e in events
+    ):
+        raise bad(f"expect.events must be a list of mappings ({{event: NAME, ...}}), got {_brief(events)}")
 
 
-def _count_calls(actions: Any, bad: Any) -> int:
+def _count_calls(actions: Any, bad: Callable[[str], SpecError]) -> int:
     if not isinstance(actions, list):
         raise bad("given.actions must be a list")
     calls = 0
     for action in actions:
         if action == "call":
             calls += 1
-        elif isinstance(action, dict) and set(action) == {"call"} and isinstance(action["call"], int):
+        elif isinstance(action, dict) and set(action) == {"call"} and _is_int(action["call"]):
+            if not 1 <= action["call"] <= MAX_CASE_CALLS:
+                raise bad(f"action {{call: N}}: N must be 1..{MAX_CASE_CALLS}, got {_brief(action['call'])}")
             calls += action["call"]
-        elif (
-            isinstance(action, dict)
-            and set(action) == {"advance"}
-            and isinstance(action["advance"], int | float)
-        ):
-            pass
+        elif isinstance(action, dict) and set(action) == {"advance"} and _is_number(action["advance"]):
+            if not _is_seconds(action["advance"]):
+                raise bad(f"action {{advance: S}}: S must be finite and >= 0, got {action['advance']!r}")
         else:
-            raise bad(f"action {action!r}: use 'call', {{call: N}} or {{advance: seconds}}")
+            raise bad(f"action {_brief(action)}: use 'call', {{call: N}} or {{advance: seconds}}")
+        if calls > MAX_CASE_CALLS:
+            raise bad(f"given.actions makes over {MAX_CASE_CALLS} calls")
     return calls
+
+
+def _error_names(names: Any) -> str:
+    """What is wrong with a list of exception names ('' if nothing): each must name a
+    ``foundation_core.errors`` class or a builtin exception (looked up, never imported)."""
+    from ._checks import error_class
+
+    if not isinstance(names, list):
+        return f"must be a list of exception names, got {_brief(names)}"
+    for n in names:
+        try:
+            error_class(n)
+        except ValueError as exc:
+            return str(exc)
+    return ""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_seconds(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value) and value >= 0
+
+
+def _brief(value: Any) -> str:
+    """A value for an error message, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

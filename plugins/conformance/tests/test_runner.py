@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,83 @@ def test_the_suite_logs_none_of_the_events_its_cases_simulate(capfd: pytest.Capt
     out, err = capfd.readouterr()
     assert ", 0 failed" in out
     assert "retry.scheduled" not in err and "circuit.changed" not in err and err.strip() == ""
+
+
+def _answering(answer: Any) -> Any:
+    """A factory whose wrapper ignores the function and calls ``answer()`` instead."""
+
+    def factory(policy: Any, *, clock: Any = None) -> Any:
+        def wrap(fn: Any) -> Any:
+            import asyncio
+
+            if asyncio.iscoroutinefunction(fn):
+
+                async def protected_async() -> Any:
+                    return answer()
+
+                return protected_async
+            return lambda: answer()
+
+        return wrap
+
+    return factory
+
+
+def _raise(exc: BaseException) -> Any:
+    def answer() -> Any:
+        raise exc
+
+    return answer
+
+
+class Uncomparable:
+    """Like a numpy array: ``==`` does not give a truth value."""
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("the truth value of an array is ambiguous")
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [_raise(SystemExit(0)), _raise(asyncio.CancelledError()), _raise(GeneratorExit())],
+    ids=["SystemExit", "CancelledError", "GeneratorExit"],
+)
+def test_an_implementation_raising_a_base_exception_fails_its_cases(answer: Any) -> None:
+    """Not the run: SystemExit(0) from a case must not end ``foundation conformance`` with 0."""
+    report = run_conformance("fallback", factory=_answering(answer))
+    assert not report.passed
+    assert "raised" in report.failures[0].problems[0]
+
+
+def test_a_factory_or_policy_raising_system_exit_fails_a_case() -> None:
+    def factory(policy: Any, *, clock: Any = None) -> Any:
+        raise SystemExit(3)
+
+    report = run_conformance("fallback", factory=factory)
+    assert "setting up or running raised SystemExit(3)" in report.failures[0].problems
+
+
+def test_keyboard_interrupt_from_an_implementation_stops_the_run() -> None:
+    """The runner cannot tell it from Ctrl-C: the run stops (the CLI exits 130)."""
+    with pytest.raises(KeyboardInterrupt):
+        run_conformance("fallback", factory=_answering(_raise(KeyboardInterrupt())))
+
+
+def test_a_value_that_does_not_compare_fails_the_case() -> None:
+    report = run_conformance("fallback", factory=_answering(Uncomparable))
+    assert not report.passed
+    assert report.failures[0].problems == (
+        "comparing what happened with expect raised ValueError: the truth value of an array is ambiguous",
+    )
+
+
+def test_an_app_override_raising_system_exit_0_fails() -> None:
+    class ExitingFallback:
+        @hookimpl
+        def foundation_register_patterns(self, register: Registrar) -> None:
+            register("fallback", _answering(_raise(SystemExit(0))))
+
+    report = run_conformance("fallback", plugins=[ExitingFallback()])
+    assert not report.passed and "_answering" in report.implementations["fallback"]
