@@ -7,6 +7,7 @@ deadline context variable lets an outer timeout tell inner patterns (retry) how 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from contextvars import ContextVar
@@ -87,6 +88,8 @@ class VirtualClock:
     def advance(self, seconds: float) -> None:
         if seconds < 0:
             raise ValueError(f"a virtual clock cannot go back (advance({seconds!r}))")
+        if not math.isfinite(seconds):  # NaN passed the check above; either would stick to _now
+            raise ValueError(f"a virtual clock advances by a finite number of seconds, not {seconds!r}")
         with self._lock:
             self._now += seconds
 

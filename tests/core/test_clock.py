@@ -1,0 +1,36 @@
+"""``VirtualClock``: the clock every pattern's tests and the conformance runner drive by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from foundation_core import VirtualClock
+
+
+def test_advance_moves_now_and_sleep_records_the_wait() -> None:
+    clock = VirtualClock()
+    start = clock.now()
+    clock.advance(1.5)
+    clock.sleep(0.25)
+    assert clock.now() == pytest.approx(start + 1.75)
+    assert clock.sleeps == [0.25]
+
+
+@pytest.mark.parametrize("seconds", [-0.001, -math.inf])
+def test_advance_refuses_to_go_back(seconds: float) -> None:
+    clock = VirtualClock()
+    with pytest.raises(ValueError, match="cannot go back"):
+        clock.advance(seconds)
+
+
+@pytest.mark.parametrize("seconds", [math.nan, math.inf])
+def test_advance_refuses_a_time_that_is_no_finite_number(seconds: float) -> None:
+    """NaN passed ``seconds < 0`` and made every later ``now()`` NaN (each deadline and window
+    compared with it false); ``inf`` is no time a test can reach."""
+    clock = VirtualClock()
+    before = clock.now()
+    with pytest.raises(ValueError, match="finite"):
+        clock.advance(seconds)
+    assert clock.now() == before
