@@ -15,8 +15,9 @@ from typing import Any
 import structlog
 from structlog.stdlib import ExtraAdder, ProcessorFormatter, add_logger_name
 
+from ._bound import error_text, make_bound_logger
 from ._processors import Redactor, Stamp
-from ._render import JsonBytes, JsonText, SafeConsole, plain_traceback
+from ._render import JsonBytes, JsonText, SafeConsole, plain_traceback, safe_repr
 from ._settings import LoggingSettings
 from ._sinks import FileSink, SinkFactory, StreamSink, open_sink
 
@@ -35,9 +36,30 @@ class _SinkHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._sink.write_text(self.format(record))
+            try:
+                line = self.format(record)
+            except Exception:
+                line = self.format(_unformatted(record))
+            self._sink.write_text(line)
         except Exception:
             self.handleError(record)
+
+
+def _unformatted(record: logging.LogRecord) -> logging.LogRecord:
+    """A copy of ``record`` whose message cannot be made (``"%s %s"`` with one argument, ``"%d"``
+    with text, a ``msg`` whose ``str`` raises): the line is still written, with its ``msg``
+    unformatted and ``format_error`` / ``format_args`` saying what went wrong. Re-raises when the
+    message was not the trouble."""
+    try:
+        record.getMessage()
+    except Exception as exc:
+        copy = logging.makeLogRecord(record.__dict__)
+        copy.msg = record.msg if isinstance(record.msg, str) else safe_repr(record.msg)
+        copy.args = None
+        copy.format_error = error_text(exc)
+        copy.format_args = safe_repr(record.args)
+        return copy
+    raise
 
 
 def _exc_info(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +178,7 @@ def configure_logging(settings: LoggingSettings | None = None) -> LoggingRuntime
         level = settings.level.lower()
         structlog.configure(
             processors=[*shared, *final],
-            wrapper_class=structlog.make_filtering_bound_logger(level),
+            wrapper_class=make_bound_logger(level),
             logger_factory=SinkFactory(sink),
             context_class=dict,
             cache_logger_on_first_use=True,

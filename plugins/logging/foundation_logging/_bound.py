@@ -1,0 +1,93 @@
+"""The bound logger: structlog's filtering logger, with ``%``-interpolation that never raises.
+
+structlog interpolates ``log.info("took %s s to %s", 3)`` in the log method itself, before any
+processor runs, so a format that does not match its arguments raised into the caller. Here such
+a line is still written: its event unformatted, with ``format_error`` and ``format_args`` saying
+what went wrong (as the standard library's handlers print ``--- Logging error ---`` and go on).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from ._render import safe_repr
+
+__all__ = ["interpolated", "make_bound_logger"]
+
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+_ALIASES = {"warn": "warning", "fatal": "critical", "msg": "info"}
+
+
+def interpolated(event: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+    """``event % args`` as structlog does it; when that raises, ``event`` as it is and the error
+    in ``kw`` (``format_error``, ``format_args``)."""
+    try:
+        if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+            return event % args[0]
+        return event % args
+    except Exception as exc:
+        kw["format_error"] = error_text(exc)
+        kw["format_args"] = safe_repr(args)
+        return event
+
+
+def error_text(exc: BaseException) -> str:
+    """``"TypeError: not enough arguments..."``, even for an exception whose ``str`` raises."""
+    try:
+        text = str(exc)
+    except Exception as inner:
+        text = f"<str() raised {type(inner).__name__}>"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _method(name: str) -> Any:
+    def meth(self: Any, event: Any, *args: Any, **kw: Any) -> Any:
+        if args:
+            event = interpolated(event, args, kw)
+        return self._proxy_to_logger(name, event, **kw)
+
+    meth.__name__ = name
+    return meth
+
+
+def _async_method(name: str, base: Any) -> Any:
+    async def ameth(self: Any, event: Any, *args: Any, **kw: Any) -> Any:
+        if args:
+            event = interpolated(event, args, kw)
+        return await base(self, event, **kw)
+
+    ameth.__name__ = f"a{name}"
+    return ameth
+
+
+def make_bound_logger(level: str) -> type[Any]:
+    """``structlog.make_filtering_bound_logger(level)`` whose enabled methods (and ``log``,
+    ``alog``) never raise for ``%``-arguments that do not fit the event."""
+    base: Any = structlog.make_filtering_bound_logger(level)
+    threshold = logging.getLevelName(level.upper())
+    methods: dict[str, Any] = {}
+    for name in _LEVELS:
+        if logging.getLevelName(name.upper()) >= threshold:  # below: keep structlog's no-op
+            methods[name] = _method(name)
+            methods[f"a{name}"] = _async_method(name, getattr(base, f"a{name}"))
+    for alias, name in _ALIASES.items():
+        if name in methods:
+            methods[alias], methods[f"a{alias}"] = methods[name], methods[f"a{name}"]
+    base_log, base_alog = base.log, base.alog
+
+    def log(self: Any, level: int, event: Any, *args: Any, **kw: Any) -> Any:
+        if args:
+            event = interpolated(event, args, kw)
+        return base_log(self, level, event, **kw)
+
+    async def alog(self: Any, level: int, event: Any, *args: Any, **kw: Any) -> Any:
+        if args:
+            event = interpolated(event, args, kw)
+        return await base_alog(self, level, event, **kw)
+
+    methods["log"], methods["alog"] = log, alog
+    return type(base.__name__, (base,), methods)
