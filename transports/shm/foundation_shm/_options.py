@@ -21,6 +21,7 @@ _O = TypeVar("_O", bound=attrs.AttrsInstance)
 _Check = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 FALLBACKS = ("error", "host")
+_MAX_SECONDS = 1e9  # ~31 years: beyond it a deadline in ns overflows the protocol's uint64
 
 
 def _ints(lo: int, hi: int, unit: str = "") -> _Check:
@@ -46,8 +47,9 @@ def _seconds(*, optional: bool, positive: bool) -> _Check:
         if value is None and optional:
             return
         ok = type(value) in (int, float) and (value > 0 if positive else value >= 0)
-        if not ok or value != value or value == float("inf"):  # NaN, inf: no deadline to compute
-            what = "a number of seconds" + (" > 0" if positive else " >= 0")
+        # NaN, inf: no deadline to compute; the same bound as a call's timeout (ShmClient._deadline)
+        if not ok or not value <= _MAX_SECONDS:
+            what = "a number of seconds" + (" > 0" if positive else " >= 0") + " and at most 1e9"
             raise ValueError(f"{attr.name} must be {what}{' or None' if optional else ''}, not {value!r}")
 
     return check

@@ -41,10 +41,14 @@ BAD_CONNECT = [
     ({"channels": 0}, "channels must be an integer 1..4_096, not 0"),
     ({"spin_us": -1}, "spin_us must be an integer 0..1_000_000 µs, not -1"),
     ({"capacity": 0}, "capacity must be an integer 4_096.."),
-    ({"timeout": 0}, "timeout must be a number of seconds > 0 or None, not 0"),
-    ({"timeout": float("nan")}, "timeout must be a number of seconds > 0 or None, not nan"),
+    ({"timeout": 0}, "timeout must be a number of seconds > 0 and at most 1e9 or None, not 0"),
+    ({"timeout": float("nan")}, "timeout must be a number of seconds > 0 and at most 1e9 or None, not nan"),
     ({"timeout": "1"}, "timeout must be a number of seconds"),
-    ({"connect_timeout": -1}, "connect_timeout must be a number of seconds >= 0, not -1"),
+    # beyond a call's own bound, every call would fail naming its timeout, not this option
+    ({"timeout": 1e10}, "timeout must be a number of seconds > 0 and at most 1e9 or None, not 10000000000.0"),
+    ({"timeout": float("inf")}, "timeout must be a number of seconds > 0 and at most 1e9 or None, not inf"),
+    ({"connect_timeout": -1}, "connect_timeout must be a number of seconds >= 0 and at most 1e9, not -1"),
+    ({"connect_timeout": 1e300}, "connect_timeout must be a number of seconds >= 0 and at most 1e9, not 1e"),
     ({"copy_outputs": None}, "copy_outputs must be true or false"),
     ({"cuda_fallback": "cpu"}, "cuda_fallback must be one of error, host, not 'cpu'"),
 ]
