@@ -143,6 +143,8 @@ def layout(
 
 
 def _fixed(text: str, size: int, what: str) -> bytes:
+    if type(text) is not str:  # a name of another type (5, None, a list) is no UTF-8 text
+        raise InvalidInput(f"{what} {text!r} must be a string of at most {size - 1} UTF-8 bytes")
     raw = _fixed_cache.get((text, size))
     if raw is not None:
         return raw

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -9,8 +10,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from foundation_ml import DataType, InferenceResponse
+from foundation_ml.errors import InvalidInput
 
 from ._codec import encode_params, layout, request_payload_size, write_header
+from ._layout import MAX_NDIM
+
+_MAX_ID = (1 << 64) - 1
 
 if TYPE_CHECKING:
     from ._channel import _Channel
@@ -26,7 +31,43 @@ def _datatype(dtype: DataType | np.dtype[Any] | str | type) -> DataType:
         return dtype
     if isinstance(dtype, str) and dtype.upper() in DataType.__members__:
         return DataType[dtype.upper()]
-    return DataType.from_numpy(np.dtype(dtype))
+    if dtype is None:  # np.dtype(None) is float64: not a choice to make for the caller
+        raise ValueError("None is not a datatype")
+    try:
+        return DataType.from_numpy(np.dtype(dtype))
+    except TypeError as exc:  # np.dtype("nope")
+        raise ValueError(str(exc)) from None
+
+
+def _spec(model: str, name: Any, spec: Any) -> tuple[str, DataType, tuple[int, ...]]:
+    """One loaned input's (name, datatype, shape), or an ``InvalidInput`` naming it and what is wrong."""
+    if type(name) is not str:
+        raise InvalidInput(f"loan input names must be strings, not {name!r}", model=model)
+    try:
+        dtype, shape = spec
+    except (TypeError, ValueError):
+        what = f"loan input {name!r}: {spec!r} is not a (dtype, shape) pair"
+        raise InvalidInput(what, model=model) from None
+    try:
+        datatype = _datatype(dtype)
+    except ValueError as exc:
+        names = ", ".join(DataType.__members__)
+        raise InvalidInput(
+            f"loan input {name!r}: {dtype!r} is not a protocol datatype ({exc}; datatypes: {names})",
+            model=model,
+        ) from None
+    try:  # whole numbers only: 2.5, True or "3" are no dimension (int() would take them)
+        dims = tuple(operator.index(d) if type(d) is not bool else -1 for d in shape)
+        ok = not isinstance(shape, (str, bytes)) and all(d >= 0 for d in dims) and len(dims) <= MAX_NDIM
+    except TypeError:
+        ok = False
+    if not ok:
+        raise InvalidInput(
+            f"loan input {name!r}: shape {shape!r} must be a sequence of at most {MAX_NDIM} "
+            "non-negative integers",
+            model=model,
+        )
+    return name, datatype, dims
 
 
 class Loan:
@@ -52,12 +93,16 @@ class Loan:
         self.version = version
         self.outputs = tuple(outputs)
         self._params = encode_params(parameters or {})
-        specs = [(name, _datatype(dt), tuple(int(d) for d in shape)) for name, (dt, shape) in inputs.items()]
+        specs = [_spec(model, name, spec) for name, spec in inputs.items()]
         payload = request_payload_size(len(specs), len(self.outputs), len(self._params))
         self._refs, self._end = layout(specs, payload)
-        self._written: tuple[int, int] | None = None  # (data_gen, deadline) of the payload in place
-        self._payload = 0
         client._ensure(channel, self._end)
+        # written now, so a name too long (model, version, input, output) fails here, not on
+        # every infer(); infer() then only writes the header (request id, or the deadline too)
+        self._payload = client._write(
+            channel, self._refs, self._end, 0, model, version, 0, self.outputs, self._params
+        )
+        self._written: tuple[int, int] | None = (channel.gen, 0)  # (data_gen, deadline) in place
         self._map()
 
     def _map(self) -> None:
@@ -75,6 +120,7 @@ class Loan:
         return self._channel
 
     def __getitem__(self, name: str) -> np.ndarray:
+        self._live()
         return self.inputs[name]
 
     def infer(self, *, timeout: float | None = None, request_id: int = 0) -> InferenceResponse:
@@ -83,6 +129,10 @@ class Loan:
         client = self._client
         deadline = client._deadline(0, timeout)
         rid = request_id or next(client._ids)
+        if type(rid) is not int or not 0 < rid <= _MAX_ID:
+            from ._client import request_id as checked  # (_client imports this module)
+
+            rid = checked(rid, self.model)
         gen = ch.gen
         if self._written == (gen, deadline) and ch.wkey is None:
             write_header(ch.req, 1, rid, self._payload, client.flags, self._refs)

@@ -321,3 +321,101 @@ def test_a_call_needing_a_new_channel_waits_for_the_region_mutex_only_until_its_
             assert time.monotonic() - t0 < 1.0  # connect_timeout (2 s) before
         finally:
             holder.communicate(b"", timeout=10)
+
+
+@pytest.mark.parametrize("rid", [-1, 1 << 64, "7", 2.0, True])
+def test_a_request_id_the_header_cannot_carry_is_invalid_input_naming_it(
+    server: ShmServer, name: str, rid: Any
+) -> None:
+    """Was a bare struct.error ("argument out of range"), naming nothing."""
+    with ShmTransport().connect(name, channels=1) as client:
+        _still_serves(client)  # the next request repeats this one's shape: the fast path
+        request = InferenceRequest("echo", {"x": np.arange(5)}, id=rid)
+        with pytest.raises(InvalidInput, match=f"request id must be an integer 1..2\\*\\*64-1 .*not {rid!r}"):
+            client.infer(request, timeout=5)
+        with client.loan("echo", {"x": ("INT64", (2,))}) as loan:
+            with pytest.raises(InvalidInput, match="request id must be an integer"):
+                loan.infer(request_id=rid, timeout=5)
+            loan["x"][:] = 3
+            assert loan.infer(request_id=9, timeout=5).id == 9
+        _still_serves(client)
+
+
+@pytest.mark.parametrize(
+    ("request_", "what"),
+    [
+        (InferenceRequest(5, {"x": np.arange(2)}), "model name 5 must be a string"),  # type: ignore[arg-type]
+        (InferenceRequest("echo", {5: np.arange(2)}), "tensor name 5 must be a string"),  # type: ignore[dict-item]
+        (InferenceRequest("echo", {"x": np.arange(2)}, outputs=[None]), "output name None must be a string"),  # type: ignore[list-item]
+    ],
+)
+def test_a_name_that_is_not_a_string_is_invalid_input(
+    server: ShmServer, name: str, request_: InferenceRequest, what: str
+) -> None:
+    """Was an AttributeError ("'int' object has no attribute 'encode'")."""
+    with ShmTransport().connect(name, channels=1) as client:
+        with pytest.raises(InvalidInput, match=what):
+            client.infer(request_, timeout=5)
+        _still_serves(client)
+
+
+BAD_LOAN_SPECS = [
+    ({"x": ("FP32", (-1, 3))}, r"loan input 'x': shape \(-1, 3\) must be a sequence of at most 8 non-neg"),
+    ({"x": ("FP32", (2.5,))}, r"loan input 'x': shape \(2.5,\)"),  # was cut to 2
+    ({"x": ("FP32", (True,))}, r"loan input 'x': shape \(True,\)"),  # was 1
+    ({"x": ("FP32", (float("nan"),))}, r"loan input 'x': shape \(nan,\)"),
+    ({"x": ("FP32", "ab")}, r"loan input 'x': shape 'ab'"),
+    ({"x": ("FP32", 3)}, r"loan input 'x': shape 3"),
+    ({"x": ("FP32", (1,) * 9)}, r"loan input 'x': shape \(1, 1, 1, 1, 1, 1, 1, 1, 1\)"),
+    ({"x": ("nope", (2,))}, r"loan input 'x': 'nope' is not a protocol datatype"),
+    ({"x": (object, (2,))}, r"loan input 'x': <class 'object'> is not a protocol datatype"),
+    ({"x": (None, (2,))}, r"loan input 'x': None is not a protocol datatype"),  # was float64
+    ({"x": "FP32"}, r"loan input 'x': 'FP32' is not a \(dtype, shape\) pair"),
+    ({"x": ("FP32", (2,), 0)}, r"loan input 'x': \('FP32', \(2,\), 0\) is not a \(dtype, shape\) pair"),
+    ({5: ("FP32", (2,))}, "loan input names must be strings, not 5"),
+    ({"n" * 64: ("FP32", (2,))}, "tensor name 'n+' must be at most 63 UTF-8 bytes"),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), BAD_LOAN_SPECS, ids=[m for _, m in BAD_LOAN_SPECS])
+def test_a_bad_loan_spec_is_invalid_input_naming_the_input_and_lends_nothing(
+    server: ShmServer, name: str, spec: Any, message: str
+) -> None:
+    """Were a ValueError/TypeError/struct.error naming nothing, or a loan made of the wrong shape
+    (a negative dimension mapped the whole request area, then every infer() failed)."""
+    with ShmTransport().connect(name, channels=1) as client:
+        with pytest.raises(InvalidInput, match=message):
+            client.loan("echo", spec, timeout=5)
+        _still_serves(client)  # the one channel came back
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"version": "v" * 16}, "model version 'v+' must be at most 15 UTF-8 bytes"),
+        ({"outputs": ["o" * 64]}, "output name 'o+' must be at most 63 UTF-8 bytes"),
+        ({"outputs": [5]}, "output name 5 must be a string"),
+    ],
+)
+def test_a_loan_with_a_name_the_header_cannot_carry_is_refused_when_taken(
+    server: ShmServer, name: str, options: dict[str, Any], message: str
+) -> None:
+    """Was lent, and then every infer() on it failed."""
+    with ShmTransport().connect(name, channels=1) as client:
+        with pytest.raises(InvalidInput, match=message):
+            client.loan("echo", {"x": ("FP32", (2,))}, timeout=5, **options)
+        with pytest.raises(InvalidInput, match=r"model name 'm+' must be at most 63 UTF-8 bytes"):
+            client.loan("m" * 64, {"x": ("FP32", (2,))}, timeout=5)
+        _still_serves(client)
+
+
+def test_a_returned_loan_says_so_when_its_inputs_are_asked_for(server: ShmServer, name: str) -> None:
+    """Was a KeyError naming the input, as if the loan never had it."""
+    with ShmTransport().connect(name) as client:
+        loan = client.loan("echo", {"x": ("FP32", (2,))})
+        loan.close()
+        loan.close()
+        with pytest.raises(ValueError, match="this loan was returned"):
+            loan["x"]
+        with pytest.raises(ValueError, match="this loan was returned"):
+            loan.infer()
