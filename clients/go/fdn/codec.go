@@ -30,8 +30,15 @@ type Tensor struct {
 	IPCOffset uint64
 }
 
-// Dims is the shape: Shape[:NDim].
-func (t *Tensor) Dims() []uint64 { return t.Shape[:t.NDim] }
+// Dims is the shape: Shape[:NDim]; nil for a nil tensor or one whose NDim is over MaxNDim (a
+// tensor built by hand: it has no shape, and Layout, LoanBegin and the encoders refuse it,
+// naming it). A scalar's Dims is empty, not nil.
+func (t *Tensor) Dims() []uint64 {
+	if t == nil || t.NDim > MaxNDim {
+		return nil
+	}
+	return t.Shape[:t.NDim]
+}
 
 // Limits is what a decoder accepts.
 type Limits struct {
@@ -102,7 +109,7 @@ func Layout(tensors []Tensor, payloadSize uint64) (uint64, error) {
 		if itemsize == 0 {
 			return 0, fail(InvalidInput, 0, "tensor %d (%q): unknown dtype code %d (known: 1..14)", i, t.Name, uint32(t.DType))
 		}
-		if t.NDim > MaxNDim { // before Dims(), which would slice past the shape
+		if t.NDim > MaxNDim {
 			return 0, fail(InvalidInput, 0, "tensor %d (%q): %d dimensions (at most %d)", i, t.Name, t.NDim, MaxNDim)
 		}
 		size, ok := tensorBytes(t.Dims(), itemsize)
@@ -113,6 +120,10 @@ func Layout(tensors []Tensor, payloadSize uint64) (uint64, error) {
 		if t.Location == LocationCudaIPC { // section 15.2: no room in the area
 			t.DataOffset = 0
 			continue
+		}
+		if !hostShapeOK(t.Dims(), itemsize) { // an empty tensor every decoder refuses (step 7)
+			return 0, fail(InvalidInput, 0, "tensor %d (%q): shape %v of %s is beyond 2^63 - 1 bytes over its nonzero dimensions",
+				i, t.Name, t.Dims(), t.DType)
 		}
 		if size > ^uint64(0)-(DataAlign-1)-offset { // a wrapped end would pass for a small one
 			return 0, fail(InvalidInput, 0, "tensor %d (%q): %d bytes at offset %d end past 2^64", i, t.Name, size, offset)
@@ -151,6 +162,29 @@ func putFixed(dst []byte, text string) string {
 	return ""
 }
 
+// descProblem says why t cannot be encoded as it is (a tensor built by hand, not laid out by
+// Layout or decoded), or "": a decoder would refuse it (section 8 step 7).
+func descProblem(t *Tensor) string {
+	if t.NDim > MaxNDim {
+		return fmt.Sprintf("%d dimensions (at most %d)", t.NDim, MaxNDim)
+	}
+	if t.Location != LocationHost && t.Location != LocationCudaIPC {
+		return fmt.Sprintf("location %d (known: %d host, %d CUDA IPC)", t.Location, LocationHost, LocationCudaIPC)
+	}
+	itemsize := t.DType.ItemSize()
+	if itemsize == 0 {
+		return fmt.Sprintf("unknown dtype code %d (known: 1..14)", uint32(t.DType))
+	}
+	size, ok := tensorBytes(t.Dims(), itemsize)
+	if !ok {
+		return fmt.Sprintf("shape %v of %s has more than 2^64 bytes", t.Dims(), t.DType)
+	}
+	if size != t.DataSize {
+		return fmt.Sprintf("DataSize %d, but its shape %v of %s takes %d bytes (Layout sets it)", t.DataSize, t.Dims(), t.DType, size)
+	}
+	return ""
+}
+
 func writeDescs(area []byte, at uint64, tensors []Tensor, rid uint64) error {
 	for i := range tensors {
 		t := &tensors[i]
@@ -161,8 +195,8 @@ func writeDescs(area []byte, at uint64, tensors []Tensor, rid uint64) error {
 		if why := putFixed(d[dName:dName+NameSize], t.Name); why != "" {
 			return fail(InvalidInput, rid, "tensor %d: name %q %s", i, t.Name, why)
 		}
-		if t.NDim > MaxNDim {
-			return fail(InvalidInput, rid, "tensor %q has %d dimensions (at most 8)", t.Name, t.NDim)
+		if why := descProblem(t); why != "" {
+			return fail(InvalidInput, rid, "tensor %d (%q): %s", i, t.Name, why)
 		}
 		if t.Location == LocationCudaIPC {
 			le.PutUint32(d[dDevice:], uint32(t.Device))

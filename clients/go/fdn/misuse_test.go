@@ -44,13 +44,63 @@ func TestLayoutNamesTheTensorAndItsFaultAndNeverSlicesPastTheShape(t *testing.T)
 		{Tensor{Name: "a", DType: 0, NDim: 1}, "unknown dtype code 0"},
 		{Tensor{Name: "a", DType: 99, NDim: 1}, "unknown dtype code 99"},
 		{Tensor{Name: "a", DType: FP32, NDim: 2, Shape: [8]uint64{1 << 62, 8}}, "more than 2^64 bytes"},
-		{Tensor{Name: "a", DType: UINT8, NDim: 1, Shape: [8]uint64{math.MaxUint64 - 100}}, "end past 2^64"},
+		{Tensor{Name: "a", DType: UINT8, NDim: 1, Shape: [8]uint64{math.MaxUint64 - 100}}, "beyond 2^63 - 1 bytes"},
+		// empty, but no array library could hold it: every decoder refuses it (section 8 step 7)
+		{Tensor{Name: "a", DType: UINT8, NDim: 3, Shape: [8]uint64{1 << 62, 2, 0}}, "shape [4611686018427387904 2 0] of UINT8 is beyond 2^63 - 1"},
+		{Tensor{Name: "a", DType: UINT8, NDim: 2, Shape: [8]uint64{0, 1 << 63}}, "is beyond 2^63 - 1"},
 	}
 	for _, c := range cases {
 		ts := []Tensor{{Name: "ok", DType: UINT8, NDim: 1, Shape: [8]uint64{1}}, c.tensor}
 		noPanic(t, c.says, func() {
 			_, err := Layout(ts, BodySize)
 			wantError(t, c.says, err, InvalidInput, `tensor 1 ("a")`, c.says)
+		})
+	}
+	half := Tensor{Name: "a", DType: UINT8, NDim: 1, Shape: [8]uint64{math.MaxInt64}} // the largest that passes
+	_, err := Layout([]Tensor{half, half}, BodySize)
+	wantError(t, "two halves of 2^64", err, InvalidInput, `tensor 1 ("a")`, "end past 2^64")
+}
+
+// A tensor built by hand with NDim over MaxNDim has no shape: Dims says so (nil) instead of
+// slicing past Shape, and the encoders refuse it, as they refuse any descriptor a decoder would.
+func TestHandBuiltTensorsNeverPanicAndAreRefusedByName(t *testing.T) {
+	for _, n := range []uint32{9, 100, math.MaxUint32} {
+		x := Tensor{Name: "x", DType: FP32, NDim: n}
+		noPanic(t, fmt.Sprint("Dims of NDim ", n), func() {
+			if d := x.Dims(); d != nil {
+				t.Fatalf("NDim %d: Dims() = %v", n, d)
+			}
+		})
+	}
+	var none *Tensor
+	if none.Dims() != nil {
+		t.Fatal("Dims of a nil tensor")
+	}
+	if d := (&Tensor{DType: FP32}).Dims(); d == nil || len(d) != 0 {
+		t.Fatalf("a scalar's Dims is %#v, want empty", d)
+	}
+	good := Tensor{Name: "ok", DType: UINT8, NDim: 1, Shape: [8]uint64{1}, DataOffset: 512, DataSize: 1}
+	bad := []struct {
+		set  func(x *Tensor)
+		says string
+	}{
+		{func(x *Tensor) { x.NDim = 9 }, "9 dimensions (at most 8)"},
+		{func(x *Tensor) { x.NDim = math.MaxUint32 }, "4294967295 dimensions"},
+		{func(x *Tensor) { x.Location = 7 }, "location 7"},
+		{func(x *Tensor) { x.DType = 0 }, "unknown dtype code 0"},
+		{func(x *Tensor) { x.DataSize = 3 }, "DataSize 3, but its shape [1] of UINT8 takes 1 bytes"},
+		{func(x *Tensor) { x.NDim, x.Shape = 2, [8]uint64{1 << 62, 8} }, "shape [4611686018427387904 8] of UINT8 has more than 2^64 bytes"},
+	}
+	for _, b := range bad {
+		x := good
+		x.Name = "x"
+		b.set(&x)
+		area := make([]byte, 4096)
+		noPanic(t, b.says, func() {
+			err := EncodeRequest(area, &Request{RequestID: 3, Model: "m", Inputs: []Tensor{good, x}})
+			wantError(t, "request: "+b.says, err, InvalidInput, `tensor 1 ("x")`, b.says)
+			err = EncodeResponse(area, &Response{RequestID: 3, Model: "m", Outputs: []Tensor{good, x}})
+			wantError(t, "response: "+b.says, err, InvalidInput, `tensor 1 ("x")`, b.says)
 		})
 	}
 }
@@ -230,6 +280,7 @@ func TestLiveAFailedLoanBeginLeavesNoLoan(t *testing.T) {
 		{long, good, InvalidInput, "is over 63 bytes"},
 		{"echo", []Tensor{{Name: long, DType: FP32, NDim: 1}}, InvalidInput, "tensor 0: name"},
 		{"echo", []Tensor{{Name: "x", DType: FP32, NDim: 1, Location: LocationCudaIPC}}, CudaUnavailable, `tensor 0 ("x")`},
+		{"echo", []Tensor{{Name: "x", DType: UINT8, NDim: 2, Shape: [8]uint64{0, 1 << 63}}}, InvalidInput, `tensor 0 ("x"): shape [0 9223372036854775808] of UINT8 is beyond 2^63 - 1`},
 	}
 	for _, f := range failing {
 		if err := c.LoanBegin("echo", good); err != nil {
