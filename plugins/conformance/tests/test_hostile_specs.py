@@ -111,7 +111,7 @@ def test_a_wrong_top_level_value_names_the_field(tmp_path: Path, changes: dict[s
         ("max_attempts", {"type": "int", "default": 3, "invalid": 5}, "invalid must be a list"),
         ("retry_on", {"type": "exceptions", "default": ["nope"]}, "default 'nope'"),
         ("retry_on", {"type": "exceptions", "default": 3}, "default must be a list"),
-        (1, {"type": "int", "default": 1}, "parameter name 1"),
+        (1, {"type": "int", "default": 1}, "key '1' is read as int 1, not a string"),
     ],
 )
 def test_a_wrong_parameter_description_names_the_parameter(
@@ -220,3 +220,100 @@ def test_any_generated_spec_loads_or_is_a_spec_error(tmp_path: Path, data: st.Da
     except SpecError as exc:  # any other exception fails the test
         failure = exc
     assert failure is None or failure.file == str(path)
+
+
+SHIPPED_TEXT = (default_specs_dir() / "retry.yaml").read_text()
+
+
+def _line_of(text: str, fragment: str) -> int:
+    return text[: text.index(fragment)].count("\n") + 1
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "marker", "message"),
+    [
+        # a second top-level cases: would replace every case above it
+        (
+            "cases:\n",
+            "cases: []\ncases:\n",
+            "cases:\n  -",
+            "duplicate key 'cases' (first at line",
+        ),
+        ("jitter: false}", "jitter: false, jitter: true}", "jitter: true", "duplicate key 'jitter'"),
+        (
+            "  - name: succeeds_after_two_failures\n",
+            "  - name: succeeds_after_two_failures\n    name: renamed\n",
+            "name: renamed",
+            "duplicate key 'name'",
+        ),
+        ("{return: ok}]", "{return: {1: ok}}]", "1: ok", "key '1' is read as int 1, not a string"),
+        ("{retry_on: [ConnectionError]}", "{on: [ConnectionError]}", "{on: [", "key 'on' is read as bool"),
+        (
+            "{max_attempts: 4, backoff: exponential, base_delay: 0.1}",
+            "{<<: {max_attempts: 4}, backoff: exponential, base_delay: 0.1}",
+            "<<",
+            "merge keys (<<) are not supported",
+        ),
+        ("function: [{raise: ConnectionError}]", "function: &f [*f]", "*f", "alias *f is inside"),
+        ("{returns: ok}]", "{returns: ok, ? [a, b]: 1}]", "? [a", "a key is a sequence"),
+    ],
+)
+def test_what_yaml_readers_disagree_on_is_refused_naming_the_line(
+    tmp_path: Path, old: str, new: str, marker: str, message: str
+) -> None:
+    """PyYAML keeps the last of two equal keys, reads yes/on/1 keys as bool/int and expands <<;
+    a spec read in other languages must mean one thing, so each is refused where it is."""
+    assert old in SHIPPED_TEXT
+    text = SHIPPED_TEXT.replace(old, new, 1)
+    path = tmp_path / "retry.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.file == str(path)
+    assert f"line {_line_of(text, marker)}: " in str(info.value) and message in str(info.value)
+
+
+def test_nested_merge_keys_are_refused_before_they_expand(tmp_path: Path) -> None:
+    """Each level of << copies the merged mappings' pairs: 9 merges a level for 7 levels took
+    minutes and gigabytes before the alias budget could look at the result."""
+    doc = "a0: &a0 {" + ", ".join(f"k{i}: {i}" for i in range(9)) + "}\n"
+    doc += "".join(f"a{n}: &a{n} {{<<: [{', '.join([f'*a{n - 1}'] * 9)}]}}\n" for n in range(1, 8))
+    path = tmp_path / "retry.yaml"
+    path.write_text(doc)
+    with pytest.raises(SpecError, match="line 2: merge keys"):
+        load_spec(path)
+
+
+def test_a_quoted_key_and_a_repeated_alias_are_still_fine(tmp_path: Path) -> None:
+    text = SHIPPED_TEXT.replace("{retry_on: [ConnectionError]}", "{'retry_on': &errs [ConnectionError]}", 1)
+    text = text.replace("{raise: ValueError}]", "{raise: ValueError}]\n      actions: &once [call]", 1)
+    path = tmp_path / "retry.yaml"
+    path.write_text(text)
+    spec = load_spec(path)
+    case = next(c for c in spec.cases if c.name == "non_retryable_error_stops_at_attempt_1")
+    assert case.policy == {"retry_on": ["ConnectionError"]} and case.actions == ("call",)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    keys=st.lists(st.from_regex(r"[a-z_]{1,8}", fullmatch=True), min_size=1, max_size=6, unique=True),
+    data=st.data(),
+)
+def test_a_key_given_twice_at_any_depth_is_refused_naming_it(
+    tmp_path: Path, keys: list[str], data: st.DataObject
+) -> None:
+    depth = data.draw(st.integers(0, 5))
+    twice = data.draw(st.sampled_from(keys))
+    flow = data.draw(st.booleans())
+    order = data.draw(st.permutations([*keys, twice]))
+    indent = "  " * depth
+    head = "".join(f"{'  ' * d}level{d}:\n" for d in range(depth))
+    if flow:
+        body = indent + "x: {" + ", ".join(f"{k}: 1" for k in order) + "}\n"
+    else:
+        body = indent + "x:\n" + "".join(f"{indent}  {k}: 1\n" for k in order)
+    path = tmp_path / "retry.yaml"
+    path.write_text(head + body)
+    with pytest.raises(SpecError, match=f"duplicate key '{twice}'") as info:
+        load_spec(path)
+    assert info.value.file == str(path)
