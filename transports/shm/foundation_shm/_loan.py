@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import operator
+import os
+import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -20,6 +23,7 @@ _MAX_ID = (1 << 64) - 1
 if TYPE_CHECKING:
     from ._channel import _Channel
     from ._client import ShmClient
+    from ._pool import ChannelPool
 
 __all__ = ["Loan", "TensorSpecLike"]
 
@@ -70,10 +74,29 @@ def _spec(model: str, name: Any, spec: Any) -> tuple[str, DataType, tuple[int, .
     return name, datatype, dims
 
 
+def _dropped(pool: ChannelPool, ch: _Channel, answered: list[bool], hold: bool, model: str, pid: int) -> None:
+    """A loan was dropped without ``close()`` (its ``weakref.finalize``): its channel goes back to
+    the pool, as ``close()`` gives it. Never at interpreter exit (the process's end frees it all),
+    nor in a forked child (``pid`` took the loan: the channel is the parent's). A request of the
+    loan still with the server (its ``infer()`` was interrupted) leaves the channel busy: the pool
+    takes a channel for a call only once the server has answered everything published on it."""
+    if pid != os.getpid():
+        return
+    pool.give(ch, hold=hold and answered[0])
+    warnings.warn(
+        f"shm loan of model {model!r} on {pool.name!r} was not returned; its channel was given back "
+        "when it was dropped (call close(), or use it as a context manager)",
+        ResourceWarning,
+        stacklevel=3,  # past finalize.__call__: the code that dropped it (or collected)
+    )
+
+
 class Loan:
     """``with client.loan("m", {"x": (DataType.FP32, (1, 784))}) as loan:
     loan["x"][:] = data; response = loan.infer()``; write again and ``infer()`` again as often as
-    wanted. The views (and the response's) are valid until the loan is closed."""
+    wanted. The views (and the response's) are valid until the loan is closed. A loan dropped
+    without ``close()`` gives its channel back when it is collected (with a ``ResourceWarning``,
+    as an unclosed file does)."""
 
     def __init__(
         self,
@@ -88,7 +111,7 @@ class Loan:
     ) -> None:
         self._client = client
         self._channel: _Channel | None = channel
-        self._answered = False  # an infer() returned outputs that view the response area
+        self._answered = [False]  # an infer() returned outputs that view the response area
         self.model = model
         self.version = version
         self.outputs = tuple(outputs)
@@ -104,6 +127,13 @@ class Loan:
         )
         self._written: tuple[int, int] | None = (channel.gen, 0)  # (data_gen, deadline) in place
         self._map()
+        # last: a loan that failed above is given back by client.loan(), not by this as well.
+        # Refers to the pool, not the client or the loan: a dropped loan is collected as usual
+        hold = not client.copy_outputs
+        self._finalizer = weakref.finalize(
+            self, _dropped, client._pool, channel, self._answered, hold, model, os.getpid()
+        )
+        self._finalizer.atexit = False
 
     def _map(self) -> None:
         ch = self._live()
@@ -143,18 +173,19 @@ class Loan:
             self._written = (gen, deadline)
         try:
             resp = client._exchange(ch, rid, self.model, deadline, retry=True)
-            self._answered = True
+            self._answered[0] = True
             return resp
         finally:
             if ch.gen != gen:  # the response area grew: the segment moved, and the views with it
                 self._map()
 
     def close(self) -> None:
-        if self._channel is not None:
-            # outputs of the last infer() view the response area: keep the channel for this thread
-            self._client._give(self._channel, hold=self._answered and not self._client.copy_outputs)
-            self._channel = None
+        # detach() answers once: the channel goes back here or in the finalizer, never twice
+        if self._finalizer.detach() is not None and self._channel is not None:
+            ch, self._channel = self._channel, None
             self.inputs = {}
+            # outputs of the last infer() view the response area: keep the channel for this thread
+            self._client._give(ch, hold=self._answered[0] and not self._client.copy_outputs)
 
     def __enter__(self) -> Loan:
         return self

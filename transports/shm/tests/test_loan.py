@@ -1,0 +1,153 @@
+"""A loan dropped without ``close()`` gives its channel back, as a dropped client does: against a
+real server process, more dropped loans than channels leave the client able to call, a loan left
+in a traceback or a reference cycle comes back when collected, a closed loan is not given back a
+second time, and a dropped loan whose request is still with the server is not used before the
+answer is in."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import textwrap
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from foundation_shm import ShmTransport
+from foundation_shm._client import ShmClient
+
+from foundation_ml import DataType, InferenceRequest
+from foundation_ml.errors import DeadlineExceeded
+
+from .conftest import EchoProcess
+
+SPEC = {"x": (DataType.FP32, (4,))}
+
+
+def _echo(client: ShmClient, value: float) -> None:
+    x = np.full(4, value, np.float32)
+    out = client.infer(InferenceRequest("echo", {"x": x}), timeout=5)
+    np.testing.assert_array_equal(out.outputs["x"], x)
+
+
+def _loan_and_drop(client: ShmClient, value: float) -> None:
+    loan = client.loan("echo", SPEC, timeout=2)
+    loan["x"][:] = value
+    np.testing.assert_array_equal(loan.infer(timeout=5).outputs["x"], np.full(4, value, np.float32))
+    with pytest.warns(ResourceWarning, match="shm loan of model 'echo' .* was not returned"):
+        del loan
+
+
+def test_more_dropped_loans_than_channels_leave_the_client_able_to_call(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """Before the fix the third loan found no channel (DeadlineExceeded): each dropped one kept its own."""
+    echo_process("--channels", "2")
+    with ShmTransport().connect(name, channels=2) as client:
+        for i in range(6):
+            _loan_and_drop(client, float(i))
+        _echo(client, 7.0)
+        assert len(client._all) <= 2
+
+
+def _raises_inside_a_loan(client: ShmClient) -> None:
+    loan = client.loan("echo", SPEC, timeout=2)
+    loan["x"][:] = 1.0
+    raise KeyError("user code failed while the loan was open")
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_a_loan_left_by_an_exception_or_in_a_cycle_comes_back_when_collected(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    echo_process("--channels", "2")
+    with ShmTransport().connect(name, channels=1) as client:
+        for _ in range(3):
+            with pytest.raises(KeyError):  # the traceback, and the loan in its frame, go here
+                _raises_inside_a_loan(client)
+            _echo(client, 2.0)
+        gc.disable()  # the cycle must wait for the collection below, not for an allocation
+        try:
+            loan = client.loan("echo", SPEC, timeout=2)
+            cycle: list[Any] = [loan]
+            cycle.append(cycle)
+            del loan, cycle
+            with pytest.raises(DeadlineExceeded):  # not collected yet: the one channel is lent
+                _echo_with_timeout(client, 0.05)
+            gc.collect()
+        finally:
+            gc.enable()
+        _echo(client, 3.0)
+
+
+def _echo_with_timeout(client: ShmClient, timeout: float) -> None:
+    client.infer(InferenceRequest("echo", {"x": np.zeros(4, np.float32)}), timeout=timeout)
+
+
+def test_a_closed_loan_is_not_given_back_again_when_dropped(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """Given back twice, the channel would be in the free list twice: two calls at once on one channel."""
+    echo_process("--channels", "2")
+    with ShmTransport().connect(name, channels=2) as client:
+        for copy in (False, True):
+            client.copy_outputs = copy
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", ResourceWarning)  # a closed loan does not warn
+                loan = client.loan("echo", SPEC, timeout=2)
+                loan.infer(timeout=5)
+                loan.close()
+                loan.close()
+                del loan
+                gc.collect()
+            free = client._pool._free
+            assert len(free) == len(set(free))
+            _echo(client, 4.0)
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_a_dropped_loan_whose_request_is_with_the_server_is_used_again_only_once_answered(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """The loan's call timed out while the server sleeps on it; its channel comes back to the
+    pool, but the next call waits for the server's answer before writing there."""
+    echo_process("--channels", "2")
+    with ShmTransport().connect(name, channels=1) as client:
+        loan = client.loan("sleep", SPEC, timeout=2, parameters={"ms": 300})
+        with pytest.raises(DeadlineExceeded):
+            loan.infer(timeout=0.05)
+        ch = loan._channel
+        assert ch is not None and not ch.idle()
+        del loan
+        _echo(client, 5.0)  # before the fix: DeadlineExceeded, the channel was the loan's for ever
+        assert client._all == [ch]
+
+
+def test_a_loan_left_open_at_interpreter_exit_or_in_a_forked_child_ends_quietly(name: str) -> None:
+    code = f"""
+        import os, numpy as np
+        from foundation_ml import DataType
+        from foundation_shm import ShmTransport
+        from foundation_shm._echo import EchoHandler
+        server = ShmTransport().serve({name!r}, EchoHandler(), channels=2)
+        client = ShmTransport().connect({name!r}, channels=2)
+        loan = client.loan("echo", {{"x": (DataType.FP32, (4,))}})
+        loan.infer(timeout=5)
+        pid = os.fork()
+        if pid == 0:  # the parent's loan, dropped in the child: the parent's channel stays its own
+            del loan
+            os._exit(0)
+        os.waitpid(pid, 0)
+        out = loan.infer(timeout=5)
+        print("parent", float(out.outputs["x"].sum()), loan._channel.conn is client._pool._conn)
+        server.stop()
+        LEFT = (client, loan)  # still open when the interpreter exits
+    """
+    argv = [sys.executable, "-W", "error", "-c", textwrap.dedent(code)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["parent", "0.0", "True"]
+    assert done.stderr == ""
