@@ -26,6 +26,8 @@ def _format(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
 def _output(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"logging.output must be 'stderr', 'stdout' or a file path, got {value!r}")
+    if "\x00" in value:  # no file can be named so; open() would raise ValueError, naming nothing
+        raise ValueError(f"logging.output must not contain a NUL character, got {value!r}")
 
 
 def _redact(inst: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
@@ -42,6 +44,7 @@ class LoggingSettings:
     whose values are replaced by ``"[REDACTED]"``: a key matches when, lowercased, it equals a name
     or ends with ``_`` + name (``password`` matches ``db_password`` but not ``passwords_checked``).
     ``stdlib`` routes the standard library's ``logging`` records through the same pipeline.
+    ``reopen`` makes a file output follow its path when log rotation renames or deletes the file.
     """
 
     level: str = attrs.field(default="info", validator=_level)
@@ -49,3 +52,4 @@ class LoggingSettings:
     output: str = attrs.field(default="stderr", validator=_output)
     redact: tuple[str, ...] = attrs.field(default=DEFAULT_REDACT, validator=_redact)
     stdlib: bool = True
+    reopen: bool = False

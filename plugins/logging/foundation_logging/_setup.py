@@ -167,7 +167,7 @@ def configure_logging(settings: LoggingSettings | None = None) -> LoggingRuntime
     settings = settings or LoggingSettings()
     with _lock:
         previous = _current
-        sink = open_sink(settings.output)
+        sink = open_sink(settings.output, reopen=settings.reopen)
         if previous is not None:  # close() restores what was there before the first one
             saved_structlog, saved_root = previous._saved_structlog, previous._saved_root
         else:

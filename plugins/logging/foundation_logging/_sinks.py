@@ -1,5 +1,9 @@
 """Where rendered lines go: a file (bytes, unbuffered appends) or a text stream.
 
+A file sink made with ``reopen=True`` checks before each line that its path still names the file
+it has open, and opens the path again when not (log rotation renamed or deleted it), as the
+standard library's ``WatchedFileHandler`` does.
+
 A sink is structlog's "logger": the bound logger calls ``sink.info(line)`` and so on. The stdlib
 handler writes through the same sink, so both kinds of record land in one place, in order.
 
@@ -70,27 +74,59 @@ def _append_fd(path: str) -> int:
     return fd
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file ``path`` names now; None when there is none."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
 class FileSink:
     """Append newline-terminated bytes to a file opened unbuffered in append mode.
 
     Each line is one ``write`` system call on an ``O_APPEND`` descriptor: no Python buffer to
     lose on a crash, no lock needed between threads, and other processes may append too.
     After ``close()`` lines go to the successor, or to stderr rather than vanish.
+    With ``reopen``, each line first ``stat``s the path; when it names another file or none
+    (rotated away), the path is opened again (created if missing) and the old file closed, under
+    a lock that the writes then also take. If it cannot be opened, lines go on to the old file
+    and that is said once on stderr.
     """
 
-    __slots__ = ("_closed", "_file", "_raw", "_reported", "_successor", "msg", "path", *_METHODS)
+    __slots__ = (
+        "_closed",
+        "_file",
+        "_ident",
+        "_lock",
+        "_raw",
+        "_reported",
+        "_successor",
+        "msg",
+        "path",
+        "reopen",
+        *_METHODS,
+    )
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, reopen: bool = False) -> None:
         path = os.path.expanduser(path)
         directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        self.path = path
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except FileExistsError as exc:  # makedirs' word for "there is a file of that name"
+            raise NotADirectoryError(errno.ENOTDIR, f"{directory} is not a directory", directory) from exc
+        self.path = os.path.abspath(path) if reopen else path  # a chdir must not move the log
+        self.reopen = reopen
         self._file: BinaryIO = open(_append_fd(path), "ab", buffering=0)  # noqa: SIM115 - closed by close()
         self._raw = self._file.write
+        info = os.fstat(self._file.fileno())
+        self._ident: tuple[int, int] | None = (info.st_dev, info.st_ino)
+        self._lock = threading.Lock()
         self._closed = False
         self._reported = False
         self._successor: FileSink | StreamSink | None = None
-        self._bind(self.write)
+        self._bind(self.write_watched if reopen else self.write)
 
     def _bind(self, write: Any) -> None:
         self.msg = write
@@ -108,6 +144,29 @@ class FileSink:
                 _report(repr(self.path), exc)
         except TypeError:  # text, from a pipeline being swapped in
             self.write(_as_bytes(line))
+
+    def write_watched(self, line: bytes) -> None:
+        """``write``, after opening the path again if it no longer names the open file."""
+        ident = _identity(self.path)
+        with self._lock:
+            if ident != self._ident and not self._closed:
+                self._reopen()
+            self.write(line)
+
+    def _reopen(self) -> None:
+        try:
+            new: BinaryIO = open(_append_fd(self.path), "ab", buffering=0)  # noqa: SIM115 - kept
+        except (OSError, ValueError) as exc:  # keep writing to the old file; try again next line
+            if not self._reported:
+                self._reported = True
+                _report(f"{self.path!r} (reopening it after rotation)", exc)
+            return
+        info = os.fstat(new.fileno())
+        old, self._file, self._raw = self._file, new, new.write
+        self._ident = (info.st_dev, info.st_ino)
+        old.close()
+        if self._closed:  # close() ran meanwhile (it takes no lock) and may have closed only old
+            new.close()
 
     def write_line(self, line: bytes | str) -> None:
         self.msg(_as_bytes(line))
@@ -208,9 +267,9 @@ class SinkFactory:
         return self.sink
 
 
-def open_sink(output: str) -> FileSink | StreamSink:
+def open_sink(output: str, *, reopen: bool = False) -> FileSink | StreamSink:
     """``"stderr"`` and ``"stdout"`` (any case) name the process's streams (as they are now);
-    anything else is a file path (``~`` expanded)."""
+    anything else is a file path (``~`` expanded), reopened after rotation with ``reopen``."""
     if output.strip().lower() in _STREAMS:
         return StreamSink(output.strip().lower())
-    return FileSink(output)
+    return FileSink(output, reopen=reopen)

@@ -137,9 +137,9 @@ def test_a_line_logged_while_reconfiguring_goes_through_a_redacting_pipeline(tmp
     configure_logging(LoggingSettings(format="json", output=str(first)))
     open_sink = _setup.open_sink
 
-    def open_while_another_thread_logs(output: str):  # type: ignore[no-untyped-def]
+    def open_while_another_thread_logs(output: str, **options: bool):  # type: ignore[no-untyped-def]
         structlog.get_logger().info("login", password="hunter2")
-        sink = open_sink(output)
+        sink = open_sink(output, **options)
         structlog.get_logger().info("login", password="hunter2")
         return sink
 
