@@ -81,6 +81,7 @@ CLIENTS = {
         ),
         test=("cargo", "test", "--offline", "--manifest-path", "clients/rust/Cargo.toml"),
         binary="clients/rust/target/release/examples/fdn-client",
+        live=True,
     ),
 }
 # A client whose directory exists is tested; one that then fails to build fails its tests.

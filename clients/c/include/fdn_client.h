@@ -412,9 +412,13 @@ enum fdn_status fdn_infer_call(fdn_client *c, const char *model, const struct fd
  * fdn_loan_begin copies specs (each name NUL-terminated within its 64 bytes, host tensors only:
  * CUDA_UNAVAILABLE otherwise; data_offset and data_size are set by the layout) and claims the
  * request area: FDN_OK or a code with nothing loaned. A loan lasts until the next fdn_loan_begin
- * (whatever its outcome), fdn_infer or fdn_infer_call on the client, a reconnect, or fdn_close;
- * fdn_loan_infer on no loan is INVALID_INPUT. fdn_loan_data: the start of tensor `index`'s bytes
- * in the area, NULL when there is no loan or no such tensor. */
+ * (whatever its outcome), fdn_infer or fdn_infer_call on the client, a reconnect, fdn_close, or
+ * an fdn_loan_infer that fails with its request still with the server (it passed its deadline:
+ * the server may still be reading the inputs, so they are lent out no more; do not write through
+ * a pointer kept from before). fdn_loan_begin waits for such a request up to connect_timeout_ms,
+ * then fails DEADLINE_EXCEEDED. fdn_loan_infer on no loan is INVALID_INPUT (saying why, when a
+ * late request ended it). fdn_loan_data: the start of tensor `index`'s bytes in the area, NULL
+ * when there is no loan or no such tensor. */
 enum fdn_status fdn_loan_begin(fdn_client *c, const char *model, const struct fdn_tensor *specs,
                                uint32_t count, struct fdn_error *err);
 void *fdn_loan_data(fdn_client *c, uint32_t index);

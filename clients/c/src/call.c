@@ -78,7 +78,13 @@ static enum fdn_status ready(struct fdn_client *c, uint64_t deadline, struct fdn
         enum fdn_status st = fdn_connect_now(c, err);
         if (st) return st;
     }
-    if (FDN_LOAD(&c->ch->server_seq) != c->seq) return wait_seq(c, c->seq, deadline, err);
+    if (FDN_LOAD(&c->ch->server_seq) != c->seq) {
+        enum fdn_status st = wait_seq(c, c->seq, deadline, err);
+        if (st == FDN_DEADLINE_EXCEEDED)
+            fdn_fail(err, st, 0, "the previous request on this channel (a call that passed its deadline) is still "
+                                 "with the server");
+        return st;
+    }
     return FDN_OK;
 }
 
@@ -251,6 +257,7 @@ enum fdn_status fdn_infer_call(fdn_client *c, const char *model, const struct fd
                                struct fdn_result *res, struct fdn_error *err) {
     if (!c) return fdn_fail(err, FDN_INVALID_INPUT, 0, "client is NULL");
     c->loaned = 0; /* the request area is this call's now */
+    c->loan_ended = 0;
     uint64_t deadline = deadline_of(timeout_ms);
     enum fdn_status st;
     if ((st = check_model(model, err)) || (st = check_inputs(inputs, input_count, err))) return st;
@@ -286,6 +293,7 @@ enum fdn_status fdn_loan_begin(fdn_client *c, const char *model, const struct fd
                                uint32_t count, struct fdn_error *err) {
     if (!c) return fdn_fail(err, FDN_INVALID_INPUT, 0, "client is NULL");
     c->loaned = 0; /* a failed begin leaves no loan: the old one's tensors are overwritten below */
+    c->loan_ended = 0;
     enum fdn_status st = check_model(model, err);
     if (st) return st;
     if (count > FDN_MAX_TENSORS)
@@ -322,6 +330,11 @@ void *fdn_loan_data(fdn_client *c, uint32_t index) {
 
 enum fdn_status fdn_loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_result *res, struct fdn_error *err) {
     if (!c) return fdn_fail(err, FDN_INVALID_INPUT, 0, "client is NULL");
+    if (!c->loaned && c->loan_ended)
+        return fdn_fail(err, FDN_INVALID_INPUT, 0,
+                        "no loan: it ended when its request %llu failed while still with the server, which may be "
+                        "reading its inputs; fdn_loan_begin again (it waits until the server is done)",
+                        (unsigned long long)c->loan_ended);
     if (!c->loaned) return fdn_fail(err, FDN_INVALID_INPUT, 0, "no loan: call fdn_loan_begin first");
     if (!res) return fdn_fail(err, FDN_INVALID_INPUT, 0, "result is NULL");
     notice_stop(c);
@@ -333,5 +346,11 @@ enum fdn_status fdn_loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_res
     enum fdn_status st = ready(c, deadline, err);
     if (st) return st;
     set_call(c, NULL, NULL); /* a loan's tensors follow a payload without names or params */
-    return send_request(c, c->loan_model, c->loan_end, deadline, res, err);
+    st = send_request(c, c->loan_model, c->loan_end, deadline, res, err);
+    if (st && c->connected && FDN_LOAD(&c->ch->server_seq) != c->seq) {
+        /* the server may still read the inputs: fdn_loan_data must not hand them out for writing */
+        c->loaned = 0;
+        c->loan_ended = c->req.request_id;
+    }
+    return st;
 }

@@ -31,6 +31,7 @@ struct fdn_client {
     /* the loan: its model and laid-out tensors */
     int loaned;
     uint64_t loan_end;
+    uint64_t loan_ended; /* the request id of an fdn_loan_infer that failed still with the server */
     char loan_model[FDN_NAME_SIZE];
     struct fdn_request_fields req; /* reused for every request: no allocation per call */
     struct fdn_response_fields resp;

@@ -233,6 +233,45 @@ static void misuse_checks(const char *name, fdn_client *c) {
     if (d) fdn_close(d);
 }
 
+/* An fdn_loan_infer that fails while its request is still with the server (the server may still be
+ * reading the inputs) ends the loan: fdn_loan_data pointed into the request area at once, and
+ * writing there changed the inputs under the server's read. The server is stopped (SIGSTOP) to
+ * hold the request as long as this needs, with no sleep to race against. */
+static void late_loan_checks(const char *name, pid_t server) {
+    struct fdn_options opts = FDN_DEFAULT_OPTIONS;
+    opts.connect_timeout_ms = 20; /* how long fdn_loan_begin waits for the held request */
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    fdn_client *c = NULL;
+    enum fdn_status st = fdn_connect(&c, name, &opts, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st) return;
+    struct fdn_tensor spec = {.name = "x", .dtype = FDN_UINT8, .ndim = 1, .shape = {4}};
+    CHECK(fdn_loan_begin(c, "echo", &spec, 1, &err) == FDN_OK, "a loan: %s", err.message);
+    uint8_t *in = fdn_loan_data(c, 0);
+    if (in) memset(in, 1, 4);
+    st = fdn_loan_infer(c, 5000, &res, &err);
+    CHECK(st == FDN_OK && ((const uint8_t *)res.outputs[0].data)[0] == 1, "the first loan call: %s", err.message);
+    kill(server, SIGSTOP);
+    st = fdn_loan_infer(c, 20, &res, &err);
+    CHECK(st == FDN_DEADLINE_EXCEEDED, "a stopped server: %s %s", fdn_strerror(st), err.message);
+    uint64_t rid = err.request_id;
+    CHECK(fdn_loan_data(c, 0) == NULL, "fdn_loan_data lends the bytes the server may still be reading");
+    char says[128];
+    snprintf(says, sizeof says, "no loan: it ended when its request %llu failed while still with the server",
+             (unsigned long long)rid);
+    REFUSED_ONLY(fdn_loan_infer(c, 5000, &res, &err), FDN_INVALID_INPUT, says);
+    REFUSED_ONLY(fdn_loan_begin(c, "echo", &spec, 1, &err), FDN_DEADLINE_EXCEEDED, "is still with the server");
+    kill(server, SIGCONT);
+    echo(c, "the call after the late answer (it waits for that answer first)");
+    CHECK(fdn_loan_begin(c, "echo", &spec, 1, &err) == FDN_OK, "a new loan: %s", err.message);
+    in = fdn_loan_data(c, 0);
+    if (in) memset(in, 2, 4);
+    st = fdn_loan_infer(c, 5000, &res, &err);
+    CHECK(st == FDN_OK && ((const uint8_t *)res.outputs[0].data)[0] == 2, "a new loan's call: %s", err.message);
+    fdn_close(c);
+}
+
 /* Map the control segment of server `name` (a mapping of our own: it outlives a client's); NULL if
  * it cannot be. */
 static struct fdn_region_header *map_region(const char *name, size_t *size) {
@@ -337,6 +376,7 @@ int main(void) {
     if (st == FDN_OK) {
         echo(c, "first call");
         misuse_checks(name, c);
+        late_loan_checks(name, server);
 
         struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
         struct fdn_call slow = {.params = "{\"ms\": 300}"};

@@ -98,10 +98,20 @@ func (c *Client) ready(deadline uint64) error {
 			return err
 		}
 	}
-	if atomic.LoadUint64(c.u64(c.ch+cServerSeq)) != c.seq {
-		return c.waitSeq(c.seq, deadline)
+	if c.pending() {
+		if err := c.waitSeq(c.seq, deadline); err != nil {
+			if e := err.(*Error); e.Code == DeadlineExceeded {
+				e.Message = "the previous request on this channel (a call that passed its deadline) is still with the server"
+			}
+			return err
+		}
 	}
 	return nil
+}
+
+// pending reports whether the last request published on the channel is still with the server.
+func (c *Client) pending() bool {
+	return atomic.LoadUint64(c.u64(c.ch+cServerSeq)) != c.seq
 }
 
 func (c *Client) ensure(end uint64) error {
@@ -254,7 +264,7 @@ func (c *Client) InferCall(model string, inputs []Input, timeout time.Duration, 
 	if err := c.ready(deadline); err != nil {
 		return nil, err
 	}
-	c.loaned = false
+	c.loaned, c.loanEnded = false, 0
 	ts := c.inputs[:len(inputs)]
 	for i := range inputs {
 		in := &inputs[i]
@@ -295,8 +305,11 @@ func (c *Client) InferCall(model string, inputs []Input, timeout time.Duration, 
 // bytes into LoanData(i), then call LoanInfer (repeatable). The slices of LoanData move when the
 // area grows: fetch them again after each call. The model and the specs are checked as Infer
 // checks them (host tensors only: CUDA_UNAVAILABLE otherwise). A loan lasts until the next
-// LoanBegin (whatever its outcome: a failed one leaves no loan), Infer or InferCall, a reconnect
-// or Close.
+// LoanBegin (whatever its outcome: a failed one leaves no loan), Infer or InferCall, a reconnect,
+// Close, or a LoanInfer that fails with its request still with the server (it passed its
+// deadline: the server may still be reading the inputs, so they are lent out no more). If the
+// channel's last request is still with the server, LoanBegin waits for it up to
+// ConnectTimeoutMs, then fails DEADLINE_EXCEEDED.
 func (c *Client) LoanBegin(model string, specs []Tensor) error {
 	if c == nil {
 		return errNilClient()
@@ -305,7 +318,7 @@ func (c *Client) LoanBegin(model string, specs []Tensor) error {
 		return err
 	}
 	defer c.leave()
-	c.loaned = false // its tensors are about to be overwritten: a failure below leaves no loan
+	c.loaned, c.loanEnded = false, 0 // its tensors are about to be overwritten: a failure below leaves no loan
 	if len(specs) > MaxTensors {
 		return fail(TooLarge, 0, "%d tensors (at most %d)", len(specs), MaxTensors)
 	}
@@ -337,7 +350,8 @@ func (c *Client) LoanBegin(model string, specs []Tensor) error {
 	return nil
 }
 
-// LoanData is the loaned tensor i's bytes in shared memory; nil without a loan or such a tensor.
+// LoanData is the loaned tensor i's bytes in shared memory; nil without a loan (also once a
+// LoanInfer failed with its request still with the server) or such a tensor.
 func (c *Client) LoanData(i int) []byte {
 	if c == nil || !c.loaned || i < 0 || i >= len(c.req.Inputs) {
 		return nil
@@ -356,6 +370,10 @@ func (c *Client) LoanInfer(timeout time.Duration) (*Result, error) {
 	}
 	defer c.leave()
 	if !c.loaned {
+		if c.loanEnded != 0 {
+			return nil, fail(InvalidInput, 0, "no loan: it ended when its request %d failed while still with the server, "+
+				"which may be reading its inputs; LoanBegin again (it waits until the server is done)", c.loanEnded)
+		}
 		return nil, fail(InvalidInput, 0, "no loan: call LoanBegin first")
 	}
 	c.noticeStop()
@@ -368,5 +386,10 @@ func (c *Client) LoanInfer(timeout time.Duration) (*Result, error) {
 		return nil, err
 	}
 	c.req.Version, c.req.Outputs, c.req.Params = "", nil, nil // a loan's tensors follow a bare payload
-	return c.send(c.req.Model, c.loanEnd, deadline)
+	res, err := c.send(c.req.Model, c.loanEnd, deadline)
+	if err != nil && c.connected && c.pending() {
+		// the server may still read the inputs: LoanData must not hand them out for writing
+		c.loaned, c.loanEnded = false, c.req.RequestID
+	}
+	return res, err
 }

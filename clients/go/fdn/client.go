@@ -90,6 +90,7 @@ type Client struct {
 	nextID          uint64
 	loaned          bool
 	loanEnd         uint64
+	loanEnded       uint64  // the request id of a LoanInfer that failed still with the server (it ended the loan)
 	req             Request // reused by every call: nothing allocated per call
 	resp            Response
 	snap            []byte // the last response's header and payload, copied out of the area (reused)

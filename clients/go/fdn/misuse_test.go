@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -301,5 +302,52 @@ func TestLiveAFailedLoanBeginLeavesNoLoan(t *testing.T) {
 	copy(c.LoanData(0), []byte{1, 2, 3, 4})
 	if r, err := c.LoanInfer(time.Second); err != nil || r.Output("x").Data[0] != 1 {
 		t.Fatalf("a loan after the failures: %v", err)
+	}
+}
+
+// A LoanInfer that fails while its request is still with the server (the server may still be
+// reading the inputs) ends the loan: LoanData handed out the request area at once, and writing
+// it changed the inputs under the server's read. The server is stopped (SIGSTOP) to hold the
+// request as long as the test needs, with no sleep to race against.
+func TestLiveALoanWhoseRequestIsStillWithTheServerLendsItsInputsNoMore(t *testing.T) {
+	_, name, srv, stop := liveEcho(t, "fdngolate")
+	defer stop()
+	defer (*srv).Process.Signal(syscall.SIGCONT) // before stop kills it, whatever fails
+	c, err := Connect(name, Options{ConnectTimeoutMs: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	spec := []Tensor{{Name: "x", DType: UINT8, NDim: 1, Shape: [8]uint64{4}}}
+	if err := c.LoanBegin("echo", spec); err != nil {
+		t.Fatal(err)
+	}
+	copy(c.LoanData(0), []byte{1, 1, 1, 1})
+	if r, err := c.LoanInfer(5 * time.Second); err != nil || r.Output("x").Data[0] != 1 {
+		t.Fatalf("the first loan call: %v", err)
+	}
+	(*srv).Process.Signal(syscall.SIGSTOP)
+	_, err = c.LoanInfer(20 * time.Millisecond)
+	wantError(t, "a stopped server", err, DeadlineExceeded)
+	rid := err.(*Error).RequestID
+	if d := c.LoanData(0); d != nil {
+		t.Fatalf("LoanData lends %d bytes the server may still be reading", len(d))
+	}
+	_, err = c.LoanInfer(5 * time.Second)
+	wantError(t, "LoanInfer on the ended loan", err, InvalidInput,
+		fmt.Sprintf("no loan: it ended when its request %d failed while still with the server", rid))
+	err = c.LoanBegin("echo", spec) // waits ConnectTimeoutMs for the stopped server
+	wantError(t, "LoanBegin while the server holds the request", err, DeadlineExceeded, "is still with the server")
+	(*srv).Process.Signal(syscall.SIGCONT)
+	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
+	if r, err := c.Infer("echo", x, 5*time.Second); err != nil || r.Output("x").Data[0] != 7 {
+		t.Fatalf("the call after the late answer: %v", err) // it waits for that answer first
+	}
+	if err := c.LoanBegin("echo", spec); err != nil {
+		t.Fatal(err)
+	}
+	copy(c.LoanData(0), []byte{2, 2, 2, 2})
+	if r, err := c.LoanInfer(5 * time.Second); err != nil || r.Output("x").Data[0] != 2 {
+		t.Fatalf("a new loan: %v", err)
 	}
 }

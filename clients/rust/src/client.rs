@@ -271,6 +271,8 @@ impl Client {
     /// Lay out `inputs` in the channel's request area and lend them out for writing in place:
     /// fill [`Loan::input_mut`] (or [`Loan::input_as_mut`]), then [`Loan::infer`] sends them
     /// without another copy. The loan borrows the client; `infer` may be called repeatedly.
+    /// If the channel's last request is still with the server (a call that passed its
+    /// deadline), this waits for it up to `connect_timeout`, then fails DEADLINE_EXCEEDED.
     ///
     /// ```no_run
     /// use fdn::{Client, ConnectOptions, DataType, TensorSpec};
@@ -290,9 +292,12 @@ impl Client {
         let (refs, end) = codec::layout(&specs, l::request_payload_size(inputs.len(), 0, 0))?;
         let input_bytes: u64 = refs.iter().map(|r| r.data_size as u64).sum();
         let spin = self.opts.spin;
+        // a request still with the server (a call that passed its deadline) gets as long as the
+        // C and Go clients give it here: the connect timeout, not forever
+        let deadline = deadline_after(Some(self.opts.connect_timeout));
         let conn = self.conn()?;
         conn.check_limits(inputs.len(), 0, input_bytes)?;
-        conn.wait_idle(0, spin)?;
+        conn.wait_idle(deadline, spin)?;
         conn.ensure(end)?;
         let conn_gen = self.conn_gen;
         Ok(Loan {
@@ -301,6 +306,7 @@ impl Client {
             refs,
             end,
             conn_gen,
+            ended: None,
         })
     }
 }
@@ -314,12 +320,19 @@ impl Drop for Client {
 }
 
 /// Input tensors lent out in the channel's request area (see [`Client::loan`]).
+///
+/// An [`infer`](Loan::infer) that fails while its request is still with the server (it passed
+/// its deadline: the server may still be reading the inputs) ends the loan: every later call on
+/// it is INVALID_INPUT saying so, and a new loan ([`Client::loan`]) waits until the server is
+/// done with the request. The inputs are never writable while the server may read them.
 pub struct Loan<'c> {
     client: &'c mut Client,
     model: String,
     refs: Vec<TensorRef>,
     end: usize,
     conn_gen: u64,
+    /// The request id of an infer that failed with its request still with the server.
+    ended: Option<u64>,
 }
 
 impl std::fmt::Debug for Loan<'_> {
@@ -350,8 +363,19 @@ impl Loan<'_> {
     }
 
     fn live(&mut self) -> Result<&mut Conn> {
+        let ended = self.ended;
         match self.client.conn.as_mut() {
-            Some(c) if c.alive() && self.client.conn_gen == self.conn_gen => Ok(c),
+            Some(c) if c.alive() && self.client.conn_gen == self.conn_gen => match ended {
+                None => Ok(c),
+                Some(rid) => Err(Error::new(
+                    Status::InvalidInput,
+                    format!(
+                        "this loan ended when its request {rid} failed while still with the \
+                         server, which may be reading its inputs: take a new loan (it waits \
+                         until the server is done)"
+                    ),
+                )),
+            },
             _ => Err(unavailable(
                 "the server of this loan is gone; take a new loan",
             )),
@@ -402,8 +426,13 @@ impl Loan<'_> {
         let conn = self.live()?;
         conn.wait_idle(deadline, spin)?;
         codec::write_request(conn.request_area(), &fields).map_err(|e| e.with_id(rid))?;
-        conn.round_trip(rid, end, deadline, spin)
-            .map(|(_, outputs)| outputs)
+        let result = conn
+            .round_trip(rid, end, deadline, spin)
+            .map(|(_, outputs)| outputs);
+        if result.is_err() && conn.pending() {
+            self.ended = Some(rid); // the server may still read the inputs: lend them no more
+        }
+        result
     }
 }
 

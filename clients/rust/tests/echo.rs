@@ -11,7 +11,11 @@ struct Echo(Child, String);
 
 impl Drop for Echo {
     fn drop(&mut self) {
-        // SIGTERM via kill(1): the echo server then stops cleanly and unlinks its objects.
+        // SIGTERM via kill(1): the echo server then stops cleanly and unlinks its objects (a
+        // server a failed test left stopped is resumed first, or it would never see it).
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .status();
         let _ = Command::new("kill").arg(self.0.id().to_string()).status();
         let _ = self.0.wait();
     }
@@ -335,4 +339,64 @@ fn a_request_the_server_would_refuse_is_refused_first() {
     let e = client.infer("a\0b", &x, None).unwrap_err();
     assert_eq!(e.message, "model name \"a\\0b\" contains a NUL");
     assert_eq!(client.infer("echo", &x, None).unwrap(), x);
+}
+
+/// Stop (`STOP`) or resume (`CONT`) the echo server: a stopped server holds a request for as
+/// long as the test needs, with no sleep to race against (its pid stays alive).
+fn signal(echo: &Echo, sig: &str) {
+    let pid = echo.0.id().to_string();
+    assert!(Command::new("kill")
+        .args([&format!("-{sig}"), &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// A loan whose infer fails while its request is still with the server (the server may still
+/// be reading the inputs) lends them no more: `input_mut` handed out the request area at once,
+/// and writing it changed the inputs under the server's read. The loan has ended, a new one
+/// waits for the server (up to `connect_timeout`), and once the server is done it is granted.
+#[test]
+fn a_loan_whose_request_is_still_with_the_server_lends_its_inputs_no_more() {
+    let Some(python) = python() else { return };
+    let echo = start_named(&python, "rustlate");
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_millis(20),
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(&echo.1, opts).unwrap();
+    let spec = [TensorSpec::new("x", DataType::Fp32, &[4])];
+    let five = Some(Duration::from_secs(5));
+    {
+        let mut loan = client.loan("echo", &spec).unwrap();
+        loan.input_as_mut::<f32>(0).unwrap().fill(1.0);
+        assert_eq!(
+            loan.infer(five).unwrap()[0].to_vec::<f32>().unwrap(),
+            [1.0; 4]
+        );
+        signal(&echo, "STOP");
+        let e = loan.infer(Some(Duration::from_millis(20))).unwrap_err();
+        assert_eq!(e.code, Status::DeadlineExceeded, "{e}");
+        let rid = e.request_id;
+        let ended = format!("this loan ended when its request {rid} failed while still with");
+        let e = loan.input_mut(0).unwrap_err();
+        assert_eq!(e.code, Status::InvalidInput, "{e}");
+        assert!(e.message.starts_with(&ended), "{e}");
+        let e = loan.input_as_mut::<f32>(0).unwrap_err();
+        assert!(e.message.starts_with(&ended), "{e}");
+        let e = loan.infer(five).unwrap_err();
+        assert!(e.message.starts_with(&ended), "{e}");
+    }
+    let e = client.loan("echo", &spec).unwrap_err();
+    assert_eq!(e.code, Status::DeadlineExceeded, "{e}");
+    assert!(e.message.contains("still with the server"), "{e}");
+    signal(&echo, "CONT");
+    let x = [Tensor::from_slice("x", &[1], &[7u8]).unwrap()];
+    assert_eq!(client.infer("echo", &x, five).unwrap(), x); // waits for the late answer first
+    let mut loan = client.loan("echo", &spec).unwrap();
+    loan.input_as_mut::<f32>(0).unwrap().fill(2.0);
+    assert_eq!(
+        loan.infer(five).unwrap()[0].to_vec::<f32>().unwrap(),
+        [2.0; 4]
+    );
 }

@@ -145,6 +145,11 @@ impl Conn {
         result
     }
 
+    /// Whether the last request published on this channel is still with the server.
+    pub(crate) fn pending(&self) -> bool {
+        self.server_seq() != self.seq
+    }
+
     /// Make sure the previous request on this channel was answered (it may still be pending
     /// after a DEADLINE_EXCEEDED): the request area must not be written before then.
     pub(crate) fn wait_idle(&mut self, deadline: u64, spin: Duration) -> Result<()> {
