@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import posix_ipc
 
-from foundation_ml.errors import BadVersion, Overloaded, ServerUnavailable, TooLarge
+from foundation_ml.errors import BadVersion, InternalError, Overloaded, ServerUnavailable, TooLarge
 
 from . import _layout as L
 from ._codec import Limits, TensorRef
@@ -59,7 +59,21 @@ class _Connection:
                 )
             self.pid = u32[_R.SERVER_PID // 4]
             self.started = u64[_R.SERVER_START // 8]
-            self.channel_count = u32[_R.CHANNEL_COUNT // 4]
+            self.channel_count = count = u32[_R.CHANNEL_COUNT // 4]
+            size, offset = u32[_R.CHANNEL_SIZE // 4], u64[_R.CHANNELS_OFFSET // 8]
+            # a claim reads the channel blocks at this layout's offsets: a header that puts them
+            # elsewhere, or more of them than the segment holds, is no region this client can use
+            if (
+                not 0 < count <= L.MAX_CHANNELS
+                or (size, offset) != (L.CHANNEL_SIZE, L.CHANNELS_OFFSET)
+                or offset + count * size > self.ctl.size
+            ):
+                raise InternalError(
+                    f"shm server {name!r}: its region header says {count} channels of {size} bytes "
+                    f"at offset {offset}, which a control segment of {self.ctl.size} bytes of "
+                    f"this protocol cannot hold (channels of {L.CHANNEL_SIZE} bytes at "
+                    f"{L.CHANNELS_OFFSET}, 1..{L.MAX_CHANNELS} of them)"
+                )
             self.max_bytes = u64[_R.MAX_REQUEST_BYTES // 8]
             self.capacity = u64[_R.DEFAULT_CAPACITY // 8]
             # responses are held to the server's own published limits (spec 3, 8 step 6)

@@ -419,3 +419,44 @@ def test_a_returned_loan_says_so_when_its_inputs_are_asked_for(server: ShmServer
             loan["x"]
         with pytest.raises(ValueError, match="this loan was returned"):
             loan.infer()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("CHANNEL_COUNT", 4096, "4096 channels of 256 bytes at offset 256"),  # more than the segment holds
+        ("CHANNEL_COUNT", 0, "0 channels"),
+        ("CHANNEL_COUNT", 5000, "5000 channels"),
+        ("CHANNEL_SIZE", 128, "channels of 128 bytes"),
+        ("CHANNELS_OFFSET", 512, "at offset 512"),
+    ],
+)
+def test_a_region_header_whose_channels_the_segment_cannot_hold_is_refused_when_connecting(
+    server: ShmServer, name: str, field: str, value: int, says: str
+) -> None:
+    """A claim with every channel that fits taken read past the segment: a bare IndexError
+    'index out of bounds on dimension 1'; a header placing them elsewhere was read at this
+    layout's offsets anyway."""
+    from foundation_shm import _layout as L
+    from foundation_shm._segments import Segment
+
+    ctl = Segment.open(L.control_name(name))
+    fits = (ctl.size - L.CHANNELS_OFFSET) // L.CHANNEL_SIZE
+    owners = [(L.CHANNELS_OFFSET + i * L.CHANNEL_SIZE + L.ChannelField.OWNER_PID) // 4 for i in range(fits)]
+    at = getattr(L.RegionField, field)
+    words = ctl.u64 if field == "CHANNELS_OFFSET" else ctl.u32
+    index = at // (8 if field == "CHANNELS_OFFSET" else 4)
+    was = words[index]
+    try:
+        words[index] = value
+        for w in owners:  # every channel that fits looks taken
+            ctl.u32[w] = 1
+        with pytest.raises(InternalError, match=f"shm server '{name}': its region header says .*{says}"):
+            ShmTransport().connect(name)
+    finally:
+        words[index] = was
+        for w in owners:
+            ctl.u32[w] = 0
+        ctl.close()
+    with ShmTransport().connect(name) as client:
+        _still_serves(client)
