@@ -94,8 +94,8 @@ def load_spec(path: Path | str) -> Spec:
     unknown = sorted(map(str, set(raw) - _TOP_KEYS))
     if unknown:
         raise SpecError(file, f"unknown top-level key(s): {', '.join(unknown)}")
-    if not isinstance(raw["pattern_id"], str) or not raw["pattern_id"]:
-        raise SpecError(file, f"pattern_id must be a non-empty string, got {_brief(raw['pattern_id'])}")
+    if not _is_name(raw["pattern_id"]):
+        raise SpecError(file, f"pattern_id must be {_NAME_RULE}, got {_brief(raw['pattern_id'])}")
     if not _is_int(raw["version"]) or raw["version"] < 1:
         raise SpecError(file, f"version must be a positive integer, got {_brief(raw['version'])}")
     params = _parameters(file, raw["semantics"])
@@ -147,6 +147,8 @@ def _case(file: str, index: int, raw: Any, params: Mapping[str, Any]) -> Case:
     name = raw.get("name") if isinstance(raw, dict) else None
     if not isinstance(name, str) or not name:
         raise SpecError(file, f"case #{index + 1} has no name", case=f"#{index + 1}")
+    if not _is_name(name):  # names are printed as they are: no escape sequences, no forged lines
+        raise SpecError(file, f"name {_brief(name)} must be {_NAME_RULE}", case=f"#{index + 1}")
 
     def bad(message: str) -> SpecError:
         return SpecError(file, message, case=name)
@@ -180,6 +182,7 @@ def _case(file: str, index: int, raw: Any, params: Mapping[str, Any]) -> Case:
         not isinstance(modes, list)
         or not modes
         or not all(isinstance(m, str) and m in {"sync", "async"} for m in modes)
+        or len(set(modes)) != len(modes)
     ):
         raise bad(f"modes must be a non-empty subset of [sync, async], got {_brief(modes)}")
     return Case(name, policy, tuple(function), tuple(actions), expect, tuple(modes))
@@ -314,6 +317,13 @@ def _error_names(names: Any) -> str:
         except ValueError as exc:
             return str(exc)
     return ""
+
+
+_NAME_RULE = "printable text of 1 to 200 characters (no control characters or line breaks)"
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 200 and value.isprintable()
 
 
 def _is_int(value: Any) -> bool:

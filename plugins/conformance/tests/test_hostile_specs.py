@@ -74,6 +74,7 @@ def test_the_shipped_specs_load_within_the_limits() -> None:
         ({"modes": 5}, "modes"),
         ({"modes": "sync"}, "modes"),
         ({"modes": []}, "modes"),
+        ({"modes": ["sync", "sync"]}, "modes must be a non-empty subset"),  # ran and reported twice
         ({"given__policy": {"retry_on": ["os:system"]}}, "given.policy.retry_on: 'os:system'"),
         ({"given__policy": {"retry_if_result": {"result_in": 5}}}, "given.policy.retry_if_result"),
     ],
@@ -148,6 +149,30 @@ def test_an_unreadable_or_hostile_document_is_a_spec_error(
     with pytest.raises(SpecError, match=message) as info:
         load_spec(path)
     assert info.value.file == str(path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ok\x1b[2J\x1b[31mred",
+        "ok\n  FAIL retry/forged [sync]: a line the run did not write",
+        "ok\u2028x",
+        "x" * 201,
+    ],
+)
+def test_a_case_name_that_would_forge_or_colour_the_report_is_refused(tmp_path: Path, name: str) -> None:
+    """The report prints case names as they are: an escape sequence drove the terminal and a
+    line break wrote a FAIL line of its own."""
+    spec = spec_with(name=name)
+    path = tmp_path / "retry.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpecError, match="must be printable text of 1 to 200 characters") as info:
+        load_spec(path)
+    assert info.value.case == "#1"
+    spec["cases"][0]["name"], spec["pattern_id"] = "ok_case", "retry\x1b[0m"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpecError, match="pattern_id must be printable text"):
+        load_spec(path)
 
 
 def test_an_oversized_file_is_refused_unread(tmp_path: Path) -> None:
