@@ -193,6 +193,16 @@ static enum fdn_status check_tensor(const char *what, uint32_t i, const char *na
                             i, name);
         n *= shape[d];
     }
+    /* an empty tensor ([0, 2^63] UINT8) that every decoder refuses (section 8 step 7): it was sent,
+     * and a loan of it granted, for the server to refuse every call */
+    uint64_t nonzero = itemsize;
+    for (uint32_t d = 0; d < ndim; d++) {
+        if (!shape[d]) continue;
+        if (nonzero > (uint64_t)INT64_MAX / shape[d])
+            return fdn_fail(err, FDN_INVALID_INPUT, 0,
+                            "%s %u ('%s'): shape beyond 2^63 - 1 bytes over its nonzero dimensions", what, i, name);
+        nonzero *= shape[d];
+    }
     *bytes = n;
     return FDN_OK;
 }

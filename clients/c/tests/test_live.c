@@ -186,6 +186,12 @@ static void misuse_checks(const char *name, fdn_client *c) {
     in.ndim = 2;
     in.shape = wide;
     REFUSED(fdn_infer(c, "echo", &in, 1, 5000, &res, &err), FDN_INVALID_INPUT, "input 0 ('x'): shape times itemsize", c);
+    const uint64_t empty_wide[2] = {0, 1ull << 63}; /* no bytes, and no decoder takes it */
+    in.shape = empty_wide;
+    REFUSED(fdn_infer(c, "echo", &in, 1, 5000, &res, &err), FDN_INVALID_INPUT,
+            "input 0 ('x'): shape beyond 2^63 - 1 bytes over its nonzero dimensions", c);
+    CHECK(err.request_id == 0, "an empty shape no decoder takes was sent (request %llu)",
+          (unsigned long long)err.request_id);
     const char *outs[1] = {NULL};
     REFUSED(fdn_infer_call(c, "echo", &ok, 1, 5000, &(struct fdn_call){.outputs = outs, .output_count = 1}, &res, &err),
             FDN_INVALID_INPUT, "requested output 0 is NULL", c);
@@ -220,6 +226,10 @@ static void misuse_checks(const char *name, fdn_client *c) {
     REFUSED_ONLY(fdn_loan_begin(c, "echo", spec, 2, &err), FDN_TOO_LARGE, "exceeds the server's");
     CHECK(fdn_loan_data(c, 0) == NULL, "a loan refused as too large left the old loan");
     REFUSED(fdn_loan_infer(c, 5000, &res, &err), FDN_INVALID_INPUT, "no loan", c);
+    spec[1] = (struct fdn_tensor){.name = "e", .dtype = FDN_UINT8, .ndim = 3, .shape = {1ull << 62, 2, 0}};
+    REFUSED_ONLY(fdn_loan_begin(c, "echo", spec, 2, &err), FDN_INVALID_INPUT,
+                 "tensor 1 ('e'): shape beyond 2^63 - 1 bytes over its nonzero dimensions");
+    CHECK(fdn_loan_data(c, 0) == NULL, "a loan no decoder takes was granted");
     memset(spec[0].name, 'n', sizeof spec[0].name); /* no NUL: it was cut to 63 bytes and sent */
     REFUSED(fdn_loan_begin(c, "echo", spec, 1, &err), FDN_INVALID_INPUT, "tensor 0: name 'nnn", c);
     REFUSED(fdn_loan_begin(c, NULL, spec, 1, &err), FDN_INVALID_INPUT, "model name is NULL", c);
@@ -253,6 +263,8 @@ static void late_loan_checks(const char *name, pid_t server) {
     st = fdn_loan_infer(c, 5000, &res, &err);
     CHECK(st == FDN_OK && ((const uint8_t *)res.outputs[0].data)[0] == 1, "the first loan call: %s", err.message);
     kill(server, SIGSTOP);
+    int ws = 0; /* the signal is asynchronous: wait until the server has stopped */
+    CHECK(waitpid(server, &ws, WUNTRACED) == server && WIFSTOPPED(ws), "the server did not stop");
     st = fdn_loan_infer(c, 20, &res, &err);
     CHECK(st == FDN_DEADLINE_EXCEEDED, "a stopped server: %s %s", fdn_strerror(st), err.message);
     uint64_t rid = err.request_id;

@@ -327,6 +327,10 @@ func TestLiveALoanWhoseRequestIsStillWithTheServerLendsItsInputsNoMore(t *testin
 		t.Fatalf("the first loan call: %v", err)
 	}
 	(*srv).Process.Signal(syscall.SIGSTOP)
+	var ws syscall.WaitStatus // the signal is asynchronous: wait until the server has stopped
+	if pid, err := syscall.Wait4((*srv).Process.Pid, &ws, syscall.WUNTRACED, nil); err != nil || pid != (*srv).Process.Pid || !ws.Stopped() {
+		t.Fatalf("the server did not stop: %v %v", err, ws)
+	}
 	_, err = c.LoanInfer(20 * time.Millisecond)
 	wantError(t, "a stopped server", err, DeadlineExceeded)
 	rid := err.(*Error).RequestID

@@ -342,7 +342,8 @@ fn a_request_the_server_would_refuse_is_refused_first() {
 }
 
 /// Stop (`STOP`) or resume (`CONT`) the echo server: a stopped server holds a request for as
-/// long as the test needs, with no sleep to race against (its pid stays alive).
+/// long as the test needs, with no sleep to race against (its pid stays alive). The signal is
+/// asynchronous: a stop returns once `/proc` shows the server stopped.
 fn signal(echo: &Echo, sig: &str) {
     let pid = echo.0.id().to_string();
     assert!(Command::new("kill")
@@ -350,6 +351,15 @@ fn signal(echo: &Echo, sig: &str) {
         .status()
         .unwrap()
         .success());
+    let stopped = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        stat.rsplit_once(") ")
+            .map(|(_, rest)| rest.starts_with('T'))
+            == Some(true)
+    };
+    while sig == "STOP" && !stopped() {
+        std::thread::yield_now();
+    }
 }
 
 /// A loan whose infer fails while its request is still with the server (the server may still

@@ -199,7 +199,7 @@ fn check_host(
 /// Whether itemsize x the nonzero dimensions is at most 2^63 - 1 (section 8 step 7, HOST): a
 /// tensor with a 0 has no bytes, but array libraries (their sizes signed 64-bit) still cannot
 /// hold a wider shape.
-fn host_shape_ok(shape: &[u64], datatype: DataType) -> bool {
+pub(super) fn host_shape_ok(shape: &[u64], datatype: DataType) -> bool {
     shape
         .iter()
         .filter(|&&d| d != 0)

@@ -57,6 +57,17 @@ pub fn layout(
         let size = byte_size(datatype, shape)
             .filter(|n| *n <= isize::MAX as usize / 2)
             .ok_or_else(|| Error::new(Status::TooLarge, format!("tensor {name:?} is too large")))?;
+        if !super::decode::host_shape_ok(shape, datatype) {
+            // empty ([0, 2^63] UINT8), yet every decoder refuses it (section 8 step 7): a loan
+            // for it was granted, and every infer failed at the server
+            return Err(invalid(
+                format!(
+                    "tensor {name:?}: shape {shape:?} of {} is beyond 2^63 - 1 bytes over its nonzero dimensions",
+                    datatype.name()
+                ),
+                0,
+            ));
+        }
         // the end stays a slice length: past it the sum overflowed (a panic in a debug build, a
         // wrapped small end that passed for room in a release build)
         let end = offset

@@ -132,6 +132,29 @@ fn layout_refuses_tensors_that_together_pass_isize_max() {
     );
 }
 
+/// An empty shape beyond 2^63 - 1 bytes over its nonzero dimensions holds no bytes, yet every
+/// decoder refuses it (section 8 step 7): it was laid out (a loan of it granted) and sent, for
+/// the server to refuse every call.
+#[test]
+fn layout_refuses_an_empty_shape_no_decoder_takes() {
+    let payload = l::request_payload_size(2, 0, 0);
+    for shape in [&[0, 1u64 << 63][..], &[1 << 62, 2, 0], &[u64::MAX, 0]] {
+        let specs = [
+            ("ok", DataType::Uint8, &[1u64][..]),
+            ("e", DataType::Uint8, shape),
+        ];
+        let e = layout(&specs, payload).unwrap_err();
+        assert_eq!(e.code, Status::InvalidInput, "{e}");
+        assert_eq!(
+            e.message,
+            format!("tensor \"e\": shape {shape:?} of UINT8 is beyond 2^63 - 1 bytes over its nonzero dimensions")
+        );
+    }
+    let widest = [("e", DataType::Fp32, &[0, (i64::MAX as u64) / 4][..])];
+    let (refs, _) = layout(&widest, l::request_payload_size(1, 0, 0)).unwrap();
+    assert_eq!(refs[0].data_size, 0);
+}
+
 /// Section 8 step 10 (I-JSON), beyond the vectors: numbers at their edges, surrogates, names
 /// compared once unescaped; and the encoder refuses what the decoder would.
 #[test]
