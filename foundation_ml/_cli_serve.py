@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -24,13 +25,15 @@ __all__ = ["serve_main"]
 
 def serve_main(args: argparse.Namespace, hub: Hub) -> int:
     hub.configure(args.config, args.set)
-    problem = _serve_problem(args, hub)
-    if problem:
-        print(f"foundation serve: error: {problem}", file=sys.stderr)
+    try:
+        _check_options(args, hub)
+        models = _models_to_load(args, hub)
+    except _Refused as exc:
+        print(f"foundation serve: error: {exc}", file=sys.stderr)
         return 2
     with _StartupSignals() as signals:
         try:
-            return _serve(args, hub, signals)
+            return _serve(args, hub, signals, models)
         except _Stopped as exc:  # nothing was served: say so, and exit as the signal would
             name = signal.Signals(exc.signum).name
             print(
@@ -79,7 +82,9 @@ class _StartupSignals:
             signal.signal(s, h)
 
 
-def _serve(args: argparse.Namespace, hub: Hub, signals: _StartupSignals) -> int:
+def _serve(
+    args: argparse.Namespace, hub: Hub, signals: _StartupSignals, models: list[tuple[str, str]]
+) -> int:
     from ._runtime import MLRuntime
 
     hub.startup()
@@ -88,7 +93,7 @@ def _serve(args: argparse.Namespace, hub: Hub, signals: _StartupSignals) -> int:
             hub, device=args.device, max_batch_size=args.max_batch_size, max_wait_us=args.max_wait_us
         )
         try:
-            status = _load_models(runtime, args)
+            status = _load_models(runtime, models, args.threads)
             if status is None:
                 status = _serve_loaded(runtime, args, signals)
             if status:
@@ -104,25 +109,15 @@ def _serve(args: argparse.Namespace, hub: Hub, signals: _StartupSignals) -> int:
         hub.shutdown()
 
 
-def _load_models(runtime: MLRuntime, args: argparse.Namespace) -> int | None:
-    """Register every ``--model`` (the demo when none is given), a line for each; the exit
-    status when one cannot be (2: bad input; a model that fails raises), else None."""
-    from ._package import is_package, read_manifest
+def _load_models(runtime: MLRuntime, models: list[tuple[str, str]], threads: int) -> int | None:
+    """Register each ``(name, spec)`` (checked by ``_models_to_load``), a line for each; the exit
+    status when one cannot be (2: bad input found only now, a package failing its checksum; a
+    model that fails raises), else None."""
     from .errors import PackageError
 
-    models = [parse_model_arg(m) for m in args.model] or [(DEMO_MODEL, DEMO_SPEC)]
-    options: dict[str, Any] = {"threads": args.threads} if args.threads else {}  # 0: torch's
+    options: dict[str, Any] = {"threads": threads} if threads else {}  # 0: torch's
     for name, spec in models:
-        if name is None and not is_package(spec):
-            missing = _looks_like_a_path(spec) and not Path(spec).exists()
-            what = "no such model package" if missing else "write NAME=SPEC"
-            if not missing and "=" in spec:  # my:model=SPEC: a NAME of that shape reads as a spec
-                what += " (a NAME holds no '/' or ':')"
-            print(f"foundation serve: --model {spec!r}: {what}", file=sys.stderr)
-            return 2
         try:
-            if name is None:
-                name = str(read_manifest(spec)["name"])
             meta = runtime.register_model(name, spec, **options)
         except PackageError as exc:  # a bad package is bad input (a model that fails: exit 1)
             print(f"foundation serve: error: {exc}", file=sys.stderr)
@@ -174,31 +169,125 @@ def _say(line: str) -> None:
             pass
 
 
-def _serve_problem(args: argparse.Namespace, hub: Hub) -> str:
-    """What makes these ``serve`` arguments unusable, found before any model loads ("" if none):
-    no such transport, a name it refuses (``a/b`` for shm), a metrics file that cannot be written."""
+class _Refused(Exception):
+    """An argument ``serve`` cannot use, found before any model loads: exit 2 with this message."""
+
+
+_DEVICE = re.compile(r"(cpu|cuda)(:[0-9]+)?", re.ASCII)
+
+
+def _check_options(args: argparse.Namespace, hub: Hub) -> None:
+    """Refuse (``_Refused``) ``serve`` options that cannot work, before any model loads: no such
+    transport, a name it refuses (``a/b`` for shm), a device that is neither cpu nor cuda:N, a
+    metrics file that cannot be written."""
     from foundation_core.errors import NotRegisteredError
 
     try:
         hub.transports.get(args.transport)().check_address(args.name)
     except (NotRegisteredError, ValueError) as exc:
-        return str(exc)
+        raise _Refused(exc) from None
+    if not _DEVICE.fullmatch(args.device):  # whether CUDA is there, torch says when loading
+        raise _Refused(f"--device {args.device!r}: use cpu or cuda:N")
     if args.metrics_file == "":  # not taken as "no metrics file": say so
-        return "--metrics-file '': name a file"
+        raise _Refused("--metrics-file '': name a file")
     if args.metrics_file:
         from ._metrics_file import metrics_target
 
         try:
             path, _ = metrics_target(args.metrics_file)
         except OSError as exc:  # a directory, a device, a FIFO: never renamed over
-            return f"--metrics-file {args.metrics_file}: {exc.strerror or exc}"
+            raise _Refused(f"--metrics-file {args.metrics_file}: {exc.strerror or exc}") from None
         try:  # the file is written beside it, then renamed: probe with such a file (no user file touched)
             fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             os.close(fd)
             os.unlink(probe)
         except OSError as exc:
-            return f"--metrics-file {args.metrics_file}: cannot write it: {exc.strerror or exc}"
-    return ""
+            why = exc.strerror or exc
+            raise _Refused(f"--metrics-file {args.metrics_file}: cannot write it: {why}") from None
+
+
+def _models_to_load(args: argparse.Namespace, hub: Hub) -> list[tuple[str, str]]:
+    """``(name, spec)`` of every ``--model`` (the demo when none is given), each checked before
+    any loads (``_Refused`` naming the argument): the ``NAME=SPEC`` form, the name, a package's
+    manifest, that a model file exists or a factory reference has its form, and that no two
+    serve the same name and version (a package's manifest names its version, any other spec is
+    version 1), which the second would otherwise find out only once the first had loaded."""
+    from ._names import check_name
+
+    if not args.model:
+        return [(DEMO_MODEL, DEMO_SPEC)]
+    models: list[tuple[str, str]] = []
+    seen: dict[tuple[str, str], str] = {}
+    for text in args.model:
+        try:
+            name, spec, version = _model_arg(text, hub)
+        except OSError as exc:  # a name too long for the file system, say
+            raise _Refused(f"--model {text}: {exc.strerror or exc}") from None
+        try:
+            check_name(name, "the model name")
+        except ValueError as exc:
+            raise _Refused(f"--model {text}: {exc}") from None
+        if (name, version) in seen:
+            raise _Refused(
+                f"--model {text}: model {name!r} version {version!r} is already given by --model "
+                f"{seen[name, version]}; a name and version is served once (a package's manifest "
+                "names its version)"
+            )
+        seen[name, version] = text
+        models.append((name, spec))
+    return models
+
+
+def _model_arg(text: str, hub: Hub) -> tuple[str, str, str]:
+    """The name, spec and version one ``--model`` serves, its form and spec checked (``_Refused``)."""
+    from foundation_core._registry import check_ref
+
+    from ._package import is_package, read_manifest
+    from .errors import PackageError
+
+    name, spec = parse_model_arg(text)
+    if name is not None and not spec:  # Path("") is ".": the working directory
+        raise _Refused(f"--model {text}: the SPEC after '=' is empty")
+    if is_package(spec):
+        try:
+            manifest = read_manifest(spec)
+        except PackageError as exc:
+            raise _Refused(exc) from None
+        backend = str(manifest["backend"])
+        if backend not in hub.model_backends:
+            registered = ", ".join(hub.model_backends.names()) or "none"
+            raise _Refused(
+                f"--model {text}: its manifest names backend {backend!r}, which is not registered "
+                f"(registered: {registered})"
+            )
+        return name or str(manifest["name"]), spec, str(manifest["version"])
+    if name is None:
+        missing = _looks_like_a_path(spec) and not Path(spec).exists()
+        what = "no such model package" if missing else "write NAME=SPEC"
+        if text.startswith("="):
+            what += " (the NAME before '=' is empty)"
+        elif not missing and "=" in spec:  # my:model=SPEC: a NAME of that shape reads as a spec
+            what += " (a NAME holds no '/' or ':')"
+        raise _Refused(f"--model {text!r}: {what}")
+    path = Path(spec)
+    if path.suffix in _MODEL_FILES or path.suffix == ".zip":
+        if not path.is_file():
+            what = "package" if path.suffix == ".zip" else "file"
+            raise _Refused(f"--model {text}: no such model {what} {spec!r}")
+    elif path.is_dir():
+        raise _Refused(f"--model {text}: {spec!r} is a directory without manifest.json, not a model package")
+    else:
+        try:
+            check_ref(spec)
+        except ValueError:
+            raise _Refused(
+                f"--model {text}: {spec!r} is neither a model file ({', '.join(_MODEL_FILES)}), a model "
+                "package nor a factory reference 'pkg.module:build'"
+            ) from None
+    return name, spec, "1"  # register_model's version for a model that names none
+
+
+_MODEL_FILES = (".pt", ".ts", ".torchscript", ".jit", ".pt2")  # torch loads these as files
 
 
 def _looks_like_a_path(spec: str) -> bool:

@@ -36,6 +36,7 @@ def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
 
 # _batching.MAX_WAIT_US (not imported: this module loads with every command, numpy-free)
 _MAX_WAIT_US = 10_000_000
+_MAX_THREADS = 1024  # foundation_torch's MAX_THREADS: a process asked for more crashes in torch
 
 
 def _positive_seconds(text: str) -> float:
@@ -125,9 +126,9 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threads",
-        type=_int_at_least(0),
+        type=_int_at_least(0, _MAX_THREADS),
         default=1,
-        help="torch intra-op threads (default: 1, best for small models; 0: torch's default)",
+        help="torch intra-op threads, at most 1024 (default: 1, best for small models; 0: torch's default)",
     )
     p.add_argument("--metrics-file", default=None, help="rewrite this file with Prometheus text every second")
 
@@ -169,7 +170,7 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threads",
-        type=_int_at_least(0),
+        type=_int_at_least(0, _MAX_THREADS),
         default=1,
         help="torch intra-op threads, direct and server (default: 1; 0: torch's default)",
     )

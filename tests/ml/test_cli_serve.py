@@ -1,0 +1,138 @@
+"""``foundation serve``'s arguments: every one it cannot serve is refused, exit 2, before any model loads.
+
+Each case's first ``--model`` is a factory that cannot be imported: had ``serve`` begun loading,
+that would be the error (exit 1), not the refusal of a later argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import foundation_core
+from foundation_core._cli import main
+from foundation_ml import _plugin as ml_plugin
+from foundation_ml._cli_serve import _models_to_load, _Refused
+from foundation_ml._package import write_package
+from foundation_ml._signature import parse_signature
+
+FIRST = "first=nosuch.module:build"  # fails when loaded: exit 1, "cannot be imported"
+X, Y = parse_signature({"x": "FP32[-1, 4]"}), parse_signature({"y": "FP32[-1, 4]"})
+
+
+def package(path: Path, name: str = "a", version: str = "1", backend: str = "torch") -> Path:
+    return write_package(
+        path,
+        name=name,
+        version=version,
+        backend=backend,
+        factory="nosuch.module:build",
+        inputs=X,
+        outputs=Y,
+        files={},
+    )
+
+
+def serve(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    status = main(["serve", "--transport", "inproc", "--name", "never-served", *argv])
+    out, err = capsys.readouterr()
+    assert "loaded" not in out and "Traceback" not in err
+    return status, err
+
+
+def test_a_model_given_twice_is_refused_before_the_first_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    """It failed only once the first had loaded: 'version 1 is already loaded', exit 1."""
+    status, err = serve(["--model", "a=nosuch.module:build", "--model", "a=other.module:build"], capsys)
+    assert status == 2
+    assert err == (
+        "foundation serve: error: --model a=other.module:build: model 'a' version '1' is already given "
+        "by --model a=nosuch.module:build; a name and version is served once (a package's manifest "
+        "names its version)\n"
+    )
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_a_package_serving_a_name_and_version_already_given_is_refused(
+    tmp_path: Path, named: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A package's manifest names it (version 1): the same as ``a=SPEC``."""
+    pkg = package(tmp_path / "a.zip")
+    status, err = serve(
+        ["--model", "a=nosuch.module:build", "--model", f"a={pkg}" if named else str(pkg)], capsys
+    )
+    assert status == 2
+    assert "model 'a' version '1' is already given by --model a=nosuch.module:build" in err
+
+
+def test_packages_of_one_name_and_two_versions_are_both_served(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a duplicate: the name is served at two versions (the check passes, loading begins)."""
+    v1, v2 = package(tmp_path / "v1.zip"), package(tmp_path / "v2", version="2")
+    status, err = serve(["--model", str(v1), "--model", f"a={v2}"], capsys)
+    assert status == 1  # its factory cannot be imported: loading began
+    assert "factory 'nosuch.module:build' cannot be imported" in err
+
+
+BAD = [
+    (["--model", "b=nocolon"], "--model b=nocolon: 'nocolon' is neither a model file (.pt, .ts, "),
+    (["--model", "b=a:b:c"], "--model b=a:b:c: 'a:b:c' is neither a model file"),
+    (["--model", "b=missing.pt"], "--model b=missing.pt: no such model file 'missing.pt'"),
+    (["--model", "b=missing.zip"], "--model b=missing.zip: no such model package 'missing.zip'"),
+    (["--model", "missing.zip"], "--model 'missing.zip': no such model package"),
+    (["--model", "b={tmp}/dir"], "--model b={tmp}/dir: '{tmp}/dir' is a directory without manifest.json"),
+    (["--model", "b="], "--model b=: the SPEC after '=' is empty"),
+    (["--model", "=x:y"], "--model '=x:y': write NAME=SPEC (the NAME before '=' is empty)"),
+    (["--model", "x:y"], "--model 'x:y': write NAME=SPEC"),
+    (["--model", " b=x:y"], "--model  b=x:y: the model name ' b' must not start or end with a space"),
+    (["--model", f"{'n' * 64}=x:y"], "must be 1-63 UTF-8 bytes of printable characters"),
+    (["--model", f"b={'a' * 5000}.pt"], "File name too long"),
+    (["--model", "{tmp}/other.zip"], "its manifest names backend 'nosuch', which is not registered"),
+    (["--device", "gpu"], "error: --device 'gpu': use cpu or cuda:N"),
+    (["--device", ""], "error: --device '': use cpu or cuda:N"),
+    (["--threads", "2000"], "error: argument --threads: must be <= 1024, not 2000"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD, ids=[" ".join(a)[:40] for a, _ in BAD])
+def test_an_argument_that_cannot_be_served_is_refused_before_any_model_loads(
+    tmp_path: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "dir").mkdir()
+    package(tmp_path / "other.zip", backend="nosuch")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    try:
+        status, err = serve(["--model", FIRST, *argv], capsys)
+    except SystemExit as exc:  # argparse's own refusal
+        status, err = int(str(exc.code)), capsys.readouterr().err
+    assert status == 2, err
+    assert message.replace("{tmp}", str(tmp_path)) in err, err
+
+
+@pytest.fixture(scope="module")
+def ml_hub() -> Iterator[foundation_core.Hub]:
+    with foundation_core.start(plugins=[ml_plugin], entry_points=False) as h:
+        yield h
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(st.characters(exclude_characters="\x00"), max_size=80), min_size=1, max_size=3))
+def test_any_model_arguments_are_taken_or_refused_by_name(
+    ml_hub: foundation_core.Hub, texts: list[str]
+) -> None:
+    """Whatever ``--model`` holds, the check before loading takes it or says what is wrong with it
+    (``_Refused`` naming the argument), never another exception."""
+    args = argparse.Namespace(model=texts)
+    try:
+        models = _models_to_load(args, ml_hub)
+    except _Refused as exc:
+        refusal = str(exc)
+    else:
+        assert len(models) == len(texts) and len(set(models)) == len(models)
+        return
+    assert refusal.startswith("--model ")
