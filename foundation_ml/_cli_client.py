@@ -13,7 +13,7 @@ import time
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from ._plugin import DEFAULT_NAME
 
@@ -125,22 +125,91 @@ def load_inputs(path: str | None, meta: dict[str, Any]) -> dict[str, np.ndarray]
 _BAD_JSON = (OverflowError, TypeError, RecursionError)
 
 
+MAX_INPUT_BYTES = 1 << 30  # an --input file, and the data its arrays declare (the npz's unpacked)
+MAX_JSON_BYTES = 64 << 20  # a .json one: its numbers take several times that as Python objects
+
+
 def _read_inputs(p: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """The inputs ``p`` holds, read no further than its size limit: a file over it, or an array
+    declaring more data than its file holds (numpy would allocate it first), is a ValueError."""
     import numpy as np
 
     if p.suffix == ".npy" and len(specs) != 1:
         raise SystemExit(f"foundation infer: {p} holds one array; the model takes {len(specs)} inputs")
+    limit = MAX_JSON_BYTES if p.suffix == ".json" else MAX_INPUT_BYTES
     with _open_regular(p) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise ValueError(_too_large(f"it is {size} bytes", p.suffix, limit))
         if p.suffix == ".npz":
+            _check_npz(f, limit)
+            f.seek(0)
             with np.load(f, allow_pickle=False) as z:
                 return {k: _native(z[k]) for k in z.files}
         if p.suffix == ".npy":
+            _check_npy(f, size, "the array")
+            f.seek(0)
             return {specs[0].name: _native(np.load(f, allow_pickle=False))}
-        doc = json.loads(f.read(), object_pairs_hook=_no_duplicates)
+        text = f.read(limit + 1)  # the file may have grown since fstat
+        if len(text) > limit:
+            raise ValueError(_too_large("it grew while read", p.suffix, limit))
+        doc = json.loads(text, object_pairs_hook=_no_duplicates)
     if not isinstance(doc, dict):
         raise ValueError(f'expected an object of named inputs ({{"x": [[...]]}}), not a {type(doc).__name__}')
     types = {s.name: s.datatype for s in specs}
     return {k: _json_array(k, v, types.get(k)) for k, v in doc.items()}
+
+
+def _too_large(what: str, suffix: str, limit: int) -> str:
+    return (
+        f"{what}, more than a {suffix} --input may hold ({limit} bytes); "
+        "send larger inputs with InferenceClient from Python"
+    )
+
+
+def _check_npz(f: BinaryIO, limit: int) -> None:
+    """Refuse an .npz whose arrays would unpack to more than ``limit`` bytes (a small zip can
+    declare gigabytes), a member that is not an .npy array (``np.load`` hands its raw bytes back)
+    and an array named twice (one would silently win)."""
+    with zipfile.ZipFile(f) as zf:
+        members = zf.infolist()
+        unpacked = sum(m.file_size for m in members)
+        if unpacked > limit:
+            raise ValueError(_too_large(f"its arrays unpack to {unpacked} bytes", ".npz", limit))
+        seen: set[str] = set()
+        for m in members:
+            key = m.filename.removesuffix(".npy")  # as np.load names it
+            if key in seen:
+                raise ValueError(f"the array {key!r} is given twice")
+            seen.add(key)
+            with zf.open(m) as member:
+                _check_npy(member, m.file_size, f"{m.filename!r}")
+
+
+def _check_npy(f: IO[bytes], size: int, what: str) -> None:
+    """Read ``f``'s .npy header (``size`` bytes in all) and refuse an array declaring more data
+    than follows it: numpy allocates the declared size before it reads (a 128-byte file declaring
+    4 TiB was a MemoryError with a traceback, and one declaring 8 GB was allocated)."""
+    import numpy as np
+    from numpy.lib import format as npy
+
+    try:
+        version = npy.read_magic(f)
+    except ValueError:
+        raise ValueError(f"{what} is not an .npy array") from None
+    if version == (1, 0):
+        shape, _, dtype = npy.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = npy.read_array_header_2_0(f)
+    else:  # 3.0 is only written for field names no protocol datatype has
+        raise ValueError(f"{what}: .npy format version {version[0]}.{version[1]} is not read")
+    declared = math.prod(shape) * np.dtype(dtype).itemsize
+    held = size - f.tell()
+    if declared > held:
+        raise ValueError(
+            f"{what} declares shape {list(shape)} of {np.dtype(dtype).str} ({declared} bytes) "
+            f"but holds {held} bytes of data"
+        )
 
 
 def _open_regular(p: Path) -> BinaryIO:

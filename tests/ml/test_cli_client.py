@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from foundation_ml._cli_client import load_inputs
+from foundation_ml import _cli_client as cli_client
+from foundation_ml._cli_client import MAX_INPUT_BYTES, MAX_JSON_BYTES, load_inputs
 
 
 def meta(datatype: str = "FP32") -> dict[str, object]:
@@ -124,3 +127,121 @@ def test_object_arrays_are_never_unpickled(tmp_path: Path) -> None:
     np.savez(tmp_path / "in.npz", x=np.array([{"a": 1}], dtype=object))
     for file in ("in.npy", "in.npz"):
         assert refused(tmp_path / file) == "Object arrays cannot be loaded when allow_pickle=False"
+
+
+def npy_bytes(shape: tuple[int, ...], data: bytes = b"", dtype: str = "<f4") -> bytes:
+    """An .npy file's bytes: a header declaring ``shape`` followed by ``data`` (as much as given)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return header.getvalue() + data
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npy", ".npz"])
+def test_an_input_file_over_its_limit_is_refused_by_its_size_unread(tmp_path: Path, suffix: str) -> None:
+    """It was read whole (a JSON file parsed into Python objects) before anything bounded it."""
+    limit = MAX_JSON_BYTES if suffix == ".json" else MAX_INPUT_BYTES
+    path = tmp_path / f"in{suffix}"
+    with open(path, "wb") as f:  # sparse: no disk, and a read of it would be of zeros
+        f.truncate(limit + 1)
+    assert refused(path) == (
+        f"it is {limit + 1} bytes, more than a {suffix} --input may hold ({limit} bytes); "
+        "send larger inputs with InferenceClient from Python"
+    )
+
+
+def test_a_json_input_under_a_lower_limit_is_refused_by_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_client, "MAX_JSON_BYTES", 100)
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps({"x": [[0.5] * 40]}))
+    assert refused(path).startswith(
+        f"it is {path.stat().st_size} bytes, more than a .json --input may hold (100"
+    )
+
+
+def test_an_npz_that_unpacks_past_the_limit_is_refused_unpacked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small zip of zeros declares gigabytes: it was inflated whole into memory."""
+    monkeypatch.setattr(cli_client, "MAX_INPUT_BYTES", 100_000)
+    path = tmp_path / "in.npz"
+    np.savez_compressed(path, x=np.zeros((1, 200_000), np.float32))
+    assert path.stat().st_size < 100_000
+    assert refused(path).startswith(
+        "its arrays unpack to 800128 bytes, more than a .npz --input may hold (100000"
+    )
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("shape", [(10**12,), (10**9, 2)])
+def test_an_array_declaring_more_data_than_it_holds_is_refused_unallocated(
+    tmp_path: Path, packed: bool, shape: tuple[int, ...]
+) -> None:
+    """numpy allocates what the header declares before it reads: 4 TB was a MemoryError
+    traceback, 8 GB was allocated (then 'Failed to read all data')."""
+    data = npy_bytes(shape, b"\0" * 64)
+    if packed:
+        path = tmp_path / "in.npz"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("x.npy", data)
+    else:
+        path = tmp_path / "in.npy"
+        path.write_bytes(data)
+    what = "'x.npy'" if packed else "the array"
+    declared = 4 * 10**12 if shape == (10**12,) else 8 * 10**9
+    assert refused(path) == (
+        f"{what} declares shape {list(shape)} of <f4 ({declared} bytes) but holds 64 bytes of data"
+    )
+
+
+ONE = npy_bytes((1, 1), b"\0" * 4)
+
+
+@pytest.mark.parametrize(
+    ("members", "reason"),
+    [
+        ({"x": b"hello"}, "'x' is not an .npy array"),
+        ({"x.npy": b"hello"}, "'x.npy' is not an .npy array"),
+        (
+            {"x.npy": npy_bytes((1, 1), b"\0" * 4), "x": npy_bytes((1, 1), b"\0" * 4)},
+            "the array 'x' is given twice",
+        ),
+    ],
+    ids=["raw", "raw-named-npy", "twice"],
+)
+def test_an_npz_member_that_is_no_array_or_named_twice_is_refused(
+    tmp_path: Path, members: dict[str, bytes], reason: str
+) -> None:
+    """np.load handed a member that is no .npy back as bytes ('bytes' object has no attribute
+    'dtype', a traceback), and of two members naming one input kept the last."""
+    path = tmp_path / "in.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    assert refused(path) == reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from([".npy", ".npz"]))
+def test_any_array_file_is_read_or_refused_naming_it(data: bytes, suffix: str) -> None:
+    """Whatever bytes follow an .npy header (or make a zip), ``infer`` reads them or refuses the
+    file with a message, never a traceback."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"in{suffix}"
+        if suffix == ".npz":
+            with zipfile.ZipFile(path, "w") as zf:
+                zf.writestr("x.npy", npy_bytes((2, 3)) + data)
+        else:
+            path.write_bytes(npy_bytes((2, 3)) + data)
+        outcome: list[str] = []
+        try:
+            x = load_inputs(str(path), meta())["x"]
+        except SystemExit as exc:
+            outcome.append(str(exc))
+    if outcome:
+        assert outcome[0].startswith(f"foundation infer: cannot read inputs from {path}: ")
+    else:
+        assert x.shape == (2, 3)
