@@ -38,7 +38,9 @@ class _Connection:
         self.name = name
         self.closing = False  # the client dropped this connection while calls were on it
         try:
-            self.ctl = Segment.open(L.control_name(name))
+            # guarded (C hot path): a control segment shrunk under us becomes zero pages, and
+            # check() says so, instead of a SIGBUS ending this process
+            self.ctl = Segment.open(L.control_name(name), guard=True)
         except posix_ipc.ExistentialError:
             raise ServerUnavailable(f"no shm server named {name!r}") from None
         except posix_ipc.PermissionsError:
@@ -100,6 +102,12 @@ class _Connection:
         """Raise ``ServerUnavailable`` unless the server is alive and serving (between wait slices)."""
         if self.closing:
             raise ServerUnavailable(f"the client of shm server {self.name!r} was closed during the call")
+        if self.ctl.faulted():
+            self.alive = False
+            raise ServerUnavailable(
+                f"shm server {self.name!r}: its control segment was shrunk under this client (a "
+                "SIGBUS, caught): the region is lost"
+            )
         state = self.ctl.u32[_R.STATE // 4]
         if state not in (L.RegionState.READY, L.RegionState.STOPPING) or not is_alive(self.pid, self.started):
             self.alive = False

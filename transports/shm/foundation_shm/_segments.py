@@ -60,11 +60,12 @@ class Segment:
         return segment
 
     @classmethod
-    def open(cls, name: str, *, sole: bool = False) -> Segment:
+    def open(cls, name: str, *, sole: bool = False, guard: bool = False) -> Segment:
         """Map the existing segment ``name``. ``sole``: a client's data segment, as the server
         opens it: refuse anything but a plain file with one name (a hard link to another file,
         another server's segment say, has two; symlinks are refused by ``shm_open`` itself), and
-        guard the mapping against the client shrinking the file under it (``faulted``)."""
+        guard the mapping against the client shrinking the file under it (``faulted``).
+        ``guard`` alone: guard it (a server's control segment, as a client maps it)."""
         shm = posix_ipc.SharedMemory(name)
         try:
             st = os.fstat(shm.fd)
@@ -76,7 +77,7 @@ class Segment:
                 # ours; either way neither an mmap nor the word views can be made of it
                 raise ValueError(f"/dev/shm{name} is {st.st_size} bytes, not a segment of 8-byte words")
             segment = cls(name, mmap.mmap(shm.fd, st.st_size), st.st_mode & 0o777)
-            if sole and hot is not None and segment.size:
+            if (sole or guard) and hot is not None and segment.size:
                 segment.guard = hot.guard(segment.buf)
             return segment
         finally:
@@ -84,8 +85,9 @@ class Segment:
 
     def faulted(self) -> bool:
         """Whether an access past the file's end (the client shrank it: SIGBUS) was caught: the
-        mapping then holds zero pages, no longer the client's file. Only a guarded segment
-        (``open(sole=True)`` on the C hot path) is caught; elsewhere the SIGBUS ends the process."""
+        mapping then holds zero pages, no longer the peer's file. Only a guarded segment
+        (``create(guard=True)``, ``open(sole=True)`` or ``open(guard=True)`` on the C hot path)
+        is caught; elsewhere the SIGBUS ends the process."""
         return hot is not None and self.guard >= 0 and bool(hot.faulted(self.guard))
 
     def __del__(self) -> None:

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import posix_ipc
@@ -22,6 +22,8 @@ from foundation_shm._server import ShmServer
 
 from foundation_ml import InferenceRequest, Respond
 from foundation_ml.errors import HandlerError, Overloaded, ServerUnavailable, TooLarge
+
+from .conftest import EchoProcess
 
 
 class RaisingHandler(EchoHandler):
@@ -449,3 +451,35 @@ def test_a_guarded_segment_dropped_without_close_gives_its_guard_back(name: str)
     finally:
         _segments.unlink_segment(f"/fdn-{name}-g")
         _segments.unlink_segment(f"/fdn-{name}-h")
+
+
+_CLIENT_OF_A_SHRUNK_REGION = """
+import os, sys
+import numpy as np
+from foundation_shm import ShmTransport
+from foundation_ml import InferenceRequest
+from foundation_ml.errors import ServerUnavailable
+client = ShmTransport().connect(sys.argv[1], timeout=5)
+request = InferenceRequest("echo", {"x": np.arange(4, dtype=np.float32)})
+client.infer(request)
+os.truncate("/dev/shm/fdn-" + sys.argv[1], 0)  # a process of the server's user could
+try:
+    client.infer(request)
+except ServerUnavailable as exc:
+    print("ServerUnavailable:", exc)
+client.close()
+"""
+
+
+@pytest.mark.skipif(_accel.hot is None, reason="the SIGBUS guard is the C hot path's")
+def test_a_control_segment_shrunk_under_a_client_is_server_unavailable_not_a_sigbus(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """The client's next read of the region went past the end of the file: SIGBUS, the end of the
+    client's process. Now its mapping becomes zero pages and the call fails by name."""
+    echo_process("--channels", "2")
+    argv = [sys.executable, "-c", _CLIENT_OF_A_SHRUNK_REGION, name]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "ServerUnavailable: shm server" in done.stdout
+    assert "its control segment was shrunk under this client" in done.stdout
