@@ -2,7 +2,7 @@
 real server process, more dropped loans than channels leave the client able to call, a loan left
 in a traceback or a reference cycle comes back when collected, a closed loan is not given back a
 second time, and a dropped loan whose request is still with the server is not used before the
-answer is in."""
+answer is in. Views (loaned inputs, outputs) kept past a call, a grow or ``close()`` never fault."""
 
 from __future__ import annotations
 
@@ -151,3 +151,28 @@ def test_a_loan_left_open_at_interpreter_exit_or_in_a_forked_child_ends_quietly(
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["parent", "0.0", "True"]
     assert done.stderr == ""
+
+
+def test_views_kept_past_the_next_call_a_grow_or_close_show_bytes_and_never_crash(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """Outputs and loaned inputs are views on the mapping: the next call on the channel rewrites
+    what an output shows (documented: valid until then), and a grow, ``close()`` or the server's
+    end leaves what a view still uses mapped until the view goes, never unmapped under it."""
+    server = echo_process("--channels", "2")
+    client = ShmTransport().connect(name, channels=1)
+    first = client.infer(InferenceRequest("echo", {"x": np.full(4, 1.0, np.float32)}), timeout=5)
+    kept = first.outputs["x"]
+    _echo(client, 2.0)
+    np.testing.assert_array_equal(kept, np.full(4, 2.0, np.float32))  # the next call's bytes
+    client.infer(InferenceRequest("echo", {"x": np.ones(1 << 19, np.float32)}), timeout=5)  # grows
+    with client.loan("echo", SPEC, timeout=2) as loan:
+        loaned = loan["x"]
+        loaned[:] = 3.0
+        out = loan.infer(timeout=5).outputs["x"]
+    client.close()
+    server.stop()
+    del client, loan
+    gc.collect()
+    loaned[:] = 4.0  # the old mappings: still there, written and read without a fault
+    assert float(kept.sum()) == 8.0 and float(out.sum()) == 12.0 and float(loaned.sum()) == 16.0
