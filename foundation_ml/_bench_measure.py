@@ -104,14 +104,16 @@ def _timed(call: Any, arg: Any, calls: int) -> np.ndarray:
 
 
 def rate(call: Any, arg: Any, seconds: float) -> float:
-    """Calls per second of ``call(arg)`` in a closed loop for about ``seconds``."""
-    n, end = 0, time.perf_counter() + seconds
-    t0 = time.perf_counter()
-    while time.perf_counter() < end:
+    """Calls per second of ``call(arg)`` in a closed loop for about ``seconds`` (at least 50
+    calls: ``--seconds 1e-9`` measured none, a rate of 0 that later figures divide by)."""
+    n, t0 = 0, time.perf_counter()
+    end = t0 + seconds
+    while True:
         for _ in range(50):
             call(arg)
         n += 50
-    return n / (time.perf_counter() - t0)
+        if time.perf_counter() >= end:
+            return n / (time.perf_counter() - t0)
 
 
 ROUNDS = 5

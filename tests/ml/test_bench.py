@@ -7,11 +7,13 @@ import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 
+from foundation_ml import MLRuntime
 from foundation_ml._bench import (
     BenchmarkFailed,
     _cycle,
@@ -23,7 +25,11 @@ from foundation_ml._bench import (
     mean_batch_size,
     timer_overhead_ns,
 )
+from foundation_ml._bench_measure import rate
 from foundation_ml._bench_process import _gather
+from foundation_ml._plugin import DEMO_MODEL
+
+from .conftest import affine_model
 
 
 def _busy(seconds: float) -> None:
@@ -272,3 +278,28 @@ def test_throughput_fails_promptly_when_its_client_processes_fail() -> None:
     with pytest.raises(BenchmarkFailed, match=r"client worker . failed: ServerUnavailable"):
         _throughput(f"bench_none_{os.getpid()}", "shm", clients=2, seconds=0.1)
     assert time.monotonic() - started < 60  # the spawned workers' imports; not a 120 s barrier
+
+
+def test_a_rate_makes_calls_however_short_its_time() -> None:
+    """``--seconds 1e-9`` made no call, a rate of 0 that later figures divide by."""
+    calls: list[int] = []
+    assert rate(calls.append, 1, 1e-9) > 0
+    assert len(calls) >= 50
+
+
+def test_a_throughput_worker_makes_a_call_however_short_its_time(
+    runtime: MLRuntime, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bench --seconds 1e-9``: every worker reported 0 calls, and the run ended in a
+    ZeroDivisionError traceback ('client_us': CPU time / 0 requests)."""
+    from foundation_ml import _bench_throughput
+
+    monkeypatch.setattr(_bench_throughput, "die_with_parent", lambda parent: None)  # run here, no child
+    runtime.register_model(DEMO_MODEL, affine_model())
+    runtime.start("inproc", name)
+    go, results = threading.Event(), queue.Queue[tuple[object, ...]]()
+    go.set()
+    _bench_throughput._client_worker(0, os.getpid(), name, "inproc", 1e-9, go, results, {"hub": runtime.hub})
+    assert results.get_nowait() == ("ready", 0)
+    done = results.get_nowait()
+    assert done[:2] == ("done", 0) and done[2] >= 1
