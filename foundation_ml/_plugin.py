@@ -49,6 +49,18 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+_MAX_TIMEOUT_S = 1e9  # a client's longest timeout (_client; about 31 years)
+
+
+def _timeout_seconds(text: str) -> float:
+    """``--timeout``: seconds > 0, at most a client's longest timeout (1e300 passed here and was
+    then refused as 'InferenceClient: timeout must be ...', naming no flag)."""
+    value = _positive_seconds(text)
+    if value > _MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"must be at most {_MAX_TIMEOUT_S:g} seconds, not {text}")
+    return value
+
+
 @hookimpl
 def foundation_register_transports(register: Registrar) -> None:
     register("inproc", "foundation_ml._inproc:InprocTransport")
@@ -142,7 +154,7 @@ def _timeout_argument(p: argparse.ArgumentParser) -> None:
     # None, not 30: the client then takes the transport's configured timeout ([shm] client_timeout)
     p.add_argument(
         "--timeout",
-        type=_positive_seconds,
+        type=_timeout_seconds,
         default=None,
         help="seconds (default: the transport's configured client timeout, else 30)",
     )

@@ -263,6 +263,8 @@ BAD_FLAGS = [
     (["serve", "--threads", "two"], "argument --threads: not an integer: 'two'"),
     (["infer", "--timeout", "0"], "argument --timeout: must be a number of seconds > 0, not 0"),
     (["infer", "--timeout", "nan"], "argument --timeout: must be a number of seconds > 0, not nan"),
+    (["infer", "--timeout", "1e300"], "argument --timeout: must be at most 1e+09 seconds, not 1e300"),
+    (["stats", "--timeout", "1e10"], "argument --timeout: must be at most 1e+09 seconds, not 1e10"),
     (["bench", "--clients", "0"], "argument --clients: must be >= 1, not 0"),
     (["bench", "--seconds", "-1"], "argument --seconds: must be a number of seconds > 0, not -1"),
     (["demo", "--calls", "0"], "argument --calls: must be >= 1, not 0"),
