@@ -407,9 +407,11 @@ class ShmClient(TransportClient):
     ) -> Loan:
         """Writable numpy views on the request area for ``inputs`` (name -> (dtype, shape)); write
         them, then ``loan.infer()``. Use as a context manager; the views are invalid after it.
-        ``version``, ``outputs`` and ``parameters`` are those of every request the loan sends."""
+        ``version``, ``outputs`` and ``parameters`` are those of every request the loan sends.
+        If the only channel to be had is still with the server (a call that passed its deadline),
+        this waits for it up to ``timeout`` and ``connect_timeout``, then ``DeadlineExceeded``."""
         deadline = self._deadline(0, timeout)
-        ch = self._take(deadline)
+        ch = self._take(deadline, self.connect_timeout)
         try:
             return Loan(self, ch, model, inputs, version=version, outputs=outputs, parameters=parameters)
         except BaseException:

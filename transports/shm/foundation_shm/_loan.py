@@ -91,12 +91,29 @@ def _dropped(pool: ChannelPool, ch: _Channel, answered: list[bool], hold: bool, 
     )
 
 
+def _pending(ch: _Channel) -> bool:
+    """Whether a request published on ``ch`` is still with a server that lives (a dead one, or a
+    connection the client dropped, reads nothing more)."""
+    conn = ch.conn
+    try:
+        return conn.alive and not conn.closing and not ch.idle()
+    except ValueError:  # the connection was closed under this look (the client closing)
+        return False
+
+
 class Loan:
     """``with client.loan("m", {"x": (DataType.FP32, (1, 784))}) as loan:
     loan["x"][:] = data; response = loan.infer()``; write again and ``infer()`` again as often as
     wanted. The views (and the response's) are valid until the loan is closed. A loan dropped
     without ``close()`` gives its channel back when it is collected (with a ``ResourceWarning``,
-    as an unclosed file does)."""
+    as an unclosed file does).
+
+    An ``infer()`` that fails while its request is still with the server (it passed its deadline,
+    or was interrupted: the server may still be reading the inputs) ends the loan: ``loan[name]``
+    and ``infer()`` then raise ``InvalidInput`` naming that request, and the views handed out are
+    made read-only (a view derived from one, a slice or a reshape, is not: it must not be
+    written either). Close it; a new loan takes another channel, or waits for this one's answer
+    up to the client's ``connect_timeout`` (then ``DeadlineExceeded``)."""
 
     def __init__(
         self,
@@ -112,6 +129,7 @@ class Loan:
         self._client = client
         self._channel: _Channel | None = channel
         self._answered = [False]  # an infer() returned outputs that view the response area
+        self._ended = 0  # the id of a request that failed while still with the server (it ended the loan)
         self.model = model
         self.version = version
         self.outputs = tuple(outputs)
@@ -149,13 +167,35 @@ class Loan:
             raise ValueError("this loan was returned; take a new one")
         return self._channel
 
+    def _usable(self) -> _Channel:
+        """The loan's channel, unless the loan was returned or ended (``InvalidInput``, below)."""
+        ch = self._live()
+        if self._ended:
+            raise InvalidInput(
+                f"this loan ended when its request {self._ended} failed while still with the "
+                "server, which may be reading its inputs: close it and take a new loan (on another "
+                "channel, or on this one once the server is done)",
+                model=self.model,
+                request_id=self._ended,
+            )
+        return ch
+
+    def _stop_lending(self, rid: int) -> None:
+        """The request ``rid`` failed while still with the server: lend the inputs no more. The
+        arrays handed out become read-only (views derived from them cannot be reached)."""
+        self._ended = rid
+        for view in self.inputs.values():
+            view.flags.writeable = False
+        self.inputs = {}
+
     def __getitem__(self, name: str) -> np.ndarray:
-        self._live()
+        self._usable()
         return self.inputs[name]
 
     def infer(self, *, timeout: float | None = None, request_id: int = 0) -> InferenceResponse:
-        """Send the loaned tensors as they are now; returns the response (views until the next call)."""
-        ch = self._live()
+        """Send the loaned tensors as they are now; returns the response (views until the next call).
+        If it fails with the request still with the server, the loan has ended (see the class)."""
+        ch = self._usable()
         client = self._client
         deadline = client._deadline(0, timeout)
         rid = request_id or next(client._ids)
@@ -175,9 +215,13 @@ class Loan:
             resp = client._exchange(ch, rid, self.model, deadline, retry=True)
             self._answered[0] = True
             return resp
+        except BaseException:
+            if _pending(ch):  # the server may still read the inputs: they are not to be written
+                self._stop_lending(rid)
+            raise
         finally:
-            if ch.gen != gen:  # the response area grew: the segment moved, and the views with it
-                self._map()
+            if ch.gen != gen and not self._ended:  # the response area grew: the segment moved, and
+                self._map()  # the views with it
 
     def close(self) -> None:
         # detach() answers once: the channel goes back here or in the finalizer, never twice

@@ -218,7 +218,10 @@ class ChannelPool:
             raise
         return ch
 
-    def take(self, deadline_ns: int) -> _Channel:
+    def take(self, deadline_ns: int, pending_wait: float | None = None) -> _Channel:
+        """A channel for one call (or a loan), waiting up to ``deadline_ns`` (0: none) for one to
+        come free; ``pending_wait``: at most so many seconds for a channel whose request is still
+        with the server (a loan's wait, bounded as the native clients bound theirs)."""
         held: _Held | None = getattr(self._local, "held", None)
         if held is not None and held.box[0] is not None:
             ch: _Channel = held.box[0]  # this thread's own channel: its previous outputs end here
@@ -232,7 +235,7 @@ class ChannelPool:
         try:
             ch = self._free.pop()  # the common case, lock-free: list.pop is atomic under the GIL
         except IndexError:
-            return self._take_slow(deadline_ns)
+            return self._take_slow(deadline_ns, pending_wait)
         if self._usable(ch):
             self._busy.add(ch)
             # a drop in another thread forgets the connection, then copies _busy: still ours
@@ -242,7 +245,7 @@ class ChannelPool:
             self._busy.discard(ch)
         elif ch.conn is self._conn:
             self._free.append(ch)
-        return self._take_slow(deadline_ns)
+        return self._take_slow(deadline_ns, pending_wait)
 
     def _usable(self, ch: _Channel) -> bool:
         """Whether a free channel can take a call now: of the current connection, its server
@@ -252,12 +255,21 @@ class ChannelPool:
         except ValueError:  # a drop in another thread closed its connection under this look
             return False
 
-    def _take_slow(self, deadline_ns: int) -> _Channel:
-        ch = self._take_slow_locked(deadline_ns)
+    def _take_slow(self, deadline_ns: int, pending_wait: float | None) -> _Channel:
+        ch = self._take_slow_locked(deadline_ns, pending_wait)
         self._busy.add(ch)
         return ch
 
-    def _take_slow_locked(self, deadline_ns: int) -> _Channel:
+    def _pending_free(self) -> _Channel | None:
+        """A free channel of the connection whose request is still with the server (a call that
+        passed its deadline), the lock held: the wait for it is this pool's to watch."""
+        for ch in list(self._free):
+            if ch.conn is self._conn and not ch.idle():
+                return ch
+        return None
+
+    def _take_slow_locked(self, deadline_ns: int, pending_wait: float | None) -> _Channel:
+        stall = 0  # when the wait for a channel still with the server gives up (pending_wait)
         with self._cond:
             while True:
                 if self._closed:
@@ -277,8 +289,25 @@ class ChannelPool:
                 held = sum(1 for h in self._holders if h.box[0] is not None)
                 if len(self._all) - held < self.max_channels:
                     return self._claim_locked(deadline_ns)
-                left = (deadline_ns - time.monotonic_ns()) / 1e9 if deadline_ns else 0.05
+                limit = deadline_ns
+                pending = self._pending_free()
+                if pending is not None:
+                    # no call waits on its answer, so none notices a dead server: check here,
+                    # as a call's wait does (else a server that died never frees it: a hang)
+                    try:
+                        pending.conn.check()
+                    except ServerUnavailable:
+                        continue  # the loop's top reconnects, or fails as connecting does
+                    if pending_wait is not None:
+                        stall = stall or time.monotonic_ns() + int(pending_wait * 1e9)
+                        limit = min(limit, stall) if limit else stall
+                left = (limit - time.monotonic_ns()) / 1e9 if limit else 0.05
                 if left <= 0:
+                    if pending is not None:
+                        raise DeadlineExceeded(
+                            f"no free channel to {self.name!r}: the previous request on channel "
+                            f"{pending.index} (a call that passed its deadline) is still with the server"
+                        )
                     raise DeadlineExceeded(f"no free channel to {self.name!r} before the deadline")
                 self._waiters += 1
                 try:

@@ -2,16 +2,21 @@
 real server process, more dropped loans than channels leave the client able to call, a loan left
 in a traceback or a reference cycle comes back when collected, a closed loan is not given back a
 second time, and a dropped loan whose request is still with the server is not used before the
-answer is in. Views (loaned inputs, outputs) kept past a call, a grow or ``close()`` never fault."""
+answer is in. A loan call that fails with its request still with the server ends the loan: its
+inputs are lent out no more, and the channel waits for that answer. Views (loaned inputs,
+outputs) kept past a call, a grow or ``close()`` never fault."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -20,7 +25,7 @@ from foundation_shm import ShmTransport
 from foundation_shm._client import ShmClient
 
 from foundation_ml import DataType, InferenceRequest
-from foundation_ml.errors import DeadlineExceeded
+from foundation_ml.errors import DeadlineExceeded, InvalidInput, ServerUnavailable
 
 from .conftest import EchoProcess
 
@@ -176,3 +181,73 @@ def test_views_kept_past_the_next_call_a_grow_or_close_show_bytes_and_never_cras
     gc.collect()
     loaned[:] = 4.0  # the old mappings: still there, written and read without a fault
     assert float(kept.sum()) == 8.0 and float(out.sum()) == 12.0 and float(loaned.sum()) == 16.0
+
+
+@contextlib.contextmanager
+def _stopped(server: EchoProcess) -> Iterator[None]:
+    """The server stopped (SIGSTOP) until the block ends: a request published meanwhile stays
+    with it as long as the test needs, with no sleep to race against. SIGSTOP is asynchronous:
+    the wait (WUNTRACED) returns once the server has stopped."""
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        _, status = os.waitpid(server.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
+        yield
+    finally:
+        if server.proc.poll() is None:  # (a test may have killed it)
+            os.kill(server.pid, signal.SIGCONT)
+
+
+def test_a_loan_whose_request_is_still_with_the_server_lends_its_inputs_no_more(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """Before the fix the views stayed writable and the next infer() rewrote the request area and
+    published a new request at once, while the server could still be reading the old one's inputs
+    (it dropped that answer as stale and answered the rewritten inputs)."""
+    server = echo_process("--channels", "2")
+    with ShmTransport().connect(name, channels=1, connect_timeout=0.05) as client:
+        loan = client.loan("echo", SPEC, timeout=2)
+        x = loan["x"]
+        x[:] = 1.0
+        np.testing.assert_array_equal(loan.infer(timeout=5).outputs["x"], np.ones(4, np.float32))
+        with _stopped(server):
+            with pytest.raises(DeadlineExceeded) as failed:
+                loan.infer(timeout=0.02)
+            rid = failed.value.request_id
+            assert rid is not None
+            ended = f"this loan ended when its request {rid} failed while still with the server"
+            with pytest.raises(InvalidInput, match=ended):
+                loan["x"]
+            with pytest.raises(InvalidInput, match=ended):
+                loan.infer(timeout=5)
+            with pytest.raises(ValueError, match="read-only"):
+                x[:] = 2.0  # the view handed out: the server may be reading it
+            assert loan.inputs == {}
+            loan.close()
+            # the one channel is still with the server: a new loan waits connect_timeout for it
+            pending = r"the previous request on channel 0 .* is still with the server"
+            with pytest.raises(DeadlineExceeded, match=pending):
+                client.loan("echo", SPEC)
+        _echo(client, 7.0)  # takes the channel once the late answer is in
+        with client.loan("echo", SPEC, timeout=2) as again:
+            again["x"][:] = 2.0
+            np.testing.assert_array_equal(again.infer(timeout=5).outputs["x"], np.full(4, 2.0, np.float32))
+
+
+def test_a_call_waiting_for_a_channel_whose_server_died_fails_server_unavailable(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """The one channel's request was left with the server (a call passed its deadline), then the
+    server died: before the fix nothing watched that channel, and a call with no deadline waited
+    for it for ever (one with a deadline failed 'no free channel' at it)."""
+    server = echo_process("--channels", "2")
+    with ShmTransport().connect(name, channels=1) as client:
+        with _stopped(server):
+            with pytest.raises(DeadlineExceeded):
+                _echo_with_timeout(client, 0.02)
+            server.kill()
+        for timeout in (None, 30.0):
+            with pytest.raises(ServerUnavailable, match=r"\(pid \d+\) is gone"):
+                client.infer(InferenceRequest("echo", {"x": np.zeros(4, np.float32)}), timeout=timeout)
+            with pytest.raises(ServerUnavailable, match=r"\(pid \d+\) is gone"):
+                client.loan("echo", SPEC, timeout=timeout)
