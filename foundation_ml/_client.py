@@ -115,6 +115,8 @@ class InferenceClient:
         timeout: float | None = None,
     ) -> InferenceResponse:
         """As ``infer``, returning the whole response (id, served version, parameters)."""
+        if self._closed:  # whatever the transport's close() left usable (as ainfer after close)
+            raise self._closed_error(model)
         if timeout is None:
             timeout = self.timeout
         else:
@@ -180,7 +182,14 @@ class InferenceClient:
             return _outputs(response, inputs, True)
 
         context = contextvars.copy_context()  # run_in_executor, unlike to_thread, copies none
-        return await asyncio.get_running_loop().run_in_executor(self._threads(model), context.run, call)
+        pool = self._threads(model)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(pool, context.run, call)
+        except RuntimeError:  # 'cannot schedule new futures after shutdown': closed meanwhile
+            if self._closed:  # (by another thread, between _threads and here)
+                raise self._closed_error(model) from None
+            raise
+        return await future
 
     def _threads(self, model: Any) -> ThreadPoolExecutor:
         with _pool_lock:

@@ -3,7 +3,8 @@
 The handler runs in the calling thread: an unbatched model runs inline in it, as does a batch the
 call fills, so a model that blocks holds its caller past ``timeout`` (a call is not interrupted,
 only answered ``DeadlineExceeded`` once it returns late). A call waiting for a batch run by
-another thread does give up at its timeout."""
+another thread does give up at its timeout or the request's deadline, whichever comes first. A
+closed client's calls fail ``ServerUnavailable``."""
 
 from __future__ import annotations
 
@@ -65,11 +66,14 @@ class _InprocClient(TransportClient):
     def __init__(self, address: str) -> None:
         self.address = address
         self._ids = itertools.count(1)
+        self._closed = False
 
     def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        deadline = _deadline(request.deadline_ns, timeout)  # a bad timeout is refused before sending
         server = self._server()
         if not request.id:
             request.id = next(self._ids)
+        request.deadline_ns = deadline  # the handler honours the call's timeout too (as over shm)
         request.inputs = {k: _readonly(v) for k, v in request.inputs.items()}
         reply = _Reply()
         with server.cond:
@@ -82,11 +86,12 @@ class _InprocClient(TransportClient):
             except Exception as exc:  # a handler must respond, not raise; report it typed
                 reply(InternalError(f"handler raised {exc!r}", model=request.model, request_id=request.id))
             # the handler may have run in this thread: an answer after the deadline is late too
-            late = request.deadline_ns and time.monotonic_ns() > request.deadline_ns
-            if not reply.wait(timeout) or late:
-                raise DeadlineExceeded(
-                    f"no response within {timeout}s", model=request.model, request_id=request.id
-                )
+            left = None
+            if deadline:  # (a request's own deadline may lie past what a lock can wait)
+                left = min(max(0.0, (deadline - time.monotonic_ns()) / 1e9), threading.TIMEOUT_MAX)
+            if not reply.wait(left) or (deadline and time.monotonic_ns() > deadline):
+                within = "before the request's deadline" if timeout is None else f"within {timeout}s"
+                raise DeadlineExceeded(f"no response {within}", model=request.model, request_id=request.id)
         finally:
             with server.cond:
                 server.inflight -= 1
@@ -98,6 +103,8 @@ class _InprocClient(TransportClient):
         return reply.value
 
     def _server(self) -> _InprocServer:
+        if self._closed:
+            raise ServerUnavailable(f"the client of inproc server {self.address!r} is closed")
         server = _servers.get(self.address)
         if server is None or not server.accepting:
             raise ServerUnavailable(f"no inproc server under {self.address!r}")
@@ -110,7 +117,18 @@ class _InprocClient(TransportClient):
         return self._server().handler.stats()
 
     def close(self) -> None:
-        pass
+        self._closed = True  # a call from now on fails ServerUnavailable, as on every transport
+
+
+def _deadline(request_deadline: int, timeout: float | None) -> int:
+    """The call's deadline in monotonic ns (0: none): the request's, or ``timeout`` from now if
+    sooner. A ``timeout`` that is no number of seconds in [0, 1e9] is a ``ValueError`` (as shm's)."""
+    if timeout is None:
+        return request_deadline
+    if type(timeout) not in (int, float) or not 0 <= timeout <= 1e9:  # NaN fails too
+        raise ValueError(f"timeout must be a number of seconds in [0, 1e9] or None, not {timeout!r}")
+    mine = time.monotonic_ns() + int(timeout * 1e9)
+    return min(mine, request_deadline) if request_deadline else mine
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:

@@ -106,8 +106,9 @@ def test_closing_the_client_fails_waiting_ainfer_calls_with_server_unavailable_n
     send = served._client.infer
 
     def held(request: Any, *, timeout: float | None = None) -> Any:
+        answer = send(request, timeout=timeout)  # answered, then the thread is kept busy
         release.wait(10)
-        return send(request, timeout=timeout)
+        return answer
 
     monkeypatch.setattr(served._client, "infer", held)
 
@@ -163,3 +164,43 @@ def test_ainfer_returns_copies_also_with_copy_false(
     np.testing.assert_array_equal(first["y"], X)
     np.testing.assert_array_equal(second["y"], X * 3)
     np.testing.assert_array_equal(served.infer("affine", {"x": X * 5})["y"], X * 5)
+
+
+def test_infer_after_close_is_refused_as_ainfer_is(served: InferenceClient) -> None:
+    """``ainfer`` after ``close()`` raised ``ServerUnavailable`` while ``infer`` went on calling
+    the server (over inproc, whose client's ``close()`` did nothing): both now refuse alike."""
+    import asyncio
+
+    from foundation_ml.errors import ServerUnavailable
+
+    served.close()
+    with pytest.raises(ServerUnavailable) as sync:
+        served.infer("affine", {"x": X})
+    with pytest.raises(ServerUnavailable) as async_:
+        asyncio.run(served.ainfer("affine", {"x": X}))
+    assert str(sync.value) == str(async_.value) == "model 'affine': the client is closed"
+    with pytest.raises(ServerUnavailable, match="closed"):
+        served.metadata("affine")
+
+
+def test_ainfer_racing_a_close_in_another_thread_raises_server_unavailable(
+    served: InferenceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``close()`` landing between ``ainfer`` finding its thread pool and submitting to it
+    surfaced as the executor's bare ``RuntimeError('cannot schedule new futures after
+    shutdown')``. The close is forced into that window here."""
+    import asyncio
+
+    from foundation_ml.errors import ServerUnavailable
+
+    asyncio.run(served.ainfer("affine", {"x": X}))  # the pool exists
+    threads = served._threads
+
+    def then_closed(model: Any) -> Any:
+        pool = threads(model)
+        served.close()  # as another thread may, now
+        return pool
+
+    monkeypatch.setattr(served, "_threads", then_closed)
+    with pytest.raises(ServerUnavailable, match=r"^model 'affine': the client is closed$"):
+        asyncio.run(served.ainfer("affine", {"x": X}))

@@ -1,0 +1,136 @@
+"""The inproc transport's client, called directly: a closed client refuses calls, a bad timeout is
+refused before the request reaches the handler, and a call waits no longer than the sooner of its
+timeout and the request's deadline."""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from foundation_ml import InferenceRequest, InferenceResponse
+from foundation_ml._inproc import InprocTransport
+from foundation_ml._transport import Respond, TransportClient
+from foundation_ml.errors import DeadlineExceeded, ServerUnavailable
+
+from .conftest import unique_name
+
+X = np.ones((1, 4), np.float32)
+
+
+class Handler:
+    """Answers inline (echo), or keeps each ``respond`` unanswered when ``hold`` is set."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.hold = hold
+        self.requests: list[InferenceRequest] = []
+        self.pending: list[Respond] = []
+        self.arrived = threading.Event()
+
+    def __call__(self, request: InferenceRequest, respond: Respond) -> None:
+        self.requests.append(request)
+        self.arrived.set()
+        if self.hold:
+            self.pending.append(respond)
+        else:
+            respond(InferenceResponse(request.id, request.model, dict(request.inputs)))
+
+    def metadata(self, model: str) -> dict[str, Any]:
+        return {"name": model}
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def answer_all(self) -> None:
+        for respond in self.pending:
+            respond(InferenceResponse(0, "m", {}))
+
+
+@pytest.fixture
+def handler() -> Handler:
+    return Handler()
+
+
+@pytest.fixture
+def client(handler: Handler) -> Iterator[TransportClient]:
+    transport = InprocTransport()
+    server = transport.serve(unique_name(), handler)
+    try:
+        with transport.connect(server.address) as c:
+            yield c
+    finally:
+        handler.answer_all()
+        server.stop(drain_timeout=1)
+
+
+def test_a_closed_client_refuses_every_call(client: TransportClient, handler: Handler) -> None:
+    """``close()`` did nothing: the client went on calling the server (shm's refuses, and so
+    does ``InferenceClient.ainfer``)."""
+    client.infer(InferenceRequest("m", {"x": X}))
+    client.close()
+    with pytest.raises(ServerUnavailable, match=r"^the client of inproc server '.*' is closed$"):
+        client.infer(InferenceRequest("m", {"x": X}))
+    with pytest.raises(ServerUnavailable, match="is closed"):
+        client.metadata("m")
+    with pytest.raises(ServerUnavailable, match="is closed"):
+        client.stats()
+    assert len(handler.requests) == 1
+
+
+@pytest.mark.parametrize("timeout", [-1, -1e-9, math.nan, math.inf, 1e12, True, "1", np.float32(1)])
+def test_a_bad_timeout_is_refused_by_name_before_the_request_is_sent(
+    client: TransportClient, handler: Handler, timeout: Any
+) -> None:
+    """-1 waited with no bound, NaN and 1e12 raised ValueError/OverflowError from the lock wait
+    after the request had reached the handler, True and "1" were taken as 1 s / a TypeError."""
+    message = rf"^timeout must be a number of seconds in \[0, 1e9\] or None, not {re.escape(repr(timeout))}$"
+    with pytest.raises(ValueError, match=message):
+        client.infer(InferenceRequest("m", {"x": X}), timeout=timeout)
+    assert handler.requests == []
+
+
+def test_a_call_waits_no_longer_than_the_requests_deadline() -> None:
+    """With no timeout, a call waited for an answer with no bound although its request had a
+    deadline (the contract: a client never waits past the request's deadline)."""
+    held = Handler(hold=True)
+    transport = InprocTransport()
+    server = transport.serve(unique_name(), held)
+    outcome: list[BaseException | InferenceResponse] = []
+
+    def call() -> None:
+        request = InferenceRequest("m", {"x": X}, deadline_ns=time.monotonic_ns() + 50_000_000)
+        try:
+            outcome.append(transport.connect(server.address).infer(request))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    try:
+        assert held.arrived.wait(10)
+        thread.join(10)  # a guard only: the old code waited until the answer below
+    finally:
+        held.answer_all()
+        thread.join()
+        server.stop(drain_timeout=1)
+    assert len(outcome) == 1 and isinstance(outcome[0], DeadlineExceeded), outcome
+    assert "no response before the request's deadline" in str(outcome[0])
+
+
+def test_the_request_carries_the_calls_deadline(client: TransportClient, handler: Handler) -> None:
+    """The handler saw no deadline for a call given only a timeout: a batched model ran a request
+    its caller had given up on (shm writes the call's deadline into the request)."""
+    before = time.monotonic_ns()
+    client.infer(InferenceRequest("m", {"x": X}), timeout=100)
+    assert before + 100 * 10**9 <= handler.requests[0].deadline_ns <= time.monotonic_ns() + 100 * 10**9
+    sooner = time.monotonic_ns() + 10**9
+    client.infer(InferenceRequest("m", {"x": X}, deadline_ns=sooner), timeout=100)
+    assert handler.requests[1].deadline_ns == sooner
+    client.infer(InferenceRequest("m", {"x": X}))
+    assert handler.requests[2].deadline_ns == 0
