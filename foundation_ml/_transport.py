@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from ._types import InferenceRequest, InferenceResponse
-from .errors import InferenceError
+from .errors import DeadlineExceeded, InferenceError
 
 if TYPE_CHECKING:
     from foundation_core import Hub
@@ -87,8 +88,22 @@ class TransportClient(abc.ABC):
         """The server's metrics document (per-model counts and latency percentiles)."""
 
     async def ainfer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
-        """The async form: the same logic, run off the event loop."""
-        return await asyncio.to_thread(self.infer, request, timeout=timeout)
+        """The async form: ``infer`` run off the event loop (``asyncio.to_thread``). The timeout
+        runs from this call, not from when a thread of the loop's executor comes free: a call that
+        waited for one past its timeout raises ``DeadlineExceeded`` without being sent."""
+        start = time.monotonic()
+
+        def call() -> InferenceResponse:
+            left = timeout
+            if (type(timeout) is float or type(timeout) is int) and 0 < timeout <= 1e9:
+                left = timeout - (time.monotonic() - start)  # (any other value: infer names it)
+                if left <= 0:
+                    raise DeadlineExceeded(
+                        f"no thread free to send the request within {timeout}s", model=request.model
+                    )
+            return self.infer(request, timeout=left)
+
+        return await asyncio.to_thread(call)
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -1,0 +1,113 @@
+"""The transport contract's derived ``ainfer`` (run on the inproc client): its timeout counts from
+the call, as ``infer``'s does, and a bad timeout is refused as ``infer`` refuses it."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from foundation_ml import InferenceRequest, InferenceResponse
+from foundation_ml._inproc import InprocTransport
+from foundation_ml._transport import Respond
+from foundation_ml.errors import DeadlineExceeded
+
+from .conftest import unique_name
+
+X = np.ones((1, 4), np.float32)
+
+
+class Echo:
+    def __init__(self) -> None:
+        self.requests: list[InferenceRequest] = []
+
+    def __call__(self, request: InferenceRequest, respond: Respond) -> None:
+        self.requests.append(request)
+        respond(InferenceResponse(request.id, request.model, dict(request.inputs)))
+
+    def metadata(self, model: str) -> dict[str, Any]:
+        return {}
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+def test_ainfer_that_waited_for_a_thread_past_its_timeout_is_not_sent() -> None:
+    """The derived ``ainfer`` gave ``infer`` the whole timeout once a thread of the loop's executor
+    came free, so a call could wait its timeout for a thread and then its timeout again (shm's own
+    ``ainfer`` counts from the call already)."""
+    echo = Echo()
+    transport = InprocTransport()
+    server = transport.serve(unique_name(), echo)
+    client = transport.connect(server.address)
+    timeout = 0.05
+
+    go = threading.Event()
+
+    def busy() -> None:  # holds the executor's only thread until the call's timeout is over
+        assert go.wait(10)
+        until = time.monotonic_ns() + int(timeout * 1e9)  # the call had started before `go`
+        while time.monotonic_ns() <= until:
+            time.sleep(0.01)
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(1))
+        blocker = loop.run_in_executor(None, busy)
+        late = asyncio.ensure_future(client.ainfer(InferenceRequest("m", {"x": X}), timeout=timeout))
+        await asyncio.sleep(0)  # the call has started: its timeout runs from here
+        go.set()
+        return await asyncio.gather(blocker, late, return_exceptions=True)
+
+    try:
+        _, late = asyncio.run(main())
+        sent = list(echo.requests)
+        answer = asyncio.run(client.ainfer(InferenceRequest("m", {"x": X}), timeout=5))
+    finally:
+        server.stop()
+    np.testing.assert_array_equal(answer.outputs["x"], X)
+    assert isinstance(late, DeadlineExceeded), late
+    assert str(late) == "model 'm': no thread free to send the request within 0.05s"
+    assert sent == []
+
+
+@pytest.mark.parametrize("timeout", [-1, math.nan, math.inf])
+def test_ainfer_refuses_a_bad_timeout_as_infer_does(timeout: float) -> None:
+    echo = Echo()
+    transport = InprocTransport()
+    server = transport.serve(unique_name(), echo)
+    client = transport.connect(server.address)
+    try:
+        with pytest.raises(ValueError) as sync:
+            client.infer(InferenceRequest("m", {"x": X}), timeout=timeout)
+        with pytest.raises(ValueError) as async_:
+            asyncio.run(client.ainfer(InferenceRequest("m", {"x": X}), timeout=timeout))
+    finally:
+        server.stop()
+    assert str(sync.value) == str(async_.value)
+    assert echo.requests == []
+
+
+def test_ainfer_with_a_timeout_of_zero_answers_as_infer_does() -> None:
+    """0 is no wait for a thread: the call goes to ``infer`` as it is (which answers as for a
+    synchronous call of timeout 0), not 'no thread free'."""
+    transport = InprocTransport()
+    server = transport.serve(unique_name(), Echo())
+    client = transport.connect(server.address)
+    errors: list[str] = []
+    for call in (
+        lambda: client.infer(InferenceRequest("m", {"x": X}), timeout=0),
+        lambda: asyncio.run(client.ainfer(InferenceRequest("m", {"x": X}), timeout=0)),
+    ):
+        try:
+            call()
+        except DeadlineExceeded as exc:
+            errors.append(str(exc).split(":", 1)[1])
+    server.stop()
+    assert errors == [" no response within 0s"] * 2
