@@ -320,3 +320,55 @@ def test_foundation_serve_takes_the_shm_section_from_the_environment(
     assert bad.returncode != 0
     assert "shm.spin_us: spin_us must be an integer 0..1_000_000 µs, not -1" in bad.stderr
     assert shm_entries(name) == []
+
+
+@pytest.mark.slow
+def test_an_ainfer_cancelled_while_its_request_is_with_the_server_leaves_the_client_usable(
+    shm_hub: Hub, name: str
+) -> None:
+    """A task cancelled while its request waits in the server's batch (as ``wait_for`` cancels
+    at its timeout, or a failing sibling in a ``TaskGroup``) abandons the answer: the next calls
+    on the same client, which fill that batch, each get their own rows, the abandoned answer
+    reaches nobody, and the server answers every request."""
+    import asyncio
+
+    args = ["--transport", "shm", "--name", name, "--max-batch-size", "4", "--max-wait-us", "10000000"]
+    with ServerProcess(args) as server:
+        with InferenceClient(name, transport="shm", hub=shm_hub, timeout=60) as client:
+
+            def queued() -> int:
+                return int(client.stats()["models"]["demo"]["queue_depth"])
+
+            async def main() -> list[dict[str, np.ndarray]]:
+                abandoned = asyncio.ensure_future(client.ainfer("demo", {"x": x_rows(1, seed=100)}))
+                while queued() != 1:  # the request is with the server, waiting for its batch
+                    await asyncio.sleep(0.001)
+                abandoned.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await abandoned
+
+                async def fail_once_queued() -> None:
+                    while queued() != 2:
+                        await asyncio.sleep(0.001)
+                    raise RuntimeError("a sibling failed")
+
+                async def group_failing() -> None:
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(client.ainfer("demo", {"x": x_rows(1, seed=101)}))
+                        group.create_task(fail_once_queued())
+
+                with pytest.raises(ExceptionGroup):
+                    await group_failing()
+                outs = []
+                for ks in (range(2), range(2, 6), range(6, 10)):  # each fills a batch of 4 (the
+                    # first with the two abandoned requests): none waits out max_wait_us
+                    outs += await asyncio.gather(*(client.ainfer("demo", {"x": x_rows(1, k)}) for k in ks))
+                return outs
+
+            outs = asyncio.run(main())
+            for k, out in enumerate(outs):
+                np.testing.assert_allclose(out["y"], direct(x_rows(1, k)), rtol=1e-5, atol=1e-6)
+            stats = client.stats()["models"]["demo"]
+        assert server.stop() == 0, server.output
+    assert stats["requests"] == 12 and stats["errors"] == 0
+    assert shm_entries(name) == []
