@@ -53,12 +53,14 @@ def test_show_json_with_sources_from_every_kind_of_source(capsys, write, monkeyp
         "output": "stdout",
         "redact": list(shown["values"]["logging"]["redact"]),
         "stdlib": False,
+        "reopen": False,
     }
     assert shown["sources"]["logging.level"] == "settings.toml:logging.level"
     assert shown["sources"]["logging.format"] == "prod.yaml:logging.format"
     assert shown["sources"]["logging.output"] == "env FOUNDATION_LOGGING__OUTPUT"
     assert shown["sources"]["logging.stdlib"] == "--set"
     assert shown["sources"]["logging.redact"] == "default"
+    assert shown["sources"]["logging.reopen"] == "default"
 
 
 def test_show_text_with_sources(capsys, monkeypatch):
