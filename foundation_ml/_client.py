@@ -53,8 +53,10 @@ class InferenceClient:
     ``timeout`` (seconds) bounds every call unless a call passes its own; it also becomes the
     request's deadline, which the server honours. Not given, it is the transport's configured
     client timeout (``[shm] client_timeout``), else 30 s; ``None``: no deadline. Outputs are the
-    caller's own arrays (``copy=True``); ``copy=False`` returns what the transport returns, which
-    may be views that the next call on the same connection overwrites (shm).
+    caller's own arrays (``copy=True``: a transport client with ``infer_copy`` makes them, shm
+    straight from shared memory); ``copy=False`` returns what the transport returns, which may be
+    views that the calling thread's next call overwrites (shm: the thread keeps one of the
+    server's channels for them until then).
 
     Inputs may be torch tensors. CPU tensors travel as numpy arrays (``.numpy()``, no copy when
     contiguous) and the outputs are numpy arrays. CUDA tensors go to the transport as they are
@@ -91,6 +93,9 @@ class InferenceClient:
         self._pool: ThreadPoolExecutor | None = None  # ainfer's threads, made on first use
         self._closed = False
         self._client: TransportClient = hub.transports.get(transport)().connect(name, **options)
+        # a transport client that copies its outputs itself (shm: straight from shared memory,
+        # giving its channel back at once; a thread keeps one after each call returning views)
+        self._infer_copy = getattr(self._client, "infer_copy", None)
 
     def infer(
         self,
@@ -102,8 +107,9 @@ class InferenceClient:
         timeout: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Run ``model`` on named inputs; returns its named outputs."""
-        response = self.infer_response(model, inputs, version=version, outputs=outputs, timeout=timeout)
-        return _outputs(response, inputs, self.copy)
+        copy = self.copy
+        response, copied = self._send(model, inputs, version, outputs, timeout, copy)
+        return _outputs(response, inputs, copy and not copied)
 
     def infer_response(
         self,
@@ -114,7 +120,21 @@ class InferenceClient:
         outputs: Sequence[str] = (),
         timeout: float | None = None,
     ) -> InferenceResponse:
-        """As ``infer``, returning the whole response (id, served version, parameters)."""
+        """As ``infer``, returning the whole response (id, served version, parameters); its
+        outputs are what the transport returns (shm: views, whatever ``copy`` says)."""
+        return self._send(model, inputs, version, outputs, timeout, False)[0]
+
+    def _send(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        version: str,
+        outputs: Sequence[str],
+        timeout: float | None,
+        copy: bool,
+    ) -> tuple[InferenceResponse, bool]:
+        """The call, and whether its outputs are copies already: ``copy`` asks for them of a
+        transport client with ``infer_copy`` (then nothing is copied twice)."""
         if self._closed:  # whatever the transport's close() left usable (as ainfer after close)
             raise self._closed_error(model)
         if timeout is None:
@@ -142,7 +162,9 @@ class InferenceClient:
             deadline_ns=deadline_after(timeout),
             outputs=tuple(outputs),
         )
-        return self._client.infer(request, timeout=timeout)
+        if copy and self._infer_copy is not None:
+            return self._infer_copy(request, timeout=timeout), True
+        return self._client.infer(request, timeout=timeout), False
 
     async def ainfer(
         self,
@@ -178,8 +200,8 @@ class InferenceClient:
                 raise DeadlineExceeded(
                     f"no thread free to send the request within {timeout}s", model=str(model)
                 )
-            response = self.infer_response(model, inputs, version=version, outputs=outputs, timeout=left)
-            return _outputs(response, inputs, True)
+            response, copied = self._send(model, inputs, version, outputs, left, True)
+            return _outputs(response, inputs, not copied)
 
         context = contextvars.copy_context()  # run_in_executor, unlike to_thread, copies none
         pool = self._threads(model)

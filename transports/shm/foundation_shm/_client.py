@@ -2,9 +2,14 @@
 
 One ``ShmClient`` is thread-safe: each concurrent call takes its own channel from a small pool
 (claimed from the server on demand, up to ``channels`` calls at once). Outputs are read-only numpy
-views on the channel's response area, valid until the calling thread's next call on this client
-(the thread keeps that channel until then, or until it ends, so no other thread's request can
-overwrite them); ``ainfer`` always returns copies; pass ``copy_outputs=True`` to get copies.
+views on the channel's response area, valid until the calling thread's next call on this client:
+the thread keeps that channel until then, or until it ends, so no other thread's request can
+overwrite them. Kept channels do not count against ``channels`` (a thread that is not calling is
+never waited for), so each thread that got views holds one of the server's channels: with more
+such threads than the server has channels, a call that needs one more fails ``Overloaded``
+saying so. Calls whose outputs are copies keep nothing: ``copy_outputs=True`` (for the client, or
+per call), ``infer_copy`` (what ``InferenceClient`` uses when it returns copies) and ``ainfer``
+copy straight from the response area and give the channel back to the pool.
 ``loan()`` hands out writable views on the request area so inputs are written straight into
 shared memory. A client dropped without ``close()`` gives its channels back when it is collected
 (with a ``ResourceWarning``, as an unclosed file does).
@@ -139,11 +144,22 @@ class ShmClient(TransportClient):
             ch.used = 0
             ch.attach(_pages(end), max(ch.resp_cap, _pages(end)))
 
-    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+    def infer(
+        self, request: InferenceRequest, *, timeout: float | None = None, copy_outputs: bool | None = None
+    ) -> InferenceResponse:
+        """Send ``request``, return its response. ``copy_outputs`` (None: the client's option):
+        False returns views on the response area, and this thread keeps the channel until its
+        next call on the client; True returns copies and gives the channel back at once."""
+        if copy_outputs is None:
+            copy = self.copy_outputs
+        elif type(copy_outputs) is bool:
+            copy = copy_outputs
+        else:
+            raise TypeError(f"copy_outputs must be True, False or None, not {copy_outputs!r}")
         for a in request.inputs.values():  # torch CUDA tensors go by IPC handle, or by host (spec 15)
             if type(a) is not np.ndarray:
                 if self._cuda.claims(request.inputs):
-                    return self._cuda.infer(self, request, timeout)
+                    return self._cuda.infer(self, request, timeout, copy)
                 break
         deadline = self._deadline(request.deadline_ns, timeout)
         rid = request.id or next(self._ids)
@@ -170,26 +186,37 @@ class ShmClient(TransportClient):
             else:
                 arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in inputs.values()]
                 resp = self._infer_full(ch, request, arrays, params, key, rid, deadline)
-            views = not self.copy_outputs
+            if copy and not self.copy_outputs:  # (with copy_outputs the response is copies already)
+                resp.outputs = {k: v.copy() for k, v in resp.outputs.items()}
+            views = not copy
             return resp
         finally:
-            self._give(ch, hold=views)
+            self._give(ch, hold=views)  # views: this thread keeps the channel; copies: the pool
+
+    def infer_copy(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        """``infer`` returning copies the caller owns, copied straight from the response area; the
+        channel goes back to the pool at once (the calling thread keeps none). ``InferenceClient``
+        calls this when it returns copies (``copy=True``, and every ``ainfer``)."""
+        return self.infer(request, timeout=timeout, copy_outputs=True)
 
     async def ainfer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
-        """``infer`` off the event loop. Outputs are always copies here: the worker thread's next
-        call may serve another coroutine, and would overwrite views. The timeout runs from this
-        call, not from when a worker thread of the loop's executor comes free."""
+        """``infer`` off the event loop, its outputs copies (``infer_copy``): the worker thread's
+        next call may serve another coroutine, and would overwrite views (and a thread keeping a
+        channel for each of the executor's threads would take the server's). The timeout runs
+        from this call: one that waited for a worker thread past it raises ``DeadlineExceeded``
+        without being sent; 0 and bad values go to ``infer`` as they are (its ``ValueError``)."""
         limit = self.timeout if timeout is None else timeout
         start = time.monotonic()
 
         def call() -> InferenceResponse:
             left = limit
-            if type(limit) in (int, float):  # else infer names the bad value
-                left = max(0.0, limit - (time.monotonic() - start))  # type: ignore[operator]
-            resp = self.infer(request, timeout=left)
-            if not self.copy_outputs:
-                resp.outputs = {k: _own_copy(v) for k, v in resp.outputs.items()}
-            return resp
+            if (type(limit) is float or type(limit) is int) and 0 < limit <= 1e9:
+                left = limit - (time.monotonic() - start)
+                if left <= 0:
+                    raise DeadlineExceeded(
+                        f"no thread free to send the request within {limit}s", model=request.model
+                    )
+            return self.infer(request, timeout=left, copy_outputs=True)
 
         return await asyncio.to_thread(call)
 
@@ -453,16 +480,3 @@ def request_id(value: Any, model: str) -> int:
             f"request id must be an integer 1..2**64-1 (0: the client numbers it), not {value!r}", model=model
         )
     return rid
-
-
-def _own_copy(value: Any) -> Any:
-    """A copy the caller owns: a numpy view's ``copy()``; a device tensor (CUDA IPC) cloned, and
-    complete before the channel's next call lets the server rewrite what it was cloned from."""
-    if type(value) is np.ndarray:
-        return value.copy()
-    copied = value.clone()
-    if getattr(copied, "is_cuda", False):
-        import torch
-
-        torch.cuda.current_stream(copied.device).synchronize()
-    return copied

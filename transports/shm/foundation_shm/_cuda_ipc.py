@@ -362,15 +362,19 @@ class ClientCuda:
                 return True
         return False
 
-    def infer(self, client: ShmClient, request: InferenceRequest, timeout: float | None) -> InferenceResponse:
+    def infer(
+        self, client: ShmClient, request: InferenceRequest, timeout: float | None, copy: bool
+    ) -> InferenceResponse:
+        """``client.infer`` of a request holding device tensors; ``copy``: outputs the caller owns
+        (clones, complete on return), and the channel goes back to the pool at once."""
         device = next(a.device for a in request.inputs.values() if is_device_tensor(a))
         if self.mode is False:
-            return self.by_host(client, request, timeout, device)
+            return self.by_host(client, request, timeout, device, copy)
         with client._cond:
             conn = client._connection()
         if not conn.ctl.u32[L.RegionField.FEATURES // 4] & L.Feature.CUDA_IPC or self.refused is conn:
             if self.fallback == "host":
-                return self.by_host(client, request, timeout, device)
+                return self.by_host(client, request, timeout, device, copy)
             why = "refused it" if self.refused is conn else "does not advertise FDN_FEATURE_CUDA_IPC"
             raise CudaUnavailable(
                 f"CUDA IPC requested but shm server {client.name!r} {why}; "
@@ -378,19 +382,19 @@ class ClientCuda:
                 model=request.model,
             )
         try:
-            return self.by_handle(client, request, timeout, device)
+            return self.by_handle(client, request, timeout, device, copy)
         except CudaUnavailable:
             if self.fallback != "host":
                 raise
             self.refused = conn
-            return self.by_host(client, request, timeout, device)
+            return self.by_host(client, request, timeout, device, copy)
         except CudaError as exc:  # no IPC handle for this memory (15.1)
             if self.fallback != "host":
                 raise CudaUnavailable(f"CUDA IPC requested but {exc}", model=request.model) from None
-            return self.by_host(client, request, timeout, device)
+            return self.by_host(client, request, timeout, device, copy)
 
     def by_host(
-        self, client: ShmClient, request: InferenceRequest, timeout: float | None, device: Any
+        self, client: ShmClient, request: InferenceRequest, timeout: float | None, device: Any, copy: bool
     ) -> InferenceResponse:
         """The fallback: device tensors to host, the host shm path, outputs back to ``device``."""
         inputs = {n: _host_array(a) if is_device_tensor(a) else a for n, a in request.inputs.items()}
@@ -403,12 +407,12 @@ class ClientCuda:
             parameters=request.parameters,
             outputs=request.outputs,
         )
-        resp = client.infer(host, timeout=timeout)
+        resp = client.infer(host, timeout=timeout, copy_outputs=copy)
         resp.outputs = {n: _to_device(np.asarray(a), device) for n, a in resp.outputs.items()}
         return resp
 
     def by_handle(
-        self, client: ShmClient, request: InferenceRequest, timeout: float | None, device: Any
+        self, client: ShmClient, request: InferenceRequest, timeout: float | None, device: Any, copy: bool
     ) -> InferenceResponse:
         """The IPC path: device inputs by handle, device outputs opened from the server's handles."""
         deadline = client._deadline(request.deadline_ns, timeout)
@@ -472,15 +476,15 @@ class ClientCuda:
                 ch.cuda_ok = False
             ch.cuda_keep = None  # answered: the server is done with the inputs
             ch.cuda_devices = set()
-            resp.outputs = self._outputs(ch.conn, resp.outputs, device, client.copy_outputs)
-            if not client.copy_outputs:
+            resp.outputs = self._outputs(ch.conn, resp.outputs, device, copy)
+            if not copy:
                 ch.cuda_devices = {t.device.index or 0 for t in resp.outputs.values() if is_device_tensor(t)}
             answered = True
             return resp
         finally:
             if not answered:  # a timeout or an interrupt: the server may still read the inputs (15.4
                 ch.cuda_keep = keep  # rule 1), so their copies live on until the channel's next call
-            client._give(ch, hold=answered and not client.copy_outputs)  # outputs valid until next call
+            client._give(ch, hold=answered and not copy)  # views: valid until the thread's next call
             del keep
 
     def _outputs(self, conn: object, outputs: Mapping[str, Any], device: Any, copy: bool) -> dict[str, Any]:
@@ -501,7 +505,8 @@ class ClientCuda:
                         ) from None
                     if copy:  # complete before the next request lets the server reuse the memory
                         t = t.clone()
-                        torch.cuda.current_stream(t.device).synchronize()
+                        if t.is_cuda:  # (the tests' fake devices are host memory)
+                            torch.cuda.current_stream(t.device).synchronize()
                     out[name] = t
                 else:
                     out[name] = _to_device(np.asarray(a), device)

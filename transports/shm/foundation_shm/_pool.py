@@ -93,6 +93,16 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+def _kept(held: int) -> str:
+    """Why a client that keeps channels for output views found the server's channels all taken."""
+    return (
+        f"this client keeps {held} of them for threads holding output views (a thread that got "
+        "views keeps its channel until its next call on the client, or its end); copy the "
+        "outputs instead: connect(copy_outputs=True), infer(..., copy_outputs=True) or "
+        "InferenceClient(copy=True)"
+    )
+
+
 class _Held:
     """The channel a thread keeps after a call that returned views on it (one per thread and client).
 
@@ -108,7 +118,12 @@ class _Held:
 
 class ChannelPool:
     """The connection to one server and the channels claimed on it (up to ``max_channels`` in use
-    at once; a channel kept for a thread's unread outputs does not count)."""
+    at once; a channel kept for a thread's unread outputs does not count).
+
+    Kept channels are bounded only by the server's channel count: one cannot be taken back while
+    its thread may still read its views, and a call must not wait for a thread that is not
+    calling (it may never call again). A call that finds the server's channels all taken while
+    this client keeps some fails ``Overloaded`` saying so (``_kept``)."""
 
     def __init__(self, name: str, max_channels: int, connect_timeout: float, capacity: int | None) -> None:
         self.name = name
@@ -123,7 +138,10 @@ class ChannelPool:
         self._free: list[_Channel] = []
         self._waiters = 0
         self._local = threading.local()
-        self._holders: list[_Held] = []
+        # each holding thread's box, not its _Held: the thread-local must stay the only strong
+        # reference to that, or the finalizer that gives the channel back when the thread ends
+        # never runs (every thread that ever got views kept its channel until close)
+        self._holders: list[list[_Channel | None]] = []
         self._busy: set[_Channel] = set()  # taken by a call: never unmapped under it
         self._retiring: dict[_Connection, set[_Channel]] = {}  # dropped while calls were on them
         _POOLS.add(self)
@@ -169,14 +187,15 @@ class ChannelPool:
             if ch.sem is not None:
                 ch.sem.release()  # wake a blocked wait at once
 
-    def _claim_locked(self, deadline_ns: int = 0) -> _Channel:
+    def _claim_locked(self, deadline_ns: int = 0, held: int = 0) -> _Channel:
+        """Claim a channel of the server (``held``: how many this client keeps for views)."""
         conn = self.connection()
         wait = self.connect_timeout
         if deadline_ns:  # a call's deadline bounds this wait too
             wait = min(wait, max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9))
         try:
             with _region_mutex(conn, wait):
-                ch = self._claim_free(conn)
+                ch = self._claim_free(conn, held)
         except posix_ipc.BusyError:
             if wait < self.connect_timeout:
                 raise DeadlineExceeded(
@@ -195,14 +214,15 @@ class ChannelPool:
         self._all.append(ch)
         return ch
 
-    def _claim_free(self, conn: _Connection) -> _Channel:
+    def _claim_free(self, conn: _Connection, held: int) -> _Channel:
         """Claim the first free channel (spec 10.1), the region mutex held."""
         u32, u64 = conn.ctl.u32, conn.ctl.u64
         for index in range(conn.channel_count):
             if not u32[(L.CHANNELS_OFFSET + index * L.CHANNEL_SIZE + _C.OWNER_PID) // 4]:
                 break
         else:
-            raise Overloaded(f"shm server {self.name!r}: all {conn.channel_count} channels are in use")
+            full = f"shm server {self.name!r}: all {conn.channel_count} channels are in use"
+            raise Overloaded(f"{full}: {_kept(held)}" if held else full)
         ch = _Channel(conn, index)
         try:
             capacity = _pages(self._capacity or conn.capacity)
@@ -286,9 +306,9 @@ class ChannelPool:
                         return ch
                 # Channels kept for other threads' unread outputs do not count: a pool of more
                 # threads than `channels` must not wait for threads that are not calling.
-                held = sum(1 for h in self._holders if h.box[0] is not None)
+                held = sum(1 for box in self._holders if box[0] is not None)
                 if len(self._all) - held < self.max_channels:
-                    return self._claim_locked(deadline_ns)
+                    return self._claim_locked(deadline_ns, held)
                 limit = deadline_ns
                 pending = self._pending_free()
                 if pending is not None:
@@ -329,7 +349,7 @@ class ChannelPool:
                 held = self._local.held = _Held()
                 weakref.finalize(held, self._unhold, weakref.ref(self), held.box)
                 with self._cond:
-                    self._holders.append(held)
+                    self._holders.append(held.box)
             previous, held.box[0] = held.box[0], ch
             if previous is not None and previous is not ch:  # two loans at once on one thread
                 self.give(previous)
@@ -364,7 +384,7 @@ class ChannelPool:
         if pool is None or pool._pid != os.getpid():  # a forked child's copy: the parent's channel
             return
         with pool._cond:
-            pool._holders = [h for h in pool._holders if h.box is not box]
+            pool._holders = [b for b in pool._holders if b is not box]
         if ch is not None:
             pool.give(ch)
 

@@ -391,8 +391,19 @@ def test_without_fallback_a_server_lacking_the_feature_is_a_clear_error(
         _still_serves(client)
 
 
+async def _ainfer_and_kept(client: Any, request: InferenceRequest) -> tuple[Any, int]:
+    """``client.ainfer(request)``, and how many channels the client then keeps for threads' views
+    (counted while the loop's executor threads live: a thread's end gives its channel back)."""
+    answer = await client.ainfer(request)
+    return answer, sum(1 for box in client._pool._holders if box[0] is not None)
+
+
 def test_cuda_ipc_false_always_goes_by_host(echo_server: Any, name: str, cpu_as_device: None) -> None:
     with ShmTransport().connect(name, cuda_ipc=False) as client:
+        # ainfer's copies by host: its thread (alive until asyncio.run ends) keeps no channel
+        out, kept = asyncio.run(_ainfer_and_kept(client, InferenceRequest("echo", {"x": torch.ones(3) * 2})))
+        assert out.outputs["x"].tolist() == [2.0, 2.0, 2.0]
+        assert kept == 0
         out = client.infer(InferenceRequest("echo", {"x": torch.ones(3)})).outputs["x"]
         assert out.tolist() == [1.0, 1.0, 1.0]
 
@@ -825,10 +836,11 @@ def test_ainfer_takes_device_outputs_as_views_and_returns_clones(
     FakeDeviceMemory().install(monkeypatch)
     with _fake_ipc_server(name, _Handler(lambda x: x + 1)) as server:
         with ShmTransport().connect(name, channels=1, copy_outputs=False) as client:
-            y = asyncio.run(client.ainfer(InferenceRequest("m", {"x": torch.ones(3)})))
+            y, kept = asyncio.run(_ainfer_and_kept(client, InferenceRequest("m", {"x": torch.ones(3)})))
             out = y.outputs["y"]
             assert out.tolist() == [2.0] * 3
             assert out.data_ptr() != server._cuda._buffers[0, 0].ptr  # its own, not the channel's
+            assert kept == 0  # copies: the executor's thread keeps no channel (it kept one)
 
 
 def test_a_host_request_answered_with_cuda_outputs_is_an_error(echo_server: Any, name: str) -> None:

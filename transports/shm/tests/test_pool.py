@@ -261,3 +261,179 @@ def test_close_does_not_free_a_channel_a_call_has_taken_but_not_yet_published_on
         pool.give(ch)
     finally:
         server.stop()
+
+
+# --- channels kept for views: only by threads that asked for views ----------------------------
+
+
+def _kept(client: Any) -> int:
+    """How many channels the client keeps for threads' output views."""
+    return sum(1 for box in client._pool._holders if box[0] is not None)
+
+
+def test_a_thread_that_ends_gives_back_the_channel_it_kept_for_its_views(
+    echo_process: Any, name: str
+) -> None:
+    """The documented rule: a thread keeps its channel until its next call, or until it ends. The
+    pool's list of holders referred to each thread's holder object, so the finalizer that gives
+    the channel back when the thread-local goes never ran: every thread that ever got views kept
+    a channel of the server until ``close()`` (a thread per request took them all)."""
+    echo_process("--channels", "4")
+    with ShmTransport().connect(name, channels=1) as client:
+        for i in range(6):  # more threads, one after the other, than the server has channels
+            got: list[Any] = []
+
+            def call(i: int = i, got: list[Any] = got) -> None:
+                try:
+                    got.append(
+                        client.infer(InferenceRequest("echo", {"x": np.full(3, i)})).outputs["x"].copy()
+                    )
+                except BaseException as exc:
+                    got.append(exc)
+
+            thread = threading.Thread(target=call)
+            thread.start()
+            thread.join()
+            assert type(got[0]) is np.ndarray, got
+            np.testing.assert_array_equal(got[0], i)
+            assert _kept(client) == 0
+            assert len(client._all) == 1  # the one channel, passed from thread to thread
+
+
+def test_many_concurrent_ainfer_calls_keep_no_channels_and_leave_the_server_to_others(
+    echo_process: Any, name: str
+) -> None:
+    """``ainfer`` copies its outputs, yet ran ``infer`` returning views in each executor thread,
+    which then kept its channel (kept channels do not count against ``channels``): 40 calls from
+    one client took all 8 channels of the server (a real process), some of its own calls failed
+    ``Overloaded`` and no other client could connect. Now each call gives its channel back."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    echo_process("--channels", "8")
+
+    async def calls(client: Any, n: int) -> tuple[list[Any], int]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32))
+        requests = [InferenceRequest("echo", {"x": np.full(16, i, np.int64)}) for i in range(n)]
+        answers = await asyncio.gather(
+            *(client.ainfer(r, timeout=30) for r in requests), return_exceptions=True
+        )
+        return answers, _kept(client)  # while the executor's threads live (their end gives back)
+
+    with ShmTransport().connect(name, channels=2) as client:
+        answers, kept = asyncio.run(calls(client, 40))
+        assert kept == 0
+        for i, answer in enumerate(answers):
+            assert isinstance(answer, InferenceResponse), repr(answer)
+            assert answer.outputs["x"].flags.owndata
+            np.testing.assert_array_equal(answer.outputs["x"], np.full(16, i, np.int64))
+        assert _kept(client) == 0
+        assert len(client._all) <= 2  # its `channels`
+        with ShmTransport().connect(name, channels=1) as other:  # the server has channels left
+            np.testing.assert_array_equal(
+                other.infer(InferenceRequest("echo", {"x": np.ones(3)})).outputs["x"], 1
+            )
+
+
+def test_threads_asking_for_copies_keep_no_channel_and_a_thread_asking_for_views_keeps_its_own(
+    echo_process: Any, name: str
+) -> None:
+    """``copy_outputs=True`` per call (and ``infer_copy``): the outputs are the caller's own and the
+    channel goes back to the pool, so 12 live threads calling once each hold none of the server's
+    4 channels. A thread that asks for views keeps its channel: its views stay its own while the
+    other threads call, until its next call."""
+    echo_process("--channels", "4")
+    with ShmTransport().connect(name, channels=2) as client:
+        viewed = client.infer(InferenceRequest("echo", {"x": np.full(4, -1.0)}))  # views: kept
+        assert not viewed.outputs["x"].flags.writeable
+        called, checked = threading.Barrier(13), threading.Event()
+        errors: list[BaseException] = []
+
+        def call(i: int) -> None:
+            try:
+                request = InferenceRequest("echo", {"x": np.full(4, float(i))})
+                if i % 2:
+                    y = client.infer(request, timeout=30, copy_outputs=True).outputs["x"]
+                else:
+                    y = client.infer_copy(request, timeout=30).outputs["x"]
+                assert y.flags.owndata and y.flags.writeable
+                np.testing.assert_array_equal(y, float(i))
+            except BaseException as exc:
+                errors.append(exc)
+            called.wait(30)
+            checked.wait(30)  # alive until checked: a thread's end gives a kept channel back
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        called.wait(30)
+        try:
+            assert not errors, errors
+            assert _kept(client) == 1  # this thread's, for `viewed`
+            assert len(client._all) <= 3  # `channels`, and the one kept
+            np.testing.assert_array_equal(viewed.outputs["x"], -1.0)  # still this thread's own
+            with ShmTransport().connect(name, channels=1) as other:
+                np.testing.assert_array_equal(
+                    other.infer(InferenceRequest("echo", {"x": np.ones(2)})).outputs["x"], 1
+                )
+        finally:
+            checked.set()
+            for t in threads:
+                t.join()
+        with pytest.raises(TypeError, match="copy_outputs must be True, False or None, not 1"):
+            client.infer(InferenceRequest("echo", {"x": np.ones(2)}), copy_outputs=1)  # type: ignore[arg-type]
+
+
+def test_threads_keeping_channels_for_views_past_the_servers_count_get_an_overloaded_saying_so(
+    echo_process: Any, name: str
+) -> None:
+    """Each thread that got views keeps its channel until its next call (the documented rule); a
+    kept channel cannot be taken back, nor waited for (its thread may never call again). With more
+    such threads than the server's channels, the call that needs one more fails ``Overloaded``
+    naming the cause (a bare 'all 4 channels are in use' hid that the client itself took them) and
+    what to do; the other threads' views stay their own."""
+    from foundation_ml.errors import Overloaded
+
+    echo_process("--channels", "4")
+    with ShmTransport().connect(name, channels=1) as client:
+        done = threading.Event()
+        answered: list[threading.Event] = []
+        outputs: dict[int, np.ndarray] = {}
+        errors: list[BaseException] = []
+
+        def call(i: int) -> None:
+            try:
+                outputs[i] = client.infer(
+                    InferenceRequest("echo", {"x": np.full(4, float(i))}), timeout=30
+                ).outputs["x"]
+            except BaseException as exc:
+                errors.append(exc)
+            answered[i].set()
+            done.wait(30)  # alive, keeping its channel for its views
+
+        threads = []
+        for i in range(5):  # one after the other: the fifth finds the server's 4 channels kept
+            answered.append(threading.Event())
+            threads.append(threading.Thread(target=call, args=(i,)))
+            threads[-1].start()
+            assert answered[i].wait(30)
+        try:
+            assert sorted(outputs) == [0, 1, 2, 3]
+            assert len(errors) == 1 and type(errors[0]) is Overloaded, errors
+            message = str(errors[0])
+            assert (
+                "all 4 channels are in use: this client keeps 4 of them for threads holding output views"
+                in message
+            )
+            assert "copy_outputs=True" in message and "InferenceClient(copy=True)" in message
+            for i, y in outputs.items():
+                np.testing.assert_array_equal(y, float(i))
+            assert _kept(client) == 4
+        finally:
+            done.set()
+            for t in threads:
+                t.join()
+        # the threads ended: their channels went back, and a call gets one
+        np.testing.assert_array_equal(
+            client.infer(InferenceRequest("echo", {"x": np.ones(2)})).outputs["x"], 1
+        )

@@ -15,6 +15,8 @@ import pytest
 from foundation_shm import ShmTransport
 from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from foundation_core import Hub
 from foundation_ml import DataType, InferenceRequest, InferenceResponse
@@ -212,6 +214,39 @@ def test_async_timeout_runs_from_the_call_not_from_when_a_worker_thread_comes_fr
                 await busy
 
     assert isinstance(asyncio.run(main()), DeadlineExceeded)
+
+
+_BAD_TIMEOUTS = st.one_of(
+    st.floats(max_value=-1e-300),  # any negative (-1e-9 included)
+    st.floats(min_value=1e9, exclude_min=True),  # past 1e9 s, inf included
+    st.just(float("nan")),
+    st.booleans(),
+    st.text(max_size=3),
+    st.just(-1),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(timeout=_BAD_TIMEOUTS)
+@example(timeout=float("nan"))
+@example(timeout=-1)
+@example(timeout=-1e-9)
+def test_async_bad_timeouts_are_the_value_error_infer_raises(
+    echo_server: object, name: str, timeout: Any
+) -> None:
+    """``ainfer`` took ``max(0.0, timeout - waited)`` of any number: NaN, -1 and -1e-9 became 0
+    and failed ``DeadlineExceeded`` where ``infer`` raises ``ValueError`` naming the timeout.
+    Anything outside [0, 1e9] s (and a bool, a str) now reaches ``infer`` as it is."""
+    import asyncio
+
+    request = InferenceRequest("echo", {"x": np.ones(4)})
+    with ShmTransport().connect(name) as client:
+        with pytest.raises(ValueError) as sync:
+            client.infer(request, timeout=timeout)
+        with pytest.raises(ValueError) as async_:
+            asyncio.run(client.ainfer(request, timeout=timeout))
+        assert str(async_.value) == str(sync.value)
+        assert repr(timeout) in str(async_.value)
 
 
 def test_n_client_processes_times_m_requests_all_verified(echo_server: object, name: str) -> None:
