@@ -73,7 +73,12 @@ class TransportServer(abc.ABC):
 
 
 class TransportClient(abc.ABC):
-    """A connection to one server. Thread-safe unless the transport documents otherwise."""
+    """A connection to one server. Thread-safe unless the transport documents otherwise.
+
+    Optional: ``infer_copy(request, *, timeout=None)``, as ``infer`` but returning outputs the
+    caller owns (not views on transport memory). ``InferenceClient`` looks for it once, when it
+    connects, and uses it for ``copy=True`` and ``ainfer`` so that nothing is copied twice and the
+    transport need keep nothing alive for the caller's views (shm gives the channel back)."""
 
     @abc.abstractmethod
     def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
