@@ -16,9 +16,11 @@ _R = L.RegionField
 
 def read_region(name: str) -> dict[str, Any]:
     """The header of server ``name``'s control segment; empty if there is none, it is too small,
-    or its magic is not ours. A state outside the protocol's is reported as ``"unknown(N)"``."""
+    or its magic is not ours. A state outside the protocol's is reported as ``"unknown(N)"``.
+    A segment shrunk while it is read (a process of the server's user truncating it) reads as
+    none, not a SIGBUS (the mapping is guarded on the C hot path, as clients guard theirs)."""
     try:
-        ctl = Segment.open(L.control_name(name))
+        ctl = Segment.open(L.control_name(name), guard=True)
     except Exception:
         return {}
     try:
@@ -36,6 +38,8 @@ def read_region(name: str) -> dict[str, Any]:
         except ValueError:
             state = f"unknown({raw_state})"
         age = (time.monotonic_ns() - u64[_R.HEARTBEAT_NS // 8]) / 1e9
+        if ctl.faulted():  # shrunk under us: what was read is zero pages, not its header
+            return {}
         return {
             "pid": u32[_R.SERVER_PID // 4],
             "started": u64[_R.SERVER_START // 8],

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 
 import pytest
+from foundation_shm import _accel
 from foundation_shm._objects import objects_of
 
 from foundation_core._cli import main
@@ -66,3 +70,29 @@ def test_clean_counts_the_objects_it_found_not_the_lock_it_made(
     assert main(["shm", "clean", name]) == 0
     assert capsys.readouterr().out == f"{name}: removed 2 objects\n"
     assert objects_of(name) == []
+
+
+_LS_OF_A_SHRINKING_REGION = """
+import os, sys
+from foundation_shm import _region
+opened = _region.Segment.open
+def open_then_shrink(*args, **kwargs):
+    segment = opened(*args, **kwargs)
+    os.truncate("/dev/shm/fdn-" + sys.argv[1], 0)  # between ls's mapping and its reads
+    return segment
+_region.Segment.open = open_then_shrink
+print("region:", _region.read_region(sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif(_accel.hot is None, reason="the SIGBUS guard is the C hot path's")
+def test_ls_of_a_region_shrunk_while_read_is_no_region_not_a_sigbus(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """``shm ls`` (``read_region``) read a control segment truncated under it past the file's
+    end: SIGBUS, the end of the ``foundation`` process. Its mapping is now guarded."""
+    echo_process()
+    argv = [sys.executable, "-c", _LS_OF_A_SHRINKING_REGION, name]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == "region: {}"
