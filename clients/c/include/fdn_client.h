@@ -309,7 +309,10 @@ uint64_t fdn_response_payload_size(uint32_t outputs, uint32_t text_size, uint32_
  * or the tensors together pass 2^64 bytes. */
 uint64_t fdn_layout(struct fdn_tensor *tensors, uint32_t count, uint64_t payload_size);
 /* Write header, body, descriptors, names, params and CRC; tensor data must already be in place
- * at the offsets fdn_layout gave. Returns FDN_OK or FDN_INVALID_INPUT/FDN_TOO_LARGE (err set). */
+ * at the offsets fdn_layout gave. Returns FDN_OK or FDN_INVALID_INPUT/FDN_TOO_LARGE (err set);
+ * a descriptor a decoder would refuse (unknown dtype or location, a data_size its shape does not
+ * make, a HOST shape beyond 2^63 - 1 bytes over its nonzero dimensions) is INVALID_INPUT naming
+ * the tensor, before anything is written. fdn_encode_response likewise. */
 enum fdn_status fdn_encode_request(uint8_t *area, uint64_t area_size,
                                    const struct fdn_request_fields *f, struct fdn_error *err);
 enum fdn_status fdn_encode_response(uint8_t *area, uint64_t area_size,

@@ -86,6 +86,28 @@ uint64_t fdn_layout(struct fdn_tensor *tensors, uint32_t count, uint64_t payload
 }
 
 /* --- encoding -------------------------------------------------------------------------------- */
+/* A known location and dtype, a shape array libraries can hold (HOST), and a data_size equal to
+ * the shape's bytes (CUDA_IPC: and not 0), as decode_tensor and decode_cuda_tensor check. */
+static enum fdn_status check_desc(const struct fdn_tensor *t, uint64_t rid, struct fdn_error *err) {
+    if (t->location != FDN_HOST && t->location != FDN_CUDA_IPC)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': unknown location %u (HOST 0, CUDA_IPC 1)",
+                        t->name, t->location);
+    size_t itemsize = fdn_dtype_itemsize(t->dtype);
+    if (!itemsize)
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': unknown dtype code %u (known: 1..14)",
+                        t->name, t->dtype);
+    if (t->location == FDN_HOST && !host_shape_ok(t->shape, t->ndim, itemsize))
+        return fdn_fail(err, FDN_INVALID_INPUT, rid,
+                        "tensor '%s': shape beyond 2^63 - 1 bytes over its nonzero dimensions", t->name);
+    uint64_t want;
+    if (!tensor_bytes_ok(t->shape, t->ndim, itemsize, &want) || want != t->data_size ||
+        (t->location == FDN_CUDA_IPC && want == 0))
+        return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s': data_size %llu is not its shape x %zu bytes%s",
+                        t->name, (unsigned long long)t->data_size, itemsize,
+                        t->location == FDN_CUDA_IPC ? " (> 0 for CUDA_IPC)" : "");
+    return FDN_OK;
+}
+
 static enum fdn_status write_descs(uint8_t *at, const struct fdn_tensor *t, uint32_t count,
                                    uint64_t area_size, uint64_t rid, struct fdn_error *err) {
     for (uint32_t i = 0; i < count; i++, at += FDN_DESC_SIZE) {
@@ -96,6 +118,10 @@ static enum fdn_status write_descs(uint8_t *at, const struct fdn_tensor *t, uint
         if (t[i].ndim > FDN_MAX_NDIM)
             return fdn_fail(err, FDN_INVALID_INPUT, rid, "tensor '%s' has %u dimensions (at most 8)",
                             t[i].name, t[i].ndim);
+        /* a descriptor filled in by hand is held to what every decoder checks (section 8 step 7,
+         * 15.3), so that nothing is sent for the peer to refuse */
+        enum fdn_status bad = check_desc(&t[i], rid, err);
+        if (bad) return bad;
         if (t[i].location == FDN_CUDA_IPC) {
             d.device = t[i].device;
             memcpy(d.ipc_handle, t[i].ipc_handle, sizeof d.ipc_handle);

@@ -146,6 +146,47 @@ static void test_null_arguments_are_refused(void) {
     CHECK(fdn_dtype_from_name(NULL) == 0);
 }
 
+/* fdn_encode_request/response wrote any hand-filled descriptor: an unknown dtype or location, a
+ * data_size its shape does not make, for the server to refuse (every library path lays tensors
+ * out with fdn_layout first; the public encoders are for users who do not). */
+static void test_encoders_refuse_a_descriptor_every_decoder_refuses(void) {
+    static uint8_t area[4096];
+    static struct fdn_request_fields f;
+    struct fdn_error err = {0};
+    memset(&f, 0, sizeof f);
+    strcpy(f.model, "m");
+    f.input_count = 1;
+    struct fdn_tensor *t = &f.inputs[0];
+    *t = (struct fdn_tensor){.name = "x", .dtype = FDN_FP32, .ndim = 1, .shape = {4}};
+    CHECK(fdn_layout(f.inputs, 1, fdn_request_payload_size(1, 0, 0)) > 0);
+    CHECK(fdn_encode_request(area, sizeof area, &f, &err) == FDN_OK); /* as laid out: fine */
+    t->data_size = 12;
+    CHECK(fdn_encode_request(area, sizeof area, &f, &err) == FDN_INVALID_INPUT &&
+          strstr(err.message, "tensor 'x': data_size 12 is not its shape x 4 bytes"));
+    t->data_size = 16;
+    t->dtype = 99;
+    CHECK(fdn_encode_request(area, sizeof area, &f, &err) == FDN_INVALID_INPUT &&
+          strstr(err.message, "unknown dtype code 99"));
+    t->dtype = FDN_FP32;
+    t->location = 7;
+    CHECK(fdn_encode_request(area, sizeof area, &f, &err) == FDN_INVALID_INPUT &&
+          strstr(err.message, "unknown location 7"));
+    t->location = FDN_HOST;
+    *t = (struct fdn_tensor){.name = "e", .dtype = FDN_UINT8, .ndim = 2, .shape = {0, 1ull << 63}};
+    t->data_offset = 448;
+    CHECK(fdn_encode_request(area, sizeof area, &f, &err) == FDN_INVALID_INPUT &&
+          strstr(err.message, "beyond 2^63 - 1 bytes"));
+    static struct fdn_response_fields r;
+    memset(&r, 0, sizeof r);
+    r.output_count = 1;
+    r.outputs[0] = (struct fdn_tensor){.name = "y", .dtype = FDN_FP32, .ndim = 1, .shape = {2},
+                                       .location = FDN_CUDA_IPC, .ipc_handle = {1}};
+    CHECK(fdn_encode_response(area, sizeof area, &r, &err) == FDN_INVALID_INPUT &&
+          strstr(err.message, "(> 0 for CUDA_IPC)")); /* data_size 0: not the shape's 8 */
+    r.outputs[0].data_size = 8;
+    CHECK(fdn_encode_response(area, sizeof area, &r, &err) == FDN_OK);
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : "../../docs/protocol/vectors";
     test_crc32_matches_zlib();
@@ -158,6 +199,7 @@ int main(int argc, char **argv) {
     test_the_longest_data_name_fits_and_one_more_byte_is_refused();
     test_connect_refuses_a_server_name_one_past_the_limit();
     test_null_arguments_are_refused();
+    test_encoders_refuse_a_descriptor_every_decoder_refuses();
     char cuda_dir[4096];
     snprintf(cuda_dir, sizeof cuda_dir, "%s/cuda_ipc", dir); /* section 15's vectors */
     int passed = 0, cuda_passed = 0, failed = fdn_vectors_check(dir, &passed, report, NULL);
