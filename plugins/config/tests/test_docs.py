@@ -1,5 +1,6 @@
-"""The examples in docs/configuration.md and the ``foundation config`` part of docs/cli.md run as
-written: named files are written, ``$ foundation ...`` commands give the lines shown, Python runs."""
+"""The examples in docs/configuration.md, the ``foundation config`` part of docs/cli.md and the
+plugin's README run as written: named files are written, ``$ foundation ...`` commands give the
+lines shown, Python runs."""
 
 from __future__ import annotations
 
@@ -106,3 +107,13 @@ def test_a_wrong_expected_line_or_status_fails_the_check(monkeypatch, capsys):
         _run_document(wrong_line, "fake.md", monkeypatch, capsys)
     with pytest.raises(AssertionError):
         _run_document(wrong_status, "fake.md", monkeypatch, capsys)
+
+
+def test_readme_example(monkeypatch, capsys):
+    """plugins/config/README.md's `$ foundation config show` prints the lines it shows ("..." is
+    the rest of the listing)."""
+    readme = DOCS.parent / "plugins" / "config" / "README.md"
+    (block,) = [b for b in re.findall(r"```\n(.*?)```", readme.read_text(), re.S) if b.startswith("$ ")]
+    ((command, expected),) = _commands(block)
+    assert expected[-1] == "..."
+    _check_command(command, expected[:-1], monkeypatch, capsys)
