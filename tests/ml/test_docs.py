@@ -1,11 +1,15 @@
-"""The Python examples in docs/serving.md run, in order, and their assertions hold."""
+"""The Python examples in docs/serving.md and docs/transports.md run, in order, and their assertions
+hold; serving.md's table of errors is the errors module's."""
 
 from __future__ import annotations
 
+import builtins
 import re
 from pathlib import Path
 
 import pytest
+
+from foundation_ml import errors
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 
@@ -33,3 +37,30 @@ def test_transport_guide_example_runs() -> None:
     namespace: dict[str, object] = {"__name__": "docs_transports"}
     exec(compile(blocks[0], str(doc), "exec"), namespace)
     assert namespace["SERVERS"] == {}
+
+
+def test_serving_guides_error_table_is_the_errors_module() -> None:
+    """docs/serving.md's "Errors a client sees": every InferenceError subclass, with its wire code
+    and the builtin exception it also is."""
+    section = DOC.read_text().split("## Errors a client sees")[1].split("\n## ")[0]
+    listed: dict[str, int] = {}
+    for cell, codes in re.findall(r"^\| (`.*?) \| ([\d, -]+) \|", section, flags=re.M):
+        numbers = [n for part in codes.split(",") for n in _expand(part.strip())]
+        names = re.findall(r"`(\w+)`", cell.split("(also")[0])
+        assert len(names) == len(numbers), cell
+        listed.update(zip(names, numbers, strict=True))
+        for also in re.findall(r"also an? `(\w+)`", cell):
+            assert issubclass(getattr(errors, names[0]), getattr(builtins, also)), cell
+    subclasses = {
+        name: cls.code
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type)
+        and issubclass(cls, errors.InferenceError)
+        and cls is not errors.InferenceError
+    }
+    assert listed == subclasses
+
+
+def _expand(part: str) -> list[int]:
+    low, _, high = part.partition("-")
+    return list(range(int(low), int(high or low) + 1))
