@@ -13,6 +13,7 @@ from foundation_core import Config
 
 from ._masking import MASK, from_secrets_file, is_secret
 from ._settings import DEFAULT_SECRET_KEYS, ConfigSettings
+from ._structure import code_only, field_types
 
 __all__ = ["effective_values", "render_json", "render_text"]
 
@@ -54,7 +55,8 @@ def _mask_nested(value: Any, names: Iterable[str], path: str, secret: frozenset[
 
 
 def effective_values(config: Config) -> list[tuple[str, Any, str]]:
-    """(dotted key, JSON-ready value with secrets masked, source) for every field of every section."""
+    """(dotted key, JSON-ready value with secrets masked, source) for every field of every section
+    that configuration can set (not those taking a function: ``code_only``)."""
     import cattrs
 
     converter = cattrs.Converter()
@@ -66,7 +68,10 @@ def effective_values(config: Config) -> list[tuple[str, Any, str]]:
     rows = []
     for section in sorted(config.sections):
         instance = config.sections[section]
+        types_ = field_types(type(instance))
         for field in attrs.fields(type(instance)):
+            if code_only(types_.get(field.alias or field.name)):
+                continue  # a function given in code, not configuration (its repr: an address)
             path = f"{section}.{field.name}"
             source = config.sources.get(path, "default")
             value = converter.unstructure(getattr(instance, field.name))

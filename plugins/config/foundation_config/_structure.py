@@ -6,7 +6,9 @@ class is built (for checks across fields): one wrong value never hides another.
 
 from __future__ import annotations
 
+import collections.abc
 import difflib
+import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -19,7 +21,7 @@ from foundation_core.errors import ConfigProblem
 from ._convert import Expected, make_converter, parse_raw
 from ._layers import shape_problem
 
-__all__ = ["did_you_mean", "field_types", "structure_section"]
+__all__ = ["code_only", "did_you_mean", "field_types", "structure_section"]
 
 
 def field_types(cls: type[Any]) -> dict[str, Any]:
@@ -29,6 +31,16 @@ def field_types(cls: type[Any]) -> dict[str, Any]:
     except Exception:
         hints = {}
     return {f.alias or f.name: hints.get(f.name, f.type or Any) for f in attrs.fields(cls) if f.init}
+
+
+def code_only(tp: Any) -> bool:
+    """Whether a field of type ``tp`` takes a function (``Callable``, or ``Callable | None``): such
+    a field is given in code (the section's class, ``hub.pipeline(...)``), never by configuration,
+    which holds data, not code; ``config show`` leaves it out."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return bool(args) and all(code_only(a) for a in args)
+    return typing.get_origin(tp) is collections.abc.Callable or tp is collections.abc.Callable
 
 
 def _messages(exc: BaseException, path: str) -> list[tuple[str, str]]:
@@ -72,6 +84,16 @@ def structure_section(
                 path, f"unknown key in section {name!r}{did_you_mean(key, fields)}", origin(path)
             )
             (problems if strict else warnings).append(found)
+            continue
+        if code_only(types_[key]):
+            problems.append(
+                ConfigProblem(
+                    path,
+                    f"takes a function, which is given in code ({cls.__name__}(...) or "
+                    f"hub.pipeline({name}={{...}})), not by configuration",
+                    origin(path),
+                )
+            )
             continue
         parsed = parse_raw(value, types_[key])
         problem = _list_problem(parsed, types_[key])

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import random
+from collections.abc import Callable
+from typing import Any
 
+import attrs
 import pytest
-from foundation_config import ConfigWarning, _files, plugin
+from foundation_config import ConfigWarning, _files, load_config, plugin
+from foundation_config._show import effective_values
 
 import foundation_core
 from foundation_core.errors import ConfigError
@@ -59,6 +64,47 @@ def test_wrong_types_say_what_was_expected(load, write):
         "expected a number, got True (bool)"
     )
     assert "expected an integer, got 'x'" in found[("retry.codes[1]", "settings.toml:retry.codes")]
+
+
+@attrs.frozen
+class HooksSection:
+    """Fields taking functions, as retry's random and retry_if_result, fallback's handler."""
+
+    attempts: int = 3
+    random: Callable[[], float] = random.random
+    predicate: Callable[[Any], bool] | None = None
+
+
+def test_a_field_taking_a_function_is_refused_by_name_from_every_source(write, tmp_path, monkeypatch):
+    """Setting one from configuration failed with cattrs' 'unknown error (Unsupported type:
+    Callable[...]. Register a structure hook for it.)'. Configuration holds data; such a field
+    is given in code."""
+    write("settings.toml", "[hooks]\nrandom = 1\nattempts = 4\n")
+    monkeypatch.setenv("FOUNDATION_HOOKS__PREDICATE", "os.path:isfile")
+    with pytest.raises(ConfigError) as info:
+        load_config({"hooks": HooksSection}, (), ("hooks.random=random:random",), cwd=tmp_path)
+    found = {(p.path, p.source): p.message for p in info.value.problems}
+    expected = (
+        "takes a function, which is given in code (HooksSection(...) or hub.pipeline(hooks={...})), "
+        "not by configuration"
+    )
+    assert found == {
+        ("hooks.random", "--set"): expected,
+        ("hooks.predicate", "env FOUNDATION_HOOKS__PREDICATE"): expected,
+    }
+    monkeypatch.delenv("FOUNDATION_HOOKS__PREDICATE")
+    with pytest.raises(ConfigError) as info:  # a file's value, when nothing overrides it
+        load_config({"hooks": HooksSection}, (), (), cwd=tmp_path)
+    [problem] = info.value.problems
+    assert (problem.path, problem.source, problem.message) == (
+        "hooks.random",
+        "settings.toml:hooks.random",
+        expected,
+    )
+    write("settings.toml", "[hooks]\nattempts = 4\n")
+    config = load_config({"hooks": HooksSection}, (), (), cwd=tmp_path)
+    assert config["hooks"].random is random.random and config["hooks"].attempts == 4
+    assert [path for path, _, _ in effective_values(config)] == ["hooks.attempts"]  # not shown
 
 
 def test_out_of_range_values_give_the_range(load, monkeypatch):

@@ -283,3 +283,20 @@ def _with(extra):
         return result
 
     return load_entry_points
+
+
+def test_show_leaves_out_the_fields_that_take_functions(capsys, monkeypatch):
+    """retry.random was shown as '<built-in method random of Random object at 0x...>', another
+    address each run (and in --json); a field configuration cannot set is not shown."""
+    monkeypatch.setenv("FOUNDATION_PLUGINS", "config,logging,retry,fallback")
+    status, out, _ = run(capsys, "config", "show")
+    assert status == 0
+    keys = {line.split(" = ")[0] for line in out.splitlines()}
+    assert {"retry.max_attempts", "fallback.value"} <= keys
+    assert not keys & {"retry.random", "retry.retry_if_result", "fallback.handler"}
+    assert " at 0x" not in out
+    status, out, _ = run(capsys, "config", "show", "--json")
+    assert "random" not in json.loads(out)["retry"] and "handler" not in json.loads(out)["fallback"]
+    status, _, err = run(capsys, "--set", "retry.random=1", "config", "check")
+    assert status == 2
+    assert "retry.random: takes a function, which is given in code (RetryPolicy(...)" in err
