@@ -86,7 +86,7 @@ _BYTES = 1 << 48  # far beyond any machine's shared memory; the protocol's field
 
 @attrs.frozen(kw_only=True)
 class ServeOptions:
-    """``ShmTransport.serve`` options (docs/transports.md has what each one does)."""
+    """``ShmTransport.serve`` options (transports/shm/README.md, "Options", has what each one does)."""
 
     channels: int = attrs.field(default=32, validator=_ints(1, L.MAX_CHANNELS))
     spin_us: int = attrs.field(default=200, validator=_ints(0, 1_000_000, " µs"))
@@ -101,7 +101,7 @@ class ServeOptions:
 
 @attrs.frozen(kw_only=True)
 class ConnectOptions:
-    """``ShmTransport.connect`` options (docs/transports.md has what each one does)."""
+    """``ShmTransport.connect`` options (transports/shm/README.md, "Options", has what each one does)."""
 
     channels: int = attrs.field(default=4, validator=_ints(1, L.MAX_CHANNELS))
     spin_us: int = attrs.field(default=250, validator=_ints(0, 1_000_000, " µs"))
