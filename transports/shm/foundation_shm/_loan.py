@@ -29,6 +29,31 @@ __all__ = ["Loan", "TensorSpecLike"]
 
 TensorSpecLike = tuple["DataType | np.dtype[Any] | str | type", Sequence[int]]
 
+_LOANS: weakref.WeakSet[Loan] = weakref.WeakSet()  # every open loan, for fork
+_RETURNED = "this loan was returned; take a new one"
+
+
+def _refuse_after_fork() -> None:
+    """In a forked child: a loan open at the fork is the parent's (its channel, and its request
+    area, shared with the parent, which may be writing or sending it now). The child's copy lends
+    nothing more: ``loan[name]`` and ``infer()`` raise ``ValueError`` saying so, and the input
+    arrays it handed out turn read-only in the child (writing them would change the parent's
+    request). Its ``close()`` gives nothing back (the pool forgot the parent's channels)."""
+    for loan in list(_LOANS):
+        if loan._channel is None:
+            continue
+        loan._channel = None
+        loan._gone = (
+            f"this loan was taken in process {loan._pid} before os.fork(): its channel is that "
+            "process's; take a new loan in this one"
+        )
+        for view in loan.inputs.values():
+            view.flags.writeable = False
+        loan.inputs = {}
+
+
+os.register_at_fork(after_in_child=_refuse_after_fork)
+
 
 def _datatype(dtype: DataType | np.dtype[Any] | str | type) -> DataType:
     if isinstance(dtype, DataType):
@@ -130,6 +155,8 @@ class Loan:
         self._channel: _Channel | None = channel
         self._answered = [False]  # an infer() returned outputs that view the response area
         self._ended = 0  # the id of a request that failed while still with the server (it ended the loan)
+        self._gone = _RETURNED  # why the loan lends nothing (no channel): returned, or forked
+        self._pid = os.getpid()  # the process whose channel it lends
         self.model = model
         self.version = version
         self.outputs = tuple(outputs)
@@ -149,9 +176,10 @@ class Loan:
         # Refers to the pool, not the client or the loan: a dropped loan is collected as usual
         hold = not client.copy_outputs
         self._finalizer = weakref.finalize(
-            self, _dropped, client._pool, channel, self._answered, hold, model, os.getpid()
+            self, _dropped, client._pool, channel, self._answered, hold, model, self._pid
         )
         self._finalizer.atexit = False
+        _LOANS.add(self)
 
     def _map(self) -> None:
         ch = self._live()
@@ -164,7 +192,7 @@ class Loan:
 
     def _live(self) -> _Channel:
         if self._channel is None:
-            raise ValueError("this loan was returned; take a new one")
+            raise ValueError(self._gone)
         return self._channel
 
     def _usable(self) -> _Channel:

@@ -158,6 +158,55 @@ def test_a_loan_left_open_at_interpreter_exit_or_in_a_forked_child_ends_quietly(
     assert done.stderr == ""
 
 
+def test_a_loan_open_at_a_fork_lends_nothing_in_the_child_and_the_parents_stays_its_own(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """Against a real server process: a loan open when the process forks is the parent's (its
+    request area is shared with the parent). Before the fix the child's ``loan[name]``, an input
+    array fetched before the fork and ``loan.infer()`` all wrote the parent's request area and
+    published on its channel: the parent's loan then sent the child's 7s. Now the child's copy
+    raises ``ValueError`` naming the fork, the arrays are read-only there, its ``close()`` gives
+    nothing back, and the parent's loan sends its own inputs."""
+    echo_process("--channels", "4")
+    code = f"""
+        import os, numpy as np
+        from foundation_ml import DataType
+        from foundation_shm import ShmTransport
+        client = ShmTransport().connect({name!r}, channels=2)
+        loan = client.loan("echo", {{"x": (DataType.FP32, (4,))}}, timeout=5)
+        kept = loan["x"]
+        kept[:] = 1
+        loan.infer(timeout=5)
+        pid = os.fork()
+        if pid == 0:
+            said = []
+            for attempt in (lambda: loan["x"], lambda: loan.infer(timeout=5), lambda: kept.fill(7)):
+                try:
+                    attempt()
+                    said.append("used")
+                except ValueError as exc:
+                    said.append("fork" if "before os.fork()" in str(exc) else "read-only")
+            loan.close()
+            x = np.full(4, 3, np.float32)
+            with client.loan("echo", {{"x": (DataType.FP32, (4,))}}, timeout=5) as own:
+                own["x"][:] = x
+                ok = (own.infer(timeout=5).outputs["x"] == x).all()
+            client.close()
+            print("child", *said, ok, flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        out = loan.infer(timeout=5).outputs["x"]
+        print("parent", loan["x"].tolist() == [1] * 4, out.tolist() == [1] * 4)
+        loan.close()
+        client.close()
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["child", "fork", "fork", "read-only", "True", "parent", "True", "True"]
+
+
 def test_views_kept_past_the_next_call_a_grow_or_close_show_bytes_and_never_crash(
     name: str, echo_process: Callable[..., EchoProcess]
 ) -> None:
