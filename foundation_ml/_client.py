@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -28,6 +30,22 @@ __all__ = ["AINFER_THREADS", "InferenceClient", "registered_hub"]
 #: ``cpu_count + 4``: too few for one event loop to fill a batch on a small machine).
 AINFER_THREADS = 64
 _pool_lock = threading.Lock()
+_THREADED: weakref.WeakSet[InferenceClient] = weakref.WeakSet()  # clients with ainfer threads
+
+
+def _forget_threads_after_fork() -> None:
+    """In a forked child: ``ainfer``'s threads are the parent's, and none of them runs here. A
+    pool whose threads sat idle at the fork starts no new one (it counts them as idle), so every
+    ``ainfer`` waited in its queue for ever, its timeout never checked. Each client forgets its
+    pool and makes one of its own on its next ``ainfer``; the lock, which a parent thread may have
+    held at the fork, is made anew."""
+    global _pool_lock
+    _pool_lock = threading.Lock()
+    for client in list(_THREADED):
+        client._pool = None
+
+
+os.register_at_fork(after_in_child=_forget_threads_after_fork)
 
 
 @functools.cache
@@ -67,6 +85,9 @@ class InferenceClient:
     Close it (or use ``with``). One dropped unclosed holds nothing of its own to release: its
     transport client goes with it (the shm client then gives its channels back, with a
     ``ResourceWarning``), and so do ``ainfer``'s threads, which end when their pool is collected.
+
+    One made before ``os.fork()`` works in the child (a preforking server's workers): ``ainfer``
+    there runs in threads of the child's own, and the shm client claims channels of its own.
     """
 
     def __init__(
@@ -221,6 +242,7 @@ class InferenceClient:
                 self._pool = ThreadPoolExecutor(
                     AINFER_THREADS, thread_name_prefix=f"foundation-ainfer-{self.name}"
                 )
+                _THREADED.add(self)
             return self._pool
 
     def metadata(self, model: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -103,3 +104,50 @@ def test_infer_with_copy_keeps_no_channel_and_without_copy_keeps_the_threads_vie
             for t in threads:
                 t.join()
             views.close()
+
+
+def test_ainfer_in_a_forked_child_runs_in_threads_of_its_own(echo: str) -> None:
+    """A client made before ``os.fork()`` (a preforking server's master, multiprocessing's
+    'fork'): its ``ainfer`` threads are the parent's, none of them runs in the child, and a pool
+    whose threads sat idle starts no new one. Before the fix every ``ainfer`` in the child waited
+    for ever (its own timeout is checked in the thread it never got). Now the child's calls run
+    in threads of its own, concurrently with the parent's, each answer its own; the child's
+    ``close()`` and exit leave the parent's client working."""
+    code = f"""
+        import asyncio, os, numpy as np
+        from foundation_ml import InferenceClient
+
+        client = InferenceClient({echo!r}, transport="shm", timeout=30, channels=2)
+
+        async def calls(tag):  # one call (a thread idle since the fork would take it), then 20 at once
+            xs = [np.full(8, tag * 100 + i, np.float32) for i in range(21)]
+            first = await asyncio.wait_for(client.ainfer("echo", {{"x": xs[0]}}), 120)
+            got = await asyncio.wait_for(
+                asyncio.gather(*(client.ainfer("echo", {{"x": x}}) for x in xs[1:])), 120
+            )
+            return all((g["x"] == x).all() for g, x in zip([first, *got], xs))
+
+        assert asyncio.run(calls(0))  # the pool's threads now idle
+        kids = []
+        for k in (1, 2):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    ok = asyncio.run(calls(k))
+                    client.close()
+                except asyncio.TimeoutError:
+                    ok = "hung"
+                print("child", ok, flush=True)
+                os._exit(0)
+            kids.append(pid)
+        ok = asyncio.run(calls(3))
+        for pid in kids:
+            os.waitpid(pid, 0)
+        print("parent", ok and asyncio.run(calls(4)))
+        client.close()
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(done.stdout.split("\n")) == ["", "child True", "child True", "parent True"]
