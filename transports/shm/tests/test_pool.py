@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ from foundation_shm._echo import EchoHandler
 
 from foundation_ml import DataType, InferenceRequest, InferenceResponse
 from foundation_ml.errors import ServerUnavailable
+
+from .conftest import EchoProcess
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
@@ -165,6 +168,50 @@ def test_a_forked_child_uses_channels_of_its_own(name: str) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["child", "0", "parent", "3.0"]
     assert os.getpid()  # the test process itself never forked
+
+
+def test_forked_children_calling_with_the_parent_at_once_each_get_their_own_answers(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """A client made before the fork (channels=1, so a shared channel could not go unnoticed),
+    used by the parent and three children at once against a real server process: every answer
+    is the caller's own, each child claims a channel of its own, and the children's ``close()``
+    and exit leave the parent on the channel it had, still answering (pins the fork hook)."""
+    echo_process("--channels", "8")
+    done = _run(f"""
+        import os, numpy as np
+        from foundation_ml import InferenceRequest
+        from foundation_shm import ShmTransport
+        client = ShmTransport().connect({name!r}, channels=1)
+
+        def calls(tag):
+            for i in range(300):
+                x = np.full(16, tag * 1000 + i, np.float64)
+                out = client.infer(InferenceRequest("echo", {{"x": x}}, id=tag * 1000 + i + 1), timeout=30)
+                if out.id != tag * 1000 + i + 1 or not (out.outputs["x"] == x).all():
+                    return False
+            return True
+
+        calls(0)
+        mine = [ch.index for ch in client._all]
+        go_r, go_w = os.pipe()
+        kids = []
+        for k in (1, 2, 3):
+            pid = os.fork()
+            if pid == 0:
+                os.read(go_r, 1)  # all start together with the parent
+                ok = calls(k) and [ch.index for ch in client._all] != mine
+                client.close()
+                os._exit(0 if ok else 3)
+            kids.append(pid)
+        os.write(go_w, b"xxx")
+        ok = calls(4)
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in kids]
+        print(*codes, ok and calls(5), [ch.index for ch in client._all] == mine)
+        client.close()
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0", "0", "0", "True", "True"]
 
 
 def test_a_server_that_goes_away_while_a_client_connects_is_server_unavailable(
