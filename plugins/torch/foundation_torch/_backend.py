@@ -271,7 +271,9 @@ def _build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None =
     try:
         factory = resolve_ref(ref)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ModelLoadError(f"factory {ref!r} cannot be imported: {exc}", model=name) from None
+        raise ModelLoadError(
+            f"factory {ref!r} cannot be imported: {exc}{_not_found_hint(ref, exc)}", model=name
+        ) from None
     if package is not None:
         why = check_package_factory(ref, factory)
         if why:
@@ -294,6 +296,21 @@ def _build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None =
             model=name,
         )
     return module
+
+
+def _not_found_hint(ref: str, exc: BaseException) -> str:
+    """Where to put the factory's module when it is the one not found (not a module it imports):
+    the ``foundation`` command's path holds its script's directory, not the current one."""
+    module = ref.partition(":")[0]
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    if not missing or not (module == missing or module.startswith(missing + ".")):
+        return ""
+    top = module.partition(".")[0]
+    return (
+        f" (the serving process imports it: install the package that holds {top!r}, or add the"
+        f" directory that holds {top!r} to PYTHONPATH; `foundation` does not import from the"
+        " current directory)"
+    )
 
 
 def _load_weights(name: str, module: Any, data: bytes | None, where: str) -> None:

@@ -113,6 +113,23 @@ def test_factory_that_cannot_be_imported(runtime: MLRuntime) -> None:
         runtime.register_model("m", "just-a-word")
 
 
+def test_a_factory_module_not_found_says_where_to_put_it(
+    runtime: MLRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``foundation serve --model m=mypkg.mod:build`` from the project's directory: the console
+    script's path does not hold it, and a bare 'No module named' did not say so."""
+    with pytest.raises(ModelLoadError) as info:
+        runtime.register_model("m", "nosuch_pkg_fdn.models:build")
+    assert "No module named 'nosuch_pkg_fdn'" in str(info.value)
+    assert "PYTHONPATH" in str(info.value) and "'nosuch_pkg_fdn'" in str(info.value)
+    # a module the factory's module imports is what is missing: no advice about the factory's place
+    (tmp_path / "fdn_hint_pkg.py").write_text("import nosuch_dependency_fdn\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="No module named 'nosuch_dependency_fdn'") as info:
+        runtime.register_model("m", "fdn_hint_pkg:build")
+    assert "PYTHONPATH" not in str(info.value)
+
+
 def test_cuda_device_without_cuda_is_a_clear_error(runtime: MLRuntime) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA; the error case cannot arise")
