@@ -82,6 +82,8 @@ def tests(session: nox.Session) -> None:
     # "python" is first on PATH
     session.run(sys.executable, "-m", "pytest", "-q", "tests", *session.posargs)
 """,
+    # setuptools puts tests/ in an sdist by itself, not noxfile.py, which the README runs them with
+    "MANIFEST.in": "include noxfile.py\n",
     "$module/__init__.py": '''\
 """foundation-$name: a Foundation plugin."""
 

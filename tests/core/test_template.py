@@ -80,6 +80,27 @@ def test_the_generated_pyproject_ships_py_typed_and_its_readme(tmp_path: Path) -
     assert (root / "foundation_my_cache" / "py.typed").is_file()
 
 
+def test_the_generated_sdist_holds_the_tests_and_the_noxfile_the_readme_runs_them_with(
+    tmp_path: Path,
+) -> None:
+    """docs/plugins.md: an sdist's tests should pass from the sdist; its README says to run them with
+    `nox`, whose noxfile.py setuptools leaves out of an sdist unless MANIFEST.in names it."""
+    import tarfile
+
+    root = new_plugin("my-cache", tmp_path)
+    out = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(out), str(root)],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    (sdist,) = out.glob("*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {name.partition("/")[2] for name in tar.getnames()}
+    assert {"noxfile.py", "tests/test_plugin.py", "README.md"} <= names
+
+
 @pytest.mark.parametrize("name", ["My_Cache", "1cache", "cache-", "", "my-cache\n", "my.cache", "caf\u00e9"])
 def test_invalid_plugin_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="lowercase words joined by '-'"):
