@@ -29,7 +29,14 @@ if TYPE_CHECKING:
         TransportServer,
         configured_options,
     )
-    from ._types import InferenceRequest, InferenceResponse, ModelMetadata, TensorSpec, deadline_after
+    from ._types import (
+        InferenceRequest,
+        InferenceResponse,
+        ModelMetadata,
+        TensorSpec,
+        call_deadline,
+        deadline_after,
+    )
     from .errors import ErrorCode, InferenceError, ModelLoadError, PackageError
 
 _EXPORTS = {
@@ -53,6 +60,7 @@ _EXPORTS = {
     "Transport": "._transport",
     "TransportClient": "._transport",
     "TransportServer": "._transport",
+    "call_deadline": "._types",
     "configured_options": "._transport",
     "deadline_after": "._types",
     "example_inputs": "._signature",
@@ -83,6 +91,7 @@ __all__ = [
     "Transport",
     "TransportClient",
     "TransportServer",
+    "call_deadline",
     "configured_options",
     "deadline_after",
     "example_inputs",

@@ -17,7 +17,7 @@ import numpy as np
 
 from ._tensors import is_tensor
 from ._transport import RequestHandler, Transport, TransportClient, TransportServer
-from ._types import InferenceRequest, InferenceResponse
+from ._types import InferenceRequest, InferenceResponse, call_deadline
 from .errors import DeadlineExceeded, InferenceError, InternalError, ServerUnavailable
 
 __all__ = ["InprocTransport"]
@@ -69,7 +69,7 @@ class _InprocClient(TransportClient):
         self._closed = False
 
     def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
-        deadline = _deadline(request.deadline_ns, timeout)  # a bad timeout is refused before sending
+        deadline = call_deadline(request.deadline_ns, timeout)  # a bad timeout is refused before sending
         server = self._server()
         if not request.id:
             request.id = next(self._ids)
@@ -118,17 +118,6 @@ class _InprocClient(TransportClient):
 
     def close(self) -> None:
         self._closed = True  # a call from now on fails ServerUnavailable, as on every transport
-
-
-def _deadline(request_deadline: int, timeout: float | None) -> int:
-    """The call's deadline in monotonic ns (0: none): the request's, or ``timeout`` from now if
-    sooner. A ``timeout`` that is no number of seconds in [0, 1e9] is a ``ValueError`` (as shm's)."""
-    if timeout is None:
-        return request_deadline
-    if type(timeout) not in (int, float) or not 0 <= timeout <= 1e9:  # NaN fails too
-        raise ValueError(f"timeout must be a number of seconds in [0, 1e9] or None, not {timeout!r}")
-    mine = time.monotonic_ns() + int(timeout * 1e9)
-    return min(mine, request_deadline) if request_deadline else mine
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:

@@ -42,6 +42,19 @@ def deadline_after(timeout: float | None) -> int:
     return 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
 
 
+def call_deadline(request_deadline_ns: int, timeout: float | None) -> int:
+    """A transport client's deadline for one call, in monotonic ns (0: none): the request's own
+    (``deadline_ns``), or ``timeout`` seconds from now if that is sooner. A ``timeout`` that is no
+    number of seconds in [0, 1e9] (NaN, a bool, a string) is a ``ValueError`` naming it, raised
+    before anything is sent: the rule every transport's ``infer`` keeps."""
+    if timeout is None:
+        return request_deadline_ns
+    if type(timeout) not in (int, float) or not 0 <= timeout <= 1e9:  # NaN fails too
+        raise ValueError(f"timeout must be a number of seconds in [0, 1e9] or None, not {timeout!r}")
+    mine = time.monotonic_ns() + int(timeout * 1e9)
+    return min(mine, request_deadline_ns) if request_deadline_ns else mine
+
+
 @attrs.define(slots=True)
 class InferenceRequest:
     """One inference call: model name (and optional version), named input tensors."""

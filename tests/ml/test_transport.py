@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from foundation_ml import InferenceRequest, InferenceResponse
+from foundation_ml import InferenceRequest, InferenceResponse, call_deadline
 from foundation_ml._inproc import InprocTransport
 from foundation_ml._transport import Respond
 from foundation_ml.errors import DeadlineExceeded
@@ -111,3 +113,37 @@ def test_ainfer_with_a_timeout_of_zero_answers_as_infer_does() -> None:
             errors.append(str(exc).split(":", 1)[1])
     server.stop()
     assert errors == [" no response within 0s"] * 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    request_deadline=st.integers(0, 2**63),
+    timeout=st.one_of(
+        st.none(),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-(2**70), 2**70),
+        st.booleans(),
+        st.text(max_size=3),
+    ),
+)
+def test_call_deadline_is_the_sooner_of_the_requests_and_the_timeouts(
+    request_deadline: int, timeout: Any
+) -> None:
+    """``call_deadline`` (shm and inproc alike): a timeout in [0, 1e9] s bounds the call from now,
+    the request's own deadline bounds it if sooner, 0 is none; anything else is a ValueError."""
+    good = timeout is None or (type(timeout) in (int, float) and 0 <= timeout <= 1e9)
+    if not good:
+        with pytest.raises(ValueError, match=r"timeout must be a number of seconds in \[0, 1e9\] or None"):
+            call_deadline(request_deadline, timeout)
+        return
+    before = time.monotonic_ns()
+    got = call_deadline(request_deadline, timeout)
+    after = time.monotonic_ns()
+    if timeout is None:
+        assert got == request_deadline
+        return
+    lo, hi = before + int(timeout * 1e9), after + int(timeout * 1e9)
+    if request_deadline and request_deadline < lo:
+        assert got == request_deadline
+    else:
+        assert lo <= got <= hi or got == request_deadline

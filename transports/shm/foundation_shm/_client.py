@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from foundation_ml import DataType, InferenceRequest, InferenceResponse, TransportClient
+from foundation_ml import DataType, InferenceRequest, InferenceResponse, TransportClient, call_deadline
 from foundation_ml.errors import (
     BadChecksum,
     DeadlineExceeded,
@@ -120,13 +120,7 @@ class ShmClient(TransportClient):
     # --- requests ------------------------------------------------------------------------------
 
     def _deadline(self, request_deadline: int, timeout: float | None) -> int:
-        timeout = self.timeout if timeout is None else timeout
-        if timeout is None:
-            return request_deadline
-        if type(timeout) not in (int, float) or not 0 <= timeout <= 1e9:  # NaN fails too
-            raise ValueError(f"timeout must be a number of seconds in [0, 1e9] or None, not {timeout!r}")
-        mine = time.monotonic_ns() + int(timeout * 1e9)
-        return min(mine, request_deadline) if request_deadline else mine
+        return call_deadline(request_deadline, self.timeout if timeout is None else timeout)
 
     def _window(self, deadline: int) -> int:
         """This wait's spin window (ns), never past the deadline: a spin checks neither the clock
