@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from foundation_core import Hub
 
 from ._backend import LoadedModel, ModelBackend, backend_for
 from ._batching import is_ctrl_c
 from ._package import MANIFEST, is_package
-from ._signature import SignatureLike, describe, example_inputs, parse_signature, problems
+from ._signature import SignatureLike, _describe_value, describe, example_inputs, parse_signature, problems
 from .errors import InferenceError, ModelLoadError, PackageError
 
 __all__ = ["check_as_given", "check_outputs", "load_model"]
@@ -120,7 +122,9 @@ def check_outputs(name: str, model: LoadedModel, spec: str) -> None:
             if is_ctrl_c(exc):
                 raise
             raise ModelLoadError(
-                f"{spec} raised on its example input at warm-up: {type(exc).__name__}: {exc}", model=name
+                f"{spec} raised on its example input at warm-up ({_example_described(example)}): "
+                f"{type(exc).__name__}: {exc}",
+                model=name,
             ) from exc
         found = _output_problems(model, got, batch)
         if found:
@@ -132,6 +136,23 @@ def check_outputs(name: str, model: LoadedModel, spec: str) -> None:
                 file=model.signature_source,
             )
     model.warmup()
+
+
+def _example_described(example: Any) -> str:
+    """What the example held, for a model that failed on it (indices it cannot take, say): each
+    input's type, shape and range of values. Never raises: it only adds to another error."""
+    parts = []
+    try:
+        for input_name, array in example.items():
+            values = ""
+            if isinstance(array, np.ndarray) and array.size and array.dtype.kind in "biuf":
+                low, high = array.min(), array.max()
+                shown = (f"{low:.3g}", f"{high:.3g}") if array.dtype.kind == "f" else (low, high)
+                values = f", values {shown[0]}..{shown[1]}"
+            parts.append(f"{input_name}: {_describe_value(array)}{values}")
+    except Exception:  # a backend's own example_inputs() may hold anything
+        return "the example input"
+    return "the example input: " + "; ".join(parts)
 
 
 def _output_problems(model: LoadedModel, got: dict[str, Any], batch: int) -> list[str]:

@@ -240,6 +240,25 @@ def test_model_that_fails_warmup_is_not_served(runtime) -> None:
     assert runtime.registry.names() == []
 
 
+def test_a_model_that_fails_warmup_is_told_what_the_example_input_held(runtime) -> None:
+    """A model taking indices below 5 (an nn.Embedding(5, ...)) failed on the example's integers
+    0..9 with only 'index out of range': nothing said what it had been given."""
+
+    def lookup(ids: np.ndarray) -> np.ndarray:
+        return np.arange(10, dtype=np.float32).reshape(5, 2)[ids]
+
+    with pytest.raises(ModelLoadError) as info:
+        runtime.register_model(
+            "emb", FunctionModel(lookup, inputs={"ids": "INT64[-1, 4]"}, outputs={"e": "FP32[-1, 4, 2]"})
+        )
+    message = str(info.value)
+    assert "IndexError" in message
+    example = FunctionModel(lookup, inputs={"ids": "INT64[-1, 4]"}, outputs={"e": "FP32[-1, 4, 2]"})
+    ids = example.example_inputs()["ids"]
+    assert f"ids: INT64[1, 4], values {ids.min()}..{ids.max()}" in message
+    assert runtime.registry.names() == []
+
+
 def test_requests_after_close_are_refused(runtime, rows) -> None:
     runtime.register_model(
         "m", FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
