@@ -142,6 +142,26 @@ def test_usage_error_exits_2(client: NativeClient, argv: list[str]) -> None:
     assert proc.returncode == EXIT_USAGE, proc.stderr
 
 
+def test_an_input_file_of_the_wrong_size_is_a_usage_error_naming_its_bytes(
+    client: NativeClient, tmp_path: Path
+) -> None:
+    """The C driver said only "an --input file's size does not match its dtype and dims", and a
+    shape whose bytes pass 2^64 wrapped around (to 0, which an empty file matched) and was sent;
+    each driver now names the bytes the file holds, and refuses such a shape (exit 2)."""
+    data = tmp_path / "a.bin"
+    data.write_bytes(bytes(12))
+    argv = ["infer", "--name", "nosuch_srv", "--model", "m", "--input"]
+    run = [str(client.path), *argv]
+    short = f"a:FP32:1,4:{data}"
+    proc = subprocess.run([*run, short], capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == EXIT_USAGE and "12 bytes" in proc.stderr, proc.stderr
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    wraps = f"a:FP32:4611686018427387904,4:{empty}"  # 2^64 bytes: 0 once wrapped around
+    proc = subprocess.run([*run, wraps], capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == EXIT_USAGE, proc.stdout + proc.stderr
+
+
 def test_an_unknown_option_is_called_unknown(client: NativeClient) -> None:
     argv = ["infer", "--name", "x", "--model", "demo", "--bogus"]
     proc = subprocess.run([str(client.path), *argv], capture_output=True, timeout=30, check=False, text=True)

@@ -76,17 +76,38 @@ static int parse_input(struct args *a, char *spec) {
         if (end == d || (*end && *end != ',')) return usage("bad --input dims");
         d = *end ? end + 1 : end;
     }
+    char why[512], shape[8 * 22 + 3] = "[";
     uint64_t size = fdn_dtype_itemsize(t->dtype);
-    for (uint32_t i = 0; i < t->ndim; i++) size *= t->shape[i];
+    int overflow = 0, empty = 0;
+    for (uint32_t i = 0; i < t->ndim; i++) {
+        empty |= !t->shape[i];
+        /* a shape past 2^64 bytes wrapped around (to 0, which an empty file matched) */
+        if (t->shape[i] && size > UINT64_MAX / t->shape[i]) overflow = 1;
+        size *= t->shape[i];
+        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%llu", i ? ", " : "",
+                 (unsigned long long)t->shape[i]);
+    }
+    strcat(shape, "]");
+    if (overflow && !empty) {
+        snprintf(why, sizeof why, "--input %s: %s%s takes more than 2^64 bytes", name, dtype, shape);
+        return usage(why);
+    }
     FILE *f = fopen(file, "rb");
     if (!f) return usage("cannot open an --input file");
-    a->data[a->n_inputs] = malloc(size ? size : 1);
-    size_t got = fread(a->data[a->n_inputs], 1, size, f);
+    if (size > SIZE_MAX || !(a->data[a->n_inputs] = malloc(size ? (size_t)size : 1))) {
+        fclose(f);
+        snprintf(why, sizeof why, "--input %s: cannot allocate the %llu bytes of %s%s", name,
+                 (unsigned long long)size, dtype, shape);
+        return usage(why);
+    }
+    size_t got = fread(a->data[a->n_inputs], 1, (size_t)size, f);
     int extra = fgetc(f) != EOF;
     fclose(f);
     if (got != size || extra) {
         free(a->data[a->n_inputs]);
-        return usage("an --input file's size does not match its dtype and dims");
+        snprintf(why, sizeof why, "--input %s: %s holds %s%zu bytes, %s%s takes %llu", name, file,
+                 extra ? "more than " : "", got, dtype, shape, (unsigned long long)size);
+        return usage(why);
     }
     a->n_inputs++;
     return 0;
