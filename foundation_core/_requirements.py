@@ -52,13 +52,14 @@ def unmet(info: PluginInfo, plugins: Mapping[str, PluginInfo], selection: Select
         other = plugins.get(need) or by_key.get(normalize(need))
         if other is not None and other.status in {"loaded", "app"}:
             continue
-        why = (
-            "is not installed"
-            if other is None
-            else (f"failed ({other.error})" if other.status == "failed" else f"is {selection.reason(need)}")
-        )
+        if other is None:
+            why, remedy = "is not installed", "install"
+        elif other.status == "failed":
+            why, remedy = f"failed ({other.error})", "fix"
+        else:
+            why, remedy = f"is {selection.reason(need)}", "enable"
         return (
-            f"it needs plugin {need!r}, which {why}; enable {need!r} or disable "
+            f"it needs plugin {need!r}, which {why}; {remedy} {need!r} or disable "
             f"{info.name!r} with FOUNDATION_DISABLE_PLUGINS={info.name}"
         )
     return None

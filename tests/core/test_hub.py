@@ -271,6 +271,17 @@ def test_an_installed_object_whose_requirement_is_missing_is_reported_not_loaded
         assert "needy_pattern" not in hub.patterns
 
 
+def test_a_missing_requirement_says_to_install_it_not_to_enable_it() -> None:
+    """'which is not installed; enable 'nonexistent'' told the user to enable what is not there."""
+    with (
+        pytest.warns(foundation_core.FoundationPluginWarning),
+        start(installed=[Needy()], entry_points=False, env={"FOUNDATION_PLUGINS": ""}) as hub,
+    ):
+        error = hub.plugins["needy_obj"].error or ""
+    assert "which is not installed; install 'nonexistent' or disable 'needy_obj'" in error
+    assert "enable 'nonexistent'" not in error
+
+
 class _Installed:
     @hookimpl
     def foundation_register_patterns(self, register: object) -> None:
