@@ -93,7 +93,7 @@ def _serve(
             hub, device=args.device, max_batch_size=args.max_batch_size, max_wait_us=args.max_wait_us
         )
         try:
-            status = _load_models(runtime, models, args.threads)
+            status = _load_models(runtime, models, args.threads, args.warmup)
             if status is None:
                 status = _serve_loaded(runtime, args, signals)
             if status:
@@ -109,16 +109,19 @@ def _serve(
         hub.shutdown()
 
 
-def _load_models(runtime: MLRuntime, models: list[tuple[str, str]], threads: int) -> int | None:
+def _load_models(
+    runtime: MLRuntime, models: list[tuple[str, str]], threads: int, warmup: bool = True
+) -> int | None:
     """Register each ``(name, spec)`` (checked by ``_models_to_load``), a line for each; the exit
     status when one cannot be (2: bad input found only now, a package failing its checksum; a
-    model that fails raises), else None."""
+    model that fails raises), else None. ``warmup``: run each on its example input first
+    (``--no-warmup``: not)."""
     from .errors import PackageError
 
     options: dict[str, Any] = {"threads": threads} if threads else {}  # 0: torch's
     for name, spec in models:
         try:
-            meta = runtime.register_model(name, spec, **options)
+            meta = runtime.register_model(name, spec, warmup=warmup, **options)
         except PackageError as exc:  # a bad package is bad input (a model that fails: exit 1)
             print(f"foundation serve: error: {exc}", file=sys.stderr)
             return 2

@@ -143,6 +143,14 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
         help="torch intra-op threads, at most 1024 (default: 1, best for small models; 0: torch's default)",
     )
     p.add_argument("--metrics-file", default=None, help="rewrite this file with Prometheus text every second")
+    p.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="serve each --model without running its example input first (integers 0..9, "
+        "standard-normal floats), which also checks its outputs against its signature: for a "
+        "model that cannot take that input (an embedding of fewer than 10 rows, say)",
+    )
 
 
 def _client_arguments(p: argparse.ArgumentParser) -> None:

@@ -10,16 +10,19 @@ import argparse
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import foundation_core
 from foundation_core._cli import main
+from foundation_ml import InferenceClient, MLRuntime
 from foundation_ml import _plugin as ml_plugin
-from foundation_ml._cli_serve import _models_to_load, _Refused
+from foundation_ml._cli_serve import _load_models, _models_to_load, _Refused
 from foundation_ml._package import write_package
 from foundation_ml._signature import parse_signature
+from foundation_ml.errors import ModelLoadError
 
 FIRST = "first=nosuch.module:build"  # fails when loaded: exit 1, "cannot be imported"
 X, Y = parse_signature({"x": "FP32[-1, 4]"}), parse_signature({"y": "FP32[-1, 4]"})
@@ -136,3 +139,49 @@ def test_any_model_arguments_are_taken_or_refused_by_name(
         assert len(models) == len(texts) and len(set(models)) == len(models)
         return
     assert refusal.startswith("--model ")
+
+
+_EMBEDDING = """
+import torch
+
+
+class Lookup(torch.nn.Module):
+    foundation_signature = {"inputs": {"ids": "INT64[-1, 4]"}, "outputs": {"values": "FP32[-1, 4, 3]"}}
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Embedding(5, 3)  # ids 0..4: the example input's 0..9 are out of range
+
+    def forward(self, ids):
+        return self.table(ids)
+
+
+def build():
+    return Lookup()
+"""
+
+
+def test_no_warmup_serves_a_model_that_cannot_take_its_example_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose inputs the example (integers 0..9) does not fit could not be served from the
+    CLI at all: the warm-up failed 'index out of range'. ``--no-warmup`` loads it unrun."""
+    (tmp_path / "lookup_model.py").write_text(_EMBEDDING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    parser = argparse.ArgumentParser()
+    ml_plugin._serve_arguments(parser)
+    assert parser.parse_args([]).warmup is True
+    assert parser.parse_args(["--no-warmup"]).warmup is False
+    with foundation_core.start() as hub:
+        runtime = MLRuntime(hub)
+        try:
+            with pytest.raises(ModelLoadError, match="raised on its example input at warm-up"):
+                _load_models(runtime, [("lookup", "lookup_model:build")], 1)
+            assert runtime.models() == []  # nothing served half-loaded
+            assert _load_models(runtime, [("lookup", "lookup_model:build")], 1, warmup=False) is None
+            runtime.start(transport="inproc", name="no-warmup")
+            with InferenceClient("no-warmup", transport="inproc") as client:
+                got = client.infer("lookup", {"ids": np.array([[0, 1, 2, 4]], np.int64)})["values"]
+            assert got.shape == (1, 4, 3) and got.dtype == np.float32
+        finally:
+            runtime.close()
