@@ -87,6 +87,11 @@ def _serve(
 ) -> int:
     from ._runtime import MLRuntime
 
+    try:  # a name a live server holds: said before any model loads (serve itself says it too)
+        hub.transports.get(args.transport)().check_serve(args.name)
+    except (OSError, ValueError) as exc:  # exit as serve would: 1 for a taken name, 2 a bad one
+        print(f"foundation serve: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
     hub.startup()
     try:
         runtime = MLRuntime(

@@ -146,6 +146,13 @@ class Transport(abc.ABC):
         if not address:
             raise ValueError(f"the {self.name} address must not be empty")
 
+    def check_serve(self, address: str) -> None:
+        """Raise if ``serve`` would refuse ``address`` now: ``ValueError`` naming the rule it
+        breaks, ``OSError`` (``FileExistsError``) when a live server holds it. ``foundation serve``
+        asks before it loads any model, so that a taken name costs no loading; ``serve`` still
+        decides (another server may take the name meanwhile). Default: ``check_address``."""
+        self.check_address(address)
+
 
 def configured_options(hub: Hub, transport: str, kind: Literal["serve", "connect"]) -> dict[str, Any]:
     """Defaults for ``transport``'s ``serve`` or ``connect`` options from ``hub``'s configuration:

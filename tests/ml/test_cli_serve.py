@@ -7,6 +7,7 @@ that would be the error (exit 1), not the refusal of a later argument.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,3 +186,24 @@ def test_no_warmup_serves_a_model_that_cannot_take_its_example_input(
             assert got.shape == (1, 4, 3) and got.dtype == np.float32
         finally:
             runtime.close()
+
+
+def test_a_name_a_live_server_holds_is_refused_before_any_model_loads(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A second ``foundation serve`` under a name in use loaded every model (minutes for a big
+    one) and only then failed 'a live shm server already holds ...'; now it fails first."""
+    from foundation_shm import ShmTransport
+
+    name = f"cli_taken_{os.getpid()}"
+    server = ShmTransport().serve(name, lambda request, respond: None)
+    try:
+        status = main(["serve", "--transport", "shm", "--name", name, "--model", FIRST])
+        out, err = capsys.readouterr()
+        assert status == 1, err
+        assert f"a live shm server (pid {os.getpid()}) already serves {name!r}" in err
+        assert "cannot be imported" not in err and "loaded" not in out  # nothing began loading
+    finally:
+        server.stop()
+    status = main(["serve", "--transport", "shm", "--name", name, "--model", FIRST])
+    assert status == 1 and "cannot be imported" in capsys.readouterr().err  # free again: it loads

@@ -6,8 +6,11 @@ from typing import Any, ClassVar
 
 from foundation_ml import RequestHandler, Transport
 
+from . import _layout as L
 from ._client import ShmClient
 from ._layout import server_name
+from ._liveness import lock_state
+from ._region import read_region
 from ._server import ShmServer
 
 __all__ = ["ShmTransport"]
@@ -40,3 +43,13 @@ class ShmTransport(Transport):
 
     def check_address(self, address: str) -> None:
         server_name(address)
+
+    def check_serve(self, address: str) -> None:
+        """``check_address``, then ``FileExistsError`` if a live server holds the name's lock."""
+        name = server_name(address)
+        if lock_state(L.lock_file(name)) == "held":
+            pid = read_region(name).get("pid")
+            raise FileExistsError(
+                f"a live shm server{f' (pid {pid})' if pid else ''} already serves {name!r} "
+                f"(it holds {L.lock_file(name)}): stop it first, or serve under another name"
+            )
