@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import operator
 import struct
 import threading
 import time
@@ -47,10 +46,12 @@ from . import _layout as L
 from ._accel import check_start, hot
 from ._channel import _Channel, _pages
 from ._codec import (
+    MAX_REQUEST_ID,
     TensorRef,
     encode_params,
     fill,
     layout,
+    request_id,
     request_payload_size,
     sendable_params,
     views,
@@ -75,7 +76,6 @@ _SERVER_SLEEPING = _R.SERVER_SLEEPING // 4
 _READY = int(L.RegionState.READY)
 _TOO_LARGE = int(ErrorCode.TOO_LARGE)
 _clock = time.monotonic_ns
-_MAX_ID = (1 << 64) - 1
 
 
 class ShmClient(TransportClient):
@@ -157,7 +157,7 @@ class ShmClient(TransportClient):
                 break
         deadline = self._deadline(request.deadline_ns, timeout)
         rid = request.id or next(self._ids)
-        if type(rid) is not int or not 0 < rid <= _MAX_ID:
+        if type(rid) is not int or not 0 < rid <= MAX_REQUEST_ID:
             rid = request_id(rid, request.model)
         ch = self._take(deadline)
         views = False
@@ -461,16 +461,3 @@ def _no_datatype(request: InferenceRequest, arrays: list[np.ndarray], rid: int) 
                 f"input {name}: {exc} (carried: {carried})", model=request.model, request_id=rid
             )
     raise AssertionError("every input has a datatype")  # pragma: no cover - called on a failure only
-
-
-def request_id(value: Any, model: str) -> int:
-    """``value`` as a request id the header carries (1..2**64-1), or an ``InvalidInput`` naming it."""
-    try:
-        rid = -1 if type(value) is bool else operator.index(value)
-    except TypeError:
-        rid = -1
-    if not 0 < rid <= _MAX_ID:
-        raise InvalidInput(
-            f"request id must be an integer 1..2**64-1 (0: the client numbers it), not {value!r}", model=model
-        )
-    return rid

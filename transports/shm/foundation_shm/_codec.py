@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 import struct
 import zlib
@@ -272,6 +273,22 @@ def text_and_params(parameters: Mapping[str, Any], request_id: int) -> tuple[byt
     if len(text) > _MAX_TEXT:
         raise TooLarge(f"a response text of {len(text)} bytes (at most {_MAX_TEXT})", request_id=request_id)
     return text, encode_params(params)
+
+
+MAX_REQUEST_ID = (1 << 64) - 1  # the header's u64; 0 means "the client numbers it"
+
+
+def request_id(value: Any, model: str) -> int:
+    """``value`` as a request id the header carries (1..2**64-1), or an ``InvalidInput`` naming it."""
+    try:
+        rid = -1 if type(value) is bool else operator.index(value)
+    except TypeError:
+        rid = -1
+    if not 0 < rid <= MAX_REQUEST_ID:
+        raise InvalidInput(
+            f"request id must be an integer 1..2**64-1 (0: the client numbers it), not {value!r}", model=model
+        )
+    return rid
 
 
 def sendable_params(params: Mapping[str, Any], rid: int) -> bytes:

@@ -21,7 +21,15 @@ from foundation_ml import DataType, InferenceRequest, InferenceResponse
 from foundation_ml.errors import CudaUnavailable, InferenceError, InternalError, InvalidInput, TooLarge
 
 from . import _layout as L
-from ._codec import layout, request_payload_size, response_payload_size, sendable_params, text_and_params
+from ._codec import (
+    MAX_REQUEST_ID,
+    layout,
+    request_id,
+    request_payload_size,
+    response_payload_size,
+    sendable_params,
+    text_and_params,
+)
 from ._cuda_desc import (
     FLAG_CUDA_IPC,
     CudaIpcRef,
@@ -417,6 +425,8 @@ class ClientCuda:
         """The IPC path: device inputs by handle, device outputs opened from the server's handles."""
         deadline = client._deadline(request.deadline_ns, timeout)
         rid = request.id or next(client._ids)
+        if type(rid) is not int or not 0 < rid <= MAX_REQUEST_ID:  # as the host path checks it
+            rid = request_id(rid, request.model)
         keep: list[Any] = []  # contiguous copies, alive until the response (15.4 rule 1)
         tensors: list[Any] = []
         host: list[tuple[str, DataType, tuple[int, ...]]] = []

@@ -15,10 +15,9 @@ import numpy as np
 from foundation_ml import DataType, InferenceResponse
 from foundation_ml.errors import InvalidInput
 
-from ._codec import encode_params, layout, request_payload_size, write_header
+from ._codec import MAX_REQUEST_ID, encode_params, layout, request_payload_size, write_header
+from ._codec import request_id as checked_request_id
 from ._layout import MAX_NDIM
-
-_MAX_ID = (1 << 64) - 1
 
 if TYPE_CHECKING:
     from ._channel import _Channel
@@ -227,10 +226,8 @@ class Loan:
         client = self._client
         deadline = client._deadline(0, timeout)
         rid = request_id or next(client._ids)
-        if type(rid) is not int or not 0 < rid <= _MAX_ID:
-            from ._client import request_id as checked  # (_client imports this module)
-
-            rid = checked(rid, self.model)
+        if type(rid) is not int or not 0 < rid <= MAX_REQUEST_ID:
+            rid = checked_request_id(rid, self.model)
         gen = ch.gen
         if self._written == (gen, deadline) and ch.wkey is None:
             write_header(ch.req, 1, rid, self._payload, client.flags, self._refs)

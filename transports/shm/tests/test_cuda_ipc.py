@@ -859,3 +859,22 @@ def test_a_host_request_answered_with_cuda_outputs_is_an_error(echo_server: Any,
             ch.cuda_ok = False
             del area
             client._give(ch)
+
+
+@pytest.mark.parametrize("bad", [-1, 2**64, True, 2.5, "7"])
+def test_a_bad_request_id_on_the_ipc_path_is_invalid_input_before_anything_is_sent(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch, bad: Any
+) -> None:
+    """The host path refuses a request id out of 1..2**64-1 (d610dfa); the IPC path wrote it as it
+    was: -1 and 2**64 a bare struct.error, True as id 1, and 2.5 / '7' failed the packing."""
+    FakeDeviceMemory().install(monkeypatch)
+    handler = _Handler(lambda x: x * 2)
+    seen: list[Any] = []
+    handler.f = lambda x: seen.append(x) or x * 2
+    with _fake_ipc_server(name, handler):
+        with ShmTransport().connect(name, channels=1) as client:
+            with pytest.raises(InvalidInput, match=r"request id must be an integer 1\.\.2\*\*64-1"):
+                client.infer(InferenceRequest("m", {"x": torch.ones(2)}, id=bad))
+            assert seen == []  # nothing reached the server
+            out = client.infer(InferenceRequest("m", {"x": torch.ones(2)}, id=2**64 - 1)).outputs["y"]
+            assert out.tolist() == [2.0, 2.0]
