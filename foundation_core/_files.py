@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["built_beside"]
+__all__ = ["built_beside", "rename_no_replace"]
 
 
 @contextmanager
@@ -29,12 +31,45 @@ def built_beside(path: Path) -> Iterator[Path]:
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         yield partial
-        if path.exists():  # appeared meanwhile: never replace it
-            raise FileExistsError(errno.EEXIST, "already exists", str(path))
-        partial.rename(path)
+        rename_no_replace(partial, path)  # one appeared meanwhile: never replace it
     except BaseException:
         if partial.is_dir():
             shutil.rmtree(partial, ignore_errors=True)
         else:
             partial.unlink(missing_ok=True)
         raise
+
+
+_RENAME_NOREPLACE = 1  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _find_renameat2() -> Callable[..., int] | None:
+    """libc's ``renameat2`` (glibc 2.28+), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn: Callable[..., int] = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    return fn
+
+
+_renameat2 = _find_renameat2()
+
+
+def rename_no_replace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists (``FileExistsError``), in one step where the
+    kernel and file system can (``renameat2`` with ``RENAME_NOREPLACE``): a plain rename silently
+    replaces a file, or an empty directory, that appeared at ``dst`` after any check. Elsewhere
+    (no such call, or a file system without the flag) it checks, then renames."""
+    if _renameat2 is not None:
+        if _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, "already exists", str(dst))
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):  # else: no such flag here
+            raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    if dst.exists() or dst.is_symlink():
+        raise FileExistsError(errno.EEXIST, "already exists", str(dst))
+    src.rename(dst)

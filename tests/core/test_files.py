@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from foundation_core import _files
 from foundation_core._files import built_beside
 
 
@@ -45,3 +46,51 @@ def test_an_existing_target_or_a_file_in_the_way_is_refused(tmp_path: Path) -> N
     (tmp_path / "file").write_text("")
     with pytest.raises(NotADirectoryError, match="file"), built_beside(tmp_path / "file" / "x" / "out"):
         pass
+
+
+@pytest.mark.parametrize("kind", ["dir", "file", "symlink"])
+def test_a_target_appearing_after_every_check_is_never_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The target checked absent, then renamed over: an empty directory or a file made in between
+    was silently replaced. The rename itself now refuses (renameat2 RENAME_NOREPLACE)."""
+    target = tmp_path / "out"
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # every check says absent
+
+    def build(partial: Path) -> None:
+        partial.mkdir()
+        (partial / "new.txt").write_text("new")
+        if kind == "dir":
+            target.mkdir()  # another process, just now: empty, which rename(2) would replace
+        elif kind == "file":
+            target.write_text("theirs")
+        else:
+            target.symlink_to(tmp_path / "elsewhere")
+
+    def attempt() -> None:
+        with built_beside(target) as partial:
+            build(partial)
+
+    with pytest.raises(FileExistsError):
+        attempt()
+    monkeypatch.undo()
+    if kind == "dir":
+        assert target.is_dir() and list(target.iterdir()) == []
+    elif kind == "file":
+        assert target.read_text() == "theirs"
+    else:
+        assert target.is_symlink()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the partial tree was removed
+
+
+def test_rename_no_replace_without_renameat2_checks_then_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_files, "_renameat2", None)
+    (tmp_path / "a").write_text("a")
+    _files.rename_no_replace(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "b").read_text() == "a"
+    (tmp_path / "c").write_text("c")
+    with pytest.raises(FileExistsError):
+        _files.rename_no_replace(tmp_path / "c", tmp_path / "b")
+    assert (tmp_path / "b").read_text() == "a"
