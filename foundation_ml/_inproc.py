@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any, ClassVar
 
+import attrs
 import numpy as np
 
 from ._tensors import is_tensor
@@ -73,8 +74,11 @@ class _InprocClient(TransportClient):
         server = self._server()
         if not request.id:
             request.id = next(self._ids)
-        request.deadline_ns = deadline  # the handler honours the call's timeout too (as over shm)
         request.inputs = {k: _readonly(v) for k, v in request.inputs.items()}
+        by_request = deadline == request.deadline_ns  # (else the timeout's is the sooner)
+        if not by_request:  # the handler honours the call's timeout too (as over shm), on a copy:
+            # the caller's request keeps its own deadline (one sent again must not carry this one)
+            request = attrs.evolve(request, deadline_ns=deadline)
         reply = _Reply()
         with server.cond:
             server.inflight += 1
@@ -90,7 +94,7 @@ class _InprocClient(TransportClient):
             if deadline:  # (a request's own deadline may lie past what a lock can wait)
                 left = min(max(0.0, (deadline - time.monotonic_ns()) / 1e9), threading.TIMEOUT_MAX)
             if not reply.wait(left) or (deadline and time.monotonic_ns() > deadline):
-                within = "before the request's deadline" if timeout is None else f"within {timeout}s"
+                within = "before the request's deadline" if by_request else f"within {timeout}s"
                 raise DeadlineExceeded(f"no response {within}", model=request.model, request_id=request.id)
         finally:
             with server.cond:

@@ -134,3 +134,24 @@ def test_the_request_carries_the_calls_deadline(client: TransportClient, handler
     assert handler.requests[1].deadline_ns == sooner
     client.infer(InferenceRequest("m", {"x": X}))
     assert handler.requests[2].deadline_ns == 0
+
+
+def test_a_request_sent_again_is_not_held_to_the_previous_calls_timeout(
+    client: TransportClient, handler: Handler
+) -> None:
+    """The client wrote the call's deadline into the caller's request, so the same request sent
+    again (a retry of one that timed out) carried the first call's deadline, long past: the
+    second call, with a timeout of 5 s, failed at once 'no response within 5s'."""
+    request = InferenceRequest("m", {"x": X})
+    with pytest.raises(DeadlineExceeded):
+        client.infer(request, timeout=0)  # answered inline, but after its deadline (now)
+    assert request.deadline_ns == 0
+    np.testing.assert_array_equal(client.infer(request, timeout=5).outputs["x"], X)
+    assert handler.requests[1].deadline_ns > 0  # the handler still sees the call's deadline
+
+
+def test_a_call_past_the_requests_own_deadline_says_so_not_the_timeout(client: TransportClient) -> None:
+    """A request whose own deadline was the sooner was told 'no response within 100s'."""
+    request = InferenceRequest("m", {"x": X}, deadline_ns=time.monotonic_ns())
+    with pytest.raises(DeadlineExceeded, match=r"no response before the request's deadline$"):
+        client.infer(request, timeout=100)
