@@ -20,12 +20,27 @@ import errno
 import os
 import sys
 import threading
+import weakref
 from typing import Any, BinaryIO, TextIO
 
 __all__ = ["FileSink", "SinkFactory", "StreamSink", "open_sink"]
 
 _METHODS = ("debug", "info", "warning", "warn", "error", "critical", "fatal", "exception", "log")
 _STREAMS = ("stderr", "stdout")
+
+
+_LOCKED: weakref.WeakSet[FileSink | StreamSink] = weakref.WeakSet()  # sinks with a lock, for fork
+
+
+def _unlock_after_fork() -> None:
+    """In a forked child: a sink's lock held by another thread of the parent at the fork (writing
+    a line, reopening the file) would be held for ever, and the child's first line through it
+    would hang. Each is made anew, as the standard library's handlers' locks are."""
+    for sink in list(_LOCKED):
+        sink._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_unlock_after_fork)
 
 
 def _as_bytes(line: bytes | str) -> bytes:
@@ -103,6 +118,7 @@ class FileSink:
         "_raw",
         "_reported",
         "_successor",
+        "__weakref__",
         "msg",
         "path",
         "reopen",
@@ -122,11 +138,14 @@ class FileSink:
         self._raw = self._file.write
         info = os.fstat(self._file.fileno())
         self._ident: tuple[int, int] | None = (info.st_dev, info.st_ino)
-        self._lock = threading.Lock()
+        # reentrant: a signal handler that logs runs in the thread it interrupts, maybe in here
+        self._lock = threading.RLock()
         self._closed = False
         self._reported = False
         self._successor: FileSink | StreamSink | None = None
         self._bind(self.write_watched if reopen else self.write)
+        if reopen:
+            _LOCKED.add(self)
 
     def _bind(self, write: Any) -> None:
         self.msg = write
@@ -192,11 +211,12 @@ class StreamSink:
     daemoniser) is followed rather than written to after it was closed.
     """
 
-    __slots__ = ("_closed", "_lock", "_reported", "_successor", "msg", "name", *_METHODS)
+    __slots__ = ("__weakref__", "_closed", "_lock", "_reported", "_successor", "msg", "name", *_METHODS)
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: see FileSink
+        _LOCKED.add(self)
         self._closed = False
         self._reported = False
         self._successor: FileSink | StreamSink | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -159,3 +161,114 @@ def test_an_output_under_a_file_says_which_part_is_not_a_directory(tmp_path):
         problem.message
         == f"cannot open {str(blocker / 'app.log')!r} for appending: {blocker} is not a directory"
     )
+
+
+def _in_child(body) -> int:
+    """Run ``body`` in a forked child; its exit status (a child that hangs is ended by SIGALRM,
+    a guard against a deadlock only, far past what the body takes)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            signal.alarm(60)
+            body()
+            code = 0
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return status
+
+
+def _held_by_a_thread(sink, line: bytes):
+    """Start a thread writing ``line`` through ``sink`` and stop it inside the write (the sink's
+    lock held); returns the thread and the event that lets it go on."""
+    entered, release = threading.Event(), threading.Event()
+
+    def blocked(*args) -> None:
+        entered.set()
+        release.wait()
+
+    thread = threading.Thread(target=sink.msg, args=(line,))
+    return thread, entered, release, blocked
+
+
+def test_a_child_forked_while_a_thread_writes_a_line_can_log(tmp_path):
+    """A thread of the parent holding a sink's lock at os.fork() (writing a line: reopen, or a
+    stream) left it held for ever in the child, whose first line then hung."""
+    from foundation_logging._sinks import FileSink, StreamSink
+
+    path = tmp_path / "app.log"
+    file_sink = FileSink(str(path), reopen=True)
+    real = file_sink._raw
+    thread, entered, release, blocked = _held_by_a_thread(file_sink, b"parent\n")
+    file_sink._raw = blocked
+    thread.start()
+    try:
+        assert entered.wait(30)
+
+        def child() -> None:
+            file_sink._raw = real
+            file_sink.msg(b"child\n")
+
+        assert _in_child(child) == 0
+    finally:
+        release.set()
+        thread.join()
+    assert path.read_bytes() == b"child\n"
+
+    class Blocking:
+        def write(self, text: str) -> None:
+            entered.set()
+            release.wait()
+
+        def flush(self) -> None:
+            pass
+
+    entered.clear()
+    release.clear()
+    stream_sink = StreamSink("stdout")
+    saved = sys.stdout
+    sys.stdout = Blocking()  # type: ignore[assignment]
+    thread = threading.Thread(target=stream_sink.msg, args=("parent",))
+    thread.start()
+    try:
+        assert entered.wait(30)
+
+        def stream_child() -> None:
+            fd = os.open(tmp_path / "child.out", os.O_WRONLY | os.O_CREAT)
+            sys.stdout = open(fd, "w")  # noqa: SIM115 - the child exits at once
+            stream_sink.msg("child")
+            sys.stdout.flush()
+
+        assert _in_child(stream_child) == 0
+    finally:
+        release.set()
+        thread.join()
+        sys.stdout = saved
+    assert (tmp_path / "child.out").read_text() == "child\n"
+
+
+def test_a_signal_handler_that_logs_while_a_line_is_written_does_not_hang(tmp_path):
+    """A signal handler runs in the thread it interrupts: one that logs, run while that thread
+    was inside a reopening sink's write (its lock held), waited for the lock for ever."""
+    from foundation_logging._sinks import FileSink
+
+    path = tmp_path / "app.log"
+
+    def child() -> None:
+        sink = FileSink(str(path), reopen=True)
+        real = sink._raw
+        signal.signal(signal.SIGUSR1, lambda *_: sink.msg(b"handler\n"))
+
+        def interrupted(line: bytes) -> None:
+            sink._raw = real
+            os.kill(os.getpid(), signal.SIGUSR1)  # its handler runs before this returns
+            real(line)
+
+        sink._raw = interrupted
+        sink.msg(b"line\n")
+
+    assert _in_child(child) == 0
+    assert sorted(path.read_bytes().splitlines()) == [b"handler", b"line"]
