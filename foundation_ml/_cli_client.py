@@ -11,6 +11,7 @@ import stat
 import sys
 import time
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
@@ -182,8 +183,13 @@ def _check_npz(f: BinaryIO, limit: int) -> None:
             if key in seen:
                 raise ValueError(f"the array {key!r} is given twice")
             seen.add(key)
-            with zf.open(m) as member:
-                _check_npy(member, m.file_size, f"{m.filename!r}")
+            try:
+                with zf.open(m) as member:
+                    _check_npy(member, m.file_size, f"{m.filename!r}")
+            # zipfile's words for an encrypted member, an unknown compression, corrupt deflate
+            # data (np.load would raise them too, untyped)
+            except (RuntimeError, NotImplementedError, zlib.error) as exc:
+                raise ValueError(f"{m.filename!r} cannot be unpacked: {exc}") from None
 
 
 def _check_npy(f: IO[bytes], size: int, what: str) -> None:

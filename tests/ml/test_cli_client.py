@@ -245,3 +245,44 @@ def test_any_array_file_is_read_or_refused_naming_it(data: bytes, suffix: str) -
         assert outcome[0].startswith(f"foundation infer: cannot read inputs from {path}: ")
     else:
         assert x.shape == (2, 3)
+
+
+def _npz_patched(path: Path, method: int = 0, flags: int = 0, corrupt: bool = False) -> None:
+    """An .npz of one array whose member says ``method`` (compression) and ``flags``, its data
+    made garbage if ``corrupt``: as a damaged or hand-made file may."""
+    import struct
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("x.npy", npy_bytes((64, 64), b"\0" * 4 * 64 * 64))
+    data = bytearray(buf.getvalue())
+    local, central = data.find(b"PK\x03\x04"), data.find(b"PK\x01\x02")
+    for at, flag_at, method_at in ((local, 6, 8), (central, 8, 10)):
+        data[at + flag_at] |= flags
+        if method:
+            data[at + method_at : at + method_at + 2] = struct.pack("<H", method)
+    if corrupt:
+        start = local + 30 + struct.unpack("<H", data[local + 26 : local + 28])[0]
+        for k in range(start, start + 16):
+            data[k] ^= 0xFF
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("patch", "reason"),
+    [
+        ({"flags": 1}, "is encrypted, password required"),
+        ({"method": 99}, "That compression method is not supported"),
+        ({"corrupt": True}, "while decompressing data"),
+    ],
+    ids=["encrypted", "unknown-compression", "corrupt-deflate"],
+)
+def test_an_npz_member_that_cannot_be_unpacked_is_refused_naming_it(
+    tmp_path: Path, patch: dict[str, object], reason: str
+) -> None:
+    """An encrypted member, one of a compression zipfile has not, or corrupt deflate data raised
+    zipfile's RuntimeError, NotImplementedError or zlib.error: a traceback, not a message."""
+    path = tmp_path / "in.npz"
+    _npz_patched(path, **patch)  # type: ignore[arg-type]
+    message = refused(path)
+    assert message.startswith("'x.npy' cannot be unpacked: ") and reason in message
