@@ -117,16 +117,19 @@ def test_a_closed_loan_is_not_given_back_again_when_dropped(
 def test_a_dropped_loan_whose_request_is_with_the_server_is_used_again_only_once_answered(
     name: str, echo_process: Callable[..., EchoProcess]
 ) -> None:
-    """The loan's call timed out while the server sleeps on it; its channel comes back to the
-    pool, but the next call waits for the server's answer before writing there."""
-    echo_process("--channels", "2")
+    """The loan's call timed out while the server holds it (stopped); its channel comes back to
+    the pool, but the next call waits for the server's answer before writing there."""
+    server = echo_process("--channels", "2")
     with ShmTransport().connect(name, channels=1) as client:
-        loan = client.loan("sleep", SPEC, timeout=2, parameters={"ms": 300})
-        with pytest.raises(DeadlineExceeded):
-            loan.infer(timeout=0.05)
-        ch = loan._channel
-        assert ch is not None and not ch.idle()
-        del loan
+        loan = client.loan("echo", SPEC, timeout=2)
+        with _stopped(server):
+            with pytest.raises(DeadlineExceeded):
+                loan.infer(timeout=0.05)
+            ch = loan._channel
+            assert ch is not None and not ch.idle()  # with the server until it runs again
+            del loan
+            gc.collect()
+            assert not ch.idle()
         _echo(client, 5.0)  # before the fix: DeadlineExceeded, the channel was the loan's for ever
         assert client._all == [ch]
 
