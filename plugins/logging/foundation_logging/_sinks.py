@@ -116,6 +116,7 @@ class FileSink:
         "_ident",
         "_lock",
         "_raw",
+        "_reopen_reported",
         "_reported",
         "_successor",
         "__weakref__",
@@ -141,7 +142,8 @@ class FileSink:
         # reentrant: a signal handler that logs runs in the thread it interrupts, maybe in here
         self._lock = threading.RLock()
         self._closed = False
-        self._reported = False
+        self._reported = False  # a failed write said (once)
+        self._reopen_reported = False  # a failed reopen said (once): apart, so neither hides the other
         self._successor: FileSink | StreamSink | None = None
         self._bind(self.write_watched if reopen else self.write)
         if reopen:
@@ -176,8 +178,8 @@ class FileSink:
         try:
             new: BinaryIO = open(_append_fd(self.path), "ab", buffering=0)  # noqa: SIM115 - kept
         except (OSError, ValueError) as exc:  # keep writing to the old file; try again next line
-            if not self._reported:
-                self._reported = True
+            if not self._reopen_reported:
+                self._reopen_reported = True
                 _report(f"{self.path!r} (reopening it after rotation)", exc)
             return
         info = os.fstat(new.fileno())

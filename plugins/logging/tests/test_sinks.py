@@ -83,6 +83,32 @@ def test_a_path_that_cannot_be_reopened_keeps_the_old_file_and_says_so_once(tmp_
     assert _events(path, read_lines) == ["four"]
 
 
+def test_a_failed_reopen_does_not_hide_a_later_failed_write(tmp_path, capsys):
+    """One flag said both once: after a reopen failure, a full disk went unsaid."""
+    from foundation_logging import _sinks
+
+    path, rotated = tmp_path / "app.log", tmp_path / "app.log.1"
+    configure_logging(LoggingSettings(format="json", output=str(path), reopen=True))
+    get_logger().info("one")
+    os.rename(path, rotated)
+    path.mkdir()
+    get_logger().info("two")  # cannot reopen: said
+    path.rmdir()
+    get_logger().info("three")  # reopened
+    assert "(reopening it after rotation)" in capsys.readouterr().err
+    [sink] = [s for s in _sinks._LOCKED if getattr(s, "path", None) == str(path)]
+
+    def full(line: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    sink._raw = full
+    get_logger().info("four")
+    get_logger().info("five")
+    err = capsys.readouterr().err
+    assert err.count(f"cannot write log lines to {str(path)!r} (OSError: ") == 1, err
+    assert "No space left on device" in err
+
+
 def test_a_relative_path_stays_where_it_was_opened_after_a_chdir(tmp_path, monkeypatch, read_lines):
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path)
