@@ -231,8 +231,9 @@ def test_a_second_server_under_a_live_ones_name_is_named_not_a_traceback(name: s
     with ServerProcess(["--transport", "shm", "--name", name]):
         proc = foundation("serve", "--name", name)
     assert proc.returncode == 1
-    assert f"foundation serve: error: a live shm server already holds /dev/shm/fdn-{name}.lock" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("foundation serve: error: a live shm server (pid ")  # before loading
+    assert f"already serves {name!r} (it holds /dev/shm/fdn-{name}.lock)" in proc.stderr
+    assert "Traceback" not in proc.stderr and "loaded" not in proc.stdout
 
 
 def test_infer_reads_the_transports_config_section(name: str) -> None:

@@ -65,7 +65,7 @@ def test_a_model_raising_a_base_exception_fails_its_request_and_serving_goes_on(
 def test_a_model_raising_a_base_exception_at_warm_up_is_a_load_error(
     shm_runtime: MLRuntime, exc: BaseException
 ) -> None:
-    with pytest.raises(ModelLoadError, match=f"warm-up: {type(exc).__name__}"):
+    with pytest.raises(ModelLoadError, match=rf"at warm-up \(the example input: .*\): {type(exc).__name__}"):
         shm_runtime.register_model("bad", always_raising(exc))
     assert shm_runtime.registry.names() == []
 
