@@ -93,9 +93,12 @@ class TransportClient(abc.ABC):
         """The server's metrics document (per-model counts and latency percentiles)."""
 
     async def ainfer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
-        """The async form: ``infer`` run off the event loop (``asyncio.to_thread``). The timeout
-        runs from this call, not from when a thread of the loop's executor comes free: a call that
-        waited for one past its timeout raises ``DeadlineExceeded`` without being sent."""
+        """The async form: ``infer`` run off the event loop (``asyncio.to_thread``), or
+        ``infer_copy`` where the client has it (outputs the caller owns: the worker thread's next
+        call may serve another coroutine). The timeout runs from this call, not from when a thread
+        of the loop's executor comes free: a call that waited for one past its timeout raises
+        ``DeadlineExceeded`` without being sent; 0 and bad values reach ``infer`` as they are."""
+        send = getattr(self, "infer_copy", None) or self.infer
         start = time.monotonic()
 
         def call() -> InferenceResponse:
@@ -106,7 +109,7 @@ class TransportClient(abc.ABC):
                     raise DeadlineExceeded(
                         f"no thread free to send the request within {timeout}s", model=request.model
                     )
-            return self.infer(request, timeout=left)
+            return send(request, timeout=left)
 
         return await asyncio.to_thread(call)
 

@@ -17,7 +17,6 @@ shared memory. A client dropped without ``close()`` gives its channels back when
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import struct
@@ -194,25 +193,11 @@ class ShmClient(TransportClient):
         return self.infer(request, timeout=timeout, copy_outputs=True)
 
     async def ainfer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
-        """``infer`` off the event loop, its outputs copies (``infer_copy``): the worker thread's
-        next call may serve another coroutine, and would overwrite views (and a thread keeping a
-        channel for each of the executor's threads would take the server's). The timeout runs
-        from this call: one that waited for a worker thread past it raises ``DeadlineExceeded``
-        without being sent; 0 and bad values go to ``infer`` as they are (its ``ValueError``)."""
-        limit = self.timeout if timeout is None else timeout
-        start = time.monotonic()
-
-        def call() -> InferenceResponse:
-            left = limit
-            if (type(limit) is float or type(limit) is int) and 0 < limit <= 1e9:
-                left = limit - (time.monotonic() - start)
-                if left <= 0:
-                    raise DeadlineExceeded(
-                        f"no thread free to send the request within {limit}s", model=request.model
-                    )
-            return self.infer(request, timeout=left, copy_outputs=True)
-
-        return await asyncio.to_thread(call)
+        """The contract's ``ainfer`` (``infer_copy`` off the event loop, its timeout counted from
+        this call), with this client's ``timeout`` when none is given: its outputs are copies,
+        and no worker thread of the loop's executor keeps a channel (each would take one of the
+        server's)."""
+        return await super().ainfer(request, timeout=self.timeout if timeout is None else timeout)
 
     def _infer_full(
         self,
