@@ -26,6 +26,8 @@ from foundation_ml.errors import CudaUnavailable, InferenceError, InvalidInput, 
 
 torch = pytest.importorskip("torch")
 C = pytest.importorskip("foundation_shm._cuda_ipc")
+C_CLIENT = pytest.importorskip("foundation_shm._cuda_client")
+C_SERVER = pytest.importorskip("foundation_shm._cuda_server")
 D = pytest.importorskip("foundation_shm._cuda_driver")
 L = pytest.importorskip("foundation_shm._layout")
 FakeDeviceMemory = pytest.importorskip("foundation_shm._cuda_fake").FakeDeviceMemory
@@ -136,7 +138,8 @@ def cpu_as_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """Treat CPU torch tensors as CUDA tensors, in foundation_ml and in the shm transport."""
     monkeypatch.setattr(T, "is_device_tensor", T.is_tensor)
     monkeypatch.setattr(ml_client, "is_device_tensor", T.is_tensor)
-    monkeypatch.setattr(C, "is_device_tensor", lambda v: isinstance(v, torch.Tensor))
+    for side in (C_CLIENT, C_SERVER):  # the client's inputs, the server's outputs
+        monkeypatch.setattr(side, "is_device_tensor", lambda v: isinstance(v, torch.Tensor))
 
 
 def test_torch_cpu_tensors_give_numpy_outputs_equal_to_numpy_inputs() -> None:
@@ -334,7 +337,8 @@ def fake_ipc(monkeypatch: pytest.MonkeyPatch, cpu_as_device: None) -> FakeDevice
     a cpu TorchModel declares device_tensors as one on cuda:0 would."""
     memory = FakeDeviceMemory().install(monkeypatch)
     monkeypatch.setattr(D, "_driver", _FakeDriver())
-    monkeypatch.setattr(C, "cuda_available", lambda: True)
+    for side in (C_CLIENT, C_SERVER):
+        monkeypatch.setattr(side, "cuda_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "init", lambda: None)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(TorchModel, "device_tensors", property(lambda self: True))

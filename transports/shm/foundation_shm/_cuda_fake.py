@@ -1,6 +1,6 @@
-"""CPU tensors standing in for device memory, so that the CUDA IPC path (``_cuda_ipc``) runs in
-tests on machines without a GPU: a handle names a CPU tensor, "opening" it gives that tensor (or a
-view into a server output buffer). Not used outside tests."""
+"""CPU tensors standing in for device memory, so that the CUDA IPC path (``_cuda_server``,
+``_cuda_client``) runs in tests on machines without a GPU: a handle names a CPU tensor, "opening" it
+gives that tensor (or a view into a server output buffer). Not used outside tests."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import numpy as np
 
 from foundation_ml import DataType
 
-from . import _cuda_ipc as C
+from . import _cuda_client, _cuda_server
 from ._cuda_desc import CudaIpcRef
+from ._cuda_memory import datatype_of
 
 if TYPE_CHECKING:
     import pytest
@@ -30,10 +31,12 @@ class FakeDeviceMemory:
         self._ids = itertools.count(1)
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeDeviceMemory:
-        monkeypatch.setattr(C, "export_tensor", self.export)
-        monkeypatch.setattr(C, "tensor_on", self.tensor_on)
-        monkeypatch.setattr(C, "_OwnBuffer", self.buffer, raising=False)
-        monkeypatch.setattr(C, "_synchronize", lambda devices: None)
+        # each module that calls one is patched: the client exports, the server owns the buffers
+        monkeypatch.setattr(_cuda_client, "export_tensor", self.export)
+        monkeypatch.setattr(_cuda_server, "_OwnBuffer", self.buffer)
+        for side in (_cuda_client, _cuda_server):
+            monkeypatch.setattr(side, "tensor_on", self.tensor_on)
+            monkeypatch.setattr(side, "_synchronize", lambda devices: None)
         return self
 
     def export(self, name: str, t: Any) -> CudaIpcRef:
@@ -41,7 +44,7 @@ class FakeDeviceMemory:
         self.tensors[handle] = t
         self.exported.append(name)
         size = t.numel() * t.element_size()
-        return CudaIpcRef(name, C.datatype_of(t), tuple(t.shape), 0, handle, 0, size)
+        return CudaIpcRef(name, datatype_of(t), tuple(t.shape), 0, handle, 0, size)
 
     def buffer(self, device: int, size: int) -> Any:
         import torch

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from foundation_shm import ShmTransport
+from foundation_shm import ShmTransport, _cuda_client, _cuda_server
 from foundation_shm import _cuda_driver as D
 from foundation_shm import _cuda_ipc as C
 from foundation_shm import _layout as L
@@ -360,7 +360,8 @@ def test_the_flag_alone_is_harmless_on_a_host_server(echo_server: Any, name: str
 @pytest.fixture
 def cpu_as_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """Treat CPU torch tensors as device tensors: the path selection runs without a GPU."""
-    monkeypatch.setattr(C, "is_device_tensor", lambda v: isinstance(v, torch.Tensor))
+    for side in (_cuda_client, _cuda_server):  # the client's inputs, the server's outputs
+        monkeypatch.setattr(side, "is_device_tensor", lambda v: isinstance(v, torch.Tensor))
 
 
 def test_fallback_host_sends_device_tensors_through_host_memory(
@@ -418,8 +419,8 @@ def test_a_server_refusing_at_request_time_makes_the_client_fall_back_and_rememb
         exported.append(n)
         return _ref(name=n, shape=tuple(t.shape), size=t.numel() * t.element_size(), offset=0)
 
-    monkeypatch.setattr(C, "export_tensor", fake_export)
-    monkeypatch.setattr(C, "_synchronize", lambda devices: None)
+    monkeypatch.setattr(_cuda_client, "export_tensor", fake_export)
+    monkeypatch.setattr(_cuda_client, "_synchronize", lambda devices: None)
     with ShmTransport().serve(name, EchoHandler(), channels=2) as server:
         server._ctl.u32[L.RegionField.FEATURES // 4] |= L.Feature.CUDA_IPC
         with ShmTransport().connect(name, cuda_fallback="host") as client:
@@ -461,7 +462,8 @@ class _Dec:
 def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> _FakeDriver:
     drv = _FakeDriver()
     monkeypatch.setattr(D, "_driver", drv)
-    monkeypatch.setattr(C, "tensor_on", lambda mapping, ref: mapping)  # the "tensor" holds its mapping
+    # the server's opens: the "tensor" holds its mapping
+    monkeypatch.setattr(_cuda_server, "tensor_on", lambda mapping, ref: mapping)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     return drv
 
@@ -726,8 +728,10 @@ def test_an_answer_that_cannot_be_sent_synchronises_before_its_error(
     before the server's synchronise, so the client could free inputs the server still read."""
     FakeDeviceMemory().install(monkeypatch)
     synced: list[tuple[str, set[int]]] = []
-    monkeypatch.setattr(
-        C, "_synchronize", lambda devices: synced.append((threading.current_thread().name, set(devices)))
+    monkeypatch.setattr(  # the server's synchronise (the client's stays the fake's no-op)
+        _cuda_server,
+        "_synchronize",
+        lambda devices: synced.append((threading.current_thread().name, set(devices))),
     )
     with _fake_ipc_server(name, _Handler(lambda x: x.to(torch.complex64))) as server:
         with ShmTransport().connect(name, channels=1) as client:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from foundation_shm import ShmTransport
+from foundation_shm import ShmTransport, _cuda_client
 from foundation_shm import _cuda_ipc as C
 from foundation_shm import _layout as L
 from foundation_shm._client import ShmClient
@@ -54,15 +54,16 @@ def client(gpu_server: CudaServeProcess, name: str) -> Iterator[ShmClient]:
 
 @pytest.fixture
 def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the tensors this process built from a CUDA IPC handle (outputs by handle)."""
+    """Names of the tensors this process built from a CUDA IPC handle (outputs by handle): the
+    client's opens (the server is another process)."""
     names: list[str] = []
-    real = C.tensor_on
+    real = _cuda_client.tensor_on
 
     def spy(mapping: Any, ref: CudaIpcRef) -> Any:
         names.append(ref.name)
         return real(mapping, ref)
 
-    monkeypatch.setattr(C, "tensor_on", spy)
+    monkeypatch.setattr(_cuda_client, "tensor_on", spy)
     return names
 
 
