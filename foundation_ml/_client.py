@@ -19,7 +19,7 @@ import numpy as np
 from foundation_core import Hub
 
 from ._plugin import DEFAULT_NAME
-from ._tensors import device_of, is_device_tensor, is_tensor, to_host
+from ._tensors import device_of, from_host, is_device_tensor, is_tensor, to_host
 from ._transport import TransportClient, configured_options
 from ._types import InferenceRequest, InferenceResponse, deadline_after
 from .errors import DeadlineExceeded, ServerUnavailable
@@ -342,7 +342,7 @@ def _on_device(outputs: Mapping[str, Any], device: Any, copy: bool) -> dict[str,
     out: dict[str, Any] = {}
     for k, v in outputs.items():
         if not isinstance(v, torch.Tensor):  # a transport that returned host arrays
-            out[k] = torch.from_numpy(np.array(v)).to(device)
+            out[k] = from_host(np.array(v)).to(device)  # BF16 bit patterns as bfloat16
         elif v.device != device:
             out[k] = v.to(device)
         else:

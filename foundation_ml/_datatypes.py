@@ -12,9 +12,18 @@ import numpy as np
 
 __all__ = ["DataType"]
 
+# numpy has no bfloat16: BF16 data is its 16-bit patterns as uint16, in arrays whose dtype carries
+# this mark (equal to uint16 for numpy, BF16 for the protocol). Decoders give BF16 tensors this
+# dtype, so they travel on as BF16; ``bits.view(DataType.BF16.numpy)`` makes uint16 bits BF16.
+_BF16_MARK = ("datatype", "BF16")
+_BF16_BITS = np.dtype(np.uint16, metadata=dict([_BF16_MARK]))
+
 
 class DataType(enum.Enum):
-    """``DataType.FP32.code == 12``, ``.itemsize == 4``, ``.numpy == np.dtype('float32')``."""
+    """``DataType.FP32.code == 12``, ``.itemsize == 4``, ``.numpy == np.dtype('float32')``.
+
+    ``DataType.BF16.numpy`` is uint16 marked BF16 (numpy has no bfloat16): arrays of that dtype
+    are BF16 bit patterns, and ``from_numpy`` reads them as BF16; a plain uint16 is UINT16."""
 
     BOOL = (1, 1, "bool")
     UINT8 = (2, 1, "uint8")
@@ -26,7 +35,7 @@ class DataType(enum.Enum):
     INT32 = (8, 4, "int32")
     INT64 = (9, 8, "int64")
     FP16 = (10, 2, "float16")
-    BF16 = (11, 2, "uint16")  # numpy has no bfloat16: the raw 16-bit patterns travel as uint16
+    BF16 = (11, 2, "uint16")  # the 16-bit patterns, as uint16 marked BF16 (_BF16_BITS)
     FP32 = (12, 4, "float32")
     FP64 = (13, 8, "float64")
     BYTES = (14, 1, "uint8")  # opaque bytes; shape counts bytes
@@ -34,7 +43,7 @@ class DataType(enum.Enum):
     def __init__(self, code: int, itemsize: int, numpy_name: str) -> None:
         self.code = code
         self.itemsize = itemsize
-        self.numpy = np.dtype(numpy_name)
+        self.numpy = _BF16_BITS if code == 11 else np.dtype(numpy_name)
 
     @classmethod
     def from_code(cls, code: int) -> DataType:
@@ -52,8 +61,11 @@ class DataType(enum.Enum):
 
     @classmethod
     def from_numpy(cls, dtype: np.dtype | type) -> DataType:
+        dt = np.dtype(dtype)
         try:
-            return _BY_NUMPY[np.dtype(dtype)]
+            if dt.metadata is not None and _BF16_MARK in dt.metadata.items():
+                return DataType.BF16
+            return _BY_NUMPY[dt]
         except KeyError:
             raise ValueError(f"numpy dtype {np.dtype(dtype)} has no protocol datatype") from None
 
@@ -65,9 +77,9 @@ class DataType(enum.Enum):
 
 
 _BY_CODE = {d.code: d for d in DataType}
-# uint16 maps to UINT16 (not BF16) and uint8 to UINT8 (not BYTES): the natural reading of numpy.
+# uint16 maps to UINT16 (BF16 only when marked) and uint8 to UINT8 (not BYTES): numpy's reading.
 _BY_NUMPY = {d.numpy: d for d in reversed(list(DataType)) if d not in (DataType.BF16, DataType.BYTES)}
-# torch dtype names: numpy's, except BF16 (torch.bfloat16; numpy carries its bits as uint16).
+# torch dtype names: numpy's, except BF16 (torch.bfloat16; numpy carries its bits as marked uint16).
 _TORCH_NAMES: dict[DataType, str] = {
     d: ("bfloat16" if d is DataType.BF16 else d.numpy.name) for d in DataType if d is not DataType.BYTES
 }

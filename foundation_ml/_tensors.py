@@ -17,6 +17,7 @@ from ._datatypes import DataType
 
 __all__ = [
     "device_of",
+    "from_host",
     "has_tensor",
     "is_device_tensor",
     "is_tensor",
@@ -53,7 +54,8 @@ def device_of(inputs: Mapping[str, Any]) -> Any:
 
 def to_host(value: Any) -> np.ndarray:
     """A torch tensor as a C-contiguous host numpy array (zero-copy for a contiguous CPU tensor;
-    BF16 as its uint16 bit patterns, as the protocol carries it); numpy arrays pass through."""
+    bfloat16 as its bit patterns, of dtype ``DataType.BF16.numpy``, which travel as BF16); numpy
+    arrays pass through."""
     if not is_tensor(value):
         return np.ascontiguousarray(value)
     t = value.detach()
@@ -63,7 +65,18 @@ def to_host(value: Any) -> np.ndarray:
     if DataType.from_torch(t.dtype) is DataType.BF16:
         import torch  # loaded: ``value`` is one of its tensors
 
-        bits: np.ndarray = t.view(torch.int16).numpy().view(np.uint16)
+        bits: np.ndarray = t.view(torch.int16).numpy().view(DataType.BF16.numpy)
         return bits
     array: np.ndarray = t.numpy()
     return array
+
+
+def from_host(array: np.ndarray) -> Any:
+    """A host numpy array as a CPU torch tensor on the same memory (BF16 bit patterns, of dtype
+    ``DataType.BF16.numpy``, as ``torch.bfloat16``). For callers that already hold torch tensors:
+    this is where torch is imported."""
+    import torch
+
+    if DataType.from_numpy(array.dtype) is DataType.BF16:
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)

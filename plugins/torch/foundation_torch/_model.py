@@ -81,7 +81,7 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     if t.device.type != "cpu":
         t = t.cpu()
     if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(np.uint16)
+        return t.view(torch.int16).numpy().view(DataType.BF16.numpy)  # travels as BF16
     return t.numpy()
 
 

@@ -14,7 +14,7 @@ import torch
 from foundation_torch import TorchBackend, save_export, save_torchscript
 from foundation_torch.demo import build_demo
 
-from foundation_ml import InferenceClient, MLRuntime, ModelLoadError
+from foundation_ml import DataType, InferenceClient, MLRuntime, ModelLoadError
 
 DEMO = "foundation_torch.demo:build_demo"
 
@@ -204,7 +204,7 @@ def test_dtypes_map_by_the_protocol_table(runtime: MLRuntime) -> None:
     inputs = {
         "a": np.array([[1.0, 2.0]]),
         "b": np.array([41], np.int64),
-        "c": bf.view(torch.int16).numpy().view(np.uint16),  # BF16 travels as its 16-bit patterns
+        "c": bf.view(torch.int16).numpy().view(np.uint16),  # plain uint16: the signature reads it BF16
         "d": np.array([True]),
     }
     with InferenceClient("kinds-test", transport="inproc", hub=runtime.hub) as client:
@@ -212,6 +212,7 @@ def test_dtypes_map_by_the_protocol_table(runtime: MLRuntime) -> None:
     np.testing.assert_array_equal(out["a2"], [[2.0, 4.0]])
     assert out["b1"].dtype == np.int64 and out["b1"][0] == 42
     assert out["cn"].dtype == np.uint16
+    assert DataType.from_numpy(out["cn"].dtype) is DataType.BF16  # the bits carry the BF16 mark on
     got = torch.from_numpy(out["cn"].view(np.int16)).view(torch.bfloat16)
     assert torch.equal(got, -bf)
     assert out["d"].dtype == np.bool_ and out["d"][0]

@@ -443,6 +443,9 @@ def _no_datatype(request: InferenceRequest, arrays: list[np.ndarray], rid: int) 
         except ValueError as exc:
             carried = ", ".join(str(d.numpy) for d in DataType if d not in (DataType.BF16, DataType.BYTES))
             return InvalidInput(
-                f"input {name}: {exc} (carried: {carried})", model=request.model, request_id=rid
+                f"input {name}: {exc} (carried: {carried}; BF16 as uint16 bit patterns viewed as "
+                "DataType.BF16.numpy)",
+                model=request.model,
+                request_id=rid,
             )
     raise AssertionError("every input has a datatype")  # pragma: no cover - called on a failure only

@@ -348,10 +348,14 @@ def views(area: Any, refs: Sequence[TensorRef]) -> list[np.ndarray]:
 
 
 def _py_fill(dsts: list[np.ndarray], arrays: Iterable[Any]) -> bool:
-    """Copy each array into its view if dtypes and shapes agree; False (nothing copied) if not."""
+    """Copy each array into its view if dtypes (with their marks) and shapes agree; False (nothing
+    copied) if not."""
     arrays = list(arrays)
     if len(arrays) != len(dsts) or any(
-        type(a) is not np.ndarray or a.dtype != d.dtype or a.shape != d.shape
+        type(a) is not np.ndarray
+        or a.dtype != d.dtype
+        or a.shape != d.shape
+        or a.dtype.metadata != d.dtype.metadata  # BF16 bit patterns: uint16 with a mark
         for d, a in zip(dsts, arrays, strict=False)
     ):
         return False

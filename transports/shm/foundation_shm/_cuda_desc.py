@@ -1,7 +1,8 @@
 """CUDA_IPC tensor descriptors (spec section 15): the reference type, its checks, and mixed encoding.
 
 Nothing here imports torch or touches a GPU: a descriptor is checked and decoded into a
-``CudaIpcRef`` (device, handle, offset, size, dtype, shape); opening it is ``_cuda_ipc``'s job.
+``CudaIpcRef`` (device, handle, offset, size, dtype, shape); opening it is the job of
+``_cuda_client`` and ``_cuda_server``.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from foundation_ml import DataType
+from foundation_ml._tensors import from_host, to_host
 from foundation_ml.errors import InvalidInput
 
 from ._cuda_desc import CudaIpcRef
@@ -204,12 +205,8 @@ def _synchronize(devices: set[int]) -> None:
 
 
 def _host_array(t: Any) -> np.ndarray:
-    """A device (or CPU) torch tensor as a host numpy array (bf16 as uint16 bit patterns)."""
-    import torch
-
-    t = t.detach().cpu()
-    a: np.ndarray = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
-    return a
+    """A device (or CPU) torch tensor as a host numpy array (bfloat16 as BF16 bit patterns)."""
+    return to_host(t)
 
 
 def _to_device(a: np.ndarray, device: Any) -> Any:
@@ -217,7 +214,7 @@ def _to_device(a: np.ndarray, device: Any) -> Any:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # read-only views on the response area
-        t = torch.from_numpy(a)
+        t = from_host(a)  # BF16 bit patterns as bfloat16
     if t.device == torch.device(device):
         return t.clone()  # never hand back a view on shared memory the next call rewrites
     return t.to(device)

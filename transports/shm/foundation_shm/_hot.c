@@ -470,9 +470,25 @@ done:
     return result;
 }
 
-/* Copy each source array into its destination view when both have the same format, shape and
- * C-contiguous layout: 1 copied; 0 if any pair differs (nothing copied, the caller re-encodes);
- * -1 with an exception set if an argument is not a sequence. */
+/* Whether two uint16 arrays agree on numpy's dtype metadata: BF16 bit patterns are uint16 with a
+ * mark there (foundation_ml's DataType.BF16.numpy), which the buffer format does not show. */
+static int same_dtype_marks(PyObject *a, PyObject *b) {
+    PyObject *da = PyObject_GetAttrString(a, "dtype"), *db = PyObject_GetAttrString(b, "dtype");
+    PyObject *ma = da ? PyObject_GetAttrString(da, "metadata") : NULL;
+    PyObject *mb = db ? PyObject_GetAttrString(db, "metadata") : NULL;
+    int same = ma != NULL && mb != NULL ? PyObject_RichCompareBool(ma, mb, Py_EQ) : -1;
+    if (same < 0)
+        PyErr_Clear();
+    Py_XDECREF(da);
+    Py_XDECREF(db);
+    Py_XDECREF(ma);
+    Py_XDECREF(mb);
+    return same == 1;
+}
+
+/* Copy each source array into its destination view when both have the same format, dtype mark,
+ * shape and C-contiguous layout: 1 copied; 0 if any pair differs (nothing copied, the caller
+ * re-encodes); -1 with an exception set if an argument is not a sequence. */
 static int fill_pairs(PyObject *dsts_arg, PyObject *srcs_arg) {
     PyObject *dsts = PySequence_Fast(dsts_arg, "dsts must be a sequence"), *srcs = NULL;
     if (dsts == NULL)
@@ -507,6 +523,8 @@ static int fill_pairs(PyObject *dsts_arg, PyObject *srcs_arg) {
              PyBuffer_IsContiguous(d, 'C') && PyBuffer_IsContiguous(src, 'C');
         for (int k = 0; ok && k < d->ndim; k++)
             ok = d->shape[k] == src->shape[k];
+        if (ok && d->format != NULL && strcmp(d->format, "H") == 0)
+            ok = same_dtype_marks(PySequence_Fast_GET_ITEM(dsts, i), PySequence_Fast_GET_ITEM(srcs, i));
     }
     if (ok) {
         Py_ssize_t total = 0;

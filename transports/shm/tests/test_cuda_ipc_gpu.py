@@ -245,3 +245,70 @@ def test_export_gives_the_allocation_handle_and_offset() -> None:
     big = torch.empty(1 << 20, dtype=torch.float32, device=DEV)
     a, b = C.export_tensor("a", big[:10]), C.export_tensor("b", big[1000:1010])
     assert a.handle == b.handle and b.offset - a.offset == 4000 and a.size == 40
+
+
+def _kept(client: ShmClient) -> int:
+    """How many channels the client keeps for threads' output views."""
+    return sum(1 for box in client._pool._holders if box[0] is not None)
+
+
+def test_copies_asked_per_call_are_the_caller_s_own_and_keep_no_channel(
+    gpu_server: CudaServeProcess, name: str
+) -> None:
+    """``infer(copy_outputs=True)`` and ``infer_copy`` on a client of views (bb91fc4): the device
+    outputs are clones that outlive the next call, and the channel goes back to the pool."""
+    with ShmTransport().connect(name, cuda_ipc=True, copy_outputs=False, channels=1) as c:
+        x1, x2, x3 = (torch.full((4096,), v, device=DEV) for v in (1.0, 5.0, 9.0))
+        first = c.infer(InferenceRequest("scale", {"x": x1}), copy_outputs=True).outputs["x"]
+        assert _kept(c) == 0
+        second = c.infer_copy(InferenceRequest("scale", {"x": x2})).outputs["x"]
+        assert _kept(c) == 0
+        view = c.infer(InferenceRequest("scale", {"x": x3})).outputs["x"]  # the client's default: a view
+        assert _kept(c) == 1
+        assert first.is_cuda and second.is_cuda
+        torch.testing.assert_close(first, x1 * 2)
+        torch.testing.assert_close(second, x2 * 2)
+        torch.testing.assert_close(view, x3 * 2)
+        first.add_(1)  # the caller's own memory: writable, and not the server's buffer
+        torch.testing.assert_close(view, x3 * 2)
+
+
+def test_ainfer_returns_device_outputs_the_caller_owns(gpu_server: CudaServeProcess, name: str) -> None:
+    """``ainfer`` copies device outputs (a5944a4: it called numpy's copy() on a torch tensor)."""
+    import asyncio
+
+    async def calls(c: ShmClient) -> list[Any]:
+        xs = [torch.full((1000,), float(i), device=DEV) for i in range(8)]
+        resps = await asyncio.gather(*(c.ainfer(InferenceRequest("scale", {"x": x})) for x in xs))
+        return [(x, r.outputs["x"]) for x, r in zip(xs, resps, strict=True)]
+
+    with ShmTransport().connect(name, cuda_ipc=True, copy_outputs=False, channels=2) as c:
+        pairs = asyncio.run(calls(c))
+        c.infer(InferenceRequest("scale", {"x": torch.zeros(1000, device=DEV)}))
+        for x, out in pairs:
+            assert out.is_cuda
+            torch.testing.assert_close(out, x * 2)
+
+
+@pytest.mark.parametrize("bad", [-1, 2**64, True])
+def test_a_bad_request_id_is_refused_before_a_device_tensor_is_exported(client: ShmClient, bad: Any) -> None:
+    x = torch.ones(8, device=DEV)
+    with pytest.raises(InvalidInput, match=r"request id must be an integer 1\.\.2\*\*64-1"):
+        client.infer(InferenceRequest("scale", {"x": x}, id=bad))
+    out = client.infer(InferenceRequest("scale", {"x": x}, id=2**64 - 1))
+    assert out.id == 2**64 - 1
+    torch.testing.assert_close(out.outputs["x"], x * 2)
+
+
+@pytest.mark.parametrize("cuda_ipc", [True, False])
+def test_bfloat16_stays_bfloat16_by_handle_through_host_memory_and_when_empty(
+    gpu_server: CudaServeProcess, name: str, cuda_ipc: bool
+) -> None:
+    """A bfloat16 tensor through host memory (``cuda_ipc=False``, or an empty one, which never goes
+    by handle) went as UINT16 and came back ``torch.uint16``; it now crosses as BF16 both ways."""
+    x = torch.tensor([1.5, -2.0, 0.25, float("nan")], dtype=torch.bfloat16, device=DEV)
+    with ShmTransport().connect(name, cuda_ipc=cuda_ipc) as c:
+        for t in (x, x[:0], x.reshape(2, 2)):
+            out = c.infer(InferenceRequest("echo", {"x": t})).outputs["x"]
+            assert out.dtype == torch.bfloat16 and out.is_cuda and out.shape == t.shape
+            assert torch.equal(out.view(torch.int16), t.view(torch.int16))  # the bits, NaN too

@@ -81,8 +81,9 @@ def test_a_server_with_the_longest_name_serves_every_channel(name: str) -> None:
         srv.stop()
 
 
-@pytest.mark.parametrize("dtype", [d for d in DataType if d not in (DataType.BF16, DataType.BYTES)])
+@pytest.mark.parametrize("dtype", [d for d in DataType if d is not DataType.BYTES])
 def test_every_datatype_round_trips(server: ShmServer, name: str, dtype: DataType) -> None:
+    """BF16 too: its bit patterns (uint16 of dtype ``DataType.BF16.numpy``) come back BF16."""
     rng = np.random.default_rng(dtype.code)
     raw = rng.integers(0, 256, size=24 * dtype.itemsize, dtype=np.uint8)
     if dtype is DataType.BOOL:
@@ -92,6 +93,23 @@ def test_every_datatype_round_trips(server: ShmServer, name: str, dtype: DataTyp
         resp = client.infer(InferenceRequest("echo", {"x": x, "scalar": x.reshape(-1)[:1].reshape(())}))
     np.testing.assert_array_equal(resp.outputs["x"], x)
     assert resp.outputs["x"].dtype == x.dtype and resp.outputs["scalar"].shape == ()
+    assert DataType.from_numpy(resp.outputs["x"].dtype) is dtype
+    assert DataType.from_numpy(resp.outputs["scalar"].dtype) is dtype
+
+
+def test_bf16_and_uint16_of_one_name_and_shape_keep_their_datatypes_call_after_call(
+    server: ShmServer, name: str
+) -> None:
+    """BF16 bit patterns and UINT16 share numpy's uint16 and its buffer format: the repeat paths
+    (same names and shapes: only the data is copied) must not send one under the other's
+    descriptor, in either direction, on the client's side or the server's answer."""
+    bits = np.arange(6, dtype=np.uint16).reshape(2, 3)
+    with ShmTransport().connect(name, channels=1) as client:
+        for i, dtype in enumerate([DataType.UINT16, DataType.BF16, DataType.BF16, DataType.UINT16] * 2):
+            x = (bits + i).view(dtype.numpy)
+            out = client.infer(InferenceRequest("echo", {"x": x})).outputs["x"]
+            assert DataType.from_numpy(out.dtype) is dtype, (i, dtype)
+            np.testing.assert_array_equal(out, bits + i)
 
 
 def test_outputs_are_read_only_views_unless_copies_are_asked_for(server: ShmServer, name: str) -> None:
