@@ -310,7 +310,11 @@ def _where(a: object) -> object:
 def _concat(parts: list[Any]) -> Any:
     """Join along dimension 0: numpy arrays on the host, torch tensors on their device."""
     if type(parts[0]) is np.ndarray or not is_tensor(parts[0]):
-        return np.concatenate(parts)
+        joined = np.concatenate(parts)
+        first = getattr(parts[0], "dtype", joined.dtype)  # concatenate drops dtype metadata, where
+        if first.metadata is not None and all(p.dtype.metadata == first.metadata for p in parts):
+            joined = joined.view(first)  # BF16 bit patterns carry their mark: keep it
+        return joined
     import torch  # loaded: the parts are its tensors
 
     return torch.cat(parts)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ._backend import LoadedModel
 from ._batching import Batcher, is_ctrl_c
+from ._datatypes import DataType
 from ._metrics import ModelMetrics
 from ._signature import compile_validator, describe, mismatch
 from ._tensors import has_tensor, to_host
@@ -41,6 +42,7 @@ class ServedModel:
         "_output_names",
         "_row_outputs",
         "_running",
+        "_uint16_out",
         "_valid",
         "_valid_out",
         "_why",
@@ -75,6 +77,10 @@ class ServedModel:
         self._valid_out = compile_validator(model.outputs)  # a model's answer is checked too
         # batched, dimension 0 is the batch: these outputs have one row per input row
         self._row_outputs = tuple(s.name for s in model.outputs if s.shape and s.shape[0] == -1)
+        # BF16 and UINT16 outputs are both numpy uint16, told apart by BF16's mark in the dtype: the
+        # signature says which each is, whatever the model's array carries
+        uint16 = (DataType.BF16, DataType.UINT16)
+        self._uint16_out = tuple((s.name, s.datatype.numpy) for s in model.outputs if s.datatype in uint16)
 
     def metadata(self, versions: Sequence[str]) -> ModelMetadata:
         m = self.model
@@ -163,6 +169,8 @@ class ServedModel:
                 return
         if request.outputs:
             outputs = {n: outputs[n] for n in request.outputs}
+        if self._uint16_out:
+            outputs = _as_declared(outputs, self._uint16_out)
         response = InferenceResponse(request.id, self.name, outputs, self.version)
         self.metrics.record(_now() - t0, None, batch)
         respond(response)
@@ -232,3 +240,14 @@ def _close(served: ServedModel) -> None:
         served.model.close()
     except Exception as exc:
         log.error("model %r version %r: close() raised: %r", served.name, served.version, exc, exc_info=exc)
+
+
+def _as_declared(outputs: Mapping[str, Any], uint16: tuple[tuple[str, np.dtype], ...]) -> Mapping[str, Any]:
+    """``outputs`` with each numpy uint16 output viewed as its signature's dtype: BF16 bit patterns
+    marked (``DataType.BF16.numpy``), UINT16 plain, so the answer travels as declared."""
+    relabel = {
+        name: a.view(dtype)
+        for name, dtype in uint16
+        if type(a := outputs.get(name)) is np.ndarray and a.dtype.metadata != dtype.metadata
+    }
+    return {**outputs, **relabel} if relabel else outputs

@@ -8,7 +8,14 @@ import time
 import numpy as np
 import pytest
 
-from foundation_ml import FunctionModel, InferenceClient, InferenceRequest, InferenceResponse, MLRuntime
+from foundation_ml import (
+    DataType,
+    FunctionModel,
+    InferenceClient,
+    InferenceRequest,
+    InferenceResponse,
+    MLRuntime,
+)
 from foundation_ml.errors import DeadlineExceeded, HandlerError, ModelLoadError
 
 from .conftest import Replies
@@ -377,3 +384,48 @@ def test_an_unexpected_error_in_the_batcher_thread_fails_the_queue_and_the_threa
     assert "batcher of model 'm': RuntimeError: a bug" in caplog.text
     runtime(InferenceRequest("m", {"x": np.ones((1, 4), np.float32)}, id=2), replies.respond(2))
     assert isinstance(replies.wait(2)[2], InferenceResponse)  # the thread goes on serving
+
+
+def test_a_batch_of_bf16_inputs_stays_bf16(runtime: MLRuntime) -> None:
+    """BF16 bit patterns are uint16 marked BF16 (``DataType.BF16.numpy``); joining a batch dropped
+    the mark, so a model answering with its input answered UINT16."""
+    calls: list[np.dtype] = []
+
+    def echo(x: np.ndarray) -> np.ndarray:
+        calls.append(x.dtype)
+        return x
+
+    model = FunctionModel(echo, inputs={"x": "BF16[-1, 2]"}, outputs={"y": "BF16[-1, 2]"})
+    runtime.register_model("bf", model, max_batch_size=3, max_wait_us=LONG_WAIT_US, warmup=False)
+    bits = [np.full((n, 2), 0x3F80 + n, np.uint16).view(DataType.BF16.numpy) for n in (1, 2)]
+    requests = [InferenceRequest("bf", {"x": b}, id=i + 1) for i, b in enumerate(bits)]
+    got = submit(runtime, Replies(), [*requests, InferenceRequest("bf", {"x": bits[0]}, id=3)])
+    assert len(calls) == 1 and DataType.from_numpy(calls[0]) is DataType.BF16
+    for i, b in enumerate([*bits, bits[0]]):
+        out = got[i + 1].outputs["y"]  # type: ignore[attr-defined]
+        assert DataType.from_numpy(out.dtype) is DataType.BF16
+        np.testing.assert_array_equal(out, b)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_uint16_outputs_travel_as_the_signature_declares(runtime: MLRuntime, batched: bool) -> None:
+    """A numpy model cannot say BF16 but by the mark: its plain uint16 answer to a BF16 output went
+    out UINT16, and a marked one to a UINT16 output went out BF16. The signature decides."""
+
+    def swap(b: np.ndarray, u: np.ndarray) -> dict[str, np.ndarray]:
+        return {"b_out": u.view(np.uint16), "u_out": b}  # plain bits as BF16, marked bits as UINT16
+
+    model = FunctionModel(
+        swap,
+        inputs={"b": "BF16[-1, 2]", "u": "UINT16[-1, 2]"},
+        outputs={"b_out": "BF16[-1, 2]", "u_out": "UINT16[-1, 2]"},
+    )
+    batching = {"max_batch_size": 2, "max_wait_us": 1000} if batched else {"max_batch_size": 1}
+    runtime.register_model("swap", model, warmup=False, **batching)  # type: ignore[arg-type]
+    b = np.array([[1, 2]], np.uint16).view(DataType.BF16.numpy)
+    u = np.array([[3, 4]], np.uint16)
+    got = submit(runtime, Replies(), [InferenceRequest("swap", {"b": b, "u": u}, id=1)])[1]
+    out = got.outputs  # type: ignore[attr-defined]
+    assert DataType.from_numpy(out["b_out"].dtype) is DataType.BF16
+    assert DataType.from_numpy(out["u_out"].dtype) is DataType.UINT16
+    assert out["b_out"].tolist() == [[3, 4]] and out["u_out"].tolist() == [[1, 2]]
