@@ -47,7 +47,6 @@ __all__ = [
 ]
 
 Tensors = dict[str, np.ndarray]
-_BF16_NAMES = {"bf": DataType.BF16}  # numpy has no bfloat16: these uint16 inputs travel as BF16
 
 
 def _request(
@@ -63,7 +62,7 @@ def _request(
     flags: int = 0,
 ) -> bytearray:
     raw_params = encode_params(params or {})
-    specs = [(n, _BF16_NAMES.get(n) or DataType.from_numpy(a.dtype), a.shape) for n, a in inputs.items()]
+    specs = [(n, DataType.from_numpy(a.dtype), a.shape) for n, a in inputs.items()]
     refs, end = layout(specs, request_payload_size(len(inputs), len(outputs), len(raw_params)))
     buf = bytearray(end)
     for ref, array in zip(refs, inputs.values(), strict=True):

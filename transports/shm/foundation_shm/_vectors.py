@@ -77,7 +77,7 @@ def _request_cases() -> Cases:
         ),
         "request_scalar_bf16": (
             "request",
-            lambda: _request({"bf": np.array(0x3F80, dtype=np.uint16)}, request_id=4),
+            lambda: _request({"bf": np.array(0x3F80, dtype=DataType.BF16.numpy)}, request_id=4),
         ),
         "request_empty_tensor": ("request", lambda: _request({"e": np.zeros((0, 4))}, request_id=5)),
         # [2^62, 0] UINT8: no elements, and 1 x 2^62 (itemsize x the nonzero dimensions) is within
