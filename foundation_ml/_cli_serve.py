@@ -250,7 +250,7 @@ def _model_arg(text: str, hub: Hub) -> tuple[str, str, str]:
     """The name, spec and version one ``--model`` serves, its form and spec checked (``_Refused``)."""
     from foundation_core._registry import check_ref
 
-    from ._package import is_package, read_manifest
+    from ._package import is_package, is_zip_name, read_manifest
     from .errors import PackageError
 
     name, spec = parse_model_arg(text)
@@ -278,9 +278,9 @@ def _model_arg(text: str, hub: Hub) -> tuple[str, str, str]:
             what += " (a NAME holds no '/' or ':')"
         raise _Refused(f"--model {text!r}: {what}")
     path = Path(spec)
-    if path.suffix in _MODEL_FILES or path.suffix == ".zip":
+    if path.suffix in _MODEL_FILES or is_zip_name(path):
         if not path.is_file():
-            what = "package" if path.suffix == ".zip" else "file"
+            what = "package" if is_zip_name(path) else "file"
             raise _Refused(f"--model {text}: no such model {what} {spec!r}")
     elif path.is_dir():
         raise _Refused(f"--model {text}: {spec!r} is a directory without manifest.json, not a model package")

@@ -77,12 +77,17 @@ class Package:
         return f"{self.path}{'/' if Path(self.path).is_dir() else ':'}{file}"
 
 
+def is_zip_name(path: Path) -> bool:
+    """Whether ``path`` names a zipped package: ``.zip`` in any case (``MODEL.ZIP`` too)."""
+    return path.suffix.lower() == ".zip"
+
+
 def is_package(spec: object) -> bool:
     if not isinstance(spec, str | Path):
         return False
     path = Path(spec)
     try:
-        return (path.is_dir() and (path / MANIFEST).is_file()) or (path.suffix == ".zip" and path.is_file())
+        return (path.is_dir() and (path / MANIFEST).is_file()) or (is_zip_name(path) and path.is_file())
     except OSError:  # a name too long for the file system, say: no package is there
         return False
 
@@ -167,13 +172,13 @@ def write_package(
     }
     text = json.dumps(manifest, indent=2).encode() + b"\n"
     try:  # what we write must read back
-        _check_manifest(f"{path}{':' if path.suffix == '.zip' else '/'}{MANIFEST}", text)
+        _check_manifest(f"{path}{':' if is_zip_name(path) else '/'}{MANIFEST}", text)
     except PackageError as exc:
         raise ValueError(f"{exc.message} (nothing was written)") from None
     if path.exists() or path.is_symlink():  # a dangling link too: it would be replaced
         raise FileExistsError(f"{path} already exists")
     with built_beside(path) as partial:  # a failure (a full disk) leaves nothing behind
-        if path.suffix == ".zip":
+        if is_zip_name(path):
             with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as zf:
                 zf.writestr(MANIFEST, text)
                 for n, b in files.items():

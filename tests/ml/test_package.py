@@ -576,3 +576,12 @@ def test_a_package_open_package_would_refuse_is_not_written(
     with pytest.raises(ValueError, match=message):
         make(tmp_path / "p.zip", **overrides)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".ZIP", ".Zip"])
+def test_a_zip_name_in_any_case_writes_and_opens_a_zip(tmp_path: Path, suffix: str) -> None:
+    """``MODEL.ZIP`` was written as a directory named so, and a zip named so was not a package."""
+    path = tmp_path / f"model{suffix}"
+    make(path)
+    assert path.is_file() and zipfile.is_zipfile(path)
+    assert open_package(path).files == open_package(make(tmp_path / "model.zip")).files
