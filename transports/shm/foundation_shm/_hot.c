@@ -57,9 +57,10 @@
  * Buffers are anything with the writable or read-only buffer protocol (the memoryviews of the
  * mapped segments); every index is bounds-checked against the buffer.
  *
- * The server's guard against a client that shrinks its data segment (ftruncate) under the server's
- * mapping: an access past the file's new end is SIGBUS, which would end the server. As
- * libwayland-server does for wl_shm pools:
+ * The guard against a peer that shrinks a shared segment (ftruncate) under this process's mapping:
+ * an access past the file's new end is SIGBUS, which would end the process. The server guards its
+ * clients' data segments and its control segment; a client (and ``shm ls``) guards the server's
+ * control segment. As libwayland-server does for wl_shm pools:
  *
  *   guard(buf) -> slot                      watch the pages of a writable mapping; the first call
  *                                            installs the SIGBUS handler
@@ -69,7 +70,7 @@
  *
  * The handler replaces the watched mapping's pages by private zero pages (mmap MAP_FIXED, one
  * system call) and returns: the faulting access reads zeros and goes on, the slot is marked, and
- * the server drops that mapping. A SIGBUS elsewhere goes to the handler installed before (or the
+ * its owner drops that mapping. A SIGBUS elsewhere goes to the handler installed before (or the
  * default action: the process ends, as it would have).
  */
 #define PY_SSIZE_T_CLEAN
@@ -724,7 +725,7 @@ done:
     return result;
 }
 
-/* --- the SIGBUS guard of client data segments -------------------------------------------- */
+/* --- the SIGBUS guard of shared segments a peer may shrink ------------------------------------ */
 
 #define GUARD_SLOTS 8192 /* two servers' worth of MAX_CHANNELS (4096) data segments */
 
