@@ -12,18 +12,24 @@ import numpy as np
 
 __all__ = ["DataType"]
 
-# numpy has no bfloat16: BF16 data is its 16-bit patterns as uint16, in arrays whose dtype carries
-# this mark (equal to uint16 for numpy, BF16 for the protocol). Decoders give BF16 tensors this
-# dtype, so they travel on as BF16; ``bits.view(DataType.BF16.numpy)`` makes uint16 bits BF16.
-_BF16_MARK = ("datatype", "BF16")
-_BF16_BITS = np.dtype(np.uint16, metadata=dict([_BF16_MARK]))
+# Two datatypes have no numpy dtype of their own: BF16 (numpy has no bfloat16) is its 16-bit
+# patterns as uint16, BYTES (opaque bytes) is uint8. Their arrays carry a mark in the dtype's
+# metadata (equal to uint16 / uint8 for numpy, BF16 / BYTES for the protocol): decoders give such
+# tensors the marked dtype, so they travel on as what they are, and ``a.view(DataType.BF16.numpy)``
+# makes plain bits BF16. Plain uint16 and uint8 are UINT16 and UINT8.
+_MARK = "datatype"
+_MARKED: dict[int, np.dtype] = {
+    11: np.dtype(np.uint16, metadata={_MARK: "BF16"}),
+    14: np.dtype(np.uint8, metadata={_MARK: "BYTES"}),
+}
 
 
 class DataType(enum.Enum):
     """``DataType.FP32.code == 12``, ``.itemsize == 4``, ``.numpy == np.dtype('float32')``.
 
-    ``DataType.BF16.numpy`` is uint16 marked BF16 (numpy has no bfloat16): arrays of that dtype
-    are BF16 bit patterns, and ``from_numpy`` reads them as BF16; a plain uint16 is UINT16."""
+    ``DataType.BF16.numpy`` is uint16 marked BF16 (numpy has no bfloat16), ``DataType.BYTES.numpy``
+    uint8 marked BYTES: ``from_numpy`` reads arrays of those dtypes as BF16 and BYTES, and plain
+    uint16 and uint8 as UINT16 and UINT8."""
 
     BOOL = (1, 1, "bool")
     UINT8 = (2, 1, "uint8")
@@ -35,15 +41,15 @@ class DataType(enum.Enum):
     INT32 = (8, 4, "int32")
     INT64 = (9, 8, "int64")
     FP16 = (10, 2, "float16")
-    BF16 = (11, 2, "uint16")  # the 16-bit patterns, as uint16 marked BF16 (_BF16_BITS)
+    BF16 = (11, 2, "uint16")  # the 16-bit patterns, as uint16 marked BF16 (_MARKED)
     FP32 = (12, 4, "float32")
     FP64 = (13, 8, "float64")
-    BYTES = (14, 1, "uint8")  # opaque bytes; shape counts bytes
+    BYTES = (14, 1, "uint8")  # opaque bytes, as uint8 marked BYTES; shape counts bytes
 
     def __init__(self, code: int, itemsize: int, numpy_name: str) -> None:
         self.code = code
         self.itemsize = itemsize
-        self.numpy = _BF16_BITS if code == 11 else np.dtype(numpy_name)
+        self.numpy: np.dtype = _MARKED[code] if code in _MARKED else np.dtype(numpy_name)
 
     @classmethod
     def from_code(cls, code: int) -> DataType:
@@ -63,8 +69,10 @@ class DataType(enum.Enum):
     def from_numpy(cls, dtype: np.dtype | type) -> DataType:
         dt = np.dtype(dtype)
         try:
-            if dt.metadata is not None and _BF16_MARK in dt.metadata.items():
-                return DataType.BF16
+            if dt.metadata is not None:
+                marked = _BY_MARK.get(str(dt.metadata.get(_MARK)))
+                if marked is not None and marked.numpy == dt:  # (a float32 marked BF16 is FP32)
+                    return marked
             return _BY_NUMPY[dt]
         except KeyError:
             raise ValueError(f"numpy dtype {np.dtype(dtype)} has no protocol datatype") from None
@@ -77,8 +85,9 @@ class DataType(enum.Enum):
 
 
 _BY_CODE = {d.code: d for d in DataType}
-# uint16 maps to UINT16 (BF16 only when marked) and uint8 to UINT8 (not BYTES): numpy's reading.
+# uint16 maps to UINT16 and uint8 to UINT8 (BF16 and BYTES only when marked): numpy's reading.
 _BY_NUMPY = {d.numpy: d for d in reversed(list(DataType)) if d not in (DataType.BF16, DataType.BYTES)}
+_BY_MARK: dict[str, DataType] = {"BF16": DataType.BF16, "BYTES": DataType.BYTES}
 # torch dtype names: numpy's, except BF16 (torch.bfloat16; numpy carries its bits as marked uint16).
 _TORCH_NAMES: dict[DataType, str] = {
     d: ("bfloat16" if d is DataType.BF16 else d.numpy.name) for d in DataType if d is not DataType.BYTES

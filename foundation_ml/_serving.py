@@ -39,10 +39,10 @@ class ServedModel:
         "_close_pending",
         "_gate",
         "_idle",
+        "_marked_out",
         "_output_names",
         "_row_outputs",
         "_running",
-        "_uint16_out",
         "_valid",
         "_valid_out",
         "_why",
@@ -77,10 +77,10 @@ class ServedModel:
         self._valid_out = compile_validator(model.outputs)  # a model's answer is checked too
         # batched, dimension 0 is the batch: these outputs have one row per input row
         self._row_outputs = tuple(s.name for s in model.outputs if s.shape and s.shape[0] == -1)
-        # BF16 and UINT16 outputs are both numpy uint16, told apart by BF16's mark in the dtype: the
-        # signature says which each is, whatever the model's array carries
-        uint16 = (DataType.BF16, DataType.UINT16)
-        self._uint16_out = tuple((s.name, s.datatype.numpy) for s in model.outputs if s.datatype in uint16)
+        # BF16 and UINT16 outputs are both numpy uint16, BYTES and UINT8 uint8, told apart by a
+        # mark in the dtype: the signature says which each is, whatever the model's array carries
+        shared = (DataType.BF16, DataType.UINT16, DataType.BYTES, DataType.UINT8)
+        self._marked_out = tuple((s.name, s.datatype.numpy) for s in model.outputs if s.datatype in shared)
 
     def metadata(self, versions: Sequence[str]) -> ModelMetadata:
         m = self.model
@@ -169,8 +169,8 @@ class ServedModel:
                 return
         if request.outputs:
             outputs = {n: outputs[n] for n in request.outputs}
-        if self._uint16_out:
-            outputs = _as_declared(outputs, self._uint16_out)
+        if self._marked_out:
+            outputs = _as_declared(outputs, self._marked_out)
         response = InferenceResponse(request.id, self.name, outputs, self.version)
         self.metrics.record(_now() - t0, None, batch)
         respond(response)
@@ -242,12 +242,15 @@ def _close(served: ServedModel) -> None:
         log.error("model %r version %r: close() raised: %r", served.name, served.version, exc, exc_info=exc)
 
 
-def _as_declared(outputs: Mapping[str, Any], uint16: tuple[tuple[str, np.dtype], ...]) -> Mapping[str, Any]:
-    """``outputs`` with each numpy uint16 output viewed as its signature's dtype: BF16 bit patterns
-    marked (``DataType.BF16.numpy``), UINT16 plain, so the answer travels as declared."""
+def _as_declared(outputs: Mapping[str, Any], declared: tuple[tuple[str, np.dtype], ...]) -> Mapping[str, Any]:
+    """``outputs`` with each numpy uint16 or uint8 output viewed as its signature's dtype: BF16
+    and BYTES marked (``DataType.BF16.numpy``, ``DataType.BYTES.numpy``), UINT16 and UINT8 plain,
+    so the answer travels as declared."""
     relabel = {
         name: a.view(dtype)
-        for name, dtype in uint16
-        if type(a := outputs.get(name)) is np.ndarray and a.dtype.metadata != dtype.metadata
+        for name, dtype in declared
+        if type(a := outputs.get(name)) is np.ndarray
+        and a.dtype == dtype
+        and a.dtype.metadata != dtype.metadata
     }
     return {**outputs, **relabel} if relabel else outputs

@@ -408,24 +408,30 @@ def test_a_batch_of_bf16_inputs_stays_bf16(runtime: MLRuntime) -> None:
 
 
 @pytest.mark.parametrize("batched", [False, True])
-def test_uint16_outputs_travel_as_the_signature_declares(runtime: MLRuntime, batched: bool) -> None:
-    """A numpy model cannot say BF16 but by the mark: its plain uint16 answer to a BF16 output went
-    out UINT16, and a marked one to a UINT16 output went out BF16. The signature decides."""
+@pytest.mark.parametrize(
+    ("marked", "plain"), [(DataType.BF16, DataType.UINT16), (DataType.BYTES, DataType.UINT8)]
+)
+def test_marked_outputs_travel_as_the_signature_declares(
+    runtime: MLRuntime, batched: bool, marked: DataType, plain: DataType
+) -> None:
+    """A numpy model cannot say BF16 (or BYTES) but by the mark: its plain uint16 answer to a BF16
+    output went out UINT16, and a marked one to a UINT16 output went out BF16. The signature
+    decides."""
 
     def swap(b: np.ndarray, u: np.ndarray) -> dict[str, np.ndarray]:
-        return {"b_out": u.view(np.uint16), "u_out": b}  # plain bits as BF16, marked bits as UINT16
+        return {"b_out": u.view(plain.numpy), "u_out": b}  # plain bits as marked, marked as plain
 
     model = FunctionModel(
         swap,
-        inputs={"b": "BF16[-1, 2]", "u": "UINT16[-1, 2]"},
-        outputs={"b_out": "BF16[-1, 2]", "u_out": "UINT16[-1, 2]"},
+        inputs={"b": f"{marked.name}[-1, 2]", "u": f"{plain.name}[-1, 2]"},
+        outputs={"b_out": f"{marked.name}[-1, 2]", "u_out": f"{plain.name}[-1, 2]"},
     )
     batching = {"max_batch_size": 2, "max_wait_us": 1000} if batched else {"max_batch_size": 1}
     runtime.register_model("swap", model, warmup=False, **batching)  # type: ignore[arg-type]
-    b = np.array([[1, 2]], np.uint16).view(DataType.BF16.numpy)
-    u = np.array([[3, 4]], np.uint16)
+    b = np.array([[1, 2]], plain.numpy).view(marked.numpy)
+    u = np.array([[3, 4]], plain.numpy)
     got = submit(runtime, Replies(), [InferenceRequest("swap", {"b": b, "u": u}, id=1)])[1]
     out = got.outputs  # type: ignore[attr-defined]
-    assert DataType.from_numpy(out["b_out"].dtype) is DataType.BF16
-    assert DataType.from_numpy(out["u_out"].dtype) is DataType.UINT16
+    assert DataType.from_numpy(out["b_out"].dtype) is marked
+    assert DataType.from_numpy(out["u_out"].dtype) is plain
     assert out["b_out"].tolist() == [[3, 4]] and out["u_out"].tolist() == [[1, 2]]

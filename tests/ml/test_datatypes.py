@@ -1,5 +1,6 @@
-"""The datatype table's BF16 mark: numpy has no bfloat16, so BF16 data is uint16 bit patterns whose
-dtype carries a mark (``DataType.BF16.numpy``), and plain uint16 stays UINT16."""
+"""The datatype table's marks: numpy has no bfloat16 and no opaque-bytes type, so BF16 data is uint16
+bit patterns and BYTES uint8, whose dtype carries a mark (``DataType.BF16.numpy``,
+``DataType.BYTES.numpy``); plain uint16 and uint8 stay UINT16 and UINT8."""
 
 from __future__ import annotations
 
@@ -22,6 +23,21 @@ def test_bf16_is_uint16_to_numpy_and_bf16_to_the_protocol() -> None:
     assert DataType.from_numpy(np.uint16) is DataType.UINT16
     assert DataType.from_numpy(np.dtype("uint16", metadata={"datatype": "BF16", "other": 1})) is DataType.BF16
     assert DataType.from_numpy(np.dtype("uint16", metadata={"other": 1})) is DataType.UINT16
+
+
+def test_bytes_is_uint8_to_numpy_and_bytes_to_the_protocol() -> None:
+    assert DataType.BYTES.numpy == np.uint8
+    assert DataType.from_numpy(DataType.BYTES.numpy) is DataType.BYTES
+    assert DataType.from_numpy(np.uint8) is DataType.UINT8
+    text = np.frombuffer("héllo".encode(), np.uint8).view(DataType.BYTES.numpy)
+    assert DataType.from_numpy(text.dtype) is DataType.BYTES and text.tobytes().decode() == "héllo"
+
+
+def test_a_mark_on_another_dtype_is_ignored() -> None:
+    """The mark names the datatype of the bits only where the base dtype is that datatype's."""
+    assert DataType.from_numpy(np.dtype(np.float32, metadata={"datatype": "BF16"})) is DataType.FP32
+    assert DataType.from_numpy(np.dtype(np.uint16, metadata={"datatype": "BYTES"})) is DataType.UINT16
+    assert DataType.from_numpy(np.dtype(np.uint8, metadata={"datatype": "FP32"})) is DataType.UINT8
 
 
 def test_the_mark_survives_what_numpy_does_to_an_array() -> None:

@@ -443,8 +443,8 @@ def _no_datatype(request: InferenceRequest, arrays: list[np.ndarray], rid: int) 
         except ValueError as exc:
             carried = ", ".join(str(d.numpy) for d in DataType if d not in (DataType.BF16, DataType.BYTES))
             return InvalidInput(
-                f"input {name}: {exc} (carried: {carried}; BF16 as uint16 bit patterns viewed as "
-                "DataType.BF16.numpy)",
+                f"input {name}: {exc} (carried: {carried}; BF16 and BYTES as uint16 bit patterns "
+                "and uint8 viewed as DataType.BF16.numpy and DataType.BYTES.numpy)",
                 model=request.model,
                 request_id=rid,
             )

@@ -355,7 +355,7 @@ def _py_fill(dsts: list[np.ndarray], arrays: Iterable[Any]) -> bool:
         type(a) is not np.ndarray
         or a.dtype != d.dtype
         or a.shape != d.shape
-        or a.dtype.metadata != d.dtype.metadata  # BF16 bit patterns: uint16 with a mark
+        or a.dtype.metadata != d.dtype.metadata  # BF16 and BYTES: uint16 and uint8 with a mark
         for d, a in zip(dsts, arrays, strict=False)
     ):
         return False

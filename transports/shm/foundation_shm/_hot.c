@@ -471,13 +471,22 @@ done:
     return result;
 }
 
-/* Whether two uint16 arrays agree on numpy's dtype metadata: BF16 bit patterns are uint16 with a
- * mark there (foundation_ml's DataType.BF16.numpy), which the buffer format does not show. */
+/* Whether two uint16 or uint8 arrays agree on numpy's dtype metadata: BF16 bit patterns and
+ * BYTES are uint16 and uint8 with a mark there (foundation_ml's DataType.BF16.numpy and
+ * DataType.BYTES.numpy), which the buffer format does not show. One dtype object: they agree. */
 static int same_dtype_marks(PyObject *a, PyObject *b) {
     PyObject *da = PyObject_GetAttrString(a, "dtype"), *db = PyObject_GetAttrString(b, "dtype");
-    PyObject *ma = da ? PyObject_GetAttrString(da, "metadata") : NULL;
-    PyObject *mb = db ? PyObject_GetAttrString(db, "metadata") : NULL;
-    int same = ma != NULL && mb != NULL ? PyObject_RichCompareBool(ma, mb, Py_EQ) : -1;
+    PyObject *ma = NULL, *mb = NULL;
+    int same = -1;
+    if (da != NULL && db != NULL) {
+        if (da == db) {
+            same = 1;
+        } else {
+            ma = PyObject_GetAttrString(da, "metadata");
+            mb = ma ? PyObject_GetAttrString(db, "metadata") : NULL;
+            same = ma != NULL && mb != NULL ? PyObject_RichCompareBool(ma, mb, Py_EQ) : -1;
+        }
+    }
     if (same < 0)
         PyErr_Clear();
     Py_XDECREF(da);
@@ -524,7 +533,7 @@ static int fill_pairs(PyObject *dsts_arg, PyObject *srcs_arg) {
              PyBuffer_IsContiguous(d, 'C') && PyBuffer_IsContiguous(src, 'C');
         for (int k = 0; ok && k < d->ndim; k++)
             ok = d->shape[k] == src->shape[k];
-        if (ok && d->format != NULL && strcmp(d->format, "H") == 0)
+        if (ok && d->format != NULL && (strcmp(d->format, "H") == 0 || strcmp(d->format, "B") == 0))
             ok = same_dtype_marks(PySequence_Fast_GET_ITEM(dsts, i), PySequence_Fast_GET_ITEM(srcs, i));
     }
     if (ok) {

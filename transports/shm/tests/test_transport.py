@@ -81,9 +81,10 @@ def test_a_server_with_the_longest_name_serves_every_channel(name: str) -> None:
         srv.stop()
 
 
-@pytest.mark.parametrize("dtype", [d for d in DataType if d is not DataType.BYTES])
+@pytest.mark.parametrize("dtype", list(DataType))
 def test_every_datatype_round_trips(server: ShmServer, name: str, dtype: DataType) -> None:
-    """BF16 too: its bit patterns (uint16 of dtype ``DataType.BF16.numpy``) come back BF16."""
+    """BF16 and BYTES too: uint16 and uint8 of dtype ``DataType.BF16.numpy`` and
+    ``DataType.BYTES.numpy`` come back BF16 and BYTES."""
     rng = np.random.default_rng(dtype.code)
     raw = rng.integers(0, 256, size=24 * dtype.itemsize, dtype=np.uint8)
     if dtype is DataType.BOOL:
@@ -97,15 +98,18 @@ def test_every_datatype_round_trips(server: ShmServer, name: str, dtype: DataTyp
     assert DataType.from_numpy(resp.outputs["scalar"].dtype) is dtype
 
 
-def test_bf16_and_uint16_of_one_name_and_shape_keep_their_datatypes_call_after_call(
-    server: ShmServer, name: str
+@pytest.mark.parametrize(
+    ("marked", "plain"), [(DataType.BF16, DataType.UINT16), (DataType.BYTES, DataType.UINT8)]
+)
+def test_marked_and_plain_of_one_name_and_shape_keep_their_datatypes_call_after_call(
+    server: ShmServer, name: str, marked: DataType, plain: DataType
 ) -> None:
-    """BF16 bit patterns and UINT16 share numpy's uint16 and its buffer format: the repeat paths
-    (same names and shapes: only the data is copied) must not send one under the other's
-    descriptor, in either direction, on the client's side or the server's answer."""
-    bits = np.arange(6, dtype=np.uint16).reshape(2, 3)
+    """BF16 bit patterns and UINT16 share numpy's uint16 and its buffer format, BYTES and UINT8
+    uint8: the repeat paths (same names and shapes: only the data is copied) must not send one
+    under the other's descriptor, in either direction, on the client's side or the server's."""
+    bits = np.arange(6, dtype=plain.numpy).reshape(2, 3)
     with ShmTransport().connect(name, channels=1) as client:
-        for i, dtype in enumerate([DataType.UINT16, DataType.BF16, DataType.BF16, DataType.UINT16] * 2):
+        for i, dtype in enumerate([plain, marked, marked, plain] * 2):
             x = (bits + i).view(dtype.numpy)
             out = client.infer(InferenceRequest("echo", {"x": x})).outputs["x"]
             assert DataType.from_numpy(out.dtype) is dtype, (i, dtype)
