@@ -63,26 +63,39 @@ def infer_main(args: argparse.Namespace, hub: Hub) -> int:
     except InferenceError as exc:
         print(f"foundation infer: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    outputs = {k: _shown(v) for k, v in response.outputs.items()}
     if args.json:
         doc = {
             "model": response.model,
             "version": response.version,
             "outputs": {
-                k: {"shape": list(v.shape), "dtype": str(v.dtype), "data": _json_data(v)}
-                for k, v in response.outputs.items()
+                k: {"shape": list(v.shape), "dtype": dtype, "datatype": datatype, "data": _json_data(v)}
+                for k, (datatype, dtype, v) in outputs.items()
             },
             "latency_us": round(elapsed_us, 1),
         }
         print(json.dumps(doc, allow_nan=False))
         return 0
     with np.printoptions(precision=4, suppress=True, threshold=64):
-        for k, v in response.outputs.items():
-            print(f"{k}: {v.dtype}{list(v.shape)}\n{v}")
+        for k, (_, dtype, v) in outputs.items():
+            print(f"{k}: {dtype}{list(v.shape)}\n{v}")
     print(
         f"latency: {elapsed_us:.0f} µs (one call over {args.transport}, "
         f"model {response.model} v{response.version})"
     )
     return 0
+
+
+def _shown(array: np.ndarray) -> tuple[str, str, np.ndarray]:
+    """An output's datatype, its dtype's name and its values: BF16 bit patterns as the float32
+    values they are (exactly), dtype ``bfloat16``; anything else as it came."""
+    from ._bfloat16 import bf16_values
+    from ._datatypes import DataType
+
+    datatype = DataType.from_numpy(array.dtype)
+    if datatype is DataType.BF16:
+        return datatype.name, "bfloat16", bf16_values(array)
+    return datatype.name, str(array.dtype), array
 
 
 def _version_metadata(meta: dict[str, Any], model: str, version: str) -> dict[str, Any]:
@@ -101,8 +114,10 @@ def _version_metadata(meta: dict[str, Any], model: str, version: str) -> dict[st
 
 def load_inputs(path: str | None, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     """Inputs from ``.npz`` (one array per input), ``.npy`` (the only input) or ``.json``
-    (``{"x": [[...]]}``, cast to the signature's dtypes); the example input without a file. A file
-    that cannot be read, or holds a value its input's datatype cannot, is a ``SystemExit`` naming it."""
+    (``{"x": [[...]]}``, cast to the signature's dtypes); the example input without a file. A BF16
+    input's JSON numbers and float arrays are values, rounded to bfloat16 (a uint16 array is its
+    bit patterns). A file that cannot be read, or holds a value its input's datatype cannot, is a
+    ``SystemExit`` naming it."""
 
     from ._signature import example_inputs, parse_signature
 
@@ -146,11 +161,11 @@ def _read_inputs(p: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
             _check_npz(f, limit)
             f.seek(0)
             with np.load(f, allow_pickle=False) as z:
-                return {k: _native(z[k]) for k in z.files}
+                return {k: _as_bf16(k, _native(z[k]), specs) for k in z.files}
         if p.suffix == ".npy":
             _check_npy(f, size, "the array")
             f.seek(0)
-            return {specs[0].name: _native(np.load(f, allow_pickle=False))}
+            return {specs[0].name: _as_bf16(specs[0].name, _native(np.load(f, allow_pickle=False)), specs)}
         text = f.read(limit + 1)  # the file may have grown since fstat
         if len(text) > limit:
             raise ValueError(_too_large("it grew while read", p.suffix, limit))
@@ -242,6 +257,22 @@ def _native(array: np.ndarray) -> np.ndarray:
     return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
+def _as_bf16(name: str, array: np.ndarray, specs: Sequence[TensorSpec]) -> np.ndarray:
+    """``array`` as a BF16 input if ``name`` is one: floats as their bfloat16 bit patterns (rounded
+    as JSON numbers are), uint16 as bit patterns already; anything else, or another input, as
+    it is (the server names a datatype it does not take)."""
+    from ._datatypes import DataType
+
+    if not any(s.name == name and s.datatype is DataType.BF16 for s in specs):
+        return array
+    if array.dtype.kind == "f":
+        try:
+            return _bf16(array)
+        except OverflowError as exc:
+            raise ValueError(f"input {name}: {exc}") from None
+    return array.view(DataType.BF16.numpy) if array.dtype == DataType.UINT16.numpy else array
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object's ``dict``; a name given twice is a ValueError (``json`` keeps the last)."""
     seen: set[str] = set()
@@ -256,9 +287,11 @@ def _json_array(name: str, value: Any, datatype: DataType | None) -> np.ndarray:
     """A JSON input as an array of its datatype; a ValueError naming the input for a value the
     datatype cannot hold: out of its range (1e40 for FP32, 300 for INT8), a fraction for an
     integer input or other than 0 and 1 for BOOL (numpy would truncate 1.5 to 1, make 2 True),
-    a string but for a float input (``"NaN"``, ``"Infinity"``: as ``--json`` writes them), or a
-    null (numpy would make it NaN)."""
+    a string but for a float or BF16 input (``"NaN"``, ``"Infinity"``: as ``--json`` writes them), or a
+    null (numpy would make it NaN). A BF16 input's numbers are its values, rounded to bfloat16."""
     import numpy as np
+
+    from ._datatypes import DataType
 
     try:
         given = np.asarray(value)  # the values as JSON gave them; ragged nesting fails here
@@ -266,6 +299,8 @@ def _json_array(name: str, value: Any, datatype: DataType | None) -> np.ndarray:
             raise ValueError("null is not a number")
         if datatype is None:  # not in the signature: the server names it
             return given
+        if datatype is DataType.BF16:  # numbers are values (not bit patterns), strings as for FP
+            return _bf16(value)
         if given.dtype.kind == "U" and datatype.numpy.kind != "f":  # "0" would be True for BOOL
             raise ValueError(f"a string is not a value of {datatype.name}: {given.flat[0].item()!r}")
         array = _cast(value, datatype)
@@ -291,6 +326,31 @@ def _cast(value: Any, datatype: DataType) -> np.ndarray:
         raise OverflowError(
             f"a value is out of range for {datatype.name} ({info.min!s} to {info.max!s})"
         ) from exc
+
+
+def _bf16(values: Any) -> np.ndarray:
+    """A float array, or JSON values (numbers, and strings numpy reads as floats: ``"NaN"``,
+    ``"Infinity"``), as bfloat16 bit patterns rounded from float32 to nearest even, as torch
+    does; a finite value that rounds past bfloat16's range is an OverflowError naming it."""
+    import numpy as np
+
+    from ._bfloat16 import bf16_bits, bf16_values
+
+    top = bf16_values(np.array(0x7F7F, np.uint16))[()]  # the largest finite bfloat16
+    span = f"for BF16 ({-top!s} to {top!s})"
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        wide = values
+    else:
+        try:
+            wide = np.asarray(values, dtype=np.float64)
+        except OverflowError:  # an int past float64's range
+            raise OverflowError(f"a value is out of range {span}") from None
+    with np.errstate(over="ignore"):  # past float32's range: infinite, refused below
+        bits = bf16_bits(wide)
+    lost = np.isinf(bf16_values(bits)) & np.isfinite(wide)
+    if lost.any():
+        raise OverflowError(f"{wide[lost].flat[0]!s} is out of range {span}")
+    return bits
 
 
 def _json_data(array: np.ndarray) -> Any:

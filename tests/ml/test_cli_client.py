@@ -1,4 +1,5 @@
-"""``foundation infer``'s input files: what it reads, and what it refuses naming the file and the input."""
+"""``foundation infer``'s input files: what it reads, and what it refuses naming the file and the
+input; and BF16, values both ways."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foundation_ml import DataType, MLRuntime
 from foundation_ml import _cli_client as cli_client
 from foundation_ml._cli_client import MAX_INPUT_BYTES, MAX_JSON_BYTES, load_inputs
 
@@ -286,3 +288,129 @@ def test_an_npz_member_that_cannot_be_unpacked_is_refused_naming_it(
     _npz_patched(path, **patch)  # type: ignore[arg-type]
     message = refused(path)
     assert message.startswith("'x.npy' cannot be unpacked: ") and reason in message
+
+
+def bf16(*values: float) -> list[int]:
+    """The bfloat16 bit patterns of ``values``, each exactly a bfloat16."""
+    return (np.array(values, np.float32).view(np.uint32) >> 16).astype(np.uint16).tolist()
+
+
+def test_json_numbers_for_a_bf16_input_are_its_values(tmp_path: Path) -> None:
+    """They were cast to uint16 as bit patterns: 1.5 was refused, 1 sent as 0x0001 (a denormal)."""
+    path = tmp_path / "in.json"
+    path.write_text('{"x": [[1.5, -2.0, 1, 0.1, true], ["NaN", "Infinity", "-Infinity", 3.39e38, -0.0]]}')
+    x = load_inputs(str(path), meta("BF16"))["x"]
+    assert DataType.from_numpy(x.dtype) is DataType.BF16 and x.shape == (2, 5)
+    assert x[0].tolist() == bf16(1.5, -2.0, 1.0, 0.10009765625, 1.0)  # 0.1 rounded to nearest
+    assert x[1].tolist() == [0x7FC0, *bf16(np.inf, -np.inf, 3.3895314e38, -0.0)]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ('{"x": [[1.0, 1e39]]}', "input x: 1e+39 is out of range for BF16 (-3.3895314e+38 to 3.3895314e+38)"),
+        ('{"x": [[-3.4e38]]}', "input x: -3.4e+38 is out of range for BF16"),
+        ('{"x": [["one"]]}', "input x: could not convert string to float: 'one'"),
+        ('{"x": [[1.0, null]]}', "input x: null is not a number"),
+        ('{"x": [[1e400, 1' + "0" * 400 + "]]}", "input x: a value is out of range for BF16 (-3.3895314e+38"),
+    ],
+    ids=["past-float32", "past-bfloat16", "a-word", "null", "past-float64"],
+)
+def test_json_values_a_bf16_input_cannot_hold_are_refused_naming_them(
+    tmp_path: Path, content: str, reason: str
+) -> None:
+    """-3.4e38 is a float32 but rounds past bfloat16's largest, to an infinity."""
+    path = tmp_path / "in.json"
+    path.write_text(content)
+    assert refused(path, "BF16").startswith(reason)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_an_array_for_a_bf16_input_is_values_if_float_and_bit_patterns_if_uint16(
+    tmp_path: Path, suffix: str
+) -> None:
+    """A float array was sent as FP32 (refused by the server: "expected BF16"), a uint16 one as
+    UINT16."""
+    arrays = {
+        "f4": np.array([[1.5, -2.0, 0.1]], np.float32),
+        "f8": np.array([[1.5, -2.0, 0.1]], np.float64),
+        "f2": np.array([[1.5, -2.0, 0.1]], np.float16),
+        "u2": np.array([[0x3FC0, 0xC000, 0x3DCD]], np.uint16),
+    }
+    for kind, array in arrays.items():
+        path = tmp_path / f"{kind}{suffix}"
+        if suffix == ".npy":
+            np.save(path, array)
+        else:
+            np.savez(path, x=array)
+        x = load_inputs(str(path), meta("BF16"))["x"]
+        assert DataType.from_numpy(x.dtype) is DataType.BF16, kind
+        assert x.tolist() == [[0x3FC0, 0xC000, 0x3DCD]], kind  # 1.5, -2.0, 0.1 rounded
+
+
+def test_an_array_for_a_bf16_input_past_its_range_is_refused_naming_it(tmp_path: Path) -> None:
+    np.save(tmp_path / "in.npy", np.array([[1.0, 3.4e38]], np.float32))
+    assert refused(tmp_path / "in.npy", "BF16") == (
+        "input x: 3.4e+38 is out of range for BF16 (-3.3895314e+38 to 3.3895314e+38)"
+    )
+
+
+def test_an_array_for_another_input_is_left_as_it_is(tmp_path: Path) -> None:
+    """Only a BF16 input's arrays are converted: a uint16 array for a UINT16 input stays plain."""
+    np.savez(tmp_path / "in.npz", x=np.array([[1, 2]], np.uint16), y=np.array([[1.5]], np.float32))
+    two = {"inputs": [{"name": "x", "datatype": "UINT16", "shape": [-1, -1]}, meta("BF16")["inputs"][0]]}
+    two["inputs"][1]["name"] = "y"  # type: ignore[index]
+    got = load_inputs(str(tmp_path / "in.npz"), two)
+    assert DataType.from_numpy(got["x"].dtype) is DataType.UINT16 and got["x"].tolist() == [[1, 2]]
+    assert DataType.from_numpy(got["y"].dtype) is DataType.BF16 and got["y"].tolist() == [bf16(1.5)]
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_infer_sends_and_shows_bf16_as_its_values(
+    runtime: MLRuntime, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    """A served BF16 model, end to end: the JSON input's values reach the model as their bit
+    patterns, and its BF16 output is shown as values (it was uint16 integers, "dtype": "uint16")."""
+    from foundation_core._cli import main
+    from foundation_ml import FunctionModel
+
+    seen: list[tuple[DataType, list[int]]] = []
+
+    def twice(x: np.ndarray) -> dict[str, np.ndarray]:
+        seen.append((DataType.from_numpy(x.dtype), x.tolist()))
+        doubled = (x.astype(np.uint32) << 16).view(np.float32) * 2  # exact: an exponent up
+        return {"y": (doubled.view(np.uint32) >> 16).astype(np.uint16).view(DataType.BF16.numpy)}
+
+    runtime.register_model("twice", FunctionModel(twice, inputs={"x": "BF16[-1]"}, outputs={"y": "BF16[-1]"}))
+    runtime.start("inproc", name)
+    (tmp_path / "in.json").write_text('{"x": [1.5, -2.0, "Infinity", 0.1]}')
+    argv = [
+        "infer",
+        "--transport",
+        "inproc",
+        "--name",
+        name,
+        "--model",
+        "twice",
+        "--input",
+        str(tmp_path / "in.json"),
+    ]
+    assert main([*argv, "--json"] if as_json else argv) == 0
+    assert seen[-1] == (DataType.BF16, bf16(1.5, -2.0, np.inf, 0.10009765625))
+    out = capsys.readouterr().out
+    if as_json:
+        y = json.loads(out)["outputs"]["y"]
+        assert y == {
+            "shape": [4],
+            "dtype": "bfloat16",
+            "datatype": "BF16",
+            "data": [3.0, -4.0, "Infinity", 0.2001953125],
+        }
+    else:
+        assert out.startswith("y: bfloat16[4]\n[") and out.split("\n")[1].split() == [
+            "[",
+            "3.",
+            "-4.",
+            "inf",
+            "0.2002]",
+        ]
