@@ -299,4 +299,7 @@ _MODEL_FILES = (".pt", ".ts", ".torchscript", ".jit", ".pt2")  # torch loads the
 
 
 def _looks_like_a_path(spec: str) -> bool:
-    return "/" in spec or spec.endswith((".zip", ".pt", ".pt2", ".ts", ".torchscript", ".jit", ".json"))
+    from ._package import is_zip_name
+
+    # a package's .zip in any case, as is_package reads it; model files by torch's own suffixes
+    return "/" in spec or is_zip_name(Path(spec)) or spec.endswith((*_MODEL_FILES, ".json"))

@@ -89,6 +89,7 @@ BAD = [
     (["--model", "b=missing.pt"], "--model b=missing.pt: no such model file 'missing.pt'"),
     (["--model", "b=missing.zip"], "--model b=missing.zip: no such model package 'missing.zip'"),
     (["--model", "missing.zip"], "--model 'missing.zip': no such model package"),
+    (["--model", "missing.ZIP"], "--model 'missing.ZIP': no such model package"),
     (["--model", "b={tmp}/dir"], "--model b={tmp}/dir: '{tmp}/dir' is a directory without manifest.json"),
     (["--model", "b="], "--model b=: the SPEC after '=' is empty"),
     (["--model", "=x:y"], "--model '=x:y': write NAME=SPEC (the NAME before '=' is empty)"),
