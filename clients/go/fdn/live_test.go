@@ -392,3 +392,27 @@ func TestLiveDataSegmentsAreAllocated(t *testing.T) {
 		t.Fatalf("echo: %v", err)
 	}
 }
+
+// BF16 and BYTES, which Python holds as marked uint16 and uint8 arrays, come back as themselves,
+// not as UINT16 and UINT8, and a plain UINT16 after a BF16 of the same name and shape stays UINT16.
+func TestLiveBF16AndBytesComeBackAsSent(t *testing.T) {
+	_, name, _, stop := liveEcho(t, "fdngob")
+	defer stop()
+	c, err := Connect(name, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i, dt := range []DType{BF16, UINT16, BF16, BYTES, UINT8, BYTES} {
+		data := []byte{0x80, 0x3f, byte(i), 0x40}
+		in := []Input{{Name: "x", DType: dt, Shape: []uint64{4 / dt.ItemSize()}, Data: data}}
+		res, err := c.Infer("echo", in, 5*time.Second)
+		if err != nil {
+			t.Fatalf("call %d (%v): %v", i, dt, err)
+		}
+		out := res.Output("x")
+		if out == nil || out.DType != dt || !bytes.Equal(out.Data, data) {
+			t.Fatalf("call %d: sent %v %v, got %+v", i, dt, data, out)
+		}
+	}
+}
