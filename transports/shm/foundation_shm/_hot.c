@@ -471,29 +471,41 @@ done:
     return result;
 }
 
-/* Whether two uint16 or uint8 arrays agree on numpy's dtype metadata: BF16 bit patterns and
+/* numpy's dtype metadata of a dtype (a new reference): None for no dtype (a bytearray, a
+ * memoryview: nothing marked) or a failed lookup, the error cleared. */
+static PyObject *dtype_metadata(PyObject *dtype) {
+    PyObject *m = dtype != NULL ? PyObject_GetAttrString(dtype, "metadata") : NULL;
+    if (m == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return m;
+}
+
+/* Whether two uint16 or uint8 buffers agree on numpy's dtype metadata: BF16 bit patterns and
  * BYTES are uint16 and uint8 with a mark there (foundation_ml's DataType.BF16.numpy and
  * DataType.BYTES.numpy), which the buffer format does not show. One dtype object: they agree. */
 static int same_dtype_marks(PyObject *a, PyObject *b) {
-    PyObject *da = PyObject_GetAttrString(a, "dtype"), *db = PyObject_GetAttrString(b, "dtype");
-    PyObject *ma = NULL, *mb = NULL;
-    int same = -1;
-    if (da != NULL && db != NULL) {
-        if (da == db) {
-            same = 1;
-        } else {
-            ma = PyObject_GetAttrString(da, "metadata");
-            mb = ma ? PyObject_GetAttrString(db, "metadata") : NULL;
-            same = ma != NULL && mb != NULL ? PyObject_RichCompareBool(ma, mb, Py_EQ) : -1;
-        }
-    }
-    if (same < 0)
+    PyObject *da = PyObject_GetAttrString(a, "dtype");
+    if (da == NULL)
         PyErr_Clear();
+    PyObject *db = PyObject_GetAttrString(b, "dtype");
+    if (db == NULL)
+        PyErr_Clear();
+    int same = 1;
+    if (da != db) {
+        PyObject *ma = dtype_metadata(da), *mb = dtype_metadata(db);
+        same = PyObject_RichCompareBool(ma, mb, Py_EQ); /* None and None: 1, at once */
+        if (same < 0) {
+            PyErr_Clear();
+            same = 0;
+        }
+        Py_DECREF(ma);
+        Py_DECREF(mb);
+    }
     Py_XDECREF(da);
     Py_XDECREF(db);
-    Py_XDECREF(ma);
-    Py_XDECREF(mb);
-    return same == 1;
+    return same;
 }
 
 /* Copy each source array into its destination view when both have the same format, dtype mark,

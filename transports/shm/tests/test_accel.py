@@ -1054,3 +1054,28 @@ def test_a_stale_answer_clears_the_busy_flag_and_writes_nothing(name: str) -> No
     finally:
         server.stop()
     assert not objects_of(name)
+
+
+@needs_c
+@pytest.mark.parametrize(
+    ("marked", "plain"), [(DataType.BF16, DataType.UINT16), (DataType.BYTES, DataType.UINT8)]
+)
+def test_fill_tells_marked_from_plain_and_takes_unmarked_buffers(marked: DataType, plain: DataType) -> None:
+    """BF16 and BYTES are uint16 and uint8 with a mark in numpy's dtype metadata, which the buffer
+    format does not show: a marked source into a plain view (or the reverse) is declined, and a
+    buffer with no dtype at all (a bytearray, an array.array) is plain, taken as before the marks."""
+    import array
+
+    area = bytearray(8)
+    dst_plain = np.frombuffer(area, plain.numpy)
+    dst_marked = np.frombuffer(area, marked.numpy)
+    bits = np.arange(len(dst_plain), dtype=plain.numpy)
+    assert hot.fill([dst_plain], [bits.view(marked.numpy)]) is False
+    assert hot.fill([dst_marked], [bits]) is False
+    assert area == bytearray(8)
+    assert hot.fill([dst_marked], [bits.view(marked.numpy)]) is True
+    assert area == bits.tobytes()
+    raw = array.array("H" if plain is DataType.UINT16 else "B", range(10, 10 + len(dst_plain)))
+    assert hot.fill([dst_plain], [raw]) is True
+    assert area == raw.tobytes()
+    assert hot.fill([dst_marked], [raw]) is False
