@@ -311,9 +311,9 @@ def _concat(parts: list[Any]) -> Any:
     """Join along dimension 0: numpy arrays on the host, torch tensors on their device."""
     if type(parts[0]) is np.ndarray or not is_tensor(parts[0]):
         joined = np.concatenate(parts)
-        first = getattr(parts[0], "dtype", joined.dtype)  # concatenate drops dtype metadata, where
+        first = getattr(parts[0], "dtype", joined.dtype)
         if first.metadata is not None and all(p.dtype.metadata == first.metadata for p in parts):
-            joined = joined.view(first)  # BF16 bit patterns carry their mark: keep it
+            joined = joined.view(first)  # the BF16 or BYTES mark, which concatenate drops
         return joined
     import torch  # loaded: the parts are its tensors
 

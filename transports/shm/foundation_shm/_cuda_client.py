@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from foundation_ml import DataType, InferenceRequest, InferenceResponse
+from foundation_ml._tensors import to_host
 from foundation_ml.errors import CudaUnavailable, InternalError, InvalidInput
 
 from . import _layout as L
@@ -23,7 +24,6 @@ from ._cuda_desc import FLAG_CUDA_IPC, CudaIpcRef, write_mixed_request
 from ._cuda_driver import CudaError
 from ._cuda_memory import (
     _Cache,
-    _host_array,
     _synchronize,
     _to_device,
     cuda_available,
@@ -111,7 +111,7 @@ class ClientCuda:
         self, client: ShmClient, request: InferenceRequest, timeout: float | None, device: Any, copy: bool
     ) -> InferenceResponse:
         """The fallback: device tensors to host, the host shm path, outputs back to ``device``."""
-        inputs = {n: _host_array(a) if is_device_tensor(a) else a for n, a in request.inputs.items()}
+        inputs = {n: to_host(a) if is_device_tensor(a) else a for n, a in request.inputs.items()}
         host = InferenceRequest(
             request.model,
             inputs,
@@ -150,7 +150,7 @@ class ClientCuda:
                 tensors.append(ref)
                 continue
             if is_device_tensor(a) or (type(a) is not np.ndarray and type(a).__module__.startswith("torch")):
-                a = _host_array(a)
+                a = to_host(a)
             a = np.asarray(a)
             a = a if a.flags.c_contiguous else np.ascontiguousarray(a)
             try:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from foundation_ml import DataType
-from foundation_ml._tensors import from_host, to_host
+from foundation_ml._tensors import from_host
 from foundation_ml.errors import InvalidInput
 
 from ._cuda_desc import CudaIpcRef
@@ -202,11 +202,6 @@ def _synchronize(devices: set[int]) -> None:
 
     for d in devices:
         torch.cuda.synchronize(d)
-
-
-def _host_array(t: Any) -> np.ndarray:
-    """A device (or CPU) torch tensor as a host numpy array (bfloat16 as BF16 bit patterns)."""
-    return to_host(t)
 
 
 def _to_device(a: np.ndarray, device: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from foundation_ml import DataType, InferenceResponse
+from foundation_ml._tensors import to_host
 from foundation_ml.errors import CudaUnavailable, InferenceError, InvalidInput, TooLarge
 
 from . import _layout as L
@@ -25,7 +26,6 @@ from ._cuda_desc import FLAG_CUDA_IPC, CudaIpcRef, decoded, has_cuda_refs, write
 from ._cuda_driver import CudaError
 from ._cuda_memory import (
     _Cache,
-    _host_array,
     _OwnBuffer,
     _synchronize,
     cuda_available,
@@ -182,9 +182,9 @@ class ServerCuda:
                         by_device.setdefault(out.device.index or 0, []).append((name, out))
                         tensors.append(name)  # placed below
                         continue
-                    out = _host_array(out)
+                    out = to_host(out)
                 elif type(out) is not np.ndarray:
-                    out = _host_array(out) if type(out).__module__.startswith("torch") else np.asarray(out)
+                    out = to_host(out) if type(out).__module__.startswith("torch") else np.asarray(out)
                 a = out if out.flags.c_contiguous else np.ascontiguousarray(out)
                 spec = (name, DataType.from_numpy(a.dtype), a.shape)
                 host.append(spec)
