@@ -77,6 +77,16 @@ class DataType(enum.Enum):
         except KeyError:
             raise ValueError(f"numpy dtype {np.dtype(dtype)} has no protocol datatype") from None
 
+    def takes(self, dtype: np.dtype | type) -> bool:
+        """Whether arrays of numpy ``dtype`` hold this datatype: its own dtype; for BF16 and BYTES
+        also plain uint16 and uint8 (bits a numpy caller could not mark). A dtype marked as
+        another datatype does not: BF16 bits are no UINT16."""
+        try:
+            got = DataType.from_numpy(dtype)
+        except ValueError:
+            return False
+        return got is self or _PLAIN.get(self) is got
+
     @classmethod
     def from_torch(cls, dtype: object) -> DataType | None:
         """The datatype of a torch dtype (``torch.float32`` or ``"torch.float32"``), None if it has
@@ -88,6 +98,7 @@ _BY_CODE = {d.code: d for d in DataType}
 # uint16 maps to UINT16 and uint8 to UINT8 (BF16 and BYTES only when marked): numpy's reading.
 _BY_NUMPY = {d.numpy: d for d in reversed(list(DataType)) if d not in (DataType.BF16, DataType.BYTES)}
 _BY_MARK: dict[str, DataType] = {"BF16": DataType.BF16, "BYTES": DataType.BYTES}
+_PLAIN: dict[DataType, DataType] = {DataType.BF16: DataType.UINT16, DataType.BYTES: DataType.UINT8}
 # torch dtype names: numpy's, except BF16 (torch.bfloat16; numpy carries its bits as marked uint16).
 _TORCH_NAMES: dict[DataType, str] = {
     d: ("bfloat16" if d is DataType.BF16 else d.numpy.name) for d in DataType if d is not DataType.BYTES

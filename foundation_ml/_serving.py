@@ -77,10 +77,10 @@ class ServedModel:
         self._valid_out = compile_validator(model.outputs)  # a model's answer is checked too
         # batched, dimension 0 is the batch: these outputs have one row per input row
         self._row_outputs = tuple(s.name for s in model.outputs if s.shape and s.shape[0] == -1)
-        # BF16 and UINT16 outputs are both numpy uint16, BYTES and UINT8 uint8, told apart by a
-        # mark in the dtype: the signature says which each is, whatever the model's array carries
-        shared = (DataType.BF16, DataType.UINT16, DataType.BYTES, DataType.UINT8)
-        self._marked_out = tuple((s.name, s.datatype.numpy) for s in model.outputs if s.datatype in shared)
+        # BF16 and BYTES outputs are numpy uint16 and uint8 with a mark in the dtype, which a numpy
+        # model may not have put there (plain bits pass the check): they go out as declared
+        marked = (DataType.BF16, DataType.BYTES)
+        self._marked_out = tuple((s.name, s.datatype.numpy) for s in model.outputs if s.datatype in marked)
 
     def metadata(self, versions: Sequence[str]) -> ModelMetadata:
         m = self.model
@@ -243,9 +243,9 @@ def _close(served: ServedModel) -> None:
 
 
 def _as_declared(outputs: Mapping[str, Any], declared: tuple[tuple[str, np.dtype], ...]) -> Mapping[str, Any]:
-    """``outputs`` with each numpy uint16 or uint8 output viewed as its signature's dtype: BF16
-    and BYTES marked (``DataType.BF16.numpy``, ``DataType.BYTES.numpy``), UINT16 and UINT8 plain,
-    so the answer travels as declared."""
+    """``outputs`` with each BF16 or BYTES output given as plain uint16 or uint8 (checked: the
+    signature took it) viewed as ``DataType.BF16.numpy`` or ``DataType.BYTES.numpy``, so the
+    answer travels as declared."""
     relabel = {
         name: a.view(dtype)
         for name, dtype in declared

@@ -95,6 +95,7 @@ def validate_inputs(
 def compile_validator(specs: tuple[TensorSpec, ...]) -> Callable[[Mapping[str, np.ndarray]], bool]:
     """A fast check of ``inputs`` against ``specs`` (names, dtypes, ranks, fixed dimensions), built
     once per model so the hot path does no lookups beyond the arrays' own attributes."""
+    shared = (DataType.UINT8, DataType.UINT16, DataType.BF16, DataType.BYTES)  # told apart by a mark
     checks = [
         (
             s.name,
@@ -102,6 +103,7 @@ def compile_validator(specs: tuple[TensorSpec, ...]) -> Callable[[Mapping[str, n
             s.datatype,
             len(s.shape),
             tuple((i, d) for i, d in enumerate(s.shape) if d >= 0),
+            s.datatype in shared,
         )
         for s in specs
     ]
@@ -111,12 +113,19 @@ def compile_validator(specs: tuple[TensorSpec, ...]) -> Callable[[Mapping[str, n
     def valid(inputs: Mapping[str, np.ndarray]) -> bool:
         if len(inputs) != count:
             return False
-        for name, dtype, datatype, ndim, fixed in checks:
+        for name, dtype, datatype, ndim, fixed, marked in checks:
             array = inputs.get(name)
             if array is None or array.ndim != ndim:
                 return False
             if array.dtype != dtype and not (is_tensor(array) and from_torch(array.dtype) is datatype):
                 return False  # a torch tensor's dtype is compared through the datatype table
+            if (
+                marked
+                and type(array) is np.ndarray
+                and array.dtype.metadata
+                and not datatype.takes(array.dtype)
+            ):
+                return False  # BF16 bits for a UINT16 (or BYTES for UINT8): equal numpy dtypes
             shape = array.shape
             for i, d in fixed:
                 if shape[i] != d:

@@ -132,7 +132,10 @@ class TensorSpec:
         """Whether ``array`` (a numpy array, or a torch tensor on any device) fits this spec."""
         if array.ndim != len(self.shape):
             return False
-        if array.dtype != self.datatype.numpy and not (is_tensor(array) and self._torch_dtype_ok(array)):
+        if is_tensor(array):
+            if not self._torch_dtype_ok(array):
+                return False
+        elif not self.datatype.takes(array.dtype):  # BF16 bits are no UINT16 (the dtype's mark)
             return False
         return all(want in (-1, got) for want, got in zip(self.shape, array.shape, strict=True))
 

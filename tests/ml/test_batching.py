@@ -16,7 +16,7 @@ from foundation_ml import (
     InferenceResponse,
     MLRuntime,
 )
-from foundation_ml.errors import DeadlineExceeded, HandlerError, ModelLoadError
+from foundation_ml.errors import DeadlineExceeded, HandlerError, InvalidInput, ModelLoadError
 
 from .conftest import Replies
 
@@ -415,23 +415,58 @@ def test_marked_outputs_travel_as_the_signature_declares(
     runtime: MLRuntime, batched: bool, marked: DataType, plain: DataType
 ) -> None:
     """A numpy model cannot say BF16 (or BYTES) but by the mark: its plain uint16 answer to a BF16
-    output went out UINT16, and a marked one to a UINT16 output went out BF16. The signature
-    decides."""
+    output went out UINT16. It goes out as declared. A marked answer to a plain output (BF16 bits
+    for a UINT16) went out BF16; it breaks the signature, as any other datatype would."""
 
-    def swap(b: np.ndarray, u: np.ndarray) -> dict[str, np.ndarray]:
-        return {"b_out": u.view(plain.numpy), "u_out": b}  # plain bits as marked, marked as plain
+    def answer(b: np.ndarray, u: np.ndarray) -> dict[str, np.ndarray]:
+        return {"b_out": u, "u_out": b.view(plain.numpy)}  # plain bits as the marked output
 
     model = FunctionModel(
-        swap,
+        answer,
         inputs={"b": f"{marked.name}[-1, 2]", "u": f"{plain.name}[-1, 2]"},
         outputs={"b_out": f"{marked.name}[-1, 2]", "u_out": f"{plain.name}[-1, 2]"},
     )
     batching = {"max_batch_size": 2, "max_wait_us": 1000} if batched else {"max_batch_size": 1}
-    runtime.register_model("swap", model, warmup=False, **batching)  # type: ignore[arg-type]
+    runtime.register_model("m", model, warmup=False, **batching)  # type: ignore[arg-type]
     b = np.array([[1, 2]], plain.numpy).view(marked.numpy)
-    u = np.array([[3, 4]], plain.numpy)
-    got = submit(runtime, Replies(), [InferenceRequest("swap", {"b": b, "u": u}, id=1)])[1]
-    out = got.outputs  # type: ignore[attr-defined]
+    got = submit(
+        runtime, Replies(), [InferenceRequest("m", {"b": b, "u": np.array([[3, 4]], plain.numpy)}, id=1)]
+    )
+    out = got[1].outputs  # type: ignore[attr-defined]
     assert DataType.from_numpy(out["b_out"].dtype) is marked
     assert DataType.from_numpy(out["u_out"].dtype) is plain
     assert out["b_out"].tolist() == [[3, 4]] and out["u_out"].tolist() == [[1, 2]]
+
+    def swapped(b: np.ndarray, u: np.ndarray) -> dict[str, np.ndarray]:
+        return {"b_out": u, "u_out": b}  # the marked input as the plain output
+
+    model = FunctionModel(swapped, inputs=model.inputs, outputs=model.outputs)
+    runtime.register_model("swapped", model, warmup=False, **batching)  # type: ignore[arg-type]
+    request = InferenceRequest("swapped", {"b": b, "u": np.array([[3, 4]], plain.numpy)}, id=2)
+    error = submit(runtime, Replies(), [request])[2]
+    assert isinstance(error, HandlerError)
+    assert f"output u_out is {marked.name}[1, 2], declared {plain.name}[-1, 2]" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("marked", "plain"), [(DataType.BF16, DataType.UINT16), (DataType.BYTES, DataType.UINT8)]
+)
+def test_marked_input_for_a_plain_one_is_refused_and_plain_bits_for_a_marked_one_are_taken(
+    runtime: MLRuntime, marked: DataType, plain: DataType
+) -> None:
+    """BF16 bits sent to a UINT16 input (a client saying BF16) are the wrong datatype, refused
+    naming the signature; plain uint16 sent to a BF16 input are taken as its bits (a numpy client
+    had no other way to send BF16)."""
+    model = FunctionModel(
+        lambda b, u: {"y": u},
+        inputs={"b": f"{marked.name}[2]", "u": f"{plain.name}[2]"},
+        outputs={"y": f"{plain.name}[2]"},
+    )
+    runtime.register_model("m", model, warmup=False)
+    bits = np.array([1, 2], plain.numpy)
+    ok = submit(runtime, Replies(), [InferenceRequest("m", {"b": bits, "u": bits}, id=1)])[1]
+    assert isinstance(ok, InferenceResponse) and ok.outputs["y"].tolist() == [1, 2]
+    bad = InferenceRequest("m", {"b": bits, "u": bits.view(marked.numpy)}, id=2)
+    error = submit(runtime, Replies(), [bad])[2]
+    assert isinstance(error, InvalidInput)
+    assert f"input u is {marked.name}[2], expected {plain.name}[2]" in str(error)

@@ -40,6 +40,16 @@ def test_a_mark_on_another_dtype_is_ignored() -> None:
     assert DataType.from_numpy(np.dtype(np.uint8, metadata={"datatype": "FP32"})) is DataType.UINT8
 
 
+def test_a_datatype_takes_its_own_dtype_and_bf16_or_bytes_plain_bits_too() -> None:
+    bf16_bits, bytes_ = DataType.BF16.numpy, DataType.BYTES.numpy
+    assert DataType.BF16.takes(bf16_bits) and DataType.BF16.takes(np.uint16)  # plain: unmarked bits
+    assert DataType.UINT16.takes(np.uint16) and not DataType.UINT16.takes(bf16_bits)
+    assert DataType.BYTES.takes(bytes_) and DataType.BYTES.takes(np.uint8)
+    assert DataType.UINT8.takes(np.uint8) and not DataType.UINT8.takes(bytes_)
+    assert not DataType.BF16.takes(bytes_) and not DataType.BF16.takes(np.float32)
+    assert DataType.FP32.takes(np.float32) and not DataType.FP32.takes(np.dtype("U3"))
+
+
 def test_the_mark_survives_what_numpy_does_to_an_array() -> None:
     bits = np.arange(12, dtype=np.uint16).view(DataType.BF16.numpy)
     for a in (bits.copy(), bits.reshape(3, 4), bits[2:7], np.ascontiguousarray(bits[::2]),
