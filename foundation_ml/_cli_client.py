@@ -169,11 +169,20 @@ def _read_inputs(p: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
         text = f.read(limit + 1)  # the file may have grown since fstat
         if len(text) > limit:
             raise ValueError(_too_large("it grew while read", p.suffix, limit))
-        doc = json.loads(text, object_pairs_hook=_no_duplicates)
+        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_finite_float)
     if not isinstance(doc, dict):
         raise ValueError(f'expected an object of named inputs ({{"x": [[...]]}}), not a {type(doc).__name__}')
     types = {s.name: s.datatype for s in specs}
     return {k: _json_array(k, v, types.get(k)) for k, v in doc.items()}
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one past float64's range (``1e400``, which ``float`` would make an
+    infinity without a word) is a ValueError naming it."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f'{text} is past the range of a number (write "Infinity" for an infinity)')
+    return value
 
 
 def _too_large(what: str, suffix: str, limit: int) -> str:
@@ -323,9 +332,33 @@ def _cast(value: Any, datatype: DataType) -> np.ndarray:
         info: Any = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype) if dtype.kind in "iu" else None
         if info is None:
             raise
-        raise OverflowError(
-            f"a value is out of range for {datatype.name} ({info.min!s} to {info.max!s})"
-        ) from exc
+        span = f"out of range for {datatype.name} ({info.min!s} to {info.max!s})"
+        number = float if dtype.kind == "f" else int
+        bad = _first_outside(value, number(info.min), number(info.max))
+        what = "a value" if bad is None else _abridged(bad)
+        raise OverflowError(f"{what} is {span}") from exc
+
+
+def _abridged(number: float) -> str:
+    """A number for a message: an integer of hundreds of digits cut to its first and its length."""
+    text = str(number)
+    return text if len(text) <= 24 else f"{text[:12]}... ({len(text.lstrip('-'))} digits)"
+
+
+def _first_outside(value: Any, low: Any, high: Any) -> Any:
+    """The first number in ``value`` (JSON's nested lists) outside ``low``..``high``; None if none
+    is (an infinity is in range for a float datatype)."""
+    if isinstance(value, list):
+        for item in value:
+            bad = _first_outside(item, low, high)
+            if bad is not None:
+                return bad
+        return None
+    if isinstance(value, float) and math.isinf(value):
+        return None
+    if isinstance(value, (int, float)) and not low <= value <= high:
+        return value
+    return None
 
 
 def _bf16(values: Any) -> np.ndarray:

@@ -67,8 +67,23 @@ def test_a_device_or_a_directory_as_input_is_named(tmp_path: Path) -> None:
         ('{"x": [["0", "1"]]}', "BOOL", "input x: a string is not a value of BOOL: '0'"),
         ('{"x": [[1]], "x": [[2]]}', "FP32", "'x' is given twice"),
         ('{"x": [[1, 2], [3]]}', "FP32", "input x: setting an array element with a sequence"),
+        ('{"x": [[1.0, 1e40]]}', "FP32", "input x: 1e+40 is out of range for FP32"),
+        ('{"x": [[1, 300]]}', "INT8", "input x: 300 is out of range for INT8 (-128 to 127)"),
+        ('{"x": [[-1' + "0" * 400 + "]]}", "FP32", "input x: -10000000000... (401 digits) is out of range"),
+        ('{"x": [[1.0, 1e400]]}', "FP64", '1e400 is past the range of a number (write "Infinity"'),
     ],
-    ids=["null", "fraction-for-int", "two-for-bool", "string-for-bool", "duplicate-name", "ragged"],
+    ids=[
+        "null",
+        "fraction-for-int",
+        "two-for-bool",
+        "string-for-bool",
+        "duplicate-name",
+        "ragged",
+        "past-fp32",
+        "past-int8",
+        "past-fp32-huge-int",
+        "past-float64",
+    ],
 )
 def test_json_values_the_datatype_cannot_hold_are_refused_naming_the_input(
     tmp_path: Path, content: str, datatype: str, reason: str
@@ -312,9 +327,10 @@ def test_json_numbers_for_a_bf16_input_are_its_values(tmp_path: Path) -> None:
         ('{"x": [[-3.4e38]]}', "input x: -3.4e+38 is out of range for BF16"),
         ('{"x": [["one"]]}', "input x: could not convert string to float: 'one'"),
         ('{"x": [[1.0, null]]}', "input x: null is not a number"),
-        ('{"x": [[1e400, 1' + "0" * 400 + "]]}", "input x: a value is out of range for BF16 (-3.3895314e+38"),
+        ('{"x": [[1.0, 1' + "0" * 400 + "]]}", "input x: a value is out of range for BF16 (-3.3895314e+38"),
+        ('{"x": [[1.0, -1e400]]}', '-1e400 is past the range of a number (write "Infinity"'),
     ],
-    ids=["past-float32", "past-bfloat16", "a-word", "null", "past-float64"],
+    ids=["past-float32", "past-bfloat16", "a-word", "null", "past-float64", "past-float64-float"],
 )
 def test_json_values_a_bf16_input_cannot_hold_are_refused_naming_them(
     tmp_path: Path, content: str, reason: str
