@@ -278,7 +278,7 @@ def _model_arg(text: str, hub: Hub) -> tuple[str, str, str]:
             what += " (a NAME holds no '/' or ':')"
         raise _Refused(f"--model {text!r}: {what}")
     path = Path(spec)
-    if path.suffix in _MODEL_FILES or is_zip_name(path):
+    if path.suffix.lower() in _MODEL_FILES or is_zip_name(path):
         if not path.is_file():
             what = "package" if is_zip_name(path) else "file"
             raise _Refused(f"--model {text}: no such model {what} {spec!r}")
@@ -301,5 +301,5 @@ _MODEL_FILES = (".pt", ".ts", ".torchscript", ".jit", ".pt2")  # torch loads the
 def _looks_like_a_path(spec: str) -> bool:
     from ._package import is_zip_name
 
-    # a package's .zip in any case, as is_package reads it; model files by torch's own suffixes
-    return "/" in spec or is_zip_name(Path(spec)) or spec.endswith((*_MODEL_FILES, ".json"))
+    # a package's .zip and a model file's suffix in any case, as the backends read them
+    return "/" in spec or is_zip_name(Path(spec)) or spec.lower().endswith((*_MODEL_FILES, ".json"))

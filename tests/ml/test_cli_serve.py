@@ -87,6 +87,8 @@ BAD = [
     (["--model", "b=nocolon"], "--model b=nocolon: 'nocolon' is neither a model file (.pt, .ts, "),
     (["--model", "b=a:b:c"], "--model b=a:b:c: 'a:b:c' is neither a model file"),
     (["--model", "b=missing.pt"], "--model b=missing.pt: no such model file 'missing.pt'"),
+    (["--model", "b=MISSING.PT2"], "--model b=MISSING.PT2: no such model file 'MISSING.PT2'"),
+    (["--model", "MISSING.PT"], "--model 'MISSING.PT': no such model package"),
     (["--model", "b=missing.zip"], "--model b=missing.zip: no such model package 'missing.zip'"),
     (["--model", "missing.zip"], "--model 'missing.zip': no such model package"),
     (["--model", "missing.ZIP"], "--model 'missing.ZIP': no such model package"),

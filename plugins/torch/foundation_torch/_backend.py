@@ -44,6 +44,14 @@ __all__ = ["TorchBackend", "save_export", "save_torchscript"]
 SIGNATURE_FILE = "foundation_signature.json"
 WEIGHTS = "weights.safetensors"
 _SCRIPT_SUFFIXES = {".pt", ".ts", ".torchscript", ".jit"}
+
+
+def _suffix(spec: object) -> str:
+    """A path spec's suffix in lower case (``MODEL.PT`` is a TorchScript file, as a package's
+    ``.ZIP`` is a zip); "" for a spec that is no path."""
+    return Path(spec).suffix.lower() if isinstance(spec, str | Path) else ""
+
+
 #: The most intra-op threads ``threads=`` may ask for.
 MAX_THREADS = 1024
 
@@ -83,7 +91,7 @@ class TorchBackend(ModelBackend):
         if not (declared[0] and declared[1]):
             declared = _fill(given, _rest_of_signature(name, module, given))
             source = source or f"{type(module).__name__}.foundation_signature"
-        exported = isinstance(spec, str | Path) and Path(spec).suffix == ".pt2"
+        exported = _suffix(spec) == ".pt2"
         if isinstance(module, torch.nn.Module) and not exported:  # export modules refuse .eval()
             module = module.to(device).eval()
         if threads:  # process-wide: only once the model has loaded
@@ -206,7 +214,7 @@ def _module(
         _load_weights(name, module, pkg.files.get(WEIGHTS), pkg.where(WEIGHTS))
         _check_declared(name, module, (pkg.inputs, pkg.outputs), manifest)
         return module, _fill(given, (pkg.inputs, pkg.outputs)), source or manifest, pkg.version
-    if isinstance(spec, str | Path) and Path(spec).suffix in (*_SCRIPT_SUFFIXES, ".pt2"):
+    if _suffix(spec) in (*_SCRIPT_SUFFIXES, ".pt2"):
         module, file_sig = _load_file(name, Path(spec), device)
         if not complete and file_sig:
             return module, _fill(given, file_sig), f"{spec}:{SIGNATURE_FILE}", ""
@@ -376,7 +384,7 @@ def _load_file(
     _check_archive(name, path)
     extra = {SIGNATURE_FILE: ""}
     try:
-        if path.suffix == ".pt2":
+        if _suffix(path) == ".pt2":
             with no_unpickling():  # torch.export.load unpickles on several paths; refuse them all
                 program = torch.export.load(str(path), extra_files=extra)
             module: Any = program.module()
@@ -385,7 +393,7 @@ def _load_file(
         else:
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)  # type: ignore[no-untyped-call]
     except Exception as exc:
-        kind = "torch.export program" if path.suffix == ".pt2" else "TorchScript file"
+        kind = "torch.export program" if _suffix(path) == ".pt2" else "TorchScript file"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, pickle.UnpicklingError):  # torch's text suggests weights_only=False: no
             first = "it holds a pickled object other than tensors, and model files are never unpickled"
@@ -424,7 +432,7 @@ def _check_archive(name: str, path: Path) -> None:
     except ModelLoadError:
         raise
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
-        kind = "torch.export program" if path.suffix == ".pt2" else "TorchScript file"
+        kind = "torch.export program" if _suffix(path) == ".pt2" else "TorchScript file"
         raise ModelLoadError(f"{path} is not a loadable {kind}: {exc}", model=name, file=str(path)) from None
     if bad is not None:
         raise ModelLoadError(

@@ -95,6 +95,25 @@ def test_torch_export_program(runtime: MLRuntime, tmp_path: Path) -> None:
     np.testing.assert_allclose(serve_and_call(runtime, x), direct(module, x), rtol=1e-6, atol=1e-6)
 
 
+def test_model_file_suffixes_are_read_in_any_case(runtime: MLRuntime, tmp_path: Path) -> None:
+    """``DEMO.PT`` and ``demo.PT2`` (as a Windows tool or a zip may name them) are the files their
+    suffixes say, not "neither a model file nor a factory"; the .PT2 read with unpickling refused."""
+    module = build_demo()
+    x = x_batch()
+    script = save_torchscript(module, tmp_path / "DEMO.PT")
+    runtime.register_model("script", str(script))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(module, (torch.zeros(2, 784),), dynamic_shapes={"x": {0: batch}})
+    exported = save_export(
+        program, tmp_path / "demo.PT2", inputs={"x": "FP32[-1, 784]"}, outputs={"y": "FP32[-1, 10]"}
+    )
+    runtime.register_model("exported", str(exported))
+    np.testing.assert_array_equal(serve_and_call(runtime, x, "script"), direct(module, x))
+    with InferenceClient(f"torch-test-{id(runtime)}", transport="inproc", hub=runtime.hub) as client:
+        y = client.infer("exported", {"x": x})["y"]
+    np.testing.assert_allclose(y, direct(module, x), rtol=1e-6, atol=1e-6)
+
+
 def test_file_that_does_not_load_is_named(runtime: MLRuntime, tmp_path: Path) -> None:
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a torchscript archive")
