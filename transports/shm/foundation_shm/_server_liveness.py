@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 
@@ -17,6 +18,7 @@ from ._accel import hot
 from ._cuda_ipc import ServerCuda
 from ._liveness import is_alive, is_running
 from ._log_throttle import LogThrottle
+from ._objects import SHM_DIR
 from ._segments import Segment, drain, unlink_segment
 from ._server_channel import _Channel
 
@@ -25,6 +27,7 @@ __all__ = ["_Liveness"]
 log = logging.getLogger("foundation_shm")
 _R = L.RegionField
 _C = L.ChannelField
+SWEEP_EVERY = 10  # beats between sweeps for data segments left by dead clients (1 s by default)
 
 
 class _Liveness:
@@ -63,6 +66,8 @@ class _Liveness:
             u64[_R.HEARTBEAT_NS // 8] = time.monotonic_ns()
             try:
                 self._reap()
+                if u64[_R.HEARTBEAT // 8] % SWEEP_EVERY == 0:
+                    self._sweep_orphans()
             except Exception:  # never let the heartbeat die
                 log.exception("shm %s: reaping dead clients failed", self.name)
 
@@ -106,6 +111,45 @@ class _Liveness:
             if pid and not is_alive(pid, started):
                 # owner_start_time 0: a live client gave it back with a request pending (10.1)
                 self._reclaim(ch, pid, given_back=started == 0)
+
+    def _sweep_orphans(self) -> None:
+        """Unlink the data segments of this server's channels (``/fdn-N-d{i}-{pid}-{gen}``) whose
+        client ``pid`` is gone and that no owned channel names (spec 10.4). A client killed
+        between creating its segment and publishing it (a claim or a grow), or between freeing
+        its channel and unlinking it, leaves one that no reclaim finds: each stayed in /dev/shm
+        (its size, 2 MiB by default) until the server stopped. Under the region mutex, taken
+        without waiting (busy: the next sweep), so no client claims meanwhile: a process that
+        reuses a dead pid gets a data segment only by claiming a channel. A running pid keeps
+        its segments (a live client unlinks its own)."""
+        pattern = re.compile(rf"fdn-{re.escape(self.name)}-d\d+-(\d+)-\d+")
+        try:
+            entries = os.listdir(SHM_DIR)
+        except OSError:
+            return
+        found = [(entry, int(m.group(1))) for entry in entries if (m := pattern.fullmatch(entry))]
+        if not found:
+            return
+        try:
+            self._mutex.acquire(0)
+        except posix_ipc.BusyError:
+            return
+        ctl = self._ctl
+        ctl.u32[_R.MUTEX_HOLDER // 4] = os.getpid()
+        try:
+            named = set()
+            for ch in self._channels:
+                if ctl.u32[ch.owner_word]:  # its reclaim, if it died, unlinks the one it names
+                    raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64])
+                    named.add(raw.partition(b"\0")[0].decode("ascii", "replace").lstrip("/"))
+            running: dict[int, bool] = {}
+            for entry, pid in found:
+                if entry in named or running.setdefault(pid, is_running(pid)):
+                    continue
+                unlink_segment("/" + entry)
+                log.info("shm %s: removed data segment %s left by dead client pid %d", self.name, entry, pid)
+        finally:
+            ctl.u32[_R.MUTEX_HOLDER // 4] = 0
+            self._mutex.release()
 
     def _free_unnamed_mutex(self, holder: int) -> None:
         """Release the region mutex if it stays taken by no one: ``mutex_holder_pid`` 0 and

@@ -345,3 +345,57 @@ def test_the_reclaim_log_tells_a_channel_given_back_from_one_of_a_dead_client(
         assert u32[given.owner_word] == 0 and u32[died.owner_word] == 0
     finally:
         server.stop()
+
+
+_KILLED_MID_CLAIM = """
+import mmap, os, struct, sys, posix_ipc
+name, mutex_name, control_name, at_holder, at_data_name, gen = sys.argv[1:7]
+posix_ipc.Semaphore(mutex_name).acquire()
+ctl = posix_ipc.SharedMemory(control_name)
+mm = mmap.mmap(ctl.fd, ctl.size)
+mm[int(at_holder) : int(at_holder) + 4] = struct.pack("<I", os.getpid())
+for g in (int(gen), int(gen) + 1):  # its claim's segment, published; a grow's, not yet
+    seg = f"/fdn-{name}-d0-{os.getpid()}-{g}"
+    posix_ipc.SharedMemory(seg, posix_ipc.O_CREX, size=8192).close_fd()
+published = f"/fdn-{name}-d0-{os.getpid()}-{gen}".encode()
+mm[int(at_data_name) : int(at_data_name) + 64] = published.ljust(64, b"\\0")
+os._exit(0)  # killed here: before owner_pid, the mutex held
+"""
+
+
+def test_data_segments_a_dead_client_left_unnamed_are_removed(name: str) -> None:
+    """Spec 10.4: a client killed between creating its data segment and publishing it (a claim
+    or a grow), or between freeing its channel and unlinking it, leaves a segment no channel's
+    reclaim finds: the server's sweep unlinks it (each stayed in /dev/shm until the server
+    stopped); a running process's segments stay, and the next client connects."""
+    import posix_ipc
+
+    server = ShmTransport().serve(name, EchoHandler(), channels=2, heartbeat_ms=20)
+    live = f"/fdn-{name}-d1-{os.getpid()}-99"  # this process runs: its segment is its own
+    posix_ipc.SharedMemory(live, posix_ipc.O_CREX, size=4096).close_fd()
+    base = L.CHANNELS_OFFSET
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _KILLED_MID_CLAIM,
+            name,
+            L.mutex_name(name),
+            L.control_name(name),
+            str(int(L.RegionField.MUTEX_HOLDER)),
+            str(base + L.ChannelField.DATA_NAME),
+            "1",
+        ],
+        check=True,
+    )
+    assert child.returncode == 0
+    dead = sorted(o for o in objects_of(name) if o.startswith(f"fdn-{name}-d0-"))
+    try:
+        assert len(dead) == 2, dead
+        _until(lambda: not any(o in objects_of(name) for o in dead), "the dead client's segments to go", 5.0)
+        assert live.lstrip("/") in objects_of(name)
+        with ShmTransport().connect(name, connect_timeout=2.0) as client:  # the mutex was freed
+            assert client.infer(InferenceRequest("echo", {"x": np.ones(1)})).outputs["x"][0] == 1
+    finally:
+        posix_ipc.unlink_shared_memory(live)
+        server.stop()
