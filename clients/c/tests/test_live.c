@@ -5,6 +5,7 @@
  * API under misuse (NULL arguments, bad inputs, failed loans, extreme timeouts) gets a code and a
  * message naming the fault. Skipped without FDN_TEST_PYTHON. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <glob.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -368,6 +369,52 @@ static void close_checks(const char *name) {
     munmap(r, size);
 }
 
+/* This process's open descriptors and its mappings of /dev/shm objects (segments, semaphores). */
+static void resources(int *fds, int *shm_maps) {
+    *fds = *shm_maps = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; d && (e = readdir(d));) *fds += e->d_name[0] != '.';
+    if (d) closedir(d);
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) *shm_maps += strstr(line, "/dev/shm/") != NULL;
+    if (f) fclose(f);
+}
+
+/* A long-running process connects and closes again and again, through every outcome of a call:
+ * descriptors, mappings and data segments come back to where they were (ASan's LeakSanitizer, in
+ * make test-sanitize, checks the heap at exit). The client of main() stays connected meanwhile. */
+static void cycle_checks(const char *name) {
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    struct fdn_tensor spec = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = {2}};
+    struct fdn_call slow = {.params = "{\"ms\": 5}"};
+    struct fdn_result res;
+    struct fdn_error err = {0};
+    int fds0, maps0, fds, maps;
+    size_t segments = data_segments(name, NULL);
+    resources(&fds0, &maps0);
+    for (int i = 0; i < 200; i++) {
+        fdn_client *c = NULL;
+        enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+        CHECK(st == FDN_OK, "cycle %d: connect: %s %s", i, fdn_strerror(st), err.message);
+        if (st) return;
+        echo(c, "a call of a cycle");
+        switch (i % 4) {
+        case 0: st = fdn_infer(c, "no_such_model", &in, 1, 5000, &res, &err); break;
+        case 1: st = fdn_infer(c, "fail", &in, 1, 5000, &res, &err); break;
+        case 2: st = fdn_loan_begin(c, "echo", &spec, 1, &err) ? FDN_INTERNAL : FDN_OK; break; /* abandoned */
+        default: st = fdn_infer_call(c, "sleep", &in, 1, 0, &slow, &res, &err); break; /* closed pending */
+        }
+        CHECK(st != FDN_OK || i % 4 == 2, "cycle %d: the failing call succeeded", i);
+        fdn_close(c);
+    }
+    resources(&fds, &maps);
+    CHECK(fds == fds0 && maps == maps0, "after 200 connect/call/close cycles: %d descriptors (was %d), %d mappings "
+          "of /dev/shm (was %d)", fds, fds0, maps, maps0);
+    CHECK(data_segments(name, NULL) == segments, "after 200 cycles: %zu data segments (was %zu)",
+          data_segments(name, NULL), segments);
+}
+
 int main(void) {
     const char *python = getenv("FDN_TEST_PYTHON");
     if (!python || !*python) {
@@ -389,6 +436,7 @@ int main(void) {
         echo(c, "first call");
         misuse_checks(name, c);
         late_loan_checks(name, server);
+        cycle_checks(name);
 
         struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
         struct fdn_call slow = {.params = "{\"ms\": 300}"};
