@@ -17,7 +17,7 @@ from foundation_ml.errors import BadVersion, InternalError, Overloaded, ServerUn
 
 from . import _layout as L
 from ._codec import Limits, TensorRef
-from ._liveness import is_alive
+from ._liveness import is_alive, lock_state
 from ._readers import ResponseReader
 from ._segments import Segment, open_semaphore, unlink_segment
 
@@ -81,6 +81,7 @@ class _Connection:
             # responses are held to the server's own published limits (spec 3, 8 step 6)
             self.limits = Limits(max_tensors=u32[_R.MAX_TENSORS // 4])
             self.mode = self.ctl.mode  # data segments are made with the server's mode (spec 4)
+            self._check_visible()
             self.check()
             if u32[_R.STATE // 4] != L.RegionState.READY:  # spec 10.1: a STOPPING server takes no one new
                 raise ServerUnavailable(f"shm server {name!r} is stopping")
@@ -97,6 +98,22 @@ class _Connection:
             self.ctl.close()
             raise
         self.alive = True
+
+    def _check_visible(self) -> None:
+        """At connect: a server whose pid this process cannot see while its lock file is held
+        lives in another PID namespace (a container that shares /dev/shm but not the pids);
+        liveness is told by pid (spec 10), so say so rather than "the server is gone"."""
+        if self.ctl.u32[_R.STATE // 4] != L.RegionState.READY or is_alive(self.pid, self.started):
+            return
+        if lock_state(L.lock_file(self.name)) == "held":
+            self.alive = False
+            raise ServerUnavailable(
+                f"shm server {self.name!r} holds its lock, but its pid {self.pid} is not a live "
+                "process seen from here: it runs in another PID namespace (a container sharing "
+                "/dev/shm but not the pids), or it is restarting. A server and its clients must "
+                "share the PID namespace as well as /dev/shm (docker run --ipc=container:S "
+                "--pid=container:S; Kubernetes: shareProcessNamespace: true)"
+            )
 
     def check(self) -> None:
         """Raise ``ServerUnavailable`` unless the server is alive and serving (between wait slices)."""
@@ -233,5 +250,9 @@ class _Channel:
         if self.data is not None:
             unlink_segment(self.data.name)
             self.req = self.resp = memoryview(b"")
+            # the reader views the response area too (its cached outputs): kept, the segment
+            # could not be unmapped, and its mapping, fd and pages outlived close() for as long
+            # as this channel object lived (a closed client kept, a thread's held channel)
+            self.reader = None
             self.data.close()
             self.data = None

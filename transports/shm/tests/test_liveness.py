@@ -399,3 +399,58 @@ def test_data_segments_a_dead_client_left_unnamed_are_removed(name: str) -> None
     finally:
         posix_ipc.unlink_shared_memory(live)
         server.stop()
+
+
+def _unshare_works() -> bool:
+    try:
+        probe = ["unshare", "--pid", "--fork", "--mount-proc", "true"]
+        return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+_OTHER_NS_CLIENT = """
+import sys
+from foundation_ml.errors import ServerUnavailable
+from foundation_shm import ShmTransport
+try:
+    ShmTransport().connect(sys.argv[1]).close()
+except ServerUnavailable as exc:
+    print(exc)
+else:
+    print("connected")
+"""
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs unshare(1) with PID namespaces (root)")
+def test_a_client_in_another_pid_namespace_is_told_so(echo_server: EchoProcess, name: str) -> None:
+    """A client in a container sharing /dev/shm but not the pids sees no live server pid: it was
+    told "the server is gone" while the server ran; now it is told why, and what to share."""
+    out = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", _OTHER_NS_CLIENT, name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"its pid {echo_server.pid} is not a live process seen from here" in out.stdout
+    assert "another PID namespace" in out.stdout and "--pid=container:" in out.stdout
+    ShmTransport().connect(name).close()  # from this namespace it is served
+
+
+def test_a_server_pid_not_seen_while_its_lock_is_held_is_named_at_connect(
+    echo_server: EchoProcess, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, wherever unshare is not at hand: the pid is not seen, the lock is held."""
+    from foundation_shm import _channel
+
+    monkeypatch.setattr(_channel, "is_alive", lambda pid, started: False)
+    with pytest.raises(ServerUnavailable, match="another PID namespace"):
+        ShmTransport().connect(name)
+
+
+def test_a_dead_server_is_gone_not_in_another_namespace(echo_server: EchoProcess, name: str) -> None:
+    """A killed server's lock is free (the kernel drops a dead process's flock): "gone"."""
+    echo_server.kill()
+    with pytest.raises(ServerUnavailable, match=rf"\(pid {echo_server.pid}\) is gone"):
+        ShmTransport().connect(name)
