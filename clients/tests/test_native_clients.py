@@ -334,6 +334,47 @@ def test_server_dying_during_a_call_is_server_unavailable(
     assert (result["error"], result["code"]) == ("SERVER_UNAVAILABLE", 10)
 
 
+def _unshare_works() -> bool:
+    try:
+        probe = ["unshare", "--pid", "--fork", "--mount-proc", "true"]
+        return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs unshare(1) with PID namespaces (root)")
+def test_a_client_in_another_pid_namespace_is_told_so(
+    client: NativeClient, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    """A client in a container sharing /dev/shm but not the pids sees no live server pid: it was
+    told "the server (pid N) is gone" while the server ran; now it is told why, and what to share.
+    The name is the longest one, so a message cut short (C's err.message) shows."""
+    name = unique_name(f"ns_{client.lang}").ljust(32, "x")
+    spec = input_file(tmp_path, np.ones((1, 2), np.float32))
+    server = _EchoServer(name).start()
+    try:
+        argv = [str(client.path), "infer", "--name", name, "--model", "echo", "--input", spec]
+        proc = subprocess.run(
+            ["unshare", "--pid", "--fork", "--mount-proc", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        served, _ = fdn(client, "infer", "--name", name, "--model", "echo", "--input", spec)
+    finally:
+        server.stop()
+        remove_objects(name)
+    assert proc.returncode == EXIT_UNAVAILABLE, f"exit {proc.returncode}: {proc.stdout!r} {proc.stderr!r}"
+    result = json.loads(proc.stdout)
+    assert (result["error"], result["code"]) == ("SERVER_UNAVAILABLE", 10)
+    message = result["message"]
+    assert f"holds its lock, but its pid {server.pid} is not a live process seen from here" in message
+    assert "another PID namespace" in message and "--pid=container:S" in message
+    assert message.endswith("shareProcessNamespace: true)"), message
+    assert served == EXIT_OK  # from this namespace it is served
+
+
 def test_docs_show_the_commands_the_harness_runs(native_clients: dict[str, NativeClient]) -> None:
     doc = (ROOT / "docs" / "clients.md").read_text()
     for lang, client in native_clients.items():

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -45,6 +46,21 @@ int fdn_server_alive(const struct fdn_client *c) {
     uint32_t state = FDN_LOAD(&c->region->state);
     if (state != FDN_READY && state != FDN_STOPPING) return 0;
     return c->server_pid && start_time(c->server_pid) == c->server_start;
+}
+
+/* Does a live process hold the flock on the server's lock file /dev/shm/fdn-NAME.lock? Only a
+ * regular file is asked (no symlink followed, no wait on a fifo); anything else is "no". */
+static int lock_file_held(const char *name) {
+    char path[96];
+    snprintf(path, sizeof path, "/dev/shm/fdn-%s.lock", name);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return 0;
+    struct stat st;
+    int held = 0;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+        held = flock(fd, LOCK_SH | LOCK_NB) < 0 && (errno == EWOULDBLOCK || errno == EAGAIN);
+    close(fd); /* drops the shared lock if it was taken */
+    return held;
 }
 
 /* Wait up to timeout_ns for a post: 0 if taken. CLOCK_MONOTONIC where glibc has sem_clockwait
@@ -230,8 +246,19 @@ static enum fdn_status open_region(struct fdn_client *c, struct fdn_error *err) 
     c->instance_id = r->instance_id;
     c->max_request_bytes = r->max_request_bytes;
     c->default_capacity = r->default_capacity;
-    if (!fdn_server_alive(c))
+    if (!fdn_server_alive(c)) {
+        /* liveness is told by pid (section 10): a READY server whose pid is not seen here while its
+         * lock file is held runs in another PID namespace (a container sharing /dev/shm but not
+         * the pids). Python's words, cut to fit err->message whole (252 bytes at most: a 32-byte
+         * name, a 7-digit pid) */
+        if (FDN_LOAD(&r->state) == FDN_READY && lock_file_held(c->name))
+            return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0,
+                            "shm server '%s' holds its lock, but its pid %u is not a live process seen from "
+                            "here: another PID namespace, or restarting. Share pids and /dev/shm (docker "
+                            "run --pid=container:S; Kubernetes: shareProcessNamespace: true)",
+                            c->name, c->server_pid);
         return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' (pid %u) is gone", c->name, c->server_pid);
+    }
     if (r->channels_offset + (uint64_t)r->channel_count * r->channel_size > c->ctl_size ||
         r->channel_size != sizeof(struct fdn_channel))
         return fdn_fail(err, FDN_INTERNAL, 0, "shm server '%s': region header disagrees with its size", c->name);

@@ -162,6 +162,24 @@ func (c *Client) alive() bool {
 	return c.serverPid != 0 && startTime(c.serverPid) == c.serverStart
 }
 
+// lockFileHeld says whether a live process holds the flock on the server's lock file
+// /dev/shm/fdn-NAME.lock. Only a regular file is asked (no symlink followed, no wait on a fifo);
+// anything else is "no".
+func lockFileHeld(name string) bool {
+	fd, err := syscall.Open("/dev/shm/fdn-"+name+".lock",
+		syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer syscall.Close(fd) // drops the shared lock if it was taken
+	var st syscall.Stat_t
+	if syscall.Fstat(fd, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return false
+	}
+	err = syscall.Flock(fd, syscall.LOCK_SH|syscall.LOCK_NB)
+	return err == syscall.EWOULDBLOCK || err == syscall.EAGAIN
+}
+
 // ServerNameMax is the longest server name: with it every data name "/fdn-N-d{i}-{pid}-{gen}"
 // fits the channel block's data_name with its NUL (spec section 2):
 // 5 + 32 + 2 + 4 (index < 4096) + 1 + 7 (pid <= 4194304) + 1 + 11 (gen) = 63.
@@ -242,6 +260,15 @@ func (c *Client) openRegion() error {
 	c.maxRequestBytes = le.Uint64(c.ctl[rMaxRequestBytes:])
 	c.cap = le.Uint64(c.ctl[rDefaultCapacity:])
 	if !c.alive() {
+		// liveness is told by pid (section 10): a READY server whose pid is not seen here while
+		// its lock file is held runs in another PID namespace (a container sharing /dev/shm only)
+		if atomic.LoadUint32(c.u32(rState)) == stateReady && lockFileHeld(c.name) {
+			return fail(ServerUnavailable, 0, "shm server %q holds its lock, but its pid %d is not a live process "+
+				"seen from here: it runs in another PID namespace (a container sharing /dev/shm but not the pids), "+
+				"or it is restarting. A server and its clients must share the PID namespace as well as /dev/shm "+
+				"(docker run --ipc=container:S --pid=container:S; Kubernetes: shareProcessNamespace: true)",
+				c.name, c.serverPid)
+		}
 		return fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
 	}
 	// the channel blocks must lie in the region after its header, 8-aligned for the atomics: an

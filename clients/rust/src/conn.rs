@@ -131,6 +131,17 @@ fn read_region(ctl: &Mapping, name: &str) -> Result<Region> {
         )));
     }
     if !server_alive(name, server_pid, server_start) {
+        // Liveness is told by pid (section 10): a READY server whose pid is not seen here while
+        // its lock file is held runs in another PID namespace (a container sharing /dev/shm only).
+        if shm::lock_file_held(&l::lock_file(name)) {
+            return Err(unavailable(format!(
+                "shm server {name:?} holds its lock, but its pid {server_pid} is not a live \
+                 process seen from here: it runs in another PID namespace (a container sharing \
+                 /dev/shm but not the pids), or it is restarting. A server and its clients must \
+                 share the PID namespace as well as /dev/shm (docker run --ipc=container:S \
+                 --pid=container:S; Kubernetes: shareProcessNamespace: true)"
+            )));
+        }
         return Err(unavailable(format!(
             "shm server {name:?} (pid {server_pid}) is gone"
         )));

@@ -29,6 +29,7 @@ pub const O_CREAT: c_int = 0o100;
 pub const O_EXCL: c_int = 0o200;
 pub const O_NOFOLLOW: c_int = 0o400000;
 pub const O_CLOEXEC: c_int = 0o2000000;
+pub const O_NONBLOCK: c_int = 0o4000;
 pub const PROT_READ: c_int = 1;
 pub const PROT_WRITE: c_int = 2;
 pub const MAP_SHARED: c_int = 1;

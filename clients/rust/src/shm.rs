@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -332,12 +332,69 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
-/// Does some process hold an flock on `path` (a live server holds its lock file)?
+/// Does some process hold an flock on `path` (a live server holds its lock file)? Only a
+/// regular file is asked (no symlink followed, no wait on a fifo); anything else is "no".
 pub fn lock_file_held(path: &str) -> bool {
-    let Ok(file) = File::open(path) else {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(ffi::O_NOFOLLOW | ffi::O_NONBLOCK | ffi::O_CLOEXEC)
+        .open(path);
+    let Ok(file) = opened else {
         return false;
     };
+    if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+        return false;
+    }
     // SAFETY: a valid open descriptor; the shared lock, if we get it, is dropped with the file.
     let rc = unsafe { ffi::flock(file.as_raw_fd(), ffi::LOCK_SH | ffi::LOCK_NB) };
     rc != 0 && io::Error::last_os_error().raw_os_error() == Some(ffi::EWOULDBLOCK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    extern "C" {
+        fn mkfifo(path: *const std::ffi::c_char, mode: u32) -> i32;
+    }
+
+    fn held_in_a_thread(path: String) -> Option<bool> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(lock_file_held(&path));
+        });
+        rx.recv_timeout(Duration::from_secs(10)).ok()
+    }
+
+    /// A held flock is "held", a free or missing file is not; a fifo or a symlink planted at the
+    /// lock file's path is not asked (a fifo's open waited for a writer: connect hung).
+    #[test]
+    fn lock_file_held_asks_only_a_regular_file() {
+        let dir = std::env::temp_dir().join(format!("fdn-lockheld-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("srv.lock");
+        let path = file.to_str().unwrap().to_string();
+        let locked = File::create(&file).unwrap();
+        assert!(!lock_file_held(&path), "free");
+        // SAFETY: a valid open descriptor.
+        assert_eq!(
+            unsafe { ffi::flock(locked.as_raw_fd(), ffi::LOCK_EX | ffi::LOCK_NB) },
+            0
+        );
+        assert!(lock_file_held(&path), "held");
+        let link = dir.join("link.lock");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert_eq!(held_in_a_thread(link.to_str().unwrap().into()), Some(false));
+        let fifo = dir.join("fifo.lock");
+        let c = cstr(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(held_in_a_thread(fifo.to_str().unwrap().into()), Some(false));
+        assert!(!lock_file_held(dir.join("absent.lock").to_str().unwrap()));
+        drop(locked);
+        assert!(!lock_file_held(&path), "freed with its holder");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
