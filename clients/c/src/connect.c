@@ -311,8 +311,15 @@ static enum fdn_status claim(struct fdn_client *c, struct fdn_error *err) {
     snprintf(path, sizeof path, "/fdn-%s-c%u", c->name, c->index);
     c->sem = sem_open(path, 0);
     if (c->sem == SEM_FAILED) {
+        int e = errno;
         c->sem = NULL;
-        return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s': channel semaphore missing", c->name);
+        /* claimed but of no use: give the channel back as a disconnect without the mutex does
+         * (spec 10.1; only its owner writes this word), and the server reclaims it within a
+         * heartbeat (10.4). Left owned by this live process it was never reclaimed: a process
+         * whose connects kept failing (EMFILE) lost one channel per try. */
+        FDN_STORE(&c->ch->owner_start_time, 0);
+        return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s': cannot open the semaphore of channel %u (%s): %s",
+                        c->name, c->index, path, strerror(e));
     }
     while (sem_trywait(c->sem) == 0) { /* drain stale posts of a previous owner */
     }

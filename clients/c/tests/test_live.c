@@ -6,6 +6,7 @@
  * message naming the fault. Skipped without FDN_TEST_PYTHON. */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <errno.h>
 #include <glob.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -33,8 +34,9 @@ static int failures;
         }                                                                  \
     } while (0)
 
-/* Start `python -m foundation_shm._echo NAME` and wait for its "ready" line; its pid, or -1. */
-static pid_t echo_server(const char *python, const char *name) {
+/* Start `python -m foundation_shm._echo NAME [--channels CHANNELS]` and wait for its "ready"
+ * line; its pid, or -1. */
+static pid_t echo_server_of(const char *python, const char *name, const char *channels) {
     int fds[2];
     if (pipe(fds) < 0) return -1;
     pid_t pid = fork();
@@ -42,7 +44,8 @@ static pid_t echo_server(const char *python, const char *name) {
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
-        execl(python, python, "-m", "foundation_shm._echo", name, (char *)NULL);
+        if (channels) execl(python, python, "-m", "foundation_shm._echo", name, "--channels", channels, (char *)NULL);
+        else execl(python, python, "-m", "foundation_shm._echo", name, (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
@@ -57,6 +60,8 @@ static pid_t echo_server(const char *python, const char *name) {
     }
     return pid;
 }
+
+static pid_t echo_server(const char *python, const char *name) { return echo_server_of(python, name, NULL); }
 
 static void kill_server(pid_t pid) {
     kill(pid, SIGKILL);
@@ -369,6 +374,56 @@ static void close_checks(const char *name) {
     munmap(r, size);
 }
 
+/* Section 10.1: a connect claims its channel (owner_pid = this process), then opens the channel's
+ * semaphore. When that failed (a semaphore unlinked, or EMFILE in a process out of descriptors)
+ * the channel stayed owned by this live process, which the server never reclaims: a service whose
+ * connects kept failing lost a channel per try until every client got OVERLOADED. It is given
+ * back (owner_start_time = 0, as a disconnect without the mutex does): on a server of one channel,
+ * a connect after the failed one is served once the server has reclaimed it. */
+static void semaphore_failure_checks(const char *python) {
+    char name[64];
+    snprintf(name, sizeof name, "fdncs%d", (int)getpid());
+    pid_t server = echo_server_of(python, name, "1");
+    CHECK(server > 0, "start a server of one channel");
+    if (server < 0) return;
+    char sem[128], kept[160];
+    snprintf(sem, sizeof sem, "/dev/shm/sem.fdn-%s-c0", name);
+    snprintf(kept, sizeof kept, "%skept", sem); /* a second link to the server's semaphore */
+    CHECK(link(sem, kept) == 0 && unlink(sem) == 0, "move %s aside: %s", sem, strerror(errno));
+    fdn_client *c = NULL;
+    struct fdn_error err = {0};
+    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strstr(err.message, "cannot open the semaphore of channel 0"),
+          "connect with the channel semaphore gone: %s %s", fdn_strerror(st), err.message);
+    if (c) fdn_close(c);
+    size_t size = 0;
+    struct fdn_region_header *r = map_region(name, &size);
+    if (r) {
+        struct fdn_channel *ch = (struct fdn_channel *)((uint8_t *)r + r->channels_offset);
+        uint32_t pid = __atomic_load_n(&ch->owner_pid, __ATOMIC_ACQUIRE);
+        uint64_t start = __atomic_load_n(&ch->owner_start_time, __ATOMIC_ACQUIRE);
+        CHECK(pid == 0 || start == 0, "channel 0 is kept by this live process (pid %u, owner_start_time %llu)", pid,
+              (unsigned long long)start);
+        munmap(r, size);
+    }
+    CHECK(data_segments(name, NULL) == 0, "the failed connect's data segment is left");
+    CHECK(rename(kept, sem) == 0, "put %s back: %s", sem, strerror(errno));
+    c = NULL;
+    st = FDN_OVERLOADED;
+    for (int i = 0; i < 1000 && st == FDN_OVERLOADED; i++) { /* the server reclaims it within a heartbeat */
+        st = fdn_connect(&c, name, NULL, &err);
+        if (st == FDN_OVERLOADED) usleep(10000);
+    }
+    CHECK(st == FDN_OK, "the connect after the failed one: %s %s", fdn_strerror(st), err.message);
+    if (st == FDN_OK) {
+        echo(c, "the call after a connect that could not open its channel semaphore");
+        fdn_close(c);
+    }
+    kill(server, SIGTERM); /* a graceful stop removes its objects; what is left, remove_objects does */
+    waitpid(server, NULL, 0);
+    remove_objects(name);
+}
+
 /* This process's open descriptors and its mappings of /dev/shm objects (segments, semaphores). */
 static void resources(int *fds, int *shm_maps) {
     *fds = *shm_maps = 0;
@@ -435,6 +490,7 @@ int main(void) {
     if (st == FDN_OK) {
         echo(c, "first call");
         misuse_checks(name, c);
+        semaphore_failure_checks(python);
         late_loan_checks(name, server);
         cycle_checks(name);
 

@@ -302,9 +302,14 @@ func (c *Client) claim() error {
 	if err != nil {
 		return err
 	}
-	c.sem = semOpen(fmt.Sprintf("/fdn-%s-c%d", c.name, c.index))
-	if c.sem == nil {
-		return fail(ServerUnavailable, 0, "shm server %q: channel semaphore missing", c.name)
+	path := fmt.Sprintf("/fdn-%s-c%d", c.name, c.index)
+	if c.sem, err = semOpenErr(path); c.sem == nil {
+		// claimed but of no use: give the channel back as a disconnect without the mutex does
+		// (spec 10.1; only its owner writes this word), and the server reclaims it within a
+		// heartbeat (10.4). Left owned by this live process it was never reclaimed: a process
+		// whose connects kept failing (EMFILE) lost one channel per try.
+		atomic.StoreUint64(c.u64(c.ch+cOwnerStart), 0)
+		return fail(ServerUnavailable, 0, "shm server %q: cannot open the semaphore of channel %d (%s): %v", c.name, c.index, path, err)
 	}
 	semDrain(c.sem) // stale posts of a previous owner
 	return nil

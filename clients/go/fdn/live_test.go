@@ -15,11 +15,11 @@ import (
 	"time"
 )
 
-// echoServer starts the shm transport's echo server (python -m foundation_shm._echo NAME) with
-// the Python in FDN_TEST_PYTHON, and waits until it serves.
-func echoServer(t *testing.T, python, name string) *exec.Cmd {
+// echoServer starts the shm transport's echo server (python -m foundation_shm._echo NAME
+// [ARGS]) with the Python in FDN_TEST_PYTHON, and waits until it serves.
+func echoServer(t *testing.T, python, name string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(python, "-m", "foundation_shm._echo", name)
+	cmd := exec.Command(python, append([]string{"-m", "foundation_shm._echo", name}, args...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -415,4 +415,71 @@ func TestLiveBF16AndBytesComeBackAsSent(t *testing.T) {
 			t.Fatalf("call %d: sent %v %v, got %+v", i, dt, data, out)
 		}
 	}
+}
+
+// A connect claims its channel (owner_pid = this process), then opens the channel's semaphore.
+// When that failed (a semaphore unlinked, or EMFILE in a process out of descriptors) the channel
+// stayed owned by this live process, which the server never reclaims: a service whose connects
+// kept failing lost a channel per try until every client got OVERLOADED. It is given back
+// (owner_start_time = 0, as a disconnect without the mutex does): on a server of one channel, a
+// connect after the failed one is served once the server has reclaimed it.
+func TestAConnectThatCannotOpenItsChannelSemaphoreGivesTheChannelBack(t *testing.T) {
+	python := os.Getenv("FDN_TEST_PYTHON")
+	if python == "" {
+		t.Skip("set FDN_TEST_PYTHON to a Python with foundation_shm (the harness does)")
+	}
+	name := fmt.Sprintf("fdngosem%d", os.Getpid())
+	server := echoServer(t, python, name, "--channels", "1")
+	defer func() {
+		server.Process.Signal(syscall.SIGTERM) // a graceful stop removes its objects
+		server.Wait()
+		removeObjects(name)
+	}()
+	sem := "/dev/shm/sem.fdn-" + name + "-c0"
+	kept := sem + "kept" // a second link to the server's semaphore
+	if err := os.Link(sem, kept); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Rename(kept, sem) // a test that stops early
+	if err := os.Remove(sem); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Connect(name, Options{})
+	if c != nil {
+		c.Close()
+	}
+	if CodeOf(err) != ServerUnavailable {
+		t.Fatalf("connect with the channel semaphore gone: %v", err)
+	}
+	if !strings.Contains(err.Error(), "cannot open the semaphore of channel 0 (/fdn-"+name+"-c0): no such file") {
+		t.Errorf("connect with the channel semaphore gone: %v", err)
+	}
+	o := &Client{name: name} // a mapping of the control segment of our own
+	if err := o.openRegion(); err != nil {
+		t.Fatal(err)
+	}
+	defer o.disconnect()
+	if pid, start := ownerWords(o, o.chanBase); pid != 0 && start != 0 {
+		t.Errorf("channel 0 is kept by this live process (owner_pid %d, owner_start_time %d)", pid, start)
+	}
+	if segs := dataSegments(name); len(segs) != 0 {
+		t.Errorf("the failed connect's data segment is left: %v", segs)
+	}
+	if err := os.Rename(kept, sem); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		c, err = Connect(name, Options{}) // the server reclaims it within a heartbeat
+		if CodeOf(err) != Overloaded || time.Now().After(end) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("the connect after the failed one: %v", err)
+	}
+	x := []byte{7, 0, 0, 0}
+	if _, err := c.Infer("echo", []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}, 5*time.Second); err != nil {
+		t.Errorf("the call after a connect that could not open its channel semaphore: %v", err)
+	}
+	c.Close()
 }

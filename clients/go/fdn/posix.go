@@ -78,9 +78,22 @@ func shmUnlink(name string) {
 }
 
 func semOpen(name string) semaphore {
+	s, _ := semOpenErr(name)
+	return s
+}
+
+// semOpenErr is semOpen with the reason of a failure (the errno of sem_open).
+func semOpenErr(name string) (semaphore, error) {
 	cname := C.CString(name)
 	defer C.free(unsafe.Pointer(cname))
-	return C.fdn_sem_open(cname)
+	s, err := C.fdn_sem_open(cname)
+	if s != nil {
+		return s, nil // errno may be left set by a call that succeeded
+	}
+	if err == nil {
+		err = syscall.EINVAL
+	}
+	return nil, err
 }
 
 func semClose(s semaphore) {

@@ -323,11 +323,20 @@ impl Conn {
             claim_channel(&ctl, name, region.count, capacity, mode, pid, start)?
         };
         // Step 8.
-        let sem = match Semaphore::open(&l::channel_sem_name(name, claim.index)) {
+        let sem_name = l::channel_sem_name(name, claim.index);
+        let sem = match Semaphore::open(&sem_name) {
             Ok(s) => s,
             Err(e) => {
+                // Claimed but of no use: give the channel back as a disconnect without the mutex
+                // does (10.1; only its owner writes this word), and the server reclaims it within
+                // a heartbeat (10.4). Left owned by this live process it was never reclaimed: a
+                // process whose connects kept failing (EMFILE) lost one channel per try.
+                ctl.u64(claim.base + ch::OWNER_START_TIME).store(0, SeqCst);
                 let _ = shm::unlink(&claim.data_name);
-                return Err(sem_err(e));
+                return Err(unavailable(format!(
+                    "shm server {name:?}: cannot open the semaphore of channel {} ({sem_name}): {e}",
+                    claim.index
+                )));
             }
         };
         sem.drain();

@@ -206,13 +206,30 @@ class ChannelPool:
             ) from None
         try:
             ch.sem = open_semaphore(L.channel_sem_name(self.name, ch.index))
-        except posix_ipc.ExistentialError:  # the server stopped and removed its objects meanwhile
-            _retire(ch)
-            conn.alive = False
-            raise ServerUnavailable(f"shm server {self.name!r} went away while connecting") from None
-        drain(ch.sem)
+            drain(ch.sem)
+        except BaseException as exc:
+            self._give_back_unopened(ch)
+            if isinstance(exc, posix_ipc.ExistentialError):  # the server stopped and removed its objects
+                conn.alive = False
+                raise ServerUnavailable(f"shm server {self.name!r} went away while connecting") from None
+            if isinstance(exc, (OSError, posix_ipc.Error)):  # EMFILE, ENFILE; EACCES: PermissionsError
+                raise ServerUnavailable(
+                    f"shm server {self.name!r}: cannot open the semaphore of channel {ch.index} "
+                    f"({L.channel_sem_name(self.name, ch.index)}): {exc}"
+                ) from None
+            raise
         self._all.append(ch)
         return ch
+
+    @staticmethod
+    def _give_back_unopened(ch: _Channel) -> None:
+        """A channel claimed but not usable (its semaphore could not be opened): give it back as
+        a disconnect without the region mutex does (spec 10.1), ``owner_start_time = 0`` (only the
+        owner writes that word), and the server reclaims it within a heartbeat (10.4). Left owned
+        by this live process it was never reclaimed: a process whose connects kept failing lost
+        one channel per try, until every client of the server got Overloaded."""
+        ch.conn.ctl.u64[(ch.base + _C.OWNER_START) // 8] = 0
+        _retire(ch)
 
     def _claim_free(self, conn: _Connection, held: int) -> _Channel:
         """Claim the first free channel (spec 10.1), the region mutex held."""

@@ -484,3 +484,68 @@ def test_threads_keeping_channels_for_views_past_the_servers_count_get_an_overlo
         np.testing.assert_array_equal(
             client.infer(InferenceRequest("echo", {"x": np.ones(2)})).outputs["x"], 1
         )
+
+
+@pytest.mark.parametrize("failure", ["missing", "no-descriptors"])
+def test_a_connect_that_cannot_open_its_channel_semaphore_gives_the_channel_back(
+    echo_process: Any, name: str, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """Spec 10.1: the channel is claimed (owner_pid = this process) before its semaphore is opened.
+    When that open failed (a semaphore unlinked, or EMFILE in a process out of descriptors) the
+    channel stayed owned by this live process, which the server never reclaims: a service whose
+    connects kept failing lost a channel per try, until every client got Overloaded. Now it is
+    given back as a disconnect without the mutex does (owner_start_time = 0), and the server
+    reclaims it: a later connect to this one-channel server is served."""
+    import errno
+    from pathlib import Path
+
+    import foundation_shm._pool as pool_module
+    from foundation_shm import _layout as L
+    from foundation_shm._segments import Segment
+
+    from foundation_ml.errors import Overloaded
+
+    echo_process("--channels", "1")
+    sem_name = L.channel_sem_name(name, 0)
+    sem_path = Path("/dev/shm") / f"sem.{sem_name[1:]}"
+    kept = sem_path.with_name(f"{sem_path.name}kept")  # a second link to the server's semaphore
+    if failure == "missing":
+        os.link(sem_path, kept)
+        sem_path.unlink()
+        says = "went away while connecting"
+    else:
+        real_open = pool_module.open_semaphore
+
+        def out_of_descriptors(opened: str) -> Any:
+            if opened == sem_name:
+                raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+            return real_open(opened)
+
+        monkeypatch.setattr(pool_module, "open_semaphore", out_of_descriptors)
+        says = f"cannot open the semaphore of channel 0 \\({sem_name}\\): .*Too many open files"
+    try:
+        with pytest.raises(ServerUnavailable, match=says):
+            ShmTransport().connect(name)
+        ctl = Segment.open(L.control_name(name))
+        try:
+            base = L.CHANNELS_OFFSET
+            owner = ctl.u32[(base + L.ChannelField.OWNER_PID) // 4]
+            started = ctl.u64[(base + L.ChannelField.OWNER_START) // 8]
+        finally:
+            ctl.close()
+        assert owner == 0 or started == 0, f"channel 0 kept by this live process (pid {owner})"
+    finally:
+        monkeypatch.undo()
+        if kept.exists():
+            os.rename(kept, sem_path)
+    end = time.monotonic() + 10  # the server reclaims it within a heartbeat (100 ms)
+    while True:
+        try:
+            with ShmTransport().connect(name) as client:
+                x = client.infer(InferenceRequest("echo", {"x": np.ones(2)})).outputs["x"]
+                np.testing.assert_array_equal(x, 1)
+            break
+        except Overloaded:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.01)

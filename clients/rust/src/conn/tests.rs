@@ -24,6 +24,11 @@ impl Drop for Echo {
 }
 
 fn echo_server(prefix: &str) -> Option<Echo> {
+    echo_server_with(prefix, &[])
+}
+
+/// `python -m foundation_shm._echo NAME ARGS...`, once it serves.
+fn echo_server_with(prefix: &str, args: &[&str]) -> Option<Echo> {
     let Ok(python) = std::env::var("FDN_TEST_PYTHON") else {
         eprintln!("FDN_TEST_PYTHON not set: skipping the tests against the echo server");
         return None;
@@ -31,6 +36,7 @@ fn echo_server(prefix: &str) -> Option<Echo> {
     let name = format!("{prefix}_{}", std::process::id());
     let mut child = Command::new(python)
         .args(["-m", "foundation_shm._echo", &name])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -174,6 +180,62 @@ fn a_pending_request_leaves_the_channel_to_the_server() {
         "the channel is kept by this live process (owner_start_time {start})"
     );
     assert!(freed(&ctl, i), "the server did not reclaim the channel");
+}
+
+/// Puts a file moved aside back where it was (`.0` to `.1`), also when a test fails first.
+struct MovedBack(String, String);
+
+impl Drop for MovedBack {
+    fn drop(&mut self) {
+        let _ = std::fs::rename(&self.0, &self.1);
+    }
+}
+
+/// A connect claims its channel (owner_pid = this process), then opens the channel's semaphore.
+/// When that failed (a semaphore unlinked, or EMFILE in a process out of descriptors) the channel
+/// stayed owned by this live process, which the server never reclaims: a service whose connects
+/// kept failing lost a channel per try until every client got OVERLOADED. It is given back
+/// (owner_start_time = 0, as a disconnect without the mutex does): on a server of one channel, a
+/// connect after the failed one is served once the server has reclaimed it.
+#[test]
+fn a_connect_that_cannot_open_its_channel_semaphore_gives_the_channel_back() {
+    let Some(echo) = echo_server_with("rustsem", &["--channels", "1"]) else {
+        return;
+    };
+    let name = &echo.1;
+    let sem = format!("/dev/shm/sem.fdn-{name}-c0");
+    let kept = format!("{sem}kept"); // a second link to the server's semaphore
+    std::fs::hard_link(&sem, &kept).unwrap();
+    let moved = MovedBack(kept, sem);
+    std::fs::remove_file(&moved.1).unwrap();
+    let ctl = region(name);
+    let e = match Client::connect(name, ConnectOptions::default()) {
+        Ok(_) => panic!("connected with the channel semaphore gone"),
+        Err(e) => e,
+    };
+    assert_eq!(e.code, Status::ServerUnavailable, "{e}");
+    let (pid, start) = owned(&ctl, 0);
+    assert!(
+        pid == 0 || start == 0,
+        "channel 0 is kept by this live process (owner_pid {pid}, owner_start_time {start})"
+    );
+    assert!(
+        e.message.contains("cannot open the semaphore of channel 0"),
+        "{e}"
+    );
+    drop(moved);
+    let end = Instant::now() + Duration::from_secs(10); // reclaimed within a heartbeat
+    let mut client = loop {
+        match Client::connect(name, ConnectOptions::default()) {
+            Err(e) if e.code == Status::Overloaded && Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            other => break other.expect("the connect after the failed one"),
+        }
+    };
+    client
+        .infer("echo", &x(), Some(Duration::from_secs(5)))
+        .unwrap();
 }
 
 /// Region words a corrupt or hostile server wrote are typed errors, never an overflow: a
