@@ -259,6 +259,8 @@ static enum fdn_status open_region(struct fdn_client *c, struct fdn_error *err) 
                             c->name, c->server_pid);
         return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' (pid %u) is gone", c->name, c->server_pid);
     }
+    if (FDN_LOAD(&r->state) != FDN_READY) /* section 10.1 step 2: a STOPPING server takes no one new */
+        return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' is stopping", c->name);
     if (r->channels_offset + (uint64_t)r->channel_count * r->channel_size > c->ctl_size ||
         r->channel_size != sizeof(struct fdn_channel))
         return fdn_fail(err, FDN_INTERNAL, 0, "shm server '%s': region header disagrees with its size", c->name);

@@ -374,6 +374,27 @@ static void close_checks(const char *name) {
     munmap(r, size);
 }
 
+/* Section 10.1 step 2: a STOPPING server takes no new client (its region is set so here, as the
+ * server does when it stops); the clients it has (c) are still served. */
+static void stopping_checks(const char *name, fdn_client *c) {
+    size_t size = 0;
+    struct fdn_region_header *r = map_region(name, &size);
+    CHECK(r, "map the control segment");
+    if (!r) return;
+    __atomic_store_n(&r->state, FDN_STOPPING, __ATOMIC_RELEASE);
+    fdn_client *d = NULL;
+    struct fdn_error err = {0};
+    enum fdn_status st = fdn_connect(&d, name, NULL, &err);
+    char says[128];
+    snprintf(says, sizeof says, "shm server '%s' is stopping", name);
+    CHECK(st == FDN_SERVER_UNAVAILABLE && d == NULL && strcmp(err.message, says) == 0,
+          "connect to a STOPPING server: %s %s", fdn_strerror(st), err.message);
+    if (d) fdn_close(d);
+    echo(c, "a call of a client connected before the server began to stop");
+    __atomic_store_n(&r->state, FDN_READY, __ATOMIC_RELEASE);
+    munmap(r, size);
+}
+
 /* Section 10.1: a connect claims its channel (owner_pid = this process), then opens the channel's
  * semaphore. When that failed (a semaphore unlinked, or EMFILE in a process out of descriptors)
  * the channel stayed owned by this live process, which the server never reclaims: a service whose
@@ -490,6 +511,7 @@ int main(void) {
     if (st == FDN_OK) {
         echo(c, "first call");
         misuse_checks(name, c);
+        stopping_checks(name, c);
         semaphore_failure_checks(python);
         late_loan_checks(name, server);
         cycle_checks(name);

@@ -271,6 +271,9 @@ func (c *Client) openRegion() error {
 		}
 		return fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
 	}
+	if atomic.LoadUint32(c.u32(rState)) != stateReady { // section 10.1 step 2: a STOPPING server takes no one new
+		return fail(ServerUnavailable, 0, "shm server %q is stopping", c.name)
+	}
 	// the channel blocks must lie in the region after its header, 8-aligned for the atomics: an
 	// offset near 2^64 would wrap the sum to a small one and every channel access would panic
 	count, size := le.Uint32(c.ctl[rChannelCount:]), le.Uint32(c.ctl[rChannelSize:])

@@ -417,6 +417,30 @@ func TestLiveBF16AndBytesComeBackAsSent(t *testing.T) {
 	}
 }
 
+// Section 10.1 step 2: a STOPPING server takes no new client (its region is set so here, as the
+// server does when it stops); the clients it has are still served. Connect used to claim a channel.
+func TestAStoppingServerTakesNoNewClient(t *testing.T) {
+	_, name, _, stop := liveEcho(t, "fdngostop")
+	defer stop()
+	c, err := Connect(name, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	atomic.StoreUint32(c.u32(rState), stateStopping)
+	d, err := Connect(name, Options{})
+	if d != nil {
+		d.Close()
+	}
+	wantError(t, "connect to a STOPPING server", err, ServerUnavailable, fmt.Sprintf("shm server %q is stopping", name))
+	x := []byte{7, 0, 0, 0}
+	res, err := c.Infer("echo", []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}, 5*time.Second)
+	if err != nil || res.Output("x") == nil || !bytes.Equal(res.Output("x").Data, x) {
+		t.Errorf("a call of a client connected before the server began to stop: %v", err)
+	}
+	atomic.StoreUint32(c.u32(rState), stateReady)
+}
+
 // A connect claims its channel (owner_pid = this process), then opens the channel's semaphore.
 // When that failed (a semaphore unlinked, or EMFILE in a process out of descriptors) the channel
 // stayed owned by this live process, which the server never reclaims: a service whose connects
