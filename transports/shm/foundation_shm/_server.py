@@ -236,13 +236,14 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
                         if ch.busy:
                             u32[ch.busy_word] = 1
                     continue
-                reader = ch.reader
-                if take is not None and reader is not None and reader.last is not None:
+                # (no local for ch.reader: one held across the idle wait kept the views of its
+                # area, so a departed client's data segment stayed mapped, its pages allocated)
+                if take is not None and ch.reader is not None and ch.reader.last is not None:
                     # the C lane: fresh reads, the busy word set, and a request that repeats the
                     # channel's last one checked (header, CRC) with its id and deadline
                     got = take(
                         ch.req,
-                        reader.payload,
+                        ch.reader.payload,
                         ch.req_cap,
                         ch.cseq,
                         ch.sseq,
