@@ -53,6 +53,7 @@ class _Dispatch:
     _drain_upto: dict[int, int]
     _parked: set[int]
     _rejected_log: LogThrottle
+    _raised_log: LogThrottle
 
     def _dispatch(self, ch: _Channel, seq: int) -> None:
         ch.busy = True
@@ -128,7 +129,12 @@ class _Dispatch:
         except InferenceError as exc:
             respond(exc)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the loop thread serves on
-            log.exception("shm %s: handler raised on request %d", self.name, request.id)
+            # a client may send what makes the handler raise as often as it likes: the traceback
+            # is logged at most 10 at once and one a second per channel, as rejections are
+            now, held = self._raised_log.take(respond.channel.index)
+            if now:
+                more = f" ({held} more on this channel not logged)" if held else ""
+                log.exception("shm %s: handler raised on request %d%s", self.name, request.id, more)
             respond(HandlerError(f"{type(exc).__name__}: {exc}", model=request.model, request_id=request.id))
 
     def _control(self, dec: DecodedRequest, respond: _Responder) -> None:

@@ -45,6 +45,7 @@ class _Liveness:
     _parked: set[int]
     _faults_seen: int
     _rejected_log: LogThrottle
+    _raised_log: LogThrottle
     _running: bool
     _unnamed_since: tuple[int, float] | None
     _loop_thread: threading.Thread
@@ -194,6 +195,7 @@ class _Liveness:
                 ch.busy = False
                 self._parked.discard(ch.index)
                 self._rejected_log.forget(ch.index)  # the next client starts with a full burst
+                self._raised_log.forget(ch.index)
             raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64]).partition(b"\0")[0]
             name = raw.decode("ascii", "replace")
             if name.startswith(f"/fdn-{self.name}-d{ch.index}-"):

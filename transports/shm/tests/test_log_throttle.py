@@ -70,3 +70,26 @@ def test_a_client_sending_garbage_cannot_flood_the_servers_log(
         server.stop()
     lines = [r.getMessage() for r in caplog.records if "rejected request" in r.getMessage()]
     assert 10 <= len(lines) <= 12  # the burst, and one a second for the run's second or so
+
+
+def test_a_client_making_the_handler_raise_cannot_flood_the_servers_log(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each request that made the handler raise logged a whole traceback: 50 calls, 50 of them.
+    Every call is still answered HandlerError; the log says how many were not shown."""
+    from foundation_ml import InferenceRequest
+    from foundation_ml.errors import HandlerError
+
+    server = ShmTransport().serve(name, EchoHandler(), channels=2)
+    try:
+        with ShmTransport().connect(name, timeout=5) as client:
+            for _ in range(50):
+                with pytest.raises(HandlerError):
+                    client.infer(InferenceRequest("fail", {"x": np.arange(3.0)}))
+    finally:
+        server.stop()
+    lines = [r for r in caplog.records if "handler raised" in r.getMessage()]
+    assert 10 <= len(lines) <= 12  # the burst, and one a second for the run's second or so
+    assert all(r.exc_info for r in lines)  # the ones logged keep their traceback
+    if len(lines) > 10:
+        assert "more on this channel not logged" in lines[10].getMessage()
