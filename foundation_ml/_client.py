@@ -232,7 +232,10 @@ class InferenceClient:
             if self._closed:  # (by another thread, between _threads and here)
                 raise self._closed_error(model) from None
             raise
-        return await future
+        try:
+            return await future
+        finally:  # an error raised here holds this frame: the future holding the error must go
+            del future
 
     def _threads(self, model: Any) -> ThreadPoolExecutor:
         with _pool_lock:

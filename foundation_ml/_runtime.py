@@ -215,7 +215,10 @@ class MLRuntime:
             exc.request_id = request.id
             with self._rejected_lock:
                 self._rejected[exc.code.name] = self._rejected.get(exc.code.name, 0) + 1
-            respond(exc)
+            # without its traceback: that holds this frame, which holds ``respond``; a respond
+            # keeping its answer (inproc's reply, a list) made a cycle that kept the request's
+            # inputs alive until the garbage collector ran
+            respond(exc.with_traceback(None))
             return
         try:
             served.submit(request, respond, t0)
@@ -349,8 +352,9 @@ class MLRuntime:
         servers, self.servers = self.servers, []
         self._stopping = servers
         for served in self.registry.all():  # queued requests run now, not after max_wait_us
-            if served.batcher is not None:
-                served.batcher.drain()
+            batcher = served.batcher  # read once: an unload_model in another thread lets it go
+            if batcher is not None:
+                batcher.drain()
         for transport, server in servers:  # the transport stops accepting and waits for in-flight
             if self._hurry:
                 self.hurry()
@@ -374,6 +378,9 @@ class MLRuntime:
                 left = 0 if self._hurry else max(0.0, deadline - _clock())
                 with contextlib.suppress(ModelNotFound):  # unloaded meanwhile by another thread
                     self.unload_model(name, drain_timeout=left)
+            # the servers stopped refer back to this runtime (their handler): holding them made a
+            # cycle that kept a closed runtime, and its hub, alive until the garbage collector ran
+            self._stopping = []
             if self._own_hub:
                 self.hub.shutdown()
 

@@ -75,8 +75,9 @@ class ServedModel:
         self._output_names = frozenset(s.name for s in model.outputs)
         self._valid = compile_validator(model.inputs)
         self._valid_out = compile_validator(model.outputs)  # a model's answer is checked too
-        # batched, dimension 0 is the batch: these outputs have one row per input row
-        self._row_outputs = tuple(s.name for s in model.outputs if s.shape and s.shape[0] == -1)
+        # batched, dimension 0 is the batch: these outputs have one row per input row (set by
+        # enable_batching; it outlives the batcher, which stop lets go)
+        self._row_outputs: tuple[str, ...] = ()
         # BF16 and BYTES outputs are numpy uint16 and uint8 with a mark in the dtype, which a numpy
         # model may not have put there (plain bits pass the check): they go out as declared
         marked = (DataType.BF16, DataType.BYTES)
@@ -87,6 +88,7 @@ class ServedModel:
         return ModelMetadata(self.name, m.inputs, m.outputs, tuple(versions), m.platform)
 
     def enable_batching(self, max_batch_size: int, max_wait_us: int) -> None:
+        self._row_outputs = tuple(s.name for s in self.model.outputs if s.shape and s.shape[0] == -1)
         self.batcher = Batcher(self, max_batch_size, max_wait_us)
         self.batcher.start()
 
@@ -106,11 +108,12 @@ class ServedModel:
                 )
             if not self.model.takes_tensors and has_tensor(request.inputs):
                 request.inputs = {n: to_host(a) for n, a in request.inputs.items()}  # numpy models
-        except InferenceError as exc:
-            self.finish(request, respond, t0, exc)
+        except InferenceError as exc:  # answered without its traceback: see MLRuntime.__call__
+            self.finish(request, respond, t0, exc.with_traceback(None))
             return
-        if self.batcher is not None:
-            self.batcher.put(request, respond, t0)
+        batcher = self.batcher  # read once: stop() lets it go
+        if batcher is not None:
+            batcher.put(request, respond, t0)
             return
         if request.deadline_ns and _now() > request.deadline_ns:
             self.finish(request, respond, t0, self.expired(request), batch=0)
@@ -187,7 +190,7 @@ class ServedModel:
             return "the model's answer breaks its signature: " + mismatch(
                 self.model.outputs, outputs, side="output"
             )
-        if request is not None and self.batcher is not None and self._row_outputs:
+        if request is not None and self._row_outputs:
             counts = {a.shape[0] for a in request.inputs.values() if a.ndim}
             rows = counts.pop() if len(counts) == 1 else None  # inputs disagreeing: no batch rows
             bad = [n for n in self._row_outputs if rows is not None and outputs[n].shape[0] != rows]
@@ -223,8 +226,12 @@ class ServedModel:
         with self._gate:
             self._why = why or "the server is shutting down"
             self.stopping = True
-        if self.batcher is not None:
-            self.batcher.stop(drain_timeout, why)
+        batcher, self.batcher = self.batcher, None
+        if batcher is not None:
+            # let go of it (a request racing the stop finds it gone and is answered ShuttingDown
+            # inline): the batcher refers back to this model, and the cycle kept an unloaded model
+            # (its weights) alive until the garbage collector happened to run
+            batcher.stop(drain_timeout, why)
         with self._idle:
             idle = self._idle.wait_for(lambda: not self._running, max(0.0, deadline - time.monotonic()))
             self._close_pending = close_model and not idle
