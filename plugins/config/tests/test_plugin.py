@@ -82,3 +82,49 @@ def test_a_logging_output_that_cannot_be_opened_leaves_the_previous_configuratio
         runtime = current_runtime()
         if runtime is not None:
             runtime.close()
+
+
+def test_reloading_the_configuration_many_times_holds_no_file_and_no_handler(tmp_path, write):
+    """A long-running process reloading its configuration (good files, files refused, a file
+    switching the log between two outputs): descriptors, the root logger's handlers and the
+    logging sinks alive stay as they were, with a logger cached on first use (which held every
+    sink made since its own through their successors)."""
+    import gc
+    import logging
+    import os
+    import weakref
+
+    import pytest
+    import structlog
+    from foundation_logging._setup import current_runtime
+
+    from foundation_core.errors import ConfigError
+
+    write("a.toml", f"[logging]\nformat = 'json'\noutput = '{tmp_path / 'a.log'}'\n")
+    write("b.toml", f"[logging]\nformat = 'console'\nlevel = 'warning'\noutput = '{tmp_path / 'b.log'}'\n")
+    write("bad.toml", "[logging]\nlevel = 'loud'\n")
+    write("broken.toml", "[logging\nlevel = \n")
+    hub = foundation_core.Hub(env={"FOUNDATION_PLUGINS": "config,logging"})
+    hub.load_entry_points()
+    try:
+        hub.configure(["a.toml"])
+        cached = structlog.get_logger()
+        cached.info("first")  # cached: bound to the sink of a.log's first configuration
+        fds, handlers = len(os.listdir("/proc/self/fd")), len(logging.getLogger().handlers)
+        sinks = []
+        for i in range(100):
+            hub.configure(["a.toml" if i % 2 else "b.toml"], [f"logging.redact=['k{i}']"])
+            sinks.append(weakref.ref(current_runtime().sink))  # type: ignore[union-attr]
+            for refused in ("bad.toml", "broken.toml"):
+                with pytest.raises(ConfigError):
+                    hub.configure([refused])
+        gc.collect()
+        assert len(os.listdir("/proc/self/fd")) == fds
+        assert len(logging.getLogger().handlers) == handlers
+        assert sum(sink() is not None for sink in sinks) == 1  # the one in use
+        cached.info("late")
+        assert json.loads((tmp_path / "a.log").read_text().splitlines()[-1])["event"] == "late"
+    finally:
+        runtime = current_runtime()
+        if runtime is not None:
+            runtime.close()

@@ -9,8 +9,10 @@ handler writes through the same sink, so both kinds of record land in one place,
 
 A sink never raises into the code that logs. Like the standard library's handlers, it drops a
 line it cannot write (a full disk, a closed pipe) and says so once on stderr. A sink that was
-replaced (``close(successor)``) hands its late lines to its successor: a logger that picked the
-old sink up just before ``configure_logging`` swapped pipelines still gets its line written.
+replaced (``close(successor)``) hands its late lines to the newest of its successors: a logger
+that picked the old sink up just before ``configure_logging`` swapped pipelines (or cached it on
+first use) still gets its line written. Sinks that replaced one another share a ``_Lineage``,
+which names the newest weakly: a replaced sink holds none of the sinks made after it.
 Every sink takes a line as bytes (newline-terminated) or as text (without the newline).
 """
 
@@ -117,8 +119,8 @@ class FileSink:
         "_lock",
         "_raw",
         "_reopen_reported",
+        "_lineage",
         "_reported",
-        "_successor",
         "__weakref__",
         "msg",
         "path",
@@ -144,7 +146,7 @@ class FileSink:
         self._closed = False
         self._reported = False  # a failed write said (once)
         self._reopen_reported = False  # a failed reopen said (once): apart, so neither hides the other
-        self._successor: FileSink | StreamSink | None = None
+        self._lineage: _Lineage | None = None  # set once it replaces, or is replaced by, another
         self._bind(self.write_watched if reopen else self.write)
         if reopen:
             _LOCKED.add(self)
@@ -197,7 +199,7 @@ class FileSink:
 
     def close(self, successor: FileSink | StreamSink | None = None) -> None:
         """Stop writing to the file; late lines go to ``successor`` (else stderr)."""
-        self._successor = successor
+        _succeed(self, successor)
         self._closed = True
         self._bind(self._late)
         self._file.close()
@@ -213,7 +215,7 @@ class StreamSink:
     daemoniser) is followed rather than written to after it was closed.
     """
 
-    __slots__ = ("__weakref__", "_closed", "_lock", "_reported", "_successor", "msg", "name", *_METHODS)
+    __slots__ = ("__weakref__", "_closed", "_lineage", "_lock", "_reported", "msg", "name", *_METHODS)
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -221,7 +223,7 @@ class StreamSink:
         _LOCKED.add(self)
         self._closed = False
         self._reported = False
-        self._successor: FileSink | StreamSink | None = None
+        self._lineage: _Lineage | None = None  # see FileSink
         self._bind(self.write_text)
 
     def _bind(self, write: Any) -> None:
@@ -253,7 +255,7 @@ class StreamSink:
     def close(self, successor: FileSink | StreamSink | None = None) -> None:
         """Flush; with a ``successor``, late lines go there (else still to the stream)."""
         if successor is not None:
-            self._successor = successor
+            _succeed(self, successor)
             self._closed = True
             self._bind(self._late)
         try:
@@ -265,12 +267,35 @@ class StreamSink:
         _forward(self, line)
 
 
+class _Lineage:
+    """What sinks that replaced one another share: the newest of them, weakly (None: closed for
+    good, or gone). Each replaced sink held its successor before, so a logger that cached the
+    first sink on first use (structlog's ``cache_logger_on_first_use``) held every sink made
+    since: about 0.8 KB more for each reconfiguration, for ever."""
+
+    __slots__ = ("newest",)
+
+    def __init__(self) -> None:
+        self.newest: weakref.ref[FileSink | StreamSink] | None = None
+
+
+def _succeed(sink: FileSink | StreamSink, successor: FileSink | StreamSink | None) -> None:
+    """``successor`` (None: nothing) takes over from ``sink``, in ``sink``'s lineage."""
+    lineage = sink._lineage or _Lineage()
+    sink._lineage = lineage
+    lineage.newest = None if successor is None else weakref.ref(successor)
+    if successor is not None and successor._lineage is None:
+        successor._lineage = lineage
+
+
 def _forward(sink: FileSink | StreamSink, line: bytes | str) -> None:
-    """Write ``line`` to the newest successor of ``sink`` (followed in a loop: many
-    reconfigurations never make a deep call chain); stderr if the last one was closed for good."""
+    """Write ``line`` to the newest successor of ``sink`` (followed in a loop, should that one
+    have been replaced in a lineage of its own); stderr if the last one was closed for good."""
     target: FileSink | StreamSink | None = sink
     while target is not None and target._closed:
-        target = target._successor
+        lineage = target._lineage
+        newest = lineage.newest if lineage is not None else None
+        target = newest() if newest is not None else None
     if target is None:
         _stderr_late(line)
     else:
