@@ -10,9 +10,9 @@ device's current stream, and the transport synchronises before it answers (spec 
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable, Mapping
-from threading import get_ident
 from typing import Any
 
 import numpy as np
@@ -107,6 +107,14 @@ def _outputs_on(result: Any, names: list[str], device: torch.device) -> dict[str
     return {k: v if v.device == device else v.to(device) for k, v in items}
 
 
+class _Applied(threading.local):
+    """Whether the current thread has had ``torch.set_num_threads`` (per thread, not per thread
+    id: an id is reused once its thread has ended, and a set of ids then took a new thread for
+    one already set, which ran at torch's default width)."""
+
+    done = False
+
+
 class TorchModel(LoadedModel):
     """Calls ``module(*inputs in signature order)``; the result may be a tensor (one output), a
     tuple or list (outputs in order) or a dict (outputs by name). Takes numpy arrays and torch
@@ -130,7 +138,7 @@ class TorchModel(LoadedModel):
         # torch's intra-op width where the model is loaded (``threads``, or what the loading thread
         # set), applied in every thread that calls it (see _apply_threads)
         self._threads = threads or torch.get_num_threads()
-        self._threaded: set[int] = set()
+        self._threaded = _Applied()
         for spec in (*inputs, *outputs):
             torch_dtype(spec.datatype)  # raises for BYTES
         self.module = module
@@ -160,10 +168,10 @@ class TorchModel(LoadedModel):
         not call it gets a parallel region of the default width, whose worker then spin-waits on
         the other core (measured: 0.8 CPU-s/s burnt by a batched server on this 2-vCPU VM)."""
         torch.set_num_threads(self._threads)
-        self._threaded.add(get_ident())
+        self._threaded.done = True
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if get_ident() not in self._threaded:
+        if not self._threaded.done:
             self._apply_threads()
         for n in self._in_names:  # the numpy-only path below is the hot one: one check per input
             if type(inputs[n]) is not np.ndarray:
@@ -175,7 +183,7 @@ class TorchModel(LoadedModel):
 
     def _call_tensors(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Inputs with torch tensors: tensors in place (moved only off-device), CUDA outputs kept."""
-        if get_ident() not in self._threaded:
+        if not self._threaded.done:
             self._apply_threads()
         dev = self._dev
         with _inference_mode():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import ClassVar
 
@@ -193,6 +194,34 @@ def test_a_load_that_fails_leaves_the_thread_count_as_it_was() -> None:
         assert torch.get_num_threads() == before + 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_every_new_thread_calling_a_model_gets_its_thread_count() -> None:
+    """The model applies its ``threads`` in each thread that calls it (``torch.set_num_threads``
+    is the last caller's, in any thread, until a thread sets its own). The threads done were
+    remembered by id, and a new thread given an ended one's id (the usual case) skipped it: it
+    ran at whatever another model, or the application, had set since."""
+    before = torch.get_num_threads()
+    width = before + 1
+    try:
+        model = TorchBackend().load(DEMO, name="m", threads=width)
+        x = x_batch(1)
+        seen: list[tuple[int, int]] = []  # (thread id, torch's width in it after the call)
+
+        def call() -> None:
+            model({"x": x})
+            seen.append((threading.get_ident(), torch.get_num_threads()))
+
+        for _ in range(10):
+            thread = threading.Thread(target=call)
+            thread.start()
+            thread.join()
+            torch.set_num_threads(before)  # as another model's load, or the application, does
+    finally:
+        torch.set_num_threads(before)
+    idents = [ident for ident, _ in seen]
+    assert len(set(idents)) < len(idents), "no thread id was reused: nothing was tested"
+    assert [w for _, w in seen] == [width] * len(seen)
 
 
 @pytest.mark.cuda
