@@ -472,3 +472,38 @@ def test_hubs_started_in_two_threads_at_once_are_both_kept_as_started() -> None:
         _events.deactivate(first)
         _events.deactivate(second)
     assert _events.active_hub() is None
+
+
+def test_hubs_started_and_shut_down_in_a_loop_leave_nothing_behind() -> None:
+    """A process that starts and shuts down hubs again and again (a test suite, a worker per
+    job): threads, descriptors, exit and signal handlers, the hubs remembered as started and the
+    hubs themselves (freed) come back to where they were."""
+    import atexit
+    import gc
+    import os
+    import signal
+    import threading
+    import weakref
+
+    from foundation_core import _events
+
+    def state() -> tuple[object, ...]:
+        signals = tuple(signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+        threads = sorted(t.name for t in threading.enumerate())
+        return threads, len(os.listdir("/proc/self/fd")), atexit._ncallbacks(), signals, len(_events._started)
+
+    log: list[str] = []
+    before = state()
+    hubs = []
+    for _ in range(50):
+        hub = start([Recorder("a", log), Sections()], entry_points=False, env={"FOUNDATION_PLUGINS": ""})
+        hub.shutdown()
+        hub.startup()  # a hub started again after its shutdown registers nothing twice
+        assert len(hub.pm.get_plugins()) == 2
+        hub.shutdown()
+        hubs.append(weakref.ref(hub))
+        del hub
+    gc.collect()
+    assert state() == before
+    assert [h for h in hubs if h() is not None] == []
+    assert log.count("a.startup") == 100 and log.count("a.shutdown") == 100
