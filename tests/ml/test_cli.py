@@ -369,7 +369,7 @@ def test_infer_refuses_to_make_an_absurdly_large_example_input() -> None:
         (
             "in.json",
             b'{"x": [[1, 2, 3, 1e40]]}',
-            r"cannot read inputs from .*in.json: input x: a value is out of range for FP32 "
+            r"cannot read inputs from .*in.json: input x: 1e\+40 is out of range for FP32 "
             r"\(-3.4028235e\+38 to 3.4028235e\+38\)$",
         ),
     ],
