@@ -198,8 +198,10 @@ class ClientCuda:
             answered = True
             return resp
         finally:
-            if not answered:  # a timeout or an interrupt: the server may still read the inputs (15.4
-                ch.cuda_keep = keep  # rule 1), so their copies live on until the channel's next call
+            if not answered:  # no answer (a timeout, an interrupt): the server may still read the
+                # inputs (15.4 rule 1), so their copies live on until the channel's next call; an
+                # error it answered (or nothing sent) leaves nothing of the server's to wait for
+                ch.cuda_keep = None if ch.idle() else keep
             client._give(ch, hold=answered and not copy)  # views: valid until the thread's next call
             del keep
 

@@ -882,3 +882,78 @@ def test_a_bad_request_id_on_the_ipc_path_is_invalid_input_before_anything_is_se
             assert seen == []  # nothing reached the server
             out = client.infer(InferenceRequest("m", {"x": torch.ones(2)}, id=2**64 - 1)).outputs["y"]
             assert out.tolist() == [2.0, 2.0]
+
+
+def test_a_call_answered_with_an_error_keeps_no_input_copies(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule 1 keeps a call's inputs only while the server may still read them: a call the server
+    answered with an error (the model raised) kept them, the caller's own tensor or its
+    contiguous copy, until the channel's next CUDA call, also one left by an earlier timeout."""
+    FakeDeviceMemory().install(monkeypatch)
+    x = torch.arange(12.0).reshape(3, 4).t()  # not contiguous: the client sends a copy
+
+    def fail(t: Any) -> Any:
+        raise ValueError("the model failed")
+
+    handler = _Handler(lambda t: t * 2, sleep=0.5)
+    with _fake_ipc_server(name, handler):
+        with ShmTransport().connect(name, channels=1) as client:
+            (ch,) = client._all
+            with pytest.raises(DeadlineExceeded):
+                client.infer(InferenceRequest("m", {"x": x}), timeout=0.05)
+            assert ch.cuda_keep is not None  # no answer yet: the server may still read them
+            handler.f, handler.sleep = fail, 0.0
+            for _ in range(3):
+                with pytest.raises(InferenceError, match="the model failed"):
+                    client.infer(InferenceRequest("m", {"x": x}), timeout=5)
+                assert ch.cuda_keep is None  # answered: the server is done with them
+
+
+def test_the_server_keeps_at_most_its_cache_of_a_client_s_handles_and_closes_none_in_use(
+    fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client sending a new allocation every call (600 of them), inputs that fail (a device the
+    server lacks, a handle that does not open: 1000 each): the server keeps 256 mappings of it,
+    the least recently used closed first, except one a handler still holds (closed once it lets
+    go), and closes every one when the client goes. Measured clean; this guards it."""
+    cap = _cuda_server._SERVER_CACHE
+    cuda = _enabled()
+    client = (1, 100)
+
+    def handle(i: int) -> bytes:
+        return b"A" + i.to_bytes(8, "little") + bytes(55)
+
+    def still_open() -> int:
+        gc.collect()
+        return len(fake_gpu.opened) - len(fake_gpu.closed)
+
+    held = cuda.on_request(0, client, _Dec({"x": _ref(handle=handle(0))})).inputs["x"]  # the handler's
+    for i in range(1, 600):
+        cuda.on_request(i % 2, client, _Dec({"x": _ref(handle=handle(i))}))
+    assert cuda.clients() == {client: cap} and still_open() == cap + 1  # + the one still held
+    assert held.ptr not in fake_gpu.closed
+    again = cuda.on_request(0, client, _Dec({"x": _ref(handle=handle(0))})).inputs["x"]
+    assert again is held and len(fake_gpu.opened) == 600  # shared, not opened twice
+    del again
+    for i in range(600, 600 + cap):  # evicted again, still held
+        cuda.on_request(i % 2, client, _Dec({"x": _ref(handle=handle(i))}))
+    assert cuda.clients() == {client: cap} and still_open() == cap + 1
+
+    def refuse(device: int, h: bytes) -> tuple[int, int]:
+        raise C.CudaError("cuIpcOpenMemHandle", 1, "CUDA_ERROR_INVALID_VALUE", "invalid argument")
+
+    monkeypatch.setattr(fake_gpu, "open", refuse)
+    for i in range(1000):
+        with pytest.raises(InvalidInput, match="CUDA device 5"):
+            cuda.on_request(0, client, _Dec({"x": _ref(handle=handle(i), device=5)}))
+        with pytest.raises(InvalidInput, match="cannot open its CUDA IPC handle"):
+            cuda.on_request(1, client, _Dec({"x": _ref(handle=handle(2000 + i))}))
+    assert cuda.clients() == {client: cap} and still_open() == cap + 1
+    ptr = held.ptr
+    del held
+    assert still_open() == cap and ptr in fake_gpu.closed  # closed once the handler let go
+    cuda.forget(0)
+    cuda.forget(1)  # the client's last channel
+    assert cuda.clients() == {} and still_open() == 0
+    assert not (cuda._opened or cuda._devices or cuda._client_of or cuda._caches or cuda.channels)
