@@ -216,8 +216,12 @@ def test_every_failing_call_repeated_leaves_nothing_behind(name: str, small_serv
     ]
     import logging
 
+    # the handler's tracebacks, 60 times, not shown; set (and put back) with setLevel, which
+    # clears the loggers' cached levels: a bare .level kept them, and this process's later
+    # tests saw no foundation_shm warning or error at all
     quiet = logging.getLogger("foundation_shm")
-    level, quiet.level = quiet.level, logging.CRITICAL  # the handler's tracebacks, 60 times
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         with ShmTransport().connect(name, channels=1, timeout=5) as client:
 
@@ -239,7 +243,12 @@ def test_every_failing_call_repeated_leaves_nothing_behind(name: str, small_serv
             assert len(client._pool._all) == before.pop("channels")
             assert _settled(name, before) == before
     finally:
-        quiet.level = level
+        quiet.setLevel(level)
+    # the next tests see this logger as its level says (a stale cache said "off" to them)
+    effective = quiet.getEffectiveLevel()
+    assert [quiet.isEnabledFor(lv) for lv in (logging.WARNING, logging.ERROR)] == [
+        lv >= effective for lv in (logging.WARNING, logging.ERROR)
+    ]
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
