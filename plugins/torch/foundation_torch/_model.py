@@ -10,7 +10,6 @@ device's current stream, and the transport synchronises before it answers (spec 
 
 from __future__ import annotations
 
-import threading
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,6 +22,8 @@ from foundation_ml._backend import LoadedModel
 from foundation_ml._tensors import device_of
 
 __all__ = ["DTYPES", "TorchModel", "torch_dtype"]
+
+_get_num_threads = torch.get_num_threads  # bound once: asked before every call
 
 #: The protocol's datatype table mapped onto torch (BYTES has no torch dtype).
 DTYPES: dict[DataType, torch.dtype] = {
@@ -107,14 +108,6 @@ def _outputs_on(result: Any, names: list[str], device: torch.device) -> dict[str
     return {k: v if v.device == device else v.to(device) for k, v in items}
 
 
-class _Applied(threading.local):
-    """Whether the current thread has had ``torch.set_num_threads`` (per thread, not per thread
-    id: an id is reused once its thread has ended, and a set of ids then took a new thread for
-    one already set, which ran at torch's default width)."""
-
-    done = False
-
-
 class TorchModel(LoadedModel):
     """Calls ``module(*inputs in signature order)``; the result may be a tensor (one output), a
     tuple or list (outputs in order) or a dict (outputs by name). Takes numpy arrays and torch
@@ -138,7 +131,6 @@ class TorchModel(LoadedModel):
         # torch's intra-op width where the model is loaded (``threads``, or what the loading thread
         # set), applied in every thread that calls it (see _apply_threads)
         self._threads = threads or torch.get_num_threads()
-        self._threaded = _Applied()
         for spec in (*inputs, *outputs):
             torch_dtype(spec.datatype)  # raises for BYTES
         self.module = module
@@ -163,16 +155,18 @@ class TorchModel(LoadedModel):
         return super().batchable if self._batchable is None else self._batchable
 
     def _apply_threads(self) -> None:
-        """``torch.set_num_threads`` in the calling thread too. It sets OpenMP's thread count for
-        the thread that calls it only (an OpenMP ICV is per thread): a serving thread that did
-        not call it gets a parallel region of the default width, whose worker then spin-waits on
-        the other core (measured: 0.8 CPU-s/s burnt by a batched server on this 2-vCPU VM)."""
-        torch.set_num_threads(self._threads)
-        self._threaded.done = True
+        """This model's width in the calling thread, before each call. ``torch.set_num_threads``
+        sets OpenMP's thread count for the thread that calls it only (an OpenMP ICV is per
+        thread): a serving thread that never called it ran a parallel region of another width,
+        whose worker then spin-waits on the other core (measured: 0.8 CPU-s/s burnt by a batched
+        server on this 2-vCPU VM). Asked every call (``get_num_threads``, ~40 ns), not
+        remembered per thread: two models of different ``threads=`` called in one thread
+        each set its own, where a per-thread "done" ran the second at the first's width."""
+        if _get_num_threads() != self._threads:
+            torch.set_num_threads(self._threads)
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not self._threaded.done:
-            self._apply_threads()
+        self._apply_threads()
         for n in self._in_names:  # the numpy-only path below is the hot one: one check per input
             if type(inputs[n]) is not np.ndarray:
                 return self._call_tensors(inputs)
@@ -183,8 +177,7 @@ class TorchModel(LoadedModel):
 
     def _call_tensors(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Inputs with torch tensors: tensors in place (moved only off-device), CUDA outputs kept."""
-        if not self._threaded.done:
-            self._apply_threads()
+        self._apply_threads()
         dev = self._dev
         with _inference_mode():
             args = [_tensor_arg(inputs[n], to_t, dev) for to_t, n in self._pairs]

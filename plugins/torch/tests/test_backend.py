@@ -224,6 +224,34 @@ def test_every_new_thread_calling_a_model_gets_its_thread_count() -> None:
     assert [w for _, w in seen] == [width] * len(seen)
 
 
+def test_two_models_of_different_threads_called_in_turn_in_one_thread_each_run_at_their_own() -> None:
+    """A thread remembered as "set" for a model ran it at whatever width the other model had set
+    since: ``threads=1`` and ``threads=2`` called in turn both ran at the last load's width."""
+    before = torch.get_num_threads()
+    widths: list[tuple[str, int]] = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self, label: str) -> None:
+            super().__init__()
+            self.label = label
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            widths.append((self.label, torch.get_num_threads()))
+            return x
+
+    sig = {"inputs": {"x": "FP32[-1, 4]"}, "outputs": {"y": "FP32[-1, 4]"}}
+    try:
+        one = TorchBackend().load(Probe("one"), name="one", threads=before + 1, **sig)
+        two = TorchBackend().load(Probe("two"), name="two", threads=before + 2, **sig)
+        x = np.zeros((1, 4), np.float32)
+        for _ in range(3):
+            one({"x": x})
+            two({"x": x})
+    finally:
+        torch.set_num_threads(before)
+    assert widths == [("one", before + 1), ("two", before + 2)] * 3
+
+
 @pytest.mark.cuda
 def test_cuda_device_gives_the_cpu_outputs(runtime: MLRuntime) -> None:
     if not torch.cuda.is_available():
