@@ -31,6 +31,7 @@ from ._codec import (
     write_response,
 )
 from ._cuda_ipc import ServerCuda
+from ._log_throttle import LogThrottle
 from ._segments import Segment
 from ._server_channel import _Channel, _Responder
 from ._sync import fence
@@ -50,9 +51,12 @@ def _key(model: str, value: InferenceResponse, outputs: Mapping[str, Any]) -> tu
 class Answers:
     """Writes and publishes the answers of one server (its control segment, CUDA state, limits)."""
 
-    def __init__(self, name: str, ctl: Segment, cuda: ServerCuda, limits: Limits) -> None:
+    def __init__(
+        self, name: str, ctl: Segment, cuda: ServerCuda, limits: Limits, handler_log: LogThrottle
+    ) -> None:
         self.name = name
         self.limits = limits
+        self._handler_log = handler_log  # the handler's faults, per channel (shared with _run's)
         self._ctl = ctl
         self._cuda = cuda
         self._lane = hot is not None  # _hot.answer: a repeated response in one call
@@ -121,7 +125,10 @@ class Answers:
         """Answer with ``exc`` a response that could not be encoded; never raises. What the
         handler put in it is the handler's fault, not the request's: ``InvalidInput`` (a name too
         long, params no decoder takes) becomes ``HandlerError``; an untyped error ``InternalError``."""
-        log.warning("shm %s: cannot encode the response to %d: %r", self.name, r.request_id, exc)
+        now, held = self._handler_log.take(ch.index)  # as often as the handler answers so
+        if now:
+            more = f" ({held} more on this channel not logged)" if held else ""
+            log.warning("shm %s: cannot encode the response to %d: %r%s", self.name, r.request_id, exc, more)
         if isinstance(exc, InvalidInput):
             err: InferenceError = HandlerError(f"the handler's response cannot be sent: {exc.message}")
         elif isinstance(exc, InferenceError):

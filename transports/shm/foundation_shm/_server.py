@@ -120,7 +120,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
                 guard=True,
             )
             self._u32, self._u64 = self._ctl.u32, self._ctl.u64
-            self._answers = Answers(self.name, self._ctl, self._cuda, self.limits)
+            self._answers = Answers(self.name, self._ctl, self._cuda, self.limits, self._raised_log)
             self._answer = self._answers.answer  # what _Responder calls: one bound method, no extra call
             self._write_header(opts)
         except BaseException:

@@ -122,3 +122,28 @@ def test_a_client_making_the_handler_raise_cannot_flood_the_servers_log(
         "1 more on this channel not logged)",
         *["9 more on this channel not logged)"] * 3,
     ]
+
+
+def test_a_handler_answering_what_cannot_be_sent_cannot_flood_the_servers_log(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A response the server cannot encode (an output name past 63 bytes) was logged once per
+    answer: 50 calls, 50 warnings. Each call is still answered HandlerError naming why."""
+    from foundation_ml import InferenceRequest, InferenceResponse
+    from foundation_ml.errors import HandlerError
+
+    def unsendable(request: InferenceRequest, respond: object) -> None:
+        respond(InferenceResponse(request.id, request.model, {"y" * 80: np.zeros(2)}))  # type: ignore[operator]
+
+    server = ShmTransport().serve(name, unsendable, channels=2)
+    server._answers._handler_log = _SteadyClock()  # 50 answers, 5 s of its clock
+    try:
+        with ShmTransport().connect(name, timeout=5) as client:
+            for _ in range(50):
+                with pytest.raises(HandlerError, match="the handler's response cannot be sent"):
+                    client.infer(InferenceRequest("m", {"x": np.arange(3.0)}))
+    finally:
+        server.stop()
+    lines = [r.getMessage() for r in caplog.records if "cannot encode the response" in r.getMessage()]
+    assert len(lines) == 14, lines
+    assert lines[-1].endswith("(9 more on this channel not logged)")
