@@ -5,8 +5,10 @@ the decoder's, INTERNAL); METADATA and STATS answered from the handler.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -24,6 +26,7 @@ from . import _layout as L
 from ._codec import DecodedRequest, Limits
 from ._cuda_desc import decoded as _cuda_decoded
 from ._cuda_ipc import ServerCuda
+from ._fd_limit import open_file_limit
 from ._log_throttle import LogThrottle
 from ._readers import RequestReader
 from ._segments import Segment
@@ -193,7 +196,16 @@ class _Dispatch:
         resp_cap = ctl.u64[(ch.base + _C.RESPONSE_CAPACITY) // 8]
         if not name.startswith(f"/fdn-{self.name}-d{ch.index}-"):
             raise InternalError(f"channel {ch.index}: data segment name {name!r} is not this channel's")
-        data = Segment.open(name, sole=True)
+        try:
+            data = Segment.open(name, sole=True)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+            raise InternalError(
+                f"channel {ch.index}: cannot map its data segment {name}: {os.strerror(exc.errno)} "
+                f"(this server may open {open_file_limit()} files: raise ulimit -n, or serve fewer "
+                "channels)"
+            ) from None
         if req_cap + resp_cap > data.size or req_cap % L.PAGE or resp_cap % L.PAGE:
             data.close()
             raise InternalError(

@@ -1,0 +1,91 @@
+"""A server maps one data segment per connected client, and each mapping holds a descriptor: it
+raises its soft open-file limit to what its channels need, warns when the hard limit forbids, and
+a segment it cannot map for want of descriptors is named as such in its log."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from foundation_shm import ShmTransport, _server_dispatch
+from foundation_shm._echo import EchoHandler
+from foundation_shm._fd_limit import HEADROOM, ensure_open_files
+from foundation_shm._segments import Segment
+
+from foundation_ml import InferenceRequest
+from foundation_ml.errors import DeadlineExceeded
+
+_SERVE_UNDER_A_LIMIT = """
+import logging, resource, sys
+soft, hard = int(sys.argv[2]), int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+from foundation_shm import ShmTransport
+from foundation_shm._echo import EchoHandler
+server = ShmTransport().serve(sys.argv[1], EchoHandler(), channels=int(sys.argv[4]))
+server.stop()
+print("limit", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+def _serve_under(name: str, soft: int, hard: int, channels: int) -> tuple[int, str]:
+    out = subprocess.run(
+        [sys.executable, "-c", _SERVE_UNDER_A_LIMIT, name, str(soft), str(hard), str(channels)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    *log, last = out.stdout.strip().splitlines()
+    return int(last.split()[1]), "\n".join(log)
+
+
+def test_a_server_raises_its_soft_limit_to_what_its_channels_need(name: str) -> None:
+    """With ``ulimit -n`` 64 and 500 channels, clients past about 60 found their requests
+    unanswered (EMFILE mapping their segments) until their deadline."""
+    limit, log = _serve_under(name, 64, 4096, 500)
+    assert 500 + HEADROOM <= limit <= 4096
+    assert "open files" not in log
+
+
+def test_a_hard_limit_too_low_for_the_channels_is_warned_about_and_served_anyway(name: str) -> None:
+    limit, log = _serve_under(name, 64, 100, 500)
+    assert limit == 100
+    assert f"shm {name}: 500 channels need up to" in log and "this process may open 100" in log
+
+
+def test_a_soft_limit_is_never_lowered() -> None:
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    limit, needed = ensure_open_files(1)
+    assert needed <= limit and resource.getrlimit(resource.RLIMIT_NOFILE)[0] == soft
+
+
+def test_a_segment_not_mapped_for_want_of_descriptors_is_named_in_the_log(
+    name: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was logged as a bare ``OSError(24, 'Too many open files')``."""
+
+    class NoDescriptors(Segment):
+        @classmethod
+        def open(cls, name: str, *, sole: bool = False, guard: bool = False) -> Segment:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    server = ShmTransport().serve(name, EchoHandler(), channels=2)
+    try:
+        monkeypatch.setattr(_server_dispatch, "Segment", NoDescriptors)  # the server's maps only
+        with ShmTransport().connect(name, timeout=0.5) as client:
+            with pytest.raises(DeadlineExceeded):  # nowhere to answer: parked until the deadline
+                client.infer(InferenceRequest("echo", {"x": np.arange(3.0)}))
+    finally:
+        server.stop()
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(
+        "cannot map its data segment" in m and "Too many open files" in m and "raise ulimit -n" in m
+        for m in lines
+    ), lines
