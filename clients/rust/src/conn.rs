@@ -125,6 +125,10 @@ fn read_region(ctl: &Mapping, name: &str) -> Result<Region> {
     let server_start = ctl.u64(rg::SERVER_START_TIME).load(Relaxed);
     let instance_id = ctl.u64(rg::INSTANCE_ID).load(Relaxed);
     let state = ctl.u32(rg::STATE).load(Acquire);
+    if state == l::STATE_STOPPING {
+        // spec 10.1 step 2: a STOPPING server takes no one new (worded as the other clients say it)
+        return Err(unavailable(format!("shm server {name:?} is stopping")));
+    }
     if state != l::STATE_READY {
         return Err(unavailable(format!(
             "shm server {name:?} is not serving (state {state})"

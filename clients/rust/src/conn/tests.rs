@@ -262,3 +262,22 @@ fn region_words_near_the_largest_u64_are_no_overflow() {
     drop(client);
     assert!(freed(&ctl, i), "the channel was not given back");
 }
+
+/// A STOPPING server is refused at connect saying so, as the Python, C and Go clients say it
+/// (it said "is not serving (state 2)"); a client already connected is still served.
+#[test]
+fn a_stopping_server_is_refused_at_connect_saying_so() {
+    let Some(echo) = echo_server("ruststop") else {
+        return;
+    };
+    let mut served = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
+    let ctl = region(&echo.1);
+    ctl.u32(rg::STATE).store(l::STATE_STOPPING, SeqCst);
+    let refused = Client::connect(&echo.1, ConnectOptions::default());
+    let still = served.infer("echo", &x(), None);
+    ctl.u32(rg::STATE).store(l::STATE_READY, SeqCst);
+    let e = refused.err().expect("a STOPPING server took a new client");
+    assert_eq!(e.code, Status::ServerUnavailable);
+    assert_eq!(e.message, format!("shm server {:?} is stopping", echo.1));
+    assert!(still.is_ok(), "{still:?}");
+}
