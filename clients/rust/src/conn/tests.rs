@@ -276,7 +276,7 @@ fn a_stopping_server_is_refused_at_connect_saying_so() {
     let refused = Client::connect(&echo.1, ConnectOptions::default());
     let still = served.infer("echo", &x(), None);
     ctl.u32(rg::STATE).store(l::STATE_READY, SeqCst);
-    let e = refused.err().expect("a STOPPING server took a new client");
+    let e = refused.expect_err("a STOPPING server took a new client");
     assert_eq!(e.code, Status::ServerUnavailable);
     assert_eq!(e.message, format!("shm server {:?} is stopping", echo.1));
     assert!(still.is_ok(), "{still:?}");
