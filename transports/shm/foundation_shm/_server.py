@@ -72,6 +72,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self._faults_seen = 0  # _hot.faults() at the last beat: SIGBUS the data-segment guard caught
         self._rejected_log = LogThrottle()  # rejected requests' warnings, per channel
         self._raised_log = LogThrottle()  # tracebacks of a handler that raised, per channel
+        self._unremovable = set()  # dead clients' data segments another user owns (said once)
         self._hurry = False  # hurry(): the drain ends now
         self.abandoned = 0  # requests stop() gave up on (its drain timed out, or hurry())
         self._running = True

@@ -46,6 +46,7 @@ class _Liveness:
     _faults_seen: int
     _rejected_log: LogThrottle
     _raised_log: LogThrottle
+    _unremovable: set[str]
     _running: bool
     _unnamed_since: tuple[int, float] | None
     _loop_thread: threading.Thread
@@ -143,14 +144,34 @@ class _Liveness:
                     raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64])
                     named.add(raw.partition(b"\0")[0].decode("ascii", "replace").lstrip("/"))
             running: dict[int, bool] = {}
+            self._unremovable &= {entry for entry, _ in found}  # forget those gone since
             for entry, pid in found:
-                if entry in named or running.setdefault(pid, is_running(pid)):
+                if entry in named or entry in self._unremovable or running.setdefault(pid, is_running(pid)):
                     continue
-                unlink_segment("/" + entry)
-                log.info("shm %s: removed data segment %s left by dead client pid %d", self.name, entry, pid)
+                if self._unlink_left("/" + entry, pid):
+                    log.info("shm %s: removed data segment %s of dead client pid %d", self.name, entry, pid)
         finally:
             ctl.u32[_R.MUTEX_HOLDER // 4] = 0
             self._mutex.release()
+
+    def _unlink_left(self, name: str, pid: int) -> bool:
+        """Unlink a dead client's data segment; False, said once, if it is another user's (a group
+        mode server's client: /dev/shm is sticky, so only its owner may remove it). It raised
+        into the reclaim, which then never freed the channel and failed again every beat."""
+        try:
+            unlink_segment(name)
+        except posix_ipc.PermissionsError as exc:
+            self._unremovable.add(name.lstrip("/"))
+            log.warning(
+                "shm %s: cannot remove data segment %s left by dead client pid %d (%s): another "
+                "user's; `foundation shm clean` run as its owner removes it",
+                self.name,
+                name,
+                pid,
+                exc,
+            )
+            return False
+        return True
 
     def _free_unnamed_mutex(self, holder: int) -> None:
         """Release the region mutex if it stays taken by no one: ``mutex_holder_pid`` 0 and
@@ -199,7 +220,7 @@ class _Liveness:
             raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64]).partition(b"\0")[0]
             name = raw.decode("ascii", "replace")
             if name.startswith(f"/fdn-{self.name}-d{ch.index}-"):
-                unlink_segment(name)
+                self._unlink_left(name, pid)  # never stops the reclaim: the channel is freed
             drain(ch.sem)
             ctl.u32[ch.owner_word] = 0
             ctl.u64[_R.CONNECT_EPOCH // 8] += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -454,3 +456,53 @@ def test_a_dead_server_is_gone_not_in_another_namespace(echo_server: EchoProcess
     echo_server.kill()
     with pytest.raises(ServerUnavailable, match=rf"\(pid {echo_server.pid}\) is gone"):
         ShmTransport().connect(name)
+
+
+_CONNECTED = """
+import sys, time
+from foundation_shm import ShmTransport
+c = ShmTransport().connect(sys.argv[1])
+print("connected", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_dead_clients_segment_another_user_owns_does_not_stop_the_reclaim(
+    name: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group-mode server cannot unlink a segment its client, another user, made (/dev/shm is
+    sticky). The reclaim raised there, before it freed the channel: the channel stayed lost and
+    "reaping dead clients failed" was logged every beat. Now it is freed, the segment named
+    once, and the sweep does not try it again."""
+    import posix_ipc
+    from foundation_shm import _server_liveness
+
+    def not_ours(segment: str) -> None:
+        raise posix_ipc.PermissionsError("Permission denied")
+
+    caplog.set_level(logging.INFO, logger="foundation_shm")
+    monkeypatch.setattr(_server_liveness, "unlink_segment", not_ours)
+    server = ShmTransport().serve(name, EchoHandler(), channels=1, heartbeat_ms=20)
+    victim = subprocess.Popen([sys.executable, "-c", _CONNECTED, name], stdout=subprocess.PIPE, text=True)
+    try:
+        assert victim.stdout is not None and victim.stdout.readline().strip() == "connected"
+        left = [o for o in objects_of(name) if o.startswith(f"fdn-{name}-d0-{victim.pid}-")]
+        assert len(left) == 1, left
+        victim.kill()
+        victim.wait()
+        _until(lambda: _channel_words(name)[0]["owner"] == 0, "the dead client's channel to be freed", 5.0)
+        time.sleep(1.5)  # a sweep or more (every 10 beats) finds the segment again
+        with ShmTransport().connect(name, connect_timeout=2.0) as client:  # the one channel serves
+            assert client.infer(InferenceRequest("echo", {"x": np.ones(1)})).outputs["x"][0] == 1
+    finally:
+        victim.kill()
+        victim.wait()
+        server.stop()
+        monkeypatch.undo()
+        for o in left:  # (server.stop() removes what its name left, this included)
+            with contextlib.suppress(posix_ipc.ExistentialError):
+                posix_ipc.unlink_shared_memory("/" + o)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "reaping dead clients failed" in m]
+    said = [m for m in messages if "cannot remove data segment" in m]
+    assert len(said) == 1 and left[0] in said[0] and "another user's" in said[0], said
