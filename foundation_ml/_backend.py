@@ -131,12 +131,19 @@ class FunctionModel(LoadedModel):
         return {self._single: np.asarray(result)}
 
 
-def backend_for(spec: Any, backends: Mapping[str, type[ModelBackend] | Any]) -> str:
+def backend_for(
+    spec: Any,
+    backends: Mapping[str, type[ModelBackend] | Any],
+    resolve: Callable[[str], Any] | None = None,
+) -> str:
     """The backend name for ``spec`` when none was given.
 
     Strings default to ``torch`` (factories, TorchScript and export files) unless a model
     package's manifest names another backend; objects are offered to each *already imported*
-    backend class; an object of a framework is recognised by its class's module.
+    backend class; an object of a framework is recognised by its class's module. When none
+    takes it, ``resolve(name)`` (the hub's ``model_backends.get``) imports each backend still
+    lazy (``None`` or its reference in ``backends``) and offers it the object in turn: a
+    third-party backend registered lazily, as plugins are told to, is asked too.
     """
     if isinstance(spec, str | Path):
         from ._package import manifest_backend
@@ -144,11 +151,27 @@ def backend_for(spec: Any, backends: Mapping[str, type[ModelBackend] | Any]) -> 
         return manifest_backend(spec) or "torch"
     modules = {c.__module__.split(".", 1)[0] for c in type(spec).__mro__}
     for name, backend in backends.items():
-        if name in modules or (
-            isinstance(backend, type) and issubclass(backend, ModelBackend) and backend.accepts(spec)
-        ):
+        if name in modules or _accepts(backend, spec):
+            return name
+    unimportable = []
+    for name, backend in backends.items():
+        if resolve is None or not (backend is None or isinstance(backend, str)):
+            continue
+        try:
+            backend = resolve(name)
+        except Exception as exc:  # a broken backend cannot take it; say so below
+            unimportable.append(f"{name!r} could not be imported: {exc}")
+            continue
+        if _accepts(backend, spec):
             return name
     raise ModelLoadError(
         f"no backend recognises a {type(spec).__module__}.{type(spec).__qualname__} "
-        f"(backends: {', '.join(backends) or 'none'}); pass backend= or wrap it in FunctionModel"
+        f"(backends: {', '.join(backends) or 'none'}"
+        + "".join(f"; {u}" for u in unimportable)
+        + "); pass backend= or wrap it in FunctionModel"
     )
+
+
+def _accepts(backend: Any, spec: Any) -> bool:
+    """Whether ``backend`` (a class, else not asked) says its ``accepts(spec)``."""
+    return isinstance(backend, type) and issubclass(backend, ModelBackend) and bool(backend.accepts(spec))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ from ._backend import LoadedModel, ModelBackend, backend_for
 from ._batching import is_ctrl_c
 from ._package import MANIFEST, is_package
 from ._signature import SignatureLike, _describe_value, describe, example_inputs, parse_signature, problems
+from ._types import TensorSpec
 from .errors import InferenceError, ModelLoadError, PackageError
 
-__all__ = ["check_as_given", "check_outputs", "load_model"]
+__all__ = ["check_as_given", "check_loaded", "check_outputs", "load_model"]
 
 
 def load_model(
@@ -33,10 +35,11 @@ def load_model(
     if isinstance(model, LoadedModel):
         return model, f"<{type(model).__name__}>"
     spec = str(model) if isinstance(model, str | Path) else f"<{type(model).__name__}>"
+    chosen = backend is None
     if backend is None:
         known = {e.name: (None if e.lazy else e.resolve()) for e in hub.model_backends.entries()}
-        try:
-            backend = backend_for(model, known)  # a package's manifest names it: read and checked
+        try:  # a package's manifest names it: read and checked
+            backend = backend_for(model, known, resolve=hub.model_backends.get)
         except (ModelLoadError, InferenceError):
             raise
         except Exception as exc:
@@ -50,14 +53,63 @@ def load_model(
                 model=name,
                 file=MANIFEST,
             )
+    # a path or reference that no manifest routes: the torch backend's unless backend= says otherwise
+    by_default = chosen and isinstance(model, str | Path) and not is_package(model)
+    if by_default and backend not in hub.model_backends:
+        registered = ", ".join(hub.model_backends.names()) or "none"
+        raise ModelLoadError(
+            f"{spec}: a path or reference is loaded by the {backend!r} backend unless backend= names "
+            f"another, and {backend!r} is not registered (registered: {registered})",
+            model=name,
+        )
     impl: ModelBackend = hub.model_backends.get(backend)()
     try:
         loaded = impl.load(model, name=name, device=device, inputs=inputs, outputs=outputs, **options)
-    except (ModelLoadError, InferenceError):
-        raise
+    except (ModelLoadError, InferenceError) as exc:
+        others = [b for b in hub.model_backends.names() if b != backend]
+        if not by_default or not others or not isinstance(exc, ModelLoadError):
+            raise
+        hint = (
+            f" (the {backend!r} backend loads a path or reference unless backend= names another: "
+            f"{', '.join(others)})"
+        )
+        raise type(exc)(exc.message + hint, model=exc.model, file=exc.file) from exc
     except Exception as exc:
         raise ModelLoadError(f"{spec} failed to load: {type(exc).__name__}: {exc}", model=name) from exc
+    where = f"backend {backend!r} ({hub.model_backends.entry(backend).describe()}.load)"
+    try:
+        check_loaded(name, loaded, where)
+    except ModelLoadError:
+        if isinstance(loaded, LoadedModel):
+            loaded.close()
+        raise
     return loaded, spec
+
+
+def check_loaded(name: str, model: object, origin: str) -> None:
+    """A ``ModelLoadError`` naming ``origin`` (who made ``model``) unless ``model`` is a
+    ``LoadedModel`` with its signature set: ``inputs`` and ``outputs`` tuples of ``TensorSpec``, as
+    ``parse_signature`` returns (the runtime reads them on every request)."""
+    if not isinstance(model, LoadedModel):
+        raise ModelLoadError(
+            f"{origin} returned {type(model).__module__}.{type(model).__qualname__}, not a "
+            "foundation_ml.LoadedModel",
+            model=name,
+        )
+    kind = type(model).__name__
+    for side in ("inputs", "outputs"):
+        specs = getattr(model, side, None)
+        if not isinstance(specs, tuple) or not all(isinstance(s, TensorSpec) for s in specs):
+            got = (
+                f" has no {side}"
+                if specs is None
+                else f"'s {side} are {type(specs).__name__} {specs!r}"[:200] + ", not a tuple of TensorSpec"
+            )
+            raise ModelLoadError(
+                f"{origin}: the {kind}{got}: set self.{side} = "
+                f'parse_signature({{"x": "FP32[-1, 4]"}}) (say) when the model is made',
+                model=name,
+            )
 
 
 def check_as_given(
@@ -72,6 +124,7 @@ def check_as_given(
     """A ``LoadedModel`` is served as it is, so what ``register_model`` was also told about it
     must agree with it (a ``ModelLoadError`` naming what does not): no backend loads it, so a
     backend, options, another device or another signature would be ignored without a word."""
+    check_loaded(name, model, "register_model")
     kind = type(model).__name__
     if backend is not None or options:
         given = [f"backend={backend!r}"] if backend is not None else []
@@ -158,6 +211,8 @@ def _example_described(example: Any) -> str:
 def _output_problems(model: LoadedModel, got: dict[str, Any], batch: int) -> list[str]:
     """What is wrong with the answer to an example of ``batch`` rows. An undeclared output would
     reach clients while the metadata lists only the declared ones."""
+    if not isinstance(got, Mapping):
+        return [f"the model returned {type(got).__name__}, not a mapping of output names to arrays"]
     found = problems(model.outputs, got, side="output")
     if not found and model.batchable:
         for s in model.outputs:

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from foundation_core import Hub
+import foundation_core
+from foundation_core import Hub, hookimpl
 from foundation_ml import (
     FunctionModel,
     InferenceClient,
     InferenceRequest,
+    LoadedModel,
     MLRuntime,
+    ModelBackend,
     ModelLoadError,
     PackageError,
     parse_signature,
     write_package,
 )
+from foundation_ml import _plugin as ml_plugin
 from foundation_ml.errors import (
     DeadlineExceeded,
     HandlerError,
@@ -505,4 +511,135 @@ def test_a_non_array_output_is_named_at_warm_up(runtime) -> None:
     odd = FunctionModel(lambda x: {"y": 3}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
     with pytest.raises(ModelLoadError, match=r"output y is int, not an array \(declared outputs: y: FP32"):
         runtime.register_model("odd", odd)
+    assert runtime.registry.names() == []
+
+
+# --- a third-party backend's mistakes, named at registration --------------------------------------
+
+
+class _Linear(LoadedModel):
+    """A backend's model: ``y = x @ w`` (FP32[-1, 2] -> FP32[-1, 2])."""
+
+    platform = "numpy"
+
+    def __init__(self, *, signature: bool = True, answer: str = "dict") -> None:
+        if signature:
+            self.inputs = parse_signature({"x": "FP32[-1, 2]"})
+            self.outputs = parse_signature({"y": "FP32[-1, 2]"})
+        self.answer = answer
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> Any:
+        y = inputs["x"] * 2
+        return y if self.answer == "array" else {"y": y}
+
+
+class _WeightsBackend(ModelBackend):
+    """Takes a dict of weights (``accepts``) or any string; what it loads is set per test."""
+
+    name = "weights"
+    make: Callable[[], object] = _Linear
+
+    @classmethod
+    def accepts(cls, obj: object) -> bool:
+        return isinstance(obj, dict) and "w" in obj
+
+    def load(self, spec: Any, *, name: str, **options: Any) -> Any:
+        return type(self).make()
+
+
+def _backend_hub(make: Callable[[], object] = _Linear) -> Any:
+    """A hub with the ml plugin and ``weights`` registered lazily, as plugins.md tells plugins to."""
+
+    class Backend(_WeightsBackend):
+        pass
+
+    Backend.make = staticmethod(make)  # type: ignore[assignment]
+    globals()["_LazyBackend"] = Backend
+
+    class Plugin:
+        @hookimpl
+        def foundation_register_model_backends(self, register: Any) -> None:
+            register("weights", f"{__name__}:_LazyBackend")
+
+    return foundation_core.start(plugins=[ml_plugin, Plugin()], entry_points=False)
+
+
+def test_a_lazily_registered_backend_is_asked_whether_it_accepts_an_object() -> None:
+    """A lazy backend was never imported, so its accepts() was never asked: 'no backend
+    recognises a builtins.dict (backends: weights)' though that one takes it."""
+    with _backend_hub() as hub, MLRuntime(hub) as runtime:
+        assert hub.model_backends.entry("weights").lazy
+        assert runtime.register_model("lin", {"w": 1}).platform == "numpy"
+
+
+def test_an_object_no_backend_accepts_names_the_backends_asked() -> None:
+    with _backend_hub() as hub, MLRuntime(hub) as runtime:
+        with pytest.raises(
+            ModelLoadError, match=r"no backend recognises a builtins\.list \(backends: weights\)"
+        ):
+            runtime.register_model("lin", [1])
+
+
+def test_a_path_without_backend_says_which_backend_was_assumed() -> None:
+    """'... is loaded by torch' was nowhere: a numpy backend's file given without backend= failed
+    with NotRegisteredError "no model backend named 'torch'" (or torch's own complaint)."""
+    with _backend_hub() as hub, MLRuntime(hub) as runtime:
+        with pytest.raises(
+            ModelLoadError,
+            match=r"w\.npz: a path or reference is loaded by the 'torch' backend unless backend= names "
+            r"another, and 'torch' is not registered \(registered: weights\)",
+        ):
+            runtime.register_model("lin", "w.npz")
+        assert runtime.register_model("lin", "w.npz", backend="weights").platform == "numpy"
+
+
+def test_a_backend_returning_something_else_than_a_loaded_model_is_named() -> None:
+    """It was AttributeError: 'str' object has no attribute 'outputs'."""
+    with _backend_hub(lambda: "a model") as hub, MLRuntime(hub) as runtime:
+        with pytest.raises(
+            ModelLoadError,
+            match=rf"backend 'weights' \({re.escape(__name__)}:_LazyBackend\.load\) returned builtins\.str, "
+            r"not a foundation_ml\.LoadedModel",
+        ):
+            runtime.register_model("lin", "w.npz", backend="weights")
+        assert runtime.registry.names() == []
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_a_loaded_model_without_its_signature_is_named(warmup: bool) -> None:
+    """It was AttributeError: '_Linear' object has no attribute 'outputs'."""
+    closed = []
+
+    class Unsigned(_Linear):
+        def close(self) -> None:
+            closed.append(self)
+
+    with _backend_hub(lambda: Unsigned(signature=False)) as hub, MLRuntime(hub) as runtime:
+        with pytest.raises(
+            ModelLoadError,
+            match=rf"backend 'weights' \({re.escape(__name__)}:_LazyBackend\.load\): the Unsigned has no "
+            r"inputs: set self\.inputs = parse_signature\(",
+        ):
+            runtime.register_model("lin", "w.npz", backend="weights", warmup=warmup)
+        assert len(closed) == 1  # what the backend loaded is released
+        with pytest.raises(ModelLoadError, match=r"register_model: the Unsigned has no inputs"):
+            runtime.register_model("lin", Unsigned(signature=False))
+
+
+def test_a_signature_that_is_not_tensor_specs_is_named(runtime: MLRuntime) -> None:
+    model = _Linear()
+    model.outputs = {"y": "FP32[-1, 2]"}  # type: ignore[assignment]
+    with pytest.raises(
+        ModelLoadError,
+        match=r"the _Linear's outputs are dict \{'y': 'FP32\[-1, 2\]'\}, not a tuple of TensorSpec",
+    ):
+        runtime.register_model("lin", model)
+
+
+def test_a_model_answering_an_array_instead_of_a_mapping_is_named_at_warm_up(runtime: MLRuntime) -> None:
+    """It was TypeError: unhashable type: 'numpy.ndarray', out of the warm-up's check."""
+    with pytest.raises(
+        ModelLoadError, match=r"the model returned ndarray, not a mapping of output names to arrays"
+    ):
+        runtime.register_model("lin", _Linear(answer="array"))
     assert runtime.registry.names() == []
