@@ -28,7 +28,7 @@ from ._plugin import DEFAULT_NAME
 from ._registry import ModelRegistry
 from ._runtime_checks import check_batching, check_drain
 from ._serve_until import serve_until_stopped
-from ._server_info import server_stats
+from ._server_info import server_address, server_stats
 from ._serving import ServedModel
 from ._signature import SignatureLike
 from ._transport import Respond, TransportServer, configured_options
@@ -73,6 +73,9 @@ class MLRuntime:
         self.name = name
         self.registry = ModelRegistry()
         self.servers: list[tuple[str, TransportServer]] = []
+        # the address each server was started under (by id(server)): TransportServer asks for
+        # nothing but stop(), so a transport's server need not remember it
+        self.addresses: dict[int, str] = {}
         self.started = time.time()
         self._accepting = True
         self._rejected: dict[str, int] = {}
@@ -295,6 +298,7 @@ class MLRuntime:
         self._accepting = True
         options = {**configured_options(self.hub, transport, "serve"), **options}  # code wins over config
         server: TransportServer = impl.serve(name, self, **options)
+        self.addresses[id(server)] = name
         self.servers.append((transport, server))
         emit("server_start", name=name, transport=transport, models=self.registry.names())
         return server
@@ -360,7 +364,9 @@ class MLRuntime:
                 self.hurry()
             server.stop(max(0.0, deadline - _clock()))
             self.abandoned += int(getattr(server, "abandoned", 0) or 0)
-            emit("server_stop", name=server.address, transport=transport, reason=reason)
+            address = server_address(server, self.addresses)
+            self.addresses.pop(id(server), None)
+            emit("server_stop", name=address, transport=transport, reason=reason)
         self._accepting = False
         if self.abandoned:
             log.warning(

@@ -56,7 +56,7 @@ def serve_until_stopped(
         if ready is not None:
             ready()
         while not stop.wait(1.0 if metrics_file else 0.5):
-            broken = failed_server(runtime.servers)
+            broken = failed_server(runtime.servers, runtime.addresses)
             if broken:
                 reason[0] = "failed"
                 break

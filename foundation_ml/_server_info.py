@@ -7,19 +7,30 @@ counters and nothing in flight.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ._transport import TransportServer
 
-__all__ = ["failed_server", "in_flight", "server_stats"]
+__all__ = ["failed_server", "in_flight", "server_address", "server_stats"]
 
 
-def failed_server(servers: list[tuple[str, TransportServer]]) -> str:
+def server_address(server: TransportServer, addresses: Mapping[int, str] | None = None) -> str:
+    """The address ``server`` was started under: the runtime's record (``addresses``, by
+    ``id(server)``), else the server's optional ``address``, else its class's name."""
+    known = (addresses or {}).get(id(server))
+    return known or str(getattr(server, "address", "") or f"<{type(server).__name__}>")
+
+
+def failed_server(
+    servers: list[tuple[str, TransportServer]], addresses: Mapping[int, str] | None = None
+) -> str:
     """What failed, if a transport server's serving loop died (its optional ``failed``), or ""."""
     for transport, server in servers:
         failed = getattr(server, "failed", None)
         if failed is not None:
-            return f"the {transport} server {server.address!r} failed: {type(failed).__name__}: {failed}"
+            where = server_address(server, addresses)
+            return f"the {transport} server {where!r} failed: {type(failed).__name__}: {failed}"
     return ""
 
 

@@ -56,9 +56,12 @@ class RequestHandler(Protocol):
 
 class TransportServer(abc.ABC):
     """A started server. ``stop()`` stops accepting, answers or fails in-flight requests within
-    ``drain_timeout``, and releases every resource (no leaked segments)."""
+    ``drain_timeout``, and releases every resource (no leaked segments). Nothing else is asked of
+    it: the runtime remembers the address it started each server under. (inproc's and shm's
+    servers keep theirs as ``address``; ``foundation_ml._server_info`` lists the optional parts
+    the runtime reads when a server has them.)"""
 
-    address: str
+    address: str  # inproc and shm: the address served; optional for other transports
 
     @abc.abstractmethod
     def stop(self, drain_timeout: float = 5.0) -> None: ...
