@@ -147,6 +147,7 @@ class InprocTransport(Transport):
     name: ClassVar[str] = "inproc"
 
     def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
+        _no_options("serve", options)
         self.check_address(address)
         with _lock:
             if address in _servers:
@@ -155,6 +156,13 @@ class InprocTransport(Transport):
         return server
 
     def connect(self, address: str, **options: Any) -> TransportClient:
+        _no_options("connect", options)
         if address not in _servers:
             raise ServerUnavailable(f"no inproc server under {address!r}")
         return _InprocClient(address)
+
+
+def _no_options(call: str, options: dict[str, Any]) -> None:
+    """inproc takes no options: one given is a mistake (a misspelling, another transport's)."""
+    if options:
+        raise TypeError(f"inproc {call}() takes no options, got {', '.join(sorted(options))}")

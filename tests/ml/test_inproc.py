@@ -155,3 +155,18 @@ def test_a_call_past_the_requests_own_deadline_says_so_not_the_timeout(client: T
     request = InferenceRequest("m", {"x": X}, deadline_ns=time.monotonic_ns())
     with pytest.raises(DeadlineExceeded, match=r"no response before the request's deadline$"):
         client.infer(request, timeout=100)
+
+
+def test_an_option_is_refused_naming_it() -> None:
+    """inproc took any options and ignored them (``serve(addr, h, mode=0o600)``, a misspelt
+    ``timout=``); the contract has an unknown option a ``TypeError``, before anything is made."""
+    transport = InprocTransport()
+    address = unique_name()
+    with pytest.raises(TypeError, match=r"inproc serve\(\) takes no options, got mode"):
+        transport.serve(address, Handler(), mode=0o600)
+    server = transport.serve(address, Handler())  # the refused serve took nothing
+    try:
+        with pytest.raises(TypeError, match=r"inproc connect\(\) takes no options, got spin_us, timout"):
+            transport.connect(address, timout=1, spin_us=0)
+    finally:
+        server.stop()
