@@ -30,13 +30,16 @@ def test_serving_guide_examples_run() -> None:
 
 
 def test_transport_guide_example_runs() -> None:
-    """docs/transports.md: the queue transport registers, serves, batches and stops."""
+    """docs/transports.md: the queue transport registers, serves, batches and stops, then passes
+    the transport test kit."""
     doc = DOC.with_name("transports.md")
     blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.DOTALL)
-    assert len(blocks) == 1, "the guide's example is one block"
+    assert len(blocks) == 2, "the guide's examples are the transport and its kit run"
     namespace: dict[str, object] = {"__name__": "docs_transports"}
-    exec(compile(blocks[0], str(doc), "exec"), namespace)
+    for block in blocks:
+        exec(compile(block, str(doc), "exec"), namespace)
     assert namespace["SERVERS"] == {}
+    assert namespace["check_transport"] is not None  # the kit's block ran
 
 
 def test_serving_guides_error_table_is_the_errors_module() -> None:

@@ -1,0 +1,214 @@
+"""The transport test kit (``foundation_ml.testing.check_transport``): inproc passes it, and each
+mistake a transport author makes (built here as a transport wrapping inproc) fails the check
+that names it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+import pytest
+
+import foundation_core
+from foundation_core import Hub, hookimpl
+from foundation_ml import DataType, InferenceRequest, InferenceResponse, Transport
+from foundation_ml import _plugin as ml_plugin
+from foundation_ml._inproc import InprocTransport
+from foundation_ml._transport import RequestHandler, TransportClient, TransportServer
+from foundation_ml.errors import InferenceError, InternalError, error_for_code
+from foundation_ml.testing import CHECKS, TransportCheckFailed, check_transport
+
+
+class Wrapped(TransportClient):
+    """inproc's client, as it is; each broken client below changes one thing."""
+
+    def __init__(self, inner: TransportClient) -> None:
+        self.inner = inner
+
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        return self.inner.infer(request, timeout=timeout)
+
+    def metadata(self, model: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self.inner.metadata(model, timeout=timeout)
+
+    def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        return self.inner.stats(timeout=timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class WrappedTransport(Transport):
+    client: ClassVar[type[Wrapped]] = Wrapped
+
+    def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
+        return InprocTransport().serve(address, handler, **options)
+
+    def connect(self, address: str, **options: Any) -> TransportClient:
+        return self.client(InprocTransport().connect(address, **options))
+
+
+class MatchesInOrder(Wrapped):
+    """Hands each answer to the oldest waiting call, as a client matching answers to requests by
+    their order on the wire (not by their id) does."""
+
+    def __init__(self, inner: TransportClient) -> None:
+        super().__init__(inner)
+        self.lock = threading.Lock()
+        self.waiting: list[tuple[threading.Event, list[Any]]] = []
+
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        mine: tuple[threading.Event, list[Any]] = (threading.Event(), [])
+        with self.lock:
+            self.waiting.append(mine)
+        try:
+            value: Any = self.inner.infer(request, timeout=timeout)
+        except InferenceError as exc:
+            value = exc
+        with self.lock:
+            oldest = self.waiting.pop(0)
+        oldest[1].append(value)
+        oldest[0].set()
+        mine[0].wait()
+        if isinstance(mine[1][0], InferenceError):
+            raise mine[1][0]
+        return mine[1][0]  # type: ignore[no-any-return]
+
+
+class WrongResponseId(Wrapped):
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        return attrs.evolve(self.inner.infer(request, timeout=timeout), id=request.id + 1)
+
+
+class IgnoresDeadlines(Wrapped):
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        return self.inner.infer(attrs.evolve(request, deadline_ns=0), timeout=None)
+
+
+class OneErrorType(Wrapped):
+    """Sends every error as INTERNAL (a transport that drops the code)."""
+
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        try:
+            return self.inner.infer(request, timeout=timeout)
+        except InferenceError as exc:
+            raise InternalError(exc.message, model=exc.model, request_id=exc.request_id) from None
+
+
+class SendsStrOfError(Wrapped):
+    """Carries ``str(exc)`` (which names the model already) instead of ``exc.message``."""
+
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        try:
+            return self.inner.infer(request, timeout=timeout)
+        except InferenceError as exc:
+            raise error_for_code(exc.code, str(exc), model=exc.model, request_id=exc.request_id) from None
+
+
+class WidensFloats(Wrapped):
+    """Answers FP32 outputs as FP64."""
+
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        response = self.inner.infer(request, timeout=timeout)
+        outputs = {
+            k: a.astype(np.float64) if a.dtype == np.float32 else a for k, a in response.outputs.items()
+        }
+        return attrs.evolve(response, outputs=outputs)
+
+
+class RebuildsFromDtypeStr(Wrapped):
+    """Writes bytes and rebuilds each output with ``a.dtype.str``: BF16 comes back UINT16."""
+
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        response = self.inner.infer(request, timeout=timeout)
+        outputs = {
+            k: np.frombuffer(a.tobytes(), a.dtype.str).reshape(a.shape) for k, a in response.outputs.items()
+        }
+        return attrs.evolve(response, outputs=outputs)
+
+
+class DropsParameters(Wrapped):
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        return self.inner.infer(attrs.evolve(request, parameters={}), timeout=timeout)
+
+
+class CloseDoesNothing(Wrapped):
+    def close(self) -> None:
+        pass
+
+
+class IgnoresOptions(WrappedTransport):
+    def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
+        return InprocTransport().serve(address, handler)
+
+    def connect(self, address: str, **options: Any) -> TransportClient:
+        return Wrapped(InprocTransport().connect(address))
+
+
+def _transport(client: type[Wrapped]) -> type[WrappedTransport]:
+    return type(f"{client.__name__}Transport", (WrappedTransport,), {"client": client})
+
+
+BROKEN: dict[str, tuple[type[WrappedTransport], str, str]] = {
+    # name: (transport, the check that must fail, what its message says)
+    "in-order": (_transport(MatchesInOrder), "concurrency", "got the answer"),
+    "wrong-id": (_transport(WrongResponseId), "round_trip", "the response's id is 1001, the request's 1000"),
+    "no-deadline": (_transport(IgnoresDeadlines), "deadlines", "had not returned after 1 s"),
+    "one-error": (_transport(OneErrorType), "errors", "raised InternalError"),
+    "one-error-codes": (_transport(OneErrorType), "error_codes", "expected BadMagic"),
+    "str-error": (_transport(SendsStrOfError), "error_codes", "model 'kit-error-1': model 'kit-error-1'"),
+    "widens": (_transport(WidensFloats), "round_trip", "came back FP64 (float64), sent as FP32"),
+    "dtype-str": (_transport(RebuildsFromDtypeStr), "round_trip", "came back UINT16 (uint16), sent as BF16"),
+    "no-params": (_transport(DropsParameters), "request_fields", "the handler got parameters {}"),
+    "no-close": (
+        _transport(CloseDoesNothing),
+        "close_and_stop",
+        "infer after close() (the server still serving) returned",
+    ),
+    "options": (IgnoresOptions, "refusals", "serve(kit_no_such_option=1) returned"),
+}
+
+
+class Broken:
+    @hookimpl
+    def foundation_register_transports(self, register: Any) -> None:
+        for name, (transport, _, _) in BROKEN.items():
+            register(name, type(transport.__name__, (transport,), {"name": name}))
+
+
+@pytest.fixture(scope="module")
+def kit_hub() -> Iterator[Hub]:
+    with foundation_core.start(plugins=[ml_plugin, Broken()], entry_points=False) as h:
+        yield h
+
+
+def test_inproc_passes_every_check(kit_hub: Hub) -> None:
+    assert check_transport("inproc", hub=kit_hub) == list(CHECKS)
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_the_kit_catches_a_broken_transport(kit_hub: Hub, name: str) -> None:
+    _, check, says = BROKEN[name]
+    with pytest.raises(TransportCheckFailed) as info:
+        check_transport(name, hub=kit_hub, only=[check], patience=1.0)
+    assert list(info.value.failures) == [check]
+    assert says in info.value.failures[check]
+    assert f"transport {name!r} failed 1 check(s):\n- {check}: " in str(info.value)
+
+
+def test_a_check_that_does_not_exist_is_named() -> None:
+    with pytest.raises(ValueError, match="no check named nope"):
+        check_transport("inproc", only=["nope"])
+
+
+def test_bf16_inputs_keep_their_mark_through_the_kit(kit_hub: Hub) -> None:
+    """The kit's inputs of BF16 and BYTES carry the mark, so a transport that drops it on the
+    way in is seen too (the runtime takes plain bits for them, but answers them marked)."""
+    from foundation_ml.testing import _typed_inputs
+
+    inputs = _typed_inputs(2, 0)
+    assert DataType.from_numpy(inputs["t_bf16"].dtype) is DataType.BF16
+    assert DataType.from_numpy(inputs["t_bytes"].dtype) is DataType.BYTES
