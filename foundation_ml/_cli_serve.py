@@ -98,7 +98,7 @@ def _serve(
             hub, device=args.device, max_batch_size=args.max_batch_size, max_wait_us=args.max_wait_us
         )
         try:
-            status = _load_models(runtime, models, args.threads, args.warmup)
+            status = _load_models(runtime, models, args.threads, args.warmup, args.backend)
             if status is None:
                 status = _serve_loaded(runtime, args, signals)
             if status:
@@ -115,18 +115,24 @@ def _serve(
 
 
 def _load_models(
-    runtime: MLRuntime, models: list[tuple[str, str]], threads: int, warmup: bool = True
+    runtime: MLRuntime,
+    models: list[tuple[str, str]],
+    threads: int,
+    warmup: bool = True,
+    backend: str | None = None,
 ) -> int | None:
     """Register each ``(name, spec)`` (checked by ``_models_to_load``), a line for each; the exit
     status when one cannot be (2: bad input found only now, a package failing its checksum; a
     model that fails raises), else None. ``warmup``: run each on its example input first
-    (``--no-warmup``: not)."""
+    (``--no-warmup``: not). ``backend`` (``--backend``) loads each SPEC that is no package."""
+    from ._package import is_package
     from .errors import PackageError
 
     options: dict[str, Any] = {"threads": threads} if threads else {}  # 0: torch's
     for name, spec in models:
+        chosen = backend if backend and not is_package(spec) else None  # a package names its own
         try:
-            meta = runtime.register_model(name, spec, warmup=warmup, **options)
+            meta = runtime.register_model(name, spec, backend=chosen, warmup=warmup, **options)
         except PackageError as exc:  # a bad package is bad input (a model that fails: exit 1)
             print(f"foundation serve: error: {exc}", file=sys.stderr)
             return 2
@@ -222,13 +228,18 @@ def _models_to_load(args: argparse.Namespace, hub: Hub) -> list[tuple[str, str]]
     version 1), which the second would otherwise find out only once the first had loaded."""
     from ._names import check_name
 
+    if args.backend is not None and args.backend not in hub.model_backends:
+        registered = ", ".join(hub.model_backends.names()) or "none"
+        raise _Refused(f"--backend {args.backend!r} is not registered (registered: {registered})")
     if not args.model:
+        if args.backend not in (None, "torch"):  # the demo is a torch module
+            raise _Refused(f"--backend {args.backend}: give the --model it loads (the demo is torch's)")
         return [(DEMO_MODEL, DEMO_SPEC)]
     models: list[tuple[str, str]] = []
     seen: dict[tuple[str, str], str] = {}
     for text in args.model:
         try:
-            name, spec, version = _model_arg(text, hub)
+            name, spec, version = _model_arg(text, hub, args.backend)
         except OSError as exc:  # a name too long for the file system, say
             raise _Refused(f"--model {text}: {exc.strerror or exc}") from None
         try:
@@ -246,8 +257,10 @@ def _models_to_load(args: argparse.Namespace, hub: Hub) -> list[tuple[str, str]]
     return models
 
 
-def _model_arg(text: str, hub: Hub) -> tuple[str, str, str]:
-    """The name, spec and version one ``--model`` serves, its form and spec checked (``_Refused``)."""
+def _model_arg(text: str, hub: Hub, backend: str | None = None) -> tuple[str, str, str]:
+    """The name, spec and version one ``--model`` serves, its form and spec checked (``_Refused``):
+    a file or factory SPEC as torch takes them, or, for another ``backend``, only that a path
+    exists (that backend judges the rest when it loads)."""
     from foundation_core._registry import check_ref
 
     from ._package import is_package, is_zip_name, read_manifest
@@ -278,6 +291,10 @@ def _model_arg(text: str, hub: Hub) -> tuple[str, str, str]:
             what += " (a NAME holds no '/' or ':')"
         raise _Refused(f"--model {text!r}: {what}")
     path = Path(spec)
+    if backend not in (None, "torch"):
+        if _looks_like_a_path(spec, any_suffix=True) and not path.exists():
+            raise _Refused(f"--model {text}: no such model file {spec!r}")
+        return name, spec, "1"
     if path.suffix.lower() in _MODEL_FILES or is_zip_name(path):
         if not path.is_file():
             what = "package" if is_zip_name(path) else "file"
@@ -298,8 +315,11 @@ def _model_arg(text: str, hub: Hub) -> tuple[str, str, str]:
 _MODEL_FILES = (".pt", ".ts", ".torchscript", ".jit", ".pt2")  # torch loads these as files
 
 
-def _looks_like_a_path(spec: str) -> bool:
+def _looks_like_a_path(spec: str, *, any_suffix: bool = False) -> bool:
     from ._package import is_zip_name
 
-    # a package's .zip and a model file's suffix in any case, as the backends read them
+    # a package's .zip and a model file's suffix in any case, as the backends read them; for a
+    # backend other than torch, any name with a suffix and no ':' (a factory has one)
+    if any_suffix and ":" not in spec and Path(spec).suffix:
+        return True
     return "/" in spec or is_zip_name(Path(spec)) or spec.lower().endswith((*_MODEL_FILES, ".json"))

@@ -122,6 +122,13 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
         "or .zip; NAME= optional). "
         f"Default: the embedded demo model, as {DEMO_MODEL!r}",
     )
+    p.add_argument(
+        "--backend",
+        default=None,
+        metavar="NAME",
+        help="the model backend that loads each file or factory SPEC (default: torch; "
+        "`foundation plugins` lists those installed); a model package names its own",
+    )
     _client_arguments(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
     p.add_argument(

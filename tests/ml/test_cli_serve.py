@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 import foundation_core
 from foundation_core._cli import main
-from foundation_ml import InferenceClient, MLRuntime
+from foundation_ml import InferenceClient, LoadedModel, MLRuntime, ModelBackend
 from foundation_ml import _plugin as ml_plugin
 from foundation_ml._cli_serve import _load_models, _models_to_load, _Refused
 from foundation_ml._package import write_package
@@ -134,7 +135,7 @@ def test_any_model_arguments_are_taken_or_refused_by_name(
 ) -> None:
     """Whatever ``--model`` holds, the check before loading takes it or says what is wrong with it
     (``_Refused`` naming the argument), never another exception."""
-    args = argparse.Namespace(model=texts)
+    args = argparse.Namespace(model=texts, backend=None)
     try:
         models = _models_to_load(args, ml_hub)
     except _Refused as exc:
@@ -210,3 +211,76 @@ def test_a_name_a_live_server_holds_is_refused_before_any_model_loads(
         server.stop()
     status = main(["serve", "--transport", "shm", "--name", name, "--model", FIRST])
     assert status == 1 and "cannot be imported" in capsys.readouterr().err  # free again: it loads
+
+
+# --- --backend: a file or factory SPEC loaded by another backend -----------------------------------
+
+
+class _Doubling(LoadedModel):
+    platform = "numpy"
+    inputs = parse_signature({"x": "FP32[-1, 2]"})
+    outputs = parse_signature({"y": "FP32[-1, 2]"})
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"] * 2}
+
+
+class _FileBackend(ModelBackend):
+    """Loads any existing file as a model that doubles its input."""
+
+    name = "doubling"
+
+    def load(self, spec: Any, *, name: str, **options: Any) -> LoadedModel:
+        if not Path(spec).is_file():
+            raise ModelLoadError(f"{spec} is not a file", model=name)
+        return _Doubling(str(spec))
+
+
+class _FilePlugin:
+    @foundation_core.hookimpl
+    def foundation_register_model_backends(self, register: Any) -> None:
+        register("doubling", _FileBackend)
+
+
+def _serve_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    ml_plugin._serve_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_backend_loads_a_file_torch_would_not_take(tmp_path: Path) -> None:
+    """A file or factory SPEC always went to torch: another backend's file (``w.npz``) was refused
+    as 'neither a model file (.pt, ...), a model package nor a factory reference'."""
+    weights = tmp_path / "w.npz"
+    weights.write_bytes(b"anything this backend reads")
+    args = _serve_args("--backend", "doubling", "--model", f"lin={weights}")
+    with foundation_core.start(plugins=[_FilePlugin()]) as hub:
+        models = _models_to_load(args, hub)
+        assert models == [("lin", str(weights))]
+        runtime = MLRuntime(hub)
+        try:
+            assert _load_models(runtime, models, 1, backend=args.backend) is None
+            assert runtime.metadata("lin")["platform"] == "numpy"
+        finally:
+            runtime.close()
+        with pytest.raises(_Refused, match="neither a model file"):  # torch's, as before
+            _models_to_load(_serve_args("--model", f"lin={weights}"), hub)
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["--backend", "nosuch", "--model", "a=x:y"], "--backend 'nosuch' is not registered (registered: "),
+        (["--backend", "doubling", "--model", "a=missing.npz"], "--model a=missing.npz: no such model file"),
+        (["--backend", "doubling"], "--backend doubling: give the --model it loads (the demo is torch's)"),
+    ],
+    ids=["unregistered", "missing-file", "no-model"],
+)
+def test_backend_mistakes_are_refused_before_any_model_loads(argv: list[str], reason: str) -> None:
+    with foundation_core.start(plugins=[_FilePlugin()]) as hub:
+        with pytest.raises(_Refused) as info:
+            _models_to_load(_serve_args(*argv), hub)
+    assert str(info.value).startswith(reason), str(info.value)
