@@ -117,7 +117,7 @@ def _not_a_plugin(value: str, obj: object) -> str | None:
     """Why the object entry point ``value`` names cannot hold hookimpls, or None if it can:
     a function (often the hookimpl itself, named instead of its module) or a plain value."""
     if inspect.ismodule(obj):
-        return None
+        return _hooks_only_in_a_class(value, obj)
     if inspect.isroutine(obj):
         if getattr(obj, f"{PROJECT_NAME}_impl", None) is not None:
             module = value.partition(":")[0].strip()
@@ -129,6 +129,37 @@ def _not_a_plugin(value: str, obj: object) -> str | None:
     if type(obj).__module__ == "builtins":  # None, a number, a string, a list...
         return f"entry point {value!r} names {obj!r}, not a module or class of hookimpls"
     return None
+
+
+def _marked(obj: object) -> bool:
+    """Whether ``obj`` (a module or a class) has a function marked ``@hookimpl``."""
+    for name in _spec_names():
+        try:
+            attr = inspect.getattr_static(obj, name, None)
+        except Exception:  # a hostile __getattr__: nothing found
+            continue
+        if getattr(attr, f"{PROJECT_NAME}_impl", None) is not None:
+            return True
+    return False
+
+
+def _hooks_only_in_a_class(value: str, module: object) -> str | None:
+    """A module of no hookimpls whose own classes hold some: its plugin would load, register
+    nothing and be reported loaded (a transport then 'not registered', with no word why)."""
+    if _marked(module):
+        return None
+    name = getattr(module, "__name__", "")
+    holders = sorted(
+        attr
+        for attr, cls in vars(module).items()
+        if inspect.isclass(cls) and getattr(cls, "__module__", None) == name and _marked(cls)
+    )
+    if not holders:
+        return None
+    return (
+        f"entry point {value!r} names a module with no hookimpls of its own; its class "
+        f"{holders[0]!r} holds them: name the class ('{name}:{holders[0]}')"
+    )
 
 
 def _unmarked(obj: object) -> list[str]:

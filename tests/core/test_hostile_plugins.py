@@ -193,3 +193,33 @@ def test_an_interrupt_while_a_plugin_imports_exits_130_without_a_traceback(site:
     result = _cli(site, "plugins", FOUNDATION_PLUGINS="slow")
     assert result.returncode == 130
     assert result.stderr == "" and result.stdout == ""
+
+
+def test_an_entry_point_naming_the_module_of_a_plugin_class_fails_naming_the_class(site: Path) -> None:
+    """docs/transports.md had ``queue = "my_transport.plugin"`` for a plugin written as a class:
+    the module loaded with no hooks, was listed ``[loaded]``, and ``foundation serve --transport
+    queue`` said only that no transport named queue was registered."""
+    source = """
+        from foundation_core import hookimpl
+
+
+        class QueuePlugin:
+            @hookimpl
+            def foundation_register_patterns(self, register):
+                register("queued", lambda policy: lambda fn: fn)
+    """
+    write_dist(
+        site,
+        "hostile-cls",
+        {"cls": "hostile_cls", "named": "hostile_cls:QueuePlugin"},
+        {"hostile_cls.py": source},
+    )
+    hub, _ = _load("cls")
+    assert hub.plugins["cls"].status == "failed"
+    assert (
+        "entry point 'hostile_cls' names a module with no hookimpls of its own; its class 'QueuePlugin' "
+        "holds them: name the class ('hostile_cls:QueuePlugin')"
+    ) in (hub.plugins["cls"].error or "")
+    hub, _ = _load("named")  # naming the class loads it
+    assert hub.plugins["named"].status == "loaded", hub.plugins["named"].error
+    assert "queued" in hub.patterns
