@@ -52,7 +52,9 @@ class ErrorCode(enum.IntEnum):
 
 
 class InferenceError(Exception):
-    """Base of every error an inference call raises; ``code`` is its wire status."""
+    """Base of every error an inference call raises; ``code`` is its wire status, ``message``
+    the message as given (``str()`` adds ``model 'NAME': `` before it): a transport carries
+    ``code``, ``message``, ``model`` and ``request_id``, and rebuilds with ``error_for_code``."""
 
     code: ErrorCode = ErrorCode.INTERNAL
 
