@@ -207,7 +207,7 @@ def test_a_check_that_does_not_exist_is_named() -> None:
 def test_bf16_inputs_keep_their_mark_through_the_kit(kit_hub: Hub) -> None:
     """The kit's inputs of BF16 and BYTES carry the mark, so a transport that drops it on the
     way in is seen too (the runtime takes plain bits for them, but answers them marked)."""
-    from foundation_ml.testing import _typed_inputs
+    from foundation_ml.testing._kit import _typed_inputs
 
     inputs = _typed_inputs(2, 0)
     assert DataType.from_numpy(inputs["t_bf16"].dtype) is DataType.BF16

@@ -1,45 +1,22 @@
-"""A test kit for transport authors: ``check_transport(name)`` holds a registered transport to
-the contract of docs/transports.md, with real clients against real servers.
-
-Each check serves either the runtime (``MLRuntime`` with small ``FunctionModel``s) or a handler
-of the kit's own (which records what the transport handed it, answers out of order, or never
-answers), connects the transport's own client, and compares what came back with what was sent
-and with the runtime's answer in-process. Every check runs, whatever failed before it; a
-failure raises ``TransportCheckFailed`` (an ``AssertionError``, so pytest reports it) listing
-each failed check by name with what was wrong.
-
-```python
-from foundation_ml.testing import check_transport
-
-def test_my_transport_keeps_the_contract():
-    check_transport("uds")  # a hub with the installed plugins, or hub=... for one of your own
-```
-"""
+"""The transport kit's checks, one function each, run in order by ``check_transport``
+(``CHECKS``): each serves, connects, calls and compares, raising ``_Fail`` with what was wrong."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import math
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from foundation_core import Hub
-
-from ._backend import FunctionModel
-from ._client import InferenceClient, registered_hub
-from ._datatypes import DataType
-from ._runtime import MLRuntime
-from ._transport import Respond, Transport, TransportClient
-from ._types import InferenceRequest, InferenceResponse
-from .errors import (
+from .._client import InferenceClient
+from .._transport import TransportClient
+from .._types import InferenceRequest, InferenceResponse
+from ..errors import (
     DeadlineExceeded,
     ErrorCode,
     HandlerError,
@@ -50,282 +27,18 @@ from .errors import (
     ShuttingDown,
     error_for_code,
 )
+from ._kit import (
+    _TYPES,
+    _direct,
+    _expect,
+    _Fail,
+    _Kit,
+    _Recorder,
+    _same_arrays,
+    _typed_inputs,
+)
 
-__all__ = ["CHECKS", "TransportCheckFailed", "check_transport"]
-
-_names = itertools.count()
-
-
-class TransportCheckFailed(AssertionError):
-    """One or more checks failed; ``failures`` maps each check's name to what was wrong."""
-
-    def __init__(self, transport: str, failures: dict[str, str]) -> None:
-        self.transport = transport
-        self.failures = failures
-        lines = "\n".join(f"- {name}: {what}" for name, what in failures.items())
-        super().__init__(f"transport {transport!r} failed {len(failures)} check(s):\n{lines}")
-
-
-class _Fail(Exception):
-    pass
-
-
-def _expect(condition: bool, what: str) -> None:
-    if not condition:
-        raise _Fail(what)
-
-
-# --- what the kit serves --------------------------------------------------------------------
-
-#: one input (and the same output) per datatype, in a shape that batches
-_TYPES: dict[str, DataType] = {f"t_{dt.name.lower()}": dt for dt in DataType}
-
-
-def _typed_inputs(rows: int, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for name, dt in _TYPES.items():
-        if dt is DataType.BOOL:
-            a = rng.integers(0, 2, (rows, 3)).astype(bool)
-        elif dt in (DataType.FP16, DataType.FP32, DataType.FP64):
-            a = rng.standard_normal((rows, 3)).astype(dt.numpy)
-        else:
-            info = np.iinfo(dt.numpy)
-            a = rng.integers(info.min, info.max, (rows, 3), dtype=dt.numpy, endpoint=True)
-        out[name] = a.view(dt.numpy)  # BF16 and BYTES carry their mark
-    return out
-
-
-def _identity(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-    return {f"o{name}": a for name, a in inputs.items()}
-
-
-def _tag(x: np.ndarray) -> np.ndarray:
-    return x * 2
-
-
-def _boom(x: np.ndarray) -> np.ndarray:
-    raise RuntimeError("kit: the model raised on purpose")
-
-
-def _runtime(hub: Hub) -> MLRuntime:
-    runtime = MLRuntime(hub)
-    runtime.register_model(
-        "kit-types",
-        FunctionModel(
-            _identity,
-            inputs={n: f"{dt.name}[-1, 3]" for n, dt in _TYPES.items()},
-            outputs={f"o{n}": f"{dt.name}[-1, 3]" for n, dt in _TYPES.items()},
-        ),
-    )
-    runtime.register_model(
-        "kit-double", FunctionModel(_tag, inputs={"x": "INT64[-1, 2]"}, outputs={"y": "INT64[-1, 2]"})
-    )
-    runtime.register_model(
-        "kit-boom",
-        FunctionModel(_boom, inputs={"x": "FP32[-1, 2]"}, outputs={"y": "FP32[-1, 2]"}),
-        warmup=False,
-    )
-    return runtime
-
-
-class _Recorder:
-    """A handler of the kit's own: records each request; answers ``x * 2`` as ``y`` (with the
-    request's id and the parameters ``{"kit": "answer"}``), an error for model ``kit-error-N``
-    (code N), never for model ``kit-hang`` (until ``release()``), and pairs its requests for
-    model ``kit-pair``: the first waits for a second (up to 2 s) and is answered after it."""
-
-    def __init__(self) -> None:
-        self.requests: list[InferenceRequest] = []
-        self.lock = threading.Lock()
-        self.hung: list[tuple[InferenceRequest, Respond]] = []
-        self.waiting: tuple[InferenceRequest, Respond] | None = None
-        self.paired = threading.Condition(self.lock)
-        self.delay = 0.0
-
-    def __call__(self, request: InferenceRequest, respond: Respond) -> None:
-        with self.lock:
-            self.requests.append(request)
-        if request.model == "kit-hang":
-            with self.lock:
-                self.hung.append((request, respond))
-            return
-        if request.model.startswith("kit-error-"):
-            code = int(request.model.rsplit("-", 1)[1])
-            respond(
-                error_for_code(
-                    code, f"kit: error {code} on purpose", model=request.model, request_id=request.id
-                )
-            )
-            return
-        if request.model == "kit-pair":
-            self._pair(request, respond)
-            return
-        if self.delay:
-            threading.Thread(target=self._later, args=(request, respond, self.delay), daemon=True).start()
-            return
-        respond(self.answer(request))
-
-    def _later(self, request: InferenceRequest, respond: Respond, delay: float) -> None:
-        time.sleep(delay)
-        respond(self.answer(request))
-
-    def _pair(self, request: InferenceRequest, respond: Respond) -> None:
-        with self.lock:
-            if self.waiting is None:  # first of a pair: answered by the second, or after 2 s
-                me = self.waiting = (request, respond)
-                threading.Thread(target=self._unpaired, args=(me,), daemon=True).start()
-                return
-            first, self.waiting = self.waiting, None
-        respond(self.answer(request))  # the second is answered first
-        first[1](self.answer(first[0]))
-
-    def _unpaired(self, me: tuple[InferenceRequest, Respond]) -> None:
-        time.sleep(2.0)  # a transport that hands over one request at a time per client
-        with self.lock:
-            if self.waiting is not me:
-                return
-            self.waiting = None
-        me[1](self.answer(me[0]))
-
-    @staticmethod
-    def answer(request: InferenceRequest) -> InferenceResponse:
-        x = np.asarray(request.inputs["x"])
-        return InferenceResponse(request.id, request.model, {"y": x * 2}, "1", {"kit": "answer"})
-
-    def release(self) -> None:
-        with self.lock:
-            hung, self.hung = self.hung, []
-        for request, respond in hung:
-            respond(self.answer(request))
-
-    def metadata(self, model: str) -> dict[str, Any]:
-        if model != "kit-meta":
-            raise ModelNotFound("kit: no such model", model=model)
-        return {"name": model, "versions": ["1"], "nested": {"list": [1, 2.5, "s", True, None]}}
-
-    def stats(self) -> dict[str, Any]:
-        return {"server": {"name": "kit"}, "models": {"kit-meta": {"requests": 3}}}
-
-
-# --- the checks ---------------------------------------------------------------------------
-
-
-class _Kit:
-    def __init__(
-        self,
-        name: str,
-        hub: Hub,
-        serve_options: Mapping[str, Any],
-        connect_options: Mapping[str, Any],
-        address: Callable[[], str],
-        leftovers: Callable[[], list[str]] | None,
-        patience: float,
-    ) -> None:
-        self.name, self.hub, self.patience = name, hub, patience
-        self.transport: Transport = hub.transports.get(name)()
-        self.serve_options, self.connect_options = dict(serve_options), dict(connect_options)
-        self.address, self.leftovers = address, leftovers
-
-    def call(self, fn: Callable[[], Any], what: str) -> Any:
-        return _call(fn, what, self.patience)
-
-    def raises(self, kind: type[BaseException], fn: Callable[[], Any], what: str) -> BaseException:
-        return _expect_raises(kind, fn, what, self.patience)
-
-    def connect(self, address: str) -> TransportClient:
-        return self.transport.connect(address, **self.connect_options)
-
-    @contextmanager
-    def own(self) -> Iterator[tuple[_Recorder, str, TransportClient]]:
-        handler = _Recorder()
-        address = self.address()
-        server = self.transport.serve(address, handler, **self.serve_options)
-        client: TransportClient | None = None
-        try:
-            client = self.connect(address)
-            yield handler, address, client
-        finally:
-            handler.release()
-            if client is not None:
-                client.close()
-            server.stop(2.0)
-
-    @contextmanager
-    def runtime(self) -> Iterator[tuple[MLRuntime, str, TransportClient]]:
-        runtime = _runtime(self.hub)
-        address = self.address()
-        client: TransportClient | None = None
-        try:
-            runtime.start(transport=self.name, name=address, **self.serve_options)
-            client = self.connect(address)
-            yield runtime, address, client
-        finally:
-            if client is not None:
-                client.close()
-            runtime.close(drain_timeout=2.0)
-
-
-def _call(fn: Callable[[], Any], what: str, wait: float) -> Any:
-    """Run ``fn`` in a thread; a call still running after ``wait`` s is a failure (it hung)."""
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            box.append(("ok", fn()))
-        except BaseException as exc:
-            box.append(("err", exc))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(wait)
-    _expect(not thread.is_alive(), f"{what} had not returned after {wait:g} s")
-    kind, value = box[0]
-    if kind == "err":
-        raise value
-    return value
-
-
-def _expect_raises(kind: type[BaseException], fn: Callable[[], Any], what: str, wait: float) -> BaseException:
-    try:
-        value = _call(fn, what, wait)
-    except _Fail:
-        raise
-    except BaseException as exc:
-        _expect(
-            type(exc) is kind
-            or (kind is not InferenceError and isinstance(exc, kind) and not isinstance(exc, InferenceError)),
-            f"{what} raised {type(exc).__name__}: {exc}, expected {kind.__name__}",
-        )
-        return exc
-    raise _Fail(f"{what} returned {value!r:.200}, expected {kind.__name__}")
-
-
-def _same_arrays(got: Mapping[str, Any], want: Mapping[str, np.ndarray], what: str) -> None:
-    _expect(sorted(got) == sorted(want), f"{what}: outputs {sorted(got)}, expected {sorted(want)}")
-    for name, expected in want.items():
-        a = got[name]
-        _expect(
-            isinstance(a, np.ndarray), f"{what}: output {name} is a {type(a).__name__}, not a numpy array"
-        )
-        _expect(
-            a.dtype == expected.dtype and DataType.from_numpy(a.dtype) is DataType.from_numpy(expected.dtype),
-            f"{what}: output {name} came back {DataType.from_numpy(a.dtype).name} ({a.dtype}), "
-            f"sent as {DataType.from_numpy(expected.dtype).name} ({expected.dtype})",
-        )
-        _expect(
-            a.shape == expected.shape, f"{what}: output {name} has shape {a.shape}, expected {expected.shape}"
-        )
-        _expect(bool(np.array_equal(a, expected)), f"{what}: output {name} differs from the direct call's")
-
-
-def _direct(runtime: MLRuntime, request: InferenceRequest) -> InferenceResponse:
-    """The runtime's answer in-process: what the transport's client must return."""
-    answers: list[Any] = []
-    runtime(InferenceRequest(request.model, request.inputs, id=request.id), answers.append)
-    if isinstance(answers[0], InferenceError):
-        raise answers[0]
-    return answers[0]  # type: ignore[no-any-return]
+__all__ = ["CHECKS"]
 
 
 def check_round_trip(kit: _Kit) -> None:
@@ -730,50 +443,3 @@ CHECKS: dict[str, Callable[[_Kit], None]] = {
     "close_and_stop": check_close_and_stop,
     "refusals": check_refusals,
 }
-
-
-def check_transport(
-    name: str,
-    *,
-    hub: Hub | None = None,
-    serve_options: Mapping[str, Any] | None = None,
-    connect_options: Mapping[str, Any] | None = None,
-    address: Callable[[], str] | None = None,
-    leftovers: Callable[[], list[str]] | None = None,
-    only: list[str] | None = None,
-    patience: float = 10.0,
-) -> list[str]:
-    """Hold transport ``name`` to the contract; returns the names of the checks it passed, or
-    raises ``TransportCheckFailed`` naming each that failed and what was wrong.
-
-    ``hub``: where ``name`` is registered (default: a hub with every installed plugin);
-    ``serve_options`` / ``connect_options``: passed to every ``serve`` / ``connect``;
-    ``address()``: a fresh address the transport takes (default ``kitPIDxN``, which shm's rule
-    allows); ``leftovers()``: the resources the transport holds (files, say), compared before and
-    after a server's life; ``only``: the names of the checks to run (``CHECKS`` lists them);
-    ``patience``: the seconds a call the kit expects to end may take before it counts as hung
-    (also the timeout of the calls it expects answered)."""
-    unknown = sorted(set(only or ()) - set(CHECKS))
-    if unknown:
-        raise ValueError(
-            f"check_transport: no check named {', '.join(unknown)} (checks: {', '.join(CHECKS)})"
-        )
-    hub = hub or registered_hub()
-    fresh = address or (lambda: f"kit{os.getpid()}x{next(_names)}")
-    kit = _Kit(name, hub, serve_options or {}, connect_options or {}, fresh, leftovers, patience)
-    failures: dict[str, str] = {}
-    passed: list[str] = []
-    for check_name, check in CHECKS.items():
-        if only is not None and check_name not in only:
-            continue
-        try:
-            check(kit)
-        except _Fail as exc:
-            failures[check_name] = str(exc)
-        except Exception as exc:
-            failures[check_name] = f"raised {type(exc).__name__}: {exc}"
-        else:
-            passed.append(check_name)
-    if failures:
-        raise TransportCheckFailed(name, failures)
-    return passed
