@@ -132,14 +132,18 @@ def _not_a_plugin(value: str, obj: object) -> str | None:
 
 
 def _marked(obj: object) -> bool:
-    """Whether ``obj`` (a module or a class) has a function marked ``@hookimpl``."""
-    for name in _spec_names():
-        try:
-            attr = inspect.getattr_static(obj, name, None)
-        except Exception:  # a hostile __getattr__: nothing found
-            continue
-        if getattr(attr, f"{PROJECT_NAME}_impl", None) is not None:
-            return True
+    """Whether ``obj`` (a module or a class) has a function marked ``@hookimpl``, under any
+    name: pluggy registers a hookimpl by its mark, so one named otherwise (``specname=``) counts.
+    Read from the namespaces themselves (a hostile ``__getattr__`` is never called)."""
+    try:
+        spaces = [vars(obj)] if inspect.ismodule(obj) else [vars(k) for k in inspect.getmro(obj)]  # type: ignore[arg-type]
+    except Exception:  # no namespace to read: nothing found
+        return False
+    for space in spaces:
+        for attr in list(space.values()):
+            attr = getattr(attr, "__func__", attr) if isinstance(attr, staticmethod | classmethod) else attr
+            if inspect.isroutine(attr) and getattr(attr, f"{PROJECT_NAME}_impl", None) is not None:
+                return True
     return False
 
 

@@ -223,3 +223,27 @@ def test_an_entry_point_naming_the_module_of_a_plugin_class_fails_naming_the_cla
     hub, _ = _load("named")  # naming the class loads it
     assert hub.plugins["named"].status == "loaded", hub.plugins["named"].error
     assert "queued" in hub.patterns
+
+
+def test_a_module_whose_hookimpls_use_specname_is_not_refused_for_a_class_beside_them(site: Path) -> None:
+    """A module's hookimpl may carry another name (``@hookimpl(specname=...)``), as pluggy
+    allows; a class beside it with hookimpls of its own (another plugin the module offers) must
+    not make the module look hookless and fail a plugin that works."""
+    source = """
+        from foundation_core import hookimpl
+
+
+        @hookimpl(specname="foundation_register_patterns")
+        def patterns(register):
+            register("renamed", lambda policy: lambda fn: fn)
+
+
+        class Extra:
+            @hookimpl
+            def foundation_register_patterns(self, register):
+                register("extra", lambda policy: lambda fn: fn)
+    """
+    write_dist(site, "hostile-spec", {"spec": "hostile_spec"}, {"hostile_spec.py": source})
+    hub, _ = _load("spec")
+    assert hub.plugins["spec"].status == "loaded", hub.plugins["spec"].error
+    assert "renamed" in hub.patterns and "extra" not in hub.patterns
