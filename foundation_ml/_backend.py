@@ -150,10 +150,10 @@ def backend_for(
 
         return manifest_backend(spec) or "torch"
     modules = {c.__module__.split(".", 1)[0] for c in type(spec).__mro__}
+    unimportable: list[str] = []  # and accepts() that raised: said if no other backend takes it
     for name, backend in backends.items():
-        if name in modules or _accepts(backend, spec):
+        if name in modules or _accepts(name, backend, spec, unimportable):
             return name
-    unimportable = []
     for name, backend in backends.items():
         if resolve is None or not (backend is None or isinstance(backend, str)):
             continue
@@ -162,7 +162,7 @@ def backend_for(
         except Exception as exc:  # a broken backend cannot take it; say so below
             unimportable.append(f"{name!r} could not be imported: {exc}")
             continue
-        if _accepts(backend, spec):
+        if _accepts(name, backend, spec, unimportable):
             return name
     raise ModelLoadError(
         f"no backend recognises a {type(spec).__module__}.{type(spec).__qualname__} "
@@ -172,6 +172,14 @@ def backend_for(
     )
 
 
-def _accepts(backend: Any, spec: Any) -> bool:
-    """Whether ``backend`` (a class, else not asked) says its ``accepts(spec)``."""
-    return isinstance(backend, type) and issubclass(backend, ModelBackend) and bool(backend.accepts(spec))
+def _accepts(name: str, backend: Any, spec: Any, faults: list[str]) -> bool:
+    """Whether ``backend`` (a class, else not asked) says its ``accepts(spec)``; one that raises
+    does not (noted in ``faults``): a third-party backend's bug must not fail the objects the
+    other backends take, nor go unnamed."""
+    if not (isinstance(backend, type) and issubclass(backend, ModelBackend)):
+        return False
+    try:
+        return bool(backend.accepts(spec))
+    except Exception as exc:
+        faults.append(f"{name!r}.accepts() raised {type(exc).__name__}: {exc}")
+        return False

@@ -572,6 +572,38 @@ def test_a_lazily_registered_backend_is_asked_whether_it_accepts_an_object() -> 
         assert runtime.register_model("lin", {"w": 1}).platform == "numpy"
 
 
+class _RaisingBackend(_WeightsBackend):
+    """A third-party backend whose ``accepts`` raises on what it does not know."""
+
+    @classmethod
+    def accepts(cls, obj: object) -> bool:
+        raise RuntimeError("cannot judge it")
+
+
+def test_a_backend_whose_accepts_raises_is_named_and_the_others_are_still_asked() -> None:
+    """One backend's accepts() raising failed every object's registration as '<dict> failed to
+    load: RuntimeError: cannot judge it', naming no backend, though another backend took it."""
+
+    class Plugin:
+        @hookimpl
+        def foundation_register_model_backends(self, register: Any) -> None:
+            register("broken", f"{__name__}:_RaisingBackend")  # asked first
+            register("weights", f"{__name__}:_WeightsBackend")
+
+    with (
+        foundation_core.start(plugins=[ml_plugin, Plugin()], entry_points=False) as hub,
+        MLRuntime(hub) as runtime,
+    ):
+        assert list(hub.model_backends.names()).index("broken") < list(hub.model_backends.names()).index(
+            "weights"
+        )
+        assert runtime.register_model("lin", {"w": 1}).platform == "numpy"
+        with pytest.raises(
+            ModelLoadError, match=r"'broken'\.accepts\(\) raised RuntimeError: cannot judge it"
+        ):
+            runtime.register_model("lin2", [1])
+
+
 def test_an_object_no_backend_accepts_names_the_backends_asked() -> None:
     with _backend_hub() as hub, MLRuntime(hub) as runtime:
         with pytest.raises(
