@@ -124,15 +124,24 @@ def _load_models(
     """Register each ``(name, spec)`` (checked by ``_models_to_load``), a line for each; the exit
     status when one cannot be (2: bad input found only now, a package failing its checksum; a
     model that fails raises), else None. ``warmup``: run each on its example input first
-    (``--no-warmup``: not). ``backend`` (``--backend``) loads each SPEC that is no package."""
-    from ._package import is_package
+    (``--no-warmup``: not). ``backend`` (``--backend``) loads each SPEC that is no package.
+    ``threads`` (``--threads``, torch's intra-op width) goes to the models torch loads only: another
+    backend need not take a ``threads=`` option."""
+    from ._package import is_package, read_manifest
     from .errors import PackageError
 
     options: dict[str, Any] = {"threads": threads} if threads else {}  # 0: torch's
     for name, spec in models:
-        chosen = backend if backend and not is_package(spec) else None  # a package names its own
+        packaged = is_package(spec)
+        chosen = backend if backend and not packaged else None  # a package names its own
         try:
-            meta = runtime.register_model(name, spec, backend=chosen, warmup=warmup, **options)
+            loader = str(read_manifest(spec)["backend"]) if packaged else backend or "torch"
+        except PackageError:  # read when checked; changed since: register_model says how
+            loader = "torch"
+        try:
+            meta = runtime.register_model(
+                name, spec, backend=chosen, warmup=warmup, **(options if loader == "torch" else {})
+            )
         except PackageError as exc:  # a bad package is bad input (a model that fails: exit 1)
             print(f"foundation serve: error: {exc}", file=sys.stderr)
             return 2

@@ -234,6 +234,8 @@ class _FileBackend(ModelBackend):
     name = "doubling"
 
     def load(self, spec: Any, *, name: str, **options: Any) -> LoadedModel:
+        if "threads" in options:  # as a backend may: --threads is torch's
+            raise ModelLoadError("threads= is not this backend's", model=name)
         if not Path(spec).is_file():
             raise ModelLoadError(f"{spec} is not a file", model=name)
         return _Doubling(str(spec))
@@ -261,9 +263,9 @@ def test_backend_loads_a_file_torch_would_not_take(tmp_path: Path) -> None:
         models = _models_to_load(args, hub)
         assert models == [("lin", str(weights))]
         runtime = MLRuntime(hub)
-        try:
-            assert _load_models(runtime, models, 1, backend=args.backend) is None
-            assert runtime.metadata("lin")["platform"] == "numpy"
+        try:  # --threads 1 (the default) is torch's: this backend, which takes no option, loads
+            assert _load_models(runtime, models, args.threads, backend=args.backend) is None
+            assert args.threads == 1 and runtime.metadata("lin")["platform"] == "numpy"
         finally:
             runtime.close()
         with pytest.raises(_Refused, match="neither a model file"):  # torch's, as before
