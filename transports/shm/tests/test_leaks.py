@@ -108,6 +108,18 @@ def test_a_closed_client_unmaps_its_channels_while_it_is_still_referenced(
     /dev/shm allocated though unlinked) for as long as the client object lived: the channel's
     response reader kept its cached outputs, views on the segment. 50 closed clients kept in a
     list held 50 descriptors and 100 MiB."""
+    segments = f"/fdn-{name}-d"  # this server's data segments, as this process maps them
+
+    def held() -> dict[str, int]:
+        fds = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                fds += segments in os.readlink(f"/proc/self/fd/{fd}")
+            except FileNotFoundError:  # closed since the listing
+                pass
+        return {"maps": len(_mapped(segments)), "fds": fds}
+
+    # counted by name: what another test left in this process (a thread, a server) is not these
     before = _counts(name, echo_server.pid)
     kept = []
     for _ in range(50):
@@ -115,7 +127,11 @@ def test_a_closed_client_unmaps_its_channels_while_it_is_still_referenced(
         client.infer(InferenceRequest("echo", {"x": X}))  # views: this thread keeps the channel
         client.close()
         kept.append(client)
-    assert _settled(name, before, echo_server.pid) == before
+        assert held() == {"maps": 0, "fds": 0}
+    settled = _settled(name, before, echo_server.pid)
+    assert {k: v for k, v in settled.items() if k.startswith("server")} == {
+        k: v for k, v in before.items() if k.startswith("server")
+    }
 
 
 def test_the_server_unmaps_the_segment_of_a_client_that_left(name: str, echo_server: EchoProcess) -> None:
