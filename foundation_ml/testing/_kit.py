@@ -148,12 +148,17 @@ class _Recorder:
                 threading.Thread(target=self._unpaired, args=(me,), daemon=True).start()
                 return
             first, self.waiting = self.waiting, None
+            self.paired.notify_all()  # the first's waiting thread ends now, not 2 s later
         respond(self.answer(request))  # the second is answered first
         first[1](self.answer(first[0]))
 
     def _unpaired(self, me: tuple[InferenceRequest, Respond]) -> None:
-        time.sleep(2.0)  # a transport that hands over one request at a time per client
+        """Answer the first of a pair alone if no second comes within 2 s (a transport that hands
+        over one request at a time per client). Woken as soon as it is paired: a thread asleep
+        2 s held the request and its respond, views on the transport's memory, after the kit
+        had returned."""
         with self.lock:
+            self.paired.wait_for(lambda: self.waiting is not me, timeout=2.0)
             if self.waiting is not me:
                 return
             self.waiting = None
