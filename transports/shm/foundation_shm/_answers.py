@@ -125,9 +125,8 @@ class Answers:
         """Answer with ``exc`` a response that could not be encoded; never raises. What the
         handler put in it is the handler's fault, not the request's: ``InvalidInput`` (a name too
         long, params no decoder takes) becomes ``HandlerError``; an untyped error ``InternalError``."""
-        now, held = self._handler_log.take(ch.index)  # as often as the handler answers so
-        if now:
-            more = f" ({held} more on this channel not logged)" if held else ""
+        more = self._handler_log.admit(ch.index)  # as often as the handler answers so
+        if more is not None:
             log.warning("shm %s: cannot encode the response to %d: %r%s", self.name, r.request_id, exc, more)
         if isinstance(exc, InvalidInput):
             err: InferenceError = HandlerError(f"the handler's response cannot be sent: {exc.message}")

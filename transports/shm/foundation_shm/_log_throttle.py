@@ -33,6 +33,14 @@ class LogThrottle:
         held, state[2] = int(state[2]), 0
         return True, held
 
+    def admit(self, key: int, what: str = "more") -> str | None:
+        """``take`` for a log line: None to hold it back, else what to append to it, counting the
+        lines held back since the last one logged (``" (3 more on this channel not logged)"``)."""
+        now, held = self.take(key)
+        if not now:
+            return None
+        return f" ({held} {what} on this channel not logged)" if held else ""
+
     def forget(self, key: int) -> None:
         """The key's client is gone: the next one starts with a full burst."""
         self._state.pop(key, None)

@@ -134,9 +134,8 @@ class _Dispatch:
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the loop thread serves on
             # a client may send what makes the handler raise as often as it likes: the traceback
             # is logged at most 10 at once and one a second per channel, as rejections are
-            now, held = self._raised_log.take(respond.channel.index)
-            if now:
-                more = f" ({held} more on this channel not logged)" if held else ""
+            more = self._raised_log.admit(respond.channel.index)
+            if more is not None:
                 log.exception("shm %s: handler raised on request %d%s", self.name, request.id, more)
             respond(HandlerError(f"{type(exc).__name__}: {exc}", model=request.model, request_id=request.id))
 
@@ -223,9 +222,8 @@ class _Dispatch:
         """A warning about a request the server refused, at most 10 at once and one a second
         per channel (its client writes what they say, as often as it likes); the next line
         logged says how many were held back."""
-        now, held = self._rejected_log.take(ch.index)
-        if now:
-            more = f" ({held} more rejected on this channel not logged)" if held else ""
+        more = self._rejected_log.admit(ch.index, "more rejected")
+        if more is not None:
             log.warning("shm %s channel %d: " + what + more, self.name, ch.index, *args)
 
     def _answer_or_park(self, ch: _Channel, seq: int, rid: int, model: str, exc: InferenceError) -> None:
