@@ -6,6 +6,7 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,17 @@ from foundation_shm._objects import group_objects, remove_objects
 PREFIX = f"t{os.getpid()}x"
 _names = itertools.count()
 HERE = Path(__file__).parent
+
+
+def until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Whether ``cond()`` holds within ``timeout`` s, polled every 10 ms (what another process, a
+    server's heartbeat or a thread's exit, does in its own time)."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _ours() -> dict[str, list[str]]:

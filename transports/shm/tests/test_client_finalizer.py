@@ -27,7 +27,7 @@ from foundation_shm._segments import Segment
 from foundation_ml import InferenceClient, InferenceRequest, TransportClient
 from foundation_ml.errors import Overloaded
 
-from .conftest import EchoProcess
+from .conftest import EchoProcess, until
 
 X = np.arange(6, dtype=np.float32).reshape(2, 3)
 
@@ -60,15 +60,6 @@ def _mapped(name: str) -> list[str]:
             for line in f
             if f"/dev/shm/fdn-{name}" in line or f"sem.fdn-{name}-" in line
         ]
-
-
-def _until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -227,7 +218,7 @@ def test_a_client_collected_inside_another_clients_claim_does_not_wait_for_the_m
     finally:
         gc.enable()
     _echo(other)
-    assert _until(lambda: _owners(name) == [os.getpid()]), _owners(name)
+    assert until(lambda: _owners(name) == [os.getpid()]), _owners(name)
     other.close()
     assert _owners(name) == [] and _data_segments(name) == []
 
@@ -257,7 +248,7 @@ def test_a_client_dropped_while_another_thread_of_its_process_holds_the_mutex_wa
         mutex.release()
         mutex.close()
         ctl.close()
-    assert _until(lambda: _owners(name) == []), _owners(name)
+    assert until(lambda: _owners(name) == []), _owners(name)
     assert _data_segments(name) == []
 
 
@@ -306,7 +297,7 @@ def test_clients_dropped_on_other_threads_leave_a_client_mid_call_undisturbed(
     assert errors == []
     assert calls[0] > 0
     gc.collect()  # only `busy` holds channels (one per calling thread) once the server reclaimed
-    assert _until(lambda: len(_owners(name)) <= 2), _owners(name)  # those marked for it
+    assert until(lambda: len(_owners(name)) <= 2), _owners(name)  # those marked for it
     busy.close()
     assert _owners(name) == []
 
@@ -393,7 +384,7 @@ def test_inference_clients_dropped_without_close_free_their_channels(
         out = asyncio.run(client.ainfer("echo", {"x": X}))
         np.testing.assert_array_equal(out["x"], X)
         del client  # the last reference may be the executor thread's, dropped just after the call
-        assert _until(lambda: _owners(name) == []), _owners(name)
-    assert _until(lambda: threading.active_count() <= threads_before)
+        assert until(lambda: _owners(name) == []), _owners(name)
+    assert until(lambda: threading.active_count() <= threads_before)
     with InferenceClient(name, transport="shm", timeout=5) as client:
         np.testing.assert_array_equal(client.infer("echo", {"x": X})["x"], X)

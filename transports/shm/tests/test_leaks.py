@@ -29,7 +29,7 @@ from foundation_shm._server import ShmServer
 from foundation_ml import DataType, InferenceRequest
 from foundation_ml.errors import InferenceError
 
-from .conftest import EchoProcess
+from .conftest import EchoProcess, until
 
 X = np.arange(6, dtype=np.float32)
 
@@ -85,19 +85,10 @@ def _counts(name: str, server_pid: int | None = None) -> dict[str, int]:
     return counts
 
 
-def _until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def _settled(name: str, before: dict[str, int], server_pid: int | None = None) -> dict[str, int]:
     """The counts once they are back where they were (a server unmaps a client's segment at its
     next scan, and reaps a dead one at its next heartbeat), or as they are after 10 s."""
-    _until(lambda: _counts(name, server_pid) == before)
+    until(lambda: _counts(name, server_pid) == before)
     return _counts(name, server_pid)
 
 
@@ -350,11 +341,11 @@ def test_clients_killed_mid_request_leave_the_server_as_it_was(
 
     for i in range(4):
         killed(i)
-    assert _until(server_maps_no_client)
+    assert until(server_maps_no_client)
     before = _counts(name, server.pid)
     for i in range(60):
         killed(i)
-    assert _until(lambda: read_region(name)["clients"] == [])
+    assert until(lambda: read_region(name)["clients"] == [])
     assert _settled(name, before, server.pid) == before
     with ShmTransport().connect(name, channels=4) as client:  # every channel claimable again
         client.infer(InferenceRequest("echo", {"x": X}))

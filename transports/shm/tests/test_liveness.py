@@ -22,7 +22,7 @@ from foundation_shm._segments import Segment
 from foundation_ml import InferenceRequest
 from foundation_ml.errors import ServerUnavailable
 
-from .conftest import EchoProcess
+from .conftest import EchoProcess, until
 
 pytestmark = pytest.mark.slow
 
@@ -55,11 +55,8 @@ def _channel_words(name: str) -> list[dict[str, int]]:
 
 
 def _until(condition: Callable[[], bool], what: str, limit: float = 10.0) -> None:
-    end = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.01)
+    if not until(condition, limit):
+        raise AssertionError(f"gave up waiting for {what}")
 
 
 def _in_flight(name: str, pid: int) -> bool:
