@@ -3,18 +3,10 @@
 //! Python echo server: runs only when `FDN_TEST_PYTHON` names a Python with foundation_shm.
 
 use fdn::{Client, ConnectOptions, DataType, InferOptions, Param, Tensor, TensorSpec};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::start_echo;
 use std::time::Duration;
-
-struct Echo(Child, String);
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status(); // SIGTERM: a clean stop
-        let _ = self.0.wait();
-    }
-}
 
 /// This process's open descriptors and its mappings of /dev/shm objects (segments, semaphores).
 fn resources() -> (usize, usize) {
@@ -40,19 +32,7 @@ fn connect_call_drop_cycles_leave_nothing() {
         eprintln!("FDN_TEST_PYTHON not set: skipping the connect/drop cycles");
         return;
     };
-    let name = format!("rustcyc_{}", std::process::id());
-    let mut child = Command::new(python)
-        .args(["-m", "foundation_shm._echo", &name])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the echo server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let echo = Echo(child, name);
-    assert_eq!(line.trim(), "ready");
+    let echo = start_echo(&python, format!("rustcyc_{}", std::process::id()));
 
     let t = Some(Duration::from_secs(5));
     let x = Tensor::from_slice("x", &[2], &[1i32, 2]).unwrap();

@@ -3,23 +3,11 @@
 //! Every datatype round-trips; parameters, deadlines, handler errors and the busy channel behave.
 
 use fdn::{Client, ConnectOptions, DataType, InferOptions, Param, Status, Tensor, TensorSpec};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{start_echo, Echo};
+use std::process::Command;
 use std::time::Duration;
-
-struct Echo(Child, String);
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        // SIGTERM via kill(1): the echo server then stops cleanly and unlinks its objects (a
-        // server a failed test left stopped is resumed first, or it would never see it).
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.0.id().to_string()])
-            .status();
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
-    }
-}
 
 fn start(python: &str) -> Echo {
     start_named(python, "rustecho")
@@ -29,18 +17,7 @@ fn start(python: &str) -> Echo {
 fn start_named(python: &str, prefix: &str) -> Echo {
     let mut name = format!("{prefix}_{}", std::process::id());
     name.push_str(&"_".repeat(fdn::layout::SERVER_NAME_MAX - name.len())); // the longest name
-    let mut child = Command::new(python)
-        .args(["-m", "foundation_shm._echo", &name])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the echo server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
-    Echo(child, name)
+    start_echo(python, name)
 }
 
 #[test]
