@@ -26,7 +26,7 @@ from ._accel import check_start, hot
 from ._answers import Answers
 from ._codec import Limits
 from ._cuda_ipc import ServerCuda
-from ._fd_limit import ensure_open_files
+from ._fd_limit import OpenFiles, claim_open_files
 from ._liveness import ServerLock, start_time
 from ._log_throttle import LogThrottle
 from ._objects import remove_objects
@@ -77,7 +77,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self.abandoned = 0  # requests stop() gave up on (its drain timed out, or hurry())
         self._running = True
         self._create(opts)
-        self._check_open_files(opts.channels)
+        self._open_files = self._check_open_files(opts.channels)
         self._loop_thread = threading.Thread(target=self._loop, name=f"shm-{self.name}", daemon=True)
         self._beat_thread = threading.Thread(
             target=self._heartbeat, name=f"shm-{self.name}-beat", daemon=True
@@ -86,21 +86,26 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self._loop_thread.start()
         self._beat_thread.start()
 
-    def _check_open_files(self, channels: int) -> None:
-        """Each client's data segment the server maps holds a descriptor: raise the soft open-file
-        limit to what ``channels`` clients need, and warn when the hard limit keeps it lower (a
-        client past it would find its requests unanswered until its deadline)."""
-        limit, needed = ensure_open_files(channels)
+    def _check_open_files(self, channels: int) -> OpenFiles:
+        """Each client's data segment the server maps holds a descriptor: claim them for
+        ``channels`` clients (the soft open-file limit raised to what every live server needs; the
+        claim released at stop), and warn when the hard limit keeps it lower (a client past it
+        would find its requests unanswered until its deadline)."""
+        claim = claim_open_files(channels)
+        limit, needed = claim.limit, claim.needed
         if limit < needed:
+            others = f" (with the {claim.others} of this process's other shm servers)" if claim.others else ""
             log.warning(
-                "shm %s: %d channels need up to %d open files, and this process may open %d "
+                "shm %s: %d channels%s need up to %d open files, and this process may open %d "
                 "(ulimit -n, its hard limit): clients connected past that cannot be served; raise "
                 "the hard limit or serve fewer channels",
                 self.name,
                 channels,
+                others,
                 needed,
                 limit,
             )
+        return claim
 
     def _refuse_a_live_server(self) -> None:
         """We hold the lock, yet the region may name a live server all the same (its lock file
@@ -347,6 +352,12 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
             self._release()
 
     def _release(self) -> None:
+        try:
+            self._release_objects()
+        finally:
+            self._open_files.release()  # its channels' descriptors are no longer needed
+
+    def _release_objects(self) -> None:
         u32 = self._ctl.u32
         self._running = False
         self._bell.release()

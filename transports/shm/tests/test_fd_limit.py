@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from foundation_shm import ShmTransport, _server_dispatch
 from foundation_shm._echo import EchoHandler
-from foundation_shm._fd_limit import HEADROOM, ensure_open_files
+from foundation_shm._fd_limit import HEADROOM, claim_open_files
 from foundation_shm._segments import Segment
 
 from foundation_ml import InferenceRequest
@@ -62,8 +62,49 @@ def test_a_soft_limit_is_never_lowered() -> None:
     import resource
 
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    limit, needed = ensure_open_files(1)
-    assert needed <= limit and resource.getrlimit(resource.RLIMIT_NOFILE)[0] == soft
+    claim = claim_open_files(1)
+    try:
+        assert claim.needed <= claim.limit and resource.getrlimit(resource.RLIMIT_NOFILE)[0] == soft
+    finally:
+        claim.release()
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == soft
+
+
+_TWO_SERVERS = """
+import logging, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 1100))
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+from foundation_shm import ShmTransport
+from foundation_shm._echo import EchoHandler
+first = ShmTransport().serve(sys.argv[1] + "a", EchoHandler(), channels=500)
+second = ShmTransport().serve(sys.argv[1] + "b", EchoHandler(), channels=500)
+print("both", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+ShmTransport().serve(sys.argv[1] + "c", EchoHandler(), channels=100).stop()  # past the hard limit
+second.stop()
+first.stop()
+print("alone")
+ShmTransport().serve(sys.argv[1] + "d", EchoHandler(), channels=500).stop()
+"""
+
+
+def _run(script: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_two_servers_in_one_process_get_descriptors_for_both(name: str) -> None:
+    """The second of two 500-channel servers raised the limit to what its own channels need
+    only: with 1000 clients connected, those past about 540 found their requests unanswered. A
+    third server past the hard limit is warned about naming the others' channels; a stopped
+    server's channels count no more (a fourth server alone is not warned about)."""
+    both, third, alone, *fourth = _run(_TWO_SERVERS, name).splitlines()
+    assert both.startswith("both ") and 1000 + HEADROOM <= int(both.split()[1]) <= 1100
+    assert third.startswith(
+        f"shm {name}c: 100 channels (with the 1000 of this process's other shm servers) need up to"
+    )
+    assert "this process may open 1100" in third
+    assert alone == "alone" and not fourth
 
 
 def test_a_segment_not_mapped_for_want_of_descriptors_is_named_in_the_log(
