@@ -1,7 +1,11 @@
 """The open-file limit a server needs: Python's ``mmap`` keeps a descriptor for each mapping, so a
 server holds one per client data segment it has mapped, on top of what the process has open.
 Every live server of the process holds a claim on its channels' descriptors: the limit is raised
-to what all of them need together."""
+to what all of them need together, and put back as each stops, down to what the servers still
+running need and never below what the process had before (a child process started meanwhile
+inherits the raised limit, and ``select()`` takes no descriptor past 1024). A limit someone else
+set since the raise (the soft limit no longer the one raised to) is theirs: it is left as it is,
+and the raise forgotten."""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ HEADROOM = 32  # descriptors beyond the channels: the control segment, logs, soc
 _lock = threading.Lock()
 _claims: dict[int, int] = {}  # each live server's claim: its channels
 _ids = itertools.count(1)
+_before: int | None = None  # the soft limit before the raise in force; None while none is
+_raised_to = 0  # the soft limit that raise set
 
 
 def open_file_limit() -> int:
@@ -39,7 +45,8 @@ class OpenFiles:
         """The server stopped: its channels need no descriptors any more (a second call is
         nothing)."""
         with _lock:
-            _claims.pop(self._id, None)
+            if _claims.pop(self._id, None) is not None:
+                _lower()
 
 
 def claim_open_files(channels: int) -> OpenFiles:
@@ -47,25 +54,60 @@ def claim_open_files(channels: int) -> OpenFiles:
     limit, if it is lower, to what every live server needs: the descriptors open now, one per
     channel of each server, and ``HEADROOM``; never past the hard limit (an unprivileged process
     may raise its soft limit that far) and never lowering it. A ``limit`` below ``needed`` is the
-    caller's to report."""
+    caller's to report; ``release()`` the claim when the server stops."""
+    global _before, _raised_to
     with _lock:
         others = sum(_claims.values())
         claim = next(_ids)
         _claims[claim] = channels
-        needed = len(os.listdir("/proc/self/fd")) + others + channels + HEADROOM
+        needed = _needed()
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and soft < needed:
             target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
             try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                if target > soft:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                    if _before is None or soft != _raised_to:  # (a limit set since is theirs)
+                        _before = soft
+                    _raised_to = target
             except (ValueError, OSError):  # a sandbox may refuse it: the caller reports the limit
                 pass
         return OpenFiles(claim, open_file_limit(), needed, others)
 
 
+def _needed() -> int:
+    """The descriptors open now, one per channel of each live server, and ``HEADROOM`` (a mapped
+    data segment counts twice, open and as its channel: more than needed, never less)."""
+    return len(os.listdir("/proc/self/fd")) + sum(_claims.values()) + HEADROOM
+
+
+def _lower() -> None:
+    """A server stopped: put the raise in force back down to what the live servers need, or to
+    what the process had before it if none is left (never below either); a soft limit someone
+    else set since the raise is left as it is."""
+    global _before, _raised_to
+    if _before is None:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != _raised_to:
+        _before = None
+        return
+    target = max(_before, _needed()) if _claims else _before
+    if target >= soft:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):  # refused: the raised limit stays, as it did before
+        return
+    _raised_to = target
+    if target == _before:
+        _before = None
+
+
 def _forget_claims() -> None:
     """In a forked child no server of the parent serves: their claims are not the child's (nor
-    the lock, which a thread of the parent may have held at the fork)."""
+    the lock, which a thread of the parent may have held at the fork). The raise stays recorded:
+    a server of the child's own puts it back when it stops."""
     global _lock
     _lock = threading.Lock()
     _claims.clear()

@@ -1,6 +1,7 @@
 """A server maps one data segment per connected client, and each mapping holds a descriptor: it
 raises its soft open-file limit to what its channels need, warns when the hard limit forbids, and
-a segment it cannot map for want of descriptors is named as such in its log."""
+a segment it cannot map for want of descriptors is named as such in its log; it puts the limit
+back when it stops."""
 
 from __future__ import annotations
 
@@ -27,12 +28,14 @@ logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)
 from foundation_shm import ShmTransport
 from foundation_shm._echo import EchoHandler
 server = ShmTransport().serve(sys.argv[1], EchoHandler(), channels=int(sys.argv[4]))
-server.stop()
 print("limit", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+server.stop()
+print("after", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 """
 
 
-def _serve_under(name: str, soft: int, hard: int, channels: int) -> tuple[int, str]:
+def _serve_under(name: str, soft: int, hard: int, channels: int) -> tuple[int, int, str]:
+    """The soft limit while serving and after stop(), and the log."""
     out = subprocess.run(
         [sys.executable, "-c", _SERVE_UNDER_A_LIMIT, name, str(soft), str(hard), str(channels)],
         capture_output=True,
@@ -40,21 +43,29 @@ def _serve_under(name: str, soft: int, hard: int, channels: int) -> tuple[int, s
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    *log, last = out.stdout.strip().splitlines()
-    return int(last.split()[1]), "\n".join(log)
+    *log, serving, after = out.stdout.strip().splitlines()
+    assert serving.startswith("limit ") and after.startswith("after "), out.stdout
+    return int(serving.split()[1]), int(after.split()[1]), "\n".join(log)
 
 
 def test_a_server_raises_its_soft_limit_to_what_its_channels_need(name: str) -> None:
     """With ``ulimit -n`` 64 and 500 channels, clients past about 60 found their requests
     unanswered (EMFILE mapping their segments) until their deadline."""
-    limit, log = _serve_under(name, 64, 4096, 500)
+    limit, _, log = _serve_under(name, 64, 4096, 500)
     assert 500 + HEADROOM <= limit <= 4096
     assert "open files" not in log
 
 
+def test_a_stopped_server_puts_the_soft_limit_back(name: str) -> None:
+    """It stayed raised after stop(): child processes inherited it, and a descriptor past 1024
+    is one ``select()`` cannot take."""
+    _, after, _ = _serve_under(name, 64, 4096, 500)
+    assert after == 64
+
+
 def test_a_hard_limit_too_low_for_the_channels_is_warned_about_and_served_anyway(name: str) -> None:
-    limit, log = _serve_under(name, 64, 100, 500)
-    assert limit == 100
+    limit, after, log = _serve_under(name, 64, 100, 500)
+    assert limit == 100 and after == 64
     assert f"shm {name}: 500 channels need up to" in log and "this process may open 100" in log
 
 
@@ -105,6 +116,43 @@ def test_two_servers_in_one_process_get_descriptors_for_both(name: str) -> None:
     )
     assert "this process may open 1100" in third
     assert alone == "alone" and not fourth
+
+
+_BIG_AND_SMALL = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 4096))
+from foundation_shm import ShmTransport
+from foundation_shm._echo import EchoHandler
+def serve(tail, channels):
+    return ShmTransport().serve(sys.argv[1] + tail, EchoHandler(), channels=channels)
+def soft():
+    print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+big, small = serve("a", 500), serve("b", 100)
+"""
+
+
+def _limits(name: str, then: str) -> list[int]:
+    """The soft limits ``then`` prints, with a 500-channel and a 100-channel server running."""
+    return [int(v) for v in _run(_BIG_AND_SMALL + then, name).split()]
+
+
+def test_the_limit_comes_down_to_what_the_servers_still_running_need(name: str) -> None:
+    big_stopped, none = _limits(name, "big.stop(); soft(); small.stop(); soft()")
+    assert 100 + HEADROOM <= big_stopped < 500 and none == 64
+
+
+def test_a_server_still_running_keeps_the_limit_it_needs(name: str) -> None:
+    small_stopped, none = _limits(name, "small.stop(); soft(); big.stop(); soft()")
+    assert small_stopped >= 500 + HEADROOM and none == 64
+
+
+def test_a_limit_set_by_someone_else_while_serving_is_left_as_they_set_it(name: str) -> None:
+    """Theirs is the limit from then on: a later server's raise comes back down to it."""
+    after = "resource.setrlimit(resource.RLIMIT_NOFILE, (2000, 4096)); big.stop(); small.stop(); soft()"
+    later = "serve('c', 3000).stop(); soft()"
+    assert _limits(name, f"{after}; {later}") == [2000, 2000]
+    lowered = "resource.setrlimit(resource.RLIMIT_NOFILE, (600, 4096)); small.stop(); big.stop(); soft()"
+    assert _limits(name, lowered) == [600]
 
 
 def test_a_segment_not_mapped_for_want_of_descriptors_is_named_in_the_log(
