@@ -82,9 +82,11 @@ class InferenceClient:
     ``options`` of ``connect``) and the outputs are torch tensors on the device of the first CUDA
     input (with ``copy=True``: the caller's own, the copy complete when ``infer`` returns).
 
-    Close it (or use ``with``). One dropped unclosed holds nothing of its own to release: its
-    transport client goes with it (the shm client then gives its channels back, with a
-    ``ResourceWarning``), and so do ``ainfer``'s threads, which end when their pool is collected.
+    Close it (or use ``with``; from a coroutine ``await client.aclose()`` or ``async with``,
+    which keep the event loop free while the transport closes). One dropped unclosed holds
+    nothing of its own to release: its transport client goes with it (the shm client then gives
+    its channels back, with a ``ResourceWarning``), and so do ``ainfer``'s threads, which end
+    when their pool is collected.
 
     One made before ``os.fork()`` works in the child (a preforking server's workers): ``ainfer``
     there runs in threads of the child's own, and the shm client claims channels of its own.
@@ -261,6 +263,23 @@ class InferenceClient:
         return ServerUnavailable("the client is closed", model=model if type(model) is str else "")
 
     def close(self) -> None:
+        """Close the client: every call from now on, and every ``ainfer`` still waiting for a
+        thread, raises ``ServerUnavailable``; so does a call in flight where the transport fails
+        those (shm). Returns without waiting for ``ainfer``'s threads to end (``aclose`` waits)."""
+        self._finish_close(self._start_close(), join=False)
+
+    async def aclose(self) -> None:
+        """``close()`` for a coroutine, without blocking its event loop: the client is closed at
+        once (as ``close()`` closes it), then the transport's close (shm: it may wait up to its
+        ``connect_timeout`` for the server's region mutex) and the wait for ``ainfer``'s threads
+        to end run in a thread. Returns once they have: over shm at once (calls in flight fail
+        ``ServerUnavailable``), over inproc once each call already with the model is answered or
+        passes its deadline. Cancelled while it waits, the close still completes."""
+        threads = self._start_close()
+        await asyncio.to_thread(self._finish_close, threads, join=True)
+
+    def _start_close(self) -> ThreadPoolExecutor | None:
+        """Mark the client closed and stop ``ainfer``'s thread pool (never blocks); returns it."""
         with _pool_lock:
             self._closed = True
             pool, self._pool = self._pool, None
@@ -268,7 +287,14 @@ class InferenceClient:
             # not cancel_futures: a cancelled future would raise CancelledError in a task nobody
             # cancelled; the calls still queued run at once and raise ServerUnavailable instead
             pool.shutdown(wait=False)
+        return pool
+
+    def _finish_close(self, threads: ThreadPoolExecutor | None, *, join: bool) -> None:
+        """Close the transport client (failing its calls in flight first), then, if ``join``,
+        wait for ``threads`` to end."""
         self._client.close()
+        if threads is not None and join:
+            threads.shutdown(wait=True)
 
     def __enter__(self) -> InferenceClient:
         return self
@@ -277,6 +303,14 @@ class InferenceClient:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    async def __aenter__(self) -> InferenceClient:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
 
 
 MAX_TIMEOUT_S = 1e9  # ~31 years: a deadline in monotonic ns must still fit 64 bits

@@ -119,6 +119,11 @@ class TransportClient(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    async def aclose(self) -> None:
+        """The async form: ``close`` in a thread (shm's may wait for the server's region mutex),
+        so that the event loop goes on meanwhile."""
+        await asyncio.to_thread(self.close)
+
     def __enter__(self) -> TransportClient:
         return self
 
@@ -126,6 +131,14 @@ class TransportClient(abc.ABC):
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    async def __aenter__(self) -> TransportClient:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
 
 
 class Transport(abc.ABC):

@@ -204,3 +204,81 @@ def test_ainfer_racing_a_close_in_another_thread_raises_server_unavailable(
     monkeypatch.setattr(served, "_threads", then_closed)
     with pytest.raises(ServerUnavailable, match=r"^model 'affine': the client is closed$"):
         asyncio.run(served.ainfer("affine", {"x": X}))
+
+
+def _ainfer_threads(client: InferenceClient) -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith(f"foundation-ainfer-{client.name}_")]
+
+
+def test_async_with_closes_the_client_once_ainfers_threads_have_ended(
+    served: InferenceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """There was no ``async with`` nor ``aclose()``: a coroutine could only call ``close()``,
+    which returns with ``ainfer``'s threads still running their calls. Leaving ``async with``
+    closes the client and returns once they have ended: here a call is still in the transport
+    when the close begins (and fails ``ServerUnavailable``, the client closed under it)."""
+    import asyncio
+    import threading
+    import time
+
+    from foundation_ml.errors import ServerUnavailable
+
+    in_call = threading.Event()
+    send = served._client.infer
+
+    def held(request: Any, *, timeout: float | None = None) -> Any:
+        if request.inputs["x"][0, 0] == 7:  # the call left in flight
+            in_call.set()
+            while not served._closed:
+                time.sleep(0.001)
+            time.sleep(0.2)  # still in flight a while after the close began
+        return send(request, timeout=timeout)
+
+    monkeypatch.setattr(served._client, "infer", held)
+
+    async def main() -> BaseException | None:
+        async with served as client:
+            assert client is served
+            np.testing.assert_array_equal((await client.ainfer("affine", {"x": X}))["y"], X * 2 + 1)
+            in_flight = asyncio.ensure_future(client.ainfer("affine", {"x": X * 7}))
+            assert await asyncio.to_thread(in_call.wait, 10)
+        assert _ainfer_threads(served) == []  # ended before the block was left
+        with pytest.raises(ServerUnavailable, match=r"^model 'affine': the client is closed$"):
+            await served.ainfer("affine", {"x": X})
+        await served.aclose()  # again: nothing more to do
+        (error,) = await asyncio.gather(in_flight, return_exceptions=True)
+        return error
+
+    in_flight_error = asyncio.run(main())
+    assert isinstance(in_flight_error, ServerUnavailable), repr(in_flight_error)
+    with pytest.raises(ServerUnavailable, match="closed"):
+        served.infer("affine", {"x": X})
+
+
+def test_aclose_keeps_the_event_loop_running_while_the_transport_closes(
+    served: InferenceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transport's ``close()`` may block (shm waits up to ``connect_timeout`` for the server's
+    region mutex): ``aclose`` runs it in a thread, and the loop goes on meanwhile. Here the
+    transport's close waits for a callback of the loop."""
+    import asyncio
+    import threading
+
+    loop_ran = threading.Event()
+    close = served._client.close
+
+    def waits_for_the_loop() -> None:
+        assert loop_ran.wait(10), "the event loop stood still while the transport closed"
+        close()
+
+    monkeypatch.setattr(served._client, "close", waits_for_the_loop)
+
+    async def main() -> None:
+        await served.ainfer("affine", {"x": X})  # ainfer's threads exist
+        asyncio.get_running_loop().call_soon(loop_ran.set)
+        await served.aclose()
+
+    asyncio.run(main())
+    assert loop_ran.is_set() and served._pool is None and _ainfer_threads(served) == []

@@ -372,3 +372,41 @@ def test_an_ainfer_cancelled_while_its_request_is_with_the_server_leaves_the_cli
         assert server.stop() == 0, server.output
     assert stats["requests"] == 12 and stats["errors"] == 0
     assert shm_entries(name) == []
+
+
+@pytest.mark.slow
+def test_leaving_async_with_fails_the_ainfer_calls_in_flight_and_gives_every_channel_back(
+    shm_hub: Hub, name: str
+) -> None:
+    """``async with InferenceClient(...)`` (there was none, nor ``aclose()``): leaving it while
+    requests wait in the server's batch fails their calls ``ServerUnavailable`` at once (not at
+    the batch's 10 s), ends ``ainfer``'s threads and gives the client's channels back (its data
+    segments are gone from /dev/shm); the server goes on serving other clients."""
+    import asyncio
+    import threading
+
+    from foundation_ml.errors import ServerUnavailable
+
+    args = ["--transport", "shm", "--name", name, "--max-batch-size", "4", "--max-wait-us", "10000000"]
+    with ServerProcess(args) as server:
+        servers_own = shm_entries(name)
+
+        async def main() -> tuple[list[object], list[str]]:
+            async with InferenceClient(name, transport="shm", hub=shm_hub, timeout=60) as client:
+                calls = [asyncio.ensure_future(client.ainfer("demo", {"x": x_rows(1, k)})) for k in range(3)]
+                while client.stats()["models"]["demo"]["queue_depth"] != 3:  # all with the server
+                    await asyncio.sleep(0.001)
+                assert shm_entries(name) != servers_own  # the client's data segments
+            # left: the block is over, and so are the calls
+            assert [t for t in threading.enumerate() if t.name.startswith(f"foundation-ainfer-{name}")] == []
+            return await asyncio.gather(*calls, return_exceptions=True), shm_entries(name)
+
+        results, entries = asyncio.run(main())
+        assert all(isinstance(r, ServerUnavailable) for r in results), results
+        assert entries == servers_own
+        with InferenceClient(name, transport="shm", hub=shm_hub, timeout=60) as other:
+            np.testing.assert_allclose(  # the fourth of the batch: it runs the abandoned three
+                other.infer("demo", {"x": x_rows(1, 5)})["y"], direct(x_rows(1, 5)), rtol=1e-5, atol=1e-6
+            )
+        assert server.stop() == 0, server.output
+    assert shm_entries(name) == []

@@ -115,6 +115,38 @@ def test_ainfer_with_a_timeout_of_zero_answers_as_infer_does() -> None:
     assert errors == [" no response within 0s"] * 2
 
 
+def test_async_with_closes_a_transport_client_off_the_event_loop() -> None:
+    """A transport client had ``with`` but no ``async with`` nor ``aclose()``: a coroutine called
+    the blocking ``close()`` (shm's may wait for the server's region mutex). The derived
+    ``aclose`` runs ``close`` in a thread; the loop goes on meanwhile."""
+    from foundation_ml.errors import ServerUnavailable
+
+    transport = InprocTransport()
+    server = transport.serve(unique_name(), Echo())
+    client = transport.connect(server.address)
+    close, loop_ran = client.close, threading.Event()
+
+    def waits_for_the_loop() -> None:
+        assert loop_ran.wait(10), "the event loop stood still while the client closed"
+        close()
+
+    client.close = waits_for_the_loop  # type: ignore[method-assign]
+
+    async def main() -> InferenceResponse:
+        async with client as entered:
+            assert entered is client
+            answer = await client.ainfer(InferenceRequest("m", {"x": X}))
+            asyncio.get_running_loop().call_soon(loop_ran.set)
+        return answer
+
+    try:
+        np.testing.assert_array_equal(asyncio.run(main()).outputs["x"], X)
+        with pytest.raises(ServerUnavailable, match="is closed"):
+            client.infer(InferenceRequest("m", {"x": X}))
+    finally:
+        server.stop()
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     request_deadline=st.integers(0, 2**63),
