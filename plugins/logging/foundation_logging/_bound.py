@@ -1,5 +1,10 @@
 """The bound logger: structlog's filtering logger, with ``%``-interpolation that never raises.
 
+There is one bound-logger class, ``FoundationBoundLogger``, for every configuration:
+``set_level`` puts the methods of a level in place on it. A logger that structlog cached on first
+use (``cache_logger_on_first_use``) is an instance of it, so it follows the level configured
+now, not the one of its first line.
+
 structlog interpolates ``log.info("took %s s to %s", 3)`` in the log method itself, before any
 processor runs, so a format that does not match its arguments raised into the caller. Here such
 a line is still written: its event unformatted, with ``format_error`` and ``format_args`` saying
@@ -16,7 +21,7 @@ import structlog
 
 from ._render import safe_repr
 
-__all__ = ["interpolated", "make_bound_logger"]
+__all__ = ["FoundationBoundLogger", "interpolated", "set_level"]
 
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 _ALIASES = {"warn": "warning", "fatal": "critical", "msg": "info"}
@@ -64,18 +69,28 @@ def _async_method(name: str, base: Any) -> Any:
     return ameth
 
 
-def make_bound_logger(level: str) -> type[Any]:
-    """``structlog.make_filtering_bound_logger(level)`` whose enabled methods (and ``log``,
-    ``alog``) never raise for ``%``-arguments that do not fit the event."""
+class FoundationBoundLogger(structlog.BoundLoggerBase):
+    """structlog's filtering bound logger at the level ``set_level`` installed last (until then,
+    at ``info``); its enabled methods (and ``log``, ``alog``) never raise for ``%``-arguments
+    that do not fit the event."""
+
+
+def set_level(level: str) -> None:
+    """Give ``FoundationBoundLogger`` the methods of ``structlog.make_filtering_bound_logger(level)``
+    (below the level: structlog's no-op), the enabled ones interpolating safely.
+
+    Each attribute is replaced in one assignment, so a thread logging meanwhile calls either the
+    old method or the new one; every level's class has the same attribute names, so none is left
+    over from an earlier level."""
     base: Any = structlog.make_filtering_bound_logger(level)
+    methods: dict[str, Any] = {k: v for k, v in vars(base).items() if not k.startswith("__")}
     threshold = logging.getLevelName(level.upper())
-    methods: dict[str, Any] = {}
     for name in _LEVELS:
         if logging.getLevelName(name.upper()) >= threshold:  # below: keep structlog's no-op
             methods[name] = _method(name)
             methods[f"a{name}"] = _async_method(name, getattr(base, f"a{name}"))
     for alias, name in _ALIASES.items():
-        if name in methods:
+        if logging.getLevelName(name.upper()) >= threshold:
             methods[alias], methods[f"a{alias}"] = methods[name], methods[f"a{name}"]
     base_log, base_alog = base.log, base.alog
 
@@ -90,4 +105,8 @@ def make_bound_logger(level: str) -> type[Any]:
         return await base_alog(self, level, event, **kw)
 
     methods["log"], methods["alog"] = log, alog
-    return type(base.__name__, (base,), methods)
+    for name, method in methods.items():
+        setattr(FoundationBoundLogger, name, method)
+
+
+set_level("info")

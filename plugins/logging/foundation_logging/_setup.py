@@ -15,7 +15,8 @@ from typing import Any
 import structlog
 from structlog.stdlib import ExtraAdder, ProcessorFormatter, add_logger_name
 
-from ._bound import error_text, make_bound_logger
+from ._bound import FoundationBoundLogger, error_text
+from ._live import PROCESSORS, ROUTE, install
 from ._processors import Redactor, Stamp
 from ._render import JsonBytes, JsonText, SafeConsole, plain_traceback, safe_repr
 from ._settings import LoggingSettings
@@ -114,6 +115,8 @@ class LoggingRuntime:
                 root.setLevel(level)
             structlog.configure(**self._saved_structlog)
             self.sink.close()
+            if ROUTE.sink is self.sink:  # cached loggers: late lines to stderr, as the sink's are
+                ROUTE.point(self.sink)
             if _current is self:
                 _current = None
 
@@ -161,7 +164,8 @@ def configure_logging(settings: LoggingSettings | None = None) -> LoggingRuntime
     Safe while other threads log: the new pipeline is built first, then put in place, and only
     then is the old one's sink closed; a line that reaches the old sink afterwards is written to
     the new one. No line is ever written by structlog's defaults in between. If the output cannot
-    be opened (``OSError``), nothing changes.
+    be opened (``OSError``), nothing changes. Loggers cached under an earlier configuration, also
+    one closed since, follow this one (see ``_live``).
     """
     global _current
     settings = settings or LoggingSettings()
@@ -176,10 +180,12 @@ def configure_logging(settings: LoggingSettings | None = None) -> LoggingRuntime
         runtime = LoggingRuntime(settings, sink, saved_structlog, saved_root)
         shared, final, stdlib_renderer = _chains(settings, sink)
         level = settings.level.lower()
+        stale = ROUTE.sink  # the sink of a runtime closed since (None: the first configuration)
+        install([*shared, *final], sink, level)  # loggers cached under an earlier one follow too
         structlog.configure(
-            processors=[*shared, *final],
-            wrapper_class=make_bound_logger(level),
-            logger_factory=SinkFactory(sink),
+            processors=PROCESSORS,
+            wrapper_class=FoundationBoundLogger,
+            logger_factory=SinkFactory(ROUTE),
             context_class=dict,
             cache_logger_on_first_use=True,
         )
@@ -202,4 +208,6 @@ def configure_logging(settings: LoggingSettings | None = None) -> LoggingRuntime
         _current = runtime
         if previous is not None:
             previous._replaced_by(runtime)
+        elif stale is not None:  # a line that picked up the closed sink's method: to the new one
+            stale.close(sink)
     return runtime

@@ -4,14 +4,15 @@ A file sink made with ``reopen=True`` checks before each line that its path stil
 it has open, and opens the path again when not (log rotation renamed or deleted it), as the
 standard library's ``WatchedFileHandler`` does.
 
-A sink is structlog's "logger": the bound logger calls ``sink.info(line)`` and so on. The stdlib
-handler writes through the same sink, so both kinds of record land in one place, in order.
+The bound logger calls ``route.info(line)`` and so on: structlog's "logger" is one ``Route``,
+whose methods are those of the current sink. The stdlib handler writes through the same sink, so
+both kinds of record land in one place, in order.
 
 A sink never raises into the code that logs. Like the standard library's handlers, it drops a
 line it cannot write (a full disk, a closed pipe) and says so once on stderr. A sink that was
 replaced (``close(successor)``) hands its late lines to the newest of its successors: a logger
-that picked the old sink up just before ``configure_logging`` swapped pipelines (or cached it on
-first use) still gets its line written. Sinks that replaced one another share a ``_Lineage``,
+that picked the old sink's method up just before ``configure_logging`` swapped pipelines still
+gets its line written. Sinks that replaced one another share a ``_Lineage``,
 which names the newest weakly: a replaced sink holds none of the sinks made after it.
 Every sink takes a line as bytes (newline-terminated) or as text (without the newline).
 """
@@ -25,7 +26,7 @@ import threading
 import weakref
 from typing import Any, BinaryIO, TextIO
 
-__all__ = ["FileSink", "SinkFactory", "StreamSink", "open_sink"]
+__all__ = ["FileSink", "Route", "SinkFactory", "StreamSink", "open_sink"]
 
 _METHODS = ("debug", "info", "warning", "warn", "error", "critical", "fatal", "exception", "log")
 _STREAMS = ("stderr", "stdout")
@@ -269,9 +270,9 @@ class StreamSink:
 
 class _Lineage:
     """What sinks that replaced one another share: the newest of them, weakly (None: closed for
-    good, or gone). Each replaced sink held its successor before, so a logger that cached the
-    first sink on first use (structlog's ``cache_logger_on_first_use``) held every sink made
-    since: about 0.8 KB more for each reconfiguration, for ever."""
+    good, or gone). Each replaced sink held its successor before, so whatever still held the
+    first sink (a stdlib handler kept somewhere, a writer in flight) held every sink made since:
+    about 0.8 KB more for each reconfiguration, for ever."""
 
     __slots__ = ("newest",)
 
@@ -302,16 +303,39 @@ def _forward(sink: FileSink | StreamSink, line: bytes | str) -> None:
         target.write_line(line)
 
 
-class SinkFactory:
-    """structlog ``logger_factory``: every logger shares the one sink (names are ignored)."""
+class Route:
+    """The wrapped logger structlog is given by every configuration: its methods are those of
+    the sink it was last pointed at, so a bound logger cached on first use (it holds its wrapped
+    logger for good) writes to the current sink. Repointing rebinds attributes: a line costs no
+    more than if the sink were wrapped itself. Before it is first pointed anywhere, to stderr."""
 
-    __slots__ = ("sink",)
+    __slots__ = ("msg", "sink", *_METHODS)
 
-    def __init__(self, sink: FileSink | StreamSink) -> None:
+    def __init__(self) -> None:
+        self.sink: FileSink | StreamSink | None = None
+        self.msg: Any = _stderr_late
+        for name in _METHODS:
+            setattr(self, name, _stderr_late)
+
+    def point(self, sink: FileSink | StreamSink) -> None:
+        """Write to ``sink`` from now on (called again after the sink was closed or replaced,
+        it takes up the sink's late-line methods)."""
         self.sink = sink
+        self.msg = sink.msg
+        for name in _METHODS:
+            setattr(self, name, getattr(sink, name))
 
-    def __call__(self, *args: Any) -> FileSink | StreamSink:
-        return self.sink
+
+class SinkFactory:
+    """structlog ``logger_factory``: every logger wraps the one ``Route`` (names are ignored)."""
+
+    __slots__ = ("route",)
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+
+    def __call__(self, *args: Any) -> Route:
+        return self.route
 
 
 def open_sink(output: str, *, reopen: bool = False) -> FileSink | StreamSink:

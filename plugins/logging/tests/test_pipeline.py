@@ -68,8 +68,45 @@ def test_the_bound_logger_is_a_filtering_logger_cached_on_first_use(tmp_path):
     config = structlog.get_config()
     assert config["cache_logger_on_first_use"] is True
     filtering = structlog.make_filtering_bound_logger("info")
-    assert issubclass(config["wrapper_class"], filtering)
-    assert config["wrapper_class"].debug is filtering.debug  # below the level: structlog's no-op
+    cls = config["wrapper_class"]
+    assert cls.debug is filtering.debug  # below the level: structlog's no-op
+    assert (cls.is_enabled_for, cls.get_effective_level) == (
+        filtering.is_enabled_for,
+        filtering.get_effective_level,
+    )
+
+
+def test_a_cached_logger_follows_every_reconfiguration(tmp_path, read_lines):
+    """A logger cached on first use kept the level, format and output of its first line's
+    configuration: configuring again (debug, another file) did not reach it."""
+    log = get_logger()
+    configure_logging(LoggingSettings(format="console", output=str(tmp_path / "a.log"), level="error"))
+    log.error("first")  # cached on first use
+    path = tmp_path / "b.log"
+    configure_logging(LoggingSettings(format="json", output=str(path), level="debug"))
+    log.debug("second")
+    assert [(x["event"], x["level"]) for x in read_lines(path)] == [("second", "debug")]
+    configure_logging(LoggingSettings(format="json", output=str(path), level="warning"))
+    log.info("below the new level")
+    assert len(read_lines(path)) == 1
+
+
+def test_structlog_capture_logs_sees_the_lines_of_a_cached_logger(tmp_path):
+    """``structlog.testing.capture_logs`` changes the configured processor list in place; a
+    logger cached before it is captured too, and logs to the file again afterwards."""
+    from structlog.testing import capture_logs
+
+    path = json_file(tmp_path)
+    log = get_logger()
+    log.info("before")
+    with capture_logs() as captured:
+        log.info("captured", k=1)
+    log.info("after")
+    assert captured == [{"event": "captured", "k": 1, "log_level": "info"}]
+    assert [line.split('"event":"')[1].split('"')[0] for line in path.read_text().splitlines()] == [
+        "before",
+        "after",
+    ]
 
 
 def test_bound_context_applies_inside_the_block_only(tmp_path, read_lines):

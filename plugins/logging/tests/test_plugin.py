@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from foundation_logging import LoggingSettings, plugin
 
 import foundation_core
@@ -14,14 +16,15 @@ from foundation_core import Config, hookimpl
 
 
 class _FixedConfig:
-    """An application plugin standing in for the config plugin: logging goes to a file as JSON."""
+    """An application plugin standing in for the config plugin: logging goes to a file as JSON
+    (or as ``settings`` say)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, settings: LoggingSettings | None = None) -> None:
+        self.settings = settings or LoggingSettings(format="json", output=str(path), level="debug")
 
     @hookimpl
     def foundation_load_config(self, sections: Any, files: Any, overrides: Any, strict: bool) -> Config:
-        return Config({"logging": LoggingSettings(format="json", output=str(self.path), level="debug")})
+        return Config({"logging": self.settings})
 
 
 def _start(tmp_path: Path) -> tuple[foundation_core.Hub, Path]:
@@ -88,6 +91,34 @@ def test_shutdown_restores_logging(tmp_path):
     assert structlog.get_config() != before
     hub.shutdown()
     assert structlog.get_config() == before
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["proxy", "bound"])
+@pytest.mark.parametrize("getter", ["structlog", "foundation_logging"])
+def test_a_logger_cached_under_one_hub_writes_where_the_next_hub_logs(tmp_path, capsys, getter, bound):
+    """structlog caches a logger on first use: a module's ``log = structlog.get_logger()`` first
+    used under hub A kept A's level, format and output, so once A was shut down its lines went
+    to stderr (in A's format, A's level), also while hub B logged to a file. It now follows the
+    hub that logs now, and a logger bound under A (``log.bind(...)``) too."""
+    import structlog
+    from foundation_logging import get_logger
+
+    module_level = structlog.get_logger() if getter == "structlog" else get_logger()
+    first = LoggingSettings(format="console", output="stderr", level="warning")
+    with foundation_core.start(plugins=[plugin, _FixedConfig(tmp_path, first)], entry_points=False):
+        log = module_level.bind(k=1) if bound else module_level
+        log.warning("under A")  # the proxy is cached on first use
+    assert "under A" in capsys.readouterr().err
+    path = tmp_path / "b.log"
+    second = LoggingSettings(format="json", output=str(path), level="debug", redact=("pin",))
+    with foundation_core.start(plugins=[plugin, _FixedConfig(tmp_path, second)], entry_points=False):
+        log.info("under B", pin="1234")
+        log.debug("below A's level")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(x["event"], x["level"]) for x in lines] == [("under B", "info"), ("below A's level", "debug")]
+    assert lines[0]["pin"] == "[REDACTED]"  # B's redaction, not A's
+    assert all(x.get("k") == (1 if bound else None) for x in lines)
+    assert capsys.readouterr().err == ""
 
 
 def test_importing_the_plugin_does_not_import_structlog_or_orjson():

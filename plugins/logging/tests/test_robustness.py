@@ -98,11 +98,14 @@ def test_reconfiguring_while_threads_log_never_leaks_a_secret_nor_raises(tmp_pat
     configure_logging(LoggingSettings(format="json", output=str(first)))
     errors: list[str] = []
     stop = threading.Event()
+    cached = structlog.get_logger()
+    cached.info("first")  # cached on first use: it follows each new pipeline in place
 
     def worker() -> None:
         while not stop.is_set():
             try:
                 structlog.get_logger().info("login", password="hunter2")
+                cached.info("login", password="hunter2")
             except BaseException as exc:
                 errors.append(repr(exc))
 
