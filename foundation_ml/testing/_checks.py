@@ -1,12 +1,13 @@
 """The transport kit's checks, one function each, run in order by ``check_transport``
-(``CHECKS``): each serves, connects, calls and compares, raising ``_Fail`` with what was wrong."""
+(``CHECKS``): each serves, connects, calls and compares, raising ``_Fail`` with what was wrong.
+Each starts what it needs through the kit (``kit.serve``, ``kit.connect``, ``kit.thread``...),
+which ends whatever a check that fails leaves running."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import math
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,13 +31,11 @@ from ..errors import (
 from ._kit import (
     _TYPES,
     _direct,
-    _expect,
-    _Fail,
     _Kit,
-    _Recorder,
     _same_arrays,
     _typed_inputs,
 )
+from ._owned import _expect
 
 __all__ = ["CHECKS"]
 
@@ -202,9 +201,7 @@ def check_concurrency(kit: _Kit) -> None:
                 except BaseException as exc:
                     errors.append(exc)
 
-            threads = [threading.Thread(target=one, args=(j,), daemon=True) for j in jobs]
-            for t in threads:
-                t.start()
+            threads = [kit.thread(one, j) for j in jobs]
             for t in threads:
                 t.join(kit.patience + 5)
             _expect(not any(t.is_alive() for t in threads), "a concurrent call hung")
@@ -218,17 +215,15 @@ def check_concurrency(kit: _Kit) -> None:
         run([functools.partial(call, client, "kit-late", k) for k in range(20, 36)])
         handler.delay = 0.0
         clients = [kit.connect(address) for _ in range(4)]
-        try:
-            run(
-                [
-                    functools.partial(call, c, "kit-x", 100 * (i + 1) + k)
-                    for i, c in enumerate(clients)
-                    for k in range(5)
-                ]
-            )
-        finally:
-            for c in clients:
-                c.close()
+        run(
+            [
+                functools.partial(call, c, "kit-x", 100 * (i + 1) + k)
+                for i, c in enumerate(clients)
+                for k in range(5)
+            ]
+        )
+        for c in clients:
+            kit.close(c)
 
 
 def check_deadlines(kit: _Kit) -> None:
@@ -339,64 +334,54 @@ def check_close_and_stop(kit: _Kit) -> None:
     called is answered; after ``stop()`` nothing serves the address, calls fail
     ``ServerUnavailable`` (or ``ShuttingDown``), and it can be served again."""
     before = kit.leftovers() if kit.leftovers else []
-    handler = _Recorder()
+    handler = kit.recorder()
     address = kit.address()
-    server = kit.transport.serve(address, handler, **kit.serve_options)
+    server = kit.serve(address, handler)
     client = kit.connect(address)
     x = np.ones((1, 1))
-    try:
-        closed = kit.connect(address)
-        kit.call(closed.close, "close()")
-        for call, what in (
-            (
-                functools.partial(closed.infer, InferenceRequest("kit-x", {"x": x}), timeout=kit.patience),
-                "infer",
-            ),
-            (functools.partial(closed.metadata, "kit-meta", timeout=kit.patience), "metadata"),
-            (functools.partial(closed.stats, timeout=kit.patience), "stats"),
-        ):
-            kit.raises(ServerUnavailable, call, f"{what} after close() (the server still serving)")
-        kit.call(closed.close, "a second close()")
-        sent = InferenceRequest("kit-x", {"x": x}, id=6)
-        r = kit.call(functools.partial(client.infer, sent, timeout=kit.patience), "another client's infer")
-        _expect(r.id == 6, "another client's call failed after one client closed")
+    closed = kit.connect(address)
+    kit.call(functools.partial(kit.close, closed), "close()")
+    for call, what in (
+        (
+            functools.partial(closed.infer, InferenceRequest("kit-x", {"x": x}), timeout=kit.patience),
+            "infer",
+        ),
+        (functools.partial(closed.metadata, "kit-meta", timeout=kit.patience), "metadata"),
+        (functools.partial(closed.stats, timeout=kit.patience), "stats"),
+    ):
+        kit.raises(ServerUnavailable, call, f"{what} after close() (the server still serving)")
+    kit.call(closed.close, "a second close()")
+    sent = InferenceRequest("kit-x", {"x": x}, id=6)
+    r = kit.call(functools.partial(client.infer, sent, timeout=kit.patience), "another client's infer")
+    _expect(r.id == 6, "another client's call failed after one client closed")
 
-        handler.delay = 0.3
-        box: list[Any] = []
-        request = InferenceRequest("kit-x", {"x": x}, id=8)
-        t = threading.Thread(
-            target=lambda: box.append(_catch(functools.partial(client.infer, request, timeout=kit.patience))),
-            daemon=True,
+    handler.delay = 0.3
+    box: list[Any] = []
+    request = InferenceRequest("kit-x", {"x": x}, id=8)
+    t = kit.thread(lambda: box.append(_catch(functools.partial(client.infer, request, timeout=kit.patience))))
+    deadline = time.monotonic() + kit.patience
+    while len(handler.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    kit.call(lambda: kit.stop(server, 5.0), "stop(5.0) with a request in flight")
+    t.join(kit.patience)
+    _expect(bool(box), "the call in flight at stop() had not returned")
+    _expect(
+        isinstance(box[0], InferenceResponse),
+        f"the call in flight at stop() got {box[0]!r} instead of its answer",
+    )
+    kit.raises(ServerUnavailable, lambda: kit.connect(address), "connect after stop()")
+    late = _catch(
+        lambda: kit.call(
+            lambda: client.infer(InferenceRequest("kit-x", {"x": x}), timeout=kit.patience),
+            "infer after stop()",
         )
-        t.start()
-        deadline = time.monotonic() + kit.patience
-        while len(handler.requests) < 2 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        kit.call(lambda: server.stop(5.0), "stop(5.0) with a request in flight")
-        t.join(kit.patience)
-        _expect(bool(box), "the call in flight at stop() had not returned")
-        _expect(
-            isinstance(box[0], InferenceResponse),
-            f"the call in flight at stop() got {box[0]!r} instead of its answer",
-        )
-        kit.raises(ServerUnavailable, lambda: kit.connect(address), "connect after stop()")
-        late = _catch(
-            lambda: kit.call(
-                lambda: client.infer(InferenceRequest("kit-x", {"x": x}), timeout=kit.patience),
-                "infer after stop()",
-            )
-        )
-        _expect(
-            type(late) in (ServerUnavailable, ShuttingDown),
-            f"infer after stop() gave {late!r:.200}, expected ServerUnavailable or ShuttingDown",
-        )
-    except _Fail:
-        server.stop(0.0)
-        raise
-    finally:
-        client.close()
-    again = kit.transport.serve(address, _Recorder(), **kit.serve_options)
-    again.stop(1.0)
+    )
+    _expect(
+        type(late) in (ServerUnavailable, ShuttingDown),
+        f"infer after stop() gave {late!r:.200}, expected ServerUnavailable or ShuttingDown",
+    )
+    kit.close(client)
+    kit.stop(kit.serve(address, kit.recorder()), 1.0)
     after = kit.leftovers() if kit.leftovers else []
     _expect(sorted(after) == sorted(before), f"left behind after stop(): {sorted(set(after) - set(before))}")
 
@@ -416,18 +401,12 @@ def check_refusals(kit: _Kit) -> None:
     kit.raises(ServerUnavailable, lambda: kit.connect(address), "connect to an address nothing serves")
     kit.raises(
         TypeError,
-        lambda: kit.transport.serve(address, _Recorder(), **kit.serve_options, kit_no_such_option=1),
+        lambda: kit.serve(address, kit.recorder(), kit_no_such_option=1),
         "serve(kit_no_such_option=1)",
     )
-    server = kit.transport.serve(address, _Recorder(), **kit.serve_options)
-    try:
-        kit.raises(
-            TypeError,
-            lambda: kit.transport.connect(address, **kit.connect_options, kit_no_such_option=1),
-            "connect(kit_no_such_option=1)",
-        )
-    finally:
-        server.stop(1.0)
+    server = kit.serve(address, kit.recorder())
+    kit.raises(TypeError, lambda: kit.connect(address, kit_no_such_option=1), "connect(kit_no_such_option=1)")
+    kit.stop(server, 1.0)
     kit.raises(ValueError, lambda: kit.transport.check_address(""), "check_address('')")
 
 

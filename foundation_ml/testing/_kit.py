@@ -1,5 +1,6 @@
 """The transport kit's machinery: the inputs and models it serves, the recording handler, the
-kit (a transport, its hub and options, fresh addresses) and the expectations checks make."""
+kit (a transport, its hub and options, fresh addresses, what a check started: ``_owned``) and
+the expectations checks make."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from foundation_core import Hub
 from .._backend import FunctionModel
 from .._datatypes import DataType
 from .._runtime import MLRuntime
-from .._transport import Respond, Transport, TransportClient
+from .._transport import RequestHandler, Respond, Transport, TransportClient, TransportServer
 from .._types import InferenceRequest, InferenceResponse
 from ..errors import (
     InferenceError,
     ModelNotFound,
     error_for_code,
 )
+from ._owned import Phase, _expect, _Fail, _Owned
 
 __all__ = ["TransportCheckFailed"]
 
@@ -35,15 +37,6 @@ class TransportCheckFailed(AssertionError):
         self.failures = failures
         lines = "\n".join(f"- {name}: {what}" for name, what in failures.items())
         super().__init__(f"transport {transport!r} failed {len(failures)} check(s):\n{lines}")
-
-
-class _Fail(Exception):
-    pass
-
-
-def _expect(condition: bool, what: str) -> None:
-    if not condition:
-        raise _Fail(what)
 
 
 # --- what the kit serves --------------------------------------------------------------------
@@ -104,9 +97,11 @@ class _Recorder:
     """A handler of the kit's own: records each request; answers ``x * 2`` as ``y`` (with the
     request's id and the parameters ``{"kit": "answer"}``), an error for model ``kit-error-N``
     (code N), never for model ``kit-hang`` (until ``release()``), and pairs its requests for
-    model ``kit-pair``: the first waits for a second (up to 2 s) and is answered after it."""
+    model ``kit-pair``: the first waits for a second (up to 2 s) and is answered after it.
+    ``spawn(target, *args)`` starts the threads it answers from."""
 
-    def __init__(self) -> None:
+    def __init__(self, spawn: Callable[..., Any]) -> None:
+        self.spawn = spawn
         self.requests: list[InferenceRequest] = []
         self.lock = threading.Lock()
         self.hung: list[tuple[InferenceRequest, Respond]] = []
@@ -133,7 +128,7 @@ class _Recorder:
             self._pair(request, respond)
             return
         if self.delay:
-            threading.Thread(target=self._later, args=(request, respond, self.delay), daemon=True).start()
+            self.spawn(self._later, request, respond, self.delay)
             return
         respond(self.answer(request))
 
@@ -145,7 +140,7 @@ class _Recorder:
         with self.lock:
             if self.waiting is None:  # first of a pair: answered by the second, or after 2 s
                 me = self.waiting = (request, respond)
-                threading.Thread(target=self._unpaired, args=(me,), daemon=True).start()
+                self.spawn(self._unpaired, me)
                 return
             first, self.waiting = self.waiting, None
             self.paired.notify_all()  # the first's waiting thread ends now, not 2 s later
@@ -170,8 +165,14 @@ class _Recorder:
         return InferenceResponse(request.id, request.model, {"y": x * 2}, "1", {"kit": "answer"})
 
     def release(self) -> None:
+        """Answer every request held: those of ``kit-hang``, and the first of a pair still
+        waiting for its second (its thread ends now)."""
         with self.lock:
             hung, self.hung = self.hung, []
+            if self.waiting is not None:
+                hung.append(self.waiting)
+                self.waiting = None
+                self.paired.notify_all()
         for request, respond in hung:
             respond(self.answer(request))
 
@@ -202,69 +203,84 @@ class _Kit:
         self.transport: Transport = hub.transports.get(name)()
         self.serve_options, self.connect_options = dict(serve_options), dict(connect_options)
         self.address, self.leftovers = address, leftovers
+        self.owned = _Owned(patience)
+
+    # everything a check starts goes through these, so that ``clean_up`` ends what the check
+    # did not, however it ended (a failure, an unexpected exception, a connect that should
+    # have failed and returned a client)
 
     def call(self, fn: Callable[[], Any], what: str) -> Any:
-        return _call(fn, what, self.patience)
+        return self.owned.call(fn, what, self.patience)
 
     def raises(self, kind: type[BaseException], fn: Callable[[], Any], what: str) -> BaseException:
-        return _expect_raises(kind, fn, what, self.patience)
+        return _expect_raises(self, kind, fn, what)
 
-    def connect(self, address: str) -> TransportClient:
-        return self.transport.connect(address, **self.connect_options)
+    def thread(self, target: Callable[..., Any], *args: Any) -> threading.Thread:
+        return self.owned.thread(target, *args)
+
+    def recorder(self) -> _Recorder:
+        handler = _Recorder(self.owned.thread)
+        self.owned.add(handler, Phase.RELEASE, "releasing the kit's handler", handler.release)
+        return handler
+
+    def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
+        server = self.transport.serve(address, handler, **{**self.serve_options, **options})
+        self.owned.add(
+            server, Phase.STOP, f"stop(0.0) of the server at {address!r}", lambda: server.stop(0.0)
+        )
+        return server
+
+    def stop(self, server: TransportServer, drain_timeout: float) -> None:
+        try:
+            server.stop(drain_timeout)
+        finally:
+            self.owned.ended(server)
+
+    def connect(self, address: str, **options: Any) -> TransportClient:
+        client = self.transport.connect(address, **{**self.connect_options, **options})
+        self.owned.add(client, Phase.CLOSE, f"close() of a client of {address!r}", client.close)
+        return client
+
+    def close(self, client: TransportClient) -> None:
+        try:
+            client.close()
+        finally:
+            self.owned.ended(client)
+
+    def clean_up(self) -> list[str]:
+        """After each check: end what it left running; what went wrong doing so, one line each."""
+        return self.owned.clean_up()
 
     @contextmanager
     def own(self) -> Iterator[tuple[_Recorder, str, TransportClient]]:
-        handler = _Recorder()
+        handler = self.recorder()
         address = self.address()
-        server = self.transport.serve(address, handler, **self.serve_options)
-        client: TransportClient | None = None
-        try:
-            client = self.connect(address)
-            yield handler, address, client
-        finally:
-            handler.release()
-            if client is not None:
-                client.close()
-            server.stop(2.0)
+        server = self.serve(address, handler)
+        client = self.connect(address)
+        yield handler, address, client  # (a check that raises leaves the rest to clean_up)
+        handler.release()
+        self.owned.ended(handler)
+        self.close(client)
+        self.stop(server, 2.0)
 
     @contextmanager
     def runtime(self) -> Iterator[tuple[MLRuntime, str, TransportClient]]:
         runtime = _runtime(self.hub)
+        self.owned.add(runtime, Phase.STOP, "closing the runtime", lambda: runtime.close(drain_timeout=0.0))
         address = self.address()
-        client: TransportClient | None = None
+        runtime.start(transport=self.name, name=address, **self.serve_options)
+        client = self.connect(address)
+        yield runtime, address, client
+        self.close(client)
         try:
-            runtime.start(transport=self.name, name=address, **self.serve_options)
-            client = self.connect(address)
-            yield runtime, address, client
-        finally:
-            if client is not None:
-                client.close()
             runtime.close(drain_timeout=2.0)
+        finally:
+            self.owned.ended(runtime)
 
 
-def _call(fn: Callable[[], Any], what: str, wait: float) -> Any:
-    """Run ``fn`` in a thread; a call still running after ``wait`` s is a failure (it hung)."""
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            box.append(("ok", fn()))
-        except BaseException as exc:
-            box.append(("err", exc))
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(wait)
-    _expect(not thread.is_alive(), f"{what} had not returned after {wait:g} s")
-    kind, value = box[0]
-    if kind == "err":
-        raise value
-    return value
-
-
-def _expect_raises(kind: type[BaseException], fn: Callable[[], Any], what: str, wait: float) -> BaseException:
+def _expect_raises(kit: _Kit, kind: type[BaseException], fn: Callable[[], Any], what: str) -> BaseException:
     try:
-        value = _call(fn, what, wait)
+        value = kit.call(fn, what)
     except _Fail:
         raise
     except BaseException as exc:

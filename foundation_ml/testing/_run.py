@@ -11,7 +11,8 @@ from foundation_core import Hub
 
 from .._client import registered_hub
 from ._checks import CHECKS
-from ._kit import TransportCheckFailed, _Fail, _Kit
+from ._kit import TransportCheckFailed, _Kit
+from ._owned import _Fail
 
 __all__ = ["check_transport"]
 
@@ -52,14 +53,22 @@ def check_transport(
     for check_name, check in CHECKS.items():
         if only is not None and check_name not in only:
             continue
+        failure: str | None = None
         try:
             check(kit)
         except _Fail as exc:
-            failures[check_name] = str(exc)
+            failure = str(exc)
         except Exception as exc:
-            failures[check_name] = f"raised {type(exc).__name__}: {exc}"
-        else:
+            failure = f"raised {type(exc).__name__}: {exc}"
+        finally:  # (an interrupt too) whatever the check left running is ended
+            problems = kit.clean_up()
+        if problems:  # noted after the check's own failure, never in its place
+            cleaning = f"cleaning up after it: {'; '.join(problems)}"
+            failure = cleaning if failure is None else f"{failure} (and {cleaning})"
+        if failure is None:
             passed.append(check_name)
+        else:
+            failures[check_name] = failure
     if failures:
         raise TransportCheckFailed(name, failures)
     return passed

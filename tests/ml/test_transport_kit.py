@@ -4,6 +4,7 @@ that names it."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -16,7 +17,7 @@ import foundation_core
 from foundation_core import Hub, hookimpl
 from foundation_ml import DataType, InferenceRequest, InferenceResponse, Transport
 from foundation_ml import _plugin as ml_plugin
-from foundation_ml._inproc import InprocTransport
+from foundation_ml._inproc import InprocTransport, _InprocClient, _servers
 from foundation_ml._transport import RequestHandler, TransportClient, TransportServer
 from foundation_ml.errors import InferenceError, InternalError, error_for_code
 from foundation_ml.testing import CHECKS, TransportCheckFailed, check_transport
@@ -172,10 +173,101 @@ BROKEN: dict[str, tuple[type[WrappedTransport], str, str]] = {
 }
 
 
+RUNNING: set[object] = set()  # the servers and clients of the transports below not yet ended
+
+
+class CountedServer(TransportServer):
+    def __init__(self, inner: TransportServer) -> None:
+        self.inner = inner
+        RUNNING.add(self)
+
+    def stop(self, drain_timeout: float = 5.0) -> None:
+        self.inner.stop(drain_timeout)
+        RUNNING.discard(self)
+
+
+class CountedClient(Wrapped):
+    """Runs a thread until it is closed, as a client with a reader thread does."""
+
+    def __init__(self, inner: TransportClient) -> None:
+        super().__init__(inner)
+        self.closed = threading.Event()
+        self.reader = threading.Thread(target=self.closed.wait, daemon=True)
+        self.reader.start()
+        RUNNING.add(self)
+
+    def close(self) -> None:
+        self.inner.close()
+        self.closed.set()
+        self.reader.join()
+        RUNNING.discard(self)
+
+
+class Counted(WrappedTransport):
+    """inproc, counting the servers and clients it has running (``RUNNING``)."""
+
+    client: ClassVar[type[Wrapped]] = CountedClient
+
+    def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
+        return CountedServer(super().serve(address, handler, **options))
+
+
+class ConnectsToAnything(Counted):
+    """Connects lazily: ``connect`` succeeds whatever serves the address (after ``stop()`` too);
+    the calls fail ``ServerUnavailable``."""
+
+    def connect(self, address: str, **options: Any) -> TransportClient:
+        return self.client(_InprocClient(address))
+
+
+class RaisesOnOneElement(CountedClient):
+    """An open client's ``infer`` of a one-element tensor raises ``RuntimeError`` (a codec bug:
+    an exception no check expects)."""
+
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        if not self.closed.is_set() and any(np.size(a) == 1 for a in request.inputs.values()):
+            raise RuntimeError("toy codec: cannot pack a one-element tensor")
+        return super().infer(request, timeout=timeout)
+
+
+class StopRaises(CountedServer):
+    def stop(self, drain_timeout: float = 5.0) -> None:
+        super().stop(drain_timeout)
+        raise RuntimeError("toy: stop failed after stopping")
+
+
+class DropsParametersStopRaises(Counted):
+    client: ClassVar[type[Wrapped]] = type("DropsParametersCounted", (CountedClient, DropsParameters), {})
+
+    def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
+        return StopRaises(InprocTransport().serve(address, handler, **options))
+
+
+UNSTUCK = threading.Event()
+
+
+class MetadataNeverReturns(CountedClient):
+    """``metadata`` waits for ``UNSTUCK``, whatever is closed or stopped."""
+
+    def metadata(self, model: str, *, timeout: float | None = None) -> dict[str, Any]:
+        UNSTUCK.wait()
+        return super().metadata(model, timeout=timeout)
+
+
+LEAVES_RUNNING: dict[str, type[WrappedTransport]] = {
+    "metadata-hangs": type("MetadataHangs", (Counted,), {"client": MetadataNeverReturns}),
+    "connects-to-anything": ConnectsToAnything,
+    "raises-mid-check": type("RaisesMidCheck", (Counted,), {"client": RaisesOnOneElement}),
+    "stop-raises": DropsParametersStopRaises,
+}
+
+
 class Broken:
     @hookimpl
     def foundation_register_transports(self, register: Any) -> None:
         for name, (transport, _, _) in BROKEN.items():
+            register(name, type(transport.__name__, (transport,), {"name": name}))
+        for name, transport in LEAVES_RUNNING.items():
             register(name, type(transport.__name__, (transport,), {"name": name}))
 
 
@@ -186,7 +278,65 @@ def kit_hub() -> Iterator[Hub]:
 
 
 def test_inproc_passes_every_check(kit_hub: Hub) -> None:
+    before = set(threading.enumerate())
     assert check_transport("inproc", hub=kit_hub) == list(CHECKS)
+    assert set(threading.enumerate()) <= before  # every thread of the kit's joined
+    assert not [a for a in _servers if a.startswith("kit")]
+
+
+def _fails_and_leaves_nothing_running(kit_hub: Hub, name: str) -> dict[str, str]:
+    assert not RUNNING
+    before = set(threading.enumerate())
+    with pytest.raises(TransportCheckFailed) as info:
+        check_transport(name, hub=kit_hub, patience=1.0)
+    try:
+        assert not RUNNING, RUNNING
+        assert set(threading.enumerate()) <= before
+    finally:
+        for thing in list(RUNNING):  # (for the tests after this one)
+            thing.stop(0.0) if isinstance(thing, TransportServer) else thing.close()  # type: ignore[attr-defined]
+    return info.value.failures
+
+
+def test_a_connect_that_should_have_failed_leaves_no_client_open(kit_hub: Hub) -> None:
+    """The client a wrongly successful ``connect`` returned (after ``stop()``, to an address
+    nothing serves) was never closed."""
+    failures = _fails_and_leaves_nothing_running(kit_hub, "connects-to-anything")
+    assert sorted(failures) == ["close_and_stop", "refusals"]
+    assert "connect after stop() returned" in failures["close_and_stop"]
+    assert "connect to an address nothing serves returned" in failures["refusals"]
+
+
+def test_an_unexpected_exception_mid_check_leaves_no_server_running(kit_hub: Hub) -> None:
+    """close_and_stop stopped its server only on a failed expectation: a ``RuntimeError`` from
+    the transport left it serving."""
+    failures = _fails_and_leaves_nothing_running(kit_hub, "raises-mid-check")
+    assert failures["close_and_stop"] == ("raised RuntimeError: toy codec: cannot pack a one-element tensor")
+    assert "deadlines" in failures and "error_codes" in failures
+
+
+def test_a_failure_is_reported_as_itself_and_a_cleanup_error_after_it(kit_hub: Hub) -> None:
+    """A server whose ``stop()`` raised replaced the check's own failure with its error."""
+    failures = _fails_and_leaves_nothing_running(kit_hub, "stop-raises")
+    assert re.fullmatch(
+        r"the handler got parameters \{\}, sent \{.*\} \(and cleaning up after it: stop\(0\.0\) of the"
+        r" server at 'kit\d+x\d+' raised RuntimeError: toy: stop failed after stopping\)",
+        failures["request_fields"],
+    ), failures["request_fields"]
+
+
+def test_a_call_still_running_after_clean_up_is_named(kit_hub: Hub) -> None:
+    assert not RUNNING
+    try:
+        with pytest.raises(TransportCheckFailed) as info:
+            check_transport("metadata-hangs", hub=kit_hub, only=["control"], patience=0.5)
+        assert not RUNNING
+    finally:
+        UNSTUCK.set()
+    assert info.value.failures["control"] == (
+        "metadata had not returned after 0.5 s (and cleaning up after it: 1 thread(s) of the kit's"
+        " calls still running after clean-up)"
+    )
 
 
 @pytest.mark.parametrize("name", list(BROKEN))
@@ -194,6 +344,7 @@ def test_the_kit_catches_a_broken_transport(kit_hub: Hub, name: str) -> None:
     _, check, says = BROKEN[name]
     with pytest.raises(TransportCheckFailed) as info:
         check_transport(name, hub=kit_hub, only=[check], patience=1.0)
+    assert not [a for a in _servers if a.startswith("kit")]  # ("options": the one it served wrongly)
     assert list(info.value.failures) == [check]
     assert says in info.value.failures[check]
     assert f"transport {name!r} failed 1 check(s):\n- {check}: " in str(info.value)

@@ -1,0 +1,109 @@
+"""What one check of the transport kit started (recorders, clients, servers and runtimes, the
+threads its calls run in), ended however the check ends: ``clean_up`` after each check ends
+what the check did not, and says what went wrong doing so."""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Phase", "_Fail", "_Owned", "_expect"]
+
+
+class _Fail(Exception):
+    pass
+
+
+def _expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise _Fail(what)
+
+
+class Phase(enum.IntEnum):
+    """The order clean-up ends things in: hung requests answered before clients close, clients
+    closed before their servers stop."""
+
+    RELEASE = 0
+    CLOSE = 1
+    STOP = 2
+
+
+class _Owned:
+    def __init__(self, patience: float) -> None:
+        self.patience = patience
+        self._lock = threading.Lock()
+        # id(thing) -> (phase, what ending it is, end, the thing: held, so its id stays its own)
+        self._open: dict[int, tuple[Phase, str, Callable[[], Any], object]] = {}
+        self._threads: list[threading.Thread] = []
+
+    def add(self, thing: object, phase: Phase, what: str, end: Callable[[], Any]) -> None:
+        """``thing`` was started: ``end()`` ends it at clean-up unless ``ended`` says it was."""
+        with self._lock:
+            self._open[id(thing)] = (phase, what, end, thing)
+
+    def ended(self, thing: object) -> None:
+        """The check ended ``thing`` itself (its stop or close returned, or raised: not tried
+        again)."""
+        with self._lock:
+            self._open.pop(id(thing), None)
+
+    def thread(self, target: Callable[..., Any], *args: Any) -> threading.Thread:
+        """A daemon thread running ``target(*args)``, started now and joined at clean-up."""
+        thread = threading.Thread(target=target, args=args, name="foundation-kit", daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+        return thread
+
+    def call(self, fn: Callable[[], Any], what: str, wait: float) -> Any:
+        """Run ``fn`` in a thread; a call still running after ``wait`` s is a failure (it hung)."""
+        box: list[Any] = []
+
+        def run() -> None:
+            try:
+                box.append(("ok", fn()))
+            except BaseException as exc:
+                box.append(("err", exc))
+
+        thread = self.thread(run)
+        thread.join(wait)
+        _expect(not thread.is_alive(), f"{what} had not returned after {wait:g} s")
+        kind, value = box[0]
+        if kind == "err":
+            raise value
+        return value
+
+    def clean_up(self) -> list[str]:
+        """End what is still open (recorders released, clients closed, servers stopped, each
+        given ``patience`` s), then join every thread started (``patience`` s for them all);
+        returns what went wrong, one line each."""
+        problems: list[str] = []
+        self._end_open(problems)
+        end = time.monotonic() + self.patience
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        self._end_open(problems)  # what a call returned while it was joined (a late connect's client)
+        with self._lock:  # (the threads that ended it: joined, or already named as hung)
+            threads, self._threads = threads + self._threads, []
+        running = sum(thread.is_alive() for thread in threads)
+        if running:
+            problems.append(f"{running} thread(s) of the kit's calls still running after clean-up")
+        return problems
+
+    def _end_open(self, problems: list[str]) -> None:
+        with self._lock:
+            # by phase; within one, the latest started first
+            left = sorted(reversed(self._open.values()), key=lambda item: item[0])
+            self._open.clear()
+        for _, what, end, _ in left:
+            try:
+                self.call(end, what, self.patience)
+            except Exception as exc:  # noted, and the rest still ended
+                problems.append(
+                    str(exc) if isinstance(exc, _Fail) else f"{what} raised {type(exc).__name__}: {exc}"
+                )
