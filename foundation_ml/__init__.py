@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         Transport,
         TransportClient,
         TransportServer,
+        call_abandoned,
         configured_options,
     )
     from ._types import (
@@ -60,6 +61,7 @@ _EXPORTS = {
     "Transport": "._transport",
     "TransportClient": "._transport",
     "TransportServer": "._transport",
+    "call_abandoned": "._transport",
     "call_deadline": "._types",
     "configured_options": "._transport",
     "deadline_after": "._types",
@@ -91,6 +93,7 @@ __all__ = [
     "Transport",
     "TransportClient",
     "TransportServer",
+    "call_abandoned",
     "call_deadline",
     "configured_options",
     "deadline_after",

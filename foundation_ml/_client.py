@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from foundation_core import Hub
 
 from ._plugin import DEFAULT_NAME
 from ._tensors import device_of, from_host, is_device_tensor, is_tensor, to_host
-from ._transport import TransportClient, configured_options
+from ._transport import TransportClient, configured_options, run_off_loop
 from ._types import InferenceRequest, InferenceResponse, deadline_after
 from .errors import DeadlineExceeded, ServerUnavailable
 
@@ -31,6 +30,7 @@ __all__ = ["AINFER_THREADS", "InferenceClient", "registered_hub"]
 AINFER_THREADS = 64
 _pool_lock = threading.Lock()
 _THREADED: weakref.WeakSet[InferenceClient] = weakref.WeakSet()  # clients with ainfer threads
+T = TypeVar("T")
 
 
 def _forget_threads_after_fork() -> None:
@@ -203,8 +203,9 @@ class InferenceClient:
 
         The timeout runs from this call, not from when a thread is free: a call that waited for
         a thread past its deadline raises ``DeadlineExceeded`` without being sent. Cancelling the
-        awaiting task abandons the answer; a request already sent still runs on the server,
-        bounded by its deadline. The call sees the caller's context variables, as with
+        awaiting task abandons the answer: a request not sent yet (shm: waiting for a free
+        channel) is not sent, one already sent still runs on the server, bounded by its
+        deadline. The call sees the caller's context variables, as with
         ``asyncio.to_thread``. Once the client is closed, a call (one still waiting for a thread
         included) raises ``ServerUnavailable``. Outputs are always copies, also with
         ``copy=False``: views would be overwritten by the next call in the same thread, which may
@@ -226,18 +227,17 @@ class InferenceClient:
             response, copied = self._send(model, inputs, version, outputs, left, True)
             return _outputs(response, inputs, not copied)
 
-        context = contextvars.copy_context()  # run_in_executor, unlike to_thread, copies none
+        return await run_off_loop(functools.partial(self._start, model), call)
+
+    def _start(self, model: Any, call: Callable[[], T]) -> asyncio.Future[T]:
+        """``call`` handed to one of ``ainfer``'s threads."""
         pool = self._threads(model)
         try:
-            future = asyncio.get_running_loop().run_in_executor(pool, context.run, call)
+            return asyncio.get_running_loop().run_in_executor(pool, call)
         except RuntimeError:  # 'cannot schedule new futures after shutdown': closed meanwhile
             if self._closed:  # (by another thread, between _threads and here)
                 raise self._closed_error(model) from None
             raise
-        try:
-            return await future
-        finally:  # an error raised here holds this frame: the future holding the error must go
-            del future
 
     def _threads(self, model: Any) -> ThreadPoolExecutor:
         with _pool_lock:

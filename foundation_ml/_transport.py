@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextvars
+import functools
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
 from ._types import InferenceRequest, InferenceResponse
 from .errors import DeadlineExceeded, InferenceError
@@ -28,10 +31,44 @@ __all__ = [
     "Transport",
     "TransportClient",
     "TransportServer",
+    "call_abandoned",
     "configured_options",
 ]
 
 Respond = Callable[[InferenceResponse | InferenceError], None]
+T = TypeVar("T")
+_abandoned: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "foundation_ml_abandoned", default=None
+)
+
+
+def call_abandoned() -> bool:
+    """Whether the ``ainfer`` call this thread runs was abandoned: its awaiting task was cancelled
+    (``asyncio.wait_for`` or ``asyncio.timeout`` ran out, a ``TaskGroup`` sibling failed), and
+    nobody will read the answer. A transport that waits before it sends (shm: for a free
+    channel) asks between waits and, once true, gives up without sending (raising
+    ``concurrent.futures.CancelledError``, which nobody reads): sent, the request would take the
+    server's time and hold up the calls behind it. False outside ``ainfer``'s calls."""
+    event = _abandoned.get()
+    return event is not None and event.is_set()
+
+
+async def run_off_loop(start: Callable[[Callable[[], T]], Awaitable[T]], call: Callable[[], T]) -> T:
+    """``ainfer``'s one way to run a blocking ``call``: ``start(fn)`` hands ``fn`` to a thread
+    and returns the awaitable (``loop.run_in_executor``). ``call`` runs in a copy of the caller's
+    context (as ``asyncio.to_thread``), where ``call_abandoned()`` turns true once the awaiting
+    task is cancelled."""
+    abandoned = threading.Event()
+    context = contextvars.copy_context()
+    context.run(_abandoned.set, abandoned)
+    future = start(functools.partial(context.run, call))
+    try:
+        return await future
+    except asyncio.CancelledError:
+        abandoned.set()
+        raise
+    finally:  # an error raised here holds this frame: the future holding the error must go
+        del future
 
 
 class RequestHandler(Protocol):
@@ -96,11 +133,12 @@ class TransportClient(abc.ABC):
         """The server's metrics document (per-model counts and latency percentiles)."""
 
     async def ainfer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
-        """The async form: ``infer`` run off the event loop (``asyncio.to_thread``), or
+        """The async form: ``infer`` run off the event loop (in the loop's default executor), or
         ``infer_copy`` where the client has it (outputs the caller owns: the worker thread's next
         call may serve another coroutine). The timeout runs from this call, not from when a thread
         of the loop's executor comes free: a call that waited for one past its timeout raises
-        ``DeadlineExceeded`` without being sent; 0 and bad values reach ``infer`` as they are."""
+        ``DeadlineExceeded`` without being sent; 0 and bad values reach ``infer`` as they are.
+        Cancelled, it abandons the answer (``call_abandoned``)."""
         send = getattr(self, "infer_copy", None) or self.infer
         start = time.monotonic()
 
@@ -114,7 +152,7 @@ class TransportClient(abc.ABC):
                     )
             return send(request, timeout=left)
 
-        return await asyncio.to_thread(call)
+        return await run_off_loop(functools.partial(asyncio.get_running_loop().run_in_executor, None), call)
 
     @abc.abstractmethod
     def close(self) -> None: ...

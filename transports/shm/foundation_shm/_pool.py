@@ -17,9 +17,11 @@ import time
 import warnings
 import weakref
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 
 import posix_ipc
 
+from foundation_ml import call_abandoned
 from foundation_ml.errors import DeadlineExceeded, Overloaded, ServerUnavailable
 
 from . import _layout as L
@@ -311,6 +313,9 @@ class ChannelPool:
             while True:
                 if self._closed:
                     raise ServerUnavailable(f"the client of {self.name!r} is closed")
+                if call_abandoned():  # an ainfer cancelled meanwhile: send nothing nobody awaits
+                    self._cond.notify()  # a wake-up this thread took is another waiter's
+                    raise CancelledError(f"the call to {self.name!r} was abandoned before it was sent")
                 if self._conn is None or not self._conn.alive:
                     self._drop_connection()
                     return self._claim_locked(deadline_ns)

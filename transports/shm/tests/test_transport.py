@@ -238,6 +238,75 @@ def test_async_timeout_runs_from_the_call_not_from_when_a_worker_thread_comes_fr
     assert isinstance(asyncio.run(main()), DeadlineExceeded)
 
 
+class _Holding(EchoHandler):
+    """Echoes, but keeps the answer to a request for model ``hold`` until ``release()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+        self.held: list[Any] = []
+
+    def __call__(self, request: InferenceRequest, respond: Any) -> None:
+        self.seen.append(request.model)
+        answer = InferenceResponse(request.id, request.model, request.inputs)
+        if request.model == "hold":
+            self.held.append(lambda: respond(answer))
+        else:
+            respond(answer)
+
+
+@pytest.mark.parametrize("api", ["InferenceClient", "ShmClient"])
+def test_an_async_call_cancelled_while_it_waits_for_a_channel_is_never_sent(name: str, api: str) -> None:
+    """With each of the client's channels taken, an ``ainfer`` waits in its thread for one.
+    Cancelled then (``asyncio.wait_for`` or ``asyncio.timeout`` running out), it went on waiting
+    and sent its request once a channel came free: the server ran a request nobody awaited,
+    ahead of the calls behind it. It now gives up unsent; the next call gets the channel."""
+    import asyncio
+
+    from foundation_ml import InferenceClient
+    from foundation_ml._client import registered_hub
+
+    handler = _Holding()
+    server = ShmTransport().serve(name, handler, channels=4)
+    if api == "ShmClient":
+        client: Any = ShmTransport().connect(name, channels=1)
+        pool = client._pool
+
+        async def call(model: str, x: np.ndarray) -> np.ndarray:
+            return (await client.ainfer(InferenceRequest(model, {"x": x}), timeout=30)).outputs["x"]
+    else:
+        client = InferenceClient(name, transport="shm", hub=registered_hub(), timeout=30, channels=1)
+        pool = client._client._pool
+
+        async def call(model: str, x: np.ndarray) -> np.ndarray:
+            return (await client.ainfer(model, {"x": x}))["x"]
+
+    async def main() -> list[np.ndarray]:
+        first = asyncio.ensure_future(call("hold", np.zeros(4)))
+        while not handler.held:  # with the server: the client's one channel is taken
+            await asyncio.sleep(0.001)
+        abandoned = asyncio.ensure_future(call("abandoned", np.ones(4)))
+        while pool._waiters != 1:  # its thread waits for the channel
+            await asyncio.sleep(0.001)
+        abandoned.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
+        later = asyncio.ensure_future(call("echo", np.full(4, 2.0)))
+        handler.held[0]()
+        return [await first, await later, await call("echo", np.full(4, 3.0))]
+
+    try:
+        outs = asyncio.run(main())
+        kept = (len(pool._all), len(pool._free), pool._waiters)
+    finally:
+        client.close()
+        server.stop()
+    for out, value in zip(outs, (0.0, 2.0, 3.0), strict=True):
+        np.testing.assert_array_equal(out, np.full(4, value))
+    assert handler.seen == ["hold", "echo", "echo"]
+    assert kept == (1, 1, 0)
+
+
 _BAD_TIMEOUTS = st.one_of(
     st.floats(max_value=-1e-300),  # any negative (-1e-9 included)
     st.floats(min_value=1e9, exclude_min=True),  # past 1e9 s, inf included
