@@ -35,7 +35,7 @@ from ._kit import (
     _same_arrays,
     _typed_inputs,
 )
-from ._owned import _expect
+from ._owned import _expect, _Fail, _raised
 
 __all__ = ["CHECKS"]
 
@@ -206,7 +206,8 @@ def check_concurrency(kit: _Kit) -> None:
                 t.join(kit.patience + 5)
             _expect(not any(t.is_alive() for t in threads), "a concurrent call hung")
             if errors:
-                raise errors[0]
+                first = errors[0]
+                raise first if isinstance(first, Exception) else _Fail(_raised("a concurrent call", first))
 
         # out of order: the second request of each pair is answered before the first
         run([functools.partial(call, client, "kit-pair", k) for k in (1, 2)])
@@ -358,7 +359,11 @@ def check_close_and_stop(kit: _Kit) -> None:
     handler.delay = 0.3
     box: list[Any] = []
     request = InferenceRequest("kit-x", {"x": x}, id=8)
-    t = kit.thread(lambda: box.append(_catch(functools.partial(client.infer, request, timeout=kit.patience))))
+    t = kit.thread(
+        lambda: box.append(
+            _catch(functools.partial(client.infer, request, timeout=kit.patience), BaseException)
+        )
+    )
     deadline = time.monotonic() + kit.patience
     while len(handler.requests) < 2 and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -386,10 +391,12 @@ def check_close_and_stop(kit: _Kit) -> None:
     _expect(sorted(after) == sorted(before), f"left behind after stop(): {sorted(set(after) - set(before))}")
 
 
-def _catch(fn: Callable[[], Any]) -> Any:
+def _catch(fn: Callable[[], Any], kinds: type[BaseException] = Exception) -> Any:
+    """What ``fn()`` returned or raised (``kinds``: ``BaseException`` in a thread of the kit's,
+    whose exceptions are all its own; never where an interrupt of the caller's may arrive)."""
     try:
         return fn()
-    except BaseException as exc:
+    except kinds as exc:
         return exc
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Phase", "_Fail", "_Owned", "_expect"]
+__all__ = ["Phase", "_Fail", "_Owned", "_expect", "_raised"]
 
 
 class _Fail(Exception):
@@ -20,6 +20,10 @@ class _Fail(Exception):
 def _expect(condition: bool, what: str) -> None:
     if not condition:
         raise _Fail(what)
+
+
+def _raised(what: str, exc: BaseException) -> str:
+    return f"{what} raised {type(exc).__name__}: {exc}"
 
 
 class Phase(enum.IntEnum):
@@ -59,7 +63,9 @@ class _Owned:
         return thread
 
     def call(self, fn: Callable[[], Any], what: str, wait: float) -> Any:
-        """Run ``fn`` in a thread; a call still running after ``wait`` s is a failure (it hung)."""
+        """Run ``fn`` in a thread; a call still running after ``wait`` s is a failure (it hung),
+        as is one that raised what is no ``Exception`` there (a transport's ``SystemExit``): an
+        interrupt while this thread waits (Ctrl-C) is this thread's own, and goes on up."""
         box: list[Any] = []
 
         def run() -> None:
@@ -73,7 +79,7 @@ class _Owned:
         _expect(not thread.is_alive(), f"{what} had not returned after {wait:g} s")
         kind, value = box[0]
         if kind == "err":
-            raise value
+            raise value if isinstance(value, Exception) else _Fail(_raised(what, value))
         return value
 
     def clean_up(self) -> list[str]:
@@ -104,6 +110,4 @@ class _Owned:
             try:
                 self.call(end, what, self.patience)
             except Exception as exc:  # noted, and the rest still ended
-                problems.append(
-                    str(exc) if isinstance(exc, _Fail) else f"{what} raised {type(exc).__name__}: {exc}"
-                )
+                problems.append(str(exc) if isinstance(exc, _Fail) else _raised(what, exc))

@@ -5,7 +5,9 @@ that names it."""
 from __future__ import annotations
 
 import re
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -254,7 +256,25 @@ class MetadataNeverReturns(CountedClient):
         return super().metadata(model, timeout=timeout)
 
 
+class CtrlCInMetadata(CountedClient):
+    """``metadata`` of an unknown model is where the user presses Ctrl-C (SIGINT to the main
+    thread, which waits for the call)."""
+
+    def metadata(self, model: str, *, timeout: float | None = None) -> dict[str, Any]:
+        if model == "kit-nope":
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+            time.sleep(0.1)
+        return super().metadata(model, timeout=timeout)
+
+
+class StatsExits(CountedClient):
+    def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        raise SystemExit("toy: stats exited")
+
+
 LEAVES_RUNNING: dict[str, type[WrappedTransport]] = {
+    "stats-exits": type("StatsExitsTransport", (Counted,), {"client": StatsExits}),
+    "ctrl-c": type("CtrlC", (Counted,), {"client": CtrlCInMetadata}),
     "metadata-hangs": type("MetadataHangs", (Counted,), {"client": MetadataNeverReturns}),
     "connects-to-anything": ConnectsToAnything,
     "raises-mid-check": type("RaisesMidCheck", (Counted,), {"client": RaisesOnOneElement}),
@@ -337,6 +357,21 @@ def test_a_call_still_running_after_clean_up_is_named(kit_hub: Hub) -> None:
         "metadata had not returned after 0.5 s (and cleaning up after it: 1 thread(s) of the kit's"
         " calls still running after clean-up)"
     )
+
+
+def test_ctrl_c_while_the_kit_waits_ends_check_transport(kit_hub: Hub) -> None:
+    """A ``KeyboardInterrupt`` while the kit waited for a call it expected to raise was taken
+    for that call's exception: the check failed and the kit went on with the next ones."""
+    assert not RUNNING
+    with pytest.raises(KeyboardInterrupt):
+        check_transport("ctrl-c", hub=kit_hub, only=["control", "refusals"], patience=1.0)
+    assert not RUNNING  # what the interrupted check started is ended all the same
+
+
+def test_a_transport_raising_what_is_no_exception_fails_its_check(kit_hub: Hub) -> None:
+    """Its ``SystemExit``, raised in the kit's thread, ended check_transport."""
+    failures = _fails_and_leaves_nothing_running(kit_hub, "stats-exits")
+    assert failures["control"] == "stats raised SystemExit: toy: stats exited"
 
 
 @pytest.mark.parametrize("name", list(BROKEN))
