@@ -10,6 +10,7 @@ How plugins are loaded and registered lives in ``_loading``, how a broken one is
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -50,9 +51,12 @@ class Hub:
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
-        self.patterns: Registry[Any] = Registry("pattern", self._disabled_hint, factories=True)
-        self.transports: Registry[Any] = Registry("transport", self._disabled_hint, factories=True)
-        self.model_backends: Registry[Any] = Registry("model backend", self._disabled_hint, factories=True)
+        # the registries' hint reads the plugin table and the selection, not the hub: a registry
+        # holding the hub (a bound method) made every hub a reference cycle, freed only by gc
+        hint = functools.partial(_disabled_hint, self.plugins, self.selection)
+        self.patterns: Registry[Any] = Registry("pattern", hint, factories=True)
+        self.transports: Registry[Any] = Registry("transport", hint, factories=True)
+        self.model_backends: Registry[Any] = Registry("model backend", hint, factories=True)
         self.commands = CommandRegistrar()
         self.sections = SectionAdder()
         self.config: Config | None = None
@@ -106,17 +110,6 @@ class Hub:
         :func:`start` calls it once ``installed`` objects are registered, and a plugin failing
         after loading calls it to fail the plugins that need the failed one."""
         check_requirements(self)
-
-    def _why_inactive(self, info: PluginInfo) -> str:
-        return f"failed: {info.error}" if info.status == "failed" else self.selection.reason(info.name)
-
-    def _disabled_hint(self, name: str) -> str:
-        off = [
-            f"{i.name} ({self._why_inactive(i)})"
-            for i in self.plugins.values()
-            if i.status in {"disabled", "not-selected", "failed"}
-        ]
-        return (f"; plugins not active: {', '.join(off)}" if off else "") + install_hint(name)
 
     # --- phases -------------------------------------------------------------------------------
 
@@ -284,6 +277,17 @@ class Hub:
 
     def failed(self) -> list[PluginInfo]:
         return [i for i in self.plugin_infos() if i.status == "failed"]
+
+
+def _disabled_hint(plugins: Mapping[str, PluginInfo], selection: Selection, name: str) -> str:
+    """What a registry adds when ``name`` is not registered: the plugins not active and why,
+    and the distribution that would provide ``name``."""
+    off = [
+        f"{i.name} ({f'failed: {i.error}' if i.status == 'failed' else selection.reason(i.name)})"
+        for i in plugins.values()
+        if i.status in {"disabled", "not-selected", "failed"}
+    ]
+    return (f"; plugins not active: {', '.join(off)}" if off else "") + install_hint(name)
 
 
 def start(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +30,23 @@ class FoundationPluginWarning(UserWarning):
     """A plugin failed and was isolated; the others carry on (see ``foundation plugins``)."""
 
 
+def _isolate(hub_ref: weakref.ref[Hub], info: PluginInfo, hook: str, exc: Exception) -> None:
+    """Fail ``info``'s plugin in its hub; re-raise ``exc`` when the hub is gone (a hook called
+    through a plugin manager kept after its hub was freed: there is nothing to isolate it in)."""
+    hub = hub_ref()
+    if hub is None:
+        raise exc
+    fail(hub, info, hook, exc, PluginError(info.name, repr(exc), hook=hook))
+
+
 def guard(hub: Hub, info: PluginInfo, hook: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn``, a plain hookimpl of ``info``'s plugin, run as that plugin and isolated on error."""
+    """``fn``, a plain hookimpl of ``info``'s plugin, run as that plugin and isolated on error.
+
+    The guard holds its hub weakly: the hub holds the plugin manager, which holds the guards,
+    so a strong reference made every hub with a plugin a cycle that only the gc could free."""
     event = hook.startswith("foundation_on_")
     is_app = info.source in {"app", "builtin"}
+    hub_ref = weakref.ref(hub)
 
     @functools.wraps(fn)
     def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -53,12 +67,14 @@ def guard(hub: Hub, info: PluginInfo, hook: str, fn: Callable[..., Any]) -> Call
                 return None
             if is_app:
                 raise
-            fail(hub, info, hook, exc, PluginError(info.name, repr(exc), hook=hook))
+            _isolate(hub_ref, info, hook, exc)
             return None
         finally:
             current_plugin.reset(token)
         if hook == "foundation_startup":
-            hub._started.append(info.name)
+            started = hub_ref()
+            if started is not None:
+                started._started.append(info.name)
         return result
 
     return guarded
@@ -68,8 +84,10 @@ def guard_wrapper(hub: Hub, info: PluginInfo, hook: str, fn: Callable[..., Any])
     """A wrapper hookimpl (a generator pluggy advances around the other hookimpls), run as its
     plugin: what it registers is credited to it, and an installed plugin's own error isolates
     it (the hook's result still goes on) instead of escaping ``start()``. An error of the
-    wrapped hookimpls passing through it is not the wrapper's."""
+    wrapped hookimpls passing through it is not the wrapper's. It holds its hub weakly (see
+    ``guard``)."""
     ident = (info.name, info.source in {"app", "builtin"})
+    hub_ref = weakref.ref(hub)
 
     def step(call: Callable[..., Any], *args: Any) -> Any:
         token = current_plugin.set(ident)
@@ -81,7 +99,7 @@ def guard_wrapper(hub: Hub, info: PluginInfo, hook: str, fn: Callable[..., Any])
     def isolate(exc: Exception) -> None:
         if ident[1] or isinstance(exc, ConfigError):
             raise exc
-        fail(hub, info, hook, exc, PluginError(info.name, repr(exc), hook=hook))
+        _isolate(hub_ref, info, hook, exc)
 
     @functools.wraps(fn)
     def guarded(*args: Any, **kwargs: Any) -> Any:

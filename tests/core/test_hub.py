@@ -507,3 +507,86 @@ def test_hubs_started_and_shut_down_in_a_loop_leave_nothing_behind() -> None:
     assert state() == before
     assert [h for h in hubs if h() is not None] == []
     assert log.count("a.startup") == 100 and log.count("a.shutdown") == 100
+
+
+class _Failing:
+    """An installed plugin (guarded, isolated) whose start-up raises."""
+
+    foundation_name = "failing"
+
+    @hookimpl
+    def foundation_startup(self, hub: foundation_core.Hub) -> None:
+        raise RuntimeError("failing cannot start")
+
+
+class _Wrapping:
+    """An installed plugin with a wrapper hookimpl (its own kind of guard)."""
+
+    foundation_name = "wrapping"
+
+    @hookimpl(wrapper=True)
+    def foundation_register_patterns(self, register: object) -> object:
+        return (yield)
+
+
+def _made(how: str) -> foundation_core.Hub:
+    if how == "never started":
+        return foundation_core.Hub(env={})
+    installed: list[object] = [_Wrapping()] + ([_Failing()] if how == "a plugin failed" else [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", foundation_core.FoundationPluginWarning)
+        hub = start([Recorder("a", [])], installed=installed, entry_points=False, env={})
+    hub.shutdown()
+    return hub
+
+
+@pytest.mark.parametrize("how", ["never started", "started and shut down", "a plugin failed"])
+def test_a_hub_is_freed_by_reference_counting_alone(how: str) -> None:
+    """The registries held the hub (a bound method as their hint) and every guard around a
+    plugin's hookimpl held it too, while the hub holds both: each hub was a reference cycle,
+    kept (with its plugins, registries and configuration) until the garbage collector ran.
+    pluggy's PluginManager is a cycle of its own (its hook callers hold its bound method), which
+    the hub no longer belongs to."""
+    import gc
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    try:
+        hub = _made(how)
+        ref = weakref.ref(hub)
+        del hub
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+def test_a_guard_outliving_its_hub_raises_the_plugins_error_rather_than_isolating_it() -> None:
+    """A hook called through the plugin manager after its hub was freed: no hub to isolate the
+    plugin in, so the plugin's own error is raised (not an AttributeError of the guard)."""
+    hub = foundation_core.Hub(env={})
+    hub.register(_Failing(), override=False)
+    pm = hub.pm
+    del hub
+    with pytest.raises(RuntimeError, match="failing cannot start"):
+        pm.hook.foundation_startup(hub=None)
+
+
+def test_a_name_not_registered_is_told_which_plugins_are_not_active_and_why() -> None:
+    from foundation_core._discovery import PluginInfo
+    from foundation_core.errors import NotRegisteredError
+
+    hub = foundation_core.Hub(env={"FOUNDATION_DISABLE_PLUGINS": "off"})
+    hub.plugins["off"] = PluginInfo(name="off", source="entry-point", status="disabled")
+    hub.register(_Failing(), override=False)
+    hub.run_registration()
+    with pytest.warns(foundation_core.FoundationPluginWarning):
+        hub.startup()
+    with pytest.raises(NotRegisteredError) as info:
+        hub.patterns.get("missing")
+    hint = str(info.value).split("(registered: none)")[1]
+    assert hint.startswith(
+        "; plugins not active: off (disabled by FOUNDATION_DISABLE_PLUGINS), failing (failed: "
+    )
+    assert "failing cannot start" in hint
+    hub.shutdown()
