@@ -282,3 +282,43 @@ def test_aclose_keeps_the_event_loop_running_while_the_transport_closes(
 
     asyncio.run(main())
     assert loop_ran.is_set() and served._pool is None and _ainfer_threads(served) == []
+
+
+def test_an_ainfer_cancelled_while_it_waits_for_a_thread_is_never_sent(
+    served: InferenceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serving.md promises that a cancelled call not sent yet is never sent: one still waiting
+    for a thread (each taken) is dropped from the queue, and the next call is answered."""
+    import asyncio
+    import threading
+
+    from foundation_ml import _client
+
+    monkeypatch.setattr(_client, "AINFER_THREADS", 1)
+    release, sent = threading.Event(), []
+    send = served._client.infer
+
+    def held(request: Any, *, timeout: float | None = None) -> Any:
+        sent.append(float(request.inputs["x"][0, 0]))
+        if sent == [1.0]:
+            assert release.wait(10)  # the one thread stays busy
+        return send(request, timeout=timeout)
+
+    monkeypatch.setattr(served._client, "infer", held)
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        running = asyncio.ensure_future(served.ainfer("affine", {"x": X}))
+        while not sent:
+            await asyncio.sleep(0.001)
+        queued = asyncio.ensure_future(served.ainfer("affine", {"x": X * 2}))
+        await asyncio.sleep(0.01)  # queued for the thread
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        release.set()
+        return [await running, await served.ainfer("affine", {"x": X * 3})]
+
+    first, last = asyncio.run(main())
+    assert sent == [1.0, 3.0]
+    np.testing.assert_array_equal(first["y"], X * 2 + 1)
+    np.testing.assert_array_equal(last["y"], X * 3 * 2 + 1)
