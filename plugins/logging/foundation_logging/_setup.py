@@ -92,7 +92,7 @@ class LoggingRuntime:
         self,
         settings: LoggingSettings,
         sink: FileSink | StreamSink,
-        saved_structlog: dict[str, Any],
+        saved_structlog: dict[str, Any] | None,
         saved_root: tuple[int, list[logging.Handler]],
     ) -> None:
         self.settings = settings
@@ -113,7 +113,10 @@ class LoggingRuntime:
                 level, handlers = self._saved_root
                 root.handlers[:] = handlers
                 root.setLevel(level)
-            structlog.configure(**self._saved_structlog)
+            if self._saved_structlog is None:  # not configured before: so again (see configure_logging)
+                structlog.reset_defaults()
+            else:
+                structlog.configure(**self._saved_structlog)
             self.sink.close()
             if ROUTE.sink is self.sink:  # cached loggers: late lines to stderr, as the sink's are
                 ROUTE.point(self.sink)
@@ -176,7 +179,11 @@ def configure_logging(settings: LoggingSettings | None = None) -> LoggingRuntime
             saved_structlog, saved_root = previous._saved_structlog, previous._saved_root
         else:
             root = logging.getLogger()
-            saved_structlog, saved_root = structlog.get_config(), (root.level, list(root.handlers))
+            # None: structlog was not configured. Restoring its defaults with configure() would
+            # leave it "configured", and Foundation's events would then be printed by structlog's
+            # defaults (on stdout, into a command's --json output) until logging is configured again
+            saved_structlog = structlog.get_config() if structlog.is_configured() else None
+            saved_root = (root.level, list(root.handlers))
         runtime = LoggingRuntime(settings, sink, saved_structlog, saved_root)
         shared, final, stdlib_renderer = _chains(settings, sink)
         level = settings.level.lower()

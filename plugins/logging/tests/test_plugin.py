@@ -194,6 +194,37 @@ def test_an_event_before_logging_is_configured_writes_nothing_to_stdout(capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_an_event_after_a_hub_with_logging_shut_down_writes_nothing_to_stdout(capsys):
+    """Shutting down restored structlog's defaults with ``structlog.configure``, which left it
+    "configured": a plugin failing in the next hub, before that hub configured logging, was
+    printed by structlog's defaults on stdout (into a command's --json output)."""
+    import warnings
+
+    import structlog
+
+    class Broken:
+        foundation_name = "broken"
+
+        @hookimpl
+        def foundation_register_patterns(self, register: Any) -> None:
+            raise RuntimeError("boom")
+
+    structlog.reset_defaults()
+    with foundation_core.start(plugins=[plugin], entry_points=False):
+        pass
+    assert not structlog.is_configured()
+    hub = foundation_core.Hub(env={})
+    hub.register(plugin, name="logging", override=False)
+    hub.register(Broken(), override=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hub.run_registration()
+    assert [str(w.message).split(" -- ")[0] for w in caught] == [
+        "plugin 'broken' failed in hook foundation_register_patterns: RuntimeError('boom')"
+    ]
+    assert capsys.readouterr().out == ""
+
+
 def test_an_error_whose_str_raises_still_gets_its_event_line(tmp_path, read_lines):
     class Weird(Exception):
         def __str__(self) -> str:
