@@ -13,6 +13,7 @@ import itertools
 import os
 import resource
 import threading
+from typing import ClassVar
 
 __all__ = ["HEADROOM", "OpenFiles", "claim_open_files", "open_file_limit"]
 
@@ -37,6 +38,7 @@ class OpenFiles:
     ``release()`` at stop."""
 
     __slots__ = ("_id", "limit", "needed", "others")
+    NONE: ClassVar[OpenFiles]  # no claim (a server whose start failed before claiming)
 
     def __init__(self, claim: int, limit: int, needed: int, others: int) -> None:
         self._id, self.limit, self.needed, self.others = claim, limit, needed, others
@@ -47,6 +49,9 @@ class OpenFiles:
         with _lock:
             if _claims.pop(self._id, None) is not None:
                 _lower()
+
+
+OpenFiles.NONE = OpenFiles(0, 0, 0, 0)  # claim ids start at 1: its release() is nothing
 
 
 def claim_open_files(channels: int) -> OpenFiles:

@@ -76,15 +76,20 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self._hurry = False  # hurry(): the drain ends now
         self.abandoned = 0  # requests stop() gave up on (its drain timed out, or hurry())
         self._running = True
-        self._create(opts)
-        self._open_files = self._check_open_files(opts.channels)
         self._loop_thread = threading.Thread(target=self._loop, name=f"shm-{self.name}", daemon=True)
         self._beat_thread = threading.Thread(
             target=self._heartbeat, name=f"shm-{self.name}-beat", daemon=True
         )
         self._stop_event = threading.Event()
-        self._loop_thread.start()
-        self._beat_thread.start()
+        self._create(opts)
+        self._open_files = OpenFiles.NONE
+        try:
+            self._open_files = self._check_open_files(opts.channels)
+            self._loop_thread.start()
+            self._beat_thread.start()
+        except BaseException:  # (no thread to be had, a Ctrl-C): the objects made, the claim
+            self._release()  # and the lock go with the start, as _create's own failure's do
+            raise
 
     def _check_open_files(self, channels: int) -> OpenFiles:
         """Each client's data segment the server maps holds a descriptor: claim them for
@@ -361,9 +366,11 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         u32 = self._ctl.u32
         self._running = False
         self._bell.release()
-        self._loop_thread.join(2)
+        if self._loop_thread.ident is not None:  # (a start that failed may not have started it)
+            self._loop_thread.join(2)
         self._stop_event.set()
-        self._beat_thread.join(2)
+        if self._beat_thread.ident is not None:
+            self._beat_thread.join(2)
         u32[_R.STATE // 4] = L.RegionState.STOPPED
         for ch in self._channels:
             with ch.lock:

@@ -75,6 +75,44 @@ def test_a_server_and_client_on_x86_64_start(
     assert objects_of(name) == []
 
 
+@pytest.mark.parametrize("which", [1, 2])
+def test_a_start_whose_serving_threads_cannot_start_leaves_nothing_behind(
+    name: str, which: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No thread to be had (``can't start new thread``) for the serving loop (1) or the heartbeat
+    (2): the start fails, and its objects, its open-file claim and its lock went with it (they
+    stayed: /dev/shm kept the name's segments and semaphores, and the claim its channels)."""
+    import threading
+
+    from foundation_shm import _fd_limit
+
+    started = {"n": 0}
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        if self.name.startswith(f"shm-{name}"):
+            started["n"] += 1
+            if started["n"] == which:
+                raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    claims = dict(_fd_limit._claims)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        ShmServer(name, EchoHandler(), channels=2)
+    monkeypatch.undo()
+    assert [o for o in objects_of(name) if not o.endswith(".lock")] == []
+    assert _fd_limit._claims == claims
+    server = ShmServer(name, EchoHandler(), channels=1)  # the lock was let go
+    try:
+        with ShmClient(name, channels=1) as client:
+            x = np.arange(3, dtype=np.int32)
+            np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
+    finally:
+        server.stop()
+    assert objects_of(name) == []
+
+
 # --- the warning --------------------------------------------------------------------------------
 
 _START = r"""
