@@ -45,6 +45,8 @@ def check_transport(
         raise ValueError(
             f"check_transport: no check named {', '.join(unknown)} (checks: {', '.join(CHECKS)})"
         )
+    if type(patience) not in (int, float) or not 0 < patience <= 3600:  # (NaN fails this too)
+        raise ValueError(f"check_transport: patience must be seconds in (0, 3600], not {patience!r}")
     hub = hub or registered_hub()
     fresh = address or (lambda: f"kit{os.getpid()}x{next(_names)}")
     kit = _Kit(name, hub, serve_options or {}, connect_options or {}, fresh, leftovers, patience)

@@ -390,6 +390,14 @@ def test_a_check_that_does_not_exist_is_named() -> None:
         check_transport("inproc", only=["nope"])
 
 
+@pytest.mark.parametrize("patience", [0, -1.0, float("nan"), float("inf"), 1e9, "10", None, True])
+def test_a_patience_that_is_no_span_of_seconds_is_named(patience: object) -> None:
+    """(0 failed 7 checks of inproc DeadlineExceeded and NaN all 10 with ValueErrors from the
+    kit's own waits, each read as the transport's fault; '10' was a bare TypeError.)"""
+    with pytest.raises(ValueError, match=r"patience must be seconds in \(0, 3600\], not "):
+        check_transport("inproc", patience=patience)  # type: ignore[arg-type]
+
+
 def test_bf16_inputs_keep_their_mark_through_the_kit(kit_hub: Hub) -> None:
     """The kit's inputs of BF16 and BYTES carry the mark, so a transport that drops it on the
     way in is seen too (the runtime takes plain bits for them, but answers them marked)."""
