@@ -13,11 +13,13 @@ what went wrong (as the standard library's handlers print ``--- Logging error --
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import structlog
+from structlog import DropEvent
 
 from ._render import safe_repr
 
@@ -49,11 +51,17 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+@functools.cache  # one function per name, whatever the level: a new level changes fewer attributes
 def _method(name: str) -> Any:
     def meth(self: Any, event: Any, *args: Any, **kw: Any) -> Any:
         if args:
             event = interpolated(event, args, kw)
-        return self._proxy_to_logger(name, event, **kw)
+        # structlog's _proxy_to_logger, inlined: one call and one copy of ``kw`` less per line
+        try:
+            out_args, out_kw = self._process_event(name, event, kw)
+            return getattr(self._logger, name)(*out_args, **out_kw)
+        except DropEvent:
+            return None
 
     meth.__name__ = name
     return meth
@@ -81,7 +89,16 @@ def set_level(level: str) -> None:
 
     Each attribute is replaced in one assignment, so a thread logging meanwhile calls either the
     old method or the new one; every level's class has the same attribute names, so none is left
-    over from an earlier level."""
+    over from an earlier level. Only the attributes that change are assigned: each assignment
+    costs the class its attribute cache, and CPython (3.13 on) stops caching for a class changed
+    too often, which would slow every line."""
+    for name, method in _methods_for(level).items():
+        if vars(FoundationBoundLogger).get(name) is not method:
+            setattr(FoundationBoundLogger, name, method)
+
+
+@functools.cache
+def _methods_for(level: str) -> dict[str, Any]:
     base: Any = structlog.make_filtering_bound_logger(level)
     methods: dict[str, Any] = {k: v for k, v in vars(base).items() if not k.startswith("__")}
     threshold = logging.getLevelName(level.upper())
@@ -105,8 +122,7 @@ def set_level(level: str) -> None:
         return await base_alog(self, level, event, **kw)
 
     methods["log"], methods["alog"] = log, alog
-    for name, method in methods.items():
-        setattr(FoundationBoundLogger, name, method)
+    return methods
 
 
 set_level("info")

@@ -91,6 +91,20 @@ def test_a_cached_logger_follows_every_reconfiguration(tmp_path, read_lines):
     assert len(read_lines(path)) == 1
 
 
+def test_reconfiguring_at_the_same_level_leaves_the_logger_class_as_it_is(tmp_path):
+    """Each assignment to the class drops its attribute cache, and from CPython 3.13 a class
+    changed a thousand times is never cached again: only a new level changes it."""
+    from foundation_logging._bound import FoundationBoundLogger
+
+    json_file(tmp_path, level="info")
+    before = dict(vars(FoundationBoundLogger))
+    json_file(tmp_path, level="info")
+    assert dict(vars(FoundationBoundLogger)) == before
+    json_file(tmp_path, level="debug")
+    assert vars(FoundationBoundLogger)["debug"] is not before["debug"]
+    assert vars(FoundationBoundLogger)["info"] is before["info"]
+
+
 def test_structlog_capture_logs_sees_the_lines_of_a_cached_logger(tmp_path):
     """``structlog.testing.capture_logs`` changes the configured processor list in place; a
     logger cached before it is captured too, and logs to the file again afterwards."""
