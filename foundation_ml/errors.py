@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 import enum
+from typing import Self
 
 from foundation_core.errors import FoundationError
 
@@ -64,6 +65,19 @@ class InferenceError(Exception):
         self.request_id = request_id
         where = f"model {model!r}: " if model else ""
         super().__init__(f"{where}{message}")
+
+    def with_call(self, model: str, request_id: int = 0) -> Self:
+        """Name the call this error fails, where it does not yet: ``model`` fills an empty
+        ``model`` (``str()`` then starts with ``model 'NAME': ``), ``request_id`` a 0
+        ``request_id``; what it names already is kept. Returns the error (as ``with_traceback``
+        does). A transport's client calls it where a call catches what it raises, for the errors
+        made where the call was not known (the client closed, the server gone, no channel)."""
+        if model and type(model) is str and not self.model:  # (a caller's request may hold anything)
+            self.model = model
+            self.args = (f"model {model!r}: {self.message}",)
+        if request_id and type(request_id) is int and not self.request_id:
+            self.request_id = request_id
+        return self
 
 
 class BadMagic(InferenceError):

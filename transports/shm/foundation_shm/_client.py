@@ -149,42 +149,46 @@ class ShmClient(TransportClient):
             copy = copy_outputs
         else:
             raise TypeError(f"copy_outputs must be True, False or None, not {copy_outputs!r}")
-        for a in request.inputs.values():  # torch CUDA tensors go by IPC handle, or by host (spec 15)
-            if type(a) is not np.ndarray:
-                if self._cuda.claims(request.inputs):
-                    return self._cuda.infer(self, request, timeout, copy)
-                break
-        deadline = self._deadline(request.deadline_ns, timeout)
         rid = request.id or next(self._ids)
         if type(rid) is not int or not 0 < rid <= MAX_REQUEST_ID:
             rid = request_id(rid, request.model)
-        ch = self._take(deadline)
-        views = False
         try:
-            inputs = request.inputs
-            params = sendable_params(request.parameters, rid) if request.parameters else b""
-            # the request repeats the last one on this channel (model, names; then dtypes and
-            # shapes, checked as the data is copied): only the data and the header are written
-            key = (request.model, request.version, tuple(request.outputs), params, tuple(inputs))
-            if key == ch.wkey and self._lane and ch.conn.alive:
-                resp = self._exchange_repeat(ch, request, rid, deadline)
-            elif key == ch.wkey and fill(ch.wval[3], inputs.values()):
-                refs, _, payload, _ = ch.wval
-                req = ch.req
-                if deadline != ch.wdeadline:
-                    _U64.pack_into(req, _DEADLINE_AT, deadline)
-                    ch.wdeadline = deadline
-                write_header(req, _INFER, rid, payload, self.flags, refs)
-                resp = self._exchange(ch, rid, request.model, deadline, retry=True)
-            else:
-                arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in inputs.values()]
-                resp = self._infer_full(ch, request, arrays, params, key, rid, deadline)
-            if copy and not self.copy_outputs:  # (with copy_outputs the response is copies already)
-                resp.outputs = {k: v.copy() for k, v in resp.outputs.items()}
-            views = not copy
-            return resp
-        finally:
-            self._give(ch, hold=views)  # views: this thread keeps the channel; copies: the pool
+            for a in request.inputs.values():  # torch CUDA tensors go by IPC handle, or by host (spec 15)
+                if type(a) is not np.ndarray:
+                    if self._cuda.claims(request.inputs):
+                        return self._cuda.infer(self, request, rid, timeout, copy)
+                    break
+            deadline = self._deadline(request.deadline_ns, timeout)
+            ch = self._take(deadline)
+            views = False
+            try:
+                inputs = request.inputs
+                params = sendable_params(request.parameters, rid) if request.parameters else b""
+                # the request repeats the last one on this channel (model, names; then dtypes and
+                # shapes, checked as the data is copied): only the data and the header are written
+                key = (request.model, request.version, tuple(request.outputs), params, tuple(inputs))
+                if key == ch.wkey and self._lane and ch.conn.alive:
+                    resp = self._exchange_repeat(ch, request, rid, deadline)
+                elif key == ch.wkey and fill(ch.wval[3], inputs.values()):
+                    refs, _, payload, _ = ch.wval
+                    req = ch.req
+                    if deadline != ch.wdeadline:
+                        _U64.pack_into(req, _DEADLINE_AT, deadline)
+                        ch.wdeadline = deadline
+                    write_header(req, _INFER, rid, payload, self.flags, refs)
+                    resp = self._exchange(ch, rid, request.model, deadline, retry=True)
+                else:
+                    arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in inputs.values()]
+                    resp = self._infer_full(ch, request, arrays, params, key, rid, deadline)
+                if copy and not self.copy_outputs:  # (with copy_outputs the response is copies already)
+                    resp.outputs = {k: v.copy() for k, v in resp.outputs.items()}
+                views = not copy
+                return resp
+            finally:
+                self._give(ch, hold=views)  # views: this thread keeps the channel; copies: the pool
+        except InferenceError as exc:  # made where the call is not known (the pool, the connection)
+            exc.with_call(request.model, rid)
+            raise
 
     def infer_copy(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
         """``infer`` returning copies the caller owns, copied straight from the response area; the
@@ -379,21 +383,24 @@ class ShmClient(TransportClient):
     def _control(self, kind: int, model: str, timeout: float | None) -> dict[str, Any]:
         deadline = self._deadline(0, timeout)
         rid = next(self._ids)
-        ch = self._take(deadline)
         try:
-            self._write(
-                ch, [], L.MSG_HEADER_SIZE + request_payload_size(0, 0, 0), rid, model, "", deadline, kind=kind
-            )
-            resp = self._exchange(ch, rid, model, deadline, retry=True)
-        finally:
-            self._give(ch)
-        try:
-            doc = json.loads(str(resp.parameters.get("__text__", "")))
-        except ValueError:
-            raise InternalError(f"the server's {L.MessageKind(kind).name} document is not JSON") from None
-        if not isinstance(doc, dict):
-            raise InternalError("the server's document is not a JSON object")
-        return doc
+            ch = self._take(deadline)
+            try:
+                size = L.MSG_HEADER_SIZE + request_payload_size(0, 0, 0)
+                self._write(ch, [], size, rid, model, "", deadline, kind=kind)
+                resp = self._exchange(ch, rid, model, deadline, retry=True)
+            finally:
+                self._give(ch)
+            try:
+                doc = json.loads(str(resp.parameters.get("__text__", "")))
+            except ValueError:
+                raise InternalError(f"the server's {L.MessageKind(kind).name} document is not JSON") from None
+            if not isinstance(doc, dict):
+                raise InternalError("the server's document is not a JSON object")
+            return doc
+        except InferenceError as exc:  # as infer's
+            exc.with_call(model, rid)
+            raise
 
     def metadata(self, model: str, *, timeout: float | None = None) -> dict[str, Any]:
         return self._control(L.MessageKind.METADATA_REQUEST, model, timeout)
@@ -417,11 +424,15 @@ class ShmClient(TransportClient):
         If the only channel to be had is still with the server (a call that passed its deadline),
         this waits for it up to ``timeout`` and ``connect_timeout``, then ``DeadlineExceeded``."""
         deadline = self._deadline(0, timeout)
-        ch = self._take(deadline, self.connect_timeout)
         try:
-            return Loan(self, ch, model, inputs, version=version, outputs=outputs, parameters=parameters)
-        except BaseException:
-            self._give(ch)
+            ch = self._take(deadline, self.connect_timeout)
+            try:
+                return Loan(self, ch, model, inputs, version=version, outputs=outputs, parameters=parameters)
+            except BaseException:
+                self._give(ch)
+                raise
+        except InferenceError as exc:  # as infer's (a loan sends no request yet: no id)
+            exc.with_call(model)
             raise
 
     # --- close ---------------------------------------------------------------------------------

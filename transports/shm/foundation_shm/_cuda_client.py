@@ -19,7 +19,7 @@ from foundation_ml._tensors import to_host
 from foundation_ml.errors import CudaUnavailable, InternalError, InvalidInput
 
 from . import _layout as L
-from ._codec import MAX_REQUEST_ID, layout, request_id, request_payload_size, sendable_params
+from ._codec import layout, request_payload_size, sendable_params
 from ._cuda_desc import FLAG_CUDA_IPC, CudaIpcRef, write_mixed_request
 from ._cuda_driver import CudaError
 from ._cuda_memory import (
@@ -77,18 +77,19 @@ class ClientCuda:
         return False
 
     def infer(
-        self, client: ShmClient, request: InferenceRequest, timeout: float | None, copy: bool
+        self, client: ShmClient, request: InferenceRequest, rid: int, timeout: float | None, copy: bool
     ) -> InferenceResponse:
-        """``client.infer`` of a request holding device tensors; ``copy``: outputs the caller owns
-        (clones, complete on return), and the channel goes back to the pool at once."""
+        """``client.infer`` of a request holding device tensors, sent as request ``rid``;
+        ``copy``: outputs the caller owns (clones, complete on return), and the channel goes back
+        to the pool at once."""
         device = next(a.device for a in request.inputs.values() if is_device_tensor(a))
         if self.mode is False:
-            return self.by_host(client, request, timeout, device, copy)
+            return self.by_host(client, request, rid, timeout, device, copy)
         with client._cond:
             conn = client._connection()
         if not conn.ctl.u32[L.RegionField.FEATURES // 4] & L.Feature.CUDA_IPC or self.refused is conn:
             if self.fallback == "host":
-                return self.by_host(client, request, timeout, device, copy)
+                return self.by_host(client, request, rid, timeout, device, copy)
             why = "refused it" if self.refused is conn else "does not advertise FDN_FEATURE_CUDA_IPC"
             raise CudaUnavailable(
                 f"CUDA IPC requested but shm server {client.name!r} {why}; "
@@ -96,26 +97,32 @@ class ClientCuda:
                 model=request.model,
             )
         try:
-            return self.by_handle(client, request, timeout, device, copy)
+            return self.by_handle(client, request, rid, timeout, device, copy)
         except CudaUnavailable:
             if self.fallback != "host":
                 raise
             self.refused = conn
-            return self.by_host(client, request, timeout, device, copy)
+            return self.by_host(client, request, rid, timeout, device, copy)
         except CudaError as exc:  # no IPC handle for this memory (15.1)
             if self.fallback != "host":
                 raise CudaUnavailable(f"CUDA IPC requested but {exc}", model=request.model) from None
-            return self.by_host(client, request, timeout, device, copy)
+            return self.by_host(client, request, rid, timeout, device, copy)
 
     def by_host(
-        self, client: ShmClient, request: InferenceRequest, timeout: float | None, device: Any, copy: bool
+        self,
+        client: ShmClient,
+        request: InferenceRequest,
+        rid: int,
+        timeout: float | None,
+        device: Any,
+        copy: bool,
     ) -> InferenceResponse:
         """The fallback: device tensors to host, the host shm path, outputs back to ``device``."""
         inputs = {n: to_host(a) if is_device_tensor(a) else a for n, a in request.inputs.items()}
         host = InferenceRequest(
             request.model,
             inputs,
-            id=request.id,
+            id=rid,
             version=request.version,
             deadline_ns=request.deadline_ns,
             parameters=request.parameters,
@@ -126,13 +133,16 @@ class ClientCuda:
         return resp
 
     def by_handle(
-        self, client: ShmClient, request: InferenceRequest, timeout: float | None, device: Any, copy: bool
+        self,
+        client: ShmClient,
+        request: InferenceRequest,
+        rid: int,
+        timeout: float | None,
+        device: Any,
+        copy: bool,
     ) -> InferenceResponse:
         """The IPC path: device inputs by handle, device outputs opened from the server's handles."""
         deadline = client._deadline(request.deadline_ns, timeout)
-        rid = request.id or next(client._ids)
-        if type(rid) is not int or not 0 < rid <= MAX_REQUEST_ID:  # as the host path checks it
-            rid = request_id(rid, request.model)
         keep: list[Any] = []  # contiguous copies, alive until the response (15.4 rule 1)
         tensors: list[Any] = []
         host: list[tuple[str, DataType, tuple[int, ...]]] = []

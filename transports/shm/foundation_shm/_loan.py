@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from foundation_ml import DataType, InferenceResponse
-from foundation_ml.errors import InvalidInput
+from foundation_ml.errors import InferenceError, InvalidInput
 
 from ._codec import MAX_REQUEST_ID, encode_params, layout, request_payload_size, write_header
 from ._codec import request_id as checked_request_id
@@ -240,9 +240,11 @@ class Loan:
             resp = client._exchange(ch, rid, self.model, deadline, retry=True)
             self._answered[0] = True
             return resp
-        except BaseException:
+        except BaseException as exc:
             if _pending(ch):  # the server may still read the inputs: they are not to be written
                 self._stop_lending(rid)
+            if isinstance(exc, InferenceError):  # made where the call is not known (as infer's)
+                exc.with_call(self.model, rid)
             raise
         finally:
             if ch.gen != gen and not self._ended:  # the response area grew: the segment moved, and

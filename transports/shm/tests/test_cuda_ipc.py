@@ -49,6 +49,7 @@ from foundation_ml.errors import (
     InferenceError,
     InternalError,
     InvalidInput,
+    ServerUnavailable,
 )
 
 from .conftest import CudaServeProcess
@@ -390,6 +391,22 @@ def test_without_fallback_a_server_lacking_the_feature_is_a_clear_error(
         ):
             client.infer(InferenceRequest("echo", {"x": torch.zeros(2)}))
         _still_serves(client)
+
+
+def test_an_error_of_a_call_with_device_tensors_names_its_model_and_request_id(
+    echo_server: Any, name: str, cpu_as_device: None
+) -> None:
+    """The CUDA path's own errors named the model but not the request (it numbered the request
+    inside), and a closed client's error named neither (as on the host path: test_error_fields)."""
+    with ShmTransport().connect(name) as client:
+        with pytest.raises(CudaUnavailable, match="does not advertise") as info:
+            client.infer(InferenceRequest("echo", {"x": torch.zeros(2)}, id=93))
+        assert (info.value.model, info.value.request_id) == ("echo", 93)
+    with ShmTransport().connect(name, cuda_fallback="host") as client:
+        client.close()
+        with pytest.raises(ServerUnavailable, match="is closed") as closed:
+            client.infer(InferenceRequest("echo", {"x": torch.zeros(2)}, id=94))
+        assert (closed.value.model, closed.value.request_id) == ("echo", 94)
 
 
 async def _ainfer_and_kept(client: Any, request: InferenceRequest) -> tuple[Any, int]:

@@ -481,5 +481,5 @@ def test_a_control_segment_shrunk_under_a_client_is_server_unavailable_not_a_sig
     argv = [sys.executable, "-c", _CLIENT_OF_A_SHRUNK_REGION, name]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
-    assert "ServerUnavailable: shm server" in done.stdout
+    assert "ServerUnavailable: model 'echo': shm server" in done.stdout
     assert "its control segment was shrunk under this client" in done.stdout

@@ -1,0 +1,224 @@
+"""Every ``InferenceError`` the client raises for a call names that call: ``model`` and
+``request_id`` (with ``str()`` starting ``model 'NAME': ``), also for the errors made where the
+call is not known (the client closed before or during the call, the server gone, no channel to
+be had, a request too large). Run on both hot paths (the suite runs again under FDN_SHM_PURE=1)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from foundation_shm import ShmTransport
+from foundation_shm._echo import EchoHandler
+from foundation_shm._server import ShmServer
+
+from foundation_ml import DataType, InferenceClient, InferenceRequest
+from foundation_ml._client import registered_hub
+from foundation_ml.errors import DeadlineExceeded, InferenceError, ServerUnavailable, TooLarge
+
+from .conftest import EchoProcess, until
+
+X = np.arange(4, dtype=np.float32)
+SPEC = {"x": (DataType.FP32, (4,))}
+
+
+def _names(exc: BaseException, kind: type[InferenceError], model: str, rid: int, says: str) -> None:
+    assert type(exc) is kind, repr(exc)
+    assert isinstance(exc, InferenceError)
+    assert exc.model == model, repr(exc)
+    assert exc.request_id == rid, repr(exc)
+    assert str(exc) == f"model {model!r}: {exc.message}"
+    assert says in exc.message, exc.message
+
+
+def _raised(fn: Callable[[], Any]) -> BaseException:
+    try:
+        fn()
+    except Exception as exc:
+        return exc
+    raise AssertionError(f"{fn} returned")
+
+
+@pytest.fixture
+def server(name: str) -> Iterator[ShmServer]:
+    srv = ShmTransport().serve(name, EchoHandler(), channels=4, max_request_bytes=1 << 20)
+    yield srv
+    srv.stop()
+
+
+def test_a_closed_clients_calls_name_their_model_and_request_id(server: ShmServer, name: str) -> None:
+    """'the client of NAME is closed' (the pool's refusal) named no model and no request."""
+    client = ShmTransport().connect(name)
+    client.infer(InferenceRequest("echo", {"x": X}))
+    client.close()
+    closed = "is closed"
+    _names(
+        _raised(lambda: client.infer(InferenceRequest("echo", {"x": X}, id=41))),
+        ServerUnavailable,
+        "echo",
+        41,
+        closed,
+    )
+    _names(
+        _raised(lambda: client.infer_copy(InferenceRequest("echo", {"x": X}, id=42))),
+        ServerUnavailable,
+        "echo",
+        42,
+        closed,
+    )
+    _names(
+        _raised(lambda: asyncio.run(client.ainfer(InferenceRequest("echo", {"x": X}, id=43)))),
+        ServerUnavailable,
+        "echo",
+        43,
+        closed,
+    )
+    exc = _raised(lambda: client.metadata("echo"))
+    assert type(exc) is ServerUnavailable and exc.model == "echo" and str(exc).startswith("model 'echo': ")
+    exc = _raised(lambda: client.loan("echo", SPEC))
+    assert type(exc) is ServerUnavailable and exc.model == "echo" and str(exc).startswith("model 'echo': ")
+
+
+@pytest.mark.parametrize("repeat", [False, True], ids=["first", "repeated"])
+@pytest.mark.parametrize("call", ["infer", "loan"])
+def test_a_call_the_client_is_closed_under_names_its_model_and_request_id(
+    server: ShmServer, name: str, call: str, repeat: bool
+) -> None:
+    """'the client of shm server NAME was closed during the call' named neither. ``repeated``: a
+    request the channel sent before (the C path's one-call exchange)."""
+    client = ShmTransport().connect(name, channels=1, copy_outputs=True)  # (no channel kept)
+    slow = {"ms": 300}
+    if call == "infer":
+
+        def send(rid: int) -> Any:
+            return client.infer(InferenceRequest("sleep", {"x": X}, id=rid, parameters=slow), timeout=10)
+
+    else:
+        loan = client.loan("sleep", SPEC, parameters=slow)
+        loan["x"][:] = X
+
+        def send(rid: int) -> Any:
+            return loan.infer(request_id=rid, timeout=10)
+
+    if repeat:
+        send(50)
+    got: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            send(51)
+        except BaseException as exc:
+            got.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert until(lambda: any(not ch.idle() for ch in list(client._pool._busy)) or not t.is_alive())
+    client.close()
+    t.join(10)
+    if call == "loan":
+        loan.close()
+    assert not t.is_alive() and len(got) == 1, got
+    _names(got[0], ServerUnavailable, "sleep", 51, "closed during the call")
+
+
+def test_a_call_to_a_server_that_died_names_its_model_and_request_id(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """'shm server NAME (pid N) is gone' named neither."""
+    server = echo_process("--channels", "2")
+    client = ShmTransport().connect(name, channels=2, copy_outputs=True)
+    try:
+        client.infer(InferenceRequest("echo", {"x": X}))
+        with client.loan("echo", SPEC) as loan:
+            loan["x"][:] = X
+            loan.infer()
+            server.kill()
+            gone = "is gone"
+            _names(
+                _raised(lambda: loan.infer(request_id=62, timeout=10)), ServerUnavailable, "echo", 62, gone
+            )
+        _names(
+            _raised(lambda: client.infer(InferenceRequest("echo", {"x": X}, id=61), timeout=10)),
+            ServerUnavailable,
+            "echo",
+            61,
+            gone,
+        )
+        _names(_raised(lambda: client.loan("echo", SPEC, timeout=10)), ServerUnavailable, "echo", 0, gone)
+        exc = _raised(lambda: client.metadata("echo", timeout=10))
+        assert type(exc) is ServerUnavailable and exc.model == "echo", repr(exc)
+    finally:
+        client.close()
+
+
+def test_a_call_that_finds_no_free_channel_names_its_model_and_request_id(
+    server: ShmServer, name: str
+) -> None:
+    """'no free channel to NAME before the deadline' named neither."""
+    client = ShmTransport().connect(name, channels=1)
+    try:
+        t = threading.Thread(
+            target=client.infer, args=(InferenceRequest("sleep", {"x": X}, parameters={"ms": 300}),)
+        )
+        t.start()
+        assert until(lambda: bool(client._pool._busy))
+        exc = _raised(lambda: client.infer(InferenceRequest("echo", {"x": X}, id=71), timeout=0.05))
+        t.join(10)
+        _names(exc, DeadlineExceeded, "echo", 71, "no free channel")
+    finally:
+        client.close()
+
+
+def test_a_request_too_large_for_the_server_names_its_model_and_request_id(
+    server: ShmServer, name: str
+) -> None:
+    with ShmTransport().connect(name) as client:
+        big = np.zeros(1 << 20, np.float32)  # 4 MiB: past the server's 1 MiB
+        _names(
+            _raised(lambda: client.infer(InferenceRequest("echo", {"x": big}, id=81))),
+            TooLarge,
+            "echo",
+            81,
+            "exceeds the server's",
+        )
+
+
+def test_inference_client_passes_on_the_model_and_request_id_of_a_call_closed_under_it(
+    server: ShmServer, name: str
+) -> None:
+    """``InferenceClient.close()`` while a call is with the server (sync and async): the error
+    names the model, and the request the transport sent."""
+    client = InferenceClient(name, transport="shm", hub=registered_hub(), timeout=10, channels=2)
+    got: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            client.infer("sleep", {"x": X})
+        except BaseException as exc:
+            got.append(exc)
+
+    def asynchronous() -> None:
+        try:
+            asyncio.run(client.ainfer("sleep", {"x": X}))
+        except BaseException as exc:
+            got.append(exc)
+
+    threads = [threading.Thread(target=sync), threading.Thread(target=asynchronous)]
+    for t in threads:
+        t.start()
+    pool = client._client._pool  # type: ignore[attr-defined]
+    assert until(lambda: len(pool._busy) == 2)
+    time.sleep(0.05)  # published (the server sleeps 100 ms on each)
+    client.close()
+    for t in threads:
+        t.join(10)
+    assert len(got) == 2
+    for exc in got:
+        assert type(exc) is ServerUnavailable, repr(exc)
+        assert exc.model == "sleep" and exc.request_id > 0, repr(exc)
+        assert str(exc) == f"model 'sleep': {exc.message}"
