@@ -155,11 +155,18 @@ class ChannelPool:
                 raise
 
     def connection(self) -> _Connection:
+        """The connection, made anew if there is none or its server died; never for a closed
+        client (its close would not close it again)."""
+        if self._closed:
+            raise self._refused()
         if self._conn is None or not self._conn.alive:
             if self._conn is not None:
                 self._drop_connection()
             self._conn = _Connection(self.name)
         return self._conn
+
+    def _refused(self) -> ServerUnavailable:
+        return ServerUnavailable(f"the client of {self.name!r} is closed")
 
     def _drop_connection(self) -> None:
         """Forget a connection (a dead server, or the client closing): unlink our data segments,
@@ -312,7 +319,7 @@ class ChannelPool:
         with self._cond:
             while True:
                 if self._closed:
-                    raise ServerUnavailable(f"the client of {self.name!r} is closed")
+                    raise self._refused()
                 if call_abandoned():  # an ainfer cancelled meanwhile: send nothing nobody awaits
                     self._cond.notify()  # a wake-up this thread took is another waiter's
                     raise CancelledError(f"the call to {self.name!r} was abandoned before it was sent")

@@ -409,6 +409,21 @@ def test_an_error_of_a_call_with_device_tensors_names_its_model_and_request_id(
         assert (closed.value.model, closed.value.request_id) == ("echo", 94)
 
 
+def test_a_closed_clients_call_with_device_tensors_opens_no_connection(
+    echo_server: Any, name: str, cpu_as_device: None
+) -> None:
+    """The CUDA path looked up the server's features on ``client._connection()``, which on a
+    closed client connected again: the call failed ``CudaUnavailable`` (not ``ServerUnavailable``,
+    as every call of a closed client does) and left that connection open, its mapping and
+    semaphores never closed."""
+    client = ShmTransport().connect(name)
+    client.close()
+    with pytest.raises(ServerUnavailable, match="is closed") as info:
+        client.infer(InferenceRequest("echo", {"x": torch.zeros(2)}, id=95))
+    assert (info.value.model, info.value.request_id) == ("echo", 95)
+    assert client._pool._conn is None
+
+
 async def _ainfer_and_kept(client: Any, request: InferenceRequest) -> tuple[Any, int]:
     """``client.ainfer(request)``, and how many channels the client then keeps for threads' views
     (counted while the loop's executor threads live: a thread's end gives its channel back)."""
