@@ -147,9 +147,8 @@ class TransportClient(abc.ABC):
             if (type(timeout) is float or type(timeout) is int) and 0 < timeout <= 1e9:
                 left = timeout - (time.monotonic() - start)  # (any other value: infer names it)
                 if left <= 0:
-                    raise DeadlineExceeded(
-                        f"no thread free to send the request within {timeout}s", model=request.model
-                    )
+                    late = DeadlineExceeded(f"no thread free to send the request within {timeout}s")
+                    raise late.with_call(request.model, request.id)
             return send(request, timeout=left)
 
         return await run_off_loop(functools.partial(asyncio.get_running_loop().run_in_executor, None), call)

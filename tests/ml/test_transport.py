@@ -62,7 +62,7 @@ def test_ainfer_that_waited_for_a_thread_past_its_timeout_is_not_sent() -> None:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(1))
         blocker = loop.run_in_executor(None, busy)
-        late = asyncio.ensure_future(client.ainfer(InferenceRequest("m", {"x": X}), timeout=timeout))
+        late = asyncio.ensure_future(client.ainfer(InferenceRequest("m", {"x": X}, id=12), timeout=timeout))
         await asyncio.sleep(0)  # the call has started: its timeout runs from here
         go.set()
         return await asyncio.gather(blocker, late, return_exceptions=True)
@@ -76,6 +76,7 @@ def test_ainfer_that_waited_for_a_thread_past_its_timeout_is_not_sent() -> None:
     np.testing.assert_array_equal(answer.outputs["x"], X)
     assert isinstance(late, DeadlineExceeded), late
     assert str(late) == "model 'm': no thread free to send the request within 0.05s"
+    assert late.request_id == 12  # the request's own id (it named the model, not the request)
     assert sent == []
 
 
