@@ -8,6 +8,7 @@ closed client's calls fail ``ServerUnavailable``."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 import time
@@ -70,6 +71,13 @@ class _InprocClient(TransportClient):
         self._closed = False
 
     def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        try:
+            return self._call(request, timeout)
+        except InferenceError as exc:  # one made where the call is not known (closed, no server)
+            exc.with_call(request.model, request.id)  # or the handler's naming none (a copy: _own)
+            raise
+
+    def _call(self, request: InferenceRequest, timeout: float | None) -> InferenceResponse:
         deadline = call_deadline(request.deadline_ns, timeout)  # a bad timeout is refused before sending
         server = self._server()
         if not request.id:
@@ -104,6 +112,8 @@ class _InprocClient(TransportClient):
         answer = reply.value
         del reply
         if isinstance(answer, InferenceError):
+            if not (answer.model and answer.request_id):  # infer names the call on it
+                answer = _own(answer)
             # raised from a local still holding it, its traceback would reach this frame and the
             # frame it: a reference cycle that kept the request's inputs (the caller's arrays)
             # alive until the garbage collector ran, so a loop of failing calls grew by its inputs
@@ -124,13 +134,27 @@ class _InprocClient(TransportClient):
         return server
 
     def metadata(self, model: str, *, timeout: float | None = None) -> dict[str, Any]:
-        return self._server().handler.metadata(model)
+        try:
+            return self._server().handler.metadata(model)
+        except InferenceError as exc:  # as infer's
+            exc.with_call(model)
+            raise
 
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         return self._server().handler.stats()
 
     def close(self) -> None:
         self._closed = True  # a call from now on fails ServerUnavailable, as on every transport
+
+
+def _own(error: InferenceError) -> InferenceError:
+    """A copy of the error a handler answered, for this call to name: the handler may answer
+    other calls with the same object. The error itself if it cannot be copied (a subclass not
+    made from its message alone)."""
+    try:
+        return copy.copy(error)
+    except Exception:
+        return error
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import pytest
 from foundation_ml import InferenceRequest, InferenceResponse
 from foundation_ml._inproc import InprocTransport
 from foundation_ml._transport import Respond, TransportClient
-from foundation_ml.errors import DeadlineExceeded, ServerUnavailable
+from foundation_ml.errors import DeadlineExceeded, Overloaded, ServerUnavailable
 
 from .conftest import unique_name
 
@@ -74,13 +74,72 @@ def test_a_closed_client_refuses_every_call(client: TransportClient, handler: Ha
     does ``InferenceClient.ainfer``)."""
     client.infer(InferenceRequest("m", {"x": X}))
     client.close()
-    with pytest.raises(ServerUnavailable, match=r"^the client of inproc server '.*' is closed$"):
+    with pytest.raises(ServerUnavailable, match=r"^model 'm': the client of inproc server '.*' is closed$"):
         client.infer(InferenceRequest("m", {"x": X}))
-    with pytest.raises(ServerUnavailable, match="is closed"):
+    with pytest.raises(ServerUnavailable, match=r"^model 'm': .* is closed$"):
         client.metadata("m")
     with pytest.raises(ServerUnavailable, match="is closed"):
         client.stats()
     assert len(handler.requests) == 1
+
+
+def test_the_errors_of_a_call_name_its_model_and_request_id(handler: Handler) -> None:
+    """A closed client's refusal, and the refusal where nothing serves the address, named neither
+    (shm's name both: the kit's close_and_stop holds every transport to it)."""
+    transport = InprocTransport()
+    server = transport.serve(unique_name(), handler)
+    client = transport.connect(server.address)
+    client.close()
+    with pytest.raises(ServerUnavailable) as closed:
+        client.infer(InferenceRequest("m", {"x": X}, id=21))
+    assert (closed.value.model, closed.value.request_id) == ("m", 21)
+    with pytest.raises(ServerUnavailable) as meta:
+        client.metadata("m")
+    assert meta.value.model == "m"
+    other = transport.connect(server.address)
+    server.stop()
+    with pytest.raises(ServerUnavailable, match="no inproc server") as gone:
+        other.infer(InferenceRequest("m", {"x": X}, id=22))
+    assert (gone.value.model, gone.value.request_id, str(gone.value)) == (
+        "m",
+        22,
+        f"model 'm': no inproc server under {server.address!r}",
+    )
+
+
+class _Refuses:
+    """Answers every request with one and the same error, naming no model or request."""
+
+    def __init__(self) -> None:
+        self.error = Overloaded("too busy")
+
+    def __call__(self, request: InferenceRequest, respond: Respond) -> None:
+        respond(self.error)
+
+    def metadata(self, model: str) -> dict[str, Any]:
+        return {}
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+def test_an_error_the_handler_answers_naming_no_call_is_raised_naming_it() -> None:
+    """Over shm the client names the call on every error answered; inproc raised the handler's
+    own error as it was (model '' and request id 0). It names the call now on a copy, so a
+    handler answering many calls with one error object sees none of them named on it."""
+    refuses = _Refuses()
+    transport = InprocTransport()
+    server = transport.serve(unique_name(), refuses)
+    try:
+        with transport.connect(server.address) as client:
+            for model, rid in (("a", 5), ("b", 6)):
+                with pytest.raises(Overloaded) as info:
+                    client.infer(InferenceRequest(model, {"x": X}, id=rid))
+                assert (info.value.model, info.value.request_id) == (model, rid)
+                assert str(info.value) == f"model {model!r}: too busy"
+    finally:
+        server.stop()
+    assert (refuses.error.model, refuses.error.request_id, str(refuses.error)) == ("", 0, "too busy")
 
 
 @pytest.mark.parametrize("timeout", [-1, -1e-9, math.nan, math.inf, 1e12, True, "1", np.float32(1)])
