@@ -32,6 +32,7 @@ from ._kit import (
     _TYPES,
     _direct,
     _Kit,
+    _Recorder,
     _same_arrays,
     _typed_inputs,
 )
@@ -158,7 +159,8 @@ def check_errors(kit: _Kit) -> None:
 
 def check_error_codes(kit: _Kit) -> None:
     """An error of every wire code the handler answers comes back as its own class, with its
-    message as the handler gave it (``str()`` equal: the model's name once, not twice)."""
+    message as the handler gave it (``str()`` equal: the model's name once, not twice), naming
+    the call's model and request id, also where the handler's error named neither."""
     with kit.own() as (_, _, client):
         for code in ErrorCode:
             if code is ErrorCode.OK:
@@ -176,6 +178,17 @@ def check_error_codes(kit: _Kit) -> None:
             _expect(
                 str(exc) == want, f"code {code.name}'s message came back as {str(exc)!r}, answered {want!r}"
             )
+            _names_call(exc, model, 5, f"an answer of code {code.name}")
+        exc = kit.raises(
+            HandlerError,
+            functools.partial(
+                client.infer,
+                InferenceRequest("kit-unnamed", {"x": np.ones((1, 1))}, id=6),
+                timeout=kit.patience,
+            ),
+            "an error answered naming no model or request",
+        )
+        _names_call(exc, "kit-unnamed", 6, "an error answered naming no model or request")
 
 
 def check_concurrency(kit: _Kit) -> None:
@@ -228,24 +241,21 @@ def check_concurrency(kit: _Kit) -> None:
 
 
 def check_deadlines(kit: _Kit) -> None:
-    """A call with no answer raises ``DeadlineExceeded`` at its timeout or at the request's
-    deadline, whichever is sooner; a late answer is not taken for a later call's; a timeout that
-    is no number of seconds in [0, 1e9] is a ``ValueError`` and nothing is sent."""
+    """A call with no answer raises ``DeadlineExceeded`` (naming its model and request id) at its
+    timeout or at the request's deadline, whichever is sooner; a late answer is not taken for a
+    later call's; a timeout that is no number of seconds in [0, 1e9] is a ``ValueError`` and
+    nothing is sent."""
     with kit.own() as (handler, _, client):
         hang = InferenceRequest("kit-hang", {"x": np.ones((1, 1))}, id=1)
-        kit.raises(
-            DeadlineExceeded,
-            lambda: client.infer(hang, timeout=0.2),
-            "a call of timeout=0.2 s left unanswered",
-        )
+        what = "a call of timeout=0.2 s left unanswered"
+        exc = kit.raises(DeadlineExceeded, lambda: client.infer(hang, timeout=0.2), what)
+        _names_call(exc, "kit-hang", 1, what)
         own = InferenceRequest(
             "kit-hang", {"x": np.ones((1, 1))}, id=2, deadline_ns=time.monotonic_ns() + 200_000_000
         )
-        kit.raises(
-            DeadlineExceeded,
-            lambda: client.infer(own, timeout=None),
-            "a call of deadline_ns 0.2 s ahead left unanswered",
-        )
+        what = "a call of deadline_ns 0.2 s ahead left unanswered"
+        exc = kit.raises(DeadlineExceeded, lambda: client.infer(own, timeout=None), what)
+        _names_call(exc, "kit-hang", 2, what)
         kit.raises(
             DeadlineExceeded,
             lambda: client.infer(own, timeout=30.0),
@@ -331,9 +341,10 @@ def check_async_and_client(kit: _Kit) -> None:
 
 def check_close_and_stop(kit: _Kit) -> None:
     """After ``close()`` every call of that client fails ``ServerUnavailable`` (the server still
-    serving others), and a second ``close()`` is fine; a request in flight when ``stop()`` is
-    called is answered; after ``stop()`` nothing serves the address, calls fail
-    ``ServerUnavailable`` (or ``ShuttingDown``), and it can be served again."""
+    serving others), and a second ``close()`` is fine; a call in flight at ``close()`` fails; a
+    request in flight when ``stop()`` is called is answered; after ``stop()`` nothing serves the
+    address, calls fail ``ServerUnavailable`` (or ``ShuttingDown``), and it can be served again.
+    Each error names its call's model and request id."""
     before = kit.leftovers() if kit.leftovers else []
     handler = kit.recorder()
     address = kit.address()
@@ -342,20 +353,27 @@ def check_close_and_stop(kit: _Kit) -> None:
     x = np.ones((1, 1))
     closed = kit.connect(address)
     kit.call(functools.partial(kit.close, closed), "close()")
-    for call, what in (
+    for call, what, model, rid in (
         (
-            functools.partial(closed.infer, InferenceRequest("kit-x", {"x": x}), timeout=kit.patience),
+            functools.partial(closed.infer, InferenceRequest("kit-x", {"x": x}, id=31), timeout=kit.patience),
             "infer",
+            "kit-x",
+            31,
         ),
-        (functools.partial(closed.metadata, "kit-meta", timeout=kit.patience), "metadata"),
-        (functools.partial(closed.stats, timeout=kit.patience), "stats"),
+        (functools.partial(closed.metadata, "kit-meta", timeout=kit.patience), "metadata", "kit-meta", None),
+        (functools.partial(closed.stats, timeout=kit.patience), "stats", None, None),
     ):
-        kit.raises(ServerUnavailable, call, f"{what} after close() (the server still serving)")
+        what = f"{what} after close() (the server still serving)"
+        exc = kit.raises(ServerUnavailable, call, what)
+        if model is not None:
+            _names_call(exc, model, rid, what)
     kit.call(closed.close, "a second close()")
+    _closed_in_flight(kit, address, handler)
     sent = InferenceRequest("kit-x", {"x": x}, id=6)
     r = kit.call(functools.partial(client.infer, sent, timeout=kit.patience), "another client's infer")
     _expect(r.id == 6, "another client's call failed after one client closed")
 
+    sent_before = len(handler.requests)
     handler.delay = 0.3
     box: list[Any] = []
     request = InferenceRequest("kit-x", {"x": x}, id=8)
@@ -365,7 +383,7 @@ def check_close_and_stop(kit: _Kit) -> None:
         )
     )
     deadline = time.monotonic() + kit.patience
-    while len(handler.requests) < 2 and time.monotonic() < deadline:
+    while len(handler.requests) <= sent_before and time.monotonic() < deadline:
         time.sleep(0.005)
     kit.call(lambda: kit.stop(server, 5.0), "stop(5.0) with a request in flight")
     t.join(kit.patience)
@@ -377,7 +395,7 @@ def check_close_and_stop(kit: _Kit) -> None:
     kit.raises(ServerUnavailable, lambda: kit.connect(address), "connect after stop()")
     late = _catch(
         lambda: kit.call(
-            lambda: client.infer(InferenceRequest("kit-x", {"x": x}), timeout=kit.patience),
+            lambda: client.infer(InferenceRequest("kit-x", {"x": x}, id=33), timeout=kit.patience),
             "infer after stop()",
         )
     )
@@ -385,10 +403,59 @@ def check_close_and_stop(kit: _Kit) -> None:
         type(late) in (ServerUnavailable, ShuttingDown),
         f"infer after stop() gave {late!r:.200}, expected ServerUnavailable or ShuttingDown",
     )
+    _names_call(late, "kit-x", 33, "infer after stop()")
     kit.close(client)
     kit.stop(kit.serve(address, kit.recorder()), 1.0)
     after = kit.leftovers() if kit.leftovers else []
     _expect(sorted(after) == sorted(before), f"left behind after stop(): {sorted(set(after) - set(before))}")
+
+
+def _closed_in_flight(kit: _Kit, address: str, handler: _Recorder) -> None:
+    """A call in flight (its request with the handler, unanswered) when its client is closed
+    fails: ``ServerUnavailable`` (shm: at once), or ``DeadlineExceeded`` at its timeout (inproc:
+    a call is not interrupted), naming its model and request id."""
+    client = kit.connect(address)
+    request = InferenceRequest("kit-hang", {"x": np.ones((1, 1))}, id=32)
+    box: list[Any] = []
+    timeout = min(0.5, kit.patience / 2)
+    hung = len(handler.hung)
+    t = kit.thread(
+        lambda: box.append(_catch(functools.partial(client.infer, request, timeout=timeout), BaseException))
+    )
+    deadline = time.monotonic() + kit.patience
+    while len(handler.hung) <= hung and t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    kit.call(functools.partial(kit.close, client), "close() with a call in flight")
+    t.join(kit.patience)
+    handler.release()  # answered now, late: the server holds nothing of it at stop()
+    _expect(bool(box), "the call in flight at close() had not returned")
+    got = box[0]
+    if isinstance(got, BaseException) and not isinstance(got, InferenceError):  # reported as it is
+        raise got if isinstance(got, Exception) else _Fail(_raised("the call in flight at close()", got))
+    _expect(
+        type(got) in (ServerUnavailable, DeadlineExceeded),
+        f"the call in flight at close() gave {got!r:.200}, expected ServerUnavailable (or"
+        " DeadlineExceeded at its timeout)",
+    )
+    _names_call(got, "kit-hang", 32, "the call in flight at close()")
+
+
+def _names_call(exc: BaseException, model: str, rid: int | None, what: str) -> None:
+    """``exc`` names the call: its ``model``, its ``request_id`` (``rid``; None: not asked), and
+    ``str()`` starting with ``model 'NAME': ``."""
+    assert isinstance(exc, InferenceError)
+    named = (exc.model, exc.request_id) if rid is not None else (exc.model,)
+    call = (model, rid) if rid is not None else (model,)
+    _expect(
+        named == call,
+        f"{what}: {type(exc).__name__}({str(exc)!r:.120}) names model {exc.model!r} and request id"
+        f" {exc.request_id}, not the call's ({model!r}{'' if rid is None else f', {rid}'})",
+    )
+    _expect(
+        str(exc).startswith(f"model {model!r}: "),
+        f"{what}: str() of its {type(exc).__name__} is {str(exc)!r:.120}, not starting with the call's"
+        f" model {model!r}",
+    )
 
 
 def _catch(fn: Callable[[], Any], kinds: type[BaseException] = Exception) -> Any:

@@ -20,6 +20,7 @@ from .._runtime import MLRuntime
 from .._transport import RequestHandler, Respond, Transport, TransportClient, TransportServer
 from .._types import InferenceRequest, InferenceResponse
 from ..errors import (
+    HandlerError,
     InferenceError,
     ModelNotFound,
     error_for_code,
@@ -96,9 +97,10 @@ def _runtime(hub: Hub) -> MLRuntime:
 class _Recorder:
     """A handler of the kit's own: records each request; answers ``x * 2`` as ``y`` (with the
     request's id and the parameters ``{"kit": "answer"}``), an error for model ``kit-error-N``
-    (code N), never for model ``kit-hang`` (until ``release()``), and pairs its requests for
-    model ``kit-pair``: the first waits for a second (up to 2 s) and is answered after it.
-    ``spawn(target, *args)`` starts the threads it answers from."""
+    (code N), a ``HandlerError`` naming no model or request for model ``kit-unnamed``, never for
+    model ``kit-hang`` (until ``release()``), and pairs its requests for model ``kit-pair``: the
+    first waits for a second (up to 2 s) and is answered after it. ``spawn(target, *args)``
+    starts the threads it answers from."""
 
     def __init__(self, spawn: Callable[..., Any]) -> None:
         self.spawn = spawn
@@ -115,6 +117,9 @@ class _Recorder:
         if request.model == "kit-hang":
             with self.lock:
                 self.hung.append((request, respond))
+            return
+        if request.model == "kit-unnamed":  # the client names the call (over shm: always)
+            respond(HandlerError("kit: an error naming no call"))
             return
         if request.model.startswith("kit-error-"):
             code = int(request.model.rsplit("-", 1)[1])

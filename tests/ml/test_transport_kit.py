@@ -21,7 +21,7 @@ from foundation_ml import DataType, InferenceRequest, InferenceResponse, Transpo
 from foundation_ml import _plugin as ml_plugin
 from foundation_ml._inproc import InprocTransport, _InprocClient, _servers
 from foundation_ml._transport import RequestHandler, TransportClient, TransportServer
-from foundation_ml.errors import InferenceError, InternalError, error_for_code
+from foundation_ml.errors import InferenceError, InternalError, ServerUnavailable, error_for_code
 from foundation_ml.testing import CHECKS, TransportCheckFailed, check_transport
 
 
@@ -143,6 +143,21 @@ class CloseDoesNothing(Wrapped):
         pass
 
 
+class ClosedNamesNoCall(Wrapped):
+    """Refuses calls itself once closed, with an error naming no model or request."""
+
+    closed = False
+
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        if self.closed:
+            raise ServerUnavailable("toy: this client is closed")
+        return super().infer(request, timeout=timeout)
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+
 class IgnoresOptions(WrappedTransport):
     def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
         return InprocTransport().serve(address, handler)
@@ -170,6 +185,12 @@ BROKEN: dict[str, tuple[type[WrappedTransport], str, str]] = {
         _transport(CloseDoesNothing),
         "close_and_stop",
         "infer after close() (the server still serving) returned",
+    ),
+    "closed-names-no-call": (
+        _transport(ClosedNamesNoCall),
+        "close_and_stop",
+        "infer after close() (the server still serving): ServerUnavailable('toy: this client is closed')"
+        " names model '' and request id 0, not the call's ('kit-x', 31)",
     ),
     "options": (IgnoresOptions, "refusals", "serve(kit_no_such_option=1) returned"),
 }
