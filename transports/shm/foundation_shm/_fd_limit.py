@@ -2,8 +2,9 @@
 server holds one per client data segment it has mapped, on top of what the process has open.
 Every live server of the process holds a claim on its channels' descriptors: the limit is raised
 to what all of them need together, and put back as each stops, down to what the servers still
-running need and never below what the process had before (a child process started meanwhile
-inherits the raised limit, and ``select()`` takes no descriptor past 1024). A limit someone else
+running and the descriptors open then need (the process's own, opened meanwhile, count too) and
+never below what the process had before (a child process started meanwhile inherits the raised
+limit, and ``select()`` takes no descriptor past 1024). A limit someone else
 set since the raise (the soft limit no longer the one raised to) is theirs: it is left as it is,
 and the raise forgotten."""
 
@@ -87,9 +88,10 @@ def _needed() -> int:
 
 
 def _lower() -> None:
-    """A server stopped: put the raise in force back down to what the live servers need, or to
-    what the process had before it if none is left (never below either); a soft limit someone
-    else set since the raise is left as it is."""
+    """A server stopped: put the raise in force back down to what the live servers and the
+    descriptors open now need, never below what the process had before it (a limit below the
+    descriptors open would fail the process's next ``open()``); a soft limit someone else set
+    since the raise is left as it is."""
     global _before, _raised_to
     if _before is None:
         return
@@ -97,7 +99,7 @@ def _lower() -> None:
     if soft != _raised_to:
         _before = None
         return
-    target = max(_before, _needed()) if _claims else _before
+    target = max(_before, _needed())
     if target >= soft:
         return
     try:

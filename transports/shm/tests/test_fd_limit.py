@@ -155,6 +155,26 @@ def test_a_limit_set_by_someone_else_while_serving_is_left_as_they_set_it(name: 
     assert _limits(name, lowered) == [600]
 
 
+_OPEN_MEANWHILE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 4096))
+from foundation_shm import ShmTransport
+from foundation_shm._echo import EchoHandler
+server = ShmTransport().serve(sys.argv[1], EchoHandler(), channels=500)
+kept = [open("/dev/null") for _ in range(200)]  # the process's own, opened while it served
+server.stop()
+more = [open("/dev/null") for _ in range(20)]
+print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+def test_a_stopped_server_leaves_room_for_the_files_the_process_opened_meanwhile(name: str) -> None:
+    """stop() put the soft limit back to 64 with 200 files of the process's own still open, so
+    its next open() failed EMFILE; it now comes down no lower than the descriptors open then
+    and ``HEADROOM``."""
+    assert int(_run(_OPEN_MEANWHILE, name)) >= 200 + HEADROOM
+
+
 def test_a_segment_not_mapped_for_want_of_descriptors_is_named_in_the_log(
     name: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
