@@ -149,12 +149,16 @@ class _InprocClient(TransportClient):
 
 def _own(error: InferenceError) -> InferenceError:
     """A copy of the error a handler answered, for this call to name: the handler may answer
-    other calls with the same object. The error itself if it cannot be copied (a subclass not
-    made from its message alone)."""
+    other calls with the same object. It keeps what the error was raised from (``__cause__``,
+    ``__context__``) and where (``__traceback__``), which ``copy`` drops. The error itself if
+    it cannot be copied (a subclass not made from its message alone)."""
     try:
-        return copy.copy(error)
+        own = copy.copy(error)
     except Exception:
         return error
+    own.__cause__, own.__context__ = error.__cause__, error.__context__
+    own.__suppress_context__ = error.__suppress_context__
+    return own.with_traceback(error.__traceback__)
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:

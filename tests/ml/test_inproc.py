@@ -17,7 +17,7 @@ import pytest
 from foundation_ml import InferenceRequest, InferenceResponse
 from foundation_ml._inproc import InprocTransport
 from foundation_ml._transport import Respond, TransportClient
-from foundation_ml.errors import DeadlineExceeded, Overloaded, ServerUnavailable
+from foundation_ml.errors import DeadlineExceeded, InvalidInput, Overloaded, ServerUnavailable
 
 from .conftest import unique_name
 
@@ -140,6 +140,31 @@ def test_an_error_the_handler_answers_naming_no_call_is_raised_naming_it() -> No
     finally:
         server.stop()
     assert (refuses.error.model, refuses.error.request_id, str(refuses.error)) == ("", 0, "too busy")
+
+
+class _RaisesFrom(_Refuses):
+    """Raises an error naming no call, ``from`` the exception that caused it."""
+
+    def __call__(self, request: InferenceRequest, respond: Respond) -> None:
+        try:
+            int("not a number")
+        except ValueError as exc:
+            raise InvalidInput("x is not a number") from exc
+
+
+def test_an_error_named_on_a_copy_keeps_what_caused_it() -> None:
+    """The copy that names the call dropped ``__cause__``: the traceback no longer showed the
+    handler's own error ("The above exception was the direct cause..."), as it did before."""
+    transport = InprocTransport()
+    server = transport.serve(unique_name(), _RaisesFrom())
+    try:
+        with transport.connect(server.address) as client:
+            with pytest.raises(InvalidInput) as info:
+                client.infer(InferenceRequest("m", {"x": X}, id=7))
+    finally:
+        server.stop()
+    assert (info.value.model, info.value.request_id) == ("m", 7)
+    assert isinstance(info.value.__cause__, ValueError) and info.value.__suppress_context__
 
 
 @pytest.mark.parametrize("timeout", [-1, -1e-9, math.nan, math.inf, 1e12, True, "1", np.float32(1)])
