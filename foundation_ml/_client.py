@@ -279,10 +279,12 @@ class InferenceClient:
         await asyncio.to_thread(self._finish_close, threads, join=True)
 
     def _start_close(self) -> ThreadPoolExecutor | None:
-        """Mark the client closed and stop ``ainfer``'s thread pool (never blocks); returns it."""
+        """Mark the client closed and stop ``ainfer``'s thread pool (never blocks); returns it.
+        The pool stays the client's (``_threads`` hands it out no more), so that an ``aclose``
+        after a ``close`` waits for its threads too."""
         with _pool_lock:
             self._closed = True
-            pool, self._pool = self._pool, None
+            pool = self._pool
         if pool is not None:
             # not cancel_futures: a cancelled future would raise CancelledError in a task nobody
             # cancelled; the calls still queued run at once and raise ServerUnavailable instead

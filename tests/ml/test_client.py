@@ -124,9 +124,10 @@ def test_closing_the_client_fails_waiting_ainfer_calls_with_server_unavailable_n
     np.testing.assert_array_equal(running["y"], X * 2 + 1)  # already sent: answered
     assert isinstance(queued, ServerUnavailable), repr(queued)
     assert "closed" in str(queued)
+    pool = served._pool
     with pytest.raises(ServerUnavailable, match="closed"):
         asyncio.run(served.ainfer("affine", {"x": X}))
-    assert served._pool is None
+    assert served._pool is pool  # no new pool for a closed client
 
 
 def test_ainfer_returns_copies_also_with_copy_false(
@@ -281,7 +282,7 @@ def test_aclose_keeps_the_event_loop_running_while_the_transport_closes(
         await served.aclose()
 
     asyncio.run(main())
-    assert loop_ran.is_set() and served._pool is None and _ainfer_threads(served) == []
+    assert loop_ran.is_set() and _ainfer_threads(served) == []
 
 
 def test_an_ainfer_cancelled_while_it_waits_for_a_thread_is_never_sent(
@@ -322,3 +323,35 @@ def test_an_ainfer_cancelled_while_it_waits_for_a_thread_is_never_sent(
     assert sent == [1.0, 3.0]
     np.testing.assert_array_equal(first["y"], X * 2 + 1)
     np.testing.assert_array_equal(last["y"], X * 3 * 2 + 1)
+
+
+def test_aclose_after_close_still_waits_for_ainfers_threads(
+    served: InferenceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``close()`` (a synchronous clean-up, say) then ``await aclose()``: close() had let go of
+    ``ainfer``'s threads, so aclose returned at once with a call still running in one of them,
+    though it returns once they have ended."""
+    import asyncio
+    import threading
+    import time
+
+    in_call = threading.Event()
+    send = served._client.infer
+
+    def held(request: Any, *, timeout: float | None = None) -> Any:
+        in_call.set()
+        time.sleep(0.2)  # still in its thread a while after the close
+        return send(request, timeout=timeout)
+
+    monkeypatch.setattr(served._client, "infer", held)
+
+    async def main() -> list[str]:
+        call = asyncio.ensure_future(served.ainfer("affine", {"x": X}))
+        assert await asyncio.to_thread(in_call.wait, 10)
+        served.close()
+        await served.aclose()
+        running = _ainfer_threads(served)
+        await asyncio.gather(call, return_exceptions=True)
+        return running
+
+    assert asyncio.run(main()) == []
