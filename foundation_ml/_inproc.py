@@ -8,7 +8,6 @@ closed client's calls fail ``ServerUnavailable``."""
 
 from __future__ import annotations
 
-import copy
 import itertools
 import threading
 import time
@@ -149,13 +148,17 @@ class _InprocClient(TransportClient):
 
 def _own(error: InferenceError) -> InferenceError:
     """A copy of the error a handler answered, for this call to name: the handler may answer
-    other calls with the same object. It keeps what the error was raised from (``__cause__``,
-    ``__context__``) and where (``__traceback__``), which ``copy`` drops. The error itself if
-    it cannot be copied (a subclass not made from its message alone)."""
+    other calls with the same object. Made without calling the class's ``__init__`` (``copy``
+    calls it with ``args``, which a subclass taking other arguments garbled or refused): the same
+    attributes, ``args``, and what it was raised from (``__cause__``, ``__context__``) and where
+    (``__traceback__``). The error itself where even that fails (a ``__new__`` of its own)."""
+    cls = type(error)
     try:
-        own = copy.copy(error)
+        own = cls.__new__(cls)
     except Exception:
         return error
+    own.__dict__.update(vars(error))
+    own.args = error.args
     own.__cause__, own.__context__ = error.__cause__, error.__context__
     own.__suppress_context__ = error.__suppress_context__
     return own.with_traceback(error.__traceback__)

@@ -167,6 +167,44 @@ def test_an_error_named_on_a_copy_keeps_what_caused_it() -> None:
     assert isinstance(info.value.__cause__, ValueError) and info.value.__suppress_context__
 
 
+class _WarmingUp(Overloaded):
+    """A handler's own error class, made from a model name (it names the model, not the id)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__("still warming up", model=model)
+
+
+class _Busy(Overloaded):
+    """A handler's own error class, made from a keyword alone."""
+
+    def __init__(self, *, why: str) -> None:
+        super().__init__(why)
+
+
+@pytest.mark.parametrize(
+    ("error", "said"), [(_WarmingUp("a"), "still warming up"), (_Busy(why="too busy"), "too busy")]
+)
+def test_a_handlers_own_error_class_is_named_on_a_faithful_copy(error: Overloaded, said: str) -> None:
+    """The copy was made by calling the class with ``args``: one made from a model name came
+    back as ``model "model 'a': still warming up": still warming up``, and one that cannot be
+    made from its message was named in place, on the object the handler answers every call
+    with (the next call raised it naming the previous call's request)."""
+    refuses = _Refuses()
+    refuses.error = error
+    transport = InprocTransport()
+    server = transport.serve(unique_name(), refuses)
+    try:
+        with transport.connect(server.address) as client:
+            for rid in (5, 6):
+                with pytest.raises(type(error)) as info:
+                    client.infer(InferenceRequest("a", {"x": X}, id=rid))
+                assert (info.value.model, info.value.request_id) == ("a", rid)
+                assert str(info.value) == f"model 'a': {said}"
+    finally:
+        server.stop()
+    assert error.request_id == 0 and error.message == said
+
+
 @pytest.mark.parametrize("timeout", [-1, -1e-9, math.nan, math.inf, 1e12, True, "1", np.float32(1)])
 def test_a_bad_timeout_is_refused_by_name_before_the_request_is_sent(
     client: TransportClient, handler: Handler, timeout: Any
