@@ -20,7 +20,7 @@ from foundation_core import Hub
 from ._plugin import DEFAULT_NAME
 from ._tensors import device_of, from_host, is_device_tensor, is_tensor, to_host
 from ._transport import TransportClient, configured_options, run_off_loop
-from ._types import InferenceRequest, InferenceResponse, deadline_after
+from ._types import InferenceRequest, InferenceResponse, deadline_after, seconds_of
 from .errors import DeadlineExceeded, ServerUnavailable
 
 __all__ = ["AINFER_THREADS", "InferenceClient", "registered_hub"]
@@ -108,7 +108,7 @@ class InferenceClient:
             configured = options.get("timeout")
             timeout = float(timeout) if configured is None else configured
         if timeout is not None:
-            _check_timeout(timeout, "InferenceClient: ")
+            timeout = _check_timeout(timeout, "InferenceClient: ")
         self.copy = copy
         self.name = name
         self.transport = transport
@@ -160,10 +160,7 @@ class InferenceClient:
         transport client with ``infer_copy`` (then nothing is copied twice)."""
         if self._closed:  # whatever the transport's close() left usable (as ainfer after close)
             raise self._closed_error(model)
-        if timeout is None:
-            timeout = self.timeout
-        else:
-            _check_timeout(timeout)
+        timeout = self.timeout if timeout is None else _check_timeout(timeout)
         if type(model) is not str or type(version) is not str or type(outputs) is str:
             raise _argument_error(model, version, outputs)
         if type(outputs) is not tuple or outputs:  # () by default: nothing to check
@@ -210,10 +207,7 @@ class InferenceClient:
         included) raises ``ServerUnavailable``. Outputs are always copies, also with
         ``copy=False``: views would be overwritten by the next call in the same thread, which may
         be another coroutine's (as ``ShmClient.ainfer`` copies too)."""
-        if timeout is None:
-            timeout = self.timeout
-        else:
-            _check_timeout(timeout)
+        timeout = self.timeout if timeout is None else _check_timeout(timeout)
         start = time.monotonic()
 
         def call() -> dict[str, np.ndarray]:
@@ -318,11 +312,14 @@ class InferenceClient:
 MAX_TIMEOUT_S = 1e9  # ~31 years: a deadline in monotonic ns must still fit 64 bits
 
 
-def _check_timeout(timeout: Any, where: str = "") -> None:
-    if type(timeout) not in (int, float) or not 0 < timeout <= MAX_TIMEOUT_S:  # NaN fails too
+def _check_timeout(timeout: Any, where: str = "") -> float:
+    """``timeout`` as seconds (numpy's numbers as Python's), or a ValueError naming it."""
+    seconds = seconds_of(timeout)
+    if seconds is None or not 0 < seconds <= MAX_TIMEOUT_S:  # NaN fails too
         raise ValueError(
             f"{where}timeout must be a number of seconds in (0, {MAX_TIMEOUT_S:g}] or None, not {timeout!r}"
         )
+    return seconds
 
 
 def _argument_error(model: Any, version: Any, outputs: Any) -> TypeError:

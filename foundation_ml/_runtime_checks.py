@@ -4,6 +4,7 @@ is loaded or stopped, each error naming the call it came from."""
 from __future__ import annotations
 
 from ._batching import MAX_WAIT_US
+from ._types import seconds_of
 
 __all__ = ["MAX_DRAIN_S", "check_batching", "check_drain"]
 
@@ -14,11 +15,12 @@ def check_drain(drain_timeout: float, where: str) -> float:
     """``drain_timeout`` as the seconds a drain may wait: a number >= 0, before anything stops (a
     ``TypeError`` or ``ValueError`` naming ``where``). ``math.inf``, or anything over
     ``MAX_DRAIN_S``, waits that long: a lock cannot wait longer (OverflowError)."""
-    if isinstance(drain_timeout, bool) or not isinstance(drain_timeout, int | float):
+    seconds = seconds_of(drain_timeout)
+    if seconds is None:
         raise TypeError(f"{where}: drain_timeout must be a number of seconds, not {drain_timeout!r}")
-    if not drain_timeout >= 0:  # NaN too
+    if not seconds >= 0:  # NaN too
         raise ValueError(f"{where}: drain_timeout must be >= 0 seconds, not {drain_timeout!r}")
-    return float(min(drain_timeout, MAX_DRAIN_S))
+    return float(min(seconds, MAX_DRAIN_S))
 
 
 def check_batching(max_batch_size: int | None, max_wait_us: int | None, where: str) -> None:

@@ -8,6 +8,7 @@ process on a Linux host shares, so a deadline survives crossing the boundary.
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -42,6 +43,16 @@ def deadline_after(timeout: float | None) -> int:
     return 0 if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
 
 
+def seconds_of(value: Any) -> float | None:
+    """``value`` as seconds if it is a real number (an int, a float, numpy's ints and floats),
+    else None (a bool, a str, None): what every timeout check takes, before its range."""
+    if type(value) is float or type(value) is int:
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
 def call_deadline(request_deadline_ns: int, timeout: float | None) -> int:
     """A transport client's deadline for one call, in monotonic ns (0: none): the request's own
     (``deadline_ns``), or ``timeout`` seconds from now if that is sooner. A ``timeout`` that is no
@@ -49,9 +60,10 @@ def call_deadline(request_deadline_ns: int, timeout: float | None) -> int:
     before anything is sent: the rule every transport's ``infer`` keeps."""
     if timeout is None:
         return request_deadline_ns
-    if type(timeout) not in (int, float) or not 0 <= timeout <= 1e9:  # NaN fails too
+    seconds = timeout if type(timeout) is float or type(timeout) is int else seconds_of(timeout)
+    if seconds is None or not 0 <= seconds <= 1e9:  # NaN fails too
         raise ValueError(f"timeout must be a number of seconds in [0, 1e9] or None, not {timeout!r}")
-    mine = time.monotonic_ns() + int(timeout * 1e9)
+    mine = time.monotonic_ns() + int(seconds * 1e9)
     return min(mine, request_deadline_ns) if request_deadline_ns else mine
 
 

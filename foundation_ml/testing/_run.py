@@ -10,6 +10,7 @@ from typing import Any
 from foundation_core import Hub
 
 from .._client import registered_hub
+from .._types import seconds_of
 from ._checks import CHECKS
 from ._kit import TransportCheckFailed, _Kit
 from ._owned import _Fail
@@ -45,11 +46,12 @@ def check_transport(
         raise ValueError(
             f"check_transport: no check named {', '.join(unknown)} (checks: {', '.join(CHECKS)})"
         )
-    if type(patience) not in (int, float) or not 0 < patience <= 3600:  # (NaN fails this too)
+    seconds = seconds_of(patience)
+    if seconds is None or not 0 < seconds <= 3600:  # (NaN fails the range too)
         raise ValueError(f"check_transport: patience must be seconds in (0, 3600], not {patience!r}")
     hub = hub or registered_hub()
     fresh = address or (lambda: f"kit{os.getpid()}x{next(_names)}")
-    kit = _Kit(name, hub, serve_options or {}, connect_options or {}, fresh, leftovers, patience)
+    kit = _Kit(name, hub, serve_options or {}, connect_options or {}, fresh, leftovers, seconds)
     failures: dict[str, str] = {}
     passed: list[str] = []
     for check_name, check in CHECKS.items():

@@ -205,7 +205,9 @@ def test_a_handlers_own_error_class_is_named_on_a_faithful_copy(error: Overloade
     assert error.request_id == 0 and error.message == said
 
 
-@pytest.mark.parametrize("timeout", [-1, -1e-9, math.nan, math.inf, 1e12, True, "1", np.float32(1)])
+@pytest.mark.parametrize(
+    "timeout", [-1, -1e-9, math.nan, math.inf, 1e12, True, np.bool_(True), "1", np.float32(-1)]
+)
 def test_a_bad_timeout_is_refused_by_name_before_the_request_is_sent(
     client: TransportClient, handler: Handler, timeout: Any
 ) -> None:
@@ -215,6 +217,17 @@ def test_a_bad_timeout_is_refused_by_name_before_the_request_is_sent(
     with pytest.raises(ValueError, match=message):
         client.infer(InferenceRequest("m", {"x": X}), timeout=timeout)
     assert handler.requests == []
+
+
+@pytest.mark.parametrize("timeout", [np.float32(5), np.float64(5), np.int64(5), np.uint8(5)])
+def test_a_timeout_of_numpy_s_numbers_is_seconds(
+    client: TransportClient, handler: Handler, timeout: Any
+) -> None:
+    """(numpy's numbers were refused as 'no number of seconds': np.float64(5), a float, among
+    them; a timeout computed with numpy, a percentile times three, say, failed every call.)"""
+    before = time.monotonic_ns()
+    client.infer(InferenceRequest("m", {"x": X}), timeout=timeout)
+    assert before + 5 * 10**9 <= handler.requests[0].deadline_ns <= time.monotonic_ns() + 5 * 10**9
 
 
 def test_a_call_waits_no_longer_than_the_requests_deadline() -> None:

@@ -369,6 +369,16 @@ def test_a_client_timeout_that_is_not_a_positive_number_is_refused(hub: Hub, tim
         InferenceClient("anything", transport="inproc", hub=hub, timeout=timeout)
 
 
+def test_a_timeout_of_numpy_s_numbers_is_seconds_to_the_client(hub: Hub, served: InferenceClient) -> None:
+    """(np.float64(5), a float, was 'no number of seconds' to the client and to each call.)"""
+    client = InferenceClient(served.name, transport="inproc", hub=hub, timeout=np.float64(2.5))
+    assert client.timeout == 2.5 and type(client.timeout) is float
+    client.close()
+    x = np.zeros((1, 4), np.float32)
+    for timeout in (np.float32(5), np.int64(5)):
+        np.testing.assert_array_equal(served.infer("affine", {"x": x}, timeout=timeout)["y"], x * 2 + 1)
+
+
 def test_a_call_timeout_that_is_not_positive_is_refused(served: InferenceClient) -> None:
     x = np.zeros((1, 4), np.float32)
     refused = r"^timeout must be a number of seconds in \(0, 1e\+09\] or None"

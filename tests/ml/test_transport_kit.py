@@ -419,6 +419,12 @@ def test_a_patience_that_is_no_span_of_seconds_is_named(patience: object) -> Non
         check_transport("inproc", patience=patience)  # type: ignore[arg-type]
 
 
+def test_a_patience_of_numpy_s_float_is_taken(kit_hub: Hub) -> None:
+    assert check_transport("inproc", hub=kit_hub, only=["round_trip"], patience=np.float64(10.0)) == [
+        "round_trip"
+    ]
+
+
 def test_bf16_inputs_keep_their_mark_through_the_kit(kit_hub: Hub) -> None:
     """The kit's inputs of BF16 and BYTES carry the mark, so a transport that drops it on the
     way in is seen too (the runtime takes plain bits for them, but answers them marked)."""

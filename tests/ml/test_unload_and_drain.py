@@ -245,6 +245,7 @@ def test_a_drain_without_limit_waits_as_long_as_it_takes_and_releases_everything
         ),
         ({"drain_timeout": "5"}, TypeError, r"drain_timeout must be a number of seconds, not '5'"),
         ({"drain_timeout": True}, TypeError, r"drain_timeout must be a number of seconds, not True"),
+        ({"drain_timeout": np.int64(-1)}, ValueError, r"drain_timeout must be >= 0 seconds, not "),
         ({"drain_timeout": -1}, ValueError, r"drain_timeout must be >= 0 seconds, not -1"),
         ({"drain_timeout": math.nan}, ValueError, r"drain_timeout must be >= 0 seconds, not nan"),
         ({"version": ""}, ValueError, r"unload_model\('m'\): the version '' must be 1-15 UTF-8 bytes"),

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import attrs
 
+from foundation_ml._types import seconds_of
+
 from . import _layout as L
 
 __all__ = ["ConnectOptions", "ServeOptions", "ShmSettings", "options"]
@@ -46,9 +48,10 @@ def _seconds(*, optional: bool, positive: bool) -> _Check:
     def check(_: Any, attr: attrs.Attribute[Any], value: Any) -> None:
         if value is None and optional:
             return
-        ok = type(value) in (int, float) and (value > 0 if positive else value >= 0)
+        seconds = seconds_of(value)
+        ok = seconds is not None and (seconds > 0 if positive else seconds >= 0)
         # NaN, inf: no deadline to compute; the same bound as a call's timeout (ShmClient._deadline)
-        if not ok or not value <= _MAX_SECONDS:
+        if seconds is None or not ok or not seconds <= _MAX_SECONDS:
             what = "a number of seconds" + (" > 0" if positive else " >= 0") + " and at most 1e9"
             raise ValueError(f"{attr.name} must be {what}{' or None' if optional else ''}, not {value!r}")
 

@@ -44,6 +44,7 @@ BAD_CONNECT = [
     ({"timeout": 0}, "timeout must be a number of seconds > 0 and at most 1e9 or None, not 0"),
     ({"timeout": float("nan")}, "timeout must be a number of seconds > 0 and at most 1e9 or None, not nan"),
     ({"timeout": "1"}, "timeout must be a number of seconds"),
+    ({"timeout": True}, "timeout must be a number of seconds > 0 and at most 1e9 or None, not True"),
     # beyond a call's own bound, every call would fail naming its timeout, not this option
     ({"timeout": 1e10}, "timeout must be a number of seconds > 0 and at most 1e9 or None, not 10000000000.0"),
     ({"timeout": float("inf")}, "timeout must be a number of seconds > 0 and at most 1e9 or None, not inf"),
@@ -121,6 +122,12 @@ def test_mode_takes_exactly_the_bits_that_keep_the_owner_in_and_others_out(mode:
         assert not ok
     else:
         assert ok
+
+
+def test_numpy_s_numbers_are_seconds_to_the_timeout_options() -> None:
+    """(np.float64(5), a float, was refused as 'no number of seconds'.)"""
+    for value in (np.float64(5), np.float32(5), np.int64(5)):
+        assert ConnectOptions(timeout=value, connect_timeout=value).timeout == 5
 
 
 @given(st.integers(min_value=-10, max_value=5000))
