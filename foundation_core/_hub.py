@@ -203,26 +203,51 @@ class Hub:
         self._startup_began = True
         try:
             self.pm.hook.foundation_startup(hub=self)
-        except BaseException:
-            self.shutdown()
+        except BaseException as exc:
+            try:
+                self.shutdown()
+            except BaseException as again:  # the start-up failure stays the error, unless
+                if isinstance(exc, Exception) and not isinstance(again, Exception):
+                    raise  # the user interrupted the shutdown: stopping is what they asked
+                exc.add_note(f"shutting down the plugins started before it raised too: {again!r}")
             raise
 
     def shutdown(self) -> None:
         """Run ``foundation_shutdown`` in reverse start-up order, for every started plugin.
 
         Plugins without a start-up hook count as started first. Every plugin gets its turn even
-        if one raised: plugin errors are reported, an application object's error is re-raised
-        at the end. Without a prior ``startup()`` this does nothing.
+        if one raised, also a ``KeyboardInterrupt`` or ``SystemExit``: plugin errors are
+        reported, and once every plugin had its turn and the hub is no longer the active one,
+        the first interrupt (else an application object's first error) is re-raised.
+        Without a prior ``startup()`` this does nothing.
         """
         if not self._startup_began:
             return
         self._startup_began = False
+        errors: list[BaseException] = []
+        try:
+            self._shut_down_plugins(errors)
+        except BaseException as exc:  # the core's own code interrupted: still deactivate
+            errors.append(exc)
+        finally:
+            _events.deactivate(self)
+        # an interrupt wins over an ordinary error: the user asked to stop
+        interrupt = next((e for e in errors if not isinstance(e, Exception)), None)
+        first_error = interrupt or (errors[0] if errors else None)
+        if first_error is not None:
+            for other in errors:
+                if other is not first_error:
+                    first_error.add_note(f"shutting down also raised {other!r}")
+            raise first_error
+
+    def _shut_down_plugins(self, errors: list[BaseException]) -> None:
+        """Each plugin's ``foundation_shutdown`` (inside the wrappers), whatever the others
+        raise; what they raise is appended to ``errors``."""
         with_startup = {i.plugin_name for i in self.pm.hook.foundation_startup.get_hookimpls()}
         every = self.pm.hook.foundation_shutdown.get_hookimpls()
         impls = {i.plugin_name: i for i in every if not (i.wrapper or i.hookwrapper)}
         order = [n for n in impls if n not in with_startup] + self._started
         self._started = []
-        first_error: BaseException | None = None
         # wrappers run around the whole shutdown, outermost first, as pluggy would run them
         opened: list[tuple[Any, bool]] = []
         for wrapper in reversed([i for i in every if i.wrapper or i.hookwrapper]):
@@ -230,26 +255,23 @@ class Hub:
                 gen: Any = wrapper.function(*[{"hub": self}[a] for a in wrapper.argnames])  # guarded
                 next(gen)
                 opened.append((gen, bool(wrapper.hookwrapper)))
-            except Exception as exc:
-                first_error = first_error or exc
+            except BaseException as exc:
+                errors.append(exc)
         for name in reversed(order):
             impl = impls.get(name)
             if impl is None:
                 continue
             try:
                 impl.function(*[{"hub": self}[a] for a in impl.argnames])  # the guarded function
-            except Exception as exc:
-                first_error = first_error or exc
+            except BaseException as exc:
+                errors.append(exc)
         for gen, old_style in reversed(opened):
             try:
                 gen.send(pluggy.Result(None, None) if old_style else None)
             except StopIteration:
                 pass
-            except Exception as exc:
-                first_error = first_error or exc
-        _events.deactivate(self)
-        if first_error is not None:
-            raise first_error
+            except BaseException as exc:
+                errors.append(exc)
 
     def __enter__(self) -> Hub:
         return self

@@ -235,11 +235,13 @@ def pip_install_target(projects: list[Path], site: Path) -> None:
 def _no_hub_outlives_its_test() -> Iterator[None]:
     """A test that starts a hub without shutting it down would leave it the active hub (the one
     ``emit`` and ``resilient()`` use) for the tests after it: shut down what is left."""
-    from foundation_core._events import active_hub
+    from foundation_core._events import active_hub, deactivate
 
     yield
     while (hub := active_hub()) is not None:
         hub.shutdown()
+        if active_hub() is hub:  # a shutdown that left it active: never loop on it for ever
+            deactivate(hub)
 
 
 @pytest.fixture(scope="session")

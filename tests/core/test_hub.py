@@ -590,3 +590,86 @@ def test_a_name_not_registered_is_told_which_plugins_are_not_active_and_why() ->
     )
     assert "failing cannot start" in hint
     hub.shutdown()
+
+
+def test_an_interrupt_in_a_plugins_shutdown_still_shuts_down_the_rest_then_is_raised() -> None:
+    """A ``foundation_shutdown`` raising KeyboardInterrupt (Ctrl-C while it released something)
+    skipped the plugins after it and the shutdown wrapper's end, and left the hub the active one
+    (``emit`` and ``resilient()`` went on using it). Now every plugin gets its turn, the hub is
+    no longer active, and then the interrupt is raised (before any ordinary error)."""
+    from foundation_core import _events
+    from foundation_core._events import active_hub
+
+    log: list[str] = []
+
+    class Interrupted(Recorder):
+        @hookimpl
+        def foundation_shutdown(self, hub: foundation_core.Hub) -> None:
+            log.append(f"{self.foundation_name}.shutdown")
+            raise KeyboardInterrupt
+
+    class Failing(Recorder):
+        @hookimpl
+        def foundation_shutdown(self, hub: foundation_core.Hub) -> None:
+            log.append(f"{self.foundation_name}.shutdown")
+            raise RuntimeError("failing cannot stop")
+
+    class Around:
+        @hookimpl(wrapper=True)
+        def foundation_shutdown(self, hub: foundation_core.Hub) -> object:
+            result = yield
+            log.append("around.after")
+            return result
+
+    empty = {"FOUNDATION_PLUGINS": ""}
+    with start([], entry_points=False, env=empty) as outer:
+        # pluggy calls later registrations first: "last" starts first, so shuts down last
+        plugins = [Recorder("first", log), Interrupted("ctrl_c", log), Failing("failing", log)]
+        inner = start([*plugins, Recorder("last", log), Around()], entry_points=False, env=empty)
+        assert active_hub() is inner
+        try:
+            with pytest.raises(KeyboardInterrupt) as info:
+                inner.shutdown()
+        finally:  # before the fix, the interrupted hub stayed active for good
+            _events.deactivate(inner)
+        assert [e for e in log if e.endswith(".shutdown") or e.startswith("around")] == [
+            "first.shutdown",
+            "ctrl_c.shutdown",
+            "failing.shutdown",
+            "last.shutdown",
+            "around.after",
+        ]
+        assert info.value.__notes__ == ["shutting down also raised RuntimeError('failing cannot stop')"]
+        assert active_hub() is outer
+        inner.shutdown()  # shut down already: nothing runs again
+        assert log.count("first.shutdown") == 1
+
+
+def test_an_interrupted_startup_whose_cleanup_fails_still_raises_the_interrupt() -> None:
+    """Ctrl-C during start-up shuts down the plugins started before; an application object's
+    ``foundation_shutdown`` failing then replaced the KeyboardInterrupt by its own error (the
+    program went on as after an ordinary error). The interrupt is raised, the error noted."""
+    from foundation_core._events import active_hub
+
+    log: list[str] = []
+
+    class Interrupted(Recorder):
+        @hookimpl
+        def foundation_startup(self, hub: foundation_core.Hub) -> None:
+            raise KeyboardInterrupt
+
+    class Failing(Recorder):
+        @hookimpl
+        def foundation_shutdown(self, hub: foundation_core.Hub) -> None:
+            log.append(f"{self.foundation_name}.shutdown")
+            raise RuntimeError("failing cannot stop")
+
+    empty = {"FOUNDATION_PLUGINS": ""}
+    # pluggy calls later registrations first: "failing" starts, then "ctrl_c" is interrupted
+    with pytest.raises(KeyboardInterrupt) as info:
+        start([Interrupted("ctrl_c", log), Failing("failing", log)], entry_points=False, env=empty)
+    assert "failing.shutdown" in log
+    assert info.value.__notes__ == [
+        "shutting down the plugins started before it raised too: RuntimeError('failing cannot stop')"
+    ]
+    assert active_hub() is None
