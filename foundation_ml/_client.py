@@ -19,9 +19,9 @@ from foundation_core import Hub
 
 from ._plugin import DEFAULT_NAME
 from ._tensors import device_of, from_host, is_device_tensor, is_tensor, to_host
-from ._transport import TransportClient, configured_options, run_off_loop
+from ._transport import TransportClient, configured_options, run_off_loop, time_left
 from ._types import InferenceRequest, InferenceResponse, deadline_after, seconds_of
-from .errors import DeadlineExceeded, ServerUnavailable
+from .errors import ServerUnavailable
 
 __all__ = ["AINFER_THREADS", "InferenceClient", "registered_hub"]
 
@@ -213,11 +213,7 @@ class InferenceClient:
         def call() -> dict[str, np.ndarray]:
             if self._closed:  # closed while this call waited for a thread
                 raise self._closed_error(model)
-            left = None if timeout is None else timeout - (time.monotonic() - start)
-            if left is not None and left <= 0:
-                raise DeadlineExceeded(
-                    f"no thread free to send the request within {timeout}s", model=str(model)
-                )
+            left = time_left(timeout, start, model)
             response, copied = self._send(model, inputs, version, outputs, left, True)
             return _outputs(response, inputs, not copied)
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
-from ._types import InferenceRequest, InferenceResponse
+from ._types import InferenceRequest, InferenceResponse, seconds_of
 from .errors import DeadlineExceeded, InferenceError
 
 if TYPE_CHECKING:
@@ -51,6 +51,22 @@ def call_abandoned() -> bool:
     server's time and hold up the calls behind it. False outside ``ainfer``'s calls."""
     event = _abandoned.get()
     return event is not None and event.is_set()
+
+
+def time_left(timeout: Any, start: float, model: Any, request_id: Any = 0) -> Any:
+    """The ``timeout`` an ``ainfer`` call gives its blocking call once a thread runs it: what is
+    left of it since ``start`` (``time.monotonic()`` at the ``ainfer`` call). A call that waited
+    for a thread past it raises ``DeadlineExceeded`` naming the call, unsent. A timeout that is no
+    number of seconds in (0, 1e9] goes on as it is: None bounds nothing, and the call's own check
+    names a bad one (0 included: the same answer as the synchronous call)."""
+    seconds = timeout if type(timeout) is float or type(timeout) is int else seconds_of(timeout)
+    if seconds is None or not 0 < seconds <= 1e9:
+        return timeout
+    left = seconds - (time.monotonic() - start)
+    if left <= 0:
+        late = DeadlineExceeded(f"no thread free to send the request within {timeout}s")
+        raise late.with_call(model, request_id)
+    return left
 
 
 async def run_off_loop(start: Callable[[Callable[[], T]], Awaitable[T]], call: Callable[[], T]) -> T:
@@ -143,13 +159,7 @@ class TransportClient(abc.ABC):
         start = time.monotonic()
 
         def call() -> InferenceResponse:
-            left = timeout
-            if (type(timeout) is float or type(timeout) is int) and 0 < timeout <= 1e9:
-                left = timeout - (time.monotonic() - start)  # (any other value: infer names it)
-                if left <= 0:
-                    late = DeadlineExceeded(f"no thread free to send the request within {timeout}s")
-                    raise late.with_call(request.model, request.id)
-            return send(request, timeout=left)
+            return send(request, timeout=time_left(timeout, start, request.model, request.id))
 
         return await run_off_loop(functools.partial(asyncio.get_running_loop().run_in_executor, None), call)
 

@@ -40,15 +40,15 @@ class Echo:
         return {}
 
 
-def test_ainfer_that_waited_for_a_thread_past_its_timeout_is_not_sent() -> None:
+@pytest.mark.parametrize("timeout", [0.05, np.float64(0.05)])
+def test_ainfer_that_waited_for_a_thread_past_its_timeout_is_not_sent(timeout: float) -> None:
     """The derived ``ainfer`` gave ``infer`` the whole timeout once a thread of the loop's executor
     came free, so a call could wait its timeout for a thread and then its timeout again (shm's own
-    ``ainfer`` counts from the call already)."""
+    ``ainfer`` counts from the call already); a timeout of numpy's was given whole still."""
     echo = Echo()
     transport = InprocTransport()
     server = transport.serve(unique_name(), echo)
     client = transport.connect(server.address)
-    timeout = 0.05
 
     go = threading.Event()
 
