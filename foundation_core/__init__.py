@@ -8,7 +8,7 @@ from ._cli import Command, CommandRegistrar
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock, VirtualClock, current_deadline
 from ._config import SENSITIVE_KEYS, Config, SectionAdder
 from ._discovery import PluginInfo
-from ._events import active_hub, emit
+from ._events import active_hub, emit, running_hubs
 from ._hub import FoundationPluginWarning, Hub, start
 from ._lazy import lazy_exports
 from ._markers import ENTRY_POINT_GROUP, hookimpl, hookspec
@@ -44,5 +44,6 @@ __all__ = [
     "lazy_exports",
     "refuse_generator",
     "resilient",
+    "running_hubs",
     "start",
 ]

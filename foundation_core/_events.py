@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._hub import Hub
 
-__all__ = ["activate", "active_hub", "deactivate", "emit", "emit_from"]
+__all__ = ["activate", "active_hub", "deactivate", "emit", "emit_from", "running_hubs"]
 
 _started: list[weakref.ref[Hub]] = []  # hubs started and not yet shut down, oldest first
 _active: Hub | None = None  # the newest of them (read on every emit, so kept at hand)
@@ -53,6 +53,17 @@ def _elect() -> None:
 def active_hub() -> Hub | None:
     """The hub started most recently and not yet shut down."""
     return _active
+
+
+def running_hubs() -> tuple[Hub, ...]:
+    """The hubs started and not yet shut down, newest first: the first is :func:`active_hub`.
+
+    A hub being shut down is in it until its shutdown is over (its plugins' ``foundation_shutdown``
+    see it there). A plugin holding process-wide state per hub reads it to find whose state is
+    in force once a hub shuts down (see docs/plugins.md, "Several hubs in one process")."""
+    with _lock:
+        refs = list(_started)
+    return tuple(hub for hub in (r() for r in reversed(refs)) if hub is not None)
 
 
 def emit(event: str, **kwargs: Any) -> None:

@@ -166,7 +166,7 @@ class Hub:
         previous = (self.config, self._config_sources)
         self.config, self._config_sources = config, None
         try:
-            self.pm.hook.foundation_configure(config=config)
+            self.pm.hook.foundation_configure(config=config, hub=self)
         except BaseException as exc:
             self._restore_config(*previous, exc)
             raise
@@ -187,7 +187,7 @@ class Hub:
         if config is None:
             return
         try:
-            self.pm.hook.foundation_configure(config=config)
+            self.pm.hook.foundation_configure(config=config, hub=self)
         except Exception as again:  # the plugins' state is unknown: the next configure redoes all
             error.add_note(f"restoring the previous configuration failed too: {again!r}")
             return

@@ -72,11 +72,14 @@ def foundation_load_config(
 
 
 @hookspec
-def foundation_configure(config: Config) -> None:
-    """Receive the frozen configuration, before start-up; raise ``ConfigError`` to refuse it.
+def foundation_configure(config: Config, hub: Hub) -> None:
+    """Receive the frozen configuration of ``hub``, before start-up; raise ``ConfigError`` to
+    refuse it.
 
     Set the plugin's state from ``config``, so that a second delivery is harmless: when a plugin
-    refuses a new configuration, those that took it are given the previous one again."""
+    refuses a new configuration, those that took it are given the previous one again. State
+    that is the process's (logging, signal handlers) belongs to ``hub``: several hubs may run at
+    once, and the newest one's is in force (see ``running_hubs``)."""
 
 
 @hookspec

@@ -673,3 +673,34 @@ def test_an_interrupted_startup_whose_cleanup_fails_still_raises_the_interrupt()
         "shutting down the plugins started before it raised too: RuntimeError('failing cannot stop')"
     ]
     assert active_hub() is None
+
+
+def test_running_hubs_are_newest_first_and_foundation_configure_is_given_its_hub() -> None:
+    """What a plugin holding process-wide state per hub needs (the logging plugin does): which
+    hub a configuration belongs to, and in ``foundation_shutdown`` which hubs still run."""
+    from foundation_core import running_hubs
+
+    seen: list[tuple[str, object]] = []
+
+    class PerHub:
+        @hookimpl
+        def foundation_configure(self, config: Config, hub: foundation_core.Hub) -> None:
+            seen.append(("configure", hub))
+
+        @hookimpl
+        def foundation_shutdown(self, hub: foundation_core.Hub) -> None:
+            seen.append(("shutdown", running_hubs()))
+
+    empty = {"FOUNDATION_PLUGINS": ""}
+    assert running_hubs() == ()
+    with start([PerHub()], entry_points=False, env=empty) as first:
+        with start([PerHub()], entry_points=False, env=empty) as second:
+            assert running_hubs() == (second, first)
+        assert running_hubs() == (first,)
+    assert running_hubs() == ()
+    assert seen == [
+        ("configure", first),
+        ("configure", second),
+        ("shutdown", (second, first)),  # a hub shutting down is running until it is done
+        ("shutdown", (first,)),
+    ]

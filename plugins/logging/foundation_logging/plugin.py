@@ -20,14 +20,16 @@ def foundation_config_sections(add: SectionAdder) -> None:
 
 
 @hookimpl
-def foundation_configure(config: Config) -> None:
+def foundation_configure(config: Config, hub: Hub) -> None:
+    """Configure logging as ``hub``'s: in force while ``hub`` is the newest running hub that
+    configured logging (see ``_setup``)."""
     from ._settings import LoggingSettings
-    from ._setup import configure_logging
+    from ._setup import configure_hub_logging
 
     settings = config.sections.get("logging")
     settings = settings if isinstance(settings, LoggingSettings) else LoggingSettings()
     try:
-        configure_logging(settings)
+        configure_hub_logging(hub, settings)
     except OSError as exc:  # the output file cannot be opened: name the key and where it was set
         from foundation_core.errors import ConfigError, ConfigProblem
 
@@ -38,9 +40,10 @@ def foundation_configure(config: Config) -> None:
 
 @hookimpl
 def foundation_shutdown(hub: Hub) -> None:
-    from ._setup import current_runtime
+    """Close ``hub``'s logging only; if it was in force, the next running hub's comes back."""
+    from ._setup import hub_runtime
 
-    runtime = current_runtime()
+    runtime = hub_runtime(hub)
     if runtime is not None:
         runtime.close()
 

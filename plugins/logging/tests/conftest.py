@@ -19,8 +19,7 @@ def _restore_logging_state() -> Iterator[None]:
     root = logging.getLogger()
     saved_root = (root.level, list(root.handlers))
     yield
-    runtime = _setup.current_runtime()
-    if runtime is not None:
+    while (runtime := _setup.current_runtime()) is not None:  # closing one brings the next back
         runtime.close()
     structlog.configure(**saved_config)
     root.handlers[:] = saved_root[1]
