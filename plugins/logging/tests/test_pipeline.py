@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 from pathlib import Path
 
@@ -91,16 +92,26 @@ def test_a_cached_logger_follows_every_reconfiguration(tmp_path, read_lines):
     assert len(read_lines(path)) == 1
 
 
-def test_reconfiguring_at_the_same_level_leaves_the_logger_class_as_it_is(tmp_path):
+def test_reconfiguring_at_the_same_level_leaves_the_logger_class_as_it_is(tmp_path, monkeypatch):
     """Each assignment to the class drops its attribute cache, and from CPython 3.13 a class
     changed a thousand times is never cached again: only a new level changes it."""
+    from foundation_logging import _bound
     from foundation_logging._bound import FoundationBoundLogger
 
     json_file(tmp_path, level="info")
     before = dict(vars(FoundationBoundLogger))
+    assigned: list[str] = []
+
+    def spy(obj: object, name: str, value: object) -> None:  # every assignment set_level makes
+        assigned.append(name)
+        builtins.setattr(obj, name, value)
+
+    monkeypatch.setattr(_bound, "setattr", spy, raising=False)
     json_file(tmp_path, level="info")
+    assert assigned == []  # (the values alone compare equal when re-assigned: count assignments)
     assert dict(vars(FoundationBoundLogger)) == before
     json_file(tmp_path, level="debug")
+    assert "debug" in assigned and "info" not in assigned
     assert vars(FoundationBoundLogger)["debug"] is not before["debug"]
     assert vars(FoundationBoundLogger)["info"] is before["info"]
 
