@@ -58,6 +58,14 @@ def _seconds(*, optional: bool, positive: bool) -> _Check:
     return check
 
 
+def _as_seconds(value: Any) -> Any:
+    """A number of seconds as Python's (numpy's become a float: the waits they bound, such as
+    ``posix_ipc``'s, take Python's numbers only); anything else as it is, for ``_seconds`` to
+    refuse by name."""
+    seconds = seconds_of(value)
+    return value if seconds is None else seconds
+
+
 def _bool(_: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     if type(value) is not bool:
         raise ValueError(f"{attr.name} must be true or false, not {value!r}")
@@ -110,8 +118,12 @@ class ConnectOptions:
     spin_us: int = attrs.field(default=250, validator=_ints(0, 1_000_000, " µs"))
     capacity: int | None = attrs.field(default=None, validator=_optional_ints(L.PAGE, _BYTES))
     copy_outputs: bool = attrs.field(default=False, validator=_bool)
-    timeout: float | None = attrs.field(default=None, validator=_seconds(optional=True, positive=True))
-    connect_timeout: float = attrs.field(default=2.0, validator=_seconds(optional=False, positive=False))
+    timeout: float | None = attrs.field(
+        default=None, converter=_as_seconds, validator=_seconds(optional=True, positive=True)
+    )
+    connect_timeout: float = attrs.field(
+        default=2.0, converter=_as_seconds, validator=_seconds(optional=False, positive=False)
+    )
     data_crc: bool = attrs.field(default=False, validator=_bool)
     cuda_ipc: bool | None = attrs.field(default=None, validator=_tristate)
     cuda_fallback: str = attrs.field(default="error", validator=_fallback)

@@ -130,6 +130,20 @@ def test_numpy_s_numbers_are_seconds_to_the_timeout_options() -> None:
         assert ConnectOptions(timeout=value, connect_timeout=value).timeout == 5
 
 
+@pytest.mark.parametrize("value", [np.float32(5), np.int64(5), np.float64(5)])
+def test_a_client_connected_with_numpy_s_seconds_serves_calls(name: str, value: Any) -> None:
+    """The options took np.float32(5) and np.int64(5), but the client handed them on as they
+    were to the region mutex's wait, which takes Python's numbers only: every call failed a
+    bare TypeError ('The timeout must be None or a non-negative number')."""
+    server = ShmTransport().serve(name, EchoHandler(), channels=2)
+    try:
+        with ShmTransport().connect(name, timeout=value, connect_timeout=value) as client:
+            x = np.arange(4, dtype=np.float32)
+            np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
+    finally:
+        server.stop()
+
+
 @given(st.integers(min_value=-10, max_value=5000))
 def test_channels_take_exactly_1_to_4096(channels: int) -> None:
     for cls in (ServeOptions, ConnectOptions):
