@@ -7,7 +7,8 @@ replaces the pipeline in place, safely while other threads log.
 Several hubs may run at once (a library starting its own hub inside an application's, a test
 inside a test). structlog and the root logger are the process's, so one configuration is in
 force: that of the newest running hub that configured logging (the order of
-``foundation_core.running_hubs()``, the hubs started and not yet shut down). Each hub's runtime
+``foundation_core.running_hubs()``, the hubs started and not yet shut down; a hub's runtime is
+put in force when it is configured, and again when it starts). Each hub's runtime
 stays open while another is in force; a hub shutting down closes only its own, and when its
 was the one in force, the next hub's comes back (its sink, level and format). A runtime that
 ``configure_logging`` made outside any hub comes back after the hubs' (it is the oldest).
@@ -36,7 +37,14 @@ from ._sinks import FileSink, SinkFactory, StreamSink, open_sink
 if TYPE_CHECKING:
     from foundation_core import Hub
 
-__all__ = ["LoggingRuntime", "configure_hub_logging", "configure_logging", "current_runtime", "hub_runtime"]
+__all__ = [
+    "LoggingRuntime",
+    "configure_hub_logging",
+    "configure_logging",
+    "current_runtime",
+    "hub_runtime",
+    "hub_started",
+]
 
 _current: LoggingRuntime | None = None  # the runtime in force
 _by_hub: weakref.WeakKeyDictionary[Hub, LoggingRuntime] = weakref.WeakKeyDictionary()  # open ones
@@ -157,6 +165,17 @@ def current_runtime() -> LoggingRuntime | None:
 def hub_runtime(hub: Hub) -> LoggingRuntime | None:
     """The open runtime that ``hub`` configured, in force or not."""
     return _by_hub.get(hub)
+
+
+def hub_started(hub: Hub) -> None:
+    """``hub`` started: it is the newest running hub now, so its runtime, if it has one, is put
+    in force, unless a newer running hub's is (hubs started in two threads at once). A hub
+    configured before another hub started, and started after it, had its runtime put aside by
+    the other's (or, the other shut down meanwhile, no runtime in force at all)."""
+    with _lock:
+        runtime = _by_hub.get(hub)
+        if runtime is not None and runtime is not _current and _takes_force(hub, None):
+            _put_in_force(runtime)
 
 
 def _forget(runtime: LoggingRuntime) -> None:

@@ -38,6 +38,16 @@ def foundation_configure(config: Config, hub: Hub) -> None:
         raise ConfigError([ConfigProblem("logging.output", message, source)]) from exc
 
 
+@hookimpl(tryfirst=True)
+def foundation_startup(hub: Hub) -> None:
+    """Put ``hub``'s logging in force: it is the newest running hub now (it may have been
+    configured before another hub started). First, so that the other plugins' start-up is
+    logged there (and it shuts down after them)."""
+    from ._setup import hub_started
+
+    hub_started(hub)
+
+
 @hookimpl
 def foundation_shutdown(hub: Hub) -> None:
     """Close ``hub``'s logging only; if it was in force, the next running hub's comes back."""

@@ -207,3 +207,45 @@ def test_a_hub_freed_without_shutting_down_has_its_file_closed_once_another_logs
             get_logger().info("under B")
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
     assert (_events(a_log), _events(b_log)) == ([], ["under B"])
+
+
+def _configured(settings: LoggingSettings) -> foundation_core.Hub:
+    """A hub configured now and started later (an application's, made before a library's)."""
+    hub = foundation_core.Hub(env=_NO_ENTRY_POINTS)
+    hub.register(plugin, name="logging", override=False)
+    hub.register(_Settings(settings))
+    hub.configure()
+    return hub
+
+
+def test_a_hub_configured_before_another_started_and_started_after_it_logs_its_own_way(tmp_path):
+    """A hub configured before another hub started, and started after it, is the newest running
+    hub (the active one), but the other's logging stayed in force: its lines and events went to
+    the other hub's file. Now its own is put in force when it starts."""
+    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
+    log = get_logger()
+    app = _configured(_json(a_log))
+    with _hub(_json(b_log)) as library:
+        app.startup()
+        assert foundation_core.running_hubs() == (app, library)
+        log.info("under the app")
+        foundation_core.emit("rate_limited", name="app", retry_after=1.0)
+        app.shutdown()
+        log.info("under the library again")
+    assert _events(a_log) == ["under the app", "rate_limit.refused app"]
+    assert _events(b_log) == ["under the library again"]
+
+
+def test_a_hub_configured_before_another_ran_logs_its_own_way_once_started(tmp_path, capsys):
+    """The other hub's shutdown found no running hub to give the logging back to, and put back
+    what was there before: the hub started then, the only one running, logged through
+    structlog's defaults (on stdout), its own file open and empty."""
+    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
+    app = _configured(_json(a_log))
+    with _hub(_json(b_log)):
+        pass
+    app.startup()
+    get_logger().info("under the app")
+    app.shutdown()
+    assert (_events(a_log), _events(b_log)) == (["under the app"], [])
+    assert capsys.readouterr().out == ""
