@@ -150,14 +150,17 @@ def _own(error: InferenceError) -> InferenceError:
     """A copy of the error a handler answered, for this call to name: the handler may answer
     other calls with the same object. Made without calling the class's ``__init__`` (``copy``
     calls it with ``args``, which a subclass taking other arguments garbled or refused): the same
-    attributes, ``args``, and what it was raised from (``__cause__``, ``__context__``) and where
-    (``__traceback__``). The error itself where even that fails (a ``__new__`` of its own)."""
+    attributes (its notes in a list of its own), ``args``, and what it was raised from
+    (``__cause__``, ``__context__``) and where (``__traceback__``). The error itself where even
+    that fails (a ``__new__`` of its own)."""
     cls = type(error)
     try:
         own = cls.__new__(cls)
     except Exception:
         return error
     own.__dict__.update(vars(error))
+    if isinstance(own.__dict__.get("__notes__"), list):  # (a note the caller adds is its own)
+        own.__notes__ = list(own.__notes__)
     own.args = error.args
     own.__cause__, own.__context__ = error.__cause__, error.__context__
     own.__suppress_context__ = error.__suppress_context__

@@ -205,6 +205,25 @@ def test_a_handlers_own_error_class_is_named_on_a_faithful_copy(error: Overloade
     assert error.request_id == 0 and error.message == said
 
 
+def test_a_note_added_to_one_calls_error_is_not_on_the_next_calls() -> None:
+    """The copy shared the handler's error's ``__notes__`` list: a note the caller added to one
+    call's error (``add_note``) was on the error of every later call, and on the handler's."""
+    refuses = _Refuses()
+    refuses.error.add_note("from the handler")
+    transport = InprocTransport()
+    server = transport.serve(unique_name(), refuses)
+    try:
+        with transport.connect(server.address) as client:
+            for rid in (1, 2):
+                with pytest.raises(Overloaded) as info:
+                    client.infer(InferenceRequest("m", {"x": X}, id=rid))
+                assert info.value.__notes__ == ["from the handler"]
+                info.value.add_note(f"seen by the caller of request {rid}")
+    finally:
+        server.stop()
+    assert refuses.error.__notes__ == ["from the handler"]
+
+
 @pytest.mark.parametrize(
     "timeout", [-1, -1e-9, math.nan, math.inf, 1e12, True, np.bool_(True), "1", np.float32(-1)]
 )
