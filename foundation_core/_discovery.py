@@ -5,7 +5,9 @@
 plugin failure fatal (``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``, any case, or
 empty; another value warns, naming the variable, and leaves strict mode off). Nothing here
 imports a plugin's heavy dependencies: loading an entry point imports only the plugin's module,
-which must defer heavy imports until used.
+which must defer heavy imports until used. Each distribution's metadata is read once: its name,
+version and the requirements it declares on the core distribution (checked before its plugins
+are imported, see ``_requirements.unmet_core``).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import os
 import re
 import warnings
 from collections.abc import Mapping
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import Distribution, EntryPoint, entry_points
 from typing import Any, Literal
 
 import attrs
 
-from ._markers import ENTRY_POINT_GROUP
+from ._markers import CORE_DISTRIBUTION, ENTRY_POINT_GROUP
 
 __all__ = ["PluginInfo", "PluginSelectionWarning", "Selection", "discover"]
 
@@ -48,6 +50,9 @@ class PluginInfo:
     value: str | None = None
     error: str | None = None
     error_hook: str | None = None
+    core_requirements: tuple[str, ...] = attrs.field(default=(), repr=False)
+    """The ``Requires-Dist`` lines of its distribution naming the core distribution, as declared
+    (markers and extras not yet evaluated); empty for a plugin registered in code."""
     hooks: list[str] = attrs.field(factory=list)
     registered: dict[str, list[str]] = attrs.field(factory=dict)
     plugin: Any = attrs.field(default=None, repr=False)
@@ -135,20 +140,66 @@ def discover(selection: Selection) -> list[tuple[EntryPoint, PluginInfo]]:
     distributions giving one name are both listed, in ``sys.path`` order: the loader reports
     the second (one distribution visible twice on ``sys.path`` is listed once, as importlib does)."""
     found: list[tuple[EntryPoint, PluginInfo]] = []
+    read: dict[int, tuple[Distribution, _DistFacts]] = {}  # by id: a distribution's entry points share it
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
         if any(ep.name == e.name and ep.value == e.value and _same_dist(dist, e) for e, _ in found):
             continue
+        facts = None
+        if dist is not None:
+            if id(dist) not in read:
+                read[id(dist)] = (dist, _DistFacts.read(dist))
+            facts = read[id(dist)][1]
         info = PluginInfo(
             name=ep.name,
             source="entry-point",
             status=selection.why_not(ep.name) or "loaded",
-            distribution=dist.name if dist is not None else None,
-            version=dist.version if dist is not None else None,
+            distribution=facts.name if facts is not None else None,
+            version=facts.version if facts is not None else None,
             value=ep.value,
+            core_requirements=facts.core_requirements if facts is not None else (),
         )
         found.append((ep, info))
     return sorted(found, key=lambda pair: pair[1].name)
+
+
+_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def dist_key(name: str) -> str:
+    """A distribution name normalised as PEP 503 does: ``Foundation`` and ``foundation`` match."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@attrs.frozen
+class _DistFacts:
+    """What discovery needs of one distribution, from one reading of its metadata."""
+
+    name: str | None
+    version: str | None
+    core_requirements: tuple[str, ...]
+
+    @classmethod
+    def read(cls, dist: Distribution) -> _DistFacts:
+        meta = dist.metadata  # parses METADATA: dist.name and dist.version would each parse it again
+        reqs = meta.get_all("Requires-Dist")
+        if reqs is None and dist.read_text("requires.txt") is not None:  # an .egg-info: requires.txt
+            reqs = dist.requires
+        name = meta["Name"]
+        if name is not None and dist_key(name) == CORE_DISTRIBUTION:
+            reqs = None  # the core's own plugins (ml) are of its version; its extra 'all' names itself
+        return cls(
+            name=name,
+            version=meta["Version"],
+            core_requirements=tuple(r for r in reqs or () if _names_core(r)),
+        )
+
+
+def _names_core(requirement: str) -> bool:
+    """Whether a ``Requires-Dist`` value names the core distribution (``foundation``, not
+    ``foundation-shm``); what it says of it is read only when a plugin of it is loaded."""
+    match = _REQUIREMENT_NAME.match(requirement)
+    return match is not None and dist_key(match.group(1)) == CORE_DISTRIBUTION
 
 
 def _same_dist(dist: Any, ep: EntryPoint) -> bool:

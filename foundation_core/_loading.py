@@ -1,10 +1,12 @@
 """Loading plugins into a hub: entry points imported, hookimpls registered under their guards.
 
-The selected entry points are imported, and each plugin's hookimpls are registered with the
+The selected entry points whose distribution admits the running core (see
+``_requirements.unmet_core``) are imported, and each plugin's hookimpls are registered with the
 plugin manager, every one of them wrapped in its guard (see ``_isolation``).
 
-A plugin that fails to import, has invalid or unknown hookimpls, or takes a name already held
-is reported by name with what went wrong and how to fix it; the other plugins still load.
+A plugin made for another core version, one that fails to import, has invalid or unknown
+hookimpls, or takes a name already held is reported by name with what went wrong and how to fix
+it; the other plugins still load.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from . import hookspecs
 from ._discovery import discover, normalize
 from ._isolation import FoundationPluginWarning, fail, guard, guard_wrapper
 from ._markers import PROJECT_NAME
-from ._requirements import check_requirements
+from ._requirements import check_requirements, unmet_core
 from .errors import PluginLoadError
 
 if TYPE_CHECKING:
@@ -55,6 +57,11 @@ def load_entry_points(hub: Hub) -> None:
             continue
         hub.plugins[info.name] = info
         if info.status != "loaded":
+            continue
+        problem = unmet_core(info)
+        if problem:  # made for another core: importing it could fail, or worse, half-work
+            err = PluginLoadError(info.name, problem)
+            fail(hub, info, None, err, err)
             continue
         if EntryPoint.pattern.match(ep.value) is None:  # ep.load() would fail with an AttributeError
             err = PluginLoadError(

@@ -6,6 +6,7 @@ import pluggy
 
 PROJECT_NAME = "foundation"
 ENTRY_POINT_GROUP = "foundation"
+CORE_DISTRIBUTION = "foundation"  # the distribution of foundation_core, as PEP 503 normalises it
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
