@@ -30,20 +30,29 @@ _lock = threading.Lock()
 class _Reply:
     """The ``respond`` of one call: a lock held until the answer is in (cheaper than an Event)."""
 
-    __slots__ = ("done", "value")
+    __slots__ = ("answered", "done", "value")
 
     def __init__(self) -> None:
         self.done = threading.Lock()
         self.done.acquire()
         self.value: InferenceResponse | InferenceError | None = None
+        self.answered = False
 
     def __call__(self, value: InferenceResponse | InferenceError) -> None:
-        if self.value is None:  # respond exactly once; a second call is ignored
+        if not self.answered:  # respond exactly once; a second call is ignored
             self.value = value
+            self.answered = True
             self.done.release()
 
     def wait(self, timeout: float | None) -> bool:
-        return self.value is not None or self.done.acquire(timeout=-1 if timeout is None else timeout)
+        return self.answered or self.done.acquire(timeout=-1 if timeout is None else timeout)
+
+    def take(self) -> InferenceResponse | InferenceError | None:
+        """The answer, no longer held here: the handler's frame holds this respond, and an
+        error's traceback (or its cause's) may hold that frame; an error kept here would be a
+        cycle, keeping the request's inputs alive until the garbage collector ran."""
+        value, self.value = self.value, None
+        return value
 
 
 class _InprocServer(TransportServer):
@@ -108,7 +117,7 @@ class _InprocClient(TransportClient):
                 server.inflight -= 1
                 if not server.inflight:
                     server.cond.notify_all()
-        answer = reply.value
+        answer = reply.take()
         del reply
         if isinstance(answer, InferenceError):
             if not (answer.model and answer.request_id):  # infer names the call on it

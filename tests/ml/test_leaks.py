@@ -13,6 +13,7 @@ import os
 import threading
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -142,6 +143,46 @@ def test_an_error_a_handler_raises_holds_none_of_the_inputs() -> None:
                 with pytest.raises(InvalidInput):
                     client.infer(InferenceRequest("m", {"x": x}))
                 del x
+                assert gone() is None
+    finally:
+        server.stop()
+
+
+class RaisesFrom(Raises):
+    """Raises its error ``from`` the exception that caused it, or answers it once raised so."""
+
+    def __init__(self, answers: bool) -> None:
+        self.answers = answers
+
+    def __call__(self, request: InferenceRequest, respond: Any) -> None:
+        try:
+            try:
+                int("not a number")
+            except ValueError as exc:
+                raise InvalidInput("x is not a number") from exc
+        except InvalidInput as error:
+            if not self.answers:
+                raise
+            respond(error)
+
+
+@pytest.mark.usefixtures("no_gc")
+@pytest.mark.parametrize("answers", [False, True], ids=["raised", "answered"])
+def test_an_error_with_a_cause_holds_none_of_the_inputs(answers: bool) -> None:
+    """The traceback of what caused it (or its own, answered) reached the handler's frame, which
+    held the respond that held the error: a cycle that kept the inputs alive until the garbage
+    collector ran, one copy per failed call."""
+    transport = InprocTransport()
+    server = transport.serve(unique_name(), RaisesFrom(answers))
+    try:
+        with transport.connect(server.address) as client:
+            for _ in range(CYCLES // 4):
+                x = np.ones((2, 4), np.float32)
+                gone = weakref.ref(x)
+                with pytest.raises(InvalidInput) as info:
+                    client.infer(InferenceRequest("m", {"x": x}))
+                assert isinstance(info.value.__cause__, ValueError)
+                del x, info
                 assert gone() is None
     finally:
         server.stop()
