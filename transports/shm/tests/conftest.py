@@ -93,6 +93,9 @@ def echo_process(name: str) -> Iterator[Callable[..., EchoProcess]]:
     yield start
     for proc in started:
         proc.stop()
+        for pipe in (proc.proc.stdout, proc.proc.stderr):  # (else held until the collector ran)
+            if pipe is not None:
+                pipe.close()
     remove_objects(name)  # what a killed server left; the tests that kill check it first
 
 
