@@ -352,7 +352,7 @@ def check_close_and_stop(kit: _Kit) -> None:
     client = kit.connect(address)
     x = np.ones((1, 1))
     closed = kit.connect(address)
-    kit.call(functools.partial(kit.close, closed), "close()")
+    kit.close(closed)
     for call, what, model, rid in (
         (
             functools.partial(closed.infer, InferenceRequest("kit-x", {"x": x}, id=31), timeout=kit.patience),
@@ -385,7 +385,7 @@ def check_close_and_stop(kit: _Kit) -> None:
     deadline = time.monotonic() + kit.patience
     while len(handler.requests) <= sent_before and time.monotonic() < deadline:
         time.sleep(0.005)
-    kit.call(lambda: kit.stop(server, 5.0), "stop(5.0) with a request in flight")
+    kit.stop(server, 5.0, "stop(5.0) with a request in flight")
     t.join(kit.patience)
     _expect(bool(box), "the call in flight at stop() had not returned")
     _expect(
@@ -425,7 +425,7 @@ def _closed_in_flight(kit: _Kit, address: str, handler: _Recorder) -> None:
     deadline = time.monotonic() + kit.patience
     while len(handler.hung) <= hung and t.is_alive() and time.monotonic() < deadline:
         time.sleep(0.005)
-    kit.call(functools.partial(kit.close, client), "close() with a call in flight")
+    kit.close(client, "close() with a call in flight")
     t.join(kit.patience)
     handler.release()  # answered now, late: the server holds nothing of it at stop()
     _expect(bool(box), "the call in flight at close() had not returned")

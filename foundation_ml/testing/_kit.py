@@ -235,22 +235,26 @@ class _Kit:
         )
         return server
 
-    def stop(self, server: TransportServer, drain_timeout: float) -> None:
-        try:
-            server.stop(drain_timeout)
-        finally:
-            self.owned.ended(server)
+    def stop(self, server: TransportServer, drain_timeout: float, what: str | None = None) -> None:
+        """``server.stop(drain_timeout)``, given ``drain_timeout`` + ``patience`` s to return (one
+        that hangs fails the check, not the kit). Tried once: clean-up does not stop it again
+        (a second ``stop`` under a hung one would only hang, or race it)."""
+        self.owned.ended(server)
+        self.owned.call(
+            lambda: server.stop(drain_timeout),
+            what or f"stop({drain_timeout:g})",
+            drain_timeout + self.patience,
+        )
 
     def connect(self, address: str, **options: Any) -> TransportClient:
         client = self.transport.connect(address, **{**self.connect_options, **options})
         self.owned.add(client, Phase.CLOSE, f"close() of a client of {address!r}", client.close)
         return client
 
-    def close(self, client: TransportClient) -> None:
-        try:
-            client.close()
-        finally:
-            self.owned.ended(client)
+    def close(self, client: TransportClient, what: str = "close()") -> None:
+        """``client.close()``, given ``patience`` s; tried once, as ``stop``."""
+        self.owned.ended(client)
+        self.owned.call(client.close, what, self.patience)
 
     def clean_up(self) -> list[str]:
         """After each check: end what it left running; what went wrong doing so, one line each."""
@@ -277,10 +281,8 @@ class _Kit:
         client = self.connect(address)
         yield runtime, address, client
         self.close(client)
-        try:
-            runtime.close(drain_timeout=2.0)
-        finally:
-            self.owned.ended(runtime)
+        self.owned.ended(runtime)
+        self.owned.call(lambda: runtime.close(drain_timeout=2.0), "closing the runtime", 2.0 + self.patience)
 
 
 def _expect_raises(kit: _Kit, kind: type[BaseException], fn: Callable[[], Any], what: str) -> BaseException:

@@ -259,6 +259,25 @@ class StopRaises(CountedServer):
         raise RuntimeError("toy: stop failed after stopping")
 
 
+STOP_UNSTUCK = threading.Event()
+
+
+class StopHangs(CountedServer):
+    """``stop`` waits for ``STOP_UNSTUCK`` (10 s at most), counting its calls."""
+
+    calls: ClassVar[list[float]] = []
+
+    def stop(self, drain_timeout: float = 5.0) -> None:
+        StopHangs.calls.append(drain_timeout)
+        STOP_UNSTUCK.wait(10.0)
+        super().stop(drain_timeout)
+
+
+class StopHangsTransport(Counted):
+    def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
+        return StopHangs(InprocTransport().serve(address, handler, **options))
+
+
 class DropsParametersStopRaises(Counted):
     client: ClassVar[type[Wrapped]] = type("DropsParametersCounted", (CountedClient, DropsParameters), {})
 
@@ -300,6 +319,7 @@ LEAVES_RUNNING: dict[str, type[WrappedTransport]] = {
     "connects-to-anything": ConnectsToAnything,
     "raises-mid-check": type("RaisesMidCheck", (Counted,), {"client": RaisesOnOneElement}),
     "stop-raises": DropsParametersStopRaises,
+    "stop-hangs": StopHangsTransport,
 }
 
 
@@ -378,6 +398,31 @@ def test_a_call_still_running_after_clean_up_is_named(kit_hub: Hub) -> None:
         "metadata had not returned after 0.5 s (and cleaning up after it: 1 thread(s) of the kit's"
         " calls still running after clean-up)"
     )
+
+
+@pytest.mark.parametrize("check", ["round_trip", "close_and_stop"])
+def test_a_stop_that_hangs_fails_its_check_and_is_not_called_again(kit_hub: Hub, check: str) -> None:
+    """A server's ``stop`` that did not return hung the kit in the checks that stop in the
+    kit's own thread; where the kit waited for it (``close_and_stop``), clean-up called
+    ``stop(0.0)`` again while the first still ran."""
+    assert not RUNNING
+    StopHangs.calls.clear()
+    STOP_UNSTUCK.clear()
+    try:
+        with pytest.raises(TransportCheckFailed) as info:
+            check_transport("stop-hangs", hub=kit_hub, only=[check], patience=1.0)
+        calls = list(StopHangs.calls)  # (before the first stop, let go, returns)
+    finally:
+        STOP_UNSTUCK.set()
+        deadline = time.monotonic() + 10.0
+        while RUNNING and time.monotonic() < deadline:  # the hung stop, let go, ends
+            time.sleep(0.01)
+        for thing in list(RUNNING):
+            thing.stop(0.0) if isinstance(thing, TransportServer) else thing.close()  # type: ignore[attr-defined]
+    said = info.value.failures[check]
+    hung = r"(stop\((2|5)(\.0)?\)[^\n]*|closing the runtime) had not returned after (3|6) s"
+    assert re.match(hung, said), said
+    assert len(calls) == 1, calls
 
 
 def test_ctrl_c_while_the_kit_waits_ends_check_transport(kit_hub: Hub) -> None:
