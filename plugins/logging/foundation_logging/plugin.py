@@ -5,7 +5,7 @@ Cheap to import: structlog and orjson are imported inside the hooks that need th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from foundation_core import hookimpl
@@ -19,10 +19,28 @@ def foundation_config_sections(add: SectionAdder) -> None:
     add("logging", "foundation_logging._settings:LoggingSettings")
 
 
-@hookimpl
-def foundation_configure(config: Config, hub: Hub) -> None:
+@hookimpl(wrapper=True)
+def foundation_configure(config: Config, hub: Hub) -> Generator[None, None, None]:
     """Configure logging as ``hub``'s: in force while ``hub`` is the newest running hub that
-    configured logging (see ``_setup``)."""
+    configured logging (see ``_setup``). A wrapper, so that logging is configured before the
+    other plugins take the configuration (what they log doing so goes there), and so that a
+    first configuration another plugin refuses leaves nothing of it in force: the hub then has
+    no configuration, so its logging is closed and what was in force before comes back (a
+    refused later one is undone by the hub, which gives every plugin the previous one again)."""
+    from ._setup import hub_runtime
+
+    had = hub_runtime(hub)
+    _configure(config, hub)
+    try:
+        yield
+    except BaseException:
+        runtime = hub_runtime(hub)
+        if had is None and runtime is not None:
+            runtime.close()
+        raise
+
+
+def _configure(config: Config, hub: Hub) -> None:
     from ._settings import LoggingSettings
     from ._setup import configure_hub_logging
 

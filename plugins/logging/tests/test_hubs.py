@@ -249,3 +249,46 @@ def test_a_hub_configured_before_another_ran_logs_its_own_way_once_started(tmp_p
     app.shutdown()
     assert (_events(a_log), _events(b_log)) == (["under the app"], [])
     assert capsys.readouterr().out == ""
+
+
+class _Refuses:
+    """A plugin that refuses every configuration."""
+
+    @hookimpl
+    def foundation_configure(self, config: Config, hub: Any) -> None:
+        from foundation_core.errors import ConfigError, ConfigProblem
+
+        raise ConfigError([ConfigProblem("toy.key", "refused on purpose", "default")])
+
+
+@pytest.mark.parametrize("outer", [False, True])
+def test_a_first_configuration_another_plugin_refuses_leaves_no_logging_in_force(tmp_path, outer):
+    """Logging was configured before the refusal and stayed in force (root logger's handlers
+    replaced, its file open) for a hub that had no configuration."""
+    from foundation_core.errors import ConfigError
+
+    root = logging.getLogger()
+    outer_hub = _hub(_json(tmp_path / "outer.log")) if outer else None
+    try:
+
+        def state() -> tuple[Any, ...]:
+            return (_setup.current_runtime(), list(root.handlers), root.level, structlog.is_configured())
+
+        before = state()
+        refused = tmp_path / "refused.log"
+        hub = foundation_core.Hub(env=_NO_ENTRY_POINTS)
+        for p in (_Refuses(), _Settings(_json(refused, stdlib=True)), plugin):  # (pluggy: the last first)
+            hub.register(p)
+        with pytest.raises(ConfigError, match="refused on purpose"):
+            hub.configure()
+        assert hub.config is None
+        assert _setup.hub_runtime(hub) is None
+        assert state() == before
+        assert not _is_open(refused)
+        get_logger().info("after the refusal")
+        assert "after the refusal" not in _events(refused)
+        if outer_hub is not None:
+            assert _events(tmp_path / "outer.log")[-1] == "after the refusal"
+    finally:
+        if outer_hub is not None:
+            outer_hub.shutdown()

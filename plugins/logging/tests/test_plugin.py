@@ -142,7 +142,7 @@ def test_an_output_that_cannot_be_opened_is_reported_with_its_key_and_source(tmp
         {"logging.output": "settings.toml:logging.output"},
     )
     with pytest.raises(ConfigError) as info:
-        plugin.foundation_configure(bad, foundation_core.Hub(env={}))
+        plugin._configure(bad, foundation_core.Hub(env={}))
     [problem] = info.value.problems
     assert (problem.path, problem.source) == ("logging.output", "settings.toml:logging.output")
     assert problem.message.startswith(f"cannot open {str(blocker / 'app.log')!r} for appending")
@@ -166,7 +166,7 @@ def test_an_output_that_is_a_fifo_nothing_reads_is_an_error_not_a_hang(tmp_path)
 
     def configure() -> None:
         try:
-            plugin.foundation_configure(bad, foundation_core.Hub(env={}))
+            plugin._configure(bad, foundation_core.Hub(env={}))
         except BaseException as exc:
             outcome.append(exc)
 

@@ -155,7 +155,7 @@ def test_rotating_while_threads_log_loses_and_tears_no_line(tmp_path, read_lines
 def test_reopen_is_a_config_key_of_the_logging_section(tmp_path, read_lines):
     path = tmp_path / "app.log"
     config = Config({"logging": LoggingSettings(format="json", output=str(path), reopen=True)})
-    plugin.foundation_configure(config, Hub(env={}))
+    plugin._configure(config, Hub(env={}))
     get_logger().info("before")
     os.rename(path, tmp_path / "app.log.1")
     get_logger().info("after")
@@ -181,7 +181,7 @@ def test_an_output_under_a_file_says_which_part_is_not_a_directory(tmp_path):
     blocker.write_text("a file where a directory should be")
     bad = Config({"logging": LoggingSettings(output=str(blocker / "app.log"))}, {"logging.output": "--set"})
     with pytest.raises(ConfigError) as info:
-        plugin.foundation_configure(bad, Hub(env={}))
+        plugin._configure(bad, Hub(env={}))
     [problem] = info.value.problems
     assert (
         problem.message
