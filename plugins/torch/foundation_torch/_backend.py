@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import pickle
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +85,12 @@ class TorchBackend(ModelBackend):
             raise ModelLoadError(f"unknown torch backend option(s): {', '.join(options)}", model=name)
         _check_threads(name, threads)
         _check_device(name, device)
-        given: _Signature = (parse_signature(inputs), parse_signature(outputs))
+        given = _given_signature(name, inputs, outputs)
         # a side passed as an argument wins; the other comes from the package, the file or the
         # module's foundation_signature, in that order
         module, declared, source, version = _module(name, spec, device, given, factory_kwargs)
         if not (declared[0] and declared[1]):
-            declared = _fill(given, _rest_of_signature(name, module, given))
+            declared = _rest_of_signature(name, module, given)
             source = source or f"{type(module).__name__}.foundation_signature"
         exported = _suffix(spec) == ".pt2"
         if isinstance(module, torch.nn.Module) and not exported:  # export modules refuse .eval()
@@ -124,9 +125,9 @@ class TorchBackend(ModelBackend):
         if not isinstance(spec, str) or ":" not in spec:
             raise ModelLoadError(f"a package needs a factory reference 'pkg.module:build', got {spec!r}")
         module = _build(name, spec, factory_kwargs or {}, package="the package being written")
-        sig = (parse_signature(inputs), parse_signature(outputs))
+        sig = _given_signature(name, inputs, outputs)
         if not (sig[0] and sig[1]):  # a side not given comes from the module's foundation_signature
-            sig = _fill(sig, _attribute_signature(name, module))
+            sig = _rest_of_signature(name, module, sig)
         state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
         return write_package(
             path,
@@ -168,27 +169,66 @@ def _signature_json(module: Any, inputs: SignatureLike | None, outputs: Signatur
     """The signature to embed: the arguments, a side not given taken from the module's
     ``foundation_signature``; both sides must end up declared (a file with no outputs cannot be
     served)."""
-    sig = getattr(module, "foundation_signature", None) or {}
-    if not isinstance(sig, dict):
-        raise ValueError(
-            f"{type(module).__name__}.foundation_signature must be a dict with inputs and outputs"
-        )
-    sides = {"inputs": inputs, "outputs": outputs}
-    for side, given in sides.items():
-        if given is None:
-            if side not in sig:
-                where = (
-                    f"{type(module).__name__}.foundation_signature" if module is not None else "the arguments"
-                )
-                raise ValueError(f"no {side} signature: pass {side}= (neither it nor {where} declares one)")
-            sides[side] = sig[side]
-    doc = {side: [s.as_dict() for s in parse_signature(spec)] for side, spec in sides.items()}
+    own = module_signature(module) if module is not None else ((), ())
+    where = f"{type(module).__name__}.foundation_signature" if module is not None else "the arguments"
+    doc = {}
+    for side, given, declared in (("inputs", inputs, own[0]), ("outputs", outputs, own[1])):
+        specs = _parse_side(given, f"{side}=") if given is not None else declared
+        if given is None and not declared:
+            raise ValueError(f"no {side} signature: pass {side}= (neither it nor {where} declares one)")
+        doc[side] = [s.as_dict() for s in specs]
     empty = [side for side, specs in doc.items() if not specs]
     if empty:
         raise ValueError(
             f"the {' and '.join(empty)} signature is empty: a model without them cannot be served"
         )
     return json.dumps(doc)
+
+
+#: The form of a module's ``foundation_signature``, as error messages show it.
+SIGNATURE_FORM = '{"inputs": {"x": "FP32[-1, 784]"}, "outputs": {"y": "FP32[-1, 10]"}}'
+
+
+def module_signature(module: Any) -> _Signature:
+    """The signature ``module``'s ``foundation_signature`` attribute declares, a side it leaves
+    out empty (none at all: both). A ``ValueError`` naming the attribute, and the form it takes,
+    for anything but a dict of ``inputs`` and ``outputs`` signatures."""
+    sig = getattr(module, "foundation_signature", None)
+    if sig is None:
+        return (), ()
+    where = f"{type(module).__name__}.foundation_signature"
+    if not isinstance(sig, Mapping):
+        raise ValueError(f"{where} must be a dict such as {SIGNATURE_FORM}, not a {type(sig).__name__}")
+    unknown = [repr(key) for key in sig if key not in ("inputs", "outputs")]
+    if unknown:
+        raise ValueError(
+            f"{where} has the key(s) {', '.join(unknown)}: it takes 'inputs' and 'outputs', "
+            f"each a signature, as in {SIGNATURE_FORM}"
+        )
+    return _parse_side(sig.get("inputs"), f"{where}['inputs']"), _parse_side(
+        sig.get("outputs"), f"{where}['outputs']"
+    )
+
+
+def _given_signature(name: str, inputs: SignatureLike | None, outputs: SignatureLike | None) -> _Signature:
+    """The ``inputs=`` and ``outputs=`` arguments, parsed; a ``ModelLoadError`` naming the one at fault."""
+    try:
+        return _parse_side(inputs, "inputs="), _parse_side(outputs, "outputs=")
+    except ValueError as exc:
+        raise ModelLoadError(str(exc), model=name) from None
+
+
+def _parse_side(spec: Any, where: str) -> tuple[TensorSpec, ...]:
+    """One side of a signature, read where ``where`` says it was declared (named on error)."""
+    if isinstance(spec, str | bytes):  # iterated, a string would be refused one character at a time
+        raise ValueError(
+            f"{where} must map each tensor's name to its spec, as {{'x': 'FP32[-1, 784]'}} does "
+            f"(or list the tensors), not be the {type(spec).__name__} {spec!r}"
+        )
+    try:
+        return parse_signature(spec)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _module(
@@ -232,16 +272,35 @@ def _module(
 
 
 def _rest_of_signature(name: str, module: Any, given: _Signature) -> _Signature:
-    """The module's ``foundation_signature``, for the sides that neither the arguments nor the
-    package or file declared; refused, naming the side to pass, when it has none."""
-    if (given[0] or given[1]) and not getattr(module, "foundation_signature", None):
-        missing = "outputs=" if given[0] else "inputs="
+    """``given``, each side it lacks taken from the module's ``foundation_signature``; refused,
+    naming the side to pass and the attribute's form, when neither declares a side."""
+    try:
+        own = module_signature(module)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc), model=name) from None
+    filled = _fill(given, own)
+    if filled[0] and filled[1]:
+        return filled
+    kind = type(module).__name__
+    if not (given[0] or given[1] or own[0] or own[1]):
         raise ModelLoadError(
-            f"{type(module).__name__} declares no foundation_signature to take the rest of "
-            f"the signature from: pass {missing} too",
+            f"no signature for {kind}: pass inputs= and outputs= "
+            f'(e.g. inputs={{"x": "FP32[-1, 784]"}}), or declare it on the class: '
+            f"foundation_signature = {SIGNATURE_FORM}",
             model=name,
         )
-    return _attribute_signature(name, module)
+    missing = "inputs" if not filled[0] else "outputs"
+    if not (own[0] or own[1]):
+        raise ModelLoadError(
+            f"{kind} declares no foundation_signature to take the rest of the signature from: "
+            f"pass {missing}= too",
+            model=name,
+        )
+    raise ModelLoadError(
+        f"no {missing} signature for {kind}: pass {missing}= or add {missing!r} to "
+        f"{kind}.foundation_signature (the form: {SIGNATURE_FORM})",
+        model=name,
+    )
 
 
 def _check_threads(name: str, threads: Any) -> None:
@@ -349,31 +408,22 @@ def _load_weights(name: str, module: Any, data: bytes | None, where: str) -> Non
 
 
 def _check_declared(name: str, module: Any, declared: tuple[tuple[TensorSpec, ...], ...], where: str) -> None:
-    sig = getattr(module, "foundation_signature", None)
-    if not sig:
+    """A package's signature against the sides its factory's module declares."""
+    try:
+        own = module_signature(module)
+    except ValueError as exc:
+        raise PackageError(f"{where}: {exc}", model=name, file="manifest.json") from None
+    if all(not mine or mine == theirs for mine, theirs in zip(own, declared, strict=True)):
         return
-    own = (parse_signature(sig["inputs"]), parse_signature(sig["outputs"]))
-    if own != tuple(declared):
 
-        def text(s: tuple[tuple[TensorSpec, ...], ...]) -> str:
-            return f"({', '.join(x.describe() for x in s[0])}) -> ({', '.join(x.describe() for x in s[1])})"
+    def text(s: tuple[tuple[TensorSpec, ...], ...]) -> str:
+        return f"({', '.join(x.describe() for x in s[0])}) -> ({', '.join(x.describe() for x in s[1])})"
 
-        raise PackageError(
-            f"{where} declares {text(declared)} but the factory's module declares {text(own)}",
-            model=name,
-            file="manifest.json",
-        )
-
-
-def _attribute_signature(name: str, module: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    sig = getattr(module, "foundation_signature", None)
-    if not sig:
-        raise ModelLoadError(
-            f"no signature for {type(module).__name__}: pass inputs= and outputs= "
-            '(e.g. inputs={"x": "FP32[-1, 784]"}), or set a foundation_signature attribute',
-            model=name,
-        )
-    return parse_signature(sig["inputs"]), parse_signature(sig["outputs"])
+    raise PackageError(
+        f"{where} declares {text(declared)} but the factory's module declares {text(own)}",
+        model=name,
+        file="manifest.json",
+    )
 
 
 def _load_file(

@@ -3,6 +3,7 @@ the direct PyTorch call; dtypes map by the protocol's table; bad models fail at 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -74,6 +75,82 @@ def test_one_side_of_the_signature_passed_takes_the_other_from_the_module(runtim
     assert [i["name"] for i in meta["inputs"]] == ["x"]
     with pytest.raises(ModelLoadError, match=r"Linear declares no foundation_signature .*: pass outputs="):
         runtime.register_model("n", torch.nn.Linear(4, 2), inputs={"x": "FP32[-1, 4]"})
+
+
+FORM = re.escape('{"inputs": {"x": "FP32[-1, 784]"}, "outputs": {"y": "FP32[-1, 10]"}}')
+
+
+class Declared(torch.nn.Module):
+    """A module whose ``foundation_signature`` each test sets on an instance."""
+
+    def __init__(self, signature: object) -> None:
+        super().__init__()
+        self.foundation_signature = signature
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+@pytest.mark.parametrize(
+    ("signature", "message"),
+    [
+        (
+            {"x": "FP32[-1, 4]", "y": "FP32[-1, 4]"},
+            r"Declared.foundation_signature has the key\(s\) 'x', 'y': it takes 'inputs' and 'outputs', "
+            rf"each a signature, as in {FORM}",
+        ),
+        (
+            ({"x": "FP32[-1, 4]"}, {"y": "FP32[-1, 4]"}),
+            rf"Declared.foundation_signature must be a dict such as {FORM}, not a tuple",
+        ),
+        (
+            {"inputs": "FP32[-1, 4]", "outputs": {"y": "FP32[-1, 4]"}},
+            r"Declared.foundation_signature\['inputs'\] must map each tensor's name to its spec",
+        ),
+        (
+            {"inputs": {"x": "FP32[-1, 4.5]"}, "outputs": {"y": "FP32[-1, 4]"}},
+            r"Declared.foundation_signature\['inputs'\]: tensor spec 'FP32\[-1, 4.5\]' for 'x'",
+        ),
+        (
+            {"inputs": {"x": "FP32[-1, 4]"}},
+            r"no outputs signature for Declared: pass outputs= or add 'outputs' to "
+            r"Declared.foundation_signature",
+        ),
+    ],
+)
+def test_a_foundation_signature_of_another_form_is_named_with_the_form(
+    runtime: MLRuntime, tmp_path: Path, signature: object, message: str
+) -> None:
+    """A mistaken attribute was a bare ``KeyError: 'inputs'`` (or a ``TypeError`` about indices)
+    from inside the backend; it is a ``ModelLoadError`` naming the attribute and showing its form,
+    for ``register_model``, ``package`` (a ``ValueError`` for ``save_torchscript``) alike."""
+    with pytest.raises(ModelLoadError, match=message):
+        runtime.register_model("m", Declared(signature))
+    assert "m" not in runtime.registry.names()
+    if "no outputs" not in message:  # save_torchscript: a ValueError, as for a side missing
+        with pytest.raises(ValueError, match=message):
+            save_torchscript(Declared(signature), tmp_path / "m.pt")
+        assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_side_the_attribute_leaves_out_may_be_passed(runtime: MLRuntime) -> None:
+    """The docs: one side passed, the other from the module's attribute; an attribute that declares
+    only that other side was read as a whole (``KeyError: 'outputs'``)."""
+    runtime.register_model("m", Declared({"inputs": {"x": "FP32[-1, 4]"}}), outputs={"y": "FP32[-1, 4]"})
+    runtime.register_model("n", Declared({"outputs": {"y": "FP32[-1, 4]"}}), inputs={"x": "FP32[-1, 4]"})
+    for name in ("m", "n"):
+        meta = runtime.metadata(name)
+        assert [(t["name"], t["shape"]) for t in (*meta["inputs"], *meta["outputs"])] == [
+            ("x", [-1, 4]),
+            ("y", [-1, 4]),
+        ]
+
+
+def test_a_signature_argument_given_as_one_string_is_named(runtime: MLRuntime) -> None:
+    """``inputs="FP32[-1, 4]"`` was taken apart one character at a time: "a tensor is an object
+    with name, datatype and shape, not str", naming neither the argument nor the form."""
+    with pytest.raises(ModelLoadError, match=r"inputs= must map each tensor's name to its spec, as \{'x'"):
+        runtime.register_model("m", torch.nn.Linear(4, 2), inputs="FP32[-1, 4]", outputs={"y": "FP32[-1, 2]"})
 
 
 def test_torchscript_file_carries_its_signature(runtime: MLRuntime, tmp_path: Path) -> None:
