@@ -230,11 +230,18 @@ FDN_ASSERT_OFFSET(fdn_tensor_desc, ipc_offset, 232);
 #define FDN_DESC_SIZE 256u
 
 /* --- errors ---------------------------------------------------------------------------------- */
-/* Filled by a failing call (err != NULL), left as it was by one that succeeds. */
+/* Filled by a failing call (err != NULL), left as it was by one that succeeds. The errors of a
+ * call (fdn_infer, fdn_infer_call, fdn_loan_begin, fdn_loan_infer) name the model it was made for
+ * in `model` (but a name over its 63-byte field, which the message names; and fdn_loan_infer
+ * without a loan: none), and its request in `request_id` once one was sent (0 for a call refused
+ * before it sent anything); every other error leaves `model` empty.
+ * ABI: `model` was added at the end (the struct grew from 272 to 336 bytes; the offsets of the
+ * other fields are unchanged): rebuild code compiled against an older header. */
 struct fdn_error {
     enum fdn_status code;
     uint64_t request_id; /* the request the error belongs to, 0 when none */
     char message[256];
+    char model[FDN_NAME_SIZE]; /* the model of the call the error belongs to, "" when none */
 };
 
 /* "MODEL_NOT_FOUND" for FDN_MODEL_NOT_FOUND; unknown codes read as "INTERNAL". */

@@ -151,6 +151,18 @@ static enum fdn_status exchange(struct fdn_client *c, uint64_t deadline, int ret
     return FDN_OK;
 }
 
+/* Name the call a failure `st` belongs to: its model (one over the field, which the message names
+ * by its start, or NULL: none), and the request id `rid` where the error has none. Returns st. */
+static enum fdn_status with_call(enum fdn_status st, struct fdn_error *err, const char *model, uint64_t rid) {
+    if (st && err) {
+        size_t n = model ? strlen(model) : sizeof err->model;
+        if (n < sizeof err->model) memcpy(err->model, model, n + 1);
+        else err->model[0] = 0;
+        if (!err->request_id) err->request_id = rid;
+    }
+    return st;
+}
+
 static enum fdn_status send_request(struct fdn_client *c, const char *model, uint64_t end, uint64_t deadline,
                                     struct fdn_result *res, struct fdn_error *err) {
     struct fdn_request_fields *f = &c->req;
@@ -160,9 +172,11 @@ static enum fdn_status send_request(struct fdn_client *c, const char *model, uin
     strcpy(f->model, model); /* checked by the caller: check_model */
     f->deadline_ns = deadline;
     enum fdn_status st = fdn_encode_request(c->data, c->req_cap, f, err);
-    if (st) return st;
-    c->used = end;
-    return exchange(c, deadline, 1, res, err);
+    if (!st) {
+        c->used = end;
+        st = exchange(c, deadline, 1, res, err); /* (a failed grow of the response area named no request) */
+    }
+    return with_call(st, err, model, f->request_id);
 }
 
 /* A model name the request's fixed field holds with its NUL. */
@@ -262,9 +276,19 @@ enum fdn_status fdn_infer(fdn_client *c, const char *model, const struct fdn_inp
     return fdn_infer_call(c, model, inputs, input_count, timeout_ms, NULL, res, err);
 }
 
+static enum fdn_status infer_call(fdn_client *c, const char *model, const struct fdn_input *inputs,
+                                  uint32_t input_count, int64_t timeout_ms, const struct fdn_call *call,
+                                  struct fdn_result *res, struct fdn_error *err);
+
 enum fdn_status fdn_infer_call(fdn_client *c, const char *model, const struct fdn_input *inputs,
                                uint32_t input_count, int64_t timeout_ms, const struct fdn_call *call,
                                struct fdn_result *res, struct fdn_error *err) {
+    return with_call(infer_call(c, model, inputs, input_count, timeout_ms, call, res, err), err, model, 0);
+}
+
+static enum fdn_status infer_call(fdn_client *c, const char *model, const struct fdn_input *inputs,
+                                  uint32_t input_count, int64_t timeout_ms, const struct fdn_call *call,
+                                  struct fdn_result *res, struct fdn_error *err) {
     if (!c) return fdn_fail(err, FDN_INVALID_INPUT, 0, "client is NULL");
     c->loaned = 0; /* the request area is this call's now */
     c->loan_ended = 0;
@@ -299,8 +323,16 @@ const struct fdn_tensor *fdn_result_output(const struct fdn_result *res, const c
 }
 
 /* --- loans ----------------------------------------------------------------------------------- */
+static enum fdn_status loan_begin(fdn_client *c, const char *model, const struct fdn_tensor *specs,
+                                  uint32_t count, struct fdn_error *err);
+
 enum fdn_status fdn_loan_begin(fdn_client *c, const char *model, const struct fdn_tensor *specs,
                                uint32_t count, struct fdn_error *err) {
+    return with_call(loan_begin(c, model, specs, count, err), err, model, 0);
+}
+
+static enum fdn_status loan_begin(fdn_client *c, const char *model, const struct fdn_tensor *specs,
+                                  uint32_t count, struct fdn_error *err) {
     if (!c) return fdn_fail(err, FDN_INVALID_INPUT, 0, "client is NULL");
     c->loaned = 0; /* a failed begin leaves no loan: the old one's tensors are overwritten below */
     c->loan_ended = 0;
@@ -338,8 +370,16 @@ void *fdn_loan_data(fdn_client *c, uint32_t index) {
     return c->data + c->req.inputs[index].data_offset;
 }
 
+static enum fdn_status loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_result *res, struct fdn_error *err);
+
 enum fdn_status fdn_loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_result *res, struct fdn_error *err) {
     if (!c) return fdn_fail(err, FDN_INVALID_INPUT, 0, "client is NULL");
+    /* the loan's model (an ended loan's too: fdn_loan_begin sets it only when it grants one) */
+    const char *model = c->loaned || c->loan_ended ? c->loan_model : NULL;
+    return with_call(loan_infer(c, timeout_ms, res, err), err, model, 0);
+}
+
+static enum fdn_status loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_result *res, struct fdn_error *err) {
     if (!c->loaned && c->loan_ended)
         return fdn_fail(err, FDN_INVALID_INPUT, 0,
                         "no loan: it ended when its request %llu failed while still with the server, which may be "

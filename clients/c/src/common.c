@@ -25,6 +25,7 @@ enum fdn_status fdn_fail(struct fdn_error *err, enum fdn_status code, uint64_t r
         va_list ap;
         err->code = code;
         err->request_id = request_id;
+        err->model[0] = 0; /* a call names its model over this (call.c, with_call) */
         va_start(ap, fmt);
         vsnprintf(err->message, sizeof err->message, fmt, ap);
         va_end(ap);

@@ -249,6 +249,57 @@ static void misuse_checks(const char *name, fdn_client *c) {
     if (d) fdn_close(d);
 }
 
+/* The error of a call names the model it was made for (err.model) and its request (err.request_id),
+ * so a program calling several models can tell which call failed: it named the request only (a
+ * handler's "boom on request 3" said no model). err is filled with junk first: every failure sets
+ * model, naming the call's or none. */
+#define CALL_ERROR(call, want, model_, sent)                                                               \
+    do {                                                                                                   \
+        memset(&err, 'j', sizeof err);                                                                     \
+        enum fdn_status st_ = (call);                                                                      \
+        CHECK(st_ == (want) && err.code == (want) && memchr(err.model, 0, sizeof err.model) &&            \
+                  strcmp(err.model, (model_)) == 0 && ((sent) ? err.request_id != 0 : err.request_id == 0), \
+              "%s: %s model '%.64s' request %llu: %.256s", #call, fdn_strerror(st_),                       \
+              memchr(err.model, 0, sizeof err.model) ? err.model : "(no NUL)", (unsigned long long)err.request_id, \
+              err.message);                                                                                \
+    } while (0)
+
+static void call_error_checks(const char *name) {
+    fdn_client *c = NULL;
+    struct fdn_error err;
+    struct fdn_result res;
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    if (fdn_connect(&c, name, NULL, &err) != FDN_OK) {
+        CHECK(0, "connect: %s", err.message);
+        return;
+    }
+    CALL_ERROR(fdn_infer(c, "nosuch", &in, 1, 5000, &res, &err), FDN_MODEL_NOT_FOUND, "nosuch", 1);
+    uint64_t first = err.request_id;
+    CALL_ERROR(fdn_infer(c, "fail", &in, 1, 5000, &res, &err), FDN_HANDLER_ERROR, "fail", 1);
+    CHECK(err.request_id > first && strstr(err.message, "boom"), "a handler's error: request %llu: %s",
+          (unsigned long long)err.request_id, err.message);
+    CALL_ERROR(fdn_infer_call(c, "echo", &in, 1, 5000, &(struct fdn_call){.version = "a-version-of-20-bytes"}, &res,
+                              &err),
+               FDN_INVALID_INPUT, "echo", 0); /* refused before it was sent */
+    char long_model[80];
+    memset(long_model, 'm', sizeof long_model - 1);
+    long_model[sizeof long_model - 1] = 0; /* over the field: the message names it, the model is not cut */
+    CALL_ERROR(fdn_infer(c, long_model, &in, 1, 5000, &res, &err), FDN_INVALID_INPUT, "", 0);
+    CALL_ERROR(fdn_infer(NULL, "echo", &in, 1, 5000, &res, &err), FDN_INVALID_INPUT, "echo", 0);
+
+    struct fdn_tensor spec[1] = {{.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = {1}}};
+    struct fdn_tensor bad[1] = {{.name = "x", .dtype = FDN_INT32, .ndim = 9}};
+    CHECK(fdn_loan_begin(c, "nosuch", spec, 1, &err) == FDN_OK, "a loan: %s", err.message);
+    CALL_ERROR(fdn_loan_infer(c, 5000, &res, &err), FDN_MODEL_NOT_FOUND, "nosuch", 1);
+    CALL_ERROR(fdn_loan_begin(c, "nosuch", bad, 1, &err), FDN_INVALID_INPUT, "nosuch", 0);
+    CALL_ERROR(fdn_loan_infer(c, 5000, &res, &err), FDN_INVALID_INPUT, "", 0); /* no loan: no model */
+    fdn_close(c);
+
+    fdn_client *d = NULL; /* an error of no call names none */
+    CALL_ERROR(fdn_connect(&d, "fdnc_no_such_server", NULL, &err), FDN_SERVER_UNAVAILABLE, "", 0);
+    if (d) fdn_close(d);
+}
+
 /* An fdn_loan_infer that fails while its request is still with the server (the server may still be
  * reading the inputs) ends the loan: fdn_loan_data pointed into the request area at once, and
  * writing there changed the inputs under the server's read. The server is stopped (SIGSTOP) to
@@ -511,6 +562,7 @@ int main(void) {
     if (st == FDN_OK) {
         echo(c, "first call");
         misuse_checks(name, c);
+        call_error_checks(name);
         stopping_checks(name, c);
         semaphore_failure_checks(python);
         late_loan_checks(name, server);

@@ -198,10 +198,14 @@ func (c *Client) send(model string, end uint64, deadline uint64) (*Result, error
 		r.Flags = FlagDataCRC
 	}
 	if err := EncodeRequest(c.data[:c.reqCap], r); err != nil {
-		return nil, err
+		return nil, withCall(err, model, r.RequestID)
 	}
 	c.used = end
-	return c.exchange(deadline, true)
+	res, err := c.exchange(deadline, true)
+	if err != nil {
+		return nil, withCall(err, model, r.RequestID) // (a failed grow of the response area named none)
+	}
+	return res, nil
 }
 
 // Call is what else a call may say (section 5); the zero value says nothing.
@@ -240,13 +244,22 @@ func (c *Client) setCall(call *Call) error {
 // tensor names 63 bytes, the version 15), with a NUL byte or not UTF-8, an unknown dtype, over 8
 // dimensions, a shape of more than 2^64 bytes or data of another length is INVALID_INPUT naming
 // the input and the fault; over 64 inputs or params over 1 MiB TOO_LARGE. A call ends the
-// client's loan, if any. A nil client is INVALID_INPUT.
+// client's loan, if any. A nil client is INVALID_INPUT. Every error names the model (Error.Model)
+// and, once the request was sent, its id (Error.RequestID).
 func (c *Client) Infer(model string, inputs []Input, timeout time.Duration) (*Result, error) {
 	return c.InferCall(model, inputs, timeout, Call{})
 }
 
 // InferCall is Infer with a version, parameters or a choice of outputs.
 func (c *Client) InferCall(model string, inputs []Input, timeout time.Duration, call Call) (*Result, error) {
+	res, err := c.inferCall(model, inputs, timeout, call)
+	if err != nil {
+		return nil, withCall(err, model, 0)
+	}
+	return res, nil
+}
+
+func (c *Client) inferCall(model string, inputs []Input, timeout time.Duration, call Call) (*Result, error) {
 	if c == nil {
 		return nil, errNilClient()
 	}
@@ -309,8 +322,12 @@ func (c *Client) InferCall(model string, inputs []Input, timeout time.Duration, 
 // Close, or a LoanInfer that fails with its request still with the server (it passed its
 // deadline: the server may still be reading the inputs, so they are lent out no more). If the
 // channel's last request is still with the server, LoanBegin waits for it up to
-// ConnectTimeoutMs, then fails DEADLINE_EXCEEDED.
+// ConnectTimeoutMs, then fails DEADLINE_EXCEEDED. Every error names the model (Error.Model).
 func (c *Client) LoanBegin(model string, specs []Tensor) error {
+	return withCall(c.loanBegin(model, specs), model, 0)
+}
+
+func (c *Client) loanBegin(model string, specs []Tensor) error {
 	if c == nil {
 		return errNilClient()
 	}
@@ -360,7 +377,8 @@ func (c *Client) LoanData(i int) []byte {
 	return c.data[t.DataOffset : t.DataOffset+t.DataSize : t.DataOffset+t.DataSize]
 }
 
-// LoanInfer sends the loaned tensors as they are in shared memory.
+// LoanInfer sends the loaned tensors as they are in shared memory. Its errors name the loan's
+// model (Error.Model; none without a loan) and, once the request was sent, its id.
 func (c *Client) LoanInfer(timeout time.Duration) (*Result, error) {
 	if c == nil {
 		return nil, errNilClient()
@@ -369,6 +387,18 @@ func (c *Client) LoanInfer(timeout time.Duration) (*Result, error) {
 		return nil, err
 	}
 	defer c.leave()
+	model := ""
+	if c.loaned || c.loanEnded != 0 { // the loan's (an ended loan's: LoanBegin sets it only when granted)
+		model = c.req.Model
+	}
+	res, err := c.loanInfer(timeout)
+	if err != nil {
+		return nil, withCall(err, model, 0)
+	}
+	return res, nil
+}
+
+func (c *Client) loanInfer(timeout time.Duration) (*Result, error) {
 	if !c.loaned {
 		if c.loanEnded != 0 {
 			return nil, fail(InvalidInput, 0, "no loan: it ended when its request %d failed while still with the server, "+

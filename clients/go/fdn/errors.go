@@ -2,7 +2,10 @@ package fdn
 
 // errors.go: the protocol's status codes (section 9) and the error type of every call.
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Status is an error code of the protocol (section 9).
 type Status uint32
@@ -37,25 +40,57 @@ func (s Status) String() string {
 	return "INTERNAL"
 }
 
-// Error is every failure of this package: a protocol code, a message, the request it belongs to.
+// Error is every failure of this package: a protocol code, a message, and the call it belongs
+// to. Every error of a call (Infer, InferCall, LoanBegin, LoanInfer) names the model it was made
+// for in Model (but a name over its 63-byte field, which the message names), and the request in
+// RequestID once one was sent (0 for a call refused before it sent anything, such as a bad
+// argument); errors of no call (Connect, Close, the codec) leave Model empty.
 type Error struct {
 	Code      Status
-	Message   string
+	Message   string // the server's message for errors it reported, this package's otherwise
 	RequestID uint64
+	Model     string
 }
 
-func (e *Error) Error() string { return e.Code.String() + ": " + e.Message }
+// Error is "CODE: message"; for an error of a call, `CODE: model "NAME" (request N): message`
+// (without the request before one was sent).
+func (e *Error) Error() string {
+	switch {
+	case e.Model != "" && e.RequestID != 0:
+		return fmt.Sprintf("%s: model %q (request %d): %s", e.Code, e.Model, e.RequestID, e.Message)
+	case e.Model != "":
+		return fmt.Sprintf("%s: model %q: %s", e.Code, e.Model, e.Message)
+	}
+	return e.Code.String() + ": " + e.Message
+}
+
+// withCall names the call err failed where it does not yet: the model, and the request id once
+// one was sent (rid 0: none). It returns err. A model name over its field (63 bytes; the call is
+// INVALID_INPUT, its message naming it) is not copied: a megabyte of it would be the error text.
+func withCall(err error, model string, rid uint64) error {
+	if e, ok := err.(*Error); ok {
+		if e.Model == "" && len(model) < NameSize {
+			e.Model = model
+		}
+		if e.RequestID == 0 {
+			e.RequestID = rid
+		}
+	}
+	return err
+}
 
 func fail(code Status, rid uint64, format string, args ...interface{}) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...), RequestID: rid}
 }
 
-// CodeOf is the protocol code of err (OK for nil, INTERNAL for errors of other kinds).
+// CodeOf is the protocol code of err, also of an *Error wrapped by the caller (fmt.Errorf %w);
+// OK for nil, INTERNAL for errors of other kinds.
 func CodeOf(err error) Status {
 	if err == nil {
 		return OK
 	}
-	if e, ok := err.(*Error); ok {
+	var e *Error
+	if errors.As(err, &e) {
 		return e.Code
 	}
 	return Internal

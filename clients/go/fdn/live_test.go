@@ -3,6 +3,7 @@ package fdn
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -506,4 +507,72 @@ func TestAConnectThatCannotOpenItsChannelSemaphoreGivesTheChannelBack(t *testing
 		t.Errorf("the call after a connect that could not open its channel semaphore: %v", err)
 	}
 	c.Close()
+}
+
+// callError is err as an *Error found through errors.As (also through a caller's %w wrapping),
+// checked for code and the call it names: the model, and the request (rid; 0: none was sent,
+// -1: any sent one). Its text names them too.
+func callError(t *testing.T, what string, err error, code Status, model string, rid int64) *Error {
+	t.Helper()
+	var e *Error
+	if !errors.As(fmt.Errorf("wrapped: %w", err), &e) || e.Code != code || CodeOf(fmt.Errorf("w: %w", err)) != code {
+		t.Fatalf("%s: got %v, want %s", what, err, code)
+	}
+	if e.Model != model || (rid < 0 && e.RequestID == 0) || (rid >= 0 && e.RequestID != uint64(rid)) {
+		t.Fatalf("%s: %v names model %q and request %d, want %q and %d", what, err, e.Model, e.RequestID, model, rid)
+	}
+	want := fmt.Sprintf("%s: model %q (request %d): ", code, model, e.RequestID)
+	if e.RequestID == 0 {
+		want = fmt.Sprintf("%s: model %q: ", code, model)
+	}
+	if !strings.HasPrefix(e.Error(), want) {
+		t.Fatalf("%s: %q does not start %q", what, e.Error(), want)
+	}
+	return e
+}
+
+// The errors of a call name the model it was made for and its request, so a service calling
+// several models can tell which call failed: they named the request only (a handler's error
+// "boom on request 3" said neither which model raised it).
+func TestLiveCallErrorsNameTheModelAndTheRequest(t *testing.T) {
+	_, name, _, stop := liveEcho(t, "fdngomodel")
+	defer stop()
+	c, err := Connect(name, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	x := []byte{1, 0, 0, 0}
+	in := []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}
+	_, err = c.Infer("nosuch", in, 5*time.Second)
+	first := callError(t, "an unknown model", err, ModelNotFound, "nosuch", -1)
+	_, err = c.Infer("fail", in, 5*time.Second)
+	e := callError(t, "a handler's error", err, HandlerError, "fail", -1)
+	if e.RequestID <= first.RequestID || !strings.Contains(e.Message, "boom") {
+		t.Errorf("a handler's error: %v (the unknown model's was request %d)", err, first.RequestID)
+	}
+	_, err = c.InferCall("echo", in, 5*time.Second, Call{Version: "a-version-of-20-bytes"})
+	callError(t, "a call refused before it was sent", err, InvalidInput, "echo", 0)
+	_, err = c.Infer(strings.Repeat("m", 64), in, 5*time.Second) // over its field: the message names it
+	if e, ok := err.(*Error); !ok || e.Code != InvalidInput || e.Model != "" {
+		t.Errorf("a model name over its field: %#v", err)
+	}
+
+	spec := []Tensor{{Name: "x", DType: INT32, NDim: 1, Shape: [8]uint64{1}}}
+	if err := c.LoanBegin("nosuch", spec); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.LoanInfer(5 * time.Second)
+	callError(t, "a loan of an unknown model", err, ModelNotFound, "nosuch", -1)
+	err = c.LoanBegin("nosuch", []Tensor{{Name: "x", DType: INT32, NDim: 9}})
+	callError(t, "a loan refused", err, InvalidInput, "nosuch", 0)
+	_, err = c.LoanInfer(5 * time.Second) // no loan: no model to name
+	if e, ok := err.(*Error); !ok || e.Model != "" || e.Code != InvalidInput {
+		t.Errorf("LoanInfer without a loan: %#v", err)
+	}
+
+	if _, err := Connect("fdngo_no_such_server", Options{}); err.(*Error).Model != "" ||
+		strings.Contains(err.Error(), "model") {
+		t.Errorf("an error of no call names no model: %v", err)
+	}
 }

@@ -180,15 +180,27 @@ impl Client {
         )
     }
 
-    /// [`Client::infer`] with a model version, a selection of outputs, parameters.
+    /// [`Client::infer`] with a model version, a selection of outputs, parameters. Every error
+    /// names the model ([`Error::model`]) and the request ([`Error::request_id`]).
     pub fn infer_with(
         &mut self,
         model: &str,
         inputs: &[Tensor],
         options: &InferOptions,
     ) -> Result<Vec<Tensor>> {
-        let deadline = deadline_after(options.timeout);
         let rid = self.next_id();
+        self.infer_request(rid, model, inputs, options)
+            .map_err(|e| e.with_call(model, rid))
+    }
+
+    fn infer_request(
+        &mut self,
+        rid: u64,
+        model: &str,
+        inputs: &[Tensor],
+        options: &InferOptions,
+    ) -> Result<Vec<Tensor>> {
+        let deadline = deadline_after(options.timeout);
         let params = codec::encode_params(&options.params).map_err(|e| e.with_id(rid))?;
         if params.len() > l::MAX_PARAMS {
             return Err(Error::new(
@@ -240,8 +252,19 @@ impl Client {
     }
 
     fn control(&mut self, kind: u16, model: &str, timeout: Option<Duration>) -> Result<String> {
-        let deadline = deadline_after(timeout);
         let rid = self.next_id();
+        self.control_request(rid, kind, model, timeout)
+            .map_err(|e| e.with_call(model, rid))
+    }
+
+    fn control_request(
+        &mut self,
+        rid: u64,
+        kind: u16,
+        model: &str,
+        timeout: Option<Duration>,
+    ) -> Result<String> {
+        let deadline = deadline_after(timeout);
         let spin = self.opts.spin;
         let conn = self.conn()?;
         conn.wait_idle(deadline, spin)?;
@@ -283,7 +306,13 @@ impl Client {
     /// let outputs = loan.infer(None)?;
     /// # Ok::<(), fdn::Error>(())
     /// ```
+    ///
+    /// Its errors name the model ([`Error::model`]; no request was sent yet).
     pub fn loan(&mut self, model: &str, inputs: &[TensorSpec]) -> Result<Loan<'_>> {
+        self.lend(model, inputs).map_err(|e| e.with_call(model, 0))
+    }
+
+    fn lend(&mut self, model: &str, inputs: &[TensorSpec]) -> Result<Loan<'_>> {
         check_names(model, "", inputs.iter().map(|t| t.name.as_str()), &[])?;
         let specs: Vec<(&str, DataType, &[u64])> = inputs
             .iter()
@@ -407,10 +436,16 @@ impl Loan<'_> {
         shm::cast_mut::<T>(bytes).ok_or_else(|| Error::new(Status::Internal, "misaligned input"))
     }
 
-    /// Send the loaned inputs as they are now; returns the outputs.
+    /// Send the loaned inputs as they are now; returns the outputs. Every error names the
+    /// loan's model ([`Error::model`]) and the request ([`Error::request_id`]).
     pub fn infer(&mut self, timeout: Option<Duration>) -> Result<Vec<Tensor>> {
-        let deadline = deadline_after(timeout);
         let rid = self.client.next_id();
+        self.send(rid, timeout)
+            .map_err(|e| e.with_call(&self.model, rid))
+    }
+
+    fn send(&mut self, rid: u64, timeout: Option<Duration>) -> Result<Vec<Tensor>> {
+        let deadline = deadline_after(timeout);
         let flags = self.client.flags();
         let spin = self.client.opts.spin;
         let fields = RequestFields {

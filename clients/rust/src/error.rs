@@ -91,7 +91,13 @@ impl fmt::Display for Status {
     }
 }
 
-/// A failed call: the status code and a human-readable message.
+/// A failed call: the status code, a human-readable message, and the call it belongs to.
+///
+/// Every error of a call (`Client::infer`, `infer_with`, `metadata`, `loan`, `Loan::infer`) names
+/// the model it was made for in `model` (but a name over its 63-byte field, which the message
+/// names), and its request in `request_id` (0 for `Client::loan`, which sends nothing). The
+/// errors of connect, of `stats` (which names no model) and of the codec leave `model` empty.
+/// Displayed as `CODE: model "NAME" (request N): message` (`CODE: message` without a model).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
     /// What kind of failure (never `Status::Ok`).
@@ -100,6 +106,8 @@ pub struct Error {
     pub message: String,
     /// The request the error belongs to (0 when none, e.g. at connect).
     pub request_id: u64,
+    /// The model of the call the error belongs to ("" when none, e.g. at connect).
+    pub model: String,
 }
 
 impl Error {
@@ -109,6 +117,7 @@ impl Error {
             code,
             message: message.into(),
             request_id: 0,
+            model: String::new(),
         }
     }
 
@@ -116,11 +125,41 @@ impl Error {
         self.request_id = request_id;
         self
     }
+
+    /// Name the call this error fails where it does not yet: `model` fills an empty `model`,
+    /// `request_id` a 0 one (as `foundation_ml.errors.InferenceError.with_call`). A model name
+    /// over its field (the call is INVALID_INPUT, its message naming it by its start) is not
+    /// copied: a megabyte of it would be the error's text.
+    pub(crate) fn with_call(mut self, model: &str, request_id: u64) -> Error {
+        if self.model.is_empty() && model.len() < crate::layout::NAME_SIZE {
+            self.model = model.to_string();
+        }
+        if self.request_id == 0 {
+            self.request_id = request_id;
+        }
+        self
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code.name(), self.message)
+        match (self.model.is_empty(), self.request_id) {
+            (true, _) => write!(f, "{}: {}", self.code.name(), self.message),
+            (false, 0) => write!(
+                f,
+                "{}: model {:?}: {}",
+                self.code.name(),
+                self.model,
+                self.message
+            ),
+            (false, rid) => write!(
+                f,
+                "{}: model {:?} (request {rid}): {}",
+                self.code.name(),
+                self.model,
+                self.message
+            ),
+        }
     }
 }
 

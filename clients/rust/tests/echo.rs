@@ -374,3 +374,69 @@ fn a_loan_whose_request_is_still_with_the_server_lends_its_inputs_no_more() {
         [2.0; 4]
     );
 }
+
+/// The errors of a call name the model it was made for and its request (`Error::model`,
+/// `Error::request_id`, and the text), so a service calling several models can tell which call
+/// failed: they named the request only (a handler's "boom on request 3" said no model).
+#[test]
+fn call_errors_name_the_model_and_the_request() {
+    let Some(python) = python() else { return };
+    let echo = start_named(&python, "rustmodel");
+    let mut client = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
+    let t = Some(Duration::from_secs(5));
+    let x = Tensor::from_slice("x", &[2], &[1u8, 2]).unwrap();
+    let named = |e: &fdn::Error, code: Status, model: &str| {
+        assert_eq!((e.code, e.model.as_str()), (code, model), "{e}");
+        let text = e.to_string();
+        let want = if e.request_id == 0 {
+            format!("{}: model {model:?}: ", code.name())
+        } else {
+            format!(
+                "{}: model {model:?} (request {}): ",
+                code.name(),
+                e.request_id
+            )
+        };
+        assert!(text.starts_with(&want), "{text:?} does not start {want:?}");
+    };
+    let e = client
+        .infer("nosuch", std::slice::from_ref(&x), t)
+        .unwrap_err();
+    named(&e, Status::ModelNotFound, "nosuch");
+    assert_ne!(e.request_id, 0);
+    let first = e.request_id;
+    let e = client
+        .infer("fail", std::slice::from_ref(&x), t)
+        .unwrap_err();
+    named(&e, Status::HandlerError, "fail");
+    assert!(e.request_id > first && e.message.contains("boom"), "{e}");
+    let e = client.metadata("nosuch", t).unwrap_err();
+    named(&e, Status::ModelNotFound, "nosuch");
+    assert_ne!(e.request_id, 0);
+    let e = client
+        .infer("echo", &[x.clone(), x.clone()], t)
+        .unwrap_err(); // refused before it was sent
+    named(&e, Status::InvalidInput, "echo");
+
+    let spec = TensorSpec::new("x", DataType::Uint8, &[2]);
+    let e = client
+        .loan("nosuch", &[spec.clone(), spec.clone()])
+        .unwrap_err();
+    named(&e, Status::InvalidInput, "nosuch");
+    assert_eq!(e.request_id, 0);
+    let mut loan = client.loan("nosuch", &[spec]).unwrap();
+    let e = loan.infer(t).unwrap_err();
+    named(&e, Status::ModelNotFound, "nosuch");
+    assert_ne!(e.request_id, 0);
+
+    // a model name over its field is named by the message's start, not copied whole
+    let e = client
+        .infer(&"m".repeat(1 << 20), std::slice::from_ref(&x), t)
+        .unwrap_err();
+    assert_eq!((e.code, e.model.as_str()), (Status::InvalidInput, ""));
+    assert!(e.to_string().len() < 200, "{e}");
+    // an error of no call names none
+    let e = Client::connect("rust_no_such_server", ConnectOptions::default()).unwrap_err();
+    assert_eq!(e.model, "");
+    assert!(!e.to_string().contains("model"), "{e}");
+}
