@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -197,7 +198,9 @@ func validName(name string) bool {
 	return true
 }
 
-// Connect attaches to the server called name and claims one channel (section 10.1).
+// Connect attaches to the server called name and claims one channel (section 10.1). Close the
+// client when done; one that becomes unreachable without Close is closed by the garbage
+// collector (a finalizer), so its channel goes back to the server then rather than at exit.
 func Connect(name string, opts Options) (*Client, error) {
 	if len(name) > 6 && name[:6] == "shm://" {
 		name = name[6:]
@@ -217,8 +220,15 @@ func Connect(name string, opts Options) (*Client, error) {
 	if err := c.connect(); err != nil {
 		return nil, err
 	}
+	runtime.SetFinalizer(c, (*Client).finalize)
 	return c, nil
 }
+
+// finalize is the safety net for a client dropped without Close: the garbage collector calls it
+// once c is unreachable (so no call is in flight), and it closes c as Close does. On a goroutine
+// of its own: Close may wait for the region mutex (ConnectTimeoutMs), and one goroutine runs
+// the finalizers of the whole program. Close removes it, so a closed client is released once.
+func (c *Client) finalize() { go c.Close() }
 
 func (c *Client) connect() error {
 	err := c.openRegion()
@@ -370,10 +380,15 @@ func (c *Client) disconnect() {
 // unmapped then: do not use them after Close). A request still with the server after 100 ms is
 // left to it: the channel is given back with owner_start_time = 0 and the server reclaims it when
 // done (spec 10.1, "Disconnect"), also when the region mutex stays busy for ConnectTimeoutMs.
+//
+// A client dropped without Close is closed by its finalizer once the garbage collector finds it
+// unreachable: keep the client reachable (a later call, Close, or runtime.KeepAlive) for as long
+// as its outputs or loaned slices are used, since they are unmapped then.
 func (c *Client) Close() error {
 	if c == nil {
 		return errNilClient()
 	}
+	runtime.SetFinalizer(c, nil) // closed here: the garbage collector has nothing left to release
 	if !atomic.CompareAndSwapInt32(&c.closed, 0, 1) {
 		return nil
 	}

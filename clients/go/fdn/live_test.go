@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -574,5 +575,61 @@ func TestLiveCallErrorsNameTheModelAndTheRequest(t *testing.T) {
 	if _, err := Connect("fdngo_no_such_server", Options{}); err.(*Error).Model != "" ||
 		strings.Contains(err.Error(), "model") {
 		t.Errorf("an error of no call names no model: %v", err)
+	}
+}
+
+// dropClient connects a client, makes a call, and drops it without Close; it returns the offset
+// of its channel block.
+func dropClient(t *testing.T, name string) uint32 {
+	t.Helper()
+	c, err := Connect(name, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := []byte{1, 0, 0, 0}
+	if _, err := c.Infer("echo", []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return c.ch
+}
+
+// A client dropped without Close gives its channel back (and unlinks its data segment) once the
+// garbage collector finds it: it kept them until the process exited, and a service that forgot
+// Close ran out of channels (OVERLOADED) though its clients were long gone.
+func TestLiveAClientDroppedWithoutCloseGivesItsChannelBack(t *testing.T) {
+	_, name, _, stop := liveEcho(t, "fdngodrop")
+	defer stop()
+	o, err := Connect(name, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	ch := dropClient(t, name)
+	if ch == o.ch {
+		t.Fatal("two clients on one channel")
+	}
+	if pid, _ := ownerWords(o, ch); pid != uint32(os.Getpid()) {
+		t.Fatalf("the dropped client's channel is owned by %d before the collector ran", pid)
+	}
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		runtime.GC() // finds the client unreachable: its finalizer closes it (on a goroutine)
+		if pid, _ := ownerWords(o, ch); pid == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			pid, start := ownerWords(o, ch)
+			t.Fatalf("the dropped client's channel is still owned (owner_pid %d, owner_start_time %d)", pid, start)
+		}
+	}
+	if segs := dataSegments(name); len(segs) != 1 {
+		t.Errorf("only the observer's data segment is left: %v", segs)
+	}
+	c, err := Connect(name, Options{}) // the freed channel serves a new client
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.ch != ch {
+		t.Errorf("the new client claimed channel block %d, not the freed %d", c.ch, ch)
 	}
 }
