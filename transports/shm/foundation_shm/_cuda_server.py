@@ -1,7 +1,8 @@
 """CUDA IPC for the shm transport (spec 15): the server's policy.
 
 ``ServerCuda`` decides whether a server accepts device tensors, opens each client's handles once
-(cached per client) and drops them when the client goes, and returns device outputs by handle,
+(cached per client, within ``cuda_cache_bytes`` in all) and drops them when the client goes, and
+returns device outputs by handle,
 copied into a buffer of the channel's own. The client's side is ``_cuda_client``; the driver calls
 are in ``_cuda_driver``, the memory and tensors in ``_cuda_memory``.
 """
@@ -25,7 +26,7 @@ from ._cuda_client import NO_CUDA
 from ._cuda_desc import FLAG_CUDA_IPC, CudaIpcRef, decoded, has_cuda_refs, write_mixed_response
 from ._cuda_driver import CudaError
 from ._cuda_memory import (
-    _Cache,
+    _ClientMappings,
     _OwnBuffer,
     _synchronize,
     cuda_available,
@@ -33,6 +34,7 @@ from ._cuda_memory import (
     is_device_tensor,
     tensor_on,
 )
+from ._options import CUDA_CACHE_BYTES
 
 if TYPE_CHECKING:
     from ._answers import Answers
@@ -51,9 +53,13 @@ class ServerCuda:
     ``mode``: None (default) accepts CUDA IPC when the handler declares ``device_tensors = True``
     (it takes torch CUDA tensors as inputs), torch is already imported and sees a device; True
     accepts it whenever there is a device (imports torch to find out); False refuses.
+    ``cache_bytes``: at most this many bytes of clients' allocations kept open between requests,
+    all clients together (the ``cuda_cache_bytes`` option; ``_ClientMappings`` has the rules).
     """
 
-    def __init__(self, mode: bool | None = None, handler: Any = None) -> None:
+    def __init__(
+        self, mode: bool | None = None, handler: Any = None, cache_bytes: int = CUDA_CACHE_BYTES
+    ) -> None:
         self.mode = mode
         self.enabled = False
         self.reason = "this server refuses CUDA IPC (serve with cuda_ipc=True)"
@@ -76,12 +82,14 @@ class ServerCuda:
         self.channels: set[int] = set()
         self.decoded = 0  # _cuda_desc.decoded[0] when last called
         self._lock = threading.Lock()
-        self._caches: dict[tuple[int, int], _Cache] = {}
+        self._mappings = _ClientMappings(_SERVER_CACHE, cache_bytes)
+        self._too_big = False  # a mapping larger than cache_bytes was said (once)
         self._client_of: dict[int, tuple[int, int]] = {}
         self._buffers: dict[tuple[int, int], _OwnBuffer] = {}  # (channel, device): its outputs
         self._outgrown: dict[int, list[_OwnBuffer]] = {}  # a channel's smaller ones, kept till it goes
         self._devices: dict[int, set[int]] = {}
-        self._opened: dict[int, list[tuple[Any, int]]] = {}  # this request's inputs, their versions
+        # the inputs of each channel's request in flight (till answered), their versions
+        self._opened: dict[int, list[tuple[Any, int]]] = {}
         self._wants: set[int] = set()
         self._warned: set[str] = set()  # models that changed a CUDA input in place
 
@@ -97,6 +105,7 @@ class ServerCuda:
             self.decoded = decoded[0]
             self._devices.pop(channel, None)
             self._opened.pop(channel, None)
+            self._mappings.release(channel)  # normally at its answer; a stale one was never written
             self._wants.discard(channel)
             refs = has_cuda_refs(dec.inputs)
             if not refs and not dec.flags & FLAG_CUDA_IPC:
@@ -116,20 +125,17 @@ class ServerCuda:
                 self._wants.add(channel)
             if not refs:
                 return dec
-            cache = self._caches.get(client)
-            if cache is None:
-                cache = self._caches[client] = _Cache(_SERVER_CACHE)
             devices = self._devices[channel] = set()
             opened = self._opened[channel] = []
             inputs = dict(dec.inputs)
             for name, ref in dec.inputs.items():
                 if type(ref) is CudaIpcRef:
-                    t = inputs[name] = self._open(cache, ref, dec)
+                    t = inputs[name] = self._open(channel, client, ref, dec)
                     devices.add(ref.device)  # once opened: the error's reply synchronises these
                     opened.append((t, getattr(t, "_version", 0)))
         return dec._replace(inputs=inputs)
 
-    def _open(self, cache: _Cache, ref: CudaIpcRef, dec: Any) -> Any:
+    def _open(self, channel: int, client: tuple[int, int], ref: CudaIpcRef, dec: Any) -> Any:
         import torch
 
         if ref.device >= torch.cuda.device_count():
@@ -140,13 +146,24 @@ class ServerCuda:
                 request_id=dec.request_id,
             )
         try:
-            mapping = cache.get(ref.device, ref.handle)
+            mapping = self._mappings.open(channel, client, ref.device, ref.handle, ref.offset + ref.size)
         except CudaError as exc:
             raise InvalidInput(
                 f"tensor {ref.name!r}: cannot open its CUDA IPC handle on device {ref.device}: {exc.name}",
                 model=dec.model,
                 request_id=dec.request_id,
             ) from None
+        if not self._too_big and self._mappings.max_bytes and mapping.size > self._mappings.max_bytes:
+            self._too_big = True
+            log.warning(
+                "shm: a CUDA IPC allocation of %d bytes (tensor %r of model %r) is larger than "
+                "cuda_cache_bytes (%d): it is opened again for each request that sends it; serve "
+                "with a larger cuda_cache_bytes to keep it open",
+                mapping.size,
+                ref.name,
+                dec.model,
+                self._mappings.max_bytes,
+            )
         try:
             return tensor_on(mapping, ref)
         except InvalidInput as exc:
@@ -160,7 +177,17 @@ class ServerCuda:
     def write(self, answers: Answers, ch: Any, r: Any, value: InferenceResponse | InferenceError) -> None:
         """Write the response to a CUDA request: outputs on a device by handle (copied into the
         channel's own buffer) when the client takes them, the others through the response area;
-        every device the request touched is synchronised first (15.4 rule 2), errors too."""
+        every device the request touched is synchronised first (15.4 rule 2), errors too. Then
+        the request's inputs are let go: its mappings may be dropped from the cache (and those
+        over its bounds are), as the server reads them no more."""
+        try:
+            self._write(answers, ch, r, value)
+        finally:
+            with self._lock:
+                self._opened.pop(ch.index, None)
+                self._mappings.release(ch.index)
+
+    def _write(self, answers: Answers, ch: Any, r: Any, value: InferenceResponse | InferenceError) -> None:
         ch.wkey = None  # the response's payload is not the host fast path's
         devices = set(self._devices.get(ch.index, ()))
         if isinstance(value, InferenceError):
@@ -265,6 +292,7 @@ class ServerCuda:
             self.channels.discard(channel)
             self._devices.pop(channel, None)
             self._opened.pop(channel, None)
+            self._mappings.release(channel)
             self._wants.discard(channel)
             self._drop_locked(channel)
 
@@ -274,23 +302,25 @@ class ServerCuda:
         self._outgrown.pop(channel, None)
         client = self._client_of.pop(channel, None)
         if client is not None and client not in self._client_of.values():
-            cache = self._caches.pop(client, None)
-            if cache is not None:
-                log.info(
-                    "shm: dropping %d CUDA IPC mapping(s) of client pid %d", len(cache.entries), client[0]
-                )
-                cache.clear()
+            dropped = self._mappings.drop_client(client)
+            if dropped:
+                log.info("shm: dropping %d CUDA IPC mapping(s) of client pid %d", dropped, client[0])
 
     def clients(self) -> dict[tuple[int, int], int]:
-        """Open mappings per client (pid, start time), for tests and stats."""
+        """Cached mappings per client (pid, start time), for tests and stats."""
         with self._lock:
-            return {k: len(c.entries) for k, c in self._caches.items()}
+            return self._mappings.counts()
+
+    def stats(self) -> dict[str, int]:
+        """The mapping cache: how many mappings of clients' allocations it holds, their bytes, and
+        its bound (``cuda_cache_bytes``); ``ShmServer.stats`` shows it under ``cuda_ipc``."""
+        with self._lock:
+            m = self._mappings
+            return {"mappings": len(m), "mapped_bytes": m.bytes, "cache_bytes": m.max_bytes}
 
     def close(self) -> None:
         with self._lock:
-            for cache in self._caches.values():
-                cache.clear()
-            self._caches.clear()
+            self._mappings.clear()
             self._client_of.clear()
             self._buffers.clear()
             self._outgrown.clear()

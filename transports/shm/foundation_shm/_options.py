@@ -17,7 +17,7 @@ from foundation_ml._types import seconds_of
 
 from . import _layout as L
 
-__all__ = ["ConnectOptions", "ServeOptions", "ShmSettings", "options"]
+__all__ = ["CUDA_CACHE_BYTES", "ConnectOptions", "ServeOptions", "ShmSettings", "options"]
 
 _O = TypeVar("_O", bound=attrs.AttrsInstance)
 _Check = Callable[[Any, "attrs.Attribute[Any]", Any], None]
@@ -93,6 +93,9 @@ def _fallback(_: Any, attr: attrs.Attribute[Any], value: Any) -> None:
 
 
 _BYTES = 1 << 48  # far beyond any machine's shared memory; the protocol's fields are uint64
+# Bytes of clients' CUDA allocations a server keeps open between requests, all clients together:
+# an open mapping keeps an allocation its client freed allocated (docs/cuda_ipc.md, "Server").
+CUDA_CACHE_BYTES = 1 << 30
 
 
 @attrs.frozen(kw_only=True)
@@ -108,6 +111,7 @@ class ServeOptions:
     default_capacity: int = attrs.field(default=1 << 20, validator=_ints(L.PAGE, _BYTES))
     data_crc: bool = attrs.field(default=False, validator=_bool)
     cuda_ipc: bool | None = attrs.field(default=None, validator=_tristate)
+    cuda_cache_bytes: int = attrs.field(default=CUDA_CACHE_BYTES, validator=_ints(0, _BYTES, " bytes"))
 
 
 @attrs.frozen(kw_only=True)
@@ -170,6 +174,7 @@ class ShmSettings:
     max_tensors: int = _like(ServeOptions, "max_tensors")
     default_capacity: int = _like(ServeOptions, "default_capacity")
     data_crc: bool = _like(ServeOptions, "data_crc")
+    cuda_cache_bytes: int = _like(ServeOptions, "cuda_cache_bytes")
     client_channels: int = _like(ConnectOptions, "channels")
     client_spin_us: int = _like(ConnectOptions, "spin_us")
     client_timeout: float | None = _like(ConnectOptions, "timeout")
@@ -185,6 +190,7 @@ class ShmSettings:
             "max_tensors": self.max_tensors,
             "default_capacity": self.default_capacity,
             "data_crc": self.data_crc,
+            "cuda_cache_bytes": self.cuda_cache_bytes,
         }
 
     def connect_options(self) -> dict[str, Any]:

@@ -58,7 +58,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self.heartbeat_s = opts.heartbeat_ms / 1000
         self.limits = Limits(opts.max_tensors, opts.max_request_bytes)
         self.data_crc = opts.data_crc
-        self._cuda = ServerCuda(opts.cuda_ipc, handler)  # spec 15: CUDA IPC descriptors
+        self._cuda = ServerCuda(opts.cuda_ipc, handler, opts.cuda_cache_bytes)  # spec 15: CUDA IPC
         self._lock = ServerLock(L.lock_file(self.name), opts.mode)
         self._refuse_a_live_server()
         self._stopping = False
@@ -388,5 +388,12 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self._lock.release()
 
     def stats(self) -> dict[str, Any]:
-        """The server's channel count and how many are busy now (``MLRuntime.stats``' transports)."""
-        return {"channels": len(self._channels), "busy": sum(ch.busy for ch in self._channels)}
+        """The server's channel count and how many are busy now (``MLRuntime.stats``' transports);
+        a server that accepts CUDA IPC adds its cache of clients' mappings (``ServerCuda.stats``)."""
+        stats: dict[str, Any] = {
+            "channels": len(self._channels),
+            "busy": sum(ch.busy for ch in self._channels),
+        }
+        if self._cuda.enabled:
+            stats["cuda_ipc"] = self._cuda.stats()
+        return stats

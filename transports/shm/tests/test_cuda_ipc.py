@@ -466,18 +466,34 @@ def test_a_server_refusing_at_request_time_makes_the_client_fall_back_and_rememb
 
 
 class _FakeDriver:
+    """Opens every handle as an allocation of 1 MiB (``sizes`` says otherwise by handle)."""
+
     def __init__(self) -> None:
         self.opened: list[bytes] = []
         self.closed: list[int] = []
+        self.sizes: dict[bytes, int] = {}
+        self.handle_at: dict[int, bytes] = {}  # each mapping's pointer: its handle
+        self.size_at: dict[int, int] = {}
         self.next = 0x7000_0000
 
     def open(self, device: int, handle: bytes) -> tuple[int, int]:
         self.opened.append(handle)
-        self.next += 1 << 20
-        return self.next, 1 << 20
+        size = self.sizes.get(handle, 1 << 20)
+        self.next += max(size, 1 << 20)
+        self.handle_at[self.next], self.size_at[self.next] = handle, size
+        return self.next, size
 
     def close(self, device: int, ptr: int) -> None:
         self.closed.append(ptr)
+
+    def closed_handles(self) -> list[bytes]:
+        gc.collect()  # a dropped mapping closes when its last reference goes
+        return [self.handle_at[p] for p in self.closed]
+
+    def open_bytes(self) -> int:
+        """Bytes of the allocations open now: what the server keeps allocated."""
+        gc.collect()
+        return sum(self.size_at.values()) - sum(self.size_at[p] for p in self.closed)
 
 
 class _Dec:
@@ -746,8 +762,8 @@ class _Handler:
 
 
 @contextlib.contextmanager
-def _fake_ipc_server(name: str, handler: Any) -> Iterator[Any]:
-    with ShmTransport().serve(name, handler, channels=2, cuda_ipc=False) as server:
+def _fake_ipc_server(name: str, handler: Any, **options: Any) -> Iterator[Any]:
+    with ShmTransport().serve(name, handler, channels=2, cuda_ipc=False, **options) as server:
         server._cuda.enabled = True
         server._ctl.u32[L.RegionField.FEATURES // 4] |= L.Feature.CUDA_IPC
         yield server
@@ -988,4 +1004,153 @@ def test_the_server_keeps_at_most_its_cache_of_a_client_s_handles_and_closes_non
     cuda.forget(0)
     cuda.forget(1)  # the client's last channel
     assert cuda.clients() == {} and still_open() == 0
-    assert not (cuda._opened or cuda._devices or cuda._client_of or cuda._caches or cuda.channels)
+    assert not (cuda._opened or cuda._devices or cuda._client_of or len(cuda._mappings) or cuda.channels)
+    assert cuda._mappings.bytes == 0
+
+
+# --- the cache's byte bound (cuda_cache_bytes) --------------------------------------------------
+
+MiB = 1 << 20
+
+
+class _Answering:
+    """What ``ServerCuda.write`` reads of the answers, the channel and the responder to answer a
+    request with an error: the end of a request, as the serving loop's answer path reaches it."""
+
+    def __init__(self, index: int) -> None:
+        self.index, self.wkey = index, None
+
+    def write_error(self, ch: Any, r: Any, exc: InferenceError) -> None:
+        pass
+
+
+def _answer(cuda: C.ServerCuda, channel: int) -> None:
+    stub = _Answering(channel)
+    cuda.write(stub, stub, stub, InvalidInput("answered"))  # type: ignore[arg-type]
+
+
+def _big(i: int) -> bytes:
+    return b"G" + i.to_bytes(8, "little") + bytes(55)
+
+
+@pytest.fixture
+def capped(fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch) -> Callable[[int], C.ServerCuda]:
+    monkeypatch.setattr(_cuda_server, "_synchronize", lambda devices: None)
+
+    def make(cache_bytes: int) -> C.ServerCuda:
+        cuda = C.ServerCuda(False, cache_bytes=cache_bytes)
+        cuda.enabled = True
+        return cuda
+
+    return make
+
+
+def test_the_server_keeps_at_most_cuda_cache_bytes_of_mappings_the_least_recently_used_closed_first(
+    fake_gpu: _FakeDriver, capped: Callable[[int], C.ServerCuda]
+) -> None:
+    """A client sending a new 1 MiB allocation every call: the server kept every one open (up to
+    256 per client, whatever their size), holding allocations the client had freed."""
+    cuda = capped(4 * MiB)
+    a, b = (1, 100), (2, 200)
+    for i in range(40):
+        cuda.on_request(i % 2, a, _Dec({"x": _ref(handle=_big(i))}))
+        if i % 2:  # keeps being used: never the least recently used
+            cuda.on_request(i % 2, a, _Dec({"x": _ref(handle=_big(0))}))
+        _answer(cuda, i % 2)
+        assert fake_gpu.open_bytes() <= 4 * MiB and cuda._mappings.bytes <= 4 * MiB
+    assert fake_gpu.opened.count(_big(0)) == 1  # never dropped: the least recently used go first
+    closed = fake_gpu.closed_handles()
+    assert len(closed) == 40 - 4 and _big(0) not in closed  # every other one closed, in order
+    assert closed == [h for h in map(_big, range(1, 40)) if h in closed]
+    assert cuda.stats() == {"mappings": 4, "mapped_bytes": 4 * MiB, "cache_bytes": 4 * MiB}
+    # the bound is the server's, all clients together: b's mappings push out a's
+    for i in range(100, 103):
+        cuda.on_request(2, b, _Dec({"x": _ref(handle=_big(i))}))
+        _answer(cuda, 2)
+    assert cuda.clients() == {a: 1, b: 3} and cuda._mappings.bytes == 4 * MiB
+    cuda.forget(2)  # b's last channel
+    assert cuda.clients() == {a: 1} and cuda.stats()["mapped_bytes"] == MiB
+    cuda.forget(0)
+    cuda.forget(1)
+    assert cuda.clients() == {} and cuda.stats()["mapped_bytes"] == 0
+    assert len(fake_gpu.closed_handles()) == len(fake_gpu.opened)
+
+
+def test_a_mapping_a_request_in_flight_uses_is_never_dropped_and_a_resent_one_reopens(
+    fake_gpu: _FakeDriver, capped: Callable[[int], C.ServerCuda]
+) -> None:
+    cuda = capped(2 * MiB)
+    client = (1, 100)
+    slow = _big(0)  # the input of a request a handler is still running on channel 0
+    cuda.on_request(0, client, _Dec({"x": _ref(handle=slow)}))
+    for i in range(1, 20):  # channel 1: answered calls, each with a new allocation
+        cuda.on_request(1, client, _Dec({"x": _ref(handle=_big(i))}))
+        _answer(cuda, 1)
+        assert slow not in fake_gpu.closed_handles() and fake_gpu.open_bytes() == 2 * MiB
+        assert cuda.clients() == {client: 2} and cuda._mappings.bytes == 2 * MiB
+    # its handle sent again meanwhile is the same mapping, not opened twice
+    cuda.on_request(1, client, _Dec({"x": _ref(handle=slow)}))
+    _answer(cuda, 1)
+    assert fake_gpu.opened.count(slow) == 1
+    _answer(cuda, 0)  # the slow request is answered: now it may go like any other
+    for i in range(20, 23):
+        cuda.on_request(1, client, _Dec({"x": _ref(handle=_big(i))}))
+        _answer(cuda, 1)
+    assert slow in fake_gpu.closed_handles() and cuda._mappings.bytes == 2 * MiB
+    mapping = cuda.on_request(1, client, _Dec({"x": _ref(handle=slow)})).inputs["x"]
+    assert fake_gpu.opened.count(slow) == 2 and mapping.handle == slow  # reopened on demand
+
+
+def test_a_mapping_larger_than_the_bound_is_served_and_dropped_after_its_request(
+    fake_gpu: _FakeDriver, capped: Callable[[int], C.ServerCuda], caplog: Any
+) -> None:
+    """Refusing it would send the client to host memory for nothing: during its request the
+    client holds that memory anyway (rule 1). Kept, it would hold the allocation after that."""
+    cuda = capped(4 * MiB)
+    client = (1, 100)
+    huge = _big(99)
+    fake_gpu.sizes[huge] = 16 * MiB
+    cuda.on_request(0, client, _Dec({"x": _ref(handle=_big(1))}))
+    _answer(cuda, 0)
+    with caplog.at_level("WARNING", "foundation_shm"):
+        for _ in range(2):
+            mapping = cuda.on_request(0, client, _Dec({"x": _ref(handle=huge)})).inputs["x"]
+            assert mapping.size == 16 * MiB and cuda._mappings.bytes == 16 * MiB  # served
+            del mapping
+            _answer(cuda, 0)
+            assert huge in fake_gpu.closed_handles() and _big(1) in fake_gpu.closed_handles()
+            assert cuda._mappings.bytes == 0 and cuda.clients() == {}
+    assert fake_gpu.opened.count(huge) == 2  # opened for each request that sends it
+    warned = [r.getMessage() for r in caplog.records if "cuda_cache_bytes" in r.getMessage()]
+    assert len(warned) == 1 and "allocation of 16777216 bytes" in warned[0] and "(4194304)" in warned[0]
+
+
+def test_a_resent_evicted_tensor_is_reopened_and_still_right_end_to_end(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through a server and a client, with fake device memory: distinct inputs beyond the bound
+    are closed as they go, the server's stats say what it holds, a dropped input sent again is
+    opened again and read right."""
+    memory = FakeDeviceMemory().install(monkeypatch)
+    xs = [torch.full((4,), float(i)) for i in range(6)]  # six allocations, alive throughout
+    with _fake_ipc_server(name, _Handler(lambda x: x * 2), cuda_cache_bytes=2 * MiB) as server:
+        with ShmTransport().connect(name, channels=1) as client:
+            for x in [*xs, xs[0]]:
+                out = client.infer(InferenceRequest("m", {"x": x})).outputs["y"]
+                torch.testing.assert_close(out, x * 2)
+                assert server.stats()["cuda_ipc"]["mapped_bytes"] <= 2 * MiB
+            inputs = [h for h in fake_gpu.opened if h in memory.tensors]  # not the client's opens
+            first = xs[0].data_ptr().to_bytes(8, "little") * 8
+            assert inputs.count(first) == 2 and len(inputs) == 7
+            closed = [h for h in fake_gpu.closed_handles() if h in memory.tensors]
+            assert len(closed) == 5 and first in closed  # the first opening of xs[0], then four
+            assert server.stats()["cuda_ipc"] == {
+                "mappings": 2,
+                "mapped_bytes": 2 * MiB,
+                "cache_bytes": 2 * MiB,
+            }
+        deadline = time.monotonic() + 10
+        while server._cuda.clients() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the loop sees the channel freed, then forgets the client's handles
+        assert server.stats()["cuda_ipc"]["mappings"] == 0
+    assert len([h for h in fake_gpu.closed_handles() if h in memory.tensors]) == 7

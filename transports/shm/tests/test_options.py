@@ -35,6 +35,11 @@ BAD_SERVE = [
     ({"default_capacity": 100}, "default_capacity must be an integer 4_096.."),
     ({"data_crc": 1}, "data_crc must be true or false, not 1"),
     ({"cuda_ipc": "yes"}, "cuda_ipc must be None, True or False"),
+    ({"cuda_cache_bytes": -1}, "cuda_cache_bytes must be an integer 0..281_474_976_710_656 bytes, not -1"),
+    ({"cuda_cache_bytes": 1 << 49}, "cuda_cache_bytes must be an integer .* bytes, not 562949953421312"),
+    ({"cuda_cache_bytes": 1.5e9}, "cuda_cache_bytes must be an integer .* bytes, not 1500000000.0"),
+    ({"cuda_cache_bytes": "1GiB"}, "cuda_cache_bytes must be an integer .* bytes, not '1GiB'"),
+    ({"cuda_cache_bytes": True}, "cuda_cache_bytes must be an integer .* bytes, not True"),
 ]
 
 BAD_CONNECT = [
@@ -176,3 +181,6 @@ def test_the_config_section_takes_mode_as_octal_text_and_checks_every_field() ->
         ShmSettings(mode="1644")  # the sticky bit: not a permission of these objects
     with pytest.raises(ValueError, match=r"client_spin_us must be an integer 0..1_000_000 µs, not -5"):
         ShmSettings(client_spin_us=-5)
+    with pytest.raises(ValueError, match=r"cuda_cache_bytes must be an integer 0..281_474_976_710_656 bytes"):
+        ShmSettings(cuda_cache_bytes=-1)
+    assert ShmSettings(cuda_cache_bytes=0).serve_options()["cuda_cache_bytes"] == 0  # none kept
