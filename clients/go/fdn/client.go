@@ -99,6 +99,7 @@ type Client struct {
 	inputs          [MaxTensors]Tensor
 	busy            int32 // 1 while a call (or Close) runs: a second goroutine's call is refused, not interleaved
 	closed          int32 // 1 once Close began: calls refuse, and a call in flight ends at its next wait slice
+	keepData        bool  // closed by the finalizer: the data segment is unlinked but stays mapped
 }
 
 // enter marks the client busy for one call; a closed client, or one already in a call (another
@@ -225,10 +226,16 @@ func Connect(name string, opts Options) (*Client, error) {
 }
 
 // finalize is the safety net for a client dropped without Close: the garbage collector calls it
-// once c is unreachable (so no call is in flight), and it closes c as Close does. On a goroutine
-// of its own: Close may wait for the region mutex (ConnectTimeoutMs), and one goroutine runs
-// the finalizers of the whole program. Close removes it, so a closed client is released once.
-func (c *Client) finalize() { go c.Close() }
+// once c is unreachable (so no call is in flight), and it closes c as Close does, except that
+// the data segment stays mapped (its name unlinked): a []float32 or []byte view of an output or
+// a loaned input does not keep c reachable, and one still in use must not become a fault. On a
+// goroutine of its own: Close may wait for the region mutex (ConnectTimeoutMs), and one
+// goroutine runs the finalizers of the whole program. Close removes it, so a closed client is
+// released once.
+func (c *Client) finalize() {
+	c.keepData = true
+	go c.Close()
+}
 
 func (c *Client) connect() error {
 	err := c.openRegion()
@@ -382,8 +389,9 @@ func (c *Client) disconnect() {
 // done (spec 10.1, "Disconnect"), also when the region mutex stays busy for ConnectTimeoutMs.
 //
 // A client dropped without Close is closed by its finalizer once the garbage collector finds it
-// unreachable: keep the client reachable (a later call, Close, or runtime.KeepAlive) for as long
-// as its outputs or loaned slices are used, since they are unmapped then.
+// unreachable: its channel goes back to the server and its data segment is unlinked, but the
+// segment stays mapped until the process exits (views of its outputs that outlive the client
+// stay readable), so a dropped client still costs its data segment's memory: call Close.
 func (c *Client) Close() error {
 	if c == nil {
 		return errNilClient()

@@ -580,17 +580,18 @@ func TestLiveCallErrorsNameTheModelAndTheRequest(t *testing.T) {
 
 // dropClient connects a client, makes a call, and drops it without Close; it returns the offset
 // of its channel block.
-func dropClient(t *testing.T, name string) uint32 {
+func dropClient(t *testing.T, name string) (uint32, []byte) {
 	t.Helper()
 	c, err := Connect(name, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := []byte{1, 0, 0, 0}
-	if _, err := c.Infer("echo", []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}, 5*time.Second); err != nil {
+	x := []byte{7, 1, 2, 3}
+	res, err := c.Infer("echo", []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}, 5*time.Second)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return c.ch
+	return c.ch, res.Outputs[0].Data // a view on its data segment, which keeps no client reachable
 }
 
 // A client dropped without Close gives its channel back (and unlinks its data segment) once the
@@ -604,7 +605,7 @@ func TestLiveAClientDroppedWithoutCloseGivesItsChannelBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer o.Close()
-	ch := dropClient(t, name)
+	ch, view := dropClient(t, name)
 	if ch == o.ch {
 		t.Fatal("two clients on one channel")
 	}
@@ -623,6 +624,11 @@ func TestLiveAClientDroppedWithoutCloseGivesItsChannelBack(t *testing.T) {
 	}
 	if segs := dataSegments(name); len(segs) != 1 {
 		t.Errorf("only the observer's data segment is left: %v", segs)
+	}
+	// the output's view outlived its client: still mapped, still its answer (it was unmapped,
+	// and reading it was a fault)
+	if got := fmt.Sprint(view); got != "[7 1 2 3]" {
+		t.Errorf("a view of the dropped client's output reads %s, not [7 1 2 3]", got)
 	}
 	c, err := Connect(name, Options{}) // the freed channel serves a new client
 	if err != nil {

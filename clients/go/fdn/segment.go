@@ -146,7 +146,9 @@ func (c *Client) attach(reqCap, respCap uint64) error {
 func (c *Client) dropData() {
 	if c.data != nil {
 		shmUnlink(c.dataName)
-		syscall.Munmap(c.data)
+		if !c.keepData { // (the finalizer's close: views of it may outlive the client)
+			syscall.Munmap(c.data)
+		}
 		c.data = nil
 	}
 }
