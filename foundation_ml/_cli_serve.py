@@ -95,7 +95,10 @@ def _serve(
     hub.startup()
     try:
         runtime = MLRuntime(
-            hub, device=args.device, max_batch_size=args.max_batch_size, max_wait_us=args.max_wait_us
+            hub,
+            device=args.device,
+            max_batch_size=args.max_batch_size or 1,  # not given: off
+            max_wait_us=500 if args.max_wait_us is None else args.max_wait_us,  # MLRuntime's default
         )
         try:
             status = _load_models(runtime, models, args.threads, args.warmup, args.backend)
@@ -201,14 +204,19 @@ _DEVICE = re.compile(r"(cpu|cuda)(:[0-9]+)?", re.ASCII)
 
 def _check_options(args: argparse.Namespace, hub: Hub) -> None:
     """Refuse (``_Refused``) ``serve`` options that cannot work, before any model loads: no such
-    transport, a name it refuses (``a/b`` for shm), a device that is neither cpu nor cuda:N, a
-    metrics file that cannot be written."""
+    transport, a name it refuses (``a/b`` for shm), ``--max-wait-us`` without batching, a device
+    that is neither cpu nor cuda:N, a metrics file that cannot be written."""
     from foundation_core.errors import NotRegisteredError
 
     try:
         hub.transports.get(args.transport)().check_address(args.name)
     except (NotRegisteredError, ValueError) as exc:
         raise _Refused(exc) from None
+    if args.max_wait_us is not None and args.max_batch_size is None:  # batching is off: no wait
+        raise _Refused(
+            f"--max-wait-us {args.max_wait_us} without --max-batch-size: batching is off unless "
+            "--max-batch-size N (N >= 2) turns it on, so nothing would wait; add --max-batch-size"
+        )
     if not _DEVICE.fullmatch(args.device):  # whether CUDA is there, torch says when loading
         raise _Refused(f"--device {args.device!r}: use cpu or cuda:N")
     if args.metrics_file == "":  # not taken as "no metrics file": say so

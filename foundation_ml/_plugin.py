@@ -134,14 +134,15 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-batch-size",
         type=_int_at_least(1),
-        default=1,
+        default=None,
         help="batch batchable models, up to this many requests (not rows) per call (default: 1, off)",
     )
     p.add_argument(
         "--max-wait-us",
         type=_int_at_least(0, _MAX_WAIT_US),
-        default=500,
-        help="longest wait for a batch to fill, µs (at most 10000000: 10 s)",
+        default=None,
+        help="with --max-batch-size: longest wait for a batch to fill, µs (default: 500; at most "
+        "10000000: 10 s)",
     )
     p.add_argument(
         "--threads",

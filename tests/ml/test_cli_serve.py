@@ -286,3 +286,18 @@ def test_backend_mistakes_are_refused_before_any_model_loads(argv: list[str], re
         with pytest.raises(_Refused) as info:
             _models_to_load(_serve_args(*argv), hub)
     assert str(info.value).startswith(reason), str(info.value)
+
+
+def test_a_batch_wait_without_a_batch_size_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--max-wait-us`` alone served every model unbatched without a word (batching needs
+    ``--max-batch-size``); it is refused, naming the flag to add. With a batch size given, even 1
+    (a script's variable turning batching off), the wait is taken and loading begins."""
+    status, err = serve(["--model", FIRST, "--max-wait-us", "2000"], capsys)
+    assert status == 2
+    assert err == (
+        "foundation serve: error: --max-wait-us 2000 without --max-batch-size: batching is off unless "
+        "--max-batch-size N (N >= 2) turns it on, so nothing would wait; add --max-batch-size\n"
+    )
+    for size in ("1", "4"):
+        status, err = serve(["--model", FIRST, "--max-batch-size", size, "--max-wait-us", "2000"], capsys)
+        assert status == 1 and "'nosuch.module:build' cannot be imported" in err
