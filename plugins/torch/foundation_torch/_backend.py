@@ -90,7 +90,8 @@ class TorchBackend(ModelBackend):
         # module's foundation_signature, in that order
         module, declared, source, version = _module(name, spec, device, given, factory_kwargs)
         if not (declared[0] and declared[1]):
-            declared = _rest_of_signature(name, module, given)
+            file = str(spec) if _suffix(spec) in (*_SCRIPT_SUFFIXES, ".pt2") else ""
+            declared = _rest_of_signature(name, module, given, file)
             source = source or f"{type(module).__name__}.foundation_signature"
         exported = _suffix(spec) == ".pt2"
         if isinstance(module, torch.nn.Module) and not exported:  # export modules refuse .eval()
@@ -271,9 +272,10 @@ def _module(
     raise ModelLoadError(f"cannot load a {type(spec).__name__} as a torch model", model=name)
 
 
-def _rest_of_signature(name: str, module: Any, given: _Signature) -> _Signature:
+def _rest_of_signature(name: str, module: Any, given: _Signature, file: str = "") -> _Signature:
     """``given``, each side it lacks taken from the module's ``foundation_signature``; refused,
-    naming the side to pass and the attribute's form, when neither declares a side."""
+    naming the side to pass and the attribute's form, when neither declares a side. ``file``: the
+    TorchScript or torch.export file the module was loaded from, which carried no signature."""
     try:
         own = module_signature(module)
     except ValueError as exc:
@@ -282,6 +284,19 @@ def _rest_of_signature(name: str, module: Any, given: _Signature) -> _Signature:
     if filled[0] and filled[1]:
         return filled
     kind = type(module).__name__
+    if file and not (own[0] or own[1]):  # no class to declare it on: the file must carry it
+        missing = (
+            "inputs= and outputs="
+            if not (given[0] or given[1])
+            else f"{'inputs' if not given[0] else 'outputs'}="
+        )
+        raise ModelLoadError(
+            f"{file} carries no signature ({SIGNATURE_FILE}): save it with "
+            "foundation_torch.save_torchscript or save_export, which embed one, or pass "
+            f"{missing}",
+            model=name,
+            file=file,
+        )
     if not (given[0] or given[1] or own[0] or own[1]):
         raise ModelLoadError(
             f"no signature for {kind}: pass inputs= and outputs= "

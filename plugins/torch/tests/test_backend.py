@@ -153,6 +153,33 @@ def test_a_signature_argument_given_as_one_string_is_named(runtime: MLRuntime) -
         runtime.register_model("m", torch.nn.Linear(4, 2), inputs="FP32[-1, 4]", outputs={"y": "FP32[-1, 2]"})
 
 
+def test_a_model_file_without_a_signature_says_how_to_save_one(runtime: MLRuntime, tmp_path: Path) -> None:
+    """A file saved by torch.jit.save or torch.export.save carries no signature: the error said
+    "no signature for RecursiveScriptModule (GraphModule): ... declare it on the class", naming
+    torch's loaded class, not the file, nor save_torchscript and save_export that embed one."""
+    module = build_demo()
+    script = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.script(module), str(script))  # type: ignore[no-untyped-call]
+    program = torch.export.export(
+        module, (torch.zeros(2, 784),), dynamic_shapes={"x": {0: torch.export.Dim("batch")}}
+    )
+    exported = tmp_path / "plain.pt2"
+    torch.export.save(program, str(exported))
+    for path in (script, exported):
+        with pytest.raises(ModelLoadError) as caught:
+            runtime.register_model("m", str(path))
+        assert str(caught.value) == (
+            f"model 'm': {path} carries no signature (foundation_signature.json): save it with "
+            "foundation_torch.save_torchscript or save_export, which embed one, or pass inputs= and outputs="
+        )
+        assert caught.value.file == str(path)
+        with pytest.raises(ModelLoadError, match=r"which embed one, or pass outputs=$"):
+            runtime.register_model("m", str(path), inputs={"x": "FP32[-1, 784]"})
+    runtime.register_model("m", str(script), inputs={"x": "FP32[-1, 784]"}, outputs={"y": "FP32[-1, 10]"})
+    x = x_batch()
+    np.testing.assert_array_equal(serve_and_call(runtime, x), direct(module, x))
+
+
 def test_torchscript_file_carries_its_signature(runtime: MLRuntime, tmp_path: Path) -> None:
     module = build_demo()
     path = save_torchscript(module, tmp_path / "demo.pt")
