@@ -176,7 +176,8 @@ def check_outputs(name: str, model: LoadedModel, spec: str) -> None:
                 raise
             raise ModelLoadError(
                 f"{spec} raised on its example input at warm-up ({_example_described(example)}): "
-                f"{type(exc).__name__}: {exc}",
+                f"{type(exc).__name__}: {exc} (a model that cannot take such an input is served "
+                "unrun with register_model(..., warmup=False), `foundation serve --no-warmup`)",
                 model=name,
             ) from exc
         found = _output_problems(model, got, batch)

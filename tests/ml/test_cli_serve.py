@@ -180,8 +180,13 @@ def test_no_warmup_serves_a_model_that_cannot_take_its_example_input(
     with foundation_core.start() as hub:
         runtime = MLRuntime(hub)
         try:
-            with pytest.raises(ModelLoadError, match="raised on its example input at warm-up"):
+            with pytest.raises(ModelLoadError, match="raised on its example input at warm-up") as caught:
                 _load_models(runtime, [("lookup", "lookup_model:build")], 1)
+            # the error names the way out, which it did not
+            assert str(caught.value).endswith(
+                "IndexError: index out of range in self (a model that cannot take such an input is "
+                "served unrun with register_model(..., warmup=False), `foundation serve --no-warmup`)"
+            )
             assert runtime.models() == []  # nothing served half-loaded
             assert _load_models(runtime, [("lookup", "lookup_model:build")], 1, warmup=False) is None
             runtime.start(transport="inproc", name="no-warmup")
