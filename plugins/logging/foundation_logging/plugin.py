@@ -19,14 +19,16 @@ def foundation_config_sections(add: SectionAdder) -> None:
     add("logging", "foundation_logging._settings:LoggingSettings")
 
 
-@hookimpl(wrapper=True)
+@hookimpl(wrapper=True, tryfirst=True)
 def foundation_configure(config: Config, hub: Hub) -> Generator[None, None, None]:
     """Configure logging as ``hub``'s: in force while ``hub`` is the newest running hub that
     configured logging (see ``_setup``). A wrapper, so that logging is configured before the
     other plugins take the configuration (what they log doing so goes there), and so that a
     first configuration another plugin refuses leaves nothing of it in force: the hub then has
     no configuration, so its logging is closed and what was in force before comes back (a
-    refused later one is undone by the hub, which gives every plugin the previous one again)."""
+    refused later one is undone by the hub, which gives every plugin the previous one again).
+    The first wrapper (``tryfirst``): a wrapper of another plugin, registered after this one,
+    would otherwise run around it, and its refusal come after this one had returned."""
     from ._setup import hub_runtime
 
     had = hub_runtime(hub)

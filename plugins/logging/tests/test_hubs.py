@@ -292,3 +292,38 @@ def test_a_first_configuration_another_plugin_refuses_leaves_no_logging_in_force
     finally:
         if outer_hub is not None:
             outer_hub.shutdown()
+
+
+class _ChecksAfterTheOthers:
+    """A plugin that looks at a configuration once every other plugin took it (a wrapper, so
+    registered after the logging plugin it is the outer one) and refuses it then."""
+
+    @hookimpl(wrapper=True)
+    def foundation_configure(self, config: Config, hub: Any) -> Any:
+        from foundation_core.errors import ConfigError, ConfigProblem
+
+        yield
+        raise ConfigError([ConfigProblem("toy.key", "refused after the others took it", "default")])
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_a_first_configuration_a_wrapper_refuses_after_the_others_leaves_no_logging_in_force(
+    tmp_path, installed
+):
+    """The logging plugin closed its logging when the refusal passed through it; a wrapper
+    registered after it ran around it, so its refusal came once the logging plugin had returned
+    and the hub's logging stayed in force (root handlers replaced, its file open)."""
+    from foundation_core.errors import ConfigError
+
+    root = logging.getLogger()
+    before = (_setup.current_runtime(), list(root.handlers), root.level, structlog.is_configured())
+    refused = tmp_path / "refused.log"
+    hub = foundation_core.Hub(env=_NO_ENTRY_POINTS)
+    hub.register(plugin, "logging", override=not installed)  # installed plugins load first
+    hub.register(_Settings(_json(refused, stdlib=True)))
+    hub.register(_ChecksAfterTheOthers())
+    with pytest.raises(ConfigError, match="refused after the others took it"):
+        hub.configure()
+    assert hub.config is None and _setup.hub_runtime(hub) is None
+    assert (_setup.current_runtime(), list(root.handlers), root.level, structlog.is_configured()) == before
+    assert not _is_open(refused)
