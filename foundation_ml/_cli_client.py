@@ -7,6 +7,7 @@ import errno
 import json
 import math
 import os
+import re
 import stat
 import sys
 import time
@@ -131,11 +132,19 @@ def load_inputs(path: str | None, meta: dict[str, Any]) -> dict[str, np.ndarray]
     if p.suffix not in (".npz", ".npy", ".json"):
         raise SystemExit(f"foundation infer: {p}: use a .npz, .npy or .json file")
     try:
-        return _read_inputs(p, specs)
+        inputs = _read_inputs(p, specs)
     # JSONDecodeError is a ValueError; a huge int is an OverflowError, an object where numbers
     # belong a TypeError, arrays nested thousands deep a RecursionError: all are a bad file
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, *_BAD_JSON) as exc:
         raise SystemExit(f"foundation infer: cannot read inputs from {p}: {exc}") from None
+    wanted = [s.name for s in specs]
+    if p.suffix == ".npz" and inputs and all(re.fullmatch(r"arr_\d+", k) and k not in wanted for k in inputs):
+        raise SystemExit(  # numpy.savez(file, x) names x arr_0: the server would say only "missing x"
+            f"foundation infer: {p} holds {', '.join(inputs)}, the names numpy.savez gives arrays "
+            f"passed unnamed; name each after its input: numpy.savez({p.name!r}, "
+            f"{', '.join(f'{n}=...' for n in wanted)})"
+        )
+    return inputs
 
 
 _BAD_JSON = (OverflowError, TypeError, RecursionError)
@@ -151,7 +160,12 @@ def _read_inputs(p: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     import numpy as np
 
     if p.suffix == ".npy" and len(specs) != 1:
-        raise SystemExit(f"foundation infer: {p} holds one array; the model takes {len(specs)} inputs")
+        names = ", ".join(s.name for s in specs)
+        raise SystemExit(
+            f"foundation infer: {p} holds one array; the model takes {len(specs)} inputs ({names}): "
+            f"write a .npz of one array per input, numpy.savez('in.npz', "
+            f"{', '.join(f'{s.name}=...' for s in specs)})"
+        )
     limit = MAX_JSON_BYTES if p.suffix == ".json" else MAX_INPUT_BYTES
     with _open_regular(p) as f:
         size = os.fstat(f.fileno()).st_size

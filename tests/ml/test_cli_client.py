@@ -430,3 +430,27 @@ def test_infer_sends_and_shows_bf16_as_its_values(
             "inf",
             "0.2002]",
         ]
+
+
+def test_an_input_file_not_naming_its_inputs_says_how_to_name_them(tmp_path: Path) -> None:
+    """An .npy for a model of two inputs said only "holds one array; the model takes 2 inputs";
+    an .npz written as numpy.savez(file, x) (its array named arr_0) was sent, and the server
+    answered "missing input(s) x; unexpected input(s) arr_0". Both now name the inputs and the
+    numpy.savez call that names them."""
+    two = {"inputs": [{"name": n, "datatype": "FP32", "shape": [-1, 4]} for n in ("a", "b")]}
+    np.save(tmp_path / "in.npy", np.ones((1, 4), np.float32))
+    with pytest.raises(SystemExit) as info:
+        load_inputs(str(tmp_path / "in.npy"), two)
+    assert str(info.value) == (
+        f"foundation infer: {tmp_path / 'in.npy'} holds one array; the model takes 2 inputs (a, b): "
+        "write a .npz of one array per input, numpy.savez('in.npz', a=..., b=...)"
+    )
+    np.savez(tmp_path / "in.npz", np.ones((1, 4), np.float32), np.ones((1, 4), np.float32))
+    with pytest.raises(SystemExit) as info:
+        load_inputs(str(tmp_path / "in.npz"), two)
+    assert str(info.value) == (
+        f"foundation infer: {tmp_path / 'in.npz'} holds arr_0, arr_1, the names numpy.savez gives "
+        "arrays passed unnamed; name each after its input: numpy.savez('in.npz', a=..., b=...)"
+    )
+    one = {"inputs": [{"name": "arr_0", "datatype": "FP32", "shape": [-1, 4]}]}  # an input so named
+    assert list(load_inputs(str(tmp_path / "in.npz"), one)) == ["arr_0", "arr_1"]
