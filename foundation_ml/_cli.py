@@ -43,8 +43,7 @@ def package_main(args: argparse.Namespace, hub: Hub) -> int:
     name, spec = parse_model_arg(args.model)
     name = args.name or name
     if not name:
-        print("foundation package: name the model: --name NAME or --model NAME=SPEC", file=sys.stderr)
-        return 2
+        return usage("name the model: --name NAME or --model NAME=SPEC")
     try:
         check_ref(spec)
     except ValueError:

@@ -298,6 +298,8 @@ def test_a_bad_number_is_refused_naming_the_flag(
             ["--model", "m=pkg.mod:build", "--backend", "nope"],
             "--backend nope: no model backend named 'nope'",
         ),
+        # it lacked 'error:', as the only usage error printed so
+        (["--model", "pkg.mod:build"], "name the model: --name NAME or --model NAME=SPEC"),
     ],
 )
 def test_package_usage_errors_exit_2_naming_the_flag(

@@ -389,7 +389,7 @@ def _not_found_hint(ref: str, exc: BaseException) -> str:
         return ""
     top = module.partition(".")[0]
     return (
-        f" (the serving process imports it: install the package that holds {top!r}, or add the"
+        f" (the process loading the model imports it: install the package that holds {top!r}, or add the"
         f" directory that holds {top!r} to PYTHONPATH; `foundation` does not import from the"
         " current directory)"
     )

@@ -246,6 +246,8 @@ def test_a_factory_module_not_found_says_where_to_put_it(
         runtime.register_model("m", "nosuch_pkg_fdn.models:build")
     assert "No module named 'nosuch_pkg_fdn'" in str(info.value)
     assert "PYTHONPATH" in str(info.value) and "'nosuch_pkg_fdn'" in str(info.value)
+    # not "the serving process": `foundation package` says it too, and serves nothing
+    assert "(the process loading the model imports it: install the package" in str(info.value)
     # a module the factory's module imports is what is missing: no advice about the factory's place
     (tmp_path / "fdn_hint_pkg.py").write_text("import nosuch_dependency_fdn\n")
     monkeypatch.syspath_prepend(str(tmp_path))
