@@ -163,6 +163,17 @@ static enum fdn_status with_call(enum fdn_status st, struct fdn_error *err, cons
     return st;
 }
 
+/* The model name of a call as the call uses it: a copy in `own` when it fits the error's field, as
+ * the caller may pass that very field (err.model, retrying the call an error names), which a failure
+ * clears before naming the call (the error named no model, its message ''). A longer name is no
+ * field's: it is used as it is. */
+static const char *own_model(const char *model, char own[FDN_NAME_SIZE]) {
+    const char *end = model ? memchr(model, 0, FDN_NAME_SIZE) : NULL;
+    if (!end) return model;
+    memcpy(own, model, (size_t)(end - model) + 1);
+    return own;
+}
+
 static enum fdn_status send_request(struct fdn_client *c, const char *model, uint64_t end, uint64_t deadline,
                                     struct fdn_result *res, struct fdn_error *err) {
     struct fdn_request_fields *f = &c->req;
@@ -283,6 +294,8 @@ static enum fdn_status infer_call(fdn_client *c, const char *model, const struct
 enum fdn_status fdn_infer_call(fdn_client *c, const char *model, const struct fdn_input *inputs,
                                uint32_t input_count, int64_t timeout_ms, const struct fdn_call *call,
                                struct fdn_result *res, struct fdn_error *err) {
+    char own[FDN_NAME_SIZE];
+    model = own_model(model, own);
     return with_call(infer_call(c, model, inputs, input_count, timeout_ms, call, res, err), err, model, 0);
 }
 
@@ -328,6 +341,8 @@ static enum fdn_status loan_begin(fdn_client *c, const char *model, const struct
 
 enum fdn_status fdn_loan_begin(fdn_client *c, const char *model, const struct fdn_tensor *specs,
                                uint32_t count, struct fdn_error *err) {
+    char own[FDN_NAME_SIZE];
+    model = own_model(model, own);
     return with_call(loan_begin(c, model, specs, count, err), err, model, 0);
 }
 

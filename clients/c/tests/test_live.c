@@ -275,6 +275,16 @@ static void call_error_checks(const char *name) {
     }
     CALL_ERROR(fdn_infer(c, "nosuch", &in, 1, 5000, &res, &err), FDN_MODEL_NOT_FOUND, "nosuch", 1);
     uint64_t first = err.request_id;
+    /* the call an error names, made again with the error's own model field (a retry): a failure
+     * cleared that field before naming the call, so the error named no model */
+    enum fdn_status again = fdn_infer(c, err.model, &in, 1, 5000, &res, &err);
+    CHECK(again == FDN_MODEL_NOT_FOUND && strcmp(err.model, "nosuch") == 0 && err.request_id > first,
+          "fdn_infer(c, err.model, ...): %s model '%s' request %llu: %s", fdn_strerror(again), err.model,
+          (unsigned long long)err.request_id, err.message);
+    struct fdn_tensor nine[1] = {{.name = "x", .dtype = FDN_INT32, .ndim = 9}};
+    again = fdn_loan_begin(c, err.model, nine, 1, &err);
+    CHECK(again == FDN_INVALID_INPUT && strcmp(err.model, "nosuch") == 0,
+          "fdn_loan_begin(c, err.model, ...): %s model '%s': %s", fdn_strerror(again), err.model, err.message);
     CALL_ERROR(fdn_infer(c, "fail", &in, 1, 5000, &res, &err), FDN_HANDLER_ERROR, "fail", 1);
     CHECK(err.request_id > first && strstr(err.message, "boom"), "a handler's error: request %llu: %s",
           (unsigned long long)err.request_id, err.message);
