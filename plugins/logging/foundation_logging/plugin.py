@@ -35,10 +35,13 @@ def foundation_configure(config: Config, hub: Hub) -> Generator[None, None, None
     _configure(config, hub)
     try:
         yield
-    except BaseException:
+    except BaseException as refusal:
         runtime = hub_runtime(hub)
         if had is None and runtime is not None:
-            runtime.close()
+            try:
+                runtime.close()
+            except Exception as exc:  # (a flush to a full disk): the refusal stays the error
+                refusal.add_note(f"closing the refused configuration's logging failed too: {exc!r}")
         raise
 
 

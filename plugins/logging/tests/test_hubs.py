@@ -327,3 +327,24 @@ def test_a_first_configuration_a_wrapper_refuses_after_the_others_leaves_no_logg
     assert hub.config is None and _setup.hub_runtime(hub) is None
     assert (_setup.current_runtime(), list(root.handlers), root.level, structlog.is_configured()) == before
     assert not _is_open(refused)
+
+
+def test_a_refusal_stays_the_error_when_closing_its_logging_fails(tmp_path, monkeypatch):
+    """A close that raised while undoing a refused first configuration replaced the refusal."""
+    from foundation_core.errors import ConfigError
+
+    def close_fails(self: Any) -> None:
+        close(self)
+        raise OSError(28, "No space left on device")
+
+    close = _setup.LoggingRuntime.close
+    monkeypatch.setattr(_setup.LoggingRuntime, "close", close_fails)
+    hub = foundation_core.Hub(env=_NO_ENTRY_POINTS)
+    for p in (_Refuses(), _Settings(_json(tmp_path / "refused.log")), plugin):
+        hub.register(p)
+    with pytest.raises(ConfigError, match="refused on purpose") as info:
+        hub.configure()
+    assert info.value.__notes__ == [
+        "closing the refused configuration's logging failed too: OSError(28, 'No space left on device')"
+    ]
+    assert _setup.hub_runtime(hub) is None
