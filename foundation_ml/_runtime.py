@@ -9,10 +9,13 @@ both are looked up by name in the hub's registries.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -38,6 +41,25 @@ from .errors import InferenceError, InternalError, ModelLoadError, ModelNotFound
 __all__ = ["MLRuntime"]
 
 log = logging.getLogger("foundation_ml")
+
+#: Runtimes not closed yet: those still open when the interpreter exits are closed then.
+_OPEN: weakref.WeakSet[MLRuntime] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_runtimes() -> None:
+    """A script that started a server and ended (or failed) without ``close()`` left the shm
+    transport's objects in /dev/shm and never drained its requests: each runtime still open is
+    closed as ``close()`` would close it. Only this process's: a forked child (a worker forked
+    after the parent started serving) must not stop and unlink the parent's servers."""
+    for runtime in list(_OPEN):
+        if runtime._pid != os.getpid():
+            continue
+        try:
+            runtime.close(reason="exit")
+        except Exception as exc:  # the others are closed all the same
+            log.warning("closing a runtime at interpreter exit failed: %r", exc)
+
 
 _now = time.monotonic_ns
 _clock = time.monotonic  # the clock of drain deadlines (replaceable: a virtual one in tests)
@@ -86,6 +108,8 @@ class MLRuntime:
         self._hurry = False  # hurry(): a drain under way ends now
         self._stopping: list[tuple[str, TransportServer]] = []  # the servers close() is stopping
         self.abandoned = 0  # requests the transports' drains gave up on, once closed
+        self._pid = os.getpid()  # the process whose exit closes it
+        _OPEN.add(self)  # closed at interpreter exit, if not before
 
     # --- models -------------------------------------------------------------------------------
 
@@ -352,6 +376,7 @@ class MLRuntime:
             if self._closed:
                 return
             self._closed = True  # register_model refuses from now on
+        _OPEN.discard(self)
         deadline = _clock() + drain_timeout
         servers, self.servers = self.servers, []
         self._stopping = servers

@@ -410,3 +410,46 @@ def test_leaving_async_with_fails_the_ainfer_calls_in_flight_and_gives_every_cha
             )
         assert server.stop() == 0, server.output
     assert shm_entries(name) == []
+
+
+_FORGETS_CLOSE = """
+import sys
+import numpy as np
+from foundation_ml import FunctionModel, InferenceClient, MLRuntime
+
+runtime = MLRuntime()
+runtime.register_model(
+    "double", FunctionModel(lambda x: x * 2, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"})
+)
+runtime.start(transport="shm", name=sys.argv[1])
+with InferenceClient(sys.argv[1]) as client:
+    assert client.infer("double", {"x": np.ones(2, np.float32)})["y"].tolist() == [2.0, 2.0]
+print("served", flush=True)
+if sys.argv[2] == "raise":
+    raise RuntimeError("the script's own bug")
+if sys.argv[2] == "fork":  # a child's exit runs its atexit handlers: not on the parent's server
+    import os
+
+    child = os.fork()
+    if child == 0:
+        sys.exit(0)
+    assert os.waitpid(child, 0)[1] == 0
+    with InferenceClient(sys.argv[1]) as client:
+        assert client.infer("double", {"x": np.ones(2, np.float32)})["y"].tolist() == [2.0, 2.0]
+"""
+
+
+@pytest.mark.parametrize("ending", ["end", "raise", "fork"])
+def test_a_script_that_never_closes_its_runtime_leaves_nothing_in_dev_shm(
+    shm_hub: Hub, name: str, ending: str
+) -> None:
+    """A script that started a shm server and ended, or failed, without runtime.close() left its
+    control segment, lock file and semaphores in /dev/shm (37 objects) until a server of that
+    name started again or `foundation shm clean` ran; open runtimes are now closed at exit, each by
+    the process that made it (a forked child's exit leaves the parent's server serving)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _FORGETS_CLOSE, name, ending], capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout == "served\n", proc.stderr
+    assert proc.returncode == (1 if ending == "raise" else 0), proc.stderr
+    assert shm_entries(name) == []
