@@ -426,7 +426,8 @@ def stats_main(args: argparse.Namespace, hub: Hub) -> int:
 
     given = [n for n in (args.name, args.name_option) if n is not None]  # "" is a name, refused as one
     if len(given) == 2 and given[0] != given[1]:
-        print(f"foundation stats: two server names, {given[0]!r} and --name {given[1]!r}", file=sys.stderr)
+        names = f"{given[0]!r} and --name {given[1]!r}"
+        print(f"foundation stats: error: two server names, {names}", file=sys.stderr)
         return 2
     args.name = given[0] if given else DEFAULT_NAME
     hub.configure(args.config, args.set)

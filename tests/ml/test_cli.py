@@ -423,7 +423,8 @@ def test_stats_refuses_two_different_names(capsys: pytest.CaptureFixture[str]) -
     from foundation_core._cli import main
 
     assert main(["stats", "one", "--name", "two"]) == 2
-    assert "two server names, 'one' and --name 'two'" in capsys.readouterr().err
+    # a usage error, said as the others are (it lacked 'error:')
+    assert capsys.readouterr().err == "foundation stats: error: two server names, 'one' and --name 'two'\n"
 
 
 @pytest.mark.parametrize("argv", [["stats", ""], ["stats", "--name", ""]])
