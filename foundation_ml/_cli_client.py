@@ -441,10 +441,13 @@ def stats_main(args: argparse.Namespace, hub: Hub) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     if args.prometheus:
-        sys.stdout.write(prometheus_text(doc["models"], args.name))
+        sys.stdout.write(prometheus_text(doc["models"], args.name, doc.get("server", {}).get("rejected")))
         return 0
     server = doc.get("server", {})
     print(f"server {args.name!r} on {args.transport}: up {server.get('uptime_s', 0):.0f} s")
+    rejected = server.get("rejected") or {}
+    if rejected:  # refused for no model: unknown ones, the server stopping, malformed requests
+        print("rejected (no model): " + ", ".join(f"{c} {n}" for c, n in sorted(rejected.items())))
     rows: list[tuple[str, ...]] = [
         ("model", "version", "requests", "errors", "p50 µs", "p95 µs", "p99 µs", "batch", "queue")
     ]

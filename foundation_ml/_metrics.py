@@ -68,6 +68,15 @@ class ModelMetrics:
                 self.errors += 1
                 self.errors_by_code[error] = self.errors_by_code.get(error, 0) + 1
 
+    def refused(self, error: str) -> None:
+        """One request the transport answered ``error`` (its code name) itself, without handing it
+        over (``RequestHandler.rejected``): a request and an error, and no latency (none was
+        measured: a refusal's would pull the percentiles towards 0)."""
+        with self._lock:
+            self.requests += 1
+            self.errors += 1
+            self.errors_by_code[error] = self.errors_by_code.get(error, 0) + 1
+
     def record_batch(self, size: int, failed: bool = False) -> None:
         """One batched backend call of ``size`` requests; ``failed``: it raised or broke the output
         signature, and its requests were re-run one by one (each of those calls counts too)."""
@@ -115,10 +124,14 @@ class ModelMetrics:
         return doc
 
 
-def prometheus_text(models: Mapping[str, Mapping[str, Any]], server: str = "") -> str:
+def prometheus_text(
+    models: Mapping[str, Mapping[str, Any]], server: str = "", rejected: Mapping[str, int] | None = None
+) -> str:
     """The Prometheus text exposition (format 0.0.4) of ``{model: snapshot}``: one series per
     model *and version* (a snapshot's ``versions``, ``{version: snapshot}``, when it has them),
-    so loading a new version neither resets a counter nor moves its history to another series."""
+    so loading a new version neither resets a counter nor moves its history to another series.
+    ``rejected``: the server's refusals counted for no model (``stats()["server"]["rejected"]``,
+    ``{code: count}``), as ``foundation_rejected_total`` by code."""
     lines: list[str] = []
     series = [
         (model, str(version), snap)
@@ -173,6 +186,12 @@ def prometheus_text(models: Mapping[str, Mapping[str, Any]], server: str = "") -
         "gauge",
         "Requests waiting for a batch.",
         [(lab(m, v), s["queue_depth"]) for m, v, s in series],
+    )
+    metric(
+        "rejected_total",
+        "counter",
+        "Requests refused for no served model (unknown model, server stopping, malformed), by error code.",
+        [(f'server="{_escape(server)}",code="{_escape(c)}"', n) for c, n in sorted((rejected or {}).items())],
     )
     return "\n".join(lines) + "\n"
 

@@ -254,6 +254,24 @@ class MLRuntime:
                 raise
             respond(InternalError(repr(exc), model=request.model, request_id=request.id))
 
+    def rejected(self, model: str | None, version: str | None, error: InferenceError) -> None:
+        """``RequestHandler.rejected``: the transport answered an inference request ``error``
+        itself, without calling this handler (its deadline passed before it was dispatched, the
+        server is stopping, it was malformed). Counted where this handler would have counted it:
+        for the served model it names (its ``version``, or the latest) as a request and an error
+        of that code, no latency; for no model in ``stats()["server"]["rejected"]`` when it names
+        none served, none at all, or the error is ``ShuttingDown`` (as the runtime's own)."""
+        code = error.code.name
+        served = None
+        if model and not isinstance(error, ShuttingDown):
+            with contextlib.suppress(ModelNotFound):
+                served = self.registry.get(model, version or "")
+        if served is not None:
+            served.metrics.refused(code)
+            return
+        with self._rejected_lock:
+            self._rejected[code] = self._rejected.get(code, 0) + 1
+
     def flush(self) -> int:
         """``RequestHandler.flush``: the transport has handed over every pending request, so
         each batching model runs its gathered batch here if it is due. Returns ns until the
@@ -303,7 +321,8 @@ class MLRuntime:
 
     def prometheus(self) -> str:
         """The metrics in Prometheus text format."""
-        return prometheus_text(self.stats()["models"], self.name)
+        stats = self.stats()
+        return prometheus_text(stats["models"], self.name, stats["server"]["rejected"])
 
     @staticmethod
     def _batching(served: ServedModel) -> dict[str, Any]:

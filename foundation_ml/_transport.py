@@ -98,6 +98,14 @@ class RequestHandler(Protocol):
     thread) once the batch is due, and returns in how many ns it wants to be called again (0:
     nothing is waiting). Transports that do not call it lose nothing: the handler's own timer
     runs the batch then.
+
+    A handler may also have ``rejected(model, version, error)``. A transport that answers an
+    inference request with an ``InferenceError`` itself, never calling ``__call__`` with it (its
+    deadline passed before dispatch, the server is stopping, the message was malformed), calls
+    it once per such request, before answering: ``model`` and ``version`` as far as the request
+    named them (``""``: unknown), ``error`` what the client gets. The runtime counts them in its
+    metrics. It must be cheap and never block (it runs in the transport's serving thread); a
+    transport calls it only if the handler has it, and goes on serving whatever it raises.
     """
 
     def __call__(self, request: InferenceRequest, respond: Respond) -> None: ...

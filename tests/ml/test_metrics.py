@@ -7,7 +7,7 @@ import pytest
 
 from foundation_ml import FunctionModel, InferenceClient, MLRuntime
 from foundation_ml._metrics import ModelMetrics, prometheus_text
-from foundation_ml.errors import HandlerError, InvalidInput
+from foundation_ml.errors import DeadlineExceeded, HandlerError, InvalidInput, ShuttingDown, TooLarge
 
 
 def test_counts_requests_and_errors_by_code(runtime: MLRuntime, name: str, rows) -> None:
@@ -91,7 +91,7 @@ def test_prometheus_text_exposes_counters_and_quantiles(
     assert "# TYPE foundation_requests_total counter" in text
     assert 'foundation_requests_total{server="' in text and 'model="affine",version="1"} 1' in text
     assert 'quantile="0.99"' in text
-    assert prometheus_text({}).count("# TYPE") == 7
+    assert prometheus_text({}).count("# TYPE") == 8
 
 
 def test_prometheus_numbers_are_exact() -> None:
@@ -143,3 +143,56 @@ def test_stats_survive_a_model_unloaded_meanwhile(
 
     monkeypatch.setattr(registry, "get", get_after_unload)
     assert "foundation_requests_total" in runtime.prometheus()
+
+
+def _identity() -> FunctionModel:
+    return FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+
+
+def test_a_transports_refusals_count_for_their_model_or_the_server(runtime: MLRuntime) -> None:
+    """``RequestHandler.rejected``: a request a transport answered itself (its deadline passed
+    before dispatch, the server stopping, malformed) counts where the runtime would have counted
+    it: for the served model it names, else by code at server level; no latency is invented."""
+    runtime.register_model("m", _identity(), version="1")
+    runtime.register_model("m", _identity(), version="2")
+    late = DeadlineExceeded("deadline passed before the request ran", model="m")
+    runtime.rejected("m", "", late)  # the latest version
+    runtime.rejected("m", "1", late)
+    runtime.rejected("m", "1", InvalidInput("input 'x' appears twice", model="m"))
+    runtime.rejected("m", "7", late)  # no such version: the server's
+    runtime.rejected("nope", "", late)
+    runtime.rejected("", "", TooLarge("1048577 bytes"))
+    runtime.rejected(None, None, TooLarge("1048577 bytes"))
+    runtime.rejected("m", "", ShuttingDown("the server is stopping", model="m"))  # as the runtime's own
+    stats = runtime.stats()
+    v1, v2 = stats["models"]["m"]["versions"]["1"], stats["models"]["m"]["versions"]["2"]
+    assert (v1["requests"], v1["errors"]) == (2, 2)
+    assert v1["errors_by_code"] == {"DEADLINE_EXCEEDED": 1, "INVALID_INPUT": 1}
+    assert (v2["requests"], v2["errors"], v2["errors_by_code"]) == (1, 1, {"DEADLINE_EXCEEDED": 1})
+    assert v1["latency_us"] is None and v2["latency_us"] is None
+    assert stats["server"]["rejected"] == {"DEADLINE_EXCEEDED": 2, "TOO_LARGE": 2, "SHUTTING_DOWN": 1}
+    text = runtime.prometheus()
+    assert "# TYPE foundation_rejected_total counter" in text
+    assert 'foundation_rejected_total{server="",code="DEADLINE_EXCEEDED"} 2\n' in text
+    assert 'foundation_rejected_total{server="",code="SHUTTING_DOWN"} 1\n' in text
+    assert 'foundation_errors_total{server="",model="m",version="1",code="DEADLINE_EXCEEDED"} 1\n' in text
+
+
+def test_foundation_stats_shows_the_servers_refusals(
+    runtime: MLRuntime, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foundation_core._cli import main
+
+    runtime.register_model("m", _identity())
+    runtime.start("inproc", name)
+    runtime.rejected("", "", TooLarge("too large"))
+    runtime.rejected("m", "", DeadlineExceeded("late", model="m"))
+    assert main(["stats", name, "--transport", "inproc"]) == 0
+    out = capsys.readouterr().out
+    assert "rejected (no model): TOO_LARGE 1" in out
+    assert main(["stats", name, "--transport", "inproc", "--prometheus"]) == 0
+    out = capsys.readouterr().out
+    assert f'foundation_rejected_total{{server="{name}",code="TOO_LARGE"}} 1\n' in out
+    assert (
+        f'foundation_errors_total{{server="{name}",model="m",version="1",code="DEADLINE_EXCEEDED"}} 1' in out
+    )

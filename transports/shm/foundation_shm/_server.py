@@ -54,6 +54,8 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self.address = address
         self.name = L.server_name(address)
         self.handler = handler
+        report = getattr(handler, "rejected", None)  # RequestHandler.rejected: optional
+        self._report = report if callable(report) else None
         self.spin_ns = opts.spin_us * 1000
         self.heartbeat_s = opts.heartbeat_ms / 1000
         self.limits = Limits(opts.max_tensors, opts.max_request_bytes)

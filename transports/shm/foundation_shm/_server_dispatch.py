@@ -1,6 +1,7 @@
 """The shm server's dispatch: each request the serving loop takes, decoded (or its cached decoding
 re-used) and handed to the handler, or answered with its error (ShuttingDown, DeadlineExceeded,
-the decoder's, INTERNAL); METADATA and STATS answered from the handler.
+the decoder's, INTERNAL), which the handler is told of (``RequestHandler.rejected``, when it has
+it); METADATA and STATS answered from the handler.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class _Dispatch:
     _u64: memoryview
     _cuda: ServerCuda
     _answer: Callable[[_Responder, InferenceResponse | InferenceError], None]
+    _report: Callable[[str, str, InferenceError], None] | None  # the handler's rejected, if any
     _stopping: bool
     _drain_upto: dict[int, int]
     _parked: set[int]
@@ -95,22 +97,25 @@ class _Dispatch:
             rid = self._request_id(ch)
             self._log_rejected(ch, "rejected request %d: %s", rid, exc)
             exc.request_id = rid
+            self._rejected(ch, exc.model, "", exc)  # the model, where the decoder got that far
             self._answer_or_park(ch, seq, rid, model, exc)
             return
         except Exception as exc:  # a segment the client broke: answer if we can, never die
             rid = self._request_id(ch)
             self._log_rejected(ch, "%r", exc)
-            self._answer_or_park(ch, seq, rid, model, InternalError(str(exc), request_id=rid))
+            err = InternalError(str(exc), request_id=rid)
+            self._rejected(ch, "", "", err)
+            self._answer_or_park(ch, seq, rid, model, err)
             return
         respond = _Responder(self, ch, seq, dec.request_id, dec.model)
         if self._refusing(ch, seq):
-            respond(ShuttingDown("the server is stopping", model=dec.model, request_id=dec.request_id))
+            stopping = ShuttingDown("the server is stopping", model=dec.model, request_id=dec.request_id)
+            self._refuse(ch, dec, respond, stopping)
         elif dec.deadline_ns and time.monotonic_ns() >= dec.deadline_ns:
-            respond(
-                DeadlineExceeded(
-                    "deadline passed before the request ran", model=dec.model, request_id=dec.request_id
-                )
+            late = DeadlineExceeded(
+                "deadline passed before the request ran", model=dec.model, request_id=dec.request_id
             )
+            self._refuse(ch, dec, respond, late)
         elif dec.kind == _INFER:
             request = InferenceRequest(
                 dec.model,
@@ -176,6 +181,28 @@ class _Dispatch:
             respond(HandlerError(f"{type(exc).__name__}: {exc}", model=model, request_id=respond.request_id))
             return
         respond(InferenceResponse(respond.request_id, model, {}, parameters={"__text__": text}))
+
+    def _refuse(self, ch: _Channel, dec: DecodedRequest, respond: _Responder, error: InferenceError) -> None:
+        """Answer a decoded request ``error`` without running it; an inference request is reported
+        to the handler first (METADATA and STATS are no requests it counts)."""
+        if dec.kind == _INFER:
+            self._rejected(ch, dec.model, dec.version, error)
+        respond(error)
+
+    def _rejected(self, ch: _Channel, model: str, version: str, error: InferenceError) -> None:
+        """Tell the handler (``RequestHandler.rejected``, if it has it) of a request answered
+        ``error`` here, before it is answered (a client that reads the stats then finds it
+        counted). Whatever the handler raises is logged (as its other faults are: throttled per
+        channel) and serving goes on."""
+        report = self._report
+        if report is None:
+            return
+        try:
+            report(model, version, error)
+        except BaseException as exc:  # SystemExit too: the loop thread serves on
+            more = self._raised_log.admit(ch.index)
+            if more is not None:
+                log.warning("shm %s: handler.rejected raised: %r%s", self.name, exc, more)
 
     def _refusing(self, ch: _Channel, seq: int) -> bool:
         """Once stopping, a request is refused (ShuttingDown) unless its client had published it
@@ -250,6 +277,7 @@ class _Dispatch:
             if ch.resp is None or ch.gen != self._u64[ch.gen_word]:
                 self._map(ch)
             err = InternalError("the server failed on this request (see its log)")
+            self._rejected(ch, "", "", err)
             self._answer(_Responder(self, ch, seq, self._request_id(ch), ""), err)
         except Exception:
             log.exception("shm %s channel %d: cannot answer; parking the channel", self.name, ch.index)
