@@ -13,10 +13,11 @@ import atexit
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -52,13 +53,39 @@ def _close_open_runtimes() -> None:
     transport's objects in /dev/shm and never drained its requests: each runtime still open is
     closed as ``close()`` would close it. Only this process's: a forked child (a worker forked
     after the parent started serving) must not stop and unlink the parent's servers."""
-    for runtime in list(_OPEN):
-        if runtime._pid != os.getpid():
-            continue
-        try:
-            runtime.close(reason="exit")
-        except Exception as exc:  # the others are closed all the same
-            log.warning("closing a runtime at interpreter exit failed: %r", exc)
+    mine = [runtime for runtime in list(_OPEN) if runtime._pid == os.getpid()]
+    if not mine:
+        return
+    with _ctrl_c_hurries(mine):
+        for runtime in mine:
+            try:
+                runtime.close(reason="exit")
+            except Exception as exc:  # the others are closed all the same
+                log.warning("closing a runtime at interpreter exit failed: %r", exc)
+
+
+@contextlib.contextmanager
+def _ctrl_c_hurries(runtimes: list[MLRuntime]) -> Iterator[None]:
+    """While ``runtimes`` close at exit, a Ctrl-C ends their drains at once (``hurry()``), as a
+    second signal does for ``serve()``: what is in flight is abandoned, every object still
+    released. As Python's default it raised KeyboardInterrupt inside a close, which ended the
+    closing there (the runtimes after it left in /dev/shm). Another Ctrl-C acts as Python's
+    default; a SIGINT handler of the script's own is left alone."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def hurry(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a third: Python's default
+        for runtime in runtimes:
+            runtime.hurry()
+
+    signal.signal(signal.SIGINT, hurry)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 _now = time.monotonic_ns

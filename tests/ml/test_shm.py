@@ -453,3 +453,84 @@ def test_a_script_that_never_closes_its_runtime_leaves_nothing_in_dev_shm(
     assert proc.stdout == "served\n", proc.stderr
     assert proc.returncode == (1 if ending == "raise" else 0), proc.stderr
     assert shm_entries(name) == []
+
+
+_CTRL_C_AT_EXIT = """
+import signal
+import sys
+import threading
+
+import numpy as np
+from foundation_ml import FunctionModel, InferenceClient, MLRuntime
+from foundation_shm._server import ShmServer
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whoever started us
+stop = ShmServer.stop
+
+
+def stop_and_say(self, drain_timeout=5.0):  # the exit's close drains: the cue for a second Ctrl-C
+    print("draining", flush=True)
+    stop(self, drain_timeout)
+
+
+ShmServer.stop = stop_and_say
+
+
+def stuck(x):
+    print("running", flush=True)
+    threading.Event().wait(60)
+    return x * 2
+
+
+def call(name):
+    with InferenceClient(name, timeout=60) as client:
+        try:
+            client.infer("stuck", {"x": np.ones(2, np.float32)})
+        except Exception:
+            pass
+
+
+runtimes = []  # never closed: the exit closes them
+for name in sys.argv[1:]:
+    runtime = MLRuntime(max_batch_size=2, max_wait_us=0)  # stuck in its batcher, not its loop
+    runtime.register_model(
+        "stuck", FunctionModel(stuck, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"}), warmup=False
+    )
+    runtime.start(transport="shm", name=name)
+    runtimes.append(runtime)
+    threading.Thread(target=call, args=(name,), daemon=True).start()
+threading.Event().wait()  # until Ctrl-C
+"""
+
+
+def test_a_second_ctrl_c_at_exit_ends_the_drain_and_still_releases_every_runtime(
+    shm_hub: Hub, name: str
+) -> None:
+    """A script ended by Ctrl-C with requests in flight drains them at exit, in the runtimes'
+    close(); a second Ctrl-C raised KeyboardInterrupt inside the first runtime's close, which ended
+    the exit's closing there: the other runtime's objects stayed in /dev/shm and the first's models
+    were never unloaded (and Python printed 'Exception ignored in atexit callback'). It now ends
+    the drains at once (hurry(), as a second signal does for serve()) and everything is released."""
+    names = [name + "a", name + "b"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CTRL_C_AT_EXIT, *names],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in names]  # each runtime's request in its model
+        assert lines == ["running\n"] * len(names), proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGINT)  # the script ends: its runtimes are closed, draining
+        assert proc.stdout.readline() == "draining\n", proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGINT)  # enough waiting
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "Exception ignored in atexit callback" not in err, err
+    assert "told to stop at once" in err, err  # each abandoned its request
+    assert proc.returncode == -signal.SIGINT, err  # ended by its (first) Ctrl-C, as before
+    assert shm_entries(name) == [], err
