@@ -379,7 +379,18 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
                 ch.lease += 1
             if u32[ch.owner_word]:
                 ch.sem.release()  # sleeping clients wake, see STOPPED, fail ServerUnavailable
-        remove_objects(self.name, keep_lock_file=True)
+        # a client that is another user (a group-mode server's) made its data segment, which
+        # /dev/shm's sticky bit keeps: raising there left the rest open and the name held
+        failed: list[tuple[str, str]] = []
+        remove_objects(self.name, keep_lock_file=True, failed=failed)
+        if failed:
+            log.warning(
+                "shm %s: stopped, but cannot remove %s: another user's (a client's data segment); "
+                "`foundation shm clean %s` run as its owner removes it",
+                self.name,
+                "; ".join(f"/dev/shm/{entry} ({why})" for entry, why in failed),
+                self.name,
+            )
         self._cuda.close()
         for ch in self._channels:
             ch.unmap()

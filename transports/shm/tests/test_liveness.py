@@ -503,3 +503,41 @@ def test_a_dead_clients_segment_another_user_owns_does_not_stop_the_reclaim(
     assert not [m for m in messages if "reaping dead clients failed" in m]
     said = [m for m in messages if "cannot remove data segment" in m]
     assert len(said) == 1 and left[0] in said[0] and "another user's" in said[0], said
+
+
+def test_stop_releases_everything_else_when_a_clients_segment_is_another_users(
+    name: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group-mode server cannot unlink the data segment of a client that is another user
+    (/dev/shm is sticky). stop() raised PermissionError at that entry: the semaphores sorted after
+    it stayed in /dev/shm, the region and semaphores open, the name's lock held, and
+    ``runtime.close()`` (``foundation serve``'s stop) failed there, its models never unloaded. Now
+    the rest is released and the segment named once, with who can remove it."""
+    from foundation_shm import _objects
+
+    server = ShmTransport().serve(name, EchoHandler(), channels=2)
+    client = ShmTransport().connect(name)
+    try:
+        assert client.infer(InferenceRequest("echo", {"x": np.ones(1)})).outputs["x"][0] == 1
+        theirs = [o for o in objects_of(name) if o.startswith(f"fdn-{name}-d0-")]
+        assert len(theirs) == 1, objects_of(name)
+        unlink = os.unlink
+
+        def not_ours(path: str, *args: object, **kwargs: object) -> None:
+            if os.path.basename(path) in theirs:
+                raise PermissionError(1, "Operation not permitted", path)
+            unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(_objects.os, "unlink", not_ours)
+        caplog.set_level(logging.WARNING, logger="foundation_shm")
+        server.stop()
+        monkeypatch.undo()
+        assert objects_of(name) == theirs  # the lock file and every semaphore gone
+        said = [r.getMessage() for r in caplog.records if theirs[0] in r.getMessage()]
+        assert len(said) == 1 and "another user's" in said[0] and "foundation shm clean" in said[0], said
+        again = ShmTransport().serve(name, EchoHandler(), channels=1)  # the name is free again
+        again.stop()
+    finally:
+        monkeypatch.undo()
+        client.close()
+        server.stop()
