@@ -416,7 +416,11 @@ class MLRuntime:
         ``drained()`` is called once every request is answered, before the models go.
         ``abandoned`` then counts the requests a transport gave up on (its drain timed out).
         ``drain_timeout`` bounds the whole drain, the transports' and the models' together (a
-        model whose call is still running then is closed when that call returns)."""
+        model whose call is still running then is closed when that call returns).
+
+        Every server is stopped, every model unloaded and the runtime's own hub shut down
+        whatever one of them raises (a Ctrl-C meanwhile hurries the rest); then the first error
+        is raised (an interrupt before any other), the others noted on it."""
         drain_timeout = check_drain(drain_timeout, "close")
         with self._models_lock:
             if self._closed:
@@ -430,10 +434,20 @@ class MLRuntime:
             batcher = served.batcher  # read once: an unload_model in another thread lets it go
             if batcher is not None:
                 batcher.drain()
+        errors: list[BaseException] = []  # each step runs whatever an earlier one raised
+
+        def failed(exc: BaseException) -> None:
+            errors.append(exc)
+            if not isinstance(exc, Exception):  # Ctrl-C: the rest stops at once, still released
+                self._hurry = True
+
         for transport, server in servers:  # the transport stops accepting and waits for in-flight
             if self._hurry:
                 self.hurry()
-            server.stop(max(0.0, deadline - _clock()))
+            try:
+                server.stop(max(0.0, deadline - _clock()))
+            except BaseException as exc:
+                failed(exc)
             self.abandoned += int(getattr(server, "abandoned", 0) or 0)
             address = server_address(server, self.addresses)
             self.addresses.pop(id(server), None)
@@ -447,19 +461,33 @@ class MLRuntime:
                 if self._hurry
                 else f"the {drain_timeout:g} s drain timed out",
             )
-        try:
-            if drained is not None:
+        if drained is not None:
+            try:
                 drained()
-        finally:  # whatever drained() raised, the models are unloaded
-            for name in self.registry.names():
-                left = 0 if self._hurry else max(0.0, deadline - _clock())
-                with contextlib.suppress(ModelNotFound):  # unloaded meanwhile by another thread
-                    self.unload_model(name, drain_timeout=left)
-            # the servers stopped refer back to this runtime (their handler): holding them made a
-            # cycle that kept a closed runtime, and its hub, alive until the garbage collector ran
-            self._stopping = []
-            if self._own_hub:
+            except BaseException as exc:
+                failed(exc)
+        for name in self.registry.names():
+            left = 0 if self._hurry else max(0.0, deadline - _clock())
+            try:
+                self.unload_model(name, drain_timeout=left)
+            except ModelNotFound:  # unloaded meanwhile by another thread
+                pass
+            except BaseException as exc:
+                failed(exc)
+        # the servers stopped refer back to this runtime (their handler): holding them made a
+        # cycle that kept a closed runtime, and its hub, alive until the garbage collector ran
+        self._stopping = []
+        if self._own_hub:
+            try:
                 self.hub.shutdown()
+            except BaseException as exc:
+                failed(exc)
+        if errors:  # an interrupt first (stopping is what the user asked), then the first error
+            first = next((e for e in errors if not isinstance(e, Exception)), errors[0])
+            for other in errors:
+                if other is not first:
+                    first.add_note(f"closing the runtime also raised: {other!r}")
+            raise first
 
     def __enter__(self) -> MLRuntime:
         return self

@@ -34,6 +34,7 @@ from foundation_ml.errors import (
     InferenceError,
     InvalidInput,
     ModelNotFound,
+    ServerUnavailable,
     ShuttingDown,
 )
 
@@ -685,3 +686,39 @@ def test_a_model_answering_an_array_instead_of_a_mapping_is_named_at_warm_up(run
     ):
         runtime.register_model("lin", _Linear(answer="array"))
     assert runtime.registry.names() == []
+
+
+class _Closes(FunctionModel):
+    closed = 0
+
+    def close(self) -> None:
+        _Closes.closed += 1
+
+
+@pytest.mark.parametrize("raised", [RuntimeError("toy: stop failed"), KeyboardInterrupt()])
+def test_close_stops_every_server_and_unloads_every_model_whatever_one_stop_raises(runtime, raised) -> None:
+    """A server whose stop() raised (or a Ctrl-C during its drain) left the servers after it
+    serving and every model loaded: close() had marked itself done, so nothing ever retried."""
+    _Closes.closed = 0
+    for model in ("a", "b"):
+        runtime.register_model(
+            model, _Closes(lambda x: {"y": x}, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"})
+        )
+    first, second = unique_name(), unique_name()
+    runtime.start("inproc", first)
+    runtime.start("inproc", second)
+    [(_, broken), _] = runtime.servers
+    stop = broken.stop
+
+    def stop_raises(drain_timeout: float = 5.0) -> None:
+        stop(drain_timeout)
+        raise raised
+
+    broken.stop = stop_raises  # type: ignore[method-assign]
+    with pytest.raises(type(raised)):
+        runtime.close()
+    assert _Closes.closed == 2
+    assert runtime.registry.names() == []
+    assert runtime.servers == []
+    with pytest.raises(ServerUnavailable):
+        InferenceClient(second, transport="inproc", hub=runtime.hub)
