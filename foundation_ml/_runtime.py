@@ -223,7 +223,9 @@ class MLRuntime:
         """Stop serving ``name`` (one version, or all); queued requests are answered first, for
         at most ``drain_timeout`` in all. A request that raced the unload is answered
         ``ShuttingDown`` (or, asking for no version, served by the latest version left); a model
-        whose call is still running at the timeout is closed when that call returns."""
+        whose call is still running at the timeout is closed when that call returns. Every
+        version is stopped whatever one's stop (its model's ``close()``, a Ctrl-C) raises; then
+        the first error is raised (an interrupt before any other), the others noted on it."""
         drain_timeout = check_drain(drain_timeout, f"unload_model({name!r})")
         if version is not None:  # "" would read "no such model"; 1 "no version 1 (versions: 1)"
             check_name(version, f"unload_model({name!r}): the version", MAX_VERSION_BYTES)
@@ -231,9 +233,15 @@ class MLRuntime:
         with self._models_lock:
             gone = self.registry.remove(name, version)
             self._update_batchers()
-        for served in gone:
-            left = max(0.0, deadline - _clock())
-            served.stop(left, why=f"version {served.version!r} is being unloaded")
+        errors: list[BaseException] = []  # each version is stopped whatever another's stop raised:
+        for served in gone:  # removed from the registry already, none would ever be stopped after
+            hurry = any(not isinstance(e, Exception) for e in errors)  # a Ctrl-C: no more waiting
+            left = 0.0 if hurry else max(0.0, deadline - _clock())
+            try:
+                served.stop(left, why=f"version {served.version!r} is being unloaded")
+            except BaseException as exc:
+                errors.append(exc)
+        _raise_first(errors, f"unloading model {name!r} also raised")
 
     def _update_batchers(self) -> None:
         """What ``flush()`` runs: the batchers of the registry as it is now (under _models_lock)."""
@@ -482,12 +490,7 @@ class MLRuntime:
                 self.hub.shutdown()
             except BaseException as exc:
                 failed(exc)
-        if errors:  # an interrupt first (stopping is what the user asked), then the first error
-            first = next((e for e in errors if not isinstance(e, Exception)), errors[0])
-            for other in errors:
-                if other is not first:
-                    first.add_note(f"closing the runtime also raised: {other!r}")
-            raise first
+        _raise_first(errors, "closing the runtime also raised")
 
     def __enter__(self) -> MLRuntime:
         return self
@@ -496,6 +499,17 @@ class MLRuntime:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _raise_first(errors: list[BaseException], also: str) -> None:
+    """Raise the first of ``errors``, if any: an interrupt before any other (stopping is what the
+    user asked), the others noted on it (``also``: what the note says they come from)."""
+    if errors:
+        first = next((e for e in errors if not isinstance(e, Exception)), errors[0])
+        for other in errors:
+            if other is not first:
+                first.add_note(f"{also}: {other!r}")
+        raise first
 
 
 def _signature_doc(served: ServedModel) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -722,3 +723,25 @@ def test_close_stops_every_server_and_unloads_every_model_whatever_one_stop_rais
     assert runtime.servers == []
     with pytest.raises(ServerUnavailable):
         InferenceClient(second, transport="inproc", hub=runtime.hub)
+
+
+class _CloseRaises(FunctionModel):
+    def close(self) -> None:
+        _Closes.closed += 1
+        raise RuntimeError("toy: version 1 cannot close")
+
+
+@pytest.mark.parametrize("how", ["unload_model", "close"])
+def test_every_version_is_stopped_whatever_one_versions_close_raises(runtime, how) -> None:
+    """unload_model (and so close) stopped the versions of a model one after another: one whose
+    stop raised (its model's close()) left those after it running, out of the registry already,
+    so nothing ever stopped them or closed their models."""
+    _Closes.closed = 0
+    spec = {"inputs": {"x": "FP32[-1]"}, "outputs": {"y": "FP32[-1]"}}
+    runtime.register_model("m", _CloseRaises(lambda x: {"y": x}, **spec), version="1")
+    runtime.register_model("m", _Closes(lambda x: {"y": x}, **spec), version="2")
+    unload = runtime.close if how == "close" else functools.partial(runtime.unload_model, "m")
+    with pytest.raises(RuntimeError, match="version 1 cannot close"):
+        unload()
+    assert _Closes.closed == 2  # version 2's model closed too
+    assert runtime.registry.names() == []
