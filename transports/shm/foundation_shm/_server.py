@@ -56,6 +56,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self.handler = handler
         report = getattr(handler, "rejected", None)  # RequestHandler.rejected: optional
         self._report = report if callable(report) else None
+        self._told: tuple[int, int] | None = None  # see _Dispatch._rejected
         self.spin_ns = opts.spin_us * 1000
         self.heartbeat_s = opts.heartbeat_ms / 1000
         self.limits = Limits(opts.max_tensors, opts.max_request_bytes)

@@ -54,6 +54,7 @@ class _Dispatch:
     _cuda: ServerCuda
     _answer: Callable[[_Responder, InferenceResponse | InferenceError], None]
     _report: Callable[[str, str, InferenceError], None] | None  # the handler's rejected, if any
+    _told: tuple[int, int] | None  # (channel, seq) last reported or handed over on a failure path
     _stopping: bool
     _drain_upto: dict[int, int]
     _parked: set[int]
@@ -97,14 +98,14 @@ class _Dispatch:
             rid = self._request_id(ch)
             self._log_rejected(ch, "rejected request %d: %s", rid, exc)
             exc.request_id = rid
-            self._rejected(ch, exc.model, "", exc)  # the model, where the decoder got that far
+            self._rejected(ch, seq, exc.model, "", exc)  # the model, where the decoder got that far
             self._answer_or_park(ch, seq, rid, model, exc)
             return
         except Exception as exc:  # a segment the client broke: answer if we can, never die
             rid = self._request_id(ch)
             self._log_rejected(ch, "%r", exc)
             err = InternalError(str(exc), request_id=rid)
-            self._rejected(ch, "", "", err)
+            self._rejected(ch, seq, "", "", err)
             self._answer_or_park(ch, seq, rid, model, err)
             return
         respond = _Responder(self, ch, seq, dec.request_id, dec.model)
@@ -135,8 +136,10 @@ class _Dispatch:
         try:
             self.handler(request, respond)
         except InferenceError as exc:
+            self._told = (respond.channel.index, respond.seq)  # the handler's: _fail reports it not
             respond(exc)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the loop thread serves on
+            self._told = (respond.channel.index, respond.seq)
             # a client may send what makes the handler raise as often as it likes: the traceback
             # is logged at most 10 at once and one a second per channel, as rejections are
             more = self._raised_log.admit(respond.channel.index)
@@ -186,14 +189,16 @@ class _Dispatch:
         """Answer a decoded request ``error`` without running it; an inference request is reported
         to the handler first (METADATA and STATS are no requests it counts)."""
         if dec.kind == _INFER:
-            self._rejected(ch, dec.model, dec.version, error)
+            self._rejected(ch, respond.seq, dec.model, dec.version, error)
         respond(error)
 
-    def _rejected(self, ch: _Channel, model: str, version: str, error: InferenceError) -> None:
+    def _rejected(self, ch: _Channel, seq: int, model: str, version: str, error: InferenceError) -> None:
         """Tell the handler (``RequestHandler.rejected``, if it has it) of a request answered
         ``error`` here, before it is answered (a client that reads the stats then finds it
         counted). Whatever the handler raises is logged (as its other faults are: throttled per
-        channel) and serving goes on."""
+        channel) and serving goes on. Once per request: should answering it fail, ``_fail``
+        (which answers INTERNAL) does not report it again."""
+        self._told = (ch.index, seq)
         report = self._report
         if report is None:
             return
@@ -277,7 +282,9 @@ class _Dispatch:
             if ch.resp is None or ch.gen != self._u64[ch.gen_word]:
                 self._map(ch)
             err = InternalError("the server failed on this request (see its log)")
-            self._rejected(ch, "", "", err)
+            told, self._told = self._told, None
+            if told != (ch.index, seq):  # reported already, or the handler's: counted once
+                self._rejected(ch, seq, "", "", err)
             self._answer(_Responder(self, ch, seq, self._request_id(ch), ""), err)
         except Exception:
             log.exception("shm %s channel %d: cannot answer; parking the channel", self.name, ch.index)

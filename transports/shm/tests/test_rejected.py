@@ -21,7 +21,7 @@ from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
 
 from foundation_ml import FunctionModel, InferenceRequest, InferenceResponse, MLRuntime, Respond
-from foundation_ml.errors import DeadlineExceeded, InferenceError, ShuttingDown
+from foundation_ml.errors import DeadlineExceeded, InferenceError, InternalError, ShuttingDown
 
 from .conftest import until
 
@@ -178,3 +178,26 @@ def test_the_handler_is_told_not_called_and_one_whose_report_raises_is_still_ser
             out = client.infer(InferenceRequest("echo", {"x": x})).outputs["x"]
             np.testing.assert_array_equal(out, x)
             assert len(handler.reports) == 1  # what the handler got is not reported
+
+
+def test_a_refusal_whose_answer_failed_is_reported_once(name: str) -> None:
+    """A refusal reported, then its answer raising (a bug of ours): the serving loop's ``_fail``
+    answers INTERNAL instead, and reported the request a second time, so the runtime counted
+    one request twice (its DEADLINE_EXCEEDED and an INTERNAL)."""
+    handler = _Reporting()
+    with ShmTransport().serve(name, handler) as server, ShmTransport().connect(name) as client:
+        assert isinstance(server, ShmServer)
+        answer = server._answer
+        calls: list[object] = []
+
+        def answer_fails_once(r: Any, value: Any) -> None:
+            calls.append(value)
+            if len(calls) == 1:
+                raise RuntimeError("toy: answering failed")
+            answer(r, value)
+
+        server._answer = answer_fails_once  # type: ignore[method-assign]
+        with pytest.raises(InferenceError, match="failed on this request"):
+            _send_expired(client, "echo", "3")
+        assert [type(v) for v in calls] == [DeadlineExceeded, InternalError]
+        assert handler.reports == [("echo", "3", DeadlineExceeded)]
