@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from foundation_shm._client import ShmClient
 from foundation_shm._objects import group_objects, remove_objects
 
 PREFIX = f"t{os.getpid()}x"
@@ -27,6 +28,18 @@ def until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def send_raw(client: ShmClient, area: bytes, request_id: int) -> None:
+    """Put arbitrary bytes in a channel's request area and hand them to the server (as a
+    client with a broken encoder would)."""
+    ch = client._take(0)
+    try:
+        ch.wkey = None
+        ch.req[: len(area)] = area
+        client._exchange(ch, request_id, "raw", time.monotonic_ns() + 10**10, retry=False)
+    finally:
+        client._give(ch)
 
 
 def _ours() -> dict[str, list[str]]:

@@ -31,6 +31,8 @@ from foundation_ml.errors import (
     TooLarge,
 )
 
+from .conftest import send_raw
+
 VECTORS = Path(__file__).resolve().parents[3] / "docs" / "protocol" / "vectors"
 ERROR_VECTORS = sorted(p.stem for p in VECTORS.glob("error_*.bin"))
 
@@ -45,17 +47,6 @@ def server(name: str) -> Iterator[ShmServer]:
 def _still_serves(client: ShmClient) -> None:
     x = np.arange(5)
     np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
-
-
-def _send_raw(client: ShmClient, area: bytes, request_id: int) -> None:
-    """Put arbitrary bytes in a channel's request area and hand them to the server."""
-    ch = client._take(0)
-    try:
-        ch.wkey = None
-        ch.req[: len(area)] = area
-        client._exchange(ch, request_id, "raw", time.monotonic_ns() + 10**10, retry=False)
-    finally:
-        client._give(ch)
 
 
 _VALID = _vector_messages._request({"x": np.arange(6, dtype=np.float32)}, request_id=7, model="echo")
@@ -88,7 +79,7 @@ def test_a_mutated_request_gets_a_typed_error_or_an_answer_and_the_server_goes_o
     with ShmTransport().connect(name, timeout=5.0) as client:
         code = ErrorCode.OK
         try:
-            _send_raw(client, bytes(area), 7)
+            send_raw(client, bytes(area), 7)
         except InferenceError as exc:  # any other exception fails the test
             code = exc.code
         event(f"answered {code.name}")  # --hypothesis-show-statistics: how far the changes got
@@ -102,7 +93,7 @@ def test_a_malformed_request_gets_its_typed_error_and_the_server_goes_on(
     expect = json.loads((VECTORS / f"{vector}.json").read_text())["expect"]
     with ShmTransport().connect(name) as client:
         with pytest.raises(InferenceError) as info:
-            _send_raw(client, (VECTORS / f"{vector}.bin").read_bytes(), expect["request_id"])
+            send_raw(client, (VECTORS / f"{vector}.bin").read_bytes(), expect["request_id"])
         assert info.value.code.name == expect["error"]
         _still_serves(client)
 
@@ -123,9 +114,9 @@ def test_a_metadata_or_stats_request_carrying_more_is_refused(
     inputs = fields.pop("inputs")
     with ShmTransport().connect(name) as client:
         if inputs:  # the server has just decoded an infer request with the same payload (its cache)
-            _send_raw(client, _vector_messages._request(inputs, request_id=8, **fields), 8)
+            send_raw(client, _vector_messages._request(inputs, request_id=8, **fields), 8)
         with pytest.raises(InvalidInput, match=f"carries no inputs.*has {names}"):
-            _send_raw(client, _vector_messages._request(inputs, request_id=9, kind=kind, **fields), 9)
+            send_raw(client, _vector_messages._request(inputs, request_id=9, kind=kind, **fields), 9)
         _still_serves(client)
 
 

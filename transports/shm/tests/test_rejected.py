@@ -23,7 +23,7 @@ from foundation_shm._server import ShmServer
 from foundation_ml import FunctionModel, InferenceRequest, InferenceResponse, MLRuntime, Respond
 from foundation_ml.errors import DeadlineExceeded, InferenceError, InternalError, ShuttingDown
 
-from .conftest import until
+from .conftest import send_raw, until
 
 VECTORS = Path(__file__).resolve().parents[3] / "docs" / "protocol" / "vectors"
 
@@ -39,16 +39,6 @@ def _send_expired(client: ShmClient, model: str, version: str = "") -> None:
         ch.wkey = None
         assert client._write(ch, [], 32 + 112, 5, model, version, time.monotonic_ns() - 1)
         client._exchange(ch, 5, model, 0, retry=False)
-    finally:
-        client._give(ch)
-
-
-def _send_raw(client: ShmClient, area: bytes, request_id: int) -> None:
-    ch = client._take(0)
-    try:
-        ch.wkey = None
-        ch.req[: len(area)] = area
-        client._exchange(ch, request_id, "raw", time.monotonic_ns() + 10**10, retry=False)
     finally:
         client._give(ch)
 
@@ -111,7 +101,7 @@ def test_malformed_requests_count_at_server_level_by_code(runtime: _Runtime, nam
         for path in sorted(VECTORS.glob("error_*.json")):
             expect = json.loads(path.read_text())["expect"]
             with pytest.raises(InferenceError) as info:
-                _send_raw(client, path.with_suffix(".bin").read_bytes(), expect["request_id"])
+                send_raw(client, path.with_suffix(".bin").read_bytes(), expect["request_id"])
             assert info.value.code.name == expect["error"], path.stem
             expected[expect["error"]] += 1
         assert client.stats()["server"]["rejected"] == dict(expected)
