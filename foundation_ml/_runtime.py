@@ -60,7 +60,9 @@ def _close_open_runtimes() -> None:
         for runtime in mine:
             try:
                 runtime.close(reason="exit")
-            except Exception as exc:  # the others are closed all the same
+            except KeyboardInterrupt:  # a third Ctrl-C: Python's default, as documented
+                raise
+            except BaseException as exc:  # (a model's close() calling sys.exit): the others too
                 log.warning("closing a runtime at interpreter exit failed: %r", exc)
 
 

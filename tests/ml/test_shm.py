@@ -534,3 +534,37 @@ def test_a_second_ctrl_c_at_exit_ends_the_drain_and_still_releases_every_runtime
     assert "told to stop at once" in err, err  # each abandoned its request
     assert proc.returncode == -signal.SIGINT, err  # ended by its (first) Ctrl-C, as before
     assert shm_entries(name) == [], err
+
+
+_EXITS_IN_CLOSE = """
+import sys
+from foundation_ml import FunctionModel, MLRuntime
+
+
+class ExitsInClose(FunctionModel):
+    def close(self):
+        sys.exit(3)
+
+
+for name in sys.argv[1:]:  # never closed: the exit closes them
+    runtime = MLRuntime()
+    runtime.register_model(
+        "m", ExitsInClose(lambda x: x, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"}), warmup=False
+    )
+    runtime.start(transport="shm", name=name)
+print("served", flush=True)
+"""
+
+
+def test_a_model_whose_close_exits_at_exit_leaves_the_other_runtimes_closed_too(
+    shm_hub: Hub, name: str
+) -> None:
+    """The exit hook caught only Exception: the SystemExit of one runtime's model close() ended it
+    there, and the runtimes after it stayed in /dev/shm."""
+    names = [name + "a", name + "b"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXITS_IN_CLOSE, *names], capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout == "served\n", proc.stderr
+    assert proc.stderr.count("closing a runtime at interpreter exit failed: SystemExit(3)") == 2, proc.stderr
+    assert shm_entries(name) == [], proc.stderr
