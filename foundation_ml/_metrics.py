@@ -1,4 +1,5 @@
-"""Per-model metrics: counters, a sliding latency window, batch sizes, queue depth; Prometheus text.
+"""Per-model metrics: counters, a sliding latency window and running latency sum, batch sizes,
+queue depth; Prometheus text.
 
 Recording is a few integer operations under an uncontended lock; percentiles are computed when
 metrics are read (``snapshot()``), never per request. Latency is measured server-side, from the
@@ -10,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from array import array
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ class ModelMetrics:
 
     __slots__ = (
         "_lat",
+        "_lat_sum",
         "_lock",
         "_n",
         "batch_sizes",
@@ -43,7 +45,8 @@ class ModelMetrics:
         self._lock = threading.Lock()
         self.window = window
         self._lat = array("q", bytes(8 * window))
-        self._n = 0
+        self._n = 0  # latencies recorded, ever (the window holds the last ``window`` of them)
+        self._lat_sum = 0  # their sum in ns, ever: an int, so exact however long it runs
         self.requests = 0
         self.errors = 0
         self.errors_by_code: dict[str, int] = {}
@@ -64,6 +67,7 @@ class ModelMetrics:
                 self.batch_sizes[batch] = self.batch_sizes.get(batch, 0) + 1
             self._lat[self._n % self.window] = latency_ns
             self._n += 1
+            self._lat_sum += latency_ns
             if error is not None:
                 self.errors += 1
                 self.errors_by_code[error] = self.errors_by_code.get(error, 0) + 1
@@ -91,9 +95,13 @@ class ModelMetrics:
             self.max_queue_depth = depth
 
     def snapshot(self) -> dict[str, Any]:
-        """A JSON-able document: counts, latency percentiles in µs, batch sizes, queue depth."""
+        """A JSON-able document: counts, latency percentiles in µs, batch sizes, queue depth.
+        ``latency_count`` and ``latency_sum_us``: every latency recorded since the model was
+        loaded (not only the window's), and their sum, for a Prometheus summary's ``_count`` and
+        ``_sum``; a refused request (``refused``) has no latency and counts in neither."""
         with self._lock:
             n = min(self._n, self.window)
+            count, total_ns = self._n, self._lat_sum
             lat = np.frombuffer(self._lat, dtype=np.int64)[:n].copy()
             doc: dict[str, Any] = {
                 "requests": self.requests,
@@ -105,6 +113,8 @@ class ModelMetrics:
                 "queue_depth": self.queue_depth,
                 "max_queue_depth": self.max_queue_depth,
             }
+        doc["latency_count"] = count
+        doc["latency_sum_us"] = total_ns / 1e3
         rows = sum(k * v for k, v in self.batch_sizes.items())
         doc["mean_batch_size"] = round(rows / self.batches, 3) if self.batches else None
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -139,10 +149,17 @@ def prometheus_text(
         for version, snap in sorted((doc.get("versions") or {doc.get("version", ""): doc}).items())
     ]
 
-    def metric(name: str, kind: str, help: str, samples: list[tuple[str, float]]) -> None:
+    def metric(
+        name: str, kind: str, help: str, samples: Sequence[tuple[str, float] | tuple[str, float, str]]
+    ) -> None:
+        """``samples``: ``(labels, value)``, or ``(labels, value, suffix)`` for a summary's
+        ``_sum`` and ``_count``."""
         lines.append(f"# HELP foundation_{name} {help}")
         lines.append(f"# TYPE foundation_{name} {kind}")
-        lines.extend(f"foundation_{name}{{{labels}}} {_number(value)}" for labels, value in samples)
+        lines.extend(
+            f"foundation_{name}{sample[2] if len(sample) > 2 else ''}{{{sample[0]}}} {_number(sample[1])}"
+            for sample in samples
+        )
 
     def lab(model: str, version: str, **extra: str) -> str:
         pairs = {"server": server, "model": model, "version": version, **extra}
@@ -157,16 +174,22 @@ def prometheus_text(
         "Requests answered with an error, by error code.",
         [(lab(m, v, code=c), n) for m, v, s in series for c, n in s["errors_by_code"].items()],
     )
+    # a summary: per series its quantiles over the recent window (none before the first
+    # latency), then _sum and _count over every latency recorded since the version was loaded
+    latency: list[tuple[str, float] | tuple[str, float, str]] = []
+    for m, v, s in series:
+        if s["latency_us"]:
+            latency.extend(
+                (lab(m, v, quantile=q), s["latency_us"][k])
+                for q, k in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
+            )
+        if "latency_count" in s:  # a server from before they were kept: quantiles only
+            latency += [(lab(m, v), s["latency_sum_us"], "_sum"), (lab(m, v), s["latency_count"], "_count")]
     metric(
         "latency_microseconds",
         "summary",
-        "Server-side latency over the recent window.",
-        [
-            (lab(m, v, quantile=q), s["latency_us"][k])
-            for m, v, s in series
-            if s["latency_us"]
-            for q, k in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
-        ],
+        "Server-side latency: quantiles over the recent window; _sum and _count since loaded.",
+        latency,
     )
     metric("batches_total", "counter", "Backend calls.", [(lab(m, v), s["batches"]) for m, v, s in series])
     metric(

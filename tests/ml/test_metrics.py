@@ -94,6 +94,87 @@ def test_prometheus_text_exposes_counters_and_quantiles(
     assert prometheus_text({}).count("# TYPE") == 8
 
 
+def test_latency_sum_and_count_cover_every_recorded_latency_not_only_the_window() -> None:
+    metrics = ModelMetrics(window=4)
+    for ns in (1_000_000, 1_000_000, 1_000, 2_000, 3_000, 4_000):
+        metrics.record(ns)
+    metrics.refused("DEADLINE_EXCEEDED")  # measured no latency: counts in neither
+    snap = metrics.snapshot()
+    assert (snap["latency_count"], snap["latency_sum_us"]) == (6, 2010.0)
+    assert (snap["requests"], snap["latency_us"]["window"]) == (7, 4)
+    empty = ModelMetrics().snapshot()
+    assert (empty["latency_count"], empty["latency_sum_us"]) == (0, 0.0)
+
+
+def _summaries(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], dict[str, float]]]:
+    """Every summary family of ``text`` (read by prometheus_client's parser, which fails on
+    malformed text): ``{family: {labels without quantile: {"0.5"..., "_sum", "_count": value}}}``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[tuple[tuple[str, str], ...], dict[str, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.type != "summary":
+            continue
+        groups = out.setdefault(family.name, {})
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            quantile = labels.pop("quantile", None)
+            if quantile is not None:
+                assert sample.name == family.name, sample
+            key = quantile if quantile is not None else sample.name[len(family.name) :]
+            groups.setdefault(tuple(sorted(labels.items())), {})[key] = sample.value
+    return out
+
+
+def test_prometheus_summary_has_quantiles_sum_and_count_per_series(
+    runtime: MLRuntime, name: str, rows
+) -> None:
+    """A summary is its quantiles plus ``_sum`` and ``_count`` (the exposition format): without
+    them, ``rate(x_sum) / rate(x_count)``, the mean latency, cannot be queried."""
+    runtime.register_model("m", _identity(), version="1")
+    runtime.register_model("m", _identity(), version="2")
+    runtime.register_model("idle", _identity())
+    runtime.start("inproc", name)
+    with InferenceClient(name, transport="inproc", hub=runtime.hub) as client:
+        for _ in range(5):
+            client.infer("m", {"x": rows(1)}, version="1")
+        for _ in range(3):
+            client.infer("m", {"x": rows(1)})
+        with pytest.raises(InvalidInput):  # answered by the runtime: a latency like any other
+            client.infer("m", {"x": np.zeros((1, 3), np.float32)})
+    runtime.rejected("m", "1", DeadlineExceeded("late", model="m"))  # a refusal: no latency
+    text = runtime.prometheus()
+    stats = runtime.stats()["models"]
+
+    summaries = _summaries(text)
+    assert list(summaries) == ["foundation_latency_microseconds"]
+    series = summaries["foundation_latency_microseconds"]
+    for labels, got in series.items():
+        assert {"_sum", "_count"} <= set(got), f"{dict(labels)}: {got}"
+    base = (("model", "m"), ("server", name))
+    m1, m2 = series[(*base, ("version", "1"))], series[(*base, ("version", "2"))]
+    idle = series[(("model", "idle"), ("server", name), ("version", "1"))]
+    assert len(series) == 3
+    for got, doc in ((m1, stats["m"]["versions"]["1"]), (m2, stats["m"]["versions"]["2"])):
+        assert set(got) == {"0.5", "0.95", "0.99", "_sum", "_count"}
+        assert got["_count"] == doc["latency_count"] == doc["latency_us"]["window"]
+        assert got["_sum"] == doc["latency_sum_us"] > 0
+        assert got["_sum"] / got["_count"] == pytest.approx(doc["latency_us"]["mean"], abs=0.051)
+    assert (m1["_count"], stats["m"]["versions"]["1"]["requests"]) == (5, 6)  # the refusal: no latency
+    assert (m2["_count"], stats["m"]["versions"]["2"]["requests"]) == (4, 4)
+    assert idle == {"_sum": 0.0, "_count": 0.0}  # no latency yet: no quantiles, but the series
+
+
+def test_prometheus_text_of_a_server_that_kept_no_latency_sum_has_its_quantiles() -> None:
+    """``foundation stats --prometheus`` against a server from before ``latency_count``."""
+    metrics = ModelMetrics()
+    metrics.record(2_000)
+    snap = {k: v for k, v in metrics.snapshot().items() if k not in ("latency_count", "latency_sum_us")}
+    text = prometheus_text({"m": snap})
+    assert 'foundation_latency_microseconds{server="",model="m",version="",quantile="0.5"} 2.0\n' in text
+    assert "_count{" not in text and "_sum{" not in text
+
+
 def test_prometheus_numbers_are_exact() -> None:
     metrics = ModelMetrics()
     snap = {**metrics.snapshot(), "requests": 1_234_567, "batches": 2**53 + 1, "queue_depth": 0}
@@ -193,6 +274,7 @@ def test_foundation_stats_shows_the_servers_refusals(
     assert main(["stats", name, "--transport", "inproc", "--prometheus"]) == 0
     out = capsys.readouterr().out
     assert f'foundation_rejected_total{{server="{name}",code="TOO_LARGE"}} 1\n' in out
+    assert f'foundation_latency_microseconds_count{{server="{name}",model="m",version="1"}} 0\n' in out
     assert (
         f'foundation_errors_total{{server="{name}",model="m",version="1",code="DEADLINE_EXCEEDED"}} 1' in out
     )
