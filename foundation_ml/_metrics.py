@@ -113,12 +113,14 @@ class ModelMetrics:
                 "queue_depth": self.queue_depth,
                 "max_queue_depth": self.max_queue_depth,
             }
+            # under the lock: a record() adding a new size would break the iteration
+            rows = sum(k * v for k, v in self.batch_sizes.items())
         doc["latency_count"] = count
         doc["latency_sum_us"] = total_ns / 1e3
-        rows = sum(k * v for k, v in self.batch_sizes.items())
-        doc["mean_batch_size"] = round(rows / self.batches, 3) if self.batches else None
+        batches = doc["batches"]
+        doc["mean_batch_size"] = round(rows / batches, 3) if batches else None
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        doc["throughput_rps"] = round(self.requests / elapsed, 1)
+        doc["throughput_rps"] = round(doc["requests"] / elapsed, 1)
         if n:
             p50, p95, p99 = np.percentile(lat, [50, 95, 99]) / 1e3
             doc["latency_us"] = {

@@ -79,6 +79,24 @@ def test_latency_window_keeps_the_most_recent_requests() -> None:
     assert metrics.snapshot()["requests"] == 6
 
 
+def test_snapshot_reads_the_batch_sizes_only_under_the_lock() -> None:
+    """A backend call of a size not seen before, recorded while ``snapshot()`` summed the batch
+    sizes outside the lock, failed it with 'dictionary changed size during iteration'."""
+    metrics = ModelMetrics()
+    metrics.record_batch(2)
+
+    class Racing(dict[int, int]):
+        def items(self):  # type: ignore[no-untyped-def]
+            for item in super().items():
+                yield item
+                if not metrics._lock.locked():  # what a concurrent record_batch can do then
+                    self[len(self) + 100] = 1
+
+    metrics.batch_sizes = Racing(metrics.batch_sizes)
+    snap = metrics.snapshot()
+    assert (snap["batches"], snap["mean_batch_size"]) == (1, 2.0)
+
+
 def test_no_traffic_has_no_percentiles() -> None:
     assert ModelMetrics().snapshot()["latency_us"] is None
 
