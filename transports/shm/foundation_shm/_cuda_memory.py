@@ -108,18 +108,115 @@ def datatype_of(t: torch.Tensor) -> DataType:
 # --- device memory <-> tensors ------------------------------------------------------------------
 
 
+# --- this process's driver mappings of other processes' handles ----------------------------------
+#
+# The driver maps a handle once per process: a second cuIpcOpenMemHandle of a handle still open
+# fails (CUDA_ERROR_ALREADY_MAPPED) on some drivers and returns the same pointer, counted, on
+# others. A mapping's last reference may go in any thread (an asynchronous handler lets go of its
+# inputs after its answer, a client's caller of its output views), and its close released the GIL
+# while another thread opened the same handle again (the client's next request reuses its tensor):
+# that open ran during the close. So every open and close of this process runs under one lock, and
+# a handle is opened again only once its close has returned, or, while its close is still to come,
+# its mapping is taken up again instead. Dropping a reference never waits for the lock: the close
+# is queued, and done by whoever holds the lock before they let go of it.
+
+
+class _Open:
+    """One driver mapping of ``(device, handle)``: the driver that opened it, its pointer and size,
+    how many ``_Mapping`` objects use it (``_opens_lock`` guards the count)."""
+
+    __slots__ = ("driver", "ptr", "size", "users")
+
+    def __init__(self, drv: Any, ptr: int, size: int) -> None:
+        self.driver, self.ptr, self.size, self.users = drv, ptr, size, 0
+
+
+_opens: dict[tuple[int, bytes], _Open] = {}
+_opens_lock = threading.Lock()
+_released: collections.deque[tuple[tuple[int, bytes], _Open]] = collections.deque()  # closes to do
+
+
+def _acquire(device: int, handle: bytes) -> _Open:
+    """The driver mapping of ``handle`` on ``device``, opened unless open (or closing: then taken
+    up again); one more user. Raises ``CudaError`` (nothing changed) when it does not open."""
+    key = (device, handle)
+    try:
+        with _opens_lock:
+            _close_released()
+            o = _opens.get(key)
+            if o is None:
+                drv = driver()
+                ptr, size = drv.open(device, handle)
+                o = _opens[key] = _Open(drv, ptr, size)
+                if not size:
+                    log.warning(
+                        "shm: the size of an opened CUDA IPC allocation is unknown: offsets go unchecked"
+                    )
+            o.users += 1
+            return o
+    finally:
+        _settle()  # closes queued while the lock was held
+
+
+def _release(key: tuple[int, bytes], o: _Open) -> None:
+    """A ``_Mapping`` of ``o`` is gone (its finalizer, in whatever thread dropped it): one user
+    less, closed at none. Never waits: if another thread holds the lock, that one closes it."""
+    _released.append((key, o))
+    _settle()
+
+
+def _settle() -> None:
+    # a release queued after the holder's last look is seen here: the holder looks again after
+    # letting go, and the one that queued it looks once it could not take the lock
+    while _released and _opens_lock.acquire(blocking=False):
+        try:
+            _close_released()
+        finally:
+            _opens_lock.release()
+
+
+def _close_released() -> None:
+    """Count down the queued releases; close what nothing uses now (``_opens_lock`` held)."""
+    while _released:
+        key, o = _released.popleft()
+        o.users -= 1
+        if not o.users:
+            if _opens.get(key) is o:
+                del _opens[key]
+            o.driver.close(key[0], o.ptr)
+
+
 class _Mapping:
-    """One opened IPC handle; closed (``cuIpcCloseMemHandle``) once nothing references it."""
+    """One opened IPC handle; closed (``cuIpcCloseMemHandle``) once nothing references it (nor
+    any other ``_Mapping`` of the same handle in this process)."""
 
     __slots__ = ("__weakref__", "device", "handle", "ptr", "size")
 
     def __init__(self, device: int, handle: bytes) -> None:
         self.device, self.handle = device, handle
-        drv = driver()
-        self.ptr, self.size = drv.open(device, handle)
-        if not self.size:
-            log.warning("shm: the size of an opened CUDA IPC allocation is unknown: offsets go unchecked")
-        weakref.finalize(self, drv.close, device, self.ptr).atexit = False
+        o = _acquire(device, handle)
+        try:
+            self.ptr, self.size = o.ptr, o.size
+            weakref.finalize(self, _release, (device, handle), o).atexit = False
+        except BaseException:  # (an interrupt): the user counted must not keep it open for ever
+            _release((device, handle), o)
+            raise
+
+
+# Every mapping this process has open, whoever holds it (a cache, or tensors after a cache let go).
+_live: weakref.WeakValueDictionary[tuple[int, bytes], _Mapping] = weakref.WeakValueDictionary()
+_live_lock = threading.Lock()
+
+
+def open_mapping(device: int, handle: bytes) -> _Mapping:
+    """The mapping of ``handle`` on ``device``: the one this process has (whoever holds it), or
+    opened. Raises ``CudaError`` when the handle does not open."""
+    key = (device, handle)
+    with _live_lock:
+        m = _live.get(key)
+        if m is None:
+            m = _live[key] = _Mapping(device, handle)
+    return m
 
 
 class _OwnBuffer:
@@ -215,11 +312,6 @@ def _to_device(a: np.ndarray, device: Any) -> Any:
     return t.to(device)
 
 
-# Every mapping this process has open, whoever holds it (a cache, or tensors after a cache let go).
-_live: weakref.WeakValueDictionary[tuple[int, bytes], _Mapping] = weakref.WeakValueDictionary()
-_live_lock = threading.Lock()
-
-
 class _Cache:
     """Opened mappings by (device, handle), least recently used dropped first."""
 
@@ -231,11 +323,7 @@ class _Cache:
         key = (device, handle)
         m = self.entries.get(key)
         if m is None:
-            with _live_lock:  # CUDA opens a handle once per process: share a live mapping
-                m = _live.get(key)
-                if m is None:
-                    m = _live[key] = _Mapping(device, handle)
-            self.entries[key] = m
+            self.entries[key] = m = open_mapping(device, handle)
             if len(self.entries) > self.capacity:
                 self.entries.popitem(last=False)
         else:
@@ -288,11 +376,7 @@ class _ClientMappings:
         key = (client, device, handle)
         entry = self._lru.get(key)
         if entry is None:
-            with _live_lock:  # CUDA opens a handle once per process: share a live mapping
-                m = _live.get((device, handle))
-                if m is None:
-                    m = _live[device, handle] = _Mapping(device, handle)
-            entry = self._lru[key] = _Cached(m)
+            entry = self._lru[key] = _Cached(open_mapping(device, handle))
             self._of.setdefault(client, collections.OrderedDict())[key] = None
         else:
             self._lru.move_to_end(key)

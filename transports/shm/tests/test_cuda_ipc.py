@@ -466,7 +466,12 @@ def test_a_server_refusing_at_request_time_makes_the_client_fall_back_and_rememb
 
 
 class _FakeDriver:
-    """Opens every handle as an allocation of 1 MiB (``sizes`` says otherwise by handle)."""
+    """Opens every handle as an allocation of 1 MiB (``sizes`` says otherwise by handle).
+
+    As a driver that maps a handle once per process, it refuses to open a handle again before its
+    close has returned (CUDA_ERROR_ALREADY_MAPPED), and a close of what is not open is recorded
+    in ``errors``. ``on_open`` and ``on_close`` (handle -> None) run inside the call, before it
+    takes effect: a test blocks there to hold the driver in mid-call."""
 
     def __init__(self) -> None:
         self.opened: list[bytes] = []
@@ -474,16 +479,36 @@ class _FakeDriver:
         self.sizes: dict[bytes, int] = {}
         self.handle_at: dict[int, bytes] = {}  # each mapping's pointer: its handle
         self.size_at: dict[int, int] = {}
+        self.mapped: dict[tuple[int, bytes], int] = {}  # open now: (device, handle) -> pointer
+        self.tried: list[bytes] = []  # every open called, refused ones too
+        self.errors: list[str] = []
+        self.on_open: Callable[[bytes], None] | None = None
+        self.on_close: Callable[[bytes], None] | None = None
         self.next = 0x7000_0000
 
     def open(self, device: int, handle: bytes) -> tuple[int, int]:
+        self.tried.append(handle)
+        if self.on_open is not None:
+            self.on_open(handle)
+        if (device, handle) in self.mapped:
+            raise D.CudaError(
+                "cuIpcOpenMemHandle", 208, "CUDA_ERROR_ALREADY_MAPPED", "resource already mapped"
+            )
         self.opened.append(handle)
         size = self.sizes.get(handle, 1 << 20)
         self.next += max(size, 1 << 20)
         self.handle_at[self.next], self.size_at[self.next] = handle, size
+        self.mapped[device, handle] = self.next
         return self.next, size
 
     def close(self, device: int, ptr: int) -> None:
+        handle = self.handle_at.get(ptr, b"")
+        if self.on_close is not None:
+            self.on_close(handle)
+        if self.mapped.get((device, handle)) != ptr:
+            self.errors.append(f"close of {ptr:#x} on device {device}, which is not open")
+            return
+        del self.mapped[device, handle]
         self.closed.append(ptr)
 
     def closed_handles(self) -> list[bytes]:
@@ -507,13 +532,16 @@ class _Dec:
 
 
 @pytest.fixture
-def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> _FakeDriver:
+def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[_FakeDriver]:
+    gc.collect()  # an earlier test's mappings closed (by its driver), none taken up here
     drv = _FakeDriver()
     monkeypatch.setattr(D, "_driver", drv)
     # the server's opens: the "tensor" holds its mapping
     monkeypatch.setattr(_cuda_server, "tensor_on", lambda mapping, ref: mapping)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    return drv
+    yield drv
+    gc.collect()
+    assert not drv.errors
 
 
 def _enabled() -> C.ServerCuda:
@@ -864,10 +892,9 @@ def test_a_channel_that_changed_hands_drops_the_former_client_s_state(fake_gpu: 
 def test_a_view_output_passed_back_as_an_input_is_seen_as_mapped_memory(fake_gpu: _FakeDriver) -> None:
     """``y = f(x); z = f(y)`` with views: y lies in a mapping of the server's memory, which has no
     handle of ours (cuIpcGetMemHandle failed with a misleading error); the client copies it."""
-    from foundation_shm._cuda_memory import _Cache, inside_mapping
+    from foundation_shm._cuda_memory import inside_mapping, open_mapping
 
-    cache = _Cache(4)
-    mapping = cache.get(0, HANDLE)  # opened through the fake driver: [ptr, ptr + 1 MiB)
+    mapping = open_mapping(0, HANDLE)  # opened through the fake driver: [ptr, ptr + 1 MiB)
 
     class _At:
         def __init__(self, ptr: int) -> None:
@@ -1154,3 +1181,96 @@ def test_a_resent_evicted_tensor_is_reopened_and_still_right_end_to_end(
             time.sleep(0.01)  # the loop sees the channel freed, then forgets the client's handles
         assert server.stats()["cuda_ipc"]["mappings"] == 0
     assert len([h for h in fake_gpu.closed_handles() if h in memory.tensors]) == 7
+
+
+# --- opens and closes across threads (a handle is mapped once per process) ----------------------
+
+
+def _in_function(thread: threading.Thread, function: Any) -> bool:
+    """Whether ``thread`` is running (or blocked in a C call from) ``function``'s code right now."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    return function is not None and frame is not None and frame.f_code is function.__code__
+
+
+def test_a_handle_closing_in_a_handler_s_thread_is_opened_again_only_once_closed(
+    fake_gpu: _FakeDriver, capped: Callable[[int], C.ServerCuda]
+) -> None:
+    """An asynchronous handler lets go of its input after its answer, in its own thread; the
+    server's cache kept nothing (cuda_cache_bytes=0), so that closes the mapping, and the close
+    released the GIL while the serving thread opened the same handle for the client's next request
+    (the same tensor sent again). On a driver that maps a handle once per process that open failed
+    (CUDA_ERROR_ALREADY_MAPPED: the request INVALID_INPUT); it now waits for the close."""
+    from foundation_shm import _cuda_memory
+
+    cuda = capped(0)
+    client = (1, 100)
+    held = [cuda.on_request(0, client, _Dec({"x": _ref()})).inputs["x"]]  # the handler's input
+    _answer(cuda, 0)  # answered: the cache lets go of it, the handler still holds it
+    assert fake_gpu.opened == [HANDLE] and not fake_gpu.closed
+    closing, go = threading.Event(), threading.Event()
+
+    def hold_the_close(handle: bytes) -> None:
+        closing.set()
+        go.wait(10)
+
+    fake_gpu.on_close = hold_the_close
+    handler = threading.Thread(target=held.clear)  # its last reference: the close runs there
+    handler.start()
+    assert closing.wait(10)
+    got: list[Any] = []
+
+    def next_request() -> None:
+        try:
+            got.append(cuda.on_request(0, client, _Dec({"x": _ref()})).inputs["x"])
+        except InferenceError as exc:
+            got.append(exc)
+
+    serving = threading.Thread(target=next_request)
+    serving.start()
+    waiting = getattr(_cuda_memory, "_acquire", None)  # where the serving thread waits for the lock
+    for _ in range(10_000):  # until it opened (during the close) or waits for the close to end
+        if got or len(fake_gpu.tried) > 1 or _in_function(serving, waiting):
+            break
+        time.sleep(0.001)
+    go.set()
+    handler.join(10)
+    serving.join(10)
+    fake_gpu.on_close = None
+    assert len(got) == 1 and not isinstance(got[0], InferenceError), got
+    assert fake_gpu.opened == [HANDLE, HANDLE] and fake_gpu.closed_handles() == [HANDLE]
+    assert got[0].handle == HANDLE and fake_gpu.mapped == {(0, HANDLE): got[0].ptr}
+
+
+def test_a_mapping_let_go_while_another_thread_opens_is_closed_after_that_open_without_waiting(
+    fake_gpu: _FakeDriver,
+) -> None:
+    """A close never runs during an open: a thread letting go of the last reference while another
+    thread opens a handle does not wait for that open (it may be a handler's thread, or a
+    collector's pass) and the close is done, once the open returned, by the opening thread."""
+    from foundation_shm._cuda_memory import open_mapping
+
+    other = bytes([7]) * 64
+    first = open_mapping(0, HANDLE)
+    ptr = first.ptr
+    opening, go = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def hold_the_open(handle: bytes) -> None:
+        calls.append(f"open {handle == other}")
+        opening.set()
+        go.wait(10)
+
+    fake_gpu.on_open = hold_the_open
+    fake_gpu.on_close = lambda handle: calls.append(f"close {handle == HANDLE}")
+    opened: list[Any] = []
+    opener = threading.Thread(target=lambda: opened.append(open_mapping(0, other)))
+    opener.start()
+    assert opening.wait(10)
+    del first  # the last reference, while the opener is inside the driver
+    gc.collect()
+    assert ptr not in fake_gpu.closed and calls == ["open True"]  # not during the open, not waited for
+    go.set()
+    opener.join(10)
+    fake_gpu.on_open = fake_gpu.on_close = None
+    assert calls == ["open True", "close True"] and ptr in fake_gpu.closed
+    assert fake_gpu.mapped == {(0, other): opened[0].ptr}
