@@ -150,6 +150,12 @@ fn read_region(ctl: &Mapping, name: &str) -> Result<Region> {
             "shm server {name:?} (pid {server_pid}) is gone"
         )));
     }
+    // A hung server takes no new client either: a call that found it hung reconnects on its
+    // next try, and each such connect claimed a channel it then gave back for the server to
+    // reclaim (only once it runs again): a service retrying a stalled server took all of them.
+    if let Some(why) = wait::hung(ctl, name) {
+        return Err(unavailable(why));
+    }
     let limits = Limits {
         max_tensors: ctl.u32(rg::MAX_TENSORS).load(Relaxed).max(1),
         max_bytes: ctl.u64(rg::MAX_REQUEST_BYTES).load(Relaxed),

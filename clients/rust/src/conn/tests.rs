@@ -281,3 +281,50 @@ fn a_stopping_server_is_refused_at_connect_saying_so() {
     assert_eq!(e.message, format!("shm server {:?} is stopping", echo.1));
     assert!(still.is_ok(), "{still:?}");
 }
+
+/// Each call on a client whose server is hung reconnects first, and a connect to a hung server
+/// used to succeed: it claimed a fresh channel, waited a slice, found the server hung and gave
+/// that channel back too, for the server to reclaim once it ran again. A service retrying
+/// through a stall of a few seconds took every channel of the server (then OVERLOADED, for
+/// every client, until the server had reclaimed them). A hung server now takes no new client.
+#[test]
+fn retrying_a_hung_server_claims_no_channel_per_call() {
+    let Some(echo) = echo_server_with("rusthungretry", &["--channels", "4"]) else {
+        return;
+    };
+    let ctl = region(&echo.1);
+    let mut client = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
+    client
+        .infer("echo", &x(), Some(Duration::from_secs(5)))
+        .unwrap();
+    let pid = echo.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let first = client.infer("echo", &x(), None).unwrap_err();
+    let retries: Vec<_> = (0..6)
+        .map(|_| client.infer("echo", &x(), None).unwrap_err())
+        .collect();
+    let mine = (0..4)
+        .filter(|&i| owned(&ctl, i).0 == std::process::id())
+        .count();
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(first.message.contains("hung"), "{first}");
+    for e in &retries {
+        assert_eq!(e.code, Status::ServerUnavailable, "{e}");
+        assert!(e.message.contains("is hung"), "{e}");
+    }
+    assert_eq!(
+        mine, 1,
+        "channels this process holds after 6 retries on a hung server"
+    );
+    client
+        .infer("echo", &x(), Some(Duration::from_secs(5)))
+        .unwrap();
+}

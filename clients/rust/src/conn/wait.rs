@@ -28,6 +28,21 @@ pub(super) fn server_alive(name: &str, pid: u32, start: u64) -> bool {
     }
 }
 
+/// Section 10.3: why the server of region `ctl` counts as hung (its heartbeat is older than 10
+/// intervals, at least 1 s), or `None`.
+pub(super) fn hung(ctl: &shm::Mapping, name: &str) -> Option<String> {
+    let beat = ctl.u64(rg::HEARTBEAT_NS).load(Relaxed);
+    let interval = u64::from(ctl.u32(rg::HEARTBEAT_INTERVAL_MS).load(Relaxed)).max(1) * 1_000_000;
+    let stale = (10 * interval).max(1_000_000_000);
+    let now = shm::monotonic_ns();
+    (beat != 0 && now > beat.saturating_add(stale)).then(|| {
+        format!(
+            "shm server {name:?} is hung: no heartbeat for {} ms",
+            (now - beat) / 1_000_000
+        )
+    })
+}
+
 impl Conn {
     pub(super) fn server_seq(&self) -> u64 {
         self.ctl.u64(self.base + ch::SERVER_SEQ).load(Acquire)
@@ -47,18 +62,7 @@ impl Conn {
                 self.name, self.server_pid
             ))
         } else {
-            let beat = self.ctl.u64(rg::HEARTBEAT_NS).load(Relaxed);
-            let interval =
-                u64::from(self.ctl.u32(rg::HEARTBEAT_INTERVAL_MS).load(Relaxed)).max(1) * 1_000_000;
-            let stale = (10 * interval).max(1_000_000_000);
-            let now = shm::monotonic_ns();
-            (beat != 0 && now > beat.saturating_add(stale)).then(|| {
-                format!(
-                    "shm server {:?} is hung: no heartbeat for {} ms",
-                    self.name,
-                    (now - beat) / 1_000_000
-                )
-            })
+            hung(&self.ctl, &self.name)
         };
         match fail {
             Some(msg) => {
