@@ -231,6 +231,18 @@ def test_loan_round_trips_through_the_echo_model(
     assert result["outputs"]["x"] == {"datatype": "FP32", "shape": [3, 4], "data": x.ravel().tolist()}
 
 
+def test_nan_and_infinities_print_as_pythons_json_writes_them(
+    client: NativeClient, echo_server: str, tmp_path: Path
+) -> None:
+    """The Go driver printed an empty line, exit status 0, for an output holding one of them."""
+    x = np.array([np.nan, np.inf, -np.inf, 1.5], np.float32)
+    spec = input_file(tmp_path, x)
+    code, result = fdn(client, "infer", "--name", echo_server, "--model", "echo", "--input", spec)
+    assert code == EXIT_OK, result
+    data = result["outputs"]["x"]["data"]
+    assert np.array_equal(np.array(data, np.float32), x, equal_nan=True), data
+
+
 @pytest.mark.parametrize("loan", [False, True], ids=["copy", "loan"])
 def test_input_larger_than_the_area_grows_it(
     client: NativeClient, echo_server: str, tmp_path: Path, loan: bool

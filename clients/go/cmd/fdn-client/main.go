@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"sort"
@@ -148,9 +149,58 @@ func parse(argv []string) (*args, int) {
 	return a, 0
 }
 
+var stdout io.Writer = os.Stdout // (a test reads what is printed)
+
+// printJSON prints v as one line of JSON. Its numbers are written as Python's json writes them,
+// NaN and the infinities included (encoding/json refuses those, whatever a MarshalJSON returns:
+// an output holding one printed an empty line, exit status 0).
 func printJSON(v interface{}) {
-	raw, _ := json.Marshal(v)
-	os.Stdout.Write(append(raw, '\n'))
+	raw, err := appendJSON(nil, v)
+	if err != nil { // (not one of the values this driver prints)
+		raw = []byte(fmt.Sprintf(`{"ok": false, "code": %d, "error": "INTERNAL", "message": %q}`, fdn.Internal, err.Error()))
+	}
+	stdout.Write(append(raw, '\n'))
+}
+
+// appendJSON appends v as JSON: a map with its keys sorted, as encoding/json writes one.
+func appendJSON(buf []byte, v interface{}) ([]byte, error) {
+	switch x := v.(type) {
+	case number:
+		return append(buf, x.text()...), nil
+	case []interface{}:
+		buf = append(buf, '[')
+		for i, e := range x {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			var err error
+			if buf, err = appendJSON(buf, e); err != nil {
+				return nil, err
+			}
+		}
+		return append(buf, ']'), nil
+	case map[string]interface{}:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		buf = append(buf, '{')
+		for i, k := range keys {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			name, _ := json.Marshal(k)
+			buf = append(append(buf, name...), ':')
+			var err error
+			if buf, err = appendJSON(buf, x[k]); err != nil {
+				return nil, err
+			}
+		}
+		return append(buf, '}'), nil
+	}
+	raw, err := json.Marshal(v)
+	return append(buf, raw...), err
 }
 
 func failed(err error) int {
@@ -185,20 +235,20 @@ func half(h uint16) float64 {
 	return v
 }
 
-// number keeps JSON valid for NaN and infinities as Python's json writes them.
+// number is a float written as Python's json writes it: NaN, Infinity and -Infinity too.
 type number float64
 
-func (n number) MarshalJSON() ([]byte, error) {
+func (n number) text() string {
 	f := float64(n)
 	switch {
 	case math.IsNaN(f):
-		return []byte("NaN"), nil
+		return "NaN"
 	case math.IsInf(f, 1):
-		return []byte("Infinity"), nil
+		return "Infinity"
 	case math.IsInf(f, -1):
-		return []byte("-Infinity"), nil
+		return "-Infinity"
 	}
-	return []byte(strconv.FormatFloat(f, 'g', -1, 64)), nil
+	return strconv.FormatFloat(f, 'g', -1, 64)
 }
 
 func values(t *fdn.Tensor) []interface{} {

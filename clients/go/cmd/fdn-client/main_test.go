@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/binary"
 	"math"
 	"os"
 	"path/filepath"
@@ -34,5 +36,26 @@ func TestACudaOutputIsAnErrorNotAPanic(t *testing.T) {
 		DataSize: 4, Location: fdn.LocationCudaIPC}}}
 	if code := printResult(r); code != exitError {
 		t.Fatalf("exit %d", code)
+	}
+}
+
+// An output holding NaN or an infinity prints as Python's json writes it (and reads it back):
+// encoding/json refused the line, and the driver printed an empty one with exit status 0.
+func TestNaNAndInfinitiesArePrintedAsPythonsJSONWritesThem(t *testing.T) {
+	data := make([]byte, 16)
+	for i, f := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), 1.5} {
+		binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(f))
+	}
+	r := &fdn.Result{Outputs: []fdn.Tensor{{Name: "y", DType: fdn.FP32, NDim: 1, Shape: [8]uint64{4},
+		DataSize: 16, Data: data}}}
+	var out bytes.Buffer
+	stdout = &out
+	defer func() { stdout = os.Stdout }()
+	if code := printResult(r); code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	want := `{"ok":true,"outputs":{"y":{"data":[NaN,Infinity,-Infinity,1.5],"datatype":"FP32","shape":[4]}}}` + "\n"
+	if out.String() != want {
+		t.Fatalf("printed %q, want %q", out.String(), want)
 	}
 }
