@@ -1,7 +1,7 @@
 """CUDA IPC for the shm transport (spec 15): the client's policy.
 
-``ClientCuda`` sends device tensors by handle, opens the server's output handles (cached per
-server instance), or falls back to host shared memory. The server's side is ``_cuda_server``; the
+``ClientCuda`` sends device tensors by handle, opens the server's output handles (one per channel
+and device, kept), or falls back to host shared memory. The server's side is ``_cuda_server``; the
 driver calls are in ``_cuda_driver``, the memory and tensors in ``_cuda_memory``.
 """
 
@@ -23,13 +23,14 @@ from ._codec import layout, request_payload_size, sendable_params
 from ._cuda_desc import FLAG_CUDA_IPC, CudaIpcRef, write_mixed_request
 from ._cuda_driver import CudaError
 from ._cuda_memory import (
-    _Cache,
+    _Mapping,
     _synchronize,
     _to_device,
     cuda_available,
     export_tensor,
     inside_mapping,
     is_device_tensor,
+    open_mapping,
     tensor_on,
 )
 from ._options import FALLBACKS  # the cuda_fallback values, defined with the options
@@ -41,11 +42,18 @@ __all__ = ["NO_CUDA", "ClientCuda"]
 
 log = logging.getLogger("foundation_shm")
 NO_CUDA = "CUDA IPC requested but no CUDA device"  # the server's reason too
-_CLIENT_CACHE = 64  # mappings of the server's output buffers
 
 
 class ClientCuda:
     """A client's CUDA IPC policy and its mappings of server outputs.
+
+    The server returns a channel's device outputs in one allocation per device, its own for that
+    channel, reused until outputs outgrow it (spec 15.4 rule 3). So the client keeps open one
+    mapping per channel and device, the buffer the channel's last answer named there: at most
+    channels x devices, whatever the models, outputs and sizes, and only memory the server holds
+    for those channels anyway; a buffer replaced by a larger one is let go at the answer that
+    names the new one (closed once no view of it is left). No LRU: the buffers a client uses are
+    the ones it keeps open, so none is opened twice (``cuIpcOpenMemHandle`` costs ~0.1 s).
 
     ``mode``: None (default) uses CUDA IPC for CUDA tensors when the server advertises it, True
     requires CUDA here (``CudaUnavailable`` at connect otherwise), False always goes by host.
@@ -65,7 +73,7 @@ class ClientCuda:
             log.warning("shm: %s; device tensors go through host shared memory", NO_CUDA)
             self.mode = False
         self._lock = threading.Lock()
-        self._cache = _Cache(_CLIENT_CACHE)
+        self._buffers: dict[tuple[int, int], _Mapping] = {}  # (channel, device): its output buffer
         self._conn: object = None
 
     @staticmethod
@@ -202,7 +210,7 @@ class ClientCuda:
                 ch.cuda_ok = False
             ch.cuda_keep = None  # answered: the server is done with the inputs
             ch.cuda_devices = set()
-            resp.outputs = self._outputs(ch.conn, resp.outputs, device, copy)
+            resp.outputs = self._outputs(ch, resp.outputs, device, copy)
             if not copy:
                 ch.cuda_devices = {t.device.index or 0 for t in resp.outputs.values() if is_device_tensor(t)}
             answered = True
@@ -215,18 +223,22 @@ class ClientCuda:
             client._give(ch, hold=answered and not copy)  # views: valid until the thread's next call
             del keep
 
-    def _outputs(self, conn: object, outputs: Mapping[str, Any], device: Any, copy: bool) -> dict[str, Any]:
+    def _outputs(self, ch: Any, outputs: Mapping[str, Any], device: Any, copy: bool) -> dict[str, Any]:
         import torch
 
         out: dict[str, Any] = {}
         with self._lock:
-            if conn is not self._conn:  # a new server instance: its handles are new
-                self._cache.clear()
-                self._conn = conn
+            if ch.conn is not self._conn:  # a new server instance: its handles are new
+                self._buffers.clear()
+                self._conn = ch.conn
             for name, a in outputs.items():
                 if type(a) is CudaIpcRef:
+                    key = (ch.index, a.device)
                     try:
-                        t = tensor_on(self._cache.get(a.device, a.handle), a)
+                        mapping = self._buffers.get(key)
+                        if mapping is None or mapping.handle != a.handle:  # new, or grown
+                            mapping = self._buffers[key] = open_mapping(a.device, a.handle)
+                        t = tensor_on(mapping, a)
                     except CudaError as exc:
                         raise InternalError(
                             f"output {name!r}: cannot open the server's CUDA IPC handle: {exc}"
@@ -240,7 +252,12 @@ class ClientCuda:
                     out[name] = _to_device(np.asarray(a), device)
         return out
 
+    def mappings(self) -> dict[tuple[int, int], tuple[bytes, int]]:
+        """The server output buffers this client keeps open: (channel, device) -> (handle, size)."""
+        with self._lock:
+            return {key: (m.handle, m.size) for key, m in self._buffers.items()}
+
     def close(self) -> None:
         with self._lock:
-            self._cache.clear()
+            self._buffers.clear()
             self._conn = None

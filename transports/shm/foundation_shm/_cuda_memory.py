@@ -312,28 +312,6 @@ def _to_device(a: np.ndarray, device: Any) -> Any:
     return t.to(device)
 
 
-class _Cache:
-    """Opened mappings by (device, handle), least recently used dropped first."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.entries: collections.OrderedDict[tuple[int, bytes], _Mapping] = collections.OrderedDict()
-
-    def get(self, device: int, handle: bytes) -> _Mapping:
-        key = (device, handle)
-        m = self.entries.get(key)
-        if m is None:
-            self.entries[key] = m = open_mapping(device, handle)
-            if len(self.entries) > self.capacity:
-                self.entries.popitem(last=False)
-        else:
-            self.entries.move_to_end(key)
-        return m
-
-    def clear(self) -> None:
-        self.entries.clear()
-
-
 _Key = tuple[tuple[int, int], int, bytes]  # (client, device, handle)
 
 

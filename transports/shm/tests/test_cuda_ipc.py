@@ -869,6 +869,10 @@ def test_outputs_go_to_a_buffer_of_the_channel_that_grows_and_is_freed_with_it(
             assert out.shape == (1 << 20,) and float(out[-1]) == 2.0
             grown = server._cuda._buffers[0, 0]
             assert grown.size >= 4 << 20 and server._cuda._outgrown[0] == [first]  # kept till it goes
+            del small  # the last view of the first buffer: the client has it open no more
+            gc.collect()
+            assert (0, first.handle) not in fake_gpu.mapped and (0, grown.handle) in fake_gpu.mapped
+            assert client._cuda.mappings() == {(0, 0): (grown.handle, 1 << 20)}  # the fake's size
         deadline = time.monotonic() + 10
         while server._cuda._buffers and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -1181,6 +1185,65 @@ def test_a_resent_evicted_tensor_is_reopened_and_still_right_end_to_end(
             time.sleep(0.01)  # the loop sees the channel freed, then forgets the client's handles
         assert server.stats()["cuda_ipc"]["mappings"] == 0
     assert len([h for h in fake_gpu.closed_handles() if h in memory.tensors]) == 7
+
+
+# --- the client's mappings of the server's output buffers ---------------------------------------
+
+
+class _Ch:
+    """What ``ClientCuda._outputs`` reads of a channel."""
+
+    def __init__(self, conn: object, index: int) -> None:
+        self.conn, self.index = conn, index
+
+
+def _out(handle: bytes, device: int = 0, name: str = "y") -> CudaIpcRef:
+    return CudaIpcRef(name, DataType.FP32, (4,), device, handle, 0, 16)
+
+
+def test_the_client_keeps_open_each_channel_s_current_output_buffer_per_device_and_nothing_else(
+    fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server answers a channel's device outputs in one buffer of its own per device, replaced
+    by one twice as large when they outgrow it (spec 15.4 rule 3). The client kept whatever it had
+    opened in an LRU of 64 handles: a channel's outgrown buffers stayed open beside its current
+    one (here 2 + 4 + ... + 64 MiB of the server's memory for each), and with more than 64 buffers
+    in use (channels x devices) every call opened its buffer again (~0.1 s on a GPU). It keeps the
+    one each channel's last answer named on each device: channels x devices, whatever the models,
+    the outputs and their sizes, all memory the server holds for those channels anyway."""
+    monkeypatch.setattr(_cuda_client, "tensor_on", lambda mapping, ref: mapping)
+    cuda = C.ClientCuda()
+    conn = object()
+    channels, devices, generations = 40, 2, 6  # 80 buffers in use
+
+    def buffer(channel: int, device: int, generation: int) -> bytes:
+        return b"S" + bytes([channel, device, generation]) + bytes(60)
+
+    for ch in range(channels):
+        for d in range(devices):
+            for g in range(generations):
+                fake_gpu.sizes[buffer(ch, d, g)] = (2 << 20) << g
+    for g in range(generations):
+        for _ in range(2):
+            for ch in range(channels):
+                for model in range(3):  # other models, other outputs: the same buffers
+                    outputs = {
+                        f"y{model}_{d}": _out(buffer(ch, d, g), d, f"y{model}_{d}") for d in range(devices)
+                    }
+                    views = cuda._outputs(_Ch(conn, ch), outputs, "cpu", False)
+    del views
+    current = {(ch, d): buffer(ch, d, generations - 1) for ch in range(channels) for d in range(devices)}
+    assert len(fake_gpu.opened) == channels * devices * generations  # each buffer opened once
+    assert {(d, h) for (_, d), h in current.items()} == set(fake_gpu.mapped)  # the outgrown closed
+    assert fake_gpu.open_bytes() == channels * devices * ((2 << 20) << (generations - 1))
+    assert {key: h for key, (h, _) in cuda.mappings().items()} == current
+    other = b"N" + bytes(63)  # a new server instance: its handles are new, the old ones go
+    cuda._outputs(_Ch(object(), 0), {"y": _out(other)}, "cpu", False)
+    gc.collect()
+    assert set(fake_gpu.mapped) == {(0, other)}
+    cuda.close()
+    gc.collect()
+    assert not fake_gpu.mapped
 
 
 # --- opens and closes across threads (a handle is mapped once per process) ----------------------

@@ -131,8 +131,8 @@ def test_a_channel_s_outputs_come_in_one_allocation_of_its_own(client: ShmClient
     for n in (16, 1000, 4096, 10):
         x = torch.randn(n, device=DEV)
         torch.testing.assert_close(client.infer(InferenceRequest("scale", {"x": x})).outputs["x"], x * 2)
-    mappings = list(client._cuda._cache.entries.values())
-    assert len(mappings) == 1 and mappings[0].size >= 2 << 20
+    mappings = list(client._cuda.mappings().values())  # (handle, size) of each (channel, device)
+    assert len(mappings) == 1 and mappings[0][1] >= 2 << 20
 
 
 def test_a_view_output_outlives_a_host_call_and_can_be_sent_back(
