@@ -29,8 +29,7 @@ func resources(t *testing.T) (fds, shmMaps, goroutines int) {
 // during another goroutine's call): descriptors, mappings, goroutines and data segments come
 // back to where they were.
 func TestConnectCallCloseCyclesLeaveNothing(t *testing.T) {
-	_, name, _, stop := liveEcho(t, "fdngocyc")
-	defer stop()
+	name := startEcho(t, "fdngocyc").name
 	in := []Input{{Name: "x", DType: INT32, Shape: []uint64{2}, Data: []byte{1, 0, 0, 0, 2, 0, 0, 0}}}
 	spec := []Tensor{{Name: "x", DType: INT32, NDim: 1, Shape: [8]uint64{2}}}
 	slow := Call{Params: []byte(`{"ms": 5}`)}

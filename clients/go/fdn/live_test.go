@@ -51,35 +51,72 @@ func removeObjects(name string) {
 	}
 }
 
-// A client against a real server: deadlines keep the channel busy until the late answer, a
-// killed server is SERVER_UNAVAILABLE, and the next call finds a restarted one.
-// liveEcho starts an echo server under a name of its own (skipping without FDN_TEST_PYTHON);
-// the returned function stops whichever server *server points to then and removes its objects.
-func liveEcho(t *testing.T, prefix string) (python, name string, server **exec.Cmd, stop func()) {
+// echo is an echo server started for one test under a name of its own; the test's cleanup stops
+// whichever process serves that name then (the test may have restarted it) and removes its
+// objects.
+type echo struct {
+	t            *testing.T
+	python, name string
+	cmd          *exec.Cmd
+}
+
+// startEcho starts an echo server (echoServer, with args) named prefix and the pid, padded to the
+// longest name (its data names still fit), and stops it when the test ends; it skips the test
+// without FDN_TEST_PYTHON.
+func startEcho(t *testing.T, prefix string, args ...string) *echo {
 	t.Helper()
-	python = os.Getenv("FDN_TEST_PYTHON")
+	python := os.Getenv("FDN_TEST_PYTHON")
 	if python == "" {
 		t.Skip("set FDN_TEST_PYTHON to a Python with foundation_shm (the harness does)")
 	}
-	name = fmt.Sprintf("%s%d", prefix, os.Getpid())
-	name += strings.Repeat("_", ServerNameMax-len(name)) // the longest name: its data names still fit
-	cmd := echoServer(t, python, name)
-	server = &cmd
-	return python, name, server, func() {
-		(*server).Process.Kill()
-		(*server).Wait()
+	name := fmt.Sprintf("%s%d", prefix, os.Getpid())
+	name += strings.Repeat("_", ServerNameMax-len(name))
+	e := &echo{t: t, python: python, name: name}
+	e.cmd = echoServer(t, python, name, args...)
+	t.Cleanup(func() {
+		e.cmd.Process.Kill()
+		e.cmd.Wait()
 		removeObjects(name)
-	}
+	})
+	return e
 }
 
-func TestLiveAgainstTheEchoServer(t *testing.T) {
-	python, name, srv, stop := liveEcho(t, "fdngo")
-	defer stop()
-	c, err := Connect(name, Options{})
+// stop sends the server sig and waits until it has exited.
+func (e *echo) stop(sig os.Signal) {
+	e.cmd.Process.Signal(sig)
+	e.cmd.Wait()
+}
+
+// restart starts the server again under its name (once the test has stopped it).
+func (e *echo) restart() {
+	e.t.Helper()
+	e.cmd = echoServer(e.t, e.python, e.name)
+}
+
+// connect connects a client to the server, failing the test if it cannot; the client is closed
+// when the test ends (a second Close does nothing, so a test may close it itself).
+func (e *echo) connect(opts Options) *Client {
+	e.t.Helper()
+	c, err := Connect(e.name, opts)
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	defer c.Close()
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// liveClient starts an echo server (startEcho) and connects one client to it with default
+// options; both end with the test, the client first.
+func liveClient(t *testing.T, prefix string) (*Client, *echo) {
+	t.Helper()
+	e := startEcho(t, prefix)
+	return e.connect(Options{}), e
+}
+
+// A client against a real server: deadlines keep the channel busy until the late answer, a
+// killed server is SERVER_UNAVAILABLE, and the next call finds a restarted server.
+func TestLiveAgainstTheEchoServer(t *testing.T) {
+	c, srv := liveClient(t, "fdngo")
 	x := []byte{1, 0, 0, 0, 2, 0, 0, 0}
 	in := []Input{{Name: "x", DType: INT32, Shape: []uint64{2}, Data: x}}
 	echo := func(what string) {
@@ -91,35 +128,28 @@ func TestLiveAgainstTheEchoServer(t *testing.T) {
 	}
 	echo("first call")
 
-	_, err = c.InferCall("sleep", in, 20*time.Millisecond, Call{Params: []byte(`{"ms": 300}`)})
+	_, err := c.InferCall("sleep", in, 20*time.Millisecond, Call{Params: []byte(`{"ms": 300}`)})
 	if CodeOf(err) != DeadlineExceeded {
 		t.Fatalf("a 20 ms deadline on a 300 ms call: %v", err)
 	}
 	echo("the call after a deadline (waits for the late answer, then reads its own)")
 
-	(*srv).Process.Signal(syscall.SIGKILL)
-	(*srv).Wait()
+	srv.stop(syscall.SIGKILL)
 	if _, err = c.Infer("echo", in, 5*time.Second); CodeOf(err) != ServerUnavailable {
 		t.Fatalf("a killed server: %v", err)
 	}
-	*srv = echoServer(t, python, name)
+	srv.restart()
 	echo("the call after the server restarted")
 
-	(*srv).Process.Signal(syscall.SIGTERM) // a graceful stop: the region says STOPPED
-	(*srv).Wait()
-	*srv = echoServer(t, python, name)
+	srv.stop(syscall.SIGTERM) // a graceful stop: the region says STOPPED
+	srv.restart()
 	echo("the first call after a graceful restart")
 }
 
 // One client shared by goroutines refuses the overlapping calls instead of interleaving them
 // (each answer stays its caller's); a closed client refuses every call and claims nothing.
 func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
-	_, name, _, stop := liveEcho(t, "fdngoshared")
-	defer stop()
-	c, err := Connect(name, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, srv := liveClient(t, "fdngoshared")
 	var mu sync.Mutex
 	counts := map[string]int{}
 	var wg sync.WaitGroup
@@ -168,7 +198,7 @@ func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
 	if _, err := c.Infer("echo", []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}, time.Second); CodeOf(err) != ServerUnavailable {
 		t.Fatalf("a call after Close: %v", err)
 	}
-	if paths, _ := filepath.Glob("/dev/shm/fdn-" + name + "-d*"); len(paths) != 0 {
+	if paths := dataSegments(srv.name); len(paths) != 0 {
 		t.Fatalf("a closed client claimed a channel again: %v", paths)
 	}
 }
@@ -177,15 +207,11 @@ func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
 // progress ends ServerUnavailable first), the others do nothing, never a data race (go test
 // -race: a refused Close read c.closed while the Close in progress wrote it).
 func TestConcurrentClosesAndCallsAreRaceFree(t *testing.T) {
-	_, name, _, stop := liveEcho(t, "fdngoclose")
-	defer stop()
+	srv := startEcho(t, "fdngoclose")
 	x := []byte{1, 0, 0, 0}
 	in := []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}
 	for round := 0; round < 10; round++ {
-		c, err := Connect(name, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := srv.connect(Options{})
 		var wg sync.WaitGroup
 		errs := make(chan error, 80)
 		for g := 0; g < 4; g++ {
@@ -243,17 +269,8 @@ func waitFreed(t *testing.T, o *Client, ch uint32, what string) {
 // wait slice without reading the response area, and the channel, given back with its request
 // pending (owner_start_time = 0, spec 10.1), returns to the server once it has answered.
 func TestCloseWhileAnotherGoroutinesCallWaits(t *testing.T) {
-	_, name, _, stop := liveEcho(t, "fdngowait")
-	defer stop()
-	c, err := Connect(name, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := Connect(name, Options{}) // looks at the control segment after c is closed
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Close()
+	c, srv := liveClient(t, "fdngowait")
+	o := srv.connect(Options{}) // looks at the control segment after c is closed
 	x := []byte{1, 0, 0, 0}
 	in := []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}
 	if _, err := c.Infer("echo", in, 5*time.Second); err != nil { // a response in the area
@@ -288,7 +305,7 @@ func TestCloseWhileAnotherGoroutinesCallWaits(t *testing.T) {
 		t.Errorf("the channel was left owned with its request pending (owner_pid %d, owner_start_time %d)", pid, start)
 	}
 	waitFreed(t, o, ch, "after the late answer")
-	if segs := dataSegments(name); len(segs) != 1 {
+	if segs := dataSegments(srv.name); len(segs) != 1 {
 		t.Errorf("only the observer's data segment is left: %v", segs)
 	}
 	if _, err := c.Infer("echo", in, time.Second); CodeOf(err) != ServerUnavailable {
@@ -302,23 +319,15 @@ func TestCloseWhileAnotherGoroutinesCallWaits(t *testing.T) {
 // Close when the region mutex stays busy for ConnectTimeoutMs gives the channel back without it
 // (owner_start_time = 0, spec 10.1): it used to keep it owned by this live process for good.
 func TestCloseGivesTheChannelBackWhenTheMutexStaysBusy(t *testing.T) {
-	_, name, _, stop := liveEcho(t, "fdngomutex")
-	defer stop()
-	c, err := Connect(name, Options{ConnectTimeoutMs: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := Connect(name, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Close()
-	mutex := semOpen("/fdn-" + name + "-lock")
+	srv := startEcho(t, "fdngomutex")
+	c := srv.connect(Options{ConnectTimeoutMs: 100})
+	o := srv.connect(Options{})
+	mutex := semOpen("/fdn-" + srv.name + "-lock")
 	if mutex == nil || !semWait(mutex, 5e9) {
 		t.Fatal("cannot take the region mutex")
 	}
 	ch := c.ch
-	err = c.Close()
+	err := c.Close()
 	semPost(mutex)
 	semClose(mutex)
 	if err != nil {
@@ -328,7 +337,7 @@ func TestCloseGivesTheChannelBackWhenTheMutexStaysBusy(t *testing.T) {
 		t.Fatalf("the channel is kept by this live process (owner_pid %d, owner_start_time %d)", pid, start)
 	}
 	waitFreed(t, o, ch, "a heartbeat after Close")
-	if segs := dataSegments(name); len(segs) != 1 {
+	if segs := dataSegments(srv.name); len(segs) != 1 {
 		t.Errorf("only the observer's data segment is left: %v", segs)
 	}
 }
@@ -344,8 +353,8 @@ func dataSegments(name string) []string {
 // failed claim is replaced; the fresh segment's pages are allocated (not sparse). On a fresh
 // server channel 0's data_gen is 0, so the first segment is /fdn-NAME-d0-PID-1.
 func TestLiveDataSegmentsAreAllocated(t *testing.T) {
-	_, name, _, stop := liveEcho(t, "fdngoalloc")
-	defer stop()
+	srv := startEcho(t, "fdngoalloc")
+	name := srv.name
 	var vfs syscall.Statfs_t
 	if err := syscall.Statfs("/dev/shm", &vfs); err != nil {
 		t.Fatal(err)
@@ -369,11 +378,7 @@ func TestLiveDataSegmentsAreAllocated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.Remove(leftover)
-	c, err := Connect(name, Options{})
-	if err != nil {
-		t.Fatalf("connect over a leftover segment of our pid: %v", err)
-	}
-	defer c.Close()
+	c := srv.connect(Options{}) // over a leftover segment of our pid
 	segs := dataSegments(name)
 	if len(segs) != 1 {
 		t.Fatalf("one data segment, not %v", segs)
@@ -398,13 +403,7 @@ func TestLiveDataSegmentsAreAllocated(t *testing.T) {
 // BF16 and BYTES, which Python holds as marked uint16 and uint8 arrays, come back as themselves,
 // not as UINT16 and UINT8, and a plain UINT16 after a BF16 of the same name and shape stays UINT16.
 func TestLiveBF16AndBytesComeBackAsSent(t *testing.T) {
-	_, name, _, stop := liveEcho(t, "fdngob")
-	defer stop()
-	c, err := Connect(name, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, _ := liveClient(t, "fdngob")
 	for i, dt := range []DType{BF16, UINT16, BF16, BYTES, UINT8, BYTES} {
 		data := []byte{0x80, 0x3f, byte(i), 0x40}
 		in := []Input{{Name: "x", DType: dt, Shape: []uint64{4 / dt.ItemSize()}, Data: data}}
@@ -422,19 +421,13 @@ func TestLiveBF16AndBytesComeBackAsSent(t *testing.T) {
 // Section 10.1 step 2: a STOPPING server takes no new client (its region is set so here, as the
 // server does when it stops); the clients it has are still served. Connect used to claim a channel.
 func TestAStoppingServerTakesNoNewClient(t *testing.T) {
-	_, name, _, stop := liveEcho(t, "fdngostop")
-	defer stop()
-	c, err := Connect(name, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, srv := liveClient(t, "fdngostop")
 	atomic.StoreUint32(c.u32(rState), stateStopping)
-	d, err := Connect(name, Options{})
+	d, err := Connect(srv.name, Options{})
 	if d != nil {
 		d.Close()
 	}
-	wantError(t, "connect to a STOPPING server", err, ServerUnavailable, fmt.Sprintf("shm server %q is stopping", name))
+	wantError(t, "connect to a STOPPING server", err, ServerUnavailable, fmt.Sprintf("shm server %q is stopping", srv.name))
 	x := []byte{7, 0, 0, 0}
 	res, err := c.Infer("echo", []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}, 5*time.Second)
 	if err != nil || res.Output("x") == nil || !bytes.Equal(res.Output("x").Data, x) {
@@ -450,17 +443,7 @@ func TestAStoppingServerTakesNoNewClient(t *testing.T) {
 // (owner_start_time = 0, as a disconnect without the mutex does): on a server of one channel, a
 // connect after the failed one is served once the server has reclaimed it.
 func TestAConnectThatCannotOpenItsChannelSemaphoreGivesTheChannelBack(t *testing.T) {
-	python := os.Getenv("FDN_TEST_PYTHON")
-	if python == "" {
-		t.Skip("set FDN_TEST_PYTHON to a Python with foundation_shm (the harness does)")
-	}
-	name := fmt.Sprintf("fdngosem%d", os.Getpid())
-	server := echoServer(t, python, name, "--channels", "1")
-	defer func() {
-		server.Process.Signal(syscall.SIGTERM) // a graceful stop removes its objects
-		server.Wait()
-		removeObjects(name)
-	}()
+	name := startEcho(t, "fdngosem", "--channels", "1").name
 	sem := "/dev/shm/sem.fdn-" + name + "-c0"
 	kept := sem + "kept" // a second link to the server's semaphore
 	if err := os.Link(sem, kept); err != nil {
@@ -536,16 +519,10 @@ func callError(t *testing.T, what string, err error, code Status, model string, 
 // several models can tell which call failed: they named the request only (a handler's error
 // "boom on request 3" said neither which model raised it).
 func TestLiveCallErrorsNameTheModelAndTheRequest(t *testing.T) {
-	_, name, _, stop := liveEcho(t, "fdngomodel")
-	defer stop()
-	c, err := Connect(name, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, _ := liveClient(t, "fdngomodel")
 	x := []byte{1, 0, 0, 0}
 	in := []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}
-	_, err = c.Infer("nosuch", in, 5*time.Second)
+	_, err := c.Infer("nosuch", in, 5*time.Second)
 	first := callError(t, "an unknown model", err, ModelNotFound, "nosuch", -1)
 	_, err = c.Infer("fail", in, 5*time.Second)
 	e := callError(t, "a handler's error", err, HandlerError, "fail", -1)
@@ -598,14 +575,9 @@ func dropClient(t *testing.T, name string) (uint32, []byte) {
 // garbage collector finds it: it kept them until the process exited, and a service that forgot
 // Close ran out of channels (OVERLOADED) though its clients were long gone.
 func TestLiveAClientDroppedWithoutCloseGivesItsChannelBack(t *testing.T) {
-	_, name, _, stop := liveEcho(t, "fdngodrop")
-	defer stop()
-	o, err := Connect(name, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Close()
-	ch, view := dropClient(t, name)
+	srv := startEcho(t, "fdngodrop")
+	o := srv.connect(Options{})
+	ch, view := dropClient(t, srv.name)
 	if ch == o.ch {
 		t.Fatal("two clients on one channel")
 	}
@@ -622,7 +594,7 @@ func TestLiveAClientDroppedWithoutCloseGivesItsChannelBack(t *testing.T) {
 			t.Fatalf("the dropped client's channel is still owned (owner_pid %d, owner_start_time %d)", pid, start)
 		}
 	}
-	if segs := dataSegments(name); len(segs) != 1 {
+	if segs := dataSegments(srv.name); len(segs) != 1 {
 		t.Errorf("only the observer's data segment is left: %v", segs)
 	}
 	// the output's view outlived its client: still mapped, still its answer (it was unmapped,
@@ -630,11 +602,7 @@ func TestLiveAClientDroppedWithoutCloseGivesItsChannelBack(t *testing.T) {
 	if got := fmt.Sprint(view); got != "[7 1 2 3]" {
 		t.Errorf("a view of the dropped client's output reads %s, not [7 1 2 3]", got)
 	}
-	c, err := Connect(name, Options{}) // the freed channel serves a new client
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := srv.connect(Options{}) // the freed channel serves a new client
 	if c.ch != ch {
 		t.Errorf("the new client claimed channel block %d, not the freed %d", c.ch, ch)
 	}

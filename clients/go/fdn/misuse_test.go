@@ -221,15 +221,10 @@ func TestConnectRefusesChannelsOutsideTheRegion(t *testing.T) {
 }
 
 func TestLiveArgumentsAreCheckedBeforeAnythingIsSent(t *testing.T) {
-	_, name, _, stop := liveEcho(t, "fdngoarg")
-	defer stop()
-	_, err := Connect(name, Options{Capacity: math.MaxUint64})
+	srv := startEcho(t, "fdngoarg")
+	_, err := Connect(srv.name, Options{Capacity: math.MaxUint64})
 	wantError(t, "Capacity 2^64-1", err, TooLarge, "Options.Capacity of 18446744073709551615 bytes")
-	c, err := Connect(name, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := srv.connect(Options{})
 	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{1}}}
 	bigParams := []byte(`{"a":"` + strings.Repeat("a", MaxParams) + `"}`)
 	bad := []struct {
@@ -261,13 +256,7 @@ func TestLiveArgumentsAreCheckedBeforeAnythingIsSent(t *testing.T) {
 }
 
 func TestLiveAFailedLoanBeginLeavesNoLoan(t *testing.T) {
-	_, name, _, stop := liveEcho(t, "fdngoloan")
-	defer stop()
-	c, err := Connect(name, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, _ := liveClient(t, "fdngoloan")
 	good := []Tensor{{Name: "x", DType: FP32, NDim: 1, Shape: [8]uint64{4}}}
 	long := strings.Repeat("n", 70)
 	failing := []struct {
@@ -310,14 +299,9 @@ func TestLiveAFailedLoanBeginLeavesNoLoan(t *testing.T) {
 // it changed the inputs under the server's read. The server is stopped (SIGSTOP) to hold the
 // request as long as the test needs, with no sleep to race against.
 func TestLiveALoanWhoseRequestIsStillWithTheServerLendsItsInputsNoMore(t *testing.T) {
-	_, name, srv, stop := liveEcho(t, "fdngolate")
-	defer stop()
-	defer (*srv).Process.Signal(syscall.SIGCONT) // before stop kills it, whatever fails
-	c, err := Connect(name, Options{ConnectTimeoutMs: 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	srv := startEcho(t, "fdngolate")
+	defer srv.cmd.Process.Signal(syscall.SIGCONT) // before the cleanup kills it, whatever fails
+	c := srv.connect(Options{ConnectTimeoutMs: 20})
 	spec := []Tensor{{Name: "x", DType: UINT8, NDim: 1, Shape: [8]uint64{4}}}
 	if err := c.LoanBegin("echo", spec); err != nil {
 		t.Fatal(err)
@@ -326,12 +310,12 @@ func TestLiveALoanWhoseRequestIsStillWithTheServerLendsItsInputsNoMore(t *testin
 	if r, err := c.LoanInfer(5 * time.Second); err != nil || r.Output("x").Data[0] != 1 {
 		t.Fatalf("the first loan call: %v", err)
 	}
-	(*srv).Process.Signal(syscall.SIGSTOP)
+	srv.cmd.Process.Signal(syscall.SIGSTOP)
 	var ws syscall.WaitStatus // the signal is asynchronous: wait until the server has stopped
-	if pid, err := syscall.Wait4((*srv).Process.Pid, &ws, syscall.WUNTRACED, nil); err != nil || pid != (*srv).Process.Pid || !ws.Stopped() {
+	if pid, err := syscall.Wait4(srv.cmd.Process.Pid, &ws, syscall.WUNTRACED, nil); err != nil || pid != srv.cmd.Process.Pid || !ws.Stopped() {
 		t.Fatalf("the server did not stop: %v %v", err, ws)
 	}
-	_, err = c.LoanInfer(20 * time.Millisecond)
+	_, err := c.LoanInfer(20 * time.Millisecond)
 	wantError(t, "a stopped server", err, DeadlineExceeded)
 	rid := err.(*Error).RequestID
 	if d := c.LoanData(0); d != nil {
@@ -342,7 +326,7 @@ func TestLiveALoanWhoseRequestIsStillWithTheServerLendsItsInputsNoMore(t *testin
 		fmt.Sprintf("no loan: it ended when its request %d failed while still with the server", rid))
 	err = c.LoanBegin("echo", spec) // waits ConnectTimeoutMs for the stopped server
 	wantError(t, "LoanBegin while the server holds the request", err, DeadlineExceeded, "is still with the server")
-	(*srv).Process.Signal(syscall.SIGCONT)
+	srv.cmd.Process.Signal(syscall.SIGCONT)
 	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
 	if r, err := c.Infer("echo", x, 5*time.Second); err != nil || r.Output("x").Data[0] != 7 {
 		t.Fatalf("the call after the late answer: %v", err) // it waits for that answer first
