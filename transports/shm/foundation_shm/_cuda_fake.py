@@ -22,7 +22,9 @@ __all__ = ["FakeDeviceMemory"]
 
 
 class FakeDeviceMemory:
-    """Stands in for ``export_tensor``, ``tensor_on``, ``_OwnBuffer`` and ``_synchronize``."""
+    """Stands in for ``export_tensor``, ``tensor_on``, ``_OwnBuffer`` and ``_synchronize``; its
+    handles open in the process that exported them (a real driver's do not), so a client may use
+    them with a server in its own process, as the tests do."""
 
     def __init__(self) -> None:
         self.tensors: dict[bytes, Any] = {}  # exported tensors, by handle
@@ -37,6 +39,7 @@ class FakeDeviceMemory:
         for side in (_cuda_client, _cuda_server):
             monkeypatch.setattr(side, "tensor_on", self.tensor_on)
             monkeypatch.setattr(side, "_synchronize", lambda devices: None)
+        monkeypatch.setattr(_cuda_server, "_exported_here", lambda client: False)
         return self
 
     def export(self, name: str, t: Any) -> CudaIpcRef:

@@ -10,6 +10,7 @@ are in ``_cuda_driver``, the memory and tensors in ``_cuda_memory``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,18 @@ log = logging.getLogger("foundation_shm")
 _SERVER_CACHE = 256  # mappings per client (spec 15.4)
 _ALIGN = 256  # bytes: where each output starts in a channel's output buffer
 _MIN_BUFFER = 2 << 20  # bytes: a channel's first output buffer on a device, at least
+SAME_PROCESS = (
+    "CUDA IPC handles do not open in the process that exported them, and this client is the "
+    "shm server's own process (pid {pid}): send device tensors through host memory (connect with "
+    "cuda_fallback='host')"
+)
+
+
+def _exported_here(client: tuple[int, int]) -> bool:
+    """Whether ``client`` (pid, start time) is this process: the driver refuses to open a handle
+    in the process that exported it (CUDA_ERROR_INVALID_CONTEXT), the client's inputs' handles and
+    the server's outputs' alike. (The tests' fake device memory opens anywhere: it says no.)"""
+    return client[0] == os.getpid()
 
 
 class ServerCuda:
@@ -115,13 +128,18 @@ class ServerCuda:
                 if not refs:
                     return dec  # the flag alone: outputs simply come back HOST
                 raise CudaUnavailable(self.reason, model=dec.model, request_id=dec.request_id)
+            here = _exported_here(client)  # then its handles, and ours, do not open: by host
+            if refs and here:
+                raise CudaUnavailable(
+                    SAME_PROCESS.format(pid=client[0]), model=dec.model, request_id=dec.request_id
+                )
             owner = self._client_of.get(channel)
             if owner is not None and owner != client:
                 # the channel changed hands between two looks of the loop (freed, then claimed):
                 # the one before must neither keep its mappings nor read this one's outputs
                 self._drop_locked(channel)
             self._client_of[channel] = client
-            if dec.flags & FLAG_CUDA_IPC:
+            if dec.flags & FLAG_CUDA_IPC and not here:
                 self._wants.add(channel)
             if not refs:
                 return dec

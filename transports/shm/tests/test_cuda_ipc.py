@@ -1187,6 +1187,43 @@ def test_a_resent_evicted_tensor_is_reopened_and_still_right_end_to_end(
     assert len([h for h in fake_gpu.closed_handles() if h in memory.tensors]) == 7
 
 
+def test_a_client_in_the_server_s_own_process_goes_through_host_memory(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CUDA IPC handle does not open in the process that exported it (the driver answers
+    CUDA_ERROR_INVALID_CONTEXT). A client in the server's own process (a script that serves and
+    calls) failed every call with a device input INVALID_INPUT, even with cuda_fallback='host',
+    and one with only empty device inputs got outputs by a handle it could not open (INTERNAL).
+    The server now answers such a client's handles CUDA_UNAVAILABLE, which the fallback takes
+    through host memory, and returns it no output by handle."""
+    real = getattr(_cuda_server, "_exported_here", None)
+    memory = FakeDeviceMemory().install(monkeypatch)
+    if real is not None:
+        monkeypatch.setattr(_cuda_server, "_exported_here", real)  # what this test is about
+    fake_open = fake_gpu.open
+
+    def open_(device: int, handle: bytes) -> tuple[int, int]:  # as a driver does
+        if handle in memory.tensors or handle in memory.buffers:  # exported by this process
+            raise D.CudaError(
+                "cuIpcOpenMemHandle", 201, "CUDA_ERROR_INVALID_CONTEXT", "invalid device context"
+            )
+        return fake_open(device, handle)
+
+    monkeypatch.setattr(fake_gpu, "open", open_)
+    handler = _Handler(lambda x: x * 2 if np.asarray(x).size else torch.ones(3))
+    with _fake_ipc_server(name, handler):
+        x = torch.arange(4.0)
+        with ShmTransport().connect(name, channels=1, cuda_fallback="host") as client:
+            for _ in range(2):
+                torch.testing.assert_close(client.infer(InferenceRequest("m", {"x": x})).outputs["y"], x * 2)
+            assert memory.exported == ["x"]  # refused once by handle, then by host on that connection
+        with ShmTransport().connect(name, channels=1) as client:
+            with pytest.raises(CudaUnavailable, match=r"this client is the shm server's own process \(pid"):
+                client.infer(InferenceRequest("m", {"x": x}))
+            y = client.infer(InferenceRequest("m", {"x": torch.ones(0)})).outputs["y"]  # the flag alone
+            assert y.tolist() == [1.0] * 3 and not memory.buffers  # through host memory
+
+
 # --- the client's mappings of the server's output buffers ---------------------------------------
 
 
