@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from .errors import HandlerError, InferenceError, InternalError, ShuttingDown
 if TYPE_CHECKING:
     from ._serving import ServedModel
 
-__all__ = ["MAX_WAIT_US", "Batcher", "is_ctrl_c"]
+__all__ = ["MAX_WAIT_US", "Batcher", "is_ctrl_c", "wait_unless_hurried"]
 
 log = logging.getLogger("foundation_ml")
 _now = time.monotonic_ns
@@ -51,6 +52,10 @@ SWITCH_INTERVAL = 1e-4  # seconds; see Batcher.start
 FLUSH_GRACE_NS = 5_000_000
 FLUSH_CHECK_S = 0.05
 Item = tuple[InferenceRequest, Respond, int]
+# How often a drain told it may be hurried checks whether it is: a hurry comes from a signal
+# handler (a second Ctrl-C), which runs in the thread that waits and may take no lock (that thread
+# may hold it), so it can only set a flag, not wake the wait.
+HURRY_CHECK_S = 0.05
 
 
 def is_ctrl_c(exc: BaseException) -> bool:
@@ -59,6 +64,22 @@ def is_ctrl_c(exc: BaseException) -> bool:
     SystemExit, GeneratorExit, any BaseException) is that request's error: on a serving thread it
     would otherwise end the thread and leave a server that answers no one."""
     return isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread()
+
+
+def wait_unless_hurried(
+    wait: Callable[[float], bool], seconds: float, hurried: Callable[[], bool] | None
+) -> bool:
+    """``wait(timeout)`` (True once what it waits for is done) for up to ``seconds`` in all, ended
+    early once ``hurried()`` (then done or not, at once). Returns whether it is done."""
+    if hurried is None:
+        return wait(seconds)
+    deadline = time.monotonic() + seconds
+    while True:
+        left = 0.0 if hurried() else deadline - time.monotonic()
+        if wait(max(0.0, min(left, HURRY_CHECK_S))):
+            return True
+        if left <= HURRY_CHECK_S:
+            return False
 
 
 class Batcher:
@@ -79,6 +100,9 @@ class Batcher:
         self._draining = False  # shutting down: run what arrives at once, wait for nothing more
         self._flushed = False  # a transport calls flush(): the thread is only the safety net
         self._thread = threading.Thread(target=self._run, name=f"batcher-{served.name}", daemon=True)
+        # set when the thread ends: what stop waits for. (Thread.join interrupted by a Ctrl-C marks
+        # a thread still running as stopped, in Python 3.11: stop would then refuse nothing.)
+        self._ended = threading.Event()
         # a batch can close in the batcher thread, in a transport thread (put, flush) or in two
         # transports' at once; a batched model need not be thread-safe (LoadedModel): one call at
         # a time, as one Triton model instance
@@ -140,33 +164,45 @@ class Batcher:
             self._draining = True
             self._cond.notify()
 
-    def stop(self, drain_timeout: float = 5.0, why: str = "") -> None:
+    def stop(
+        self, drain_timeout: float = 5.0, why: str = "", hurried: Callable[[], bool] | None = None
+    ) -> None:
         """Stop taking requests (answering ``why``, by default that the server is shutting down);
-        run the queued ones; join the thread, for at most ``drain_timeout``. If it is still busy
-        then (a model that blocks, or a queue longer than the drain), what is still queued is
-        answered ``ShuttingDown``: every request gets an answer, and stop returns in time."""
+        run the queued ones; join the thread, for at most ``drain_timeout``, or until ``hurried()``
+        (a second Ctrl-C). If it is still busy then (a model that blocks, or a queue longer than
+        the drain), what is still queued is answered ``ShuttingDown``: every request gets an
+        answer, and stop returns in time. Interrupted (a Ctrl-C in the wait), it answers them so
+        too, then raises the interrupt."""
         with self._cond:
             self._why = why or self._why
             self._stopping = True
             self._cond.notify()
-        self._thread.join(drain_timeout)
-        if not self._thread.is_alive():
-            return
-        with self._cond:
-            items = list(self._queue)
-            self._queue.clear()
-            self.served.metrics.enqueued(0)
-        why = f"{self._why} (the drain timed out after {drain_timeout:g} s before this request ran)"
-        self._refuse(items, ShuttingDown, why)
+        cut = "the drain was cut short"
+        try:
+            if wait_unless_hurried(self._ended.wait, drain_timeout, hurried):
+                self._thread.join()  # it is ending: so that it is gone once stop returns
+                return
+            if not (hurried and hurried()):
+                cut = f"the drain timed out after {drain_timeout:g} s"
+        finally:  # (run when interrupted too: the queue would wait for a model that may never return)
+            if not self._ended.is_set():
+                with self._cond:
+                    items = list(self._queue)
+                    self._queue.clear()
+                    self.served.metrics.enqueued(0)
+                self._refuse(items, ShuttingDown, f"{self._why} ({cut} before this request ran)")
 
     def _run(self) -> None:
-        while True:
-            taken: list[Item] = []  # taken from the queue and not yet handed to _run_items
-            try:
-                if not self._run_once(taken):
-                    return
-            except Exception as exc:  # a bug here must not end the thread: the model would answer no one
-                self._fail_queued(taken, exc)
+        try:
+            while True:
+                taken: list[Item] = []  # taken from the queue and not yet handed to _run_items
+                try:
+                    if not self._run_once(taken):
+                        return
+                except Exception as exc:  # a bug here must not end the thread: the model would answer no one
+                    self._fail_queued(taken, exc)
+        finally:
+            self._ended.set()
 
     def _fail_queued(self, taken: list[Item], exc: Exception) -> None:
         """Answer ``taken`` and every queued request with an InternalError naming ``exc`` (and

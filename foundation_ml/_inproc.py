@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 
+from ._batching import wait_unless_hurried
 from ._tensors import is_tensor
 from ._transport import RequestHandler, Transport, TransportClient, TransportServer
 from ._types import InferenceRequest, InferenceResponse, call_deadline
@@ -62,6 +63,12 @@ class _InprocServer(TransportServer):
         self.accepting = True
         self.inflight = 0
         self.cond = threading.Condition()
+        self._hurry = False
+
+    def hurry(self) -> None:
+        """End a drain that ``stop`` is waiting on now (a second Ctrl-C): the calls still under
+        way go on in their callers' threads, unwaited for. A flag: a signal handler may call it."""
+        self._hurry = True
 
     def stop(self, drain_timeout: float = 5.0) -> None:
         with _lock:
@@ -69,7 +76,13 @@ class _InprocServer(TransportServer):
                 del _servers[self.address]
         with self.cond:
             self.accepting = False
-            self.cond.wait_for(lambda: self.inflight == 0, timeout=drain_timeout)
+            wait_unless_hurried(self._drained_within, drain_timeout, self._hurried)
+
+    def _hurried(self) -> bool:
+        return self._hurry
+
+    def _drained_within(self, timeout: float) -> bool:
+        return self.cond.wait_for(lambda: self.inflight == 0, timeout=timeout)
 
 
 class _InprocClient(TransportClient):

@@ -225,9 +225,10 @@ class MLRuntime:
         """Stop serving ``name`` (one version, or all); queued requests are answered first, for
         at most ``drain_timeout`` in all. A request that raced the unload is answered
         ``ShuttingDown`` (or, asking for no version, served by the latest version left); a model
-        whose call is still running at the timeout is closed when that call returns. Every
-        version is stopped whatever one's stop (its model's ``close()``, a Ctrl-C) raises; then
-        the first error is raised (an interrupt before any other), the others noted on it."""
+        whose call is still running at the timeout is closed when that call returns. ``hurry()``
+        ends the wait at once, as the timeout would. Every version is stopped whatever one's stop
+        (its model's ``close()``, a Ctrl-C) raises; then the first error is raised (an interrupt
+        before any other), the others noted on it."""
         drain_timeout = check_drain(drain_timeout, f"unload_model({name!r})")
         if version is not None:  # "" would read "no such model"; 1 "no version 1 (versions: 1)"
             check_name(version, f"unload_model({name!r}): the version", MAX_VERSION_BYTES)
@@ -240,10 +241,14 @@ class MLRuntime:
             hurry = any(not isinstance(e, Exception) for e in errors)  # a Ctrl-C: no more waiting
             left = 0.0 if hurry else max(0.0, deadline - _clock())
             try:
-                served.stop(left, why=f"version {served.version!r} is being unloaded")
+                served.stop(left, why=f"version {served.version!r} is being unloaded", hurried=self._hurried)
             except BaseException as exc:
                 errors.append(exc)
         _raise_first(errors, f"unloading model {name!r} also raised")
+
+    def _hurried(self) -> bool:
+        """Whether ``hurry()`` was called: a model's drain polls it (a signal handler cannot wake it)."""
+        return self._hurry
 
     def _update_batchers(self) -> None:
         """What ``flush()`` runs: the batchers of the registry as it is now (under _models_lock)."""
@@ -410,9 +415,11 @@ class MLRuntime:
         return serve_until_stopped(self, transport, name, ready, metrics_file, options)
 
     def hurry(self) -> None:
-        """End the drain of a ``close`` under way now (a second Ctrl-C): each transport server
-        that can (an optional ``hurry()``) stops waiting for its in-flight requests, and the
-        models are unloaded without waiting for their queues."""
+        """End the drain of a ``close`` under way now (a second Ctrl-C), in whichever phase it is:
+        each transport server that can (an optional ``hurry()``) stops waiting for its in-flight
+        requests, and the models are unloaded without waiting for their queues or their calls
+        under way (a model still running is closed when its call returns). Only sets flags, so a
+        signal handler may call it."""
         self._hurry = True
         for _, server in [*self._stopping, *self.servers]:
             hurry = getattr(server, "hurry", None)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ._backend import LoadedModel
-from ._batching import Batcher, is_ctrl_c
+from ._batching import Batcher, is_ctrl_c, wait_unless_hurried
 from ._datatypes import DataType
 from ._metrics import ModelMetrics
 from ._signature import compile_validator, describe, mismatch
@@ -216,28 +216,53 @@ class ServedModel:
     def failed(self, request: InferenceRequest, exc: BaseException) -> HandlerError:
         return HandlerError(f"{type(exc).__name__}: {exc}", model=self.name, request_id=request.id)
 
-    def stop(self, drain_timeout: float = 5.0, close_model: bool = True, why: str = "") -> bool:
+    def stop(
+        self,
+        drain_timeout: float = 5.0,
+        close_model: bool = True,
+        why: str = "",
+        hurried: Callable[[], bool] | None = None,
+    ) -> bool:
         """Answer what is queued, stop the batcher, release the model (``why``: what a request
         arriving meanwhile is told; by default that the server is shutting down). Returns within
-        ``drain_timeout``: True once every call has returned; False if one still runs (a model
-        that blocks), whose return then closes the model (it is never closed under a call), while
-        the requests still queued are answered ``ShuttingDown``."""
+        ``drain_timeout``, or at once when ``hurried()`` (a second Ctrl-C): True once every call
+        has returned; False if one still runs (a model that blocks), whose return then closes the
+        model (it is never closed under a call), while the requests still queued are answered
+        ``ShuttingDown``. Interrupted in its wait (a Ctrl-C), it stops so all the same, then
+        raises the interrupt."""
         deadline = time.monotonic() + drain_timeout
         with self._gate:
             self._why = why or "the server is shutting down"
             self.stopping = True
         batcher, self.batcher = self.batcher, None
-        if batcher is not None:
-            # let go of it (a request racing the stop finds it gone and is answered ShuttingDown
-            # inline): the batcher refers back to this model, and the cycle kept an unloaded model
-            # (its weights) alive until the garbage collector happened to run
-            batcher.stop(drain_timeout, why)
-        with self._idle:
-            idle = self._idle.wait_for(lambda: not self._running, max(0.0, deadline - time.monotonic()))
+        interrupted: BaseException | None = None
+        try:
+            if batcher is not None:
+                # let go of it (a request racing the stop finds it gone and is answered
+                # ShuttingDown inline): the batcher refers back to this model, and the cycle kept
+                # an unloaded model (its weights) alive until the garbage collector happened to run
+                batcher.stop(drain_timeout, why, hurried)
+            with self._idle:
+                wait_unless_hurried(self._idle_within, max(0.0, deadline - time.monotonic()), hurried)
+        except BaseException as exc:  # a Ctrl-C in the wait: never leave the model unreleased
+            interrupted = exc
+        with self._gate:
+            idle = not self._running
             self._close_pending = close_model and not idle
-        if close_model and idle:
-            self.model.close()
+        try:
+            if close_model and idle:
+                self.model.close()
+        except BaseException as exc:
+            if interrupted is None:
+                raise
+            interrupted.add_note(f"closing the model also raised: {exc!r}")
+        if interrupted is not None:  # the interrupt first: stopping is what the user asked
+            raise interrupted
         return idle
+
+    def _idle_within(self, timeout: float) -> bool:
+        """Wait (holding ``_idle``) up to ``timeout`` for every call under way to return."""
+        return self._idle.wait_for(lambda: not self._running, timeout)
 
 
 def _close(served: ServedModel) -> None:

@@ -4,18 +4,32 @@ or a typed error), a model is never closed under a running call, and a drain kee
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
+import sys
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 
-from foundation_ml import FunctionModel, InferenceRequest, InferenceResponse, MLRuntime, _runtime
+from foundation_ml import (
+    FunctionModel,
+    InferenceClient,
+    InferenceRequest,
+    InferenceResponse,
+    MLRuntime,
+    _runtime,
+)
+from foundation_ml._process import shm_entries
 from foundation_ml._serving import ServedModel
 from foundation_ml._transport import TransportServer
 from foundation_ml.errors import ModelLoadError, ShuttingDown
 
 from .conftest import Replies, unique_name
+
+HANG_S = 60  # how long a test waits for what must happen at once before it calls it a hang
 
 
 class Blocking(FunctionModel):
@@ -159,9 +173,9 @@ def test_close_keeps_one_drain_bound_for_the_transports_and_the_models(
     given: list[float] = []
     real_stop = ServedModel.stop
 
-    def stop(self: ServedModel, drain_timeout: float = 5.0, close_model: bool = True, why: str = "") -> bool:
+    def stop(self: ServedModel, drain_timeout: float = 5.0, *args: Any, **kwargs: Any) -> bool:
         given.append(drain_timeout)
-        return real_stop(self, drain_timeout, close_model, why)
+        return real_stop(self, drain_timeout, *args, **kwargs)
 
     monkeypatch.setattr(ServedModel, "stop", stop)
     runtime.close(drain_timeout=2.0)
@@ -265,3 +279,187 @@ def test_an_unload_told_nonsense_refuses_before_anything_stops(
             runtime.close(drain_timeout=kwargs["drain_timeout"])
     assert runtime.versions("m") == ["1"] and not model.closed
     assert runtime.registry.get("m").batcher is not None
+
+
+def _batcher_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "batcher-m"]
+
+
+@pytest.mark.parametrize("batch", [1, 4], ids=["unbatched", "batched"])
+def test_hurry_ends_the_models_drain_and_the_model_is_closed_when_its_call_returns(
+    hub, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hurry() (a second Ctrl-C under serve() or at exit) ended the transports' drain, but once
+    close had moved on to the models' drain it still waited for a blocked call until
+    drain_timeout (here none): the exit hung on the Ctrl-C. It now ends there too; the requests
+    queued behind the call are answered ShuttingDown and the model is closed when the call returns."""
+    rt = MLRuntime(hub)
+    model = Blocking()
+    rt.register_model("m", model, max_batch_size=batch, max_wait_us=0, warmup=False)
+    before = set(_batcher_threads())
+    replies = Replies()
+    caller = _call_in_thread(rt, replies, 1, 1001)
+    assert model.entered.wait(HANG_S)
+    if batch > 1:  # queued behind the blocked batch
+        rt(InferenceRequest("m", {"x": _x()}, id=2), replies.respond(2))
+    unloading = threading.Event()
+    real_stop = ServedModel.stop
+
+    def stop(self: ServedModel, *args: Any, **kwargs: Any) -> bool:
+        unloading.set()
+        return real_stop(self, *args, **kwargs)
+
+    monkeypatch.setattr(ServedModel, "stop", stop)
+    closer = threading.Thread(target=rt.close, kwargs={"drain_timeout": math.inf})
+    closer.start()
+    try:
+        assert unloading.wait(HANG_S)
+        rt.hurry()
+        closer.join(HANG_S)
+        assert not closer.is_alive(), "close() waited for the blocked call after hurry()"
+        assert model.events == []  # never closed under its call
+        if batch > 1:
+            queued = replies.got[2]
+            assert isinstance(queued, ShuttingDown)
+            assert "the drain was cut short before this request ran" in str(queued)
+    finally:
+        model.release.set()
+        closer.join(HANG_S)
+    caller.join(HANG_S)
+    for t in set(_batcher_threads()) - before:  # batched: its thread runs the call and closes it
+        t.join(HANG_S)
+    assert isinstance(replies.wait(2 if batch > 1 else 1)[1], InferenceResponse)  # the call's answer
+    assert model.events == ["returned", "closed"]
+    assert rt.registry.names() == []
+
+
+def test_hurry_ends_an_inproc_servers_drain(hub) -> None:
+    """The inproc server's stop waited for its calls under way (an unbatched model runs inline in
+    the caller's thread) until drain_timeout whatever hurry() said: it had no hurry()."""
+    rt = MLRuntime(hub)
+    model = Blocking()
+    rt.register_model("m", model, warmup=False)
+    address = unique_name()
+    rt.start("inproc", address)
+    [(_, server)] = rt.servers
+    got: list[dict[str, np.ndarray]] = []
+
+    def call() -> None:
+        with InferenceClient(address, transport="inproc", hub=hub) as client:
+            got.append(client.infer("m", {"x": _x(1001)}))
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert model.entered.wait(HANG_S)
+    closer = threading.Thread(target=rt.close, kwargs={"drain_timeout": math.inf})
+    closer.start()
+    try:
+        rt.hurry()
+        closer.join(HANG_S)
+        assert not closer.is_alive(), "close() waited for the inproc call after hurry()"
+        assert model.events == [] and not server.accepting
+    finally:
+        model.release.set()
+        closer.join(HANG_S)
+    caller.join(HANG_S)
+    np.testing.assert_array_equal(got[0]["y"], _x(1001))  # its caller still got the answer
+    assert model.events == ["returned", "closed"]
+
+
+_CTRL_C_IN_THE_MODELS_DRAIN = """
+import math
+import signal
+import sys
+import threading
+
+import numpy as np
+from foundation_ml import FunctionModel, InferenceClient, MLRuntime
+from foundation_ml._batching import Batcher
+from foundation_ml.errors import DeadlineExceeded
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whoever started us
+how, name = sys.argv[1:]
+stop = Batcher.stop
+
+
+def stop_and_say(self, *args, **kwargs):  # the models' drain: the cue for the second Ctrl-C
+    print("draining the model", flush=True)
+    return stop(self, *args, **kwargs)
+
+
+Batcher.stop = stop_and_say
+release = threading.Event()
+closed = threading.Event()
+
+
+class Stuck(FunctionModel):
+    def close(self):
+        closed.set()
+
+
+def stuck(x):
+    if x[0] == 1001:
+        release.wait(600)
+    return x * 2
+
+
+blocked = MLRuntime(max_batch_size=2, max_wait_us=0)  # its batcher thread runs the call
+spec = {"inputs": {"x": "FP32[-1]"}, "outputs": {"y": "FP32[-1]"}}
+blocked.register_model("stuck", Stuck(stuck, **spec), warmup=False)
+blocked.start(transport="inproc", name=name)
+idle = MLRuntime()  # closed after it: its shared memory must go too
+idle.register_model("idle", FunctionModel(lambda x: x, **spec))
+idle.start(transport="shm", name=name)
+with InferenceClient(name, transport="inproc", hub=blocked.hub, timeout=0.5) as client:
+    try:  # the client gives up: no call in flight on the transport, the model's call runs on
+        client.infer("stuck", {"x": np.full(2, 1001, np.float32)})
+    except DeadlineExceeded:
+        pass
+if how == "exit":  # the runtimes are never closed: the exit closes them, with no drain limit
+    MLRuntime.close.__defaults__ = (math.inf, *MLRuntime.close.__defaults__[1:])
+    print("waiting", flush=True)
+    threading.Event().wait()  # until Ctrl-C
+try:
+    with idle, blocked:
+        print("waiting", flush=True)
+        threading.Event().wait()  # until Ctrl-C: blocked.close() drains
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+release.set()  # the call returns: the model is closed then
+print("model closed" if closed.wait(20) else "model left open", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["exit", "close"])
+def test_a_second_ctrl_c_in_the_models_drain_ends_it_and_still_releases_everything(
+    shm_hub, name: str, how: str
+) -> None:
+    """A second Ctrl-C once close() had moved on to the models' drain: at exit (the hook's
+    hurry()) it waited for the blocked call until the drain's end (here none: it hung); in
+    close() itself its KeyboardInterrupt left the model unclosed for good. Now it ends the drain
+    at once, the shared memory of every runtime still goes, the model is closed when its call
+    returns, and the interrupt is what the process ends with."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CTRL_C_IN_THE_MODELS_DRAIN, how, name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "waiting\n", proc.communicate(timeout=HANG_S)
+        proc.send_signal(signal.SIGINT)  # the script ends: its runtimes are closed, draining
+        assert proc.stdout.readline() == "draining the model\n", proc.communicate(timeout=HANG_S)
+        proc.send_signal(signal.SIGINT)  # enough waiting
+        out, err = proc.communicate(timeout=HANG_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if how == "exit":
+        assert proc.returncode == -signal.SIGINT, err  # ended by its (first) Ctrl-C
+        assert "Exception ignored in atexit callback" not in err, err
+    else:
+        assert (out, proc.returncode) == ("interrupted\nmodel closed\n", 0), err
+    assert shm_entries(name) == [], err
