@@ -150,12 +150,6 @@ fn read_region(ctl: &Mapping, name: &str) -> Result<Region> {
             "shm server {name:?} (pid {server_pid}) is gone"
         )));
     }
-    // A hung server takes no new client either: a call that found it hung reconnects on its
-    // next try, and each such connect claimed a channel it then gave back for the server to
-    // reclaim (only once it runs again): a service retrying a stalled server took all of them.
-    if let Some(why) = wait::hung(ctl, name) {
-        return Err(unavailable(why));
-    }
     let limits = Limits {
         max_tensors: ctl.u32(rg::MAX_TENSORS).load(Relaxed).max(1),
         max_bytes: ctl.u64(rg::MAX_REQUEST_BYTES).load(Relaxed),
@@ -168,6 +162,22 @@ fn read_region(ctl: &Mapping, name: &str) -> Result<Region> {
         instance_id,
         limits,
     })
+}
+
+/// A hung server (10.3) takes no new client: wait up to `timeout` for its heartbeat to move
+/// (a server that has just resumed beats within an interval), then SERVER_UNAVAILABLE. A call
+/// that finds its server hung reconnects on its next try, and each such connect claimed a
+/// channel that it then gave back for the server to reclaim, which it can do only once it runs
+/// again: a service retrying through a stall took every channel of the server.
+fn wait_beating(ctl: &Mapping, name: &str, timeout: Duration) -> Result<()> {
+    let end = shm::monotonic_ns().saturating_add(nanos(timeout));
+    loop {
+        match wait::hung(ctl, name) {
+            None => return Ok(()),
+            Some(why) if shm::monotonic_ns() >= end => return Err(unavailable(why)),
+            Some(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
 }
 
 /// 10.1 steps 4-7, the region mutex held: take the first free channel, give it a data segment of
@@ -316,6 +326,7 @@ impl Conn {
         let (ctl, mode) = Mapping::open(&l::control_name(name))
             .map_err(|e| unavailable(format!("no shm server named {name:?} ({e})")))?;
         let region = read_region(&ctl, name)?;
+        wait_beating(&ctl, name, opts.connect_timeout)?;
         // Step 3.
         let sem_err =
             |e: std::io::Error| unavailable(format!("shm server {name:?}: semaphore: {e}"));

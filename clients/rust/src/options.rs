@@ -18,7 +18,8 @@ pub struct ConnectOptions {
     /// keeps the server it waits for off the CPU; a yield with nothing else to run is one
     /// system call).
     pub yield_after: Duration,
-    /// How long to wait for the region mutex at connect before failing OVERLOADED (2 s).
+    /// How long to wait for the region mutex at connect before failing OVERLOADED (2 s), and
+    /// for the heartbeat of a server found hung to move again before failing SERVER_UNAVAILABLE.
     pub connect_timeout: Duration,
     /// Set `FDN_FLAG_DATA_CRC`: the CRC also covers the tensor data (for debugging).
     pub data_crc: bool,

@@ -293,7 +293,11 @@ fn retrying_a_hung_server_claims_no_channel_per_call() {
         return;
     };
     let ctl = region(&echo.1);
-    let mut client = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_millis(100), // how long a connect waits for a beat
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(&echo.1, opts).unwrap();
     client
         .infer("echo", &x(), Some(Duration::from_secs(5)))
         .unwrap();
@@ -324,6 +328,28 @@ fn retrying_a_hung_server_claims_no_channel_per_call() {
         mine, 1,
         "channels this process holds after 6 retries on a hung server"
     );
+    // resumed, it beats again; a connect meanwhile waits 100 ms for that, then tries again
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut last = client.infer("echo", &x(), Some(Duration::from_secs(5)));
+    while last.is_err() && Instant::now() < end {
+        last = client.infer("echo", &x(), Some(Duration::from_secs(5)));
+    }
+    last.unwrap();
+}
+
+/// A server whose heartbeat is stale but moves again (one that has just resumed from a stall:
+/// here its heartbeat is set back by hand, and its next beat, within 100 ms, moves it) is
+/// connected to: connect waits for the beat rather than refusing it as hung.
+#[test]
+fn a_server_that_has_just_resumed_is_connected_to() {
+    let Some(echo) = echo_server("rustresumed") else {
+        return;
+    };
+    let ctl = region(&echo.1);
+    let stale = crate::shm::monotonic_ns() - 5_000_000_000;
+    ctl.u64(rg::HEARTBEAT_NS).store(stale, SeqCst);
+    let mut client = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
+    assert!(ctl.u64(rg::HEARTBEAT_NS).load(SeqCst) > stale);
     client
         .infer("echo", &x(), Some(Duration::from_secs(5)))
         .unwrap();
