@@ -4,8 +4,9 @@
 ``async def`` function: an object whose ``__call__`` is ``async def`` (HTTP-client-style
 callables) and a ``functools.partial`` of one. Treated as sync, such a call would "succeed" the
 moment it returns its coroutine, unprotected. A generator function cannot be protected by
-wrapping it at all, so wrappers refuse one. Every pattern plugin (and the ``new-plugin`` template)
-uses these two, so a pattern written by a third party treats callables as the built-in ones do.
+wrapping it at all, so wrappers refuse one, as they refuse what is not callable. Every pattern
+plugin (and the ``new-plugin`` template) uses these two, so a pattern written by a third party
+treats callables as the built-in ones do.
 """
 
 from __future__ import annotations
@@ -36,12 +37,19 @@ def refuse_generator(fn: object, pattern: str) -> None:
     the generator; the work (and every error) comes later, while it is iterated, outside the
     wrapper, so the pattern would silently protect nothing. So for a ``classmethod`` or
     ``staticmethod`` object (the pattern's decorator placed above ``@classmethod``): it is no
-    function to call, and an async one would pass for sync."""
+    function to call, and an async one would pass for sync. So for anything not callable (the
+    result of calling the function, decorated by mistake): every call of it would fail."""
     if isinstance(fn, classmethod | staticmethod):
         kind = type(fn).__name__
         raise TypeError(
             f"{pattern} cannot protect a {kind} object ({getattr(fn.__func__, '__qualname__', fn)!r}): "
             f"put @{kind} above the {pattern} decorator, so that it wraps the function itself"
+        )
+    if not callable(fn):
+        raise TypeError(
+            f"{pattern} cannot protect a {type(fn).__name__} object: it is not callable, so every "
+            f"call would fail (and be retried, counted, or answered by a fallback); decorate the "
+            f"function itself (fetch), not what calling it returns (fetch())"
         )
     target = _target(fn)
     if inspect.isasyncgenfunction(target):

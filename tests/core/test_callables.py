@@ -74,3 +74,13 @@ def test_refuse_generator_refuses_a_classmethod_or_staticmethod_object(kind: typ
     shown = rf"mine cannot protect a {kind.__name__} object .*fetch.*@{kind.__name__} above"
     with pytest.raises(TypeError, match=shown):
         refuse_generator(kind(fetch), "mine")
+
+
+@pytest.mark.parametrize("value", [{"sku": "A-1"}, 42, None, "fetch"], ids=["dict", "int", "none", "str"])
+def test_refuse_generator_refuses_what_is_not_callable(value: object) -> None:
+    """``@retry`` given the result of a call (``retry(fetch())``) instead of the function: every
+    call would fail with "not callable", which retry would retry, a breaker count as the
+    dependency failing, and a fallback answer for ever. Refused when decorated, naming its type."""
+    shown = rf"^mine cannot protect a {type(value).__name__} object: it is not callable"
+    with pytest.raises(TypeError, match=shown):
+        refuse_generator(value, "mine")

@@ -101,6 +101,13 @@ def test_a_generator_function_is_refused_when_decorated(generator: Any) -> None:
     assert getattr(generator, "__name__", "rows") in str(info.value)  # a partial shows its function
 
 
+def test_the_result_of_a_call_is_refused_when_decorated() -> None:
+    """``fallback(...)(price())``, the function's result instead of the function: each call
+    raised "not callable", which ``on=Exception`` turned into the fallback value, for ever."""
+    with pytest.raises(TypeError, match=r"^fallback cannot protect a dict object: it is not callable"):
+        fallback_factory(FallbackPolicy(value="cached"))({"price": 3})
+
+
 @pytest.mark.parametrize("on", ["KeyboardInterrupt", ["ConnectionError", "asyncio.CancelledError"]])
 def test_on_refuses_classes_that_are_not_exceptions(on: object) -> None:
     """A cancellation or an interrupt is never replaced by a fallback; listing one could only mislead."""
