@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import errors
 from .errors import PolicyError
 
 __all__ = ["exception_types", "exception_set", "in_range", "is_bool", "one_of", "optional_in_range"]
@@ -79,21 +80,30 @@ def one_of(policy: str, choices: Iterable[str]) -> Validator:
 
 
 def _resolve_exception(name: str) -> type[BaseException]:
+    """A builtin's name (``"ConnectionError"``), one of Foundation's own errors by its bare name
+    (``"CircuitOpenError"``, as the pattern specs and retry's default write it), or
+    ``"pkg.mod:Error"`` / ``"pkg.mod.Error"``."""
     module, sep, attr = name.rpartition(":") if ":" in name else name.rpartition(".")
+    why = ""
     if not sep:
         obj = getattr(builtins, name, None)
+        if obj is None:
+            obj = getattr(errors, name, None)
     else:
         try:
             obj = getattr(importlib.import_module(module), attr, None)
-        except ImportError:
-            obj = None
+        except ImportError as exc:
+            obj, why = None, f": module {module!r} cannot be imported ({exc})"
     if not (isinstance(obj, type) and issubclass(obj, BaseException)):
-        raise ValueError(f"{name!r} does not name an exception class")
+        if not why and not sep:
+            why = " (a builtin exception, one of foundation_core.errors, or 'package.module:Error')"
+        raise ValueError(f"{name!r} does not name an exception class{why}")
     return obj
 
 
 def exception_types(value: Any) -> tuple[type[BaseException], ...]:
-    """Convert exception classes or their names (``"ConnectionError"``, ``"pkg.mod:Error"``)."""
+    """Convert exception classes or their names (``"ConnectionError"``, ``"CircuitOpenError"``,
+    ``"pkg.mod:Error"``)."""
     items = (value,) if isinstance(value, (str, type)) else tuple(value)
     out: list[type[BaseException]] = []
     for item in items:

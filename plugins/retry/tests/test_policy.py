@@ -9,7 +9,7 @@ from foundation_retry import BACKOFFS, RetryPolicy
 from hypothesis import given
 from hypothesis import strategies as st
 
-from foundation_core.errors import CircuitOpenError, PolicyError
+from foundation_core.errors import CircuitOpenError, PolicyError, RateLimited
 
 
 @pytest.mark.parametrize(
@@ -47,9 +47,24 @@ def test_exception_sets_accept_names() -> None:
     assert not policy.should_retry_error(ValueError())
 
 
+def test_foundation_errors_are_named_as_the_specs_name_them() -> None:
+    """retry's default ``no_retry_on`` is ``[CircuitOpenError]`` in its spec; a config file
+    keeping it and adding one (``no_retry_on = ["PermissionError", "CircuitOpenError"]``) was
+    refused: "'CircuitOpenError' does not name an exception class"."""
+    policy = RetryPolicy(no_retry_on=["PermissionError", "CircuitOpenError"], retry_on=["RateLimited"])
+    assert policy.no_retry_on == (PermissionError, CircuitOpenError)
+    assert policy.retry_on == (RateLimited,)
+
+
 def test_unknown_exception_name_is_a_policy_error() -> None:
-    with pytest.raises(PolicyError, match="retry_on"):
+    with pytest.raises(PolicyError, match="retry_on") as info:
         RetryPolicy(retry_on=["NoSuchError"])
+    assert "'NoSuchError' does not name an exception class (a builtin exception" in str(info.value)
+
+
+def test_an_exception_in_a_module_that_does_not_import_says_why() -> None:
+    with pytest.raises(PolicyError, match=r"module 'no_such_pkg.errors' cannot be imported"):
+        RetryPolicy(retry_on=["no_such_pkg.errors:Unavailable"])
 
 
 def test_open_circuit_is_not_retryable_by_default() -> None:
