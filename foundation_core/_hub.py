@@ -99,9 +99,7 @@ class Hub:
         else:
             info = PluginInfo(name=name, source="entry-point", status="loaded")
         self.plugins[name] = info
-        register_plugin(self, info, plugin)
-        if info.status == "failed" and override:
-            raise PluginError(name, info.error or "invalid hookimpls")
+        register_plugin(self, info, plugin)  # raises for an application object that fails
         return name
 
     def _check_requirements(self) -> None:

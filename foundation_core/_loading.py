@@ -187,16 +187,26 @@ def _unmarked(obj: object) -> list[str]:
     return found
 
 
+def _refuse(hub: Hub, info: PluginInfo, exc: BaseException, err: PluginLoadError) -> None:
+    """Fail plugin ``info`` as it registers. An application's own object is never isolated: its
+    error is raised (once: not also warned about as a plugin the others carry on without)."""
+    if info.source in {"app", "builtin"}:
+        info.status, info.error = "failed", str(err)
+        raise err from (None if exc is err else exc)
+    fail(hub, info, None, exc, err)
+
+
 def register_plugin(hub: Hub, info: PluginInfo, obj: object) -> None:
     """Register ``obj``'s hookimpls as plugin ``info``, each wrapped in its guard; invalid or
-    unknown hookimpls fail the plugin (and register none of its hookimpls)."""
+    unknown hookimpls fail the plugin (and register none of its hookimpls): an installed one is
+    isolated, an application's object raises ``PluginLoadError``."""
     problems = [f"{n!r} is not marked @hookimpl, so it would never be called" for n in _unmarked(obj)]
     other = hub.pm.get_name(obj)
     if other is not None:  # two entry points naming one module: pluggy's message lists every plugin
         problems.append(f"its object is already plugin {other!r} (an object can be one plugin only)")
     if problems:
         err = PluginLoadError(info.name, "; ".join(problems))
-        fail(hub, info, None, err, err)
+        _refuse(hub, info, err, err)
         return
     try:
         hub.pm.register(obj, name=info.name)
@@ -206,7 +216,7 @@ def register_plugin(hub: Hub, info: PluginInfo, obj: object) -> None:
         if hub.pm.get_plugin(info.name) is obj:
             hub.pm.unregister(obj)
         message = " ".join(str(exc).split())  # pluggy's message spans lines; ours is one
-        fail(hub, info, None, exc, PluginLoadError(info.name, message))
+        _refuse(hub, info, exc, PluginLoadError(info.name, message))
         return
     unknown = [hc.name for hc in hub.pm.get_hookcallers(obj) or [] if hc.spec is None]
     if unknown:
@@ -218,7 +228,7 @@ def register_plugin(hub: Hub, info: PluginInfo, obj: object) -> None:
                 f"{hook!r} is not a foundation hook" + (f" (did you mean {near[0]!r}?)" if near else "")
             )
         err = PluginLoadError(info.name, "; ".join(msgs))
-        fail(hub, info, None, err, err)
+        _refuse(hub, info, err, err)
         return
     info.plugin = obj
     info.hooks = sorted({hc.name for hc in hub.pm.get_hookcallers(obj) or []})

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pluggy import PluginValidationError
 
-from foundation_core import FoundationPluginWarning, Hub
+from foundation_core import FoundationPluginWarning, Hub, hookimpl, running_hubs, start
 from foundation_core.errors import PluginError, PluginLoadError
 
 from .conftest import on_sys_path
@@ -151,9 +152,31 @@ def test_an_application_object_with_an_unmarked_hook_function_is_refused() -> No
             raise AssertionError("never called")
 
     hub = Hub(env={})
-    with pytest.warns(FoundationPluginWarning), pytest.raises(PluginError, match="is not marked @hookimpl"):
-        hub.register(App())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # raised, not also warned about as isolated
+        with pytest.raises(PluginError, match="is not marked @hookimpl"):
+            hub.register(App())
     assert hub.pm.get_plugin("App") is None
+
+
+def test_an_application_object_with_a_wrong_hook_argument_raises_once_saying_so() -> None:
+    """Its error propagates from start(); it was also warned about as a plugin "the other
+    plugins carry on" without, and the raised message said "plugin 'App' failed: " twice."""
+
+    class App:
+        @hookimpl
+        def foundation_on_retry(self, pattern: str, attempt: int) -> None:  # the spec says name
+            raise AssertionError("never called")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(PluginError) as info:
+            start([App()], entry_points=False)
+    message = str(info.value)
+    assert message.startswith("plugin 'App' failed: ") and message.count("failed:") == 1
+    assert "{'pattern'} are declared in the hookimpl but can not be found in the hookspec" in message
+    assert isinstance(info.value.__cause__, PluginValidationError)  # pluggy's, chained
+    assert running_hubs() == ()
 
 
 def test_two_entry_points_naming_one_module_fail_the_second_in_one_line(site: Path) -> None:
