@@ -187,6 +187,33 @@ def _unmarked(obj: object) -> list[str]:
     return found
 
 
+def _catch_alls(obj: object) -> list[str]:
+    """The hookimpls of ``obj`` taking ``*args`` or ``**kwargs``: pluggy passes a hook's
+    arguments by name, each to the parameter of that name, so a catch-all always stays empty
+    (an observer written ``foundation_on_retry(self, **event)`` would see no event)."""
+    found = []
+    for name in _spec_names():
+        try:
+            attr = getattr(obj, name, None)
+        except Exception:  # a property or a module __getattr__ that raises: not a hookimpl
+            continue
+        if not callable(attr) or getattr(attr, f"{PROJECT_NAME}_impl", None) is None:
+            continue
+        try:
+            params = inspect.signature(attr).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        var = [p for p in params if p.kind in {p.VAR_POSITIONAL, p.VAR_KEYWORD}]
+        if var:
+            star = "**" if var[0].kind is var[0].VAR_KEYWORD else "*"
+            spec = ", ".join(inspect.signature(getattr(hookspecs, name)).parameters)
+            found.append(
+                f"{name!r} takes {star}{var[0].name}, which pluggy never fills (it passes each "
+                f"argument by name): name those it needs, of ({spec})"
+            )
+    return found
+
+
 def _refuse(hub: Hub, info: PluginInfo, exc: BaseException, err: PluginLoadError) -> None:
     """Fail plugin ``info`` as it registers. An application's own object is never isolated: its
     error is raised (once: not also warned about as a plugin the others carry on without)."""
@@ -201,6 +228,7 @@ def register_plugin(hub: Hub, info: PluginInfo, obj: object) -> None:
     unknown hookimpls fail the plugin (and register none of its hookimpls): an installed one is
     isolated, an application's object raises ``PluginLoadError``."""
     problems = [f"{n!r} is not marked @hookimpl, so it would never be called" for n in _unmarked(obj)]
+    problems += _catch_alls(obj)
     other = hub.pm.get_name(obj)
     if other is not None:  # two entry points naming one module: pluggy's message lists every plugin
         problems.append(f"its object is already plugin {other!r} (an object can be one plugin only)")

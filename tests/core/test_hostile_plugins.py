@@ -270,3 +270,26 @@ def test_a_module_whose_hookimpls_use_specname_is_not_refused_for_a_class_beside
     hub, _ = _load("spec")
     assert hub.plugins["spec"].status == "loaded", hub.plugins["spec"].error
     assert "renamed" in hub.patterns and "extra" not in hub.patterns
+
+
+def test_a_hookimpl_taking_a_catch_all_is_refused_naming_the_hook_arguments() -> None:
+    """pluggy passes a hook's arguments by name: ``**event`` stays empty, so an observer written
+    that way was called with nothing, and said nothing. Installed, it is isolated; an
+    application's raises."""
+
+    class Observer:
+        @hookimpl
+        def foundation_on_retry(self, **event: object) -> None:
+            raise AssertionError("never called")
+
+    why = (
+        r"'foundation_on_retry' takes \*\*event, which pluggy never fills .*"
+        r"of \(name, attempt, delay, error, result\)"
+    )
+    hub = Hub(env={})
+    with pytest.warns(FoundationPluginWarning, match=why):
+        hub.register(Observer(), override=False)
+    assert hub.plugins["Observer"].status == "failed"
+    assert hub.pm.get_plugin("Observer") is None
+    with pytest.raises(PluginLoadError, match=why):
+        start([Observer()], entry_points=False)
