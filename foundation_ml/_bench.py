@@ -40,7 +40,6 @@ from ._bench_measure import (
     timer_overhead_ns,
 )
 from ._bench_process import (
-    SAME_PROCESS_TRANSPORTS,
     WORKER_START_TIMEOUT,
     BenchmarkFailed,
     Terminated,
@@ -60,7 +59,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ROUNDS",
-    "SAME_PROCESS_TRANSPORTS",
     "WORKER_START_TIMEOUT",
     "BenchmarkFailed",
     "Terminated",

@@ -20,7 +20,6 @@ from typing import Any
 from foundation_core.errors import FoundationError
 
 __all__ = [
-    "SAME_PROCESS_TRANSPORTS",
     "WORKER_START_TIMEOUT",
     "BenchmarkFailed",
     "Terminated",
@@ -30,8 +29,6 @@ __all__ = [
     "stdout_to_stderr",
 ]
 
-# transports whose clients must live in the server's process: the benchmark's clients do not
-SAME_PROCESS_TRANSPORTS = frozenset({"inproc"})
 WORKER_START_TIMEOUT = 120.0  # s: spawning a client process, its imports, connecting, warming up
 
 
@@ -110,10 +107,10 @@ def check_transport(transport: str) -> None:
     from ._client import registered_hub
 
     try:
-        registered_hub().transports.get(transport)
+        cross_process = registered_hub().transports.get(transport)().cross_process
     except NotRegisteredError as exc:
         raise BenchmarkFailed(f"--transport {transport}: {exc}") from None
-    if transport in SAME_PROCESS_TRANSPORTS:
+    if not cross_process:
         raise BenchmarkFailed(
             f"--transport {transport}: the benchmark calls a server in another process, from client "
             f"processes, and the {transport} transport serves only the process it runs in; "

@@ -1,4 +1,5 @@
-"""``foundation package``, and the ``--model NAME=SPEC`` argument that ``serve`` takes too.
+"""``foundation package``, the ``--model NAME=SPEC`` argument that ``serve`` takes too, and the
+``--transport`` check that ``serve``, ``infer`` and ``stats`` share.
 
 The ml plugin's other commands: ``serve`` is in ``_cli_serve``, ``infer`` and ``stats`` (a
 running server's client) in ``_cli_client``.
@@ -14,7 +15,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from foundation_core import Hub
 
-__all__ = ["package_main", "parse_model_arg"]
+__all__ = ["check_cross_process", "package_main", "parse_model_arg"]
+
+# what a command of its own process could not do over a transport that does not cross processes
+_IN_PROCESS_ONLY = {
+    "serve": "no client could ever call the server it starts",
+    "infer": "every server is in another process, where it cannot reach one",
+    "stats": "every server is in another process, where it cannot reach one",
+}
 
 
 def parse_model_arg(text: str) -> tuple[str | None, str]:
@@ -23,6 +31,33 @@ def parse_model_arg(text: str) -> tuple[str | None, str]:
     if sep and name and "/" not in name and ":" not in name:
         return name, spec
     return None, text
+
+
+def check_cross_process(hub: Hub, transport: str, command: str) -> None:
+    """Raise ``ValueError`` saying why when ``transport``'s servers cannot be reached from another
+    process (``Transport.cross_process`` false: inproc): ``foundation COMMAND`` runs in a process
+    of its own, so a server it starts would serve nobody, and a client it starts would find no
+    server. The message names the installed transports that do cross processes. A transport not
+    registered raises ``NotRegisteredError``, as ``hub.transports.get`` does."""
+    if hub.transports.get(transport)().cross_process:
+        return
+    crossing = [n for n in hub.transports.names() if n != transport and _crosses(hub, n)]
+    if crossing:
+        use = "use " + " or ".join(f"--transport {n}" for n in crossing)
+    else:
+        use = "no transport installed crosses processes (pip install 'foundation[shm]' adds shm)"
+    raise ValueError(
+        f"--transport {transport} is in-process only: its servers are reached only from the process "
+        f"that serves them, and `foundation {command}` is a process of its own, so "
+        f"{_IN_PROCESS_ONLY[command]}; {use}"
+    )
+
+
+def _crosses(hub: Hub, transport: str) -> bool:
+    try:
+        return bool(hub.transports.get(transport)().cross_process)
+    except Exception:  # a transport plugin that fails to load is named by `foundation plugins`
+        return False
 
 
 def package_main(args: argparse.Namespace, hub: Hub) -> int:

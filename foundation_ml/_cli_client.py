@@ -33,8 +33,10 @@ __all__ = ["infer_main", "load_inputs", "stats_main"]
 
 def _connect(args: argparse.Namespace, hub: Hub, command: str, **kw: Any) -> InferenceClient:
     """The client of ``args.name`` on ``args.transport``, with ``args.timeout`` if one was given; a
-    name or option the transport refuses (``ValueError``: ``a/b`` for shm), or a transport that
-    is not installed, ends the command with exit 2 and the reason."""
+    name or option the transport refuses (``ValueError``: ``a/b`` for shm), a transport that is
+    not installed, or one that reaches no other process (inproc: this command's process serves
+    nothing), ends the command with exit 2 and the reason."""
+    from ._cli import check_cross_process
     from ._client import InferenceClient
 
     if args.timeout is not None:  # else the client's default: the configured timeout, else 30 s
@@ -42,6 +44,7 @@ def _connect(args: argparse.Namespace, hub: Hub, command: str, **kw: Any) -> Inf
     from foundation_core.errors import NotRegisteredError
 
     try:
+        check_cross_process(hub, args.transport, command)
         return InferenceClient(args.name, transport=args.transport, hub=hub, **kw)
     except (ValueError, NotRegisteredError) as exc:  # --transport names none installed: as serve says it
         print(f"foundation {command}: error: {exc}", file=sys.stderr)

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._cli import parse_model_arg
+from ._cli import check_cross_process, parse_model_arg
 from ._plugin import DEMO_MODEL, DEMO_SPEC
 
 if TYPE_CHECKING:
@@ -204,11 +204,13 @@ _DEVICE = re.compile(r"(cpu|cuda)(:[0-9]+)?", re.ASCII)
 
 def _check_options(args: argparse.Namespace, hub: Hub) -> None:
     """Refuse (``_Refused``) ``serve`` options that cannot work, before any model loads: no such
-    transport, a name it refuses (``a/b`` for shm), ``--max-wait-us`` without batching, a device
-    that is neither cpu nor cuda:N, a metrics file that cannot be written."""
+    transport, one no other process reaches (inproc), a name it refuses (``a/b`` for shm),
+    ``--max-wait-us`` without batching, a device that is neither cpu nor cuda:N, a metrics file
+    that cannot be written."""
     from foundation_core.errors import NotRegisteredError
 
     try:
+        check_cross_process(hub, args.transport, "serve")
         hub.transports.get(args.transport)().check_address(args.name)
     except (NotRegisteredError, ValueError) as exc:
         raise _Refused(exc) from None

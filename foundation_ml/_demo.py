@@ -24,12 +24,12 @@ def _transport_problem(transport: str, hub: Hub) -> str:
     from foundation_core.errors import NotRegisteredError
 
     try:
-        hub.transports.get(transport)
+        cross_process = hub.transports.get(transport)().cross_process
         hub.model_backends.get("torch")  # the demo model is a torch module
     except NotRegisteredError as exc:
         return str(exc)
-    if transport == "inproc":
-        return "the demo serves from a child process; inproc reaches only servers in the same process"
+    if not cross_process:
+        return f"the demo serves from a child process; {transport} reaches only servers in the same process"
     return ""
 
 

@@ -201,6 +201,7 @@ class InprocTransport(Transport):
     """Serves and calls within one process; ``address`` is any name."""
 
     name: ClassVar[str] = "inproc"
+    cross_process: ClassVar[bool] = False  # a server is found in this process's table only
 
     def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
         _no_options("serve", options)

@@ -205,6 +205,10 @@ class Transport(abc.ABC):
     """
 
     name: ClassVar[str]
+    # Whether a client in another process can reach this transport's servers. False (inproc):
+    # only the serving process can; ``foundation serve``, ``infer``, ``stats``, ``bench`` and
+    # ``demo``, each running its servers or clients in a process of its own, refuse it by name.
+    cross_process: ClassVar[bool] = True
 
     @abc.abstractmethod
     def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:

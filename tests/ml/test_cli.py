@@ -31,7 +31,7 @@ def test_help_lists_the_ml_commands() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_serve_exits_zero_on_signal(sig: signal.Signals, name: str) -> None:
-    server = ServerProcess(["--transport", "inproc", "--name", name]).start()
+    server = ServerProcess(["--transport", "shm", "--name", name]).start()
     assert "loaded demo v1 (pytorch)" in server.output
     assert server.stop(sig) == 0, server.output
     assert "stopped: drained in-flight requests" in server.output
@@ -41,7 +41,7 @@ def test_serve_exits_zero_on_signal(sig: signal.Signals, name: str) -> None:
 def test_serve_refuses_a_model_file_that_does_not_load(tmp_path: Path, name: str) -> None:
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"garbage")
-    proc = foundation("serve", "--transport", "inproc", "--name", name, "--model", f"m={bad}")
+    proc = foundation("serve", "--transport", "shm", "--name", name, "--model", f"m={bad}")
     assert proc.returncode == 1
     assert f"{bad} is not a loadable TorchScript file" in proc.stderr
     assert "ready" not in proc.stdout
@@ -52,7 +52,7 @@ def test_serve_serves_nothing_if_any_model_fails(tmp_path: Path, name: str) -> N
     proc = foundation(
         "serve",
         "--transport",
-        "inproc",
+        "shm",
         "--name",
         name,
         "--model",
@@ -75,7 +75,7 @@ def test_serve_refuses_a_package_that_fails_its_checksum(tmp_path: Path, name: s
         == 0
     )
     (pkg / "weights.safetensors").write_bytes(b"tampered")
-    proc = foundation("serve", "--transport", "inproc", "--name", name, "--model", str(pkg))
+    proc = foundation("serve", "--transport", "shm", "--name", name, "--model", str(pkg))
     assert proc.returncode == 2  # a bad package is bad input
     assert f"{pkg}/weights.safetensors fails its checksum" in proc.stderr
 
@@ -105,22 +105,46 @@ def test_serve_refuses_a_damaged_package_in_one_line(
 ) -> None:
     path, message = damaged_packages(tmp_path)[kind]
     spec = f"m={path}" if named else str(path)
-    proc = foundation("serve", "--transport", "inproc", "--name", name, "--model", spec)
+    proc = foundation("serve", "--transport", "shm", "--name", name, "--model", spec)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == f"foundation serve: error: {message}\n"
     assert "ready" not in proc.stdout
 
 
 def test_serve_wants_a_name_for_a_non_package_spec(name: str) -> None:
-    proc = foundation("serve", "--transport", "inproc", "--name", name, "--model", "pkg.mod:build")
+    proc = foundation("serve", "--transport", "shm", "--name", name, "--model", "pkg.mod:build")
     assert proc.returncode == 2
     assert "write NAME=SPEC" in proc.stderr
 
 
 def test_infer_without_a_server_says_so(name: str) -> None:
-    proc = foundation("infer", "--transport", "inproc", "--name", name)
+    proc = foundation("infer", "--transport", "shm", "--name", name)
     assert proc.returncode == 1
     assert "ServerUnavailable" in proc.stderr and name in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [
+        (["serve", "--name", "x"], "no client could ever call the server it starts"),
+        (["infer", "--name", "x"], "every server is in another process, where it cannot reach one"),
+        (["stats", "x"], "every server is in another process, where it cannot reach one"),
+    ],
+)
+def test_an_in_process_transport_is_refused_by_the_commands_of_their_own_process(
+    command: list[str], why: str
+) -> None:
+    """``serve --transport inproc`` loaded the demo and said 'ready: serving demo on inproc'
+    for clients that could never reach it; ``infer`` and ``stats`` said the server was not
+    running. Each is refused, exit 2, before anything loads, naming a transport to use."""
+    proc = foundation(*command, "--transport", "inproc")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (
+        f"foundation {command[0]}: error: --transport inproc is in-process only: its servers are "
+        f"reached only from the process that serves them, and `foundation {command[0]}` is a process "
+        f"of its own, so {why}; use --transport shm\n"
+    )
+    assert proc.stdout == ""  # no model loaded, nothing served
 
 
 @pytest.mark.parametrize("argv", [["infer", "--name", "a/b"], ["stats", "a/b"], ["stats", "--name", "a/b"]])
@@ -246,7 +270,7 @@ def test_infer_reads_the_transports_config_section(name: str) -> None:
 @pytest.mark.slow
 def test_metrics_file_holds_prometheus_text_after_exit(tmp_path: Path, name: str) -> None:
     metrics = tmp_path / "metrics.prom"
-    server = ServerProcess(["--transport", "inproc", "--name", name, "--metrics-file", str(metrics)]).start()
+    server = ServerProcess(["--transport", "shm", "--name", name, "--metrics-file", str(metrics)]).start()
     assert server.stop() == 0, server.output
     text = metrics.read_text()
     assert f'foundation_requests_total{{server="{name}",model="demo",version="1"}} 0' in text
@@ -441,7 +465,7 @@ def test_stats_of_an_empty_name_is_refused_not_the_default_servers(
 
 
 def test_infer_json_is_strict_json_with_non_finite_values_as_strings(
-    runtime: MLRuntime, name: str, capsys: pytest.CaptureFixture[str]
+    shm_hub: Hub, name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import json
 
@@ -453,11 +477,12 @@ def test_infer_json_is_strict_json_with_non_finite_values_as_strings(
     def odd(x: np.ndarray) -> np.ndarray:
         return np.array([[np.nan, np.inf, -np.inf, 1.5]], dtype=np.float32) + 0 * x
 
-    runtime.register_model(
-        "odd", FunctionModel(odd, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
-    )
-    runtime.start("inproc", name)
-    assert main(["infer", "--transport", "inproc", "--name", name, "--model", "odd", "--json"]) == 0
+    with MLRuntime(shm_hub) as runtime:
+        runtime.register_model(
+            "odd", FunctionModel(odd, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+        )
+        runtime.start("shm", name)
+        assert main(["infer", "--transport", "shm", "--name", name, "--model", "odd", "--json"]) == 0
 
     def refuse(constant: str) -> None:
         raise ValueError(f"not strict JSON: {constant}")

@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 
 import foundation_core
 from foundation_core._cli import main
-from foundation_ml import InferenceClient, LoadedModel, MLRuntime, ModelBackend
+from foundation_ml import InferenceClient, LoadedModel, MLRuntime, ModelBackend, Transport
 from foundation_ml import _plugin as ml_plugin
-from foundation_ml._cli_serve import _load_models, _models_to_load, _Refused
+from foundation_ml._cli_serve import _check_options, _load_models, _models_to_load, _Refused
+from foundation_ml._inproc import InprocTransport
 from foundation_ml._package import write_package
 from foundation_ml._signature import parse_signature
 from foundation_ml.errors import ModelLoadError
@@ -44,7 +45,7 @@ def package(path: Path, name: str = "a", version: str = "1", backend: str = "tor
 
 
 def serve(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    status = main(["serve", "--transport", "inproc", "--name", "never-served", *argv])
+    status = main(["serve", "--transport", "shm", "--name", "never_served", *argv])
     out, err = capsys.readouterr()
     assert "loaded" not in out and "Traceback" not in err
     return status, err
@@ -306,3 +307,64 @@ def test_a_batch_wait_without_a_batch_size_is_refused(capsys: pytest.CaptureFixt
     for size in ("1", "4"):
         status, err = serve(["--model", FIRST, "--max-batch-size", size, "--max-wait-us", "2000"], capsys)
         assert status == 1 and "'nosuch.module:build' cannot be imported" in err
+
+
+def test_serve_over_inproc_is_refused_before_any_model_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    """It loaded every model and served 'on inproc', where no client (each in a process of its
+    own) could ever reach it."""
+    status = main(["serve", "--transport", "inproc", "--name", "x", "--model", FIRST])
+    out, err = capsys.readouterr()
+    assert status == 2 and out == ""
+    assert err.startswith("foundation serve: error: --transport inproc is in-process only: ")
+    assert err.endswith("; use --transport shm\n")
+
+
+class _LocalTransport(InprocTransport):
+    """A third party's transport that, like inproc, serves its own process only."""
+
+    name = "local"
+    cross_process = False
+
+
+class _FarTransport(InprocTransport):
+    name = "far"
+    cross_process = True
+
+
+class _TransportsPlugin:
+    def __init__(self, *transports: type[Transport]) -> None:
+        self.transports = transports
+
+    @foundation_core.hookimpl
+    def foundation_register_transports(self, register: Any) -> None:
+        for t in self.transports:
+            register(t.name, t)
+
+
+@pytest.mark.parametrize(
+    ("transports", "use"),
+    [
+        ((_LocalTransport, _FarTransport), "use --transport far"),
+        (
+            (_LocalTransport,),
+            "no transport installed crosses processes (pip install 'foundation[shm]' adds shm)",
+        ),
+    ],
+    ids=["another-crosses", "none-crosses"],
+)
+def test_any_transport_declaring_it_is_in_process_only_is_refused_by_serve(
+    transports: tuple[type[Transport], ...], use: str
+) -> None:
+    """The rule is the transport's ``cross_process``, not its name; the message names the installed
+    transports that do cross processes (inproc, the other one here, does not)."""
+    plugins = [ml_plugin, _TransportsPlugin(*transports)]
+    with foundation_core.start(plugins=plugins, entry_points=False) as hub:
+        with pytest.raises(_Refused) as info:
+            _check_options(_serve_args("--transport", "local", "--name", "x"), hub)
+        if _FarTransport in transports:  # one that crosses processes is taken
+            _check_options(_serve_args("--transport", "far", "--name", "x"), hub)
+    assert str(info.value) == (
+        "--transport local is in-process only: its servers are reached only from the process that "
+        "serves them, and `foundation serve` is a process of its own, so no client could ever call "
+        f"the server it starts; {use}"
+    )

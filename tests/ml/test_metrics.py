@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from foundation_core import Hub
 from foundation_ml import FunctionModel, InferenceClient, MLRuntime
 from foundation_ml._metrics import ModelMetrics, prometheus_text
 from foundation_ml.errors import DeadlineExceeded, HandlerError, InvalidInput, ShuttingDown, TooLarge
@@ -278,19 +279,20 @@ def test_a_transports_refusals_count_for_their_model_or_the_server(runtime: MLRu
 
 
 def test_foundation_stats_shows_the_servers_refusals(
-    runtime: MLRuntime, name: str, capsys: pytest.CaptureFixture[str]
+    shm_hub: Hub, name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from foundation_core._cli import main
 
-    runtime.register_model("m", _identity())
-    runtime.start("inproc", name)
-    runtime.rejected("", "", TooLarge("too large"))
-    runtime.rejected("m", "", DeadlineExceeded("late", model="m"))
-    assert main(["stats", name, "--transport", "inproc"]) == 0
-    out = capsys.readouterr().out
-    assert "rejected (no model): TOO_LARGE 1" in out
-    assert main(["stats", name, "--transport", "inproc", "--prometheus"]) == 0
-    out = capsys.readouterr().out
+    with MLRuntime(shm_hub) as runtime:
+        runtime.register_model("m", _identity())
+        runtime.start("shm", name)
+        runtime.rejected("", "", TooLarge("too large"))
+        runtime.rejected("m", "", DeadlineExceeded("late", model="m"))
+        assert main(["stats", name]) == 0
+        out = capsys.readouterr().out
+        assert "rejected (no model): TOO_LARGE 1" in out
+        assert main(["stats", name, "--prometheus"]) == 0
+        out = capsys.readouterr().out
     assert f'foundation_rejected_total{{server="{name}",code="TOO_LARGE"}} 1\n' in out
     assert f'foundation_latency_microseconds_count{{server="{name}",model="m",version="1"}} 0\n' in out
     assert (

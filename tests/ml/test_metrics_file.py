@@ -111,7 +111,7 @@ def test_serve_refuses_a_metrics_file_that_is_no_regular_file_before_anything_lo
 
     fifo = tmp_path / "m.prom"
     os.mkfifo(fifo)
-    assert main(["serve", "--transport", "inproc", "--name", name, "--metrics-file", str(fifo)]) == 2
+    assert main(["serve", "--transport", "shm", "--name", name, "--metrics-file", str(fifo)]) == 2
     captured = capsys.readouterr()
     assert f"foundation serve: error: --metrics-file {fifo}: not a regular file" in captured.err
     assert "loaded" not in captured.out

@@ -190,9 +190,7 @@ def test_a_metrics_file_that_is_a_directory_is_refused_naming_the_option(tmp_pat
 def test_a_users_tmp_file_beside_the_metrics_file_is_left_alone(tmp_path: Path, name: str) -> None:
     mine = tmp_path / "m.prom.tmp"
     mine.write_text("the user's own file")
-    server = ServerProcess(
-        ["--transport", "inproc", "--name", name, "--metrics-file", str(tmp_path / "m.prom")]
-    )
+    server = ServerProcess(["--transport", "shm", "--name", name, "--metrics-file", str(tmp_path / "m.prom")])
     server.start()
     assert server.stop() == 0, server.output
     assert mine.read_text() == "the user's own file"
@@ -205,7 +203,7 @@ def test_a_metrics_directory_removed_while_serving_warns_once_and_the_stop_stays
 ) -> None:
     where = tmp_path / "gone"
     where.mkdir()
-    server = ServerProcess(["--transport", "inproc", "--name", name, "--metrics-file", str(where / "m.prom")])
+    server = ServerProcess(["--transport", "shm", "--name", name, "--metrics-file", str(where / "m.prom")])
     server.start()
     (where / "m.prom").unlink(missing_ok=True)
     where.rmdir()
@@ -239,7 +237,7 @@ def test_close_unloads_the_models_even_if_the_drained_callback_raises() -> None:
 def test_a_reader_of_serves_output_that_goes_away_is_no_error(name: str) -> None:
     """``foundation serve | grep -m1 ready``: the graceful stop still exits 0, no traceback."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "foundation_core", "serve", "--transport", "inproc", "--name", name],
+        [sys.executable, "-m", "foundation_core", "serve", "--transport", "shm", "--name", name],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
