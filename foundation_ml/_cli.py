@@ -64,7 +64,7 @@ def package_main(args: argparse.Namespace, hub: Hub) -> int:
     from foundation_core._registry import check_ref
     from foundation_core.errors import NotRegisteredError
 
-    from ._package import open_package
+    from ._package import archive_refusal, archive_suffix, open_package
     from .errors import PackageError
 
     def usage(problem: str) -> int:
@@ -86,6 +86,8 @@ def package_main(args: argparse.Namespace, hub: Hub) -> int:
     if not args.out:  # Path("") is "."
         return usage("--out '': name a directory to create, or a .zip file")
     out = Path(args.out)
+    if archive_suffix(out):  # never a directory named model.tar: nothing is built or written
+        return usage(f"--out {args.out}: {archive_refusal(out)}")
     if out.exists() or out.is_symlink():  # before the factory builds anything
         return usage(f"--out {out} already exists (it is never overwritten)")
     try:

@@ -77,6 +77,35 @@ class Package:
         return f"{self.path}{'/' if Path(self.path).is_dir() else ':'}{file}"
 
 
+# Suffixes of archive and compressed formats other than zip: a package is never written as one,
+# and a directory so named reads as one (`--out model.tar` made a directory "model.tar"). A known
+# list, not "any suffix": a directory such as models/v1.2 or weights.safetensors.d is fine.
+_ARCHIVE_SUFFIXES = frozenset(
+    {".tar", ".tgz", ".taz", ".tbz", ".tbz2", ".txz", ".tlz", ".tzst", ".gz", ".bz2", ".xz", ".lz"}
+    | {".lzma", ".lz4", ".zst", ".z", ".7z", ".rar", ".cab", ".cpio", ".jar", ".war", ".whl"}
+)
+
+
+def archive_suffix(path: Path) -> str:
+    """The archive or compression suffix ``path``'s name ends in, other than ``.zip`` (``.tar``,
+    ``.tar.gz``, ``.7z``, in any case), as written; "" if none: a package is written only as a
+    ``.zip`` or a directory, and a directory named ``model.tar`` would pass for an archive."""
+    if path.suffix.lower() not in _ARCHIVE_SUFFIXES:
+        return ""
+    suffixes = path.suffixes
+    if len(suffixes) >= 2 and suffixes[-2].lower() == ".tar":  # .tar.gz, .tar.zst
+        return suffixes[-2] + suffixes[-1]
+    return path.suffix
+
+
+def archive_refusal(path: Path) -> str:
+    """What is said of a ``path`` with an ``archive_suffix``."""
+    return (
+        f"{archive_suffix(path)!r} names an archive format, which is not written: a package is "
+        "written only as a .zip file or a directory (name it .zip, or a directory without that suffix)"
+    )
+
+
 def is_zip_name(path: Path) -> bool:
     """Whether ``path`` names a zipped package: ``.zip`` in any case (``MODEL.ZIP`` too)."""
     return path.suffix.lower() == ".zip"
@@ -148,12 +177,15 @@ def write_package(
     files: Mapping[str, bytes],
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a package (a ``.zip`` when ``path`` ends so, else a directory that must not exist).
+    """Write a package (a ``.zip`` when ``path`` ends so, else a directory that must not exist;
+    a name ending in another archive suffix, ``.tar`` or ``.7z``, is a ``ValueError``).
     A package ``open_package`` would refuse (no inputs, a file named ``manifest.json``, ...) is a
     ``ValueError`` and nothing is written."""
     check_name(name, "the package's model name")
     check_name(version, "the package's version", MAX_VERSION_BYTES)
     path = Path(path)
+    if archive_suffix(path):
+        raise ValueError(f"{path}: {archive_refusal(path)} (nothing was written)")
     clash = [k for k in _REQUIRED if k in (extra or {})]
     if clash:  # extra={"files": {}} would write a manifest that does not list the files written
         raise ValueError(

@@ -359,6 +359,25 @@ def test_package_refuses_an_existing_out_before_building_anything(
     assert out == "p" or existing.read_bytes() == b"mine"
 
 
+@pytest.mark.parametrize(
+    ("out", "suffix"), [("model.tar", ".tar"), ("model.tar.gz", ".tar.gz"), ("m.7z", ".7z")]
+)
+def test_package_refuses_an_archive_out_other_than_zip_creating_nothing(
+    tmp_path: Path, out: str, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out model.tar`` wrote a directory named model.tar (``--out`` is a directory or a .zip)."""
+    from foundation_core._cli import main
+
+    # a factory that cannot be imported: were the model built first, that would be the error
+    assert main(["package", "--model", "m=nosuch.module:build", "--out", str(tmp_path / out)]) == 2
+    assert capsys.readouterr().err == (
+        f"foundation package: error: --out {tmp_path / out}: '{suffix}' names an archive format, "
+        "which is not written: a package is written only as a .zip file or a directory (name it "
+        ".zip, or a directory without that suffix)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 META = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]}
 
 

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat
 import struct
 import warnings
@@ -585,3 +586,29 @@ def test_a_zip_name_in_any_case_writes_and_opens_a_zip(tmp_path: Path, suffix: s
     make(path)
     assert path.is_file() and zipfile.is_zipfile(path)
     assert open_package(path).files == open_package(make(tmp_path / "model.zip")).files
+
+
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [
+        ("m.tar", ".tar"),
+        ("m.tar.gz", ".tar.gz"),
+        ("m.TGZ", ".TGZ"),
+        ("m.7z", ".7z"),
+        ("m.tar.zst", ".tar.zst"),
+    ],
+)
+def test_an_archive_name_other_than_zip_is_refused_and_nothing_is_written(
+    tmp_path: Path, name: str, suffix: str
+) -> None:
+    """``model.tar`` was written as a directory named so, which passes for an archive it is not."""
+    with pytest.raises(
+        ValueError, match=rf"^{tmp_path / name}: '{re.escape(suffix)}' names an archive format"
+    ):
+        make(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["v1.2", "m.safetensors.d", "model.d", "tar"])
+def test_a_directory_name_with_dots_that_names_no_archive_is_written(tmp_path: Path, name: str) -> None:
+    assert (make(tmp_path / name) / "manifest.json").is_file()
