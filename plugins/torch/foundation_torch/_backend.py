@@ -91,7 +91,8 @@ class TorchBackend(ModelBackend):
         module, declared, source, version = _module(name, spec, device, given, factory_kwargs)
         if not (declared[0] and declared[1]):
             file = str(spec) if _suffix(spec) in (*_SCRIPT_SUFFIXES, ".pt2") else ""
-            declared = _rest_of_signature(name, module, given, file)
+            factory = spec if isinstance(spec, str) and not file else ""
+            declared = _rest_of_signature(name, module, given, file, factory)
             source = source or f"{type(module).__name__}.foundation_signature"
         exported = _suffix(spec) == ".pt2"
         if isinstance(module, torch.nn.Module) and not exported:  # export modules refuse .eval()
@@ -128,7 +129,7 @@ class TorchBackend(ModelBackend):
         module = _build(name, spec, factory_kwargs or {}, package="the package being written")
         sig = _given_signature(name, inputs, outputs)
         if not (sig[0] and sig[1]):  # a side not given comes from the module's foundation_signature
-            sig = _rest_of_signature(name, module, sig)
+            sig = _rest_of_signature(name, module, sig, factory=spec)
         state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
         return write_package(
             path,
@@ -272,10 +273,15 @@ def _module(
     raise ModelLoadError(f"cannot load a {type(spec).__name__} as a torch model", model=name)
 
 
-def _rest_of_signature(name: str, module: Any, given: _Signature, file: str = "") -> _Signature:
+def _rest_of_signature(
+    name: str, module: Any, given: _Signature, file: str = "", factory: str = ""
+) -> _Signature:
     """``given``, each side it lacks taken from the module's ``foundation_signature``; refused,
     naming the side to pass and the attribute's form, when neither declares a side. ``file``: the
-    TorchScript or torch.export file the module was loaded from, which carried no signature."""
+    TorchScript or torch.export file the module was loaded from, which carried no signature.
+    ``factory``: the ``pkg.module:build`` the module was built from, the spec ``foundation serve
+    --model`` and ``foundation package`` pass, which take no ``inputs=``/``outputs=``: the error
+    then points to the module's attribute first, and to the arguments as Python's way only."""
     try:
         own = module_signature(module)
     except ValueError as exc:
@@ -293,9 +299,27 @@ def _rest_of_signature(name: str, module: Any, given: _Signature, file: str = ""
         raise ModelLoadError(
             f"{file} carries no signature ({SIGNATURE_FILE}): save it with "
             "foundation_torch.save_torchscript or save_export, which embed one, or pass "
-            f"{missing}",
+            f"{missing}" + (" to register_model from Python" if not (given[0] or given[1]) else ""),
             model=name,
             file=file,
+        )
+    missing = "inputs" if not filled[0] else "outputs"
+    if factory and not (given[0] or given[1]):  # as serve and package take it: no inputs=/outputs=
+        if own[0] or own[1]:
+            what, do = f"no {missing} signature", f"add {missing!r} to {kind}.foundation_signature"
+            python = f"{missing}="
+        else:
+            what, do = (
+                "no signature",
+                "declare it as its foundation_signature, in the factory or on its class",
+            )
+            python = "inputs= and outputs="
+        raise ModelLoadError(
+            f"{what} for {kind}, the module the factory {factory} returns: {do} (the form: module."
+            f"foundation_signature = {SIGNATURE_FORM}), where `foundation serve --model "
+            f"{name}={factory}` and `foundation package` read it (from Python, register_model "
+            f"also takes {python})",
+            model=name,
         )
     if not (given[0] or given[1] or own[0] or own[1]):
         raise ModelLoadError(
@@ -304,7 +328,6 @@ def _rest_of_signature(name: str, module: Any, given: _Signature, file: str = ""
             f"foundation_signature = {SIGNATURE_FORM}",
             model=name,
         )
-    missing = "inputs" if not filled[0] else "outputs"
     if not (own[0] or own[1]):
         raise ModelLoadError(
             f"{kind} declares no foundation_signature to take the rest of the signature from: "

@@ -79,6 +79,99 @@ def test_one_side_of_the_signature_passed_takes_the_other_from_the_module(runtim
 
 FORM = re.escape('{"inputs": {"x": "FP32[-1, 784]"}, "outputs": {"y": "FP32[-1, 10]"}}')
 
+FACTORIES = """
+import torch
+
+
+def build() -> torch.nn.Module:
+    return torch.nn.Linear(4, 2)
+
+
+class Half(torch.nn.Module):
+    foundation_signature = {"inputs": {"x": "FP32[-1, 4]"}}
+
+    def forward(self, x):
+        return x
+
+
+def build_half() -> Half:
+    return Half()
+
+
+def build_declared() -> torch.nn.Module:  # the way the error points to
+    module = torch.nn.Linear(4, 2)
+    module.foundation_signature = {"inputs": {"x": "FP32[-1, 4]"}, "outputs": {"y": "FP32[-1, 2]"}}
+    return module
+"""
+
+
+@pytest.fixture
+def factories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The name of an importable module of factories (``FACTORIES``), new to this test."""
+    name = f"factories_{tmp_path.name}".replace("-", "_")
+    (tmp_path / f"{name}.py").write_text(FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def _no_signature(name: str, factory: str, what: str, do: str, python: str) -> str:
+    form = '{"inputs": {"x": "FP32[-1, 784]"}, "outputs": {"y": "FP32[-1, 10]"}}'
+    return (
+        f"model '{name}': {what}, the module the factory {factory} returns: {do} (the form: "
+        f"module.foundation_signature = {form}), where `foundation serve --model {name}={factory}` "
+        f"and `foundation package` read it (from Python, register_model also takes {python})"
+    )
+
+
+def test_a_factory_without_a_signature_is_told_the_attribute_not_python_arguments(
+    runtime: MLRuntime, factories: str
+) -> None:
+    """``foundation serve --model m=pkg.mod:build`` said 'pass inputs= and outputs=', arguments
+    the command has no way to pass; a factory's module is told to declare its
+    ``foundation_signature`` (in the factory, as ``build_declared`` does, or on its class)."""
+    with pytest.raises(ModelLoadError) as caught:
+        runtime.register_model("m", f"{factories}:build")
+    assert str(caught.value) == _no_signature(
+        "m",
+        f"{factories}:build",
+        "no signature for Linear",
+        "declare it as its foundation_signature, in the factory or on its class",
+        "inputs= and outputs=",
+    )
+    with pytest.raises(ModelLoadError) as caught:
+        runtime.register_model("h", f"{factories}:build_half")
+    assert str(caught.value) == _no_signature(
+        "h",
+        f"{factories}:build_half",
+        "no outputs signature for Half",
+        "add 'outputs' to Half.foundation_signature",
+        "outputs=",
+    )
+    runtime.register_model("d", f"{factories}:build_declared")
+    assert runtime.metadata("d")["outputs"] == [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}]
+    runtime.register_model(  # from Python the arguments still do
+        "a", f"{factories}:build", inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 2]"}
+    )
+
+
+def test_foundation_serve_and_package_show_the_factorys_way_to_declare_a_signature(
+    factories: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from foundation_core._cli import main
+
+    factory = f"{factories}:build"
+    message = _no_signature(
+        "m",
+        factory,
+        "no signature for Linear",
+        "declare it as its foundation_signature, in the factory or on its class",
+        "inputs= and outputs=",
+    )
+    assert main(["serve", "--transport", "shm", "--name", "never_served", "--model", f"m={factory}"]) == 1
+    assert capsys.readouterr().err == f"foundation serve: error: {message}\n"
+    assert main(["package", "--model", f"m={factory}", "--out", str(tmp_path / "m.zip")]) == 1
+    assert capsys.readouterr().err == f"foundation package: error: {message}\n"
+
 
 class Declared(torch.nn.Module):
     """A module whose ``foundation_signature`` each test sets on an instance."""
@@ -170,7 +263,8 @@ def test_a_model_file_without_a_signature_says_how_to_save_one(runtime: MLRuntim
             runtime.register_model("m", str(path))
         assert str(caught.value) == (
             f"model 'm': {path} carries no signature (foundation_signature.json): save it with "
-            "foundation_torch.save_torchscript or save_export, which embed one, or pass inputs= and outputs="
+            "foundation_torch.save_torchscript or save_export, which embed one, or pass inputs= and outputs= "
+            "to register_model from Python"
         )
         assert caught.value.file == str(path)
         with pytest.raises(ModelLoadError, match=r"which embed one, or pass outputs=$"):
