@@ -65,7 +65,10 @@ class _Driver:
             else:
                 raise CudaError(name, -1, "CUDA_ERROR_NOT_FOUND", "the driver lacks this call")
         self._ctx: dict[int, ctypes.c_void_p] = {}
-        self._lock = threading.Lock()
+        # reentrant: a finalizer (an _OwnBuffer's free, a mapping's close) may run in this thread
+        # when the garbage collector fires inside _context's ctypes allocations, and it calls
+        # _context again (for any device); a plain lock deadlocked that thread for ever
+        self._lock = threading.RLock()
         self._check("cuInit", self.fns["cuInit"](0))
 
     def _check(self, call: str, rc: int) -> None:

@@ -679,6 +679,31 @@ def test_a_failing_driver_call_raises_cuda_error_with_its_name(monkeypatch: pyte
     assert info.value.name == "CUDA_ERROR_INVALID_VALUE" and lib.depth == 0
 
 
+def test_a_finalizer_run_while_a_context_is_made_does_not_deadlock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The garbage collector may run a finalizer (an _OwnBuffer's cuMemFree, a mapping's close)
+    in the thread that is inside ``_context``, holding its lock: that finalizer's own ``_context``
+    call must not wait for the lock its thread holds."""
+    lib = _FakeLib()
+    monkeypatch.setattr("ctypes.CDLL", lambda path: lib)
+    drv = D._Driver()
+    retain = lib.cuDevicePrimaryCtxRetain
+    fired: list[bool] = []
+
+    def retain_with_gc(ctx: Any, dev: Any) -> int:
+        if not fired:
+            fired.append(True)
+            drv.free(1, 0x5000)  # as a finalizer would, on another device
+        return int(retain(ctx, dev))
+
+    drv.fns["cuDevicePrimaryCtxRetain"] = retain_with_gc
+    worker = threading.Thread(target=drv.alloc, args=(0, 256), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "deadlocked: the finalizer waited for its own thread's lock"
+    assert "cuMemFree_v2" in lib.calls and "cuMemAlloc_v2" in lib.calls and lib.depth == 0
+    assert set(drv._ctx) == {0, 1}
+
+
 # --- the section 15 test vectors (docs/protocol/vectors/cuda_ipc/) --------------------------------
 
 
