@@ -107,7 +107,7 @@ impl Client {
                 ),
             );
         }
-        let conn = Conn::open(name, &opts)?;
+        let conn = Conn::open(name, &opts, 0)?;
         Ok(Client {
             name: name.to_string(),
             opts,
@@ -127,8 +127,9 @@ impl Client {
         self.conn.as_ref().map(Conn::index)
     }
 
-    /// The live connection, reconnecting if the previous server is gone.
-    fn conn(&mut self) -> Result<&mut Conn> {
+    /// The live connection, reconnecting if the previous server is gone (no later than the
+    /// calling request's `deadline`, monotonic ns, 0 for none).
+    fn conn(&mut self, deadline: u64) -> Result<&mut Conn> {
         if let Some(c) = self.conn.as_mut() {
             // A server that stopped cleanly says so in its region: reconnect now rather than
             // after a wait slice.
@@ -140,7 +141,7 @@ impl Client {
             }
         }
         if self.conn.is_none() {
-            self.conn = Some(Conn::open(&self.name, &self.opts)?);
+            self.conn = Some(Conn::open(&self.name, &self.opts, deadline)?);
             self.conn_gen += 1;
         }
         Ok(self.conn.as_mut().expect("connected above"))
@@ -226,7 +227,7 @@ impl Client {
         let payload = l::request_payload_size(inputs.len(), options.outputs.len(), params.len());
         let (refs, end) = codec::layout(&specs, payload)?;
         let input_bytes: u64 = inputs.iter().map(|t| t.data.len() as u64).sum();
-        let conn = self.conn()?;
+        let conn = self.conn(deadline)?;
         conn.check_limits(inputs.len(), options.outputs.len(), input_bytes)
             .map_err(|e| e.with_id(rid))?;
         conn.wait_idle(deadline, spin)?;
@@ -266,7 +267,7 @@ impl Client {
     ) -> Result<String> {
         let deadline = deadline_after(timeout);
         let spin = self.opts.spin;
-        let conn = self.conn()?;
+        let conn = self.conn(deadline)?;
         conn.wait_idle(deadline, spin)?;
         let fields = RequestFields {
             kind,
@@ -324,7 +325,7 @@ impl Client {
         // a request still with the server (a call that passed its deadline) gets as long as the
         // C and Go clients give it here: the connect timeout, not forever
         let deadline = deadline_after(Some(self.opts.connect_timeout));
-        let conn = self.conn()?;
+        let conn = self.conn(deadline)?;
         conn.check_limits(inputs.len(), 0, input_bytes)?;
         conn.wait_idle(deadline, spin)?;
         conn.ensure(end)?;

@@ -164,19 +164,37 @@ fn read_region(ctl: &Mapping, name: &str) -> Result<Region> {
     })
 }
 
-/// A hung server (10.3) takes no new client: wait up to `timeout` for its heartbeat to move
-/// (a server that has just resumed beats within an interval), then SERVER_UNAVAILABLE. A call
-/// that finds its server hung reconnects on its next try, and each such connect claimed a
-/// channel that it then gave back for the server to reclaim, which it can do only once it runs
-/// again: a service retrying through a stall took every channel of the server.
-fn wait_beating(ctl: &Mapping, name: &str, timeout: Duration) -> Result<()> {
-    let end = shm::monotonic_ns().saturating_add(nanos(timeout));
+/// A hung server (10.3) takes no new client: wait up to `timeout` (and no later than
+/// `deadline`, a call's own, 0 for none) for its heartbeat to move (a server that has just
+/// resumed beats within an interval), then SERVER_UNAVAILABLE; a server that dies meanwhile is
+/// reported gone at once. A call that finds its server hung reconnects on its next try, and each
+/// such connect claimed a channel that it then gave back for the server to reclaim, which it can
+/// do only once it runs again: a service retrying through a stall took every channel.
+fn wait_beating(
+    ctl: &Mapping,
+    name: &str,
+    region: &Region,
+    timeout: Duration,
+    deadline: u64,
+) -> Result<()> {
+    let mut end = shm::monotonic_ns().saturating_add(nanos(timeout));
+    if deadline != 0 {
+        end = end.min(deadline);
+    }
     loop {
-        match wait::hung(ctl, name) {
-            None => return Ok(()),
-            Some(why) if shm::monotonic_ns() >= end => return Err(unavailable(why)),
-            Some(_) => std::thread::sleep(Duration::from_millis(5)),
+        let Some(why) = wait::hung(ctl, name) else {
+            return Ok(());
+        };
+        if !server_alive(name, region.server_pid, region.server_start) {
+            return Err(unavailable(format!(
+                "shm server {name:?} (pid {}) is gone",
+                region.server_pid
+            )));
         }
+        if shm::monotonic_ns() >= end {
+            return Err(unavailable(why));
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -321,12 +339,14 @@ fn into_tensors(outputs: &[TensorRef], data: Vec<Vec<u8>>) -> Vec<Tensor> {
 
 impl Conn {
     /// Connect (10.1 steps 1-8): attach to the server `name` and claim a channel.
-    pub(crate) fn open(name: &str, opts: &ConnectOptions) -> Result<Conn> {
+    /// `deadline`: the calling request's (monotonic ns, 0 for none), which bounds the wait for a
+    /// hung server's heartbeat as `connect_timeout` does.
+    pub(crate) fn open(name: &str, opts: &ConnectOptions, deadline: u64) -> Result<Conn> {
         // Steps 1-2: map the control segment, check it, check the server lives.
         let (ctl, mode) = Mapping::open(&l::control_name(name))
             .map_err(|e| unavailable(format!("no shm server named {name:?} ({e})")))?;
         let region = read_region(&ctl, name)?;
-        wait_beating(&ctl, name, opts.connect_timeout)?;
+        wait_beating(&ctl, name, &region, opts.connect_timeout, deadline)?;
         // Step 3.
         let sem_err =
             |e: std::io::Error| unavailable(format!("shm server {name:?}: semaphore: {e}"));

@@ -350,6 +350,64 @@ fn retrying_a_hung_server_claims_no_channel_per_call() {
     last.unwrap();
 }
 
+/// A call's reconnect to a hung server waits for its heartbeat no longer than the call's own
+/// timeout (`connect_timeout` here is a minute), and a server that dies while a connect waits for
+/// its beat is reported gone then, not hung once `connect_timeout` has passed.
+#[test]
+fn a_reconnect_to_a_hung_server_keeps_the_call_s_timeout_and_sees_it_die() {
+    let Some(echo) = echo_server("rusthungdl") else {
+        return;
+    };
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_secs(60),
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(&echo.1, opts.clone()).unwrap();
+    client
+        .infer("echo", &x(), Some(Duration::from_secs(5)))
+        .unwrap();
+    signal(&echo, "STOP");
+    let first = client.infer("echo", &x(), None).unwrap_err();
+    assert!(first.message.contains("hung"), "{first}");
+    let started = Instant::now();
+    let e = client
+        .infer("echo", &x(), Some(Duration::from_millis(200)))
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(e.code, Status::ServerUnavailable, "{e}");
+    assert!(e.message.contains("is hung"), "{e}");
+    assert!(
+        took < Duration::from_secs(30),
+        "a call with a 200 ms timeout waited {took:?} to reconnect"
+    );
+    let name = echo.1.clone();
+    let waiter = std::thread::spawn(move || {
+        let started = Instant::now();
+        (Client::connect(&name, opts).map(drop), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300)); // the connect waits for a beat by now
+    signal(&echo, "KILL");
+    let (connected, took) = waiter.join().unwrap();
+    let e = connected.unwrap_err();
+    // the killed server's objects: removed as `foundation shm clean` does
+    let python = std::env::var("FDN_TEST_PYTHON").unwrap();
+    let code = format!(
+        "from foundation_shm._cli import clean; clean({:?}, False)",
+        echo.1
+    );
+    assert!(Command::new(python)
+        .args(["-c", &code])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(e.code, Status::ServerUnavailable, "{e}");
+    assert!(e.message.contains("is gone"), "{e}");
+    assert!(
+        took < Duration::from_secs(30),
+        "a connect took {took:?} to see its hung server die"
+    );
+}
+
 /// A server whose heartbeat is stale but moves again (one that has just resumed from a stall:
 /// here its heartbeat is set back by hand, and its next beat, within 100 ms, moves it) is
 /// connected to: connect waits for the beat rather than refusing it as hung.
