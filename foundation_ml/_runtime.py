@@ -419,7 +419,8 @@ class MLRuntime:
         each transport server that can (an optional ``hurry()``) stops waiting for its in-flight
         requests, and the models are unloaded without waiting for their queues or their calls
         under way (a model still running is closed when its call returns). Only sets flags, so a
-        signal handler may call it."""
+        signal handler may call it. It is not undone: called before ``close``, it makes that close
+        (and any ``unload_model`` from then on) give up on what is in flight rather than drain."""
         self._hurry = True
         for _, server in [*self._stopping, *self.servers]:
             hurry = getattr(server, "hurry", None)
