@@ -23,7 +23,9 @@ import argparse
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -322,8 +324,15 @@ def _cycle(result: dict[str, Any], batched_rps: float, max_batch_size: int) -> d
 def bench_main(args: argparse.Namespace, hub: Hub | None = None) -> int:
     """``foundation bench`` (and ``benchmarks/inference.py``): run, print the result. SIGTERM
     stops the run cleanly; with ``--json`` stdout holds the one JSON object and nothing else. A
-    run that cannot measure raises ``BenchmarkFailed`` (the CLI names it, exit 1)."""
-    check_transport(args.transport)  # before anything starts
+    run that cannot measure raises ``BenchmarkFailed`` (the CLI names it, exit 1); a
+    ``--transport`` that is not installed or does not cross processes is a usage error, named
+    before anything starts (exit 2, as ``serve``, ``infer`` and ``stats`` refuse it)."""
+    try:
+        check_transport(args.transport)
+    except BenchmarkFailed as exc:
+        prog = "foundation bench" if hub is not None else Path(sys.argv[0]).name
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     with sigterm_exits(), stdout_to_stderr() if args.json else contextlib.nullcontext():
         result = run(
             args.transport,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,8 +204,18 @@ def test_a_transport_that_cannot_cross_processes_is_refused_naming_it() -> None:
         timeout=60,
         check=False,
     )
-    assert out.returncode == 1
+    assert out.returncode == 2  # a usage error, as serve, infer and stats refuse it
     assert "foundation bench: error: --transport inproc" in out.stderr
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "inference.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--transport", "nosuch"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "inference.py: error: --transport nosuch: no transport named 'nosuch'" in out.stderr
 
 
 def test_a_transport_not_installed_is_refused_before_anything_is_measured() -> None:
