@@ -191,13 +191,20 @@ def _catch_alls(obj: object) -> list[str]:
     """The hookimpls of ``obj`` taking ``*args`` or ``**kwargs``: pluggy passes a hook's
     arguments by name, each to the parameter of that name, so a catch-all always stays empty
     (an observer written ``foundation_on_retry(self, **event)`` would see no event)."""
-    found = []
-    for name in _spec_names():
+    found: list[str] = []
+    try:
+        names = dir(obj)
+    except Exception:  # a hostile __dir__: pluggy's register, which calls it too, reports it
+        return found
+    specs = set(_spec_names())
+    for name in names:  # as pluggy finds hookimpls: by their mark, under any name (specname=)
         try:
             attr = getattr(obj, name, None)
+            opts = getattr(attr, f"{PROJECT_NAME}_impl", None) if inspect.isroutine(attr) else None
         except Exception:  # a property or a module __getattr__ that raises: not a hookimpl
             continue
-        if not callable(attr) or getattr(attr, f"{PROJECT_NAME}_impl", None) is None:
+        hook = (opts.get("specname") or name) if isinstance(opts, dict) else None
+        if hook not in specs or not callable(attr):  # not a hookimpl of a foundation hook
             continue
         try:
             params = inspect.signature(attr).parameters.values()
@@ -206,9 +213,10 @@ def _catch_alls(obj: object) -> list[str]:
         var = [p for p in params if p.kind in {p.VAR_POSITIONAL, p.VAR_KEYWORD}]
         if var:
             star = "**" if var[0].kind is var[0].VAR_KEYWORD else "*"
-            spec = ", ".join(inspect.signature(getattr(hookspecs, name)).parameters)
+            spec = ", ".join(inspect.signature(getattr(hookspecs, hook)).parameters)
+            shown = repr(hook) if hook == name else f"{name!r} (hook {hook!r})"
             found.append(
-                f"{name!r} takes {star}{var[0].name}, which pluggy never fills (it passes each "
+                f"{shown} takes {star}{var[0].name}, which pluggy never fills (it passes each "
                 f"argument by name): name those it needs, of ({spec})"
             )
     return found

@@ -293,3 +293,24 @@ def test_a_hookimpl_taking_a_catch_all_is_refused_naming_the_hook_arguments() ->
     assert hub.pm.get_plugin("Observer") is None
     with pytest.raises(PluginLoadError, match=why):
         start([Observer()], entry_points=False)
+
+
+def test_a_hookimpl_named_otherwise_taking_a_catch_all_is_refused_too() -> None:
+    """pluggy finds a hookimpl by its mark, under any name (``specname=``): one written
+    ``@hookimpl(specname="foundation_on_retry") def observe(self, **event)`` loaded and was
+    called with an empty event, as the check looked only at attributes named after a hook."""
+
+    class Observer:
+        @hookimpl(specname="foundation_on_retry")
+        def observe(self, **event: object) -> None:
+            raise AssertionError("never called")
+
+    why = (
+        r"'observe' \(hook 'foundation_on_retry'\) takes \*\*event, which pluggy never fills .*"
+        r"of \(name, attempt, delay, error, result\)"
+    )
+    hub = Hub(env={})
+    with pytest.warns(FoundationPluginWarning, match=why):
+        hub.register(Observer(), override=False)
+    assert hub.plugins["Observer"].status == "failed"
+    assert hub.pm.get_plugin("Observer") is None
