@@ -188,9 +188,11 @@ def _unmarked(obj: object) -> list[str]:
 
 
 def _catch_alls(obj: object) -> list[str]:
-    """The hookimpls of ``obj`` taking ``*args`` or ``**kwargs``: pluggy passes a hook's
-    arguments by name, each to the parameter of that name, so a catch-all always stays empty
-    (an observer written ``foundation_on_retry(self, **event)`` would see no event)."""
+    """The hookimpls of ``obj`` with a parameter pluggy never fills. pluggy passes a hook's
+    arguments by name, each to the plain parameter of that name without a default: a catch-all
+    (``*args``, ``**kwargs``) always stays empty (an observer written ``foundation_on_retry(self,
+    **event)`` would see no event), and a hook argument given a default or made keyword-only
+    always keeps its default (``attempt=0`` would read 0 at every retry)."""
     found: list[str] = []
     try:
         names = dir(obj)
@@ -210,14 +212,26 @@ def _catch_alls(obj: object) -> list[str]:
             params = inspect.signature(attr).parameters.values()
         except (TypeError, ValueError):
             continue
+        spec_args = inspect.signature(getattr(hookspecs, hook)).parameters
+        spec = ", ".join(spec_args)
+        shown = repr(hook) if hook == name else f"{name!r} (hook {hook!r})"
         var = [p for p in params if p.kind in {p.VAR_POSITIONAL, p.VAR_KEYWORD}]
         if var:
             star = "**" if var[0].kind is var[0].VAR_KEYWORD else "*"
-            spec = ", ".join(inspect.signature(getattr(hookspecs, hook)).parameters)
-            shown = repr(hook) if hook == name else f"{name!r} (hook {hook!r})"
             found.append(
                 f"{shown} takes {star}{var[0].name}, which pluggy never fills (it passes each "
                 f"argument by name): name those it needs, of ({spec})"
+            )
+        kept = [
+            p.name
+            for p in params
+            if p.name in spec_args and (p.kind is p.KEYWORD_ONLY or p.default is not p.empty)
+        ]
+        if kept:
+            found.append(
+                f"{shown} gives {', '.join(kept)} a default or makes {'it' if len(kept) == 1 else 'them'} "
+                f"keyword-only, so pluggy never passes {'it' if len(kept) == 1 else 'them'} (it fills "
+                f"only plain parameters without a default): drop the default or the '*'"
             )
     return found
 

@@ -314,3 +314,34 @@ def test_a_hookimpl_named_otherwise_taking_a_catch_all_is_refused_too() -> None:
         hub.register(Observer(), override=False)
     assert hub.plugins["Observer"].status == "failed"
     assert hub.pm.get_plugin("Observer") is None
+
+
+@pytest.mark.parametrize("form", ["default", "keyword-only"])
+def test_a_hook_argument_given_a_default_or_made_keyword_only_is_refused(form: str) -> None:
+    """pluggy fills only plain parameters without a default: ``foundation_on_retry(self, name,
+    attempt=-1)`` loaded and read -1 at every retry, whatever attempt the event carried (and a
+    keyword-only one kept its default too)."""
+    seen: list[object] = []
+
+    class Observer:
+        if form == "default":
+
+            @hookimpl
+            def foundation_on_retry(self, name: str, attempt: int = -1) -> None:
+                seen.append(attempt)
+
+        else:
+
+            @hookimpl
+            def foundation_on_retry(self, name: str, *, attempt: int = -1) -> None:
+                seen.append(attempt)
+
+    hub = Hub(env={})
+    with pytest.warns(
+        FoundationPluginWarning,
+        match=r"'foundation_on_retry' gives attempt a default or makes it keyword-only, so pluggy never",
+    ):
+        hub.register(Observer(), override=False)
+    assert hub.plugins["Observer"].status == "failed"
+    hub.pm.hook.foundation_on_retry(name="n", attempt=3, delay=0.1, error=None, result=None)
+    assert seen == []  # not called with attempt=-1
