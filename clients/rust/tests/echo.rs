@@ -315,11 +315,15 @@ fn signal(echo: &Echo, sig: &str) {
         .status()
         .unwrap()
         .success());
+    // every thread: the process's own stat shows its main thread stopped while the serving
+    // thread may still answer a request
     let stopped = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        stat.rsplit_once(") ")
-            .map(|(_, rest)| rest.starts_with('T'))
-            == Some(true)
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        tasks.map(|task| task.unwrap().path()).all(|task| {
+            let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        })
     };
     while sig == "STOP" && !stopped() {
         std::thread::yield_now();
