@@ -64,6 +64,7 @@ def package_main(args: argparse.Namespace, hub: Hub) -> int:
     from foundation_core._registry import check_ref
     from foundation_core.errors import NotRegisteredError
 
+    from ._names import MAX_VERSION_BYTES, check_name
     from ._package import archive_refusal, archive_suffix, open_package
     from .errors import PackageError
 
@@ -76,8 +77,18 @@ def package_main(args: argparse.Namespace, hub: Hub) -> int:
     except NotRegisteredError as exc:
         return usage(f"--backend {args.backend}: {exc}")
     name, spec = parse_model_arg(args.model)
-    name = args.name or name
-    if not name:
+    try:  # the backend checks them too, but cannot say which flag gave them
+        if args.name is not None:  # an empty --name is a bad name, not none
+            check_name(args.name, "--name")
+        if name is not None:
+            check_name(name, f"--model {args.model}: the model name")
+        check_name(args.version, "--version", MAX_VERSION_BYTES)
+    except ValueError as exc:
+        return usage(str(exc))
+    if args.name is not None and name is not None and name != args.name:
+        return usage(f"--name {args.name!r} and --model {args.model} name the model twice: give one")
+    name = args.name if args.name is not None else name
+    if name is None:
         return usage("name the model: --name NAME or --model NAME=SPEC")
     try:
         check_ref(spec)

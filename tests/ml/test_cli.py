@@ -324,6 +324,20 @@ def test_a_bad_number_is_refused_naming_the_flag(
         ),
         # it lacked 'error:', as the only usage error printed so
         (["--model", "pkg.mod:build"], "name the model: --name NAME or --model NAME=SPEC"),
+        # --name won over NAME= without a word, and an empty --name was taken as none
+        (
+            ["--model", "m=pkg.mod:build", "--name", "other"],
+            "--name 'other' and --model m=pkg.mod:build name the model twice",
+        ),
+        (["--model", "m=pkg.mod:build", "--name", ""], "--name '' must be 1-63 UTF-8 bytes"),
+        (["--model", "pkg.mod:build", "--name", ""], "--name '' must be 1-63 UTF-8 bytes"),
+        # named 'the package's version', not the flag that gave it
+        (["--model", "m=pkg.mod:build", "--version", "1 "], "--version '1 ' must not start or end"),
+        (["--model", "m=pkg.mod:build", "--version", ""], "--version '' must be 1-15 UTF-8 bytes"),
+        (
+            ["--model", " m=pkg.mod:build"],
+            "--model  m=pkg.mod:build: the model name ' m' must not start or end with a space",
+        ),
     ],
 )
 def test_package_usage_errors_exit_2_naming_the_flag(
