@@ -9,6 +9,7 @@ import os
 import threading
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -18,6 +19,9 @@ from hypothesis import strategies as st
 from foundation_ml import DataType, MLRuntime
 from foundation_ml import _cli_client as cli_client
 from foundation_ml._cli_client import MAX_INPUT_BYTES, MAX_JSON_BYTES, load_inputs
+
+if TYPE_CHECKING:
+    from foundation_core import Hub
 
 
 def meta(datatype: str = "FP32") -> dict[str, object]:
@@ -383,7 +387,7 @@ def test_an_array_for_another_input_is_left_as_it_is(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("as_json", [True, False])
 def test_infer_sends_and_shows_bf16_as_its_values(
-    runtime: MLRuntime, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], as_json: bool
+    shm_hub: Hub, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], as_json: bool
 ) -> None:
     """A served BF16 model, end to end: the JSON input's values reach the model as their bit
     patterns, and its BF16 output is shown as values (it was uint16 integers, "dtype": "uint16")."""
@@ -397,13 +401,11 @@ def test_infer_sends_and_shows_bf16_as_its_values(
         doubled = (x.astype(np.uint32) << 16).view(np.float32) * 2  # exact: an exponent up
         return {"y": (doubled.view(np.uint32) >> 16).astype(np.uint16).view(DataType.BF16.numpy)}
 
-    runtime.register_model("twice", FunctionModel(twice, inputs={"x": "BF16[-1]"}, outputs={"y": "BF16[-1]"}))
-    runtime.start("inproc", name)
     (tmp_path / "in.json").write_text('{"x": [1.5, -2.0, "Infinity", 0.1]}')
     argv = [
         "infer",
         "--transport",
-        "inproc",
+        "shm",  # not inproc, which `foundation infer` refuses: its server is in another process
         "--name",
         name,
         "--model",
@@ -411,7 +413,11 @@ def test_infer_sends_and_shows_bf16_as_its_values(
         "--input",
         str(tmp_path / "in.json"),
     ]
-    assert main([*argv, "--json"] if as_json else argv) == 0
+    with MLRuntime(shm_hub) as runtime:  # closed before ``name`` checks /dev/shm
+        model = FunctionModel(twice, inputs={"x": "BF16[-1]"}, outputs={"y": "BF16[-1]"})
+        runtime.register_model("twice", model)
+        runtime.start("shm", name)
+        assert main([*argv, "--json"] if as_json else argv) == 0
     assert seen[-1] == (DataType.BF16, bf16(1.5, -2.0, np.inf, 0.10009765625))
     out = capsys.readouterr().out
     if as_json:
