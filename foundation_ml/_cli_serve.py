@@ -302,6 +302,10 @@ def _model_arg(text: str, hub: Hub, backend: str | None = None) -> tuple[str, st
             )
         return name or str(manifest["name"]), spec, str(manifest["version"])
     if name is None:
+        if Path(spec).is_dir():  # meant as a package (a NAME= would not make it one)
+            raise _Refused(
+                f"--model {text!r}: {spec!r} is a directory without manifest.json, not a model package"
+            )
         missing = _looks_like_a_path(spec) and not Path(spec).exists()
         what = "no such model package" if missing else "write NAME=SPEC"
         if text.startswith("="):

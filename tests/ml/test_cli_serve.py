@@ -95,6 +95,8 @@ BAD = [
     (["--model", "missing.zip"], "--model 'missing.zip': no such model package"),
     (["--model", "missing.ZIP"], "--model 'missing.ZIP': no such model package"),
     (["--model", "b={tmp}/dir"], "--model b={tmp}/dir: '{tmp}/dir' is a directory without manifest.json"),
+    # it said 'write NAME=SPEC' to one who meant the directory as a package, as NAME= would not help
+    (["--model", "{tmp}/dir"], "--model '{tmp}/dir': '{tmp}/dir' is a directory without manifest.json"),
     (["--model", "b="], "--model b=: the SPEC after '=' is empty"),
     (["--model", "=x:y"], "--model '=x:y': write NAME=SPEC (the NAME before '=' is empty)"),
     (["--model", "x:y"], "--model 'x:y': write NAME=SPEC"),
