@@ -126,7 +126,7 @@ class TorchBackend(ModelBackend):
         check_name(version, "the package's version", MAX_VERSION_BYTES)
         if not isinstance(spec, str) or ":" not in spec:
             raise ModelLoadError(f"a package needs a factory reference 'pkg.module:build', got {spec!r}")
-        module = _build(name, spec, factory_kwargs or {}, package="the package being written")
+        module = _build(name, spec, factory_kwargs or {}, package=_WRITING)
         sig = _given_signature(name, inputs, outputs)
         if not (sig[0] and sig[1]):  # a side not given comes from the module's foundation_signature
             sig = _rest_of_signature(name, module, sig, factory=spec)
@@ -370,9 +370,14 @@ def _check_device(name: str, device: str) -> None:
         raise ModelLoadError(f"device {device!r}: use 'cpu' or 'cuda:N'", model=name)
 
 
+_WRITING = "the package being written"  # _build's package= from package(): no manifest.json is there yet
+
+
 def _build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None = None) -> Any:
     """Call the factory ``ref`` with ``kwargs``; the model it returns. ``package``: where the
-    reference was read (a manifest), which limits it to model factories (see ``_safety``)."""
+    reference was read (a manifest), which limits it to model factories (see ``_safety``), or
+    ``_WRITING``: the one a package is being written for, whose manifest is no file at fault."""
+    at = "" if package == _WRITING else "manifest.json"
     try:
         factory = resolve_ref(ref)
     except (ImportError, AttributeError, ValueError) as exc:
@@ -382,7 +387,7 @@ def _build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None =
     if package is not None:
         why = check_package_factory(ref, factory)
         if why:
-            raise PackageError(f"{package}: {why}", model=name, file="manifest.json")
+            raise PackageError(f"{package}: {why}", model=name, file=at)
     if not isinstance(kwargs, dict):
         raise ModelLoadError(f"factory_kwargs for {ref!r} must be a mapping, not {kwargs!r}", model=name)
     try:
@@ -393,7 +398,7 @@ def _build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None =
         raise PackageError(
             f"{package}: factory {ref!r} returned {type(module).__name__}, not a torch.nn.Module",
             model=name,
-            file="manifest.json",
+            file=at,
         )
     if not callable(module):
         raise ModelLoadError(

@@ -128,6 +128,25 @@ def test_a_package_may_only_name_a_model_factory(
     assert "m" not in runtime.registry.names()
 
 
+@pytest.mark.parametrize(
+    ("factory", "problem"),
+    [
+        ("not_annotated", "neither a torch.nn.Module subclass nor"),
+        ("lies", "returned int, not a torch.nn.Module"),
+    ],
+)
+def test_package_refuses_what_a_manifest_may_not_name_blaming_no_manifest(
+    tmp_path: Path, factory: str, problem: str
+) -> None:
+    """It said 'manifest.json: the package being written: ...' (``file`` manifest.json) to
+    `foundation package`, whose package has no manifest yet: the factory is at fault."""
+    with pytest.raises(PackageError) as exc:
+        TorchBackend().package(f"{__name__}:{factory}", tmp_path / "p", name="m")
+    assert str(exc.value).startswith(f"model 'm': the package being written: factory '{__name__}:{factory}'")
+    assert problem in str(exc.value) and "manifest.json" not in str(exc.value)
+    assert exc.value.file == "" and list(tmp_path.iterdir()) == []
+
+
 def test_model_classes_and_annotated_builders_are_model_factories() -> None:
     assert is_module_factory(DemoMLP) and is_module_factory(build_demo) and is_module_factory(torch.nn.Linear)
     assert not any(map(is_module_factory, (os.system, print, not_annotated, 5, "x")))
