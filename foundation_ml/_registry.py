@@ -29,6 +29,7 @@ class ModelRegistry:
                     model=served.name,
                 )
             versions[served.version] = served
+            _mark_others(versions)
             self._versions = {**self._versions, served.name: versions}
             self._latest = {**self._latest, served.name: served}
 
@@ -42,6 +43,7 @@ class ModelRegistry:
             all_versions = {k: v for k, v in self._versions.items() if k != name}
             latest = {k: v for k, v in self._latest.items() if k != name}
             if version is not None and versions:
+                _mark_others(versions)
                 all_versions[name] = versions
                 latest[name] = list(versions.values())[-1]
             self._versions, self._latest = all_versions, latest
@@ -79,3 +81,10 @@ class ModelRegistry:
             have = ", ".join(self._versions[name])
             return ModelNotFound(f"no version {version!r} (versions: {have})", model=name)
         return ModelNotFound(f"no such model (serving: {', '.join(self.names()) or 'none'})", model=name)
+
+
+def _mark_others(versions: dict[str, ServedModel]) -> None:
+    """Tell each version of one name whether another is served beside it (its errors then name it)."""
+    others = len(versions) > 1
+    for served in versions.values():
+        served.others = others

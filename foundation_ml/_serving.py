@@ -50,6 +50,7 @@ class ServedModel:
         "metrics",
         "model",
         "name",
+        "others",
         "spec",
         "stopping",
         "version",
@@ -70,6 +71,9 @@ class ServedModel:
         self._gate = threading.Lock()  # guards stopping, _close_pending; notifying _idle
         self._idle = threading.Condition(self._gate)  # notified when the last call under way returns
         self.stopping = False  # stop() has begun: no new inline call starts
+        # another version of this name is served (the registry keeps it): a request's error then
+        # names this version, since a caller who asked for the latest cannot tell which it met
+        self.others = False
         self._why = ""  # what a request arriving once stopping is told
         self._close_pending = False  # the drain timed out: the last call to return closes the model
         self._output_names = frozenset(s.name for s in model.outputs)
@@ -97,7 +101,9 @@ class ServedModel:
         try:
             if not self._valid(request.inputs):
                 raise InvalidInput(
-                    mismatch(self.model.inputs, request.inputs), model=self.name, request_id=request.id
+                    self.which() + mismatch(self.model.inputs, request.inputs),
+                    model=self.name,
+                    request_id=request.id,
                 )
             if request.outputs and not self._output_names.issuperset(request.outputs):
                 unknown = sorted(set(request.outputs) - self._output_names)
@@ -133,6 +139,11 @@ class ServedModel:
             return
         self.call_done()
         self.answer(request, respond, t0, outputs, batch=1)
+
+    def which(self) -> str:
+        """``version '2': `` when another version of this name is served, else nothing: the start
+        of an error about this version's signature (built on the error path only)."""
+        return f"version {self.version!r}: " if self.others else ""
 
     def call_started(self) -> None:
         """A call of the model begins (a batch: it runs even while stopping, to drain the queue)."""
@@ -187,8 +198,10 @@ class ServedModel:
         except AttributeError:  # not arrays at all
             valid = False
         if not valid:
-            return "the model's answer breaks its signature: " + mismatch(
-                self.model.outputs, outputs, side="output"
+            return (
+                self.which()
+                + "the model's answer breaks its signature: "
+                + mismatch(self.model.outputs, outputs, side="output")
             )
         if request is not None and self._row_outputs:
             counts = {a.shape[0] for a in request.inputs.values() if a.ndim}

@@ -165,6 +165,42 @@ def test_versions_default_to_the_latest_and_can_be_named(runtime, name, rows) ->
         client.infer("m", {"x": x})
 
 
+def test_a_bad_request_names_the_version_it_was_checked_against_when_several_are_served(
+    runtime, name, rows
+) -> None:
+    runtime.register_model(
+        "m", FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    )
+    runtime.start("inproc", name)
+    client = InferenceClient(name, transport="inproc", hub=runtime.hub)
+    three = np.zeros((1, 3), np.float32)
+    with pytest.raises(InvalidInput) as info:
+        client.infer("m", {"x": three})
+    assert info.value.message == (  # one version served: nothing to tell apart
+        "input x is FP32[1, 3], expected FP32[-1, 4] (expected inputs: x: FP32[-1, 4])"
+    )
+    runtime.register_model(  # version 2 answers with a column too few: its answer is refused
+        "m",
+        FunctionModel(lambda x: x[:, 1:], inputs={"x": "FP32[-1, 3]"}, outputs={"y": "FP32[-1, 3]"}),
+        version="2",
+        warmup=False,  # (its warm-up would refuse it)
+    )
+    with pytest.raises(InvalidInput) as info:
+        client.infer("m", {"x": rows(1)})  # the latest, version 2, takes FP32[-1, 3]
+    assert str(info.value) == (
+        "model 'm': version '2': input x is FP32[1, 4], expected FP32[-1, 3] "
+        "(expected inputs: x: FP32[-1, 3])"
+    )
+    with pytest.raises(InvalidInput, match=r"^model 'm': version '1': input x is FP32\[1, 3\]"):
+        client.infer("m", {"x": three}, version="1")
+    with pytest.raises(HandlerError, match=r"^model 'm': version '2': the model's answer breaks"):
+        client.infer("m", {"x": three})
+    runtime.unload_model("m", "2")  # one version again
+    with pytest.raises(InvalidInput) as info:
+        client.infer("m", {"x": three})
+    assert info.value.message.startswith("input x is FP32[1, 3], expected FP32[-1, 4]")
+
+
 def test_loading_the_same_version_twice_is_an_error(runtime) -> None:
     model = FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
     runtime.register_model("m", model)
