@@ -17,11 +17,12 @@ import numpy as np
 
 from foundation_core import Hub
 
+from ._names import MAX_VERSION_BYTES
 from ._plugin import DEFAULT_NAME
 from ._tensors import device_of, from_host, is_device_tensor, is_tensor, to_host
 from ._transport import TransportClient, configured_options, run_off_loop, time_left
 from ._types import InferenceRequest, InferenceResponse, deadline_after, seconds_of
-from .errors import ServerUnavailable
+from .errors import InvalidInput, ServerUnavailable
 
 __all__ = ["AINFER_THREADS", "InferenceClient", "registered_hub"]
 
@@ -163,6 +164,8 @@ class InferenceClient:
         timeout = self.timeout if timeout is None else _check_timeout(timeout)
         if type(model) is not str or type(version) is not str or type(outputs) is str:
             raise _argument_error(model, version, outputs)
+        if version and len(version.encode()) > MAX_VERSION_BYTES:
+            raise version_too_long(model, version)
         if type(outputs) is not tuple or outputs:  # () by default: nothing to check
             outputs = _output_names(outputs)
         if type(inputs) is not dict and not isinstance(inputs, Mapping):
@@ -316,6 +319,17 @@ def _check_timeout(timeout: Any, where: str = "") -> float:
             f"{where}timeout must be a number of seconds in (0, {MAX_TIMEOUT_S:g}] or None, not {timeout!r}"
         )
     return seconds
+
+
+def version_too_long(model: str, version: str) -> InvalidInput:
+    """The error of a request for a version longer than any model can be served under: the same
+    over every transport (shm's fixed field refused it, inproc answered ModelNotFound) and in
+    ``foundation infer``, which asks for the metadata first."""
+    return InvalidInput(
+        f"version {version!r} is {len(version.encode())} UTF-8 bytes: a version is at most "
+        f"{MAX_VERSION_BYTES}, so no model is served under it",
+        model=model,
+    )
 
 
 def _argument_error(model: Any, version: Any, outputs: Any) -> TypeError:

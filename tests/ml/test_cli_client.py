@@ -460,3 +460,35 @@ def test_an_input_file_not_naming_its_inputs_says_how_to_name_them(tmp_path: Pat
     )
     one = {"inputs": [{"name": "arr_0", "datatype": "FP32", "shape": [-1, 4]}]}  # an input so named
     assert list(load_inputs(str(tmp_path / "in.npz"), one)) == ["arr_0", "arr_1"]
+
+
+def test_a_version_too_long_to_serve_is_the_same_invalid_input_from_infer_and_the_client(
+    shm_hub: Hub, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A version of 16 bytes: `foundation infer --version` answered ModelNotFound ("no version
+    ..."), InferenceClient.infer InvalidInput over shm (its fixed field) and ModelNotFound over
+    inproc. Each now says the version is past the limit, naming it."""
+    from foundation_core._cli import main
+    from foundation_ml import FunctionModel, InferenceClient
+    from foundation_ml.errors import InvalidInput
+
+    long = "v" * 16
+    said = (
+        f"model 'm': version '{long}' is 16 UTF-8 bytes: a version is at most 15, "
+        "so no model is served under it"
+    )
+    argv = ["infer", "--transport", "shm", "--name", name, "--model", "m", "--version", long]
+    with MLRuntime(shm_hub) as runtime:  # closed before ``name`` checks /dev/shm
+        model = FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+        runtime.register_model("m", model)
+        runtime.start("shm", name)
+        runtime.start("inproc", name)
+        assert main(argv) == 1
+        assert capsys.readouterr().err == f"foundation infer: InvalidInput: {said}\n"
+        for transport in ("shm", "inproc"):
+            with InferenceClient(name, transport=transport, hub=shm_hub) as client:
+                with pytest.raises(InvalidInput) as info:
+                    client.infer("m", {"x": np.zeros((1, 4), np.float32)}, version=long)
+                assert str(info.value) == said, transport
+                with pytest.raises(InvalidInput, match="is 16 UTF-8 bytes"):  # 8 two-byte characters
+                    client.infer("m", {"x": np.zeros((1, 4), np.float32)}, version="é" * 8)
