@@ -121,7 +121,9 @@ class TorchBackend(ModelBackend):
         factory_kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Path:
-        """Write a package: the factory's module's weights as safetensors plus the manifest."""
+        """Write a package: the factory's module's weights as safetensors plus the manifest. A
+        ``spec`` a manifest may not name (no model factory) is a ``ValueError`` before it runs,
+        a factory that returns no module a ``PackageError``; either way nothing is written."""
         check_name(name, "the package's model name")  # before the factory builds anything
         check_name(version, "the package's version", MAX_VERSION_BYTES)
         if not isinstance(spec, str) or ":" not in spec:
@@ -376,7 +378,8 @@ _WRITING = "the package being written"  # _build's package= from package(): no m
 def _build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None = None) -> Any:
     """Call the factory ``ref`` with ``kwargs``; the model it returns. ``package``: where the
     reference was read (a manifest), which limits it to model factories (see ``_safety``), or
-    ``_WRITING``: the one a package is being written for, whose manifest is no file at fault."""
+    ``_WRITING``: the one a package is being written for, whose manifest is no file at fault (a
+    factory it may not name is then the caller's ``ValueError``)."""
     at = "" if package == _WRITING else "manifest.json"
     try:
         factory = resolve_ref(ref)
@@ -386,6 +389,9 @@ def _build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None =
         ) from None
     if package is not None:
         why = check_package_factory(ref, factory)
+        if why and package == _WRITING:  # the caller's reference, refused before it runs: as
+            # write_package refuses what open_package would, a ValueError (foundation package: exit 2)
+            raise ValueError(f"model {name!r}: {why} (nothing was written)")
         if why:
             raise PackageError(f"{package}: {why}", model=name, file=at)
     if not isinstance(kwargs, dict):

@@ -128,23 +128,40 @@ def test_a_package_may_only_name_a_model_factory(
     assert "m" not in runtime.registry.names()
 
 
-@pytest.mark.parametrize(
-    ("factory", "problem"),
-    [
-        ("not_annotated", "neither a torch.nn.Module subclass nor"),
-        ("lies", "returned int, not a torch.nn.Module"),
-    ],
-)
-def test_package_refuses_what_a_manifest_may_not_name_blaming_no_manifest(
-    tmp_path: Path, factory: str, problem: str
-) -> None:
+def test_package_refuses_a_factory_returning_no_module_blaming_no_manifest(tmp_path: Path) -> None:
     """It said 'manifest.json: the package being written: ...' (``file`` manifest.json) to
     `foundation package`, whose package has no manifest yet: the factory is at fault."""
     with pytest.raises(PackageError) as exc:
-        TorchBackend().package(f"{__name__}:{factory}", tmp_path / "p", name="m")
-    assert str(exc.value).startswith(f"model 'm': the package being written: factory '{__name__}:{factory}'")
-    assert problem in str(exc.value) and "manifest.json" not in str(exc.value)
+        TorchBackend().package(f"{__name__}:lies", tmp_path / "p", name="m")
+    assert str(exc.value) == (
+        f"model 'm': the package being written: factory '{__name__}:lies' returned int, not a torch.nn.Module"
+    )
     assert exc.value.file == "" and list(tmp_path.iterdir()) == []
+
+
+def test_package_refuses_a_factory_a_manifest_may_not_name_as_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`foundation package --model m=mod:untyped` exited 1 (a PackageError, as a factory that
+    fails), where every other refusal of what was typed exits 2: the reference is refused before
+    anything runs or is written, a ValueError as write_package's refusals are; exit 2. A factory
+    that runs and returns no module still fails, exit 1."""
+    from foundation_core._cli import main
+
+    factory = f"{__name__}:not_annotated"
+    said = (
+        f"model 'm': factory '{factory}' is neither a torch.nn.Module subclass nor a callable annotated "
+        "to return one (def build(...) -> MyNet); a package may only name a model factory "
+        "(nothing was written)"
+    )
+    with pytest.raises(ValueError) as exc:
+        TorchBackend().package(factory, tmp_path / "p", name="m")
+    assert str(exc.value) == said
+    assert main(["package", "--model", f"m={factory}", "--out", str(tmp_path / "p.zip")]) == 2
+    assert capsys.readouterr().err == f"foundation package: error: {said}\n"
+    assert main(["package", "--model", f"m={__name__}:lies", "--out", str(tmp_path / "p.zip")]) == 1
+    assert "returned int, not a torch.nn.Module" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_model_classes_and_annotated_builders_are_model_factories() -> None:
