@@ -54,15 +54,14 @@ def _connect(args: argparse.Namespace, hub: Hub, command: str, **kw: Any) -> Inf
 def infer_main(args: argparse.Namespace, hub: Hub) -> int:
     import numpy as np
 
-    from ._client import version_too_long
-    from ._names import MAX_VERSION_BYTES
+    from ._client import check_version
     from .errors import InferenceError
 
     hub.configure(args.config, args.set)  # the transport's config section sets the client's options
     try:
         with _connect(args, hub, "infer") as client:
-            if len(args.version.encode()) > MAX_VERSION_BYTES:  # as infer would, before the metadata
-                raise version_too_long(args.model, args.version)
+            if args.version:  # as infer would, before the metadata
+                check_version(args.model, args.version)
             meta = _version_metadata(client.metadata(args.model), args.model, args.version)
             inputs = load_inputs(args.input, meta)
             t0 = time.perf_counter()

@@ -164,8 +164,8 @@ class InferenceClient:
         timeout = self.timeout if timeout is None else _check_timeout(timeout)
         if type(model) is not str or type(version) is not str or type(outputs) is str:
             raise _argument_error(model, version, outputs)
-        if version and len(version.encode()) > MAX_VERSION_BYTES:
-            raise version_too_long(model, version)
+        if version and version not in _good_versions:  # none given: the latest, nothing to check
+            check_version(model, version)
         if type(outputs) is not tuple or outputs:  # () by default: nothing to check
             outputs = _output_names(outputs)
         if type(inputs) is not dict and not isinstance(inputs, Mapping):
@@ -321,15 +321,28 @@ def _check_timeout(timeout: Any, where: str = "") -> float:
     return seconds
 
 
-def version_too_long(model: str, version: str) -> InvalidInput:
-    """The error of a request for a version longer than any model can be served under: the same
-    over every transport (shm's fixed field refused it, inproc answered ModelNotFound) and in
+_good_versions: set[str] = set()  # versions check_version passed: a request naming one checks no more
+_MAX_GOOD_VERSIONS = 256
+
+
+def check_version(model: str, version: str) -> None:
+    """Refuse a request for a version no model can be served under (``check_name``'s rule: 1-15
+    UTF-8 bytes of printable characters, no space at either end) as ``InvalidInput`` naming what
+    is wrong, the same over every transport (shm's fixed field refused only a NUL or a length,
+    inproc answered ModelNotFound, a lone surrogate was a UnicodeEncodeError) and in
     ``foundation infer``, which asks for the metadata first."""
-    return InvalidInput(
-        f"version {version!r} is {len(version.encode())} UTF-8 bytes: a version is at most "
-        f"{MAX_VERSION_BYTES}, so no model is served under it",
-        model=model,
-    )
+    if not version.isprintable():  # a lone surrogate (no UTF-8 at all) is not printable either
+        bad = next(c for c in version if not c.isprintable())
+        why = f"holds the unprintable character {bad!r}: a version is printable text"
+    elif len(version.encode()) > MAX_VERSION_BYTES:
+        why = f"is {len(version.encode())} UTF-8 bytes: a version is at most {MAX_VERSION_BYTES}"
+    elif version[0] == " " or version[-1] == " ":
+        why = "starts or ends with a space, as no version does"
+    else:
+        if len(_good_versions) < _MAX_GOOD_VERSIONS:
+            _good_versions.add(version)
+        return
+    raise InvalidInput(f"version {version!r} {why}, so no model is served under it", model=model)
 
 
 def _argument_error(model: Any, version: Any, outputs: Any) -> TypeError:

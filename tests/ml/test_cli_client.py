@@ -492,3 +492,43 @@ def test_a_version_too_long_to_serve_is_the_same_invalid_input_from_infer_and_th
                 assert str(info.value) == said, transport
                 with pytest.raises(InvalidInput, match="is 16 UTF-8 bytes"):  # 8 two-byte characters
                     client.infer("m", {"x": np.zeros((1, 4), np.float32)}, version="é" * 8)
+
+
+@pytest.mark.parametrize(
+    ("version", "why"),
+    [
+        ("a\0b", "holds the unprintable character '\\x00': a version is printable text"),
+        ("v\n", "holds the unprintable character '\\n': a version is printable text"),
+        ("\ud800", "holds the unprintable character '\\ud800': a version is printable text"),
+        (" 2", "starts or ends with a space, as no version does"),
+        ("2 ", "starts or ends with a space, as no version does"),
+    ],
+)
+def test_a_version_no_model_can_be_served_under_is_the_same_invalid_input_everywhere(
+    shm_hub: Hub, name: str, capsys: pytest.CaptureFixture[str], version: str, why: str
+) -> None:
+    """A version with a NUL was InvalidInput over shm (its fixed field) but ModelNotFound over
+    inproc and from `foundation infer`; a newline or a space at either end ModelNotFound over
+    both; a lone surrogate (argv's escape of a byte not UTF-8) a UnicodeEncodeError. Each is now
+    the InvalidInput register_model's rule gives, before anything is sent."""
+    from foundation_core._cli import main
+    from foundation_ml import FunctionModel, InferenceClient
+    from foundation_ml.errors import InvalidInput
+
+    said = f"model 'm': version {version!r} {why}, so no model is served under it"
+    argv = ["infer", "--transport", "shm", "--name", name, "--model", "m", "--version", version]
+    x = np.zeros((1, 4), np.float32)
+    with MLRuntime(shm_hub) as runtime:  # closed before ``name`` checks /dev/shm
+        model = FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+        runtime.register_model("m", model, version="2")
+        runtime.start("shm", name)
+        runtime.start("inproc", name)
+        assert main(argv) == 1
+        assert capsys.readouterr().err == f"foundation infer: InvalidInput: {said}\n"
+        for transport in ("shm", "inproc"):
+            with InferenceClient(name, transport=transport, hub=shm_hub) as client:
+                with pytest.raises(InvalidInput) as info:
+                    client.infer("m", {"x": x}, version=version)
+                assert str(info.value) == said, transport
+                for _ in range(2):  # a good version, checked once, is served as before
+                    assert client.infer_response("m", {"x": x}, version="2").version == "2"
