@@ -108,7 +108,8 @@ class ServedModel:
             if request.outputs and not self._output_names.issuperset(request.outputs):
                 unknown = sorted(set(request.outputs) - self._output_names)
                 raise InvalidInput(
-                    f"unknown output(s) {', '.join(unknown)} (outputs: {describe(self.model.outputs)})",
+                    f"{self.which()}unknown output(s) {', '.join(unknown)} "
+                    f"(outputs: {describe(self.model.outputs)})",
                     model=self.name,
                     request_id=request.id,
                 )

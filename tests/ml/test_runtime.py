@@ -195,6 +195,9 @@ def test_a_bad_request_names_the_version_it_was_checked_against_when_several_are
         client.infer("m", {"x": three}, version="1")
     with pytest.raises(HandlerError, match=r"^model 'm': version '2': the model's answer breaks"):
         client.infer("m", {"x": three})
+    with pytest.raises(InvalidInput) as info:  # version 1's output is y too: say whose list it is
+        client.infer("m", {"x": three}, outputs=["z"])
+    assert str(info.value) == "model 'm': version '2': unknown output(s) z (outputs: y: FP32[-1, 3])"
     runtime.unload_model("m", "2")  # one version again
     with pytest.raises(InvalidInput) as info:
         client.infer("m", {"x": three})
