@@ -149,7 +149,10 @@ def _fixed(text: str, size: int, what: str) -> bytes:
     raw = _fixed_cache.get((text, size))
     if raw is not None:
         return raw
-    raw = text.encode("utf-8")
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800", argv's escape of a byte not UTF-8)
+        raise InvalidInput(f"{what} {text!r} is no UTF-8 text: it holds a lone surrogate") from None
     if len(raw) >= size or b"\0" in raw:
         raise InvalidInput(f"{what} {text!r} must be at most {size - 1} UTF-8 bytes without NUL")
     if len(_fixed_cache) < 4096:  # names repeat: model and tensor names

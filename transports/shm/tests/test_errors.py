@@ -400,6 +400,27 @@ def test_a_loan_with_a_name_the_header_cannot_carry_is_refused_when_taken(
         _still_serves(client)
 
 
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (InferenceRequest("m\ud800", {"x": np.ones(1)}), r"model name 'm\\ud800' is no UTF-8 text"),
+        (InferenceRequest("echo", {"x": np.ones(1)}, version="\ud800"), r"model version '\\ud800' is no"),
+        (InferenceRequest("echo", {"x\udcff": np.ones(1)}), r"tensor name 'x\\udcff' is no UTF-8 text"),
+        (InferenceRequest("echo", {"x": np.ones(1)}, outputs=("\ud800",)), r"output name '\\ud800' is no"),
+    ],
+)
+def test_a_name_with_a_lone_surrogate_is_invalid_input_and_the_channel_goes_on(
+    server: ShmServer, name: str, request_: InferenceRequest, message: str
+) -> None:
+    """Such a name (JSON's "\\ud800", argv's escape of a byte not UTF-8) has no UTF-8 encoding:
+    the call raised UnicodeEncodeError, no InferenceError, where a NUL or a name too long is
+    InvalidInput."""
+    with ShmTransport().connect(name, channels=1) as client:
+        with pytest.raises(InvalidInput, match=message):
+            client.infer(request_, timeout=5)
+        _still_serves(client)
+
+
 def test_a_returned_loan_says_so_when_its_inputs_are_asked_for(server: ShmServer, name: str) -> None:
     """Was a KeyError naming the input, as if the loan never had it."""
     with ShmTransport().connect(name) as client:
