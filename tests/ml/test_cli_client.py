@@ -3,6 +3,7 @@ input; and BF16, values both ways."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -21,6 +22,8 @@ from foundation_ml import _cli_client as cli_client
 from foundation_ml._cli_client import MAX_INPUT_BYTES, MAX_JSON_BYTES, load_inputs
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from foundation_core import Hub
 
 
@@ -462,6 +465,20 @@ def test_an_input_file_not_naming_its_inputs_says_how_to_name_them(tmp_path: Pat
     assert list(load_inputs(str(tmp_path / "in.npz"), one)) == ["arr_0", "arr_1"]
 
 
+@contextlib.contextmanager
+def _served_over_shm_and_inproc(hub: Hub, name: str, version: str | None = None) -> Iterator[None]:
+    """Model ``m`` (an FP32[-1, 4] echo) served under ``name`` over shm and inproc; the runtime is
+    closed on leaving, before ``name`` checks /dev/shm."""
+    from foundation_ml import FunctionModel
+
+    with MLRuntime(hub) as runtime:
+        model = FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+        runtime.register_model("m", model, version=version)
+        runtime.start("shm", name)
+        runtime.start("inproc", name)
+        yield
+
+
 def test_a_version_too_long_to_serve_is_the_same_invalid_input_from_infer_and_the_client(
     shm_hub: Hub, name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -469,7 +486,7 @@ def test_a_version_too_long_to_serve_is_the_same_invalid_input_from_infer_and_th
     ..."), InferenceClient.infer InvalidInput over shm (its fixed field) and ModelNotFound over
     inproc. Each now says the version is past the limit, naming it."""
     from foundation_core._cli import main
-    from foundation_ml import FunctionModel, InferenceClient
+    from foundation_ml import InferenceClient
     from foundation_ml.errors import InvalidInput
 
     long = "v" * 16
@@ -478,11 +495,7 @@ def test_a_version_too_long_to_serve_is_the_same_invalid_input_from_infer_and_th
         "so no model is served under it"
     )
     argv = ["infer", "--transport", "shm", "--name", name, "--model", "m", "--version", long]
-    with MLRuntime(shm_hub) as runtime:  # closed before ``name`` checks /dev/shm
-        model = FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
-        runtime.register_model("m", model)
-        runtime.start("shm", name)
-        runtime.start("inproc", name)
+    with _served_over_shm_and_inproc(shm_hub, name):
         assert main(argv) == 1
         assert capsys.readouterr().err == f"foundation infer: InvalidInput: {said}\n"
         for transport in ("shm", "inproc"):
@@ -512,17 +525,13 @@ def test_a_version_no_model_can_be_served_under_is_the_same_invalid_input_everyw
     both; a lone surrogate (argv's escape of a byte not UTF-8) a UnicodeEncodeError. Each is now
     the InvalidInput register_model's rule gives, before anything is sent."""
     from foundation_core._cli import main
-    from foundation_ml import FunctionModel, InferenceClient
+    from foundation_ml import InferenceClient
     from foundation_ml.errors import InvalidInput
 
     said = f"model 'm': version {version!r} {why}, so no model is served under it"
     argv = ["infer", "--transport", "shm", "--name", name, "--model", "m", "--version", version]
     x = np.zeros((1, 4), np.float32)
-    with MLRuntime(shm_hub) as runtime:  # closed before ``name`` checks /dev/shm
-        model = FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
-        runtime.register_model("m", model, version="2")
-        runtime.start("shm", name)
-        runtime.start("inproc", name)
+    with _served_over_shm_and_inproc(shm_hub, name, version="2"):
         assert main(argv) == 1
         assert capsys.readouterr().err == f"foundation infer: InvalidInput: {said}\n"
         for transport in ("shm", "inproc"):
