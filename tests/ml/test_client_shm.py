@@ -150,4 +150,7 @@ def test_ainfer_in_a_forked_child_runs_in_threads_of_its_own(echo: str) -> None:
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(done.stdout.split("\n")) == ["", "child True", "child True", "parent True"]
+    assert sorted(done.stdout.split("\n")) == ["", "child True", "child True", "parent True"], (
+        done.stdout,  # what each process said, whole: a failure seen once in CI showed an empty line
+        done.stderr[-2000:],
+    )
