@@ -114,7 +114,7 @@ def test_ainfer_in_a_forked_child_runs_in_threads_of_its_own(echo: str) -> None:
     in threads of its own, concurrently with the parent's, each answer its own; the child's
     ``close()`` and exit leave the parent's client working."""
     code = f"""
-        import asyncio, os, numpy as np
+        import asyncio, os, traceback, numpy as np
         from foundation_ml import InferenceClient
 
         client = InferenceClient({echo!r}, transport="shm", timeout=30, channels=2)
@@ -131,18 +131,23 @@ def test_ainfer_in_a_forked_child_runs_in_threads_of_its_own(echo: str) -> None:
         kids = []
         for k in (1, 2):
             pid = os.fork()
-            if pid == 0:
+            if pid == 0:  # the child never leaves this block: any error is its exit status
+                ok, status = "raised", 1
                 try:
                     ok = asyncio.run(calls(k))
                     client.close()
+                    status = 0 if ok is True else 3
                 except asyncio.TimeoutError:
-                    ok = "hung"
-                print("child", ok, flush=True)
-                os._exit(0)
+                    ok, status = "hung", 4
+                except BaseException:
+                    traceback.print_exc()
+                finally:  # one write per line: two children's prints interleaved word by word
+                    os.write(1, f"child {{ok}}\\n".encode())
+                    os._exit(status)
             kids.append(pid)
         ok = asyncio.run(calls(3))
-        for pid in kids:
-            os.waitpid(pid, 0)
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in kids]
+        print("children exited", codes)
         print("parent", ok and asyncio.run(calls(4)))
         client.close()
     """
@@ -150,7 +155,8 @@ def test_ainfer_in_a_forked_child_runs_in_threads_of_its_own(echo: str) -> None:
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(done.stdout.split("\n")) == ["", "child True", "child True", "parent True"], (
+    lines = sorted(done.stdout.split("\n"))
+    assert lines == ["", "child True", "child True", "children exited [0, 0]", "parent True"], (
         done.stdout,  # what each process said, whole: a failure seen once in CI showed an empty line
         done.stderr[-2000:],
     )
