@@ -99,7 +99,14 @@ class Hub:
         else:
             info = PluginInfo(name=name, source="entry-point", status="loaded")
         self.plugins[name] = info
-        register_plugin(self, info, plugin)  # raises for an application object that fails
+        try:
+            register_plugin(self, info, plugin)  # raises for an application object that fails
+        except BaseException:
+            # nothing of a refused application object stays: the app mends it and registers
+            # it again under the same name (it said "already registered")
+            if self.plugins.get(name) is info:
+                del self.plugins[name]
+            raise
         return name
 
     def _check_requirements(self) -> None:

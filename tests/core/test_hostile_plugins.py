@@ -179,6 +179,32 @@ def test_an_application_object_with_a_wrong_hook_argument_raises_once_saying_so(
     assert running_hubs() == ()
 
 
+def test_an_application_object_refused_by_register_leaves_nothing_and_can_be_mended() -> None:
+    """``hub.register(app)`` raising for a bad hookimpl kept ``app`` in ``hub.plugins`` as
+    failed, so registering the mended object under the same name said "already registered"."""
+
+    class Broken:
+        @hookimpl
+        def foundation_on_retry(self, pattern: str) -> None:  # the spec says name
+            raise AssertionError("never called")
+
+    seen: list[str] = []
+
+    class Mended:
+        @hookimpl
+        def foundation_on_retry(self, name: str) -> None:
+            seen.append(name)
+
+    hub = Hub(env={})
+    with pytest.raises(PluginLoadError, match="'pattern'"):
+        hub.register(Broken(), name="app")
+    assert "app" not in hub.plugins and hub.pm.get_plugin("app") is None
+    assert hub.register(Mended(), name="app") == "app"
+    assert hub.plugins["app"].status == "app"
+    hub.pm.hook.foundation_on_retry(name="p", attempt=1, delay=0.0, error=None, result=None)
+    assert seen == ["p"]
+
+
 def test_two_entry_points_naming_one_module_fail_the_second_in_one_line(site: Path) -> None:
     files = {"hostile_same.py": HOOKED.format(name="same")}
     write_dist(site, "hostile-same", {"same-a": "hostile_same", "same-b": "hostile_same"}, files)
