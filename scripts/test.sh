@@ -7,7 +7,7 @@ bash scripts/setup.sh
 .venv/bin/ruff format --check .
 .venv/bin/mypy  # the packages listed in pyproject.toml [tool.mypy] files
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --durations=25 "$@"  # the slowest tests, to see where CI time goes
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi
