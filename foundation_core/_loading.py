@@ -188,7 +188,8 @@ def _unmarked(obj: object) -> list[str]:
 
 
 def _catch_alls(obj: object) -> list[str]:
-    """The hookimpls of ``obj`` with a parameter pluggy never fills. pluggy passes a hook's
+    """The hookimpls of ``obj`` pluggy would never call (marked, but no function or method: a
+    ``functools.partial``) or with a parameter it never fills. pluggy passes a hook's
     arguments by name, each to the plain parameter of that name without a default: a catch-all
     (``*args``, ``**kwargs``) always stays empty (an observer written ``foundation_on_retry(self,
     **event)`` would see no event), and a hook argument given a default or made keyword-only
@@ -202,8 +203,18 @@ def _catch_alls(obj: object) -> list[str]:
     for name in names:  # as pluggy finds hookimpls: by their mark, under any name (specname=)
         try:
             attr = getattr(obj, name, None)
-            opts = getattr(attr, f"{PROJECT_NAME}_impl", None) if inspect.isroutine(attr) else None
+            routine = inspect.isroutine(attr)
+            opts = getattr(attr, f"{PROJECT_NAME}_impl", None) if routine or callable(attr) else None
         except Exception:  # a property or a module __getattr__ that raises: not a hookimpl
+            continue
+        if not routine and isinstance(opts, dict):
+            # pluggy takes only functions and methods for hookimpls and skips anything else
+            # unseen: a marked functools.partial (or callable object) loaded and never ran
+            found.append(
+                f"{name!r} is marked @hookimpl but is a "
+                f"{'class' if inspect.isclass(attr) else type(attr).__name__}, not a function or "
+                f"method, so pluggy never calls it: mark a def (which may call it) instead"
+            )
             continue
         hook = (opts.get("specname") or name) if isinstance(opts, dict) else None
         if hook not in specs or not callable(attr):  # not a hookimpl of a foundation hook

@@ -8,6 +8,7 @@ setuptools would refuse to build (a malformed value) can be tested too.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import textwrap
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pluggy import PluginValidationError
@@ -371,3 +373,75 @@ def test_a_hook_argument_given_a_default_or_made_keyword_only_is_refused(form: s
     assert hub.plugins["Observer"].status == "failed"
     hub.pm.hook.foundation_on_retry(name="n", attempt=3, delay=0.1, error=None, result=None)
     assert seen == []  # not called with attempt=-1
+
+
+def test_a_marked_hookimpl_that_is_no_function_is_refused() -> None:
+    """pluggy takes only functions and methods for hookimpls: a plugin whose
+    ``foundation_startup = hookimpl(functools.partial(start, "cache"))`` loaded, listed no hooks
+    and never started, without a word."""
+    started: list[str] = []
+
+    def begin(what: str, hub: Hub) -> None:
+        started.append(what)
+
+    class Partial:
+        foundation_startup = hookimpl(functools.partial(begin, "cache"))
+
+    why = (
+        r"'foundation_startup' is marked @hookimpl but is a partial, not a function or method, "
+        r"so pluggy never calls it"
+    )
+    hub = Hub(env={})
+    with pytest.warns(FoundationPluginWarning, match=why):
+        hub.register(Partial(), override=False)
+    assert hub.plugins["Partial"].status == "failed"
+    with pytest.raises(PluginLoadError, match=why):
+        start([Partial()], entry_points=False)
+    assert started == []
+
+
+def test_hookimpls_in_every_form_pluggy_calls_are_not_refused() -> None:
+    """The checks of a hookimpl's parameters read them as pluggy does: a staticmethod, a
+    classmethod, a method with ``self`` (positional-only too), a wrapper, a ``specname=`` and a
+    ``functools.wraps`` decorated one each load and are called with the hub."""
+    seen: list[str] = []
+
+    def traced(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    class Static:
+        @staticmethod
+        @hookimpl
+        def foundation_startup(hub: Hub) -> None:
+            seen.append("static")
+
+    class Class:
+        @classmethod
+        @hookimpl
+        def foundation_startup(cls, hub: Hub) -> None:
+            seen.append("class")
+
+    class Named:
+        @hookimpl(specname="foundation_startup")
+        def begin(self, hub: Hub, /) -> None:
+            seen.append("specname")
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def foundation_startup(self, hub: Hub) -> Any:
+            seen.append("wrapper")
+            return (yield)
+
+    class Traced:
+        @hookimpl
+        @traced
+        def foundation_startup(self, hub: Hub) -> None:
+            seen.append("wraps")
+
+    with start([Static(), Class(), Named(), Wrapper(), Traced()], entry_points=False) as hub:
+        assert {info.status for info in hub.plugins.values()} == {"app"}
+    assert sorted(seen) == ["class", "specname", "static", "wrapper", "wraps"]
