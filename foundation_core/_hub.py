@@ -250,7 +250,10 @@ class Hub:
         raise; what they raise is appended to ``errors``."""
         with_startup = {i.plugin_name for i in self.pm.hook.foundation_startup.get_hookimpls()}
         every = self.pm.hook.foundation_shutdown.get_hookimpls()
-        impls = {i.plugin_name: i for i in every if not (i.wrapper or i.hookwrapper)}
+        impls: dict[str, list[Any]] = {}  # a plugin may have several (@hookimpl(specname=...))
+        for i in every:
+            if not (i.wrapper or i.hookwrapper):
+                impls.setdefault(i.plugin_name, []).append(i)
         order = [n for n in impls if n not in with_startup] + self._started
         self._started = []
         # wrappers run around the whole shutdown, outermost first, as pluggy would run them
@@ -263,13 +266,11 @@ class Hub:
             except BaseException as exc:
                 errors.append(exc)
         for name in reversed(order):
-            impl = impls.get(name)
-            if impl is None:
-                continue
-            try:
-                impl.function(*[{"hub": self}[a] for a in impl.argnames])  # the guarded function
-            except BaseException as exc:
-                errors.append(exc)
+            for impl in reversed(impls.get(name, ())):  # a plugin's own: as pluggy calls them
+                try:
+                    impl.function(*[{"hub": self}[a] for a in impl.argnames])  # the guarded function
+                except BaseException as exc:
+                    errors.append(exc)
         for gen, old_style in reversed(opened):
             try:
                 gen.send(pluggy.Result(None, None) if old_style else None)

@@ -73,8 +73,8 @@ def guard(hub: Hub, info: PluginInfo, hook: str, fn: Callable[..., Any]) -> Call
             current_plugin.reset(token)
         if hook == "foundation_startup":
             started = hub_ref()
-            if started is not None:
-                started._started.append(info.name)
+            if started is not None and info.name not in started._started:  # once, whatever
+                started._started.append(info.name)  # its number of startup hookimpls
         return result
 
     return guarded

@@ -43,6 +43,34 @@ def test_shutdown_runs_in_reverse_startup_order() -> None:
     assert log.index("a.configure") < log.index("a.startup")
 
 
+def test_a_plugin_with_two_startup_and_two_shutdown_hookimpls_has_each_shutdown_run_once() -> None:
+    """A plugin may hold several hookimpls of one hook (``@hookimpl(specname=...)``), as pluggy
+    allows: its shutdowns were kept one per plugin (the other never ran) and the plugin counted
+    as started once per startup hookimpl (the one kept ran that many times)."""
+    log: list[str] = []
+
+    class Two:
+        @hookimpl
+        def foundation_startup(self) -> None:
+            log.append("start cache")
+
+        @hookimpl(specname="foundation_startup")
+        def start_pool(self) -> None:
+            log.append("start pool")
+
+        @hookimpl
+        def foundation_shutdown(self) -> None:
+            log.append("stop cache")
+
+        @hookimpl(specname="foundation_shutdown")
+        def stop_pool(self) -> None:
+            log.append("stop pool")
+
+    with start([Two()], entry_points=False):
+        assert sorted(log) == ["start cache", "start pool"]
+    assert sorted(log[2:]) == ["stop cache", "stop pool"]
+
+
 def test_app_startup_failure_propagates_after_shutting_down_the_started() -> None:
     log: list[str] = []
     # pluggy calls later registrations first: "late" starts first, then "bad" fails.
