@@ -191,9 +191,13 @@ class ServedModel:
         respond(response)
 
     def output_problem(self, outputs: Mapping[str, Any], request: InferenceRequest | None) -> str | None:
-        """What is wrong with a model's ``outputs`` (for ``request``; None: a batch), or None."""
+        """What is wrong with a model's ``outputs`` (for ``request``; None: a batch), or None;
+        naming the version (``which``) while another is served."""
         if not isinstance(outputs, Mapping):
-            return f"the model returned {type(outputs).__name__}, not a mapping of output names to arrays"
+            return (
+                f"{self.which()}the model returned {type(outputs).__name__}, not a mapping of "
+                "output names to arrays"
+            )
         try:
             valid = self._valid_out(outputs)
         except AttributeError:  # not arrays at all
@@ -210,8 +214,8 @@ class ServedModel:
             bad = [n for n in self._row_outputs if rows is not None and outputs[n].shape[0] != rows]
             if bad:
                 return (
-                    f"the model returned output(s) {', '.join(bad)} without one row per input row "
-                    f"({rows}); a batched model's dimension 0 is the batch"
+                    f"{self.which()}the model returned output(s) {', '.join(bad)} without one row "
+                    f"per input row ({rows}); a batched model's dimension 0 is the batch"
                 )
         return None
 

@@ -204,6 +204,30 @@ def test_a_bad_request_names_the_version_it_was_checked_against_when_several_are
     assert info.value.message.startswith("input x is FP32[1, 3], expected FP32[-1, 4]")
 
 
+def test_a_batched_answer_without_its_rows_names_the_version_when_several_are_served(
+    runtime, name, rows
+) -> None:
+    """The broken answer's other message, rows missing from a batched model's output, said
+    nothing of whose answer it was, while its signature message names the version."""
+    runtime.register_model(
+        "m", FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    )
+    runtime.register_model(  # version 2 drops its last row
+        "m",
+        FunctionModel(lambda x: x[:-1], inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"}),
+        version="2",
+        max_batch_size=4,
+        warmup=False,
+    )
+    runtime.start("inproc", name)
+    client = InferenceClient(name, transport="inproc", hub=runtime.hub)
+    with pytest.raises(
+        HandlerError, match=r"^model 'm': version '2': the model returned output\(s\) y without"
+    ):
+        client.infer("m", {"x": rows(2)})
+    assert client.infer("m", {"x": rows(2)}, version="1")["y"].shape == (2, 4)
+
+
 def test_loading_the_same_version_twice_is_an_error(runtime) -> None:
     model = FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
     runtime.register_model("m", model)
