@@ -19,9 +19,10 @@ _names = itertools.count()
 HERE = Path(__file__).parent
 
 
-def until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+def until(cond: Callable[[], bool], timeout: float = 60.0) -> bool:
     """Whether ``cond()`` holds within ``timeout`` s, polled every 10 ms (what another process, a
-    server's heartbeat or a thread's exit, does in its own time)."""
+    server's heartbeat or a thread's exit, does in its own time). The limit is only where a test
+    gives up: it returns as soon as ``cond()`` holds, and a loaded machine may take seconds."""
     end = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > end:

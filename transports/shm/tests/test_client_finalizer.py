@@ -225,23 +225,32 @@ def test_a_client_collected_inside_another_clients_claim_does_not_wait_for_the_m
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_a_client_dropped_while_another_thread_of_its_process_holds_the_mutex_waits_briefly(
-    name: str, echo_process: Callable[..., EchoProcess]
+    name: str, echo_process: Callable[..., EchoProcess], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The mutex held in this process (as a server in this process holds it while reclaiming,
     perhaps on this very thread): the finalizer waits a moment, not ``connect_timeout``, then
     marks the channel for the server, which reclaims it once the mutex is free."""
+    import foundation_shm._pool as pool_module
+
     echo_process("--channels", "2")
-    client = ShmTransport().connect(name, connect_timeout=5.0)
+    client = ShmTransport().connect(name, connect_timeout=60.0)
     _echo(client)
+    waits: list[float] = []  # how long the finalizer waits for the mutex (a bound on how long
+    release = pool_module.ChannelPool._release_channels  # the drop took failed when loaded)
+
+    def recorded(self: object, conn: object, wait: float) -> None:
+        waits.append(wait)
+        release(self, conn, wait)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool_module.ChannelPool, "_release_channels", recorded)
     mutex = posix_ipc.Semaphore(L.mutex_name(name))
     ctl = Segment.open(L.control_name(name))
     holder = L.RegionField.MUTEX_HOLDER // 4
-    mutex.acquire(1.0)
+    mutex.acquire(30.0)
     ctl.u32[holder] = os.getpid()
     try:
-        t0 = time.monotonic()
         del client
-        assert time.monotonic() - t0 < 1.0
+        assert waits == [pool_module._SAME_PROCESS_WAIT]  # a moment, not the 60 s connect_timeout
         assert _owners(name) == [os.getpid()]  # marked, not yet reclaimed: the mutex is ours
     finally:
         ctl.u32[holder] = 0

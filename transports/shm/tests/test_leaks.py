@@ -87,7 +87,7 @@ def _counts(name: str, server_pid: int | None = None) -> dict[str, int]:
 
 def _settled(name: str, before: dict[str, int], server_pid: int | None = None) -> dict[str, int]:
     """The counts once they are back where they were (a server unmaps a client's segment at its
-    next scan, and reaps a dead one at its next heartbeat), or as they are after 10 s."""
+    next scan, and reaps a dead one at its next heartbeat), or as they are after a minute."""
     until(lambda: _counts(name, server_pid) == before)
     return _counts(name, server_pid)
 

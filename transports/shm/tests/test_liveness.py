@@ -54,7 +54,7 @@ def _channel_words(name: str) -> list[dict[str, int]]:
         ctl.close()
 
 
-def _until(condition: Callable[[], bool], what: str, limit: float = 10.0) -> None:
+def _until(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
     if not until(condition, limit):
         raise AssertionError(f"gave up waiting for {what}")
 
@@ -197,7 +197,7 @@ def test_a_zombie_holding_the_region_mutex_is_released(name: str) -> None:
     child = subprocess.Popen([sys.executable, "-c", child_code])
     try:
         _until(lambda: _state_of(child.pid) == "Z", "the holder to become a zombie")
-        with ShmTransport().connect(name, connect_timeout=2.0) as client:  # not Overloaded
+        with ShmTransport().connect(name, connect_timeout=30.0) as client:  # not Overloaded
             assert client.infer(InferenceRequest("echo", {"x": np.ones(1)})).outputs["x"][0] == 1
     finally:
         child.wait()
@@ -240,11 +240,9 @@ def test_a_zombie_counts_as_dead() -> None:
         started = start_time(child.pid)
         assert is_alive(child.pid, started)
         os.kill(child.pid, signal.SIGKILL)
-        for _ in range(200):  # wait for the kernel to make it a zombie; we do not reap it yet
-            with open(f"/proc/{child.pid}/stat", "rb") as f:
-                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    break
-            time.sleep(0.01)
+        # the kernel makes it a zombie (we do not reap it yet): on a loaded machine that can take
+        # a while, and checking before it has would find it alive
+        _until(lambda: _state_of(child.pid) == "Z", "the killed child to become a zombie")
         assert start_time(child.pid) == started  # still there, same start time...
         assert not is_alive(child.pid, started)  # ...but gone
     finally:
@@ -391,9 +389,9 @@ def test_data_segments_a_dead_client_left_unnamed_are_removed(name: str) -> None
     dead = sorted(o for o in objects_of(name) if o.startswith(f"fdn-{name}-d0-"))
     try:
         assert len(dead) == 2, dead
-        _until(lambda: not any(o in objects_of(name) for o in dead), "the dead client's segments to go", 5.0)
+        _until(lambda: not any(o in objects_of(name) for o in dead), "the dead client's segments to go")
         assert live.lstrip("/") in objects_of(name)
-        with ShmTransport().connect(name, connect_timeout=2.0) as client:  # the mutex was freed
+        with ShmTransport().connect(name, connect_timeout=30.0) as client:  # the mutex was freed
             assert client.infer(InferenceRequest("echo", {"x": np.ones(1)})).outputs["x"][0] == 1
     finally:
         posix_ipc.unlink_shared_memory(live)
@@ -487,9 +485,9 @@ def test_a_dead_clients_segment_another_user_owns_does_not_stop_the_reclaim(
         assert len(left) == 1, left
         victim.kill()
         victim.wait()
-        _until(lambda: _channel_words(name)[0]["owner"] == 0, "the dead client's channel to be freed", 5.0)
+        _until(lambda: _channel_words(name)[0]["owner"] == 0, "the dead client's channel to be freed")
         time.sleep(1.5)  # a sweep or more (every 10 beats) finds the segment again
-        with ShmTransport().connect(name, connect_timeout=2.0) as client:  # the one channel serves
+        with ShmTransport().connect(name, connect_timeout=30.0) as client:  # the one channel serves
             assert client.infer(InferenceRequest("echo", {"x": np.ones(1)})).outputs["x"][0] == 1
     finally:
         victim.kill()

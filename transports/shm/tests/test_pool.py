@@ -37,17 +37,23 @@ def test_closing_a_client_while_another_thread_waits_fails_that_call_not_the_pro
         from foundation_shm import ShmTransport
         from foundation_shm._echo import EchoHandler
         server = ShmTransport().serve({name!r}, EchoHandler())
-        client = ShmTransport().connect({name!r})
+        client = ShmTransport().connect({name!r}, channels=1)
+        ch = client._all[0]
+        published = ch.words[ch.cseq]
         got = []
         def call():
             try:
                 slow = InferenceRequest("sleep", {{"x": np.zeros(4)}}, parameters={{"ms": 300}})
-                client.infer(slow, timeout=5)
+                client.infer(slow, timeout=30)
                 got.append("answered")
             except Exception as exc:
                 got.append(type(exc).__name__ + ": " + str(exc))
         t = threading.Thread(target=call); t.start()
-        time.sleep(0.1)
+        # the call has published its request (a fixed sleep here let a slow thread call only
+        # after the close: "the client is closed", not the close during the call under test)
+        end = time.monotonic() + 60
+        while ch.words[ch.cseq] == published and time.monotonic() < end:
+            time.sleep(0.001)
         client.close()
         t.join()
         time.sleep(0.4)  # the server answers the abandoned request, then reclaims the channel
@@ -58,7 +64,7 @@ def test_closing_a_client_while_another_thread_waits_fails_that_call_not_the_pro
     assert (
         "ServerUnavailable: model 'sleep': the client of shm server" in done.stdout
         or "answered" in done.stdout
-    )
+    ), done.stdout
 
 
 def test_a_waiting_call_woken_by_the_reclaim_of_its_closed_client_does_not_read_the_channel(
@@ -71,11 +77,12 @@ def test_a_waiting_call_woken_by_the_reclaim_of_its_closed_client_does_not_read_
     raised BadMagic on zeros, or, on a channel used before, returned the last response again)."""
     import foundation_shm._client as client_module
 
-    reclaimed = threading.Event()
+    waiting, reclaimed = threading.Event(), threading.Event()
     real_wait = client_module.wait_seq
 
     def wait_after_the_reclaim(*args: Any) -> bool:
-        assert reclaimed.wait(10)
+        waiting.set()  # the request is published: the call waits for its answer
+        assert reclaimed.wait(30)
         return real_wait(*args)
 
     server = ShmTransport().serve(name, EchoHandler())
@@ -95,14 +102,11 @@ def test_a_waiting_call_woken_by_the_reclaim_of_its_closed_client_does_not_read_
 
         t = threading.Thread(target=call)
         t.start()
-        deadline = time.monotonic() + 5
-        while not client._pool._busy and time.monotonic() < deadline:
-            time.sleep(0.001)
-        time.sleep(0.05)  # published: the server holds the request
+        assert waiting.wait(30)  # published (a fixed sleep here let a slow thread publish later)
         client.close()
         server._reap()  # the heartbeat's reclaim, now rather than at its next beat
         reclaimed.set()
-        t.join(10)
+        t.join(30)
         assert len(got) == 1
         assert isinstance(got[0], ServerUnavailable), got[0]
         assert "closed during the call" in str(got[0])
@@ -271,9 +275,12 @@ def test_calls_from_many_threads_while_the_server_stops_fail_typed(name: str) ->
                         untyped.append(f"{type(exc).__name__}: {exc}")
 
             threads = [threading.Thread(target=loop) for _ in range(6)]
+            answered_before = answered
             for t in threads:
                 t.start()
-            time.sleep(0.05)
+            end = time.monotonic() + 60  # the threads call (a fixed sleep: maybe not yet, loaded)
+            while answered == answered_before and time.monotonic() < end:
+                time.sleep(0.001)
             server.stop()
             time.sleep(0.02)
             stop.set()
