@@ -195,11 +195,18 @@ class _Mapping:
     def __init__(self, device: int, handle: bytes) -> None:
         self.device, self.handle = device, handle
         o = _acquire(device, handle)
+        done: list[bool] = []
+
+        def release() -> None:  # once: from the finalizer, or below if __init__ is interrupted
+            if not done:
+                done.append(True)
+                _release((device, handle), o)
+
         try:
             self.ptr, self.size = o.ptr, o.size
-            weakref.finalize(self, _release, (device, handle), o).atexit = False
-        except BaseException:  # (an interrupt): the user counted must not keep it open for ever
-            _release((device, handle), o)
+            weakref.finalize(self, release).atexit = False
+        except BaseException:  # (an interrupt): the user counted must not keep it open for ever,
+            release()  # nor be let go twice if it came once the finalizer was registered
             raise
 
 

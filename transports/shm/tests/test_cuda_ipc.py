@@ -1399,3 +1399,32 @@ def test_a_mapping_let_go_while_another_thread_opens_is_closed_after_that_open_w
     fake_gpu.on_open = fake_gpu.on_close = None
     assert calls == ["open True", "close True"] and ptr in fake_gpu.closed
     assert fake_gpu.mapped == {(0, other): opened[0].ptr}
+
+
+def test_a_mapping_interrupted_once_its_finalizer_is_registered_is_let_go_once(
+    fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt (Ctrl-C) in ``_Mapping.__init__`` after its finalizer was registered let its
+    user go twice: once at once, once when the half-made object was collected. A second mapping
+    of a handle in use thus closed it under the first one's tensors."""
+    import types
+    import weakref
+
+    from foundation_shm import _cuda_memory
+
+    first = _cuda_memory._Mapping(0, HANDLE)
+
+    def finalize_then_interrupt(obj: object, fn: Any, *args: Any) -> weakref.finalize[Any, Any]:
+        weakref.finalize(obj, fn, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_cuda_memory, "weakref", types.SimpleNamespace(finalize=finalize_then_interrupt))
+    with pytest.raises(KeyboardInterrupt):
+        _cuda_memory._Mapping(0, HANDLE)
+    gc.collect()
+    assert first.ptr not in fake_gpu.closed  # still in use by the first
+    assert fake_gpu.opened == [HANDLE]
+    ptr = first.ptr
+    del first
+    gc.collect()
+    assert fake_gpu.closed == [ptr]
