@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,10 @@ __all__ = ["_Channel", "_Connection", "_pages"]
 
 _R = L.RegionField
 _C = L.ChannelField
+
+
+HUNG_MIN_NS = 1_000_000_000  # a heartbeat is stale after 10 intervals, and never sooner than this
+_BEAT_POLL_S = 0.005  # how often a connect waiting for a hung server's beat looks again
 
 
 def _pages(n: int) -> int:
@@ -129,6 +134,39 @@ class _Connection:
         if state not in (L.RegionState.READY, L.RegionState.STOPPING) or not is_alive(self.pid, self.started):
             self.alive = False
             raise ServerUnavailable(f"shm server {self.name!r} (pid {self.pid}) is gone")
+
+    def hung(self) -> str | None:
+        """Why the server counts as hung (spec 10.3: its heartbeat is older than 10 intervals, and
+        at least ``HUNG_MIN_NS``), or None. The server beats from a thread of its own, so a model
+        that runs for seconds does not make it hung; a stopped or stalled process does."""
+        u32, u64 = self.ctl.u32, self.ctl.u64
+        beat = u64[_R.HEARTBEAT_NS // 8]
+        stale = max(10 * max(u32[_R.HEARTBEAT_INTERVAL_MS // 4], 1) * 1_000_000, HUNG_MIN_NS)
+        now = time.monotonic_ns()
+        if not beat or now <= beat + stale:
+            return None
+        return (
+            f"shm server {self.name!r} (pid {self.pid}) is hung: no heartbeat for "
+            f"{(now - beat) // 1_000_000} ms"
+        )
+
+    def wait_beating(self, wait: float, limit: str) -> None:
+        """A hung server takes no new channel (spec 10.3): wait up to ``wait`` s (``limit`` says
+        what bounds it) for its heartbeat to move (a server that has just resumed beats within an
+        interval), then ``ServerUnavailable`` saying it is hung; a server that dies meanwhile is
+        reported gone at once (``check``). A claim on a hung server succeeded, and the call on it
+        then left its request with a server that could not answer: the channel was the server's
+        to reclaim once it ran again, so a service retrying through a stall took every channel of
+        the server, and every client was told it was overloaded."""
+        end = time.monotonic_ns() + int(wait * 1e9)
+        while (why := self.hung()) is not None:
+            self.check()
+            if time.monotonic_ns() >= end:
+                raise ServerUnavailable(
+                    f"{why} (its process is stopped or stalled, and no beat came {limit}): it "
+                    "takes no new client until it beats again"
+                )
+            time.sleep(_BEAT_POLL_S)
 
     def close(self) -> None:
         self.mutex.close()

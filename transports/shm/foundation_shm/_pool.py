@@ -196,12 +196,25 @@ class ChannelPool:
             if ch.sem is not None:
                 ch.sem.release()  # wake a blocked wait at once
 
+    def _wait(self, deadline_ns: int) -> float:
+        """How long a claim may wait (for a hung server's beat, for the region mutex):
+        ``connect_timeout``, and no later than a call's deadline (0: none)."""
+        if not deadline_ns:
+            return self.connect_timeout
+        return min(self.connect_timeout, max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9))
+
+    def _limit(self, wait: float) -> str:
+        """What bounds a claim's wait of ``wait`` s (see ``_wait``), for its error."""
+        if wait < self.connect_timeout:
+            return "before the call's deadline"
+        return f"within connect_timeout ({self.connect_timeout:g} s)"
+
     def _claim_locked(self, deadline_ns: int = 0, held: int = 0) -> _Channel:
         """Claim a channel of the server (``held``: how many this client keeps for views)."""
         conn = self.connection()
-        wait = self.connect_timeout
-        if deadline_ns:  # a call's deadline bounds this wait too
-            wait = min(wait, max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9))
+        wait = self._wait(deadline_ns)  # a hung server: wait for a beat, claim nothing (10.3)
+        conn.wait_beating(wait, self._limit(wait))
+        wait = self._wait(deadline_ns)
         try:
             with _region_mutex(conn, wait):
                 ch = self._claim_free(conn, held)
