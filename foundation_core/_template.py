@@ -52,13 +52,20 @@ include = ["$module*"]
 
 [tool.setuptools.package-data]
 $module = ["py.typed"]
+
+# Foundation's own lint rules: `ruff check .` and `ruff format --check .` here pass as generated.
+[tool.ruff]
+line-length = 110
+
+[tool.ruff.lint]
+select = ["E", "F", "W", "I", "B", "UP", "RUF", "SIM", "PT"]
 """,
     "README.md": """\
 # foundation-$name
 
 A Foundation plugin. Install it next to `foundation` and it is found through its entry point:
 
-    pip install -e .
+    pip install -e '.[test]'
     foundation plugins        # lists "$name" with what it registered
     foundation $name-hello    # the command it adds
 
@@ -106,7 +113,6 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-
 from foundation_core import hookimpl, is_coroutine_callable, refuse_generator
 from foundation_core.errors import PolicyError
 
@@ -179,11 +185,11 @@ def foundation_register_commands(cli: Any) -> None:
 
 import asyncio
 
-import pytest
-from $module import plugin
-
 import foundation_core
+import pytest
 from foundation_core.errors import PolicyError
+
+from $module import plugin
 
 
 def test_registers_pattern_section_and_command():
@@ -205,7 +211,8 @@ def test_counter_counts_sync_and_async_calls():
         return x * 2
 
     awrapped = plugin.counting(plugin.Settings())(double)
-    assert asyncio.run(awrapped(5)) == 10 and awrapped.calls == 1
+    assert asyncio.run(awrapped(5)) == 10
+    assert awrapped.calls == 1
 
 
 def test_the_policy_is_validated_and_generators_are_refused():
