@@ -94,7 +94,7 @@ func (c *Client) ready(deadline uint64) error {
 	c.noticeStop()
 	if !c.connected {
 		c.disconnect()
-		if err := c.connect(); err != nil {
+		if err := c.connect(deadline); err != nil {
 			return err
 		}
 	}

@@ -20,7 +20,7 @@ import (
 type Options struct {
 	SpinUs           uint32 // spin window before blocking (default 100 µs; NoSpin: do not spin)
 	Capacity         uint64 // request/response area bytes (default: the server's)
-	ConnectTimeoutMs uint32 // region mutex wait at connect (default 2000)
+	ConnectTimeoutMs uint32 // region mutex wait at connect, and a hung server's next beat (default 2000)
 	DataCRC          bool   // the CRC also covers tensor data
 }
 
@@ -30,6 +30,8 @@ const NoSpin = ^uint32(0)
 const (
 	waitSlice  = 50 * time.Millisecond
 	yieldAfter = 2 * time.Microsecond // spin this long flat out, then yield the CPU between polls
+	hungMin    = time.Second          // a heartbeat is stale after 10 intervals, never sooner than this
+	beatPoll   = 5 * time.Millisecond // how often a connect waiting for a hung server's beat looks again
 )
 
 // Input is one named input tensor: row-major little-endian bytes.
@@ -218,7 +220,7 @@ func Connect(name string, opts Options) (*Client, error) {
 		opts.ConnectTimeoutMs = 2000
 	}
 	c := &Client{name: name, opts: opts, nextID: 1}
-	if err := c.connect(); err != nil {
+	if err := c.connect(0); err != nil {
 		return nil, err
 	}
 	runtime.SetFinalizer(c, (*Client).finalize)
@@ -237,8 +239,13 @@ func (c *Client) finalize() {
 	go c.Close()
 }
 
-func (c *Client) connect() error {
+// connect attaches and claims a channel; deadline (monotonic ns, 0 for none) is the calling
+// request's, which bounds the wait for a hung server's beat as ConnectTimeoutMs does.
+func (c *Client) connect(deadline uint64) error {
 	err := c.openRegion()
+	if err == nil {
+		err = c.waitBeating(deadline)
+	}
 	if err == nil {
 		err = c.claim()
 	}
@@ -308,6 +315,55 @@ func (c *Client) openRegion() error {
 		return fail(ServerUnavailable, 0, "shm server %q: semaphores missing", c.name)
 	}
 	return nil
+}
+
+// hung is section 10.3: why the server counts as hung (its heartbeat is older than 10 intervals,
+// and at least 1 s: a stopped or stalled process), or "". The server beats from a thread of its
+// own, so a model that runs for seconds does not make it hung.
+func (c *Client) hung() string {
+	beat := atomic.LoadUint64(c.u64(rHeartbeatNs))
+	interval := uint64(atomic.LoadUint32(c.u32(rHeartbeatMs)))
+	if interval == 0 {
+		interval = 1
+	}
+	stale := 10 * interval * uint64(time.Millisecond)
+	if stale < uint64(hungMin) {
+		stale = uint64(hungMin)
+	}
+	now := monotonicNs()
+	if beat == 0 || now <= beat+stale {
+		return ""
+	}
+	return fmt.Sprintf("shm server %q (pid %d) is hung: no heartbeat for %d ms", c.name, c.serverPid, (now-beat)/1e6)
+}
+
+// waitBeating: a hung server takes no new client (section 10.3). It waits up to ConnectTimeoutMs,
+// and no later than deadline (a call's, 0 for none), for the heartbeat to move (a server that has
+// just resumed beats within an interval), then fails SERVER_UNAVAILABLE saying it is hung; a
+// server that dies meanwhile is reported gone at once. A connect to a hung server claimed a
+// channel and its call left a request there that the server could not answer, to be reclaimed
+// only once it ran again: a service retrying through a stall took every channel of the server,
+// and every client was told OVERLOADED.
+func (c *Client) waitBeating(deadline uint64) error {
+	end := monotonicNs() + uint64(c.opts.ConnectTimeoutMs)*uint64(time.Millisecond)
+	limit := fmt.Sprintf("within ConnectTimeoutMs (%d ms)", c.opts.ConnectTimeoutMs)
+	if deadline != 0 && deadline < end {
+		end, limit = deadline, "before the call's deadline"
+	}
+	for {
+		why := c.hung()
+		if why == "" {
+			return nil
+		}
+		if !c.alive() {
+			return fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
+		}
+		if monotonicNs() >= end {
+			return fail(ServerUnavailable, 0, "%s (its process is stopped or stalled, and no beat came %s): "+
+				"it takes no new client until it beats again", why, limit)
+		}
+		time.Sleep(beatPoll)
+	}
 }
 
 func (c *Client) claim() error {

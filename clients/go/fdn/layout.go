@@ -54,6 +54,8 @@ const (
 	rState           = 16
 	rServerPid       = 20
 	rServerStart     = 24
+	rHeartbeatNs     = 40
+	rHeartbeatMs     = 48
 	rServerSleeping  = 52
 	rChannelCount    = 56
 	rChannelSize     = 60

@@ -1,0 +1,123 @@
+package fdn
+
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A hung server (section 10.3: its heartbeat older than 10 intervals, and at least 1 s) takes no
+// new client. The server is hung for real: SIGSTOP, waited for with WUNTRACED (the signal is
+// asynchronous), SIGCONT always.
+
+// hang stops the server and waits until it has stopped and its heartbeat, read through o's
+// mapping of the region, is stale; it resumes the server when the test ends, whatever fails.
+func hang(t *testing.T, srv *echo, o *Client) {
+	t.Helper()
+	pid := srv.cmd.Process.Pid
+	srv.cmd.Process.Signal(syscall.SIGSTOP)
+	t.Cleanup(func() { srv.cmd.Process.Signal(syscall.SIGCONT) })
+	var ws syscall.WaitStatus
+	if got, err := syscall.Wait4(pid, &ws, syscall.WUNTRACED, nil); err != nil || got != pid || !ws.Stopped() {
+		t.Fatalf("the server did not stop: %v %v", err, ws)
+	}
+	end := time.Now().Add(60 * time.Second)
+	for monotonicNs()-atomic.LoadUint64(o.u64(rHeartbeatNs)) < uint64(hungMin)+uint64(10*time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("gave up waiting for the stopped server's heartbeat to go stale")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// ownedBy counts the channels of o's server that process pid owns.
+func ownedBy(o *Client, pid uint32) int {
+	n := 0
+	for i := uint32(0); i < o.chanCount; i++ {
+		if owner, _ := ownerWords(o, o.chanBase+i*ChanSize); owner == pid {
+			n++
+		}
+	}
+	return n
+}
+
+// Each connect to a stopped server claimed a channel and its call left a request there that the
+// server could not answer: on a 4-channel server, 4 DEADLINE_EXCEEDED and then OVERLOADED 'all 4
+// channels are in use' for every client, when the server was hung. A connect now waits up to
+// ConnectTimeoutMs for a beat, then is SERVER_UNAVAILABLE naming the server, its pid and how
+// long it has not beaten, claiming nothing; resumed, the server is connected to at once.
+func TestLiveConnectsToAHungServerClaimNoChannelAndSayItIsHung(t *testing.T) {
+	srv := startEcho(t, "fdngohung", "--channels", "4")
+	o := srv.connect(Options{})
+	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
+	hang(t, srv, o)
+	for i := 0; i < 8; i++ {
+		c, err := Connect(srv.name, Options{ConnectTimeoutMs: 200})
+		if err == nil {
+			_, err = c.Infer("echo", x, 200*time.Millisecond)
+			c.Close()
+		}
+		wantError(t, fmt.Sprintf("connect %d to a hung server", i), err, ServerUnavailable,
+			fmt.Sprintf("shm server %q (pid %d) is hung: no heartbeat for ", srv.name, srv.cmd.Process.Pid),
+			"no beat came within ConnectTimeoutMs (200 ms)")
+	}
+	if n := ownedBy(o, uint32(os.Getpid())); n != 1 {
+		t.Fatalf("this process owns %d channels after 8 connects to a hung server, not 1 (o's)", n)
+	}
+	srv.cmd.Process.Signal(syscall.SIGCONT)
+	c := srv.connect(Options{ConnectTimeoutMs: 30000}) // its next beat is up to an interval away
+	if r, err := c.Infer("echo", x, 30*time.Second); err != nil || r.Output("x").Data[0] != 7 {
+		t.Fatalf("a call on the resumed server: %v", err)
+	}
+}
+
+// A call that reconnects (its server restarted) to a hung server waits for its beat no longer
+// than the call's own timeout (ConnectTimeoutMs is a minute here), then SERVER_UNAVAILABLE.
+func TestLiveAReconnectToAHungServerKeepsTheCallsTimeout(t *testing.T) {
+	srv := startEcho(t, "fdngohungdl")
+	c := srv.connect(Options{ConnectTimeoutMs: 60000})
+	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
+	if _, err := c.Infer("echo", x, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	srv.stop(syscall.SIGTERM) // a graceful stop: the client reconnects on its next call
+	srv.restart()
+	o := srv.connect(Options{})
+	hang(t, srv, o)
+	_, err := c.Infer("echo", x, 200*time.Millisecond)
+	wantError(t, "a call reconnecting to a hung server", err, ServerUnavailable, "is hung: ", "before the call's deadline")
+	srv.cmd.Process.Signal(syscall.SIGCONT)
+	if r, err := c.Infer("echo", x, 30*time.Second); err != nil || r.Output("x").Data[0] != 7 {
+		t.Fatalf("a call on the resumed server: %v", err)
+	}
+}
+
+// A connect waiting (ConnectTimeoutMs: a minute) for a hung server's beat looks at its liveness
+// too: a server that dies meanwhile is reported gone then, not hung once the minute has passed.
+func TestLiveAHungServerThatDiesWhileAConnectWaitsIsGone(t *testing.T) {
+	srv := startEcho(t, "fdngohungdie")
+	o := srv.connect(Options{})
+	pid := srv.cmd.Process.Pid
+	hang(t, srv, o)
+	done := make(chan error, 1)
+	go func() {
+		c, err := Connect(srv.name, Options{ConnectTimeoutMs: 60000})
+		if c != nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the connect waits for a beat by now
+	srv.cmd.Process.Kill()
+	srv.cmd.Wait()
+	select {
+	case err := <-done:
+		wantError(t, "a connect whose hung server died", err, ServerUnavailable,
+			fmt.Sprintf("shm server %q (pid %d) is gone", srv.name, pid))
+	case <-time.After(30 * time.Second):
+		t.Fatal("the connect still waits for a dead server's beat")
+	}
+}
