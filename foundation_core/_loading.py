@@ -247,6 +247,43 @@ def _catch_alls(obj: object) -> list[str]:
     return found
 
 
+def _unknown_arguments(obj: object) -> list[str]:
+    """For each hookimpl of ``obj`` taking an argument its hook does not pass (which pluggy
+    refuses, naming only that argument): the hook's arguments, and the one probably meant."""
+    found: list[str] = []
+    try:
+        names = dir(obj)
+    except Exception:  # a hostile __dir__: pluggy's own message stands alone
+        return found
+    specs = set(_spec_names())
+    for name in names:
+        try:
+            attr = getattr(obj, name, None)
+            if not inspect.isroutine(attr):
+                continue
+            opts = getattr(attr, f"{PROJECT_NAME}_impl", None)
+            hook = (opts.get("specname") or name) if isinstance(opts, dict) else None
+            if hook not in specs:
+                continue
+            params = list(inspect.signature(attr).parameters.values())
+        except Exception:  # a property or a module __getattr__ that raises, an odd signature
+            continue
+        qualified = "." in getattr(attr, "__qualname__", "")
+        if params and params[0].name == "self" and qualified and not inspect.ismethod(attr):
+            params = params[1:]  # a class's function: pluggy skips its self too
+        spec_args = list(inspect.signature(getattr(hookspecs, hook)).parameters)
+        plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for param in params:
+            if param.kind in plain and param.default is param.empty and param.name not in spec_args:
+                near = difflib.get_close_matches(param.name, spec_args, n=1)
+                found.append(
+                    f"hook {hook!r} has no argument {param.name!r}"
+                    + (f" (did you mean {near[0]!r}?)" if near else "")
+                    + f": its arguments are ({', '.join(spec_args)}), a hookimpl takes any of them by name"
+                )
+    return found
+
+
 def _refuse(hub: Hub, info: PluginInfo, exc: BaseException, err: PluginLoadError) -> None:
     """Fail plugin ``info`` as it registers. An application's own object is never isolated: its
     error is raised (once: not also warned about as a plugin the others carry on without)."""
@@ -277,6 +314,7 @@ def register_plugin(hub: Hub, info: PluginInfo, obj: object) -> None:
         if hub.pm.get_plugin(info.name) is obj:
             hub.pm.unregister(obj)
         message = " ".join(str(exc).split())  # pluggy's message spans lines; ours is one
+        message = "; ".join([message, *_unknown_arguments(obj)])
         _refuse(hub, info, exc, PluginLoadError(info.name, message))
         return
     unknown = [hc.name for hc in hub.pm.get_hookcallers(obj) or [] if hc.spec is None]

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,6 +180,39 @@ def test_an_application_object_with_a_wrong_hook_argument_raises_once_saying_so(
     assert "{'pattern'} are declared in the hookimpl but can not be found in the hookspec" in message
     assert isinstance(info.value.__cause__, PluginValidationError)  # pluggy's, chained
     assert running_hubs() == ()
+
+
+def test_a_hookimpl_argument_its_hook_lacks_is_named_with_the_hooks_arguments() -> None:
+    """pluggy's message named only the argument it could not find, not those the hook has: an
+    author who wrote ``attempts`` for ``attempt`` was not shown the name to use."""
+
+    class App:
+        @hookimpl
+        def foundation_on_retry(self, name: str, attempts: int) -> None:
+            raise AssertionError("never called")
+
+    plugin = types.ModuleType("my_plugin")  # a module's hookimpl: no self to skip
+
+    @hookimpl
+    def foundation_on_circuit_change(name: str, when: float) -> None:
+        raise AssertionError("never called")
+
+    plugin.foundation_on_circuit_change = foundation_on_circuit_change  # type: ignore[attr-defined]
+
+    with pytest.raises(PluginError) as info:
+        start([App()], entry_points=False)
+    message = str(info.value)
+    assert "{'attempts'} are declared in the hookimpl" in message  # pluggy's, kept
+    assert (
+        "hook 'foundation_on_retry' has no argument 'attempts' (did you mean 'attempt'?): its "
+        "arguments are (name, attempt, delay, error, result)"
+    ) in message
+    assert "'self'" not in message and "'name'" not in message
+    with pytest.warns(FoundationPluginWarning), start(installed=[plugin], entry_points=False) as hub:
+        assert hub.plugins["my_plugin"].status == "failed"
+        error = hub.plugins["my_plugin"].error or ""
+    assert "hook 'foundation_on_circuit_change' has no argument 'when': its arguments are (name, " in error
+    assert "no argument 'name'" not in error
 
 
 def test_an_application_object_refused_by_register_leaves_nothing_and_can_be_mended() -> None:
