@@ -146,7 +146,7 @@ def _global_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``foundation`` console script; returns the exit status."""
-    from ._hub import Hub
+    from ._hub import Hub, _disabled_hint
 
     argv = list(sys.argv[1:] if argv is None else argv)
     _escape_what_stdout_cannot_encode()
@@ -170,8 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     command = hub.commands.commands.get(ns.command)
-    if command is None:
-        parser.error(f"unknown command {ns.command!r} (commands: {', '.join(sorted(hub.commands.commands))})")
+    if command is None:  # a plugin disabled, failed or not installed may be why: say which
+        listed = ", ".join(sorted(hub.commands.commands))
+        hint = _disabled_hint(hub.plugins, hub.selection, ns.command)
+        parser.error(f"unknown command {ns.command!r} (commands: {listed}){hint}")
     args = _parse_command_args(command, ns.args)
     args.config, args.set, args.strict_plugins = ns.config, ns.set, ns.strict_plugins
     prefix[0] = f"foundation {ns.command}"

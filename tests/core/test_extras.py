@@ -67,3 +67,21 @@ def test_the_registry_error_carries_the_hint(installed: set[str]) -> None:
         with pytest.raises(NotRegisteredError) as info:
             hub.model_backends.get("torch")
     assert str(info.value).endswith('; pip install "foundation[torch]" provides it (foundation-torch)')
+
+
+def test_an_unknown_command_says_which_plugins_are_off_and_what_installs_it(
+    installed: set[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``foundation conformance`` (docs/plugins.md) where foundation-conformance is not installed,
+    or ``foundation config`` with the config plugin disabled, said only "unknown command"."""
+    from foundation_core._cli import main
+
+    monkeypatch.setenv("FOUNDATION_DISABLE_PLUGINS", "ml")
+    monkeypatch.delenv("FOUNDATION_PLUGINS", raising=False)
+    with pytest.raises(SystemExit) as info:
+        main(["torch", "--help"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'torch' (commands: " in err
+    assert "; plugins not active: ml (disabled by FOUNDATION_DISABLE_PLUGINS)" in err
+    assert err.rstrip().endswith('; pip install "foundation[torch]" provides it (foundation-torch)')
