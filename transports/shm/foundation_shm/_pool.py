@@ -315,7 +315,11 @@ class ChannelPool:
             return False
 
     def _take_slow(self, deadline_ns: int, pending_wait: float | None) -> _Channel:
-        ch = self._take_slow_locked(deadline_ns, pending_wait)
+        return self._take_slow_locked(deadline_ns, pending_wait)
+
+    def _busy_now(self, ch: _Channel) -> _Channel:
+        """Mark ``ch`` taken by a call, the lock held: a drop (under the lock) then leaves it to
+        the call. Marked after the lock went, a drop in between retired it under the call."""
         self._busy.add(ch)
         return ch
 
@@ -338,19 +342,19 @@ class ChannelPool:
                     raise CancelledError(f"the call to {self.name!r} was abandoned before it was sent")
                 if self._conn is None or not self._conn.alive:
                     self._drop_connection()
-                    return self._claim_locked(deadline_ns)
+                    return self._busy_now(self._claim_locked(deadline_ns))
                 for ch in list(self._free):  # a copy: the lock-free path pops meanwhile
                     if ch.conn is self._conn and ch.idle():  # (a give() may be re-checking one)
                         try:
                             self._free.remove(ch)
                         except ValueError:
                             continue  # another thread's lock-free pop took it first
-                        return ch
+                        return self._busy_now(ch)
                 # Channels kept for other threads' unread outputs do not count: a pool of more
                 # threads than `channels` must not wait for threads that are not calling.
                 held = sum(1 for box in self._holders if box[0] is not None)
                 if len(self._all) - held < self.max_channels:
-                    return self._claim_locked(deadline_ns, held)
+                    return self._busy_now(self._claim_locked(deadline_ns, held))
                 limit = deadline_ns
                 pending = self._pending_free()
                 if pending is not None:

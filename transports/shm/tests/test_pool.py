@@ -293,6 +293,39 @@ def test_calls_from_many_threads_while_the_server_stops_fail_typed(name: str) ->
     assert untyped == []
 
 
+def test_a_channel_taken_on_the_slow_path_is_busy_before_a_drop_can_retire_it(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No free channel at hand, a call takes one under the pool's lock (one claimed, or one found
+    free there), but marked it busy only after letting the lock go: a drop in another thread in
+    between (it found the server stopped, or ``close()``) took it for idle and retired it, its
+    areas unmapped under the call, which failed untyped ('ValueError: offset must be non-negative
+    and no greater than buffer length (0)'; seen under load in the test above). Now it is busy
+    before the lock goes: the drop leaves it to the call, which fails ServerUnavailable."""
+    import foundation_shm._pool as pool_module
+
+    real = pool_module.ChannelPool._take_slow_locked
+
+    def then_dropped(self: Any, *args: Any) -> Any:
+        ch = real(self, *args)
+        with self._cond:  # another thread's drop, right after this one let the lock go
+            self._drop_connection()
+        return ch
+
+    server = ShmTransport().serve(name, EchoHandler(), channels=4)
+    try:
+        with ShmTransport().connect(name, channels=2) as client:
+            first = client._take(0)  # the free channel: the call below takes the slow path
+            monkeypatch.setattr(pool_module.ChannelPool, "_take_slow_locked", then_dropped)
+            with pytest.raises(ServerUnavailable):
+                client.infer(InferenceRequest("echo", {"x": np.ones(4, np.float32)}), timeout=30)
+            monkeypatch.undo()
+            client._give(first)
+            assert client._pool._retiring == {}  # each retired by its call's give, the connection closed
+    finally:
+        server.stop()
+
+
 def test_close_does_not_free_a_channel_a_call_has_taken_but_not_yet_published_on(name: str) -> None:
     """close() in one thread while another thread's call holds a channel it has not published on
     yet: close freed it (owner_pid = 0) as idle, another client could claim it, and the call then
