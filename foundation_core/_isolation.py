@@ -30,6 +30,27 @@ class FoundationPluginWarning(UserWarning):
     """A plugin failed and was isolated; the others carry on (see ``foundation plugins``)."""
 
 
+def _warn_at_raise(message: str, exc: BaseException) -> None:
+    """Warn ``message`` from the line that raised ``exc``, not from pluggy's caller (which
+    ``stacklevel`` reaches: the plugin's frames are gone from the stack by now)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        warnings.warn(message, FoundationPluginWarning, stacklevel=3)
+        return
+    frame = tb.tb_frame
+    warnings.warn_explicit(
+        message,
+        FoundationPluginWarning,
+        frame.f_code.co_filename,
+        tb.tb_lineno,
+        module=frame.f_globals.get("__name__"),
+        registry=frame.f_globals.setdefault("__warningregistry__", {}),
+        module_globals=frame.f_globals,
+    )
+
+
 def _isolate(hub_ref: weakref.ref[Hub], info: PluginInfo, hook: str, exc: Exception) -> None:
     """Fail ``info``'s plugin in its hub; re-raise ``exc`` when the hub is gone (a hook called
     through a plugin manager kept after its hub was freed: there is nothing to isolate it in)."""
@@ -59,11 +80,7 @@ def guard(hub: Hub, info: PluginInfo, hook: str, fn: Callable[..., Any]) -> Call
             raise  # the user's configuration is wrong, not the plugin: never isolate that
         except Exception as exc:
             if event:  # an observer's failure never breaks the event's source
-                warnings.warn(
-                    f"plugin {info.name!r} raised in {hook}: {exc!r}",
-                    FoundationPluginWarning,
-                    stacklevel=2,
-                )
+                _warn_at_raise(f"plugin {info.name!r} raised in {hook}: {exc!r}", exc)
                 return None
             if is_app:
                 raise

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import attrs
 import pytest
 
 import foundation_core
-from foundation_core import Config, hookimpl, start
+from foundation_core import Config, FoundationPluginWarning, hookimpl, start
 from foundation_core.errors import ConfigError, FoundationError, PluginError
 
 
@@ -147,6 +148,26 @@ def test_events_reach_observers_and_observer_errors_do_not_break_the_source() ->
     assert seen == [("r", 2)]
     foundation_core.emit("retry", name="r", attempt=3, delay=0.1, error=None, result=None)  # no hub: no-op
     assert seen == [("r", 2)]
+
+
+def test_an_observers_error_is_warned_about_from_the_line_that_raised_it() -> None:
+    """The warning was shown from pluggy's _callers.py (where stacklevel reached), not from the
+    plugin: its author read a path inside pluggy as where the failure was."""
+
+    class Broken:
+        @hookimpl
+        def foundation_on_retry(self, name: str) -> None:
+            raise ValueError(f"observer bug for {name}")
+
+    lines, first = inspect.getsourcelines(Broken.foundation_on_retry)
+    raising = first + next(i for i, line in enumerate(lines) if "raise ValueError" in line)
+    with start([Broken()], entry_points=False, env={"FOUNDATION_PLUGINS": ""}):
+        with pytest.warns(FoundationPluginWarning, match="observer bug for r") as caught:
+            foundation_core.emit("retry", name="r", attempt=2, delay=0.1, error=None, result=None)
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, raising)]
+    assert str(caught[0].message) == (
+        "plugin 'Broken' raised in foundation_on_retry: ValueError('observer bug for r')"
+    )
 
 
 def test_registering_an_app_plugin_after_registration_is_refused() -> None:
