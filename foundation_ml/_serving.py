@@ -232,7 +232,9 @@ class ServedModel:
         )
 
     def failed(self, request: InferenceRequest, exc: BaseException) -> HandlerError:
-        return HandlerError(f"{type(exc).__name__}: {exc}", model=self.name, request_id=request.id)
+        return HandlerError(
+            f"{self.which()}{type(exc).__name__}: {exc}", model=self.name, request_id=request.id
+        )
 
     def stop(
         self,

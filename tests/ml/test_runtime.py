@@ -228,6 +228,29 @@ def test_a_batched_answer_without_its_rows_names_the_version_when_several_are_se
     assert client.infer("m", {"x": rows(2)}, version="1")["y"].shape == (2, 4)
 
 
+def test_a_model_that_raises_is_named_by_version_when_several_are_served(runtime, name, rows) -> None:
+    """A model's own exception said only "RuntimeError: boom": with two versions served, not
+    which of them raised (unbatched and batched both)."""
+
+    def boom(x):
+        raise RuntimeError("boom")
+
+    sig = {"inputs": {"x": "FP32[-1, 4]"}, "outputs": {"y": "FP32[-1, 4]"}}
+    runtime.register_model("m", FunctionModel(lambda x: x, **sig))
+    runtime.register_model("m", FunctionModel(boom, **sig), version="2", warmup=False)
+    runtime.register_model("b", FunctionModel(lambda x: x, **sig))
+    runtime.register_model("b", FunctionModel(boom, **sig), version="2", warmup=False, max_batch_size=4)
+    runtime.start("inproc", name)
+    client = InferenceClient(name, transport="inproc", hub=runtime.hub)
+    for model in ("m", "b"):
+        with pytest.raises(HandlerError, match=rf"^model '{model}': version '2': RuntimeError: boom$"):
+            client.infer(model, {"x": rows(1)}, version="2")
+        assert client.infer(model, {"x": rows(1)}, version="1")["y"].shape == (1, 4)
+    runtime.register_model("alone", FunctionModel(boom, **sig), warmup=False)
+    with pytest.raises(HandlerError, match=r"^model 'alone': RuntimeError: boom$"):
+        client.infer("alone", {"x": rows(1)})
+
+
 def test_loading_the_same_version_twice_is_an_error(runtime) -> None:
     model = FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
     runtime.register_model("m", model)
@@ -499,7 +522,9 @@ def test_inproc_answer_after_the_deadline_is_deadline_exceeded(runtime: MLRuntim
 def test_async_calls_fill_a_batch_and_the_timeout_counts_from_the_call(runtime: MLRuntime, rows) -> None:
     import asyncio
 
-    runtime.register_model("affine", affine_model(), max_batch_size=16, max_wait_us=200_000)
+    # the batch closes when full: a wait far longer than 16 calls take, on a loaded machine too
+    # (200 ms split it now and then, its calls started late)
+    runtime.register_model("affine", affine_model(), max_batch_size=16, max_wait_us=10_000_000)
     name = unique_name()
     runtime.start("inproc", name)
     with InferenceClient(name, transport="inproc", hub=runtime.hub) as client:
