@@ -567,9 +567,9 @@ def test_infer_and_stats_take_the_configured_timeout_or_their_option(
         loaded.append(True)
         monkeypatch.setattr(runtime, "stats", slow_stats)  # the shm server asks its handler for them
         runtime.start("shm", name)
-        t0 = time.monotonic()
         assert main(argv) == 1
-        assert time.monotonic() - t0 < 1.5
+    # the model and stats sleep 2 s: only the 0.5 s timeout ends the call DeadlineExceeded (the
+    # 30 s default answered); a bound on the time taken said no more, and failed when loaded
     assert "DeadlineExceeded" in capsys.readouterr().err
 
 

@@ -148,9 +148,9 @@ def test_a_drain_that_times_out_counts_and_logs_the_requests_it_abandoned(
     t = threading.Thread(target=call)
     t.start()
     server = shm_runtime.servers[0][1]
-    for _ in range(500):  # until the request runs
-        if getattr(server, "in_flight", lambda: 0)():
-            break
+    deadline = time.monotonic() + 60  # until the request runs (5 s of polls ran on, loaded)
+    while not server.in_flight():
+        assert time.monotonic() < deadline, "the request never reached the model"
         time.sleep(0.01)
     try:
         with caplog.at_level("WARNING", logger="foundation_ml"):

@@ -75,7 +75,9 @@ class _InterruptedWhenReady(threading.Event):
 def test_an_interrupted_start_stops_the_server_and_leaves_nothing_in_dev_shm(
     name: str, raised: BaseException
 ) -> None:
-    server = ServerProcess(["--transport", "shm", "--name", name])
+    # a generous grace: the default 5 s before SIGKILL is less than a torch process on a loaded
+    # machine may take to drain and exit, and a kill is not the clean stop checked here
+    server = ServerProcess(["--transport", "shm", "--name", name], stop_grace=60)
     with _no_stray_server(name) as pids:
         server._ready = _InterruptedWhenReady(raised, lambda: pids.append(server.pid))
         with pytest.raises(type(raised)):

@@ -83,10 +83,10 @@ def _until(server: ServerProcess, line: str, limit: float = 60.0) -> float:
 
 
 # The model sleeps long past the 5 s drain: the drain can only end by the signal, or by timing out.
-# ``took`` runs from the signal that should end it to the server's last line (the transport
-# released, the models unloaded): the loop thread's join of the running model (2 s) and no drain,
-# without the interpreter's own exit (a torch process on a loaded machine took 3 to 5 s there).
+# Which of the two ended it, the runtime's warning says (a bound on the time from the signal to
+# the server's last line told them apart, and failed on a loaded machine).
 _MODEL_S = 30.0
+_HURRIED = "in-flight request(s): told to stop at once"
 
 
 @pytest.mark.slow
@@ -98,15 +98,14 @@ def test_a_second_signal_ends_the_drain_and_still_releases_every_object(
         got = _infer_in_background(server, name, _MODEL_S)
         assert server.proc is not None
         server.proc.send_signal(sig)
-        _until(server, "signal again to stop at once", 20)
-        t0 = time.monotonic()
+        _until(server, "signal again to stop at once")
         server.proc.send_signal(sig)
-        took = _until(server, "released the transport", 30) - t0
+        _until(server, "released the transport", 60)
         assert server.proc.wait(30) == 0, server.output  # a third signal would end it at once
     assert "draining 1 in-flight request(s) (signal again to stop at once)" in server.output
     assert "abandoned 1 in-flight request(s)" in server.output, server.output
     assert "stopped: drained" not in server.output
-    assert took < 4.0  # not the 5 s drain: only the loop thread's join of the running model
+    assert _HURRIED in server.output and "drain timed out" not in server.output, server.output
     assert shm_entries(name) == [], server.output
     del got
 
@@ -119,13 +118,12 @@ def test_sigquit_stops_at_once_abandoning_in_flight_and_still_releases_every_obj
     with ServerProcess(["--transport", "shm", "--name", name, "--model", "slow=slow_models:build"]) as server:
         got = _infer_in_background(server, name, _MODEL_S)
         assert server.proc is not None
-        t0 = time.monotonic()
         server.proc.send_signal(signal.SIGQUIT)
-        took = _until(server, "released the transport", 30) - t0
+        _until(server, "released the transport", 60)
         assert server.proc.wait(30) == 0, server.output  # a second SIGQUIT: the default, a core dump
     assert "abandoned 1 in-flight request(s)" in server.output, server.output
     assert "draining" not in server.output
-    assert took < 4.0  # not the 5 s drain: only the loop thread's join of the running model
+    assert _HURRIED in server.output and "drain timed out" not in server.output, server.output
     assert shm_entries(name) == [], server.output
     del got
 
@@ -197,6 +195,21 @@ def test_a_users_tmp_file_beside_the_metrics_file_is_left_alone(tmp_path: Path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.prom", "m.prom.tmp"]  # no temporary left
 
 
+def _remove_while_written(where: Path) -> None:
+    """Remove the directory of a metrics file the server rewrites every second: a write between
+    the unlink and the rmdir (its temporary file, or the file renamed back) made the rmdir fail
+    ENOTEMPTY now and then; empty it again until the rmdir wins."""
+    deadline = time.monotonic() + 60
+    while True:
+        for entry in where.iterdir():
+            entry.unlink(missing_ok=True)
+        try:
+            where.rmdir()
+            return
+        except OSError:  # written again meanwhile
+            assert time.monotonic() < deadline, sorted(where.iterdir())
+
+
 @pytest.mark.slow
 def test_a_metrics_directory_removed_while_serving_warns_once_and_the_stop_stays_clean(
     tmp_path: Path, name: str
@@ -205,8 +218,7 @@ def test_a_metrics_directory_removed_while_serving_warns_once_and_the_stop_stays
     where.mkdir()
     server = ServerProcess(["--transport", "shm", "--name", name, "--metrics-file", str(where / "m.prom")])
     server.start()
-    (where / "m.prom").unlink(missing_ok=True)
-    where.rmdir()
+    _remove_while_written(where)
     time.sleep(3.5)  # three periodic writes fail, and the final one
     assert server.stop() == 0, server.output
     assert server.output.count("could not write the metrics file") == 1, server.output
