@@ -19,6 +19,7 @@ needs fails too.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import operator
 import re
@@ -115,8 +116,10 @@ def unmet(info: PluginInfo, plugins: Mapping[str, PluginInfo], selection: Select
         other = plugins.get(need) or by_key.get(normalize(need))
         if other is not None and other.status in {"loaded", "app"}:
             continue
-        if other is None:
-            why, remedy = "is not installed", "install"
+        if other is None:  # a misspelling of one that is there, more often than not
+            near = difflib.get_close_matches(normalize(need), list(by_key), n=1)
+            why = "is not installed" + (f" (did you mean {by_key[near[0]].name!r}?)" if near else "")
+            remedy = "install"
         elif other.status == "failed":
             why, remedy = f"failed ({other.error})", "fix"
         else:

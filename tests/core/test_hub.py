@@ -331,6 +331,26 @@ def test_a_missing_requirement_says_to_install_it_not_to_enable_it() -> None:
     assert "enable 'nonexistent'" not in error
 
 
+def test_a_missing_requirement_close_to_an_installed_plugins_name_suggests_it() -> None:
+    """``FOUNDATION_REQUIRES = ["retyr"]`` said only "install 'retyr'", a name nothing has."""
+
+    class Typo:
+        foundation_name = "typo"
+        FOUNDATION_REQUIRES = ("Circuit-Braker",)
+
+    class Breaker:
+        foundation_name = "circuit_breaker"
+
+    with (
+        pytest.warns(foundation_core.FoundationPluginWarning),
+        start(installed=[Breaker(), Typo()], entry_points=False, env={"FOUNDATION_PLUGINS": ""}) as hub,
+    ):
+        error = hub.plugins["typo"].error or ""
+    assert (
+        "it needs plugin 'Circuit-Braker', which is not installed (did you mean 'circuit_breaker'?)" in error
+    )
+
+
 class _Installed:
     @hookimpl
     def foundation_register_patterns(self, register: object) -> None:
