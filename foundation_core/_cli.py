@@ -105,6 +105,9 @@ class CommandRegistrar:
     def by_plugin(self, plugin: str) -> list[str]:
         return self._registry.by_plugin(plugin)
 
+    def shadowed_of(self, plugin: str) -> dict[str, str]:
+        return self._registry.shadowed_of(plugin)
+
 
 def _global_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     lines = "\n".join(f"  {n:<16} {c.help}" for n, c in sorted(commands.items()))

@@ -36,6 +36,10 @@ def plugins_main(args: argparse.Namespace, hub: Hub) -> int:
         for kind, names in sorted(info.registered.items()):
             if names:
                 print(f"    {kind}: {', '.join(names)}")
+        for kind, hidden in sorted(info.shadowed.items()):
+            if hidden:  # registered, but another plugin's registration of the name wins
+                by = ", ".join(f"{name} (by {winner})" for name, winner in hidden.items())
+                print(f"    {kind} shadowed: {by}")
         if info.error:
             print(f"    error: {info.error}")
         if info.status in {"disabled", "not-selected"}:

@@ -83,6 +83,9 @@ class SectionAdder:
     def remove_plugin(self, plugin: str) -> None:
         self._registry.remove_plugin(plugin)
 
+    def shadowed_of(self, plugin: str) -> dict[str, str]:
+        return self._registry.shadowed_of(plugin)
+
 
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
     return FrozenDict(mapping)

@@ -55,6 +55,8 @@ class PluginInfo:
     (markers and extras not yet evaluated); empty for a plugin registered in code."""
     hooks: list[str] = attrs.field(factory=list)
     registered: dict[str, list[str]] = attrs.field(factory=dict)
+    shadowed: dict[str, dict[str, str]] = attrs.field(factory=dict)
+    """Per kind, each name it registered that another plugin's registration hides: its winner."""
     plugin: Any = attrs.field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -70,6 +72,7 @@ class PluginInfo:
                 k: sorted(v)
                 for k, v in sorted({**dict.fromkeys(REGISTERED_KINDS, ()), **self.registered}.items())
             },
+            "shadowed": {k: dict(sorted(self.shadowed.get(k, {}).items())) for k in REGISTERED_KINDS},
             "error": self.error,
             "error_hook": self.error_hook,
         }

@@ -136,6 +136,13 @@ class Hub:
                     "commands": self.commands.by_plugin(info.name),
                     "config_sections": sorted(n for n, p in self.sections.owners.items() if p == info.name),
                 }
+                info.shadowed = {  # what it registered that another's registration hides
+                    "patterns": self.patterns.shadowed_of(info.name),
+                    "transports": self.transports.shadowed_of(info.name),
+                    "model_backends": self.model_backends.shadowed_of(info.name),
+                    "commands": self.commands.shadowed_of(info.name),
+                    "config_sections": self.sections.shadowed_of(info.name),
+                }
 
     def configure(
         self, files: Sequence[str] = (), overrides: Sequence[str] = (), *, strict: bool = False

@@ -185,6 +185,15 @@ class Registry(Generic[T]):
     def by_plugin(self, plugin: str) -> list[str]:
         return sorted(n for n, e in self._entries.items() if e.plugin == plugin)
 
+    def shadowed_of(self, plugin: str) -> dict[str, str]:
+        """``{name: winning plugin}`` for each name ``plugin`` registered that another's
+        registration hides (an application's, the core's, or one with ``replace=True``)."""
+        return {
+            n: self._entries[n].plugin
+            for n, regs in sorted(self._regs.items())
+            if self._entries[n].plugin != plugin and any(e.plugin == plugin for e in regs)
+        }
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

@@ -9,6 +9,7 @@ setuptools would refuse to build (a malformed value) can be tested too.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -479,3 +480,49 @@ def test_hookimpls_in_every_form_pluggy_calls_are_not_refused() -> None:
     with start([Static(), Class(), Named(), Wrapper(), Traced()], entry_points=False) as hub:
         assert {info.status for info in hub.plugins.values()} == {"app"}
     assert sorted(seen) == ["class", "specname", "static", "wrapper", "wraps"]
+
+
+def test_plugins_lists_what_a_plugin_registered_that_another_registration_shadows(site: Path) -> None:
+    """A plugin registering the core's command ``plugins`` (or a name another plugin took with
+    replace=True) was listed with the name nowhere: its author could not tell it was hidden."""
+    source = """
+        from foundation_core import hookimpl
+
+
+        @hookimpl
+        def foundation_register_commands(cli):
+            cli.add_command("plugins", lambda args, hub: 0, help="mine")
+            cli.add_command("shadow-hello", lambda args, hub: 0, help="mine too")
+
+
+        @hookimpl
+        def foundation_register_patterns(register):
+            register("echo", lambda policy: lambda fn: fn)
+    """
+    winner = """
+        from foundation_core import hookimpl
+
+
+        @hookimpl
+        def foundation_register_patterns(register):
+            register("echo", lambda policy: lambda fn: fn, replace=True)
+    """
+    write_dist(site, "hostile-shadow", {"shadow": "hostile_shadow"}, {"hostile_shadow.py": source})
+    write_dist(site, "hostile-winner", {"winner": "hostile_winner"}, {"hostile_winner.py": winner})
+    listed = _cli(site, "plugins", FOUNDATION_PLUGINS="shadow,winner")
+    assert listed.returncode == 0, listed.stderr
+    block = listed.stdout.partition("shadow  [loaded]")[2].partition("\nwinner")[0]
+    assert "    commands: shadow-hello\n" in block
+    assert "    commands shadowed: plugins (by foundation)\n" in block
+    assert "    patterns shadowed: echo (by winner)" in block
+    doc = json.loads(_cli(site, "plugins", "--json", FOUNDATION_PLUGINS="shadow,winner").stdout)
+    by_name = {p["name"]: p for p in doc["plugins"]}
+    assert by_name["shadow"]["shadowed"] == {
+        "commands": {"plugins": "foundation"},
+        "config_sections": {},
+        "model_backends": {},
+        "patterns": {"echo": "winner"},
+        "transports": {},
+    }
+    assert by_name["winner"]["registered"]["patterns"] == ["echo"]
+    assert all(not names for names in by_name["winner"]["shadowed"].values())
