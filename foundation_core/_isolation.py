@@ -10,10 +10,15 @@ isolated: their errors propagate. In strict mode every failure is fatal.
 from __future__ import annotations
 
 import functools
+import importlib
+import os
 import warnings
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pluggy
 
 from . import _events
 from ._registry import current_plugin
@@ -30,24 +35,38 @@ class FoundationPluginWarning(UserWarning):
     """A plugin failed and was isolated; the others carry on (see ``foundation plugins``)."""
 
 
-def _warn_at_raise(message: str, exc: BaseException) -> None:
-    """Warn ``message`` from the line that raised ``exc``, not from pluggy's caller (which
-    ``stacklevel`` reaches: the plugin's frames are gone from the stack by now)."""
+_OURS = tuple(str(Path(m.__file__ or "").resolve().parent) + os.sep for m in (_events, pluggy, importlib))
+
+
+def _plugin_frame(exc: BaseException) -> tuple[str, int, dict[str, Any]] | None:
+    """Where in the plugin ``exc`` came from: the outermost frame of its traceback that is not
+    the core's, pluggy's or the import machinery's (the hookimpl, or the module being imported)."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if not name.startswith("<frozen ") and not str(Path(name).resolve()).startswith(_OURS):
+            return name, tb.tb_lineno, tb.tb_frame.f_globals
         tb = tb.tb_next
-    if tb is None:
-        warnings.warn(message, FoundationPluginWarning, stacklevel=3)
+    return None
+
+
+def _warn_from_plugin(message: str, exc: BaseException, stacklevel: int) -> None:
+    """Warn ``message`` from the plugin's line that raised ``exc``, not from the core's or
+    pluggy's caller (which ``stacklevel`` reaches: the plugin's frames are gone from the stack);
+    from ``stacklevel`` when the plugin has no line in it (a requirement not met)."""
+    where = _plugin_frame(exc)
+    if where is None:
+        warnings.warn(message, FoundationPluginWarning, stacklevel=stacklevel + 1)
         return
-    frame = tb.tb_frame
+    filename, lineno, module_globals = where
     warnings.warn_explicit(
         message,
         FoundationPluginWarning,
-        frame.f_code.co_filename,
-        tb.tb_lineno,
-        module=frame.f_globals.get("__name__"),
-        registry=frame.f_globals.setdefault("__warningregistry__", {}),
-        module_globals=frame.f_globals,
+        filename,
+        lineno,
+        module=module_globals.get("__name__"),
+        registry=module_globals.setdefault("__warningregistry__", {}),
+        module_globals=module_globals,
     )
 
 
@@ -80,7 +99,7 @@ def guard(hub: Hub, info: PluginInfo, hook: str, fn: Callable[..., Any]) -> Call
             raise  # the user's configuration is wrong, not the plugin: never isolate that
         except Exception as exc:
             if event:  # an observer's failure never breaks the event's source
-                _warn_at_raise(f"plugin {info.name!r} raised in {hook}: {exc!r}", exc)
+                _warn_from_plugin(f"plugin {info.name!r} raised in {hook}: {exc!r}", exc, 2)
                 return None
             if is_app:
                 raise
@@ -167,11 +186,11 @@ def fail(hub: Hub, info: PluginInfo, hook: str | None, exc: BaseException, err: 
     if hub.strict:
         raise err from exc
     origin = f" [distribution {info.distribution} {info.version}]" if info.distribution else ""
-    warnings.warn(
+    _warn_from_plugin(
         f"{err}{origin} -- the other plugins carry on (FOUNDATION_STRICT_PLUGINS=1 makes this "
         f"fatal; `foundation plugins` lists it)",
-        FoundationPluginWarning,
-        stacklevel=3,
+        exc,
+        3,
     )
     _events.emit_from(hub, "plugin_error", plugin=info.name, hook=hook, error=exc)
     if hub._registered or hub._startup_began:  # a failure after loading: its dependants

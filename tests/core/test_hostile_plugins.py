@@ -526,3 +526,28 @@ def test_plugins_lists_what_a_plugin_registered_that_another_registration_shadow
     }
     assert by_name["winner"]["registered"]["patterns"] == ["echo"]
     assert all(not names for names in by_name["winner"]["shadowed"].values())
+
+
+def test_a_failing_plugin_is_warned_about_from_its_own_line(site: Path) -> None:
+    """The warning came from the core's guard (``_isolation.py``: ``_isolate(hub_ref, ...)``),
+    or from the core's loader for a module that failed to import: the plugin's author was shown
+    a line of the core as where the plugin failed."""
+    hooked = """
+        from foundation_core import hookimpl
+
+
+        @hookimpl
+        def foundation_register_patterns(register):
+            register("first", lambda policy: lambda fn: fn)
+            raise RuntimeError("registration bug")
+    """
+    files = {"hostile_hooked.py": hooked, "hostile_importing.py": "X = 1\nraise ImportError('import bug')\n"}
+    write_dist(site, "hostile-lines", {"hooked": "hostile_hooked", "importing": "hostile_importing"}, files)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FoundationPluginWarning)
+        hub = Hub(env={"FOUNDATION_PLUGINS": "hooked,importing"})
+        hub.load_entry_points()
+        hub.run_registration()
+    where = {str(w.message).split("'")[1]: (Path(w.filename).name, w.lineno) for w in caught}
+    assert where == {"hooked": ("hostile_hooked.py", 8), "importing": ("hostile_importing.py", 2)}
+    assert hub.plugins["hooked"].status == hub.plugins["importing"].status == "failed"
