@@ -21,17 +21,25 @@ ROOT = Path(__file__).parent
 # Sessions run without their own venv: use the interpreter nox runs under (.venv's), not the first
 # `python` on PATH.
 PY = sys.executable
-_DEV_MODULES = ("foundation_core", "pytest", "ruff", "mypy")
+_DEV_MODULES = ("foundation_core", "pytest", "hypothesis", "ruff", "mypy")
 
 
 def _py(session: nox.Session) -> str:
     """``PY``, once it is known to be the development environment's; else the session fails at
-    once saying how to get one (a nox installed elsewhere, e.g. by pipx, runs its own Python)."""
+    once saying how to get one (a nox installed elsewhere, e.g. by pipx, runs its own Python; a
+    plugin author's, one where foundation is installed from a wheel, not from this checkout)."""
+    fix = (
+        "these sessions run in the development environment; run `bash scripts/setup.sh`, then `.venv/bin/nox`"
+    )
     missing = [m for m in _DEV_MODULES if importlib.util.find_spec(m) is None]
     if missing:
+        session.error(f"nox runs under {PY}, which lacks {', '.join(missing)}: {fix}")
+    core = importlib.util.find_spec("foundation_core")
+    origin = Path(core.origin).resolve() if core is not None and core.origin else None
+    if origin is None or not origin.is_relative_to(ROOT.resolve()):
         session.error(
-            f"nox runs under {PY}, which lacks {', '.join(missing)}: these sessions run in the "
-            "development environment; run `bash scripts/setup.sh`, then `.venv/bin/nox`"
+            f"nox runs under {PY}, whose foundation_core is {origin}, not this checkout's "
+            f"({ROOT / 'foundation_core'}): the tests would run against another copy; {fix}"
         )
     return PY
 

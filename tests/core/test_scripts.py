@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -30,3 +32,36 @@ def test_every_module_a_script_runs_from_the_venv_is_in_the_dev_extra() -> None:
                 f"({', '.join(sorted(dev))}) does not install it"
             )
     assert "build" in ran, "scripts/build-dists.sh no longer runs `python -m build`: update this test"
+
+
+def test_a_nox_session_refuses_an_environment_whose_foundation_is_not_this_checkout(tmp_path: Path) -> None:
+    """A plugin author's environment (foundation installed from a wheel, pytest, ruff, mypy: what
+    docs/plugins.md has them install) passed the noxfile's check, and a plugin session then ran
+    this checkout's tests against the installed copy, failing on whatever it lacked."""
+    fake = tmp_path / "site" / "foundation_core"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": str(fake.parent)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nox",
+            "-f",
+            str(ROOT / "noxfile.py"),
+            "-s",
+            "retry",
+            "--envdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out
+    assert f"whose foundation_core is {fake / '__init__.py'}, not this checkout's" in out
+    assert "run `bash scripts/setup.sh`, then `.venv/bin/nox`" in out
+    assert "Session retry aborted" in out and " passed" not in out  # before any test ran
