@@ -128,6 +128,24 @@ def _collection_hook(tp: Any, converter: cattrs.Converter) -> Callable[[Any, Any
     return structure
 
 
+def _is_literal(tp: Any) -> bool:
+    return typing.get_origin(tp) is typing.Literal
+
+
+def _literal_hook(tp: Any) -> Callable[[Any, Any], Any]:
+    """``Literal["lru", "lfu"]``: one of its values, of its type (``True`` is not ``1``); cattrs'
+    own said "unknown error (mru not in literal typing.Literal['lru', 'lfu'])"."""
+    allowed = typing.get_args(tp)
+
+    def structure(value: Any, _: Any) -> Any:
+        for option in allowed:
+            if type(value) is type(option) and value == option:
+                return option
+        raise Expected(f"expected one of {', '.join(map(repr, allowed))}, got {_describe(value)}")
+
+    return structure
+
+
 def make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(detailed_validation=True, forbid_extra_keys=True)
     converter.register_structure_hook(int, _int)
@@ -135,4 +153,5 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(bool, _bool)
     converter.register_structure_hook(str, _str)
     converter.register_structure_hook_factory(_is_collection, lambda tp: _collection_hook(tp, converter))
+    converter.register_structure_hook_factory(_is_literal, _literal_hook)
     return converter

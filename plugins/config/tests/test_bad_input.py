@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import pytest
@@ -193,6 +193,30 @@ def test_nothing_is_applied_when_the_hub_gets_bad_config(write, sections):
         hub.configure()
     assert hub.config is None
     assert configured == []
+
+
+def test_a_value_a_literal_field_does_not_allow_names_those_it_does():
+    """cattrs said "unknown error (mru not in literal typing.Literal['lru', 'lfu'])"."""
+    import attrs
+    from foundation_config import load_config
+
+    @attrs.frozen
+    class Cache:
+        mode: Literal["lru", "lfu"] = "lru"
+        level: Literal[1, 2] | None = None
+
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            {"cache": Cache}, overrides=("cache.mode=mru", "cache.level=true"), use_default_files=False
+        )
+    message = str(info.value)
+    assert "cache.mode: expected one of 'lru', 'lfu', got 'mru' (str) (from --set)" in message
+    assert "cache.level: " in message and "expected one of 1, 2, got True (bool)" in message
+    assert "unknown error" not in message
+    config = load_config(
+        {"cache": Cache}, overrides=("cache.mode=lfu", "cache.level=2"), use_default_files=False
+    )
+    assert (config["cache"].mode, config["cache"].level) == ("lfu", 2)
 
 
 def test_a_single_name_where_a_list_is_expected_says_so():
