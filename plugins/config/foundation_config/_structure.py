@@ -24,13 +24,43 @@ from ._layers import shape_problem
 __all__ = ["code_only", "did_you_mean", "field_types", "structure_section"]
 
 
+@attrs.frozen
+class Unresolved:
+    """The annotation of a field that cannot be resolved at run time (it names something the
+    module imports only under ``TYPE_CHECKING``), and why."""
+
+    annotation: str
+    error: str
+
+    def __str__(self) -> str:
+        return self.annotation
+
+
 def field_types(cls: type[Any]) -> dict[str, Any]:
-    """Each init field's resolved type (``Any`` where the annotation cannot be resolved)."""
+    """Each init field's resolved type; :class:`Unresolved` for one whose annotation cannot be
+    resolved. One such field no longer leaves the others unresolved (as annotation strings, which
+    the converter refused: "unknown error (Unsupported type: 'int')")."""
+    fields = [f for f in attrs.fields(cls) if f.init]
     try:
         hints = typing.get_type_hints(cls)
     except Exception:
-        hints = {}
-    return {f.alias or f.name: hints.get(f.name, f.type or Any) for f in attrs.fields(cls) if f.init}
+        hints = {f.name: _resolve_field(cls, f.name, f.type) for f in fields}
+    return {f.alias or f.name: hints.get(f.name, f.type or Any) for f in fields}
+
+
+def _resolve_field(cls: type[Any], name: str, annotation: Any) -> Any:
+    """Field ``name``'s annotation resolved alone, in the module of the class that declares it."""
+    if not isinstance(annotation, str):
+        return Any if annotation is None else annotation
+    owners = [k for k in cls.__mro__ if name in vars(k).get("__annotations__", {})] or [cls]
+    error = ""
+    for owner in owners:
+        holder = type("_Field", (), {"__annotations__": {name: annotation}, "__module__": owner.__module__})
+        try:
+            return typing.get_type_hints(holder)[name]
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+    return Unresolved(annotation, error)
 
 
 def code_only(tp: Any) -> bool:
@@ -84,6 +114,17 @@ def structure_section(
                 path, f"unknown key in section {name!r}{did_you_mean(key, fields)}", origin(path)
             )
             (problems if strict else warnings).append(found)
+            continue
+        if isinstance(types_[key], Unresolved):
+            problems.append(
+                ConfigProblem(
+                    path,
+                    f"its type {types_[key].annotation!r} (in {cls.__module__}.{cls.__qualname__}) "
+                    f"cannot be resolved at run time ({types_[key].error}): import what it names "
+                    f"at run time in {cls.__module__}, not only under TYPE_CHECKING",
+                    origin(path),
+                )
+            )
             continue
         if code_only(types_[key]):
             problems.append(

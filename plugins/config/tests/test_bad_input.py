@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import pytest
@@ -217,6 +217,36 @@ def test_a_value_a_literal_field_does_not_allow_names_those_it_does():
         {"cache": Cache}, overrides=("cache.mode=lfu", "cache.level=2"), use_default_files=False
     )
     assert (config["cache"].mode, config["cache"].level) == ("lfu", 2)
+
+
+if TYPE_CHECKING:
+    from decimal import Decimal
+
+
+@attrs.frozen
+class Priced:  # as a plugin writes it: a type imported for type checkers only
+    size: int = 1
+    price: Decimal | None = None
+
+
+def test_a_field_whose_type_names_a_type_checking_import_is_named_and_the_others_work():
+    """One annotation that cannot be resolved left every field's type a string, and setting any
+    key of the section failed with "unknown error (Unsupported type: 'int'. Register a structure
+    hook for it.)", naming neither the field at fault nor why."""
+    from foundation_config import load_config
+
+    config = load_config({"priced": Priced}, overrides=("priced.size=5",), use_default_files=False)
+    assert config["priced"].size == 5
+    with pytest.raises(ConfigError) as info:
+        load_config({"priced": Priced}, overrides=("priced.price=3",), use_default_files=False)
+    message = str(info.value)
+    module = Priced.__module__
+    assert (
+        f"priced.price: its type 'Decimal | None' (in {module}.Priced) cannot be resolved at run "
+        "time (NameError: name 'Decimal' is not defined): import what it names at run time in "
+        f"{module}, not only under TYPE_CHECKING (from --set)"
+    ) in message
+    assert "unknown error" not in message
 
 
 def test_a_single_name_where_a_list_is_expected_says_so():
