@@ -75,7 +75,7 @@ static enum fdn_status ready(struct fdn_client *c, uint64_t deadline, struct fdn
     notice_stop(c);
     if (!c->connected) {
         fdn_disconnect(c);
-        enum fdn_status st = fdn_connect_now(c, err);
+        enum fdn_status st = fdn_connect_now(c, deadline, err);
         if (st) return st;
     }
     if (FDN_LOAD(&c->ch->server_seq) != c->seq) {

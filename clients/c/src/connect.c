@@ -328,8 +328,55 @@ static enum fdn_status claim(struct fdn_client *c, struct fdn_error *err) {
     return FDN_OK;
 }
 
-enum fdn_status fdn_connect_now(struct fdn_client *c, struct fdn_error *err) {
+/* Section 10.3: whether the server counts as hung (its heartbeat is older than 10 intervals, and
+ * at least 1 s: a stopped or stalled process), and if so how long it has not beaten (*silent_ms).
+ * The server beats from a thread of its own, so a model that runs for seconds does not make it
+ * hung. */
+static int hung(const struct fdn_client *c, uint64_t *silent_ms) {
+    uint64_t beat = FDN_LOAD(&c->region->heartbeat_ns);
+    uint64_t interval = FDN_LOAD(&c->region->heartbeat_interval_ms);
+    uint64_t stale = 10 * (interval ? interval : 1) * 1000000u;
+    if (stale < 1000000000u) stale = 1000000000u;
+    uint64_t now = fdn_now_ns();
+    if (!beat || now <= beat + stale) return 0;
+    *silent_ms = (now - beat) / 1000000u;
+    return 1;
+}
+
+/* A hung server takes no new client (section 10.3): wait up to connect_timeout_ms, and no later
+ * than `deadline` (a call's, 0 for none), for its heartbeat to move (a server that has just
+ * resumed beats within an interval), then SERVER_UNAVAILABLE saying it is hung; a server that
+ * dies meanwhile is reported gone at once. A connect to a hung server claimed a channel and its
+ * call left a request there that the server could not answer, to be reclaimed only once it ran
+ * again: a service retrying through a stall took every channel, and every client got
+ * OVERLOADED. */
+static enum fdn_status wait_beating(struct fdn_client *c, uint64_t deadline, struct fdn_error *err) {
+    uint64_t end = fdn_now_ns() + (uint64_t)c->opts.connect_timeout_ms * 1000000u;
+    int by_deadline = deadline && deadline < end;
+    if (by_deadline) end = deadline;
+    uint64_t silent_ms = 0;
+    while (hung(c, &silent_ms)) {
+        if (!fdn_server_alive(c))
+            return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' (pid %u) is gone", c->name,
+                            c->server_pid);
+        if (fdn_now_ns() >= end) {
+            char limit[64];
+            if (by_deadline) snprintf(limit, sizeof limit, "before the call's deadline");
+            else snprintf(limit, sizeof limit, "within connect_timeout_ms (%u ms)", c->opts.connect_timeout_ms);
+            return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0,
+                            "shm server '%s' (pid %u) is hung: no heartbeat for %llu ms (stopped or stalled; "
+                            "no beat came %s)",
+                            c->name, c->server_pid, (unsigned long long)silent_ms, limit);
+        }
+        struct timespec poll = {0, 5000000}; /* 5 ms */
+        nanosleep(&poll, NULL);
+    }
+    return FDN_OK;
+}
+
+enum fdn_status fdn_connect_now(struct fdn_client *c, uint64_t deadline, struct fdn_error *err) {
     enum fdn_status st = open_region(c, err);
+    if (st == FDN_OK) st = wait_beating(c, deadline, err);
     if (st == FDN_OK) st = claim(c, err);
     if (st) {
         fdn_disconnect(c);
@@ -365,7 +412,7 @@ enum fdn_status fdn_connect(fdn_client **out, const char *name, const struct fdn
     c->opts = opts ? *opts : FDN_DEFAULT_OPTIONS;
     if (!c->opts.connect_timeout_ms) c->opts.connect_timeout_ms = 2000;
     c->next_id = 1;
-    enum fdn_status st = fdn_connect_now(c, err);
+    enum fdn_status st = fdn_connect_now(c, 0, err);
     if (st) {
         free(c);
         return st;

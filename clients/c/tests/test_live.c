@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <glob.h>
+#include <poll.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fdn_client.h"
@@ -385,6 +387,140 @@ static int freed(struct fdn_channel *ch) {
     return 0;
 }
 
+/* Stop `server` (SIGSTOP, waited for with WUNTRACED: the signal is asynchronous) and wait until its
+ * heartbeat in region r is stale (section 10.3: older than 10 intervals, and 1 s): 1, or 0. */
+static int hang(pid_t server, struct fdn_region_header *r) {
+    kill(server, SIGSTOP);
+    int ws = 0;
+    if (waitpid(server, &ws, WUNTRACED) != server || !WIFSTOPPED(ws)) return 0;
+    for (int i = 0; i < 6000; i++) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        uint64_t t = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+        if (t - __atomic_load_n(&r->heartbeat_ns, __ATOMIC_ACQUIRE) > 1010000000u) return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
+/* How many channels of region r this process owns. */
+static int owned(struct fdn_region_header *r) {
+    struct fdn_channel *chs = (struct fdn_channel *)((uint8_t *)r + r->channels_offset);
+    int n = 0;
+    for (uint32_t i = 0; i < r->channel_count; i++)
+        n += __atomic_load_n(&chs[i].owner_pid, __ATOMIC_ACQUIRE) == (uint32_t)getpid();
+    return n;
+}
+
+/* A hung server (section 10.3) takes no new client. Each connect to a stopped server claimed a
+ * channel and its call left a request there the server could not answer: on 4 channels, 4
+ * DEADLINE_EXCEEDED, then OVERLOADED "all 4 channels are in use" for every client, when the server
+ * was hung. A connect now waits up to connect_timeout_ms for a beat, then is SERVER_UNAVAILABLE
+ * naming the server, its pid and how long it has not beaten, claiming nothing; a call's reconnect
+ * waits no longer than the call's timeout; a server that dies during the wait is gone at once. */
+static void hung_checks(const char *python) {
+    char name[64], says[160];
+    snprintf(name, sizeof name, "fdnch%d", (int)getpid());
+    pid_t server = echo_server_of(python, name, "4");
+    CHECK(server > 0, "start a server of 4 channels");
+    if (server < 0) return;
+    struct fdn_options patient = FDN_DEFAULT_OPTIONS, brief = FDN_DEFAULT_OPTIONS;
+    patient.connect_timeout_ms = 60000;
+    brief.connect_timeout_ms = 200;
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    fdn_client *c = NULL, *d = NULL;
+    enum fdn_status st = fdn_connect(&c, name, &patient, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    size_t size = 0;
+    struct fdn_region_header *r = map_region(name, &size);
+    CHECK(r, "map the control segment");
+    if (st || !r) goto out;
+    echo(c, "a call before the server hangs");
+
+    CHECK(hang(server, r), "the stopped server's heartbeat did not go stale");
+    snprintf(says, sizeof says, "shm server '%s' (pid %d) is hung: no heartbeat for ", name, (int)server);
+    for (int i = 0; i < 8; i++) {
+        memset(&err, 0, sizeof err);
+        st = fdn_connect(&d, name, &brief, &err);
+        if (st == FDN_OK) {
+            st = fdn_infer(d, "echo", &in, 1, 200, &res, &err);
+            fdn_close(d);
+            d = NULL;
+        }
+        CHECK(st == FDN_SERVER_UNAVAILABLE && strstr(err.message, says) &&
+                  strstr(err.message, "no beat came within connect_timeout_ms (200 ms)"),
+              "connect %d to a hung server: %s %s", i, fdn_strerror(st), err.message);
+    }
+    CHECK(owned(r) == 1, "this process owns %d channels after 8 connects to a hung server, not 1", owned(r));
+    kill(server, SIGCONT);
+    st = fdn_connect(&d, name, &patient, &err); /* its next beat is up to an interval away */
+    CHECK(st == FDN_OK, "connect to the resumed server: %s", err.message);
+    if (d) echo(d, "a call on the resumed server");
+    if (d) fdn_close(d);
+    d = NULL;
+
+    /* a call's reconnect (the server restarted) to a hung server: its own timeout, not 60 s */
+    kill(server, SIGTERM);
+    waitpid(server, NULL, 0);
+    munmap(r, size);
+    r = NULL;
+    server = echo_server_of(python, name, "4");
+    CHECK(server > 0, "restart");
+    if (server < 0) goto out;
+    r = map_region(name, &size);
+    CHECK(r && hang(server, r), "the restarted server did not hang");
+    if (!r) goto out;
+    memset(&err, 0, sizeof err);
+    st = fdn_infer(c, "echo", &in, 1, 200, &res, &err);
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strstr(err.message, "is hung: ") &&
+              strstr(err.message, "before the call's deadline"),
+          "a call reconnecting to a hung server: %s %s", fdn_strerror(st), err.message);
+    kill(server, SIGCONT);
+    echo(c, "the call after the server resumed");
+
+    /* a connect waiting (60 s) for a hung server's beat sees it die: gone then, not hung later */
+    CHECK(hang(server, r), "the server did not hang again");
+    int fds[2];
+    if (pipe(fds) < 0) goto out;
+    pid_t child = fork();
+    if (child == 0) {
+        close(fds[0]);
+        struct fdn_error e = {0};
+        fdn_client *k = NULL;
+        enum fdn_status s = fdn_connect(&k, name, &patient, &e);
+        if (k) fdn_close(k);
+        dprintf(fds[1], "%d %s", (int)s, e.message);
+        _exit(0);
+    }
+    close(fds[1]);
+    usleep(300000); /* the connect waits for a beat by now */
+    pid_t dead = server;
+    kill_server(server);
+    server = -1;
+    struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+    char got[300] = {0};
+    int ready = poll(&pfd, 1, 30000) == 1;
+    if (ready) {
+        ssize_t n = read(fds[0], got, sizeof got - 1);
+        got[n > 0 ? n : 0] = 0;
+    }
+    close(fds[0]);
+    if (!ready) kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    snprintf(says, sizeof says, "%d shm server '%s' (pid %d) is gone", FDN_SERVER_UNAVAILABLE, name, (int)dead);
+    CHECK(ready && strcmp(got, says) == 0, "a connect whose hung server died: %s", ready ? got : "still waiting");
+out:
+    if (r) munmap(r, size);
+    if (c) fdn_close(c);
+    if (server > 0) {
+        kill(server, SIGCONT);
+        kill_server(server);
+    }
+    remove_objects(name);
+}
+
 /* Spec 10.1, "Disconnect": fdn_close gives the channel back with owner_start_time = 0 when its
  * request is still with the server (after a deadline), and also when the region mutex stays busy
  * for connect_timeout_ms (it kept the channel owned by this live process for good); the server
@@ -577,6 +713,7 @@ int main(void) {
         semaphore_failure_checks(python);
         late_loan_checks(name, server);
         cycle_checks(name);
+        hung_checks(python);
 
         struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
         struct fdn_call slow = {.params = "{\"ms\": 300}"};
