@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from foundation_shm._objects import objects_of, remove_objects
+from foundation_shm._region import read_region
 from foundation_torch.demo import build_demo
 
 from foundation_ml._process import ServerProcess
@@ -335,7 +336,13 @@ def test_server_dying_during_a_call_is_server_unavailable(
         cmd = [str(params_client.path), "infer", "--name", name, "--model", "sleep", "--input", spec]
         cmd += ["--params", '{"ms": 30000}', "--timeout-ms", "20000"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)  # it connects and waits (on a slow machine it may find the server dead)
+        # it has connected (a fixed 1 s here: on a loaded machine it then found the server dead
+        # at connect, not during the call this test is about); its request follows at once
+        deadline = time.monotonic() + 60
+        while proc.pid not in read_region(name).get("clients", []):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the client never connected"
+            time.sleep(0.01)
         server.stop(signal.SIGKILL)
         out, err = proc.communicate(timeout=15)
     finally:

@@ -43,6 +43,14 @@ def _descendants(pid: int) -> set[tuple[int, str]]:
     return found
 
 
+def _objects(name: str) -> list[str]:
+    """The /dev/shm entries of server ``name`` (``fdn-NAME``, its lock, segments, semaphores),
+    not those of another whose name ``name`` begins (bench_12 is no part of bench_123's):
+    ``shm_entries`` matches a fragment anywhere."""
+    mine = f"fdn-{name}"
+    return [e for e in shm_entries(mine) if e.partition(mine)[2][:1] in ("", ".", "-")]
+
+
 def _running(processes: set[tuple[int, str]]) -> list[int]:
     """Those of ``processes`` still running (the same pid and start time; a zombie is not)."""
     running = []
@@ -75,7 +83,7 @@ def test_sigterm_stops_the_benchmark_and_everything_it_started(
         name = server.format(pid=proc.pid)
         try:
             deadline = time.monotonic() + 60
-            while not shm_entries(f"fdn-{name}"):  # its server is up
+            while not _objects(name):  # its server is up
                 assert proc.poll() is None, f"{script} ended before its server was up"
                 assert time.monotonic() < deadline, f"{script}'s server did not start in 60 s"
                 time.sleep(0.05)
@@ -90,9 +98,10 @@ def test_sigterm_stops_the_benchmark_and_everything_it_started(
         err.seek(0)
         assert proc.returncode == 128 + signal.SIGTERM, err.read()[-2000:]
     assert out == ""  # an interrupted run reports no figures
-    end = time.monotonic() + 10  # what it reaped is gone; a resource tracker leaves on its EOF
+    end = time.monotonic() + 60  # what it reaped is gone; a resource tracker leaves on its EOF
     while _running(started) and time.monotonic() < end:
         time.sleep(0.05)
     assert _running(started) == []
-    for fragment in [name, *(o.format(pid=proc.pid) for o in others)]:
+    assert _objects(name) == []
+    for fragment in (o.format(pid=proc.pid) for o in others):  # (each ends in "-": its own)
         assert shm_entries(fragment) == []
