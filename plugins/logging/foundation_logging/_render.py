@@ -25,7 +25,10 @@ __all__ = [
     "safe_repr",
 ]
 
-_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+# numpy arrays and scalars as JSON numbers and lists (orjson writes them natively; without the
+# option they went to ``default`` and were written as their repr, "array([0, 1, 2])")
+_TEXT_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+_OPTIONS = orjson.OPT_APPEND_NEWLINE | _TEXT_OPTIONS
 MAX_NESTING = 100  # dicts and lists inside one value; orjson refuses past 255
 _CYCLE = "<recursion: contains itself>"
 _TOO_DEEP = f"<nested deeper than {MAX_NESTING} levels>"
@@ -44,9 +47,15 @@ def safe_repr(obj: Any) -> str:
 
 
 def _fallback(obj: Any) -> Any:
-    """Anything orjson cannot encode natively (exceptions, paths, sets) is written as its repr."""
+    """Anything orjson cannot encode natively (exceptions, paths, sets) is written as its repr;
+    a numpy array orjson does not write itself (not C-contiguous, text or object dtype) as a list."""
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
+    if type(obj).__name__ == "ndarray" and type(obj).__module__ == "numpy":
+        try:
+            return obj.tolist()
+        except Exception:
+            return safe_repr(obj)
     return safe_repr(obj)
 
 
@@ -112,7 +121,7 @@ class JsonText:
     __slots__ = ()
 
     def __call__(self, logger: Any, method_name: str, event_dict: dict[str, Any]) -> str:
-        return _dumps(event_dict, orjson.OPT_NON_STR_KEYS).decode()
+        return _dumps(event_dict, _TEXT_OPTIONS).decode()
 
 
 #: what could end a console line early or drive the terminal: C0 and C1 controls, DEL, and

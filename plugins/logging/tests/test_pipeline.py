@@ -175,6 +175,30 @@ def test_values_orjson_cannot_encode_are_written_as_repr(tmp_path, read_lines):
 
 
 @pytest.mark.parametrize("output", ["file", "stderr"])
+def test_numpy_arrays_and_scalars_are_written_as_json_lists_and_numbers(tmp_path, read_lines, capsys, output):
+    """As docs/logging.md says: not their repr ("array([0, 1, 2])", "np.int64(5)"), also for the
+    arrays orjson does not write itself (a transposed or strided view, text dtype)."""
+    np = pytest.importorskip("numpy")
+    path = json_file(tmp_path) if output == "file" else None
+    if path is None:
+        configure_logging(LoggingSettings(format="json", output="stderr"))
+    grid = np.arange(6).reshape(2, 3)
+    get_logger().info(
+        "e", scores=np.array([0.5, 1.5]), n=np.int64(5), x=np.float32(0.25), ok=np.bool_(True),
+        transposed=grid.T, strided=np.arange(6)[::2], labels=np.array(["cat", "dog"]),
+    )  # fmt: skip
+    if path is not None:
+        [line] = read_lines(path)
+    else:
+        import json
+
+        line = json.loads(capsys.readouterr().err)
+    assert (line["scores"], line["n"], line["x"], line["ok"]) == ([0.5, 1.5], 5, 0.25, True)
+    assert (line["transposed"], line["strided"]) == ([[0, 3], [1, 4], [2, 5]], [0, 2, 4])
+    assert line["labels"] == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("output", ["file", "stderr"])
 def test_values_orjson_refuses_outright_never_make_a_log_call_raise(tmp_path, read_lines, capsys, output):
     """orjson raises for integers past 64 bits and lone surrogates without asking its fallback."""
     path = json_file(tmp_path) if output == "file" else None
