@@ -20,10 +20,11 @@ import logging
 import sys
 import threading
 import weakref
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from structlog.stdlib import ExtraAdder, ProcessorFormatter, add_logger_name
+from structlog.stdlib import ProcessorFormatter, add_logger_name
 
 from foundation_core import running_hubs
 
@@ -90,6 +91,27 @@ def _unformatted(record: logging.LogRecord) -> logging.LogRecord:
     raise
 
 
+# a record's own attributes, not its ``extra``: those of a new record, and the two that
+# ``logging.Formatter.format`` sets on it (another handler of the root logger, a file handler or
+# pytest's capture, formats a record before ours sees it); ``extra`` may name none of them
+EventDict = MutableMapping[str, Any]
+_RECORD_KEYS = frozenset(logging.LogRecord("name", 0, "pathname", 0, "msg", (), None).__dict__) | {
+    "message",
+    "asctime",
+}
+
+
+def _record_extra(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+    """structlog's ``ExtraAdder``: a stdlib record's ``extra`` keys become keys of its line. Not
+    ``message`` (the event again) nor ``asctime``, which a handler before ours left on it."""
+    record = event_dict.get("_record")
+    if record is not None:
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_KEYS:
+                event_dict[key] = value
+    return event_dict
+
+
 def _exc_info(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """Render ``exc_info`` as a traceback string; a dict test when there is none (the usual case)."""
     if "exc_info" in event_dict:
@@ -128,7 +150,7 @@ class LoggingRuntime:
         self.handler: _SinkHandler | None = None
         if settings.stdlib:
             formatter = ProcessorFormatter(
-                foreign_pre_chain=[add_logger_name, ExtraAdder(), *shared],
+                foreign_pre_chain=[add_logger_name, _record_extra, *shared],
                 processors=[ProcessorFormatter.remove_processors_meta, stdlib_renderer],
             )
             self.handler = _SinkHandler(sink, logging.getLevelName(self.level.upper()))

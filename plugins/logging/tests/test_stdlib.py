@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from foundation_logging import REDACTED, LoggingSettings, bound_context, configure_logging, get_logger
@@ -81,3 +82,27 @@ def test_records_still_reach_pytest_caplog(tmp_path, caplog):
     configure_logging(LoggingSettings(format="json", output=str(tmp_path / "a.log")))
     logging.getLogger("lib").warning("captured")
     assert "captured" in caplog.text
+
+
+def test_a_record_another_handler_formatted_first_has_no_message_or_asctime_key(tmp_path):
+    """A handler of the root logger kept beside ours (a file handler, pytest's capture) formats
+    the record first, which sets ``message`` and ``asctime`` on it: they were written as keys of
+    the line (the event twice, a second, local timestamp) as if they were the record's extra."""
+    path = tmp_path / "app.log"
+    other = logging.FileHandler(tmp_path / "other.log")
+    other.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(other)
+    try:
+        for fmt in ("json", "console"):
+            configure_logging(LoggingSettings(format=fmt, output=str(path)))
+            logging.getLogger("lib").warning("hello %s", fmt, extra={"user": "ann"})
+    finally:
+        root.removeHandler(other)
+        other.close()
+    json_line, console_line = path.read_text().splitlines()
+    line = json.loads(json_line)
+    assert (line["event"], line["user"]) == ("hello json", "ann")
+    assert "message" not in line and "asctime" not in line
+    assert "user=ann" in console_line and "message=" not in console_line and "asctime=" not in console_line
+    assert "hello json" in (tmp_path / "other.log").read_text()  # the other handler still gets it
