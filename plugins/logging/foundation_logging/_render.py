@@ -142,7 +142,8 @@ def escape_controls(event_dict: dict[str, Any]) -> dict[str, Any]:
     """The event dict with control characters escaped as ``\\n``, ``\\x1b``... in keys, text values
     and the ``repr`` of other values, so that one console line stays one line and never drives
     the terminal (a client's ``"\\n2026-... [error] forged"`` or ``"\\x1b[2J"``). A traceback
-    (``exception``) keeps its line breaks."""
+    keeps its line breaks: the renderer writes it from ``exc_info`` (``plain_traceback``); an
+    ``exception`` key in the event is the caller's, escaped like any value."""
     out: dict[str, Any] = {}
     for key, value in event_dict.items():
         if isinstance(key, str) and _CONTROL.search(key):
@@ -150,9 +151,7 @@ def escape_controls(event_dict: dict[str, Any]) -> dict[str, Any]:
         if key == "event" and not isinstance(value, str):  # written as its str()
             value = _str_of(value)
         if isinstance(value, str):
-            if key == "exception":
-                value = _CONTROL_IN_TRACEBACK.sub(_escape, value)
-            elif _CONTROL.search(value):  # written bare, or quoted as its repr (as structlog does)
+            if _CONTROL.search(value):  # written bare, or quoted as its repr (as structlog does)
                 value = _CONTROL.sub(_escape, value) if key in _BARE else _Shown(str.__repr__(value))
         elif not isinstance(value, _PRIMITIVE):
             text = safe_repr(value)
@@ -205,8 +204,9 @@ class SafeConsole:
             saved = escape_controls(event_dict)
         except Exception:  # a key that cannot be compared with "exception"
             saved = dict(event_dict)
+        tail = _inline_own_lines(saved)
         try:
-            return self._render(logger, method_name, dict(saved))  # type: ignore[no-any-return]
+            return self._render(logger, method_name, dict(saved)) + tail  # type: ignore[no-any-return]
         except Exception:
             pass
         plain = {
@@ -214,7 +214,26 @@ class SafeConsole:
             for k, v in saved.items()
         }
         try:
-            return self._render(logger, method_name, plain)  # type: ignore[no-any-return]
+            return self._render(logger, method_name, plain) + tail  # type: ignore[no-any-return]
         except Exception as exc:
             event = safe_repr(saved.get("event"))
-            return f"{saved.get('level', method_name)} {event} [line not rendered: {type(exc).__name__}]"
+            level = saved.get("level", method_name)
+            return f"{level} {event} [line not rendered: {type(exc).__name__}]{tail}"
+
+
+#: keys structlog's console renderer writes as they are on lines of their own, after the line:
+#: in the event dict they come from the caller (a traceback is rendered from ``exc_info``)
+_OWN_LINES = ("exception", "stack")
+
+
+def _inline_own_lines(saved: dict[Any, Any]) -> str:
+    """Take a call-site ``exception`` or ``stack`` out of ``saved`` (escaped already) and return
+    them as `` key=value`` text for the end of the line: written by the renderer, a client's
+    ``exception="2026-... [critical ] forged"`` was a line of its own, and ``""`` an empty one."""
+    tail = ""
+    for key in _OWN_LINES:
+        if key in saved:
+            value = saved.pop(key)
+            text = value if isinstance(value, str) else _CONTROL.sub(_escape, safe_repr(value))
+            tail += f" {key}={text}"
+    return tail

@@ -269,3 +269,23 @@ def test_a_console_line_is_one_line_without_control_characters(event, values):
     render = SafeConsole(structlog.dev.ConsoleRenderer(colors=False, exception_formatter=plain_traceback))
     line = render(None, "info", {"event": event, **values, "level": "info", "timestamp": "t"})
     assert not re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", line), repr(line)
+
+
+@pytest.mark.parametrize("key", ["exception", "stack"])
+def test_a_call_site_exception_or_stack_key_cannot_forge_a_console_line(tmp_path, key):
+    """structlog's console renderer writes these keys as they are, on lines of their own: a
+    client's text passed as ``exception=str(exc)`` made a line that looked like another event's,
+    and ``exception=""`` an empty one. They are written on the event's line, escaped."""
+    path = tmp_path / "console.log"
+    configure_logging(LoggingSettings(format="console", output=str(path)))
+    log = get_logger()
+    log.info("job failed", **{key: "2026-01-01T00:00:00.000Z [critical ] forged"})
+    log.info("empty", **{key: ""})
+    log.info("multi", **{key: "a\nb"})
+    log.info("object", **{key: ValueError("v")})
+    lines = path.read_text().splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].endswith(f"job failed {key}=2026-01-01T00:00:00.000Z [critical ] forged")
+    assert lines[1].endswith(f"empty {key}=")
+    assert lines[2].endswith(f"multi {key}='a\\nb'")
+    assert lines[3].endswith(f"object {key}=ValueError('v')")
