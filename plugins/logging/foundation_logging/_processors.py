@@ -60,9 +60,10 @@ class Stamp:
 
 
 def is_sensitive(key: str, names: Iterable[str]) -> bool:
-    """A key is sensitive when, lowercased, it equals a name or ends with ``_`` + name."""
-    low = key.lower()
-    return any(low == n or low.endswith("_" + n) for n in names)
+    """A key is sensitive when, lowercased, it equals a name or ends with ``_`` + name; ``-``
+    counts as ``_`` (HTTP header names: ``X-Api-Key``, ``Set-Cookie``, ``X-Auth-Token``)."""
+    low = key.lower().replace("-", "_")
+    return any(low == n or low.endswith("_" + n) for n in (n.lower().replace("-", "_") for n in names))
 
 
 class Redactor:

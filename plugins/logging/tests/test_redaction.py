@@ -104,3 +104,21 @@ def test_dict_subclasses_named_are_looked_into_and_keep_their_type():
     redact = Redactor(["token"])
     out = redact(None, "info", {"event": "e", "h": OrderedDict(token="t", a=1)})
     assert type(out["h"]) is OrderedDict and out["h"] == OrderedDict(token=REDACTED, a=1)
+
+
+def test_http_header_names_with_hyphens_are_redacted(tmp_path, read_lines):
+    """``-`` counts as ``_``: headers such as ``X-Api-Key`` and ``Set-Cookie`` were written as they
+    were, while ``x_api_key`` was redacted; so was a name in ``redact`` written with a hyphen."""
+    path = tmp_path / "app.log"
+    names = (*LoggingSettings().redact, "x-tenant")
+    configure_logging(LoggingSettings(format="json", output=str(path), redact=names))
+    headers = {
+        "X-Api-Key": "k", "Set-Cookie": "sid=1", "X-Auth-Token": "t", "Proxy-Authorization": "Basic x",
+        "X-Tenant": "acme", "Accept": "*/*", "X-Request-Id": "r1",
+    }  # fmt: skip
+    get_logger().info("GET /", headers=headers, **{"x-api-key": "k"})
+    [line] = read_lines(path)
+    assert line["x-api-key"] == REDACTED
+    secret = ("X-Api-Key", "Set-Cookie", "X-Auth-Token", "Proxy-Authorization", "X-Tenant")
+    assert line["headers"] == {**dict.fromkeys(secret, REDACTED), "Accept": "*/*", "X-Request-Id": "r1"}
+    assert not is_sensitive("max-tokens", LoggingSettings().redact)
