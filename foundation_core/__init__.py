@@ -6,7 +6,7 @@ The public surface is re-exported here; each mechanism lives in one private modu
 from ._callables import is_coroutine_callable, refuse_generator
 from ._cli import Command, CommandRegistrar
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock, VirtualClock, current_deadline
-from ._config import SENSITIVE_KEYS, Config, SectionAdder
+from ._config import SENSITIVE_KEYS, Config, SectionAdder, is_sensitive_key
 from ._discovery import PluginInfo
 from ._events import active_hub, emit, running_hubs
 from ._hub import FoundationPluginWarning, Hub, start
@@ -41,6 +41,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "is_coroutine_callable",
+    "is_sensitive_key",
     "lazy_exports",
     "refuse_generator",
     "resilient",

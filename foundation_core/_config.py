@@ -7,7 +7,8 @@ The config plugin (``foundation-config``) builds the layered configuration by im
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -16,7 +17,7 @@ from ._freeze import FrozenDict, freeze_section
 from ._registry import Registry, current_plugin
 from .errors import ConfigError, ConfigProblem, PluginError
 
-__all__ = ["SENSITIVE_KEYS", "Config", "SectionAdder", "default_config"]
+__all__ = ["SENSITIVE_KEYS", "Config", "SectionAdder", "default_config", "is_sensitive_key"]
 
 #: Key names whose values are secrets: the config plugin masks them in ``config show`` and the
 #: logging plugin redacts them from log lines. Defined once so the two can never disagree.
@@ -33,6 +34,35 @@ SENSITIVE_KEYS: tuple[str, ...] = (
     "credentials",
     "private_key",
 )
+
+# a key's words: runs of capitals (an acronym: API in APIKey), capitalised or lower-case words,
+# digits; anything else (_ - . space) only separates them
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+
+def _words(key: str) -> tuple[str, ...]:
+    return tuple(w.lower() for w in _WORD.findall(key))
+
+
+def is_sensitive_key(key: str, names: Iterable[str]) -> bool:
+    """Whether ``key`` names a secret by ``names`` (``SENSITIVE_KEYS``, or a configured list):
+    a name's words appear together, in order, among the key's words (split at ``_``, ``-``,
+    ``.`` and camelCase): ``password`` catches ``db_password``, ``dbPassword`` and ``password2``;
+    ``secret`` catches ``SECRET_KEY`` and ``AWS_SECRET_ACCESS_KEY``; ``api_key`` catches
+    ``X-Api-Key`` and ``apiKeyId``; but ``token`` does not catch ``max_tokens``, nor
+    ``password`` ``passwords_checked``. A key that, lowercased, equals a name or ends with
+    ``_`` + a name is sensitive whatever its words (non-ASCII names). Shared by the config
+    plugin's masking and the logging plugin's redaction, so the two never disagree."""
+    low = key.lower().replace("-", "_")
+    words = _words(key)
+    for name in names:
+        n = name.lower().replace("-", "_")
+        if low == n or low.endswith("_" + n):
+            return True
+        want = _words(name)
+        if want and any(words[i : i + len(want)] == want for i in range(len(words) - len(want) + 1)):
+            return True
+    return False
 
 
 class SectionAdder:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from foundation_core import is_sensitive_key
 from foundation_core.errors import ConfigProblem
 
 from ._files import SECRETS_PREFIX
@@ -18,12 +19,13 @@ MASK = "********"
 
 
 def is_secret(path: str, source: str, names: Iterable[str]) -> bool:
-    """A value is secret when its key, lowercased, equals a name or ends with ``_`` + name
-    (``password`` masks ``db_password``), or when it came from a ``.secrets.*`` file. An
-    environment variable a value read is ``env:NAME``, judged by its name the same way
-    (``env:API_TOKEN`` is a secret's)."""
-    key = path[4:].lower() if path.startswith("env:") else path.rpartition(".")[2].lower()
-    if any(key == n or key.endswith("_" + n) for n in names):
+    """A value is secret when its key names one (a name's words among the key's words:
+    ``password`` masks ``db_password`` and ``dbPassword``, ``secret`` masks ``SECRET_KEY``;
+    :func:`foundation_core.is_sensitive_key`, as the logging plugin redacts), or when it came
+    from a ``.secrets.*`` file. An environment variable a value read is ``env:NAME``, judged by
+    its name the same way (``env:API_TOKEN`` is a secret's)."""
+    key = path[4:] if path.startswith("env:") else path.rpartition(".")[2]
+    if is_sensitive_key(key, names):
         return True
     return from_secrets_file(source)
 

@@ -88,6 +88,16 @@ def test_masking_by_key_name_including_nested_tables(load, write):
     assert rows["retry.labels"] == {"api_token": MASK, "team": "ml"}
 
 
+def test_masking_by_a_name_among_the_key_s_words(load, write):
+    """``secret_key`` and ``aws_secret_access_key`` (no ``_secret`` suffix) were shown."""
+    write(
+        "settings.toml",
+        "[retry.labels]\nsecret_key = 's1'\naws_secret_access_key = 's2'\nmax_tokens = '5'\n",
+    )
+    rows = {path: value for path, value, _ in effective_values(load())}
+    assert rows["retry.labels"] == {"secret_key": MASK, "aws_secret_access_key": MASK, "max_tokens": "5"}
+
+
 @pytest.mark.parametrize("other", ["env", "--set", "file"])
 def test_a_secrets_file_value_inside_a_table_stays_masked_when_another_layer_adds_keys(load, write, other):
     """The table's own source is then the other layer; the key from .secrets.toml is still masked."""

@@ -10,6 +10,8 @@ from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from foundation_core import is_sensitive_key
+
 from ._context import _context
 
 __all__ = ["REDACTED", "Redactor", "Stamp", "is_sensitive"]
@@ -60,10 +62,10 @@ class Stamp:
 
 
 def is_sensitive(key: str, names: Iterable[str]) -> bool:
-    """A key is sensitive when, lowercased, it equals a name or ends with ``_`` + name; ``-``
-    counts as ``_`` (HTTP header names: ``X-Api-Key``, ``Set-Cookie``, ``X-Auth-Token``)."""
-    low = key.lower().replace("-", "_")
-    return any(low == n or low.endswith("_" + n) for n in (n.lower().replace("-", "_") for n in names))
+    """A key is sensitive when a name's words appear together among its words (split at ``_``,
+    ``-``, ``.`` and camelCase: ``SECRET_KEY``, ``dbPassword``, ``X-Api-Key``, ``Set-Cookie``),
+    as ``config show`` masks: :func:`foundation_core.is_sensitive_key`."""
+    return is_sensitive_key(key, names)
 
 
 class Redactor:

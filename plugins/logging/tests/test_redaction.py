@@ -7,7 +7,10 @@ from foundation_logging import REDACTED, LoggingSettings, configure_logging, get
 from foundation_logging._processors import Redactor
 
 
-@pytest.mark.parametrize("key", ["password", "PASSWORD", "db_password", "api_token", "x_api_key", "secret"])
+@pytest.mark.parametrize(
+    "key",
+    ["password", "PASSWORD", "db_password", "api_token", "x_api_key", "secret", "SECRET_KEY", "dbPassword"],
+)
 def test_default_names_match_the_key_or_its_suffix(key):
     assert is_sensitive(key, LoggingSettings().redact)
 
