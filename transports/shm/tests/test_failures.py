@@ -277,6 +277,31 @@ def test_a_stop_interrupted_in_its_drain_still_releases_every_object(
     assert not [e for e in os.listdir("/dev/shm") if name in e]
 
 
+def test_hurry_ends_a_drain_that_stop_waits_on(name: str) -> None:
+    """A second signal (``MLRuntime.hurry``) calls ``hurry()`` on a server whose ``stop()`` waits
+    for a request in flight: the drain ends at once, the request is abandoned and every object
+    released. (The end-to-end signal tests tell a hurried stop from a timed-out one only by the
+    runtime's warning, which names the hurry whether the server honoured it or not.) The drain
+    here is 10 minutes, and the stop is waited for one: it ends by the hurry or not at all."""
+    server = ShmTransport().serve(name, EchoHandler(), channels=2)
+    server._channels[0].busy = True  # a request in flight, as far as the drain can tell
+    stopping = threading.Thread(target=server.stop, args=(600.0,))
+    try:
+        stopping.start()
+        deadline = time.monotonic() + 60
+        while server._ctl.u32[L.RegionField.STATE // 4] != L.RegionState.STOPPING:
+            assert time.monotonic() < deadline, "the stop never began its drain"
+            time.sleep(0.001)
+        server.hurry()
+        stopping.join(60)
+        assert not stopping.is_alive(), "hurry() did not end the drain"
+        assert server.abandoned == 1
+        assert not [e for e in os.listdir("/dev/shm") if name in e]
+    finally:
+        server._channels[0].busy = False  # a stop still waiting (the failure above) ends now
+        stopping.join(60)
+
+
 def test_a_busy_word_a_client_clears_is_set_again_not_spun_on(name: str) -> None:
     """The busy word is the server's: a client clearing it while its request is held (a batching
     or asynchronous model) made poll find the channel again at once, for ever (100 % CPU)."""
