@@ -18,9 +18,14 @@ def _level(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise ValueError(f"logging.level must be one of {', '.join(LEVELS)} (any case), got {value!r}")
 
 
+def _lower(value: object) -> object:
+    """``format`` in any case, as ``level`` is (``FOUNDATION_LOGGING__FORMAT=JSON``)."""
+    return value.lower() if isinstance(value, str) else value
+
+
 def _format(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in FORMATS:
-        raise ValueError(f"logging.format must be one of {', '.join(FORMATS)}, got {value!r}")
+        raise ValueError(f"logging.format must be one of {', '.join(FORMATS)} (any case), got {value!r}")
 
 
 def _output(inst: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -41,14 +46,15 @@ class LoggingSettings:
     """How Foundation logs. Every plugin's log lines and events go through this one pipeline.
 
     ``output`` is ``"stderr"``, ``"stdout"`` or a file path (appended to). ``redact`` names keys
-    whose values are replaced by ``"[REDACTED]"``: a key matches when, lowercased, it equals a name
-    or ends with ``_`` + name (``password`` matches ``db_password`` but not ``passwords_checked``).
+    whose values are replaced by ``"[REDACTED]"``: a key matches when a name's words appear
+    together among its words (``password`` matches ``db_password`` and ``dbPassword`` but not
+    ``passwords_checked``; :func:`foundation_core.is_sensitive_key`).
     ``stdlib`` routes the standard library's ``logging`` records through the same pipeline.
     ``reopen`` makes a file output follow its path when log rotation renames or deletes the file.
     """
 
     level: str = attrs.field(default="info", validator=_level)
-    format: str = attrs.field(default="console", validator=_format)
+    format: str = attrs.field(default="console", converter=_lower, validator=_format)
     output: str = attrs.field(default="stderr", validator=_output)
     redact: tuple[str, ...] = attrs.field(default=DEFAULT_REDACT, validator=_redact)
     stdlib: bool = True

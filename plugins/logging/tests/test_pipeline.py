@@ -268,3 +268,12 @@ def test_reconfiguring_replaces_the_previous_pipeline(tmp_path, read_lines):
 def test_settings_reject_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         LoggingSettings(**{field: value})
+
+
+def test_format_is_taken_in_any_case_as_level_is(tmp_path, read_lines):
+    """``FOUNDATION_LOGGING__FORMAT=JSON`` was refused while ``LEVEL=DEBUG`` was taken."""
+    assert LoggingSettings(format="JSON", level="DEBUG").format == "json"
+    path = tmp_path / "app.log"
+    configure_logging(LoggingSettings(format="Json", output=str(path)))
+    get_logger().info("e", k=1)
+    assert read_lines(path)[0]["k"] == 1
