@@ -366,6 +366,43 @@ def test_hurry_ends_an_inproc_servers_drain(hub) -> None:
     assert model.events == ["returned", "closed"]
 
 
+def test_hurry_ends_an_shm_servers_drain(shm_hub) -> None:
+    """``MLRuntime.hurry()`` reaches the shm server's own ``hurry()``: its stop gives up on the
+    call under way (abandoned) instead of waiting out the drain. The signal tests cannot tell
+    (the runtime's warning names the hurry either way), so without this a runtime that stopped
+    passing the hurry on waited the whole drain, and every test passed."""
+    rt = MLRuntime(shm_hub)
+    model = Blocking()
+    rt.register_model("m", model, warmup=False)
+    address = unique_name()
+    rt.start("shm", address)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            with InferenceClient(address, transport="shm", hub=shm_hub, timeout=HANG_S) as client:
+                client.infer("m", {"x": _x(1001)})
+        except BaseException as exc:  # the server went: the call is abandoned, typed
+            errors.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert model.entered.wait(HANG_S)
+    closer = threading.Thread(target=rt.close, kwargs={"drain_timeout": math.inf})
+    closer.start()
+    try:
+        rt.hurry()
+        closer.join(HANG_S)
+        assert not closer.is_alive(), "close() waited for the shm call after hurry()"
+        assert rt.abandoned == 1
+    finally:
+        model.release.set()
+        closer.join(HANG_S)
+    caller.join(HANG_S)
+    assert not caller.is_alive() and len(errors) == 1, errors
+    assert shm_entries(address) == []
+
+
 _CTRL_C_IN_THE_MODELS_DRAIN = """
 import math
 import signal
