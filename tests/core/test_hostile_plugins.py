@@ -16,7 +16,7 @@ import sys
 import textwrap
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -335,6 +335,19 @@ def test_a_module_whose_hookimpls_use_specname_is_not_refused_for_a_class_beside
     assert "renamed" in hub.patterns and "extra" not in hub.patterns
 
 
+def _refused_installed_and_as_an_app(plugin: Callable[[], object], why: str) -> None:
+    """A plugin object ``plugin()`` is refused with a message matching ``why``: installed
+    (``override=False``), it is failed and isolated with a warning, none of its hookimpls kept;
+    an application's own raises ``PluginLoadError`` from ``start``."""
+    hub = Hub(env={})
+    with pytest.warns(FoundationPluginWarning, match=why):
+        name = hub.register(plugin(), override=False)
+    assert hub.plugins[name].status == "failed"
+    assert hub.pm.get_plugin(name) is None
+    with pytest.raises(PluginLoadError, match=why):
+        start([plugin()], entry_points=False)
+
+
 def test_a_hookimpl_taking_a_catch_all_is_refused_naming_the_hook_arguments() -> None:
     """pluggy passes a hook's arguments by name: ``**event`` stays empty, so an observer written
     that way was called with nothing, and said nothing. Installed, it is isolated; an
@@ -349,13 +362,7 @@ def test_a_hookimpl_taking_a_catch_all_is_refused_naming_the_hook_arguments() ->
         r"'foundation_on_retry' takes \*\*event, which pluggy never fills .*"
         r"of \(name, attempt, delay, error, result\)"
     )
-    hub = Hub(env={})
-    with pytest.warns(FoundationPluginWarning, match=why):
-        hub.register(Observer(), override=False)
-    assert hub.plugins["Observer"].status == "failed"
-    assert hub.pm.get_plugin("Observer") is None
-    with pytest.raises(PluginLoadError, match=why):
-        start([Observer()], entry_points=False)
+    _refused_installed_and_as_an_app(Observer, why)
 
 
 def test_a_hookimpl_named_otherwise_taking_a_catch_all_is_refused_too() -> None:
@@ -372,11 +379,7 @@ def test_a_hookimpl_named_otherwise_taking_a_catch_all_is_refused_too() -> None:
         r"'observe' \(hook 'foundation_on_retry'\) takes \*\*event, which pluggy never fills .*"
         r"of \(name, attempt, delay, error, result\)"
     )
-    hub = Hub(env={})
-    with pytest.warns(FoundationPluginWarning, match=why):
-        hub.register(Observer(), override=False)
-    assert hub.plugins["Observer"].status == "failed"
-    assert hub.pm.get_plugin("Observer") is None
+    _refused_installed_and_as_an_app(Observer, why)
 
 
 @pytest.mark.parametrize("form", ["default", "keyword-only"])
@@ -426,12 +429,7 @@ def test_a_marked_hookimpl_that_is_no_function_is_refused() -> None:
         r"'foundation_startup' is marked @hookimpl but is a partial, not a function or method, "
         r"so pluggy never calls it"
     )
-    hub = Hub(env={})
-    with pytest.warns(FoundationPluginWarning, match=why):
-        hub.register(Partial(), override=False)
-    assert hub.plugins["Partial"].status == "failed"
-    with pytest.raises(PluginLoadError, match=why):
-        start([Partial()], entry_points=False)
+    _refused_installed_and_as_an_app(Partial, why)
     assert started == []
 
 

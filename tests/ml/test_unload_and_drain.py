@@ -3,12 +3,14 @@ or a typed error), a model is never closed under a running call, and a drain kee
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -333,6 +335,28 @@ def test_hurry_ends_the_models_drain_and_the_model_is_closed_when_its_call_retur
     assert rt.registry.names() == []
 
 
+@contextlib.contextmanager
+def _a_close_hurried_mid_call(rt: MLRuntime, model: Blocking, call: Callable[[], None]) -> Iterator[None]:
+    """``call()`` in a thread blocks in ``model``; ``rt.close()`` with an endless drain, then
+    ``rt.hurry()``: the close must end while the call still runs (the block checks the rest);
+    then the model is let go and the caller joined."""
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert model.entered.wait(HANG_S)
+    closer = threading.Thread(target=rt.close, kwargs={"drain_timeout": math.inf})
+    closer.start()
+    try:
+        rt.hurry()
+        closer.join(HANG_S)
+        assert not closer.is_alive(), "close() waited for the call under way after hurry()"
+        yield
+    finally:
+        model.release.set()
+        closer.join(HANG_S)
+    caller.join(HANG_S)
+    assert not caller.is_alive()
+
+
 def test_hurry_ends_an_inproc_servers_drain(hub) -> None:
     """The inproc server's stop waited for its calls under way (an unbatched model runs inline in
     the caller's thread) until drain_timeout whatever hurry() said: it had no hurry()."""
@@ -348,20 +372,8 @@ def test_hurry_ends_an_inproc_servers_drain(hub) -> None:
         with InferenceClient(address, transport="inproc", hub=hub) as client:
             got.append(client.infer("m", {"x": _x(1001)}))
 
-    caller = threading.Thread(target=call)
-    caller.start()
-    assert model.entered.wait(HANG_S)
-    closer = threading.Thread(target=rt.close, kwargs={"drain_timeout": math.inf})
-    closer.start()
-    try:
-        rt.hurry()
-        closer.join(HANG_S)
-        assert not closer.is_alive(), "close() waited for the inproc call after hurry()"
+    with _a_close_hurried_mid_call(rt, model, call):
         assert model.events == [] and not server.accepting
-    finally:
-        model.release.set()
-        closer.join(HANG_S)
-    caller.join(HANG_S)
     np.testing.assert_array_equal(got[0]["y"], _x(1001))  # its caller still got the answer
     assert model.events == ["returned", "closed"]
 
@@ -385,21 +397,9 @@ def test_hurry_ends_an_shm_servers_drain(shm_hub) -> None:
         except BaseException as exc:  # the server went: the call is abandoned, typed
             errors.append(exc)
 
-    caller = threading.Thread(target=call)
-    caller.start()
-    assert model.entered.wait(HANG_S)
-    closer = threading.Thread(target=rt.close, kwargs={"drain_timeout": math.inf})
-    closer.start()
-    try:
-        rt.hurry()
-        closer.join(HANG_S)
-        assert not closer.is_alive(), "close() waited for the shm call after hurry()"
+    with _a_close_hurried_mid_call(rt, model, call):
         assert rt.abandoned == 1
-    finally:
-        model.release.set()
-        closer.join(HANG_S)
-    caller.join(HANG_S)
-    assert not caller.is_alive() and len(errors) == 1, errors
+    assert len(errors) == 1, errors
     assert shm_entries(address) == []
 
 
