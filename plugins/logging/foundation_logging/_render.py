@@ -25,10 +25,11 @@ __all__ = [
     "safe_repr",
 ]
 
-# numpy arrays and scalars as JSON numbers and lists (orjson writes them natively; without the
-# option they went to ``default`` and were written as their repr, "array([0, 1, 2])")
-_TEXT_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+_TEXT_OPTIONS = orjson.OPT_NON_STR_KEYS
 _OPTIONS = orjson.OPT_APPEND_NEWLINE | _TEXT_OPTIONS
+# numpy arrays up to this many items are written as JSON lists; a bigger one as numpy's summary
+# (its repr, the middle elided): a tensor logged by mistake must not make a line of megabytes
+MAX_ARRAY_ITEMS = 1000
 MAX_NESTING = 100  # dicts and lists inside one value; orjson refuses past 255
 _CYCLE = "<recursion: contains itself>"
 _TOO_DEEP = f"<nested deeper than {MAX_NESTING} levels>"
@@ -48,14 +49,18 @@ def safe_repr(obj: Any) -> str:
 
 def _fallback(obj: Any) -> Any:
     """Anything orjson cannot encode natively (exceptions, paths, sets) is written as its repr;
-    a numpy array orjson does not write itself (not C-contiguous, text or object dtype) as a list."""
+    numpy scalars as numbers, numpy arrays of up to ``MAX_ARRAY_ITEMS`` items as lists (views
+    and text arrays too), bigger ones as numpy's summary."""
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
-    if type(obj).__name__ == "ndarray" and type(obj).__module__ == "numpy":
+    if type(obj).__module__ == "numpy":
         try:
-            return obj.tolist()
+            if type(obj).__name__ != "ndarray":
+                return obj.item()  # np.int64(5) -> 5, np.float32, np.bool_
+            if obj.size <= MAX_ARRAY_ITEMS:
+                return obj.tolist()
         except Exception:
-            return safe_repr(obj)
+            pass
     return safe_repr(obj)
 
 

@@ -277,3 +277,16 @@ def test_format_is_taken_in_any_case_as_level_is(tmp_path, read_lines):
     configure_logging(LoggingSettings(format="Json", output=str(path)))
     get_logger().info("e", k=1)
     assert read_lines(path)[0]["k"] == 1
+
+
+def test_a_big_numpy_array_is_written_as_its_summary_not_a_list_of_megabytes(tmp_path, read_lines):
+    """Written as a list, a tensor logged by mistake (100k floats) made a line of ~2 MB."""
+    np = pytest.importorskip("numpy")
+    from foundation_logging._render import MAX_ARRAY_ITEMS
+
+    path = json_file(tmp_path)
+    get_logger().info("e", big=np.arange(100_000.0), edge=np.zeros(MAX_ARRAY_ITEMS))
+    [line] = read_lines(path)
+    assert line["big"].startswith("array([0.0000e+00,") and "..." in line["big"]
+    assert len(line["big"]) < 1000
+    assert line["edge"] == [0.0] * MAX_ARRAY_ITEMS
