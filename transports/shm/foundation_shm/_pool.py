@@ -314,9 +314,6 @@ class ChannelPool:
         except ValueError:  # a drop in another thread closed its connection under this look
             return False
 
-    def _take_slow(self, deadline_ns: int, pending_wait: float | None) -> _Channel:
-        return self._take_slow_locked(deadline_ns, pending_wait)
-
     def _busy_now(self, ch: _Channel) -> _Channel:
         """Mark ``ch`` taken by a call, the lock held: a drop (under the lock) then leaves it to
         the call. Marked after the lock went, a drop in between retired it under the call."""
@@ -331,7 +328,7 @@ class ChannelPool:
                 return ch
         return None
 
-    def _take_slow_locked(self, deadline_ns: int, pending_wait: float | None) -> _Channel:
+    def _take_slow(self, deadline_ns: int, pending_wait: float | None) -> _Channel:
         stall = 0  # when the wait for a channel still with the server gives up (pending_wait)
         with self._cond:
             while True:

@@ -304,7 +304,7 @@ def test_a_channel_taken_on_the_slow_path_is_busy_before_a_drop_can_retire_it(
     before the lock goes: the drop leaves it to the call, which fails ServerUnavailable."""
     import foundation_shm._pool as pool_module
 
-    real = pool_module.ChannelPool._take_slow_locked
+    real = pool_module.ChannelPool._take_slow
 
     def then_dropped(self: Any, *args: Any) -> Any:
         ch = real(self, *args)
@@ -316,7 +316,7 @@ def test_a_channel_taken_on_the_slow_path_is_busy_before_a_drop_can_retire_it(
     try:
         with ShmTransport().connect(name, channels=2) as client:
             first = client._take(0)  # the free channel: the call below takes the slow path
-            monkeypatch.setattr(pool_module.ChannelPool, "_take_slow_locked", then_dropped)
+            monkeypatch.setattr(pool_module.ChannelPool, "_take_slow", then_dropped)
             with pytest.raises(ServerUnavailable):
                 client.infer(InferenceRequest("echo", {"x": np.ones(4, np.float32)}), timeout=30)
             monkeypatch.undo()
