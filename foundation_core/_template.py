@@ -89,6 +89,19 @@ def tests(session: nox.Session) -> None:
     # "python" is first on PATH
     session.run(sys.executable, "-m", "pytest", "-q", "tests", *session.posargs)
 """,
+    # what building, installing -e, testing, nox and the linters leave behind is not source
+    ".gitignore": """\
+__pycache__/
+*.py[cod]
+*.egg-info/
+build/
+dist/
+.nox/
+.venv/
+.pytest_cache/
+.ruff_cache/
+.mypy_cache/
+""",
     # setuptools puts tests/ in an sdist by itself, not noxfile.py, which the README runs them with
     "MANIFEST.in": "include noxfile.py\n",
     "$module/__init__.py": '''\

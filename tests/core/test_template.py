@@ -101,6 +101,37 @@ def test_the_generated_sdist_holds_the_tests_and_the_noxfile_the_readme_runs_the
     assert {"noxfile.py", "tests/test_plugin.py", "README.md"} <= names
 
 
+def test_in_git_what_testing_and_building_the_plugin_leaves_behind_is_ignored(tmp_path: Path) -> None:
+    """An author who runs `git init` and `git add .` after testing and building commits the plugin's
+    source only, not __pycache__/, .pytest_cache/, *.egg-info/ or dist/."""
+    root = new_plugin("my-cache", tmp_path)
+    generated = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    subprocess.run(["git", "init", "-q", str(root)], check=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as an author's shell
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "tests"], cwd=root, env=env, capture_output=True, timeout=120
+    )
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", "dist", "."],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    left = {p.name for p in root.iterdir()}
+    assert {".pytest_cache", "dist", "foundation_my_cache.egg-info"} <= left
+    assert any(root.rglob("__pycache__"))
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert {line[3:] for line in status.splitlines()} == generated
+
+
 @pytest.mark.parametrize("name", ["My_Cache", "1cache", "cache-", "", "my-cache\n", "my.cache", "caf\u00e9"])
 def test_invalid_plugin_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="lowercase words joined by '-'"):
