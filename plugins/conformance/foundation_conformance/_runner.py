@@ -17,7 +17,7 @@ from foundation_core import VirtualClock, hookimpl
 from foundation_core.errors import FoundationError, NotRegisteredError, PolicyError
 
 from ._checks import compare, error_class, make_error, policy_value
-from ._spec import Case, Spec, load_specs
+from ._spec import Case, Spec, default_specs_dir, load_specs
 
 __all__ = ["CaseResult", "Report", "run_conformance"]
 
@@ -147,9 +147,15 @@ def run_conformance(
     The policy class is ``policy_class``, else ``factory.policy_class``, else the config section
     class registered under the pattern's name.
     """
-    specs = load_specs(specs_dir)
+    folder = Path(specs_dir) if specs_dir is not None else default_specs_dir()
+    specs = load_specs(folder)
     if pattern is not None and pattern not in specs:
-        raise FoundationError(f"no spec for pattern {pattern!r} (specs: {', '.join(sorted(specs))})")
+        raise FoundationError(
+            f"no spec for pattern {pattern!r} in {folder} (it has: {', '.join(sorted(specs))}); "
+            f"a pattern of your own needs a spec file, <pattern_id>.yaml, in a directory passed as "
+            f"--specs DIR (specs_dir= from Python, or $FOUNDATION_PATTERN_SPECS): see "
+            f"'Specs and conformance' in docs/patterns.md"
+        )
     chosen = [specs[pattern]] if pattern is not None else [specs[p] for p in sorted(specs)]
     recorder = _Recorder()
     report = Report()

@@ -105,7 +105,17 @@ def test_cli_reports_a_bad_spec_with_file_and_case(
 
 def test_cli_unknown_pattern_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["conformance", "bulkhead"]) == 1
-    assert "no spec for pattern 'bulkhead'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"no spec for pattern 'bulkhead' in {default_specs_dir()}" in err
+    assert "--specs DIR" in err and "<pattern_id>.yaml" in err
+
+
+def test_cli_unknown_pattern_names_the_directory_it_looked_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "timeout.yaml").write_text((default_specs_dir() / "timeout.yaml").read_text())
+    assert main(["conformance", "my_cache", "--specs", str(tmp_path)]) == 1
+    assert f"no spec for pattern 'my_cache' in {tmp_path} (it has: timeout)" in capsys.readouterr().err
 
 
 def test_the_suite_leaves_no_breaker_in_the_process_registry() -> None:
