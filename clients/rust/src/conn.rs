@@ -581,7 +581,7 @@ impl Conn {
     /// by this live process for good; in the region of a dead server the store is harmless.
     pub(crate) fn release(&mut self, timeout: Duration) {
         let mut freed = false;
-        if self.alive && self.check_alive().is_ok() {
+        if self.alive && self.alive_and_beating() {
             if self.server_seq() != self.seq {
                 let _ = self.wait_for(
                     self.seq,

@@ -1,5 +1,5 @@
 //! Waiting for the server: spin on the response word, then block on the channel semaphore in
-//! slices, telling a dead or hung server from a slow one between them.
+//! slices, telling a dead server from a slow one between them.
 //! docs/protocol/shm.md sections 7.2 (steps 4-7, the polite spin) and 10.3 (liveness).
 
 use super::{nanos, Conn};
@@ -48,8 +48,12 @@ impl Conn {
         self.ctl.u64(self.base + ch::SERVER_SEQ).load(Acquire)
     }
 
-    /// Section 10.3: the region is READY or STOPPING, the server process is the one that
-    /// started it, and its heartbeat is no older than 10 intervals (at least 1 s).
+    /// Section 10.3, between wait slices: the region is READY or STOPPING and the server process
+    /// is the one that started it. Not its heartbeat: a request already with a hung server waits
+    /// for its answer up to its deadline, as for a slow model. A Python server beats from a
+    /// thread that needs the GIL, so a model call holding it for over a second (a C extension
+    /// that does not release it) stalls the beat of a healthy server, and a call without a
+    /// deadline waits, as in gRPC. Only a claim (connect, reconnect) refuses a hung server.
     pub(super) fn check_alive(&mut self) -> Result<()> {
         let state = self.ctl.u32(rg::STATE).load(Acquire);
         let fail = if state != l::STATE_READY && state != l::STATE_STOPPING {
@@ -62,7 +66,7 @@ impl Conn {
                 self.name, self.server_pid
             ))
         } else {
-            hung(&self.ctl, &self.name)
+            None
         };
         match fail {
             Some(msg) => {
@@ -71,6 +75,12 @@ impl Conn {
             }
             None => Ok(()),
         }
+    }
+
+    /// Whether the server is alive (`check_alive`) and not hung: a disconnect waits for it and
+    /// its region mutex only then.
+    pub(super) fn alive_and_beating(&mut self) -> bool {
+        self.check_alive().is_ok() && hung(&self.ctl, &self.name).is_none()
     }
 
     /// Wait until `server_seq == want` (7.2 steps 4-7): spin, publish "sleeping", then block on
