@@ -127,8 +127,16 @@ class Hub:
             getattr(self.pm.hook, hook_name)(register=Registrar(getattr(self, attr)))
         self.pm.hook.foundation_register_commands(cli=self.commands)
         self.pm.hook.foundation_config_sections(add=self.sections)
+        self._record_registrations()
+
+    def _record_registrations(self) -> None:
+        """Set each plugin's ``registered`` and ``shadowed`` from the registries: after the
+        registration hooks, and again when a plugin fails later (its registrations are rolled
+        back, so what it hid wins again, and it registers nothing)."""
         for info in self.plugins.values():
-            if info.status in {"loaded", "app"}:
+            if info.status == "failed":
+                info.registered, info.shadowed = {}, {}
+            elif info.status in {"loaded", "app"}:
                 info.registered = {
                     "patterns": self.patterns.by_plugin(info.name),
                     "transports": self.transports.by_plugin(info.name),

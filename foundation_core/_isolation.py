@@ -183,6 +183,8 @@ def fail(hub: Hub, info: PluginInfo, hook: str | None, exc: BaseException, err: 
     hub.sections.remove_plugin(info.name)
     if info.plugin is not None and hub.pm.is_registered(info.plugin):
         hub.pm.unregister(info.plugin)
+    if hub._registered:  # what it hid wins again; `foundation plugins` lists what is true now
+        hub._record_registrations()
     if hub.strict:
         raise err from exc
     origin = f" [distribution {info.distribution} {info.version}]" if info.distribution else ""

@@ -395,6 +395,30 @@ def test_an_installed_wrapper_registers_as_itself_and_its_error_isolates_only_it
     assert hub.plugins["Buggy"].status == "failed" and hub.patterns.names() == ["greet", "traced"]
 
 
+def test_a_plugin_failing_after_registration_no_longer_hides_what_it_shadowed() -> None:
+    """Its registrations are rolled back, so the one it hid wins again: `foundation plugins`
+    listed that one as still shadowed by it, and the failed plugin as still registering it."""
+
+    class Greedy:
+        @hookimpl
+        def foundation_register_patterns(self, register: object) -> None:
+            register("greet", lambda policy: "greedy", replace=True)  # type: ignore[operator]
+
+        @hookimpl
+        def foundation_configure(self, config: object, hub: object) -> None:
+            raise RuntimeError("configure bug")
+
+    with pytest.warns(UserWarning, match="configure bug"):
+        hub = start(installed=[_Installed(), Greedy()], entry_points=False)
+    with hub:
+        assert hub.plugins["Greedy"].status == "failed"
+        assert hub.patterns.get("greet")(None) == "plugin"
+        installed = hub.plugins["_Installed"].as_dict()
+        assert installed["registered"]["patterns"] == ["greet"]
+        assert installed["shadowed"]["patterns"] == {}
+        assert hub.plugins["Greedy"].as_dict()["registered"]["patterns"] == []
+
+
 def test_an_application_override_wins_whatever_the_call_order() -> None:
     class AppLast:
         @hookimpl(trylast=True)
