@@ -33,6 +33,11 @@ SENSITIVE_KEYS: tuple[str, ...] = (
     "credential",
     "credentials",
     "private_key",
+    "passphrase",
+    "auth",  # an HTTP client's auth=(user, password), basic_auth, proxy_auth
+    "session_id",  # a session id is a bearer credential: X-Session-Id, sessionId
+    "sessionid",
+    "session_key",
 )
 
 # a key's words: runs of capitals (an acronym: API in APIKey), capitalised or lower-case words,

@@ -28,6 +28,13 @@ from foundation_core import SENSITIVE_KEYS, is_sensitive_key
         "OAuth2Token",
         "github.token",
         "privateKeyPem",
+        "auth",
+        "basic_auth",
+        "proxyAuth",
+        "X-Session-Id",
+        "sessionid",
+        "django_session_key",
+        "ssh_passphrase",
     ],
 )
 def test_a_default_name_among_the_key_s_words_is_sensitive(key: str) -> None:
@@ -36,7 +43,20 @@ def test_a_default_name_among_the_key_s_words_is_sensitive(key: str) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["max_tokens", "tokens_generated", "passwords_checked", "secretary", "model_id", "event", "keyword", ""],
+    [
+        "max_tokens",
+        "tokens_generated",
+        "passwords_checked",
+        "secretary",
+        "model_id",
+        "event",
+        "keyword",
+        "author",
+        "authority",
+        "session_count",
+        "session_timeout",
+        "",
+    ],
 )
 def test_a_name_inside_another_word_is_not(key: str) -> None:
     assert not is_sensitive_key(key, SENSITIVE_KEYS)
