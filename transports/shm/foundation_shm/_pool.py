@@ -209,11 +209,14 @@ class ChannelPool:
             return "before the call's deadline"
         return f"within connect_timeout ({self.connect_timeout:g} s)"
 
-    def _claim_locked(self, deadline_ns: int = 0, held: int = 0) -> _Channel:
-        """Claim a channel of the server (``held``: how many this client keeps for views)."""
+    def _claim_locked(self, deadline_ns: int = 0, held: int = 0, *, beat: bool = True) -> _Channel:
+        """Claim a channel of the server (``held``: how many this client keeps for views).
+        ``beat``: wait here for a hung server's beat (claiming nothing until it comes, 10.3);
+        False where the caller waited for it without the lock (``_beating``)."""
         conn = self.connection()
-        wait = self._wait(deadline_ns)  # a hung server: wait for a beat, claim nothing (10.3)
-        conn.wait_beating(wait, self._limit(wait))
+        if beat:
+            wait = self._wait(deadline_ns)
+            conn.wait_beating(wait, self._limit(wait))
         wait = self._wait(deadline_ns)
         try:
             with _region_mutex(conn, wait):
@@ -328,8 +331,31 @@ class ChannelPool:
                 return ch
         return None
 
+    def _beating(self, conn: _Connection, deadline_ns: int, until: list[tuple[int, str]]) -> bool:
+        """Whether ``conn``'s server beats, so that a channel may be claimed on it now (the lock
+        held). If it is hung (10.3), wait for its beat *without* the lock, up to ``_wait`` from
+        the first such wait of this take (kept in ``until``: its end and what bounds it), and
+        return False: the caller looks again from the start, the pool may have changed. Waited
+        under the lock, every other thread of the client that wanted a channel, and ``close()``,
+        waited as long (up to ``connect_timeout``), whatever their own deadlines."""
+        if conn.hung() is None:
+            return True
+        if not until:
+            wait = self._wait(deadline_ns)
+            until.append((time.monotonic_ns() + int(wait * 1e9), self._limit(wait)))
+        end, limit = until[0]
+        self._cond.release()
+        try:
+            conn.wait_beating(max(0.0, (end - time.monotonic_ns()) / 1e9), limit)
+        except ValueError:  # dropped and closed meanwhile (close(), a dead server): look again
+            pass
+        finally:
+            self._cond.acquire()
+        return False
+
     def _take_slow(self, deadline_ns: int, pending_wait: float | None) -> _Channel:
         stall = 0  # when the wait for a channel still with the server gives up (pending_wait)
+        until: list[tuple[int, str]] = []  # how long this take waits for a hung server's beat
         with self._cond:
             while True:
                 if self._closed:
@@ -339,7 +365,9 @@ class ChannelPool:
                     raise CancelledError(f"the call to {self.name!r} was abandoned before it was sent")
                 if self._conn is None or not self._conn.alive:
                     self._drop_connection()
-                    return self._busy_now(self._claim_locked(deadline_ns))
+                    if not self._beating(self.connection(), deadline_ns, until):
+                        continue
+                    return self._busy_now(self._claim_locked(deadline_ns, beat=False))
                 for ch in list(self._free):  # a copy: the lock-free path pops meanwhile
                     if ch.conn is self._conn and ch.idle():  # (a give() may be re-checking one)
                         try:
@@ -351,7 +379,9 @@ class ChannelPool:
                 # threads than `channels` must not wait for threads that are not calling.
                 held = sum(1 for box in self._holders if box[0] is not None)
                 if len(self._all) - held < self.max_channels:
-                    return self._busy_now(self._claim_locked(deadline_ns, held))
+                    if not self._beating(self._conn, deadline_ns, until):
+                        continue
+                    return self._busy_now(self._claim_locked(deadline_ns, held, beat=False))
                 limit = deadline_ns
                 pending = self._pending_free()
                 if pending is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import threading
 import time
@@ -135,6 +136,66 @@ def test_a_hung_server_that_dies_while_a_connect_waits_for_its_beat_is_reported_
     assert not connecting.is_alive(), "the connect still waits for a dead server's beat"
     assert len(failed) == 1 and isinstance(failed[0], ServerUnavailable), failed
     assert str(failed[0]) == f"shm server {name!r} (pid {pid}) is gone"
+
+
+def test_a_claim_waiting_for_a_hung_servers_beat_keeps_no_other_thread_waiting(
+    name: str, echo_process: Callable[..., EchoProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that claims a channel of a hung server waits for its beat (here up to
+    connect_timeout, 10 minutes) and it waited holding the pool's lock: another thread's call
+    that needed a channel too waited as long, past its own 0.2 s timeout, and so did
+    ``close()``. Now the wait holds no lock: the other call waits for the beat within its own
+    timeout (then ServerUnavailable, nothing claimed), close() returns, and the waiting call then
+    fails ServerUnavailable, all while the server is still hung."""
+    server = echo_process("--channels", "4")
+    waiting = threading.Event()
+    wait_beating = _Connection.wait_beating
+
+    def watched(conn: _Connection, wait: float, limit: str) -> None:
+        waiting.set()
+        wait_beating(conn, wait, limit)
+
+    monkeypatch.setattr(_Connection, "wait_beating", watched)
+    client = ShmTransport().connect(name, channels=3, connect_timeout=600)
+    failed: dict[str, BaseException] = {}
+
+    def call(who: str, timeout: float | None) -> threading.Thread:
+        def run() -> None:
+            try:
+                client.infer(REQUEST, timeout=timeout)
+            except BaseException as exc:
+                failed[who] = exc
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    try:
+        client.infer(REQUEST, timeout=30)
+        first = client._take(0)  # the free channel: each call below claims one
+        with _hung(server):
+            a = call("a", None)
+            if not waiting.wait(60):
+                raise _gave_up("the call to wait for a beat")
+            b = call("b", 0.2)
+            b.join(60)
+            assert not b.is_alive(), "a call waits for another thread's wait for a hung server's beat"
+            assert a.is_alive()
+            assert isinstance(failed.get("b"), ServerUnavailable), failed
+            assert re.search(r"is hung: .*before the call's deadline", str(failed["b"])), failed
+            assert _owned_by_us(name) == 1
+            client._give(first)
+            closing = threading.Thread(target=client.close)
+            closing.start()
+            closing.join(60)
+            assert not closing.is_alive(), "close() waits for a call's wait for a hung server's beat"
+            a.join(60)
+            assert not a.is_alive(), "a call still waits for the beat of a closed client's server"
+            assert isinstance(failed.get("a"), ServerUnavailable), failed
+            assert "closed" in str(failed["a"]), failed
+            assert read_region(name)["clients"] == []
+    finally:
+        client.close()
 
 
 def test_a_server_whose_heartbeat_is_stale_but_moves_again_is_connected_to(
