@@ -178,11 +178,12 @@ fn wait_beating(
     deadline: u64,
 ) -> Result<()> {
     let mut end = shm::monotonic_ns().saturating_add(nanos(timeout));
-    if deadline != 0 {
-        end = end.min(deadline);
+    let mut limit = format!("within connect_timeout ({} ms)", timeout.as_millis());
+    if deadline != 0 && deadline < end {
+        (end, limit) = (deadline, "before the call's deadline".to_string());
     }
     loop {
-        let Some(why) = wait::hung(ctl, name) else {
+        let Some(why) = wait::hung(ctl, name, region.server_pid) else {
             return Ok(());
         };
         if !server_alive(name, region.server_pid, region.server_start) {
@@ -192,7 +193,10 @@ fn wait_beating(
             )));
         }
         if shm::monotonic_ns() >= end {
-            return Err(unavailable(why));
+            return Err(unavailable(format!(
+                "{why} (its process is stopped or stalled, and no beat came {limit}): it takes \
+                 no new client until it beats again"
+            )));
         }
         std::thread::sleep(Duration::from_millis(5));
     }

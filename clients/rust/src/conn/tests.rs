@@ -424,10 +424,22 @@ fn retrying_a_hung_server_claims_no_channel_per_connect() {
         .filter(|&i| owned(&ctl, i).0 == std::process::id())
         .count();
     signal(&echo, "CONT");
+    let says = format!(
+        "shm server {:?} (pid {}) is hung: no heartbeat for ",
+        echo.1,
+        echo.0.id()
+    );
     for got in retries {
         let e = got.expect_err("a connect to a hung server");
         assert_eq!(e.code, Status::ServerUnavailable, "{e}");
-        assert!(e.message.contains("is hung"), "{e}");
+        assert!(e.message.starts_with(&says), "{e}");
+        assert!(
+            e.message.ends_with(
+                " ms (its process is stopped or stalled, and no beat came within \
+                 connect_timeout (100 ms)): it takes no new client until it beats again"
+            ),
+            "{e}"
+        );
     }
     assert_eq!(
         mine, 1,
@@ -470,7 +482,12 @@ fn a_reconnect_to_a_hung_server_keeps_the_call_s_timeout_and_sees_it_die() {
         .unwrap_err();
     let took = started.elapsed();
     assert_eq!(e.code, Status::ServerUnavailable, "{e}");
-    assert!(e.message.contains("is hung"), "{e}");
+    assert!(e.message.contains(") is hung: "), "{e}");
+    assert!(
+        e.message
+            .contains("no beat came before the call's deadline"),
+        "{e}"
+    );
     assert!(
         took < Duration::from_secs(30),
         "a call with a 200 ms timeout waited {took:?} to reconnect"

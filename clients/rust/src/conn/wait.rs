@@ -28,16 +28,16 @@ pub(super) fn server_alive(name: &str, pid: u32, start: u64) -> bool {
     }
 }
 
-/// Section 10.3: why the server of region `ctl` counts as hung (its heartbeat is older than 10
-/// intervals, at least 1 s), or `None`.
-pub(super) fn hung(ctl: &shm::Mapping, name: &str) -> Option<String> {
+/// Section 10.3: why the server `pid` of region `ctl` counts as hung (its heartbeat is older
+/// than 10 intervals, at least 1 s), or `None`.
+pub(super) fn hung(ctl: &shm::Mapping, name: &str, pid: u32) -> Option<String> {
     let beat = ctl.u64(rg::HEARTBEAT_NS).load(Relaxed);
     let interval = u64::from(ctl.u32(rg::HEARTBEAT_INTERVAL_MS).load(Relaxed)).max(1) * 1_000_000;
     let stale = (10 * interval).max(1_000_000_000);
     let now = shm::monotonic_ns();
     (beat != 0 && now > beat.saturating_add(stale)).then(|| {
         format!(
-            "shm server {name:?} is hung: no heartbeat for {} ms",
+            "shm server {name:?} (pid {pid}) is hung: no heartbeat for {} ms",
             (now - beat) / 1_000_000
         )
     })
@@ -80,7 +80,7 @@ impl Conn {
     /// Whether the server is alive (`check_alive`) and not hung: a disconnect waits for it and
     /// its region mutex only then.
     pub(super) fn alive_and_beating(&mut self) -> bool {
-        self.check_alive().is_ok() && hung(&self.ctl, &self.name).is_none()
+        self.check_alive().is_ok() && hung(&self.ctl, &self.name, self.server_pid).is_none()
     }
 
     /// Wait until `server_seq == want` (7.2 steps 4-7): spin, publish "sleeping", then block on
