@@ -205,11 +205,12 @@ class InferenceClient:
         a thread past its deadline raises ``DeadlineExceeded`` without being sent. Cancelling the
         awaiting task abandons the answer: a request not sent yet (shm: waiting for a free
         channel) is not sent, one already sent still runs on the server, bounded by its
-        deadline. The call sees the caller's context variables, as with
-        ``asyncio.to_thread``. Once the client is closed, a call (one still waiting for a thread
-        included) raises ``ServerUnavailable``. Outputs are always copies, also with
-        ``copy=False``: views would be overwritten by the next call in the same thread, which may
-        be another coroutine's (as ``ShmClient.ainfer`` copies too)."""
+        deadline (shm: the thread stops waiting for its answer). The call sees the caller's
+        context variables, as with ``asyncio.to_thread``. Once the client is closed, a call
+        (one still waiting for a thread included) raises ``ServerUnavailable``. Outputs are
+        always copies, also with ``copy=False``: views would be overwritten by the next call in
+        the same thread, which may be another coroutine's (as ``ShmClient.ainfer`` copies
+        too)."""
         timeout = self.timeout if timeout is None else _check_timeout(timeout)
         start = time.monotonic()
 

@@ -48,7 +48,9 @@ def call_abandoned() -> bool:
     nobody will read the answer. A transport that waits before it sends (shm: for a free
     channel) asks between waits and, once true, gives up without sending (raising
     ``concurrent.futures.CancelledError``, which nobody reads): sent, the request would take the
-    server's time and hold up the calls behind it. False outside ``ainfer``'s calls."""
+    server's time and hold up the calls behind it. One that waits for the answer in slices may
+    ask too and stop waiting (shm does), so that the thread is free, not kept until the server
+    answers. False outside ``ainfer``'s calls."""
     event = _abandoned.get()
     return event is not None and event.is_set()
 

@@ -17,6 +17,7 @@ shared memory. A client dropped without ``close()`` gives its channels back when
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import struct
@@ -24,11 +25,19 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
+from concurrent.futures import CancelledError
 from typing import Any
 
 import numpy as np
 
-from foundation_ml import DataType, InferenceRequest, InferenceResponse, TransportClient, call_deadline
+from foundation_ml import (
+    DataType,
+    InferenceRequest,
+    InferenceResponse,
+    TransportClient,
+    call_abandoned,
+    call_deadline,
+)
 from foundation_ml.errors import (
     BadChecksum,
     DeadlineExceeded,
@@ -43,7 +52,7 @@ from foundation_ml.errors import (
 
 from . import _layout as L
 from ._accel import check_start, hot
-from ._channel import _Channel, _pages
+from ._channel import _Channel, _Connection, _pages
 from ._codec import (
     MAX_REQUEST_ID,
     TensorRef,
@@ -342,7 +351,8 @@ class ShmClient(TransportClient):
         conn = ch.conn
         u32, u64 = conn.ctl.u32, conn.ctl.u64
         t0 = _clock()
-        done = wait_seq(u64, ch.sseq, seq, window, u32, ch.sleeping_word, ch.sem, deadline, conn.check)
+        check = functools.partial(_still_awaited, conn)
+        done = wait_seq(u64, ch.sseq, seq, window, u32, ch.sleeping_word, ch.sem, deadline, check)
         if window:
             self._spin.record(window, _clock() - t0)
         if not done:
@@ -444,6 +454,18 @@ class ShmClient(TransportClient):
 
 
 _ = (InferenceError, ServerUnavailable)
+
+
+def _still_awaited(conn: _Connection) -> None:
+    """Between the slices of a wait for an answer: raise unless the server lives (``check``)
+    and the answer is still awaited. An ``ainfer`` whose task was cancelled stops waiting
+    (raising ``concurrent.futures.CancelledError``, which nobody reads), as a call past its
+    deadline does: the thread is free within a slice (the loop's executor's, which
+    ``asyncio.run`` joins on its way out), and the channel goes back to the pool, the next call's once the
+    server has answered the abandoned request."""
+    conn.check()
+    if call_abandoned():
+        raise CancelledError(f"the call to {conn.name!r} was abandoned while it waited for the answer")
 
 
 def _no_datatype(request: InferenceRequest, arrays: list[np.ndarray], rid: int) -> InvalidInput:

@@ -307,6 +307,48 @@ def test_an_async_call_cancelled_while_it_waits_for_a_channel_is_never_sent(name
     assert kept == (1, 1, 0)
 
 
+def test_an_async_call_cancelled_while_it_waits_for_the_answer_frees_its_thread(name: str) -> None:
+    """A cancelled ``ShmClient.ainfer`` whose request was with the server kept its executor
+    thread waiting for the answer nobody awaited: ``asyncio.run`` (which joins the loop's
+    executor) did not return until the server answered, for ever with no timeout (the
+    default). Its thread now stops waiting; the channel is the next call's once answered."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    handler = _Holding()
+    server = ShmTransport().serve(name, handler, channels=4)
+    client = ShmTransport().connect(name, channels=1)
+
+    async def main() -> list[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(1))
+        held = asyncio.ensure_future(client.ainfer(InferenceRequest("hold", {"x": np.zeros(4)})))
+        while not handler.held:  # with the server, its answer held back
+            await asyncio.sleep(0.001)
+        held.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await held
+        # the executor's one thread is free again while the answer is still held (the limit is
+        # only where the test gives up: the old code's thread waited for the answer)
+        try:
+            free = await asyncio.wait_for(loop.run_in_executor(None, lambda: "free"), 60)
+        finally:
+            handler.held.pop()()  # the abandoned answer arrives; the channel serves the next call
+        assert free == "free"
+        later = await client.ainfer(InferenceRequest("echo", {"x": np.full(4, 2.0)}), timeout=30)
+        return [later.outputs["x"]]
+
+    try:
+        outs = asyncio.run(main())
+        kept = (len(client._pool._all), len(client._pool._free))
+    finally:
+        client.close()
+        server.stop()
+    np.testing.assert_array_equal(outs[0], np.full(4, 2.0))
+    assert handler.seen == ["hold", "echo"]
+    assert kept == (1, 1)
+
+
 _BAD_TIMEOUTS = st.one_of(
     st.floats(max_value=-1e-300),  # any negative (-1e-9 included)
     st.floats(min_value=1e9, exclude_min=True),  # past 1e9 s, inf included
