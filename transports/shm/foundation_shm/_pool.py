@@ -84,7 +84,7 @@ def _forget_after_fork() -> None:
     garbage collector runs before this (other fork hooks allocate) finds it is not the owner."""
     for pool in list(_POOLS):
         pool._conn, pool._all, pool._free = None, [], []
-        pool._busy, pool._retiring = set(), {}
+        pool._busy, pool._retiring, pool._claiming = set(), {}, {}
         pool._local = threading.local()
         pool._holders = []
         pool._cond = threading.Condition()
@@ -146,10 +146,17 @@ class ChannelPool:
         self._holders: list[list[_Channel | None]] = []
         self._busy: set[_Channel] = set()  # taken by a call: never unmapped under it
         self._retiring: dict[_Connection, set[_Channel]] = {}  # dropped while calls were on them
+        # claims in progress without the lock, per connection: a drop leaves such a connection
+        # open (retiring) until they are done, as it does for a call's channel
+        self._claiming: dict[_Connection, int] = {}
         _POOLS.add(self)
-        with self._cond:
+        with self._cond:  # no other thread knows this pool yet: the claim may hold the lock
             try:
-                self._free.append(self._claim_locked())
+                conn = self.connection()
+                conn.wait_beating(self.connect_timeout, self._limit(self.connect_timeout))
+                ch = self._claim(conn)
+                self._all.append(ch)
+                self._free.append(ch)
             except BaseException:  # no channel (all in use, no server): close what was opened
                 self._drop_connection()
                 raise
@@ -178,6 +185,8 @@ class ChannelPool:
         # first, so a give() from now on takes its retiring path (under the lock, after this);
         # one that looked before re-checks after putting the channel back (see give). The busy
         # set is copied in one C call (a comprehension would see give() change it under it).
+        # A claim in progress on it (made without the lock, see _claim_unlocked) keeps it open
+        # too, and gives its channel back when it finds the connection dropped.
         conn, self._conn = self._conn, None
         busy = {ch for ch in tuple(self._busy) if ch.conn is conn}
         for ch in self._all:
@@ -187,7 +196,7 @@ class ChannelPool:
         self._all, self._free = [], []
         if conn is None:
             return
-        if not busy:
+        if not busy and not self._claiming.get(conn):
             conn.close()
             return
         conn.closing = True  # check() fails from now on: the waiting calls end at their next slice
@@ -195,6 +204,14 @@ class ChannelPool:
         for ch in busy:
             if ch.sem is not None:
                 ch.sem.release()  # wake a blocked wait at once
+
+    def _settle(self, conn: _Connection) -> None:
+        """Close a dropped connection once nothing of it is in use (the lock held): no call's
+        channel, no claim in progress."""
+        retiring = self._retiring.get(conn)
+        if retiring is not None and not retiring and not self._claiming.get(conn):
+            del self._retiring[conn]
+            conn.close()
 
     def _wait(self, deadline_ns: int) -> float:
         """How long a claim may wait (for a hung server's beat, for the region mutex):
@@ -209,14 +226,10 @@ class ChannelPool:
             return "before the call's deadline"
         return f"within connect_timeout ({self.connect_timeout:g} s)"
 
-    def _claim_locked(self, deadline_ns: int = 0, held: int = 0, *, beat: bool = True) -> _Channel:
-        """Claim a channel of the server (``held``: how many this client keeps for views).
-        ``beat``: wait here for a hung server's beat (claiming nothing until it comes, 10.3);
-        False where the caller waited for it without the lock (``_beating``)."""
-        conn = self.connection()
-        if beat:
-            wait = self._wait(deadline_ns)
-            conn.wait_beating(wait, self._limit(wait))
+    def _claim(self, conn: _Connection, deadline_ns: int = 0, held: int = 0) -> _Channel:
+        """Claim a channel of ``conn``'s server (``held``: how many this client keeps for views),
+        waiting for its region mutex up to ``_wait``. Not added to the pool: the caller does that,
+        under the lock. Its server was found beating (10.3) before."""
         wait = self._wait(deadline_ns)
         try:
             with _region_mutex(conn, wait):
@@ -243,12 +256,44 @@ class ChannelPool:
                     f"({L.channel_sem_name(self.name, ch.index)}): {exc}"
                 ) from None
             raise
-        self._all.append(ch)
         return ch
+
+    def _claim_unlocked(self, conn: _Connection, deadline_ns: int, held: int) -> _Channel | None:
+        """Claim a channel of ``conn`` for a call (the lock held on entry and on return, but not
+        during the claim): added to the pool and marked busy under the lock, so that a drop
+        leaves it to the call; None if the client closed or the connection was dropped
+        meanwhile (the channel, claimed on a connection no longer ours, is given back: the caller
+        looks again). The claim waits for the region mutex, normally held for microseconds, but
+        for up to ``connect_timeout`` when a client was stopped or killed inside it (the server
+        frees it then in up to twice that, 10.4): under the lock, every other thread of the
+        client that wanted a channel, and ``close()``, waited as long, whatever their own
+        deadlines. It counts in ``_claiming`` meanwhile: toward ``max_channels``, and keeping a
+        drop from closing ``conn`` under it."""
+        self._claiming[conn] = self._claiming.get(conn, 0) + 1
+        ch: _Channel | None = None
+        self._cond.release()
+        try:
+            ch = self._claim(conn, deadline_ns, held)
+        finally:
+            self._cond.acquire()
+            left = self._claiming[conn] - 1
+            if left:
+                self._claiming[conn] = left
+            else:
+                del self._claiming[conn]
+            if ch is not None and (self._closed or conn is not self._conn):
+                self._give_back_unopened(ch)  # the server reclaims it within a heartbeat (10.4)
+                ch = None
+            self._settle(conn)
+        if ch is None:
+            return None
+        self._all.append(ch)
+        return self._busy_now(ch)
 
     @staticmethod
     def _give_back_unopened(ch: _Channel) -> None:
-        """A channel claimed but not usable (its semaphore could not be opened): give it back as
+        """A channel claimed but not usable (its semaphore could not be opened, or its client
+        closed or dropped the connection while it was being claimed): give it back as
         a disconnect without the region mutex does (spec 10.1), ``owner_start_time = 0`` (only the
         owner writes that word), and the server reclaims it within a heartbeat (10.4). Left owned
         by this live process it was never reclaimed: a process whose connects kept failing lost
@@ -365,9 +410,13 @@ class ChannelPool:
                     raise CancelledError(f"the call to {self.name!r} was abandoned before it was sent")
                 if self._conn is None or not self._conn.alive:
                     self._drop_connection()
-                    if not self._beating(self.connection(), deadline_ns, until):
+                    conn = self.connection()
+                    if not self._beating(conn, deadline_ns, until):
                         continue
-                    return self._busy_now(self._claim_locked(deadline_ns, beat=False))
+                    ch = self._claim_unlocked(conn, deadline_ns, 0)
+                    if ch is None:
+                        continue
+                    return ch
                 for ch in list(self._free):  # a copy: the lock-free path pops meanwhile
                     if ch.conn is self._conn and ch.idle():  # (a give() may be re-checking one)
                         try:
@@ -377,11 +426,16 @@ class ChannelPool:
                         return self._busy_now(ch)
                 # Channels kept for other threads' unread outputs do not count: a pool of more
                 # threads than `channels` must not wait for threads that are not calling.
+                # Claims in progress (other threads', without the lock) count.
                 held = sum(1 for box in self._holders if box[0] is not None)
-                if len(self._all) - held < self.max_channels:
-                    if not self._beating(self._conn, deadline_ns, until):
+                if len(self._all) + sum(self._claiming.values()) - held < self.max_channels:
+                    conn = self._conn
+                    if not self._beating(conn, deadline_ns, until):
                         continue
-                    return self._busy_now(self._claim_locked(deadline_ns, held, beat=False))
+                    ch = self._claim_unlocked(conn, deadline_ns, held)
+                    if ch is None:
+                        continue
+                    return ch
                 limit = deadline_ns
                 pending = self._pending_free()
                 if pending is not None:
@@ -445,9 +499,7 @@ class ChannelPool:
             if retiring is not None and ch in retiring:
                 _retire(ch)
                 retiring.discard(ch)
-                if not retiring:
-                    del self._retiring[ch.conn]
-                    ch.conn.close()
+                self._settle(ch.conn)
 
     @staticmethod
     def _unhold(pool_ref: weakref.ref[ChannelPool], box: list[_Channel | None]) -> None:
@@ -498,10 +550,19 @@ class ChannelPool:
             conn = self._conn
             if conn is not None:  # first: a call about to publish sees it (_exchange), and does not
                 conn.closing = True
+            self._cond.notify_all()  # calls waiting for a channel refuse now
             if conn is not None and conn.alive:
-                self._release_channels(conn, self._drop_wait(conn) if wait is None else wait)
+                # The wait for the region mutex (up to connect_timeout while a stopped client
+                # holds it) holds no lock: other threads' calls meanwhile fail "closed" at once,
+                # not when it ends. Closed, nothing changes the connection or its channels but
+                # this: a take refuses, a claim in progress gives its channel back.
+                wait = self._drop_wait(conn) if wait is None else wait
+                self._cond.release()
+                try:
+                    self._release_channels(conn, wait)
+                finally:
+                    self._cond.acquire()
             self._drop_connection()
-            self._cond.notify_all()
         return True
 
     def _drop_wait(self, conn: _Connection) -> float:

@@ -4,13 +4,14 @@ for good or hand one process's channel to another."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,9 @@ from foundation_shm import ShmTransport
 from foundation_shm._echo import EchoHandler
 
 from foundation_ml import DataType, InferenceRequest, InferenceResponse
-from foundation_ml.errors import ServerUnavailable
+from foundation_ml.errors import DeadlineExceeded, ServerUnavailable
 
-from .conftest import EchoProcess
+from .conftest import EchoProcess, until
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
@@ -592,3 +593,115 @@ def test_a_connect_that_cannot_open_its_channel_semaphore_gives_the_channel_back
             if time.monotonic() > end:
                 raise
             time.sleep(0.01)
+
+
+# --- a wait for the server's region mutex holds no lock of the client -------------------------
+
+
+@contextlib.contextmanager
+def _region_mutex_held(name: str) -> Iterator[None]:
+    """The server's region mutex held by this process, as a client process stopped (SIGSTOP, a
+    debugger) inside a claim holds it: its holder a live process, so the server never frees it
+    (spec 10.4)."""
+    from foundation_shm import _layout as L
+    from foundation_shm._segments import Segment, open_semaphore
+
+    mutex = open_semaphore(L.mutex_name(name))
+    ctl = Segment.open(L.control_name(name))
+    holder = L.RegionField.MUTEX_HOLDER // 4
+    try:
+        mutex.acquire(60)
+        ctl.u32[holder] = os.getpid()
+        try:
+            yield
+        finally:
+            ctl.u32[holder] = 0
+            mutex.release()
+    finally:
+        mutex.close()
+        ctl.close()
+
+
+def _call_in_thread(
+    client: Any, failed: dict[str, BaseException], who: str, timeout: float | None
+) -> threading.Thread:
+    def run() -> None:
+        try:
+            client.infer(InferenceRequest("echo", {"x": np.ones(4, np.float32)}), timeout=timeout)
+        except BaseException as exc:
+            failed[who] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_claim_waiting_for_the_region_mutex_keeps_no_other_thread_waiting(
+    echo_process: Callable[..., EchoProcess], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call claiming a channel waits for the server's region mutex, up to connect_timeout (10
+    minutes here) while a stopped client holds it, and it waited holding the pool's lock: another
+    thread's call that needed a channel too waited as long, past its own 0.2 s timeout. Now that
+    call waits for the mutex within its own timeout (DeadlineExceeded, nothing claimed), and the
+    first claims its channel once the mutex is free."""
+    import foundation_shm._pool as pool_module
+
+    echo_process("--channels", "4")
+    client = ShmTransport().connect(name, channels=3, connect_timeout=600)
+    waiting = threading.Event()
+    region_mutex = pool_module._region_mutex
+
+    def watched(conn: Any, wait: float) -> Any:
+        waiting.set()
+        return region_mutex(conn, wait)
+
+    failed: dict[str, BaseException] = {}
+    try:
+        client.infer(InferenceRequest("echo", {"x": np.ones(4, np.float32)}), timeout=30)
+        first = client._take(0)  # the free channel: each call below claims one
+        monkeypatch.setattr(pool_module, "_region_mutex", watched)
+        with _region_mutex_held(name):
+            a = _call_in_thread(client, failed, "a", None)
+            assert waiting.wait(60), "the call never waited for the region mutex"
+            b = _call_in_thread(client, failed, "b", 0.2)
+            b.join(60)
+            assert not b.is_alive(), "a call waits for another thread's wait for the region mutex"
+            assert a.is_alive()
+            assert isinstance(failed.get("b"), DeadlineExceeded), failed
+            assert "region mutex still busy at the deadline" in str(failed["b"])
+            assert len(client._pool._all) == 1  # b claimed nothing; a waits
+        a.join(60)
+        assert not a.is_alive() and failed == {"b": failed["b"]}, failed
+        assert len(client._pool._all) == 2 and client._pool._claiming == {}
+        client._give(first)
+    finally:
+        client.close()
+
+
+def test_close_waiting_for_the_region_mutex_keeps_no_other_thread_waiting(
+    echo_process: Callable[..., EchoProcess], name: str
+) -> None:
+    """close() waits for the region mutex to give the channels back (up to connect_timeout, 10
+    minutes here, while a stopped client holds it), and it waited holding the pool's lock: a call
+    from another thread meanwhile waited as long, past its own 0.2 s timeout, to be told the
+    client is closed. Now it is told so at once; close() gives the channel back once the mutex
+    is free."""
+    from foundation_shm._region import read_region
+
+    echo_process("--channels", "4")
+    client = ShmTransport().connect(name, channels=2, connect_timeout=600)
+    failed: dict[str, BaseException] = {}
+    client.infer(InferenceRequest("echo", {"x": np.ones(4, np.float32)}), timeout=30)
+    closing = threading.Thread(target=client.close)
+    with _region_mutex_held(name):
+        closing.start()
+        assert until(lambda: client._pool._closed), "close() did not begin"
+        b = _call_in_thread(client, failed, "b", 0.2)
+        b.join(60)
+        assert not b.is_alive(), "a call waits for close()'s wait for the region mutex"
+        assert isinstance(failed.get("b"), ServerUnavailable), failed
+        assert "is closed" in str(failed["b"]), failed
+        assert closing.is_alive()  # it waits for the mutex, to free the channel under it
+    closing.join(60)
+    assert not closing.is_alive()
+    assert read_region(name)["clients"] == []  # freed (owner_pid = 0), not left to be reclaimed
