@@ -252,9 +252,13 @@ class InferenceClient:
         """The server's metrics document (per model: counts, latency percentiles, batches)."""
         return self._client.stats(timeout=self.timeout)
 
-    @staticmethod
-    def _closed_error(model: Any) -> ServerUnavailable:
-        return ServerUnavailable("the client is closed", model=model if type(model) is str else "")
+    def _closed_error(self, model: Any) -> ServerUnavailable:
+        """What a call of this client gets once it is closed: names the client (two clients'
+        errors read the same without it) and the call's model."""
+        return ServerUnavailable(
+            f"the InferenceClient of {self.name!r} ({self.transport}) is closed",
+            model=model if type(model) is str else "",
+        )
 
     def close(self) -> None:
         """Close the client: every call from now on, and every ``ainfer`` still waiting for a
