@@ -243,6 +243,9 @@ class _Dispatch:
                 f"channel {ch.index}: capacities {req_cap}+{resp_cap} are not multiples of {L.PAGE} "
                 f"within {name} ({data.size} bytes)"
             )
+        if not resp_cap:  # no room for even a header: every answer raised, logged as a bug of ours
+            data.close()
+            raise InternalError(f"channel {ch.index}: a response area of 0 bytes in {name} holds no answer")
         ch.data, ch.gen = data, ctl.u64[ch.gen_word]
         ch.req = data.buf[:req_cap].toreadonly()
         ch.resp = data.buf[req_cap : req_cap + resp_cap]

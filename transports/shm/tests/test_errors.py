@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -268,6 +269,37 @@ def test_a_channel_publishing_capacities_off_the_page_size_is_refused(
         with caplog.at_level("WARNING", logger="foundation_shm"), pytest.raises(DeadlineExceeded):
             bad.infer(InferenceRequest("echo", {"x": np.ones(1)}))
         assert "are not multiples of 4096" in caplog.text
+        _still_serves(good)
+
+
+def test_a_channel_publishing_a_response_area_of_0_bytes_is_refused_not_logged_as_a_server_bug(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A response capacity of 0 is a multiple of 4096, but no answer fits it: the server mapped
+    the segment, and every answer raised (a handler's into the handler: "respond called twice",
+    the request left unanswered, neither parked nor ever done, so a graceful stop waited its whole
+    drain timeout; a rejection's as "dispatch failed" with two tracebacks, a bug of the server's).
+    It is refused at the mapping now, as capacities off the page size are: a warning, the channel
+    parked until its client goes."""
+    from foundation_shm._channel import _C
+
+    with (
+        ShmTransport().serve(name, EchoHandler(), channels=2) as server,
+        ShmTransport().connect(name, timeout=1.0, channels=1) as bad,
+        ShmTransport().connect(name, channels=1) as good,
+    ):
+        _still_serves(bad)
+        ch = bad._take(0)
+        words = ch.conn.ctl.u64
+        words[(ch.base + _C.RESPONSE_CAPACITY) // 8] = 0
+        words[(ch.base + _C.DATA_GEN) // 8] += 1  # the server maps the channel's segment again
+        bad._give(ch)
+        with caplog.at_level("WARNING", logger="foundation_shm"), pytest.raises(DeadlineExceeded):
+            bad.infer(InferenceRequest("echo", {"x": np.ones(1)}))
+        assert ch.index in server._parked
+        assert server.in_flight() == 0  # a stop does not wait for it
+        assert "a response area of 0 bytes" in caplog.text
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
         _still_serves(good)
 
 
