@@ -37,7 +37,7 @@ func (c *Client) waitSeq(s uint64, deadline uint64) error {
 			break
 		}
 		if atomic.LoadInt32(&c.closed) != 0 { // Close, on another goroutine, waits for this call
-			return fail(ServerUnavailable, 0, "the client of %q was closed during the call", c.name)
+			return c.closedDuring()
 		}
 		if !c.alive() {
 			c.connected = false // the next call reconnects

@@ -343,7 +343,8 @@ func (c *Client) hung() string {
 // server that dies meanwhile is reported gone at once. A connect to a hung server claimed a
 // channel and its call left a request there that the server could not answer, to be reclaimed
 // only once it ran again: a service retrying through a stall took every channel of the server,
-// and every client was told OVERLOADED.
+// and every client was told OVERLOADED. A Close on another goroutine ends the wait (a call's
+// reconnect) at its next look: Close waits for the call, and waited as long as the call did.
 func (c *Client) waitBeating(deadline uint64) error {
 	end := monotonicNs() + uint64(c.opts.ConnectTimeoutMs)*uint64(time.Millisecond)
 	limit := fmt.Sprintf("within ConnectTimeoutMs (%d ms)", c.opts.ConnectTimeoutMs)
@@ -358,6 +359,9 @@ func (c *Client) waitBeating(deadline uint64) error {
 		if !c.alive() {
 			return fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
 		}
+		if atomic.LoadInt32(&c.closed) != 0 {
+			return c.closedDuring()
+		}
 		if monotonicNs() >= end {
 			return fail(ServerUnavailable, 0, "%s (its process is stopped or stalled, and no beat came %s): "+
 				"it takes no new client until it beats again", why, limit)
@@ -366,9 +370,38 @@ func (c *Client) waitBeating(deadline uint64) error {
 	}
 }
 
+// closedDuring is the error of a call whose client Close (on another goroutine) closed under it.
+func (c *Client) closedDuring() error {
+	return fail(ServerUnavailable, 0, "the client of %q was closed during the call", c.name)
+}
+
+// lockRegion takes the region mutex (section 10.1 step 4), waiting up to ConnectTimeoutMs: it is
+// held for microseconds, but for as long as a client stopped inside it (SIGSTOP, a debugger)
+// stays stopped. The wait is in slices, and a Close on another goroutine ends it (a call's
+// reconnect): Close waits for the call, and waited the whole ConnectTimeoutMs.
+func (c *Client) lockRegion() error {
+	end := monotonicNs() + uint64(c.opts.ConnectTimeoutMs)*uint64(time.Millisecond)
+	for {
+		slice := int64(waitSlice)
+		now := monotonicNs()
+		if now >= end {
+			return fail(Overloaded, 0, "shm server %q: region mutex busy for %d ms", c.name, c.opts.ConnectTimeoutMs)
+		}
+		if left := int64(end - now); left < slice {
+			slice = left
+		}
+		if semWait(c.mutex, slice) {
+			return nil
+		}
+		if atomic.LoadInt32(&c.closed) != 0 {
+			return c.closedDuring()
+		}
+	}
+}
+
 func (c *Client) claim() error {
-	if !semWait(c.mutex, int64(c.opts.ConnectTimeoutMs)*1e6) {
-		return fail(Overloaded, 0, "shm server %q: region mutex busy for %d ms", c.name, c.opts.ConnectTimeoutMs)
+	if err := c.lockRegion(); err != nil {
+		return err
 	}
 	pid := uint32(os.Getpid())
 	atomic.StoreUint32(c.u32(rMutexHolder), pid)
@@ -439,8 +472,9 @@ func (c *Client) disconnect() {
 //
 // Close may be called while another goroutine's call is in flight: that call fails
 // ServerUnavailable ("closed during the call") within one wait slice (50 ms), without reading the
-// response area, and Close returns once it has (the results and loaned slices of this client are
-// unmapped then: do not use them after Close). A request still with the server after 100 ms is
+// response area (a call reconnecting too, waiting for a hung server's beat or the region mutex),
+// and Close returns once it has (the results and loaned slices of this client are unmapped then:
+// do not use them after Close). A request still with the server after 100 ms is
 // left to it: the channel is given back with owner_start_time = 0 and the server reclaims it when
 // done (spec 10.1, "Disconnect"), also when the region mutex stays busy for ConnectTimeoutMs.
 //

@@ -121,3 +121,96 @@ func TestLiveAHungServerThatDiesWhileAConnectWaitsIsGone(t *testing.T) {
 		t.Fatal("the connect still waits for a dead server's beat")
 	}
 }
+
+// closeDuringACall starts a call on c (its server restarted, so the call reconnects) on a
+// goroutine, waits until the call is in, then closes c: Close must return, and the call end,
+// within the test's patience, whatever c's ConnectTimeoutMs. It returns the call's error.
+func closeDuringACall(t *testing.T, c *Client) error {
+	t.Helper()
+	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Infer("echo", x, -1) // no deadline: only ConnectTimeoutMs bounds its waits
+		done <- err
+	}()
+	for end := time.Now().Add(time.Minute); atomic.LoadInt32(&c.busy) == 0; {
+		if time.Now().After(end) {
+			t.Fatal("the call never began")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Close waits for another goroutine's reconnect (up to its ConnectTimeoutMs, 10 minutes)")
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(time.Minute):
+		t.Fatal("the call whose client was closed did not end")
+	}
+	return nil
+}
+
+// restarted connects a client (ConnectTimeoutMs: 10 minutes) to srv, makes a call, and restarts
+// the server (a graceful stop): the client's next call reconnects. It returns the client and an
+// observer connected to the new server.
+func restarted(t *testing.T, srv *echo) (*Client, *Client) {
+	t.Helper()
+	c := srv.connect(Options{ConnectTimeoutMs: 600000})
+	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
+	if _, err := c.Infer("echo", x, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	srv.stop(syscall.SIGTERM)
+	srv.restart()
+	return c, srv.connect(Options{})
+}
+
+// A call reconnecting to a hung server waits for its beat, up to ConnectTimeoutMs without a
+// deadline, and Close on another goroutine, which waits for the call to end, waited as long:
+// the wait never looked at Close. It now ends at its next look, the call failing "closed during
+// the call" with nothing claimed, and Close returns.
+func TestLiveCloseDuringAReconnectsWaitForAHungServerReturns(t *testing.T) {
+	srv := startEcho(t, "fdngohungcl")
+	c, o := restarted(t, srv)
+	hang(t, srv, o)
+	err := closeDuringACall(t, c)
+	wantError(t, "a call reconnecting to a hung server, closed", err, ServerUnavailable, "closed during the call")
+	if n := ownedBy(o, uint32(os.Getpid())); n != 1 {
+		t.Fatalf("this process owns %d channels of the hung server, not 1 (the observer's)", n)
+	}
+}
+
+// A call reconnecting waits for the region mutex up to ConnectTimeoutMs: a client stopped inside
+// it (a live holder, which the server never frees) kept it that long, and Close on another
+// goroutine waited as long for the call. The wait now ends at Close.
+func TestLiveCloseDuringAReconnectsWaitForTheRegionMutexReturns(t *testing.T) {
+	srv := startEcho(t, "fdngomutexcl")
+	c, o := restarted(t, srv)
+	if !semWait(o.mutex, 5e9) {
+		t.Fatal("cannot take the region mutex")
+	}
+	atomic.StoreUint32(o.u32(rMutexHolder), uint32(os.Getpid())) // alive: the server leaves it held
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			atomic.StoreUint32(o.u32(rMutexHolder), 0)
+			semPost(o.mutex)
+		}
+	}
+	defer release()
+	err := closeDuringACall(t, c)
+	release()
+	wantError(t, "a call reconnecting while the region mutex is held, closed", err, ServerUnavailable, "closed during the call")
+	if n := ownedBy(o, uint32(os.Getpid())); n != 1 {
+		t.Fatalf("this process owns %d channels, not 1 (the observer's)", n)
+	}
+}
