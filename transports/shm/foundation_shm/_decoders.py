@@ -140,10 +140,11 @@ LOCATION_DECODERS[int(Location.CUDA_IPC)] = decode_cuda_ipc_tensor  # refs, no G
 
 
 def decode_tensor(
-    area: Any, at: int, area_size: int, limits: Limits, request_id: int
+    area: Any, at: int, area_size: int, limits: Limits, request_id: int, msg: Any = None
 ) -> tuple[str, np.ndarray]:
-    """Decode the descriptor at ``at`` and return (name, array) through its location's decoder."""
-    fields = DESC.unpack_from(area, at)
+    """Decode the descriptor at ``at`` and return (name, array) through its location's decoder.
+    ``msg``: a copy of the message to read the descriptor from (the data stays in ``area``)."""
+    fields = DESC.unpack_from(area if msg is None else msg, at)
     name = _text(fields[0], "tensor name", request_id)
     ndim = fields[2]
     if ndim > limits.max_ndim:
@@ -235,9 +236,19 @@ def decode_request(
     area: Any, area_size: int | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> DecodedRequest:
     """Decode and check the request at offset 0 of ``area``; raises the typed error on any fault."""
+    return decode_request_copy(area, area_size, limits)[0]
+
+
+def decode_request_copy(
+    area: Any, area_size: int | None = None, limits: Limits = DEFAULT_LIMITS
+) -> tuple[DecodedRequest, bytes]:
+    """``decode_request``, and the header and payload bytes it decoded: a copy, read once (spec
+    13: the peer may rewrite the area meanwhile; every field is checked and used from the copy,
+    only the tensor data is read in the area, at offsets the copy gives)."""
     size = len(area) if area_size is None else area_size
     if size < MSG_HEADER_SIZE + BODY_SIZE:
         raise InvalidInput(f"area of {size} bytes is smaller than a request header")
+    head = bytes(area[: MSG_HEADER_SIZE + BODY_SIZE])
     (
         magic,
         version,
@@ -255,14 +266,15 @@ def decode_request(
         n_params,
         _,
         _,
-    ) = HEADER_AND_BODY.unpack_from(area, 0)
+    ) = HEADER_AND_BODY.unpack_from(head, 0)
     _check_header(area, size, magic, version, payload, rid)
     if n_params > _MAX_PARAMS:  # before the CRC and the copy read those bytes (spec 8 step 3)
         raise TooLarge(f"params_size {n_params} bytes (at most {_MAX_PARAMS})", request_id=rid)
     if payload != request_payload_size(n_in, n_out, n_params):
         raise InvalidInput(f"payload_size {payload} does not match the counts in the body", request_id=rid)
+    msg = head + bytes(area[MSG_HEADER_SIZE + BODY_SIZE : MSG_HEADER_SIZE + payload])
     if not flags & _DATA_CRC:
-        _check_crc(area, payload, crc, rid)
+        _check_crc(msg, payload, crc, rid)
     if kind not in _REQUEST_KINDS:
         raise InvalidInput(f"message kind {kind} is not a request", request_id=rid)
     if n_in > limits.max_tensors or n_out > limits.max_tensors:
@@ -274,7 +286,7 @@ def decode_request(
     inputs: dict[str, np.ndarray] = {}
     total = 0
     for _ in range(n_in):
-        name, array = decode_tensor(area, at, size, limits, rid)
+        name, array = decode_tensor(area, at, size, limits, rid, msg)
         if name in inputs:
             raise InvalidInput(f"input {name!r} appears twice", model=model_name, request_id=rid)
         inputs[name] = array
@@ -285,13 +297,12 @@ def decode_request(
             f"{total} bytes of inputs (at most {limits.max_bytes})", model=model_name, request_id=rid
         )
     if flags & _DATA_CRC:
-        _check_crc(area, payload, crc, rid, list(inputs.values()))
+        _check_crc(msg, payload, crc, rid, list(inputs.values()))
     outputs = tuple(
-        _text(bytes(area[at + i * NAME_SIZE : at + (i + 1) * NAME_SIZE]), "output name", rid)
-        for i in range(n_out)
+        _text(msg[at + i * NAME_SIZE : at + (i + 1) * NAME_SIZE], "output name", rid) for i in range(n_out)
     )
     at += NAME_SIZE * n_out
-    return DecodedRequest(
+    dec = DecodedRequest(
         kind,
         rid,
         flags,
@@ -300,8 +311,9 @@ def decode_request(
         deadline,
         inputs,
         outputs,
-        _params(bytes(area[at : at + n_params]), rid),
+        _params(msg[at : at + n_params], rid),
     )
+    return dec, msg
 
 
 def decode_response(

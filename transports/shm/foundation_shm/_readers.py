@@ -21,7 +21,7 @@ from ._codec import (
     Limits,
 )
 from ._cuda_desc import has_cuda_refs
-from ._decoders import _REQUEST_KINDS, decode_request, decode_response
+from ._decoders import _REQUEST_KINDS, decode_request_copy, decode_response
 from ._layout import CRC_OFFSET, MSG_HEADER, MSG_HEADER_SIZE, MSG_MAGIC, PROTOCOL_VERSION
 
 __all__ = ["RequestReader", "ResponseReader"]
@@ -98,12 +98,13 @@ class RequestReader(_Reader):
             model, version, _, inputs, outputs, params = self.last  # type: ignore[misc]
             kind, rid, flags, deadline = hit
             return _make_request((kind, rid, flags, model, version, deadline, dict(inputs), outputs, params))
-        dec = decode_request(self.area, self.size, self.limits)
+        # the payload remembered is the copy decoded (spec 13): read again from the area, it was
+        # the bytes of whatever the client wrote meanwhile, and a later request of those bytes
+        # was answered with this decoding, another message's
+        dec, msg = decode_request_copy(self.area, self.size, self.limits)
         if not dec.flags & _DATA_CRC and not dec.params:
-            payload = MSG_HEADER.unpack_from(self.area, 0)[4]
-            self._remember(
-                payload, (dec.model, dec.version, dec.deadline_ns, dict(dec.inputs), dec.outputs, {})
-            )
+            self.payload = msg[MSG_HEADER_SIZE:]
+            self.last = (dec.model, dec.version, dec.deadline_ns, dict(dec.inputs), dec.outputs, {})
         return dec
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from foundation_shm._codec import (
     layout,
     request_payload_size,
@@ -81,3 +82,32 @@ def test_response_reader_matches_full_decoding(messages: list[tuple[Any, ...]]) 
         if corruption is not None:
             buf[corruption[0]] = corruption[1]
         assert _outcome(reader.read) == _outcome(lambda: decode_response(bytes(buf), AREA))
+
+
+def test_a_request_rewritten_as_it_is_decoded_is_not_remembered_with_the_bytes_written_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spec 13: a check and its use read the same bytes. The reader decoded request A, then read
+    the payload to remember from the area again: a client that wrote request B in between had B's
+    bytes remembered with A's decoding, and B, sent again as it is, was answered as A (model
+    "echo" for a request naming "fail"). What is remembered is the copy that was decoded."""
+    from foundation_shm import _decoders, _vector_messages
+
+    x = {"x": np.arange(6, dtype=np.float32)}
+    a = _vector_messages._request(x, request_id=7, model="echo")
+    b = _vector_messages._request(x, request_id=8, model="fail")
+    assert len(a) == len(b)
+    area = bytearray(a)
+    reader = RequestReader(memoryview(area).toreadonly(), len(area))
+    params = _decoders._params
+
+    def then_b(raw: bytes, rid: int) -> dict[str, Any]:  # the decode's last read of the area
+        value = params(raw, rid)
+        area[:] = b  # the client's write lands right after it
+        return value
+
+    monkeypatch.setattr(_decoders, "_params", then_b)
+    assert reader.read().model == "echo"  # A, as it was when read
+    monkeypatch.undo()
+    got = reader.read()  # B, published as it is
+    assert (got.model, got.request_id) == ("fail", 8)
