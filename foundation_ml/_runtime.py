@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from foundation_core import Hub, emit
+from foundation_core.errors import FoundationError
 
 from ._backend import LoadedModel
 from ._batching import Batcher, is_ctrl_c
@@ -377,16 +378,33 @@ class MLRuntime:
 
     def start(self, transport: str = "shm", name: str = DEFAULT_NAME, **options: Any) -> TransportServer:
         """Serve on ``transport`` under ``name``; returns once clients can connect. ``options`` go
-        to the transport's ``serve``, over the defaults of its config section (``configured_options``)."""
+        to the transport's ``serve``, over the defaults of its config section (``configured_options``).
+        A closed runtime serves nothing: ``FoundationError`` (nothing would stop its server)."""
+        with self._models_lock:
+            if self._closed:
+                raise self._closed_error(transport, name)
         impl = self.hub.transports.get(transport)()
         self.name = self.name or name
         self._accepting = True
         options = {**configured_options(self.hub, transport, "serve"), **options}  # code wins over config
         server: TransportServer = impl.serve(name, self, **options)
-        self.addresses[id(server)] = name
-        self.servers.append((transport, server))
+        with self._models_lock:  # close() lists the servers to stop once it has set _closed
+            closed = self._closed
+            if not closed:
+                self.addresses[id(server)] = name
+                self.servers.append((transport, server))
+        if closed:  # closed by another thread meanwhile, which did not see this server
+            server.stop(0.0)
+            raise self._closed_error(transport, name)
         emit("server_start", name=name, transport=transport, models=self.registry.names())
         return server
+
+    @staticmethod
+    def _closed_error(transport: str, name: str) -> FoundationError:
+        return FoundationError(
+            f"the runtime is closed: start({transport!r}, {name!r}) would serve no model, and "
+            "nothing would stop the server; make a new MLRuntime"
+        )
 
     def serve(
         self,

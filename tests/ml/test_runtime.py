@@ -16,6 +16,7 @@ import pytest
 
 import foundation_core
 from foundation_core import Hub, hookimpl
+from foundation_core.errors import FoundationError
 from foundation_ml import (
     FunctionModel,
     InferenceClient,
@@ -360,6 +361,40 @@ def test_requests_after_close_are_refused(runtime, rows) -> None:
     runtime.close()
     got = call(runtime, InferenceRequest("m", {"x": rows(1)}))
     assert isinstance(got, ShuttingDown | ModelNotFound)
+
+
+def test_start_after_close_is_refused_and_serves_nothing(runtime, name) -> None:
+    """``start()`` on a closed runtime started a server that nothing stopped (close() again did
+    nothing, nor did the interpreter's exit): over shm its objects stayed in /dev/shm after the
+    process ended. It is refused now, naming the runtime as closed, and nothing is served."""
+    runtime.close()
+    with pytest.raises(FoundationError, match=rf"^the runtime is closed: start\('inproc', '{name}'\)"):
+        runtime.start("inproc", name)
+    with pytest.raises(ServerUnavailable):
+        InferenceClient(name, transport="inproc")
+    assert runtime.servers == []
+
+
+def test_a_start_that_a_close_in_another_thread_overtook_stops_its_server(
+    runtime, name, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A close() landing while start() was bringing up its server (after the check, before the
+    server was listed) did not see it: the server was left serving, stopped by nobody."""
+    from foundation_ml._inproc import InprocTransport
+
+    serve = InprocTransport.serve
+
+    def then_closed(self: Any, address: str, handler: Any, **options: Any) -> Any:
+        server = serve(self, address, handler, **options)
+        runtime.close()  # as another thread may, now
+        return server
+
+    monkeypatch.setattr(InprocTransport, "serve", then_closed)
+    with pytest.raises(FoundationError, match=r"^the runtime is closed"):
+        runtime.start("inproc", name)
+    with pytest.raises(ServerUnavailable):
+        InferenceClient(name, transport="inproc")
+    assert runtime.servers == []
 
 
 def test_handler_errors_are_inference_errors_with_wire_codes(served: InferenceClient) -> None:
