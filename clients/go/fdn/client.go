@@ -20,7 +20,7 @@ import (
 type Options struct {
 	SpinUs           uint32 // spin window before blocking (default 100 µs; NoSpin: do not spin)
 	Capacity         uint64 // request/response area bytes (default: the server's)
-	ConnectTimeoutMs uint32 // region mutex wait at connect, and a hung server's next beat (default 2000)
+	ConnectTimeoutMs uint32 // region mutex wait at connect, and a hung server's next beat (default 2000); a call's reconnect waits no later than its deadline
 	DataCRC          bool   // the CRC also covers tensor data
 }
 
@@ -240,14 +240,15 @@ func (c *Client) finalize() {
 }
 
 // connect attaches and claims a channel; deadline (monotonic ns, 0 for none) is the calling
-// request's, which bounds the wait for a hung server's beat as ConnectTimeoutMs does.
+// request's, which bounds the waits for a hung server's beat and for the region mutex as
+// ConnectTimeoutMs does (section 10.1).
 func (c *Client) connect(deadline uint64) error {
 	err := c.openRegion()
 	if err == nil {
 		err = c.waitBeating(deadline)
 	}
 	if err == nil {
-		err = c.claim()
+		err = c.claim(deadline)
 	}
 	if err != nil {
 		c.disconnect()
@@ -375,19 +376,24 @@ func (c *Client) closedDuring() error {
 	return fail(ServerUnavailable, 0, "the client of %q was closed during the call", c.name)
 }
 
-// lockRegion takes the region mutex (section 10.1 step 4), waiting up to ConnectTimeoutMs: it is
-// held for microseconds, but for as long as a client stopped inside it (SIGSTOP, a debugger)
-// stays stopped. The wait is in slices, and a Close on another goroutine ends it (a call's
-// reconnect): Close waits for the call, and waited the whole ConnectTimeoutMs.
-func (c *Client) lockRegion() error {
+// lockRegion takes the region mutex (section 10.1 step 4), waiting up to ConnectTimeoutMs and no
+// later than deadline (a call's, 0 for none): it is held for microseconds, but for as long as a
+// client stopped inside it (SIGSTOP, a debugger) stays stopped. Past ConnectTimeoutMs it fails
+// OVERLOADED, at the call's deadline DEADLINE_EXCEEDED: a call with a 200 ms timeout that
+// reconnected waited the whole ConnectTimeoutMs (minutes, if so configured) for the mutex. The
+// wait is in slices, and a Close on another goroutine ends it (a call's reconnect): Close waits
+// for the call, and waited the whole ConnectTimeoutMs.
+func (c *Client) lockRegion(deadline uint64) error {
 	end := monotonicNs() + uint64(c.opts.ConnectTimeoutMs)*uint64(time.Millisecond)
+	byDeadline := deadline != 0 && deadline < end
+	if byDeadline {
+		end = deadline
+	}
 	for {
-		slice := int64(waitSlice)
-		now := monotonicNs()
+		slice, now := int64(waitSlice), monotonicNs()
 		if now >= end {
-			return fail(Overloaded, 0, "shm server %q: region mutex busy for %d ms", c.name, c.opts.ConnectTimeoutMs)
-		}
-		if left := int64(end - now); left < slice {
+			slice = 0 // one look: a deadline spent on a beat's wait still takes a free mutex
+		} else if left := int64(end - now); left < slice {
 			slice = left
 		}
 		if semWait(c.mutex, slice) {
@@ -396,11 +402,17 @@ func (c *Client) lockRegion() error {
 		if atomic.LoadInt32(&c.closed) != 0 {
 			return c.closedDuring()
 		}
+		if monotonicNs() >= end {
+			if byDeadline {
+				return fail(DeadlineExceeded, 0, "shm server %q: region mutex still busy at the deadline", c.name)
+			}
+			return fail(Overloaded, 0, "shm server %q: region mutex busy for %d ms", c.name, c.opts.ConnectTimeoutMs)
+		}
 	}
 }
 
-func (c *Client) claim() error {
-	if err := c.lockRegion(); err != nil {
+func (c *Client) claim(deadline uint64) error {
+	if err := c.lockRegion(deadline); err != nil {
 		return err
 	}
 	pid := uint32(os.Getpid())

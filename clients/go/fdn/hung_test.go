@@ -194,6 +194,20 @@ func TestLiveCloseDuringAReconnectsWaitForAHungServerReturns(t *testing.T) {
 func TestLiveCloseDuringAReconnectsWaitForTheRegionMutexReturns(t *testing.T) {
 	srv := startEcho(t, "fdngomutexcl")
 	c, o := restarted(t, srv)
+	release := holdRegionMutex(t, o)
+	err := closeDuringACall(t, c)
+	release()
+	wantError(t, "a call reconnecting while the region mutex is held, closed", err, ServerUnavailable, "closed during the call")
+	if n := ownedBy(o, uint32(os.Getpid())); n != 1 {
+		t.Fatalf("this process owns %d channels, not 1 (the observer's)", n)
+	}
+}
+
+// holdRegionMutex takes the region mutex of o's server as a client stopped inside it would hold
+// it (its holder a live pid, which the server never frees), and returns what releases it; it is
+// released when the test ends, whatever fails.
+func holdRegionMutex(t *testing.T, o *Client) func() {
+	t.Helper()
 	if !semWait(o.mutex, 5e9) {
 		t.Fatal("cannot take the region mutex")
 	}
@@ -206,11 +220,36 @@ func TestLiveCloseDuringAReconnectsWaitForTheRegionMutexReturns(t *testing.T) {
 			semPost(o.mutex)
 		}
 	}
-	defer release()
-	err := closeDuringACall(t, c)
-	release()
-	wantError(t, "a call reconnecting while the region mutex is held, closed", err, ServerUnavailable, "closed during the call")
+	t.Cleanup(release)
+	return release
+}
+
+// A call that reconnected waited for a busy region mutex up to ConnectTimeoutMs whatever its own
+// timeout: a call of 200 ms waited 30 s here (10 minutes, had it been so configured), then
+// failed OVERLOADED. It now waits no later than its deadline and fails DEADLINE_EXCEEDED saying
+// what it waited for; a Connect outside a call still waits ConnectTimeoutMs and is OVERLOADED.
+func TestLiveAReconnectsWaitForTheRegionMutexKeepsTheCallsTimeout(t *testing.T) {
+	srv := startEcho(t, "fdngomutexdl")
+	c := srv.connect(Options{ConnectTimeoutMs: 30000})
+	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
+	if _, err := c.Infer("echo", x, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	srv.stop(syscall.SIGTERM) // a graceful stop: the client reconnects on its next call
+	srv.restart()
+	o := srv.connect(Options{})
+	release := holdRegionMutex(t, o)
+	_, err := c.Infer("echo", x, 200*time.Millisecond)
+	wantError(t, "a call reconnecting while the region mutex is held", err, DeadlineExceeded,
+		fmt.Sprintf("shm server %q: region mutex still busy at the deadline", srv.name))
+	_, err = Connect(srv.name, Options{ConnectTimeoutMs: 200})
+	wantError(t, "a connect while the region mutex is held", err, Overloaded,
+		fmt.Sprintf("shm server %q: region mutex busy for 200 ms", srv.name))
 	if n := ownedBy(o, uint32(os.Getpid())); n != 1 {
 		t.Fatalf("this process owns %d channels, not 1 (the observer's)", n)
+	}
+	release()
+	if r, err := c.Infer("echo", x, 30*time.Second); err != nil || r.Output("x").Data[0] != 7 {
+		t.Fatalf("a call once the mutex is free: %v", err)
 	}
 }
