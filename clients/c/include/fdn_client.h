@@ -344,7 +344,8 @@ struct fdn_options {
     uint64_t capacity;           /* request/response area bytes, rounded up to pages (0 = the
                                   * server's default; what /dev/shm cannot hold: TOO_LARGE) */
     uint32_t connect_timeout_ms; /* region mutex wait at connect and close, and for a hung server's
-                                  * next beat at connect (0 = the default, 2000) */
+                                  * next beat at connect (0 = the default, 2000); a call that
+                                  * reconnects waits for either no later than its deadline */
     uint32_t data_crc;           /* 1: the CRC also covers tensor data */
 };
 #define FDN_DEFAULT_OPTIONS ((struct fdn_options){100, 0, 2000, 0})

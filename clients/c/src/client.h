@@ -47,8 +47,8 @@ int fdn_sem_wait_ns(sem_t *sem, uint64_t timeout_ns); /* 0 if a post was taken *
 uint64_t fdn_pages(uint64_t n); /* n rounded up to whole pages, at least one */
 /* Create a data segment with these capacities and publish it (10.1, "Growing"). */
 enum fdn_status fdn_attach(struct fdn_client *c, uint64_t req_cap, uint64_t resp_cap, struct fdn_error *err);
-/* 10.1; `deadline` (monotonic ns, 0 for none): the calling request's, which bounds the wait for a
- * hung server's beat (10.3) as connect_timeout_ms does */
+/* 10.1; `deadline` (monotonic ns, 0 for none): the calling request's, which bounds the waits for a
+ * hung server's beat (10.3) and for the region mutex as connect_timeout_ms does */
 enum fdn_status fdn_connect_now(struct fdn_client *c, uint64_t deadline, struct fdn_error *err);
 void fdn_disconnect(struct fdn_client *c); /* unmap, close, unlink the data segment */
 

@@ -276,11 +276,22 @@ static enum fdn_status open_region(struct fdn_client *c, struct fdn_error *err) 
     return FDN_OK;
 }
 
-static enum fdn_status claim(struct fdn_client *c, struct fdn_error *err) {
+/* 10.1 steps 4-8. The region mutex is waited for up to connect_timeout_ms (then OVERLOADED) and no
+ * later than `deadline` (a call's, 0 for none: then DEADLINE_EXCEEDED). It is held for
+ * microseconds, but for as long as a client stopped inside it stays stopped: a call with a 200 ms
+ * timeout that reconnected waited the whole connect_timeout_ms for it. */
+static enum fdn_status claim(struct fdn_client *c, uint64_t deadline, struct fdn_error *err) {
     struct fdn_region_header *r = c->region;
-    if (fdn_sem_wait_ns(c->mutex, (uint64_t)c->opts.connect_timeout_ms * 1000000u) < 0)
+    uint64_t now = fdn_now_ns(), wait = (uint64_t)c->opts.connect_timeout_ms * 1000000u;
+    int by_deadline = deadline && deadline < now + wait;
+    if (by_deadline) wait = deadline > now ? deadline - now : 0; /* spent: one look, a free mutex is taken */
+    if (fdn_sem_wait_ns(c->mutex, wait) < 0) {
+        if (by_deadline)
+            return fdn_fail(err, FDN_DEADLINE_EXCEEDED, 0, "shm server '%s': region mutex still busy at the deadline",
+                            c->name);
         return fdn_fail(err, FDN_OVERLOADED, 0, "shm server '%s': region mutex busy for %u ms", c->name,
                         c->opts.connect_timeout_ms);
+    }
     uint32_t pid = (uint32_t)getpid();
     FDN_STORE(&r->mutex_holder_pid, pid);
     enum fdn_status st = FDN_OK;
@@ -377,7 +388,7 @@ static enum fdn_status wait_beating(struct fdn_client *c, uint64_t deadline, str
 enum fdn_status fdn_connect_now(struct fdn_client *c, uint64_t deadline, struct fdn_error *err) {
     enum fdn_status st = open_region(c, err);
     if (st == FDN_OK) st = wait_beating(c, deadline, err);
-    if (st == FDN_OK) st = claim(c, err);
+    if (st == FDN_OK) st = claim(c, deadline, err);
     if (st) {
         fdn_disconnect(c);
         return st;

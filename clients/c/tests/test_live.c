@@ -521,6 +521,73 @@ out:
     remove_objects(name);
 }
 
+/* A call that reconnected (its server stopped and started again) waited for a busy region mutex
+ * up to connect_timeout_ms whatever its own timeout: a call of 200 ms waited 30 s here, then failed
+ * OVERLOADED. It now waits no later than its deadline and fails DEADLINE_EXCEEDED saying what it
+ * waited for; a connect outside a call still waits connect_timeout_ms and is OVERLOADED. The mutex
+ * is held as a client stopped inside it holds it: its holder a live pid, never freed by the server. */
+static void mutex_checks(const char *python) {
+    char name[64], says[160], lock[128];
+    snprintf(name, sizeof name, "fdncm%d", (int)getpid());
+    snprintf(lock, sizeof lock, "/fdn-%s-lock", name);
+    pid_t server = echo_server(python, name);
+    CHECK(server > 0, "start a server");
+    if (server < 0) return;
+    struct fdn_options patient = FDN_DEFAULT_OPTIONS, brief = FDN_DEFAULT_OPTIONS;
+    patient.connect_timeout_ms = 30000;
+    brief.connect_timeout_ms = 200;
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    fdn_client *c = NULL, *d = NULL;
+    struct fdn_region_header *r = NULL;
+    size_t size = 0;
+    sem_t *mutex = SEM_FAILED;
+    int held = 0;
+    enum fdn_status st = fdn_connect(&c, name, &patient, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st) goto out;
+    echo(c, "a call before the server restarts");
+    kill(server, SIGTERM); /* a graceful stop: the client reconnects on its next call */
+    waitpid(server, NULL, 0);
+    server = echo_server(python, name);
+    CHECK(server > 0, "restart");
+    if (server < 0) goto out;
+    r = map_region(name, &size);
+    mutex = sem_open(lock, 0);
+    CHECK(r && mutex != SEM_FAILED, "map the control segment, open the region mutex");
+    if (!r || mutex == SEM_FAILED) goto out;
+    CHECK(sem_wait(mutex) == 0, "take the region mutex");
+    held = 1;
+    __atomic_store_n(&r->mutex_holder_pid, (uint32_t)getpid(), __ATOMIC_RELEASE); /* alive: left held */
+
+    st = fdn_infer(c, "echo", &in, 1, 200, &res, &err);
+    snprintf(says, sizeof says, "shm server '%s': region mutex still busy at the deadline", name);
+    CHECK(st == FDN_DEADLINE_EXCEEDED && strstr(err.message, says),
+          "a call reconnecting while the region mutex is held: %s %s", fdn_strerror(st), err.message);
+    memset(&err, 0, sizeof err);
+    st = fdn_connect(&d, name, &brief, &err);
+    snprintf(says, sizeof says, "shm server '%s': region mutex busy for 200 ms", name);
+    CHECK(st == FDN_OVERLOADED && strstr(err.message, says), "a connect while the region mutex is held: %s %s",
+          fdn_strerror(st), err.message);
+    if (d) fdn_close(d);
+    CHECK(owned(r) == 0, "this process owns %d channels of the restarted server, not 0", owned(r));
+    __atomic_store_n(&r->mutex_holder_pid, 0, __ATOMIC_RELEASE);
+    sem_post(mutex);
+    held = 0;
+    echo(c, "the call once the mutex is free");
+out:
+    if (held) {
+        __atomic_store_n(&r->mutex_holder_pid, 0, __ATOMIC_RELEASE);
+        sem_post(mutex);
+    }
+    if (mutex != SEM_FAILED) sem_close(mutex);
+    if (r) munmap(r, size);
+    if (c) fdn_close(c);
+    if (server > 0) kill_server(server);
+    remove_objects(name);
+}
+
 /* Spec 10.1, "Disconnect": fdn_close gives the channel back with owner_start_time = 0 when its
  * request is still with the server (after a deadline), and also when the region mutex stays busy
  * for connect_timeout_ms (it kept the channel owned by this live process for good); the server
@@ -714,6 +781,7 @@ int main(void) {
         late_loan_checks(name, server);
         cycle_checks(name);
         hung_checks(python);
+        mutex_checks(python);
 
         struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
         struct fdn_call slow = {.params = "{\"ms\": 300}"};
