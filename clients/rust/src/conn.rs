@@ -343,8 +343,8 @@ fn into_tensors(outputs: &[TensorRef], data: Vec<Vec<u8>>) -> Vec<Tensor> {
 
 impl Conn {
     /// Connect (10.1 steps 1-8): attach to the server `name` and claim a channel.
-    /// `deadline`: the calling request's (monotonic ns, 0 for none), which bounds the wait for a
-    /// hung server's heartbeat as `connect_timeout` does.
+    /// `deadline`: the calling request's (monotonic ns, 0 for none), which bounds the waits for a
+    /// hung server's heartbeat and for the region mutex as `connect_timeout` does.
     pub(crate) fn open(name: &str, opts: &ConnectOptions, deadline: u64) -> Result<Conn> {
         // Steps 1-2: map the control segment, check it, check the server lives.
         let (ctl, mode) = Mapping::open(&l::control_name(name))
@@ -364,7 +364,7 @@ impl Conn {
         let start = shm::process_start_time(pid).unwrap_or(0);
         // Steps 4-7, under the region mutex.
         let claim = {
-            let _guard = MutexGuard::take(&ctl, &mutex, opts.connect_timeout, name)?;
+            let _guard = MutexGuard::take(&ctl, &mutex, opts.connect_timeout, deadline, name)?;
             claim_channel(&ctl, name, region.count, capacity, mode, pid, start)?
         };
         // Step 8.
@@ -593,7 +593,7 @@ impl Conn {
                     Duration::ZERO,
                 );
             }
-            if let Ok(_guard) = MutexGuard::take(&self.ctl, &self.mutex, timeout, &self.name) {
+            if let Ok(_guard) = MutexGuard::take(&self.ctl, &self.mutex, timeout, 0, &self.name) {
                 if self.server_seq() == self.seq {
                     self.ctl.u32(self.base + ch::OWNER_PID).store(0, SeqCst);
                 } else {

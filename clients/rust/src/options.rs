@@ -19,8 +19,9 @@ pub struct ConnectOptions {
     /// system call).
     pub yield_after: Duration,
     /// How long to wait for the region mutex at connect before failing OVERLOADED (2 s), and
-    /// for the heartbeat of a server found hung to move again before failing SERVER_UNAVAILABLE
-    /// (a call's reconnect waits no longer than the call's own timeout).
+    /// for the heartbeat of a server found hung to move again before failing SERVER_UNAVAILABLE.
+    /// A call's reconnect waits for either no longer than the call's own timeout (the mutex:
+    /// then DEADLINE_EXCEEDED).
     pub connect_timeout: Duration,
     /// Set `FDN_FLAG_DATA_CRC`: the CRC also covers the tensor data (for debugging).
     pub data_crc: bool,

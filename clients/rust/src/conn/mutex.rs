@@ -15,17 +15,32 @@ pub(super) struct MutexGuard<'a> {
 }
 
 impl<'a> MutexGuard<'a> {
+    /// Take the mutex, waiting up to `timeout` (`connect_timeout`: then OVERLOADED) and no later
+    /// than `deadline` (a call's own, monotonic ns, 0 for none: then DEADLINE_EXCEEDED). It is
+    /// held for microseconds, but for as long as a client stopped inside it stays stopped: a
+    /// call with a 200 ms timeout that reconnected waited the whole `connect_timeout` for it.
     pub(super) fn take(
         ctl: &'a Mapping,
         mutex: &'a Semaphore,
         timeout: Duration,
+        deadline: u64,
         name: &str,
     ) -> Result<MutexGuard<'a>> {
-        let until = deadline_after(Some(timeout));
+        let mut until = deadline_after(Some(timeout));
+        let by_deadline = deadline != 0 && deadline < until;
+        if by_deadline {
+            until = deadline;
+        }
         loop {
             match mutex.wait_until(until) {
                 Wait::Posted => break,
                 Wait::Interrupted if shm::monotonic_ns() < until => continue,
+                _ if by_deadline => {
+                    return err(
+                        Status::DeadlineExceeded,
+                        format!("shm server {name:?}: region mutex still busy at the deadline"),
+                    )
+                }
                 _ => {
                     return err(
                         Status::Overloaded,

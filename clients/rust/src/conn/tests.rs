@@ -527,3 +527,75 @@ fn a_server_that_has_just_resumed_is_connected_to() {
         .infer("echo", &x(), Some(Duration::from_secs(5)))
         .unwrap();
 }
+
+/// Holds the region mutex of a server as a client stopped inside it would (its holder a live
+/// pid, which the server never frees); releases it when dropped, also when a test fails first.
+struct HeldMutex(Mapping, Semaphore);
+
+impl HeldMutex {
+    fn take(name: &str) -> HeldMutex {
+        let mutex = Semaphore::open(&l::mutex_name(name)).unwrap();
+        let until = crate::shm::monotonic_ns() + 5_000_000_000;
+        assert!(matches!(mutex.wait_until(until), Wait::Posted));
+        let ctl = region(name);
+        ctl.u32(rg::MUTEX_HOLDER_PID)
+            .store(std::process::id(), SeqCst);
+        HeldMutex(ctl, mutex)
+    }
+}
+
+impl Drop for HeldMutex {
+    fn drop(&mut self) {
+        self.0.u32(rg::MUTEX_HOLDER_PID).store(0, SeqCst);
+        self.1.post();
+    }
+}
+
+/// A call that reconnected (its server stopped and started again) waited for a busy region mutex
+/// up to `connect_timeout` whatever its own timeout: a call of 200 ms waited 30 s here, then
+/// failed OVERLOADED. It now waits no later than its deadline and fails DEADLINE_EXCEEDED saying
+/// what it waited for; a connect outside a call still waits `connect_timeout`, OVERLOADED.
+#[test]
+fn a_reconnect_s_wait_for_the_region_mutex_keeps_the_call_s_timeout() {
+    let Some(first) = echo_server("rustmtxdl") else {
+        return;
+    };
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_secs(30),
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(&first.1, opts).unwrap();
+    client
+        .infer("echo", &x(), Some(Duration::from_secs(5)))
+        .unwrap();
+    drop(first); // a graceful stop: the client reconnects on its next call
+    let echo = echo_server("rustmtxdl").unwrap(); // the same name
+    let held = HeldMutex::take(&echo.1);
+    let e = client
+        .infer("echo", &x(), Some(Duration::from_millis(200)))
+        .unwrap_err();
+    assert_eq!(e.code, Status::DeadlineExceeded, "{e}");
+    let busy = format!(
+        "shm server {:?}: region mutex still busy at the deadline",
+        echo.1
+    );
+    assert!(e.message.contains(&busy), "{e}");
+    let short = ConnectOptions {
+        connect_timeout: Duration::from_millis(200),
+        ..ConnectOptions::default()
+    };
+    let e = Client::connect(&echo.1, short).map(drop).unwrap_err();
+    assert_eq!(e.code, Status::Overloaded, "{e}");
+    let busy = format!("shm server {:?}: region mutex busy for 200 ms", echo.1);
+    assert!(e.message.contains(&busy), "{e}");
+    let ctl = region(&echo.1);
+    let pid = std::process::id();
+    assert!(
+        (0..ctl.u32(rg::CHANNEL_COUNT).load(SeqCst) as usize).all(|i| owned(&ctl, i).0 != pid),
+        "a failed claim left a channel owned by this process"
+    );
+    drop(held);
+    client
+        .infer("echo", &x(), Some(Duration::from_secs(5)))
+        .unwrap();
+}
