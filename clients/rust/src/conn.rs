@@ -226,7 +226,7 @@ fn claim_channel(
             )
         })?;
     let base = l::CHANNELS_OFFSET + index * l::CHANNEL_SIZE;
-    let gen = next_gen(ctl.u64(base + ch::DATA_GEN).load(Relaxed), name, index)?;
+    let gen = next_gen(ctl.u64(base + ch::DATA_GEN).load(Relaxed));
     let (data, data_name) = create_data(name, index, gen, capacity, capacity, mode)?;
     ctl.u32(base + ch::CLIENT_SLEEPING).store(0, Relaxed);
     ctl.u64(base + ch::OWNER_START_TIME).store(start, Relaxed);
@@ -245,15 +245,11 @@ fn claim_channel(
     })
 }
 
-/// The data generation after `gen` (a region whose `data_gen` is the largest u64 is corrupt:
-/// the next one would wrap to 0, which names no segment).
-fn next_gen(gen: u64, name: &str, index: usize) -> Result<u64> {
-    gen.checked_add(1).ok_or_else(|| {
-        Error::new(
-            Status::Internal,
-            format!("shm server {name:?} channel {index}: data_gen {gen} cannot advance"),
-        )
-    })
+/// The data generation after `gen`, wrapping as the C and Go clients' do (spec 10.1): a
+/// `data_gen` a previous owner left at the largest u64 was refused (INTERNAL), and the channel,
+/// the lowest free one, which every connect takes, refused every connect after it.
+fn next_gen(gen: u64) -> u64 {
+    gen.wrapping_add(1)
 }
 
 /// A CUDA_IPC output is refused: this client never asks for one.
@@ -431,7 +427,7 @@ impl Conn {
     /// Replace the data segment by one with the given capacities (channel idle), carrying over
     /// the first `keep` bytes of the request area ("Growing" in 10.1).
     fn regrow(&mut self, req_cap: usize, resp_cap: usize, keep: usize) -> Result<()> {
-        let gen = next_gen(self.gen, &self.name, self.index)?;
+        let gen = next_gen(self.gen);
         let (mut data, data_name) =
             create_data(&self.name, self.index, gen, req_cap, resp_cap, self.mode)?;
         let keep = keep.min(self.req_cap).min(req_cap);

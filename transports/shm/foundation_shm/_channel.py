@@ -241,7 +241,7 @@ class _Channel:
         """Create a data segment of the given capacities and publish it in the channel block
         (the old one's request bytes in use are carried over, then it is unlinked)."""
         ctl, pid = self.conn.ctl, os.getpid()
-        gen = ctl.u64[(self.base + _C.DATA_GEN) // 8] + 1
+        gen = (ctl.u64[(self.base + _C.DATA_GEN) // 8] + 1) & 0xFFFF_FFFF_FFFF_FFFF  # wraps (10.1)
         name = L.data_name(self.conn.name, self.index, pid, gen)
         data = self._create(name, req_cap, resp_cap)
         if self.data is not None and self.used:

@@ -86,7 +86,7 @@ class _Dispatch:
         """Decode the request in full (or reject it), then run it."""
         rid, model = 0, ""
         try:
-            if ch.gen != self._u64[ch.gen_word]:
+            if ch.data is None or ch.gen != self._u64[ch.gen_word]:  # (a generation may wrap to 0)
                 self._map(ch)
             assert ch.reader is not None
             dec = ch.reader.read()

@@ -532,3 +532,34 @@ def test_a_control_segment_shrunk_under_a_client_is_server_unavailable_not_a_sig
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert "ServerUnavailable: model 'echo': shm server" in done.stdout
     assert "its control segment was shrunk under this client" in done.stdout
+
+
+def test_a_data_gen_left_at_the_largest_u64_wraps_and_the_channel_serves(name: str) -> None:
+    """A previous owner left its channel's data_gen at 2^64 - 1 (a bug, or a hostile client of
+    the user): every later connect took that channel (the lowest free one) and failed untyped
+    (``ValueError: memoryview: invalid value for format 'Q'``), leaving a data segment named
+    ``...-18446744073709551616`` behind. The generation wraps to 0 (spec 10.1), and the server maps
+    a channel's segment anew whenever it has none mapped, whatever the generation."""
+    server = ShmTransport().serve(name, EchoHandler(), channels=1)
+    try:
+        x = np.arange(5, dtype=np.float32)
+        with ShmTransport().connect(name, timeout=5) as first:
+            first.infer(InferenceRequest("echo", {"x": x}))
+            ch = first._take(0)
+            try:
+                ch.conn.ctl.u64[(ch.base + L.ChannelField.DATA_GEN) // 8] = 2**64 - 1
+            finally:
+                first._give(ch)
+        deadline = time.monotonic() + 60
+        while server._channels[0].data is not None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the server lets go of the first client's segment (10.4)
+        with ShmTransport().connect(name, timeout=5) as second:
+            ch = second._take(0)
+            gen = ch.gen
+            second._give(ch)
+            out = second.infer(InferenceRequest("echo", {"x": x}))
+            assert gen == 0
+            np.testing.assert_array_equal(out.outputs["x"], x)
+    finally:
+        server.stop()
+    assert not [f for f in os.listdir("/dev/shm") if name in f]
