@@ -82,6 +82,7 @@ _INFER = int(L.MessageKind.INFER_REQUEST)
 _STATE = _R.STATE // 4
 _SERVER_SLEEPING = _R.SERVER_SLEEPING // 4
 _READY = int(L.RegionState.READY)
+_STOPPED = int(L.RegionState.STOPPED)
 _TOO_LARGE = int(ErrorCode.TOO_LARGE)
 _clock = time.monotonic_ns
 
@@ -168,36 +169,46 @@ class ShmClient(TransportClient):
                         return self._cuda.infer(self, request, rid, timeout, copy)
                     break
             deadline = self._deadline(request.deadline_ns, timeout)
-            ch = self._take(deadline)
-            views = False
             try:
-                inputs = request.inputs
-                params = sendable_params(request.parameters, rid) if request.parameters else b""
-                # the request repeats the last one on this channel (model, names; then dtypes and
-                # shapes, checked as the data is copied): only the data and the header are written
-                key = (request.model, request.version, tuple(request.outputs), params, tuple(inputs))
-                if key == ch.wkey and self._lane and ch.conn.alive:
-                    resp = self._exchange_repeat(ch, request, rid, deadline)
-                elif key == ch.wkey and fill(ch.wval[3], inputs.values()):
-                    refs, _, payload, _ = ch.wval
-                    req = ch.req
-                    if deadline != ch.wdeadline:
-                        _U64.pack_into(req, _DEADLINE_AT, deadline)
-                        ch.wdeadline = deadline
-                    write_header(req, _INFER, rid, payload, self.flags, refs)
-                    resp = self._exchange(ch, rid, request.model, deadline, retry=True)
-                else:
-                    arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in inputs.values()]
-                    resp = self._infer_full(ch, request, arrays, params, key, rid, deadline)
-                if copy and not self.copy_outputs:  # (with copy_outputs the response is copies already)
-                    resp.outputs = {k: v.copy() for k, v in resp.outputs.items()}
-                views = not copy
-                return resp
-            finally:
-                self._give(ch, hold=views)  # views: this thread keeps the channel; copies: the pool
+                return self._send(request, rid, deadline, copy)
+            except _GoneBeforeSending:  # nothing was sent: once more, on a new connection
+                try:
+                    return self._send(request, rid, deadline, copy)
+                except _GoneBeforeSending as exc:
+                    raise ServerUnavailable(str(exc)) from None
         except InferenceError as exc:  # made where the call is not known (the pool, the connection)
             exc.with_call(request.model, rid)
             raise
+
+    def _send(self, request: InferenceRequest, rid: int, deadline: int, copy: bool) -> InferenceResponse:
+        """One attempt of ``infer``: a channel, the request written and sent, its answer."""
+        ch = self._take(deadline)
+        views = False
+        try:
+            inputs = request.inputs
+            params = sendable_params(request.parameters, rid) if request.parameters else b""
+            # the request repeats the last one on this channel (model, names; then dtypes and
+            # shapes, checked as the data is copied): only the data and the header are written
+            key = (request.model, request.version, tuple(request.outputs), params, tuple(inputs))
+            if key == ch.wkey and self._lane and ch.conn.alive:
+                resp = self._exchange_repeat(ch, request, rid, deadline)
+            elif key == ch.wkey and fill(ch.wval[3], inputs.values()):
+                refs, _, payload, _ = ch.wval
+                req = ch.req
+                if deadline != ch.wdeadline:
+                    _U64.pack_into(req, _DEADLINE_AT, deadline)
+                    ch.wdeadline = deadline
+                write_header(req, _INFER, rid, payload, self.flags, refs)
+                resp = self._exchange(ch, rid, request.model, deadline, retry=True)
+            else:
+                arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in inputs.values()]
+                resp = self._infer_full(ch, request, arrays, params, key, rid, deadline)
+            if copy and not self.copy_outputs:  # (with copy_outputs the response is copies already)
+                resp.outputs = {k: v.copy() for k, v in resp.outputs.items()}
+            views = not copy
+            return resp
+        finally:
+            self._give(ch, hold=views)  # views: this thread keeps the channel; copies: the pool
 
     def infer_copy(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
         """``infer`` returning copies the caller owns, copied straight from the response area; the
@@ -273,7 +284,7 @@ class ShmClient(TransportClient):
         conn = ch.conn
         u32, u64 = conn.ctl.u32, conn.ctl.u64
         if not conn.alive or u32[_STATE] != _READY or conn.closing:
-            conn.check()  # raises unless the server lives (a STOPPING one still answers), or closed
+            _check_before_sending(conn)  # raises unless the server lives (a STOPPING one answers)
         seq = ch.seq + 1
         ch.seq = seq
         if hot is not None:  # store, fence, read the server's sleeping word: one C call
@@ -294,7 +305,7 @@ class ShmClient(TransportClient):
         spinning and checked against the cached one. What it cannot finish goes the general way."""
         conn = ch.conn
         if conn.ctl.u32[_STATE] != _READY or conn.closing:
-            conn.check()
+            _check_before_sending(conn)
         _, _, payload, dsts = ch.wval
         seq = ch.seq + 1
         spin = self._spin
@@ -394,13 +405,13 @@ class ShmClient(TransportClient):
         deadline = self._deadline(0, timeout)
         rid = next(self._ids)
         try:
-            ch = self._take(deadline)
             try:
-                size = L.MSG_HEADER_SIZE + request_payload_size(0, 0, 0)
-                self._write(ch, [], size, rid, model, "", deadline, kind=kind)
-                resp = self._exchange(ch, rid, model, deadline, retry=True)
-            finally:
-                self._give(ch)
+                resp = self._control_once(kind, model, rid, deadline)
+            except _GoneBeforeSending:  # nothing was sent: once more, on a new connection
+                try:
+                    resp = self._control_once(kind, model, rid, deadline)
+                except _GoneBeforeSending as exc:
+                    raise ServerUnavailable(str(exc)) from None
             try:
                 doc = json.loads(str(resp.parameters.get("__text__", "")))
             except ValueError:
@@ -411,6 +422,15 @@ class ShmClient(TransportClient):
         except InferenceError as exc:  # as infer's
             exc.with_call(model, rid)
             raise
+
+    def _control_once(self, kind: int, model: str, rid: int, deadline: int) -> InferenceResponse:
+        ch = self._take(deadline)
+        try:
+            size = L.MSG_HEADER_SIZE + request_payload_size(0, 0, 0)
+            self._write(ch, [], size, rid, model, "", deadline, kind=kind)
+            return self._exchange(ch, rid, model, deadline, retry=True)
+        finally:
+            self._give(ch)
 
     def metadata(self, model: str, *, timeout: float | None = None) -> dict[str, Any]:
         return self._control(L.MessageKind.METADATA_REQUEST, model, timeout)
@@ -454,6 +474,26 @@ class ShmClient(TransportClient):
 
 
 _ = (InferenceError, ServerUnavailable)
+
+
+class _GoneBeforeSending(ServerUnavailable):
+    """The server had stopped (its region STOPPED: a graceful stop) before the request was
+    published: nothing was sent, so ``infer``, ``metadata`` and ``stats`` send it once more on a
+    new connection (a server restarted under the same name: the first call after the restart
+    failed, where the C, Rust and Go clients reconnect first). Never seen by a caller."""
+
+
+def _check_before_sending(conn: _Connection) -> None:
+    """Before publishing a request: ``conn.check()``, its failure raised as ``_GoneBeforeSending``
+    when the region says the server stopped. Not when the client was closed (the call fails, it
+    is not sent elsewhere), nor when the region was lost (shrunk under this client: its own
+    message says more than the reconnect's would)."""
+    try:
+        conn.check()
+    except ServerUnavailable as exc:
+        if conn.closing or conn.ctl.faulted() or conn.ctl.u32[_STATE] != _STOPPED:
+            raise
+        raise _GoneBeforeSending(str(exc)) from None
 
 
 def _still_awaited(conn: _Connection) -> None:

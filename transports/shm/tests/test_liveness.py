@@ -151,6 +151,36 @@ def test_a_restarted_server_serves_clients_that_retry(
     assert len(served_after) == 20
 
 
+def test_the_first_call_after_a_graceful_restart_is_served_by_the_new_server(
+    echo_process: Callable[..., EchoProcess], name: str
+) -> None:
+    """A server stopped (SIGTERM: it marks its region STOPPED and removes it) and started again
+    under its name, as a deploy does: the client's next call failed ServerUnavailable "is gone"
+    and only the call after it reconnected, while the C, Rust and Go clients reconnect first.
+    The request was never sent (the client saw the region stopped before publishing it), so it
+    is sent on a new connection; with no new server the call fails saying there is none. (A
+    server killed instead leaves its region READY: a request published there may have reached
+    the model before it died, and that call fails, test_a_restarted_server_serves_clients_that_retry.)"""
+    x = np.arange(4, dtype=np.float32)
+    server = echo_process()
+    with ShmTransport().connect(name, timeout=10) as client:
+        client.infer(InferenceRequest("echo", {"x": x}))
+        for call in ("infer", "metadata", "stats"):
+            server.stop()
+            server = echo_process()
+            if call == "infer":
+                np.testing.assert_array_equal(
+                    client.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x
+                )
+            elif call == "metadata":
+                assert client.metadata("echo")["name"] == "echo"
+            else:
+                assert client.stats()["requests"] == 0  # the new server's
+        server.stop()
+        with pytest.raises(ServerUnavailable, match=f"no shm server named '{name}'"):
+            client.infer(InferenceRequest("echo", {"x": x}))
+
+
 def test_one_live_server_per_name(echo_server: EchoProcess, name: str) -> None:
     with pytest.raises(FileExistsError, match="already holds"):
         ShmTransport().serve(name, EchoHandler())
