@@ -24,9 +24,9 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -85,6 +85,7 @@ _READY = int(L.RegionState.READY)
 _STOPPED = int(L.RegionState.STOPPED)
 _TOO_LARGE = int(ErrorCode.TOO_LARGE)
 _clock = time.monotonic_ns
+_T = TypeVar("_T")
 
 
 class ShmClient(TransportClient):
@@ -166,16 +167,10 @@ class ShmClient(TransportClient):
             for a in request.inputs.values():  # torch CUDA tensors go by IPC handle, or by host (spec 15)
                 if type(a) is not np.ndarray:
                     if self._cuda.claims(request.inputs):
-                        return self._cuda.infer(self, request, rid, timeout, copy)
+                        return _once_more(lambda: self._cuda.infer(self, request, rid, timeout, copy))
                     break
             deadline = self._deadline(request.deadline_ns, timeout)
-            try:
-                return self._send(request, rid, deadline, copy)
-            except _GoneBeforeSending:  # nothing was sent: once more, on a new connection
-                try:
-                    return self._send(request, rid, deadline, copy)
-                except _GoneBeforeSending as exc:
-                    raise ServerUnavailable(str(exc)) from None
+            return _once_more(lambda: self._send(request, rid, deadline, copy))
         except InferenceError as exc:  # made where the call is not known (the pool, the connection)
             exc.with_call(request.model, rid)
             raise
@@ -405,13 +400,7 @@ class ShmClient(TransportClient):
         deadline = self._deadline(0, timeout)
         rid = next(self._ids)
         try:
-            try:
-                resp = self._control_once(kind, model, rid, deadline)
-            except _GoneBeforeSending:  # nothing was sent: once more, on a new connection
-                try:
-                    resp = self._control_once(kind, model, rid, deadline)
-                except _GoneBeforeSending as exc:
-                    raise ServerUnavailable(str(exc)) from None
+            resp = _once_more(lambda: self._control_once(kind, model, rid, deadline))
             try:
                 doc = json.loads(str(resp.parameters.get("__text__", "")))
             except ValueError:
@@ -478,9 +467,29 @@ _ = (InferenceError, ServerUnavailable)
 
 class _GoneBeforeSending(ServerUnavailable):
     """The server had stopped (its region STOPPED: a graceful stop) before the request was
-    published: nothing was sent, so ``infer``, ``metadata`` and ``stats`` send it once more on a
-    new connection (a server restarted under the same name: the first call after the restart
-    failed, where the C, Rust and Go clients reconnect first). Never seen by a caller."""
+    published: nothing was sent, so ``infer`` (host or CUDA inputs), ``metadata`` and ``stats``
+    send it once more on a new connection (``_once_more``: a server restarted under the same
+    name, the first call after the restart failed, where the C, Rust and Go clients reconnect
+    first). Never seen by a caller: a loan, whose areas are the old connection's, raises it as
+    a plain ``ServerUnavailable`` (``gone_before_sending``)."""
+
+
+def _once_more(attempt: Callable[[], _T]) -> _T:
+    """``attempt()``, and once more if it found the server stopped before sending
+    (``_GoneBeforeSending``); a second such failure is a plain ``ServerUnavailable``."""
+    try:
+        return attempt()
+    except _GoneBeforeSending:  # nothing was sent: once more, on a new connection
+        try:
+            return attempt()
+        except _GoneBeforeSending as exc:
+            raise ServerUnavailable(str(exc)) from None
+
+
+def gone_before_sending(exc: BaseException) -> BaseException:
+    """``exc``, or a plain ``ServerUnavailable`` of its message if it is a ``_GoneBeforeSending``
+    that no one sends again (a loan's call): the private type is never a caller's to see."""
+    return ServerUnavailable(str(exc)) if isinstance(exc, _GoneBeforeSending) else exc
 
 
 def _check_before_sending(conn: _Connection) -> None:

@@ -243,9 +243,16 @@ class Loan:
         except BaseException as exc:
             if _pending(ch):  # the server may still read the inputs: they are not to be written
                 self._stop_lending(rid)
-            if isinstance(exc, InferenceError):  # made where the call is not known (as infer's)
-                exc.with_call(self.model, rid)
-            raise
+            from ._client import gone_before_sending  # (_client imports this module)
+
+            # a server stopped before the request was sent: a loan's areas are the old
+            # connection's, so nothing sends it again; the caller sees ServerUnavailable
+            plain = gone_before_sending(exc)
+            if isinstance(plain, InferenceError):  # made where the call is not known (as infer's)
+                plain.with_call(self.model, rid)
+            if plain is exc:
+                raise
+            raise plain from None
         finally:
             if ch.gen != gen and not self._ended:  # the response area grew: the segment moved, and
                 self._map()  # the views with it

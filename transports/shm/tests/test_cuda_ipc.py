@@ -462,6 +462,37 @@ def test_a_server_refusing_at_request_time_makes_the_client_fall_back_and_rememb
             assert exported == ["x"]  # tried once by handle, then by host for this connection
 
 
+def test_the_first_call_by_handle_after_a_graceful_restart_is_served_by_the_new_server(
+    name: str, cpu_as_device: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server stopped (its region STOPPED) and started again under its name: a call with
+    host inputs is sent once more on a new connection (nothing was sent), but one by IPC handle
+    failed with the private ``_GoneBeforeSending`` ('is gone'); it is sent once more too (here
+    the new server refuses the fake handle, and the call falls back to host memory)."""
+
+    def fake_export(n: str, t: Any) -> CudaIpcRef:
+        return _ref(name=n, shape=tuple(t.shape), size=t.numel() * t.element_size(), offset=0)
+
+    monkeypatch.setattr(_cuda_client, "export_tensor", fake_export)
+    monkeypatch.setattr(_cuda_client, "_synchronize", lambda devices: None)
+
+    def serve() -> Any:
+        server = ShmTransport().serve(name, EchoHandler(), channels=2)
+        server._ctl.u32[L.RegionField.FEATURES // 4] |= L.Feature.CUDA_IPC
+        return server
+
+    server = serve()
+    try:
+        with ShmTransport().connect(name, cuda_fallback="host") as client:
+            client.infer(InferenceRequest("echo", {"x": np.arange(4.0)}))  # by host: not refused
+            server.stop()
+            server = serve()
+            out = client.infer(InferenceRequest("echo", {"x": torch.arange(4.0)})).outputs["x"]
+            assert out.tolist() == [0.0, 1.0, 2.0, 3.0]
+    finally:
+        server.stop()
+
+
 # --- the server's handle cache and its lifetime rules (a fake driver) -----------------------------
 
 

@@ -303,3 +303,22 @@ def test_a_call_waiting_for_a_channel_whose_server_died_fails_server_unavailable
                 client.infer(InferenceRequest("echo", {"x": np.zeros(4, np.float32)}), timeout=timeout)
             with pytest.raises(ServerUnavailable, match=r"\(pid \d+\) is gone"):
                 client.loan("echo", SPEC, timeout=timeout)
+
+
+def test_a_loan_call_after_its_server_stopped_gracefully_is_server_unavailable(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """A loan whose server was stopped gracefully (its region STOPPED) before its call: nothing
+    was sent, and a loan's areas are the old connection's, so nothing sends it again; the call
+    failed with the client's private ``_GoneBeforeSending`` (what ``infer`` sends once more
+    after), and is now a plain ``ServerUnavailable`` naming the call."""
+    server = echo_process()
+    with ShmTransport().connect(name) as client:
+        with client.loan("echo", SPEC, timeout=2) as loan:
+            loan["x"][:] = 1.0
+            loan.infer(timeout=5)
+            server.stop()
+            gone = rf"model 'echo'.*shm server '{name}'.* is gone"
+            with pytest.raises(ServerUnavailable, match=gone) as got:
+                loan.infer(timeout=5)
+            assert type(got.value) is ServerUnavailable
