@@ -18,6 +18,7 @@ import pytest
 from foundation_shm import ShmTransport
 from foundation_shm import _layout as L
 from foundation_shm._channel import _Connection
+from foundation_shm._client import ShmClient
 from foundation_shm._echo import EchoHandler
 from foundation_shm._region import read_region
 from foundation_shm._segments import Segment
@@ -58,6 +59,24 @@ def _owned_by_us(name: str) -> int:
     return read_region(name)["clients"].count(os.getpid())
 
 
+def _beat_waits(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set once a claim begins to wait for a hung server's beat."""
+    waiting = threading.Event()
+    wait_beating = _Connection.wait_beating
+
+    def watched(conn: _Connection, wait: float, limit: str) -> None:
+        waiting.set()
+        wait_beating(conn, wait, limit)
+
+    monkeypatch.setattr(_Connection, "wait_beating", watched)
+    return waiting
+
+
+def _echoes(client: ShmClient) -> None:
+    """``client``'s call (30 s) is answered with its input."""
+    np.testing.assert_array_equal(client.infer(REQUEST, timeout=30).outputs["x"], REQUEST.inputs["x"])
+
+
 def test_connects_to_a_hung_server_claim_no_channel_and_say_it_is_hung(
     name: str, echo_process: Callable[..., EchoProcess]
 ) -> None:
@@ -78,7 +97,7 @@ def test_connects_to_a_hung_server_claim_no_channel_and_say_it_is_hung(
         assert read_region(name)["clients"] == []
     # just resumed (its next beat up to an interval away): the connect waits for that beat
     with ShmTransport().connect(name, channels=1, connect_timeout=30) as client:
-        np.testing.assert_array_equal(client.infer(REQUEST, timeout=30).outputs["x"], REQUEST.inputs["x"])
+        _echoes(client)
 
 
 def test_a_call_claiming_a_channel_of_a_hung_server_waits_for_a_beat_within_its_own_timeout(
@@ -97,9 +116,7 @@ def test_a_call_claiming_a_channel_of_a_hung_server_waits_for_a_beat_within_its_
             with pytest.raises(ServerUnavailable, match=r"is hung: .*before the call's deadline"):
                 client.infer(REQUEST, timeout=0.2)
             assert _owned_by_us(name) == 1
-        # resumed: it answers the old request, and the channel serves again
-        out = client.infer(REQUEST, timeout=30).outputs["x"]
-        np.testing.assert_array_equal(out, REQUEST.inputs["x"])
+        _echoes(client)  # resumed: it answers the old request, and the channel serves again
 
 
 def test_a_hung_server_that_dies_while_a_connect_waits_for_its_beat_is_reported_gone(
@@ -110,14 +127,7 @@ def test_a_hung_server_that_dies_while_a_connect_waits_for_its_beat_is_reported_
     passed."""
     server = echo_process()
     pid = server.pid
-    waiting = threading.Event()
-    wait_beating = _Connection.wait_beating
-
-    def watched(conn: _Connection, wait: float, limit: str) -> None:
-        waiting.set()
-        wait_beating(conn, wait, limit)
-
-    monkeypatch.setattr(_Connection, "wait_beating", watched)
+    waiting = _beat_waits(monkeypatch)
     failed: list[BaseException] = []
 
     def connect() -> None:
@@ -148,14 +158,7 @@ def test_a_claim_waiting_for_a_hung_servers_beat_keeps_no_other_thread_waiting(
     timeout (then ServerUnavailable, nothing claimed), close() returns, and the waiting call then
     fails ServerUnavailable, all while the server is still hung."""
     server = echo_process("--channels", "4")
-    waiting = threading.Event()
-    wait_beating = _Connection.wait_beating
-
-    def watched(conn: _Connection, wait: float, limit: str) -> None:
-        waiting.set()
-        wait_beating(conn, wait, limit)
-
-    monkeypatch.setattr(_Connection, "wait_beating", watched)
+    waiting = _beat_waits(monkeypatch)
     client = ShmTransport().connect(name, channels=3, connect_timeout=600)
     failed: dict[str, BaseException] = {}
 
