@@ -44,6 +44,27 @@ func ownedBy(o *Client, pid uint32) int {
 	return n
 }
 
+// wantOwnedBy fails the test unless process pid owns exactly one channel of o's server (o's).
+func wantOwnedBy(t *testing.T, o *Client, what string) {
+	t.Helper()
+	if n := ownedBy(o, uint32(os.Getpid())); n != 1 {
+		t.Fatalf("this process owns %d channels %s, not 1 (the observer's)", n, what)
+	}
+}
+
+// oneByte is the request of these tests: one byte, 7.
+func oneByte() []Input {
+	return []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
+}
+
+// wantEcho fails the test unless a call on c (30 s) is answered with its input.
+func wantEcho(t *testing.T, c *Client, what string) {
+	t.Helper()
+	if r, err := c.Infer("echo", oneByte(), 30*time.Second); err != nil || r.Output("x").Data[0] != 7 {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
 // Each connect to a stopped server claimed a channel and its call left a request there that the
 // server could not answer: on a 4-channel server, 4 DEADLINE_EXCEEDED and then OVERLOADED 'all 4
 // channels are in use' for every client, when the server was hung. A connect now waits up to
@@ -52,12 +73,11 @@ func ownedBy(o *Client, pid uint32) int {
 func TestLiveConnectsToAHungServerClaimNoChannelAndSayItIsHung(t *testing.T) {
 	srv := startEcho(t, "fdngohung", "--channels", "4")
 	o := srv.connect(Options{})
-	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
 	hang(t, srv, o)
 	for i := 0; i < 8; i++ {
 		c, err := Connect(srv.name, Options{ConnectTimeoutMs: 200})
 		if err == nil {
-			_, err = c.Infer("echo", x, 200*time.Millisecond)
+			_, err = c.Infer("echo", oneByte(), 200*time.Millisecond)
 			c.Close()
 		}
 		wantError(t, fmt.Sprintf("connect %d to a hung server", i), err, ServerUnavailable,
@@ -69,30 +89,19 @@ func TestLiveConnectsToAHungServerClaimNoChannelAndSayItIsHung(t *testing.T) {
 	}
 	srv.cmd.Process.Signal(syscall.SIGCONT)
 	c := srv.connect(Options{ConnectTimeoutMs: 30000}) // its next beat is up to an interval away
-	if r, err := c.Infer("echo", x, 30*time.Second); err != nil || r.Output("x").Data[0] != 7 {
-		t.Fatalf("a call on the resumed server: %v", err)
-	}
+	wantEcho(t, c, "a call on the resumed server")
 }
 
 // A call that reconnects (its server restarted) to a hung server waits for its beat no longer
 // than the call's own timeout (ConnectTimeoutMs is a minute here), then SERVER_UNAVAILABLE.
 func TestLiveAReconnectToAHungServerKeepsTheCallsTimeout(t *testing.T) {
 	srv := startEcho(t, "fdngohungdl")
-	c := srv.connect(Options{ConnectTimeoutMs: 60000})
-	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
-	if _, err := c.Infer("echo", x, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	srv.stop(syscall.SIGTERM) // a graceful stop: the client reconnects on its next call
-	srv.restart()
-	o := srv.connect(Options{})
+	c, o := restarted(t, srv, 60000)
 	hang(t, srv, o)
-	_, err := c.Infer("echo", x, 200*time.Millisecond)
+	_, err := c.Infer("echo", oneByte(), 200*time.Millisecond)
 	wantError(t, "a call reconnecting to a hung server", err, ServerUnavailable, "is hung: ", "before the call's deadline")
 	srv.cmd.Process.Signal(syscall.SIGCONT)
-	if r, err := c.Infer("echo", x, 30*time.Second); err != nil || r.Output("x").Data[0] != 7 {
-		t.Fatalf("a call on the resumed server: %v", err)
-	}
+	wantEcho(t, c, "a call on the resumed server")
 }
 
 // A connect waiting (ConnectTimeoutMs: a minute) for a hung server's beat looks at its liveness
@@ -127,10 +136,9 @@ func TestLiveAHungServerThatDiesWhileAConnectWaitsIsGone(t *testing.T) {
 // within the test's patience, whatever c's ConnectTimeoutMs. It returns the call's error.
 func closeDuringACall(t *testing.T, c *Client) error {
 	t.Helper()
-	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.Infer("echo", x, -1) // no deadline: only ConnectTimeoutMs bounds its waits
+		_, err := c.Infer("echo", oneByte(), -1) // no deadline: only ConnectTimeoutMs bounds its waits
 		done <- err
 	}()
 	for end := time.Now().Add(time.Minute); atomic.LoadInt32(&c.busy) == 0; {
@@ -158,14 +166,13 @@ func closeDuringACall(t *testing.T, c *Client) error {
 	return nil
 }
 
-// restarted connects a client (ConnectTimeoutMs: 10 minutes) to srv, makes a call, and restarts
+// restarted connects a client (ConnectTimeoutMs: connectMs) to srv, makes a call, and restarts
 // the server (a graceful stop): the client's next call reconnects. It returns the client and an
 // observer connected to the new server.
-func restarted(t *testing.T, srv *echo) (*Client, *Client) {
+func restarted(t *testing.T, srv *echo, connectMs uint32) (*Client, *Client) {
 	t.Helper()
-	c := srv.connect(Options{ConnectTimeoutMs: 600000})
-	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
-	if _, err := c.Infer("echo", x, 30*time.Second); err != nil {
+	c := srv.connect(Options{ConnectTimeoutMs: connectMs})
+	if _, err := c.Infer("echo", oneByte(), 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	srv.stop(syscall.SIGTERM)
@@ -179,13 +186,11 @@ func restarted(t *testing.T, srv *echo) (*Client, *Client) {
 // the call" with nothing claimed, and Close returns.
 func TestLiveCloseDuringAReconnectsWaitForAHungServerReturns(t *testing.T) {
 	srv := startEcho(t, "fdngohungcl")
-	c, o := restarted(t, srv)
+	c, o := restarted(t, srv, 600000)
 	hang(t, srv, o)
 	err := closeDuringACall(t, c)
 	wantError(t, "a call reconnecting to a hung server, closed", err, ServerUnavailable, "closed during the call")
-	if n := ownedBy(o, uint32(os.Getpid())); n != 1 {
-		t.Fatalf("this process owns %d channels of the hung server, not 1 (the observer's)", n)
-	}
+	wantOwnedBy(t, o, "of the hung server")
 }
 
 // A call reconnecting waits for the region mutex up to ConnectTimeoutMs: a client stopped inside
@@ -193,14 +198,12 @@ func TestLiveCloseDuringAReconnectsWaitForAHungServerReturns(t *testing.T) {
 // goroutine waited as long for the call. The wait now ends at Close.
 func TestLiveCloseDuringAReconnectsWaitForTheRegionMutexReturns(t *testing.T) {
 	srv := startEcho(t, "fdngomutexcl")
-	c, o := restarted(t, srv)
+	c, o := restarted(t, srv, 600000)
 	release := holdRegionMutex(t, o)
 	err := closeDuringACall(t, c)
 	release()
 	wantError(t, "a call reconnecting while the region mutex is held, closed", err, ServerUnavailable, "closed during the call")
-	if n := ownedBy(o, uint32(os.Getpid())); n != 1 {
-		t.Fatalf("this process owns %d channels, not 1 (the observer's)", n)
-	}
+	wantOwnedBy(t, o, "of the server")
 }
 
 // holdRegionMutex takes the region mutex of o's server as a client stopped inside it would hold
@@ -230,26 +233,15 @@ func holdRegionMutex(t *testing.T, o *Client) func() {
 // what it waited for; a Connect outside a call still waits ConnectTimeoutMs and is OVERLOADED.
 func TestLiveAReconnectsWaitForTheRegionMutexKeepsTheCallsTimeout(t *testing.T) {
 	srv := startEcho(t, "fdngomutexdl")
-	c := srv.connect(Options{ConnectTimeoutMs: 30000})
-	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
-	if _, err := c.Infer("echo", x, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	srv.stop(syscall.SIGTERM) // a graceful stop: the client reconnects on its next call
-	srv.restart()
-	o := srv.connect(Options{})
+	c, o := restarted(t, srv, 30000)
 	release := holdRegionMutex(t, o)
-	_, err := c.Infer("echo", x, 200*time.Millisecond)
+	_, err := c.Infer("echo", oneByte(), 200*time.Millisecond)
 	wantError(t, "a call reconnecting while the region mutex is held", err, DeadlineExceeded,
 		fmt.Sprintf("shm server %q: region mutex still busy at the deadline", srv.name))
 	_, err = Connect(srv.name, Options{ConnectTimeoutMs: 200})
 	wantError(t, "a connect while the region mutex is held", err, Overloaded,
 		fmt.Sprintf("shm server %q: region mutex busy for 200 ms", srv.name))
-	if n := ownedBy(o, uint32(os.Getpid())); n != 1 {
-		t.Fatalf("this process owns %d channels, not 1 (the observer's)", n)
-	}
+	wantOwnedBy(t, o, "of the server")
 	release()
-	if r, err := c.Infer("echo", x, 30*time.Second); err != nil || r.Output("x").Data[0] != 7 {
-		t.Fatalf("a call once the mutex is free: %v", err)
-	}
+	wantEcho(t, c, "a call once the mutex is free")
 }
