@@ -129,6 +129,36 @@ fn x() -> Vec<Tensor> {
     vec![Tensor::from_slice("x", &[2], &[1i32, 2]).unwrap()]
 }
 
+/// A client of `name` that has made one call, and the index of its channel.
+fn connected(name: &str, opts: ConnectOptions) -> (Client, usize) {
+    let mut client = Client::connect(name, opts).unwrap();
+    client
+        .infer("echo", &x(), Some(Duration::from_secs(5)))
+        .unwrap();
+    let i = client.channel().unwrap();
+    (client, i)
+}
+
+/// Wait until channel `i` has a request with the server, or the thread making it has ended.
+fn wait_published<T>(ctl: &Mapping, i: usize, call: &std::thread::JoinHandle<T>) {
+    while ctl.u64(base(i) + ch::CLIENT_SEQ).load(SeqCst)
+        == ctl.u64(base(i) + ch::SERVER_SEQ).load(SeqCst)
+        && !call.is_finished()
+    {
+        std::thread::yield_now();
+    }
+}
+
+/// Channel `i` was given back: no owner, or one the server reclaims (owner_start_time 0), not
+/// kept by this live process for good.
+fn assert_given_back(ctl: &Mapping, i: usize) {
+    let (pid, start) = owned(ctl, i);
+    assert!(
+        pid == 0 || start == 0,
+        "channel {i} is kept by this live process (owner_pid {pid}, owner_start_time {start})"
+    );
+}
+
 /// A client dropped while the region mutex stays busy gives its channel back without it
 /// (owner_start_time = 0): it kept it owned by this live process for good.
 #[test]
@@ -141,21 +171,13 @@ fn a_busy_region_mutex_still_gives_the_channel_back() {
         connect_timeout: Duration::from_millis(100),
         ..ConnectOptions::default()
     };
-    let mut client = Client::connect(&echo.1, opts).unwrap();
-    client
-        .infer("echo", &x(), Some(Duration::from_secs(5)))
-        .unwrap();
-    let i = client.channel().unwrap();
+    let (client, i) = connected(&echo.1, opts);
     let mutex = Semaphore::open(&l::mutex_name(&echo.1)).unwrap();
     let until = crate::shm::monotonic_ns() + 5_000_000_000;
     assert!(matches!(mutex.wait_until(until), Wait::Posted));
     drop(client);
     mutex.post();
-    let (pid, start) = owned(&ctl, i);
-    assert!(
-        pid == 0 || start == 0,
-        "the channel is kept by this live process (owner_start_time {start})"
-    );
+    assert_given_back(&ctl, i);
     assert!(freed(&ctl, i), "the server did not reclaim the channel");
 }
 
@@ -171,11 +193,7 @@ fn a_request_with_a_server_that_hangs_waits_for_its_answer() {
         return;
     };
     let ctl = region(&echo.1);
-    let mut client = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
-    client
-        .infer("echo", &x(), Some(Duration::from_secs(5)))
-        .unwrap();
-    let i = client.channel().unwrap();
+    let (mut client, i) = connected(&echo.1, ConnectOptions::default());
     let slow = crate::InferOptions {
         timeout: None,
         params: vec![("ms".into(), crate::Param::Int(200))],
@@ -185,13 +203,7 @@ fn a_request_with_a_server_that_hangs_waits_for_its_answer() {
         let got = client.infer_with("sleep", &x(), &slow);
         (client, got)
     });
-    let published = || {
-        ctl.u64(base(i) + ch::CLIENT_SEQ).load(SeqCst)
-            != ctl.u64(base(i) + ch::SERVER_SEQ).load(SeqCst)
-    };
-    while !published() && !call.is_finished() {
-        std::thread::yield_now();
-    }
+    wait_published(&ctl, i, &call);
     hang(&echo, &ctl, 1500);
     signal(&echo, "CONT");
     let (mut client, got) = call.join().unwrap();
@@ -220,19 +232,10 @@ fn a_server_that_dies_with_a_request_fails_it_as_gone() {
         return;
     };
     let ctl = region(&echo.1);
-    let mut client = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
-    client
-        .infer("echo", &x(), Some(Duration::from_secs(5)))
-        .unwrap();
-    let i = client.channel().unwrap();
+    let (mut client, i) = connected(&echo.1, ConnectOptions::default());
     signal(&echo, "STOP");
     let call = std::thread::spawn(move || client.infer("echo", &x(), None).map(drop));
-    while ctl.u64(base(i) + ch::CLIENT_SEQ).load(SeqCst)
-        == ctl.u64(base(i) + ch::SERVER_SEQ).load(SeqCst)
-        && !call.is_finished()
-    {
-        std::thread::yield_now();
-    }
+    wait_published(&ctl, i, &call);
     signal(&echo, "KILL");
     let got = call.join().unwrap();
     clean(&echo.1);
@@ -250,19 +253,11 @@ fn a_client_dropped_while_its_server_is_hung_gives_its_channel_back() {
         return;
     };
     let ctl = region(&echo.1);
-    let mut client = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
-    client
-        .infer("echo", &x(), Some(Duration::from_secs(5)))
-        .unwrap();
-    let i = client.channel().unwrap();
+    let (client, i) = connected(&echo.1, ConnectOptions::default());
     hang(&echo, &ctl, 1010);
     drop(client);
-    let (pid, start) = owned(&ctl, i);
+    assert_given_back(&ctl, i); // read while the server is stopped: it cannot have reclaimed it
     signal(&echo, "CONT");
-    assert!(
-        pid == 0 || start == 0,
-        "the channel is kept by this live process (owner_start_time {start})"
-    );
     assert!(
         freed(&ctl, i),
         "the channel of the hung server's client is kept: {:?}",
@@ -289,11 +284,7 @@ fn a_pending_request_leaves_the_channel_to_the_server() {
     let e = client.infer_with("sleep", &x(), &slow).unwrap_err();
     assert_eq!(e.code, Status::DeadlineExceeded, "{e}");
     drop(client);
-    let (pid, start) = owned(&ctl, i);
-    assert!(
-        pid == 0 || start == 0,
-        "the channel is kept by this live process (owner_start_time {start})"
-    );
+    assert_given_back(&ctl, i);
     assert!(freed(&ctl, i), "the server did not reclaim the channel");
 }
 
@@ -329,11 +320,7 @@ fn a_connect_that_cannot_open_its_channel_semaphore_gives_the_channel_back() {
         Err(e) => e,
     };
     assert_eq!(e.code, Status::ServerUnavailable, "{e}");
-    let (pid, start) = owned(&ctl, 0);
-    assert!(
-        pid == 0 || start == 0,
-        "channel 0 is kept by this live process (owner_pid {pid}, owner_start_time {start})"
-    );
+    assert_given_back(&ctl, 0);
     assert!(
         e.message.contains("cannot open the semaphore of channel 0"),
         "{e}"
@@ -416,10 +403,7 @@ fn retrying_a_hung_server_claims_no_channel_per_connect() {
         connect_timeout: Duration::from_millis(100), // how long a connect waits for a beat
         ..ConnectOptions::default()
     };
-    let mut client = Client::connect(&echo.1, opts.clone()).unwrap();
-    client
-        .infer("echo", &x(), Some(Duration::from_secs(5)))
-        .unwrap();
+    let _client = connected(&echo.1, opts.clone());
     hang(&echo, &ctl, 1010);
     let retries: Vec<_> = (0..6)
         .map(|_| Client::connect(&echo.1, opts.clone()).map(drop))
@@ -473,10 +457,7 @@ fn a_reconnect_to_a_hung_server_keeps_the_call_s_timeout_and_sees_it_die() {
         connect_timeout: Duration::from_secs(60),
         ..ConnectOptions::default()
     };
-    let mut client = Client::connect(&first.1, opts.clone()).unwrap();
-    client
-        .infer("echo", &x(), Some(Duration::from_secs(5)))
-        .unwrap();
+    let (mut client, _) = connected(&first.1, opts.clone());
     drop(first); // a graceful stop: the client reconnects on its next call
     let echo = echo_server("rusthungdl").unwrap(); // the same name
     hang(&echo, &region(&echo.1), 1010);
@@ -568,10 +549,7 @@ fn a_reconnect_s_wait_for_the_region_mutex_keeps_the_call_s_timeout() {
         connect_timeout: Duration::from_secs(30),
         ..ConnectOptions::default()
     };
-    let mut client = Client::connect(&first.1, opts).unwrap();
-    client
-        .infer("echo", &x(), Some(Duration::from_secs(5)))
-        .unwrap();
+    let (mut client, _) = connected(&first.1, opts);
     drop(first); // a graceful stop: the client reconnects on its next call
     let echo = echo_server("rustmtxdl").unwrap(); // the same name
     let held = HeldMutex::take(&echo.1);
