@@ -394,6 +394,11 @@ class ChannelPool:
             conn.wait_beating(max(0.0, (end - time.monotonic_ns()) / 1e9), limit)
         except ValueError:  # dropped and closed meanwhile (close(), a dead server): look again
             pass
+        except ServerUnavailable:
+            if not conn.closing:  # hung past the wait, or gone: said so
+                raise
+            # dropped by another thread meanwhile (its call found the server dead, or close()):
+            # not "closed during the call"; looking again says what is true now
         finally:
             self._cond.acquire()
         return False

@@ -201,6 +201,44 @@ def test_a_claim_waiting_for_a_hung_servers_beat_keeps_no_other_thread_waiting(
         client.close()
 
 
+def test_a_claim_waiting_for_a_hung_servers_beat_when_another_thread_drops_the_connection_looks_again(
+    name: str, echo_process: Callable[..., EchoProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hung server dies while a claim waits for its beat, and another thread's call drops the
+    connection first (its wait noticed the death): the claim failed "the client ... was closed
+    during the call", though nothing was closed. It looks again: a new connection, here to no
+    live server, which is what it says."""
+    server = echo_process("--channels", "4")
+    waiting = _beat_waits(monkeypatch)
+    client = ShmTransport().connect(name, channels=3, connect_timeout=600)
+    failed: list[BaseException] = []
+
+    def claim() -> None:
+        try:
+            client.infer(REQUEST, timeout=None)
+        except BaseException as exc:
+            failed.append(exc)
+
+    try:
+        client.infer(REQUEST, timeout=30)
+        first = client._take(0)  # another thread's call on it: the drop leaves it to that call
+        claiming = threading.Thread(target=claim)
+        with _hung(server):
+            claiming.start()
+            if not waiting.wait(60):
+                raise _gave_up("the call to wait for a beat")
+            server.kill()
+            with client._pool._cond:  # what the other call does on seeing the server dead
+                client._pool._drop_connection()
+        claiming.join(60)
+        assert not claiming.is_alive(), "the call still waits for a dead server's beat"
+        assert len(failed) == 1 and isinstance(failed[0], ServerUnavailable), failed
+        assert "closed" not in str(failed[0]), failed
+        client._give(first)
+    finally:
+        client.close()
+
+
 def test_a_server_whose_heartbeat_is_stale_but_moves_again_is_connected_to(
     name: str, echo_server: EchoProcess
 ) -> None:
