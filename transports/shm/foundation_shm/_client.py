@@ -170,7 +170,10 @@ class ShmClient(TransportClient):
                         return _once_more(lambda: self._cuda.infer(self, request, rid, timeout, copy))
                     break
             deadline = self._deadline(request.deadline_ns, timeout)
-            return _once_more(lambda: self._send(request, rid, deadline, copy))
+            try:  # (as _once_more does, without a closure per call on this path)
+                return self._send(request, rid, deadline, copy)
+            except _GoneBeforeSending:  # nothing was sent: once more, on a new connection
+                return _again(lambda: self._send(request, rid, deadline, copy))
         except InferenceError as exc:  # made where the call is not known (the pool, the connection)
             exc.with_call(request.model, rid)
             raise
@@ -480,10 +483,16 @@ def _once_more(attempt: Callable[[], _T]) -> _T:
     try:
         return attempt()
     except _GoneBeforeSending:  # nothing was sent: once more, on a new connection
-        try:
-            return attempt()
-        except _GoneBeforeSending as exc:
-            raise ServerUnavailable(str(exc)) from None
+        return _again(attempt)
+
+
+def _again(attempt: Callable[[], _T]) -> _T:
+    """The second ``attempt()`` of ``_once_more``: a second ``_GoneBeforeSending`` is a plain
+    ``ServerUnavailable``."""
+    try:
+        return attempt()
+    except _GoneBeforeSending as exc:
+        raise ServerUnavailable(str(exc)) from None
 
 
 def gone_before_sending(exc: BaseException) -> BaseException:
