@@ -456,6 +456,7 @@ def test_a_script_that_never_closes_its_runtime_leaves_nothing_in_dev_shm(
 
 
 _CTRL_C_AT_EXIT = """
+import os
 import signal
 import sys
 import threading
@@ -469,7 +470,7 @@ stop = ShmServer.stop
 
 
 def stop_and_say(self, drain_timeout=5.0):  # the exit's close drains: the cue for a second Ctrl-C
-    print("draining", flush=True)
+    os.write(1, b"draining\\n")  # one write: print() writes the text and the newline apart
     stop(self, drain_timeout)
 
 
@@ -477,7 +478,7 @@ ShmServer.stop = stop_and_say
 
 
 def stuck(x):
-    print("running", flush=True)
+    os.write(1, b"running\\n")  # the two models' lines, one write each: never interleaved
     threading.Event().wait(60)
     return x * 2
 
