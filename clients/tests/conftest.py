@@ -41,7 +41,16 @@ class NativeClient:
     def run_tests(self) -> subprocess.CompletedProcess[str]:
         """The language's own test suite (make test, go test, cargo test)."""
         extra = {"FDN_TEST_PYTHON": sys.executable} if self.live else {}
-        return run(self.test, self.cwd, extra_env=extra)
+        # under pytest-timeout's 300 s, so that a suite that hangs is reported with the output it
+        # had written (which test hung), not killed with none
+        try:
+            return run(self.test, self.cwd, timeout=240, extra_env=extra)
+        except subprocess.TimeoutExpired as exc:
+            out = [
+                x.decode(errors="replace") if isinstance(x, bytes) else x or ""
+                for x in (exc.stdout, exc.stderr)
+            ]
+            return subprocess.CompletedProcess(self.test, -9, out[0] + "\n[timed out after 240 s]\n", out[1])
 
 
 CLIENTS = {
