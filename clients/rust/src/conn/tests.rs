@@ -17,9 +17,25 @@ impl Drop for Echo {
         let _ = Command::new("kill")
             .args(["-CONT", &self.0.id().to_string()])
             .status();
-        // SIGTERM: the echo server then stops cleanly and unlinks its objects.
+        // SIGTERM: the echo server then stops cleanly and unlinks its objects. One that has not
+        // exited within 30 s is killed and said so (it once took no notice of a SIGTERM in a
+        // loaded CI run, after its serving loop died, and the suite waited here until its 300 s
+        // were up); its stderr, which says why a loop died, is the test's.
         let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let _ = self.0.wait();
+        let end = Instant::now() + Duration::from_secs(30);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if matches!(self.0.try_wait(), Ok(None)) {
+            eprintln!("echo server {:?} ignored SIGTERM for 30 s: killed", self.1);
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            if let Ok(python) = std::env::var("FDN_TEST_PYTHON") {
+                let clean = "import sys; from foundation_shm._objects import remove_objects; \
+                             remove_objects(sys.argv[1])";
+                let _ = Command::new(python).args(["-c", clean, &self.1]).status();
+            }
+        }
     }
 }
 
@@ -38,7 +54,7 @@ fn echo_server_with(prefix: &str, args: &[&str]) -> Option<Echo> {
         .args(["-m", "foundation_shm._echo", &name])
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("start the echo server");
     let mut line = String::new();
