@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 from typing import TYPE_CHECKING, Any
 
 from ._metrics_file import MetricsWriter
 from ._server_info import failed_server, in_flight
+from ._stop_flag import StopFlag
 from .errors import InternalError
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def serve_until_stopped(
 ) -> int:
     """``runtime.serve``: start ``transport`` under ``name``, call ``ready()``, then wait for a
     stop signal (or a dead serving loop), and close; the exit status (see ``MLRuntime.serve``)."""
-    stop = threading.Event()
+    stop = StopFlag()  # set by the handler: threading.Event.set() there can deadlock (_stop_flag)
     reason = ["stopped"]
 
     def on_signal(signum: int, frame: object) -> None:

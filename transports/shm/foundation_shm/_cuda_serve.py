@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 import warnings
 from typing import Any
 
 import numpy as np
 
 from foundation_ml import InferenceRequest, InferenceResponse, Respond
+from foundation_ml._stop_flag import StopFlag
 from foundation_ml.errors import ModelNotFound
 
 __all__ = ["DeviceHandler", "main"]
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name")
     p.add_argument("--cuda-ipc", choices=("auto", "on", "off"), default="on")
     args = p.parse_args(argv)
-    stop = threading.Event()
+    stop = StopFlag()  # (threading.Event.set() in a signal handler can deadlock)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     mode = {"auto": None, "on": True, "off": False}[args.cuda_ipc]

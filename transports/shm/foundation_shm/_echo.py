@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from foundation_ml import InferenceRequest, InferenceResponse, Respond
+from foundation_ml._stop_flag import StopFlag
 from foundation_ml.errors import ModelNotFound, Overloaded
 
 __all__ = ["EchoHandler", "main"]
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spin-us", type=int, default=200)
     p.add_argument("--mode", type=lambda s: int(s, 8), default=0o600)
     args = p.parse_args(argv)
-    stop = threading.Event()
+    stop = StopFlag()  # (threading.Event.set() in a signal handler can deadlock)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server = ShmTransport().serve(
