@@ -22,6 +22,7 @@ from ._accel import hot
 from ._codec import (
     _MAX_TEXT,
     Limits,
+    cut_message,
     fill,
     layout,
     response_payload_size,
@@ -138,10 +139,12 @@ class Answers:
 
     def write_error(self, ch: _Channel, r: _Responder, exc: InferenceError, required: int = 0) -> None:
         """Write ``exc`` as the response. Never raises: whatever the model's name or the message
-        hold, the field written is at most 63 UTF-8 bytes without NUL and the text is cut at 1 MiB."""
+        hold, the field written is at most 63 UTF-8 bytes without NUL, and the text is cut to what
+        the response area holds (a 4 KiB area holds about 4,000 bytes of message), at most 1 MiB."""
         assert ch.resp is not None
         ch.wkey = None
-        text = exc.message.encode("utf-8", "replace")[:_MAX_TEXT]
+        room = min(_MAX_TEXT, ch.resp_cap - L.MSG_HEADER_SIZE - response_payload_size(0, 0, 0))
+        text = cut_message(exc.message, room)
         model = r.model.encode("utf-8", "replace").replace(b"\0", b"")[:63].decode("utf-8", "ignore")
         write_response(
             ch.resp,

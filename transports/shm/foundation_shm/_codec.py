@@ -48,6 +48,7 @@ __all__ = [
     "DecodedResponse",
     "Limits",
     "TensorRef",
+    "cut_message",
     "fill",
     "layout",
     "request_payload_size",
@@ -266,6 +267,18 @@ def write_response(
     buf[at : at + len(params)] = params
     _seal(buf, payload, flags, outputs)
     return payload
+
+
+def cut_message(message: str, room: int) -> bytes:
+    """``message`` as UTF-8 of at most ``room`` bytes (an error's text must fit the response area
+    and 1 MiB): whole if it fits, else cut at a character boundary and ended by a note of how
+    long it was, so that a reader knows it was cut. Never raises (lone surrogates become "?")."""
+    text = message.encode("utf-8", "replace")
+    if len(text) <= room:
+        return text
+    note = f" ... [cut: {len(text)} bytes]".encode()
+    head = text[: max(0, room - len(note))].decode("utf-8", "ignore").encode()
+    return (head + note)[: max(0, room)]
 
 
 def text_and_params(parameters: Mapping[str, Any], request_id: int) -> tuple[bytes, bytes]:

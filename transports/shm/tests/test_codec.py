@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from foundation_shm._codec import (
     Limits,
+    cut_message,
     encode_params,
     layout,
     request_payload_size,
@@ -393,3 +394,20 @@ def test_sendable_params_refuses_over_1_mib_before_sending() -> None:
     with pytest.raises(TooLarge, match="at most 1048576") as info:
         sendable_params({"p": "x" * (_MAX_PARAMS - 7)}, 3)
     assert info.value.request_id == 3
+
+
+@settings(max_examples=300)
+@given(message=st.text(), room=st.integers(0, 300))
+def test_a_cut_message_fits_its_room_is_whole_utf8_and_says_it_was_cut(message: str, room: int) -> None:
+    whole = message.encode("utf-8", "replace")
+    cut = cut_message(message, room)
+    assert len(cut) <= room
+    text = cut.decode("utf-8")  # never a broken character, whatever the cut
+    if len(whole) <= room:
+        assert cut == whole
+        return
+    note = f" ... [cut: {len(whole)} bytes]"
+    if room >= len(note.encode()):  # room for the note: the message's head, then the note
+        assert text.endswith(note)
+        assert whole.startswith(text[: -len(note)].encode())
+        assert len(cut) > room - len(note.encode()) - 4  # at most one character's bytes lost

@@ -517,3 +517,34 @@ def test_a_region_header_whose_channels_the_segment_cannot_hold_is_refused_when_
         ctl.close()
     with ShmTransport().connect(name) as client:
         _still_serves(client)
+
+
+class _Verbose:
+    """Raises a message of ``parameters["n"]`` copies of ``parameters["ch"]``; echoes ``echo``."""
+
+    def __call__(self, request: InferenceRequest, respond: Any) -> None:
+        if request.model == "echo":
+            respond(InferenceResponse(request.id, "echo", request.inputs))
+            return
+        raise RuntimeError(str(request.parameters["ch"]) * int(request.parameters["n"]))
+
+
+@pytest.mark.parametrize("ch", ["x", "é", "🙂"])
+def test_a_handler_error_longer_than_the_response_area_arrives_cut_with_a_note(name: str, ch: str) -> None:
+    """A message longer than a 4 KiB response area made the answer fail to encode: the caller got
+    InternalError "cannot encode response: memoryview assignment ..." instead of its HandlerError.
+    It is cut at a character boundary to what the area holds, ending with how long it was."""
+    with ShmTransport().serve(name, _Verbose()), ShmTransport().connect(name, capacity=4096) as small:
+        req = InferenceRequest("long", {"x": np.zeros(1)}, parameters={"ch": ch, "n": 20_000})
+        with pytest.raises(HandlerError) as info:
+            small.infer(req)
+        whole = f"RuntimeError: {ch * 20_000}".encode()
+        text = info.value.message
+        assert text.startswith("RuntimeError: " + ch * 100) and "\ufffd" not in text
+        assert text.endswith(f" ... [cut: {len(whole)} bytes]")
+        assert 3_900 < len(text.encode()) <= 4096
+        _still_serves(small)
+        with ShmTransport().connect(name, capacity=1 << 20) as big:  # the default area holds it whole
+            with pytest.raises(HandlerError) as info:
+                big.infer(req)
+            assert info.value.message == whole.decode()
