@@ -297,6 +297,8 @@ class InferenceClient:
             threads.shutdown(wait=True)
 
     def __enter__(self) -> InferenceClient:
+        if self._closed:  # as a closed file: entering is refused, not the first call inside
+            raise self._closed_error("")
         return self
 
     def __exit__(
@@ -305,6 +307,8 @@ class InferenceClient:
         self.close()
 
     async def __aenter__(self) -> InferenceClient:
+        if self._closed:
+            raise self._closed_error("")
         return self
 
     async def __aexit__(

@@ -363,3 +363,24 @@ def test_aclose_after_close_still_waits_for_ainfers_threads(
         return running
 
     assert asyncio.run(main()) == []
+
+
+def test_entering_a_closed_client_is_refused_as_a_closed_file_is(served: InferenceClient) -> None:
+    """``with client:`` and ``async with client:`` on a closed client entered without a word, and
+    only the first call inside failed; entering now raises, naming the client."""
+    import asyncio
+
+    from foundation_ml.errors import ServerUnavailable
+
+    served.close()
+    text = f"the InferenceClient of {served.name!r} (inproc) is closed"
+    with pytest.raises(ServerUnavailable, match=f"^{re.escape(text)}$"):
+        with served:
+            pass
+
+    async def enter() -> None:
+        async with served:
+            pass
+
+    with pytest.raises(ServerUnavailable, match=f"^{re.escape(text)}$"):
+        asyncio.run(enter())
