@@ -394,6 +394,7 @@ class MLRuntime:
                 self.addresses[id(server)] = name
                 self.servers.append((transport, server))
         if closed:  # closed by another thread meanwhile, which did not see this server
+            self._accepting = False  # (set again above, perhaps after that close had cleared it)
             server.stop(0.0)
             raise self._closed_error(transport, name)
         emit("server_start", name=name, transport=transport, models=self.registry.names())

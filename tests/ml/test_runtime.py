@@ -397,6 +397,25 @@ def test_a_start_that_a_close_in_another_thread_overtook_stops_its_server(
     assert runtime.servers == []
 
 
+def test_a_close_overtaking_a_start_before_its_server_leaves_the_runtime_not_accepting(
+    runtime, name, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A close() that ran whole after start()'s check but before start() marked the runtime
+    accepting left stats() saying ``accepting: true`` on a closed runtime (the start itself was
+    refused, as it should be)."""
+    get = runtime.hub.transports.get
+
+    def then_closed(transport: str) -> Any:
+        impl = get(transport)
+        runtime.close()  # as another thread may, now: before start() marks the runtime accepting
+        return impl
+
+    monkeypatch.setattr(runtime.hub.transports, "get", then_closed)
+    with pytest.raises(FoundationError, match=r"^the runtime is closed"):
+        runtime.start("inproc", name)
+    assert runtime.servers == [] and runtime.stats()["server"]["accepting"] is False
+
+
 def test_handler_errors_are_inference_errors_with_wire_codes(served: InferenceClient) -> None:
     with pytest.raises(InferenceError) as info:
         served.infer("nope", {})
