@@ -27,7 +27,7 @@ from foundation_ml.errors import DeadlineExceeded, Overloaded, ServerUnavailable
 from . import _layout as L
 from ._channel import _Channel, _Connection, _pages
 from ._liveness import start_time
-from ._segments import drain, open_semaphore
+from ._segments import drain, open_semaphore, sem_wait
 
 __all__ = ["ChannelPool"]
 
@@ -57,7 +57,8 @@ def _region_mutex(conn: _Connection, wait: float) -> Iterator[None]:
         # the windows where the mutex is held with holder 0 (an interrupt right after acquire, or
         # between clearing and release) are kept to one store each; the server frees a mutex that
         # stays held by no one (spec 10.4)
-        mutex.acquire(wait)
+        if not sem_wait(mutex, wait):  # (a signal handled meanwhile does not end the wait)
+            raise posix_ipc.BusyError(f"the region mutex of {conn.name!r} stayed busy for {wait:g} s")
         try:
             u32[_R.MUTEX_HOLDER // 4] = pid
             yield

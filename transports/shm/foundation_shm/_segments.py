@@ -7,12 +7,21 @@ import errno
 import mmap
 import os
 import stat
+import time
 
 import posix_ipc
 
 from ._accel import hot
 
-__all__ = ["Segment", "create_semaphore", "drain", "open_semaphore", "unlink_segment", "unlink_semaphore"]
+__all__ = [
+    "Segment",
+    "create_semaphore",
+    "drain",
+    "open_semaphore",
+    "sem_wait",
+    "unlink_segment",
+    "unlink_semaphore",
+]
 
 
 class Segment:
@@ -161,6 +170,27 @@ def open_semaphore(name: str) -> posix_ipc.Semaphore:
 def unlink_semaphore(name: str) -> None:
     with contextlib.suppress(posix_ipc.ExistentialError):
         posix_ipc.unlink_semaphore(name)
+
+
+def sem_wait(sem: posix_ipc.Semaphore, timeout: float) -> bool:
+    """Take ``sem`` within ``timeout`` seconds (True), or find it still taken then (False).
+
+    A signal that has a Python handler (SIGTERM or SIGINT in a server, say), delivered to this
+    thread while it waits, interrupts the wait: posix_ipc runs the handler, then raises
+    ``SignalError``. That is no failure: the wait goes on for the time left (an exception the
+    handler raises, KeyboardInterrupt, propagates). The kernel hands a process's signal to any
+    thread that does not block it, so a server's serving loop, asleep on its doorbell, got a
+    SIGTERM now and then, and died of the SignalError."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            sem.acquire(max(0.0, end - time.monotonic()))
+            return True
+        except posix_ipc.BusyError:
+            return False
+        except posix_ipc.SignalError:
+            if time.monotonic() >= end:
+                return False
 
 
 def drain(sem: posix_ipc.Semaphore) -> None:

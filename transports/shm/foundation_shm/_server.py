@@ -8,7 +8,6 @@ Everything it created is unlinked at ``stop()``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -16,8 +15,6 @@ import random
 import threading
 import time
 from typing import Any
-
-import posix_ipc
 
 from foundation_ml import RequestHandler, TransportServer
 
@@ -33,7 +30,7 @@ from ._objects import remove_objects
 from ._options import ServeOptions
 from ._options import options as _options
 from ._region import read_region, region_alive
-from ._segments import Segment, create_semaphore
+from ._segments import Segment, create_semaphore, sem_wait
 from ._server_channel import _Channel
 from ._server_dispatch import _Dispatch
 from ._server_liveness import _Liveness
@@ -308,8 +305,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
             u32[sleeping_word] = 1
             fence()
             if u64[epoch_word] == epoch and poll(cseq, sseq, busy, 0, 0, epoch_word, epoch, 0) == -1:
-                with contextlib.suppress(posix_ipc.BusyError):
-                    self._bell.acquire(0.1)
+                sem_wait(self._bell, 0.1)  # a signal landing on this thread meanwhile is no failure
             u32[sleeping_word] = 0
 
     def _flush(self, flush: Any) -> int:

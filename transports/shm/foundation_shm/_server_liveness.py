@@ -19,7 +19,7 @@ from ._cuda_ipc import ServerCuda
 from ._liveness import is_alive, is_running
 from ._log_throttle import LogThrottle
 from ._objects import SHM_DIR
-from ._segments import Segment, drain, unlink_segment
+from ._segments import Segment, drain, sem_wait, unlink_segment
 from ._server_channel import _Channel
 
 __all__ = ["_Liveness"]
@@ -199,9 +199,7 @@ class _Liveness:
         self._mutex.release()
 
     def _reclaim(self, ch: _Channel, pid: int, given_back: bool = False) -> None:
-        try:
-            self._mutex.acquire(1.0)
-        except posix_ipc.BusyError:
+        if not sem_wait(self._mutex, 1.0):
             return  # try again at the next beat
         ctl = self._ctl
         ctl.u32[_R.MUTEX_HOLDER // 4] = os.getpid()  # spec 10.1: whoever holds the mutex says so

@@ -129,8 +129,8 @@ def wait_seq(
                 timeout = SLICE_S
             try:
                 sem.acquire(timeout)
-            except posix_ipc.BusyError:
-                pass
+            except (posix_ipc.BusyError, posix_ipc.SignalError):  # SignalError: a signal's Python
+                pass  # handler ran on this thread (one that raises, KeyboardInterrupt, propagates)
             if words[index] == want:
                 break
             check()

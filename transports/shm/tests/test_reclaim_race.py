@@ -1,0 +1,187 @@
+"""A client gives its channel back while its server is hung (stopped with SIGSTOP past its
+heartbeat's staleness), without the region mutex, as the Rust client's drop does (spec 10.1:
+``owner_start_time = 0``, its data segment unlinked); the server resumes and its heartbeat
+reclaims the channel (10.4) while the serving loop goes on serving. Every interleaving leaves the
+server serving everyone else, on the C and the pure-Python path: a fresh client is served, a
+stop ends it with status 0, and its stderr never says the serving loop died."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from foundation_shm import ShmTransport
+from foundation_shm import _layout as L
+from foundation_shm._client import ShmClient
+from foundation_shm._region import read_region
+from foundation_shm._segments import Segment, unlink_segment
+
+from foundation_ml import InferenceRequest
+from foundation_ml.errors import DeadlineExceeded
+
+from .conftest import EchoProcess, until
+
+pytestmark = pytest.mark.slow
+
+REQUEST = InferenceRequest("echo", {"x": np.arange(4, dtype=np.float32)})
+_C = L.ChannelField
+
+
+@pytest.fixture(params=["c", "python"])
+def echo(
+    request: pytest.FixtureRequest, echo_process: Callable[..., EchoProcess], monkeypatch: pytest.MonkeyPatch
+) -> EchoProcess:
+    """An echo server process on the C hot path, or on the pure-Python one."""
+    if request.param == "python":
+        monkeypatch.setenv("FDN_SHM_PURE", "1")
+    else:
+        monkeypatch.delenv("FDN_SHM_PURE", raising=False)
+    return echo_process("--channels", "4")
+
+
+def _stop(server: EchoProcess) -> None:
+    os.kill(server.pid, signal.SIGSTOP)
+    _, status = os.waitpid(server.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status)
+    assert until(lambda: read_region(server.name)["heartbeat_age_s"] > 1.01), "its heartbeat never went stale"
+
+
+def _give_back_without_the_mutex(client: ShmClient) -> list[int]:
+    """What the Rust client's drop does on a hung server: each channel's ``owner_start_time = 0``
+    (no mutex), its data segment unlinked; then the client is closed without giving anything back
+    again. The channels' indices."""
+    conn = client._connection()
+    u64, buf = conn.ctl.u64, conn.ctl.buf
+    given = []
+    for ch in client._all:
+        u64[(ch.base + _C.OWNER_START) // 8] = 0
+        raw = bytes(buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64]).partition(b"\0")[0]
+        unlink_segment(raw.decode())
+        given.append(ch.index)
+    conn.alive = False
+    client.close()
+    return given
+
+
+def _reclaimed(server: EchoProcess, given: list[int]) -> bool:
+    return until(lambda: not set(given) & {i for i, _ in _owners(server.name)})
+
+
+def _owners(name: str) -> list[tuple[int, int]]:
+    ctl = Segment.open(L.control_name(name))
+    try:
+        count = ctl.u32[L.RegionField.CHANNEL_COUNT // 4]
+        owners = []
+        for i in range(count):
+            pid = ctl.u32[(L.CHANNELS_OFFSET + i * L.CHANNEL_SIZE + _C.OWNER_PID) // 4]
+            if pid:
+                owners.append((i, pid))
+        return owners
+    finally:
+        ctl.close()
+
+
+def _serves_and_stops_cleanly(server: EchoProcess) -> None:
+    with ShmTransport().connect(server.name, timeout=30, connect_timeout=30) as fresh:
+        np.testing.assert_array_equal(fresh.infer(REQUEST).outputs["x"], REQUEST.inputs["x"])
+    assert read_region(server.name)["state"] == "ready"
+    server.proc.terminate()
+    _, err = server.proc.communicate(timeout=60)
+    assert "serving loop died" not in err, err
+    assert server.proc.returncode == 0, err
+
+
+def test_a_channel_given_back_while_the_server_is_hung_is_reclaimed_and_it_serves_on(
+    echo: EchoProcess,
+) -> None:
+    client = ShmClient(echo.name, timeout=30)
+    client.infer(REQUEST)
+    _stop(echo)
+    try:
+        given = _give_back_without_the_mutex(client)
+    finally:
+        os.kill(echo.pid, signal.SIGCONT)
+    assert _reclaimed(echo, given), "the channel given back was never reclaimed"
+    _serves_and_stops_cleanly(echo)
+
+
+def test_a_channel_given_back_with_its_request_pending_on_the_hung_server_is_reclaimed(
+    echo: EchoProcess,
+) -> None:
+    """The request published while the server was stopped (the call ended DeadlineExceeded) is
+    served from the unlinked segment once it resumes, and the channel reclaimed."""
+    client = ShmClient(echo.name, timeout=30)
+    client.infer(REQUEST)
+    _stop(echo)
+    try:
+        with pytest.raises(DeadlineExceeded):
+            client.infer(REQUEST, timeout=0.2)
+        given = _give_back_without_the_mutex(client)
+    finally:
+        os.kill(echo.pid, signal.SIGCONT)
+    assert _reclaimed(echo, given), "the channel given back was never reclaimed"
+    _serves_and_stops_cleanly(echo)
+
+
+class _Caller:
+    """Another client calling the server all along (one thread, back to back)."""
+
+    def __init__(self, name: str) -> None:
+        self.answered = 0
+        self.failures: list[BaseException] = []
+        self._done = threading.Event()
+        self._client = ShmClient(name, timeout=60)
+        self._thread = threading.Thread(target=self._calls)
+        self._thread.start()
+
+    def _calls(self) -> None:
+        while not self._done.is_set():
+            try:
+                out = self._client.infer(REQUEST).outputs["x"]
+                np.testing.assert_array_equal(out, REQUEST.inputs["x"])
+                self.answered += 1
+            except BaseException as exc:
+                self.failures.append(exc)
+                return
+
+    def served_more(self) -> bool:
+        """Whether 10 more of its calls are answered (given up on after a minute)."""
+        seen = self.answered
+        return until(lambda: self.answered > seen + 10 or bool(self.failures))
+
+    def finish(self) -> None:
+        self._done.set()
+        self._thread.join(60)
+        self._client.close()
+        assert not self.failures, self.failures
+
+
+def test_channels_given_back_while_another_client_calls_all_along_leave_that_client_served(
+    echo: EchoProcess,
+) -> None:
+    """Another client's calls are in flight (one waits with the stopped server) while two
+    clients give their channels back, one just before the server resumes, one while it serves."""
+    first = ShmClient(echo.name, timeout=30)
+    first.infer(REQUEST)
+    second = ShmClient(echo.name, timeout=30)
+    second.infer(REQUEST)
+    other = _Caller(echo.name)
+    try:
+        assert other.served_more()
+        _stop(echo)
+        try:
+            given = _give_back_without_the_mutex(first)
+        finally:
+            os.kill(echo.pid, signal.SIGCONT)
+        assert other.served_more(), "the other client was not served after the resume"
+        given += _give_back_without_the_mutex(second)
+        assert _reclaimed(echo, given), "the channels given back were never reclaimed"
+        assert other.served_more(), "the other client was not served after the reclaims"
+    finally:
+        os.kill(echo.pid, signal.SIGCONT)  # (a failed test may have left it stopped)
+        other.finish()
+    _serves_and_stops_cleanly(echo)
