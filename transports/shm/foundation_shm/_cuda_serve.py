@@ -1,7 +1,8 @@
 """A torch server for the CUDA IPC tests and benchmark: ``python -m foundation_shm._cuda_serve NAME``.
 
 ``--cuda-ipc auto|on|off`` is the server's ``cuda_ipc`` option (None, True, False). Prints
-``ready FEATURES`` once clients can connect and serves until SIGTERM/SIGINT. Models: ``echo``
+``ready FEATURES`` once clients can connect and serves until SIGTERM/SIGINT (exit 1 if its serving
+loop dies). Models: ``echo``
 returns its inputs; ``scale`` returns every input times 2, computed on ``cuda:0`` when there is
 a device (host inputs are moved there and their outputs moved back, as a GPU model server does),
 else with numpy. Device inputs give device outputs (returned by IPC handle to clients that take
@@ -21,6 +22,8 @@ import numpy as np
 from foundation_ml import InferenceRequest, InferenceResponse, Respond
 from foundation_ml._stop_flag import StopFlag
 from foundation_ml.errors import ModelNotFound
+
+from ._echo import serve_until_stopped
 
 __all__ = ["DeviceHandler", "main"]
 
@@ -83,11 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = DeviceHandler()  # imports torch: "auto" then sees it loaded
     server = ShmTransport().serve(args.name, handler, channels=8, cuda_ipc=mode)
     print(f"ready {server._cuda.feature}", flush=True)
-    try:
-        stop.wait()
-    finally:
-        server.stop()
-    return 0
+    return serve_until_stopped(server, stop)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """A trivial echo server for tests, benchmarks and other languages' clients.
 
 ``python -m foundation_shm._echo NAME [--channels N] [--spin-us US]`` serves until SIGTERM/SIGINT,
-printing ``ready`` once clients can connect. Models: ``echo`` returns its inputs as outputs;
-``fail`` raises (HANDLER_ERROR); ``busy`` raises Overloaded; ``sleep`` waits
-``parameters["ms"]`` before answering; ``later`` answers from another thread. Others: MODEL_NOT_FOUND.
+printing ``ready`` once clients can connect; should its serving loop die, it stops and exits 1.
+Models: ``echo`` returns its inputs as outputs; ``fail`` raises (HANDLER_ERROR); ``busy`` raises
+Overloaded; ``sleep`` waits ``parameters["ms"]`` before answering; ``later`` answers from another
+thread. Others: MODEL_NOT_FOUND.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foundation_ml import InferenceRequest, InferenceResponse, Respond
 from foundation_ml._stop_flag import StopFlag
 from foundation_ml.errors import ModelNotFound, Overloaded
 
-__all__ = ["EchoHandler", "main"]
+if TYPE_CHECKING:
+    from ._server import ShmServer
+
+__all__ = ["EchoHandler", "main", "serve_until_stopped"]
 
 MODELS = ("echo", "fail", "busy", "sleep", "later")
 
@@ -57,6 +61,27 @@ class EchoHandler:
         return {"requests": self.count}
 
 
+def serve_until_stopped(server: ShmServer, stop: StopFlag) -> int:
+    """Wait for ``stop`` (set by a signal's handler), or for the server's serving loop to die
+    (``server.failed``; the loop logged its traceback), then stop the server: 0, or 1 when the loop
+    died. A test server whose loop died kept its main thread waiting for a signal, its region
+    STOPPED, until its parent gave up on it."""
+    try:
+        while not stop.wait(0.1):
+            if server.failed is not None:
+                break
+    finally:
+        server.stop()
+    if server.failed is None:
+        return 0
+    print(
+        f"shm {server.name}: stopped, its serving loop having died: {server.failed!r}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     from ._transport import ShmTransport
 
@@ -73,11 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         args.name, EchoHandler(), channels=args.channels, spin_us=args.spin_us, mode=args.mode
     )
     print("ready", flush=True)
-    try:
-        stop.wait()
-    finally:
-        server.stop()
-    return 0
+    return serve_until_stopped(server, stop)
 
 
 if __name__ == "__main__":

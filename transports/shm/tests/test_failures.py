@@ -18,7 +18,7 @@ import pytest
 from foundation_shm import ShmTransport, _accel, _segments
 from foundation_shm import _layout as L
 from foundation_shm._echo import EchoHandler
-from foundation_shm._objects import objects_of
+from foundation_shm._objects import objects_of, remove_objects
 from foundation_shm._server import ShmServer
 
 from foundation_ml import InferenceRequest, Respond
@@ -78,6 +78,36 @@ def test_a_serving_loop_that_dies_says_so_and_clients_are_told(dying_server: Shm
     with pytest.raises(ServerUnavailable):
         with ShmTransport().connect(name, timeout=2) as client:
             client.infer(InferenceRequest("echo", {"x": np.arange(2.0)}))
+
+
+def test_an_echo_server_whose_serving_loop_dies_stops_and_exits_1_saying_why(name: str) -> None:
+    """The test echo server (that the Rust, Go and C suites start) waited for a stop signal only:
+    with its serving loop dead it kept running, its region STOPPED, until its parent gave up. It
+    stops, removes its objects and exits 1; its stderr has the loop's traceback."""
+    code = (
+        "import sys\n"
+        "from foundation_shm._server import ShmServer\n"
+        "def die(self):\n"
+        "    raise RuntimeError('injected into the serving loop')\n"
+        "ShmServer._serve_loop = die\n"
+        "from foundation_shm._echo import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, err = proc.communicate(timeout=60)  # where a server that never exits is given up on
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+            remove_objects(name)
+    assert out == "ready\n"
+    assert proc.returncode == 1, err
+    assert "the serving loop died: RuntimeError('injected into the serving loop')" in err
+    assert "Traceback" in err and "stopped, its serving loop having died" in err
+    assert objects_of(name) == []
 
 
 def _data_segments(name: str) -> list[str]:
