@@ -199,11 +199,13 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
     # --- the loop ------------------------------------------------------------------------------
 
     def _active(self) -> list[_Channel]:
-        u32 = self._ctl.u32
+        u32, u64 = self._ctl.u32, self._ctl.u64
         active = []
         for ch in self._channels:
-            if u32[ch.owner_word]:
+            if pid := u32[ch.owner_word]:
                 active.append(ch)
+                if ch.data is not None and not ch.owned_by(pid, u64[ch.start_word]):
+                    ch.forget_segment()  # freed and claimed again since: not the segment mapped
             elif ch.data is not None and not ch.busy:
                 ch.unmap()
                 self._cuda.forget(ch.index)  # its client disconnected: its CUDA mappings go
@@ -254,6 +256,15 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
             if i >= 0:
                 ch = active[i]
                 start = i + 1
+                # a connect or disconnect since `active` was read (one word read; the owner's two
+                # only then): this channel may have been freed and claimed again, its request the
+                # new owner's, whose generation a previous owner may have made the one mapped
+                if (
+                    u64[epoch_word] != epoch
+                    and ch.data is not None
+                    and not ch.owned_by(u32[ch.owner_word], u64[ch.start_word])
+                ):
+                    ch.forget_segment()
                 # poll's reads of cseq, sseq and busy are not one snapshot: an answer landing
                 # between them looks like a new request. An answer clears the busy word after it
                 # stores sseq, and poll saw it clear, so fresh reads of both words are the truth.

@@ -40,6 +40,7 @@ class _Channel:
         "index",
         "lease",
         "lock",
+        "owner",
         "owner_word",
         "reader",
         "req",
@@ -50,6 +51,7 @@ class _Channel:
         "served_word",
         "sleeping_word",
         "sseq",
+        "start_word",
         "wkey",
         "wval",
     )
@@ -61,6 +63,7 @@ class _Channel:
         self.sseq = (self.base + _C.SERVER_SEQ) // 8
         self.gen_word = (self.base + _C.DATA_GEN) // 8
         self.owner_word = (self.base + _C.OWNER_PID) // 4
+        self.start_word = (self.base + _C.OWNER_START) // 8
         self.sleeping_word = (self.base + _C.CLIENT_SLEEPING) // 4
         self.busy_word = (self.base + _C.SERVER_BUSY) // 4
         self.served_word = (self.base + _C.SERVED) // 8
@@ -70,6 +73,7 @@ class _Channel:
         self.lock = threading.Lock()
         self.data: Segment | None = None
         self.gen = 0
+        self.owner = (0, 0)  # (owner_pid, owner_start_time) read just before the segment was mapped
         self.req: memoryview | None = None
         self.resp: memoryview | None = None
         self.req_cap = self.resp_cap = 0
@@ -94,6 +98,23 @@ class _Channel:
                 data.name,
             )
         return True
+
+    def owned_by(self, pid: int, start: int) -> bool:
+        """Whether the client whose data segment is mapped still owns the channel: the same pid,
+        and the same start time, or 0 (it gave the channel back: spec 10.1). A previous owner may
+        leave ``data_gen`` at any value, so that the next owner's generation equals the one
+        mapped: the generation alone cannot tell that the channel changed hands."""
+        mapped_pid, mapped_start = self.owner
+        return pid == mapped_pid and start in (mapped_start, 0)
+
+    def forget_segment(self) -> None:
+        """The channel changed hands: its next request maps the new owner's segment. Unmapped now
+        unless a request is with the handler (whose answer the lease or the sequence words drop);
+        then only its reader goes, which sends that next request down the general path (_map)."""
+        if self.busy:
+            self.reader = None
+        else:
+            self.unmap()
 
     def unmap(self) -> None:
         if self.data is not None:

@@ -86,7 +86,8 @@ class _Dispatch:
         """Decode the request in full (or reject it), then run it."""
         rid, model = 0, ""
         try:
-            if ch.data is None or ch.gen != self._u64[ch.gen_word]:  # (a generation may wrap to 0)
+            # none mapped, or forgotten (the channel changed hands); or a new generation (it may wrap to 0)
+            if ch.reader is None or ch.gen != self._u64[ch.gen_word]:
                 self._map(ch)
             assert ch.reader is not None
             dec = ch.reader.read()
@@ -221,6 +222,9 @@ class _Dispatch:
     def _map(self, ch: _Channel) -> None:
         ctl = self._ctl
         ch.unmap()
+        # the owner first: a claim after this read makes the owner differ from the one recorded
+        # (a segment is mapped anew then: ShmServer._active), whichever segment is mapped below
+        owner = (ctl.u32[ch.owner_word], ctl.u64[ch.start_word])
         raw = bytes(ctl.buf[ch.base + _C.DATA_NAME : ch.base + _C.DATA_NAME + 64])
         name = raw.partition(b"\0")[0].decode("ascii", "replace")
         req_cap = ctl.u64[(ch.base + _C.REQUEST_CAPACITY) // 8]
@@ -246,7 +250,7 @@ class _Dispatch:
         if not resp_cap:  # no room for even a header: every answer raised, logged as a bug of ours
             data.close()
             raise InternalError(f"channel {ch.index}: a response area of 0 bytes in {name} holds no answer")
-        ch.data, ch.gen = data, ctl.u64[ch.gen_word]
+        ch.data, ch.gen, ch.owner = data, ctl.u64[ch.gen_word], owner
         ch.req = data.buf[:req_cap].toreadonly()
         ch.resp = data.buf[req_cap : req_cap + resp_cap]
         ch.req_cap, ch.resp_cap = req_cap, resp_cap
@@ -282,7 +286,7 @@ class _Dispatch:
         channel (busy) rather than retry it in a hot loop: its client's deadline ends the wait."""
         ch.busy = True
         try:
-            if ch.resp is None or ch.gen != self._u64[ch.gen_word]:
+            if ch.reader is None or ch.gen != self._u64[ch.gen_word]:
                 self._map(ch)
             err = InternalError("the server failed on this request (see its log)")
             told, self._told = self._told, None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 
@@ -17,10 +19,11 @@ import pytest
 from foundation_shm import ShmTransport
 from foundation_shm import _layout as L
 from foundation_shm._client import ShmClient
+from foundation_shm._echo import EchoHandler
 from foundation_shm._region import read_region
 from foundation_shm._segments import Segment, unlink_segment
 
-from foundation_ml import InferenceRequest
+from foundation_ml import InferenceRequest, InferenceResponse, Respond
 from foundation_ml.errors import DeadlineExceeded
 
 from .conftest import EchoProcess, until
@@ -185,3 +188,180 @@ def test_channels_given_back_while_another_client_calls_all_along_leave_that_cli
         os.kill(echo.pid, signal.SIGCONT)  # (a failed test may have left it stopped)
         other.finish()
     _serves_and_stops_cleanly(echo)
+
+
+class _Gate(EchoHandler):
+    """Model "gate" holds the serving loop (the handler runs on its thread) until ``open``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.open = threading.Event()
+
+    def __call__(self, request: InferenceRequest, respond: Respond) -> None:
+        if request.model == "gate":
+            self.entered.set()
+            self.open.wait(60)
+            respond(InferenceResponse(request.id, "gate", request.inputs))
+        else:
+            super().__call__(request, respond)
+
+
+# --- a channel freed and claimed again before the serving loop notices ----------------------------
+
+_HOSTILE = """
+import os, sys
+import numpy as np
+from foundation_shm import _layout as L
+from foundation_shm._client import ShmClient
+from foundation_shm._echo import EchoHandler
+from foundation_shm._pool import _region_mutex
+from foundation_shm._segments import unlink_segment
+from foundation_ml import InferenceRequest, InferenceResponse, Respond
+
+client = ShmClient(sys.argv[1], timeout=30, channels=1)
+client.infer(InferenceRequest("echo", {"x": np.full(4, 7, np.float32)}))
+(ch,) = client._all
+conn = client._connection()
+print(ch.index, ch.gen, flush=True)
+sys.stdin.readline()
+with _region_mutex(conn, 30):  # frees its channel, its generation set so that the next owner's
+    conn.ctl.u64[(ch.base + L.ChannelField.DATA_GEN) // 8] = ch.gen - 1  # is the one mapped
+    conn.ctl.u32[(ch.base + L.ChannelField.OWNER_PID) // 4] = 0
+    conn.ctl.u64[L.RegionField.CONNECT_EPOCH // 8] += 1
+unlink_segment(ch.data.name)
+os._exit(0)
+"""
+
+
+class _Hostile:
+    """A client in a process of its own, owning channel 0, that frees it on ``free()`` having set
+    its ``data_gen`` one below the generation the server mapped, then exits."""
+
+    def __init__(self, name: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _HOSTILE, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        index, gen = self.proc.stdout.readline().split()
+        self.index, self.gen = int(index), int(gen)
+
+    def free(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        assert self.proc.wait(60) == 0
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def _claim_and_publish(name: str, x: np.ndarray) -> tuple[ShmClient, threading.Thread, list[object]]:
+    """A new client (of this process) calling ``echo`` with ``x`` in a thread, once its request is
+    published: the client, the thread, and what the call returned or raised."""
+    client = ShmClient(name, timeout=30, channels=1)
+    got: list[object] = []
+
+    def call() -> None:
+        try:
+            got.append(client.infer(InferenceRequest("echo", {"x": x})))
+        except BaseException as exc:
+            got.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+
+    def published() -> bool:
+        chans = client._all
+        return bool(got) or bool(chans and chans[0].words[chans[0].cseq] != chans[0].words[chans[0].sseq])
+
+    assert until(published), "the new client never published its request"
+    return client, thread, got
+
+
+def _answered_its_own(got: list[object], x: np.ndarray) -> None:
+    assert len(got) == 1 and isinstance(got[0], InferenceResponse), got
+    np.testing.assert_array_equal(got[0].outputs["x"], x)
+
+
+X_NEW = np.arange(4, dtype=np.float32)
+
+
+def test_a_channel_claimed_again_while_the_loop_is_busy_maps_the_new_owners_segment(name: str) -> None:
+    """A client freed its channel, having set data_gen so that the next owner's generation was
+    the one the server had mapped, while the serving loop ran a long request of another client;
+    a new client claimed the channel then. The loop kept the old owner's segment, whose
+    generation matched: the new client's requests were read from, and answered into, the old
+    owner's segment (the new one got nothing it could read). The server tells by the channel's
+    owner, looked at when a connect or disconnect happened, and maps the new owner's segment."""
+    handler = _Gate()
+    server = ShmTransport().serve(name, handler, channels=2)
+    hostile = _Hostile(name)
+    try:
+        blocker = ShmClient(name, timeout=60, channels=1)
+        blocked = threading.Thread(target=lambda: blocker.infer(InferenceRequest("gate", {"x": X_NEW})))
+        blocked.start()
+        assert handler.entered.wait(60), "the gate request never reached the handler"
+        hostile.free()
+        client, thread, got = _claim_and_publish(name, X_NEW)
+        (ch,) = client._all
+        assert (ch.index, ch.gen) == (hostile.index, hostile.gen)  # the generation the server mapped
+        handler.open.set()
+        thread.join(60)
+        blocked.join(60)
+        client.close()
+        blocker.close()
+        _answered_its_own(got, X_NEW)
+    finally:
+        handler.open.set()
+        hostile.close()
+        server.stop()
+
+
+def test_a_channel_claimed_again_during_the_loops_scan_maps_the_new_owners_segment(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, with the free and the new claim and its request all landing while the loop
+    scans its channels (the scan, finding the request, returns it without looking at the
+    connect epoch): the loop, seeing the epoch moved, looks at that channel's owner first."""
+    import foundation_shm._server as server_module
+
+    real = server_module.poll_channels
+    interleave: list[Callable[[], None]] = []
+
+    def poll_channels(ctl: Segment) -> Callable[..., int]:
+        poll = real(ctl)
+
+        def scan(*args: object) -> int:
+            if interleave and args[3]:  # the scan with a spin window, whose result is dispatched
+                interleave.pop()()  # on the loop's thread, inside its scan
+            return poll(*args)
+
+        return scan
+
+    monkeypatch.setattr(server_module, "poll_channels", poll_channels)
+    server = ShmTransport().serve(name, EchoHandler(), channels=2)
+    hostile = _Hostile(name)
+    claimed: list[tuple[ShmClient, threading.Thread, list[object]]] = []
+    try:
+
+        def free_and_claim() -> None:
+            hostile.free()
+            claimed.append(_claim_and_publish(name, X_NEW))
+
+        interleave.append(free_and_claim)
+        assert until(lambda: bool(claimed) and not interleave)
+        client, thread, got = claimed[0]
+        thread.join(60)
+        (ch,) = client._all
+        client.close()
+        assert (ch.index, ch.gen) == (hostile.index, hostile.gen)
+        _answered_its_own(got, X_NEW)
+    finally:
+        hostile.close()
+        server.stop()
