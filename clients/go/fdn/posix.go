@@ -21,8 +21,10 @@ static sem_t *fdn_sem_open(const char *name) {
 	return s == SEM_FAILED ? NULL : s;
 }
 
-// 0 when taken, -1 on timeout or interruption (the caller re-checks its condition either way).
-// CLOCK_MONOTONIC where glibc has sem_clockwait (the wall clock may jump).
+// 0 when taken, -1 on timeout. CLOCK_MONOTONIC where glibc has sem_clockwait (the wall clock
+// may jump). A signal handled in this thread (the Go runtime handles every signal; the kernel
+// gives a process's signal to any thread, this one asleep here included) ends sem_*wait with
+// EINTR whatever SA_RESTART says: the wait goes on to the same deadline.
 static int fdn_sem_wait_ns(sem_t *s, int64_t ns) {
 	struct timespec ts;
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
@@ -33,11 +35,15 @@ static int fdn_sem_wait_ns(sem_t *s, int64_t ns) {
 	int64_t t = (int64_t)ts.tv_nsec + ns;
 	ts.tv_sec += (time_t)(t / 1000000000);
 	ts.tv_nsec = (long)(t % 1000000000);
+	int rc;
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
-	return sem_clockwait(s, CLOCK_MONOTONIC, &ts);
+	while ((rc = sem_clockwait(s, CLOCK_MONOTONIC, &ts)) < 0 && errno == EINTR) {
+	}
 #else
-	return sem_timedwait(s, &ts);
+	while ((rc = sem_timedwait(s, &ts)) < 0 && errno == EINTR) {
+	}
 #endif
+	return rc;
 }
 
 static int fdn_sem_drain(sem_t *s) {
