@@ -198,11 +198,7 @@ class ServedModel:
                 f"{self.which()}the model returned {type(outputs).__name__}, not a mapping of "
                 "output names to arrays"
             )
-        try:
-            valid = self._valid_out(outputs)
-        except AttributeError:  # not arrays at all
-            valid = False
-        if not valid:
+        if not self._valid_out(outputs):  # (not arrays at all too)
             return (
                 self.which()
                 + "the model's answer breaks its signature: "

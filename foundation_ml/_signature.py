@@ -113,23 +113,26 @@ def compile_validator(specs: tuple[TensorSpec, ...]) -> Callable[[Mapping[str, n
     def valid(inputs: Mapping[str, np.ndarray]) -> bool:
         if len(inputs) != count:
             return False
-        for name, dtype, datatype, ndim, fixed, marked in checks:
-            array = inputs.get(name)
-            if array is None or array.ndim != ndim:
-                return False
-            if array.dtype != dtype and not (is_tensor(array) and from_torch(array.dtype) is datatype):
-                return False  # a torch tensor's dtype is compared through the datatype table
-            if (
-                marked
-                and type(array) is np.ndarray
-                and array.dtype.metadata
-                and not datatype.takes(array.dtype)
-            ):
-                return False  # BF16 bits for a UINT16 (or BYTES for UINT8): equal numpy dtypes
-            shape = array.shape
-            for i, d in fixed:
-                if shape[i] != d:
+        try:
+            for name, dtype, datatype, ndim, fixed, marked in checks:
+                array: Any = inputs.get(name)
+                if array.ndim != ndim:  # (missing: None has no ndim)
                     return False
+                if array.dtype != dtype and not (is_tensor(array) and from_torch(array.dtype) is datatype):
+                    return False  # a torch tensor's dtype is compared through the datatype table
+                if (
+                    marked
+                    and type(array) is np.ndarray
+                    and array.dtype.metadata
+                    and not datatype.takes(array.dtype)
+                ):
+                    return False  # BF16 bits for a UINT16 (or BYTES for UINT8): equal numpy dtypes
+                shape = array.shape
+                for i, d in fixed:
+                    if shape[i] != d:
+                        return False
+        except AttributeError:  # missing, or no array at all (a list, bytes): ``mismatch`` says which
+            return False
         return True
 
     return valid

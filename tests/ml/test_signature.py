@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import numpy as np
 import pytest
 
 from foundation_ml import DataType, TensorSpec, example_inputs, parse_signature, parse_tensor_spec
@@ -131,3 +133,27 @@ def test_an_example_that_would_be_absurdly_large_is_refused_not_allocated() -> N
     with pytest.raises(ValueError, match=rf"would take {MAX_EXAMPLE_BYTES + 2} bytes \(at most"):
         example_shape(parse_tensor_spec("x", f"UINT8[-1, {half + 1}]"), batch=2)
     assert example_inputs(parse_signature({"x": "FP32[-1, 4]"}), batch=3)["x"].shape == (3, 4)
+
+
+@pytest.mark.parametrize("value", [[1.0, 2.0], 3.0, b"ab", "x", {"a": 1}])
+def test_a_value_that_is_no_array_is_invalid_input_naming_it(runtime: Any, value: Any) -> None:
+    """A request handing the runtime a list (or bytes, a float) for an input was answered
+    InternalError "AttributeError: 'list' object has no attribute 'ndim'": the check, not the
+    caller, was blamed, and nothing said which input or what was expected."""
+    from foundation_ml import FunctionModel, InferenceRequest
+    from foundation_ml._signature import validate_inputs
+    from foundation_ml.errors import InvalidInput
+
+    specs = parse_signature({"w": "FP32[-1]", "x": "FP32[-1]"})
+    good = np.zeros(2, np.float32)
+    message = (
+        rf"^model 'm': input x is {type(value).__name__}, not an array "
+        r"\(expected inputs: w: FP32\[-1\], x: FP32\[-1\]\)$"
+    )
+    with pytest.raises(InvalidInput, match=message):
+        validate_inputs("m", specs, {"w": good, "x": value})
+    runtime.register_model("m", FunctionModel(lambda w, x: x, inputs=specs, outputs={"y": "FP32[-1]"}))
+    got: list[object] = []
+    runtime(InferenceRequest("m", {"w": good, "x": value}, id=3), got.append)
+    assert isinstance(got[0], InvalidInput) and got[0].request_id == 3
+    assert re.match(message, str(got[0]))
