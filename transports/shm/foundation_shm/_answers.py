@@ -69,6 +69,15 @@ class Answers:
         with ch.lock:
             if ch.lease != r.lease or ch.resp is None:
                 return  # the channel was reclaimed (its client died): nobody to answer
+            if self._ctl.u32[ch.owner_word] != ch.owner[0]:
+                # freed by its owner with this request pending (no client does; a broken one may)
+                # and claimed by another process, whose request may have this very sequence
+                # number: published, this answer ended that client's call with the old owner's
+                # segment's answer (its own area empty). The pid alone (one word): a new owner of
+                # the same pid would need the old one dead, and a dead owner's channel is
+                # reclaimed (the lease above), never claimed, until the server frees it.
+                self._drop_stale(ch, r, "its channel changed hands")
+                return
             if self._lane and ch.wkey is not None and type(value) is InferenceResponse:
                 # the response repeats the last one on this channel: one C call (_hot.answer)
                 outputs = value.outputs
@@ -99,7 +108,7 @@ class Answers:
                         return
                     ch.busy = busy  # stale, or new dtypes or shapes: nothing written; the general way
             if self._ctl.u64[ch.cseq] != r.seq or self._ctl.u64[ch.sseq] == r.seq:
-                self._drop_stale(ch, r)
+                self._drop_stale(ch, r, "not the pending request any more")
                 return
             try:
                 self._write(ch, r, value)
@@ -114,10 +123,11 @@ class Answers:
             if u32[ch.sleeping_word]:
                 ch.sem.release()
 
-    def _drop_stale(self, ch: _Channel, r: _Responder) -> None:
-        """Not the pending request any more (never expected): answering would clobber another;
-        the channel must not stay busy, or its next request is never served."""
-        log.warning("shm %s channel %d: answer to %d is stale; dropped", self.name, ch.index, r.seq)
+    def _drop_stale(self, ch: _Channel, r: _Responder, why: str) -> None:
+        """An answer to a request that is not the pending one any more, or not its client's
+        (never expected): answering would clobber another; the channel must not stay busy, or its
+        next request is never served."""
+        log.warning("shm %s channel %d: answer to %d is stale (%s); dropped", self.name, ch.index, r.seq, why)
         if ch.busy:
             self._ctl.u32[ch.busy_word] = 0
             ch.busy = False

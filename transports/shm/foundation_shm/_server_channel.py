@@ -109,8 +109,9 @@ class _Channel:
 
     def forget_segment(self) -> None:
         """The channel changed hands: its next request maps the new owner's segment. Unmapped now
-        unless a request is with the handler (whose answer the lease or the sequence words drop);
-        then only its reader goes, which sends that next request down the general path (_map)."""
+        unless a request is with the handler (whose answer ``Answers.answer`` drops: the owner
+        differs); then only its reader goes, which sends that next request down the general path
+        (_map)."""
         if self.busy:
             self.reader = None
         else:

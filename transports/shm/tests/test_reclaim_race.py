@@ -365,3 +365,81 @@ def test_a_channel_claimed_again_during_the_loops_scan_maps_the_new_owners_segme
     finally:
         hostile.close()
         server.stop()
+
+
+_HOSTILE_PENDING = """
+import os, sys, threading
+import numpy as np
+from foundation_shm import _layout as L
+from foundation_shm._client import ShmClient
+from foundation_shm._pool import _region_mutex
+from foundation_shm._segments import unlink_segment
+from foundation_ml import InferenceRequest
+
+client = ShmClient(sys.argv[1], timeout=30, channels=1)
+client.infer(InferenceRequest("echo", {"x": np.full(4, 7, np.float32)}), copy_outputs=True)
+(ch,) = client._all
+conn = client._connection()
+held = InferenceRequest("held", {"x": np.full(4, 9, np.float32)})
+threading.Thread(target=lambda: client.infer(held), daemon=True).start()
+print(ch.index, ch.gen, flush=True)
+sys.stdin.readline()  # the request is with the handler
+with _region_mutex(conn, 30):  # frees its channel with its request pending, as _HOSTILE does
+    conn.ctl.u64[(ch.base + L.ChannelField.DATA_GEN) // 8] = ch.gen - 1
+    conn.ctl.u32[(ch.base + L.ChannelField.OWNER_PID) // 4] = 0
+    conn.ctl.u64[L.RegionField.CONNECT_EPOCH // 8] += 1
+unlink_segment(ch.data.name)
+os._exit(0)
+"""
+
+
+class _Keep(EchoHandler):
+    """Keeps the ``respond`` of each "held" request for the test to call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[InferenceRequest, Respond]] = []
+
+    def __call__(self, request: InferenceRequest, respond: Respond) -> None:
+        if request.model == "held":
+            self.held.append((request, respond))
+        else:
+            super().__call__(request, respond)
+
+
+def test_the_late_answer_to_a_previous_owners_request_never_lands_on_the_new_owners_call(name: str) -> None:
+    """A client freed its channel with a request still with the handler (and data_gen one
+    below the generation mapped), a new client claimed it and published its own request under
+    the same sequence number. The handler's late answer to the old request passed the answer's
+    checks (same lease, client_seq its sequence number): it was written into the old owner's
+    segment and published, and the new client's call read its own, empty, response area
+    (BadMagic) in place of an answer to its request. The answer is dropped, and the new owner's
+    request is served."""
+    handler = _Keep()
+    server = ShmTransport().serve(name, handler, channels=2)
+    hostile = subprocess.Popen(
+        [sys.executable, "-c", _HOSTILE_PENDING, name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert hostile.stdin is not None and hostile.stdout is not None
+        index, gen = map(int, hostile.stdout.readline().split())
+        assert until(lambda: bool(handler.held)), "the old owner's request never reached the handler"
+        hostile.stdin.write("go\n")
+        hostile.stdin.flush()
+        assert hostile.wait(60) == 0
+        client, thread, got = _claim_and_publish(name, X_NEW)
+        (ch,) = client._all
+        assert (ch.index, ch.gen) == (index, gen)  # the generation the server mapped
+        request, respond = handler.held[0]
+        respond(InferenceResponse(request.id, "held", request.inputs))  # late: the old owner is gone
+        thread.join(60)
+        client.close()
+        _answered_its_own(got, X_NEW)
+    finally:
+        if hostile.poll() is None:
+            hostile.kill()
+        hostile.communicate()
+        server.stop()
