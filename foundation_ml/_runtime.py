@@ -387,7 +387,13 @@ class MLRuntime:
         self.name = self.name or name
         self._accepting = True
         options = {**configured_options(self.hub, transport, "serve"), **options}  # code wins over config
-        server: TransportServer = impl.serve(name, self, **options)
+        try:
+            server: TransportServer = impl.serve(name, self, **options)
+        except BaseException:
+            with self._models_lock:
+                if self._closed:  # closed meanwhile (see below), and no server of this start serves
+                    self._accepting = False
+            raise
         with self._models_lock:  # close() lists the servers to stop once it has set _closed
             closed = self._closed
             if not closed:

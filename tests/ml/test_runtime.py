@@ -416,6 +416,28 @@ def test_a_close_overtaking_a_start_before_its_server_leaves_the_runtime_not_acc
     assert runtime.servers == [] and runtime.stats()["server"]["accepting"] is False
 
 
+def test_a_close_overtaking_a_start_whose_server_fails_leaves_the_runtime_not_accepting(
+    runtime, name, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, the transport's serve() then failing (its name taken, say): the start raised
+    that failure, and stats() said ``accepting: true`` on the closed runtime."""
+    get = runtime.hub.transports.get
+
+    class Failing:
+        def serve(self, *args: Any, **kwargs: Any) -> Any:
+            raise OSError("the name is taken")
+
+    def then_closed(transport: str) -> Any:
+        get(transport)
+        runtime.close()  # as another thread may, now: before start() marks the runtime accepting
+        return Failing
+
+    monkeypatch.setattr(runtime.hub.transports, "get", then_closed)
+    with pytest.raises(OSError, match="the name is taken"):
+        runtime.start("inproc", name)
+    assert runtime.servers == [] and runtime.stats()["server"]["accepting"] is False
+
+
 def test_handler_errors_are_inference_errors_with_wire_codes(served: InferenceClient) -> None:
     with pytest.raises(InferenceError) as info:
         served.infer("nope", {})
