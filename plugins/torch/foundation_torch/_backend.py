@@ -379,7 +379,10 @@ def _build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None =
     """Call the factory ``ref`` with ``kwargs``; the model it returns. ``package``: where the
     reference was read (a manifest), which limits it to model factories (see ``_safety``), or
     ``_WRITING``: the one a package is being written for, whose manifest is no file at fault (a
-    factory it may not name is then the caller's ``ValueError``)."""
+    factory it may not name is then the caller's ``ValueError``). Read from a manifest, a factory
+    that raises on the manifest's ``factory_kwargs`` is a ``PackageError`` naming them (one that
+    cannot be imported is not installed here: a ``ModelLoadError``, as for a factory given
+    directly)."""
     at = "" if package == _WRITING else "manifest.json"
     try:
         factory = resolve_ref(ref)
@@ -399,7 +402,14 @@ def _build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None =
     try:
         module = factory(**kwargs)
     except (Exception, SystemExit) as exc:  # a factory calling sys.exit() does not end the server
-        raise ModelLoadError(f"factory {ref!r} raised {type(exc).__name__}: {exc}", model=name) from exc
+        why = f"factory {ref!r} raised {type(exc).__name__}: {exc}"
+        if package is not None and package != _WRITING:  # with the manifest's kwargs
+            raise PackageError(
+                f"{package}: {why} (called with its 'factory_kwargs' {_brief_json(kwargs)})",
+                model=name,
+                file=at,
+            ) from exc
+        raise ModelLoadError(why, model=name) from exc
     if package is not None and not isinstance(module, torch.nn.Module):
         raise PackageError(
             f"{package}: factory {ref!r} returned {type(module).__name__}, not a torch.nn.Module",
@@ -412,6 +422,12 @@ def _build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None =
             model=name,
         )
     return module
+
+
+def _brief_json(value: Any) -> str:
+    """A manifest's value as an error quotes it: its JSON, cut short."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 120 else f"{text[:117]}..."
 
 
 def _not_found_hint(ref: str, exc: BaseException) -> str:

@@ -151,3 +151,21 @@ def test_a_package_naming_another_backend_is_refused_when_torch_is_asked_for(
     with pytest.raises(PackageError, match=r"m/manifest\.json names backend 'onnx', not 'torch'") as info:
         runtime.register_model("m", str(path), backend="torch")
     assert info.value.file == "manifest.json" and runtime.registry.names() == []
+
+
+def test_factory_kwargs_the_factory_raises_on_are_a_package_error_naming_the_manifest(
+    runtime: MLRuntime, tmp_path: Path
+) -> None:
+    """The manifest's factory_kwargs made the factory raise: a plain ModelLoadError "factory ...
+    raised RuntimeError" named neither the package nor its manifest (and `foundation serve`
+    exited 1, a model that fails, not 2, a bad package)."""
+    path = write(tmp_path / "m")
+    doc = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**doc, "factory_kwargs": {"seed": None}}))
+    said = (
+        r"m/manifest\.json: factory 'foundation_torch\.demo:build_demo' raised RuntimeError: .*"
+        r"\(called with its 'factory_kwargs' \{\"seed\": null\}\)"
+    )
+    with pytest.raises(PackageError, match=said) as info:
+        runtime.register_model("m", str(path))
+    assert info.value.file == "manifest.json" and runtime.registry.names() == []
