@@ -19,6 +19,17 @@ const char *fdn_strerror(enum fdn_status code) {
     return c < sizeof status_names / sizeof *status_names ? status_names[c] : "INTERNAL";
 }
 
+/* Drop a UTF-8 sequence cut short at the end of s (a message cut to its buffer): a caller that
+ * prints or decodes the message as UTF-8 then never meets half a character. */
+static void drop_partial_char(char *s) {
+    size_t len = strlen(s), lead = len;
+    while (lead > 0 && len - lead < 4 && ((unsigned char)s[lead - 1] & 0xC0) == 0x80) lead--;
+    if (lead == 0) return;
+    unsigned char b = (unsigned char)s[lead - 1];
+    size_t need = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+    if (lead - 1 + need > len) s[lead - 1] = 0;
+}
+
 enum fdn_status fdn_fail(struct fdn_error *err, enum fdn_status code, uint64_t request_id,
                          const char *fmt, ...) {
     if (err) {
@@ -27,8 +38,9 @@ enum fdn_status fdn_fail(struct fdn_error *err, enum fdn_status code, uint64_t r
         err->request_id = request_id;
         err->model[0] = 0; /* a call names its model over this (call.c, with_call) */
         va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        int n = vsnprintf(err->message, sizeof err->message, fmt, ap);
         va_end(ap);
+        if (n >= (int)sizeof err->message) drop_partial_char(err->message); /* cut: 255 bytes */
     }
     return code;
 }

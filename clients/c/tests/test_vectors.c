@@ -187,6 +187,29 @@ static void test_encoders_refuse_a_descriptor_every_decoder_refuses(void) {
     CHECK(fdn_encode_response(area, sizeof area, &r, &err) == FDN_OK);
 }
 
+/* A message longer than fdn_error.message (255 bytes) was cut mid-character: a server's error
+ * text in a multi-byte script ended with half a character, which a UTF-8 decoder refuses. */
+static void test_a_cut_message_ends_on_a_whole_character(void) {
+    static const char *const chars[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x99\x82"}; /* é € 🙂 */
+    for (size_t k = 0; k < 3; k++) {
+        for (size_t pad = 240; pad < 256; pad++) { /* the character lands on every cut position */
+            char text[600];
+            memset(text, 'x', pad);
+            text[pad] = 0;
+            for (int i = 0; i < 20; i++) strcat(text, chars[k]);
+            struct fdn_error err;
+            fdn_fail(&err, FDN_HANDLER_ERROR, 1, "%s", text);
+            size_t len = strlen(err.message), w = strlen(chars[k]);
+            CHECK(len <= 255 && len > 255 - w);
+            CHECK(len < pad || (len - pad) % w == 0); /* only whole characters after the x's */
+            CHECK(strncmp(err.message, text, len) == 0);
+        }
+    }
+    struct fdn_error err; /* not cut: left as it is */
+    fdn_fail(&err, FDN_HANDLER_ERROR, 1, "short \xc3\xa9");
+    CHECK(strcmp(err.message, "short \xc3\xa9") == 0);
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : "../../docs/protocol/vectors";
     test_crc32_matches_zlib();
@@ -200,6 +223,7 @@ int main(int argc, char **argv) {
     test_connect_refuses_a_server_name_one_past_the_limit();
     test_null_arguments_are_refused();
     test_encoders_refuse_a_descriptor_every_decoder_refuses();
+    test_a_cut_message_ends_on_a_whole_character();
     char cuda_dir[4096];
     snprintf(cuda_dir, sizeof cuda_dir, "%s/cuda_ipc", dir); /* section 15's vectors */
     int passed = 0, cuda_passed = 0, failed = fdn_vectors_check(dir, &passed, report, NULL);
