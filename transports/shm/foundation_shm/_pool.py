@@ -406,6 +406,8 @@ class ChannelPool:
 
     def _take_slow(self, deadline_ns: int, pending_wait: float | None) -> _Channel:
         stall = 0  # when the wait for a channel still with the server gives up (pending_wait)
+        hung_end = 0  # when the wait for it gives up on a server that stays hung (connect_timeout)
+        full = False  # a claim found the server's channels all taken: wait for our pending one
         until: list[tuple[int, str]] = []  # how long this take waits for a hung server's beat
         with self._cond:
             while True:
@@ -434,16 +436,31 @@ class ChannelPool:
                 # threads than `channels` must not wait for threads that are not calling.
                 # Claims in progress (other threads', without the lock) count.
                 held = sum(1 for box in self._holders if box[0] is not None)
-                if len(self._all) + sum(self._claiming.values()) - held < self.max_channels:
+                pending = self._pending_free()
+                # one more channel, unless a claim found the server's all taken: then what comes
+                # free of ours is waited for (below)
+                if not full and len(self._all) + sum(self._claiming.values()) - held < self.max_channels:
                     conn = self._conn
                     if not self._beating(conn, deadline_ns, until):
                         continue
-                    ch = self._claim_unlocked(conn, deadline_ns, held)
+                    try:
+                        ch = self._claim_unlocked(conn, deadline_ns, held)
+                    except Overloaded:
+                        # the server's channels are all taken (or its region mutex stayed busy):
+                        # one of ours still with the server (an abandoned call's, given back or
+                        # about to be) comes free when its late answer is in, and one in another
+                        # thread's call when that call ends: wait for it, as when this pool is
+                        # at max_channels, up to the deadline. With none, nothing comes free.
+                        conn = self._conn
+                        busy = tuple(self._busy)  # (one C call: a lock-free give() changes it)
+                        if self._pending_free() is None and not any(ch.conn is conn for ch in busy):
+                            raise
+                        full = True
+                        continue
                     if ch is None:
                         continue
                     return ch
                 limit = deadline_ns
-                pending = self._pending_free()
                 if pending is not None:
                     # no call waits on its answer, so none notices a dead server: check here,
                     # as a call's wait does (else a server that died never frees it: a hang)
@@ -454,6 +471,25 @@ class ChannelPool:
                     if pending_wait is not None:
                         stall = stall or time.monotonic_ns() + int(pending_wait * 1e9)
                         limit = min(limit, stall) if limit else stall
+                    # a hung server (10.3) answers nothing: the wait is one for its beat, as a
+                    # claim's (_beating), up to connect_timeout and the deadline; without it a
+                    # call with no deadline waited for ever
+                    why = pending.conn.hung()
+                    if why is None:
+                        hung_end = 0
+                    else:
+                        hung_end = hung_end or time.monotonic_ns() + int(self.connect_timeout * 1e9)
+                        if time.monotonic_ns() >= (min(hung_end, deadline_ns) if deadline_ns else hung_end):
+                            limit_said = (
+                                "before the call's deadline"
+                                if deadline_ns and deadline_ns < hung_end
+                                else f"within connect_timeout ({self.connect_timeout:g} s)"
+                            )
+                            raise ServerUnavailable(
+                                f"{why} (its process is stopped or stalled, and no beat came "
+                                f"{limit_said}): the previous request on channel {pending.index} "
+                                "(a call that passed its deadline) is still with it"
+                            )
                 left = (limit - time.monotonic_ns()) / 1e9 if limit else 0.05
                 if left <= 0:
                     if pending is not None:

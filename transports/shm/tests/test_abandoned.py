@@ -1,0 +1,198 @@
+"""The call after an abandoned one (it passed its deadline, was interrupted, or its ``ainfer`` was
+cancelled) while the server still runs the abandoned request: that request's channel stays with
+the server until its late answer is in. On a server with a channel to spare the next call claims
+it; on one whose channels are all taken it waits for the late answer, up to its own deadline
+(``DeadlineExceeded`` naming the channel still with the server), then sends its own request and
+gets its own answer, never the abandoned one's. A server that is hung (spec 10.3) meanwhile fails
+it ``ServerUnavailable`` after ``connect_timeout``, deadline or none."""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from foundation_shm import ShmTransport
+from foundation_shm._client import ShmClient
+
+from foundation_ml import InferenceClient, InferenceRequest, InferenceResponse
+from foundation_ml.errors import DeadlineExceeded, ServerUnavailable
+
+from .conftest import EchoProcess, until
+
+ABANDONED, NEXT = 7001, 7002
+
+
+def _slow(ms: int) -> InferenceRequest:
+    return InferenceRequest("sleep", {"x": np.full(4, 1.0)}, id=ABANDONED, parameters={"ms": ms})
+
+
+def _next(client: ShmClient, timeout: float | None) -> InferenceResponse:
+    return client.infer(InferenceRequest("echo", {"x": np.full(4, 2.0)}, id=NEXT), timeout=timeout)
+
+
+def _assert_own(resp: InferenceResponse) -> None:
+    """The next call's answer, not the abandoned call's (model sleep, id ABANDONED, ones)."""
+    assert (resp.id, resp.model) == (NEXT, "echo")
+    np.testing.assert_array_equal(resp.outputs["x"], 2.0)
+
+
+def _published(client: ShmClient) -> Callable[[], bool]:
+    """Whether a request was published on the client's one channel since this was called."""
+    ch = client._all[0]
+    before = ch.words[ch.cseq]
+    return lambda: ch.words[ch.cseq] != before
+
+
+def _abandon(client: ShmClient, how: str, ms: int) -> None:
+    """Send a request the server answers ``ms`` ms later, and abandon its call ``how``."""
+    if how == "deadline":
+        with pytest.raises(DeadlineExceeded):
+            client.infer(_slow(ms), timeout=0.02)
+    elif how == "interrupt":  # KeyboardInterrupt in the waiting (main) thread
+        sent = _published(client)
+
+        def interrupt() -> None:
+            assert until(sent)
+            _thread.interrupt_main()
+
+        t = threading.Thread(target=interrupt)
+        t.start()
+        with pytest.raises(KeyboardInterrupt):
+            client.infer(_slow(ms), timeout=60)
+        t.join()
+    else:  # the ainfer's task cancelled (by wait_for): its thread stops waiting within a slice
+        sent = _published(client)
+
+        async def cancelled() -> None:
+            task = asyncio.ensure_future(client.ainfer(_slow(ms), timeout=60))
+            while not sent():
+                await asyncio.sleep(0.001)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancelled())
+    assert any(not ch.idle() for ch in client._all)  # its request still with the server
+
+
+@contextlib.contextmanager
+def _stopped(server: EchoProcess) -> Iterator[None]:
+    """The server stopped (SIGSTOP) until the block ends, its pending request held as long as the
+    test needs (the wait, WUNTRACED, returns once it has stopped)."""
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        _, status = os.waitpid(server.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
+        yield
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("how", ["deadline", "interrupt", "ainfer"])
+@pytest.mark.parametrize("where", ["same thread", "another thread"])
+@pytest.mark.parametrize("server_channels", ["1", "2"])
+def test_the_call_after_an_abandoned_one_gets_its_own_answer(
+    name: str, echo_process: Callable[..., EchoProcess], how: str, where: str, server_channels: str
+) -> None:
+    """Before the fix, on a server of one channel, the next call of a client that may use more
+    (``channels=4``, the default) tried to claim another at once and failed ``Overloaded``
+    ('all 1 channels are in use'), deadline or none, though its own channel was about to come
+    free. With a channel to spare it claims that one."""
+    echo_process("--channels", server_channels)
+    with ShmTransport().connect(name) as client:
+        _abandon(client, how, 300)
+        for timeout in (60.0, None):
+            got: list[InferenceResponse | BaseException] = []
+
+            def call(
+                got: list[InferenceResponse | BaseException] = got, timeout: float | None = timeout
+            ) -> None:
+                try:
+                    got.append(_next(client, timeout))
+                except BaseException as exc:  # reported below
+                    got.append(exc)
+
+            if where == "same thread":
+                call()
+            else:
+                t = threading.Thread(target=call)
+                t.start()
+                t.join()
+            assert isinstance(got[0], InferenceResponse), got
+            _assert_own(got[0])
+            _abandon(client, "deadline", 300)  # the second round: no deadline
+
+
+def test_an_inference_client_after_an_abandoned_call_gets_its_own_answer(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """The same through ``InferenceClient`` (copies, its 30 s default timeout): before the fix its
+    next call failed ``Overloaded``."""
+    echo_process("--channels", "1")
+    with InferenceClient(name) as client:
+        with pytest.raises(DeadlineExceeded):
+            client.infer("sleep", {"x": np.full(4, 1.0)}, timeout=0.01)  # sleeps 100 ms
+        np.testing.assert_array_equal(client.infer("echo", {"x": np.full(4, 2.0)})["x"], 2.0)
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_a_late_answer_that_does_not_come_before_the_deadline_fails_the_next_call_saying_so(
+    name: str, echo_process: Callable[..., EchoProcess], channels: int
+) -> None:
+    """The server is stopped (SIGSTOP), so the late answer comes only once the test lets it.
+    Before the fix a client of 4 channels failed ``Overloaded``; one of 1 waited, as now."""
+    server = echo_process("--channels", "1")
+    with ShmTransport().connect(name, channels=channels) as client:
+        with _stopped(server):
+            with pytest.raises(DeadlineExceeded):
+                client.infer(_slow(10), timeout=0.02)
+            pending = (
+                r"previous request on channel 0 \(a call that passed its deadline\) is still with the server"
+            )
+            with pytest.raises(DeadlineExceeded, match=pending):
+                _next(client, 0.05)
+        _assert_own(_next(client, 60))
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+@pytest.mark.parametrize("timeout", [None, 60.0])
+def test_a_call_waiting_for_a_late_answer_from_a_hung_server_fails_server_unavailable(
+    name: str, echo_process: Callable[..., EchoProcess], channels: int, timeout: float | None
+) -> None:
+    """A stopped server counts hung (10.3) once its heartbeat is a second old: it answers nothing,
+    and a call waiting to send gives up after ``connect_timeout``, as a claim on it does. Before
+    the fix a call without a deadline waited for ever (a client of 4 channels was told
+    'all 1 channels are in use', or that the hung server takes no new client)."""
+    server = echo_process("--channels", "1")
+    with ShmTransport().connect(name, channels=channels, connect_timeout=0.05) as client:
+        with _stopped(server):
+            with pytest.raises(DeadlineExceeded):
+                client.infer(_slow(10), timeout=0.02)
+            got: list[BaseException | InferenceResponse] = []
+
+            def call() -> None:
+                try:
+                    got.append(_next(client, timeout))
+                except BaseException as exc:  # reported below
+                    got.append(exc)
+
+            t = threading.Thread(target=call, daemon=True)
+            t.start()
+            t.join(60)  # (not a timing check: a wait for ever fails here, not at pytest's limit)
+            assert got, "the call still waits for the hung server's late answer"
+        assert isinstance(got[0], ServerUnavailable), got
+        message = str(got[0])
+        assert "is hung: no heartbeat for" in message, message
+        assert "within connect_timeout (0.05 s)" in message, message
+        assert (
+            "the previous request on channel 0 (a call that passed its deadline) is still with it" in message
+        )
+        t.join()
+        _assert_own(_next(client, 60))  # the server runs again: its late answer in, the call sent
