@@ -1,6 +1,7 @@
 /* call.c: one request on the claimed channel: write, publish, wait, decode (sections 7.2, 7.5). */
 #define _GNU_SOURCE
 #include <sched.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "client.h"
@@ -63,8 +64,44 @@ static enum fdn_status wait_seq(struct fdn_client *c, uint64_t s, uint64_t deadl
     return st;
 }
 
-/* Reconnect if the server died, and wait until the channel is idle (an answer to a request that
- * passed its deadline may still be owed). */
+/* Wait until the channel is idle: the answer to a request that passed its deadline (or whose call
+ * was abandoned) may still be owed; it is never read, the next request is written once it is in
+ * (spec 7.5). Up to `deadline` (0: none), then DEADLINE_EXCEEDED; a server that is hung (10.3)
+ * meanwhile is waited for as a claim waits for its beat, up to connect_timeout_ms and no later than
+ * the deadline, then SERVER_UNAVAILABLE: a call without a deadline waited for ever on a stopped
+ * server, its request not even sent. */
+static enum fdn_status wait_idle(struct fdn_client *c, uint64_t deadline, struct fdn_error *err) {
+    uint64_t hung_end = 0, silent_ms = 0, slice = (uint64_t)FDN_WAIT_SLICE_MS * 1000000u;
+    while (FDN_LOAD(&c->ch->server_seq) != c->seq) {
+        uint64_t now = fdn_now_ns();
+        if (!fdn_hung(c, &silent_ms)) {
+            hung_end = 0;
+        } else {
+            if (!hung_end) hung_end = now + (uint64_t)c->opts.connect_timeout_ms * 1000000u;
+            int by_deadline = deadline && deadline < hung_end;
+            if (now >= (by_deadline ? deadline : hung_end)) {
+                char limit[64];
+                if (by_deadline) snprintf(limit, sizeof limit, "before the call's deadline");
+                else snprintf(limit, sizeof limit, "within connect_timeout_ms (%u ms)", c->opts.connect_timeout_ms);
+                return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0,
+                                "shm server '%s' (pid %u) is hung: no heartbeat for %llu ms (stopped or stalled; no "
+                                "beat came %s): the previous request on this channel (a call that passed its "
+                                "deadline) is still with it",
+                                c->name, c->server_pid, (unsigned long long)silent_ms, limit);
+            }
+        }
+        uint64_t until = now + slice; /* a slice at a time: the heartbeat is looked at between them */
+        if (deadline && deadline < until) until = deadline;
+        enum fdn_status st = wait_seq(c, c->seq, until, err);
+        if (st == FDN_DEADLINE_EXCEEDED && deadline && fdn_now_ns() >= deadline)
+            return fdn_fail(err, st, 0, "the previous request on this channel (a call that passed its deadline) is "
+                                        "still with the server");
+        if (st && st != FDN_DEADLINE_EXCEEDED) return st;
+    }
+    return FDN_OK;
+}
+
+/* Reconnect if the server died, and wait until the channel is idle (wait_idle). */
 /* A server that stopped (gracefully) marked its region STOPPED; a restarted one has a new region.
  * One load, so every call can afford it; a killed server is noticed while waiting instead. */
 static void notice_stop(struct fdn_client *c) {
@@ -78,14 +115,7 @@ static enum fdn_status ready(struct fdn_client *c, uint64_t deadline, struct fdn
         enum fdn_status st = fdn_connect_now(c, deadline, err);
         if (st) return st;
     }
-    if (FDN_LOAD(&c->ch->server_seq) != c->seq) {
-        enum fdn_status st = wait_seq(c, c->seq, deadline, err);
-        if (st == FDN_DEADLINE_EXCEEDED)
-            fdn_fail(err, st, 0, "the previous request on this channel (a call that passed its deadline) is still "
-                                 "with the server");
-        return st;
-    }
-    return FDN_OK;
+    return wait_idle(c, deadline, err);
 }
 
 /* Make the request area hold `end` bytes (and the response area as many). */

@@ -43,6 +43,8 @@ struct fdn_client {
 
 uint64_t fdn_now_ns(void); /* CLOCK_MONOTONIC, the clock of deadlines */
 int fdn_server_alive(const struct fdn_client *c); /* section 10.3 */
+/* section 10.3: whether the server counts hung, and how long it has not beaten (*silent_ms) */
+int fdn_hung(const struct fdn_client *c, uint64_t *silent_ms);
 int fdn_sem_wait_ns(sem_t *sem, uint64_t timeout_ns); /* 0 if a post was taken */
 uint64_t fdn_pages(uint64_t n); /* n rounded up to whole pages, at least one */
 /* Create a data segment with these capacities and publish it (10.1, "Growing"). */

@@ -343,7 +343,7 @@ static enum fdn_status claim(struct fdn_client *c, uint64_t deadline, struct fdn
  * at least 1 s: a stopped or stalled process), and if so how long it has not beaten (*silent_ms).
  * The server beats from a thread of its own, so a model that runs for seconds does not make it
  * hung. */
-static int hung(const struct fdn_client *c, uint64_t *silent_ms) {
+int fdn_hung(const struct fdn_client *c, uint64_t *silent_ms) {
     uint64_t beat = FDN_LOAD(&c->region->heartbeat_ns);
     uint64_t interval = FDN_LOAD(&c->region->heartbeat_interval_ms);
     uint64_t stale = 10 * (interval ? interval : 1) * 1000000u;
@@ -366,7 +366,7 @@ static enum fdn_status wait_beating(struct fdn_client *c, uint64_t deadline, str
     int by_deadline = deadline && deadline < end;
     if (by_deadline) end = deadline;
     uint64_t silent_ms = 0;
-    while (hung(c, &silent_ms)) {
+    while (fdn_hung(c, &silent_ms)) {
         if (!fdn_server_alive(c))
             return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' (pid %u) is gone", c->name,
                             c->server_pid);

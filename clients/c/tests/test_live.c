@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <glob.h>
 #include <poll.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
@@ -412,6 +413,88 @@ static int owned(struct fdn_region_header *r) {
     return n;
 }
 
+/* A call without a deadline, on a thread of its own (late_answer_checks). */
+struct lone_call {
+    fdn_client *c;
+    struct fdn_error err;
+    enum fdn_status st;
+};
+
+static void *lone_call(void *arg) {
+    struct lone_call *k = arg;
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    struct fdn_result res;
+    k->st = fdn_infer(k->c, "echo", &in, 1, -1, &res, &k->err);
+    return NULL;
+}
+
+/* The call after an abandoned one (it passed its deadline) on a server of one channel waits for
+ * the late answer, up to its own deadline (DEADLINE_EXCEEDED, still with the server), then sends
+ * its own request and reads its own answer, never the late one (spec 7.5). A server hung (10.3)
+ * meanwhile fails it SERVER_UNAVAILABLE after connect_timeout_ms: a call without a deadline waited
+ * for ever, its request not even sent. */
+static void late_answer_checks(const char *python) {
+    char name[64];
+    snprintf(name, sizeof name, "fdncl%d", (int)getpid());
+    pid_t server = echo_server_of(python, name, "1");
+    CHECK(server > 0, "start a server of 1 channel");
+    if (server < 0) return;
+    struct fdn_options opts = FDN_DEFAULT_OPTIONS;
+    opts.connect_timeout_ms = 50;
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    int32_t ones[2] = {1, 1};
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    struct fdn_input old = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = ones};
+    struct fdn_call slow = {.params = "{\"ms\": 300}"}, brief = {.params = "{\"ms\": 1}"};
+    fdn_client *c = NULL;
+    size_t size = 0;
+    struct fdn_region_header *r = map_region(name, &size);
+    CHECK(r, "map the control segment");
+    enum fdn_status st = fdn_connect(&c, name, &opts, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st || !r) goto out;
+
+    st = fdn_infer_call(c, "sleep", &old, 1, 20, &slow, &res, &err);
+    CHECK(st == FDN_DEADLINE_EXCEEDED, "a 20 ms deadline on a 300 ms call: %s", fdn_strerror(st));
+    uint64_t abandoned = err.request_id;
+    st = fdn_infer(c, "echo", &in, 1, 60000, &res, &err);
+    const struct fdn_tensor *y = st == FDN_OK ? fdn_result_output(&res, "x") : NULL;
+    CHECK(y && res.request_id == abandoned + 1 && strcmp(res.model, "echo") == 0 && memcmp(y->data, x, sizeof x) == 0,
+          "the call after the abandoned one reads its own answer: %s %s", fdn_strerror(st), err.message);
+
+    kill(server, SIGSTOP); /* it holds the next request as long as this needs; hung a second later */
+    int ws = 0;
+    CHECK(waitpid(server, &ws, WUNTRACED) == server && WIFSTOPPED(ws), "the server did not stop");
+    st = fdn_infer_call(c, "sleep", &old, 1, 20, &brief, &res, &err);
+    CHECK(st == FDN_DEADLINE_EXCEEDED, "a call to a stopped server: %s", fdn_strerror(st));
+    REFUSED_ONLY(fdn_infer(c, "echo", &in, 1, 30, &res, &err), FDN_DEADLINE_EXCEEDED,
+                 "the previous request on this channel (a call that passed its deadline) is still with the server");
+    struct lone_call k = {.c = c};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, lone_call, &k) == 0, "start a thread");
+    struct timespec limit;
+    clock_gettime(CLOCK_REALTIME, &limit);
+    limit.tv_sec += 60; /* not a timing check: a wait for ever fails here, not at the harness's limit */
+    int joined = pthread_timedjoin_np(t, NULL, &limit) == 0;
+    CHECK(joined, "a call without a deadline still waits for a hung server's late answer");
+    kill(server, SIGCONT);
+    if (!joined) pthread_join(t, NULL);
+    char says[128];
+    snprintf(says, sizeof says, "shm server '%s' (pid %d) is hung: no heartbeat for ", name, (int)server);
+    CHECK(joined && k.st == FDN_SERVER_UNAVAILABLE && strstr(k.err.message, says) &&
+              strstr(k.err.message, "no beat came within connect_timeout_ms (50 ms)") &&
+              strstr(k.err.message, "the previous request on this channel (a call that passed its deadline) is still with it"),
+          "a call without a deadline on a hung server: %s %s", fdn_strerror(k.st), k.err.message);
+    echo(c, "the call after the server resumed (its late answer in, then its own)");
+out:
+    if (r) munmap(r, size);
+    if (c) fdn_close(c);
+    kill_server(server);
+    remove_objects(name);
+}
+
+
 /* A hung server (section 10.3) takes no new client. Each connect to a stopped server claimed a
  * channel and its call left a request there the server could not answer: on 4 channels, 4
  * DEADLINE_EXCEEDED, then OVERLOADED "all 4 channels are in use" for every client, when the server
@@ -781,6 +864,7 @@ int main(void) {
         late_loan_checks(name, server);
         cycle_checks(name);
         hung_checks(python);
+        late_answer_checks(python);
         mutex_checks(python);
 
         struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
