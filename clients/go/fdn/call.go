@@ -4,6 +4,7 @@ package fdn
 // TOO_LARGE retry, loans (sections 7.2, 7.5 and 10.1 "Growing").
 
 import (
+	"fmt"
 	"sync/atomic"
 	"time"
 )
@@ -98,12 +99,47 @@ func (c *Client) ready(deadline uint64) error {
 			return err
 		}
 	}
-	if c.pending() {
-		if err := c.waitSeq(c.seq, deadline); err != nil {
-			if e := err.(*Error); e.Code == DeadlineExceeded {
-				e.Message = "the previous request on this channel (a call that passed its deadline) is still with the server"
+	return c.waitIdle(deadline)
+}
+
+// waitIdle waits until the channel is idle: the answer to a request that passed its deadline may
+// still be owed; it is never read, the next request is written once it is in (spec 7.5). Up to
+// deadline (0: none), then DEADLINE_EXCEEDED; a server that is hung (10.3) meanwhile is waited
+// for as a claim waits for its beat, up to ConnectTimeoutMs and no later than the deadline, then
+// SERVER_UNAVAILABLE: a call without a deadline waited for ever on a stopped server, its request
+// not even sent.
+func (c *Client) waitIdle(deadline uint64) error {
+	var hungEnd uint64
+	for c.pending() {
+		now := monotonicNs()
+		if why := c.hung(); why == "" {
+			hungEnd = 0
+		} else {
+			if hungEnd == 0 {
+				hungEnd = now + uint64(c.opts.ConnectTimeoutMs)*uint64(time.Millisecond)
 			}
-			return err
+			end, limit := hungEnd, fmt.Sprintf("within ConnectTimeoutMs (%d ms)", c.opts.ConnectTimeoutMs)
+			if deadline != 0 && deadline < hungEnd {
+				end, limit = deadline, "before the call's deadline"
+			}
+			if now >= end {
+				return fail(ServerUnavailable, 0, "%s (its process is stopped or stalled, and no beat came %s): "+
+					"the previous request on this channel (a call that passed its deadline) is still with it", why, limit)
+			}
+		}
+		until := now + uint64(waitSlice) // a slice at a time: the heartbeat is looked at between them
+		if deadline != 0 && deadline < until {
+			until = deadline
+		}
+		if err := c.waitSeq(c.seq, until); err != nil {
+			e := err.(*Error)
+			if e.Code != DeadlineExceeded {
+				return err
+			}
+			if deadline != 0 && monotonicNs() >= deadline {
+				e.Message = "the previous request on this channel (a call that passed its deadline) is still with the server"
+				return err
+			}
 		}
 	}
 	return nil

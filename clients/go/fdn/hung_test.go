@@ -245,3 +245,52 @@ func TestLiveAReconnectsWaitForTheRegionMutexKeepsTheCallsTimeout(t *testing.T) 
 	release()
 	wantEcho(t, c, "a call once the mutex is free")
 }
+
+// The call after an abandoned one (it passed its deadline) on a server of one channel waits for
+// the late answer up to its own deadline (DEADLINE_EXCEEDED, still with the server), then sends
+// its own request and reads its own answer, never the late one (spec 7.5). A server hung (10.3)
+// meanwhile fails it SERVER_UNAVAILABLE after ConnectTimeoutMs: a call without a deadline waited
+// for ever, its request not even sent.
+func TestLiveTheCallAfterAnAbandonedOneWaitsForTheLateAnswerButNotForAHungServer(t *testing.T) {
+	srv := startEcho(t, "fdngolate", "--channels", "1")
+	c := srv.connect(Options{ConnectTimeoutMs: 50})
+	old := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{1}}}
+	_, err := c.InferCall("sleep", old, 20*time.Millisecond, Call{Params: []byte(`{"ms": 300}`)})
+	wantError(t, "a 20 ms deadline on a 300 ms call", err, DeadlineExceeded)
+	abandoned := err.(*Error).RequestID
+	r, err := c.Infer("echo", oneByte(), 60*time.Second)
+	if err != nil || r.RequestID != abandoned+1 || r.Model != "echo" || r.Output("x").Data[0] != 7 {
+		t.Fatalf("the call after the abandoned one reads its own answer: %v %+v", err, r)
+	}
+
+	pid := srv.cmd.Process.Pid // stopped: it holds the next request as long as this needs
+	srv.cmd.Process.Signal(syscall.SIGSTOP)
+	t.Cleanup(func() { srv.cmd.Process.Signal(syscall.SIGCONT) })
+	var ws syscall.WaitStatus
+	if got, err := syscall.Wait4(pid, &ws, syscall.WUNTRACED, nil); err != nil || got != pid || !ws.Stopped() {
+		t.Fatalf("the server did not stop: %v %v", err, ws)
+	}
+	_, err = c.InferCall("sleep", old, 20*time.Millisecond, Call{Params: []byte(`{"ms": 1}`)})
+	wantError(t, "a call to a stopped server", err, DeadlineExceeded)
+	_, err = c.Infer("echo", oneByte(), 30*time.Millisecond)
+	wantError(t, "the next call, its deadline first", err, DeadlineExceeded,
+		"the previous request on this channel (a call that passed its deadline) is still with the server")
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Infer("echo", oneByte(), -1)
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second): // not a timing check: a wait for ever fails here
+		srv.cmd.Process.Signal(syscall.SIGCONT)
+		<-done
+		t.Fatal("a call without a deadline still waits for a hung server's late answer")
+	}
+	wantError(t, "a call without a deadline on a hung server", err, ServerUnavailable,
+		fmt.Sprintf("shm server %q (pid %d) is hung: no heartbeat for ", srv.name, pid),
+		"no beat came within ConnectTimeoutMs (50 ms)",
+		"the previous request on this channel (a call that passed its deadline) is still with it")
+	srv.cmd.Process.Signal(syscall.SIGCONT)
+	wantEcho(t, c, "the call after the server resumed (its late answer in, then its own)")
+}
