@@ -227,10 +227,11 @@ impl Client {
         let payload = l::request_payload_size(inputs.len(), options.outputs.len(), params.len());
         let (refs, end) = codec::layout(&specs, payload)?;
         let input_bytes: u64 = inputs.iter().map(|t| t.data.len() as u64).sum();
+        let hung_wait = self.opts.connect_timeout; // a hung server's late answer (wait_idle)
         let conn = self.conn(deadline)?;
         conn.check_limits(inputs.len(), options.outputs.len(), input_bytes)
             .map_err(|e| e.with_id(rid))?;
-        conn.wait_idle(deadline, spin)?;
+        conn.wait_idle(deadline, spin, hung_wait)?;
         conn.ensure(end)?;
         let area = conn.request_area();
         for (r, t) in refs.iter().zip(inputs) {
@@ -267,8 +268,9 @@ impl Client {
     ) -> Result<String> {
         let deadline = deadline_after(timeout);
         let spin = self.opts.spin;
+        let hung_wait = self.opts.connect_timeout; // a hung server's late answer (wait_idle)
         let conn = self.conn(deadline)?;
-        conn.wait_idle(deadline, spin)?;
+        conn.wait_idle(deadline, spin, hung_wait)?;
         let fields = RequestFields {
             kind,
             request_id: rid,
@@ -325,9 +327,10 @@ impl Client {
         // a request still with the server (a call that passed its deadline) gets as long as the
         // C and Go clients give it here: the connect timeout, not forever
         let deadline = deadline_after(Some(self.opts.connect_timeout));
+        let hung_wait = self.opts.connect_timeout; // a hung server's late answer (wait_idle)
         let conn = self.conn(deadline)?;
         conn.check_limits(inputs.len(), 0, input_bytes)?;
-        conn.wait_idle(deadline, spin)?;
+        conn.wait_idle(deadline, spin, hung_wait)?;
         conn.ensure(end)?;
         let conn_gen = self.conn_gen;
         Ok(Loan {
@@ -459,8 +462,9 @@ impl Loan<'_> {
             ..RequestFields::default()
         };
         let end = self.end;
+        let hung_wait = self.client.opts.connect_timeout; // a hung server's late answer (wait_idle)
         let conn = self.live()?;
-        conn.wait_idle(deadline, spin)?;
+        conn.wait_idle(deadline, spin, hung_wait)?;
         codec::write_request(conn.request_area(), &fields).map_err(|e| e.with_id(rid))?;
         let result = conn
             .round_trip(rid, end, deadline, spin)

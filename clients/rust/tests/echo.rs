@@ -444,3 +444,85 @@ fn call_errors_name_the_model_and_the_request() {
     assert_eq!(e.model, "");
     assert!(!e.to_string().contains("model"), "{e}");
 }
+
+/// The call after an abandoned one (it passed its deadline) waits for the late answer up to its
+/// own deadline (DEADLINE_EXCEEDED, still with the server), then sends its own request and reads
+/// its own answer, never the late one (spec 7.5). A server hung (10.3) meanwhile fails it
+/// SERVER_UNAVAILABLE after `connect_timeout`: a call without a deadline waited for ever, its
+/// request not even sent.
+#[test]
+fn the_call_after_an_abandoned_one_waits_for_the_late_answer_but_not_for_a_hung_server() {
+    let Some(python) = python() else { return };
+    let echo = start_named(&python, "rustabandon");
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_millis(50),
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(&echo.1, opts).unwrap();
+    let old = [Tensor::from_slice("x", &[1], &[1u8]).unwrap()];
+    let x = [Tensor::from_slice("x", &[1], &[7u8]).unwrap()];
+    let slow = |ms: i64| InferOptions {
+        timeout: Some(Duration::from_millis(20)),
+        params: vec![("ms".into(), Param::Int(ms))],
+        ..InferOptions::default()
+    };
+    let e = client.infer_with("sleep", &old, &slow(300)).unwrap_err();
+    assert_eq!(e.code, Status::DeadlineExceeded, "{e}");
+    // its own answer (the echo of 7), not the late one (the sleep's 1)
+    assert_eq!(
+        client
+            .infer("echo", &x, Some(Duration::from_secs(60)))
+            .unwrap(),
+        x
+    );
+
+    signal(&echo, "STOP"); // it holds the next request as long as this needs; hung a second later
+    let e = client.infer_with("sleep", &old, &slow(1)).unwrap_err();
+    assert_eq!(e.code, Status::DeadlineExceeded, "{e}");
+    let e = client
+        .infer("echo", &x, Some(Duration::from_millis(30)))
+        .unwrap_err();
+    assert_eq!(e.code, Status::DeadlineExceeded, "{e}");
+    assert!(
+        e.message
+            .contains("the previous request on this channel is still with the server"),
+        "{e}"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let e = std::thread::scope(|s| {
+        let call = s.spawn(|| {
+            let got = client.infer("echo", &x, None);
+            let _ = tx.send(());
+            got
+        });
+        // not a timing check: a wait for ever fails here, not at the harness's limit
+        let ended = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+        signal(&echo, "CONT");
+        let got = call.join().unwrap();
+        assert!(
+            ended,
+            "a call without a deadline still waits for a hung server's late answer"
+        );
+        got.unwrap_err()
+    });
+    assert_eq!(e.code, Status::ServerUnavailable, "{e}");
+    let pid = echo.0.id();
+    for says in [
+        format!(
+            "shm server {:?} (pid {pid}) is hung: no heartbeat for ",
+            echo.1
+        ),
+        "no beat came within connect_timeout (50 ms)".to_string(),
+        "the previous request on this channel (a call that passed its deadline) is still with it"
+            .to_string(),
+    ] {
+        assert!(e.message.contains(&says), "{e}");
+    }
+    // resumed: its late answer in, then the call's own
+    assert_eq!(
+        client
+            .infer("echo", &x, Some(Duration::from_secs(60)))
+            .unwrap(),
+        x
+    );
+}

@@ -165,22 +165,60 @@ impl Conn {
     }
 
     /// Make sure the previous request on this channel was answered (it may still be pending
-    /// after a DEADLINE_EXCEEDED): the request area must not be written before then.
-    pub(crate) fn wait_idle(&mut self, deadline: u64, spin: Duration) -> Result<()> {
+    /// after a DEADLINE_EXCEEDED): the request area must not be written before then, and the late
+    /// answer is never read (spec 7.5). Up to `deadline` (0: none), then DEADLINE_EXCEEDED; a
+    /// server that is hung (10.3) meanwhile is waited for as a claim waits for its beat, up to
+    /// `hung_wait` (`connect_timeout`) and no later than the deadline, then SERVER_UNAVAILABLE: a
+    /// call without a deadline waited for ever on a stopped server, its request not even sent.
+    pub(crate) fn wait_idle(
+        &mut self,
+        deadline: u64,
+        spin: Duration,
+        hung_wait: Duration,
+    ) -> Result<()> {
         if !self.alive {
             return Err(unavailable(format!("shm server {:?} is gone", self.name)));
         }
-        if self.server_seq() != self.seq {
-            self.wait_for(self.seq, deadline, spin).map_err(|e| {
-                if e.code == Status::DeadlineExceeded {
-                    Error::new(
-                        e.code,
-                        "the previous request on this channel is still with the server",
-                    )
-                } else {
-                    e
+        let mut hung_end = 0u64;
+        while self.server_seq() != self.seq {
+            let now = shm::monotonic_ns();
+            match hung(&self.ctl, &self.name, self.server_pid) {
+                None => hung_end = 0,
+                Some(why) => {
+                    if hung_end == 0 {
+                        hung_end = now.saturating_add(nanos(hung_wait));
+                    }
+                    let (end, limit) = if deadline != 0 && deadline < hung_end {
+                        (deadline, "before the call's deadline".to_string())
+                    } else {
+                        let ms = hung_wait.as_millis();
+                        (hung_end, format!("within connect_timeout ({ms} ms)"))
+                    };
+                    if now >= end {
+                        return Err(unavailable(format!(
+                            "{why} (its process is stopped or stalled, and no beat came {limit}): \
+                             the previous request on this channel (a call that passed its \
+                             deadline) is still with it"
+                        )));
+                    }
                 }
-            })?;
+            }
+            // a slice at a time: the heartbeat is looked at between them
+            let mut until = now.saturating_add(WAIT_SLICE_NS);
+            if deadline != 0 && deadline < until {
+                until = deadline;
+            }
+            match self.wait_for(self.seq, until, spin) {
+                Err(e) if e.code == Status::DeadlineExceeded => {
+                    if deadline != 0 && shm::monotonic_ns() >= deadline {
+                        return Err(Error::new(
+                            e.code,
+                            "the previous request on this channel is still with the server",
+                        ));
+                    }
+                }
+                other => other?,
+            }
         }
         Ok(())
     }
