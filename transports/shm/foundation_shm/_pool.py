@@ -377,6 +377,16 @@ class ChannelPool:
                 return ch
         return None
 
+    def _may_come_free(self, pending: _Channel | None) -> bool:
+        """Whether a channel of this client's connection may come free without a thread that is
+        not calling (the lock held): ``pending`` (``_pending_free``), one still with the server,
+        or one in another thread's call. One kept for a thread's views does not count."""
+        if pending is not None:
+            return True
+        conn = self._conn
+        busy = tuple(self._busy)  # (one C call: a lock-free give() changes it)
+        return any(ch.conn is conn for ch in busy)
+
     def _beating(self, conn: _Connection, deadline_ns: int, until: list[tuple[int, str]]) -> bool:
         """Whether ``conn``'s server beats, so that a channel may be claimed on it now (the lock
         held). If it is hung (10.3), wait for its beat *without* the lock, up to ``_wait`` from
@@ -438,8 +448,12 @@ class ChannelPool:
                 held = sum(1 for box in self._holders if box[0] is not None)
                 pending = self._pending_free()
                 # one more channel, unless a claim found the server's all taken: then what comes
-                # free of ours is waited for (below)
-                if not full and len(self._all) + sum(self._claiming.values()) - held < self.max_channels:
+                # free of ours is waited for (below), while something of ours can: a call that
+                # waited for another thread's channel, which that thread then kept for its
+                # views, waited for ever (claiming again fails Overloaded, saying so)
+                if (not full or not self._may_come_free(pending)) and len(self._all) + sum(
+                    self._claiming.values()
+                ) - held < self.max_channels:
                     conn = self._conn
                     if not self._beating(conn, deadline_ns, until):
                         continue
@@ -451,9 +465,7 @@ class ChannelPool:
                         # about to be) comes free when its late answer is in, and one in another
                         # thread's call when that call ends: wait for it, as when this pool is
                         # at max_channels, up to the deadline. With none, nothing comes free.
-                        conn = self._conn
-                        busy = tuple(self._busy)  # (one C call: a lock-free give() changes it)
-                        if self._pending_free() is None and not any(ch.conn is conn for ch in busy):
+                        if not self._may_come_free(self._pending_free()):
                             raise
                         full = True
                         continue

@@ -22,7 +22,7 @@ from foundation_shm import ShmTransport
 from foundation_shm._client import ShmClient
 
 from foundation_ml import InferenceClient, InferenceRequest, InferenceResponse
-from foundation_ml.errors import DeadlineExceeded, ServerUnavailable
+from foundation_ml.errors import DeadlineExceeded, Overloaded, ServerUnavailable
 
 from .conftest import EchoProcess, until
 
@@ -196,3 +196,44 @@ def test_a_call_waiting_for_a_late_answer_from_a_hung_server_fails_server_unavai
         )
         t.join()
         _assert_own(_next(client, 60))  # the server runs again: its late answer in, the call sent
+
+
+def test_a_call_waiting_for_another_threads_channel_that_is_then_kept_for_views_fails_overloaded(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """The call found the server's one channel taken by another thread's call, and waits for it;
+    that call returns views, so its thread keeps the channel (until its next call, or its end):
+    nothing of the client's comes free any more. Before the fix the call waited for ever (no
+    deadline); before the wait was added it failed ``Overloaded`` at once, saying why, as now."""
+    echo_process("--channels", "1")
+    with ShmTransport().connect(name, channels=4) as client:
+        sent = _published(client)
+        done = threading.Event()
+        views: list[InferenceResponse] = []
+
+        def holder() -> None:  # a call that returns views, its thread alive after it, calling no more
+            views.append(client.infer(_slow(300), timeout=60))
+            done.wait()
+
+        t1 = threading.Thread(target=holder, daemon=True)
+        t1.start()
+        assert until(sent)
+        got: list[BaseException | InferenceResponse] = []
+
+        def call() -> None:
+            try:
+                got.append(_next(client, None))
+            except BaseException as exc:  # reported below
+                got.append(exc)
+
+        t2 = threading.Thread(target=call, daemon=True)
+        t2.start()
+        t2.join(60)  # (not a timing check: a wait for ever fails here, not at pytest's limit)
+        try:
+            assert got, "the call still waits for a channel its thread keeps for views"
+            assert isinstance(got[0], Overloaded), got
+            assert "this client keeps 1 of them for threads holding output views" in str(got[0])
+        finally:
+            done.set()
+            t1.join()
+    t2.join()
