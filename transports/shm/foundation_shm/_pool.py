@@ -387,6 +387,17 @@ class ChannelPool:
         busy = tuple(self._busy)  # (one C call: a lock-free give() changes it)
         return any(ch.conn is conn for ch in busy)
 
+    @staticmethod
+    def _server_has_free(conn: _Connection) -> bool:
+        """Whether ``conn``'s server has a channel no client owns (read without the region
+        mutex: a claim under it says for sure). A call that found them all taken waited for its
+        own to come free even once another client gave one back."""
+        u32 = conn.ctl.u32
+        return any(
+            not u32[(L.CHANNELS_OFFSET + index * L.CHANNEL_SIZE + _C.OWNER_PID) // 4]
+            for index in range(conn.channel_count)
+        )
+
     def _beating(self, conn: _Connection, deadline_ns: int, until: list[tuple[int, str]]) -> bool:
         """Whether ``conn``'s server beats, so that a channel may be claimed on it now (the lock
         held). If it is hung (10.3), wait for its beat *without* the lock, up to ``_wait`` from
@@ -417,7 +428,10 @@ class ChannelPool:
     def _take_slow(self, deadline_ns: int, pending_wait: float | None) -> _Channel:
         stall = 0  # when the wait for a channel still with the server gives up (pending_wait)
         hung_end = 0  # when the wait for it gives up on a server that stays hung (connect_timeout)
-        full = False  # a claim found the server's channels all taken: wait for our pending one
+        # the connection on which a claim found the server's channels all taken: wait for ours to
+        # come free, unless the server shows a free channel again (another client gave one back)
+        # or the connection changed (a reconnect): then claim again
+        full: _Connection | None = None
         until: list[tuple[int, str]] = []  # how long this take waits for a hung server's beat
         with self._cond:
             while True:
@@ -447,13 +461,17 @@ class ChannelPool:
                 # Claims in progress (other threads', without the lock) count.
                 held = sum(1 for box in self._holders if box[0] is not None)
                 pending = self._pending_free()
-                # one more channel, unless a claim found the server's all taken: then what comes
-                # free of ours is waited for (below), while something of ours can: a call that
-                # waited for another thread's channel, which that thread then kept for its
-                # views, waited for ever (claiming again fails Overloaded, saying so)
-                if (not full or not self._may_come_free(pending)) and len(self._all) + sum(
-                    self._claiming.values()
-                ) - held < self.max_channels:
+                # one more channel, unless a claim on this connection found the server's all
+                # taken and none is free again: then what comes free of ours is waited for
+                # (below), while something of ours can: a call that waited for another thread's
+                # channel, which that thread then kept for its views, waited for ever (claiming
+                # again fails Overloaded, saying so)
+                if (
+                    full is None
+                    or full is not self._conn
+                    or not self._may_come_free(pending)
+                    or self._server_has_free(full)
+                ) and len(self._all) + sum(self._claiming.values()) - held < self.max_channels:
                     conn = self._conn
                     if not self._beating(conn, deadline_ns, until):
                         continue
@@ -467,7 +485,7 @@ class ChannelPool:
                         # at max_channels, up to the deadline. With none, nothing comes free.
                         if not self._may_come_free(self._pending_free()):
                             raise
-                        full = True
+                        full = self._conn
                         continue
                     if ch is None:
                         continue

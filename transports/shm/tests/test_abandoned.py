@@ -237,3 +237,38 @@ def test_a_call_waiting_for_another_threads_channel_that_is_then_kept_for_views_
             done.set()
             t1.join()
     t2.join()
+
+
+@pytest.mark.slow
+def test_a_call_waiting_for_a_late_answer_claims_a_channel_another_client_gives_back(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """The server's two channels are taken: one by another client, one by this client's abandoned
+    call, whose late answer comes 3 s later (the serving loop sleeps). The next call waits; the
+    other client closes, its channel is free: the call claims it. Before the fix it kept waiting
+    for the late answer (a call with a deadline shorter than that failed ``DeadlineExceeded``
+    though a channel was free)."""
+    echo_process("--channels", "2")
+    with ShmTransport().connect(name, channels=4) as client:
+        other = ShmTransport().connect(name, channels=1)
+        try:
+            _abandon(client, "deadline", 3000)
+            got: list[BaseException | InferenceResponse] = []
+
+            def call() -> None:
+                try:
+                    got.append(_next(client, None))
+                except BaseException as exc:  # reported below
+                    got.append(exc)
+
+            t = threading.Thread(target=call, daemon=True)
+            t.start()
+            assert until(lambda: client._pool._waiters > 0 or bool(got))  # it waits
+            assert not got, got
+        finally:
+            other.close()
+        # claimed while the late answer is still owed (the serving loop still sleeps)
+        assert until(lambda: len(client._all) == 2), "the call did not claim the channel given back"
+        t.join()
+        assert isinstance(got[0], InferenceResponse), got
+        _assert_own(got[0])
