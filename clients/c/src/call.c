@@ -13,12 +13,12 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-/* Wait until server_seq == s: spin for spin_us, then block in slices, checking the deadline
- * (0: none) and the server's liveness between slices. */
-static enum fdn_status wait_seq(struct fdn_client *c, uint64_t s, uint64_t deadline, struct fdn_error *err) {
+/* Wait until server_seq == s: spin for spin_us (`spin`: 0 for none), then block in slices, checking
+ * the deadline (0: none) and the server's liveness between slices. */
+static enum fdn_status wait_seq(struct fdn_client *c, uint64_t s, uint64_t deadline, int spin, struct fdn_error *err) {
     struct fdn_channel *ch = c->ch;
     if (FDN_LOAD(&ch->server_seq) == s) return FDN_OK;
-    if (c->opts.spin_us) {
+    if (spin && c->opts.spin_us) {
         /* never past the deadline, and at most one wait slice: a spin checks neither liveness nor
          * the deadline inside (spin_us may be up to 1 s) */
         uint64_t start = fdn_now_ns(), window = (uint64_t)c->opts.spin_us * 1000u;
@@ -72,6 +72,7 @@ static enum fdn_status wait_seq(struct fdn_client *c, uint64_t s, uint64_t deadl
  * server, its request not even sent. */
 static enum fdn_status wait_idle(struct fdn_client *c, uint64_t deadline, struct fdn_error *err) {
     uint64_t hung_end = 0, silent_ms = 0, slice = (uint64_t)FDN_WAIT_SLICE_MS * 1000000u;
+    int first = 1;
     while (FDN_LOAD(&c->ch->server_seq) != c->seq) {
         uint64_t now = fdn_now_ns();
         if (!fdn_hung(c, &silent_ms)) {
@@ -92,7 +93,10 @@ static enum fdn_status wait_idle(struct fdn_client *c, uint64_t deadline, struct
         }
         uint64_t until = now + slice; /* a slice at a time: the heartbeat is looked at between them */
         if (deadline && deadline < until) until = deadline;
-        enum fdn_status st = wait_seq(c, c->seq, until, err);
+        /* the spin in the first slice only: a spin window of a whole slice spun every slice (a CPU
+         * burnt while waiting) and never looked at the server's liveness (each slice ended in it) */
+        enum fdn_status st = wait_seq(c, c->seq, until, first, err);
+        first = 0;
         if (st == FDN_DEADLINE_EXCEEDED && deadline && fdn_now_ns() >= deadline)
             return fdn_fail(err, st, 0, "the previous request on this channel (a call that passed its deadline) is "
                                         "still with the server");
@@ -146,7 +150,7 @@ static enum fdn_status exchange(struct fdn_client *c, uint64_t deadline, int ret
     FDN_STORE(&c->ch->client_seq, s);
     FDN_FENCE();
     if (FDN_LOAD(&c->region->server_sleeping)) sem_post(c->bell);
-    enum fdn_status st = wait_seq(c, s, deadline, err);
+    enum fdn_status st = wait_seq(c, s, deadline, 1, err);
     if (st) {
         if (err) err->request_id = rid;
         return st;

@@ -495,6 +495,48 @@ out:
 }
 
 
+/* With a spin window of a whole wait slice (spin_us up to 1 s is taken), the wait for an abandoned
+ * call's late answer spun its every 50 ms slice (a CPU burnt for as long as it waited) and never
+ * looked at the server's liveness (each slice ended in the spin): a server killed meanwhile was
+ * found "hung" a second and connect_timeout_ms later, not gone within a slice. It spins once. */
+static void late_answer_spin_checks(const char *python) {
+    char name[64];
+    snprintf(name, sizeof name, "fdncs%d", (int)getpid());
+    pid_t server = echo_server_of(python, name, "1");
+    CHECK(server > 0, "start a server of 1 channel");
+    if (server < 0) return;
+    struct fdn_options opts = FDN_DEFAULT_OPTIONS;
+    opts.spin_us = 1000000;
+    opts.connect_timeout_ms = 500;
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    int32_t ones[2] = {1, 1};
+    struct fdn_input old = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = ones};
+    struct fdn_call slow = {.params = "{\"ms\": 60000}"};
+    fdn_client *c = NULL;
+    enum fdn_status st = fdn_connect(&c, name, &opts, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st) goto out;
+    st = fdn_infer_call(c, "sleep", &old, 1, 20, &slow, &res, &err);
+    CHECK(st == FDN_DEADLINE_EXCEEDED, "a 20 ms deadline on a 60 s call: %s", fdn_strerror(st));
+    struct lone_call k = {.c = c};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, lone_call, &k) == 0, "start a thread");
+    usleep(200000); /* it waits for the late answer (the server sleeps 60 s) */
+    kill_server(server);
+    server = -1;
+    pthread_join(t, NULL);
+    char says[128];
+    snprintf(says, sizeof says, "shm server '%s' (pid ", name);
+    CHECK(k.st == FDN_SERVER_UNAVAILABLE && strstr(k.err.message, says) && strstr(k.err.message, ") is gone"),
+          "a server killed while a call waits for its late answer is gone: %s %s", fdn_strerror(k.st), k.err.message);
+out:
+    if (c) fdn_close(c);
+    if (server > 0) kill_server(server);
+    remove_objects(name);
+}
+
+
 /* A hung server (section 10.3) takes no new client. Each connect to a stopped server claimed a
  * channel and its call left a request there the server could not answer: on 4 channels, 4
  * DEADLINE_EXCEEDED, then OVERLOADED "all 4 channels are in use" for every client, when the server
@@ -865,6 +907,7 @@ int main(void) {
         cycle_checks(name);
         hung_checks(python);
         late_answer_checks(python);
+        late_answer_spin_checks(python);
         mutex_checks(python);
 
         struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
