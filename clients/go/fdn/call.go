@@ -9,14 +9,14 @@ import (
 	"time"
 )
 
-// waitSeq is section 7.2, steps 4-7: spin, then block in slices, checking the deadline (0: none)
+// waitSeq is section 7.2, steps 4-7: spin (if spin), then block in slices, checking the deadline (0: none)
 // and the server's liveness between slices.
-func (c *Client) waitSeq(s uint64, deadline uint64) error {
+func (c *Client) waitSeq(s uint64, deadline uint64, spin bool) error {
 	seqWord := c.u64(c.ch + cServerSeq)
 	if atomic.LoadUint64(seqWord) == s {
 		return nil
 	}
-	if c.opts.SpinUs > 0 && c.spin(seqWord, s, deadline) {
+	if spin && c.opts.SpinUs > 0 && c.spin(seqWord, s, deadline) {
 		return nil
 	}
 	sleeping := c.u32(c.ch + cClientSleeping)
@@ -110,6 +110,7 @@ func (c *Client) ready(deadline uint64) error {
 // not even sent.
 func (c *Client) waitIdle(deadline uint64) error {
 	var hungEnd uint64
+	first := true
 	for c.pending() {
 		now := monotonicNs()
 		if why := c.hung(); why == "" {
@@ -131,7 +132,11 @@ func (c *Client) waitIdle(deadline uint64) error {
 		if deadline != 0 && deadline < until {
 			until = deadline
 		}
-		if err := c.waitSeq(c.seq, until); err != nil {
+		// the spin in the first slice only: a spin window of a whole slice spun every slice (a
+		// CPU burnt while waiting) and never looked at the server's liveness (each slice ended in it)
+		err := c.waitSeq(c.seq, until, first)
+		first = false
+		if err != nil {
 			e := err.(*Error)
 			if e.Code != DeadlineExceeded {
 				return err
@@ -189,7 +194,7 @@ func (c *Client) exchange(deadline uint64, retry bool) (*Result, error) {
 	if atomic.LoadUint32(c.u32(rServerSleeping)) != 0 {
 		semPost(c.bell)
 	}
-	if err := c.waitSeq(s, deadline); err != nil {
+	if err := c.waitSeq(s, deadline, true); err != nil {
 		err.(*Error).RequestID = rid
 		return nil, err
 	}

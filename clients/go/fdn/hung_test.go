@@ -294,3 +294,26 @@ func TestLiveTheCallAfterAnAbandonedOneWaitsForTheLateAnswerButNotForAHungServer
 	srv.cmd.Process.Signal(syscall.SIGCONT)
 	wantEcho(t, c, "the call after the server resumed (its late answer in, then its own)")
 }
+
+// With a spin window of a whole wait slice (SpinUs up to 1 s is taken), the wait for an abandoned
+// call's late answer spun its every 50 ms slice (a CPU burnt for as long as it waited) and never
+// looked at the server's liveness (each slice ended in the spin): a server killed meanwhile was
+// found "hung" a second and ConnectTimeoutMs later, not gone within a slice. It spins once.
+func TestLiveTheWaitForALateAnswerSpinsOnceAndFindsAKilledServerGone(t *testing.T) {
+	srv := startEcho(t, "fdngospin", "--channels", "1")
+	c := srv.connect(Options{ConnectTimeoutMs: 500, SpinUs: 1000000})
+	old := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{1}}}
+	_, err := c.InferCall("sleep", old, 20*time.Millisecond, Call{Params: []byte(`{"ms": 60000}`)})
+	wantError(t, "a 20 ms deadline on a 60 s call", err, DeadlineExceeded)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Infer("echo", oneByte(), -1)
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // it waits for the late answer (the server sleeps 60 s)
+	pid := srv.cmd.Process.Pid
+	srv.cmd.Process.Kill()
+	srv.cmd.Wait()
+	wantError(t, "a server killed while a call waits for its late answer", <-done, ServerUnavailable,
+		fmt.Sprintf("shm server %q (pid %d) is gone", srv.name, pid))
+}
