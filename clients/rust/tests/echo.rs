@@ -526,3 +526,49 @@ fn the_call_after_an_abandoned_one_waits_for_the_late_answer_but_not_for_a_hung_
         x
     );
 }
+
+/// The wait for an abandoned call's late answer, a slice at a time, never looked at the server's
+/// liveness (each slice ended at its own deadline, looked at first): a server killed meanwhile
+/// was found "hung" a second and `connect_timeout` later, not gone within a slice; with a spin
+/// window of a whole slice (as here) it also spun every slice. It spins once, and looks.
+#[test]
+fn the_wait_for_a_late_answer_finds_a_killed_server_gone() {
+    let Some(python) = python() else { return };
+    let mut echo = start_named(&python, "rustspin");
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_millis(500),
+        spin: Duration::from_secs(1),
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(&echo.1, opts).unwrap();
+    let old = [Tensor::from_slice("x", &[1], &[1u8]).unwrap()];
+    let x = [Tensor::from_slice("x", &[1], &[7u8]).unwrap()];
+    let slow = InferOptions {
+        timeout: Some(Duration::from_millis(20)),
+        params: vec![("ms".into(), Param::Int(60_000))],
+        ..InferOptions::default()
+    };
+    let e = client.infer_with("sleep", &old, &slow).unwrap_err();
+    assert_eq!(e.code, Status::DeadlineExceeded, "{e}");
+    let pid = echo.0.id();
+    let e = std::thread::scope(|s| {
+        let call = s.spawn(|| client.infer("echo", &x, None));
+        // it waits for the late answer (the server sleeps 60 s)
+        std::thread::sleep(Duration::from_millis(200));
+        echo.0.kill().unwrap();
+        echo.0.wait().unwrap();
+        call.join().unwrap().unwrap_err()
+    });
+    drop(client);
+    for entry in std::fs::read_dir("/dev/shm").unwrap().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file.starts_with(&format!("fdn-{}", echo.1))
+            || file.starts_with(&format!("sem.fdn-{}", echo.1))
+        {
+            let _ = std::fs::remove_file(entry.path()); // what the killed server left
+        }
+    }
+    assert_eq!(e.code, Status::ServerUnavailable, "{e}");
+    let gone = format!("shm server {:?} (pid {pid}) is gone", echo.1);
+    assert!(e.message.contains(&gone), "{e}");
+}

@@ -180,6 +180,10 @@ impl Conn {
             return Err(unavailable(format!("shm server {:?} is gone", self.name)));
         }
         let mut hung_end = 0u64;
+        // the spin in the first slice only: a spin window of a whole slice spun every slice (a
+        // CPU burnt while waiting) and never looked at the server's liveness (each slice ended
+        // in it)
+        let mut spin = spin;
         while self.server_seq() != self.seq {
             let now = shm::monotonic_ns();
             match hung(&self.ctl, &self.name, self.server_pid) {
@@ -208,7 +212,9 @@ impl Conn {
             if deadline != 0 && deadline < until {
                 until = deadline;
             }
-            match self.wait_for(self.seq, until, spin) {
+            let waited = self.wait_for(self.seq, until, spin);
+            spin = Duration::ZERO;
+            match waited {
                 Err(e) if e.code == Status::DeadlineExceeded => {
                     if deadline != 0 && shm::monotonic_ns() >= deadline {
                         return Err(Error::new(
@@ -216,6 +222,10 @@ impl Conn {
                             "the previous request on this channel is still with the server",
                         ));
                     }
+                    // the slice ended: block_for looks at its end (its deadline) before the
+                    // server, so a server killed meanwhile was found hung a second and
+                    // connect_timeout later, not gone within a slice
+                    self.check_alive()?;
                 }
                 other => other?,
             }
