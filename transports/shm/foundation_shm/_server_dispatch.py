@@ -28,6 +28,7 @@ from ._codec import DecodedRequest, Limits
 from ._cuda_desc import decoded as _cuda_decoded
 from ._cuda_ipc import ServerCuda
 from ._fd_limit import open_file_limit
+from ._liveness import is_alive
 from ._log_throttle import LogThrottle
 from ._readers import RequestReader
 from ._segments import Segment
@@ -96,6 +97,8 @@ class _Dispatch:
                 owner = (self._ctl.u32[ch.owner_word], self._ctl.u64[(ch.base + _C.OWNER_START) // 8])
                 dec = self._cuda.on_request(ch.index, owner, dec)  # CUDA IPC: open handles
         except InferenceError as exc:
+            if ch.resp is None and self._given_up(ch):
+                return
             rid = self._request_id(ch)
             self._log_rejected(ch, "rejected request %d: %s", rid, exc)
             exc.request_id = rid
@@ -103,6 +106,8 @@ class _Dispatch:
             self._answer_or_park(ch, seq, rid, model, exc)
             return
         except Exception as exc:  # a segment the client broke: answer if we can, never die
+            if ch.resp is None and self._given_up(ch):
+                return
             rid = self._request_id(ch)
             self._log_rejected(ch, "%r", exc)
             err = InternalError(str(exc), request_id=rid)
@@ -256,6 +261,25 @@ class _Dispatch:
         ch.req_cap, ch.resp_cap = req_cap, resp_cap
         ch.reader = RequestReader(ch.req, req_cap, self.limits)
         ch.wkey = None
+
+    def _given_up(self, ch: _Channel) -> bool:
+        """Whether the request on ``ch``, whose data segment could not be mapped, is one its
+        client gave up on: the channel given back with it pending (``owner_start_time = 0``,
+        spec 10.1: a call that timed out, then ``close()``, which unlinks the segment), or its
+        owner gone (the channel freed, or its process dead). Nobody waits for its answer: the
+        channel is left busy, parked, for the heartbeat's reclaim (10.4), which drops the request
+        as it drops any pending on such a channel: neither a warning nor an INTERNAL rejection
+        (a client that timed out and closed is no fault). False for a live owner's channel."""
+        pid, started = self._u32[ch.owner_word], self._u64[ch.start_word]
+        if pid and started and is_alive(pid, started):
+            return False
+        with ch.lock:  # the reclaim frees a channel under it
+            if self._u64[ch.sseq] != self._u64[ch.cseq]:
+                self._parked.add(ch.index)  # the reclaim, still to come, un-parks it
+            else:  # reclaimed since the loop saw the request: nothing is pending, nothing parked
+                ch.busy = False
+                self._u32[ch.busy_word] = 0
+        return True
 
     def _log_rejected(self, ch: _Channel, what: str, *args: object) -> None:
         """A warning about a request the server refused, at most 10 at once and one a second

@@ -7,6 +7,7 @@ stop ends it with status 0, and its stderr never says the serving loop died."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from foundation_shm._region import read_region
 from foundation_shm._segments import Segment, unlink_segment
 
 from foundation_ml import InferenceRequest, InferenceResponse, Respond
-from foundation_ml.errors import DeadlineExceeded
+from foundation_ml.errors import DeadlineExceeded, InferenceError
 
 from .conftest import EchoProcess, until
 
@@ -442,4 +443,61 @@ def test_the_late_answer_to_a_previous_owners_request_never_lands_on_the_new_own
         if hostile.poll() is None:
             hostile.kill()
         hostile.communicate()
+        server.stop()
+
+
+# --- a request whose client gave its channel back before the serving loop took it ------------------
+
+
+class _GateCounting(_Gate):
+    """``_Gate``, recording what the server reports as rejected (``RequestHandler.rejected``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: list[tuple[str, InferenceError]] = []
+
+    def rejected(self, model: str, version: str, error: InferenceError) -> None:
+        self.refused.append((model, error))
+
+
+def test_a_request_given_back_before_the_loop_took_it_is_no_internal_error(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new client's first request waited behind a long one of another client, its call ended
+    DeadlineExceeded, and it closed: the channel given back (owner_start_time = 0) and its data
+    segment unlinked. The loop then took the request, could not map the segment, warned
+    ``ExistentialError('No shared memory exists ...')`` and ``no data segment to answer in;
+    parking the channel``, and counted an INTERNAL rejection (a soak's stats said ``rejected:
+    INTERNAL``) for a client that had only timed out. Nobody waits for that request: it is
+    dropped, as the reclaim drops it, without a word or a count; the channel is reclaimed."""
+    handler = _GateCounting()
+    # no beat meanwhile: the heartbeat's reclaim would otherwise race the loop for the request
+    server = ShmTransport().serve(name, handler, channels=2, heartbeat_ms=60_000)
+    blocker = ShmClient(name, timeout=60, channels=1)
+    blocked = threading.Thread(target=lambda: blocker.infer(InferenceRequest("gate", {"x": X_NEW})))
+    try:
+        blocked.start()
+        assert handler.entered.wait(60), "the gate request never reached the handler"
+        late = ShmClient(name, timeout=30, channels=1)
+        with pytest.raises(DeadlineExceeded):
+            late.infer(REQUEST, timeout=0.2)
+        (ch,) = late._all
+        index = ch.index
+        late.close()  # gives the channel back, its request pending, and unlinks its segment
+        with caplog.at_level(logging.INFO, logger="foundation_shm"):
+            handler.open.set()
+            blocked.join(60)
+            sch = server._channels[index]
+            assert until(lambda: index in server._parked or server._u64[sch.sseq] == server._u64[sch.cseq])
+            server._reap()  # the beat's reclaim, now
+        assert handler.refused == [], handler.refused
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert index not in {i for i, _ in _owners(name)}, "the channel given back was not reclaimed"
+        assert index not in server._parked
+        with ShmTransport().connect(name, timeout=30) as fresh:
+            np.testing.assert_array_equal(fresh.infer(REQUEST).outputs["x"], REQUEST.inputs["x"])
+    finally:
+        handler.open.set()
+        blocked.join(60)
+        blocker.close()
         server.stop()
