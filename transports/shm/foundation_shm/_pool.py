@@ -501,25 +501,33 @@ class ChannelPool:
                     if pending_wait is not None:
                         stall = stall or time.monotonic_ns() + int(pending_wait * 1e9)
                         limit = min(limit, stall) if limit else stall
-                    # a hung server (10.3) answers nothing: the wait is one for its beat, as a
-                    # claim's (_beating), up to connect_timeout and the deadline; without it a
-                    # call with no deadline waited for ever
-                    why = pending.conn.hung()
-                    if why is None:
-                        hung_end = 0
-                    else:
-                        hung_end = hung_end or time.monotonic_ns() + int(self.connect_timeout * 1e9)
-                        if time.monotonic_ns() >= (min(hung_end, deadline_ns) if deadline_ns else hung_end):
-                            limit_said = (
-                                "before the call's deadline"
-                                if deadline_ns and deadline_ns < hung_end
-                                else f"within connect_timeout ({self.connect_timeout:g} s)"
-                            )
-                            raise ServerUnavailable(
-                                f"{why} (its process is stopped or stalled, and no beat came "
-                                f"{limit_said}): the previous request on channel {pending.index} "
-                                "(a call that passed its deadline) is still with it"
-                            )
+                # a hung server (10.3) answers nothing: the wait for a channel still with it (ours
+                # pending, or, its channels all taken, in another thread's call) is one for its
+                # beat, as a claim's (_beating), up to connect_timeout and the deadline; without
+                # it a call with no deadline waited for ever, its request not sent
+                watched = pending.conn if pending is not None else full if full is self._conn else None
+                why = None if watched is None else watched.hung()
+                if why is None:
+                    hung_end = 0
+                else:
+                    hung_end = hung_end or time.monotonic_ns() + int(self.connect_timeout * 1e9)
+                    if time.monotonic_ns() >= (min(hung_end, deadline_ns) if deadline_ns else hung_end):
+                        limit_said = (
+                            "before the call's deadline"
+                            if deadline_ns and deadline_ns < hung_end
+                            else f"within connect_timeout ({self.connect_timeout:g} s)"
+                        )
+                        still = (
+                            f"the previous request on channel {pending.index} (a call that passed its "
+                            "deadline) is still with it"
+                            if pending is not None
+                            else "its channels are all taken, this client's by calls of other threads "
+                            "whose requests are still with it"
+                        )
+                        raise ServerUnavailable(
+                            f"{why} (its process is stopped or stalled, and no beat came "
+                            f"{limit_said}): {still}"
+                        )
                 left = (limit - time.monotonic_ns()) / 1e9 if limit else 0.05
                 if left <= 0:
                     if pending is not None:

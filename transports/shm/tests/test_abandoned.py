@@ -272,3 +272,35 @@ def test_a_call_waiting_for_a_late_answer_claims_a_channel_another_client_gives_
         t.join()
         assert isinstance(got[0], InferenceResponse), got
         _assert_own(got[0])
+
+
+def test_a_call_waiting_for_another_threads_channel_on_a_hung_server_fails_server_unavailable(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """The server's one channel is in another thread's call, and the server stops (hung a second
+    later): the next call, its claim refused ('all 1 channels are in use'), waits for that
+    channel, and without a deadline it waited for ever, its request not even sent. It waits for
+    the hung server as a claim does: ``ServerUnavailable`` after ``connect_timeout``."""
+    server = echo_process("--channels", "1")
+    with ShmTransport().connect(name, channels=4, copy_outputs=True, connect_timeout=0.05) as client:
+        sent = _published(client)
+        first = threading.Thread(target=lambda: client.infer(_slow(300), timeout=None), daemon=True)
+        first.start()
+        assert until(sent)
+        got: list[BaseException | InferenceResponse] = []
+
+        def call() -> None:
+            try:
+                got.append(_next(client, None))
+            except BaseException as exc:  # reported below
+                got.append(exc)
+
+        with _stopped(server):
+            t = threading.Thread(target=call, daemon=True)
+            t.start()
+            t.join(60)  # (not a timing check: a wait for ever fails here, not at pytest's limit)
+            assert got, "the call still waits for a channel of a hung server"
+        assert isinstance(got[0], ServerUnavailable), got
+        assert "is hung: no heartbeat for" in str(got[0]), got[0]
+        first.join()
+        _assert_own(_next(client, 60))
