@@ -465,13 +465,18 @@ class ChannelPool:
                 # taken and none is free again: then what comes free of ours is waited for
                 # (below), while something of ours can: a call that waited for another thread's
                 # channel, which that thread then kept for its views, waited for ever (claiming
-                # again fails Overloaded, saying so)
+                # again fails Overloaded, saying so). Nor while the server is hung with a request
+                # of ours (it takes no new channel): the wait for that one says it is still there
                 if (
-                    full is None
-                    or full is not self._conn
-                    or not self._may_come_free(pending)
-                    or self._server_has_free(full)
-                ) and len(self._all) + sum(self._claiming.values()) - held < self.max_channels:
+                    (
+                        full is None
+                        or full is not self._conn
+                        or not self._may_come_free(pending)
+                        or self._server_has_free(full)
+                    )
+                    and (pending is None or pending.conn.hung() is None)
+                    and len(self._all) + sum(self._claiming.values()) - held < self.max_channels
+                ):
                     conn = self._conn
                     if not self._beating(conn, deadline_ns, until):
                         continue

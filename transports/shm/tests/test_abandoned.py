@@ -304,3 +304,28 @@ def test_a_call_waiting_for_another_threads_channel_on_a_hung_server_fails_serve
         assert "is hung: no heartbeat for" in str(got[0]), got[0]
         first.join()
         _assert_own(_next(client, 60))
+
+
+def test_a_call_after_an_abandoned_one_on_a_server_already_hung_says_its_request_is_still_with_it(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """The same, the server hung already when the next call starts (a loaded machine took over a
+    second to get there): a client of 4 channels, free to claim one more, waited for the hung
+    server's beat as a claim does, and failed without saying that its previous request was still
+    with the server (the test above failed so now and then). It waits for that request's channel."""
+    server = echo_process("--channels", "1")
+    with ShmTransport().connect(name, channels=4, connect_timeout=0.05) as client:
+        with _stopped(server):
+            with pytest.raises(DeadlineExceeded):
+                client.infer(_slow(10), timeout=0.02)
+            conn = client._all[0].conn
+            assert until(lambda: conn.hung() is not None)
+            with pytest.raises(ServerUnavailable) as got:
+                _next(client, None)
+        message = str(got.value)
+        assert "is hung: no heartbeat for" in message, message
+        assert "within connect_timeout (0.05 s)" in message, message
+        assert (
+            "the previous request on channel 0 (a call that passed its deadline) is still with it" in message
+        ), message
+        _assert_own(_next(client, 60))
