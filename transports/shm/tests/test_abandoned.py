@@ -50,6 +50,22 @@ def _published(client: ShmClient) -> Callable[[], bool]:
     return lambda: ch.words[ch.cseq] != before
 
 
+def _next_call(
+    client: ShmClient, timeout: float | None
+) -> tuple[list[BaseException | InferenceResponse], threading.Thread]:
+    """The next call as a thread, not started (``run()`` makes it in this thread): what it returns
+    or raises lands in the list."""
+    got: list[BaseException | InferenceResponse] = []
+
+    def call() -> None:
+        try:
+            got.append(_next(client, timeout))
+        except BaseException as exc:  # reported by the test
+            got.append(exc)
+
+    return got, threading.Thread(target=call, daemon=True)
+
+
 def _abandon(client: ShmClient, how: str, ms: int) -> None:
     """Send a request the server answers ``ms`` ms later, and abandon its call ``how``."""
     if how == "deadline":
@@ -112,20 +128,10 @@ def test_the_call_after_an_abandoned_one_gets_its_own_answer(
     with ShmTransport().connect(name) as client:
         _abandon(client, how, 300)
         for timeout in (60.0, None):
-            got: list[InferenceResponse | BaseException] = []
-
-            def call(
-                got: list[InferenceResponse | BaseException] = got, timeout: float | None = timeout
-            ) -> None:
-                try:
-                    got.append(_next(client, timeout))
-                except BaseException as exc:  # reported below
-                    got.append(exc)
-
+            got, t = _next_call(client, timeout)
             if where == "same thread":
-                call()
+                t.run()
             else:
-                t = threading.Thread(target=call)
                 t.start()
                 t.join()
             assert isinstance(got[0], InferenceResponse), got
@@ -178,15 +184,7 @@ def test_a_call_waiting_for_a_late_answer_from_a_hung_server_fails_server_unavai
         with _stopped(server):
             with pytest.raises(DeadlineExceeded):
                 client.infer(_slow(10), timeout=0.02)
-            got: list[BaseException | InferenceResponse] = []
-
-            def call() -> None:
-                try:
-                    got.append(_next(client, timeout))
-                except BaseException as exc:  # reported below
-                    got.append(exc)
-
-            t = threading.Thread(target=call, daemon=True)
+            got, t = _next_call(client, timeout)
             t.start()
             t.join(60)  # (not a timing check: a wait for ever fails here, not at pytest's limit)
             assert got, "the call still waits for the hung server's late answer"
@@ -221,15 +219,7 @@ def test_a_call_waiting_for_another_threads_channel_that_is_then_kept_for_views_
         t1 = threading.Thread(target=holder, daemon=True)
         t1.start()
         assert until(sent)
-        got: list[BaseException | InferenceResponse] = []
-
-        def call() -> None:
-            try:
-                got.append(_next(client, None))
-            except BaseException as exc:  # reported below
-                got.append(exc)
-
-        t2 = threading.Thread(target=call, daemon=True)
+        got, t2 = _next_call(client, None)
         t2.start()
         t2.join(60)  # (not a timing check: a wait for ever fails here, not at pytest's limit)
         try:
@@ -256,15 +246,7 @@ def test_a_call_waiting_for_a_late_answer_claims_a_channel_another_client_gives_
         other = ShmTransport().connect(name, channels=1)
         try:
             _abandon(client, "deadline", 3000)
-            got: list[BaseException | InferenceResponse] = []
-
-            def call() -> None:
-                try:
-                    got.append(_next(client, None))
-                except BaseException as exc:  # reported below
-                    got.append(exc)
-
-            t = threading.Thread(target=call, daemon=True)
+            got, t = _next_call(client, None)
             t.start()
             assert until(lambda: client._pool._waiters > 0 or bool(got))  # it waits
             assert not got, got
@@ -290,16 +272,8 @@ def test_a_call_waiting_for_another_threads_channel_on_a_hung_server_fails_serve
         first = threading.Thread(target=lambda: client.infer(_slow(300), timeout=None), daemon=True)
         first.start()
         assert until(sent)
-        got: list[BaseException | InferenceResponse] = []
-
-        def call() -> None:
-            try:
-                got.append(_next(client, None))
-            except BaseException as exc:  # reported below
-                got.append(exc)
-
+        got, t = _next_call(client, None)
         with _stopped(server):
-            t = threading.Thread(target=call, daemon=True)
             t.start()
             t.join(60)  # (not a timing check: a wait for ever fails here, not at pytest's limit)
             assert got, "the call still waits for a channel of a hung server"
