@@ -1,9 +1,12 @@
-"""Fixtures: unique server names, echo servers in real processes, and /dev/shm left clean."""
+"""Fixtures: unique server names, echo servers in real processes (and stopping them), a handler
+that holds requests, and /dev/shm left clean."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +15,10 @@ from pathlib import Path
 
 import pytest
 from foundation_shm._client import ShmClient
+from foundation_shm._echo import EchoHandler
 from foundation_shm._objects import group_objects, remove_objects
+
+from foundation_ml import InferenceRequest, Respond
 
 PREFIX = f"t{os.getpid()}x"
 _names = itertools.count()
@@ -143,3 +149,33 @@ class CudaServeProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+@contextlib.contextmanager
+def stopped(server: EchoProcess) -> Iterator[None]:
+    """The server stopped (SIGSTOP) until the block ends: a request published meanwhile stays
+    with it as long as the test needs, with no sleep to race against. SIGSTOP is asynchronous:
+    the wait (WUNTRACED) returns once the server has stopped."""
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        _, status = os.waitpid(server.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
+        yield
+    finally:
+        if server.proc.poll() is None:  # (a test may have killed it)
+            os.kill(server.pid, signal.SIGCONT)
+
+
+class HeldHandler(EchoHandler):
+    """The echo handler, but a "held" request is kept, with its ``respond``, for the test to
+    answer (or never)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[InferenceRequest, Respond]] = []
+
+    def __call__(self, request: InferenceRequest, respond: Respond) -> None:
+        if request.model == "held":
+            self.held.append((request, respond))
+        else:
+            super().__call__(request, respond)

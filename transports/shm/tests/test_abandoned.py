@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import _thread
 import asyncio
-import contextlib
-import os
-import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -24,7 +21,7 @@ from foundation_shm._client import ShmClient
 from foundation_ml import InferenceClient, InferenceRequest, InferenceResponse
 from foundation_ml.errors import DeadlineExceeded, Overloaded, ServerUnavailable
 
-from .conftest import EchoProcess, until
+from .conftest import EchoProcess, stopped, until
 
 ABANDONED, NEXT = 7001, 7002
 
@@ -101,19 +98,6 @@ def _abandon(client: ShmClient, how: str, ms: int) -> None:
     assert any(not ch.idle() for ch in client._all)  # its request still with the server
 
 
-@contextlib.contextmanager
-def _stopped(server: EchoProcess) -> Iterator[None]:
-    """The server stopped (SIGSTOP) until the block ends, its pending request held as long as the
-    test needs (the wait, WUNTRACED, returns once it has stopped)."""
-    os.kill(server.pid, signal.SIGSTOP)
-    try:
-        _, status = os.waitpid(server.pid, os.WUNTRACED)
-        assert os.WIFSTOPPED(status)
-        yield
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
-
-
 @pytest.mark.parametrize("how", ["deadline", "interrupt", "ainfer"])
 @pytest.mark.parametrize("where", ["same thread", "another thread"])
 @pytest.mark.parametrize("server_channels", ["1", "2"])
@@ -159,7 +143,7 @@ def test_a_late_answer_that_does_not_come_before_the_deadline_fails_the_next_cal
     Before the fix a client of 4 channels failed ``Overloaded``; one of 1 waited, as now."""
     server = echo_process("--channels", "1")
     with ShmTransport().connect(name, channels=channels) as client:
-        with _stopped(server):
+        with stopped(server):
             with pytest.raises(DeadlineExceeded):
                 client.infer(_slow(10), timeout=0.02)
             pending = (
@@ -181,7 +165,7 @@ def test_a_call_waiting_for_a_late_answer_from_a_hung_server_fails_server_unavai
     'all 1 channels are in use', or that the hung server takes no new client)."""
     server = echo_process("--channels", "1")
     with ShmTransport().connect(name, channels=channels, connect_timeout=0.05) as client:
-        with _stopped(server):
+        with stopped(server):
             with pytest.raises(DeadlineExceeded):
                 client.infer(_slow(10), timeout=0.02)
             got, t = _next_call(client, timeout)
@@ -273,7 +257,7 @@ def test_a_call_waiting_for_another_threads_channel_on_a_hung_server_fails_serve
         first.start()
         assert until(sent)
         got, t = _next_call(client, None)
-        with _stopped(server):
+        with stopped(server):
             t.start()
             t.join(60)  # (not a timing check: a wait for ever fails here, not at pytest's limit)
             assert got, "the call still waits for a channel of a hung server"
@@ -292,7 +276,7 @@ def test_a_call_after_an_abandoned_one_on_a_server_already_hung_says_its_request
     with the server (the test above failed so now and then). It waits for that request's channel."""
     server = echo_process("--channels", "1")
     with ShmTransport().connect(name, channels=4, connect_timeout=0.05) as client:
-        with _stopped(server):
+        with stopped(server):
             with pytest.raises(DeadlineExceeded):
                 client.infer(_slow(10), timeout=0.02)
             conn = client._all[0].conn

@@ -8,15 +8,12 @@ outputs) kept past a call, a grow or ``close()`` never fault."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import os
-import signal
 import subprocess
 import sys
 import textwrap
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,7 +24,7 @@ from foundation_shm._client import ShmClient
 from foundation_ml import DataType, InferenceRequest
 from foundation_ml.errors import DeadlineExceeded, InvalidInput, ServerUnavailable
 
-from .conftest import EchoProcess
+from .conftest import EchoProcess, stopped
 
 SPEC = {"x": (DataType.FP32, (4,))}
 
@@ -122,7 +119,7 @@ def test_a_dropped_loan_whose_request_is_with_the_server_is_used_again_only_once
     server = echo_process("--channels", "2")
     with ShmTransport().connect(name, channels=1) as client:
         loan = client.loan("echo", SPEC, timeout=2)
-        with _stopped(server):
+        with stopped(server):
             with pytest.raises(DeadlineExceeded):
                 loan.infer(timeout=0.05)
             ch = loan._channel
@@ -235,21 +232,6 @@ def test_views_kept_past_the_next_call_a_grow_or_close_show_bytes_and_never_cras
     assert float(kept.sum()) == 8.0 and float(out.sum()) == 12.0 and float(loaned.sum()) == 16.0
 
 
-@contextlib.contextmanager
-def _stopped(server: EchoProcess) -> Iterator[None]:
-    """The server stopped (SIGSTOP) until the block ends: a request published meanwhile stays
-    with it as long as the test needs, with no sleep to race against. SIGSTOP is asynchronous:
-    the wait (WUNTRACED) returns once the server has stopped."""
-    os.kill(server.pid, signal.SIGSTOP)
-    try:
-        _, status = os.waitpid(server.pid, os.WUNTRACED)
-        assert os.WIFSTOPPED(status)
-        yield
-    finally:
-        if server.proc.poll() is None:  # (a test may have killed it)
-            os.kill(server.pid, signal.SIGCONT)
-
-
 def test_a_loan_whose_request_is_still_with_the_server_lends_its_inputs_no_more(
     name: str, echo_process: Callable[..., EchoProcess]
 ) -> None:
@@ -262,7 +244,7 @@ def test_a_loan_whose_request_is_still_with_the_server_lends_its_inputs_no_more(
         x = loan["x"]
         x[:] = 1.0
         np.testing.assert_array_equal(loan.infer(timeout=5).outputs["x"], np.ones(4, np.float32))
-        with _stopped(server):
+        with stopped(server):
             with pytest.raises(DeadlineExceeded) as failed:
                 loan.infer(timeout=0.02)
             rid = failed.value.request_id
@@ -294,7 +276,7 @@ def test_a_call_waiting_for_a_channel_whose_server_died_fails_server_unavailable
     for it for ever (one with a deadline failed 'no free channel' at it)."""
     server = echo_process("--channels", "2")
     with ShmTransport().connect(name, channels=1) as client:
-        with _stopped(server):
+        with stopped(server):
             with pytest.raises(DeadlineExceeded):
                 _echo_with_timeout(client, 0.02)
             server.kill()

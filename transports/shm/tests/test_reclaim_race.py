@@ -27,7 +27,7 @@ from foundation_shm._segments import Segment, unlink_segment
 from foundation_ml import InferenceRequest, InferenceResponse, Respond
 from foundation_ml.errors import DeadlineExceeded, InferenceError
 
-from .conftest import EchoProcess, until
+from .conftest import EchoProcess, HeldHandler, until
 
 pytestmark = pytest.mark.slow
 
@@ -394,20 +394,6 @@ os._exit(0)
 """
 
 
-class _Keep(EchoHandler):
-    """Keeps the ``respond`` of each "held" request for the test to call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: list[tuple[InferenceRequest, Respond]] = []
-
-    def __call__(self, request: InferenceRequest, respond: Respond) -> None:
-        if request.model == "held":
-            self.held.append((request, respond))
-        else:
-            super().__call__(request, respond)
-
-
 def test_the_late_answer_to_a_previous_owners_request_never_lands_on_the_new_owners_call(name: str) -> None:
     """A client freed its channel with a request still with the handler (and data_gen one
     below the generation mapped), a new client claimed it and published its own request under
@@ -416,7 +402,7 @@ def test_the_late_answer_to_a_previous_owners_request_never_lands_on_the_new_own
     segment and published, and the new client's call read its own, empty, response area
     (BadMagic) in place of an answer to its request. The answer is dropped, and the new owner's
     request is served."""
-    handler = _Keep()
+    handler = HeldHandler()
     server = ShmTransport().serve(name, handler, channels=2)
     hostile = subprocess.Popen(
         [sys.executable, "-c", _HOSTILE_PENDING, name],

@@ -19,9 +19,9 @@ from foundation_shm import _layout as L
 from foundation_shm._echo import EchoHandler
 from foundation_shm._pool import _region_mutex
 
-from foundation_ml import InferenceRequest, InferenceResponse, Respond
+from foundation_ml import InferenceRequest, InferenceResponse
 
-from .conftest import EchoProcess, until
+from .conftest import EchoProcess, HeldHandler, until
 
 pytestmark = pytest.mark.slow
 
@@ -134,27 +134,13 @@ def test_a_sigterm_that_lands_on_the_echo_servers_serving_loop_stops_it_cleanly(
     assert server.proc.returncode == 0, err
 
 
-class _Held(EchoHandler):
-    """Keeps the ``respond`` of a "held" request for the test to call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: list[tuple[InferenceRequest, Respond]] = []
-
-    def __call__(self, request: InferenceRequest, respond: Respond) -> None:
-        if request.model == "held":
-            self.held.append((request, respond))
-        else:
-            super().__call__(request, respond)
-
-
 def test_a_signal_that_lands_on_a_client_waiting_for_its_answer_does_not_fail_the_call(
     name: str, handled: list[int]
 ) -> None:
     """A client call asleep on its channel's semaphore, waiting for an answer, raised
     posix_ipc.SignalError (no error of ours, its request left with the server) when a signal with
     a Python handler landed on its thread. It waits on, and gets its answer."""
-    handler = _Held()
+    handler = HeldHandler()
     server = ShmTransport().serve(name, handler, channels=2)
     try:
         with ShmTransport().connect(name, timeout=30, spin_us=0) as client:
