@@ -397,43 +397,28 @@ def test_a_start_that_a_close_in_another_thread_overtook_stops_its_server(
     assert runtime.servers == []
 
 
+class _FailingTransport:
+    def serve(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError("the name is taken")
+
+
+@pytest.mark.parametrize("serve_fails", [False, True])
 def test_a_close_overtaking_a_start_before_its_server_leaves_the_runtime_not_accepting(
-    runtime, name, monkeypatch: pytest.MonkeyPatch
+    runtime, name, monkeypatch: pytest.MonkeyPatch, serve_fails: bool
 ) -> None:
     """A close() that ran whole after start()'s check but before start() marked the runtime
-    accepting left stats() saying ``accepting: true`` on a closed runtime (the start itself was
-    refused, as it should be)."""
+    accepting left stats() saying ``accepting: true`` on a closed runtime: whether the start was
+    then refused (as it should be), or raised the transport's failure (its name taken, say)."""
     get = runtime.hub.transports.get
 
     def then_closed(transport: str) -> Any:
         impl = get(transport)
         runtime.close()  # as another thread may, now: before start() marks the runtime accepting
-        return impl
+        return _FailingTransport if serve_fails else impl
 
     monkeypatch.setattr(runtime.hub.transports, "get", then_closed)
-    with pytest.raises(FoundationError, match=r"^the runtime is closed"):
-        runtime.start("inproc", name)
-    assert runtime.servers == [] and runtime.stats()["server"]["accepting"] is False
-
-
-def test_a_close_overtaking_a_start_whose_server_fails_leaves_the_runtime_not_accepting(
-    runtime, name, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As above, the transport's serve() then failing (its name taken, say): the start raised
-    that failure, and stats() said ``accepting: true`` on the closed runtime."""
-    get = runtime.hub.transports.get
-
-    class Failing:
-        def serve(self, *args: Any, **kwargs: Any) -> Any:
-            raise OSError("the name is taken")
-
-    def then_closed(transport: str) -> Any:
-        get(transport)
-        runtime.close()  # as another thread may, now: before start() marks the runtime accepting
-        return Failing
-
-    monkeypatch.setattr(runtime.hub.transports, "get", then_closed)
-    with pytest.raises(OSError, match="the name is taken"):
+    raised = (OSError, "the name is taken") if serve_fails else (FoundationError, r"^the runtime is closed")
+    with pytest.raises(raised[0], match=raised[1]):
         runtime.start("inproc", name)
     assert runtime.servers == [] and runtime.stats()["server"]["accepting"] is False
 
