@@ -134,6 +134,7 @@ class Batcher:
                 return
             items = [self._queue.popleft() for _ in range(self.max_batch_size)]
             self.served.metrics.enqueued(len(self._queue))
+            self.served.call_started()  # under the lock: see _run_items
         self._run_items(items)
 
     def flush(self) -> int:
@@ -155,6 +156,7 @@ class Batcher:
             items = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch_size))]
             self.served.metrics.enqueued(len(self._queue))
             more = 1 if self._queue else 0
+            self.served.call_started()  # under the lock: see _run_items
         self._run_items(items)
         return more
 
@@ -237,17 +239,23 @@ class Batcher:
                     break
                 self._cond.wait(min(left / 1e9, threading.TIMEOUT_MAX))  # more: OverflowError
             n = min(len(self._queue), self.max_batch_size)
+            if not n:  # a put() that filled the batch, or a flush(), took it meanwhile
+                return True
             taken.extend(self._queue.popleft() for _ in range(n))
             self.served.metrics.enqueued(len(self._queue))
+            self.served.call_started()  # under the lock: see _run_items
         items = taken[:]
         taken.clear()  # _run_items answers them, whatever goes wrong: never answered twice
-        if items:
-            self._run_items(items)
+        self._run_items(items)
         return True
 
     def _run_items(self, items: list[Item]) -> None:
+        """Run a batch taken off the queue. Its caller counted it as a call of the model under
+        way (``call_started``) before letting the lock go: a ``stop`` (which takes the lock to
+        set ``_stopping``, then waits for the model's calls) then sees this batch and never
+        closes the model under it. Counted here, after the lock, a batch that a transport thread
+        had taken (``put``, ``flush``) ran on a model that an unload had closed meanwhile."""
         guarded = [(request, _Once(respond), t0) for request, respond, t0 in items]
-        self.served.call_started()  # the model is not closed under this batch (ServedModel.stop)
         try:
             self._process(guarded)  # type: ignore[arg-type]  # _Once is a Respond
         except BaseException as exc:  # never leave a caller waiting, whatever went wrong

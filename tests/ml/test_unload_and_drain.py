@@ -24,6 +24,7 @@ from foundation_ml import (
     MLRuntime,
     _runtime,
 )
+from foundation_ml._batching import MAX_WAIT_US
 from foundation_ml._process import shm_entries
 from foundation_ml._serving import ServedModel
 from foundation_ml._transport import TransportServer
@@ -500,3 +501,43 @@ def test_a_second_ctrl_c_in_the_models_drain_ends_it_and_still_releases_everythi
     else:
         assert (out, proc.returncode) == ("interrupted\nmodel closed\n", 0), err
     assert shm_entries(name) == [], err
+
+
+@pytest.mark.parametrize("by", ["put", "flush"])
+def test_a_batch_a_transport_thread_took_just_before_an_unload_runs_before_the_model_is_closed(
+    runtime: MLRuntime, by: str
+) -> None:
+    """A transport thread took a batch off the queue (the request that filled it, or flush())
+    just as an unload began: the unload saw no call under way and closed the model, then the
+    batch ran on the closed model and its callers got HandlerError 'the model was unloaded',
+    after unload_model had returned. The model is now closed when that batch returns."""
+    model = Blocking()
+    runtime.register_model("m", model, max_batch_size=2, max_wait_us=MAX_WAIT_US, warmup=False)
+    batcher = runtime.registry.get("m").batcher
+    assert batcher is not None
+    took, go = threading.Event(), threading.Event()
+    real_run_items = batcher._run_items
+
+    def run_items(items: list) -> None:  # the transport thread holds the batch it took
+        took.set()
+        assert go.wait(HANG_S)
+        real_run_items(items)
+
+    batcher._run_items = run_items  # type: ignore[method-assign]
+    replies = Replies()
+    runtime(InferenceRequest("m", {"x": _x(1.0)}, id=1), replies.respond(1))  # queued for 10 s
+    if by == "put":  # the second request fills the batch: its thread runs it
+        taker = _call_in_thread(runtime, replies, 2, 2.0)
+    else:  # the batch is due (a drain), but the batcher thread sleeps on: flush() runs it
+        batcher._draining = True
+        taker = threading.Thread(target=batcher.flush)
+        taker.start()
+    assert took.wait(HANG_S)
+    runtime.unload_model("m", drain_timeout=0)
+    go.set()
+    taker.join(HANG_S)
+    got = replies.wait(2 if by == "put" else 1)
+    for rid, answer in got.items():
+        assert isinstance(answer, InferenceResponse), answer
+        np.testing.assert_array_equal(answer.outputs["y"], _x(float(rid)))
+    assert model.events == ["returned", "closed"]
