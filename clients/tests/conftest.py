@@ -33,24 +33,29 @@ class NativeClient:
     hello_build: tuple[str, ...] = ()  # when the client's build does not make it
     params: bool = False  # its fdn-client takes --params JSON (an extension of the contract)
     live: bool = False  # its own tests also call a real echo server, given FDN_TEST_PYTHON
+    # its own tests again under the language's memory or race checker (ASan+UBSan, -race), which
+    # finds what a plain run passes over: an overflow that lands in owned memory, a data race
+    checked: tuple[str, ...] = ()
 
     @property
     def path(self) -> Path:
         return ROOT / self.binary
 
-    def run_tests(self) -> subprocess.CompletedProcess[str]:
-        """The language's own test suite (make test, go test, cargo test)."""
+    def run_tests(self, checked: bool = False) -> subprocess.CompletedProcess[str]:
+        """The language's own test suite (make test, go test, cargo test); ``checked``: under its
+        checker (``self.checked``) instead."""
+        cmd = self.checked if checked else self.test
         extra = {"FDN_TEST_PYTHON": sys.executable} if self.live else {}
         # under pytest-timeout's 300 s, so that a suite that hangs is reported with the output it
         # had written (which test hung), not killed with none
         try:
-            return run(self.test, self.cwd, timeout=240, extra_env=extra)
+            return run(cmd, self.cwd, timeout=240, extra_env=extra)
         except subprocess.TimeoutExpired as exc:
             out = [
                 x.decode(errors="replace") if isinstance(x, bytes) else x or ""
                 for x in (exc.stdout, exc.stderr)
             ]
-            return subprocess.CompletedProcess(self.test, -9, out[0] + "\n[timed out after 240 s]\n", out[1])
+            return subprocess.CompletedProcess(cmd, -9, out[0] + "\n[timed out after 240 s]\n", out[1])
 
 
 CLIENTS = {
@@ -58,6 +63,7 @@ CLIENTS = {
         "c",
         build=("make", "-C", "clients/c"),
         test=("make", "-C", "clients/c", "test"),
+        checked=("make", "-C", "clients/c", "test-sanitize"),
         binary="clients/c/build/fdn-client",
         hello="clients/c/examples/hello.c",
         hello_binary="clients/c/build/hello",
@@ -68,6 +74,7 @@ CLIENTS = {
         "go",
         build=("go", "build", "-o", "bin/fdn-client", "./cmd/fdn-client"),
         test=("go", "test", "./..."),
+        checked=("go", "test", "-race", "./..."),
         binary="clients/go/bin/fdn-client",
         cwd="clients/go",
         hello="clients/go/examples/hello/main.go",
@@ -174,6 +181,12 @@ def hello_client(request: pytest.FixtureRequest) -> NativeClient:
         proc = run(client.hello_build, client.cwd)
         assert proc.returncode == 0, f"{' '.join(client.hello_build)}:\n{proc.stdout}{proc.stderr}"
     return client
+
+
+@pytest.fixture(params=[lang for lang in PRESENT if CLIENTS[lang].checked])
+def checked_client(request: pytest.FixtureRequest) -> NativeClient:
+    """A client whose suite also runs under a memory or race checker."""
+    return built(request.param)
 
 
 @pytest.fixture(params=[lang for lang in PRESENT if CLIENTS[lang].params])

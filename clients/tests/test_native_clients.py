@@ -68,6 +68,14 @@ def test_native_test_suite_passes(client: NativeClient) -> None:
     assert proc.returncode == 0, f"{' '.join(client.test)}:\n{proc.stdout}{proc.stderr}"
 
 
+def test_native_test_suite_passes_its_checker(checked_client: NativeClient) -> None:
+    """C under ASan and UBSan (any report is fatal), with the decoder fuzz loop; Go under the race
+    detector: the live tests close clients while other goroutines call, which a plain run can
+    pass with a data race in it."""
+    proc = checked_client.run_tests(checked=True)
+    assert proc.returncode == 0, f"{' '.join(checked_client.checked)}:\n{proc.stdout}{proc.stderr}"
+
+
 @pytest.mark.skipif(not (ROOT / "clients" / "go").is_dir(), reason="no Go client in this checkout")
 def test_go_client_is_vetted_and_gofmt_clean(go_client: NativeClient, build_env: dict[str, str]) -> None:
     go = ROOT / go_client.cwd
@@ -425,7 +433,7 @@ def test_docs_show_the_commands_the_harness_runs(native_clients: dict[str, Nativ
     for lang, client in native_clients.items():
         if not (ROOT / "clients" / lang).is_dir():
             continue
-        for cmd in (client.build, client.test):
+        for cmd in (client.build, client.test, *([client.checked] if client.checked else [])):
             assert " ".join(cmd) in doc, f"docs/clients.md does not show `{' '.join(cmd)}`"
         assert Path(client.binary).name == "fdn-client"
         if client.hello:
