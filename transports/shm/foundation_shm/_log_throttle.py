@@ -1,10 +1,12 @@
-"""How often one channel's rejected requests are logged: a client must not flood the server's log."""
+"""How often one channel's rejected requests are logged, and how routine lines that repeat are
+folded: neither a client nor a busy service must flood the server's log."""
 
 from __future__ import annotations
 
+import threading
 import time
 
-__all__ = ["LogThrottle"]
+__all__ = ["LogFold", "LogThrottle"]
 
 
 class LogThrottle:
@@ -44,3 +46,41 @@ class LogThrottle:
     def forget(self, key: int) -> None:
         """The key's client is gone: the next one starts with a full burst."""
         self._state.pop(key, None)
+
+
+class LogFold:
+    """For a line that is routine when it repeats, server-wide (a channel given back after a
+    timed-out call: a busy service whose clients use short deadlines logged hundreds an hour).
+    The first is logged in full; those in the ``window_s`` after it are only counted, and
+    ``due`` hands their count to one summary line once the window has passed, which opens the
+    next one. A window that passes with none held closes: the next line is logged in full."""
+
+    __slots__ = ("_held", "_lock", "_since", "window_s")
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        self.window_s = window_s
+        self._since: float | None = None  # when the open window began; None: none is open
+        self._held = 0
+        self._lock = threading.Lock()  # the heartbeat takes and folds; stop() folds the rest
+
+    def take(self, now: float | None = None) -> bool:
+        """Whether to log this line in full (else it is counted for the next summary)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self._since is None or (not self._held and now - self._since >= self.window_s):
+                self._since = now
+                return True
+            self._held += 1
+            return False
+
+    def due(self, now: float | None = None, *, final: bool = False) -> tuple[int, float]:
+        """How many lines were held back and over how many seconds, once their window has
+        passed (``final``: at once, as the server stops); ``(0, 0.0)`` when no summary is due."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self._since is None or (not final and now - self._since < self.window_s):
+                return 0, 0.0
+            held, since = self._held, self._since
+            self._held = 0
+            self._since = now if held and not final else None
+            return held, now - since

@@ -25,7 +25,7 @@ from ._codec import Limits
 from ._cuda_ipc import ServerCuda
 from ._fd_limit import OpenFiles, claim_open_files
 from ._liveness import ServerLock, start_time
-from ._log_throttle import LogThrottle
+from ._log_throttle import LogFold, LogThrottle
 from ._objects import remove_objects
 from ._options import ServeOptions
 from ._options import options as _options
@@ -72,6 +72,8 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self._faults_seen = 0  # _hot.faults() at the last beat: SIGBUS the data-segment guard caught
         self._rejected_log = LogThrottle()  # rejected requests' warnings, per channel
         self._raised_log = LogThrottle()  # tracebacks of a handler that raised, per channel
+        self._given_back_log = LogFold()  # channels given back and reclaimed: one line a minute
+        self._reclaimed = {"given_back": 0, "dead_client": 0}  # channels the heartbeat reclaimed
         self._unremovable = set()  # dead clients' data segments another user owns (said once)
         self._hurry = False  # hurry(): the drain ends now
         self.abandoned = 0  # requests stop() gave up on (its drain timed out, or hurry())
@@ -381,6 +383,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self._stop_event.set()
         if self._beat_thread.ident is not None:
             self._beat_thread.join(2)
+        self._fold_given_back(final=True)  # the reclaims not yet summed up: none goes unsaid
         u32[_R.STATE // 4] = L.RegionState.STOPPED
         for ch in self._channels:
             with ch.lock:
@@ -409,11 +412,14 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self._lock.release()
 
     def stats(self) -> dict[str, Any]:
-        """The server's channel count and how many are busy now (``MLRuntime.stats``' transports);
-        a server that accepts CUDA IPC adds its cache of clients' mappings (``ServerCuda.stats``)."""
+        """The server's channel count, how many are busy now, and how many channels its heartbeat
+        reclaimed since it started, given back by clients or of dead clients (``MLRuntime.stats``'
+        transports); a server that accepts CUDA IPC adds its cache of clients' mappings
+        (``ServerCuda.stats``)."""
         stats: dict[str, Any] = {
             "channels": len(self._channels),
             "busy": sum(ch.busy for ch in self._channels),
+            "reclaimed": dict(self._reclaimed),  # exact, though routine ones are logged summed up
         }
         if self._cuda.enabled:
             stats["cuda_ipc"] = self._cuda.stats()

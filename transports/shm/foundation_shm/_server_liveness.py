@@ -17,7 +17,7 @@ from . import _layout as L
 from ._accel import hot
 from ._cuda_ipc import ServerCuda
 from ._liveness import is_alive, is_running
-from ._log_throttle import LogThrottle
+from ._log_throttle import LogFold, LogThrottle
 from ._objects import SHM_DIR
 from ._segments import Segment, drain, sem_wait, unlink_segment
 from ._server_channel import _Channel
@@ -46,6 +46,8 @@ class _Liveness:
     _faults_seen: int
     _rejected_log: LogThrottle
     _raised_log: LogThrottle
+    _given_back_log: LogFold
+    _reclaimed: dict[str, int]
     _unremovable: set[str]
     _running: bool
     _unnamed_since: tuple[int, float] | None
@@ -68,6 +70,7 @@ class _Liveness:
             u64[_R.HEARTBEAT_NS // 8] = time.monotonic_ns()
             try:
                 self._reap()
+                self._fold_given_back()
                 if u64[_R.HEARTBEAT // 8] % SWEEP_EVERY == 0:
                     self._sweep_orphans()
             except Exception:  # never let the heartbeat die
@@ -222,8 +225,32 @@ class _Liveness:
             drain(ch.sem)
             ctl.u32[ch.owner_word] = 0
             ctl.u64[_R.CONNECT_EPOCH // 8] += 1
-            how = "given back by client pid %d" if given_back else "of dead client pid %d"
-            log.info("shm %s: reclaimed channel %d " + how, self.name, ch.index, pid)
+            # counted exactly (stats' reclaimed); a channel given back (a call that timed out,
+            # then its client closed) is routine: after the first, a window's are summed up in
+            # one line (_fold_given_back); a dead client's is said each time
+            if given_back:
+                self._reclaimed["given_back"] += 1
+                if self._given_back_log.take():
+                    log.info(
+                        "shm %s: reclaimed channel %d given back by client pid %d", self.name, ch.index, pid
+                    )
+            else:
+                self._reclaimed["dead_client"] += 1
+                log.info("shm %s: reclaimed channel %d of dead client pid %d", self.name, ch.index, pid)
         finally:
             ctl.u32[_R.MUTEX_HOLDER // 4] = 0
             self._mutex.release()
+
+    def _fold_given_back(self, final: bool = False) -> None:
+        """Log how many channels given back were reclaimed but not logged one by one, once their
+        window has passed (each beat), or at once (``final``: the server stops)."""
+        held, seconds = self._given_back_log.due(final=final)
+        if held:
+            log.info(
+                "shm %s: reclaimed %d more channel%s given back by clients in the last %.0f s (not logged "
+                "one by one)",
+                self.name,
+                held,
+                "" if held == 1 else "s",
+                seconds,
+            )

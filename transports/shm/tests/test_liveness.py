@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -16,13 +17,14 @@ import pytest
 from foundation_shm import ShmTransport
 from foundation_shm import _layout as L
 from foundation_shm._echo import EchoHandler
+from foundation_shm._log_throttle import LogFold
 from foundation_shm._objects import objects_of
 from foundation_shm._segments import Segment
 
 from foundation_ml import InferenceRequest
-from foundation_ml.errors import ServerUnavailable
+from foundation_ml.errors import DeadlineExceeded, ServerUnavailable
 
-from .conftest import EchoProcess, until
+from .conftest import EchoProcess, HeldHandler, until
 
 pytestmark = pytest.mark.slow
 
@@ -370,6 +372,110 @@ def test_the_reclaim_log_tells_a_channel_given_back_from_one_of_a_dead_client(
             f"shm {name}: reclaimed channel 1 of dead client pid {dead.pid}",
         ]
         assert u32[given.owner_word] == 0 and u32[died.owner_word] == 0
+    finally:
+        server.stop()
+
+
+_HELD_VICTIM = """
+import sys, numpy as np
+from foundation_ml import InferenceRequest
+from foundation_shm import ShmTransport
+c = ShmTransport().connect(sys.argv[1], channels=1)
+print("connected", flush=True)
+c.infer(InferenceRequest("held", {"x": np.zeros(4)}))  # never answered: it is killed in it
+"""
+
+
+class _Clock(LogFold):
+    """A fold whose clock is the test's: it moves only when the test moves it (``at``), so what
+    the beats fold is the same however long each step takes on a loaded machine."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at = 0.0
+
+    def take(self, now: float | None = None) -> bool:
+        return super().take(self.at)
+
+    def due(self, now: float | None = None, *, final: bool = False) -> tuple[int, float]:
+        return super().due(self.at, final=final)
+
+
+def _give_back_after_a_timeout(name: str) -> None:
+    """A client whose call timed out (its request still with the server), then closed: its
+    channel given back (``owner_start_time = 0``, spec 10.1) for the server to reclaim."""
+    with ShmTransport().connect(name, timeout=30, channels=1) as client:
+        with pytest.raises(DeadlineExceeded):
+            client.infer(InferenceRequest("held", {"x": np.zeros(4)}), timeout=0.05)
+
+
+def _killed_mid_call(name: str, handler: HeldHandler, count: int) -> list[int]:
+    """``count`` client processes killed (kill -9) while their call is with the handler."""
+    victims = [
+        subprocess.Popen([sys.executable, "-c", _HELD_VICTIM, name], stdout=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    seen = len(handler.held)
+    for victim in victims:
+        assert victim.stdout is not None and victim.stdout.readline().strip() == "connected"
+    _until(lambda: len(handler.held) == seen + count, "the victims' requests to reach the handler")
+    for victim in victims:
+        victim.kill()
+        victim.wait()
+        victim.stdout.close()  # type: ignore[union-attr]
+    return [victim.pid for victim in victims]
+
+
+def test_channels_given_back_are_summed_up_in_the_log_and_dead_clients_said_each_time(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A soak's server logged ~600 "reclaimed channel N given back" lines in 20 minutes: a busy
+    service whose clients use short deadlines (a call that times out, then its client closes,
+    gives its channel back). The first is logged; those after it in a minute are summed up in one
+    line (at stop at the latest); a dead client's (kill -9) is still logged each time; stats'
+    ``reclaimed`` counts every one."""
+    handler = HeldHandler()
+    server = ShmTransport().serve(name, handler, channels=8, heartbeat_ms=20)  # beats reclaim
+    clock = server._given_back_log = _Clock()
+    me = os.getpid()
+
+    def reclaimed(given_back: int, dead_client: int) -> None:
+        want = {"given_back": given_back, "dead_client": dead_client}
+        _until(lambda: server.stats()["reclaimed"] == want, f"the reclaims to count {want}")
+
+    def lines() -> list[str]:
+        return [
+            re.sub(r"channel \d+ ", "channel _ ", r.getMessage())
+            for r in caplog.records
+            if "reclaimed" in r.getMessage()
+        ]
+
+    summed = "given back by clients in the last {} s (not logged one by one)"
+    try:
+        with caplog.at_level(logging.INFO, logger="foundation_shm"):
+            for _ in range(5):
+                _give_back_after_a_timeout(name)
+            reclaimed(5, 0)
+            dead = _killed_mid_call(name, handler, 2)
+            reclaimed(5, 2)
+            assert lines()[0] == f"shm {name}: reclaimed channel _ given back by client pid {me}"
+            assert sorted(lines()[1:]) == sorted(
+                f"shm {name}: reclaimed channel _ of dead client pid {pid}" for pid in dead
+            )
+            clock.at = 60.0  # a minute on: the next beat sums the 4 others up
+            _until(lambda: len(lines()) == 4, "the summary")
+            assert lines()[3] == f"shm {name}: reclaimed 4 more channels " + summed.format(60)
+            for _ in range(3):  # still busy: folded into the next minute's line
+                _give_back_after_a_timeout(name)
+            (later,) = _killed_mid_call(name, handler, 1)
+            reclaimed(8, 3)
+            assert lines()[4:] == [f"shm {name}: reclaimed channel _ of dead client pid {later}"]
+            clock.at = 90.0
+            server.stop()  # what is not yet summed up is said as it stops
+            assert lines()[5:] == [f"shm {name}: reclaimed 3 more channels " + summed.format(30)]
+            assert len(lines()) == 6
     finally:
         server.stop()
 

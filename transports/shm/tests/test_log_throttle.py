@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from foundation_shm import ShmTransport, _vector_messages
 from foundation_shm._echo import EchoHandler
-from foundation_shm._log_throttle import LogThrottle
+from foundation_shm._log_throttle import LogFold, LogThrottle
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,6 +48,56 @@ def test_a_quiet_key_gets_its_burst_back_and_a_forgotten_one_starts_full() -> No
     assert throttle.take(1, 1.0) == (True, 0)  # another key has its own bucket
     throttle.forget(0)
     assert [throttle.take(0, 1.0)[0] for _ in range(3)] == [True, True, False]
+
+
+def test_a_fold_logs_the_first_then_one_summary_a_window_and_closes_when_quiet() -> None:
+    """Routine repeats (channels given back) are summed up: a 600-line soak is a line a minute."""
+    fold = LogFold(window_s=60.0)
+    assert fold.take(0.0) is True  # the first: in full
+    assert [fold.take(t) for t in (1.0, 2.0, 59.0)] == [False, False, False]
+    assert fold.due(59.9) == (0, 0.0)  # its window has not passed
+    assert fold.due(60.0) == (3, 60.0)  # one summary: 3 held over the window
+    assert fold.take(61.0) is False  # still busy: the next window folds too
+    assert fold.due(119.0) == (0, 0.0) and fold.due(120.0) == (1, 60.0)
+    assert fold.due(180.0) == (0, 60.0)  # a quiet window: nothing to say, and it closes
+    assert fold.take(500.0) is True  # so the next is logged in full again
+    assert fold.take(501.0) is False
+    assert fold.due(502.0, final=True) == (1, 2.0)  # at stop: at once, none left unsaid
+    assert fold.take(503.0) is True
+
+
+def test_a_window_that_passed_with_none_held_logs_the_next_in_full_before_any_due() -> None:
+    fold = LogFold(window_s=10.0)
+    assert fold.take(0.0) is True
+    assert fold.take(10.0) is True  # nothing held in the window: no summary owed, so in full
+
+
+@given(
+    window=st.floats(0.1, 100),
+    steps=st.lists(st.tuples(st.booleans(), st.floats(0, 50)), max_size=200),
+)
+def test_every_line_of_a_fold_is_logged_or_summed_up_and_lines_are_a_window_apart(
+    window: float, steps: list[tuple[bool, float]]
+) -> None:
+    """Each line is logged in full or counted by exactly one summary; no two lines logged (in
+    full or summaries) are closer than the window: a flood of any rate is a line a window."""
+    fold, now, calls, counted = LogFold(window), 0.0, 0, 0
+    said: list[float] = []
+    for beat, dt in steps:
+        now += dt
+        if beat:  # the heartbeat asks whether a summary is due
+            held, _ = fold.due(now)
+            counted += held
+            if held:
+                said.append(now)
+        else:
+            calls += 1
+            if fold.take(now):
+                counted += 1
+                said.append(now)
+    held, _ = fold.due(now, final=True)
+    assert counted + held == calls
+    assert all(b - a >= window for a, b in itertools.pairwise(said))
 
 
 def _most_logged(seconds: float) -> int:
