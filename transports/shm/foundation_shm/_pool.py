@@ -26,7 +26,7 @@ from foundation_ml.errors import DeadlineExceeded, Overloaded, ServerUnavailable
 
 from . import _layout as L
 from ._channel import _Channel, _Connection, _pages
-from ._liveness import start_time
+from ._liveness import is_alive, start_time
 from ._segments import drain, open_semaphore, sem_wait
 
 __all__ = ["ChannelPool"]
@@ -35,6 +35,7 @@ _R = L.RegionField
 _C = L.ChannelField
 _POOLS: weakref.WeakSet[ChannelPool] = weakref.WeakSet()  # every live pool, for fork
 _SAME_PROCESS_WAIT = 0.05  # s: a finalizer's wait for a region mutex another thread of ours holds
+_OWED_GRACE = 0.1  # s: close()'s wait for the late answer of an abandoned call (as C, Go, Rust)
 
 
 class _Holding(threading.local):
@@ -641,9 +642,12 @@ class ChannelPool:
                 # holds it) holds no lock: other threads' calls meanwhile fail "closed" at once,
                 # not when it ends. Closed, nothing changes the connection or its channels but
                 # this: a take refuses, a claim in progress gives its channel back.
+                owed = wait is not None  # (a finalizer waits for no answer: it may run anywhere)
                 wait = self._drop_wait(conn) if wait is None else wait
                 self._cond.release()
                 try:
+                    if owed:
+                        self._await_owed(conn)
                     self._release_channels(conn, wait)
                 finally:
                     self._cond.acquire()
@@ -660,6 +664,20 @@ class ChannelPool:
         if conn.ctl.u32[_R.MUTEX_HOLDER // 4] == os.getpid():
             return min(self.connect_timeout, _SAME_PROCESS_WAIT)
         return self.connect_timeout
+
+    def _await_owed(self, conn: _Connection) -> None:
+        """Wait up to ``_OWED_GRACE`` for the late answers still owed on channels no call is in
+        (their calls passed their deadlines), so that they are freed, not given back: a channel
+        given back stays taken until the server's next beat reclaims it (10.4), and a client
+        connecting meanwhile to a server whose channels were all taken failed ``Overloaded``
+        though the answer came a moment after the close. A server that died or is hung answers
+        nothing: no wait (one that dies during it costs the moment, no more)."""
+        owed = [ch for ch in self._all if ch.conn is conn and ch not in self._busy and not ch.idle()]
+        if not owed or conn.hung() is not None or not is_alive(conn.pid, conn.started):
+            return
+        end = time.monotonic() + _OWED_GRACE
+        while not all(ch.idle() for ch in owed) and time.monotonic() < end:
+            time.sleep(0.001)
 
     def _release_channels(self, conn: _Connection, wait: float) -> None:
         """Spec 10.1, disconnect: under the region mutex, free each idle channel, and mark one

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 
 import numpy as np
 import pytest
-from foundation_shm import ShmTransport
+from foundation_shm import ShmTransport, _pool
 from foundation_shm._client import ShmClient
+from foundation_shm._echo import EchoHandler
 
 from foundation_ml import InferenceClient, InferenceRequest, InferenceResponse
 from foundation_ml.errors import DeadlineExceeded, Overloaded, ServerUnavailable
 
-from .conftest import EchoProcess, stopped, until
+from .conftest import EchoProcess, HeldHandler, stopped, until
 
 ABANDONED, NEXT = 7001, 7002
 
@@ -290,3 +292,53 @@ def test_a_call_after_an_abandoned_one_on_a_server_already_hung_says_its_request
             "the previous request on channel 0 (a call that passed its deadline) is still with it" in message
         ), message
         _assert_own(_next(client, 60))
+
+
+# --- close() after an abandoned call: an answer still owed gets a moment -------------------------
+
+
+def test_a_client_closed_after_an_abandoned_call_frees_its_channel_once_the_late_answer_is_in(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call passed its deadline, its client closed at once and a new one connected: on a server
+    whose channels were all taken (here its one), the new client failed ``Overloaded`` ("all 1
+    channels are in use") though the server answered the abandoned request a moment later; the
+    channel, given back (``owner_start_time = 0``), stayed taken until the server's next beat
+    reclaimed it. ``close()`` now waits for an answer still owed up to 100 ms (``_OWED_GRACE``),
+    as the C, Go and Rust clients do, and frees the channel once it is in."""
+    monkeypatch.setattr(_pool, "_OWED_GRACE", 60.0)  # the answer, a second late, comes in time on any machine
+    server = ShmTransport().serve(name, EchoHandler(), channels=1, heartbeat_ms=60_000)  # no beat: no reclaim
+    try:
+        first = ShmTransport().connect(name, timeout=30)
+        with pytest.raises(DeadlineExceeded):
+            first.infer(_slow(1000), timeout=0.05)
+        first.close()  # the answer comes a second after the call began: after the deadline and this
+        with ShmTransport().connect(name, timeout=30) as second:
+            _assert_own(_next(second, 30))
+    finally:
+        server.stop()
+
+
+def test_a_client_closed_after_an_abandoned_call_gives_its_channel_back_if_no_answer_comes(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The wait for an answer still owed is a moment, not the request's time: a handler that never
+    answers leaves the channel given back (``owner_start_time = 0``), for the server's reclaim."""
+    handler = HeldHandler()
+    server = ShmTransport().serve(name, handler, channels=1, heartbeat_ms=60_000)
+    try:
+        first = ShmTransport().connect(name, timeout=30)
+        with pytest.raises(DeadlineExceeded):
+            first.infer(InferenceRequest("held", {"x": np.full(4, 1.0)}), timeout=0.05)
+        first.close()
+        with pytest.raises(Overloaded, match="all 1 channels are in use"):
+            ShmTransport().connect(name, timeout=30)
+        with caplog.at_level("INFO", logger="foundation_shm"):
+            server._reap()  # the next beat's reclaim
+        assert [r.getMessage() for r in caplog.records if "reclaimed" in r.getMessage()] == [
+            f"shm {name}: reclaimed channel 0 given back by client pid {os.getpid()}"
+        ]
+        with ShmTransport().connect(name, timeout=30) as second:
+            _assert_own(_next(second, 30))
+    finally:
+        server.stop()
