@@ -10,19 +10,26 @@ from .errors import ModelLoadError, ModelNotFound
 
 __all__ = ["ModelRegistry"]
 
+#: Every version of every model (name -> version -> served, oldest first) and the latest of each.
+#: Never changed once made: a change makes a new pair and swaps it in.
+State = tuple[dict[str, dict[str, ServedModel]], dict[str, ServedModel]]
+
 
 class ModelRegistry:
-    """Holds :class:`ServedModel` objects. Lookups are lock-free dict reads; changes take a lock
-    and swap in new dicts, so a request sees the registry before or after a change, never half."""
+    """Holds :class:`ServedModel` objects. Changes take a lock and swap in a new :data:`State`;
+    every read takes the state once (one attribute read, no lock) and answers from it alone, so a
+    request, a listing or an error message sees the registry before or after a change, never
+    half of it. (Read twice, a model unloaded in between made ``versions()`` raise KeyError and a
+    request's 'no version' error raise it out of the handler.)"""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._versions: dict[str, dict[str, ServedModel]] = {}
-        self._latest: dict[str, ServedModel] = {}
+        self._state: State = ({}, {})
 
     def add(self, served: ServedModel) -> None:
         with self._lock:
-            versions = dict(self._versions.get(served.name, {}))
+            all_versions, latest = self._state
+            versions = dict(all_versions.get(served.name, {}))
             if served.version in versions:
                 raise ModelLoadError(
                     f"version {served.version!r} is already loaded; unload it first or pass another version",
@@ -30,57 +37,72 @@ class ModelRegistry:
                 )
             versions[served.version] = served
             _mark_others(versions)
-            self._versions = {**self._versions, served.name: versions}
-            self._latest = {**self._latest, served.name: served}
+            self._state = ({**all_versions, served.name: versions}, {**latest, served.name: served})
 
     def remove(self, name: str, version: str | None = None) -> list[ServedModel]:
         """Remove one version (or every version) of ``name``; returns what was removed."""
         with self._lock:
-            versions = dict(self._versions.get(name, {}))
+            state = self._state
+            versions = dict(state[0].get(name, {}))
             if not versions or (version is not None and version not in versions):
-                raise self._not_found(name, version or "")
+                raise _not_found(state, name, version or "")
             gone = list(versions.values()) if version is None else [versions.pop(version)]
-            all_versions = {k: v for k, v in self._versions.items() if k != name}
-            latest = {k: v for k, v in self._latest.items() if k != name}
+            all_versions = {k: v for k, v in state[0].items() if k != name}
+            latest = {k: v for k, v in state[1].items() if k != name}
             if version is not None and versions:
                 _mark_others(versions)
                 all_versions[name] = versions
                 latest[name] = list(versions.values())[-1]
-            self._versions, self._latest = all_versions, latest
+            self._state = (all_versions, latest)
         return gone
 
     def get(self, name: str, version: str = "") -> ServedModel:
         """The served model for a request (``version`` empty: the latest loaded)."""
-        served = self._latest.get(name) if not version else self._versions.get(name, {}).get(version)
+        state = self._state
+        served = state[1].get(name) if not version else state[0].get(name, {}).get(version)
         if served is None:
-            raise self._not_found(name, version)
+            raise _not_found(state, name, version)
         return served
 
     def names(self) -> list[str]:
-        return sorted(self._versions)
+        return sorted(self._state[0])
 
     def versions(self, name: str) -> list[str]:
-        if name not in self._versions:
-            raise self._not_found(name, "")
-        return list(self._versions[name])
+        return _versions(self._state, name)
 
-    def snapshot(self) -> tuple[dict[str, dict[str, ServedModel]], dict[str, ServedModel]]:
+    def snapshot(self) -> State:
         """Every version of every model and the latest of each, as of one moment (a model being
-        loaded or unloaded meanwhile is in both or in neither)."""
-        with self._lock:
-            return self._versions, self._latest
+        loaded or unloaded meanwhile is in both or in neither). Read, never change, them."""
+        return self._state
 
     def all(self) -> list[ServedModel]:
-        return [s for n in sorted(self._versions) for s in self._versions[n].values()]
+        all_versions = self._state[0]
+        return [s for n in sorted(all_versions) for s in all_versions[n].values()]
 
     def metadata(self, name: str) -> ModelMetadata:
-        return self.get(name).metadata(self.versions(name))
+        return metadata_of(self._state, name)
 
-    def _not_found(self, name: str, version: str) -> ModelNotFound:
-        if name in self._versions and version:
-            have = ", ".join(self._versions[name])
-            return ModelNotFound(f"no version {version!r} (versions: {have})", model=name)
-        return ModelNotFound(f"no such model (serving: {', '.join(self.names()) or 'none'})", model=name)
+
+def metadata_of(state: State, name: str) -> ModelMetadata:
+    """``name``'s metadata as of ``state``: its latest version's signature, all its versions."""
+    served = state[1].get(name)
+    if served is None:
+        raise _not_found(state, name, "")
+    return served.metadata(list(state[0][name]))
+
+
+def _versions(state: State, name: str) -> list[str]:
+    versions = state[0].get(name)
+    if versions is None:
+        raise _not_found(state, name, "")
+    return list(versions)
+
+
+def _not_found(state: State, name: str, version: str) -> ModelNotFound:
+    versions = state[0].get(name)
+    if versions is not None and version:
+        return ModelNotFound(f"no version {version!r} (versions: {', '.join(versions)})", model=name)
+    return ModelNotFound(f"no such model (serving: {', '.join(sorted(state[0])) or 'none'})", model=name)
 
 
 def _mark_others(versions: dict[str, ServedModel]) -> None:

@@ -30,7 +30,7 @@ from ._loading import check_as_given, check_outputs, load_model
 from ._metrics import prometheus_text
 from ._names import MAX_VERSION_BYTES, check_name
 from ._plugin import DEFAULT_NAME
-from ._registry import ModelRegistry
+from ._registry import ModelRegistry, metadata_of
 from ._runtime_checks import check_batching, check_drain
 from ._serve_until import serve_until_stopped
 from ._server_info import server_address, server_stats
@@ -256,8 +256,10 @@ class MLRuntime:
         self._batchers = tuple(s.batcher for s in self.registry.all() if s.batcher is not None)
 
     def models(self) -> list[ModelMetadata]:
-        """Every served model's metadata (its latest version's signature, all its versions)."""
-        return [self.registry.metadata(n) for n in self.registry.names()]
+        """Every served model's metadata (its latest version's signature, all its versions), as
+        of one moment: a model loaded or unloaded meanwhile is listed whole or not at all."""
+        state = self.registry.snapshot()
+        return [metadata_of(state, n) for n in sorted(state[0])]
 
     def versions(self, name: str) -> list[str]:
         """The loaded versions of ``name``, oldest first (``ModelNotFound`` if none)."""
@@ -329,10 +331,10 @@ class MLRuntime:
     def metadata(self, model: str) -> dict[str, Any]:
         """The model-metadata document of ``model``'s latest version, with ``batching`` and
         ``signatures`` (each loaded version's ``inputs`` and ``outputs``: versions may differ)."""
-        doc = self.registry.metadata(model).as_dict()
-        doc["batching"] = self._batching(self.registry.get(model))
-        versions = self.registry.versions(model)
-        doc["signatures"] = {v: _signature_doc(self.registry.get(model, v)) for v in versions}
+        state = self.registry.snapshot()  # one moment: a version unloaded meanwhile is in it or not
+        doc = metadata_of(state, model).as_dict()
+        doc["batching"] = self._batching(state[1][model])
+        doc["signatures"] = {v: _signature_doc(served) for v, served in state[0][model].items()}
         return doc
 
     def stats(self) -> dict[str, Any]:
