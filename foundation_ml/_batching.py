@@ -116,26 +116,30 @@ class Batcher:
             sys.setswitchinterval(SWITCH_INTERVAL)
         self._thread.start()
 
-    def put(self, request: InferenceRequest, respond: Respond, t0: int) -> None:
-        """Queue one request. The request that fills a batch runs it at once, in the caller's
-        (the transport's) thread: no hand-off to the batcher thread, whose only job is then the
-        batches that ``max_wait_us`` closes."""
+    def put(self, request: InferenceRequest, respond: Respond, t0: int, latest: bool = False) -> bool:
+        """Queue one request; True. The request that fills a batch runs it at once, in the
+        caller's (the transport's) thread: no hand-off to the batcher thread, whose only job is
+        then the batches that ``max_wait_us`` closes. Once stopping, the request is answered
+        ``ShuttingDown``, or (``latest``: see ``ServedModel.submit``) handed back unanswered: False."""
         with self._cond:
             if self._stopping:
+                if latest:
+                    return False
                 err = ShuttingDown(self._why, model=self.served.name, request_id=request.id)
                 self.served.finish(request, respond, t0, err)
-                return
+                return True
             self._queue.append((request, respond, t0))
             depth = len(self._queue)
             if depth < self.max_batch_size:
                 self.served.metrics.enqueued(depth)
                 if depth == 1 and not self._flushed:  # the batcher sleeps until a first request
                     self._cond.notify()
-                return
+                return True
             items = [self._queue.popleft() for _ in range(self.max_batch_size)]
             self.served.metrics.enqueued(len(self._queue))
             self.served.call_started()  # under the lock: see _run_items
         self._run_items(items)
+        return True
 
     def flush(self) -> int:
         """The transport has handed over every request pending now (``RequestHandler.flush``):

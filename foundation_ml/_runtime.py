@@ -225,8 +225,9 @@ class MLRuntime:
     def unload_model(self, name: str, version: str | None = None, drain_timeout: float = 5.0) -> None:
         """Stop serving ``name`` (one version, or all); queued requests are answered first, for
         at most ``drain_timeout`` in all. A request that raced the unload is answered
-        ``ShuttingDown`` (or, asking for no version, served by the latest version left); a model
-        whose call is still running at the timeout is closed when that call returns. ``hurry()``
+        ``ShuttingDown`` (or, asking for no version, served by the latest version left;
+        ``ModelNotFound`` if none is); a model whose call is still running at the timeout is
+        closed when that call returns. ``hurry()``
         ends the wait at once, as the timeout would. Every version is stopped whatever one's stop
         (its model's ``close()``, a Ctrl-C) raises; then the first error is raised (an interrupt
         before any other), the others noted on it."""
@@ -277,27 +278,36 @@ class MLRuntime:
 
     def __call__(self, request: InferenceRequest, respond: Respond) -> None:
         t0 = _now()
-        try:
-            if not self._accepting:
-                raise ShuttingDown("the server is shutting down", model=request.model, request_id=request.id)
-            served = self.registry.get(request.model, request.version)
-            if served.stopping and not request.version:  # unloaded since: the latest left, if any
-                served = self.registry.get(request.model)
-        except InferenceError as exc:
-            exc.request_id = request.id
-            with self._rejected_lock:
-                self._rejected[exc.code.name] = self._rejected.get(exc.code.name, 0) + 1
-            # without its traceback: that holds this frame, which holds ``respond``; a respond
-            # keeping its answer (inproc's reply, a list) made a cycle that kept the request's
-            # inputs alive until the garbage collector ran
-            respond(exc.with_traceback(None))
-            return
-        try:
-            served.submit(request, respond, t0)
-        except BaseException as exc:  # a bug of ours: still answer, typed
-            if is_ctrl_c(exc):
-                raise
-            respond(InternalError(repr(exc), model=request.model, request_id=request.id))
+        while True:  # once more only if the version handed the request back (see the end)
+            try:
+                if not self._accepting:
+                    raise ShuttingDown(
+                        "the server is shutting down", model=request.model, request_id=request.id
+                    )
+                served = self.registry.get(request.model, request.version)
+                if served.stopping and not request.version:  # unloaded since: the latest left, if any
+                    served = self.registry.get(request.model)
+            except InferenceError as exc:
+                exc.request_id = request.id
+                with self._rejected_lock:
+                    self._rejected[exc.code.name] = self._rejected.get(exc.code.name, 0) + 1
+                # without its traceback: that holds this frame, which holds ``respond``; a respond
+                # keeping its answer (inproc's reply, a list) made a cycle that kept the request's
+                # inputs alive until the garbage collector ran
+                respond(exc.with_traceback(None))
+                return
+            try:
+                if served.submit(request, respond, t0, latest=not request.version):
+                    return
+            except BaseException as exc:  # a bug of ours: still answer, typed
+                if is_ctrl_c(exc):
+                    raise
+                respond(InternalError(repr(exc), model=request.model, request_id=request.id))
+                return
+            # Handed back: it asked for no version, and an unload of this one began as it took
+            # the request; the latest version left (if any) takes it. An unload takes a version
+            # out of the registry before it stops it, so each turn finds another version (or
+            # none: ModelNotFound), and this ends once the unloads do.
 
     def rejected(self, model: str | None, version: str | None, error: InferenceError) -> None:
         """``RequestHandler.rejected``: the transport answered an inference request ``error``

@@ -96,8 +96,11 @@ class ServedModel:
         self.batcher = Batcher(self, max_batch_size, max_wait_us)
         self.batcher.start()
 
-    def submit(self, request: InferenceRequest, respond: Respond, t0: int) -> None:
-        """Answer ``request`` (now, or from the batcher thread). Never raises."""
+    def submit(self, request: InferenceRequest, respond: Respond, t0: int, latest: bool = False) -> bool:
+        """Answer ``request`` (now, or from the batcher thread); True. Never raises. ``latest``:
+        it was given to this version as the latest of its name (it asked for no version); if this
+        version is being unloaded, it is then not answered ``ShuttingDown`` but handed back
+        unanswered (False), for the caller to give it to the latest version left."""
         try:
             if not self._valid(request.inputs):
                 raise InvalidInput(
@@ -117,19 +120,20 @@ class ServedModel:
                 request.inputs = {n: to_host(a) for n, a in request.inputs.items()}  # numpy models
         except InferenceError as exc:  # answered without its traceback: see MLRuntime.__call__
             self.finish(request, respond, t0, exc.with_traceback(None))
-            return
+            return True
         batcher = self.batcher  # read once: stop() lets it go
         if batcher is not None:
-            batcher.put(request, respond, t0)
-            return
+            return batcher.put(request, respond, t0, latest)
         if request.deadline_ns and _now() > request.deadline_ns:
             self.finish(request, respond, t0, self.expired(request), batch=0)
-            return
+            return True
         self._running.append(None)
         if self.stopping:  # an unload raced the lookup: never run a model being closed
             self.call_done()
+            if latest:
+                return False
             self.finish(request, respond, t0, ShuttingDown(self._why, model=self.name, request_id=request.id))
-            return
+            return True
         try:
             outputs = self.model(request.inputs)
         except BaseException as exc:  # SystemExit, GeneratorExit...: this request's error (is_ctrl_c)
@@ -137,9 +141,10 @@ class ServedModel:
             if is_ctrl_c(exc):
                 raise
             self.finish(request, respond, t0, self.failed(request, exc), batch=1)
-            return
+            return True
         self.call_done()
         self.answer(request, respond, t0, outputs, batch=1)
+        return True
 
     def which(self) -> str:
         """``version '2': `` when another version of this name is served, else nothing: the start

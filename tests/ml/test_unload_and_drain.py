@@ -24,7 +24,7 @@ from foundation_ml import (
     MLRuntime,
     _runtime,
 )
-from foundation_ml._batching import MAX_WAIT_US
+from foundation_ml._batching import MAX_WAIT_US, Batcher
 from foundation_ml._process import shm_entries
 from foundation_ml._serving import ServedModel
 from foundation_ml._transport import TransportServer
@@ -541,3 +541,36 @@ def test_a_batch_a_transport_thread_took_just_before_an_unload_runs_before_the_m
         assert isinstance(answer, InferenceResponse), answer
         np.testing.assert_array_equal(answer.outputs["y"], _x(float(rid)))
     assert model.events == ["returned", "closed"]
+
+
+@pytest.mark.parametrize(
+    ("batch", "raced"),
+    [(1, "submit"), (4, "submit"), (4, "put")],
+    ids=["unbatched", "batched-before-the-batcher", "batched-in-the-batcher"],
+)
+def test_a_request_for_the_latest_version_handed_to_it_as_its_unload_began_is_served_by_the_version_left(
+    runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch, batch: int, raced: str
+) -> None:
+    """The unload of the newest version began after the handler had looked the request (for no
+    version in particular) up and found that version not stopping, before the version took it:
+    the request got ShuttingDown although version 1 was still served."""
+    runtime.register_model("m", Blocking(k=1.0), version="1", max_batch_size=batch, warmup=False)
+    runtime.register_model("m", Blocking(k=2.0), version="2", max_batch_size=batch, warmup=False)
+    owner = ServedModel if raced == "submit" else Batcher
+    real = getattr(owner, raced)
+    unloads = [lambda: runtime.unload_model("m", "2")]
+
+    def handed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        while unloads:  # the unload lands as version 2 (or its batcher) is handed the request
+            unloads.pop()()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, raced, handed)
+    replies = Replies()
+    runtime(InferenceRequest("m", {"x": _x(3.0)}, id=1), replies.respond(1))
+    answer = replies.wait(1)[1]
+    assert not unloads and runtime.versions("m") == ["1"]
+    assert isinstance(answer, InferenceResponse) and answer.version == "1", answer
+    np.testing.assert_array_equal(answer.outputs["y"], _x(3.0))
+    stats = runtime.stats()["models"]["m"]
+    assert (stats["requests"], stats["errors"]) == (1, 0)  # counted once, by the version that answered it
