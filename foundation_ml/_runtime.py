@@ -202,9 +202,15 @@ class MLRuntime:
                 self._check_not_served(name, version, loaded)
                 self.registry.add(served)
                 self._update_batchers()
-        except BaseException:
-            # stop its batcher thread, if started; release the model only if we loaded it
-            served.stop(close_model=not isinstance(model, LoadedModel))
+        except BaseException as exc:
+            # stop its batcher thread, if started; release the model only if we loaded it. Its
+            # close() raising too is noted on the reason, not raised instead of it
+            errors = [exc]
+            try:
+                served.stop(close_model=not isinstance(model, LoadedModel))
+            except BaseException as also:
+                errors.append(also)
+            _raise_first(errors, f"releasing model {name!r} also raised")
             raise
         return self.registry.metadata(name)
 

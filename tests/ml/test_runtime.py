@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import threading
@@ -894,3 +895,38 @@ def test_every_version_is_stopped_whatever_one_versions_close_raises(runtime, ho
         unload()
     assert _Closes.closed == 2  # version 2's model closed too
     assert runtime.registry.names() == []
+
+
+class _CloseFails(_Linear):
+    """A backend's model whose ``close()`` raises."""
+
+    def close(self) -> None:
+        raise RuntimeError("toy: cannot close")
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [("dict", "version '1' is already loaded"), ("array", "the model returned ndarray, not a mapping")],
+    ids=["same-version", "warm-up-fails"],
+)
+def test_a_registration_that_fails_says_why_though_releasing_its_model_raises_too(
+    answer: str, says: str
+) -> None:
+    """A registration that failed after its model was loaded (the version already served, a
+    warm-up that failed) released the model; its close() raising replaced the reason with
+    'RuntimeError: toy: cannot close' (the reason only its __context__)."""
+    hub = _backend_hub(lambda: _CloseFails(answer=answer))
+    rt = MLRuntime(hub)
+    try:
+        rt.register_model("m", {"w": 1}, warmup=False)
+        batchers = {t for t in threading.enumerate() if t.name.startswith("batcher-")}
+        with pytest.raises(ModelLoadError, match=says) as info:
+            rt.register_model("m", {"w": 2}, version="1" if answer == "dict" else "2", max_batch_size=4)
+        assert info.value.model == "m"
+        assert info.value.__notes__ == ["releasing model 'm' also raised: RuntimeError('toy: cannot close')"]
+        assert rt.versions("m") == ["1"]
+        assert {t for t in threading.enumerate() if t.name.startswith("batcher-")} == batchers
+    finally:
+        with contextlib.suppress(RuntimeError):  # the first model's close() raises too
+            rt.close()
+        hub.shutdown()
