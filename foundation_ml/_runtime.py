@@ -237,6 +237,7 @@ class MLRuntime:
         ends the wait at once, as the timeout would. Every version is stopped whatever one's stop
         (its model's ``close()``, a Ctrl-C) raises; then the first error is raised (an interrupt
         before any other), the others noted on it."""
+        check_name(name, "unload_model: the model name")  # None or 1 read 'no such model'
         drain_timeout = check_drain(drain_timeout, f"unload_model({name!r})")
         if version is not None:  # "" would read "no such model"; 1 "no version 1 (versions: 1)"
             check_name(version, f"unload_model({name!r}): the version", MAX_VERSION_BYTES)
@@ -270,6 +271,7 @@ class MLRuntime:
 
     def versions(self, name: str) -> list[str]:
         """The loaded versions of ``name``, oldest first (``ModelNotFound`` if none)."""
+        _check_str(name, "versions")
         return self.registry.versions(name)
 
     # --- the request handler (called by transports) -------------------------------------------
@@ -347,6 +349,7 @@ class MLRuntime:
     def metadata(self, model: str) -> dict[str, Any]:
         """The model-metadata document of ``model``'s latest version, with ``batching`` and
         ``signatures`` (each loaded version's ``inputs`` and ``outputs``: versions may differ)."""
+        _check_str(model, "metadata")
         state = self.registry.snapshot()  # one moment: a version unloaded meanwhile is in it or not
         doc = metadata_of(state, model).as_dict()
         doc["batching"] = self._batching(state[1][model])
@@ -552,6 +555,13 @@ class MLRuntime:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _check_str(name: object, where: str) -> None:
+    """A name to look up must be a str (``TypeError`` naming ``where``); any str is looked up, and
+    one not served is ``ModelNotFound`` (a transport passes what a client asked for)."""
+    if not isinstance(name, str):
+        check_name(name, f"{where}: the model name")
 
 
 def _raise_first(errors: list[BaseException], also: str) -> None:

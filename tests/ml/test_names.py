@@ -60,3 +60,26 @@ def test_the_limit_counts_bytes_not_characters() -> None:
 def test_a_name_that_is_not_a_str_is_a_type_error(value: Any) -> None:
     with pytest.raises(TypeError, match=f"^model name must be a str, not {type(value).__name__}"):
         check_name(value, "model name")
+
+
+@pytest.mark.parametrize(
+    ("call", "value", "error", "message"),
+    [
+        ("unload_model", None, TypeError, r"^unload_model: the model name must be a str, not NoneType"),
+        ("unload_model", 1, TypeError, r"^unload_model: the model name must be a str, not int \(1\)"),
+        ("unload_model", "", ValueError, r"^unload_model: the model name '' must be 1-63 UTF-8 bytes"),
+        ("unload_model", "m ", ValueError, r"^unload_model: the model name 'm ' must not start or end"),
+        ("versions", None, TypeError, r"^versions: the model name must be a str, not NoneType \(None\)"),
+        ("versions", b"m", TypeError, r"^versions: the model name must be a str, not bytes \(b'm'\)"),
+        ("metadata", 1, TypeError, r"^metadata: the model name must be a str, not int \(1\)"),
+    ],
+)
+def test_a_model_name_that_no_model_could_have_is_refused_naming_the_argument(
+    runtime, call: str, value: Any, error: type[Exception], message: str
+) -> None:
+    """They were ModelNotFound 'no such model (serving: m)', a model of the name given looked
+    for: unload_model(None) read as if a model named None was not served."""
+    runtime.register_model("m", affine_model())
+    with pytest.raises(error, match=message):
+        getattr(runtime, call)(value)
+    assert runtime.versions("m") == ["1"]
