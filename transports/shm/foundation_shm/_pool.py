@@ -646,9 +646,11 @@ class ChannelPool:
                 wait = self._drop_wait(conn) if wait is None else wait
                 self._cond.release()
                 try:
-                    if owed:
-                        self._await_owed(conn)
-                    self._release_channels(conn, wait)
+                    try:
+                        if owed:
+                            self._await_owed(conn)
+                    finally:  # an interrupt in the wait: the channels go back all the same (owned
+                        self._release_channels(conn, wait)  # by a live client, none is reclaimed)
                 finally:
                     self._cond.acquire()
             self._drop_connection()

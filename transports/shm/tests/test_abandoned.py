@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from foundation_shm import ShmTransport, _pool
+from foundation_shm._channel import _Connection
 from foundation_shm._client import ShmClient
 from foundation_shm._echo import EchoHandler
 
@@ -338,6 +339,38 @@ def test_a_client_closed_after_an_abandoned_call_gives_its_channel_back_if_no_an
         assert [r.getMessage() for r in caplog.records if "reclaimed" in r.getMessage()] == [
             f"shm {name}: reclaimed channel 0 given back by client pid {os.getpid()}"
         ]
+        with ShmTransport().connect(name, timeout=30) as second:
+            _assert_own(_next(second, 30))
+    finally:
+        server.stop()
+
+
+def test_a_close_interrupted_while_it_waits_for_an_owed_answer_still_gives_the_channels_back(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt during ``close()``'s wait for an answer still owed skipped the release
+    of the channels: they stayed owned by this live process, which the server never reclaims (spec
+    10.4), so a client connecting after it failed ``Overloaded`` for as long as the process lived.
+    The interrupt propagates, the channels given back first."""
+    monkeypatch.setattr(_pool, "_OWED_GRACE", 60.0)  # the wait is still on when the interrupt comes
+    waiting = threading.Event()
+    await_owed = _pool.ChannelPool._await_owed
+
+    def noted(pool: _pool.ChannelPool, conn: _Connection) -> None:
+        waiting.set()
+        await_owed(pool, conn)
+
+    monkeypatch.setattr(_pool.ChannelPool, "_await_owed", noted)
+    handler = HeldHandler()
+    server = ShmTransport().serve(name, handler, channels=1, heartbeat_ms=60_000)  # no beat: _reap below
+    try:
+        first = ShmTransport().connect(name, timeout=30)
+        with pytest.raises(DeadlineExceeded):
+            first.infer(InferenceRequest("held", {"x": np.full(4, 1.0)}), timeout=0.05)
+        threading.Thread(target=lambda: waiting.wait(30) and _thread.interrupt_main(), daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            first.close()
+        server._reap()  # the next beat: it reclaims a channel given back, not one owned by a live client
         with ShmTransport().connect(name, timeout=30) as second:
             _assert_own(_next(second, 30))
     finally:
