@@ -72,6 +72,11 @@ def _region_mutex(conn: _Connection, wait: float) -> Iterator[None]:
         _holding.depth -= 1
 
 
+def _serving(conn: _Connection) -> bool:
+    """Whether ``conn``'s server still answers requests it has (READY, or STOPPING: it drains)."""
+    return conn.ctl.u32[_R.STATE // 4] in (L.RegionState.READY, L.RegionState.STOPPING)
+
+
 def _retire(ch: _Channel) -> None:
     ch.detach()
     if ch.sem is not None:
@@ -672,13 +677,15 @@ class ChannelPool:
         (their calls passed their deadlines), so that they are freed, not given back: a channel
         given back stays taken until the server's next beat reclaims it (10.4), and a client
         connecting meanwhile to a server whose channels were all taken failed ``Overloaded``
-        though the answer came a moment after the close. A server that died or is hung answers
-        nothing: no wait (one that dies during it costs the moment, no more)."""
+        though the answer came a moment after the close. A server that stopped (its region
+        STOPPED: it answers nothing more, though its process may live on), died or is hung
+        answers nothing: no wait (one that stops during it ends it; one that dies costs the
+        moment, no more)."""
         owed = [ch for ch in self._all if ch.conn is conn and ch not in self._busy and not ch.idle()]
-        if not owed or conn.hung() is not None or not is_alive(conn.pid, conn.started):
+        if not owed or not _serving(conn) or conn.hung() is not None or not is_alive(conn.pid, conn.started):
             return
         end = time.monotonic() + _OWED_GRACE
-        while not all(ch.idle() for ch in owed) and time.monotonic() < end:
+        while not all(ch.idle() for ch in owed) and _serving(conn) and time.monotonic() < end:
             time.sleep(0.001)
 
     def _release_channels(self, conn: _Connection, wait: float) -> None:

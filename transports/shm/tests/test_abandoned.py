@@ -12,6 +12,7 @@ import _thread
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -375,3 +376,36 @@ def test_a_close_interrupted_while_it_waits_for_an_owed_answer_still_gives_the_c
             _assert_own(_next(second, 30))
     finally:
         server.stop()
+
+
+class _NoWait:
+    """``time`` for ``_pool``, but a sleep (close()'s wait for an answer still owed) fails the test."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        raise AssertionError(f"close() waited ({seconds} s) for an answer from a server that answers nothing")
+
+
+def test_a_client_closed_after_an_abandoned_call_waits_for_no_answer_from_a_server_that_stopped(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that stopped (its region STOPPED, its process alive: a runtime closed, a process
+    about to exit) answers nothing more, yet ``close()`` gave the request it abandoned the whole
+    moment (100 ms) for each client; it waits only for a server that serves (spec 10.1)."""
+    handler = HeldHandler()
+    server = ShmTransport().serve(name, handler, channels=1, heartbeat_ms=60_000)
+    stopped_yet = False
+    try:
+        client = ShmTransport().connect(name, timeout=30)
+        with pytest.raises(DeadlineExceeded):
+            client.infer(InferenceRequest("held", {"x": np.full(4, 1.0)}), timeout=0.05)
+        server.stop(drain_timeout=0)  # the held request abandoned, the region STOPPED
+        stopped_yet = True
+        monkeypatch.setattr(_pool, "time", _NoWait())
+        client.close()
+    finally:
+        if not stopped_yet:
+            server.stop(drain_timeout=0)
