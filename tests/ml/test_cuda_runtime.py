@@ -203,6 +203,7 @@ def test_device_requests_batch_on_their_device_and_host_ones_apart(cpu_as_device
         items = [(InferenceRequest("demo", {"x": x}, id=i + 1), answers, 0) for i, x in enumerate(xs)]
         items.append((InferenceRequest("demo", {"x": host}, id=9), answers, 0))
         assert served.batcher is not None
+        served.call_started()  # as the batcher's own callers count a batch, under its lock
         served.batcher._run_items(items)  # type: ignore[arg-type]
     finally:
         served.stop()
