@@ -42,18 +42,30 @@ class ModelRegistry:
     def remove(self, name: str, version: str | None = None) -> list[ServedModel]:
         """Remove one version (or every version) of ``name``; returns what was removed."""
         with self._lock:
-            state = self._state
-            versions = dict(state[0].get(name, {}))
-            if not versions or (version is not None and version not in versions):
-                raise _not_found(state, name, version or "")
-            gone = list(versions.values()) if version is None else [versions.pop(version)]
-            all_versions = {k: v for k, v in state[0].items() if k != name}
-            latest = {k: v for k, v in state[1].items() if k != name}
-            if version is not None and versions:
-                _mark_others(versions)
-                all_versions[name] = versions
-                latest[name] = list(versions.values())[-1]
-            self._state = (all_versions, latest)
+            return self._remove(name, version)
+
+    def discard(self, served: ServedModel) -> bool:
+        """Remove ``served`` if the registry holds it (a registration undone); whether it did."""
+        with self._lock:
+            if self._state[0].get(served.name, {}).get(served.version) is not served:
+                return False
+            self._remove(served.name, served.version)
+        return True
+
+    def _remove(self, name: str, version: str | None) -> list[ServedModel]:
+        """``remove``, the lock held."""
+        state = self._state
+        versions = dict(state[0].get(name, {}))
+        if not versions or (version is not None and version not in versions):
+            raise _not_found(state, name, version or "")
+        gone = list(versions.values()) if version is None else [versions.pop(version)]
+        all_versions = {k: v for k, v in state[0].items() if k != name}
+        latest = {k: v for k, v in state[1].items() if k != name}
+        if version is not None and versions:
+            _mark_others(versions)
+            all_versions[name] = versions
+            latest[name] = list(versions.values())[-1]
+        self._state = (all_versions, latest)
         return gone
 
     def get(self, name: str, version: str = "") -> ServedModel:

@@ -203,9 +203,17 @@ class MLRuntime:
                 self.registry.add(served)
                 self._update_batchers()
         except BaseException as exc:
-            # stop its batcher thread, if started; release the model only if we loaded it. Its
-            # close() raising too is noted on the reason, not raised instead of it
+            # out of the registry if it got in (a Ctrl-C just after registry.add: listed though
+            # stopped, the latest, and every request for no version spun in __call__); stop its
+            # batcher thread, if started; release the model only if we loaded it. What these
+            # raise too is noted on the reason, not raised instead of it
             errors = [exc]
+            try:
+                with self._models_lock:
+                    if self.registry.discard(served):
+                        self._update_batchers()
+            except BaseException as also:
+                errors.append(also)
             try:
                 served.stop(close_model=not isinstance(model, LoadedModel))
             except BaseException as also:

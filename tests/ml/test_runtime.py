@@ -22,6 +22,7 @@ from foundation_ml import (
     FunctionModel,
     InferenceClient,
     InferenceRequest,
+    InferenceResponse,
     LoadedModel,
     MLRuntime,
     ModelBackend,
@@ -930,3 +931,45 @@ def test_a_registration_that_fails_says_why_though_releasing_its_model_raises_to
         with contextlib.suppress(RuntimeError):  # the first model's close() raises too
             rt.close()
         hub.shutdown()
+
+
+@pytest.mark.parametrize("batch", [1, 4], ids=["unbatched", "batched"])
+def test_a_registration_interrupted_once_its_version_is_listed_leaves_nothing_behind(
+    runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    """A Ctrl-C that landed in register_model just after the registry took the new version: the
+    version was stopped (its batcher, its model) but stayed listed, as the latest; every request for
+    no version in particular was then handed back to the handler by the stopping version, found it
+    again, and spun there for good (no answer, a core busy). The registration is undone whole."""
+    spec = {"inputs": {"x": "FP32[-1, 4]"}, "outputs": {"y": "FP32[-1, 4]"}}
+    runtime.register_model("m", FunctionModel(lambda x: {"y": x}, **spec), version="1", max_batch_size=batch)
+    new = FunctionModel(lambda x: {"y": x * 2}, **spec)
+    real = runtime._update_batchers
+
+    def interrupted() -> None:
+        monkeypatch.setattr(runtime, "_update_batchers", real)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runtime, "_update_batchers", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runtime.register_model("m", new, version="2", max_batch_size=batch)
+    answered: list[object] = []
+    got = threading.Event()
+
+    def respond(answer: object) -> None:
+        answered.append(answer)
+        got.set()
+
+    request = InferenceRequest("m", {"x": np.ones((1, 4), np.float32)}, id=1)
+    caller = threading.Thread(target=runtime, args=(request, respond), daemon=True)
+    caller.start()
+    caller.join(5)
+    spinning = caller.is_alive()
+    if spinning:  # let it go: the version it keeps finding leaves the registry
+        runtime.registry.remove("m", "2")
+        caller.join(10)
+    assert not spinning, "the request spun in the handler"
+    assert got.wait(60)
+    [answer] = answered
+    assert isinstance(answer, InferenceResponse) and answer.version == "1", answer
+    assert runtime.versions("m") == ["1"]
