@@ -96,6 +96,7 @@ def _forget_after_fork() -> None:
         pool._holders = []
         pool._cond = threading.Condition()
         pool._waiters = 0
+        pool._closing = None  # a close under way in the parent: its thread is not in the child
         pool._pid = os.getpid()
 
 
@@ -142,6 +143,7 @@ class ChannelPool:
         self._pid = os.getpid()  # the process whose channels these are (see _forget_after_fork)
         self._cond = threading.Condition()
         self._closed = False
+        self._closing: int | None = None  # the thread closing (close() under way), else None
         self._conn: _Connection | None = None
         self._all: list[_Channel] = []
         self._free: list[_Channel] = []
@@ -633,33 +635,48 @@ class ChannelPool:
             )
 
     def _shut(self, wait: float | None) -> bool:
-        """Close once (``wait``: for the region mutex; None: as a finalizer may); False if closed."""
+        """Close once (``wait``: for the region mutex; None: as a finalizer may); False if closed.
+        A ``close()`` while another thread's is under way returns once that one is done (it
+        returned at once, the channels still taken: a client connecting right after failed
+        ``Overloaded``); not one on the closing thread itself (a signal handler's)."""
         with self._cond:
             if self._closed:
+                me = threading.get_ident()
+                while wait is not None and self._closing not in (None, me):
+                    self._cond.wait()
                 return False
             self._closed = True
-            conn = self._conn
-            if conn is not None:  # first: a call about to publish sees it (_exchange), and does not
-                conn.closing = True
-            self._cond.notify_all()  # calls waiting for a channel refuse now
-            if conn is not None and conn.alive:
-                # The wait for the region mutex (up to connect_timeout while a stopped client
-                # holds it) holds no lock: other threads' calls meanwhile fail "closed" at once,
-                # not when it ends. Closed, nothing changes the connection or its channels but
-                # this: a take refuses, a claim in progress gives its channel back.
-                owed = wait is not None  # (a finalizer waits for no answer: it may run anywhere)
-                wait = self._drop_wait(conn) if wait is None else wait
-                self._cond.release()
-                try:
-                    try:
-                        if owed:
-                            self._await_owed(conn)
-                    finally:  # an interrupt in the wait: the channels go back all the same (owned
-                        self._release_channels(conn, wait)  # by a live client, none is reclaimed)
-                finally:
-                    self._cond.acquire()
-            self._drop_connection()
+            self._closing = threading.get_ident()
+            try:
+                self._shut_now(wait)
+            finally:
+                self._closing = None
+                self._cond.notify_all()
         return True
+
+    def _shut_now(self, wait: float | None) -> None:
+        """``_shut``'s work, the lock held (let go during the waits)."""
+        conn = self._conn
+        if conn is not None:  # first: a call about to publish sees it (_exchange), and does not
+            conn.closing = True
+        self._cond.notify_all()  # calls waiting for a channel refuse now
+        if conn is not None and conn.alive:
+            # The wait for the region mutex (up to connect_timeout while a stopped client
+            # holds it) holds no lock: other threads' calls meanwhile fail "closed" at once,
+            # not when it ends. Closed, nothing changes the connection or its channels but
+            # this: a take refuses, a claim in progress gives its channel back.
+            owed = wait is not None  # (a finalizer waits for no answer: it may run anywhere)
+            wait = self._drop_wait(conn) if wait is None else wait
+            self._cond.release()
+            try:
+                try:
+                    if owed:
+                        self._await_owed(conn)
+                finally:  # an interrupt in the wait: the channels go back all the same (owned
+                    self._release_channels(conn, wait)  # by a live client, none is reclaimed)
+            finally:
+                self._cond.acquire()
+        self._drop_connection()
 
     def _drop_wait(self, conn: _Connection) -> float:
         """How long a finalizer may wait for the region mutex: not at all while this thread holds

@@ -409,3 +409,34 @@ def test_a_client_closed_after_an_abandoned_call_waits_for_no_answer_from_a_serv
     finally:
         if not stopped_yet:
             server.stop(drain_timeout=0)
+
+
+def test_a_close_that_another_thread_is_doing_returns_once_the_channels_are_given_back(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``close()`` called while another thread's close waited for an answer still owed returned
+    at once, the channel still taken: a client connecting right after failed ``Overloaded`` ("all
+    1 channels are in use"). It returns once that close is done, the channel freed."""
+    monkeypatch.setattr(_pool, "_OWED_GRACE", 60.0)  # the answer, a second late, comes in time on any machine
+    waiting = threading.Event()
+    await_owed = _pool.ChannelPool._await_owed
+
+    def noted(pool: _pool.ChannelPool, conn: _Connection) -> None:
+        waiting.set()
+        await_owed(pool, conn)
+
+    monkeypatch.setattr(_pool.ChannelPool, "_await_owed", noted)
+    server = ShmTransport().serve(name, EchoHandler(), channels=1, heartbeat_ms=60_000)  # no beat: no reclaim
+    try:
+        first = ShmTransport().connect(name, timeout=30)
+        with pytest.raises(DeadlineExceeded):
+            first.infer(_slow(1000), timeout=0.05)
+        other = threading.Thread(target=first.close, daemon=True)
+        other.start()
+        assert waiting.wait(30)
+        first.close()  # the other thread's close is waiting for the late answer
+        with ShmTransport().connect(name, timeout=30) as second:
+            _assert_own(_next(second, 30))
+        other.join(30)
+    finally:
+        server.stop()
