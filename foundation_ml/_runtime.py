@@ -294,6 +294,7 @@ class MLRuntime:
 
     def __call__(self, request: InferenceRequest, respond: Respond) -> None:
         t0 = _now()
+        handed: ServedModel | None = None  # the version that handed the request back, if one did
         while True:  # once more only if the version handed the request back (see the end)
             try:
                 if not self._accepting:
@@ -303,6 +304,12 @@ class MLRuntime:
                 served = self.registry.get(request.model, request.version)
                 if served.stopping and not request.version:  # unloaded since: the latest left, if any
                     served = self.registry.get(request.model)
+                    if served is handed:  # stopping, yet still the latest: again would spin
+                        raise ShuttingDown(
+                            f"version {served.version!r} is being unloaded",
+                            model=request.model,
+                            request_id=request.id,
+                        )
             except InferenceError as exc:
                 exc.request_id = request.id
                 with self._rejected_lock:
@@ -323,7 +330,9 @@ class MLRuntime:
             # Handed back: it asked for no version, and an unload of this one began as it took
             # the request; the latest version left (if any) takes it. An unload takes a version
             # out of the registry before it stops it, so each turn finds another version (or
-            # none: ModelNotFound), and this ends once the unloads do.
+            # none: ModelNotFound), and this ends once the unloads do. A version found again
+            # (stopping, yet still the latest) answers ShuttingDown above: it never spins.
+            handed = served
 
     def rejected(self, model: str | None, version: str | None, error: InferenceError) -> None:
         """``RequestHandler.rejected``: the transport answered an inference request ``error``

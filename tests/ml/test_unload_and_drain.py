@@ -574,3 +574,28 @@ def test_a_request_for_the_latest_version_handed_to_it_as_its_unload_began_is_se
     np.testing.assert_array_equal(answer.outputs["y"], _x(3.0))
     stats = runtime.stats()["models"]["m"]
     assert (stats["requests"], stats["errors"]) == (1, 0)  # counted once, by the version that answered it
+
+
+@pytest.mark.parametrize("batch", [1, 4], ids=["unbatched", "batched"])
+def test_a_version_stopping_while_still_listed_as_the_latest_answers_rather_than_spins(
+    runtime: MLRuntime, batch: int
+) -> None:
+    """A version that hands a request for no version back (it is stopping) was looked up again
+    and again while it stayed the registry's latest (a registration interrupted just after the
+    registry took it left it so, once): the handler spun for good, no answer. It is told
+    ShuttingDown, as before the hand-back."""
+    runtime.register_model("m", Blocking(k=1.0), version="1", max_batch_size=batch, warmup=False)
+    runtime.register_model("m", Blocking(k=2.0), version="2", max_batch_size=batch, warmup=False)
+    runtime.registry.get("m", "2").stop(drain_timeout=0, why="version '2' is being unloaded")
+    replies = Replies()
+    caller = _call_in_thread(runtime, replies, 1, 3.0)
+    caller.join(5)
+    spinning = caller.is_alive()
+    if spinning:  # let it go: the version it keeps finding leaves the registry
+        runtime.registry.remove("m", "2")
+        caller.join(HANG_S)
+    assert not spinning, "the request spun in the handler"
+    answer = replies.wait(1)[1]
+    assert isinstance(answer, ShuttingDown) and answer.request_id == 1, answer
+    assert "version '2' is being unloaded" in str(answer)
+    assert runtime.stats()["server"]["rejected"] == {"SHUTTING_DOWN": 1}
