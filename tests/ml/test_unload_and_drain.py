@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from foundation_core import Hub
 from foundation_ml import (
     FunctionModel,
     InferenceClient,
@@ -28,7 +30,7 @@ from foundation_ml._batching import MAX_WAIT_US, Batcher
 from foundation_ml._process import shm_entries
 from foundation_ml._serving import ServedModel
 from foundation_ml._transport import TransportServer
-from foundation_ml.errors import ModelLoadError, ShuttingDown
+from foundation_ml.errors import ModelLoadError, ModelNotFound, ShuttingDown
 
 from .conftest import Replies, unique_name
 
@@ -599,3 +601,110 @@ def test_a_version_stopping_while_still_listed_as_the_latest_answers_rather_than
     assert isinstance(answer, ShuttingDown) and answer.request_id == 1, answer
     assert "version '2' is being unloaded" in str(answer)
     assert runtime.stats()["server"]["rejected"] == {"SHUTTING_DOWN": 1}
+
+
+class _Versioned(FunctionModel):
+    """``y = x * k`` (``k``: its version), raising once closed (as a torch model does); counts
+    the calls made after close (none may be)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.closed = False
+        self.after_close = 0
+        super().__init__(self._run, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if self.closed:
+            self.after_close += 1
+            raise RuntimeError("called after close")
+        return x * self.k
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("batch", [1, 3], ids=["unbatched", "batched"])
+def test_every_request_racing_unloads_registers_and_close_is_answered_exactly_once(
+    hub: Hub, batch: int
+) -> None:
+    """Transport threads send requests (for no version, and for versions 1-3) while another
+    unloads and registers versions again at random, then closes the runtime: each request is
+    answered exactly once, with its version's answer or ShuttingDown / ModelNotFound, never
+    another error (a closed model's HandlerError, an InternalError), and no model is called
+    after it was closed. What is asserted holds in every interleaving; the lookup lets the GIL
+    go, so that unloads land between it and the version's taking the request (the hand-back
+    paths run hundreds of times a run)."""
+    rng = random.Random(20261124)
+    rt = MLRuntime(hub)
+    models: list[_Versioned] = []
+
+    def register(version: str) -> None:
+        model = _Versioned(int(version))
+        models.append(model)
+        rt.register_model("m", model, version=version, max_batch_size=batch, max_wait_us=200, warmup=False)
+
+    for v in ("1", "2", "3"):
+        register(v)
+    lookup = rt.registry.get
+
+    def get(name: str, version: str = "") -> ServedModel:
+        served = lookup(name, version)
+        time.sleep(0)  # the GIL let go: an unload lands between the lookup and the version's taking it
+        return served
+
+    rt.registry.get = get  # type: ignore[method-assign]
+    calls: dict[int, list[object]] = {}
+    lock = threading.Condition()
+    senders, per_sender = 4, 100
+    start = threading.Barrier(senders + 1)
+
+    def respond(rid: int) -> Callable[[object], None]:
+        def answer(value: object) -> None:
+            with lock:
+                calls[rid].append(value)
+                lock.notify_all()
+
+        return answer
+
+    def send(s: int) -> None:
+        start.wait(HANG_S)
+        for i in range(per_sender):
+            rid = s * per_sender + i + 1
+            version = ["", "", "1", "2", "3"][rid % 5]
+            with lock:
+                calls[rid] = []
+            rt(InferenceRequest("m", {"x": _x(float(rid))}, id=rid, version=version), respond(rid))
+            if i % 8 == 0:
+                rt.flush()  # as a polling transport does: batches run in this thread too
+            time.sleep(0.0005)  # the unloads and registrations go on meanwhile
+
+    threads = [threading.Thread(target=send, args=(s,)) for s in range(senders)]
+    for t in threads:
+        t.start()
+    start.wait(HANG_S)
+    total = senders * per_sender
+    while len(calls) < total * 3 // 4 and all(t.is_alive() for t in threads):  # then close() races
+        loaded = rt.registry.snapshot()[0].get("m", {})
+        version = rng.choice(["1", "2", "3"])
+        if version not in loaded:  # registered again, perhaps while its old model still drains
+            register(version)
+        elif len(loaded) > 1 or rng.random() < 0.3:  # the last one too, at times: ModelNotFound
+            rt.unload_model("m", version, drain_timeout=rng.choice([0.0, 1.0]))
+    rt.close(drain_timeout=HANG_S)
+    for t in threads:
+        t.join(HANG_S)
+    assert not [t for t in threads if t.is_alive()]
+    with lock:  # a batch of a version unloaded without a drain may still be answering
+        assert lock.wait_for(lambda: len(calls) == total and all(calls.values()), HANG_S)
+    for rid, got in sorted(calls.items()):
+        assert len(got) == 1, (rid, got)
+        answer = got[0]
+        version = ["", "", "1", "2", "3"][rid % 5]
+        if isinstance(answer, InferenceResponse):
+            assert answer.version == (version or answer.version), (rid, answer)
+            np.testing.assert_array_equal(answer.outputs["y"], _x(float(rid)) * int(answer.version))
+        else:
+            assert isinstance(answer, (ShuttingDown, ModelNotFound)), (rid, answer)
+            assert answer.request_id == rid, (rid, answer)
+    assert [m.after_close for m in models] == [0] * len(models)
+    assert all(m.closed for m in models)
