@@ -202,6 +202,9 @@ class MLRuntime:
                 self._check_not_served(name, version, loaded)
                 self.registry.add(served)
                 self._update_batchers()
+                # as of this registration: read after the lock, an unload landing meanwhile made
+                # it return another version's signature, or raise ModelNotFound
+                registered = metadata_of(self.registry.snapshot(), name)
         except BaseException as exc:
             # out of the registry if it got in (a Ctrl-C just after registry.add: listed though
             # stopped, the latest, and every request for no version spun in __call__); stop its
@@ -220,7 +223,7 @@ class MLRuntime:
                 errors.append(also)
             _raise_first(errors, f"releasing model {name!r} also raised")
             raise
-        return self.registry.metadata(name)
+        return registered
 
     def _check_not_served(self, name: str, version: str, model: LoadedModel) -> None:
         """Refuse a ``LoadedModel`` already served under another name or version: unloading either

@@ -4,6 +4,7 @@ never half of it, and raises nothing but the typed error of what it saw."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -113,3 +114,36 @@ def test_metadata_racing_the_unload_of_a_version_describes_one_moment(
     assert doc["versions"] == ["1", "2"] and list(doc["signatures"]) == ["1", "2"]
     assert doc["inputs"][0]["shape"] == [-1, 8]  # version 2's, the latest then
     assert runtime.metadata("m")["versions"] == ["1"]
+
+
+class _ThenRun:
+    """A lock that runs ``then`` (once) just after it is first let go: another thread's change
+    landing right after the change made under it."""
+
+    def __init__(self, then: Callable[[], object]) -> None:
+        self._lock = threading.Lock()
+        self._then = [then]
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+        while self._then:
+            self._then.pop()()
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["another-version-left", "none-left"])
+def test_a_registration_whose_version_is_unloaded_at_once_returns_what_it_registered(
+    runtime: MLRuntime, first: bool
+) -> None:
+    """register_model read the registry again, after its change, for the metadata it returns: an
+    unload of the new version landing in between made a registration that succeeded return the
+    other version's signature and versions, or raise ModelNotFound 'no such model'."""
+    if first:
+        runtime.register_model("m", affine_model())
+    runtime._models_lock = _ThenRun(lambda: runtime.unload_model("m", "2"))  # type: ignore[assignment]
+    meta = runtime.register_model("m", _wide_model(), version="2")
+    assert meta.versions == (("1", "2") if first else ("2",))
+    assert meta.inputs[0].shape == (-1, 8)  # version 2's
+    assert runtime.registry.names() == (["m"] if first else [])
