@@ -22,13 +22,17 @@ pytestmark = pytest.mark.slow
 
 PKG = Path(__file__).resolve().parents[1]  # transports/shm
 # the tests that exercise the C lanes: the extension's own, the fast path, many clients, codec
-# round trips, failures (bad requests, crashed peers), the loan API's areas
+# round trips and the vectors, failures (crashed peers, truncated segments), hostile requests (a
+# hypothesis fuzz of headers and sizes), 100 MB tensors, the loan API's areas
 SUITE = (
     "test_accel.py",
     "test_fastpath.py",
     "test_transport.py",
     "test_codec.py",
+    "test_vectors.py",
     "test_failures.py",
+    "test_errors.py",
+    "test_large.py",
     "test_loan.py",
 )
 SAN = "-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
