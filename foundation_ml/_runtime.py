@@ -221,6 +221,10 @@ class MLRuntime:
                 served.stop(close_model=not isinstance(model, LoadedModel))
             except BaseException as also:
                 errors.append(also)
+            first = next((e for e in errors if not isinstance(e, Exception)), exc)
+            if first is not exc:  # an interrupt while releasing goes first: the reason noted as such
+                first.add_note(f"registering model {name!r} had failed: {exc!r}")
+                errors.remove(exc)  # (not noted again as something releasing it raised)
             _raise_first(errors, f"releasing model {name!r} also raised")
             raise
         return registered

@@ -32,6 +32,7 @@ from foundation_ml import (
     write_package,
 )
 from foundation_ml import _plugin as ml_plugin
+from foundation_ml._serving import ServedModel
 from foundation_ml.errors import (
     DeadlineExceeded,
     HandlerError,
@@ -973,3 +974,25 @@ def test_a_registration_interrupted_once_its_version_is_listed_leaves_nothing_be
     [answer] = answered
     assert isinstance(answer, InferenceResponse) and answer.version == "1", answer
     assert runtime.versions("m") == ["1"]
+
+
+def test_a_ctrl_c_while_a_failed_registration_releases_its_model_notes_why_it_failed(
+    runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registration refused (the version already loaded) whose release was interrupted raised
+    the KeyboardInterrupt first, as it should, but noted the refusal on it as something the
+    release had raised: 'releasing model 'm' also raised: ModelLoadError(... already loaded ...)'."""
+    spec = {"inputs": {"x": "FP32[-1]"}, "outputs": {"y": "FP32[-1]"}}
+    runtime.register_model("m", FunctionModel(lambda x: {"y": x}, **spec))
+    real = ServedModel.stop
+
+    def stop(self: ServedModel, *args: Any, **kwargs: Any) -> bool:
+        real(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ServedModel, "stop", stop)
+    with pytest.raises(KeyboardInterrupt) as info:
+        runtime.register_model("m", FunctionModel(lambda x: {"y": x}, **spec), version="1")
+    [note] = info.value.__notes__
+    assert note.startswith("registering model 'm' had failed: ModelLoadError(")
+    assert "version '1' is already loaded" in note
