@@ -377,12 +377,13 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
     def _release_objects(self) -> None:
         u32 = self._ctl.u32
         self._running = False
+        self._stop_event.set()  # the beat ends within a wait slice (_take_mutex)
         self._bell.release()
         if self._loop_thread.ident is not None:  # (a start that failed may not have started it)
             self._loop_thread.join(2)
-        self._stop_event.set()
-        if self._beat_thread.ident is not None:
-            self._beat_thread.join(2)
+        # the beat uses the mutex, the control segment and the channels' semaphores: it must have
+        # ended before they are closed (a beat outliving a timed join woke on a closed semaphore)
+        interrupted = _join(self._beat_thread)
         self._fold_given_back(final=True)  # the reclaims not yet summed up: none goes unsaid
         u32[_R.STATE // 4] = L.RegionState.STOPPED
         for ch in self._channels:
@@ -410,6 +411,8 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self._bell.close()
         self._ctl.close()
         self._lock.release()
+        if interrupted is not None:  # a Ctrl-C while waiting for the beat: raised once all is released
+            raise interrupted
 
     def stats(self) -> dict[str, Any]:
         """The server's channel count, how many are busy now, and how many channels its heartbeat
@@ -424,3 +427,19 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         if self._cuda.enabled:
             stats["cuda_ipc"] = self._cuda.stats()
         return stats
+
+
+def _join(thread: threading.Thread) -> BaseException | None:
+    """Wait until ``thread`` (if it was started) has ended, with no timeout: what is released
+    after it must not be released under it. An interrupt meanwhile (a Ctrl-C raising
+    KeyboardInterrupt in the join) is returned, not raised, once the thread has ended: raised at
+    once it left every object in /dev/shm and the name held."""
+    if thread.ident is None:
+        return None
+    caught: BaseException | None = None
+    while True:
+        try:
+            thread.join()
+            return caught
+        except BaseException as exc:
+            caught = caught or exc

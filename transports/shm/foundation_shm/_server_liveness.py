@@ -21,6 +21,7 @@ from ._log_throttle import LogFold, LogThrottle
 from ._objects import SHM_DIR
 from ._segments import Segment, drain, sem_wait, unlink_segment
 from ._server_channel import _Channel
+from ._sync import SLICE_S
 
 __all__ = ["_Liveness"]
 
@@ -111,6 +112,8 @@ class _Liveness:
                 self._mutex.release()
         self._free_unnamed_mutex(holder)
         for ch in self._channels:
+            if self._stop_event.is_set():  # stop() waits for this beat: no reclaim starts now
+                return
             pid = u32[ch.owner_word]
             started = u64[(ch.base + _C.OWNER_START) // 8]
             if pid and not is_alive(pid, started):
@@ -201,9 +204,24 @@ class _Liveness:
         )
         self._mutex.release()
 
+    def _take_mutex(self, timeout: float) -> bool:
+        """Take the region mutex within ``timeout`` seconds, waiting in slices (``SLICE_S``); False
+        if it stays taken (a client stopped inside it: try again at the next beat), or at once
+        once ``stop()`` has begun. ``stop()`` waits for the beat before it closes the mutex and
+        unmaps the region: a wait of a second per channel made a beat outlive it, and the wait
+        then woke on a closed semaphore (a segfault of the server process)."""
+        end = time.monotonic() + timeout
+        while not self._stop_event.is_set():
+            left = end - time.monotonic()
+            if sem_wait(self._mutex, min(SLICE_S, max(0.0, left))):
+                return True
+            if left <= SLICE_S:
+                return False
+        return False
+
     def _reclaim(self, ch: _Channel, pid: int, given_back: bool = False) -> None:
-        if not sem_wait(self._mutex, 1.0):
-            return  # try again at the next beat
+        if not self._take_mutex(1.0):
+            return  # try again at the next beat (or stopping: there is none)
         ctl = self._ctl
         ctl.u32[_R.MUTEX_HOLDER // 4] = os.getpid()  # spec 10.1: whoever holds the mutex says so
         try:

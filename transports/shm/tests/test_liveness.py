@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -675,3 +676,123 @@ def test_stop_releases_everything_else_when_a_clients_segment_is_another_users(
         monkeypatch.undo()
         client.close()
         server.stop()
+
+
+_STOPPED_MID_RECLAIM = """
+import subprocess, sys, threading
+from foundation_shm import ShmTransport, _layout as L
+from foundation_shm._echo import EchoHandler
+server = ShmTransport().serve(sys.argv[1], EchoHandler(), channels=4, heartbeat_ms=20)
+print("serving", flush=True)
+sys.stdin.readline()  # the test's client now holds the region mutex, stopped (SIGSTOP)
+dead = subprocess.Popen([sys.executable, "-c", "pass"])
+dead.wait()
+reclaiming = threading.Event()
+reclaim = server._reclaim
+def started(*args, **kwargs):
+    reclaiming.set()
+    reclaim(*args, **kwargs)
+server._reclaim = started
+u32, u64 = server._ctl.u32, server._ctl.u64
+for ch in server._channels:  # four dead clients: a beat waits for the mutex for each in turn
+    u64[(ch.base + L.ChannelField.OWNER_START) // 8] = 12345
+    u32[ch.owner_word] = dead.pid
+assert reclaiming.wait(60), "the beat never tried to reclaim"
+server.stop(0)
+print("stopped", flush=True)
+server._beat_thread.join()  # whatever the beat does after stop(), it does before this exits
+print("beat ended", flush=True)
+"""
+
+_HOLD_THE_MUTEX = """
+import mmap, os, struct, sys, posix_ipc
+posix_ipc.Semaphore(sys.argv[1]).acquire()
+m = posix_ipc.SharedMemory(sys.argv[2])
+mm = mmap.mmap(m.fd, 256)
+at = int(sys.argv[3])
+mm[at : at + 4] = struct.pack("<I", os.getpid())
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("path", ["c", "python"])
+def test_a_stop_while_the_beat_waits_for_a_mutex_a_stopped_client_holds_ends_the_beat_first(
+    name: str, path: str
+) -> None:
+    """A client stopped (SIGSTOP) inside the region mutex while dead clients' channels wait to be
+    reclaimed: the beat waited up to 1 s for the mutex per channel, stop() waited 2 s for the
+    beat, then closed the mutex and unmapped the region under it, and the beat's wait woke on the
+    closed semaphore: the server process died of a segfault after its stop (on both paths). Now
+    stop() ends the beat's wait and waits for it before releasing anything."""
+    env = (
+        {**os.environ, "FDN_SHM_PURE": "1"}
+        if path == "python"
+        else {k: v for k, v in os.environ.items() if k != "FDN_SHM_PURE"}
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", _STOPPED_MID_RECLAIM, name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    holder = None
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "serving"
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _HOLD_THE_MUTEX,
+                L.mutex_name(name),
+                L.control_name(name),
+                str(int(L.RegionField.MUTEX_HOLDER)),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        os.kill(holder.pid, signal.SIGSTOP)
+        _, status = os.waitpid(holder.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
+        out, err = server.communicate("go\n", timeout=60)
+        assert server.returncode == 0, f"the server process ended {server.returncode}: {err}"
+        assert out.split() == ["stopped", "beat", "ended"], out
+        assert "Traceback" not in err, err  # the beat logged no failure (a closed mmap, semaphore)
+        assert objects_of(name) == []
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+        if holder is not None:
+            os.kill(holder.pid, signal.SIGCONT)
+            holder.kill()
+            holder.communicate()
+
+
+def test_a_ctrl_c_while_stop_waits_for_the_beat_still_releases_everything(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stop() now waits for the heartbeat with no timeout; a KeyboardInterrupt in that wait left
+    every object in /dev/shm and the name held. It is raised once all is released."""
+    server = ShmTransport().serve(name, EchoHandler(), channels=1, heartbeat_ms=20)
+    beat = server._beat_thread
+    join = beat.join
+    calls = []
+
+    def ctrl_c(timeout: float | None = None) -> None:
+        calls.append(timeout)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        join(timeout)
+
+    monkeypatch.setattr(beat, "join", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        server.stop(0)
+    assert objects_of(name) == []
+    assert not beat.is_alive()
+    again = ShmTransport().serve(name, EchoHandler(), channels=1)  # the name is free again
+    again.stop()
