@@ -252,6 +252,8 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
                 i = poll(cseq, sseq, busy, 0, 0, epoch_word, epoch, start)
                 if i == -1:
                     due = self._flush(flush)
+                    if not self._running:  # a batch that outlived stop's wait for this loop: the
+                        break  # region may be released now (its next poll raised, "loop died")
                     dirty = due > 0
                     window = min(spin_ns, due) if dirty else spin_ns
             i = poll(cseq, sseq, busy, window, YIELD_AFTER_NS, epoch_word, epoch, start)

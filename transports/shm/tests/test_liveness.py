@@ -796,3 +796,39 @@ def test_a_ctrl_c_while_stop_waits_for_the_beat_still_releases_everything(
     assert not beat.is_alive()
     again = ShmTransport().serve(name, EchoHandler(), channels=1)  # the name is free again
     again.stop()
+
+
+def test_a_batch_that_outlives_stops_wait_for_the_loop_is_no_dead_loop(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop() waits 2 s for the serving loop, which runs the handler's batches (``flush``); a
+    batch still running then returned to a loop that polled the released region: after a clean
+    stop it logged (CRITICAL) that the serving loop died, with a traceback, and set ``failed``."""
+    flushing, finish = threading.Event(), threading.Event()
+
+    class SlowBatch(EchoHandler):
+        armed = False
+
+        def flush(self) -> int:
+            if self.armed:
+                self.armed = False
+                flushing.set()
+                finish.wait(60)  # a batch still running when stop() gives up waiting for the loop
+            return 0
+
+    handler = SlowBatch()
+    server = ShmTransport().serve(name, handler, channels=1)
+    try:
+        with ShmTransport().connect(name) as client:
+            handler.armed = True
+            assert client.infer(InferenceRequest("echo", {"x": np.ones(1)})).outputs["x"][0] == 1
+        _until(flushing.is_set, "the batch to start")
+        caplog.set_level(logging.ERROR, logger="foundation_shm")
+        server.stop(0)
+    finally:
+        finish.set()
+    server._loop_thread.join(60)
+    assert not server._loop_thread.is_alive()
+    assert server.failed is None, server.failed
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert objects_of(name) == []
