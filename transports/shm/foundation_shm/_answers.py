@@ -68,7 +68,11 @@ class Answers:
         ch = r.channel
         with ch.lock:
             if ch.lease != r.lease or ch.resp is None:
-                return  # the channel was reclaimed (its client died): nobody to answer
+                # the channel was reclaimed (its client died), or the server stopped: nobody to
+                # answer; a CUDA request the stop kept its inputs for lets them go (synchronised)
+                if ch.lease != r.lease:
+                    self._cuda.dropped(ch.index)
+                return
             if self._ctl.u32[ch.owner_word] != ch.owner[0]:
                 # freed by its owner with this request pending (no client does; a broken one may)
                 # and claimed by another process, whose request may have this very sequence

@@ -417,6 +417,10 @@ class _ClientMappings:
             self._drop(key)
         return len(keys)
 
+    def held(self, channel: int) -> list[_Mapping]:
+        """The mappings the request on ``channel`` uses (marked by ``open``, not yet released)."""
+        return [self._lru[key].mapping for key in self._by_channel.get(channel, ())]
+
     def __len__(self) -> int:
         return len(self._lru)
 

@@ -105,6 +105,9 @@ class ServerCuda:
         self._opened: dict[int, list[tuple[Any, int]]] = {}
         self._wants: set[int] = set()
         self._warned: set[str] = set()  # models that changed a CUDA input in place
+        # requests still running when the server stopped: each channel's devices and the mappings
+        # its inputs use, kept (whatever the cache drops) until its answer, dropped, synchronises
+        self._stopped: dict[int, tuple[set[int], list[Any]]] = {}
 
     @property
     def feature(self) -> int:
@@ -336,7 +339,41 @@ class ServerCuda:
             m = self._mappings
             return {"mappings": len(m), "mapped_bytes": m.bytes, "cache_bytes": m.max_bytes}
 
+    def stopping(self, channel: int) -> None:
+        """The server stops (``ShmServer`` ends the channel's lease, under the channel's lock): a
+        request on ``channel`` still running (its handler, or a batch, outlived stop's wait for the
+        serving loop) keeps the mappings its inputs use, and its devices, until its answer comes
+        (``dropped``): on a GPU its model's kernels may still read them after it let go of its
+        tensors. A request that never answers keeps them until the process exits."""
+        if channel not in self.channels:
+            return
+        with self._lock:
+            held = self._mappings.held(channel)
+            if held:
+                self._stopped[channel] = (set(self._devices.get(channel, ())), held)
+
+    def dropped(self, channel: int) -> None:
+        """An answer on ``channel`` came after the server stopped (and was dropped): its request's
+        devices are synchronised (rule 2: its reads of the client's memory are done), then the
+        mappings it used are let go (each closes once no tensor uses it). Never raises: the
+        handler's ``respond`` is no place for a stopped server's error. (Called under the channel's
+        lock, as ``stopping`` is: the look without ``self._lock`` sees what ``stopping`` kept.)"""
+        if channel not in self._stopped:
+            return
+        with self._lock:
+            kept = self._stopped.pop(channel, None)
+        if kept is None:
+            return
+        devices, held = kept
+        try:
+            _synchronize(devices)
+        except Exception as exc:  # a failed synchronise (a CUDA error): the mappings go all the same
+            log.warning("shm: cannot synchronise CUDA device(s) %s after a stop: %r", sorted(devices), exc)
+        del held  # (the last references, once the handler's tensors are gone: closed)
+
     def close(self) -> None:
+        """The server stopped: every mapping and output buffer is let go, but those ``stopping``
+        kept for a request still running."""
         with self._lock:
             self._mappings.clear()
             self._client_of.clear()

@@ -355,7 +355,10 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         """Stop taking requests; answer those in flight and those already queued (published
         before this call), for up to ``drain_timeout`` seconds or until ``hurry()``; then release
         every object, even if the wait is interrupted. ``abandoned`` then says how many requests
-        were left unanswered (their clients fail ServerUnavailable)."""
+        were left unanswered (their clients fail ServerUnavailable). A handler call or batch still
+        running after 2 s more is not waited for: its answer is dropped when it comes, and the
+        CUDA IPC mappings its inputs use stay open until then (until the process exits if it
+        never comes)."""
         if not self._running:
             return
         u32, u64 = self._ctl.u32, self._ctl.u64
@@ -389,8 +392,9 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self._fold_given_back(final=True)  # the reclaims not yet summed up: none goes unsaid
         u32[_R.STATE // 4] = L.RegionState.STOPPED
         for ch in self._channels:
-            with ch.lock:
+            with ch.lock:  # an answer after this is dropped (Answers.answer): none is under way now
                 ch.lease += 1
+                self._cuda.stopping(ch.index)  # a CUDA request still running keeps its inputs open
             if u32[ch.owner_word]:
                 ch.sem.release()  # sleeping clients wake, see STOPPED, fail ServerUnavailable
         # a client that is another user (a group-mode server's) made its data segment, which

@@ -896,6 +896,84 @@ def test_a_timed_out_call_keeps_its_input_copies_until_the_channel_is_used_again
             assert ch.cuda_keep is None
 
 
+class _Held:
+    """Stands in for ``_DeviceView``: the tensor made from it keeps it, and so its mapping, alive
+    (torch's ``__cuda_array_interface__`` tensors hold their object as this numpy one does)."""
+
+    def __init__(self, t: Any, mapping: Any) -> None:
+        self.mapping = mapping
+        self.__array_interface__ = t.numpy().__array_interface__
+
+
+def test_a_call_outliving_stop_keeps_its_cuda_inputs_open_until_answered_and_synchronised(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler still running when stop() gave up waiting for the serving loop (2 s) lost its
+    inputs' mappings from the cache at stop, and its answer, dropped (the server stopped), never
+    synchronised the request's devices: the input's handle was closed as soon as the handler let
+    go of its tensor, while on a GPU the kernels it queued could still read it. The mapping now
+    stays until the call answers, and its device is synchronised before the close."""
+    memory = FakeDeviceMemory().install(monkeypatch)
+    # the server's input tensors hold their mapping, as tensor_on's real ones do
+    monkeypatch.setattr(
+        _cuda_server,
+        "tensor_on",
+        lambda mapping, ref: torch.from_numpy(np.asarray(_Held(memory.tensors[ref.handle], mapping))),
+    )
+    events: list[str] = []
+
+    def sync(devices: set[int]) -> None:  # the server's (the client's stays the fake's no-op)
+        events.append(f"sync {sorted(devices)}")
+
+    monkeypatch.setattr(_cuda_server, "_synchronize", sync)
+    started, go, returned = threading.Event(), threading.Event(), threading.Event()
+
+    class Handler:
+        device_tensors = True
+
+        def __call__(self, request: InferenceRequest, respond: Any) -> None:
+            from foundation_ml import InferenceResponse
+
+            y = request.inputs["x"] * 2  # on a GPU: kernels queued that read the client's memory
+            request.inputs.clear()  # the handler holds no tensor of the input now; its kernels may
+            started.set()
+            go.wait(30)  # ... still run (a long model)
+            respond(InferenceResponse(request.id, "m", {"y": y}))
+            events.append("returned")
+            returned.set()
+
+    x = torch.arange(6.0)
+    got: list[BaseException] = []
+    with _fake_ipc_server(name, Handler()) as server:
+        with ShmTransport().connect(name, channels=1) as client:
+
+            def call() -> None:
+                try:
+                    client.infer(InferenceRequest("m", {"x": x}), timeout=30)
+                except InferenceError as exc:
+                    got.append(exc)
+
+            caller = threading.Thread(target=call)
+            caller.start()
+            assert started.wait(10)
+            (handle,) = [h for h in fake_gpu.opened if h in memory.tensors]
+            fake_gpu.on_close = lambda h: events.append("close") if h == handle else None
+            server.stop(drain_timeout=0)  # the loop is in the handler: stop gives up on it
+            caller.join(10)
+            assert got and isinstance(got[0], ServerUnavailable), got
+            gc.collect()
+            assert handle not in fake_gpu.closed_handles()  # the handler's kernels may still read it
+            ours = (f"fdn-{name}-", f"fdn-{name}.")  # its objects, data segments and lock file
+            assert not [n for n in os.listdir("/dev/shm") if f"{n}.".removeprefix("sem.").startswith(ours)]
+            go.set()
+            assert returned.wait(10)
+            server._loop_thread.join(10)
+    gc.collect()
+    assert handle in fake_gpu.closed_handles()
+    assert events == ["sync [0]", "close", "returned"], events  # at its answer (dropped), synchronised
+    fake_gpu.on_close = None
+
+
 def test_a_handler_changing_an_input_in_place_is_warned_about_once(
     name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
