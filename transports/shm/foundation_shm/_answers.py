@@ -69,9 +69,10 @@ class Answers:
         with ch.lock:
             if ch.lease != r.lease or ch.resp is None:
                 # the channel was reclaimed (its client died), or the server stopped: nobody to
-                # answer; a CUDA request the stop kept its inputs for lets them go (synchronised)
+                # answer; a CUDA request the reclaim or the stop kept its inputs for lets them go
+                # (synchronised), by its own lease: the channel may serve a new client's by now
                 if ch.lease != r.lease:
-                    self._cuda.dropped(ch.index)
+                    self._cuda.dropped(ch.index, r.lease)
                 return
             if self._ctl.u32[ch.owner_word] != ch.owner[0]:
                 # freed by its owner with this request pending (no client does; a broken one may)

@@ -105,9 +105,11 @@ class ServerCuda:
         self._opened: dict[int, list[tuple[Any, int]]] = {}
         self._wants: set[int] = set()
         self._warned: set[str] = set()  # models that changed a CUDA input in place
-        # requests still running when the server stopped: each channel's devices and the mappings
-        # its inputs use, kept (whatever the cache drops) until its answer, dropped, synchronises
-        self._stopped: dict[int, tuple[set[int], list[Any]]] = {}
+        # requests still running when their channel's lease ended (a reclaim of a dead client's
+        # channel, or the server's stop), by (channel, lease): the devices and the mappings their
+        # inputs use, kept (whatever the cache drops) until their answer, dropped, synchronises.
+        # By lease too: a reclaimed channel may be claimed, used and reclaimed again meanwhile
+        self._kept: dict[tuple[int, int], tuple[set[int], list[Any]]] = {}
 
     @property
     def feature(self) -> int:
@@ -149,11 +151,19 @@ class ServerCuda:
             devices = self._devices[channel] = set()
             opened = self._opened[channel] = []
             inputs = dict(dec.inputs)
-            for name, ref in dec.inputs.items():
-                if type(ref) is CudaIpcRef:
-                    t = inputs[name] = self._open(channel, client, ref, dec)
-                    devices.add(ref.device)  # once opened: the error's reply synchronises these
-                    opened.append((t, getattr(t, "_version", 0)))
+            try:
+                for name, ref in dec.inputs.items():
+                    if type(ref) is CudaIpcRef:
+                        t = inputs[name] = self._open(channel, client, ref, dec)
+                        devices.add(ref.device)  # once opened: the error's reply synchronises these
+                        opened.append((t, getattr(t, "_version", 0)))
+            except BaseException:
+                # no handler gets these inputs, so the mappings opened so far are no request's: a
+                # lease that ends before the error's answer (a parked channel never gets one)
+                # keeps nothing for it (the answer still synchronises the devices)
+                self._opened.pop(channel, None)
+                self._mappings.release(channel)
+                raise
         return dec._replace(inputs=inputs)
 
     def _open(self, channel: int, client: tuple[int, int], ref: CudaIpcRef, dec: Any) -> Any:
@@ -304,12 +314,19 @@ class ServerCuda:
                     model,
                 )
 
-    def forget(self, channel: int) -> None:
+    def forget(self, channel: int, lease: int | None = None) -> None:
         """The channel was freed or reclaimed: free its output buffers; when its client has no
-        channel left, drop every mapping of that client (each closes once no tensor uses it)."""
+        channel left, drop every mapping of that client (each closes once no tensor uses it).
+
+        ``lease``: the lease that just ended, on a reclaim (``_Liveness._reclaim``, under the
+        channel's lock): a request of it still running (its dead client's, with the handler) keeps
+        the mappings its inputs use, and its devices, until its answer comes (``dropped``): on a
+        GPU its model's kernels may still read them after it let go of its tensors."""
         if channel not in self.channels:
             return
         with self._lock:
+            if lease is not None:
+                self._keep_locked(channel, lease)
             self.channels.discard(channel)
             self._devices.pop(channel, None)
             self._opened.pop(channel, None)
@@ -339,41 +356,48 @@ class ServerCuda:
             m = self._mappings
             return {"mappings": len(m), "mapped_bytes": m.bytes, "cache_bytes": m.max_bytes}
 
-    def stopping(self, channel: int) -> None:
-        """The server stops (``ShmServer`` ends the channel's lease, under the channel's lock): a
-        request on ``channel`` still running (its handler, or a batch, outlived stop's wait for the
-        serving loop) keeps the mappings its inputs use, and its devices, until its answer comes
-        (``dropped``): on a GPU its model's kernels may still read them after it let go of its
-        tensors. A request that never answers keeps them until the process exits."""
+    def stopping(self, channel: int, lease: int) -> None:
+        """The server stops (``ShmServer`` ends the channel's ``lease``, under the channel's lock):
+        a request of that lease still running (its handler, or a batch, outlived stop's wait for
+        the serving loop) keeps the mappings its inputs use, and its devices, until its answer
+        comes (``dropped``): on a GPU its model's kernels may still read them after it let go of
+        its tensors. A request that never answers keeps them until the process exits."""
         if channel not in self.channels:
             return
         with self._lock:
-            held = self._mappings.held(channel)
-            if held:
-                self._stopped[channel] = (set(self._devices.get(channel, ())), held)
+            self._keep_locked(channel, lease)
 
-    def dropped(self, channel: int) -> None:
-        """An answer on ``channel`` came after the server stopped (and was dropped): its request's
-        devices are synchronised (rule 2: its reads of the client's memory are done), then the
-        mappings it used are let go (each closes once no tensor uses it). Never raises: the
-        handler's ``respond`` is no place for a stopped server's error. (Called under the channel's
-        lock, as ``stopping`` is: the look without ``self._lock`` sees what ``stopping`` kept.)"""
-        if channel not in self._stopped:
+    def _keep_locked(self, channel: int, lease: int) -> None:
+        held = self._mappings.held(channel)  # before release: the request's, not yet let go
+        if held:
+            self._kept[channel, lease] = (set(self._devices.get(channel, ())), held)
+
+    def dropped(self, channel: int, lease: int) -> None:
+        """An answer to a request of ``lease`` on ``channel`` came after that lease ended (the
+        channel reclaimed, or the server stopped) and was dropped: its request's devices are
+        synchronised (rule 2: its reads of the client's memory are done), then the mappings it
+        used are let go (each closes once no tensor uses it). A later lease's request on the
+        channel, a new client's, keeps its own. Never raises: the handler's ``respond`` is no
+        place for an error of a request nobody waits for. (Called under the channel's lock, as
+        ``forget`` and ``stopping`` are: the look without ``self._lock`` sees what they kept.)"""
+        if (channel, lease) not in self._kept:
             return
         with self._lock:
-            kept = self._stopped.pop(channel, None)
+            kept = self._kept.pop((channel, lease), None)
         if kept is None:
             return
         devices, held = kept
         try:
             _synchronize(devices)
         except Exception as exc:  # a failed synchronise (a CUDA error): the mappings go all the same
-            log.warning("shm: cannot synchronise CUDA device(s) %s after a stop: %r", sorted(devices), exc)
+            log.warning(
+                "shm: cannot synchronise CUDA device(s) %s after a dropped answer: %r", sorted(devices), exc
+            )
         del held  # (the last references, once the handler's tensors are gone: closed)
 
     def close(self) -> None:
-        """The server stopped: every mapping and output buffer is let go, but those ``stopping``
-        kept for a request still running."""
+        """The server stopped: every mapping and output buffer is let go, but those kept for a
+        request still running (``stopping``, ``forget`` on a reclaim)."""
         with self._lock:
             self._mappings.clear()
             self._client_of.clear()

@@ -393,8 +393,9 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         u32[_R.STATE // 4] = L.RegionState.STOPPED
         for ch in self._channels:
             with ch.lock:  # an answer after this is dropped (Answers.answer): none is under way now
-                ch.lease += 1
-                self._cuda.stopping(ch.index)  # a CUDA request still running keeps its inputs open
+                ended, ch.lease = ch.lease, ch.lease + 1
+                if ch.busy and ch.index not in self._parked:  # a request still running: its
+                    self._cuda.stopping(ch.index, ended)  # CUDA inputs stay open till its answer
             if u32[ch.owner_word]:
                 ch.sem.release()  # sleeping clients wake, see STOPPED, fail ServerUnavailable
         # a client that is another user (a group-mode server's) made its data segment, which

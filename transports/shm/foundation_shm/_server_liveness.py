@@ -228,9 +228,13 @@ class _Liveness:
             if ctl.u32[ch.owner_word] != pid:
                 return
             with ch.lock:
-                ch.lease += 1
+                ended, ch.lease = ch.lease, ch.lease + 1
                 ctl.u64[ch.sseq] = ctl.u64[ch.cseq]
-                self._cuda.forget(ch.index)  # a dead client: close its CUDA IPC mappings
+                # a dead client: close its CUDA IPC mappings, but those its request still with the
+                # handler (busy, not parked: an answer is to come) uses, kept till that answer,
+                # dropped, synchronises
+                running = ch.busy and ch.index not in self._parked
+                self._cuda.forget(ch.index, ended if running else None)
                 ctl.u32[ch.busy_word] = 0
                 ch.busy = False
                 self._parked.discard(ch.index)

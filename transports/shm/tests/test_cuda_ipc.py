@@ -52,7 +52,7 @@ from foundation_ml.errors import (
     ServerUnavailable,
 )
 
-from .conftest import CudaServeProcess
+from .conftest import CudaServeProcess, until
 
 torch = pytest.importorskip("torch")
 
@@ -847,7 +847,8 @@ class _Handler:
 
 @contextlib.contextmanager
 def _fake_ipc_server(name: str, handler: Any, **options: Any) -> Iterator[Any]:
-    with ShmTransport().serve(name, handler, channels=2, cuda_ipc=False, **options) as server:
+    options.setdefault("channels", 2)
+    with ShmTransport().serve(name, handler, cuda_ipc=False, **options) as server:
         server._cuda.enabled = True
         server._ctl.u32[L.RegionField.FEATURES // 4] |= L.Feature.CUDA_IPC
         yield server
@@ -974,6 +975,172 @@ def test_a_call_outliving_stop_keeps_its_cuda_inputs_open_until_answered_and_syn
     fake_gpu.on_close = None
 
 
+_CUDA_VICTIM = """
+import sys, time
+from foundation_ml import DataType
+from foundation_shm import ShmTransport
+from foundation_shm._cuda_desc import CudaIpcRef, write_mixed_request
+c = ShmTransport().connect(sys.argv[1], channels=1)
+ch = c._take(0)
+ch.wkey = None
+x = CudaIpcRef("x", DataType.FP32, (6,), 0, bytes.fromhex(sys.argv[2]), 0, 24)
+write_mixed_request(ch.req, tensors=[x], request_id=5, model="m")
+print("sending", flush=True)
+c._exchange(ch, 5, "m", time.monotonic_ns() + 10**11, retry=False)  # killed in it
+"""
+
+
+def _killed_in_a_cuda_call(name: str, server: Any, reached: Callable[[], bool]) -> None:
+    """A client process sends a request whose input ``x`` is the CUDA IPC handle ``HANDLE`` and is
+    killed (kill -9) once the handler has it (``reached``); returns when the heartbeat has
+    reclaimed its channel."""
+    victim = subprocess.Popen(
+        [sys.executable, "-c", _CUDA_VICTIM, name, HANDLE.hex()], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert victim.stdout is not None and victim.stdout.readline().strip() == "sending"
+        assert reached(), "the victim's request did not reach the handler"
+    finally:
+        victim.kill()
+        victim.wait()
+        victim.stdout.close()  # type: ignore[union-attr]
+    assert until(lambda: server._reclaimed["dead_client"] == 1), "the dead client's channel was not reclaimed"
+
+
+def test_a_reclaim_keeps_a_running_call_s_cuda_inputs_open_until_answered_and_synchronised(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client killed (kill -9) while its CUDA request was with the handler: the heartbeat's
+    reclaim dropped the request's mappings, and its answer, dropped (the lease changed), never
+    synchronised: the input's handle closed as soon as the handler let go of its tensor, while
+    on a GPU the kernels it queued could still read it. The mapping now stays until the call
+    answers, and its device is synchronised before the close."""
+    dead = torch.arange(6.0)  # the dead client's allocation, as the server maps it
+    monkeypatch.setattr(
+        _cuda_server, "tensor_on", lambda mapping, ref: torch.from_numpy(np.asarray(_Held(dead, mapping)))
+    )
+    events: list[str] = []
+
+    def sync(devices: set[int]) -> None:  # the server's (a client's stays the fake's no-op)
+        events.append(f"sync {sorted(devices)}")
+
+    monkeypatch.setattr(_cuda_server, "_synchronize", sync)
+    started, go, returned = threading.Event(), threading.Event(), threading.Event()
+
+    class Handler:
+        device_tensors = True
+
+        def __call__(self, request: InferenceRequest, respond: Any) -> None:
+            from foundation_ml import InferenceResponse
+
+            y = request.inputs["x"] * 2  # on a GPU: kernels queued that read the client's memory
+            request.inputs.clear()  # the handler holds no tensor of the input now; its kernels may
+            started.set()
+            go.wait(30)  # ... still run (a long model)
+            respond(InferenceResponse(request.id, "m", {"y": y}))
+            events.append("returned")
+            returned.set()
+
+    with _fake_ipc_server(name, Handler(), channels=1, heartbeat_ms=20) as server:
+        fake_gpu.on_close = lambda h: events.append("close") if h == HANDLE else None
+        try:
+            _killed_in_a_cuda_call(name, server, lambda: started.wait(30))
+            assert server._cuda.clients() == {}  # the dead client's mappings left the cache ...
+            assert HANDLE not in fake_gpu.closed_handles() and events == []  # ... but not this one
+            go.set()
+            assert returned.wait(10)
+        finally:
+            go.set()
+            fake_gpu.on_close = None
+    assert HANDLE in fake_gpu.closed_handles()
+    assert events == ["sync [0]", "close", "returned"], events  # at its answer (dropped), synchronised
+
+
+def test_a_reclaimed_channel_serving_a_new_client_keeps_each_call_s_cuda_inputs_apart(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead client's channel, reclaimed with its CUDA request still with the handler, claimed
+    again by a new client whose CUDA request is also with the handler when the old one answers:
+    the old answer (dropped) synchronises and lets go of the old request's mappings only; the new
+    request keeps its own, and its answer is right."""
+    memory = FakeDeviceMemory().install(monkeypatch)
+    dead = torch.arange(6.0)  # the dead client's allocation, as the server maps it
+
+    def tensor_on(mapping: Any, ref: CudaIpcRef) -> Any:
+        if ref.handle in memory.buffers:  # the server's own output buffer
+            return memory.tensor_on(mapping, ref)
+        t = dead if ref.handle == HANDLE else memory.tensors[ref.handle]
+        return torch.from_numpy(np.asarray(_Held(t, mapping)))
+
+    monkeypatch.setattr(_cuda_server, "tensor_on", tensor_on)
+    events: list[str] = []
+
+    def sync(devices: set[int]) -> None:  # the server's (a client's stays the fake's no-op)
+        events.append(f"sync {sorted(devices)}")
+
+    monkeypatch.setattr(_cuda_server, "_synchronize", sync)
+    calls: list[tuple[threading.Event, threading.Event, threading.Event]] = []
+
+    class Handler:
+        """Each call computes in a thread of its own, lets go of its input and waits for the test."""
+
+        device_tensors = True
+
+        def __call__(self, request: InferenceRequest, respond: Any) -> None:
+            from foundation_ml import InferenceResponse
+
+            k = len(calls)
+            started, go, returned = gates = threading.Event(), threading.Event(), threading.Event()
+            calls.append(gates)
+
+            def run() -> None:
+                y = request.inputs["x"] * 2
+                request.inputs.clear()
+                started.set()
+                go.wait(30)
+                respond(InferenceResponse(request.id, "m", {"y": y}))
+                events.append(f"returned {k}")
+                returned.set()
+
+            threading.Thread(target=run, daemon=True).start()
+
+    x = torch.arange(6.0) + 10
+    got: list[Any] = []
+    with _fake_ipc_server(name, Handler(), channels=1, heartbeat_ms=20) as server:
+        labels = {HANDLE: "old"}
+        fake_gpu.on_close = lambda h: events.append(f"close {labels.get(h, h.hex()[:8])}")
+        try:
+            _killed_in_a_cuda_call(name, server, lambda: until(lambda: bool(calls)) and calls[0][0].wait(30))
+            assert HANDLE not in fake_gpu.closed_handles()
+            with ShmTransport().connect(name, channels=1) as client:  # the server's one channel
+
+                def call() -> None:
+                    out = client.infer(InferenceRequest("m", {"x": x}), timeout=30).outputs["y"]
+                    got.append(out.clone())
+
+                caller = threading.Thread(target=call)
+                caller.start()
+                assert until(lambda: len(calls) == 2) and calls[1][0].wait(30)
+                (new,) = memory.tensors  # the new client's input went by handle
+                labels[new] = "new"
+                assert fake_gpu.opened == [HANDLE, new]
+                calls[0][1].set()  # the old call answers, late: dropped
+                assert calls[0][2].wait(10)
+                assert HANDLE in fake_gpu.closed_handles() and new not in fake_gpu.closed_handles()
+                assert events == ["sync [0]", "close old", "returned 0"], events
+                calls[1][1].set()
+                assert calls[1][2].wait(10)
+                caller.join(30)
+                assert len(got) == 1, "the new client's call did not return"
+                torch.testing.assert_close(got[0], x * 2)
+                assert new not in fake_gpu.closed_handles()  # cached for its client, till it goes
+                assert events[3:] == ["sync [0]", "returned 1"], events
+        finally:
+            for _, go, _ in calls:
+                go.set()
+            fake_gpu.on_close = None
+
+
 def test_a_handler_changing_an_input_in_place_is_warned_about_once(
     name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
@@ -1012,6 +1179,45 @@ def test_outputs_go_to_a_buffer_of_the_channel_that_grows_and_is_freed_with_it(
             time.sleep(0.01)
         assert not server._cuda._buffers and not server._cuda._outgrown
     assert len(memory.buffers) == 2
+
+
+def test_what_a_running_call_keeps_is_its_lease_s_when_its_channel_s_next_lease_ends_too(
+    fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A channel reclaimed with a call running (lease 0), claimed by another client whose call is
+    running when the server stops (lease 1): each late answer synchronises and lets go of its own
+    call's mappings, never the other's (kept by channel alone, the stop's would replace the
+    reclaim's, closing the first call's input under its kernels, and the first answer would let
+    go of the second call's)."""
+    synced: list[set[int]] = []
+    monkeypatch.setattr(_cuda_server, "_synchronize", lambda devices: synced.append(set(devices)))
+    cuda = _enabled()
+    a, b, h2 = (1, 100), (2, 200), bytes([9]) * 64
+    cuda.on_request(0, a, _Dec({"x": _ref(handle=HANDLE, device=1)}))  # the handler lets go of it
+    cuda.forget(0, 0)  # a died: reclaimed, its call still running
+    cuda.on_request(0, b, _Dec({"x": _ref(handle=h2)}))
+    cuda.stopping(0, 1)
+    cuda.close()
+    assert not fake_gpu.closed_handles()
+    cuda.dropped(0, 0)  # a's call answers
+    assert synced == [{1}] and fake_gpu.closed_handles() == [HANDLE]
+    cuda.dropped(0, 0)  # (once)
+    cuda.dropped(0, 1)  # b's
+    assert synced == [{1}, {0}] and fake_gpu.closed_handles() == [HANDLE, h2]
+
+
+def test_a_call_whose_inputs_failed_to_open_keeps_none_of_them_past_a_reclaim(fake_gpu: _FakeDriver) -> None:
+    """A request whose second input does not open never reaches the handler: the mapping of its
+    first is no running call's, and a reclaim (or stop) before its error answer keeps nothing for
+    it (on a channel parked with it, no segment to answer in, that answer never comes: kept, the
+    mapping would stay open till the process exits)."""
+    cuda = _enabled()
+    inputs = {"x": _ref(handle=HANDLE), "y": _ref(name="y", device=5)}
+    with pytest.raises(InvalidInput, match="CUDA device 5"):
+        cuda.on_request(0, (1, 100), _Dec(inputs))
+    assert fake_gpu.opened == [HANDLE]
+    cuda.forget(0, 0)
+    assert fake_gpu.closed_handles() == [HANDLE] and not cuda._kept
 
 
 def test_a_channel_that_changed_hands_drops_the_former_client_s_state(fake_gpu: _FakeDriver) -> None:
