@@ -35,10 +35,12 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HE
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import mmap  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import select  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -246,6 +248,12 @@ def _first_line(proc: subprocess.Popen[str], what: str) -> str:
     raise BenchmarkFailed(f"{what} printed nothing within {START_TIMEOUT:.0f} s")
 
 
+def _dies_with_us() -> Callable[[], None]:
+    """A child's ``preexec_fn``: SIGTERM to it when this benchmark dies, even by SIGKILL (a smoke
+    test's timeout): an echo server left behind kept serving, and its objects in /dev/shm, for good."""
+    return functools.partial(die_with_parent, os.getpid(), signal.SIGTERM)
+
+
 class EchoServer:
     """``python -m foundation_shm._echo NAME`` in its own process: ``with EchoServer(name): ...``."""
 
@@ -255,6 +263,7 @@ class EchoServer:
             [PY, "-m", "foundation_shm._echo", name, "--spin-us", str(spin_us)],
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=_dies_with_us(),
         )
         try:
             line = _first_line(self.proc, "the echo server")
@@ -426,6 +435,7 @@ def shm_rps(name: str, clients: int, seconds: float, spin_us: int) -> float:
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     text=True,
+                    preexec_fn=_dies_with_us(),
                 )
             )
         for p in procs:

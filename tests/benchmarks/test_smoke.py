@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -99,12 +100,23 @@ def test_the_benchmark_runs_and_reports_its_figures(script: str, args: list[str]
         text=True,
         # the runtimes these benchmarks run in-process log to stdout then: never into the JSON
         env={**os.environ, "FOUNDATION_LOGGING__OUTPUT": "stdout"},
+        start_new_session=True,  # its servers and clients too, if it must be killed
     )
     try:
-        stdout, stderr = proc.communicate(timeout=300)
+        # under pytest-timeout's 300 s: a benchmark that hangs is killed here, with its servers,
+        # and reported with what it had written, not left running with its output lost
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)  # its echo servers release their shared memory
+        try:
+            stdout, stderr = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+        pytest.fail(f"{script} ran past 240 s; it had written:\n{stderr[-4000:]}\n{stdout[-2000:]}")
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, stderr[-2000:]
     lines = stdout.splitlines()
