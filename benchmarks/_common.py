@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from foundation_ml._bench import (
+    FLOOR_BUDGET_S,
     BenchmarkFailed,
     cpu_ns,
     die_with_parent,
@@ -31,6 +32,7 @@ from foundation_ml._bench import (
 )
 
 __all__ = [
+    "FLOOR_BUDGET_S",
     "BenchmarkFailed",
     "benchmark_run",
     "cpu_ns",

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._bench_measure import (
+    FLOOR_BUDGET_S,
     ROUNDS,
     _latency,
     _timed,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from ._process import ServerProcess
 
 __all__ = [
+    "FLOOR_BUDGET_S",
     "ROUNDS",
     "WORKER_START_TIMEOUT",
     "BenchmarkFailed",

@@ -6,6 +6,7 @@ it): each times one thing, and none of them starts a server.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import multiprocessing as mp
 import os
@@ -19,6 +20,7 @@ import numpy as np
 from ._parent_death import die_with_parent
 
 __all__ = [
+    "FLOOR_BUDGET_S",
     "ROUNDS",
     "direct_call",
     "mean_batch_size",
@@ -40,10 +42,18 @@ def timer_overhead_ns(samples: int = 20000) -> float:
     return float(np.percentile(times, 50))
 
 
-def spin_floor(rounds: int) -> np.ndarray:
+#: The longest a spin floor measures (s): on an idle machine its rounds take milliseconds, but
+#: with more busy processes than vCPUs each round trip waits for a scheduler slice (measured here
+#: with three busy loops beside it: 5,000 rounds took over 90 s, and a CI run's benchmark smoke
+#: test timed out in it). The rounds measured by then are what it reports.
+FLOOR_BUDGET_S = 10.0
+
+
+def spin_floor(rounds: int, budget_s: float = FLOOR_BUDGET_S) -> np.ndarray:
     """Round trips (µs) of two processes spinning on shared words (the machine's IPC floor); the
     same measurement as ``benchmarks/shm.py``'s ``floor_spin`` (one word per cache line). Each
-    includes one timer read (``timer_overhead_ns``)."""
+    includes one timer read (``timer_overhead_ns``). At most ``budget_s`` seconds: fewer rounds
+    (at least 64) come back if it runs out, checked between rounds, outside the timed part."""
     buf = mmap.mmap(-1, 4096)
     words = memoryview(buf).cast("Q")
     parent = os.getpid()
@@ -57,21 +67,29 @@ def spin_floor(rounds: int) -> np.ndarray:
         os._exit(0)
     times = np.empty(rounds, np.int64)
     clock = time.perf_counter_ns
+    deadline = time.monotonic() + budget_s
+    done = 0
     try:
         for i in range(1, rounds + 1):
+            if not i & 63 and time.monotonic() > deadline:
+                break
             t0 = clock()
             words[0] = i
             while words[8] != i:
                 pass
             times[i - 1] = clock() - t0
+            done = i
     except BaseException:
         os.kill(pid, signal.SIGKILL)  # it would spin for a ping that never comes
         raise
     finally:
+        if done < rounds:  # out of time (or interrupted): it waits for pings that never come
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         words.release()
         buf.close()
-    return times / 1e3
+    return times[:done] / 1e3
 
 
 def direct_call(model: Any, threads: int = 1, rows: int = 1) -> tuple[Any, np.ndarray]:

@@ -314,3 +314,27 @@ def test_a_throughput_worker_makes_a_call_however_short_its_time(
     assert results.get_nowait() == ("ready", 0)
     done = results.get_nowait()
     assert done[:2] == ("done", 0) and done[2] >= 1
+
+
+def test_the_spin_floor_stops_at_its_budget_with_the_rounds_measured_and_its_child_reaped() -> None:
+    """On a machine with more busy processes than vCPUs each round trip waits for a scheduler
+    slice: 5,000 rounds took minutes, and a CI smoke run of benchmarks/shm.py timed out in them.
+    Asked for a billion rounds (hours at any speed), it returns at its budget, with what it
+    measured, and leaves no child spinning."""
+    from foundation_ml._bench_measure import spin_floor
+
+    def children() -> set[str]:
+        path = f"/proc/{os.getpid()}/task/{os.getpid()}/children"
+        return set(Path(path).read_text().split())
+
+    before = children()
+    times = spin_floor(10**9, budget_s=0.2)
+    assert 64 <= len(times) < 10**9
+    assert np.all(times > 0)
+    assert children() == before  # the child was killed and waited for (no zombie either)
+
+
+def test_the_spin_floor_measures_every_round_asked_for_within_its_budget() -> None:
+    from foundation_ml._bench_measure import spin_floor
+
+    assert len(spin_floor(100)) == 100
