@@ -189,7 +189,8 @@ static void one(const uint8_t *area, size_t size) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    uint8_t *area = malloc(size ? size : 1);
+    uint8_t *area = calloc(size ? size : 1, 1); /* (calloc: an empty input is one zero byte) */
+    if (!area) FAIL("out of memory for a %zu-byte input", size);
     if (size) memcpy(area, data, size);
     one(area, size);
     reseal(area, size);
