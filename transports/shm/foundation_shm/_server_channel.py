@@ -132,13 +132,22 @@ class _Responder:
 
     __slots__ = ("channel", "done", "lease", "model", "request_id", "seq", "server")
 
-    def __init__(self, server: _Dispatch, channel: _Channel, seq: int, request_id: int, model: str) -> None:
+    def __init__(
+        self,
+        server: _Dispatch,
+        channel: _Channel,
+        seq: int,
+        request_id: int,
+        model: str,
+        lease: int | None = None,
+    ) -> None:
         self.server = server
         self.channel = channel
         self.seq = seq
         self.request_id = request_id
         self.model = model
-        self.lease = channel.lease
+        # the channel's lease when the request was taken (its answer is dropped once it ended)
+        self.lease = channel.lease if lease is None else lease
         self.done = False
 
     def __call__(self, value: InferenceResponse | InferenceError) -> None:

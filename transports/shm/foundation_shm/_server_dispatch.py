@@ -86,6 +86,9 @@ class _Dispatch:
     def _dispatch_general(self, ch: _Channel, seq: int) -> None:
         """Decode the request in full (or reject it), then run it."""
         rid, model = 0, ""
+        # the request's lease, read before its CUDA handles open: a reclaim (its client died) from
+        # here on ends it, and its answer, dropped, synchronises and lets go of what it kept
+        lease = ch.lease
         try:
             # none mapped, or forgotten (the channel changed hands); or a new generation (it may wrap to 0)
             if ch.reader is None or ch.gen != self._u64[ch.gen_word]:
@@ -96,6 +99,9 @@ class _Dispatch:
             if ch.index in cuda.channels or dec.flags & _CUDA_FLAG or _cuda_decoded[0] != cuda.decoded:
                 owner = (self._ctl.u32[ch.owner_word], self._ctl.u64[(ch.base + _C.OWNER_START) // 8])
                 dec = self._cuda.on_request(ch.index, owner, dec)  # CUDA IPC: open handles
+                if ch.lease != lease:  # reclaimed before they opened: the reclaim kept none of them
+                    with ch.lock:
+                        self._cuda.forget(ch.index, lease)  # kept for its answer, as a reclaim's
         except InferenceError as exc:
             if ch.resp is None and self._given_up(ch):
                 return
@@ -114,7 +120,7 @@ class _Dispatch:
             self._rejected(ch, seq, "", "", err)
             self._answer_or_park(ch, seq, rid, model, err)
             return
-        respond = _Responder(self, ch, seq, dec.request_id, dec.model)
+        respond = _Responder(self, ch, seq, dec.request_id, dec.model, lease)
         if self._refusing(ch, seq):
             stopping = ShuttingDown("the server is stopping", model=dec.model, request_id=dec.request_id)
             self._refuse(ch, dec, respond, stopping)

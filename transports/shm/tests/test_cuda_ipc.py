@@ -1141,6 +1141,66 @@ def test_a_reclaimed_channel_serving_a_new_client_keeps_each_call_s_cuda_inputs_
             fake_gpu.on_close = None
 
 
+@pytest.mark.parametrize("when", ["after_open", "before_open"])
+def test_a_reclaim_while_a_cuda_request_is_being_dispatched_keeps_its_inputs_till_its_answer(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The heartbeat reclaimed a killed client's channel while the serving loop was dispatching
+    its CUDA request (its handles being opened, the handler not yet called): the answer carried
+    the new lease, found the channel's owner gone and was dropped as stale, so what the reclaim
+    kept for the request (reclaimed after the open) stayed kept till the process exited, never
+    synchronised; reclaimed before the open, the mappings opened stayed marked in use and were
+    closed at the next look of the loop, unsynchronised. Either way the answer now synchronises
+    the request's device, then closes its input's handle, and nothing stays kept."""
+    dead = torch.arange(6.0)
+    monkeypatch.setattr(
+        _cuda_server, "tensor_on", lambda mapping, ref: torch.from_numpy(np.asarray(_Held(dead, mapping)))
+    )
+    events: list[str] = []
+    sync = lambda devices: events.append(f"sync {sorted(devices)}")  # noqa: E731
+    monkeypatch.setattr(_cuda_server, "_synchronize", sync)
+    in_dispatch, reclaimed, answered = threading.Event(), threading.Event(), threading.Event()
+
+    class Handler:
+        device_tensors = True
+
+        def __call__(self, request: InferenceRequest, respond: Any) -> None:
+            from foundation_ml import InferenceResponse
+
+            y = request.inputs["x"] * 2
+            request.inputs.clear()
+            respond(InferenceResponse(request.id, "m", {"y": y}))
+            events.append("returned")
+            answered.set()
+
+    with _fake_ipc_server(name, Handler(), channels=1, heartbeat_ms=20) as server:
+        on_request = server._cuda.on_request
+
+        def held_on_request(channel: int, client: Any, dec: Any) -> Any:
+            if when == "before_open":
+                in_dispatch.set()
+                reclaimed.wait(30)
+            try:
+                return on_request(channel, client, dec)
+            finally:
+                if when == "after_open":
+                    in_dispatch.set()
+                    reclaimed.wait(30)
+
+        monkeypatch.setattr(server._cuda, "on_request", held_on_request)
+        fake_gpu.on_close = lambda h: events.append("close") if h == HANDLE else None
+        try:
+            _killed_in_a_cuda_call(name, server, lambda: in_dispatch.wait(30))
+            reclaimed.set()
+            assert answered.wait(10)
+            assert server._cuda._kept == {}
+        finally:
+            reclaimed.set()
+            fake_gpu.on_close = None
+    assert HANDLE in fake_gpu.closed_handles()
+    assert events == ["sync [0]", "close", "returned"], events
+
+
 def test_a_handler_changing_an_input_in_place_is_warned_about_once(
     name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
