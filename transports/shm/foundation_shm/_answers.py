@@ -66,14 +66,21 @@ class Answers:
         """Write ``value`` as the answer to ``r``'s request and publish it; dropped if the channel
         was reclaimed or the request is no longer the pending one."""
         ch = r.channel
+        if not self._answer_locked(ch, r, value):
+            # the channel was reclaimed (its client died), or the server stopped: nobody to
+            # answer; a CUDA request the reclaim or the stop kept its inputs for lets them go
+            # (synchronised), by its own lease: the channel may serve a new client's by now.
+            # Outside the channel's lock: that synchronise (a dead client's model's kernels) held
+            # up the new client's answers on it, and the serving loop with them
+            self._cuda.dropped(ch.index, r.lease)
+
+    def _answer_locked(self, ch: _Channel, r: _Responder, value: InferenceResponse | InferenceError) -> bool:
+        """``answer`` under the channel's lock; False (nothing done) if the request's lease ended."""
         with ch.lock:
-            if ch.lease != r.lease or ch.resp is None:
-                # the channel was reclaimed (its client died), or the server stopped: nobody to
-                # answer; a CUDA request the reclaim or the stop kept its inputs for lets them go
-                # (synchronised), by its own lease: the channel may serve a new client's by now
-                if ch.lease != r.lease:
-                    self._cuda.dropped(ch.index, r.lease)
-                return
+            if ch.lease != r.lease:
+                return False
+            if ch.resp is None:
+                return True
             if self._ctl.u32[ch.owner_word] != ch.owner[0]:
                 # freed by its owner with this request pending (no client does; a broken one may)
                 # and claimed by another process, whose request may have this very sequence
@@ -82,7 +89,7 @@ class Answers:
                 # the same pid would need the old one dead, and a dead owner's channel is
                 # reclaimed (the lease above), never claimed, until the server frees it.
                 self._drop_stale(ch, r, "its channel changed hands")
-                return
+                return True
             if self._lane and ch.wkey is not None and type(value) is InferenceResponse:
                 # the response repeats the last one on this channel: one C call (_hot.answer)
                 outputs = value.outputs
@@ -110,11 +117,11 @@ class Answers:
                     if woke is not None and woke >= 0:
                         if woke:
                             ch.sem.release()
-                        return
+                        return True
                     ch.busy = busy  # stale, or new dtypes or shapes: nothing written; the general way
             if self._ctl.u64[ch.cseq] != r.seq or self._ctl.u64[ch.sseq] == r.seq:
                 self._drop_stale(ch, r, "not the pending request any more")
-                return
+                return True
             try:
                 self._write(ch, r, value)
             except Exception as exc:  # a response we cannot encode becomes a typed error
@@ -127,6 +134,7 @@ class Answers:
             fence()
             if u32[ch.sleeping_word]:
                 ch.sem.release()
+        return True
 
     def _drop_stale(self, ch: _Channel, r: _Responder, why: str) -> None:
         """An answer to a request that is not the pending one any more, or not its client's

@@ -378,8 +378,11 @@ class ServerCuda:
         synchronised (rule 2: its reads of the client's memory are done), then the mappings it
         used are let go (each closes once no tensor uses it). A later lease's request on the
         channel, a new client's, keeps its own. Never raises: the handler's ``respond`` is no
-        place for an error of a request nobody waits for. (Called under the channel's lock, as
-        ``forget`` and ``stopping`` are: the look without ``self._lock`` sees what they kept.)"""
+        place for an error of a request nobody waits for. (Called once ``Answers.answer`` saw
+        the lease ended, under the channel's lock, and let go of that lock: ``forget`` and
+        ``stopping`` keep under it as they end the lease, so the look without ``self._lock`` sees
+        what they kept; the synchronise holds no lock, so neither the channel's new client nor the
+        heartbeat waits for a dead client's model's kernels.)"""
         if (channel, lease) not in self._kept:
             return
         with self._lock:

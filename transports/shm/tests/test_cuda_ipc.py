@@ -1201,6 +1201,62 @@ def test_a_reclaim_while_a_cuda_request_is_being_dispatched_keeps_its_inputs_til
     assert events == ["sync [0]", "close", "returned"], events
 
 
+def test_a_dropped_answer_s_synchronise_holds_up_no_request_of_its_channel_s_new_client(
+    name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead client's CUDA request answered late (dropped) synchronised its devices holding its
+    channel's lock: the channel's new client's host request, answered by the serving loop, waited
+    on that lock for the whole synchronise (on a GPU, the dead client's model's queued kernels),
+    and with it the loop, every client's requests. The synchronise now runs outside the lock."""
+    dead = torch.arange(6.0)
+    monkeypatch.setattr(
+        _cuda_server, "tensor_on", lambda mapping, ref: torch.from_numpy(np.asarray(_Held(dead, mapping)))
+    )
+    syncing, synced = threading.Event(), threading.Event()
+
+    def sync(devices: set[int]) -> None:  # the dropped answer's synchronise: held by the test
+        if devices:
+            syncing.set()
+            synced.wait(30)
+
+    monkeypatch.setattr(_cuda_server, "_synchronize", sync)
+    started, go = threading.Event(), threading.Event()
+
+    class Handler:
+        device_tensors = True
+
+        def __call__(self, request: InferenceRequest, respond: Any) -> None:
+            from foundation_ml import InferenceResponse
+
+            if "h" in request.inputs:  # the new client's host request: answered here, by the loop
+                respond(InferenceResponse(request.id, "m", {"y": np.asarray(request.inputs["h"]) * 2}))
+                return
+
+            def run() -> None:  # the dead client's: late
+                y = request.inputs["x"] * 2
+                request.inputs.clear()
+                started.set()
+                go.wait(30)
+                respond(InferenceResponse(request.id, "m", {"y": y}))
+
+            threading.Thread(target=run, daemon=True).start()
+
+    with _fake_ipc_server(name, Handler(), channels=1, heartbeat_ms=20) as server:
+        try:
+            _killed_in_a_cuda_call(name, server, lambda: started.wait(30))
+            go.set()
+            assert syncing.wait(10)  # the dead client's answer is synchronising now
+            with ShmTransport().connect(name, channels=1) as client:  # the reclaimed channel
+                h = np.arange(4, dtype=np.float32)
+                out = client.infer(InferenceRequest("m", {"h": h}), timeout=10).outputs["y"]
+                np.testing.assert_array_equal(out, h * 2)
+            assert HANDLE not in fake_gpu.closed_handles()  # not before its synchronise returned
+        finally:
+            go.set()
+            synced.set()
+    assert HANDLE in fake_gpu.closed_handles()
+
+
 def test_a_handler_changing_an_input_in_place_is_warned_about_once(
     name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch, caplog: Any
 ) -> None:
