@@ -5,6 +5,7 @@ checked: performance is measured by the benchmarks themselves, never by timed te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -99,7 +100,8 @@ def test_the_benchmark_runs_and_reports_its_figures(script: str, args: list[str]
         stderr=subprocess.PIPE,
         text=True,
         # the runtimes these benchmarks run in-process log to stdout then: never into the JSON
-        env={**os.environ, "FOUNDATION_LOGGING__OUTPUT": "stdout"},
+        # PYTHONFAULTHANDLER: a SIGABRT (below, on a hang) prints every thread's stack first
+        env={**os.environ, "FOUNDATION_LOGGING__OUTPUT": "stdout", "PYTHONFAULTHANDLER": "1"},
         start_new_session=True,  # its servers and clients too, if it must be killed
     )
     try:
@@ -107,11 +109,16 @@ def test_the_benchmark_runs_and_reports_its_figures(script: str, args: list[str]
         # and reported with what it had written, not left running with its output lost
         stdout, stderr = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)  # its echo servers release their shared memory
+        os.kill(proc.pid, signal.SIGABRT)  # where it hangs, on its stderr
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(15)
+        with contextlib.suppress(ProcessLookupError):  # (none left in its group)
+            os.killpg(proc.pid, signal.SIGTERM)  # its echo servers release their shared memory
         try:
             stdout, stderr = proc.communicate(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate()
         pytest.fail(f"{script} ran past 240 s; it had written:\n{stderr[-4000:]}\n{stdout[-2000:]}")
     finally:
