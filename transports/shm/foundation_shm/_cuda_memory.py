@@ -417,9 +417,14 @@ class _ClientMappings:
             self._drop(key)
         return len(keys)
 
-    def held(self, channel: int) -> list[_Mapping]:
-        """The mappings the request on ``channel`` uses (marked by ``open``, not yet released)."""
-        return [self._lru[key].mapping for key in self._by_channel.get(channel, ())]
+    def held(self, channel: int) -> list[tuple[_Mapping, int]]:
+        """The mappings the request on ``channel`` uses (marked by ``open``, not yet released),
+        each with the bytes counted for it."""
+        return [(self._lru[key].mapping, self._lru[key].size) for key in self._by_channel.get(channel, ())]
+
+    def cached(self) -> set[int]:
+        """The ``id`` of each mapping the cache holds."""
+        return {id(entry.mapping) for entry in self._lru.values()}
 
     def __len__(self) -> int:
         return len(self._lru)

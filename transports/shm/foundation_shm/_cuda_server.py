@@ -109,7 +109,7 @@ class ServerCuda:
         # channel, or the server's stop), by (channel, lease): the devices and the mappings their
         # inputs use, kept (whatever the cache drops) until their answer, dropped, synchronises.
         # By lease too: a reclaimed channel may be claimed, used and reclaimed again meanwhile
-        self._kept: dict[tuple[int, int], tuple[set[int], list[Any]]] = {}
+        self._kept: dict[tuple[int, int], tuple[set[int], list[tuple[Any, int]]]] = {}
 
     @property
     def feature(self) -> int:
@@ -351,10 +351,25 @@ class ServerCuda:
 
     def stats(self) -> dict[str, int]:
         """The mapping cache: how many mappings of clients' allocations it holds, their bytes, and
-        its bound (``cuda_cache_bytes``); ``ShmServer.stats`` shows it under ``cuda_ipc``."""
+        its bound (``cuda_cache_bytes``); and the requests still running whose lease ended (a
+        reclaim, a stop) that keep their inputs' mappings till their answer (``kept``), with the
+        bytes of those the cache no longer holds (``kept_bytes``: open outside its bound).
+        ``ShmServer.stats`` shows it under ``cuda_ipc``."""
         with self._lock:
             m = self._mappings
-            return {"mappings": len(m), "mapped_bytes": m.bytes, "cache_bytes": m.max_bytes}
+            cached, seen, kept_bytes = m.cached(), set(), 0
+            for _, held in self._kept.values():
+                for mapping, size in held:
+                    if id(mapping) not in cached and id(mapping) not in seen:
+                        seen.add(id(mapping))
+                        kept_bytes += size
+            return {
+                "mappings": len(m),
+                "mapped_bytes": m.bytes,
+                "cache_bytes": m.max_bytes,
+                "kept": len(self._kept),
+                "kept_bytes": kept_bytes,
+            }
 
     def stopping(self, channel: int, lease: int) -> None:
         """The server stops (``ShmServer`` ends the channel's ``lease``, under the channel's lock):

@@ -1322,6 +1322,49 @@ def test_what_a_running_call_keeps_is_its_lease_s_when_its_channel_s_next_lease_
     assert synced == [{1}, {0}] and fake_gpu.closed_handles() == [HANDLE, h2]
 
 
+def test_stats_count_what_a_running_call_keeps_past_its_lease_outside_the_cache(
+    fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead client's call still running when its channel was reclaimed keeps its input's
+    allocation open (till its answer), but the reclaim took it out of the cache: stats said
+    nothing was mapped (mapped_bytes 0) while it stayed open, outside cuda_cache_bytes. They say
+    how many calls keep mappings so, and the bytes open for them alone."""
+    monkeypatch.setattr(_cuda_server, "_synchronize", lambda devices: None)
+    cuda = _enabled()
+    a, b = (1, 100), (2, 200)
+    cuda.on_request(0, a, _Dec({"x": _ref(handle=HANDLE)}))
+    cuda.on_request(1, b, _Dec({"x": _ref(handle=bytes([9]) * 64)}))
+    bound = cuda.stats()["cache_bytes"]
+    assert cuda.stats() == {
+        "mappings": 2,
+        "mapped_bytes": 2 * MiB,
+        "cache_bytes": bound,
+        "kept": 0,
+        "kept_bytes": 0,
+    }
+    cuda.forget(0, 0)  # a died, its call still running
+    cuda.stopping(1, 0)  # the server stops with b's call running: b's stays cached till close
+    assert cuda.stats() == {
+        "mappings": 1,
+        "mapped_bytes": MiB,
+        "cache_bytes": bound,
+        "kept": 2,
+        "kept_bytes": MiB,
+    }
+    cuda.close()
+    assert cuda.stats()["kept_bytes"] == 2 * MiB and not fake_gpu.closed_handles()
+    cuda.dropped(0, 0)
+    cuda.dropped(1, 0)
+    assert cuda.stats() == {
+        "mappings": 0,
+        "mapped_bytes": 0,
+        "cache_bytes": bound,
+        "kept": 0,
+        "kept_bytes": 0,
+    }
+    assert len(fake_gpu.closed_handles()) == 2
+
+
 def test_a_call_whose_inputs_failed_to_open_keeps_none_of_them_past_a_reclaim(fake_gpu: _FakeDriver) -> None:
     """A request whose second input does not open never reaches the handler: the mapping of its
     first is no running call's, and a reclaim (or stop) before its error answer keeps nothing for
@@ -1549,7 +1592,13 @@ def test_the_server_keeps_at_most_cuda_cache_bytes_of_mappings_the_least_recentl
     closed = fake_gpu.closed_handles()
     assert len(closed) == 40 - 4 and _big(0) not in closed  # every other one closed, in order
     assert closed == [h for h in map(_big, range(1, 40)) if h in closed]
-    assert cuda.stats() == {"mappings": 4, "mapped_bytes": 4 * MiB, "cache_bytes": 4 * MiB}
+    assert cuda.stats() == {
+        "mappings": 4,
+        "mapped_bytes": 4 * MiB,
+        "cache_bytes": 4 * MiB,
+        "kept": 0,
+        "kept_bytes": 0,
+    }
     # the bound is the server's, all clients together: b's mappings push out a's
     for i in range(100, 103):
         cuda.on_request(2, b, _Dec({"x": _ref(handle=_big(i))}))
@@ -1635,6 +1684,8 @@ def test_a_resent_evicted_tensor_is_reopened_and_still_right_end_to_end(
                 "mappings": 2,
                 "mapped_bytes": 2 * MiB,
                 "cache_bytes": 2 * MiB,
+                "kept": 0,
+                "kept_bytes": 0,
             }
         deadline = time.monotonic() + 10
         while server._cuda.clients() and time.monotonic() < deadline:
