@@ -832,3 +832,78 @@ def test_a_batch_that_outlives_stops_wait_for_the_loop_is_no_dead_loop(
     assert server.failed is None, server.failed
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert objects_of(name) == []
+
+
+_HOST_VICTIM = """
+import sys, numpy as np
+from foundation_ml import InferenceRequest
+from foundation_shm import ShmTransport
+c = ShmTransport().connect(sys.argv[1], channels=1)
+print("sending", flush=True)
+c.infer(InferenceRequest("m", {"x": np.zeros(3)}), timeout=100)  # killed in it
+"""
+
+
+def test_a_client_killed_while_its_request_is_decoded_has_its_answer_dropped_not_its_successor_s(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client killed (kill -9) while the serving loop decoded its request, the handler not yet
+    called: its request took the lease the reclaim began, so its late answer, on the channel now
+    another client's with a request in flight, was not dropped by lease but as stale, which
+    cleared the channel's busy flag under the new request: the loop took that request again and
+    the handler ran it twice. The answer now carries the lease of its own request and is dropped
+    as its client's, leaving the new client's request alone."""
+    from foundation_shm import _readers
+
+    from foundation_ml import InferenceResponse
+
+    calls: list[tuple[float, Callable[[object], None]]] = []
+
+    class Handler:  # answers when the test says
+        def __call__(self, request: InferenceRequest, respond: Callable[[object], None]) -> None:
+            calls.append((float(request.inputs["x"][0]), respond))
+
+    in_read, reclaimed = threading.Event(), threading.Event()
+    read = _readers.RequestReader.read
+
+    def held_read(self: _readers.RequestReader) -> object:
+        if not in_read.is_set():  # the victim's request: the reclaim comes while it is decoded
+            in_read.set()
+            reclaimed.wait(30)
+        return read(self)
+
+    monkeypatch.setattr(_readers.RequestReader, "read", held_read)
+    got: list[np.ndarray] = []
+    with ShmTransport().serve(name, Handler(), channels=1, heartbeat_ms=20) as server:
+        victim = subprocess.Popen(
+            [sys.executable, "-c", _HOST_VICTIM, name], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert victim.stdout is not None and victim.stdout.readline().strip() == "sending"
+            _until(in_read.is_set, "the victim's request to be decoded")
+        finally:
+            victim.kill()
+            victim.wait()
+            victim.stdout.close()  # type: ignore[union-attr]
+        try:
+            _until(lambda: server._reclaimed["dead_client"] == 1, "the dead client's channel to be reclaimed")
+            reclaimed.set()
+            _until(lambda: len(calls) == 1, "the victim's request to reach the handler")
+            with ShmTransport().connect(name, channels=1) as client:  # the reclaimed channel
+                caller = threading.Thread(
+                    target=lambda: got.append(
+                        client.infer(InferenceRequest("m", {"x": np.full(3, 7.0)}), timeout=30).outputs["y"]
+                    )
+                )
+                caller.start()
+                _until(lambda: len(calls) == 2, "the new client's request to reach the handler")
+                ch = server._channels[0]
+                calls[0][1](InferenceResponse(1, "m", {"y": np.full(3, -1.0)}))  # the dead client's, late
+                assert ch.busy and server._ctl.u32[ch.busy_word] == 1  # the new request: still in flight
+                calls[1][1](InferenceResponse(1, "m", {"y": np.full(3, 14.0)}))
+                caller.join(30)
+            assert len(got) == 1, "the new client's call did not return"
+            np.testing.assert_array_equal(got[0], np.full(3, 14.0))
+            assert [x for x, _ in calls] == [0.0, 7.0]  # each request ran once
+        finally:
+            reclaimed.set()
