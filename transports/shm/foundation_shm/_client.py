@@ -404,10 +404,13 @@ class ShmClient(TransportClient):
         rid = next(self._ids)
         try:
             resp = _once_more(lambda: self._control_once(kind, model, rid, deadline))
+            what = f"the server's {L.MessageKind(kind).name} document"
             try:
                 doc = json.loads(str(resp.parameters.get("__text__", "")))
             except ValueError:
-                raise InternalError(f"the server's {L.MessageKind(kind).name} document is not JSON") from None
+                raise InternalError(f"{what} is not JSON") from None
+            except RecursionError:  # a server's text (at most 1 MiB) nesting arrays or objects
+                raise InternalError(f"{what} nests too deeply to be read") from None
             if not isinstance(doc, dict):
                 raise InternalError("the server's document is not a JSON object")
             return doc

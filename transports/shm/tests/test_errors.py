@@ -548,3 +548,23 @@ def test_a_handler_error_longer_than_the_response_area_arrives_cut_with_a_note(n
             with pytest.raises(HandlerError) as info:
                 big.infer(req)
             assert info.value.message == whole.decode()
+
+
+@pytest.mark.parametrize("kind", ["metadata", "stats"])
+def test_a_document_nested_beyond_the_recursion_limit_is_internal_error(
+    server: ShmServer, name: str, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A server (buggy or hostile) whose METADATA or STATS document nested 100,000 arrays deep
+    made metadata() and stats() raise a bare RecursionError from json.loads, not a typed error;
+    it is InternalError saying so, and the client goes on."""
+    from types import SimpleNamespace
+
+    from foundation_shm import _server_dispatch
+
+    deep = "[" * 100_000 + "]" * 100_000
+    monkeypatch.setattr(_server_dispatch, "json", SimpleNamespace(dumps=lambda doc, **kw: deep))
+    with ShmTransport().connect(name, timeout=5.0) as client:
+        nests = rf"the server's {kind.upper()}_REQUEST document nests too deeply"
+        with pytest.raises(InternalError, match=nests):
+            client.metadata("echo") if kind == "metadata" else client.stats()
+        _still_serves(client)
