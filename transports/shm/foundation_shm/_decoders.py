@@ -342,8 +342,10 @@ def decode_response(
         _,
     ) = HEADER_AND_RESP.unpack_from(area, 0)
     _check_header(area, size, magic, version, payload, rid)
-    if payload != response_payload_size(n_out, n_text, n_params) or n_text > _MAX_TEXT:
+    if payload != response_payload_size(n_out, n_text, n_params):
         raise InvalidInput(f"payload_size {payload} does not match the counts in the body", request_id=rid)
+    if n_text > _MAX_TEXT:  # spec 11: an error message or document is at most 1 MiB
+        raise InvalidInput(f"text_size {n_text} bytes (at most {_MAX_TEXT})", request_id=rid)
     if not flags & _DATA_CRC:
         _check_crc(area, payload, crc, rid)
     if kind != _RESPONSE:

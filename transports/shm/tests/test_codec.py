@@ -317,6 +317,22 @@ def test_params_of_1_mib_decode_and_one_byte_more_is_too_large_before_the_crc_is
     assert info.value.request_id == 9
 
 
+def test_a_response_text_of_1_mib_decodes_and_one_byte_more_is_invalid_input_naming_text_size() -> None:
+    """A response whose text_size was over 1 MiB (spec 8, 11), its payload_size matching the
+    counts, was refused as "payload_size ... does not match the counts in the body", though it
+    matched them; the error names text_size and its cap."""
+    for size in (1 << 20, (1 << 20) + 1):
+        text = b"e" * size
+        buf = bytearray(32 + response_payload_size(0, size, 0))
+        write_response(buf, request_id=4, status=9, text=text)
+        if size == 1 << 20:
+            assert decode_response(bytes(buf)).text == text.decode()
+            continue
+        with pytest.raises(InvalidInput, match=r"^text_size 1048577 bytes \(at most 1048576\)$") as info:
+            decode_response(bytes(buf))
+        assert info.value.request_id == 4
+
+
 # --- shapes numpy cannot hold: empty tensors with wide dimensions (spec 8 step 7) ------------------
 
 
