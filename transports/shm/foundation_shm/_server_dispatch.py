@@ -62,39 +62,64 @@ class _Dispatch:
     _rejected_log: LogThrottle
     _raised_log: LogThrottle
 
+    # A request's lease is read before the channel is marked busy, and checked after: a reclaim
+    # (its client died) that ended it in between found the channel not busy, or cleared it, and
+    # the request is gone with its client (_drop_taken); one after it finds the channel busy and
+    # the request's answer, carrying the ended lease, is dropped. Read after, the lease was the
+    # reclaim's new one: the late answer, on a channel another client had claimed, was dropped as
+    # stale and cleared the busy flag of that client's request in flight (the loop ran it twice).
+
     def _dispatch(self, ch: _Channel, seq: int) -> None:
+        lease = ch.lease
         ch.busy = True
         self._u32[ch.busy_word] = 1
-        self._dispatch_general(ch, seq)
+        if ch.lease != lease:
+            self._drop_taken(ch)
+            return
+        self._dispatch_general(ch, seq, lease)
 
     def _dispatch_repeat(self, ch: _Channel, seq: int, rid: int, deadline: int) -> None:
         """A request that repeats the channel's last one (``_hot.take`` checked it and set the busy
         word): its decoding is the cached one, with this request's id and deadline."""
+        lease = ch.lease
         ch.busy = True
+        if ch.lease != lease:
+            self._drop_taken(ch)
+            return
         if (
             (self._stopping and self._refusing(ch, seq))  # an attribute read per request, no call
             or ch.index in self._cuda.channels
             or (deadline and time.monotonic_ns() >= deadline)
         ):
-            self._dispatch_general(ch, seq)  # answered there: ShuttingDown, CUDA IPC, DeadlineExceeded
+            # answered there: ShuttingDown, CUDA IPC, DeadlineExceeded
+            self._dispatch_general(ch, seq, lease)
             return
         assert ch.reader is not None
         model, version, _, inputs, outputs, _ = ch.reader.last  # type: ignore[misc]
         request = InferenceRequest(model, dict(inputs), rid, version, deadline, {}, outputs)
-        self._run(request, _Responder(self, ch, seq, rid, model))
+        self._run(request, _Responder(self, ch, seq, rid, model, lease))
 
-    def _dispatch_general(self, ch: _Channel, seq: int) -> None:
-        """Decode the request in full (or reject it), then run it."""
+    def _drop_taken(self, ch: _Channel) -> None:
+        """A reclaim ended the channel's lease as the loop took its request: the request went with
+        its dead client, and the channel is not busy (the reclaim may have looked before it was)."""
+        with ch.lock:
+            ch.busy = False
+            self._u32[ch.busy_word] = 0
+
+    def _dispatch_general(self, ch: _Channel, seq: int, lease: int) -> None:
+        """Decode the request in full (or reject it), then run it: ``lease``, the channel's when
+        the loop took it (its answer is dropped once a reclaim or a stop ended it)."""
+
         rid, model = 0, ""
-        # the request's lease, read before its CUDA handles open: a reclaim (its client died) from
-        # here on ends it, and its answer, dropped, synchronises and lets go of what it kept
-        lease = ch.lease
         try:
             # none mapped, or forgotten (the channel changed hands); or a new generation (it may wrap to 0)
             if ch.reader is None or ch.gen != self._u64[ch.gen_word]:
                 self._map(ch)
             assert ch.reader is not None
             dec = ch.reader.read()
+            if ch.lease != lease:  # reclaimed as it was read: what was read may be the next
+                self._drop_taken(ch)  # client's request (its segment mapped), dispatched later
+                return
             cuda = self._cuda  # CUDA IPC (spec 15): a channel that used it, the flag, or a new CUDA decode
             if ch.index in cuda.channels or dec.flags & _CUDA_FLAG or _cuda_decoded[0] != cuda.decoded:
                 owner = (self._ctl.u32[ch.owner_word], self._ctl.u64[(ch.base + _C.OWNER_START) // 8])
@@ -109,7 +134,7 @@ class _Dispatch:
             self._log_rejected(ch, "rejected request %d: %s", rid, exc)
             exc.request_id = rid
             self._rejected(ch, seq, exc.model, "", exc)  # the model, where the decoder got that far
-            self._answer_or_park(ch, seq, rid, model, exc)
+            self._answer_or_park(ch, seq, rid, model, exc, lease)
             return
         except Exception as exc:  # a segment the client broke: answer if we can, never die
             if ch.resp is None and self._given_up(ch):
@@ -118,7 +143,7 @@ class _Dispatch:
             self._log_rejected(ch, "%r", exc)
             err = InternalError(str(exc), request_id=rid)
             self._rejected(ch, seq, "", "", err)
-            self._answer_or_park(ch, seq, rid, model, err)
+            self._answer_or_park(ch, seq, rid, model, err, lease)
             return
         respond = _Responder(self, ch, seq, dec.request_id, dec.model, lease)
         if self._refusing(ch, seq):
@@ -295,7 +320,9 @@ class _Dispatch:
         if more is not None:
             log.warning("shm %s channel %d: " + what + more, self.name, ch.index, *args)
 
-    def _answer_or_park(self, ch: _Channel, seq: int, rid: int, model: str, exc: InferenceError) -> None:
+    def _answer_or_park(
+        self, ch: _Channel, seq: int, rid: int, model: str, exc: InferenceError, lease: int
+    ) -> None:
         """Answer a rejected request; with no data segment mapped (the client's could not be:
         a foreign name, a missing or short segment) there is nowhere to answer, so the channel is
         parked as ``_fail`` parks it: its client's deadline ends its wait, and a stop does not
@@ -309,7 +336,7 @@ class _Dispatch:
             )
             self._parked.add(ch.index)
             return
-        self._answer(_Responder(self, ch, seq, rid, model), exc)
+        self._answer(_Responder(self, ch, seq, rid, model, lease), exc)
 
     def _fail(self, ch: _Channel, seq: int) -> None:
         """Answer INTERNAL to a request whose dispatch failed; if even that is impossible, park the

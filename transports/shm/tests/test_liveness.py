@@ -852,7 +852,9 @@ def test_a_client_killed_while_its_request_is_decoded_has_its_answer_dropped_not
     another client's with a request in flight, was not dropped by lease but as stale, which
     cleared the channel's busy flag under the new request: the loop took that request again and
     the handler ran it twice. The answer now carries the lease of its own request and is dropped
-    as its client's, leaving the new client's request alone."""
+    as its client's, leaving the new client's request alone; a request whose lease ended as it was
+    read is dropped there (what was read may be the next client's request, on its new segment:
+    the handler ran that request twice)."""
     from foundation_shm import _readers
 
     from foundation_ml import InferenceResponse
@@ -888,7 +890,6 @@ def test_a_client_killed_while_its_request_is_decoded_has_its_answer_dropped_not
         try:
             _until(lambda: server._reclaimed["dead_client"] == 1, "the dead client's channel to be reclaimed")
             reclaimed.set()
-            _until(lambda: len(calls) == 1, "the victim's request to reach the handler")
             with ShmTransport().connect(name, channels=1) as client:  # the reclaimed channel
                 caller = threading.Thread(
                     target=lambda: got.append(
@@ -896,14 +897,118 @@ def test_a_client_killed_while_its_request_is_decoded_has_its_answer_dropped_not
                     )
                 )
                 caller.start()
-                _until(lambda: len(calls) == 2, "the new client's request to reach the handler")
+                _until(
+                    lambda: any(x == 7.0 for x, _ in calls), "the new client's request to reach the handler"
+                )
                 ch = server._channels[0]
-                calls[0][1](InferenceResponse(1, "m", {"y": np.full(3, -1.0)}))  # the dead client's, late
+                for _, respond in calls[:-1]:  # the dead client's, late (if the handler had it)
+                    respond(InferenceResponse(1, "m", {"y": np.full(3, -1.0)}))
                 assert ch.busy and server._ctl.u32[ch.busy_word] == 1  # the new request: still in flight
-                calls[1][1](InferenceResponse(1, "m", {"y": np.full(3, 14.0)}))
+                calls[-1][1](InferenceResponse(1, "m", {"y": np.full(3, 14.0)}))
                 caller.join(30)
             assert len(got) == 1, "the new client's call did not return"
             np.testing.assert_array_equal(got[0], np.full(3, 14.0))
-            assert [x for x, _ in calls] == [0.0, 7.0]  # each request ran once
+            assert [x for x, _ in calls] == [7.0]  # the dead client's request dropped; the new one's ran once
+        finally:
+            reclaimed.set()
+
+
+_HOST_VICTIM_2 = """
+import sys, numpy as np
+from foundation_ml import InferenceRequest
+from foundation_shm import ShmTransport
+c = ShmTransport().connect(sys.argv[1], channels=1)
+c.infer(InferenceRequest("m", {"x": np.ones(3)}), timeout=100)  # its segment mapped by the server
+print("sending", flush=True)
+c.infer(InferenceRequest("m", {"x": np.zeros(int(sys.argv[2]))}), timeout=100)  # killed in it
+"""
+
+
+class _HeldSet(set[int]):
+    """A set whose looks (``in``) run ``hook``: where the loop looks at ``ServerCuda.channels``."""
+
+    def __init__(self, hook: Callable[[], None]) -> None:
+        super().__init__()
+        self.hook = hook
+
+    def __contains__(self, item: object) -> bool:
+        self.hook()
+        return super().__contains__(item)
+
+
+@pytest.mark.parametrize("path", ["general", "repeat"])
+def test_a_client_killed_as_the_loop_takes_its_request_leaves_its_successor_s_request_run_once(
+    name: str, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """As above, the reclaim landing just after the loop marked the channel busy, before the
+    request's lease was read (a request decoded in full, or one repeating the channel's last,
+    the C lane's): the request took the lease the reclaim began, and its late answer cleared the
+    busy flag of the next client's request on the channel, which ran twice. The loop reads the
+    lease before it marks the channel busy, and a reclaim between the two ends the dispatch."""
+    from foundation_ml import InferenceResponse
+
+    calls: list[tuple[float, Callable[[object], None]]] = []
+
+    class Handler:  # answers when the test says (the victim's first request: at once)
+        def __call__(self, request: InferenceRequest, respond: Callable[[object], None]) -> None:
+            if float(request.inputs["x"][0]) == 1.0:
+                respond(InferenceResponse(request.id, "m", {"y": request.inputs["x"]}))
+                first.set()
+                return
+            calls.append((float(request.inputs["x"][0]), respond))
+
+    first, taken, reclaimed = threading.Event(), threading.Event(), threading.Event()
+    got: list[np.ndarray] = []
+
+    def hold() -> None:  # the victim's second request, its channel marked busy: reclaimed now
+        if first.is_set() and not taken.is_set():
+            taken.set()
+            reclaimed.wait(30)
+
+    with ShmTransport().serve(name, Handler(), channels=1, heartbeat_ms=20) as server:
+        if path == "general":
+            general = server._dispatch_general
+
+            def held_general(*args: object) -> None:
+                hold()
+                general(*args)
+
+            monkeypatch.setattr(server, "_dispatch_general", held_general)
+        else:
+            server._cuda.channels = _HeldSet(hold)
+        victim = subprocess.Popen(
+            [sys.executable, "-c", _HOST_VICTIM_2, name, "4" if path == "general" else "3"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert victim.stdout is not None and victim.stdout.readline().strip() == "sending"
+            _until(taken.is_set, "the victim's request to be taken")
+        finally:
+            victim.kill()
+            victim.wait()
+            victim.stdout.close()  # type: ignore[union-attr]
+        try:
+            _until(lambda: server._reclaimed["dead_client"] == 1, "the dead client's channel to be reclaimed")
+            reclaimed.set()
+            with ShmTransport().connect(name, channels=1) as client:  # the reclaimed channel
+                caller = threading.Thread(
+                    target=lambda: got.append(
+                        client.infer(InferenceRequest("m", {"x": np.full(3, 7.0)}), timeout=30).outputs["y"]
+                    )
+                )
+                caller.start()
+                _until(
+                    lambda: any(x == 7.0 for x, _ in calls), "the new client's request to reach the handler"
+                )
+                ch = server._channels[0]
+                for _, respond in calls[:-1]:  # the dead client's, late (if the handler had it)
+                    respond(InferenceResponse(1, "m", {"y": np.full(3, -1.0)}))
+                assert ch.busy and server._ctl.u32[ch.busy_word] == 1  # the new request: still in flight
+                calls[-1][1](InferenceResponse(1, "m", {"y": np.full(3, 14.0)}))
+                caller.join(30)
+            assert len(got) == 1, "the new client's call did not return"
+            np.testing.assert_array_equal(got[0], np.full(3, 14.0))
+            assert [x for x, _ in calls if x == 7.0] == [7.0], [x for x, _ in calls]  # the new one ran once
         finally:
             reclaimed.set()
