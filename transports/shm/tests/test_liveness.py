@@ -21,8 +21,9 @@ from foundation_shm._echo import EchoHandler
 from foundation_shm._log_throttle import LogFold
 from foundation_shm._objects import objects_of
 from foundation_shm._segments import Segment
+from foundation_shm._server import ShmServer
 
-from foundation_ml import InferenceRequest
+from foundation_ml import InferenceRequest, InferenceResponse
 from foundation_ml.errors import DeadlineExceeded, ServerUnavailable
 
 from .conftest import EchoProcess, HeldHandler, until
@@ -834,6 +835,50 @@ def test_a_batch_that_outlives_stops_wait_for_the_loop_is_no_dead_loop(
     assert objects_of(name) == []
 
 
+def _kill_once_sending(argv: list[str], reached: Callable[[], bool], what: str) -> None:
+    """Run ``python -c *argv`` (a client that prints "sending" as it sends its request), wait
+    until ``reached()`` (the server holds the request where the test wants the reclaim to land),
+    then kill it (-9)."""
+    victim = subprocess.Popen([sys.executable, "-c", *argv], stdout=subprocess.PIPE, text=True)
+    try:
+        assert victim.stdout is not None and victim.stdout.readline().strip() == "sending"
+        _until(reached, what)
+    finally:
+        victim.kill()
+        victim.wait()
+        victim.stdout.close()  # type: ignore[union-attr]
+
+
+def _next_client_answered_once(
+    server: ShmServer,
+    name: str,
+    calls: list[tuple[float, Callable[[object], None]]],
+    reclaimed: threading.Event,
+) -> None:
+    """Once the killed client's channel is reclaimed (then ``reclaimed`` set), a new client calls on
+    it (x = 7); the dead client's late answers, if the handler had its request, come while the new
+    request is in flight, and must leave it in flight; its own answer (14) is what it gets."""
+    got: list[np.ndarray] = []
+    _until(lambda: server._reclaimed["dead_client"] == 1, "the dead client's channel to be reclaimed")
+    reclaimed.set()
+    with ShmTransport().connect(name, channels=1) as client:  # the reclaimed channel
+        caller = threading.Thread(
+            target=lambda: got.append(
+                client.infer(InferenceRequest("m", {"x": np.full(3, 7.0)}), timeout=30).outputs["y"]
+            )
+        )
+        caller.start()
+        _until(lambda: any(x == 7.0 for x, _ in calls), "the new client's request to reach the handler")
+        ch = server._channels[0]
+        for _, respond in calls[:-1]:  # the dead client's, late (if the handler had it)
+            respond(InferenceResponse(1, "m", {"y": np.full(3, -1.0)}))
+        assert ch.busy and server._ctl.u32[ch.busy_word] == 1  # the new request: still in flight
+        calls[-1][1](InferenceResponse(1, "m", {"y": np.full(3, 14.0)}))
+        caller.join(30)
+    assert len(got) == 1, "the new client's call did not return"
+    np.testing.assert_array_equal(got[0], np.full(3, 14.0))
+
+
 _HOST_VICTIM = """
 import sys, numpy as np
 from foundation_ml import InferenceRequest
@@ -857,8 +902,6 @@ def test_a_client_killed_while_its_request_is_decoded_has_its_answer_dropped_not
     the handler ran that request twice)."""
     from foundation_shm import _readers
 
-    from foundation_ml import InferenceResponse
-
     calls: list[tuple[float, Callable[[object], None]]] = []
 
     class Handler:  # answers when the test says
@@ -875,39 +918,10 @@ def test_a_client_killed_while_its_request_is_decoded_has_its_answer_dropped_not
         return read(self)
 
     monkeypatch.setattr(_readers.RequestReader, "read", held_read)
-    got: list[np.ndarray] = []
     with ShmTransport().serve(name, Handler(), channels=1, heartbeat_ms=20) as server:
-        victim = subprocess.Popen(
-            [sys.executable, "-c", _HOST_VICTIM, name], stdout=subprocess.PIPE, text=True
-        )
+        _kill_once_sending([_HOST_VICTIM, name], in_read.is_set, "the victim's request to be decoded")
         try:
-            assert victim.stdout is not None and victim.stdout.readline().strip() == "sending"
-            _until(in_read.is_set, "the victim's request to be decoded")
-        finally:
-            victim.kill()
-            victim.wait()
-            victim.stdout.close()  # type: ignore[union-attr]
-        try:
-            _until(lambda: server._reclaimed["dead_client"] == 1, "the dead client's channel to be reclaimed")
-            reclaimed.set()
-            with ShmTransport().connect(name, channels=1) as client:  # the reclaimed channel
-                caller = threading.Thread(
-                    target=lambda: got.append(
-                        client.infer(InferenceRequest("m", {"x": np.full(3, 7.0)}), timeout=30).outputs["y"]
-                    )
-                )
-                caller.start()
-                _until(
-                    lambda: any(x == 7.0 for x, _ in calls), "the new client's request to reach the handler"
-                )
-                ch = server._channels[0]
-                for _, respond in calls[:-1]:  # the dead client's, late (if the handler had it)
-                    respond(InferenceResponse(1, "m", {"y": np.full(3, -1.0)}))
-                assert ch.busy and server._ctl.u32[ch.busy_word] == 1  # the new request: still in flight
-                calls[-1][1](InferenceResponse(1, "m", {"y": np.full(3, 14.0)}))
-                caller.join(30)
-            assert len(got) == 1, "the new client's call did not return"
-            np.testing.assert_array_equal(got[0], np.full(3, 14.0))
+            _next_client_answered_once(server, name, calls, reclaimed)
             assert [x for x, _ in calls] == [7.0]  # the dead client's request dropped; the new one's ran once
         finally:
             reclaimed.set()
@@ -945,7 +959,6 @@ def test_a_client_killed_as_the_loop_takes_its_request_leaves_its_successor_s_re
     the C lane's): the request took the lease the reclaim began, and its late answer cleared the
     busy flag of the next client's request on the channel, which ran twice. The loop reads the
     lease before it marks the channel busy, and a reclaim between the two ends the dispatch."""
-    from foundation_ml import InferenceResponse
 
     calls: list[tuple[float, Callable[[object], None]]] = []
 
@@ -958,7 +971,6 @@ def test_a_client_killed_as_the_loop_takes_its_request_leaves_its_successor_s_re
             calls.append((float(request.inputs["x"][0]), respond))
 
     first, taken, reclaimed = threading.Event(), threading.Event(), threading.Event()
-    got: list[np.ndarray] = []
 
     def hold() -> None:  # the victim's second request, its channel marked busy: reclaimed now
         if first.is_set() and not taken.is_set():
@@ -976,39 +988,10 @@ def test_a_client_killed_as_the_loop_takes_its_request_leaves_its_successor_s_re
             monkeypatch.setattr(server, "_dispatch_general", held_general)
         else:
             server._cuda.channels = _HeldSet(hold)
-        victim = subprocess.Popen(
-            [sys.executable, "-c", _HOST_VICTIM_2, name, "4" if path == "general" else "3"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        argv = [_HOST_VICTIM_2, name, "4" if path == "general" else "3"]
+        _kill_once_sending(argv, taken.is_set, "the victim's request to be taken")
         try:
-            assert victim.stdout is not None and victim.stdout.readline().strip() == "sending"
-            _until(taken.is_set, "the victim's request to be taken")
-        finally:
-            victim.kill()
-            victim.wait()
-            victim.stdout.close()  # type: ignore[union-attr]
-        try:
-            _until(lambda: server._reclaimed["dead_client"] == 1, "the dead client's channel to be reclaimed")
-            reclaimed.set()
-            with ShmTransport().connect(name, channels=1) as client:  # the reclaimed channel
-                caller = threading.Thread(
-                    target=lambda: got.append(
-                        client.infer(InferenceRequest("m", {"x": np.full(3, 7.0)}), timeout=30).outputs["y"]
-                    )
-                )
-                caller.start()
-                _until(
-                    lambda: any(x == 7.0 for x, _ in calls), "the new client's request to reach the handler"
-                )
-                ch = server._channels[0]
-                for _, respond in calls[:-1]:  # the dead client's, late (if the handler had it)
-                    respond(InferenceResponse(1, "m", {"y": np.full(3, -1.0)}))
-                assert ch.busy and server._ctl.u32[ch.busy_word] == 1  # the new request: still in flight
-                calls[-1][1](InferenceResponse(1, "m", {"y": np.full(3, 14.0)}))
-                caller.join(30)
-            assert len(got) == 1, "the new client's call did not return"
-            np.testing.assert_array_equal(got[0], np.full(3, 14.0))
+            _next_client_answered_once(server, name, calls, reclaimed)
             assert [x for x, _ in calls if x == 7.0] == [7.0], [x for x, _ in calls]  # the new one ran once
         finally:
             reclaimed.set()
