@@ -906,6 +906,34 @@ class _Held:
         self.__array_interface__ = t.numpy().__array_interface__
 
 
+class _LongKernels:
+    """A device-tensor handler whose model queues kernels that read its input (``x * 2``), lets go
+    of the input tensor, then runs on until ``go`` (a long model); ``events`` records, in order,
+    the server's device synchronisations (``_synchronize``, patched), what the test adds (a
+    close), and its return."""
+
+    device_tensors = True
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[str] = []
+        self.started, self.go, self.returned = threading.Event(), threading.Event(), threading.Event()
+        # the server's synchronise (a client's stays the fake's no-op)
+        monkeypatch.setattr(
+            _cuda_server, "_synchronize", lambda devices: self.events.append(f"sync {sorted(devices)}")
+        )
+
+    def __call__(self, request: InferenceRequest, respond: Any) -> None:
+        from foundation_ml import InferenceResponse
+
+        y = request.inputs["x"] * 2  # on a GPU: kernels queued that read the client's memory
+        request.inputs.clear()  # the handler holds no tensor of the input now; its kernels may
+        self.started.set()
+        self.go.wait(30)  # ... still run (a long model)
+        respond(InferenceResponse(request.id, "m", {"y": y}))
+        self.events.append("returned")
+        self.returned.set()
+
+
 def test_a_call_outliving_stop_keeps_its_cuda_inputs_open_until_answered_and_synchronised(
     name: str, cpu_as_device: None, fake_gpu: _FakeDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -921,31 +949,12 @@ def test_a_call_outliving_stop_keeps_its_cuda_inputs_open_until_answered_and_syn
         "tensor_on",
         lambda mapping, ref: torch.from_numpy(np.asarray(_Held(memory.tensors[ref.handle], mapping))),
     )
-    events: list[str] = []
-
-    def sync(devices: set[int]) -> None:  # the server's (the client's stays the fake's no-op)
-        events.append(f"sync {sorted(devices)}")
-
-    monkeypatch.setattr(_cuda_server, "_synchronize", sync)
-    started, go, returned = threading.Event(), threading.Event(), threading.Event()
-
-    class Handler:
-        device_tensors = True
-
-        def __call__(self, request: InferenceRequest, respond: Any) -> None:
-            from foundation_ml import InferenceResponse
-
-            y = request.inputs["x"] * 2  # on a GPU: kernels queued that read the client's memory
-            request.inputs.clear()  # the handler holds no tensor of the input now; its kernels may
-            started.set()
-            go.wait(30)  # ... still run (a long model)
-            respond(InferenceResponse(request.id, "m", {"y": y}))
-            events.append("returned")
-            returned.set()
+    handler = _LongKernels(monkeypatch)
+    events, started, go, returned = handler.events, handler.started, handler.go, handler.returned
 
     x = torch.arange(6.0)
     got: list[BaseException] = []
-    with _fake_ipc_server(name, Handler()) as server:
+    with _fake_ipc_server(name, handler) as server:
         with ShmTransport().connect(name, channels=1) as client:
 
             def call() -> None:
@@ -1019,29 +1028,10 @@ def test_a_reclaim_keeps_a_running_call_s_cuda_inputs_open_until_answered_and_sy
     monkeypatch.setattr(
         _cuda_server, "tensor_on", lambda mapping, ref: torch.from_numpy(np.asarray(_Held(dead, mapping)))
     )
-    events: list[str] = []
+    handler = _LongKernels(monkeypatch)
+    events, started, go, returned = handler.events, handler.started, handler.go, handler.returned
 
-    def sync(devices: set[int]) -> None:  # the server's (a client's stays the fake's no-op)
-        events.append(f"sync {sorted(devices)}")
-
-    monkeypatch.setattr(_cuda_server, "_synchronize", sync)
-    started, go, returned = threading.Event(), threading.Event(), threading.Event()
-
-    class Handler:
-        device_tensors = True
-
-        def __call__(self, request: InferenceRequest, respond: Any) -> None:
-            from foundation_ml import InferenceResponse
-
-            y = request.inputs["x"] * 2  # on a GPU: kernels queued that read the client's memory
-            request.inputs.clear()  # the handler holds no tensor of the input now; its kernels may
-            started.set()
-            go.wait(30)  # ... still run (a long model)
-            respond(InferenceResponse(request.id, "m", {"y": y}))
-            events.append("returned")
-            returned.set()
-
-    with _fake_ipc_server(name, Handler(), channels=1, heartbeat_ms=20) as server:
+    with _fake_ipc_server(name, handler, channels=1, heartbeat_ms=20) as server:
         fake_gpu.on_close = lambda h: events.append("close") if h == HANDLE else None
         try:
             _killed_in_a_cuda_call(name, server, lambda: started.wait(30))
