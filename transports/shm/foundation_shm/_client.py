@@ -111,7 +111,10 @@ class ShmClient(TransportClient):
         self._ids = itertools.count(1)
         self._spin = AdaptiveSpin(min(opts.spin_us * 1000, int(SLICE_S * 1e9)))  # liveness: every slice
         self._lane = hot is not None and not self.flags  # _hot.exchange: repeated requests in one call
-        self._pool = pool = ChannelPool(self.name, opts.channels, opts.connect_timeout, opts.capacity)
+        self.max_response_bytes = opts.max_response_bytes
+        self._pool = pool = ChannelPool(
+            self.name, opts.channels, opts.connect_timeout, opts.capacity, opts.max_response_bytes
+        )
         # the pool's methods, bound once (no extra call per request); Loan and ClientCuda use them too
         self._take, self._give, self._connection = pool.take, pool.give, pool.connection
         self._finalizer = weakref.finalize(self, pool.dropped)
@@ -141,12 +144,13 @@ class ShmClient(TransportClient):
         return window
 
     def _ensure(self, ch: _Channel, end: int) -> None:
-        """Grow the channel's areas to hold a request of ``end`` bytes (and a response as big)."""
+        """Grow the channel's areas to hold a request of ``end`` bytes (and a response as big, up
+        to ``max_response_bytes``)."""
         if end > ch.req_cap:
             if end - L.MSG_HEADER_SIZE > ch.conn.max_bytes + (1 << 20):
                 raise TooLarge(f"a request of {end} bytes exceeds the server's {ch.conn.max_bytes}")
             ch.used = 0
-            ch.attach(_pages(end), max(ch.resp_cap, _pages(end)))
+            ch.attach(_pages(end), max(ch.resp_cap, min(_pages(end), _pages(self.max_response_bytes))))
 
     def infer(
         self, request: InferenceRequest, *, timeout: float | None = None, copy_outputs: bool | None = None
@@ -381,9 +385,18 @@ class ShmClient(TransportClient):
                 f"response carries request id {dec.request_id}, not {rid}", model=model, request_id=rid
             )
         if dec.status:
-            if dec.status == _TOO_LARGE and dec.required_bytes > ch.resp_cap and retry:
-                ch.attach(ch.req_cap, _pages(dec.required_bytes))
-                return self._exchange(ch, rid, model, deadline, retry=False)
+            if dec.status == _TOO_LARGE and dec.required_bytes > ch.resp_cap:
+                if dec.required_bytes > self.max_response_bytes:  # the area is left as it is
+                    raise TooLarge(
+                        f"the response needs {dec.required_bytes} bytes, more than this client's "
+                        f"max_response_bytes ({self.max_response_bytes}): connect with a larger "
+                        "max_response_bytes to take it",
+                        model=model,
+                        request_id=rid,
+                    )
+                if retry:
+                    ch.attach(ch.req_cap, _pages(dec.required_bytes))
+                    return self._exchange(ch, rid, model, deadline, retry=False)
             raise error_for_code(dec.status, dec.text, model=model, request_id=rid)
         if ch.reader.cuda and not ch.cuda_ok:  # spec 15.2: only a request with FDN_FLAG_CUDA_IPC
             raise InternalError(

@@ -17,7 +17,14 @@ from foundation_ml._types import seconds_of
 
 from . import _layout as L
 
-__all__ = ["CUDA_CACHE_BYTES", "ConnectOptions", "ServeOptions", "ShmSettings", "options"]
+__all__ = [
+    "CUDA_CACHE_BYTES",
+    "MAX_RESPONSE_BYTES",
+    "ConnectOptions",
+    "ServeOptions",
+    "ShmSettings",
+    "options",
+]
 
 _O = TypeVar("_O", bound=attrs.AttrsInstance)
 _Check = Callable[[Any, "attrs.Attribute[Any]", Any], None]
@@ -96,6 +103,9 @@ _BYTES = 1 << 48  # far beyond any machine's shared memory; the protocol's field
 # Bytes of clients' CUDA allocations a server keeps open between requests, all clients together:
 # an open mapping keeps an allocation its client freed allocated (docs/cuda_ipc.md, "Server").
 CUDA_CACHE_BYTES = 1 << 30
+# The largest response (a TOO_LARGE answer's required_bytes) a client grows a response area
+# for: 4 GiB, the server's default max_request_bytes, so an echo of the largest request fits.
+MAX_RESPONSE_BYTES = 1 << 32
 
 
 @attrs.frozen(kw_only=True)
@@ -131,6 +141,21 @@ class ConnectOptions:
     data_crc: bool = attrs.field(default=False, validator=_bool)
     cuda_ipc: bool | None = attrs.field(default=None, validator=_tristate)
     cuda_fallback: str = attrs.field(default="error", validator=_fallback)
+    # the most a server's TOO_LARGE answer (its required_bytes) may make this client grow a
+    # response area to: else a server could have it reserve all of /dev/shm (spec 11, 13)
+    max_response_bytes: int = attrs.field(
+        default=MAX_RESPONSE_BYTES, validator=_ints(L.PAGE, _BYTES, " bytes")
+    )
+
+    def __attrs_post_init__(self) -> None:
+        # the response area starts at capacity: one over the limit would be a limit that is not
+        # one (refused rather than either silently winning)
+        if self.capacity is not None and self.capacity > self.max_response_bytes:
+            raise ValueError(
+                f"capacity ({self.capacity:_} bytes) exceeds max_response_bytes "
+                f"({self.max_response_bytes:_} bytes): the response area starts at capacity; "
+                "lower capacity or raise max_response_bytes"
+            )
 
 
 def options(cls: type[_O], given: Mapping[str, Any], what: str) -> _O:

@@ -135,11 +135,14 @@ class ChannelPool:
     calling (it may never call again). A call that finds the server's channels all taken while
     this client keeps some fails ``Overloaded`` saying so (``_kept``)."""
 
-    def __init__(self, name: str, max_channels: int, connect_timeout: float, capacity: int | None) -> None:
+    def __init__(
+        self, name: str, max_channels: int, connect_timeout: float, capacity: int | None, max_response: int
+    ) -> None:
         self.name = name
         self.max_channels = max_channels
         self.connect_timeout = connect_timeout
         self._capacity = capacity
+        self._max_response = max_response  # ConnectOptions.max_response_bytes (capacity is no larger)
         self._pid = os.getpid()  # the process whose channels these are (see _forget_after_fork)
         self._cond = threading.Condition()
         self._closed = False
@@ -321,7 +324,9 @@ class ChannelPool:
             raise Overloaded(f"{full}: {_kept(held)}" if held else full)
         ch = _Channel(conn, index)
         try:
-            capacity = _pages(self._capacity or conn.capacity)
+            # the server's default_capacity is a suggestion: one over max_response_bytes would make
+            # every claim reserve what the client's limit refuses to grow to (the areas grow on demand)
+            capacity = _pages(self._capacity or min(conn.capacity, self._max_response))
             ch.attach(capacity, capacity)
             u32[ch.sleeping_word] = 0
             u64[(ch.base + _C.OWNER_START) // 8] = start_time(os.getpid())

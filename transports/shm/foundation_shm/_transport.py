@@ -28,7 +28,8 @@ class ShmTransport(Transport):
     ``capacity`` (server's default), ``copy_outputs`` (False: outputs are views valid until the
     calling thread's next call on this client), ``timeout`` (None), ``connect_timeout`` (2 s), ``data_crc``,
     ``cuda_ipc`` (None: torch CUDA tensors by handle when the server offers it; True: require CUDA;
-    False: by host), ``cuda_fallback`` ("error", or "host": copy them through host memory).
+    False: by host), ``cuda_fallback`` ("error", or "host": copy them through host memory),
+    ``max_response_bytes`` (4 GiB: a larger response fails TOO_LARGE, its area not grown).
     Defaults and valid ranges: ``ServeOptions`` and ``ConnectOptions`` (``_options``); the ``shm``
     config section sets them from configuration.
     """

@@ -135,7 +135,7 @@ def test_a_capacity_dev_shm_can_never_hold_is_too_large_and_the_next_claim_works
     if capacity * 2 <= room.f_blocks * room.f_frsize:
         pytest.skip("/dev/shm is larger than 2**47 bytes")
     with pytest.raises(TooLarge, match=f"capacities {capacity}\\+{capacity} bytes.*/dev/shm"):
-        _echo_once(name, capacity=capacity)
+        _echo_once(name, capacity=capacity, max_response_bytes=capacity)
     assert _data_segments(name) == []
     _echo_once(name)  # the same process claims again
 

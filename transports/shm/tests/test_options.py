@@ -57,6 +57,20 @@ BAD_CONNECT = [
     ({"connect_timeout": 1e300}, "connect_timeout must be a number of seconds >= 0 and at most 1e9, not 1e"),
     ({"copy_outputs": None}, "copy_outputs must be true or false"),
     ({"cuda_fallback": "cpu"}, "cuda_fallback must be one of error, host, not 'cpu'"),
+    (
+        {"max_response_bytes": 100},
+        "max_response_bytes must be an integer 4_096..281_474_976_710_656 bytes, not 100",
+    ),
+    ({"max_response_bytes": 1 << 49}, "max_response_bytes must be an integer .* bytes, not 562949953421312"),
+    ({"max_response_bytes": 1.5e9}, "max_response_bytes must be an integer .* bytes, not 1500000000.0"),
+    ({"max_response_bytes": True}, "max_response_bytes must be an integer .* bytes, not True"),
+    # the response area starts at capacity: neither silently wins
+    (
+        {"capacity": 8192, "max_response_bytes": 4096},
+        r"capacity \(8_192 bytes\) exceeds max_response_bytes \(4_096 bytes\): the response area starts "
+        "at capacity; lower capacity or raise max_response_bytes",
+    ),
+    ({"capacity": 8 << 30}, r"capacity \(8_589_934_592 bytes\) exceeds max_response_bytes \(4_294_967_296"),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -14,6 +15,8 @@ import numpy as np
 import pytest
 from foundation_shm import ShmTransport
 from foundation_shm._echo import EchoHandler
+from foundation_shm._objects import objects_of
+from foundation_shm._options import ConnectOptions, ServeOptions
 from foundation_shm._server import ShmServer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -427,6 +430,116 @@ def test_a_response_bigger_than_the_response_area_grows_it_and_succeeds(server: 
         np.testing.assert_array_equal(
             client.infer(InferenceRequest("echo", {"x": x[:5]})).outputs["x"], x[:5]
         )
+
+
+class _Sized(EchoHandler):
+    """Echo, and model "sized" answers ``parameters["n"]`` zero bytes (output ``y``)."""
+
+    def __call__(self, request: InferenceRequest, respond: Any) -> None:
+        if request.model != "sized":
+            return super().__call__(request, respond)
+        y = np.zeros(int(request.parameters["n"]), np.uint8)
+        respond(InferenceResponse(request.id, "sized", {"y": y}))
+
+
+def test_a_response_over_max_response_bytes_is_too_large_and_the_area_is_not_grown(name: str) -> None:
+    """A TOO_LARGE answer made the client grow its response area to the answer's
+    ``required_bytes``, whatever it was: a hostile or broken server could have each client
+    reserve all of /dev/shm. Up to ``max_response_bytes`` it still grows and re-sends; over it the
+    call fails TOO_LARGE naming the bytes, the limit and the option, the area is left as it was,
+    and the channel serves the next call."""
+    page = 4096
+    with (
+        ShmTransport().serve(name, _Sized()),
+        ShmTransport().connect(name, capacity=4 * page, max_response_bytes=8 * page, channels=1) as client,
+    ):
+        x = {"x": np.arange(4, dtype=np.float32)}
+        grown = client.infer(InferenceRequest("sized", x, parameters={"n": 6 * page}))
+        assert grown.outputs["y"].size == 6 * page  # over the 4 pages: grown (7 pages), within 8
+        (ch,) = client._all
+        cap, gen, data = ch.resp_cap, ch.gen, ch.data.name if ch.data else None
+        assert 6 * page < cap <= 8 * page
+        with pytest.raises(TooLarge) as caught:
+            client.infer(InferenceRequest("sized", x, parameters={"n": 16 * page}))
+        message = str(caught.value)
+        assert re.search(r"the response needs (\d+) bytes", message), message
+        assert int(re.search(r"needs (\d+) bytes", message).group(1)) > 16 * page  # type: ignore[union-attr]
+        assert "max_response_bytes (32768)" in message
+        assert (ch.resp_cap, ch.gen, ch.data.name if ch.data else None) == (cap, gen, data)
+        assert [o for o in objects_of(name) if o.startswith(f"fdn-{name}-d")] == [data.lstrip("/")]  # type: ignore[union-attr]
+        again = client.infer(InferenceRequest("sized", x, parameters={"n": 5 * page}))
+        assert again.outputs["y"].size == 5 * page and client._all == [ch] and ch.gen == gen
+        np.testing.assert_array_equal(client.infer(InferenceRequest("echo", x)).outputs["x"], x["x"])
+
+
+def test_a_server_asking_a_tib_for_its_response_gets_too_large_not_a_tib(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server (hostile, or broken) answering TOO_LARGE with ``required_bytes`` of 1 TiB: the
+    client tried to make a data segment that large, limited only by /dev/shm and fallocate. With
+    the default options it refuses anything over 4 GiB before creating anything."""
+    from foundation_shm import _answers, _channel
+
+    write_error = _answers.Answers.write_error
+
+    def tib(self: Any, ch: Any, r: Any, exc: Any, required: int = 0) -> None:
+        write_error(self, ch, r, exc, 1 << 40 if required else 0)
+
+    attached: list[tuple[int, int]] = []
+    attach = _channel._Channel.attach
+
+    def spy(self: Any, req_cap: int, resp_cap: int) -> None:
+        attached.append((req_cap, resp_cap))
+        if resp_cap > 4 << 30:  # never allocated, whatever the client under test does
+            raise AssertionError(f"the client grew its response area to {resp_cap} bytes")
+        attach(self, req_cap, resp_cap)
+
+    monkeypatch.setattr(_answers.Answers, "write_error", tib)
+    monkeypatch.setattr(_channel._Channel, "attach", spy)
+    with ShmTransport().serve(name, _Sized()), ShmTransport().connect(name, channels=1) as client:
+        x = {"x": np.arange(4, dtype=np.float32)}
+        with pytest.raises(
+            TooLarge,
+            match=r"the response needs 1099511627776 bytes, more than this client's max_response_bytes "
+            r"\(4294967296\)",
+        ):
+            client.infer(InferenceRequest("sized", x, parameters={"n": 2 << 20}))
+        assert attached == [(1 << 20, 1 << 20)]  # the claim's areas only
+        assert client.infer(InferenceRequest("sized", x, parameters={"n": 8})).outputs["y"].size == 8
+
+
+def test_a_server_default_capacity_over_max_response_bytes_is_not_taken(name: str) -> None:
+    """The areas of a claim were the server's ``default_capacity`` (a header word): a server
+    could have every claim reserve what ``max_response_bytes`` refuses to grow to. A client takes
+    at most ``max_response_bytes`` (the areas grow on demand)."""
+    page = 4096
+    with (
+        ShmTransport().serve(name, EchoHandler(), default_capacity=64 * page),
+        ShmTransport().connect(name, max_response_bytes=3 * page + 1, channels=1) as client,
+    ):
+        x = np.arange(4, dtype=np.float32)
+        np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": x})).outputs["x"], x)
+        (ch,) = client._all
+        assert (ch.req_cap, ch.resp_cap) == (4 * page, 4 * page)  # 3 pages and a byte, in pages
+
+
+def test_a_large_request_grows_the_response_area_no_further_than_max_response_bytes(name: str) -> None:
+    """A request larger than the areas grows the response area as big, as a guess at its answer,
+    but not past ``max_response_bytes``: a larger answer is refused, not made room for."""
+    page = 4096
+    with (
+        ShmTransport().serve(name, _Sized()),
+        ShmTransport().connect(name, capacity=page, max_response_bytes=4 * page, channels=1) as client,
+    ):
+        x = np.zeros(16 * page, np.uint8)
+        resp = client.infer(InferenceRequest("sized", {"x": x}, parameters={"n": 8}))
+        assert resp.outputs["y"].size == 8
+        (ch,) = client._all
+        assert ch.req_cap > 16 * page and ch.resp_cap == 4 * page
+
+
+def test_max_response_bytes_defaults_to_the_server_s_default_max_request_bytes() -> None:
+    assert ConnectOptions().max_response_bytes == ServeOptions().max_request_bytes == 4 << 30
 
 
 def test_data_crc_covers_the_tensor_bytes_end_to_end(name: str) -> None:
