@@ -320,9 +320,18 @@ def decode_response(
     area: Any, area_size: int | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> DecodedResponse:
     """Decode and check the response at offset 0 of ``area``; outputs are views on the area."""
+    return decode_response_copy(area, area_size, limits)[0]
+
+
+def decode_response_copy(
+    area: Any, area_size: int | None = None, limits: Limits = DEFAULT_LIMITS
+) -> tuple[DecodedResponse, bytes]:
+    """``decode_response``, and the header and payload bytes it decoded: a copy, read once, as
+    ``decode_request_copy`` reads a request (spec 13: a server may rewrite the area meanwhile)."""
     size = len(area) if area_size is None else area_size
     if size < MSG_HEADER_SIZE + BODY_SIZE:
         raise InvalidInput(f"area of {size} bytes is smaller than a response header")
+    head = bytes(area[: MSG_HEADER_SIZE + BODY_SIZE])
     (
         magic,
         version,
@@ -340,14 +349,15 @@ def decode_response(
         model,
         mversion,
         _,
-    ) = HEADER_AND_RESP.unpack_from(area, 0)
+    ) = HEADER_AND_RESP.unpack_from(head, 0)
     _check_header(area, size, magic, version, payload, rid)
     if payload != response_payload_size(n_out, n_text, n_params):
         raise InvalidInput(f"payload_size {payload} does not match the counts in the body", request_id=rid)
     if n_text > _MAX_TEXT:  # spec 11: an error message or document is at most 1 MiB
         raise InvalidInput(f"text_size {n_text} bytes (at most {_MAX_TEXT})", request_id=rid)
+    msg = head + bytes(area[MSG_HEADER_SIZE + BODY_SIZE : MSG_HEADER_SIZE + payload])
     if not flags & _DATA_CRC:
-        _check_crc(area, payload, crc, rid)
+        _check_crc(msg, payload, crc, rid)
     if kind != _RESPONSE:
         raise InvalidInput(f"message kind {kind} is not a response", request_id=rid)
     if n_out > limits.max_tensors:
@@ -355,19 +365,20 @@ def decode_response(
     at = MSG_HEADER_SIZE + BODY_SIZE
     outputs: dict[str, np.ndarray] = {}
     for _ in range(n_out):
-        name, array = decode_tensor(area, at, size, limits, rid)
+        name, array = decode_tensor(area, at, size, limits, rid, msg)
         if name in outputs:
             raise InvalidInput(f"output {name!r} appears twice", request_id=rid)
         outputs[name] = array
         at += DESC_SIZE
     if flags & _DATA_CRC:
-        _check_crc(area, payload, crc, rid, list(outputs.values()))
+        _check_crc(msg, payload, crc, rid, list(outputs.values()))
+    raw = msg[at : at + n_text]
     try:
-        text = bytes(area[at : at + n_text]).decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        text = bytes(area[at : at + n_text]).decode("utf-8", "replace")
+        text = raw.decode("utf-8", "replace")
     at += n_text
-    return DecodedResponse(
+    dec = DecodedResponse(
         rid,
         flags,
         status,
@@ -375,6 +386,7 @@ def decode_response(
         _text(mversion, "model version", rid),
         outputs,
         text,
-        _params(bytes(area[at : at + n_params]), rid),
+        _params(msg[at : at + n_params], rid),
         required,
     )
+    return dec, msg

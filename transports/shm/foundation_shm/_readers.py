@@ -21,7 +21,7 @@ from ._codec import (
     Limits,
 )
 from ._cuda_desc import has_cuda_refs
-from ._decoders import _REQUEST_KINDS, decode_request_copy, decode_response
+from ._decoders import _REQUEST_KINDS, decode_request_copy, decode_response_copy
 from ._layout import CRC_OFFSET, MSG_HEADER, MSG_HEADER_SIZE, MSG_MAGIC, PROTOCOL_VERSION
 
 __all__ = ["RequestReader", "ResponseReader"]
@@ -78,10 +78,6 @@ class _Reader:
     def _same_but_deadline(self, raw: bytes) -> bool:
         return False
 
-    def _remember(self, payload: int, result: tuple[Any, ...]) -> None:
-        self.payload = bytes(self.area[MSG_HEADER_SIZE : MSG_HEADER_SIZE + payload])
-        self.last = result
-
 
 class RequestReader(_Reader):
     __slots__ = ()
@@ -121,11 +117,12 @@ class ResponseReader(_Reader):
             return _make_response(
                 (hit[1], hit[2], status, model, version, dict(outputs), text, params, required)
             )
-        dec = decode_response(self.area, self.size, self.limits)
+        # as a request's (RequestReader.read): the payload remembered is the copy decoded; read
+        # again from the area, with its payload_size, it was whatever the server wrote meanwhile,
+        # and a later response of those bytes was read as this decoding, another message's
+        dec, msg = decode_response_copy(self.area, self.size, self.limits)
         self.cuda = has_cuda_refs(dec.outputs)
         if not dec.flags & _DATA_CRC and not dec.params and not dec.status and not self.cuda:
-            payload = MSG_HEADER.unpack_from(self.area, 0)[4]
-            self._remember(
-                payload, (0, dec.model, dec.version, dict(dec.outputs), dec.text, {}, dec.required_bytes)
-            )
+            self.payload = msg[MSG_HEADER_SIZE:]
+            self.last = (0, dec.model, dec.version, dict(dec.outputs), dec.text, {}, dec.required_bytes)
         return dec

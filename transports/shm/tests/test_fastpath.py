@@ -111,3 +111,35 @@ def test_a_request_rewritten_as_it_is_decoded_is_not_remembered_with_the_bytes_w
     monkeypatch.undo()
     got = reader.read()  # B, published as it is
     assert (got.model, got.request_id) == ("fail", 8)
+
+
+def test_a_response_rewritten_as_it_is_decoded_is_not_remembered_with_the_bytes_written_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As for a request (above): the response reader decoded response A from the area, then read
+    the payload to remember (and its payload_size) from the area again, so a server that wrote
+    response B in between had B's bytes remembered with A's decoding, and B, published again as
+    it is, was read as A (model "echo" for a response naming "fail"). What is remembered is the
+    copy that was decoded, and the decoding is that copy's."""
+    from foundation_shm import _decoders, _vector_messages
+
+    y = {"y": np.arange(6, dtype=np.float32)}
+    a = _vector_messages._response(y, request_id=7, model="echo")
+    b = _vector_messages._response(y, request_id=8, model="fail")
+    assert len(a) == len(b)
+    area = bytearray(a)
+    reader = ResponseReader(memoryview(area).toreadonly(), len(area))
+    params = _decoders._params
+
+    def then_b(raw: bytes, rid: int) -> dict[str, Any]:  # the decode's last read of the area
+        value = params(raw, rid)
+        area[:] = b  # the server's write lands right after it
+        return value
+
+    monkeypatch.setattr(_decoders, "_params", then_b)
+    first = reader.read()
+    assert (first.model, first.request_id) == ("echo", 7)  # A, as it was when read
+    monkeypatch.undo()
+    got = reader.read()  # B, published as it is
+    assert (got.model, got.request_id) == ("fail", 8)
+    assert _outcome(reader.read) == _outcome(lambda: decode_response(bytes(area), len(area)))
