@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ._discovery import PluginInfo
     from ._hub import Hub
 
-__all__ = ["FoundationPluginWarning", "fail", "guard", "guard_wrapper"]
+__all__ = ["FoundationPluginWarning", "fail", "guard", "guard_wrapper", "raised_at"]
 
 
 class FoundationPluginWarning(UserWarning):
@@ -48,6 +48,14 @@ def _plugin_frame(exc: BaseException) -> tuple[str, int, dict[str, Any]] | None:
             return name, tb.tb_lineno, tb.tb_frame.f_globals
         tb = tb.tb_next
     return None
+
+
+def raised_at(exc: BaseException) -> str:
+    """`` (at FILE:LINE)``: the plugin's line ``exc`` came from, for a message that names only
+    the exception (the CLI prints a failed plugin's error on one line, without its traceback);
+    ``""`` when the plugin has no line in it (its module not found)."""
+    where = _plugin_frame(exc)
+    return f" (at {where[0]}:{where[1]})" if where else ""
 
 
 def _warn_from_plugin(message: str, exc: BaseException, stacklevel: int) -> None:
@@ -76,7 +84,7 @@ def _isolate(hub_ref: weakref.ref[Hub], info: PluginInfo, hook: str, exc: Except
     hub = hub_ref()
     if hub is None:
         raise exc
-    fail(hub, info, hook, exc, PluginError(info.name, repr(exc), hook=hook))
+    fail(hub, info, hook, exc, PluginError(info.name, f"{exc!r}{raised_at(exc)}", hook=hook))
 
 
 def guard(hub: Hub, info: PluginInfo, hook: str, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from . import hookspecs
 from ._discovery import discover, normalize
-from ._isolation import FoundationPluginWarning, fail, guard, guard_wrapper
+from ._isolation import FoundationPluginWarning, fail, guard, guard_wrapper, raised_at
 from ._markers import PROJECT_NAME
 from ._requirements import check_requirements, unmet_core
 from .errors import PluginLoadError
@@ -76,7 +76,8 @@ def load_entry_points(hub: Hub) -> None:
             if inspect.isclass(obj):
                 obj = obj()
         except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() fails alone
-            fail(hub, info, None, exc, PluginLoadError(info.name, describe_load_error(ep.value, exc)))
+            err = PluginLoadError(info.name, describe_load_error(ep.value, exc, info.name))
+            fail(hub, info, None, exc, err)
             continue
         problem = _not_a_plugin(ep.value, obj)
         if problem:
@@ -350,20 +351,22 @@ def _spec_names() -> list[str]:
     return [n for n in dir(hookspecs) if n.startswith("foundation_")]
 
 
-def describe_load_error(value: str, exc: BaseException) -> str:
-    """What went wrong importing entry point ``value`` (``module:attr``), and what to do about it."""
+def describe_load_error(value: str, exc: BaseException, plugin: str) -> str:
+    """What went wrong importing entry point ``value`` (``module:attr``) of ``plugin``, where in
+    the plugin's code, and what to do about it."""
     own = value.partition(":")[0].strip()
+    at = raised_at(exc)
+    disable = f"disable it with FOUNDATION_DISABLE_PLUGINS={plugin}"
     if isinstance(exc, ModuleNotFoundError) and exc.name and not (own + ".").startswith(exc.name + "."):
         return (
             f"importing entry point {value!r} failed: it needs module {exc.name!r}, which is not "
-            f"installed ({exc}); install the plugin's dependencies or disable it with "
-            "FOUNDATION_DISABLE_PLUGINS"
+            f"installed ({exc}){at}; install the plugin's dependencies or {disable}"
         )
     if isinstance(exc, ModuleNotFoundError):
         return (
             f"entry point {value!r} names module {exc.name!r}, which cannot be imported "
-            f"({exc}); reinstall the plugin or disable it with FOUNDATION_DISABLE_PLUGINS"
+            f"({exc}){at}; reinstall the plugin or {disable}"
         )
     if isinstance(exc, AttributeError):
-        return f"entry point {value!r} names an attribute that does not exist ({exc})"
-    return f"importing entry point {value!r} raised {exc!r}"
+        return f"entry point {value!r} names an attribute that does not exist ({exc}){at}"
+    return f"importing entry point {value!r} raised {exc!r}{at}"

@@ -66,6 +66,25 @@ def test_plugin_raising_in_a_hook_is_rolled_back_whole(on_path: Path) -> None:
     assert "double" in hub.patterns
 
 
+def _line_of(path: Path, text: str) -> str:
+    """``PATH:N``, the line of ``path`` holding ``text``."""
+    lines = path.read_text().splitlines()
+    return f"{path}:{next(n for n, line in enumerate(lines, 1) if text in line)}"
+
+
+def test_a_plugin_raising_in_a_hook_is_reported_with_the_line_that_raised(on_path: Path) -> None:
+    """`foundation plugins` prints the error on one line, no traceback: it names the plugin's line."""
+    hub = _hub("raiser")
+    where = _line_of(on_path / "fixture_raiser" / "plugin.py", 'raise RuntimeError("raiser exploded')
+    assert f"RuntimeError('raiser exploded halfway') (at {where})" in (hub.plugins["raiser"].error or "")
+
+
+def test_a_missing_entry_point_module_names_the_plugin_to_disable(on_path: Path) -> None:
+    error = _hub("broken").plugins["broken"].error or ""
+    assert error.endswith("reinstall the plugin or disable it with FOUNDATION_DISABLE_PLUGINS=broken")
+    assert "(at " not in error  # no line of the plugin's ran
+
+
 def test_misspelled_hook_name_gets_a_did_you_mean(on_path: Path) -> None:
     hub = _hub("typo")
     error = hub.plugins["typo"].error or ""
@@ -213,6 +232,16 @@ def test_a_plugin_calling_sys_exit_while_importing_fails_alone(odd_site: Path) -
     hub, _ = _odd_hub(odd_site, "exiter,needsdep")
     assert hub.plugins["exiter"].status == "failed"
     assert "exiter: refusing to load" in (hub.plugins["exiter"].error or "")
+
+
+def test_a_plugin_failing_to_import_is_reported_with_the_line_that_raised(odd_site: Path) -> None:
+    hub, _ = _odd_hub(odd_site, "exiter,needsdep")
+    exiter = hub.plugins["exiter"].error or ""
+    assert f"(at {_line_of(odd_site / 'fixture_exiter' / 'plugin.py', 'sys.exit(')})" in exiter
+    needsdep = hub.plugins["needsdep"].error or ""
+    where = _line_of(odd_site / "fixture_needsdep" / "plugin.py", "import fixture_dependency")
+    assert f"(at {where}); install the plugin's dependencies" in needsdep
+    assert needsdep.endswith("disable it with FOUNDATION_DISABLE_PLUGINS=needsdep")
 
 
 def test_a_missing_dependency_of_a_plugin_is_not_called_its_entry_point_module(odd_site: Path) -> None:

@@ -219,7 +219,7 @@ def test_an_event_after_a_hub_with_logging_shut_down_writes_nothing_to_stdout(ca
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         hub.run_registration()
-    assert [str(w.message).split(" -- ")[0] for w in caught] == [
+    assert [str(w.message).split(" (at ")[0] for w in caught] == [
         "plugin 'broken' failed in hook foundation_register_patterns: RuntimeError('boom')"
     ]
     assert capsys.readouterr().out == ""
