@@ -50,7 +50,8 @@ class LogThrottle:
 
 class LogFold:
     """For a line that is routine when it repeats, server-wide (a channel given back after a
-    timed-out call: a busy service whose clients use short deadlines logged hundreds an hour).
+    timed-out call: a busy service whose clients use short deadlines logged hundreds an hour; a
+    dead client's channel reclaimed: a preforking service logged one a recycled worker).
     The first is logged in full; those in the ``window_s`` after it are only counted, and
     ``due`` hands their count to one summary line once the window has passed, which opens the
     next one. A window that passes with none held closes: the next line is logged in full."""

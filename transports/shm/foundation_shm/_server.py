@@ -73,6 +73,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self._rejected_log = LogThrottle()  # rejected requests' warnings, per channel
         self._raised_log = LogThrottle()  # tracebacks of a handler that raised, per channel
         self._given_back_log = LogFold()  # channels given back and reclaimed: one line a minute
+        self._dead_client_log = LogFold()  # dead clients' channels reclaimed: likewise
         self._reclaimed = {"given_back": 0, "dead_client": 0}  # channels the heartbeat reclaimed
         self._unremovable = set()  # dead clients' data segments another user owns (said once)
         self._hurry = False  # hurry(): the drain ends now
@@ -389,7 +390,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         # the beat uses the mutex, the control segment and the channels' semaphores: it must have
         # ended before they are closed (a beat outliving a timed join woke on a closed semaphore)
         interrupted = _join(self._beat_thread)
-        self._fold_given_back(final=True)  # the reclaims not yet summed up: none goes unsaid
+        self._fold_reclaims(final=True)  # the reclaims not yet summed up: none goes unsaid
         u32[_R.STATE // 4] = L.RegionState.STOPPED
         for ch in self._channels:
             with ch.lock:  # an answer after this is dropped (Answers.answer): none is under way now

@@ -48,6 +48,7 @@ class _Liveness:
     _rejected_log: LogThrottle
     _raised_log: LogThrottle
     _given_back_log: LogFold
+    _dead_client_log: LogFold
     _reclaimed: dict[str, int]
     _unremovable: set[str]
     _running: bool
@@ -71,7 +72,7 @@ class _Liveness:
             u64[_R.HEARTBEAT_NS // 8] = time.monotonic_ns()
             try:
                 self._reap()
-                self._fold_given_back()
+                self._fold_reclaims()
                 if u64[_R.HEARTBEAT // 8] % SWEEP_EVERY == 0:
                     self._sweep_orphans()
             except Exception:  # never let the heartbeat die
@@ -247,9 +248,10 @@ class _Liveness:
             drain(ch.sem)
             ctl.u32[ch.owner_word] = 0
             ctl.u64[_R.CONNECT_EPOCH // 8] += 1
-            # counted exactly (stats' reclaimed); a channel given back (a call that timed out,
-            # then its client closed) is routine: after the first, a window's are summed up in
-            # one line (_fold_given_back); a dead client's is said each time
+            # counted exactly (stats' reclaimed); each kind is routine when it repeats (a call
+            # that timed out, then its client closed; a preforking service recycling workers that
+            # never closed their clients): after the first, a window's are summed up in one line
+            # (_fold_reclaims)
             if given_back:
                 self._reclaimed["given_back"] += 1
                 if self._given_back_log.take():
@@ -258,21 +260,27 @@ class _Liveness:
                     )
             else:
                 self._reclaimed["dead_client"] += 1
-                log.info("shm %s: reclaimed channel %d of dead client pid %d", self.name, ch.index, pid)
+                if self._dead_client_log.take():
+                    log.info("shm %s: reclaimed channel %d of dead client pid %d", self.name, ch.index, pid)
         finally:
             ctl.u32[_R.MUTEX_HOLDER // 4] = 0
             self._mutex.release()
 
-    def _fold_given_back(self, final: bool = False) -> None:
-        """Log how many channels given back were reclaimed but not logged one by one, once their
-        window has passed (each beat), or at once (``final``: the server stops)."""
-        held, seconds = self._given_back_log.due(final=final)
-        if held:
-            log.info(
-                "shm %s: reclaimed %d more channel%s given back by clients in the last %.0f s (not logged "
-                "one by one)",
-                self.name,
-                held,
-                "" if held == 1 else "s",
-                seconds,
-            )
+    def _fold_reclaims(self, final: bool = False) -> None:
+        """Log how many channels of each kind (given back, of dead clients) were reclaimed but
+        not logged one by one, once their window has passed (each beat), or at once (``final``:
+        the server stops)."""
+        for fold, whose in (
+            (self._given_back_log, "given back by clients"),
+            (self._dead_client_log, "of dead clients"),
+        ):
+            held, seconds = fold.due(final=final)
+            if held:
+                log.info(
+                    "shm %s: reclaimed %d more channel%s %s in the last %.0f s (not logged one by one)",
+                    self.name,
+                    held,
+                    "" if held == 1 else "s",
+                    whose,
+                    seconds,
+                )

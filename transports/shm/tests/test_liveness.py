@@ -430,18 +430,22 @@ def _killed_mid_call(name: str, handler: HeldHandler, count: int) -> list[int]:
     return [victim.pid for victim in victims]
 
 
-def test_channels_given_back_are_summed_up_in_the_log_and_dead_clients_said_each_time(
+def test_channels_given_back_or_of_dead_clients_are_summed_up_in_the_log(
     name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A soak's server logged ~600 "reclaimed channel N given back" lines in 20 minutes: a busy
     service whose clients use short deadlines (a call that times out, then its client closes,
-    gives its channel back). The first is logged; those after it in a minute are summed up in one
-    line (at stop at the latest); a dead client's (kill -9) is still logged each time; stats'
-    ``reclaimed`` counts every one."""
+    gives its channel back); a preforking service recycling workers that never close their
+    clients logged a "reclaimed channel N of dead client pid P" line per worker. Of each kind the
+    first is logged; those after it in a minute are summed up in one line per kind (at stop at
+    the latest), a line a minute while they go on; stats' ``reclaimed`` counts every one."""
     handler = HeldHandler()
     server = ShmTransport().serve(name, handler, channels=8, heartbeat_ms=20)  # beats reclaim
-    clock = server._given_back_log = _Clock()
-    me = os.getpid()
+    given = server._given_back_log = _Clock()
+    dead_log = server._dead_client_log = _Clock()
+
+    def at(seconds: float) -> None:
+        given.at = dead_log.at = seconds
 
     def reclaimed(given_back: int, dead_client: int) -> None:
         want = {"given_back": given_back, "dead_client": dead_client}
@@ -455,29 +459,35 @@ def test_channels_given_back_are_summed_up_in_the_log_and_dead_clients_said_each
         ]
 
     summed = "given back by clients in the last {} s (not logged one by one)"
+    died = "of dead clients in the last {} s (not logged one by one)"
     try:
         with caplog.at_level(logging.INFO, logger="foundation_shm"):
             for _ in range(5):
                 _give_back_after_a_timeout(name)
             reclaimed(5, 0)
-            dead = _killed_mid_call(name, handler, 2)
-            reclaimed(5, 2)
-            assert lines()[0] == f"shm {name}: reclaimed channel _ given back by client pid {me}"
-            assert sorted(lines()[1:]) == sorted(
-                f"shm {name}: reclaimed channel _ of dead client pid {pid}" for pid in dead
-            )
-            clock.at = 60.0  # a minute on: the next beat sums the 4 others up
-            _until(lambda: len(lines()) == 4, "the summary")
-            assert lines()[3] == f"shm {name}: reclaimed 4 more channels " + summed.format(60)
-            for _ in range(3):  # still busy: folded into the next minute's line
+            dead = _killed_mid_call(name, handler, 3)
+            reclaimed(5, 3)
+            assert lines()[0] == f"shm {name}: reclaimed channel _ given back by client pid {os.getpid()}"
+            assert lines()[1] in [f"shm {name}: reclaimed channel _ of dead client pid {pid}" for pid in dead]
+            assert len(lines()) == 2
+            at(60.0)  # a minute on: the next beat sums the others of each kind up
+            _until(lambda: len(lines()) == 4, "the summaries")
+            assert lines()[2:] == [
+                f"shm {name}: reclaimed 4 more channels " + summed.format(60),
+                f"shm {name}: reclaimed 2 more channels " + died.format(60),
+            ]
+            for _ in range(3):  # still busy: folded into the next minute's lines
                 _give_back_after_a_timeout(name)
-            (later,) = _killed_mid_call(name, handler, 1)
-            reclaimed(8, 3)
-            assert lines()[4:] == [f"shm {name}: reclaimed channel _ of dead client pid {later}"]
-            clock.at = 90.0
+            _killed_mid_call(name, handler, 1)
+            reclaimed(8, 4)
+            assert len(lines()) == 4
+            at(90.0)
             server.stop()  # what is not yet summed up is said as it stops
-            assert lines()[5:] == [f"shm {name}: reclaimed 3 more channels " + summed.format(30)]
-            assert len(lines()) == 6
+            assert lines()[4:] == [
+                f"shm {name}: reclaimed 3 more channels " + summed.format(30),
+                f"shm {name}: reclaimed 1 more channel " + died.format(30),
+            ]
+            assert server.stats()["reclaimed"] == {"given_back": 8, "dead_client": 4}
     finally:
         server.stop()
 
