@@ -28,7 +28,7 @@ import os
 import select
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, SupportsIndex, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, TextIO
 
 import attrs
 
@@ -42,6 +42,35 @@ if TYPE_CHECKING:
 __all__ = ["Command", "CommandRegistrar", "main"]
 
 Handler = Callable[[argparse.Namespace, "Hub"], "int | None"]
+
+
+class _SubCommands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """A command's own subcommands (``foundation shm ls``): each one's ``--help`` opens with the
+    help line its parent lists for it, as the top-level commands' do."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if kwargs.get("description") is None and kwargs.get("help"):
+            kwargs["description"] = kwargs["help"]
+        return super().add_parser(name, **kwargs)  # type: ignore[no-any-return]
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser: its subparsers are :class:`_SubCommands`, and a required one left
+    out is named with its choices (``action (choose from 'ls', 'clean')``), not by its ``dest`` alone."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _SubCommands)
+
+    def error(self, message: str) -> NoReturn:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and action.choices:
+                named = argparse._get_action_name(action)
+                choices = ", ".join(repr(choice) for choice in action.choices)
+                if named and not named.startswith("{"):  # a metavar of the choices lists them
+                    listed = f"required: {named} (choose from {choices})"
+                    message = message.replace(f"required: {named}", listed)
+        super().error(message)
 
 
 @attrs.define
@@ -91,7 +120,7 @@ class CommandRegistrar:
             check_ref(handler)
         elif not callable(handler):
             raise TypeError(f"command {name!r} of plugin {plugin!r}: handler {handler!r} is not callable")
-        parser = argparse.ArgumentParser(prog=f"foundation {name}", description=description or help)
+        parser = _CommandParser(prog=f"foundation {name}", description=description or help)
         command = Command(name, handler, parser, plugin, help, own_config)
         self._registry.add(name, command, plugin=plugin, app=app, replace=replace)
         return parser

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from foundation_core import __version__
+from foundation_core._cli import CommandRegistrar
 
 from .conftest import run_cli
 
@@ -90,3 +93,23 @@ def test_dash_dash_version_prints_the_first_line_of_version(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"foundation {__version__}\n"
     assert run_cli(tmp_path, "version").stdout.splitlines()[0] == proc.stdout.strip()
+
+
+def test_a_commands_own_subcommands_open_their_help_with_their_line_and_a_missing_one_lists_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`foundation shm ls --help` said nothing of what ls does (argparse takes no description from
+    help=), and `foundation shm` alone said 'required: action' without naming ls or clean."""
+    parser = CommandRegistrar().add_command("cache", lambda args, hub: 0, help="manage the cache")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("ls", help="list cached entries")
+    sub.add_parser("drop", help="drop entries", description="drop every cached entry")
+    for action, line in (("ls", "list cached entries"), ("drop", "drop every cached entry")):
+        with pytest.raises(SystemExit):
+            parser.parse_args([action, "--help"])
+        assert capsys.readouterr().out.splitlines()[2] == line
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args([])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: the following arguments are required: action (choose from 'ls', 'drop')" in err
