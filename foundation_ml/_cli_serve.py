@@ -308,6 +308,8 @@ def _model_arg(text: str, hub: Hub, backend: str | None = None) -> tuple[str, st
             )
         missing = _looks_like_a_path(spec) and not Path(spec).exists()
         what = "no such model package" if missing else "write NAME=SPEC"
+        if missing and spec.lower().endswith(_MODEL_FILES):  # a file meant, not a package
+            what = f"no such model file (and a model file needs a name: --model NAME={spec})"
         if text.startswith("="):
             what += " (the NAME before '=' is empty)"
         elif not missing and "=" in spec:  # my:model=SPEC: a NAME of that shape reads as a spec

@@ -90,7 +90,12 @@ BAD = [
     (["--model", "b=a:b:c"], "--model b=a:b:c: 'a:b:c' is neither a model file"),
     (["--model", "b=missing.pt"], "--model b=missing.pt: no such model file 'missing.pt'"),
     (["--model", "b=MISSING.PT2"], "--model b=MISSING.PT2: no such model file 'MISSING.PT2'"),
-    (["--model", "MISSING.PT"], "--model 'MISSING.PT': no such model package"),
+    # it said 'no such model package' of a missing TorchScript file given without its NAME=
+    (["--model", "MISSING.PT"], "--model 'MISSING.PT': no such model file (and a model file needs a name:"),
+    (
+        ["--model", "m.pt2"],
+        "--model 'm.pt2': no such model file (and a model file needs a name: --model NAME=m.pt2)",
+    ),
     (["--model", "b=missing.zip"], "--model b=missing.zip: no such model package 'missing.zip'"),
     (["--model", "missing.zip"], "--model 'missing.zip': no such model package"),
     (["--model", "missing.ZIP"], "--model 'missing.ZIP': no such model package"),
