@@ -90,8 +90,10 @@ def foundation_register_commands(cli: CommandRegistrar) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p = cli.add_command("stats", "foundation_ml._cli_client:stats_main", help="metrics of a running server")
     p.add_argument("name", nargs="?", default=None, help=f"server name (default: {DEFAULT_NAME})")
-    p.add_argument("--name", dest="name_option", default=None, help="the same, as infer takes it")
-    p.add_argument("--transport", default="shm", help="transport (default: shm)")
+    p.add_argument(
+        "--name", dest="name_option", default=None, metavar="NAME", help="the same, as infer takes it"
+    )
+    p.add_argument("--transport", default="shm", metavar="T", help="transport (default: shm)")
     _timeout_argument(p)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print one JSON object")
@@ -99,16 +101,18 @@ def foundation_register_commands(cli: CommandRegistrar) -> None:
     p = cli.add_command("package", "foundation_ml._cli:package_main", help="write a model package")
     p.add_argument("--model", required=True, metavar="[NAME=]FACTORY", help="e.g. mnist=mypkg.models:build")
     p.add_argument("--name", default=None, help="model name (or NAME= in --model)")
-    p.add_argument("--version", default="1", help="model version (default: 1)")
-    p.add_argument("--out", required=True, help="a directory to create, or a .zip file")
-    p.add_argument("--backend", default="torch", help="model backend (default: torch)")
+    p.add_argument("--version", default="1", metavar="V", help="model version (default: 1)")
+    p.add_argument("--out", required=True, metavar="PATH", help="a directory to create, or a .zip file")
+    p.add_argument("--backend", default="torch", metavar="B", help="model backend (default: torch)")
     p = cli.add_command("bench", "foundation_ml._bench:bench_main", help="run the inference benchmark")
     _bench_arguments(p)
     p = cli.add_command(
         "demo", "foundation_ml._demo:demo_main", help="serve the demo model, call it, stop: end to end"
     )
     p.add_argument("--transport", default="shm", help="transport (default: shm)")
-    p.add_argument("--calls", type=_int_at_least(1), default=1000, help="calls timed for the latency line")
+    p.add_argument(
+        "--calls", type=_int_at_least(1), default=1000, metavar="N", help="calls timed for the latency line"
+    )
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -133,12 +137,14 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda:N (default: cpu)")
     p.add_argument(
         "--max-batch-size",
+        metavar="N",
         type=_int_at_least(1),
         default=None,
         help="batch batchable models, up to this many requests (not rows) per call (default: 1, off)",
     )
     p.add_argument(
         "--max-wait-us",
+        metavar="US",
         type=_int_at_least(0, _MAX_WAIT_US),
         default=None,
         help="with --max-batch-size: longest wait for a batch to fill, µs (default: 500; at most "
@@ -146,11 +152,17 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threads",
+        metavar="N",
         type=_int_at_least(0, _MAX_THREADS),
         default=1,
         help="torch intra-op threads, at most 1024 (default: 1, best for small models; 0: torch's default)",
     )
-    p.add_argument("--metrics-file", default=None, help="rewrite this file with Prometheus text every second")
+    p.add_argument(
+        "--metrics-file",
+        default=None,
+        metavar="PATH",
+        help="rewrite this file with Prometheus text every second",
+    )
     p.add_argument(
         "--no-warmup",
         dest="warmup",
@@ -170,6 +182,7 @@ def _timeout_argument(p: argparse.ArgumentParser) -> None:
     # None, not 30: the client then takes the transport's configured timeout ([shm] client_timeout)
     p.add_argument(
         "--timeout",
+        metavar="S",
         type=_timeout_seconds,
         default=None,
         help="seconds (default: the transport's configured client timeout, else 30)",
@@ -178,26 +191,37 @@ def _timeout_argument(p: argparse.ArgumentParser) -> None:
 
 def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--transport", default="shm", help="transport to measure (default: shm)")
-    p.add_argument("--calls", type=_int_at_least(1), default=3000, help="timed calls per latency figure")
-    p.add_argument("--seconds", type=_positive_seconds, default=2.0, help="duration of each throughput run")
+    p.add_argument("--transport", default="shm", metavar="T", help="transport to measure (default: shm)")
     p.add_argument(
-        "--clients", type=_int_at_least(1), default=4, help="client processes in the throughput runs"
+        "--calls", type=_int_at_least(1), default=3000, metavar="N", help="timed calls per latency figure"
+    )
+    p.add_argument(
+        "--seconds", type=_positive_seconds, default=2.0, metavar="S", help="duration of each throughput run"
+    )
+    p.add_argument(
+        "--clients",
+        type=_int_at_least(1),
+        default=4,
+        metavar="N",
+        help="client processes in the throughput runs",
     )
     p.add_argument(
         "--max-batch-size",
+        metavar="N",
         type=_int_at_least(0),
         default=0,
         help="batch size of the batched run (default, 0: --clients)",
     )
     p.add_argument(
         "--max-wait-us",
+        metavar="US",
         type=_int_at_least(0, _MAX_WAIT_US),
         default=200,
         help="batch wait of the batched run",
     )
     p.add_argument(
         "--threads",
+        metavar="N",
         type=_int_at_least(0, _MAX_THREADS),
         default=1,
         help="torch intra-op threads, direct and server (default: 1; 0: torch's default)",

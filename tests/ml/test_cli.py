@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,24 @@ def test_help_lists_the_ml_commands() -> None:
     out = foundation("--help").stdout
     for command in ("serve", "infer", "stats", "bench", "package", "demo"):
         assert f"  {command} " in out, command
+
+
+CLI_MD = Path(__file__).parents[2] / "docs" / "cli.md"
+
+
+@pytest.mark.parametrize("command", ["serve", "infer", "stats", "package", "bench", "demo"])
+def test_help_names_each_flags_value_as_cli_md_does(command: str) -> None:
+    """`foundation stats --help` said `--name NAME_OPTION`, `serve --help` `--max-batch-size
+    MAX_BATCH_SIZE` where cli.md says `--name NAME` and `--max-batch-size N`."""
+    text = CLI_MD.read_text()
+    start = text.index(f"## foundation {command}")
+    end = text.find("\n\n", text.index("\n", start) + 2)  # the heading, and serve's synopsis block
+    synopsis = text[start : end if end > 0 else None]
+    documented = re.findall(r"(--[a-z-]+) ([A-Z][A-Z=\[\]]*)\b", synopsis)
+    assert documented, synopsis
+    usage = " ".join(foundation(command, "--help").stdout.split())
+    for flag, value in documented:
+        assert f"{flag} {value}" in usage, (flag, value, usage)
 
 
 @pytest.mark.slow
