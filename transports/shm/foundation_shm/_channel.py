@@ -19,6 +19,7 @@ from foundation_ml.errors import BadVersion, InternalError, Overloaded, ServerUn
 from . import _layout as L
 from ._codec import Limits, TensorRef
 from ._liveness import is_alive, lock_state
+from ._objects import no_server_hint
 from ._readers import ResponseReader
 from ._segments import Segment, open_semaphore, unlink_segment
 
@@ -47,7 +48,7 @@ class _Connection:
             # check() says so, instead of a SIGBUS ending this process
             self.ctl = Segment.open(L.control_name(name), guard=True)
         except posix_ipc.ExistentialError:
-            raise ServerUnavailable(f"no shm server named {name!r}") from None
+            raise ServerUnavailable(f"no shm server named {name!r} ({no_server_hint(name)})") from None
         except posix_ipc.PermissionsError:
             raise ServerUnavailable(
                 f"no permission to use shm server {name!r} (/dev/shm{L.control_name(name)}): another "

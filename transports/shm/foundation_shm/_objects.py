@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import re
 from collections import defaultdict
 
-__all__ = ["SHM_DIR", "group_objects", "objects_of", "remove_objects", "server_of"]
+__all__ = ["SHM_DIR", "group_objects", "no_server_hint", "objects_of", "remove_objects", "server_of"]
 
 SHM_DIR = "/dev/shm"
 _OBJECT_RE = re.compile(r"(?:sem\.)?fdn-([A-Za-z0-9_]{1,48})(?:[-.].*)?")
@@ -31,6 +32,21 @@ def group_objects(directory: str = SHM_DIR) -> dict[str, list[str]]:
 
 def objects_of(name: str, directory: str = SHM_DIR) -> list[str]:
     return group_objects(directory).get(name, [])
+
+
+def no_server_hint(name: str, directory: str = SHM_DIR, shown: int = 8) -> str:
+    """What to say after "no shm server named NAME": the name meant, if one here is close, and the
+    servers that have a region here (their control segment ``fdn-N``, live or stale: ``foundation
+    shm ls`` tells which), or how to start one when there is none."""
+    here = sorted(n for n, entries in group_objects(directory).items() if f"fdn-{n}" in entries)
+    if not here:
+        return f"no shm server runs on this host: start one with `foundation serve --name {name}`"
+    close = difflib.get_close_matches(name, here, n=1)
+    listed = ", ".join(repr(n) for n in here[:shown]) + (
+        f" and {len(here) - shown} more" if len(here) > shown else ""
+    )
+    meant = f"did you mean {close[0]!r}? " if close else ""
+    return f"{meant}servers here: {listed} (`foundation shm ls` tells live from stale)"
 
 
 def remove_objects(

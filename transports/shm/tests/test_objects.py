@@ -16,7 +16,7 @@ from foundation_shm import ShmTransport, _liveness
 from foundation_shm import _layout as L
 from foundation_shm._echo import EchoHandler
 from foundation_shm._liveness import ServerLock, lock_state
-from foundation_shm._objects import objects_of
+from foundation_shm._objects import no_server_hint, objects_of
 from foundation_shm._segments import Segment
 
 from foundation_core._cli import main
@@ -155,3 +155,33 @@ def test_connecting_to_a_server_one_may_not_open_is_server_unavailable_naming_th
     finally:
         monkeypatch.undo()
         server.stop()
+
+
+def test_connecting_to_a_name_no_server_has_names_the_servers_here_and_the_close_one(name: str) -> None:
+    """A misspelled name said only "no shm server named 'x'": nothing on what is served here, nor
+    how to look. It names the close one, the servers with a region here, or how to start one."""
+    server = ShmTransport().serve(name, EchoHandler(), channels=1)
+    try:
+        with pytest.raises(ServerUnavailable) as got:
+            ShmTransport().connect(name[:-1] + "Q", connect_timeout=0)
+        message = str(got.value)
+        assert message.startswith(
+            f"no shm server named '{name[:-1]}Q' (did you mean '{name}'? servers here: "
+        )
+        assert f"'{name}'" in message.split("servers here: ")[1], message
+        assert "`foundation shm ls` tells live from stale" in message, message
+    finally:
+        server.stop()
+
+
+def test_with_no_server_here_the_hint_is_how_to_start_one(tmp_path: Path) -> None:
+    (tmp_path / "fdn-gone-lock").touch()  # a name's other objects are no region: not listed
+    (tmp_path / "unrelated").touch()
+    assert no_server_hint("demo", str(tmp_path)) == (
+        "no shm server runs on this host: start one with `foundation serve --name demo`"
+    )
+    for n in ("alpha", "beta", "gamma"):
+        (tmp_path / f"fdn-{n}").touch()
+    assert no_server_hint("q", str(tmp_path), shown=2) == (
+        "servers here: 'alpha', 'beta' and 1 more (`foundation shm ls` tells live from stale)"
+    )
