@@ -92,7 +92,10 @@ class ModelBackend(abc.ABC):
 
     def package(self, spec: Any, path: str | Path, *, name: str, version: str = "1", **options: Any) -> Path:
         """Write a model package for ``spec`` at ``path`` (a directory, or a ``.zip``)."""
-        raise NotImplementedError(f"backend {self.name!r} cannot write model packages")
+        raise NotImplementedError(
+            f"backend {self.name!r} cannot write model packages: its {type(self).__name__} does not "
+            "define package() (docs/serving.md, 'Writing a model backend')"
+        )
 
 
 class FunctionModel(LoadedModel):

@@ -711,6 +711,18 @@ class _WeightsBackend(ModelBackend):
         return type(self).make()
 
 
+def test_a_backend_that_cannot_package_says_which_method_it_lacks(tmp_path: Path) -> None:
+    """``foundation package --backend npz`` said only "cannot write model packages": not that the
+    backend lacks ``package()``, nor where a backend author reads how to write one."""
+    with pytest.raises(NotImplementedError) as got:
+        _WeightsBackend().package({"w": 1}, tmp_path / "pkg", name="m")
+    assert str(got.value) == (
+        "backend 'weights' cannot write model packages: its _WeightsBackend does not define "
+        "package() (docs/serving.md, 'Writing a model backend')"
+    )
+    assert not (tmp_path / "pkg").exists()
+
+
 def _backend_hub(make: Callable[[], object] = _Linear) -> Any:
     """A hub with the ml plugin and ``weights`` registered lazily, as plugins.md tells plugins to."""
 
