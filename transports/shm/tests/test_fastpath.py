@@ -84,56 +84,31 @@ def test_response_reader_matches_full_decoding(messages: list[tuple[Any, ...]]) 
         assert _outcome(reader.read) == _outcome(lambda: decode_response(bytes(buf), AREA))
 
 
-def test_a_request_rewritten_as_it_is_decoded_is_not_remembered_with_the_bytes_written_after(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("kind", ["request", "response"])
+def test_a_message_rewritten_as_it_is_decoded_is_not_remembered_with_the_bytes_written_after(
+    kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Spec 13: a check and its use read the same bytes. The reader decoded request A, then read
-    the payload to remember from the area again: a client that wrote request B in between had B's
-    bytes remembered with A's decoding, and B, sent again as it is, was answered as A (model
-    "echo" for a request naming "fail"). What is remembered is the copy that was decoded."""
+    """Spec 13: a check and its use read the same bytes. The reader decoded message A, then read
+    the payload to remember (and, for a response, its payload_size) from the area again: a peer
+    that wrote message B in between (a client its next request, a server its next response) had
+    B's bytes remembered with A's decoding, and B, published again as it is, was read as A (model
+    "echo" for a message naming "fail"). What is remembered is the copy that was decoded, and the
+    decoding is that copy's."""
     from foundation_shm import _decoders, _vector_messages
 
+    encode = _vector_messages._request if kind == "request" else _vector_messages._response
+    reader_class = RequestReader if kind == "request" else ResponseReader
     x = {"x": np.arange(6, dtype=np.float32)}
-    a = _vector_messages._request(x, request_id=7, model="echo")
-    b = _vector_messages._request(x, request_id=8, model="fail")
+    a = encode(x, request_id=7, model="echo")
+    b = encode(x, request_id=8, model="fail")
     assert len(a) == len(b)
     area = bytearray(a)
-    reader = RequestReader(memoryview(area).toreadonly(), len(area))
+    reader = reader_class(memoryview(area).toreadonly(), len(area))
     params = _decoders._params
 
     def then_b(raw: bytes, rid: int) -> dict[str, Any]:  # the decode's last read of the area
         value = params(raw, rid)
-        area[:] = b  # the client's write lands right after it
-        return value
-
-    monkeypatch.setattr(_decoders, "_params", then_b)
-    assert reader.read().model == "echo"  # A, as it was when read
-    monkeypatch.undo()
-    got = reader.read()  # B, published as it is
-    assert (got.model, got.request_id) == ("fail", 8)
-
-
-def test_a_response_rewritten_as_it_is_decoded_is_not_remembered_with_the_bytes_written_after(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """As for a request (above): the response reader decoded response A from the area, then read
-    the payload to remember (and its payload_size) from the area again, so a server that wrote
-    response B in between had B's bytes remembered with A's decoding, and B, published again as
-    it is, was read as A (model "echo" for a response naming "fail"). What is remembered is the
-    copy that was decoded, and the decoding is that copy's."""
-    from foundation_shm import _decoders, _vector_messages
-
-    y = {"y": np.arange(6, dtype=np.float32)}
-    a = _vector_messages._response(y, request_id=7, model="echo")
-    b = _vector_messages._response(y, request_id=8, model="fail")
-    assert len(a) == len(b)
-    area = bytearray(a)
-    reader = ResponseReader(memoryview(area).toreadonly(), len(area))
-    params = _decoders._params
-
-    def then_b(raw: bytes, rid: int) -> dict[str, Any]:  # the decode's last read of the area
-        value = params(raw, rid)
-        area[:] = b  # the server's write lands right after it
+        area[:] = b  # the peer's write lands right after it
         return value
 
     monkeypatch.setattr(_decoders, "_params", then_b)
@@ -142,4 +117,5 @@ def test_a_response_rewritten_as_it_is_decoded_is_not_remembered_with_the_bytes_
     monkeypatch.undo()
     got = reader.read()  # B, published as it is
     assert (got.model, got.request_id) == ("fail", 8)
-    assert _outcome(reader.read) == _outcome(lambda: decode_response(bytes(area), len(area)))
+    if kind == "response":
+        assert _outcome(reader.read) == _outcome(lambda: decode_response(bytes(area), len(area)))
