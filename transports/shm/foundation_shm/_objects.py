@@ -46,7 +46,7 @@ def no_server_hint(name: str, directory: str = SHM_DIR, shown: int = 8) -> str:
         f" and {len(here) - shown} more" if len(here) > shown else ""
     )
     meant = f"did you mean {close[0]!r}? " if close else ""
-    return f"{meant}servers here: {listed} (`foundation shm ls` tells live from stale)"
+    return f"{meant}servers here: {listed}; `foundation shm ls` tells live from stale"
 
 
 def remove_objects(

@@ -183,5 +183,5 @@ def test_with_no_server_here_the_hint_is_how_to_start_one(tmp_path: Path) -> Non
     for n in ("alpha", "beta", "gamma"):
         (tmp_path / f"fdn-{n}").touch()
     assert no_server_hint("q", str(tmp_path), shown=2) == (
-        "servers here: 'alpha', 'beta' and 1 more (`foundation shm ls` tells live from stale)"
+        "servers here: 'alpha', 'beta' and 1 more; `foundation shm ls` tells live from stale"
     )
