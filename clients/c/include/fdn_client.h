@@ -339,16 +339,31 @@ int fdn_params_valid(const char *s, size_t n);
 /* --- client ---------------------------------------------------------------------------------- */
 typedef struct fdn_client fdn_client;
 
+/* The largest response a client grows its response area for by default (4 GiB, the server's
+ * default max_request_bytes), and the most max_response_bytes may be (2^48: beyond any machine's
+ * shared memory). */
+#define FDN_MAX_RESPONSE_BYTES ((uint64_t)1 << 32)
+#define FDN_MAX_RESPONSE_BYTES_LIMIT ((uint64_t)1 << 48)
+
+/* ABI: max_response_bytes was added at the end (on LP64 the struct grew from 24 to 32 bytes; the
+ * offsets of the other fields are unchanged): rebuild code compiled against an older header. An
+ * initializer that names the older fields only leaves it 0, the default. */
 struct fdn_options {
     uint32_t spin_us;            /* spin window before blocking (default 100; 0 = do not spin) */
     uint64_t capacity;           /* request/response area bytes, rounded up to pages (0 = the
-                                  * server's default; what /dev/shm cannot hold: TOO_LARGE) */
+                                  * server's default_capacity, at most max_response_bytes; what
+                                  * /dev/shm cannot hold: TOO_LARGE; over max_response_bytes:
+                                  * INVALID_INPUT at connect) */
     uint32_t connect_timeout_ms; /* region mutex wait at connect and close, and for a hung server's
                                   * next beat at connect (0 = the default, 2000); a call that
                                   * reconnects waits for either no later than its deadline */
     uint32_t data_crc;           /* 1: the CRC also covers tensor data */
+    uint64_t max_response_bytes; /* the largest response the response area is grown for (0 = the
+                                  * default, FDN_MAX_RESPONSE_BYTES; else 4096..2^48, or
+                                  * INVALID_INPUT at connect): a server's TOO_LARGE answer asking
+                                  * more fails the call TOO_LARGE, the area not grown */
 };
-#define FDN_DEFAULT_OPTIONS ((struct fdn_options){100, 0, 2000, 0})
+#define FDN_DEFAULT_OPTIONS ((struct fdn_options){100, 0, 2000, 0, FDN_MAX_RESPONSE_BYTES})
 
 /* An input: shape has ndim entries (NULL when ndim is 0); data holds product(shape) * itemsize
  * bytes, row-major (NULL when that is 0). The library cannot check data's size: too few bytes
@@ -376,8 +391,9 @@ struct fdn_result {
  * [A-Za-z0-9_], else INVALID_INPUT) and claim one channel. opts may be NULL (defaults); it is
  * copied. FDN_OK: *out is the client, to be freed with fdn_close. Otherwise *out is NULL and the
  * code says why: SERVER_UNAVAILABLE (no such server, or it is gone), OVERLOADED (every channel in
- * use, or the region mutex busy), TOO_LARGE (a capacity /dev/shm cannot hold), BAD_VERSION, or
- * INTERNAL (a system call failed: the message names it). */
+ * use, or the region mutex busy), TOO_LARGE (a capacity /dev/shm cannot hold), INVALID_INPUT (a
+ * max_response_bytes out of range, or a capacity over it, named), BAD_VERSION, or INTERNAL (a
+ * system call failed: the message names it). */
 enum fdn_status fdn_connect(fdn_client **out, const char *name, const struct fdn_options *opts,
                             struct fdn_error *err);
 /* Release the channel and unlink this client's data segment, then free the client: c must not be
@@ -392,7 +408,10 @@ void fdn_close(fdn_client *c);
  * call is DEADLINE_EXCEEDED unless it was answered already); a deadline past 2^64 ns is capped
  * at UINT64_MAX (no timeout_ms is an error). The arguments are checked before anything is sent (INVALID_INPUT,
  * TOO_LARGE, naming the input and what is wrong); errors of the server come back as their code
- * with its message. A call ends the client's loan, if any. A call on a client whose server died
+ * with its message. A response larger than the response area is answered TOO_LARGE with the bytes
+ * it needs: the area is grown and the request sent once more, up to max_response_bytes (a larger
+ * one fails the call TOO_LARGE naming the bytes and the option, the area not grown; the client
+ * serves its next call). A call ends the client's loan, if any. A call on a client whose server died
  * reconnects first (a restarted server is found again). */
 enum fdn_status fdn_infer(fdn_client *c, const char *model, const struct fdn_input *inputs,
                           uint32_t input_count, int64_t timeout_ms, struct fdn_result *res,

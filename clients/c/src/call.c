@@ -122,15 +122,17 @@ static enum fdn_status ready(struct fdn_client *c, uint64_t deadline, struct fdn
     return wait_idle(c, deadline, err);
 }
 
-/* Make the request area hold `end` bytes (and the response area as many). */
+/* Make the request area hold `end` bytes (and the response area as many, up to
+ * max_response_bytes: a larger answer is refused, not made room for). */
 static enum fdn_status ensure(struct fdn_client *c, uint64_t end, struct fdn_error *err) {
     if (end <= c->req_cap) return FDN_OK;
     if (end - FDN_HEADER_SIZE > c->max_request_bytes + (1u << 20))
         return fdn_fail(err, FDN_TOO_LARGE, 0, "a request of %llu bytes exceeds the server's %llu",
                         (unsigned long long)end, (unsigned long long)c->max_request_bytes);
     c->used = 0;
-    uint64_t cap = fdn_pages(end);
-    return fdn_attach(c, cap, c->resp_cap > cap ? c->resp_cap : cap, err);
+    uint64_t cap = fdn_pages(end), most = fdn_pages(c->opts.max_response_bytes);
+    uint64_t resp = cap < most ? cap : most;
+    return fdn_attach(c, cap, c->resp_cap > resp ? c->resp_cap : resp, err);
 }
 
 /* The absolute deadline of a timeout: 0 (none) for a negative one; one past 2^64 ns saturates (a
@@ -165,9 +167,18 @@ static enum fdn_status exchange(struct fdn_client *c, uint64_t deadline, int ret
         return fdn_fail(err, FDN_BAD_CHECKSUM, rid, "response carries request id %llu, not %llu",
                         (unsigned long long)resp->request_id, (unsigned long long)rid);
     if (resp->status) {
-        if (resp->status == FDN_TOO_LARGE && resp->required_bytes > c->resp_cap && retry) {
-            if ((st = fdn_attach(c, c->req_cap, fdn_pages(resp->required_bytes), err))) return st;
-            return exchange(c, deadline, 0, res, err);
+        if (resp->status == FDN_TOO_LARGE && resp->required_bytes > c->resp_cap) {
+            /* a hostile or broken server could ask for all of /dev/shm: the area is left as it is */
+            if (resp->required_bytes > c->opts.max_response_bytes)
+                return fdn_fail(err, FDN_TOO_LARGE, rid,
+                                "the response needs %llu bytes, more than this client's max_response_bytes (%llu): "
+                                "connect with a larger max_response_bytes to take it",
+                                (unsigned long long)resp->required_bytes,
+                                (unsigned long long)c->opts.max_response_bytes);
+            if (retry) {
+                if ((st = fdn_attach(c, c->req_cap, fdn_pages(resp->required_bytes), err))) return st;
+                return exchange(c, deadline, 0, res, err);
+            }
         }
         enum fdn_status code = resp->status <= FDN_INTERNAL ? (enum fdn_status)resp->status : FDN_INTERNAL;
         return fdn_fail(err, code, rid, "%.*s", (int)(resp->text_size < 255 ? resp->text_size : 255), resp->text);

@@ -304,7 +304,11 @@ static enum fdn_status claim(struct fdn_client *c, uint64_t deadline, struct fdn
     } else {
         c->index = i;
         c->ch = &channels[i];
-        uint64_t cap = fdn_pages(c->opts.capacity ? c->opts.capacity : c->default_capacity);
+        /* the server's default_capacity is a suggestion: one over max_response_bytes would make
+         * every claim reserve what the client refuses to grow to (the areas grow on demand) */
+        uint64_t dflt = c->default_capacity < c->opts.max_response_bytes ? c->default_capacity
+                                                                          : c->opts.max_response_bytes;
+        uint64_t cap = fdn_pages(c->opts.capacity ? c->opts.capacity : dflt);
         c->used = 0;
         st = fdn_attach(c, cap, cap, err);
         if (st == FDN_OK) {
@@ -417,11 +421,24 @@ enum fdn_status fdn_connect(fdn_client **out, const char *name, const struct fdn
     if (!valid_name(name))
         return fdn_fail(err, FDN_INVALID_INPUT, 0, "shm server name '%.64s' must be 1-%d characters of [A-Za-z0-9_]", name,
                         FDN_SERVER_NAME_MAX);
+    struct fdn_options o = opts ? *opts : FDN_DEFAULT_OPTIONS;
+    if (!o.connect_timeout_ms) o.connect_timeout_ms = 2000;
+    if (!o.max_response_bytes) o.max_response_bytes = FDN_MAX_RESPONSE_BYTES;
+    if (o.max_response_bytes < FDN_PAGE || o.max_response_bytes > FDN_MAX_RESPONSE_BYTES_LIMIT)
+        return fdn_fail(err, FDN_INVALID_INPUT, 0,
+                        "max_response_bytes must be 4096..2^48 bytes (0: the default, 4 GiB), not %llu",
+                        (unsigned long long)o.max_response_bytes);
+    /* the response area starts at capacity: one over the limit would be a limit that is not one
+     * (refused rather than either silently winning) */
+    if (o.capacity > o.max_response_bytes)
+        return fdn_fail(err, FDN_INVALID_INPUT, 0,
+                        "capacity (%llu bytes) exceeds max_response_bytes (%llu bytes): the response area starts "
+                        "at capacity; lower capacity or raise max_response_bytes",
+                        (unsigned long long)o.capacity, (unsigned long long)o.max_response_bytes);
     struct fdn_client *c = calloc(1, sizeof *c);
     if (!c) return fdn_fail(err, FDN_INTERNAL, 0, "out of memory");
     strcpy(c->name, name);
-    c->opts = opts ? *opts : FDN_DEFAULT_OPTIONS;
-    if (!c->opts.connect_timeout_ms) c->opts.connect_timeout_ms = 2000;
+    c->opts = o;
     c->next_id = 1;
     enum fdn_status st = fdn_connect_now(c, 0, err);
     if (st) {

@@ -1,7 +1,8 @@
 /* test_live: the C client against a real server (the shm echo server, started with the Python in
  * FDN_TEST_PYTHON): a deadline keeps the channel busy until the late answer, a killed server is
  * SERVER_UNAVAILABLE, and the next call finds a restarted one; data segments are allocated, not
- * sparse, a capacity /dev/shm can never hold is TOO_LARGE, a leftover of our own pid is replaced; the
+ * sparse, a capacity /dev/shm can never hold is TOO_LARGE, a leftover of our own pid is replaced; a
+ * response over max_response_bytes is TOO_LARGE, nothing grown (clients/tests/sized_server.py); the
  * API under misuse (NULL arguments, bad inputs, failed loans, extreme timeouts) gets a code and a
  * message naming the fault. Skipped without FDN_TEST_PYTHON. */
 #define _GNU_SOURCE
@@ -37,9 +38,9 @@ static int failures;
         }                                                                  \
     } while (0)
 
-/* Start `python -m foundation_shm._echo NAME [--channels CHANNELS]` and wait for its "ready"
- * line; its pid, or -1. */
-static pid_t echo_server_of(const char *python, const char *name, const char *channels) {
+/* Start `python -m foundation_shm._echo NAME [--channels CHANNELS]`, or with `script` the Python
+ * script `script NAME`, and wait for its "ready" line; its pid, or -1. */
+static pid_t server_of(const char *python, const char *script, const char *name, const char *channels) {
     int fds[2];
     if (pipe(fds) < 0) return -1;
     pid_t pid = fork();
@@ -47,7 +48,9 @@ static pid_t echo_server_of(const char *python, const char *name, const char *ch
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
-        if (channels) execl(python, python, "-m", "foundation_shm._echo", name, "--channels", channels, (char *)NULL);
+        if (script) execl(python, python, script, name, (char *)NULL);
+        else if (channels)
+            execl(python, python, "-m", "foundation_shm._echo", name, "--channels", channels, (char *)NULL);
         else execl(python, python, "-m", "foundation_shm._echo", name, (char *)NULL);
         _exit(127);
     }
@@ -62,6 +65,10 @@ static pid_t echo_server_of(const char *python, const char *name, const char *ch
         return -1;
     }
     return pid;
+}
+
+static pid_t echo_server_of(const char *python, const char *name, const char *channels) {
+    return server_of(python, NULL, name, channels);
 }
 
 static pid_t echo_server(const char *python, const char *name) { return echo_server_of(python, name, NULL); }
@@ -107,6 +114,7 @@ static fdn_client *allocation_checks(const char *name) {
     uint64_t total = (uint64_t)vfs.f_blocks * vfs.f_frsize;
     struct fdn_options opts = FDN_DEFAULT_OPTIONS;
     opts.capacity = (total / 2 + (1u << 20)) & ~(uint64_t)4095; /* both areas: more than /dev/shm */
+    opts.max_response_bytes = opts.capacity;                    /* (else refused as over it) */
     fdn_client *c = NULL;
     struct fdn_error err = {0};
     enum fdn_status st = fdn_connect(&c, name, &opts, &err);
@@ -166,8 +174,8 @@ static void echo(fdn_client *c, const char *what) {
  * are refused with a code and a message naming what and where (they were SIGSEGVs, UBSan reports,
  * "bad name, dtype or ndim" for three faults, and a failed fdn_loan_begin left the old loan "on"
  * with the new tensors half in place); a timeout past 2^64 ns is no deadline to speak of (it
- * wrapped into the past: DEADLINE_EXCEEDED at once); a capacity near 2^64 is TOO_LARGE (it was
- * rounded up past 2^64 to one page). */
+ * wrapped into the past: DEADLINE_EXCEEDED at once); a capacity near 2^64 is refused (it was
+ * rounded up past 2^64 to one page; TOO_LARGE until max_response_bytes bounded it). */
 static void misuse_checks(const char *name, fdn_client *c) {
     struct fdn_error err;
     struct fdn_result res;
@@ -248,7 +256,8 @@ static void misuse_checks(const char *name, fdn_client *c) {
     opts.capacity = UINT64_MAX - 10;
     fdn_client *d = NULL;
     st = fdn_connect(&d, name, &opts, &err);
-    CHECK(st == FDN_TOO_LARGE && d == NULL, "capacity 2^64 - 11: %s %s", fdn_strerror(st), err.message);
+    CHECK(st == FDN_INVALID_INPUT && d == NULL && strstr(err.message, "exceeds max_response_bytes"),
+          "capacity 2^64 - 11: %s %s", fdn_strerror(st), err.message);
     if (d) fdn_close(d);
 }
 
@@ -411,6 +420,182 @@ static int owned(struct fdn_region_header *r) {
     for (uint32_t i = 0; i < r->channel_count; i++)
         n += __atomic_load_n(&chs[i].owner_pid, __ATOMIC_ACQUIRE) == (uint32_t)getpid();
     return n;
+}
+
+#define PAGE ((uint64_t)FDN_PAGE)
+
+/* A call to `model` of the sized server (clients/tests/sized_server.py) answering n zero bytes. */
+static enum fdn_status sized(fdn_client *c, const char *model, uint64_t n, struct fdn_error *err) {
+    char params[64];
+    snprintf(params, sizeof params, "{\"n\": %llu}", (unsigned long long)n);
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    struct fdn_result res;
+    memset(err, 0, sizeof *err);
+    enum fdn_status st = fdn_infer_call(c, model, &in, 1, 10000, &(struct fdn_call){.params = params}, &res, err);
+    const struct fdn_tensor *y = st == FDN_OK ? fdn_result_output(&res, "y") : NULL;
+    if (st == FDN_OK && (!y || y->data_size != n)) {
+        snprintf(err->message, sizeof err->message, "no output y of %llu bytes", (unsigned long long)n);
+        return FDN_INTERNAL;
+    }
+    return st;
+}
+
+/* What a channel says of its data segment: generation, capacities, name. */
+struct segment {
+    uint64_t gen, req_cap, resp_cap;
+    char name[64];
+};
+
+static struct segment segment_of(const struct fdn_channel *ch) {
+    struct segment s = {__atomic_load_n(&ch->data_gen, __ATOMIC_ACQUIRE), ch->request_capacity,
+                        ch->response_capacity, {0}};
+    memcpy(s.name, ch->data_name, sizeof s.name - 1);
+    return s;
+}
+
+static int same_segment(struct segment a, struct segment b) {
+    return a.gen == b.gen && a.req_cap == b.req_cap && a.resp_cap == b.resp_cap && strcmp(a.name, b.name) == 0;
+}
+
+/* Spec 10.1 "Growing", 11, 13: a TOO_LARGE answer made the client grow its response area to
+ * whatever required_bytes said (a server asking 1 TiB got a 1 TiB segment tried, limited only by
+ * /dev/shm and fallocate), as did the region's default_capacity at each claim. max_response_bytes
+ * (4 GiB) bounds both: up to it the area grows and the call is sent again; past it the call fails
+ * TOO_LARGE naming the bytes and the option, the segment unchanged, and the client serves its next
+ * call. A capacity over it, or a limit outside 4096..2^48, is refused at connect; a request larger
+ * than the areas grows the response area no further than it. The server is
+ * clients/tests/sized_server.py (default_capacity 64 pages), run from clients/c. */
+static void max_response_checks(const char *python) {
+    char name[64];
+    snprintf(name, sizeof name, "fdncsz%d", (int)getpid());
+    pid_t server = server_of(python, "../tests/sized_server.py", name, NULL);
+    CHECK(server > 0, "start clients/tests/sized_server.py (run from clients/c)");
+    if (server < 0) return;
+    size_t size = 0;
+    struct fdn_region_header *r = map_region(name, &size);
+    CHECK(r != NULL, "map the region");
+    struct fdn_options opts = FDN_DEFAULT_OPTIONS;
+    struct fdn_error err = {0};
+    fdn_client *c = NULL;
+    enum fdn_status st;
+
+    opts.capacity = 8 * PAGE;
+    opts.max_response_bytes = 4 * PAGE;
+    st = fdn_connect(&c, name, &opts, &err);
+    CHECK(st == FDN_INVALID_INPUT && !c &&
+              strstr(err.message, "capacity (32768 bytes) exceeds max_response_bytes (16384 bytes): the response "
+                                  "area starts at capacity; lower capacity or raise max_response_bytes"),
+          "capacity over max_response_bytes: %s %s", fdn_strerror(st), err.message);
+    opts = FDN_DEFAULT_OPTIONS;
+    opts.capacity = 8ull << 30;
+    st = fdn_connect(&c, name, &opts, &err);
+    CHECK(st == FDN_INVALID_INPUT && !c && strstr(err.message, "exceeds max_response_bytes (4294967296 bytes)"),
+          "capacity 8 GiB over the default max_response_bytes: %s %s", fdn_strerror(st), err.message);
+    const uint64_t bad[] = {100, 4095, (1ull << 48) + 1, UINT64_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        opts = FDN_DEFAULT_OPTIONS;
+        opts.max_response_bytes = bad[i];
+        st = fdn_connect(&c, name, &opts, &err);
+        CHECK(st == FDN_INVALID_INPUT && !c && strstr(err.message, "max_response_bytes must be 4096..2^48 bytes"),
+              "max_response_bytes %llu: %s %s", (unsigned long long)bad[i], fdn_strerror(st), err.message);
+    }
+    CHECK(data_segments(name, NULL) == 0, "a refused connect left a data segment");
+
+    opts = FDN_DEFAULT_OPTIONS;
+    opts.capacity = 4 * PAGE;
+    opts.max_response_bytes = 8 * PAGE;
+    st = fdn_connect(&c, name, &opts, &err);
+    CHECK(st == FDN_OK, "connect: %s %s", fdn_strerror(st), err.message);
+    struct fdn_channel *ch = st == FDN_OK && r ? own_channel(r, NULL) : NULL;
+    if (ch) {
+        st = sized(c, "sized", 6 * PAGE, &err);
+        CHECK(st == FDN_OK, "6 pages over an area of 4, within 8: %s %s", fdn_strerror(st), err.message);
+        struct segment grown = segment_of(ch);
+        CHECK(grown.resp_cap > 6 * PAGE && grown.resp_cap <= 8 * PAGE, "grown to %llu bytes",
+              (unsigned long long)grown.resp_cap);
+        st = sized(c, "sized", 16 * PAGE, &err);
+        char want[160];
+        snprintf(want, sizeof want, "more than this client's max_response_bytes (%llu): connect with a larger "
+                                    "max_response_bytes to take it", (unsigned long long)(8 * PAGE));
+        CHECK(st == FDN_TOO_LARGE && err.code == FDN_TOO_LARGE && strstr(err.message, "the response needs ") &&
+                  strstr(err.message, want) && strcmp(err.model, "sized") == 0 && err.request_id != 0,
+              "16 pages over max_response_bytes of 8: %s model '%s' request %llu: %s", fdn_strerror(st), err.model,
+              (unsigned long long)err.request_id, err.message);
+        unsigned long long needs = 0;
+        CHECK(sscanf(err.message, "the response needs %llu bytes", &needs) == 1 && needs > 16 * PAGE,
+              "the bytes it needs: %s", err.message);
+        struct segment after = segment_of(ch);
+        CHECK(same_segment(after, grown), "the segment changed: gen %llu -> %llu, response %llu -> %llu, %s -> %s",
+              (unsigned long long)grown.gen, (unsigned long long)after.gen, (unsigned long long)grown.resp_cap,
+              (unsigned long long)after.resp_cap, grown.name, after.name);
+        CHECK(data_segments(name, NULL) == 1, "%zu data segments", data_segments(name, NULL));
+        st = sized(c, "sized", 5 * PAGE, &err);
+        CHECK(st == FDN_OK, "the next call: %s %s", fdn_strerror(st), err.message);
+        CHECK(same_segment(segment_of(ch), grown), "the next call grew the segment");
+        echo(c, "echo after a response over max_response_bytes");
+    }
+    fdn_close(c);
+    c = NULL;
+
+    st = fdn_connect(&c, name, NULL, &err); /* the defaults: 4 GiB */
+    CHECK(st == FDN_OK, "connect: %s %s", fdn_strerror(st), err.message);
+    ch = st == FDN_OK && r ? own_channel(r, NULL) : NULL;
+    if (ch) {
+        struct segment before = segment_of(ch);
+        st = sized(c, "tib", 2u << 20, &err);
+        CHECK(st == FDN_TOO_LARGE &&
+                  strstr(err.message, "the response needs 1099511627776 bytes, more than this client's "
+                                      "max_response_bytes (4294967296): connect with a larger max_response_bytes "
+                                      "to take it"),
+              "a server asking 1 TiB: %s %s", fdn_strerror(st), err.message);
+        CHECK(same_segment(segment_of(ch), before), "a server asking 1 TiB had the segment replaced");
+        st = sized(c, "tib", 8, &err);
+        CHECK(st == FDN_OK, "the call after a server asked 1 TiB: %s %s", fdn_strerror(st), err.message);
+    }
+    fdn_close(c);
+    c = NULL;
+
+    opts = FDN_DEFAULT_OPTIONS;
+    opts.max_response_bytes = 3 * PAGE + 1; /* under the server's default_capacity of 64 pages */
+    st = fdn_connect(&c, name, &opts, &err);
+    CHECK(st == FDN_OK, "connect: %s %s", fdn_strerror(st), err.message);
+    ch = st == FDN_OK && r ? own_channel(r, NULL) : NULL;
+    if (ch) {
+        struct segment claimed = segment_of(ch);
+        CHECK(claimed.req_cap == 4 * PAGE && claimed.resp_cap == 4 * PAGE,
+              "default_capacity %llu over max_response_bytes: areas of %llu+%llu bytes",
+              (unsigned long long)r->default_capacity, (unsigned long long)claimed.req_cap,
+              (unsigned long long)claimed.resp_cap);
+        echo(c, "echo on areas of max_response_bytes");
+    }
+    fdn_close(c);
+    c = NULL;
+
+    opts = FDN_DEFAULT_OPTIONS;
+    opts.capacity = PAGE;
+    opts.max_response_bytes = 4 * PAGE;
+    st = fdn_connect(&c, name, &opts, &err);
+    CHECK(st == FDN_OK, "connect: %s %s", fdn_strerror(st), err.message);
+    ch = st == FDN_OK && r ? own_channel(r, NULL) : NULL;
+    if (ch) {
+        static uint8_t big[16 * FDN_PAGE];
+        const uint64_t n[1] = {sizeof big};
+        struct fdn_input in = {.name = "x", .dtype = FDN_UINT8, .ndim = 1, .shape = n, .data = big};
+        struct fdn_result res;
+        st = fdn_infer_call(c, "sized", &in, 1, 10000, &(struct fdn_call){.params = "{\"n\": 8}"}, &res, &err);
+        CHECK(st == FDN_OK, "a request of 16 pages: %s %s", fdn_strerror(st), err.message);
+        struct segment grown = segment_of(ch);
+        CHECK(grown.req_cap > sizeof big && grown.resp_cap == 4 * PAGE,
+              "a request of 16 pages grew the areas to %llu+%llu bytes (the response area: at most 4 pages)",
+              (unsigned long long)grown.req_cap, (unsigned long long)grown.resp_cap);
+    }
+    fdn_close(c);
+
+    if (r) munmap(r, size);
+    kill(server, SIGTERM);
+    waitpid(server, NULL, 0);
+    CHECK(data_segments(name, NULL) == 0, "data segments left");
+    remove_objects(name);
 }
 
 /* A call without a deadline, on a thread of its own (late_answer_checks). */
@@ -900,6 +1085,7 @@ int main(void) {
     if (st == FDN_OK) {
         echo(c, "first call");
         misuse_checks(name, c);
+        max_response_checks(python);
         call_error_checks(name);
         stopping_checks(name, c);
         semaphore_failure_checks(python);
