@@ -7,7 +7,7 @@ use crate::codec::{self, RequestFields, TensorRef};
 use crate::conn::{deadline_after, Conn};
 use crate::error::{err, unavailable, Error, Result, Status};
 use crate::layout as l;
-use crate::options::{ConnectOptions, InferOptions, TensorSpec};
+use crate::options::{ConnectOptions, InferOptions, TensorSpec, MAX_RESPONSE_BYTES_LIMIT};
 use crate::shm;
 use crate::tensor::{DataType, Element, Tensor};
 use std::time::Duration;
@@ -58,6 +58,29 @@ fn check_names<'a>(
     Ok(())
 }
 
+/// INVALID_INPUT for a `max_response_bytes` outside 4096..=2^48, or a `capacity` over it: the
+/// response area starts at `capacity`, so one over the limit would be a limit that is not one
+/// (refused rather than either silently winning).
+fn check_options(opts: &ConnectOptions) -> Result<()> {
+    let max = opts.max_response_bytes;
+    if max < l::PAGE || max as u64 > MAX_RESPONSE_BYTES_LIMIT {
+        return err(
+            Status::InvalidInput,
+            format!("max_response_bytes must be 4096..=2^48 bytes, not {max}"),
+        );
+    }
+    match opts.capacity {
+        Some(capacity) if capacity > max => err(
+            Status::InvalidInput,
+            format!(
+                "capacity ({capacity} bytes) exceeds max_response_bytes ({max} bytes): the \
+                 response area starts at capacity; lower capacity or raise max_response_bytes"
+            ),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// A connection to a Foundation shm server: one claimed channel, one request at a time.
 ///
 /// Calls take `&mut self`; for requests in flight at once, connect several clients (each claims
@@ -95,7 +118,8 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connect to the server `name` (1-32 characters of `[A-Za-z0-9_]`; an `shm://` prefix is
     /// accepted) and claim a channel. Fails with SERVER_UNAVAILABLE if no live server serves
-    /// `name`, OVERLOADED if it has no free channel.
+    /// `name`, OVERLOADED if it has no free channel, INVALID_INPUT for a `max_response_bytes`
+    /// out of range or a `capacity` over it.
     pub fn connect(name: &str, opts: ConnectOptions) -> Result<Client> {
         let name = name.strip_prefix("shm://").unwrap_or(name);
         if !l::valid_server_name(name) {
@@ -107,6 +131,7 @@ impl Client {
                 ),
             );
         }
+        check_options(&opts)?;
         let conn = Conn::open(name, &opts, 0)?;
         Ok(Client {
             name: name.to_string(),

@@ -5,6 +5,8 @@
 //! Its mechanisms live in child modules: [`wait`] (spin, block, liveness: 7.2 and 10.3),
 //! [`segment`] (the data segment: 10.1 step 6) and [`mutex`] (the region mutex).
 
+#[cfg(test)]
+mod max_response_tests;
 mod mutex;
 mod segment;
 #[cfg(test)]
@@ -67,6 +69,8 @@ pub(crate) struct Conn {
     server_start: u64,
     instance_id: u64,
     limits: Limits,
+    /// `ConnectOptions::max_response_bytes`: the largest response the area is grown for.
+    max_response: usize,
     alive: bool,
     yield_after_ns: u64,
     /// The last response's header and payload, copied out of the response area before any of
@@ -352,9 +356,12 @@ impl Conn {
             |e: std::io::Error| unavailable(format!("shm server {name:?}: semaphore: {e}"));
         let mutex = Semaphore::open(&l::mutex_name(name)).map_err(sem_err)?;
         let bell = Semaphore::open(&l::doorbell_name(name)).map_err(sem_err)?;
+        // The server's default_capacity is a suggestion: one over max_response_bytes would make
+        // every claim reserve what this client refuses to grow to (the areas grow on demand).
+        let suggested = ctl.u64(rg::DEFAULT_CAPACITY).load(Relaxed);
         let capacity = pages(
             opts.capacity
-                .unwrap_or(ctl.u64(rg::DEFAULT_CAPACITY).load(Relaxed) as usize),
+                .unwrap_or_else(|| suggested.min(opts.max_response_bytes as u64) as usize),
         );
         let pid = std::process::id();
         let start = shm::process_start_time(pid).unwrap_or(0);
@@ -400,6 +407,7 @@ impl Conn {
             server_start: region.server_start,
             instance_id: region.instance_id,
             limits: region.limits,
+            max_response: opts.max_response_bytes,
             alive: true,
             yield_after_ns: nanos(opts.yield_after),
             snap: Vec::with_capacity(4096),
@@ -473,10 +481,12 @@ impl Conn {
         Ok(())
     }
 
-    /// Room for a request of `end` bytes (and a response as large).
+    /// Room for a request of `end` bytes (and a response as large, up to `max_response_bytes`:
+    /// a larger answer is refused, not made room for).
     pub(crate) fn ensure(&mut self, end: usize) -> Result<()> {
         if end > self.req_cap {
-            self.regrow(pages(end), self.resp_cap.max(pages(end)), 0)?;
+            let resp = pages(end).min(pages(self.max_response));
+            self.regrow(pages(end), self.resp_cap.max(resp), 0)?;
         }
         Ok(())
     }
@@ -499,7 +509,8 @@ impl Conn {
     }
 
     /// Send the request already encoded in the area, and decode its response into tensors.
-    /// TOO_LARGE with `required_bytes`: grow the response area and send once more.
+    /// TOO_LARGE with `required_bytes`: grow the response area and send once more, up to
+    /// `max_response_bytes` (more: TOO_LARGE, the area as it was).
     pub(crate) fn round_trip(
         &mut self,
         rid: u64,
@@ -546,13 +557,25 @@ impl Conn {
             }
             if dec.status != 0 {
                 let status = Status::from_code(dec.status);
-                if status == Status::TooLarge
-                    && dec.required_bytes as usize > self.resp_cap
-                    && !retried
-                {
-                    retried = true;
-                    self.regrow(self.req_cap, pages(dec.required_bytes as usize), end)?;
-                    continue;
+                if status == Status::TooLarge && dec.required_bytes > self.resp_cap as u64 {
+                    // a hostile or broken server could ask for all of /dev/shm: left as it is
+                    if dec.required_bytes > self.max_response as u64 {
+                        return Err(Error::new(
+                            Status::TooLarge,
+                            format!(
+                                "the response needs {} bytes, more than this client's \
+                                 max_response_bytes ({}): connect with a larger \
+                                 max_response_bytes to take it",
+                                dec.required_bytes, self.max_response
+                            ),
+                        )
+                        .with_id(rid));
+                    }
+                    if !retried {
+                        retried = true;
+                        self.regrow(self.req_cap, pages(dec.required_bytes as usize), end)?;
+                        continue;
+                    }
                 }
                 let msg = if dec.text.is_empty() {
                     status.name().to_string()

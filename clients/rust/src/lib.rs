@@ -43,4 +43,6 @@ mod options;
 struct ReadmeDoctests;
 
 pub use client::{Client, Loan};
-pub use options::{ConnectOptions, InferOptions, TensorSpec};
+pub use options::{
+    ConnectOptions, InferOptions, TensorSpec, MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES_LIMIT,
+};

@@ -9,7 +9,8 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
     /// Bytes of the request area and of the response area (rounded up to 4096); `None`: the
-    /// server's `default_capacity` (1 MiB). Either grows on demand.
+    /// server's `default_capacity` (1 MiB), at most `max_response_bytes`. Either grows on
+    /// demand. Over `max_response_bytes`: INVALID_INPUT at connect.
     pub capacity: Option<usize>,
     /// Spin on the response word this long before blocking (the spec's default: 100 µs).
     pub spin: Duration,
@@ -25,7 +26,21 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// Set `FDN_FLAG_DATA_CRC`: the CRC also covers the tensor data (for debugging).
     pub data_crc: bool,
+    /// The largest response this client grows its response area for ([`MAX_RESPONSE_BYTES`],
+    /// 4 GiB, the server's default `max_request_bytes`; 4096..=2^48, else INVALID_INPUT at
+    /// connect). A server's TOO_LARGE answer asking more (a hostile or broken one could ask for
+    /// all of /dev/shm) fails the call TOO_LARGE naming the bytes and this option, the area not
+    /// grown; the client serves its next call. A request larger than the areas grows the
+    /// response area as large, at most this.
+    pub max_response_bytes: usize,
 }
+
+/// The default [`ConnectOptions::max_response_bytes`]: 4 GiB, the server's default
+/// `max_request_bytes`, so an echo of the largest request fits.
+pub const MAX_RESPONSE_BYTES: usize = 1 << 32;
+/// The most [`ConnectOptions::max_response_bytes`] may be: 2^48 bytes, beyond any machine's
+/// shared memory (the Python client's bound).
+pub const MAX_RESPONSE_BYTES_LIMIT: u64 = 1 << 48;
 
 impl Default for ConnectOptions {
     fn default() -> ConnectOptions {
@@ -35,6 +50,7 @@ impl Default for ConnectOptions {
             yield_after: Duration::from_micros(2),
             connect_timeout: Duration::from_secs(2),
             data_crc: false,
+            max_response_bytes: MAX_RESPONSE_BYTES,
         }
     }
 }

@@ -142,7 +142,8 @@ fn data_segments_are_allocated() {
     let echo = start_named(&python, "rustalloc");
     let name = &echo.1;
     let huge = ConnectOptions {
-        capacity: Some(1 << 50), // 2 PiB in all: more than any /dev/shm
+        capacity: Some(1 << 48), // 2^49 bytes in all: more than any /dev/shm
+        max_response_bytes: 1 << 48,
         ..ConnectOptions::default()
     };
     let e = match Client::connect(name, huge) {
@@ -194,7 +195,8 @@ fn python() -> Option<String> {
 
 /// The longest durations and the largest capacity are an answer or a typed error, never an
 /// overflow: a capacity near `usize::MAX` rounded up to pages panicked in a debug build (and
-/// wrapped to 0 bytes in a release build); a `yield_after` past 2^64 ns panicked in the spin.
+/// wrapped to 0 bytes in a release build; now it is over `max_response_bytes`, refused by
+/// name); a `yield_after` past 2^64 ns panicked in the spin.
 #[test]
 fn the_largest_capacity_and_durations_are_no_overflow() {
     let Some(python) = python() else { return };
@@ -205,8 +207,12 @@ fn the_largest_capacity_and_durations_are_no_overflow() {
             ..ConnectOptions::default()
         };
         let e = Client::connect(&echo.1, huge).unwrap_err();
-        assert_eq!(e.code, Status::TooLarge, "{e}");
-        assert!(e.message.contains("too large"), "{e}");
+        assert_eq!(e.code, Status::InvalidInput, "{e}");
+        assert!(
+            e.message
+                .contains("exceeds max_response_bytes (4294967296 bytes)"),
+            "{e}"
+        );
     }
     let longest = ConnectOptions {
         spin: Duration::MAX,

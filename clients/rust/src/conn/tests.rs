@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-struct Echo(Child, String);
+pub(super) struct Echo(Child, pub(super) String);
 
 impl Drop for Echo {
     fn drop(&mut self) {
@@ -45,13 +45,20 @@ fn echo_server(prefix: &str) -> Option<Echo> {
 
 /// `python -m foundation_shm._echo NAME ARGS...`, once it serves.
 fn echo_server_with(prefix: &str, args: &[&str]) -> Option<Echo> {
+    python_server(prefix, &["-m", "foundation_shm._echo"], args)
+}
+
+/// `python PROGRAM... NAME ARGS...` (a server printing "ready" once it serves), once it serves;
+/// `None` (the test skipped) without `FDN_TEST_PYTHON`.
+pub(super) fn python_server(prefix: &str, program: &[&str], args: &[&str]) -> Option<Echo> {
     let Ok(python) = std::env::var("FDN_TEST_PYTHON") else {
         eprintln!("FDN_TEST_PYTHON not set: skipping the tests against the echo server");
         return None;
     };
     let name = format!("{prefix}_{}", std::process::id());
     let mut child = Command::new(python)
-        .args(["-m", "foundation_shm._echo", &name])
+        .args(program)
+        .arg(&name)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -66,11 +73,11 @@ fn echo_server_with(prefix: &str, args: &[&str]) -> Option<Echo> {
 }
 
 /// The control segment of `name`, mapped apart from any client's; the offset of channel `i`.
-fn region(name: &str) -> Mapping {
+pub(super) fn region(name: &str) -> Mapping {
     Mapping::open(&l::control_name(name)).unwrap().0
 }
 
-fn base(i: usize) -> usize {
+pub(super) fn base(i: usize) -> usize {
     l::CHANNELS_OFFSET + i * l::CHANNEL_SIZE
 }
 
@@ -357,7 +364,8 @@ fn a_connect_that_cannot_open_its_channel_semaphore_gives_the_channel_back() {
 }
 
 /// Region words a corrupt or hostile peer wrote are no overflow: a `default_capacity` near 2^64
-/// (rounded up to pages) is TOO_LARGE, a channel's `data_gen` at the largest u64 (left by its
+/// (rounded up to pages: TOO_LARGE) is taken as `max_response_bytes` at most (here 1 MiB; the
+/// default, 4 GiB, would allocate 8 GiB), a channel's `data_gen` at the largest u64 (left by its
 /// previous owner) wraps to 0 and the channel serves (it was refused INTERNAL, and so was every
 /// connect after it: the channel is the lowest free one), a `heartbeat_ns` near 2^64 (plus the
 /// staleness window, checked when the client lets go) is no panic. Each panicked in a debug build.
@@ -368,9 +376,19 @@ fn region_words_near_the_largest_u64_are_no_overflow() {
     };
     let ctl = region(&echo.1);
     let was = ctl.u64(rg::DEFAULT_CAPACITY).swap(u64::MAX, SeqCst);
-    let got = Client::connect(&echo.1, ConnectOptions::default());
+    let small = ConnectOptions {
+        max_response_bytes: 1 << 20,
+        ..ConnectOptions::default()
+    };
+    let got = Client::connect(&echo.1, small);
     ctl.u64(rg::DEFAULT_CAPACITY).store(was, SeqCst);
-    assert_eq!(got.unwrap_err().code, Status::TooLarge);
+    let capped = got.expect("a default_capacity of 2^64 - 1, capped at max_response_bytes");
+    let i = capped.channel().unwrap();
+    assert_eq!(
+        ctl.u64(base(i) + ch::RESPONSE_CAPACITY).load(SeqCst),
+        1 << 20
+    );
+    drop(capped);
     ctl.u64(base(0) + ch::DATA_GEN).store(u64::MAX, SeqCst);
     let mut wrapped = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
     assert_eq!(wrapped.channel(), Some(0));
