@@ -37,8 +37,13 @@ def objects_of(name: str, directory: str = SHM_DIR) -> list[str]:
 def no_server_hint(name: str, directory: str = SHM_DIR, shown: int = 8) -> str:
     """What to say after "no shm server named NAME": the name meant, if one here is close, and the
     servers that have a region here (their control segment ``fdn-N``, live or stale: ``foundation
-    shm ls`` tells which), or how to start one when there is none."""
-    here = sorted(n for n, entries in group_objects(directory).items() if f"fdn-{n}" in entries)
+    shm ls`` tells which), or how to start one when there is none; where ``directory`` cannot be
+    listed (a confined process), that it could not look."""
+    try:
+        groups = group_objects(directory)
+    except OSError as exc:  # said inside ServerUnavailable's handler: never another error instead
+        return f"the servers here are not known: {directory} cannot be listed: {exc.strerror or exc}"
+    here = sorted(n for n, entries in groups.items() if f"fdn-{n}" in entries)
     if not here:
         return f"no shm server runs on this host: start one with `foundation serve --name {name}`"
     close = difflib.get_close_matches(name, here, n=1)

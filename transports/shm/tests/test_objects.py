@@ -185,3 +185,23 @@ def test_with_no_server_here_the_hint_is_how_to_start_one(tmp_path: Path) -> Non
     assert no_server_hint("q", str(tmp_path), shown=2) == (
         "servers here: 'alpha', 'beta' and 1 more; `foundation shm ls` tells live from stale"
     )
+
+
+def test_a_shm_directory_that_cannot_be_listed_still_says_no_server(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The no-such-server hint lists /dev/shm while the missing control segment is handled: where
+    it cannot be listed (a confined snap, a container whose profile denies reading /dev/shm) the
+    connect raised that PermissionError instead of ServerUnavailable. The hint says it could not
+    look, and the error is still the typed one."""
+
+    def denied(path: str) -> list[str]:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(os, "listdir", denied)
+    with pytest.raises(ServerUnavailable) as got:
+        ShmTransport().connect(name, connect_timeout=0)
+    assert str(got.value) == (
+        f"no shm server named '{name}' (the servers here are not known: /dev/shm cannot be listed: "
+        "Permission denied)"
+    )
