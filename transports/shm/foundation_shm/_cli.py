@@ -93,7 +93,11 @@ def hot_path() -> dict[str, Any]:
 
 
 def shm_main(args: argparse.Namespace, hub: object) -> int:
-    groups = group_objects()
+    try:
+        groups = group_objects()
+    except OSError as exc:  # a confined process (a snap, a container profile) may not list it
+        print(f"foundation shm {args.action}: cannot list {SHM_DIR}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     if args.action == "ls":
         servers = [describe(name, entries) for name, entries in sorted(groups.items())]
         if args.json:

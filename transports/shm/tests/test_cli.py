@@ -96,3 +96,20 @@ def test_ls_of_a_region_shrunk_while_read_is_no_region_not_a_sigbus(
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.strip() == "region: {}"
+
+
+@pytest.mark.parametrize("argv", [["shm", "ls"], ["shm", "clean"]])
+def test_ls_and_clean_where_dev_shm_cannot_be_listed_say_so(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A confined process (a snap, a container profile) may not list /dev/shm: ls and clean
+    ended in a PermissionError traceback; they say what they could not do, exit 1."""
+
+    def denied(path: str) -> list[str]:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(os, "listdir", denied)
+    assert main(argv) == 1
+    assert (
+        capsys.readouterr().err == f"foundation {' '.join(argv)}: cannot list /dev/shm: Permission denied\n"
+    )
