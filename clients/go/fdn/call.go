@@ -171,9 +171,15 @@ func (c *Client) ensure(end uint64) error {
 		return fail(TooLarge, 0, "a request of %d bytes is past 2^64 once rounded up to pages", end)
 	}
 	c.used = 0
+	// the response area as large, as a guess at the answer, but not past MaxResponseBytes: a
+	// larger answer is refused, not made room for
+	guess, _ := pages(c.opts.MaxResponseBytes) // at most 2^48
+	if capacity < guess {
+		guess = capacity
+	}
 	resp := c.respCap
-	if resp < capacity {
-		resp = capacity
+	if resp < guess {
+		resp = guess
 	}
 	return c.attach(capacity, resp)
 }
@@ -210,15 +216,20 @@ func (c *Client) exchange(deadline uint64, retry bool) (*Result, error) {
 		return nil, fail(BadChecksum, rid, "response carries request id %d, not %d", resp.RequestID, rid)
 	}
 	if resp.Status != OK {
-		if resp.Status == TooLarge && resp.RequiredBytes > c.respCap && retry {
-			size, ok := pages(resp.RequiredBytes)
-			if !ok {
-				return nil, fail(TooLarge, rid, "the response needs %d bytes, past 2^64 once rounded up to pages", resp.RequiredBytes)
+		if resp.Status == TooLarge && resp.RequiredBytes > c.respCap {
+			// a hostile or broken server could ask for all of /dev/shm: the area is left as it is
+			if resp.RequiredBytes > c.opts.MaxResponseBytes {
+				return nil, fail(TooLarge, rid, "the response needs %d bytes, more than this client's "+
+					"Options.MaxResponseBytes (%d): connect with a larger Options.MaxResponseBytes to take it",
+					resp.RequiredBytes, c.opts.MaxResponseBytes)
 			}
-			if err := c.attach(c.reqCap, size); err != nil {
-				return nil, err
+			if retry {
+				size, _ := pages(resp.RequiredBytes) // at most MaxResponseBytes: no wrap
+				if err := c.attach(c.reqCap, size); err != nil {
+					return nil, err
+				}
+				return c.exchange(deadline, false)
 			}
-			return c.exchange(deadline, false)
 		}
 		code := resp.Status
 		if code > Internal {

@@ -19,10 +19,24 @@ import (
 // Options of a connection; the zero value of a field means its default.
 type Options struct {
 	SpinUs           uint32 // spin window before blocking (default 100 µs; NoSpin: do not spin)
-	Capacity         uint64 // request/response area bytes (default: the server's)
+	Capacity         uint64 // request/response area bytes (default: the server's, at most MaxResponseBytes; over MaxResponseBytes: InvalidInput)
 	ConnectTimeoutMs uint32 // region mutex wait at connect, and a hung server's next beat (default 2000); a call's reconnect waits no later than its deadline
 	DataCRC          bool   // the CRC also covers tensor data
+	// MaxResponseBytes is the largest response the response area is grown for (default
+	// DefaultMaxResponseBytes, 4 GiB; else 4096..2^48, or InvalidInput at Connect): a server's
+	// TOO_LARGE answer asking more (a hostile or broken one could ask for all of /dev/shm) fails
+	// the call TooLarge naming the bytes and this option, the area not grown.
+	MaxResponseBytes uint64
 }
+
+const (
+	// DefaultMaxResponseBytes is Options.MaxResponseBytes' default: 4 GiB, the server's default
+	// max_request_bytes, so an echo of the largest request fits.
+	DefaultMaxResponseBytes = uint64(1) << 32
+	// MaxResponseBytesLimit is the most Options.MaxResponseBytes may be: 2^48, beyond any
+	// machine's shared memory (the Python client's bound).
+	MaxResponseBytesLimit = uint64(1) << 48
+)
 
 // NoSpin as Options.SpinUs blocks at once.
 const NoSpin = ^uint32(0)
@@ -218,6 +232,19 @@ func Connect(name string, opts Options) (*Client, error) {
 	}
 	if opts.ConnectTimeoutMs == 0 {
 		opts.ConnectTimeoutMs = 2000
+	}
+	if opts.MaxResponseBytes == 0 {
+		opts.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if opts.MaxResponseBytes < page || opts.MaxResponseBytes > MaxResponseBytesLimit {
+		return nil, fail(InvalidInput, 0, "Options.MaxResponseBytes must be 4096..2^48 bytes (0: the default, 4 GiB), not %d",
+			opts.MaxResponseBytes)
+	}
+	// the response area starts at Capacity: one over the limit would be a limit that is not one
+	// (refused rather than either silently winning)
+	if opts.Capacity > opts.MaxResponseBytes {
+		return nil, fail(InvalidInput, 0, "Options.Capacity (%d bytes) exceeds Options.MaxResponseBytes (%d bytes): the "+
+			"response area starts at capacity; lower Capacity or raise MaxResponseBytes", opts.Capacity, opts.MaxResponseBytes)
 	}
 	c := &Client{name: name, opts: opts, nextID: 1}
 	if err := c.connect(0); err != nil {
@@ -447,7 +474,12 @@ func (c *Client) claimLocked(pid uint32) error {
 	c.index, c.ch = i, base+i*ChanSize
 	capacity, what := c.opts.Capacity, "Options.Capacity"
 	if capacity == 0 {
+		// the server's default_capacity is a suggestion: one over MaxResponseBytes would make every
+		// claim reserve what this client refuses to grow to (the areas grow on demand)
 		capacity, what = c.cap, "the server's default capacity"
+		if capacity > c.opts.MaxResponseBytes {
+			capacity = c.opts.MaxResponseBytes
+		}
 	}
 	size, ok := pages(capacity)
 	if !ok {

@@ -21,7 +21,14 @@ import (
 // [ARGS]) with the Python in FDN_TEST_PYTHON, and waits until it serves.
 func echoServer(t *testing.T, python, name string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(python, append([]string{"-m", "foundation_shm._echo", name}, args...)...)
+	return pythonServer(t, python, append([]string{"-m", "foundation_shm._echo", name}, args...))
+}
+
+// pythonServer starts `python ARGV...`, a server that prints "ready" once it serves, and waits
+// until it does.
+func pythonServer(t *testing.T, python string, argv []string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(python, argv...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -369,7 +376,7 @@ func TestLiveDataSegmentsAreAllocated(t *testing.T) {
 	}
 	total := vfs.Blocks * uint64(vfs.Bsize)
 	capacity := (total/2 + 1<<20) &^ 4095 // both areas together: more than /dev/shm
-	if c, err := Connect(name, Options{Capacity: capacity}); CodeOf(err) != TooLarge {
+	if c, err := Connect(name, Options{Capacity: capacity, MaxResponseBytes: capacity}); CodeOf(err) != TooLarge {
 		if c != nil {
 			c.Close()
 		}

@@ -223,7 +223,7 @@ func TestConnectRefusesChannelsOutsideTheRegion(t *testing.T) {
 func TestLiveArgumentsAreCheckedBeforeAnythingIsSent(t *testing.T) {
 	srv := startEcho(t, "fdngoarg")
 	_, err := Connect(srv.name, Options{Capacity: math.MaxUint64})
-	wantError(t, "Capacity 2^64-1", err, TooLarge, "Options.Capacity of 18446744073709551615 bytes")
+	wantError(t, "Capacity 2^64-1", err, InvalidInput, "Options.Capacity (18446744073709551615 bytes) exceeds Options.MaxResponseBytes")
 	c := srv.connect(Options{})
 	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{1}}}
 	bigParams := []byte(`{"a":"` + strings.Repeat("a", MaxParams) + `"}`)
