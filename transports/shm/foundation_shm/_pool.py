@@ -390,6 +390,10 @@ class ChannelPool:
                 return ch
         return None
 
+    def _idle_free(self) -> bool:
+        """Whether a free channel of the connection can take a call now (the lock held)."""
+        return any(ch.conn is self._conn and ch.idle() for ch in list(self._free))
+
     def _may_come_free(self, pending: _Channel | None) -> bool:
         """Whether a channel of this client's connection may come free without a thread that is
         not calling (the lock held): ``pending`` (``_pending_free``), one still with the server,
@@ -500,8 +504,11 @@ class ChannelPool:
                         # one of ours still with the server (an abandoned call's, given back or
                         # about to be) comes free when its late answer is in, and one in another
                         # thread's call when that call ends: wait for it, as when this pool is
-                        # at max_channels, up to the deadline. With none, nothing comes free.
-                        if not self._may_come_free(self._pending_free()):
+                        # at max_channels, up to the deadline. With none, nothing comes free,
+                        # unless one came free during the claim (the late answer came in just
+                        # then: the pool showed none still with the server, and the call failed
+                        # Overloaded with that channel free): the loop's top takes it
+                        if not self._may_come_free(self._pending_free()) and not self._idle_free():
                             raise
                         full = self._conn
                         continue

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from foundation_shm import ShmTransport, _pool
-from foundation_shm._channel import _Connection
+from foundation_shm._channel import _Channel, _Connection
 from foundation_shm._client import ShmClient
 from foundation_shm._echo import EchoHandler
 
@@ -245,6 +245,32 @@ def test_a_call_waiting_for_a_late_answer_claims_a_channel_another_client_gives_
         t.join()
         assert isinstance(got[0], InferenceResponse), got
         _assert_own(got[0])
+
+
+def test_a_late_answer_that_comes_while_the_next_call_claims_in_vain_leaves_it_that_channel(
+    name: str, echo_process: Callable[..., EchoProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next call, its channel still with the server, claims another and finds the server's
+    one taken (by that very channel); the late answer comes in just then. Before the fix the call
+    looked for a channel of its own still with the server, found none (the one it waited for had
+    come free) and failed ``Overloaded`` ('all 1 channels are in use') with that channel free in
+    its pool: seen under load. It takes that channel."""
+    echo_process("--channels", "1")
+    with ShmTransport().connect(name, channels=4) as client:
+        _abandon(client, "deadline", 300)
+        ch = client._all[0]
+        claim = _pool.ChannelPool._claim
+
+        def refused_then_answered(pool: _pool.ChannelPool, *args: object, **kw: object) -> _Channel:
+            try:
+                return claim(pool, *args, **kw)  # type: ignore[arg-type]
+            except Overloaded:
+                assert until(ch.idle), "the late answer did not come"  # in before the refusal lands
+                raise
+
+        monkeypatch.setattr(_pool.ChannelPool, "_claim", refused_then_answered)
+        _assert_own(_next(client, 60))
+        assert client._all == [ch]
 
 
 def test_a_call_waiting_for_another_threads_channel_on_a_hung_server_fails_server_unavailable(
