@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from foundation_shm import ShmTransport
+from foundation_shm import ShmTransport, _channel
 from foundation_shm._client import ShmClient
 
 from foundation_ml import DataType, InferenceRequest
@@ -233,11 +233,15 @@ def test_views_kept_past_the_next_call_a_grow_or_close_show_bytes_and_never_cras
 
 
 def test_a_loan_whose_request_is_still_with_the_server_lends_its_inputs_no_more(
-    name: str, echo_process: Callable[..., EchoProcess]
+    name: str, echo_process: Callable[..., EchoProcess], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before the fix the views stayed writable and the next infer() rewrote the request area and
     published a new request at once, while the server could still be reading the old one's inputs
     (it dropped that answer as stale and answered the rewritten inputs)."""
+    # the stopped server is late here, not hung (10.3): a loaded machine that took over a second
+    # to get to the new loan saw it hung (ServerUnavailable, not the wait for the channel), and
+    # once resumed, not yet beating again within connect_timeout
+    monkeypatch.setattr(_channel, "HUNG_MIN_NS", 600 * 10**9)
     server = echo_process("--channels", "2")
     with ShmTransport().connect(name, channels=1, connect_timeout=0.05) as client:
         loan = client.loan("echo", SPEC, timeout=2)
