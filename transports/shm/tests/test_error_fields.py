@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from foundation_shm import ShmTransport
 from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
 
-from foundation_ml import DataType, InferenceClient, InferenceRequest
+from foundation_ml import DataType, InferenceClient, InferenceRequest, InferenceResponse, Respond
 from foundation_ml._client import registered_hub
 from foundation_ml.errors import DeadlineExceeded, InferenceError, ServerUnavailable, TooLarge
 
@@ -44,11 +43,38 @@ def _raised(fn: Callable[[], Any]) -> BaseException:
     raise AssertionError(f"{fn} returned")
 
 
+class _Gated(EchoHandler):
+    """The echo handler, but model "gated" answers only once ``open`` is set: its call is in
+    flight for as long as the test needs (a request that slept 300 ms was answered before a
+    loaded machine's test thread got to what it did during the call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = threading.Event()
+
+    def __call__(self, request: InferenceRequest, respond: Respond) -> None:
+        if request.model != "gated":
+            super().__call__(request, respond)
+            return
+        self.open.wait(60)
+        respond(InferenceResponse(request.id, request.model, request.inputs))
+
+
 @pytest.fixture
 def server(name: str) -> Iterator[ShmServer]:
-    srv = ShmTransport().serve(name, EchoHandler(), channels=4, max_request_bytes=1 << 20)
-    yield srv
-    srv.stop()
+    handler = _Gated()
+    srv = ShmTransport().serve(name, handler, channels=4, max_request_bytes=1 << 20)
+    try:
+        yield srv
+    finally:
+        handler.open.set()  # (a gated call not yet answered)
+        srv.stop()
+
+
+def _gate(server: ShmServer) -> threading.Event:
+    handler = server.handler
+    assert isinstance(handler, _Gated)
+    return handler.open
 
 
 def test_a_closed_clients_calls_name_their_model_and_request_id(server: ShmServer, name: str) -> None:
@@ -92,21 +118,23 @@ def test_a_call_the_client_is_closed_under_names_its_model_and_request_id(
     """'the client of shm server NAME was closed during the call' named neither. ``repeated``: a
     request the channel sent before (the C path's one-call exchange)."""
     client = ShmTransport().connect(name, channels=1, copy_outputs=True)  # (no channel kept)
-    slow = {"ms": 300}
+    gate = _gate(server)
     if call == "infer":
 
         def send(rid: int) -> Any:
-            return client.infer(InferenceRequest("sleep", {"x": X}, id=rid, parameters=slow), timeout=10)
+            return client.infer(InferenceRequest("gated", {"x": X}, id=rid), timeout=10)
 
     else:
-        loan = client.loan("sleep", SPEC, parameters=slow)
+        loan = client.loan("gated", SPEC)
         loan["x"][:] = X
 
         def send(rid: int) -> Any:
             return loan.infer(request_id=rid, timeout=10)
 
     if repeat:
+        gate.set()
         send(50)
+        gate.clear()  # the call under test is answered only after the close
     got: list[BaseException] = []
 
     def run() -> None:
@@ -123,7 +151,7 @@ def test_a_call_the_client_is_closed_under_names_its_model_and_request_id(
     if call == "loan":
         loan.close()
     assert not t.is_alive() and len(got) == 1, got
-    _names(got[0], ServerUnavailable, "sleep", 51, "closed during the call")
+    _names(got[0], ServerUnavailable, "gated", 51, "closed during the call")
 
 
 def test_a_call_to_a_server_that_died_names_its_model_and_request_id(
@@ -162,12 +190,11 @@ def test_a_call_that_finds_no_free_channel_names_its_model_and_request_id(
     """'no free channel to NAME before the deadline' named neither."""
     client = ShmTransport().connect(name, channels=1)
     try:
-        t = threading.Thread(
-            target=client.infer, args=(InferenceRequest("sleep", {"x": X}, parameters={"ms": 300}),)
-        )
+        t = threading.Thread(target=client.infer, args=(InferenceRequest("gated", {"x": X}),))
         t.start()
         assert until(lambda: bool(client._pool._busy))
         exc = _raised(lambda: client.infer(InferenceRequest("echo", {"x": X}, id=71), timeout=0.05))
+        _gate(server).set()
         t.join(10)
         _names(exc, DeadlineExceeded, "echo", 71, "no free channel")
     finally:
@@ -198,13 +225,13 @@ def test_inference_client_passes_on_the_model_and_request_id_of_a_call_closed_un
 
     def sync() -> None:
         try:
-            client.infer("sleep", {"x": X})
+            client.infer("gated", {"x": X})
         except BaseException as exc:
             got.append(exc)
 
     def asynchronous() -> None:
         try:
-            asyncio.run(client.ainfer("sleep", {"x": X}))
+            asyncio.run(client.ainfer("gated", {"x": X}))
         except BaseException as exc:
             got.append(exc)
 
@@ -212,13 +239,14 @@ def test_inference_client_passes_on_the_model_and_request_id_of_a_call_closed_un
     for t in threads:
         t.start()
     pool = client._client._pool  # type: ignore[attr-defined]
-    assert until(lambda: len(pool._busy) == 2)
-    time.sleep(0.05)  # published (the server sleeps 100 ms on each)
+    # both published (a fixed sleep here let a loaded machine close before one was, or after the
+    # answers, when the server slept 100 ms on each): the server answers them after the close
+    assert until(lambda: len(busy := tuple(pool._busy)) == 2 and not any(ch.idle() for ch in busy))
     client.close()
     for t in threads:
         t.join(10)
     assert len(got) == 2
     for exc in got:
         assert type(exc) is ServerUnavailable, repr(exc)
-        assert exc.model == "sleep" and exc.request_id > 0, repr(exc)
-        assert str(exc) == f"model 'sleep': {exc.message}"
+        assert exc.model == "gated" and exc.request_id > 0, repr(exc)
+        assert str(exc) == f"model 'gated': {exc.message}"
