@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import contextlib
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -75,8 +77,19 @@ def _next_call(
     return got, threading.Thread(target=call, daemon=True)
 
 
-def _abandon(client: ShmClient, how: str, ms: int) -> None:
-    """Send a request the server answers ``ms`` ms later, and abandon its call ``how``."""
+def _abandon(client: ShmClient, how: str, ms: int, server: EchoProcess | None = None) -> None:
+    """Send a request the server answers ``ms`` ms later, and abandon its call ``how``. With
+    ``server``, an interrupted or cancelled call's server is stopped until the call is abandoned,
+    so that its request is still with it then, however long a loaded machine takes to get there
+    (an interrupt or a cancel that landed after the answer found the call answered, and the
+    interrupt then hit whatever ran next). A call past its deadline needs the server to have
+    taken its request before the deadline: it runs."""
+    with stopped(server) if server is not None and how != "deadline" else contextlib.nullcontext():
+        _abandon_now(client, how, ms)
+        assert any(not ch.idle() for ch in client._all)  # its request still with the server
+
+
+def _abandon_now(client: ShmClient, how: str, ms: int) -> None:
     if how == "deadline":
         # a third of the sleep: the server must take the request before its deadline passes, or
         # it refuses it at once, and nothing is left with it (a 20 ms deadline was too short for
@@ -107,7 +120,6 @@ def _abandon(client: ShmClient, how: str, ms: int) -> None:
                 await task
 
         asyncio.run(cancelled())
-    assert any(not ch.idle() for ch in client._all)  # its request still with the server
 
 
 @pytest.mark.parametrize("how", ["deadline", "interrupt", "ainfer"])
@@ -120,9 +132,9 @@ def test_the_call_after_an_abandoned_one_gets_its_own_answer(
     (``channels=4``, the default) tried to claim another at once and failed ``Overloaded``
     ('all 1 channels are in use'), deadline or none, though its own channel was about to come
     free. With a channel to spare it claims that one."""
-    echo_process("--channels", server_channels)
+    server = echo_process("--channels", server_channels)
     with ShmTransport().connect(name) as client:
-        _abandon(client, how, 300)
+        _abandon(client, how, 300, server)
         for timeout in (60.0, None):
             got, t = _next_call(client, timeout)
             if where == "same thread":
@@ -267,9 +279,9 @@ def test_a_late_answer_that_comes_while_the_next_call_claims_in_vain_leaves_it_t
     looked for a channel of its own still with the server, found none (the one it waited for had
     come free) and failed ``Overloaded`` ('all 1 channels are in use') with that channel free in
     its pool: seen under load. It takes that channel."""
-    echo_process("--channels", "1")
+    monkeypatch.setattr(_channel, "HUNG_MIN_NS", 600 * 10**9)  # stopped, the server is late, not hung
+    server = echo_process("--channels", "1")
     with ShmTransport().connect(name, channels=4) as client:
-        _abandon(client, "deadline", 300)
         ch = client._all[0]
         claim = _pool.ChannelPool._claim
 
@@ -277,11 +289,14 @@ def test_a_late_answer_that_comes_while_the_next_call_claims_in_vain_leaves_it_t
             try:
                 return claim(pool, *args, **kw)  # type: ignore[arg-type]
             except Overloaded:
+                os.kill(server.pid, signal.SIGCONT)  # the late answer comes in now
                 assert until(ch.idle), "the late answer did not come"  # in before the refusal lands
                 raise
 
-        monkeypatch.setattr(_pool.ChannelPool, "_claim", refused_then_answered)
-        _assert_own(_next(client, 60))
+        with stopped(server):  # the request stays with it until the claim is refused
+            _abandon(client, "deadline", 300)
+            monkeypatch.setattr(_pool.ChannelPool, "_claim", refused_then_answered)
+            _assert_own(_next(client, 60))
         assert client._all == [ch]
 
 
