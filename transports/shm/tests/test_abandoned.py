@@ -311,10 +311,13 @@ def test_a_call_waiting_for_another_threads_channel_on_a_hung_server_fails_serve
     with ShmTransport().connect(name, channels=4, copy_outputs=True, connect_timeout=0.05) as client:
         sent = _published(client)
         first = threading.Thread(target=lambda: client.infer(_slow(300), timeout=None), daemon=True)
-        first.start()
-        assert until(sent)
         got, t = _next_call(client, None)
+        # stopped first: the call in the other thread is still with it when the next call comes,
+        # however long a loaded machine takes to get there (it was answered 300 ms after it was
+        # sent, the next call then sent on its channel and waiting for ever for the stopped server)
         with stopped(server):
+            first.start()
+            assert until(sent)
             t.start()
             t.join(60)  # (not a timing check: a wait for ever fails here, not at pytest's limit)
             assert got, "the call still waits for a channel of a hung server"
