@@ -284,18 +284,25 @@ def test_a_zombie_counts_as_dead() -> None:
         child.wait()
 
 
-class _Slow(EchoHandler):
-    """The echo, 0.2 s a request, on the serving thread: later requests queue behind it."""
+class _Gated(EchoHandler):
+    """The echo, on the serving thread, once ``open`` is set: later requests queue behind the
+    first for as long as the test needs (each slept 0.2 s, and a loaded machine got to the call
+    published after stop began only once the queued ones were answered and the server gone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = threading.Event()
 
     def __call__(self, request: InferenceRequest, respond: Callable[..., None]) -> None:
-        time.sleep(0.2)
+        self.open.wait(60)
         super().__call__(request, respond)
 
 
 def test_stop_answers_the_requests_already_queued_and_refuses_later_ones(name: str) -> None:
     from foundation_ml.errors import ShuttingDown
 
-    server = ShmTransport().serve(name, _Slow())
+    handler = _Gated()
+    server = ShmTransport().serve(name, handler)
     clients = [ShmTransport().connect(name) for _ in range(4)]
     results: dict[int, object] = {}
 
@@ -313,7 +320,11 @@ def test_stop_answers_the_requests_already_queued_and_refuses_later_ones(name: s
     stopper = threading.Thread(target=server.stop, kwargs={"drain_timeout": 10})
     stopper.start()
     _until(lambda: server._stopping, "the server to start stopping")  # type: ignore[attr-defined]
-    call(3)  # published after stop began: refused, while the queued three are still served
+    late = threading.Thread(target=call, args=(3,))
+    late.start()  # published after stop began: refused, while the queued three are still served
+    _until(lambda: sum(c["pending"] for c in _channel_words(name)) == 4, "the fourth request")
+    handler.open.set()
+    late.join(15)
     for t in threads:
         t.join(15)
     stopper.join(15)
