@@ -13,9 +13,9 @@ for both, where one object kept per request would make the long run keep thousan
 from __future__ import annotations
 
 import gc
-import threading
 import tracemalloc
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,35 +31,27 @@ MORE_BYTES = 16 * 1024  # what the long run may keep beyond the short one's (mea
 MORE_OBJECTS = (LONG - SHORT) // 10  # measured: +-40; one object kept per 10 requests fails
 
 
-def _traffic(client: InferenceClient, runtime: MLRuntime, n: int) -> None:
+def _traffic(client: InferenceClient, runtime: MLRuntime, n: int, concurrently: Any) -> None:
     """``n`` requests from ``THREADS`` threads: served ones, and now and then one refused (a bad
     shape, an unknown model), with ``stats()`` read as a monitor would."""
     x = np.ones((1, 4), np.float32)
     bad = np.ones((1, 5), np.float32)
-    errors: list[BaseException] = []
 
     def caller(k: int) -> None:
-        try:
-            for i in range(k, n, THREADS):
-                if i % 50 == 7:
-                    with pytest.raises(InvalidInput):
-                        client.infer("affine", {"x": bad})
-                elif i % 50 == 9:
-                    with pytest.raises(ModelNotFound):
-                        client.infer("nosuch", {"x": x})
-                elif i % 200 == 11:
-                    runtime.stats()
-                else:
-                    y = client.infer("affine", {"x": x})["y"]
-                    assert y[0, 0] == 3.0
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            errors.append(exc)
+        for i in range(k, n, THREADS):
+            if i % 50 == 7:
+                with pytest.raises(InvalidInput):
+                    client.infer("affine", {"x": bad})
+            elif i % 50 == 9:
+                with pytest.raises(ModelNotFound):
+                    client.infer("nosuch", {"x": x})
+            elif i % 200 == 11:
+                runtime.stats()
+            else:
+                y = client.infer("affine", {"x": x})["y"]
+                assert y[0, 0] == 3.0
 
-    threads = [threading.Thread(target=caller, args=(k,)) for k in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = concurrently(caller, THREADS)
     assert not errors, errors
 
 
@@ -95,14 +87,16 @@ def _kept_while(run: Callable[[], None]) -> tuple[int, int, list[str]]:
 
 
 @pytest.mark.parametrize("max_batch_size", [1, 4], ids=["unbatched", "batched"])
-def test_thousands_of_requests_keep_no_memory_in_the_runtime(max_batch_size: int, runtime: MLRuntime) -> None:
+def test_thousands_of_requests_keep_no_memory_in_the_runtime(
+    max_batch_size: int, runtime: MLRuntime, concurrently: Any
+) -> None:
     runtime.register_model("affine", affine_model(), max_batch_size=max_batch_size, max_wait_us=200)
     name = unique_name()
     runtime.start("inproc", name)
     with InferenceClient(name, transport="inproc", hub=runtime.hub) as client:
-        _traffic(client, runtime, 2 * LONG)  # warm: first-use caches, the latency window filled
-        short = _kept_while(lambda: _traffic(client, runtime, SHORT))
-        long = _kept_while(lambda: _traffic(client, runtime, LONG))
+        _traffic(client, runtime, 2 * LONG, concurrently)  # warm: first-use caches, the latency window filled
+        short = _kept_while(lambda: _traffic(client, runtime, SHORT, concurrently))
+        long = _kept_while(lambda: _traffic(client, runtime, LONG, concurrently))
     more_bytes, more_objects = long[0] - short[0], long[1] - short[1]
     assert more_bytes <= MORE_BYTES and more_objects <= MORE_OBJECTS, (more_bytes, more_objects, short, long)
     stats = runtime.stats()["models"]["affine"]
