@@ -355,7 +355,8 @@ def decode_response_copy(
         raise InvalidInput(f"payload_size {payload} does not match the counts in the body", request_id=rid)
     if n_text > _MAX_TEXT:  # spec 11: an error message or document is at most 1 MiB
         raise InvalidInput(f"text_size {n_text} bytes (at most {_MAX_TEXT})", request_id=rid)
-    msg = head + bytes(area[MSG_HEADER_SIZE + BODY_SIZE : MSG_HEADER_SIZE + payload])
+    with memoryview(area) as mv:  # one copy of the payload, however long its text
+        msg = b"".join((head, mv[MSG_HEADER_SIZE + BODY_SIZE : MSG_HEADER_SIZE + payload]))
     if not flags & _DATA_CRC:
         _check_crc(msg, payload, crc, rid)
     if kind != _RESPONSE:
@@ -372,11 +373,13 @@ def decode_response_copy(
         at += DESC_SIZE
     if flags & _DATA_CRC:
         _check_crc(msg, payload, crc, rid, list(outputs.values()))
-    raw = msg[at : at + n_text]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("utf-8", "replace")
+    with memoryview(msg) as mv:  # decoded where it lies: a 1 MiB message is not copied again
+        raw = mv[at : at + n_text]
+        try:
+            text = str(raw, "utf-8")
+        except UnicodeDecodeError:
+            text = str(raw, "utf-8", "replace")
+        raw.release()
     at += n_text
     dec = DecodedResponse(
         rid,
