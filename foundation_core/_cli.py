@@ -22,6 +22,7 @@ plugins, ``hub.startup()``.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import operator
 import os
@@ -52,6 +53,42 @@ class _SubCommands(argparse._SubParsersAction):  # type: ignore[type-arg]
         if kwargs.get("description") is None and kwargs.get("help"):
             kwargs["description"] = kwargs["help"]
         return super().add_parser(name, **kwargs)  # type: ignore[no-any-return]
+
+
+def _options_of(parser: argparse.ArgumentParser) -> list[str]:
+    """Every ``--long`` option of ``parser`` and of its subcommands' parsers (their unknown
+    arguments are reported by the parser above them)."""
+    found: list[str] = []
+    for action in parser._actions:
+        found += [o for o in action.option_strings if o.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _options_of(sub)
+    return list(dict.fromkeys(found))
+
+
+def _near_options(unknown: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    """`` (--modle: did you mean --model?)`` for the misspelled ``--options`` among ``unknown``
+    (argparse before Python 3.14 suggests none); "" when none is close to one of ``parser``'s."""
+    known = _options_of(parser)
+    hints = []
+    for arg in unknown:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and flag not in known:
+            near = difflib.get_close_matches(flag, known, n=1)
+            if near:
+                hints.append(f"{flag}: did you mean {near[0]}?")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+class _GlobalParser(argparse.ArgumentParser):
+    """``foundation``'s own parser: a misspelled global option is named with the one meant."""
+
+    def error(self, message: str) -> NoReturn:
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            message += _near_options(message[len(prefix) :].split(), self)
+        super().error(message)
 
 
 class _CommandParser(argparse.ArgumentParser):
@@ -140,7 +177,7 @@ class CommandRegistrar:
 
 def _global_parser(commands: dict[str, Command]) -> argparse.ArgumentParser:
     lines = "\n".join(f"  {n:<16} {c.help}" for n, c in sorted(commands.items()))
-    parser = argparse.ArgumentParser(
+    parser = _GlobalParser(
         prog="foundation",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Foundation: a plugin framework for ML serving.",
@@ -204,8 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = hub.commands.commands.get(ns.command)
     if command is None:  # a plugin disabled, failed or not installed may be why: say which
         listed = ", ".join(sorted(hub.commands.commands))
+        near = difflib.get_close_matches(ns.command, list(hub.commands.commands), n=1)
+        meant = f" (did you mean {near[0]!r}?)" if near else ""
         hint = _disabled_hint(hub.plugins, hub.selection, ns.command)
-        parser.error(f"unknown command {ns.command!r} (commands: {listed}){hint}")
+        parser.error(f"unknown command {ns.command!r}{meant} (commands: {listed}){hint}")
     args = _parse_command_args(command, ns.args)
     args.config, args.set, args.strict_plugins = ns.config, ns.set, ns.strict_plugins
     prefix[0] = f"foundation {ns.command}"
@@ -227,6 +266,9 @@ def _parse_command_args(command: Command, argv: list[str]) -> argparse.Namespace
                 f" ({', '.join(misplaced)}: global options go before the command, "
                 f"e.g. foundation {misplaced[0]} ... {command.name} ...)"
             )
+        hint += _near_options(
+            [a for a in extras if a.split("=", 1)[0] not in _GLOBAL_OPTIONS], command.parser
+        )
         command.parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
     return args
 

@@ -148,3 +148,27 @@ def test_new_plugin_refuses_a_dir_whose_parent_does_not_exist(tmp_path: Path) ->
     proc = run_cli(tmp_path, "new-plugin", "my-cache", "--dir", str(tmp_path / "new"))  # one level: made
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "new" / "foundation-my-cache" / "pyproject.toml").is_file()
+
+
+def test_a_misspelled_option_or_command_is_named_with_the_one_meant(tmp_path: Path) -> None:
+    """argparse before Python 3.14 suggests nothing; each misspelling gets the close name."""
+    proc = run_cli(tmp_path, "plugins", "--jsn")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1] == (
+        "foundation plugins: error: unrecognized arguments: --jsn (--jsn: did you mean --json?)"
+    )
+    proc = run_cli(tmp_path, "plugins", "--jsno=1", "--config", "x.toml")  # both hints, once each
+    assert proc.stderr.splitlines()[-1].endswith(
+        "(--config: global options go before the command, e.g. foundation --config ... plugins ...)"
+        " (--jsno: did you mean --json?)"
+    )
+    proc = run_cli(tmp_path, "shm", "ls", "--jsn")  # a subcommand's option, reported by its parent
+    assert proc.returncode == 2 and "(--jsn: did you mean --json?)" in proc.stderr
+    proc = run_cli(tmp_path, "--strict-plugns", "version")
+    assert proc.returncode == 2
+    assert "(--strict-plugns: did you mean --strict-plugins?)" in proc.stderr
+    proc = run_cli(tmp_path, "verison")
+    assert proc.returncode == 2
+    assert "unknown command 'verison' (did you mean 'version'?) (commands: " in proc.stderr
+    proc = run_cli(tmp_path, "plugins", "--zzzzzz")  # nothing close: no hint
+    assert proc.stderr.splitlines()[-1] == "foundation plugins: error: unrecognized arguments: --zzzzzz"
