@@ -24,6 +24,7 @@ from ._codec import DecodedRequest, DecodedResponse
 from ._cuda_desc import U64_MAX, CudaIpcRef
 from ._decoders import decode_request, decode_response
 from ._layout import DESC_SIZE, MessageFlag, MessageKind
+from ._vector_checks import CHECK_CASES
 from ._vector_messages import (
     _DESC0,
     _HANDLE,
@@ -299,7 +300,13 @@ def _response_error_cases() -> Cases:
     }
 
 
-CASES = {**_request_cases(), **_response_cases(), **_request_error_cases(), **_response_error_cases()}
+CASES = {
+    **_request_cases(),
+    **_response_cases(),
+    **_request_error_cases(),
+    **_response_error_cases(),
+    **CHECK_CASES,
+}
 
 # --- section 15 (CUDA IPC): written to vectors/cuda_ipc/, for clients that implement it ----------------
 
@@ -388,6 +395,11 @@ def _tensor_json(index: int, name: str, array: Any, area: bytes) -> dict[str, An
     }
 
 
+def _status_name(status: int) -> str:
+    """The status's name; a code this version does not define is INTERNAL (spec 9)."""
+    return ErrorCode(status).name if status in ErrorCode._value2member_map_ else ErrorCode.INTERNAL.name
+
+
 def decoded_json(kind: str, area: bytes) -> dict[str, Any]:
     """The expected decoding of ``area`` as JSON: the message's fields, or the error it must raise."""
     try:
@@ -410,7 +422,7 @@ def decoded_json(kind: str, area: bytes) -> dict[str, Any]:
             "request_id": resp.request_id,
             "flags": resp.flags,
             "status": resp.status,
-            "status_name": ErrorCode(resp.status).name,
+            "status_name": _status_name(resp.status),
             "model": resp.model,
             "version": resp.version,
             "outputs": [_tensor_json(i, n, a, area) for i, (n, a) in enumerate(resp.outputs.items())],
