@@ -134,6 +134,9 @@ class MLRuntime:
         self._rejected_lock = threading.Lock()  # transports' threads count rejections at once
         self._models_lock = threading.Lock()  # a registry change and the batchers flush() sees
         self._closed = False
+        # the models register_model is loading into the registry (by id: they are held meanwhile),
+        # each with the ServedModel it is for (see _claim)
+        self._registering: dict[int, ServedModel] = {}
         self._batchers: tuple[Batcher, ...] = ()
         self._hurry = False  # hurry(): a drain under way ends now
         self._stopping: list[tuple[str, TransportServer]] = []  # the servers close() is stopping
@@ -182,6 +185,7 @@ class MLRuntime:
             raise ModelLoadError(str(exc), model=name) from None
         served = ServedModel(name, version, loaded, spec)
         try:
+            self._claim(served)
             if warmup:
                 check_outputs(name, loaded, spec)
             batch = self.max_batch_size if max_batch_size is None else max_batch_size
@@ -199,7 +203,6 @@ class MLRuntime:
             with self._models_lock:
                 if self._closed:
                     raise ModelLoadError("the runtime is closed", model=name)
-                self._check_not_served(name, version, loaded)
                 self.registry.add(served)
                 self._update_batchers()
                 # as of this registration: read after the lock, an unload landing meanwhile made
@@ -208,8 +211,9 @@ class MLRuntime:
         except BaseException as exc:
             # out of the registry if it got in (a Ctrl-C just after registry.add: listed though
             # stopped, the latest, and every request for no version spun in __call__); stop its
-            # batcher thread, if started; release the model only if we loaded it. What these
-            # raise too is noted on the reason, not raised instead of it
+            # batcher thread, if started; release the model only if we loaded it and it is not
+            # another registration's (a backend that handed back an object it had loaded before).
+            # What these raise too is noted on the reason, not raised instead of it
             errors = [exc]
             try:
                 with self._models_lock:
@@ -218,7 +222,8 @@ class MLRuntime:
             except BaseException as also:
                 errors.append(also)
             try:
-                served.stop(close_model=not isinstance(model, LoadedModel))
+                mine = self._registering.get(id(loaded)) is served
+                served.stop(close_model=mine and not isinstance(model, LoadedModel))
             except BaseException as also:
                 errors.append(also)
             first = next((e for e in errors if not isinstance(e, Exception)), exc)
@@ -227,21 +232,44 @@ class MLRuntime:
                 errors.remove(exc)  # (not noted again as something releasing it raised)
             _raise_first(errors, f"releasing model {name!r} also raised")
             raise
+        finally:
+            with self._models_lock:
+                if self._registering.get(id(loaded)) is served:
+                    del self._registering[id(loaded)]
         return registered
 
-    def _check_not_served(self, name: str, version: str, model: LoadedModel) -> None:
-        """Refuse a ``LoadedModel`` already served under another name or version: unloading either
-        registration would close it under the other (the runtime owns what it serves), and two
-        batchers would call a model that need not be thread-safe at once. (The same name and
-        version is the registry's error: that version is already loaded.)"""
-        for served in self.registry.all():
-            if served.model is model and (served.name, served.version) != (name, version):
+    def _claim(self, served: ServedModel) -> None:
+        """Refuse a ``LoadedModel`` already served, or being registered by another thread, before
+        its warm-up runs it: unloading either registration would close it under the other (the
+        runtime owns what it serves), and the warm-up or a second batcher would call a model that
+        need not be thread-safe while it serves. Checked once it had been warmed up, it had run
+        beside its calls, and two registrations at once each found it served by neither. Else
+        its model is claimed for ``served`` until ``register_model`` is done."""
+        name, version, model = served.name, served.version, served.model
+        with self._models_lock:
+            other = self._registering.get(id(model))
+            if other is not None:
                 raise ModelLoadError(
-                    f"this {type(model).__name__} is already served as {served.name!r} version "
-                    f"{served.version!r}; the runtime closes a model when it is unloaded, so pass "
+                    f"this {type(model).__name__} is being registered as {other.name!r} version "
+                    f"{other.version!r} by another thread; pass a model of its own to each name "
+                    "and version",
+                    model=name,
+                )
+            for other in self.registry.all():
+                if other.model is not model:
+                    continue
+                if (other.name, other.version) == (name, version):  # as the registry says it
+                    raise ModelLoadError(
+                        f"version {version!r} is already loaded; unload it first or pass another version",
+                        model=name,
+                    )
+                raise ModelLoadError(
+                    f"this {type(model).__name__} is already served as {other.name!r} version "
+                    f"{other.version!r}; the runtime closes a model when it is unloaded, so pass "
                     "a model of its own to each name and version",
                     model=name,
                 )
+            self._registering[id(model)] = served
 
     def unload_model(self, name: str, version: str | None = None, drain_timeout: float = 5.0) -> None:
         """Stop serving ``name`` (one version, or all); queued requests are answered first, for

@@ -117,19 +117,20 @@ def test_metadata_racing_the_unload_of_a_version_describes_one_moment(
 
 
 class _ThenRun:
-    """A lock that runs ``then`` (once) just after it is first let go: another thread's change
-    landing right after the change made under it."""
+    """A lock that runs ``then`` (once) just after it is first let go with ``when()`` true: another
+    thread's change landing right after the change made under it."""
 
-    def __init__(self, then: Callable[[], object]) -> None:
+    def __init__(self, then: Callable[[], object], when: Callable[[], bool]) -> None:
         self._lock = threading.Lock()
         self._then = [then]
+        self._when = when
 
     def __enter__(self) -> None:
         self._lock.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
-        while self._then:
+        while self._then and self._when():
             self._then.pop()()
 
 
@@ -142,7 +143,11 @@ def test_a_registration_whose_version_is_unloaded_at_once_returns_what_it_regist
     other version's signature and versions, or raise ModelNotFound 'no such model'."""
     if first:
         runtime.register_model("m", affine_model())
-    runtime._models_lock = _ThenRun(lambda: runtime.unload_model("m", "2"))  # type: ignore[assignment]
+
+    def registered() -> bool:  # (register_model takes the lock before too: to claim the model)
+        return "2" in runtime.registry.snapshot()[0].get("m", {})
+
+    runtime._models_lock = _ThenRun(lambda: runtime.unload_model("m", "2"), registered)  # type: ignore[assignment]
     meta = runtime.register_model("m", _wide_model(), version="2")
     assert meta.versions == (("1", "2") if first else ("2",))
     assert meta.inputs[0].shape == (-1, 8)  # version 2's

@@ -287,6 +287,72 @@ def test_one_loaded_model_is_served_once_so_unloading_it_never_closes_it_under_a
     assert model.closed
 
 
+class _OneAtATime(FunctionModel):
+    """An identity model that need not be thread-safe: it counts its calls and the calls that
+    began while another ran; ``gate`` (when set) holds the first call until ``release``."""
+
+    def __init__(self, gate: bool = False) -> None:
+        super().__init__(self._run, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+        self.calls = self.overlaps = 0
+        self.running = False
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.gate = gate
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        self.overlaps += self.running
+        self.running = True
+        try:
+            if self.gate and not self.entered.is_set():
+                self.entered.set()
+                assert self.release.wait(60), "never released"
+            return x
+        finally:
+            self.running = False
+
+
+@pytest.mark.parametrize(("name", "version"), [("a", None), ("a", "2"), ("b", None)])
+def test_a_registration_of_a_model_already_served_is_refused_before_it_runs_the_model(
+    runtime: MLRuntime, name: str, version: str | None
+) -> None:
+    """The refused registration's warm-up ran the model that serves 'a' (a model need not be
+    thread-safe: in another thread than a's calls), and only then was it refused."""
+    model = _OneAtATime()
+    runtime.register_model("a", model, max_batch_size=2)
+    calls = model.calls
+    says = "version '1' is already loaded" if version is None and name == "a" else "already served as 'a'"
+    with pytest.raises(ModelLoadError, match=says):
+        runtime.register_model(name, model, version=version)
+    assert model.calls == calls
+    assert runtime.registry.names() == ["a"] and runtime.versions("a") == ["1"]
+
+
+def test_one_loaded_model_registered_by_two_threads_at_once_is_served_once(runtime: MLRuntime) -> None:
+    """Registered as 'b' while its registration as 'a' warmed it up, the model was warmed up by both
+    at once and then served under both names (neither was served yet when the other was checked):
+    unloading one would close it under the other."""
+    model = _OneAtATime(gate=True)
+    failed: list[BaseException] = []
+
+    def register_a() -> None:
+        try:
+            runtime.register_model("a", model)
+        except BaseException as exc:
+            failed.append(exc)
+
+    first = threading.Thread(target=register_a)
+    first.start()
+    try:
+        assert model.entered.wait(60), "the first registration never warmed the model up"
+        with pytest.raises(ModelLoadError, match="is being registered as 'a' version '1'"):
+            runtime.register_model("b", model)
+    finally:
+        model.release.set()
+        first.join(60)
+    assert not failed and not first.is_alive()
+    assert runtime.registry.names() == ["a"] and model.overlaps == 0
+
+
 @pytest.mark.parametrize(
     ("given", "says"),
     [
