@@ -1,7 +1,7 @@
 /* fdn-client: the example program of the C client, and the driver the tests and benchmark run.
  *
  *   fdn-client infer --name SERVER --model MODEL [--input NAME:DTYPE:DIM,DIM,...:FILE]...
- *                    [--timeout-ms T] [--loan]
+ *                    [--timeout-ms T] [--loan] [--hold connected|answered|loaned]
  *   fdn-client bench --name SERVER --model MODEL --input ... [--iterations N] [--warmup W]
  *   fdn-client vectors DIR
  *
@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fdn_client.h"
 
@@ -27,6 +28,7 @@ struct args {
     int64_t timeout_ms;
     uint32_t spin_us;
     const char *params; /* --params JSON (an extension of the driver contract) */
+    const char *hold;   /* --hold STAGE: stop there until stdin closes (the crash tests kill it) */
     struct fdn_tensor specs[MAX_INPUTS]; /* name, dtype, shape */
     void *data[MAX_INPUTS];
 };
@@ -44,7 +46,8 @@ static int integer_arg(const char *v, long long lo, long long hi, long long *out
 static int usage(const char *why) {
     fprintf(stderr, "fdn-client: %s\nusage: fdn-client infer|bench --name SERVER --model MODEL "
                     "[--input NAME:DTYPE:DIMS:FILE]... [--timeout-ms T] [--loan] [--iterations N] "
-                    "[--warmup W] [--spin-us US] [--params JSON]\n       fdn-client vectors DIR\n", why);
+                    "[--warmup W] [--spin-us US] [--params JSON] [--hold connected|answered|loaned]\n"
+                    "       fdn-client vectors DIR\n", why);
     return 2;
 }
 
@@ -126,7 +129,7 @@ static int parse(struct args *a, int argc, char **argv) {
             continue;
         }
         static const char *const known[] = {"--name", "--model", "--timeout-ms", "--iterations",
-                                            "--warmup", "--spin-us", "--params", "--input"};
+                                            "--warmup", "--spin-us", "--params", "--input", "--hold"};
         int is_known = 0;
         for (size_t j = 0; j < sizeof known / sizeof *known; j++) is_known |= !strcmp(k, known[j]);
         if (!is_known) return usage("unknown option");
@@ -148,6 +151,11 @@ static int parse(struct args *a, int argc, char **argv) {
             if (!integer_arg(v, 0, 1000000, &n)) return usage("--spin-us takes an integer 0..1000000");
             a->spin_us = (uint32_t)n;
         } else if (!strcmp(k, "--params")) a->params = v;
+        else if (!strcmp(k, "--hold")) {
+            if (strcmp(v, "connected") && strcmp(v, "answered") && strcmp(v, "loaned"))
+                return usage("--hold takes connected, answered or loaned");
+            a->hold = v;
+        }
         else if (!strcmp(k, "--input")) {
             int rc = parse_input(a, v);
             if (rc) return rc;
@@ -156,6 +164,7 @@ static int parse(struct args *a, int argc, char **argv) {
     if (!a->name || !a->model) return usage("--name and --model are required");
     if (a->loan && a->params) return usage("--params cannot go with --loan (a loan carries no parameters)");
     if (a->iterations < 1 || a->warmup < 0) return usage("bad --iterations or --warmup");
+    if (a->hold && !strcmp(a->hold, "loaned") && !a->loan) return usage("--hold loaned needs --loan");
     return 0;
 }
 
@@ -227,6 +236,18 @@ static void print_result(const struct fdn_result *res) {
     printf("}}\n");
 }
 
+/* --hold STAGE at STAGE: say so on stderr, then wait for stdin to close (a test kills the process
+ * meanwhile: the client is then idle on its channel, or its loan written and not sent). */
+static void hold(const struct args *a, const char *stage) {
+    if (!a->hold || strcmp(a->hold, stage)) return;
+    fprintf(stderr, "held %s\n", stage);
+    fflush(stderr);
+    char buf[256];
+    ssize_t n;
+    while ((n = read(0, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+    }
+}
+
 /* One call: a copy of the inputs (fdn_infer), or a loan written in place. */
 static enum fdn_status call(fdn_client *c, struct args *a, int loaned, struct fdn_result *res, struct fdn_error *err) {
     if (a->loan) {
@@ -236,6 +257,7 @@ static enum fdn_status call(fdn_client *c, struct args *a, int loaned, struct fd
         }
         for (int i = 0; i < a->n_inputs; i++) /* write the inputs straight into shared memory */
             memcpy(fdn_loan_data(c, (uint32_t)i), a->data[i], (size_t)a->specs[i].data_size);
+        hold(a, "loaned");
         return fdn_loan_infer(c, a->timeout_ms, res, err);
     }
     struct fdn_input in[MAX_INPUTS];
@@ -274,8 +296,12 @@ static int infer_or_bench(struct args *a, int bench) {
     if (fdn_connect(&c, a->name, &opts, &err)) return fail(&err);
     int rc = 0;
     if (!bench) {
+        hold(a, "connected");
         if (call(c, a, 0, &res, &err)) rc = fail(&err);
-        else print_result(&res);
+        else {
+            hold(a, "answered");
+            print_result(&res);
+        }
         fdn_close(c);
         return rc;
     }
@@ -328,6 +354,7 @@ int main(int argc, char **argv) {
     if (!bench && strcmp(argv[1], "infer")) return usage("unknown command");
     struct args a;
     int rc = parse(&a, argc, argv);
+    if (!rc && bench && a.hold) rc = usage("--hold goes with infer");
     if (!rc) rc = infer_or_bench(&a, bench);
     for (int i = 0; i < a.n_inputs; i++) free(a.data[i]);
     return rc;

@@ -3,6 +3,7 @@
 //! ```text
 //! fdn-client infer --name SERVER --model MODEL [--input NAME:DTYPE:DIM,DIM,...:FILE]...
 //!                  [--timeout-ms T] [--loan] [--spin-us US] [--yield-after-us US]
+//!                  [--hold connected|answered|loaned]
 //! fdn-client bench --name SERVER --model MODEL --input ... [--iterations N] [--warmup W] [--loan]
 //! fdn-client vectors DIR
 //! ```
@@ -27,13 +28,16 @@ struct Args {
     yield_us: Option<u64>,
     iterations: usize,
     warmup: usize,
+    /// `--hold STAGE`: stop there until stdin closes (the crash tests kill it meanwhile).
+    hold: Option<String>,
 }
 
 fn usage(why: &str) -> ExitCode {
     eprintln!(
         "fdn-client: {why}\nusage: fdn-client infer|bench --name SERVER --model MODEL \
          [--input NAME:DTYPE:DIMS:FILE]... [--timeout-ms T] [--loan] [--iterations N] \
-         [--warmup W] [--spin-us US] [--yield-after-us US]\n       fdn-client vectors DIR"
+         [--warmup W] [--spin-us US] [--yield-after-us US] [--hold connected|answered|loaned]\n       \
+         fdn-client vectors DIR"
     );
     ExitCode::from(2)
 }
@@ -70,6 +74,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         yield_us: None,
         iterations: 1000,
         warmup: 100,
+        hold: None,
     };
     let mut it = argv.iter();
     while let Some(k) = it.next() {
@@ -77,7 +82,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             a.loan = true;
             continue;
         }
-        const KNOWN: [&str; 8] = [
+        const KNOWN: [&str; 9] = [
             "--name",
             "--model",
             "--timeout-ms",
@@ -86,6 +91,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             "--spin-us",
             "--yield-after-us",
             "--input",
+            "--hold",
         ];
         if !KNOWN.contains(&k.as_str()) {
             return Err(format!("unknown option {k}"));
@@ -111,6 +117,12 @@ fn parse(argv: &[String]) -> Result<Args, String> {
                 a.yield_us = Some(u64::try_from(num(v)?).map_err(|_| "bad --yield-after-us")?)
             }
             "--input" => a.inputs.push(parse_input(v)?),
+            "--hold" => {
+                if !["connected", "answered", "loaned"].contains(&v.as_str()) {
+                    return Err("--hold takes connected, answered or loaned".into());
+                }
+                a.hold = Some(v.clone())
+            }
             _ => return Err(format!("unknown option {k}")),
         }
     }
@@ -119,6 +131,9 @@ fn parse(argv: &[String]) -> Result<Args, String> {
     }
     if a.iterations < 1 {
         return Err("bad --iterations".into());
+    }
+    if a.hold.as_deref() == Some("loaned") && !a.loan {
+        return Err("--hold loaned needs --loan".into());
     }
     Ok(a)
 }
@@ -224,6 +239,15 @@ fn fail(e: &Error) -> ExitCode {
     })
 }
 
+/// At the stage `--hold` names, say so on stderr and wait for stdin to close (a test kills the
+/// process meanwhile: the client is then idle on its channel, or its loan written and not sent).
+fn hold(a: &Args, stage: &str) {
+    if a.hold.as_deref() == Some(stage) {
+        eprintln!("held {stage}");
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+    }
+}
+
 /// One call: a copy of the inputs (`infer`), or a loan written in place.
 fn call(client: &mut Client, a: &Args) -> Result<Vec<Tensor>, Error> {
     if !a.loan {
@@ -238,6 +262,7 @@ fn call(client: &mut Client, a: &Args) -> Result<Vec<Tensor>, Error> {
     for (i, t) in a.inputs.iter().enumerate() {
         loan.input_mut(i)?.copy_from_slice(&t.data); // written straight into shared memory
     }
+    hold(a, "loaned");
     loan.infer(a.timeout)
 }
 
@@ -326,6 +351,7 @@ fn main() -> ExitCode {
         return usage("unknown command");
     }
     let a = match parse(&argv[1..]) {
+        Ok(a) if cmd == "bench" && a.hold.is_some() => return usage("--hold goes with infer"),
         Ok(a) => a,
         Err(why) => return usage(&why),
     };
@@ -349,8 +375,10 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         };
     }
+    hold(&a, "connected");
     match call(&mut client, &a) {
         Ok(outputs) => {
+            hold(&a, "answered");
             print_outputs(&outputs);
             ExitCode::SUCCESS
         }

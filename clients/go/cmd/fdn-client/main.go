@@ -2,6 +2,7 @@
 // benchmark run (docs/clients.md, "The fdn-client driver"):
 //
 //	fdn-client infer --name SERVER --model MODEL [--input NAME:DTYPE:DIM,DIM,...:FILE]... [--timeout-ms T] [--loan]
+//	                 [--hold connected|answered|loaned]
 //	fdn-client bench --name SERVER --model MODEL --input ... [--iterations N] [--warmup W]
 //	fdn-client vectors DIR
 package main
@@ -36,11 +37,13 @@ type args struct {
 	iterations, warmup int
 	spinUs             uint32
 	params             []byte // --params JSON (an extension of the driver contract)
+	hold               string // --hold STAGE: stop there until stdin closes (the crash tests kill it)
 }
 
 func usage(why string) int {
 	fmt.Fprintf(os.Stderr, "fdn-client: %s\nusage: fdn-client infer|bench --name SERVER --model MODEL "+
 		"[--input NAME:DTYPE:DIMS:FILE]... [--timeout-ms T] [--loan] [--iterations N] [--warmup W] [--spin-us US] [--params JSON]\n"+
+		"       [--hold connected|answered|loaned]\n"+
 		"       fdn-client vectors DIR\n", why)
 	return exitUsage
 }
@@ -82,7 +85,7 @@ func parseInput(spec string) (fdn.Input, error) {
 
 func parse(argv []string) (*args, int) {
 	knownOption := map[string]bool{"--name": true, "--model": true, "--timeout-ms": true, "--iterations": true,
-		"--warmup": true, "--spin-us": true, "--params": true, "--input": true}
+		"--warmup": true, "--spin-us": true, "--params": true, "--input": true, "--hold": true}
 	a := &args{timeout: -1, iterations: 1000, warmup: 100, spinUs: 100}
 	for i := 0; i < len(argv); i++ {
 		k := argv[i]
@@ -126,6 +129,11 @@ func parse(argv []string) (*args, int) {
 			a.spinUs = uint32(n)
 		case "--params":
 			a.params = []byte(v)
+		case "--hold":
+			if v != "connected" && v != "answered" && v != "loaned" {
+				return nil, usage("--hold takes connected, answered or loaned")
+			}
+			a.hold = v
 		case "--input":
 			var in fdn.Input
 			in, err = parseInput(v)
@@ -145,6 +153,9 @@ func parse(argv []string) (*args, int) {
 	}
 	if a.iterations < 1 || a.warmup < 0 {
 		return nil, usage("bad --iterations or --warmup")
+	}
+	if a.hold == "loaned" && !a.loan {
+		return nil, usage("--hold loaned needs --loan")
 	}
 	return a, 0
 }
@@ -303,6 +314,16 @@ func printResult(r *fdn.Result) int {
 	return exitOK
 }
 
+// hold, at the stage --hold names, says so on stderr and waits for stdin to close (a test kills the
+// process meanwhile: the client is then idle on its channel, or its loan written and not sent).
+func hold(a *args, stage string) {
+	if a.hold != stage {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "held %s\n", stage)
+	_, _ = io.Copy(io.Discard, os.Stdin)
+}
+
 // call makes one call: a copy of the inputs (Infer), or a loan written in place.
 func call(c *fdn.Client, a *args, loaned bool) (*fdn.Result, error) {
 	if !a.loan {
@@ -321,6 +342,7 @@ func call(c *fdn.Client, a *args, loaned bool) (*fdn.Result, error) {
 	for i, in := range a.inputs { // write the inputs straight into shared memory
 		copy(c.LoanData(i), in.Data)
 	}
+	hold(a, "loaned")
 	return c.LoanInfer(a.timeout)
 }
 
@@ -335,10 +357,12 @@ func run(a *args, bench bool) int {
 	}
 	defer c.Close()
 	if !bench {
+		hold(a, "connected")
 		r, err := call(c, a, false)
 		if err != nil {
 			return failed(err)
 		}
+		hold(a, "answered")
 		return printResult(r)
 	}
 	for i := 0; i < a.warmup; i++ {
@@ -384,6 +408,9 @@ func main() {
 		a, code := parse(os.Args[2:])
 		if a == nil {
 			os.Exit(code)
+		}
+		if a.hold != "" && os.Args[1] == "bench" {
+			os.Exit(usage("--hold goes with infer"))
 		}
 		os.Exit(run(a, os.Args[1] == "bench"))
 	default:

@@ -1,0 +1,297 @@
+"""Native clients killed with SIGKILL (docs/protocol/shm.md 10.4): mid-request, idle, mid-loan.
+
+Each client's ``fdn-client`` runs as a real process against a real server
+(``clients/tests/gate_server.py``) and is killed at a point the test knows it has reached, with no
+sleep: its request held at a gate of the server (which says so with a file), or the driver held
+by ``--hold STAGE`` (which says so on stderr). The server reclaims its channel at its next
+heartbeat, unlinks its data segment, counts it in ``stats()``; the next client gets the channel
+and clients beside it are answered as if nothing had happened.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+from foundation_shm import ShmTransport
+from foundation_shm import _layout as L
+from foundation_shm._objects import objects_of, remove_objects
+from foundation_shm._region import read_region
+from foundation_shm._segments import Segment
+
+from foundation_ml._process import ServerProcess
+
+if TYPE_CHECKING:
+    from conftest import NativeClient
+
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).resolve().parent
+PATIENCE = 60.0  # where a test gives up waiting; each wait returns as soon as its condition holds
+
+
+class _GateServer(ServerProcess):
+    """``gate_server.py NAME DIR --channels N`` in its own process."""
+
+    def __init__(self, name: str, gates: Path, channels: int) -> None:
+        super().__init__([])
+        self.args = [
+            sys.executable,
+            str(HERE / "gate_server.py"),
+            name,
+            str(gates),
+            "--channels",
+            str(channels),
+        ]
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if line.startswith("ready"):
+                self._ready.set()
+        self._ready.set()
+
+
+@pytest.fixture
+def gate_server(
+    client: NativeClient, unique_name: Callable[[str], str], tmp_path: Path
+) -> Iterator[Callable[[int], str]]:
+    """Start a gate server with N channels; it is stopped (SIGTERM) after the test, and neither it
+    nor any client left anything in /dev/shm."""
+    started: list[tuple[str, _GateServer]] = []
+
+    def start(channels: int) -> str:
+        name = unique_name(f"crash{len(started)}_{client.lang}")
+        started.append((name, _GateServer(name, tmp_path, channels).start()))
+        return name
+
+    yield start
+    for name, server in started:
+        server.stop()
+        (tmp_path / "all.release").touch()
+        left = objects_of(name)
+        remove_objects(name)
+        assert left == [], f"left in /dev/shm after the server stopped: {left}"
+        assert server.returncode == 0, server.output
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    if not _wait(condition):
+        raise AssertionError(f"gave up after {PATIENCE:.0f} s waiting for {what}")
+
+
+def _wait(condition: Callable[[], bool]) -> bool:
+    end = time.monotonic() + PATIENCE
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _owners(name: str) -> list[int]:
+    """The pids owning a channel of server ``name`` (its control segment's owner words)."""
+    return list(read_region(name)["clients"])
+
+
+def _beats(name: str) -> int:
+    """Server ``name``'s heartbeat count (its region header's ``heartbeat``, spec section 3)."""
+    ctl = Segment.open(L.control_name(name))
+    try:
+        return int(ctl.u64[L.RegionField.HEARTBEAT // 8])
+    finally:
+        ctl.close()
+
+
+def _segments_of(name: str, pid: int) -> list[str]:
+    """Data segments (``fdn-NAME-d{i}-{pid}-{gen}``) in /dev/shm created by process ``pid``."""
+    return [o for o in objects_of(name) if o.startswith(f"fdn-{name}-d") and f"-{pid}-" in o]
+
+
+def _stats(name: str) -> dict[str, Any]:
+    """The gate server's stats, through a Python client (it takes a channel for the call)."""
+    with ShmTransport().connect(name, channels=1) as c:
+        return c.stats(timeout=PATIENCE)
+
+
+def _input(tmp_path: Path, tag: str, values: list[float]) -> tuple[str, list[float]]:
+    """An --input spec of an FP32 tensor ``x`` holding ``values``, and the values."""
+    path = tmp_path / f"{tag}.bin"
+    np.array(values, "<f4").tofile(path)
+    return f"x:FP32:{len(values)}:{path}", values
+
+
+def _argv(client: NativeClient, name: str, model: str, spec: str, *extra: str) -> list[str]:
+    return [str(client.path), "infer", "--name", name, "--model", model, "--input", spec, *extra]
+
+
+def _served(client: NativeClient, name: str, tmp_path: Path, tag: str) -> None:
+    """One fdn-client call of the echo model on server ``name``: answered with its own input."""
+    spec, values = _input(tmp_path, tag, [float(len(tag)), 2.5, -1.0])
+    proc = subprocess.run(
+        _argv(client, name, "echo", spec, "--timeout-ms", "30000"),
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{proc.stdout!r} {proc.stderr!r}"
+    assert json.loads(proc.stdout)["outputs"]["x"]["data"] == values
+
+
+def _killed_and_reclaimed(name: str, victim: subprocess.Popen[Any]) -> None:
+    """Kill ``victim`` (which owns a channel, with a data segment) by SIGKILL; wait for the server
+    to reclaim its channel; its data segment is then gone from /dev/shm."""
+    assert victim.pid in _owners(name)
+    assert _segments_of(name, victim.pid), "the victim's data segment (the check below would pass without)"
+    victim.kill()
+    victim.wait(PATIENCE)
+    _until(lambda: victim.pid not in _owners(name), "the server to reclaim the killed client's channel")
+    assert _segments_of(name, victim.pid) == [], "the killed client's data segment, once reclaimed"
+
+
+def _reclaimed(name: str) -> dict[str, int]:
+    return dict(_stats(name)["transport"]["reclaimed"])
+
+
+@pytest.mark.parametrize("n", [2, 300_000], ids=["small", "grown"])
+def test_a_client_killed_while_the_server_has_its_request_is_reclaimed_and_the_next_one_served(
+    client: NativeClient, gate_server: Callable[[int], str], tmp_path: Path, n: int
+) -> None:
+    """One channel: the victim's request is at the gate when it is killed. The server reclaims
+    the channel with the answer still owed; a following client is served on it; the late answer
+    is then dropped, touching nothing, and the next client is served too. ``grown``: 1.2 MB of
+    input, more than the default 1 MiB area, so the segment killed with is the client's second
+    (the first unlinked by the client as it grew)."""
+    name = gate_server(1)
+    spec, _ = _input(tmp_path, "victim", [1.0] * n)
+    victim = subprocess.Popen(_argv(client, name, "gate_v", spec), stdout=subprocess.PIPE, text=True)
+    try:
+        _until(lambda: (tmp_path / "gate_v.with-server").exists(), "the victim's request at the server")
+        _killed_and_reclaimed(name, victim)
+    finally:
+        victim.kill()
+        victim.communicate()
+    _served(client, name, tmp_path, "next")  # the one channel, its late answer still owed
+    (tmp_path / "gate_v.release").touch()
+    _until(lambda: (tmp_path / "gate_v.answered").exists(), "the late answer")
+    _served(client, name, tmp_path, "after_the_late_answer")
+    assert _reclaimed(name) == {"dead_client": 1, "given_back": 0}
+    assert _owners(name) == []
+
+
+def test_clients_beside_a_killed_one_are_answered_as_if_nothing_happened(
+    client: NativeClient, gate_server: Callable[[int], str], tmp_path: Path
+) -> None:
+    """Two channels: another client's request and the victim's are both at the server when the
+    victim is killed; a third client gets the victim's channel while the other still waits, and
+    the other gets its own answer once released."""
+    name = gate_server(2)
+    other_spec, other_values = _input(tmp_path, "other", [7.0, 8.0, 9.0])
+    victim_spec, _ = _input(tmp_path, "victim", [1.0, 2.0])
+    other = subprocess.Popen(_argv(client, name, "gate_o", other_spec), stdout=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(_argv(client, name, "gate_v", victim_spec), stdout=subprocess.PIPE, text=True)
+    try:
+        for model in ("gate_o", "gate_v"):
+            _until(
+                lambda m=model: (tmp_path / f"{m}.with-server").exists(), f"{model}'s request at the server"
+            )
+        _killed_and_reclaimed(name, victim)
+        assert _owners(name) == [other.pid]
+        _served(client, name, tmp_path, "third")  # on the victim's channel: the other still has its own
+        (tmp_path / "gate_v.release").touch()
+        _until(lambda: (tmp_path / "gate_v.answered").exists(), "the victim's late answer")
+        (tmp_path / "gate_o.release").touch()
+        out, _ = other.communicate(timeout=PATIENCE)
+    finally:
+        for proc in (victim, other):
+            proc.kill()
+            proc.communicate()
+    assert other.returncode == 0, out
+    assert json.loads(out)["outputs"]["x"]["data"] == other_values
+    assert _reclaimed(name) == {"dead_client": 1, "given_back": 0}
+
+
+def _held(client: NativeClient, name: str, spec: str, stage: str) -> subprocess.Popen[str]:
+    """fdn-client calling echo with ``--hold STAGE``, once it says it is held there."""
+    extra = ["--hold", stage, *(["--loan"] if stage == "loaned" else [])]
+    proc = subprocess.Popen(
+        _argv(client, name, "echo", spec, "--timeout-ms", "30000", *extra),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()  # (a driver that dies first gives "": failed below, not hung)
+    if line != f"held {stage}\n":
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"want 'held {stage}', got {line!r}: {out!r} {err!r}")
+    return proc
+
+
+STAGES = ["connected", "answered", "loaned"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_held_driver_goes_on_when_its_stdin_closes(
+    client: NativeClient, gate_server: Callable[[int], str], tmp_path: Path, stage: str
+) -> None:
+    """``--hold STAGE`` (what the tests below kill at) changes nothing else: released, the call
+    is made (the loan's inputs, written before the hold, are those sent) and answered. Held over
+    several heartbeats, the live client's channel is not taken for a dead one's (its
+    ``owner_start_time`` is its own, spec 10.3)."""
+    name = gate_server(2)
+    spec, values = _input(tmp_path, "held", [3.0, 1.0, 4.0, 1.0, 5.0])
+    proc = _held(client, name, spec, stage)
+    beat = _beats(name)
+    _until(lambda: _beats(name) >= beat + 3, "three heartbeats of the server")
+    assert _owners(name) == [proc.pid]
+    assert _reclaimed(name) == {"dead_client": 0, "given_back": 0}
+    out, err = proc.communicate("", timeout=PATIENCE)
+    assert proc.returncode == 0, f"{out!r} {err!r}"
+    assert json.loads(out)["outputs"]["x"]["data"] == values
+    assert _owners(name) == [] and _segments_of(name, proc.pid) == []
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_client_killed_while_idle_or_mid_loan_is_reclaimed_and_the_next_one_served(
+    client: NativeClient, gate_server: Callable[[int], str], tmp_path: Path, stage: str
+) -> None:
+    """One channel, whose owner is killed idle (connected, before its call; or after it, before
+    its close) or with a loan open (inputs written into the area, not sent): the server reclaims
+    the channel and unlinks its data segment, and the next client is served on it."""
+    name = gate_server(1)
+    spec, _ = _input(tmp_path, "victim", [1.0, 2.0])
+    victim = _held(client, name, spec, stage)
+    try:
+        _killed_and_reclaimed(name, victim)
+    finally:
+        victim.kill()
+        victim.communicate()
+    _served(client, name, tmp_path, "next")
+    assert _reclaimed(name) == {"dead_client": 1, "given_back": 0}
+    assert _owners(name) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["infer", "--hold", "later"], "--hold takes connected, answered or loaned"),
+        (["infer", "--hold", "loaned"], "--hold loaned needs --loan"),
+        (["bench", "--hold", "connected"], "--hold goes with infer"),
+    ],
+    ids=["unknown-stage", "loaned-without-loan", "bench"],
+)
+def test_a_bad_hold_is_a_usage_error(client: NativeClient, argv: list[str], why: str) -> None:
+    cmd = [str(client.path), argv[0], "--name", "x", "--model", "m", *argv[1:]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PATIENCE, check=False)
+    assert proc.returncode == 2 and why in proc.stderr, proc.stderr
