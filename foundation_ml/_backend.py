@@ -44,9 +44,10 @@ class LoadedModel(abc.ABC):
 
     @property
     def batchable(self) -> bool:
-        """True when dimension 0 of every input and output is variable (``-1``): rows are independent."""
+        """True when dimension 0 of every input and output is variable (``-1``): rows are independent.
+        A model without inputs is not: its outputs' dimension 0 counts no caller's rows."""
         specs = (*self.inputs, *self.outputs)
-        return bool(specs) and all(s.shape and s.shape[0] == -1 for s in specs)
+        return bool(self.inputs) and all(s.shape and s.shape[0] == -1 for s in specs)
 
     @property
     def device_tensors(self) -> bool:

@@ -281,9 +281,10 @@ class Batcher:
                 served.finish(request, item[1], item[2], served.expired(request))
                 continue
             inputs = request.inputs
-            if len(inputs) > 1 and len({a.shape[0] for a in inputs.values()}) > 1:
+            if not inputs or (len(inputs) > 1 and len({a.shape[0] for a in inputs.values()}) > 1):
                 # inputs that disagree on their rows cannot be stacked and split back by rows (the
-                # split would hand one caller another's rows): the request runs alone, as unbatched
+                # split would hand one caller another's rows), and no inputs have no rows (a model
+                # said batchable without any): the request runs alone, as unbatched
                 self._run_alone(item)
                 continue
             key = tuple((n, tuple(a.shape[1:]), _where(a)) for n, a in sorted(request.inputs.items()))

@@ -158,6 +158,43 @@ def test_runtime_default_batching_skips_unbatchable_models(hub) -> None:
         assert rt.metadata("rows")["batching"]["enabled"] is True
 
 
+def _labels() -> np.ndarray:
+    return np.array([1.0, 2.0, 3.0], np.float32)
+
+
+def test_a_model_without_inputs_is_not_batchable_and_its_rows_are_its_own(hub) -> None:
+    """With no input, a model's dimension 0 counts no caller's rows: taken as batchable (every
+    tensor's dim 0 is -1), its warm-up refused a variable-length answer ('3 rows for 1 input
+    rows'), and a batch of its requests failed each IndexError."""
+    model = FunctionModel(_labels, inputs={}, outputs={"labels": "FP32[-1]"})
+    assert not model.batchable
+    with MLRuntime(hub, max_batch_size=4, max_wait_us=LONG_WAIT_US) as rt:
+        rt.register_model("labels", model)
+        assert rt.metadata("labels")["batching"] == {"enabled": False, "batchable": False}
+        got = submit(rt, Replies(), [InferenceRequest("labels", {}, id=i) for i in (1, 2)])
+        for answer in got.values():
+            assert isinstance(answer, InferenceResponse)
+            np.testing.assert_array_equal(answer.outputs["labels"], _labels())
+
+
+def test_requests_without_inputs_of_a_model_said_to_batch_each_run_alone(runtime: MLRuntime) -> None:
+    """``batchable=True`` for a model without inputs: its requests have no rows to stack and split
+    back by, so each runs alone (a batch of them failed each IndexError)."""
+    calls: list[int] = []
+
+    def labels() -> np.ndarray:
+        calls.append(1)
+        return _labels()
+
+    model = FunctionModel(labels, inputs={}, outputs={"labels": "FP32[-1]"}, batchable=True)
+    runtime.register_model("labels", model, max_batch_size=2, max_wait_us=LONG_WAIT_US, warmup=False)
+    got = submit(runtime, Replies(), [InferenceRequest("labels", {}, id=i) for i in (1, 2)])
+    assert len(calls) == 2
+    for answer in got.values():
+        assert isinstance(answer, InferenceResponse)
+        np.testing.assert_array_equal(answer.outputs["labels"], _labels())
+
+
 def test_concurrent_clients_each_get_their_own_rows(runtime: MLRuntime, name: str, concurrently) -> None:
     rec = Recorder()
     runtime.register_model("m", rec.model, max_batch_size=8, max_wait_us=2000)
