@@ -1,4 +1,4 @@
-//! Every test vector of docs/protocol/vectors decodes to its JSON and re-encodes byte for byte.
+//! Every test vector of docs/protocol/vectors decodes to its JSON; the request_* and response_* ones re-encode byte for byte.
 
 use std::path::PathBuf;
 

@@ -9,6 +9,7 @@ checks at once and expect the one section 8 puts first. ``_vectors`` merges them
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 
 import numpy as np
@@ -236,10 +237,55 @@ def _params_builder(body: bytes, request_id: int) -> Callable[[], bytearray]:
     return lambda: _raw_params(body, request_id)
 
 
+def _ignored_desc(buf: bytearray, desc: int, ndim: int) -> None:
+    """Set every byte of the descriptor at ``desc`` that a HOST tensor's decoder ignores (spec 5)."""
+    for i in range(ndim, 8):
+        struct.pack_into("<Q", buf, desc + 72 + 8 * i, 7 + i)  # shape[ndim..7]
+    struct.pack_into("<IiI", buf, desc + 156, 0xA5A5, 3, 0xBEEF)  # flags, device, reserved0
+    buf[desc + 168 : desc + 232] = bytes(range(1, 65))  # ipc_handle
+    struct.pack_into("<Q", buf, desc + 232, 4096)  # ipc_offset
+    buf[desc + 240 : desc + 256] = b"\xff" * 16  # reserved
+    buf[desc + 2 : desc + 7] = b"\x00junk"  # after the name's NUL ("x", "y")
+
+
+def _ignored_header(buf: bytearray) -> None:
+    struct.pack_into("<I", buf, 20, struct.unpack_from("<I", buf, 20)[0] | 1 << 9)  # an undefined flag
+    struct.pack_into("<I", buf, 24, 0xDEADBEEF)  # the header's reserved
+
+
+def _ignored_request() -> bytearray:
+    buf = _request({"x": _X}, request_id=110)
+    _ignored_header(buf)
+    struct.pack_into("<IQ", buf, _BODY + 100, 0x12345678, 0x1122334455667788)  # reserved0, reserved1
+    buf[_MODEL_AT + 4 : _MODEL_AT + 7] = b"\x00zz"  # after the model name's NUL ("echo")
+    _ignored_desc(buf, _DESC0, _X.ndim)
+    return _reseal(buf)
+
+
+def _ignored_response() -> bytearray:
+    buf = _response({"y": _X}, request_id=111, model="echo")
+    _ignored_header(buf)
+    struct.pack_into("<Q", buf, _BODY + 104, 0x1122334455667788)  # reserved
+    buf[_BODY + 24 + 4 : _BODY + 24 + 7] = b"\x00zz"  # after the model name's NUL
+    _ignored_desc(buf, _DESC0, _X.ndim)
+    return _reseal(buf)
+
+
+def _ignored_cases() -> Cases:
+    """Messages with every field a decoder ignores set (spec 5, "Fields a decoder ignores"): they
+    decode as the same message with those fields 0 (the undefined flag bit still shows in
+    ``flags``). Named ``decode_*``: an encoder writes those fields 0, so these are not re-encoded."""
+    return {
+        "decode_request_ignored_fields": ("request", _ignored_request),
+        "decode_response_ignored_fields": ("response", _ignored_response),
+    }
+
+
 CHECK_CASES: Cases = {
     **_status_cases(),
     **_header_cases(),
     **_descriptor_cases(),
     **_text_field_cases(),
     **_params_cases(),
+    **_ignored_cases(),
 }
