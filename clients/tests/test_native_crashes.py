@@ -295,3 +295,56 @@ def test_a_bad_hold_is_a_usage_error(client: NativeClient, argv: list[str], why:
     cmd = [str(client.path), argv[0], "--name", "x", "--model", "m", *argv[1:]]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PATIENCE, check=False)
     assert proc.returncode == 2 and why in proc.stderr, proc.stderr
+
+
+def test_clients_killed_at_any_point_leave_no_channel_and_no_segment(
+    client: NativeClient, gate_server: Callable[[int], str], tmp_path: Path
+) -> None:
+    """Sixteen clients calling in a loop (half with 1.2 MB inputs: each grows its segment) are
+    killed at staggered points: before, during or after a claim, a grow, a call. Where each was
+    killed is left to chance (the stagger only spreads the points); what must hold does not
+    depend on it: every channel is reclaimed, every data segment of theirs unlinked (by a
+    reclaim, or the server's sweep of a dead pid's segments that no channel names, spec 10.4),
+    and all four channels serve again."""
+    name = gate_server(4)
+    small, _ = _input(tmp_path, "small", [1.0, 2.0])
+    big, _ = _input(tmp_path, "big", [1.0] * 300_000)
+    pids = []
+    for i in range(16):
+        argv = [
+            str(client.path),
+            "bench",
+            "--name",
+            name,
+            "--model",
+            "echo",
+            "--input",
+            big if i % 2 else small,
+        ]
+        proc = subprocess.Popen(
+            [*argv, "--iterations", "1000000000", "--warmup", "0"], stdout=subprocess.DEVNULL
+        )
+        time.sleep(0.003 * i)
+        proc.kill()
+        proc.wait(PATIENCE)
+        pids.append(proc.pid)
+    _until(lambda: not set(pids) & set(_owners(name)), "every killed client's channel to be reclaimed")
+    _until(
+        lambda: not [o for p in pids for o in _segments_of(name, p)], "every killed client's segment unlinked"
+    )
+    assert _reclaimed(name)["given_back"] == 0  # (dead_client: those killed after their claim)
+    gates = [f"gate_{i}" for i in range(4)]  # four requests with the server at once: four channels
+    procs = [
+        subprocess.Popen(_argv(client, name, g, small), stdout=subprocess.PIPE, text=True) for g in gates
+    ]
+    try:
+        for g in gates:
+            _until(lambda g=g: (tmp_path / f"{g}.with-server").exists(), f"{g}'s request at the server")
+        for g in gates:
+            (tmp_path / f"{g}.release").touch()
+        outs = [proc.communicate(timeout=PATIENCE)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.communicate()
+    assert [proc.returncode for proc in procs] == [0] * 4, outs
