@@ -189,7 +189,23 @@ def check_outputs(name: str, model: LoadedModel, spec: str) -> None:
                 model=name,
                 file=model.signature_source,
             )
-    model.warmup()
+    _warm_up(name, model, spec)
+
+
+def _warm_up(name: str, model: LoadedModel, spec: str) -> None:
+    """``model.warmup()``: what it raises is a ``ModelLoadError``, as a failed check is (it came
+    out of ``register_model`` as it was: a model's SystemExit ended the process)."""
+    try:
+        model.warmup()
+    except BaseException as exc:
+        if is_ctrl_c(exc):
+            raise
+        raise ModelLoadError(
+            f"{spec} raised in its warm-up: {type(exc).__name__}: {exc} (its example input had "
+            "passed the signature check; a model that cannot be warmed up is served unrun with "
+            "register_model(..., warmup=False), `foundation serve --no-warmup`)",
+            model=name,
+        ) from exc
 
 
 def _example_described(example: Any) -> str:

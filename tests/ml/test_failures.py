@@ -70,6 +70,30 @@ def test_a_model_raising_a_base_exception_at_warm_up_is_a_load_error(
     assert shm_runtime.registry.names() == []
 
 
+@pytest.mark.parametrize(
+    "exc", [RuntimeError("out of memory"), SystemExit(7)], ids=lambda e: type(e).__name__
+)
+def test_a_model_raising_in_its_warm_up_rounds_is_a_load_error(
+    shm_runtime: MLRuntime, exc: BaseException
+) -> None:
+    """The warm-up's first calls (checked against the signature) passed, a later round raised: that
+    came out of register_model as it was (a RuntimeError, not a load error; a SystemExit that
+    ended `foundation serve`, or an application registering a model while it serves)."""
+    calls = [0]
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        calls[0] += 1
+        if calls[0] > 2:  # the output check's batches of 1 and 2 rows pass
+            raise exc
+        return {"y": x}
+
+    model = FunctionModel(run, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    with pytest.raises(ModelLoadError, match=rf"raised in its warm-up: {type(exc).__name__}") as raised:
+        shm_runtime.register_model("bad", model)
+    assert raised.value.__cause__ is exc
+    assert shm_runtime.registry.names() == []
+
+
 def test_a_keyboard_interrupt_off_the_main_thread_at_warm_up_is_a_load_error(
     shm_runtime: MLRuntime,
 ) -> None:
