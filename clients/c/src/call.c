@@ -144,6 +144,19 @@ static uint64_t deadline_of(int64_t timeout_ms) {
     return now + ms * 1000000u;
 }
 
+/* The error a response with a nonzero status fails its call with (section 9): that status with
+ * the server's text; INTERNAL naming the status for one no server sends: SERVER_UNAVAILABLE, which
+ * only a client reports, and a code this version does not define. */
+static enum fdn_status server_error(const struct fdn_response_fields *resp, uint64_t rid, struct fdn_error *err) {
+    int n = (int)(resp->text_size < 255 ? resp->text_size : 255);
+    if (resp->status == FDN_SERVER_UNAVAILABLE)
+        return fdn_fail(err, FDN_INTERNAL, rid, "the server answered SERVER_UNAVAILABLE (10), which only a client "
+                        "reports: %.*s", n, resp->text);
+    if (resp->status > FDN_INTERNAL)
+        return fdn_fail(err, FDN_INTERNAL, rid, "unknown error code %u: %.*s", resp->status, n, resp->text);
+    return fdn_fail(err, (enum fdn_status)resp->status, rid, "%.*s", n, resp->text);
+}
+
 /* Publish the request already in the request area, wait, decode (section 7.2). */
 static enum fdn_status exchange(struct fdn_client *c, uint64_t deadline, int retry, struct fdn_result *res,
                                 struct fdn_error *err) {
@@ -180,13 +193,12 @@ static enum fdn_status exchange(struct fdn_client *c, uint64_t deadline, int ret
                 return exchange(c, deadline, 0, res, err);
             }
         }
-        enum fdn_status code = resp->status <= FDN_INTERNAL ? (enum fdn_status)resp->status : FDN_INTERNAL;
-        return fdn_fail(err, code, rid, "%.*s", (int)(resp->text_size < 255 ? resp->text_size : 255), resp->text);
+        return server_error(resp, rid, err);
     }
     for (uint32_t i = 0; i < resp->output_count; i++) /* spec 15.2: never asked for, never taken */
         if (resp->outputs[i].location != FDN_HOST)
-            return fdn_fail(err, FDN_INVALID_INPUT, rid,
-                            "output '%s' is not in host memory, which this client asked for (spec 15.2)",
+            return fdn_fail(err, FDN_INTERNAL, rid,
+                            "output \"%s\" came as a CUDA_IPC descriptor, which this client did not ask for",
                             resp->outputs[i].name);
     res->request_id = rid;
     memcpy(res->model, resp->model, sizeof res->model);

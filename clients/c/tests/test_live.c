@@ -2,7 +2,8 @@
  * FDN_TEST_PYTHON): a deadline keeps the channel busy until the late answer, a killed server is
  * SERVER_UNAVAILABLE, and the next call finds a restarted one; data segments are allocated, not
  * sparse, a capacity /dev/shm can never hold is TOO_LARGE, a leftover of our own pid is replaced; a
- * response over max_response_bytes is TOO_LARGE, nothing grown (clients/tests/sized_server.py); the
+ * response over max_response_bytes is TOO_LARGE, nothing grown (clients/tests/sized_server.py); what
+ * no server may answer fails INTERNAL (clients/tests/broken_server.py); the
  * API under misuse (NULL arguments, bad inputs, failed loans, extreme timeouts) gets a code and a
  * message naming the fault. Skipped without FDN_TEST_PYTHON. */
 #define _GNU_SOURCE
@@ -598,6 +599,46 @@ static void max_response_checks(const char *python) {
     remove_objects(name);
 }
 
+/* What no server may answer (clients/tests/broken_server.py, run from clients/c), each a call that
+ * fails INTERNAL saying why, the client serving its next call: a CUDA_IPC output to a request
+ * without FDN_FLAG_CUDA_IPC (spec 15.2; it failed INVALID_INPUT), SERVER_UNAVAILABLE, which only a
+ * client reports (section 9; it was passed on as the server's), and a status this version does
+ * not define (it gave the server's text alone, the code lost). */
+static void broken_server_checks(const char *python) {
+    char name[64];
+    snprintf(name, sizeof name, "fdncbrk%d", (int)getpid());
+    pid_t server = server_of(python, "../tests/broken_server.py", name, NULL);
+    CHECK(server > 0, "start clients/tests/broken_server.py (run from clients/c)");
+    if (server < 0) return;
+    struct fdn_error err = {0};
+    fdn_client *c = NULL;
+    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+    CHECK(st == FDN_OK, "connect: %s %s", fdn_strerror(st), err.message);
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    static const struct {
+        const char *model, *message;
+    } broken[] = {
+        {"cuda_out", "output \"y\" came as a CUDA_IPC descriptor, which this client did not ask for"},
+        {"unavailable", "the server answered SERVER_UNAVAILABLE (10), which only a client reports: "
+                        "this server says it is unavailable"},
+        {"unknown_status", "unknown error code 99: a status of a later version"},
+    };
+    for (size_t i = 0; c && i < sizeof broken / sizeof *broken; i++) {
+        struct fdn_result res;
+        memset(&err, 0, sizeof err);
+        st = fdn_infer(c, broken[i].model, &in, 1, 10000, &res, &err);
+        CHECK(st == FDN_INTERNAL && err.code == FDN_INTERNAL && strcmp(err.message, broken[i].message) == 0 &&
+                  strcmp(err.model, broken[i].model) == 0 && err.request_id != 0,
+              "model %s: %s model '%s' request %llu: %s", broken[i].model, fdn_strerror(st), err.model,
+              (unsigned long long)err.request_id, err.message);
+        echo(c, "echo after a broken answer");
+    }
+    fdn_close(c);
+    kill(server, SIGTERM);
+    waitpid(server, NULL, 0);
+    remove_objects(name);
+}
+
 /* A call without a deadline, on a thread of its own (late_answer_checks). */
 struct lone_call {
     fdn_client *c;
@@ -1086,6 +1127,7 @@ int main(void) {
         echo(c, "first call");
         misuse_checks(name, c);
         max_response_checks(python);
+        broken_server_checks(python);
         call_error_checks(name);
         stopping_checks(name, c);
         semaphore_failure_checks(python);

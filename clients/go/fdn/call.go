@@ -231,14 +231,39 @@ func (c *Client) exchange(deadline uint64, retry bool) (*Result, error) {
 				return c.exchange(deadline, false)
 			}
 		}
-		code := resp.Status
-		if code > Internal {
-			code = Internal
-		}
-		return nil, &Error{Code: code, Message: string(resp.Text), RequestID: rid}
+		return nil, serverError(resp, rid)
+	}
+	if err := refuseCuda(resp.Outputs, rid); err != nil {
+		return nil, err
 	}
 	c.res = Result{RequestID: rid, Model: resp.Model, Version: resp.Version, Outputs: resp.Outputs}
 	return &c.res, nil
+}
+
+// serverError is the error a response with a nonzero status fails its call with (section 9):
+// that status with the server's text; INTERNAL naming the status for one no server sends:
+// SERVER_UNAVAILABLE, which only a client reports, and a code this version does not define.
+func serverError(resp *Response, rid uint64) *Error {
+	switch {
+	case resp.Status == ServerUnavailable:
+		return fail(Internal, rid, "the server answered SERVER_UNAVAILABLE (10), which only a client reports: %s",
+			resp.Text)
+	case resp.Status > Internal:
+		return fail(Internal, rid, "unknown error code %d: %s", uint32(resp.Status), resp.Text)
+	}
+	return &Error{Code: resp.Status, Message: string(resp.Text), RequestID: rid}
+}
+
+// refuseCuda fails a call answered with a CUDA_IPC output (spec 15.2): this client never asks for
+// one, and such an output has no bytes in the area (its Data is nil).
+func refuseCuda(outputs []Tensor, rid uint64) error {
+	for i := range outputs {
+		if outputs[i].Location != LocationHost {
+			return fail(Internal, rid, "output %q came as a CUDA_IPC descriptor, which this client did not ask for",
+				outputs[i].Name)
+		}
+	}
+	return nil
 }
 
 func (c *Client) send(model string, end uint64, deadline uint64) (*Result, error) {

@@ -9,7 +9,6 @@ package fdn
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,19 +18,7 @@ import (
 // pid, stopped when the test ends; it skips the test without FDN_TEST_PYTHON.
 func startSized(t *testing.T, prefix string) *echo {
 	t.Helper()
-	python := os.Getenv("FDN_TEST_PYTHON")
-	if python == "" {
-		t.Skip("set FDN_TEST_PYTHON to a Python with foundation_shm (the harness does)")
-	}
-	name := fmt.Sprintf("%s%d", prefix, os.Getpid())
-	e := &echo{t: t, python: python, name: name}
-	e.cmd = pythonServer(t, python, []string{"../../tests/sized_server.py", name})
-	t.Cleanup(func() {
-		e.cmd.Process.Kill()
-		e.cmd.Wait()
-		removeObjects(name)
-	})
-	return e
+	return startScript(t, prefix, "../../tests/sized_server.py")
 }
 
 // sized calls model of the sized server for n zero bytes: their count, or the error.
