@@ -1,14 +1,14 @@
-"""An shm server answering what no server may, for the native clients' tests (docs/protocol/shm.md 9, 15.2).
+"""An shm server answering what no server may, for the native clients' tests (spec 9, 15.2).
 
 ``python clients/tests/broken_server.py NAME`` serves until SIGTERM/SIGINT, printing ``ready``
-once clients can connect. Models: those of ``foundation_shm._echo``, and three a broken server
-answers: ``cuda_out`` answers output ``y`` (FP32, shape ``[2]``) as a CUDA_IPC descriptor to a
-request that did not set ``FDN_FLAG_CUDA_IPC`` (a client fails the call INTERNAL, section 15.2,
-rather than return an output without its bytes), ``unavailable`` answers status 10,
-SERVER_UNAVAILABLE, which only a client reports, and ``unknown_status`` status 99, which this
-version does not define (section 9: a client fails either call INTERNAL, naming the status). The
-answers are written where the server encodes a response, as ``sized_server.py`` patches its
-TOO_LARGE answers.
+once clients can connect. Models: those of ``foundation_shm._echo``; ``cuda_out``, answered
+output ``y`` (FP32, shape ``[2]``) as a CUDA_IPC descriptor though the request did not set
+``FDN_FLAG_CUDA_IPC`` (section 15.2: a client fails the call INTERNAL rather than return an output
+without its bytes); ``unknown_status``, answered status 99, which this version does not define
+(section 9: INTERNAL, naming the code); and ``unavailable``, whose handler answers
+SERVER_UNAVAILABLE as a handler whose own server is gone may (section 9: passed on as it is).
+The broken answers are written where the server encodes a response, as ``sized_server.py``
+patches its TOO_LARGE answers.
 """
 
 from __future__ import annotations
@@ -24,24 +24,23 @@ from foundation_shm._echo import EchoHandler, serve_until_stopped
 
 from foundation_ml import DataType, InferenceRequest, InferenceResponse, Respond
 from foundation_ml._stop_flag import StopFlag
-from foundation_ml.errors import ErrorCode
+from foundation_ml.errors import ServerUnavailable
 
 # model: (status, text) of its answer; cuda_out's is a success with the CUDA_IPC output
-BROKEN = {
-    "cuda_out": (0, ""),
-    "unavailable": (int(ErrorCode.SERVER_UNAVAILABLE), "this server says it is unavailable"),
-    "unknown_status": (99, "a status of a later version"),
-}
+BROKEN = {"cuda_out": (0, ""), "unknown_status": (99, "a status of a later version")}
 _HANDLE = bytes(range(1, 65))  # any handle but all zeros passes the checks of 15.3
 
 
 class Broken(EchoHandler):
-    """Echo's models, and the broken ones, which the patched encoder answers (no outputs here)."""
+    """Echo's models, ``unavailable``, and the broken ones, which the patched encoder answers."""
 
     def __call__(self, request: InferenceRequest, respond: Respond) -> None:
-        if request.model not in BROKEN:
-            return super().__call__(request, respond)
-        respond(InferenceResponse(request.id, request.model, {}))
+        if request.model == "unavailable":
+            respond(ServerUnavailable("a server this handler calls is gone", model=request.model))
+        elif request.model in BROKEN:
+            respond(InferenceResponse(request.id, request.model, {}))
+        else:
+            super().__call__(request, respond)
 
 
 def _answering_what_no_server_may() -> None:

@@ -145,13 +145,9 @@ static uint64_t deadline_of(int64_t timeout_ms) {
 }
 
 /* The error a response with a nonzero status fails its call with (section 9): that status with
- * the server's text; INTERNAL naming the status for one no server sends: SERVER_UNAVAILABLE, which
- * only a client reports, and a code this version does not define. */
+ * the server's text; INTERNAL naming the code for one this version does not define. */
 static enum fdn_status server_error(const struct fdn_response_fields *resp, uint64_t rid, struct fdn_error *err) {
     int n = (int)(resp->text_size < 255 ? resp->text_size : 255);
-    if (resp->status == FDN_SERVER_UNAVAILABLE)
-        return fdn_fail(err, FDN_INTERNAL, rid, "the server answered SERVER_UNAVAILABLE (10), which only a client "
-                        "reports: %.*s", n, resp->text);
     if (resp->status > FDN_INTERNAL)
         return fdn_fail(err, FDN_INTERNAL, rid, "unknown error code %u: %.*s", resp->status, n, resp->text);
     return fdn_fail(err, (enum fdn_status)resp->status, rid, "%.*s", n, resp->text);

@@ -1,10 +1,10 @@
 package fdn
 
 // What no server may answer, against clients/tests/broken_server.py: a CUDA_IPC output to a
-// request without FlagCudaIPC (spec 15.2) came back as an output with no Data and no error;
-// SERVER_UNAVAILABLE, which only a client reports (section 9), was passed on as the server's; a
-// status this version does not define gave the server's text alone, its code lost. Each fails
-// the call INTERNAL saying why, and the client serves its next call.
+// request without FlagCudaIPC (spec 15.2) came back as an output with no Data and no error; a
+// status this version does not define (section 9) gave the server's text alone, its code lost.
+// Each fails the call INTERNAL saying why, and the client serves its next call. A handler's own
+// SERVER_UNAVAILABLE is passed on as it is, as every client does.
 
 import (
 	"fmt"
@@ -36,18 +36,21 @@ func TestLiveWhatNoServerMayAnswerFailsInternalSayingWhy(t *testing.T) {
 	srv := startScript(t, "fdngobrk", "../../tests/broken_server.py")
 	c := srv.connect(Options{})
 	in := []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: []byte{1, 0, 0, 0}}}
-	for _, b := range []struct{ model, message string }{
-		{"cuda_out", `output "y" came as a CUDA_IPC descriptor, which this client did not ask for`},
-		{"unavailable", "the server answered SERVER_UNAVAILABLE (10), which only a client reports: " +
-			"this server says it is unavailable"},
-		{"unknown_status", "unknown error code 99: a status of a later version"},
+	for _, b := range []struct {
+		model   string
+		code    Status
+		message string
+	}{
+		{"cuda_out", Internal, `output "y" came as a CUDA_IPC descriptor, which this client did not ask for`},
+		{"unknown_status", Internal, "unknown error code 99: a status of a later version"},
+		{"unavailable", ServerUnavailable, "a server this handler calls is gone"},
 	} {
 		t.Run(b.model, func(t *testing.T) {
 			res, err := c.Infer(b.model, in, 10*time.Second)
 			if err == nil {
 				t.Fatalf("no error, outputs %+v", res.Outputs)
 			}
-			if e := callError(t, b.model, err, Internal, b.model, -1); e.Message != b.message {
+			if e := callError(t, b.model, err, b.code, b.model, -1); e.Message != b.message {
 				t.Errorf("%q, want %q", e.Message, b.message)
 			}
 			wantEcho(t, c, "the call after "+b.model)

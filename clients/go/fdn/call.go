@@ -241,14 +241,10 @@ func (c *Client) exchange(deadline uint64, retry bool) (*Result, error) {
 }
 
 // serverError is the error a response with a nonzero status fails its call with (section 9):
-// that status with the server's text; INTERNAL naming the status for one no server sends:
-// SERVER_UNAVAILABLE, which only a client reports, and a code this version does not define.
+// that status with the server's text; INTERNAL naming the code for one this version does not
+// define.
 func serverError(resp *Response, rid uint64) *Error {
-	switch {
-	case resp.Status == ServerUnavailable:
-		return fail(Internal, rid, "the server answered SERVER_UNAVAILABLE (10), which only a client reports: %s",
-			resp.Text)
-	case resp.Status > Internal:
+	if resp.Status > Internal {
 		return fail(Internal, rid, "unknown error code %d: %s", uint32(resp.Status), resp.Text)
 	}
 	return &Error{Code: resp.Status, Message: string(resp.Text), RequestID: rid}

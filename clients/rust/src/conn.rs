@@ -259,16 +259,10 @@ fn next_gen(gen: u64) -> u64 {
 }
 
 /// The error a response with a nonzero `status` fails its call with (section 9): that status with
-/// the server's `text` (its name if there is none); INTERNAL naming the status for one no server
-/// sends: SERVER_UNAVAILABLE, which only a client reports, and a code this version does not define.
+/// the server's `text` (its name if there is none); INTERNAL naming the code for one this version
+/// does not define.
 fn server_error(status: u32, text: String) -> Error {
     match Status::from_code(status) {
-        Status::ServerUnavailable => Error::new(
-            Status::Internal,
-            format!(
-                "the server answered SERVER_UNAVAILABLE (10), which only a client reports: {text}"
-            ),
-        ),
         Status::Internal if status != Status::Internal.code() => Error::new(
             Status::Internal,
             format!("unknown error code {status}: {text}"),

@@ -84,7 +84,6 @@ _SERVER_SLEEPING = _R.SERVER_SLEEPING // 4
 _READY = int(L.RegionState.READY)
 _STOPPED = int(L.RegionState.STOPPED)
 _TOO_LARGE = int(ErrorCode.TOO_LARGE)
-_SERVER_UNAVAILABLE = int(ErrorCode.SERVER_UNAVAILABLE)
 _clock = time.monotonic_ns
 _T = TypeVar("_T")
 
@@ -398,7 +397,7 @@ class ShmClient(TransportClient):
                 if retry:
                     ch.attach(ch.req_cap, _pages(dec.required_bytes))
                     return self._exchange(ch, rid, model, deadline, retry=False)
-            raise _server_error(dec.status, dec.text, model, rid)
+            raise error_for_code(dec.status, dec.text, model=model, request_id=rid)
         if ch.reader.cuda and not ch.cuda_ok:  # spec 15.2: only a request with FDN_FLAG_CUDA_IPC
             name = next(n for n, v in dec.outputs.items() if not isinstance(v, np.ndarray))  # a CudaIpcRef
             raise InternalError(
@@ -542,20 +541,6 @@ def _still_awaited(conn: _Connection) -> None:
     conn.check()
     if call_abandoned():
         raise CancelledError(f"the call to {conn.name!r} was abandoned while it waited for the answer")
-
-
-def _server_error(status: int, text: str, model: str, rid: int) -> InferenceError:
-    """The error a response with a nonzero ``status`` fails its call with (spec section 9): that
-    status's, with the server's ``text``; ``InternalError`` naming the status for one no server
-    sends: SERVER_UNAVAILABLE, which only a client reports, and a code this version does not
-    define (``error_for_code``)."""
-    if status == _SERVER_UNAVAILABLE:
-        return InternalError(
-            f"the server answered SERVER_UNAVAILABLE (10), which only a client reports: {text}",
-            model=model,
-            request_id=rid,
-        )
-    return error_for_code(status, text, model=model, request_id=rid)
 
 
 def _no_datatype(request: InferenceRequest, arrays: list[np.ndarray], rid: int) -> InvalidInput:

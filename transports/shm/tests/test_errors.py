@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from foundation_shm import ShmTransport, _vector_messages
 from foundation_shm._client import ShmClient
-from foundation_shm._codec import write_response
 from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
 from hypothesis import HealthCheck, event, given, settings
@@ -137,37 +136,6 @@ def test_a_raising_handler_becomes_handler_error_with_its_message(server: ShmSer
             client.infer(InferenceRequest("fail", {"x": np.zeros(1)}, id=7))
         assert info.value.request_id == 7 and info.value.code == ErrorCode.HANDLER_ERROR
         _still_serves(client)
-
-
-@pytest.mark.parametrize(
-    ("status", "message"),
-    [
-        (10, "the server answered SERVER_UNAVAILABLE (10), which only a client reports: gone"),
-        (99, "unknown error code 99: gone"),
-    ],
-)
-def test_a_status_no_server_sends_is_internal_error_naming_it(
-    server: ShmServer, name: str, status: int, message: str
-) -> None:
-    """A response of status 10, SERVER_UNAVAILABLE, which only a client reports (spec section 9),
-    raised ServerUnavailable, as if the client had found no server; it is a broken server's
-    answer: InternalError naming the status, as a status this version does not define is."""
-    with ShmTransport().connect(name, channels=1) as client:
-        _still_serves(client)
-        ch = client._take(time.monotonic_ns() + 10**9)
-        try:
-            area = ch.data.buf[ch.req_cap :]  # the response area, writable here to play a bad server
-            write_response(area, request_id=77, status=status, model="echo", text=b"gone")
-            with pytest.raises(InternalError) as info:
-                client._response(ch, 77, "echo", 0, False)
-            assert (type(info.value), info.value.message, info.value.request_id) == (
-                InternalError,
-                message,
-                77,
-            )
-        finally:
-            del area
-            client._give(ch)
 
 
 def test_overloaded_from_the_handler_and_when_no_channel_is_free(name: str) -> None:
