@@ -45,6 +45,10 @@ class ServerProcess:
     lives as long as the server should.
     """
 
+    #: the start of the line the server prints once clients can connect (``foundation serve``'s
+    #: ``ready: ...``; a subclass running another server sets its own)
+    ready_line = "ready:"
+
     def __init__(
         self, serve_args: Sequence[str], *, ready_timeout: float = 120.0, stop_grace: float = STOP_GRACE
     ) -> None:
@@ -115,7 +119,7 @@ class ServerProcess:
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line)
-            if line.startswith("ready:"):
+            if line.startswith(self.ready_line):
                 self._ready.set()
         self._ready.set()  # the process ended: wake the waiter, which then sees it
 

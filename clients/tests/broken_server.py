@@ -13,17 +13,15 @@ patches its TOO_LARGE answers.
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Any
 
-from foundation_shm import ShmTransport, _answers
+from foundation_shm import _answers
 from foundation_shm._codec import write_response
 from foundation_shm._cuda_desc import CudaIpcRef, write_mixed_response
-from foundation_shm._echo import EchoHandler, serve_until_stopped
+from foundation_shm._echo import EchoHandler, serve_main
 
 from foundation_ml import DataType, InferenceRequest, InferenceResponse, Respond
-from foundation_ml._stop_flag import StopFlag
 from foundation_ml.errors import ServerUnavailable
 
 # model: (status, text) of its answer; cuda_out's is a success with the CUDA_IPC output
@@ -65,12 +63,7 @@ def _answering_what_no_server_may() -> None:
 def main(argv: list[str]) -> int:
     (name,) = argv
     _answering_what_no_server_may()
-    stop = StopFlag()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server = ShmTransport().serve(name, Broken(), channels=4)
-    print("ready", flush=True)
-    return serve_until_stopped(server, stop)
+    return serve_main(name, Broken(), channels=4)
 
 
 if __name__ == "__main__":

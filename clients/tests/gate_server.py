@@ -13,19 +13,16 @@ of its own (the serving loop goes on serving other channels meanwhile), then cre
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from foundation_shm import ShmTransport
-from foundation_shm._echo import EchoHandler, serve_until_stopped
+from foundation_shm._echo import EchoHandler, serve_main
 from foundation_shm._server import ShmServer
 
 from foundation_ml import InferenceRequest, InferenceResponse, Respond
-from foundation_ml._stop_flag import StopFlag
 
 GATE_LIMIT_S = 600.0  # a gate nobody opens is opened after this, so the server can stop
 
@@ -54,6 +51,10 @@ class Gated(EchoHandler):
         respond(answer)  # to a reclaimed channel: dropped by the server, touching nothing
         _touch(self.gates / f"{model}.answered")
 
+    def serving(self, server: ShmServer) -> None:
+        """The server this handler answers for, whose transport stats ``stats()`` adds."""
+        self.server = server
+
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "transport": self.server.stats() if self.server else {}}
 
@@ -71,14 +72,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("gates", type=Path)
     p.add_argument("--channels", type=int, default=1)
     args = p.parse_args(argv)
-    stop = StopFlag()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     handler = Gated(args.gates)
-    server = ShmTransport().serve(args.name, handler, channels=args.channels)
-    handler.server = server
-    print("ready", flush=True)
-    return serve_until_stopped(server, stop)
+    return serve_main(args.name, handler, handler.serving, channels=args.channels)
 
 
 if __name__ == "__main__":

@@ -11,16 +11,14 @@ as a hostile or broken server may (the server of transports/shm/tests/test_trans
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Any
 
 import numpy as np
-from foundation_shm import ShmTransport, _answers
-from foundation_shm._echo import EchoHandler, serve_until_stopped
+from foundation_shm import _answers
+from foundation_shm._echo import EchoHandler, serve_main
 
 from foundation_ml import InferenceRequest, InferenceResponse, Respond
-from foundation_ml._stop_flag import StopFlag
 
 TIB = 1 << 40
 DEFAULT_CAPACITY = 64 * 4096
@@ -49,12 +47,7 @@ def _asking_a_tib() -> None:
 def main(argv: list[str]) -> int:
     (name,) = argv
     _asking_a_tib()
-    stop = StopFlag()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server = ShmTransport().serve(name, Sized(), channels=8, default_capacity=DEFAULT_CAPACITY)
-    print("ready", flush=True)
-    return serve_until_stopped(server, stop)
+    return serve_main(name, Sized(), channels=8, default_capacity=DEFAULT_CAPACITY)
 
 
 if __name__ == "__main__":

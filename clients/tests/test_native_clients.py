@@ -193,17 +193,11 @@ def test_params_with_a_loan_is_a_usage_error(client: NativeClient) -> None:
 class _EchoServer(ServerProcess):
     """The shm transport's echo server (``python -m foundation_shm._echo``): starts in a second."""
 
+    ready_line = "ready"
+
     def __init__(self, name: str) -> None:
         super().__init__([])
         self.args = [sys.executable, "-m", "foundation_shm._echo", name]
-
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if line.startswith("ready"):
-                self._ready.set()
-        self._ready.set()
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,8 @@ PATIENCE = 60.0  # where a test gives up waiting; each wait returns as soon as i
 class _GateServer(ServerProcess):
     """``gate_server.py NAME DIR --channels N`` in its own process."""
 
+    ready_line = "ready"
+
     def __init__(self, name: str, gates: Path, channels: int) -> None:
         super().__init__([])
         self.args = [
@@ -49,14 +51,6 @@ class _GateServer(ServerProcess):
             "--channels",
             str(channels),
         ]
-
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if line.startswith("ready"):
-                self._ready.set()
-        self._ready.set()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from foundation_ml import InferenceRequest, InferenceResponse, Respond
@@ -82,23 +83,32 @@ def serve_until_stopped(server: ShmServer, stop: StopFlag) -> int:
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def serve_main(
+    name: str, handler: Any, serving: Callable[[ShmServer], None] | None = None, **options: Any
+) -> int:
+    """A test server's main: serve ``handler`` as ``name`` with ``options`` until SIGTERM or
+    SIGINT, printing ``ready`` once clients can connect (after ``serving(server)``, if given);
+    returns ``serve_until_stopped``'s exit status."""
     from ._transport import ShmTransport
 
+    stop = StopFlag()  # (threading.Event.set() in a signal handler can deadlock)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server = ShmTransport().serve(name, handler, **options)
+    if serving is not None:
+        serving(server)
+    print("ready", flush=True)
+    return serve_until_stopped(server, stop)
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m foundation_shm._echo")
     p.add_argument("name")
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--spin-us", type=int, default=200)
     p.add_argument("--mode", type=lambda s: int(s, 8), default=0o600)
     args = p.parse_args(argv)
-    stop = StopFlag()  # (threading.Event.set() in a signal handler can deadlock)
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server = ShmTransport().serve(
-        args.name, EchoHandler(), channels=args.channels, spin_us=args.spin_us, mode=args.mode
-    )
-    print("ready", flush=True)
-    return serve_until_stopped(server, stop)
+    return serve_main(args.name, EchoHandler(), channels=args.channels, spin_us=args.spin_us, mode=args.mode)
 
 
 if __name__ == "__main__":
