@@ -22,7 +22,7 @@ from ._vector_messages import (
     _X,
     _corrupt_data,
     _poke,
-    _raw_params,
+    _raw_params_builder,
     _rename,
     _request,
     _reseal,
@@ -230,11 +230,7 @@ def _params_cases() -> Cases:
         "error_params_nan": b'{"a":NaN}',
         "error_params_trailing_bytes": b'{"a":1}x',
     }
-    return {name: ("request", _params_builder(body, 100 + i)) for i, (name, body) in enumerate(raw.items())}
-
-
-def _params_builder(body: bytes, request_id: int) -> Callable[[], bytearray]:
-    return lambda: _raw_params(body, request_id)
+    return {n: ("request", _raw_params_builder(body, 100 + i)) for i, (n, body) in enumerate(raw.items())}
 
 
 def _ignored_desc(buf: bytearray, desc: int, ndim: int) -> None:

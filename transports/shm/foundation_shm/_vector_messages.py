@@ -8,6 +8,7 @@ one that fails. The cases themselves are in ``_vectors``.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -138,6 +139,11 @@ def _raw_params(raw: bytes, request_id: int) -> bytearray:
     buf = bytearray(-(-(MSG_HEADER_SIZE + payload) // 64) * 64)
     write_request(buf, request_id=request_id, model="echo", params=raw)
     return buf
+
+
+def _raw_params_builder(body: bytes, request_id: int) -> Callable[[], bytearray]:
+    """A case's builder: the request ``_raw_params(body, request_id)``."""
+    return lambda: _raw_params(body, request_id)
 
 
 def _raw_response_params(raw: bytes, request_id: int) -> bytearray:

@@ -36,6 +36,7 @@ from ._vector_messages import (
     _overflowing_shape,
     _poke,
     _raw_params,
+    _raw_params_builder,
     _raw_response_params,
     _rename,
     _request,
@@ -246,11 +247,7 @@ def _params_value_error_cases() -> Cases:
         "error_params_duplicate_name": b'{"a":1,"a":2}',
         "error_params_duplicate_escaped_name": b'{"a":1,"\\u0061":2}',
     }
-    return {name: ("request", _raw_builder(body, 50 + i)) for i, (name, body) in enumerate(raw.items())}
-
-
-def _raw_builder(body: bytes, request_id: int) -> Callable[[], bytearray]:
-    return lambda: _raw_params(body, request_id)
+    return {n: ("request", _raw_params_builder(body, 50 + i)) for i, (n, body) in enumerate(raw.items())}
 
 
 def _shape_error_cases() -> Cases:
