@@ -352,6 +352,42 @@ def test_hello_example_calls_the_demo_model(hello_client: NativeClient, demo_ser
     assert lines[2] == "unknown model: MODEL_NOT_FOUND"
 
 
+GO_POOL_EXAMPLE = "clients/go/examples/pool/main.go"
+
+
+@pytest.mark.skipif(not (ROOT / "clients" / "go").is_dir(), reason="no Go client in this checkout")
+def test_go_pool_example_serves_64_requests_and_is_shown_in_the_docs(
+    go_client: NativeClient, demo_server: str, build_env: dict[str, str]
+) -> None:
+    """The Go pool example docs/clients.md shows: 64 HTTP handler goroutines through a pool of 4,
+    each answered the direct call's y[0]."""
+    source = (ROOT / GO_POOL_EXAMPLE).read_text()
+    assert source in (ROOT / "docs" / "clients.md").read_text(), (
+        f"docs/clients.md does not show {GO_POOL_EXAMPLE}"
+    )
+    build = subprocess.run(
+        ["go", "build", "-o", "bin/pool", "./examples/pool"],
+        cwd=ROOT / go_client.cwd,
+        env=build_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    proc = subprocess.run(
+        [str(ROOT / "clients" / "go" / "bin" / "pool"), demo_server],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    head, _, answer = proc.stdout.strip().partition(": ")
+    assert head == "64 of 64 answers" and answer.startswith("200 "), proc.stdout
+    want = direct((np.arange(784, dtype=np.float32) / 784).reshape(1, 784))[0, 0]
+    assert float(answer.split()[1]) == pytest.approx(want, abs=1e-5)
+
+
 def test_server_dying_during_a_call_is_server_unavailable(
     params_client: NativeClient, tmp_path: Path, unique_name: Callable[[str], str]
 ) -> None:

@@ -23,7 +23,7 @@ func (c *Client) waitSeq(s uint64, deadline uint64, spin bool) error {
 	atomic.StoreUint32(sleeping, 1) // sequentially consistent: the full fence of 7.1
 	defer atomic.StoreUint32(sleeping, 0)
 	for atomic.LoadUint64(seqWord) != s {
-		slice := int64(waitSlice)
+		slice := c.slice()
 		if deadline != 0 {
 			now := monotonicNs()
 			if now >= deadline {
@@ -32,6 +32,9 @@ func (c *Client) waitSeq(s uint64, deadline uint64, spin bool) error {
 			if left := int64(deadline - now); left < slice {
 				slice = left
 			}
+		}
+		if err := c.ctxEnded("while waiting for the response"); err != nil {
+			return err // the request stays with the server: the channel is busy until its answer (7.5)
 		}
 		semWait(c.sem, slice)
 		if atomic.LoadUint64(seqWord) == s {
@@ -74,7 +77,7 @@ func (c *Client) spin(seqWord *uint64, s uint64, deadline uint64) bool {
 		}
 		if k&15 == 15 || polite {
 			spun := time.Since(start)
-			if spun > limit {
+			if spun > limit || c.doneNow() { // a cancel ends the spin: the wait after it reports it
 				return false
 			}
 			polite = spun > yieldAfter
@@ -138,6 +141,11 @@ func (c *Client) waitIdle(deadline uint64) error {
 		first = false
 		if err != nil {
 			e := err.(*Error)
+			if e.cause != nil { // the call's context ended
+				e.Message = fmt.Sprintf("%v while the previous request on this channel (a call abandoned at its deadline "+
+					"or cancel) was still with the server", e.cause)
+				return err
+			}
 			if e.Code != DeadlineExceeded {
 				return err
 			}
@@ -340,7 +348,11 @@ func (c *Client) inferCall(model string, inputs []Input, timeout time.Duration, 
 		return nil, err
 	}
 	defer c.leave()
-	deadline := deadlineOf(timeout)
+	return c.infer(model, inputs, deadlineOf(timeout), call)
+}
+
+// infer is a call of Infer, InferCall or their context forms, the client entered.
+func (c *Client) infer(model string, inputs []Input, deadline uint64, call Call) (*Result, error) {
 	if len(inputs) > MaxTensors {
 		return nil, fail(TooLarge, 0, "%d inputs (at most %d)", len(inputs), MaxTensors)
 	}
@@ -460,18 +472,24 @@ func (c *Client) LoanInfer(timeout time.Duration) (*Result, error) {
 		return nil, err
 	}
 	defer c.leave()
-	model := ""
-	if c.loaned || c.loanEnded != 0 { // the loan's (an ended loan's: LoanBegin sets it only when granted)
-		model = c.req.Model
-	}
-	res, err := c.loanInfer(timeout)
+	model := c.loanModel()
+	res, err := c.loanInfer(deadlineOf(timeout))
 	if err != nil {
 		return nil, withCall(err, model, 0)
 	}
 	return res, nil
 }
 
-func (c *Client) loanInfer(timeout time.Duration) (*Result, error) {
+// loanModel is the model a LoanInfer's errors name: the loan's (an ended loan's: LoanBegin sets
+// it only when granted), or none.
+func (c *Client) loanModel() string {
+	if c.loaned || c.loanEnded != 0 {
+		return c.req.Model
+	}
+	return ""
+}
+
+func (c *Client) loanInfer(deadline uint64) (*Result, error) {
 	if !c.loaned {
 		if c.loanEnded != 0 {
 			return nil, fail(InvalidInput, 0, "no loan: it ended when its request %d failed while still with the server, "+
@@ -484,7 +502,6 @@ func (c *Client) loanInfer(timeout time.Duration) (*Result, error) {
 		c.loaned = false
 		return nil, fail(ServerUnavailable, 0, "the server of this loan is gone; take a new loan")
 	}
-	deadline := deadlineOf(timeout)
 	if err := c.ready(deadline); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ package fdn
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math"
 	"os"
@@ -42,10 +43,13 @@ const (
 const NoSpin = ^uint32(0)
 
 const (
-	waitSlice  = 50 * time.Millisecond
-	yieldAfter = 2 * time.Microsecond // spin this long flat out, then yield the CPU between polls
-	hungMin    = time.Second          // a heartbeat is stale after 10 intervals, never sooner than this
-	beatPoll   = 5 * time.Millisecond // how often a connect waiting for a hung server's beat looks again
+	waitSlice = 50 * time.Millisecond
+	// cancelSlice is the wait slice of a call whose context can be cancelled: a cancel is seen
+	// within one (no goroutine watches the context; Go 1.19 has no context.AfterFunc)
+	cancelSlice = 5 * time.Millisecond
+	yieldAfter  = 2 * time.Microsecond // spin this long flat out, then yield the CPU between polls
+	hungMin     = time.Second          // a heartbeat is stale after 10 intervals, never sooner than this
+	beatPoll    = 5 * time.Millisecond // how often a connect waiting for a hung server's beat looks again
 )
 
 // Input is one named input tensor: row-major little-endian bytes.
@@ -116,6 +120,11 @@ type Client struct {
 	busy            int32 // 1 while a call (or Close) runs: a second goroutine's call is refused, not interleaved
 	closed          int32 // 1 once Close began: calls refuse, and a call in flight ends at its next wait slice
 	keepData        bool  // closed by the finalizer: the data segment is unlinked but stays mapped
+	// the context of the call in progress (InferContext...; nil for the others): its Done channel
+	// is looked at between the wait's slices, which are cancelSlice long while it has one
+	ctx         context.Context
+	done        <-chan struct{}
+	ctxDeadline bool // the call's deadline is the context's
 }
 
 // enter marks the client busy for one call; a closed client, or one already in a call (another
@@ -219,11 +228,25 @@ func validName(name string) bool {
 // client when done; one that becomes unreachable without Close is closed by the garbage
 // collector (a finalizer), so its channel goes back to the server then rather than at exit.
 func Connect(name string, opts Options) (*Client, error) {
+	name, opts, err := checkOptions(name, opts)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{name: name, opts: opts, nextID: 1}
+	if err := c.connect(0); err != nil {
+		return nil, err
+	}
+	runtime.SetFinalizer(c, (*Client).finalize)
+	return c, nil
+}
+
+// checkOptions checks the server's name and the options, and fills in the defaults.
+func checkOptions(name string, opts Options) (string, Options, error) {
 	if len(name) > 6 && name[:6] == "shm://" {
 		name = name[6:]
 	}
 	if !validName(name) {
-		return nil, fail(InvalidInput, 0, "shm server name %q must be 1-%d characters of [A-Za-z0-9_]", name, ServerNameMax)
+		return name, opts, fail(InvalidInput, 0, "shm server name %q must be 1-%d characters of [A-Za-z0-9_]", name, ServerNameMax)
 	}
 	if opts.SpinUs == 0 {
 		opts.SpinUs = 100
@@ -237,21 +260,16 @@ func Connect(name string, opts Options) (*Client, error) {
 		opts.MaxResponseBytes = DefaultMaxResponseBytes
 	}
 	if opts.MaxResponseBytes < page || opts.MaxResponseBytes > MaxResponseBytesLimit {
-		return nil, fail(InvalidInput, 0, "Options.MaxResponseBytes must be 4096..2^48 bytes (0: the default, 4 GiB), not %d",
+		return name, opts, fail(InvalidInput, 0, "Options.MaxResponseBytes must be 4096..2^48 bytes (0: the default, 4 GiB), not %d",
 			opts.MaxResponseBytes)
 	}
 	// the response area starts at Capacity: one over the limit would be a limit that is not one
 	// (refused rather than either silently winning)
 	if opts.Capacity > opts.MaxResponseBytes {
-		return nil, fail(InvalidInput, 0, "Options.Capacity (%d bytes) exceeds Options.MaxResponseBytes (%d bytes): the "+
+		return name, opts, fail(InvalidInput, 0, "Options.Capacity (%d bytes) exceeds Options.MaxResponseBytes (%d bytes): the "+
 			"response area starts at capacity; lower Capacity or raise MaxResponseBytes", opts.Capacity, opts.MaxResponseBytes)
 	}
-	c := &Client{name: name, opts: opts, nextID: 1}
-	if err := c.connect(0); err != nil {
-		return nil, err
-	}
-	runtime.SetFinalizer(c, (*Client).finalize)
-	return c, nil
+	return name, opts, nil
 }
 
 // finalize is the safety net for a client dropped without Close: the garbage collector calls it
@@ -390,6 +408,9 @@ func (c *Client) waitBeating(deadline uint64) error {
 		if atomic.LoadInt32(&c.closed) != 0 {
 			return c.closedDuring()
 		}
+		if err := c.ctxEnded("while waiting for the hung server's beat"); err != nil {
+			return err
+		}
 		if monotonicNs() >= end {
 			return fail(ServerUnavailable, 0, "%s (its process is stopped or stalled, and no beat came %s): "+
 				"it takes no new client until it beats again", why, limit)
@@ -417,7 +438,7 @@ func (c *Client) lockRegion(deadline uint64) error {
 		end = deadline
 	}
 	for {
-		slice, now := int64(waitSlice), monotonicNs()
+		slice, now := c.slice(), monotonicNs()
 		if now >= end {
 			slice = 0 // one look: a deadline spent on a beat's wait still takes a free mutex
 		} else if left := int64(end - now); left < slice {
@@ -428,6 +449,9 @@ func (c *Client) lockRegion(deadline uint64) error {
 		}
 		if atomic.LoadInt32(&c.closed) != 0 {
 			return c.closedDuring()
+		}
+		if err := c.ctxEnded("while waiting for the region mutex"); err != nil {
+			return err
 		}
 		if monotonicNs() >= end {
 			if byDeadline {

@@ -50,7 +50,13 @@ type Error struct {
 	Message   string // the server's message for errors it reported, this package's otherwise
 	RequestID uint64
 	Model     string
+	cause     error // what ended a call of a context (ctx.Err()): Unwrap gives it
 }
+
+// Unwrap is the error that ended a call of a context (InferContext, Pool.Infer):
+// context.Canceled or context.DeadlineExceeded, so errors.Is(err, context.Canceled) holds; nil
+// for every other error.
+func (e *Error) Unwrap() error { return e.cause }
 
 // Error is "CODE: message"; for an error of a call, `CODE: model "NAME" (request N): message`
 // (without the request before one was sent).
