@@ -25,7 +25,7 @@ from foundation_core import Hub, emit
 from foundation_core.errors import FoundationError
 
 from ._backend import LoadedModel
-from ._batching import Batcher, is_ctrl_c
+from ._batching import HURRY_CHECK_S, Batcher, is_ctrl_c
 from ._loading import check_as_given, check_outputs, load_model
 from ._metrics import prometheus_text
 from ._names import MAX_VERSION_BYTES, check_name
@@ -135,8 +135,13 @@ class MLRuntime:
         self._models_lock = threading.Lock()  # a registry change and the batchers flush() sees
         self._closed = False
         # the models register_model is loading into the registry (by id: they are held meanwhile),
-        # each with the ServedModel it is for (see _claim)
-        self._registering: dict[int, ServedModel] = {}
+        # each with the ServedModel it is for and the thread loading it (see _claim)
+        self._registering: dict[int, tuple[ServedModel, threading.Thread]] = {}
+        # the versions unload_model took out of the registry and is stopping, each with the thread
+        # stopping it: their models are not closed yet (see _claim, close)
+        self._unloading: list[tuple[ServedModel, threading.Thread]] = []
+        self._unloaded = threading.Condition()  # notified as unload_model is done with a version
+        self._close_deadline: float | None = None  # close()'s: other threads' unloads end by it too
         self._batchers: tuple[Batcher, ...] = ()
         self._hurry = False  # hurry(): a drain under way ends now
         self._stopping: list[tuple[str, TransportServer]] = []  # the servers close() is stopping
@@ -172,6 +177,8 @@ class MLRuntime:
         check_batching(max_batch_size, max_wait_us, f"register_model({name!r})")
         if isinstance(model, LoadedModel):
             check_as_given(name, model, backend, device, inputs, outputs, options)
+        if version is not None or isinstance(model, LoadedModel):  # known before loading it
+            _check_not_loaded(self.registry, name, version or str(getattr(model, "version", "") or "1"))
         loaded, spec = load_model(
             self.hub, name, model, backend, device or self.device, inputs, outputs, options
         )
@@ -184,8 +191,10 @@ class MLRuntime:
                 loaded.close()
             raise ModelLoadError(str(exc), model=name) from None
         served = ServedModel(name, version, loaded, spec)
+        claimed = False
         try:
             self._claim(served)
+            claimed = True
             if warmup:
                 check_outputs(name, loaded, spec)
             batch = self.max_batch_size if max_batch_size is None else max_batch_size
@@ -204,6 +213,7 @@ class MLRuntime:
                 if self._closed:
                     raise ModelLoadError("the runtime is closed", model=name)
                 self.registry.add(served)
+                self._unclaim(served)  # served from now on: the registry's check holds it
                 self._update_batchers()
                 # as of this registration: read after the lock, an unload landing meanwhile made
                 # it return another version's signature, or raise ModelNotFound
@@ -222,7 +232,7 @@ class MLRuntime:
             except BaseException as also:
                 errors.append(also)
             try:
-                mine = self._registering.get(id(loaded)) is served
+                mine = claimed or self._registering.get(id(loaded), (None,))[0] is served
                 served.stop(close_model=mine and not isinstance(model, LoadedModel))
             except BaseException as also:
                 errors.append(also)
@@ -232,10 +242,9 @@ class MLRuntime:
                 errors.remove(exc)  # (not noted again as something releasing it raised)
             _raise_first(errors, f"releasing model {name!r} also raised")
             raise
-        finally:
+        finally:  # (released already, unless it failed or an interrupt landed before)
             with self._models_lock:
-                if self._registering.get(id(loaded)) is served:
-                    del self._registering[id(loaded)]
+                self._unclaim(served)
         return registered
 
     def _claim(self, served: ServedModel) -> None:
@@ -244,32 +253,46 @@ class MLRuntime:
         runtime owns what it serves), and the warm-up or a second batcher would call a model that
         need not be thread-safe while it serves. Checked once it had been warmed up, it had run
         beside its calls, and two registrations at once each found it served by neither. Else
-        its model is claimed for ``served`` until ``register_model`` is done."""
+        its model is claimed for ``served`` until ``register_model`` is done. A version being
+        unloaded is refused too: its unload would close the model under this registration. A claim
+        or unload of this thread's own is over (an interrupt landed before it was let go)."""
         name, version, model = served.name, served.version, served.model
+        me = threading.current_thread()
         with self._models_lock:
-            other = self._registering.get(id(model))
-            if other is not None:
+            claim = self._registering.get(id(model))
+            if claim is not None and claim[1] is not me:
+                other = claim[0]
                 raise ModelLoadError(
                     f"this {type(model).__name__} is being registered as {other.name!r} version "
                     f"{other.version!r} by another thread; pass a model of its own to each name "
                     "and version",
                     model=name,
                 )
+            for other, thread in self._unloading:
+                if other.model is model and thread is not me:
+                    raise ModelLoadError(
+                        f"this {type(model).__name__} is being unloaded as {other.name!r} version "
+                        f"{other.version!r}, which closes it; pass a model of its own to each name "
+                        "and version",
+                        model=name,
+                    )
             for other in self.registry.all():
                 if other.model is not model:
                     continue
-                if (other.name, other.version) == (name, version):  # as the registry says it
-                    raise ModelLoadError(
-                        f"version {version!r} is already loaded; unload it first or pass another version",
-                        model=name,
-                    )
                 raise ModelLoadError(
                     f"this {type(model).__name__} is already served as {other.name!r} version "
                     f"{other.version!r}; the runtime closes a model when it is unloaded, so pass "
                     "a model of its own to each name and version",
                     model=name,
                 )
-            self._registering[id(model)] = served
+            self._registering[id(model)] = (served, me)  # ours: released if refused now
+            _check_not_loaded(self.registry, name, version)  # (a spec's own version, now known)
+
+    def _unclaim(self, served: ServedModel) -> None:
+        """Let go of ``served``'s claim on its model, if it holds it (under _models_lock)."""
+        key = id(served.model)
+        if self._registering.get(key, (None,))[0] is served:
+            del self._registering[key]
 
     def unload_model(self, name: str, version: str | None = None, drain_timeout: float = 5.0) -> None:
         """Stop serving ``name`` (one version, or all); queued requests are answered first, for
@@ -288,6 +311,8 @@ class MLRuntime:
         with self._models_lock:
             gone = self.registry.remove(name, version)
             self._update_batchers()
+            me = threading.current_thread()
+            self._unloading.extend((served, me) for served in gone)
         errors: list[BaseException] = []  # each version is stopped whatever another's stop raised:
         for served in gone:  # removed from the registry already, none would ever be stopped after
             hurry = any(not isinstance(e, Exception) for e in errors)  # a Ctrl-C: no more waiting
@@ -296,11 +321,31 @@ class MLRuntime:
                 served.stop(left, why=f"version {served.version!r} is being unloaded", hurried=self._hurried)
             except BaseException as exc:
                 errors.append(exc)
+            finally:
+                with self._models_lock:
+                    self._unloading = [e for e in self._unloading if e[0] is not served]
+                with self._unloaded:
+                    self._unloaded.notify_all()
         _raise_first(errors, f"unloading model {name!r} also raised")
 
     def _hurried(self) -> bool:
-        """Whether ``hurry()`` was called: a model's drain polls it (a signal handler cannot wake it)."""
-        return self._hurry
+        """Whether ``hurry()`` was called, or ``close()``'s drain is over (an unload in another
+        thread ends with it): a model's drain polls it (a signal handler cannot wake it)."""
+        end = self._close_deadline
+        return self._hurry or (end is not None and _clock() >= end)
+
+    def _wait_for_unloads(self) -> None:
+        """Wait until no other thread's ``unload_model`` is stopping a version (``close()``: its
+        drain ends by close's deadline, see ``_hurried``). An entry of this thread's own, or of a
+        thread gone, is over (an interrupt landed before it was let go)."""
+        me = threading.current_thread()
+
+        def done() -> bool:
+            return all(thread is me or not thread.is_alive() for _, thread in self._unloading)
+
+        with self._unloaded:
+            while not self._unloaded.wait_for(done, HURRY_CHECK_S):
+                pass
 
     def _update_batchers(self) -> None:
         """What ``flush()`` runs: the batchers of the registry as it is now (under _models_lock)."""
@@ -532,7 +577,10 @@ class MLRuntime:
         ``drained()`` is called once every request is answered, before the models go.
         ``abandoned`` then counts the requests a transport gave up on (its drain timed out).
         ``drain_timeout`` bounds the whole drain, the transports' and the models' together (a
-        model whose call is still running then is closed when that call returns).
+        model whose call is still running then is closed when that call returns). A model that
+        ``unload_model`` in another thread is stopping meanwhile is waited for: that drain ends
+        by this one's deadline too, so close returns once every model it served is closed (or
+        closing when its running call returns), as its own.
 
         Every server is stopped, every model unloaded and the runtime's own hub shut down
         whatever one of them raises (a Ctrl-C meanwhile hurries the rest); then the first error
@@ -544,6 +592,7 @@ class MLRuntime:
             self._closed = True  # register_model refuses from now on
         _OPEN.discard(self)
         deadline = _clock() + drain_timeout
+        self._close_deadline = deadline
         servers, self.servers = self.servers, []
         self._stopping = servers
         for served in self.registry.all():  # queued requests run now, not after max_wait_us
@@ -586,10 +635,14 @@ class MLRuntime:
             left = 0 if self._hurry else max(0.0, deadline - _clock())
             try:
                 self.unload_model(name, drain_timeout=left)
-            except ModelNotFound:  # unloaded meanwhile by another thread
+            except ModelNotFound:  # unloaded meanwhile by another thread (waited for below)
                 pass
             except BaseException as exc:
                 failed(exc)
+        try:
+            self._wait_for_unloads()
+        except BaseException as exc:
+            failed(exc)
         # the servers stopped refer back to this runtime (their handler): holding them made a
         # cycle that kept a closed runtime, and its hub, alive until the garbage collector ran
         self._stopping = []
@@ -614,6 +667,15 @@ def _check_str(name: object, where: str) -> None:
     one not served is ``ModelNotFound`` (a transport passes what a client asked for)."""
     if not isinstance(name, str):
         check_name(name, f"{where}: the model name")
+
+
+def _check_not_loaded(registry: ModelRegistry, name: str, version: str) -> None:
+    """Refuse a version of ``name`` already served before loading, or warming up, another (the
+    registry's own check, once it is warmed up, stays: two registrations of it at once)."""
+    if version in registry.snapshot()[0].get(name, {}):
+        raise ModelLoadError(
+            f"version {version!r} is already loaded; unload it first or pass another version", model=name
+        )
 
 
 def _raise_first(errors: list[BaseException], also: str) -> None:

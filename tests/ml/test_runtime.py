@@ -43,7 +43,7 @@ from foundation_ml.errors import (
     ShuttingDown,
 )
 
-from .conftest import affine_model, unique_name
+from .conftest import Replies, affine_model, unique_name
 
 
 def call(runtime: MLRuntime, request: InferenceRequest) -> object:
@@ -351,6 +351,172 @@ def test_one_loaded_model_registered_by_two_threads_at_once_is_served_once(runti
         first.join(60)
     assert not failed and not first.is_alive()
     assert runtime.registry.names() == ["a"] and model.overlaps == 0
+
+
+def _request(rid: int) -> InferenceRequest:
+    return InferenceRequest("a", {"x": np.zeros((1, 4), np.float32)}, id=rid)
+
+
+class _InterruptAt:
+    """A lock whose ``at``-th acquisition raises KeyboardInterrupt first (a Ctrl-C landing just
+    before that ``with``)."""
+
+    def __init__(self, at: int) -> None:
+        self._lock = threading.Lock()
+        self._left = at
+
+    def __enter__(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            raise KeyboardInterrupt
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+@pytest.mark.parametrize("at", [1, 2, 3, 4])
+def test_a_registration_interrupted_anywhere_leaves_its_model_free_to_register_again(
+    runtime: MLRuntime, at: int
+) -> None:
+    """A Ctrl-C as register_model let go of its claim (once the model was registered) left the
+    claim for good: unloaded, the model was refused to every other thread as 'being registered'
+    by a registration long over."""
+    model = _OneAtATime()
+    lock = runtime._models_lock
+    runtime._models_lock = _InterruptAt(at)  # type: ignore[assignment]
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            runtime.register_model("a", model)
+    finally:
+        runtime._models_lock = lock
+    if runtime.registry.names():
+        runtime.unload_model("a")
+    failed: list[BaseException] = []
+
+    def register_b() -> None:
+        try:
+            runtime.register_model("b", model)
+        except BaseException as exc:
+            failed.append(exc)
+
+    other = threading.Thread(target=register_b)
+    other.start()
+    other.join(60)
+    assert not failed and runtime.registry.names() == ["b"]
+
+
+def test_a_model_being_unloaded_is_not_registered_again_under_it(runtime: MLRuntime) -> None:
+    """Registered as 'b' while its unload as 'a' waited for a call, its warm-up ran beside that
+    call and the unload then closed it under 'b'."""
+    model = _OneAtATime(gate=True)
+    runtime.register_model("a", model, warmup=False)
+    replies = Replies()
+    calling = threading.Thread(target=runtime, args=(_request(1), replies.respond(1)))
+    calling.start()
+    unloading = threading.Thread(target=runtime.unload_model, args=("a",), kwargs={"drain_timeout": 60})
+    try:
+        assert model.entered.wait(60), "the call never began"
+        unloading.start()
+        deadline = time.monotonic() + 60
+        while not runtime._unloading and time.monotonic() < deadline:  # the unload waits for the call
+            time.sleep(0.001)
+        with pytest.raises(ModelLoadError, match="is being unloaded as 'a' version '1', which closes it"):
+            runtime.register_model("b", model)
+    finally:
+        model.release.set()
+        calling.join(60)
+        if unloading.ident is not None:
+            unloading.join(60)
+    assert model.calls == 1 and runtime.registry.names() == []
+
+
+def test_close_waits_for_a_model_another_thread_is_unloading(runtime: MLRuntime) -> None:
+    """close() found the model already out of the registry (another thread's unload_model was
+    waiting for its call) and returned with it still open; it was closed later, when that unload
+    finished. close() waits for it, and that unload's drain ends by close's deadline."""
+    closed = threading.Event()
+
+    class Model(_OneAtATime):
+        def close(self) -> None:
+            closed.set()
+
+    model = Model(gate=True)
+    runtime.register_model("a", model, warmup=False)
+    replies = Replies()
+    calling = threading.Thread(target=runtime, args=(_request(1), replies.respond(1)))
+    calling.start()
+    unloading = threading.Thread(target=runtime.unload_model, args=("a",), kwargs={"drain_timeout": 60})
+    try:
+        assert model.entered.wait(60), "the call never began"
+        unloading.start()
+        deadline = time.monotonic() + 60
+        while not runtime._unloading and time.monotonic() < deadline:
+            time.sleep(0.001)
+        threading.Timer(0.2, model.release.set).start()  # the call returns within close's drain
+        runtime.close(drain_timeout=60)
+        assert closed.is_set(), "close returned with the model still open"
+    finally:
+        model.release.set()
+        calling.join(60)
+        unloading.join(60)
+    started = time.monotonic()
+    with MLRuntime(runtime.hub) as rt:  # the other unload's drain ends by close's deadline
+        stuck = Model(gate=True)
+        rt.register_model("a", stuck, warmup=False)
+        calling = threading.Thread(target=rt, args=(_request(2), replies.respond(2)))
+        calling.start()
+        unloading = threading.Thread(target=rt.unload_model, args=("a",), kwargs={"drain_timeout": 60})
+        try:
+            assert stuck.entered.wait(60), "the call never began"
+            unloading.start()
+            while not rt._unloading and time.monotonic() < started + 60:
+                time.sleep(0.001)
+            rt.close(drain_timeout=0.1)
+            assert not unloading.is_alive() and time.monotonic() - started < 30
+        finally:
+            stuck.release.set()
+            calling.join(60)
+            unloading.join(60)
+
+
+class _Counting(FunctionModel):
+    def __init__(self, version: str = "") -> None:
+        super().__init__(self._run, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+        self.version = version
+        self.calls = 0
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return x
+
+
+@pytest.mark.parametrize(("version", "own"), [(None, ""), ("1", ""), (None, "1"), ("2", "")])
+def test_a_version_already_served_is_refused_before_the_new_model_loads_or_runs(
+    runtime: MLRuntime, version: str | None, own: str
+) -> None:
+    """A second model for a name and version already served was loaded and warmed up in full, and
+    only then refused by the registry."""
+    runtime.register_model("a", _Counting())
+    runtime.register_model("a", _Counting(), version="2")
+    model = _Counting(own)
+    with pytest.raises(ModelLoadError, match=f"version '{version or '1'}' is already loaded"):
+        runtime.register_model("a", model, version=version)
+    assert model.calls == 0 and runtime.versions("a") == ["1", "2"]
+
+
+def test_a_version_already_served_is_refused_before_its_backend_loads_it() -> None:
+    loads: list[int] = []
+
+    def make() -> object:
+        loads.append(1)
+        return _Linear()
+
+    with _backend_hub(make) as hub, MLRuntime(hub) as runtime:
+        runtime.register_model("lin", {"w": 1}, version="3")
+        with pytest.raises(ModelLoadError, match="version '3' is already loaded"):
+            runtime.register_model("lin", {"w": 1}, version="3")
+        assert loads == [1]
 
 
 @pytest.mark.parametrize(
@@ -1001,7 +1167,8 @@ def test_a_registration_that_fails_says_why_though_releasing_its_model_raises_to
         rt.register_model("m", {"w": 1}, warmup=False)
         batchers = {t for t in threading.enumerate() if t.name.startswith("batcher-")}
         with pytest.raises(ModelLoadError, match=says) as info:
-            rt.register_model("m", {"w": 2}, version="1" if answer == "dict" else "2", max_batch_size=4)
+            # (no version=: the loaded model's own, '1', is known only once it is loaded)
+            rt.register_model("m", {"w": 2}, version=None if answer == "dict" else "2", max_batch_size=4)
         assert info.value.model == "m"
         assert info.value.__notes__ == ["releasing model 'm' also raised: RuntimeError('toy: cannot close')"]
         assert rt.versions("m") == ["1"]
@@ -1057,20 +1224,22 @@ def test_a_registration_interrupted_once_its_version_is_listed_leaves_nothing_be
 def test_a_ctrl_c_while_a_failed_registration_releases_its_model_notes_why_it_failed(
     runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A registration refused (the version already loaded) whose release was interrupted raised
-    the KeyboardInterrupt first, as it should, but noted the refusal on it as something the
-    release had raised: 'releasing model 'm' also raised: ModelLoadError(... already loaded ...)'."""
+    """A registration refused (its warm-up failed) whose release was interrupted raised the
+    KeyboardInterrupt first, as it should, but noted the refusal on it as something the release
+    had raised: 'releasing model 'm' also raised: ModelLoadError(... warm-up ...)'."""
     spec = {"inputs": {"x": "FP32[-1]"}, "outputs": {"y": "FP32[-1]"}}
-    runtime.register_model("m", FunctionModel(lambda x: {"y": x}, **spec))
     real = ServedModel.stop
 
     def stop(self: ServedModel, *args: Any, **kwargs: Any) -> bool:
         real(self, *args, **kwargs)
         raise KeyboardInterrupt
 
+    def fails(x: np.ndarray) -> dict[str, np.ndarray]:
+        raise ValueError("cannot")
+
     monkeypatch.setattr(ServedModel, "stop", stop)
     with pytest.raises(KeyboardInterrupt) as info:
-        runtime.register_model("m", FunctionModel(lambda x: {"y": x}, **spec), version="1")
+        runtime.register_model("m", FunctionModel(fails, **spec))
     [note] = info.value.__notes__
     assert note.startswith("registering model 'm' had failed: ModelLoadError(")
-    assert "version '1' is already loaded" in note
+    assert "raised on its example input at warm-up" in note
