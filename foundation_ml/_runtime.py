@@ -201,9 +201,13 @@ class MLRuntime:
             if batch > 1:
                 if not loaded.batchable:
                     if max_batch_size is not None:
+                        why = (
+                            "dimension 0 of every input and output must be -1"
+                            if loaded.inputs
+                            else "a model without inputs has no rows to stack"
+                        )
                         raise ModelLoadError(
-                            "cannot batch: dimension 0 of every input and output must be -1 "
-                            f"(signature: {served.metadata([version]).signature()})",
+                            f"cannot batch: {why} (signature: {served.metadata([version]).signature()})",
                             model=name,
                         )
                 else:

@@ -175,6 +175,10 @@ def test_a_model_without_inputs_is_not_batchable_and_its_rows_are_its_own(hub) -
         for answer in got.values():
             assert isinstance(answer, InferenceResponse)
             np.testing.assert_array_equal(answer.outputs["labels"], _labels())
+        with pytest.raises(ModelLoadError, match="cannot batch: a model without inputs has no rows to stack"):
+            rt.register_model(
+                "again", FunctionModel(_labels, inputs={}, outputs={"labels": "FP32[-1]"}), max_batch_size=4
+            )
 
 
 def test_requests_without_inputs_of_a_model_said_to_batch_each_run_alone(runtime: MLRuntime) -> None:
