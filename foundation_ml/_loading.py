@@ -197,6 +197,10 @@ def _warm_up(name: str, model: LoadedModel, spec: str) -> None:
     out of ``register_model`` as it was: a model's SystemExit ended the process)."""
     try:
         model.warmup()
+    except ModelLoadError as exc:  # the model's own account of what failed: not wrapped again
+        if exc.model:
+            raise
+        raise ModelLoadError(exc.message, model=name, file=exc.file) from exc
     except BaseException as exc:
         if is_ctrl_c(exc):
             raise

@@ -94,6 +94,21 @@ def test_a_model_raising_in_its_warm_up_rounds_is_a_load_error(
     assert shm_runtime.registry.names() == []
 
 
+def test_a_load_error_a_model_raises_in_its_warm_up_is_not_wrapped_again(shm_runtime: MLRuntime) -> None:
+    """A ``warmup()`` that says itself what failed, as a ``ModelLoadError``, reaches the caller as
+    it said it, named for the model (not "raised in its warm-up: ModelLoadError: ...")."""
+
+    class Cold(FunctionModel):
+        def warmup(self) -> None:
+            raise ModelLoadError("its weights are on cuda:1, which this host lacks")
+
+    model = Cold(lambda x: {"y": x}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    with pytest.raises(ModelLoadError) as raised:
+        shm_runtime.register_model("cold", model)
+    assert str(raised.value) == "model 'cold': its weights are on cuda:1, which this host lacks"
+    assert shm_runtime.registry.names() == []
+
+
 def test_a_keyboard_interrupt_off_the_main_thread_at_warm_up_is_a_load_error(
     shm_runtime: MLRuntime,
 ) -> None:
