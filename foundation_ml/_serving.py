@@ -198,7 +198,8 @@ class ServedModel:
     def output_problem(self, outputs: Mapping[str, Any], request: InferenceRequest | None) -> str | None:
         """What is wrong with a model's ``outputs`` (for ``request``; None: a batch), or None;
         naming the version (``which``) while another is served."""
-        if not isinstance(outputs, Mapping):
+        # a dict (what backends return) skips the ABC check, a Python-level __instancecheck__
+        if type(outputs) is not dict and not isinstance(outputs, Mapping):
             return (
                 f"{self.which()}the model returned {type(outputs).__name__}, not a mapping of "
                 "output names to arrays"
