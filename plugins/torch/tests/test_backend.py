@@ -13,10 +13,11 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
-from foundation_torch import TorchBackend, save_export, save_torchscript
+from foundation_torch import TorchBackend, TorchModel, save_export, save_torchscript
 from foundation_torch.demo import build_demo
 
 from foundation_ml import DataType, InferenceClient, MLRuntime, ModelLoadError
+from foundation_ml._signature import parse_signature
 
 DEMO = "foundation_torch.demo:build_demo"
 
@@ -501,6 +502,21 @@ def test_identity_output_never_aliases_the_input(runtime: MLRuntime) -> None:
     x = np.ones((1, 4), np.float32)
     y = runtime.registry.get("id").model({"x": x})["y"]
     assert not np.shares_memory(x, y)
+
+
+def test_a_torch_model_without_inputs_is_served(runtime: MLRuntime) -> None:
+    """A ``TorchModel`` of no inputs returning one tensor is answered (its check that the output is
+    no input read ``args[0]``, an IndexError that failed its registration's checked first call)."""
+
+    class Constant(torch.nn.Module):
+        def forward(self) -> torch.Tensor:
+            return torch.arange(3, dtype=torch.float32)
+
+    model = TorchModel(Constant(), (), parse_signature({"y": "FP32[3]"}))
+    runtime.register_model("c", model)
+    runtime.start("inproc", f"torch-test-{id(runtime)}")
+    with InferenceClient(f"torch-test-{id(runtime)}", transport="inproc", hub=runtime.hub) as client:
+        np.testing.assert_array_equal(client.infer("c", {})["y"], [0, 1, 2])
 
 
 def test_outputs_contradicting_the_signature_fail_at_load(runtime: MLRuntime) -> None:
