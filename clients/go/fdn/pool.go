@@ -32,10 +32,10 @@ const overloadRetry = time.Second
 // deadline passed, its context cancelled) is put back with its request still with the server and
 // taken last: the call that takes it waits for that late answer first (up to its own deadline).
 //
-// A connect refused OVERLOADED (the server has fewer free channels than the pool's size) waits
-// for a client of the pool to be put back, while the pool has one; the pool makes do with the
-// clients it has for a second before it tries to connect another. With no client of its own, the
-// call fails OVERLOADED.
+// A connect refused OVERLOADED (the server has fewer free channels than the pool's size) takes a
+// client of the pool put back meanwhile, or waits for one, while the pool has one; the pool makes
+// do with the clients it has for a second before it tries to connect another. With no client of
+// its own, the call fails OVERLOADED.
 type Pool struct {
 	name string
 	opts Options
@@ -162,10 +162,7 @@ func (p *Pool) get(ctx context.Context) (*Client, error) {
 		p.mu.Unlock()
 		return nil, p.closedError()
 	}
-	if n := len(p.idle); n > 0 {
-		c := p.idle[n-1]
-		p.idle[n-1] = nil
-		p.idle = p.idle[:n-1]
+	if c := p.takeIdle(); c != nil {
 		p.mu.Unlock()
 		return c, nil
 	}
@@ -175,6 +172,18 @@ func (p *Pool) get(ctx context.Context) (*Client, error) {
 		return p.dial(ctx)
 	}
 	return p.wait(ctx) // unlocks
+}
+
+// takeIdle takes the idle client taken first (p.mu held), or nil.
+func (p *Pool) takeIdle() *Client {
+	n := len(p.idle)
+	if n == 0 {
+		return nil
+	}
+	c := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	return c
 }
 
 // wait queues the caller (p.mu held; wait unlocks it) until a client is put back, it may connect
@@ -237,6 +246,12 @@ func (p *Pool) dial(ctx context.Context) (*Client, error) {
 	p.open--
 	if CodeOf(err) == Overloaded && p.open > 0 && !p.closed {
 		p.limit, p.retryAt = p.open, time.Now().Add(overloadRetry)
+		// a client put back while this connect ran went to the idle ones (nobody was waiting):
+		// waiting for the next put would wait beside it
+		if c := p.takeIdle(); c != nil {
+			p.mu.Unlock()
+			return c, nil
+		}
 		return p.wait(ctx) // unlocks
 	}
 	p.handOn()

@@ -435,3 +435,52 @@ func TestLivePoolOfMoreClientsThanTheServerHasChannels(t *testing.T) {
 	a.Close()
 	b.Close()
 }
+
+// A connect refused OVERLOADED while the pool's only client was put back idle (the call on it
+// ended while the connect waited for the region mutex) took that client. It waited for a client
+// to be put back, with one idle and nobody to put one back: until its context ended (for ever
+// with context.Background()), the pool's idle client beside it.
+func TestLivePoolConnectRefusedOverloadedTakesAClientPutBackMeanwhile(t *testing.T) {
+	g := startGate(t, "fdngopoolr", 2)
+	o := g.connect(Options{}) // one channel of the two: the pool gets the other
+	p := poolOf(t, g.name, 2)
+	held := make(chan error, 1)
+	go func() {
+		_, err := p.Infer(context.Background(), "gate_r", int32Input(1))
+		held <- err
+	}()
+	g.waitFile("gate_r", "with-server")
+	release := holdRegionMutex(t, o)
+	in := int32Input(5)
+	second := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		res, err := p.Infer(ctx, "echo", in)
+		if err == nil && !bytes.Equal(res.Output("x").Data, in[0].Data) {
+			err = errors.New("not its answer")
+		}
+		second <- err
+	}()
+	for end := time.Now().Add(time.Minute); p.openClients() != 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the second call did not start to connect")
+		}
+	}
+	g.release("gate_r") // the first call ends: its client is put back idle, nobody waiting
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	release() // the second call's connect takes the mutex, finds no free channel: OVERLOADED
+	select {
+	case err := <-second:
+		if err != nil {
+			t.Fatalf("the call whose connect was refused OVERLOADED, with a client of the pool idle: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call whose connect was refused OVERLOADED waits with a client of the pool idle")
+	}
+	if n := p.openClients(); n != 1 {
+		t.Errorf("the pool has %d clients open, not 1", n)
+	}
+}
