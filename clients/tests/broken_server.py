@@ -5,8 +5,10 @@ once clients can connect. Models: those of ``foundation_shm._echo``; ``cuda_out`
 output ``y`` (FP32, shape ``[2]``) as a CUDA_IPC descriptor though the request did not set
 ``FDN_FLAG_CUDA_IPC`` (section 15.2: a client fails the call INTERNAL rather than return an output
 without its bytes); ``unknown_status``, answered status 99, which this version does not define
-(section 9: INTERNAL, naming the code); and ``unavailable``, whose handler answers
-SERVER_UNAVAILABLE as a handler whose own server is gone may (section 9: passed on as it is).
+(section 9: INTERNAL, naming the code); ``unavailable``, whose handler answers
+SERVER_UNAVAILABLE as a handler whose own server is gone may (section 9: passed on as it is); and
+``timeout``, whose handler answers DEADLINE_EXCEEDED at once, as one whose own call timed out
+may, the request's deadline still ahead (a client passes it on as it is, not as its own deadline).
 The broken answers are written where the server encodes a response, as ``sized_server.py``
 patches its TOO_LARGE answers.
 """
@@ -22,7 +24,7 @@ from foundation_shm._cuda_desc import CudaIpcRef, write_mixed_response
 from foundation_shm._echo import EchoHandler, serve_main
 
 from foundation_ml import DataType, InferenceRequest, InferenceResponse, Respond
-from foundation_ml.errors import ServerUnavailable
+from foundation_ml.errors import DeadlineExceeded, ServerUnavailable
 
 # model: (status, text) of its answer; cuda_out's is a success with the CUDA_IPC output
 BROKEN = {"cuda_out": (0, ""), "unknown_status": (99, "a status of a later version")}
@@ -30,11 +32,16 @@ _HANDLE = bytes(range(1, 65))  # any handle but all zeros passes the checks of 1
 
 
 class Broken(EchoHandler):
-    """Echo's models, ``unavailable``, and the broken ones, which the patched encoder answers."""
+    """Echo's models, ``unavailable``, ``timeout``, and the broken ones, which the patched
+    encoder answers."""
 
     def __call__(self, request: InferenceRequest, respond: Respond) -> None:
         if request.model == "unavailable":
             respond(ServerUnavailable("a server this handler calls is gone", model=request.model))
+        elif request.model == "timeout":
+            respond(
+                DeadlineExceeded("a server this handler calls did not answer in time", model=request.model)
+            )
         elif request.model in BROKEN:
             respond(InferenceResponse(request.id, request.model, {}))
         else:

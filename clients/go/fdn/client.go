@@ -124,7 +124,8 @@ type Client struct {
 	// is looked at between the wait's slices, which are cancelSlice long while it has one
 	ctx         context.Context
 	done        <-chan struct{}
-	ctxDeadline bool // the call's deadline is the context's
+	ctxDeadline bool   // the call's deadline is the context's
+	looks       uint64 // how often alive read /proc (a wait's cost: the tests count it)
 }
 
 // enter marks the client busy for one call; a closed client, or one already in a call (another
@@ -186,6 +187,7 @@ func (c *Client) alive() bool {
 	if state != stateReady && state != stateStopping {
 		return false
 	}
+	c.looks++
 	return c.serverPid != 0 && startTime(c.serverPid) == c.serverStart
 }
 

@@ -94,10 +94,14 @@ func (c *Client) end() { c.ctx, c.done, c.ctxDeadline = nil, nil, false }
 
 // ctxCause makes a DEADLINE_EXCEEDED of a call of a context wrap what ended it: ctx.Err(), or
 // context.DeadlineExceeded when the ctx's deadline (the call's) passed before its timer fired.
+// One that the ctx did not end (a handler's answer, its own call timed out, the ctx's deadline
+// still ahead) is passed on as it is.
 func (c *Client) ctxCause(err error) error {
 	if e, ok := err.(*Error); ok && e.Code == DeadlineExceeded && e.cause == nil && c.ctx != nil {
 		if e.cause = c.ctx.Err(); e.cause == nil && c.ctxDeadline {
-			e.cause = context.DeadlineExceeded
+			if d, _ := c.ctx.Deadline(); !time.Now().Before(d) {
+				e.cause = context.DeadlineExceeded
+			}
 		}
 		if e.cause != nil {
 			e.Message = fmt.Sprintf("%s (%v)", e.Message, e.cause)
