@@ -62,7 +62,10 @@ class _InprocServer(TransportServer):
         self.handler = handler
         self.accepting = True
         self.inflight = 0
-        self.cond = threading.Condition()
+        # a call counts itself in and out under the plain lock (a C-level ``with``; the
+        # Condition's own __enter__ and __exit__ are Python calls); stop waits on the Condition
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self._hurry = False
 
     def hurry(self) -> None:
@@ -109,7 +112,7 @@ class _InprocClient(TransportClient):
             # the caller's request keeps its own deadline (one sent again must not carry this one)
             request = attrs.evolve(request, deadline_ns=deadline)
         reply = _Reply()
-        with server.cond:
+        with server.lock:
             server.inflight += 1
         try:
             try:
@@ -118,15 +121,14 @@ class _InprocClient(TransportClient):
                 reply(exc.with_traceback(None))
             except Exception as exc:  # a handler must respond, not raise; report it typed
                 reply(InternalError(f"handler raised {exc!r}", model=request.model, request_id=request.id))
-            # the handler may have run in this thread: an answer after the deadline is late too
-            left = None
-            if deadline:  # (a request's own deadline may lie past what a lock can wait)
-                left = min(max(0.0, (deadline - time.monotonic_ns()) / 1e9), threading.TIMEOUT_MAX)
-            if not reply.wait(left) or (deadline and time.monotonic_ns() > deadline):
+            # the handler may have run in this thread (answered already: nothing to wait for, and
+            # no wait to work out); an answer after the deadline is late too
+            answered = reply.answered or reply.wait(_seconds_until(deadline))
+            if not answered or (deadline and time.monotonic_ns() > deadline):
                 within = "before the request's deadline" if by_request else f"within {timeout}s"
                 raise DeadlineExceeded(f"no response {within}", model=request.model, request_id=request.id)
         finally:
-            with server.cond:
+            with server.lock:
                 server.inflight -= 1
                 if not server.inflight:
                     server.cond.notify_all()
@@ -189,10 +191,20 @@ def _own(error: InferenceError) -> InferenceError:
     return own.with_traceback(error.__traceback__)
 
 
+def _seconds_until(deadline: int) -> float | None:
+    """The wait left until ``deadline`` (monotonic ns; 0: none, None), as a lock's wait takes it
+    (a request's own deadline may lie past what a lock can wait)."""
+    if not deadline:
+        return None
+    return min(max(0.0, (deadline - time.monotonic_ns()) / 1e9), threading.TIMEOUT_MAX)
+
+
 def _readonly(array: np.ndarray) -> np.ndarray:
-    if is_tensor(array):  # a torch tensor (a CUDA one: the runtime's device path) goes as it is
-        return array
-    view = np.asarray(array).view()
+    if type(array) is not np.ndarray:
+        if is_tensor(array):  # a torch tensor (a CUDA one: the runtime's device path) goes as it is
+            return array
+        array = np.asarray(array)
+    view = array.view()
     view.flags.writeable = False
     return view
 
