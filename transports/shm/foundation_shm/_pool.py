@@ -92,7 +92,7 @@ def _forget_after_fork() -> None:
     for pool in list(_POOLS):
         pool._conn, pool._all, pool._free = None, [], []
         pool._busy, pool._retiring, pool._claiming = set(), {}, {}
-        pool._local = threading.local()
+        pool._local = _Local()
         pool._holders = []
         pool._cond = threading.Condition()
         pool._waiters = 0
@@ -126,6 +126,15 @@ class _Held:
         self.box: list[_Channel | None] = [None]
 
 
+class _Local(threading.local):
+    """A thread's own state in one pool: ``held``, the channel it keeps for its views (set on its
+    first call that returns views). A class default, so that a thread that keeps none (its calls
+    return copies) finds None: ``getattr(local, "held", None)`` raised and caught an
+    AttributeError on every one of its calls."""
+
+    held: _Held | None = None
+
+
 class ChannelPool:
     """The connection to one server and the channels claimed on it (up to ``max_channels`` in use
     at once; a channel kept for a thread's unread outputs does not count).
@@ -151,7 +160,7 @@ class ChannelPool:
         self._all: list[_Channel] = []
         self._free: list[_Channel] = []
         self._waiters = 0
-        self._local = threading.local()
+        self._local = _Local()
         # each holding thread's box, not its _Held: the thread-local must stay the only strong
         # reference to that, or the finalizer that gives the channel back when the thread ends
         # never runs (every thread that ever got views kept its channel until close)
@@ -343,7 +352,7 @@ class ChannelPool:
         """A channel for one call (or a loan), waiting up to ``deadline_ns`` (0: none) for one to
         come free; ``pending_wait``: at most so many seconds for a channel whose request is still
         with the server (a loan's wait, bounded as the native clients bound theirs)."""
-        held: _Held | None = getattr(self._local, "held", None)
+        held = self._local.held
         if held is not None and held.box[0] is not None:
             ch: _Channel = held.box[0]  # this thread's own channel: its previous outputs end here
             held.box[0] = None
@@ -576,7 +585,7 @@ class ChannelPool:
             self._give_dropped(ch)
             return
         if hold:
-            held = getattr(self._local, "held", None)
+            held = self._local.held
             if held is None:
                 held = self._local.held = _Held()
                 weakref.finalize(held, self._unhold, weakref.ref(self), held.box)
