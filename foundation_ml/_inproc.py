@@ -62,9 +62,10 @@ class _InprocServer(TransportServer):
         self.handler = handler
         self.accepting = True
         self.inflight = 0
-        # a call counts itself in and out under the plain lock (a C-level ``with``; the
-        # Condition's own __enter__ and __exit__ are Python calls); stop waits on the Condition
-        self.lock = threading.Lock()
+        # a call counts itself in and out under the Condition's own lock (an RLock, as the
+        # Condition's default: a C-level ``with``, where the Condition's __enter__ and __exit__
+        # are Python calls); stop waits on the Condition
+        self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self._hurry = False
 
