@@ -200,6 +200,11 @@ def go_client() -> NativeClient:
     return built("go")
 
 
+@pytest.fixture
+def rust_client() -> NativeClient:
+    return built("rust")
+
+
 @pytest.fixture(scope="session")
 def build_env() -> dict[str, str]:
     return tool_env()

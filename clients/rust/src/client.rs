@@ -81,10 +81,27 @@ fn check_options(opts: &ConnectOptions) -> Result<()> {
     }
 }
 
+/// The server name of [`Client::connect`] without its `shm://` prefix, once it and the options
+/// are found good (INVALID_INPUT otherwise).
+pub(crate) fn check_connect<'a>(name: &'a str, opts: &ConnectOptions) -> Result<&'a str> {
+    let name = name.strip_prefix("shm://").unwrap_or(name);
+    if !l::valid_server_name(name) {
+        return err(
+            Status::InvalidInput,
+            format!(
+                "shm server name {name:?} must be 1-{} characters of [A-Za-z0-9_]",
+                l::SERVER_NAME_MAX
+            ),
+        );
+    }
+    check_options(opts)?;
+    Ok(name)
+}
+
 /// A connection to a Foundation shm server: one claimed channel, one request at a time.
 ///
 /// Calls take `&mut self`; for requests in flight at once, connect several clients (each claims
-/// its own channel). Dropping the client frees its channel and unlinks its data segment. If the
+/// its own channel), or share a [`crate::Pool`] of them among threads. Dropping the client frees its channel and unlinks its data segment. If the
 /// server dies, calls fail with [`Status::ServerUnavailable`] and the next call reconnects.
 ///
 /// ```no_run
@@ -121,18 +138,14 @@ impl Client {
     /// `name`, OVERLOADED if it has no free channel, INVALID_INPUT for a `max_response_bytes`
     /// out of range or a `capacity` over it.
     pub fn connect(name: &str, opts: ConnectOptions) -> Result<Client> {
-        let name = name.strip_prefix("shm://").unwrap_or(name);
-        if !l::valid_server_name(name) {
-            return err(
-                Status::InvalidInput,
-                format!(
-                    "shm server name {name:?} must be 1-{} characters of [A-Za-z0-9_]",
-                    l::SERVER_NAME_MAX
-                ),
-            );
-        }
-        check_options(&opts)?;
-        let conn = Conn::open(name, &opts, 0)?;
+        let name = check_connect(name, &opts)?;
+        Client::connect_by(name, opts, 0)
+    }
+
+    /// [`Client::connect`] of a name and options already checked, its waits no later than
+    /// `deadline` (monotonic ns, 0 for none; then DEADLINE_EXCEEDED): a [`crate::Pool`]'s.
+    pub(crate) fn connect_by(name: &str, opts: ConnectOptions, deadline: u64) -> Result<Client> {
+        let conn = Conn::open(name, &opts, deadline)?;
         Ok(Client {
             name: name.to_string(),
             opts,
@@ -140,6 +153,17 @@ impl Client {
             conn_gen: 1,
             next_id: 1,
         })
+    }
+
+    /// Whether the client lost its server: found dead or stopped, or not reconnected since.
+    pub(crate) fn lost(&self) -> bool {
+        !self.conn.as_ref().is_some_and(Conn::alive)
+    }
+
+    /// Whether the channel's last request is still with the server (a call that passed its
+    /// deadline).
+    pub(crate) fn pending(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.alive() && c.pending())
     }
 
     /// The server name.

@@ -14,7 +14,7 @@ mod segment;
 #[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod wait;
 
 use crate::codec::{self, Limits, TensorRef};

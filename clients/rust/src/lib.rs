@@ -6,6 +6,7 @@
 //! - [`Client::connect`] claims a channel on a server; [`Client::infer`] sends named
 //!   [`Tensor`]s and returns the outputs; [`Client::loan`] lends the request area out so inputs
 //!   are written straight into shared memory.
+//! - [`Pool`] shares up to `size` clients of one server among threads, connecting them as needed.
 //! - Every call returns [`Result`]; an [`Error`] has a [`Status`] (the protocol's error codes)
 //!   and a message.
 //! - [`codec`], [`layout`], [`crc32`] and [`vectors`] are the protocol's building blocks,
@@ -36,6 +37,7 @@ pub use tensor::{DataType, Element, Tensor};
 mod client;
 mod conn;
 mod options;
+mod pool;
 
 // The README's examples are compiled as doc tests too.
 #[cfg(doctest)]
@@ -46,3 +48,4 @@ pub use client::{Client, Loan};
 pub use options::{
     ConnectOptions, InferOptions, TensorSpec, MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES_LIMIT,
 };
+pub use pool::Pool;

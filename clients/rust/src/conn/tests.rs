@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-pub(super) struct Echo(Child, pub(super) String);
+pub(crate) struct Echo(pub(crate) Child, pub(crate) String);
 
 impl Drop for Echo {
     fn drop(&mut self) {
@@ -50,7 +50,7 @@ fn echo_server_with(prefix: &str, args: &[&str]) -> Option<Echo> {
 
 /// `python PROGRAM... NAME ARGS...` (a server printing "ready" once it serves), once it serves;
 /// `None` (the test skipped) without `FDN_TEST_PYTHON`.
-pub(super) fn python_server(prefix: &str, program: &[&str], args: &[&str]) -> Option<Echo> {
+pub(crate) fn python_server(prefix: &str, program: &[&str], args: &[&str]) -> Option<Echo> {
     let Ok(python) = std::env::var("FDN_TEST_PYTHON") else {
         eprintln!("FDN_TEST_PYTHON not set: skipping the tests against the echo server");
         return None;
@@ -73,11 +73,11 @@ pub(super) fn python_server(prefix: &str, program: &[&str], args: &[&str]) -> Op
 }
 
 /// The control segment of `name`, mapped apart from any client's; the offset of channel `i`.
-pub(super) fn region(name: &str) -> Mapping {
+pub(crate) fn region(name: &str) -> Mapping {
     Mapping::open(&l::control_name(name)).unwrap().0
 }
 
-pub(super) fn base(i: usize) -> usize {
+pub(crate) fn base(i: usize) -> usize {
     l::CHANNELS_OFFSET + i * l::CHANNEL_SIZE
 }
 
@@ -103,7 +103,7 @@ fn owned(ctl: &Mapping, i: usize) -> (u32, u64) {
 /// Stop (`STOP`) or resume (`CONT`) the echo server. The signal is asynchronous: a stop returns
 /// once `/proc` shows every thread of the server stopped (a call made before then could still
 /// be answered, and the test that meant to find the server hung got its answer instead).
-fn signal(echo: &Echo, sig: &str) {
+pub(crate) fn signal(echo: &Echo, sig: &str) {
     let pid = echo.0.id().to_string();
     assert!(Command::new("kill")
         .args([&format!("-{sig}"), &pid])
@@ -138,7 +138,7 @@ fn hang(echo: &Echo, ctl: &Mapping, ms: u64) {
 }
 
 /// Remove the objects of the killed server `name`, as `foundation shm clean` does.
-fn clean(name: &str) {
+pub(crate) fn clean(name: &str) {
     let python = std::env::var("FDN_TEST_PYTHON").unwrap();
     let code = format!("from foundation_shm._cli import clean; clean({name:?}, False)");
     assert!(Command::new(python)
@@ -549,10 +549,10 @@ fn a_server_that_has_just_resumed_is_connected_to() {
 
 /// Holds the region mutex of a server as a client stopped inside it would (its holder a live
 /// pid, which the server never frees); releases it when dropped, also when a test fails first.
-struct HeldMutex(Mapping, Semaphore);
+pub(crate) struct HeldMutex(Mapping, Semaphore);
 
 impl HeldMutex {
-    fn take(name: &str) -> HeldMutex {
+    pub(crate) fn take(name: &str) -> HeldMutex {
         let mutex = Semaphore::open(&l::mutex_name(name)).unwrap();
         let until = crate::shm::monotonic_ns() + 5_000_000_000;
         assert!(matches!(mutex.wait_until(until), Wait::Posted));

@@ -1,0 +1,427 @@
+//! [`Pool`]: the clients of one server shared by many threads, connected lazily, one taken for
+//! each call and put back (the Go client's `fdn.Pool`, with a `Mutex` and a `Condvar`).
+
+#[cfg(test)]
+mod tests;
+
+use crate::client::{check_connect, Client};
+use crate::conn::deadline_after;
+use crate::error::{Error, Result, Status};
+use crate::options::{ConnectOptions, InferOptions};
+use crate::tensor::Tensor;
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long a pool whose connect was refused OVERLOADED (every channel of the server taken)
+/// makes do with the clients it has before it tries to connect another.
+const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
+
+/// Up to `size` clients of one server, for any number of threads (`Send + Sync`: share it by
+/// `&` or in an `Arc`).
+///
+/// A call takes an idle client (connecting one, lazily, while fewer than `size` are open; else
+/// waiting for one to be put back, in turn, until its timeout), calls, and puts it back.
+/// [`Pool::infer`] returns the outputs as [`Client::infer`] does: copies, the caller's to keep.
+/// [`Pool::with_client`] lends a client to a closure instead, for a [`Client::loan`] or several
+/// calls on one channel.
+///
+/// A client whose call failed SERVER_UNAVAILABLE (the server died, hung, or a handler said so)
+/// or that lost its server (a call that could not reconnect), or whose closure panicked, is
+/// dropped and not put back; the next call connects a new one. An idle client whose server
+/// restarted meanwhile reconnects in its next call (as every [`Client`] does). A client whose
+/// call was abandoned at its deadline is put back with its request still with the server and
+/// taken last: the call that takes it waits for that late answer first (up to its own deadline).
+///
+/// A connect refused OVERLOADED (the server has fewer free channels than `size`) takes a client
+/// of the pool put back meanwhile, or waits for one, while the pool has one; the pool makes do
+/// with the clients it has for a second before it tries to connect another. With no client of its
+/// own, the call fails OVERLOADED. The pool starts no thread.
+///
+/// ```no_run
+/// use fdn::{ConnectOptions, Pool, Tensor};
+/// use std::time::Duration;
+///
+/// let pool = Pool::new("demo_server", ConnectOptions::default(), 4)?;
+/// std::thread::scope(|s| {
+///     for _ in 0..16 {
+///         s.spawn(|| {
+///             let x = Tensor::from_slice("x", &[1, 784], &vec![0.5f32; 784])?;
+///             let outputs = pool.infer("demo", &[x], Some(Duration::from_secs(1)))?;
+///             assert_eq!(outputs[0].shape, [1, 10]);
+///             Ok::<(), fdn::Error>(())
+///         });
+///     }
+/// });
+/// # Ok::<(), fdn::Error>(())
+/// ```
+pub struct Pool {
+    name: String,
+    opts: ConnectOptions,
+    size: usize,
+    state: Mutex<State>,
+    /// Signalled when a waiting call is granted something, or the pool closes.
+    granted: Condvar,
+}
+
+struct State {
+    /// Taken from the back; those with a request still with the server at the front.
+    idle: VecDeque<Client>,
+    /// Clients connected or connecting, idle or in use.
+    open: usize,
+    /// After an OVERLOADED connect, open no more than this until `retry_at`.
+    limit: usize,
+    retry_at: Option<Instant>,
+    /// The tickets of the calls waiting for a client, in turn.
+    waiters: VecDeque<u64>,
+    /// What a waiting call was handed, by ticket: a client, or leave to connect one (`None`,
+    /// counted in `open`).
+    grants: HashMap<u64, Option<Client>>,
+    next_ticket: u64,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.lock();
+        f.debug_struct("Pool")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .field("open", &st.open)
+            .field("idle", &st.idle.len())
+            .field("closed", &st.closed)
+            .finish()
+    }
+}
+
+impl State {
+    /// Whether another client may be connected within `size`.
+    fn may_open(&self, size: usize) -> bool {
+        self.open < size
+            && (self.open < self.limit || self.retry_at.map_or(true, |t| Instant::now() >= t))
+    }
+
+    /// Give waiting calls leave to connect while the pool may open more: a client was dropped,
+    /// or a connect failed.
+    fn hand_on(&mut self, size: usize) {
+        while !self.closed && self.may_open(size) {
+            let Some(t) = self.waiters.pop_front() else {
+                return;
+            };
+            self.open += 1;
+            self.grants.insert(t, None);
+        }
+    }
+
+    /// Give a client back: to the first waiting call, else to the idle ones (`late`: its last
+    /// request still with the server, so taken last).
+    fn give(&mut self, c: Client, late: bool) {
+        if let Some(t) = self.waiters.pop_front() {
+            self.grants.insert(t, Some(c));
+        } else if late {
+            self.idle.push_front(c);
+        } else {
+            self.idle.push_back(c);
+        }
+    }
+}
+
+/// The deadline `timeout` from now (`None`: none).
+fn deadline_of(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future))
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 86400)
+}
+
+/// What is left of `deadline` (`None`: no deadline).
+fn left(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+impl Pool {
+    /// A pool of up to `size` clients of the server `name`, connected with `opts` as they are
+    /// needed (none yet: a server that is not there fails the first call, not `new`). The name
+    /// and the options are checked as [`Client::connect`] checks them, and `size` (at least 1):
+    /// INVALID_INPUT.
+    pub fn new(name: &str, opts: ConnectOptions, size: usize) -> Result<Pool> {
+        let name = check_connect(name, &opts)?;
+        if size < 1 {
+            return Err(Error::new(
+                Status::InvalidInput,
+                format!("a pool of {size} clients (at least 1)"),
+            ));
+        }
+        Ok(Pool {
+            name: name.to_string(),
+            opts,
+            size,
+            state: Mutex::new(State {
+                idle: VecDeque::new(),
+                open: 0,
+                limit: size,
+                retry_at: None,
+                waiters: VecDeque::new(),
+                grants: HashMap::new(),
+                next_ticket: 0,
+                closed: false,
+            }),
+            granted: Condvar::new(),
+        })
+    }
+
+    /// The server name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The most clients the pool opens.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Run `model` on `inputs` with a client of the pool, as [`Client::infer`] does; `timeout`
+    /// bounds the wait for a free client, a connect, and the call (DEADLINE_EXCEEDED).
+    pub fn infer(
+        &self,
+        model: &str,
+        inputs: &[Tensor],
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Tensor>> {
+        self.infer_with(
+            model,
+            inputs,
+            &InferOptions {
+                timeout,
+                ..InferOptions::default()
+            },
+        )
+    }
+
+    /// [`Pool::infer`] with a model version, a selection of outputs, parameters, as
+    /// [`Client::infer_with`]; `options.timeout` bounds the wait, the connect and the call.
+    pub fn infer_with(
+        &self,
+        model: &str,
+        inputs: &[Tensor],
+        options: &InferOptions,
+    ) -> Result<Vec<Tensor>> {
+        let deadline = deadline_of(options.timeout);
+        self.lend(deadline, model, |c| match deadline {
+            None => c.infer_with(model, inputs, options),
+            Some(_) => c.infer_with(
+                model,
+                inputs,
+                &InferOptions {
+                    timeout: left(deadline),
+                    ..options.clone()
+                },
+            ),
+        })
+    }
+
+    /// Lend `f` a client of the pool, taken as [`Pool::infer`] takes one (`timeout` bounds the
+    /// wait for it and its connect; the calls `f` makes have their own), and put it back when `f`
+    /// returns: for a [`Client::loan`], or several calls on one channel. The client is dropped,
+    /// not put back, if `f`'s error is SERVER_UNAVAILABLE, if the client lost its server, or if
+    /// `f` panics (the panic then goes on). Returns `f`'s result, or the pool's error: closed,
+    /// the timeout passed while waiting for a client (DEADLINE_EXCEEDED), or the connect's.
+    pub fn with_client<R>(
+        &self,
+        timeout: Option<Duration>,
+        f: impl FnOnce(&mut Client) -> Result<R>,
+    ) -> Result<R> {
+        self.lend(deadline_of(timeout), "", f)
+    }
+
+    /// Close the pool: its idle clients now, those in use when they are put back; calls waiting
+    /// for a client, and every later call, fail SERVER_UNAVAILABLE ("the pool of "NAME" is
+    /// closed"). A second `close` does nothing. Dropping the pool drops its idle clients too.
+    pub fn close(&self) {
+        let idle = {
+            let mut st = self.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            st.waiters.clear(); // they see `closed`
+            let idle = std::mem::take(&mut st.idle);
+            st.open -= idle.len();
+            idle
+        };
+        self.granted.notify_all();
+        drop(idle); // each gives its channel back: not under the lock
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // the pool's own code does not panic under the lock; a poisoned one is still consistent
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::new(
+            Status::ServerUnavailable,
+            format!("the pool of {:?} is closed", self.name),
+        )
+    }
+
+    fn lend<R>(
+        &self,
+        deadline: Option<Instant>,
+        model: &str,
+        f: impl FnOnce(&mut Client) -> Result<R>,
+    ) -> Result<R> {
+        let mut c = self.get(deadline).map_err(|e| e.with_call(model, 0))?;
+        match catch_unwind(AssertUnwindSafe(|| f(&mut c))) {
+            Ok(result) => {
+                let discard =
+                    c.lost() || matches!(&result, Err(e) if e.code == Status::ServerUnavailable);
+                self.put(c, discard);
+                result
+            }
+            Err(panic) => {
+                self.put(c, true); // the client's state is unknown
+                resume_unwind(panic)
+            }
+        }
+    }
+
+    /// Take an idle client, connect one, or wait for one until `deadline`.
+    fn get(&self, deadline: Option<Instant>) -> Result<Client> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(self.closed_error());
+        }
+        if let Some(c) = st.idle.pop_back() {
+            return Ok(c);
+        }
+        if st.may_open(self.size) {
+            st.open += 1;
+            drop(st);
+            return self.dial(deadline);
+        }
+        self.wait(st, deadline)
+    }
+
+    /// Queue the caller until a client is put back, it may connect one, the pool closes, or
+    /// `deadline` passes.
+    fn wait(&self, mut st: MutexGuard<'_, State>, deadline: Option<Instant>) -> Result<Client> {
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.waiters.push_back(ticket);
+        loop {
+            let now = Instant::now();
+            let late = deadline.is_some_and(|d| now >= d);
+            match st.grants.remove(&ticket) {
+                Some(Some(c)) if !late => return Ok(c),
+                Some(None) if st.closed => {
+                    st.open -= 1; // leave to connect for a pool closed since: none
+                    return Err(self.closed_error());
+                }
+                Some(None) if !late => {
+                    drop(st);
+                    return self.dial(deadline);
+                }
+                Some(g) => {
+                    // handed something as the deadline passed: pass it on
+                    match g {
+                        Some(c) if st.closed => {
+                            st.open -= 1;
+                            drop(st);
+                            drop(c); // gives its channel back: not under the lock
+                            return Err(self.wait_error());
+                        }
+                        Some(c) => {
+                            let late = c.pending();
+                            st.give(c, late);
+                        }
+                        None => {
+                            st.open -= 1;
+                            st.hand_on(self.size);
+                        }
+                    }
+                    self.granted.notify_all();
+                    return Err(self.wait_error());
+                }
+                None if st.closed => return Err(self.closed_error()),
+                None if late => {
+                    st.waiters.retain(|&t| t != ticket);
+                    return Err(self.wait_error());
+                }
+                None => {}
+            }
+            st = match deadline {
+                None => self
+                    .granted
+                    .wait(st)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let timeout = d.saturating_duration_since(now);
+                    let waited = self.granted.wait_timeout(st, timeout);
+                    waited.unwrap_or_else(PoisonError::into_inner).0
+                }
+            };
+        }
+    }
+
+    fn wait_error(&self) -> Error {
+        Error::new(
+            Status::DeadlineExceeded,
+            format!(
+                "the deadline passed while waiting for a client of the pool of {:?}",
+                self.name
+            ),
+        )
+    }
+
+    /// Connect a client for the pool (counted in `open`), no later than `deadline`. Refused
+    /// OVERLOADED while the pool has clients, it waits for one of them.
+    fn dial(&self, deadline: Option<Instant>) -> Result<Client> {
+        let ns = deadline_after(left(deadline)); // Duration::ZERO: now, not none
+        let e = match Client::connect_by(&self.name, self.opts.clone(), ns) {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
+        let mut st = self.lock();
+        st.open -= 1;
+        if e.code == Status::Overloaded && st.open > 0 && !st.closed {
+            st.limit = st.open;
+            st.retry_at = Some(Instant::now() + OVERLOAD_RETRY);
+            // a client put back while this connect ran went to the idle ones (nobody was
+            // waiting): waiting for the next put would wait beside it
+            if let Some(c) = st.idle.pop_back() {
+                return Ok(c);
+            }
+            return self.wait(st, deadline);
+        }
+        st.hand_on(self.size);
+        drop(st);
+        self.granted.notify_all();
+        Err(e)
+    }
+
+    /// Give a client back to the pool, or drop it (`discard`, or the pool closed).
+    fn put(&self, c: Client, discard: bool) {
+        let late = !discard && c.pending();
+        let mut st = self.lock();
+        if discard || st.closed {
+            st.open -= 1;
+            st.hand_on(self.size);
+            drop(st);
+            self.granted.notify_all();
+            drop(c); // gives its channel back: not under the lock
+            return;
+        }
+        st.give(c, late);
+        drop(st);
+        self.granted.notify_all();
+    }
+}
+
+// A pool is shared by threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Pool>();
+};
