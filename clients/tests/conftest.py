@@ -97,6 +97,18 @@ CLIENTS = {
         ),
         test=("cargo", "test", "--offline", "--manifest-path", "clients/rust/Cargo.toml"),
         binary="clients/rust/target/release/examples/fdn-client",
+        hello="clients/rust/examples/hello.rs",
+        hello_binary="clients/rust/target/release/examples/hello",
+        hello_build=(
+            "cargo",
+            "build",
+            "--release",
+            "--offline",
+            "--manifest-path",
+            "clients/rust/Cargo.toml",
+            "--example",
+            "hello",
+        ),
         live=True,
     ),
 }
