@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -23,6 +24,15 @@ from foundation_ml import InferenceRequest, Respond
 PREFIX = f"t{os.getpid()}x"
 _names = itertools.count()
 HERE = Path(__file__).parent
+VECTORS = HERE.parents[2] / "docs" / "protocol" / "vectors"
+
+
+def request_error_vectors() -> list[Path]:
+    """The ``error_*`` vectors (their ``.json``) decoded as requests, sorted: what a server must
+    answer with their error. The response ones are a client decoder's (test_vectors, the native
+    clients): sent to a server, their request reading may fail another check first."""
+    paths = sorted(VECTORS.glob("error_*.json"))
+    return [p for p in paths if json.loads(p.read_text())["decode_as"] == "request"]
 
 
 def until(cond: Callable[[], bool], timeout: float = 60.0) -> bool:

@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,14 +31,9 @@ from foundation_ml.errors import (
     TooLarge,
 )
 
-from .conftest import send_raw
+from .conftest import VECTORS, request_error_vectors, send_raw
 
-VECTORS = Path(__file__).resolve().parents[3] / "docs" / "protocol" / "vectors"
-# the request vectors that fail a check: what a server must answer (the response ones are a
-# client decoder's, tested in test_vectors and by the native clients)
-ERROR_VECTORS = sorted(
-    p.stem for p in VECTORS.glob("error_*.json") if json.loads(p.read_text())["decode_as"] == "request"
-)
+ERROR_VECTORS = [p.stem for p in request_error_vectors()]
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,9 +22,7 @@ from foundation_shm._server import ShmServer
 from foundation_ml import FunctionModel, InferenceRequest, InferenceResponse, MLRuntime, Respond
 from foundation_ml.errors import DeadlineExceeded, InferenceError, InternalError, ShuttingDown
 
-from .conftest import send_raw, until
-
-VECTORS = Path(__file__).resolve().parents[3] / "docs" / "protocol" / "vectors"
+from .conftest import request_error_vectors, send_raw, until
 
 
 def _x() -> np.ndarray:
@@ -98,7 +95,7 @@ def test_a_request_expired_before_dispatch_counts_for_its_model(runtime: _Runtim
 def test_malformed_requests_count_at_server_level_by_code(runtime: _Runtime, name: str) -> None:
     expected: Counter[str] = Counter()
     with ShmTransport().connect(name) as client:
-        for path in sorted(VECTORS.glob("error_*.json")):
+        for path in request_error_vectors():
             expect = json.loads(path.read_text())["expect"]
             with pytest.raises(InferenceError) as info:
                 send_raw(client, path.with_suffix(".bin").read_bytes(), expect["request_id"])
