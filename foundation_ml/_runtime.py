@@ -25,7 +25,8 @@ from foundation_core import Hub, emit
 from foundation_core.errors import FoundationError
 
 from ._backend import LoadedModel
-from ._batching import HURRY_CHECK_S, Batcher, is_ctrl_c
+from ._batching import Batcher, is_ctrl_c
+from ._claims import ModelClaims, check_not_loaded
 from ._loading import check_as_given, check_outputs, load_model
 from ._metrics import prometheus_text
 from ._names import MAX_VERSION_BYTES, check_name
@@ -134,13 +135,8 @@ class MLRuntime:
         self._rejected_lock = threading.Lock()  # transports' threads count rejections at once
         self._models_lock = threading.Lock()  # a registry change and the batchers flush() sees
         self._closed = False
-        # the models register_model is loading into the registry (by id: they are held meanwhile),
-        # each with the ServedModel it is for and the thread loading it (see _claim)
-        self._registering: dict[int, tuple[ServedModel, threading.Thread]] = {}
-        # the versions unload_model took out of the registry and is stopping, each with the thread
-        # stopping it: their models are not closed yet (see _claim, close)
-        self._unloading: list[tuple[ServedModel, threading.Thread]] = []
-        self._unloaded = threading.Condition()  # notified as unload_model is done with a version
+        # the models being registered or unloaded, outside the registry (under _models_lock too)
+        self._claims = ModelClaims()
         self._close_deadline: float | None = None  # close()'s: other threads' unloads end by it too
         self._batchers: tuple[Batcher, ...] = ()
         self._hurry = False  # hurry(): a drain under way ends now
@@ -178,7 +174,7 @@ class MLRuntime:
         if isinstance(model, LoadedModel):
             check_as_given(name, model, backend, device, inputs, outputs, options)
         if version is not None or isinstance(model, LoadedModel):  # known before loading it
-            _check_not_loaded(self.registry, name, version or str(getattr(model, "version", "") or "1"))
+            check_not_loaded(self.registry, name, version or str(getattr(model, "version", "") or "1"))
         loaded, spec = load_model(
             self.hub, name, model, backend, device or self.device, inputs, outputs, options
         )
@@ -193,7 +189,8 @@ class MLRuntime:
         served = ServedModel(name, version, loaded, spec)
         claimed = False
         try:
-            self._claim(served)
+            with self._models_lock:
+                self._claims.claim(served, self.registry)
             claimed = True
             if warmup:
                 check_outputs(name, loaded, spec)
@@ -217,7 +214,7 @@ class MLRuntime:
                 if self._closed:
                     raise ModelLoadError("the runtime is closed", model=name)
                 self.registry.add(served)
-                self._unclaim(served)  # served from now on: the registry's check holds it
+                self._claims.release(served)  # served from now on: the registry's check holds it
                 self._update_batchers()
                 # as of this registration: read after the lock, an unload landing meanwhile made
                 # it return another version's signature, or raise ModelNotFound
@@ -236,7 +233,7 @@ class MLRuntime:
             except BaseException as also:
                 errors.append(also)
             try:
-                mine = claimed or self._registering.get(id(loaded), (None,))[0] is served
+                mine = claimed or self._claims.holds(served)
                 served.stop(close_model=mine and not isinstance(model, LoadedModel))
             except BaseException as also:
                 errors.append(also)
@@ -248,55 +245,8 @@ class MLRuntime:
             raise
         finally:  # (released already, unless it failed or an interrupt landed before)
             with self._models_lock:
-                self._unclaim(served)
+                self._claims.release(served)
         return registered
-
-    def _claim(self, served: ServedModel) -> None:
-        """Refuse a ``LoadedModel`` already served, or being registered by another thread, before
-        its warm-up runs it: unloading either registration would close it under the other (the
-        runtime owns what it serves), and the warm-up or a second batcher would call a model that
-        need not be thread-safe while it serves. Checked once it had been warmed up, it had run
-        beside its calls, and two registrations at once each found it served by neither. Else
-        its model is claimed for ``served`` until ``register_model`` is done. A version being
-        unloaded is refused too: its unload would close the model under this registration. A claim
-        or unload of this thread's own is over (an interrupt landed before it was let go)."""
-        name, version, model = served.name, served.version, served.model
-        me = threading.current_thread()
-        with self._models_lock:
-            claim = self._registering.get(id(model))
-            if claim is not None and claim[1] is not me:
-                other = claim[0]
-                raise ModelLoadError(
-                    f"this {type(model).__name__} is being registered as {other.name!r} version "
-                    f"{other.version!r} by another thread; pass a model of its own to each name "
-                    "and version",
-                    model=name,
-                )
-            for other, thread in self._unloading:
-                if other.model is model and thread is not me:
-                    raise ModelLoadError(
-                        f"this {type(model).__name__} is being unloaded as {other.name!r} version "
-                        f"{other.version!r}, which closes it; pass a model of its own to each name "
-                        "and version",
-                        model=name,
-                    )
-            for other in self.registry.all():
-                if other.model is not model:
-                    continue
-                raise ModelLoadError(
-                    f"this {type(model).__name__} is already served as {other.name!r} version "
-                    f"{other.version!r}; the runtime closes a model when it is unloaded, so pass "
-                    "a model of its own to each name and version",
-                    model=name,
-                )
-            self._registering[id(model)] = (served, me)  # ours: released if refused now
-            _check_not_loaded(self.registry, name, version)  # (a spec's own version, now known)
-
-    def _unclaim(self, served: ServedModel) -> None:
-        """Let go of ``served``'s claim on its model, if it holds it (under _models_lock)."""
-        key = id(served.model)
-        if self._registering.get(key, (None,))[0] is served:
-            del self._registering[key]
 
     def unload_model(self, name: str, version: str | None = None, drain_timeout: float = 5.0) -> None:
         """Stop serving ``name`` (one version, or all); queued requests are answered first, for
@@ -315,8 +265,7 @@ class MLRuntime:
         with self._models_lock:
             gone = self.registry.remove(name, version)
             self._update_batchers()
-            me = threading.current_thread()
-            self._unloading.extend((served, me) for served in gone)
+            self._claims.begin_unloads(gone)
         errors: list[BaseException] = []  # each version is stopped whatever another's stop raised:
         for served in gone:  # removed from the registry already, none would ever be stopped after
             hurry = any(not isinstance(e, Exception) for e in errors)  # a Ctrl-C: no more waiting
@@ -327,9 +276,8 @@ class MLRuntime:
                 errors.append(exc)
             finally:
                 with self._models_lock:
-                    self._unloading = [e for e in self._unloading if e[0] is not served]
-                with self._unloaded:
-                    self._unloaded.notify_all()
+                    self._claims.end_unload(served)
+                self._claims.notify_unloaded()
         _raise_first(errors, f"unloading model {name!r} also raised")
 
     def _hurried(self) -> bool:
@@ -338,18 +286,10 @@ class MLRuntime:
         end = self._close_deadline
         return self._hurry or (end is not None and _clock() >= end)
 
-    def _wait_for_unloads(self) -> None:
-        """Wait until no other thread's ``unload_model`` is stopping a version (``close()``: its
-        drain ends by close's deadline, see ``_hurried``). An entry of this thread's own, or of a
-        thread gone, is over (an interrupt landed before it was let go)."""
-        me = threading.current_thread()
-
-        def done() -> bool:
-            return all(thread is me or not thread.is_alive() for _, thread in self._unloading)
-
-        with self._unloaded:
-            while not self._unloaded.wait_for(done, HURRY_CHECK_S):
-                pass
+    @property
+    def _unloading(self) -> list[tuple[ServedModel, threading.Thread]]:
+        """The versions ``unload_model`` is stopping, with the thread stopping each (``ModelClaims``)."""
+        return self._claims.unloading
 
     def _update_batchers(self) -> None:
         """What ``flush()`` runs: the batchers of the registry as it is now (under _models_lock)."""
@@ -644,7 +584,7 @@ class MLRuntime:
             except BaseException as exc:
                 failed(exc)
         try:
-            self._wait_for_unloads()
+            self._claims.wait_for_unloads()
         except BaseException as exc:
             failed(exc)
         # the servers stopped refer back to this runtime (their handler): holding them made a
@@ -671,15 +611,6 @@ def _check_str(name: object, where: str) -> None:
     one not served is ``ModelNotFound`` (a transport passes what a client asked for)."""
     if not isinstance(name, str):
         check_name(name, f"{where}: the model name")
-
-
-def _check_not_loaded(registry: ModelRegistry, name: str, version: str) -> None:
-    """Refuse a version of ``name`` already served before loading, or warming up, another (the
-    registry's own check, once it is warmed up, stays: two registrations of it at once)."""
-    if version in registry.snapshot()[0].get(name, {}):
-        raise ModelLoadError(
-            f"version {version!r} is already loaded; unload it first or pass another version", model=name
-        )
 
 
 def _raise_first(errors: list[BaseException], also: str) -> None:

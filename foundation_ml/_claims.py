@@ -1,0 +1,133 @@
+"""The models a runtime holds outside its registry: being registered, or being unloaded.
+
+``MLRuntime`` closes a model when it is unloaded, so one model object is served under one name
+and version. Between loading a model and adding it to the registry (``register_model``: its
+warm-up), and between taking a version out of the registry and closing its model
+(``unload_model``: its drain), the registry alone does not say that the model is taken;
+``ModelClaims`` does.
+
+Locking: ``ModelClaims`` has no lock of its own for its bookkeeping. ``claim``, ``release``,
+``begin_unloads`` and ``end_unload`` must be called holding the runtime's ``_models_lock``, the
+lock that guards its registry, so that a registry change and a claim's change are seen together:
+``register_model`` lets go of its claim in the same locked block as ``registry.add`` (no moment
+where the model is neither claimed nor served), and ``unload_model`` lists the versions it
+unloads in the same block as ``registry.remove``. ``holds`` reads without it (one dict look-up).
+The ``Condition`` of ``notify_unloaded`` and ``wait_for_unloads`` is its own lock, apart from
+``_models_lock``: it only wakes ``close()`` as unloads end.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from ._batching import HURRY_CHECK_S
+from ._registry import ModelRegistry
+from ._serving import ServedModel
+from .errors import ModelLoadError
+
+__all__ = ["ModelClaims", "check_not_loaded"]
+
+
+class ModelClaims:
+    """The models ``register_model`` is loading into the registry and the versions
+    ``unload_model`` is stopping, each with the thread doing it (see the module's docstring for
+    the lock each method needs)."""
+
+    __slots__ = ("_registering", "_unloaded", "unloading")
+
+    def __init__(self) -> None:
+        # the models register_model is loading into the registry (by id: they are held meanwhile),
+        # each with the ServedModel it is for and the thread loading it (see claim)
+        self._registering: dict[int, tuple[ServedModel, threading.Thread]] = {}
+        # the versions unload_model took out of the registry and is stopping, each with the thread
+        # stopping it: their models are not closed yet (see claim, wait_for_unloads)
+        self.unloading: list[tuple[ServedModel, threading.Thread]] = []
+        self._unloaded = threading.Condition()  # notified as unload_model is done with a version
+
+    def claim(self, served: ServedModel, registry: ModelRegistry) -> None:
+        """Refuse a ``LoadedModel`` already served, or being registered by another thread, before
+        its warm-up runs it: unloading either registration would close it under the other (the
+        runtime owns what it serves), and the warm-up or a second batcher would call a model that
+        need not be thread-safe while it serves. Checked once it had been warmed up, it had run
+        beside its calls, and two registrations at once each found it served by neither. Else
+        its model is claimed for ``served`` until ``register_model`` is done. A version being
+        unloaded is refused too: its unload would close the model under this registration. A claim
+        or unload of this thread's own is over (an interrupt landed before it was let go).
+        (Under _models_lock.)"""
+        name, version, model = served.name, served.version, served.model
+        me = threading.current_thread()
+        claim = self._registering.get(id(model))
+        if claim is not None and claim[1] is not me:
+            other = claim[0]
+            raise ModelLoadError(
+                f"this {type(model).__name__} is being registered as {other.name!r} version "
+                f"{other.version!r} by another thread; pass a model of its own to each name "
+                "and version",
+                model=name,
+            )
+        for other, thread in self.unloading:
+            if other.model is model and thread is not me:
+                raise ModelLoadError(
+                    f"this {type(model).__name__} is being unloaded as {other.name!r} version "
+                    f"{other.version!r}, which closes it; pass a model of its own to each name "
+                    "and version",
+                    model=name,
+                )
+        for other in registry.all():
+            if other.model is not model:
+                continue
+            raise ModelLoadError(
+                f"this {type(model).__name__} is already served as {other.name!r} version "
+                f"{other.version!r}; the runtime closes a model when it is unloaded, so pass "
+                "a model of its own to each name and version",
+                model=name,
+            )
+        self._registering[id(model)] = (served, me)  # ours: released if refused now
+        check_not_loaded(registry, name, version)  # (a spec's own version, now known)
+
+    def holds(self, served: ServedModel) -> bool:
+        """Whether ``served`` holds the claim on its model (read without _models_lock)."""
+        return self._registering.get(id(served.model), (None,))[0] is served
+
+    def release(self, served: ServedModel) -> None:
+        """Let go of ``served``'s claim on its model, if it holds it (under _models_lock)."""
+        if self.holds(served):
+            del self._registering[id(served.model)]
+
+    def begin_unloads(self, gone: Iterable[ServedModel]) -> None:
+        """``gone``, just taken out of the registry, is being stopped by this thread (under
+        _models_lock, with that ``registry.remove``)."""
+        me = threading.current_thread()
+        self.unloading.extend((served, me) for served in gone)
+
+    def end_unload(self, served: ServedModel) -> None:
+        """``unload_model`` is done with ``served`` (under _models_lock; then ``notify_unloaded``)."""
+        self.unloading = [e for e in self.unloading if e[0] is not served]
+
+    def notify_unloaded(self) -> None:
+        """Wake ``wait_for_unloads`` (not under _models_lock: the Condition's own lock)."""
+        with self._unloaded:
+            self._unloaded.notify_all()
+
+    def wait_for_unloads(self) -> None:
+        """Wait until no other thread's ``unload_model`` is stopping a version (``close()``: its
+        drain ends by close's deadline, see ``MLRuntime._hurried``). An entry of this thread's
+        own, or of a thread gone, is over (an interrupt landed before it was let go)."""
+        me = threading.current_thread()
+
+        def done() -> bool:
+            return all(thread is me or not thread.is_alive() for _, thread in self.unloading)
+
+        with self._unloaded:
+            while not self._unloaded.wait_for(done, HURRY_CHECK_S):
+                pass
+
+
+def check_not_loaded(registry: ModelRegistry, name: str, version: str) -> None:
+    """Refuse a version of ``name`` already served before loading, or warming up, another (the
+    registry's own check, once it is warmed up, stays: two registrations of it at once)."""
+    if version in registry.snapshot()[0].get(name, {}):
+        raise ModelLoadError(
+            f"version {version!r} is already loaded; unload it first or pass another version", model=name
+        )
