@@ -31,6 +31,9 @@ class NativeClient:
     hello: str = ""  # the example docs/clients.md shows: its source and its binary
     hello_binary: str = ""
     hello_build: tuple[str, ...] = ()  # when the client's build does not make it
+    pool: str = ""  # the pool example docs/clients.md shows (64 callers through 4 clients)
+    pool_binary: str = ""
+    pool_build: tuple[str, ...] = ()
     params: bool = False  # its fdn-client takes --params JSON (an extension of the contract)
     live: bool = False  # its own tests also call a real echo server, given FDN_TEST_PYTHON
     # its own tests again under the language's memory or race checker (ASan+UBSan, -race), which
@@ -58,6 +61,12 @@ class NativeClient:
             return subprocess.CompletedProcess(cmd, -9, out[0] + "\n[timed out after 240 s]\n", out[1])
 
 
+def _cargo_example(name: str) -> tuple[str, ...]:
+    """The command that builds the Rust client's example ``name`` (target/release/examples/NAME)."""
+    manifest = ("--manifest-path", "clients/rust/Cargo.toml")
+    return ("cargo", "build", "--release", "--offline", *manifest, "--example", name)
+
+
 CLIENTS = {
     "c": NativeClient(
         "c",
@@ -80,35 +89,23 @@ CLIENTS = {
         hello="clients/go/examples/hello/main.go",
         hello_binary="clients/go/bin/hello",
         hello_build=("go", "build", "-o", "bin/hello", "./examples/hello"),
+        pool="clients/go/examples/pool/main.go",
+        pool_binary="clients/go/bin/pool",
+        pool_build=("go", "build", "-o", "bin/pool", "./examples/pool"),
         params=True,
         live=True,
     ),
     "rust": NativeClient(
         "rust",
-        build=(
-            "cargo",
-            "build",
-            "--release",
-            "--offline",
-            "--manifest-path",
-            "clients/rust/Cargo.toml",
-            "--example",
-            "fdn-client",
-        ),
+        build=_cargo_example("fdn-client"),
         test=("cargo", "test", "--offline", "--manifest-path", "clients/rust/Cargo.toml"),
         binary="clients/rust/target/release/examples/fdn-client",
         hello="clients/rust/examples/hello.rs",
         hello_binary="clients/rust/target/release/examples/hello",
-        hello_build=(
-            "cargo",
-            "build",
-            "--release",
-            "--offline",
-            "--manifest-path",
-            "clients/rust/Cargo.toml",
-            "--example",
-            "hello",
-        ),
+        hello_build=_cargo_example("hello"),
+        pool="clients/rust/examples/pool.rs",
+        pool_binary="clients/rust/target/release/examples/pool",
+        pool_build=_cargo_example("pool"),
         live=True,
     ),
 }
@@ -195,6 +192,15 @@ def hello_client(request: pytest.FixtureRequest) -> NativeClient:
     return client
 
 
+@pytest.fixture(params=[lang for lang in PRESENT if CLIENTS[lang].pool])
+def pool_client(request: pytest.FixtureRequest) -> NativeClient:
+    """A client with a pool example (the one docs/clients.md shows), built."""
+    client = built(request.param)
+    proc = run(client.pool_build, client.cwd)
+    assert proc.returncode == 0, f"{' '.join(client.pool_build)}:\n{proc.stdout}{proc.stderr}"
+    return client
+
+
 @pytest.fixture(params=[lang for lang in PRESENT if CLIENTS[lang].checked])
 def checked_client(request: pytest.FixtureRequest) -> NativeClient:
     """A client whose suite also runs under a memory or race checker."""
@@ -210,11 +216,6 @@ def params_client(request: pytest.FixtureRequest) -> NativeClient:
 @pytest.fixture
 def go_client() -> NativeClient:
     return built("go")
-
-
-@pytest.fixture
-def rust_client() -> NativeClient:
-    return built("rust")
 
 
 @pytest.fixture(scope="session")
