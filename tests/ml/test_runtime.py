@@ -332,16 +332,7 @@ def test_one_loaded_model_registered_by_two_threads_at_once_is_served_once(runti
     at once and then served under both names (neither was served yet when the other was checked):
     unloading one would close it under the other."""
     model = _OneAtATime(gate=True)
-    failed: list[BaseException] = []
-
-    def register_a() -> None:
-        try:
-            runtime.register_model("a", model)
-        except BaseException as exc:
-            failed.append(exc)
-
-    first = threading.Thread(target=register_a)
-    first.start()
+    first, failed = _registering(runtime, "a", model)
     try:
         assert model.entered.wait(60), "the first registration never warmed the model up"
         with pytest.raises(ModelLoadError, match="is being registered as 'a' version '1'"):
@@ -351,6 +342,24 @@ def test_one_loaded_model_registered_by_two_threads_at_once_is_served_once(runti
         first.join(60)
     assert not failed and not first.is_alive()
     assert runtime.registry.names() == ["a"] and model.overlaps == 0
+
+
+def _registering(
+    runtime: MLRuntime, name: str, model: LoadedModel
+) -> tuple[threading.Thread, list[BaseException]]:
+    """``runtime.register_model(name, model)`` started in a thread of its own, and the list that
+    gets what it raised."""
+    failed: list[BaseException] = []
+
+    def register() -> None:
+        try:
+            runtime.register_model(name, model)
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=register)
+    thread.start()
+    return thread, failed
 
 
 def _request(rid: int) -> InferenceRequest:
@@ -392,16 +401,7 @@ def test_a_registration_interrupted_anywhere_leaves_its_model_free_to_register_a
         runtime._models_lock = lock
     if runtime.registry.names():
         runtime.unload_model("a")
-    failed: list[BaseException] = []
-
-    def register_b() -> None:
-        try:
-            runtime.register_model("b", model)
-        except BaseException as exc:
-            failed.append(exc)
-
-    other = threading.Thread(target=register_b)
-    other.start()
+    other, failed = _registering(runtime, "b", model)
     other.join(60)
     assert not failed and runtime.registry.names() == ["b"]
 

@@ -90,14 +90,7 @@ func TestLivePoolServesManyGoroutinesWithTheirOwnAnswers(t *testing.T) {
 	if n := p.openClients(); n < 1 || n > 4 {
 		t.Errorf("the pool has %d clients open", n)
 	}
-	if n := ownedBy(o, uint32(os.Getpid())); n > 5 {
-		t.Errorf("this process owns %d channels, more than the pool's 4 and the observer's", n)
-	}
-	p.Close()
-	wantOwnedBy(t, o, "after the pool closed")
-	if segs := dataSegments(srv.name); len(segs) != 1 {
-		t.Errorf("only the observer's data segment is left: %v", segs)
-	}
+	closeLeavingTheObserver(t, p, o, srv.name)
 }
 
 // Close fails the calls waiting for a client, and every later call, SERVER_UNAVAILABLE saying the
@@ -351,12 +344,19 @@ func TestLivePoolSurvivesAServerKilledAndRestarted(t *testing.T) {
 		return true
 	})
 	o := srv.connect(Options{})
+	closeLeavingTheObserver(t, p, o, srv.name)
+}
+
+// closeLeavingTheObserver checks that this process owns no more than the pool's 4 channels and the
+// observer o's, closes the pool, and checks that only o's channel and data segment are left.
+func closeLeavingTheObserver(t *testing.T, p *Pool, o *Client, name string) {
+	t.Helper()
 	if n := ownedBy(o, uint32(os.Getpid())); n > 5 {
-		t.Errorf("this process owns %d channels of the restarted server, more than the pool's 4 and the observer's", n)
+		t.Errorf("this process owns %d channels of %s, more than the pool's 4 and the observer's", n, name)
 	}
 	p.Close()
 	wantOwnedBy(t, o, "after the pool closed")
-	if segs := dataSegments(srv.name); len(segs) != 1 {
+	if segs := dataSegments(name); len(segs) != 1 {
 		t.Errorf("only the observer's data segment is left: %v", segs)
 	}
 }
