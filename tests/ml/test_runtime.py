@@ -8,7 +8,7 @@ import re
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -410,24 +410,9 @@ def test_a_model_being_unloaded_is_not_registered_again_under_it(runtime: MLRunt
     """Registered as 'b' while its unload as 'a' waited for a call, its warm-up ran beside that
     call and the unload then closed it under 'b'."""
     model = _OneAtATime(gate=True)
-    runtime.register_model("a", model, warmup=False)
-    replies = Replies()
-    calling = threading.Thread(target=runtime, args=(_request(1), replies.respond(1)))
-    calling.start()
-    unloading = threading.Thread(target=runtime.unload_model, args=("a",), kwargs={"drain_timeout": 60})
-    try:
-        assert model.entered.wait(60), "the call never began"
-        unloading.start()
-        deadline = time.monotonic() + 60
-        while not runtime._unloading and time.monotonic() < deadline:  # the unload waits for the call
-            time.sleep(0.001)
+    with _unloading_during_a_call(runtime, model):
         with pytest.raises(ModelLoadError, match="is being unloaded as 'a' version '1', which closes it"):
             runtime.register_model("b", model)
-    finally:
-        model.release.set()
-        calling.join(60)
-        if unloading.ident is not None:
-            unloading.join(60)
     assert model.calls == 1 and runtime.registry.names() == []
 
 
@@ -442,6 +427,22 @@ def test_close_waits_for_a_model_another_thread_is_unloading(runtime: MLRuntime)
             closed.set()
 
     model = Model(gate=True)
+    with _unloading_during_a_call(runtime, model):
+        threading.Timer(0.2, model.release.set).start()  # the call returns within close's drain
+        runtime.close(drain_timeout=60)
+        assert closed.is_set(), "close returned with the model still open"
+    started = time.monotonic()
+    with MLRuntime(runtime.hub) as rt:  # the other unload's drain ends by close's deadline
+        with _unloading_during_a_call(rt, Model(gate=True)) as unloading:
+            rt.close(drain_timeout=0.1)
+            assert not unloading.is_alive() and time.monotonic() - started < 30
+
+
+@contextlib.contextmanager
+def _unloading_during_a_call(runtime: MLRuntime, model: _OneAtATime) -> Iterator[threading.Thread]:
+    """``model`` registered as 'a', a call of it held at its gate, and another thread's
+    ``unload_model("a")`` (yielded) waiting for that call; on leaving, the gate opens and both
+    threads are joined."""
     runtime.register_model("a", model, warmup=False)
     replies = Replies()
     calling = threading.Thread(target=runtime, args=(_request(1), replies.respond(1)))
@@ -451,32 +452,13 @@ def test_close_waits_for_a_model_another_thread_is_unloading(runtime: MLRuntime)
         assert model.entered.wait(60), "the call never began"
         unloading.start()
         deadline = time.monotonic() + 60
-        while not runtime._unloading and time.monotonic() < deadline:
+        while not runtime._unloading and time.monotonic() < deadline:  # the unload waits for the call
             time.sleep(0.001)
-        threading.Timer(0.2, model.release.set).start()  # the call returns within close's drain
-        runtime.close(drain_timeout=60)
-        assert closed.is_set(), "close returned with the model still open"
+        yield unloading
     finally:
         model.release.set()
         calling.join(60)
-        unloading.join(60)
-    started = time.monotonic()
-    with MLRuntime(runtime.hub) as rt:  # the other unload's drain ends by close's deadline
-        stuck = Model(gate=True)
-        rt.register_model("a", stuck, warmup=False)
-        calling = threading.Thread(target=rt, args=(_request(2), replies.respond(2)))
-        calling.start()
-        unloading = threading.Thread(target=rt.unload_model, args=("a",), kwargs={"drain_timeout": 60})
-        try:
-            assert stuck.entered.wait(60), "the call never began"
-            unloading.start()
-            while not rt._unloading and time.monotonic() < started + 60:
-                time.sleep(0.001)
-            rt.close(drain_timeout=0.1)
-            assert not unloading.is_alive() and time.monotonic() - started < 30
-        finally:
-            stuck.release.set()
-            calling.join(60)
+        if unloading.ident is not None:
             unloading.join(60)
 
 
