@@ -120,8 +120,9 @@ func (p *Pool) do(ctx context.Context, model string, fn func(c *Client) error) e
 }
 
 // Close closes the pool: its idle clients now, those in use when they are put back; calls
-// waiting for a client, and every later call, fail SERVER_UNAVAILABLE ("the pool of "NAME" is
-// closed"). A second Close does nothing.
+// waiting for a client, calls still connecting one (the client closed once connected, unused),
+// and every later call, fail SERVER_UNAVAILABLE ("the pool of "NAME" is closed"). A second Close
+// does nothing.
 func (p *Pool) Close() error {
 	if p == nil {
 		return fail(InvalidInput, 0, "the pool is nil (did NewPool fail?)")
@@ -230,7 +231,8 @@ func (p *Pool) granted(ctx context.Context, g grant) (*Client, error) {
 }
 
 // dial connects a client for the pool (counted in open), its waits bounded by ctx. Refused
-// OVERLOADED while the pool has clients, it waits for one of them.
+// OVERLOADED while the pool has clients, it waits for one of them. A client connected once the
+// pool has closed is closed, unused: the call fails as those refused after Close.
 func (p *Pool) dial(ctx context.Context) (*Client, error) {
 	c := &Client{name: p.name, opts: p.opts, nextID: 1}
 	deadline, err := c.begin(ctx)
@@ -238,11 +240,19 @@ func (p *Pool) dial(ctx context.Context) (*Client, error) {
 		err = c.ctxCause(c.connect(deadline))
 	}
 	c.end()
+	p.mu.Lock()
+	if err == nil && p.closed {
+		// the pool closed while this connect ran: the call is refused as a later one would be
+		p.open--
+		p.mu.Unlock()
+		c.Close()
+		return nil, p.closedError()
+	}
 	if err == nil {
+		p.mu.Unlock()
 		runtime.SetFinalizer(c, (*Client).finalize)
 		return c, nil
 	}
-	p.mu.Lock()
 	p.open--
 	if CodeOf(err) == Overloaded && p.open > 0 && !p.closed {
 		p.limit, p.retryAt = p.open, time.Now().Add(overloadRetry)

@@ -153,6 +153,46 @@ func TestLivePoolCloseFailsWaitersAndClosesClientsInUse(t *testing.T) {
 	}
 }
 
+// A call whose connect was under way when the pool closed (here waiting for the region mutex,
+// held until Close has run) made its call on the client it connected, closed only when it came
+// back. It fails as the calls refused after Close do, its client closed before any call.
+func TestLivePoolCloseFailsACallStillConnecting(t *testing.T) {
+	srv := startEcho(t, "fdngopoolcc")
+	o := srv.connect(Options{})
+	p, err := NewPool(srv.name, Options{ConnectTimeoutMs: 30000}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := holdRegionMutex(t, o)
+	connecting := make(chan error, 1)
+	go func() {
+		_, err := p.Infer(context.Background(), "echo", int32Input(9))
+		connecting <- err
+	}()
+	for end := time.Now().Add(time.Minute); p.openClients() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the call did not start to connect")
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	release() // the connect takes the mutex and a channel, after Close
+	select {
+	case err = <-connecting:
+	case <-time.After(time.Minute):
+		t.Fatal("the call connecting when the pool closed did not end")
+	}
+	callError(t, "a call connecting when the pool closed", err, ServerUnavailable, "echo", 0)
+	if !strings.Contains(err.Error(), "the pool of \""+srv.name+"\" is closed") {
+		t.Errorf("a call connecting when the pool closed: %v", err)
+	}
+	wantOwnedBy(t, o, "after the connect that ended after Close")
+	if n := p.openClients(); n != 0 {
+		t.Errorf("the closed pool has %d clients open", n)
+	}
+}
+
 // A call waits for a free client until its context ends (DEADLINE_EXCEEDED wrapping ctx.Err()).
 // A call abandoned on a client puts it back with its request still with the server, taken last:
 // of two idle clients the next call takes the other and is answered at once; with one, it waits

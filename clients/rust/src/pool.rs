@@ -237,8 +237,9 @@ impl Pool {
     }
 
     /// Close the pool: its idle clients now, those in use when they are put back; calls waiting
-    /// for a client, and every later call, fail SERVER_UNAVAILABLE ("the pool of "NAME" is
-    /// closed"). A second `close` does nothing. Dropping the pool drops its idle clients too.
+    /// for a client, calls still connecting one (the client dropped once connected, unused), and
+    /// every later call, fail SERVER_UNAVAILABLE ("the pool of "NAME" is closed"). A second
+    /// `close` does nothing. Dropping the pool drops its idle clients too.
     pub fn close(&self) {
         let idle = {
             let mut st = self.lock();
@@ -377,14 +378,23 @@ impl Pool {
     }
 
     /// Connect a client for the pool (counted in `open`), no later than `deadline`. Refused
-    /// OVERLOADED while the pool has clients, it waits for one of them.
+    /// OVERLOADED while the pool has clients, it waits for one of them. A client connected once
+    /// the pool has closed is dropped, unused: the call fails as those refused after `close`.
     fn dial(&self, deadline: Option<Instant>) -> Result<Client> {
         let ns = deadline_after(left(deadline)); // Duration::ZERO: now, not none
-        let e = match Client::connect_by(&self.name, self.opts.clone(), ns) {
+        let connected = Client::connect_by(&self.name, self.opts.clone(), ns);
+        let mut st = self.lock();
+        let e = match connected {
+            Ok(c) if st.closed => {
+                // the pool closed while this connect ran: refused as a later call would be
+                st.open -= 1;
+                drop(st);
+                drop(c); // gives its channel back: not under the lock
+                return Err(self.closed_error());
+            }
             Ok(c) => return Ok(c),
             Err(e) => e,
         };
-        let mut st = self.lock();
         st.open -= 1;
         if e.code == Status::Overloaded && st.open > 0 && !st.closed {
             st.limit = st.open;

@@ -237,6 +237,38 @@ fn close_fails_waiters_and_drops_clients_in_use_when_returned() {
     p.close(); // a second close does nothing
 }
 
+/// A call whose connect was under way when the pool closed (here waiting for the region mutex,
+/// held until `close` has run) made its call on the client it connected, dropped only when it
+/// came back. It fails as the calls refused after `close` do, its client dropped before any call.
+#[test]
+fn close_fails_a_call_still_connecting() {
+    let Some(srv) = echo("rustpoolcc") else {
+        return;
+    };
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_secs(30), // the connect waits for the mutex held here
+        ..ConnectOptions::default()
+    };
+    let p = Pool::new(&srv.1, opts, 1).unwrap();
+    thread::scope(|s| {
+        let mutex = HeldMutex::take(&srv.1);
+        let connecting = s.spawn(|| p.infer("echo", &int(9), None));
+        wait_until("the call to connect", || open(&p) == 1);
+        p.close();
+        drop(mutex); // the connect takes the mutex and a channel, after close
+        let e = connecting.join().unwrap().unwrap_err();
+        let closed = format!("the pool of {:?} is closed", srv.1);
+        assert_error(
+            "a call connecting when the pool closed",
+            &e,
+            Status::ServerUnavailable,
+            "echo",
+            &closed,
+        );
+    });
+    assert_eq!((open(&p), owned_by_me(&srv.1)), (0, 0));
+}
+
 /// A call waits for a free client until its timeout (DEADLINE_EXCEEDED saying so). A client whose
 /// call was abandoned at its deadline is put back and taken last: of two idle clients the next
 /// call takes the other and is answered at once; with one, it waits for the late answer.
