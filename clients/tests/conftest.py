@@ -34,6 +34,13 @@ class NativeClient:
     pool: str = ""  # the pool example docs/clients.md shows (64 callers through 4 clients)
     pool_binary: str = ""
     pool_build: tuple[str, ...] = ()
+    # a project of the user's own outside the checkout, set up as docs/clients.md shows: shell
+    # lines run in one script in an empty directory, $FDN the checkout, the hello example copied
+    # to `project_main` (relative to where the script is then) before the last line, which builds
+    # `project_binary` (relative to the directory)
+    project: tuple[str, ...] = ()
+    project_main: str = ""
+    project_binary: str = ""
     params: bool = False  # its fdn-client takes --params JSON (an extension of the contract)
     live: bool = False  # its own tests also call a real echo server, given FDN_TEST_PYTHON
     # its own tests again under the language's memory or race checker (ASan+UBSan, -race), which
@@ -76,6 +83,13 @@ CLIENTS = {
         binary="clients/c/build/fdn-client",
         hello="clients/c/examples/hello.c",
         hello_binary="clients/c/build/hello",
+        project=(
+            "FDN=/path/to/foundation",
+            "cc -std=c11 -I$FDN/clients/c/include -o app app.c"
+            " $FDN/clients/c/build/libfdnclient.a -pthread -lrt",
+        ),
+        project_main="app.c",
+        project_binary="app",
         params=True,
         live=True,
     ),
@@ -92,6 +106,15 @@ CLIENTS = {
         pool="clients/go/examples/pool/main.go",
         pool_binary="clients/go/bin/pool",
         pool_build=("go", "build", "-o", "bin/pool", "./examples/pool"),
+        project=(
+            "FDN=/path/to/foundation",
+            "go mod init example.com/app",
+            "go mod edit -require=foundation/clients/go@v0.0.0"
+            " -replace=foundation/clients/go=$FDN/clients/go",
+            "go build .",
+        ),
+        project_main="main.go",
+        project_binary="app",
         params=True,
         live=True,
     ),
@@ -106,6 +129,14 @@ CLIENTS = {
         pool="clients/rust/examples/pool.rs",
         pool_binary="clients/rust/target/release/examples/pool",
         pool_build=_cargo_example("pool"),
+        project=(
+            "FDN=/path/to/foundation",
+            "cargo new app && cd app",
+            "cargo add --offline --path $FDN/clients/rust",
+            "cargo build --release --offline",
+        ),
+        project_main="src/main.rs",
+        project_binary="app/target/release/app",
         live=True,
     ),
 }
@@ -199,6 +230,12 @@ def pool_client(request: pytest.FixtureRequest) -> NativeClient:
     proc = run(client.pool_build, client.cwd)
     assert proc.returncode == 0, f"{' '.join(client.pool_build)}:\n{proc.stdout}{proc.stderr}"
     return client
+
+
+@pytest.fixture(params=[lang for lang in PRESENT if CLIENTS[lang].project])
+def project_client(request: pytest.FixtureRequest) -> NativeClient:
+    """A client with a project-of-your-own recipe (docs/clients.md), its library built."""
+    return built(request.param)
 
 
 @pytest.fixture(params=[lang for lang in PRESENT if CLIENTS[lang].checked])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -334,14 +335,10 @@ def test_dead_server_is_reported_within_the_deadline(
     assert objects_of(name) == []
 
 
-def test_hello_example_calls_the_demo_model(hello_client: NativeClient, demo_server: str) -> None:
-    proc = subprocess.run(
-        [str(ROOT / hello_client.hello_binary), demo_server],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def assert_hello_answers(binary: Path, server: str) -> None:
+    """The hello example, run: its copy and loan answers are the direct call's, and it is told
+    MODEL_NOT_FOUND for a model the server does not have."""
+    proc = subprocess.run([str(binary), server], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     want = direct((np.arange(784, dtype=np.float32) / 784).reshape(1, 784))[0, 0]
     lines = proc.stdout.splitlines()
@@ -350,6 +347,41 @@ def test_hello_example_calls_the_demo_model(hello_client: NativeClient, demo_ser
     for line in lines[:2]:
         assert float(line.split(" = ")[1].split()[0]) == pytest.approx(want, abs=1e-5)
     assert lines[2] == "unknown model: MODEL_NOT_FOUND"
+
+
+def test_hello_example_calls_the_demo_model(hello_client: NativeClient, demo_server: str) -> None:
+    assert_hello_answers(ROOT / hello_client.hello_binary, demo_server)
+
+
+def test_hello_builds_in_a_project_of_its_own_as_the_docs_show(
+    project_client: NativeClient, demo_server: str, tmp_path: Path, build_env: dict[str, str]
+) -> None:
+    """A service lives outside the checkout: the commands docs/clients.md gives for a project of
+    one's own (the header and library, a replaced Go module, a Rust path dependency), run as
+    shown in an empty directory, offline and without GOFLAGS, build the hello example, which
+    then calls the demo model."""
+    doc_lines = {
+        line.split("  #")[0].rstrip() for line in (ROOT / "docs" / "clients.md").read_text().splitlines()
+    }
+    for line in project_client.project:
+        assert line in doc_lines, f"docs/clients.md does not show the line `{line}`"
+    *setup, build = [
+        line.replace("/path/to/foundation", shlex.quote(str(ROOT))) for line in project_client.project
+    ]
+    script = "\n".join(["set -e", *setup, f'cp "$HELLO" {project_client.project_main}', build])
+    env = {**build_env, "HELLO": str(ROOT / project_client.hello), "GOFLAGS": ""}
+    env.pop("CARGO_TARGET_DIR", None)
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{script}\n{proc.stdout}{proc.stderr}"
+    assert_hello_answers(tmp_path / project_client.project_binary, demo_server)
 
 
 def test_pool_example_serves_64_callers_and_is_shown_in_the_docs(
