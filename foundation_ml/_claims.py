@@ -4,7 +4,8 @@
 and version. Between loading a model and adding it to the registry (``register_model``: its
 warm-up), and between taking a version out of the registry and closing its model
 (``unload_model``: its drain), the registry alone does not say that the model is taken;
-``ModelClaims`` does.
+``ModelClaims`` does. An unload whose drain timed out with a call still running returns before
+that call closes the model; until then the model stays claimed too (``closing``).
 
 Locking: ``ModelClaims`` has no lock of its own for its bookkeeping. ``claim``, ``release``,
 ``begin_unloads`` and ``end_unload`` must be called holding the runtime's ``_models_lock``, the
@@ -34,7 +35,7 @@ class ModelClaims:
     ``unload_model`` is stopping, each with the thread doing it (see the module's docstring for
     the lock each method needs)."""
 
-    __slots__ = ("_registering", "_unloaded", "unloading")
+    __slots__ = ("_closing", "_registering", "_unloaded", "unloading")
 
     def __init__(self) -> None:
         # the models register_model is loading into the registry (by id: they are held meanwhile),
@@ -44,6 +45,10 @@ class ModelClaims:
         # stopping it: their models are not closed yet (see claim, wait_for_unloads)
         self.unloading: list[tuple[ServedModel, threading.Thread]] = []
         self._unloaded = threading.Condition()  # notified as unload_model is done with a version
+        # the versions unload_model is done with whose model a call still running closes when it
+        # returns: id of the model, name, version and the ServedModel's ``released`` (no reference
+        # to the model: the runtime holds none once that call has returned)
+        self._closing: list[tuple[int, str, str, threading.Event]] = []
 
     def claim(self, served: ServedModel, registry: ModelRegistry) -> None:
         """Refuse a ``LoadedModel`` already served, or being registered by another thread, before
@@ -52,9 +57,10 @@ class ModelClaims:
         need not be thread-safe while it serves. Checked once it had been warmed up, it had run
         beside its calls, and two registrations at once each found it served by neither. Else
         its model is claimed for ``served`` until ``register_model`` is done. A version being
-        unloaded is refused too: its unload would close the model under this registration. A claim
-        or unload of this thread's own is over (an interrupt landed before it was let go).
-        (Under _models_lock.)"""
+        unloaded is refused too: its unload would close the model under this registration; so is
+        one whose unload timed out with a call of it still running, until that call has returned and
+        closed it (``closing``). A claim or unload of this thread's own is over (an interrupt landed
+        before it was let go). (Under _models_lock.)"""
         name, version, model = served.name, served.version, served.model
         me = threading.current_thread()
         claim = self._registering.get(id(model))
@@ -72,6 +78,15 @@ class ModelClaims:
                     f"this {type(model).__name__} is being unloaded as {other.name!r} version "
                     f"{other.version!r}, which closes it; pass a model of its own to each name "
                     "and version",
+                    model=name,
+                )
+        self._closing = [e for e in self._closing if not e[3].is_set()]  # (closed since)
+        for key, other_name, other_version, _ in self._closing:
+            if key == id(model):  # (not released: that served version holds it, so the id is its)
+                raise ModelLoadError(
+                    f"this {type(model).__name__} was unloaded as {other_name!r} version "
+                    f"{other_version!r} while a call of it still ran, and is closed when that call "
+                    "returns; pass a model of its own to each name and version",
                     model=name,
                 )
         for other in registry.all():
@@ -102,8 +117,12 @@ class ModelClaims:
         self.unloading.extend((served, me) for served in gone)
 
     def end_unload(self, served: ServedModel) -> None:
-        """``unload_model`` is done with ``served`` (under _models_lock; then ``notify_unloaded``)."""
+        """``unload_model`` is done with ``served`` (under _models_lock; then ``notify_unloaded``);
+        its model stays claimed until a call still running has closed it (``closing``)."""
         self.unloading = [e for e in self.unloading if e[0] is not served]
+        self._closing = [e for e in self._closing if not e[3].is_set()]
+        if not served.released.is_set():
+            self._closing.append((id(served.model), served.name, served.version, served.released))
 
     def notify_unloaded(self) -> None:
         """Wake ``wait_for_unloads`` (not under _models_lock: the Condition's own lock)."""

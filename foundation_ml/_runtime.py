@@ -253,7 +253,7 @@ class MLRuntime:
         at most ``drain_timeout`` in all. A request that raced the unload is answered
         ``ShuttingDown`` (or, asking for no version, served by the latest version left;
         ``ModelNotFound`` if none is); a model whose call is still running at the timeout is
-        closed when that call returns. ``hurry()``
+        closed when that call returns (registering it again is refused until then). ``hurry()``
         ends the wait at once, as the timeout would. Every version is stopped whatever one's stop
         (its model's ``close()``, a Ctrl-C) raises; then the first error is raised (an interrupt
         before any other), the others noted on it."""

@@ -51,6 +51,7 @@ class ServedModel:
         "model",
         "name",
         "others",
+        "released",
         "spec",
         "stopping",
         "version",
@@ -76,6 +77,9 @@ class ServedModel:
         self.others = False
         self._why = ""  # what a request arriving once stopping is told
         self._close_pending = False  # the drain timed out: the last call to return closes the model
+        # set once stop is done with the model: closed (by stop, or by the last call when the drain
+        # timed out), or left to its owner; until then the runtime holds it (ModelClaims)
+        self.released = threading.Event()
         self._output_names = frozenset(s.name for s in model.outputs)
         self._valid = compile_validator(model.inputs)
         self._valid_out = compile_validator(model.outputs)  # a model's answer is checked too
@@ -270,7 +274,7 @@ class ServedModel:
             interrupted = exc
         with self._gate:
             idle = not self._running
-            self._close_pending = close_model and not idle
+            pending = self._close_pending = close_model and not idle
         try:
             if close_model and idle:
                 self.model.close()
@@ -278,6 +282,9 @@ class ServedModel:
             if interrupted is None:
                 raise
             interrupted.add_note(f"closing the model also raised: {exc!r}")
+        finally:
+            if not pending:  # (else the call still running releases it: call_done)
+                self.released.set()
         if interrupted is not None:  # the interrupt first: stopping is what the user asked
             raise interrupted
         return idle
@@ -289,11 +296,14 @@ class ServedModel:
 
 def _close(served: ServedModel) -> None:
     """Close the model of a stop whose drain timed out, in the thread of its last call: a failure
-    is logged (the stop that asked for it returned long ago), and the thread serves on."""
+    is logged (the stop that asked for it returned long ago), and the thread serves on. Only then
+    is the model ``released``: registering it again meanwhile would have it closed under that."""
     try:
         served.model.close()
     except Exception as exc:
         log.error("model %r version %r: close() raised: %r", served.name, served.version, exc, exc_info=exc)
+    finally:
+        served.released.set()
 
 
 def _as_declared(outputs: Mapping[str, Any], declared: tuple[tuple[str, np.dtype], ...]) -> Mapping[str, Any]:

@@ -416,6 +416,38 @@ def test_a_model_being_unloaded_is_not_registered_again_under_it(runtime: MLRunt
     assert model.calls == 1 and runtime.registry.names() == []
 
 
+def test_a_model_whose_unload_timed_out_is_not_registered_again_until_its_late_close(
+    runtime: MLRuntime,
+) -> None:
+    """An unload whose drain timed out with a call still running returns, and that call closes the
+    model when it returns. Registered as 'b' in between, the model was accepted, and the late
+    close of 'a' then closed it under 'b'. It stays claimed until that close has happened."""
+    closes: list[str] = []
+
+    class Model(_OneAtATime):
+        def close(self) -> None:
+            closes.append(",".join(runtime.registry.names()))
+
+    model = Model(gate=True)
+    runtime.register_model("a", model, warmup=False)
+    replies = Replies()
+    calling = threading.Thread(target=runtime, args=(_request(1), replies.respond(1)))
+    calling.start()
+    try:
+        assert model.entered.wait(60), "the call never began"
+        runtime.unload_model("a", drain_timeout=0.05)  # returns with the call still running
+        with pytest.raises(ModelLoadError, match="unloaded as 'a' version '1' while a call") as info:
+            runtime.register_model("b", model, warmup=False)
+        assert info.value.model == "b"
+        assert runtime.registry.names() == [] and closes == []
+    finally:
+        model.release.set()
+        calling.join(60)
+    assert closes == [""]  # closed once its call returned, serving nothing
+    runtime.register_model("b", model)  # and free from then on
+    assert runtime.registry.names() == ["b"] and closes == [""]
+
+
 def test_close_waits_for_a_model_another_thread_is_unloading(runtime: MLRuntime) -> None:
     """close() found the model already out of the registry (another thread's unload_model was
     waiting for its call) and returned with it still open; it was closed later, when that unload
