@@ -16,13 +16,15 @@ import numpy as np
 
 from foundation_ml.errors import ErrorCode
 
-from ._layout import DESC_SIZE, MessageFlag, MessageKind
+from ._layout import BODY_SIZE, DESC_SIZE, MSG_HEADER_SIZE, MessageFlag, MessageKind
 from ._vector_messages import (
     _DESC0,
     _X,
     _corrupt_data,
     _poke,
+    _raw_params,
     _raw_params_builder,
+    _raw_response_params,
     _rename,
     _request,
     _reseal,
@@ -277,6 +279,69 @@ def _ignored_cases() -> Cases:
     }
 
 
+_MIB = 1 << 20
+_TEXT_SIZE_AT = _BODY + 8  # a response's text_size
+
+
+def _spaced(buf: bytearray, used: int) -> bytearray:
+    """Spaces (JSON whitespace) from ``used`` to the end of the area: the stored file stops at
+    ``used`` and a harness fills the rest of the area with spaces (spec 14)."""
+    buf[used:] = b" " * (len(buf) - used)
+    return _reseal(buf)
+
+
+def _params_of(size: int, request_id: int, response: bool) -> bytearray:
+    """A message with no tensors whose parameters are ``{"a":1}`` followed by spaces up to
+    ``size`` bytes (JSON whitespace may follow the object)."""
+    raw = b'{"a":1}' + b" " * (size - 7)
+    buf = _raw_response_params(raw, request_id) if response else _raw_params(raw, request_id)
+    return _spaced(buf, MSG_HEADER_SIZE + BODY_SIZE + 7)
+
+
+def _text_over_cap() -> bytearray:
+    """A response whose error text is 1 MiB + 1 bytes (spaces; a text is not checked)."""
+    buf = bytearray(_response({}, request_id=122, status=ErrorCode.INTERNAL))
+    payload = BODY_SIZE + _MIB + 1
+    buf.extend(bytes(-(-(MSG_HEADER_SIZE + payload) // 64) * 64 - len(buf)))
+    struct.pack_into("<I", buf, 16, payload)
+    struct.pack_into("<I", buf, _TEXT_SIZE_AT, _MIB + 1)
+    return _spaced(buf, MSG_HEADER_SIZE + BODY_SIZE)
+
+
+def _limit_cases() -> Cases:
+    """The limits of section 11 that a decoder checks: a request's parameters of exactly 1 MiB
+    pass (one byte more is ``error_params_too_large``), a response's parameters have no cap, a
+    response's text does (1 MiB, INVALID_INPUT), a response's outputs are capped as a request's
+    tensors are (65: TOO_LARGE), and a name or version filling its fixed field is refused. The
+    MiB are spaces the stored file leaves out."""
+    return {
+        "decode_request_params_1mib": ("request", lambda: _params_of(_MIB, 120, response=False)),
+        "decode_response_params_over_1mib": ("response", lambda: _params_of(_MIB + 1, 121, response=True)),
+        "error_response_text_too_large": ("response", _text_over_cap),
+        "error_response_too_many_outputs": (
+            "response",
+            lambda: _response({f"y{i}": np.zeros(1, np.uint8) for i in range(65)}, request_id=123),
+        ),
+        # names of 63 bytes, versions of 15 (section 11): a field filled to its end has no NUL
+        "error_name_without_nul": (
+            "request",
+            lambda: _rename(_request({"x": _X}, request_id=124), _DESC0, "x" * 64),
+        ),
+        "error_version_without_nul": (
+            "request",
+            lambda: _fill(_request({"x": _X}, request_id=125), _VERSION_AT, b"v" * 16),
+        ),
+        "error_response_model_without_nul": (
+            "response",
+            lambda: _rename(_response({}, request_id=126), _BODY + 24, "m" * 64),
+        ),
+        "error_response_version_without_nul": (
+            "response",
+            lambda: _fill(_response({}, request_id=127), _BODY + 88, b"v" * 16),
+        ),
+    }
+
+
 CHECK_CASES: Cases = {
     **_status_cases(),
     **_header_cases(),
@@ -284,4 +349,5 @@ CHECK_CASES: Cases = {
     **_text_field_cases(),
     **_params_cases(),
     **_ignored_cases(),
+    **_limit_cases(),
 }

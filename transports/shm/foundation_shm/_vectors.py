@@ -2,7 +2,8 @@
 
 ``python -m foundation_shm._vectors docs/protocol/vectors`` regenerates ``docs/protocol/vectors``;
 the test suite checks the committed files are byte-identical to what this produces and that
-they decode to their JSON. A ``.bin`` file is a whole area (request or response), header at 0.
+they decode to their JSON. A ``.bin`` file is a whole area (request or response), header at 0,
+but for the spaces that end an area over 64 KiB (``area_of`` puts them back).
 The messages are built, and broken for the error cases, by ``_vector_messages``.
 """
 
@@ -431,13 +432,30 @@ def decoded_json(kind: str, area: bytes) -> dict[str, Any]:
         return {"error": exc.code.name, "error_code": int(exc.code), "request_id": exc.request_id}
 
 
+_STORED_WHOLE = 1 << 16  # an area up to 64 KiB is stored whole; a larger one stops at its spaces
+
+
+def stored(area: bytes) -> bytes:
+    """The bytes of ``area`` a ``.bin`` file holds (spec 14): all of it, or for an area over
+    64 KiB all but the spaces that end it (``area_of`` puts them back)."""
+    return area if len(area) <= _STORED_WHOLE else area.rstrip(b" ")
+
+
+def area_of(file: bytes, size: int) -> bytes:
+    """The area a ``.bin`` file of a vector of ``size`` bytes stands for: its bytes, then spaces
+    up to ``size`` (spec 14). A file longer than ``size`` is a broken vector: ValueError."""
+    if len(file) > size:
+        raise ValueError(f"a vector file of {len(file)} bytes for an area of {size}")
+    return file + b" " * (size - len(file))
+
+
 def generate(directory: Path) -> list[str]:
     names = []
     for where, cases in ((directory, CASES), (directory / CUDA_DIR, CUDA_CASES)):
         where.mkdir(parents=True, exist_ok=True)
         for name, (kind, build) in cases.items():
             area = bytes(build())
-            (where / f"{name}.bin").write_bytes(area)
+            (where / f"{name}.bin").write_bytes(stored(area))
             doc = {"name": name, "decode_as": kind, "size": len(area), "expect": decoded_json(kind, area)}
             (where / f"{name}.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
             names.append(name if where == directory else f"{CUDA_DIR}/{name}")

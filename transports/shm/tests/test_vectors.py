@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from foundation_shm._vectors import CASES, decoded_json, generate
+from foundation_shm._vectors import CASES, area_of, decoded_json, generate
 
 VECTORS = Path(__file__).resolve().parents[3] / "docs" / "protocol" / "vectors"
 
@@ -26,9 +26,14 @@ def test_committed_vector_is_byte_identical_to_the_encoder(name: str, tmp_path: 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_committed_vector_decodes_to_its_json(name: str) -> None:
     doc = json.loads((VECTORS / f"{name}.json").read_text())
-    area = (VECTORS / f"{name}.bin").read_bytes()
-    assert doc["size"] == len(area)
+    area = area_of((VECTORS / f"{name}.bin").read_bytes(), doc["size"])
     assert decoded_json(doc["decode_as"], area) == doc["expect"]
+
+
+def test_only_areas_over_64_kib_are_stored_without_their_closing_spaces() -> None:
+    for name in CASES:
+        size = json.loads((VECTORS / f"{name}.json").read_text())["size"]
+        assert (VECTORS / f"{name}.bin").stat().st_size == size or size > 1 << 16, name
 
 
 def test_error_vectors_decode_to_errors_and_the_rest_do_not() -> None:
