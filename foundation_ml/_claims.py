@@ -59,8 +59,8 @@ class ModelClaims:
         its model is claimed for ``served`` until ``register_model`` is done. A version being
         unloaded is refused too: its unload would close the model under this registration; so is
         one whose unload timed out with a call of it still running, until that call has returned and
-        closed it (``closing``). A claim or unload of this thread's own is over (an interrupt landed
-        before it was let go). (Under _models_lock.)"""
+        closed it (``closing``). A claim or unload of this thread's own, or an unload whose model is
+        closed, is over (an interrupt landed before it was let go). (Under _models_lock.)"""
         name, version, model = served.name, served.version, served.model
         me = threading.current_thread()
         claim = self._registering.get(id(model))
@@ -72,6 +72,7 @@ class ModelClaims:
                 "and version",
                 model=name,
             )
+        self._forget_released()
         for other, thread in self.unloading:
             if other.model is model and thread is not me:
                 raise ModelLoadError(
@@ -114,7 +115,14 @@ class ModelClaims:
         """``gone``, just taken out of the registry, is being stopped by this thread (under
         _models_lock, with that ``registry.remove``)."""
         me = threading.current_thread()
+        self._forget_released()
         self.unloading.extend((served, me) for served in gone)
+
+    def _forget_released(self) -> None:
+        """Drop the versions being unloaded whose model is closed already: over for a claim, and
+        held no longer by an entry that a Ctrl-C kept ``end_unload`` from dropping (under
+        _models_lock)."""
+        self.unloading = [e for e in self.unloading if not e[0].released.is_set()]
 
     def end_unload(self, served: ServedModel) -> None:
         """``unload_model`` is done with ``served`` (under _models_lock; then ``notify_unloaded``);
@@ -132,11 +140,15 @@ class ModelClaims:
     def wait_for_unloads(self) -> None:
         """Wait until no other thread's ``unload_model`` is stopping a version (``close()``: its
         drain ends by close's deadline, see ``MLRuntime._hurried``). An entry of this thread's
-        own, or of a thread gone, is over (an interrupt landed before it was let go)."""
+        own, of a thread gone, or whose model is closed already is over (an interrupt landed
+        before it was let go)."""
         me = threading.current_thread()
 
         def done() -> bool:
-            return all(thread is me or not thread.is_alive() for _, thread in self.unloading)
+            return all(
+                thread is me or not thread.is_alive() or served.released.is_set()
+                for served, thread in self.unloading
+            )
 
         with self._unloaded:
             while not self._unloaded.wait_for(done, HURRY_CHECK_S):

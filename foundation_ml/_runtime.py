@@ -262,23 +262,44 @@ class MLRuntime:
         if version is not None:  # "" would read "no such model"; 1 "no version 1 (versions: 1)"
             check_name(version, f"unload_model({name!r}): the version", MAX_VERSION_BYTES)
         deadline = _clock() + drain_timeout
-        with self._models_lock:
-            gone = self.registry.remove(name, version)
-            self._update_batchers()
-            self._claims.begin_unloads(gone)
+        gone: list[ServedModel] = []
         errors: list[BaseException] = []  # each version is stopped whatever another's stop raised:
-        for served in gone:  # removed from the registry already, none would ever be stopped after
-            hurry = any(not isinstance(e, Exception) for e in errors)  # a Ctrl-C: no more waiting
-            left = 0.0 if hurry else max(0.0, deadline - _clock())
+        try:  # out of the registry, none would ever be stopped after (a Ctrl-C meanwhile too)
+            with self._models_lock:
+                gone = self.registry.remove(name, version)
+                self._claims.begin_unloads(gone)
+                self._update_batchers()
+            for served in gone:
+                hurry = any(not isinstance(e, Exception) for e in errors)  # a Ctrl-C: no more waiting
+                left = 0.0 if hurry else max(0.0, deadline - _clock())
+                try:
+                    why = f"version {served.version!r} is being unloaded"  # (told to a request meanwhile)
+                    served.stop(left, why=why, hurried=self._hurried)
+                except BaseException as exc:
+                    errors.append(exc)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            self._stopped(gone, errors)
+        _raise_first(errors, f"unloading model {name!r} also raised")
+
+    def _stopped(self, gone: list[ServedModel], errors: list[BaseException]) -> None:
+        """``unload_model`` is done with ``gone``: a version whose stop never began (a Ctrl-C came
+        first) is stopped at once, the batchers listed again and the versions let go (``errors``)."""
+        for served in gone:
             try:
-                served.stop(left, why=f"version {served.version!r} is being unloaded", hurried=self._hurried)
+                if not served.stopping:
+                    served.stop(0.0, why=f"version {served.version!r} is being unloaded")
             except BaseException as exc:
                 errors.append(exc)
-            finally:
-                with self._models_lock:
+        try:
+            with self._models_lock:
+                self._update_batchers()
+                for served in gone:
                     self._claims.end_unload(served)
-                self._claims.notify_unloaded()
-        _raise_first(errors, f"unloading model {name!r} also raised")
+        except BaseException as exc:  # (left in unloading: released, so over for claim)
+            errors.append(exc)
+        self._claims.notify_unloaded()
 
     def _hurried(self) -> bool:
         """Whether ``hurry()`` was called, or ``close()``'s drain is over (an unload in another

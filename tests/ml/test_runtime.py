@@ -32,6 +32,7 @@ from foundation_ml import (
     write_package,
 )
 from foundation_ml import _plugin as ml_plugin
+from foundation_ml._claims import ModelClaims
 from foundation_ml._serving import ServedModel
 from foundation_ml.errors import (
     DeadlineExceeded,
@@ -404,6 +405,74 @@ def test_a_registration_interrupted_anywhere_leaves_its_model_free_to_register_a
     other, failed = _registering(runtime, "b", model)
     other.join(60)
     assert not failed and runtime.registry.names() == ["b"]
+
+
+class _CountsCloses(FunctionModel):
+    def __init__(self) -> None:
+        super().__init__(lambda x: {"y": x}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def _interrupted_once(target: Any, attr: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``target.attr`` raises KeyboardInterrupt the first time it is called, as it is called."""
+    real = getattr(target, attr)
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(target, attr, real)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, attr, interrupted)
+
+
+@pytest.mark.parametrize(
+    "where", ["lock-1", "lock-2", "lock-3", "lock-4", "_update_batchers", "begin_unloads", "stop"]
+)
+def test_an_unload_interrupted_anywhere_still_stops_every_version_it_took_out(
+    runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A Ctrl-C in unload_model once it had taken the versions out of the registry (as it updated
+    the batchers, before a version's stop began, as it let go of one) left those not stopped yet
+    running for good: out of the registry, so nothing stopped their batcher threads or closed
+    their models, and a model left 'being unloaded' was refused to every other thread. The
+    interrupt still propagates; every version it took out is stopped, its model closed once."""
+    name = unique_name("m")
+    models = [_CountsCloses(), _CountsCloses()]
+    runtime.register_model(name, models[0], version="1", max_batch_size=2)  # a batcher thread
+    runtime.register_model(name, models[1], version="2")
+    lock = runtime._models_lock
+    injector = None
+    if where.startswith("lock-"):
+        injector = _InterruptAt(int(where[5:]))
+        runtime._models_lock = injector  # type: ignore[assignment]
+    elif where == "stop":
+        _interrupted_once(ServedModel, "stop", monkeypatch)
+    else:
+        _interrupted_once(ModelClaims if where == "begin_unloads" else runtime, where, monkeypatch)
+    try:
+        raised = False
+        try:
+            runtime.unload_model(name, drain_timeout=30)
+        except KeyboardInterrupt:
+            raised = True
+    finally:
+        runtime._models_lock = lock
+    assert raised == (injector is None or injector._left <= 0), "the interrupt did not propagate"
+    if runtime.registry.names():  # interrupted before it took any version out
+        assert [m.closed for m in models] == [0, 0]
+        runtime.unload_model(name)
+    assert [m.closed for m in models] == [1, 1]
+    deadline = time.monotonic() + 30
+    while any(t.name == f"batcher-{name}" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not [t for t in threading.enumerate() if t.name == f"batcher-{name}"], "a batcher thread runs on"
+    for i, model in enumerate(models):  # neither is 'being unloaded' any more
+        other, failed = _registering(runtime, f"again{i}", model)
+        other.join(60)
+        assert not failed, failed
+    assert runtime.registry.names() == ["again0", "again1"]
 
 
 def test_a_model_being_unloaded_is_not_registered_again_under_it(runtime: MLRuntime) -> None:
