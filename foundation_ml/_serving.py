@@ -18,7 +18,7 @@ from ._signature import compile_validator, describe, mismatch
 from ._tensors import has_tensor, to_host
 from ._transport import Respond
 from ._types import InferenceRequest, InferenceResponse, ModelMetadata
-from .errors import DeadlineExceeded, HandlerError, InferenceError, InvalidInput, ShuttingDown
+from .errors import DeadlineExceeded, HandlerError, InferenceError, InvalidInput, ModelLoadError, ShuttingDown
 
 __all__ = ["ServedModel"]
 
@@ -98,7 +98,12 @@ class ServedModel:
     def enable_batching(self, max_batch_size: int, max_wait_us: int) -> None:
         self._row_outputs = tuple(s.name for s in self.model.outputs if s.shape and s.shape[0] == -1)
         self.batcher = Batcher(self, max_batch_size, max_wait_us)
-        self.batcher.start()
+        try:
+            self.batcher.start()
+        except Exception as exc:  # (no thread left): not an error of ours; stop waits for no thread
+            raise ModelLoadError(
+                f"its batcher thread did not start: {type(exc).__name__}: {exc}", model=self.name
+            ) from exc
 
     def submit(self, request: InferenceRequest, respond: Respond, t0: int, latest: bool = False) -> bool:
         """Answer ``request`` (now, or from the batcher thread); True. Never raises. ``latest``:

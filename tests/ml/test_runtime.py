@@ -1262,6 +1262,32 @@ def test_a_registration_that_fails_says_why_though_releasing_its_model_raises_to
         hub.shutdown()
 
 
+def test_a_batcher_thread_that_cannot_start_fails_the_registration_at_once_typed(
+    runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batcher thread that failed to start (out of threads) raised RuntimeError out of
+    register_model, and only after undoing the registration had waited the full 5 s drain for
+    a thread that never ran. It is a ModelLoadError naming the model, at once, nothing left."""
+    start = threading.Thread.start
+
+    def cannot_start(thread: threading.Thread) -> None:
+        if thread.name.startswith("batcher-"):
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    model = _CountsCloses()
+    monkeypatch.setattr(threading.Thread, "start", cannot_start)
+    began = time.monotonic()
+    with pytest.raises(ModelLoadError, match="its batcher thread did not start: RuntimeError") as info:
+        runtime.register_model("m", model, max_batch_size=4)
+    assert time.monotonic() - began < 4, "the undo waited for a thread that never ran"
+    assert info.value.model == "m" and not getattr(info.value, "__notes__", None)  # (undone cleanly)
+    assert runtime.registry.names() == [] and model.closed == 0  # (the caller's: not closed)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    runtime.register_model("m", model, max_batch_size=4)  # not left claimed
+    assert runtime.versions("m") == ["1"]
+
+
 @pytest.mark.parametrize("batch", [1, 4], ids=["unbatched", "batched"])
 def test_a_registration_interrupted_once_its_version_is_listed_leaves_nothing_behind(
     runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch, batch: int
