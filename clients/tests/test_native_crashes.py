@@ -1,4 +1,5 @@
-"""Native clients killed with SIGKILL (docs/protocol/shm.md 10.4): mid-request, idle, mid-loan.
+"""Native clients killed with SIGKILL (docs/protocol/shm.md 10.4): mid-request, idle, mid-loan;
+and their servers killed and restarted (10.3).
 
 Each client's ``fdn-client`` runs as a real process against a real server
 (``clients/tests/gate_server.py``) and is killed at a point the test knows it has reached, with no
@@ -11,6 +12,7 @@ and clients beside it are answered as if nothing had happened.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -213,9 +215,10 @@ def test_clients_beside_a_killed_one_are_answered_as_if_nothing_happened(
     assert _reclaimed(name) == {"dead_client": 1, "given_back": 0}
 
 
-def _held(client: NativeClient, name: str, spec: str, stage: str) -> subprocess.Popen[str]:
-    """fdn-client calling echo with ``--hold STAGE``, once it says it is held there."""
-    extra = ["--hold", stage, *(["--loan"] if stage == "loaned" else [])]
+def _held(client: NativeClient, name: str, spec: str, stage: str, *more: str) -> subprocess.Popen[str]:
+    """fdn-client calling echo with ``--hold STAGE`` (and ``more`` options), once it says it is
+    held there."""
+    extra = ["--hold", stage, *(["--loan"] if stage == "loaned" else []), *more]
     proc = subprocess.Popen(
         _argv(client, name, "echo", spec, "--timeout-ms", "30000", *extra),
         stdin=subprocess.PIPE,
@@ -279,7 +282,7 @@ def test_a_client_killed_while_idle_or_mid_loan_is_reclaimed_and_the_next_one_se
 @pytest.mark.parametrize(
     ("argv", "why"),
     [
-        (["infer", "--hold", "later"], "--hold takes connected, answered or loaned"),
+        (["infer", "--hold", "later"], "--hold takes connected, answered"),
         (["infer", "--hold", "loaned"], "--hold loaned needs --loan"),
         (["bench", "--hold", "connected"], "--hold goes with infer"),
     ],
@@ -342,3 +345,124 @@ def test_clients_killed_at_any_point_leave_no_channel_and_no_segment(
             proc.kill()
             proc.communicate()
     assert [proc.returncode for proc in procs] == [0] * 4, outs
+
+
+# Killed (SIGKILL) and restarted under its name (shm.md 10.3): a request the dead server never
+# dispatched (server_busy still 0) is sent once more to the new server, within the call's deadline;
+# before, the first call of every idle client failed SERVER_UNAVAILABLE ('(pid N) is gone') although
+# the new server was up. A dispatched request, a loan, or a call with no server to go to fails as
+# before, and the new server never sees it. The driver is held idle between two calls by
+# ``--hold again``, or stopped (SIGSTOP) while its request is at the dead server's gate.
+RETRYING = ["go"]  # the clients that send an undispatched request again
+
+
+def _retrying(client: NativeClient) -> NativeClient:
+    if client.lang not in RETRYING:  # (until its commit: the others fail as before)
+        pytest.xfail(f"the {client.lang} client does not send an undispatched request again yet")
+    return client
+
+
+class _Servers:
+    """Gate servers started one after another under one name (the previous one killed)."""
+
+    def __init__(self, name: str, gates: Path) -> None:
+        self.name, self.gates = name, gates
+        self.all: list[_GateServer] = []
+
+    def start(self) -> _GateServer:
+        server = _GateServer(self.name, self.gates, 2)
+        server.start()
+        self.all.append(server)
+        return server
+
+    def kill(self) -> int:
+        """SIGKILL the current server; its pid."""
+        pid = self.all[-1].pid
+        assert self.all[-1].stop(signal.SIGKILL) == -signal.SIGKILL
+        return pid
+
+    def requests(self) -> int:
+        """The current server's count of requests its handler was given."""
+        with ShmTransport().connect(self.name, channels=1) as c:
+            return int(c.stats(timeout=PATIENCE)["requests"])
+
+
+@pytest.fixture
+def servers(client: NativeClient, unique_name: Callable[[str], str], tmp_path: Path) -> Iterator[_Servers]:
+    """Gate servers of one name; the last one is stopped after the test and nothing is left."""
+    s = _Servers(unique_name(f"restart_{client.lang}"), tmp_path)
+    yield s
+    last = s.all[-1] if s.all else None
+    if last is not None and last.proc is not None and last.proc.poll() is None:
+        assert last.stop() == 0, last.output
+        assert objects_of(s.name) == [], "left in /dev/shm by the last server"
+    remove_objects(s.name)  # (a killed server's, none restarted)
+
+
+def _answer(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    out, err = proc.communicate("", timeout=PATIENCE)
+    assert out, err
+    return dict(json.loads(out))
+
+
+@pytest.mark.parametrize("loan", [False, True], ids=["copy", "loan"])
+def test_an_idle_clients_next_call_after_a_crash_and_a_restart(
+    client: NativeClient, servers: _Servers, tmp_path: Path, loan: bool
+) -> None:
+    """Held idle after one answered call; the server killed and another started: the next call is
+    answered by the new server (its handler given that one request). A loan (its inputs written
+    into the dead server's area) is not sent again: SERVER_UNAVAILABLE gone, the new server
+    given nothing."""
+    driver = _retrying(client)
+    servers.start()
+    spec, values = _input(tmp_path, "again", [3.0, 1.0, 4.0])
+    extra = ["--loan"] if loan else []
+    proc = _held(driver, servers.name, spec, "again", *extra)
+    dead = servers.kill()
+    servers.start()
+    got = _answer(proc)
+    if loan:
+        assert got["error"] == "SERVER_UNAVAILABLE" and f"(pid {dead}) is gone" in got["message"], got
+        assert servers.requests() == 0
+    else:
+        assert got["ok"] and got["outputs"]["x"]["data"] == values, got
+        assert servers.requests() == 1
+
+
+def test_a_call_with_no_server_restarted_is_gone_as_before(
+    client: NativeClient, servers: _Servers, tmp_path: Path
+) -> None:
+    driver = _retrying(client)
+    servers.start()
+    spec, _ = _input(tmp_path, "none", [1.0])
+    proc = _held(driver, servers.name, spec, "again")
+    dead = servers.kill()
+    got = _answer(proc)
+    assert got["error"] == "SERVER_UNAVAILABLE", got
+    assert f"(pid {dead}) is gone" in got["message"], got
+    assert proc.returncode != 0
+
+
+def test_a_request_the_dead_server_had_dispatched_is_not_sent_again(
+    client: NativeClient, servers: _Servers, tmp_path: Path
+) -> None:
+    """The request is at the gate (with the handler, server_busy 1) when the server is killed;
+    the driver, stopped meanwhile, goes on only once the new server is up: it fails gone, and
+    the new server never sees the request."""
+    driver = _retrying(client)
+    servers.start()
+    spec, _ = _input(tmp_path, "gate", [1.0, 2.0])
+    argv = _argv(driver, servers.name, "gate_v", spec, "--timeout-ms", "30000")
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        _until(lambda: (tmp_path / "gate_v.with-server").exists(), "the request at the server's gate")
+        proc.send_signal(signal.SIGSTOP)
+        dead = servers.kill()
+        servers.start()
+        proc.send_signal(signal.SIGCONT)
+        got = _answer(proc)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert got["error"] == "SERVER_UNAVAILABLE" and f"(pid {dead}) is gone" in got["message"], got
+    assert servers.requests() == 0

@@ -50,11 +50,24 @@ func (c *Client) waitSeq(s uint64, deadline uint64, spin bool) error {
 			looked = now
 			if !c.alive() {
 				c.connected = false // the next call reconnects
-				return fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
+				return c.gone(seqWord, s)
 			}
 		}
 	}
 	return nil
+}
+
+// gone is the end of a wait for s whose server died (spec 10.3): nil if the answer came just
+// before the death, else SERVER_UNAVAILABLE, marked unsent when the server never dispatched the
+// request (dispatch stores server_busy = 1 before it decodes). A dead server changes neither word
+// any more; they are read in that order, after the liveness check.
+func (c *Client) gone(seqWord *uint64, s uint64) error {
+	if atomic.LoadUint64(seqWord) == s {
+		return nil
+	}
+	e := fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
+	e.unsent = atomic.LoadUint32(c.u32(c.ch+cServerBusy)) == 0
+	return e
 }
 
 // spin polls the response word for the spin window (the polite spin of 7.2): flat out for
@@ -289,10 +302,41 @@ func (c *Client) send(model string, end uint64, deadline uint64) (*Result, error
 	}
 	c.used = end
 	res, err := c.exchange(deadline, true)
+	if e, ok := err.(*Error); ok && e.unsent && !c.loaned {
+		res, err = c.sendAgain(e, deadline)
+	}
 	if err != nil {
 		return nil, withCall(err, model, r.RequestID) // (a failed grow of the response area named none)
 	}
 	return res, nil
+}
+
+// sendAgain is the transparent retry of spec 10.3: the server died before it dispatched the
+// request, so no handler ran it; it is sent once more, its bytes unchanged (request id, absolute
+// deadline_ns), to a server restarted under the name, within the same deadline. Without one (no
+// server yet, the dead one's region, a hung or full one, the deadline) the call fails with gone,
+// the reconnect's reason appended. A loan is never sent again: its caller wrote the old area.
+func (c *Client) sendAgain(gone *Error, deadline uint64) (*Result, error) {
+	req := append([]byte(nil), c.data[:c.used]...) // the reconnect unmaps the old area
+	c.disconnect()
+	err := c.connect(deadline)
+	if err == nil {
+		err = c.ensure(uint64(len(req)))
+	}
+	if err != nil {
+		why := err.Error()
+		if e, ok := err.(*Error); ok {
+			why = e.Message
+		}
+		if why == gone.Message { // the dead server's region, still there
+			why = "no server has started under that name since"
+		}
+		gone.Message += "; not sent again: " + why
+		return nil, gone
+	}
+	copy(c.data, req)
+	c.used = uint64(len(req))
+	return c.exchange(deadline, true)
 }
 
 // Call is what else a call may say (section 5); the zero value says nothing.

@@ -51,6 +51,9 @@ type Error struct {
 	RequestID uint64
 	Model     string
 	cause     error // what ended a call of a context (ctx.Err()): Unwrap gives it
+	// unsent: the server died with the request published but never dispatched (spec 10.3), so
+	// no handler ran it and it may be sent again
+	unsent bool
 }
 
 // Unwrap is the error that ended a call of a context (InferContext, Pool.Infer):

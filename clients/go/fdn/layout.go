@@ -77,6 +77,7 @@ const (
 	cDataGen          = 40
 	cDataName         = 48
 	cServerSeq        = 128
+	cServerBusy       = 136
 )
 
 // Message header, bodies and descriptor offsets (section 5).

@@ -2,7 +2,7 @@
 // benchmark run (docs/clients.md, "The fdn-client driver"):
 //
 //	fdn-client infer --name SERVER --model MODEL [--input NAME:DTYPE:DIM,DIM,...:FILE]... [--timeout-ms T] [--loan]
-//	                 [--hold connected|answered|loaned]
+//	                 [--hold connected|answered|again|loaned]
 //	fdn-client bench --name SERVER --model MODEL --input ... [--iterations N] [--warmup W]
 //	fdn-client vectors DIR
 package main
@@ -43,7 +43,7 @@ type args struct {
 func usage(why string) int {
 	fmt.Fprintf(os.Stderr, "fdn-client: %s\nusage: fdn-client infer|bench --name SERVER --model MODEL "+
 		"[--input NAME:DTYPE:DIMS:FILE]... [--timeout-ms T] [--loan] [--iterations N] [--warmup W] [--spin-us US] [--params JSON]\n"+
-		"       [--hold connected|answered|loaned]\n"+
+		"       [--hold connected|answered|again|loaned]\n"+
 		"       fdn-client vectors DIR\n", why)
 	return exitUsage
 }
@@ -130,8 +130,8 @@ func parse(argv []string) (*args, int) {
 		case "--params":
 			a.params = []byte(v)
 		case "--hold":
-			if v != "connected" && v != "answered" && v != "loaned" {
-				return nil, usage("--hold takes connected, answered or loaned")
+			if v != "connected" && v != "answered" && v != "again" && v != "loaned" {
+				return nil, usage("--hold takes connected, answered, again or loaned")
 			}
 			a.hold = v
 		case "--input":
@@ -316,6 +316,7 @@ func printResult(r *fdn.Result) int {
 
 // hold, at the stage --hold names, says so on stderr and waits for stdin to close (a test kills the
 // process meanwhile: the client is then idle on its channel, or its loan written and not sent).
+// again: once the first call is answered; the same call is then made again, and its answer printed.
 func hold(a *args, stage string) {
 	if a.hold != stage {
 		return
@@ -363,6 +364,12 @@ func run(a *args, bench bool) int {
 			return failed(err)
 		}
 		hold(a, "answered")
+		if a.hold == "again" { // idle on its channel between two calls (the restart tests)
+			hold(a, "again")
+			if r, err = call(c, a, true); err != nil {
+				return failed(err)
+			}
+		}
 		return printResult(r)
 	}
 	for i := 0; i < a.warmup; i++ {

@@ -1,0 +1,113 @@
+package fdn
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A server killed (SIGKILL) and restarted under its name (spec 10.3): a request the dead server
+// never dispatched is sent once more to the new one, within the call's deadline; before, the first
+// call of every idle client failed SERVER_UNAVAILABLE although the new server was up.
+
+// crashAndRestart kills the server with SIGKILL and starts it again under its name.
+func crashAndRestart(srv *echo) {
+	srv.stop(syscall.SIGKILL)
+	srv.restart()
+}
+
+func TestLiveTheFirstCallAfterACrashAndARestartIsAnswered(t *testing.T) {
+	srv := startEcho(t, "fdngocrash")
+	c := srv.connect(Options{})
+	wantEcho(t, c, "the first call")
+	crashAndRestart(srv)
+	wantEcho(t, c, "the first call after a crash and a restart")
+	// a request larger than the new channel's area: it grows before the request is sent again
+	big := make([]byte, 1200000)
+	big[0], big[len(big)-1] = 3, 9
+	in := []Input{{Name: "x", DType: UINT8, Shape: []uint64{uint64(len(big))}, Data: big}}
+	if _, err := c.Infer("echo", in, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	crashAndRestart(srv)
+	res, err := c.Infer("echo", in, 30*time.Second)
+	wantAnswer(t, "a grown request after a crash and a restart", res, err, in)
+}
+
+// None restarted: the call fails as before, gone, and says why it was not sent again.
+func TestLiveACallWhoseServerWasKilledAndNotRestartedIsGone(t *testing.T) {
+	srv := startEcho(t, "fdngocrashnone")
+	c := srv.connect(Options{})
+	wantEcho(t, c, "the first call")
+	pid := srv.cmd.Process.Pid
+	srv.stop(syscall.SIGKILL)
+	_, err := c.Infer("echo", oneByte(), 30*time.Second)
+	wantError(t, "a call whose server was killed", err, ServerUnavailable,
+		fmt.Sprintf("shm server %q (pid %d) is gone; not sent again: no server has started under that name since", srv.name, pid))
+}
+
+// A loan's inputs were written into the dead server's area: it is not sent again.
+func TestLiveALoanIsNotSentAgainAfterACrashAndARestart(t *testing.T) {
+	srv := startEcho(t, "fdngocrashloan")
+	c := srv.connect(Options{})
+	specs := []Tensor{{Name: "x", DType: UINT8, NDim: 1, Shape: [MaxNDim]uint64{1}}}
+	if err := c.LoanBegin("echo", specs); err != nil {
+		t.Fatal(err)
+	}
+	c.LoanData(0)[0] = 7
+	if _, err := c.LoanInfer(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pid := srv.cmd.Process.Pid
+	crashAndRestart(srv)
+	c.LoanData(0)[0] = 8
+	_, err := c.LoanInferContext(context.Background())
+	wantError(t, "a loan whose server was killed and restarted", err, ServerUnavailable,
+		fmt.Sprintf("shm server %q (pid %d) is gone", srv.name, pid))
+	if e := err.(*Error); e.Message != fmt.Sprintf("shm server %q (pid %d) is gone", srv.name, pid) {
+		t.Fatalf("the loan's error says more than that it is gone: %q", e.Message)
+	}
+	wantEcho(t, c, "a copying call after the loan failed")
+}
+
+// A warm pool of 4 failed 4 calls in a row after a crash and a restart; now none.
+func TestLivePoolFailsNoCallAfterACrashAndARestart(t *testing.T) {
+	srv := startEcho(t, "fdngocrashpool", "--channels", "8")
+	p := poolOf(t, srv.name, 4)
+	var all sync.WaitGroup
+	all.Add(4)
+	var calls sync.WaitGroup
+	for g := 0; g < 4; g++ { // four callers at once: four clients, each answered once
+		calls.Add(1)
+		go func(g int) {
+			defer calls.Done()
+			err := p.Do(context.Background(), func(c *Client) error {
+				all.Done()
+				all.Wait()
+				_, err := c.Infer("echo", oneByte(), 30*time.Second)
+				return err
+			})
+			if err != nil {
+				t.Errorf("warming caller %d: %v", g, err)
+			}
+		}(g)
+	}
+	calls.Wait()
+	if n := p.openClients(); n != 4 {
+		t.Fatalf("%d clients open, not 4", n)
+	}
+	crashAndRestart(srv)
+	for i := 0; i < 8; i++ {
+		in := int32Input(uint32(i))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		res, err := p.Infer(ctx, "echo", in)
+		cancel()
+		wantAnswer(t, fmt.Sprintf("call %d after the crash and restart", i), res, err, in)
+	}
+	if n := p.openClients(); n != 4 {
+		t.Fatalf("%d clients open after the restart, not 4 (each reconnected in its call)", n)
+	}
+}
