@@ -284,11 +284,12 @@ class MLRuntime:
         _raise_first(errors, f"unloading model {name!r} also raised")
 
     def _stopped(self, gone: list[ServedModel], errors: list[BaseException]) -> None:
-        """``unload_model`` is done with ``gone``: a version whose stop never began (a Ctrl-C came
-        first) is stopped at once, the batchers listed again and the versions let go (``errors``)."""
+        """``unload_model`` is done with ``gone``: a version whose stop never ran to its end (a
+        Ctrl-C came first, or landed in it before it released the model) is stopped at once, the
+        batchers listed again and the versions let go (``errors``)."""
         for served in gone:
             try:
-                if not served.stopping:
+                if not served.stopped:
                     served.stop(0.0, why=f"version {served.version!r} is being unloaded")
             except BaseException as exc:
                 errors.append(exc)

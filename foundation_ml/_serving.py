@@ -53,6 +53,7 @@ class ServedModel:
         "others",
         "released",
         "spec",
+        "stopped",
         "stopping",
         "version",
     )
@@ -72,6 +73,10 @@ class ServedModel:
         self._gate = threading.Lock()  # guards stopping, _close_pending; notifying _idle
         self._idle = threading.Condition(self._gate)  # notified when the last call under way returns
         self.stopping = False  # stop() has begun: no new inline call starts
+        # a stop ran to its end: the model released, or its close handed to the call still running.
+        # Not ``stopping``: a Ctrl-C as stop let go of its gate (Python checks for signals there)
+        # left it set with the batcher running and the model neither closed nor released
+        self.stopped = False
         # another version of this name is served (the registry keeps it): a request's error then
         # names this version, since a caller who asked for the latest cannot tell which it met
         self.others = False
@@ -288,6 +293,7 @@ class ServedModel:
                 raise
             interrupted.add_note(f"closing the model also raised: {exc!r}")
         finally:
+            self.stopped = True  # (first: no call before it, where a Ctrl-C could land)
             if not pending:  # (else the call still running releases it: call_done)
                 self.released.set()
         if interrupted is not None:  # the interrupt first: stopping is what the user asked

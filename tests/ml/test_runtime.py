@@ -475,6 +475,47 @@ def test_an_unload_interrupted_anywhere_still_stops_every_version_it_took_out(
     assert runtime.registry.names() == ["again0", "again1"]
 
 
+class _InterruptOnExit:
+    """A version's ``_gate`` whose ``at``-th release raises KeyboardInterrupt once released: a
+    Ctrl-C landing as a ``with`` block of it ends (Python checks for signals after that call)."""
+
+    def __init__(self, lock: threading.Lock, at: int) -> None:
+        self._lock = lock
+        self._left = at
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+        self._left -= 1
+        if self._left == 0:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("at", [1, 2], ids=["stopping-set", "idle-read"])
+def test_an_unload_interrupted_inside_a_versions_stop_still_stops_it(runtime: MLRuntime, at: int) -> None:
+    """A Ctrl-C inside a version's stop once it had set ``stopping`` (as it let go of its gate,
+    before it stopped the batcher or closed the model) was taken for a stop already done: the
+    batcher thread ran on, the model was never closed, and its unload, never released, refused
+    the model for good ('while a call of it still ran', no call running), and any other object
+    that got its id once it was collected. The interrupt propagates; the stop is finished."""
+    name = unique_name("m")
+    model = _CountsCloses()
+    runtime.register_model(name, model, max_batch_size=2)  # a batcher thread
+    served = runtime.registry.get(name, "1")
+    served._gate = _InterruptOnExit(served._gate, at)  # type: ignore[assignment]  # (no call runs)
+    with pytest.raises(KeyboardInterrupt):
+        runtime.unload_model(name, drain_timeout=30)
+    assert model.closed == 1
+    deadline = time.monotonic() + 30
+    while any(t.name == f"batcher-{name}" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not [t for t in threading.enumerate() if t.name == f"batcher-{name}"], "a batcher thread runs on"
+    runtime.register_model("again", model)  # not left 'unloaded while a call of it still ran'
+    assert runtime.registry.names() == ["again"]
+
+
 def test_a_model_being_unloaded_is_not_registered_again_under_it(runtime: MLRuntime) -> None:
     """Registered as 'b' while its unload as 'a' waited for a call, its warm-up ran beside that
     call and the unload then closed it under 'b'."""
