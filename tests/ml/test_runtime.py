@@ -464,6 +464,7 @@ def test_an_unload_interrupted_anywhere_still_stops_every_version_it_took_out(
         assert [m.closed for m in models] == [0, 0]
         runtime.unload_model(name)
     assert [m.closed for m in models] == [1, 1]
+    assert runtime._batchers == (), "flush() still runs the batcher of a version unloaded"
     deadline = time.monotonic() + 30
     while any(t.name == f"batcher-{name}" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -514,6 +515,38 @@ def test_an_unload_interrupted_inside_a_versions_stop_still_stops_it(runtime: ML
     assert not [t for t in threading.enumerate() if t.name == f"batcher-{name}"], "a batcher thread runs on"
     runtime.register_model("again", model)  # not left 'unloaded while a call of it still ran'
     assert runtime.registry.names() == ["again"]
+
+
+def test_close_does_not_wait_for_an_interrupted_unload_whose_model_is_closed(runtime: MLRuntime) -> None:
+    """An unload interrupted as it let go of its versions (their models closed) leaves them listed
+    as being unloaded by its thread, which lives on; close() in another thread waited for that
+    thread to end, a model already closed."""
+    model = _CountsCloses()
+    runtime.register_model("a", model)
+    interrupted, done = threading.Event(), threading.Event()
+    lock = runtime._models_lock
+
+    def unload() -> None:
+        with contextlib.suppress(KeyboardInterrupt):
+            runtime.unload_model("a")  # its 2nd acquisition: the one that lets go of the version
+        interrupted.set()
+        done.wait(60)  # the thread lives on
+
+    runtime._models_lock = _InterruptAt(2)  # type: ignore[assignment]
+    unloading = threading.Thread(target=unload)
+    unloading.start()
+    try:
+        assert interrupted.wait(60), "the unload never returned"
+        runtime._models_lock = lock
+        assert model.closed == 1 and runtime._unloading, "not the case this test is about"
+        closing = threading.Thread(target=runtime.close, kwargs={"drain_timeout": 60})
+        closing.start()
+        closing.join(20)
+        assert not closing.is_alive(), "close() waits for an unload whose model is closed"
+    finally:
+        runtime._models_lock = lock
+        done.set()
+        unloading.join(60)
 
 
 def test_a_model_being_unloaded_is_not_registered_again_under_it(runtime: MLRuntime) -> None:
