@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from typing import Any
 
@@ -31,6 +32,14 @@ _C = L.ChannelField
 
 HUNG_MIN_NS = 1_000_000_000  # a heartbeat is stale after 10 intervals, and never sooner than this
 _BEAT_POLL_S = 0.005  # how often a connect waiting for a hung server's beat looks again
+
+# This process's data segment of each name. A name is the server's, the channel's index, our pid
+# and a generation (10.1), so a reconnect to a restarted server makes the very names of the dead
+# one's channels: one of those still in a call when the connection was dropped, retired after
+# the reconnect, unlinked by name the new channel's segment (the server then parked the new
+# request, unanswered). A segment is unlinked only while it is still the one of its name.
+_NAMED: dict[str, Segment] = {}
+_NAMED_LOCK = threading.RLock()  # (reentrant: a finalizer may retire a channel during a create)
 
 
 def _pages(n: int) -> int:
@@ -134,7 +143,17 @@ class _Connection:
         state = self.ctl.u32[_R.STATE // 4]
         if state not in (L.RegionState.READY, L.RegionState.STOPPING) or not is_alive(self.pid, self.started):
             self.alive = False
-            raise ServerUnavailable(f"shm server {self.name!r} (pid {self.pid}) is gone")
+            raise ServerUnavailable(self.gone())
+
+    def gone(self) -> str:
+        """What a call says of this server once it found it dead (10.3)."""
+        return f"shm server {self.name!r} (pid {self.pid}) is gone"
+
+    def dead(self) -> bool:
+        """Whether the server's process is gone (pid absent, a zombie, or another start time:
+        10.3), so that no word it writes can change any more (a call that found it gone reads
+        its channel's words once more, and may send its request again, 10.3)."""
+        return not is_alive(self.pid, self.started)
 
     def hung(self) -> str | None:
         """Why the server counts as hung (spec 10.3: its heartbeat is older than 10 intervals, and
@@ -274,11 +293,14 @@ class _Channel:
         if total and size > total:
             raise TooLarge(f"{what}: more than /dev/shm can ever hold ({total} bytes)")
         try:
-            try:
-                return Segment.create(name, size, self.conn.mode)
-            except posix_ipc.ExistentialError:
-                unlink_segment(name)
-                return Segment.create(name, size, self.conn.mode)
+            with _NAMED_LOCK:
+                try:
+                    data = Segment.create(name, size, self.conn.mode)
+                except posix_ipc.ExistentialError:
+                    unlink_segment(name)
+                    data = Segment.create(name, size, self.conn.mode)
+                _NAMED[name] = data
+                return data
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.ENOMEM):
                 raise Overloaded(f"{what}: no room: {exc.strerror}") from None
@@ -287,7 +309,10 @@ class _Channel:
     def detach(self) -> None:
         self.wkey, self.wval = None, ([], 0, 0, [])  # drop the views before unmapping
         if self.data is not None:
-            unlink_segment(self.data.name)
+            with _NAMED_LOCK:
+                if _NAMED.get(self.data.name) is self.data:
+                    del _NAMED[self.data.name]
+                    unlink_segment(self.data.name)
             self.req = self.resp = memoryview(b"")
             # the reader views the response area too (its cached outputs): kept, the segment
             # could not be unmapped, and its mapping, fd and pages outlived close() for as long

@@ -76,6 +76,7 @@ from ._sync import SLICE_S, YIELD_AFTER_NS, AdaptiveSpin, fence, wait_seq
 __all__ = ["ShmClient"]
 
 _R = L.RegionField
+_C = L.ChannelField
 _U64 = struct.Struct("<Q")
 _DEADLINE_AT = L.MSG_HEADER_SIZE + 80  # deadline_ns in the request body
 _INFER = int(L.MessageKind.INFER_REQUEST)
@@ -171,16 +172,29 @@ class ShmClient(TransportClient):
             for a in request.inputs.values():  # torch CUDA tensors go by IPC handle, or by host (spec 15)
                 if type(a) is not np.ndarray:
                     if self._cuda.claims(request.inputs):
-                        return _once_more(lambda: self._cuda.infer(self, request, rid, timeout, copy))
+                        return self._infer_cuda(request, rid, timeout, copy)
                     break
             deadline = self._deadline(request.deadline_ns, timeout)
             try:  # (as _once_more does, without a closure per call on this path)
                 return self._send(request, rid, deadline, copy)
-            except _GoneBeforeSending:  # nothing was sent: once more, on a new connection
-                return _again(lambda: self._send(request, rid, deadline, copy))
+            except _GoneBeforeSending as gone:  # no handler saw it: once more, on a new connection
+                return self._again(lambda: self._send(request, rid, deadline, copy), gone, deadline)
         except InferenceError as exc:  # made where the call is not known (the pool, the connection)
             exc.with_call(request.model, rid)
             raise
+
+    def _infer_cuda(
+        self, request: InferenceRequest, rid: int, timeout: float | None, copy: bool
+    ) -> InferenceResponse:
+        """``infer`` of a request holding torch CUDA tensors (by IPC handle, or by host: spec 15),
+        sent once more as ``infer`` sends host inputs, within the same deadline."""
+        deadline = self._deadline(request.deadline_ns, timeout)
+        try:
+            return self._cuda.infer(self, request, rid, timeout, copy)
+        except _GoneBeforeSending as gone:
+            r = request
+            same = InferenceRequest(r.model, r.inputs, r.id, r.version, deadline, r.parameters, r.outputs)
+            return self._again(lambda: self._cuda.infer(self, same, rid, timeout, copy), gone, deadline)
 
     def _send(self, request: InferenceRequest, rid: int, deadline: int, copy: bool) -> InferenceResponse:
         """One attempt of ``infer``: a channel, the request written and sent, its answer."""
@@ -286,7 +300,7 @@ class ShmClient(TransportClient):
         conn = ch.conn
         u32, u64 = conn.ctl.u32, conn.ctl.u64
         if not conn.alive or u32[_STATE] != _READY or conn.closing:
-            _check_before_sending(conn)  # raises unless the server lives (a STOPPING one answers)
+            _check_before_sending(conn, self._pool.closed)  # unless the server lives (a STOPPING one answers)
         seq = ch.seq + 1
         ch.seq = seq
         if hot is not None:  # store, fence, read the server's sleeping word: one C call
@@ -307,7 +321,7 @@ class ShmClient(TransportClient):
         spinning and checked against the cached one. What it cannot finish goes the general way."""
         conn = ch.conn
         if conn.ctl.u32[_STATE] != _READY or conn.closing:
-            _check_before_sending(conn)
+            _check_before_sending(conn, self._pool.closed)
         _, _, payload, dsts = ch.wval
         seq = ch.seq + 1
         spin = self._spin
@@ -365,7 +379,21 @@ class ShmClient(TransportClient):
         u32, u64 = conn.ctl.u32, conn.ctl.u64
         t0 = _clock()
         check = functools.partial(_still_awaited, conn)
-        done = wait_seq(u64, ch.sseq, seq, window, u32, ch.sleeping_word, ch.sem, deadline, check)
+        try:
+            done = wait_seq(u64, ch.sseq, seq, window, u32, ch.sleeping_word, ch.sem, deadline, check)
+        except ServerUnavailable:
+            if self._pool.closed or conn.ctl.faulted() or not conn.dead():
+                raise
+            # Dead (10.3): its words are final. server_seq first (an answer that came just
+            # before the death is an answer), then server_busy: dispatch stores 1 before it
+            # decodes, so 0 means no handler saw the request, and it may be sent again (_again)
+            if u64[ch.sseq] != seq:
+                if u32[(ch.base + _C.SERVER_BUSY) // 4]:  # its handler may have run it: never again
+                    raise ServerUnavailable(conn.gone()) from None
+                raise _GoneBeforeDispatch(conn.gone()) from None
+            if conn.closing:  # another thread dropped the connection meanwhile: the call fails, as
+                raise ServerUnavailable(conn.gone()) from None  # before (the answer is not read)
+            done = True
         if window:
             self._spin.record(window, _clock() - t0)
         if not done:
@@ -417,7 +445,7 @@ class ShmClient(TransportClient):
         deadline = self._deadline(0, timeout)
         rid = next(self._ids)
         try:
-            resp = _once_more(lambda: self._control_once(kind, model, rid, deadline))
+            resp = self._once_more(lambda: self._control_once(kind, model, rid, deadline), deadline)
             what = f"the server's {L.MessageKind(kind).name} document"
             try:
                 doc = json.loads(str(resp.parameters.get("__text__", "")))
@@ -474,6 +502,33 @@ class ShmClient(TransportClient):
             exc.with_call(model)
             raise
 
+    # --- a call sent once more ----------------------------------------------------------------
+
+    def _once_more(self, attempt: Callable[[], _T], deadline: int) -> _T:
+        """``attempt()``, and once more (``_again``) if its server was gone before the request
+        reached a handler."""
+        try:
+            return attempt()
+        except _GoneBeforeSending as gone:
+            return self._again(attempt, gone, deadline)
+
+    def _again(self, attempt: Callable[[], _T], gone: _GoneBeforeSending, deadline: int) -> _T:
+        """The second ``attempt()`` of a call whose first found its server gone before the request
+        reached a handler (``gone``): stopped before it was sent, or dead with it not dispatched
+        (``_GoneBeforeDispatch``, spec 10.3: then it goes only to a new server of the name that
+        answers a reconnect within ``deadline``, and otherwise the call fails with ``gone``'s
+        message). Once per call: a second such failure is a plain ``ServerUnavailable``."""
+        if isinstance(gone, _GoneBeforeDispatch):
+            try:  # the reconnect (10.1): a channel of a live server's new connection
+                self._give(self._take(deadline))
+            except InferenceError as exc:  # no server yet, the dead one's region, hung, overloaded, late
+                since = "no server of that name since" if exc.message == gone.message else exc.message
+                raise ServerUnavailable(f"{gone.message}; not sent again: {since}") from None
+        try:
+            return attempt()
+        except _GoneBeforeSending as exc:
+            raise ServerUnavailable(str(exc)) from None
+
     # --- close ---------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -488,28 +543,17 @@ _ = (InferenceError, ServerUnavailable)
 class _GoneBeforeSending(ServerUnavailable):
     """The server had stopped (its region STOPPED: a graceful stop) before the request was
     published: nothing was sent, so ``infer`` (host or CUDA inputs), ``metadata`` and ``stats``
-    send it once more on a new connection (``_once_more``: a server restarted under the same
-    name, the first call after the restart failed, where the C, Rust and Go clients reconnect
-    first). Never seen by a caller: a loan, whose areas are the old connection's, raises it as
+    send it once more on a new connection (``ShmClient._again``: a server restarted under the
+    same name, the first call after the restart failed, where the C, Rust and Go clients
+    reconnect first). Never seen by a caller: a loan, whose areas are the old connection's, raises it as
     a plain ``ServerUnavailable`` (``gone_before_sending``)."""
 
 
-def _once_more(attempt: Callable[[], _T]) -> _T:
-    """``attempt()``, and once more if it found the server stopped before sending
-    (``_GoneBeforeSending``); a second such failure is a plain ``ServerUnavailable``."""
-    try:
-        return attempt()
-    except _GoneBeforeSending:  # nothing was sent: once more, on a new connection
-        return _again(attempt)
-
-
-def _again(attempt: Callable[[], _T]) -> _T:
-    """The second ``attempt()`` of ``_once_more``: a second ``_GoneBeforeSending`` is a plain
-    ``ServerUnavailable``."""
-    try:
-        return attempt()
-    except _GoneBeforeSending as exc:
-        raise ServerUnavailable(str(exc)) from None
+class _GoneBeforeDispatch(_GoneBeforeSending):
+    """The server died (10.3) with the request published but never dispatched (no answer, and
+    ``server_busy`` 0), or before it was published: no handler ran it, so it is sent once more
+    (``ShmClient._again``), to a new server of the name only. A loan's call fails as a plain
+    ``ServerUnavailable``, as for ``_GoneBeforeSending``."""
 
 
 def gone_before_sending(exc: BaseException) -> BaseException:
@@ -518,17 +562,22 @@ def gone_before_sending(exc: BaseException) -> BaseException:
     return ServerUnavailable(str(exc)) if isinstance(exc, _GoneBeforeSending) else exc
 
 
-def _check_before_sending(conn: _Connection) -> None:
+def _check_before_sending(conn: _Connection, closed: bool) -> None:
     """Before publishing a request: ``conn.check()``, its failure raised as ``_GoneBeforeSending``
-    when the region says the server stopped. Not when the client was closed (the call fails, it
-    is not sent elsewhere), nor when the region was lost (shrunk under this client: its own
-    message says more than the reconnect's would)."""
+    when the region says the server stopped, as ``_GoneBeforeDispatch`` when its process is dead
+    (another thread's call found it so, and may have dropped the connection). Not when the
+    client was ``closed`` (the call fails, it is not sent elsewhere), nor when the region was
+    lost (shrunk under this client: its own message says more than the reconnect's would)."""
     try:
         conn.check()
     except ServerUnavailable as exc:
-        if conn.closing or conn.ctl.faulted() or conn.ctl.u32[_STATE] != _STOPPED:
+        if closed or conn.ctl.faulted():
             raise
-        raise _GoneBeforeSending(str(exc)) from None
+        if not conn.closing and conn.ctl.u32[_STATE] == _STOPPED:
+            raise _GoneBeforeSending(str(exc)) from None
+        if conn.dead():
+            raise _GoneBeforeDispatch(conn.gone()) from None
+        raise
 
 
 def _still_awaited(conn: _Connection) -> None:

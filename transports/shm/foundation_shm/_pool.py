@@ -182,6 +182,11 @@ class ChannelPool:
                 self._drop_connection()
                 raise
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called (or the client was dropped)."""
+        return self._closed
+
     def connection(self) -> _Connection:
         """The connection, made anew if there is none or its server died; never for a closed
         client (its close would not close it again)."""

@@ -1,0 +1,257 @@
+"""A call whose server died before dispatching its request is sent once more to a server
+restarted under the name (spec 10.3); one the dead server may have run is not."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from foundation_shm import ShmTransport, _channel
+from foundation_shm import _layout as L
+from foundation_shm._client import ShmClient
+from foundation_shm._segments import Segment
+
+from foundation_ml import InferenceRequest
+from foundation_ml.errors import ServerUnavailable
+
+from .conftest import EchoProcess, until
+
+pytestmark = pytest.mark.slow
+
+X = np.arange(4.0)
+_CLIENT = """
+import sys, time, numpy as np
+from foundation_ml import InferenceRequest
+from foundation_shm import ShmTransport
+from foundation_shm._accel import hot
+c = ShmTransport().connect(sys.argv[1], timeout=10)
+x = np.arange(4.0)
+for _ in range(3):  # the same request again: the C client's repeat lane (_hot.exchange)
+    c.infer(InferenceRequest("echo", {"x": x}))
+print("called", "python" if hot is None else "c", flush=True)
+sys.stdin.readline()
+t = time.monotonic()
+try:
+    out = c.infer(InferenceRequest("echo", {"x": x})).outputs["x"].tolist()
+    print("served", out, round((time.monotonic() - t) * 1000, 1), flush=True)
+except Exception as exc:
+    print("failed", type(exc).__name__, exc, flush=True)
+c.close()
+"""
+
+
+def _env(pure: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "FDN_SHM_PURE"}
+    if pure:
+        env["FDN_SHM_PURE"] = "1"
+    return env
+
+
+def _requests(name: str) -> int:
+    """How many requests the server now serving ``name`` has run (its own ``stats()``)."""
+    with ShmTransport().connect(name) as other:
+        return int(other.stats()["requests"])
+
+
+def _crash_and_restart(server: EchoProcess, start: Callable[..., EchoProcess]) -> EchoProcess:
+    server.kill()  # SIGKILL: its region stays READY, its objects stay until the next server's start
+    return start()
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["c", "python"])
+def test_an_idle_clients_call_after_a_crash_and_restart_is_served_by_the_new_server(
+    echo_process: Callable[..., EchoProcess], name: str, pure: bool
+) -> None:
+    """It failed ServerUnavailable '(pid N) is gone' after a slice, the new server already up:
+    the request went to the dead server's channel, which it never dispatched (server_busy 0)."""
+    server = echo_process()
+    client = subprocess.Popen(
+        [sys.executable, "-c", _CLIENT, name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(pure),
+    )
+    assert client.stdin is not None and client.stdout is not None
+    try:
+        assert client.stdout.readline().split() == ["called", "python" if pure else "c"]
+        _crash_and_restart(server, echo_process)
+        client.stdin.write("again\n")
+        client.stdin.flush()
+        line = client.stdout.readline()
+        assert line.startswith("served [0.0, 1.0, 2.0, 3.0]"), line
+        assert client.wait(30) == 0
+    finally:
+        client.kill()
+        client.wait()
+        client.stdin.close()
+        client.stdout.close()
+    assert _requests(name) == 1  # the call sent once more, to the new server
+
+
+def test_metadata_stats_and_ainfer_after_a_crash_and_restart_are_served_by_the_new_server(
+    echo_process: Callable[..., EchoProcess], name: str
+) -> None:
+    server = echo_process()
+    with ShmTransport().connect(name, timeout=10) as client:
+        client.infer(InferenceRequest("echo", {"x": X}))
+        server = _crash_and_restart(server, echo_process)
+        assert client.metadata("echo")["name"] == "echo"
+        server = _crash_and_restart(server, echo_process)
+        assert client.stats()["requests"] == 0
+        server = _crash_and_restart(server, echo_process)
+        out = asyncio.run(client.ainfer(InferenceRequest("echo", {"x": X}))).outputs["x"]
+        np.testing.assert_array_equal(out, X)
+
+
+def test_every_thread_of_a_client_is_served_by_the_restarted_server(
+    echo_process: Callable[..., EchoProcess], name: str
+) -> None:
+    """A client of 4 channels, each idle after a call: 4 calls at once after the crash and
+    restart all succeed (each failed, one channel after another)."""
+    server = echo_process()
+    threads = 4
+    with ShmTransport().connect(name, timeout=10, channels=threads) as client:
+        barrier = threading.Barrier(threads)
+        failed: list[BaseException] = []
+
+        def call() -> None:
+            barrier.wait()
+            try:
+                sleep = InferenceRequest("sleep", {"x": X}, parameters={"ms": 100})
+                np.testing.assert_array_equal(client.infer_copy(sleep).outputs["x"], X)
+            except BaseException as exc:
+                failed.append(exc)
+
+        def all_at_once() -> None:
+            workers = [threading.Thread(target=call) for _ in range(threads)]
+            for t in workers:
+                t.start()
+            for t in workers:
+                t.join(60)
+
+        all_at_once()
+        assert not failed and len(client._all) == threads  # four channels, all idle now
+        _crash_and_restart(server, echo_process)
+        all_at_once()
+        assert not failed, failed
+    assert _requests(name) == threads
+
+
+def test_a_crash_with_no_server_since_fails_the_call_gone_within_a_slice(
+    echo_process: Callable[..., EchoProcess], name: str
+) -> None:
+    server = echo_process()
+    with ShmTransport().connect(name, timeout=10) as client:
+        client.infer(InferenceRequest("echo", {"x": X}))
+        server.kill()
+        t = time.monotonic()
+        gone = rf"model 'echo': shm server '{name}' \(pid {server.pid}\) is gone"
+        with pytest.raises(ServerUnavailable, match=f"{gone}; not sent again: no server of that name since$"):
+            client.infer(InferenceRequest("echo", {"x": X}))
+        assert time.monotonic() - t < 2  # a slice (50 ms) and a connect, not the timeout (10 s)
+
+
+def _busy(name: str) -> bool:
+    """Whether a channel of ``name``'s server says its request is with the handler (server_busy)."""
+    ctl = Segment.open(L.control_name(name))
+    try:
+        return any(
+            ctl.u32[(L.CHANNELS_OFFSET + i * L.CHANNEL_SIZE + L.ChannelField.SERVER_BUSY) // 4]
+            for i in range(ctl.u32[L.RegionField.CHANNEL_COUNT // 4])
+        )
+    finally:
+        ctl.close()
+
+
+@pytest.fixture
+def unnoticed(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], Callable[[], None]]:
+    """``unnoticed(pid)``: the client takes process ``pid`` for alive until the returned function is
+    called, so that a test can kill a server and start the next one before its call looks."""
+    real = _channel.is_alive
+    hidden: set[int] = set()
+
+    def is_alive(pid: int, started: int) -> bool:
+        return pid in hidden or real(pid, started)
+
+    monkeypatch.setattr(_channel, "is_alive", is_alive)
+
+    def hide(pid: int) -> Callable[[], None]:
+        hidden.add(pid)
+        return lambda: hidden.discard(pid)
+
+    return hide
+
+
+def test_a_request_the_dead_server_had_dispatched_is_not_sent_again(
+    echo_process: Callable[..., EchoProcess], name: str, unnoticed: Callable[[int], Callable[[], None]]
+) -> None:
+    """server_busy was 1 when it died: the handler may have run it, so the call fails 'gone',
+    although a new server is up by the time the client looks, and that one never sees it."""
+    server = echo_process()
+    with ShmTransport().connect(name, timeout=30) as client:
+        outcome: list[BaseException | None] = []
+
+        def call() -> None:
+            try:
+                client.infer(InferenceRequest("sleep", {"x": X}, parameters={"ms": 3000}))
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=call)
+        waiter.start()
+        assert until(lambda: _busy(name)), "the request never reached the handler"
+        notice = unnoticed(server.pid)
+        _crash_and_restart(server, echo_process)
+        notice()
+        waiter.join(30)
+        assert not waiter.is_alive()
+        assert type(outcome[0]) is ServerUnavailable, outcome
+        assert str(outcome[0]).endswith(f"shm server '{name}' (pid {server.pid}) is gone")
+    assert _requests(name) == 0
+
+
+def test_a_loans_call_is_not_sent_again_after_a_crash_and_restart(
+    echo_process: Callable[..., EchoProcess], name: str
+) -> None:
+    """Its inputs were written into the dead server's request area: the call fails 'gone'."""
+    server = echo_process()
+    with ShmTransport().connect(name) as client:
+        with client.loan("echo", {"x": (np.float64, (4,))}, timeout=5) as loan:
+            loan["x"][:] = X
+            loan.infer(timeout=5)
+            pid = server.pid
+            _crash_and_restart(server, echo_process)
+            with pytest.raises(ServerUnavailable, match=rf"\(pid {pid}\) is gone$") as got:
+                loan.infer(timeout=5)
+            assert type(got.value) is ServerUnavailable
+        assert _requests(name) == 0
+        np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": X})).outputs["x"], X)
+
+
+def test_the_resent_call_keeps_its_deadline(echo_process: Callable[..., EchoProcess], name: str) -> None:
+    """Sent once more within the same deadline (absolute, in the request), not a new one."""
+    server = echo_process()
+    with ShmTransport().connect(name) as client:
+        assert isinstance(client, ShmClient)
+        client.infer(InferenceRequest("echo", {"x": X}))
+        deadline = time.monotonic_ns() + 2_000_000_000
+        _crash_and_restart(server, echo_process)
+        seen: list[int] = []
+        send = client._send
+
+        def spy(request: InferenceRequest, rid: int, at: int, copy: bool) -> object:
+            seen.append(at)
+            return send(request, rid, at, copy)
+
+        client._send = spy  # type: ignore[method-assign]
+        client.infer(InferenceRequest("echo", {"x": X}, deadline_ns=deadline))
+        assert seen == [deadline, deadline]
