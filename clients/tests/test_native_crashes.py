@@ -353,7 +353,7 @@ def test_clients_killed_at_any_point_leave_no_channel_and_no_segment(
 # the new server was up. A dispatched request, a loan, or a call with no server to go to fails as
 # before, and the new server never sees it. The driver is held idle between two calls by
 # ``--hold again``, or stopped (SIGSTOP) while its request is at the dead server's gate.
-RETRYING = ["go"]  # the clients that send an undispatched request again
+RETRYING = ["go", "rust"]  # the clients that send an undispatched request again
 
 
 def _retrying(client: NativeClient) -> NativeClient:

@@ -3,7 +3,7 @@
 //! ```text
 //! fdn-client infer --name SERVER --model MODEL [--input NAME:DTYPE:DIM,DIM,...:FILE]...
 //!                  [--timeout-ms T] [--loan] [--spin-us US] [--yield-after-us US]
-//!                  [--hold connected|answered|loaned]
+//!                  [--hold connected|answered|again|loaned]
 //! fdn-client bench --name SERVER --model MODEL --input ... [--iterations N] [--warmup W] [--loan]
 //! fdn-client vectors DIR
 //! ```
@@ -36,7 +36,7 @@ fn usage(why: &str) -> ExitCode {
     eprintln!(
         "fdn-client: {why}\nusage: fdn-client infer|bench --name SERVER --model MODEL \
          [--input NAME:DTYPE:DIMS:FILE]... [--timeout-ms T] [--loan] [--iterations N] \
-         [--warmup W] [--spin-us US] [--yield-after-us US] [--hold connected|answered|loaned]\n       \
+         [--warmup W] [--spin-us US] [--yield-after-us US] [--hold connected|answered|again|loaned]\n       \
          fdn-client vectors DIR"
     );
     ExitCode::from(2)
@@ -118,8 +118,8 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             }
             "--input" => a.inputs.push(parse_input(v)?),
             "--hold" => {
-                if !["connected", "answered", "loaned"].contains(&v.as_str()) {
-                    return Err("--hold takes connected, answered or loaned".into());
+                if !["connected", "answered", "again", "loaned"].contains(&v.as_str()) {
+                    return Err("--hold takes connected, answered, again or loaned".into());
                 }
                 a.hold = Some(v.clone())
             }
@@ -248,9 +248,16 @@ fn hold(a: &Args, stage: &str) {
     }
 }
 
-/// One call: a copy of the inputs (`infer`), or a loan written in place.
+/// One call: a copy of the inputs (`infer`), or a loan written in place. `--hold again`: once
+/// it is answered, hold, then make it again (the same loan written again) and return that.
 fn call(client: &mut Client, a: &Args) -> Result<Vec<Tensor>, Error> {
+    let again = a.hold.as_deref() == Some("again");
     if !a.loan {
+        let outputs = client.infer(&a.model, &a.inputs, a.timeout)?;
+        if !again {
+            return Ok(outputs);
+        }
+        hold(a, "again");
         return client.infer(&a.model, &a.inputs, a.timeout);
     }
     let specs: Vec<TensorSpec> = a
@@ -263,6 +270,14 @@ fn call(client: &mut Client, a: &Args) -> Result<Vec<Tensor>, Error> {
         loan.input_mut(i)?.copy_from_slice(&t.data); // written straight into shared memory
     }
     hold(a, "loaned");
+    let outputs = loan.infer(a.timeout)?;
+    if !again {
+        return Ok(outputs);
+    }
+    hold(a, "again");
+    for (i, t) in a.inputs.iter().enumerate() {
+        loan.input_mut(i)?.copy_from_slice(&t.data);
+    }
     loan.infer(a.timeout)
 }
 

@@ -298,8 +298,47 @@ impl Client {
             params,
         };
         codec::write_request(area, &fields).map_err(|e| e.with_id(rid))?;
-        conn.round_trip(rid, end, deadline, spin)
+        self.round_trip(rid, end, deadline, spin)
             .map(|(_, outputs)| outputs)
+    }
+
+    /// `Conn::round_trip` on the connection the call made ready, and the transparent retry of
+    /// 10.3: a request the dead server never dispatched (no handler ran it) is sent once more,
+    /// its bytes as they were (request id, absolute `deadline_ns`), to a server restarted under
+    /// the name, within the same deadline. With none to take it (no server yet, the dead one's
+    /// region, a hung or full one, the deadline) the call fails with the first error, the
+    /// reconnect's reason appended. A loan never comes here: its inputs were written into the
+    /// dead server's area.
+    fn round_trip(
+        &mut self,
+        rid: u64,
+        end: usize,
+        deadline: u64,
+        spin: Duration,
+    ) -> Result<(codec::DecodedResponse, Vec<Tensor>)> {
+        let conn = self.conn.as_mut().expect("connected by the call");
+        let gone = match conn.round_trip(rid, end, deadline, spin) {
+            Err(e) if conn.unsent() => e,
+            other => return other,
+        };
+        let request = conn.request_bytes(end);
+        let again = self.conn(deadline).and_then(|conn| {
+            conn.ensure(request.len())?;
+            conn.request_area()[..request.len()].copy_from_slice(&request);
+            Ok(conn)
+        });
+        match again {
+            Ok(conn) => conn.round_trip(rid, end, deadline, spin),
+            Err(e) => {
+                let why = if e.message == gone.message {
+                    "no server has started under that name since" // the dead one's region
+                } else {
+                    &e.message
+                };
+                let message = format!("{}; not sent again: {why}", gone.message);
+                Err(Error { message, ..gone })
+            }
+        }
     }
 
     fn control(&mut self, kind: u16, model: &str, timeout: Option<Duration>) -> Result<String> {
@@ -329,7 +368,7 @@ impl Client {
         };
         let area = conn.request_area();
         let payload = codec::write_request(area, &fields).map_err(|e| e.with_id(rid))?;
-        let (dec, _) = conn.round_trip(rid, l::MSG_HEADER_SIZE + payload, deadline, spin)?;
+        let (dec, _) = self.round_trip(rid, l::MSG_HEADER_SIZE + payload, deadline, spin)?;
         Ok(dec.text)
     }
 

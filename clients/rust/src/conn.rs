@@ -10,6 +10,8 @@ mod broken_tests;
 #[cfg(test)]
 mod max_response_tests;
 mod mutex;
+#[cfg(test)]
+mod restart_tests;
 mod segment;
 #[cfg(test)]
 mod snapshot_tests;
@@ -74,6 +76,9 @@ pub(crate) struct Conn {
     /// `ConnectOptions::max_response_bytes`: the largest response the area is grown for.
     max_response: usize,
     alive: bool,
+    /// The server died with the last request published but never dispatched (10.3): no
+    /// handler ran it, and it may be sent again (set as the connection is found dead).
+    unsent: bool,
     yield_after_ns: u64,
     /// The last response's header and payload, copied out of the response area before any of
     /// it is checked (reused: no allocation per call once it has grown).
@@ -425,6 +430,7 @@ impl Conn {
             limits: region.limits,
             max_response: opts.max_response_bytes,
             alive: true,
+            unsent: false,
             yield_after_ns: nanos(opts.yield_after),
             snap: Vec::with_capacity(4096),
         })
@@ -438,6 +444,19 @@ impl Conn {
     /// False once the server was found dead or stopped: the connection is then of no more use.
     pub(crate) fn alive(&self) -> bool {
         self.alive
+    }
+
+    /// Whether the server died before it dispatched the last request (10.3): it may be sent
+    /// again to a server restarted under the name.
+    pub(crate) fn unsent(&self) -> bool {
+        self.unsent
+    }
+
+    /// The first `end` bytes of the request area: a request to send again elsewhere.
+    pub(crate) fn request_bytes(&self, end: usize) -> Vec<u8> {
+        let mut bytes = vec![0; end.min(self.req_cap)];
+        self.data.read_into(0, &mut bytes);
+        bytes
     }
 
     /// A server that stopped cleanly says so in its region: count the connection dead now rather

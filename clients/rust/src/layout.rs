@@ -220,6 +220,7 @@ pub mod channel {
     pub const DATA_GEN: usize = offset_of!(C, data_gen);
     pub const DATA_NAME: usize = offset_of!(C, data_name);
     pub const SERVER_SEQ: usize = offset_of!(C, server_seq);
+    pub const SERVER_BUSY: usize = offset_of!(C, server_busy);
 }
 
 /// Byte offsets in a message (header, then body at 32).

@@ -150,6 +150,13 @@ impl Conn {
                 );
             }
             if let Err(e) = self.check_alive() {
+                // a dead server changes neither word any more: an answer that came just before
+                // the death is a normal one; server_busy still 0, dispatch (which stores 1
+                // before it decodes) never began, so no handler ran the request
+                if self.server_seq() == want {
+                    break Ok(());
+                }
+                self.unsent = self.ctl.u32(self.base + ch::SERVER_BUSY).load(Acquire) == 0;
                 break Err(e);
             }
         };

@@ -10,7 +10,7 @@ use crate::layout::{channel as ch, region as rg};
 use crate::{Client, ConnectOptions, Error, Status, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::Mutex;
+use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -504,4 +504,34 @@ fn a_connect_refused_overloaded_takes_a_client_put_back_meanwhile() {
         );
     });
     assert_eq!(open(&p), 1);
+}
+
+/// A warm pool of 4 failed 4 calls in a row after a crash and a restart; now none.
+#[test]
+fn a_warm_pool_fails_no_call_after_a_crash_and_a_restart() {
+    let Some(srv) = echo("rustcrashpool") else {
+        return;
+    };
+    let p = Pool::new(&srv.1, ConnectOptions::default(), 4).unwrap();
+    let all = Barrier::new(4);
+    thread::scope(|s| {
+        for g in 0..4 {
+            let (p, all) = (&p, &all);
+            s.spawn(move || {
+                p.with_client(LONG, |c| {
+                    all.wait(); // four callers at once: four clients
+                    c.infer("echo", &int(g), LONG)
+                })
+                .unwrap();
+            });
+        }
+    });
+    assert_eq!(open(&p), 4);
+    signal(&srv, "KILL");
+    drop(srv); // reaped
+    let _srv = echo("rustcrashpool").unwrap();
+    for i in 0..8 {
+        assert_eq!(p.infer("echo", &int(i), LONG).unwrap(), int(i), "call {i}");
+    }
+    assert_eq!(open(&p), 4, "each client reconnected in its call");
 }

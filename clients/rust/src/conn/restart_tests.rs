@@ -1,0 +1,93 @@
+//! A server killed (SIGKILL) and restarted under its name (spec 10.3): a request the dead server
+//! never dispatched is sent once more to the new one, within the call's deadline; before, the
+//! first call of every idle client failed SERVER_UNAVAILABLE
+//! although the new server was up. Runs only when `FDN_TEST_PYTHON` names a Python with
+//! foundation_shm installed.
+
+use super::tests::{python_server, signal, Echo};
+use crate::{Client, ConnectOptions, DataType, Status, Tensor, TensorSpec};
+use std::time::Duration;
+
+const LONG: Option<Duration> = Some(Duration::from_secs(30));
+
+fn echo(prefix: &str) -> Option<Echo> {
+    python_server(
+        prefix,
+        &["-m", "foundation_shm._echo"],
+        &["--channels", "8"],
+    )
+}
+
+/// Kill the server with SIGKILL and wait until it has exited; its pid.
+fn kill(srv: &mut Echo) -> u32 {
+    signal(srv, "KILL");
+    srv.0.wait().unwrap();
+    srv.0.id()
+}
+
+fn int(v: i32) -> Vec<Tensor> {
+    vec![Tensor::from_slice("x", &[1], &[v]).unwrap()]
+}
+
+#[test]
+fn the_first_call_after_a_crash_and_a_restart_is_answered() {
+    let Some(mut srv) = echo("rustcrash") else {
+        return;
+    };
+    let mut client = Client::connect(&srv.1, ConnectOptions::default()).unwrap();
+    assert_eq!(client.infer("echo", &int(1), LONG).unwrap(), int(1));
+    kill(&mut srv);
+    let mut srv = echo("rustcrash").unwrap();
+    assert_eq!(client.infer("echo", &int(2), LONG).unwrap(), int(2));
+    // a request larger than the new channel's area: it grows before it is sent again
+    let big = vec![Tensor::from_slice("x", &[300_000], &vec![7i32; 300_000]).unwrap()];
+    assert_eq!(client.infer("echo", &big, LONG).unwrap(), big);
+    kill(&mut srv);
+    let _srv = echo("rustcrash").unwrap();
+    assert_eq!(client.infer("echo", &big, LONG).unwrap(), big);
+}
+
+/// None restarted: the call fails as before, gone, and says why it was not sent again.
+#[test]
+fn a_call_whose_server_was_killed_and_not_restarted_is_gone() {
+    let Some(mut srv) = echo("rustcrashnone") else {
+        return;
+    };
+    let mut client = Client::connect(&srv.1, ConnectOptions::default()).unwrap();
+    assert_eq!(client.infer("echo", &int(1), LONG).unwrap(), int(1));
+    let pid = kill(&mut srv);
+    let e = client.infer("echo", &int(2), LONG).unwrap_err();
+    let want = format!(
+        "shm server {:?} (pid {pid}) is gone; not sent again: no server has started under that \
+         name since",
+        srv.1
+    );
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (Status::ServerUnavailable, want.as_str())
+    );
+    super::tests::clean(&srv.1);
+}
+
+/// A loan's inputs were written into the dead server's area: it is not sent again.
+#[test]
+fn a_loan_is_not_sent_again_after_a_crash_and_a_restart() {
+    let Some(mut srv) = echo("rustcrashloan") else {
+        return;
+    };
+    let mut client = Client::connect(&srv.1, ConnectOptions::default()).unwrap();
+    let specs = [TensorSpec::new("x", DataType::Int32, &[1])];
+    let mut loan = client.loan("echo", &specs).unwrap();
+    loan.input_as_mut::<i32>(0).unwrap()[0] = 7;
+    assert_eq!(loan.infer(LONG).unwrap(), int(7));
+    let pid = kill(&mut srv);
+    let _srv = echo("rustcrashloan").unwrap();
+    loan.input_as_mut::<i32>(0).unwrap()[0] = 8;
+    let e = loan.infer(LONG).unwrap_err();
+    let want = format!("shm server {:?} (pid {pid}) is gone", srv.1);
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (Status::ServerUnavailable, want.as_str())
+    );
+    assert_eq!(client.infer("echo", &int(9), LONG).unwrap(), int(9));
+}
