@@ -285,6 +285,8 @@ class ServedModel:
         with self._gate:
             idle = not self._running
             pending = self._close_pending = close_model and not idle
+            if pending:  # the close is that call's now: begun again, a stop would close it twice
+                self.stopped = True
         try:
             if close_model and idle:
                 self.model.close()

@@ -517,6 +517,48 @@ def test_an_unload_interrupted_inside_a_versions_stop_still_stops_it(runtime: ML
     assert runtime.registry.names() == ["again"]
 
 
+def test_an_unload_interrupted_once_its_stop_handed_the_close_to_a_call_closes_it_once(
+    runtime: MLRuntime,
+) -> None:
+    """A Ctrl-C as a version's stop let go of its gate once it had handed the model's close to the
+    call still running (its drain timed out), the call returning meanwhile and closing the model:
+    the stop, begun again, closed it a second time."""
+    closed = threading.Event()
+
+    class Model(_OneAtATime):
+        closes = 0
+
+        def close(self) -> None:
+            self.closes += 1
+            closed.set()
+
+    model = Model(gate=True)
+    runtime.register_model("a", model, warmup=False)
+    served = runtime.registry.get("a", "1")
+
+    class ReturnsThenInterrupts(_InterruptOnExit):
+        def __exit__(self, *exc: object) -> None:
+            self._lock.release()
+            self._left -= 1
+            if self._left == 0:  # the close is the call's: it returns and closes the model
+                model.release.set()
+                assert closed.wait(60), "the call never closed the model"
+                raise KeyboardInterrupt
+
+    calling = threading.Thread(target=runtime, args=(_request(1), Replies().respond(1)))
+    calling.start()
+    try:
+        assert model.entered.wait(60), "the call never began"
+        served._gate = ReturnsThenInterrupts(served._gate, 2)  # type: ignore[assignment]
+        with pytest.raises(KeyboardInterrupt):
+            runtime.unload_model("a", drain_timeout=0)
+    finally:
+        model.release.set()
+        calling.join(60)
+    assert model.closes == 1
+    runtime.register_model("b", model, warmup=False)  # released
+
+
 def test_close_does_not_wait_for_an_interrupted_unload_whose_model_is_closed(runtime: MLRuntime) -> None:
     """An unload interrupted as it let go of its versions (their models closed) leaves them listed
     as being unloaded by its thread, which lives on; close() in another thread waited for that
