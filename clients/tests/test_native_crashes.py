@@ -3,7 +3,7 @@ and their servers killed and restarted (10.3).
 
 Each client's ``fdn-client`` runs as a real process against a real server
 (``clients/tests/gate_server.py``) and is killed at a point the test knows it has reached, with no
-sleep: its request held at a gate of the server (which says so with a file), or the driver held
+sleep: its request held at a gate of the server (which says so with a file), or the client held
 by ``--hold STAGE`` (which says so on stderr). The server reclaims its channel at its next
 heartbeat, unlinks its data segment, counts it in ``stats()``; the next client gets the channel
 and clients beside it are answered as if nothing had happened.
@@ -227,7 +227,7 @@ def _held(client: NativeClient, name: str, spec: str, stage: str, *more: str) ->
         text=True,
     )
     assert proc.stderr is not None
-    line = proc.stderr.readline()  # (a driver that dies first gives "": failed below, not hung)
+    line = proc.stderr.readline()  # (a client that dies first gives "": failed below, not hung)
     if line != f"held {stage}\n":
         proc.kill()
         out, err = proc.communicate()
@@ -239,7 +239,7 @@ STAGES = ["connected", "answered", "loaned"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_a_held_driver_goes_on_when_its_stdin_closes(
+def test_a_held_client_goes_on_when_its_stdin_closes(
     client: NativeClient, gate_server: Callable[[int], str], tmp_path: Path, stage: str
 ) -> None:
     """``--hold STAGE`` (what the tests below kill at) changes nothing else: released, the call
@@ -351,17 +351,8 @@ def test_clients_killed_at_any_point_leave_no_channel_and_no_segment(
 # dispatched (server_busy still 0) is sent once more to the new server, within the call's deadline;
 # before, the first call of every idle client failed SERVER_UNAVAILABLE ('(pid N) is gone') although
 # the new server was up. A dispatched request, a loan, or a call with no server to go to fails as
-# before, and the new server never sees it. The driver is held idle between two calls by
+# before, and the new server never sees it. The client is held idle between two calls by
 # ``--hold again``, or stopped (SIGSTOP) while its request is at the dead server's gate.
-RETRYING = ["go", "rust"]  # the clients that send an undispatched request again
-
-
-def _retrying(client: NativeClient) -> NativeClient:
-    if client.lang not in RETRYING:  # (until its commit: the others fail as before)
-        pytest.xfail(f"the {client.lang} client does not send an undispatched request again yet")
-    return client
-
-
 class _Servers:
     """Gate servers started one after another under one name (the previous one killed)."""
 
@@ -413,11 +404,10 @@ def test_an_idle_clients_next_call_after_a_crash_and_a_restart(
     answered by the new server (its handler given that one request). A loan (its inputs written
     into the dead server's area) is not sent again: SERVER_UNAVAILABLE gone, the new server
     given nothing."""
-    driver = _retrying(client)
     servers.start()
     spec, values = _input(tmp_path, "again", [3.0, 1.0, 4.0])
     extra = ["--loan"] if loan else []
-    proc = _held(driver, servers.name, spec, "again", *extra)
+    proc = _held(client, servers.name, spec, "again", *extra)
     dead = servers.kill()
     servers.start()
     got = _answer(proc)
@@ -432,10 +422,9 @@ def test_an_idle_clients_next_call_after_a_crash_and_a_restart(
 def test_a_call_with_no_server_restarted_is_gone_as_before(
     client: NativeClient, servers: _Servers, tmp_path: Path
 ) -> None:
-    driver = _retrying(client)
     servers.start()
     spec, _ = _input(tmp_path, "none", [1.0])
-    proc = _held(driver, servers.name, spec, "again")
+    proc = _held(client, servers.name, spec, "again")
     dead = servers.kill()
     got = _answer(proc)
     assert got["error"] == "SERVER_UNAVAILABLE", got
@@ -447,12 +436,11 @@ def test_a_request_the_dead_server_had_dispatched_is_not_sent_again(
     client: NativeClient, servers: _Servers, tmp_path: Path
 ) -> None:
     """The request is at the gate (with the handler, server_busy 1) when the server is killed;
-    the driver, stopped meanwhile, goes on only once the new server is up: it fails gone, and
+    the client, stopped meanwhile, goes on only once the new server is up: it fails gone, and
     the new server never sees the request."""
-    driver = _retrying(client)
     servers.start()
     spec, _ = _input(tmp_path, "gate", [1.0, 2.0])
-    argv = _argv(driver, servers.name, "gate_v", spec, "--timeout-ms", "30000")
+    argv = _argv(client, servers.name, "gate_v", spec, "--timeout-ms", "30000")
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         _until(lambda: (tmp_path / "gate_v.with-server").exists(), "the request at the server's gate")

@@ -1,7 +1,7 @@
 /* fdn-client: the example program of the C client, and the driver the tests and benchmark run.
  *
  *   fdn-client infer --name SERVER --model MODEL [--input NAME:DTYPE:DIM,DIM,...:FILE]...
- *                    [--timeout-ms T] [--loan] [--hold connected|answered|loaned]
+ *                    [--timeout-ms T] [--loan] [--hold connected|answered|again|loaned]
  *   fdn-client bench --name SERVER --model MODEL --input ... [--iterations N] [--warmup W]
  *   fdn-client vectors DIR
  *
@@ -46,7 +46,7 @@ static int integer_arg(const char *v, long long lo, long long hi, long long *out
 static int usage(const char *why) {
     fprintf(stderr, "fdn-client: %s\nusage: fdn-client infer|bench --name SERVER --model MODEL "
                     "[--input NAME:DTYPE:DIMS:FILE]... [--timeout-ms T] [--loan] [--iterations N] "
-                    "[--warmup W] [--spin-us US] [--params JSON] [--hold connected|answered|loaned]\n"
+                    "[--warmup W] [--spin-us US] [--params JSON] [--hold connected|answered|again|loaned]\n"
                     "       fdn-client vectors DIR\n", why);
     return 2;
 }
@@ -152,8 +152,8 @@ static int parse(struct args *a, int argc, char **argv) {
             a->spin_us = (uint32_t)n;
         } else if (!strcmp(k, "--params")) a->params = v;
         else if (!strcmp(k, "--hold")) {
-            if (strcmp(v, "connected") && strcmp(v, "answered") && strcmp(v, "loaned"))
-                return usage("--hold takes connected, answered or loaned");
+            if (strcmp(v, "connected") && strcmp(v, "answered") && strcmp(v, "again") && strcmp(v, "loaned"))
+                return usage("--hold takes connected, answered, again or loaned");
             a->hold = v;
         }
         else if (!strcmp(k, "--input")) {
@@ -237,7 +237,8 @@ static void print_result(const struct fdn_result *res) {
 }
 
 /* --hold STAGE at STAGE: say so on stderr, then wait for stdin to close (a test kills the process
- * meanwhile: the client is then idle on its channel, or its loan written and not sent). */
+ * meanwhile: the client is then idle on its channel, or its loan written and not sent). again: once the
+ * first call is answered; the same call is then made again, and its answer printed. */
 static void hold(const struct args *a, const char *stage) {
     if (!a->hold || strcmp(a->hold, stage)) return;
     fprintf(stderr, "held %s\n", stage);
@@ -300,7 +301,9 @@ static int infer_or_bench(struct args *a, int bench) {
         if (call(c, a, 0, &res, &err)) rc = fail(&err);
         else {
             hold(a, "answered");
-            print_result(&res);
+            hold(a, "again"); /* idle on its channel between two calls (the restart tests) */
+            if (a->hold && !strcmp(a->hold, "again") && call(c, a, 1, &res, &err)) rc = fail(&err);
+            else print_result(&res);
         }
         fdn_close(c);
         return rc;

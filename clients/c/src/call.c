@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "client.h"
@@ -56,6 +57,11 @@ static enum fdn_status wait_seq(struct fdn_client *c, uint64_t s, uint64_t deadl
         if (FDN_LOAD(&ch->server_seq) == s) break;
         if (!fdn_server_alive(c)) {
             c->connected = 0; /* the next call reconnects */
+            /* a dead server changes neither word any more: an answer that came just before the
+             * death is a normal one; server_busy still 0, dispatch (which stores 1 before it
+             * decodes) never began, so no handler ran the request */
+            if (FDN_LOAD(&ch->server_seq) == s) break;
+            c->unsent = FDN_LOAD(&ch->server_busy) == 0;
             st = fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' (pid %u) is gone", c->name, c->server_pid);
             break;
         }
@@ -227,6 +233,38 @@ static const char *own_model(const char *model, char own[FDN_NAME_SIZE]) {
     return own;
 }
 
+/* The transparent retry of spec 10.3: the server died before it dispatched the request, so no
+ * handler ran it; it is sent once more, its bytes unchanged (request id, absolute deadline_ns), to
+ * a server restarted under the name, within the same deadline. Without one (no server yet, the dead
+ * one's region, a hung or full one, the deadline) the call fails with its gone error, the
+ * reconnect's reason appended. A loan never comes here: its caller wrote the dead server's area. */
+static enum fdn_status send_again(struct fdn_client *c, uint64_t deadline, struct fdn_result *res,
+                                  struct fdn_error *err) {
+    uint64_t n = c->used;
+    uint8_t *request = malloc(n ? n : 1); /* the reconnect unmaps the old area */
+    if (!request) return FDN_SERVER_UNAVAILABLE;
+    memcpy(request, c->data, n);
+    fdn_disconnect(c);
+    struct fdn_error why = {0};
+    enum fdn_status st = fdn_connect_now(c, deadline, &why);
+    if (!st) st = ensure(c, n, &why);
+    if (st) {
+        free(request);
+        if (err) {
+            const char *reason = why.message;
+            if (!strcmp(why.message, err->message)) /* the dead server's region, still there */
+                reason = "no server has started under that name since";
+            size_t used = strlen(err->message);
+            snprintf(err->message + used, sizeof err->message - used, "; not sent again: %s", reason);
+        }
+        return FDN_SERVER_UNAVAILABLE;
+    }
+    memcpy(c->data, request, n);
+    free(request);
+    c->used = n;
+    return exchange(c, deadline, 1, res, err);
+}
+
 static enum fdn_status send_request(struct fdn_client *c, const char *model, uint64_t end, uint64_t deadline,
                                     struct fdn_result *res, struct fdn_error *err) {
     struct fdn_request_fields *f = &c->req;
@@ -239,6 +277,7 @@ static enum fdn_status send_request(struct fdn_client *c, const char *model, uin
     if (!st) {
         c->used = end;
         st = exchange(c, deadline, 1, res, err); /* (a failed grow of the response area named no request) */
+        if (st == FDN_SERVER_UNAVAILABLE && c->unsent && !c->loaned) st = send_again(c, deadline, res, err);
     }
     return with_call(st, err, model, f->request_id);
 }

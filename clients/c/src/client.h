@@ -24,6 +24,9 @@ struct fdn_client {
     struct fdn_channel *ch;
     sem_t *sem;
     uint64_t seq;
+    /* the server died with the last request published but never dispatched (spec 10.3): no
+     * handler ran it, and it may be sent again (set whenever a wait finds the server dead) */
+    int unsent;
     uint8_t *data;
     uint64_t req_cap, resp_cap, used;
     char data_name[64];

@@ -1107,6 +1107,78 @@ static void cycle_checks(const char *name) {
           data_segments(name, NULL), segments);
 }
 
+/* A server killed (SIGKILL) and restarted under its name (spec 10.3): a request the dead server never
+ * dispatched is sent once more to the new one, within the call's deadline (before, the first call of
+ * every idle client failed SERVER_UNAVAILABLE although the new server was up), a grown one too; with
+ * no server restarted the call is gone as before, saying why it was not sent again; a loan, written
+ * into the dead server's area, is not sent again. */
+static void restart_checks(const char *python) {
+    char name[64], says[256];
+    snprintf(name, sizeof name, "fdncrash%d", (int)getpid());
+    pid_t server = echo_server(python, name);
+    CHECK(server > 0, "start");
+    if (server < 0) return;
+    fdn_client *c = NULL;
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st) goto out;
+    echo(c, "the first call");
+    kill_server(server);
+    server = echo_server(python, name);
+    CHECK(server > 0, "restart");
+    if (server < 0) goto out;
+    echo(c, "the first call after a crash and a restart");
+
+    /* a request larger than the new channel's area: it grows before it is sent again */
+    static uint8_t big[1200000];
+    big[0] = 3, big[sizeof big - 1] = 9;
+    const uint64_t big_shape[1] = {sizeof big};
+    struct fdn_input in = {.name = "x", .dtype = FDN_UINT8, .ndim = 1, .shape = big_shape, .data = big};
+    st = fdn_infer(c, "echo", &in, 1, 30000, &res, &err);
+    CHECK(st == FDN_OK, "a grown request: %s", err.message);
+    kill_server(server);
+    server = echo_server(python, name);
+    CHECK(server > 0, "restart");
+    if (server < 0) goto out;
+    st = fdn_infer(c, "echo", &in, 1, 30000, &res, &err);
+    const struct fdn_tensor *y = st == FDN_OK ? fdn_result_output(&res, "x") : NULL;
+    CHECK(y && y->data_size == sizeof big && memcmp(y->data, big, sizeof big) == 0,
+          "a grown request after a crash and a restart: %s %s", fdn_strerror(st), err.message);
+
+    struct fdn_tensor spec = {.name = "x", .dtype = FDN_UINT8, .ndim = 1, .shape = {4}};
+    CHECK(fdn_loan_begin(c, "echo", &spec, 1, &err) == FDN_OK, "a loan: %s", err.message);
+    uint8_t *lent = fdn_loan_data(c, 0);
+    if (lent) memset(lent, 1, 4);
+    CHECK(fdn_loan_infer(c, 30000, &res, &err) == FDN_OK, "the loan's first call: %s", err.message);
+    pid_t dead = server;
+    kill_server(server);
+    server = echo_server(python, name);
+    CHECK(server > 0, "restart");
+    if (server < 0) goto out;
+    if ((lent = fdn_loan_data(c, 0))) memset(lent, 2, 4);
+    st = fdn_loan_infer(c, 30000, &res, &err);
+    snprintf(says, sizeof says, "shm server '%s' (pid %d) is gone", name, (int)dead);
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(err.message, says) == 0,
+          "a loan whose server was killed and restarted: %s %s", fdn_strerror(st), err.message);
+    echo(c, "a copying call after the loan failed");
+
+    dead = server;
+    kill_server(server);
+    server = -1;
+    st = fdn_infer(c, "echo", &in, 1, 30000, &res, &err);
+    snprintf(says, sizeof says,
+             "shm server '%s' (pid %d) is gone; not sent again: no server has started under that name since", name,
+             (int)dead);
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(err.message, says) == 0,
+          "a call whose server was killed and not restarted: %s %s", fdn_strerror(st), err.message);
+out:
+    if (c) fdn_close(c);
+    if (server > 0) kill_server(server);
+    remove_objects(name);
+}
+
 int main(void) {
     const char *python = getenv("FDN_TEST_PYTHON");
     if (!python || !*python) {
@@ -1138,6 +1210,7 @@ int main(void) {
         late_answer_checks(python);
         late_answer_spin_checks(python);
         mutex_checks(python);
+        restart_checks(python);
 
         struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
         struct fdn_call slow = {.params = "{\"ms\": 300}"};
