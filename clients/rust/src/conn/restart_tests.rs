@@ -57,6 +57,7 @@ fn a_call_whose_server_was_killed_and_not_restarted_is_gone() {
     assert_eq!(client.infer("echo", &int(1), LONG).unwrap(), int(1));
     let pid = kill(&mut srv);
     let e = client.infer("echo", &int(2), LONG).unwrap_err();
+    super::tests::clean(&srv.1); // what the killed server left, before anything can fail
     let want = format!(
         "shm server {:?} (pid {pid}) is gone; not sent again: no server has started under that \
          name since",
@@ -66,7 +67,6 @@ fn a_call_whose_server_was_killed_and_not_restarted_is_gone() {
         (e.code, e.message.as_str()),
         (Status::ServerUnavailable, want.as_str())
     );
-    super::tests::clean(&srv.1);
 }
 
 /// A loan's inputs were written into the dead server's area: it is not sent again.
