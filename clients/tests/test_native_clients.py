@@ -100,6 +100,28 @@ def test_every_vector_decodes_and_encodes_byte_identical(
     assert code == EXIT_OK
 
 
+def test_a_vector_file_not_stored_as_spec_14_says_fails(
+    client: NativeClient, vectors_dir: Path, tmp_path: Path
+) -> None:
+    """Only the file of an area over 64 KiB is shorter than its ``size``, and it stops before all
+    the spaces ending the area: a small area's file without its last byte (padding, which decodes
+    the same as a space), or a big area's file ending in a space, is a broken copy the harness
+    fails, not an area it pads; a file longer than ``size`` likewise."""
+    small = (vectors_dir / "request_fp32.bin").read_bytes()
+    big = (vectors_dir / "decode_request_params_1mib.bin").read_bytes()
+    for name, data, source in (
+        ("truncated_small", small[:-1], "request_fp32"),
+        ("ending_in_a_space", big + b" ", "decode_request_params_1mib"),
+        ("longer_than_size", small + b"\0", "request_fp32"),
+    ):
+        (tmp_path / f"{name}.bin").write_bytes(data)
+        doc = json.loads((vectors_dir / f"{source}.json").read_text())
+        (tmp_path / f"{name}.json").write_text(json.dumps({**doc, "name": name}))
+    code, result = fdn(client, "vectors", str(tmp_path))
+    assert (result["passed"], result["failed"]) == (0, 3), result
+    assert code != EXIT_OK
+
+
 @pytest.mark.parametrize("loan", [False, True], ids=["copy", "loan"])
 def test_demo_outputs_equal_the_direct_pytorch_call(
     client: NativeClient, demo_server: str, x: np.ndarray, tmp_path: Path, loan: bool

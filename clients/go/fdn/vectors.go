@@ -295,6 +295,23 @@ func sameBytes(mine, file []byte) error {
 	return nil
 }
 
+// areaOf is the area a vector's file stands for (spec 14): the file, then spaces up to size. Only
+// the file of an area over 64 KiB is shorter, and it stops before all the spaces that end it; any
+// other short file is a broken copy, not an area ending in spaces.
+func areaOf(file []byte, size int) ([]byte, error) {
+	switch n := len(file); {
+	case n > size:
+		return nil, fmt.Errorf("the .bin has %d bytes, the JSON says %d", n, size)
+	case n == size:
+		return file, nil
+	case size <= 1<<16:
+		return nil, fmt.Errorf("the .bin has %d bytes of an area of %d (only one over 64 KiB may leave out its spaces)", n, size)
+	case n > 0 && file[n-1] == ' ':
+		return nil, fmt.Errorf("the .bin of %d bytes ends in a space (it stops before all the spaces ending the area)", n)
+	}
+	return append(file, bytes.Repeat([]byte{' '}, size-len(file))...), nil
+}
+
 func checkVector(jsonPath string) error {
 	raw, err := os.ReadFile(jsonPath)
 	if err != nil {
@@ -308,11 +325,9 @@ func checkVector(jsonPath string) error {
 	if err != nil {
 		return err
 	}
-	if len(bin) > v.Size {
-		return fmt.Errorf("the .bin has %d bytes, the JSON says %d", len(bin), v.Size)
+	if bin, err = areaOf(bin, v.Size); err != nil {
+		return err
 	}
-	// spec 14: a file shorter than the area leaves out the spaces that end it
-	bin = append(bin, bytes.Repeat([]byte{' '}, v.Size-len(bin))...)
 	// Spec 14: request_* and response_* vectors are re-encoded; decode_* ones set fields a
 	// decoder ignores (section 5), which an encoder writes 0, so they are decoded only.
 	name := filepath.Base(jsonPath)

@@ -167,22 +167,44 @@ fn u64_of(e: &Value, k: &str) -> Result<u64, String> {
     e.get(k).and_then(Value::as_u64).ok_or(format!("no {k}"))
 }
 
+/// The area a vector's file stands for (spec 14): the file, then spaces up to `size`. Only the
+/// file of an area over 64 KiB is shorter, and it stops before all the spaces that end it; any
+/// other short file is a broken copy, not an area ending in spaces.
+fn area_of(mut file: Vec<u8>, size: u64) -> Result<Vec<u8>, String> {
+    let n = file.len();
+    if size < n as u64 {
+        return Err(format!("size {size} < file size {n}"));
+    }
+    if size > n as u64 {
+        if size <= 1 << 16 {
+            return Err(format!(
+                "the file has {n} bytes of an area of {size} (only one over 64 KiB may leave out its spaces)"
+            ));
+        }
+        if file.last() == Some(&b' ') {
+            return Err(format!(
+                "the file of {n} bytes ends in a space (it stops before all the spaces ending the area)"
+            ));
+        }
+        let size = usize::try_from(size).map_err(|_| format!("an area of {size} bytes"))?;
+        file.resize(size, b' ');
+    }
+    Ok(file)
+}
+
 /// Check one vector given its JSON file; `Err` says what differs.
 pub fn check(json_path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(json_path).map_err(|e| e.to_string())?;
     let doc = json::parse(&text)?;
-    let mut bin = std::fs::read(json_path.with_extension("bin")).map_err(|e| e.to_string())?;
+    let bin = std::fs::read(json_path.with_extension("bin")).map_err(|e| e.to_string())?;
     let expect = doc.get("expect").ok_or("no expect")?;
     let as_request = match doc.get("decode_as").and_then(Value::as_str) {
         Some("request") => true,
         Some("response") => false,
         other => return Err(format!("bad decode_as {other:?}")),
     };
-    let size = doc.get("size").and_then(Value::as_u64).ok_or("no size")? as usize;
-    if size < bin.len() {
-        return Err(format!("size {size} < file size {}", bin.len()));
-    }
-    bin.resize(size, b' '); // spec 14: a file shorter than the area leaves out the spaces ending it
+    let size = doc.get("size").and_then(Value::as_u64).ok_or("no size")?;
+    let bin = area_of(bin, size)?;
     let limits = Limits::default();
     if let Some(code) = expect.get("error_code").and_then(Value::as_u64) {
         return check_error(&bin, as_request, code, expect, &limits);

@@ -443,9 +443,20 @@ def stored(area: bytes) -> bytes:
 
 def area_of(file: bytes, size: int) -> bytes:
     """The area a ``.bin`` file of a vector of ``size`` bytes stands for: its bytes, then spaces
-    up to ``size`` (spec 14). A file longer than ``size`` is a broken vector: ValueError."""
+    up to ``size`` (spec 14). A file longer than ``size``, or shorter for an area of at most
+    64 KiB or ending in a space (it stops before all the spaces), is a broken vector: ValueError."""
     if len(file) > size:
         raise ValueError(f"a vector file of {len(file)} bytes for an area of {size}")
+    if len(file) < size and size <= _STORED_WHOLE:
+        raise ValueError(
+            f"a vector file of {len(file)} bytes for an area of {size} "
+            "(only one over 64 KiB may leave out its spaces)"
+        )
+    if len(file) < size and file.endswith(b" "):
+        raise ValueError(
+            f"a vector file of {len(file)} bytes ending in a space "
+            "(it stops before all the spaces ending the area)"
+        )
     return file + b" " * (size - len(file))
 
 

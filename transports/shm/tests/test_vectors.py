@@ -40,3 +40,15 @@ def test_error_vectors_decode_to_errors_and_the_rest_do_not() -> None:
     for name in CASES:
         expect = json.loads((VECTORS / f"{name}.json").read_text())["expect"]
         assert ("error" in expect) == name.startswith("error_"), name
+
+
+def test_a_vector_file_not_stored_as_spec_14_says_is_refused_not_padded() -> None:
+    """Only the file of an area over 64 KiB is shorter than ``size``, and it stops before all the
+    spaces that end it: a truncated copy of a smaller area, or a file that ends in a space, is a
+    broken vector, not an area ending in spaces."""
+    big = 1 << 16
+    assert area_of(b"ab", big + 2) == b"ab" + b" " * big
+    assert area_of(b"x" * 64, 64) == b"x" * 64
+    for file, size in ((b"x" * 65, 64), (b"x" * 63, 64), (b"x" * 10, big), (b"ab ", big + 1)):
+        with pytest.raises(ValueError, match="a vector file of"):
+            area_of(file, size)
