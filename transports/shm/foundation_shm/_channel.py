@@ -19,7 +19,7 @@ from foundation_ml.errors import BadVersion, InternalError, Overloaded, ServerUn
 
 from . import _layout as L
 from ._codec import Limits, TensorRef
-from ._liveness import is_alive, lock_state
+from ._liveness import is_alive, is_gone, lock_state
 from ._objects import no_server_hint
 from ._readers import ResponseReader
 from ._segments import Segment, open_semaphore, unlink_segment
@@ -152,8 +152,10 @@ class _Connection:
     def dead(self) -> bool:
         """Whether the server's process is gone (pid absent, a zombie, or another start time:
         10.3), so that no word it writes can change any more (a call that found it gone reads
-        its channel's words once more, and may send its request again, 10.3)."""
-        return not is_alive(self.pid, self.started)
+        its channel's words once more, and may send its request again, 10.3). Only on proof:
+        a ``/proc`` entry that cannot be read (EMFILE) is no death, the request may be queued
+        with the live server (its call fails gone, as ``check`` says, and is not sent again)."""
+        return is_gone(self.pid, self.started)
 
     def hung(self) -> str | None:
         """Why the server counts as hung (spec 10.3: its heartbeat is older than 10 intervals, and

@@ -7,7 +7,7 @@ import fcntl
 import os
 import stat
 
-__all__ = ["ServerLock", "is_alive", "is_running", "lock_state", "start_time"]
+__all__ = ["ServerLock", "is_alive", "is_gone", "is_running", "lock_state", "start_time"]
 
 
 def _stat_fields(pid: int) -> list[bytes]:
@@ -31,6 +31,26 @@ def is_alive(pid: int, started: int) -> bool:
         fields = _stat_fields(pid)
         return fields[0] not in (b"Z", b"X") and int(fields[19]) == started
     except (OSError, ValueError, IndexError):
+        return False
+
+
+def is_gone(pid: int, started: int) -> bool:
+    """True only on proof that process ``pid`` started at ``started`` has ended: no
+    ``/proc/PID`` (ENOENT; ESRCH as it is reaped), a zombie, or another process's start time.
+    ``is_alive`` is False also when ``/proc/PID/stat`` cannot be read (EMFILE at this process's
+    file limit, ENFILE, ENOMEM, EACCES): a live server may be behind that, so what needs the
+    process truly gone (a request sent again, spec 10.3) must not take that for its death."""
+    if pid <= 0:
+        return True
+    try:
+        fields = _stat_fields(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    except OSError:
+        return False
+    try:
+        return fields[0] in (b"Z", b"X") or int(fields[19]) != started
+    except (ValueError, IndexError):
         return False
 
 

@@ -4,6 +4,7 @@ restarted under the name (spec 10.3); one the dead server may have run is not.""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from foundation_shm import ShmTransport, _channel
+from foundation_shm import ShmTransport, _channel, _liveness
 from foundation_shm import _layout as L
 from foundation_shm._client import ShmClient
 from foundation_shm._segments import Segment
@@ -255,3 +256,39 @@ def test_the_resent_call_keeps_its_deadline(echo_process: Callable[..., EchoProc
         client._send = spy  # type: ignore[method-assign]
         client.infer(InferenceRequest("echo", {"x": X}, deadline_ns=deadline))
         assert seen == [deadline, deadline]
+
+
+def test_a_server_whose_liveness_cannot_be_read_is_not_taken_for_dead(
+    echo_process: Callable[..., EchoProcess], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/proc/PID/stat that cannot be opened (EMFILE: this process at its file limit for a
+    moment) is no proof of death. It was taken for one: the request, queued behind another
+    client's and so not dispatched (server_busy 0), was sent once more on a new connection to
+    the same live server, which then ran it twice (its old channel's mapping still held it)."""
+    server = echo_process()
+    with ShmTransport().connect(name, timeout=20) as a, ShmTransport().connect(name, timeout=20) as b:
+        a.infer(InferenceRequest("echo", {"x": X}))  # the server maps a's data segment
+        before = int(a.stats()["requests"])
+        real, me, blind = _liveness._stat_fields, threading.get_ident(), [0]
+
+        def stat_fields(pid: int) -> list[bytes]:
+            if pid == server.pid and threading.get_ident() == me and blind[0]:
+                blind[0] -= 1
+                raise OSError(errno.EMFILE, "Too many open files", f"/proc/{pid}/stat")
+            return real(pid)
+
+        monkeypatch.setattr(_liveness, "_stat_fields", stat_fields)
+        slow = threading.Thread(
+            target=b.infer, args=(InferenceRequest("sleep", {"x": X}, parameters={"ms": 1500}),)
+        )
+        slow.start()
+        try:
+            assert until(lambda: _busy(name)), "the slow request never reached the handler"
+            blind[0] = 2  # the wait's look (check), then the look that judges it dead
+            with pytest.raises(ServerUnavailable, match=rf"\(pid {server.pid}\) is gone$"):
+                a.infer(InferenceRequest("echo", {"x": X}))  # (its look failed, as before the resend)
+        finally:
+            slow.join(30)
+        assert until(lambda: int(b.stats()["requests"]) >= before + 2)
+        time.sleep(0.2)  # a second run of the echo, if any, would be in by now
+        assert int(b.stats()["requests"]) == before + 2  # the sleep, and the echo once
