@@ -42,6 +42,18 @@ _NAMED: dict[str, Segment] = {}
 _NAMED_LOCK = threading.RLock()  # (reentrant: a finalizer may retire a channel during a create)
 
 
+def _forget_named_after_fork() -> None:
+    """In a forked child: the segments are the parent's (``_forget_after_fork`` in _pool drops
+    its channels), so they go once collected, not held for the child's life; and the lock is
+    new, as one held by another thread of the parent at the fork (a create) is never let go."""
+    global _NAMED_LOCK
+    _NAMED_LOCK = threading.RLock()
+    _NAMED.clear()
+
+
+os.register_at_fork(after_in_child=_forget_named_after_fork)
+
+
 def _pages(n: int) -> int:
     return max(L.PAGE, (n + L.PAGE - 1) // L.PAGE * L.PAGE)
 

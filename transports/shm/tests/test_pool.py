@@ -705,3 +705,75 @@ def test_close_waiting_for_the_region_mutex_keeps_no_other_thread_waiting(
     closing.join(60)
     assert not closing.is_alive()
     assert read_region(name)["clients"] == []  # freed (owner_pid = 0), not left to be reclaimed
+
+
+def test_a_forked_child_maps_none_of_the_parents_data_segments(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """The child forgets the parent's channels (they are the parent's): their segments are
+    unmapped in it once collected, not held for the child's whole life (the pages of every
+    segment the parent ever had, unlinked by it since, stayed allocated while a worker lived).
+    The registry of data segments by name (``_channel._NAMED``) kept them all."""
+    echo_process()
+    done = _run(f"""
+        import gc, os, numpy as np
+        from foundation_ml import InferenceRequest
+        from foundation_shm import ShmTransport
+        client = ShmTransport().connect({name!r}, channels=2)
+        client.infer(InferenceRequest("echo", {{"x": np.ones(4)}}))
+        data = client._all[0].data.name
+        pid = os.fork()
+        if pid == 0:
+            gc.collect()
+            with open("/proc/self/maps") as f:
+                os._exit(3 if any(data in line for line in f) else 0)
+        print("child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        client.close()
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["child", "0"]  # 3: the parent's segment still mapped
+
+
+def test_a_child_forked_while_another_thread_makes_a_data_segment_can_make_its_own(
+    name: str, echo_process: Callable[..., EchoProcess]
+) -> None:
+    """A fork while another thread of the parent held the lock of the registry of data
+    segments (``_channel._NAMED_LOCK``: held while a segment is created, its pages allocated,
+    or dropped): in the child that thread does not exist, and the lock stayed held for good,
+    so the child's first connect (or a grow) hung for ever."""
+    echo_process()
+    done = _run(f"""
+        import os, threading, numpy as np
+        from foundation_ml import InferenceRequest
+        from foundation_shm import ShmTransport, _channel
+        held, go = threading.Event(), threading.Event()
+
+        def creating():  # as a thread in Segment.create under the lock would
+            with _channel._NAMED_LOCK:
+                held.set()
+                go.wait()
+
+        t = threading.Thread(target=creating)
+        t.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            with ShmTransport().connect({name!r}, timeout=5, connect_timeout=5) as client:
+                out = client.infer(InferenceRequest("echo", {{"x": np.ones(4)}}))
+            os._exit(0 if (out.outputs["x"] == 1).all() else 3)
+        go.set()
+        t.join()
+        for _ in range(200):
+            got, status = os.waitpid(pid, os.WNOHANG)
+            if got:
+                break
+            threading.Event().wait(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            print("hung")
+            raise SystemExit(0)
+        print("child", os.waitstatus_to_exitcode(status))
+    """)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["child", "0"]
