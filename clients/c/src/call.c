@@ -164,6 +164,10 @@ static enum fdn_status exchange(struct fdn_client *c, uint64_t deadline, int ret
                                 struct fdn_error *err) {
     uint64_t rid = c->req.request_id;
     uint64_t s = ++c->seq;
+    /* unsent speaks of this request alone: left set by an earlier call (sent again, or whose dead server
+     * never dispatched it), a handler's SERVER_UNAVAILABLE answer was taken for it and the request sent
+     * again, its handler run twice */
+    c->unsent = 0;
     FDN_STORE(&c->ch->client_seq, s);
     FDN_FENCE();
     if (FDN_LOAD(&c->region->server_sleeping)) sem_post(c->bell);

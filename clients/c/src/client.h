@@ -25,7 +25,8 @@ struct fdn_client {
     sem_t *sem;
     uint64_t seq;
     /* the server died with the last request published but never dispatched (spec 10.3): no
-     * handler ran it, and it may be sent again (set whenever a wait finds the server dead) */
+     * handler ran it, and it may be sent again (set when a wait finds the server dead, cleared as a request
+     * is published) */
     int unsent;
     uint8_t *data;
     uint64_t req_cap, resp_cap, used;

@@ -1179,6 +1179,51 @@ out:
     remove_objects(name);
 }
 
+/* What a call sent again leaves behind: the flag "the dead server never dispatched it" was the client's
+ * and was never cleared, so after one call sent again (or one whose dead server never dispatched it) a
+ * later call answered SERVER_UNAVAILABLE by a live server's handler was taken for one the server never
+ * saw and sent again: the handler ran twice (clients/tests/unavailable_server.py counts its calls). */
+static void sent_again_once_checks(const char *python) {
+    char name[64];
+    snprintf(name, sizeof name, "fdnagain%d", (int)getpid());
+    pid_t server = server_of(python, "../tests/unavailable_server.py", name, NULL);
+    CHECK(server > 0, "start clients/tests/unavailable_server.py (run from clients/c)");
+    if (server < 0) return;
+    fdn_client *c = NULL;
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st) goto out;
+    echo(c, "the first call");
+    kill_server(server);
+    server = server_of(python, "../tests/unavailable_server.py", name, NULL);
+    CHECK(server > 0, "restart");
+    if (server < 0) goto out;
+    echo(c, "a call sent again after a crash and a restart");
+    st = fdn_infer(c, "unavailable", &in, 1, 30000, &res, &err);
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(err.message, "unavailable: call 1") == 0,
+          "a handler's SERVER_UNAVAILABLE after a call sent again: %s '%s' (the handler ran twice?)",
+          fdn_strerror(st), err.message);
+    kill_server(server);
+    server = -1;
+    st = fdn_infer(c, "echo", &in, 1, 30000, &res, &err);
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strstr(err.message, "; not sent again: "), "no server: %s %s",
+          fdn_strerror(st), err.message);
+    server = server_of(python, "../tests/unavailable_server.py", name, NULL);
+    CHECK(server > 0, "restart");
+    if (server < 0) goto out;
+    st = fdn_infer(c, "unavailable", &in, 1, 30000, &res, &err);
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(err.message, "unavailable: call 1") == 0,
+          "a handler's SERVER_UNAVAILABLE after a call not sent again: %s '%s' (the handler ran twice?)",
+          fdn_strerror(st), err.message);
+out:
+    if (c) fdn_close(c);
+    if (server > 0) kill_server(server);
+    remove_objects(name);
+}
+
 int main(void) {
     const char *python = getenv("FDN_TEST_PYTHON");
     if (!python || !*python) {
@@ -1211,6 +1256,7 @@ int main(void) {
         late_answer_spin_checks(python);
         mutex_checks(python);
         restart_checks(python);
+        sent_again_once_checks(python);
 
         struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
         struct fdn_call slow = {.params = "{\"ms\": 300}"};
