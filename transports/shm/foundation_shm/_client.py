@@ -29,6 +29,7 @@ from concurrent.futures import CancelledError
 from typing import Any, TypeVar
 
 import numpy as np
+import posix_ipc
 
 from foundation_ml import (
     DataType,
@@ -524,6 +525,8 @@ class ShmClient(TransportClient):
             except InferenceError as exc:  # no server yet, the dead one's region, hung, overloaded, late
                 since = "no server of that name since" if exc.message == gone.message else exc.message
                 raise ServerUnavailable(f"{gone.message}; not sent again: {since}") from None
+            except (OSError, posix_ipc.Error) as exc:  # EMFILE opening its objects: typed, as gone
+                raise ServerUnavailable(f"{gone.message}; not sent again: {exc}") from None
         try:
             return attempt()
         except _GoneBeforeSending as exc:

@@ -292,3 +292,28 @@ def test_a_server_whose_liveness_cannot_be_read_is_not_taken_for_dead(
         assert until(lambda: int(b.stats()["requests"]) >= before + 2)
         time.sleep(0.2)  # a second run of the echo, if any, would be in by now
         assert int(b.stats()["requests"]) == before + 2  # the sleep, and the echo once
+
+
+def test_a_reconnect_that_cannot_open_a_file_fails_the_call_gone(
+    echo_process: Callable[..., EchoProcess], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconnect after a crash at this process's file limit (EMFILE opening the control
+    segment): the call raised that bare OSError, not ServerUnavailable with the gone message."""
+    server = echo_process()
+    with ShmTransport().connect(name, timeout=10) as client:
+        client.infer(InferenceRequest("echo", {"x": X}))
+        server.kill()
+        server = echo_process()  # a new server: only the file limit keeps the client from it
+        real = Segment.open
+
+        def open_(seg: str, **kw: bool) -> Segment:
+            if seg == L.control_name(name):
+                raise OSError(errno.EMFILE, "This process already has the maximum number of files open")
+            return real(seg, **kw)
+
+        monkeypatch.setattr(_channel.Segment, "open", staticmethod(open_))
+        gone = rf"shm server '{name}' \(pid \d+\) is gone; not sent again: .*maximum number of files open"
+        with pytest.raises(ServerUnavailable, match=gone):
+            client.infer(InferenceRequest("echo", {"x": X}))
+        monkeypatch.undo()
+        np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": X})).outputs["x"], X)
