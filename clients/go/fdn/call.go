@@ -316,20 +316,35 @@ func (c *Client) send(model string, end uint64, deadline uint64) (*Result, error
 // deadline_ns), to a server restarted under the name, within the same deadline. Without one (no
 // server yet, the dead one's region, a hung or full one, the deadline) the call fails with gone,
 // the reconnect's reason appended. A loan is never sent again: its caller wrote the old area.
+// A call whose context ends before the request is sent again fails as such a call does
+// (DEADLINE_EXCEEDED wrapping ctx.Err(), nothing sent), and one whose client Close began sends
+// nothing either (gone, "closed during the call"): the reconnect looked at neither before it
+// published, and reported a context that ended during its wait as the server gone.
 func (c *Client) sendAgain(gone *Error, deadline uint64) (*Result, error) {
 	req := append([]byte(nil), c.data[:c.used]...) // the reconnect unmaps the old area
 	c.disconnect()
-	err := c.connect(deadline)
+	err := c.unsendable()
+	if err == nil {
+		err = c.connect(deadline)
+	}
 	if err == nil {
 		err = c.ensure(uint64(len(req)))
 	}
+	if err == nil {
+		err = c.unsendable() // the reconnect's waits end at a cancel or Close; a free mutex does not look
+	}
 	if err != nil {
 		why := err.Error()
-		if e, ok := err.(*Error); ok {
+		e, ok := err.(*Error)
+		if ok {
 			why = e.Message
 		}
 		if why == gone.Message { // the dead server's region, still there
 			why = "no server has started under that name since"
+		}
+		if ok && e.cause != nil { // the call's context ended: reported as such (InferContext)
+			e.Message = gone.Message + "; not sent again: " + why
+			return nil, e
 		}
 		gone.Message += "; not sent again: " + why
 		return nil, gone
@@ -337,6 +352,18 @@ func (c *Client) sendAgain(gone *Error, deadline uint64) (*Result, error) {
 	copy(c.data, req)
 	c.used = uint64(len(req))
 	return c.exchange(deadline, true)
+}
+
+// unsendable is why a request may not be sent again now: the call's context ended, or Close began
+// on another goroutine (a client publishes nothing once it is closing, spec 10.1); nil if neither.
+func (c *Client) unsendable() error {
+	if atomic.LoadInt32(&c.closed) != 0 {
+		return c.closedDuring()
+	}
+	if err := c.ctxEnded("before the request was sent again"); err != nil {
+		return err
+	}
+	return nil
 }
 
 // Call is what else a call may say (section 5); the zero value says nothing.

@@ -3,6 +3,8 @@ package fdn
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -110,4 +112,63 @@ func TestLivePoolFailsNoCallAfterACrashAndARestart(t *testing.T) {
 	if n := p.openClients(); n != 4 {
 		t.Fatalf("%d clients open after the restart, not 4 (each reconnected in its call)", n)
 	}
+}
+
+// regionMaps counts this process's mappings of the region of server name that is still linked
+// (a mapping of a dead server's region, unlinked since, reads "(deleted)").
+func regionMaps(t *testing.T, name string) int {
+	t.Helper()
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(maps), "\n") {
+		if strings.HasSuffix(line, " /dev/shm/fdn-"+name) {
+			n++
+		}
+	}
+	return n
+}
+
+// A call of a context whose dead server never dispatched its request reconnects to send it again;
+// its context cancelled while the reconnect waits (here for the region mutex) failed
+// SERVER_UNAVAILABLE "gone; not sent again: context canceled ...", so errors.Is(err,
+// context.Canceled) did not hold. It fails as a call whose context ends does: DEADLINE_EXCEEDED
+// wrapping ctx.Err(), having sent nothing and claimed nothing; the next call is answered.
+func TestLiveAContextCancelledWhileTheCallReconnectsToSendAgainIsReportedAsSuch(t *testing.T) {
+	srv := startEcho(t, "fdngocrashctx")
+	c := srv.connect(Options{})
+	wantEcho(t, c, "the first call")
+	crashAndRestart(srv)
+	o := srv.connect(Options{})
+	release := holdRegionMutex(t, o)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.InferContext(ctx, "echo", oneByte())
+		done <- err
+	}()
+	// the call found its server gone and mapped the new region (o's is the other mapping): it
+	// waits for the region mutex to claim a channel
+	for end := time.Now().Add(time.Minute); regionMaps(t, srv.name) < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the call never reconnected")
+		}
+	}
+	cancel()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the cancelled call did not end")
+	}
+	e := wantCtxError(t, "a call cancelled while it reconnects to send again", err, context.Canceled, "echo")
+	if !strings.Contains(e.Message, "is gone; not sent again: context canceled while waiting for the region mutex") {
+		t.Fatalf("the error does not say what happened: %q", e.Message)
+	}
+	wantOwnedBy(t, o, "after the cancelled call")
+	release()
+	wantEcho(t, c, "the call after the cancelled one")
 }
