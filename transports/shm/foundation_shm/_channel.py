@@ -165,8 +165,8 @@ class _Connection:
         """Whether the server's process is gone (pid absent, a zombie, or another start time:
         10.3), so that no word it writes can change any more (a call that found it gone reads
         its channel's words once more, and may send its request again, 10.3). Only on proof:
-        a ``/proc`` entry that cannot be read (EMFILE) is no death, the request may be queued
-        with the live server (its call fails gone, as ``check`` says, and is not sent again)."""
+        a ``/proc`` entry that cannot be read (EMFILE) is no death (``kill(pid, 0)`` decides),
+        the request may be queued with the live server; ``check`` uses the same rule."""
         return is_gone(self.pid, self.started)
 
     def hung(self) -> str | None:

@@ -22,47 +22,56 @@ def start_time(pid: int) -> int:
     return int(_stat_fields(pid)[19])
 
 
-def is_alive(pid: int, started: int) -> bool:
-    """True while process ``pid`` exists, is the one that started at ``started``, and is not a
-    zombie (killed but not yet reaped by its parent: spec 10.3 counts it as gone)."""
-    if pid <= 0:
-        return False
-    try:
-        fields = _stat_fields(pid)
-        return fields[0] not in (b"Z", b"X") and int(fields[19]) == started
-    except (OSError, ValueError, IndexError):
-        return False
-
-
-def is_gone(pid: int, started: int) -> bool:
-    """True only on proof that process ``pid`` started at ``started`` has ended: no
-    ``/proc/PID`` (ENOENT; ESRCH as it is reaped), a zombie, or another process's start time.
-    ``is_alive`` is False also when ``/proc/PID/stat`` cannot be read (EMFILE at this process's
-    file limit, ENFILE, ENOMEM, EACCES): a live server may be behind that, so what needs the
-    process truly gone (a request sent again, spec 10.3) must not take that for its death."""
+def _proven_gone(pid: int, started: int | None) -> bool:
+    """Whether process ``pid`` (started at ``started``; None: any start time) is proven gone:
+    no ``/proc/PID`` (ENOENT; ESRCH as it is reaped), a zombie (killed, not yet reaped by its
+    parent: spec 10.3 counts it as gone), or another start time (the pid reused). A
+    ``/proc/PID/stat`` that cannot be read for another reason (EMFILE at this process's file
+    limit, ENFILE, ENOMEM, EACCES) proves nothing; ``kill(pid, 0)``, which needs no file
+    descriptor, settles it: ESRCH is gone, success or EPERM a live process (10.3, 10.4). Then
+    neither its start time nor whether it is a zombie can be checked: a pid reused, or a
+    zombie, counts as alive until its ``/proc`` entry can be read again."""
     if pid <= 0:
         return True
     try:
         fields = _stat_fields(pid)
+        return fields[0] in (b"Z", b"X") or (started is not None and int(fields[19]) != started)
     except (FileNotFoundError, ProcessLookupError):
+        return True
+    except (OSError, ValueError, IndexError):
+        return _no_such_process(pid)
+
+
+def _no_such_process(pid: int) -> bool:
+    """``kill(pid, 0)`` says no process ``pid`` exists (ESRCH); EPERM is one of another user's."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OverflowError:  # no pid_t holds it (a u32 word over 2**31 - 1): no such process
         return True
     except OSError:
         return False
-    try:
-        return fields[0] in (b"Z", b"X") or int(fields[19]) != started
-    except (ValueError, IndexError):
-        return False
+    return False
+
+
+def is_alive(pid: int, started: int) -> bool:
+    """True unless process ``pid`` started at ``started`` is proven gone (``_proven_gone``): a
+    ``/proc`` entry that cannot be read (EMFILE) is no death, so nothing is reclaimed, released
+    or reported gone on it; then the start time is not checked (``kill(pid, 0)`` only)."""
+    return not _proven_gone(pid, started)
+
+
+def is_gone(pid: int, started: int) -> bool:
+    """True only on proof that process ``pid`` started at ``started`` has ended (``not is_alive``):
+    what needs the process truly gone (a request sent again, spec 10.3) asks this."""
+    return _proven_gone(pid, started)
 
 
 def is_running(pid: int) -> bool:
-    """True while process ``pid`` exists and is not a zombie (for a pid recorded without its start
-    time: the region mutex's holder)."""
-    if pid <= 0:
-        return False
-    try:
-        return _stat_fields(pid)[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return False
+    """True unless process ``pid`` is proven gone or a zombie, whatever its start time (a pid
+    recorded without it: the region mutex's holder, a data segment's client)."""
+    return not _proven_gone(pid, None)
 
 
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # never a planted link, never a fifo's wait
