@@ -6,8 +6,12 @@ model named ``gate...``, which holds its request at a gate: it creates ``DIR/MOD
 once it has the request (so a test knows, with no sleep, that the request is with the server),
 waits until ``DIR/MODEL.release`` exists, answers with the request's inputs (echo) from a thread
 of its own (the serving loop goes on serving other channels meanwhile), then creates
-``DIR/MODEL.answered``. STATS answers the echo count and the transport's own stats (``channels``,
-``busy``, ``reclaimed``: what its heartbeat reclaimed, spec 10.4).
+``DIR/MODEL.answered``. A model named ``hold...`` does the same in the serving loop itself, so
+that a request on another channel waits behind it, never dispatched (``server_busy`` 0), until
+its gate opens (``hold_client.py`` sends one). A model named ``count...`` answers as echo and
+appends a byte to ``DIR/MODEL.runs`` each time its handler runs. STATS answers the echo count
+and the transport's own stats (``channels``, ``busy``, ``reclaimed``: what its heartbeat
+reclaimed, spec 10.4).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ GATE_LIMIT_S = 600.0  # a gate nobody opens is opened after this, so the server 
 
 
 class Gated(EchoHandler):
-    """Echo's models, and ``gate*`` models held until their release file exists."""
+    """Echo's models, and ``gate*`` and ``hold*`` models held until their release file exists."""
 
     def __init__(self, gates: Path) -> None:
         super().__init__()
@@ -36,11 +40,18 @@ class Gated(EchoHandler):
         self.server: ShmServer | None = None
 
     def __call__(self, request: InferenceRequest, respond: Respond) -> None:
-        if not request.model.startswith("gate"):
+        if request.model.startswith("count"):
+            with (self.gates / f"{request.model}.runs").open("ab") as runs:
+                runs.write(b".")
+            self.count += 1
+            return respond(InferenceResponse(request.id, request.model, request.inputs))
+        if not request.model.startswith(("gate", "hold")):
             return super().__call__(request, respond)
         self.count += 1
         inputs = {k: v.copy() for k, v in request.inputs.items()}  # the area is the client's
         answer = InferenceResponse(request.id, request.model, inputs)
+        if request.model.startswith("hold"):
+            return self._hold(request.model, answer, respond)
         threading.Thread(target=self._hold, args=(request.model, answer, respond), daemon=True).start()
 
     def _hold(self, model: str, answer: InferenceResponse, respond: Respond) -> None:

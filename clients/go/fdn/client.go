@@ -6,6 +6,7 @@ package fdn
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -162,23 +163,62 @@ func (c *Client) leave() { atomic.StoreInt32(&c.busy, 0) }
 func (c *Client) u32(off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&c.ctl[off])) }
 func (c *Client) u64(off uint32) *uint64 { return (*uint64)(unsafe.Pointer(&c.ctl[off])) }
 
-// startTime is field 22 of /proc/PID/stat (clock ticks since boot); 0 if the process is gone or
-// a zombie.
-func startTime(pid uint32) uint64 {
-	raw, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
+// procStat reads /proc/PID/stat. A variable so that a test can make it fail as it does for a
+// client at its file limit (EMFILE), which says nothing of the server's death.
+var procStat = func(pid uint32) ([]byte, error) {
+	return os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
+}
+
+// errBadStat: a /proc/PID/stat without the fields of section 10.3.
+var errBadStat = errors.New("malformed /proc/PID/stat")
+
+// statFields is /proc/PID/stat from field 3 (the state) on: the command name, field 2, may hold
+// spaces and ')', so only what follows the last ')' is split.
+func statFields(pid uint32) ([][]byte, error) {
+	raw, err := procStat(pid)
 	if err != nil {
-		return 0
+		return nil, err
 	}
 	i := bytes.LastIndexByte(raw, ')')
 	if i < 0 {
-		return 0
+		return nil, errBadStat
 	}
 	fields := bytes.Fields(raw[i+1:])
-	if len(fields) < 20 || fields[0][0] == 'Z' || fields[0][0] == 'X' {
+	if len(fields) < 20 {
+		return nil, errBadStat
+	}
+	return fields, nil
+}
+
+// startTime is field 22 of /proc/PID/stat (clock ticks since boot); 0 if the process is gone, a
+// zombie, or its stat file cannot be read.
+func startTime(pid uint32) uint64 {
+	fields, err := statFields(pid)
+	if err != nil || fields[0][0] == 'Z' || fields[0][0] == 'X' {
 		return 0
 	}
 	v, _ := strconv.ParseUint(string(fields[19]), 10, 64)
 	return v
+}
+
+// provenGone is true only on proof that process pid, started at started, has ended (spec 10.3):
+// no /proc/PID (ENOENT; ESRCH as it is reaped), a zombie, or another start time. startTime is 0
+// also when the stat file cannot be read (EMFILE at this process's file limit, ENFILE, ENOMEM):
+// a live server may be behind that, so what needs the process truly gone (a request sent again)
+// must not take that for its death.
+func provenGone(pid uint32, started uint64) bool {
+	if pid == 0 {
+		return true
+	}
+	fields, err := statFields(pid)
+	if err != nil {
+		return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ESRCH)
+	}
+	if fields[0][0] == 'Z' || fields[0][0] == 'X' {
+		return true
+	}
+	v, perr := strconv.ParseUint(string(fields[19]), 10, 64)
+	return perr == nil && v != started
 }
 
 // alive is section 10.3: READY or STOPPING, and server_pid is the process that started then.
