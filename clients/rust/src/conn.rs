@@ -11,6 +11,8 @@ mod broken_tests;
 mod max_response_tests;
 mod mutex;
 #[cfg(test)]
+mod proof_tests;
+#[cfg(test)]
 mod restart_tests;
 mod segment;
 #[cfg(test)]

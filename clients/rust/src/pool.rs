@@ -2,7 +2,7 @@
 //! each call and put back (the Go client's `fdn.Pool`, with a `Mutex` and a `Condvar`).
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::client::{check_connect, Client};
 use crate::conn::deadline_after;

@@ -319,17 +319,79 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot), `None` if no such
-/// process or it is a zombie (dead, not yet reaped: field 3 is `Z` or `X`).
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+/// `/proc/PID/stat`, whole.
+fn read_stat(pid: u32) -> io::Result<Vec<u8>> {
+    #[cfg(test)]
+    if let Some(e) = blind::take(pid) {
+        return Err(e);
+    }
+    std::fs::read(format!("/proc/{pid}/stat"))
+}
+
+/// Field 3 (the state: `Z` or `X` for a zombie, dead but not yet reaped) and field 22 (the start
+/// time in clock ticks since boot) of a `/proc/PID/stat`. The command name, field 2, may hold
+/// spaces and `)`: only what follows the last `)` is split.
+fn stat_fields(stat: &[u8]) -> Option<(bool, u64)> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
     let mut fields = rest.split_ascii_whitespace();
-    if matches!(fields.next(), Some("Z") | Some("X") | None) {
-        return None;
+    let zombie = matches!(fields.next()?, "Z" | "X");
+    Some((zombie, fields.nth(18)?.parse().ok()?))
+}
+
+/// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot), `None` if no such
+/// process, it is a zombie, or its stat file cannot be read.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    match stat_fields(&read_stat(pid).ok()?)? {
+        (false, start) => Some(start),
+        (true, _) => None,
     }
-    fields.nth(18)?.parse().ok()
+}
+
+/// Whether process `pid`, started at `start`, is proven to have ended (spec 10.3): no
+/// `/proc/PID` (ENOENT, where `/proc` itself is there; ESRCH as it is reaped), a zombie, or
+/// another start time. `process_start_time` is `None` also when the stat file cannot be read
+/// (EMFILE at this process's file limit, ENFILE, ENOMEM): a live server may be behind that, so
+/// what needs the process truly gone (a request sent again) must not take that for its death.
+pub fn process_gone(pid: u32, start: u64) -> bool {
+    if pid == 0 {
+        return true;
+    }
+    match read_stat(pid) {
+        Ok(stat) => stat_fields(&stat).is_some_and(|(zombie, t)| zombie || t != start),
+        // (a stat of /proc/self takes no descriptor: it says /proc is there even at EMFILE)
+        Err(e) => match e.raw_os_error() {
+            Some(ffi::ENOENT) => std::fs::metadata("/proc/self").is_ok(),
+            Some(ffi::ESRCH) => true,
+            _ => false,
+        },
+    }
+}
+
+/// Tests make this thread's next reads of a process's stat file fail as at the file limit.
+#[cfg(test)]
+pub(crate) mod blind {
+    use std::cell::Cell;
+    use std::io;
+
+    thread_local! {
+        static BLIND: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    }
+
+    /// The next `reads` reads of `/proc/PID/stat` on this thread fail EMFILE.
+    pub(crate) fn stat_of(pid: u32, reads: u32) {
+        BLIND.with(|b| b.set((pid, reads)));
+    }
+
+    pub(super) fn take(pid: u32) -> Option<io::Error> {
+        BLIND.with(|b| match b.get() {
+            (p, n) if p == pid && n > 0 => {
+                b.set((p, n - 1));
+                Some(io::Error::from_raw_os_error(super::ffi::EMFILE))
+            }
+            _ => None,
+        })
+    }
 }
 
 /// Does some process hold an flock on `path` (a live server holds its lock file)? Only a

@@ -150,13 +150,17 @@ impl Conn {
                 );
             }
             if let Err(e) = self.check_alive() {
-                // a dead server changes neither word any more: an answer that came just before
-                // the death is a normal one; server_busy still 0, dispatch (which stores 1
-                // before it decodes) never began, so no handler ran the request
+                // a process proven dead changes neither word any more: an answer that came just
+                // before the death is a normal one; server_busy still 0, dispatch (which stores 1
+                // before it decodes) never began, so no handler ran the request. Not alive is no
+                // such proof: a stat file that cannot be read (EMFILE) or a region STOPPED while
+                // its process lives (its serving loop may yet dispatch) may hide a live server
+                // with the request queued, which a request sent again would make run twice.
+                let dead = shm::process_gone(self.server_pid, self.server_start);
                 if self.server_seq() == want {
                     break Ok(());
                 }
-                self.unsent = self.ctl.u32(self.base + ch::SERVER_BUSY).load(Acquire) == 0;
+                self.unsent = dead && self.ctl.u32(self.base + ch::SERVER_BUSY).load(Acquire) == 0;
                 break Err(e);
             }
         };

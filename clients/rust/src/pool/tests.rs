@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 const LONG: Option<Duration> = Some(Duration::from_secs(60));
 
 /// A gate server of `channels` channels, and the folder of its gate files (removed when dropped).
-struct Gate {
-    server: Echo,
-    dir: PathBuf,
+pub(crate) struct Gate {
+    pub(crate) server: Echo,
+    pub(crate) dir: PathBuf,
 }
 
 impl Drop for Gate {
@@ -37,7 +37,7 @@ impl Drop for Gate {
     }
 }
 
-fn gate(prefix: &str, channels: usize) -> Option<Gate> {
+pub(crate) fn gate(prefix: &str, channels: usize) -> Option<Gate> {
     let dir = std::env::temp_dir().join(format!("{prefix}_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/gate_server.py");
@@ -48,22 +48,22 @@ fn gate(prefix: &str, channels: usize) -> Option<Gate> {
 }
 
 impl Gate {
-    fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.server.1
     }
 
     /// Wait until `DIR/MODEL.SUFFIX` exists.
-    fn wait_file(&self, model: &str, suffix: &str) {
+    pub(crate) fn wait_file(&self, model: &str, suffix: &str) {
         let path = self.dir.join(format!("{model}.{suffix}"));
         wait_until(&format!("{} to exist", path.display()), || path.exists());
     }
 }
 
-fn release(dir: &Path, model: &str) {
+pub(crate) fn release(dir: &Path, model: &str) {
     std::fs::write(dir.join(format!("{model}.release")), b"").unwrap();
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(60);
     while !cond() {
         assert!(Instant::now() < end, "gave up waiting for {what}");
