@@ -47,6 +47,10 @@ struct fdn_client {
 
 uint64_t fdn_now_ns(void); /* CLOCK_MONOTONIC, the clock of deadlines */
 int fdn_server_alive(const struct fdn_client *c); /* section 10.3 */
+int fdn_server_gone(const struct fdn_client *c);  /* section 10.3: its process proven dead */
+/* opens /proc/PID/stat (O_RDONLY | O_CLOEXEC), or -1 and errno; a test makes it fail as at the
+ * process's file limit (EMFILE), which says nothing of the server's death */
+extern int (*fdn_open_stat)(uint32_t pid);
 /* section 10.3: whether the server counts hung, and how long it has not beaten (*silent_ms) */
 int fdn_hung(const struct fdn_client *c, uint64_t *silent_ms);
 int fdn_sem_wait_ns(sem_t *sem, uint64_t timeout_ns); /* 0 if a post was taken */

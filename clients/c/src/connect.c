@@ -22,23 +22,44 @@ uint64_t fdn_now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Field 22 of /proc/PID/stat (start time in clock ticks since boot); 0 if the process is gone
- * or a zombie (field 3 is Z or X). */
-static uint64_t start_time(uint32_t pid) {
-    char path[64], buf[1024];
+static int open_stat(uint32_t pid) {
+    char path[64];
     snprintf(path, sizeof path, "/proc/%u/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+int (*fdn_open_stat)(uint32_t pid) = open_stat;
+
+/* Fields 3 (the state: Z or X for a zombie, dead but not yet reaped) and 22 (the start time in
+ * clock ticks since boot) of /proc/PID/stat: 1; 0 if there is no such process (ENOENT, or ESRCH
+ * as it is reaped); -1 if it cannot be told (EMFILE at this process's file limit, ENFILE, ENOMEM,
+ * a file that does not parse). The command name, field 2, may hold spaces and ')': only what
+ * follows the last ')' is split. */
+static int read_stat(uint32_t pid, char *state, uint64_t *start) {
+    char buf[1024];
+    int fd = fdn_open_stat(pid);
+    if (fd < 0) return errno == ENOENT || errno == ESRCH ? 0 : -1;
     ssize_t n = read(fd, buf, sizeof buf - 1);
+    int why = errno;
     close(fd);
-    if (n <= 0) return 0;
+    if (n < 0) return why == ESRCH ? 0 : -1;
+    if (n == 0) return -1;
     buf[n] = 0;
     char *p = strrchr(buf, ')');
-    if (!p) return 0;
+    if (!p || p[1] != ' ' || !p[2]) return -1;
+    *state = p[2];
     p++;
-    if (p[0] == ' ' && (p[1] == 'Z' || p[1] == 'X')) return 0; /* a zombie answers nothing */
     for (int field = 2; field < 21 && p; field++) p = strchr(p + 1, ' ');
-    return p ? strtoull(p + 1, NULL, 10) : 0;
+    if (!p) return -1;
+    *start = strtoull(p + 1, NULL, 10);
+    return 1;
+}
+
+/* Field 22 of /proc/PID/stat; 0 if the process is gone, a zombie, or its stat cannot be read. */
+static uint64_t start_time(uint32_t pid) {
+    char state;
+    uint64_t start;
+    return read_stat(pid, &state, &start) == 1 && state != 'Z' && state != 'X' ? start : 0;
 }
 
 /* Section 10.3: READY or STOPPING, and the process server_pid is the one that started then. */
@@ -46,6 +67,18 @@ int fdn_server_alive(const struct fdn_client *c) {
     uint32_t state = FDN_LOAD(&c->region->state);
     if (state != FDN_READY && state != FDN_STOPPING) return 0;
     return c->server_pid && start_time(c->server_pid) == c->server_start;
+}
+
+/* Section 10.3: proof that the server's process has ended (no /proc entry, a zombie, another
+ * start time). Not alive is less: start_time is 0 also when the stat file cannot be read (EMFILE),
+ * and a region STOPPED may have its process alive; a live server may be behind either, so what
+ * needs it truly gone (a request sent again) must not take them for its death. */
+int fdn_server_gone(const struct fdn_client *c) {
+    char state;
+    uint64_t start;
+    if (!c->server_pid) return 1;
+    int known = read_stat(c->server_pid, &state, &start);
+    return known == 0 || (known == 1 && (state == 'Z' || state == 'X' || start != c->server_start));
 }
 
 /* Does a live process hold the flock on the server's lock file /dev/shm/fdn-NAME.lock? Only a

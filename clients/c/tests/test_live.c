@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client.h" /* fdn_open_stat, which the proof checks blind */
 #include "fdn_client.h"
 
 static int failures;
@@ -39,9 +40,8 @@ static int failures;
         }                                                                  \
     } while (0)
 
-/* Start `python -m foundation_shm._echo NAME [--channels CHANNELS]`, or with `script` the Python
- * script `script NAME`, and wait for its "ready" line; its pid, or -1. */
-static pid_t server_of(const char *python, const char *script, const char *name, const char *channels) {
+/* Start the server `argv` (argv[0] the program) and wait for its "ready" line; its pid, or -1. */
+static pid_t ready_server(char *const argv[]) {
     int fds[2];
     if (pipe(fds) < 0) return -1;
     pid_t pid = fork();
@@ -49,10 +49,7 @@ static pid_t server_of(const char *python, const char *script, const char *name,
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
-        if (script) execl(python, python, script, name, (char *)NULL);
-        else if (channels)
-            execl(python, python, "-m", "foundation_shm._echo", name, "--channels", channels, (char *)NULL);
-        else execl(python, python, "-m", "foundation_shm._echo", name, (char *)NULL);
+        execv(argv[0], argv);
         _exit(127);
     }
     close(fds[1]);
@@ -66,6 +63,15 @@ static pid_t server_of(const char *python, const char *script, const char *name,
         return -1;
     }
     return pid;
+}
+
+/* Start `python -m foundation_shm._echo NAME [--channels CHANNELS]`, or with `script` the Python
+ * script `script NAME`, and wait for its "ready" line; its pid, or -1. */
+static pid_t server_of(const char *python, const char *script, const char *name, const char *channels) {
+    char *py = (char *)python, *nm = (char *)name, *chs = (char *)channels;
+    if (script) return ready_server((char *const[]){py, (char *)script, nm, NULL});
+    if (channels) return ready_server((char *const[]){py, "-m", "foundation_shm._echo", nm, "--channels", chs, NULL});
+    return ready_server((char *const[]){py, "-m", "foundation_shm._echo", nm, NULL});
 }
 
 static pid_t echo_server_of(const char *python, const char *name, const char *channels) {
@@ -1224,6 +1230,138 @@ out:
     remove_objects(name);
 }
 
+/* A request is sent again only when its server's process is proven dead (spec 10.3): not when
+ * /proc/PID/stat cannot be read, nor when the region says STOPPED while the process lives. The
+ * request is queued behind another client's (clients/tests/hold_client.py, its hold model holding
+ * the serving loop of clients/tests/gate_server.py), so the live server never dispatched it
+ * (server_busy 0): sent again on a new connection, it ran twice. */
+static uint32_t blind_pid;
+static int blind_reads; /* the next reads of blind_pid's stat fail EMFILE (this thread's calls only) */
+
+static int blind_open_stat(uint32_t pid) {
+    if (pid == blind_pid && blind_reads > 0) {
+        blind_reads--;
+        errno = EMFILE;
+        return -1;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+struct proof {
+    const char *dir, *hold;
+    struct fdn_region_header *region; /* set: write STOPPED once the call has published */
+    int done;
+};
+
+static int file_in(const char *dir, const char *model, const char *what) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.%s", dir, model, what);
+    return access(path, F_OK) == 0;
+}
+
+static void touch_in(const char *dir, const char *model, const char *what) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.%s", dir, model, what);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) close(fd);
+}
+
+/* Write STOPPED once the call has published (if asked), then open the hold gate after 5 s unless
+ * the call has returned: a request sent again waits for its answer behind the held loop. */
+static void *proof_helper(void *arg) {
+    struct proof *p = arg;
+    if (p->region) {
+        struct fdn_channel *ch = own_channel(p->region, NULL);
+        for (int i = 0; i < 6000 && ch && __atomic_load_n(&ch->client_seq, __ATOMIC_ACQUIRE) ==
+                                                 __atomic_load_n(&ch->server_seq, __ATOMIC_ACQUIRE); i++)
+            usleep(1000);
+        __atomic_store_n(&p->region->state, FDN_STOPPED, __ATOMIC_RELEASE);
+    }
+    for (int i = 0; i < 1000 && !__atomic_load_n(&p->done, __ATOMIC_ACQUIRE); i++) usleep(5000);
+    touch_in(p->dir, p->hold, "release");
+    return NULL;
+}
+
+/* One case: `reads` stat reads blinded, or (stopped) the region STOPPED by the helper. */
+static void proof_case(const char *python, int reads, int stopped) {
+    char name[64], dir[] = "/tmp/fdnproofXXXXXX", model[16], hold[16];
+    snprintf(name, sizeof name, "fdnproof%d_%d", (int)getpid(), reads + 3 * stopped);
+    snprintf(model, sizeof model, "count_%d", reads);
+    snprintf(hold, sizeof hold, "hold_%d", reads);
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    pid_t server = ready_server((char *const[]){(char *)python, "../tests/gate_server.py", name, dir, "--channels", "4", NULL});
+    CHECK(server > 0, "start clients/tests/gate_server.py (run from clients/c)");
+    if (server < 0) return;
+    fdn_client *c = NULL;
+    pid_t holder = -1;
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    size_t size = 0;
+    struct fdn_region_header *r = map_region(name, &size);
+    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+    CHECK(st == FDN_OK && r, "connect: %s", err.message);
+    if (st || !r) goto out;
+    echo(c, "the first call");
+    holder = fork();
+    if (holder == 0) {
+        execl(python, python, "../tests/hold_client.py", name, hold, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 60000 && !file_in(dir, hold, "with-server"); i++) usleep(1000);
+    CHECK(file_in(dir, hold, "with-server"), "the hold never reached the server");
+    struct proof p = {.dir = dir, .hold = hold, .region = stopped ? r : NULL};
+    pthread_t helper;
+    pthread_create(&helper, NULL, proof_helper, &p);
+    blind_pid = (uint32_t)server;
+    blind_reads = reads;
+    st = fdn_infer(c, model, &in, 1, 30000, &res, &err);
+    blind_reads = 0;
+    char got[512];
+    snprintf(got, sizeof got, "%s", err.message);
+    __atomic_store_n(&p.done, 1, __ATOMIC_RELEASE);
+    pthread_join(helper, NULL);
+    __atomic_store_n(&r->state, FDN_READY, __ATOMIC_RELEASE);
+    for (int i = 0; i < 60000 && !file_in(dir, hold, "answered"); i++) usleep(1000);
+    char runs[512];
+    snprintf(runs, sizeof runs, "%s/%s.runs", dir, model);
+    struct stat sb = {0};
+    for (int i = 0; i < 60000 && (stat(runs, &sb) != 0 || sb.st_size == 0); i++) usleep(1000);
+    usleep(200000); /* a second run, if any, would be in by now */
+    sb.st_size = 0;
+    stat(runs, &sb);
+    char gone[128];
+    snprintf(gone, sizeof gone, "shm server '%s' (pid %d) is gone", name, (int)server);
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(got, gone) == 0 && sb.st_size == 1,
+          "a call queued behind another on a live server (%s): %s '%s', the handler ran it %lld times; want '%s', once",
+          stopped ? "the region STOPPED" : reads == 1 ? "its look unreadable" : "its looks unreadable", fdn_strerror(st),
+          st ? got : "", (long long)sb.st_size, gone);
+out:
+    if (c) fdn_close(c);
+    if (holder > 0) kill_server(holder);
+    if (r) munmap(r, size);
+    kill_server(server);
+    remove_objects(name);
+    const char *left[] = {"with-server", "release", "answered", "runs"};
+    for (size_t i = 0; i < sizeof left / sizeof *left; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s.%s", dir, hold, left[i]);
+        unlink(path);
+        snprintf(path, sizeof path, "%s/%s.%s", dir, model, left[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+static void proof_checks(const char *python) {
+    fdn_open_stat = blind_open_stat;
+    proof_case(python, 1, 0);
+    proof_case(python, 2, 0);
+    proof_case(python, 0, 1);
+}
+
 int main(void) {
     const char *python = getenv("FDN_TEST_PYTHON");
     if (!python || !*python) {
@@ -1257,6 +1395,7 @@ int main(void) {
         mutex_checks(python);
         restart_checks(python);
         sent_again_once_checks(python);
+        proof_checks(python);
 
         struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
         struct fdn_call slow = {.params = "{\"ms\": 300}"};
