@@ -59,11 +59,11 @@ func (c *Client) waitSeq(s uint64, deadline uint64, spin bool) error {
 
 // gone is the end of a wait for s whose server is not alive (spec 10.3): nil if the answer came
 // just before the death, else SERVER_UNAVAILABLE, marked unsent when the server's process is
-// proven dead and never dispatched the request (dispatch stores server_busy = 1 before it
-// decodes). A dead process changes neither word any more; they are read in that order, after the
-// proof. Not alive is not proof: a stat file that cannot be read (EMFILE) or a region STOPPED while
-// its process lives (its serving loop may yet dispatch) may hide a live server with the request
-// queued, which a request sent again on a new connection would make run twice.
+// proven dead (provenGone, the classifier alive asks too) and never dispatched the request
+// (dispatch stores server_busy = 1 before it decodes). A dead process changes neither word any
+// more; they are read in that order, after the proof. A region STOPPED while its process lives is
+// no proof (its serving loop may yet dispatch): a request sent again on a new connection to that
+// live server would run twice.
 func (c *Client) gone(seqWord *uint64, s uint64) error {
 	dead := provenGone(c.serverPid, c.serverStart)
 	if atomic.LoadUint64(seqWord) == s {

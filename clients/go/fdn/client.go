@@ -190,45 +190,57 @@ func statFields(pid uint32) ([][]byte, error) {
 	return fields, nil
 }
 
-// startTime is field 22 of /proc/PID/stat (clock ticks since boot); 0 if the process is gone, a
-// zombie, or its stat file cannot be read.
-func startTime(pid uint32) uint64 {
-	fields, err := statFields(pid)
-	if err != nil || fields[0][0] == 'Z' || fields[0][0] == 'X' {
-		return 0
-	}
-	v, _ := strconv.ParseUint(string(fields[19]), 10, 64)
-	return v
-}
-
-// provenGone is true only on proof that process pid, started at started, has ended (spec 10.3):
-// no /proc/PID (ENOENT; ESRCH as it is reaped), a zombie, or another start time. startTime is 0
-// also when the stat file cannot be read (EMFILE at this process's file limit, ENFILE, ENOMEM):
-// a live server may be behind that, so what needs the process truly gone (a request sent again)
-// must not take that for its death.
-func provenGone(pid uint32, started uint64) bool {
-	if pid == 0 {
-		return true
-	}
+// startTime is field 22 of /proc/PID/stat (clock ticks since boot), or why it cannot be told: the
+// process is gone or a zombie, or its stat file cannot be read (EMFILE at this process's file
+// limit, ENFILE, ENOMEM).
+func startTime(pid uint32) (uint64, error) {
 	fields, err := statFields(pid)
 	if err != nil {
-		return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ESRCH)
+		return 0, err
 	}
 	if fields[0][0] == 'Z' || fields[0][0] == 'X' {
-		return true
+		return 0, fmt.Errorf("process %d is a zombie", pid)
 	}
-	v, perr := strconv.ParseUint(string(fields[19]), 10, 64)
-	return perr == nil && v != started
+	v, err := strconv.ParseUint(string(fields[19]), 10, 64)
+	if err != nil {
+		return 0, errBadStat
+	}
+	return v, nil
 }
 
-// alive is section 10.3: READY or STOPPING, and server_pid is the process that started then.
+// provenGone is the one liveness classifier (spec 10.3): true only on proof that process pid,
+// started at started, has ended: no /proc/PID (ENOENT; ESRCH as it is reaped), a zombie, or
+// another start time. A stat file that cannot be read for another reason (EMFILE at this
+// process's file limit, ENFILE, ENOMEM, EACCES) proves nothing: kill(pid, 0), which needs no file
+// descriptor, settles it (ESRCH: gone; success or EPERM: alive, its start time and whether it is a
+// zombie unchecked then). Taking such a read for death failed a call to a live server gone.
+func provenGone(pid uint32, started uint64) bool {
+	if pid == 0 || pid > math.MaxInt32 { // no pid_t holds it: no such process (and never kill(-1))
+		return true
+	}
+	fields, err := statFields(pid)
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	if err == nil {
+		if fields[0][0] == 'Z' || fields[0][0] == 'X' {
+			return true
+		}
+		if v, perr := strconv.ParseUint(string(fields[19]), 10, 64); perr == nil {
+			return v != started
+		}
+	}
+	return syscall.Kill(int(pid), 0) == syscall.ESRCH
+}
+
+// alive is section 10.3: READY or STOPPING, and server_pid is not proven gone (provenGone).
 func (c *Client) alive() bool {
 	state := atomic.LoadUint32(c.u32(rState))
 	if state != stateReady && state != stateStopping {
 		return false
 	}
 	c.looks++
-	return c.serverPid != 0 && startTime(c.serverPid) == c.serverStart
+	return !provenGone(c.serverPid, c.serverStart)
 }
 
 // lockFileHeld says whether a live process holds the flock on the server's lock file
@@ -505,12 +517,20 @@ func (c *Client) lockRegion(deadline uint64) error {
 }
 
 func (c *Client) claim(deadline uint64) error {
+	pid := uint32(os.Getpid())
+	// owner_start_time 0 means a channel given back (spec 10.1): one written because this
+	// process's own stat file could not be read (EMFILE) had the server reclaim a live client's
+	// channel. So such a connect fails, having taken nothing.
+	started, err := startTime(pid)
+	if err != nil {
+		return fail(ServerUnavailable, 0, "shm server %q: cannot read this process's start time (/proc/%d/stat): %v; no channel claimed",
+			c.name, pid, err)
+	}
 	if err := c.lockRegion(deadline); err != nil {
 		return err
 	}
-	pid := uint32(os.Getpid())
 	atomic.StoreUint32(c.u32(rMutexHolder), pid)
-	err := c.claimLocked(pid)
+	err = c.claimLocked(pid, started)
 	atomic.StoreUint32(c.u32(rMutexHolder), 0)
 	semPost(c.mutex)
 	if err != nil {
@@ -529,7 +549,7 @@ func (c *Client) claim(deadline uint64) error {
 	return nil
 }
 
-func (c *Client) claimLocked(pid uint32) error {
+func (c *Client) claimLocked(pid uint32, started uint64) error {
 	count, base := c.chanCount, c.chanBase // as checked (the server could rewrite the header)
 	i := uint32(0)
 	for ; i < count && atomic.LoadUint32(c.u32(base+i*ChanSize+cOwnerPid)) != 0; i++ {
@@ -556,7 +576,7 @@ func (c *Client) claimLocked(pid uint32) error {
 		return err
 	}
 	atomic.StoreUint32(c.u32(c.ch+cClientSleeping), 0)
-	atomic.StoreUint64(c.u64(c.ch+cOwnerStart), startTime(pid))
+	atomic.StoreUint64(c.u64(c.ch+cOwnerStart), started)
 	c.seq = atomic.LoadUint64(c.u64(c.ch + cServerSeq))
 	atomic.StoreUint64(c.u64(c.ch+cClientSeq), c.seq)
 	atomic.StoreUint32(c.u32(c.ch+cOwnerPid), pid)

@@ -197,7 +197,11 @@ func fakeRegion(t *testing.T, name string, off uint64) {
 	le.PutUint16(ctl[rVersionMajor:], ProtocolVersion)
 	le.PutUint32(ctl[rState:], stateReady)
 	le.PutUint32(ctl[rServerPid:], uint32(os.Getpid()))
-	le.PutUint64(ctl[rServerStart:], startTime(uint32(os.Getpid())))
+	started, err := startTime(uint32(os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	le.PutUint64(ctl[rServerStart:], started)
 	le.PutUint32(ctl[rChannelCount:], 1)
 	le.PutUint32(ctl[rChannelSize:], ChanSize)
 	le.PutUint64(ctl[rChannelsOffset:], off)

@@ -43,19 +43,19 @@ func queuedCall(c *Client, model string) chan error {
 	return done
 }
 
-// wantGoneAndRunOnce: the call failed gone, nothing appended (no reconnect was tried), and once the
-// loop's gate opens the server runs the queued request once. A call sent again waits for its
-// answer on the new connection behind the held loop: the gate opens after 5 s to end it.
-func wantGoneAndRunOnce(t *testing.T, g *gate, done chan error, hold, model string) {
+// wantRunOnce releases the hold model holding the serving loop and returns the queued call's
+// error, once the server has run model, and checks that it ran once. A call sent again waits for
+// its answer on the new connection behind the held loop: the gate opens after 5 s to end it.
+func wantRunOnce(t *testing.T, g *gate, done chan error, hold, model string) error {
 	t.Helper()
 	var err error
 	select {
 	case err = <-done:
+		g.release(hold)
 	case <-time.After(5 * time.Second):
 		g.release(hold)
 		err = <-done
 	}
-	g.release(hold)
 	g.waitFile(hold, "answered")
 	runs := filepath.Join(g.dir, model+".runs")
 	for end := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
@@ -67,36 +67,117 @@ func wantGoneAndRunOnce(t *testing.T, g *gate, done chan error, hold, model stri
 	if b, _ := os.ReadFile(runs); len(b) != 1 {
 		t.Errorf("the handler ran the request %d times, not once", len(b))
 	}
+	return err
+}
+
+// wantGoneAndRunOnce: the call failed gone, nothing appended (no reconnect was tried), and the
+// server ran the queued request once (wantRunOnce).
+func wantGoneAndRunOnce(t *testing.T, g *gate, done chan error, hold, model string) {
+	t.Helper()
+	err := wantRunOnce(t, g, done, hold, model)
 	gone := fmt.Sprintf("shm server %q (pid %d) is gone", g.name, g.cmd.Process.Pid)
 	wantError(t, "a call queued behind another on a live server", err, ServerUnavailable, gone)
-	if e := err.(*Error); e.Message != gone {
+	if e, ok := err.(*Error); ok && e.Message != gone {
 		t.Errorf("the call was taken for one whose server died: %q", e.Message)
 	}
 }
 
+// blindStat makes the next n reads of /proc/PID/stat of pid fail EMFILE (n < 0: every read), as
+// they do for a client at its file limit for a moment, until the test ends.
+func blindStat(t *testing.T, pid uint32, n int32) {
+	real := procStat
+	procStat = func(p uint32) ([]byte, error) {
+		if p == pid && (n < 0 || atomic.AddInt32(&n, -1) >= 0) {
+			return nil, &os.PathError{Op: "open", Path: fmt.Sprintf("/proc/%d/stat", p), Err: syscall.EMFILE}
+		}
+		return real(p)
+	}
+	t.Cleanup(func() { procStat = real })
+}
+
 // /proc/PID/stat that cannot be read (EMFILE: this process at its file limit for a moment) is no
-// proof of death. It was taken for one (startTime 0): the request was sent again on a new
-// connection to the same live server, which ran it twice. Blinded for the wait's look, then also
-// for the look that would prove the death.
+// proof of death (spec 10.3): kill(pid, 0) says the server lives, and the call goes on waiting
+// for its answer. It was taken for death: the call failed gone, the client reconnected; before
+// that (ca9bb7b) its request was also sent again to the same live server, which ran it twice.
+// Blinded for one look, two, then every look of the call.
 func TestLiveAServerWhoseLivenessCannotBeReadIsNotTakenForDead(t *testing.T) {
-	for _, blind := range []int32{1, 2} {
+	for _, blind := range []int32{1, 2, -1} {
 		t.Run(fmt.Sprintf("%d looks unreadable", blind), func(t *testing.T) {
 			g := startGate(t, "fdngoblind", 4)
 			c := g.connect(Options{})
 			wantEcho(t, c, "the first call")
 			holdLoop(t, g, "hold_b")
-			pid, left, real := uint32(g.cmd.Process.Pid), blind, procStat
-			procStat = func(p uint32) ([]byte, error) {
-				if p == pid && atomic.AddInt32(&left, -1) >= 0 {
-					return nil, &os.PathError{Op: "open", Path: fmt.Sprintf("/proc/%d/stat", p), Err: syscall.EMFILE}
-				}
-				return real(p)
-			}
+			blindStat(t, uint32(g.cmd.Process.Pid), blind)
 			done := queuedCall(c, "count_b")
-			defer func() { procStat = real }() // (after the call: its goroutine reads it)
-			wantGoneAndRunOnce(t, g, done, "hold_b", "count_b")
+			time.Sleep(300 * time.Millisecond) // six wait slices, each with a look
+			g.release("hold_b")
+			err := wantRunOnce(t, g, done, "hold_b", "count_b")
+			if err != nil {
+				t.Errorf("a call to a live server whose /proc entry could not be read: %v", err)
+			}
 		})
 	}
+}
+
+// A dead process behind a /proc entry that cannot be read is proven gone (kill: ESRCH); a live one
+// is not, whatever start time it is asked with (that cannot be checked then).
+func TestADeadProcessBehindAnUnreadableStatFileIsProvenGone(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil { // run and reaped: its pid names no process now
+		t.Fatal(err)
+	}
+	dead, self := uint32(cmd.Process.Pid), uint32(os.Getpid())
+	started, err := startTime(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blindStat(t, dead, -1)
+	blindStat(t, self, -1)
+	if !provenGone(dead, 1) {
+		t.Error("a dead pid whose /proc/PID/stat cannot be read is not proven gone")
+	}
+	if provenGone(self, started) || provenGone(self, started+1) {
+		t.Error("a live pid whose /proc/PID/stat cannot be read is taken for gone")
+	}
+}
+
+// A server killed behind a /proc entry this client cannot read: kill(pid, 0) proves it gone, and
+// the request it never dispatched is sent again to the server restarted under its name. It failed
+// gone (not proven dead: not sent again).
+func TestLiveAKilledServerBehindAnUnreadableStatFileIsGoneAndItsRequestSentAgain(t *testing.T) {
+	srv := startEcho(t, "fdngoblindk")
+	c := srv.connect(Options{})
+	wantEcho(t, c, "the first call")
+	blindStat(t, uint32(srv.cmd.Process.Pid), -1)
+	crashAndRestart(srv)
+	wantEcho(t, c, "the first call after a crash behind an unreadable /proc entry")
+}
+
+// This process's own start time (owner_start_time) that cannot be read at connect fails the connect
+// SERVER_UNAVAILABLE naming why, having claimed nothing: it wrote 0, which says "given back", and
+// the server reclaimed the live client's channel.
+func TestAConnectThatCannotReadItsOwnStartTimeClaimsNothing(t *testing.T) {
+	srv := startEcho(t, "fdngoself", "--channels", "1")
+	blindStat(t, uint32(os.Getpid()), 1)
+	c, err := Connect(srv.name, Options{})
+	if c != nil {
+		c.Close()
+	}
+	why := fmt.Sprintf("cannot read this process's start time (/proc/%d/stat): open /proc/%d/stat: too many open files; "+
+		"no channel claimed", os.Getpid(), os.Getpid())
+	wantError(t, "a connect that cannot read its own start time", err, ServerUnavailable, why)
+	o := &Client{name: srv.name} // a mapping of the control segment of our own
+	if err := o.openRegion(); err != nil {
+		t.Fatal(err)
+	}
+	defer o.disconnect()
+	if pid, start := ownerWords(o, o.chanBase); pid != 0 || start != 0 {
+		t.Errorf("the failed connect claimed channel 0 (owner_pid %d, owner_start_time %d)", pid, start)
+	}
+	if segs := dataSegments(srv.name); len(segs) != 0 {
+		t.Errorf("the failed connect left a data segment: %v", segs)
+	}
+	wantEcho(t, srv.connect(Options{}), "a call once the start time can be read")
 }
 
 // A region STOPPED while its process lives is no proof of death either: the reference server's
