@@ -147,7 +147,7 @@ fn read_region(ctl: &Mapping, name: &str) -> Result<Region> {
             "shm server {name:?} is not serving (state {state})"
         )));
     }
-    if !server_alive(name, server_pid, server_start) {
+    if !server_alive(server_pid, server_start) {
         // Liveness is told by pid (section 10): a READY server whose pid is not seen here while
         // its lock file is held runs in another PID namespace (a container sharing /dev/shm only).
         if shm::lock_file_held(&l::lock_file(name)) {
@@ -199,7 +199,7 @@ fn wait_beating(
         let Some(why) = wait::hung(ctl, name, region.server_pid) else {
             return Ok(());
         };
-        if !server_alive(name, region.server_pid, region.server_start) {
+        if !server_alive(region.server_pid, region.server_start) {
             return Err(unavailable(format!(
                 "shm server {name:?} (pid {}) is gone",
                 region.server_pid
@@ -387,7 +387,14 @@ impl Conn {
                 .unwrap_or_else(|| suggested.min(opts.max_response_bytes as u64) as usize),
         );
         let pid = std::process::id();
-        let start = shm::process_start_time(pid).unwrap_or(0);
+        // owner_start_time 0 says "given back" (10.1): written because this process's own stat
+        // file could not be read (EMFILE), it had the server reclaim a live client's channel.
+        let start = shm::process_start_time(pid).map_err(|e| {
+            unavailable(format!(
+                "shm server {name:?}: cannot read this process's start time (/proc/{pid}/stat): \
+                 {e}; no channel claimed"
+            ))
+        })?;
         // Steps 4-7, under the region mutex.
         let claim = {
             let _guard = MutexGuard::take(&ctl, &mutex, opts.connect_timeout, deadline, name)?;

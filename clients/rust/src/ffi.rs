@@ -88,6 +88,7 @@ extern "C" {
     pub fn sem_trywait(sem: *mut sem_t) -> c_int;
     pub fn sem_clockwait(sem: *mut sem_t, clock: clockid_t, abstime: *const timespec) -> c_int;
     pub fn flock(fd: c_int, op: c_int) -> c_int;
+    pub fn kill(pid: c_int, sig: c_int) -> c_int;
     /// Returns the error number (errno is left alone).
     pub fn posix_fallocate(fd: c_int, offset: off_t, len: off_t) -> c_int;
     pub fn statvfs(path: *const c_char, buf: *mut statvfs) -> c_int;

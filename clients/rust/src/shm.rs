@@ -339,32 +339,50 @@ fn stat_fields(stat: &[u8]) -> Option<(bool, u64)> {
     Some((zombie, fields.nth(18)?.parse().ok()?))
 }
 
-/// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot), `None` if no such
-/// process, it is a zombie, or its stat file cannot be read.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    match stat_fields(&read_stat(pid).ok()?)? {
-        (false, start) => Some(start),
-        (true, _) => None,
+/// Field 22 of `/proc/PID/stat` (start time in clock ticks since boot), or why it cannot be
+/// told: no such process, a zombie, or a stat file that cannot be read (EMFILE at this process's
+/// file limit, ENFILE, ENOMEM).
+pub fn process_start_time(pid: u32) -> io::Result<u64> {
+    match stat_fields(&read_stat(pid)?) {
+        Some((false, start)) => Ok(start),
+        Some((true, _)) => Err(io::Error::other(format!("process {pid} is a zombie"))),
+        None => Err(io::Error::other(format!("/proc/{pid}/stat is malformed"))),
     }
 }
 
-/// Whether process `pid`, started at `start`, is proven to have ended (spec 10.3): no
-/// `/proc/PID` (ENOENT, where `/proc` itself is there; ESRCH as it is reaped), a zombie, or
-/// another start time. `process_start_time` is `None` also when the stat file cannot be read
-/// (EMFILE at this process's file limit, ENFILE, ENOMEM): a live server may be behind that, so
-/// what needs the process truly gone (a request sent again) must not take that for its death.
+/// The one liveness classifier (spec 10.3): whether process `pid`, started at `start`, is proven
+/// to have ended: no `/proc/PID` (ENOENT, where `/proc` itself is there; ESRCH as it is reaped), a
+/// zombie, or another start time. A stat file that cannot be read for another reason (EMFILE at
+/// this process's file limit, ENFILE, ENOMEM, EACCES, no `/proc`) proves nothing: `kill(pid, 0)`,
+/// which needs no file descriptor, settles it (ESRCH: gone; success or EPERM: alive, its start
+/// time and whether it is a zombie unchecked then). Taking such a read for death failed a call to
+/// a live server gone.
 pub fn process_gone(pid: u32, start: u64) -> bool {
-    if pid == 0 {
+    let Ok(id) = i32::try_from(pid) else {
+        return true; // no pid_t holds it: no such process (and never kill(-1, 0))
+    };
+    if id == 0 {
         return true;
     }
     match read_stat(pid) {
-        Ok(stat) => stat_fields(&stat).is_some_and(|(zombie, t)| zombie || t != start),
+        Ok(stat) => match stat_fields(&stat) {
+            Some((zombie, t)) => zombie || t != start,
+            None => no_such_process(id),
+        },
         // (a stat of /proc/self takes no descriptor: it says /proc is there even at EMFILE)
         Err(e) => match e.raw_os_error() {
-            Some(ffi::ENOENT) => std::fs::metadata("/proc/self").is_ok(),
+            Some(ffi::ENOENT) if std::fs::metadata("/proc/self").is_ok() => true,
             Some(ffi::ESRCH) => true,
-            _ => false,
+            _ => no_such_process(id),
         },
+    }
+}
+
+/// `kill(pid, 0)` says no process `pid` exists (ESRCH); EPERM is one of another user's.
+fn no_such_process(pid: i32) -> bool {
+    // SAFETY: signal 0 sends nothing; it only asks whether `pid` (> 0) exists.
+    unsafe {
+        ffi::kill(pid, 0) != 0 && io::Error::last_os_error().raw_os_error() == Some(ffi::ESRCH)
     }
 }
 

@@ -47,6 +47,24 @@ fn the_first_call_after_a_crash_and_a_restart_is_answered() {
     assert_eq!(client.infer("echo", &big, LONG).unwrap(), big);
 }
 
+/// A server killed behind a stat file this client cannot read (EMFILE): kill(pid, 0) proves it
+/// gone, and the request it never dispatched is sent again to the server restarted under its
+/// name. It failed gone (not proven dead: not sent again).
+#[test]
+fn a_killed_server_behind_an_unreadable_stat_file_is_gone_and_its_request_sent_again() {
+    let Some(mut srv) = echo("rustcrashblind") else {
+        return;
+    };
+    let mut client = Client::connect(&srv.1, ConnectOptions::default()).unwrap();
+    assert_eq!(client.infer("echo", &int(1), LONG).unwrap(), int(1));
+    let pid = kill(&mut srv);
+    let _srv = echo("rustcrashblind").unwrap();
+    crate::shm::blind::stat_of(pid, u32::MAX);
+    let got = client.infer("echo", &int(2), LONG);
+    crate::shm::blind::stat_of(0, 0);
+    assert_eq!(got.map_err(|e| e.message), Ok(int(2)));
+}
+
 /// None restarted: the call fails as before, gone, and says why it was not sent again.
 #[test]
 fn a_call_whose_server_was_killed_and_not_restarted_is_gone() {

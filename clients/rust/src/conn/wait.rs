@@ -13,19 +13,11 @@ use std::time::Duration;
 /// A blocked wait wakes at least this often to check the deadline and the server's liveness.
 const WAIT_SLICE_NS: u64 = 50_000_000;
 
-/// Whether the server `pid`, started at `start` (clock ticks since boot), still runs.
-pub(super) fn server_alive(name: &str, pid: u32, start: u64) -> bool {
-    if pid == 0 {
-        return false;
-    }
-    match shm::process_start_time(pid) {
-        Some(t) => t == start,
-        // No such process, or no /proc to ask: the lock file's flock is the other witness.
-        None if shm::process_start_time(std::process::id()).is_none() => {
-            shm::lock_file_held(&l::lock_file(name))
-        }
-        None => false,
-    }
+/// Whether the server `pid`, started at `start` (clock ticks since boot), still runs: not proven
+/// gone (`shm::process_gone`, the classifier the resend decision asks too). A stat file that
+/// cannot be read (EMFILE) is no death: it failed a call to a live server gone.
+pub(super) fn server_alive(pid: u32, start: u64) -> bool {
+    !shm::process_gone(pid, start)
 }
 
 /// Section 10.3: why the server `pid` of region `ctl` counts as hung (its heartbeat is older
@@ -58,7 +50,7 @@ impl Conn {
         let state = self.ctl.u32(rg::STATE).load(Acquire);
         let fail = if state != l::STATE_READY && state != l::STATE_STOPPING {
             Some(format!("shm server {:?} stopped", self.name))
-        } else if !server_alive(&self.name, self.server_pid, self.server_start)
+        } else if !server_alive(self.server_pid, self.server_start)
             || self.ctl.u64(rg::INSTANCE_ID).load(Relaxed) != self.instance_id
         {
             Some(format!(
@@ -153,9 +145,9 @@ impl Conn {
                 // a process proven dead changes neither word any more: an answer that came just
                 // before the death is a normal one; server_busy still 0, dispatch (which stores 1
                 // before it decodes) never began, so no handler ran the request. Not alive is no
-                // such proof: a stat file that cannot be read (EMFILE) or a region STOPPED while
-                // its process lives (its serving loop may yet dispatch) may hide a live server
-                // with the request queued, which a request sent again would make run twice.
+                // such proof: a region STOPPED while its process lives (its serving loop may yet
+                // dispatch) may hide a live server with the request queued, which a request sent
+                // again would make run twice.
                 let dead = shm::process_gone(self.server_pid, self.server_start);
                 if self.server_seq() == want {
                     break Ok(());
