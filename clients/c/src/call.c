@@ -60,9 +60,9 @@ static enum fdn_status wait_seq(struct fdn_client *c, uint64_t s, uint64_t deadl
             /* a process proven dead changes neither word any more: an answer that came just
              * before the death is a normal one; server_busy still 0, dispatch (which stores 1
              * before it decodes) never began, so no handler ran the request. Not alive is no such
-             * proof: a stat file that cannot be read (EMFILE) or a region STOPPED while its
-             * process lives (its serving loop may yet dispatch) may hide a live server with the
-             * request queued, which a request sent again would make run twice. */
+             * proof: a region STOPPED while its process lives (its serving loop may yet dispatch)
+             * may hide a live server with the request queued, which a request sent again would
+             * make run twice. */
             int dead = fdn_server_gone(c);
             if (FDN_LOAD(&ch->server_seq) == s) break;
             c->unsent = dead && FDN_LOAD(&ch->server_busy) == 0;

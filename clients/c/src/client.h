@@ -48,6 +48,8 @@ struct fdn_client {
 uint64_t fdn_now_ns(void); /* CLOCK_MONOTONIC, the clock of deadlines */
 int fdn_server_alive(const struct fdn_client *c); /* section 10.3 */
 int fdn_server_gone(const struct fdn_client *c);  /* section 10.3: its process proven dead */
+/* section 10.3: process pid, started at `started`, proven gone (unreadable /proc: kill(pid, 0)) */
+int fdn_process_gone(uint32_t pid, uint64_t started);
 /* opens /proc/PID/stat (O_RDONLY | O_CLOEXEC), or -1 and errno; a test makes it fail as at the
  * process's file limit (EMFILE), which says nothing of the server's death */
 extern int (*fdn_open_stat)(uint32_t pid);

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,9 @@ static int read_stat(uint32_t pid, char *state, uint64_t *start) {
     ssize_t n = read(fd, buf, sizeof buf - 1);
     int why = errno;
     close(fd);
+    errno = why;
     if (n < 0) return why == ESRCH ? 0 : -1;
+    errno = EINVAL; /* what follows: a stat file that does not parse */
     if (n == 0) return -1;
     buf[n] = 0;
     char *p = strrchr(buf, ')');
@@ -55,31 +58,38 @@ static int read_stat(uint32_t pid, char *state, uint64_t *start) {
     return 1;
 }
 
-/* Field 22 of /proc/PID/stat; 0 if the process is gone, a zombie, or its stat cannot be read. */
-static uint64_t start_time(uint32_t pid) {
-    char state;
-    uint64_t start;
-    return read_stat(pid, &state, &start) == 1 && state != 'Z' && state != 'X' ? start : 0;
+/* kill(pid, 0) says no process pid exists (ESRCH); EPERM is one of another user's. */
+static int no_such_process(uint32_t pid) {
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
-/* Section 10.3: READY or STOPPING, and the process server_pid is the one that started then. */
+/* The one liveness classifier (section 10.3): 1 on proof that process pid, started at `started`,
+ * has ended: no /proc entry (ENOENT; ESRCH as it is reaped), a zombie, or another start time. A
+ * stat file that cannot be read for another reason (EMFILE at this process's file limit, ENFILE,
+ * ENOMEM, EACCES) proves nothing: kill(pid, 0), which needs no descriptor, settles it (ESRCH:
+ * gone; success or EPERM: alive, its start time and whether it is a zombie unchecked then). Taking
+ * such a read for death failed a call to a live server gone. */
+int fdn_process_gone(uint32_t pid, uint64_t started) {
+    char state;
+    uint64_t start;
+    if (!pid || pid > INT32_MAX) return 1; /* no pid_t holds it: no such process (never kill(-1)) */
+    int known = read_stat(pid, &state, &start);
+    if (known == 0) return 1;
+    if (known == 1) return state == 'Z' || state == 'X' || start != started;
+    return no_such_process(pid);
+}
+
+/* Section 10.3: READY or STOPPING, and the process server_pid not proven gone. */
 int fdn_server_alive(const struct fdn_client *c) {
     uint32_t state = FDN_LOAD(&c->region->state);
     if (state != FDN_READY && state != FDN_STOPPING) return 0;
-    return c->server_pid && start_time(c->server_pid) == c->server_start;
+    return !fdn_process_gone(c->server_pid, c->server_start);
 }
 
-/* Section 10.3: proof that the server's process has ended (no /proc entry, a zombie, another
- * start time). Not alive is less: start_time is 0 also when the stat file cannot be read (EMFILE),
- * and a region STOPPED may have its process alive; a live server may be behind either, so what
- * needs it truly gone (a request sent again) must not take them for its death. */
-int fdn_server_gone(const struct fdn_client *c) {
-    char state;
-    uint64_t start;
-    if (!c->server_pid) return 1;
-    int known = read_stat(c->server_pid, &state, &start);
-    return known == 0 || (known == 1 && (state == 'Z' || state == 'X' || start != c->server_start));
-}
+/* Section 10.3: proof that the server's process has ended (fdn_process_gone, the classifier
+ * fdn_server_alive asks too). Not alive is less: a region STOPPED may have its process alive,
+ * whose serving loop may yet dispatch; a request sent again to it would run twice. */
+int fdn_server_gone(const struct fdn_client *c) { return fdn_process_gone(c->server_pid, c->server_start); }
 
 /* Does a live process hold the flock on the server's lock file /dev/shm/fdn-NAME.lock? Only a
  * regular file is asked (no symlink followed, no wait on a fifo); anything else is "no". */
@@ -318,6 +328,17 @@ static enum fdn_status claim(struct fdn_client *c, uint64_t deadline, struct fdn
     uint64_t now = fdn_now_ns(), wait = (uint64_t)c->opts.connect_timeout_ms * 1000000u;
     int by_deadline = deadline && deadline < now + wait;
     if (by_deadline) wait = deadline > now ? deadline - now : 0; /* spent: one look, a free mutex is taken */
+    /* owner_start_time 0 says "given back" (10.1): written because this process's own stat file
+     * could not be read (EMFILE), it had the server reclaim a live client's channel. Such a
+     * connect fails, having taken nothing. */
+    uint32_t pid = (uint32_t)getpid();
+    char own_state;
+    uint64_t own_start;
+    int known = read_stat(pid, &own_state, &own_start);
+    if (known != 1 || own_state == 'Z' || own_state == 'X')
+        return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0,
+                        "shm server '%s': cannot read this process's start time (/proc/%u/stat): %s; no channel claimed",
+                        c->name, pid, known == 1 ? "a zombie" : strerror(errno));
     if (fdn_sem_wait_ns(c->mutex, wait) < 0) {
         if (by_deadline)
             return fdn_fail(err, FDN_DEADLINE_EXCEEDED, 0, "shm server '%s': region mutex still busy at the deadline",
@@ -325,7 +346,6 @@ static enum fdn_status claim(struct fdn_client *c, uint64_t deadline, struct fdn
         return fdn_fail(err, FDN_OVERLOADED, 0, "shm server '%s': region mutex busy for %u ms", c->name,
                         c->opts.connect_timeout_ms);
     }
-    uint32_t pid = (uint32_t)getpid();
     FDN_STORE(&r->mutex_holder_pid, pid);
     enum fdn_status st = FDN_OK;
     uint32_t i, count = r->channel_count;
@@ -347,7 +367,7 @@ static enum fdn_status claim(struct fdn_client *c, uint64_t deadline, struct fdn
         if (st == FDN_OK) {
             struct fdn_channel *ch = c->ch;
             FDN_STORE(&ch->client_sleeping, 0);
-            FDN_STORE(&ch->owner_start_time, start_time(pid));
+            FDN_STORE(&ch->owner_start_time, own_start);
             c->seq = FDN_LOAD(&ch->server_seq);
             FDN_STORE(&ch->client_seq, c->seq);
             FDN_STORE(&ch->owner_pid, pid);

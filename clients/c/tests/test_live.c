@@ -1252,6 +1252,7 @@ static int blind_open_stat(uint32_t pid) {
 struct proof {
     const char *dir, *hold;
     struct fdn_region_header *region; /* set: write STOPPED once the call has published */
+    int release_ms;                   /* the hold gate opens then, unless the call has returned */
     int done;
 };
 
@@ -1268,8 +1269,8 @@ static void touch_in(const char *dir, const char *model, const char *what) {
     if (fd >= 0) close(fd);
 }
 
-/* Write STOPPED once the call has published (if asked), then open the hold gate after 5 s unless
- * the call has returned: a request sent again waits for its answer behind the held loop. */
+/* Write STOPPED once the call has published (if asked), then open the hold gate after release_ms
+ * unless the call has returned: a request sent again waits for its answer behind the held loop. */
 static void *proof_helper(void *arg) {
     struct proof *p = arg;
     if (p->region) {
@@ -1279,12 +1280,15 @@ static void *proof_helper(void *arg) {
             usleep(1000);
         __atomic_store_n(&p->region->state, FDN_STOPPED, __ATOMIC_RELEASE);
     }
-    for (int i = 0; i < 1000 && !__atomic_load_n(&p->done, __ATOMIC_ACQUIRE); i++) usleep(5000);
+    for (int i = 0; i < p->release_ms / 5 && !__atomic_load_n(&p->done, __ATOMIC_ACQUIRE); i++) usleep(5000);
     touch_in(p->dir, p->hold, "release");
     return NULL;
 }
 
-/* One case: `reads` stat reads blinded, or (stopped) the region STOPPED by the helper. */
+/* One case: `reads` stat reads of the server blinded (EMFILE): kill(pid, 0) says it lives, the
+ * call waits on and is answered once the gate opens (300 ms: six wait slices, each with a look),
+ * run once; it failed gone (and before 311f17c was sent again, run twice). Or (stopped) the region
+ * STOPPED by the helper: the call fails gone, run once. */
 static void proof_case(const char *python, int reads, int stopped) {
     char name[64], dir[] = "/tmp/fdnproofXXXXXX", model[16], hold[16];
     snprintf(name, sizeof name, "fdnproof%d_%d", (int)getpid(), reads + 3 * stopped);
@@ -1312,7 +1316,7 @@ static void proof_case(const char *python, int reads, int stopped) {
     }
     for (int i = 0; i < 60000 && !file_in(dir, hold, "with-server"); i++) usleep(1000);
     CHECK(file_in(dir, hold, "with-server"), "the hold never reached the server");
-    struct proof p = {.dir = dir, .hold = hold, .region = stopped ? r : NULL};
+    struct proof p = {.dir = dir, .hold = hold, .region = stopped ? r : NULL, .release_ms = stopped ? 5000 : 300};
     pthread_t helper;
     pthread_create(&helper, NULL, proof_helper, &p);
     blind_pid = (uint32_t)server;
@@ -1334,10 +1338,16 @@ static void proof_case(const char *python, int reads, int stopped) {
     stat(runs, &sb);
     char gone[128];
     snprintf(gone, sizeof gone, "shm server '%s' (pid %d) is gone", name, (int)server);
-    CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(got, gone) == 0 && sb.st_size == 1,
-          "a call queued behind another on a live server (%s): %s '%s', the handler ran it %lld times; want '%s', once",
-          stopped ? "the region STOPPED" : reads == 1 ? "its look unreadable" : "its looks unreadable", fdn_strerror(st),
-          st ? got : "", (long long)sb.st_size, gone);
+    if (stopped)
+        CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(got, gone) == 0 && sb.st_size == 1,
+              "a call queued behind another on a live server (the region STOPPED): %s '%s', the handler ran it %lld "
+              "times; want '%s', once",
+              fdn_strerror(st), st ? got : "", (long long)sb.st_size, gone);
+    else
+        CHECK(st == FDN_OK && sb.st_size == 1,
+              "a call queued behind another on a live server (%d of its looks unreadable): %s '%s', the handler ran "
+              "it %lld times; want it answered, once",
+              reads, fdn_strerror(st), st ? got : "", (long long)sb.st_size);
 out:
     if (c) fdn_close(c);
     if (holder > 0) kill_server(holder);
@@ -1355,11 +1365,99 @@ out:
     rmdir(dir);
 }
 
+/* A dead process behind a stat file that cannot be read is proven gone (kill: ESRCH); a live one
+ * is not, whatever start time it is asked with (that cannot be checked then). */
+static void unreadable_pid_checks(void) {
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    waitpid(dead, NULL, 0); /* reaped: its pid names no process now */
+    blind_pid = (uint32_t)dead;
+    blind_reads = 1;
+    CHECK(fdn_process_gone((uint32_t)dead, 1), "a dead pid whose stat file cannot be read is not proven gone");
+    blind_pid = (uint32_t)getpid();
+    blind_reads = 2;
+    CHECK(!fdn_process_gone(blind_pid, 1) && !fdn_process_gone(blind_pid, 2),
+          "this live process, its stat file unreadable, is taken for gone");
+    blind_reads = 0;
+}
+
+/* A server killed behind a stat file this client cannot read: kill(pid, 0) proves it gone, and
+ * the request it never dispatched is sent again to the server restarted under its name. It failed
+ * gone (not proven dead: not sent again). */
+static void killed_unreadable_checks(const char *python) {
+    char name[64];
+    snprintf(name, sizeof name, "fdncrashblind%d", (int)getpid());
+    pid_t server = echo_server(python, name);
+    CHECK(server > 0, "start");
+    if (server < 0) return;
+    fdn_client *c = NULL;
+    struct fdn_error err = {0};
+    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st) goto out;
+    echo(c, "the first call");
+    kill_server(server);
+    blind_pid = (uint32_t)server;
+    blind_reads = 1000000;
+    server = echo_server(python, name);
+    CHECK(server > 0, "restart");
+    if (server > 0) echo(c, "the first call after a crash behind an unreadable stat file");
+    blind_reads = 0;
+out:
+    if (c) fdn_close(c);
+    if (server > 0) kill_server(server);
+    remove_objects(name);
+}
+
+/* This process's own start time (owner_start_time) that cannot be read at connect fails the
+ * connect SERVER_UNAVAILABLE naming why, having claimed nothing: it wrote 0, which says "given
+ * back", and the server reclaimed the live client's channel. */
+static void own_start_checks(const char *python) {
+    char name[64], want[256];
+    snprintf(name, sizeof name, "fdnself%d", (int)getpid());
+    pid_t server = echo_server_of(python, name, "2");
+    CHECK(server > 0, "start");
+    if (server < 0) return;
+    fdn_client *c = NULL;
+    struct fdn_error err = {0};
+    size_t size = 0;
+    struct fdn_region_header *r = map_region(name, &size);
+    blind_pid = (uint32_t)getpid();
+    blind_reads = 1;
+    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+    blind_reads = 0;
+    snprintf(want, sizeof want,
+             "shm server '%s': cannot read this process's start time (/proc/%d/stat): %s; no channel claimed", name,
+             (int)getpid(), strerror(EMFILE));
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(err.message, want) == 0,
+          "a connect that cannot read its own start time: %s '%s'; want '%s'", fdn_strerror(st), err.message, want);
+    if (c) fdn_close(c), c = NULL;
+    CHECK(r != NULL, "map the region");
+    if (r) {
+        struct fdn_channel *chs = (struct fdn_channel *)((uint8_t *)r + r->channels_offset);
+        for (uint32_t i = 0; i < r->channel_count; i++)
+            CHECK(__atomic_load_n(&chs[i].owner_pid, __ATOMIC_ACQUIRE) == 0 &&
+                      __atomic_load_n(&chs[i].owner_start_time, __ATOMIC_ACQUIRE) == 0,
+                  "the failed connect claimed channel %u", i);
+        munmap(r, size);
+    }
+    st = fdn_connect(&c, name, NULL, &err);
+    CHECK(st == FDN_OK, "the connect after: %s", err.message);
+    if (st == FDN_OK) echo(c, "a call once the start time can be read");
+    if (c) fdn_close(c);
+    kill_server(server);
+    remove_objects(name);
+}
+
 static void proof_checks(const char *python) {
     fdn_open_stat = blind_open_stat;
     proof_case(python, 1, 0);
     proof_case(python, 2, 0);
+    proof_case(python, 1000000, 0);
     proof_case(python, 0, 1);
+    unreadable_pid_checks();
+    killed_unreadable_checks(python);
+    own_start_checks(python);
 }
 
 int main(void) {
