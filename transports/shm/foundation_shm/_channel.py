@@ -318,6 +318,8 @@ class _Channel:
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.ENOMEM):
                 raise Overloaded(f"{what}: no room: {exc.strerror}") from None
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # no descriptor free now: may be later
+                raise Overloaded(f"{what}: no file descriptor free: {exc.strerror}") from None
             raise TooLarge(f"{what}: {exc.strerror or exc}") from None
 
     def detach(self) -> None:

@@ -7,7 +7,7 @@ import fcntl
 import os
 import stat
 
-__all__ = ["ServerLock", "is_alive", "is_gone", "is_running", "lock_state", "start_time"]
+__all__ = ["ServerLock", "is_alive", "is_gone", "is_running", "lock_state", "own_start_time", "start_time"]
 
 
 def _stat_fields(pid: int) -> list[bytes]:
@@ -20,6 +20,20 @@ def _stat_fields(pid: int) -> list[bytes]:
 def start_time(pid: int) -> int:
     """Field 22 of ``/proc/PID/stat``: the process start time in clock ticks since boot."""
     return int(_stat_fields(pid)[19])
+
+
+_own: tuple[int, int] = (0, 0)  # (pid, its start time): this process's, read once (per fork)
+
+
+def own_start_time() -> int:
+    """This process's start time (``start_time(os.getpid())``), read once per process: it never
+    changes, and a claim that read it each time needed a file descriptor, which a process at its
+    file limit (EMFILE) has not: the OSError is raised, for the caller to type."""
+    global _own
+    pid = os.getpid()
+    if _own[0] != pid:  # the first claim, or the first in a forked child
+        _own = (pid, start_time(pid))
+    return _own[1]
 
 
 def _proven_gone(pid: int, started: int | None) -> bool:

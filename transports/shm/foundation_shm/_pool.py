@@ -26,7 +26,7 @@ from foundation_ml.errors import DeadlineExceeded, Overloaded, ServerUnavailable
 
 from . import _layout as L
 from ._channel import _Channel, _Connection, _pages
-from ._liveness import is_alive, start_time
+from ._liveness import is_alive, own_start_time
 from ._segments import drain, open_semaphore, sem_wait
 
 __all__ = ["ChannelPool"]
@@ -330,6 +330,13 @@ class ChannelPool:
     def _claim_free(self, conn: _Connection, held: int) -> _Channel:
         """Claim the first free channel (spec 10.1), the region mutex held."""
         u32, u64 = conn.ctl.u32, conn.ctl.u64
+        try:  # owner_start_time 0 would say "given back" (10.1): the server would reclaim it live
+            started = own_start_time()
+        except OSError as exc:  # EMFILE at this process's file limit, ENFILE, ENOMEM
+            raise ServerUnavailable(
+                f"shm server {self.name!r}: cannot read this process's start time "
+                f"(/proc/{os.getpid()}/stat): {exc.strerror or exc}; no channel claimed"
+            ) from None
         for index in range(conn.channel_count):
             if not u32[(L.CHANNELS_OFFSET + index * L.CHANNEL_SIZE + _C.OWNER_PID) // 4]:
                 break
@@ -343,7 +350,7 @@ class ChannelPool:
             capacity = _pages(self._capacity or min(conn.capacity, self._max_response))
             ch.attach(capacity, capacity)
             u32[ch.sleeping_word] = 0
-            u64[(ch.base + _C.OWNER_START) // 8] = start_time(os.getpid())
+            u64[(ch.base + _C.OWNER_START) // 8] = started
             ch.seq = u64[ch.sseq]
             u64[ch.cseq] = ch.seq
             u32[(ch.base + _C.OWNER_PID) // 4] = os.getpid()

@@ -191,11 +191,11 @@ def test_a_client_collected_inside_another_clients_claim_does_not_wait_for_the_m
         garbage.cycle = garbage
         ref = weakref.ref(garbage)
         del garbage
-        start_time = pool_module.start_time
+        own_start_time = pool_module.own_start_time
 
-        def collecting(pid: int) -> int:  # called with the region mutex held
+        def collecting() -> int:  # called with the region mutex held
             gc.collect()
-            return int(start_time(pid))
+            return int(own_start_time())
 
         # the finalizer's own time: the connect around it also collects this process's whole
         # heap and claims a channel, which on a loaded machine alone took more than a second
@@ -208,7 +208,7 @@ def test_a_client_collected_inside_another_clients_claim_does_not_wait_for_the_m
             finally:
                 finalized.append(time.monotonic() - t0)
 
-        monkeypatch.setattr(pool_module, "start_time", collecting)
+        monkeypatch.setattr(pool_module, "own_start_time", collecting)
         monkeypatch.setattr(pool_module, "_SAME_PROCESS_WAIT", 5.0)  # no wait at all: none of it
         monkeypatch.setattr(pool_module.ChannelPool, "_shut", timed)
         other = ShmTransport().connect(name, connect_timeout=5.0)

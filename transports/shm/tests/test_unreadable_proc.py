@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import posix_ipc
 import pytest
-from foundation_shm import ShmTransport, _liveness
+from foundation_shm import ShmTransport, _channel, _liveness
 from foundation_shm import _layout as L
 from foundation_shm._echo import EchoHandler
 from foundation_shm._liveness import is_alive, is_gone, is_running, start_time
 from foundation_shm._objects import objects_of
 
 from foundation_ml import InferenceRequest
+from foundation_ml.errors import Overloaded, ServerUnavailable
 
 from .conftest import until
 
@@ -274,3 +275,44 @@ def test_a_client_whose_reads_of_a_live_servers_proc_fail_is_answered(
             np.testing.assert_array_equal(out.outputs["x"], x)
         conns = {id(ch.conn) for ch in client._pool._all}
         assert len(conns) == 1 and all(ch.conn.pid == pid for ch in client._pool._all)
+
+
+def _owners(client: object) -> list[int]:
+    """The owner pid of each channel of ``client``'s server (its region, as the client maps it)."""
+    conn = client._pool._all[0].conn  # type: ignore[attr-defined]
+    at = L.CHANNELS_OFFSET + L.ChannelField.OWNER_PID
+    return [conn.ctl.u32[(at + i * L.CHANNEL_SIZE) // 4] for i in range(conn.channel_count)]
+
+
+def test_a_client_that_cannot_read_its_own_start_time_claims_nothing(
+    echo_process: Callable[..., object], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its own ``/proc/PID/stat`` unreadable (EMFILE) at a claim: ``owner_start_time`` 0 would
+    say the channel was given back (10.1), and the server would reclaim it under the live client.
+    The connect fails SERVER_UNAVAILABLE naming why, and no channel is left claimed."""
+    echo_process()
+    monkeypatch.setattr(_liveness, "_own", (0, 0), raising=False)  # not read yet here
+    _blind(monkeypatch, {os.getpid()})
+    with pytest.raises(
+        ServerUnavailable, match=r"cannot read this process's start time .*no channel claimed"
+    ):
+        ShmTransport().connect(name, channels=1, timeout=20)
+    monkeypatch.undo()
+    with ShmTransport().connect(name, channels=1, timeout=20) as client:
+        client.infer(InferenceRequest("echo", {"x": np.arange(2.0)}))
+        assert sorted(_owners(client), reverse=True)[:2] == [os.getpid(), 0]  # ours alone
+
+
+def test_a_data_segment_without_a_descriptor_free_is_overloaded_not_too_large(
+    echo_process: Callable[..., object], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating a channel's data segment fails EMFILE (this process at its file limit): that
+    may pass (OVERLOADED), it is no capacity that can never be allocated (TOO_LARGE)."""
+    echo_process()
+
+    def create(*args: object, **kwargs: object) -> object:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(_channel.Segment, "create", create)
+    with pytest.raises(Overloaded, match="no file descriptor free"):
+        ShmTransport().connect(name, channels=1, timeout=20)
