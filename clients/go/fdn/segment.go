@@ -36,10 +36,11 @@ func dataName(server string, index uint32, pid int, gen uint64) (string, error) 
 }
 
 // allocStatus is the code of a failed allocation: OVERLOADED when /dev/shm or memory has no room
-// now (it may later), TOO_LARGE for a size no file or /dev/shm can ever hold.
+// now or no file descriptor is free now (it may be later), TOO_LARGE for a size no file or
+// /dev/shm can ever hold, INTERNAL for anything else.
 func allocStatus(err error) Status {
 	switch err {
-	case syscall.ENOSPC, syscall.ENOMEM:
+	case syscall.ENOSPC, syscall.ENOMEM, syscall.EMFILE, syscall.ENFILE:
 		return Overloaded
 	case syscall.EFBIG, syscall.EOVERFLOW, syscall.EINVAL:
 		return TooLarge
@@ -90,6 +91,10 @@ func (c *Client) createData(name string, reqCap, respCap uint64) ([]byte, error)
 		shmUnlink(name)
 		fd, err = shmOpen(name, flags, c.mode)
 	}
+	if err == syscall.EMFILE || err == syscall.ENFILE { // no descriptor free now: it may be later
+		return nil, fail(Overloaded, 0, "shm server %q channel %d: cannot create data segment %s (shm_open: %v): no file descriptor free now, it may be later",
+			c.name, c.index, name, err)
+	}
 	if err != nil {
 		return nil, fail(Internal, 0, "shm_open(%s): %v", name, err)
 	}
@@ -109,7 +114,9 @@ func (c *Client) createData(name string, reqCap, respCap uint64) ([]byte, error)
 	if err != nil {
 		shmUnlink(name)
 		code, later := allocStatus(err), ""
-		if code == Overloaded {
+		if err == syscall.EMFILE || err == syscall.ENFILE {
+			later = ": no file descriptor free now, it may be later"
+		} else if code == Overloaded {
 			later = ": no room now, it may fit later"
 		}
 		return nil, fail(code, 0, "shm server %q channel %d: cannot allocate data segment %s of %d bytes in /dev/shm (%s: %v)%s",
