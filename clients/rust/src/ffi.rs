@@ -45,6 +45,7 @@ pub const ETIMEDOUT: c_int = 110;
 pub const ENOENT: c_int = 2;
 pub const ESRCH: c_int = 3;
 pub const EMFILE: c_int = 24;
+pub const ENFILE: c_int = 23;
 pub const EEXIST: c_int = 17;
 pub const ENOMEM: c_int = 12;
 pub const ENODEV: c_int = 19;

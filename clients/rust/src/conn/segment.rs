@@ -67,6 +67,10 @@ pub(super) fn create_data(
 fn allocation_error(what: &str, size: usize, e: CreateError) -> Error {
     let (status, later) = match e.error.raw_os_error() {
         Some(ffi::ENOSPC | ffi::ENOMEM) => (Status::Overloaded, ": no room now, it may fit later"),
+        Some(ffi::EMFILE | ffi::ENFILE) => (
+            Status::Overloaded,
+            ": no file descriptor free now, it may be later",
+        ),
         Some(ffi::EFBIG | ffi::EOVERFLOW | ffi::EINVAL) => (Status::TooLarge, ""),
         _ => (Status::Internal, ""),
     };
@@ -96,4 +100,40 @@ pub(super) fn publish_data(
     raw[..data_name.len()].copy_from_slice(data_name.as_bytes());
     ctl.write_bytes(base + ch::DATA_NAME, &raw);
     ctl.u64(base + ch::DATA_GEN).store(gen, Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    fn status(errno: i32) -> (Status, String) {
+        let e = CreateError {
+            step: "shm_open",
+            error: io::Error::from_raw_os_error(errno),
+        };
+        let got = allocation_error("data segment /fdn-t-d0-1-1", 4096, e);
+        (got.code, got.message)
+    }
+
+    /// No file descriptor free (EMFILE, ENFILE) is OVERLOADED, as no room is: it may pass later
+    /// (spec 10.1 step 6).
+    #[test]
+    fn allocation_error_no_descriptor_is_overloaded() {
+        for errno in [ffi::EMFILE, ffi::ENFILE] {
+            let (st, msg) = status(errno);
+            assert_eq!(st, Status::Overloaded, "errno {errno}: {msg}");
+            assert!(
+                msg.ends_with(": no file descriptor free now, it may be later"),
+                "{msg}"
+            );
+        }
+        for errno in [ffi::ENOSPC, ffi::ENOMEM] {
+            let (st, msg) = status(errno);
+            assert_eq!(st, Status::Overloaded, "errno {errno}: {msg}");
+            assert!(msg.ends_with(": no room now, it may fit later"), "{msg}");
+        }
+        assert_eq!(status(ffi::EFBIG).0, Status::TooLarge);
+        assert_eq!(status(5).0, Status::Internal); // EIO
+    }
 }
