@@ -153,10 +153,11 @@ int fdn_data_name(char out[64], const char *server, uint32_t index, uint32_t pid
     return 1;
 }
 
-/* errno of a failed allocation: OVERLOADED when /dev/shm or memory has no room now (it may later),
- * TOO_LARGE for a size no file or /dev/shm can ever hold, INTERNAL for anything else. */
+/* errno of a failed allocation: OVERLOADED when /dev/shm or memory has no room now or no file
+ * descriptor is free now (it may be later), TOO_LARGE for a size no file or /dev/shm can ever hold,
+ * INTERNAL for anything else. */
 static enum fdn_status alloc_status(int e) {
-    if (e == ENOSPC || e == ENOMEM) return FDN_OVERLOADED;
+    if (e == ENOSPC || e == ENOMEM || e == EMFILE || e == ENFILE) return FDN_OVERLOADED;
     if (e == EFBIG || e == EOVERFLOW || e == EINVAL) return FDN_TOO_LARGE;
     return FDN_INTERNAL;
 }
@@ -188,6 +189,11 @@ static enum fdn_status create_data(struct fdn_client *c, const char *name, uint6
         shm_unlink(name);
         fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->mode);
     }
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE)) /* no descriptor free now: it may be later */
+        return fdn_fail(err, FDN_OVERLOADED, 0,
+                        "shm server '%s' channel %u: cannot create data segment %s (shm_open: %s): no file "
+                        "descriptor free now, it may be later",
+                        c->name, c->index, name, strerror(errno));
     if (fd < 0) return fdn_fail(err, FDN_INTERNAL, 0, "shm_open(%s): %s", name, strerror(errno));
     const char *step = "fchmod";
     int e = fchmod(fd, c->mode) < 0 ? errno : 0;
@@ -212,7 +218,9 @@ static enum fdn_status create_data(struct fdn_client *c, const char *name, uint6
         enum fdn_status st = alloc_status(e);
         return fdn_fail(err, st, 0, "shm server '%s' channel %u: cannot allocate data segment %s of %llu bytes in /dev/shm (%s: %s)%s",
                         c->name, c->index, name, sz, step, strerror(e),
-                        st == FDN_OVERLOADED ? ": no room now, it may fit later" : "");
+                        e == EMFILE || e == ENFILE ? ": no file descriptor free now, it may be later"
+                        : st == FDN_OVERLOADED     ? ": no room now, it may fit later"
+                                                   : "");
     }
     *out = mem;
     return FDN_OK;
