@@ -298,6 +298,15 @@ def _params_of(size: int, request_id: int, response: bool) -> bytearray:
     return _spaced(buf, MSG_HEADER_SIZE + BODY_SIZE + 7)
 
 
+def _params_closed_last(size: int, request_id: int, response: bool) -> bytearray:
+    """A message with no tensors whose ``size`` bytes of parameters are ``{"a":1``, spaces, then
+    the ``}`` that closes the object as their last byte: a decoder that reads fewer bytes than
+    ``params_size`` (a cap below it, a narrower size field) finds no object. Stored whole: no
+    spaces end the area, so a harness pads nothing."""
+    raw = b'{"a":1' + b" " * (size - 7) + b"}"
+    return _raw_response_params(raw, request_id) if response else _raw_params(raw, request_id)
+
+
 def _text_over_cap() -> bytearray:
     """A response whose error text is 1 MiB + 1 bytes (spaces; a text is not checked)."""
     buf = bytearray(_response({}, request_id=122, status=ErrorCode.INTERNAL))
@@ -313,10 +322,20 @@ def _limit_cases() -> Cases:
     pass (one byte more is ``error_params_too_large``), a response's parameters have no cap, a
     response's text does (1 MiB, INVALID_INPUT), a response's outputs are capped as a request's
     tensors are (65: TOO_LARGE), and a name or version filling its fixed field is refused. The
-    MiB are spaces the stored file leaves out."""
+    MiB are spaces the stored file leaves out, but in the ``*_closed_last`` cases, whose last
+    byte closes the object (their files hold all of it)."""
     return {
         "decode_request_params_1mib": ("request", lambda: _params_of(_MIB, 120, response=False)),
         "decode_response_params_over_1mib": ("response", lambda: _params_of(_MIB + 1, 121, response=True)),
+        # the same sizes, the object closed by their last byte: every byte of them is read
+        "decode_request_params_1mib_closed_last": (
+            "request",
+            lambda: _params_closed_last(_MIB, 128, response=False),
+        ),
+        "decode_response_params_over_1mib_closed_last": (
+            "response",
+            lambda: _params_closed_last(_MIB + 1, 129, response=True),
+        ),
         "error_response_text_too_large": ("response", _text_over_cap),
         "error_response_too_many_outputs": (
             "response",
