@@ -53,6 +53,9 @@ int fdn_process_gone(uint32_t pid, uint64_t started);
 /* opens /proc/PID/stat (O_RDONLY | O_CLOEXEC), or -1 and errno; a test makes it fail as at the
  * process's file limit (EMFILE), which says nothing of the server's death */
 extern int (*fdn_open_stat)(uint32_t pid);
+/* shm_open, as creating a data segment calls it; a test makes it fail as a full /dev/shm does
+ * (ENOSPC: a tmpfs out of inodes) */
+extern int (*fdn_shm_open)(const char *name, int flags, mode_t mode);
 /* section 10.3: whether the server counts hung, and how long it has not beaten (*silent_ms) */
 int fdn_hung(const struct fdn_client *c, uint64_t *silent_ms);
 int fdn_sem_wait_ns(sem_t *sem, uint64_t timeout_ns); /* 0 if a post was taken */

@@ -153,14 +153,17 @@ int fdn_data_name(char out[64], const char *server, uint32_t index, uint32_t pid
     return 1;
 }
 
-/* errno of a failed allocation: OVERLOADED when /dev/shm or memory has no room now or no file
- * descriptor is free now (it may be later), TOO_LARGE for a size no file or /dev/shm can ever hold,
- * INTERNAL for anything else. */
-static enum fdn_status alloc_status(int e) {
+/* errno of a failed step of creating a data segment (spec 10.1 step 6), shm_open included (a tmpfs
+ * out of inodes fails it ENOSPC): OVERLOADED when /dev/shm or memory has no room now or no file
+ * descriptor is free now (it may be later), TOO_LARGE for a size no file or /dev/shm can ever hold
+ * (`sized`: a step after shm_open, which sizes, allocates or maps), INTERNAL for anything else. */
+static enum fdn_status alloc_status(int e, int sized) {
     if (e == ENOSPC || e == ENOMEM || e == EMFILE || e == ENFILE) return FDN_OVERLOADED;
-    if (e == EFBIG || e == EOVERFLOW || e == EINVAL) return FDN_TOO_LARGE;
+    if (sized && (e == EFBIG || e == EOVERFLOW || e == EINVAL)) return FDN_TOO_LARGE;
     return FDN_INTERNAL;
 }
+
+int (*fdn_shm_open)(const char *name, int flags, mode_t mode) = shm_open;
 
 /* Create, allocate and map the data segment `name` of req_cap + resp_cap bytes (section 10.1,
  * step 6). Its pages are allocated now (posix_fallocate): on a full /dev/shm a sparse segment maps
@@ -184,19 +187,17 @@ static enum fdn_status create_data(struct fdn_client *c, const char *name, uint6
                             "ever hold (%llu bytes)",
                             c->name, c->index, name, sz, total);
     }
-    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->mode);
+    int fd = fdn_shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->mode);
     if (fd < 0 && errno == EEXIST) { /* ours, left over from a failed claim or grow */
         shm_unlink(name);
-        fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->mode);
+        fd = fdn_shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->mode);
     }
-    if (fd < 0 && (errno == EMFILE || errno == ENFILE)) /* no descriptor free now: it may be later */
-        return fdn_fail(err, FDN_OVERLOADED, 0,
-                        "shm server '%s' channel %u: cannot create data segment %s (shm_open: %s): no file "
-                        "descriptor free now, it may be later",
-                        c->name, c->index, name, strerror(errno));
-    if (fd < 0) return fdn_fail(err, FDN_INTERNAL, 0, "shm_open(%s): %s", name, strerror(errno));
-    const char *step = "fchmod";
-    int e = fchmod(fd, c->mode) < 0 ? errno : 0;
+    const char *step = "shm_open";
+    int e = fd < 0 ? errno : 0;
+    if (!e) {
+        step = "fchmod";
+        e = fchmod(fd, c->mode) < 0 ? errno : 0;
+    }
     if (!e) {
         step = "ftruncate";
         e = ftruncate(fd, (off_t)size) < 0 ? errno : 0;
@@ -212,10 +213,12 @@ static enum fdn_status create_data(struct fdn_client *c, const char *name, uint6
         mem = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (mem == MAP_FAILED) e = errno;
     }
-    close(fd);
+    if (fd >= 0) {
+        close(fd);
+        if (e) shm_unlink(name);
+    }
     if (e) {
-        shm_unlink(name);
-        enum fdn_status st = alloc_status(e);
+        enum fdn_status st = alloc_status(e, fd >= 0);
         return fdn_fail(err, st, 0, "shm server '%s' channel %u: cannot allocate data segment %s of %llu bytes in /dev/shm (%s: %s)%s",
                         c->name, c->index, name, sz, step, strerror(e),
                         e == EMFILE || e == ENFILE ? ": no file descriptor free now, it may be later"

@@ -429,6 +429,61 @@ static int owned(struct fdn_region_header *r) {
     return n;
 }
 
+/* Spec 10.1 step 6: a data segment whose shm_open finds no room (ENOSPC: a tmpfs out of inodes) is
+ * OVERLOADED, as an ftruncate or posix_fallocate without room is (it may fit later), with nothing
+ * claimed or left in /dev/shm; it was INTERNAL. Any other shm_open error stays INTERNAL (EINVAL
+ * there is no size that can never fit). */
+static int shm_open_fails, shm_open_errno; /* the next data segments' shm_open fail so */
+
+static int failing_shm_open(const char *name, int flags, mode_t mode) {
+    if (shm_open_fails > 0) {
+        shm_open_fails--;
+        errno = shm_open_errno;
+        return -1;
+    }
+    return shm_open(name, flags, mode);
+}
+
+static void shm_open_failure_checks(const char *name) {
+    static const struct {
+        int e;
+        enum fdn_status want;
+        const char *tail;
+    } cases[] = {
+        {ENOSPC, FDN_OVERLOADED, ": no room now, it may fit later"},
+        {ENOMEM, FDN_OVERLOADED, ": no room now, it may fit later"},
+        {ENFILE, FDN_OVERLOADED, ": no file descriptor free now, it may be later"},
+        {EINVAL, FDN_INTERNAL, ""},
+    };
+    size_t size = 0;
+    struct fdn_region_header *r = map_region(name, &size);
+    CHECK(r != NULL, "map the region");
+    if (!r) return;
+    int before = owned(r);
+    size_t segments = data_segments(name, NULL);
+    int (*real)(const char *, int, mode_t) = fdn_shm_open;
+    fdn_shm_open = failing_shm_open;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        fdn_client *c = NULL;
+        struct fdn_error err = {0};
+        char want[128];
+        snprintf(want, sizeof want, "(shm_open: %s)%s", strerror(cases[i].e), cases[i].tail);
+        shm_open_fails = 1;
+        shm_open_errno = cases[i].e;
+        enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+        shm_open_fails = 0;
+        size_t n = strlen(err.message), w = strlen(want);
+        CHECK(st == cases[i].want && n >= w && strcmp(err.message + n - w, want) == 0,
+              "a data segment whose shm_open fails %s: %s '%s'; want %s '...%s'", strerror(cases[i].e),
+              fdn_strerror(st), err.message, fdn_strerror(cases[i].want), want);
+        if (c) fdn_close(c);
+        CHECK(owned(r) == before && data_segments(name, NULL) == segments,
+              "the failed connect (%s) kept a channel or left a data segment", strerror(cases[i].e));
+    }
+    fdn_shm_open = real;
+    munmap(r, size);
+}
+
 #define PAGE ((uint64_t)FDN_PAGE)
 
 /* A call to `model` of the sized server (clients/tests/sized_server.py) answering n zero bytes. */
@@ -1479,6 +1534,7 @@ int main(void) {
     enum fdn_status st = c ? FDN_OK : FDN_INTERNAL;
     if (st == FDN_OK) {
         echo(c, "first call");
+        shm_open_failure_checks(name);
         misuse_checks(name, c);
         max_response_checks(python);
         broken_server_checks(python);

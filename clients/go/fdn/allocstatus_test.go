@@ -3,28 +3,67 @@ package fdn
 import (
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 )
 
 // TestAllocStatus: a data segment that cannot be created for lack of a file descriptor (EMFILE,
-// ENFILE) is OVERLOADED, as no room is (it may pass later; spec 10.1 step 6), never INTERNAL.
+// ENFILE) is OVERLOADED, as no room is (it may pass later; spec 10.1 step 6), never INTERNAL, at
+// any step; a size that can never fit is TOO_LARGE only at a step that sizes (EINVAL from
+// shm_open is no size).
 func TestAllocStatus(t *testing.T) {
 	for _, c := range []struct {
-		err  syscall.Errno
-		want Status
+		err         syscall.Errno
+		open, sized Status
 	}{
-		{syscall.EMFILE, Overloaded},
-		{syscall.ENFILE, Overloaded},
-		{syscall.ENOSPC, Overloaded},
-		{syscall.ENOMEM, Overloaded},
-		{syscall.EFBIG, TooLarge},
-		{syscall.EOVERFLOW, TooLarge},
-		{syscall.EINVAL, TooLarge},
-		{syscall.EIO, Internal},
+		{syscall.EMFILE, Overloaded, Overloaded},
+		{syscall.ENFILE, Overloaded, Overloaded},
+		{syscall.ENOSPC, Overloaded, Overloaded},
+		{syscall.ENOMEM, Overloaded, Overloaded},
+		{syscall.EFBIG, Internal, TooLarge},
+		{syscall.EOVERFLOW, Internal, TooLarge},
+		{syscall.EINVAL, Internal, TooLarge},
+		{syscall.EIO, Internal, Internal},
 	} {
-		if got := allocStatus(c.err); got != c.want {
-			t.Errorf("allocStatus(%v) = %s, want %s", c.err, got, c.want)
+		if got := allocStatus(c.err, false); got != c.open {
+			t.Errorf("allocStatus(%v) at shm_open = %s, want %s", c.err, got, c.open)
+		}
+		if got := allocStatus(c.err, true); got != c.sized {
+			t.Errorf("allocStatus(%v) after shm_open = %s, want %s", c.err, got, c.sized)
+		}
+	}
+}
+
+// TestCreateDataShmOpenFails: a data segment whose shm_open finds no room (ENOSPC: a tmpfs out of
+// inodes; ENOMEM) is OVERLOADED, as an ftruncate or posix_fallocate without room is (it may fit
+// later); it was INTERNAL. Any other shm_open error stays INTERNAL, named as the later steps are.
+func TestCreateDataShmOpenFails(t *testing.T) {
+	real := shmOpenData
+	t.Cleanup(func() { shmOpenData = real })
+	c := &Client{name: "allocstatus-test", index: 0, mode: 0o600}
+	name := fmt.Sprintf("/fdn-allocstatus-test-d0-%d-1", os.Getpid())
+	for _, k := range []struct {
+		err  syscall.Errno
+		code Status
+		tail string
+	}{
+		{syscall.ENOSPC, Overloaded, ": no room now, it may fit later"},
+		{syscall.ENOMEM, Overloaded, ": no room now, it may fit later"},
+		{syscall.ENFILE, Overloaded, ": no file descriptor free now, it may be later"},
+		{syscall.EACCES, Internal, ""},
+	} {
+		shmOpenData = func(string, int, uint32) (int, error) { return -1, k.err }
+		mem, err := c.createData(name, page, page)
+		if err == nil {
+			syscall.Munmap(mem)
+			shmUnlink(name)
+			t.Fatalf("createData with shm_open failing %v succeeded", k.err)
+		}
+		want := fmt.Sprintf("(shm_open: %v)%s", k.err, k.tail)
+		wantError(t, fmt.Sprintf("createData with shm_open failing %v", k.err), err, k.code, want)
+		if !strings.HasSuffix(err.Error(), want) {
+			t.Errorf("createData with shm_open failing %v: %q does not end %q", k.err, err, want)
 		}
 	}
 }

@@ -35,18 +35,26 @@ func dataName(server string, index uint32, pid int, gen uint64) (string, error) 
 	return name, nil
 }
 
-// allocStatus is the code of a failed allocation: OVERLOADED when /dev/shm or memory has no room
-// now or no file descriptor is free now (it may be later), TOO_LARGE for a size no file or
-// /dev/shm can ever hold, INTERNAL for anything else.
-func allocStatus(err error) Status {
+// allocStatus is the code of a failed step of creating a data segment (spec 10.1 step 6),
+// shm_open included (a tmpfs out of inodes fails it ENOSPC): OVERLOADED when /dev/shm or memory
+// has no room now or no file descriptor is free now (it may be later), TOO_LARGE for a size no
+// file or /dev/shm can ever hold (sized: a step after shm_open, which sizes, allocates or maps),
+// INTERNAL for anything else.
+func allocStatus(err error, sized bool) Status {
 	switch err {
 	case syscall.ENOSPC, syscall.ENOMEM, syscall.EMFILE, syscall.ENFILE:
 		return Overloaded
 	case syscall.EFBIG, syscall.EOVERFLOW, syscall.EINVAL:
-		return TooLarge
+		if sized {
+			return TooLarge
+		}
 	}
 	return Internal
 }
+
+// shmOpenData is shm_open as createData calls it; a test makes it fail as a full /dev/shm does
+// (ENOSPC: a tmpfs out of inodes).
+var shmOpenData = shmOpen
 
 // fallocate allocates the pages of the segment behind fd (posix_fallocate); a file system that
 // cannot leaves it sparse, as before. Interrupted (the runtime's signals), it starts again.
@@ -86,34 +94,32 @@ func (c *Client) createData(name string, reqCap, respCap uint64) ([]byte, error)
 		}
 	}
 	flags := syscall.O_RDWR | syscall.O_CREAT | syscall.O_EXCL | syscall.O_CLOEXEC
-	fd, err := shmOpen(name, flags, c.mode)
+	fd, err := shmOpenData(name, flags, c.mode)
 	if err == syscall.EEXIST { // ours, left over from a failed claim or grow
 		shmUnlink(name)
-		fd, err = shmOpen(name, flags, c.mode)
-	}
-	if err == syscall.EMFILE || err == syscall.ENFILE { // no descriptor free now: it may be later
-		return nil, fail(Overloaded, 0, "shm server %q channel %d: cannot create data segment %s (shm_open: %v): no file descriptor free now, it may be later",
-			c.name, c.index, name, err)
-	}
-	if err != nil {
-		return nil, fail(Internal, 0, "shm_open(%s): %v", name, err)
+		fd, err = shmOpenData(name, flags, c.mode)
 	}
 	var mem []byte
-	step := "fchmod"
-	if err = syscall.Fchmod(fd, c.mode); err == nil {
-		step = "ftruncate"
-		if err = syscall.Ftruncate(fd, int64(size)); err == nil {
-			step = "posix_fallocate"
-			if err = fallocate(fd, int64(size)); err == nil {
-				step = "mmap"
-				mem, err = mmap(fd, int(size))
+	step, opened := "shm_open", err == nil
+	if opened {
+		step = "fchmod"
+		if err = syscall.Fchmod(fd, c.mode); err == nil {
+			step = "ftruncate"
+			if err = syscall.Ftruncate(fd, int64(size)); err == nil {
+				step = "posix_fallocate"
+				if err = fallocate(fd, int64(size)); err == nil {
+					step = "mmap"
+					mem, err = mmap(fd, int(size))
+				}
 			}
 		}
+		syscall.Close(fd)
+		if err != nil {
+			shmUnlink(name)
+		}
 	}
-	syscall.Close(fd)
 	if err != nil {
-		shmUnlink(name)
-		code, later := allocStatus(err), ""
+		code, later := allocStatus(err, opened), ""
 		if err == syscall.EMFILE || err == syscall.ENFILE {
 			later = ": no file descriptor free now, it may be later"
 		} else if code == Overloaded {

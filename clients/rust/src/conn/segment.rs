@@ -63,15 +63,19 @@ pub(super) fn create_data(
     Ok((data, data_name))
 }
 
-/// The error of a failed create, size or allocation of the segment `what`.
+/// The error of a failed create, size or allocation of the segment `what` (spec 10.1 step 6): no
+/// room or no file descriptor at any step, `shm_open` included (a tmpfs out of inodes fails it
+/// ENOSPC), is OVERLOADED; a size that can never fit is TOO_LARGE only at a step after `shm_open`
+/// (its EINVAL is no size); anything else is INTERNAL.
 fn allocation_error(what: &str, size: usize, e: CreateError) -> Error {
+    let sized = e.step != "shm_open";
     let (status, later) = match e.error.raw_os_error() {
         Some(ffi::ENOSPC | ffi::ENOMEM) => (Status::Overloaded, ": no room now, it may fit later"),
         Some(ffi::EMFILE | ffi::ENFILE) => (
             Status::Overloaded,
             ": no file descriptor free now, it may be later",
         ),
-        Some(ffi::EFBIG | ffi::EOVERFLOW | ffi::EINVAL) => (Status::TooLarge, ""),
+        Some(ffi::EFBIG | ffi::EOVERFLOW | ffi::EINVAL) if sized => (Status::TooLarge, ""),
         _ => (Status::Internal, ""),
     };
     Error::new(
@@ -108,8 +112,12 @@ mod tests {
     use std::io;
 
     fn status(errno: i32) -> (Status, String) {
+        status_at("shm_open", errno)
+    }
+
+    fn status_at(step: &'static str, errno: i32) -> (Status, String) {
         let e = CreateError {
-            step: "shm_open",
+            step,
             error: io::Error::from_raw_os_error(errno),
         };
         let got = allocation_error("data segment /fdn-t-d0-1-1", 4096, e);
@@ -133,7 +141,31 @@ mod tests {
             assert_eq!(st, Status::Overloaded, "errno {errno}: {msg}");
             assert!(msg.ends_with(": no room now, it may fit later"), "{msg}");
         }
-        assert_eq!(status(ffi::EFBIG).0, Status::TooLarge);
+        assert_eq!(status_at("ftruncate", ffi::EFBIG).0, Status::TooLarge);
         assert_eq!(status(5).0, Status::Internal); // EIO
+    }
+
+    /// Every step classifies alike: no room (ENOSPC: a tmpfs out of inodes at `shm_open`; ENOMEM)
+    /// or no descriptor is OVERLOADED whether `shm_open`, `ftruncate`, `posix_fallocate` or `mmap`
+    /// failed; a size that can never fit is TOO_LARGE only where a size was asked for: EINVAL from
+    /// `shm_open` (a bad name) is INTERNAL, as in the C and Go clients. It was TOO_LARGE.
+    #[test]
+    fn allocation_error_alike_at_every_step() {
+        for step in ["shm_open", "fchmod", "ftruncate", "posix_fallocate", "mmap"] {
+            for errno in [ffi::ENOSPC, ffi::ENOMEM, ffi::EMFILE, ffi::ENFILE] {
+                let (st, msg) = status_at(step, errno);
+                assert_eq!(st, Status::Overloaded, "{step} errno {errno}: {msg}");
+                assert!(msg.contains(&format!("({step}: ")), "{msg}");
+            }
+        }
+        for step in ["ftruncate", "posix_fallocate", "mmap"] {
+            for errno in [ffi::EFBIG, ffi::EOVERFLOW, ffi::EINVAL] {
+                assert_eq!(status_at(step, errno).0, Status::TooLarge, "{step} {errno}");
+            }
+        }
+        for errno in [ffi::EFBIG, ffi::EOVERFLOW, ffi::EINVAL, 13] {
+            // 13: EACCES
+            assert_eq!(status(errno).0, Status::Internal, "shm_open errno {errno}");
+        }
     }
 }
