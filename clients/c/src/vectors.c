@@ -167,14 +167,27 @@ static size_t params_json(struct vec *v, const struct fdn_jnode *obj, char *dst,
     return n < cap ? n : 0;
 }
 
+/* A character that continues a number or a literal (true, false, null): whitespace between two
+ * of them separates two tokens, which compact JSON cannot write side by side. */
+static int in_literal(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '+' ||
+           c == '-';
+}
+
 /* Whether got is want once the whitespace between its tokens is left out (a decode_* vector's
- * parameters are followed by a MiB of it). */
+ * parameters are followed by a MiB of it). Whitespace inside a token is no such whitespace:
+ * {"a":1 2} is not {"a":12}, nor {"a":tr ue} {"a":true}. */
 static int same_compact(const char *want, size_t n, const char *got, size_t got_size) {
     size_t j = 0;
-    int in_string = 0, escaped = 0;
+    int in_string = 0, escaped = 0, gap = 0;
     for (size_t i = 0; i < got_size; i++) {
         char c = got[i];
-        if (!in_string && (c == ' ' || c == '\t' || c == '\n' || c == '\r')) continue;
+        if (!in_string && (c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+            gap = 1;
+            continue;
+        }
+        if (gap && j > 0 && in_literal(want[j - 1]) && in_literal(c)) return 0; /* one token split in two */
+        gap = 0;
         if (escaped) escaped = 0;
         else if (in_string && c == '\\') escaped = 1;
         else if (c == '"') in_string = !in_string;
@@ -187,7 +200,11 @@ static int same_compact(const char *want, size_t n, const char *got, size_t got_
 static int check_params(struct vec *v, const struct fdn_jnode *want, const char *got, uint32_t got_size) {
     char buf[4096];
     size_t n = params_json(v, want, buf, sizeof buf);
-    return same_compact(buf, n, got, got_size) ? 1 : FAIL(v, "params differ: '%.*s'", (int)got_size, got);
+    if (!n && want && want->type == FDN_JOBJECT && want->count)
+        return FAIL(v, "the expected params do not fit in %zu bytes", sizeof buf);
+    if (same_compact(buf, n, got, got_size)) return 1;
+    return FAIL(v, "params differ: %u bytes '%.*s%s', expected '%.*s'", got_size, got_size > 200 ? 200 : (int)got_size,
+                got, got_size > 200 ? "..." : "", (int)n, buf);
 }
 
 static int check_error(struct vec *v, enum fdn_status st, const struct fdn_error *err) {
