@@ -96,6 +96,9 @@ class Batcher:
         self._queue: deque[Item] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
+        # a stop ran to its end: the thread told to stop and what was queued run or answered. Not
+        # ``_stopping``: a Ctrl-C at stop's entry (or as it took its lock) came before that was set
+        self.stopped = False
         self._why = "the server is shutting down"  # what put() answers once stopping
         self._draining = False  # shutting down: run what arrives at once, wait for nothing more
         self._flushed = False  # a transport calls flush(): the thread is only the safety net
@@ -182,7 +185,8 @@ class Batcher:
         (a second Ctrl-C). If it is still busy then (a model that blocks, or a queue longer than
         the drain), what is still queued is answered ``ShuttingDown``: every request gets an
         answer, and stop returns in time. Interrupted (a Ctrl-C in the wait), it answers them so
-        too, then raises the interrupt."""
+        too, then raises the interrupt. ``stopped`` is set once it has run to its end: an interrupt
+        that came before (at its entry, before it set its flag) leaves it to be stopped again."""
         with self._cond:
             self._why = why or self._why
             self._stopping = True
@@ -202,6 +206,7 @@ class Batcher:
                     self._queue.clear()
                     self.served.metrics.enqueued(0)
                 self._refuse(items, ShuttingDown, f"{self._why} ({cut} before this request ran)")
+            self.stopped = True
 
     def _run(self) -> None:
         try:

@@ -270,18 +270,17 @@ class ServedModel:
         with self._gate:
             self._why = why or "the server is shutting down"
             self.stopping = True
-        batcher, self.batcher = self.batcher, None
+        batcher = self.batcher  # (a request racing the stop finds it stopping: ShuttingDown)
         interrupted: BaseException | None = None
         try:
             if batcher is not None:
-                # let go of it (a request racing the stop finds it gone and is answered
-                # ShuttingDown inline): the batcher refers back to this model, and the cycle kept
-                # an unloaded model (its weights) alive until the garbage collector happened to run
                 batcher.stop(drain_timeout, why, hurried)
             with self._idle:
                 wait_unless_hurried(self._idle_within, max(0.0, deadline - time.monotonic()), hurried)
         except BaseException as exc:  # a Ctrl-C in the wait: never leave the model unreleased
             interrupted = exc
+        if batcher is not None:
+            self._stop_batcher(batcher, why, interrupted)
         with self._gate:
             idle = not self._running
             pending = self._close_pending = close_model and not idle
@@ -301,6 +300,25 @@ class ServedModel:
         if interrupted is not None:  # the interrupt first: stopping is what the user asked
             raise interrupted
         return idle
+
+    def _stop_batcher(self, batcher: Batcher, why: str, interrupted: BaseException | None) -> None:
+        """Once ``batcher.stop`` has run, stop it again at once if a Ctrl-C came before it ran to
+        its end (at its entry, before it set its flag: taken for stopped, the model was closed
+        with the batcher thread running on, its queue waiting for it), then let go of it: the
+        batcher refers back to this model, and the cycle kept an unloaded model (its weights)
+        alive until the garbage collector happened to run. Interrupted again, the model is not
+        closed under its batcher: ``interrupted`` is raised with ``stopped`` unset, for the
+        runtime to stop it again."""
+        if not batcher.stopped:
+            try:
+                batcher.stop(0.0, why)
+            except BaseException as exc:
+                if not batcher.stopped:
+                    if interrupted is not None and exc is not interrupted:
+                        interrupted.add_note(f"stopping the batcher again also raised: {exc!r}")
+                        raise interrupted from None
+                    raise
+        self.batcher = None
 
     def _idle_within(self, timeout: float) -> bool:
         """Wait (holding ``_idle``) up to ``timeout`` for every call under way to return."""

@@ -32,6 +32,7 @@ from foundation_ml import (
     write_package,
 )
 from foundation_ml import _plugin as ml_plugin
+from foundation_ml._batching import Batcher
 from foundation_ml._claims import ModelClaims
 from foundation_ml._serving import ServedModel
 from foundation_ml.errors import (
@@ -514,6 +515,88 @@ def test_an_unload_interrupted_inside_a_versions_stop_still_stops_it(runtime: ML
         time.sleep(0.01)
     assert not [t for t in threading.enumerate() if t.name == f"batcher-{name}"], "a batcher thread runs on"
     runtime.register_model("again", model)  # not left 'unloaded while a call of it still ran'
+    assert runtime.registry.names() == ["again"]
+
+
+class _CondInterruptedOnEnter:
+    """A batcher's ``_cond`` whose first acquisition by ``thread`` raises KeyboardInterrupt (a
+    Ctrl-C landing as ``Batcher.stop`` takes it, before it sets its stopping flag); the batcher
+    thread's own use of it, and what else a Condition does, pass through."""
+
+    def __init__(self, cond: threading.Condition, thread: threading.Thread) -> None:
+        self._cond = cond
+        self._thread = thread
+        self._armed = True
+
+    def __enter__(self) -> bool:
+        if self._armed and threading.current_thread() is self._thread:
+            self._armed = False
+            raise KeyboardInterrupt
+        return self._cond.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cond.__exit__(*exc)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._cond, attr)
+
+
+@pytest.mark.parametrize("where", ["entry", "lock", "entry-twice"])
+def test_an_unload_interrupted_as_the_batcher_stop_begins_still_stops_the_batcher(
+    runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A Ctrl-C at the entry of ``Batcher.stop`` (or as it took its lock), before it set its
+    stopping flag, was taken by the version's stop for a batcher stopped: the model was closed
+    with the batcher thread running on for good, and the request queued in it was left waiting,
+    then run on the closed model. The interrupt propagates; the batcher is stopped (the queued
+    request answered), the model closed once, after its last call. Interrupted
+    again as the version's stop stops the batcher once more (``entry-twice``), the model is not
+    closed under it: the unload's own stop of what it left unstopped does."""
+    calls_after_close: list[int] = []
+
+    class Model(_CountsCloses):
+        def __init__(self) -> None:
+            FunctionModel.__init__(self, self._run, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+            self.closed = 0
+
+        def _run(self, x: np.ndarray) -> np.ndarray:
+            if self.closed:
+                calls_after_close.append(len(x))
+            return x
+
+    name = unique_name("m")
+    model = Model()
+    runtime.register_model(name, model, max_batch_size=4, max_wait_us=10_000_000, warmup=False)
+    served = runtime.registry.get(name, "1")
+    batcher = served.batcher
+    assert batcher is not None
+    replies = Replies()
+    runtime(InferenceRequest(name, {"x": np.zeros((1, 4), np.float32)}, id=1), replies.respond(1))
+    assert len(batcher._queue) == 1, "the request is not queued"
+    if where == "entry":
+        _interrupted_once(Batcher, "stop", monkeypatch)
+    elif where == "entry-twice":
+        real, left = Batcher.stop, [2]
+
+        def interrupted(self: Batcher, *args: Any, **kwargs: Any) -> None:
+            left[0] -= 1
+            if left[0] >= 0:
+                raise KeyboardInterrupt
+            real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Batcher, "stop", interrupted)
+    else:
+        batcher._cond = _CondInterruptedOnEnter(batcher._cond, threading.current_thread())  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        runtime.unload_model(name, drain_timeout=30)
+    deadline = time.monotonic() + 30
+    while any(t.name == f"batcher-{name}" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not [t for t in threading.enumerate() if t.name == f"batcher-{name}"], "a batcher thread runs on"
+    # answered: ShuttingDown, or run as the batcher, told to stop, drained its queue (before the close)
+    assert isinstance(replies.wait(1)[1], (ShuttingDown, InferenceResponse))
+    assert model.closed == 1 and calls_after_close == []
+    runtime.register_model("again", model, warmup=False)  # released
     assert runtime.registry.names() == ["again"]
 
 
