@@ -380,12 +380,15 @@ def _tensor_json(index: int, name: str, array: Any, area: bytes) -> dict[str, An
             "ipc_offset": array.offset,
             "data_size": array.size,
         }
-    code = struct.unpack_from("<I", area, _DESC0 + index * DESC_SIZE + 64)[0]
+    # the datatype as the descriptor names it (BF16 decodes to uint16, as UINT16 does), once the
+    # decoded array's dtype is that datatype's: a decoder reading FP16 as int16 does not pass
+    dtype = DataType.from_code(struct.unpack_from("<I", area, _DESC0 + index * DESC_SIZE + 64)[0])
+    datatype = dtype.name if array.dtype == dtype.numpy else f"{dtype.name} decoded as {array.dtype}"
     iface = array.__array_interface__["data"][0]
     base = np.frombuffer(area, np.uint8).__array_interface__["data"][0]
     return {
         "name": name,
-        "datatype": DataType.from_code(code).name,
+        "datatype": datatype,
         "shape": list(array.shape),
         "data_offset": iface - base,
         "data_size": array.nbytes,
