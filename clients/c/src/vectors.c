@@ -142,11 +142,13 @@ static int compare_tensors(struct vec *v, const struct fdn_jnode *list, const st
     for (uint32_t i = 0; ok && i < n; i++) {
         const struct fdn_tensor *a = &got[i], *b = &want[i];
         int cuda = b->location == FDN_CUDA_IPC;
+        /* a HOST tensor's device, ipc_handle and ipc_offset are 0 (b's are), whatever its
+         * descriptor holds (spec 14's decode_* vectors); a CUDA_IPC tensor has no data pointer */
         if (strcmp(a->name, b->name) || a->dtype != b->dtype || a->ndim != b->ndim || a->location != b->location ||
             memcmp(a->shape, b->shape, a->ndim * sizeof(uint64_t)) || a->data_offset != b->data_offset ||
             a->data_size != b->data_size || (!cuda && memcmp(a->data, data + (uintptr_t)b->data, a->data_size)) ||
-            (cuda && (a->device != b->device || a->ipc_offset != b->ipc_offset ||
-                      memcmp(a->ipc_handle, b->ipc_handle, sizeof a->ipc_handle))))
+            (cuda && a->data != NULL) || a->device != b->device || a->ipc_offset != b->ipc_offset ||
+            memcmp(a->ipc_handle, b->ipc_handle, sizeof a->ipc_handle))
             ok = FAIL(v, "tensor %u ('%s') differs from the expected decoding", i, a->name);
     }
     free(data);
@@ -245,6 +247,9 @@ static int run_request(struct vec *v) {
         !check_params(v, get(v, e, "params"), got.params, got.params_size))
         return 0;
     const struct fdn_jnode *outs = get(v, e, "outputs");
+    if (!outs || outs->type != FDN_JARRAY) return FAIL(v, "expected field 'outputs' missing");
+    if (got.output_count != (uint32_t)outs->count)
+        return FAIL(v, "decoded %u output names, expected %d", got.output_count, outs->count);
     int k = 0;
     for (int i = outs->child; i >= 0; i = v->doc.nodes[i].next, k++) {
         char name[FDN_NAME_SIZE];
