@@ -53,6 +53,9 @@ int fdn_process_gone(uint32_t pid, uint64_t started);
 /* opens /proc/PID/stat (O_RDONLY | O_CLOEXEC), or -1 and errno; a test makes it fail as at the
  * process's file limit (EMFILE), which says nothing of the server's death */
 extern int (*fdn_open_stat)(uint32_t pid);
+/* whether /proc is mounted (a stat of /proc/self): without it an ENOENT from /proc/PID/stat proves
+ * no death; a test makes it say no */
+extern int (*fdn_proc_mounted)(void);
 /* shm_open, as creating a data segment calls it; a test makes it fail as a full /dev/shm does
  * (ENOSPC: a tmpfs out of inodes) */
 extern int (*fdn_shm_open)(const char *name, int flags, mode_t mode);

@@ -31,15 +31,28 @@ static int open_stat(uint32_t pid) {
 
 int (*fdn_open_stat)(uint32_t pid) = open_stat;
 
+/* A stat of /proc/self takes no file descriptor: it tells a mounted /proc even at EMFILE. */
+static int proc_mounted(void) {
+    struct stat st;
+    return stat("/proc/self", &st) == 0;
+}
+
+int (*fdn_proc_mounted)(void) = proc_mounted;
+
 /* Fields 3 (the state: Z or X for a zombie, dead but not yet reaped) and 22 (the start time in
- * clock ticks since boot) of /proc/PID/stat: 1; 0 if there is no such process (ENOENT, or ESRCH
- * as it is reaped); -1 if it cannot be told (EMFILE at this process's file limit, ENFILE, ENOMEM,
- * a file that does not parse). The command name, field 2, may hold spaces and ')': only what
- * follows the last ')' is split. */
+ * clock ticks since boot) of /proc/PID/stat: 1; 0 if there is no such process (ENOENT where /proc
+ * itself is there, or ESRCH as it is reaped); -1 if it cannot be told (EMFILE at this process's
+ * file limit, ENFILE, ENOMEM, no /proc mounted, a file that does not parse). The command name,
+ * field 2, may hold spaces and ')': only what follows the last ')' is split. */
 static int read_stat(uint32_t pid, char *state, uint64_t *start) {
     char buf[1024];
     int fd = fdn_open_stat(pid);
-    if (fd < 0) return errno == ENOENT || errno == ESRCH ? 0 : -1;
+    if (fd < 0) {
+        int why = errno;
+        int gone = why == ESRCH || (why == ENOENT && fdn_proc_mounted());
+        errno = why;
+        return gone ? 0 : -1;
+    }
     ssize_t n = read(fd, buf, sizeof buf - 1);
     int why = errno;
     close(fd);
@@ -64,11 +77,12 @@ static int no_such_process(uint32_t pid) {
 }
 
 /* The one liveness classifier (section 10.3): 1 on proof that process pid, started at `started`,
- * has ended: no /proc entry (ENOENT; ESRCH as it is reaped), a zombie, or another start time. A
- * stat file that cannot be read for another reason (EMFILE at this process's file limit, ENFILE,
- * ENOMEM, EACCES) proves nothing: kill(pid, 0), which needs no descriptor, settles it (ESRCH:
- * gone; success or EPERM: alive, its start time and whether it is a zombie unchecked then). Taking
- * such a read for death failed a call to a live server gone. */
+ * has ended: no /proc entry (ENOENT where /proc is mounted; ESRCH as it is reaped), a zombie, or
+ * another start time. A stat file that cannot be read for another reason (EMFILE at this
+ * process's file limit, ENFILE, ENOMEM, EACCES, no /proc at all) proves nothing: kill(pid, 0),
+ * which needs no descriptor, settles it (ESRCH: gone; success or EPERM: alive, its start time and
+ * whether it is a zombie unchecked then). Taking such a read for death failed a call to a live
+ * server gone. */
 int fdn_process_gone(uint32_t pid, uint64_t started) {
     char state;
     uint64_t start;

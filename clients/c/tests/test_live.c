@@ -1291,12 +1291,13 @@ out:
  * the serving loop of clients/tests/gate_server.py), so the live server never dispatched it
  * (server_busy 0): sent again on a new connection, it ran twice. */
 static uint32_t blind_pid;
-static int blind_reads; /* the next reads of blind_pid's stat fail EMFILE (this thread's calls only) */
+static int blind_reads; /* the next reads of blind_pid's stat fail blind_errno (this thread's calls only) */
+static int blind_errno = EMFILE;
 
 static int blind_open_stat(uint32_t pid) {
     if (pid == blind_pid && blind_reads > 0) {
         blind_reads--;
-        errno = EMFILE;
+        errno = blind_errno;
         return -1;
     }
     char path[64];
@@ -1436,6 +1437,33 @@ static void unreadable_pid_checks(void) {
     blind_reads = 0;
 }
 
+static int proc_not_mounted(void) { return 0; }
+
+/* Where /proc is not mounted every /proc/PID/stat is ENOENT, which proves no death (spec 10.3):
+ * kill(pid, 0) settles it, as Rust and Python do. A live process was taken for gone (a call to a
+ * live server failed gone, and was sent again). Where /proc is mounted, ENOENT is proof. */
+static void no_proc_checks(void) {
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    waitpid(dead, NULL, 0);
+    int (*mounted)(void) = fdn_proc_mounted;
+    fdn_proc_mounted = proc_not_mounted;
+    blind_errno = ENOENT;
+    blind_pid = (uint32_t)getpid();
+    blind_reads = 2;
+    CHECK(!fdn_process_gone(blind_pid, 1) && !fdn_process_gone(blind_pid, 2),
+          "this live process, with no /proc mounted (its stat file ENOENT), is taken for gone");
+    blind_pid = (uint32_t)dead;
+    blind_reads = 1;
+    CHECK(fdn_process_gone(blind_pid, 1), "a dead pid, with no /proc mounted, is not proven gone");
+    fdn_proc_mounted = mounted;
+    blind_pid = (uint32_t)getpid();
+    blind_reads = 1;
+    CHECK(fdn_process_gone(blind_pid, 1), "with /proc mounted, a stat file ENOENT is no proof of death");
+    blind_reads = 0;
+    blind_errno = EMFILE;
+}
+
 /* A server killed behind a stat file this client cannot read: kill(pid, 0) proves it gone, and
  * the request it never dispatched is sent again to the server restarted under its name. It failed
  * gone (not proven dead: not sent again). */
@@ -1511,6 +1539,7 @@ static void proof_checks(const char *python) {
     proof_case(python, 1000000, 0);
     proof_case(python, 0, 1);
     unreadable_pid_checks();
+    no_proc_checks();
     killed_unreadable_checks(python);
     own_start_checks(python);
 }

@@ -169,6 +169,14 @@ var procStat = func(pid uint32) ([]byte, error) {
 	return os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/stat")
 }
 
+// procMounted says whether /proc is mounted: a stat of /proc/self, which takes no file descriptor
+// (it answers even at EMFILE). Without /proc an ENOENT from /proc/PID/stat proves no death. A
+// variable so that a test can say it is not.
+var procMounted = func() bool {
+	_, err := os.Stat("/proc/self")
+	return err == nil
+}
+
 // errBadStat: a /proc/PID/stat without the fields of section 10.3.
 var errBadStat = errors.New("malformed /proc/PID/stat")
 
@@ -209,9 +217,9 @@ func startTime(pid uint32) (uint64, error) {
 }
 
 // provenGone is the one liveness classifier (spec 10.3): true only on proof that process pid,
-// started at started, has ended: no /proc/PID (ENOENT; ESRCH as it is reaped), a zombie, or
-// another start time. A stat file that cannot be read for another reason (EMFILE at this
-// process's file limit, ENFILE, ENOMEM, EACCES) proves nothing: kill(pid, 0), which needs no file
+// started at started, has ended: no /proc/PID (ENOENT where /proc is mounted; ESRCH as it is
+// reaped), a zombie, or another start time. A stat file that cannot be read for another reason
+// (EMFILE at this process's file limit, ENFILE, ENOMEM, EACCES, no /proc at all) proves nothing: kill(pid, 0), which needs no file
 // descriptor, settles it (ESRCH: gone; success or EPERM: alive, its start time and whether it is a
 // zombie unchecked then). Taking such a read for death failed a call to a live server gone.
 func provenGone(pid uint32, started uint64) bool {
@@ -219,7 +227,7 @@ func provenGone(pid uint32, started uint64) bool {
 		return true
 	}
 	fields, err := statFields(pid)
-	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ESRCH) {
+	if errors.Is(err, syscall.ESRCH) || (errors.Is(err, syscall.ENOENT) && procMounted()) {
 		return true
 	}
 	if err == nil {

@@ -141,6 +141,33 @@ func TestADeadProcessBehindAnUnreadableStatFileIsProvenGone(t *testing.T) {
 	}
 }
 
+// Where /proc is not mounted every /proc/PID/stat is ENOENT, which proves no death (spec 10.3):
+// kill(pid, 0) settles it, as the Rust and Python clients do. A live process was taken for gone (a
+// call to a live server failed gone, and was sent again). Where /proc is mounted, ENOENT is proof.
+func TestNoProcIsNoProofOfDeath(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil { // run and reaped: its pid names no process now
+		t.Fatal(err)
+	}
+	dead, self := uint32(cmd.Process.Pid), uint32(os.Getpid())
+	real, mounted := procStat, procMounted
+	t.Cleanup(func() { procStat, procMounted = real, mounted })
+	procStat = func(p uint32) ([]byte, error) {
+		return nil, &os.PathError{Op: "open", Path: fmt.Sprintf("/proc/%d/stat", p), Err: syscall.ENOENT}
+	}
+	procMounted = func() bool { return false }
+	if provenGone(self, 1) || provenGone(self, 2) {
+		t.Error("this live process, with no /proc mounted (its stat file ENOENT), is taken for gone")
+	}
+	if !provenGone(dead, 1) {
+		t.Error("a dead pid, with no /proc mounted, is not proven gone")
+	}
+	procMounted = mounted
+	if !provenGone(self, 1) {
+		t.Error("with /proc mounted, a stat file ENOENT is no proof of death")
+	}
+}
+
 // A server killed behind a /proc entry this client cannot read: kill(pid, 0) proves it gone, and
 // the request it never dispatched is sent again to the server restarted under its name. It failed
 // gone (not proven dead: not sent again).
