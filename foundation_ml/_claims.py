@@ -118,6 +118,12 @@ class ModelClaims:
         self._forget_released()
         self.unloading.extend((served, me) for served in gone)
 
+    def unloaded(self, served: ServedModel) -> bool:
+        """Whether an ``unload_model`` took ``served`` out of the registry: it is stopping it, or
+        has stopped it (under _models_lock: a failed registration's undo, finding it gone from
+        the registry, leaves its stop to that unload)."""
+        return served.stopped or any(other is served for other, _ in self.unloading)
+
     def _forget_released(self) -> None:
         """Drop the versions being unloaded whose model is closed already: over for a claim, and
         held no longer by an entry that a Ctrl-C kept ``end_unload`` from dropping (under

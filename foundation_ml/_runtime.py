@@ -224,17 +224,23 @@ class MLRuntime:
             # stopped, the latest, and every request for no version spun in __call__); stop its
             # batcher thread, if started; release the model only if we loaded it and it is not
             # another registration's (a backend that handed back an object it had loaded before).
-            # What these raise too is noted on the reason, not raised instead of it
+            # Not if another thread's unload_model took it out of the registry first: that stops
+            # it, and a stop of ours too closed its model twice (or released it under that one's
+            # drain). What these raise too is noted on the reason, not raised instead of it
             errors = [exc]
+            unloaded = False
             try:
                 with self._models_lock:
                     if self.registry.discard(served):
                         self._update_batchers()
+                    else:
+                        unloaded = self._claims.unloaded(served)
             except BaseException as also:
                 errors.append(also)
             try:
                 mine = claimed or self._claims.holds(served)
-                served.stop(close_model=mine and not isinstance(model, LoadedModel))
+                if not unloaded:
+                    served.stop(close_model=mine and not isinstance(model, LoadedModel))
             except BaseException as also:
                 errors.append(also)
             first = next((e for e in errors if not isinstance(e, Exception)), exc)

@@ -1461,6 +1461,62 @@ def test_a_registration_that_fails_says_why_though_releasing_its_model_raises_to
         hub.shutdown()
 
 
+class _UnloadsOnExit:
+    """The runtime's ``_models_lock``: as ``thread`` lets go of it the ``at``-th time, another
+    thread's ``unload(name)`` runs to its end, then a Ctrl-C lands (Python checks for signals as
+    a ``with`` block ends). Other threads take it as a plain lock."""
+
+    def __init__(self, lock: threading.Lock, at: int, unload: Callable[[str], None], name: str) -> None:
+        self._lock, self._left, self._unload, self._name = lock, at, unload, name
+        self._thread = threading.current_thread()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+        if threading.current_thread() is not self._thread:
+            return
+        self._left -= 1
+        if self._left == 0:
+            other = threading.Thread(target=self._unload, args=(self._name,))
+            other.start()
+            other.join(60)
+            assert not other.is_alive(), "the other thread's unload never returned"
+            raise KeyboardInterrupt
+
+
+def test_a_registration_interrupted_once_served_leaves_an_unload_in_another_thread_to_close_it() -> None:
+    """A Ctrl-C as register_model let go of its lock once its version was in the registry, another
+    thread's unload_model taking that version out (and closing its model) before the failed
+    registration's undo took the lock: the undo found the version gone and stopped it too,
+    closing the model a second time. It is the unload's: closed once."""
+    closes: list[int] = []
+
+    class Model(_Linear):
+        def close(self) -> None:
+            closes.append(1)
+
+    hub = _backend_hub(Model)
+    rt = MLRuntime(hub)
+    try:
+        lock = rt._models_lock
+        rt._models_lock = _UnloadsOnExit(lock, 2, rt.unload_model, "m")  # type: ignore[assignment]
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                rt.register_model("m", {"w": 1}, warmup=False, max_batch_size=4)
+        finally:
+            rt._models_lock = lock
+        assert closes == [1], "the model was not closed exactly once"
+        assert rt.registry.names() == [] and not rt._unloading
+        assert not [t for t in threading.enumerate() if t.name == "batcher-m"], "a batcher thread runs on"
+        rt.register_model("m", {"w": 1})  # nothing of it left behind
+        assert rt.versions("m") == ["1"]
+    finally:
+        rt.close()
+        hub.shutdown()
+
+
 def test_a_batcher_thread_that_cannot_start_fails_the_registration_at_once_typed(
     runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
