@@ -60,12 +60,24 @@ fn tensors_json(refs: &[TensorRef], area: &[u8]) -> Value {
     )
 }
 
-/// Semantic equality: objects ignore member order, numbers compare by value.
+/// Whether a JSON number is written as an integer (no fraction, no exponent).
+fn integral(n: &str) -> bool {
+    !n.contains(['.', 'e', 'E'])
+}
+
+/// Semantic equality: objects ignore member order; integers compare exactly (as f64 values,
+/// request ids, shapes and offsets past 2^53 rounded to the same double), other numbers as the
+/// same double, bit for bit (-0.0 is not 0.0), and an integer is no fraction (1 is not 1.0).
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            x == y || matches!((x.parse::<f64>(), y.parse::<f64>()), (Ok(p), Ok(q)) if p == q)
-        }
+        (Value::Number(x), Value::Number(y)) => match (integral(x), integral(y)) {
+            (true, true) => x == y,
+            (false, false) => matches!(
+                (x.parse::<f64>(), y.parse::<f64>()),
+                (Ok(p), Ok(q)) if p.to_bits() == q.to_bits()
+            ),
+            _ => false,
+        },
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q))
         }
@@ -250,6 +262,9 @@ fn check_error(
         Ok(()) => Err(format!("decoded, expected error {code}")),
         Err(e) if u64::from(e.code.code()) != code => {
             Err(format!("got {e}, expected error {code}"))
+        }
+        Err(e) if expect.get("error").and_then(Value::as_str) != Some(e.code.name()) => {
+            Err(format!("got {e}, expected error {:?}", expect.get("error")))
         }
         Err(e) if Some(e.request_id) != expect.get("request_id").and_then(Value::as_u64) => {
             Err(format!("error has request_id {}", e.request_id))
