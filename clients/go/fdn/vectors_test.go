@@ -2,6 +2,7 @@ package fdn
 
 import (
 	"hash/crc32"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -25,6 +26,39 @@ func TestEveryVectorDecodesAndEncodesByteIdentical(t *testing.T) {
 		if passed == 0 {
 			t.Fatalf("no vector in %s passed", dir)
 		}
+	}
+}
+
+func TestAnExpectationFieldTheHarnessDoesNotCompareIsRefused(t *testing.T) {
+	src := filepath.Join(vectorsDir(), "request_multi")
+	raw, err := os.ReadFile(src + ".json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.ReadFile(src + ".bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "request_multi.bin"), bin, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	write := func(text string) error {
+		if err := os.WriteFile(filepath.Join(dir, "request_multi.json"), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return checkVector(filepath.Join(dir, "request_multi.json"))
+	}
+	if err := write(string(raw)); err != nil {
+		t.Fatalf("the copy of request_multi fails: %v", err)
+	}
+	extra := strings.Replace(string(raw), `"request_id"`, `"priority": 3, "request_id"`, 1)
+	if extra == string(raw) {
+		t.Fatal("request_multi.json has no request_id to put a field beside")
+	}
+	err = write(extra)
+	if err == nil || !strings.Contains(err.Error(), `unknown field "priority"`) {
+		t.Fatalf("an expectation with a field no compare reads: %v", err)
 	}
 }
 
