@@ -15,12 +15,21 @@ where the model is neither claimed nor served), and ``unload_model`` lists the v
 unloads in the same block as ``registry.remove``. ``holds`` reads without it (one dict look-up).
 The ``Condition`` of ``notify_unloaded`` and ``wait_for_unloads`` is its own lock, apart from
 ``_models_lock``: it only wakes ``close()`` as unloads end.
+
+Across runtimes: one model object is held by one runtime of the process at a time, from its
+claim until the version holding it is ``released`` (its model closed, or left to its owner). The
+runtimes' ``ModelClaims`` share ``_HELD``, under ``_HELD_LOCK`` (taken inside a runtime's
+``_models_lock``, never around one): each model claimed, by id, with the ``ServedModel`` holding it
+and the runtime, both by weak reference, so that an entry keeps nothing alive, and one whose
+version is gone or released is over (the id may be another object's by then).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ._batching import HURRY_CHECK_S
 from ._registry import ModelRegistry
@@ -29,15 +38,21 @@ from .errors import ModelLoadError
 
 __all__ = ["ModelClaims", "check_not_loaded"]
 
+#: every runtime's models, by id of the model: the version holding it and that runtime's claims
+_HELD: dict[int, tuple[weakref.ref[ServedModel], weakref.ref[ModelClaims]]] = {}
+_HELD_LOCK = threading.Lock()
+
 
 class ModelClaims:
     """The models ``register_model`` is loading into the registry and the versions
     ``unload_model`` is stopping, each with the thread doing it (see the module's docstring for
     the lock each method needs)."""
 
-    __slots__ = ("_closing", "_registering", "_unloaded", "unloading")
+    __slots__ = ("__weakref__", "_closing", "_registering", "_runtime", "_unloaded", "unloading")
 
-    def __init__(self) -> None:
+    def __init__(self, runtime: Callable[[], Any] = lambda: None) -> None:
+        # the runtime whose claims these are (a weak reference: its ``name`` names it to others)
+        self._runtime = runtime
         # the models register_model is loading into the registry (by id: they are held meanwhile),
         # each with the ServedModel it is for and the thread loading it (see claim)
         self._registering: dict[int, tuple[ServedModel, threading.Thread]] = {}
@@ -99,8 +114,25 @@ class ModelClaims:
                 "a model of its own to each name and version",
                 model=name,
             )
+        self._claim_in_process(served)
         self._registering[id(model)] = (served, me)  # ours: released if refused now
         check_not_loaded(registry, name, version)  # (a spec's own version, now known)
+
+    def _claim_in_process(self, served: ServedModel) -> None:
+        """Refuse ``served``'s model if another runtime of this process holds it (its unload
+        there would close it under this one, as within one runtime: see ``claim``), naming that
+        runtime; else it is this runtime's until ``served`` is released. Entries over are
+        forgotten. (Under _models_lock.)"""
+        key = id(served.model)
+        with _HELD_LOCK:
+            for k in [k for k, (ref, _) in _HELD.items() if _released(ref)]:
+                del _HELD[k]
+            held = _HELD.get(key)
+            other = held[0]() if held is not None else None
+            claims = held[1]() if held is not None else None
+            if other is not None and claims is not self:
+                raise ModelLoadError(_held_elsewhere(served, other, claims), model=served.name)
+            _HELD[key] = (weakref.ref(served), weakref.ref(self))
 
     def holds(self, served: ServedModel) -> bool:
         """Whether ``served`` holds the claim on its model (read without _models_lock)."""
@@ -159,6 +191,34 @@ class ModelClaims:
         with self._unloaded:
             while not self._unloaded.wait_for(done, HURRY_CHECK_S):
                 pass
+
+
+def _released(ref: weakref.ref[ServedModel]) -> bool:
+    """Whether the version of an entry of ``_HELD`` is gone or has released its model."""
+    served = ref()
+    return served is None or served.released.is_set()
+
+
+def _held_elsewhere(served: ServedModel, other: ServedModel, claims: ModelClaims | None) -> str:
+    """What refuses ``served``'s model, held by ``other`` in another runtime (``claims``, None
+    once that runtime is gone: its version, still unreleased, runs on in a thread of its own)."""
+    runtime = claims._runtime() if claims is not None else None
+    label = getattr(runtime, "name", "")
+    where = f"another MLRuntime, {label!r}," if label else "another MLRuntime (unnamed)"
+    what = f"this {type(served.model).__name__}"
+    as_ = f"as {other.name!r} version {other.version!r}"
+    if other.stopped:
+        why = (
+            f"was unloaded {as_} in {where} while a call of it still ran, and is closed when "
+            "that call returns"
+        )
+    elif other.stopping:
+        why = f"is being unloaded {as_} by {where} which closes it"
+    elif claims is not None and claims.holds(other):
+        why = f"is being registered {as_} by {where} which closes it when it is unloaded"
+    else:
+        why = f"is already served {as_} by {where} which closes it when it is unloaded"
+    return f"{what} {why}; pass a model of its own to each name and version"
 
 
 def check_not_loaded(registry: ModelRegistry, name: str, version: str) -> None:

@@ -136,7 +136,7 @@ class MLRuntime:
         self._models_lock = threading.Lock()  # a registry change and the batchers flush() sees
         self._closed = False
         # the models being registered or unloaded, outside the registry (under _models_lock too)
-        self._claims = ModelClaims()
+        self._claims = ModelClaims(weakref.ref(self))  # (its name names it to other runtimes)
         self._close_deadline: float | None = None  # close()'s: other threads' unloads end by it too
         self._batchers: tuple[Batcher, ...] = ()
         self._hurry = False  # hurry(): a drain under way ends now

@@ -36,6 +36,7 @@ class ServedModel:
     """
 
     __slots__ = (
+        "__weakref__",
         "_close_pending",
         "_gate",
         "_idle",

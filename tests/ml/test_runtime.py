@@ -716,6 +716,81 @@ def test_a_model_whose_unload_timed_out_is_not_registered_again_until_its_late_c
     assert runtime.registry.names() == ["b"] and closes == [""]
 
 
+def test_a_model_still_closing_in_another_runtime_is_not_registered_until_its_late_close(
+    runtime: MLRuntime,
+) -> None:
+    """Claims were kept per runtime: a model whose unload in runtime 'first' timed out with a call
+    still running was accepted by another runtime, and the late close of 'a' in 'first' then
+    closed it under that runtime's 'b'. It is refused, naming the other runtime, until then."""
+    closes: list[str] = []
+
+    class Model(_OneAtATime):
+        def close(self) -> None:
+            closes.append(",".join(runtime.registry.names()))
+
+    model = Model(gate=True)
+    first = MLRuntime(runtime.hub, name="first")
+    try:
+        first.register_model("a", model, warmup=False)
+        calling = threading.Thread(target=first, args=(_request(1), Replies().respond(1)))
+        calling.start()
+        try:
+            assert model.entered.wait(60), "the call never began"
+            first.unload_model("a", drain_timeout=0.05)  # returns with the call still running
+            with pytest.raises(ModelLoadError) as info:
+                runtime.register_model("b", model, warmup=False)
+            assert info.value.model == "b"
+            assert info.value.message == (
+                "this Model was unloaded as 'a' version '1' in another MLRuntime, 'first', while a "
+                "call of it still ran, and is closed when that call returns; pass a model of its "
+                "own to each name and version"
+            )
+            assert runtime.registry.names() == [] and closes == []
+        finally:
+            model.release.set()
+            calling.join(60)
+        assert closes == [""]  # closed once its call returned, serving nothing
+        runtime.register_model("b", model)  # and free from then on
+        assert runtime.registry.names() == ["b"] and closes == [""]
+    finally:
+        first.close()
+
+
+@pytest.mark.parametrize("state", ["served", "being registered", "unnamed"])
+def test_a_model_another_runtime_holds_is_refused_naming_that_runtime(runtime: MLRuntime, state: str) -> None:
+    """Served (or being registered) by one runtime, a model was accepted by another: unloading it
+    in either closed it under the other."""
+    model = _OneAtATime(gate=state == "being registered")
+    first = MLRuntime(runtime.hub, name="" if state == "unnamed" else "first")
+    registering = None
+    try:
+        if state == "being registered":
+            registering, failed = _registering(first, "a", model)
+            assert model.entered.wait(60), "the first registration never warmed the model up"
+        else:
+            first.register_model("a", model, max_batch_size=2)
+        calls = model.calls
+        runtime.name = "second"
+        with pytest.raises(ModelLoadError) as info:
+            runtime.register_model("b", model)
+        where = "another MLRuntime (unnamed)" if state == "unnamed" else "another MLRuntime, 'first',"
+        says = "is being registered" if state == "being registered" else "is already served"
+        assert info.value.message.startswith(f"this _OneAtATime {says} as 'a' version '1' by {where}")
+        assert info.value.model == "b" and model.calls == calls  # refused before its warm-up
+        if registering is not None:
+            model.release.set()
+            registering.join(60)
+            assert not failed
+        first.unload_model("a")
+        runtime.register_model("b", model)  # free once the other runtime let go of it
+        assert runtime.registry.names() == ["b"]
+    finally:
+        model.release.set()
+        if registering is not None:
+            registering.join(60)
+        first.close()
+
+
 def test_close_waits_for_a_model_another_thread_is_unloading(runtime: MLRuntime) -> None:
     """close() found the model already out of the registry (another thread's unload_model was
     waiting for its call) and returned with it still open; it was closed later, when that unload
