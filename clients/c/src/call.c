@@ -246,11 +246,19 @@ static const char *own_model(const char *model, char own[FDN_NAME_SIZE]) {
  * a server restarted under the name, within the same deadline. Without one (no server yet, the dead
  * one's region, a hung or full one, the deadline) the call fails with its gone error, the
  * reconnect's reason appended. A loan never comes here: its caller wrote the dead server's area. */
+static enum fdn_status not_sent_again(struct fdn_error *err, const char *reason) {
+    if (err) {
+        size_t used = strlen(err->message);
+        snprintf(err->message + used, sizeof err->message - used, "; not sent again: %s", reason);
+    }
+    return FDN_SERVER_UNAVAILABLE;
+}
+
 static enum fdn_status send_again(struct fdn_client *c, uint64_t deadline, struct fdn_result *res,
                                   struct fdn_error *err) {
     uint64_t n = c->used;
     uint8_t *request = malloc(n ? n : 1); /* the reconnect unmaps the old area */
-    if (!request) return FDN_SERVER_UNAVAILABLE;
+    if (!request) return not_sent_again(err, "no memory for the copy of the request");
     memcpy(request, c->data, n);
     fdn_disconnect(c);
     struct fdn_error why = {0};
@@ -258,14 +266,9 @@ static enum fdn_status send_again(struct fdn_client *c, uint64_t deadline, struc
     if (!st) st = ensure(c, n, &why);
     if (st) {
         free(request);
-        if (err) {
-            const char *reason = why.message;
-            if (!strcmp(why.message, err->message)) /* the dead server's region, still there */
-                reason = "no server has started under that name since";
-            size_t used = strlen(err->message);
-            snprintf(err->message + used, sizeof err->message - used, "; not sent again: %s", reason);
-        }
-        return FDN_SERVER_UNAVAILABLE;
+        if (err && !strcmp(why.message, err->message)) /* the dead server's region, still there */
+            return not_sent_again(err, "no server has started under that name since");
+        return not_sent_again(err, why.message);
     }
     memcpy(c->data, request, n);
     free(request);

@@ -1532,6 +1532,54 @@ static void own_start_checks(const char *python) {
     remove_objects(name);
 }
 
+/* malloc, wrapped in this binary (-Wl,--wrap=malloc, the Makefile's test-live rule): while
+ * malloc_fails is set, the mallocs of this thread (the library's included) fail ENOMEM. */
+void *__real_malloc(size_t size);
+static __thread int malloc_fails;
+
+void *__wrap_malloc(size_t size) {
+    if (malloc_fails) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return __real_malloc(size);
+}
+
+/* A request its killed server never dispatched whose copy for sending it again cannot be made
+ * (malloc fails) fails gone with the reason appended, as every other "not sent again" does (spec
+ * 10.3); it said only "... is gone", as if it had not been tried. */
+static void copy_failure_checks(const char *python) {
+    char name[64], want[256];
+    snprintf(name, sizeof name, "fdncopy%d", (int)getpid());
+    pid_t server = echo_server(python, name);
+    CHECK(server > 0, "start");
+    if (server < 0) return;
+    fdn_client *c = NULL;
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st) goto out;
+    echo(c, "the first call");
+    kill_server(server);
+    malloc_fails = 1;
+    st = fdn_infer(c, "echo", &in, 1, 5000, &res, &err);
+    malloc_fails = 0;
+    snprintf(want, sizeof want, "shm server '%s' (pid %d) is gone; not sent again: no memory for the copy of the request",
+             name, (int)server);
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(err.message, want) == 0,
+          "a request never dispatched whose copy cannot be made: %s '%s'; want '%s'", fdn_strerror(st), err.message,
+          want);
+    server = echo_server(python, name);
+    CHECK(server > 0, "restart");
+    if (server > 0) echo(c, "the call after a request not sent again for want of memory");
+out:
+    if (c) fdn_close(c);
+    if (server > 0) kill_server(server);
+    remove_objects(name);
+}
+
 static void proof_checks(const char *python) {
     fdn_open_stat = blind_open_stat;
     proof_case(python, 1, 0);
@@ -1542,6 +1590,7 @@ static void proof_checks(const char *python) {
     no_proc_checks();
     killed_unreadable_checks(python);
     own_start_checks(python);
+    copy_failure_checks(python);
 }
 
 int main(void) {
