@@ -120,9 +120,9 @@ func (p *Pool) do(ctx context.Context, model string, fn func(c *Client) error) e
 }
 
 // Close closes the pool: its idle clients now, those in use when they are put back; calls
-// waiting for a client, calls still connecting one (the client closed once connected, unused),
-// and every later call, fail SERVER_UNAVAILABLE ("the pool of "NAME" is closed"). A second Close
-// does nothing.
+// waiting for a client, calls still connecting one (the client closed once connected, unused; a
+// connect that fails is named after), and every later call, fail SERVER_UNAVAILABLE ("the pool of
+// "NAME" is closed"). A second Close does nothing.
 func (p *Pool) Close() error {
 	if p == nil {
 		return fail(InvalidInput, 0, "the pool is nil (did NewPool fail?)")
@@ -149,6 +149,17 @@ func (p *Pool) Close() error {
 
 func (p *Pool) closedError() error {
 	return fail(ServerUnavailable, 0, "the pool of %q is closed", p.name)
+}
+
+// closedAfter is the closed pool's error for a call whose connect failed once Close had run: the
+// pool's closing is the news, the connect's failure named after it (its context's error, if
+// that ended it, still what Unwrap gives).
+func (p *Pool) closedAfter(err error) error {
+	closed := fail(ServerUnavailable, 0, "the pool of %q is closed; the connect under way failed: %v", p.name, err)
+	if e, ok := err.(*Error); ok {
+		closed.cause = e.cause
+	}
+	return closed
 }
 
 // mayOpen says whether another client may be connected (p.mu held).
@@ -241,12 +252,16 @@ func (p *Pool) dial(ctx context.Context) (*Client, error) {
 	}
 	c.end()
 	p.mu.Lock()
-	if err == nil && p.closed {
-		// the pool closed while this connect ran: the call is refused as a later one would be
+	if p.closed {
+		// the pool closed while this connect ran: the call is refused as a later one would be,
+		// whether the connect made a client (closed unused) or failed (its error named)
 		p.open--
 		p.mu.Unlock()
-		c.Close()
-		return nil, p.closedError()
+		if err == nil {
+			c.Close()
+			return nil, p.closedError()
+		}
+		return nil, p.closedAfter(err)
 	}
 	if err == nil {
 		p.mu.Unlock()
@@ -254,7 +269,7 @@ func (p *Pool) dial(ctx context.Context) (*Client, error) {
 		return c, nil
 	}
 	p.open--
-	if CodeOf(err) == Overloaded && p.open > 0 && !p.closed {
+	if CodeOf(err) == Overloaded && p.open > 0 {
 		p.limit, p.retryAt = p.open, time.Now().Add(overloadRetry)
 		// a client put back while this connect ran went to the idle ones (nobody was waiting):
 		// waiting for the next put would wait beside it

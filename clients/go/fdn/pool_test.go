@@ -193,6 +193,47 @@ func TestLivePoolCloseFailsACallStillConnecting(t *testing.T) {
 	}
 }
 
+// A call whose connect was under way when the pool closed and then failed (here the region
+// mutex, held until after Close, outlasts the connect timeout) returned its connect's error
+// (OVERLOADED "region mutex busy"), as if the pool were open. It fails as the calls refused after
+// Close do, the connect's error named after.
+func TestLivePoolCloseFailsACallWhoseConnectFailed(t *testing.T) {
+	srv := startEcho(t, "fdngopoolcf")
+	o := srv.connect(Options{})
+	p, err := NewPool(srv.name, Options{ConnectTimeoutMs: 1000}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := holdRegionMutex(t, o)
+	connecting := make(chan error, 1)
+	go func() {
+		_, err := p.Infer(context.Background(), "echo", int32Input(9))
+		connecting <- err
+	}()
+	for end := time.Now().Add(time.Minute); p.openClients() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the call did not start to connect")
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err = <-connecting:
+	case <-time.After(time.Minute):
+		t.Fatal("the call connecting when the pool closed did not end")
+	}
+	release()
+	callError(t, "a call whose connect failed after the pool closed", err, ServerUnavailable, "echo", 0)
+	want := "the pool of \"" + srv.name + "\" is closed; the connect under way failed: OVERLOADED: "
+	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "region mutex busy") {
+		t.Errorf("a call whose connect failed after the pool closed: %v; want it to say %q", err, want)
+	}
+	if n := p.openClients(); n != 0 {
+		t.Errorf("the closed pool has %d clients open", n)
+	}
+}
+
 // A call waits for a free client until its context ends (DEADLINE_EXCEEDED wrapping ctx.Err()).
 // A call abandoned on a client puts it back with its request still with the server, taken last:
 // of two idle clients the next call takes the other and is answered at once; with one, it waits

@@ -237,9 +237,10 @@ impl Pool {
     }
 
     /// Close the pool: its idle clients now, those in use when they are put back; calls waiting
-    /// for a client, calls still connecting one (the client dropped once connected, unused), and
-    /// every later call, fail SERVER_UNAVAILABLE ("the pool of "NAME" is closed"). A second
-    /// `close` does nothing. Dropping the pool drops its idle clients too.
+    /// for a client, calls still connecting one (the client dropped once connected, unused; a
+    /// connect that fails is named after), and every later call, fail SERVER_UNAVAILABLE ("the
+    /// pool of "NAME" is closed"). A second `close` does nothing. Dropping the pool drops its idle
+    /// clients too.
     pub fn close(&self) {
         let idle = {
             let mut st = self.lock();
@@ -379,7 +380,8 @@ impl Pool {
 
     /// Connect a client for the pool (counted in `open`), no later than `deadline`. Refused
     /// OVERLOADED while the pool has clients, it waits for one of them. A client connected once
-    /// the pool has closed is dropped, unused: the call fails as those refused after `close`.
+    /// the pool has closed is dropped, unused, and a connect that failed once it has closed is
+    /// named after the closing: the call fails as those refused after `close`.
     fn dial(&self, deadline: Option<Instant>) -> Result<Client> {
         let ns = deadline_after(left(deadline)); // Duration::ZERO: now, not none
         let connected = Client::connect_by(&self.name, self.opts.clone(), ns);
@@ -393,10 +395,17 @@ impl Pool {
                 return Err(self.closed_error());
             }
             Ok(c) => return Ok(c),
+            Err(e) if st.closed => {
+                // so did a connect that failed: the pool's closing is the news, its error after
+                st.open -= 1;
+                let mut closed = self.closed_error();
+                closed.message = format!("{}; the connect under way failed: {e}", closed.message);
+                return Err(closed);
+            }
             Err(e) => e,
         };
         st.open -= 1;
-        if e.code == Status::Overloaded && st.open > 0 && !st.closed {
+        if e.code == Status::Overloaded && st.open > 0 {
             st.limit = st.open;
             st.retry_at = Some(Instant::now() + OVERLOAD_RETRY);
             // a client put back while this connect ran went to the idle ones (nobody was

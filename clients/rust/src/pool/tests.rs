@@ -269,6 +269,43 @@ fn close_fails_a_call_still_connecting() {
     assert_eq!((open(&p), owned_by_me(&srv.1)), (0, 0));
 }
 
+/// A call whose connect was under way when the pool closed and then failed (here the region
+/// mutex, held until after `close`, outlasts the connect timeout) returned its connect's error
+/// (OVERLOADED "region mutex busy"), as if the pool were open. It fails as the calls refused
+/// after `close` do, the connect's error named after.
+#[test]
+fn close_fails_a_call_whose_connect_failed() {
+    let Some(srv) = echo("rustpoolcf") else {
+        return;
+    };
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_secs(1), // the mutex held here outlasts it
+        ..ConnectOptions::default()
+    };
+    let p = Pool::new(&srv.1, opts, 1).unwrap();
+    thread::scope(|s| {
+        let mutex = HeldMutex::take(&srv.1);
+        let connecting = s.spawn(|| p.infer("echo", &int(9), None));
+        wait_until("the call to connect", || open(&p) == 1);
+        p.close();
+        let e = connecting.join().unwrap().unwrap_err();
+        drop(mutex);
+        let closed = format!(
+            "the pool of {:?} is closed; the connect under way failed: OVERLOADED: ",
+            srv.1
+        );
+        assert_error(
+            "a call whose connect failed after the pool closed",
+            &e,
+            Status::ServerUnavailable,
+            "echo",
+            &closed,
+        );
+        assert!(e.message.contains("region mutex busy"), "{e}");
+    });
+    assert_eq!((open(&p), owned_by_me(&srv.1)), (0, 0));
+}
+
 /// A call waits for a free client until its timeout (DEADLINE_EXCEEDED saying so). A client whose
 /// call was abandoned at its deadline is put back and taken last: of two idle clients the next
 /// call takes the other and is answered at once; with one, it waits for the late answer.
