@@ -13,7 +13,7 @@ use crate::tensor::{DataType, Element, Tensor};
 use std::time::Duration;
 
 /// Each input's bytes must be as many as its datatype and shape make.
-fn check_sizes(inputs: &[Tensor], rid: u64) -> Result<()> {
+fn check_sizes(inputs: &[Tensor]) -> Result<()> {
     for t in inputs {
         if crate::tensor::byte_size(t.datatype, &t.shape) != Some(t.data.len()) {
             return Err(Error::new(
@@ -24,8 +24,7 @@ fn check_sizes(inputs: &[Tensor], rid: u64) -> Result<()> {
                     t.data.len(),
                     t.shape
                 ),
-            )
-            .with_id(rid));
+            ));
         }
     }
     Ok(())
@@ -205,10 +204,12 @@ impl Client {
         }
     }
 
-    fn next_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        id
+    /// Take the number `rid` (the value of `next_id`, read before the call's connection was
+    /// borrowed) for a request now written: a call refused before that sent nothing and names no
+    /// request (0), as in the C and Go clients, and takes no number.
+    fn take_id(&mut self, rid: u64) {
+        debug_assert_eq!(rid, self.next_id);
+        self.next_id = rid.wrapping_add(1).max(1);
     }
 
     /// Run `model` on `inputs`; returns its outputs (copied out of shared memory).
@@ -231,27 +232,26 @@ impl Client {
     }
 
     /// [`Client::infer`] with a model version, a selection of outputs, parameters. Every error
-    /// names the model ([`Error::model`]) and the request ([`Error::request_id`]).
+    /// names the model ([`Error::model`]) and the request ([`Error::request_id`]; 0 for a call
+    /// refused before its request was written: a bad argument, no server to connect to).
     pub fn infer_with(
         &mut self,
         model: &str,
         inputs: &[Tensor],
         options: &InferOptions,
     ) -> Result<Vec<Tensor>> {
-        let rid = self.next_id();
-        self.infer_request(rid, model, inputs, options)
-            .map_err(|e| e.with_call(model, rid))
+        self.infer_request(model, inputs, options)
+            .map_err(|e| e.with_call(model, 0))
     }
 
     fn infer_request(
         &mut self,
-        rid: u64,
         model: &str,
         inputs: &[Tensor],
         options: &InferOptions,
     ) -> Result<Vec<Tensor>> {
         let deadline = deadline_after(options.timeout);
-        let params = codec::encode_params(&options.params).map_err(|e| e.with_id(rid))?;
+        let params = codec::encode_params(&options.params)?;
         if params.len() > l::MAX_PARAMS {
             return Err(Error::new(
                 Status::TooLarge,
@@ -260,26 +260,24 @@ impl Client {
                     params.len(),
                     l::MAX_PARAMS
                 ),
-            )
-            .with_id(rid));
+            ));
         }
         let names = inputs.iter().map(|t| t.name.as_str());
-        check_names(model, &options.version, names, &options.outputs)
-            .map_err(|e| e.with_id(rid))?;
+        check_names(model, &options.version, names, &options.outputs)?;
         let flags = self.flags();
         let spin = self.opts.spin;
         let specs: Vec<(&str, DataType, &[u64])> = inputs
             .iter()
             .map(|t| (t.name.as_str(), t.datatype, t.shape.as_slice()))
             .collect();
-        check_sizes(inputs, rid)?;
+        check_sizes(inputs)?;
         let payload = l::request_payload_size(inputs.len(), options.outputs.len(), params.len());
         let (refs, end) = codec::layout(&specs, payload)?;
         let input_bytes: u64 = inputs.iter().map(|t| t.data.len() as u64).sum();
         let hung_wait = self.opts.connect_timeout; // a hung server's late answer (wait_idle)
+        let rid = self.next_id; // taken once the request is written (take_id)
         let conn = self.conn(deadline)?;
-        conn.check_limits(inputs.len(), options.outputs.len(), input_bytes)
-            .map_err(|e| e.with_id(rid))?;
+        conn.check_limits(inputs.len(), options.outputs.len(), input_bytes)?;
         conn.wait_idle(deadline, spin, hung_wait)?;
         conn.ensure(end)?;
         let area = conn.request_area();
@@ -297,9 +295,12 @@ impl Client {
             outputs: options.outputs.clone(),
             params,
         };
-        codec::write_request(area, &fields).map_err(|e| e.with_id(rid))?;
-        self.round_trip(rid, end, deadline, spin)
+        let written = codec::write_request(area, &fields);
+        self.take_id(rid);
+        written
+            .and_then(|_| self.round_trip(rid, end, deadline, spin))
             .map(|(_, outputs)| outputs)
+            .map_err(|e| e.with_call(model, rid))
     }
 
     /// `Conn::round_trip` on the connection the call made ready, and the transparent retry of
@@ -342,14 +343,12 @@ impl Client {
     }
 
     fn control(&mut self, kind: u16, model: &str, timeout: Option<Duration>) -> Result<String> {
-        let rid = self.next_id();
-        self.control_request(rid, kind, model, timeout)
-            .map_err(|e| e.with_call(model, rid))
+        self.control_request(kind, model, timeout)
+            .map_err(|e| e.with_call(model, 0))
     }
 
     fn control_request(
         &mut self,
-        rid: u64,
         kind: u16,
         model: &str,
         timeout: Option<Duration>,
@@ -357,6 +356,7 @@ impl Client {
         let deadline = deadline_after(timeout);
         let spin = self.opts.spin;
         let hung_wait = self.opts.connect_timeout; // a hung server's late answer (wait_idle)
+        let rid = self.next_id; // taken once the request is written (take_id)
         let conn = self.conn(deadline)?;
         conn.wait_idle(deadline, spin, hung_wait)?;
         let fields = RequestFields {
@@ -367,9 +367,12 @@ impl Client {
             ..RequestFields::default()
         };
         let area = conn.request_area();
-        let payload = codec::write_request(area, &fields).map_err(|e| e.with_id(rid))?;
-        let (dec, _) = self.round_trip(rid, l::MSG_HEADER_SIZE + payload, deadline, spin)?;
-        Ok(dec.text)
+        let written = codec::write_request(area, &fields);
+        self.take_id(rid);
+        written
+            .and_then(|payload| self.round_trip(rid, l::MSG_HEADER_SIZE + payload, deadline, spin))
+            .map(|(dec, _)| dec.text)
+            .map_err(|e| e.with_call(model, rid))
     }
 
     /// The metadata document of `model` (JSON text: its inputs and outputs).
@@ -529,15 +532,15 @@ impl Loan<'_> {
     }
 
     /// Send the loaned inputs as they are now; returns the outputs. Every error names the
-    /// loan's model ([`Error::model`]) and the request ([`Error::request_id`]).
+    /// loan's model ([`Error::model`]) and the request ([`Error::request_id`]; 0 for a call
+    /// refused before its request was written: the loan ended, its server gone).
     pub fn infer(&mut self, timeout: Option<Duration>) -> Result<Vec<Tensor>> {
-        let rid = self.client.next_id();
-        self.send(rid, timeout)
-            .map_err(|e| e.with_call(&self.model, rid))
+        self.send(timeout).map_err(|e| e.with_call(&self.model, 0))
     }
 
-    fn send(&mut self, rid: u64, timeout: Option<Duration>) -> Result<Vec<Tensor>> {
+    fn send(&mut self, timeout: Option<Duration>) -> Result<Vec<Tensor>> {
         let deadline = deadline_after(timeout);
+        let rid = self.client.next_id; // taken once the request is written (take_id)
         let flags = self.client.flags();
         let spin = self.client.opts.spin;
         let fields = RequestFields {
@@ -553,14 +556,14 @@ impl Loan<'_> {
         let hung_wait = self.client.opts.connect_timeout; // a hung server's late answer (wait_idle)
         let conn = self.live()?;
         conn.wait_idle(deadline, spin, hung_wait)?;
-        codec::write_request(conn.request_area(), &fields).map_err(|e| e.with_id(rid))?;
-        let result = conn
-            .round_trip(rid, end, deadline, spin)
+        let result = codec::write_request(conn.request_area(), &fields)
+            .and_then(|_| conn.round_trip(rid, end, deadline, spin))
             .map(|(_, outputs)| outputs);
         if result.is_err() && conn.pending() {
             self.ended = Some(rid); // the server may still read the inputs: lend them no more
         }
-        result
+        self.client.take_id(rid);
+        result.map_err(|e| e.with_call(&self.model, rid))
     }
 }
 

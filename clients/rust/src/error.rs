@@ -95,7 +95,8 @@ impl fmt::Display for Status {
 ///
 /// Every error of a call (`Client::infer`, `infer_with`, `metadata`, `loan`, `Loan::infer`) names
 /// the model it was made for in `model` (but a name over its 63-byte field, which the message
-/// names), and its request in `request_id` (0 for `Client::loan`, which sends nothing). The
+/// names), and its request in `request_id` (0 for a call refused before its request was written,
+/// by an argument check or a connect that found no server, and for `Client::loan`). The
 /// errors of connect, of `stats` (which names no model) and of the codec leave `model` empty.
 /// Displayed as `CODE: model "NAME" (request N): message` (`CODE: message` without a model).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -296,7 +296,7 @@ fn a_request_the_server_would_refuse_is_refused_first() {
         e.message,
         "params are 1048584 bytes of JSON (at most 1048576)"
     );
-    assert_ne!(e.request_id, 0);
+    assert_eq!(e.request_id, 0); // refused before it was sent: no request
     let e = client.infer(&"m".repeat(1 << 20), &x, None).unwrap_err();
     assert_eq!(e.code, Status::InvalidInput, "{e}");
     assert_eq!(
@@ -382,6 +382,73 @@ fn a_loan_whose_request_is_still_with_the_server_lends_its_inputs_no_more() {
     assert_eq!(
         loan.infer(five).unwrap()[0].to_vec::<f32>().unwrap(),
         [2.0; 4]
+    );
+}
+
+/// A call refused before its request was written (a bad argument, params over their limit, no
+/// server to connect to) names no request: `request_id` 0, as in the C and Go clients, and takes
+/// no number (the next request's is one more than the last sent). It was the call's number.
+#[test]
+fn a_call_refused_before_it_sent_anything_names_no_request() {
+    let Some(python) = python() else { return };
+    let mut echo = start_named(&python, "rustunsent");
+    let mut client = Client::connect(&echo.1, ConnectOptions::default()).unwrap();
+    let t = Some(Duration::from_secs(5));
+    let x = Tensor::from_slice("x", &[2], &[1u8, 2]).unwrap();
+    let e = client
+        .infer("nosuch", std::slice::from_ref(&x), t)
+        .unwrap_err();
+    assert_eq!(e.code, Status::ModelNotFound, "{e}");
+    let first = e.request_id;
+    assert_ne!(first, 0, "{e}");
+    let mut short = x.clone();
+    short.data.pop(); // fewer bytes than its shape makes
+    let refused = [
+        client.infer("echo", &[x.clone(), x.clone()], t), // an input named twice
+        client.infer("echo", &[short], t),
+        client.infer_with(
+            "echo",
+            std::slice::from_ref(&x),
+            &InferOptions {
+                params: vec![("k".into(), Param::Str("v".repeat(1 << 20)))],
+                ..InferOptions::default()
+            },
+        ),
+    ];
+    for r in refused {
+        let e = r.unwrap_err();
+        assert_eq!((e.model.as_str(), e.request_id), ("echo", 0), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: model \"echo\": ", e.code.name())),
+            "{e}"
+        );
+    }
+    let e = client.metadata("nosuch", t).unwrap_err();
+    assert_eq!(
+        (e.code, e.request_id),
+        (Status::ModelNotFound, first + 1),
+        "{e}"
+    );
+    echo.0.kill().unwrap();
+    echo.0.wait().unwrap();
+    let _ = client.infer("echo", std::slice::from_ref(&x), t); // finds the server dead
+    let e = client
+        .infer("echo", std::slice::from_ref(&x), t)
+        .unwrap_err(); // no server to connect to: nothing sent
+    drop(client);
+    for entry in std::fs::read_dir("/dev/shm").unwrap().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file.starts_with(&format!("fdn-{}", echo.1))
+            || file.starts_with(&format!("sem.fdn-{}", echo.1))
+        {
+            let _ = std::fs::remove_file(entry.path()); // what the killed server left
+        }
+    }
+    assert_eq!(
+        (e.code, e.request_id),
+        (Status::ServerUnavailable, 0),
+        "{e}"
     );
 }
 
