@@ -38,8 +38,9 @@ def own_start_time() -> int:
 
 def _proven_gone(pid: int, started: int | None) -> bool:
     """Whether process ``pid`` (started at ``started``; None: any start time) is proven gone:
-    no ``/proc/PID`` (ENOENT; ESRCH as it is reaped), a zombie (killed, not yet reaped by its
-    parent: spec 10.3 counts it as gone), or another start time (the pid reused). A
+    no ``/proc/PID`` (ENOENT where ``/proc`` is mounted; ESRCH as it is reaped), a zombie
+    (killed, not yet reaped by its parent: spec 10.3 counts it as gone), or another start time
+    (the pid reused). A
     ``/proc/PID/stat`` that cannot be read for another reason (EMFILE at this process's file
     limit, ENFILE, ENOMEM, EACCES) proves nothing; ``kill(pid, 0)``, which needs no file
     descriptor, settles it: ESRCH is gone, success or EPERM a live process (10.3, 10.4). Then
@@ -50,10 +51,23 @@ def _proven_gone(pid: int, started: int | None) -> bool:
     try:
         fields = _stat_fields(pid)
         return fields[0] in (b"Z", b"X") or (started is not None and int(fields[19]) != started)
-    except (FileNotFoundError, ProcessLookupError):
+    except FileNotFoundError:  # no /proc/PID: proof only where /proc itself is mounted
+        return _no_such_process(pid) if not _proc_mounted() else True
+    except ProcessLookupError:
         return True
     except (OSError, ValueError, IndexError):
         return _no_such_process(pid)
+
+
+def _proc_mounted() -> bool:
+    """Whether ``/proc`` is there (a ``stat`` of ``/proc/self``: no file descriptor needed). Where
+    it is not (not mounted in a container), no ``/proc/PID`` is no proof of death: ``kill(pid, 0)``
+    decides, as for an entry that cannot be read (spec 10.3)."""
+    try:
+        os.stat("/proc/self")
+    except OSError:
+        return False
+    return True
 
 
 def _no_such_process(pid: int) -> bool:

@@ -171,6 +171,25 @@ def test_no_proc_entry_is_gone_without_asking_kill(
     assert not is_alive(live, started) and not is_running(live) and is_gone(live, started)
 
 
+@pytest.mark.parametrize("alive", [True, False], ids=["live", "dead"])
+def test_no_proc_entry_where_proc_is_not_mounted_is_settled_by_kill(
+    live: int, alive: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``/proc`` (a container that does not mount it), every ``/proc/PID`` is missing:
+    that is no proof, and ``kill(pid, 0)`` decides (spec 10.3)."""
+    pid = live if alive else _dead_pid()
+    _blind(monkeypatch, {pid}, errno.ENOENT)
+    real_stat = _liveness.os.stat
+
+    def stat(path: str, *args: object, **kwargs: object) -> os.stat_result:
+        if path == "/proc/self":
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_liveness.os, "stat", stat)
+    assert is_alive(pid, 12345) is alive and is_running(pid) is alive and is_gone(pid, 12345) is not alive
+
+
 def test_a_readable_proc_entry_decides_by_state_and_start_time(live: int) -> None:
     """Read: another start time is a reused pid (gone for ``is_alive``; ``is_running`` asks no
     start time); a zombie is gone for all three; pid 0 or below is no process."""
