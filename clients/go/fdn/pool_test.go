@@ -234,6 +234,46 @@ func TestLivePoolCloseFailsACallWhoseConnectFailed(t *testing.T) {
 	}
 }
 
+// A call whose connect ended with its context after the pool closed fails as the calls refused
+// after Close do, and still unwraps to the context's error (errors.Is(err,
+// context.DeadlineExceeded)), as a call that ended with its context does: the closed pool's
+// error dropped it.
+func TestLivePoolCloseKeepsTheContextOfAConnectItEnded(t *testing.T) {
+	srv := startEcho(t, "fdngopoolcx")
+	o := srv.connect(Options{})
+	p, err := NewPool(srv.name, Options{ConnectTimeoutMs: 30000}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := holdRegionMutex(t, o)
+	defer release()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	connecting := make(chan error, 1)
+	go func() {
+		_, err := p.Infer(ctx, "echo", int32Input(9))
+		connecting <- err
+	}()
+	for end := time.Now().Add(time.Minute); p.openClients() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the call did not start to connect")
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err = <-connecting:
+	case <-time.After(time.Minute):
+		t.Fatal("the call connecting when the pool closed did not end")
+	}
+	callError(t, "a call whose connect its context ended after the pool closed", err, ServerUnavailable, "echo", 0)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "the connect under way failed: DEADLINE_EXCEEDED: ") {
+		t.Errorf("a call whose connect its context ended after the pool closed: %v (Unwrap %v); want it to wrap %v",
+			err, errors.Unwrap(err), context.DeadlineExceeded)
+	}
+}
+
 // A call waits for a free client until its context ends (DEADLINE_EXCEEDED wrapping ctx.Err()).
 // A call abandoned on a client puts it back with its request still with the server, taken last:
 // of two idle clients the next call takes the other and is answered at once; with one, it waits
