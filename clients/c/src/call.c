@@ -241,11 +241,7 @@ static const char *own_model(const char *model, char own[FDN_NAME_SIZE]) {
     return own;
 }
 
-/* The transparent retry of spec 10.3: the server died before it dispatched the request, so no
- * handler ran it; it is sent once more, its bytes unchanged (request id, absolute deadline_ns), to
- * a server restarted under the name, within the same deadline. Without one (no server yet, the dead
- * one's region, a hung or full one, the deadline) the call fails with its gone error, the
- * reconnect's reason appended. A loan never comes here: its caller wrote the dead server's area. */
+/* A request not sent again (spec 10.3): its gone error in *err, the reason appended. */
 static enum fdn_status not_sent_again(struct fdn_error *err, const char *reason) {
     if (err) {
         size_t used = strlen(err->message);
@@ -254,6 +250,12 @@ static enum fdn_status not_sent_again(struct fdn_error *err, const char *reason)
     return FDN_SERVER_UNAVAILABLE;
 }
 
+/* The transparent retry of spec 10.3: the server died before it dispatched the request, so no
+ * handler ran it; it is sent once more, its bytes unchanged (request id, absolute deadline_ns), to
+ * a server restarted under the name, within the same deadline. Without one (no server yet, the dead
+ * one's region, a hung or full one, the deadline), or without memory for the copy of the request,
+ * the call fails with its gone error, the reason appended. A loan never comes here: its caller
+ * wrote the dead server's area. */
 static enum fdn_status send_again(struct fdn_client *c, uint64_t deadline, struct fdn_result *res,
                                   struct fdn_error *err) {
     uint64_t n = c->used;
