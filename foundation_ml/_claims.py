@@ -21,11 +21,13 @@ claim until the version holding it is ``released`` (its model closed, or left to
 runtimes' ``ModelClaims`` share ``_HELD``, under ``_HELD_LOCK`` (taken inside a runtime's
 ``_models_lock``, never around one): each model claimed, by id, with the ``ServedModel`` holding it
 and the runtime, both by weak reference, so that an entry keeps nothing alive, and one whose
-version is gone or released is over (the id may be another object's by then).
+version is gone or released is over (the id may be another object's by then). A forked child
+starts with none: the runtimes it inherited are its parent's, left serving there.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -41,6 +43,20 @@ __all__ = ["ModelClaims", "check_not_loaded"]
 #: every runtime's models, by id of the model: the version holding it and that runtime's claims
 _HELD: dict[int, tuple[weakref.ref[ServedModel], weakref.ref[ModelClaims]]] = {}
 _HELD_LOCK = threading.Lock()
+
+
+def _forget_held_after_fork() -> None:
+    """In a forked child: the runtimes that held models at the fork are the parent's, left serving
+    there (a child's exit closes none of them: ``_close_open_runtimes``), so they hold none here; a
+    model one served was refused by every runtime of the child. The lock, which a parent thread
+    may have held at the fork (a claim under way), is made anew: held, every registration of the
+    child hung for ever."""
+    global _HELD_LOCK
+    _HELD_LOCK = threading.Lock()
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_held_after_fork)
 
 
 class ModelClaims:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import zipfile
@@ -789,6 +792,68 @@ def test_a_model_another_runtime_holds_is_refused_naming_that_runtime(runtime: M
         if registering is not None:
             registering.join(60)
         first.close()
+
+
+def test_a_forked_child_registers_a_model_its_parents_runtime_serves() -> None:
+    """Claims are shared by the runtimes of a process, and a forked child (a preforking server's
+    worker, multiprocessing's 'fork') inherited its parent's: a model object the parent's runtime
+    served was refused in the child ('already served ... by another MLRuntime, 'parent''), though
+    that runtime is the parent's, left serving there, and closes nothing in the child; and a
+    parent thread holding the claims' lock at the fork (a registration under way) left it held in
+    the child, whose first register_model then hung for ever. Each child registers it."""
+    code = """
+        import os, signal, threading, traceback
+        import foundation_core
+        from foundation_ml import FunctionModel, MLRuntime
+        from foundation_ml import _claims, _plugin
+
+        hub = foundation_core.start(plugins=[_plugin], entry_points=False)
+        model = FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+        parent = MLRuntime(hub, name="parent")
+        parent.register_model("a", model, warmup=False)
+
+        def child():  # never returns: any error is its exit status
+            signal.alarm(30)  # a register_model that hangs ends the child (SIGALRM)
+            status = 1
+            try:
+                runtime = MLRuntime(hub, name="child")
+                runtime.register_model("b", model, warmup=False)
+                status = 0 if runtime.registry.names() == ["b"] else 3
+                runtime.close()
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(status)
+
+        codes = []
+        for held in (False, True):
+            held_now, release = threading.Event(), threading.Event()
+
+            def hold():  # another thread of the parent's, in a claim as the fork comes
+                with _claims._HELD_LOCK:
+                    held_now.set()
+                    release.wait()
+
+            holder = threading.Thread(target=hold)
+            if held:
+                holder.start()
+                held_now.wait()
+            pid = os.fork()
+            if pid == 0:
+                child()
+            release.set()
+            if held:
+                holder.join()
+            codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        print("children exited", codes)
+        parent.close()
+        hub.shutdown()
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == "children exited [0, 0]", (done.stdout, done.stderr[-2000:])
 
 
 def test_close_waits_for_a_model_another_thread_is_unloading(runtime: MLRuntime) -> None:
