@@ -21,7 +21,8 @@ claim until the version holding it is ``released`` (its model closed, or left to
 runtimes' ``ModelClaims`` share ``_HELD``, under ``_HELD_LOCK`` (taken inside a runtime's
 ``_models_lock``, never around one): each model claimed, by id, with the ``ServedModel`` holding it
 and the runtime, both by weak reference, so that an entry keeps nothing alive, and one whose
-version is gone or released is over (the id may be another object's by then). A forked child
+version is gone or released is over (the id may be another object's by then), as is one whose
+runtime is gone without stopping it (nothing closes its model then). A forked child
 starts with none: the runtimes it inherited are its parent's, left serving there.
 """
 
@@ -141,7 +142,7 @@ class ModelClaims:
         forgotten. (Under _models_lock.)"""
         key = id(served.model)
         with _HELD_LOCK:
-            for k in [k for k, (ref, _) in _HELD.items() if _released(ref)]:
+            for k in [k for k, entry in _HELD.items() if _over(entry)]:
                 del _HELD[k]
             held = _HELD.get(key)
             other = held[0]() if held is not None else None
@@ -209,15 +210,19 @@ class ModelClaims:
                 pass
 
 
-def _released(ref: weakref.ref[ServedModel]) -> bool:
-    """Whether the version of an entry of ``_HELD`` is gone or has released its model."""
-    served = ref()
-    return served is None or served.released.is_set()
+def _over(entry: tuple[weakref.ref[ServedModel], weakref.ref[ModelClaims]]) -> bool:
+    """Whether an entry of ``_HELD`` holds its model no longer: its version is gone or has released
+    it, or its runtime is gone (dropped without ``close()``) and never stopped it: nothing can
+    unload it then, so nothing closes the model (its batcher thread, which keeps it alive, runs
+    it no more: nothing reaches it). A version stopped whose call still runs holds it still:
+    that call's return closes it."""
+    served = entry[0]()
+    return served is None or served.released.is_set() or (entry[1]() is None and not served.stopped)
 
 
 def _held_elsewhere(served: ServedModel, other: ServedModel, claims: ModelClaims | None) -> str:
     """What refuses ``served``'s model, held by ``other`` in another runtime (``claims``, None
-    once that runtime is gone: its version, still unreleased, runs on in a thread of its own)."""
+    once that runtime is gone: its version was unloaded, and a call of it still runs)."""
     runtime = claims._runtime() if claims is not None else None
     label = getattr(runtime, "name", "")
     where = f"another MLRuntime, {label!r}," if label else "another MLRuntime (unnamed)"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import re
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import weakref
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -792,6 +794,69 @@ def test_a_model_another_runtime_holds_is_refused_naming_that_runtime(runtime: M
         if registering is not None:
             registering.join(60)
         first.close()
+
+
+def test_a_model_of_a_runtime_dropped_without_close_is_registered_in_another(runtime: MLRuntime) -> None:
+    """A runtime dropped without close() (garbage collected) can unload nothing, so it closes none
+    of its models; yet a batched one, which its batcher thread kept alive, was refused by every
+    other runtime for good ('already served ... by another MLRuntime (unnamed) which closes it
+    when it is unloaded'), where it was accepted before the runtimes shared their claims. It is
+    accepted, and closed once, by the runtime that serves it now."""
+    model = _CountsCloses()
+    name = unique_name("dropped")
+    first = MLRuntime(runtime.hub, name="first")
+    first.register_model(name, model, max_batch_size=2, warmup=False)
+    batcher = first.registry.get(name, "1").batcher
+    assert batcher is not None
+    gone = weakref.ref(first)
+    del first
+    gc.collect()
+    try:
+        assert gone() is None, "the runtime was not collected"
+        runtime.register_model("b", model, warmup=False)
+        assert runtime.registry.names() == ["b"] and model.closed == 0
+        runtime.unload_model("b")
+        assert model.closed == 1
+    finally:
+        batcher.stop(0.0)  # the dropped runtime's thread, left running by it
+
+
+def test_a_model_closing_in_a_runtime_dropped_since_is_not_registered_until_its_late_close(
+    runtime: MLRuntime,
+) -> None:
+    """A runtime dropped after an unload whose drain timed out with a call still running: that
+    call's return closes the model all the same, so it is refused until then (the test above
+    must not free it)."""
+
+    class Model(_OneAtATime):
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    model = Model(gate=True)
+    first = MLRuntime(runtime.hub, name="first")
+    first.register_model("a", model, warmup=False)
+    served = first.registry.get("a", "1")
+    respond = Replies().respond(1)
+    calling = threading.Thread(target=served.submit, args=(_request(1), respond, time.monotonic_ns()))
+    calling.start()
+    try:
+        assert model.entered.wait(60), "the call never began"
+        first.unload_model("a", drain_timeout=0.05)  # returns with the call still running
+        gone = weakref.ref(first)
+        del first
+        gc.collect()
+        assert gone() is None, "the runtime was not collected"
+        with pytest.raises(ModelLoadError, match=r"was unloaded as 'a' version '1' in another MLRuntime"):
+            runtime.register_model("b", model, warmup=False)
+        assert runtime.registry.names() == [] and model.closed == 0
+    finally:
+        model.release.set()
+        calling.join(60)
+    assert model.closed == 1  # closed once its call returned
+    runtime.register_model("b", model, warmup=False)  # and free from then on
+    assert runtime.registry.names() == ["b"]
 
 
 def test_a_forked_child_registers_a_model_its_parents_runtime_serves() -> None:
