@@ -422,8 +422,13 @@ how, name = sys.argv[1:]
 stop = Batcher.stop
 
 
+said = threading.Event()
+
+
 def stop_and_say(self, *args, **kwargs):  # the models' drain: the cue for the second Ctrl-C
-    print("draining the model", flush=True)
+    if not said.is_set():  # once: that Ctrl-C landing before the stop ran has it stopped again
+        said.set()
+        print("draining the model", flush=True)
     return stop(self, *args, **kwargs)
 
 
