@@ -1722,6 +1722,82 @@ def test_a_registration_interrupted_once_served_leaves_an_unload_in_another_thre
         hub.shutdown()
 
 
+class _UnloadingOnExit:
+    """The runtime's ``_models_lock``: as ``thread`` lets go of it the second time (its version now
+    in the registry), ``begin()`` runs (a call of the model, then another thread's unload_model,
+    which waits for that call), then a Ctrl-C lands. Other threads take it as a plain lock."""
+
+    def __init__(self, lock: threading.Lock, begin: Callable[[], None]) -> None:
+        self._lock, self._left, self._begin = lock, 2, begin
+        self._thread = threading.current_thread()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+        if threading.current_thread() is self._thread:
+            self._left -= 1
+            if self._left == 0:
+                self._begin()
+                raise KeyboardInterrupt
+
+
+def test_a_registration_interrupted_while_another_threads_unload_drains_it_closes_it_once() -> None:
+    """As above, with the other thread's unload still waiting for a call of the model when the
+    failed registration's undo ran (``ModelClaims.unloaded``: being unloaded, not yet stopped):
+    the undo stopped it too, and both stops closed the model once that call returned. The undo
+    leaves it to that unload: closed once, after the call."""
+    closes: list[int] = []
+    entered, release = threading.Event(), threading.Event()
+
+    class Model(_Linear):
+        def __call__(self, inputs: Mapping[str, np.ndarray]) -> Any:
+            entered.set()
+            assert release.wait(60), "never released"
+            return super().__call__(inputs)
+
+        def close(self) -> None:
+            closes.append(1)
+
+    hub = _backend_hub(Model)
+    rt = MLRuntime(hub)
+    replies = Replies()
+    threads: list[threading.Thread] = []
+
+    def begin() -> None:
+        request = InferenceRequest("m", {"x": np.zeros((1, 2), np.float32)}, id=1)
+        threads.append(threading.Thread(target=rt, args=(request, replies.respond(1))))
+        threads[-1].start()
+        assert entered.wait(60), "the call never began"
+        threads.append(threading.Thread(target=rt.unload_model, args=("m",), kwargs={"drain_timeout": 60}))
+        threads[-1].start()
+        deadline = time.monotonic() + 60
+        while not rt._unloading and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert rt._unloading, "the unload never began"
+
+    try:
+        lock = rt._models_lock
+        rt._models_lock = _UnloadingOnExit(lock, begin)  # type: ignore[assignment]
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                rt.register_model("m", {"w": 1}, warmup=False)
+        finally:
+            rt._models_lock = lock
+        assert closes == [], "the model was closed under its call"
+        release.set()
+        for thread in threads:
+            thread.join(60)
+        assert isinstance(replies.wait(1)[1], InferenceResponse)
+        assert closes == [1], "the model was not closed exactly once"
+        assert rt.registry.names() == [] and not rt._unloading
+    finally:
+        release.set()
+        rt.close()
+        hub.shutdown()
+
+
 def test_a_batcher_thread_that_cannot_start_fails_the_registration_at_once_typed(
     runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
