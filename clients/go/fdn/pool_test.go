@@ -153,36 +153,64 @@ func TestLivePoolCloseFailsWaitersAndClosesClientsInUse(t *testing.T) {
 	}
 }
 
-// A call whose connect was under way when the pool closed (here waiting for the region mutex,
-// held until Close has run) made its call on the client it connected, closed only when it came
-// back. It fails as the calls refused after Close do, its client closed before any call.
-func TestLivePoolCloseFailsACallStillConnecting(t *testing.T) {
-	srv := startEcho(t, "fdngopoolcc")
-	o := srv.connect(Options{})
-	p, err := NewPool(srv.name, Options{ConnectTimeoutMs: 30000}, 1)
+// closedWhileConnecting starts a call of a pool of one client (connect timeout connectMs; the
+// call's context ends ctxTimeout after the call starts, or never if 0) whose connect waits for the
+// region mutex, held from before the call, and closes the pool once that connect is under way. release lets the mutex go; the call's error
+// comes on the channel (wait for it with callEnded).
+func closedWhileConnecting(t *testing.T, prefix string, connectMs uint32, ctxTimeout time.Duration) (
+	srv *echo, o *Client, p *Pool, release func(), connecting <-chan error,
+) {
+	t.Helper()
+	srv = startEcho(t, prefix)
+	o = srv.connect(Options{})
+	p, err := NewPool(srv.name, Options{ConnectTimeoutMs: connectMs}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	release := holdRegionMutex(t, o)
-	connecting := make(chan error, 1)
+	release = holdRegionMutex(t, o)
+	ctx := context.Background()
+	if ctxTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, ctxTimeout)
+		t.Cleanup(cancel)
+	}
+	ended := make(chan error, 1)
 	go func() {
-		_, err := p.Infer(context.Background(), "echo", int32Input(9))
-		connecting <- err
+		_, err := p.Infer(ctx, "echo", int32Input(9))
+		ended <- err
 	}()
 	for end := time.Now().Add(time.Minute); p.openClients() != 1; time.Sleep(time.Millisecond) {
 		if time.Now().After(end) {
+			release()
 			t.Fatal("the call did not start to connect")
 		}
 	}
 	if err := p.Close(); err != nil {
+		release()
 		t.Fatal(err)
 	}
-	release() // the connect takes the mutex and a channel, after Close
+	return srv, o, p, release, ended
+}
+
+// callEnded is the error of the call closedWhileConnecting started, within a minute.
+func callEnded(t *testing.T, connecting <-chan error) error {
+	t.Helper()
 	select {
-	case err = <-connecting:
+	case err := <-connecting:
+		return err
 	case <-time.After(time.Minute):
 		t.Fatal("the call connecting when the pool closed did not end")
 	}
+	return nil
+}
+
+// A call whose connect was under way when the pool closed (here waiting for the region mutex,
+// held until Close has run) made its call on the client it connected, closed only when it came
+// back. It fails as the calls refused after Close do, its client closed before any call.
+func TestLivePoolCloseFailsACallStillConnecting(t *testing.T) {
+	srv, o, p, release, connecting := closedWhileConnecting(t, "fdngopoolcc", 30000, 0)
+	release() // the connect takes the mutex and a channel, after Close
+	err := callEnded(t, connecting)
 	callError(t, "a call connecting when the pool closed", err, ServerUnavailable, "echo", 0)
 	if !strings.Contains(err.Error(), "the pool of \""+srv.name+"\" is closed") {
 		t.Errorf("a call connecting when the pool closed: %v", err)
@@ -198,31 +226,8 @@ func TestLivePoolCloseFailsACallStillConnecting(t *testing.T) {
 // (OVERLOADED "region mutex busy"), as if the pool were open. It fails as the calls refused after
 // Close do, the connect's error named after.
 func TestLivePoolCloseFailsACallWhoseConnectFailed(t *testing.T) {
-	srv := startEcho(t, "fdngopoolcf")
-	o := srv.connect(Options{})
-	p, err := NewPool(srv.name, Options{ConnectTimeoutMs: 1000}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	release := holdRegionMutex(t, o)
-	connecting := make(chan error, 1)
-	go func() {
-		_, err := p.Infer(context.Background(), "echo", int32Input(9))
-		connecting <- err
-	}()
-	for end := time.Now().Add(time.Minute); p.openClients() != 1; time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatal("the call did not start to connect")
-		}
-	}
-	if err := p.Close(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err = <-connecting:
-	case <-time.After(time.Minute):
-		t.Fatal("the call connecting when the pool closed did not end")
-	}
+	srv, _, p, release, connecting := closedWhileConnecting(t, "fdngopoolcf", 1000, 0)
+	err := callEnded(t, connecting)
 	release()
 	callError(t, "a call whose connect failed after the pool closed", err, ServerUnavailable, "echo", 0)
 	want := "the pool of \"" + srv.name + "\" is closed; the connect under way failed: OVERLOADED: "
@@ -239,34 +244,9 @@ func TestLivePoolCloseFailsACallWhoseConnectFailed(t *testing.T) {
 // context.DeadlineExceeded)), as a call that ended with its context does: the closed pool's
 // error dropped it.
 func TestLivePoolCloseKeepsTheContextOfAConnectItEnded(t *testing.T) {
-	srv := startEcho(t, "fdngopoolcx")
-	o := srv.connect(Options{})
-	p, err := NewPool(srv.name, Options{ConnectTimeoutMs: 30000}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	release := holdRegionMutex(t, o)
+	_, _, _, release, connecting := closedWhileConnecting(t, "fdngopoolcx", 30000, 500*time.Millisecond)
 	defer release()
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	connecting := make(chan error, 1)
-	go func() {
-		_, err := p.Infer(ctx, "echo", int32Input(9))
-		connecting <- err
-	}()
-	for end := time.Now().Add(time.Minute); p.openClients() != 1; time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatal("the call did not start to connect")
-		}
-	}
-	if err := p.Close(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err = <-connecting:
-	case <-time.After(time.Minute):
-		t.Fatal("the call connecting when the pool closed did not end")
-	}
+	err := callEnded(t, connecting)
 	callError(t, "a call whose connect its context ended after the pool closed", err, ServerUnavailable, "echo", 0)
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "the connect under way failed: DEADLINE_EXCEEDED: ") {
 		t.Errorf("a call whose connect its context ended after the pool closed: %v (Unwrap %v); want it to wrap %v",
