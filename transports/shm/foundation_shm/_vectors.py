@@ -380,10 +380,12 @@ def _tensor_json(index: int, name: str, array: Any, area: bytes) -> dict[str, An
             "ipc_offset": array.offset,
             "data_size": array.size,
         }
-    # the datatype as the descriptor names it (BF16 decodes to uint16, as UINT16 does), once the
-    # decoded array's dtype is that datatype's: a decoder reading FP16 as int16 does not pass
+    # the datatype as the descriptor names it, once the decoded array's dtype is that datatype's:
+    # a decoder reading FP16 as int16 does not pass, nor one reading BF16 (or BYTES) as a plain
+    # uint16 (uint8), whose dtype equals the marked one (numpy's == ignores the metadata)
     dtype = DataType.from_code(struct.unpack_from("<I", area, _DESC0 + index * DESC_SIZE + 64)[0])
-    datatype = dtype.name if array.dtype == dtype.numpy else f"{dtype.name} decoded as {array.dtype}"
+    same = array.dtype == dtype.numpy and array.dtype.metadata == dtype.numpy.metadata
+    datatype = dtype.name if same else f"{dtype.name} decoded as {_dtype_said(array.dtype)}"
     iface = array.__array_interface__["data"][0]
     base = np.frombuffer(area, np.uint8).__array_interface__["data"][0]
     return {
@@ -394,6 +396,12 @@ def _tensor_json(index: int, name: str, array: Any, area: bytes) -> dict[str, An
         "data_size": array.nbytes,
         "data_hex": array.tobytes().hex(),
     }
+
+
+def _dtype_said(dtype: np.dtype[Any]) -> str:
+    """``dtype`` named with its datatype mark, if any (a BF16 read as UINT16 says so)."""
+    mark = dtype.metadata.get("datatype") if dtype.metadata else None
+    return f"{dtype} ({mark})" if mark else str(dtype)
 
 
 def _status_name(status: int) -> str:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import foundation_shm._decoders as decoders
+import numpy as np
 import pytest
 from foundation_shm._vectors import CASES, area_of, decoded_json, generate
+
+from foundation_ml import DataType
 
 VECTORS = Path(__file__).resolve().parents[3] / "docs" / "protocol" / "vectors"
 
@@ -59,3 +63,18 @@ def test_a_vector_file_not_stored_as_spec_14_says_is_refused_not_padded() -> Non
     for file, size in ((b"x" * 65, 64), (b"x" * 63, 64), (b"x" * 10, big), (b"ab ", big + 1)):
         with pytest.raises(ValueError, match="a vector file of"):
             area_of(file, size)
+
+
+def test_a_decoder_reading_bf16_as_a_plain_uint16_fails_the_bf16_vector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BF16 decodes to uint16 bit patterns marked BF16 (the dtype's metadata), UINT16 to plain
+    uint16; numpy's == ignores the mark, so the harness compares it too: a decoder that loses it
+    (a server's model then sees UINT16) does not pass."""
+    doc = json.loads((VECTORS / "request_scalar_bf16.json").read_text())
+    area = area_of((VECTORS / "request_scalar_bf16.bin").read_bytes(), doc["size"])
+    bf16 = DataType.BF16
+    monkeypatch.setitem(decoders._DTYPES, bf16.code, (bf16, np.dtype(np.uint16), bf16.itemsize))
+    got = decoded_json(doc["decode_as"], area)
+    assert got["inputs"][0]["datatype"] == "BF16 decoded as uint16"
+    assert got != doc["expect"]
