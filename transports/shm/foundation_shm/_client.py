@@ -68,6 +68,7 @@ from ._codec import (
     write_request,
 )
 from ._cuda_ipc import ClientCuda
+from ._gone import _GoneBeforeDispatch, _GoneBeforeSending
 from ._loan import Loan, TensorSpecLike
 from ._options import ConnectOptions
 from ._options import options as _options
@@ -490,10 +491,11 @@ class ShmClient(TransportClient):
         them, then ``loan.infer()``. Use as a context manager; the views are invalid after it.
         ``version``, ``outputs`` and ``parameters`` are those of every request the loan sends.
         If the only channel to be had is still with the server (a call that passed its deadline),
-        this waits for it up to ``timeout`` and ``connect_timeout``, then ``DeadlineExceeded``."""
+        this waits for it up to ``timeout`` and ``connect_timeout``, then ``DeadlineExceeded``; a
+        server found gone meanwhile is left for one restarted under its name (``_again``)."""
         deadline = self._deadline(0, timeout)
         try:
-            ch = self._take(deadline, self.connect_timeout)
+            ch = self._once_more(lambda: self._take(deadline, self.connect_timeout), deadline)
             try:
                 return Loan(self, ch, model, inputs, version=version, outputs=outputs, parameters=parameters)
             except BaseException:
@@ -518,15 +520,17 @@ class ShmClient(TransportClient):
         reached a handler (``gone``): stopped before it was sent, or dead with it not dispatched
         (``_GoneBeforeDispatch``, spec 10.3: then it goes only to a new server of the name that
         answers a reconnect within ``deadline``, and otherwise the call fails with ``gone``'s
-        message). Once per call: a second such failure is a plain ``ServerUnavailable``."""
+        message), or found gone while the call waited for a channel still with it
+        (``_GoneWhileWaiting``, spec 7.5: its request not written yet, it goes the same way).
+        Once per call: a second such failure is a plain ``ServerUnavailable``."""
         if isinstance(gone, _GoneBeforeDispatch):
             try:  # the reconnect (10.1): a channel of a live server's new connection
                 self._give(self._take(deadline))
             except InferenceError as exc:  # no server yet, the dead one's region, hung, overloaded, late
                 since = "no server of that name since" if exc.message == gone.message else exc.message
-                raise ServerUnavailable(f"{gone.message}; not sent again: {since}") from None
+                raise ServerUnavailable(f"{gone.message}; {gone.not_sent}: {since}") from None
             except (OSError, posix_ipc.Error) as exc:  # EMFILE opening its objects: typed, as gone
-                raise ServerUnavailable(f"{gone.message}; not sent again: {exc}") from None
+                raise ServerUnavailable(f"{gone.message}; {gone.not_sent}: {exc}") from None
         try:
             return attempt()
         except _GoneBeforeSending as exc:
@@ -541,28 +545,6 @@ class ShmClient(TransportClient):
 
 
 _ = (InferenceError, ServerUnavailable)
-
-
-class _GoneBeforeSending(ServerUnavailable):
-    """The server had stopped (its region STOPPED: a graceful stop) before the request was
-    published: nothing was sent, so ``infer`` (host or CUDA inputs), ``metadata`` and ``stats``
-    send it once more on a new connection (``ShmClient._again``: a server restarted under the
-    same name, the first call after the restart failed, where the C, Rust and Go clients
-    reconnect first). Never seen by a caller: a loan, whose areas are the old connection's, raises it as
-    a plain ``ServerUnavailable`` (``gone_before_sending``)."""
-
-
-class _GoneBeforeDispatch(_GoneBeforeSending):
-    """The server died (10.3) with the request published but never dispatched (no answer, and
-    ``server_busy`` 0), or before it was published: no handler ran it, so it is sent once more
-    (``ShmClient._again``), to a new server of the name only. A loan's call fails as a plain
-    ``ServerUnavailable``, as for ``_GoneBeforeSending``."""
-
-
-def gone_before_sending(exc: BaseException) -> BaseException:
-    """``exc``, or a plain ``ServerUnavailable`` of its message if it is a ``_GoneBeforeSending``
-    that no one sends again (a loan's call): the private type is never a caller's to see."""
-    return ServerUnavailable(str(exc)) if isinstance(exc, _GoneBeforeSending) else exc
 
 
 def _check_before_sending(conn: _Connection, closed: bool) -> None:

@@ -17,6 +17,7 @@ from foundation_ml.errors import InferenceError, InvalidInput
 
 from ._codec import MAX_REQUEST_ID, encode_params, layout, request_payload_size, write_header
 from ._codec import request_id as checked_request_id
+from ._gone import gone_before_sending
 from ._layout import MAX_NDIM
 
 if TYPE_CHECKING:
@@ -243,8 +244,6 @@ class Loan:
         except BaseException as exc:
             if _pending(ch):  # the server may still read the inputs: they are not to be written
                 self._stop_lending(rid)
-            from ._client import gone_before_sending  # (_client imports this module)
-
             # a server stopped before the request was sent: a loan's areas are the old
             # connection's, so nothing sends it again; the caller sees ServerUnavailable
             plain = gone_before_sending(exc)

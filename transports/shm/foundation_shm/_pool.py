@@ -26,6 +26,7 @@ from foundation_ml.errors import DeadlineExceeded, Overloaded, ServerUnavailable
 
 from . import _layout as L
 from ._channel import _Channel, _Connection, _pages
+from ._gone import _GoneWhileWaiting
 from ._liveness import is_alive, own_start_time
 from ._segments import drain, open_semaphore, sem_wait
 
@@ -542,8 +543,15 @@ class ChannelPool:
                     # as a call's wait does (else a server that died never frees it: a hang)
                     try:
                         pending.conn.check()
-                    except ServerUnavailable:
-                        continue  # the loop's top reconnects, or fails as connecting does
+                    except ServerUnavailable as exc:
+                        if self._closed:
+                            continue  # the loop's top refuses
+                        # this call's request is not written yet: the call sends it once to a
+                        # new server of the name (ShmClient._again, spec 7.5), or fails gone
+                        # saying why not. (A connection another thread's call dropped, finding
+                        # the server dead, says "closed during the call": it is gone too.)
+                        gone = pending.conn.gone() if pending.conn.closing else exc.message
+                        raise _GoneWhileWaiting(gone) from None
                     if pending_wait is not None:
                         stall = stall or time.monotonic_ns() + int(pending_wait * 1e9)
                         limit = min(limit, stall) if limit else stall

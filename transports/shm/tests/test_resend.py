@@ -20,9 +20,9 @@ from foundation_shm._client import ShmClient
 from foundation_shm._segments import Segment
 
 from foundation_ml import InferenceRequest
-from foundation_ml.errors import ServerUnavailable
+from foundation_ml.errors import DeadlineExceeded, InferenceError, ServerUnavailable
 
-from .conftest import EchoProcess, until
+from .conftest import EchoProcess, stopped, until
 
 pytestmark = pytest.mark.slow
 
@@ -319,3 +319,98 @@ def test_a_reconnect_that_cannot_open_a_file_fails_the_call_gone(
             client.infer(InferenceRequest("echo", {"x": X}))
         monkeypatch.undo()
         np.testing.assert_array_equal(client.infer(InferenceRequest("echo", {"x": X})).outputs["x"], X)
+
+
+# --- a call waiting behind an abandoned one (spec 7.5) --------------------------------------------
+
+
+def _abandoned_then_waiting(client: ShmClient, timeout: float) -> tuple[list[object], threading.Thread]:
+    """On a client of one channel: a call abandoned at its deadline (its request, 3 s of sleep,
+    left with the server), then the next call, on a thread, waiting for that late answer before it
+    writes its own request (returned once it waits: what it returns or raises lands in the list)."""
+    with pytest.raises(DeadlineExceeded):
+        client.infer(InferenceRequest("sleep", {"x": X}, id=7001, parameters={"ms": 3000}), timeout=0.3)
+    got: list[object] = []
+
+    def call() -> None:
+        try:
+            got.append(client.infer(InferenceRequest("echo", {"x": X * 2}, id=7002), timeout=timeout))
+        except BaseException as exc:  # reported by the test
+            got.append(exc)
+
+    waiting = threading.Thread(target=call)
+    waiting.start()
+    assert until(lambda: client._pool._waiters > 0), "the next call never waited for the late answer"
+    return got, waiting
+
+
+def test_a_call_waiting_for_an_abandoned_calls_late_answer_is_sent_to_the_restarted_server(
+    echo_process: Callable[..., EchoProcess], name: str, unnoticed: Callable[[int], Callable[[], None]]
+) -> None:
+    """The server is killed while the next call waits, and a new one started before the call
+    looks: its own request, never written, goes to the new server, which answers it and runs it
+    alone (the abandoned request is not sent again, nor its late answer read as this one's)."""
+    server = echo_process("--channels", "1")
+    with ShmTransport().connect(name, channels=1) as client:
+        assert isinstance(client, ShmClient)
+        got, waiting = _abandoned_then_waiting(client, 30)
+        notice = unnoticed(server.pid)
+        _crash_and_restart(server, echo_process)
+        notice()
+        waiting.join(30)
+        resp = got[0]
+        assert not isinstance(resp, BaseException), resp
+        assert (resp.id, resp.model) == (7002, "echo")  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(resp.outputs["x"], X * 2)  # type: ignore[attr-defined]
+    assert _requests(name) == 1
+
+
+def test_a_call_waiting_for_an_abandoned_calls_late_answer_with_no_server_since_fails_not_sent(
+    echo_process: Callable[..., EchoProcess], name: str, unnoticed: Callable[[int], Callable[[], None]]
+) -> None:
+    """It failed '(pid N) is gone', as if its request might have been sent; it says it was not,
+    and why, within a slice and a connect, not at its deadline. (The death is noticed once the
+    server is reaped: a zombie whose threads are still exiting holds its lock file a moment, and
+    a reconnect then says the server may live in another PID namespace.)"""
+    server = echo_process("--channels", "1")
+    with ShmTransport().connect(name, channels=1) as client:
+        assert isinstance(client, ShmClient)
+        got, waiting = _abandoned_then_waiting(client, 30)
+        notice = unnoticed(server.pid)
+        server.kill()
+        t = time.monotonic()
+        notice()
+        waiting.join(30)
+        assert time.monotonic() - t < 5
+        exc = got[0]
+        assert type(exc) is ServerUnavailable, exc
+        gone = f"shm server '{name}' (pid {server.pid}) is gone"
+        assert exc.message == f"{gone}; not sent: no server of that name since"
+
+
+def test_a_call_waiting_for_an_abandoned_calls_late_answer_keeps_its_deadline_on_the_reconnect(
+    echo_process: Callable[..., EchoProcess], name: str, unnoticed: Callable[[int], Callable[[], None]]
+) -> None:
+    """The server restarted under the name is hung (stopped) when the call reconnects: the call
+    waits for its beat up to its own deadline, not connect_timeout (30 s), and fails saying its
+    request was not sent. Nothing ran on the new server."""
+    server = echo_process("--channels", "1")
+    with ShmTransport().connect(name, channels=1, connect_timeout=30) as client:
+        assert isinstance(client, ShmClient)
+        t = time.monotonic()
+        got, waiting = _abandoned_then_waiting(client, 6)
+        notice = unnoticed(server.pid)
+        dead = server.pid
+        server = _crash_and_restart(server, echo_process)
+        with stopped(server):
+            time.sleep(1.2)  # no beat for over 10 intervals of 100 ms: hung (spec 10.3)
+            notice()
+            waiting.join(30)
+        assert time.monotonic() - t < 6 + 0.3 + 2  # the abandoned call's 0.3 s, then the deadline
+        exc = got[0]
+        assert type(exc) is ServerUnavailable, exc
+        gone = f"shm server '{name}' (pid {dead}) is gone"
+        hung = f"shm server '{name}' (pid {server.pid}) is hung"
+        assert isinstance(exc, InferenceError) and exc.message.startswith(f"{gone}; not sent: {hung}"), exc
+        assert "no beat came before the call's deadline" in exc.message
+    assert _requests(name) == 0
