@@ -70,6 +70,7 @@ func (c *Client) gone(seqWord *uint64, s uint64) error {
 		return nil
 	}
 	e := fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
+	e.dead = dead
 	e.unsent = dead && atomic.LoadUint32(c.u32(c.ch+cServerBusy)) == 0
 	return e
 }
@@ -116,16 +117,30 @@ func (c *Client) noticeStop() {
 	}
 }
 
-// ready reconnects if the server died, and waits until the channel is idle.
+// ready reconnects if the server died, and waits until the channel is idle. A server proven dead
+// while the call waits for an abandoned request's late answer (spec 7.5) never had this call's
+// request: the call reconnects, to send it to a server restarted under the name, within its
+// deadline; without one it fails gone, "not sent" and why appended (a loan's call, whose inputs
+// are in the old area, never waits so: a loan ends when its request is left with the server).
+// That reconnect is the call's one more attempt: its request is not sent again (send).
 func (c *Client) ready(deadline uint64) error {
 	c.noticeStop()
+	c.redialed = false
 	if !c.connected {
 		c.disconnect()
 		if err := c.connect(deadline); err != nil {
 			return err
 		}
 	}
-	return c.waitIdle(deadline)
+	err := c.waitIdle(deadline)
+	if e, ok := err.(*Error); ok && e.dead && !c.loaned {
+		c.redialed = true
+		if err := c.redial(deadline, 0); err != nil {
+			return notSent(e, err, "not sent")
+		}
+		return nil
+	}
+	return err
 }
 
 // waitIdle waits until the channel is idle: the answer to a request that passed its deadline may
@@ -307,7 +322,11 @@ func (c *Client) send(model string, end uint64, deadline uint64) (*Result, error
 	c.used = end
 	res, err := c.exchange(deadline, true)
 	if e, ok := err.(*Error); ok && e.unsent && !c.loaned {
-		res, err = c.sendAgain(e, deadline)
+		if c.redialed { // once per call: it was sent to a restarted server already (ready)
+			e.Message += "; not sent again: the call already reconnected once (at most once per call)"
+		} else {
+			res, err = c.sendAgain(e, deadline)
+		}
 	}
 	if err != nil {
 		return nil, withCall(err, model, r.RequestID) // (a failed grow of the response area named none)
@@ -326,36 +345,50 @@ func (c *Client) send(model string, end uint64, deadline uint64) (*Result, error
 // published, and reported a context that ended during its wait as the server gone.
 func (c *Client) sendAgain(gone *Error, deadline uint64) (*Result, error) {
 	req := append([]byte(nil), c.data[:c.used]...) // the reconnect unmaps the old area
+	if err := c.redial(deadline, uint64(len(req))); err != nil {
+		return nil, notSent(gone, err, "not sent again")
+	}
+	copy(c.data, req)
+	c.used = uint64(len(req))
+	return c.exchange(deadline, true)
+}
+
+// redial drops the connection to a dead server and connects afresh, no later than deadline, for a
+// call that sends its request to the new server (a request area of size bytes at least); a call
+// whose context ended or whose client Close began meanwhile sends nothing (unsendable).
+func (c *Client) redial(deadline, size uint64) error {
 	c.disconnect()
 	err := c.unsendable()
 	if err == nil {
 		err = c.connect(deadline)
 	}
 	if err == nil {
-		err = c.ensure(uint64(len(req)))
+		err = c.ensure(size)
 	}
 	if err == nil {
 		err = c.unsendable() // the reconnect's waits end at a cancel or Close; a free mutex does not look
 	}
-	if err != nil {
-		why := err.Error()
-		e, ok := err.(*Error)
-		if ok {
-			why = e.Message
-		}
-		if why == gone.Message { // the dead server's region, still there
-			why = "no server has started under that name since"
-		}
-		if ok && e.cause != nil { // the call's context ended: reported as such (InferContext)
-			e.Message = gone.Message + "; not sent again: " + why
-			return nil, e
-		}
-		gone.Message += "; not sent again: " + why
-		return nil, gone
+	return err
+}
+
+// notSent is the error of a call whose server died and whose reconnect (redial) failed with err:
+// gone with "; WHAT: " and the reconnect's reason appended, or, where the call's context ended
+// it, that error with the same text.
+func notSent(gone *Error, err error, what string) error {
+	why := err.Error()
+	e, ok := err.(*Error)
+	if ok {
+		why = e.Message
 	}
-	copy(c.data, req)
-	c.used = uint64(len(req))
-	return c.exchange(deadline, true)
+	if why == gone.Message { // the dead server's region, still there
+		why = "no server has started under that name since"
+	}
+	if ok && e.cause != nil { // the call's context ended: reported as such (InferContext)
+		e.Message = gone.Message + "; " + what + ": " + why
+		return e
+	}
+	gone.Message += "; " + what + ": " + why
+	return gone
 }
 
 // unsendable is why a request may not be sent again now: the call's context ended, or Close began

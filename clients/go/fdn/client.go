@@ -111,6 +111,7 @@ type Client struct {
 	dataName        string
 	nextID          uint64
 	loaned          bool
+	redialed        bool // this call reconnected after its server died as it waited (ready): not sent again
 	loanEnd         uint64
 	loanEnded       uint64  // the request id of a LoanInfer that failed still with the server (it ended the loan)
 	req             Request // reused by every call: nothing allocated per call

@@ -1,0 +1,276 @@
+package fdn
+
+// A call waiting for an abandoned call's late answer (spec 7.5) whose server is killed and
+// restarted under its name: its own request was never sent, so it is sent to the new server, once,
+// within the call's deadline. It failed SERVER_UNAVAILABLE "gone" although the new server was up.
+// Against clients/tests/gate_server.py: gate_a holds the abandoned request with its handler.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// kill kills the gate server (SIGKILL) and returns its pid once it has exited.
+func (g *gate) kill() int {
+	pid := g.cmd.Process.Pid
+	g.stop(syscall.SIGKILL)
+	return pid
+}
+
+// startAgain starts the gate server again under its name and directory, with channels channels.
+func (g *gate) startAgain(channels int) {
+	g.t.Helper()
+	g.cmd = pythonServer(g.t, g.python, []string{"../../tests/gate_server.py", g.name, g.dir, "--channels", fmt.Sprint(channels)})
+}
+
+// requests is the count of requests the server's handler was given (its stats, through a Python
+// client, which takes a channel of its own for the call).
+func (g *gate) requests() int {
+	g.t.Helper()
+	script := "import sys\nfrom foundation_shm import ShmTransport\n" +
+		"with ShmTransport().connect(sys.argv[1], channels=1) as c:\n    print(c.stats(timeout=60)['requests'])\n"
+	out, err := exec.Command(g.python, "-c", script, g.name).Output()
+	if err != nil {
+		g.t.Fatalf("the server's stats: %v", err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		g.t.Fatalf("the server's stats: %q", out)
+	}
+	return n
+}
+
+// runs is how often model, a count model, ran on the gate's servers.
+func (g *gate) runs(model string) int {
+	b, _ := os.ReadFile(filepath.Join(g.dir, model+".runs"))
+	return len(b)
+}
+
+// hider has this process take the servers it hides for alive (their /proc/PID/stat read as it was
+// when hidden) until noticed, so that a test can kill a server and start the next one before a
+// waiting call looks: a restart takes longer than the 50 ms slice after which a call looks.
+type hider struct {
+	mu     sync.Mutex
+	hidden map[uint32][]byte
+}
+
+// hideDeaths installs a hider until the test ends: before the calls it concerns start.
+func hideDeaths(t *testing.T) *hider {
+	h := &hider{hidden: map[uint32][]byte{}}
+	real := procStat
+	procStat = func(p uint32) ([]byte, error) {
+		h.mu.Lock()
+		stat, ok := h.hidden[p]
+		h.mu.Unlock()
+		if ok {
+			return stat, nil
+		}
+		return real(p)
+	}
+	t.Cleanup(func() { procStat = real })
+	return h
+}
+
+// hide hides process pid's death, from now on.
+func (h *hider) hide(t *testing.T, pid int) {
+	stat, err := procStat(uint32(pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	h.hidden[uint32(pid)] = stat
+	h.mu.Unlock()
+}
+
+// notice lets calls see what became of process pid.
+func (h *hider) notice(pid int) {
+	h.mu.Lock()
+	delete(h.hidden, uint32(pid))
+	h.mu.Unlock()
+}
+
+// abandon makes a call of gate_a that passes its 20 ms deadline with its request with the server's
+// handler (held at the gate), and returns that request's id.
+func abandon(t *testing.T, g *gate, c *Client) uint64 {
+	t.Helper()
+	_, err := c.Infer("gate_a", int32Input(1), 20*time.Millisecond)
+	wantError(t, "a 20 ms call held at the gate", err, DeadlineExceeded)
+	g.waitFile("gate_a", "with-server")
+	return err.(*Error).RequestID
+}
+
+// waitBehind starts c's call of count_b (deadline: timeout) on a goroutine of its own, and returns
+// once it waits for the abandoned request's late answer (asleep on the channel's semaphore).
+func waitBehind(t *testing.T, c *Client, timeout time.Duration) chan callResult {
+	t.Helper()
+	sleeping := c.u32(c.ch + cClientSleeping) // the old region's: read only until the server is killed
+	done := make(chan callResult, 1)
+	go func() {
+		r, err := c.Infer("count_b", int32Input(5), timeout)
+		done <- callResult{r, err}
+	}()
+	for end := time.Now().Add(time.Minute); atomic.LoadUint32(sleeping) != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the call never waited for the late answer")
+		}
+	}
+	return done
+}
+
+// pendingBeside says whether a channel of o's server other than o's own is owned by this process
+// with a request pending.
+func pendingBeside(o *Client) bool {
+	for i := uint32(0); i < o.chanCount; i++ {
+		ch := o.chanBase + i*ChanSize
+		if i != o.index && atomic.LoadUint32(o.u32(ch+cOwnerPid)) == uint32(os.Getpid()) &&
+			atomic.LoadUint64(o.u64(ch+cClientSeq)) != atomic.LoadUint64(o.u64(ch+cServerSeq)) {
+			return true
+		}
+	}
+	return false
+}
+
+type callResult struct {
+	res *Result
+	err error
+}
+
+func TestLiveACallWaitingBehindAnAbandonedRequestIsSentToTheRestartedServer(t *testing.T) {
+	g := startGate(t, "fdngowaitre", 4)
+	c := g.connect(Options{ConnectTimeoutMs: 60000}) // the dead server, hidden, is hung after 1 s
+	h := hideDeaths(t)
+	abandoned := abandon(t, g, c)
+	done := waitBehind(t, c, 30*time.Second)
+	h.hide(t, g.cmd.Process.Pid)
+	dead := g.kill()
+	os.Remove(filepath.Join(g.dir, "gate_a.with-server"))
+	g.startAgain(4)
+	h.notice(dead)
+	got := <-done
+	wantAnswer(t, "the call waiting behind the abandoned request", got.res, got.err, int32Input(5))
+	if got.res.RequestID != abandoned+1 {
+		t.Errorf("the answer is to request %d, not %d", got.res.RequestID, abandoned+1)
+	}
+	if n, runs := g.requests(), g.runs("count_b"); n != 1 || runs != 1 {
+		t.Errorf("the new server was given %d requests, count_b ran %d times: want 1 and 1", n, runs)
+	}
+	if _, err := os.Stat(filepath.Join(g.dir, "gate_a.with-server")); err == nil {
+		t.Error("the abandoned request was sent to the new server")
+	}
+	wantEcho(t, c, "the next call")
+}
+
+// A pool's client put back with its request still with the server (its call abandoned), the server
+// killed and restarted: the next call takes that client, finds the server gone while it waits for
+// the late answer, and is sent to the new server.
+func TestLiveAPoolCallBehindAnAbandonedRequestIsSentToTheRestartedServer(t *testing.T) {
+	g := startGate(t, "fdngowaitpool", 4)
+	p := poolOf(t, g.name, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	_, err := p.Infer(ctx, "gate_a", int32Input(1))
+	cancel()
+	wantError(t, "a pool call held at the gate past its context's deadline", err, DeadlineExceeded)
+	g.waitFile("gate_a", "with-server")
+	g.kill()
+	g.startAgain(4)
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := p.Infer(ctx, "count_b", int32Input(5))
+	wantAnswer(t, "the pool call behind the abandoned request", res, err, int32Input(5))
+	if n := g.runs("count_b"); n != 1 {
+		t.Errorf("count_b ran %d times, not once", n)
+	}
+	if n := p.openClients(); n != 1 {
+		t.Errorf("%d clients open, not 1 (the one reconnected in its call)", n)
+	}
+}
+
+// No server restarted: the call fails as before, gone, and says why its request was not sent.
+func TestLiveACallWaitingBehindAnAbandonedRequestWithNoServerSinceIsNotSent(t *testing.T) {
+	g := startGate(t, "fdngowaitnone", 4)
+	c := g.connect(Options{})
+	abandon(t, g, c)
+	done := waitBehind(t, c, 30*time.Second)
+	dead := g.kill()
+	got := <-done
+	wantError(t, "a call waiting behind an abandoned request, its server killed", got.err, ServerUnavailable)
+	want := fmt.Sprintf("shm server %q (pid %d) is gone; not sent: no server has started under that name since", g.name, dead)
+	if e := got.err.(*Error); e.Message != want || e.RequestID != 0 || e.Model != "count_b" {
+		t.Errorf("got %q (request %d, model %q), want %q naming no request", e.Message, e.RequestID, e.Model, want)
+	}
+}
+
+// The reconnect is bounded by the call's deadline, not ConnectTimeoutMs: with the new server's
+// region mutex held, a call of 300 ms fails SERVER_UNAVAILABLE in time, having claimed nothing.
+func TestLiveACallWaitingBehindAnAbandonedRequestKeepsItsDeadlineInTheReconnect(t *testing.T) {
+	g := startGate(t, "fdngowaitdl", 4)
+	c := g.connect(Options{ConnectTimeoutMs: 60000})
+	abandon(t, g, c)
+	dead := g.kill()
+	g.startAgain(4)
+	o := g.connect(Options{})
+	release := holdRegionMutex(t, o)
+	start := time.Now()
+	_, err := c.Infer("count_b", int32Input(5), 300*time.Millisecond)
+	took := time.Since(start)
+	wantError(t, "a call whose reconnect meets its deadline", err, ServerUnavailable,
+		fmt.Sprintf("shm server %q (pid %d) is gone; not sent: shm server %q: region mutex still busy at the deadline",
+			g.name, dead, g.name))
+	if took < 250*time.Millisecond || took > 2*time.Second {
+		t.Errorf("the call of 300 ms ended after %v", took)
+	}
+	wantOwnedBy(t, o, "after the call")
+	release()
+	wantEcho(t, c, "the call once the mutex is free")
+	if n := g.runs("count_b"); n != 0 {
+		t.Errorf("count_b ran %d times, though never sent", n)
+	}
+}
+
+// One reconnect per call (spec 7.5, 10.3): a call sent to the restarted server after waiting behind
+// an abandoned request, queued there undispatched when that one is killed too, is not sent again
+// to a third, although it is up when the call looks.
+func TestLiveACallSentToARestartedServerAfterWaitingIsNotSentAgain(t *testing.T) {
+	g := startGate(t, "fdngowaitonce", 4)
+	c := g.connect(Options{ConnectTimeoutMs: 60000})
+	h := hideDeaths(t)
+	abandon(t, g, c)
+	g.kill()
+	g.startAgain(4)
+	holdLoop(t, g, "hold_h")  // the second server's serving loop: the call is queued, never dispatched
+	o := g.connect(Options{}) // a mapping of the second server's region, to see the call's request there
+	done := queuedCall(c, "count_b")
+	for end := time.Now().Add(time.Minute); !pendingBeside(o); time.Sleep(time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("the call ended before it reached the second server: %v", err)
+		default:
+		}
+		if time.Now().After(end) {
+			t.Fatal("the call never reached the second server")
+		}
+	}
+	h.hide(t, g.cmd.Process.Pid)
+	second := g.kill()
+	g.startAgain(4)
+	h.notice(second)
+	err := <-done
+	wantError(t, "a call whose second server died", err, ServerUnavailable,
+		fmt.Sprintf("shm server %q (pid %d) is gone; not sent again: ", g.name, second))
+	if n := g.runs("count_b"); n != 0 {
+		t.Errorf("count_b ran %d times", n)
+	}
+	if n := g.requests(); n != 0 {
+		t.Errorf("the third server was given %d requests", n)
+	}
+}
