@@ -1,12 +1,13 @@
-"""Checks of the runtime's arguments (drain timeouts, batching settings), made before anything
-is loaded or stopped, each error naming the call it came from."""
+"""Checks of the runtime's arguments (drain timeouts, batching settings, names to look up), made
+before anything is loaded or stopped, each error naming the call it came from."""
 
 from __future__ import annotations
 
 from ._batching import MAX_WAIT_US
+from ._names import check_name
 from ._types import seconds_of
 
-__all__ = ["MAX_DRAIN_S", "check_batching", "check_drain"]
+__all__ = ["MAX_DRAIN_S", "check_batching", "check_drain", "check_str"]
 
 MAX_DRAIN_S = 1e9  # the longest drain (about 31 years: math.inf); a lock can wait at most ~292 years
 
@@ -33,3 +34,10 @@ def check_batching(max_batch_size: int | None, max_wait_us: int | None, where: s
         raise ValueError(
             f"{where}: max_wait_us must be an integer from 0 to {MAX_WAIT_US} (10 s), not {max_wait_us!r}"
         )
+
+
+def check_str(name: object, where: str) -> None:
+    """A name to look up must be a str (``TypeError`` naming ``where``); any str is looked up, and
+    one not served is ``ModelNotFound`` (a transport passes what a client asked for)."""
+    if not isinstance(name, str):
+        check_name(name, f"{where}: the model name")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from foundation_ml import FunctionModel, InferenceRequest, MLRuntime, _runtime
+from foundation_ml import FunctionModel, InferenceRequest, MLRuntime, _runtime_reports
 from foundation_ml._registry import ModelRegistry
 from foundation_ml._serving import ServedModel
 from foundation_ml.errors import ModelNotFound
@@ -101,7 +101,7 @@ def test_metadata_racing_the_unload_of_a_version_describes_one_moment(
     ModelNotFound for a model still served, or mix one moment's versions with another's."""
     runtime.register_model("m", affine_model())
     runtime.register_model("m", _wide_model(), version="2")
-    real = _runtime._signature_doc
+    real = _runtime_reports._signature_doc
     unloads = [lambda: runtime.unload_model("m", "2")]
 
     def signature_doc(served: ServedModel) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def test_metadata_racing_the_unload_of_a_version_describes_one_moment(
             unloads.pop()()
         return real(served)
 
-    monkeypatch.setattr(_runtime, "_signature_doc", signature_doc)
+    monkeypatch.setattr(_runtime_reports, "_signature_doc", signature_doc)
     doc = runtime.metadata("m")
     assert doc["versions"] == ["1", "2"] and list(doc["signatures"]) == ["1", "2"]
     assert doc["inputs"][0]["shape"] == [-1, 8]  # version 2's, the latest then

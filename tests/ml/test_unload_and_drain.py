@@ -24,7 +24,7 @@ from foundation_ml import (
     InferenceRequest,
     InferenceResponse,
     MLRuntime,
-    _runtime,
+    _runtime_drain,
 )
 from foundation_ml._batching import MAX_WAIT_US, Batcher
 from foundation_ml._process import shm_entries
@@ -165,7 +165,7 @@ def test_close_keeps_one_drain_bound_for_the_transports_and_the_models(
     """A transport that used the whole drain leaves the models none (it was drain_timeout each:
     with a stuck model, close took twice its bound)."""
     now = [100.0]
-    monkeypatch.setattr(_runtime, "_clock", lambda: now[0])
+    monkeypatch.setattr(_runtime_drain, "_clock", lambda: now[0])
 
     class SlowServer(TransportServer):
         address = "slow"

@@ -1,0 +1,211 @@
+"""A runtime's lifecycle: ``MLRuntime.start`` and ``close``, and closing runtimes left open at exit.
+
+``close`` stops the servers, then unloads the models, within one drain deadline that ``hurry()``
+(a second Ctrl-C) ends at once; every step runs whatever an earlier one raised. Runtimes still
+open when the interpreter exits are closed then (``_close_open_runtimes``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import signal
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from foundation_core import emit
+from foundation_core.errors import FoundationError
+
+from ._runtime_checks import check_drain
+from ._runtime_drain import deadline_in, raise_first, time_left
+from ._server_info import server_address
+from ._transport import TransportServer, configured_options
+from .errors import ModelNotFound
+
+if TYPE_CHECKING:
+    from ._runtime import MLRuntime
+
+__all__ = ["OPEN", "close", "start"]
+
+log = logging.getLogger("foundation_ml")
+
+#: Runtimes not closed yet: those still open when the interpreter exits are closed then.
+OPEN: weakref.WeakSet[MLRuntime] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_runtimes() -> None:
+    """A script that started a server and ended (or failed) without ``close()`` left the shm
+    transport's objects in /dev/shm and never drained its requests: each runtime still open is
+    closed as ``close()`` would close it. Only this process's: a forked child (a worker forked
+    after the parent started serving) must not stop and unlink the parent's servers."""
+    mine = [runtime for runtime in list(OPEN) if runtime._pid == os.getpid()]
+    if not mine:
+        return
+    with _ctrl_c_hurries(mine):
+        for runtime in mine:
+            try:
+                runtime.close(reason="exit")
+            except KeyboardInterrupt:  # a third Ctrl-C: Python's default, as documented
+                raise
+            except BaseException as exc:  # (a model's close() calling sys.exit): the others too
+                log.warning("closing a runtime at interpreter exit failed: %r", exc)
+
+
+@contextlib.contextmanager
+def _ctrl_c_hurries(runtimes: list[MLRuntime]) -> Iterator[None]:
+    """While ``runtimes`` close at exit, a Ctrl-C ends their drains at once (``hurry()``), as a
+    second signal does for ``serve()``: what is in flight is abandoned, every object still
+    released. As Python's default it raised KeyboardInterrupt inside a close, which ended the
+    closing there (the runtimes after it left in /dev/shm). Another Ctrl-C acts as Python's
+    default; a SIGINT handler of the script's own is left alone."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def hurry(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a third: Python's default
+        for runtime in runtimes:
+            runtime.hurry()
+
+    signal.signal(signal.SIGINT, hurry)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def start(runtime: MLRuntime, transport: str, name: str, options: dict[str, Any]) -> TransportServer:
+    """``runtime.start`` (see there): serve on ``transport`` under ``name``, listed for ``close``
+    to stop, unless the runtime is closed (before, or meanwhile: the server then stopped)."""
+    with runtime._models_lock:
+        if runtime._closed:
+            raise _closed_error(transport, name)
+    impl = runtime.hub.transports.get(transport)()
+    runtime.name = runtime.name or name
+    runtime._accepting = True
+    options = {**configured_options(runtime.hub, transport, "serve"), **options}  # code wins over config
+    try:
+        server: TransportServer = impl.serve(name, runtime, **options)
+    except BaseException:
+        with runtime._models_lock:
+            if runtime._closed:  # closed meanwhile (see below), and no server of this start serves
+                runtime._accepting = False
+        raise
+    with runtime._models_lock:  # close() lists the servers to stop once it has set _closed
+        closed = runtime._closed
+        if not closed:
+            runtime.addresses[id(server)] = name
+            runtime.servers.append((transport, server))
+    if closed:  # closed by another thread meanwhile, which did not see this server
+        runtime._accepting = False  # (set again above, perhaps after that close had cleared it)
+        server.stop(0.0)
+        raise _closed_error(transport, name)
+    emit("server_start", name=name, transport=transport, models=runtime.registry.names())
+    return server
+
+
+def _closed_error(transport: str, name: str) -> FoundationError:
+    return FoundationError(
+        f"the runtime is closed: start({transport!r}, {name!r}) would serve no model, and "
+        "nothing would stop the server; make a new MLRuntime"
+    )
+
+
+def close(runtime: MLRuntime, drain_timeout: float, reason: str, drained: Callable[[], None] | None) -> None:
+    """``runtime.close`` (see there): the servers stopped, ``drained()`` called, the models
+    unloaded and the runtime's own hub shut down, each whatever an earlier one raised."""
+    drain_timeout = check_drain(drain_timeout, "close")
+    with runtime._models_lock:
+        if runtime._closed:
+            return
+        runtime._closed = True  # register_model refuses from now on
+    OPEN.discard(runtime)
+    deadline = deadline_in(drain_timeout)
+    runtime._close_deadline = deadline
+    servers, runtime.servers = runtime.servers, []
+    runtime._stopping = servers
+    for served in runtime.registry.all():  # queued requests run now, not after max_wait_us
+        batcher = served.batcher  # read once: an unload_model in another thread lets it go
+        if batcher is not None:
+            batcher.drain()
+    errors: list[BaseException] = []  # each step runs whatever an earlier one raised
+
+    def failed(exc: BaseException) -> None:
+        errors.append(exc)
+        if not isinstance(exc, Exception):  # Ctrl-C: the rest stops at once, still released
+            runtime._hurry = True
+
+    _stop_servers(runtime, servers, deadline, reason, failed)
+    _report_abandoned(runtime, drain_timeout)
+    if drained is not None:
+        try:
+            drained()
+        except BaseException as exc:
+            failed(exc)
+    _unload_models(runtime, deadline, failed)
+    # the servers stopped refer back to this runtime (their handler): holding them made a
+    # cycle that kept a closed runtime, and its hub, alive until the garbage collector ran
+    runtime._stopping = []
+    if runtime._own_hub:
+        try:
+            runtime.hub.shutdown()
+        except BaseException as exc:
+            failed(exc)
+    raise_first(errors, "closing the runtime also raised")
+
+
+def _stop_servers(
+    runtime: MLRuntime,
+    servers: list[tuple[str, TransportServer]],
+    deadline: float,
+    reason: str,
+    failed: Callable[[BaseException], None],
+) -> None:
+    """Each transport stops accepting and waits for its in-flight requests until ``deadline``
+    (not once hurried); ``abandoned`` then counts those it gave up on."""
+    for transport, server in servers:
+        if runtime._hurry:
+            runtime.hurry()
+        try:
+            server.stop(time_left(deadline))
+        except BaseException as exc:
+            failed(exc)
+        runtime.abandoned += int(getattr(server, "abandoned", 0) or 0)
+        address = server_address(server, runtime.addresses)
+        runtime.addresses.pop(id(server), None)
+        emit("server_stop", name=address, transport=transport, reason=reason)
+    runtime._accepting = False
+
+
+def _report_abandoned(runtime: MLRuntime, drain_timeout: float) -> None:
+    if runtime.abandoned:
+        log.warning(
+            "stopped without answering %d in-flight request(s): %s",
+            runtime.abandoned,
+            "told to stop at once (hurry(): a second signal, or SIGQUIT)"
+            if runtime._hurry
+            else f"the {drain_timeout:g} s drain timed out",
+        )
+
+
+def _unload_models(runtime: MLRuntime, deadline: float, failed: Callable[[BaseException], None]) -> None:
+    """Every model unloaded within what is left until ``deadline`` (nothing once hurried), and
+    those another thread is unloading waited for."""
+    for name in runtime.registry.names():
+        left = 0 if runtime._hurry else time_left(deadline)
+        try:
+            runtime.unload_model(name, drain_timeout=left)
+        except ModelNotFound:  # unloaded meanwhile by another thread (waited for below)
+            pass
+        except BaseException as exc:
+            failed(exc)
+    try:
+        runtime._claims.wait_for_unloads()
+    except BaseException as exc:
+        failed(exc)
