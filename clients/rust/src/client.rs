@@ -120,6 +120,9 @@ pub struct Client {
     conn: Option<Conn>,
     conn_gen: u64,
     next_id: u64,
+    /// This call reconnected after its server died as it waited for an abandoned request's late
+    /// answer (`ready`): its request is not sent again.
+    redialed: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -151,6 +154,7 @@ impl Client {
             conn: Some(conn),
             conn_gen: 1,
             next_id: 1,
+            redialed: false,
         })
     }
 
@@ -193,6 +197,31 @@ impl Client {
             self.conn_gen += 1;
         }
         Ok(self.conn.as_mut().expect("connected above"))
+    }
+
+    /// The connection made ready for a call: connected (`conn`), `check` passed, its channel
+    /// idle (`Conn::wait_idle`: a call that passed its deadline may have left its request with
+    /// the server). A server proven dead while the call waits for that late answer (spec 7.5)
+    /// never had this call's request: the call reconnects, to send it to a server restarted under
+    /// the name within its deadline (`check` passed there too); without one it fails gone, "; not
+    /// sent: " and why appended. That reconnect is the call's one more attempt (`redialed`): its
+    /// request is not sent again (`round_trip`).
+    fn ready(&mut self, deadline: u64, check: impl Fn(&Conn) -> Result<()>) -> Result<&mut Conn> {
+        let (spin, hung_wait) = (self.opts.spin, self.opts.connect_timeout);
+        self.redialed = false;
+        let conn = self.conn(deadline)?;
+        check(conn)?;
+        let gone = match conn.wait_idle(deadline, spin, hung_wait) {
+            Err(e) if conn.dead() => e,
+            Err(e) => return Err(e),
+            Ok(()) => return Ok(self.conn.as_mut().expect("connected above")),
+        };
+        self.redialed = true;
+        let conn = self
+            .conn(deadline)
+            .map_err(|e| not_sent(gone, &e, "not sent"))?;
+        check(conn)?;
+        Ok(conn)
     }
 
     /// The flags of an INFER request: `FLAG_DATA_CRC` when asked for.
@@ -274,11 +303,11 @@ impl Client {
         let payload = l::request_payload_size(inputs.len(), options.outputs.len(), params.len());
         let (refs, end) = codec::layout(&specs, payload)?;
         let input_bytes: u64 = inputs.iter().map(|t| t.data.len() as u64).sum();
-        let hung_wait = self.opts.connect_timeout; // a hung server's late answer (wait_idle)
         let rid = self.next_id; // taken once the request is written (take_id)
-        let conn = self.conn(deadline)?;
-        conn.check_limits(inputs.len(), options.outputs.len(), input_bytes)?;
-        conn.wait_idle(deadline, spin, hung_wait)?;
+        let outputs = options.outputs.len();
+        let conn = self.ready(deadline, |c| {
+            c.check_limits(inputs.len(), outputs, input_bytes)
+        })?;
         conn.ensure(end)?;
         let area = conn.request_area();
         for (r, t) in refs.iter().zip(inputs) {
@@ -322,6 +351,14 @@ impl Client {
             Err(e) if conn.unsent() => e,
             other => return other,
         };
+        if self.redialed {
+            // once per call: it went to a restarted server already (ready)
+            let message = format!(
+                "{}; not sent again: the call already reconnected once (at most once per call)",
+                gone.message
+            );
+            return Err(Error { message, ..gone });
+        }
         let request = conn.request_bytes(end);
         let again = self.conn(deadline).and_then(|conn| {
             conn.ensure(request.len())?;
@@ -330,15 +367,7 @@ impl Client {
         });
         match again {
             Ok(conn) => conn.round_trip(rid, end, deadline, spin),
-            Err(e) => {
-                let why = if e.message == gone.message {
-                    "no server has started under that name since" // the dead one's region
-                } else {
-                    &e.message
-                };
-                let message = format!("{}; not sent again: {why}", gone.message);
-                Err(Error { message, ..gone })
-            }
+            Err(e) => Err(not_sent(gone, &e, "not sent again")),
         }
     }
 
@@ -355,10 +384,8 @@ impl Client {
     ) -> Result<String> {
         let deadline = deadline_after(timeout);
         let spin = self.opts.spin;
-        let hung_wait = self.opts.connect_timeout; // a hung server's late answer (wait_idle)
         let rid = self.next_id; // taken once the request is written (take_id)
-        let conn = self.conn(deadline)?;
-        conn.wait_idle(deadline, spin, hung_wait)?;
+        let conn = self.ready(deadline, |_| Ok(()))?;
         let fields = RequestFields {
             kind,
             request_id: rid,
@@ -414,14 +441,10 @@ impl Client {
             .collect();
         let (refs, end) = codec::layout(&specs, l::request_payload_size(inputs.len(), 0, 0))?;
         let input_bytes: u64 = refs.iter().map(|r| r.data_size as u64).sum();
-        let spin = self.opts.spin;
         // a request still with the server (a call that passed its deadline) gets as long as the
         // C and Go clients give it here: the connect timeout, not forever
         let deadline = deadline_after(Some(self.opts.connect_timeout));
-        let hung_wait = self.opts.connect_timeout; // a hung server's late answer (wait_idle)
-        let conn = self.conn(deadline)?;
-        conn.check_limits(inputs.len(), 0, input_bytes)?;
-        conn.wait_idle(deadline, spin, hung_wait)?;
+        let conn = self.ready(deadline, |c| c.check_limits(inputs.len(), 0, input_bytes))?;
         conn.ensure(end)?;
         let conn_gen = self.conn_gen;
         Ok(Loan {
@@ -433,6 +456,18 @@ impl Client {
             ended: None,
         })
     }
+}
+
+/// The error of a call whose server died and whose reconnect failed with `e`: `gone`, with
+/// "; WHAT: " and the reconnect's reason appended.
+fn not_sent(gone: Error, e: &Error, what: &str) -> Error {
+    let why = if e.message == gone.message {
+        "no server has started under that name since" // the dead one's region
+    } else {
+        &e.message
+    };
+    let message = format!("{}; {what}: {why}", gone.message);
+    Error { message, ..gone }
 }
 
 impl Drop for Client {

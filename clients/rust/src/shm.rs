@@ -325,6 +325,10 @@ fn read_stat(pid: u32) -> io::Result<Vec<u8>> {
     if let Some(e) = blind::take(pid) {
         return Err(e);
     }
+    #[cfg(test)]
+    if let Some(stat) = blind::hidden(pid) {
+        return Ok(stat);
+    }
     std::fs::read(format!("/proc/{pid}/stat"))
 }
 
@@ -386,14 +390,46 @@ fn no_such_process(pid: i32) -> bool {
     }
 }
 
-/// Tests make this thread's next reads of a process's stat file fail as at the file limit.
+/// Tests make this thread's next reads of a process's stat file fail as at the file limit, or
+/// every thread's reads of a server's hide its death.
 #[cfg(test)]
 pub(crate) mod blind {
     use std::cell::Cell;
     use std::io;
+    use std::sync::{Mutex, PoisonError};
 
     thread_local! {
         static BLIND: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    }
+
+    /// The processes whose death is hidden, and their stat files as they were.
+    static HIDDEN: Mutex<Vec<(u32, Vec<u8>)>> = Mutex::new(Vec::new());
+
+    /// Every thread's reads of `/proc/PID/stat` give what it holds now until `notice(pid)`, so
+    /// that a test can kill a server and start the next one before a waiting call looks (a
+    /// restart takes longer than the 50 ms slice after which a call looks).
+    pub(crate) fn hide(pid: u32) {
+        let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap();
+        HIDDEN
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((pid, stat));
+    }
+
+    /// Calls see what became of process `pid` again.
+    pub(crate) fn notice(pid: u32) {
+        HIDDEN
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(p, _)| *p != pid);
+    }
+
+    pub(super) fn hidden(pid: u32) -> Option<Vec<u8>> {
+        let hidden = HIDDEN.lock().unwrap_or_else(PoisonError::into_inner);
+        hidden
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .map(|(_, s)| s.clone())
     }
 
     /// The next `reads` reads of `/proc/PID/stat` on this thread fail EMFILE.

@@ -21,7 +21,7 @@ fn int(v: i32) -> Vec<Tensor> {
 }
 
 /// A client of its own process (not this one, whose /proc reads a test blinds) calling `hold`.
-struct Holder(Child);
+pub(super) struct Holder(Child);
 
 impl Drop for Holder {
     fn drop(&mut self) {
@@ -31,7 +31,7 @@ impl Drop for Holder {
 }
 
 /// Hold the gate server's serving loop with a call of `hold` (a hold model), once it is held.
-fn hold_loop(g: &Gate, hold: &str) -> Holder {
+pub(super) fn hold_loop(g: &Gate, hold: &str) -> Holder {
     let python = std::env::var("FDN_TEST_PYTHON").unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/hold_client.py");
     let child = Command::new(python)

@@ -63,6 +63,7 @@ impl Conn {
         match fail {
             Some(msg) => {
                 self.alive = false;
+                self.dead = shm::process_gone(self.server_pid, self.server_start);
                 Err(unavailable(msg))
             }
             None => Ok(()),

@@ -1,0 +1,265 @@
+//! A call waiting for an abandoned call's late answer (spec 7.5) whose server is killed and
+//! restarted under its name: its own request was never sent, so it is sent to the new server,
+//! once, within the call's deadline. It failed SERVER_UNAVAILABLE "gone" although the new server
+//! was up. Against clients/tests/gate_server.py: `gate_a` holds the abandoned request with its
+//! handler. Runs only when `FDN_TEST_PYTHON` names a Python with foundation_shm installed.
+
+use super::proof_tests::hold_loop;
+use super::tests::{base, python_server, region, HeldMutex};
+use crate::layout::{channel as ch, region as rg};
+use crate::pool::tests::{gate, wait_until, Gate};
+use crate::{shm, Client, ConnectOptions, Pool, Status, Tensor};
+use std::sync::atomic::Ordering::SeqCst;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const LONG: Option<Duration> = Some(Duration::from_secs(30));
+
+fn int(v: i32) -> Vec<Tensor> {
+    vec![Tensor::from_slice("x", &[1], &[v]).unwrap()]
+}
+
+/// Kill the gate server (SIGKILL) and wait until it has exited; its pid.
+fn kill(g: &mut Gate) -> u32 {
+    g.server.0.kill().unwrap();
+    g.server.0.wait().unwrap();
+    g.server.0.id()
+}
+
+/// Start the gate server again (4 channels) under its name, `prefix` as `gate` was given, and
+/// its folder of gate files.
+fn start_again(g: &mut Gate, prefix: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/gate_server.py");
+    let dir = g.dir.to_str().unwrap().to_string();
+    g.server = python_server(prefix, &[script], &[&dir, "--channels", "4"]).unwrap();
+}
+
+/// The count of requests the server's handler was given (its stats, through a client of its own).
+fn requests(g: &Gate) -> u64 {
+    let mut c = Client::connect(g.name(), ConnectOptions::default()).unwrap();
+    let stats = crate::json::parse(&c.stats(LONG).unwrap()).unwrap();
+    stats.get("requests").and_then(|n| n.as_u64()).unwrap()
+}
+
+/// How often `model`, a count model, ran on the gate's servers.
+fn runs(g: &Gate, model: &str) -> usize {
+    std::fs::read(g.dir.join(format!("{model}.runs"))).map_or(0, |b| b.len())
+}
+
+/// A call of `gate_a` that passes its 20 ms deadline with its request with the server's handler
+/// (held at the gate).
+fn abandon(g: &Gate, client: &mut Client) {
+    let e = client
+        .infer("gate_a", &int(1), Some(Duration::from_millis(20)))
+        .unwrap_err();
+    assert_eq!(e.code, Status::DeadlineExceeded, "{e}");
+    g.wait_file("gate_a", "with-server");
+}
+
+/// Wait until this process's channel `i` of the server `name` sleeps on its semaphore: the call
+/// waits for the late answer.
+fn wait_asleep(name: &str, i: usize) {
+    let ctl = region(name);
+    wait_until("the call to wait for the late answer", || {
+        ctl.u32(base(i) + ch::CLIENT_SLEEPING).load(SeqCst) == 1
+    });
+}
+
+/// Hides the deaths of the servers it was given until dropped (`shm::blind::hide`).
+struct Hidden(Vec<u32>);
+
+impl Drop for Hidden {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            shm::blind::notice(pid);
+        }
+    }
+}
+
+#[test]
+fn a_call_waiting_behind_an_abandoned_request_is_sent_to_the_restarted_server() {
+    let Some(mut g) = gate("rustwaitre", 4) else {
+        return;
+    };
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_secs(60), // the dead server, hidden, is hung after 1 s
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(g.name(), opts).unwrap();
+    abandon(&g, &mut client);
+    let i = client.channel().unwrap();
+    let got = thread::scope(|s| {
+        let call = s.spawn(|| client.infer("count_b", &int(5), LONG));
+        wait_asleep(g.name(), i);
+        shm::blind::hide(g.server.0.id());
+        let hidden = Hidden(vec![kill(&mut g)]);
+        std::fs::remove_file(g.dir.join("gate_a.with-server")).unwrap();
+        start_again(&mut g, "rustwaitre");
+        drop(hidden);
+        call.join().unwrap()
+    });
+    assert_eq!(got.map_err(|e| e.to_string()), Ok(int(5)));
+    assert_eq!((requests(&g), runs(&g, "count_b")), (1, 1));
+    assert!(
+        !g.dir.join("gate_a.with-server").exists(),
+        "the abandoned request was sent to the new server"
+    );
+    assert_eq!(client.infer("echo", &int(9), LONG).unwrap(), int(9));
+}
+
+/// A pool's client put back with its request still with the server (its call abandoned), the
+/// server killed and restarted: the next call takes that client, finds the server gone while it
+/// waits for the late answer, and is sent to the new server.
+#[test]
+fn a_pool_call_behind_an_abandoned_request_is_sent_to_the_restarted_server() {
+    let Some(mut g) = gate("rustwaitpool", 4) else {
+        return;
+    };
+    let p = Pool::new(g.name(), ConnectOptions::default(), 1).unwrap();
+    let e = p
+        .infer("gate_a", &int(1), Some(Duration::from_millis(20)))
+        .unwrap_err();
+    assert_eq!(e.code, Status::DeadlineExceeded, "{e}");
+    g.wait_file("gate_a", "with-server");
+    kill(&mut g);
+    start_again(&mut g, "rustwaitpool");
+    let got = p.infer("count_b", &int(5), LONG);
+    assert_eq!(got.map_err(|e| e.to_string()), Ok(int(5)));
+    let ctl = region(g.name());
+    let me = std::process::id();
+    let channels = ctl.u32(rg::CHANNEL_COUNT).load(SeqCst) as usize;
+    let mine = (0..channels)
+        .filter(|&i| ctl.u32(base(i) + ch::OWNER_PID).load(SeqCst) == me)
+        .count();
+    assert_eq!(
+        (runs(&g, "count_b"), mine),
+        (1, 1),
+        "runs, channels of the pool"
+    );
+}
+
+/// No server restarted: the call fails as before, gone, and says why its request was not sent.
+#[test]
+fn a_call_waiting_behind_an_abandoned_request_with_no_server_since_is_not_sent() {
+    let Some(mut g) = gate("rustwaitnone", 4) else {
+        return;
+    };
+    let mut client = Client::connect(g.name(), ConnectOptions::default()).unwrap();
+    abandon(&g, &mut client);
+    let i = client.channel().unwrap();
+    let (e, dead) = thread::scope(|s| {
+        let call = s.spawn(|| client.infer("count_b", &int(5), LONG));
+        wait_asleep(g.name(), i);
+        let dead = kill(&mut g);
+        (call.join().unwrap().unwrap_err(), dead)
+    });
+    super::tests::clean(g.name()); // what the killed server left
+    let want = format!(
+        "shm server {:?} (pid {dead}) is gone; not sent: no server has started under that name \
+         since",
+        g.name()
+    );
+    assert_eq!(
+        (e.code, e.message.as_str(), e.request_id, e.model.as_str()),
+        (Status::ServerUnavailable, want.as_str(), 0, "count_b")
+    );
+}
+
+/// The reconnect is bounded by the call's deadline, not `connect_timeout`: with the new server's
+/// region mutex held, a call of 300 ms fails SERVER_UNAVAILABLE in time, having claimed nothing.
+#[test]
+fn a_call_waiting_behind_an_abandoned_request_keeps_its_deadline_in_the_reconnect() {
+    let Some(mut g) = gate("rustwaitdl", 4) else {
+        return;
+    };
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_secs(60),
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(g.name(), opts).unwrap();
+    abandon(&g, &mut client);
+    let dead = kill(&mut g);
+    start_again(&mut g, "rustwaitdl");
+    let held = HeldMutex::take(g.name());
+    let start = Instant::now();
+    let e = client
+        .infer("count_b", &int(5), Some(Duration::from_millis(300)))
+        .unwrap_err();
+    let took = start.elapsed();
+    let want = format!(
+        "shm server {:?} (pid {dead}) is gone; not sent: shm server {:?}: region mutex still busy \
+         at the deadline",
+        g.name(),
+        g.name()
+    );
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (Status::ServerUnavailable, want.as_str())
+    );
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "the call of 300 ms ended after {took:?}"
+    );
+    let ctl = region(g.name());
+    let me = std::process::id();
+    let channels = ctl.u32(rg::CHANNEL_COUNT).load(SeqCst) as usize;
+    assert!(
+        (0..channels).all(|i| ctl.u32(base(i) + ch::OWNER_PID).load(SeqCst) != me),
+        "the failed reconnect left a channel owned by this process"
+    );
+    drop(held);
+    assert_eq!(client.infer("echo", &int(9), LONG).unwrap(), int(9));
+    assert_eq!(runs(&g, "count_b"), 0, "count_b ran, though never sent");
+}
+
+/// One reconnect per call (spec 7.5, 10.3): a call sent to the restarted server after waiting
+/// behind an abandoned request, queued there undispatched when that one is killed too, is not
+/// sent again to a third, although it is up when the call looks.
+#[test]
+fn a_call_sent_to_a_restarted_server_after_waiting_is_not_sent_again() {
+    let Some(mut g) = gate("rustwaitonce", 4) else {
+        return;
+    };
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_secs(60),
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(g.name(), opts).unwrap();
+    abandon(&g, &mut client);
+    kill(&mut g);
+    start_again(&mut g, "rustwaitonce");
+    // the second server's serving loop held: the call is queued there, never dispatched
+    let holder = hold_loop(&g, "hold_h");
+    let ctl = region(g.name());
+    let me = std::process::id();
+    let channels = ctl.u32(rg::CHANNEL_COUNT).load(SeqCst) as usize;
+    let (got, second) = thread::scope(|s| {
+        let call = s.spawn(|| client.infer("count_b", &int(5), LONG));
+        wait_until("the call to reach the second server", || {
+            assert!(
+                !call.is_finished(),
+                "the call ended before it reached the second server"
+            );
+            (0..channels).any(|i| {
+                ctl.u32(base(i) + ch::OWNER_PID).load(SeqCst) == me
+                    && ctl.u64(base(i) + ch::CLIENT_SEQ).load(SeqCst)
+                        != ctl.u64(base(i) + ch::SERVER_SEQ).load(SeqCst)
+            })
+        });
+        shm::blind::hide(g.server.0.id());
+        let hidden = Hidden(vec![kill(&mut g)]);
+        start_again(&mut g, "rustwaitonce");
+        let second = hidden.0[0];
+        drop(hidden);
+        (call.join().unwrap(), second)
+    });
+    drop(holder);
+    let e = got.unwrap_err();
+    let want = format!(
+        "shm server {:?} (pid {second}) is gone; not sent again: ",
+        g.name()
+    );
+    assert_eq!(e.code, Status::ServerUnavailable, "{e}");
+    assert!(e.message.starts_with(&want), "{e}");
+    assert_eq!((runs(&g, "count_b"), requests(&g)), (0, 0));
+}
