@@ -321,12 +321,9 @@ func (c *Client) send(model string, end uint64, deadline uint64) (*Result, error
 	}
 	c.used = end
 	res, err := c.exchange(deadline, true)
-	if e, ok := err.(*Error); ok && e.unsent && !c.loaned {
-		if c.redialed { // once per call: it was sent to a restarted server already (ready)
-			e.Message += "; not sent again: the call already reconnected once (at most once per call)"
-		} else {
-			res, err = c.sendAgain(e, deadline)
-		}
+	// once per call: a call that reconnected as it waited (ready) fails gone, nothing appended
+	if e, ok := err.(*Error); ok && e.unsent && !c.loaned && !c.redialed {
+		res, err = c.sendAgain(e, deadline)
 	}
 	if err != nil {
 		return nil, withCall(err, model, r.RequestID) // (a failed grow of the response area named none)

@@ -265,8 +265,11 @@ func TestLiveACallSentToARestartedServerAfterWaitingIsNotSentAgain(t *testing.T)
 	g.startAgain(4)
 	h.notice(second)
 	err := <-done
-	wantError(t, "a call whose second server died", err, ServerUnavailable,
-		fmt.Sprintf("shm server %q (pid %d) is gone; not sent again: ", g.name, second))
+	gone := fmt.Sprintf("shm server %q (pid %d) is gone", g.name, second)
+	wantError(t, "a call whose second server died", err, ServerUnavailable, gone)
+	if e := err.(*Error); e.Message != gone {
+		t.Errorf("got %q, want %q, nothing appended (no reconnect was tried)", e.Message, gone)
+	}
 	if n := g.runs("count_b"); n != 0 {
 		t.Errorf("count_b ran %d times", n)
 	}

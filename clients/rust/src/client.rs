@@ -347,18 +347,11 @@ impl Client {
         spin: Duration,
     ) -> Result<(codec::DecodedResponse, Vec<Tensor>)> {
         let conn = self.conn.as_mut().expect("connected by the call");
+        // once per call: a call that reconnected as it waited (ready) fails gone, nothing appended
         let gone = match conn.round_trip(rid, end, deadline, spin) {
-            Err(e) if conn.unsent() => e,
+            Err(e) if conn.unsent() && !self.redialed => e,
             other => return other,
         };
-        if self.redialed {
-            // once per call: it went to a restarted server already (ready)
-            let message = format!(
-                "{}; not sent again: the call already reconnected once (at most once per call)",
-                gone.message
-            );
-            return Err(Error { message, ..gone });
-        }
         let request = conn.request_bytes(end);
         let again = self.conn(deadline).and_then(|conn| {
             conn.ensure(request.len())?;
