@@ -277,3 +277,45 @@ func TestLiveACallSentToARestartedServerAfterWaitingIsNotSentAgain(t *testing.T)
 		t.Errorf("the third server was given %d requests", n)
 	}
 }
+
+// A call of a context whose context is cancelled during that reconnect (here waiting for the
+// region mutex) fails as such a call does: DEADLINE_EXCEEDED wrapping ctx.Err(), having sent and
+// claimed nothing, its message saying the server was gone.
+func TestLiveACallWaitingBehindAnAbandonedRequestCancelledInTheReconnectIsReportedAsSuch(t *testing.T) {
+	g := startGate(t, "fdngowaitctx", 4)
+	c := g.connect(Options{ConnectTimeoutMs: 60000})
+	abandon(t, g, c)
+	dead := g.kill()
+	g.startAgain(4)
+	o := g.connect(Options{})
+	release := holdRegionMutex(t, o)
+	defer release()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.InferContext(ctx, "count_b", int32Input(5))
+		done <- err
+	}()
+	// the call found its server gone and mapped the new region (o's is the other mapping)
+	for end := time.Now().Add(time.Minute); regionMaps(t, g.name) < 2; time.Sleep(time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("the call ended before it reconnected: %v", err)
+		default:
+		}
+		if time.Now().After(end) {
+			t.Fatal("the call never reconnected")
+		}
+	}
+	cancel()
+	e := wantCtxError(t, "a call cancelled in its reconnect", <-done, context.Canceled, "count_b")
+	want := fmt.Sprintf("shm server %q (pid %d) is gone; not sent: context canceled while waiting for the region mutex",
+		g.name, dead)
+	if e.Message != want {
+		t.Errorf("got %q, want %q", e.Message, want)
+	}
+	wantOwnedBy(t, o, "after the cancelled call")
+	release()
+	wantEcho(t, c, "the call after the cancelled one")
+}
