@@ -32,7 +32,8 @@ const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
 /// dropped and not put back; the next call connects a new one. An idle client whose server
 /// restarted meanwhile reconnects in its next call (as every [`Client`] does). A client whose
 /// call was abandoned at its deadline is put back with its request still with the server and
-/// taken last: the call that takes it waits for that late answer first (up to its own deadline).
+/// taken last: the call that takes it waits for that late answer first (up to its own deadline),
+/// or, should the server die meanwhile, sends its request to one restarted under the name.
 ///
 /// A connect refused OVERLOADED (the server has fewer free channels than `size`) takes a client
 /// of the pool put back meanwhile, or waits for one, while the pool has one; the pool makes do
