@@ -115,21 +115,53 @@ static enum fdn_status wait_idle(struct fdn_client *c, uint64_t deadline, struct
     return FDN_OK;
 }
 
-/* Reconnect if the server died, and wait until the channel is idle (wait_idle). */
 /* A server that stopped (gracefully) marked its region STOPPED; a restarted one has a new region.
  * One load, so every call can afford it; a killed server is noticed while waiting instead. */
 static void notice_stop(struct fdn_client *c) {
     if (c->connected && FDN_LOAD(&c->region->state) == FDN_STOPPED) c->connected = 0;
 }
 
-static enum fdn_status ready(struct fdn_client *c, uint64_t deadline, struct fdn_error *err) {
+/* A request not sent (spec 7.5: `what` "not sent") or not sent again (10.3: "not sent again"): its
+ * gone error in *err, the reason appended. */
+static enum fdn_status not_sent(struct fdn_error *err, const char *what, const char *reason) {
+    if (err) {
+        size_t used = strlen(err->message);
+        snprintf(err->message + used, sizeof err->message - used, "; %s: %s", what, reason);
+    }
+    return FDN_SERVER_UNAVAILABLE;
+}
+
+/* The reconnect of a call whose server is gone (*err says so) before its request reached a handler
+ * (10.3, 7.5): a channel of a server restarted under the name, within the call's deadline. Without
+ * one (no server yet, the dead one's region, a hung or full one, the deadline) the call fails with
+ * its gone error, `what` and the reason appended. */
+static enum fdn_status reconnect(struct fdn_client *c, uint64_t deadline, const char *what, struct fdn_error *err) {
+    fdn_disconnect(c);
+    struct fdn_error why = {0};
+    if (fdn_connect_now(c, deadline, &why) == FDN_OK) return FDN_OK;
+    if (err && !strcmp(why.message, err->message)) /* the dead server's region, still there */
+        return not_sent(err, what, "no server has started under that name since");
+    return not_sent(err, what, why.message);
+}
+
+/* Reconnect if the server stopped, and wait until the channel is idle (wait_idle). A server found
+ * gone (stopped, or its process proven dead) while the call waits for an abandoned request's late
+ * answer (spec 7.5) had none of this call's request: with `again` set (a call that may send its
+ * request once more, cleared as that attempt is spent here) it is reconnected to once, within the
+ * deadline, and the request goes to the server restarted under the name; else the call fails gone,
+ * "; not sent: WHY" appended. A loan's call passes NULL: its inputs are in the old area. The
+ * abandoned request is never sent again: only the call's own is written, on the new channel. */
+static enum fdn_status ready(struct fdn_client *c, uint64_t deadline, int *again, struct fdn_error *err) {
     notice_stop(c);
     if (!c->connected) {
         fdn_disconnect(c);
         enum fdn_status st = fdn_connect_now(c, deadline, err);
         if (st) return st;
     }
-    return wait_idle(c, deadline, err);
+    enum fdn_status st = wait_idle(c, deadline, err);
+    if (st != FDN_SERVER_UNAVAILABLE || c->connected || !again || !*again) return st; /* hung: connected */
+    *again = 0;
+    return reconnect(c, deadline, "not sent", err);
 }
 
 /* Make the request area hold `end` bytes (and the response area as many, up to
@@ -241,36 +273,23 @@ static const char *own_model(const char *model, char own[FDN_NAME_SIZE]) {
     return own;
 }
 
-/* A request not sent again (spec 10.3): its gone error in *err, the reason appended. */
-static enum fdn_status not_sent_again(struct fdn_error *err, const char *reason) {
-    if (err) {
-        size_t used = strlen(err->message);
-        snprintf(err->message + used, sizeof err->message - used, "; not sent again: %s", reason);
-    }
-    return FDN_SERVER_UNAVAILABLE;
-}
-
 /* The transparent retry of spec 10.3: the server died before it dispatched the request, so no
  * handler ran it; it is sent once more, its bytes unchanged (request id, absolute deadline_ns), to
- * a server restarted under the name, within the same deadline. Without one (no server yet, the dead
- * one's region, a hung or full one, the deadline), or without memory for the copy of the request,
- * the call fails with its gone error, the reason appended. A loan never comes here: its caller
- * wrote the dead server's area. */
+ * a server restarted under the name, within the same deadline. Without one (reconnect), or without
+ * memory for the copy of the request, the call fails with its gone error, the reason appended. A
+ * loan never comes here: its caller wrote the dead server's area. */
 static enum fdn_status send_again(struct fdn_client *c, uint64_t deadline, struct fdn_result *res,
                                   struct fdn_error *err) {
     uint64_t n = c->used;
     uint8_t *request = malloc(n ? n : 1); /* the reconnect unmaps the old area */
-    if (!request) return not_sent_again(err, "no memory for the copy of the request");
+    if (!request) return not_sent(err, "not sent again", "no memory for the copy of the request");
     memcpy(request, c->data, n);
-    fdn_disconnect(c);
     struct fdn_error why = {0};
-    enum fdn_status st = fdn_connect_now(c, deadline, &why);
-    if (!st) st = ensure(c, n, &why);
+    enum fdn_status st = reconnect(c, deadline, "not sent again", err);
+    if (!st && (st = ensure(c, n, &why))) st = not_sent(err, "not sent again", why.message);
     if (st) {
         free(request);
-        if (err && !strcmp(why.message, err->message)) /* the dead server's region, still there */
-            return not_sent_again(err, "no server has started under that name since");
-        return not_sent_again(err, why.message);
+        return st;
     }
     memcpy(c->data, request, n);
     free(request);
@@ -278,8 +297,9 @@ static enum fdn_status send_again(struct fdn_client *c, uint64_t deadline, struc
     return exchange(c, deadline, 1, res, err);
 }
 
+/* `again`: whether the call's one extra attempt (send_again) is still its own (ready may have spent it). */
 static enum fdn_status send_request(struct fdn_client *c, const char *model, uint64_t end, uint64_t deadline,
-                                    struct fdn_result *res, struct fdn_error *err) {
+                                    int again, struct fdn_result *res, struct fdn_error *err) {
     struct fdn_request_fields *f = &c->req;
     f->kind = FDN_INFER_REQUEST;
     f->request_id = c->next_id++;
@@ -290,7 +310,7 @@ static enum fdn_status send_request(struct fdn_client *c, const char *model, uin
     if (!st) {
         c->used = end;
         st = exchange(c, deadline, 1, res, err); /* (a failed grow of the response area named no request) */
-        if (st == FDN_SERVER_UNAVAILABLE && c->unsent && !c->loaned) st = send_again(c, deadline, res, err);
+        if (st == FDN_SERVER_UNAVAILABLE && c->unsent && !c->loaned && again) st = send_again(c, deadline, res, err);
     }
     return with_call(st, err, model, f->request_id);
 }
@@ -414,7 +434,8 @@ static enum fdn_status infer_call(fdn_client *c, const char *model, const struct
     enum fdn_status st;
     if ((st = check_model(model, err)) || (st = check_inputs(inputs, input_count, err))) return st;
     if (!res) return fdn_fail(err, FDN_INVALID_INPUT, 0, "result is NULL");
-    if ((st = set_call(c, call, err)) || (st = ready(c, deadline, err))) return st;
+    int again = 1;
+    if ((st = set_call(c, call, err)) || (st = ready(c, deadline, &again, err))) return st;
     struct fdn_tensor *t = c->req.inputs;
     for (uint32_t i = 0; i < input_count; i++) {
         strcpy(t[i].name, inputs[i].name);
@@ -430,7 +451,7 @@ static enum fdn_status infer_call(fdn_client *c, const char *model, const struct
     if ((st = ensure(c, end, err))) return st;
     for (uint32_t i = 0; i < input_count; i++)
         if (t[i].data_size) memcpy(c->data + t[i].data_offset, inputs[i].data, (size_t)t[i].data_size);
-    return send_request(c, model, end, deadline, res, err);
+    return send_request(c, model, end, deadline, again, res, err);
 }
 
 const struct fdn_tensor *fdn_result_output(const struct fdn_result *res, const char *name) {
@@ -472,7 +493,8 @@ static enum fdn_status loan_begin(fdn_client *c, const char *model, const struct
         if ((st = check_tensor("tensor", i, specs[i].name, specs[i].dtype, specs[i].ndim, specs[i].shape, &bytes, err)))
             return st;
     }
-    if ((st = ready(c, deadline_of(c->opts.connect_timeout_ms), err))) return st;
+    int again = 1; /* nothing is written yet: a server gone meanwhile is left for a restarted one */
+    if ((st = ready(c, deadline_of(c->opts.connect_timeout_ms), &again, err))) return st;
     struct fdn_tensor *t = c->req.inputs;
     for (uint32_t i = 0; i < count; i++) t[i] = specs[i];
     c->req.input_count = count;
@@ -513,10 +535,10 @@ static enum fdn_status loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_
         return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "the server of this loan is gone; take a new loan");
     }
     uint64_t deadline = deadline_of(timeout_ms);
-    enum fdn_status st = ready(c, deadline, err);
+    enum fdn_status st = ready(c, deadline, NULL, err);
     if (st) return st;
     set_call(c, NULL, NULL); /* a loan's tensors follow a payload without names or params */
-    st = send_request(c, c->loan_model, c->loan_end, deadline, res, err);
+    st = send_request(c, c->loan_model, c->loan_end, deadline, 0, res, err);
     if (st && c->connected && FDN_LOAD(&c->ch->server_seq) != c->seq) {
         /* the server may still read the inputs: fdn_loan_data must not hand them out for writing */
         c->loaned = 0;

@@ -1580,6 +1580,208 @@ out:
     remove_objects(name);
 }
 
+/* A server hidden from the client's liveness checks (hidden_pid, its /proc/PID/stat as it read
+ * while alive: a pipe gives it back), so that a test kills it and starts the next one before a
+ * waiting call looks; hidden_looks counts the looks. */
+static uint32_t hidden_pid;
+static char hidden_stat[1024];
+static int hidden_looks;
+
+static int hiding_open_stat(uint32_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    int fds[2];
+    if (pid != __atomic_load_n(&hidden_pid, __ATOMIC_ACQUIRE) || pipe(fds) < 0) return open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = write(fds[1], hidden_stat, strlen(hidden_stat));
+    close(fds[1]);
+    if (n < 0) close(fds[0]);
+    __atomic_add_fetch(&hidden_looks, 1, __ATOMIC_ACQ_REL);
+    return n < 0 ? -1 : fds[0];
+}
+
+/* Hide `pid` (its stat read now) until unhide(). */
+static int hide(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, hidden_stat, sizeof hidden_stat - 1) : -1;
+    if (fd >= 0) close(fd);
+    if (n <= 0) return 0;
+    hidden_stat[n] = 0;
+    __atomic_store_n(&hidden_looks, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&hidden_pid, (uint32_t)pid, __ATOMIC_RELEASE);
+    return 1;
+}
+
+static void unhide(void) { __atomic_store_n(&hidden_pid, 0, __ATOMIC_RELEASE); }
+
+/* A call to `model` with a timeout, on a thread of its own (abandoned_case). */
+struct timed_call {
+    fdn_client *c;
+    const char *model;
+    int64_t timeout_ms;
+    struct fdn_result res;
+    struct fdn_error err;
+    enum fdn_status st;
+};
+
+static void *timed_call(void *arg) {
+    struct timed_call *k = arg;
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    k->st = fdn_infer(k->c, k->model, &in, 1, k->timeout_ms, &k->res, &k->err);
+    return NULL;
+}
+
+static double seconds_since(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Spec 7.5: the call after an abandoned one (past its deadline, its request with the handler of
+ * clients/tests/gate_server.py, never answered) waits for that late answer; the server is killed
+ * meanwhile. Its own request was never written, so it is sent once, within the call's deadline,
+ * to a server restarted under the name (RESTARTED): answered by it, run once there (count_b's
+ * runs), the abandoned request not sent again (no gate_a.with-server from the new server). It
+ * failed "(pid N) is gone". With no new server (NONE) it fails "...is gone; not sent: no server
+ * has started under that name since"; with a new one that is hung (HUNG), at its deadline (6 s),
+ * not connect_timeout_ms (30 s), "...; not sent: ... is hung ... before the call's deadline". That
+ * reconnect is the call's one extra attempt (10.3): its request queued on the new server (behind
+ * clients/tests/hold_client.py's), which dies before dispatching it (TWICE), it fails gone, not
+ * sent to a third server. */
+enum abandoned_case { RESTARTED, NONE, HUNG, TWICE };
+
+static void abandoned_case(const char *python, enum abandoned_case mode) {
+    char name[64], dir[] = "/tmp/fdnabXXXXXX", path[512], want[256];
+    snprintf(name, sizeof name, "fdnab%d_%d", (int)getpid(), (int)mode);
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char *const argv[] = {(char *)python, "../tests/gate_server.py", name, dir, "--channels", "2", NULL};
+    pid_t server = ready_server(argv), dead = server, holder = -1;
+    CHECK(server > 0, "start clients/tests/gate_server.py (run from clients/c)");
+    if (server < 0) return;
+    struct fdn_options opts = FDN_DEFAULT_OPTIONS;
+    opts.connect_timeout_ms = 30000;
+    fdn_client *c = NULL;
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    struct fdn_region_header *r = NULL;
+    size_t size = 0;
+    pthread_t t;
+    struct timed_call k = {.model = "count_b", .timeout_ms = mode == HUNG ? 6000 : 30000};
+    int (*real)(uint32_t) = fdn_open_stat;
+    enum fdn_status st = fdn_connect(&c, name, &opts, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st) goto out;
+    k.c = c;
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    st = fdn_infer(c, "gate_a", &in, 1, 300, &res, &err);
+    uint64_t abandoned = err.request_id;
+    CHECK(st == FDN_DEADLINE_EXCEEDED && file_in(dir, "gate_a", "with-server"),
+          "a call abandoned at its deadline, its request with the handler: %s %s", fdn_strerror(st), err.message);
+    snprintf(path, sizeof path, "%s/gate_a.with-server", dir);
+    unlink(path);
+    CHECK(hide(server), "read the server's stat");
+    fdn_open_stat = hiding_open_stat;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK(pthread_create(&t, NULL, timed_call, &k) == 0, "start a thread");
+    for (int i = 0; i < 60000 && !__atomic_load_n(&hidden_looks, __ATOMIC_ACQUIRE); i++) usleep(1000);
+    CHECK(__atomic_load_n(&hidden_looks, __ATOMIC_ACQUIRE), "the next call never waited for the late answer");
+    kill_server(server);
+    server = -1;
+    if (mode != NONE) {
+        server = ready_server(argv);
+        CHECK(server > 0, "restart");
+    }
+    if (mode == HUNG && server > 0) {
+        r = map_region(name, &size);
+        CHECK(r && hang(server, r), "the new server did not hang");
+    }
+    if (mode == TWICE && server > 0) { /* the call's request is queued there, never dispatched */
+        holder = fork();
+        if (holder == 0) {
+            execl(python, python, "../tests/hold_client.py", name, "hold_c", (char *)NULL);
+            _exit(127);
+        }
+        for (int i = 0; i < 60000 && !file_in(dir, "hold_c", "with-server"); i++) usleep(1000);
+        CHECK(file_in(dir, "hold_c", "with-server"), "the hold never reached the server");
+        r = map_region(name, &size);
+        CHECK(r && hide(server), "map and hide the new server");
+        dead = server; /* the first one is seen dead now: the call reconnects and sends */
+        struct fdn_channel *ch = NULL;
+        for (int i = 0; i < 60000; i++) {
+            if ((ch = own_channel(r, NULL)) && __atomic_load_n(&ch->client_seq, __ATOMIC_ACQUIRE) !=
+                                                     __atomic_load_n(&ch->server_seq, __ATOMIC_ACQUIRE))
+                break;
+            usleep(1000);
+        }
+        CHECK(ch && !__atomic_load_n(&ch->server_busy, __ATOMIC_ACQUIRE), "the call's request is not queued there");
+        kill_server(server);
+        server = ready_server(argv);
+        CHECK(server > 0, "restart a second time");
+    }
+    unhide();
+    pthread_join(t, NULL);
+    double took = seconds_since(&t0);
+    fdn_open_stat = real;
+    if (mode == HUNG && server > 0) kill(server, SIGCONT);
+    char gone[128];
+    snprintf(gone, sizeof gone, "shm server '%s' (pid %d) is gone", name, (int)dead);
+    if (mode == HUNG) {
+        snprintf(want, sizeof want, "%s; not sent: shm server '%s' (pid %d) is hung: no heartbeat for ", gone, name,
+                 (int)server);
+        CHECK(k.st == FDN_SERVER_UNAVAILABLE && strncmp(k.err.message, want, strlen(want)) == 0 &&
+                  strstr(k.err.message, "no beat came before the call's deadline") && took < 6 + 2,
+              "a call waiting for a late answer whose server died, restarted hung: %s '%s' after %.1f s; want '%s...' "
+              "at its deadline (6 s)",
+              fdn_strerror(k.st), k.err.message, took, want);
+    } else if (mode == NONE) {
+        snprintf(want, sizeof want, "%s; not sent: no server has started under that name since", gone);
+        CHECK(k.st == FDN_SERVER_UNAVAILABLE && strcmp(k.err.message, want) == 0 && took < 5,
+              "a call waiting for a late answer whose server died, none since: %s '%s' after %.1f s; want '%s'",
+              fdn_strerror(k.st), k.err.message, took, want);
+    } else if (mode == TWICE) {
+        CHECK(k.st == FDN_SERVER_UNAVAILABLE && strcmp(k.err.message, gone) == 0,
+              "a call sent to a restarted server that died before dispatching it: %s '%s'; want '%s' (sent once)",
+              fdn_strerror(k.st), k.err.message, gone);
+    } else {
+        const struct fdn_tensor *y = k.st == FDN_OK ? fdn_result_output(&k.res, "x") : NULL;
+        CHECK(y && k.res.request_id == abandoned + 1 && strcmp(k.res.model, "count_b") == 0 &&
+                  memcmp(y->data, x, sizeof x) == 0,
+              "a call waiting for a late answer whose server died, restarted: %s '%s'", fdn_strerror(k.st),
+              k.err.message);
+    }
+    char runs[512];
+    snprintf(runs, sizeof runs, "%s/count_b.runs", dir);
+    struct stat sb = {0};
+    usleep(200000); /* a second run, or the abandoned request sent again, would be in by now */
+    stat(runs, &sb);
+    CHECK(sb.st_size == (mode == RESTARTED) && !file_in(dir, "gate_a", "with-server"),
+          "the new server ran the call %lld times (want %d), the abandoned request %s", (long long)sb.st_size,
+          mode == RESTARTED, file_in(dir, "gate_a", "with-server") ? "sent again" : "not sent again");
+out:
+    fdn_open_stat = real;
+    unhide();
+    if (c) fdn_close(c);
+    if (r) munmap(r, size);
+    if (server > 0) kill_server(server);
+    if (holder > 0) kill_server(holder);
+    remove_objects(name);
+    const char *left[] = {"gate_a.with-server", "count_b.runs", "hold_c.with-server"};
+    for (size_t i = 0; i < sizeof left / sizeof *left; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, left[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+static void abandoned_checks(const char *python) {
+    abandoned_case(python, RESTARTED);
+    abandoned_case(python, NONE);
+    abandoned_case(python, HUNG);
+    abandoned_case(python, TWICE);
+}
+
 static void proof_checks(const char *python) {
     fdn_open_stat = blind_open_stat;
     proof_case(python, 1, 0);
@@ -1626,6 +1828,7 @@ int main(void) {
         late_answer_spin_checks(python);
         mutex_checks(python);
         restart_checks(python);
+        abandoned_checks(python);
         sent_again_once_checks(python);
         proof_checks(python);
 
