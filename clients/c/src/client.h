@@ -59,6 +59,12 @@ extern int (*fdn_proc_mounted)(void);
 /* shm_open, as creating a data segment calls it; a test makes it fail as a full /dev/shm does
  * (ENOSPC: a tmpfs out of inodes) */
 extern int (*fdn_shm_open)(const char *name, int flags, mode_t mode);
+/* the steps of creating a data segment after shm_open, as it calls them; a test makes each fail as
+ * a full /dev/shm, a file limit, a size no file holds or a signal (posix_fallocate's EINTR) does */
+extern int (*fdn_fchmod)(int fd, mode_t mode);
+extern int (*fdn_ftruncate)(int fd, off_t size);
+extern int (*fdn_posix_fallocate)(int fd, off_t offset, off_t len); /* returns the error number */
+extern void *(*fdn_mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t offset);
 /* section 10.3: whether the server counts hung, and how long it has not beaten (*silent_ms) */
 int fdn_hung(const struct fdn_client *c, uint64_t *silent_ms);
 int fdn_sem_wait_ns(sem_t *sem, uint64_t timeout_ns); /* 0 if a post was taken */

@@ -178,6 +178,10 @@ static enum fdn_status alloc_status(int e, int sized) {
 }
 
 int (*fdn_shm_open)(const char *name, int flags, mode_t mode) = shm_open;
+int (*fdn_fchmod)(int fd, mode_t mode) = fchmod;
+int (*fdn_ftruncate)(int fd, off_t size) = ftruncate;
+int (*fdn_posix_fallocate)(int fd, off_t offset, off_t len) = posix_fallocate;
+void *(*fdn_mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t offset) = mmap;
 
 /* Create, allocate and map the data segment `name` of req_cap + resp_cap bytes (section 10.1,
  * step 6). Its pages are allocated now (posix_fallocate): on a full /dev/shm a sparse segment maps
@@ -210,21 +214,21 @@ static enum fdn_status create_data(struct fdn_client *c, const char *name, uint6
     int e = fd < 0 ? errno : 0;
     if (!e) {
         step = "fchmod";
-        e = fchmod(fd, c->mode) < 0 ? errno : 0;
+        e = fdn_fchmod(fd, c->mode) < 0 ? errno : 0;
     }
     if (!e) {
         step = "ftruncate";
-        e = ftruncate(fd, (off_t)size) < 0 ? errno : 0;
+        e = fdn_ftruncate(fd, (off_t)size) < 0 ? errno : 0;
     }
     if (!e) {
         step = "posix_fallocate";
-        e = posix_fallocate(fd, 0, (off_t)size); /* returns the error, leaves errno */
+        e = fdn_posix_fallocate(fd, 0, (off_t)size); /* returns the error, leaves errno */
         if (e == EOPNOTSUPP || e == ENOSYS || e == ENODEV) e = 0; /* cannot allocate: stays sparse */
     }
     void *mem = MAP_FAILED;
     if (!e) {
         step = "mmap";
-        mem = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        mem = fdn_mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (mem == MAP_FAILED) e = errno;
     }
     if (fd >= 0) {

@@ -429,31 +429,67 @@ static int owned(struct fdn_region_header *r) {
     return n;
 }
 
-/* Spec 10.1 step 6: a data segment whose shm_open finds no room (ENOSPC: a tmpfs out of inodes) is
- * OVERLOADED, as an ftruncate or posix_fallocate without room is (it may fit later), with nothing
- * claimed or left in /dev/shm; it was INTERNAL. Any other shm_open error stays INTERNAL (EINVAL
- * there is no size that can never fit). */
-static int shm_open_fails, shm_open_errno; /* the next data segments' shm_open fail so */
+/* Spec 10.1 step 6: each step of creating a data segment that fails is classified by its error and
+ * named, with nothing claimed or left in /dev/shm: no room now (ENOSPC, ENOMEM) or no file
+ * descriptor free now (EMFILE, ENFILE) is OVERLOADED, it may fit later (a shm_open without room was
+ * INTERNAL: a tmpfs out of inodes fails it ENOSPC); a size no file or /dev/shm can ever hold
+ * (EFBIG, EOVERFLOW, EINVAL once the segment exists) is TOO_LARGE; anything else, shm_open's EINVAL
+ * included, is INTERNAL. A posix_fallocate the file system cannot do (EOPNOTSUPP) leaves the
+ * segment sparse and the connect goes on. */
+static const char *failing_step; /* the next `step_fails` calls of this step fail `step_errno` */
+static int step_fails, step_errno;
 
-static int failing_shm_open(const char *name, int flags, mode_t mode) {
-    if (shm_open_fails > 0) {
-        shm_open_fails--;
-        errno = shm_open_errno;
-        return -1;
-    }
-    return shm_open(name, flags, mode);
+static int step_fails_now(const char *step) {
+    if (step_fails <= 0 || !failing_step || strcmp(step, failing_step) != 0) return 0;
+    step_fails--;
+    errno = step_errno;
+    return 1;
 }
 
-static void shm_open_failure_checks(const char *name) {
+static int failing_shm_open(const char *name, int flags, mode_t mode) {
+    return step_fails_now("shm_open") ? -1 : shm_open(name, flags, mode);
+}
+
+static int failing_fchmod(int fd, mode_t mode) { return step_fails_now("fchmod") ? -1 : fchmod(fd, mode); }
+
+static int failing_ftruncate(int fd, off_t size) { return step_fails_now("ftruncate") ? -1 : ftruncate(fd, size); }
+
+static int failing_fallocate(int fd, off_t offset, off_t len) {
+    return step_fails_now("posix_fallocate") ? step_errno : posix_fallocate(fd, offset, len);
+}
+
+static void *failing_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t offset) {
+    return step_fails_now("mmap") ? MAP_FAILED : mmap(addr, len, prot, flags, fd, offset);
+}
+
+static void segment_step_failure_checks(const char *name) {
+    static const char room[] = ": no room now, it may fit later", fds[] = ": no file descriptor free now, it may be later";
     static const struct {
+        const char *step;
         int e;
         enum fdn_status want;
         const char *tail;
     } cases[] = {
-        {ENOSPC, FDN_OVERLOADED, ": no room now, it may fit later"},
-        {ENOMEM, FDN_OVERLOADED, ": no room now, it may fit later"},
-        {ENFILE, FDN_OVERLOADED, ": no file descriptor free now, it may be later"},
-        {EINVAL, FDN_INTERNAL, ""},
+        {"shm_open", ENOSPC, FDN_OVERLOADED, room},
+        {"shm_open", ENOMEM, FDN_OVERLOADED, room},
+        {"shm_open", ENFILE, FDN_OVERLOADED, fds},
+        {"shm_open", EINVAL, FDN_INTERNAL, ""},
+        {"fchmod", EPERM, FDN_INTERNAL, ""},
+        {"ftruncate", ENOSPC, FDN_OVERLOADED, room},
+        {"ftruncate", ENOMEM, FDN_OVERLOADED, room},
+        {"ftruncate", EFBIG, FDN_TOO_LARGE, ""},
+        {"ftruncate", EINVAL, FDN_TOO_LARGE, ""},
+        {"ftruncate", EIO, FDN_INTERNAL, ""},
+        {"posix_fallocate", ENOSPC, FDN_OVERLOADED, room},
+        {"posix_fallocate", EFBIG, FDN_TOO_LARGE, ""},
+        {"posix_fallocate", EIO, FDN_INTERNAL, ""},
+        {"posix_fallocate", EOPNOTSUPP, FDN_OK, ""},
+        {"mmap", ENOMEM, FDN_OVERLOADED, room},
+        {"mmap", EMFILE, FDN_OVERLOADED, fds},
+        {"mmap", ENFILE, FDN_OVERLOADED, fds},
+        {"mmap", EOVERFLOW, FDN_TOO_LARGE, ""},
+        {"mmap", EINVAL, FDN_TOO_LARGE, ""},
+        {"mmap", EACCES, FDN_INTERNAL, ""},
     };
     size_t size = 0;
     struct fdn_region_header *r = map_region(name, &size);
@@ -461,26 +497,41 @@ static void shm_open_failure_checks(const char *name) {
     if (!r) return;
     int before = owned(r);
     size_t segments = data_segments(name, NULL);
-    int (*real)(const char *, int, mode_t) = fdn_shm_open;
     fdn_shm_open = failing_shm_open;
+    fdn_fchmod = failing_fchmod;
+    fdn_ftruncate = failing_ftruncate;
+    fdn_posix_fallocate = failing_fallocate;
+    fdn_mmap = failing_mmap;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         fdn_client *c = NULL;
         struct fdn_error err = {0};
-        char want[128];
-        snprintf(want, sizeof want, "(shm_open: %s)%s", strerror(cases[i].e), cases[i].tail);
-        shm_open_fails = 1;
-        shm_open_errno = cases[i].e;
+        char want[160];
+        snprintf(want, sizeof want, "(%s: %s)%s", cases[i].step, strerror(cases[i].e), cases[i].tail);
+        failing_step = cases[i].step;
+        step_errno = cases[i].e;
+        step_fails = 1;
         enum fdn_status st = fdn_connect(&c, name, NULL, &err);
-        shm_open_fails = 0;
+        int called = step_fails == 0;
+        step_fails = 0;
         size_t n = strlen(err.message), w = strlen(want);
-        CHECK(st == cases[i].want && n >= w && strcmp(err.message + n - w, want) == 0,
-              "a data segment whose shm_open fails %s: %s '%s'; want %s '...%s'", strerror(cases[i].e),
-              fdn_strerror(st), err.message, fdn_strerror(cases[i].want), want);
+        if (cases[i].want == FDN_OK)
+            CHECK(st == FDN_OK && called && owned(r) == before + 1 && data_segments(name, NULL) == segments + 1,
+                  "a data segment whose %s fails %s: %s '%s'; want a channel, its segment sparse", cases[i].step,
+                  strerror(cases[i].e), fdn_strerror(st), err.message);
+        else
+            CHECK(st == cases[i].want && n >= w && strcmp(err.message + n - w, want) == 0,
+                  "a data segment whose %s fails %s: %s '%s'; want %s '...%s'", cases[i].step, strerror(cases[i].e),
+                  fdn_strerror(st), err.message, fdn_strerror(cases[i].want), want);
         if (c) fdn_close(c);
         CHECK(owned(r) == before && data_segments(name, NULL) == segments,
-              "the failed connect (%s) kept a channel or left a data segment", strerror(cases[i].e));
+              "the connect whose %s failed %s kept a channel or left a data segment", cases[i].step,
+              strerror(cases[i].e));
     }
-    fdn_shm_open = real;
+    fdn_shm_open = shm_open;
+    fdn_fchmod = fchmod;
+    fdn_ftruncate = ftruncate;
+    fdn_posix_fallocate = posix_fallocate;
+    fdn_mmap = mmap;
     munmap(r, size);
 }
 
@@ -1814,7 +1865,7 @@ int main(void) {
     enum fdn_status st = c ? FDN_OK : FDN_INTERNAL;
     if (st == FDN_OK) {
         echo(c, "first call");
-        shm_open_failure_checks(name);
+        segment_step_failure_checks(name);
         misuse_checks(name, c);
         max_response_checks(python);
         broken_server_checks(python);
