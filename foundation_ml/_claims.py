@@ -48,10 +48,10 @@ _HELD_LOCK = threading.Lock()
 
 def _forget_held_after_fork() -> None:
     """In a forked child: the runtimes that held models at the fork are the parent's, left serving
-    there (a child's exit closes none of them: ``_close_open_runtimes``), so they hold none here; a
-    model one served was refused by every runtime of the child. The lock, which a parent thread
-    may have held at the fork (a claim under way), is made anew: held, every registration of the
-    child hung for ever."""
+    there (a child's exit closes none of them: ``_runtime_lifecycle._close_open_runtimes``), so
+    they hold none here; a model one served was refused by every runtime of the child. The lock,
+    which a parent thread may have held at the fork (a claim under way), is made anew: held, every
+    registration of the child hung for ever."""
     global _HELD_LOCK
     _HELD_LOCK = threading.Lock()
     _HELD.clear()
