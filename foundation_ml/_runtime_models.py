@@ -219,14 +219,15 @@ def unload(runtime: MLRuntime, name: str, version: str | None, drain_timeout: fl
     except BaseException as exc:
         errors.append(exc)
     finally:
-        _stopped(runtime, gone, errors)
+        _end_unloads(runtime, gone, errors)
     raise_first(errors, f"unloading model {name!r} also raised")
 
 
-def _stopped(runtime: MLRuntime, gone: list[ServedModel], errors: list[BaseException]) -> None:
-    """``unload`` is done with ``gone``: a version whose stop never ran to its end (a Ctrl-C came
-    first, or landed in it before it released the model) is stopped at once, the batchers listed
-    again and the versions let go (``errors``)."""
+def _end_unloads(runtime: MLRuntime, gone: list[ServedModel], errors: list[BaseException]) -> None:
+    """``unload`` is done with ``gone`` (ends what ``begin_unloads`` began): a version whose stop
+    never ran to its end (a Ctrl-C came first, or landed in it before it released the model) is
+    stopped at once, the batchers listed again and the versions let go; what these raise is added
+    to ``errors``."""
     for served in gone:
         try:
             if not served.stopped:
