@@ -222,7 +222,11 @@ static enum fdn_status create_data(struct fdn_client *c, const char *name, uint6
     }
     if (!e) {
         step = "posix_fallocate";
-        e = fdn_posix_fallocate(fd, 0, (off_t)size); /* returns the error, leaves errno */
+        /* returns the error, leaves errno; EINTR: a signal came during it (older kernels stop a
+         * tmpfs allocation at any signal, newer at a fatal one), made again as Python's
+         * os.posix_fallocate does (PEP 475) */
+        while ((e = fdn_posix_fallocate(fd, 0, (off_t)size)) == EINTR) {
+        }
         if (e == EOPNOTSUPP || e == ENOSYS || e == ENODEV) e = 0; /* cannot allocate: stays sparse */
     }
     void *mem = MAP_FAILED;
