@@ -105,6 +105,17 @@ int fdn_server_alive(const struct fdn_client *c) {
  * whose serving loop may yet dispatch; a request sent again to it would run twice. */
 int fdn_server_gone(const struct fdn_client *c) { return fdn_process_gone(c->server_pid, c->server_start); }
 
+/* Whether process pid, started at `started`, is a zombie seen from here (dead, not yet reaped): the
+ * server itself, its other threads perhaps still exiting with its lock file held (a SIGKILL ends
+ * the main thread first; the last one unmaps the memory, a model's gigabytes for a tenth of a
+ * second and more, then closes the files). */
+static int zombie_here(uint32_t pid, uint64_t started) {
+    char state;
+    uint64_t start;
+    if (!pid || pid > INT32_MAX || read_stat(pid, &state, &start) != 1) return 0;
+    return (state == 'Z' || state == 'X') && start == started;
+}
+
 /* Does a live process hold the flock on the server's lock file /dev/shm/fdn-NAME.lock? Only a
  * regular file is asked (no symlink followed, no wait on a fifo); anything else is "no". */
 static int lock_file_held(const char *name) {
@@ -326,8 +337,10 @@ static enum fdn_status open_region(struct fdn_client *c, struct fdn_error *err) 
         /* liveness is told by pid (section 10): a READY server whose pid is not seen here while its
          * lock file is held runs in another PID namespace (a container sharing /dev/shm but not
          * the pids). Python's words, cut to fit err->message whole (252 bytes at most: a 32-byte
-         * name, a 7-digit pid) */
-        if (FDN_LOAD(&r->state) == FDN_READY && lock_file_held(c->name))
+         * name, a 7-digit pid). Not a zombie of the server's start time: the server, dead, seen
+         * from here (a reconnect right after a SIGKILL was told another PID namespace) */
+        if (FDN_LOAD(&r->state) == FDN_READY && lock_file_held(c->name) &&
+            !zombie_here(c->server_pid, c->server_start))
             return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0,
                             "shm server '%s' holds its lock, but its pid %u is not a live process seen from "
                             "here: another PID namespace, or restarting. Share pids and /dev/shm (docker "

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -1293,6 +1294,62 @@ out:
     remove_objects(name);
 }
 
+/* Right after a SIGKILL the server's pid is a zombie (its main thread ended) while its other threads
+ * still exit, the last one unmapping the memory (a model's gigabytes: a tenth of a second and more)
+ * before it closes the lock file. A connect then, or a call's reconnect to send its request again,
+ * was told the server held its lock but lived in another PID namespace; a zombie of the server's
+ * start time is the server, dead: "gone" (and "no server has started under that name since").
+ * This process holds the lock for those threads, the server killed and left unreaped. */
+static void dying_checks(const char *python) {
+    char name[64], path[96], says[256];
+    snprintf(name, sizeof name, "fdndying%d", (int)getpid());
+    snprintf(path, sizeof path, "/dev/shm/fdn-%s.lock", name);
+    pid_t server = echo_server(python, name);
+    CHECK(server > 0, "start");
+    if (server < 0) return;
+    fdn_client *c = NULL, *late = NULL;
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    int lock = -1;
+    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st) goto out;
+    echo(c, "the first call");
+    kill(server, SIGKILL);
+    char state = 0;
+    for (int i = 0; i < 6000 && state != 'Z'; i++) {
+        char stat_path[64], buf[512] = {0};
+        snprintf(stat_path, sizeof stat_path, "/proc/%d/stat", (int)server);
+        int fd = open(stat_path, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+        if (fd >= 0) close(fd);
+        char *p = n > 0 ? strrchr(buf, ')') : NULL;
+        state = p && p[1] == ' ' ? p[2] : 0;
+        if (state != 'Z') usleep(1000);
+    }
+    CHECK(state == 'Z', "the killed server never became a zombie");
+    lock = open(path, O_RDONLY | O_CLOEXEC);
+    int held = 0; /* once the server's last thread is gone */
+    for (int i = 0; i < 6000 && lock >= 0 && !(held = flock(lock, LOCK_EX | LOCK_NB) == 0); i++) usleep(1000);
+    CHECK(held, "hold the dead server's lock: %s", strerror(errno));
+    snprintf(says, sizeof says, "shm server '%s' (pid %d) is gone", name, (int)server);
+    st = fdn_connect(&late, name, NULL, &err);
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(err.message, says) == 0,
+          "a connect right after a SIGKILL: %s '%s'; want '%s'", fdn_strerror(st), err.message, says);
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    st = fdn_infer(c, "echo", &in, 1, 30000, &res, &err);
+    snprintf(says + strlen(says), sizeof says - strlen(says),
+             "; not sent again: no server has started under that name since");
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(err.message, says) == 0,
+          "a call sent again right after a SIGKILL: %s '%s'; want '%s'", fdn_strerror(st), err.message, says);
+out:
+    if (lock >= 0) close(lock);
+    if (late) fdn_close(late);
+    if (c) fdn_close(c);
+    kill_server(server);
+    remove_objects(name);
+}
+
 /* What a call sent again leaves behind: the flag "the dead server never dispatched it" was the client's
  * and was never cleared, so after one call sent again (or one whose dead server never dispatched it) a
  * later call answered SERVER_UNAVAILABLE by a live server's handler was taken for one the server never
@@ -1881,6 +1938,7 @@ int main(void) {
         late_answer_spin_checks(python);
         mutex_checks(python);
         restart_checks(python);
+        dying_checks(python);
         abandoned_checks(python);
         sent_again_once_checks(python);
         proof_checks(python);

@@ -19,7 +19,7 @@ from foundation_ml.errors import BadVersion, InternalError, Overloaded, ServerUn
 
 from . import _layout as L
 from ._codec import Limits, TensorRef
-from ._liveness import is_alive, is_gone, lock_state
+from ._liveness import is_alive, is_gone, is_zombie, lock_state
 from ._objects import no_server_hint
 from ._readers import ResponseReader
 from ._segments import Segment, open_semaphore, unlink_segment
@@ -129,10 +129,13 @@ class _Connection:
     def _check_visible(self) -> None:
         """At connect: a server whose pid this process cannot see while its lock file is held
         lives in another PID namespace (a container that shares /dev/shm but not the pids);
-        liveness is told by pid (spec 10), so say so rather than "the server is gone"."""
+        liveness is told by pid (spec 10), so say so rather than "the server is gone". Not when
+        the pid is a zombie of the server's start time: that is the server, seen from here, dead,
+        its other threads still exiting with the lock (``is_zombie``); ``check`` says it is gone.
+        A reconnect right after a SIGKILL said it may live in another PID namespace."""
         if self.ctl.u32[_R.STATE // 4] != L.RegionState.READY or is_alive(self.pid, self.started):
             return
-        if lock_state(L.lock_file(self.name)) == "held":
+        if lock_state(L.lock_file(self.name)) == "held" and not is_zombie(self.pid, self.started):
             self.alive = False
             raise ServerUnavailable(
                 f"shm server {self.name!r} holds its lock, but its pid {self.pid} is not a live "

@@ -7,7 +7,16 @@ import fcntl
 import os
 import stat
 
-__all__ = ["ServerLock", "is_alive", "is_gone", "is_running", "lock_state", "own_start_time", "start_time"]
+__all__ = [
+    "ServerLock",
+    "is_alive",
+    "is_gone",
+    "is_running",
+    "is_zombie",
+    "lock_state",
+    "own_start_time",
+    "start_time",
+]
 
 
 def _stat_fields(pid: int) -> list[bytes]:
@@ -103,6 +112,19 @@ def is_running(pid: int) -> bool:
 
 
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # never a planted link, never a fifo's wait
+
+
+def is_zombie(pid: int, started: int) -> bool:
+    """Whether process ``pid`` started at ``started`` is a zombie seen from this PID namespace:
+    dead, its ``/proc`` entry left until it is reaped. A SIGKILL ends the main thread first; the
+    others may still be exiting then, the last one unmapping the process's memory (a model's
+    gigabytes: a tenth of a second and more) before it closes the files, and so drops the flock
+    on its lock file. False where the entry cannot be read."""
+    try:
+        fields = _stat_fields(pid)
+        return fields[0] in (b"Z", b"X") and int(fields[19]) == started
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _open_regular(path: str, flags: int, mode: int = 0o600) -> int:

@@ -4,6 +4,7 @@ that holds requests, and /dev/shm left clean."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from foundation_shm import _layout as L
 from foundation_shm._client import ShmClient
 from foundation_shm._echo import EchoHandler
 from foundation_shm._objects import group_objects, remove_objects
@@ -174,6 +176,39 @@ def stopped(server: EchoProcess) -> Iterator[None]:
     finally:
         if server.proc.poll() is None:  # (a test may have killed it)
             os.kill(server.pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def dying(server: EchoProcess) -> Iterator[None]:
+    """``server`` killed (SIGKILL) and left a zombie (not reaped) whose lock file stays held until
+    the block ends: what a client sees right after a SIGKILL, the main thread ended (a zombie)
+    while the others still exit, the last one unmapping the memory (a model's gigabytes: a tenth
+    of a second and more) before it closes the lock file. This process holds the lock for them,
+    the moment lasting as long as the test needs. Reaped at the end."""
+    fd = os.open(L.lock_file(server.name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.kill(server.pid, signal.SIGKILL)
+        assert until(lambda: _process_state(server.pid) == b"Z"), "the killed server never became a zombie"
+        assert until(lambda: _locked(fd)), "the killed server's lock was never free"  # its threads gone
+        yield
+    finally:
+        os.close(fd)
+        server.kill()
+
+
+def _locked(fd: int) -> bool:
+    """Whether this process took the flock of ``fd`` (LOCK_EX) now."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _process_state(pid: int) -> bytes:
+    """Field 3 of ``/proc/PID/stat``: R, S, Z (a zombie) ..."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()[0]
 
 
 class HeldHandler(EchoHandler):

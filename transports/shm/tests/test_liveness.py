@@ -26,7 +26,7 @@ from foundation_shm._server import ShmServer
 from foundation_ml import InferenceRequest, InferenceResponse
 from foundation_ml.errors import DeadlineExceeded, ServerUnavailable
 
-from .conftest import EchoProcess, HeldHandler, until
+from .conftest import EchoProcess, HeldHandler, dying, until
 
 pytestmark = pytest.mark.slow
 
@@ -610,6 +610,17 @@ def test_a_dead_server_is_gone_not_in_another_namespace(echo_server: EchoProcess
     echo_server.kill()
     with pytest.raises(ServerUnavailable, match=rf"\(pid {echo_server.pid}\) is gone"):
         ShmTransport().connect(name)
+
+
+def test_a_killed_server_whose_threads_still_hold_its_lock_is_gone_not_in_another_namespace(
+    echo_server: EchoProcess, name: str
+) -> None:
+    """Right after a SIGKILL the server's pid is a zombie while its other threads still exit
+    with the lock file held: a connect then said the server held its lock but lived in another
+    PID namespace. A zombie of the server's start time is the server seen from here: "gone"."""
+    with dying(echo_server):
+        with pytest.raises(ServerUnavailable, match=rf"\(pid {echo_server.pid}\) is gone$"):
+            ShmTransport().connect(name)
 
 
 _CONNECTED = """

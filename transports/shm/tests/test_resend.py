@@ -22,7 +22,7 @@ from foundation_shm._segments import Segment
 from foundation_ml import InferenceRequest
 from foundation_ml.errors import DeadlineExceeded, InferenceError, ServerUnavailable
 
-from .conftest import EchoProcess, stopped, until
+from .conftest import EchoProcess, dying, stopped, until
 
 pytestmark = pytest.mark.slow
 
@@ -369,9 +369,7 @@ def test_a_call_waiting_for_an_abandoned_calls_late_answer_with_no_server_since_
     echo_process: Callable[..., EchoProcess], name: str, unnoticed: Callable[[int], Callable[[], None]]
 ) -> None:
     """It failed '(pid N) is gone', as if its request might have been sent; it says it was not,
-    and why, within a slice and a connect, not at its deadline. (The death is noticed once the
-    server is reaped: a zombie whose threads are still exiting holds its lock file a moment, and
-    a reconnect then says the server may live in another PID namespace.)"""
+    and why, within a slice and a connect, not at its deadline."""
     server = echo_process("--channels", "1")
     with ShmTransport().connect(name, channels=1) as client:
         assert isinstance(client, ShmClient)
@@ -382,6 +380,27 @@ def test_a_call_waiting_for_an_abandoned_calls_late_answer_with_no_server_since_
         notice()
         waiting.join(30)
         assert time.monotonic() - t < 5
+        exc = got[0]
+        assert type(exc) is ServerUnavailable, exc
+        gone = f"shm server '{name}' (pid {server.pid}) is gone"
+        assert exc.message == f"{gone}; not sent: no server of that name since"
+
+
+def test_a_call_waiting_for_an_abandoned_calls_late_answer_that_looks_right_after_the_kill_fails_not_sent(
+    echo_process: Callable[..., EchoProcess], name: str, unnoticed: Callable[[int], Callable[[], None]]
+) -> None:
+    """The call notices the death while the killed server's pid is a zombie and its other threads
+    still exit with the lock file held (``dying``): its reconnect said the server held its lock
+    but lived in another PID namespace ('...; not sent: shm server 'm' holds its lock, ...'); it
+    is gone, and no server of the name has started since (none can while the lock is held)."""
+    server = echo_process("--channels", "1")
+    with ShmTransport().connect(name, channels=1) as client:
+        assert isinstance(client, ShmClient)
+        got, waiting = _abandoned_then_waiting(client, 30)
+        notice = unnoticed(server.pid)  # the call looks once the lock is held for the threads
+        with dying(server):
+            notice()
+            waiting.join(30)
         exc = got[0]
         assert type(exc) is ServerUnavailable, exc
         gone = f"shm server '{name}' (pid {server.pid}) is gone"
