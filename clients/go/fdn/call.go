@@ -70,7 +70,6 @@ func (c *Client) gone(seqWord *uint64, s uint64) error {
 		return nil
 	}
 	e := fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
-	e.dead = dead
 	e.unsent = dead && atomic.LoadUint32(c.u32(c.ch+cServerBusy)) == 0
 	return e
 }
@@ -117,12 +116,15 @@ func (c *Client) noticeStop() {
 	}
 }
 
-// ready reconnects if the server died, and waits until the channel is idle. A server proven dead
-// while the call waits for an abandoned request's late answer (spec 7.5) never had this call's
-// request: the call reconnects, to send it to a server restarted under the name, within its
-// deadline; without one it fails gone, "not sent" and why appended (a loan's call, whose inputs
-// are in the old area, never waits so: a loan ends when its request is left with the server).
-// That reconnect is the call's one more attempt: its request is not sent again (send).
+// ready reconnects if the server died, and waits until the channel is idle. A server found gone
+// while the call waits for an abandoned request's late answer (spec 7.5: its process proven dead,
+// or its region STOPPED; waitSeq dropped the connection) never had this call's request: the call
+// reconnects, to send it to a server restarted under the name, within its deadline; without one
+// it fails gone, "not sent" and why appended (a loan's call, whose inputs are in the old area,
+// never waits so: a loan ends when its request is left with the server). Nothing of the call was
+// published, so a region STOPPED while its process lives is no reason to fail it as if it might
+// have run (the resend, which needs proof of death, is another matter). That reconnect is the
+// call's one more attempt: its request is not sent again (send).
 func (c *Client) ready(deadline uint64) error {
 	c.noticeStop()
 	c.redialed = false
@@ -133,7 +135,7 @@ func (c *Client) ready(deadline uint64) error {
 		}
 	}
 	err := c.waitIdle(deadline)
-	if e, ok := err.(*Error); ok && e.dead && !c.loaned {
+	if e, ok := err.(*Error); ok && e.Code == ServerUnavailable && !c.connected && !c.loaned {
 		c.redialed = true
 		if err := c.redial(deadline, 0); err != nil {
 			return notSent(e, err, "not sent")

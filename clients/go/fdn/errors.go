@@ -51,10 +51,9 @@ type Error struct {
 	RequestID uint64
 	Model     string
 	cause     error // what ended a call of a context (ctx.Err()): Unwrap gives it
-	// dead: the server's process is proven gone (spec 10.3), so nothing it had will be answered;
-	// unsent: it died with the request published but never dispatched, so no handler ran it and
-	// it may be sent again
-	dead, unsent bool
+	// unsent: the server died (spec 10.3) with the request published but never dispatched, so
+	// no handler ran it and it may be sent again
+	unsent bool
 }
 
 // Unwrap is the error that ended a call of a context (InferContext, Pool.Infer):

@@ -319,3 +319,33 @@ func TestLiveACallWaitingBehindAnAbandonedRequestCancelledInTheReconnectIsReport
 	release()
 	wantEcho(t, c, "the call after the cancelled one")
 }
+
+// A region STOPPED while its process lives (a server whose serving loop died, or whose stop gave
+// up on its drain) while a call waits for an abandoned request's late answer: that call's request
+// was never written, so it reconnects as after a death (spec 7.5), here to the stopped region
+// alone, and says it was not sent. It failed bare "gone", as if its request might have run. The
+// test writes STOPPED.
+func TestLiveACallWaitingBehindAnAbandonedRequestOfAStoppedServerReconnects(t *testing.T) {
+	g := startGate(t, "fdngowaitstop", 4)
+	c := g.connect(Options{})
+	o := g.connect(Options{}) // writes the state: c's mapping goes when its call reconnects
+	abandon(t, g, c)
+	done := waitBehind(t, c, 30*time.Second)
+	state := o.u32(rState)
+	atomic.StoreUint32(state, stateStopped)
+	defer atomic.StoreUint32(state, stateReady)
+	got := <-done
+	want := fmt.Sprintf("shm server %q (pid %d) is gone; not sent: no server has started under that name since",
+		g.name, g.cmd.Process.Pid)
+	wantError(t, "a call waiting behind an abandoned request, its region STOPPED", got.err, ServerUnavailable, want)
+	if e := got.err.(*Error); e.Message != want || e.RequestID != 0 {
+		t.Errorf("got %q (request %d), want %q naming no request", e.Message, e.RequestID, want)
+	}
+	if n := g.runs("count_b"); n != 0 {
+		t.Errorf("count_b ran %d times, though never sent", n)
+	}
+	// o's channel and c's old one (a stopped server's region goes with its channels): no other
+	if n := ownedBy(o, uint32(os.Getpid())); n != 2 {
+		t.Errorf("this process owns %d channels of the stopped region, not 2 (o's, c's old one)", n)
+	}
+}

@@ -201,18 +201,21 @@ impl Client {
 
     /// The connection made ready for a call: connected (`conn`), `check` passed, its channel
     /// idle (`Conn::wait_idle`: a call that passed its deadline may have left its request with
-    /// the server). A server proven dead while the call waits for that late answer (spec 7.5)
-    /// never had this call's request: the call reconnects, to send it to a server restarted under
-    /// the name within its deadline (`check` passed there too); without one it fails gone, "; not
-    /// sent: " and why appended. That reconnect is the call's one more attempt (`redialed`): its
-    /// request is not sent again (`round_trip`).
+    /// the server). A server found gone while the call waits for that late answer (spec 7.5: its
+    /// process proven dead, or its region STOPPED) never had this call's request: the call
+    /// reconnects, to send it to a server restarted under the name within its deadline (`check`
+    /// passed there too); without one it fails gone, "; not sent: " and why appended. Nothing of
+    /// the call was published, so a region STOPPED while its process lives is no reason to fail
+    /// it as if it might have run (the resend, which needs proof of death, is another matter).
+    /// That reconnect is the call's one more attempt (`redialed`): its request is not sent again
+    /// (`round_trip`).
     fn ready(&mut self, deadline: u64, check: impl Fn(&Conn) -> Result<()>) -> Result<&mut Conn> {
         let (spin, hung_wait) = (self.opts.spin, self.opts.connect_timeout);
         self.redialed = false;
         let conn = self.conn(deadline)?;
         check(conn)?;
         let gone = match conn.wait_idle(deadline, spin, hung_wait) {
-            Err(e) if conn.dead() => e,
+            Err(e) if !conn.alive() => e, // found gone (a hung server leaves it alive)
             Err(e) => return Err(e),
             Ok(()) => return Ok(self.conn.as_mut().expect("connected above")),
         };

@@ -80,9 +80,6 @@ pub(crate) struct Conn {
     /// `ConnectOptions::max_response_bytes`: the largest response the area is grown for.
     max_response: usize,
     alive: bool,
-    /// The server's process was proven gone (10.3) when the connection was found dead: nothing
-    /// it had will be answered.
-    dead: bool,
     /// The server died with the last request published but never dispatched (10.3): no
     /// handler ran it, and it may be sent again (set as the connection is found dead).
     unsent: bool,
@@ -444,7 +441,6 @@ impl Conn {
             limits: region.limits,
             max_response: opts.max_response_bytes,
             alive: true,
-            dead: false,
             unsent: false,
             yield_after_ns: nanos(opts.yield_after),
             snap: Vec::with_capacity(4096),
@@ -459,11 +455,6 @@ impl Conn {
     /// False once the server was found dead or stopped: the connection is then of no more use.
     pub(crate) fn alive(&self) -> bool {
         self.alive
-    }
-
-    /// Whether the server's process was proven gone (10.3) when the connection was found dead.
-    pub(crate) fn dead(&self) -> bool {
-        self.dead
     }
 
     /// Whether the server died before it dispatched the last request (10.3): it may be sent

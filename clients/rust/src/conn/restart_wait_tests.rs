@@ -6,7 +6,7 @@
 
 use super::proof_tests::hold_loop;
 use super::tests::{base, python_server, region, HeldMutex};
-use crate::layout::{channel as ch, region as rg};
+use crate::layout::{self as l, channel as ch, region as rg};
 use crate::pool::tests::{gate, wait_until, Gate};
 use crate::{shm, Client, ConnectOptions, Pool, Status, Tensor};
 use std::sync::atomic::Ordering::SeqCst;
@@ -262,4 +262,37 @@ fn a_call_sent_to_a_restarted_server_after_waiting_is_not_sent_again() {
         (Status::ServerUnavailable, want.as_str())
     );
     assert_eq!((runs(&g, "count_b"), requests(&g)), (0, 0));
+}
+
+/// A region STOPPED while its process lives (a server whose serving loop died, or whose stop gave
+/// up on its drain) while a call waits for an abandoned request's late answer: that call's request
+/// was never written, so it reconnects as after a death (spec 7.5), here to the stopped region
+/// alone, and says it was not sent. It failed bare "stopped", as if its request might have run.
+/// The test writes STOPPED.
+#[test]
+fn a_call_waiting_behind_an_abandoned_request_of_a_stopped_server_reconnects() {
+    let Some(g) = gate("rustwaitstop", 4) else {
+        return;
+    };
+    let mut client = Client::connect(g.name(), ConnectOptions::default()).unwrap();
+    abandon(&g, &mut client);
+    let i = client.channel().unwrap();
+    let ctl = region(g.name());
+    let e = thread::scope(|s| {
+        let call = s.spawn(|| client.infer("count_b", &int(5), LONG));
+        wait_asleep(g.name(), i);
+        ctl.u32(rg::STATE).store(l::STATE_STOPPED, SeqCst);
+        call.join().unwrap().unwrap_err()
+    });
+    ctl.u32(rg::STATE).store(l::STATE_READY, SeqCst);
+    let want = format!(
+        "shm server {0:?} stopped; not sent: shm server {0:?} is not serving (state {1})",
+        g.name(),
+        l::STATE_STOPPED
+    );
+    assert_eq!(
+        (e.code, e.message.as_str(), e.request_id),
+        (Status::ServerUnavailable, want.as_str(), 0)
+    );
+    assert_eq!(runs(&g, "count_b"), 0, "count_b ran, though never sent");
 }

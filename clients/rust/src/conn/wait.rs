@@ -63,7 +63,6 @@ impl Conn {
         match fail {
             Some(msg) => {
                 self.alive = false;
-                self.dead = shm::process_gone(self.server_pid, self.server_start);
                 Err(unavailable(msg))
             }
             None => Ok(()),
