@@ -349,3 +349,56 @@ func TestLiveACallWaitingBehindAnAbandonedRequestOfAStoppedServerReconnects(t *t
 		t.Errorf("this process owns %d channels of the stopped region, not 2 (o's, c's old one)", n)
 	}
 }
+
+// LoanBegin waiting for an abandoned call's late answer, its server killed and restarted: the loan
+// is granted by the new server (nothing of it was in the dead one's area) and its LoanInfer is
+// answered there; the abandoned request is not sent. It failed gone.
+func TestLiveALoanBegunBehindAnAbandonedRequestIsGrantedByTheRestartedServer(t *testing.T) {
+	g := startGate(t, "fdngowaitloan", 4)
+	c := g.connect(Options{ConnectTimeoutMs: 60000}) // the dead server, hidden, is hung after 1 s
+	h := hideDeaths(t)
+	abandon(t, g, c)
+	sleeping := c.u32(c.ch + cClientSleeping) // the old region's: read only until the server is killed
+	done := make(chan error, 1)
+	go func() {
+		done <- c.LoanBegin("count_b", []Tensor{{Name: "x", DType: INT32, NDim: 1, Shape: [MaxNDim]uint64{1}}})
+	}()
+	for end := time.Now().Add(time.Minute); atomic.LoadUint32(sleeping) != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("LoanBegin never waited for the late answer")
+		}
+	}
+	h.hide(t, g.cmd.Process.Pid)
+	dead := g.kill()
+	os.Remove(filepath.Join(g.dir, "gate_a.with-server"))
+	g.startAgain(4)
+	h.notice(dead)
+	if err := <-done; err != nil {
+		t.Fatalf("LoanBegin behind the abandoned request, its server restarted: %v", err)
+	}
+	in := int32Input(5)
+	copy(c.LoanData(0), in[0].Data)
+	res, err := c.LoanInfer(30 * time.Second)
+	wantAnswer(t, "the loan granted by the restarted server", res, err, in)
+	if n, runs := g.requests(), g.runs("count_b"); n != 1 || runs != 1 {
+		t.Errorf("the new server was given %d requests, count_b ran %d times: want 1 and 1", n, runs)
+	}
+	if _, err := os.Stat(filepath.Join(g.dir, "gate_a.with-server")); err == nil {
+		t.Error("the abandoned request was sent to the new server")
+	}
+}
+
+// The reconnect of a call that waited behind an abandoned request is that call's one extra
+// attempt, not the client's: the client's next call, its server killed with the request published
+// and never dispatched, is still sent again to the server restarted under the name (10.3).
+func TestLiveTheCallAfterOneThatReconnectedWhileWaitingIsStillSentAgain(t *testing.T) {
+	g := startGate(t, "fdngowaitnext", 4)
+	c := g.connect(Options{ConnectTimeoutMs: 60000})
+	abandon(t, g, c)
+	g.kill()
+	g.startAgain(4)
+	wantEcho(t, c, "the call behind the abandoned request, its server restarted")
+	g.kill()
+	g.startAgain(4)
+	wantEcho(t, c, "the next call, its server killed and restarted")
+}

@@ -8,7 +8,7 @@ use super::proof_tests::hold_loop;
 use super::tests::{base, python_server, region, HeldMutex};
 use crate::layout::{self as l, channel as ch, region as rg};
 use crate::pool::tests::{gate, wait_until, Gate};
-use crate::{shm, Client, ConnectOptions, Pool, Status, Tensor};
+use crate::{shm, Client, ConnectOptions, DataType, Pool, Status, Tensor, TensorSpec};
 use std::sync::atomic::Ordering::SeqCst;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -295,4 +295,67 @@ fn a_call_waiting_behind_an_abandoned_request_of_a_stopped_server_reconnects() {
         (Status::ServerUnavailable, want.as_str(), 0)
     );
     assert_eq!(runs(&g, "count_b"), 0, "count_b ran, though never sent");
+}
+
+/// `loan` waiting for an abandoned call's late answer, its server killed and restarted: the loan
+/// is granted by the new server (nothing of it was in the dead one's area) and its `infer` is
+/// answered there; the abandoned request is not sent. It failed gone.
+#[test]
+fn a_loan_taken_behind_an_abandoned_request_is_granted_by_the_restarted_server() {
+    let Some(mut g) = gate("rustwaitloan", 4) else {
+        return;
+    };
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_secs(60), // the dead server, hidden, is hung after 1 s
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(g.name(), opts).unwrap();
+    abandon(&g, &mut client);
+    let i = client.channel().unwrap();
+    let got = thread::scope(|s| {
+        let call = s.spawn(|| {
+            let spec = TensorSpec::new("x", DataType::Int32, &[1]);
+            let mut loan = client.loan("count_b", &[spec])?;
+            loan.input_as_mut::<i32>(0)?[0] = 5;
+            loan.infer(LONG)
+        });
+        wait_asleep(g.name(), i);
+        shm::blind::hide(g.server.0.id());
+        let hidden = Hidden(vec![kill(&mut g)]);
+        std::fs::remove_file(g.dir.join("gate_a.with-server")).unwrap();
+        start_again(&mut g, "rustwaitloan");
+        drop(hidden);
+        call.join().unwrap()
+    });
+    assert_eq!(got.map_err(|e| e.to_string()), Ok(int(5)));
+    assert_eq!((requests(&g), runs(&g, "count_b")), (1, 1));
+    assert!(
+        !g.dir.join("gate_a.with-server").exists(),
+        "the abandoned request was sent to the new server"
+    );
+}
+
+/// The reconnect of a call that waited behind an abandoned request is that call's one extra
+/// attempt, not the client's: the client's next call, its server killed with the request
+/// published and never dispatched, is still sent again to the server restarted under the name
+/// (10.3).
+#[test]
+fn the_call_after_one_that_reconnected_while_waiting_is_still_sent_again() {
+    let Some(mut g) = gate("rustwaitnext", 4) else {
+        return;
+    };
+    let mut client = Client::connect(g.name(), ConnectOptions::default()).unwrap();
+    abandon(&g, &mut client);
+    kill(&mut g);
+    start_again(&mut g, "rustwaitnext");
+    let got = client.infer("echo", &int(7), LONG);
+    assert_eq!(
+        got.map_err(|e| e.to_string()),
+        Ok(int(7)),
+        "behind the abandoned request"
+    );
+    kill(&mut g);
+    start_again(&mut g, "rustwaitnext");
+    let got = client.infer("echo", &int(8), LONG);
+    assert_eq!(got.map_err(|e| e.to_string()), Ok(int(8)), "the next call");
 }
