@@ -242,6 +242,22 @@ func provenGone(pid uint32, started uint64) bool {
 	return syscall.Kill(int(pid), 0) == syscall.ESRCH
 }
 
+// zombieHere says whether process pid, started at started, is a zombie seen from here (dead, not
+// yet reaped): the server itself, its other threads perhaps still exiting with its lock file held
+// (a SIGKILL ends the main thread first; the last one unmaps the memory, a model's gigabytes for a
+// tenth of a second and more, then closes the files). False where its stat cannot be read.
+func zombieHere(pid uint32, started uint64) bool {
+	if pid == 0 || pid > math.MaxInt32 {
+		return false
+	}
+	fields, err := statFields(pid)
+	if err != nil || (fields[0][0] != 'Z' && fields[0][0] != 'X') {
+		return false
+	}
+	v, err := strconv.ParseUint(string(fields[19]), 10, 64)
+	return err == nil && v == started
+}
+
 // alive is section 10.3: READY or STOPPING, and server_pid is not proven gone (provenGone).
 func (c *Client) alive() bool {
 	state := atomic.LoadUint32(c.u32(rState))
@@ -394,8 +410,11 @@ func (c *Client) openRegion() error {
 	c.cap = le.Uint64(c.ctl[rDefaultCapacity:])
 	if !c.alive() {
 		// liveness is told by pid (section 10): a READY server whose pid is not seen here while
-		// its lock file is held runs in another PID namespace (a container sharing /dev/shm only)
-		if atomic.LoadUint32(c.u32(rState)) == stateReady && lockFileHeld(c.name) {
+		// its lock file is held runs in another PID namespace (a container sharing /dev/shm only).
+		// Not a zombie of the server's start time: the server, dead, seen from here (a reconnect
+		// right after a SIGKILL was told another PID namespace)
+		if atomic.LoadUint32(c.u32(rState)) == stateReady && lockFileHeld(c.name) &&
+			!zombieHere(c.serverPid, c.serverStart) {
 			return fail(ServerUnavailable, 0, "shm server %q holds its lock, but its pid %d is not a live process "+
 				"seen from here: it runs in another PID namespace (a container sharing /dev/shm but not the pids), "+
 				"or it is restarting. A server and its clients must share the PID namespace as well as /dev/shm "+

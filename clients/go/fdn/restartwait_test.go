@@ -402,3 +402,65 @@ func TestLiveTheCallAfterOneThatReconnectedWhileWaitingIsStillSentAgain(t *testi
 	g.startAgain(4)
 	wantEcho(t, c, "the next call, its server killed and restarted")
 }
+
+// processState is field 3 of /proc/PID/stat: R, S, Z (a zombie) ...
+func processState(pid int) byte {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if i := strings.LastIndexByte(string(raw), ')'); err == nil && i >= 0 && i+2 < len(raw) {
+		return raw[i+2]
+	}
+	return 0
+}
+
+// Right after a SIGKILL the server's pid is a zombie (its main thread ended) while its other
+// threads still exit, the last one unmapping the memory (a model's gigabytes: a tenth of a second
+// and more) before it closes the lock file (spec section 2). A connect then, a call's reconnect to
+// send its request again, or one waiting behind an abandoned request, was told the server held its
+// lock but lived in another PID namespace; a zombie of the server's start time is the server,
+// dead: "gone", "no server has started under that name since". This process holds the lock for
+// those threads, the server killed and left unreaped (the cleanup reaps it).
+func TestLiveAServerKilledAndNotYetReapedWithItsLockHeldIsGone(t *testing.T) {
+	g := startGate(t, "fdngodying", 4)
+	c := g.connect(Options{}) // its call is sent again
+	w := g.connect(Options{}) // its call waits behind an abandoned request
+	wantEcho(t, c, "the first call")
+	abandon(t, g, w)
+	lock, err := os.Open("/dev/shm/fdn-" + g.name + ".lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	pid := g.cmd.Process.Pid
+	g.cmd.Process.Signal(syscall.SIGKILL) // not waited for: a zombie
+	for end := time.Now().Add(time.Minute); processState(pid) != 'Z'; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the killed server never became a zombie")
+		}
+	}
+	for end := time.Now().Add(time.Minute); syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the killed server's lock was never free")
+		}
+	}
+	gone := fmt.Sprintf("shm server %q (pid %d) is gone", g.name, pid)
+	_, err = Connect(g.name, Options{})
+	wantError(t, "a connect right after a SIGKILL", err, ServerUnavailable, gone)
+	if e := err.(*Error); e.Message != gone {
+		t.Errorf("a connect right after a SIGKILL: %q, want %q", e.Message, gone)
+	}
+	for _, call := range []struct {
+		c    *Client
+		what string
+	}{{c, "; not sent again: "}, {w, "; not sent: "}} {
+		_, err = call.c.Infer("count_b", int32Input(5), 30*time.Second)
+		want := gone + call.what + "no server has started under that name since"
+		wantError(t, "a call right after a SIGKILL", err, ServerUnavailable, want)
+		if e := err.(*Error); e.Message != want {
+			t.Errorf("a call right after a SIGKILL: %q, want %q", e.Message, want)
+		}
+	}
+	g.cmd.Wait() // reaped, its pid no one's: a lock held then is still told another PID namespace
+	_, err = Connect(g.name, Options{})
+	wantError(t, "a connect, the lock held, the pid reaped", err, ServerUnavailable,
+		fmt.Sprintf("shm server %q holds its lock, but its pid %d is not a live process seen from here", g.name, pid))
+}

@@ -152,7 +152,9 @@ fn read_region(ctl: &Mapping, name: &str) -> Result<Region> {
     if !server_alive(server_pid, server_start) {
         // Liveness is told by pid (section 10): a READY server whose pid is not seen here while
         // its lock file is held runs in another PID namespace (a container sharing /dev/shm only).
-        if shm::lock_file_held(&l::lock_file(name)) {
+        // Not a zombie of the server's start time: the server, dead, seen from here (a reconnect
+        // right after a SIGKILL was told another PID namespace).
+        if shm::lock_file_held(&l::lock_file(name)) && !shm::zombie_here(server_pid, server_start) {
             return Err(unavailable(format!(
                 "shm server {name:?} holds its lock, but its pid {server_pid} is not a live \
                  process seen from here: it runs in another PID namespace (a container sharing \

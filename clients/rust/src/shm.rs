@@ -382,6 +382,20 @@ pub fn process_gone(pid: u32, start: u64) -> bool {
     }
 }
 
+/// Whether process `pid`, started at `start`, is a zombie seen from here (dead, not yet reaped):
+/// the server itself, its other threads perhaps still exiting with its lock file held (a SIGKILL
+/// ends the main thread first; the last one unmaps the memory, a model's gigabytes for a tenth of
+/// a second and more, then closes the files). False where its stat file cannot be read.
+pub fn zombie_here(pid: u32, start: u64) -> bool {
+    if pid == 0 || i32::try_from(pid).is_err() {
+        return false;
+    }
+    read_stat(pid)
+        .ok()
+        .and_then(|stat| stat_fields(&stat))
+        .is_some_and(|(zombie, t)| zombie && t == start)
+}
+
 /// `kill(pid, 0)` says no process `pid` exists (ESRCH); EPERM is one of another user's.
 fn no_such_process(pid: i32) -> bool {
     // SAFETY: signal 0 sends nothing; it only asks whether `pid` (> 0) exists.
@@ -464,6 +478,14 @@ pub fn lock_file_held(path: &str) -> bool {
     // SAFETY: a valid open descriptor; the shared lock, if we get it, is dropped with the file.
     let rc = unsafe { ffi::flock(file.as_raw_fd(), ffi::LOCK_SH | ffi::LOCK_NB) };
     rc != 0 && io::Error::last_os_error().raw_os_error() == Some(ffi::EWOULDBLOCK)
+}
+
+/// Take the flock of `file` now (LOCK_EX, not waiting): whether it was taken. A test holds a
+/// killed server's lock file so, as its last threads do while they exit.
+#[cfg(test)]
+pub(crate) fn lock_now(file: &File) -> bool {
+    // SAFETY: a valid open descriptor.
+    unsafe { ffi::flock(file.as_raw_fd(), ffi::LOCK_EX | ffi::LOCK_NB) == 0 }
 }
 
 #[cfg(test)]

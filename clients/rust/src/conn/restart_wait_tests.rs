@@ -359,3 +359,61 @@ fn the_call_after_one_that_reconnected_while_waiting_is_still_sent_again() {
     let got = client.infer("echo", &int(8), LONG);
     assert_eq!(got.map_err(|e| e.to_string()), Ok(int(8)), "the next call");
 }
+
+/// Field 3 of `/proc/PID/stat`: R, S, Z (a zombie) ...
+fn process_state(pid: u32) -> Option<u8> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat.get(close + 2).copied()
+}
+
+/// Right after a SIGKILL the server's pid is a zombie (its main thread ended) while its other
+/// threads still exit, the last one unmapping the memory (a model's gigabytes: a tenth of a second
+/// and more) before it closes the lock file (spec section 2). A connect then, a call's reconnect to
+/// send its request again, or one waiting behind an abandoned request, was told the server held
+/// its lock but lived in another PID namespace; a zombie of the server's start time is the server,
+/// dead: "gone", "no server has started under that name since". This process holds the lock for
+/// those threads, the server killed and left unreaped (then reaped: a lock held then is still
+/// told another PID namespace).
+#[test]
+fn a_server_killed_and_not_yet_reaped_with_its_lock_held_is_gone() {
+    let Some(mut g) = gate("rustdying", 4) else {
+        return;
+    };
+    let mut again = Client::connect(g.name(), ConnectOptions::default()).unwrap();
+    let mut waiting = Client::connect(g.name(), ConnectOptions::default()).unwrap();
+    assert_eq!(again.infer("echo", &int(1), LONG).unwrap(), int(1));
+    abandon(&g, &mut waiting);
+    let lock = std::fs::File::open(crate::layout::lock_file(g.name())).unwrap();
+    let pid = g.server.0.id();
+    g.server.0.kill().unwrap(); // not waited for: a zombie
+    wait_until("the killed server to be a zombie", || {
+        process_state(pid) == Some(b'Z')
+    });
+    wait_until("the killed server's lock to be free", || {
+        shm::lock_now(&lock)
+    });
+    let gone = format!("shm server {:?} (pid {pid}) is gone", g.name());
+    let e = Client::connect(g.name(), ConnectOptions::default()).unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (Status::ServerUnavailable, gone.as_str())
+    );
+    for (client, what) in [(&mut again, "not sent again"), (&mut waiting, "not sent")] {
+        let e = client.infer("count_b", &int(5), LONG).unwrap_err();
+        let want = format!("{gone}; {what}: no server has started under that name since");
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (Status::ServerUnavailable, want.as_str())
+        );
+    }
+    g.server.0.wait().unwrap();
+    let e = Client::connect(g.name(), ConnectOptions::default()).unwrap_err();
+    let held = format!(
+        "shm server {:?} holds its lock, but its pid {pid} is not a live process seen from here",
+        g.name()
+    );
+    assert!(e.message.starts_with(&held), "{e}");
+    drop(lock);
+    super::tests::clean(g.name()); // what the killed server left
+}
