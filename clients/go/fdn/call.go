@@ -520,7 +520,9 @@ func (c *Client) infer(model string, inputs []Input, deadline uint64, call Call)
 // Close, or a LoanInfer that fails with its request still with the server (it passed its
 // deadline: the server may still be reading the inputs, so they are lent out no more). If the
 // channel's last request is still with the server, LoanBegin waits for it up to
-// ConnectTimeoutMs, then fails DEADLINE_EXCEEDED. Every error names the model (Error.Model).
+// ConnectTimeoutMs, then fails DEADLINE_EXCEEDED; should the server die (or stop) meanwhile, it
+// reconnects and lends the area of a server restarted under the name, or fails SERVER_UNAVAILABLE
+// "... is gone; not sent: REASON" (spec 7.5). Every error names the model (Error.Model).
 func (c *Client) LoanBegin(model string, specs []Tensor) error {
 	return withCall(c.loanBegin(model, specs), model, 0)
 }

@@ -412,7 +412,9 @@ impl Client {
     /// fill [`Loan::input_mut`] (or [`Loan::input_as_mut`]), then [`Loan::infer`] sends them
     /// without another copy. The loan borrows the client; `infer` may be called repeatedly.
     /// If the channel's last request is still with the server (a call that passed its
-    /// deadline), this waits for it up to `connect_timeout`, then fails DEADLINE_EXCEEDED.
+    /// deadline), this waits for it up to `connect_timeout`, then fails DEADLINE_EXCEEDED;
+    /// should the server die (or stop) meanwhile, it reconnects and lends the area of a server
+    /// restarted under the name, or fails SERVER_UNAVAILABLE "...; not sent: REASON" (spec 7.5).
     ///
     /// ```no_run
     /// use fdn::{Client, ConnectOptions, DataType, TensorSpec};
