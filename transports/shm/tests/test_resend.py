@@ -4,6 +4,7 @@ restarted under the name (spec 10.3); one the dead server may have run is not.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from foundation_shm import ShmTransport, _channel, _liveness
 from foundation_shm import _layout as L
 from foundation_shm._client import ShmClient
+from foundation_shm._loan import Loan
 from foundation_shm._segments import Segment
 
 from foundation_ml import InferenceRequest
@@ -324,17 +326,23 @@ def test_a_reconnect_that_cannot_open_a_file_fails_the_call_gone(
 # --- a call waiting behind an abandoned one (spec 7.5) --------------------------------------------
 
 
-def _abandoned_then_waiting(client: ShmClient, timeout: float) -> tuple[list[object], threading.Thread]:
+def _abandoned_then_waiting(
+    client: ShmClient, timeout: float, loan: bool = False
+) -> tuple[list[object], threading.Thread]:
     """On a client of one channel: a call abandoned at its deadline (its request, 3 s of sleep,
-    left with the server), then the next call, on a thread, waiting for that late answer before it
-    writes its own request (returned once it waits: what it returns or raises lands in the list)."""
+    left with the server), then the next call (``loan``: a loan of ``x``, 4 float64), on a thread,
+    waiting for that late answer before it writes its own request (returned once it waits: what
+    it returns or raises lands in the list)."""
     with pytest.raises(DeadlineExceeded):
         client.infer(InferenceRequest("sleep", {"x": X}, id=7001, parameters={"ms": 3000}), timeout=0.3)
     got: list[object] = []
 
     def call() -> None:
         try:
-            got.append(client.infer(InferenceRequest("echo", {"x": X * 2}, id=7002), timeout=timeout))
+            if loan:
+                got.append(client.loan("echo", {"x": (np.float64, (4,))}, timeout=timeout))
+            else:
+                got.append(client.infer(InferenceRequest("echo", {"x": X * 2}, id=7002), timeout=timeout))
         except BaseException as exc:  # reported by the test
             got.append(exc)
 
@@ -362,6 +370,28 @@ def test_a_call_waiting_for_an_abandoned_calls_late_answer_is_sent_to_the_restar
         assert not isinstance(resp, BaseException), resp
         assert (resp.id, resp.model) == (7002, "echo")  # type: ignore[attr-defined]
         np.testing.assert_array_equal(resp.outputs["x"], X * 2)  # type: ignore[attr-defined]
+    assert _requests(name) == 1
+
+
+def test_a_loan_waiting_for_an_abandoned_calls_late_answer_is_lent_by_the_restarted_server(
+    echo_process: Callable[..., EchoProcess], name: str, unnoticed: Callable[[int], Callable[[], None]]
+) -> None:
+    """A loan taken while the one channel was still with a server then killed has written nothing
+    (spec 7.5): it is lent a channel of the server restarted under the name, which answers its
+    call. It failed gone."""
+    server = echo_process("--channels", "1")
+    with ShmTransport().connect(name, channels=1) as client:
+        assert isinstance(client, ShmClient)
+        got, waiting = _abandoned_then_waiting(client, 30, loan=True)
+        notice = unnoticed(server.pid)
+        _crash_and_restart(server, echo_process)
+        notice()
+        waiting.join(30)
+        loan = got[0]
+        assert isinstance(loan, Loan), loan
+        with loan:
+            loan["x"][:] = X
+            np.testing.assert_array_equal(loan.infer(timeout=5).outputs["x"], X)
     assert _requests(name) == 1
 
 
@@ -405,6 +435,61 @@ def test_a_call_waiting_for_an_abandoned_calls_late_answer_that_looks_right_afte
         assert type(exc) is ServerUnavailable, exc
         gone = f"shm server '{name}' (pid {server.pid}) is gone"
         assert exc.message == f"{gone}; not sent: no server of that name since"
+
+
+def _queued(name: str, pid: int) -> bool:
+    """Whether a channel of ``name``'s server owned by process ``pid`` has a request published but
+    not dispatched (``client_seq`` ahead of ``server_seq``, ``server_busy`` 0)."""
+    ctl = Segment.open(L.control_name(name))
+    try:
+        for i in range(ctl.u32[L.RegionField.CHANNEL_COUNT // 4]):
+            base = L.CHANNELS_OFFSET + i * L.CHANNEL_SIZE
+            if ctl.u32[(base + L.ChannelField.OWNER_PID) // 4] != pid:
+                continue
+            pending = (
+                ctl.u64[(base + L.ChannelField.CLIENT_SEQ) // 8]
+                != ctl.u64[(base + L.ChannelField.SERVER_SEQ) // 8]
+            )
+            if pending and not ctl.u32[(base + L.ChannelField.SERVER_BUSY) // 4]:
+                return True
+        return False
+    finally:
+        ctl.close()
+
+
+def test_a_call_waiting_for_an_abandoned_calls_late_answer_reconnects_once(
+    echo_process: Callable[..., EchoProcess], name: str, unnoticed: Callable[[int], Callable[[], None]]
+) -> None:
+    """That reconnect is the call's one extra attempt (spec 7.5, 10.3): its request, sent to the
+    restarted server, is queued there behind another client's (the serving loop busy with it)
+    when that server is killed too; the call fails gone, not sent to a third server (which runs
+    nothing)."""
+    first = echo_process("--channels", "2")
+    with ShmTransport().connect(name, channels=1) as client:
+        assert isinstance(client, ShmClient)
+        got, waiting = _abandoned_then_waiting(client, 30)
+        notice_first = unnoticed(first.pid)
+        second = _crash_and_restart(first, echo_process)
+        with ShmTransport().connect(name, channels=1) as other:  # holds the second's serving loop
+
+            def hold() -> None:
+                with contextlib.suppress(ServerUnavailable):  # (the second server is killed with it)
+                    other.infer(InferenceRequest("sleep", {"x": X}, parameters={"ms": 30000}))
+
+            holding = threading.Thread(target=hold)
+            holding.start()
+            assert until(lambda: _busy(name)), "the sleep never reached the second server's handler"
+            notice_second = unnoticed(second.pid)
+            notice_first()  # the waiting call reconnects to the second server and sends its request
+            assert until(lambda: _queued(name, os.getpid())), "the call's request is not queued there"
+            _crash_and_restart(second, echo_process)
+            notice_second()
+            waiting.join(30)
+            holding.join(30)
+        exc = got[0]
+        assert type(exc) is ServerUnavailable, exc
+        assert exc.message == f"shm server '{name}' (pid {second.pid}) is gone"
+    assert _requests(name) == 0
 
 
 def test_a_call_waiting_for_an_abandoned_calls_late_answer_keeps_its_deadline_on_the_reconnect(
