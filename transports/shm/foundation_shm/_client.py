@@ -527,7 +527,9 @@ class ShmClient(TransportClient):
             try:  # the reconnect (10.1): a channel of a live server's new connection
                 self._give(self._take(deadline))
             except InferenceError as exc:  # no server yet, the dead one's region, hung, overloaded, late
-                since = "no server of that name since" if exc.message == gone.message else exc.message
+                since = exc.message
+                if since == gone.message:  # the dead server's region, still there
+                    since = "no server has started under that name since"
                 raise ServerUnavailable(f"{gone.message}; {gone.not_sent}: {since}") from None
             except (OSError, posix_ipc.Error) as exc:  # EMFILE opening its objects: typed, as gone
                 raise ServerUnavailable(f"{gone.message}; {gone.not_sent}: {exc}") from None

@@ -157,7 +157,9 @@ def test_a_crash_with_no_server_since_fails_the_call_gone_within_a_slice(
         server.kill()
         t = time.monotonic()
         gone = rf"model 'echo': shm server '{name}' \(pid {server.pid}\) is gone"
-        with pytest.raises(ServerUnavailable, match=f"{gone}; not sent again: no server of that name since$"):
+        with pytest.raises(
+            ServerUnavailable, match=f"{gone}; not sent again: no server has started under that name since$"
+        ):
             client.infer(InferenceRequest("echo", {"x": X}))
         assert time.monotonic() - t < 2  # a slice (50 ms) and a connect, not the timeout (10 s)
 
@@ -413,7 +415,7 @@ def test_a_call_waiting_for_an_abandoned_calls_late_answer_with_no_server_since_
         exc = got[0]
         assert type(exc) is ServerUnavailable, exc
         gone = f"shm server '{name}' (pid {server.pid}) is gone"
-        assert exc.message == f"{gone}; not sent: no server of that name since"
+        assert exc.message == f"{gone}; not sent: no server has started under that name since"
 
 
 def test_a_call_waiting_for_an_abandoned_calls_late_answer_that_looks_right_after_the_kill_fails_not_sent(
@@ -434,7 +436,7 @@ def test_a_call_waiting_for_an_abandoned_calls_late_answer_that_looks_right_afte
         exc = got[0]
         assert type(exc) is ServerUnavailable, exc
         gone = f"shm server '{name}' (pid {server.pid}) is gone"
-        assert exc.message == f"{gone}; not sent: no server of that name since"
+        assert exc.message == f"{gone}; not sent: no server has started under that name since"
 
 
 def _queued(name: str, pid: int) -> bool:
