@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 from . import _layout as L
-from ._liveness import is_alive
+from ._liveness import is_alive, is_zombie
 from ._segments import Segment
 
-__all__ = ["read_region", "region_alive"]
+__all__ = ["read_region", "region_alive", "region_dying"]
 
 _R = L.RegionField
 
@@ -55,3 +55,12 @@ def read_region(name: str) -> dict[str, Any]:
 def region_alive(region: dict[str, Any]) -> bool:
     """The header names a process that is running (same pid and start time) and not stopped."""
     return bool(region) and region["state"] != "stopped" and is_alive(region["pid"], region["started"])
+
+
+def region_dying(region: dict[str, Any]) -> int | None:
+    """The pid of the server the header names if that process is a zombie of its start time: the
+    server itself, killed, whose other threads may still be exiting with its lock file held (the
+    last one unmaps its memory before it closes the file); else None."""
+    if region and is_zombie(region["pid"], region["started"]):
+        return int(region["pid"])
+    return None

@@ -24,7 +24,7 @@ from ._answers import Answers
 from ._codec import Limits
 from ._cuda_ipc import ServerCuda
 from ._fd_limit import OpenFiles, claim_open_files
-from ._liveness import ServerLock, start_time
+from ._liveness import start_time
 from ._log_throttle import LogFold, LogThrottle
 from ._objects import remove_objects
 from ._options import ServeOptions
@@ -34,6 +34,7 @@ from ._segments import Segment, create_semaphore, sem_wait
 from ._server_channel import _Channel
 from ._server_dispatch import _Dispatch
 from ._server_liveness import _Liveness
+from ._start_lock import take_server_lock
 from ._sync import YIELD_AFTER_NS, fence, poll_channels
 
 __all__ = ["ShmServer"]
@@ -59,7 +60,7 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         self.limits = Limits(opts.max_tensors, opts.max_request_bytes)
         self.data_crc = opts.data_crc
         self._cuda = ServerCuda(opts.cuda_ipc, handler, opts.cuda_cache_bytes)  # spec 15: CUDA IPC
-        self._lock = ServerLock(L.lock_file(self.name), opts.mode)
+        self._lock = take_server_lock(self.name, opts.mode)  # a killed predecessor's: waited for
         self._refuse_a_live_server()
         self._stopping = False
         self.failed = None  # why the serving loop died, if it ever does

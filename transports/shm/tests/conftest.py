@@ -179,20 +179,27 @@ def stopped(server: EchoProcess) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def dying(server: EchoProcess) -> Iterator[None]:
+def dying(server: EchoProcess) -> Iterator[Callable[[], None]]:
     """``server`` killed (SIGKILL) and left a zombie (not reaped) whose lock file stays held until
     the block ends: what a client sees right after a SIGKILL, the main thread ended (a zombie)
     while the others still exit, the last one unmapping the memory (a model's gigabytes: a tenth
     of a second and more) before it closes the lock file. This process holds the lock for them,
-    the moment lasting as long as the test needs. Reaped at the end."""
+    the moment lasting as long as the test needs, or until it calls what the block is given (the
+    threads done, the pid still a zombie). Reaped at the end."""
     fd = os.open(L.lock_file(server.name), os.O_RDONLY | os.O_CLOEXEC)
+    held = [fd]
+
+    def let_go() -> None:
+        if held:
+            os.close(held.pop())
+
     try:
         os.kill(server.pid, signal.SIGKILL)
         assert until(lambda: _process_state(server.pid) == b"Z"), "the killed server never became a zombie"
         assert until(lambda: _locked(fd)), "the killed server's lock was never free"  # its threads gone
-        yield
+        yield let_go
     finally:
-        os.close(fd)
+        let_go()
         server.kill()
 
 
