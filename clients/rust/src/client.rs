@@ -4,7 +4,7 @@
 //! connection's mechanics are in `conn`.
 
 use crate::codec::{self, RequestFields, TensorRef};
-use crate::conn::{deadline_after, Conn};
+use crate::conn::{deadline_after, region_instance, Conn};
 use crate::error::{err, unavailable, Error, Result, Status};
 use crate::layout as l;
 use crate::options::{ConnectOptions, InferOptions, TensorSpec, MAX_RESPONSE_BYTES_LIMIT};
@@ -214,15 +214,17 @@ impl Client {
         self.redialed = false;
         let conn = self.conn(deadline)?;
         check(conn)?;
+        let instance = conn.instance_id();
         let gone = match conn.wait_idle(deadline, spin, hung_wait) {
             Err(e) if !conn.alive() => e, // found gone (a hung server leaves it alive)
             Err(e) => return Err(e),
             Ok(()) => return Ok(self.conn.as_mut().expect("connected above")),
         };
         self.redialed = true;
-        let conn = self
-            .conn(deadline)
-            .map_err(|e| not_sent(gone, &e, "not sent"))?;
+        if let Err(e) = self.conn(deadline).map(|_| ()) {
+            return Err(not_sent(gone, &e, "not sent", &self.name, instance));
+        }
+        let conn = self.conn.as_mut().expect("connected above");
         check(conn)?;
         Ok(conn)
     }
@@ -355,7 +357,7 @@ impl Client {
             Err(e) if conn.unsent() && !self.redialed => e,
             other => return other,
         };
-        let request = conn.request_bytes(end);
+        let (request, instance) = (conn.request_bytes(end), conn.instance_id());
         let again = self.conn(deadline).and_then(|conn| {
             conn.ensure(request.len())?;
             conn.request_area()[..request.len()].copy_from_slice(&request);
@@ -363,7 +365,7 @@ impl Client {
         });
         match again {
             Ok(conn) => conn.round_trip(rid, end, deadline, spin),
-            Err(e) => Err(not_sent(gone, &e, "not sent again")),
+            Err(e) => Err(not_sent(gone, &e, "not sent again", &self.name, instance)),
         }
     }
 
@@ -456,11 +458,13 @@ impl Client {
     }
 }
 
-/// The error of a call whose server died and whose reconnect failed with `e`: `gone`, with
-/// "; WHAT: " and the reconnect's reason appended.
-fn not_sent(gone: Error, e: &Error, what: &str) -> Error {
-    let why = if e.message == gone.message {
-        "no server has started under that name since" // the dead one's region
+/// The error of a call whose server (`instance`, under `name`) died or stopped and whose
+/// reconnect failed with `e`: `gone`, with "; WHAT: " and the reconnect's reason appended: "no
+/// server has started under that name since" while that server's region is still there (the
+/// reconnect found it dead, or STOPPED: "is not serving (state 3)"), else `e`'s message.
+fn not_sent(gone: Error, e: &Error, what: &str, name: &str, instance: u64) -> Error {
+    let why = if region_instance(name) == Some(instance) {
+        "no server has started under that name since"
     } else {
         &e.message
     };

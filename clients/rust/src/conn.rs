@@ -181,6 +181,15 @@ fn read_region(ctl: &Mapping, name: &str) -> Result<Region> {
     })
 }
 
+/// The `instance_id` of the region under `name` now; `None` if there is none (or no header of
+/// this protocol yet). A region once replaced never comes back, so the id of one found gone, seen
+/// there still, says no server has started under the name since.
+pub(crate) fn region_instance(name: &str) -> Option<u64> {
+    let (ctl, _) = Mapping::open(&l::control_name(name)).ok()?;
+    (ctl.len() >= l::REGION_HEADER_SIZE && ctl.u32(rg::MAGIC).load(Acquire) == l::REGION_MAGIC)
+        .then(|| ctl.u64(rg::INSTANCE_ID).load(Relaxed))
+}
+
 /// A hung server (10.3) takes no new client: wait up to `timeout` (and no later than
 /// `deadline`, a call's own, 0 for none) for its heartbeat to move (a server that has just
 /// resumed beats within an interval), then SERVER_UNAVAILABLE; a server that dies meanwhile is
@@ -452,6 +461,11 @@ impl Conn {
     /// The index of the claimed channel.
     pub(crate) fn index(&self) -> usize {
         self.index
+    }
+
+    /// The `instance_id` of the server this connection was made to (10.1 step 2).
+    pub(crate) fn instance_id(&self) -> u64 {
+        self.instance_id
     }
 
     /// False once the server was found dead or stopped: the connection is then of no more use.

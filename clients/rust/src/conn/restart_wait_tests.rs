@@ -267,8 +267,9 @@ fn a_call_sent_to_a_restarted_server_after_waiting_is_not_sent_again() {
 /// A region STOPPED while its process lives (a server whose serving loop died, or whose stop gave
 /// up on its drain) while a call waits for an abandoned request's late answer: that call's request
 /// was never written, so it reconnects as after a death (spec 7.5), here to the stopped region
-/// alone, and says it was not sent. It failed bare "stopped", as if its request might have run.
-/// The test writes STOPPED.
+/// alone, and says it was not sent. It failed bare "stopped", as if its request might have run;
+/// then "not sent: ... is not serving (state 3)" where the Go client says no server has started
+/// under that name since (the reconnect found the same region). The test writes STOPPED.
 #[test]
 fn a_call_waiting_behind_an_abandoned_request_of_a_stopped_server_reconnects() {
     let Some(g) = gate("rustwaitstop", 4) else {
@@ -286,7 +287,50 @@ fn a_call_waiting_behind_an_abandoned_request_of_a_stopped_server_reconnects() {
     });
     ctl.u32(rg::STATE).store(l::STATE_READY, SeqCst);
     let want = format!(
-        "shm server {0:?} stopped; not sent: shm server {0:?} is not serving (state {1})",
+        "shm server {:?} stopped; not sent: no server has started under that name since",
+        g.name()
+    );
+    assert_eq!(
+        (e.code, e.message.as_str(), e.request_id),
+        (Status::ServerUnavailable, want.as_str(), 0)
+    );
+    assert_eq!(runs(&g, "count_b"), 0, "count_b ran, though never sent");
+}
+
+/// "No server has started under that name since" is said of the region the call found gone (by
+/// its instance_id), not of a refusal's wording: a server started since whose region is STOPPED
+/// refuses the reconnect with the same words as the stopped one above, and the call says so.
+#[test]
+fn a_call_waiting_behind_an_abandoned_request_says_why_a_server_started_since_refused_it() {
+    let Some(mut g) = gate("rustwaitstop2", 4) else {
+        return;
+    };
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_secs(60), // the dead server, hidden, is hung after 1 s
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(g.name(), opts).unwrap();
+    abandon(&g, &mut client);
+    let i = client.channel().unwrap();
+    let (e, dead) = thread::scope(|s| {
+        let call = s.spawn(|| client.infer("count_b", &int(5), LONG));
+        wait_asleep(g.name(), i);
+        shm::blind::hide(g.server.0.id());
+        let hidden = Hidden(vec![kill(&mut g)]);
+        start_again(&mut g, "rustwaitstop2");
+        region(g.name())
+            .u32(rg::STATE)
+            .store(l::STATE_STOPPED, SeqCst);
+        let dead = hidden.0[0];
+        drop(hidden);
+        (call.join().unwrap().unwrap_err(), dead)
+    });
+    region(g.name())
+        .u32(rg::STATE)
+        .store(l::STATE_READY, SeqCst);
+    let want = format!(
+        "shm server {0:?} (pid {dead}) is gone; not sent: shm server {0:?} is not serving \
+         (state {1})",
         g.name(),
         l::STATE_STOPPED
     );
