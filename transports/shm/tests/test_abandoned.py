@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from foundation_shm import ShmTransport, _channel, _pool
+from foundation_shm import ShmTransport, _channel, _ownership, _pool
 from foundation_shm._channel import _Channel, _Connection
 from foundation_shm._client import ShmClient
 from foundation_shm._echo import EchoHandler
@@ -365,7 +365,7 @@ def test_a_client_closed_after_an_abandoned_call_frees_its_channel_once_the_late
     channel, given back (``owner_start_time = 0``), stayed taken until the server's next beat
     reclaimed it. ``close()`` now waits for an answer still owed up to 100 ms (``_OWED_GRACE``),
     as the C, Go and Rust clients do, and frees the channel once it is in."""
-    monkeypatch.setattr(_pool, "_OWED_GRACE", 60.0)  # the answer, a second late, comes in time on any machine
+    monkeypatch.setattr(_ownership, "_OWED_GRACE", 60.0)  # the answer, a second late, comes in time anywhere
     server = ShmTransport().serve(name, EchoHandler(), channels=1, heartbeat_ms=60_000)  # no beat: no reclaim
     try:
         first = ShmTransport().connect(name, timeout=30)
@@ -410,15 +410,15 @@ def test_a_close_interrupted_while_it_waits_for_an_owed_answer_still_gives_the_c
     of the channels: they stayed owned by this live process, which the server never reclaims (spec
     10.4), so a client connecting after it failed ``Overloaded`` for as long as the process lived.
     The interrupt propagates, the channels given back first."""
-    monkeypatch.setattr(_pool, "_OWED_GRACE", 60.0)  # the wait is still on when the interrupt comes
+    monkeypatch.setattr(_ownership, "_OWED_GRACE", 60.0)  # the wait is still on when the interrupt comes
     waiting = threading.Event()
-    await_owed = _pool.ChannelPool._await_owed
+    await_owed = _pool.await_owed
 
-    def noted(pool: _pool.ChannelPool, conn: _Connection) -> None:
+    def noted(conn: _Connection, channels: list[_Channel], busy: set[_Channel]) -> None:
         waiting.set()
-        await_owed(pool, conn)
+        await_owed(conn, channels, busy)
 
-    monkeypatch.setattr(_pool.ChannelPool, "_await_owed", noted)
+    monkeypatch.setattr(_pool, "await_owed", noted)
     handler = HeldHandler()
     server = ShmTransport().serve(name, handler, channels=1, heartbeat_ms=60_000)  # no beat: _reap below
     try:
@@ -436,7 +436,7 @@ def test_a_close_interrupted_while_it_waits_for_an_owed_answer_still_gives_the_c
 
 
 class _NoWait:
-    """``time`` for ``_pool``, but a sleep (close()'s wait for an answer still owed) fails the test."""
+    """``time`` for ``_ownership``, but a sleep (close()'s wait for an answer still owed) fails the test."""
 
     def __getattr__(self, name: str) -> object:
         return getattr(time, name)
@@ -461,7 +461,7 @@ def test_a_client_closed_after_an_abandoned_call_waits_for_no_answer_from_a_serv
             client.infer(InferenceRequest("held", {"x": np.full(4, 1.0)}), timeout=0.05)
         server.stop(drain_timeout=0)  # the held request abandoned, the region STOPPED
         stopped_yet = True
-        monkeypatch.setattr(_pool, "time", _NoWait())
+        monkeypatch.setattr(_ownership, "time", _NoWait())
         client.close()
     finally:
         if not stopped_yet:
@@ -474,15 +474,15 @@ def test_a_close_that_another_thread_is_doing_returns_once_the_channels_are_give
     """``close()`` called while another thread's close waited for an answer still owed returned
     at once, the channel still taken: a client connecting right after failed ``Overloaded`` ("all
     1 channels are in use"). It returns once that close is done, the channel freed."""
-    monkeypatch.setattr(_pool, "_OWED_GRACE", 60.0)  # the answer, a second late, comes in time on any machine
+    monkeypatch.setattr(_ownership, "_OWED_GRACE", 60.0)  # the answer, a second late, comes in time anywhere
     waiting = threading.Event()
-    await_owed = _pool.ChannelPool._await_owed
+    await_owed = _pool.await_owed
 
-    def noted(pool: _pool.ChannelPool, conn: _Connection) -> None:
+    def noted(conn: _Connection, channels: list[_Channel], busy: set[_Channel]) -> None:
         waiting.set()
-        await_owed(pool, conn)
+        await_owed(conn, channels, busy)
 
-    monkeypatch.setattr(_pool.ChannelPool, "_await_owed", noted)
+    monkeypatch.setattr(_pool, "await_owed", noted)
     server = ShmTransport().serve(name, EchoHandler(), channels=1, heartbeat_ms=60_000)  # no beat: no reclaim
     try:
         first = ShmTransport().connect(name, timeout=30)

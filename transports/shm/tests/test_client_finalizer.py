@@ -181,6 +181,7 @@ def test_a_client_collected_inside_another_clients_claim_does_not_wait_for_the_m
     claiming a channel for another client of the same server: waiting for the mutex there would
     wait for itself (``connect_timeout``, then leave the channel claimed for good). The finalizer
     marks the channel for the server to reclaim instead, which it does within a heartbeat."""
+    import foundation_shm._ownership as ownership_module
     import foundation_shm._pool as pool_module
 
     echo_process("--channels", "4")
@@ -191,7 +192,7 @@ def test_a_client_collected_inside_another_clients_claim_does_not_wait_for_the_m
         garbage.cycle = garbage
         ref = weakref.ref(garbage)
         del garbage
-        own_start_time = pool_module.own_start_time
+        own_start_time = ownership_module.own_start_time
 
         def collecting() -> int:  # called with the region mutex held
             gc.collect()
@@ -208,8 +209,8 @@ def test_a_client_collected_inside_another_clients_claim_does_not_wait_for_the_m
             finally:
                 finalized.append(time.monotonic() - t0)
 
-        monkeypatch.setattr(pool_module, "own_start_time", collecting)
-        monkeypatch.setattr(pool_module, "_SAME_PROCESS_WAIT", 5.0)  # no wait at all: none of it
+        monkeypatch.setattr(ownership_module, "own_start_time", collecting)
+        monkeypatch.setattr(ownership_module, "_SAME_PROCESS_WAIT", 5.0)  # no wait at all: none of it
         monkeypatch.setattr(pool_module.ChannelPool, "_shut", timed)
         other = ShmTransport().connect(name, connect_timeout=5.0)
         assert ref() is None
@@ -230,19 +231,20 @@ def test_a_client_dropped_while_another_thread_of_its_process_holds_the_mutex_wa
     """The mutex held in this process (as a server in this process holds it while reclaiming,
     perhaps on this very thread): the finalizer waits a moment, not ``connect_timeout``, then
     marks the channel for the server, which reclaims it once the mutex is free."""
+    import foundation_shm._ownership as ownership_module
     import foundation_shm._pool as pool_module
 
     echo_process("--channels", "2")
     client = ShmTransport().connect(name, connect_timeout=60.0)
     _echo(client)
     waits: list[float] = []  # how long the finalizer waits for the mutex (a bound on how long
-    release = pool_module.ChannelPool._release_channels  # the drop took failed when loaded)
+    release = pool_module.release_channels  # the drop took failed when loaded)
 
-    def recorded(self: object, conn: object, wait: float) -> None:
+    def recorded(conn: object, channels: object, busy: object, wait: float) -> None:
         waits.append(wait)
-        release(self, conn, wait)  # type: ignore[arg-type]
+        release(conn, channels, busy, wait)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pool_module.ChannelPool, "_release_channels", recorded)
+    monkeypatch.setattr(pool_module, "release_channels", recorded)
     mutex = posix_ipc.Semaphore(L.mutex_name(name))
     ctl = Segment.open(L.control_name(name))
     holder = L.RegionField.MUTEX_HOLDER // 4
@@ -250,7 +252,7 @@ def test_a_client_dropped_while_another_thread_of_its_process_holds_the_mutex_wa
     ctl.u32[holder] = os.getpid()
     try:
         del client
-        assert waits == [pool_module._SAME_PROCESS_WAIT]  # a moment, not the 60 s connect_timeout
+        assert waits == [ownership_module._SAME_PROCESS_WAIT]  # a moment, not the 60 s connect_timeout
         assert _owners(name) == [os.getpid()]  # marked, not yet reclaimed: the mutex is ours
     finally:
         ctl.u32[holder] = 0

@@ -543,7 +543,7 @@ def test_a_connect_that_cannot_open_its_channel_semaphore_gives_the_channel_back
     import errno
     from pathlib import Path
 
-    import foundation_shm._pool as pool_module
+    import foundation_shm._ownership as ownership_module
     from foundation_shm import _layout as L
     from foundation_shm._segments import Segment
 
@@ -558,14 +558,14 @@ def test_a_connect_that_cannot_open_its_channel_semaphore_gives_the_channel_back
         sem_path.unlink()
         says = "went away while connecting"
     else:
-        real_open = pool_module.open_semaphore
+        real_open = ownership_module.open_semaphore
 
         def out_of_descriptors(opened: str) -> Any:
             if opened == sem_name:
                 raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
             return real_open(opened)
 
-        monkeypatch.setattr(pool_module, "open_semaphore", out_of_descriptors)
+        monkeypatch.setattr(ownership_module, "open_semaphore", out_of_descriptors)
         says = f"cannot open the semaphore of channel 0 \\({sem_name}\\): .*Too many open files"
     try:
         with pytest.raises(ServerUnavailable, match=says):
@@ -644,12 +644,12 @@ def test_a_claim_waiting_for_the_region_mutex_keeps_no_other_thread_waiting(
     thread's call that needed a channel too waited as long, past its own 0.2 s timeout. Now that
     call waits for the mutex within its own timeout (DeadlineExceeded, nothing claimed), and the
     first claims its channel once the mutex is free."""
-    import foundation_shm._pool as pool_module
+    import foundation_shm._ownership as ownership_module
 
     echo_process("--channels", "4")
     client = ShmTransport().connect(name, channels=3, connect_timeout=600)
     waiting = threading.Event()
-    region_mutex = pool_module._region_mutex
+    region_mutex = ownership_module.region_mutex
 
     def watched(conn: Any, wait: float) -> Any:
         waiting.set()
@@ -659,7 +659,7 @@ def test_a_claim_waiting_for_the_region_mutex_keeps_no_other_thread_waiting(
     try:
         client.infer(InferenceRequest("echo", {"x": np.ones(4, np.float32)}), timeout=30)
         first = client._take(0)  # the free channel: each call below claims one
-        monkeypatch.setattr(pool_module, "_region_mutex", watched)
+        monkeypatch.setattr(ownership_module, "region_mutex", watched)
         with _region_mutex_held(name):
             a = _call_in_thread(client, failed, "a", None)
             assert waiting.wait(60), "the call never waited for the region mutex"

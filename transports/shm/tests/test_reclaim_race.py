@@ -216,7 +216,7 @@ import numpy as np
 from foundation_shm import _layout as L
 from foundation_shm._client import ShmClient
 from foundation_shm._echo import EchoHandler
-from foundation_shm._pool import _region_mutex
+from foundation_shm._ownership import region_mutex
 from foundation_shm._segments import unlink_segment
 from foundation_ml import InferenceRequest, InferenceResponse, Respond
 
@@ -226,7 +226,7 @@ client.infer(InferenceRequest("echo", {"x": np.full(4, 7, np.float32)}))
 conn = client._connection()
 print(ch.index, ch.gen, flush=True)
 sys.stdin.readline()
-with _region_mutex(conn, 30):  # frees its channel, its generation set so that the next owner's
+with region_mutex(conn, 30):  # frees its channel, its generation set so that the next owner's
     conn.ctl.u64[(ch.base + L.ChannelField.DATA_GEN) // 8] = ch.gen - 1  # is the one mapped
     conn.ctl.u32[(ch.base + L.ChannelField.OWNER_PID) // 4] = 0
     conn.ctl.u64[L.RegionField.CONNECT_EPOCH // 8] += 1
@@ -373,7 +373,7 @@ import os, sys, threading
 import numpy as np
 from foundation_shm import _layout as L
 from foundation_shm._client import ShmClient
-from foundation_shm._pool import _region_mutex
+from foundation_shm._ownership import region_mutex
 from foundation_shm._segments import unlink_segment
 from foundation_ml import InferenceRequest
 
@@ -385,7 +385,7 @@ held = InferenceRequest("held", {"x": np.full(4, 9, np.float32)})
 threading.Thread(target=lambda: client.infer(held), daemon=True).start()
 print(ch.index, ch.gen, flush=True)
 sys.stdin.readline()  # the request is with the handler
-with _region_mutex(conn, 30):  # frees its channel with its request pending, as _HOSTILE does
+with region_mutex(conn, 30):  # frees its channel with its request pending, as _HOSTILE does
     conn.ctl.u64[(ch.base + L.ChannelField.DATA_GEN) // 8] = ch.gen - 1
     conn.ctl.u32[(ch.base + L.ChannelField.OWNER_PID) // 4] = 0
     conn.ctl.u64[L.RegionField.CONNECT_EPOCH // 8] += 1

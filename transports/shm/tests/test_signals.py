@@ -17,7 +17,7 @@ import pytest
 from foundation_shm import ShmTransport
 from foundation_shm import _layout as L
 from foundation_shm._echo import EchoHandler
-from foundation_shm._pool import _region_mutex
+from foundation_shm._ownership import region_mutex
 
 from foundation_ml import InferenceRequest, InferenceResponse
 
@@ -98,7 +98,7 @@ def test_a_signal_that_lands_on_the_heartbeat_waiting_to_reclaim_a_channel_is_no
             conn = client._connection()
             (ch,) = client._all
             owner = (ch.base + L.ChannelField.OWNER_PID) // 4
-            with _region_mutex(conn, 5):
+            with region_mutex(conn, 5):
                 # given back without the mutex (spec 10.1): the server reclaims it (10.4)
                 conn.ctl.u64[(ch.base + L.ChannelField.OWNER_START) // 8] = 0
                 conn.alive = False  # (close() gives nothing back a second time)
@@ -177,7 +177,7 @@ def test_a_signal_that_lands_on_a_client_waiting_for_the_region_mutex_does_not_f
         with ShmTransport().connect(name, timeout=30) as holder:
             conn = holder._connection()
             got: list[object] = []
-            with _region_mutex(conn, 5):
+            with region_mutex(conn, 5):
 
                 def connect() -> None:
                     try:
