@@ -80,13 +80,15 @@ class MLRuntime:
         self._rejected: dict[str, int] = {}
         self._rejected_lock = threading.Lock()  # transports' threads count rejections at once
         self._models_lock = threading.Lock()  # a registry change and the batchers flush() sees
-        self._closed = False
+        self._closing = False  # close() began: register_model and start refuse (under _models_lock)
+        self._closed = False  # a close() ran to its end: another does nothing
+        self._close_lock = threading.Lock()  # held by the close() under way
         # the models being registered or unloaded, outside the registry (under _models_lock too)
         self._claims = ModelClaims(weakref.ref(self))  # (its name names it to other runtimes)
         self._close_deadline: float | None = None  # close()'s: other threads' unloads end by it too
         self._batchers: tuple[Batcher, ...] = ()
         self._hurry = False  # hurry(): a drain under way ends now
-        self._stopping: list[tuple[str, TransportServer]] = []  # the servers close() is stopping
+        self._stopping: list[tuple[str, TransportServer]] = []  # those close() has yet to stop
         self.abandoned = 0  # requests the transports' drains gave up on, once closed
         self._pid = os.getpid()  # the process whose exit closes it
         _runtime_lifecycle.OPEN.add(self)  # closed at interpreter exit, if not before
@@ -321,7 +323,10 @@ class MLRuntime:
 
         Every server is stopped, every model unloaded and the runtime's own hub shut down
         whatever one of them raises (a Ctrl-C meanwhile hurries the rest); then the first error
-        is raised (an interrupt before any other), the others noted on it."""
+        is raised (an interrupt before any other), the others noted on it. A Ctrl-C that lands
+        between those steps ends the close there, raised at once: the runtime then refuses
+        requests (``ShuttingDown``), and a second ``close()``, or else the interpreter's exit,
+        closes what is left. Once a close ran to its end, another does nothing."""
         _runtime_lifecycle.close(self, drain_timeout, reason, drained)
 
     def __enter__(self) -> MLRuntime:

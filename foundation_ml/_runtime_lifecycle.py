@@ -2,7 +2,8 @@
 
 ``close`` stops the servers, then unloads the models, within one drain deadline that ``hurry()``
 (a second Ctrl-C) ends at once; every step runs whatever an earlier one raised. Runtimes still
-open when the interpreter exits are closed then (``_close_open_runtimes``).
+open when the interpreter exits are closed then (``_close_open_runtimes``), and so is one whose
+close was interrupted between its steps, unless a second ``close()`` finished it.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def start(runtime: MLRuntime, transport: str, name: str, options: dict[str, Any]
     """``runtime.start`` (see there): serve on ``transport`` under ``name``, listed for ``close``
     to stop, unless the runtime is closed (before, or meanwhile: the server then stopped)."""
     with runtime._models_lock:
-        if runtime._closed:
+        if runtime._closing:
             raise _closed_error(transport, name)
     impl = runtime.hub.transports.get(transport)()
     runtime.name = runtime.name or name
@@ -94,11 +95,11 @@ def start(runtime: MLRuntime, transport: str, name: str, options: dict[str, Any]
         server: TransportServer = impl.serve(name, runtime, **options)
     except BaseException:
         with runtime._models_lock:
-            if runtime._closed:  # closed meanwhile (see below), and no server of this start serves
+            if runtime._closing:  # closed meanwhile (see below), and no server of this start serves
                 runtime._accepting = False
         raise
-    with runtime._models_lock:  # close() lists the servers to stop once it has set _closed
-        closed = runtime._closed
+    with runtime._models_lock:  # close() lists the servers to stop once it has set _closing
+        closed = runtime._closing
         if not closed:
             runtime.addresses[id(server)] = name
             runtime.servers.append((transport, server))
@@ -119,17 +120,35 @@ def _closed_error(transport: str, name: str) -> FoundationError:
 
 def close(runtime: MLRuntime, drain_timeout: float, reason: str, drained: Callable[[], None] | None) -> None:
     """``runtime.close`` (see there): the servers stopped, ``drained()`` called, the models
-    unloaded and the runtime's own hub shut down, each whatever an earlier one raised."""
+    unloaded and the runtime's own hub shut down, each whatever an earlier one raised. Only a
+    close that ran to its end marks the runtime closed and takes it out of ``OPEN``: one
+    interrupted between its steps (a Ctrl-C) leaves the rest to the next ``close()``, or the
+    exit's; the runtime refuses requests meanwhile, and every step is safe to run again."""
     drain_timeout = check_drain(drain_timeout, "close")
+    if not runtime._close_lock.acquire(blocking=False):
+        return  # a close under way: another thread's, or this one's (a model's close() calling it)
+    try:
+        errors = _close(runtime, drain_timeout, reason, drained)
+    except BaseException:  # interrupted between the steps (each catches its own): not closed
+        runtime._accepting = False  # a server it did not stop answers ShuttingDown from now on
+        raise
+    finally:
+        runtime._close_lock.release()
+    raise_first(errors, "closing the runtime also raised")
+
+
+def _close(
+    runtime: MLRuntime, drain_timeout: float, reason: str, drained: Callable[[], None] | None
+) -> list[BaseException]:
+    """``close``'s steps (nothing if a close ran to its end before); returns what they raised."""
     with runtime._models_lock:
         if runtime._closed:
-            return
-        runtime._closed = True  # register_model refuses from now on
-    OPEN.discard(runtime)
+            return []
+        runtime._closing = True  # register_model and start refuse from now on
+        # start() lists its server under this lock unless closing: close stops each listed here
+        runtime._stopping, runtime.servers = [*runtime._stopping, *runtime.servers], []
     deadline = deadline_in(drain_timeout)
     runtime._close_deadline = deadline
-    servers, runtime.servers = runtime.servers, []
-    runtime._stopping = servers
     for served in runtime.registry.all():  # queued requests run now, not after max_wait_us
         batcher = served.batcher  # read once: an unload_model in another thread lets it go
         if batcher is not None:
@@ -141,7 +160,7 @@ def close(runtime: MLRuntime, drain_timeout: float, reason: str, drained: Callab
         if not isinstance(exc, Exception):  # Ctrl-C: the rest stops at once, still released
             runtime._hurry = True
 
-    _stop_servers(runtime, servers, deadline, reason, failed)
+    _stop_servers(runtime, deadline, reason, failed)
     _report_abandoned(runtime, drain_timeout)
     if drained is not None:
         try:
@@ -149,33 +168,33 @@ def close(runtime: MLRuntime, drain_timeout: float, reason: str, drained: Callab
         except BaseException as exc:
             failed(exc)
     _unload_models(runtime, deadline, failed)
-    # the servers stopped refer back to this runtime (their handler): holding them made a
-    # cycle that kept a closed runtime, and its hub, alive until the garbage collector ran
-    runtime._stopping = []
     if runtime._own_hub:
         try:
             runtime.hub.shutdown()
         except BaseException as exc:
             failed(exc)
-    raise_first(errors, "closing the runtime also raised")
+    runtime._closed = True
+    OPEN.discard(runtime)
+    return errors
 
 
 def _stop_servers(
-    runtime: MLRuntime,
-    servers: list[tuple[str, TransportServer]],
-    deadline: float,
-    reason: str,
-    failed: Callable[[BaseException], None],
+    runtime: MLRuntime, deadline: float, reason: str, failed: Callable[[BaseException], None]
 ) -> None:
-    """Each transport stops accepting and waits for its in-flight requests until ``deadline``
-    (not once hurried); ``abandoned`` then counts those it gave up on."""
-    for transport, server in servers:
+    """Each server in ``_stopping`` stops accepting and waits for its in-flight requests until
+    ``deadline`` (not once hurried); ``abandoned`` then counts those it gave up on. A server
+    leaves the list once its stop is over (``hurry()`` reaches it till then): the stopped ones
+    refer back to this runtime (their handler), and holding them made a cycle that kept a closed
+    runtime, and its hub, alive until the garbage collector ran."""
+    while runtime._stopping:
+        transport, server = runtime._stopping[0]
         if runtime._hurry:
             runtime.hurry()
         try:
             server.stop(time_left(deadline))
         except BaseException as exc:
             failed(exc)
+        del runtime._stopping[0]  # (interrupted before: the next close stops it again, a no-op)
         runtime.abandoned += int(getattr(server, "abandoned", 0) or 0)
         address = server_address(server, runtime.addresses)
         runtime.addresses.pop(id(server), None)

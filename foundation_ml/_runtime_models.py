@@ -83,7 +83,7 @@ def _check_arguments(
     """What is refused before anything is loaded: the name, a closed runtime, the version, the
     batching settings, a ``LoadedModel`` told what does not agree with it, a version served."""
     check_name(name, "register_model: the model name")
-    if runtime._closed:
+    if runtime._closing:
         raise ModelLoadError("the runtime is closed", model=name)
     if version is not None:
         check_name(version, f"register_model({name!r}): the version", MAX_VERSION_BYTES)
@@ -148,7 +148,7 @@ def _add(runtime: MLRuntime, served: ServedModel) -> ModelMetadata:
     """Serve ``served`` (the registry's check holds its model from now on: the claim let go in
     the same locked block); its model's metadata as of this registration."""
     with runtime._models_lock:
-        if runtime._closed:
+        if runtime._closing:
             raise ModelLoadError("the runtime is closed", model=served.name)
         runtime.registry.add(served)
         runtime._claims.release(served)  # served from now on: the registry's check holds it

@@ -33,13 +33,16 @@ from foundation_ml import (
     ModelBackend,
     ModelLoadError,
     PackageError,
+    _runtime_lifecycle,
     parse_signature,
     write_package,
 )
 from foundation_ml import _plugin as ml_plugin
 from foundation_ml._batching import Batcher
 from foundation_ml._claims import ModelClaims
+from foundation_ml._process import shm_entries
 from foundation_ml._serving import ServedModel
+from foundation_ml._transport import TransportServer
 from foundation_ml.errors import (
     DeadlineExceeded,
     HandlerError,
@@ -1606,6 +1609,133 @@ def test_close_stops_every_server_and_unloads_every_model_whatever_one_stop_rais
     assert runtime.servers == []
     with pytest.raises(ServerUnavailable):
         InferenceClient(second, transport="inproc", hub=runtime.hub)
+
+
+def _close_interrupted(
+    hub: Hub, transport: str, name: str, where: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[MLRuntime, _CountsCloses, str]:
+    """A runtime serving a batching model on ``transport``, whose close() a Ctrl-C interrupted
+    between its steps: as it made the batchers drain, or once it had stopped the servers (as it
+    reported what they abandoned). Returns it, its model and the model's name."""
+    rt = MLRuntime(hub)
+    model, model_name = _CountsCloses(), unique_name("m")
+    rt.register_model(model_name, model, max_batch_size=2)  # a batcher thread
+    rt.start(transport, name)
+    _interrupted_once(Batcher if where == "drain" else _runtime_lifecycle, where, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        rt.close()
+    return rt, model, model_name
+
+
+def _leave_nothing(rt: MLRuntime) -> None:
+    """Stop what the old code's close left running: its failure leaks nothing either."""
+    for _, server in rt._stopping:
+        server.stop(0)
+    for left in rt.registry.names():
+        rt.unload_model(left, drain_timeout=0)
+
+
+def _all_stopped(rt: MLRuntime, model: _CountsCloses, model_name: str, transport: str, name: str) -> None:
+    assert (model.closed, rt.registry.names()) == (1, [])
+    assert not [t for t in threading.enumerate() if t.name == f"batcher-{model_name}"]
+    with pytest.raises(ServerUnavailable):
+        InferenceClient(name, transport=transport, hub=rt.hub)
+    assert shm_entries(name) == []
+    assert rt not in _runtime_lifecycle.OPEN
+
+
+@pytest.mark.parametrize("transport", ["inproc", "shm"])
+@pytest.mark.parametrize("where", ["drain", "_report_abandoned"])
+def test_a_close_interrupted_between_its_steps_is_finished_by_a_second_close(
+    request: pytest.FixtureRequest, name: str, monkeypatch: pytest.MonkeyPatch, transport: str, where: str
+) -> None:
+    """A Ctrl-C landing in close() between its steps (leaving a ``with MLRuntime()`` block as
+    it is pressed) left the models loaded, their batcher threads and the servers running (over
+    shm, their objects in /dev/shm), and a second close() did nothing: the runtime was marked
+    closed, and out of the set closed at exit, from the first step on. A second close() now
+    stops what is left, each model closed once; a third does nothing."""
+    hub = request.getfixturevalue("shm_hub" if transport == "shm" else "hub")
+    rt, model, model_name = _close_interrupted(hub, transport, name, where, monkeypatch)
+    try:
+        assert rt in _runtime_lifecycle.OPEN
+        rt.close()
+        _all_stopped(rt, model, model_name, transport, name)
+        rt.close()
+        assert model.closed == 1
+    finally:
+        _leave_nothing(rt)
+
+
+def test_a_runtime_whose_close_was_interrupted_refuses_requests_and_new_work(
+    hub: Hub, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C as close() made the batchers drain left its servers accepting and the runtime
+    serving requests, though closing. From the first close() on, requests are refused
+    ``ShuttingDown``, a model or a server refused as ever ("the runtime is closed")."""
+    rt, model, model_name = _close_interrupted(hub, "inproc", name, "drain", monkeypatch)
+    try:
+        replies = Replies()
+        rt(InferenceRequest(model_name, {"x": np.zeros((1, 4), np.float32)}, id=1), replies.respond(1))
+        assert isinstance(replies.wait(1)[1], ShuttingDown)
+        with pytest.raises(ModelLoadError, match="the runtime is closed"):
+            rt.register_model(unique_name("m"), _CountsCloses())
+        with pytest.raises(FoundationError, match=r"^the runtime is closed"):
+            rt.start("inproc", unique_name())
+        assert model.closed == 0  # (closed by the second close, below)
+    finally:
+        rt.close()
+        _leave_nothing(rt)
+
+
+def test_a_runtime_whose_close_was_interrupted_is_closed_at_exit(
+    hub: Hub, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C as close() made the batchers drain, and no close() after it: the interpreter's
+    exit did not close the runtime either (it was out of the set closed then), its models and
+    server left running. The exit closes it now, as any runtime still open."""
+    monkeypatch.setattr(_runtime_lifecycle, "OPEN", weakref.WeakSet())  # this test's runtime alone
+    rt, model, model_name = _close_interrupted(hub, "inproc", name, "drain", monkeypatch)
+    try:
+        _runtime_lifecycle._close_open_runtimes()
+        _all_stopped(rt, model, model_name, "inproc", name)
+    finally:
+        _leave_nothing(rt)
+
+
+class _HeldStop(TransportServer):
+    """A server whose first stop() waits until ``release`` is set."""
+
+    address = "held"
+
+    def __init__(self) -> None:
+        self.stops = 0
+        self.stopping, self.release = threading.Event(), threading.Event()
+
+    def stop(self, drain_timeout: float = 5.0) -> None:
+        self.stops += 1
+        if self.stops == 1:
+            self.stopping.set()
+            self.release.wait(60)
+
+
+def test_a_close_while_another_thread_closes_returns_at_once_and_stops_nothing_twice(
+    runtime: MLRuntime,
+) -> None:
+    """close() is safe to run again after an interrupted one, but not beside one under way: a
+    second close while the first stops its servers returns at once (as before), rather than
+    stop the same server again or take it off the list the first is working through."""
+    held = _HeldStop()
+    runtime.servers.append(("fake", held))
+    closing = threading.Thread(target=runtime.close)
+    closing.start()
+    try:
+        assert held.stopping.wait(60)
+        runtime.close()
+        assert held.stops == 1
+    finally:
+        held.release.set()
+        closing.join(60)
+    assert held.stops == 1 and runtime not in _runtime_lifecycle.OPEN
 
 
 class _CloseRaises(FunctionModel):
