@@ -13,39 +13,33 @@ copy straight from the response area and give the channel back to the pool.
 ``loan()`` hands out writable views on the request area so inputs are written straight into
 shared memory. A client dropped without ``close()`` gives its channels back when it is collected
 (with a ``ResourceWarning``, as an unclosed file does).
+
+Here is the request path; a request written whole is ``_client_write``'s, ``metadata`` and
+``stats`` are ``_client_control``'s, a call sent once more (its server gone) is ``_gone``'s, a
+loan's taking is ``_loan.lend``, and a request of CUDA tensors is ``ClientCuda``'s.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-import json
 import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-import posix_ipc
 
-from foundation_ml import (
-    DataType,
-    InferenceRequest,
-    InferenceResponse,
-    TransportClient,
-    call_abandoned,
-    call_deadline,
-)
+from foundation_ml import InferenceRequest, InferenceResponse, TransportClient, call_abandoned, call_deadline
 from foundation_ml.errors import (
     BadChecksum,
     DeadlineExceeded,
     ErrorCode,
     InferenceError,
     InternalError,
-    InvalidInput,
     ServerUnavailable,
     TooLarge,
     error_for_code,
@@ -54,22 +48,12 @@ from foundation_ml.errors import (
 from . import _layout as L
 from ._accel import check_start, hot
 from ._channel import _Channel, _Connection, _pages
-from ._codec import (
-    MAX_REQUEST_ID,
-    TensorRef,
-    encode_params,
-    fill,
-    layout,
-    request_id,
-    request_payload_size,
-    sendable_params,
-    views,
-    write_header,
-    write_request,
-)
+from ._client_control import control
+from ._client_write import write_full
+from ._codec import MAX_REQUEST_ID, encode_params, fill, request_id, sendable_params, write_header
 from ._cuda_ipc import ClientCuda
-from ._gone import _GoneBeforeDispatch, _GoneBeforeSending
-from ._loan import Loan, TensorSpecLike
+from ._gone import _GoneBeforeDispatch, _GoneBeforeSending, again, check_before_sending
+from ._loan import Loan, TensorSpecLike, lend
 from ._options import ConnectOptions
 from ._options import options as _options
 from ._pool import ChannelPool
@@ -85,10 +69,8 @@ _INFER = int(L.MessageKind.INFER_REQUEST)
 _STATE = _R.STATE // 4
 _SERVER_SLEEPING = _R.SERVER_SLEEPING // 4
 _READY = int(L.RegionState.READY)
-_STOPPED = int(L.RegionState.STOPPED)
 _TOO_LARGE = int(ErrorCode.TOO_LARGE)
 _clock = time.monotonic_ns
-_T = TypeVar("_T")
 
 
 class ShmClient(TransportClient):
@@ -146,15 +128,6 @@ class ShmClient(TransportClient):
             window = max(0, min(window, deadline - _clock()))
         return window
 
-    def _ensure(self, ch: _Channel, end: int) -> None:
-        """Grow the channel's areas to hold a request of ``end`` bytes (and a response as big, up
-        to ``max_response_bytes``)."""
-        if end > ch.req_cap:
-            if end - L.MSG_HEADER_SIZE > ch.conn.max_bytes + (1 << 20):
-                raise TooLarge(f"a request of {end} bytes exceeds the server's {ch.conn.max_bytes}")
-            ch.used = 0
-            ch.attach(_pages(end), max(ch.resp_cap, min(_pages(end), _pages(self.max_response_bytes))))
-
     def infer(
         self, request: InferenceRequest, *, timeout: float | None = None, copy_outputs: bool | None = None
     ) -> InferenceResponse:
@@ -174,29 +147,16 @@ class ShmClient(TransportClient):
             for a in request.inputs.values():  # torch CUDA tensors go by IPC handle, or by host (spec 15)
                 if type(a) is not np.ndarray:
                     if self._cuda.claims(request.inputs):
-                        return self._infer_cuda(request, rid, timeout, copy)
+                        return self._cuda.infer_once_more(self, request, rid, timeout, copy)
                     break
             deadline = self._deadline(request.deadline_ns, timeout)
-            try:  # (as _once_more does, without a closure per call on this path)
+            try:  # (as once_more does, without a closure per call on this path)
                 return self._send(request, rid, deadline, copy)
             except _GoneBeforeSending as gone:  # no handler saw it: once more, on a new connection
-                return self._again(lambda: self._send(request, rid, deadline, copy), gone, deadline)
+                return again(self, lambda: self._send(request, rid, deadline, copy), gone, deadline)
         except InferenceError as exc:  # made where the call is not known (the pool, the connection)
             exc.with_call(request.model, rid)
             raise
-
-    def _infer_cuda(
-        self, request: InferenceRequest, rid: int, timeout: float | None, copy: bool
-    ) -> InferenceResponse:
-        """``infer`` of a request holding torch CUDA tensors (by IPC handle, or by host: spec 15),
-        sent once more as ``infer`` sends host inputs, within the same deadline."""
-        deadline = self._deadline(request.deadline_ns, timeout)
-        try:
-            return self._cuda.infer(self, request, rid, timeout, copy)
-        except _GoneBeforeSending as gone:
-            r = request
-            same = InferenceRequest(r.model, r.inputs, r.id, r.version, deadline, r.parameters, r.outputs)
-            return self._again(lambda: self._cuda.infer(self, same, rid, timeout, copy), gone, deadline)
 
     def _send(self, request: InferenceRequest, rid: int, deadline: int, copy: bool) -> InferenceResponse:
         """One attempt of ``infer``: a channel, the request written and sent, its answer."""
@@ -219,8 +179,8 @@ class ShmClient(TransportClient):
                 write_header(req, _INFER, rid, payload, self.flags, refs)
                 resp = self._exchange(ch, rid, request.model, deadline, retry=True)
             else:
-                arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in inputs.values()]
-                resp = self._infer_full(ch, request, arrays, params, key, rid, deadline)
+                write_full(self, ch, request, params, key, rid, deadline)
+                resp = self._exchange(ch, rid, request.model, deadline, retry=True)
             if copy and not self.copy_outputs:  # (with copy_outputs the response is copies already)
                 resp.outputs = {k: v.copy() for k, v in resp.outputs.items()}
             views = not copy
@@ -241,68 +201,11 @@ class ShmClient(TransportClient):
         server's)."""
         return await super().ainfer(request, timeout=self.timeout if timeout is None else timeout)
 
-    def _infer_full(
-        self,
-        ch: _Channel,
-        request: InferenceRequest,
-        arrays: list[np.ndarray],
-        params: bytes,
-        key: tuple[Any, ...],
-        rid: int,
-        deadline: int,
-    ) -> InferenceResponse:
-        try:
-            specs = [
-                (n, DataType.from_numpy(a.dtype), a.shape)
-                for n, a in zip(request.inputs, arrays, strict=True)
-            ]
-        except ValueError:
-            raise _no_datatype(request, arrays, rid) from None
-        refs, end = layout(specs, request_payload_size(len(specs), len(request.outputs), len(params)))
-        self._ensure(ch, end)
-        dsts = views(ch.req, refs)
-        for dst, a in zip(dsts, arrays, strict=True):
-            dst[...] = a
-        payload = self._write(
-            ch, refs, end, rid, request.model, request.version, deadline, request.outputs, params
-        )
-        ch.wkey, ch.wval, ch.wdeadline = key, (refs, end, payload, dsts), deadline
-        return self._exchange(ch, rid, request.model, deadline, retry=True)
-
-    def _write(
-        self,
-        ch: _Channel,
-        refs: Sequence[TensorRef],
-        end: int,
-        rid: int,
-        model: str,
-        version: str,
-        deadline: int,
-        outputs: Sequence[str] = (),
-        params: bytes = b"",
-        kind: int = L.MessageKind.INFER_REQUEST,
-    ) -> int:
-        ch.wkey = None
-        payload = write_request(
-            ch.req,
-            request_id=rid,
-            model=model,
-            inputs=refs,
-            kind=kind,
-            version=version,
-            deadline_ns=deadline,
-            outputs=outputs,
-            params=params,
-            flags=self.flags,
-        )
-        ch.used = end
-        return payload
-
     def _exchange(self, ch: _Channel, rid: int, model: str, deadline: int, retry: bool) -> InferenceResponse:
         conn = ch.conn
         u32, u64 = conn.ctl.u32, conn.ctl.u64
         if not conn.alive or u32[_STATE] != _READY or conn.closing:
-            _check_before_sending(conn, self._pool.closed)  # unless the server lives (a STOPPING one answers)
+            check_before_sending(conn, self._pool.closed)  # unless the server lives (a STOPPING one answers)
         seq = ch.seq + 1
         ch.seq = seq
         if hot is not None:  # store, fence, read the server's sleeping word: one C call
@@ -323,7 +226,7 @@ class ShmClient(TransportClient):
         spinning and checked against the cached one. What it cannot finish goes the general way."""
         conn = ch.conn
         if conn.ctl.u32[_STATE] != _READY or conn.closing:
-            _check_before_sending(conn, self._pool.closed)
+            check_before_sending(conn, self._pool.closed)
         _, _, payload, dsts = ch.wval
         seq = ch.seq + 1
         spin = self._spin
@@ -359,9 +262,9 @@ class ShmClient(TransportClient):
                 params = {**params, "__text__": text}
             return InferenceResponse(rid, model, dict(outputs), version, params)
         if code < 0:  # the inputs' dtypes or shapes changed: nothing was written
-            arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in request.inputs.values()]
             params = encode_params(request.parameters) if request.parameters else b""
-            return self._infer_full(ch, request, arrays, params, ch.wkey, rid, deadline)  # type: ignore[arg-type]
+            write_full(self, ch, request, params, ch.wkey, rid, deadline)  # type: ignore[arg-type]
+            return self._exchange(ch, rid, request.model, deadline, retry=True)
         ch.seq = seq
         ch.wdeadline = deadline
         if code == 3:  # answered; an error, or another shape of response: decode it in full
@@ -388,7 +291,7 @@ class ShmClient(TransportClient):
                 raise
             # Dead (10.3): its words are final. server_seq first (an answer that came just
             # before the death is an answer), then server_busy: dispatch stores 1 before it
-            # decodes, so 0 means no handler saw the request, and it may be sent again (_again)
+            # decodes, so 0 means no handler saw the request, and it may be sent again (_gone.again)
             if u64[ch.sseq] != seq:
                 if u32[(ch.base + _C.SERVER_BUSY) // 4]:  # its handler may have run it: never again
                     raise ServerUnavailable(conn.gone()) from None
@@ -443,39 +346,11 @@ class ShmClient(TransportClient):
             params = {**params, "__text__": dec.text}
         return InferenceResponse(rid, dec.model, outputs, version=dec.version, parameters=params)
 
-    def _control(self, kind: int, model: str, timeout: float | None) -> dict[str, Any]:
-        deadline = self._deadline(0, timeout)
-        rid = next(self._ids)
-        try:
-            resp = self._once_more(lambda: self._control_once(kind, model, rid, deadline), deadline)
-            what = f"the server's {L.MessageKind(kind).name} document"
-            try:
-                doc = json.loads(str(resp.parameters.get("__text__", "")))
-            except ValueError:
-                raise InternalError(f"{what} is not JSON") from None
-            except RecursionError:  # a server's text (at most 1 MiB) nesting arrays or objects
-                raise InternalError(f"{what} nests too deeply to be read") from None
-            if not isinstance(doc, dict):
-                raise InternalError("the server's document is not a JSON object")
-            return doc
-        except InferenceError as exc:  # as infer's
-            exc.with_call(model, rid)
-            raise
-
-    def _control_once(self, kind: int, model: str, rid: int, deadline: int) -> InferenceResponse:
-        ch = self._take(deadline)
-        try:
-            size = L.MSG_HEADER_SIZE + request_payload_size(0, 0, 0)
-            self._write(ch, [], size, rid, model, "", deadline, kind=kind)
-            return self._exchange(ch, rid, model, deadline, retry=True)
-        finally:
-            self._give(ch)
-
     def metadata(self, model: str, *, timeout: float | None = None) -> dict[str, Any]:
-        return self._control(L.MessageKind.METADATA_REQUEST, model, timeout)
+        return control(self, L.MessageKind.METADATA_REQUEST, model, timeout)
 
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
-        return self._control(L.MessageKind.STATS_REQUEST, "", timeout)
+        return control(self, L.MessageKind.STATS_REQUEST, "", timeout)
 
     def loan(
         self,
@@ -492,51 +367,8 @@ class ShmClient(TransportClient):
         ``version``, ``outputs`` and ``parameters`` are those of every request the loan sends.
         If the only channel to be had is still with the server (a call that passed its deadline),
         this waits for it up to ``timeout`` and ``connect_timeout``, then ``DeadlineExceeded``; a
-        server found gone meanwhile is left for one restarted under its name (``_again``)."""
-        deadline = self._deadline(0, timeout)
-        try:
-            ch = self._once_more(lambda: self._take(deadline, self.connect_timeout), deadline)
-            try:
-                return Loan(self, ch, model, inputs, version=version, outputs=outputs, parameters=parameters)
-            except BaseException:
-                self._give(ch)
-                raise
-        except InferenceError as exc:  # as infer's (a loan sends no request yet: no id)
-            exc.with_call(model)
-            raise
-
-    # --- a call sent once more ----------------------------------------------------------------
-
-    def _once_more(self, attempt: Callable[[], _T], deadline: int) -> _T:
-        """``attempt()``, and once more (``_again``) if its server was gone before the request
-        reached a handler."""
-        try:
-            return attempt()
-        except _GoneBeforeSending as gone:
-            return self._again(attempt, gone, deadline)
-
-    def _again(self, attempt: Callable[[], _T], gone: _GoneBeforeSending, deadline: int) -> _T:
-        """The second ``attempt()`` of a call whose first found its server gone before the request
-        reached a handler (``gone``): stopped before it was sent, or dead with it not dispatched
-        (``_GoneBeforeDispatch``, spec 10.3: then it goes only to a new server of the name that
-        answers a reconnect within ``deadline``, and otherwise the call fails with ``gone``'s
-        message), or found gone while the call waited for a channel still with it
-        (``_GoneWhileWaiting``, spec 7.5: its request not written yet, it goes the same way).
-        Once per call: a second such failure is a plain ``ServerUnavailable``."""
-        if isinstance(gone, _GoneBeforeDispatch):
-            try:  # the reconnect (10.1): a channel of a live server's new connection
-                self._give(self._take(deadline))
-            except InferenceError as exc:  # no server yet, the dead one's region, hung, overloaded, late
-                since = exc.message
-                if since == gone.message:  # the dead server's region, still there
-                    since = "no server has started under that name since"
-                raise ServerUnavailable(f"{gone.message}; {gone.not_sent}: {since}") from None
-            except (OSError, posix_ipc.Error) as exc:  # EMFILE opening its objects: typed, as gone
-                raise ServerUnavailable(f"{gone.message}; {gone.not_sent}: {exc}") from None
-        try:
-            return attempt()
-        except _GoneBeforeSending as exc:
-            raise ServerUnavailable(str(exc)) from None
+        server found gone meanwhile is left for one restarted under its name (``_gone.again``)."""
+        return lend(self, model, inputs, timeout, version, outputs, parameters)
 
     # --- close ---------------------------------------------------------------------------------
 
@@ -544,27 +376,6 @@ class ShmClient(TransportClient):
         self._finalizer.detach()  # closed: nothing left for a finalizer to give back, or warn of
         self._cuda.close()
         self._pool.close()
-
-
-_ = (InferenceError, ServerUnavailable)
-
-
-def _check_before_sending(conn: _Connection, closed: bool) -> None:
-    """Before publishing a request: ``conn.check()``, its failure raised as ``_GoneBeforeSending``
-    when the region says the server stopped, as ``_GoneBeforeDispatch`` when its process is dead
-    (another thread's call found it so, and may have dropped the connection). Not when the
-    client was ``closed`` (the call fails, it is not sent elsewhere), nor when the region was
-    lost (shrunk under this client: its own message says more than the reconnect's would)."""
-    try:
-        conn.check()
-    except ServerUnavailable as exc:
-        if closed or conn.ctl.faulted():
-            raise
-        if not conn.closing and conn.ctl.u32[_STATE] == _STOPPED:
-            raise _GoneBeforeSending(str(exc)) from None
-        if conn.dead():
-            raise _GoneBeforeDispatch(conn.gone()) from None
-        raise
 
 
 def _still_awaited(conn: _Connection) -> None:
@@ -577,19 +388,3 @@ def _still_awaited(conn: _Connection) -> None:
     conn.check()
     if call_abandoned():
         raise CancelledError(f"the call to {conn.name!r} was abandoned while it waited for the answer")
-
-
-def _no_datatype(request: InferenceRequest, arrays: list[np.ndarray], rid: int) -> InvalidInput:
-    """The error for the first input whose numpy dtype the protocol cannot carry, naming it."""
-    for name, a in zip(request.inputs, arrays, strict=True):
-        try:
-            DataType.from_numpy(a.dtype)
-        except ValueError as exc:
-            carried = ", ".join(str(d.numpy) for d in DataType if d not in (DataType.BF16, DataType.BYTES))
-            return InvalidInput(
-                f"input {name}: {exc} (carried: {carried}; BF16 and BYTES as uint16 bit patterns "
-                "and uint8 viewed as DataType.BF16.numpy and DataType.BYTES.numpy)",
-                model=request.model,
-                request_id=rid,
-            )
-    raise AssertionError("every input has a datatype")  # pragma: no cover - called on a failure only

@@ -19,6 +19,7 @@ from foundation_ml._tensors import to_host
 from foundation_ml.errors import CudaUnavailable, InternalError, InvalidInput
 
 from . import _layout as L
+from ._client_write import ensure
 from ._codec import layout, request_payload_size, sendable_params
 from ._cuda_desc import FLAG_CUDA_IPC, CudaIpcRef, write_mixed_request
 from ._cuda_driver import CudaError
@@ -33,6 +34,7 @@ from ._cuda_memory import (
     open_mapping,
     tensor_on,
 )
+from ._gone import _GoneBeforeSending, again
 from ._options import FALLBACKS  # the cuda_fallback values, defined with the options
 
 if TYPE_CHECKING:
@@ -83,6 +85,19 @@ class ClientCuda:
             if type(a) is not np.ndarray and is_device_tensor(a):
                 return True
         return False
+
+    def infer_once_more(
+        self, client: ShmClient, request: InferenceRequest, rid: int, timeout: float | None, copy: bool
+    ) -> InferenceResponse:
+        """``infer``, sent once more (``_gone.again``) as ``client.infer`` sends host inputs, within
+        the same deadline, if its server was gone before a handler saw it."""
+        deadline = client._deadline(request.deadline_ns, timeout)
+        try:
+            return self.infer(client, request, rid, timeout, copy)
+        except _GoneBeforeSending as gone:
+            r = request
+            same = InferenceRequest(r.model, r.inputs, r.id, r.version, deadline, r.parameters, r.outputs)
+            return again(client, lambda: self.infer(client, same, rid, timeout, copy), gone, deadline)
 
     def infer(
         self, client: ShmClient, request: InferenceRequest, rid: int, timeout: float | None, copy: bool
@@ -186,7 +201,7 @@ class ClientCuda:
         devices |= ch.cuda_devices  # the last answer's views: done with before the server rewrites them
         answered = False
         try:
-            client._ensure(ch, end)
+            ensure(client, ch, end)
             for place, arr in zip(refs, arrays, strict=True):
                 ch.req[place.offset : place.offset + place.size] = arr.reshape(-1).view(np.uint8).data
             ch.wkey = None  # not the host fast path's payload

@@ -15,9 +15,10 @@ import numpy as np
 from foundation_ml import DataType, InferenceResponse
 from foundation_ml.errors import InferenceError, InvalidInput
 
+from ._client_write import ensure, write
 from ._codec import MAX_REQUEST_ID, encode_params, layout, request_payload_size, write_header
 from ._codec import request_id as checked_request_id
-from ._gone import gone_before_sending
+from ._gone import gone_before_sending, once_more
 from ._layout import MAX_NDIM
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from ._client import ShmClient
     from ._pool import ChannelPool
 
-__all__ = ["Loan", "TensorSpecLike"]
+__all__ = ["Loan", "TensorSpecLike", "lend"]
 
 TensorSpecLike = tuple["DataType | np.dtype[Any] | str | type", Sequence[int]]
 
@@ -164,11 +165,11 @@ class Loan:
         specs = [_spec(model, name, spec) for name, spec in inputs.items()]
         payload = request_payload_size(len(specs), len(self.outputs), len(self._params))
         self._refs, self._end = layout(specs, payload)
-        client._ensure(channel, self._end)
+        ensure(client, channel, self._end)
         # written now, so a name too long (model, version, input, output) fails here, not on
         # every infer(); infer() then only writes the header (request id, or the deadline too)
-        self._payload = client._write(
-            channel, self._refs, self._end, 0, model, version, 0, self.outputs, self._params
+        self._payload = write(
+            client, channel, self._refs, self._end, 0, model, version, 0, self.outputs, self._params
         )
         self._written: tuple[int, int] | None = (channel.gen, 0)  # (data_gen, deadline) in place
         self._map()
@@ -233,8 +234,17 @@ class Loan:
         if self._written == (gen, deadline) and ch.wkey is None:
             write_header(ch.req, 1, rid, self._payload, client.flags, self._refs)
         else:
-            self._payload = client._write(
-                ch, self._refs, self._end, rid, self.model, self.version, deadline, self.outputs, self._params
+            self._payload = write(
+                client,
+                ch,
+                self._refs,
+                self._end,
+                rid,
+                self.model,
+                self.version,
+                deadline,
+                self.outputs,
+                self._params,
             )
             self._written = (gen, deadline)
         try:
@@ -271,3 +281,28 @@ class Loan:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def lend(
+    client: ShmClient,
+    model: str,
+    inputs: Mapping[str, TensorSpecLike],
+    timeout: float | None,
+    version: str,
+    outputs: Sequence[str],
+    parameters: Mapping[str, Any] | None,
+) -> Loan:
+    """``client.loan(...)``: a ``Loan`` on a channel taken for it, waiting for one still with the
+    server up to ``timeout`` and ``connect_timeout``; taken once more (``once_more``) if its
+    server was found gone meanwhile."""
+    deadline = client._deadline(0, timeout)
+    try:
+        ch = once_more(client, lambda: client._take(deadline, client.connect_timeout), deadline)
+        try:
+            return Loan(client, ch, model, inputs, version=version, outputs=outputs, parameters=parameters)
+        except BaseException:
+            client._give(ch)
+            raise
+    except InferenceError as exc:  # as infer's (a loan sends no request yet: no id)
+        exc.with_call(model)
+        raise

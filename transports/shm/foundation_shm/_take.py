@@ -186,7 +186,7 @@ class SlowTake:
             if self.pool._closed:
                 return False
             # this call's request is not written yet: the call sends it once to a
-            # new server of the name (ShmClient._again, spec 7.5), or fails gone
+            # new server of the name (_gone.again, spec 7.5), or fails gone
             # saying why not. (A connection another thread's call dropped, finding
             # the server dead, says "closed during the call": it is gone too.)
             gone = pending.conn.gone() if pending.conn.closing else exc.message

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from foundation_shm import ShmTransport, _vector_messages
 from foundation_shm._client import ShmClient
+from foundation_shm._client_write import write
 from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
 from hypothesis import HealthCheck, event, given, settings
@@ -170,7 +171,7 @@ def test_a_request_whose_deadline_passed_is_not_run(server: ShmServer, name: str
         try:
             ch.wkey = None
             past = time.monotonic_ns() - 1
-            refs = client._write(ch, [], 32 + 112, 5, "echo", "", past)
+            refs = write(client, ch, [], 32 + 112, 5, "echo", "", past)
             assert refs
             with pytest.raises(DeadlineExceeded, match="before the request ran"):
                 client._exchange(ch, 5, "echo", 0, retry=False)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from foundation_shm import ShmTransport
 from foundation_shm._client import ShmClient
+from foundation_shm._client_write import write
 from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
 
@@ -34,7 +35,7 @@ def _send_expired(client: ShmClient, model: str, version: str = "") -> None:
     ch = client._take(0)
     try:
         ch.wkey = None
-        assert client._write(ch, [], 32 + 112, 5, model, version, time.monotonic_ns() - 1)
+        assert write(client, ch, [], 32 + 112, 5, model, version, time.monotonic_ns() - 1)
         client._exchange(ch, 5, model, 0, retry=False)
     finally:
         client._give(ch)
