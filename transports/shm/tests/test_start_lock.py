@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from foundation_shm import ShmTransport, _start_lock
+from foundation_shm import ShmTransport, _start_lock, _transport
 from foundation_shm import _layout as L
 from foundation_shm._echo import EchoHandler
 from foundation_shm._region import read_region
@@ -102,6 +102,34 @@ def test_a_live_server_is_refused_at_once(
     with pytest.raises(FileExistsError, match=f"^a live shm server already holds /dev/shm/fdn-{name}.lock$"):
         ShmServer(name, EchoHandler(), channels=1)
     assert time.monotonic() - begun < 5
+
+
+def test_a_zombie_of_another_start_time_is_no_killed_server_of_the_region(
+    echo_server: EchoProcess, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The region's pid a zombie, but not of the region's start time (the pid reused since by a
+    process that died too): that zombie is not the server the region names, and the lock's
+    holder is no killed server of it (a server that has just taken the name, its header not yet
+    written): the start is refused at once, not kept waiting, and ``check_serve`` refuses."""
+
+    def read_region_reused(server: str) -> dict[str, Any]:
+        region = read_region(server)
+        return {**region, "started": region["started"] + 1}
+
+    def sleep(_: float) -> None:
+        pytest.fail("waited for the lock of a zombie that is not the region's server")
+
+    monkeypatch.setattr(_start_lock, "read_region", read_region_reused)
+    monkeypatch.setattr(_transport, "read_region", read_region_reused)
+    with dying(echo_server):
+        with pytest.raises(
+            FileExistsError, match=f"^a live shm server already holds /dev/shm/fdn-{name}.lock$"
+        ):
+            take_server_lock(name, 0o600, wait_s=60.0, sleep=sleep)
+        with pytest.raises(
+            FileExistsError, match=rf"^a live shm server \(pid {echo_server.pid}\) already serves"
+        ):
+            ShmTransport().check_serve(name)
 
 
 def test_a_server_that_takes_the_name_during_the_wait_is_refused_at_once(
