@@ -6,6 +6,7 @@ import errno
 import fcntl
 import os
 import stat
+import weakref
 
 __all__ = [
     "ServerLock",
@@ -183,6 +184,7 @@ class ServerLock:
             held = os.fstat(fd)
             if at_path is not None and (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino):
                 self.fd = fd
+                _HELD.add(self)
                 os.fchmod(fd, mode)
                 return
             os.close(fd)  # locked a file no longer at path: try again with the one there now
@@ -196,5 +198,27 @@ class ServerLock:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
+        _HELD.discard(self)
         os.close(self.fd)  # closing drops the flock
         self.fd = -1
+
+
+_HELD: weakref.WeakSet[ServerLock] = weakref.WeakSet()  # the locks this process holds
+
+
+def _let_go_after_fork() -> None:
+    """In a forked child (a model's worker, ``multiprocessing``'s fork): its copy of a held lock's
+    descriptor shares the parent's flock, which the kernel drops only once every copy is closed, so
+    a child that outlived its server kept the name locked: the next server was refused (or waited
+    for a dead one), and clients took the dead server for one in another PID namespace. The child
+    closes its copies (the parent's lock stands) and never unlinks the parent's lock file."""
+    for lock in list(_HELD):
+        try:
+            os.close(lock.fd)
+        except OSError:
+            pass
+        lock.fd = -1
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_let_go_after_fork)

@@ -53,6 +53,45 @@ def test_a_lock_file_unlinked_while_it_is_locked_is_not_a_lock(
         lock.release()
 
 
+def test_a_forked_child_does_not_keep_its_servers_lock(name: str) -> None:
+    """A child forked without exec (a model's worker, multiprocessing's default start method)
+    shared its server's flock through its copy of the descriptor: once the server died the lock
+    stayed held while the child lived, so the next server was refused and clients took the dead
+    one for a server in another PID namespace. The child lets its copy go; the parent's stands,
+    and the child never unlinks the parent's lock file."""
+    path = str(SHM / f"fdn-{name}.lock")
+    lock = ServerLock(path, 0o600)
+    go_r, go_w = os.pipe()
+    seen_r, seen_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it holds, then live on until told to go
+        try:
+            os.close(go_w)
+            os.write(seen_w, b"%d;" % lock.fd)
+            lock.release()  # a child's stop of the parent's server: nothing to let go, nothing unlinked
+            os.write(seen_w, b"released")
+            os.read(go_r, 1)
+        finally:
+            os._exit(0)
+    os.close(go_r)
+    os.close(seen_w)
+    try:
+        said = b""
+        while not said.endswith(b"released"):
+            said += os.read(seen_r, 64)
+        assert said == b"-1;released"  # the child's copy of the descriptor was closed at the fork
+        assert lock_state(path) == "held"  # the parent's lock stands, its file still there
+        lock.release(unlink=False)  # the server dies: its descriptor closed
+        assert lock_state(path) == "free"  # was "held" while the child lived
+    finally:
+        os.write(go_w, b"x")
+        os.close(go_w)
+        os.close(seen_r)
+        os.waitpid(pid, 0)
+        lock.release()
+        Path(path).unlink(missing_ok=True)
+
+
 def test_a_server_whose_lock_file_went_missing_is_not_deleted_by_a_second_start(
     echo_server: EchoProcess, name: str
 ) -> None:
