@@ -82,7 +82,7 @@ class MLRuntime:
         self._models_lock = threading.Lock()  # a registry change and the batchers flush() sees
         self._closing = False  # close() began: register_model and start refuse (under _models_lock)
         self._closed = False  # a close() ran to its end: another does nothing
-        self._close_lock = threading.Lock()  # held by the close() under way
+        self._closer: object | None = None  # the close() under way (its token; under _models_lock)
         # the models being registered or unloaded, outside the registry (under _models_lock too)
         self._claims = ModelClaims(weakref.ref(self))  # (its name names it to other runtimes)
         self._close_deadline: float | None = None  # close()'s: other threads' unloads end by it too

@@ -125,25 +125,35 @@ def close(runtime: MLRuntime, drain_timeout: float, reason: str, drained: Callab
     interrupted between its steps (a Ctrl-C) leaves the rest to the next ``close()``, or the
     exit's; the runtime refuses requests meanwhile, and every step is safe to run again."""
     drain_timeout = check_drain(drain_timeout, "close")
-    if not runtime._close_lock.acquire(blocking=False):
-        return  # a close under way: another thread's, or this one's (a model's close() calling it)
+    mine = object()  # this close's token, once it is the one under way (runtime._closer)
+    # The claim is made inside the try, so that its finally always lets go of it: a lock taken
+    # before it (as this was) stayed held when a Ctrl-C came as its acquire() returned, and every
+    # later close(), the exit's too, returned at once. Setting the token runs no Python code, so
+    # no signal handler can run between the check and the set, nor in the finally's clearing.
     try:
-        errors = _close(runtime, drain_timeout, reason, drained)
+        errors = _close(runtime, mine, drain_timeout, reason, drained)
     except BaseException:  # interrupted between the steps (each catches its own): not closed
         runtime._accepting = False  # a server it did not stop answers ShuttingDown from now on
         raise
     finally:
-        runtime._close_lock.release()
+        if runtime._closer is mine:
+            runtime._closer = None
     raise_first(errors, "closing the runtime also raised")
 
 
 def _close(
-    runtime: MLRuntime, drain_timeout: float, reason: str, drained: Callable[[], None] | None
+    runtime: MLRuntime,
+    mine: object,
+    drain_timeout: float,
+    reason: str,
+    drained: Callable[[], None] | None,
 ) -> list[BaseException]:
-    """``close``'s steps (nothing if a close ran to its end before); returns what they raised."""
+    """``close``'s steps, the runtime claimed for ``mine`` (nothing if a close ran to its end
+    before, or one is under way); returns what they raised."""
     with runtime._models_lock:
-        if runtime._closed:
-            return []
+        if runtime._closed or runtime._closer is not None:
+            return []  # (one under way: another thread's, or this one's: a model's close() calling it)
+        runtime._closer = mine
         runtime._closing = True  # register_model and start refuse from now on
         # start() lists its server under this lock unless closing: close stops each listed here
         runtime._stopping, runtime.servers = [*runtime._stopping, *runtime.servers], []
