@@ -1,101 +1,28 @@
-//! The public client: [`Client`] (connect by name, infer, metadata, stats, reconnect after a
-//! server died) and [`Loan`] (inputs written in place in the request area).
-//! docs/protocol/shm.md sections 7.2 (one request) and 10.1 (connect, disconnect); the
-//! connection's mechanics are in `conn`.
+//! The public client: [`Client`] (connect by name, infer, reconnect after a server died) and
+//! [`Loan`] (inputs written in place in the request area). docs/protocol/shm.md sections 7.2 (one
+//! request) and 10.1 (connect, disconnect); the connection's mechanics are in `conn`.
+//!
+//! Its parts live in child modules: [`check`] (the arguments' checks, before anything is
+//! written), [`resend`] (the transparent resend of 10.3 and the "not sent" error of a failed
+//! reconnect), [`control`] (metadata and stats) and [`loan`] ([`Client::loan`] and [`Loan`]).
 
-use crate::codec::{self, RequestFields, TensorRef};
-use crate::conn::{deadline_after, region_instance, Conn};
-use crate::error::{err, unavailable, Error, Result, Status};
+mod check;
+mod control;
+mod loan;
+mod resend;
+
+pub(crate) use check::check_connect;
+use check::{check_names, check_sizes};
+pub use loan::Loan;
+use resend::not_sent;
+
+use crate::codec::{self, RequestFields};
+use crate::conn::{deadline_after, Conn};
+use crate::error::{Error, Result, Status};
 use crate::layout as l;
-use crate::options::{ConnectOptions, InferOptions, TensorSpec, MAX_RESPONSE_BYTES_LIMIT};
-use crate::shm;
-use crate::tensor::{DataType, Element, Tensor};
+use crate::options::{ConnectOptions, InferOptions};
+use crate::tensor::{DataType, Tensor};
 use std::time::Duration;
-
-/// Each input's bytes must be as many as its datatype and shape make.
-fn check_sizes(inputs: &[Tensor]) -> Result<()> {
-    for t in inputs {
-        if crate::tensor::byte_size(t.datatype, &t.shape) != Some(t.data.len()) {
-            return Err(Error::new(
-                Status::InvalidInput,
-                format!(
-                    "tensor {:?}: {} bytes do not match shape {:?}",
-                    t.name,
-                    t.data.len(),
-                    t.shape
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// INVALID_INPUT unless the model name, version, input names and output names fit their fields
-/// (docs/protocol/shm.md section 5) and no input name comes twice: checked before anything is
-/// written, so a loan is never granted for a request that cannot be sent.
-fn check_names<'a>(
-    model: &str,
-    version: &str,
-    inputs: impl Iterator<Item = &'a str>,
-    outputs: &[String],
-) -> Result<()> {
-    codec::check_fixed(model, l::NAME_SIZE, "model name")?;
-    codec::check_fixed(version, l::VERSION_SIZE, "model version")?;
-    let mut seen = std::collections::HashSet::new();
-    for name in inputs {
-        codec::check_fixed(name, l::NAME_SIZE, "input name")?;
-        if !seen.insert(name) {
-            return err(
-                Status::InvalidInput,
-                format!("input {name:?} appears twice"),
-            );
-        }
-    }
-    for name in outputs {
-        codec::check_fixed(name, l::NAME_SIZE, "output name")?;
-    }
-    Ok(())
-}
-
-/// INVALID_INPUT for a `max_response_bytes` outside 4096..=2^48, or a `capacity` over it: the
-/// response area starts at `capacity`, so one over the limit would be a limit that is not one
-/// (refused rather than either silently winning).
-fn check_options(opts: &ConnectOptions) -> Result<()> {
-    let max = opts.max_response_bytes;
-    if max < l::PAGE || max as u64 > MAX_RESPONSE_BYTES_LIMIT {
-        return err(
-            Status::InvalidInput,
-            format!("max_response_bytes must be 4096..=2^48 bytes, not {max}"),
-        );
-    }
-    match opts.capacity {
-        Some(capacity) if capacity > max => err(
-            Status::InvalidInput,
-            format!(
-                "capacity ({capacity} bytes) exceeds max_response_bytes ({max} bytes): the \
-                 response area starts at capacity; lower capacity or raise max_response_bytes"
-            ),
-        ),
-        _ => Ok(()),
-    }
-}
-
-/// The server name of [`Client::connect`] without its `shm://` prefix, once it and the options
-/// are found good (INVALID_INPUT otherwise).
-pub(crate) fn check_connect<'a>(name: &'a str, opts: &ConnectOptions) -> Result<&'a str> {
-    let name = name.strip_prefix("shm://").unwrap_or(name);
-    if !l::valid_server_name(name) {
-        return err(
-            Status::InvalidInput,
-            format!(
-                "shm server name {name:?} must be 1-{} characters of [A-Za-z0-9_]",
-                l::SERVER_NAME_MAX
-            ),
-        );
-    }
-    check_options(opts)?;
-    Ok(name)
-}
 
 /// A connection to a Foundation shm server: one claimed channel, one request at a time.
 ///
@@ -336,140 +263,6 @@ impl Client {
             .map(|(_, outputs)| outputs)
             .map_err(|e| e.with_call(model, rid))
     }
-
-    /// `Conn::round_trip` on the connection the call made ready, and the transparent retry of
-    /// 10.3: a request the dead server never dispatched (no handler ran it) is sent once more,
-    /// its bytes as they were (request id, absolute `deadline_ns`), to a server restarted under
-    /// the name, within the same deadline. With none to take it (no server yet, the dead one's
-    /// region, a hung or full one, the deadline) the call fails with the first error, the
-    /// reconnect's reason appended. A loan never comes here: its inputs were written into the
-    /// dead server's area.
-    fn round_trip(
-        &mut self,
-        rid: u64,
-        end: usize,
-        deadline: u64,
-        spin: Duration,
-    ) -> Result<(codec::DecodedResponse, Vec<Tensor>)> {
-        let conn = self.conn.as_mut().expect("connected by the call");
-        // once per call: a call that reconnected as it waited (ready) fails gone, nothing appended
-        let gone = match conn.round_trip(rid, end, deadline, spin) {
-            Err(e) if conn.unsent() && !self.redialed => e,
-            other => return other,
-        };
-        let (request, instance) = (conn.request_bytes(end), conn.instance_id());
-        let again = self.conn(deadline).and_then(|conn| {
-            conn.ensure(request.len())?;
-            conn.request_area()[..request.len()].copy_from_slice(&request);
-            Ok(conn)
-        });
-        match again {
-            Ok(conn) => conn.round_trip(rid, end, deadline, spin),
-            Err(e) => Err(not_sent(gone, &e, "not sent again", &self.name, instance)),
-        }
-    }
-
-    fn control(&mut self, kind: u16, model: &str, timeout: Option<Duration>) -> Result<String> {
-        self.control_request(kind, model, timeout)
-            .map_err(|e| e.with_call(model, 0))
-    }
-
-    fn control_request(
-        &mut self,
-        kind: u16,
-        model: &str,
-        timeout: Option<Duration>,
-    ) -> Result<String> {
-        let deadline = deadline_after(timeout);
-        let spin = self.opts.spin;
-        let rid = self.next_id; // taken once the request is written (take_id)
-        let conn = self.ready(deadline, |_| Ok(()))?;
-        let fields = RequestFields {
-            kind,
-            request_id: rid,
-            model: model.to_string(),
-            deadline_ns: deadline,
-            ..RequestFields::default()
-        };
-        let area = conn.request_area();
-        let written = codec::write_request(area, &fields);
-        self.take_id(rid);
-        written
-            .and_then(|payload| self.round_trip(rid, l::MSG_HEADER_SIZE + payload, deadline, spin))
-            .map(|(dec, _)| dec.text)
-            .map_err(|e| e.with_call(model, rid))
-    }
-
-    /// The metadata document of `model` (JSON text: its inputs and outputs).
-    pub fn metadata(&mut self, model: &str, timeout: Option<Duration>) -> Result<String> {
-        self.control(l::KIND_METADATA_REQUEST, model, timeout)
-    }
-
-    /// The server's metrics document (JSON text).
-    pub fn stats(&mut self, timeout: Option<Duration>) -> Result<String> {
-        self.control(l::KIND_STATS_REQUEST, "", timeout)
-    }
-
-    /// Lay out `inputs` in the channel's request area and lend them out for writing in place:
-    /// fill [`Loan::input_mut`] (or [`Loan::input_as_mut`]), then [`Loan::infer`] sends them
-    /// without another copy. The loan borrows the client; `infer` may be called repeatedly.
-    /// If the channel's last request is still with the server (a call that passed its
-    /// deadline), this waits for it up to `connect_timeout`, then fails DEADLINE_EXCEEDED;
-    /// should the server die (or stop) meanwhile, it reconnects and lends the area of a server
-    /// restarted under the name, or fails SERVER_UNAVAILABLE "...; not sent: REASON" (spec 7.5).
-    ///
-    /// ```no_run
-    /// use fdn::{Client, ConnectOptions, DataType, TensorSpec};
-    ///
-    /// let mut client = Client::connect("demo_server", ConnectOptions::default())?;
-    /// let mut loan = client.loan("demo", &[TensorSpec::new("x", DataType::Fp32, &[1, 784])])?;
-    /// loan.input_as_mut::<f32>(0)?.fill(0.5);
-    /// let outputs = loan.infer(None)?;
-    /// # Ok::<(), fdn::Error>(())
-    /// ```
-    ///
-    /// Its errors name the model ([`Error::model`]; no request was sent yet).
-    pub fn loan(&mut self, model: &str, inputs: &[TensorSpec]) -> Result<Loan<'_>> {
-        self.lend(model, inputs).map_err(|e| e.with_call(model, 0))
-    }
-
-    fn lend(&mut self, model: &str, inputs: &[TensorSpec]) -> Result<Loan<'_>> {
-        check_names(model, "", inputs.iter().map(|t| t.name.as_str()), &[])?;
-        let specs: Vec<(&str, DataType, &[u64])> = inputs
-            .iter()
-            .map(|t| (t.name.as_str(), t.datatype, t.shape.as_slice()))
-            .collect();
-        let (refs, end) = codec::layout(&specs, l::request_payload_size(inputs.len(), 0, 0))?;
-        let input_bytes: u64 = refs.iter().map(|r| r.data_size as u64).sum();
-        // a request still with the server (a call that passed its deadline) gets as long as the
-        // C and Go clients give it here: the connect timeout, not forever
-        let deadline = deadline_after(Some(self.opts.connect_timeout));
-        let conn = self.ready(deadline, |c| c.check_limits(inputs.len(), 0, input_bytes))?;
-        conn.ensure(end)?;
-        let conn_gen = self.conn_gen;
-        Ok(Loan {
-            client: self,
-            model: model.to_string(),
-            refs,
-            end,
-            conn_gen,
-            ended: None,
-        })
-    }
-}
-
-/// The error of a call whose server (`instance`, under `name`) died or stopped and whose
-/// reconnect failed with `e`: `gone`, with "; WHAT: " and the reconnect's reason appended: "no
-/// server has started under that name since" while that server's region is still there (the
-/// reconnect found it dead, or STOPPED: "is not serving (state 3)"), else `e`'s message.
-fn not_sent(gone: Error, e: &Error, what: &str, name: &str, instance: u64) -> Error {
-    let why = if region_instance(name) == Some(instance) {
-        "no server has started under that name since"
-    } else {
-        &e.message
-    };
-    let message = format!("{}; {what}: {why}", gone.message);
-    Error { message, ..gone }
 }
 
 impl Drop for Client {
@@ -477,130 +270,6 @@ impl Drop for Client {
         if let Some(mut conn) = self.conn.take() {
             conn.release(self.opts.connect_timeout.min(Duration::from_secs(1)));
         }
-    }
-}
-
-/// Input tensors lent out in the channel's request area (see [`Client::loan`]).
-///
-/// An [`infer`](Loan::infer) that fails while its request is still with the server (it passed
-/// its deadline: the server may still be reading the inputs) ends the loan: every later call on
-/// it is INVALID_INPUT saying so, and a new loan ([`Client::loan`]) waits until the server is
-/// done with the request. The inputs are never writable while the server may read them.
-pub struct Loan<'c> {
-    client: &'c mut Client,
-    model: String,
-    refs: Vec<TensorRef>,
-    end: usize,
-    conn_gen: u64,
-    /// The request id of an infer that failed with its request still with the server.
-    ended: Option<u64>,
-}
-
-impl std::fmt::Debug for Loan<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Loan")
-            .field("model", &self.model)
-            .field("inputs", &self.refs)
-            .finish()
-    }
-}
-
-impl Loan<'_> {
-    /// The loaned inputs' layout (names, datatypes, shapes, offsets in the request area).
-    pub fn inputs(&self) -> &[TensorRef] {
-        &self.refs
-    }
-
-    /// The index of the input named `name`.
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.refs.iter().position(|r| r.name == name)
-    }
-
-    fn no_input(&self, i: usize) -> Error {
-        Error::new(
-            Status::InvalidInput,
-            format!("no input {i}: the loan has {} inputs", self.refs.len()),
-        )
-    }
-
-    fn live(&mut self) -> Result<&mut Conn> {
-        let ended = self.ended;
-        match self.client.conn.as_mut() {
-            Some(c) if c.alive() && self.client.conn_gen == self.conn_gen => match ended {
-                None => Ok(c),
-                Some(rid) => Err(Error::new(
-                    Status::InvalidInput,
-                    format!(
-                        "this loan ended when its request {rid} failed while still with the \
-                         server, which may be reading its inputs: take a new loan (it waits \
-                         until the server is done)"
-                    ),
-                )),
-            },
-            _ => Err(unavailable(
-                "the server of this loan is gone; take a new loan",
-            )),
-        }
-    }
-
-    /// The bytes of input `i`, in shared memory (little-endian, C order).
-    pub fn input_mut(&mut self, i: usize) -> Result<&mut [u8]> {
-        let r = self.refs.get(i).cloned().ok_or_else(|| self.no_input(i))?;
-        let conn = self.live()?;
-        Ok(&mut conn.request_area()[r.data_offset..r.data_offset + r.data_size])
-    }
-
-    /// Input `i` as elements of `T` (INVALID_INPUT unless `T` is its datatype).
-    pub fn input_as_mut<T: Element>(&mut self, i: usize) -> Result<&mut [T]> {
-        let r = self.refs.get(i).ok_or_else(|| self.no_input(i))?;
-        if r.datatype != T::DTYPE {
-            return err(
-                Status::InvalidInput,
-                format!(
-                    "input {i} ({:?}) is {}, not {}",
-                    r.name,
-                    r.datatype.name(),
-                    T::DTYPE.name()
-                ),
-            );
-        }
-        let bytes = self.input_mut(i)?;
-        shm::cast_mut::<T>(bytes).ok_or_else(|| Error::new(Status::Internal, "misaligned input"))
-    }
-
-    /// Send the loaned inputs as they are now; returns the outputs. Every error names the
-    /// loan's model ([`Error::model`]) and the request ([`Error::request_id`]; 0 for a call
-    /// refused before its request was written: the loan ended, its server gone).
-    pub fn infer(&mut self, timeout: Option<Duration>) -> Result<Vec<Tensor>> {
-        self.send(timeout).map_err(|e| e.with_call(&self.model, 0))
-    }
-
-    fn send(&mut self, timeout: Option<Duration>) -> Result<Vec<Tensor>> {
-        let deadline = deadline_after(timeout);
-        let rid = self.client.next_id; // taken once the request is written (take_id)
-        let flags = self.client.flags();
-        let spin = self.client.opts.spin;
-        let fields = RequestFields {
-            kind: l::KIND_INFER_REQUEST,
-            request_id: rid,
-            flags,
-            model: self.model.clone(),
-            deadline_ns: deadline,
-            inputs: self.refs.clone(),
-            ..RequestFields::default()
-        };
-        let end = self.end;
-        let hung_wait = self.client.opts.connect_timeout; // a hung server's late answer (wait_idle)
-        let conn = self.live()?;
-        conn.wait_idle(deadline, spin, hung_wait)?;
-        let result = codec::write_request(conn.request_area(), &fields)
-            .and_then(|_| conn.round_trip(rid, end, deadline, spin))
-            .map(|(_, outputs)| outputs);
-        if result.is_err() && conn.pending() {
-            self.ended = Some(rid); // the server may still read the inputs: lend them no more
-        }
-        self.client.take_id(rid);
-        result.map_err(|e| e.with_call(&self.model, rid))
     }
 }
 
