@@ -322,8 +322,9 @@ class MLRuntime:
         closing when its running call returns), as its own.
 
         Every server is stopped, every model unloaded and the runtime's own hub shut down
-        whatever one of them raises (a Ctrl-C meanwhile hurries the rest); then the first error
-        is raised (an interrupt before any other), the others noted on it. A Ctrl-C that lands
+        whatever one of them raises (a Ctrl-C meanwhile hurries the rest, and the one it
+        interrupted runs once more, at once); then the first error is raised (an interrupt
+        before any other), the others noted on it. A Ctrl-C that lands
         between those steps ends the close there, raised at once: the runtime then refuses
         requests (``ShuttingDown``), and a second ``close()``, or else the interpreter's exit,
         closes what is left. Once a close ran to its end, another does nothing."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -179,10 +180,7 @@ def _close(
             failed(exc)
     _unload_models(runtime, deadline, failed)
     if runtime._own_hub:
-        try:
-            runtime.hub.shutdown()
-        except BaseException as exc:
-            failed(exc)
+        _step(lambda _: runtime.hub.shutdown(), 0.0, failed)
     runtime._closed = True
     OPEN.discard(runtime)
     return errors
@@ -200,10 +198,7 @@ def _stop_servers(
         transport, server = runtime._stopping[0]
         if runtime._hurry:
             runtime.hurry()
-        try:
-            server.stop(time_left(deadline))
-        except BaseException as exc:
-            failed(exc)
+        _step(server.stop, time_left(deadline), failed)
         del runtime._stopping[0]  # (interrupted before: the next close stops it again, a no-op)
         runtime.abandoned += int(getattr(server, "abandoned", 0) or 0)
         address = server_address(server, runtime.addresses)
@@ -227,14 +222,30 @@ def _unload_models(runtime: MLRuntime, deadline: float, failed: Callable[[BaseEx
     """Every model unloaded within what is left until ``deadline`` (nothing once hurried), and
     those another thread is unloading waited for."""
     for name in runtime.registry.names():
-        left = 0 if runtime._hurry else time_left(deadline)
-        try:
-            runtime.unload_model(name, drain_timeout=left)
-        except ModelNotFound:  # unloaded meanwhile by another thread (waited for below)
-            pass
-        except BaseException as exc:
-            failed(exc)
+        _step(functools.partial(_unload, runtime, name), 0 if runtime._hurry else time_left(deadline), failed)
     try:
         runtime._claims.wait_for_unloads()
     except BaseException as exc:
         failed(exc)
+
+
+def _unload(runtime: MLRuntime, name: str, drain_timeout: float) -> None:
+    with contextlib.suppress(ModelNotFound):  # unloaded meanwhile by another thread (waited for)
+        runtime.unload_model(name, drain_timeout=drain_timeout)
+
+
+def _step(
+    step: Callable[[float], object], drain_timeout: float, failed: Callable[[BaseException], None]
+) -> None:
+    """``step(drain_timeout)`` (a server's stop, a model's unload, the hub's shutdown), what it
+    raises handed to ``failed``. A Ctrl-C may be handled as the step begins, before it did
+    anything, which left a server serving or a model loaded for good: a step a Ctrl-C interrupts
+    runs once more, at once (``step(0.0)``). Each does nothing once it ran to its end."""
+    for timeout in (drain_timeout, 0.0):
+        try:
+            step(timeout)
+            return
+        except BaseException as exc:
+            failed(exc)
+            if isinstance(exc, Exception):
+                return

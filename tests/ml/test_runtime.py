@@ -1778,18 +1778,21 @@ def _what_close_left(
 
 
 def _close_interrupted_everywhere(
-    hub: Hub, transport: str, where: Callable[[FrameType], bool]
+    new_runtime: Callable[[], MLRuntime],
+    transport: str,
+    where: Callable[[FrameType], bool],
+    also: Callable[[MLRuntime], list[str]] = lambda rt: [],
 ) -> tuple[list[str], int]:
-    """For each point of close() ``where`` picks (``_ctrl_c_at``) in turn, a runtime serving a
-    batching model on ``transport`` whose close() a Ctrl-C interrupts there, then closed again:
-    what each point left running after that second close (``_what_close_left``), and how many
-    points there were."""
+    """For each point of close() ``where`` picks (``_ctrl_c_at``) in turn, a new runtime serving
+    a batching model on ``transport`` whose close() a Ctrl-C interrupts there, then closed again:
+    what each point left running after that second close (``_what_close_left``, and what
+    ``also`` finds), and how many points there were."""
     failures: list[str] = []
     for n in itertools.count():
-        rt = MLRuntime(hub)
+        rt = new_runtime()
         model, model_name, name = _CountsCloses(), unique_name("m"), unique_name()
         rt.register_model(model_name, model, max_batch_size=2)  # a batcher thread
-        rt.start(transport, name)
+        server = rt.start(transport, name)
         point: list[str] = []
         sys.setprofile(_ctrl_c_at(n, where, point))
         try:
@@ -1801,11 +1804,10 @@ def _close_interrupted_everywhere(
         if not point:  # past the last point: this close ran uninterrupted
             return failures, n
         rt.close()
-        left = _what_close_left(rt, model, model_name, transport, name)
+        left = _what_close_left(rt, model, model_name, transport, name) + also(rt)
         if left:
             failures.append(f"{point[0]}: {', '.join(left)}")
-            for _, server in [*rt._stopping, *rt.servers]:  # (leaking nothing either)
-                server.stop(0)
+            server.stop(0)  # (leaking nothing either)
             for left_name in rt.registry.names():
                 rt.unload_model(left_name, drain_timeout=0)
     raise AssertionError("unreachable")
@@ -1819,9 +1821,59 @@ def test_a_ctrl_c_as_close_begins_leaves_a_runtime_a_second_close_closes(hub: Hu
     returned at once, the models and servers left running. A Ctrl-C at each point of close()
     itself (not in its steps) now leaves a runtime that a second close() closes."""
     close = _runtime_lifecycle.close.__code__
-    failures, points = _close_interrupted_everywhere(hub, "inproc", lambda f: f.f_code is close)
-    assert failures == []
+    failures, points = _close_interrupted_everywhere(
+        lambda: MLRuntime(hub), "inproc", lambda f: f.f_code is close
+    )
+    assert not failures, "\n".join(failures)
     assert points > 10  # (the profile function saw close's points)
+
+
+class _CountsShutdowns:
+    """A plugin noting each hub it is shut down with."""
+
+    foundation_name = "counts_shutdowns"
+
+    def __init__(self) -> None:
+        self.hubs: list[Hub] = []
+
+    @hookimpl
+    def foundation_shutdown(self, hub: Hub) -> None:
+        self.hubs.append(hub)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # (as above)
+@pytest.mark.parametrize("transport", ["inproc", "shm", "own-hub"])
+def test_a_ctrl_c_anywhere_in_close_leaves_a_runtime_a_second_close_closes(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, transport: str
+) -> None:
+    """Each step of close() caught what it raised, a Ctrl-C too, and went on: one handled as a
+    server's stop(), a model's unload or the runtime's own hub's shutdown began (before it did
+    anything) left that server serving, that model loaded (its batcher thread running) or the
+    hub's plugins never shut down, for good, the runtime marked closed. A step a Ctrl-C
+    interrupts is now run once more, at once; a Ctrl-C at any point of close() and its steps
+    leaves a runtime that a second close() closes (if the first did not). ``own-hub``: an
+    ``MLRuntime()`` serving inproc, with a hub of its own."""
+    shutdowns = _CountsShutdowns()
+    if transport == "own-hub":
+        start, transport = foundation_core.start, "inproc"
+        monkeypatch.setattr(
+            foundation_core, "start", lambda: start(plugins=[ml_plugin, shutdowns], entry_points=False)
+        )
+        new_runtime = MLRuntime
+    else:
+        hub = request.getfixturevalue("shm_hub" if transport == "shm" else "hub")
+        new_runtime = functools.partial(MLRuntime, hub)
+
+    def hub_shut_down_once(rt: MLRuntime) -> list[str]:
+        times = shutdowns.hubs.count(rt.hub)
+        return [] if times == int(rt._own_hub) else [f"its hub shut down {times} time(s)"]
+
+    lifecycle = _runtime_lifecycle.__file__
+    failures, points = _close_interrupted_everywhere(
+        new_runtime, transport, lambda f: f.f_code.co_filename == lifecycle, hub_shut_down_once
+    )
+    assert not failures, "\n".join(failures)
+    assert points > 40  # (the profile function saw close's steps)
 
 
 class _ClosesTheRuntime(_CountsCloses):
