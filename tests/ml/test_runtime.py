@@ -36,6 +36,7 @@ from foundation_ml import (
     ModelLoadError,
     PackageError,
     _runtime_lifecycle,
+    _runtime_models,
     parse_signature,
     write_package,
 )
@@ -1122,6 +1123,90 @@ def test_a_start_that_a_close_in_another_thread_overtook_stops_its_server(
     with pytest.raises(ServerUnavailable):
         InferenceClient(name, transport="inproc")
     assert runtime.servers == []
+
+
+class _HeldClose(_CountsCloses):
+    """A model whose close() waits until ``release`` is set (``closing`` says it began)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing, self.release = threading.Event(), threading.Event()
+
+    def close(self) -> None:
+        super().close()
+        self.closing.set()
+        self.release.wait(60)
+
+
+@contextlib.contextmanager
+def _close_under_way(runtime: MLRuntime) -> Iterator[Callable[[], None]]:
+    """Yields ``begin()``: a close() of ``runtime`` in another thread, returning once that close
+    has stopped the servers and listed the models to unload, and is held in the first one's
+    close() (a model registered here) until the block ends; then that close runs to its end."""
+    held = _HeldClose()
+    runtime.register_model("a_held", held)  # (unloaded first: in order of name)
+    closing = threading.Thread(target=runtime.close)
+
+    def begin() -> None:
+        if closing.ident is None:
+            closing.start()
+        assert held.closing.wait(60)
+
+    try:
+        yield begin
+    finally:
+        held.release.set()
+        if closing.ident is not None:
+            closing.join(60)
+
+
+@pytest.mark.parametrize("serve_fails", [False, True])
+def test_a_start_overtaken_by_a_close_still_under_way_is_refused(
+    runtime, name, monkeypatch: pytest.MonkeyPatch, serve_fails: bool
+) -> None:
+    """start() saw whether a close() had begun while it brought up its server by ``_closed``, set
+    once close began; since 493a618 that is set when close ends, and with a close under way (its
+    servers stopped already) the server started meanwhile was listed and left serving for good,
+    or, the transport failing, the runtime left accepting. It reads ``_closing``: the start is
+    refused (or raises the transport's failure), its server stopped, the runtime not accepting."""
+    get = runtime.hub.transports.get
+    with _close_under_way(runtime) as begin:
+
+        def then_closing(transport: str) -> Any:
+            begin()  # after start()'s check, before its server
+            return _FailingTransport if serve_fails else get(transport)
+
+        monkeypatch.setattr(runtime.hub.transports, "get", then_closing)
+        raised = (
+            (OSError, "the name is taken") if serve_fails else (FoundationError, r"^the runtime is closed")
+        )
+        with pytest.raises(raised[0], match=raised[1]):
+            runtime.start("inproc", name)
+        monkeypatch.undo()
+        with pytest.raises(ServerUnavailable):
+            InferenceClient(name, transport="inproc", hub=runtime.hub)
+    assert runtime.servers == [] and runtime.stats()["server"]["accepting"] is False
+
+
+def test_a_registration_overtaken_by_a_close_still_under_way_is_refused(runtime, monkeypatch) -> None:
+    """register_model's last check (as it adds the model) read ``_closed``, set once close began;
+    since 493a618 that is set when close ends, and a model whose loading ended while a close was
+    unloading the others (having listed them) was added and left loaded, its batcher thread
+    running, for good. It reads ``_closing``: refused, the model not served (nor closed: a
+    LoadedModel handed over is the caller's to close)."""
+    check_outputs = _runtime_models.check_outputs
+    model, model_name = _CountsCloses(), unique_name("m")
+    with _close_under_way(runtime) as begin:
+
+        def then_closing(*args: Any) -> None:
+            begin()  # after register_model's first check, before it adds the model
+            check_outputs(*args)
+
+        monkeypatch.setattr(_runtime_models, "check_outputs", then_closing)
+        with pytest.raises(ModelLoadError, match="the runtime is closed"):
+            runtime.register_model(model_name, model, max_batch_size=2)
+    assert (model.closed, runtime.registry.names()) == (0, [])
+    assert not [t for t in threading.enumerate() if t.name == f"batcher-{model_name}"]
 
 
 class _FailingTransport:
