@@ -119,7 +119,9 @@ class RequestHandler(Protocol):
 
 class TransportServer(abc.ABC):
     """A started server. ``stop()`` stops accepting, answers or fails in-flight requests within
-    ``drain_timeout``, and releases every resource (no leaked segments). Nothing else is asked of
+    ``drain_timeout``, and releases every resource (no leaked segments); called again it does
+    nothing (a ``close()`` interrupted by Ctrl-C runs it once more), not even to a new server of
+    the same address. Nothing else is asked of
     it: the runtime remembers the address it started each server under. (inproc's and shm's
     servers keep theirs as ``address``; ``foundation_ml._server_info`` lists the optional parts
     the runtime reads when a server has them.)"""

@@ -344,7 +344,9 @@ def check_close_and_stop(kit: _Kit) -> None:
     serving others), and a second ``close()`` is fine; a call in flight at ``close()`` fails; a
     request in flight when ``stop()`` is called is answered; after ``stop()`` nothing serves the
     address, calls fail ``ServerUnavailable`` (or ``ShuttingDown``), and it can be served again.
-    Each error names its call's model and request id."""
+    ``stop()`` called again does nothing (the runtime's ``close()``, interrupted by a Ctrl-C, runs
+    it once more), not even to a new server of the same address. Each error names its call's
+    model and request id."""
     before = kit.leftovers() if kit.leftovers else []
     handler = kit.recorder()
     address = kit.address()
@@ -386,6 +388,7 @@ def check_close_and_stop(kit: _Kit) -> None:
     while len(handler.requests) <= sent_before and time.monotonic() < deadline:
         time.sleep(0.005)
     kit.stop(server, 5.0, "stop(5.0) with a request in flight")
+    kit.stop(server, 0.0, "a second stop()")
     t.join(kit.patience)
     _expect(bool(box), "the call in flight at stop() had not returned")
     _expect(
@@ -405,7 +408,20 @@ def check_close_and_stop(kit: _Kit) -> None:
     )
     _names_call(late, "kit-x", 33, "infer after stop()")
     kit.close(client)
-    kit.stop(kit.serve(address, kit.recorder()), 1.0)
+    anew = kit.serve(address, kit.recorder())
+    kit.stop(server, 0.0, "stop() of a stopped server whose address is served anew")
+    anew_said = "the new server of the address, once the old one's stop() ran again"
+    client = _catch(lambda: kit.connect(address))
+    _expect(not isinstance(client, BaseException), f"connect to {anew_said} raised {client!r:.200}")
+    r = _catch(
+        lambda: kit.call(
+            functools.partial(client.infer, InferenceRequest("kit-x", {"x": x}, id=9), timeout=kit.patience),
+            f"infer to {anew_said}",
+        )
+    )
+    _expect(isinstance(r, InferenceResponse) and r.id == 9, f"infer to {anew_said} gave {r!r:.200}")
+    kit.close(client)
+    kit.stop(anew, 1.0)
     after = kit.leftovers() if kit.leftovers else []
     _expect(sorted(after) == sorted(before), f"left behind after stop(): {sorted(set(after) - set(before))}")
 

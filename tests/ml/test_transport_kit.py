@@ -278,6 +278,34 @@ class StopHangsTransport(Counted):
         return StopHangs(InprocTransport().serve(address, handler, **options))
 
 
+class StopAgainUnserves(CountedServer):
+    """A second ``stop()`` forgets the address whoever serves it now: a ``close()`` interrupted by
+    a Ctrl-C runs ``stop()`` again, and took a new server of the address down with it."""
+
+    def __init__(self, inner: TransportServer) -> None:
+        super().__init__(inner)
+        self.stopped = False
+
+    def stop(self, drain_timeout: float = 5.0) -> None:
+        if self.stopped:
+            _servers.pop(self.inner.address, None)
+        self.stopped = True
+        super().stop(drain_timeout)
+
+
+class StopAgainUnservesTransport(Counted):
+    def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
+        return StopAgainUnserves(InprocTransport().serve(address, handler, **options))
+
+
+BROKEN["stop-again-unserves"] = (
+    StopAgainUnservesTransport,
+    "close_and_stop",
+    "connect to the new server of the address, once the old one's stop() ran again raised "
+    "ServerUnavailable(\"no inproc server under 'kit",
+)
+
+
 class DropsParametersStopRaises(Counted):
     client: ClassVar[type[Wrapped]] = type("DropsParametersCounted", (CountedClient, DropsParameters), {})
 
