@@ -56,6 +56,18 @@ fn abandon(g: &Gate, client: &mut Client) {
     g.wait_file("gate_a", "with-server");
 }
 
+/// A client (its `connect_timeout` 60 s: a dead server hidden by `shm::blind::hide` is hung after
+/// 1 s, and its reconnect must not give up first) whose one channel holds an abandoned request.
+fn abandoned_client(g: &Gate) -> Client {
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_secs(60),
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::connect(g.name(), opts).unwrap();
+    abandon(g, &mut client);
+    client
+}
+
 /// Wait until this process's channel `i` of the server `name` sleeps on its semaphore: the call
 /// waits for the late answer.
 fn wait_asleep(name: &str, i: usize) {
@@ -81,12 +93,7 @@ fn a_call_waiting_behind_an_abandoned_request_is_sent_to_the_restarted_server() 
     let Some(mut g) = gate("rustwaitre", 4) else {
         return;
     };
-    let opts = ConnectOptions {
-        connect_timeout: Duration::from_secs(60), // the dead server, hidden, is hung after 1 s
-        ..ConnectOptions::default()
-    };
-    let mut client = Client::connect(g.name(), opts).unwrap();
-    abandon(&g, &mut client);
+    let mut client = abandoned_client(&g);
     let i = client.channel().unwrap();
     let got = thread::scope(|s| {
         let call = s.spawn(|| client.infer("count_b", &int(5), LONG));
@@ -172,12 +179,7 @@ fn a_call_waiting_behind_an_abandoned_request_keeps_its_deadline_in_the_reconnec
     let Some(mut g) = gate("rustwaitdl", 4) else {
         return;
     };
-    let opts = ConnectOptions {
-        connect_timeout: Duration::from_secs(60),
-        ..ConnectOptions::default()
-    };
-    let mut client = Client::connect(g.name(), opts).unwrap();
-    abandon(&g, &mut client);
+    let mut client = abandoned_client(&g);
     let dead = kill(&mut g);
     start_again(&mut g, "rustwaitdl");
     let held = HeldMutex::take(g.name());
@@ -220,12 +222,7 @@ fn a_call_sent_to_a_restarted_server_after_waiting_is_not_sent_again() {
     let Some(mut g) = gate("rustwaitonce", 4) else {
         return;
     };
-    let opts = ConnectOptions {
-        connect_timeout: Duration::from_secs(60),
-        ..ConnectOptions::default()
-    };
-    let mut client = Client::connect(g.name(), opts).unwrap();
-    abandon(&g, &mut client);
+    let mut client = abandoned_client(&g);
     kill(&mut g);
     start_again(&mut g, "rustwaitonce");
     // the second server's serving loop held: the call is queued there, never dispatched
@@ -305,12 +302,7 @@ fn a_call_waiting_behind_an_abandoned_request_says_why_a_server_started_since_re
     let Some(mut g) = gate("rustwaitstop2", 4) else {
         return;
     };
-    let opts = ConnectOptions {
-        connect_timeout: Duration::from_secs(60), // the dead server, hidden, is hung after 1 s
-        ..ConnectOptions::default()
-    };
-    let mut client = Client::connect(g.name(), opts).unwrap();
-    abandon(&g, &mut client);
+    let mut client = abandoned_client(&g);
     let i = client.channel().unwrap();
     let (e, dead) = thread::scope(|s| {
         let call = s.spawn(|| client.infer("count_b", &int(5), LONG));
@@ -349,12 +341,7 @@ fn a_loan_taken_behind_an_abandoned_request_is_granted_by_the_restarted_server()
     let Some(mut g) = gate("rustwaitloan", 4) else {
         return;
     };
-    let opts = ConnectOptions {
-        connect_timeout: Duration::from_secs(60), // the dead server, hidden, is hung after 1 s
-        ..ConnectOptions::default()
-    };
-    let mut client = Client::connect(g.name(), opts).unwrap();
-    abandon(&g, &mut client);
+    let mut client = abandoned_client(&g);
     let i = client.channel().unwrap();
     let got = thread::scope(|s| {
         let call = s.spawn(|| {
