@@ -161,9 +161,18 @@ func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
 	counts := map[string]int{}
 	var wg sync.WaitGroup
 	// A result is a view valid until the client's next call, which may be another goroutine's:
-	// its data is compared only when no other call started since this one (starts unchanged),
-	// else another goroutine's answer could be read there (and go test -race flags the read).
-	var starts atomic.Int64
+	// its data is read only while the test itself holds the client (c.enter, the guard a call
+	// takes), and only when exactly one request went out since the test last held it (nextID
+	// moved by one): then that request is this goroutine's, and its answer must be x. Reading it
+	// any other way races with the next call (go test -race flags it).
+	hold := func(read func()) bool {
+		if c.enter() != nil {
+			return false // another goroutine is in a call
+		}
+		defer c.leave()
+		read()
+		return true
+	}
 	for g := 0; g < 4; g++ {
 		wg.Add(1)
 		go func(g int) {
@@ -171,7 +180,8 @@ func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
 			for i := 0; i < 200; i++ {
 				v := uint32(g*1000 + i)
 				x := []byte{byte(v), byte(v >> 8), 0, 0}
-				mine := starts.Add(1)
+				var before uint64
+				held := hold(func() { before = c.nextID })
 				res, err := c.Infer("echo", []Input{{Name: "x", DType: INT32, Shape: []uint64{1}, Data: x}}, 5*time.Second)
 				key := "ok"
 				switch {
@@ -179,11 +189,17 @@ func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
 					key = "refused"
 				case err != nil:
 					key = "error: " + err.Error()
-				case starts.Load() == mine:
-					got := append([]byte(nil), res.Output("x").Data...)
-					if starts.Load() == mine && !bytes.Equal(got, x) {
-						key = "MISMATCH"
-					}
+				case held:
+					hold(func() {
+						if c.nextID != before+1 {
+							return // another call went out: the view may be its answer now
+						}
+						key = "ok, checked"
+						if res.RequestID != before || !bytes.Equal(res.Output("x").Data, x) {
+							key = fmt.Sprintf("MISMATCH: request %d (sent %d) answered %v for %v",
+								res.RequestID, before, res.Output("x").Data, x)
+						}
+					})
 				}
 				mu.Lock()
 				counts[key]++
@@ -192,7 +208,8 @@ func TestSharedAndClosedClientsRefuseInsteadOfMisbehaving(t *testing.T) {
 		}(g)
 	}
 	wg.Wait()
-	if counts["ok"]+counts["refused"] != 800 || counts["ok"] == 0 {
+	counts["ok"] += counts["ok, checked"]
+	if counts["ok"]+counts["refused"] != 800 || counts["ok, checked"] == 0 {
 		t.Fatalf("4 goroutines on one client: %v", counts)
 	}
 	if err := c.Close(); err != nil {
