@@ -171,8 +171,9 @@ def _close(
         if not isinstance(exc, Exception):  # Ctrl-C: the rest stops at once, still released
             runtime._hurry = True
 
+    before = runtime.abandoned  # (an interrupted close reported its own: not twice)
     _stop_servers(runtime, deadline, reason, failed)
-    _report_abandoned(runtime, drain_timeout)
+    _report_abandoned(runtime, runtime.abandoned - before, drain_timeout)
     if drained is not None:
         try:
             drained()
@@ -207,11 +208,12 @@ def _stop_servers(
     runtime._accepting = False
 
 
-def _report_abandoned(runtime: MLRuntime, drain_timeout: float) -> None:
-    if runtime.abandoned:
+def _report_abandoned(runtime: MLRuntime, abandoned: int, drain_timeout: float) -> None:
+    """The warning for the ``abandoned`` requests this close's stops gave up on, if any."""
+    if abandoned:
         log.warning(
             "stopped without answering %d in-flight request(s): %s",
-            runtime.abandoned,
+            abandoned,
             "told to stop at once (hurry(): a second signal, or SIGQUIT)"
             if runtime._hurry
             else f"the {drain_timeout:g} s drain timed out",

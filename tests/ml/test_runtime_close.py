@@ -199,6 +199,38 @@ def test_a_close_while_another_thread_closes_returns_at_once_and_stops_nothing_t
     assert held.stops == 1 and runtime not in _runtime_lifecycle.OPEN
 
 
+class _Abandons(TransportServer):
+    """A server whose stop() gives up on ``n`` in-flight requests (``abandoned``), once."""
+
+    address = "abandons"
+
+    def __init__(self, n: int) -> None:
+        self.n, self.abandoned = n, 0
+
+    def stop(self, drain_timeout: float = 5.0) -> None:
+        self.abandoned, self.n = self.abandoned + self.n, 0
+
+
+def test_a_close_finishing_an_interrupted_one_warns_only_of_what_its_own_stops_abandoned(
+    runtime: MLRuntime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A close interrupted once it had stopped the servers (and warned of the request one gave
+    up on) left the warning to be logged again, with the same count, by the close finishing it;
+    ``abandoned`` still counts every request given up on."""
+    runtime.servers.append(("fake", _Abandons(1)))
+    _interrupted_once(_runtime_lifecycle, "_unload_models", monkeypatch)
+    with caplog.at_level("WARNING", logger="foundation_ml"), pytest.raises(KeyboardInterrupt):
+        runtime.close(drain_timeout=0.5)
+    assert caplog.text.count("stopped without answering 1 in-flight request(s)") == 1
+    caplog.clear()
+    runtime.servers.append(("fake", _Abandons(2)))  # (a start refused while closing: by hand)
+    with caplog.at_level("WARNING", logger="foundation_ml"):
+        runtime.close(drain_timeout=0.5)
+    assert "stopped without answering 2 in-flight request(s)" in caplog.text
+    assert "stopped without answering 1 " not in caplog.text and "answering 3 " not in caplog.text
+    assert runtime.abandoned == 3 and runtime not in _runtime_lifecycle.OPEN
+
+
 def _ctrl_c_at(n: int, where: Callable[[FrameType], bool], point: list[str]) -> Callable[..., None]:
     """A profile function (``sys.setprofile``) that raises KeyboardInterrupt at the ``n``-th
     point (0 the first) where CPython could run a Ctrl-C's handler in a frame ``where`` picks or
