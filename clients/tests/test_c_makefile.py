@@ -1,6 +1,6 @@
-"""The C client's Makefile: a binary linked with flags of its own (test-live's -Wl,--wrap=malloc,
-the libFuzzer harness's -fsanitize=fuzzer) depends on the Makefile, so that a change of those flags
-alone relinks it. Checked in a copy of the client, its outputs made up to date by ``make -t`` (no
+"""The C client's Makefile: every object and binary depends on the Makefile, so that a change of
+its flags alone (CFLAGS, test-live's -Wl,--wrap=malloc, the libFuzzer harness's -fsanitize=fuzzer)
+rebuilds what they went into. Checked in a copy of the client, its outputs made up to date by ``make -t`` (no
 compiler runs), with ``make -n -W Makefile``: what a newer Makefile would rebuild."""
 
 from __future__ import annotations
@@ -27,19 +27,25 @@ def _make(cwd: Path, *args: str) -> str:
 
 @pytest.mark.parametrize(
     ("target", "flag"),
-    [("build/test-live", "-Wl,--wrap=malloc"), ("build/libfuzzer/fuzz-libfuzzer", "-fsanitize=fuzzer ")],
+    [
+        ("build/test-live", "-Wl,--wrap=malloc"),
+        ("build/libfuzzer/fuzz-libfuzzer", "-fsanitize=fuzzer "),
+        ("build/codec.o", "-c src/codec.c"),
+        ("build/fdn-client", "examples/fdn_client.c -o build/fdn-client"),
+        ("build/spin-floor", "bench/spin_floor.c -o build/spin-floor"),
+    ],
 )
-def test_a_binary_with_flags_of_its_own_is_relinked_when_the_makefile_changes(
+def test_what_the_makefile_builds_is_rebuilt_when_it_changes(
     tmp_path: Path, target: str, flag: str
 ) -> None:
-    """Neither depended on it: a change of their flags alone (test-live's wrapper taken out, say)
-    left the old binary, make saying it was up to date."""
+    """None depended on it: a change of their flags alone (test-live's wrapper taken out, CFLAGS's
+    warnings) left the old binary or object, make saying it was up to date."""
     if shutil.which("make") is None:
         pytest.fail("make is not installed (scripts/setup.sh installs it)")
     c = tmp_path / "c"
     c.mkdir()
     shutil.copy2(C / "Makefile", c / "Makefile")
-    for part in ("src", "include", "tests"):
+    for part in ("src", "include", "tests", "examples", "bench"):
         shutil.copytree(C / part, c / part)
     (c / "build" / "libfuzzer").mkdir(parents=True)  # (make -t would touch a file for the folder)
     _make(c, "-s", "-t", target)
