@@ -31,6 +31,9 @@ func (c *Client) connect(deadline uint64) error {
 	return nil
 }
 
+// openRegion maps the region of the server called c.name and checks its header (section 10.1
+// steps 1-3): its protocol, its server serving, its channel blocks inside it; then opens the
+// region mutex and the doorbell.
 func (c *Client) openRegion() error {
 	path := "/fdn-" + c.name
 	fd, err := shmOpen(path, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
@@ -57,6 +60,31 @@ func (c *Client) openRegion() error {
 	c.serverStart = le.Uint64(c.ctl[rServerStart:])
 	c.maxRequestBytes = le.Uint64(c.ctl[rMaxRequestBytes:])
 	c.cap = le.Uint64(c.ctl[rDefaultCapacity:])
+	if err := c.serving(); err != nil {
+		return err
+	}
+	// the channel blocks must lie in the region after its header, 8-aligned for the atomics: an
+	// offset near 2^64 would wrap the sum to a small one and every channel access would panic
+	count, size := le.Uint32(c.ctl[rChannelCount:]), le.Uint32(c.ctl[rChannelSize:])
+	off, total := le.Uint64(c.ctl[rChannelsOffset:]), uint64(len(c.ctl))
+	if size != ChanSize || off < RegionSize || off%8 != 0 || off > total || uint64(count)*uint64(size) > total-off ||
+		off+uint64(count)*uint64(size) > math.MaxUint32 { // the channel words are at uint32 offsets
+
+		return fail(Internal, 0, "shm server %q: region header (channels_offset %d, %d channels of %d bytes) disagrees with its size %d",
+			c.name, off, count, size, total)
+	}
+	c.chanCount, c.chanBase = count, uint32(off)
+	c.mutex = semOpen("/fdn-" + c.name + "-lock")
+	c.bell = semOpen("/fdn-" + c.name + "-bell")
+	if c.mutex == nil || c.bell == nil {
+		return fail(ServerUnavailable, 0, "shm server %q: semaphores missing", c.name)
+	}
+	return nil
+}
+
+// serving is section 10.1 step 2: the server the region names lives, seen from here, and is
+// READY; or why it takes no new client (gone, in another PID namespace, stopping).
+func (c *Client) serving() error {
 	if !c.alive() {
 		// liveness is told by pid (section 10): a READY server whose pid is not seen here while
 		// its lock file is held runs in another PID namespace (a container sharing /dev/shm only).
@@ -74,22 +102,6 @@ func (c *Client) openRegion() error {
 	}
 	if atomic.LoadUint32(c.u32(rState)) != stateReady { // section 10.1 step 2: a STOPPING server takes no one new
 		return fail(ServerUnavailable, 0, "shm server %q is stopping", c.name)
-	}
-	// the channel blocks must lie in the region after its header, 8-aligned for the atomics: an
-	// offset near 2^64 would wrap the sum to a small one and every channel access would panic
-	count, size := le.Uint32(c.ctl[rChannelCount:]), le.Uint32(c.ctl[rChannelSize:])
-	off, total := le.Uint64(c.ctl[rChannelsOffset:]), uint64(len(c.ctl))
-	if size != ChanSize || off < RegionSize || off%8 != 0 || off > total || uint64(count)*uint64(size) > total-off ||
-		off+uint64(count)*uint64(size) > math.MaxUint32 { // the channel words are at uint32 offsets
-
-		return fail(Internal, 0, "shm server %q: region header (channels_offset %d, %d channels of %d bytes) disagrees with its size %d",
-			c.name, off, count, size, total)
-	}
-	c.chanCount, c.chanBase = count, uint32(off)
-	c.mutex = semOpen("/fdn-" + c.name + "-lock")
-	c.bell = semOpen("/fdn-" + c.name + "-bell")
-	if c.mutex == nil || c.bell == nil {
-		return fail(ServerUnavailable, 0, "shm server %q: semaphores missing", c.name)
 	}
 	return nil
 }
