@@ -54,7 +54,8 @@ class _GoneBeforeDispatch(_GoneBeforeSending):
 
 class _GoneWhileWaiting(_GoneBeforeDispatch):
     """The server was found gone (dead, or stopped) while the call waited for a channel still
-    with it, an abandoned call's (spec 7.5): the call's own request was never written, so it is
+    with it (an abandoned call's, or one in another thread's call), or for its beat to claim one
+    more (spec 7.5): the call's own request was never written, so it is
     sent once, to a new server of the name only, within the call's deadline and as its one extra
     attempt (``again``); without one the call fails '...; not sent: REASON'."""
 

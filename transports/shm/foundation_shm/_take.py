@@ -35,9 +35,10 @@ class SlowTake:
     channel again (another client gave one back) or the connection changed (a reconnect): then it
     claims again; ``stall``, when the wait for a channel still with the server gives up
     (``pending_wait``); ``hung_end``, when that wait gives up on a server that stays hung
-    (``connect_timeout``)."""
+    (``connect_timeout``); ``seen``, the connection whose live server it last found (its request
+    not written yet: a server of it found gone then is reported as a waiting call's, spec 7.5)."""
 
-    __slots__ = ("deadline_ns", "full", "hung_end", "pending_wait", "pool", "stall", "until")
+    __slots__ = ("deadline_ns", "full", "hung_end", "pending_wait", "pool", "seen", "stall", "until")
 
     def __init__(self, pool: ChannelPool, deadline_ns: int, pending_wait: float | None) -> None:
         self.pool = pool
@@ -46,6 +47,7 @@ class SlowTake:
         self.stall = 0
         self.hung_end = 0
         self.full: _Connection | None = None
+        self.seen: _Connection | None = None
         self.until: tuple[int, str] | None = None
 
     def channel(self) -> _Channel:
@@ -56,8 +58,10 @@ class SlowTake:
                 self._refuse()
                 conn = pool._conn
                 if conn is None or not conn.alive:
+                    self._gone_meanwhile()
                     ch = self._reconnect()
                 else:
+                    self.seen = conn
                     ch = self._free_one()
                     if ch is None:
                         ch = self._claim_or_wait(conn)
@@ -72,6 +76,19 @@ class SlowTake:
         if call_abandoned():  # an ainfer cancelled meanwhile: send nothing nobody awaits
             pool._cond.notify()  # a wake-up this thread took is another waiter's
             raise CancelledError(f"the call to {pool.name!r} was abandoned before it was sent")
+
+    def _gone_meanwhile(self) -> None:
+        """Fail ``_GoneWhileWaiting`` if the server this take found alive (``seen``) was found
+        gone since (dead, or stopped; by another thread's call, or this take's wait for its
+        beat): the call's request was never written, so it goes once to a new server of the
+        name, or fails '...; not sent: REASON' (``_gone.again``), as a call waiting behind an
+        abandoned one does (``_pending_server_lives``). The reconnect's plain error said '... is
+        gone', as if the request might have run. Not for a region lost under this client (its
+        own message says more), nor a server that was gone before this take first looked."""
+        seen = self.seen
+        if seen is None or seen.alive or seen.ctl.faulted():
+            return
+        raise _GoneWhileWaiting(seen.gone())
 
     def _reconnect(self) -> _Channel | None:
         """A channel of a new connection (none yet, or its server died); None: look again."""
@@ -244,6 +261,8 @@ class SlowTake:
         except ValueError:  # dropped and closed meanwhile (close(), a dead server): look again
             pass
         except ServerUnavailable:
+            if conn is self.seen and not conn.alive and not conn.ctl.faulted():
+                return False  # gone while this take waited for one more channel: the top says so
             if not conn.closing:  # hung past the wait, or gone: said so
                 raise
             # dropped by another thread meanwhile (its call found the server dead, or close()):
