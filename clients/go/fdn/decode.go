@@ -195,24 +195,9 @@ func DecodeRequest(area []byte, lim Limits, out *Request) error {
 	if !ok {
 		return fail(InvalidInput, rid, "model name is not valid UTF-8")
 	}
-	out.Inputs = out.Inputs[:0]
-	at := uint64(HeaderSize + BodySize)
-	total := uint64(0)
-	for i := uint32(0); i < nIn; i++ {
-		var t Tensor
-		if err := decodeTensor(area, area, at, &t, rid, nil); err != nil {
-			return err
-		}
-		for k := range out.Inputs {
-			if out.Inputs[k].Name == t.Name {
-				return fail(InvalidInput, rid, "input %q appears twice", t.Name)
-			}
-		}
-		out.Inputs = append(out.Inputs, t)
-		if total += t.DataSize; total < t.DataSize {
-			total = math.MaxUint64 // CUDA_IPC sizes are not bounded by the area: saturate, never wrap
-		}
-		at += DescSize
+	at, total, err := decodeInputs(area, HeaderSize+BodySize, nIn, rid, out)
+	if err != nil {
+		return err
 	}
 	if total > lim.MaxBytes {
 		return fail(TooLarge, rid, "%d bytes of inputs (at most %d)", total, lim.MaxBytes)
@@ -222,14 +207,8 @@ func DecodeRequest(area []byte, lim Limits, out *Request) error {
 			return err
 		}
 	}
-	out.Outputs = out.Outputs[:0]
-	for i := uint32(0); i < nOut; i++ {
-		name, ok := fixedText(area[at:at+NameSize], nil)
-		if !ok {
-			return fail(InvalidInput, rid, "output name is not valid UTF-8")
-		}
-		out.Outputs = append(out.Outputs, name)
-		at += NameSize
+	if at, err = decodeOutputNames(area, at, nOut, rid, out); err != nil {
+		return err
 	}
 	version, ok := fixedText(body[qVersion:qVersion+VersionSize], nil)
 	if !ok {
@@ -242,6 +221,45 @@ func DecodeRequest(area []byte, lim Limits, out *Request) error {
 	out.Kind, out.RequestID, out.Flags, out.Model, out.Version = kind, rid, flags, model, version
 	out.DeadlineNs, out.Params = le.Uint64(body[qDeadline:]), params
 	return nil
+}
+
+// decodeInputs decodes the n input descriptors from at on into out.Inputs, refusing a name given
+// twice; it returns the offset past them and the inputs' bytes in all.
+func decodeInputs(area []byte, at uint64, n uint32, rid uint64, out *Request) (uint64, uint64, error) {
+	out.Inputs = out.Inputs[:0]
+	total := uint64(0)
+	for i := uint32(0); i < n; i++ {
+		var t Tensor
+		if err := decodeTensor(area, area, at, &t, rid, nil); err != nil {
+			return 0, 0, err
+		}
+		for k := range out.Inputs {
+			if out.Inputs[k].Name == t.Name {
+				return 0, 0, fail(InvalidInput, rid, "input %q appears twice", t.Name)
+			}
+		}
+		out.Inputs = append(out.Inputs, t)
+		if total += t.DataSize; total < t.DataSize {
+			total = math.MaxUint64 // CUDA_IPC sizes are not bounded by the area: saturate, never wrap
+		}
+		at += DescSize
+	}
+	return at, total, nil
+}
+
+// decodeOutputNames decodes the n output names from at on into out.Outputs; it returns the
+// offset past them.
+func decodeOutputNames(area []byte, at uint64, n uint32, rid uint64, out *Request) (uint64, error) {
+	out.Outputs = out.Outputs[:0]
+	for i := uint32(0); i < n; i++ {
+		name, ok := fixedText(area[at:at+NameSize], nil)
+		if !ok {
+			return 0, fail(InvalidInput, rid, "output name is not valid UTF-8")
+		}
+		out.Outputs = append(out.Outputs, name)
+		at += NameSize
+	}
+	return at, nil
 }
 
 // DecodeResponse checks (section 8) and decodes a response; outputs' Data, Text and Params are
