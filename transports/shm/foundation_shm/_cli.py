@@ -12,9 +12,10 @@ from typing import Any
 
 from . import _accel
 from . import _layout as L
-from ._liveness import ServerLock, lock_state
+from ._liveness import lock_state
 from ._objects import SHM_DIR, group_objects, objects_of, remove_objects
-from ._region import read_region, region_alive
+from ._region import read_region, region_alive, region_dying
+from ._start_lock import take_server_lock
 
 __all__ = ["describe", "hot_path", "shm_main"]
 
@@ -22,11 +23,17 @@ __all__ = ["describe", "hot_path", "shm_main"]
 def describe(name: str, entries: list[str]) -> dict[str, Any]:
     """What ``ls`` shows of server ``name``. ``alive`` is True (its lock is held, or its region
     names a live process), False (stale) or None: unknown (another user's lock file, which mode
-    0600 keeps from us, or a lock file that is not a regular file: not ours to judge or remove)."""
+    0600 keeps from us, or a lock file that is not a regular file: not ours to judge or remove).
+    ``exiting``: its lock is held, but by the server its region names dead, a zombie of its start
+    time (killed, its other threads still exiting: up to some 0.1 s a GB of its memory); then
+    ``alive`` is False, and ``clean`` waits for the lock, as a server starting does."""
     region = read_region(name)
     lock = lock_state(L.lock_file(name))
     alive: bool | None
-    if lock == "held" or region_alive(region):
+    exiting = lock == "held" and region_dying(region) is not None
+    if exiting:
+        alive = False
+    elif lock == "held" or region_alive(region):
         alive = True
     elif lock == "unknown":
         alive = None
@@ -38,7 +45,8 @@ def describe(name: str, entries: list[str]) -> dict[str, Any]:
             size += os.stat(os.path.join(SHM_DIR, entry), follow_symlinks=False).st_size
         except OSError:
             pass
-    return {"name": name, "alive": alive, **region, "objects": [printable(e) for e in entries], "bytes": size}
+    objects = [printable(e) for e in entries]
+    return {"name": name, "alive": alive, "exiting": exiting, **region, "objects": objects, "bytes": size}
 
 
 def printable(entry: str) -> str:
@@ -51,17 +59,25 @@ def printable(entry: str) -> str:
 def clean(name: str, dry_run: bool) -> tuple[str, int]:
     """Remove the objects of server ``name`` if it is gone, holding its lock while doing so (a
     server starting meanwhile either waits for nothing or finds its name clean); returns the
-    line to print and the status (0 removed or dry run, 1 left alone or partly removed)."""
+    line to print and the status (0 removed or dry run, 1 left alone or partly removed). A
+    server dead but still exiting (``describe``'s ``exiting``) holds its lock a moment more:
+    clean waits for it as a server starting under the name does (``take_server_lock``, up to
+    ``DYING_WAIT_S``), and leaves it alone, saying so, if it has not let go by then."""
     info = describe(name, objects_of(name))
     if info["alive"] is None:
         return f"{name}: its lock file is another user's or not a regular file; left alone", 1
     if info["alive"]:
         return f"{name}: alive (pid {info.get('pid', '?')}); left alone", 1
     if dry_run:
-        return f"{name}: would remove {' '.join(info['objects'])}", 0
+        line = f"{name}: would remove {' '.join(info['objects'])}"
+        if info["exiting"]:
+            line += f" (its server, pid {info['pid']}, is dead but still exiting: clean waits for it)"
+        return line, 0
     try:
-        lock = ServerLock(L.lock_file(name), 0o600)
-    except FileExistsError:
+        lock = take_server_lock(name, 0o600)
+    except FileExistsError as exc:
+        if region_dying(read_region(name)) is not None:  # still exiting after the wait
+            return f"{name}: {exc}; left alone", 1
         return f"{name}: a server took the name meanwhile; left alone", 1
     except PermissionError as exc:
         return f"{name}: {exc}; left alone", 1
@@ -112,6 +128,11 @@ def shm_main(args: argparse.Namespace, hub: object) -> int:
                 False: "DEAD (stale: `foundation shm clean` removes it)",
                 None: "unknown (another user's, or not ours)",
             }[s["alive"]]
+            if s["exiting"]:
+                health = (
+                    "EXITING (dead, its threads still exiting with its lock held: a server "
+                    "starting under the name, and `foundation shm clean`, wait for them)"
+                )
             who = (
                 f"pid {s['pid']}, {s['state']}, heartbeat {s['heartbeat_age_s']}s ago, " if "pid" in s else ""
             )

@@ -27,6 +27,10 @@ def foundation_register_commands(cli: Any) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     ls = sub.add_parser("ls", help="list fdn-* objects in /dev/shm, grouped by server, with liveness")
     ls.add_argument("--json", action="store_true", help="print one JSON object")
-    clean = sub.add_parser("clean", help="remove the objects of servers that are gone (never a live one)")
+    clean = sub.add_parser(
+        "clean",
+        help="remove the objects of servers that are gone (never a live one; one killed whose threads "
+        "still exit, holding its lock, is waited for, up to 5 s)",
+    )
     clean.add_argument("names", nargs="*", help="only these server names (default: every dead one)")
     clean.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")

@@ -6,15 +6,17 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
-from foundation_shm import _accel
+from foundation_shm import _accel, _start_lock
 from foundation_shm._objects import objects_of
 
 from foundation_core._cli import main
 
-from .conftest import EchoProcess
+from .conftest import EchoProcess, dying
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +115,57 @@ def test_ls_and_clean_where_dev_shm_cannot_be_listed_say_so(
     assert (
         capsys.readouterr().err == f"foundation {' '.join(argv)}: cannot list /dev/shm: Permission denied\n"
     )
+
+
+def test_ls_tells_a_server_in_its_exit_window_from_a_live_one(
+    echo_server: EchoProcess, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Right after a SIGKILL the server's pid is a zombie of its start time whose other threads
+    still exit with its lock file held (``dying``): ls said "alive"; it is dead, exiting."""
+    with dying(echo_server) as let_go:
+        listed = _ls(capsys)[name]
+        assert (listed["alive"], listed["exiting"]) == (False, True), listed
+        assert main(["shm", "ls"]) == 0
+        out = capsys.readouterr().out
+        assert f"{name}: EXITING (dead, its threads still exiting with its lock held: " in out, out
+        let_go()  # its threads done, the pid still a zombie: stale
+        listed = _ls(capsys)[name]
+        assert (listed["alive"], listed["exiting"]) == (False, False), listed
+    listed = _ls(capsys)[name]  # reaped
+    assert (listed["alive"], listed["exiting"]) == (False, False), listed
+
+
+def test_clean_waits_for_a_server_in_its_exit_window_then_removes_its_objects(
+    echo_server: EchoProcess, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """clean left it alone as "alive" (its lock held by its exiting threads); it waits, as a
+    server starting under the name does, for the lock, then removes everything."""
+    with dying(echo_server) as let_go:
+        assert main(["shm", "clean", "--dry-run", name]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"{name}: would remove ") and "still exiting" in out, out
+        assert objects_of(name)
+        timer = threading.Timer(0.3, let_go)  # the threads done a moment later
+        timer.start()
+        t = time.monotonic()
+        try:
+            assert main(["shm", "clean", name]) == 0
+        finally:
+            timer.join()
+        assert time.monotonic() - t >= 0.25
+        assert "removed" in capsys.readouterr().out
+        assert objects_of(name) == []
+
+
+def test_clean_leaves_a_server_still_exiting_after_its_wait_alone_saying_so(
+    echo_server: EchoProcess, name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exit that does not end (a thread in uninterruptible sleep) within the wait: nothing is
+    removed, exit status 1, and the line says why."""
+    monkeypatch.setattr(_start_lock, "DYING_WAIT_S", 0.2)
+    with dying(echo_server):
+        assert main(["shm", "clean", name]) == 1
+        out = capsys.readouterr().out
+        assert out.startswith(f"{name}: the previous shm server of {name!r} (pid {echo_server.pid}) is dead")
+        assert "still exiting" in out and out.rstrip().endswith("left alone"), out
+        assert objects_of(name)
