@@ -3,7 +3,7 @@
 //! `payload_size` points far past the area) while the client snapshots and decodes it. Every
 //! decode must be one of the two responses whole, or a typed error: never a panic, never a mix.
 
-use super::{copy_data, snapshot_response};
+use super::round_trip::{copy_data, snapshot_response};
 use crate::codec::{self, layout, write_response, Limits, ResponseFields};
 use crate::error::Status;
 use crate::layout as l;
