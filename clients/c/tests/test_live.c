@@ -330,6 +330,8 @@ static void call_error_checks(const char *name) {
     if (d) fdn_close(d);
 }
 
+static int resume(pid_t server, const char *name);
+
 /* An fdn_loan_infer that fails while its request is still with the server (the server may still be
  * reading the inputs) ends the loan: fdn_loan_data pointed into the request area at once, and
  * writing there changed the inputs under the server's read. The server is stopped (SIGSTOP) to
@@ -361,7 +363,7 @@ static void late_loan_checks(const char *name, pid_t server) {
              (unsigned long long)rid);
     REFUSED_ONLY(fdn_loan_infer(c, 5000, &res, &err), FDN_INVALID_INPUT, says);
     REFUSED_ONLY(fdn_loan_begin(c, "echo", &spec, 1, &err), FDN_DEADLINE_EXCEEDED, "is still with the server");
-    kill(server, SIGCONT);
+    CHECK(resume(server, name), "the resumed server did not beat again");
     echo(c, "the call after the late answer (it waits for that answer first)");
     CHECK(fdn_loan_begin(c, "echo", &spec, 1, &err) == FDN_OK, "a new loan: %s", err.message);
     in = fdn_loan_data(c, 0);
@@ -419,6 +421,22 @@ static int hang(pid_t server, struct fdn_region_header *r) {
         usleep(10000);
     }
     return 0;
+}
+
+/* Resume the stopped `server` (SIGCONT) and wait until it has beaten again, read through a mapping
+ * of its control segment `name`: until then a call still finds it hung (stopped over a second) and
+ * gives up after its connect_timeout_ms (20 or 50 ms in these tests), which a resumed process on a
+ * loaded machine may take to be run at all. 1, or 0 after a minute. */
+static int resume(pid_t server, const char *name) {
+    size_t size = 0;
+    struct fdn_region_header *r = map_region(name, &size);
+    uint64_t beat = r ? __atomic_load_n(&r->heartbeat_ns, __ATOMIC_ACQUIRE) : 0;
+    kill(server, SIGCONT);
+    int beaten = 0;
+    for (int i = 0; r && i < 60000 && !(beaten = __atomic_load_n(&r->heartbeat_ns, __ATOMIC_ACQUIRE) != beat); i++)
+        usleep(1000);
+    if (r) munmap(r, size);
+    return beaten;
 }
 
 /* How many channels of region r this process owns. */
@@ -827,7 +845,7 @@ static void late_answer_checks(const char *python) {
     limit.tv_sec += 60; /* not a timing check: a wait for ever fails here, not at the harness's limit */
     int joined = pthread_timedjoin_np(t, NULL, &limit) == 0;
     CHECK(joined, "a call without a deadline still waits for a hung server's late answer");
-    kill(server, SIGCONT);
+    int beaten = resume(server, name);
     if (!joined) pthread_join(t, NULL);
     char says[128];
     snprintf(says, sizeof says, "shm server '%s' (pid %d) is hung: no heartbeat for ", name, (int)server);
@@ -835,6 +853,7 @@ static void late_answer_checks(const char *python) {
               strstr(k.err.message, "no beat came within connect_timeout_ms (50 ms)") &&
               strstr(k.err.message, "the previous request on this channel (a call that passed its deadline) is still with it"),
           "a call without a deadline on a hung server: %s %s", fdn_strerror(k.st), k.err.message);
+    CHECK(beaten, "the resumed server did not beat again");
     echo(c, "the call after the server resumed (its late answer in, then its own)");
 out:
     if (r) munmap(r, size);

@@ -33,6 +33,19 @@ func hang(t *testing.T, srv *echo, o *Client) {
 	}
 }
 
+// resume resumes the stopped server of c and waits (a minute at most) until it has beaten again:
+// until then a call still finds it hung and gives up after c's ConnectTimeoutMs (20 or 50 ms in
+// these tests), which a resumed process on a loaded machine may take to be run at all.
+func resume(t *testing.T, srv *echo, c *Client) {
+	t.Helper()
+	srv.cmd.Process.Signal(syscall.SIGCONT)
+	for end := time.Now().Add(time.Minute); c.hung() != ""; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the resumed server did not beat again")
+		}
+	}
+}
+
 // ownedBy counts the channels of o's server that process pid owns.
 func ownedBy(o *Client, pid uint32) int {
 	n := 0
@@ -291,7 +304,7 @@ func TestLiveTheCallAfterAnAbandonedOneWaitsForTheLateAnswerButNotForAHungServer
 		fmt.Sprintf("shm server %q (pid %d) is hung: no heartbeat for ", srv.name, pid),
 		"no beat came within ConnectTimeoutMs (50 ms)",
 		"the previous request on this channel (a call that passed its deadline) is still with it")
-	srv.cmd.Process.Signal(syscall.SIGCONT)
+	resume(t, srv, c)
 	wantEcho(t, c, "the call after the server resumed (its late answer in, then its own)")
 }
 

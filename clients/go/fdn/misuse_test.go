@@ -330,7 +330,7 @@ func TestLiveALoanWhoseRequestIsStillWithTheServerLendsItsInputsNoMore(t *testin
 		fmt.Sprintf("no loan: it ended when its request %d failed while still with the server", rid))
 	err = c.LoanBegin("echo", spec) // waits ConnectTimeoutMs for the stopped server
 	wantError(t, "LoanBegin while the server holds the request", err, DeadlineExceeded, "is still with the server")
-	srv.cmd.Process.Signal(syscall.SIGCONT)
+	resume(t, srv, c)
 	x := []Input{{Name: "x", DType: UINT8, Shape: []uint64{1}, Data: []byte{7}}}
 	if r, err := c.Infer("echo", x, 5*time.Second); err != nil || r.Output("x").Data[0] != 7 {
 		t.Fatalf("the call after the late answer: %v", err) // it waits for that answer first

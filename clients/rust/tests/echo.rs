@@ -336,6 +336,19 @@ fn signal(echo: &Echo, sig: &str) {
     }
 }
 
+/// Resume the stopped echo server and wait (a minute at most) until it beats again: until then a
+/// call still finds it hung (stopped over a second) and gives up after its `connect_timeout` (20 or
+/// 50 ms in these tests), which a resumed process on a loaded machine may take to be run at all. A
+/// connect waits for that beat up to its own `connect_timeout`.
+fn resume(echo: &Echo) {
+    signal(echo, "CONT");
+    let patient = ConnectOptions {
+        connect_timeout: Duration::from_secs(60),
+        ..ConnectOptions::default()
+    };
+    Client::connect(&echo.1, patient).expect("the resumed server beats again");
+}
+
 /// A loan whose infer fails while its request is still with the server (the server may still
 /// be reading the inputs) lends them no more: `input_mut` handed out the request area at once,
 /// and writing it changed the inputs under the server's read. The loan has ended, a new one
@@ -374,7 +387,7 @@ fn a_loan_whose_request_is_still_with_the_server_lends_its_inputs_no_more() {
     let e = client.loan("echo", &spec).unwrap_err();
     assert_eq!(e.code, Status::DeadlineExceeded, "{e}");
     assert!(e.message.contains("still with the server"), "{e}");
-    signal(&echo, "CONT");
+    resume(&echo);
     let x = [Tensor::from_slice("x", &[1], &[7u8]).unwrap()];
     assert_eq!(client.infer("echo", &x, five).unwrap(), x); // waits for the late answer first
     let mut loan = client.loan("echo", &spec).unwrap();
@@ -570,7 +583,7 @@ fn the_call_after_an_abandoned_one_waits_for_the_late_answer_but_not_for_a_hung_
         });
         // not a timing check: a wait for ever fails here, not at the harness's limit
         let ended = rx.recv_timeout(Duration::from_secs(60)).is_ok();
-        signal(&echo, "CONT");
+        resume(&echo);
         let got = call.join().unwrap();
         assert!(
             ended,
