@@ -109,22 +109,91 @@ func abandon(t *testing.T, g *gate, c *Client) uint64 {
 	return err.(*Error).RequestID
 }
 
+// abandonedClient starts the gate server called name and returns it with a client whose one
+// channel holds an abandoned request (abandon), and that request's id. The client's
+// ConnectTimeoutMs is 60 s: a dead server whose death a hider hides is hung after 1 s, and the
+// call's reconnect must not give up first.
+func abandonedClient(t *testing.T, name string) (*gate, *Client, uint64) {
+	t.Helper()
+	g := startGate(t, name, 4)
+	c := g.connect(Options{ConnectTimeoutMs: 60000})
+	return g, c, abandon(t, g, c)
+}
+
+// abandonedRestarted is abandonedClient with the server then killed and started again under its
+// name (no call waiting); it returns the killed server's pid too.
+func abandonedRestarted(t *testing.T, name string) (*gate, *Client, int) {
+	t.Helper()
+	g, c, _ := abandonedClient(t, name)
+	dead := g.kill()
+	g.startAgain(4)
+	return g, c, dead
+}
+
+// asleepBehind runs call (one of c's) on a goroutine of its own, and returns once it waits for the
+// abandoned request's late answer (asleep on the channel's semaphore); what names it in a failure.
+func asleepBehind(t *testing.T, c *Client, what string, call func()) {
+	t.Helper()
+	sleeping := c.u32(c.ch + cClientSleeping) // the old region's: read only until the server is killed
+	go call()
+	for end := time.Now().Add(time.Minute); atomic.LoadUint32(sleeping) != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal(what + " never waited for the late answer")
+		}
+	}
+}
+
 // waitBehind starts c's call of count_b (deadline: timeout) on a goroutine of its own, and returns
 // once it waits for the abandoned request's late answer (asleep on the channel's semaphore).
 func waitBehind(t *testing.T, c *Client, timeout time.Duration) chan callResult {
 	t.Helper()
-	sleeping := c.u32(c.ch + cClientSleeping) // the old region's: read only until the server is killed
 	done := make(chan callResult, 1)
-	go func() {
+	asleepBehind(t, c, "the call", func() {
 		r, err := c.Infer("count_b", int32Input(5), timeout)
 		done <- callResult{r, err}
-	}()
-	for end := time.Now().Add(time.Minute); atomic.LoadUint32(sleeping) != 1; time.Sleep(time.Millisecond) {
+	})
+	return done
+}
+
+// restartUnseen kills g's server, its death hidden by h from the calls waiting on it, clears the
+// gate_a mark of the abandoned request (set again only if it is sent to the next server), starts
+// the next server under the name, then lets the calls see the death; it returns the killed pid.
+func restartUnseen(t *testing.T, g *gate, h *hider) int {
+	t.Helper()
+	h.hide(t, g.cmd.Process.Pid)
+	dead := g.kill()
+	os.Remove(filepath.Join(g.dir, "gate_a.with-server"))
+	g.startAgain(4)
+	h.notice(dead)
+	return dead
+}
+
+// wantSentOnlyAnew checks that the server restarted under g's name was given one request, which
+// ran count_b once, and not the abandoned one.
+func wantSentOnlyAnew(t *testing.T, g *gate) {
+	t.Helper()
+	if n, runs := g.requests(), g.runs("count_b"); n != 1 || runs != 1 {
+		t.Errorf("the new server was given %d requests, count_b ran %d times: want 1 and 1", n, runs)
+	}
+	if _, err := os.Stat(filepath.Join(g.dir, "gate_a.with-server")); err == nil {
+		t.Error("the abandoned request was sent to the new server")
+	}
+}
+
+// callUntil polls cond every millisecond until it holds; the call whose result done carries must
+// not end first, and the wait lasts a minute at most. what is what the call does meanwhile.
+func callUntil(t *testing.T, done chan error, cond func() bool, what string) {
+	t.Helper()
+	for end := time.Now().Add(time.Minute); !cond(); time.Sleep(time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("the call ended before it %s: %v", what, err)
+		default:
+		}
 		if time.Now().After(end) {
-			t.Fatal("the call never waited for the late answer")
+			t.Fatal("the call never " + what)
 		}
 	}
-	return done
 }
 
 // pendingBeside says whether a channel of o's server other than o's own is owned by this process
@@ -146,27 +215,16 @@ type callResult struct {
 }
 
 func TestLiveACallWaitingBehindAnAbandonedRequestIsSentToTheRestartedServer(t *testing.T) {
-	g := startGate(t, "fdngowaitre", 4)
-	c := g.connect(Options{ConnectTimeoutMs: 60000}) // the dead server, hidden, is hung after 1 s
+	g, c, abandoned := abandonedClient(t, "fdngowaitre")
 	h := hideDeaths(t)
-	abandoned := abandon(t, g, c)
 	done := waitBehind(t, c, 30*time.Second)
-	h.hide(t, g.cmd.Process.Pid)
-	dead := g.kill()
-	os.Remove(filepath.Join(g.dir, "gate_a.with-server"))
-	g.startAgain(4)
-	h.notice(dead)
+	restartUnseen(t, g, h)
 	got := <-done
 	wantAnswer(t, "the call waiting behind the abandoned request", got.res, got.err, int32Input(5))
 	if got.res.RequestID != abandoned+1 {
 		t.Errorf("the answer is to request %d, not %d", got.res.RequestID, abandoned+1)
 	}
-	if n, runs := g.requests(), g.runs("count_b"); n != 1 || runs != 1 {
-		t.Errorf("the new server was given %d requests, count_b ran %d times: want 1 and 1", n, runs)
-	}
-	if _, err := os.Stat(filepath.Join(g.dir, "gate_a.with-server")); err == nil {
-		t.Error("the abandoned request was sent to the new server")
-	}
+	wantSentOnlyAnew(t, g)
 	wantEcho(t, c, "the next call")
 }
 
@@ -213,11 +271,7 @@ func TestLiveACallWaitingBehindAnAbandonedRequestWithNoServerSinceIsNotSent(t *t
 // The reconnect is bounded by the call's deadline, not ConnectTimeoutMs: with the new server's
 // region mutex held, a call of 300 ms fails SERVER_UNAVAILABLE in time, having claimed nothing.
 func TestLiveACallWaitingBehindAnAbandonedRequestKeepsItsDeadlineInTheReconnect(t *testing.T) {
-	g := startGate(t, "fdngowaitdl", 4)
-	c := g.connect(Options{ConnectTimeoutMs: 60000})
-	abandon(t, g, c)
-	dead := g.kill()
-	g.startAgain(4)
+	g, c, dead := abandonedRestarted(t, "fdngowaitdl")
 	o := g.connect(Options{})
 	release := holdRegionMutex(t, o)
 	start := time.Now()
@@ -241,25 +295,12 @@ func TestLiveACallWaitingBehindAnAbandonedRequestKeepsItsDeadlineInTheReconnect(
 // an abandoned request, queued there undispatched when that one is killed too, is not sent again
 // to a third, although it is up when the call looks.
 func TestLiveACallSentToARestartedServerAfterWaitingIsNotSentAgain(t *testing.T) {
-	g := startGate(t, "fdngowaitonce", 4)
-	c := g.connect(Options{ConnectTimeoutMs: 60000})
+	g, c, _ := abandonedRestarted(t, "fdngowaitonce")
 	h := hideDeaths(t)
-	abandon(t, g, c)
-	g.kill()
-	g.startAgain(4)
 	holdLoop(t, g, "hold_h")  // the second server's serving loop: the call is queued, never dispatched
 	o := g.connect(Options{}) // a mapping of the second server's region, to see the call's request there
 	done := queuedCall(c, "count_b")
-	for end := time.Now().Add(time.Minute); !pendingBeside(o); time.Sleep(time.Millisecond) {
-		select {
-		case err := <-done:
-			t.Fatalf("the call ended before it reached the second server: %v", err)
-		default:
-		}
-		if time.Now().After(end) {
-			t.Fatal("the call never reached the second server")
-		}
-	}
+	callUntil(t, done, func() bool { return pendingBeside(o) }, "reached the second server")
 	h.hide(t, g.cmd.Process.Pid)
 	second := g.kill()
 	g.startAgain(4)
@@ -282,11 +323,7 @@ func TestLiveACallSentToARestartedServerAfterWaitingIsNotSentAgain(t *testing.T)
 // region mutex) fails as such a call does: DEADLINE_EXCEEDED wrapping ctx.Err(), having sent and
 // claimed nothing, its message saying the server was gone.
 func TestLiveACallWaitingBehindAnAbandonedRequestCancelledInTheReconnectIsReportedAsSuch(t *testing.T) {
-	g := startGate(t, "fdngowaitctx", 4)
-	c := g.connect(Options{ConnectTimeoutMs: 60000})
-	abandon(t, g, c)
-	dead := g.kill()
-	g.startAgain(4)
+	g, c, dead := abandonedRestarted(t, "fdngowaitctx")
 	o := g.connect(Options{})
 	release := holdRegionMutex(t, o)
 	defer release()
@@ -298,16 +335,7 @@ func TestLiveACallWaitingBehindAnAbandonedRequestCancelledInTheReconnectIsReport
 		done <- err
 	}()
 	// the call found its server gone and mapped the new region (o's is the other mapping)
-	for end := time.Now().Add(time.Minute); regionMaps(t, g.name) < 2; time.Sleep(time.Millisecond) {
-		select {
-		case err := <-done:
-			t.Fatalf("the call ended before it reconnected: %v", err)
-		default:
-		}
-		if time.Now().After(end) {
-			t.Fatal("the call never reconnected")
-		}
-	}
+	callUntil(t, done, func() bool { return regionMaps(t, g.name) >= 2 }, "reconnected")
 	cancel()
 	e := wantCtxError(t, "a call cancelled in its reconnect", <-done, context.Canceled, "count_b")
 	want := fmt.Sprintf("shm server %q (pid %d) is gone; not sent: context canceled while waiting for the region mutex",
@@ -354,25 +382,13 @@ func TestLiveACallWaitingBehindAnAbandonedRequestOfAStoppedServerReconnects(t *t
 // is granted by the new server (nothing of it was in the dead one's area) and its LoanInfer is
 // answered there; the abandoned request is not sent. It failed gone.
 func TestLiveALoanBegunBehindAnAbandonedRequestIsGrantedByTheRestartedServer(t *testing.T) {
-	g := startGate(t, "fdngowaitloan", 4)
-	c := g.connect(Options{ConnectTimeoutMs: 60000}) // the dead server, hidden, is hung after 1 s
+	g, c, _ := abandonedClient(t, "fdngowaitloan")
 	h := hideDeaths(t)
-	abandon(t, g, c)
-	sleeping := c.u32(c.ch + cClientSleeping) // the old region's: read only until the server is killed
 	done := make(chan error, 1)
-	go func() {
+	asleepBehind(t, c, "LoanBegin", func() {
 		done <- c.LoanBegin("count_b", []Tensor{{Name: "x", DType: INT32, NDim: 1, Shape: [MaxNDim]uint64{1}}})
-	}()
-	for end := time.Now().Add(time.Minute); atomic.LoadUint32(sleeping) != 1; time.Sleep(time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatal("LoanBegin never waited for the late answer")
-		}
-	}
-	h.hide(t, g.cmd.Process.Pid)
-	dead := g.kill()
-	os.Remove(filepath.Join(g.dir, "gate_a.with-server"))
-	g.startAgain(4)
-	h.notice(dead)
+	})
+	restartUnseen(t, g, h)
 	if err := <-done; err != nil {
 		t.Fatalf("LoanBegin behind the abandoned request, its server restarted: %v", err)
 	}
@@ -380,23 +396,14 @@ func TestLiveALoanBegunBehindAnAbandonedRequestIsGrantedByTheRestartedServer(t *
 	copy(c.LoanData(0), in[0].Data)
 	res, err := c.LoanInfer(30 * time.Second)
 	wantAnswer(t, "the loan granted by the restarted server", res, err, in)
-	if n, runs := g.requests(), g.runs("count_b"); n != 1 || runs != 1 {
-		t.Errorf("the new server was given %d requests, count_b ran %d times: want 1 and 1", n, runs)
-	}
-	if _, err := os.Stat(filepath.Join(g.dir, "gate_a.with-server")); err == nil {
-		t.Error("the abandoned request was sent to the new server")
-	}
+	wantSentOnlyAnew(t, g)
 }
 
 // The reconnect of a call that waited behind an abandoned request is that call's one extra
 // attempt, not the client's: the client's next call, its server killed with the request published
 // and never dispatched, is still sent again to the server restarted under the name (10.3).
 func TestLiveTheCallAfterOneThatReconnectedWhileWaitingIsStillSentAgain(t *testing.T) {
-	g := startGate(t, "fdngowaitnext", 4)
-	c := g.connect(Options{ConnectTimeoutMs: 60000})
-	abandon(t, g, c)
-	g.kill()
-	g.startAgain(4)
+	g, c, _ := abandonedRestarted(t, "fdngowaitnext")
 	wantEcho(t, c, "the call behind the abandoned request, its server restarted")
 	g.kill()
 	g.startAgain(4)
