@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from foundation_shm import ShmTransport
+from foundation_shm._channel import _Connection
 from foundation_shm._client import ShmClient
 
 from foundation_ml import InferenceRequest
@@ -28,9 +29,10 @@ X = np.arange(4.0)
 
 
 def _busy_then_waiting(client: ShmClient) -> tuple[list[object], list[object], list[threading.Thread]]:
-    """On a client of one channel: a call on a thread whose request (3 s of sleep) is with the
-    server's handler, then the next call (an echo of ``X * 2``), on another thread, waiting for
-    that channel. What each returns or raises lands in its list; returned once the second waits."""
+    """On a client of one channel: a call on a thread whose request (a minute of sleep: the
+    server is killed long before, however slow the machine) is with the server's handler, then
+    the next call (an echo of ``X * 2``), on another thread, waiting for that channel. What each
+    returns or raises lands in its list; returned once the second waits."""
     first: list[object] = []
     second: list[object] = []
 
@@ -41,7 +43,7 @@ def _busy_then_waiting(client: ShmClient) -> tuple[list[object], list[object], l
             into.append(exc)
 
     held = threading.Thread(
-        target=call, args=(first, InferenceRequest("sleep", {"x": X}, id=8001, parameters={"ms": 3000}))
+        target=call, args=(first, InferenceRequest("sleep", {"x": X}, id=8001, parameters={"ms": 60000}))
     )
     held.start()
     assert until(lambda: _busy(client.name)), "the sleep never reached the handler"
@@ -115,7 +117,7 @@ def test_a_call_waiting_for_another_threads_call_is_sent_to_the_restarted_server
 
 
 def test_a_call_waiting_for_a_hung_servers_beat_to_claim_one_more_channel_fails_not_sent_if_it_dies(
-    echo_process: Callable[..., EchoProcess], name: str
+    echo_process: Callable[..., EchoProcess], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client of two channels, one in another thread's call whose request a hung (stopped)
     server has: the next call waits for its beat to claim a second, and the server is killed.
@@ -123,6 +125,14 @@ def test_a_call_waiting_for_a_hung_servers_beat_to_claim_one_more_channel_fails_
     server = echo_process()
     with ShmTransport().connect(name, channels=2, connect_timeout=30) as client:
         assert isinstance(client, ShmClient)
+        beating = threading.Event()  # the next call is in its wait for the beat (not a sleep's guess)
+        real_wait = _Connection.wait_beating
+
+        def wait_beating(conn: _Connection, wait: float, limit: str) -> None:
+            beating.set()
+            real_wait(conn, wait, limit)
+
+        monkeypatch.setattr(_Connection, "wait_beating", wait_beating)
         first: list[object] = []
         second: list[object] = []
 
@@ -132,7 +142,7 @@ def test_a_call_waiting_for_a_hung_servers_beat_to_claim_one_more_channel_fails_
             except BaseException as exc:  # reported by the test
                 into.append(exc)
 
-        request = InferenceRequest("sleep", {"x": X}, parameters={"ms": 3000})
+        request = InferenceRequest("sleep", {"x": X}, parameters={"ms": 60000})
         held = threading.Thread(target=call, args=(first, request))
         held.start()
         assert until(lambda: _busy(name)), "the sleep never reached the handler"
@@ -140,8 +150,10 @@ def test_a_call_waiting_for_a_hung_servers_beat_to_claim_one_more_channel_fails_
             time.sleep(1.2)  # no beat for over 10 intervals of 100 ms: hung (spec 10.3)
             waiting = threading.Thread(target=call, args=(second, InferenceRequest("echo", {"x": X})))
             waiting.start()
-            waiting.join(0.5)  # waiting for the beat (or, on a bad day, not yet)
-            assert waiting.is_alive() and not second, second
+            # waiting for the beat: killed before it first looked, the other thread's call could
+            # drop the connection first, and the call would start on a server already gone
+            assert until(beating.is_set), "the next call never waited for the beat"
+            assert not second, second
             server.kill()
             waiting.join(30)
             held.join(30)
