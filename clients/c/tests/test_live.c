@@ -1344,7 +1344,7 @@ static void dying_checks(const char *python) {
     echo(c, "the first call");
     kill(server, SIGKILL);
     char state = 0;
-    for (int i = 0; i < 6000 && state != 'Z'; i++) {
+    for (int i = 0; i < 60000 && state != 'Z'; i++) { /* a minute at most (Go and Rust wait as long) */
         char stat_path[64], buf[512] = {0};
         snprintf(stat_path, sizeof stat_path, "/proc/%d/stat", (int)server);
         int fd = open(stat_path, O_RDONLY | O_CLOEXEC);
@@ -1357,7 +1357,7 @@ static void dying_checks(const char *python) {
     CHECK(state == 'Z', "the killed server never became a zombie");
     lock = open(path, O_RDONLY | O_CLOEXEC);
     int held = 0; /* once the server's last thread is gone */
-    for (int i = 0; i < 6000 && lock >= 0 && !(held = flock(lock, LOCK_EX | LOCK_NB) == 0); i++) usleep(1000);
+    for (int i = 0; i < 60000 && lock >= 0 && !(held = flock(lock, LOCK_EX | LOCK_NB) == 0); i++) usleep(1000);
     CHECK(held, "hold the dead server's lock: %s", strerror(errno));
     snprintf(says, sizeof says, "shm server '%s' (pid %d) is gone", name, (int)server);
     st = fdn_connect(&late, name, NULL, &err);
