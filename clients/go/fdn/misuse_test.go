@@ -254,7 +254,7 @@ func TestLiveArgumentsAreCheckedBeforeAnythingIsSent(t *testing.T) {
 			t.Fatalf("%s: refused by the server, not before sending", b.says)
 		}
 	}
-	if r, err := c.Infer("echo", x, time.Second); err != nil || r.Output("x") == nil {
+	if r, err := c.Infer("echo", x, 30*time.Second); err != nil || r.Output("x") == nil {
 		t.Fatalf("after the refusals: %v", err)
 	}
 }
@@ -293,7 +293,7 @@ func TestLiveAFailedLoanBeginLeavesNoLoan(t *testing.T) {
 		t.Fatal(err)
 	}
 	copy(c.LoanData(0), []byte{1, 2, 3, 4})
-	if r, err := c.LoanInfer(time.Second); err != nil || r.Output("x").Data[0] != 1 {
+	if r, err := c.LoanInfer(30 * time.Second); err != nil || r.Output("x").Data[0] != 1 {
 		t.Fatalf("a loan after the failures: %v", err)
 	}
 }
