@@ -588,8 +588,9 @@ func TestLiveCallErrorsNameTheModelAndTheRequest(t *testing.T) {
 }
 
 // dropClient connects a client, makes a call, and drops it without Close; it returns the offset
-// of its channel block.
-func dropClient(t *testing.T, name string) (uint32, []byte) {
+// of its channel block, checked (through o's mapping) to be owned by this process while the client
+// is still reachable: once dropClient returns, a garbage collection may close it at any moment.
+func dropClient(t *testing.T, name string, o *Client) (uint32, []byte) {
 	t.Helper()
 	c, err := Connect(name, Options{})
 	if err != nil {
@@ -600,6 +601,13 @@ func dropClient(t *testing.T, name string) (uint32, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.ch == o.ch {
+		t.Fatal("two clients on one channel")
+	}
+	if pid, _ := ownerWords(o, c.ch); pid != uint32(os.Getpid()) {
+		t.Fatalf("the dropped client's channel is owned by %d before it was dropped", pid)
+	}
+	runtime.KeepAlive(c)
 	return c.ch, res.Outputs[0].Data // a view on its data segment, which keeps no client reachable
 }
 
@@ -609,14 +617,9 @@ func dropClient(t *testing.T, name string) (uint32, []byte) {
 func TestLiveAClientDroppedWithoutCloseGivesItsChannelBack(t *testing.T) {
 	srv := startEcho(t, "fdngodrop")
 	o := srv.connect(Options{})
-	ch, view := dropClient(t, srv.name)
-	if ch == o.ch {
-		t.Fatal("two clients on one channel")
-	}
-	if pid, _ := ownerWords(o, ch); pid != uint32(os.Getpid()) {
-		t.Fatalf("the dropped client's channel is owned by %d before the collector ran", pid)
-	}
-	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	ch, view := dropClient(t, srv.name, o)
+	// a minute: the finalizer's Close, on a goroutine, runs late on a loaded machine, not never
+	for end := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
 		runtime.GC() // finds the client unreachable: its finalizer closes it (on a goroutine)
 		// Close gives the channel back, then unlinks the data segment: both, or it is not done
 		if pid, _ := ownerWords(o, ch); pid == 0 && len(dataSegments(srv.name)) == 1 {
