@@ -71,7 +71,7 @@ def spin_floor(rounds: int, budget_s: float = FLOOR_BUDGET_S) -> np.ndarray:
     done = 0
     try:
         for i in range(1, rounds + 1):
-            if not i & 63 and time.monotonic() > deadline:
+            if not (i - 1) & 63 and i > 1 and time.monotonic() > deadline:  # 64, 128, ... done
                 break
             t0 = clock()
             words[0] = i
