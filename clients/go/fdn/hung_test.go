@@ -33,13 +33,16 @@ func hang(t *testing.T, srv *echo, o *Client) {
 	}
 }
 
-// resume resumes the stopped server of c and waits (a minute at most) until it has beaten again:
-// until then a call still finds it hung and gives up after c's ConnectTimeoutMs (20 or 50 ms in
-// these tests), which a resumed process on a loaded machine may take to be run at all.
+// resume resumes the stopped server of c and waits (a minute at most) until it has beaten again,
+// its heartbeat moved (read through c's mapping): until then a call still finds it hung (or finds
+// it so once a second has passed since its last beat) and gives up after c's ConnectTimeoutMs (20
+// or 50 ms in these tests), which a resumed process on a loaded machine may take to be run at all.
+// Not hung at the SIGCONT (stopped under a second) is not enough: it may be before it runs.
 func resume(t *testing.T, srv *echo, c *Client) {
 	t.Helper()
+	beat := atomic.LoadUint64(c.u64(rHeartbeatNs))
 	srv.cmd.Process.Signal(syscall.SIGCONT)
-	for end := time.Now().Add(time.Minute); c.hung() != ""; time.Sleep(time.Millisecond) {
+	for end := time.Now().Add(time.Minute); atomic.LoadUint64(c.u64(rHeartbeatNs)) == beat; time.Sleep(time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatal("the resumed server did not beat again")
 		}

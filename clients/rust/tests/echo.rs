@@ -336,17 +336,32 @@ fn signal(echo: &Echo, sig: &str) {
     }
 }
 
-/// Resume the stopped echo server and wait (a minute at most) until it beats again: until then a
-/// call still finds it hung (stopped over a second) and gives up after its `connect_timeout` (20 or
-/// 50 ms in these tests), which a resumed process on a loaded machine may take to be run at all. A
-/// connect waits for that beat up to its own `connect_timeout`.
+/// The server's `heartbeat_ns` (spec 10.3), read from its control segment.
+fn heartbeat_ns(echo: &Echo) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let ctl = std::fs::File::open(format!("/dev/shm/fdn-{}", echo.1)).expect("its control segment");
+    let mut word = [0u8; 8];
+    ctl.read_exact_at(&mut word, fdn::layout::region::HEARTBEAT_NS as u64)
+        .expect("its heartbeat_ns");
+    u64::from_ne_bytes(word)
+}
+
+/// Resume the stopped echo server and wait (a minute at most) until it beats again, its
+/// `heartbeat_ns` moved: until then a call still finds it hung (or finds it so once a second has
+/// passed since its last beat) and gives up after its `connect_timeout` (20 or 50 ms in these
+/// tests), which a resumed process on a loaded machine may take to be run at all. Not hung at the
+/// `CONT` (stopped under a second) is not enough: that may be before it runs.
 fn resume(echo: &Echo) {
+    let beat = heartbeat_ns(echo);
     signal(echo, "CONT");
-    let patient = ConnectOptions {
-        connect_timeout: Duration::from_secs(60),
-        ..ConnectOptions::default()
-    };
-    Client::connect(&echo.1, patient).expect("the resumed server beats again");
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while heartbeat_ns(echo) == beat {
+        assert!(
+            std::time::Instant::now() < end,
+            "the resumed server did not beat again"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// A loan whose infer fails while its request is still with the server (the server may still
