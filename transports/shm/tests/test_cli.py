@@ -146,8 +146,8 @@ def test_clean_waits_for_a_server_in_its_exit_window_then_removes_its_objects(
         assert out.startswith(f"{name}: would remove ") and "still exiting" in out, out
         assert objects_of(name)
         timer = threading.Timer(0.3, let_go)  # the threads done a moment later
+        t = time.monotonic()  # (before the timer starts: read after, a late read left < 0.25 s)
         timer.start()
-        t = time.monotonic()
         try:
             assert main(["shm", "clean", name]) == 0
         finally:
