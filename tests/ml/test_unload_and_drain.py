@@ -596,7 +596,7 @@ def test_a_version_stopping_while_still_listed_as_the_latest_answers_rather_than
     runtime.registry.get("m", "2").stop(drain_timeout=0, why="version '2' is being unloaded")
     replies = Replies()
     caller = _call_in_thread(runtime, replies, 1, 3.0)
-    caller.join(5)
+    caller.join(HANG_S)  # answered at once; 5 s was a bound a loaded machine could pass
     spinning = caller.is_alive()
     if spinning:  # let it go: the version it keeps finding leaves the registry
         runtime.registry.remove("m", "2")
