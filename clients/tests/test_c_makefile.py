@@ -29,6 +29,8 @@ def _make(cwd: Path, *args: str) -> str:
     ("target", "flag"),
     [
         ("build/test-live", "-Wl,--wrap=malloc"),
+        ("build/live_calls.o", "-c tests/live_calls.c"),
+        ("build/test_live.o", "-c tests/test_live.c"),
         ("build/libfuzzer/fuzz-libfuzzer", "-fsanitize=fuzzer "),
         ("build/codec.o", "-c src/codec.c"),
         ("build/fdn-client", "examples/fdn_client.c -o build/fdn-client"),
