@@ -37,9 +37,7 @@ def _make(cwd: Path, *args: str) -> str:
         ("build/spin-floor", "bench/spin_floor.c -o build/spin-floor"),
     ],
 )
-def test_what_the_makefile_builds_is_rebuilt_when_it_changes(
-    tmp_path: Path, target: str, flag: str
-) -> None:
+def test_what_the_makefile_builds_is_rebuilt_when_it_changes(tmp_path: Path, target: str, flag: str) -> None:
     """None depended on it: a change of their flags alone (test-live's wrapper taken out, CFLAGS's
     warnings) left the old binary or object, make saying it was up to date."""
     if shutil.which("make") is None:
