@@ -480,9 +480,9 @@ def test_spin_returns_at_once_when_the_word_already_holds_the_value() -> None:
     words = memoryview(buf).cast("Q")
     words[2] = 2**64 - 1
     t0 = time.monotonic()
-    assert hot.spin(words, 2, 2**64 - 1, 5 * 10**9, 0) is True
+    assert hot.spin(words, 2, 2**64 - 1, 60 * 10**9, 0) is True
     assert hot.spin(buf, 2, 2**64 - 1, 0, 0) is True  # no window needed
-    assert time.monotonic() - t0 < 2.5
+    assert time.monotonic() - t0 < 30  # not the minute's window (2.5 s of 5: a loaded machine's)
     assert hot.spin(buf, 1, 5, 0, 0) is False  # no window: one look
 
 
