@@ -45,9 +45,18 @@ def test_cpu_ns_counts_the_cpu_a_process_uses_and_not_its_sleep() -> None:
     _busy(0.05)
     busy = cpu_ns(os.getpid()) - before
     assert 0.03e9 <= busy <= 0.5e9  # the scheduler's exact accounting, not 10 ms ticks
-    before = cpu_ns(os.getpid())
-    time.sleep(0.05)
-    assert cpu_ns(os.getpid()) - before < 0.02e9
+    # a sleeping process of its own: this one may have threads of earlier tests still running
+    # (an OpenMP pool spins a while after its work), which a sleep here would count
+    code = "import time; print('ready', flush=True); time.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        before = cpu_ns(proc.pid)
+        time.sleep(0.05)
+        assert cpu_ns(proc.pid) - before < 0.02e9
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_cpu_ns_sums_the_live_threads_of_another_process() -> None:
