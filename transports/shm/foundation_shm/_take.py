@@ -86,9 +86,13 @@ class SlowTake:
         gone', as if the request might have run. Not for a region lost under this client (its
         own message says more), nor a server that was gone before this take first looked."""
         seen = self.seen
-        if seen is None or seen.alive or seen.ctl.faulted():
-            return
-        raise _GoneWhileWaiting(seen.gone())
+        if seen is not None and self._seen_gone(seen):
+            raise _GoneWhileWaiting(seen.gone())
+
+    def _seen_gone(self, conn: _Connection) -> bool:
+        """Whether ``conn`` is the connection this take found serving (``seen``) and its server
+        was found gone since, its region still whole (one lost under this client says more)."""
+        return conn is self.seen and not conn.alive and not conn.ctl.faulted()
 
     def _reconnect(self) -> _Channel | None:
         """A channel of a new connection (none yet, or its server died); None: look again."""
@@ -261,7 +265,7 @@ class SlowTake:
         except ValueError:  # dropped and closed meanwhile (close(), a dead server): look again
             pass
         except ServerUnavailable:
-            if conn is self.seen and not conn.alive and not conn.ctl.faulted():
+            if self._seen_gone(conn):
                 return False  # gone while this take waited for one more channel: the top says so
             if not conn.closing:  # hung past the wait, or gone: said so
                 raise
