@@ -28,6 +28,14 @@ __all__ = ["unnoticed"]  # the fixture, shared with test_resend
 X = np.arange(4.0)
 
 
+def _call(client: ShmClient, into: list[object], request: InferenceRequest) -> None:
+    """``client.infer(request)`` (30 s), what it returns or raises appended to ``into``."""
+    try:
+        into.append(client.infer(request, timeout=30))
+    except BaseException as exc:  # reported by the test
+        into.append(exc)
+
+
 def _busy_then_waiting(client: ShmClient) -> tuple[list[object], list[object], list[threading.Thread]]:
     """On a client of one channel: a call on a thread whose request (a minute of sleep: the
     server is killed long before, however slow the machine) is with the server's handler, then
@@ -36,18 +44,15 @@ def _busy_then_waiting(client: ShmClient) -> tuple[list[object], list[object], l
     first: list[object] = []
     second: list[object] = []
 
-    def call(into: list[object], request: InferenceRequest) -> None:
-        try:
-            into.append(client.infer(request, timeout=30))
-        except BaseException as exc:  # reported by the test
-            into.append(exc)
-
     held = threading.Thread(
-        target=call, args=(first, InferenceRequest("sleep", {"x": X}, id=8001, parameters={"ms": 60000}))
+        target=_call,
+        args=(client, first, InferenceRequest("sleep", {"x": X}, id=8001, parameters={"ms": 60000})),
     )
     held.start()
     assert until(lambda: _busy(client.name)), "the sleep never reached the handler"
-    waiting = threading.Thread(target=call, args=(second, InferenceRequest("echo", {"x": X * 2}, id=8002)))
+    waiting = threading.Thread(
+        target=_call, args=(client, second, InferenceRequest("echo", {"x": X * 2}, id=8002))
+    )
     waiting.start()
     assert until(lambda: client._pool._waiters > 0), "the next call never waited for the channel"
     return first, second, [held, waiting]
@@ -136,19 +141,15 @@ def test_a_call_waiting_for_a_hung_servers_beat_to_claim_one_more_channel_fails_
         first: list[object] = []
         second: list[object] = []
 
-        def call(into: list[object], request: InferenceRequest) -> None:
-            try:
-                into.append(client.infer(request, timeout=30))
-            except BaseException as exc:  # reported by the test
-                into.append(exc)
-
         request = InferenceRequest("sleep", {"x": X}, parameters={"ms": 60000})
-        held = threading.Thread(target=call, args=(first, request))
+        held = threading.Thread(target=_call, args=(client, first, request))
         held.start()
         assert until(lambda: _busy(name)), "the sleep never reached the handler"
         with stopped(server):
             time.sleep(1.2)  # no beat for over 10 intervals of 100 ms: hung (spec 10.3)
-            waiting = threading.Thread(target=call, args=(second, InferenceRequest("echo", {"x": X})))
+            waiting = threading.Thread(
+                target=_call, args=(client, second, InferenceRequest("echo", {"x": X}))
+            )
             waiting.start()
             # waiting for the beat: killed before it first looked, the other thread's call could
             # drop the connection first, and the call would start on a server already gone
