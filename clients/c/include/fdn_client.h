@@ -403,6 +403,21 @@ enum fdn_status fdn_connect(fdn_client **out, const char *name, const struct fdn
  * connect_timeout_ms. A client whose server died only unlinks and unmaps. Not while another thread
  * is in a call on c (see Thread-safety above). NULL is a no-op. */
 void fdn_close(fdn_client *c);
+/* What a client counts (spec 10.5; nothing of it is on the wire): from 0 at fdn_connect, only
+ * growing. A reconnect and a request sent again are otherwise invisible to the caller: the call
+ * is answered by the server restarted under the name. */
+struct fdn_counters {
+    uint64_t reconnects; /* connections made after fdn_connect's own: the one the client had was
+                          * dropped (its server found dead, stopped or hung) and a call made a new
+                          * one; a connect that failed is not counted */
+    uint64_t resends;    /* calls whose request went to a new connection with no handler having
+                          * seen it (spec 10.3, 7.5), counted as it is published there; a loan's
+                          * call is never sent again */
+};
+/* c's counts into *out (zeros for a NULL c; nothing for a NULL out). It waits for nothing and takes
+ * nothing, so it may run in another thread while c is in a call (relaxed atomic loads), never
+ * after fdn_close. */
+void fdn_client_counters(const fdn_client *c, struct fdn_counters *out);
 /* Run `model` (at most 63 bytes) on input_count inputs (at most 64: TOO_LARGE; inputs may be NULL
  * when it is 0). timeout_ms < 0: no deadline; 0: the deadline is now (the request is sent, and the
  * call is DEADLINE_EXCEEDED unless it was answered already); a deadline past 2^64 ns is capped

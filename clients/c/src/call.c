@@ -294,12 +294,15 @@ static enum fdn_status send_again(struct fdn_client *c, uint64_t deadline, struc
     memcpy(c->data, request, n);
     free(request);
     c->used = n;
+    __atomic_fetch_add(&c->counts.resends, 1, __ATOMIC_RELAXED); /* spec 10.5: published just below */
     return exchange(c, deadline, 1, res, err);
 }
 
-/* `again`: whether the call's one extra attempt (send_again) is still its own (ready may have spent it). */
+/* `again`: whether the call's one extra attempt (send_again) is still its own (ready may have spent it);
+ * `moved`: ready spent it, reconnecting before the request was written (counted as a resend once
+ * published, spec 10.5). */
 static enum fdn_status send_request(struct fdn_client *c, const char *model, uint64_t end, uint64_t deadline,
-                                    int again, struct fdn_result *res, struct fdn_error *err) {
+                                    int again, int moved, struct fdn_result *res, struct fdn_error *err) {
     struct fdn_request_fields *f = &c->req;
     f->kind = FDN_INFER_REQUEST;
     f->request_id = c->next_id++;
@@ -309,6 +312,7 @@ static enum fdn_status send_request(struct fdn_client *c, const char *model, uin
     enum fdn_status st = fdn_encode_request(c->data, c->req_cap, f, err);
     if (!st) {
         c->used = end;
+        if (moved) __atomic_fetch_add(&c->counts.resends, 1, __ATOMIC_RELAXED); /* published just below */
         st = exchange(c, deadline, 1, res, err); /* (a failed grow of the response area named no request) */
         if (st == FDN_SERVER_UNAVAILABLE && c->unsent && !c->loaned && again) st = send_again(c, deadline, res, err);
     }
@@ -451,7 +455,7 @@ static enum fdn_status infer_call(fdn_client *c, const char *model, const struct
     if ((st = ensure(c, end, err))) return st;
     for (uint32_t i = 0; i < input_count; i++)
         if (t[i].data_size) memcpy(c->data + t[i].data_offset, inputs[i].data, (size_t)t[i].data_size);
-    return send_request(c, model, end, deadline, again, res, err);
+    return send_request(c, model, end, deadline, again, !again, res, err);
 }
 
 const struct fdn_tensor *fdn_result_output(const struct fdn_result *res, const char *name) {
@@ -538,7 +542,7 @@ static enum fdn_status loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_
     enum fdn_status st = ready(c, deadline, NULL, err);
     if (st) return st;
     set_call(c, NULL, NULL); /* a loan's tensors follow a payload without names or params */
-    st = send_request(c, c->loan_model, c->loan_end, deadline, 0, res, err);
+    st = send_request(c, c->loan_model, c->loan_end, deadline, 0, 0, res, err);
     if (st && c->connected && FDN_LOAD(&c->ch->server_seq) != c->seq) {
         /* the server may still read the inputs: fdn_loan_data must not hand them out for writing */
         c->loaned = 0;

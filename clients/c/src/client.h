@@ -43,6 +43,10 @@ struct fdn_client {
      * (grown as needed, reused: no allocation per call in the steady state) */
     uint8_t *snap;
     uint64_t snap_cap;
+    /* spec 10.5: whether a connection was ever made (the next is a reconnect), and the counts,
+     * stored and read with relaxed atomics (fdn_client_counters may run in another thread) */
+    int ever_connected;
+    struct fdn_counters counts;
 };
 
 uint64_t fdn_now_ns(void); /* CLOCK_MONOTONIC, the clock of deadlines */

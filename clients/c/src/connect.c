@@ -497,7 +497,15 @@ enum fdn_status fdn_connect_now(struct fdn_client *c, uint64_t deadline, struct 
         return st;
     }
     c->connected = 1;
+    if (c->ever_connected) __atomic_fetch_add(&c->counts.reconnects, 1, __ATOMIC_RELAXED); /* spec 10.5 */
+    c->ever_connected = 1;
     return FDN_OK;
+}
+
+void fdn_client_counters(const fdn_client *c, struct fdn_counters *out) {
+    if (!out) return;
+    out->reconnects = c ? __atomic_load_n(&c->counts.reconnects, __ATOMIC_RELAXED) : 0;
+    out->resends = c ? __atomic_load_n(&c->counts.resends, __ATOMIC_RELAXED) : 0;
 }
 
 static int valid_name(const char *name) {

@@ -3,6 +3,15 @@
 #define _GNU_SOURCE
 #include "live.h"
 
+/* The client's counts (spec 10.5) are `reconnects` and `resends` `when`. */
+static void counts_are(const fdn_client *c, uint64_t reconnects, uint64_t resends, const char *when) {
+    struct fdn_counters n = {99, 99};
+    fdn_client_counters(c, &n);
+    CHECK(n.reconnects == reconnects && n.resends == resends,
+          "the counts %s: %llu reconnects, %llu resends; want %llu and %llu", when, (unsigned long long)n.reconnects,
+          (unsigned long long)n.resends, (unsigned long long)reconnects, (unsigned long long)resends);
+}
+
 /* A server killed (SIGKILL) and restarted under its name (spec 10.3): a request the dead server never
  * dispatched is sent once more to the new one, within the call's deadline (before, the first call of
  * every idle client failed SERVER_UNAVAILABLE although the new server was up), a grown one too; with
@@ -20,12 +29,14 @@ void restart_checks(const char *python) {
     enum fdn_status st = fdn_connect(&c, name, NULL, &err);
     CHECK(st == FDN_OK, "connect: %s", err.message);
     if (st) goto out;
+    counts_are(c, 0, 0, "of a new client");
     echo(c, "the first call");
     kill_server(server);
     server = echo_server(python, name);
     CHECK(server > 0, "restart");
     if (server < 0) goto out;
     echo(c, "the first call after a crash and a restart");
+    counts_are(c, 1, 1, "after a call sent again to a restarted server");
 
     /* a request larger than the new channel's area: it grows before it is sent again */
     static uint8_t big[1200000];
@@ -42,6 +53,7 @@ void restart_checks(const char *python) {
     const struct fdn_tensor *y = st == FDN_OK ? fdn_result_output(&res, "x") : NULL;
     CHECK(y && y->data_size == sizeof big && memcmp(y->data, big, sizeof big) == 0,
           "a grown request after a crash and a restart: %s %s", fdn_strerror(st), err.message);
+    counts_are(c, 2, 2, "after a grown request sent again");
 
     struct fdn_tensor spec = {.name = "x", .dtype = FDN_UINT8, .ndim = 1, .shape = {4}};
     CHECK(fdn_loan_begin(c, "echo", &spec, 1, &err) == FDN_OK, "a loan: %s", err.message);
@@ -58,7 +70,9 @@ void restart_checks(const char *python) {
     snprintf(says, sizeof says, "shm server '%s' (pid %d) is gone", name, (int)dead);
     CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(err.message, says) == 0,
           "a loan whose server was killed and restarted: %s %s", fdn_strerror(st), err.message);
+    counts_are(c, 2, 2, "after a loan's call failed gone (never sent again)");
     echo(c, "a copying call after the loan failed");
+    counts_are(c, 3, 2, "after the next call reconnected (nothing to send again)");
 
     dead = server;
     kill_server(server);
@@ -69,6 +83,7 @@ void restart_checks(const char *python) {
              (int)dead);
     CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(err.message, says) == 0,
           "a call whose server was killed and not restarted: %s %s", fdn_strerror(st), err.message);
+    counts_are(c, 3, 2, "after a reconnect that failed (no server)");
 out:
     if (c) fdn_close(c);
     if (server > 0) kill_server(server);
@@ -323,6 +338,14 @@ static void abandoned_case(const char *python, enum abandoned_case mode) {
     unhide();
     pthread_join(t, NULL);
     double took = seconds_since(&t0);
+    /* spec 10.5: a call moved to the restarted server (TWICE: once, its second server dead too);
+     * a loan's begin reconnects, and its call is the new channel's first, not a resend */
+    counts_are(c, mode == NONE || mode == HUNG ? 0 : 1, mode == RESTARTED || mode == TWICE,
+               mode == RESTARTED ? "after a call waiting for a late answer was sent to a restarted server"
+               : mode == NONE    ? "after no server restarted"
+               : mode == HUNG    ? "after the restarted server was hung"
+               : mode == TWICE   ? "after the call's new server died too"
+                                 : "after a loan's begin reconnected");
     fdn_open_stat = real;
     if (mode == HUNG && server > 0) kill(server, SIGCONT);
     char gone[128];
