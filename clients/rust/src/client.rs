@@ -1,6 +1,7 @@
-//! The public client: [`Client`] (connect by name, infer, reconnect after a server died) and
-//! [`Loan`] (inputs written in place in the request area). docs/protocol/shm.md sections 7.2 (one
-//! request) and 10.1 (connect, disconnect); the connection's mechanics are in `conn`.
+//! The public client: [`Client`] (connect by name, infer, reconnect after a server died, and
+//! count it: [`Counters`]) and [`Loan`] (inputs written in place in the request area).
+//! docs/protocol/shm.md sections 7.2 (one request), 10.1 (connect, disconnect) and 10.5 (what a
+//! client counts); the connection's mechanics are in `conn`.
 //!
 //! Its parts live in child modules: [`check`] (the arguments' checks, before anything is
 //! written), [`resend`] (the transparent resend of 10.3 and the "not sent" error of a failed
@@ -23,6 +24,28 @@ use crate::layout as l;
 use crate::options::{ConnectOptions, InferOptions};
 use crate::tensor::{DataType, Tensor};
 use std::time::Duration;
+
+/// What a [`Client`] counts (docs/protocol/shm.md section 10.5; nothing of it is in shared
+/// memory): how often its server was found gone under it and a call carried on elsewhere, which
+/// the caller otherwise never sees. Both are zero for a new client and only grow.
+///
+/// Read with [`Client::counters`]: plain numbers, not atomics, because every call takes the
+/// client `&mut`, so no read can overlap one (a [`crate::Pool`]'s clients are reached through
+/// [`crate::Pool::with_client`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Connections made after the client's first (a channel claimed on a server found under its
+    /// name once the previous one was found dead or stopped). A connect that fails is not
+    /// counted.
+    pub reconnects: u64,
+    /// Calls whose request no handler had seen when their server was found gone, published on a
+    /// new connection (10.3's transparent resend of a request never dispatched; a call that found
+    /// its server stopped before it published, or gone while it waited for an abandoned call's
+    /// late answer, 7.5). At most once per call, counted as it is published; a call whose
+    /// reconnect fails, one that failed gone because a handler may have run it, and a loan's
+    /// call (never sent again) are not counted.
+    pub resends: u64,
+}
 
 /// A connection to a Foundation shm server: one claimed channel, one request at a time.
 ///
@@ -50,6 +73,10 @@ pub struct Client {
     /// This call reconnected after its server died as it waited for an abandoned request's late
     /// answer (`ready`): its request is not sent again.
     redialed: bool,
+    /// This call's request, not yet published, was moved to a new connection (`ready`: its server
+    /// found stopped as the call began, or gone as it waited): a resend once it is published.
+    moved: bool,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for Client {
@@ -82,6 +109,8 @@ impl Client {
             conn_gen: 1,
             next_id: 1,
             redialed: false,
+            moved: false,
+            counters: Counters::default(),
         })
     }
 
@@ -96,6 +125,12 @@ impl Client {
         self.conn.as_ref().is_some_and(|c| c.alive() && c.pending())
     }
 
+    /// How often this client reconnected and sent a call's request to a new connection
+    /// ([`Counters`], spec 10.5). Never waits, never touches shared memory.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
     /// The server name.
     pub fn name(&self) -> &str {
         &self.name
@@ -107,12 +142,13 @@ impl Client {
     }
 
     /// The live connection, reconnecting if the previous server is gone (no later than the
-    /// calling request's `deadline`, monotonic ns, 0 for none).
+    /// calling request's `deadline`, monotonic ns, 0 for none). A server found stopped here, as
+    /// a call begins, makes that call `moved` (10.5: its request goes to the new connection).
     fn conn(&mut self, deadline: u64) -> Result<&mut Conn> {
-        if let Some(c) = self.conn.as_mut() {
-            // A server that stopped cleanly says so in its region: reconnect now rather than
-            // after a wait slice.
-            c.notice_stop();
+        // A server that stopped cleanly says so in its region: reconnect now rather than after a
+        // wait slice.
+        if self.conn.as_mut().is_some_and(Conn::notice_stop) {
+            self.moved = true;
         }
         if self.conn.as_ref().is_some_and(|c| !c.alive()) {
             if let Some(mut old) = self.conn.take() {
@@ -122,6 +158,7 @@ impl Client {
         if self.conn.is_none() {
             self.conn = Some(Conn::open(&self.name, &self.opts, deadline)?);
             self.conn_gen += 1;
+            self.counters.reconnects += 1; // the first connection was connect's
         }
         Ok(self.conn.as_mut().expect("connected above"))
     }
@@ -135,10 +172,11 @@ impl Client {
     /// the call was published, so a region STOPPED while its process lives is no reason to fail
     /// it as if it might have run (the resend, which needs proof of death, is another matter).
     /// That reconnect is the call's one more attempt (`redialed`): its request is not sent again
-    /// (`round_trip`).
+    /// (`round_trip`). Either reconnect (this one, or `conn`'s after a server found stopped as the
+    /// call began) makes the call a resend once its request is published (`moved`, 10.5).
     fn ready(&mut self, deadline: u64, check: impl Fn(&Conn) -> Result<()>) -> Result<&mut Conn> {
         let (spin, hung_wait) = (self.opts.spin, self.opts.connect_timeout);
-        self.redialed = false;
+        (self.redialed, self.moved) = (false, false);
         let conn = self.conn(deadline)?;
         check(conn)?;
         let instance = conn.instance_id();
@@ -151,6 +189,7 @@ impl Client {
         if let Err(e) = self.conn(deadline).map(|_| ()) {
             return Err(not_sent(gone, &e, "not sent", &self.name, instance));
         }
+        self.moved = true;
         let conn = self.conn.as_mut().expect("connected above");
         check(conn)?;
         Ok(conn)

@@ -206,11 +206,13 @@ impl Conn {
     }
 
     /// A server that stopped cleanly says so in its region: count the connection dead now rather
-    /// than after a wait slice.
-    pub(crate) fn notice_stop(&mut self) {
-        if self.ctl.u32(rg::STATE).load(Acquire) == l::STATE_STOPPED {
+    /// than after a wait slice. True if this found it so (the connection was alive until now).
+    pub(crate) fn notice_stop(&mut self) -> bool {
+        let stopped = self.alive && self.ctl.u32(rg::STATE).load(Acquire) == l::STATE_STOPPED;
+        if stopped {
             self.alive = false;
         }
+        stopped
     }
 
     /// Replace the data segment by one with the given capacities (channel idle), carrying over

@@ -6,6 +6,8 @@
 //! - [`Client::connect`] claims a channel on a server; [`Client::infer`] sends named
 //!   [`Tensor`]s and returns the outputs; [`Client::loan`] lends the request area out so inputs
 //!   are written straight into shared memory.
+//! - [`Client::counters`] says how often a client reconnected and sent a call's request to a
+//!   new connection after its server was found gone ([`Counters`], spec 10.5).
 //! - [`Pool`] shares up to `size` clients of one server among threads, connecting them as needed.
 //! - Every call returns [`Result`]; an [`Error`] has a [`Status`] (the protocol's error codes)
 //!   and a message.
@@ -44,7 +46,7 @@ mod pool;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use client::{Client, Loan};
+pub use client::{Client, Counters, Loan};
 pub use options::{
     ConnectOptions, InferOptions, TensorSpec, MAX_RESPONSE_BYTES, MAX_RESPONSE_BYTES_LIMIT,
 };

@@ -15,7 +15,8 @@ impl Client {
     /// the name, within the same deadline. With none to take it (no server yet, the dead one's
     /// region, a hung or full one, the deadline) the call fails with the first error, the
     /// reconnect's reason appended. A loan never comes here: its inputs were written into the
-    /// dead server's area.
+    /// dead server's area. A request published on a new connection counts a resend (10.5), once
+    /// per call: here, or as it is first published if `ready` moved it already.
     pub(super) fn round_trip(
         &mut self,
         rid: u64,
@@ -23,6 +24,9 @@ impl Client {
         deadline: u64,
         spin: Duration,
     ) -> Result<(codec::DecodedResponse, Vec<Tensor>)> {
+        if self.moved {
+            self.counters.resends += 1; // published below, on the connection ready moved it to
+        }
         let conn = self.conn.as_mut().expect("connected by the call");
         // once per call: a call that reconnected as it waited (ready) fails gone, nothing appended
         let gone = match conn.round_trip(rid, end, deadline, spin) {
@@ -33,10 +37,16 @@ impl Client {
         let again = self.conn(deadline).and_then(|conn| {
             conn.ensure(request.len())?;
             conn.request_area()[..request.len()].copy_from_slice(&request);
-            Ok(conn)
+            Ok(())
         });
         match again {
-            Ok(conn) => conn.round_trip(rid, end, deadline, spin),
+            Ok(()) => {
+                if !self.moved {
+                    self.counters.resends += 1; // published below, on the new connection
+                }
+                let conn = self.conn.as_mut().expect("reconnected above");
+                conn.round_trip(rid, end, deadline, spin)
+            }
             Err(e) => Err(not_sent(gone, &e, "not sent again", &self.name, instance)),
         }
     }

@@ -1,11 +1,14 @@
 //! A server killed (SIGKILL) and restarted under its name (spec 10.3): a request the dead server
 //! never dispatched is sent once more to the new one, within the call's deadline; before, the
 //! first call of every idle client failed SERVER_UNAVAILABLE
-//! although the new server was up. Runs only when `FDN_TEST_PYTHON` names a Python with
-//! foundation_shm installed.
+//! although the new server was up. The client counts its reconnects and resends (10.5). Runs only
+//! when `FDN_TEST_PYTHON` names a Python with foundation_shm installed.
 
+use super::restart_wait_tests::{kill as kill_gate, start_again};
 use super::tests::{python_server, signal, Echo};
-use crate::{Client, ConnectOptions, DataType, Status, Tensor, TensorSpec};
+use crate::pool::tests::gate;
+use crate::{Client, ConnectOptions, Counters, DataType, Status, Tensor, TensorSpec};
+use std::thread;
 use std::time::Duration;
 
 const LONG: Option<Duration> = Some(Duration::from_secs(30));
@@ -29,22 +32,38 @@ fn int(v: i32) -> Vec<Tensor> {
     vec![Tensor::from_slice("x", &[1], &[v]).unwrap()]
 }
 
+fn counted(reconnects: u64, resends: u64) -> Counters {
+    Counters {
+        reconnects,
+        resends,
+    }
+}
+
 #[test]
 fn the_first_call_after_a_crash_and_a_restart_is_answered() {
     let Some(mut srv) = echo("rustcrash") else {
         return;
     };
     let mut client = Client::connect(&srv.1, ConnectOptions::default()).unwrap();
+    assert_eq!(client.counters(), counted(0, 0), "a new client");
     assert_eq!(client.infer("echo", &int(1), LONG).unwrap(), int(1));
     kill(&mut srv);
     let mut srv = echo("rustcrash").unwrap();
     assert_eq!(client.infer("echo", &int(2), LONG).unwrap(), int(2));
+    assert_eq!(client.counters(), counted(1, 1), "after a crash");
     // a request larger than the new channel's area: it grows before it is sent again
     let big = vec![Tensor::from_slice("x", &[300_000], &vec![7i32; 300_000]).unwrap()];
     assert_eq!(client.infer("echo", &big, LONG).unwrap(), big);
     kill(&mut srv);
-    let _srv = echo("rustcrash").unwrap();
+    let srv = echo("rustcrash").unwrap();
     assert_eq!(client.infer("echo", &big, LONG).unwrap(), big);
+    assert_eq!(client.counters(), counted(2, 2), "after a second crash");
+    // stopped cleanly (SIGTERM, waited for) and restarted: the next call finds the region
+    // STOPPED before it publishes, and its request goes to the new server
+    drop(srv);
+    let _srv = echo("rustcrash").unwrap();
+    assert_eq!(client.infer("echo", &int(3), LONG).unwrap(), int(3));
+    assert_eq!(client.counters(), counted(3, 3), "after a clean stop");
 }
 
 /// A server killed behind a stat file this client cannot read (EMFILE): kill(pid, 0) proves it
@@ -76,6 +95,7 @@ fn a_call_whose_server_was_killed_and_not_restarted_is_gone() {
     let pid = kill(&mut srv);
     let e = client.infer("echo", &int(2), LONG).unwrap_err();
     super::tests::clean(&srv.1); // what the killed server left, before anything can fail
+    assert_eq!(client.counters(), counted(0, 0), "a reconnect that failed");
     let want = format!(
         "shm server {:?} (pid {pid}) is gone; not sent again: no server has started under that \
          name since",
@@ -107,5 +127,35 @@ fn a_loan_is_not_sent_again_after_a_crash_and_a_restart() {
         (e.code, e.message.as_str()),
         (Status::ServerUnavailable, want.as_str())
     );
+    assert_eq!(client.counters(), counted(0, 0), "a loan is not sent again");
     assert_eq!(client.infer("echo", &int(9), LONG).unwrap(), int(9));
+    assert_eq!(client.counters(), counted(1, 0), "the call after the loan");
+}
+
+/// A request a handler had (it may have run: `server_busy` 1) when its server was killed fails
+/// gone, is not sent again and counts no resend (10.5); the client's next call, the server
+/// restarted, reconnects (counted), its request never having been with the dead one (no resend).
+#[test]
+fn a_request_a_handler_had_counts_no_resend_and_the_next_call_a_reconnect() {
+    let Some(mut g) = gate("rustcount", 4) else {
+        return;
+    };
+    let mut client = Client::connect(g.name(), ConnectOptions::default()).unwrap();
+    let (got, pid) = thread::scope(|s| {
+        let call = s.spawn(|| client.infer("gate_a", &int(1), LONG));
+        g.wait_file("gate_a", "with-server");
+        let pid = kill_gate(&mut g);
+        (call.join().unwrap(), pid)
+    });
+    let want = format!("shm server {:?} (pid {pid}) is gone", g.name());
+    let e = got.unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (Status::ServerUnavailable, want.as_str())
+    );
+    assert_eq!(client.counters(), counted(0, 0), "a request a handler had");
+    std::fs::remove_file(g.dir.join("gate_a.with-server")).unwrap();
+    start_again(&mut g, "rustcount");
+    assert_eq!(client.infer("echo", &int(2), LONG).unwrap(), int(2));
+    assert_eq!(client.counters(), counted(1, 0), "the next call");
 }

@@ -8,7 +8,7 @@ use super::proof_tests::hold_loop;
 use super::tests::{base, python_server, region, HeldMutex};
 use crate::layout::{self as l, channel as ch, region as rg};
 use crate::pool::tests::{gate, wait_until, Gate};
-use crate::{shm, Client, ConnectOptions, DataType, Pool, Status, Tensor, TensorSpec};
+use crate::{shm, Client, ConnectOptions, Counters, DataType, Pool, Status, Tensor, TensorSpec};
 use std::sync::atomic::Ordering::SeqCst;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ fn int(v: i32) -> Vec<Tensor> {
 }
 
 /// Kill the gate server (SIGKILL) and wait until it has exited; its pid.
-fn kill(g: &mut Gate) -> u32 {
+pub(super) fn kill(g: &mut Gate) -> u32 {
     g.server.0.kill().unwrap();
     g.server.0.wait().unwrap();
     g.server.0.id()
@@ -28,7 +28,7 @@ fn kill(g: &mut Gate) -> u32 {
 
 /// Start the gate server again (4 channels) under its name, `prefix` as `gate` was given, and
 /// its folder of gate files.
-fn start_again(g: &mut Gate, prefix: &str) {
+pub(super) fn start_again(g: &mut Gate, prefix: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/gate_server.py");
     let dir = g.dir.to_str().unwrap().to_string();
     g.server = python_server(prefix, &[script], &[&dir, "--channels", "4"]).unwrap();
@@ -161,6 +161,7 @@ fn a_call_waiting_behind_an_abandoned_request_with_no_server_since_is_not_sent()
         (call.join().unwrap().unwrap_err(), dead)
     });
     super::tests::clean(g.name()); // what the killed server left
+    assert_eq!(client.counters(), Counters::default(), "a failed reconnect");
     let want = format!(
         "shm server {:?} (pid {dead}) is gone; not sent: no server has started under that name \
          since",
@@ -209,8 +210,14 @@ fn a_call_waiting_behind_an_abandoned_request_keeps_its_deadline_in_the_reconnec
         (0..channels).all(|i| ctl.u32(base(i) + ch::OWNER_PID).load(SeqCst) != me),
         "the failed reconnect left a channel owned by this process"
     );
+    assert_eq!(client.counters(), Counters::default(), "a failed reconnect");
     drop(held);
     assert_eq!(client.infer("echo", &int(9), LONG).unwrap(), int(9));
+    let want = Counters {
+        reconnects: 1,
+        resends: 0,
+    };
+    assert_eq!(client.counters(), want, "the call after a failed reconnect");
     assert_eq!(runs(&g, "count_b"), 0, "count_b ran, though never sent");
 }
 
@@ -364,6 +371,11 @@ fn a_loan_taken_behind_an_abandoned_request_is_granted_by_the_restarted_server()
         !g.dir.join("gate_a.with-server").exists(),
         "the abandoned request was sent to the new server"
     );
+    let want = Counters {
+        reconnects: 1,
+        resends: 0,
+    };
+    assert_eq!(client.counters(), want, "a loan's call is no resend");
 }
 
 /// The reconnect of a call that waited behind an abandoned request is that call's one extra
@@ -385,10 +397,20 @@ fn the_call_after_one_that_reconnected_while_waiting_is_still_sent_again() {
         Ok(int(7)),
         "behind the abandoned request"
     );
+    let once = Counters {
+        reconnects: 1,
+        resends: 1,
+    };
+    assert_eq!(client.counters(), once, "behind the abandoned request");
     kill(&mut g);
     start_again(&mut g, "rustwaitnext");
     let got = client.infer("echo", &int(8), LONG);
     assert_eq!(got.map_err(|e| e.to_string()), Ok(int(8)), "the next call");
+    let twice = Counters {
+        reconnects: 2,
+        resends: 2,
+    };
+    assert_eq!(client.counters(), twice, "the next call");
 }
 
 /// Field 3 of `/proc/PID/stat`: R, S, Z (a zombie) ...
