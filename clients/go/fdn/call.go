@@ -12,10 +12,13 @@ import (
 
 // noticeStop: a server that stopped (gracefully) marked its region STOPPED; a restarted one has
 // a new region. One load, so every call can afford it; a killed server is noticed while waiting.
-func (c *Client) noticeStop() {
+// It reports whether it dropped the connection.
+func (c *Client) noticeStop() bool {
 	if c.connected && atomic.LoadUint32(c.u32(rState)) == stateStopped {
 		c.connected = false
+		return true
 	}
+	return false
 }
 
 // ready reconnects if the server died, and waits until the channel is idle. A server found gone
@@ -26,10 +29,12 @@ func (c *Client) noticeStop() {
 // never waits so: a loan ends when its request is left with the server). Nothing of the call was
 // published, so a region STOPPED while its process lives is no reason to fail it as if it might
 // have run (the resend, which needs proof of death, is another matter). That reconnect is the
-// call's one more attempt: its request is not sent again (send).
+// call's one more attempt: its request is not sent again (send). A call that found its region
+// STOPPED here, or its server gone while it waited, is a resend once its request is published on
+// the new connection (moved, spec 10.5).
 func (c *Client) ready(deadline uint64) error {
-	c.noticeStop()
-	c.redialed = false
+	c.redialed, c.resent = false, false
+	c.moved = c.noticeStop()
 	if !c.connected {
 		c.disconnect()
 		if err := c.connect(deadline); err != nil {
@@ -38,7 +43,7 @@ func (c *Client) ready(deadline uint64) error {
 	}
 	err := c.waitIdle(deadline)
 	if e, ok := err.(*Error); ok && e.Code == ServerUnavailable && !c.connected && !c.loaned {
-		c.redialed = true
+		c.redialed, c.moved = true, true
 		if err := c.redial(deadline, 0); err != nil {
 			return notSent(e, err, "not sent")
 		}
@@ -166,6 +171,9 @@ func (c *Client) send(model string, end uint64, deadline uint64) (*Result, error
 		return nil, withCall(err, model, r.RequestID)
 	}
 	c.used = end
+	if c.moved {
+		c.countResend()
+	}
 	res, err := c.exchange(deadline, true)
 	// once per call: a call that reconnected as it waited (ready) fails gone, nothing appended
 	if e, ok := err.(*Error); ok && e.unsent && !c.loaned && !c.redialed {

@@ -107,6 +107,10 @@ type Client struct {
 	nextID          uint64
 	loaned          bool
 	redialed        bool // this call reconnected after its server died as it waited (ready): not sent again
+	moved           bool // this call reconnected, its server found gone before a handler saw its request: a resend once published
+	resent          bool // this call was counted a resend (once per call)
+	dialed          bool // connected once: every later connect is a reconnect
+	counts          counts
 	loanEnd         uint64
 	loanEnded       uint64  // the request id of a LoanInfer that failed still with the server (it ended the loan)
 	req             Request // reused by every call: nothing allocated per call

@@ -28,6 +28,7 @@ func (c *Client) connect(deadline uint64) error {
 		return err
 	}
 	c.connected = true
+	c.countConnect()
 	return nil
 }
 

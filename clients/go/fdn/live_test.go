@@ -145,12 +145,16 @@ func TestLiveAgainstTheEchoServer(t *testing.T) {
 	if _, err = c.Infer("echo", in, 5*time.Second); CodeOf(err) != ServerUnavailable {
 		t.Fatalf("a killed server: %v", err)
 	}
+	wantCounts(t, c, "after a call whose reconnect failed", 0, 0)
 	srv.restart()
 	echo("the call after the server restarted")
+	wantCounts(t, c, "after the call that reconnected (its request sent there first)", 1, 0)
 
 	srv.stop(syscall.SIGTERM) // a graceful stop: the region says STOPPED
 	srv.restart()
 	echo("the first call after a graceful restart")
+	// the call found the region STOPPED before it published: sent to the new connection instead
+	wantCounts(t, c, "after the first call after a graceful restart", 2, 1)
 }
 
 // One client shared by goroutines refuses the overlapping calls instead of interleaving them

@@ -24,6 +24,7 @@ func (c *Client) sendAgain(gone *Error, deadline uint64) (*Result, error) {
 	}
 	copy(c.data, req)
 	c.used = uint64(len(req))
+	c.countResend()
 	return c.exchange(deadline, true)
 }
 

@@ -21,12 +21,18 @@ func crashAndRestart(srv *echo) {
 	srv.restart()
 }
 
+// Each such call is counted a resend, its reconnect a reconnect (spec 10.5), as a goroutine reads
+// the counts throughout; a closed client keeps them.
 func TestLiveTheFirstCallAfterACrashAndARestartIsAnswered(t *testing.T) {
 	srv := startEcho(t, "fdngocrash")
 	c := srv.connect(Options{})
+	wantCounts(t, c, "a new client", 0, 0)
+	watched := watchCounts(t, c)
 	wantEcho(t, c, "the first call")
+	wantCounts(t, c, "after the first call", 0, 0)
 	crashAndRestart(srv)
 	wantEcho(t, c, "the first call after a crash and a restart")
+	wantCounts(t, c, "after the first call after a crash and a restart", 1, 1)
 	// a request larger than the new channel's area: it grows before the request is sent again
 	big := make([]byte, 1200000)
 	big[0], big[len(big)-1] = 3, 9
@@ -37,6 +43,10 @@ func TestLiveTheFirstCallAfterACrashAndARestartIsAnswered(t *testing.T) {
 	crashAndRestart(srv)
 	res, err := c.Infer("echo", in, 30*time.Second)
 	wantAnswer(t, "a grown request after a crash and a restart", res, err, in)
+	watched()
+	wantCounts(t, c, "after the grown request after a second crash and restart", 2, 2)
+	c.Close()
+	wantCounts(t, c, "closed", 2, 2)
 }
 
 // None restarted: the call fails as before, gone, and says why it was not sent again.
@@ -49,6 +59,7 @@ func TestLiveACallWhoseServerWasKilledAndNotRestartedIsGone(t *testing.T) {
 	_, err := c.Infer("echo", oneByte(), 30*time.Second)
 	wantError(t, "a call whose server was killed", err, ServerUnavailable,
 		fmt.Sprintf("shm server %q (pid %d) is gone; not sent again: no server has started under that name since", srv.name, pid))
+	wantCounts(t, c, "after a call whose reconnect failed", 0, 0)
 }
 
 // A loan's inputs were written into the dead server's area: it is not sent again.
@@ -72,7 +83,9 @@ func TestLiveALoanIsNotSentAgainAfterACrashAndARestart(t *testing.T) {
 	if e := err.(*Error); e.Message != fmt.Sprintf("shm server %q (pid %d) is gone", srv.name, pid) {
 		t.Fatalf("the loan's error says more than that it is gone: %q", e.Message)
 	}
+	wantCounts(t, c, "after the loan not sent again", 0, 0)
 	wantEcho(t, c, "a copying call after the loan failed")
+	wantCounts(t, c, "after the call that reconnected", 1, 0)
 }
 
 // A warm pool of 4 failed 4 calls in a row after a crash and a restart; now none.

@@ -225,7 +225,9 @@ func TestLiveACallWaitingBehindAnAbandonedRequestIsSentToTheRestartedServer(t *t
 		t.Errorf("the answer is to request %d, not %d", got.res.RequestID, abandoned+1)
 	}
 	wantSentOnlyAnew(t, g)
+	wantCounts(t, c, "after the call sent to the restarted server", 1, 1)
 	wantEcho(t, c, "the next call")
+	wantCounts(t, c, "after the next call", 1, 1)
 }
 
 // A pool's client put back with its request still with the server (its call abandoned), the server
@@ -266,6 +268,7 @@ func TestLiveACallWaitingBehindAnAbandonedRequestWithNoServerSinceIsNotSent(t *t
 	if e := got.err.(*Error); e.Message != want || e.RequestID != 0 || e.Model != "count_b" {
 		t.Errorf("got %q (request %d, model %q), want %q naming no request", e.Message, e.RequestID, e.Model, want)
 	}
+	wantCounts(t, c, "after a call whose reconnect failed", 0, 0)
 }
 
 // The reconnect is bounded by the call's deadline, not ConnectTimeoutMs: with the new server's
@@ -284,8 +287,10 @@ func TestLiveACallWaitingBehindAnAbandonedRequestKeepsItsDeadlineInTheReconnect(
 		t.Errorf("the call of 300 ms ended after %v", took)
 	}
 	wantOwnedBy(t, o, "after the call")
+	wantCounts(t, c, "after a call whose reconnect failed", 0, 0)
 	release()
 	wantEcho(t, c, "the call once the mutex is free")
+	wantCounts(t, c, "after the call that reconnected (its request sent there first)", 1, 0)
 	if n := g.runs("count_b"); n != 0 {
 		t.Errorf("count_b ran %d times, though never sent", n)
 	}
@@ -317,6 +322,7 @@ func TestLiveACallSentToARestartedServerAfterWaitingIsNotSentAgain(t *testing.T)
 	if n := g.requests(); n != 0 {
 		t.Errorf("the third server was given %d requests", n)
 	}
+	wantCounts(t, c, "after the call moved once (to the second server only)", 1, 1)
 }
 
 // A call of a context whose context is cancelled during that reconnect (here waiting for the
@@ -397,6 +403,8 @@ func TestLiveALoanBegunBehindAnAbandonedRequestIsGrantedByTheRestartedServer(t *
 	res, err := c.LoanInfer(30 * time.Second)
 	wantAnswer(t, "the loan granted by the restarted server", res, err, in)
 	wantSentOnlyAnew(t, g)
+	// LoanBegin sends nothing, and the loan's request went to the new server first: no resend
+	wantCounts(t, c, "after the loan granted by the restarted server", 1, 0)
 }
 
 // The reconnect of a call that waited behind an abandoned request is that call's one extra
@@ -405,9 +413,11 @@ func TestLiveALoanBegunBehindAnAbandonedRequestIsGrantedByTheRestartedServer(t *
 func TestLiveTheCallAfterOneThatReconnectedWhileWaitingIsStillSentAgain(t *testing.T) {
 	g, c, _ := abandonedRestarted(t, "fdngowaitnext")
 	wantEcho(t, c, "the call behind the abandoned request, its server restarted")
+	wantCounts(t, c, "after the call behind the abandoned request", 1, 1)
 	g.kill()
 	g.startAgain(4)
 	wantEcho(t, c, "the next call, its server killed and restarted")
+	wantCounts(t, c, "after the next call", 2, 2)
 }
 
 // processState is field 3 of /proc/PID/stat: R, S, Z (a zombie) ...
