@@ -7,15 +7,18 @@ from typing import TYPE_CHECKING
 from foundation_core import lazy_exports
 
 if TYPE_CHECKING:
+    from ._counters import ClientCounters
     from ._transport import ShmTransport
 
 __all__ = [
+    "ClientCounters",
     "ShmTransport",
 ]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "ClientCounters": "._counters",
         "ShmTransport": "._transport",
     },
 )

@@ -64,6 +64,7 @@ class _Connection:
     def __init__(self, name: str) -> None:
         self.name = name
         self.closing = False  # the client dropped this connection while calls were on it
+        self.claimed = False  # a channel was claimed on it (the pool counts reconnects by it)
         try:
             # guarded (C hot path): a control segment shrunk under us becomes zero pages, and
             # check() says so, instead of a SIGBUS ending this process

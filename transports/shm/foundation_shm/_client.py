@@ -51,8 +51,9 @@ from ._channel import _Channel, _Connection, _pages
 from ._client_control import control
 from ._client_write import write_full
 from ._codec import MAX_REQUEST_ID, encode_params, fill, request_id, sendable_params, write_header
+from ._counters import ClientCounters
 from ._cuda_ipc import ClientCuda
-from ._gone import _GoneBeforeDispatch, _GoneBeforeSending, again, check_before_sending
+from ._gone import Lender, _GoneBeforeDispatch, _GoneBeforeSending, again, check_before_sending
 from ._loan import Loan, TensorSpecLike, lend
 from ._options import ConnectOptions
 from ._options import options as _options
@@ -151,16 +152,21 @@ class ShmClient(TransportClient):
                     break
             deadline = self._deadline(request.deadline_ns, timeout)
             try:  # (as once_more does, without a closure per call on this path)
-                return self._send(request, rid, deadline, copy)
+                return self._send(request, rid, deadline, copy, self._pool)
             except _GoneBeforeSending as gone:  # no handler saw it: once more, on a new connection
-                return again(self, lambda: self._send(request, rid, deadline, copy), gone, deadline)
+                return again(
+                    self, lambda lender: self._send(request, rid, deadline, copy, lender), gone, deadline
+                )
         except InferenceError as exc:  # made where the call is not known (the pool, the connection)
             exc.with_call(request.model, rid)
             raise
 
-    def _send(self, request: InferenceRequest, rid: int, deadline: int, copy: bool) -> InferenceResponse:
-        """One attempt of ``infer``: a channel, the request written and sent, its answer."""
-        ch = self._take(deadline)
+    def _send(
+        self, request: InferenceRequest, rid: int, deadline: int, copy: bool, lender: Lender
+    ) -> InferenceResponse:
+        """One attempt of ``infer``: a channel of ``lender`` (the pool; ``again``'s counts a moved
+        call), the request written and sent, its answer."""
+        ch = lender.take(deadline)
         views = False
         try:
             inputs = request.inputs
@@ -186,7 +192,7 @@ class ShmClient(TransportClient):
             views = not copy
             return resp
         finally:
-            self._give(ch, hold=views)  # views: this thread keeps the channel; copies: the pool
+            lender.give(ch, hold=views)  # views: this thread keeps the channel; copies: the pool
 
     def infer_copy(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
         """``infer`` returning copies the caller owns, copied straight from the response area; the
@@ -369,6 +375,15 @@ class ShmClient(TransportClient):
         this waits for it up to ``timeout`` and ``connect_timeout``, then ``DeadlineExceeded``; a
         server found gone meanwhile is left for one restarted under its name (``_gone.again``)."""
         return lend(self, model, inputs, timeout, version, outputs, parameters)
+
+    def counters(self) -> ClientCounters:
+        """What this client counted since it was made (spec 10.5): ``reconnects``, connections
+        made after its first (its server died, stopped or was restarted), and ``resends``, calls
+        sent once more on such a connection because no handler had seen their request. A
+        snapshot, read from any thread without taking a channel or waiting for a call; a closed
+        client keeps its counts."""
+        pool = self._pool
+        return ClientCounters(reconnects=pool.reconnects, resends=pool.resends)
 
     # --- close ---------------------------------------------------------------------------------
 

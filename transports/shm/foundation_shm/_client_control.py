@@ -12,7 +12,7 @@ from foundation_ml.errors import InferenceError, InternalError
 from . import _layout as L
 from ._client_write import write
 from ._codec import request_payload_size
-from ._gone import once_more
+from ._gone import Lender, once_more
 
 if TYPE_CHECKING:
     from ._client import ShmClient
@@ -26,7 +26,9 @@ def control(client: ShmClient, kind: int, model: str, timeout: float | None) -> 
     deadline = client._deadline(0, timeout)
     rid = next(client._ids)
     try:
-        resp = once_more(client, lambda: _control_once(client, kind, model, rid, deadline), deadline)
+        resp = once_more(
+            client, lambda lender: _control_once(client, kind, model, rid, deadline, lender), deadline
+        )
         what = f"the server's {L.MessageKind(kind).name} document"
         try:
             doc = json.loads(str(resp.parameters.get("__text__", "")))
@@ -42,12 +44,15 @@ def control(client: ShmClient, kind: int, model: str, timeout: float | None) -> 
         raise
 
 
-def _control_once(client: ShmClient, kind: int, model: str, rid: int, deadline: int) -> InferenceResponse:
-    """One attempt of ``control``: a channel, the request written and sent, its answer."""
-    ch = client._take(deadline)
+def _control_once(
+    client: ShmClient, kind: int, model: str, rid: int, deadline: int, lender: Lender
+) -> InferenceResponse:
+    """One attempt of ``control``: a channel of ``lender`` (see ``ShmClient._send``), the request
+    written and sent, its answer."""
+    ch = lender.take(deadline)
     try:
         size = L.MSG_HEADER_SIZE + request_payload_size(0, 0, 0)
         write(client, ch, [], size, rid, model, "", deadline, kind=kind)
         return client._exchange(ch, rid, model, deadline, retry=True)
     finally:
-        client._give(ch)
+        lender.give(ch)

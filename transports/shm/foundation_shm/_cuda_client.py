@@ -34,7 +34,7 @@ from ._cuda_memory import (
     open_mapping,
     tensor_on,
 )
-from ._gone import _GoneBeforeSending, again
+from ._gone import Lender, _GoneBeforeSending, again
 from ._options import FALLBACKS  # the cuda_fallback values, defined with the options
 
 if TYPE_CHECKING:
@@ -93,18 +93,26 @@ class ClientCuda:
         the same deadline, if its server was gone before a handler saw it."""
         deadline = client._deadline(request.deadline_ns, timeout)
         try:
-            return self.infer(client, request, rid, timeout, copy)
+            return self.infer(client, request, rid, timeout, copy, client._pool)
         except _GoneBeforeSending as gone:
             r = request
             same = InferenceRequest(r.model, r.inputs, r.id, r.version, deadline, r.parameters, r.outputs)
-            return again(client, lambda: self.infer(client, same, rid, timeout, copy), gone, deadline)
+            return again(
+                client, lambda lender: self.infer(client, same, rid, timeout, copy, lender), gone, deadline
+            )
 
     def infer(
-        self, client: ShmClient, request: InferenceRequest, rid: int, timeout: float | None, copy: bool
+        self,
+        client: ShmClient,
+        request: InferenceRequest,
+        rid: int,
+        timeout: float | None,
+        copy: bool,
+        lender: Lender,
     ) -> InferenceResponse:
         """``client.infer`` of a request holding device tensors, sent as request ``rid``;
         ``copy``: outputs the caller owns (clones, complete on return), and the channel goes back
-        to the pool at once."""
+        to the pool at once. By handle, its channel is ``lender``'s (see ``ShmClient._send``)."""
         device = next(a.device for a in request.inputs.values() if is_device_tensor(a))
         if self.mode is False:
             return self.by_host(client, request, rid, timeout, device, copy)
@@ -120,7 +128,7 @@ class ClientCuda:
                 model=request.model,
             )
         try:
-            return self.by_handle(client, request, rid, timeout, device, copy)
+            return self.by_handle(client, request, rid, timeout, device, copy, lender)
         except CudaUnavailable:
             if self.fallback != "host":
                 raise
@@ -163,8 +171,10 @@ class ClientCuda:
         timeout: float | None,
         device: Any,
         copy: bool,
+        lender: Lender,
     ) -> InferenceResponse:
-        """The IPC path: device inputs by handle, device outputs opened from the server's handles."""
+        """The IPC path: device inputs by handle, device outputs opened from the server's handles;
+        the channel ``lender``'s."""
         deadline = client._deadline(request.deadline_ns, timeout)
         keep: list[Any] = []  # contiguous copies, alive until the response (15.4 rule 1)
         tensors: list[Any] = []
@@ -197,7 +207,7 @@ class ClientCuda:
         refs, end = layout(host, request_payload_size(len(tensors), len(request.outputs), len(params)))
         it = iter(refs)
         placed = [t if type(t) is CudaIpcRef else next(it) for t in tensors]
-        ch = client._take(deadline)
+        ch = lender.take(deadline)
         devices |= ch.cuda_devices  # the last answer's views: done with before the server rewrites them
         answered = False
         try:
@@ -235,7 +245,7 @@ class ClientCuda:
                 # inputs (15.4 rule 1), so their copies live on until the channel's next call; an
                 # error it answered (or nothing sent) leaves nothing of the server's to wait for
                 ch.cuda_keep = None if ch.idle() else keep
-            client._give(ch, hold=answered and not copy)  # views: valid until the thread's next call
+            lender.give(ch, hold=answered and not copy)  # views: valid until the thread's next call
             del keep
 
     def _outputs(self, ch: Any, outputs: Mapping[str, Any], device: Any, copy: bool) -> dict[str, Any]:

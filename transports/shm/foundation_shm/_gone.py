@@ -1,12 +1,12 @@
 """A call whose request no handler saw, its server gone (stopped or dead): its private failures,
 found before the request is sent (``check_before_sending``) or while it waits, and its one more
-attempt on a new connection (``once_more``, ``again``: spec 10.3, 7.5); a caller only ever sees a
-plain ``ServerUnavailable``."""
+attempt on a new connection (``once_more``, ``again``: spec 10.3, 7.5), counted as a resend once
+published there (spec 10.5); a caller only ever sees a plain ``ServerUnavailable``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import posix_ipc
 
@@ -15,10 +15,12 @@ from foundation_ml.errors import InferenceError, ServerUnavailable
 from . import _layout as L
 
 if TYPE_CHECKING:
-    from ._channel import _Connection
+    from ._channel import _Channel, _Connection
     from ._client import ShmClient
+    from ._pool import ChannelPool
 
 __all__ = [
+    "Lender",
     "_GoneBeforeDispatch",
     "_GoneBeforeSending",
     "_GoneWhileWaiting",
@@ -62,6 +64,39 @@ class _GoneWhileWaiting(_GoneBeforeDispatch):
     not_sent = "not sent"
 
 
+class Lender(Protocol):
+    """Where one attempt of a call takes its channel and gives it back: the client's
+    ``ChannelPool``, or for the attempt ``again`` makes, a ``_Moved`` that counts it."""
+
+    def take(self, deadline_ns: int, pending_wait: float | None = None) -> _Channel: ...
+
+    def give(self, ch: _Channel, *, hold: bool = False) -> None: ...
+
+
+class _Moved:
+    """``pool``'s channels for the attempt of a call moved to a new connection (``again``): the
+    call counts as a resend (spec 10.5) when it gives back the channel it published on (its
+    ``seq`` moved since the take; an attempt takes one channel, a call is moved once). Counted
+    there, not at the publish, so that the publish (every call's) does no work for it; while the
+    call holds the channel no other thread publishes on it."""
+
+    __slots__ = ("pool", "seq")
+
+    def __init__(self, pool: ChannelPool) -> None:
+        self.pool = pool
+        self.seq = -1
+
+    def take(self, deadline_ns: int, pending_wait: float | None = None) -> _Channel:
+        ch = self.pool.take(deadline_ns, pending_wait)
+        self.seq = ch.seq
+        return ch
+
+    def give(self, ch: _Channel, *, hold: bool = False) -> None:
+        if ch.seq != self.seq:
+            self.pool.resent()
+        self.pool.give(ch, hold=hold)
+
+
 def gone_before_sending(exc: BaseException) -> BaseException:
     """``exc``, or a plain ``ServerUnavailable`` of its message if it is a ``_GoneBeforeSending``
     that no one sends again (a loan's call): the private type is never a caller's to see."""
@@ -86,23 +121,25 @@ def check_before_sending(conn: _Connection, closed: bool) -> None:
         raise
 
 
-def once_more(client: ShmClient, attempt: Callable[[], _T], deadline: int) -> _T:
-    """``attempt()``, and once more (``again``) if its server was gone before the request
-    reached a handler."""
+def once_more(client: ShmClient, attempt: Callable[[Lender], _T], deadline: int) -> _T:
+    """``attempt(lender)`` on the client's pool, and once more (``again``) if its server was gone
+    before the request reached a handler."""
     try:
-        return attempt()
+        return attempt(client._pool)
     except _GoneBeforeSending as gone:
         return again(client, attempt, gone, deadline)
 
 
-def again(client: ShmClient, attempt: Callable[[], _T], gone: _GoneBeforeSending, deadline: int) -> _T:
-    """The second ``attempt()`` of a ``client``'s call whose first found its server gone before
+def again(client: ShmClient, attempt: Callable[[Lender], _T], gone: _GoneBeforeSending, deadline: int) -> _T:
+    """The second ``attempt(lender)`` of a ``client``'s call whose first found its server gone before
     the request reached a handler (``gone``): stopped before it was sent, or dead with it not
     dispatched (``_GoneBeforeDispatch``, spec 10.3: then it goes only to a new server of the name
     that answers a reconnect within ``deadline``, and otherwise the call fails with ``gone``'s
     message), or found gone while the call waited for a channel still with it
     (``_GoneWhileWaiting``, spec 7.5: its request not written yet, it goes the same way).
-    Once per call: a second such failure is a plain ``ServerUnavailable``."""
+    Once per call: a second such failure is a plain ``ServerUnavailable``. Its ``lender``, a
+    ``_Moved``, counts the call as a resend if it publishes its request (spec 10.5): not when the
+    reconnect fails, nor when the new server too is gone before the request is sent."""
     if isinstance(gone, _GoneBeforeDispatch):
         try:  # the reconnect (10.1): a channel of a live server's new connection
             client._give(client._take(deadline))
@@ -114,6 +151,6 @@ def again(client: ShmClient, attempt: Callable[[], _T], gone: _GoneBeforeSending
         except (OSError, posix_ipc.Error) as exc:  # EMFILE opening its objects: typed, as gone
             raise ServerUnavailable(f"{gone.message}; {gone.not_sent}: {exc}") from None
     try:
-        return attempt()
+        return attempt(_Moved(client._pool))
     except _GoneBeforeSending as exc:
         raise ServerUnavailable(str(exc)) from None

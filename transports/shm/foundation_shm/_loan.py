@@ -297,7 +297,8 @@ def lend(
     server was found gone meanwhile."""
     deadline = client._deadline(0, timeout)
     try:
-        ch = once_more(client, lambda: client._take(deadline, client.connect_timeout), deadline)
+        # (the pool's take, also when moved: a loan sends nothing yet, no resend to count)
+        ch = once_more(client, lambda _: client._take(deadline, client.connect_timeout), deadline)
         try:
             return Loan(client, ch, model, inputs, version=version, outputs=outputs, parameters=parameters)
         except BaseException:

@@ -106,12 +106,18 @@ class ChannelPool:
         # claims in progress without the lock, per connection: a drop leaves such a connection
         # open (retiring) until they are done, as it does for a call's channel
         self._claiming: dict[_Connection, int] = {}
+        # what the client counts (spec 10.5; ShmClient.counters reads them without the lock):
+        # connections claimed on after the first (_claim_unlocked), calls moved to a new one and
+        # published there (resent); each changed under the lock, only on those rare paths
+        self.reconnects = 0
+        self.resends = 0
         _POOLS.add(self)
         with self._cond:  # no other thread knows this pool yet: the claim may hold the lock
             try:
                 conn = self.connection()
                 conn.wait_beating(self.connect_timeout, self._limit(self.connect_timeout))
                 ch = self._claim(conn)
+                conn.claimed = True  # the client's first connection: no reconnect
                 self._all.append(ch)
                 self._free.append(ch)
             except BaseException:  # no channel (all in use, no server): close what was opened
@@ -226,8 +232,16 @@ class ChannelPool:
             self._settle(conn)
         if ch is None:
             return None
+        if not conn.claimed:  # the first channel of a connection made after the first (spec 10.5)
+            conn.claimed = True
+            self.reconnects += 1
         self._all.append(ch)
         return self._busy_now(ch)
+
+    def resent(self) -> None:
+        """Count a call moved to a new connection and published there (``_gone._Moved``)."""
+        with self._cond:
+            self.resends += 1
 
     def take(self, deadline_ns: int, pending_wait: float | None = None) -> _Channel:
         """A channel for one call (or a loan), waiting up to ``deadline_ns`` (0: none) for one to

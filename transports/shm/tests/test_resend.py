@@ -18,6 +18,7 @@ import pytest
 from foundation_shm import ShmTransport, _channel, _liveness
 from foundation_shm import _layout as L
 from foundation_shm._client import ShmClient
+from foundation_shm._gone import Lender
 from foundation_shm._loan import Loan
 from foundation_shm._segments import Segment
 
@@ -255,9 +256,9 @@ def test_the_resent_call_keeps_its_deadline(echo_process: Callable[..., EchoProc
         seen: list[int] = []
         send = client._send
 
-        def spy(request: InferenceRequest, rid: int, at: int, copy: bool) -> object:
+        def spy(request: InferenceRequest, rid: int, at: int, copy: bool, lender: Lender) -> object:
             seen.append(at)
-            return send(request, rid, at, copy)
+            return send(request, rid, at, copy, lender)
 
         client._send = spy  # type: ignore[method-assign]
         client.infer(InferenceRequest("echo", {"x": X}, deadline_ns=deadline))
