@@ -116,9 +116,12 @@ static enum fdn_status wait_idle(struct fdn_client *c, uint64_t deadline, struct
 }
 
 /* A server that stopped (gracefully) marked its region STOPPED; a restarted one has a new region.
- * One load, so every call can afford it; a killed server is noticed while waiting instead. */
-static void notice_stop(struct fdn_client *c) {
-    if (c->connected && FDN_LOAD(&c->region->state) == FDN_STOPPED) c->connected = 0;
+ * One load, so every call can afford it; a killed server is noticed while waiting instead. Returns
+ * whether this look found it so. */
+static int notice_stop(struct fdn_client *c) {
+    if (!c->connected || FDN_LOAD(&c->region->state) != FDN_STOPPED) return 0;
+    c->connected = 0;
+    return 1;
 }
 
 /* A request not sent (spec 7.5: `what` "not sent") or not sent again (10.3: "not sent again"): its
@@ -150,18 +153,24 @@ static enum fdn_status reconnect(struct fdn_client *c, uint64_t deadline, const 
  * request once more, cleared as that attempt is spent here) it is reconnected to once, within the
  * deadline, and the request goes to the server restarted under the name; else the call fails gone,
  * "; not sent: WHY" appended. A loan's call passes NULL: its inputs are in the old area. The
- * abandoned request is never sent again: only the call's own is written, on the new channel. */
-static enum fdn_status ready(struct fdn_client *c, uint64_t deadline, int *again, struct fdn_error *err) {
-    notice_stop(c);
+ * abandoned request is never sent again: only the call's own is written, on the new channel.
+ * *moved (when not NULL) says whether this call found its server gone itself (stopped, or gone
+ * while it waited) and is on a new connection: its request is a resend once published (spec
+ * 10.5); a connection an earlier call dropped is only reconnected. */
+static enum fdn_status ready(struct fdn_client *c, uint64_t deadline, int *again, int *moved, struct fdn_error *err) {
+    int stopped = notice_stop(c);
     if (!c->connected) {
         fdn_disconnect(c);
         enum fdn_status st = fdn_connect_now(c, deadline, err);
         if (st) return st;
+        if (moved) *moved = stopped;
     }
     enum fdn_status st = wait_idle(c, deadline, err);
     if (st != FDN_SERVER_UNAVAILABLE || c->connected || !again || !*again) return st; /* hung: connected */
     *again = 0;
-    return reconnect(c, deadline, "not sent", err);
+    st = reconnect(c, deadline, "not sent", err);
+    if (!st && moved) *moved = 1;
+    return st;
 }
 
 /* Make the request area hold `end` bytes (and the response area as many, up to
@@ -278,7 +287,7 @@ static const char *own_model(const char *model, char own[FDN_NAME_SIZE]) {
  * a server restarted under the name, within the same deadline. Without one (reconnect), or without
  * memory for the copy of the request, the call fails with its gone error, the reason appended. A
  * loan never comes here: its caller wrote the dead server's area. */
-static enum fdn_status send_again(struct fdn_client *c, uint64_t deadline, struct fdn_result *res,
+static enum fdn_status send_again(struct fdn_client *c, uint64_t deadline, int moved, struct fdn_result *res,
                                   struct fdn_error *err) {
     uint64_t n = c->used;
     uint8_t *request = malloc(n ? n : 1); /* the reconnect unmaps the old area */
@@ -294,13 +303,13 @@ static enum fdn_status send_again(struct fdn_client *c, uint64_t deadline, struc
     memcpy(c->data, request, n);
     free(request);
     c->used = n;
-    __atomic_fetch_add(&c->counts.resends, 1, __ATOMIC_RELAXED); /* spec 10.5: published just below */
+    if (!moved) __atomic_fetch_add(&c->counts.resends, 1, __ATOMIC_RELAXED); /* spec 10.5: once a call */
     return exchange(c, deadline, 1, res, err);
 }
 
 /* `again`: whether the call's one extra attempt (send_again) is still its own (ready may have spent it);
- * `moved`: ready spent it, reconnecting before the request was written (counted as a resend once
- * published, spec 10.5). */
+ * `moved`: ready put the call on a new connection, its server found gone (counted as a resend once
+ * published, spec 10.5; a call that ready found stopped may still be sent again once, counted once). */
 static enum fdn_status send_request(struct fdn_client *c, const char *model, uint64_t end, uint64_t deadline,
                                     int again, int moved, struct fdn_result *res, struct fdn_error *err) {
     struct fdn_request_fields *f = &c->req;
@@ -314,7 +323,7 @@ static enum fdn_status send_request(struct fdn_client *c, const char *model, uin
         c->used = end;
         if (moved) __atomic_fetch_add(&c->counts.resends, 1, __ATOMIC_RELAXED); /* published just below */
         st = exchange(c, deadline, 1, res, err); /* (a failed grow of the response area named no request) */
-        if (st == FDN_SERVER_UNAVAILABLE && c->unsent && !c->loaned && again) st = send_again(c, deadline, res, err);
+        if (st == FDN_SERVER_UNAVAILABLE && c->unsent && !c->loaned && again) st = send_again(c, deadline, moved, res, err);
     }
     return with_call(st, err, model, f->request_id);
 }
@@ -438,8 +447,8 @@ static enum fdn_status infer_call(fdn_client *c, const char *model, const struct
     enum fdn_status st;
     if ((st = check_model(model, err)) || (st = check_inputs(inputs, input_count, err))) return st;
     if (!res) return fdn_fail(err, FDN_INVALID_INPUT, 0, "result is NULL");
-    int again = 1;
-    if ((st = set_call(c, call, err)) || (st = ready(c, deadline, &again, err))) return st;
+    int again = 1, moved = 0;
+    if ((st = set_call(c, call, err)) || (st = ready(c, deadline, &again, &moved, err))) return st;
     struct fdn_tensor *t = c->req.inputs;
     for (uint32_t i = 0; i < input_count; i++) {
         strcpy(t[i].name, inputs[i].name);
@@ -455,7 +464,7 @@ static enum fdn_status infer_call(fdn_client *c, const char *model, const struct
     if ((st = ensure(c, end, err))) return st;
     for (uint32_t i = 0; i < input_count; i++)
         if (t[i].data_size) memcpy(c->data + t[i].data_offset, inputs[i].data, (size_t)t[i].data_size);
-    return send_request(c, model, end, deadline, again, !again, res, err);
+    return send_request(c, model, end, deadline, again, moved, res, err);
 }
 
 const struct fdn_tensor *fdn_result_output(const struct fdn_result *res, const char *name) {
@@ -498,7 +507,7 @@ static enum fdn_status loan_begin(fdn_client *c, const char *model, const struct
             return st;
     }
     int again = 1; /* nothing is written yet: a server gone meanwhile is left for a restarted one */
-    if ((st = ready(c, deadline_of(c->opts.connect_timeout_ms), &again, err))) return st;
+    if ((st = ready(c, deadline_of(c->opts.connect_timeout_ms), &again, NULL, err))) return st;
     struct fdn_tensor *t = c->req.inputs;
     for (uint32_t i = 0; i < count; i++) t[i] = specs[i];
     c->req.input_count = count;
@@ -539,7 +548,7 @@ static enum fdn_status loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_
         return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "the server of this loan is gone; take a new loan");
     }
     uint64_t deadline = deadline_of(timeout_ms);
-    enum fdn_status st = ready(c, deadline, NULL, err);
+    enum fdn_status st = ready(c, deadline, NULL, NULL, err);
     if (st) return st;
     set_call(c, NULL, NULL); /* a loan's tensors follow a payload without names or params */
     st = send_request(c, c->loan_model, c->loan_end, deadline, 0, 0, res, err);

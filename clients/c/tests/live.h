@@ -70,6 +70,8 @@ int hang(pid_t server, struct fdn_region_header *r);
 int resume(pid_t server, const char *name);
 int owned(struct fdn_region_header *r);
 int file_in(const char *dir, const char *model, const char *what);
+/* fail unless c counted `reconnects` and `resends` (spec 10.5); `when` names the moment */
+void counts_are(const fdn_client *c, uint64_t reconnects, uint64_t resends, const char *when);
 extern __thread int malloc_fails;
 
 /* live_connect.c */
@@ -98,6 +100,7 @@ void restart_checks(const char *python);
 void dying_checks(const char *python);
 void sent_again_once_checks(const char *python);
 void abandoned_checks(const char *python);
+void moved_twice_checks(const char *python);
 
 /* live_proof.c */
 void proof_checks(const char *python);

@@ -3,15 +3,6 @@
 #define _GNU_SOURCE
 #include "live.h"
 
-/* The client's counts (spec 10.5) are `reconnects` and `resends` `when`. */
-static void counts_are(const fdn_client *c, uint64_t reconnects, uint64_t resends, const char *when) {
-    struct fdn_counters n = {99, 99};
-    fdn_client_counters(c, &n);
-    CHECK(n.reconnects == reconnects && n.resends == resends,
-          "the counts %s: %llu reconnects, %llu resends; want %llu and %llu", when, (unsigned long long)n.reconnects,
-          (unsigned long long)n.resends, (unsigned long long)reconnects, (unsigned long long)resends);
-}
-
 /* A server killed (SIGKILL) and restarted under its name (spec 10.3): a request the dead server never
  * dispatched is sent once more to the new one, within the call's deadline (before, the first call of
  * every idle client failed SERVER_UNAVAILABLE although the new server was up), a grown one too; with
@@ -412,4 +403,88 @@ void abandoned_checks(const char *python) {
     abandoned_case(python, HUNG);
     abandoned_case(python, TWICE);
     abandoned_case(python, LOAN);
+}
+
+/* Spec 10.5: a call that found its region STOPPED as it began goes to the server restarted under
+ * the name (a resend); that one killed with the request queued behind clients/tests/
+ * hold_client.py's, never dispatched, the call is sent once more (10.3: the start's reconnect
+ * was not its extra attempt), to a third server, which runs it once. One call: one resend, two
+ * reconnects. */
+void moved_twice_checks(const char *python) {
+    char name[64], dir[] = "/tmp/fdntwXXXXXX", path[512];
+    snprintf(name, sizeof name, "fdntwice%d", (int)getpid());
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char *const argv[] = {(char *)python, "../tests/gate_server.py", name, dir, "--channels", "2", NULL};
+    pid_t server = ready_server(argv), holder = -1;
+    CHECK(server > 0, "start clients/tests/gate_server.py (run from clients/c)");
+    if (server < 0) return;
+    fdn_client *c = NULL;
+    struct fdn_error err = {0};
+    struct fdn_region_header *r = NULL;
+    size_t size = 0;
+    pthread_t t;
+    int started = 0;
+    struct timed_call k = {.model = "count_m", .timeout_ms = 60000};
+    int (*real)(uint32_t) = fdn_open_stat;
+    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st) goto out;
+    k.c = c;
+    echo(c, "the first call");
+    kill(server, SIGTERM); /* a graceful stop: the region says STOPPED */
+    waitpid(server, NULL, 0);
+    server = ready_server(argv);
+    CHECK(server > 0, "restart");
+    if (server < 0) goto out;
+    holder = fork();
+    if (holder == 0) {
+        execl(python, python, "../tests/hold_client.py", name, "hold_m", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 60000 && !file_in(dir, "hold_m", "with-server"); i++) usleep(1000);
+    CHECK(file_in(dir, "hold_m", "with-server"), "the hold never reached the server");
+    r = map_region(name, &size);
+    CHECK(r && hide(server), "map and hide the second server");
+    if (!r) goto out;
+    fdn_open_stat = hiding_open_stat;
+    CHECK(pthread_create(&t, NULL, timed_call, &k) == 0, "start a thread");
+    started = 1;
+    struct fdn_channel *ch = NULL; /* the call's request queued on the second server */
+    for (int i = 0; i < 60000; i++) {
+        if ((ch = own_channel(r, NULL)) && __atomic_load_n(&ch->client_seq, __ATOMIC_ACQUIRE) !=
+                                                 __atomic_load_n(&ch->server_seq, __ATOMIC_ACQUIRE))
+            break;
+        usleep(1000);
+    }
+    CHECK(ch && !__atomic_load_n(&ch->server_busy, __ATOMIC_ACQUIRE), "the call's request is not queued there");
+    kill_server(server);
+    server = ready_server(argv);
+    CHECK(server > 0, "restart a second time");
+    unhide();
+    pthread_join(t, NULL);
+    started = 0;
+    fdn_open_stat = real;
+    const struct fdn_tensor *y = k.st == FDN_OK ? fdn_result_output(&k.res, "x") : NULL;
+    CHECK(y && memcmp(y->data, x, sizeof x) == 0, "the call sent on to the third server: %s '%s'",
+          fdn_strerror(k.st), k.err.message);
+    struct stat sb = {0};
+    snprintf(path, sizeof path, "%s/count_m.runs", dir);
+    stat(path, &sb);
+    CHECK(sb.st_size == 1, "count_m ran %lld times, not once", (long long)sb.st_size);
+    counts_are(c, 2, 1, "after a call moved to a second server, then a third");
+out:
+    unhide();
+    if (started) pthread_join(t, NULL);
+    fdn_open_stat = real;
+    if (c) fdn_close(c);
+    if (r) munmap(r, size);
+    if (server > 0) kill_server(server);
+    if (holder > 0) kill_server(holder);
+    remove_objects(name);
+    const char *left[] = {"hold_m.with-server", "count_m.runs"};
+    for (size_t i = 0; i < sizeof left / sizeof *left; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, left[i]);
+        unlink(path);
+    }
+    rmdir(dir);
 }

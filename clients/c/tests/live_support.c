@@ -183,3 +183,12 @@ void *__wrap_malloc(size_t size) {
     }
     return __real_malloc(size);
 }
+
+/* The client's counts (spec 10.5) are `reconnects` and `resends` `when`. */
+void counts_are(const fdn_client *c, uint64_t reconnects, uint64_t resends, const char *when) {
+    struct fdn_counters n = {99, 99};
+    fdn_client_counters(c, &n);
+    CHECK(n.reconnects == reconnects && n.resends == resends,
+          "the counts %s: %llu reconnects, %llu resends; want %llu and %llu", when, (unsigned long long)n.reconnects,
+          (unsigned long long)n.resends, (unsigned long long)reconnects, (unsigned long long)resends);
+}

@@ -46,6 +46,7 @@ int main(void) {
         dying_checks(python);
         abandoned_checks(python);
         sent_again_once_checks(python);
+        moved_twice_checks(python);
         proof_checks(python);
 
         struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
@@ -55,12 +56,16 @@ int main(void) {
         CHECK(st == FDN_DEADLINE_EXCEEDED, "a 20 ms deadline on a 300 ms call: %s", fdn_strerror(st));
         echo(c, "the call after a deadline (waits for the late answer, then reads its own)");
 
+        struct fdn_counters n0;
+        fdn_client_counters(c, &n0);
         kill_server(server);
         st = fdn_infer(c, "echo", &in, 1, 5000, &res, &err);
         CHECK(st == FDN_SERVER_UNAVAILABLE, "a killed server: %s", fdn_strerror(st));
         server = echo_server(python, name);
         CHECK(server > 0, "restart");
         if (server > 0) echo(c, "the call after the server restarted");
+        /* the failed call dropped the connection: the next one only reconnects (spec 10.5) */
+        counts_are(c, n0.reconnects + 1, n0.resends, "after a call reconnected to a restarted server");
 
         if (server > 0) { /* a graceful stop: the region says STOPPED */
             kill(server, SIGTERM);
@@ -69,6 +74,8 @@ int main(void) {
         server = echo_server(python, name);
         CHECK(server > 0, "restart");
         if (server > 0) echo(c, "the first call after a graceful restart");
+        /* it found the region STOPPED itself and went to the new server: a resend */
+        counts_are(c, n0.reconnects + 2, n0.resends + 1, "after a call found its server stopped");
         if (server > 0) close_checks(name);
 
         if (server > 0) kill_server(server); /* closing a client whose server died */
