@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         configured_options,
     )
     from ._types import (
+        ClientCounters,
         InferenceRequest,
         InferenceResponse,
         ModelMetadata,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from .errors import ErrorCode, InferenceError, ModelLoadError, PackageError
 
 _EXPORTS = {
+    "ClientCounters": "._types",
     "DataType": "._datatypes",
     "ErrorCode": ".errors",
     "FunctionModel": "._backend",
@@ -73,6 +75,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "ClientCounters",
     "DataType",
     "ErrorCode",
     "FunctionModel",

@@ -21,7 +21,7 @@ from ._names import MAX_VERSION_BYTES
 from ._plugin import DEFAULT_NAME
 from ._tensors import device_of, from_host, is_device_tensor, is_tensor, to_host
 from ._transport import TransportClient, configured_options, run_off_loop, time_left
-from ._types import InferenceRequest, InferenceResponse, deadline_after, seconds_of
+from ._types import ClientCounters, InferenceRequest, InferenceResponse, deadline_after, seconds_of
 from .errors import InvalidInput, ServerUnavailable
 
 __all__ = ["AINFER_THREADS", "InferenceClient", "registered_hub"]
@@ -251,6 +251,15 @@ class InferenceClient:
     def stats(self) -> dict[str, Any]:
         """The server's metrics document (per model: counts, latency percentiles, batches)."""
         return self._client.stats(timeout=self.timeout)
+
+    def counters(self) -> ClientCounters:
+        """What the transport client did on its own to keep calls going since this client was
+        made: ``reconnects`` (its server died or stopped, and a restarted one took the next call)
+        and ``resends`` (calls sent once more to it, no handler having seen them): a snapshot,
+        read without waiting for a call, a closed client's included. Calls that a restart would
+        have failed are answered, so these are how an application sees it happen (shm: spec 10.5;
+        ``inproc`` counts nothing)."""
+        return self._client.counters()
 
     def _closed_error(self, model: Any) -> ServerUnavailable:
         """What a call of this client gets once it is closed: names the client (two clients'

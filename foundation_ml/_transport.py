@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
-from ._types import InferenceRequest, InferenceResponse, seconds_of
+from ._types import ClientCounters, InferenceRequest, InferenceResponse, seconds_of
 from .errors import DeadlineExceeded, InferenceError
 
 if TYPE_CHECKING:
@@ -174,6 +174,13 @@ class TransportClient(abc.ABC):
             return send(request, timeout=time_left(timeout, start, request.model, request.id))
 
         return await run_off_loop(functools.partial(asyncio.get_running_loop().run_in_executor, None), call)
+
+    def counters(self) -> ClientCounters:
+        """What this client did on its own to keep calls going (reconnects, resends): a snapshot,
+        read without waiting for a call. The default, zeros, is true of a client that never
+        reconnects nor sends a request twice (``inproc``); a transport whose client does either
+        overrides it (shm: spec 10.5)."""
+        return ClientCounters()
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -22,6 +22,7 @@ from ._tensors import is_tensor
 
 __all__ = [
     "MAX_NDIM",
+    "ClientCounters",
     "InferenceRequest",
     "InferenceResponse",
     "ModelMetadata",
@@ -207,3 +208,34 @@ class ModelMetadata:
             "inputs": [s.as_dict() for s in self.inputs],
             "outputs": [s.as_dict() for s in self.outputs],
         }
+
+
+def _count(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+    """A count: an int (not a bool) of 0 or more."""
+    if type(value) is not int:
+        raise TypeError(
+            f"ClientCounters.{attribute.name} must be an int, not {type(value).__name__} {value!r}"
+        )
+    if value < 0:
+        raise ValueError(f"ClientCounters.{attribute.name} must be 0 or more, not {value}")
+
+
+@attrs.frozen
+class ClientCounters:
+    """What a transport client did on its own to keep calls going, since it was made: a snapshot
+    (``InferenceClient.counters()``, ``TransportClient.counters()``). Each count starts at 0 and
+    only grows; a closed client keeps its counts. The shm transport's are spec 10.5's
+    (docs/protocol/shm.md); a transport whose client never reconnects nor sends a request twice
+    (``inproc``) counts nothing.
+
+    ``reconnects``: connections the client made after its first: its server had died or stopped
+    (shm: or its region was lost), and a restarted one took the client's next call. A connect that
+    fails is not counted, nor more channels claimed on the same connection.
+
+    ``resends``: calls (``infer``, ``ainfer``, ``metadata``, ``stats``) sent once more on a new
+    connection because their server was found gone before a handler saw the request, each at
+    most once. A call whose reconnect fails, or that fails "gone" because a handler may have run
+    its request, is not counted: only a call that was answered, or failed on the new server, is."""
+
+    reconnects: int = attrs.field(default=0, validator=_count)
+    resends: int = attrs.field(default=0, validator=_count)

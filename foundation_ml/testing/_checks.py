@@ -16,7 +16,7 @@ import numpy as np
 
 from .._client import InferenceClient
 from .._transport import TransportClient
-from .._types import InferenceRequest, InferenceResponse
+from .._types import ClientCounters, InferenceRequest, InferenceResponse
 from ..errors import (
     DeadlineExceeded,
     ErrorCode,
@@ -312,7 +312,8 @@ def check_control(kit: _Kit) -> None:
 
 
 def check_async_and_client(kit: _Kit) -> None:
-    """``ainfer`` and ``InferenceClient`` (infer, ainfer, metadata, stats) over the transport."""
+    """``ainfer`` and ``InferenceClient`` (infer, ainfer, metadata, stats, counters) over the transport;
+    a client whose server never restarted counted no reconnect and no resend."""
     with kit.runtime() as (_, address, client):
         x = np.array([[3, 4]], np.int64)
         r = kit.call(
@@ -336,6 +337,13 @@ def check_async_and_client(kit: _Kit) -> None:
             _expect(
                 "kit-double" in kit.call(ic.stats, "InferenceClient.stats")["models"],
                 "InferenceClient.stats lacks kit-double",
+            )
+            # a server that never stopped: nothing reconnected, nothing was sent twice
+            counts = kit.call(ic.counters, "InferenceClient.counters")
+            _expect(
+                counts == ClientCounters(),
+                f"InferenceClient.counters() is {counts!r} after calls to a server that never restarted, "
+                "not ClientCounters(reconnects=0, resends=0)",
             )
 
 

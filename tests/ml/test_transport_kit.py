@@ -17,7 +17,7 @@ import pytest
 
 import foundation_core
 from foundation_core import Hub, hookimpl
-from foundation_ml import DataType, InferenceRequest, InferenceResponse, Transport
+from foundation_ml import ClientCounters, DataType, InferenceRequest, InferenceResponse, Transport
 from foundation_ml import _plugin as ml_plugin
 from foundation_ml._inproc import InprocTransport, _InprocClient, _servers
 from foundation_ml._transport import RequestHandler, TransportClient, TransportServer
@@ -158,6 +158,19 @@ class ClosedNamesNoCall(Wrapped):
         super().close()
 
 
+class CountsEveryCall(Wrapped):
+    """Counts each call a resend (a reconnect and a resend counted where a call merely succeeded)."""
+
+    calls = 0
+
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        self.calls += 1
+        return super().infer(request, timeout=timeout)
+
+    def counters(self) -> ClientCounters:
+        return ClientCounters(reconnects=0, resends=self.calls)
+
+
 class IgnoresOptions(WrappedTransport):
     def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
         return InprocTransport().serve(address, handler)
@@ -193,6 +206,12 @@ BROKEN: dict[str, tuple[type[WrappedTransport], str, str]] = {
         " names model '' and request id 0, not the call's ('kit-x', 31)",
     ),
     "options": (IgnoresOptions, "refusals", "serve(kit_no_such_option=1) returned"),
+    "counts-calls": (
+        _transport(CountsEveryCall),
+        "async_and_client",
+        "InferenceClient.counters() is ClientCounters(reconnects=0, resends=2) after calls to a server that "
+        "never restarted",
+    ),
 }
 
 

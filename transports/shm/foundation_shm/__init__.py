@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from foundation_core import lazy_exports
 
 if TYPE_CHECKING:
-    from ._counters import ClientCounters
+    from foundation_ml._types import ClientCounters
+
     from ._transport import ShmTransport
 
 __all__ = [
@@ -18,7 +19,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "ClientCounters": "._counters",
+        "ClientCounters": "foundation_ml._types",  # the transport-agnostic type, re-exported
         "ShmTransport": "._transport",
     },
 )

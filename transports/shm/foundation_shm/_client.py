@@ -33,7 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from foundation_ml import InferenceRequest, InferenceResponse, TransportClient, call_abandoned, call_deadline
+from foundation_ml import (
+    ClientCounters,
+    InferenceRequest,
+    InferenceResponse,
+    TransportClient,
+    call_abandoned,
+    call_deadline,
+)
 from foundation_ml.errors import (
     BadChecksum,
     DeadlineExceeded,
@@ -51,7 +58,6 @@ from ._channel import _Channel, _Connection, _pages
 from ._client_control import control
 from ._client_write import write_full
 from ._codec import MAX_REQUEST_ID, encode_params, fill, request_id, sendable_params, write_header
-from ._counters import ClientCounters
 from ._cuda_ipc import ClientCuda
 from ._gone import Lender, _GoneBeforeDispatch, _GoneBeforeSending, again, check_before_sending
 from ._loan import Loan, TensorSpecLike, lend
