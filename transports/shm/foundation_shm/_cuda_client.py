@@ -115,12 +115,12 @@ class ClientCuda:
         to the pool at once. By handle, its channel is ``lender``'s (see ``ShmClient._send``)."""
         device = next(a.device for a in request.inputs.values() if is_device_tensor(a))
         if self.mode is False:
-            return self.by_host(client, request, rid, timeout, device, copy)
+            return self.by_host(client, request, rid, timeout, device, copy, lender)
         with client._cond:
             conn = client._connection()
         if not conn.ctl.u32[L.RegionField.FEATURES // 4] & L.Feature.CUDA_IPC or self.refused is conn:
             if self.fallback == "host":
-                return self.by_host(client, request, rid, timeout, device, copy)
+                return self.by_host(client, request, rid, timeout, device, copy, lender)
             why = "refused it" if self.refused is conn else "does not advertise FDN_FEATURE_CUDA_IPC"
             raise CudaUnavailable(
                 f"CUDA IPC requested but shm server {client.name!r} {why}; "
@@ -133,11 +133,11 @@ class ClientCuda:
             if self.fallback != "host":
                 raise
             self.refused = conn
-            return self.by_host(client, request, rid, timeout, device, copy)
+            return self.by_host(client, request, rid, timeout, device, copy, lender)
         except CudaError as exc:  # no IPC handle for this memory (15.1)
             if self.fallback != "host":
                 raise CudaUnavailable(f"CUDA IPC requested but {exc}", model=request.model) from None
-            return self.by_host(client, request, rid, timeout, device, copy)
+            return self.by_host(client, request, rid, timeout, device, copy, lender)
 
     def by_host(
         self,
@@ -147,8 +147,12 @@ class ClientCuda:
         timeout: float | None,
         device: Any,
         copy: bool,
+        lender: Lender,
     ) -> InferenceResponse:
-        """The fallback: device tensors to host, the host shm path, outputs back to ``device``."""
+        """The fallback: device tensors to host, the host shm path on a channel of ``lender``
+        (``client._send``: one attempt, as by handle), outputs back to ``device``. Not through
+        ``client.infer``: a call of its own, it sent a moved call once more again, a third time,
+        and counted none of it (spec 10.3, 10.5)."""
         inputs = {n: to_host(a) if is_device_tensor(a) else a for n, a in request.inputs.items()}
         host = InferenceRequest(
             request.model,
@@ -159,7 +163,7 @@ class ClientCuda:
             parameters=request.parameters,
             outputs=request.outputs,
         )
-        resp = client.infer(host, timeout=timeout, copy_outputs=copy)
+        resp = client._send(host, rid, client._deadline(request.deadline_ns, timeout), copy, lender)
         resp.outputs = {n: _to_device(np.asarray(a), device) for n, a in resp.outputs.items()}
         return resp
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from foundation_shm import ShmTransport, _cuda_client, _cuda_server
+from foundation_shm import ClientCounters, ShmTransport, _cuda_client, _cuda_server
 from foundation_shm import _cuda_driver as D
 from foundation_shm import _cuda_ipc as C
 from foundation_shm import _layout as L
@@ -491,6 +491,77 @@ def test_the_first_call_by_handle_after_a_graceful_restart_is_served_by_the_new_
             assert out.tolist() == [0.0, 1.0, 2.0, 3.0]
     finally:
         server.stop()
+
+
+def _serve_ipc(name: str, ipc: bool, handler: EchoHandler | None = None) -> Any:
+    """An in-process echo server under ``name``, advertising CUDA IPC if ``ipc``."""
+    server = ShmTransport().serve(name, handler or EchoHandler(), channels=2)
+    if ipc:
+        server._ctl.u32[L.RegionField.FEATURES // 4] |= L.Feature.CUDA_IPC
+    return server
+
+
+@pytest.fixture
+def by_fake_handle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device tensors exported as a fake handle (a server refuses it), nothing synchronized."""
+
+    def fake_export(n: str, t: Any) -> CudaIpcRef:
+        return _ref(name=n, shape=tuple(t.shape), size=t.numel() * t.element_size(), offset=0)
+
+    monkeypatch.setattr(_cuda_client, "export_tensor", fake_export)
+    monkeypatch.setattr(_cuda_client, "_synchronize", lambda devices: None)
+
+
+def test_a_call_by_handle_moved_to_a_new_server_without_cuda_ipc_is_a_resend_by_host(
+    name: str, cpu_as_device: None, by_fake_handle: None
+) -> None:
+    """A server stopped and started again under its name, the new one without CUDA IPC: the call
+    found the region STOPPED before sending by handle, and went once more, by host, to the new
+    server (spec 10.5: one reconnect, one resend). By host the moved call went through a call of
+    its own (``client.infer``), which counted nothing: resends was 0."""
+    server = _serve_ipc(name, ipc=True)
+    try:
+        with ShmTransport().connect(name, cuda_fallback="host") as client:
+            client.infer(InferenceRequest("echo", {"x": np.arange(4.0)}))
+            server.stop()
+            server = _serve_ipc(name, ipc=False, handler=(second := EchoHandler()))
+            out = client.infer(InferenceRequest("echo", {"x": torch.arange(4.0)})).outputs["x"]
+            assert out.tolist() == [0.0, 1.0, 2.0, 3.0]
+            assert client.counters() == ClientCounters(reconnects=1, resends=1)
+            assert second.count == 1  # sent there once
+    finally:
+        server.stop()
+
+
+def test_a_call_with_device_tensors_is_sent_once_more_at_most(
+    name: str, cpu_as_device: None, by_fake_handle: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spec 10.3: a call goes to a new connection once. Moved by handle, then by host to a server
+    that stops too before the request is published, it fails gone; by host it was a call of its
+    own (``client.infer``), with a move of its own: it went a third time, to a third server."""
+    servers = [_serve_ipc(name, ipc=True)]
+    try:
+        with ShmTransport().connect(name, cuda_fallback="host") as client:
+            client.infer(InferenceRequest("echo", {"x": np.arange(4.0)}))
+            first = client._pool._conn
+            servers[-1].stop()
+            servers.append(_serve_ipc(name, ipc=False))
+            take, third = client._pool.take, EchoHandler()
+
+            def take_then_restart(deadline_ns: int, pending_wait: float | None = None) -> Any:
+                ch = take(deadline_ns, pending_wait)
+                if ch.conn is not first and len(servers) == 2:  # the second server's channel
+                    servers[-1].stop()  # its region STOPPED before the publish
+                    servers.append(_serve_ipc(name, ipc=False, handler=third))
+                return ch
+
+            monkeypatch.setattr(client._pool, "take", take_then_restart)
+            with pytest.raises(ServerUnavailable, match="is gone"):
+                client.infer(InferenceRequest("echo", {"x": torch.arange(4.0)}))
+            assert len(servers) == 3 and third.count == 0
+            assert client.counters() == ClientCounters(reconnects=1, resends=0)
+    finally:
+        servers[-1].stop()
 
 
 # --- the server's handle cache and its lifetime rules (a fake driver) -----------------------------
