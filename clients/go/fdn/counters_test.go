@@ -12,8 +12,11 @@ import (
 	"time"
 )
 
+// counter is what counts: a Client or a Pool.
+type counter interface{ Counters() Counters }
+
 // wantCounts fails the test unless c counted reconnects and resends; what names the moment.
-func wantCounts(t *testing.T, c *Client, what string, reconnects, resends uint64) {
+func wantCounts(t *testing.T, c counter, what string, reconnects, resends uint64) {
 	t.Helper()
 	if got := c.Counters(); got != (Counters{Reconnects: reconnects, Resends: resends}) {
 		t.Errorf("%s: counted %d reconnects and %d resends, want %d and %d", what, got.Reconnects, got.Resends,
@@ -24,7 +27,7 @@ func wantCounts(t *testing.T, c *Client, what string, reconnects, resends uint64
 // watchCounts reads c.Counters() on a goroutine of its own, without pause, until the returned
 // function is called, which fails the test if a count ever went down. The reads race with the
 // calls that count (go test -race tells).
-func watchCounts(t *testing.T, c *Client) func() {
+func watchCounts(t *testing.T, c counter) func() {
 	t.Helper()
 	stop := make(chan struct{})
 	var done sync.WaitGroup

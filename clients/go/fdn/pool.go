@@ -37,6 +37,9 @@ const overloadRetry = time.Second
 // client of the pool put back meanwhile, or waits for one, while the pool has one; the pool makes
 // do with the clients it has for a second before it tries to connect another. With no client of
 // its own, the call fails OVERLOADED.
+//
+// Counters sums what the pool's clients counted (spec 10.5), those it let go included, with a
+// reconnect for each client it connected in place of one it dropped.
 type Pool struct {
 	name string
 	opts Options
@@ -49,6 +52,10 @@ type Pool struct {
 	retryAt time.Time
 	waiters []chan grant // in turn
 	closed  bool
+
+	members map[*Client]struct{} // the clients connected and not let go, idle or out on a call
+	gone    Counters             // the counts of the clients let go, and the pool's own reconnects
+	dropped int                  // clients dropped (not put back) that no connect has replaced yet
 }
 
 // grant is what a waiting call is handed: a client, or leave to connect one (counted in open), or
@@ -69,7 +76,7 @@ func NewPool(name string, opts Options, size int) (*Pool, error) {
 	if size < 1 {
 		return nil, fail(InvalidInput, 0, "a pool of %d clients (at least 1)", size)
 	}
-	return &Pool{name: name, opts: opts, size: size, limit: size}, nil
+	return &Pool{name: name, opts: opts, size: size, limit: size, members: map[*Client]struct{}{}}, nil
 }
 
 // Infer runs model on inputs with a client of the pool, as Client.InferContext does (ctx bounds
@@ -137,6 +144,9 @@ func (p *Pool) Close() error {
 	idle := p.idle
 	p.idle = nil
 	p.open -= len(idle)
+	for _, c := range idle {
+		p.letGo(c)
+	}
 	for _, w := range p.waiters {
 		w <- grant{closed: true}
 	}
@@ -265,6 +275,11 @@ func (p *Pool) dial(ctx context.Context) (*Client, error) {
 		return nil, p.closedAfter(err)
 	}
 	if err == nil {
+		p.members[c] = struct{}{}
+		if p.dropped > 0 { // in place of a dropped client: the pool's reconnect (spec 10.5)
+			p.dropped--
+			p.gone.Reconnects++
+		}
 		p.mu.Unlock()
 		runtime.SetFinalizer(c, (*Client).finalize)
 		return c, nil
@@ -301,6 +316,10 @@ func (p *Pool) put(c *Client, discard bool) {
 	late := !discard && c.connected && c.pending() // its last request still with the server
 	p.mu.Lock()
 	if discard || p.closed {
+		p.letGo(c)
+		if !p.closed {
+			p.dropped++
+		}
 		p.open--
 		p.handOn()
 		p.mu.Unlock()
@@ -318,6 +337,40 @@ func (p *Pool) put(c *Client, discard bool) {
 		p.idle = append(p.idle, c)
 	}
 	p.mu.Unlock()
+}
+
+// letGo folds the counts of a client the pool closes into gone (p.mu held), so that Counters
+// keeps them. Nothing counts on it after this: it is not out on a call, and Close counts nothing.
+func (p *Pool) letGo(c *Client) {
+	n := c.Counters()
+	p.gone.Reconnects += n.Reconnects
+	p.gone.Resends += n.Resends
+	delete(p.members, c)
+}
+
+// Counters returns what the pool counted (spec 10.5): the sum of the counts of its clients, idle
+// or out on a call (read from their atomics, so a reconnect or a resend shows as soon as the
+// client counts it, in the middle of its call), and of those it let go (a client dropped after
+// a call failed SERVER_UNAVAILABLE, or closed with the pool), whose counts it keeps; plus one
+// reconnect for each client it connected in place of one it dropped, counted once that connect
+// succeeded (a client connected while the pool has fewer than size for the first time is not one;
+// a connect that failed counts nothing, nor one finished after Close). Both only grow, and a
+// closed pool keeps them. It takes the pool's lock, which no call or connect holds while it
+// runs, so it never waits for one: any goroutine may call it at any time. A nil pool counted
+// nothing.
+func (p *Pool) Counters() Counters {
+	if p == nil {
+		return Counters{}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := p.gone
+	for c := range p.members {
+		got := c.Counters()
+		n.Reconnects += got.Reconnects
+		n.Resends += got.Resends
+	}
+	return n
 }
 
 // clone is a copy of r whose outputs' data is its own (one allocation, each output 8-aligned).
