@@ -162,6 +162,11 @@ static enum fdn_status ready(struct fdn_client *c, uint64_t deadline, int *again
     if (!c->connected) {
         fdn_disconnect(c);
         enum fdn_status st = fdn_connect_now(c, deadline, err);
+        /* nothing of the call is written: a call (moved: not fdn_connect, nor a loan's begin,
+         * which sends nothing) says so, as 7.5's does, where the words alone ("is gone") would
+         * not tell it from a call its handler may have run */
+        if (st && c->found_gone && moved)
+            return not_sent(err, "not sent", "no server has started under that name since");
         if (st) return st;
         if (moved) *moved = stopped;
     }

@@ -46,6 +46,7 @@ struct fdn_client {
     /* spec 10.5: whether a connection was ever made (the next is a reconnect), and the counts,
      * stored and read with relaxed atomics (fdn_client_counters may run in another thread) */
     int ever_connected;
+    int found_gone; /* the last connect failed because the region's server is gone (10.3) */
     struct fdn_counters counts;
 };
 

@@ -346,6 +346,7 @@ static enum fdn_status open_region(struct fdn_client *c, struct fdn_error *err) 
                             "here: another PID namespace, or restarting. Share pids and /dev/shm (docker "
                             "run --pid=container:S; Kubernetes: shareProcessNamespace: true)",
                             c->name, c->server_pid);
+        c->found_gone = 1;
         return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' (pid %u) is gone", c->name, c->server_pid);
     }
     if (FDN_LOAD(&r->state) != FDN_READY) /* section 10.1 step 2: a STOPPING server takes no one new */
@@ -470,9 +471,11 @@ static enum fdn_status wait_beating(struct fdn_client *c, uint64_t deadline, str
     if (by_deadline) end = deadline;
     uint64_t silent_ms = 0;
     while (fdn_hung(c, &silent_ms)) {
-        if (!fdn_server_alive(c))
+        if (!fdn_server_alive(c)) {
+            c->found_gone = 1;
             return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' (pid %u) is gone", c->name,
                             c->server_pid);
+        }
         if (fdn_now_ns() >= end) {
             char limit[64];
             if (by_deadline) snprintf(limit, sizeof limit, "before the call's deadline");
@@ -489,6 +492,7 @@ static enum fdn_status wait_beating(struct fdn_client *c, uint64_t deadline, str
 }
 
 enum fdn_status fdn_connect_now(struct fdn_client *c, uint64_t deadline, struct fdn_error *err) {
+    c->found_gone = 0;
     enum fdn_status st = open_region(c, err);
     if (st == FDN_OK) st = wait_beating(c, deadline, err);
     if (st == FDN_OK) st = claim(c, deadline, err);

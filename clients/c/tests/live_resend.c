@@ -75,6 +75,20 @@ void restart_checks(const char *python) {
     CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(err.message, says) == 0,
           "a call whose server was killed and not restarted: %s %s", fdn_strerror(st), err.message);
     counts_are(c, 3, 2, "after a reconnect that failed (no server)");
+    /* the next call finds no connection: its connect fails, and it says nothing was sent (it said
+     * only "... is gone", the words of a call whose handler may have run it); a connect says "gone" */
+    snprintf(says, sizeof says,
+             "shm server '%s' (pid %d) is gone; not sent: no server has started under that name since", name,
+             (int)dead);
+    st = fdn_infer(c, "echo", &in, 1, 30000, &res, &err);
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(err.message, says) == 0,
+          "a call after one whose server was gone: %s '%s'; want '%s'", fdn_strerror(st), err.message, says);
+    fdn_client *late = NULL;
+    st = fdn_connect(&late, name, NULL, &err);
+    snprintf(says, sizeof says, "shm server '%s' (pid %d) is gone", name, (int)dead);
+    CHECK(st == FDN_SERVER_UNAVAILABLE && strcmp(err.message, says) == 0, "a connect to the dead server: %s '%s'",
+          fdn_strerror(st), err.message);
+    counts_are(c, 3, 2, "after a call whose connect failed");
 out:
     if (c) fdn_close(c);
     if (server > 0) kill_server(server);
