@@ -6,6 +6,9 @@ under the same name."""
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable
 
@@ -15,14 +18,17 @@ import pytest
 from foundation_shm import ClientCounters, ShmTransport
 from foundation_shm._channel import _Channel
 from foundation_shm._client import ShmClient
+from foundation_shm._loan import Loan
 
 from foundation_ml import InferenceRequest
 from foundation_ml.errors import ServerUnavailable
 
 from .conftest import EchoProcess, until
-from .test_resend import _busy, _crash_and_restart, _requests
+from .test_resend import _abandoned_then_waiting, _busy, _crash_and_restart, _requests, unnoticed
 
 pytestmark = pytest.mark.slow
+
+__all__ = ["unnoticed"]  # the fixture, shared with test_resend
 
 X = np.arange(4.0)
 ECHO = InferenceRequest("echo", {"x": X})
@@ -282,3 +288,79 @@ def test_counters_read_from_another_thread_while_calls_run_only_grow(
         finally:
             release.set()
             holder.join(60)
+
+
+def test_a_call_waiting_for_a_late_answer_when_its_server_died_counts_one_of_each(
+    echo_process: Callable[..., EchoProcess], name: str, unnoticed: Callable[[int], Callable[[], None]]
+) -> None:
+    """Spec 7.5: its request not yet written while it waited for an abandoned call's channel, the
+    server killed and a new one started: the call goes to the new connection, a resend."""
+    server = echo_process("--channels", "1")
+    with _connect(name, channels=1) as client:
+        got, waiting = _abandoned_then_waiting(client, 30)
+        notice = unnoticed(server.pid)
+        _crash_and_restart(server, echo_process)
+        notice()
+        waiting.join(60)
+        assert not isinstance(got[0], BaseException), got
+        assert client.counters() == ClientCounters(reconnects=1, resends=1)
+
+
+def test_a_loan_that_reconnects_as_it_begins_counts_a_reconnect_and_its_calls_no_resend(
+    echo_process: Callable[..., EchoProcess], name: str, unnoticed: Callable[[int], Callable[[], None]]
+) -> None:
+    """A loan waiting for an abandoned call's late answer when its server is killed and another
+    started is lent a channel of the new connection: a reconnect; its calls are that channel's
+    own, never resends. A loan whose server is found gone under it fails, counting nothing."""
+    server = echo_process("--channels", "1")
+    with _connect(name, channels=1) as client:
+        got, waiting = _abandoned_then_waiting(client, 30, loan=True)
+        notice = unnoticed(server.pid)
+        server = _crash_and_restart(server, echo_process)
+        notice()
+        waiting.join(60)
+        loan = got[0]
+        assert isinstance(loan, Loan), loan
+        with loan:
+            loan["x"][:] = X
+            np.testing.assert_array_equal(loan.infer(timeout=30).outputs["x"], X)
+            assert client.counters() == ClientCounters(reconnects=1, resends=0)
+            _crash_and_restart(server, echo_process)
+            with pytest.raises(ServerUnavailable, match="is gone"):
+                loan.infer(timeout=30)
+        assert client.counters() == ClientCounters(reconnects=1, resends=0)
+
+
+def test_a_forked_child_counts_its_connection_as_a_reconnect_in_its_copy(
+    echo_process: Callable[..., EchoProcess], name: str
+) -> None:
+    """Spec 10.5: a client used in a child after fork connects anew there, a reconnect counted in
+    the child's copy of the counts; the parent's stay as they were."""
+    echo_process("--channels", "4")
+    code = f"""
+        import os, numpy as np
+        from foundation_ml import InferenceRequest
+        from foundation_shm import ShmTransport
+        request = InferenceRequest("echo", {{"x": np.arange(4.0)}})
+        client = ShmTransport().connect({name!r}, timeout=30)
+        client.infer(request)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            client.infer(request)
+            c = client.counters()
+            os.write(w, f"{{c.reconnects}} {{c.resends}}".encode())
+            os._exit(0)
+        os.close(w)
+        child = os.read(r, 100).decode()
+        _, status = os.waitpid(pid, 0)
+        client.infer(request)
+        c = client.counters()
+        print("child", child, os.waitstatus_to_exitcode(status), "parent", c.reconnects, c.resends)
+        client.close()
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["child", "1", "0", "0", "parent", "0", "0"]
