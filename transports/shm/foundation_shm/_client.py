@@ -263,10 +263,10 @@ class ShmClient(TransportClient):
             reader.payload,
         )
         if code == 0:  # answered, and the response repeats the cached one: its views stand
+            ch.seq, ch.wdeadline = seq, deadline  # published, whatever follows (_gone._Moved counts it)
             if conn.closing:  # no: close() gave the channel back and the server reclaimed it
                 conn.check()
             spin.record(window, 0)
-            ch.seq, ch.wdeadline = seq, deadline
             _, model, version, outputs, text, params, _ = reader.last  # type: ignore[misc]
             if self.copy_outputs:
                 outputs = {k: v.copy() for k, v in outputs.items()}
@@ -389,7 +389,10 @@ class ShmClient(TransportClient):
         snapshot, read from any thread without taking a channel or waiting for a call; a closed
         client keeps its counts."""
         pool = self._pool
-        return ClientCounters(reconnects=pool.reconnects, resends=pool.resends)
+        # resends first: each follows its call's reconnect, so a move between the two reads shows
+        # as a reconnect not yet resent, never as a resend with no reconnect (0, 1)
+        resends = pool.resends
+        return ClientCounters(reconnects=pool.reconnects, resends=resends)
 
     # --- close ---------------------------------------------------------------------------------
 

@@ -72,6 +72,40 @@ def test_the_counters_are_a_frozen_value() -> None:
     assert not hasattr(counters, "__dict__")  # slots
 
 
+class _MovedBetweenReads:
+    """A pool whose two counts change between ``counters()``'s two reads: a call's reconnect
+    and its resend land right after the first read (another thread's moved call)."""
+
+    def __init__(self) -> None:
+        self.counts = {"reconnects": 0, "resends": 0}
+        self.reads = 0
+
+    def _read(self, key: str) -> int:
+        value = self.counts[key]
+        self.reads += 1
+        if self.reads == 1:
+            self.counts = {"reconnects": 1, "resends": 1}
+        return value
+
+    @property
+    def reconnects(self) -> int:
+        return self._read("reconnects")
+
+    @property
+    def resends(self) -> int:
+        return self._read("resends")
+
+
+def test_a_move_between_the_two_reads_never_shows_a_resend_without_its_reconnect() -> None:
+    """``counters()`` reads two ints without a lock; reading ``reconnects`` first, a call moved
+    meanwhile showed as ``(0, 1)``: a resend on a connection never made. Read ``resends`` first,
+    it shows as ``(1, 0)``, a state that was."""
+    client = object.__new__(ShmClient)
+    client._pool = _MovedBetweenReads()  # type: ignore[assignment]
+    counts = client.counters()
+    assert counts == ClientCounters(reconnects=1, resends=0), counts
+
+
 def test_metadata_and_stats_moved_to_a_restarted_server_count_as_resends(
     echo_process: Callable[..., EchoProcess], name: str
 ) -> None:
