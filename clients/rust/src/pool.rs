@@ -2,9 +2,11 @@
 //! each call and put back (the Go client's `fdn.Pool`, with a `Mutex` and a `Condvar`).
 
 #[cfg(test)]
+mod counters_tests;
+#[cfg(test)]
 pub(crate) mod tests;
 
-use crate::client::{check_connect, Client};
+use crate::client::{check_connect, Client, Counters};
 use crate::conn::deadline_after;
 use crate::error::{Error, Result, Status};
 use crate::options::{ConnectOptions, InferOptions};
@@ -39,6 +41,9 @@ const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
 /// of the pool put back meanwhile, or waits for one, while the pool has one; the pool makes do
 /// with the clients it has for a second before it tries to connect another. With no client of its
 /// own, the call fails OVERLOADED. The pool starts no thread.
+///
+/// [`Pool::counters`] sums what its clients counted, those it dropped included, with a reconnect
+/// for each client it connected in place of a dropped one (spec 10.5).
 ///
 /// ```no_run
 /// use fdn::{ConnectOptions, Pool, Tensor};
@@ -81,6 +86,11 @@ struct State {
     grants: HashMap<u64, Option<Client>>,
     next_ticket: u64,
     closed: bool,
+    /// What the clients counted while lent, folded in as each was put back or dropped, and the
+    /// pool's own reconnects.
+    counted: Counters,
+    /// Clients dropped (not put back) that no connect has replaced yet.
+    dropped: usize,
 }
 
 impl std::fmt::Debug for Pool {
@@ -168,6 +178,8 @@ impl Pool {
                 grants: HashMap::new(),
                 next_ticket: 0,
                 closed: false,
+                counted: Counters::default(),
+                dropped: 0,
             }),
             granted: Condvar::new(),
         })
@@ -237,6 +249,20 @@ impl Pool {
         self.lend(deadline_of(timeout), "", f)
     }
 
+    /// What the pool counted (spec 10.5): the sum of what its clients counted, those it dropped
+    /// (a call failed SERVER_UNAVAILABLE, the client lost its server, its closure panicked) or
+    /// closed included, plus one reconnect for each client it connected in place of one it
+    /// dropped, counted once that connect succeeded (a client connected while the pool has fewer
+    /// than `size` for the first time is not one; a connect that failed counts nothing, nor one
+    /// finished after `close`). A client's counts are its own, plain numbers behind `&mut`: the
+    /// pool adds what a client counted while lent as it is put back or dropped, so a reconnect or
+    /// a resend of a call in progress shows once that call (or [`Pool::with_client`]'s closure)
+    /// returns. Both only grow, and a closed pool keeps them. It takes the pool's lock, which no
+    /// call or connect holds while it runs: it never waits for one, from any thread.
+    pub fn counters(&self) -> Counters {
+        self.lock().counted
+    }
+
     /// Close the pool: its idle clients now, those in use when they are put back; calls waiting
     /// for a client, calls still connecting one (the client dropped once connected, unused; a
     /// connect that fails is named after), and every later call, fail SERVER_UNAVAILABLE ("the
@@ -277,15 +303,16 @@ impl Pool {
         f: impl FnOnce(&mut Client) -> Result<R>,
     ) -> Result<R> {
         let mut c = self.get(deadline).map_err(|e| e.with_call(model, 0))?;
+        let before = c.counters();
         match catch_unwind(AssertUnwindSafe(|| f(&mut c))) {
             Ok(result) => {
                 let discard =
                     c.lost() || matches!(&result, Err(e) if e.code == Status::ServerUnavailable);
-                self.put(c, discard);
+                self.put(c, discard, before);
                 result
             }
             Err(panic) => {
-                self.put(c, true); // the client's state is unknown
+                self.put(c, true, before); // the client's state is unknown
                 resume_unwind(panic)
             }
         }
@@ -395,7 +422,14 @@ impl Pool {
                 drop(c); // gives its channel back: not under the lock
                 return Err(self.closed_error());
             }
-            Ok(c) => return Ok(c),
+            Ok(c) => {
+                if st.dropped > 0 {
+                    // in place of a dropped client: the pool's reconnect (spec 10.5)
+                    st.dropped -= 1;
+                    st.counted.reconnects += 1;
+                }
+                return Ok(c);
+            }
             Err(e) if st.closed => {
                 // so did a connect that failed: the pool's closing is the news, its error after
                 st.open -= 1;
@@ -422,11 +456,18 @@ impl Pool {
         Err(e)
     }
 
-    /// Give a client back to the pool, or drop it (`discard`, or the pool closed).
-    fn put(&self, c: Client, discard: bool) {
+    /// Give a client back to the pool, or drop it (`discard`, or the pool closed), adding what it
+    /// counted since it was lent (it counted `before` then).
+    fn put(&self, c: Client, discard: bool, before: Counters) {
         let late = !discard && c.pending();
+        let now = c.counters();
         let mut st = self.lock();
+        st.counted.reconnects += now.reconnects - before.reconnects;
+        st.counted.resends += now.resends - before.resends;
         if discard || st.closed {
+            if !st.closed {
+                st.dropped += 1;
+            }
             st.open -= 1;
             st.hand_on(self.size);
             drop(st);

@@ -14,7 +14,7 @@ use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const LONG: Option<Duration> = Some(Duration::from_secs(60));
+pub(super) const LONG: Option<Duration> = Some(Duration::from_secs(60));
 
 /// A gate server of `channels` channels, and the folder of its gate files (removed when dropped).
 pub(crate) struct Gate {
@@ -71,19 +71,19 @@ pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn echo(prefix: &str) -> Option<Echo> {
+pub(super) fn echo(prefix: &str) -> Option<Echo> {
     python_server(prefix, &["-m", "foundation_shm._echo"], &[])
 }
 
-fn int(v: i32) -> Vec<Tensor> {
+pub(super) fn int(v: i32) -> Vec<Tensor> {
     vec![Tensor::from_slice("x", &[1], &[v]).unwrap()]
 }
 
-fn pool(name: &str, size: usize) -> Pool {
+pub(super) fn pool(name: &str, size: usize) -> Pool {
     Pool::new(name, ConnectOptions::default(), size).unwrap()
 }
 
-fn open(p: &Pool) -> usize {
+pub(super) fn open(p: &Pool) -> usize {
     p.lock().open
 }
 
