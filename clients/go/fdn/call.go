@@ -31,13 +31,19 @@ func (c *Client) noticeStop() bool {
 // have run (the resend, which needs proof of death, is another matter). That reconnect is the
 // call's one more attempt: its request is not sent again (send). A call that found its region
 // STOPPED here, or its server gone while it waited, is a resend once its request is published on
-// the new connection (moved, spec 10.5).
-func (c *Client) ready(deadline uint64) error {
+// the new connection (moved, spec 10.5). A call (sends: not a loan's begin, which sends nothing)
+// whose connect here finds its server gone (an earlier call's failure dropped the connection)
+// says that nothing of it was sent, where the bare "... is gone" would read as a call its
+// handler may have run (spec 10.3).
+func (c *Client) ready(deadline uint64, sends bool) error {
 	c.redialed, c.resent = false, false
 	c.moved = c.noticeStop()
 	if !c.connected {
 		c.disconnect()
 		if err := c.connect(deadline); err != nil {
+			if e, ok := err.(*Error); ok && c.foundGone && sends {
+				return notSent(e, e, "not sent")
+			}
 			return err
 		}
 	}
@@ -255,7 +261,7 @@ func (c *Client) infer(model string, inputs []Input, deadline uint64, call Call)
 	if why := fieldProblem(model, NameSize); why != "" {
 		return nil, fail(InvalidInput, 0, "model name %q %s", model, why)
 	}
-	if err := c.ready(deadline); err != nil {
+	if err := c.ready(deadline, true); err != nil {
 		return nil, err
 	}
 	c.loaned, c.loanEnded = false, 0

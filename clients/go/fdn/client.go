@@ -110,6 +110,7 @@ type Client struct {
 	moved           bool // this call reconnected, its server found gone before a handler saw its request: a resend once published
 	resent          bool // this call was counted a resend (once per call)
 	dialed          bool // connected once: every later connect is a reconnect
+	foundGone       bool // the last connect failed because the region's server is gone (spec 10.3)
 	counts          counts
 	loanEnd         uint64
 	loanEnded       uint64  // the request id of a LoanInfer that failed still with the server (it ended the loan)

@@ -16,6 +16,7 @@ import (
 // request's, which bounds the waits for a hung server's beat and for the region mutex as
 // ConnectTimeoutMs does (section 10.1).
 func (c *Client) connect(deadline uint64) error {
+	c.foundGone = false
 	err := c.openRegion()
 	if err == nil {
 		err = c.waitBeating(deadline)
@@ -99,6 +100,7 @@ func (c *Client) serving() error {
 				"(docker run --ipc=container:S --pid=container:S; Kubernetes: shareProcessNamespace: true)",
 				c.name, c.serverPid)
 		}
+		c.foundGone = true
 		return fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
 	}
 	if atomic.LoadUint32(c.u32(rState)) != stateReady { // section 10.1 step 2: a STOPPING server takes no one new
@@ -127,6 +129,7 @@ func (c *Client) waitBeating(deadline uint64) error {
 			return nil
 		}
 		if !c.alive() {
+			c.foundGone = true
 			return fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
 		}
 		if atomic.LoadInt32(&c.closed) != 0 {

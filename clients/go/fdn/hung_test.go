@@ -147,6 +147,37 @@ func TestLiveAHungServerThatDiesWhileAConnectWaitsIsGone(t *testing.T) {
 	}
 }
 
+// A call whose connect (its connection dropped: an earlier call's server was killed) waits for a
+// hung server's beat, and finds that server dead meanwhile, says nothing of it was sent (spec
+// 10.3); it said only "... is gone", the words of a call its handler may have run.
+func TestLiveACallWhoseConnectFindsAHungServerDeadWasNotSent(t *testing.T) {
+	srv := startEcho(t, "fdngohungcall")
+	c := srv.connect(Options{ConnectTimeoutMs: 60000})
+	wantEcho(t, c, "the first call")
+	srv.stop(syscall.SIGKILL)
+	_, err := c.Infer("echo", oneByte(), 30*time.Second)
+	wantError(t, "a call whose server was killed", err, ServerUnavailable, "; not sent again: ")
+	srv.restart()
+	o := srv.connect(Options{})
+	pid := srv.cmd.Process.Pid
+	hang(t, srv, o)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Infer("echo", oneByte(), 30*time.Second)
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the call's connect waits for a beat by now
+	srv.cmd.Process.Kill()
+	srv.cmd.Wait()
+	select {
+	case err := <-done:
+		wantMessage(t, "a call whose connect found its hung server dead", err, ServerUnavailable,
+			fmt.Sprintf("shm server %q (pid %d) is gone; not sent: no server has started under that name since", srv.name, pid))
+	case <-time.After(30 * time.Second):
+		t.Fatal("the call still waits for a dead server's beat")
+	}
+}
+
 // closeDuringACall starts a call on c (its server restarted, so the call reconnects) on a
 // goroutine, waits until the call is in, then closes c: Close must return, and the call end,
 // within the test's patience, whatever c's ConnectTimeoutMs. It returns the call's error.

@@ -46,7 +46,7 @@ func (c *Client) loanBegin(model string, specs []Tensor) error {
 				i, specs[i].Name, specs[i].Location)
 		}
 	}
-	if err := c.ready(deadlineOf(time.Duration(c.opts.ConnectTimeoutMs) * time.Millisecond)); err != nil {
+	if err := c.ready(deadlineOf(time.Duration(c.opts.ConnectTimeoutMs)*time.Millisecond), false); err != nil {
 		return err
 	}
 	ts := c.inputs[:len(specs)]
@@ -112,7 +112,7 @@ func (c *Client) loanInfer(deadline uint64) (*Result, error) {
 		c.loaned = false
 		return nil, fail(ServerUnavailable, 0, "the server of this loan is gone; take a new loan")
 	}
-	if err := c.ready(deadline); err != nil {
+	if err := c.ready(deadline, true); err != nil {
 		return nil, err
 	}
 	c.req.Version, c.req.Outputs, c.req.Params = "", nil, nil // a loan's tensors follow a bare payload

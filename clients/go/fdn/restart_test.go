@@ -60,6 +60,31 @@ func TestLiveACallWhoseServerWasKilledAndNotRestartedIsGone(t *testing.T) {
 	wantError(t, "a call whose server was killed", err, ServerUnavailable,
 		fmt.Sprintf("shm server %q (pid %d) is gone; not sent again: no server has started under that name since", srv.name, pid))
 	wantCounts(t, c, "after a call whose reconnect failed", 0, 0)
+	// the next calls find no connection: their connect finds the server gone, and they say
+	// nothing was sent (they said only "... is gone", the words of a call its handler may have
+	// run); a loan's begin (it sends nothing) and a connect say "... is gone"
+	gone := fmt.Sprintf("shm server %q (pid %d) is gone", srv.name, pid)
+	unsent := gone + "; not sent: no server has started under that name since"
+	_, err = c.Infer("echo", oneByte(), 30*time.Second)
+	wantMessage(t, "a call after one whose server was gone", err, ServerUnavailable, unsent)
+	_, err = c.InferContext(context.Background(), "echo", oneByte())
+	wantMessage(t, "a call of a context after one whose server was gone", err, ServerUnavailable, unsent)
+	specs := []Tensor{{Name: "x", DType: UINT8, NDim: 1, Shape: [MaxNDim]uint64{1}}}
+	wantMessage(t, "a loan begun after a call whose server was gone", c.LoanBegin("echo", specs), ServerUnavailable, gone)
+	late, err := Connect(srv.name, Options{})
+	if late != nil {
+		late.Close()
+	}
+	wantMessage(t, "a connect to the dead server", err, ServerUnavailable, gone)
+	wantCounts(t, c, "after calls whose connect failed", 0, 0)
+}
+
+// wantMessage fails the test unless err is an *Error of code saying exactly message.
+func wantMessage(t *testing.T, what string, err error, code Status, message string) {
+	t.Helper()
+	if e, ok := err.(*Error); !ok || e.Code != code || e.Message != message {
+		t.Fatalf("%s: got %v, want %s: %s", what, err, code, message)
+	}
 }
 
 // A loan's inputs were written into the dead server's area: it is not sent again.
