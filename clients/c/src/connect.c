@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,9 +162,66 @@ uint64_t fdn_pages(uint64_t n) {
 }
 
 /* --- the data segment ------------------------------------------------------------------------ */
+/* This process's data segments by name, and the client that made each (spec 10.1 step 6). A name
+ * is the server's, the channel's index, the pid and a generation, so after a restart under the
+ * name a client of this process that claims a channel of the new server makes the very name
+ * another client still holds on the dead server's region: it replaces that segment, and the other,
+ * dropping its dead connection, unlinked the name, the new owner's segment by then (the server
+ * parked that channel; its call ran into its deadline). A client unlinks a name only while the
+ * segment is its own: one recorded as another client's is left to it. A name that could not be
+ * recorded (no memory) is unlinked as before. Reset in a forked child (its pid makes new names). */
+struct named {
+    char name[64];
+    const struct fdn_client *owner;
+};
+static struct named *named;
+static size_t named_len, named_cap;
+static pthread_mutex_t named_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t named_once = PTHREAD_ONCE_INIT;
+
+static void named_lock_now(void) { pthread_mutex_lock(&named_lock); }
+static void named_unlock_now(void) { pthread_mutex_unlock(&named_lock); }
+static void named_forget_all(void) { /* the child: the forking thread holds the lock (prepare) */
+    named_len = 0;
+    pthread_mutex_unlock(&named_lock);
+}
+static void named_init(void) { pthread_atfork(named_lock_now, named_unlock_now, named_forget_all); }
+
+static struct named *named_find(const char *name) {
+    for (size_t i = 0; i < named_len; i++)
+        if (!strcmp(named[i].name, name)) return &named[i];
+    return NULL;
+}
+
+/* Record c as the maker of `name` (under named_lock). */
+static void named_record(const char *name, const struct fdn_client *c) {
+    struct named *n = named_find(name);
+    if (!n && named_len == named_cap) {
+        size_t cap = named_cap ? named_cap * 2 : 16;
+        struct named *grown = realloc(named, cap * sizeof *grown);
+        if (!grown) return;
+        named = grown, named_cap = cap;
+    }
+    if (!n) n = &named[named_len++];
+    snprintf(n->name, sizeof n->name, "%s", name);
+    n->owner = c;
+}
+
+/* Unlink `name` unless another client of this process made the segment of that name since;
+ * forget c's record of it. */
+static void unlink_own(const char *name, const struct fdn_client *c) {
+    pthread_mutex_lock(&named_lock);
+    struct named *n = named_find(name);
+    if (!n || n->owner == c) {
+        if (n) *n = named[--named_len];
+        shm_unlink(name);
+    }
+    pthread_mutex_unlock(&named_lock);
+}
+
 static void drop_data(struct fdn_client *c) {
     if (c->data) {
-        shm_unlink(c->data_name);
+        unlink_own(c->data_name, c);
         munmap(c->data, c->req_cap + c->resp_cap);
         c->data = NULL;
     }
@@ -216,13 +274,19 @@ static enum fdn_status create_data(struct fdn_client *c, const char *name, uint6
                             "ever hold (%llu bytes)",
                             c->name, c->index, name, sz, total);
     }
+    pthread_once(&named_once, named_init);
+    pthread_mutex_lock(&named_lock);
     int fd = fdn_shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->mode);
-    if (fd < 0 && errno == EEXIST) { /* ours, left over from a failed claim or grow */
+    /* ours (it carries our pid): left over from a failed claim or grow, or another client's of
+     * this process on a dead server's region (named_record: that one leaves the name to us) */
+    if (fd < 0 && errno == EEXIST) {
         shm_unlink(name);
         fd = fdn_shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->mode);
     }
-    const char *step = "shm_open";
     int e = fd < 0 ? errno : 0;
+    if (!e) named_record(name, c);
+    pthread_mutex_unlock(&named_lock);
+    const char *step = "shm_open";
     if (!e) {
         step = "fchmod";
         e = fdn_fchmod(fd, c->mode) < 0 ? errno : 0;
@@ -248,7 +312,7 @@ static enum fdn_status create_data(struct fdn_client *c, const char *name, uint6
     }
     if (fd >= 0) {
         close(fd);
-        if (e) shm_unlink(name);
+        if (e) unlink_own(name, c);
     }
     if (e) {
         enum fdn_status st = alloc_status(e, fd >= 0);

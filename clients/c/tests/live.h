@@ -101,6 +101,7 @@ void dying_checks(const char *python);
 void sent_again_once_checks(const char *python);
 void abandoned_checks(const char *python);
 void moved_twice_checks(const char *python);
+void shared_name_checks(const char *python);
 
 /* live_proof.c */
 void proof_checks(const char *python);

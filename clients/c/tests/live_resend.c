@@ -502,3 +502,48 @@ out:
     }
     rmdir(dir);
 }
+
+/* Two clients of one process, A on channel 0 and B on channel 1; the server killed, B's call fails
+ * and B begins a loan once a server is restarted under the name: B claims channel 0, whose data
+ * segment name (server, index, pid, generation 1) is the one A still holds on the dead server's
+ * region. B replaced it; A, dropping its dead connection as its next call is sent again, unlinked
+ * that name, B's segment now: the server parked B's channel, and B's loan call ran into its
+ * deadline. A client unlinks a name only while the segment is still its own (spec 10.1 step 6). */
+void shared_name_checks(const char *python) {
+    char name[64];
+    snprintf(name, sizeof name, "fdnnames%d", (int)getpid());
+    pid_t server = echo_server(python, name);
+    CHECK(server > 0, "start");
+    if (server < 0) return;
+    fdn_client *a = NULL, *b = NULL;
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    enum fdn_status st = fdn_connect(&a, name, NULL, &err);
+    if (st == FDN_OK) st = fdn_connect(&b, name, NULL, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st) goto out;
+    echo(a, "A's first call");
+    echo(b, "B's first call");
+    kill_server(server);
+    st = fdn_infer(b, "echo", &in, 1, 30000, &res, &err);
+    CHECK(st == FDN_SERVER_UNAVAILABLE, "B's call with no server: %s %s", fdn_strerror(st), err.message);
+    server = echo_server(python, name);
+    CHECK(server > 0, "restart");
+    if (server < 0) goto out;
+    struct fdn_tensor spec = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = {2}};
+    st = fdn_loan_begin(b, "echo", &spec, 1, &err); /* B connects: channel 0 of the new server */
+    CHECK(st == FDN_OK, "B's loan: %s", err.message);
+    echo(a, "A's call, sent again to the restarted server");
+    int32_t *lent = st == FDN_OK ? fdn_loan_data(b, 0) : NULL;
+    if (lent) memcpy(lent, x, sizeof x);
+    st = lent ? fdn_loan_infer(b, 30000, &res, &err) : st;
+    const struct fdn_tensor *y = st == FDN_OK ? fdn_result_output(&res, "x") : NULL;
+    CHECK(y && memcmp(y->data, x, sizeof x) == 0, "B's loan call after A dropped its dead connection: %s '%s'",
+          fdn_strerror(st), err.message);
+out:
+    if (a) fdn_close(a);
+    if (b) fdn_close(b);
+    if (server > 0) kill_server(server);
+    remove_objects(name);
+}
