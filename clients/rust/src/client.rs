@@ -15,10 +15,10 @@ mod resend;
 pub(crate) use check::check_connect;
 use check::{check_names, check_sizes};
 pub use loan::Loan;
-use resend::not_sent;
+use resend::{not_sent, unsent};
 
 use crate::codec::{self, RequestFields};
-use crate::conn::{deadline_after, Conn};
+use crate::conn::{deadline_after, Conn, Refused};
 use crate::error::{Error, Result, Status};
 use crate::layout as l;
 use crate::options::{ConnectOptions, InferOptions};
@@ -144,7 +144,8 @@ impl Client {
     /// The live connection, reconnecting if the previous server is gone (no later than the
     /// calling request's `deadline`, monotonic ns, 0 for none). A server found stopped here, as
     /// a call begins, makes that call `moved` (10.5: its request goes to the new connection).
-    fn conn(&mut self, deadline: u64) -> Result<&mut Conn> {
+    /// Refused says whether a reconnect failed because the region's server is gone.
+    fn conn(&mut self, deadline: u64) -> Result<&mut Conn, Refused> {
         // A server that stopped cleanly says so in its region: reconnect now rather than after a
         // wait slice.
         if self.conn.as_mut().is_some_and(Conn::notice_stop) {
@@ -173,11 +174,23 @@ impl Client {
     /// it as if it might have run (the resend, which needs proof of death, is another matter).
     /// That reconnect is the call's one more attempt (`redialed`): its request is not sent again
     /// (`round_trip`). Either reconnect (this one, or `conn`'s after a server found stopped as the
-    /// call began) makes the call a resend once its request is published (`moved`, 10.5).
-    fn ready(&mut self, deadline: u64, check: impl Fn(&Conn) -> Result<()>) -> Result<&mut Conn> {
+    /// call began) makes the call a resend once its request is published (`moved`, 10.5). A call
+    /// (`sends`: not a loan's begin, which sends nothing) whose connect here finds its server gone
+    /// (an earlier call's failure dropped the connection) says that nothing of it was sent, where
+    /// the bare "... is gone" would read as a call its handler may have run (10.3).
+    fn ready(
+        &mut self,
+        deadline: u64,
+        sends: bool,
+        check: impl Fn(&Conn) -> Result<()>,
+    ) -> Result<&mut Conn> {
         let (spin, hung_wait) = (self.opts.spin, self.opts.connect_timeout);
         (self.redialed, self.moved) = (false, false);
-        let conn = self.conn(deadline)?;
+        let conn = match self.conn(deadline) {
+            Ok(conn) => conn,
+            Err(refused) if refused.gone && sends => return Err(unsent(refused.error)),
+            Err(refused) => return Err(refused.error),
+        };
         check(conn)?;
         let instance = conn.instance_id();
         let gone = match conn.wait_idle(deadline, spin, hung_wait) {
@@ -186,8 +199,14 @@ impl Client {
             Ok(()) => return Ok(self.conn.as_mut().expect("connected above")),
         };
         self.redialed = true;
-        if let Err(e) = self.conn(deadline).map(|_| ()) {
-            return Err(not_sent(gone, &e, "not sent", &self.name, instance));
+        if let Err(refused) = self.conn(deadline).map(|_| ()) {
+            return Err(not_sent(
+                gone,
+                &refused.error,
+                "not sent",
+                &self.name,
+                instance,
+            ));
         }
         self.moved = true;
         let conn = self.conn.as_mut().expect("connected above");
@@ -276,7 +295,7 @@ impl Client {
         let input_bytes: u64 = inputs.iter().map(|t| t.data.len() as u64).sum();
         let rid = self.next_id; // taken once the request is written (take_id)
         let outputs = options.outputs.len();
-        let conn = self.ready(deadline, |c| {
+        let conn = self.ready(deadline, true, |c| {
             c.check_limits(inputs.len(), outputs, input_bytes)
         })?;
         conn.ensure(end)?;

@@ -40,7 +40,7 @@ use segment::{create_data, publish_data};
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
-pub(crate) use region::region_instance;
+pub(crate) use region::{region_instance, Refused};
 
 /// `n` bytes in whole pages (at least one). Past the last whole page a `usize` holds, that page:
 /// no segment is that large, and `create_data` refuses it as TOO_LARGE rather than the rounding
@@ -99,8 +99,9 @@ pub(crate) struct Conn {
 impl Conn {
     /// Connect (10.1 steps 1-8): attach to the server `name` and claim a channel.
     /// `deadline`: the calling request's (monotonic ns, 0 for none), which bounds the waits for a
-    /// hung server's heartbeat and for the region mutex as `connect_timeout` does.
-    pub(crate) fn open(name: &str, opts: &ConnectOptions, deadline: u64) -> Result<Conn> {
+    /// hung server's heartbeat and for the region mutex as `connect_timeout` does. Refused says
+    /// whether it failed because the region's server is gone.
+    pub(crate) fn open(name: &str, opts: &ConnectOptions, deadline: u64) -> Result<Conn, Refused> {
         // Steps 1-2: map the control segment, check it, check the server lives.
         let (ctl, mode) = Mapping::open(&l::control_name(name))
             .map_err(|e| unavailable(format!("no shm server named {name:?} ({e})")))?;
@@ -146,7 +147,8 @@ impl Conn {
                 return Err(unavailable(format!(
                     "shm server {name:?}: cannot open the semaphore of channel {} ({sem_name}): {e}",
                     claim.index
-                )));
+                ))
+                .into());
             }
         };
         sem.drain();

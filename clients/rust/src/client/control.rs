@@ -23,7 +23,7 @@ impl Client {
         let deadline = deadline_after(timeout);
         let spin = self.opts.spin;
         let rid = self.next_id; // taken once the request is written (take_id)
-        let conn = self.ready(deadline, |_| Ok(()))?;
+        let conn = self.ready(deadline, true, |_| Ok(()))?;
         let fields = RequestFields {
             kind,
             request_id: rid,

@@ -47,7 +47,9 @@ impl Client {
         // a request still with the server (a call that passed its deadline) gets as long as the
         // C and Go clients give it here: the connect timeout, not forever
         let deadline = deadline_after(Some(self.opts.connect_timeout));
-        let conn = self.ready(deadline, |c| c.check_limits(inputs.len(), 0, input_bytes))?;
+        let conn = self.ready(deadline, false, |c| {
+            c.check_limits(inputs.len(), 0, input_bytes)
+        })?;
         conn.ensure(end)?;
         let conn_gen = self.conn_gen;
         Ok(Loan {

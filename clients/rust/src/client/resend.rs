@@ -34,7 +34,7 @@ impl Client {
             other => return other,
         };
         let (request, instance) = (conn.request_bytes(end), conn.instance_id());
-        let again = self.conn(deadline).and_then(|conn| {
+        let again = self.conn(deadline).map_err(Error::from).and_then(|conn| {
             conn.ensure(request.len())?;
             conn.request_area()[..request.len()].copy_from_slice(&request);
             Ok(())
@@ -50,6 +50,18 @@ impl Client {
             Err(e) => Err(not_sent(gone, &e, "not sent again", &self.name, instance)),
         }
     }
+}
+
+/// The error of a call whose connect, as it began, found its server gone (an earlier call's
+/// failure dropped the connection, 10.3): `gone` with "; not sent: no server has started under
+/// that name since" appended, as a call whose reconnect found the same says (nothing of it was
+/// written).
+pub(super) fn unsent(gone: Error) -> Error {
+    let message = format!(
+        "{}; not sent: no server has started under that name since",
+        gone.message
+    );
+    Error { message, ..gone }
 }
 
 /// The error of a call whose server (`instance`, under `name`) died or stopped and whose

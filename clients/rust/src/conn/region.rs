@@ -4,11 +4,40 @@
 use super::nanos;
 use super::wait::{self, server_alive};
 use crate::codec::Limits;
-use crate::error::{err, unavailable, Result, Status};
+use crate::error::{unavailable, Error, Result, Status};
 use crate::layout::{self as l, region as rg};
 use crate::shm::{self, Mapping};
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
+
+/// Why a connect failed, and whether because the server its region names is gone (found dead
+/// there, or during the wait for a hung server's beat): a call whose connect, as it began, failed
+/// so says that nothing of it was sent (10.3); any other connect says only "... is gone".
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) error: Error,
+    pub(crate) gone: bool,
+}
+
+impl From<Error> for Refused {
+    fn from(error: Error) -> Refused {
+        Refused { error, gone: false }
+    }
+}
+
+impl From<Refused> for Error {
+    fn from(refused: Refused) -> Error {
+        refused.error
+    }
+}
+
+/// SERVER_UNAVAILABLE: the server `name`'s region names (`pid`) is gone.
+fn gone(name: &str, pid: u32) -> Refused {
+    Refused {
+        error: unavailable(format!("shm server {name:?} (pid {pid}) is gone")),
+        gone: true,
+    }
+}
 
 /// What the region header says of its server, checked at connect (10.1 steps 1-2).
 pub(super) struct Region {
@@ -21,31 +50,28 @@ pub(super) struct Region {
 
 /// 10.1 steps 1-2: the region header is there, speaks our protocol, has the channel geometry of
 /// the layout, and names a server that serves and lives.
-pub(super) fn read_region(ctl: &Mapping, name: &str) -> Result<Region> {
+pub(super) fn read_region(ctl: &Mapping, name: &str) -> Result<Region, Refused> {
     if ctl.len() < l::REGION_HEADER_SIZE || ctl.u32(rg::MAGIC).load(Acquire) != l::REGION_MAGIC {
         return Err(unavailable(format!(
             "shm server {name:?} is not ready (no region header yet)"
-        )));
+        ))
+        .into());
     }
     let major = ctl.u32(rg::VERSION_MAJOR).load(Relaxed) & 0xFFFF;
     if major != l::PROTOCOL_VERSION as u32 {
-        return err(
-            Status::BadVersion,
-            format!(
-                "shm server {name:?} speaks protocol {major}, this client {}",
-                l::PROTOCOL_VERSION
-            ),
+        let message = format!(
+            "shm server {name:?} speaks protocol {major}, this client {}",
+            l::PROTOCOL_VERSION
         );
+        return Err(Error::new(Status::BadVersion, message).into());
     }
     let count = ctl.u32(rg::CHANNEL_COUNT).load(Relaxed) as usize;
     if ctl.u32(rg::CHANNEL_SIZE).load(Relaxed) as usize != l::CHANNEL_SIZE
         || ctl.u64(rg::CHANNELS_OFFSET).load(Relaxed) as usize != l::CHANNELS_OFFSET
         || ctl.len() < l::CHANNELS_OFFSET + count * l::CHANNEL_SIZE
     {
-        return err(
-            Status::Internal,
-            format!("shm server {name:?}: malformed region header"),
-        );
+        let message = format!("shm server {name:?}: malformed region header");
+        return Err(Error::new(Status::Internal, message).into());
     }
     let server_pid = ctl.u32(rg::SERVER_PID).load(Relaxed);
     let server_start = ctl.u64(rg::SERVER_START_TIME).load(Relaxed);
@@ -53,12 +79,13 @@ pub(super) fn read_region(ctl: &Mapping, name: &str) -> Result<Region> {
     let state = ctl.u32(rg::STATE).load(Acquire);
     if state == l::STATE_STOPPING {
         // spec 10.1 step 2: a STOPPING server takes no one new (worded as the other clients say it)
-        return Err(unavailable(format!("shm server {name:?} is stopping")));
+        return Err(unavailable(format!("shm server {name:?} is stopping")).into());
     }
     if state != l::STATE_READY {
         return Err(unavailable(format!(
             "shm server {name:?} is not serving (state {state})"
-        )));
+        ))
+        .into());
     }
     if !server_alive(server_pid, server_start) {
         // Liveness is told by pid (section 10): a READY server whose pid is not seen here while
@@ -72,11 +99,10 @@ pub(super) fn read_region(ctl: &Mapping, name: &str) -> Result<Region> {
                  /dev/shm but not the pids), or it is restarting. A server and its clients must \
                  share the PID namespace as well as /dev/shm (docker run --ipc=container:S \
                  --pid=container:S; Kubernetes: shareProcessNamespace: true)"
-            )));
+            ))
+            .into());
         }
-        return Err(unavailable(format!(
-            "shm server {name:?} (pid {server_pid}) is gone"
-        )));
+        return Err(gone(name, server_pid));
     }
     let limits = Limits {
         max_tensors: ctl.u32(rg::MAX_TENSORS).load(Relaxed).max(1),
@@ -113,7 +139,7 @@ pub(super) fn wait_beating(
     region: &Region,
     timeout: Duration,
     deadline: u64,
-) -> Result<()> {
+) -> Result<(), Refused> {
     let mut end = shm::monotonic_ns().saturating_add(nanos(timeout));
     let mut limit = format!("within connect_timeout ({} ms)", timeout.as_millis());
     if deadline != 0 && deadline < end {
@@ -124,16 +150,14 @@ pub(super) fn wait_beating(
             return Ok(());
         };
         if !server_alive(region.server_pid, region.server_start) {
-            return Err(unavailable(format!(
-                "shm server {name:?} (pid {}) is gone",
-                region.server_pid
-            )));
+            return Err(gone(name, region.server_pid));
         }
         if shm::monotonic_ns() >= end {
             return Err(unavailable(format!(
                 "{why} (its process is stopped or stalled, and no beat came {limit}): it takes \
                  no new client until it beats again"
-            )));
+            ))
+            .into());
         }
         std::thread::sleep(Duration::from_millis(5));
     }

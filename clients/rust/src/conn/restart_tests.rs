@@ -94,17 +94,47 @@ fn a_call_whose_server_was_killed_and_not_restarted_is_gone() {
     assert_eq!(client.infer("echo", &int(1), LONG).unwrap(), int(1));
     let pid = kill(&mut srv);
     let e = client.infer("echo", &int(2), LONG).unwrap_err();
+    let counts = client.counters();
+    // the next calls find no connection: their connect finds the server gone, and they say
+    // nothing was sent (they said only "... is gone", the words of a call its handler may have
+    // run); a loan's begin (it sends nothing) and a connect say "... is gone"
+    let next = [
+        ("a call", client.infer("echo", &int(3), LONG).map(|_| ())),
+        ("metadata", client.metadata("echo", LONG).map(|_| ())),
+        ("stats", client.stats(LONG).map(|_| ())),
+    ];
+    let specs = [TensorSpec::new("x", DataType::Int32, &[1])];
+    let loan = client.loan("echo", &specs).map(|_| ()).unwrap_err();
+    let connect = Client::connect(&srv.1, ConnectOptions::default()).map(|_| ());
+    let later = client.counters();
     super::tests::clean(&srv.1); // what the killed server left, before anything can fail
-    assert_eq!(client.counters(), counted(0, 0), "a reconnect that failed");
-    let want = format!(
-        "shm server {:?} (pid {pid}) is gone; not sent again: no server has started under that \
-         name since",
-        srv.1
-    );
+    assert_eq!(counts, counted(0, 0), "a reconnect that failed");
+    let gone = format!("shm server {:?} (pid {pid}) is gone", srv.1);
+    let want = format!("{gone}; not sent again: no server has started under that name since");
     assert_eq!(
         (e.code, e.message.as_str()),
         (Status::ServerUnavailable, want.as_str())
     );
+    let unsent = format!("{gone}; not sent: no server has started under that name since");
+    for (what, got) in next {
+        let e = got.expect_err(what);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (Status::ServerUnavailable, unsent.as_str()),
+            "{what} after one whose server was gone"
+        );
+    }
+    for (what, e) in [
+        ("a loan's begin", loan),
+        ("a connect", connect.unwrap_err()),
+    ] {
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (Status::ServerUnavailable, gone.as_str()),
+            "{what} after a call whose server was gone"
+        );
+    }
+    assert_eq!(later, counted(0, 0), "after calls whose connect failed");
 }
 
 /// A loan's inputs were written into the dead server's area: it is not sent again.

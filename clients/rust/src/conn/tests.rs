@@ -538,16 +538,33 @@ fn a_reconnect_to_a_hung_server_keeps_the_call_s_timeout_and_sees_it_die() {
         let started = Instant::now();
         (Client::connect(&name, opts).map(drop), started.elapsed())
     });
+    // a call whose connect waits as well, and finds the server dead: it says nothing of it was
+    // sent (it said only "... is gone", the words of a call its handler may have run)
+    let call = std::thread::spawn(move || {
+        client
+            .infer("echo", &x(), Some(Duration::from_secs(30)))
+            .map(drop)
+    });
     std::thread::sleep(Duration::from_millis(300)); // the connect waits for a beat by now
     signal(&echo, "KILL");
     let (connected, took) = waiter.join().unwrap();
-    let e = connected.unwrap_err();
+    let called = call.join().unwrap();
     clean(&echo.1);
-    assert_eq!(e.code, Status::ServerUnavailable, "{e}");
-    assert!(e.message.contains("is gone"), "{e}");
+    let gone = format!("shm server {:?} (pid {}) is gone", echo.1, echo.0.id());
+    let e = connected.unwrap_err();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (Status::ServerUnavailable, gone.as_str())
+    );
     assert!(
         took < Duration::from_secs(30),
         "a connect took {took:?} to see its hung server die"
+    );
+    let e = called.unwrap_err();
+    let unsent = format!("{gone}; not sent: no server has started under that name since");
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (Status::ServerUnavailable, unsent.as_str())
     );
 }
 
