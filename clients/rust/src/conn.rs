@@ -23,6 +23,8 @@ mod restart_wait_tests;
 mod round_trip;
 mod segment;
 #[cfg(test)]
+mod shared_name_tests;
+#[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -36,7 +38,7 @@ use crate::shm::{self, Mapping, Semaphore};
 use claim::{claim_channel, next_gen};
 use mutex::MutexGuard;
 use region::{read_region, wait_beating};
-use segment::{create_data, publish_data};
+use segment::{create_data, publish_data, DataName};
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
@@ -75,7 +77,7 @@ pub(crate) struct Conn {
     index: usize,
     base: usize,
     data: Mapping,
-    data_name: String,
+    data_name: DataName,
     gen: u64,
     req_cap: usize,
     resp_cap: usize,
@@ -143,7 +145,7 @@ impl Conn {
                 // a heartbeat (10.4). Left owned by this live process it was never reclaimed: a
                 // process whose connects kept failing (EMFILE) lost one channel per try.
                 ctl.u64(claim.base + ch::OWNER_START_TIME).store(0, SeqCst);
-                let _ = shm::unlink(&claim.data_name);
+                claim.data_name.unlink();
                 return Err(unavailable(format!(
                     "shm server {name:?}: cannot open the semaphore of channel {} ({sem_name}): {e}",
                     claim.index
@@ -233,7 +235,7 @@ impl Conn {
         self.gen = gen;
         self.req_cap = req_cap;
         self.resp_cap = resp_cap;
-        let _ = shm::unlink(&old_name);
+        old_name.unlink();
         Ok(())
     }
 
@@ -316,6 +318,6 @@ impl Conn {
                 .u64(self.base + ch::OWNER_START_TIME)
                 .store(0, SeqCst);
         }
-        let _ = shm::unlink(&self.data_name);
+        self.data_name.unlink();
     }
 }

@@ -73,25 +73,40 @@ impl Mapping {
         Ok((Mapping::map(&file, len)?, meta.permissions().mode() & 0o777))
     }
 
-    /// Create the segment `name` of `len` bytes with mode `mode` (applied with fchmod so the umask
-    /// does not change it), allocate its pages (`posix_fallocate`: on a full /dev/shm a sparse
-    /// segment maps fine and the first write to a missing page is SIGBUS) and map it. A segment
-    /// of that name is an error of `shm_open` (`EEXIST`). On any other failure the segment is
-    /// unlinked; the error names the step that failed.
+    /// Create the segment `name` of `len` bytes with mode `mode` and map it ([`Mapping::create_file`]
+    /// then [`Mapping::fill`]); on a failure after `shm_open` the segment is unlinked.
+    #[cfg(test)]
     pub fn create(name: &str, len: usize, mode: u32) -> Result<Mapping, CreateError> {
-        let fail = |step: &'static str| move |error: io::Error| CreateError { step, error };
-        let file = Mapping::shm_open(name, ffi::O_RDWR | ffi::O_CREAT | ffi::O_EXCL, mode)
-            .map_err(fail("shm_open"))?;
-        let made = file
-            .set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(fail("fchmod"))
-            .and_then(|_| file.set_len(len as u64).map_err(fail("ftruncate")))
-            .and_then(|_| allocate(&file, len).map_err(fail("posix_fallocate")))
-            .and_then(|_| Mapping::map(&file, len).map_err(fail("mmap")));
+        let file = Mapping::create_file(name, mode)?;
+        let made = Mapping::fill(&file, len, mode);
         if made.is_err() {
             let _ = unlink(name);
         }
         made
+    }
+
+    /// Create the empty segment `name`: a segment of that name is an error of `shm_open`
+    /// (`EEXIST`).
+    pub fn create_file(name: &str, mode: u32) -> Result<File, CreateError> {
+        Mapping::shm_open(name, ffi::O_RDWR | ffi::O_CREAT | ffi::O_EXCL, mode).map_err(|error| {
+            CreateError {
+                step: "shm_open",
+                error,
+            }
+        })
+    }
+
+    /// Give the segment just created behind `file` mode `mode` (applied with fchmod so the umask
+    /// does not change it) and `len` bytes, allocate its pages (`posix_fallocate`: on a full
+    /// /dev/shm a sparse segment maps fine and the first write to a missing page is SIGBUS) and
+    /// map it. The error names the step that failed; the caller unlinks the segment.
+    pub fn fill(file: &File, len: usize, mode: u32) -> Result<Mapping, CreateError> {
+        let fail = |step: &'static str| move |error: io::Error| CreateError { step, error };
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(fail("fchmod"))
+            .and_then(|_| file.set_len(len as u64).map_err(fail("ftruncate")))
+            .and_then(|_| allocate(file, len).map_err(fail("posix_fallocate")))
+            .and_then(|_| Mapping::map(file, len).map_err(fail("mmap")))
     }
 
     /// Bytes mapped.
@@ -177,7 +192,7 @@ impl Drop for Mapping {
     }
 }
 
-/// Why `Mapping::create` failed: the call (`shm_open`, `ftruncate`, `posix_fallocate`, ...) and
+/// Why creating a segment failed: the call (`shm_open`, `ftruncate`, `posix_fallocate`, ...) and
 /// its error.
 #[derive(Debug)]
 pub struct CreateError {

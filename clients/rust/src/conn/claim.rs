@@ -1,6 +1,6 @@
 //! A channel claimed under the region mutex, with its first data segment (10.1 steps 4-7).
 
-use super::segment::{create_data, publish_data};
+use super::segment::{create_data, publish_data, DataName};
 use crate::error::{Error, Result, Status};
 use crate::layout::{self as l, channel as ch, region as rg};
 use crate::shm::Mapping;
@@ -11,7 +11,7 @@ pub(super) struct Claim {
     pub(super) index: usize,
     pub(super) base: usize,
     pub(super) data: Mapping,
-    pub(super) data_name: String,
+    pub(super) data_name: DataName,
     pub(super) gen: u64,
     pub(super) seq: u64,
 }

@@ -5,13 +5,73 @@ use crate::error::{err, Error, Result, Status};
 use crate::ffi;
 use crate::layout::{self as l, channel as ch};
 use crate::shm::{self, CreateError, Mapping};
+use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::sync::atomic::Ordering::*;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// This process's data segments by name, each with the token of the segment made under it (spec
+/// 10.1 step 6). A name is the server's, the channel's index, the pid and a generation, so after a
+/// restart under the name a client of this process that claims a channel of the new server makes
+/// the very name another client still holds on the dead server's region: it replaces that
+/// segment, and the other, dropping its dead connection, unlinked the name, the new owner's
+/// segment by then (the server parked that channel; its calls ran into their deadlines). A client
+/// unlinks a name only while the segment is its own: one recorded with another token is left to
+/// its maker. Held across a create (`shm_open`, a left-over replaced) and its record, and across
+/// a check and its unlink; not across the allocation. Rust clients are not documented for use
+/// across `fork`: nothing resets this in a child (its own clients make names of its pid, which
+/// no record of the parent's matches).
+static NAMED: Mutex<Named> = Mutex::new(Named {
+    made: 0,
+    tokens: BTreeMap::new(),
+});
+
+struct Named {
+    /// Segments made so far: the last token handed out.
+    made: u64,
+    tokens: BTreeMap<String, u64>,
+}
+
+fn named() -> MutexGuard<'static, Named> {
+    NAMED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The name of a data segment this client made, and the token recorded with it in [`NAMED`].
+pub(super) struct DataName {
+    name: String,
+    token: u64,
+}
+
+impl DataName {
+    /// Unlink the segment unless another client of this process has made one of that name since;
+    /// forget this one's record.
+    pub(super) fn unlink(&self) {
+        let mut named = named();
+        if named
+            .tokens
+            .get(&self.name)
+            .map_or(true, |&t| t == self.token)
+        {
+            named.tokens.remove(&self.name);
+            let _ = shm::unlink(&self.name);
+        }
+    }
+}
+
+impl Deref for DataName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
 
 /// Create, allocate and map the data segment of channel `index`, generation `gen` (section 10.1,
 /// step 6): OVERLOADED when /dev/shm or memory has no room now (it may later), TOO_LARGE for
 /// capacities that can never fit (more than /dev/shm, or than a file may be); either way nothing
 /// is left in /dev/shm. A segment of this name is ours (it carries our pid), left over from a
-/// claim or grow that failed: it is replaced.
+/// claim or grow that failed, or another client's of this process on a dead server's region: it
+/// is replaced (and recorded as this one's, [`NAMED`]).
 pub(super) fn create_data(
     name: &str,
     index: usize,
@@ -19,7 +79,7 @@ pub(super) fn create_data(
     req_cap: usize,
     resp_cap: usize,
     mode: u32,
-) -> Result<(Mapping, String)> {
+) -> Result<(Mapping, DataName)> {
     let pid = std::process::id();
     let data_name = l::data_name(name, index, pid, gen).ok_or_else(|| {
         Error::new(
@@ -50,17 +110,35 @@ pub(super) fn create_data(
             );
         }
     }
-    let made = Mapping::create(&data_name, size, mode).or_else(|e| {
-        if e.error.raw_os_error() == Some(ffi::EEXIST) {
-            // Ours, left over from a failed claim or grow (or a dead process that had our pid).
-            let _ = shm::unlink(&data_name);
-            Mapping::create(&data_name, size, mode)
-        } else {
-            Err(e)
+    let (file, data_name) = {
+        let mut named = named();
+        let file = Mapping::create_file(&data_name, mode).or_else(|e| {
+            if e.error.raw_os_error() == Some(ffi::EEXIST) {
+                // Ours, left over from a failed claim or grow (or a dead process that had our
+                // pid), or another client's on a dead server's region (it leaves the name to us).
+                let _ = shm::unlink(&data_name);
+                Mapping::create_file(&data_name, mode)
+            } else {
+                Err(e)
+            }
+        });
+        let file = file.map_err(|e| allocation_error(&what, size, e))?;
+        named.made += 1;
+        let token = named.made;
+        named.tokens.insert(data_name.clone(), token);
+        let data_name = DataName {
+            name: data_name,
+            token,
+        };
+        (file, data_name)
+    };
+    match Mapping::fill(&file, size, mode) {
+        Ok(data) => Ok((data, data_name)),
+        Err(e) => {
+            data_name.unlink();
+            Err(allocation_error(&what, size, e))
         }
-    });
-    let data = made.map_err(|e| allocation_error(&what, size, e))?;
-    Ok((data, data_name))
+    }
 }
 
 /// The error of a failed create, size or allocation of the segment `what` (spec 10.1 step 6): no
