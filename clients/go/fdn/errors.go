@@ -54,6 +54,9 @@ type Error struct {
 	// unsent: the server died (spec 10.3) with the request published but never dispatched, so
 	// no handler ran it and it may be sent again
 	unsent bool
+	// gone: a connect found the server gone (its region names a dead process, spec 10.3); a pool's
+	// call that connected a client for itself then says nothing was sent (Pool.InferCall)
+	gone bool
 }
 
 // Unwrap is the error that ended a call of a context (InferContext, Pool.Infer):

@@ -118,6 +118,11 @@ func (p *Pool) do(ctx context.Context, model string, fn func(c *Client) error) e
 	}
 	c, err := p.get(ctx)
 	if err != nil {
+		// a call (Infer, InferCall: not Do, which may only begin a loan) whose client found the
+		// server gone as it connected sent nothing, and says so, as a client's own call does
+		if e, ok := err.(*Error); ok && e.gone && model != "" {
+			err = notSent(e, e, "not sent")
+		}
 		return withCall(err, model, 0)
 	}
 	discard := true // fn panicked: the client's state is unknown
@@ -259,7 +264,11 @@ func (p *Pool) dial(ctx context.Context) (*Client, error) {
 	c := &Client{name: p.name, opts: p.opts, nextID: 1}
 	deadline, err := c.begin(ctx)
 	if err == nil {
-		err = c.ctxCause(c.connect(deadline))
+		err = c.connect(deadline)
+		if e, ok := err.(*Error); ok && c.foundGone {
+			e.gone = true
+		}
+		err = c.ctxCause(err)
 	}
 	c.end()
 	p.mu.Lock()

@@ -7,6 +7,7 @@ package fdn
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -123,6 +124,20 @@ func TestLivePoolCountsAClientItDroppedAndTheOneConnectedInItsPlace(t *testing.T
 		t.Errorf("the pool still reads %d clients' counts; the dropped one's are folded in", n)
 	}
 	wantCounts(t, p, "after the pool dropped its client", 1, 1)
+	// the next call connects a client for itself and finds the server still gone: nothing of it
+	// was sent, and it says so (spec 10.3), where Do (it may only begin a loan) says "is gone"
+	gone := fmt.Sprintf("shm server %q (pid %d) is gone", srv.name, pid)
+	for _, want := range []string{gone + "; not sent: no server has started under that name since", gone} {
+		if strings.HasSuffix(want, "is gone") {
+			err = p.Do(context.Background(), func(*Client) error { return nil })
+		} else {
+			_, err = p.Infer(context.Background(), "echo", oneByte())
+		}
+		if e, ok := err.(*Error); !ok || e.Code != ServerUnavailable || e.Message != want {
+			t.Errorf("a pool's connect to the dead server: %v; want %q", err, want)
+		}
+	}
+	wantCounts(t, p, "after two connects that failed", 1, 1)
 	srv.restart()
 	together(t, p, 2, "two calls at once after the restart")
 	wantCounts(t, p, "after a client connected in place of the dropped one and one beside it", 2, 1)
