@@ -15,7 +15,8 @@ mod resend;
 pub(crate) use check::check_connect;
 use check::{check_names, check_sizes};
 pub use loan::Loan;
-use resend::{not_sent, unsent};
+use resend::not_sent;
+pub(crate) use resend::unsent;
 
 use crate::codec::{self, RequestFields};
 use crate::conn::{deadline_after, Conn, Refused};
@@ -101,6 +102,16 @@ impl Client {
     /// [`Client::connect`] of a name and options already checked, its waits no later than
     /// `deadline` (monotonic ns, 0 for none; then DEADLINE_EXCEEDED): a [`crate::Pool`]'s.
     pub(crate) fn connect_by(name: &str, opts: ConnectOptions, deadline: u64) -> Result<Client> {
+        Client::connect_refused(name, opts, deadline).map_err(Error::from)
+    }
+
+    /// [`Client::connect_by`], its failure saying whether the region's server is gone (a
+    /// [`crate::Pool`]'s call then says that nothing of it was sent, spec 10.3).
+    pub(crate) fn connect_refused(
+        name: &str,
+        opts: ConnectOptions,
+        deadline: u64,
+    ) -> std::result::Result<Client, Refused> {
         let conn = Conn::open(name, &opts, deadline)?;
         Ok(Client {
             name: name.to_string(),

@@ -6,7 +6,7 @@ mod counters_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use crate::client::{check_connect, Client, Counters};
+use crate::client::{check_connect, unsent, Client, Counters};
 use crate::conn::deadline_after;
 use crate::error::{Error, Result, Status};
 use crate::options::{ConnectOptions, InferOptions};
@@ -302,7 +302,11 @@ impl Pool {
         model: &str,
         f: impl FnOnce(&mut Client) -> Result<R>,
     ) -> Result<R> {
-        let mut c = self.get(deadline).map_err(|e| e.with_call(model, 0))?;
+        // a call (a model named: not with_client, which may only begin a loan) whose client found
+        // the server gone as it connected sent nothing, and says so (spec 10.3)
+        let mut c = self
+            .get(deadline, !model.is_empty())
+            .map_err(|e| e.with_call(model, 0))?;
         let before = c.counters();
         match catch_unwind(AssertUnwindSafe(|| f(&mut c))) {
             Ok(result) => {
@@ -318,8 +322,9 @@ impl Pool {
         }
     }
 
-    /// Take an idle client, connect one, or wait for one until `deadline`.
-    fn get(&self, deadline: Option<Instant>) -> Result<Client> {
+    /// Take an idle client, connect one, or wait for one until `deadline`; `sends`: for a call
+    /// (see `dial`).
+    fn get(&self, deadline: Option<Instant>, sends: bool) -> Result<Client> {
         let mut st = self.lock();
         if st.closed {
             return Err(self.closed_error());
@@ -330,14 +335,19 @@ impl Pool {
         if st.may_open(self.size) {
             st.open += 1;
             drop(st);
-            return self.dial(deadline);
+            return self.dial(deadline, sends);
         }
-        self.wait(st, deadline)
+        self.wait(st, deadline, sends)
     }
 
     /// Queue the caller until a client is put back, it may connect one, the pool closes, or
     /// `deadline` passes.
-    fn wait(&self, mut st: MutexGuard<'_, State>, deadline: Option<Instant>) -> Result<Client> {
+    fn wait(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        deadline: Option<Instant>,
+        sends: bool,
+    ) -> Result<Client> {
         let ticket = st.next_ticket;
         st.next_ticket += 1;
         st.waiters.push_back(ticket);
@@ -352,7 +362,7 @@ impl Pool {
                 }
                 Some(None) if !late => {
                     drop(st);
-                    return self.dial(deadline);
+                    return self.dial(deadline, sends);
                 }
                 Some(g) => {
                     // handed something as the deadline passed: pass it on
@@ -409,10 +419,14 @@ impl Pool {
     /// Connect a client for the pool (counted in `open`), no later than `deadline`. Refused
     /// OVERLOADED while the pool has clients, it waits for one of them. A client connected once
     /// the pool has closed is dropped, unused, and a connect that failed once it has closed is
-    /// named after the closing: the call fails as those refused after `close`.
-    fn dial(&self, deadline: Option<Instant>) -> Result<Client> {
+    /// named after the closing: the call fails as those refused after `close`. `sends`: for a
+    /// call, whose failure to find the server alive says that nothing of it was sent.
+    fn dial(&self, deadline: Option<Instant>, sends: bool) -> Result<Client> {
         let ns = deadline_after(left(deadline)); // Duration::ZERO: now, not none
-        let connected = Client::connect_by(&self.name, self.opts.clone(), ns);
+        let connected = match Client::connect_refused(&self.name, self.opts.clone(), ns) {
+            Err(refused) if refused.gone && sends => Err(unsent(refused.error)),
+            other => other.map_err(Error::from),
+        };
         let mut st = self.lock();
         let e = match connected {
             Ok(c) if st.closed => {
@@ -448,7 +462,7 @@ impl Pool {
             if let Some(c) = st.idle.pop_back() {
                 return Ok(c);
             }
-            return self.wait(st, deadline);
+            return self.wait(st, deadline, sends);
         }
         st.hand_on(self.size);
         drop(st);

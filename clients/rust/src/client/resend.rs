@@ -56,7 +56,7 @@ impl Client {
 /// failure dropped the connection, 10.3): `gone` with "; not sent: no server has started under
 /// that name since" appended, as a call whose reconnect found the same says (nothing of it was
 /// written).
-pub(super) fn unsent(gone: Error) -> Error {
+pub(crate) fn unsent(gone: Error) -> Error {
     let message = format!(
         "{}; not sent: no server has started under that name since",
         gone.message

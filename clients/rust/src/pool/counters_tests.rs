@@ -144,11 +144,32 @@ fn a_dropped_client_s_counts_stay_and_its_replacement_is_a_reconnect() {
         .unwrap();
         assert_eq!(p.counters(), counted(1, 1), "the client put back");
         signal(&srv, "KILL");
-        drop(srv);
         let e = p.infer("echo", &int(2), LONG).unwrap_err();
         assert_eq!(e.code, Status::ServerUnavailable, "{e}");
         assert_eq!(open(&p), 0, "the client whose call failed is dropped");
         assert_eq!(p.counters(), counted(1, 1), "the client dropped");
+        // the next call connects a client for itself and finds the server still gone (its
+        // region still there): nothing of it was sent, and it says so (spec 10.3), where
+        // with_client (it may only begin a loan) says "is gone"
+        let gone = e.message.split("; ").next().unwrap().to_string();
+        assert!(gone.ends_with(") is gone"), "{e}");
+        let e = p.infer("echo", &int(2), LONG).unwrap_err();
+        let not_sent = format!("{gone}; not sent: no server has started under that name since");
+        assert_eq!(
+            e.message, not_sent,
+            "a pool's call whose new client found the server gone"
+        );
+        let e = p.with_client(LONG, |_| Ok(())).unwrap_err();
+        assert_eq!(
+            e.message, gone,
+            "with_client, whose new client found the server gone"
+        );
+        assert_eq!(
+            p.counters(),
+            counted(1, 1),
+            "after two connects that failed"
+        );
+        drop(srv);
         let _srv = echo("rustpcdrop").unwrap();
         together(&p, 2, "two calls at once after the restart");
         assert_eq!(
