@@ -19,6 +19,7 @@ from foundation_ml.errors import BadVersion, InternalError, Overloaded, ServerUn
 
 from . import _layout as L
 from ._codec import Limits, TensorRef
+from ._gone import _GoneAtConnect
 from ._liveness import is_alive, is_gone, is_zombie, lock_state
 from ._objects import no_server_hint
 from ._readers import ResponseReader
@@ -110,7 +111,7 @@ class _Connection:
             self.limits = Limits(max_tensors=u32[_R.MAX_TENSORS // 4])
             self.mode = self.ctl.mode  # data segments are made with the server's mode (spec 4)
             self._check_visible()
-            self.check()
+            self._check_found()
             if u32[_R.STATE // 4] != L.RegionState.READY:  # spec 10.1: a STOPPING server takes no one new
                 raise ServerUnavailable(f"shm server {name!r} is stopping")
             try:
@@ -161,6 +162,17 @@ class _Connection:
             self.alive = False
             raise ServerUnavailable(self.gone())
 
+    def _check_found(self) -> None:
+        """``check`` as a connect looks (at its start, and while it waits for a hung server's
+        beat): the server found gone is raised as ``_GoneAtConnect``, which a call that connects
+        as it begins turns into its own words (nothing of it was written, 10.3)."""
+        try:
+            self.check()
+        except ServerUnavailable as exc:
+            if self.closing or self.ctl.faulted():  # dropped by another thread, or the region lost
+                raise
+            raise _GoneAtConnect(exc.message) from None
+
     def gone(self) -> str:
         """What a call says of this server once it found it dead (10.3)."""
         return f"shm server {self.name!r} (pid {self.pid}) is gone"
@@ -192,13 +204,13 @@ class _Connection:
         """A hung server takes no new channel (spec 10.3): wait up to ``wait`` s (``limit`` says
         what bounds it) for its heartbeat to move (a server that has just resumed beats within an
         interval), then ``ServerUnavailable`` saying it is hung; a server that dies meanwhile is
-        reported gone at once (``check``). A claim on a hung server succeeded, and the call on it
-        then left its request with a server that could not answer: the channel was the server's
-        to reclaim once it ran again, so a service retrying through a stall took every channel of
-        the server, and every client was told it was overloaded."""
+        reported gone at once (``_check_found``). A claim on a hung server succeeded, and the call
+        on it then left its request with a server that could not answer: the channel was the
+        server's to reclaim once it ran again, so a service retrying through a stall took every
+        channel of the server, and every client was told it was overloaded."""
         end = time.monotonic_ns() + int(wait * 1e9)
         while (why := self.hung()) is not None:
-            self.check()
+            self._check_found()
             if time.monotonic_ns() >= end:
                 raise ServerUnavailable(
                     f"{why} (its process is stopped or stalled, and no beat came {limit}): it "

@@ -59,7 +59,14 @@ from ._client_control import control
 from ._client_write import write_full
 from ._codec import MAX_REQUEST_ID, encode_params, fill, request_id, sendable_params, write_header
 from ._cuda_ipc import ClientCuda
-from ._gone import Lender, _GoneBeforeDispatch, _GoneBeforeSending, again, check_before_sending
+from ._gone import (
+    Lender,
+    _GoneAtConnect,
+    _GoneBeforeDispatch,
+    _GoneBeforeSending,
+    again,
+    check_before_sending,
+)
 from ._loan import Loan, TensorSpecLike, lend
 from ._options import ConnectOptions
 from ._options import options as _options
@@ -164,6 +171,8 @@ class ShmClient(TransportClient):
                     self, lambda lender: self._send(request, rid, deadline, copy, lender), gone, deadline
                 )
         except InferenceError as exc:  # made where the call is not known (the pool, the connection)
+            if isinstance(exc, _GoneAtConnect):  # its connect at the start: nothing was written
+                raise exc.unsent().with_call(request.model, rid) from None
             exc.with_call(request.model, rid)
             raise
 

@@ -12,7 +12,7 @@ from foundation_ml.errors import InferenceError, InternalError
 from . import _layout as L
 from ._client_write import write
 from ._codec import request_payload_size
-from ._gone import Lender, once_more
+from ._gone import Lender, _GoneAtConnect, once_more
 
 if TYPE_CHECKING:
     from ._client import ShmClient
@@ -40,6 +40,8 @@ def control(client: ShmClient, kind: int, model: str, timeout: float | None) -> 
             raise InternalError("the server's document is not a JSON object")
         return doc
     except InferenceError as exc:  # as infer's
+        if isinstance(exc, _GoneAtConnect):
+            raise exc.unsent().with_call(model, rid) from None
         exc.with_call(model, rid)
         raise
 

@@ -1,7 +1,8 @@
 """A call whose request no handler saw, its server gone (stopped or dead): its private failures,
-found before the request is sent (``check_before_sending``) or while it waits, and its one more
-attempt on a new connection (``once_more``, ``again``: spec 10.3, 7.5), counted as a resend once
-published there (spec 10.5); a caller only ever sees a plain ``ServerUnavailable``."""
+found before the request is sent (``check_before_sending``), while it waits, or by the connect it
+begins with (``_GoneAtConnect``), and its one more attempt on a new connection (``once_more``,
+``again``: spec 10.3, 7.5), counted as a resend once published there (spec 10.5); a caller only
+ever sees a plain ``ServerUnavailable``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Lender",
+    "_GoneAtConnect",
     "_GoneBeforeDispatch",
     "_GoneBeforeSending",
     "_GoneWhileWaiting",
@@ -33,6 +35,8 @@ __all__ = [
 _STATE = L.RegionField.STATE // 4
 _STOPPED = int(L.RegionState.STOPPED)
 _T = TypeVar("_T")
+# why a call whose server is gone was not sent, when no server of the name answers a connect
+_NO_NEW_SERVER = "no server has started under that name since"
 
 
 class _GoneBeforeSending(ServerUnavailable):
@@ -62,6 +66,22 @@ class _GoneWhileWaiting(_GoneBeforeDispatch):
     attempt (``again``); without one the call fails '...; not sent: REASON'."""
 
     not_sent = "not sent"
+
+
+class _GoneAtConnect(ServerUnavailable):
+    """A connect found the server of the name gone (its region names a dead process, or it died
+    while the connect waited for a hung one's beat: 10.3). Never seen by a caller: a call that
+    connects as it begins (the connection an earlier call's failure dropped: ``SlowTake``, or
+    ``ClientCuda``'s look at the connection) has written nothing, and fails ``unsent()``, '...;
+    not sent: no server has started under that name since'; its bare '... is gone' were the
+    words of a call whose handler may have run its request. A connect that is no call's (a new
+    client) and a loan's begin, which sends nothing, fail ``plain()``, '... is gone'."""
+
+    def plain(self) -> ServerUnavailable:
+        return ServerUnavailable(self.message)
+
+    def unsent(self) -> ServerUnavailable:
+        return ServerUnavailable(f"{self.message}; not sent: {_NO_NEW_SERVER}")
 
 
 class Lender(Protocol):
@@ -146,7 +166,7 @@ def again(client: ShmClient, attempt: Callable[[Lender], _T], gone: _GoneBeforeS
         except InferenceError as exc:  # no server yet, the dead one's region, hung, overloaded, late
             since = exc.message
             if since == gone.message:  # the dead server's region, still there
-                since = "no server has started under that name since"
+                since = _NO_NEW_SERVER
             raise ServerUnavailable(f"{gone.message}; {gone.not_sent}: {since}") from None
         except (OSError, posix_ipc.Error) as exc:  # EMFILE opening its objects: typed, as gone
             raise ServerUnavailable(f"{gone.message}; {gone.not_sent}: {exc}") from None

@@ -18,7 +18,7 @@ from foundation_ml.errors import InferenceError, InvalidInput
 from ._client_write import ensure, write
 from ._codec import MAX_REQUEST_ID, encode_params, layout, request_payload_size, write_header
 from ._codec import request_id as checked_request_id
-from ._gone import gone_before_sending, once_more
+from ._gone import _GoneAtConnect, gone_before_sending, once_more
 from ._layout import MAX_NDIM
 
 if TYPE_CHECKING:
@@ -305,5 +305,7 @@ def lend(
             client._give(ch)
             raise
     except InferenceError as exc:  # as infer's (a loan sends no request yet: no id)
+        if isinstance(exc, _GoneAtConnect):  # nothing is sent as a loan begins: '... is gone'
+            raise exc.plain().with_call(model) from None
         exc.with_call(model)
         raise

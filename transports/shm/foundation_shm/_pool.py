@@ -22,6 +22,7 @@ import weakref
 from foundation_ml.errors import ServerUnavailable
 
 from ._channel import _Channel, _Connection
+from ._gone import _GoneAtConnect
 from ._ownership import await_owed, claim, drop_wait, give_back_unopened, release_channels, retire
 from ._take import SlowTake
 
@@ -120,6 +121,9 @@ class ChannelPool:
                 conn.claimed = True  # the client's first connection: no reconnect
                 self._all.append(ch)
                 self._free.append(ch)
+            except _GoneAtConnect as exc:  # a connect that is no call's: '... is gone' (10.3)
+                self._drop_connection()
+                raise exc.plain() from None
             except BaseException:  # no channel (all in use, no server): close what was opened
                 self._drop_connection()
                 raise

@@ -564,6 +564,28 @@ def test_a_call_with_device_tensors_is_sent_once_more_at_most(
         servers[-1].stop()
 
 
+@pytest.mark.parametrize("cuda_ipc", [None, False], ids=["looks-at-the-connection", "by-host"])
+def test_a_call_with_device_tensors_after_one_that_found_its_server_gone_says_it_was_not_sent(
+    echo_process: Any, name: str, cpu_as_device: None, cuda_ipc: bool | None
+) -> None:
+    """Spec 10.3: the call after one whose server was killed (no server since) connects as it
+    begins (by handle, to look at the server's features; by host, to take a channel) and finds
+    the server gone: it wrote nothing, and said only '... is gone', as a call whose handler may
+    have run it."""
+    server = echo_process()
+    with ShmTransport().connect(name, timeout=30, cuda_ipc=cuda_ipc, cuda_fallback="host") as client:
+        client.infer(InferenceRequest("echo", {"x": np.arange(4.0)}))
+        server.kill()
+        gone = f"shm server '{name}' (pid {server.pid}) is gone"
+        with pytest.raises(ServerUnavailable, match="; not sent again: "):
+            client.infer(InferenceRequest("echo", {"x": torch.arange(4.0)}))
+        with pytest.raises(ServerUnavailable) as got:
+            client.infer(InferenceRequest("echo", {"x": torch.arange(4.0)}))
+        assert type(got.value) is ServerUnavailable, repr(got.value)
+        assert got.value.message == f"{gone}; not sent: no server has started under that name since"
+        assert got.value.model == "echo" and got.value.request_id > 0
+
+
 # --- the server's handle cache and its lifetime rules (a fake driver) -----------------------------
 
 
