@@ -54,7 +54,7 @@ func TestCreateDataShmOpenFails(t *testing.T) {
 		{syscall.EACCES, Internal, ""},
 	} {
 		shmOpenData = func(string, int, uint32) (int, error) { return -1, k.err }
-		mem, err := c.createData(name, page, page)
+		mem, _, err := c.createData(name, page, page)
 		if err == nil {
 			syscall.Munmap(mem)
 			shmUnlink(name)
@@ -88,7 +88,7 @@ func TestCreateDataNoDescriptor(t *testing.T) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
-	mem, err := c.createData(name, page, page)
+	mem, _, err := c.createData(name, page, page)
 	if rerr := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old); rerr != nil {
 		t.Fatal(rerr)
 	}

@@ -104,6 +104,7 @@ type Client struct {
 	reqCap, respCap uint64
 	used            uint64
 	dataName        string
+	dataToken       uint64 // dataName's record in named (segment.go): unlinked only while it is ours
 	nextID          uint64
 	loaned          bool
 	redialed        bool // this call reconnected after its server died as it waited (ready): not sent again

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 )
@@ -52,6 +53,33 @@ func allocStatus(err error, sized bool) Status {
 	return Internal
 }
 
+// named is this process's data segments by name, each with the token of the segment made under it
+// (spec 10.1 step 6). A name is the server's, the channel's index, the pid and a generation, so
+// after a restart under the name a client of this process that claims a channel of the new server
+// makes the very name another client still holds on the dead server's region: it replaces that
+// segment, and the other, dropping its dead connection, unlinked the name, the new owner's segment
+// by then (the server parked that channel; its calls ran into their deadlines). A client unlinks a
+// name only while the segment is its own: one recorded with another token is left to its maker.
+// Held across a create (shm_open, a left-over replaced) and its record, and across a check and its
+// unlink; not across the allocation. (A token, not the *Client: the record must not keep a client
+// its finalizer would close reachable. Go programs do not fork without exec.)
+var named = struct {
+	sync.Mutex
+	made   uint64 // segments made so far: the last token handed out
+	tokens map[string]uint64
+}{tokens: map[string]uint64{}}
+
+// unlinkOwn unlinks the data segment name unless another client of this process has made one of
+// that name since; it forgets the record of token.
+func unlinkOwn(name string, token uint64) {
+	named.Lock()
+	defer named.Unlock()
+	if t, ok := named.tokens[name]; !ok || t == token {
+		delete(named.tokens, name)
+		shmUnlink(name)
+	}
+}
+
 // shmOpenData is shm_open as createData calls it; a test makes it fail as a full /dev/shm does
 // (ENOSPC: a tmpfs out of inodes).
 var shmOpenData = shmOpen
@@ -74,12 +102,13 @@ func fallocate(fd int, size int64) error {
 // createData creates, allocates and maps the data segment name of reqCap + respCap bytes
 // (section 10.1, step 6). Its pages are allocated now: on a full /dev/shm a sparse segment maps
 // fine, and the server's first write to a missing page would be SIGBUS, its end. A segment of
-// this name is ours (it carries our pid), left over from a claim or grow that failed: it is
-// replaced. On any failure nothing is left in /dev/shm.
-func (c *Client) createData(name string, reqCap, respCap uint64) ([]byte, error) {
+// this name is ours (it carries our pid), left over from a claim or grow that failed, or another
+// client's of this process on a dead server's region: it is replaced (and recorded as this one's,
+// named: the token returned). On any failure nothing is left in /dev/shm.
+func (c *Client) createData(name string, reqCap, respCap uint64) ([]byte, uint64, error) {
 	size := reqCap + respCap
 	if size < reqCap || size > math.MaxInt64 || uint64(int(size)) != size {
-		return nil, fail(TooLarge, 0, "shm server %q channel %d: data segment %s of capacities %d+%d bytes: too large",
+		return nil, 0, fail(TooLarge, 0, "shm server %q channel %d: data segment %s of capacities %d+%d bytes: too large",
 			c.name, c.index, name, reqCap, respCap)
 	}
 	var vfs syscall.Statfs_t
@@ -89,16 +118,26 @@ func (c *Client) createData(name string, reqCap, respCap uint64) ([]byte, error)
 			unit = uint64(vfs.Bsize)
 		}
 		if total := vfs.Blocks * unit; total > 0 && size > total {
-			return nil, fail(TooLarge, 0, "shm server %q channel %d: data segment %s of %d bytes is more than /dev/shm can ever hold (%d bytes)",
+			return nil, 0, fail(TooLarge, 0, "shm server %q channel %d: data segment %s of %d bytes is more than /dev/shm can ever hold (%d bytes)",
 				c.name, c.index, name, size, total)
 		}
 	}
 	flags := syscall.O_RDWR | syscall.O_CREAT | syscall.O_EXCL | syscall.O_CLOEXEC
+	named.Lock()
 	fd, err := shmOpenData(name, flags, c.mode)
-	if err == syscall.EEXIST { // ours, left over from a failed claim or grow
+	// ours (it carries our pid): left over from a failed claim or grow, or another client's of
+	// this process on a dead server's region (named: that one leaves the name to us)
+	if err == syscall.EEXIST {
 		shmUnlink(name)
 		fd, err = shmOpenData(name, flags, c.mode)
 	}
+	var token uint64
+	if err == nil {
+		named.made++
+		token = named.made
+		named.tokens[name] = token
+	}
+	named.Unlock()
 	var mem []byte
 	step, opened := "shm_open", err == nil
 	if opened {
@@ -115,7 +154,7 @@ func (c *Client) createData(name string, reqCap, respCap uint64) ([]byte, error)
 		}
 		syscall.Close(fd)
 		if err != nil {
-			shmUnlink(name)
+			unlinkOwn(name, token)
 		}
 	}
 	if err != nil {
@@ -125,10 +164,10 @@ func (c *Client) createData(name string, reqCap, respCap uint64) ([]byte, error)
 		} else if code == Overloaded {
 			later = ": no room now, it may fit later"
 		}
-		return nil, fail(code, 0, "shm server %q channel %d: cannot allocate data segment %s of %d bytes in /dev/shm (%s: %v)%s",
+		return nil, 0, fail(code, 0, "shm server %q channel %d: cannot allocate data segment %s of %d bytes in /dev/shm (%s: %v)%s",
 			c.name, c.index, name, size, step, err, later)
 	}
-	return mem, nil
+	return mem, token, nil
 }
 
 // attach creates a data segment of these capacities and publishes it ("Growing", 10.1); the
@@ -140,7 +179,7 @@ func (c *Client) attach(reqCap, respCap uint64) error {
 	if err != nil {
 		return err
 	}
-	mem, err := c.createData(name, reqCap, respCap)
+	mem, token, err := c.createData(name, reqCap, respCap)
 	if err != nil {
 		return err
 	}
@@ -152,13 +191,13 @@ func (c *Client) attach(reqCap, respCap uint64) error {
 	putFixed(c.ctl[c.ch+cDataName:c.ch+cDataName+dataNameSize], name)
 	atomic.StoreUint64(c.u64(c.ch+cDataGen), gen)
 	c.dropData()
-	c.data, c.reqCap, c.respCap, c.dataName = mem, reqCap, respCap, name
+	c.data, c.reqCap, c.respCap, c.dataName, c.dataToken = mem, reqCap, respCap, name, token
 	return nil
 }
 
 func (c *Client) dropData() {
 	if c.data != nil {
-		shmUnlink(c.dataName)
+		unlinkOwn(c.dataName, c.dataToken)
 		if !c.keepData { // (the finalizer's close: views of it may outlive the client)
 			syscall.Munmap(c.data)
 		}
