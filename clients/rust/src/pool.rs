@@ -222,7 +222,7 @@ impl Pool {
         options: &InferOptions,
     ) -> Result<Vec<Tensor>> {
         let deadline = deadline_of(options.timeout);
-        self.lend(deadline, model, |c| match deadline {
+        self.lend(deadline, Some(model), |c| match deadline {
             None => c.infer_with(model, inputs, options),
             Some(_) => c.infer_with(
                 model,
@@ -246,7 +246,7 @@ impl Pool {
         timeout: Option<Duration>,
         f: impl FnOnce(&mut Client) -> Result<R>,
     ) -> Result<R> {
-        self.lend(deadline_of(timeout), "", f)
+        self.lend(deadline_of(timeout), None, f)
     }
 
     /// What the pool counted (spec 10.5): the sum of what its clients counted, those it dropped
@@ -296,17 +296,19 @@ impl Pool {
         )
     }
 
+    /// Lend `f` a client: for a call of `model` (`Some`, the empty name included), or for
+    /// [`Pool::with_client`] (`None`).
     fn lend<R>(
         &self,
         deadline: Option<Instant>,
-        model: &str,
+        model: Option<&str>,
         f: impl FnOnce(&mut Client) -> Result<R>,
     ) -> Result<R> {
-        // a call (a model named: not with_client, which may only begin a loan) whose client found
-        // the server gone as it connected sent nothing, and says so (spec 10.3)
+        // a call (not with_client, which may only begin a loan) whose client found the server
+        // gone as it connected sent nothing, and says so (spec 10.3)
         let mut c = self
-            .get(deadline, !model.is_empty())
-            .map_err(|e| e.with_call(model, 0))?;
+            .get(deadline, model.is_some())
+            .map_err(|e| e.with_call(model.unwrap_or(""), 0))?;
         let before = c.counters();
         match catch_unwind(AssertUnwindSafe(|| f(&mut c))) {
             Ok(result) => {

@@ -159,6 +159,13 @@ fn a_dropped_client_s_counts_stay_and_its_replacement_is_a_reconnect() {
             e.message, not_sent,
             "a pool's call whose new client found the server gone"
         );
+        // a call of the empty model name is a call as well (the pool told calls from with_client
+        // by the model name, and this one said "is gone")
+        let e = p.infer("", &int(2), LONG).unwrap_err();
+        assert_eq!(
+            e.message, not_sent,
+            "a pool's call of the empty model name whose new client found the server gone"
+        );
         let e = p.with_client(LONG, |_| Ok(())).unwrap_err();
         assert_eq!(
             e.message, gone,
