@@ -74,8 +74,9 @@ class _GoneAtConnect(ServerUnavailable):
     connects as it begins (the connection an earlier call's failure dropped: ``SlowTake``, or
     ``ClientCuda``'s look at the connection) has written nothing, and fails ``unsent()``, '...;
     not sent: no server has started under that name since'; its bare '... is gone' were the
-    words of a call whose handler may have run its request. A connect that is no call's (a new
-    client) and a loan's begin, which sends nothing, fail ``plain()``, '... is gone'."""
+    words of a call whose handler may have run its request. A moved call's (``again``'s attempt)
+    fails as its reconnect's would, '...; not sent again: ...'. A connect that is no call's (a
+    new client) and a loan's begin, which sends nothing, fail ``plain()``, '... is gone'."""
 
     def plain(self) -> ServerUnavailable:
         return ServerUnavailable(self.message)
@@ -174,3 +175,7 @@ def again(client: ShmClient, attempt: Callable[[Lender], _T], gone: _GoneBeforeS
         return attempt(_Moved(client._pool))
     except _GoneBeforeSending as exc:
         raise ServerUnavailable(str(exc)) from None
+    except _GoneAtConnect as exc:  # the attempt's own connect (a STOPPED region that stays, or
+        # a server dead since the reconnect above) found it gone: a moved call's words, as above
+        since = _NO_NEW_SERVER if exc.message == gone.message else exc.message
+        raise ServerUnavailable(f"{gone.message}; {gone.not_sent}: {since}") from None

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 from foundation_shm import ShmTransport
+from foundation_shm import _layout as L
 from foundation_shm._channel import _Connection
 from foundation_shm._client import ShmClient
 
-from foundation_ml import InferenceRequest
+from foundation_ml import ClientCounters, InferenceRequest
 from foundation_ml.errors import ServerUnavailable
 
 from .conftest import EchoProcess, stopped, until
@@ -174,3 +175,28 @@ def test_a_connect_that_finds_its_server_gone_while_waiting_for_its_beat_says_go
         echo_process, monkeypatch, lambda: ShmTransport().connect(name, timeout=30, connect_timeout=30)
     )
     assert exc.message == f"shm server '{name}' (pid {pid}) is gone"
+
+
+@pytest.mark.parametrize("kind", ["infer", "metadata"])
+def test_a_call_moved_off_a_stopped_server_whose_region_stays_says_not_sent_again(
+    echo_process: Callable[..., EchoProcess], name: str, kind: str
+) -> None:
+    """A region STOPPED while its objects stay (the serving loop died: the server's beat marks it
+    so, its process alive): the call that finds it STOPPED is moved (``_gone.again``), and its
+    connect, the moved attempt's first step, finds the same region. It wrote nothing and was
+    moved: '...; not sent again: ...', as a moved call whose reconnect failed; it said '...; not
+    sent: ...', the words of a later call. The call after it says those."""
+    call, model = CALLS[kind]
+    server = echo_process()
+    with ShmTransport().connect(name, timeout=30) as client:
+        assert isinstance(client, ShmClient)
+        client.infer(ECHO)
+        conn = client._pool._conn
+        assert conn is not None
+        conn.ctl.u32[L.RegionField.STATE // 4] = L.RegionState.STOPPED  # as the beat marks it
+        gone = f"shm server {name!r} (pid {server.pid}) is gone"
+        exc = _fails(lambda: call(client))
+        assert exc.message == f"{gone}; not sent again: {SINCE}"
+        assert exc.model == model and exc.request_id > 0
+        assert _fails(lambda: call(client)).message == f"{gone}; not sent: {SINCE}"
+        assert client.counters() == ClientCounters()  # no connection made, nothing sent
