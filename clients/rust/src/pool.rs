@@ -473,13 +473,17 @@ impl Pool {
     }
 
     /// Give a client back to the pool, or drop it (`discard`, or the pool closed), adding what it
-    /// counted since it was lent (it counted `before` then).
+    /// counted since it was lent (it counted `before` then). The closure of
+    /// [`Pool::with_client`] may have put another client in the lent one's place: one that counted
+    /// less adds nothing (the pool's counts only grow, and nothing here may panic).
     fn put(&self, c: Client, discard: bool, before: Counters) {
         let late = !discard && c.pending();
         let now = c.counters();
+        let reconnects = now.reconnects.saturating_sub(before.reconnects);
+        let resends = now.resends.saturating_sub(before.resends);
         let mut st = self.lock();
-        st.counted.reconnects += now.reconnects - before.reconnects;
-        st.counted.resends += now.resends - before.resends;
+        st.counted.reconnects = st.counted.reconnects.saturating_add(reconnects);
+        st.counted.resends = st.counted.resends.saturating_add(resends);
         if discard || st.closed {
             if !st.closed {
                 st.dropped += 1;

@@ -188,3 +188,34 @@ fn a_dropped_client_s_counts_stay_and_its_replacement_is_a_reconnect() {
     });
     assert_eq!(p.counters(), counted(2, 1), "closed");
 }
+
+/// A closure lent a client may put another in its place (it has the client `&mut`): one that
+/// counted less than the lent one had when it was lent (a new client counts nothing) adds nothing
+/// to the pool's counts. The pool added the difference, which overflowed: a panic as the client
+/// was put back (its slot never given back), and in a release build counts that went down.
+#[test]
+fn a_client_put_in_the_lent_one_s_place_takes_nothing_from_the_counts() {
+    let Some(srv) = echo("rustpcswap") else {
+        return;
+    };
+    let p = pool(&srv.1, 1);
+    together(&p, 1, "the first call");
+    signal(&srv, "KILL");
+    drop(srv);
+    let srv = echo("rustpcswap").unwrap();
+    together(&p, 1, "the call after a restart");
+    assert_eq!(p.counters(), counted(1, 1), "the client put back");
+    let swapped = p.with_client(LONG, |c| {
+        *c = Client::connect(&srv.1, ConnectOptions::default())?;
+        Ok(())
+    });
+    assert_eq!(swapped.map_err(|e| e.to_string()), Ok(()), "the swap");
+    assert_eq!(
+        p.counters(),
+        counted(1, 1),
+        "a new client in the lent one's place"
+    );
+    assert_eq!(open(&p), 1, "the new client put back");
+    together(&p, 1, "a call on the new client");
+    assert_eq!(p.counters(), counted(1, 1), "a call on the new client");
+}
