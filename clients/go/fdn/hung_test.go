@@ -3,6 +3,8 @@ package fdn
 import (
 	"fmt"
 	"os"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -166,7 +168,10 @@ func TestLiveACallWhoseConnectFindsAHungServerDeadWasNotSent(t *testing.T) {
 		_, err := c.Infer("echo", oneByte(), 30*time.Second)
 		done <- err
 	}()
-	time.Sleep(300 * time.Millisecond) // the call's connect waits for a beat by now
+	// killed only once the call's connect waits for the beat: killed before, the connect finds
+	// the region's server dead as it opens it, and this test (a 300 ms sleep here, a goroutine
+	// run late on a loaded machine) passed with the beat wait's "not sent" undone
+	inStack(t, "(*Client).waitBeating", "the call's connect never waited for the hung server's beat")
 	srv.cmd.Process.Kill()
 	srv.cmd.Wait()
 	select {
@@ -363,4 +368,18 @@ func TestLiveTheWaitForALateAnswerSpinsOnceAndFindsAKilledServerGone(t *testing.
 	srv.cmd.Wait()
 	wantError(t, "a server killed while a call waits for its late answer", <-done, ServerUnavailable,
 		fmt.Sprintf("shm server %q (pid %d) is gone", srv.name, pid))
+}
+
+// inStack waits (a minute at most) until a goroutine's stack shows fn, else fails the test with why.
+func inStack(t *testing.T, fn, why string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for end := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		if strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn) {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatal(why)
+		}
+	}
 }
