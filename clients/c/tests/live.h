@@ -102,6 +102,7 @@ void sent_again_once_checks(const char *python);
 void abandoned_checks(const char *python);
 void moved_twice_checks(const char *python);
 void shared_name_checks(const char *python);
+void hung_call_gone_checks(const char *python);
 
 /* live_proof.c */
 void proof_checks(const char *python);
