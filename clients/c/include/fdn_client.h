@@ -408,8 +408,8 @@ void fdn_close(fdn_client *c);
  * is answered by the server restarted under the name. */
 struct fdn_counters {
     uint64_t reconnects; /* connections made after fdn_connect's own: the one the client had was
-                          * dropped (its server found dead, stopped or hung) and a call made a new
-                          * one; a connect that failed is not counted */
+                          * dropped (its server found dead or stopped; a hung server's is kept) and
+                          * a call made a new one; a connect that failed is not counted */
     uint64_t resends;    /* calls whose request went to a new connection with no handler having
                           * seen it (spec 10.3, 7.5), counted as it is published there; a loan's
                           * call is never sent again */
