@@ -3,22 +3,20 @@
 
 #[cfg(test)]
 mod counters_tests;
+mod state;
+mod take;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use crate::client::{check_connect, unsent, Client, Counters};
-use crate::conn::deadline_after;
+use crate::client::{check_connect, Client, Counters};
 use crate::error::{Error, Result, Status};
 use crate::options::{ConnectOptions, InferOptions};
 use crate::tensor::Tensor;
+use state::State;
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-
-/// How long a pool whose connect was refused OVERLOADED (every channel of the server taken)
-/// makes do with the clients it has before it tries to connect another.
-const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
 
 /// Up to `size` clients of one server, for any number of threads (`Send + Sync`: share it by
 /// `&` or in an `Arc`).
@@ -71,28 +69,6 @@ pub struct Pool {
     granted: Condvar,
 }
 
-struct State {
-    /// Taken from the back; those with a request still with the server at the front.
-    idle: VecDeque<Client>,
-    /// Clients connected or connecting, idle or in use.
-    open: usize,
-    /// After an OVERLOADED connect, open no more than this until `retry_at`.
-    limit: usize,
-    retry_at: Option<Instant>,
-    /// The tickets of the calls waiting for a client, in turn.
-    waiters: VecDeque<u64>,
-    /// What a waiting call was handed, by ticket: a client, or leave to connect one (`None`,
-    /// counted in `open`).
-    grants: HashMap<u64, Option<Client>>,
-    next_ticket: u64,
-    closed: bool,
-    /// What the clients counted while lent, folded in as each was put back or dropped, and the
-    /// pool's own reconnects.
-    counted: Counters,
-    /// Clients dropped (not put back) that no connect has replaced yet.
-    dropped: usize,
-}
-
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let st = self.lock();
@@ -103,38 +79,6 @@ impl std::fmt::Debug for Pool {
             .field("idle", &st.idle.len())
             .field("closed", &st.closed)
             .finish()
-    }
-}
-
-impl State {
-    /// Whether another client may be connected within `size`.
-    fn may_open(&self, size: usize) -> bool {
-        self.open < size
-            && (self.open < self.limit || self.retry_at.map_or(true, |t| Instant::now() >= t))
-    }
-
-    /// Give waiting calls leave to connect while the pool may open more: a client was dropped,
-    /// or a connect failed.
-    fn hand_on(&mut self, size: usize) {
-        while !self.closed && self.may_open(size) {
-            let Some(t) = self.waiters.pop_front() else {
-                return;
-            };
-            self.open += 1;
-            self.grants.insert(t, None);
-        }
-    }
-
-    /// Give a client back: to the first waiting call, else to the idle ones (`late`: its last
-    /// request still with the server, so taken last).
-    fn give(&mut self, c: Client, late: bool) {
-        if let Some(t) = self.waiters.pop_front() {
-            self.grants.insert(t, Some(c));
-        } else if late {
-            self.idle.push_front(c);
-        } else {
-            self.idle.push_back(c);
-        }
     }
 }
 
@@ -322,154 +266,6 @@ impl Pool {
                 resume_unwind(panic)
             }
         }
-    }
-
-    /// Take an idle client, connect one, or wait for one until `deadline`; `sends`: for a call
-    /// (see `dial`).
-    fn get(&self, deadline: Option<Instant>, sends: bool) -> Result<Client> {
-        let mut st = self.lock();
-        if st.closed {
-            return Err(self.closed_error());
-        }
-        if let Some(c) = st.idle.pop_back() {
-            return Ok(c);
-        }
-        if st.may_open(self.size) {
-            st.open += 1;
-            drop(st);
-            return self.dial(deadline, sends);
-        }
-        self.wait(st, deadline, sends)
-    }
-
-    /// Queue the caller until a client is put back, it may connect one, the pool closes, or
-    /// `deadline` passes.
-    fn wait(
-        &self,
-        mut st: MutexGuard<'_, State>,
-        deadline: Option<Instant>,
-        sends: bool,
-    ) -> Result<Client> {
-        let ticket = st.next_ticket;
-        st.next_ticket += 1;
-        st.waiters.push_back(ticket);
-        loop {
-            let now = Instant::now();
-            let late = deadline.is_some_and(|d| now >= d);
-            match st.grants.remove(&ticket) {
-                Some(Some(c)) if !late => return Ok(c),
-                Some(None) if st.closed => {
-                    st.open -= 1; // leave to connect for a pool closed since: none
-                    return Err(self.closed_error());
-                }
-                Some(None) if !late => {
-                    drop(st);
-                    return self.dial(deadline, sends);
-                }
-                Some(g) => {
-                    // handed something as the deadline passed: pass it on
-                    match g {
-                        Some(c) if st.closed => {
-                            st.open -= 1;
-                            drop(st);
-                            drop(c); // gives its channel back: not under the lock
-                            return Err(self.wait_error());
-                        }
-                        Some(c) => {
-                            let late = c.pending();
-                            st.give(c, late);
-                        }
-                        None => {
-                            st.open -= 1;
-                            st.hand_on(self.size);
-                        }
-                    }
-                    self.granted.notify_all();
-                    return Err(self.wait_error());
-                }
-                None if st.closed => return Err(self.closed_error()),
-                None if late => {
-                    st.waiters.retain(|&t| t != ticket);
-                    return Err(self.wait_error());
-                }
-                None => {}
-            }
-            st = match deadline {
-                None => self
-                    .granted
-                    .wait(st)
-                    .unwrap_or_else(PoisonError::into_inner),
-                Some(d) => {
-                    let timeout = d.saturating_duration_since(now);
-                    let waited = self.granted.wait_timeout(st, timeout);
-                    waited.unwrap_or_else(PoisonError::into_inner).0
-                }
-            };
-        }
-    }
-
-    fn wait_error(&self) -> Error {
-        Error::new(
-            Status::DeadlineExceeded,
-            format!(
-                "the deadline passed while waiting for a client of the pool of {:?}",
-                self.name
-            ),
-        )
-    }
-
-    /// Connect a client for the pool (counted in `open`), no later than `deadline`. Refused
-    /// OVERLOADED while the pool has clients, it waits for one of them. A client connected once
-    /// the pool has closed is dropped, unused, and a connect that failed once it has closed is
-    /// named after the closing: the call fails as those refused after `close`. `sends`: for a
-    /// call, whose failure to find the server alive says that nothing of it was sent.
-    fn dial(&self, deadline: Option<Instant>, sends: bool) -> Result<Client> {
-        let ns = deadline_after(left(deadline)); // Duration::ZERO: now, not none
-        let connected = match Client::connect_refused(&self.name, self.opts.clone(), ns) {
-            Err(refused) if refused.gone && sends => Err(unsent(refused.error)),
-            other => other.map_err(Error::from),
-        };
-        let mut st = self.lock();
-        let e = match connected {
-            Ok(c) if st.closed => {
-                // the pool closed while this connect ran: refused as a later call would be
-                st.open -= 1;
-                drop(st);
-                drop(c); // gives its channel back: not under the lock
-                return Err(self.closed_error());
-            }
-            Ok(c) => {
-                if st.dropped > 0 {
-                    // in place of a dropped client: the pool's reconnect (spec 10.5)
-                    st.dropped -= 1;
-                    st.counted.reconnects += 1;
-                }
-                return Ok(c);
-            }
-            Err(e) if st.closed => {
-                // so did a connect that failed: the pool's closing is the news, its error after
-                st.open -= 1;
-                let mut closed = self.closed_error();
-                closed.message = format!("{}; the connect under way failed: {e}", closed.message);
-                return Err(closed);
-            }
-            Err(e) => e,
-        };
-        st.open -= 1;
-        if e.code == Status::Overloaded && st.open > 0 {
-            st.limit = st.open;
-            st.retry_at = Some(Instant::now() + OVERLOAD_RETRY);
-            // a client put back while this connect ran went to the idle ones (nobody was
-            // waiting): waiting for the next put would wait beside it
-            if let Some(c) = st.idle.pop_back() {
-                return Ok(c);
-            }
-            return self.wait(st, deadline, sends);
-        }
-        st.hand_on(self.size);
-        drop(st);
-        self.granted.notify_all();
-        Err(e)
     }
 
     /// Give a client back to the pool, or drop it (`discard`, or the pool closed), adding what it
