@@ -198,17 +198,26 @@ out:
 
 /* A server hidden from the client's liveness checks (hidden_pid, its /proc/PID/stat as it read
  * while alive: a pipe gives it back), so that a test kills it and starts the next one before a
- * waiting call looks; hidden_looks counts the looks. */
+ * waiting call looks; hidden_looks counts the looks. hidden_lock holds the pid and the stat
+ * together: abandoned_case (TWICE) hides the second server while the call's thread still looks at
+ * the hidden first one, and the new stat was written under that thread's read of the old
+ * (ThreadSanitizer: a data race in hide and hiding_open_stat). */
 static uint32_t hidden_pid;
 static char hidden_stat[1024];
 static int hidden_looks;
+static pthread_mutex_t hidden_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int hiding_open_stat(uint32_t pid) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%u/stat", pid);
     int fds[2];
-    if (pid != __atomic_load_n(&hidden_pid, __ATOMIC_ACQUIRE) || pipe(fds) < 0) return open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = write(fds[1], hidden_stat, strlen(hidden_stat));
+    pthread_mutex_lock(&hidden_lock);
+    if (pid != hidden_pid || pipe(fds) < 0) {
+        pthread_mutex_unlock(&hidden_lock);
+        return open(path, O_RDONLY | O_CLOEXEC);
+    }
+    ssize_t n = write(fds[1], hidden_stat, strlen(hidden_stat)); /* a new pipe: never blocks */
+    pthread_mutex_unlock(&hidden_lock);
     close(fds[1]);
     if (n < 0) close(fds[0]);
     __atomic_add_fetch(&hidden_looks, 1, __ATOMIC_ACQ_REL);
@@ -217,19 +226,26 @@ static int hiding_open_stat(uint32_t pid) {
 
 /* Hide `pid` (its stat read now) until unhide(). */
 static int hide(pid_t pid) {
-    char path[64];
+    char path[64], text[sizeof hidden_stat];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, hidden_stat, sizeof hidden_stat - 1) : -1;
+    ssize_t n = fd >= 0 ? read(fd, text, sizeof text - 1) : -1;
     if (fd >= 0) close(fd);
     if (n <= 0) return 0;
-    hidden_stat[n] = 0;
+    text[n] = 0;
+    pthread_mutex_lock(&hidden_lock);
+    memcpy(hidden_stat, text, (size_t)n + 1);
     __atomic_store_n(&hidden_looks, 0, __ATOMIC_RELEASE);
-    __atomic_store_n(&hidden_pid, (uint32_t)pid, __ATOMIC_RELEASE);
+    hidden_pid = (uint32_t)pid;
+    pthread_mutex_unlock(&hidden_lock);
     return 1;
 }
 
-static void unhide(void) { __atomic_store_n(&hidden_pid, 0, __ATOMIC_RELEASE); }
+static void unhide(void) {
+    pthread_mutex_lock(&hidden_lock);
+    hidden_pid = 0;
+    pthread_mutex_unlock(&hidden_lock);
+}
 
 /* A call to `model` with a timeout, on a thread of its own (abandoned_case). */
 struct timed_call {
