@@ -88,7 +88,7 @@ func (p *Pool) Infer(ctx context.Context, model string, inputs []Input) (*Result
 // InferCall is Infer with a version, parameters or a choice of outputs.
 func (p *Pool) InferCall(ctx context.Context, model string, inputs []Input, call Call) (*Result, error) {
 	var out *Result
-	err := p.do(ctx, model, func(c *Client) error {
+	err := p.do(ctx, model, true, func(c *Client) error {
 		res, err := c.InferCallContext(ctx, model, inputs, call)
 		if err == nil {
 			out = res.clone()
@@ -106,10 +106,12 @@ func (p *Pool) InferCall(ctx context.Context, model string, inputs []Input, call
 // the context ended while waiting for a client (DEADLINE_EXCEEDED wrapping ctx.Err()), or the
 // connect's.
 func (p *Pool) Do(ctx context.Context, fn func(c *Client) error) error {
-	return p.do(ctx, "", fn)
+	return p.do(ctx, "", false, fn)
 }
 
-func (p *Pool) do(ctx context.Context, model string, fn func(c *Client) error) error {
+// do takes a client, lends it to fn, and puts it back; call: fn makes a call (Infer, InferCall),
+// not Do's callback, which may only begin a loan.
+func (p *Pool) do(ctx context.Context, model string, call bool, fn func(c *Client) error) error {
 	if p == nil {
 		return withCall(fail(InvalidInput, 0, "the pool is nil (did NewPool fail?)"), model, 0)
 	}
@@ -120,7 +122,7 @@ func (p *Pool) do(ctx context.Context, model string, fn func(c *Client) error) e
 	if err != nil {
 		// a call (Infer, InferCall: not Do, which may only begin a loan) whose client found the
 		// server gone as it connected sent nothing, and says so, as a client's own call does
-		if e, ok := err.(*Error); ok && e.gone && model != "" {
+		if e, ok := err.(*Error); ok && e.gone && call {
 			err = notSent(e, e, "not sent")
 		}
 		return withCall(err, model, 0)
