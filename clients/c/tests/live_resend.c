@@ -273,6 +273,33 @@ static double seconds_since(const struct timespec *t0) {
     return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/* clients/tests/hold_client.py calling `model` of the gate server `name` (gates in `dir`), once its
+ * request is with the server: it holds the serving loop, so a request queued behind it is never
+ * dispatched. Its pid, or -1. */
+static pid_t hold_loop(const char *python, const char *name, const char *dir, const char *model) {
+    pid_t holder = fork();
+    if (holder == 0) {
+        execl(python, python, "../tests/hold_client.py", name, model, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 60000 && !file_in(dir, model, "with-server"); i++) usleep(1000);
+    CHECK(file_in(dir, model, "with-server"), "the hold never reached the server");
+    return holder;
+}
+
+/* Wait up to a minute for this process's channel of region `r` to hold a request published and
+ * not yet answered, and check that no handler has it (queued behind a hold_loop). */
+static void wait_queued(struct fdn_region_header *r) {
+    struct fdn_channel *ch = NULL;
+    for (int i = 0; i < 60000; i++) {
+        if ((ch = own_channel(r, NULL)) && __atomic_load_n(&ch->client_seq, __ATOMIC_ACQUIRE) !=
+                                                 __atomic_load_n(&ch->server_seq, __ATOMIC_ACQUIRE))
+            break;
+        usleep(1000);
+    }
+    CHECK(ch && !__atomic_load_n(&ch->server_busy, __ATOMIC_ACQUIRE), "the call's request is not queued there");
+}
+
 /* Spec 7.5: the call after an abandoned one (past its deadline, its request with the handler of
  * clients/tests/gate_server.py, never answered) waits for that late answer; the server is killed
  * meanwhile. Its own request was never written, so it is sent once, within the call's deadline,
@@ -334,24 +361,11 @@ static void abandoned_case(const char *python, enum abandoned_case mode) {
         CHECK(r && hang(server, r), "the new server did not hang");
     }
     if (mode == TWICE && server > 0) { /* the call's request is queued there, never dispatched */
-        holder = fork();
-        if (holder == 0) {
-            execl(python, python, "../tests/hold_client.py", name, "hold_c", (char *)NULL);
-            _exit(127);
-        }
-        for (int i = 0; i < 60000 && !file_in(dir, "hold_c", "with-server"); i++) usleep(1000);
-        CHECK(file_in(dir, "hold_c", "with-server"), "the hold never reached the server");
+        holder = hold_loop(python, name, dir, "hold_c");
         r = map_region(name, &size);
         CHECK(r && hide(server), "map and hide the new server");
         dead = server; /* the first one is seen dead now: the call reconnects and sends */
-        struct fdn_channel *ch = NULL;
-        for (int i = 0; i < 60000; i++) {
-            if ((ch = own_channel(r, NULL)) && __atomic_load_n(&ch->client_seq, __ATOMIC_ACQUIRE) !=
-                                                     __atomic_load_n(&ch->server_seq, __ATOMIC_ACQUIRE))
-                break;
-            usleep(1000);
-        }
-        CHECK(ch && !__atomic_load_n(&ch->server_busy, __ATOMIC_ACQUIRE), "the call's request is not queued there");
+        if (r) wait_queued(r);
         kill_server(server);
         server = ready_server(argv);
         CHECK(server > 0, "restart a second time");
@@ -466,27 +480,14 @@ void moved_twice_checks(const char *python) {
     server = ready_server(argv);
     CHECK(server > 0, "restart");
     if (server < 0) goto out;
-    holder = fork();
-    if (holder == 0) {
-        execl(python, python, "../tests/hold_client.py", name, "hold_m", (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 60000 && !file_in(dir, "hold_m", "with-server"); i++) usleep(1000);
-    CHECK(file_in(dir, "hold_m", "with-server"), "the hold never reached the server");
+    holder = hold_loop(python, name, dir, "hold_m");
     r = map_region(name, &size);
     CHECK(r && hide(server), "map and hide the second server");
     if (!r) goto out;
     fdn_open_stat = hiding_open_stat;
     CHECK(pthread_create(&t, NULL, timed_call, &k) == 0, "start a thread");
     started = 1;
-    struct fdn_channel *ch = NULL; /* the call's request queued on the second server */
-    for (int i = 0; i < 60000; i++) {
-        if ((ch = own_channel(r, NULL)) && __atomic_load_n(&ch->client_seq, __ATOMIC_ACQUIRE) !=
-                                                 __atomic_load_n(&ch->server_seq, __ATOMIC_ACQUIRE))
-            break;
-        usleep(1000);
-    }
-    CHECK(ch && !__atomic_load_n(&ch->server_busy, __ATOMIC_ACQUIRE), "the call's request is not queued there");
+    wait_queued(r); /* the call's request queued on the second server */
     kill_server(server);
     server = ready_server(argv);
     CHECK(server > 0, "restart a second time");
