@@ -62,6 +62,22 @@ def _policy(hub: Hub, name: str, spec: Any) -> Any:
     return spec
 
 
+def _check_order(order: Sequence[str]) -> None:
+    """A text ``order`` would be read letter by letter, and a name given twice would wrap its
+    pattern twice (``retry`` twice: its attempts squared): both are refused, naming the order."""
+    if isinstance(order, str) or not all(isinstance(name, str) for name in order):
+        raise FoundationError(
+            f"pipeline: order must be a sequence of pattern names, outermost first, such as "
+            f"('fallback', 'retry'), not {order!r}"
+        )
+    twice = sorted({name for name in order if order.count(name) > 1})
+    if twice:
+        raise FoundationError(
+            f"pipeline: order names {', '.join(twice)} more than once: {tuple(order)!r}; "
+            f"each pattern is one layer"
+        )
+
+
 def build_pipeline(
     hub: Hub,
     *,
@@ -70,6 +86,7 @@ def build_pipeline(
     **layers: Any,
 ) -> Callable[[F], F]:
     """The decorator for ``layers`` (pattern name -> policy, ``True``, or field overrides)."""
+    _check_order(order)
     unknown = sorted(set(layers) - set(order))
     if unknown:
         raise FoundationError(

@@ -171,6 +171,27 @@ def test_unknown_layer_is_refused(hub: Any) -> None:
         hub.pipeline(bulkhead=True)
 
 
+def test_an_order_naming_a_pattern_twice_is_refused_not_wrapped_twice(hub: Any) -> None:
+    """Once accepted: retry wrapped retry, and max_attempts=2 made 4 calls."""
+    calls = []
+
+    def down() -> None:
+        calls.append(1)
+        raise ConnectionError
+
+    with pytest.raises(FoundationError, match=r"order names retry more than once"):
+        hub.pipeline(clock=VirtualClock(), order=("retry", "retry"), retry={"max_attempts": 2})(down)
+    assert calls == []
+
+
+def test_an_order_given_as_text_is_refused_not_read_letter_by_letter(hub: Any) -> None:
+    """Once the error listed the known layers as 'r, e, t, r, y'."""
+    with pytest.raises(FoundationError, match=r"order must be a sequence of pattern names.* not 'retry'"):
+        hub.pipeline(order="retry", retry=True)
+    with pytest.raises(FoundationError, match=r"order must be a sequence of pattern names"):
+        resilient(order=("retry", None), retry=True)  # type: ignore[arg-type]
+
+
 def test_resilient_without_a_hub_says_so() -> None:
     from foundation_core._events import active_hub
 
