@@ -14,9 +14,10 @@ copy straight from the response area and give the channel back to the pool.
 shared memory. A client dropped without ``close()`` gives its channels back when it is collected
 (with a ``ResourceWarning``, as an unclosed file does).
 
-Here is the request path; a request written whole is ``_client_write``'s, ``metadata`` and
-``stats`` are ``_client_control``'s, a call sent once more (its server gone) is ``_gone``'s, a
-loan's taking is ``_loan.lend``, and a request of CUDA tensors is ``ClientCuda``'s.
+Here is the request path; a request written whole is ``_client_write``'s, one that repeats its
+channel's last, sent in one C call, is ``_client_repeat``'s, ``metadata`` and ``stats`` are
+``_client_control``'s, a call sent once more (its server gone) is ``_gone``'s, a loan's taking
+is ``_loan.lend``, and a request of CUDA tensors is ``ClientCuda``'s.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ from . import _layout as L
 from ._accel import check_start, hot
 from ._channel import _Channel, _Connection, _pages
 from ._client_control import control
+from ._client_repeat import exchange_repeat
 from ._client_write import write_full
-from ._codec import MAX_REQUEST_ID, encode_params, fill, request_id, sendable_params, write_header
+from ._codec import MAX_REQUEST_ID, fill, request_id, sendable_params, write_header
 from ._cuda_ipc import ClientCuda
 from ._gone import (
     Lender,
@@ -71,7 +73,7 @@ from ._loan import Loan, TensorSpecLike, lend
 from ._options import ConnectOptions
 from ._options import options as _options
 from ._pool import ChannelPool
-from ._sync import SLICE_S, YIELD_AFTER_NS, AdaptiveSpin, fence, wait_seq
+from ._sync import SLICE_S, AdaptiveSpin, fence, wait_seq
 
 __all__ = ["ShmClient"]
 
@@ -190,7 +192,7 @@ class ShmClient(TransportClient):
             # shapes, checked as the data is copied): only the data and the header are written
             key = (request.model, request.version, tuple(request.outputs), params, tuple(inputs))
             if key == ch.wkey and self._lane and ch.conn.alive:
-                resp = self._exchange_repeat(ch, request, rid, deadline)
+                resp = exchange_repeat(self, ch, request, rid, deadline)
             elif key == ch.wkey and fill(ch.wval[3], inputs.values()):
                 refs, _, payload, _ = ch.wval
                 req = ch.req
@@ -238,64 +240,6 @@ class ShmClient(TransportClient):
             if u32[_SERVER_SLEEPING]:
                 conn.bell.release()
         return self._await(ch, seq, rid, model, deadline, self._window(deadline), retry)
-
-    def _exchange_repeat(
-        self, ch: _Channel, request: InferenceRequest, rid: int, deadline: int
-    ) -> InferenceResponse:
-        """A request that repeats the channel's last one, in one C call (``_hot.exchange``): the
-        data copied in, the header sealed, the sequence published, the response awaited by
-        spinning and checked against the cached one. What it cannot finish goes the general way."""
-        conn = ch.conn
-        if conn.ctl.u32[_STATE] != _READY or conn.closing:
-            check_before_sending(conn, self._pool.closed)
-        _, _, payload, dsts = ch.wval
-        seq = ch.seq + 1
-        spin = self._spin
-        window = self._window(deadline)
-        reader = ch.reader
-        assert reader is not None
-        code = hot.exchange(  # type: ignore[union-attr]
-            conn.ctl.buf,
-            ch.req,
-            ch.resp,
-            dsts,
-            request.inputs.values(),
-            rid,
-            payload,
-            deadline,
-            ch.cseq,
-            seq,
-            _SERVER_SLEEPING,
-            ch.sseq,
-            window,
-            YIELD_AFTER_NS,
-            reader.payload,
-        )
-        if code == 0:  # answered, and the response repeats the cached one: its views stand
-            ch.seq, ch.wdeadline = seq, deadline  # published, whatever follows (_gone._Moved counts it)
-            if conn.closing:  # no: close() gave the channel back and the server reclaimed it
-                conn.check()
-            spin.record(window, 0)
-            _, model, version, outputs, text, params, _ = reader.last  # type: ignore[misc]
-            if self.copy_outputs:
-                outputs = {k: v.copy() for k, v in outputs.items()}
-            if text:
-                params = {**params, "__text__": text}
-            return InferenceResponse(rid, model, dict(outputs), version, params)
-        if code < 0:  # the inputs' dtypes or shapes changed: nothing was written
-            params = encode_params(request.parameters) if request.parameters else b""
-            write_full(self, ch, request, params, ch.wkey, rid, deadline)  # type: ignore[arg-type]
-            return self._exchange(ch, rid, request.model, deadline, retry=True)
-        ch.seq = seq
-        ch.wdeadline = deadline
-        if code == 3:  # answered; an error, or another shape of response: decode it in full
-            spin.record(window, 0)
-            return self._response(ch, rid, request.model, deadline, True)
-        if code == 1:  # the server sleeps: ring its bell, then spin and block as usual
-            conn.bell.release()
-            return self._await(ch, seq, rid, request.model, deadline, window, True)
-        spin.record(window, window + 1)  # the spin ran out: block
-        return self._await(ch, seq, rid, request.model, deadline, 0, True)
 
     def _await(
         self, ch: _Channel, seq: int, rid: int, model: str, deadline: int, window: int, retry: bool
