@@ -44,7 +44,7 @@ _NAMED_LOCK = threading.RLock()  # (reentrant: a finalizer may retire a channel 
 
 
 def _forget_named_after_fork() -> None:
-    """In a forked child: the segments are the parent's (``_forget_after_fork`` in _pool drops
+    """In a forked child: the segments are the parent's (``_forget_after_fork`` in _pool_local drops
     its channels), so they go once collected, not held for the child's life; and the lock is
     new, as one held by another thread of the parent at the fork (a create) is never let go."""
     global _NAMED_LOCK
