@@ -107,6 +107,12 @@ static enum fdn_status wait_idle(struct fdn_client *c, uint64_t deadline, struct
          * burnt while waiting) and never looked at the server's liveness (each slice ended in it) */
         enum fdn_status st = wait_seq(c, c->seq, until, first, err);
         first = 0;
+        if (!st && !c->connected) /* the late answer came in as the wait found the server gone (its
+                                   * region STOPPED, or its process dead just after it answered):
+                                   * this call's request must not go there; ready reconnects (7.5).
+                                   * It was published there and sent on by 10.3's resend a slice
+                                   * later, or, to a STOPPED server whose process lives, failed gone */
+            return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' (pid %u) is gone", c->name, c->server_pid);
         if (st == FDN_DEADLINE_EXCEEDED && deadline && fdn_now_ns() >= deadline)
             return fdn_fail(err, st, 0, "the previous request on this channel (a call that passed its deadline) is "
                                         "still with the server");

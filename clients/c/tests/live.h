@@ -92,6 +92,7 @@ void broken_server_checks(const char *python);
 /* live_liveness.c */
 void late_answer_checks(const char *python);
 void late_answer_spin_checks(const char *python);
+void late_answer_gone_checks(const char *python);
 void hung_checks(const char *python);
 void mutex_checks(const char *python);
 

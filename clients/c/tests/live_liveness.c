@@ -303,3 +303,81 @@ out:
     if (server > 0) kill_server(server);
     remove_objects(name);
 }
+
+/* The landing of a late answer in late_answer_gone_checks: the first look at the killed server's
+ * stat stores the answer to the abandoned request first, as a server's respond does just before
+ * it dies (server_seq, then server_busy 0). */
+static uint32_t landing_pid;
+static struct fdn_channel *landing_ch;
+static int landed;
+
+static int landing_open_stat(uint32_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC), e = errno;
+    if (fd < 0 && pid == landing_pid && !__atomic_exchange_n(&landed, 1, __ATOMIC_ACQ_REL)) {
+        uint64_t s = __atomic_load_n(&landing_ch->client_seq, __ATOMIC_ACQUIRE);
+        __atomic_store_n(&landing_ch->server_seq, s, __ATOMIC_RELEASE);
+        __atomic_store_n(&landing_ch->server_busy, 0, __ATOMIC_RELEASE);
+    }
+    errno = e;
+    return fd;
+}
+
+/* Spec 7.5: a late answer that lands as the wait for it finds the server gone (the server answered
+ * the abandoned request and died between the wait's look at server_seq and its look at the
+ * server's liveness). The call's own request must not go to that server: it reconnects and, with
+ * no server since, fails "... is gone; not sent: no server has started under that name since",
+ * naming no request. It was published on the dead server's channel and failed "...; not sent
+ * again: ..." a slice later (10.3's resend), naming a request that no server ever saw. */
+void late_answer_gone_checks(const char *python) {
+    char name[64], want[256];
+    snprintf(name, sizeof name, "fdnlg%d", (int)getpid());
+    pid_t server = echo_server_of(python, name, "1");
+    CHECK(server > 0, "start a server of 1 channel");
+    if (server < 0) return;
+    struct fdn_error err = {0};
+    struct fdn_result res;
+    struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
+    struct fdn_call slow = {.params = "{\"ms\": 60000}"};
+    fdn_client *c = NULL;
+    size_t size = 0;
+    struct fdn_region_header *r = map_region(name, &size);
+    int (*real)(uint32_t) = fdn_open_stat;
+    CHECK(r, "map the control segment");
+    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+    CHECK(st == FDN_OK, "connect: %s", err.message);
+    if (st || !r) goto out;
+    st = fdn_infer_call(c, "sleep", &in, 1, 20, &slow, &res, &err);
+    CHECK(st == FDN_DEADLINE_EXCEEDED, "a 20 ms deadline on a 60 s call: %s", fdn_strerror(st));
+    landing_ch = own_channel(r, NULL);
+    CHECK(landing_ch, "the client's channel");
+    if (!landing_ch) goto out;
+    landing_pid = (uint32_t)server;
+    __atomic_store_n(&landed, 0, __ATOMIC_RELEASE);
+    fdn_open_stat = landing_open_stat;
+    struct lone_call k = {.c = c};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, lone_call, &k) == 0, "start a thread");
+    for (int i = 0; i < 60000 && !__atomic_load_n(&landing_ch->client_sleeping, __ATOMIC_ACQUIRE); i++) usleep(1000);
+    CHECK(__atomic_load_n(&landing_ch->client_sleeping, __ATOMIC_ACQUIRE), "the call never waited for the late answer");
+    kill_server(server);
+    pthread_join(t, NULL);
+    fdn_open_stat = real;
+    snprintf(want, sizeof want,
+             "shm server '%s' (pid %d) is gone; not sent: no server has started under that name since", name,
+             (int)server);
+    server = -1;
+    CHECK(__atomic_load_n(&landed, __ATOMIC_ACQUIRE), "the late answer never landed");
+    CHECK(k.st == FDN_SERVER_UNAVAILABLE && strcmp(k.err.message, want) == 0 && k.err.request_id == 0,
+          "a call whose late answer came as its server was found gone: %s '%s' (request %llu); want '%s' naming no "
+          "request",
+          fdn_strerror(k.st), k.err.message, (unsigned long long)k.err.request_id, want);
+    counts_are(c, 0, 0, "after a call whose reconnect failed");
+out:
+    fdn_open_stat = real;
+    if (r) munmap(r, size);
+    if (c) fdn_close(c);
+    if (server > 0) kill_server(server);
+    remove_objects(name);
+}

@@ -41,6 +41,7 @@ int main(void) {
         hung_checks(python);
         late_answer_checks(python);
         late_answer_spin_checks(python);
+        late_answer_gone_checks(python);
         mutex_checks(python);
         restart_checks(python);
         dying_checks(python);

@@ -143,6 +143,14 @@ func (c *Client) waitIdle(deadline uint64) error {
 		// CPU burnt while waiting) and never looked at the server's liveness (each slice ended in it)
 		err := c.waitSeq(c.seq, until, first)
 		first = false
+		if err == nil && !c.connected {
+			// the late answer came in as the wait found the server gone (its region STOPPED, or
+			// its process dead just after it answered): an answer to the request waited for, but
+			// this call's own request must not go to that server; ready reconnects (7.5). It was
+			// written and published there, then sent on by 10.3's resend a slice later, or, to a
+			// STOPPED server whose process lives, failed "gone".
+			return fail(ServerUnavailable, 0, "shm server %q (pid %d) is gone", c.name, c.serverPid)
+		}
 		if err != nil {
 			e := err.(*Error)
 			if e.cause != nil { // the call's context ended

@@ -11,6 +11,8 @@
 mod broken_tests;
 mod claim;
 #[cfg(test)]
+mod late_answer_tests;
+#[cfg(test)]
 mod max_response_tests;
 mod mutex;
 #[cfg(test)]

@@ -344,6 +344,8 @@ fn read_stat(pid: u32) -> io::Result<Vec<u8>> {
     if let Some(stat) = blind::hidden(pid) {
         return Ok(stat);
     }
+    #[cfg(test)]
+    blind::look(pid);
     std::fs::read(format!("/proc/{pid}/stat"))
 }
 
@@ -459,6 +461,32 @@ pub(crate) mod blind {
             .iter()
             .find(|(p, _)| *p == pid)
             .map(|(_, s)| s.clone())
+    }
+
+    /// What the next read of a process's stat file (not hidden) does first, once.
+    type Look = (u32, Box<dyn FnOnce() + Send>);
+    static AT_LOOK: Mutex<Option<Look>> = Mutex::new(None);
+
+    /// The next read of `/proc/PID/stat` on any thread (its death not hidden) runs `then` first:
+    /// something the server does just before the caller looks at it.
+    pub(crate) fn at_look(pid: u32, then: impl FnOnce() + Send + 'static) {
+        *AT_LOOK.lock().unwrap_or_else(PoisonError::into_inner) = Some((pid, Box::new(then)));
+    }
+
+    pub(super) fn look(pid: u32) {
+        let then = {
+            let mut at = AT_LOOK.lock().unwrap_or_else(PoisonError::into_inner);
+            match at.take() {
+                Some((p, then)) if p == pid => Some(then),
+                other => {
+                    *at = other;
+                    None
+                }
+            }
+        };
+        if let Some(then) = then {
+            then();
+        }
     }
 
     /// The next `reads` reads of `/proc/PID/stat` on this thread fail EMFILE.

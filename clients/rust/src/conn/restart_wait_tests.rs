@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 const LONG: Option<Duration> = Some(Duration::from_secs(30));
 
-fn int(v: i32) -> Vec<Tensor> {
+pub(super) fn int(v: i32) -> Vec<Tensor> {
     vec![Tensor::from_slice("x", &[1], &[v]).unwrap()]
 }
 
@@ -48,7 +48,7 @@ fn runs(g: &Gate, model: &str) -> usize {
 
 /// A call of `gate_a` that passes its 20 ms deadline with its request with the server's handler
 /// (held at the gate).
-fn abandon(g: &Gate, client: &mut Client) {
+pub(super) fn abandon(g: &Gate, client: &mut Client) {
     let e = client
         .infer("gate_a", &int(1), Some(Duration::from_millis(20)))
         .unwrap_err();
@@ -70,7 +70,7 @@ fn abandoned_client(g: &Gate) -> Client {
 
 /// Wait until this process's channel `i` of the server `name` sleeps on its semaphore: the call
 /// waits for the late answer.
-fn wait_asleep(name: &str, i: usize) {
+pub(super) fn wait_asleep(name: &str, i: usize) {
     let ctl = region(name);
     wait_until("the call to wait for the late answer", || {
         ctl.u32(base(i) + ch::CLIENT_SLEEPING).load(SeqCst) == 1
@@ -78,7 +78,7 @@ fn wait_asleep(name: &str, i: usize) {
 }
 
 /// Hides the deaths of the servers it was given until dropped (`shm::blind::hide`).
-struct Hidden(Vec<u32>);
+pub(super) struct Hidden(pub(super) Vec<u32>);
 
 impl Drop for Hidden {
     fn drop(&mut self) {

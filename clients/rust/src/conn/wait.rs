@@ -218,6 +218,17 @@ impl Conn {
             let waited = self.wait_for(self.seq, until, spin);
             spin = Duration::ZERO;
             match waited {
+                Ok(()) if !self.alive => {
+                    // the late answer came in as the wait found the server gone (its region
+                    // STOPPED, or its process dead just after it answered): an answer to the
+                    // request waited for, but the call's own request must not go to that server;
+                    // the caller reconnects (7.5). It was written and published there, then sent
+                    // on by 10.3's resend a slice later, or, to a STOPPED server whose process
+                    // lives, failed "gone".
+                    let (name, pid) = (self.name.clone(), self.server_pid);
+                    let gone = || unavailable(format!("shm server {name:?} (pid {pid}) is gone"));
+                    return Err(self.check_alive().err().unwrap_or_else(gone));
+                }
                 Err(e) if e.code == Status::DeadlineExceeded => {
                     if deadline != 0 && shm::monotonic_ns() >= deadline {
                         return Err(Error::new(
