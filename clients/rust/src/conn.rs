@@ -133,7 +133,7 @@ impl Conn {
             ))
         })?;
         // Steps 4-7, under the region mutex.
-        let claim = {
+        let mut claim = {
             let _guard = MutexGuard::take(&ctl, &mutex, opts.connect_timeout, deadline, name)?;
             claim_channel(&ctl, name, region.count, capacity, mode, pid, start)?
         };
@@ -232,7 +232,7 @@ impl Conn {
             self.data.read_into(0, data.slice_mut(0, keep));
         }
         publish_data(&self.ctl, self.base, req_cap, resp_cap, &data_name, gen);
-        let old_name = std::mem::replace(&mut self.data_name, data_name);
+        let mut old_name = std::mem::replace(&mut self.data_name, data_name);
         self.data = data;
         self.gen = gen;
         self.req_cap = req_cap;

@@ -36,7 +36,9 @@ fn named() -> MutexGuard<'static, Named> {
     NAMED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The name of a data segment this client made, and the token recorded with it in [`NAMED`].
+/// The name of a data segment this client made, and the token recorded with it in [`NAMED`]
+/// (0 once unlinked). Dropped, it unlinks: a claim that never became a connection (a panic
+/// between them) left its segment in /dev/shm and its record in [`NAMED`] for the process's life.
 pub(super) struct DataName {
     name: String,
     token: u64,
@@ -44,17 +46,23 @@ pub(super) struct DataName {
 
 impl DataName {
     /// Unlink the segment unless another client of this process has made one of that name since;
-    /// forget this one's record.
-    pub(super) fn unlink(&self) {
+    /// forget this one's record. Once: later calls, and the drop, do nothing.
+    pub(super) fn unlink(&mut self) {
+        let token = std::mem::take(&mut self.token);
+        if token == 0 {
+            return;
+        }
         let mut named = named();
-        if named
-            .tokens
-            .get(&self.name)
-            .map_or(true, |&t| t == self.token)
-        {
+        if named.tokens.get(&self.name).map_or(true, |&t| t == token) {
             named.tokens.remove(&self.name);
             let _ = shm::unlink(&self.name);
         }
+    }
+}
+
+impl Drop for DataName {
+    fn drop(&mut self) {
+        self.unlink();
     }
 }
 
@@ -132,13 +140,9 @@ pub(super) fn create_data(
         };
         (file, data_name)
     };
-    match Mapping::fill(&file, size, mode) {
-        Ok(data) => Ok((data, data_name)),
-        Err(e) => {
-            data_name.unlink();
-            Err(allocation_error(&what, size, e))
-        }
-    }
+    // failed, the segment is unlinked as data_name drops
+    let data = Mapping::fill(&file, size, mode).map_err(|e| allocation_error(&what, size, e))?;
+    Ok((data, data_name))
 }
 
 /// The error of a failed create, size or allocation of the segment `what` (spec 10.1 step 6): no
@@ -186,8 +190,50 @@ pub(super) fn publish_data(
 
 #[cfg(test)]
 mod tests {
+    use super::super::claim::claim_channel;
     use super::*;
     use std::io;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::path::Path;
+
+    /// Whether data segment `name` is recorded as made by this process ([`NAMED`]), and whether
+    /// it is in /dev/shm.
+    fn left(name: &str) -> (bool, bool) {
+        let recorded = named().tokens.contains_key(name);
+        (recorded, Path::new(&format!("/dev/shm{name}")).exists())
+    }
+
+    /// A claim dropped before its connection exists (a panic between them) unlinks its data
+    /// segment and forgets its record: both stayed for the process's life ([`DataName`] had no
+    /// drop). So does a data segment made and dropped.
+    #[test]
+    fn a_claim_dropped_before_its_connection_exists_leaves_no_segment_nor_record() {
+        let pid = std::process::id();
+        let server = format!("rustdnrec{pid}");
+        let size = l::CHANNELS_OFFSET + l::CHANNEL_SIZE;
+        let ctl = Mapping::create(&l::control_name(&server), size, 0o600).unwrap();
+        let _ = shm::unlink(&l::control_name(&server)); // mapped: nothing else needs the name
+        let name = l::data_name(&server, 0, pid, 1).unwrap();
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            let _claim = claim_channel(&ctl, &server, 1, 4096, 0o600, pid, 1).unwrap();
+            assert_eq!(left(&name), (true, true), "claimed");
+            panic!("between the claim and the connection");
+        }));
+        let after_panic = left(&name);
+        named().tokens.remove(&name); // what the old DataName left
+        let _ = shm::unlink(&name);
+        assert!(panicked.is_err());
+        assert_eq!(after_panic, (false, false), "after the panic");
+
+        let (data, made) = create_data(&server, 1, 7, 4096, 4096, 0o600).unwrap();
+        let name = made.to_string();
+        assert_eq!(left(&name), (true, true), "made");
+        drop((data, made));
+        let after_drop = left(&name);
+        named().tokens.remove(&name);
+        let _ = shm::unlink(&name);
+        assert_eq!(after_drop, (false, false), "after the drop");
+    }
 
     fn status(errno: i32) -> (Status, String) {
         status_at("shm_open", errno)
