@@ -2,7 +2,7 @@
 
 ``_request`` and ``_response`` encode a whole area (header at 0, tensors at their offsets); the
 other helpers change a field and reseal the CRC, so that the check a vector means to fail is the
-one that fails. The cases themselves are in ``_vectors``.
+one that fails. The cases themselves are in ``_vectors`` and ``_vector_errors``.
 """
 
 from __future__ import annotations
