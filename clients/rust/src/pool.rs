@@ -3,6 +3,8 @@
 
 #[cfg(test)]
 mod counters_tests;
+#[cfg(test)]
+mod meeting_tests;
 mod state;
 mod take;
 #[cfg(test)]

@@ -3,12 +3,12 @@
 //! killed and restarted, a thread reading the counts throughout. Runs only when
 //! `FDN_TEST_PYTHON` names a Python with foundation_shm installed.
 
+use super::meeting_tests::together;
 use super::tests::{echo, int, open, pool, LONG};
 use super::Pool;
 use crate::conn::tests::signal;
 use crate::{Client, ConnectOptions, Counters, Status};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
@@ -17,27 +17,6 @@ fn counted(reconnects: u64, resends: u64) -> Counters {
         reconnects,
         resends,
     }
-}
-
-/// `n` calls through `p` at once, each on a client of its own (each holds its client until all
-/// `n` have one); each must be answered.
-fn together(p: &Pool, n: usize, what: &str) {
-    let all = Barrier::new(n);
-    thread::scope(|s| {
-        for g in 0..n {
-            let all = &all;
-            s.spawn(move || {
-                let answer = p.with_client(LONG, |c| {
-                    all.wait();
-                    c.infer("echo", &int(g as i32), LONG)
-                });
-                match answer {
-                    Ok(out) => assert_eq!(out, int(g as i32), "{what}, call {g}"),
-                    Err(e) => panic!("{what}, call {g}: {e}"),
-                }
-            });
-        }
-    });
 }
 
 /// Sets its flag when dropped: the watching thread stops even when the test body panics.

@@ -4,13 +4,14 @@
 //! size. Runs only when `FDN_TEST_PYTHON` names a Python with foundation_shm installed. Here, not
 //! in `tests/`, to count the pool's clients and waiters and to hold the region mutex.
 
+use super::meeting_tests::together;
 use super::Pool;
 use crate::conn::tests::{base, clean, python_server, region, signal, Echo, HeldMutex};
 use crate::layout::{channel as ch, region as rg};
 use crate::{Client, ConnectOptions, Error, Status, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Barrier, Mutex};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -550,19 +551,7 @@ fn a_warm_pool_fails_no_call_after_a_crash_and_a_restart() {
         return;
     };
     let p = Pool::new(&srv.1, ConnectOptions::default(), 4).unwrap();
-    let all = Barrier::new(4);
-    thread::scope(|s| {
-        for g in 0..4 {
-            let (p, all) = (&p, &all);
-            s.spawn(move || {
-                p.with_client(LONG, |c| {
-                    all.wait(); // four callers at once: four clients
-                    c.infer("echo", &int(g), LONG)
-                })
-                .unwrap();
-            });
-        }
-    });
+    together(&p, 4, "four callers at once: four clients");
     assert_eq!(open(&p), 4);
     signal(&srv, "KILL");
     drop(srv); // reaped
