@@ -3,6 +3,7 @@
 One loop thread finds pending requests and hands them to the handler (``_server_dispatch``);
 ``respond`` may come from any thread, later (``_answers``). A heartbeat thread beats, reclaims the
 channels of dead clients, and frees the region mutex if its holder died (``_server_liveness``).
+Its start (open files claimed, a live server refused, objects and region made) is ``_server_start``.
 Everything it created is unlinked at ``stop()``.
 """
 
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import random
 import threading
 import time
 from typing import Any
@@ -20,20 +19,18 @@ from foundation_ml import RequestHandler, TransportServer
 
 from . import _layout as L
 from ._accel import check_start, hot
-from ._answers import Answers
 from ._codec import Limits
 from ._cuda_ipc import ServerCuda
-from ._fd_limit import OpenFiles, claim_open_files
-from ._liveness import start_time
+from ._fd_limit import OpenFiles
 from ._log_throttle import LogFold, LogThrottle
 from ._objects import remove_objects
 from ._options import ServeOptions
 from ._options import options as _options
-from ._region import read_region, region_alive
-from ._segments import Segment, create_semaphore, sem_wait
+from ._segments import sem_wait
 from ._server_channel import _Channel
 from ._server_dispatch import _Dispatch
 from ._server_liveness import _Liveness
+from ._server_start import _Start
 from ._start_lock import take_server_lock
 from ._sync import YIELD_AFTER_NS, fence, poll_channels
 
@@ -43,7 +40,7 @@ log = logging.getLogger("foundation_shm")
 _R = L.RegionField
 
 
-class ShmServer(_Dispatch, _Liveness, TransportServer):
+class ShmServer(_Dispatch, _Liveness, _Start, TransportServer):
     """A running shm server under ``address`` (see ``ShmTransport.serve`` for the options)."""
 
     def __init__(self, address: str, handler: RequestHandler, **options: Any) -> None:
@@ -94,111 +91,6 @@ class ShmServer(_Dispatch, _Liveness, TransportServer):
         except BaseException:  # (no thread to be had, a Ctrl-C): the objects made, the claim
             self._release()  # and the lock go with the start, as _create's own failure's do
             raise
-
-    def _check_open_files(self, channels: int) -> OpenFiles:
-        """Each client's data segment the server maps holds a descriptor: claim them for
-        ``channels`` clients (the soft open-file limit raised to what every live server needs; the
-        claim released at stop), and warn when the hard limit keeps it lower (a client past it
-        would find its requests unanswered until its deadline)."""
-        claim = claim_open_files(channels)
-        limit, needed = claim.limit, claim.needed
-        if limit < needed:
-            others = f" (with the {claim.others} of this process's other shm servers)" if claim.others else ""
-            log.warning(
-                "shm %s: %d channels%s need up to %d open files, and this process may open %d "
-                "(ulimit -n, its hard limit): clients connected past that cannot be served; raise "
-                "the hard limit or serve fewer channels",
-                self.name,
-                channels,
-                others,
-                needed,
-                limit,
-            )
-        return claim
-
-    def _refuse_a_live_server(self) -> None:
-        """We hold the lock, yet the region may name a live server all the same (its lock file
-        went missing): refuse the name rather than take it from under that server."""
-        live = read_region(self.name)
-        if region_alive(live) and live["pid"] != os.getpid():
-            self._lock.release()
-            raise FileExistsError(
-                f"a live shm server (pid {live['pid']}) serves {self.name!r}, although its lock "
-                "file was missing; stop it first"
-            )
-
-    def _create(self, opts: ServeOptions) -> None:
-        """Remove the name's stale objects, create the server's own and write the region header;
-        if any of it fails, remove what was made and let the lock go."""
-        mode = opts.mode
-        try:
-            failed: list[tuple[str, str]] = []  # we hold the lock: leftovers are stale
-            remove_objects(self.name, keep_lock_file=True, failed=failed)
-            if failed:
-                raise PermissionError(
-                    f"stale objects of {self.name!r} cannot be removed: "
-                    + "; ".join(f"/dev/shm/{e}: {why}" for e, why in failed)
-                    + " (another user's? `foundation shm clean` as their owner removes them)"
-                )
-            self._mutex = create_semaphore(L.mutex_name(self.name), mode, 1)
-            self._bell = create_semaphore(L.doorbell_name(self.name), mode, 0)
-            self._channels = [
-                _Channel(i, create_semaphore(L.channel_sem_name(self.name, i), mode, 0))
-                for i in range(opts.channels)
-            ]
-            self._ctl = Segment.create(
-                L.control_name(self.name),
-                L.CHANNELS_OFFSET + opts.channels * L.CHANNEL_SIZE,
-                mode,
-                guard=True,
-            )
-            self._u32, self._u64 = self._ctl.u32, self._ctl.u64
-            self._answers = Answers(self.name, self._ctl, self._cuda, self.limits, self._raised_log)
-            self._answer = self._answers.answer  # what _Responder calls: one bound method, no extra call
-            self._write_header(opts)
-        except BaseException:
-            try:
-                remove_objects(self.name, keep_lock_file=True, failed=[])
-            finally:
-                self._lock.release()  # whatever is left, the name is not held by a failed start
-            raise
-
-    # --- region --------------------------------------------------------------------------------
-
-    def _write_header(self, opts: ServeOptions) -> None:
-        pid = os.getpid()
-        features = (L.Feature.DATA_CRC if self.data_crc else 0) | self._cuda.feature
-        L.REGION.pack_into(
-            self._ctl.buf,
-            0,
-            0,  # magic last
-            L.PROTOCOL_VERSION,
-            L.PROTOCOL_MINOR,
-            L.REGION_HEADER_SIZE,
-            int(features),
-            L.RegionState.STARTING,
-            pid,
-            start_time(pid),
-            0,
-            time.monotonic_ns(),
-            opts.heartbeat_ms,
-            0,
-            opts.channels,
-            L.CHANNEL_SIZE,
-            L.CHANNELS_OFFSET,
-            opts.max_request_bytes,
-            opts.max_tensors,
-            L.MAX_NDIM,
-            0,
-            0,
-            opts.spin_us,
-            random.getrandbits(64),
-            opts.default_capacity,
-            0,
-            self.name.encode(),
-        )
-        self._ctl.u32[_R.MAGIC // 4] = L.REGION_MAGIC
-        self._ctl.u32[_R.STATE // 4] = L.RegionState.READY
 
     # --- the loop ------------------------------------------------------------------------------
 
