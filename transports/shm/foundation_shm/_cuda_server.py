@@ -4,7 +4,8 @@
 (cached per client, within ``cuda_cache_bytes`` in all) and drops them when the client goes, and
 returns device outputs by handle,
 copied into a buffer of the channel's own. The client's side is ``_cuda_client``; the driver calls
-are in ``_cuda_driver``, the memory and tensors in ``_cuda_memory``.
+are in ``_cuda_driver``, the memory and tensors in ``_cuda_memory``, the mapping cache in
+``_cuda_cache``.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from foundation_ml.errors import CudaUnavailable, InferenceError, InvalidInput, 
 
 from . import _layout as L
 from ._codec import layout, response_payload_size, text_and_params
+from ._cuda_cache import _ClientMappings
 from ._cuda_client import NO_CUDA
 from ._cuda_desc import FLAG_CUDA_IPC, CudaIpcRef, decoded, has_cuda_refs, write_mixed_response
 from ._cuda_driver import CudaError
 from ._cuda_memory import (
-    _ClientMappings,
     _OwnBuffer,
     _synchronize,
     cuda_available,
