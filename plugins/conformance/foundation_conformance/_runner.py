@@ -118,17 +118,32 @@ class _Script:
         return behaviour["return"]
 
 
-def _quiet_env() -> dict[str, str]:
+class _LoggingSection:
+    """The logging plugin's config section, in a hub that leaves the plugin out: the
+    application's ``[logging]`` is still checked, not warned about as an unknown section."""
+
+    foundation_name = "foundation-conformance-logging-section"
+
+    @hookimpl
+    def foundation_config_sections(self, add: Any) -> None:
+        add("logging", "foundation_logging._settings:LoggingSettings")
+
+
+def _quiet_env() -> tuple[dict[str, str], list[object]]:
     """The environment of the suite's hub: the logging plugin, if installed, is left out, so the
     hundred retries, circuit changes and refusals the cases simulate are not logged as if they
-    had happened (the suite records the events itself)."""
+    had happened (the suite records the events itself); with the plugin that would have loaded,
+    the stand-in for its section, registered as installed."""
     from importlib.metadata import entry_points
 
+    from foundation_core._discovery import Selection
+
     env = dict(os.environ)
-    if any(ep.name == "logging" for ep in entry_points(group="foundation")):
-        disabled = env.get("FOUNDATION_DISABLE_PLUGINS", "").strip()
-        env["FOUNDATION_DISABLE_PLUGINS"] = f"{disabled},logging" if disabled else "logging"
-    return env
+    if not any(ep.name == "logging" for ep in entry_points(group="foundation")):
+        return env, []
+    disabled = env.get("FOUNDATION_DISABLE_PLUGINS", "").strip()
+    env["FOUNDATION_DISABLE_PLUGINS"] = f"{disabled},logging" if disabled else "logging"
+    return env, [] if Selection.from_env(os.environ).why_not("logging") else [_LoggingSection()]
 
 
 def run_conformance(
@@ -159,11 +174,13 @@ def run_conformance(
     chosen = [specs[pattern]] if pattern is not None else [specs[p] for p in sorted(specs)]
     recorder = _Recorder()
     report = Report()
+    env, stand_ins = _quiet_env()
     with foundation_core.start(
         plugins=[recorder, *plugins],
+        installed=stand_ins,
         config_files=list(config_files),
         overrides=list(overrides),
-        env=_quiet_env(),
+        env=env,
     ) as hub:
         for spec in chosen:
             impl = factory if factory is not None and pattern is not None else None

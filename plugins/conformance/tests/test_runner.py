@@ -142,6 +142,22 @@ def test_the_suite_logs_none_of_the_events_its_cases_simulate(capfd: pytest.Capt
     assert "retry.scheduled" not in err and "circuit.changed" not in err and err.strip() == ""
 
 
+def test_the_logging_section_set_for_the_app_is_no_unknown_section_to_the_suite(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The suite's hub leaves the logging plugin out; its section, in a settings.toml beside the
+    app or given by --set, was then warned about as unknown ('logging: unknown section ...')."""
+    pytest.importorskip("foundation_logging")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "settings.toml").write_text('[logging]\nlevel = "warning"\n')
+    assert main(["--set", "logging.format=json", "conformance", "fallback"]) == 0
+    out, err = capfd.readouterr()
+    assert ", 0 failed" in out and err.strip() == ""
+    (tmp_path / "settings.toml").write_text('[logging]\nlevle = "warning"\n')  # still checked
+    assert main(["conformance", "fallback"]) == 0
+    assert "logging.levle: unknown key in section 'logging'" in capfd.readouterr().err
+
+
 def _answering(answer: Any) -> Any:
     """A factory whose wrapper ignores the function and calls ``answer()`` instead."""
 
