@@ -3,7 +3,8 @@
 ``ServerCuda`` decides whether a server accepts device tensors, opens each client's handles once
 (cached per client, within ``cuda_cache_bytes`` in all) and drops them when the client goes, and
 returns device outputs by handle,
-copied into a buffer of the channel's own. The client's side is ``_cuda_client``; the driver calls
+copied into a buffer of the channel's own; what it lets go as a channel or the server ends is
+``_cuda_ends``. The client's side is ``_cuda_client``; the driver calls
 are in ``_cuda_driver``, the memory and tensors in ``_cuda_memory``, the mapping cache in
 ``_cuda_cache``.
 """
@@ -28,6 +29,7 @@ from ._cuda_cache import _ClientMappings
 from ._cuda_client import NO_CUDA
 from ._cuda_desc import FLAG_CUDA_IPC, CudaIpcRef, decoded, has_cuda_refs, write_mixed_response
 from ._cuda_driver import CudaError
+from ._cuda_ends import _CudaEnds
 from ._cuda_memory import (
     _OwnBuffer,
     _synchronize,
@@ -61,7 +63,7 @@ def _exported_here(client: tuple[int, int]) -> bool:
     return client[0] == os.getpid()
 
 
-class ServerCuda:
+class ServerCuda(_CudaEnds):
     """A server's CUDA IPC state: whether it accepts it, the per-client mappings, held outputs.
 
     ``mode``: None (default) accepts CUDA IPC when the handler declares ``device_tensors = True``
@@ -315,36 +317,6 @@ class ServerCuda:
                     model,
                 )
 
-    def forget(self, channel: int, lease: int | None = None) -> None:
-        """The channel was freed or reclaimed: free its output buffers; when its client has no
-        channel left, drop every mapping of that client (each closes once no tensor uses it).
-
-        ``lease``: the lease that just ended, on a reclaim (``_Liveness._reclaim``, under the
-        channel's lock): a request of it still running (its dead client's, with the handler) keeps
-        the mappings its inputs use, and its devices, until its answer comes (``dropped``): on a
-        GPU its model's kernels may still read them after it let go of its tensors."""
-        if channel not in self.channels:
-            return
-        with self._lock:
-            if lease is not None:
-                self._keep_locked(channel, lease)
-            self.channels.discard(channel)
-            self._devices.pop(channel, None)
-            self._opened.pop(channel, None)
-            self._mappings.release(channel)
-            self._wants.discard(channel)
-            self._drop_locked(channel)
-
-    def _drop_locked(self, channel: int) -> None:
-        for key in [k for k in self._buffers if k[0] == channel]:
-            del self._buffers[key]
-        self._outgrown.pop(channel, None)
-        client = self._client_of.pop(channel, None)
-        if client is not None and client not in self._client_of.values():
-            dropped = self._mappings.drop_client(client)
-            if dropped:
-                log.info("shm: dropping %d CUDA IPC mapping(s) of client pid %d", dropped, client[0])
-
     def clients(self) -> dict[tuple[int, int], int]:
         """Cached mappings per client (pid, start time), for tests and stats."""
         with self._lock:
@@ -372,22 +344,6 @@ class ServerCuda:
                 "kept_bytes": kept_bytes,
             }
 
-    def stopping(self, channel: int, lease: int) -> None:
-        """The server stops (``ShmServer`` ends the channel's ``lease``, under the channel's lock):
-        a request of that lease still running (its handler, or a batch, outlived stop's wait for
-        the serving loop) keeps the mappings its inputs use, and its devices, until its answer
-        comes (``dropped``): on a GPU its model's kernels may still read them after it let go of
-        its tensors. A request that never answers keeps them until the process exits."""
-        if channel not in self.channels:
-            return
-        with self._lock:
-            self._keep_locked(channel, lease)
-
-    def _keep_locked(self, channel: int, lease: int) -> None:
-        held = self._mappings.held(channel)  # before release: the request's, not yet let go
-        if held:
-            self._kept[channel, lease] = (set(self._devices.get(channel, ())), held)
-
     def dropped(self, channel: int, lease: int) -> None:
         """An answer to a request of ``lease`` on ``channel`` came after that lease ended (the
         channel reclaimed, or the server stopped) and was dropped: its request's devices are
@@ -413,16 +369,3 @@ class ServerCuda:
                 "shm: cannot synchronise CUDA device(s) %s after a dropped answer: %r", sorted(devices), exc
             )
         del held  # (the last references, once the handler's tensors are gone: closed)
-
-    def close(self) -> None:
-        """The server stopped: every mapping and output buffer is let go, but those kept for a
-        request still running (``stopping``, ``forget`` on a reclaim)."""
-        with self._lock:
-            self._mappings.clear()
-            self._client_of.clear()
-            self._buffers.clear()
-            self._outgrown.clear()
-            self._devices.clear()
-            self._opened.clear()
-            self._wants.clear()
-            self.channels.clear()
