@@ -135,7 +135,7 @@ class Registry(Generic[T]):
         if not replace:
             for held in regs:
                 if held.app == app and not held.replace:
-                    raise NameClashError(self.kind, name, held.plugin, plugin)
+                    raise NameClashError(self.kind, name, held.plugin, plugin, app=app)
         regs.append(Entry(name, target, plugin, app, replace))
         self._crown(name)
 

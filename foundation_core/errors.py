@@ -54,15 +54,21 @@ class PluginLoadError(PluginError):
 class NameClashError(FoundationError):
     """Two plugins registered the same name in one registry without ``replace=True``."""
 
-    def __init__(self, kind: str, name: str, holder: str, newcomer: str) -> None:
+    def __init__(self, kind: str, name: str, holder: str, newcomer: str, *, app: bool = False) -> None:
         self.kind = kind
         self.name = name
         self.holder = holder
         self.newcomer = newcomer
+        # FOUNDATION_DISABLE_PLUGINS selects installed plugins, never the application's objects
+        other = (
+            "register one of them under another name: both are the application's (passed to "
+            "start(plugins=...)) or the core's"
+            if app
+            else f"disable one of them with FOUNDATION_DISABLE_PLUGINS={holder} (or {newcomer})"
+        )
         super().__init__(
             f"{kind} {name!r} is registered by plugin {holder!r} and again by plugin "
-            f"{newcomer!r}; pass replace=True in {newcomer!r} to override it on purpose, or "
-            f"disable one of them with FOUNDATION_DISABLE_PLUGINS={holder} (or {newcomer})"
+            f"{newcomer!r}; pass replace=True in {newcomer!r} to override it on purpose, or {other}"
         )
 
 

@@ -19,6 +19,30 @@ def test_second_registration_without_replace_names_both_plugins() -> None:
     assert "FOUNDATION_DISABLE_PLUGINS" in str(err)
 
 
+def test_a_clash_of_two_application_objects_does_not_advise_the_variable_that_ignores_them() -> None:
+    """FOUNDATION_DISABLE_PLUGINS selects installed plugins only: following that advice for two
+    objects passed to start(plugins=...) left the clash as it was."""
+    import foundation_core
+    from foundation_core import hookimpl
+
+    class First:
+        @hookimpl
+        def foundation_register_patterns(self, register: Registrar) -> None:
+            register("dup", lambda policy: lambda fn: fn)
+
+    class Second(First):
+        pass
+
+    with pytest.raises(NameClashError) as exc_info:
+        foundation_core.start(
+            plugins=[First(), Second()], entry_points=False, env={"FOUNDATION_DISABLE_PLUGINS": "Second"}
+        )
+    message = str(exc_info.value)
+    assert "FOUNDATION_DISABLE_PLUGINS" not in message
+    assert "both are the application's (passed to start(plugins=...)) or the core's" in message
+    assert "pass replace=True in" in message
+
+
 def test_replace_true_takes_the_name_and_records_the_displaced() -> None:
     reg: Registry[str] = Registry("pattern")
     reg.add("retry", "x:a", plugin="a", app=False)
