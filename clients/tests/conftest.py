@@ -43,7 +43,7 @@ class NativeClient:
     project_binary: str = ""
     params: bool = False  # its fdn-client takes --params JSON (an extension of the contract)
     live: bool = False  # its own tests also call a real echo server, given FDN_TEST_PYTHON
-    # its own tests again under the language's memory or race checker (ASan+UBSan, -race), which
+    # its own tests again under the language's memory or race checker (ASan+UBSan and TSan, -race), which
     # finds what a plain run passes over: an overflow that lands in owned memory, a data race
     checked: tuple[str, ...] = ()
 
@@ -79,7 +79,7 @@ CLIENTS = {
         "c",
         build=("make", "-C", "clients/c"),
         test=("make", "-C", "clients/c", "test"),
-        checked=("make", "-C", "clients/c", "test-sanitize"),
+        checked=("make", "-C", "clients/c", "test-sanitize", "test-tsan"),
         binary="clients/c/build/fdn-client",
         hello="clients/c/examples/hello.c",
         hello_binary="clients/c/build/hello",

@@ -105,6 +105,9 @@ void moved_twice_checks(const char *python);
 void shared_name_checks(const char *python);
 void hung_call_gone_checks(const char *python);
 
+/* live_counters.c */
+void counters_thread_checks(const char *python);
+
 /* live_proof.c */
 void proof_checks(const char *python);
 

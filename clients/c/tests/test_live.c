@@ -50,6 +50,7 @@ int main(void) {
         moved_twice_checks(python);
         shared_name_checks(python);
         hung_call_gone_checks(python);
+        counters_thread_checks(python);
         proof_checks(python);
 
         struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
