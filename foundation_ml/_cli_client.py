@@ -328,6 +328,8 @@ def _json_array(name: str, value: Any, datatype: DataType | None) -> np.ndarray:
             raise ValueError("null is not a number")
         if datatype is None:  # not in the signature: the server names it
             return given
+        if given.dtype.kind in "UO":  # a string somewhere (numpy made every number text too)
+            _check_strings(value, datatype)
         if datatype is DataType.BF16:  # numbers are values (not bit patterns), strings as for FP
             return _bf16(value)
         if given.dtype.kind == "U" and datatype.numpy.kind != "f":  # "0" would be True for BOOL
@@ -339,6 +341,27 @@ def _json_array(name: str, value: Any, datatype: DataType | None) -> np.ndarray:
     except (ValueError, TypeError, ArithmeticError) as exc:  # an OverflowError is one
         raise ValueError(f"input {name}: {exc}") from None
     return array
+
+
+#: The strings a float or BF16 input takes: JSON has no number for them (``--json`` writes them).
+_NON_NUMBERS = frozenset({"NaN", "Infinity", "-Infinity"})
+
+
+def _check_strings(value: Any, datatype: DataType) -> None:
+    """A ValueError for the first string in ``value`` (JSON's nested lists) that is not one of
+    ``_NON_NUMBERS`` for a float or BF16 input, or for any string for another: numpy would parse
+    any numeric text (``"1e3"``, ``" 5 "``, ``"1_0"``, ``"inf"``) as Python's ``float`` does."""
+    from ._datatypes import DataType
+
+    floats = datatype is DataType.BF16 or datatype.numpy.kind == "f"
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, str) and not (floats and item in _NON_NUMBERS):
+            but = ' but "NaN", "Infinity" or "-Infinity"' if floats else ""
+            raise ValueError(f"a string is not a value of {datatype.name}{but}: {item!r}")
 
 
 def _cast(value: Any, datatype: DataType) -> np.ndarray:

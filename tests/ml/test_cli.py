@@ -433,7 +433,7 @@ def test_infer_refuses_to_make_an_absurdly_large_example_input() -> None:
         (
             "in.json",
             b'{"x": "two"}',
-            "cannot read inputs from .*in.json: input x: could not convert string to float",
+            "cannot read inputs from .*in.json: input x: a string is not a value of FP32 but .NaN.",
         ),
         (
             "in.json",

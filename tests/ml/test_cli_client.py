@@ -102,6 +102,21 @@ def test_json_values_the_datatype_cannot_hold_are_refused_naming_the_input(
     assert refused(path, datatype).startswith(reason)
 
 
+@pytest.mark.parametrize("datatype", ["FP32", "FP16", "FP64", "BF16"])
+@pytest.mark.parametrize("text", ["1e3", " 5 ", "1_0", "nan", "inf", "+Infinity", "1e40"])
+def test_a_json_string_for_a_float_input_is_only_one_of_the_three_non_numbers(
+    tmp_path: Path, datatype: str, text: str
+) -> None:
+    """Python's float() read any numeric text: "1e3" was sent as 1000, " 5 " as 5, "1_0" as 10,
+    "nan" and "inf" as NaN and an infinity (cli.md: a string only as "NaN", "Infinity" or
+    "-Infinity", what --json writes), and "1e40" was 'a value is out of range', not named."""
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps({"x": [[1.0, text]]}))
+    assert refused(path, datatype) == (
+        f'input x: a string is not a value of {datatype} but "NaN", "Infinity" or "-Infinity": {text!r}'
+    )
+
+
 _INTEGERS = {"INT8": (-128, 127), "UINT8": (0, 255), "INT32": (-(2**31), 2**31 - 1), "BOOL": (0, 1)}
 _values = st.one_of(
     st.integers(-(2**40), 2**40), st.floats(allow_nan=False, width=32), st.booleans(), st.none()
@@ -332,7 +347,7 @@ def test_json_numbers_for_a_bf16_input_are_its_values(tmp_path: Path) -> None:
     [
         ('{"x": [[1.0, 1e39]]}', "input x: 1e+39 is out of range for BF16 (-3.3895314e+38 to 3.3895314e+38)"),
         ('{"x": [[-3.4e38]]}', "input x: -3.4e+38 is out of range for BF16"),
-        ('{"x": [["one"]]}', "input x: could not convert string to float: 'one'"),
+        ('{"x": [["one"]]}', 'input x: a string is not a value of BF16 but "NaN", "Infinity" or'),
         ('{"x": [[1.0, null]]}', "input x: null is not a number"),
         ('{"x": [[1.0, 1' + "0" * 400 + "]]}", "input x: a value is out of range for BF16 (-3.3895314e+38"),
         ('{"x": [[1.0, -1e400]]}', '-1e400 is past the range of a number (write "Infinity"'),
