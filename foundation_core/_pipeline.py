@@ -63,9 +63,15 @@ def _policy(hub: Hub, name: str, spec: Any) -> Any:
 
 
 def _check_order(order: Sequence[str]) -> None:
-    """A text ``order`` would be read letter by letter, and a name given twice would wrap its
-    pattern twice (``retry`` twice: its attempts squared): both are refused, naming the order."""
-    if isinstance(order, str) or not all(isinstance(name, str) for name in order):
+    """A text ``order`` would be read letter by letter, one that is no sequence has no order (a
+    set's changes from run to run) or is used up by the first look (a generator), and a name
+    given twice would wrap its pattern twice (``retry`` twice: its attempts squared): all are
+    refused, naming the order."""
+    if (
+        isinstance(order, str)
+        or not isinstance(order, Sequence)
+        or not all(isinstance(name, str) for name in order)
+    ):
         raise FoundationError(
             f"pipeline: order must be a sequence of pattern names, outermost first, such as "
             f"('fallback', 'retry'), not {order!r}"

@@ -192,6 +192,18 @@ def test_an_order_given_as_text_is_refused_not_read_letter_by_letter(hub: Any) -
         resilient(order=("retry", None), retry=True)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "order",
+    [None, 42, {"retry", "fallback"}, {"retry": 1}, (name for name in ("retry",))],
+    ids=["None", "int", "set", "dict", "generator"],
+)
+def test_an_order_that_is_no_sequence_is_refused_naming_it(hub: Any, order: Any) -> None:
+    """Once None and 42 were a bare TypeError, a set or a dict an AttributeError ('count'), and a
+    generator, used up by the first look, 'unknown layer(s) retry; known: ' (none)."""
+    with pytest.raises(FoundationError, match=r"order must be a sequence of pattern names.* not "):
+        hub.pipeline(order=order, retry=True)
+
+
 def test_resilient_without_a_hub_says_so() -> None:
     from foundation_core._events import active_hub
 
