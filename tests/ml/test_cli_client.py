@@ -117,6 +117,18 @@ def test_a_json_string_for_a_float_input_is_only_one_of_the_three_non_numbers(
     )
 
 
+@pytest.mark.parametrize("datatype", ["INT32", "UINT8", "BOOL", "BYTES"])
+@pytest.mark.parametrize("text", ["a", "5", "NaN"])
+def test_a_json_string_for_an_input_not_of_floats_is_refused_naming_that_string(
+    tmp_path: Path, datatype: str, text: str
+) -> None:
+    """numpy makes every number of a list holding a string text too: the message named the
+    list's first element, a number (x: [[1, "a"]] for INT32 was "a string ...: '1'")."""
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps({"x": [[1, text]]}))
+    assert refused(path, datatype) == f"input x: a string is not a value of {datatype}: {text!r}"
+
+
 _INTEGERS = {"INT8": (-128, 127), "UINT8": (0, 255), "INT32": (-(2**31), 2**31 - 1), "BOOL": (0, 1)}
 _values = st.one_of(
     st.integers(-(2**40), 2**40), st.floats(allow_nan=False, width=32), st.booleans(), st.none()
