@@ -69,6 +69,9 @@ extern int (*fdn_shm_open)(const char *name, int flags, mode_t mode);
 extern int (*fdn_fchmod)(int fd, mode_t mode);
 extern int (*fdn_ftruncate)(int fd, off_t size);
 extern int (*fdn_posix_fallocate)(int fd, off_t offset, off_t len); /* returns the error number */
+/* posix_fallocate calls in a row a signal may interrupt (EINTR) before a data segment's creation
+ * fails OVERLOADED (spec 10.1 step 6) */
+#define FDN_FALLOCATE_TRIES 100
 extern void *(*fdn_mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t offset);
 /* section 10.3: whether the server counts hung, and how long it has not beaten (*silent_ms) */
 int fdn_hung(const struct fdn_client *c, uint64_t *silent_ms);

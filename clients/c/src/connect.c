@@ -238,10 +238,11 @@ int fdn_data_name(char out[64], const char *server, uint32_t index, uint32_t pid
 
 /* errno of a failed step of creating a data segment (spec 10.1 step 6), shm_open included (a tmpfs
  * out of inodes fails it ENOSPC): OVERLOADED when /dev/shm or memory has no room now or no file
- * descriptor is free now (it may be later), TOO_LARGE for a size no file or /dev/shm can ever hold
+ * descriptor is free now, or a posix_fallocate interrupted FDN_FALLOCATE_TRIES times in a row (it
+ * may be later), TOO_LARGE for a size no file or /dev/shm can ever hold
  * (`sized`: a step after shm_open, which sizes, allocates or maps), INTERNAL for anything else. */
 static enum fdn_status alloc_status(int e, int sized) {
-    if (e == ENOSPC || e == ENOMEM || e == EMFILE || e == ENFILE) return FDN_OVERLOADED;
+    if (e == ENOSPC || e == ENOMEM || e == EMFILE || e == ENFILE || e == EINTR) return FDN_OVERLOADED;
     if (sized && (e == EFBIG || e == EOVERFLOW || e == EINVAL)) return FDN_TOO_LARGE;
     return FDN_INTERNAL;
 }
@@ -299,9 +300,11 @@ static enum fdn_status create_data(struct fdn_client *c, const char *name, uint6
         step = "posix_fallocate";
         /* returns the error, leaves errno; EINTR: a signal came during it (older kernels stop a
          * tmpfs allocation at any signal, newer at a fatal one), made again as Python's
-         * os.posix_fallocate does (PEP 475) */
-        while ((e = fdn_posix_fallocate(fd, 0, (off_t)size)) == EINTR) {
-        }
+         * os.posix_fallocate does (PEP 475), FDN_FALLOCATE_TRIES times in a row at most: tmpfs
+         * undoes what an interrupted call allocated, so signals that come faster than a large
+         * segment allocates (a profiler's timer) kept the connect trying for ever */
+        for (int tries = 1; (e = fdn_posix_fallocate(fd, 0, (off_t)size)) == EINTR && tries < FDN_FALLOCATE_TRIES;)
+            tries++;
         if (e == EOPNOTSUPP || e == ENOSYS || e == ENODEV) e = 0; /* cannot allocate: stays sparse */
     }
     void *mem = MAP_FAILED;
@@ -316,11 +319,12 @@ static enum fdn_status create_data(struct fdn_client *c, const char *name, uint6
     }
     if (e) {
         enum fdn_status st = alloc_status(e, fd >= 0);
+        char later[80] = "";
+        if (e == EMFILE || e == ENFILE) snprintf(later, sizeof later, ": no file descriptor free now, it may be later");
+        else if (e == EINTR) snprintf(later, sizeof later, ": %d times in a row, it may pass later", FDN_FALLOCATE_TRIES);
+        else if (st == FDN_OVERLOADED) snprintf(later, sizeof later, ": no room now, it may fit later");
         return fdn_fail(err, st, 0, "shm server '%s' channel %u: cannot allocate data segment %s of %llu bytes in /dev/shm (%s: %s)%s",
-                        c->name, c->index, name, sz, step, strerror(e),
-                        e == EMFILE || e == ENFILE ? ": no file descriptor free now, it may be later"
-                        : st == FDN_OVERLOADED     ? ": no room now, it may fit later"
-                                                   : "");
+                        c->name, c->index, name, sz, step, strerror(e), later);
     }
     *out = mem;
     return FDN_OK;

@@ -48,7 +48,9 @@ fdn_client *allocation_checks(const char *name) {
  * (EFBIG, EOVERFLOW, EINVAL once the segment exists) is TOO_LARGE; anything else, shm_open's EINVAL
  * included, is INTERNAL. A posix_fallocate the file system cannot do (EOPNOTSUPP) leaves the
  * segment sparse and the connect goes on; one a signal interrupted (EINTR) is made again: it failed
- * the connect INTERNAL. */
+ * the connect INTERNAL; but not for ever: interrupted FDN_FALLOCATE_TRIES times in a row (signals
+ * that come faster than tmpfs allocates, which undoes an interrupted call's pages), OVERLOADED,
+ * it may pass later (it tried for as long as the signals came). */
 static const char *failing_step; /* the next `step_fails` calls of this step fail `step_errno` */
 static int step_fails, step_errno;
 
@@ -148,6 +150,25 @@ void segment_step_failure_checks(const char *name) {
               "the connect whose %s failed %s kept a channel or left a data segment", cases[i].step,
               strerror(cases[i].e));
     }
+    fdn_client *c = NULL;
+    struct fdn_error err = {0};
+    char want[160];
+    snprintf(want, sizeof want, "(posix_fallocate: %s): %d times in a row, it may pass later",
+             strerror(EINTR), FDN_FALLOCATE_TRIES);
+    failing_step = "posix_fallocate";
+    step_errno = EINTR;
+    step_fails = 1000 * FDN_FALLOCATE_TRIES; /* (the old loop got through them: a connect) */
+    fallocate_calls = 0;
+    enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+    step_fails = 0;
+    size_t n = strlen(err.message), w = strlen(want);
+    CHECK(st == FDN_OVERLOADED && n >= w && strcmp(err.message + n - w, want) == 0 &&
+              fallocate_calls == FDN_FALLOCATE_TRIES,
+          "a posix_fallocate interrupted every time: %s '%s' after %d calls; want OVERLOADED '...%s' after %d",
+          fdn_strerror(st), err.message, fallocate_calls, want, FDN_FALLOCATE_TRIES);
+    if (c) fdn_close(c);
+    CHECK(owned(r) == before && data_segments(name, NULL) == segments,
+          "the connect whose posix_fallocate was interrupted every time kept a channel or left a data segment");
     fdn_shm_open = shm_open;
     fdn_fchmod = fchmod;
     fdn_ftruncate = ftruncate;

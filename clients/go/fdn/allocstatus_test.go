@@ -21,6 +21,7 @@ func TestAllocStatus(t *testing.T) {
 		{syscall.ENFILE, Overloaded, Overloaded},
 		{syscall.ENOSPC, Overloaded, Overloaded},
 		{syscall.ENOMEM, Overloaded, Overloaded},
+		{syscall.EINTR, Overloaded, Overloaded},
 		{syscall.EFBIG, Internal, TooLarge},
 		{syscall.EOVERFLOW, Internal, TooLarge},
 		{syscall.EINVAL, Internal, TooLarge},
@@ -98,6 +99,40 @@ func TestCreateDataNoDescriptor(t *testing.T) {
 		t.Fatal("createData at the file limit succeeded")
 	}
 	wantError(t, "createData at the file limit", err, Overloaded, "no file descriptor free now")
+	if _, serr := os.Stat("/dev/shm" + name); !os.IsNotExist(serr) {
+		shmUnlink(name)
+		t.Fatalf("%s left in /dev/shm (%v)", name, serr)
+	}
+}
+
+// TestCreateDataFallocateInterruptedEveryTime: a posix_fallocate that a signal interrupts
+// (EINTR) is made again, but not for ever: interrupted fallocateTries times in a row (signals that
+// come faster than tmpfs allocates, which undoes an interrupted call's pages) the data segment's
+// creation fails OVERLOADED, it may pass later, and nothing is left in /dev/shm. It tried for as
+// long as the signals came.
+func TestCreateDataFallocateInterruptedEveryTime(t *testing.T) {
+	real := fallocateSys
+	t.Cleanup(func() { fallocateSys = real })
+	calls := 0
+	fallocateSys = func(fd int, mode uint32, off int64, size int64) error {
+		if calls++; calls <= 1000*fallocateTries { // (the old loop got through them: a segment)
+			return syscall.EINTR
+		}
+		return real(fd, mode, off, size)
+	}
+	c := &Client{name: "allocstatus-test", index: 0, mode: 0o600}
+	name := fmt.Sprintf("/fdn-allocstatus-test-d0-%d-1", os.Getpid())
+	mem, token, err := c.createData(name, page, page)
+	if err == nil {
+		syscall.Munmap(mem)
+		unlinkOwn(name, token)
+		t.Fatalf("createData with posix_fallocate interrupted every time succeeded after %d calls", calls)
+	}
+	want := fmt.Sprintf("(posix_fallocate: %v): %d times in a row, it may pass later", syscall.EINTR, fallocateTries)
+	wantError(t, "createData with posix_fallocate interrupted every time", err, Overloaded, want)
+	if !strings.HasSuffix(err.Error(), want) || calls != fallocateTries {
+		t.Errorf("createData: %q after %d calls; want it to end %q after %d", err, calls, want, fallocateTries)
+	}
 	if _, serr := os.Stat("/dev/shm" + name); !os.IsNotExist(serr) {
 		shmUnlink(name)
 		t.Fatalf("%s left in /dev/shm (%v)", name, serr)

@@ -38,12 +38,13 @@ func dataName(server string, index uint32, pid int, gen uint64) (string, error) 
 
 // allocStatus is the code of a failed step of creating a data segment (spec 10.1 step 6),
 // shm_open included (a tmpfs out of inodes fails it ENOSPC): OVERLOADED when /dev/shm or memory
-// has no room now or no file descriptor is free now (it may be later), TOO_LARGE for a size no
+// has no room now, no file descriptor is free now or a posix_fallocate was interrupted
+// fallocateTries times in a row (it may be later), TOO_LARGE for a size no
 // file or /dev/shm can ever hold (sized: a step after shm_open, which sizes, allocates or maps),
 // INTERNAL for anything else.
 func allocStatus(err error, sized bool) Status {
 	switch err {
-	case syscall.ENOSPC, syscall.ENOMEM, syscall.EMFILE, syscall.ENFILE:
+	case syscall.ENOSPC, syscall.ENOMEM, syscall.EMFILE, syscall.ENFILE, syscall.EINTR:
 		return Overloaded
 	case syscall.EFBIG, syscall.EOVERFLOW, syscall.EINVAL:
 		if sized {
@@ -84,14 +85,26 @@ func unlinkOwn(name string, token uint64) {
 // (ENOSPC: a tmpfs out of inodes).
 var shmOpenData = shmOpen
 
+// fallocateTries is how many posix_fallocate calls in a row a signal may interrupt (EINTR) before
+// a data segment's creation fails OVERLOADED (spec 10.1 step 6).
+const fallocateTries = 100
+
+// fallocateSys is fallocate(2) as fallocate calls it; a test interrupts it.
+var fallocateSys = syscall.Fallocate
+
 // fallocate allocates the pages of the segment behind fd (posix_fallocate); a file system that
-// cannot leaves it sparse, as before. Interrupted (the runtime's signals), it starts again.
+// cannot leaves it sparse, as before. Interrupted (the runtime's signals), it starts again, up to
+// fallocateTries times in a row: tmpfs undoes what an interrupted call allocated, so signals that
+// come faster than a large segment allocates (a profiler's timer, on older kernels) kept it
+// trying for ever.
 func fallocate(fd int, size int64) error {
-	for {
-		err := syscall.Fallocate(fd, 0, 0, size)
+	for tries := 1; ; tries++ {
+		err := fallocateSys(fd, 0, 0, size)
 		switch err {
 		case syscall.EINTR:
-			continue
+			if tries < fallocateTries {
+				continue
+			}
 		case syscall.EOPNOTSUPP, syscall.ENOSYS, syscall.ENODEV:
 			return nil
 		}
@@ -161,6 +174,8 @@ func (c *Client) createData(name string, reqCap, respCap uint64) ([]byte, uint64
 		code, later := allocStatus(err, opened), ""
 		if err == syscall.EMFILE || err == syscall.ENFILE {
 			later = ": no file descriptor free now, it may be later"
+		} else if err == syscall.EINTR {
+			later = fmt.Sprintf(": %d times in a row, it may pass later", fallocateTries)
 		} else if code == Overloaded {
 			later = ": no room now, it may fit later"
 		}

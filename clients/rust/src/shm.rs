@@ -200,21 +200,37 @@ pub struct CreateError {
     pub error: io::Error,
 }
 
+/// How many `posix_fallocate` calls in a row a signal may interrupt (EINTR) before a segment's
+/// allocation fails with that error (OVERLOADED for a data segment, spec 10.1 step 6).
+pub const FALLOCATE_TRIES: u32 = 100;
+
 /// Allocate every page of the file behind `file` (where the file system cannot, it stays sparse,
-/// as before); interrupted by a signal, start again.
+/// as before); interrupted by a signal, start again, up to [`FALLOCATE_TRIES`] times in a row:
+/// tmpfs undoes what an interrupted call allocated, so signals that come faster than a large
+/// segment allocates (a profiler's timer, on older kernels) kept it trying for ever.
 fn allocate(file: &File, len: usize) -> io::Result<()> {
     let len = i64::try_from(len).map_err(|_| io::Error::from_raw_os_error(ffi::EFBIG))?;
     if len == 0 {
         return Ok(());
     }
+    let mut tries = 1;
     loop {
-        // SAFETY: a plain system call on an open descriptor.
-        match unsafe { ffi::posix_fallocate(file.as_raw_fd(), 0, len) } {
+        match fallocate(file, len) {
             0 | ffi::EOPNOTSUPP | ffi::ENOSYS | ffi::ENODEV => return Ok(()),
-            ffi::EINTR => continue,
+            ffi::EINTR if tries < FALLOCATE_TRIES => tries += 1,
             e => return Err(io::Error::from_raw_os_error(e)),
         }
     }
+}
+
+/// `posix_fallocate` of the first `len` bytes: 0 or the error number.
+fn fallocate(file: &File, len: i64) -> i32 {
+    #[cfg(test)]
+    if blind::interrupt() {
+        return ffi::EINTR;
+    }
+    // SAFETY: a plain system call on an open descriptor.
+    unsafe { ffi::posix_fallocate(file.as_raw_fd(), 0, len) }
 }
 
 /// The total size of the file system at `path` (`statvfs`: blocks x fragment size), if it says.
@@ -487,6 +503,28 @@ pub(crate) mod blind {
         if let Some(then) = then {
             then();
         }
+    }
+
+    thread_local! {
+        static INTERRUPTS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// The next `calls` `posix_fallocate` calls on this thread are interrupted (EINTR).
+    pub(crate) fn interrupt_fallocate(calls: u32) {
+        INTERRUPTS.with(|n| n.set(calls));
+    }
+
+    /// How many of them are left.
+    pub(crate) fn interrupts_left() -> u32 {
+        INTERRUPTS.with(Cell::get)
+    }
+
+    pub(super) fn interrupt() -> bool {
+        INTERRUPTS.with(|n| {
+            let left = n.get();
+            n.set(left.saturating_sub(1));
+            left > 0
+        })
     }
 
     /// The next `reads` reads of `/proc/PID/stat` on this thread fail EMFILE.

@@ -147,18 +147,28 @@ pub(super) fn create_data(
 
 /// The error of a failed create, size or allocation of the segment `what` (spec 10.1 step 6): no
 /// room or no file descriptor at any step, `shm_open` included (a tmpfs out of inodes fails it
-/// ENOSPC), is OVERLOADED; a size that can never fit is TOO_LARGE only at a step after `shm_open`
+/// ENOSPC), or a `posix_fallocate` interrupted `shm::FALLOCATE_TRIES` times in a row, is OVERLOADED; a size that can never fit is TOO_LARGE only at a step after `shm_open`
 /// (its EINVAL is no size); anything else is INTERNAL.
 fn allocation_error(what: &str, size: usize, e: CreateError) -> Error {
     let sized = e.step != "shm_open";
+    let tries = shm::FALLOCATE_TRIES;
     let (status, later) = match e.error.raw_os_error() {
-        Some(ffi::ENOSPC | ffi::ENOMEM) => (Status::Overloaded, ": no room now, it may fit later"),
+        Some(ffi::ENOSPC | ffi::ENOMEM) => {
+            (Status::Overloaded, ": no room now, it may fit later".into())
+        }
         Some(ffi::EMFILE | ffi::ENFILE) => (
             Status::Overloaded,
-            ": no file descriptor free now, it may be later",
+            ": no file descriptor free now, it may be later".into(),
         ),
-        Some(ffi::EFBIG | ffi::EOVERFLOW | ffi::EINVAL) if sized => (Status::TooLarge, ""),
-        _ => (Status::Internal, ""),
+        // posix_fallocate interrupted by signals every time (shm::FALLOCATE_TRIES)
+        Some(ffi::EINTR) => (
+            Status::Overloaded,
+            format!(": {tries} times in a row, it may pass later"),
+        ),
+        Some(ffi::EFBIG | ffi::EOVERFLOW | ffi::EINVAL) if sized => {
+            (Status::TooLarge, String::new())
+        }
+        _ => (Status::Internal, String::new()),
     };
     Error::new(
         status,
@@ -233,6 +243,41 @@ mod tests {
         named().tokens.remove(&name);
         let _ = shm::unlink(&name);
         assert_eq!(after_drop, (false, false), "after the drop");
+    }
+
+    /// A `posix_fallocate` that a signal interrupts (EINTR) is made again, but not for ever:
+    /// interrupted `FALLOCATE_TRIES` times in a row (signals that come faster than tmpfs
+    /// allocates, which undoes an interrupted call's pages), the data segment's creation fails
+    /// OVERLOADED, it may pass later, and nothing is left. It tried for as long as the signals came.
+    #[test]
+    fn an_allocation_interrupted_every_time_is_overloaded() {
+        let server = format!("rustintr{}", std::process::id());
+        let many = 1000 * shm::FALLOCATE_TRIES; // (the old loop got through them: a segment)
+        shm::blind::interrupt_fallocate(many);
+        let made = create_data(&server, 0, 1, 4096, 4096, 0o600);
+        let calls = many - shm::blind::interrupts_left();
+        shm::blind::interrupt_fallocate(0);
+        let name = l::data_name(&server, 0, std::process::id(), 1).unwrap();
+        let left_after = left(&name);
+        let Err(e) = made else {
+            panic!("a data segment made after {calls} posix_fallocate calls"); // (dropped: unlinked)
+        };
+        let want = format!(
+            "(posix_fallocate: {}): {} times in a row, it may pass later",
+            io::Error::from_raw_os_error(ffi::EINTR),
+            shm::FALLOCATE_TRIES
+        );
+        assert_eq!(
+            (e.code, e.message.ends_with(&want), calls),
+            (Status::Overloaded, true, shm::FALLOCATE_TRIES),
+            "{}; want it to end {want}",
+            e.message
+        );
+        assert_eq!(
+            left_after,
+            (false, false),
+            "the segment, or its record, left"
+        );
     }
 
     fn status(errno: i32) -> (Status, String) {
