@@ -104,8 +104,11 @@ func (p *Pool) InferCall(ctx context.Context, model string, inputs []Input, call
 // back (it is closed) if it was closed, lost its server, or fn's error is SERVER_UNAVAILABLE
 // (CodeOf sees through wrapping), or if fn panics. Do returns fn's error, or the pool's: closed,
 // the context ended while waiting for a client (DEADLINE_EXCEEDED wrapping ctx.Err()), or the
-// connect's.
+// connect's. A nil fn is INVALID_INPUT, no client taken.
 func (p *Pool) Do(ctx context.Context, fn func(c *Client) error) error {
+	if fn == nil {
+		return fail(InvalidInput, 0, "nil callback: Do lends a client to fn, which must not be nil")
+	}
 	return p.do(ctx, "", false, fn)
 }
 
