@@ -106,15 +106,28 @@ def _outputs_on(result: Any, names: list[str], device: torch.device) -> dict[str
     elif isinstance(result, Mapping):
         items = [(k, result[k]) for k in names if k in result]
     elif isinstance(result, tuple | list):
-        items = list(zip(names, result, strict=False))
+        items = list(zip(names, _in_order(result, names), strict=True))
     else:
         raise TypeError(f"model returned {type(result).__name__}, expected a tensor, tuple or dict")
     return {k: v if v.device == device else v.to(device) for k, v in items}
 
 
+def _in_order(result: tuple[Any, ...] | list[Any], names: list[str]) -> tuple[Any, ...] | list[Any]:
+    """A tuple or list answer, whose items are the declared outputs in order, one each: an item
+    more or fewer would shift or drop a name (a model returning ``(logits, probs)`` declared
+    ``{"probs": ...}`` answered its logits as ``probs``)."""
+    if len(result) != len(names):
+        raise TypeError(
+            f"model returned a {type(result).__name__} of {len(result)} outputs, but the signature "
+            f"declares {len(names)} ({', '.join(names) or 'none'}), matched to them in order: declare "
+            "every output it returns, in its order, or return a dict of the declared names"
+        )
+    return result
+
+
 class TorchModel(LoadedModel):
     """Calls ``module(*inputs in signature order)``; the result may be a tensor (one output), a
-    tuple or list (outputs in order) or a dict (outputs by name). Takes numpy arrays and torch
+    tuple or list (every declared output, in order) or a dict (outputs by name). Takes numpy arrays and torch
     tensors (see the module docstring); on ``cuda:N`` it declares ``device_tensors``."""
 
     platform = "pytorch"
@@ -203,7 +216,8 @@ class TorchModel(LoadedModel):
         if isinstance(result, Mapping):
             return {k: _to_numpy(result[k]) for k in self._out_names if k in result}
         if isinstance(result, tuple | list):
-            return {k: _to_numpy(v) for k, v in zip(self._out_names, result, strict=False)}
+            names = self._out_names
+            return {k: _to_numpy(v) for k, v in zip(names, _in_order(result, names), strict=True)}
         raise TypeError(f"model returned {type(result).__name__}, expected a tensor, tuple or dict")
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from foundation_torch.demo import build_demo
 
 from foundation_ml import DataType, InferenceClient, MLRuntime, ModelLoadError
 from foundation_ml._signature import parse_signature
+from foundation_ml.errors import HandlerError
 
 DEMO = "foundation_torch.demo:build_demo"
 
@@ -608,3 +609,37 @@ def test_read_only_inputs_are_served_quietly_and_user_code_still_warns(mode: str
     )
     assert proc.returncode == 0, proc.stderr
     assert ("The given NumPy array is not writable" in proc.stderr) is warns, proc.stderr
+
+
+class _TwoHeads(torch.nn.Module):
+    """Returns ``(logits, probs)``, both ``FP32[-1, 3]``."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = x * 10
+        return logits, torch.softmax(logits, dim=1)
+
+
+def test_a_tuple_answer_of_more_items_than_declared_outputs_is_refused_not_shifted(
+    runtime: MLRuntime,
+) -> None:
+    """A tuple is matched to the declared outputs in order; one of more items than declared was cut
+    to their number, so ``(logits, probs)`` declared ``{"probs": ...}`` answered the logits as
+    ``probs``, unseen: the shapes agreed. It fails the warm-up naming both counts, and with
+    ``warmup=False`` each request (a ``HandlerError``), as does a tuple of too few."""
+    probs_only = {"x": "FP32[-1, 3]"}, {"probs": "FP32[-1, 3]"}
+    with pytest.raises(
+        ModelLoadError, match=r"returned a tuple of 2 outputs, but the signature declares 1 \(probs\)"
+    ):
+        runtime.register_model("two", _TwoHeads(), inputs=probs_only[0], outputs=probs_only[1])
+    assert runtime.registry.names() == []
+    runtime.register_model("two", _TwoHeads(), inputs=probs_only[0], outputs=probs_only[1], warmup=False)
+    three = {"a": "FP32[-1, 3]", "b": "FP32[-1, 3]", "c": "FP32[-1, 3]"}
+    runtime.register_model("three", _TwoHeads(), inputs=probs_only[0], outputs=three, warmup=False)
+    runtime.start("inproc", f"torch-test-{id(runtime)}")
+    with InferenceClient(f"torch-test-{id(runtime)}", transport="inproc", hub=runtime.hub) as client:
+        for model, told in (
+            ("two", "2 outputs, but the signature declares 1"),
+            ("three", "2 outputs, but the signature declares 3"),
+        ):
+            with pytest.raises(HandlerError, match=told):
+                client.infer(model, {"x": np.ones((1, 3), np.float32)})
