@@ -134,7 +134,9 @@ def save_torchscript(
     inputs: SignatureLike | None = None,
     outputs: SignatureLike | None = None,
 ) -> Path:
-    """Script (or trace-free save) ``module`` to ``path`` with its signature embedded."""
+    """Script (or trace-free save) ``module`` to ``path`` with its signature embedded. ``path``
+    ends in a suffix the backend reads as TorchScript (``.pt``, ``.ts``, ``.torchscript``, ``.jit``)."""
+    _check_suffix(path, SCRIPT_SUFFIXES, "save_torchscript")
     sig = signature_json(module, inputs, outputs)
     scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
     torch.jit.save(scripted, str(path), _extra_files={SIGNATURE_FILE: sig})
@@ -145,9 +147,20 @@ def save_export(
     program: torch.export.ExportedProgram, path: str | Path, *, inputs: SignatureLike, outputs: SignatureLike
 ) -> Path:
     """Save a ``torch.export.ExportedProgram`` to ``path`` (``.pt2``) with its signature embedded."""
+    _check_suffix(path, {".pt2"}, "save_export")
     sig = signature_json(None, inputs, outputs)
     torch.export.save(program, str(path), extra_files={SIGNATURE_FILE: sig})
     return Path(path)
+
+
+def _check_suffix(path: str | Path, suffixes: set[str], writer: str) -> None:
+    """A file the backend would not load (it tells files by their suffix: ``model.pth`` is none of
+    its files) is refused before anything is written."""
+    if suffix(path) not in suffixes:
+        raise ValueError(
+            f"{writer}: {str(path)!r} must end in {', '.join(sorted(suffixes))} (any case), the suffix "
+            "by which register_model and foundation serve load it; nothing was written"
+        )
 
 
 def _check_threads(name: str, threads: Any) -> None:

@@ -66,16 +66,32 @@ def load_module(
         if not complete and file_sig:
             return module, fill(given, file_sig), f"{spec}:{SIGNATURE_FILE}", ""
         return module, given, source, ""
+    if isinstance(spec, Path) or (isinstance(spec, str) and ":" not in spec):
+        raise ModelLoadError(_not_a_model(spec), model=name)
     if isinstance(spec, str):
-        if ":" not in spec:
-            raise ModelLoadError(
-                f"{spec!r} is neither an existing model file or package nor a factory 'pkg.module:build'",
-                model=name,
-            )
         return build(name, spec, factory_kwargs or {}), given, source, ""
     if callable(spec):
         return spec, given, source, ""
     raise ModelLoadError(f"cannot load a {type(spec).__name__} as a torch model", model=name)
+
+
+def _not_a_model(spec: str | Path) -> str:
+    """Why a path (or a word) is none of the specs, as ``foundation serve`` says it: the files are
+    told by their suffix, so an existing ``model.pth`` is no model file (it was called not
+    existing, and a ``Path`` of any of them "a PosixPath" that cannot be loaded)."""
+    path = Path(spec)
+    if path.is_dir():
+        return f"{str(spec)!r} is a directory without manifest.json, not a model package"
+    files = ", ".join(sorted(SCRIPT_SUFFIXES)) + ", .pt2"
+    held = (
+        f" (the file is there: its suffix {path.suffix or '(none)'!r} is none of those)"
+        if path.is_file()
+        else ""
+    )
+    return (
+        f"{str(spec)!r} is neither a model file ({files}), a model package nor a factory "
+        f"'pkg.module:build'{held}"
+    )
 
 
 def build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None = None) -> Any:

@@ -329,7 +329,9 @@ def test_file_that_does_not_load_is_named(runtime: MLRuntime, tmp_path: Path) ->
 def test_factory_that_cannot_be_imported(runtime: MLRuntime) -> None:
     with pytest.raises(ModelLoadError, match=r"factory 'nosuch\.module:build' cannot be imported"):
         runtime.register_model("m", "nosuch.module:build")
-    with pytest.raises(ModelLoadError, match="neither an existing model file"):
+    with pytest.raises(
+        ModelLoadError, match=r"neither a model file \(\.jit, \.pt, \.torchscript, \.ts, \.pt2\)"
+    ):
         runtime.register_model("m", "just-a-word")
 
 
@@ -643,3 +645,39 @@ def test_a_tuple_answer_of_more_items_than_declared_outputs_is_refused_not_shift
         ):
             with pytest.raises(HandlerError, match=told):
                 client.infer(model, {"x": np.ones((1, 3), np.float32)})
+
+
+def test_an_existing_file_of_another_suffix_is_named_with_the_suffixes_read(
+    runtime: MLRuntime, tmp_path: Path
+) -> None:
+    """``model.pth`` (torch.save's usual name) was 'neither an existing model file or package' as a
+    ``str``, though it exists, and 'cannot load a PosixPath' as a ``Path`` (a directory without a
+    manifest too): each says which suffixes are model files, as ``foundation serve`` does."""
+    pth = tmp_path / "model.pth"
+    torch.save(build_demo().state_dict(), pth)
+    for spec in (str(pth), pth):
+        with pytest.raises(ModelLoadError) as caught:
+            runtime.register_model("m", spec)
+        assert str(caught.value) == (
+            f"model 'm': {str(pth)!r} is neither a model file (.jit, .pt, .torchscript, .ts, .pt2), a model "
+            "package nor a factory 'pkg.module:build' (the file is there: its suffix '.pth' is none of those)"
+        )
+    with pytest.raises(ModelLoadError, match=r"is a directory without manifest\.json, not a model package"):
+        runtime.register_model("m", tmp_path)
+    assert runtime.registry.names() == []
+
+
+def test_save_refuses_a_suffix_the_backend_would_not_load(tmp_path: Path) -> None:
+    """``save_torchscript(module, "model.pth")`` wrote a file that neither ``register_model`` nor
+    ``foundation serve`` loads (files are told by their suffix); it and ``save_export`` to a
+    ``.pt`` are a ``ValueError`` naming the suffixes, and nothing is written."""
+    with pytest.raises(
+        ValueError, match=r"save_torchscript: '.*model\.pth' must end in \.jit, \.pt, \.torchscript, \.ts"
+    ):
+        save_torchscript(build_demo(), tmp_path / "model.pth")
+    program = torch.export.export(build_demo(), (torch.zeros(2, 784),))
+    with pytest.raises(ValueError, match=r"save_export: '.*model\.pt' must end in \.pt2 \(any case\)"):
+        save_export(
+            program, tmp_path / "model.pt", inputs={"x": "FP32[2, 784]"}, outputs={"y": "FP32[2, 10]"}
+        )
+    assert list(tmp_path.iterdir()) == []
