@@ -197,6 +197,18 @@ def test_an_input_file_of_the_wrong_size_is_a_usage_error_naming_its_bytes(
     assert proc.returncode == EXIT_USAGE, proc.stdout + proc.stderr
 
 
+def test_an_input_file_that_cannot_be_opened_is_a_usage_error_naming_it(
+    client: NativeClient, tmp_path: Path
+) -> None:
+    """The C driver said only "cannot open an --input file", naming neither the file nor why
+    (Go and Rust named both); each names the file and the reason (exit 2)."""
+    missing = tmp_path / "missing.bin"
+    argv = ["infer", "--name", "nosuch_srv", "--model", "m", "--input", f"a:FP32:1,4:{missing}"]
+    proc = subprocess.run([str(client.path), *argv], capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert str(missing) in proc.stderr and "no such file" in proc.stderr.lower(), proc.stderr
+
+
 def test_an_unknown_option_is_called_unknown(client: NativeClient) -> None:
     argv = ["infer", "--name", "x", "--model", "demo", "--bogus"]
     proc = subprocess.run([str(client.path), *argv], capture_output=True, timeout=30, check=False, text=True)

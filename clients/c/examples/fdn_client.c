@@ -96,7 +96,10 @@ static int parse_input(struct args *a, char *spec) {
         return usage(why);
     }
     FILE *f = fopen(file, "rb");
-    if (!f) return usage("cannot open an --input file");
+    if (!f) {
+        snprintf(why, sizeof why, "--input %s: cannot open %s: %s", name, file, strerror(errno));
+        return usage(why);
+    }
     if (size > SIZE_MAX || !(a->data[a->n_inputs] = malloc(size ? (size_t)size : 1))) {
         fclose(f);
         snprintf(why, sizeof why, "--input %s: cannot allocate the %llu bytes of %s%s", name,
