@@ -14,6 +14,9 @@
  * memory: SIGSEGV). A call cannot be interrupted; bound it with its timeout_ms, and close once it
  * returned. Outputs are views on the channel's response area, and fdn_loan_data's pointers views
  * on its request area: valid until the next call on the same client, never after fdn_close.
+ * After fork(), a client is still its parent's: the child's copy never touches the parent's channel
+ * or data segment (its fdn_close frees the copy only; its first call connects a channel of its own,
+ * a reconnect; a loan made before the fork is not lent out there).
  *
  * Arguments and memory: every function that returns an fdn_status takes err == NULL (then only the
  * code says what went wrong); err->message is always NUL-terminated (cut at 255 bytes). The client

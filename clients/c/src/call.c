@@ -164,6 +164,7 @@ static enum fdn_status reconnect(struct fdn_client *c, uint64_t deadline, const 
  * while it waited) and is on a new connection: its request is a resend once published (spec
  * 10.5); a connection an earlier call dropped is only reconnected. */
 static enum fdn_status ready(struct fdn_client *c, uint64_t deadline, int *again, int *moved, struct fdn_error *err) {
+    if (fdn_forked(c)) fdn_forget(c); /* a forked child connects its own channel, as a reconnect */
     int stopped = notice_stop(c);
     if (!c->connected) {
         fdn_disconnect(c);
@@ -532,7 +533,7 @@ static enum fdn_status loan_begin(fdn_client *c, const char *model, const struct
 }
 
 void *fdn_loan_data(fdn_client *c, uint32_t index) {
-    if (!c || !c->loaned || index >= c->req.input_count) return NULL;
+    if (!c || !c->loaned || fdn_forked(c) || index >= c->req.input_count) return NULL;
     return c->data + c->req.inputs[index].data_offset;
 }
 
@@ -546,6 +547,14 @@ enum fdn_status fdn_loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_res
 }
 
 static enum fdn_status loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_result *res, struct fdn_error *err) {
+    if (fdn_forked(c)) {
+        int had = c->loaned;
+        fdn_forget(c);
+        if (had)
+            return fdn_fail(err, FDN_INVALID_INPUT, 0,
+                            "no loan: it was made in the parent process, before fork(), in its request area; "
+                            "fdn_loan_begin again in this one");
+    }
     if (!c->loaned && c->loan_ended)
         return fdn_fail(err, FDN_INVALID_INPUT, 0,
                         "no loan: it ended when its request %llu failed while still with the server, which may be "

@@ -48,6 +48,7 @@ struct fdn_client {
     int ever_connected;
     int found_gone; /* the last connect failed because the region's server is gone (10.3) */
     struct fdn_counters counts;
+    unsigned long forks; /* the process's fork count when it connected (fdn_forked) */
 };
 
 uint64_t fdn_now_ns(void); /* CLOCK_MONOTONIC, the clock of deadlines */
@@ -83,5 +84,12 @@ enum fdn_status fdn_attach(struct fdn_client *c, uint64_t req_cap, uint64_t resp
  * hung server's beat (10.3) and for the region mutex as connect_timeout_ms does */
 enum fdn_status fdn_connect_now(struct fdn_client *c, uint64_t deadline, struct fdn_error *err);
 void fdn_disconnect(struct fdn_client *c); /* unmap, close, unlink the data segment */
+/* Whether c was connected in another process than this one: this is a child forked since, and
+ * c's channel and data segment are the parent's. */
+int fdn_forked(const struct fdn_client *c);
+/* A forked child's copy of a client: unmap and close this process's handles only, neither giving
+ * the channel back nor unlinking the data segment (the parent's, in use), and leave c disconnected,
+ * this process's own: its next call connects anew. */
+void fdn_forget(struct fdn_client *c);
 
 #endif

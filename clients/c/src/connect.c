@@ -179,10 +179,16 @@ static size_t named_len, named_cap;
 static pthread_mutex_t named_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t named_once = PTHREAD_ONCE_INIT;
 
+/* How many forks this process is down its line of descent from the one that loaded the library:
+ * a client made (or forgotten, fdn_forget) at another count is its parent's copy. Written only in a
+ * forked child's atfork handler, where that child has one thread. */
+static unsigned long forks;
+
 static void named_lock_now(void) { pthread_mutex_lock(&named_lock); }
 static void named_unlock_now(void) { pthread_mutex_unlock(&named_lock); }
 static void named_forget_all(void) { /* the child: the forking thread holds the lock (prepare) */
     named_len = 0;
+    forks++;
     pthread_mutex_unlock(&named_lock);
 }
 static void named_init(void) { pthread_atfork(named_lock_now, named_unlock_now, named_forget_all); }
@@ -358,6 +364,25 @@ enum fdn_status fdn_attach(struct fdn_client *c, uint64_t req_cap, uint64_t resp
 }
 
 /* --- connect and disconnect ------------------------------------------------------------------ */
+int fdn_forked(const struct fdn_client *c) { return c->forks != forks; }
+
+void fdn_forget(struct fdn_client *c) {
+    if (c->sem) sem_close(c->sem);
+    if (c->mutex) sem_close(c->mutex);
+    if (c->bell) sem_close(c->bell);
+    if (c->data) munmap(c->data, c->req_cap + c->resp_cap); /* the name is the parent's: kept */
+    if (c->ctl) munmap(c->ctl, c->ctl_size);
+    c->sem = c->mutex = c->bell = NULL;
+    c->data = NULL;
+    c->ctl = NULL;
+    c->region = NULL;
+    c->ch = NULL;
+    c->connected = 0;
+    c->loaned = 0;
+    c->loan_ended = 0;
+    c->forks = forks;
+}
+
 void fdn_disconnect(struct fdn_client *c) {
     if (c->sem) sem_close(c->sem);
     if (c->mutex) sem_close(c->mutex);
@@ -619,6 +644,8 @@ enum fdn_status fdn_connect(fdn_client **out, const char *name, const struct fdn
     strcpy(c->name, name);
     c->opts = o;
     c->next_id = 1;
+    pthread_once(&named_once, named_init); /* a fork from now on is counted (fdn_forked) */
+    c->forks = forks;
     enum fdn_status st = fdn_connect_now(c, 0, err);
     if (st) {
         free(c);
@@ -630,6 +657,7 @@ enum fdn_status fdn_connect(fdn_client **out, const char *name, const struct fdn
 
 void fdn_close(fdn_client *c) {
     if (!c) return;
+    if (fdn_forked(c)) fdn_forget(c); /* a forked child's copy: the channel stays its parent's */
     if (c->connected && fdn_server_alive(c)) {
         uint64_t end = fdn_now_ns() + 100000000u; /* give an answer still owed 100 ms */
         while (FDN_LOAD(&c->ch->server_seq) != c->seq && fdn_now_ns() < end) usleep(1000);

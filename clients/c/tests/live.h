@@ -111,4 +111,7 @@ void counters_thread_checks(const char *python);
 /* live_proof.c */
 void proof_checks(const char *python);
 
+/* live_fork.c */
+void fork_checks(const char *python);
+
 #endif

@@ -51,6 +51,7 @@ int main(void) {
         shared_name_checks(python);
         hung_call_gone_checks(python);
         counters_thread_checks(python);
+        fork_checks(python);
         proof_checks(python);
 
         struct fdn_input in = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = shape, .data = x};
