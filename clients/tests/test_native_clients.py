@@ -70,9 +70,10 @@ def test_native_test_suite_passes(client: NativeClient) -> None:
 
 
 def test_native_test_suite_passes_its_checker(checked_client: NativeClient) -> None:
-    """C under ASan and UBSan (any report is fatal), with the decoder fuzz loop; Go under the race
-    detector: the live tests close clients while other goroutines call, which a plain run can
-    pass with a data race in it."""
+    """C under ASan and UBSan (any report is fatal), with the decoder fuzz loop, then under
+    ThreadSanitizer (any report fails it); Go under the race detector: the live tests close
+    clients and read their counts while other threads call, which a plain run can pass with a
+    data race in it."""
     proc = checked_client.run_tests(checked=True)
     assert proc.returncode == 0, f"{' '.join(checked_client.checked)}:\n{proc.stdout}{proc.stderr}"
 
