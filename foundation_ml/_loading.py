@@ -74,8 +74,12 @@ def load_model(
             f"{', '.join(others)})"
         )
         raise type(exc)(exc.message + hint, model=exc.model, file=exc.file) from exc
-    except Exception as exc:
-        raise ModelLoadError(f"{spec} failed to load: {type(exc).__name__}: {exc}", model=name) from exc
+    except BaseException as exc:  # a backend's SystemExit must not end the process (is_ctrl_c)
+        if is_ctrl_c(exc):
+            raise
+        raise ModelLoadError(
+            f"{spec} failed to load in backend {backend!r}: {type(exc).__name__}: {exc}", model=name
+        ) from exc
     where = f"backend {backend!r} ({hub.model_backends.entry(backend).describe()}.load)"
     try:
         check_loaded(name, loaded, where)

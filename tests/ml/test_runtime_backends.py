@@ -104,6 +104,29 @@ def test_a_backend_returning_something_else_than_a_loaded_model_is_named() -> No
         assert runtime.registry.names() == []
 
 
+def _exits() -> object:
+    raise SystemExit(3)  # as argparse does on options it refuses
+
+
+def _raises() -> object:
+    raise KeyError("weights.npz")
+
+
+@pytest.mark.parametrize(("make", "told"), [(_exits, "SystemExit: 3"), (_raises, "KeyError: 'weights.npz'")])
+def test_a_backend_whose_load_raises_or_exits_is_named_and_nothing_is_registered(
+    make: Any, told: str
+) -> None:
+    """A backend's load() calling sys.exit() came out of register_model as SystemExit, ending the
+    process (a model's at warm-up, and a torch factory's, are load errors); and what a load raised
+    was '<spec> failed to load: KeyError: ...', naming no backend."""
+    with _backend_hub(make) as hub, MLRuntime(hub) as runtime:
+        with pytest.raises(
+            ModelLoadError, match=rf"^model 'lin': w\.npz failed to load in backend 'weights': {told}$"
+        ):
+            runtime.register_model("lin", "w.npz", backend="weights")
+        assert runtime.registry.names() == []
+
+
 @pytest.mark.parametrize("warmup", [True, False])
 def test_a_loaded_model_without_its_signature_is_named(warmup: bool) -> None:
     """It was AttributeError: '_Linear' object has no attribute 'outputs'."""
