@@ -167,6 +167,11 @@ class Registry(Generic[T]):
         return value  # type: ignore[no-any-return]
 
     def entry(self, name: str) -> Entry:
+        if not isinstance(name, str):  # None or 5 failed in the hint's name.replace (AttributeError)
+            listing = ", ".join(sorted(self._entries)) or "none"
+            raise TypeError(
+                f"a {self.kind} name is a str, not {type(name).__name__} {name!r} (registered: {listing})"
+            )
         entry = self._entries.get(name)
         if entry is None:
             hint = self._hint(name) if self._hint else ""

@@ -84,6 +84,20 @@ def test_unknown_name_lists_what_is_registered() -> None:
         reg.get("onnx")
 
 
+@pytest.mark.parametrize("name", [None, 5, ["shm"]])
+def test_a_name_that_is_no_str_is_a_type_error_listing_what_is_registered(name: object) -> None:
+    """``InferenceClient(server, transport=None)``, ``runtime.start(transport=5)`` and
+    ``register_model(..., backend=5)`` failed with AttributeError: 'NoneType' object has no
+    attribute 'replace' (the install hint's), a list with 'unhashable type'."""
+    reg: Registry[int] = Registry("transport", hint=lambda name: f"; no {name.replace('_', '-')}")
+    reg.add("shm", 1, plugin="shm", app=False)
+    with pytest.raises(TypeError) as caught:
+        reg.get(name)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        f"a transport name is a str, not {type(name).__name__} {name!r} (registered: shm)"
+    )
+
+
 def test_remove_plugin_rolls_back_only_its_entries() -> None:
     reg: Registry[int] = Registry("pattern")
     reg.add("a", 1, plugin="p", app=False)
