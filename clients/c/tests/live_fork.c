@@ -24,6 +24,14 @@ static void in_child(fdn_client *c, void (*child)(fdn_client *c), const char *wh
 /* A child that only closes its copy (its cleanup at exit): the channel was the parent's. */
 static void close_only(fdn_client *c) { fdn_close(c); }
 
+/* A child whose first use of its copy is a call (no loan): it connects a channel of its own, one
+ * reconnect counted, before it publishes anything; then it closes its copy. */
+static void call_first(fdn_client *c) {
+    echo(c, "the child's first call through its copy of the parent's client");
+    counts_are(c, 1, 0, "in the child after its first call (its own channel: a reconnect)");
+    fdn_close(c);
+}
+
 /* A child that calls through its copy: a channel of its own, one reconnect counted; the parent's
  * loan is not the child's; then it closes its copy. */
 static void call_and_close(fdn_client *c) {
@@ -54,6 +62,11 @@ void fork_checks(const char *python) {
     CHECK(data_segments(name, NULL) == 1, "the parent's data segment after the child's close: %zu",
           data_segments(name, NULL));
     echo(c, "the parent's call after a child closed its copy");
+
+    in_child(c, call_first, "a child whose first call is through its copy");
+    CHECK(data_segments(name, NULL) == 1, "the data segments after the child's call and close: %zu",
+          data_segments(name, NULL));
+    echo(c, "the parent's call after a child's first call");
 
     struct fdn_tensor spec = {.name = "x", .dtype = FDN_INT32, .ndim = 1, .shape = {2}};
     st = fdn_loan_begin(c, "echo", &spec, 1, &err);
