@@ -227,6 +227,7 @@ class InprocTransport(Transport):
 
     def connect(self, address: str, **options: Any) -> TransportClient:
         _no_options("connect", options)
+        self.check_address(address)  # the rule serve applies (5 was served, '' not found)
         if address not in _servers:
             raise ServerUnavailable(f"no inproc server under {address!r}")
         return _InprocClient(address)

@@ -230,8 +230,11 @@ class Transport(abc.ABC):
         """Connect to the server under ``address`` (``ServerUnavailable`` if there is none)."""
 
     def check_address(self, address: str) -> None:
-        """Raise ``ValueError`` naming the rule if ``serve``/``connect`` would refuse ``address``.
-        ``foundation serve`` asks before it loads any model. Default: any non-empty address."""
+        """Raise ``ValueError`` naming the rule if ``serve``/``connect`` would refuse ``address``
+        (``TypeError`` if it is no ``str``). ``foundation serve`` asks before it loads any model.
+        Default: any non-empty ``str``."""
+        if not isinstance(address, str):
+            raise TypeError(f"the {self.name} address is a str, not {type(address).__name__} {address!r}")
         if not address:
             raise ValueError(f"the {self.name} address must not be empty")
 

@@ -324,3 +324,22 @@ def test_an_option_is_refused_naming_it() -> None:
             transport.connect(address, timout=1, spin_us=0)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("address", [5, None, ("a",)])
+def test_an_address_that_is_no_str_is_refused_by_serve_and_connect(address: Any) -> None:
+    """``runtime.start("inproc", 5)`` served under the int 5, which ``InferenceClient(5,
+    transport="inproc")`` then reached; shm refuses both with a ``TypeError``, as inproc does now."""
+    transport = InprocTransport()
+    told = rf"the inproc address is a str, not {type(address).__name__} {re.escape(repr(address))}$"
+    with pytest.raises(TypeError, match=told):
+        transport.serve(address, Handler())
+    with pytest.raises(TypeError, match=told):
+        transport.connect(address)
+
+
+def test_connect_applies_the_address_rule_serve_does() -> None:
+    """The contract: ``serve`` and ``connect`` refuse the same addresses. ``connect("")`` was
+    'no inproc server under ''' (``ServerUnavailable``), where ``serve("")`` names the rule."""
+    with pytest.raises(ValueError, match=r"^the inproc address must not be empty$"):
+        InprocTransport().connect("")
