@@ -46,7 +46,18 @@ def register(
     """``runtime.register_model`` (see there): the arguments checked, the model loaded, claimed,
     warmed up, batched and added to the registry; undone whole if any of that raises."""
     _check_arguments(
-        runtime, name, model, version, backend, device, inputs, outputs, max_batch_size, max_wait_us, options
+        runtime,
+        name,
+        model,
+        version,
+        backend,
+        device,
+        inputs,
+        outputs,
+        max_batch_size,
+        max_wait_us,
+        warmup,
+        options,
     )
     served = _load(runtime, name, model, version, backend, device, inputs, outputs, options)
     claimed = False
@@ -78,16 +89,20 @@ def _check_arguments(
     outputs: SignatureLike | None,
     max_batch_size: int | None,
     max_wait_us: int | None,
+    warmup: bool,
     options: dict[str, Any],
 ) -> None:
     """What is refused before anything is loaded: the name, a closed runtime, the version, the
-    batching settings, a ``LoadedModel`` told what does not agree with it, a version served."""
+    batching settings, ``warmup`` not a bool (``"no"``, ``"false"`` from a config file, would
+    run it), a ``LoadedModel`` told what does not agree with it, a version served."""
     check_name(name, "register_model: the model name")
     if runtime._closing:
         raise ModelLoadError("the runtime is closed", model=name)
     if version is not None:
         check_name(version, f"register_model({name!r}): the version", MAX_VERSION_BYTES)
     check_batching(max_batch_size, max_wait_us, f"register_model({name!r})")
+    if not isinstance(warmup, bool):
+        raise TypeError(f"register_model({name!r}): warmup must be True or False, not {warmup!r}")
     if isinstance(model, LoadedModel):
         check_as_given(name, model, backend, device, inputs, outputs, options)
     if version is not None or isinstance(model, LoadedModel):  # known before loading it

@@ -86,6 +86,22 @@ def test_batching_settings_that_mean_nothing_are_refused(
         assert rt.registry.names() == []  # nothing registered, nothing half-loaded
 
 
+@pytest.mark.parametrize("warmup", ["no", "false", 0, None])
+def test_a_warmup_that_is_no_bool_is_refused_before_anything_loads(hub: Hub, warmup: object) -> None:
+    """``warmup="no"`` (or ``"false"`` read from a config file) ran the warm-up, being truthy, and
+    ``0`` skipped it: each is a ``TypeError``, as a ``max_batch_size`` of ``"8"`` is refused."""
+    calls = []
+    model = FunctionModel(
+        lambda x: calls.append(x) or {"y": x}, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"}
+    )
+    with MLRuntime(hub) as rt:
+        with pytest.raises(
+            TypeError, match=rf"^register_model\('m'\): warmup must be True or False, not {warmup!r}$"
+        ):
+            rt.register_model("m", model, warmup=warmup)  # type: ignore[arg-type]
+        assert rt.registry.names() == [] and calls == []
+
+
 @pytest.mark.parametrize(
     ("name", "kwargs", "error", "message"),
     [
