@@ -110,6 +110,8 @@ class InferenceClient:
             timeout = float(timeout) if configured is None else configured
         if timeout is not None:
             timeout = _check_timeout(timeout, "InferenceClient: ")
+        if not isinstance(copy, bool):  # copy="no" copied (truthy), copy=0 handed out views
+            raise TypeError(f"InferenceClient: copy must be True or False, not {copy!r}")
         self.copy = copy
         self.name = name
         self.transport = transport

@@ -34,6 +34,13 @@ def test_arguments_of_the_wrong_type_are_refused_by_name(
     np.testing.assert_array_equal(served.infer("affine", {"x": X})["y"], X * 2 + 1)  # still usable
 
 
+@pytest.mark.parametrize("copy", ["no", 0, None])
+def test_a_copy_that_is_no_bool_is_refused_by_name(served: InferenceClient, copy: object) -> None:
+    """``copy="no"`` copied every output (truthy) and ``copy=0`` handed out views, silently."""
+    with pytest.raises(TypeError, match=rf"^InferenceClient: copy must be True or False, not {copy!r}$"):
+        InferenceClient(served.name, transport="inproc", copy=copy)  # type: ignore[arg-type]
+
+
 def test_outputs_as_a_list_selects_them(served: InferenceClient) -> None:
     assert list(served.infer("affine", {"x": X}, outputs=["y"])) == ["y"]
 
