@@ -60,6 +60,8 @@ class MLRuntime:
         name: str = "",
     ) -> None:
         check_batching(max_batch_size, max_wait_us, "MLRuntime")
+        if not isinstance(name, str):  # name=5 failed its first prometheus() (AttributeError)
+            raise TypeError(f"MLRuntime: name must be a str ('' takes its first server's), not {name!r}")
         self._own_hub = hub is None
         if hub is None:
             import foundation_core

@@ -89,7 +89,6 @@ def start(runtime: MLRuntime, transport: str, name: str, options: dict[str, Any]
         if runtime._closing:
             raise _closed_error(transport, name)
     impl = runtime.hub.transports.get(transport)()
-    runtime.name = runtime.name or name
     runtime._accepting = True
     options = {**configured_options(runtime.hub, transport, "serve"), **options}  # code wins over config
     try:
@@ -101,7 +100,8 @@ def start(runtime: MLRuntime, transport: str, name: str, options: dict[str, Any]
         raise
     with runtime._models_lock:  # close() lists the servers to stop once it has set _closing
         closed = runtime._closing
-        if not closed:
+        if not closed:  # named once it serves: a refused start's address named it ('bad/name')
+            runtime.name = runtime.name or name
             runtime.addresses[id(server)] = name
             runtime.servers.append((transport, server))
     if closed:  # closed by another thread meanwhile, which did not see this server

@@ -331,3 +331,31 @@ def test_a_model_that_fails_warmup_is_told_what_the_example_input_held(runtime) 
     ids = example.example_inputs()["ids"]
     assert f"ids: INT64[1, 4], values {ids.min()}..{ids.max()}" in message
     assert runtime.registry.names() == []
+
+
+def test_a_start_refused_leaves_the_runtime_unnamed(runtime: MLRuntime, name: str) -> None:
+    """A runtime takes its first server's name; it took it before the transport had accepted it,
+    so after a refused ``start`` (an address another server holds; over shm 'bad/name') its stats
+    and Prometheus text called the server that then started by the refused address."""
+    runtime.register_model("affine", affine_model())
+    with MLRuntime(runtime.hub) as other:
+        other.start("inproc", name + "_held")
+        with pytest.raises(ValueError, match="already serves"):
+            runtime.start("inproc", name + "_held")
+    runtime.start("inproc", name)
+    with InferenceClient(name, transport="inproc", hub=runtime.hub) as client:
+        client.infer("affine", {"x": np.ones((1, 4), np.float32)})
+        assert client.stats()["server"]["name"] == name
+    assert runtime.name == name
+    assert (
+        f'foundation_requests_total{{server="{name}",model="affine",version="1"}} 1' in runtime.prometheus()
+    )
+
+
+@pytest.mark.parametrize("bad", [5, None])
+def test_a_runtime_name_that_is_no_str_is_refused(bad: object) -> None:
+    """``MLRuntime(name=5)`` was taken, and its first ``prometheus()`` raised AttributeError."""
+    with pytest.raises(
+        TypeError, match=rf"^MLRuntime: name must be a str \('' takes its first server's\), not {bad!r}$"
+    ):
+        MLRuntime(name=bad)  # type: ignore[arg-type]
