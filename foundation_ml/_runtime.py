@@ -62,6 +62,11 @@ class MLRuntime:
         check_batching(max_batch_size, max_wait_us, "MLRuntime")
         if not isinstance(name, str):  # name=5 failed its first prometheus() (AttributeError)
             raise TypeError(f"MLRuntime: name must be a str ('' takes its first server's), not {name!r}")
+        if hub is not None and not isinstance(hub, Hub):  # MLRuntime("cuda:0") failed at register_model
+            raise TypeError(
+                f"MLRuntime: hub must be a foundation_core Hub (foundation_core.start()) or None, not "
+                f"{type(hub).__name__} {hub!r} (the device is device=)"
+            )
         self._own_hub = hub is None
         if hub is None:
             import foundation_core

@@ -359,3 +359,13 @@ def test_a_runtime_name_that_is_no_str_is_refused(bad: object) -> None:
         TypeError, match=rf"^MLRuntime: name must be a str \('' takes its first server's\), not {bad!r}$"
     ):
         MLRuntime(name=bad)  # type: ignore[arg-type]
+
+
+def test_a_hub_that_is_no_hub_is_refused_naming_the_device_argument() -> None:
+    """``MLRuntime("cuda:0")`` (the device, given where the hub goes) was taken, and its
+    ``register_model`` raised AttributeError: 'str' object has no attribute 'model_backends'."""
+    with pytest.raises(
+        TypeError,
+        match=r"^MLRuntime: hub must be a foundation_core Hub .* not str 'cuda:0' \(the device is device=\)$",
+    ):
+        MLRuntime("cuda:0")  # type: ignore[arg-type]
