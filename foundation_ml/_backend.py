@@ -116,6 +116,8 @@ class FunctionModel(LoadedModel):
         outputs: SignatureLike,
         batchable: bool | None = None,
     ) -> None:
+        if not callable(fn):  # FunctionModel(5, ...) failed only when called, or served to fail
+            raise TypeError(f"FunctionModel: fn must be callable, not {type(fn).__name__} {fn!r}")
         self.fn = fn
         self.inputs = parse_signature(inputs)
         self.outputs = parse_signature(outputs)

@@ -369,3 +369,10 @@ def test_a_hub_that_is_no_hub_is_refused_naming_the_device_argument() -> None:
         match=r"^MLRuntime: hub must be a foundation_core Hub .* not str 'cuda:0' \(the device is device=\)$",
     ):
         MLRuntime("cuda:0")  # type: ignore[arg-type]
+
+
+def test_a_function_model_of_something_not_callable_is_refused_when_made() -> None:
+    """``FunctionModel(5, ...)`` was made; registering it failed at warm-up ('int' object is not
+    callable) and with ``warmup=False`` it was served, each request a HandlerError."""
+    with pytest.raises(TypeError, match=r"^FunctionModel: fn must be callable, not int 5$"):
+        FunctionModel(5, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"})  # type: ignore[arg-type]
