@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from typing import TYPE_CHECKING, Any
+
+from foundation_core.errors import FoundationError
 
 from ._metrics_file import MetricsWriter
 from ._server_info import failed_server, in_flight
@@ -48,6 +51,12 @@ def serve_until_stopped(
             runtime._hurry = True  # close() abandons what is in flight instead of draining it
         stop.set()
 
+    if threading.current_thread() is not threading.main_thread():  # signal.signal's bare ValueError
+        raise FoundationError(
+            f"serve({transport!r}, {name!r}) waits for SIGINT/SIGTERM, whose handlers only the main "
+            "thread can set: call it from the main thread, or from this one start() the server and "
+            "close() the runtime when done (nothing was started)"
+        )
     previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     metrics = MetricsWriter(metrics_file, runtime.prometheus) if metrics_file else None
     broken = ""

@@ -245,6 +245,34 @@ def test_close_unloads_the_models_even_if_the_drained_callback_raises() -> None:
     assert closed == ["closed"]
 
 
+def test_serve_from_another_thread_is_refused_saying_what_to_do_and_starts_nothing(name: str) -> None:
+    """``runtime.serve()`` in a worker thread failed with signal.signal's bare ValueError 'signal
+    only works in main thread of the main interpreter', saying neither which call nor the way out."""
+    from foundation_core.errors import FoundationError
+    from foundation_ml import FunctionModel, MLRuntime
+
+    with MLRuntime(registered_hub()) as rt:
+        rt.register_model(
+            "m", FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"})
+        )
+        raised: list[BaseException] = []
+
+        def serve() -> None:
+            try:
+                rt.serve("inproc", name)
+            except BaseException as exc:
+                raised.append(exc)
+
+        worker = threading.Thread(target=serve)
+        worker.start()
+        worker.join(30)
+        assert [type(e) for e in raised] == [FoundationError]
+        assert str(raised[0]).startswith(
+            f"serve('inproc', {name!r}) waits for SIGINT/SIGTERM, whose handlers only the main thread can set"
+        )
+        assert rt.servers == []
+
+
 @pytest.mark.slow
 def test_a_reader_of_serves_output_that_goes_away_is_no_error(name: str) -> None:
     """``foundation serve | grep -m1 ready``: the graceful stop still exits 0, no traceback."""
