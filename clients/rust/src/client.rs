@@ -54,6 +54,11 @@ pub struct Counters {
 /// its own channel), or share a [`crate::Pool`] of them among threads. Dropping the client frees its channel and unlinks its data segment. If the
 /// server dies, calls fail with [`Status::ServerUnavailable`] and the next call reconnects.
 ///
+/// A client is the process's that connected it: its copy in a child forked since (`fork()`)
+/// leaves the parent's channel and data segment alone. Dropped there it frees the copy only; its
+/// next call connects a channel of the child's own (a reconnect, [`Counters`]); a [`Loan`] made
+/// before the fork is refused there (INVALID_INPUT).
+///
 /// ```no_run
 /// use fdn::{Client, ConnectOptions, Tensor};
 /// use std::time::Duration;
@@ -147,9 +152,10 @@ impl Client {
         &self.name
     }
 
-    /// The index of the claimed channel (`None` after the server died, until the next call).
+    /// The index of the claimed channel (`None` after the server died, or in a child forked since
+    /// the connect, until the next call).
     pub fn channel(&self) -> Option<usize> {
-        self.conn.as_ref().map(Conn::index)
+        self.conn.as_ref().filter(|c| !c.forked()).map(Conn::index)
     }
 
     /// The live connection, reconnecting if the previous server is gone (no later than the
@@ -157,6 +163,11 @@ impl Client {
     /// a call begins, makes that call `moved` (10.5: its request goes to the new connection).
     /// Refused says whether a reconnect failed because the region's server is gone.
     fn conn(&mut self, deadline: u64) -> Result<&mut Conn, Refused> {
+        // A connection made before this process was forked is the parent's: left to it, this
+        // copy connects a channel of its own, a reconnect (spec 10.5).
+        if self.conn.as_ref().is_some_and(Conn::forked) {
+            self.conn.take().expect("checked above").forget();
+        }
         // A server that stopped cleanly says so in its region: reconnect now rather than after a
         // wait slice.
         if self.conn.as_mut().is_some_and(Conn::notice_stop) {
@@ -336,8 +347,10 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            conn.release(self.opts.connect_timeout.min(Duration::from_secs(1)));
+        match self.conn.take() {
+            Some(conn) if conn.forked() => conn.forget(), // the parent's channel, left to it
+            Some(mut conn) => conn.release(self.opts.connect_timeout.min(Duration::from_secs(1))),
+            None => {}
         }
     }
 }

@@ -34,6 +34,7 @@ mod wait;
 
 use crate::codec::Limits;
 use crate::error::{err, unavailable, Result, Status};
+use crate::fork;
 use crate::layout::{self as l, channel as ch, region as rg};
 use crate::options::ConnectOptions;
 use crate::shm::{self, Mapping, Semaphore};
@@ -45,6 +46,7 @@ use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
 pub(crate) use region::{region_instance, Refused};
+pub(crate) use segment::hold_records;
 
 /// `n` bytes in whole pages (at least one). Past the last whole page a `usize` holds, that page:
 /// no segment is that large, and `create_data` refuses it as TOO_LARGE rather than the rounding
@@ -98,6 +100,8 @@ pub(crate) struct Conn {
     /// The last response's header and payload, copied out of the response area before any of
     /// it is checked (reused: no allocation per call once it has grown).
     snap: Vec<u8>,
+    /// The process's fork count when it connected (`forked`).
+    forks: u64,
 }
 
 impl Conn {
@@ -106,6 +110,8 @@ impl Conn {
     /// hung server's heartbeat and for the region mutex as `connect_timeout` does. Refused says
     /// whether it failed because the region's server is gone.
     pub(crate) fn open(name: &str, opts: &ConnectOptions, deadline: u64) -> Result<Conn, Refused> {
+        // A fork from here on makes this connection the parent's (`forked`).
+        let forks = fork::generation();
         // Steps 1-2: map the control segment, check it, check the server lives.
         let (ctl, mode) = Mapping::open(&l::control_name(name))
             .map_err(|e| unavailable(format!("no shm server named {name:?} ({e})")))?;
@@ -180,6 +186,7 @@ impl Conn {
             unsent: false,
             yield_after_ns: nanos(opts.yield_after),
             snap: Vec::with_capacity(4096),
+            forks,
         })
     }
 
@@ -191,6 +198,19 @@ impl Conn {
     /// The `instance_id` of the server this connection was made to (10.1 step 2).
     pub(crate) fn instance_id(&self) -> u64 {
         self.instance_id
+    }
+
+    /// Whether this process is a child forked since the connection was made: its channel and
+    /// data segment are the parent's, in use there (one relaxed load).
+    pub(crate) fn forked(&self) -> bool {
+        fork::forked_since(self.forks)
+    }
+
+    /// A forked child's copy of its parent's connection: unmap and close this process's handles
+    /// only, neither giving the channel back nor unlinking the data segment (spec 10.5).
+    pub(crate) fn forget(self) {
+        let Conn { data_name, .. } = self;
+        data_name.disown();
     }
 
     /// False once the server was found dead or stopped: the connection is then of no more use.

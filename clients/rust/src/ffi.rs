@@ -37,6 +37,7 @@ pub const MAP_FAILED: *mut c_void = !0usize as *mut c_void;
 pub const LOCK_SH: c_int = 1;
 pub const LOCK_EX: c_int = 2;
 pub const LOCK_NB: c_int = 4;
+pub const WNOHANG: c_int = 1;
 pub const CLOCK_MONOTONIC: clockid_t = 1;
 pub const EINTR: c_int = 4;
 pub const EAGAIN: c_int = 11;
@@ -94,4 +95,12 @@ extern "C" {
     pub fn posix_fallocate(fd: c_int, offset: off_t, len: off_t) -> c_int;
     pub fn statvfs(path: *const c_char, buf: *mut statvfs) -> c_int;
     pub fn clock_gettime(clock: clockid_t, tp: *mut timespec) -> c_int;
+    pub fn fork() -> c_int;
+    pub fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
+    pub fn _exit(code: c_int) -> !;
+    pub fn pthread_atfork(
+        prepare: Option<extern "C" fn()>,
+        parent: Option<extern "C" fn()>,
+        child: Option<extern "C" fn()>,
+    ) -> c_int;
 }

@@ -27,6 +27,7 @@ pub mod codec;
 pub mod crc32;
 mod error;
 mod ffi;
+mod fork;
 pub mod json;
 pub mod layout;
 mod shm;

@@ -107,6 +107,13 @@ impl Loan<'_> {
     }
 
     fn live(&mut self) -> Result<&mut Conn> {
+        if self.client.conn.as_ref().is_some_and(Conn::forked) {
+            return err(
+                Status::InvalidInput,
+                "no loan: it was made in the parent process, before fork(), in its request area; \
+                 take a new loan in this one",
+            );
+        }
         let ended = self.ended;
         match self.client.conn.as_mut() {
             Some(c) if c.alive() && self.client.conn_gen == self.conn_gen => match ended {

@@ -5,6 +5,7 @@ use crate::error::{err, Error, Result, Status};
 use crate::ffi;
 use crate::layout::{self as l, channel as ch};
 use crate::shm::{self, CreateError, Mapping};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::sync::atomic::Ordering::*;
@@ -18,9 +19,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// segment by then (the server parked that channel; its calls ran into their deadlines). A client
 /// unlinks a name only while the segment is its own: one recorded with another token is left to
 /// its maker. Held across a create (`shm_open`, a left-over replaced) and its record, and across
-/// a check and its unlink; not across the allocation. Rust clients are not documented for use
-/// across `fork`: nothing resets this in a child (its own clients make names of its pid, which
-/// no record of the parent's matches).
+/// a check and its unlink; not across the allocation. A forked child keeps its copy of the
+/// parent's records: the parent's connections copied into it are forgotten (`Conn::forget`), their
+/// names never unlinked, and its own make names of its pid, which no record of the parent's matches.
 static NAMED: Mutex<Named> = Mutex::new(Named {
     made: 0,
     tokens: BTreeMap::new(),
@@ -34,6 +35,18 @@ struct Named {
 
 fn named() -> MutexGuard<'static, Named> {
     NAMED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+thread_local! {
+    /// [`NAMED`]'s lock, held by the forking thread across a fork (`hold_records`): a child forked
+    /// while another thread held it found it held for good, and its first connect waited for ever.
+    static HELD_AT_FORK: RefCell<Option<MutexGuard<'static, Named>>> = const { RefCell::new(None) };
+}
+
+/// Take (`hold`) or give back the lock of [`NAMED`] on the forking thread: before a fork, and
+/// after it in the parent and in the child (`pthread_atfork`, `crate::fork`).
+pub(crate) fn hold_records(hold: bool) {
+    let _ = HELD_AT_FORK.try_with(|held| *held.borrow_mut() = hold.then(named));
 }
 
 /// The name of a data segment this client made, and the token recorded with it in [`NAMED`]
@@ -57,6 +70,12 @@ impl DataName {
             named.tokens.remove(&self.name);
             let _ = shm::unlink(&self.name);
         }
+    }
+
+    /// A forked child's copy of its parent's name: forgotten, never unlinked (the parent's
+    /// segment, in use), the child's record of it left as it is.
+    pub(super) fn disown(mut self) {
+        self.token = 0;
     }
 }
 
