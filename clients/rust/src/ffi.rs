@@ -98,6 +98,7 @@ extern "C" {
     pub fn fork() -> c_int;
     pub fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
     pub fn _exit(code: c_int) -> !;
+    pub fn pthread_once(control: *mut c_int, init: extern "C" fn()) -> c_int;
     pub fn pthread_atfork(
         prepare: Option<extern "C" fn()>,
         parent: Option<extern "C" fn()>,

@@ -44,9 +44,16 @@ thread_local! {
 }
 
 /// Take (`hold`) or give back the lock of [`NAMED`] on the forking thread: before a fork, and
-/// after it in the parent and in the child (`pthread_atfork`, `crate::fork`).
+/// after it in the parent and in the child (`pthread_atfork`, `crate::fork`). Held already, it is
+/// not taken again: a child forked while its parent registered the handlers may have registered
+/// them twice (`crate::fork`), and its forks then run each handler twice.
 pub(crate) fn hold_records(hold: bool) {
-    let _ = HELD_AT_FORK.try_with(|held| *held.borrow_mut() = hold.then(named));
+    let _ = HELD_AT_FORK.try_with(|held| {
+        let mut held = held.borrow_mut();
+        if held.is_some() != hold {
+            *held = hold.then(named);
+        }
+    });
 }
 
 /// The name of a data segment this client made, and the token recorded with it in [`NAMED`]
