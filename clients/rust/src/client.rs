@@ -89,7 +89,7 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("name", &self.name)
-            .field("channel", &self.conn.as_ref().map(Conn::index))
+            .field("channel", &self.channel())
             .finish()
     }
 }

@@ -114,6 +114,12 @@ fn a_forked_childs_copy_leaves_the_parents_client_and_pool_alone() {
         if client.channel().is_some() {
             return Err("the copy names the parent's channel as its own".into());
         }
+        let shown = format!("{client:?}");
+        if !shown.contains("channel: None") {
+            return Err(format!(
+                "the copy shows the parent's channel as its own: {shown}"
+            ));
+        }
         echo(&mut client, "the child's first call")?;
         echo(&mut client, "the child's second call")?;
         let counts = client.counters();
