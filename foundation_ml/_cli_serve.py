@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -224,19 +223,11 @@ def _check_options(args: argparse.Namespace, hub: Hub) -> None:
     if args.metrics_file == "":  # not taken as "no metrics file": say so
         raise _Refused("--metrics-file '': name a file")
     if args.metrics_file:
-        from ._metrics_file import metrics_target
+        from ._metrics_file import metrics_problem
 
-        try:
-            path, _ = metrics_target(args.metrics_file)
-        except OSError as exc:  # a directory, a device, a FIFO: never renamed over
-            raise _Refused(f"--metrics-file {args.metrics_file}: {exc.strerror or exc}") from None
-        try:  # the file is written beside it, then renamed: probe with such a file (no user file touched)
-            fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as exc:
-            why = exc.strerror or exc
-            raise _Refused(f"--metrics-file {args.metrics_file}: cannot write it: {why}") from None
+        why = metrics_problem(args.metrics_file)  # a directory, a device, a FIFO, an unwritable place
+        if why:
+            raise _Refused(f"--metrics-file {args.metrics_file}: {why}")
 
 
 def _models_to_load(args: argparse.Namespace, hub: Hub) -> list[tuple[str, str]]:

@@ -8,10 +8,11 @@ import logging
 import os
 import secrets
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["MetricsWriter", "metrics_target", "write_atomic"]
+__all__ = ["MetricsWriter", "metrics_problem", "metrics_target", "write_atomic"]
 
 log = logging.getLogger("foundation_ml")
 
@@ -35,6 +36,24 @@ class MetricsWriter:
             self.last_error = error
         else:
             self.last_error = ""
+
+
+def metrics_problem(path: str) -> str:
+    """Why ``serve`` could never write its metrics file at ``path`` ("" if it can): a directory, a
+    device or a FIFO (never renamed over), or a place where no file can be made beside it (probed
+    with such a file: no file of the user's is touched). ``foundation serve --metrics-file`` and
+    ``MLRuntime.serve(metrics_file=...)`` refuse it before anything starts."""
+    try:
+        target, _ = metrics_target(path)
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    try:
+        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot write it: {exc.strerror or exc}"
+    return ""
 
 
 def write_atomic(path: str, text: str) -> None:

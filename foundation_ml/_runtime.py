@@ -294,7 +294,8 @@ class MLRuntime:
         default would dump core and leave the shared memory behind).
 
         ``ready()`` is called once clients can connect. ``metrics_file``: rewritten with the
-        Prometheus text every second and at exit.
+        Prometheus text every second and at exit; one it could never write (a directory, a
+        device, a place in a missing directory) is a ``ValueError`` before anything starts.
 
         A transport server whose serving loop died (its ``failed`` attribute set) ends the wait
         too: the runtime closes and ``serve`` raises ``InternalError`` naming the failure, so that

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from foundation_core.errors import FoundationError
 
-from ._metrics_file import MetricsWriter
+from ._metrics_file import MetricsWriter, metrics_problem
 from ._server_info import failed_server, in_flight
 from ._stop_flag import StopFlag
 from .errors import InternalError
@@ -57,6 +57,9 @@ def serve_until_stopped(
             "thread can set: call it from the main thread, or from this one start() the server and "
             "close() the runtime when done (nothing was started)"
         )
+    why = metrics_problem(metrics_file) if metrics_file else ""
+    if why:  # it was a warning each second while it served on, where foundation serve refuses it
+        raise ValueError(f"serve: metrics_file {metrics_file!r}: {why} (nothing was started)")
     previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     metrics = MetricsWriter(metrics_file, runtime.prometheus) if metrics_file else None
     broken = ""

@@ -184,6 +184,36 @@ def test_a_metrics_file_that_is_a_directory_is_refused_naming_the_option(tmp_pat
     assert "loaded demo" not in proc.stdout
 
 
+@pytest.mark.parametrize("where", ["dir", "missing_dir", "device"])
+def test_serve_refuses_a_metrics_file_it_could_never_write_before_starting(
+    tmp_path: Path, name: str, where: str
+) -> None:
+    """``runtime.serve(metrics_file=...)`` naming a directory, a device or a place in a missing
+    directory served on, warning once ('could not write the metrics file ...') and never writing
+    it, where ``foundation serve --metrics-file`` refuses it before loading anything. (A SIGTERM
+    ends the serve the old code started, so that its failure does not hang.)"""
+    from foundation_ml import FunctionModel, MLRuntime
+
+    path, told = {
+        "dir": (str(tmp_path), "is a directory (name a file in it)"),
+        "missing_dir": (str(tmp_path / "gone" / "m.prom"), "cannot write it: No such file or directory"),
+        "device": ("/dev/null", "not a regular file (a device, a FIFO or a socket)"),
+    }[where]
+    with MLRuntime(registered_hub()) as rt:
+        rt.register_model(
+            "m", FunctionModel(lambda x: {"y": x}, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"})
+        )
+        stopper = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+        stopper.start()
+        try:
+            with pytest.raises(ValueError) as caught:
+                rt.serve("inproc", name, metrics_file=path)
+        finally:
+            stopper.cancel()
+        assert str(caught.value) == f"serve: metrics_file {path!r}: {told} (nothing was started)"
+        assert rt.servers == []
+
+
 @pytest.mark.slow
 def test_a_users_tmp_file_beside_the_metrics_file_is_left_alone(tmp_path: Path, name: str) -> None:
     mine = tmp_path / "m.prom.tmp"
