@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,12 +144,34 @@ def test_the_suite_logs_none_of_the_events_its_cases_simulate(capfd: pytest.Capt
     assert "retry.scheduled" not in err and "circuit.changed" not in err and err.strip() == ""
 
 
+@pytest.fixture
+def logging_left_as_found() -> Iterator[None]:
+    """``main(["--set", "logging...", ...])`` configures the process's logging (a root handler,
+    structlog) and, as a console script's entry point, leaves it so for the process's exit:
+    here it is put back, or the logging plugin's tests that run later in this process find a
+    handler of this test's on the root logger (as the logging tests' own fixture does)."""
+    setup = pytest.importorskip("foundation_logging._setup")
+    import structlog  # the logging plugin's dependency, so there when it is
+
+    saved_config = structlog.get_config()
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, list(root.handlers)
+    yield
+    while (runtime := setup.current_runtime()) is not None:  # closing one brings the next back
+        runtime.close()
+    structlog.configure(**saved_config)
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+
+
 def test_the_logging_section_set_for_the_app_is_no_unknown_section_to_the_suite(
-    capfd: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    logging_left_as_found: None,
 ) -> None:
     """The suite's hub leaves the logging plugin out; its section, in a settings.toml beside the
     app or given by --set, was then warned about as unknown ('logging: unknown section ...')."""
-    pytest.importorskip("foundation_logging")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "settings.toml").write_text('[logging]\nlevel = "warning"\n')
     assert main(["--set", "logging.format=json", "conformance", "fallback"]) == 0
