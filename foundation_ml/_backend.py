@@ -118,6 +118,11 @@ class FunctionModel(LoadedModel):
     ) -> None:
         if not callable(fn):  # FunctionModel(5, ...) failed only when called, or served to fail
             raise TypeError(f"FunctionModel: fn must be callable, not {type(fn).__name__} {fn!r}")
+        if batchable is not None and not isinstance(batchable, bool):  # "no" batched it (truthy)
+            raise TypeError(
+                "FunctionModel: batchable must be True, False or None (told by the signature), "
+                f"not {batchable!r}"
+            )
         self.fn = fn
         self.inputs = parse_signature(inputs)
         self.outputs = parse_signature(outputs)

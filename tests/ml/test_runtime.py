@@ -376,3 +376,20 @@ def test_a_function_model_of_something_not_callable_is_refused_when_made() -> No
     callable) and with ``warmup=False`` it was served, each request a HandlerError."""
     with pytest.raises(TypeError, match=r"^FunctionModel: fn must be callable, not int 5$"):
         FunctionModel(5, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("batchable", ["no", 0, 1])
+def test_a_function_model_batchable_that_is_no_bool_is_refused_when_made(batchable: object) -> None:
+    """``batchable="no"`` was taken (truthy): the model was batched under ``max_batch_size``, its
+    rows stacked with other callers'; ``batchable=0`` left it unbatched and its stats said
+    ``"batchable": 0``. Only True, False and None (told by the signature) are taken."""
+    told = r"^FunctionModel: batchable must be True, False or None \(told by the signature\), not "
+    with pytest.raises(TypeError, match=told + rf"{batchable!r}$"):
+        FunctionModel(
+            lambda x: x,
+            inputs={"x": "FP32[-1]"},
+            outputs={"y": "FP32[-1]"},
+            batchable=batchable,  # type: ignore[arg-type]
+        )
+    for taken in (True, False, None):
+        FunctionModel(lambda x: x, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"}, batchable=taken)
