@@ -65,6 +65,7 @@ class TorchBackend(ModelBackend):
         if options:
             raise ModelLoadError(f"unknown torch backend option(s): {', '.join(options)}", model=name)
         _check_threads(name, threads)
+        _check_batchable(name, batchable)
         _check_device(name, device)
         given = given_signature(name, inputs, outputs)
         # a side passed as an argument wins; the other comes from the package, the file or the
@@ -172,6 +173,15 @@ def _check_threads(name: str, threads: Any) -> None:
         f"threads must be an integer from 1 to {MAX_THREADS} (0 or None: torch's default), not {threads!r}",
         model=name,
     )
+
+
+def _check_batchable(name: str, batchable: Any) -> None:
+    """``batchable``: True, False or None (told by the signature); ``"no"`` (truthy) batched the
+    model, stacking its rows with other callers'."""
+    if batchable is not None and not isinstance(batchable, bool):
+        raise ModelLoadError(
+            f"batchable must be True, False or None (told by the signature), not {batchable!r}", model=name
+        )
 
 
 def _check_device(name: str, device: str) -> None:

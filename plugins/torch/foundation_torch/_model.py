@@ -147,6 +147,11 @@ class TorchModel(LoadedModel):
     ) -> None:
         # torch's intra-op width where the model is loaded (``threads``, or what the loading thread
         # set), applied in every thread that calls it (see _apply_threads)
+        if batchable is not None and not isinstance(batchable, bool):  # "no" batched it (truthy)
+            raise TypeError(
+                "TorchModel: batchable must be True, False or None (told by the signature), "
+                f"not {batchable!r}"
+            )
         self._threads = threads or torch.get_num_threads()
         for spec in (*inputs, *outputs):
             torch_dtype(spec.datatype)  # raises for BYTES

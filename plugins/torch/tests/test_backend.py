@@ -387,6 +387,24 @@ def test_threads_out_of_range_or_not_an_integer_are_refused(threads: object) -> 
     assert torch.get_num_threads() == before
 
 
+@pytest.mark.parametrize("batchable", ["no", 0, 1])
+def test_a_batchable_that_is_no_bool_is_refused_before_anything_loads(
+    runtime: MLRuntime, batchable: object
+) -> None:
+    """``batchable="no"`` was taken (truthy): with ``max_batch_size`` the model was batched, its
+    rows stacked with other callers'; ``batchable=0`` left it unbatched and its metadata said
+    ``"batchable": 0``. The option and ``TorchModel`` take True, False or None only."""
+    told = r"batchable must be True, False or None \(told by the signature\), not "
+    with pytest.raises(ModelLoadError, match=rf"^model 'm': {told}{batchable!r}$"):
+        runtime.register_model("m", DEMO, batchable=batchable, max_batch_size=4)
+    assert runtime.registry.names() == []
+    spec = parse_signature({"x": "FP32[-1, 784]"})
+    with pytest.raises(TypeError, match=rf"^TorchModel: {told}{batchable!r}$"):
+        TorchModel(build_demo(), spec, parse_signature({"y": "FP32[-1, 10]"}), batchable=batchable)  # type: ignore[arg-type]
+    runtime.register_model("m", DEMO, batchable=False)  # a bool is taken
+    assert runtime.metadata("m")["batching"] == {"enabled": False, "batchable": False}
+
+
 def test_a_load_that_fails_leaves_the_thread_count_as_it_was() -> None:
     """``torch.set_num_threads`` is process-wide: it was set before the load could fail."""
     before = torch.get_num_threads()
