@@ -62,8 +62,9 @@ def load_model(
             f"another, and {backend!r} is not registered (registered: {registered})",
             model=name,
         )
-    impl: ModelBackend = hub.model_backends.get(backend)()
-    try:
+    backend_class = hub.model_backends.get(backend)  # not registered, or its import failed: named
+    try:  # its constructor too: one calling sys.exit() ended the process
+        impl: ModelBackend = backend_class()
         loaded = impl.load(model, name=name, device=device, inputs=inputs, outputs=outputs, **options)
     except (ModelLoadError, InferenceError) as exc:
         others = [b for b in hub.model_backends.names() if b != backend]

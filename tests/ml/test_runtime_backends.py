@@ -127,6 +127,45 @@ def test_a_backend_whose_load_raises_or_exits_is_named_and_nothing_is_registered
         assert runtime.registry.names() == []
 
 
+class _ExitingBackend(_WeightsBackend):
+    """A backend whose constructor exits, as argparse on options it refuses does."""
+
+    def __init__(self) -> None:
+        raise SystemExit(3)
+
+
+class _FailingBackend(_WeightsBackend):
+    def __init__(self) -> None:
+        raise RuntimeError("no licence server")
+
+
+@pytest.mark.parametrize(
+    ("backend", "told"),
+    [("_ExitingBackend", "SystemExit: 3"), ("_FailingBackend", "RuntimeError: no licence server")],
+)
+def test_a_backend_whose_constructor_raises_or_exits_is_named_and_nothing_is_registered(
+    backend: str, told: str
+) -> None:
+    """The backend was made outside what 672e52c guarded: its constructor calling sys.exit() came
+    out of register_model as SystemExit, ending the process, and any other error raw (a
+    RuntimeError, no model named), where load() raising either is a ModelLoadError."""
+
+    class Plugin:
+        @hookimpl
+        def foundation_register_model_backends(self, register: Any) -> None:
+            register("weights", f"{__name__}:{backend}")
+
+    with (
+        foundation_core.start(plugins=[ml_plugin, Plugin()], entry_points=False) as hub,
+        MLRuntime(hub) as runtime,
+    ):
+        with pytest.raises(
+            ModelLoadError, match=rf"^model 'lin': w\.npz failed to load in backend 'weights': {told}$"
+        ):
+            runtime.register_model("lin", "w.npz", backend="weights")
+        assert runtime.registry.names() == []
+
+
 @pytest.mark.parametrize("warmup", [True, False])
 def test_a_loaded_model_without_its_signature_is_named(warmup: bool) -> None:
     """It was AttributeError: '_Linear' object has no attribute 'outputs'."""
