@@ -65,6 +65,11 @@ class _Connection:
     def __init__(self, name: str) -> None:
         self.name = name
         self.closing = False  # the client dropped this connection while calls were on it
+        # ... because it was closed (close(), or dropped): it gave its channels back, so the
+        # server may reclaim one under a call (server_seq = client_seq, no answer). Not so for a
+        # drop after another thread's call found the server gone (stopped or dead): that leaves
+        # each call's channel to it, words untouched, and the call ends as its server did
+        self.client_closed = False
         self.claimed = False  # a channel was claimed on it (the pool counts reconnects by it)
         try:
             # guarded (C hot path): a control segment shrunk under us becomes zero pages, and
@@ -149,7 +154,7 @@ class _Connection:
 
     def check(self) -> None:
         """Raise ``ServerUnavailable`` unless the server is alive and serving (between wait slices)."""
-        if self.closing:
+        if self.client_closed:
             raise ServerUnavailable(f"the client of shm server {self.name!r} was closed during the call")
         if self.ctl.faulted():
             self.alive = False
@@ -161,6 +166,9 @@ class _Connection:
         if state not in (L.RegionState.READY, L.RegionState.STOPPING) or not is_alive(self.pid, self.started):
             self.alive = False
             raise ServerUnavailable(self.gone())
+        if self.closing:  # dropped as its server was found gone, by a look this one raced
+            self.alive = False
+            raise ServerUnavailable(self.gone())
 
     def _check_found(self) -> None:
         """``check`` as a connect looks (at its start, and while it waits for a hung server's
@@ -169,7 +177,7 @@ class _Connection:
         try:
             self.check()
         except ServerUnavailable as exc:
-            if self.closing or self.ctl.faulted():  # dropped by another thread, or the region lost
+            if self.client_closed or self.ctl.faulted():  # the client closed, or the region lost
                 raise
             raise _GoneAtConnect(exc.message) from None
 

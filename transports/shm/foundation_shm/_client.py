@@ -274,7 +274,7 @@ class ShmClient(TransportClient):
 
     def _response(self, ch: _Channel, rid: int, model: str, deadline: int, retry: bool) -> InferenceResponse:
         """Decode and check the response in the channel's response area."""
-        if ch.conn.closing:  # close() in another thread gave the channel back; the server's
+        if ch.conn.client_closed:  # close() in another thread gave the channel back; the server's
             ch.conn.check()  # reclaim (server_seq = client_seq) ended the wait, not an answer
         assert ch.reader is not None
         dec = ch.reader.read()

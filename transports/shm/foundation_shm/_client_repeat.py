@@ -58,7 +58,7 @@ def exchange_repeat(
     )
     if code == 0:  # answered, and the response repeats the cached one: its views stand
         ch.seq, ch.wdeadline = seq, deadline  # published, whatever follows (_gone._Moved counts it)
-        if conn.closing:  # no: close() gave the channel back and the server reclaimed it
+        if conn.client_closed:  # no: close() gave the channel back and the server reclaimed it
             conn.check()
         spin.record(window, 0)
         _, model, version, outputs, text, params, _ = reader.last  # type: ignore[misc]

@@ -357,7 +357,7 @@ class ChannelPool:
         """``_shut``'s work, the lock held (let go during the waits)."""
         conn = self._conn
         if conn is not None:  # first: a call about to publish sees it (_exchange), and does not
-            conn.closing = True
+            conn.closing = conn.client_closed = True
         self._cond.notify_all()  # calls waiting for a channel refuse now
         if conn is not None and conn.alive:
             # The wait for the region mutex (up to connect_timeout while a stopped client

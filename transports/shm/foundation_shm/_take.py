@@ -208,10 +208,8 @@ class SlowTake:
                 return False
             # this call's request is not written yet: the call sends it once to a
             # new server of the name (_gone.again, spec 7.5), or fails gone
-            # saying why not. (A connection another thread's call dropped, finding
-            # the server dead, says "closed during the call": it is gone too.)
-            gone = pending.conn.gone() if pending.conn.closing else exc.message
-            raise _GoneWhileWaiting(gone) from None
+            # saying why not
+            raise _GoneWhileWaiting(exc.message) from None
         return True
 
     def _give_up_if_hung(self, pending: _Channel | None) -> None:
