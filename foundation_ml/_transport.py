@@ -253,7 +253,8 @@ def configured_options(hub: Hub, transport: str, kind: Literal["serve", "connect
     uses the transport's own defaults) or the transport declares no such section. Options passed
     in code win over these."""
     config = hub.config
-    if config is None or transport not in config:
+    # a name that is no str is the registry's to refuse, naming it (a list was 'unhashable type')
+    if config is None or not isinstance(transport, str) or transport not in config:
         return {}
     method = getattr(config[transport], f"{kind}_options", None)
     return dict(method()) if callable(method) else {}

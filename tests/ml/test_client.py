@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from foundation_ml import InferenceClient
+from foundation_ml import InferenceClient, MLRuntime
 
 X = np.ones((1, 4), np.float32)
 
@@ -39,6 +39,18 @@ def test_a_copy_that_is_no_bool_is_refused_by_name(served: InferenceClient, copy
     """``copy="no"`` copied every output (truthy) and ``copy=0`` handed out views, silently."""
     with pytest.raises(TypeError, match=rf"^InferenceClient: copy must be True or False, not {copy!r}$"):
         InferenceClient(served.name, transport="inproc", copy=copy)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("transport", [["inproc"], None, 5])
+def test_a_transport_that_is_no_str_is_refused_naming_it(
+    runtime: MLRuntime, served: InferenceClient, transport: object
+) -> None:
+    """``transport=["inproc"]`` failed with 'unhashable type: 'list'' in the configuration's
+    lookup, before the registry's check (cbee97f) that names it and what is registered."""
+    assert runtime.hub.config is not None  # configured: its sections are looked up by the name
+    told = rf"^a transport name is a str, not {type(transport).__name__} {re.escape(repr(transport))} "
+    with pytest.raises(TypeError, match=told + r"\(registered: "):
+        InferenceClient(served.name, transport=transport, hub=runtime.hub)  # type: ignore[arg-type]
 
 
 def test_outputs_as_a_list_selects_them(served: InferenceClient) -> None:
