@@ -10,9 +10,11 @@ if TYPE_CHECKING:
     from foundation_ml._types import ClientCounters
 
     from ._transport import ShmTransport
+    from .errors import ServerNameTaken
 
 __all__ = [
     "ClientCounters",
+    "ServerNameTaken",
     "ShmTransport",
 ]
 
@@ -20,6 +22,7 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "ClientCounters": "foundation_ml._types",  # the transport-agnostic type, re-exported
+        "ServerNameTaken": ".errors",
         "ShmTransport": "._transport",
     },
 )

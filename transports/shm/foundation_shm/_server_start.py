@@ -19,6 +19,7 @@ from ._options import ServeOptions
 from ._region import read_region, region_alive
 from ._segments import Segment, create_semaphore
 from ._server_channel import _Channel
+from ._start_lock import name_taken
 
 __all__ = ["_Start"]
 
@@ -64,10 +65,8 @@ class _Start:
         live = read_region(self.name)
         if region_alive(live) and live["pid"] != os.getpid():
             self._lock.release()
-            raise FileExistsError(
-                f"a live shm server (pid {live['pid']}) serves {self.name!r}, although its lock "
-                "file was missing; stop it first"
-            )
+            lock_file = L.lock_file(self.name)
+            raise name_taken(self.name, live, lock_file, f"although its lock file {lock_file} was missing")
 
     def _create(self, opts: ServeOptions) -> None:
         """Remove the name's stale objects, create the server's own and write the region header;

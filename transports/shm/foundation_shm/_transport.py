@@ -12,6 +12,7 @@ from ._layout import server_name
 from ._liveness import lock_state
 from ._region import read_region, region_dying
 from ._server import ShmServer
+from ._start_lock import name_taken
 
 __all__ = ["ShmTransport"]
 
@@ -46,15 +47,12 @@ class ShmTransport(Transport):
         server_name(address)
 
     def check_serve(self, address: str) -> None:
-        """``check_address``, then ``FileExistsError`` if a live server holds the name's lock (a
-        killed one whose threads still exit holding it is no refusal: ``serve`` waits for it)."""
+        """``check_address``, then ``ServerNameTaken`` (a ``FileExistsError``) if a live server
+        holds the name's lock (a killed one whose threads still exit holding it is no refusal:
+        ``serve`` waits for it)."""
         name = server_name(address)
         if lock_state(L.lock_file(name)) == "held":
             region = read_region(name)
             if region_dying(region) is not None:
                 return
-            pid = region.get("pid")
-            raise FileExistsError(
-                f"a live shm server{f' (pid {pid})' if pid else ''} already serves {name!r} "
-                f"(it holds {L.lock_file(name)}): stop it first, or serve under another name"
-            )
+            raise name_taken(name, region, L.lock_file(name))

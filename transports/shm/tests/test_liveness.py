@@ -186,7 +186,7 @@ def test_the_first_call_after_a_graceful_restart_is_served_by_the_new_server(
 
 
 def test_one_live_server_per_name(echo_server: EchoProcess, name: str) -> None:
-    with pytest.raises(FileExistsError, match="already holds"):
+    with pytest.raises(FileExistsError, match=f"pid {echo_server.pid}\\) already serves '{name}'"):
         ShmTransport().serve(name, EchoHandler())
     with ShmTransport().connect(name) as client:  # the refused start disturbed nothing
         assert client.infer(InferenceRequest("echo", {"x": np.ones(1)})).outputs["x"][0] == 1

@@ -18,6 +18,7 @@ from foundation_shm._echo import EchoHandler
 from foundation_shm._liveness import ServerLock, lock_state
 from foundation_shm._objects import no_server_hint, objects_of
 from foundation_shm._segments import Segment
+from foundation_shm.errors import ServerNameTaken
 
 from foundation_core._cli import main
 from foundation_ml.errors import ServerUnavailable
@@ -97,7 +98,10 @@ def test_a_server_whose_lock_file_went_missing_is_not_deleted_by_a_second_start(
 ) -> None:
     os.unlink(SHM / f"fdn-{name}.lock")
     control = os.stat(SHM / f"fdn-{name}").st_ino
-    with pytest.raises(FileExistsError, match=f"a live shm server \\(pid {echo_server.pid}\\) serves"):
+    with pytest.raises(
+        ServerNameTaken,
+        match=f"a live shm server \\(pid {echo_server.pid}\\) already serves '{name}' \\(although",
+    ):
         ShmTransport().serve(name, EchoHandler())
     assert os.stat(SHM / f"fdn-{name}").st_ino == control  # its objects untouched
     assert main(["shm", "clean", name]) == 1  # alive by its region header: clean leaves it too

@@ -4,6 +4,7 @@ bounded time) instead of refusing the name as a live server's; a live server is 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from foundation_shm._echo import EchoHandler
 from foundation_shm._region import read_region
 from foundation_shm._server import ShmServer
 from foundation_shm._start_lock import take_server_lock
+from foundation_shm.errors import ServerNameTaken
 
 from foundation_ml import InferenceRequest
 
@@ -99,9 +101,30 @@ def test_a_live_server_is_refused_at_once(
 ) -> None:
     monkeypatch.setattr(_start_lock, "DYING_WAIT_S", 60.0)
     begun = time.monotonic()
-    with pytest.raises(FileExistsError, match=f"^a live shm server already holds /dev/shm/fdn-{name}.lock$"):
+    with pytest.raises(ServerNameTaken) as refused:
         ShmServer(name, EchoHandler(), channels=1)
     assert time.monotonic() - begun < 5
+    assert str(refused.value) == (
+        f"a live shm server (pid {echo_server.pid}) already serves {name!r} (it holds "
+        f"/dev/shm/fdn-{name}.lock): stop it first, or serve under another name"
+    )
+    assert (refused.value.name, refused.value.pid) == (name, echo_server.pid)
+    assert refused.value.lock_file == f"/dev/shm/fdn-{name}.lock"
+    assert isinstance(refused.value, FileExistsError)  # what check_serve's contract names
+
+
+def test_a_start_refused_by_a_server_whose_header_is_not_written_yet_names_no_pid(name: str) -> None:
+    """The lock held by a server that has just taken the name (no region header yet, or a dead
+    predecessor's): no pid is known, and none is made up."""
+    holder = take_server_lock(name, 0o600)
+    try:
+        with pytest.raises(
+            ServerNameTaken, match=r"^another shm server \(starting: its region names no pid"
+        ) as got:
+            ShmServer(name, EchoHandler(), channels=1)
+        assert got.value.pid == 0 and got.value.name == name
+    finally:
+        holder.release()
 
 
 def test_a_zombie_of_another_start_time_is_no_killed_server_of_the_region(
@@ -123,13 +146,12 @@ def test_a_zombie_of_another_start_time_is_no_killed_server_of_the_region(
     monkeypatch.setattr(_transport, "read_region", read_region_reused)
     with dying(echo_server):
         with pytest.raises(
-            FileExistsError, match=f"^a live shm server already holds /dev/shm/fdn-{name}.lock$"
+            ServerNameTaken,
+            match=r"^another shm server \(starting: its region names no pid yet\) already serves",
         ):
             take_server_lock(name, 0o600, wait_s=60.0, sleep=sleep)
-        with pytest.raises(
-            FileExistsError, match=rf"^a live shm server \(pid {echo_server.pid}\) already serves"
-        ):
-            ShmTransport().check_serve(name)
+        with pytest.raises(ServerNameTaken, match=r"^another shm server \(starting: its region names no pid"):
+            ShmTransport().check_serve(name)  # (it named the zombie's pid: no server's)
 
 
 def test_a_server_that_takes_the_name_during_the_wait_is_refused_at_once(
@@ -146,8 +168,9 @@ def test_a_server_that_takes_the_name_during_the_wait_is_refused_at_once(
 
     try:
         with dying(echo_server) as let_go:
-            with pytest.raises(FileExistsError, match="a live shm server already holds"):
+            with pytest.raises(ServerNameTaken, match=r"a live shm server \(pid \d+\) already serves") as got:
                 take_server_lock(name, 0o600, wait_s=60.0, sleep=sleep)
+            assert got.value.pid == os.getpid()  # the server that took the name meanwhile
             assert read_region(name)["pid"] != echo_server.pid
     finally:
         for server in others:
