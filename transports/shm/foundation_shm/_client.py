@@ -261,9 +261,9 @@ class ShmClient(TransportClient):
                 if u32[(ch.base + _C.SERVER_BUSY) // 4]:  # its handler may have run it: never again
                     raise ServerUnavailable(conn.gone()) from None
                 raise _GoneBeforeDispatch(conn.gone()) from None
-            if conn.closing:  # another thread dropped the connection meanwhile: the call fails, as
-                raise ServerUnavailable(conn.gone()) from None  # before (the answer is not read)
-            done = True
+            if conn.client_closed:  # close() meanwhile (its channels given back): not read
+                raise ServerUnavailable(conn.gone()) from None
+            done = True  # an answer (a drop by another thread's call, the server dead, left it)
         if window:
             self._spin.record(window, _clock() - t0)
         if not done:

@@ -127,15 +127,16 @@ def gone_before_sending(exc: BaseException) -> BaseException:
 def check_before_sending(conn: _Connection, closed: bool) -> None:
     """Before publishing a request: ``conn.check()``, its failure raised as ``_GoneBeforeSending``
     when the region says the server stopped, as ``_GoneBeforeDispatch`` when its process is dead
-    (another thread's call found it so, and may have dropped the connection). Not when the
-    client was ``closed`` (the call fails, it is not sent elsewhere), nor when the region was
-    lost (shrunk under this client: its own message says more than the reconnect's would)."""
+    (another thread's call found it so, and may have dropped the connection: that drop, not the
+    client's close, leaves the call to go elsewhere). Not when the client was ``closed`` (the call
+    fails, it is not sent elsewhere), nor when the region was lost (shrunk under this client: its
+    own message says more than the reconnect's would)."""
     try:
         conn.check()
     except ServerUnavailable as exc:
-        if closed or conn.ctl.faulted():
+        if closed or conn.client_closed or conn.ctl.faulted():
             raise
-        if not conn.closing and conn.ctl.u32[_STATE] == _STOPPED:
+        if conn.ctl.u32[_STATE] == _STOPPED:
             raise _GoneBeforeSending(str(exc)) from None
         if conn.dead():
             raise _GoneBeforeDispatch(conn.gone()) from None
