@@ -210,6 +210,17 @@ def test_an_input_file_that_cannot_be_opened_is_a_usage_error_naming_it(
     assert str(missing) in proc.stderr and "no such file" in proc.stderr.lower(), proc.stderr
 
 
+def test_an_input_file_that_is_a_directory_is_a_usage_error_naming_it(
+    client: NativeClient, tmp_path: Path
+) -> None:
+    """The C driver opened a directory (fopen does), its read failed (EISDIR) and it said the
+    directory "holds 0 bytes"; each says the path is a directory (exit 2)."""
+    argv = ["infer", "--name", "nosuch_srv", "--model", "m", "--input", f"a:FP32:1,4:{tmp_path}"]
+    proc = subprocess.run([str(client.path), *argv], capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert str(tmp_path) in proc.stderr and "is a directory" in proc.stderr.lower(), proc.stderr
+
+
 def test_an_unknown_option_is_called_unknown(client: NativeClient) -> None:
     argv = ["infer", "--name", "x", "--model", "demo", "--bogus"]
     proc = subprocess.run([str(client.path), *argv], capture_output=True, timeout=30, check=False, text=True)

@@ -107,8 +107,14 @@ static int parse_input(struct args *a, char *spec) {
         return usage(why);
     }
     size_t got = fread(a->data[a->n_inputs], 1, (size_t)size, f);
-    int extra = fgetc(f) != EOF;
+    int extra = fgetc(f) != EOF, read_errno = ferror(f) ? errno : 0;
     fclose(f);
+    if (read_errno) {
+        /* fopen opens a directory; its read fails (EISDIR), which is no file of 0 bytes */
+        free(a->data[a->n_inputs]);
+        snprintf(why, sizeof why, "--input %s: cannot read %s: %s", name, file, strerror(read_errno));
+        return usage(why);
+    }
     if (got != size || extra) {
         free(a->data[a->n_inputs]);
         snprintf(why, sizeof why, "--input %s: %s holds %s%zu bytes, %s%s takes %llu", name, file,
