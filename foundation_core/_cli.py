@@ -317,7 +317,7 @@ def _handler(command: Command) -> Handler:
     """The command's handler, imported if lazy; a failure names the reference, not a traceback."""
     try:
         handler = command.resolve()
-    except Exception as exc:  # a plugin's module may fail to import in any way
+    except (Exception, SystemExit) as exc:  # in any way, sys.exit() too: not the command's status
         why = str(exc) if isinstance(exc, (ImportError, AttributeError)) else f"{type(exc).__name__}: {exc}"
         raise _BrokenCommand(f"handler {_describe(command.handler)!r} cannot be imported: {why}") from exc
     if not callable(handler):

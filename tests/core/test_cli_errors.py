@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -105,6 +106,23 @@ def test_a_command_that_cannot_run_names_its_plugin_and_handler(
     proc = run_cli(cmds_site, command)
     assert proc.returncode == 1
     assert proc.stderr == f"foundation {command}: error: plugin 'cmds': {why}\n"
+
+
+def test_a_command_whose_module_calls_sys_exit_on_import_is_a_broken_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin module's sys.exit(3) is no exit status of the command: it is reported as one
+    that cannot be imported (exit 1, naming plugin and handler), as a broken entry point is."""
+    from foundation_core._cli import Command, _BrokenCommand, _handler
+
+    (tmp_path / "fixture_cmds_exits.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fixture_cmds_exits", raising=False)
+    command = Command("quits", "fixture_cmds_exits:fn", argparse.ArgumentParser(), "cmds", "")
+    with pytest.raises(
+        _BrokenCommand, match=r"^handler 'fixture_cmds_exits:fn' cannot be imported: SystemExit: 3$"
+    ):
+        _handler(command)
 
 
 def test_a_command_returning_an_int_exits_with_it(cmds_site: Path) -> None:
