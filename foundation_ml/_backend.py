@@ -124,8 +124,13 @@ class FunctionModel(LoadedModel):
                 f"not {batchable!r}"
             )
         self.fn = fn
-        self.inputs = parse_signature(inputs)
-        self.outputs = parse_signature(outputs)
+        self.inputs = _side("inputs", inputs)
+        self.outputs = _side("outputs", outputs)
+        if not self.outputs:  # its answer named nothing; an array was told "with several outputs"
+            raise ValueError(
+                f"FunctionModel: outputs must declare at least one tensor, not {outputs!r} "
+                "(e.g. outputs={'y': 'FP32[-1]'})"
+            )
         self._batchable = batchable
         self._single = self.outputs[0].name if len(self.outputs) == 1 else None
 
@@ -140,6 +145,21 @@ class FunctionModel(LoadedModel):
         if self._single is None:
             raise TypeError(f"model returned {type(result).__name__}; with several outputs return a dict")
         return {self._single: np.asarray(result)}
+
+
+def _side(argument: str, sig: Any) -> tuple[TensorSpec, ...]:
+    """FunctionModel's ``inputs`` or ``outputs``, parsed; an error names the argument."""
+    if isinstance(sig, str | bytes):  # iterated, it was refused one character at a time
+        raise TypeError(
+            f"FunctionModel: {argument} must map each tensor's name to its spec, as "
+            f"{{'x': 'FP32[-1, 4]'}} does (or list the tensors), not the {type(sig).__name__} {sig!r}"
+        )
+    try:
+        return parse_signature(sig)
+    except TypeError as exc:
+        raise TypeError(f"FunctionModel: {argument}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"FunctionModel: {argument}: {exc}") from None
 
 
 def backend_for(

@@ -167,7 +167,9 @@ class TensorSpec:
         """From an OIP dict, ``{"name": "x", "datatype": "FP32", "shape": [-1, 784]}``: the name
         and datatype strings, the shape a list of integers (``check_shape``); nothing is coerced."""
         if not isinstance(d, Mapping):
-            raise TypeError(f"a tensor is an object with name, datatype and shape, not {type(d).__name__}")
+            raise TypeError(
+                f"a tensor is an object with name, datatype and shape, not {type(d).__name__} {d!r:.70}"
+            )
         missing = [k for k in ("name", "datatype", "shape") if k not in d]
         if missing:
             who = f"tensor {d['name']!r:.70}" if isinstance(d.get("name"), str) else "a tensor"

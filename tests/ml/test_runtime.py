@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -376,6 +377,42 @@ def test_a_function_model_of_something_not_callable_is_refused_when_made() -> No
     callable) and with ``warmup=False`` it was served, each request a HandlerError."""
     with pytest.raises(TypeError, match=r"^FunctionModel: fn must be callable, not int 5$"):
         FunctionModel(5, inputs={"x": "FP32[-1]"}, outputs={"y": "FP32[-1]"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("outputs", [{}, [], None])
+def test_a_function_model_without_outputs_is_refused_when_made(outputs: object) -> None:
+    """``outputs={}`` was made and registered; a function returning an array then failed each
+    request with "with several outputs return a dict", the model having none."""
+    with pytest.raises(
+        ValueError,
+        match=rf"^FunctionModel: outputs must declare at least one tensor, not {re.escape(repr(outputs))} ",
+    ):
+        FunctionModel(lambda x: x, inputs={"x": "FP32[-1]"}, outputs=outputs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("argument", "sig", "error", "told"),
+    [
+        (
+            "outputs",
+            ["a", "a"],
+            TypeError,
+            r"a tensor is an object with name, datatype and shape, not str 'a'$",
+        ),
+        ("outputs", [""], TypeError, r"a tensor is an object with name, datatype and shape, not str ''$"),
+        ("outputs", "y", TypeError, r"must map each tensor's name to its spec, .* not the str 'y'$"),
+        ("outputs", [{"name": "a", "datatype": "FP32", "shape": [-1]}] * 2, ValueError, r"more than once"),
+        ("outputs", {"": "FP32[-1]"}, ValueError, r"tensor name '' must be"),
+        ("inputs", ["x", "x"], TypeError, r"not str 'x'$"),
+        ("inputs", {"": "FP32[-1]"}, ValueError, r"tensor name '' must be"),
+    ],
+)
+def test_a_function_model_signature_error_names_the_argument_and_the_item(
+    argument: str, sig: object, error: type[Exception], told: str
+) -> None:
+    given = {"inputs": {"x": "FP32[-1]"}, "outputs": {"y": "FP32[-1]"}, argument: sig}
+    with pytest.raises(error, match=rf"^FunctionModel: {argument}[: ].*{told}"):
+        FunctionModel(lambda x: x, **given)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("batchable", ["no", 0, 1])
