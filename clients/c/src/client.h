@@ -87,6 +87,10 @@ void fdn_disconnect(struct fdn_client *c); /* unmap, close, unlink the data segm
 /* Whether c was connected in another process than this one: this is a child forked since, and
  * c's channel and data segment are the parent's. */
 int fdn_forked(const struct fdn_client *c);
+/* Register the pthread_atfork handlers that hold the data segments' records across a fork and
+ * count forks (fdn_forked); run under a pthread_once by the first connect and segment. Registered
+ * twice (as in a child forked while its parent ran that once), each handler does its work once. */
+void fdn_fork_handlers_register(void);
 /* A forked child's copy of a client: unmap and close this process's handles only, neither giving
  * the channel back nor unlinking the data segment (the parent's, in use), and leave c disconnected,
  * this process's own: its next call connects anew. */

@@ -184,14 +184,30 @@ static pthread_once_t named_once = PTHREAD_ONCE_INIT;
  * forked child's atfork handler, where that child has one thread. */
 static unsigned long forks;
 
-static void named_lock_now(void) { pthread_mutex_lock(&named_lock); }
-static void named_unlock_now(void) { pthread_mutex_unlock(&named_lock); }
-static void named_forget_all(void) { /* the child: the forking thread holds the lock (prepare) */
-    named_len = 0;
-    forks++;
+/* Whether the forking thread holds named_lock across its fork. A child forked while another thread
+ * of its parent ran named_once's routine runs it again (glibc), so there the handlers may be
+ * registered twice and each runs twice per fork: the lock is taken once (taken again, the forking
+ * thread waited for itself), given back once, and the child's reset done once. */
+static __thread int named_held;
+
+static void named_lock_now(void) {
+    if (named_held) return;
+    pthread_mutex_lock(&named_lock);
+    named_held = 1;
+}
+static void named_unlock_now(void) {
+    if (!named_held) return;
+    named_held = 0;
     pthread_mutex_unlock(&named_lock);
 }
-static void named_init(void) { pthread_atfork(named_lock_now, named_unlock_now, named_forget_all); }
+static void named_forget_all(void) { /* the child: the forking thread holds the lock (prepare) */
+    if (!named_held) return;
+    named_len = 0;
+    forks++;
+    named_held = 0;
+    pthread_mutex_unlock(&named_lock);
+}
+void fdn_fork_handlers_register(void) { pthread_atfork(named_lock_now, named_unlock_now, named_forget_all); }
 
 static struct named *named_find(const char *name) {
     for (size_t i = 0; i < named_len; i++)
@@ -281,7 +297,7 @@ static enum fdn_status create_data(struct fdn_client *c, const char *name, uint6
                             "ever hold (%llu bytes)",
                             c->name, c->index, name, sz, total);
     }
-    pthread_once(&named_once, named_init);
+    pthread_once(&named_once, fdn_fork_handlers_register);
     pthread_mutex_lock(&named_lock);
     int fd = fdn_shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, c->mode);
     /* ours (it carries our pid): left over from a failed claim or grow, or another client's of
@@ -644,7 +660,7 @@ enum fdn_status fdn_connect(fdn_client **out, const char *name, const struct fdn
     strcpy(c->name, name);
     c->opts = o;
     c->next_id = 1;
-    pthread_once(&named_once, named_init); /* a fork from now on is counted (fdn_forked) */
+    pthread_once(&named_once, fdn_fork_handlers_register); /* a fork from now on is counted (fdn_forked) */
     c->forks = forks;
     enum fdn_status st = fdn_connect_now(c, 0, err);
     if (st) {

@@ -45,6 +45,47 @@ static void call_and_close(fdn_client *c) {
     fdn_close(c);
 }
 
+/* A child forked while another thread of its parent ran the atfork registration (its first
+ * connect) runs it again (glibc's pthread_once), so its handlers are registered twice: played by a
+ * child that registers them twice more, then forks a grandchild that connects and calls. Each
+ * handler ran twice took the records' lock twice on the forking thread, which waited for itself:
+ * the child is killed after 10 s, a failure here rather than a hang. */
+static void registered_twice_checks(const char *name) {
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        fdn_fork_handlers_register();
+        fdn_fork_handlers_register();
+        pid_t grandchild = fork();
+        if (grandchild == 0) {
+            fdn_client *g = NULL;
+            struct fdn_error err = {0};
+            failures = 0;
+            CHECK(fdn_connect(&g, name, NULL, &err) == FDN_OK, "the grandchild's connect: %s", err.message);
+            if (g) echo(g, "the grandchild's call");
+            if (g) fdn_close(g);
+            _exit(failures ? 1 : 0);
+        }
+        int status = -1;
+        if (grandchild > 0) waitpid(grandchild, &status, 0);
+        _exit(grandchild > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1);
+    }
+    if (pid < 0) return;
+    int status = -1, done = 0;
+    for (int i = 0; i < 1000 && !done; i++) {
+        done = waitpid(pid, &status, WNOHANG) == pid;
+        if (!done) usleep(10000);
+    }
+    if (!done) { /* the handlers deadlocked: no grandchild was forked */
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    CHECK(done && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "a child with its fork handlers registered twice, forking: %s (status %d)",
+          done ? "its grandchild's checks failed" : "killed after 10 s", status);
+}
+
 void fork_checks(const char *python) {
     char name[64];
     snprintf(name, sizeof name, "fdncf%d", (int)getpid());
@@ -85,6 +126,7 @@ void fork_checks(const char *python) {
     }
     echo(c, "the parent's call after a child called through its copy");
     counts_are(c, 0, 0, "in the parent (the children's channels were theirs)");
+    registered_twice_checks(name);
 out:
     if (c) fdn_close(c);
     if (server > 0) kill_server(server);
