@@ -124,7 +124,8 @@ def test_a_name_or_version_no_transport_can_carry_is_refused(
 
 
 def test_a_tensor_name_no_transport_can_carry_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"^FunctionModel: inputs: tensor name 'x{64}' must be 1-63 UTF-8 bytes"):
+    refused = r"^FunctionModel: inputs: tensor name 'x{64}' must be 1-63 UTF-8 bytes"
+    with pytest.raises(ValueError, match=refused):
         FunctionModel(lambda x: {"y": x}, inputs={"x" * 64: "FP32[-1]"}, outputs={"y": "FP32[-1]"})
 
 
