@@ -2,7 +2,7 @@
 ``--transport`` check that ``serve``, ``infer`` and ``stats`` share.
 
 The ml plugin's other commands: ``serve`` is in ``_cli_serve``, ``infer`` and ``stats`` (a
-running server's client) in ``_cli_client``.
+running server's client) in ``_cli_client``, which reads ``--input`` files with ``_cli_inputs``.
 """
 
 from __future__ import annotations

@@ -415,7 +415,7 @@ META = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]}
 
 
 def test_infer_refuses_to_make_an_absurdly_large_example_input() -> None:
-    from foundation_ml._cli_client import load_inputs
+    from foundation_ml._cli_inputs import load_inputs
 
     huge = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 10**15]}]}
     with pytest.raises(
@@ -456,7 +456,7 @@ def test_infer_refuses_to_make_an_absurdly_large_example_input() -> None:
 def test_infer_input_files_that_cannot_be_read_are_named(
     tmp_path: Path, file: str, content: bytes, message: str
 ) -> None:
-    from foundation_ml._cli_client import load_inputs
+    from foundation_ml._cli_inputs import load_inputs
 
     path = tmp_path / file
     path.write_bytes(content)
@@ -473,7 +473,7 @@ def test_infer_input_files_that_cannot_be_read_are_named(
 def test_infer_reads_json_inputs_with_the_signatures_dtype(tmp_path: Path) -> None:
     import numpy as np
 
-    from foundation_ml._cli_client import load_inputs
+    from foundation_ml._cli_inputs import load_inputs
 
     (tmp_path / "in.json").write_text('{"x": [[1, 2, 3, 4]]}')
     x = load_inputs(str(tmp_path / "in.json"), META)["x"]

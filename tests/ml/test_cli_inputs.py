@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundation_ml import DataType, MLRuntime
-from foundation_ml import _cli_client as cli_client
-from foundation_ml._cli_client import MAX_INPUT_BYTES, MAX_JSON_BYTES, load_inputs
+from foundation_ml import _cli_inputs as cli_inputs
+from foundation_ml._cli_inputs import MAX_INPUT_BYTES, MAX_JSON_BYTES, load_inputs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -203,7 +203,7 @@ def test_an_input_file_over_its_limit_is_refused_by_its_size_unread(tmp_path: Pa
 def test_a_json_input_under_a_lower_limit_is_refused_by_its_size(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli_client, "MAX_JSON_BYTES", 100)
+    monkeypatch.setattr(cli_inputs, "MAX_JSON_BYTES", 100)
     path = tmp_path / "in.json"
     path.write_text(json.dumps({"x": [[0.5] * 40]}))
     assert refused(path).startswith(
@@ -215,7 +215,7 @@ def test_an_npz_that_unpacks_past_the_limit_is_refused_unpacked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A small zip of zeros declares gigabytes: it was inflated whole into memory."""
-    monkeypatch.setattr(cli_client, "MAX_INPUT_BYTES", 100_000)
+    monkeypatch.setattr(cli_inputs, "MAX_INPUT_BYTES", 100_000)
     path = tmp_path / "in.npz"
     np.savez_compressed(path, x=np.zeros((1, 200_000), np.float32))
     assert path.stat().st_size < 100_000
