@@ -1,6 +1,7 @@
 """What one check of the transport kit started (recorders, clients, servers and runtimes, the
 threads its calls run in), ended however the check ends: ``clean_up`` after each check ends
-what the check did not, and says what went wrong doing so."""
+what the check did not, and says what went wrong doing so. And what a failed expectation raises
+(``_expect``: ``_Fail``; ``_names_call``: an error that does not name its call)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Phase", "_Fail", "_Owned", "_expect", "_raised"]
+from ..errors import InferenceError
+
+__all__ = ["Phase", "_Fail", "_Owned", "_expect", "_names_call", "_raised"]
 
 
 class _Fail(Exception):
@@ -111,3 +114,21 @@ class _Owned:
                 self.call(end, what, self.patience)
             except Exception as exc:  # noted, and the rest still ended
                 problems.append(str(exc) if isinstance(exc, _Fail) else _raised(what, exc))
+
+
+def _names_call(exc: BaseException, model: str, rid: int | None, what: str) -> None:
+    """``exc`` names the call: its ``model``, its ``request_id`` (``rid``; None: not asked), and
+    ``str()`` starting with ``model 'NAME': ``."""
+    assert isinstance(exc, InferenceError)
+    named = (exc.model, exc.request_id) if rid is not None else (exc.model,)
+    call = (model, rid) if rid is not None else (model,)
+    _expect(
+        named == call,
+        f"{what}: {type(exc).__name__}({str(exc)!r:.120}) names model {exc.model!r} and request id"
+        f" {exc.request_id}, not the call's ({model!r}{'' if rid is None else f', {rid}'})",
+    )
+    _expect(
+        str(exc).startswith(f"model {model!r}: "),
+        f"{what}: str() of its {type(exc).__name__} is {str(exc)!r:.120}, not starting with the call's"
+        f" model {model!r}",
+    )
