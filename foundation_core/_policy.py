@@ -92,13 +92,20 @@ def _resolve_exception(name: str) -> type[BaseException]:
     else:
         try:
             obj = getattr(importlib.import_module(module), attr, None)
-        except ImportError as exc:
-            obj, why = None, f": module {module!r} cannot be imported ({exc})"
+        except KeyboardInterrupt:  # the user's Ctrl-C while it imports
+            raise
+        except BaseException as exc:  # any other failure of the module, sys.exit() included
+            obj, why = None, f": module {module!r} cannot be imported ({_failure(exc)})"
     if not (isinstance(obj, type) and issubclass(obj, BaseException)):
         if not why and not sep:
             why = " (a builtin exception, one of foundation_core.errors, or 'package.module:Error')"
         raise ValueError(f"{name!r} does not name an exception class{why}")
     return obj
+
+
+def _failure(exc: BaseException) -> str:
+    """An import's failure as an error quotes it: an ImportError's own words, else its type too."""
+    return str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
 
 
 def exception_types(value: Any) -> tuple[type[BaseException], ...]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 
 import pytest
 from foundation_retry import BACKOFFS, RetryPolicy
@@ -65,6 +67,38 @@ def test_unknown_exception_name_is_a_policy_error() -> None:
 def test_an_exception_in_a_module_that_does_not_import_says_why() -> None:
     with pytest.raises(PolicyError, match=r"module 'no_such_pkg.errors' cannot be imported"):
         RetryPolicy(retry_on=["no_such_pkg.errors:Unavailable"])
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
+        ("raise RuntimeError('no config here')\n", "RuntimeError: no config here"),
+        ("class Stop(BaseException):\n    pass\nraise Stop('odd')\n", "Stop: odd"),
+    ],
+    ids=["sys.exit", "Exception", "BaseException"],
+)
+def test_an_exception_in_a_module_that_fails_on_import_is_a_policy_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, why: str
+) -> None:
+    """A module calling sys.exit() (or raising anything but Ctrl-C) as it imports does not end
+    the process that builds the policy (a config file naming it: `foundation config check`)."""
+    (tmp_path / "fixture_policy_fails.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fixture_policy_fails", raising=False)
+    with pytest.raises(PolicyError, match=r"retry\.retry_on=") as info:
+        RetryPolicy(retry_on=["fixture_policy_fails:Unavailable"])
+    assert f"module 'fixture_policy_fails' cannot be imported ({why})" in str(info.value)
+
+
+def test_a_keyboard_interrupt_while_an_exception_module_imports_passes_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "fixture_policy_interrupted.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fixture_policy_interrupted", raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        RetryPolicy(retry_on=["fixture_policy_interrupted:Unavailable"])
 
 
 def test_open_circuit_is_not_retryable_by_default() -> None:
