@@ -45,7 +45,7 @@ def _connect(args: argparse.Namespace, hub: Hub, command: str, **kw: Any) -> Inf
 def infer_main(args: argparse.Namespace, hub: Hub) -> int:
     import numpy as np
 
-    from ._client import check_version
+    from ._client_args import check_version
     from .errors import InferenceError
 
     hub.configure(args.config, args.set)  # the transport's config section sets the client's options

@@ -49,7 +49,7 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-_MAX_TIMEOUT_S = 1e9  # a client's longest timeout (_client; about 31 years)
+_MAX_TIMEOUT_S = 1e9  # a client's longest timeout (_client_args.MAX_TIMEOUT_S; about 31 years)
 
 
 def _timeout_seconds(text: str) -> float:
