@@ -454,3 +454,22 @@ def test_a_request_the_dead_server_had_dispatched_is_not_sent_again(
         proc.communicate()
     assert got["error"] == "SERVER_UNAVAILABLE" and f"(pid {dead}) is gone" in got["message"], got
     assert servers.requests() == 0
+
+
+def test_a_call_after_a_graceful_stop_with_no_server_since_says_there_is_none(
+    client: NativeClient, servers: _Servers, tmp_path: Path
+) -> None:
+    """Held idle after one answered call; the server stopped gracefully (SIGTERM: its region
+    STOPPED, its objects removed) and none started since. The call, which found the region
+    STOPPED before writing anything, fails as its reconnect did: 'no shm server named NAME', the
+    words every client (Python too) gives a connect to a name nobody serves (spec 10.1,
+    Reconnect), not the '... is gone; not sent again' of a call whose server died. The Rust client
+    added its OS error, '(No such file or directory (os error 2))'."""
+    servers.start()
+    spec, _ = _input(tmp_path, "stopped", [1.0])
+    proc = _held(client, servers.name, spec, "again")
+    assert servers.all[-1].stop() == 0, servers.all[-1].output
+    got = _answer(proc)
+    named = f"'{servers.name}'" if client.lang == "c" else f'"{servers.name}"'
+    assert (got["error"], got["message"]) == ("SERVER_UNAVAILABLE", f"no shm server named {named}"), got
+    assert proc.returncode != 0

@@ -113,8 +113,12 @@ impl Conn {
         // A fork from here on makes this connection the parent's (`forked`).
         let forks = fork::generation();
         // Steps 1-2: map the control segment, check it, check the server lives.
-        let (ctl, mode) = Mapping::open(&l::control_name(name))
-            .map_err(|e| unavailable(format!("no shm server named {name:?} ({e})")))?;
+        // No segment of the name: the words of the C, Go and Python clients; another failure
+        // (EACCES: another user's, EMFILE, an empty segment) says what it was.
+        let (ctl, mode) = Mapping::open(&l::control_name(name)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => unavailable(format!("no shm server named {name:?}")),
+            _ => unavailable(format!("no shm server named {name:?} ({e})")),
+        })?;
         let region = read_region(&ctl, name)?;
         wait_beating(&ctl, name, &region, opts.connect_timeout, deadline)?;
         // Step 3.

@@ -200,6 +200,10 @@ fn a_region_stopped_while_its_process_lives_is_not_taken_for_dead() {
         })
     });
     ctl.u32(rg::STATE).store(l::STATE_READY, SeqCst);
-    let stopped = format!("shm server {:?} stopped", g.name());
-    want_failed_and_run_once(&g, "hold_s", "count_s", got, &stopped);
+    let gone = format!(
+        "shm server {:?} (pid {}) is gone",
+        g.name(),
+        g.server.0.id()
+    );
+    want_failed_and_run_once(&g, "hold_s", "count_s", got, &gone);
 }

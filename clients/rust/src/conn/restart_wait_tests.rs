@@ -291,8 +291,9 @@ fn a_call_waiting_behind_an_abandoned_request_of_a_stopped_server_reconnects() {
     });
     ctl.u32(rg::STATE).store(l::STATE_READY, SeqCst);
     let want = format!(
-        "shm server {:?} stopped; not sent: no server has started under that name since",
-        g.name()
+        "shm server {:?} (pid {}) is gone; not sent: no server has started under that name since",
+        g.name(),
+        g.server.0.id()
     );
     assert_eq!(
         (e.code, e.message.as_str(), e.request_id),

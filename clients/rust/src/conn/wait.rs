@@ -48,9 +48,11 @@ impl Conn {
     /// deadline waits, as in gRPC. Only a claim (connect, reconnect) refuses a hung server.
     pub(super) fn check_alive(&mut self) -> Result<()> {
         let state = self.ctl.u32(rg::STATE).load(Acquire);
-        let fail = if state != l::STATE_READY && state != l::STATE_STOPPING {
-            Some(format!("shm server {:?} stopped", self.name))
-        } else if !server_alive(self.server_pid, self.server_start)
+        // A region STOPPED (a graceful stop) says "is gone" as a dead server's does, in the words
+        // of the C, Go and Python clients; what the call does next is told by proof (10.3), not
+        // by these words.
+        let fail = if (state != l::STATE_READY && state != l::STATE_STOPPING)
+            || !server_alive(self.server_pid, self.server_start)
             || self.ctl.u64(rg::INSTANCE_ID).load(Relaxed) != self.instance_id
         {
             Some(format!(
