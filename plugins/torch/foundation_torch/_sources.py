@@ -101,14 +101,18 @@ def build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None = 
     factory it may not name is then the caller's ``ValueError``). Read from a manifest, a factory
     that raises on the manifest's ``factory_kwargs`` is a ``PackageError`` naming them (one that
     cannot be imported is not installed here: a ``ModelLoadError``, as for a factory given
-    directly)."""
+    directly; so is one whose module raises or calls ``sys.exit()`` as it imports)."""
     at = "" if package == WRITING else "manifest.json"
     try:
         factory = resolve_ref(ref)
-    except (ImportError, AttributeError, ValueError) as exc:
+    except KeyboardInterrupt:  # the user's Ctrl-C while it imports
+        raise
+    except BaseException as exc:  # its module failing in any way, sys.exit() too, ends no process
+        plain = isinstance(exc, (ImportError, AttributeError, ValueError))  # not there: no traceback
+        failure = str(exc) if plain else f"{type(exc).__name__}: {exc}"
         raise ModelLoadError(
-            f"factory {ref!r} cannot be imported: {exc}{_not_found_hint(ref, exc)}", model=name
-        ) from None
+            f"factory {ref!r} cannot be imported: {failure}{_not_found_hint(ref, exc)}", model=name
+        ) from (None if plain else exc)
     if package is not None:
         why = check_package_factory(ref, factory)
         if why and package == WRITING:  # the caller's reference, refused before it runs: as

@@ -335,6 +335,42 @@ def test_factory_that_cannot_be_imported(runtime: MLRuntime) -> None:
         runtime.register_model("m", "just-a-word")
 
 
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
+        ("raise RuntimeError('no GPU')\n", "RuntimeError: no GPU"),
+    ],
+    ids=["sys.exit", "RuntimeError"],
+)
+def test_a_factory_module_failing_on_import_is_a_load_error_naming_the_factory(
+    runtime: MLRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, why: str
+) -> None:
+    """Packaging (``foundation package`` exited 3, saying nothing) or serving a factory whose module
+    calls sys.exit() or raises as it imports: a ModelLoadError naming the factory, nothing written."""
+    (tmp_path / "fixture_factory_fails.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fixture_factory_fails", raising=False)
+    told = rf"factory 'fixture_factory_fails:build' cannot be imported: {why}$"
+    with pytest.raises(ModelLoadError, match=told):
+        TorchBackend().package("fixture_factory_fails:build", tmp_path / "out", name="m")
+    monkeypatch.delitem(sys.modules, "fixture_factory_fails", raising=False)  # it imports again
+    with pytest.raises(ModelLoadError, match=told):
+        runtime.register_model("m", "fixture_factory_fails:build")
+    assert not (tmp_path / "out").exists()
+    assert runtime.registry.names() == []
+
+
+def test_a_keyboard_interrupt_while_a_factory_module_imports_passes_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "fixture_factory_interrupted.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fixture_factory_interrupted", raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        TorchBackend().package("fixture_factory_interrupted:build", tmp_path / "out", name="m")
+
+
 def test_a_factory_module_not_found_says_where_to_put_it(
     runtime: MLRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
