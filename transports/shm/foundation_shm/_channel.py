@@ -318,9 +318,11 @@ class _Channel:
 
     def _create(self, name: str, req_cap: int, resp_cap: int) -> Segment:
         """The new data segment, or a typed error: OVERLOADED when /dev/shm or memory has no room
-        now (it may later), TOO_LARGE for capacities that can never be allocated (larger than
-        /dev/shm, or than a file may be). A segment of this name is ours (it carries our pid)
-        and left over from a claim or grow that failed: it is replaced."""
+        now, no file descriptor is free now or signals interrupted its allocation
+        ``FALLOCATE_TRIES`` times in a row (it may later), TOO_LARGE for capacities that can
+        never be allocated (larger than /dev/shm, or than a file may be). A segment of this name
+        is ours (it carries our pid) and left over from a claim or grow that failed: it is
+        replaced."""
         size = req_cap + resp_cap
         what = f"shm server {self.conn.name!r} channel {self.index}: capacities {req_cap}+{resp_cap} bytes"
         try:
@@ -344,6 +346,8 @@ class _Channel:
                 raise Overloaded(f"{what}: no room: {exc.strerror}") from None
             if exc.errno in (errno.EMFILE, errno.ENFILE):  # no descriptor free now: may be later
                 raise Overloaded(f"{what}: no file descriptor free: {exc.strerror}") from None
+            if exc.errno == errno.EINTR:  # posix_fallocate interrupted FALLOCATE_TRIES times in a row
+                raise Overloaded(f"{what}: {exc.strerror}") from None
             raise TooLarge(f"{what}: {exc.strerror or exc}") from None
 
     def detach(self) -> None:

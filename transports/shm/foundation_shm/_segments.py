@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import mmap
 import os
 import stat
 import time
+from collections.abc import Callable
+from typing import cast
 
 import posix_ipc
 
@@ -118,16 +121,56 @@ class Segment:
             self.mm.close()
 
 
+# how many posix_fallocate calls in a row a signal may interrupt (EINTR) before a segment's
+# creation fails (spec 10.1 step 6), as the C, Go and Rust clients bound it
+FALLOCATE_TRIES = 100
+
+
+def _libc_fallocate() -> Callable[[int, int, int], int] | None:
+    """libc's ``posix_fallocate`` (it returns the error number), or None where ctypes cannot
+    reach it. Not ``os.posix_fallocate``: CPython makes the call again after each EINTR (PEP
+    475) for as long as no signal handler raises, so it cannot be bounded from here."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = getattr(libc, "posix_fallocate64", None) or libc.posix_fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64], ctypes.c_int
+    return cast("Callable[[int, int, int], int]", fn)
+
+
+def _os_fallocate(fd: int, offset: int, size: int) -> int:
+    """``os.posix_fallocate`` as an error number (without ctypes: EINTR is retried unbounded)."""
+    try:
+        os.posix_fallocate(fd, offset, size)
+    except OSError as exc:
+        return exc.errno or errno.EIO
+    return 0
+
+
+# one posix_fallocate call, its error number (0: done); a test interrupts it
+_fallocate: Callable[[int, int, int], int] = _libc_fallocate() or _os_fallocate
+
+
 def _allocate(fd: int, size: int) -> None:
     """Allocate every page of the segment behind ``fd`` (where the file system cannot, the
-    segment stays sparse, as before)."""
+    segment stays sparse, as before). Interrupted by a signal (EINTR: older kernels stop a tmpfs
+    allocation at any signal, and undo its pages), it is made again, ``FALLOCATE_TRIES`` times
+    in a row at most: signals faster than a large segment allocates (a profiler's timer) kept it
+    trying for ever. Then ``OSError(EINTR)`` saying so. A Python signal handler that raises
+    (KeyboardInterrupt) ends it at once: it runs between two calls."""
     if size <= 0:
         return
-    try:
-        os.posix_fallocate(fd, 0, size)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.ENODEV):
-            raise
+    for _ in range(FALLOCATE_TRIES):
+        code = _fallocate(fd, 0, size)
+        if code != errno.EINTR:
+            break
+    if code in (0, errno.EOPNOTSUPP, errno.ENOSYS, errno.ENODEV):
+        return
+    why = f"posix_fallocate: {os.strerror(code)}"
+    if code == errno.EINTR:
+        why += f": {FALLOCATE_TRIES} times in a row, it may pass later"
+    raise OSError(code, why)
 
 
 def _no_room(exc: BaseException, what: str) -> OSError:

@@ -146,10 +146,10 @@ _MORE_ROOM = r"bytes free\); give /dev/shm more room \(docker run --shm-size=1g"
 def test_no_room_in_dev_shm_is_overloaded_naming_the_segment_and_nothing_is_left(
     echo: ShmServer, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full(fd: int, offset: int, size: int) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def full(fd: int, offset: int, size: int) -> int:
+        return errno.ENOSPC
 
-    monkeypatch.setattr(_segments.os, "posix_fallocate", full)
+    monkeypatch.setattr(_segments, "_fallocate", full)
     with pytest.raises(
         Overloaded,
         match=rf"no room: cannot allocate shared memory segment /fdn-{name}-d0-.* of \d+ bytes in /dev/shm.*"
@@ -164,10 +164,10 @@ def test_no_room_in_dev_shm_is_overloaded_naming_the_segment_and_nothing_is_left
 def test_a_server_without_room_for_its_control_segment_says_so_and_leaves_nothing(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full(fd: int, offset: int, size: int) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def full(fd: int, offset: int, size: int) -> int:
+        return errno.ENOSPC
 
-    monkeypatch.setattr(_segments.os, "posix_fallocate", full)
+    monkeypatch.setattr(_segments, "_fallocate", full)
     with pytest.raises(
         OSError, match=rf"segment /fdn-{name} of \d+ bytes in /dev/shm: .*{_MORE_ROOM}"
     ) as err:
