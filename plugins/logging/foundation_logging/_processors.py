@@ -1,4 +1,4 @@
-"""Hot-path processors: bound context, level and timestamp in one step; redaction of secrets.
+"""Hot-path processors: bound context, level, timestamp and stack in one step; redaction of secrets.
 
 Each is a small callable class with ``__slots__`` that did its set-up in ``__init__``.
 """
@@ -14,7 +14,7 @@ from foundation_core import is_sensitive_key
 
 from ._context import _context
 
-__all__ = ["REDACTED", "Redactor", "Stamp", "is_sensitive"]
+__all__ = ["REDACTED", "Redactor", "Stack", "Stamp", "is_sensitive"]
 
 REDACTED = "[REDACTED]"
 _LEVEL_NAMES = {"warn": "warning", "exception": "error", "fatal": "critical", "msg": "info"}
@@ -24,12 +24,34 @@ NESTED_DEPTH = 8  # how deep into dicts, lists and tuples of a value redaction l
 # named here, a namedtuple, a Mapping that is not a dict, is passed on as it is)
 _CONTAINERS = frozenset({dict, list, tuple, OrderedDict, defaultdict, Counter})
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))  # formatting "%03d" per line costs more
+# frames of the logging machinery, skipped to find the caller whose stack ``stack_info`` shows
+# (structlog's own are always skipped)
+_OWN_FRAMES = ["foundation_logging"]
+
+
+class Stack(str):
+    """The stack ``stack_info`` asked for, as the standard library writes it: text the console
+    renderer writes on lines of its own, where a call-site ``stack`` key is one value of the line."""
+
+    __slots__ = ()
+
+
+def _stack(requested: Any) -> Stack:
+    """The caller's stack (structlog's ``stack_info=True``), or a stdlib record's, formatted
+    already (``logger.warning(..., stack_info=True)``)."""
+    if isinstance(requested, str):
+        return Stack(requested)
+    from structlog._frames import _find_first_app_frame_and_name, _format_stack
+
+    return Stack(_format_stack(_find_first_app_frame_and_name(_OWN_FRAMES)[0]))
 
 
 class Stamp:
-    """Add what every line carries: the bound context (``bind_context``), ``level``, ``timestamp``.
+    """Add what every line carries: the bound context (``bind_context``), ``level``, ``timestamp``;
+    and turn ``stack_info`` (structlog's and the standard library's) into a ``stack`` key holding
+    the caller's stack, as structlog's ``StackInfoRenderer`` does.
 
-    Keys given at the call site win over bound context. One processor rather than three because
+    Keys given at the call site win over bound context. One processor rather than four because
     each processor call costs about as much as the work it does here.
 
     The timestamp is ISO 8601 in UTC with millisecond precision, ``2026-11-22T05:31:07.042Z``:
@@ -58,6 +80,10 @@ class Stamp:
             prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
             self._second = (sec, prefix)
         event_dict["timestamp"] = prefix + _MILLIS[int((now - sec) * 1000)]
+        if "stack_info" in event_dict:
+            requested = event_dict.pop("stack_info")
+            if requested:
+                event_dict["stack"] = _stack(requested)
         return event_dict
 
 

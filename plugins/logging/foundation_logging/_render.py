@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from ._processors import Stack
+
 __all__ = [
     "MAX_NESTING",
     "JsonBytes",
@@ -148,14 +150,17 @@ def escape_controls(event_dict: dict[str, Any]) -> dict[str, Any]:
     and the ``repr`` of other values, so that one console line stays one line and never drives
     the terminal (a client's ``"\\n2026-... [error] forged"`` or ``"\\x1b[2J"``). A traceback
     keeps its line breaks: the renderer writes it from ``exc_info`` (``plain_traceback``); an
-    ``exception`` key in the event is the caller's, escaped like any value."""
+    ``exception`` key in the event is the caller's, escaped like any value. So does the stack
+    ``stack_info`` asked for (a ``Stack``), where a ``stack`` given at the call site is a value."""
     out: dict[str, Any] = {}
     for key, value in event_dict.items():
         if isinstance(key, str) and _CONTROL.search(key):
             key = _CONTROL.sub(_escape, key)
         if key == "event" and not isinstance(value, str):  # written as its str()
             value = _str_of(value)
-        if isinstance(value, str):
+        if isinstance(value, Stack):  # stack_info's: its own lines, as a traceback
+            value = Stack(_CONTROL_IN_TRACEBACK.sub(_escape, value))
+        elif isinstance(value, str):
             if _CONTROL.search(value):  # written bare, or quoted as its repr (as structlog does)
                 value = _CONTROL.sub(_escape, value) if key in _BARE else _Shown(str.__repr__(value))
         elif not isinstance(value, _PRIMITIVE):
@@ -237,7 +242,7 @@ def _inline_own_lines(saved: dict[Any, Any]) -> str:
     ``exception="2026-... [critical ] forged"`` was a line of its own, and ``""`` an empty one."""
     tail = ""
     for key in _OWN_LINES:
-        if key in saved:
+        if key in saved and not isinstance(saved[key], Stack):
             value = saved.pop(key)
             text = value if isinstance(value, str) else _CONTROL.sub(_escape, safe_repr(value))
             tail += f" {key}={text}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import logging
 import re
 from pathlib import Path
 
@@ -165,6 +166,46 @@ def test_exception_is_rendered_as_a_traceback_string(tmp_path, read_lines):
     [line] = read_lines(path)
     assert line["level"] == "error"
     assert "ValueError: boom" in line["exception"]
+
+
+def _asks_for_the_stack(stdlib: bool) -> None:
+    if stdlib:
+        logging.getLogger("lib").warning("where am I", stack_info=True)
+    else:
+        get_logger().warning("where am I", stack_info=True)
+
+
+@pytest.mark.parametrize("stdlib", [False, True], ids=["structlog", "stdlib"])
+def test_stack_info_writes_the_callers_stack_under_stack(tmp_path, read_lines, stdlib):
+    """structlog's ``stack_info=True`` (its StackInfoRenderer) wrote ``"stack_info": true`` and no
+    stack; both loggers' stack, as the standard library formats it, is the ``stack`` key."""
+    path = json_file(tmp_path)
+    _asks_for_the_stack(stdlib)
+    get_logger().info("no stack", stack_info=False)
+    [line, plain] = read_lines(path)
+    assert "stack_info" not in line and "stack_info" not in plain and "stack" not in plain
+    stack = line["stack"]
+    assert stack.startswith("Stack (most recent call last):\n")
+    assert stack.splitlines()[-1].strip() == (
+        'logging.getLogger("lib").warning("where am I", stack_info=True)'
+        if stdlib
+        else 'get_logger().warning("where am I", stack_info=True)'
+    )  # the caller's line last: no frame of the logging machinery
+    assert "foundation_logging" not in stack and "structlog" not in stack
+
+
+@pytest.mark.parametrize("stdlib", [False, True], ids=["structlog", "stdlib"])
+def test_stack_info_in_the_console_format_is_written_on_lines_of_its_own(tmp_path, stdlib):
+    """As a traceback is; a ``stack`` given at the call site stays a value of the line."""
+    path = tmp_path / "console.log"
+    configure_logging(LoggingSettings(format="console", output=str(path)))
+    _asks_for_the_stack(stdlib)
+    get_logger().info("given", stack="a\nb")
+    text = path.read_text()
+    first, second = text.split("Stack (most recent call last):\n")
+    assert "where am I" in first and "stack_info" not in first
+    assert "_asks_for_the_stack" in second.splitlines()[-3]
+    assert text.splitlines()[-1].endswith("stack='a\\nb'")
 
 
 def test_values_orjson_cannot_encode_are_written_as_repr(tmp_path, read_lines):
