@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 __all__ = [
     "SYSTEM_CLOCK",
+    "check_clock",
     "Clock",
     "SystemClock",
     "VirtualClock",
@@ -65,6 +66,21 @@ class SystemClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+def check_clock(clock: object, factory: str) -> Clock:
+    """The clock a pattern's ``factory`` was given, :data:`SYSTEM_CLOCK` for None. Anything else
+    without a Clock's ``virtual``, ``now``, ``sleep`` and ``asleep`` (``clock=time.monotonic``) is
+    a ``TypeError`` naming the factory when the decorator is built: taken, it failed each call
+    with an AttributeError, a breaker's only at the failure that opened it (then open)."""
+    if clock is None:
+        return SYSTEM_CLOCK
+    if not isinstance(clock, Clock):
+        raise TypeError(
+            f"{factory}: clock must be a foundation_core.Clock (virtual, now(), sleep(), asleep()), such as"
+            f" VirtualClock() or SYSTEM_CLOCK, not {type(clock).__name__} {clock!r}"
+        )
+    return clock
 
 
 class VirtualClock:

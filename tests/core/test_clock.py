@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
-from foundation_core import VirtualClock
+from foundation_core import SYSTEM_CLOCK, VirtualClock
+from foundation_core._clock import check_clock
 
 
 def test_advance_moves_now_and_sleep_records_the_wait() -> None:
@@ -34,3 +36,11 @@ def test_advance_refuses_a_time_that_is_no_finite_number(seconds: float) -> None
     with pytest.raises(ValueError, match="finite"):
         clock.advance(seconds)
     assert clock.now() == before
+
+
+def test_check_clock_takes_a_clock_or_none_and_names_the_factory_otherwise() -> None:
+    clock = VirtualClock()
+    assert check_clock(clock, "f") is clock
+    assert check_clock(None, "f") is SYSTEM_CLOCK
+    with pytest.raises(TypeError, match=r"^my_factory: clock must be a foundation_core\.Clock .*monotonic"):
+        check_clock(time.monotonic, "my_factory")

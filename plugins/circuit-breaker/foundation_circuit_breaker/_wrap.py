@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from foundation_core import is_coroutine_callable, refuse_generator
-from foundation_core._clock import SYSTEM_CLOCK, Clock
+from foundation_core._clock import Clock, check_clock
 
 from ._breaker import CLOSED, CircuitBreaker
 from ._policy import CircuitBreakerPolicy
@@ -25,7 +25,9 @@ def circuit_breaker_factory(
     ``policy.name`` (created on first use). The protected function has a ``breaker`` attribute."""
     if not isinstance(policy, CircuitBreakerPolicy):
         raise TypeError(f"circuit_breaker_factory needs a CircuitBreakerPolicy, got {type(policy).__name__}")
-    breaker = (breakers if registry is None else registry).get_or_create(policy, clock or SYSTEM_CLOCK)
+    breaker = (breakers if registry is None else registry).get_or_create(
+        policy, check_clock(clock, "circuit_breaker_factory")
+    )
 
     def wrap(fn: F) -> F:
         refuse_generator(fn, "circuit_breaker")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -256,3 +257,17 @@ def test_a_bad_layer_value_is_a_policy_error_naming_it(hub: Any, layers: dict[st
 
     with pytest.raises(PolicyError, match=shown):
         hub.pipeline(**layers)(lambda: 1)
+
+
+@pytest.mark.parametrize("layer", PIPELINE_ORDER)
+@pytest.mark.parametrize("clock", [time.monotonic, 0, "virtual"], ids=["time.monotonic", "0", "str"])
+def test_a_clock_that_is_no_clock_is_refused_when_the_decorator_is_built(
+    hub: Any, layer: str, clock: Any
+) -> None:
+    """``clock=time.monotonic`` was taken: retry, timeout and rate_limit failed every call with an
+    AttributeError ('... has no attribute now'), a breaker only at the failure that opened it (then
+    open, the dependency's error lost), and a falsy one (0) was the system clock."""
+    given: dict[str, Any] = {"name": "pipe-clock"} if layer == "circuit_breaker" else {}
+    with pytest.raises(TypeError, match=rf"^{layer}_factory: clock must be a foundation_core\.Clock .* not "):
+        hub.pipeline(clock=clock, **{layer: given})
+    assert "pipe-clock" not in [b.name for b in breakers]

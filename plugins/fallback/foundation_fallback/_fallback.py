@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from foundation_core import is_coroutine_callable, refuse_generator
+from foundation_core._clock import check_clock
 
 from ._policy import FallbackPolicy
 
@@ -19,10 +20,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 def fallback_factory(policy: FallbackPolicy, *, clock: object = None) -> Callable[[F], F]:
     """``fallback_factory(policy)(fn)``: an error boundary around ``fn`` (sync or ``async def``).
 
-    ``clock`` is accepted for the common factory signature; a fallback never waits.
+    ``clock`` is accepted for the common factory signature (and checked as the other patterns
+    check it, so a pipeline's bad clock is refused whatever its layers); a fallback never waits.
     """
     if not isinstance(policy, FallbackPolicy):
         raise TypeError(f"fallback_factory needs a FallbackPolicy, got {type(policy).__name__}")
+    check_clock(clock, "fallback_factory")
     catches, substitute = policy.catches, policy.substitute
 
     def wrap(fn: F) -> F:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from foundation_core import is_coroutine_callable, refuse_generator
-from foundation_core._clock import SYSTEM_CLOCK, Clock
+from foundation_core._clock import Clock, check_clock
 
 from ._bucket import TokenBucket
 from ._policy import RateLimitPolicy
@@ -22,7 +22,7 @@ def rate_limit_factory(policy: RateLimitPolicy, *, clock: Clock | None = None) -
     (shared by every function this wrapper protects); the protected function has ``bucket``."""
     if not isinstance(policy, RateLimitPolicy):
         raise TypeError(f"rate_limit_factory needs a RateLimitPolicy, got {type(policy).__name__}")
-    clk = clock or SYSTEM_CLOCK
+    clk = check_clock(clock, "rate_limit_factory")
     bucket = TokenBucket(policy, clk)
 
     def wrap(fn: F) -> F:

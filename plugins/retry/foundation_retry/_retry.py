@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from foundation_core import is_coroutine_callable, refuse_generator
-from foundation_core._clock import SYSTEM_CLOCK, Clock
+from foundation_core._clock import Clock, check_clock
 
 from ._policy import RetryPolicy
 
@@ -25,7 +25,7 @@ def retry_factory(policy: RetryPolicy, *, clock: Clock | None = None) -> Callabl
     """``retry_factory(policy)(fn)`` retries ``fn`` (sync or ``async def``) under ``policy``."""
     if not isinstance(policy, RetryPolicy):
         raise TypeError(f"retry_factory needs a RetryPolicy, got {type(policy).__name__}")
-    clk = clock or SYSTEM_CLOCK
+    clk = check_clock(clock, "retry_factory")
 
     def wrap(fn: F) -> F:
         refuse_generator(fn, "retry")

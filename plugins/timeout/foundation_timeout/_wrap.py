@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from foundation_core import is_coroutine_callable, refuse_generator
-from foundation_core._clock import SYSTEM_CLOCK, Clock, deadline_var
+from foundation_core._clock import Clock, check_clock, deadline_var
 from foundation_core.errors import TimeoutExceeded
 
 from ._policy import TimeoutPolicy
@@ -62,7 +62,7 @@ def timeout_factory(policy: TimeoutPolicy, *, clock: Clock | None = None) -> Cal
     """``timeout_factory(policy)(fn)``: ``fn`` (sync or ``async def``) must finish in time."""
     if not isinstance(policy, TimeoutPolicy):
         raise TypeError(f"timeout_factory needs a TimeoutPolicy, got {type(policy).__name__}")
-    clk = clock or SYSTEM_CLOCK
+    clk = check_clock(clock, "timeout_factory")
     limit = _Deadline(policy, clk)
 
     def wrap(fn: F) -> F:
