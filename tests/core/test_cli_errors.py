@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -109,15 +110,13 @@ def test_a_command_that_cannot_run_names_its_plugin_and_handler(
 
 
 def test_a_command_whose_module_calls_sys_exit_on_import_is_a_broken_command(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    new_module: Callable[[str, str], str],
 ) -> None:
     """The plugin module's sys.exit(3) is no exit status of the command: it is reported as one
     that cannot be imported (exit 1, naming plugin and handler), as a broken entry point is."""
     from foundation_core._cli import Command, _BrokenCommand, _handler
 
-    (tmp_path / "fixture_cmds_exits.py").write_text("import sys\nsys.exit(3)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "fixture_cmds_exits", raising=False)
+    new_module("fixture_cmds_exits", "import sys\nsys.exit(3)\n")
     command = Command("quits", "fixture_cmds_exits:fn", argparse.ArgumentParser(), "cmds", "")
     with pytest.raises(
         _BrokenCommand, match=r"^handler 'fixture_cmds_exits:fn' cannot be imported: SystemExit: 3$"

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -215,12 +214,10 @@ def test_hub_registries_hold_factories_and_a_plugin_registering_a_value_is_isola
 
 
 def test_a_lazy_reference_whose_import_calls_sys_exit_is_a_plugin_error_not_an_exit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    new_module: Callable[[str, str], str],
 ) -> None:
     """A plugin module calling sys.exit() on import fails alone, as at entry-point load."""
-    (tmp_path / "fixture_reg_exits.py").write_text("import sys\nsys.exit(3)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "fixture_reg_exits", raising=False)
+    new_module("fixture_reg_exits", "import sys\nsys.exit(3)\n")
     reg: Registry[object] = Registry("model backend", factories=True)
     reg.add("quits", "fixture_reg_exits:Backend", plugin="quitter", app=False)
     with pytest.raises(PluginError, match=r"plugin 'quitter' failed: model backend 'quits'.*SystemExit\(3\)"):
@@ -228,11 +225,9 @@ def test_a_lazy_reference_whose_import_calls_sys_exit_is_a_plugin_error_not_an_e
 
 
 def test_a_keyboard_interrupt_while_a_lazy_reference_imports_passes_through(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    new_module: Callable[[str, str], str],
 ) -> None:
-    (tmp_path / "fixture_reg_interrupted.py").write_text("raise KeyboardInterrupt\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "fixture_reg_interrupted", raising=False)
+    new_module("fixture_reg_interrupted", "raise KeyboardInterrupt\n")
     reg: Registry[object] = Registry("transport")
     reg.add("ctrl-c", "fixture_reg_interrupted:T", plugin="p", app=False)
     with pytest.raises(KeyboardInterrupt):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from foundation_retry import BACKOFFS, RetryPolicy
@@ -79,24 +78,20 @@ def test_an_exception_in_a_module_that_does_not_import_says_why() -> None:
     ids=["sys.exit", "Exception", "BaseException"],
 )
 def test_an_exception_in_a_module_that_fails_on_import_is_a_policy_error_naming_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, why: str
+    new_module: Callable[[str, str], str], body: str, why: str
 ) -> None:
     """A module calling sys.exit() (or raising anything but Ctrl-C) as it imports does not end
     the process that builds the policy (a config file naming it: `foundation config check`)."""
-    (tmp_path / "fixture_policy_fails.py").write_text(body)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "fixture_policy_fails", raising=False)
+    new_module("fixture_policy_fails", body)
     with pytest.raises(PolicyError, match=r"retry\.retry_on=") as info:
         RetryPolicy(retry_on=["fixture_policy_fails:Unavailable"])
     assert f"module 'fixture_policy_fails' cannot be imported ({why})" in str(info.value)
 
 
 def test_a_keyboard_interrupt_while_an_exception_module_imports_passes_through(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    new_module: Callable[[str, str], str],
 ) -> None:
-    (tmp_path / "fixture_policy_interrupted.py").write_text("raise KeyboardInterrupt\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "fixture_policy_interrupted", raising=False)
+    new_module("fixture_policy_interrupted", "raise KeyboardInterrupt\n")
     with pytest.raises(KeyboardInterrupt):
         RetryPolicy(retry_on=["fixture_policy_interrupted:Unavailable"])
 

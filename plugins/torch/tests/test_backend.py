@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -344,13 +345,16 @@ def test_factory_that_cannot_be_imported(runtime: MLRuntime) -> None:
     ids=["sys.exit", "RuntimeError"],
 )
 def test_a_factory_module_failing_on_import_is_a_load_error_naming_the_factory(
-    runtime: MLRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, why: str
+    runtime: MLRuntime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    new_module: Callable[[str, str], str],
+    body: str,
+    why: str,
 ) -> None:
     """Packaging (``foundation package`` exited 3, saying nothing) or serving a factory whose module
     calls sys.exit() or raises as it imports: a ModelLoadError naming the factory, nothing written."""
-    (tmp_path / "fixture_factory_fails.py").write_text(body)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "fixture_factory_fails", raising=False)
+    new_module("fixture_factory_fails", body)
     told = rf"factory 'fixture_factory_fails:build' cannot be imported: {why}$"
     with pytest.raises(ModelLoadError, match=told):
         TorchBackend().package("fixture_factory_fails:build", tmp_path / "out", name="m")
@@ -362,11 +366,9 @@ def test_a_factory_module_failing_on_import_is_a_load_error_naming_the_factory(
 
 
 def test_a_keyboard_interrupt_while_a_factory_module_imports_passes_through(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, new_module: Callable[[str, str], str]
 ) -> None:
-    (tmp_path / "fixture_factory_interrupted.py").write_text("raise KeyboardInterrupt\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "fixture_factory_interrupted", raising=False)
+    new_module("fixture_factory_interrupted", "raise KeyboardInterrupt\n")
     with pytest.raises(KeyboardInterrupt):
         TorchBackend().package("fixture_factory_interrupted:build", tmp_path / "out", name="m")
 
