@@ -320,7 +320,9 @@ def _handler(command: Command) -> Handler:
     """The command's handler, imported if lazy; a failure names the reference, not a traceback."""
     try:
         handler = command.resolve()
-    except (Exception, SystemExit) as exc:  # in any way, sys.exit() too: not the command's status
+    except KeyboardInterrupt:  # the user's Ctrl-C while it imports
+        raise
+    except BaseException as exc:  # in any way, sys.exit() too: not the command's status
         why = str(exc) if isinstance(exc, (ImportError, AttributeError)) else f"{type(exc).__name__}: {exc}"
         raise _BrokenCommand(f"handler {_describe(command.handler)!r} cannot be imported: {why}") from exc
     if not callable(handler):

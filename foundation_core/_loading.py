@@ -75,7 +75,9 @@ def load_entry_points(hub: Hub) -> None:
             obj = ep.load()
             if inspect.isclass(obj):
                 obj = obj()
-        except (Exception, SystemExit) as exc:  # a plugin calling sys.exit() fails alone
+        except KeyboardInterrupt:  # the user's Ctrl-C while it imports
+            raise
+        except BaseException as exc:  # a plugin calling sys.exit() (or raising its own) fails alone
             err = PluginLoadError(info.name, describe_load_error(ep.value, exc, info.name))
             fail(hub, info, None, exc, err)
             continue

@@ -153,12 +153,14 @@ class Registry(Generic[T]):
         """The registered object, importing a lazy reference on first use; a reference that does
         not import (or, in a registry of factories, names something not callable) is a
         :class:`~foundation_core.errors.PluginError` naming its plugin, also one whose import calls
-        ``sys.exit()`` (as a plugin's entry point doing so fails alone); ``KeyboardInterrupt``
-        passes."""
+        ``sys.exit()`` or raises any other ``BaseException`` (as a plugin's entry point doing so
+        fails alone); ``KeyboardInterrupt`` passes."""
         entry = self.entry(name)
         try:
             value = entry.resolve()
-        except (Exception, SystemExit) as exc:  # a plugin's sys.exit() must not end the process
+        except KeyboardInterrupt:  # the user's Ctrl-C while it imports
+            raise
+        except BaseException as exc:  # a plugin's sys.exit() (or its own) must not end the process
             raise PluginError(
                 entry.plugin, f"{self.kind} {name!r}: {entry.target!r} cannot be imported: {exc!r}"
             ) from exc

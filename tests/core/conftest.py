@@ -150,6 +150,15 @@ ODD_PLUGINS: dict[str, dict[str, str]] = {
             sys.exit("exiter: refusing to load")
         """,
     },
+    "baser": {
+        "fixture_baser/__init__.py": "",
+        "fixture_baser/plugin.py": """
+            class Refused(BaseException):
+                pass
+
+            raise Refused("baser: not here")
+        """,
+    },
     "needsdep": {
         "fixture_needsdep/__init__.py": "",
         "fixture_needsdep/plugin.py": """

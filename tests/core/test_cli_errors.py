@@ -124,6 +124,30 @@ def test_a_command_whose_module_calls_sys_exit_on_import_is_a_broken_command(
         _handler(command)
 
 
+def test_a_command_whose_module_raises_any_base_exception_on_import_is_a_broken_command(
+    new_module: Callable[[str, str], str],
+) -> None:
+    from foundation_core._cli import Command, _BrokenCommand, _handler
+
+    new_module("fixture_cmds_base", "class Refused(BaseException):\n    pass\n\nraise Refused('no')\n")
+    command = Command("refuses", "fixture_cmds_base:fn", argparse.ArgumentParser(), "cmds", "")
+    with pytest.raises(
+        _BrokenCommand, match=r"^handler 'fixture_cmds_base:fn' cannot be imported: Refused: no$"
+    ):
+        _handler(command)
+
+
+def test_a_command_whose_module_is_interrupted_on_import_passes_the_interrupt(
+    new_module: Callable[[str, str], str],
+) -> None:
+    from foundation_core._cli import Command, _handler
+
+    new_module("fixture_cmds_interrupted", "raise KeyboardInterrupt\n")
+    command = Command("stops", "fixture_cmds_interrupted:fn", argparse.ArgumentParser(), "cmds", "")
+    with pytest.raises(KeyboardInterrupt):
+        _handler(command)
+
+
 def test_a_command_returning_an_int_exits_with_it(cmds_site: Path) -> None:
     assert run_cli(cmds_site, "cmds-seven").returncode == 7
 

@@ -234,6 +234,15 @@ def test_a_plugin_calling_sys_exit_while_importing_fails_alone(odd_site: Path) -
     assert "exiter: refusing to load" in (hub.plugins["exiter"].error or "")
 
 
+def test_a_plugin_raising_any_base_exception_but_ctrl_c_while_importing_fails_alone(odd_site: Path) -> None:
+    """Not only sys.exit(): a BaseException of the plugin's own (as pytest's Skipped is) escaped
+    load_entry_points and ended the start-up of every plugin."""
+    hub, _ = _odd_hub(odd_site, "baser,needsdep")
+    assert hub.plugins["baser"].status == "failed"
+    assert "raised Refused('baser: not here')" in (hub.plugins["baser"].error or "")
+    assert hub.plugins["needsdep"].status == "failed"  # and the one after it was still loaded
+
+
 def test_a_plugin_failing_to_import_is_reported_with_the_line_that_raised(odd_site: Path) -> None:
     hub, _ = _odd_hub(odd_site, "exiter,needsdep")
     exiter = hub.plugins["exiter"].error or ""

@@ -224,6 +224,17 @@ def test_a_lazy_reference_whose_import_calls_sys_exit_is_a_plugin_error_not_an_e
         reg.get("quits")
 
 
+def test_a_lazy_reference_whose_import_raises_any_base_exception_is_a_plugin_error(
+    new_module: Callable[[str, str], str],
+) -> None:
+    """Any BaseException but Ctrl-C (a plugin's own, as pytest's Skipped is), as for sys.exit()."""
+    new_module("fixture_reg_base", "class Refused(BaseException):\n    pass\n\nraise Refused('no')\n")
+    reg: Registry[object] = Registry("transport")
+    reg.add("refuses", "fixture_reg_base:T", plugin="refuser", app=False)
+    with pytest.raises(PluginError, match=r"plugin 'refuser' failed: transport 'refuses'.*Refused\('no'\)"):
+        reg.get("refuses")
+
+
 def test_a_keyboard_interrupt_while_a_lazy_reference_imports_passes_through(
     new_module: Callable[[str, str], str],
 ) -> None:
