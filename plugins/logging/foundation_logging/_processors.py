@@ -41,9 +41,10 @@ def _stack(requested: Any) -> Stack:
     already (``logger.warning(..., stack_info=True)``)."""
     if isinstance(requested, str):
         return Stack(requested)
-    from structlog._frames import _find_first_app_frame_and_name, _format_stack
+    from structlog.processors import StackInfoRenderer  # its public API, not its private _frames
 
-    return Stack(_format_stack(_find_first_app_frame_and_name(_OWN_FRAMES)[0]))
+    found = StackInfoRenderer(additional_ignores=_OWN_FRAMES)(None, "", {"stack_info": True})
+    return Stack(found["stack"])
 
 
 class Stamp:
