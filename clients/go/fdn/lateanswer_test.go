@@ -7,6 +7,7 @@ package fdn
 // and failed "not sent again" a slice later (10.3's resend), naming a request never dispatched.
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -22,14 +23,18 @@ func TestLiveALateAnswerLandingAsTheWaitFindsTheServerGoneSendsNothingThere(t *t
 	serverSeq, serverBusy := c.u64(c.ch+cServerSeq), c.u32(c.ch+cServerBusy)
 	// the first read of the killed server's stat (the wait's liveness look, on the call's
 	// goroutine) lands the late answer first: as the server's respond stores it, then dies
+	// (its stat is gone once it is reaped; a zombie's reads state Z or X: either is the look that
+	// finds it dead, so the answer lands however the look catches it)
 	var once sync.Once
+	var landed atomic.Bool
 	real := procStat
 	procStat = func(p uint32) ([]byte, error) {
 		stat, err := real(p)
-		if p == pid && err != nil {
+		if p == pid && (err != nil || deadState(stat)) {
 			once.Do(func() {
 				atomic.StoreUint64(serverSeq, s)
 				atomic.StoreUint32(serverBusy, 0)
+				landed.Store(true)
 			})
 		}
 		return stat, err
@@ -49,4 +54,13 @@ func TestLiveALateAnswerLandingAsTheWaitFindsTheServerGoneSendsNothingThere(t *t
 		t.Errorf("got %q (request %d), want %q naming no request", e.Message, e.RequestID, want)
 	}
 	wantCounts(t, c, "after a call whose reconnect failed", 0, 0)
+	if !landed.Load() { // else the call ended without the case under test: it proved nothing
+		t.Error("the late answer never landed: no look at the killed server's stat found it dead")
+	}
+}
+
+// deadState: a /proc/PID/stat whose state is Z (zombie) or X (dead).
+func deadState(stat []byte) bool {
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X')
 }
