@@ -1,7 +1,8 @@
-/* client.h: the client's state, shared by connect.c and call.c (not part of the API). */
+/* client.h: the client's state, shared by connect.c, liveness.c, data.c and call.c (not part of the API). */
 #ifndef FDN_CLIENT_STATE_H
 #define FDN_CLIENT_STATE_H
 
+#include <pthread.h>
 #include <semaphore.h>
 #include <sys/types.h>
 
@@ -56,6 +57,13 @@ int fdn_server_alive(const struct fdn_client *c); /* section 10.3 */
 int fdn_server_gone(const struct fdn_client *c);  /* section 10.3: its process proven dead */
 /* section 10.3: process pid, started at `started`, proven gone (unreadable /proc: kill(pid, 0)) */
 int fdn_process_gone(uint32_t pid, uint64_t started);
+/* Fields 3 (the state) and 22 (the start time) of /proc/PID/stat: 1; 0 if there is no such
+ * process; -1 (errno) if it cannot be told (liveness.c says which errors) */
+int fdn_read_stat(uint32_t pid, char *state, uint64_t *start);
+/* whether process pid, started at `started`, is a zombie seen from here (the server, dead) */
+int fdn_zombie_here(uint32_t pid, uint64_t started);
+/* whether a live process holds the flock on the lock file /dev/shm/fdn-NAME.lock */
+int fdn_lock_file_held(const char *name);
 /* opens /proc/PID/stat (O_RDONLY | O_CLOEXEC), or -1 and errno; a test makes it fail as at the
  * process's file limit (EMFILE), which says nothing of the server's death */
 extern int (*fdn_open_stat)(uint32_t pid);
@@ -80,6 +88,12 @@ int fdn_sem_wait_ns(sem_t *sem, uint64_t timeout_ns); /* 0 if a post was taken *
 uint64_t fdn_pages(uint64_t n); /* n rounded up to whole pages, at least one */
 /* Create a data segment with these capacities and publish it (10.1, "Growing"). */
 enum fdn_status fdn_attach(struct fdn_client *c, uint64_t req_cap, uint64_t resp_cap, struct fdn_error *err);
+/* Unmap the data segment and unlink it unless another client of this process made one of its name since. */
+void fdn_drop_data(struct fdn_client *c);
+/* How many forks this process is down from the one that loaded the library (data.c's atfork child
+ * handler counts them), and the once that registers those handlers (the first connect or segment). */
+extern unsigned long fdn_forks;
+extern pthread_once_t fdn_named_once;
 /* 10.1; `deadline` (monotonic ns, 0 for none): the calling request's, which bounds the waits for a
  * hung server's beat (10.3) and for the region mutex as connect_timeout_ms does */
 enum fdn_status fdn_connect_now(struct fdn_client *c, uint64_t deadline, struct fdn_error *err);
