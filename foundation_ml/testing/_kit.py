@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -256,9 +256,10 @@ class _Kit:
         self.owned.ended(client)
         self.owned.call(client.close, what, self.patience)
 
-    def clean_up(self) -> list[str]:
-        """After each check: end what it left running; what went wrong doing so, one line each."""
-        return self.owned.clean_up()
+    def clean_up(self, before: Collection[threading.Thread] = ()) -> list[str]:
+        """After each check: end what it left running, and wait for the threads started since
+        ``before`` to end; what went wrong doing so, one line each."""
+        return self.owned.clean_up(before)
 
     @contextmanager
     def own(self) -> Iterator[tuple[_Recorder, str, TransportClient]]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ..errors import InferenceError
@@ -85,9 +86,11 @@ class _Owned:
             raise value if isinstance(value, Exception) else _Fail(_raised(what, value))
         return value
 
-    def clean_up(self) -> list[str]:
+    def clean_up(self, before: Collection[threading.Thread] = ()) -> list[str]:
         """End what is still open (recorders released, clients closed, servers stopped, each
-        given ``patience`` s), then join every thread started (``patience`` s for them all);
+        given ``patience`` s), then join every thread started (``patience`` s for them all), the
+        kit's and any other not in ``before`` (the threads running when the check began: those
+        a transport's servers and clients started must end once they are stopped and closed);
         returns what went wrong, one line each."""
         problems: list[str] = []
         self._end_open(problems)
@@ -102,6 +105,18 @@ class _Owned:
         running = sum(thread.is_alive() for thread in threads)
         if running:
             problems.append(f"{running} thread(s) of the kit's calls still running after clean-up")
+        else:  # (a call still running may hold threads of the transport's: named above)
+            lingering = _lingering({*before, *threads}, end)
+            if lingering:
+                names = Counter(thread.name for thread in lingering)
+                listed = ", ".join(
+                    f"{name!r}" + (f" x{n}" if n > 1 else "") for name, n in sorted(names.items())
+                )
+                problems.append(
+                    f"{len(lingering)} thread(s) started during the check still running after its clients"
+                    f" were closed and its servers stopped (waited {self.patience:g} s): {listed};"
+                    " close() and stop() must end the threads they started"
+                )
         return problems
 
     def _end_open(self, problems: list[str]) -> None:
@@ -114,6 +129,19 @@ class _Owned:
                 self.call(end, what, self.patience)
             except Exception as exc:  # noted, and the rest still ended
                 problems.append(str(exc) if isinstance(exc, _Fail) else _raised(what, exc))
+
+
+def _lingering(known: set[threading.Thread], end: float) -> list[threading.Thread]:
+    """The threads running now and not in ``known``, each given until ``end`` (monotonic) to end.
+    A thread of another language's that called into Python (``threading._DummyThread``) is not
+    counted: it never ends as far as ``threading`` knows."""
+    dummy = getattr(threading, "_DummyThread", ())
+    left: list[threading.Thread] = []
+    for _ in range(2):  # again: a thread ending may have started another
+        left = [t for t in threading.enumerate() if t not in known and not isinstance(t, dummy)]
+        for thread in left:
+            thread.join(max(0.0, end - time.monotonic()))
+    return [thread for thread in left if thread.is_alive()]
 
 
 def _names_call(exc: BaseException, model: str, rid: int | None, what: str) -> None:

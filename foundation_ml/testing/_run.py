@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -58,6 +59,7 @@ def check_transport(
         if only is not None and check_name not in only:
             continue
         failure: str | None = None
+        before = set(threading.enumerate())
         try:
             check(kit)
         except _Fail as exc:
@@ -65,7 +67,7 @@ def check_transport(
         except Exception as exc:
             failure = f"raised {type(exc).__name__}: {exc}"
         finally:  # (an interrupt too) whatever the check left running is ended
-            problems = kit.clean_up()
+            problems = kit.clean_up(before)
         if problems:  # noted after the check's own failure, never in its place
             cleaning = f"cleaning up after it: {'; '.join(problems)}"
             failure = cleaning if failure is None else f"{failure} (and {cleaning})"

@@ -359,6 +359,30 @@ class StatsExits(CountedClient):
         raise SystemExit("toy: stats exited")
 
 
+LEFT = threading.Event()  # what the threads below wait for: set once a test is done with them
+
+
+class CloseLeavesAThread(CountedClient):
+    """Starts a thread of its own (a heartbeat, say) that ``close()`` never ends."""
+
+    def __init__(self, inner: TransportClient) -> None:
+        super().__init__(inner)
+        threading.Thread(target=LEFT.wait, name="toy-heartbeat", daemon=True).start()
+
+
+class StopLeavesAThread(CountedServer):
+    """Starts a thread of its own (an acceptor, say) that ``stop()`` never ends."""
+
+    def __init__(self, inner: TransportServer) -> None:
+        super().__init__(inner)
+        threading.Thread(target=LEFT.wait, name="toy-acceptor", daemon=True).start()
+
+
+class StopLeavesAThreadTransport(Counted):
+    def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
+        return StopLeavesAThread(InprocTransport().serve(address, handler, **options))
+
+
 LEAVES_RUNNING: dict[str, type[WrappedTransport]] = {
     "stats-exits": type("StatsExitsTransport", (Counted,), {"client": StatsExits}),
     "ctrl-c": type("CtrlC", (Counted,), {"client": CtrlCInMetadata}),
@@ -367,6 +391,8 @@ LEAVES_RUNNING: dict[str, type[WrappedTransport]] = {
     "raises-mid-check": type("RaisesMidCheck", (Counted,), {"client": RaisesOnOneElement}),
     "stop-raises": DropsParametersStopRaises,
     "stop-hangs": StopHangsTransport,
+    "close-leaves-a-thread": type("CloseLeavesAThreadTransport", (Counted,), {"client": CloseLeavesAThread}),
+    "stop-leaves-a-thread": StopLeavesAThreadTransport,
 }
 
 
@@ -470,6 +496,30 @@ def test_a_stop_that_hangs_fails_its_check_and_is_not_called_again(kit_hub: Hub,
     hung = r"(stop\((2|5)(\.0)?\)[^\n]*|closing the runtime) had not returned after (3|6) s"
     assert re.match(hung, said), said
     assert len(calls) == 1, calls
+
+
+@pytest.mark.parametrize(
+    ("name", "thread"), [("close-leaves-a-thread", "toy-heartbeat"), ("stop-leaves-a-thread", "toy-acceptor")]
+)
+def test_a_thread_left_running_by_close_or_stop_is_named(kit_hub: Hub, name: str, thread: str) -> None:
+    """A client whose ``close()`` (or a server whose ``stop()``) left a thread of its own running
+    passed every check: the kit joined only the threads it started itself."""
+    assert not RUNNING
+    LEFT.clear()
+    try:
+        with pytest.raises(TransportCheckFailed) as info:
+            check_transport(name, hub=kit_hub, only=["request_fields", "refusals"], patience=0.5)
+        assert not RUNNING
+    finally:
+        LEFT.set()
+    assert info.value.failures == {  # refusals' connect to an address nothing serves makes no client
+        check: "cleaning up after it: 1 thread(s) started during the check still running after its clients"
+        f" were closed and its servers stopped (waited 0.5 s): {thread!r}; close() and stop() must end the"
+        " threads they started"
+        for check in (
+            ["request_fields"] if name == "close-leaves-a-thread" else ["request_fields", "refusals"]
+        )
+    }
 
 
 def test_ctrl_c_while_the_kit_waits_ends_check_transport(kit_hub: Hub) -> None:
