@@ -198,6 +198,7 @@ class _Kit:
         self,
         name: str,
         hub: Hub,
+        transport: Transport,
         serve_options: Mapping[str, Any],
         connect_options: Mapping[str, Any],
         address: Callable[[], str],
@@ -205,7 +206,7 @@ class _Kit:
         patience: float,
     ) -> None:
         self.name, self.hub, self.patience = name, hub, patience
-        self.transport: Transport = hub.transports.get(name)()
+        self.transport = transport
         self.serve_options, self.connect_options = dict(serve_options), dict(connect_options)
         self.address, self.leftovers = address, leftovers
         self.owned = _Owned(patience)

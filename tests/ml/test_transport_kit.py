@@ -396,6 +396,20 @@ LEAVES_RUNNING: dict[str, type[WrappedTransport]] = {
 }
 
 
+class ServesOnly:
+    """No ``Transport``: a ``serve`` and nothing else."""
+
+    name = "serves-only"
+
+    def serve(self, address: str, handler: RequestHandler, **options: Any) -> TransportServer:
+        return InprocTransport().serve(address, handler, **options)
+
+
+class NeedsASetting(WrappedTransport):
+    def __init__(self, setting: str) -> None:
+        self.setting = setting
+
+
 class Broken:
     @hookimpl
     def foundation_register_transports(self, register: Any) -> None:
@@ -403,6 +417,8 @@ class Broken:
             register(name, type(transport.__name__, (transport,), {"name": name}))
         for name, transport in LEAVES_RUNNING.items():
             register(name, type(transport.__name__, (transport,), {"name": name}))
+        register("serves-only", ServesOnly)
+        register("needs-a-setting", NeedsASetting)
 
 
 @pytest.fixture(scope="module")
@@ -551,6 +567,68 @@ def test_the_kit_catches_a_broken_transport(kit_hub: Hub, name: str) -> None:
 def test_a_check_that_does_not_exist_is_named() -> None:
     with pytest.raises(ValueError, match="no check named nope"):
         check_transport("inproc", only=["nope"])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "says"),
+    [
+        (
+            {"only": "round_trip"},
+            TypeError,
+            "only must be a list of check names, not str 'round_trip' (only=['round_trip'] for one)",
+        ),
+        ({"only": iter(["round_trip"])}, TypeError, "only must be a list of check names, not list_iterator"),
+        ({"only": ["round_trip", 1]}, TypeError, "only lists check names (str), not 1"),
+        ({"only": []}, ValueError, "only names no check: nothing would be checked (None runs them all)"),
+        ({"hub": "hub"}, TypeError, "hub must be a foundation_core.Hub, not str 'hub'"),
+        (
+            {"serve_options": [("mode", 1)]},
+            TypeError,
+            "serve_options must be a mapping of option names to values, not list [('mode', 1)]",
+        ),
+        (
+            {"connect_options": "timeout=1"},
+            TypeError,
+            "connect_options must be a mapping of option names to values, not str 'timeout=1'",
+        ),
+        ({"address": "kit1"}, TypeError, "address must be a function taking no argument, not str 'kit1'"),
+        ({"leftovers": []}, TypeError, "leftovers must be a function taking no argument, not list []"),
+    ],
+)
+def test_an_argument_of_the_wrong_kind_is_named_before_anything_runs(
+    kit_hub: Hub, arguments: dict[str, Any], error: type[Exception], says: str
+) -> None:
+    """only='round_trip' was 'no check named _, d, i, n, ...', an iterator or [] ran nothing and
+    passed, only=[1] and serve_options=[...] were bare TypeErrors from inside, hub='hub' an
+    AttributeError, address='kit1' failed every check ('str' object is not callable) and
+    leftovers=[] was never looked at."""
+    served = set(_servers)
+    with pytest.raises(error) as info:
+        check_transport("inproc", **{"hub": kit_hub, **arguments})
+    assert str(info.value).startswith(f"check_transport: {says}"), str(info.value)
+    assert set(_servers) == served
+
+
+def test_a_transport_missing_a_method_of_the_contract_is_named(kit_hub: Hub) -> None:
+    """Each check failed with AttributeError 'no attribute connect', after the runtime served on it."""
+    served = set(_servers)
+    with pytest.raises(TypeError) as info:
+        check_transport("serves-only", hub=kit_hub)
+    assert str(info.value) == (
+        "check_transport: transport 'serves-only' made a ServesOnly, which has no connect, check_address,"
+        " check_serve: a transport subclasses foundation_ml.Transport (docs/transports.md)"
+    )
+    assert set(_servers) == served
+
+
+def test_a_transport_that_cannot_be_made_is_named(kit_hub: Hub) -> None:
+    """The factory's bare TypeError ended the kit, naming neither the transport nor the kit."""
+    with pytest.raises(TypeError) as info:
+        check_transport("needs-a-setting", hub=kit_hub)
+    assert str(info.value) == (
+        "check_transport: transport 'needs-a-setting' cannot be made: NeedsASetting() raised TypeError:"
+        " NeedsASetting.__init__() missing 1 required positional argument: 'setting'"
+    )
 
 
 @pytest.mark.parametrize("patience", [0, -1.0, float("nan"), float("inf"), 1e9, "10", None, True])
