@@ -27,7 +27,7 @@ def check_close_and_stop(kit: _Kit) -> None:
     ``stop()`` called again does nothing (the runtime's ``close()``, interrupted by a Ctrl-C, runs
     it once more), not even to a new server of the same address. Each error names its call's
     model and request id."""
-    before = kit.leftovers() if kit.leftovers else []
+    before = _leftovers(kit)
     handler = kit.recorder()
     address = kit.address()
     server = kit.serve(address, handler)
@@ -102,8 +102,24 @@ def check_close_and_stop(kit: _Kit) -> None:
     _expect(isinstance(r, InferenceResponse) and r.id == 9, f"infer to {anew_said} gave {r!r:.200}")
     kit.close(client)
     kit.stop(anew, 1.0)
-    after = kit.leftovers() if kit.leftovers else []
+    after = _leftovers(kit)
     _expect(sorted(after) == sorted(before), f"left behind after stop(): {sorted(set(after) - set(before))}")
+
+
+def _leftovers(kit: _Kit) -> list[str]:
+    """What ``check_transport``'s ``leftovers()`` names; a TypeError saying that the author's
+    function, not the transport, is wrong when it returns anything but an iterable of str (None
+    was "'NoneType' object is not iterable", read as the transport's fault)."""
+    if not kit.leftovers:
+        return []
+    got = kit.leftovers()
+    names = list(got) if isinstance(got, (list, tuple, set, frozenset)) else None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise TypeError(
+            f"check_transport's leftovers() returned {type(got).__name__} {got!r:.80}, not a list of"
+            " str: the names of what the transport holds (its files, say)"
+        )
+    return names
 
 
 def _closed_in_flight(kit: _Kit, address: str, handler: _Recorder) -> None:

@@ -609,6 +609,20 @@ def test_an_argument_of_the_wrong_kind_is_named_before_anything_runs(
     assert set(_servers) == served
 
 
+@pytest.mark.parametrize("returned", [None, "kit-file", [1]])
+def test_a_leftovers_function_returning_no_list_of_names_is_named_as_the_callers(
+    kit_hub: Hub, returned: object
+) -> None:
+    """None was "close_and_stop: raised TypeError: 'NoneType' object is not iterable", read as the
+    transport's fault, and a str was compared letter by letter."""
+    with pytest.raises(TransportCheckFailed) as info:
+        check_transport("inproc", hub=kit_hub, only=["close_and_stop"], leftovers=lambda: returned)
+    assert info.value.failures["close_and_stop"].startswith(
+        f"raised TypeError: check_transport's leftovers() returned {type(returned).__name__} "
+    ), info.value.failures
+    assert "not a list of str: the names of what the transport holds" in info.value.failures["close_and_stop"]
+
+
 def test_a_transport_missing_a_method_of_the_contract_is_named(kit_hub: Hub) -> None:
     """Each check failed with AttributeError 'no attribute connect', after the runtime served on it."""
     served = set(_servers)
