@@ -1,125 +1,10 @@
 /* call.c: one request on the claimed channel: write, publish, wait, decode (sections 7.2, 7.5). */
 #define _GNU_SOURCE
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "client.h"
-
-/* --- waiting (section 7.2, steps 4-7) -------------------------------------------------------- */
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-/* Wait until server_seq == s: spin for spin_us (`spin`: 0 for none), then block in slices, checking
- * the deadline (0: none) and the server's liveness between slices. */
-static enum fdn_status wait_seq(struct fdn_client *c, uint64_t s, uint64_t deadline, int spin, struct fdn_error *err) {
-    struct fdn_channel *ch = c->ch;
-    if (FDN_LOAD(&ch->server_seq) == s) return FDN_OK;
-    if (spin && c->opts.spin_us) {
-        /* never past the deadline, and at most one wait slice: a spin checks neither liveness nor
-         * the deadline inside (spin_us may be up to 1 s) */
-        uint64_t start = fdn_now_ns(), window = (uint64_t)c->opts.spin_us * 1000u;
-        uint64_t slice_ns = (uint64_t)FDN_WAIT_SLICE_MS * 1000000u;
-        if (window > slice_ns) window = slice_ns;
-        if (deadline && deadline > start && deadline - start < window) window = deadline - start;
-        if (deadline && deadline <= start) window = 0;
-        uint64_t end = start + window;
-        int polite = 0;
-        for (unsigned k = 0;; k++) {
-            if (FDN_LOAD(&ch->server_seq) == s) return FDN_OK;
-            if (polite) sched_yield(); /* the server may need this CPU (more threads than CPUs) */
-            else cpu_relax();
-            if ((k & 15) == 15 || polite) {
-                uint64_t t = fdn_now_ns();
-                if (t > end) break;
-                polite = t - start > FDN_YIELD_AFTER_NS;
-            }
-        }
-    }
-    FDN_STORE(&ch->client_sleeping, 1);
-    FDN_FENCE();
-    enum fdn_status st = FDN_OK;
-    while (FDN_LOAD(&ch->server_seq) != s) {
-        uint64_t slice = (uint64_t)FDN_WAIT_SLICE_MS * 1000000u;
-        if (deadline) {
-            uint64_t t = fdn_now_ns();
-            if (t >= deadline) {
-                st = fdn_fail(err, FDN_DEADLINE_EXCEEDED, 0, "no response from '%s' before the deadline", c->name);
-                break;
-            }
-            if (deadline - t < slice) slice = deadline - t;
-        }
-        fdn_sem_wait_ns(c->sem, slice);
-        if (FDN_LOAD(&ch->server_seq) == s) break;
-        if (!fdn_server_alive(c)) {
-            c->connected = 0; /* the next call reconnects */
-            /* a process proven dead changes neither word any more: an answer that came just
-             * before the death is a normal one; server_busy still 0, dispatch (which stores 1
-             * before it decodes) never began, so no handler ran the request. Not alive is no such
-             * proof: a region STOPPED while its process lives (its serving loop may yet dispatch)
-             * may hide a live server with the request queued, which a request sent again would
-             * make run twice. */
-            int dead = fdn_server_gone(c);
-            if (FDN_LOAD(&ch->server_seq) == s) break;
-            c->unsent = dead && FDN_LOAD(&ch->server_busy) == 0;
-            st = fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' (pid %u) is gone", c->name, c->server_pid);
-            break;
-        }
-    }
-    FDN_STORE(&ch->client_sleeping, 0);
-    return st;
-}
-
-/* Wait until the channel is idle: the answer to a request that passed its deadline (or whose call
- * was abandoned) may still be owed; it is never read, the next request is written once it is in
- * (spec 7.5). Up to `deadline` (0: none), then DEADLINE_EXCEEDED; a server that is hung (10.3)
- * meanwhile is waited for as a claim waits for its beat, up to connect_timeout_ms and no later than
- * the deadline, then SERVER_UNAVAILABLE: a call without a deadline waited for ever on a stopped
- * server, its request not even sent. */
-static enum fdn_status wait_idle(struct fdn_client *c, uint64_t deadline, struct fdn_error *err) {
-    uint64_t hung_end = 0, silent_ms = 0, slice = (uint64_t)FDN_WAIT_SLICE_MS * 1000000u;
-    int first = 1;
-    while (FDN_LOAD(&c->ch->server_seq) != c->seq) {
-        uint64_t now = fdn_now_ns();
-        if (!fdn_hung(c, &silent_ms)) {
-            hung_end = 0;
-        } else {
-            if (!hung_end) hung_end = now + (uint64_t)c->opts.connect_timeout_ms * 1000000u;
-            int by_deadline = deadline && deadline < hung_end;
-            if (now >= (by_deadline ? deadline : hung_end)) {
-                char limit[64];
-                if (by_deadline) snprintf(limit, sizeof limit, "before the call's deadline");
-                else snprintf(limit, sizeof limit, "within connect_timeout_ms (%u ms)", c->opts.connect_timeout_ms);
-                return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0,
-                                "shm server '%s' (pid %u) is hung: no heartbeat for %llu ms (stopped or stalled; no "
-                                "beat came %s): the previous request on this channel (a call that passed its "
-                                "deadline) is still with it",
-                                c->name, c->server_pid, (unsigned long long)silent_ms, limit);
-            }
-        }
-        uint64_t until = now + slice; /* a slice at a time: the heartbeat is looked at between them */
-        if (deadline && deadline < until) until = deadline;
-        /* the spin in the first slice only: a spin window of a whole slice spun every slice (a CPU
-         * burnt while waiting) and never looked at the server's liveness (each slice ended in it) */
-        enum fdn_status st = wait_seq(c, c->seq, until, first, err);
-        first = 0;
-        if (!st && !c->connected) /* the late answer came in as the wait found the server gone (its
-                                   * region STOPPED, or its process dead just after it answered):
-                                   * this call's request must not go there; ready reconnects (7.5).
-                                   * It was published there and sent on by 10.3's resend a slice
-                                   * later, or, to a STOPPED server whose process lives, failed gone */
-            return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "shm server '%s' (pid %u) is gone", c->name, c->server_pid);
-        if (st == FDN_DEADLINE_EXCEEDED && deadline && fdn_now_ns() >= deadline)
-            return fdn_fail(err, st, 0, "the previous request on this channel (a call that passed its deadline) is "
-                                        "still with the server");
-        if (st && st != FDN_DEADLINE_EXCEEDED) return st;
-    }
-    return FDN_OK;
-}
 
 /* A server that stopped (gracefully) marked its region STOPPED; a restarted one has a new region.
  * One load, so every call can afford it; a killed server is noticed while waiting instead. Returns
@@ -177,7 +62,7 @@ static enum fdn_status ready(struct fdn_client *c, uint64_t deadline, int *again
         if (st) return st;
         if (moved) *moved = stopped;
     }
-    enum fdn_status st = wait_idle(c, deadline, err);
+    enum fdn_status st = fdn_wait_idle(c, deadline, err);
     if (st != FDN_SERVER_UNAVAILABLE || c->connected || !again || !*again) return st; /* hung: connected */
     *again = 0;
     st = reconnect(c, deadline, "not sent", err);
@@ -228,7 +113,7 @@ static enum fdn_status exchange(struct fdn_client *c, uint64_t deadline, int ret
     FDN_STORE(&c->ch->client_seq, s);
     FDN_FENCE();
     if (FDN_LOAD(&c->region->server_sleeping)) sem_post(c->bell);
-    enum fdn_status st = wait_seq(c, s, deadline, 1, err);
+    enum fdn_status st = fdn_wait_seq(c, s, deadline, 1, err);
     if (st) {
         if (err) err->request_id = rid;
         return st;
@@ -340,97 +225,6 @@ static enum fdn_status send_request(struct fdn_client *c, const char *model, uin
     return with_call(st, err, model, f->request_id);
 }
 
-/* A model name the request's fixed field holds with its NUL. */
-static enum fdn_status check_model(const char *model, struct fdn_error *err) {
-    if (!model) return fdn_fail(err, FDN_INVALID_INPUT, 0, "model name is NULL");
-    if (strlen(model) >= FDN_NAME_SIZE)
-        return fdn_fail(err, FDN_INVALID_INPUT, 0, "model name '%.64s' is over 63 bytes", model);
-    return FDN_OK;
-}
-
-/* A tensor's dtype and ndim, and its bytes in *bytes: the codec's rules, named for `what` and i. */
-static enum fdn_status check_tensor(const char *what, uint32_t i, const char *name, uint32_t dtype, uint32_t ndim,
-                                    const uint64_t *shape, uint64_t *bytes, struct fdn_error *err) {
-    size_t itemsize = fdn_dtype_itemsize(dtype);
-    if (!itemsize)
-        return fdn_fail(err, FDN_INVALID_INPUT, 0, "%s %u ('%s'): dtype %u is not a datatype of section 6", what, i,
-                        name, dtype);
-    if (ndim > FDN_MAX_NDIM)
-        return fdn_fail(err, FDN_INVALID_INPUT, 0, "%s %u ('%s'): %u dimensions (at most %d)", what, i, name, ndim,
-                        FDN_MAX_NDIM);
-    if (ndim && !shape)
-        return fdn_fail(err, FDN_INVALID_INPUT, 0, "%s %u ('%s'): shape is NULL with %u dimensions", what, i, name,
-                        ndim);
-    uint64_t n = itemsize;
-    for (uint32_t d = 0; d < ndim; d++) {
-        if (shape[d] && n > UINT64_MAX / shape[d])
-            return fdn_fail(err, FDN_INVALID_INPUT, 0, "%s %u ('%s'): shape times itemsize passes 2^64 bytes", what,
-                            i, name);
-        n *= shape[d];
-    }
-    /* an empty tensor ([0, 2^63] UINT8) that every decoder refuses (section 8 step 7): it was sent,
-     * and a loan of it granted, for the server to refuse every call */
-    uint64_t nonzero = itemsize;
-    for (uint32_t d = 0; d < ndim; d++) {
-        if (!shape[d]) continue;
-        if (nonzero > (uint64_t)INT64_MAX / shape[d])
-            return fdn_fail(err, FDN_INVALID_INPUT, 0,
-                            "%s %u ('%s'): shape beyond 2^63 - 1 bytes over its nonzero dimensions", what, i, name);
-        nonzero *= shape[d];
-    }
-    *bytes = n;
-    return FDN_OK;
-}
-
-/* The arguments of fdn_infer_call, checked before anything is written. */
-static enum fdn_status check_inputs(const struct fdn_input *inputs, uint32_t input_count, struct fdn_error *err) {
-    if (input_count > FDN_MAX_TENSORS)
-        return fdn_fail(err, FDN_TOO_LARGE, 0, "%u inputs (at most %d)", input_count, FDN_MAX_TENSORS);
-    if (input_count && !inputs)
-        return fdn_fail(err, FDN_INVALID_INPUT, 0, "inputs is NULL with input_count %u", input_count);
-    for (uint32_t i = 0; i < input_count; i++) {
-        const struct fdn_input *in = &inputs[i];
-        if (!in->name) return fdn_fail(err, FDN_INVALID_INPUT, 0, "input %u: name is NULL", i);
-        if (strlen(in->name) >= FDN_NAME_SIZE)
-            return fdn_fail(err, FDN_INVALID_INPUT, 0, "input %u: name '%.64s' is over 63 bytes", i, in->name);
-        uint64_t bytes;
-        enum fdn_status st = check_tensor("input", i, in->name, in->dtype, in->ndim, in->shape, &bytes, err);
-        if (st) return st;
-        if (bytes && !in->data)
-            return fdn_fail(err, FDN_INVALID_INPUT, 0, "input %u ('%s'): data is NULL for %llu bytes", i, in->name,
-                            (unsigned long long)bytes);
-    }
-    return FDN_OK;
-}
-
-/* The call's version, requested outputs and parameters into the request fields. */
-static enum fdn_status set_call(struct fdn_client *c, const struct fdn_call *call, struct fdn_error *err) {
-    struct fdn_request_fields *f = &c->req;
-    const char *version = call && call->version ? call->version : "";
-    const char *params = call && call->params ? call->params : "";
-    uint32_t outputs = call && call->outputs ? call->output_count : 0;
-    if (strlen(version) >= sizeof f->version)
-        return fdn_fail(err, FDN_INVALID_INPUT, 0, "model version '%.16s' is over 15 bytes", version);
-    if (outputs > FDN_MAX_TENSORS)
-        return fdn_fail(err, FDN_TOO_LARGE, 0, "%u requested outputs (at most %d)", outputs, FDN_MAX_TENSORS);
-    for (uint32_t i = 0; i < outputs; i++) {
-        if (!call->outputs[i]) return fdn_fail(err, FDN_INVALID_INPUT, 0, "requested output %u is NULL", i);
-        if (strlen(call->outputs[i]) >= FDN_NAME_SIZE)
-            return fdn_fail(err, FDN_INVALID_INPUT, 0, "output name '%.64s' is over 63 bytes", call->outputs[i]);
-        strcpy(f->outputs[i], call->outputs[i]);
-    }
-    size_t n = strlen(params);
-    if (n > FDN_MAX_PARAMS) /* the server's step 3 refuses them too, after the whole copy */
-        return fdn_fail(err, FDN_TOO_LARGE, 0, "params of %zu bytes (at most %u)", n, FDN_MAX_PARAMS);
-    if (n && !fdn_params_valid(params, n))
-        return fdn_fail(err, FDN_INVALID_INPUT, 0, "params must be a JSON object of strings, numbers and booleans");
-    strcpy(f->version, version);
-    f->output_count = outputs;
-    f->params = n ? params : NULL;
-    f->params_size = (uint32_t)n;
-    return FDN_OK;
-}
-
 enum fdn_status fdn_infer(fdn_client *c, const char *model, const struct fdn_input *inputs,
                           uint32_t input_count, int64_t timeout_ms, struct fdn_result *res,
                           struct fdn_error *err) {
@@ -457,10 +251,10 @@ static enum fdn_status infer_call(fdn_client *c, const char *model, const struct
     c->loan_ended = 0;
     uint64_t deadline = deadline_of(timeout_ms);
     enum fdn_status st;
-    if ((st = check_model(model, err)) || (st = check_inputs(inputs, input_count, err))) return st;
+    if ((st = fdn_check_model(model, err)) || (st = fdn_check_inputs(inputs, input_count, err))) return st;
     if (!res) return fdn_fail(err, FDN_INVALID_INPUT, 0, "result is NULL");
     int again = 1, moved = 0;
-    if ((st = set_call(c, call, err)) || (st = ready(c, deadline, &again, &moved, err))) return st;
+    if ((st = fdn_set_call(c, call, err)) || (st = ready(c, deadline, &again, &moved, err))) return st;
     struct fdn_tensor *t = c->req.inputs;
     for (uint32_t i = 0; i < input_count; i++) {
         strcpy(t[i].name, inputs[i].name);
@@ -502,7 +296,7 @@ static enum fdn_status loan_begin(fdn_client *c, const char *model, const struct
     if (!c) return fdn_fail(err, FDN_INVALID_INPUT, 0, "client is NULL");
     c->loaned = 0; /* a failed begin leaves no loan: the old one's tensors are overwritten below */
     c->loan_ended = 0;
-    enum fdn_status st = check_model(model, err);
+    enum fdn_status st = fdn_check_model(model, err);
     if (st) return st;
     if (count > FDN_MAX_TENSORS)
         return fdn_fail(err, FDN_TOO_LARGE, 0, "%u tensors (at most %d)", count, FDN_MAX_TENSORS);
@@ -515,7 +309,7 @@ static enum fdn_status loan_begin(fdn_client *c, const char *model, const struct
         if (specs[i].location != FDN_HOST)
             return fdn_fail(err, FDN_CUDA_UNAVAILABLE, 0, "tensor %u ('%s'): this client sends host tensors only", i,
                             specs[i].name);
-        if ((st = check_tensor("tensor", i, specs[i].name, specs[i].dtype, specs[i].ndim, specs[i].shape, &bytes, err)))
+        if ((st = fdn_check_tensor("tensor", i, specs[i].name, specs[i].dtype, specs[i].ndim, specs[i].shape, &bytes, err)))
             return st;
     }
     int again = 1; /* nothing is written yet: a server gone meanwhile is left for a restarted one */
@@ -570,7 +364,7 @@ static enum fdn_status loan_infer(fdn_client *c, int64_t timeout_ms, struct fdn_
     uint64_t deadline = deadline_of(timeout_ms);
     enum fdn_status st = ready(c, deadline, NULL, NULL, err);
     if (st) return st;
-    set_call(c, NULL, NULL); /* a loan's tensors follow a payload without names or params */
+    fdn_set_call(c, NULL, NULL); /* a loan's tensors follow a payload without names or params */
     st = send_request(c, c->loan_model, c->loan_end, deadline, 0, 0, res, err);
     if (st && c->connected && FDN_LOAD(&c->ch->server_seq) != c->seq) {
         /* the server may still read the inputs: fdn_loan_data must not hand them out for writing */

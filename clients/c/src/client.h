@@ -1,4 +1,4 @@
-/* client.h: the client's state, shared by connect.c, liveness.c, data.c and call.c (not part of the API). */
+/* client.h: the client's state, shared by the library's sources (not part of the API). */
 #ifndef FDN_CLIENT_STATE_H
 #define FDN_CLIENT_STATE_H
 
@@ -109,5 +109,17 @@ void fdn_fork_handlers_register(void);
  * the channel back nor unlinking the data segment (the parent's, in use), and leave c disconnected,
  * this process's own: its next call connects anew. */
 void fdn_forget(struct fdn_client *c);
+
+/* wait.c: wait until server_seq == s (spin first if `spin`), up to `deadline` (0: none), checking
+ * the server's liveness between slices (section 7.2) */
+enum fdn_status fdn_wait_seq(struct fdn_client *c, uint64_t s, uint64_t deadline, int spin, struct fdn_error *err);
+/* wait.c: wait until the channel is idle (an abandoned request's late answer in, spec 7.5) */
+enum fdn_status fdn_wait_idle(struct fdn_client *c, uint64_t deadline, struct fdn_error *err);
+/* check.c: a call's arguments, checked before anything is written */
+enum fdn_status fdn_check_model(const char *model, struct fdn_error *err);
+enum fdn_status fdn_check_tensor(const char *what, uint32_t i, const char *name, uint32_t dtype, uint32_t ndim,
+                                 const uint64_t *shape, uint64_t *bytes, struct fdn_error *err);
+enum fdn_status fdn_check_inputs(const struct fdn_input *inputs, uint32_t input_count, struct fdn_error *err);
+enum fdn_status fdn_set_call(struct fdn_client *c, const struct fdn_call *call, struct fdn_error *err);
 
 #endif
