@@ -105,9 +105,10 @@ def check_transport(transport: str) -> None:
     from foundation_core.errors import NotRegisteredError
 
     from ._client import registered_hub
+    from ._transport import make_transport
 
     try:
-        cross_process = registered_hub().transports.get(transport)().cross_process
+        cross_process = make_transport(registered_hub(), transport).cross_process
     except NotRegisteredError as exc:
         raise BenchmarkFailed(f"--transport {transport}: {exc}") from None
     if not cross_process:

@@ -39,7 +39,9 @@ def check_cross_process(hub: Hub, transport: str, command: str) -> None:
     of its own, so a server it starts would serve nobody, and a client it starts would find no
     server. The message names the installed transports that do cross processes. A transport not
     registered raises ``NotRegisteredError``, as ``hub.transports.get`` does."""
-    if hub.transports.get(transport)().cross_process:
+    from ._transport import make_transport
+
+    if make_transport(hub, transport).cross_process:
         return
     crossing = [n for n in hub.transports.names() if n != transport and _crosses(hub, n)]
     if crossing:
@@ -54,8 +56,10 @@ def check_cross_process(hub: Hub, transport: str, command: str) -> None:
 
 
 def _crosses(hub: Hub, transport: str) -> bool:
+    from ._transport import make_transport
+
     try:
-        return bool(hub.transports.get(transport)().cross_process)
+        return bool(make_transport(hub, transport).cross_process)
     except Exception:  # a transport plugin that fails to load is named by `foundation plugins`
         return False
 

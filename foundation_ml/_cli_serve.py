@@ -85,9 +85,10 @@ def _serve(
     args: argparse.Namespace, hub: Hub, signals: _StartupSignals, models: list[tuple[str, str]]
 ) -> int:
     from ._runtime import MLRuntime
+    from ._transport import make_transport
 
     try:  # a name a live server holds: said before any model loads (serve itself says it too)
-        hub.transports.get(args.transport)().check_serve(args.name)
+        make_transport(hub, args.transport).check_serve(args.name)
     except (OSError, ValueError) as exc:  # exit as serve would: 1 for a taken name, 2 a bad one
         print(f"foundation serve: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
@@ -208,9 +209,11 @@ def _check_options(args: argparse.Namespace, hub: Hub) -> None:
     that cannot be written."""
     from foundation_core.errors import NotRegisteredError
 
+    from ._transport import make_transport
+
     try:
         check_cross_process(hub, args.transport, "serve")
-        hub.transports.get(args.transport)().check_address(args.name)
+        make_transport(hub, args.transport).check_address(args.name)
     except (NotRegisteredError, ValueError) as exc:
         raise _Refused(exc) from None
     if args.max_wait_us is not None and args.max_batch_size is None:  # batching is off: no wait

@@ -20,7 +20,7 @@ from foundation_core import Hub
 from ._client_args import _argument_error, _check_timeout, _good_versions, _output_names, check_version
 from ._plugin import DEFAULT_NAME
 from ._tensors import device_of, from_host, is_device_tensor, is_tensor, to_host
-from ._transport import TransportClient, configured_options, run_off_loop, time_left
+from ._transport import TransportClient, configured_options, make_transport, run_off_loop, time_left
 from ._types import ClientCounters, InferenceRequest, InferenceResponse, deadline_after
 from .errors import ServerUnavailable
 
@@ -118,7 +118,7 @@ class InferenceClient:
         self.timeout = timeout
         self._pool: ThreadPoolExecutor | None = None  # ainfer's threads, made on first use
         self._closed = False
-        self._client: TransportClient = hub.transports.get(transport)().connect(name, **options)
+        self._client: TransportClient = make_transport(hub, transport).connect(name, **options)
         # a transport client that copies its outputs itself (shm: straight from shared memory,
         # giving its channel back at once; a thread keeps one after each call returning views)
         self._infer_copy = getattr(self._client, "infer_copy", None)

@@ -23,8 +23,10 @@ def _transport_problem(transport: str, hub: Hub) -> str:
     from a child process."""
     from foundation_core.errors import NotRegisteredError
 
+    from ._transport import make_transport
+
     try:
-        cross_process = hub.transports.get(transport)().cross_process
+        cross_process = make_transport(hub, transport).cross_process
         hub.model_backends.get("torch")  # the demo model is a torch module
     except NotRegisteredError as exc:
         return str(exc)

@@ -25,7 +25,7 @@ from foundation_core.errors import FoundationError
 from ._runtime_checks import check_drain
 from ._runtime_drain import deadline_in, raise_first, time_left
 from ._server_info import server_address
-from ._transport import TransportServer, configured_options
+from ._transport import TransportServer, configured_options, make_transport
 from .errors import ModelNotFound
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def start(runtime: MLRuntime, transport: str, name: str, options: dict[str, Any]
     with runtime._models_lock:
         if runtime._closing:
             raise _closed_error(transport, name)
-    impl = runtime.hub.transports.get(transport)()
+    impl = make_transport(runtime.hub, transport)
     runtime._accepting = True
     options = {**configured_options(runtime.hub, transport, "serve"), **options}  # code wins over config
     try:

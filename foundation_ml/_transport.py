@@ -33,6 +33,7 @@ __all__ = [
     "TransportServer",
     "call_abandoned",
     "configured_options",
+    "make_transport",
 ]
 
 Respond = Callable[[InferenceResponse | InferenceError], None]
@@ -258,3 +259,21 @@ def configured_options(hub: Hub, transport: str, kind: Literal["serve", "connect
         return {}
     method = getattr(config[transport], f"{kind}_options", None)
     return dict(method()) if callable(method) else {}
+
+
+def make_transport(hub: Hub, name: str) -> Transport:
+    """The transport registered in ``hub`` as ``name``, made (``hub.transports.get(name)()``). A
+    factory that raises (a third-party transport that needs a setting, say) is a ``PluginError``
+    naming its plugin and the transport, which the CLI reports on one line, where its bare
+    exception came out of ``MLRuntime.start``, ``InferenceClient`` and ``foundation serve`` as a
+    traceback; Ctrl-C passes. A name not registered is ``NotRegisteredError``, as before."""
+    factory = hub.transports.get(name)
+    try:
+        return factory()  # type: ignore[no-any-return]
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a plugin's sys.exit() too: see foundation_core's Registry.get
+        from foundation_core.errors import PluginError
+
+        plugin = hub.transports.entry(name).plugin
+        raise PluginError(plugin, f"transport {name!r} cannot be made: {type(exc).__name__}: {exc}") from exc

@@ -3,10 +3,12 @@ the call, as ``infer``'s does, and a bad timeout is refused as ``infer`` refuses
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,9 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from foundation_ml import InferenceRequest, InferenceResponse, call_deadline
+import foundation_core
+from foundation_core import Hub
+from foundation_core.errors import PluginError
+from foundation_ml import InferenceClient, InferenceRequest, InferenceResponse, MLRuntime, call_deadline
+from foundation_ml import _plugin as ml_plugin
 from foundation_ml._inproc import InprocTransport
-from foundation_ml._transport import Respond
+from foundation_ml._transport import Respond, make_transport
 from foundation_ml.errors import DeadlineExceeded
 
 from .conftest import unique_name
@@ -180,3 +186,57 @@ def test_call_deadline_is_the_sooner_of_the_requests_and_the_timeouts(
         assert got == request_deadline
     else:
         assert lo <= got <= hi or got == request_deadline
+
+
+class _NeedsASetting(InprocTransport):
+    """A third party's transport whose constructor fails (a setting it needs is missing)."""
+
+    name = "needs-a-setting"
+
+    def __init__(self) -> None:
+        raise RuntimeError("FDN_UDS_DIR is not set")
+
+
+class _Plugin:
+    @foundation_core.hookimpl
+    def foundation_register_transports(self, register: Any) -> None:
+        register("needs-a-setting", _NeedsASetting)
+
+
+@pytest.fixture
+def broken_hub() -> Iterator[Hub]:
+    with foundation_core.start(plugins=[ml_plugin, _Plugin()], entry_points=False) as hub:
+        yield hub
+
+
+_MADE = (
+    r"^plugin '.*_Plugin.*' failed: transport 'needs-a-setting' cannot be made: RuntimeError: "
+    r"FDN_UDS_DIR is not set$"
+)
+
+
+def test_a_transport_that_cannot_be_made_is_a_plugin_error_naming_it(broken_hub: Hub) -> None:
+    """Its bare RuntimeError came out of MLRuntime.start and InferenceClient (a traceback from
+    ``foundation serve``), naming neither the transport nor its plugin."""
+    with MLRuntime(broken_hub) as runtime, pytest.raises(PluginError, match=_MADE) as info:
+        runtime.start("needs-a-setting", unique_name())
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(PluginError, match=_MADE):
+        InferenceClient(unique_name(), transport="needs-a-setting", hub=broken_hub)
+
+
+def test_foundation_serve_names_a_transport_that_cannot_be_made(broken_hub: Hub) -> None:
+    from foundation_ml._cli_serve import _check_options
+
+    args = argparse.Namespace(transport="needs-a-setting", name="x")
+    with pytest.raises(PluginError, match=_MADE):  # the CLI prints it on one line, exit 1
+        _check_options(args, broken_hub)
+
+
+def test_a_ctrl_c_while_a_transport_is_made_passes(broken_hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(self: _NeedsASetting) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_NeedsASetting, "__init__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_transport(broken_hub, "needs-a-setting")
