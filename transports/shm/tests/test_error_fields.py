@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from foundation_shm import ShmTransport
+from foundation_shm import ShmTransport, _accel, _client_repeat
 from foundation_shm._echo import EchoHandler
 from foundation_shm._server import ShmServer
 
@@ -250,3 +250,43 @@ def test_inference_client_passes_on_the_model_and_request_id_of_a_call_closed_un
         assert type(exc) is ServerUnavailable, repr(exc)
         assert exc.model == "gated" and exc.request_id > 0, repr(exc)
         assert str(exc) == f"model 'gated': {exc.message}"
+
+
+def test_a_repeated_call_whose_one_c_call_ended_after_a_close_is_not_read(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The C lane's guard (``exchange_repeat``): a close() in another thread gives the channel
+    back, and the server's reclaim (server_seq = client_seq) can end ``_hot.exchange``'s spin; the
+    response area still holds the previous answer, which the C call reads as an answer repeating
+    the cached one (code 0). The call must fail 'closed during the call', not return the previous
+    call's outputs as its own. (The close is made to land in the spin: a real one lands there
+    only by chance. Both spin windows are long, so that the C call is answered as it spins.)"""
+    if _accel.hot is None:
+        pytest.skip("the C hot path is not in use (FDN_SHM_PURE=1): no one-call exchange")
+    server = ShmTransport().serve(name, EchoHandler(), channels=1, spin_us=1_000_000)
+    client = ShmTransport().connect(name, channels=1, copy_outputs=True, spin_us=200_000)
+    real = _accel.hot.exchange
+    ended: list[int] = []
+
+    class _ClosedInTheSpin:
+        def exchange(self, *args: Any) -> int:
+            code = real(*args)
+            ended.append(code)
+            conn = client._pool._conn
+            assert conn is not None
+            conn.client_closed = True  # as close() sets it, in another thread, while this spun
+            return code
+
+    try:
+        client.infer(InferenceRequest("echo", {"x": X}, id=70), timeout=10)
+        monkeypatch.setattr(_client_repeat, "hot", _ClosedInTheSpin())
+        exc = _raised(lambda: client.infer(InferenceRequest("echo", {"x": X + 1}, id=71), timeout=10))
+    finally:
+        monkeypatch.undo()
+        conn = client._pool._conn
+        if conn is not None:
+            conn.client_closed = False  # close() below gives the channel back itself
+        client.close()
+        server.stop(5.0)
+    assert ended == [0], ended  # the one C call answered: the case under test
+    _names(exc, ServerUnavailable, "echo", 71, "closed during the call")
