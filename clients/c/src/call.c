@@ -38,7 +38,7 @@ static enum fdn_status reconnect(struct fdn_client *c, uint64_t deadline, const 
     return not_sent(err, what, why.message);
 }
 
-/* Reconnect if the server stopped, and wait until the channel is idle (wait_idle). A server found
+/* Reconnect if the server stopped, and wait until the channel is idle (fdn_wait_idle). A server found
  * gone (stopped, or its process proven dead) while the call waits for an abandoned request's late
  * answer (spec 7.5) had none of this call's request: with `again` set (a call that may send its
  * request once more, cleared as that attempt is spent here) it is reconnected to once, within the
@@ -213,7 +213,7 @@ static enum fdn_status send_request(struct fdn_client *c, const char *model, uin
     f->kind = FDN_INFER_REQUEST;
     f->request_id = c->next_id++;
     f->flags = c->opts.data_crc ? FDN_FLAG_DATA_CRC : 0;
-    strcpy(f->model, model); /* checked by the caller: check_model */
+    strcpy(f->model, model); /* checked by the caller: fdn_check_model */
     f->deadline_ns = deadline;
     enum fdn_status st = fdn_encode_request(c->data, c->req_cap, f, err);
     if (!st) {

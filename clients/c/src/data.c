@@ -39,7 +39,7 @@ pthread_once_t fdn_named_once = PTHREAD_ONCE_INIT;
 unsigned long fdn_forks;
 
 /* Whether the forking thread holds named_lock across its fork. A child forked while another thread
- * of its parent ran named_once's routine runs it again (glibc), so there the handlers may be
+ * of its parent ran fdn_named_once's routine runs it again (glibc), so there the handlers may be
  * registered twice and each runs twice per fork: the lock is taken once (taken again, the forking
  * thread waited for itself), given back once, and the child's reset done once. */
 static __thread int named_held;
