@@ -7,7 +7,10 @@
 - :func:`check_package_factory`: a package's manifest names its factory, and a manifest is data
   anyone can write (no checksum covers it), so it may only name a model factory: an
   ``nn.Module`` subclass, or a callable annotated to return one (``def build(...) -> MyNet``).
-  ``"os:system"`` with ``factory_kwargs`` would otherwise run a shell command.
+  ``"os:system"`` with ``factory_kwargs`` would otherwise run a shell command. Never one of
+  torch's own functions, whatever their annotation: ``torch.fx.graph_module:reduce_graph_module``
+  (``-> torch.nn.Module``) executes the source its arguments carry; torch's ``nn.Module`` classes
+  (``torch.nn:Linear``) may be named.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ import torch
 __all__ = ["check_package_factory", "is_module_factory", "no_unpickling"]
 
 _lock = threading.Lock()
+
+#: torch's top-level packages: code a manifest may not call (only torch.nn's classes)
+_TORCH_PACKAGES = frozenset({"torch", "functorch", "torchgen"})
 
 
 class _RefusePickle:
@@ -85,9 +91,24 @@ def is_module_factory(obj: Any) -> bool:
 
 def check_package_factory(ref: str, factory: Any) -> str | None:
     """Why ``factory`` may not be named by a package manifest, or None when it may."""
-    if is_module_factory(factory):
-        return None
-    return (
-        f"factory {ref!r} is neither a torch.nn.Module subclass nor a callable annotated to return "
-        "one (def build(...) -> MyNet); a package may only name a model factory"
-    )
+    if not is_module_factory(factory):
+        return (
+            f"factory {ref!r} is neither a torch.nn.Module subclass nor a callable annotated to return "
+            "one (def build(...) -> MyNet); a package may only name a model factory"
+        )
+    defined_in = str(getattr(factory, "__module__", None) or "")
+    if _in_torch(defined_in) and not (inspect.isclass(factory) and defined_in.startswith("torch.nn.")):
+        # torch's functions annotated to return a module are transformations and unpickling
+        # helpers, not model factories: reduce_graph_module(body, import_block) runs its arguments
+        return (
+            f"factory {ref!r} is torch's own {'class' if inspect.isclass(factory) else 'function'} "
+            f"({defined_in}), not a model factory (some of torch's functions run code their arguments "
+            "carry); a package may name a model's own factory, or a module class of torch.nn "
+            "(torch.nn:Linear)"
+        )
+    return None
+
+
+def _in_torch(module: str) -> bool:
+    top = module.partition(".")[0]
+    return top in _TORCH_PACKAGES

@@ -128,6 +128,28 @@ def test_a_package_may_only_name_a_model_factory(
     assert "m" not in runtime.registry.names()
 
 
+def test_a_package_may_not_name_a_function_of_torch_that_runs_its_arguments(
+    runtime: MLRuntime, tmp_path: Path
+) -> None:
+    """torch.fx's reduce_graph_module is annotated ``-> torch.nn.Module`` and executes the
+    import_block it is given: a manifest naming it ran a shell command, the package then refused
+    only for what the factory returned. Torch's own functions are never a package's factory."""
+    marker = tmp_path / "code-ran"
+    (tmp_path / "code-ran.absent").write_text("")
+    run = f"import os; os.rename({str(marker) + '.absent'!r}, {str(marker)!r})\n"
+    factory = "torch.fx.graph_module:reduce_graph_module"
+    body = {"_code": "def forward(self, x):\n    return x\n"}
+    path = _package_with_factory(tmp_path, factory, body=body, import_block=run)
+    with pytest.raises(PackageError, match=f"manifest.json: factory '{factory}' is torch's own function"):
+        runtime.register_model("m", str(path))
+    assert not marker.exists()
+    with pytest.raises(ValueError, match=r"torch's own function .*torch\.fx\.graph_module"):
+        TorchBackend().package(factory, tmp_path / "p", name="m", factory_kwargs={"body": body})
+    assert not (tmp_path / "p").exists() and not marker.exists()
+    with pytest.raises(PackageError, match=r"factory 'torch\.fx:GraphModule' is torch's own class"):
+        runtime.register_model("g", str(_package_with_factory(tmp_path / "g", "torch.fx:GraphModule")))
+
+
 def test_package_refuses_a_factory_returning_no_module_blaming_no_manifest(tmp_path: Path) -> None:
     """It said 'manifest.json: the package being written: ...' (``file`` manifest.json) to
     `foundation package`, whose package has no manifest yet: the factory is at fault."""
