@@ -67,7 +67,7 @@ pub(crate) fn unsent(gone: Error) -> Error {
 /// The error of a call whose server (`instance`, under `name`) died or stopped and whose
 /// reconnect failed with `e`: `gone`, with "; WHAT: " and the reconnect's reason appended: "no
 /// server has started under that name since" while that server's region is still there (the
-/// reconnect found it dead, or STOPPED: "is not serving (state 3)"), else `e`'s message.
+/// reconnect found it dead, or STOPPED), else `e`'s message.
 pub(super) fn not_sent(gone: Error, e: &Error, what: &str, name: &str, instance: u64) -> Error {
     let why = if region_instance(name) == Some(instance) {
         "no server has started under that name since"

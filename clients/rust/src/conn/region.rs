@@ -82,10 +82,8 @@ pub(super) fn read_region(ctl: &Mapping, name: &str) -> Result<Region, Refused> 
         return Err(unavailable(format!("shm server {name:?} is stopping")).into());
     }
     if state != l::STATE_READY {
-        return Err(unavailable(format!(
-            "shm server {name:?} is not serving (state {state})"
-        ))
-        .into());
+        // STOPPED (or not yet READY): as the C, Go and Python clients word it, naming the pid
+        return Err(unavailable(format!("shm server {name:?} (pid {server_pid}) is gone")).into());
     }
     if !server_alive(server_pid, server_start) {
         // Liveness is told by pid (section 10): a READY server whose pid is not seen here while
