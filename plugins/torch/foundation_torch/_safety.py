@@ -4,6 +4,8 @@
   (sample inputs retried with ``weights_only=False``, ``use_pickle`` weights and constants,
   opaque objects through ``pickle.loads``), so a ``.pt2`` file could run code. Inside this context
   every ``torch.load`` is ``weights_only=True`` and the archive reader's ``pickle.loads`` refuses.
+  This closes pickle only: ``torch.export.load`` also ``sympify``s (evaluates) the file's shape
+  expressions, and a TorchScript file is a program; such files are trusted (docs/serving.md).
 - :func:`check_package_factory`: a package's manifest names its factory, and a manifest is data
   anyone can write (no checksum covers it), so it may only name a model factory: an
   ``nn.Module`` subclass, or a callable annotated to return one (``def build(...) -> MyNet``).
