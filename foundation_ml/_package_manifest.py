@@ -92,6 +92,8 @@ def _check_files(files: Any, bad: Callable[[str], PackageError]) -> dict[str, st
             raise bad(f"'files' names {name!r}, not a relative path such as 'weights.safetensors'")
         if member.is_absolute() or ".." in member.parts:
             raise bad(f"'files' names {name!r}, which escapes the package")
+        if "\\" in name:  # one name here, but a separator to Windows and its unzip tools: ..\x escapes
+            raise bad(f"'files' names {name!r}, with a backslash (a package's paths separate with '/')")
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise bad(
                 f"'files' gives {name} a malformed sha256 {_json_value(digest)} (64 hexadecimal digits)"

@@ -110,6 +110,29 @@ def test_zip_member_escaping_the_package_is_refused(tmp_path: Path) -> None:
         open_package(bad)
 
 
+def test_a_zip_entry_named_with_backslashes_is_refused_though_listed(tmp_path: Path) -> None:
+    """'..\\evil' is one name to zipfile on POSIX, so a manifest listing it loaded; a tool on
+    Windows reads it as a path out of the package (zip slip), and write_package wrote such names."""
+    listed = {"weights.safetensors": b"w", "..\\evil": b"x"}
+    files = {n: hashlib.sha256(b).hexdigest() for n, b in listed.items()}
+    bad = zipped(tmp_path / "p.zip", ("manifest.json", manifest_text(files=files)), *listed.items())
+    with pytest.raises(PackageError, match=r"'files' names '\.\.\\\\evil', with a backslash") as info:
+        open_package(bad)
+    assert info.value.file == "manifest.json"
+    with pytest.raises(ValueError, match="with a backslash"):
+        write_package(
+            tmp_path / "q",
+            name="m",
+            version="1",
+            backend="torch",
+            factory="m:build",
+            inputs=parse_signature({"x": "FP32[-1, 4]"}),
+            outputs=parse_signature({"y": "FP32[-1, 2]"}),
+            files={"a\\b": b"x"},
+        )
+    assert not (tmp_path / "q").exists()
+
+
 def test_existing_target_is_not_overwritten(tmp_path: Path) -> None:
     make(tmp_path / "m")
     with pytest.raises(FileExistsError):
@@ -492,6 +515,7 @@ BAD_MANIFESTS = [
     ({"files": {"weights.safetensors": 5}}, r"'files' gives weights\.safetensors a malformed sha256 5"),
     ({"files": {"manifest.json": "0" * 64}}, r"'files' lists manifest\.json itself"),
     ({"files": {"../w": "0" * 64}}, r"'files' names '\.\./w', which escapes the package"),
+    ({"files": {"..\\w": "0" * 64}}, r"'files' names '\.\.\\\\w', with a backslash"),
     ({"inputs": []}, r"invalid signature: 'inputs' is empty"),
     ({"outputs": []}, r"invalid signature: 'outputs' is empty"),
     ({"inputs": None}, r"invalid signature: 'inputs' must be a list of tensors, not null"),
