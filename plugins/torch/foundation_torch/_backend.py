@@ -18,6 +18,7 @@ model factory (``_safety``). Loading each form is ``_sources``'s; the signature'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from foundation_ml._signature import SignatureLike
 from foundation_ml.errors import ModelLoadError
 
 from ._model import TorchModel
+from ._safety import trusted_factories
 from ._signatures import SIGNATURE_FILE, given_signature, rest_of_signature, signature_json
 from ._sources import BACKEND, SCRIPT_SUFFIXES, WEIGHTS, WRITING, build, load_module, suffix
 
@@ -60,6 +62,7 @@ class TorchBackend(ModelBackend):
         threads: int | None = None,
         factory_kwargs: dict[str, Any] | None = None,
         batchable: bool | None = None,
+        trusted_factories: Sequence[str] | None = None,
         **options: Any,
     ) -> LoadedModel:
         if options:
@@ -70,7 +73,8 @@ class TorchBackend(ModelBackend):
         given = given_signature(name, inputs, outputs)
         # a side passed as an argument wins; the other comes from the package, the file or the
         # module's foundation_signature, in that order
-        module, declared, source, version = load_module(name, spec, device, given, factory_kwargs)
+        trusted = trusted_factories_of(name, trusted_factories)
+        module, declared, source, version = load_module(name, spec, device, given, factory_kwargs, trusted)
         if not (declared[0] and declared[1]):
             file = str(spec) if suffix(spec) in (*SCRIPT_SUFFIXES, ".pt2") else ""
             factory = spec if isinstance(spec, str) and not file else ""
@@ -173,6 +177,15 @@ def _check_threads(name: str, threads: Any) -> None:
         f"threads must be an integer from 1 to {MAX_THREADS} (0 or None: torch's default), not {threads!r}",
         model=name,
     )
+
+
+def trusted_factories_of(name: str, given: Any) -> tuple[str, ...] | None:
+    """The ``trusted_factories`` option (else ``FOUNDATION_TRUSTED_FACTORIES``), or a
+    ``ModelLoadError`` naming what is wrong with it."""
+    try:
+        return trusted_factories(given)
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(str(exc), model=name) from None
 
 
 def _check_batchable(name: str, batchable: Any) -> None:

@@ -18,17 +18,26 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import importlib
 import inspect
+import os
 import pickle
 import threading
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence, Set
 from typing import Any
 
 import torch
 
-__all__ = ["check_package_factory", "is_module_factory", "no_unpickling"]
+__all__ = [
+    "TRUSTED_FACTORIES_ENV",
+    "check_package_factory",
+    "is_module_factory",
+    "no_unpickling",
+    "trusted_factories",
+    "untrusted_factory",
+]
 
 _lock = threading.Lock()
 
@@ -109,6 +118,47 @@ def check_package_factory(ref: str, factory: Any) -> str | None:
             "(torch.nn:Linear)"
         )
     return None
+
+
+TRUSTED_FACTORIES_ENV = "FOUNDATION_TRUSTED_FACTORIES"
+
+
+def trusted_factories(given: Any) -> tuple[str, ...] | None:
+    """The patterns a package's factory must match (``fnmatch``, case-sensitive: ``pkg.models.*``,
+    ``pkg.mod:build``): ``given`` (the backend's ``trusted_factories=`` option), else the comma-
+    separated ``FOUNDATION_TRUSTED_FACTORIES``, else None (any model factory installed here, as
+    ``check_package_factory`` rules). A ``TypeError``/``ValueError`` naming the option or the
+    variable for anything but a list of non-empty patterns (a str would be read letter by letter)."""
+    if given is None:
+        env = os.environ.get(TRUSTED_FACTORIES_ENV)
+        if env is None:
+            return None
+        patterns = tuple(p.strip() for p in env.split(",") if p.strip())
+        if not patterns and env.strip():
+            raise ValueError(f"{TRUSTED_FACTORIES_ENV}={env!r} names no pattern")
+        return patterns
+    if isinstance(given, str | bytes) or not isinstance(given, Sequence | Set):
+        raise TypeError(
+            "trusted_factories must be a list of patterns such as ['mypkg.models.*'], not "
+            f"{type(given).__name__} {given!r:.80}"
+        )
+    bad = [p for p in given if not isinstance(p, str) or not p.strip()]
+    if bad:
+        raise ValueError(f"trusted_factories holds {bad[0]!r}, not a pattern (a non-empty str)")
+    return tuple(given)
+
+
+def untrusted_factory(ref: str, patterns: tuple[str, ...] | None) -> str | None:
+    """Why a package may not name ``ref`` under ``patterns`` (see ``trusted_factories``), or None.
+    Told before its module is imported: an untrusted package runs none of its code."""
+    if patterns is None or any(fnmatch.fnmatchcase(ref, p) for p in patterns):
+        return None
+    listed = ", ".join(repr(p) for p in patterns) or "none"
+    return (
+        f"factory {ref!r} is not a trusted factory here (trusted: {listed}; set by trusted_factories= "
+        f"or {TRUSTED_FACTORIES_ENV}): a package names the code that builds its model, and only "
+        "factories trusted here may be named"
+    )
 
 
 def _in_torch(module: str) -> bool:

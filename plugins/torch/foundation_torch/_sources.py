@@ -21,7 +21,7 @@ from foundation_ml._signature import parse_signature
 from foundation_ml._types import TensorSpec
 from foundation_ml.errors import ModelLoadError, PackageError
 
-from ._safety import check_package_factory, no_unpickling
+from ._safety import check_package_factory, no_unpickling, untrusted_factory
 from ._signatures import SIGNATURE_FILE, Signature, check_declared, fill
 
 __all__ = ["BACKEND", "SCRIPT_SUFFIXES", "WEIGHTS", "WRITING", "build", "load_module", "suffix"]
@@ -39,11 +39,17 @@ def suffix(spec: object) -> str:
 
 
 def load_module(
-    name: str, spec: Any, device: str, given: Signature, factory_kwargs: dict[str, Any] | None
+    name: str,
+    spec: Any,
+    device: str,
+    given: Signature,
+    factory_kwargs: dict[str, Any] | None,
+    trusted: tuple[str, ...] | None = None,
 ) -> tuple[Any, Signature, str, str]:
     """The module ``spec`` names, the signature declared so far (``given``, a side missing there
     taken from the package or the file), where that was declared ("" if not complete) and the
-    package's version ("" if not a package)."""
+    package's version ("" if not a package). ``trusted``: the patterns a package's factory must
+    match (``_safety.trusted_factories``; None: any model factory)."""
     complete = bool(given[0] and given[1])
     source = "arguments" if complete else ""
     if is_package(spec):
@@ -55,9 +61,11 @@ def load_module(
                 model=name,
                 file="manifest.json",
             )
-        module = build(
-            name, str(pkg.manifest["factory"]), pkg.manifest.get("factory_kwargs") or {}, package=manifest
-        )
+        ref = str(pkg.manifest["factory"])
+        why = untrusted_factory(ref, trusted)
+        if why:  # before its module is imported: none of its code runs
+            raise PackageError(f"{manifest}: {why}", model=name, file="manifest.json")
+        module = build(name, ref, pkg.manifest.get("factory_kwargs") or {}, package=manifest)
         _load_weights(name, module, pkg.files.get(WEIGHTS), pkg.where(WEIGHTS))
         check_declared(name, module, (pkg.inputs, pkg.outputs), manifest)
         return module, fill(given, (pkg.inputs, pkg.outputs)), source or manifest, pkg.version

@@ -6,7 +6,9 @@ import io
 import json
 import os
 import pickle
+import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,72 @@ def test_saving_without_a_full_signature_names_the_side_missing(tmp_path: Path) 
     with pytest.raises(ValueError, match="no inputs signature: pass inputs="):
         save_torchscript(module, tmp_path / "m.pt")
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_package_naming_a_factory_not_trusted_here_is_refused_before_its_module_is_imported(
+    runtime: MLRuntime, tmp_path: Path, new_module: Callable[[str, str], str]
+) -> None:
+    """Any installed model factory could be named by a package's manifest (a third party's
+    builder, with arguments of the manifest's choosing). ``trusted_factories=`` (or
+    FOUNDATION_TRUSTED_FACTORIES) lists the ones packages may name here; another is refused
+    before its module is imported, so its import-time code does not run either."""
+    marker = tmp_path / "imported"
+    module = new_module("fixture_untrusted_builder", f"open({str(marker)!r}, 'w').close()\n")
+    path = _package_with_factory(tmp_path / "p", f"{module}:build")
+    with pytest.raises(
+        PackageError,
+        match=rf"manifest.json: factory '{module}:build' is not a trusted factory here \(trusted: "
+        r"'foundation_torch\.demo:\*'; set by trusted_factories= or FOUNDATION_TRUSTED_FACTORIES\)",
+    ):
+        runtime.register_model("m", str(path), trusted_factories=["foundation_torch.demo:*"])
+    assert not marker.exists() and "m" not in runtime.registry.names()
+    trusted = _package_with_factory(tmp_path / "q", "foundation_torch.demo:build_demo")
+    runtime.register_model("demo", str(trusted), trusted_factories=["foundation_torch.demo:*"])
+    assert "demo" in runtime.registry.names()
+
+
+def test_the_trusted_factories_come_from_the_environment_unless_given(
+    runtime: MLRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _package_with_factory(tmp_path / "p", "foundation_torch.demo:build_demo")
+    monkeypatch.setenv("FOUNDATION_TRUSTED_FACTORIES", " mypkg.models.* , other:build ")
+    with pytest.raises(PackageError, match=r"\(trusted: 'mypkg\.models\.\*', 'other:build'; set by"):
+        runtime.register_model("m", str(path))
+    runtime.register_model("m", str(path), trusted_factories=["foundation_torch.*"])  # given wins
+    monkeypatch.setenv("FOUNDATION_TRUSTED_FACTORIES", "foundation_torch.demo:build_demo")
+    runtime.register_model("n", str(path))
+    assert {"m", "n"} <= set(runtime.registry.names())
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("foundation_torch.*", "trusted_factories must be a list of patterns such as ['mypkg.models.*']"),
+        ([""], "trusted_factories holds '', not a pattern (a non-empty str)"),
+        ([3], "trusted_factories holds 3, not a pattern"),
+        (5, "trusted_factories must be a list of patterns such as ['mypkg.models.*'], not int 5"),
+    ],
+)
+def test_a_trusted_factories_option_that_is_no_list_of_patterns_is_refused(
+    runtime: MLRuntime, tmp_path: Path, given: object, says: str
+) -> None:
+    path = _package_with_factory(tmp_path / "p", "foundation_torch.demo:build_demo")
+    with pytest.raises(ModelLoadError, match=re.escape(says)):
+        runtime.register_model("m", str(path), trusted_factories=given)
+
+
+def test_an_empty_trusted_factories_variable_is_refused_and_an_empty_list_trusts_none(
+    runtime: MLRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _package_with_factory(tmp_path / "p", "foundation_torch.demo:build_demo")
+    monkeypatch.setenv("FOUNDATION_TRUSTED_FACTORIES", " , ")
+    with pytest.raises(ModelLoadError, match=r"FOUNDATION_TRUSTED_FACTORIES=' , ' names no pattern"):
+        runtime.register_model("m", str(path))
+    with pytest.raises(PackageError, match=r"\(trusted: none; set by"):
+        runtime.register_model("m", str(path), trusted_factories=[])
+
+
+def test_a_factory_given_directly_is_the_callers_and_needs_no_trust(runtime: MLRuntime) -> None:
+    """Only a package's manifest is checked: a factory the caller names is the caller's choice."""
+    runtime.register_model("m", "foundation_torch.demo:build_demo", trusted_factories=[])
+    assert "m" in runtime.registry.names()
