@@ -72,17 +72,24 @@ def module_signature(module: Any) -> Signature:
             f"{where} has the key(s) {', '.join(unknown)}: it takes 'inputs' and 'outputs', "
             f"each a signature, as in {SIGNATURE_FORM}"
         )
-    return parse_side(sig.get("inputs"), f"{where}['inputs']"), parse_side(
-        sig.get("outputs"), f"{where}['outputs']"
-    )
+    outputs = parse_side(sig.get("outputs"), f"{where}['outputs']")
+    if not outputs and sig.get("outputs") is not None:
+        raise ValueError(f"{where}['outputs'] declares no tensor: {_ONE_OUTPUT}")
+    return parse_side(sig.get("inputs"), f"{where}['inputs']"), outputs
+
+
+_ONE_OUTPUT = "a model answers at least one output (e.g. {'y': 'FP32[-1, 10]'})"
 
 
 def given_signature(name: str, inputs: SignatureLike | None, outputs: SignatureLike | None) -> Signature:
     """The ``inputs=`` and ``outputs=`` arguments, parsed; a ``ModelLoadError`` naming the one at fault."""
     try:
-        return parse_side(inputs, "inputs="), parse_side(outputs, "outputs=")
+        given = parse_side(inputs, "inputs="), parse_side(outputs, "outputs=")
     except ValueError as exc:
         raise ModelLoadError(str(exc), model=name) from None
+    if not given[1] and outputs is not None:  # {} was taken for none given: "pass outputs= too"
+        raise ModelLoadError(f"outputs={outputs!r} declares no tensor: {_ONE_OUTPUT}", model=name)
+    return given
 
 
 def parse_side(spec: Any, where: str) -> tuple[TensorSpec, ...]:

@@ -737,3 +737,26 @@ def test_save_refuses_a_suffix_the_backend_would_not_load(tmp_path: Path) -> Non
             program, tmp_path / "model.pt", inputs={"x": "FP32[2, 784]"}, outputs={"y": "FP32[2, 10]"}
         )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("outputs", [{}, []])
+def test_outputs_declaring_no_tensor_are_refused_as_such(runtime: MLRuntime, outputs: object) -> None:
+    """outputs={} was taken for no outputs= at all: 'Linear declares no foundation_signature to
+    take the rest of the signature from: pass outputs= too', though it was passed."""
+    with pytest.raises(
+        ModelLoadError, match=r"outputs=(\{\}|\[\]) declares no tensor: a model answers at least one"
+    ):
+        runtime.register_model("m", torch.nn.Linear(4, 2), inputs={"x": "FP32[-1, 4]"}, outputs=outputs)
+
+
+def test_a_foundation_signature_declaring_no_output_is_refused_as_such(runtime: MLRuntime) -> None:
+    class NoOutputs(torch.nn.Linear):
+        foundation_signature: ClassVar[dict[str, dict[str, str]]] = {
+            "inputs": {"x": "FP32[-1, 4]"},
+            "outputs": {},
+        }
+
+    with pytest.raises(
+        ModelLoadError, match=r"NoOutputs.foundation_signature\['outputs'\] declares no tensor"
+    ):
+        runtime.register_model("m", NoOutputs(4, 2))
