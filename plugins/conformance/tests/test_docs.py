@@ -1,5 +1,6 @@
 """Every python block of docs/patterns.md runs and its assertions hold; so do the examples of the
-five pattern plugins' READMEs and the pipeline example of the top-level README."""
+five pattern plugins' READMEs, the conformance plugin's README and the pipeline example of the
+top-level README."""
 
 from __future__ import annotations
 
@@ -63,3 +64,27 @@ def test_the_retry_readmes_ranges_are_the_policys() -> None:
         for value in (int(low) - 1, int(high) + 1):
             with pytest.raises(PolicyError):
                 RetryPolicy(**{name: value})
+
+
+def test_the_conformance_readmes_example_runs(request: pytest.FixtureRequest) -> None:
+    """plugins/conformance/README.md: the test a third party writes with the fixture it names
+    (which must be one: the installed pytest plugin's), and the call without it, run as shown
+    against the built-in retry, given as the override plugin and the factory the example names."""
+    import inspect
+
+    from foundation_retry import retry_factory
+
+    from foundation_core import hookimpl
+
+    class MyRetryOverride:
+        @hookimpl
+        def foundation_register_patterns(self, register):
+            register("retry", retry_factory, replace=True)
+
+    readme = ROOT / "plugins" / "conformance" / "README.md"
+    (block,) = PYTHON.findall(readme.read_text(encoding="utf-8"))
+    namespace = {"MyRetryOverride": MyRetryOverride, "my_retry_factory": retry_factory}
+    exec(compile(block, f"{readme}:python-block", "exec"), namespace)  # calls check_conformance
+    test = namespace["test_my_retry_conforms"]
+    fixtures = [request.getfixturevalue(name) for name in inspect.signature(test).parameters]
+    test(*fixtures)
