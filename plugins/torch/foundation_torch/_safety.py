@@ -35,6 +35,7 @@ __all__ = [
     "check_package_factory",
     "is_module_factory",
     "no_unpickling",
+    "through_module",
     "trusted_factories",
     "untrusted_factory",
 ]
@@ -159,6 +160,24 @@ def untrusted_factory(ref: str, patterns: tuple[str, ...] | None) -> str | None:
         f"or {TRUSTED_FACTORIES_ENV}): a package names the code that builds its model, and only "
         "factories trusted here may be named"
     )
+
+
+def through_module(ref: str) -> str | None:
+    """Why a package trusted by pattern may not name ``ref`` (its module imported): its attribute
+    path passes through another module, or None. ``trusted:*`` matches ``trusted:other.make``,
+    which reaches whatever ``trusted`` imports (``other:make``, refused by that name)."""
+    module_name, _, attr_path = ref.partition(":")
+    obj: Any = importlib.import_module(module_name)  # imported already: resolve_ref did
+    parts = attr_path.split(".")
+    for at, part in enumerate(parts[:-1], 1):
+        obj = getattr(obj, part)
+        if inspect.ismodule(obj):
+            own = f"{obj.__name__}:{'.'.join(parts[at:])}"
+            return (
+                f"factory {ref!r} reaches module {obj.__name__!r} through its attribute path: a "
+                f"trusted factory is named by its own module ({own!r}), which must be trusted itself"
+            )
+    return None
 
 
 def _in_torch(module: str) -> bool:

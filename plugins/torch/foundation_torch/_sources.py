@@ -21,7 +21,7 @@ from foundation_ml._signature import parse_signature
 from foundation_ml._types import TensorSpec
 from foundation_ml.errors import ModelLoadError, PackageError
 
-from ._safety import check_package_factory, no_unpickling, untrusted_factory
+from ._safety import check_package_factory, no_unpickling, through_module, untrusted_factory
 from ._signatures import SIGNATURE_FILE, Signature, check_declared, fill
 
 __all__ = ["BACKEND", "SCRIPT_SUFFIXES", "WEIGHTS", "WRITING", "build", "load_module", "suffix"]
@@ -65,7 +65,7 @@ def load_module(
         why = untrusted_factory(ref, trusted)
         if why:  # before its module is imported: none of its code runs
             raise PackageError(f"{manifest}: {why}", model=name, file="manifest.json")
-        module = build(name, ref, pkg.manifest.get("factory_kwargs") or {}, package=manifest)
+        module = build(name, ref, pkg.manifest.get("factory_kwargs") or {}, package=manifest, trusted=trusted)
         _load_weights(name, module, pkg.files.get(WEIGHTS), pkg.where(WEIGHTS))
         check_declared(name, module, (pkg.inputs, pkg.outputs), manifest)
         return module, fill(given, (pkg.inputs, pkg.outputs)), source or manifest, pkg.version
@@ -102,14 +102,23 @@ def _not_a_model(spec: str | Path) -> str:
     )
 
 
-def build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None = None) -> Any:
+def build(
+    name: str,
+    ref: str,
+    kwargs: dict[str, Any],
+    *,
+    package: str | None = None,
+    trusted: tuple[str, ...] | None = None,
+) -> Any:
     """Call the factory ``ref`` with ``kwargs``; the model it returns. ``package``: where the
     reference was read (a manifest), which limits it to model factories (see ``_safety``), or
     ``WRITING``: the one a package is being written for, whose manifest is no file at fault (a
     factory it may not name is then the caller's ``ValueError``). Read from a manifest, a factory
     that raises on the manifest's ``factory_kwargs`` is a ``PackageError`` naming them (one that
     cannot be imported is not installed here: a ``ModelLoadError``, as for a factory given
-    directly; so is one whose module raises or calls ``sys.exit()`` as it imports)."""
+    directly; so is one whose module raises or calls ``sys.exit()`` as it imports). ``trusted``:
+    the patterns the manifest's ``ref`` matched (``_safety.trusted_factories``), whose attribute
+    path may then not pass through another module (``_safety.through_module``)."""
     at = "" if package == WRITING else "manifest.json"
     try:
         factory = resolve_ref(ref)
@@ -123,6 +132,8 @@ def build(name: str, ref: str, kwargs: dict[str, Any], *, package: str | None = 
         ) from (None if plain else exc)
     if package is not None:
         why = check_package_factory(ref, factory)
+        if not why and trusted is not None:
+            why = through_module(ref)
         if why and package == WRITING:  # the caller's reference, refused before it runs: as
             # write_package refuses what open_package would, a ValueError (foundation package: exit 2)
             raise ValueError(f"model {name!r}: {why} (nothing was written)")

@@ -290,3 +290,43 @@ def test_a_factory_given_directly_is_the_callers_and_needs_no_trust(runtime: MLR
     """Only a package's manifest is checked: a factory the caller names is the caller's choice."""
     runtime.register_model("m", "foundation_torch.demo:build_demo", trusted_factories=[])
     assert "m" in runtime.registry.names()
+
+
+def test_a_trusted_pattern_does_not_trust_what_a_trusted_module_imports(
+    runtime: MLRuntime, tmp_path: Path, new_module: Callable[[str, str], str]
+) -> None:
+    """A factory's attribute path is walked after its module imports: 'trusted_models:other.make'
+    matched 'trusted_models:*' and called ``other.make`` (a module that trusted one imports, whose
+    own name 'other:make' is refused), with the manifest's arguments. A path through another
+    module is refused before anything is called; a path within the trusted module still works."""
+    marker = tmp_path / "called"
+    other = new_module(
+        "fixture_other_builder",
+        "import torch\n\n"
+        "def make() -> torch.nn.Module:\n"
+        f"    open({str(marker)!r}, 'w').close()\n"
+        "    return torch.nn.Linear(4, 2)\n",
+    )
+    trusted = new_module(
+        "fixture_trusted_models",
+        f"import {other}\nfrom foundation_torch.demo import build_demo\n\n"
+        "class Builders:\n    build = staticmethod(build_demo)\n",
+    )
+    path = _package_with_factory(tmp_path / "p", f"{trusted}:{other}.make")
+    with pytest.raises(
+        PackageError,
+        match=rf"manifest.json: factory '{trusted}:{other}.make' reaches module '{other}' through its "
+        rf"attribute path: a trusted factory is named by its own module \('{other}:make'\)",
+    ) as info:
+        runtime.register_model("m", str(path), trusted_factories=[f"{trusted}:*"])
+    assert info.value.file == "manifest.json"
+    assert not marker.exists() and "m" not in runtime.registry.names()
+    with pytest.raises(PackageError, match="is not a trusted factory here"):
+        runtime.register_model(
+            "m",
+            str(_package_with_factory(tmp_path / "q", f"{other}:make")),
+            trusted_factories=[f"{trusted}:*"],
+        )
+    good = _package_with_factory(tmp_path / "r", f"{trusted}:Builders.build")
+    runtime.register_model("m", str(good), trusted_factories=[f"{trusted}:*"])
+    assert "m" in runtime.registry.names()
