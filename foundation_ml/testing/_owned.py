@@ -5,6 +5,7 @@ what the check did not, and says what went wrong doing so. And what a failed exp
 
 from __future__ import annotations
 
+import concurrent.futures.thread
 import enum
 import threading
 import time
@@ -134,14 +135,26 @@ class _Owned:
 def _lingering(known: set[threading.Thread], end: float) -> list[threading.Thread]:
     """The threads running now and not in ``known``, each given until ``end`` (monotonic) to end.
     A thread of another language's that called into Python (``threading._DummyThread``) is not
-    counted: it never ends as far as ``threading`` knows."""
+    counted: it never ends as far as ``threading`` knows. Nor is a worker of a
+    ``concurrent.futures`` thread pool: a pool kept for the process (the timeout pattern's, used
+    by a client) starts workers as calls come, during any check, and keeps them idle on purpose."""
     dummy = getattr(threading, "_DummyThread", ())
     left: list[threading.Thread] = []
     for _ in range(2):  # again: a thread ending may have started another
-        left = [t for t in threading.enumerate() if t not in known and not isinstance(t, dummy)]
+        left = [
+            t
+            for t in threading.enumerate()
+            if t not in known and not isinstance(t, dummy) and not _pool_worker(t)
+        ]
         for thread in left:
             thread.join(max(0.0, end - time.monotonic()))
     return [thread for thread in left if thread.is_alive()]
+
+
+def _pool_worker(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is a worker of a ``concurrent.futures.ThreadPoolExecutor`` (CPython runs
+    each on ``concurrent.futures.thread._worker``; ``_target`` is ``Thread``'s own attribute)."""
+    return getattr(thread, "_target", None) is getattr(concurrent.futures.thread, "_worker", ())
 
 
 def _names_call(exc: BaseException, model: str, rid: int | None, what: str) -> None:

@@ -4,6 +4,7 @@ that names it."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import signal
 import threading
@@ -396,6 +397,20 @@ LEAVES_RUNNING: dict[str, type[WrappedTransport]] = {
 }
 
 
+_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+class UsesAProcessPool(Wrapped):
+    """Runs each call in a thread pool kept for the process, made at the first call and growing
+    as calls come (as the timeout pattern's is): its idle workers outlive every client, on purpose."""
+
+    def infer(self, request: InferenceRequest, *, timeout: float | None = None) -> InferenceResponse:
+        global _POOL
+        if _POOL is None:
+            _POOL = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="toy-process-pool")
+        return _POOL.submit(self.inner.infer, request, timeout=timeout).result()
+
+
 class ServesOnly:
     """No ``Transport``: a ``serve`` and nothing else."""
 
@@ -418,6 +433,14 @@ class Broken:
         for name, transport in LEAVES_RUNNING.items():
             register(name, type(transport.__name__, (transport,), {"name": name}))
         register("serves-only", ServesOnly)
+        register(
+            "uses-a-process-pool",
+            type(
+                "UsesAProcessPoolTransport",
+                (WrappedTransport,),
+                {"name": "uses-a-process-pool", "client": UsesAProcessPool},
+            ),
+        )
         register("needs-a-setting", NeedsASetting)
 
 
@@ -536,6 +559,21 @@ def test_a_thread_left_running_by_close_or_stop_is_named(kit_hub: Hub, name: str
             ["request_fields"] if name == "close-leaves-a-thread" else ["request_fields", "refusals"]
         )
     }
+
+
+def test_the_idle_workers_of_a_pool_kept_for_the_process_are_not_taken_for_a_leak(kit_hub: Hub) -> None:
+    """A client running its calls in a process-wide thread pool (the timeout pattern's) failed
+    round_trip and concurrency: the pool's workers, started as the calls came and kept idle,
+    were named as threads left running by close() (15 'foundation-timeout_*')."""
+    global _POOL
+    try:
+        check_transport("uses-a-process-pool", hub=kit_hub, only=["round_trip", "concurrency"], patience=0.5)
+        workers = [t for t in threading.enumerate() if t.name.startswith("toy-process-pool")]
+        assert workers  # started during the checks, alive after them: the case under test
+    finally:
+        if _POOL is not None:
+            _POOL.shutdown()
+            _POOL = None
 
 
 def test_ctrl_c_while_the_kit_waits_ends_check_transport(kit_hub: Hub) -> None:
