@@ -134,7 +134,9 @@ def _made(hub: Hub, name: str) -> Transport:
     factory = hub.transports.get(name)
     try:
         transport: Transport = factory()
-    except Exception as exc:
+    except KeyboardInterrupt:  # the user's Ctrl-C while it is made
+        raise
+    except BaseException as exc:  # sys.exit() too, as make_transport and the plugin loader take it
         raise TypeError(
             f"check_transport: transport {name!r} cannot be made:"
             f" {getattr(factory, '__qualname__', repr(factory))}() raised"

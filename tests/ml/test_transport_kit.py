@@ -425,6 +425,11 @@ class NeedsASetting(WrappedTransport):
         self.setting = setting
 
 
+class ExitsWhenMade(WrappedTransport):
+    def __init__(self) -> None:
+        raise SystemExit("toy: no transport here")
+
+
 class Broken:
     @hookimpl
     def foundation_register_transports(self, register: Any) -> None:
@@ -442,6 +447,7 @@ class Broken:
             ),
         )
         register("needs-a-setting", NeedsASetting)
+        register("exits-when-made", ExitsWhenMade)
 
 
 @pytest.fixture(scope="module")
@@ -674,13 +680,20 @@ def test_a_transport_missing_a_method_of_the_contract_is_named(kit_hub: Hub) -> 
 
 
 def test_a_transport_that_cannot_be_made_is_named(kit_hub: Hub) -> None:
-    """The factory's bare TypeError ended the kit, naming neither the transport nor the kit."""
+    """The factory's bare TypeError ended the kit, naming neither the transport nor the kit (and
+    one calling sys.exit() ended it with that)."""
     with pytest.raises(TypeError) as info:
         check_transport("needs-a-setting", hub=kit_hub)
     assert str(info.value) == (
         "check_transport: transport 'needs-a-setting' cannot be made: NeedsASetting() raised TypeError:"
         " NeedsASetting.__init__() missing 1 required positional argument: 'setting'"
     )
+    with pytest.raises(TypeError) as info:
+        check_transport("exits-when-made", hub=kit_hub)
+    assert str(info.value).startswith(
+        "check_transport: transport 'exits-when-made' cannot be made: ExitsWhenMade() raised SystemExit:"
+        " toy: no transport here"
+    ), str(info.value)
 
 
 @pytest.mark.parametrize("patience", [0, -1.0, float("nan"), float("inf"), 1e9, "10", None, True])
