@@ -24,6 +24,8 @@ __all__ = ["ServedModel"]
 
 log = logging.getLogger("foundation_ml")
 _now = time.monotonic_ns
+_LOGGED_PLACES = 20  # the distinct failures a version logs (a model raising from many lines)
+_logged_lock = threading.Lock()  # a failure is logged once, whichever threads raise it at once
 
 
 class ServedModel:
@@ -40,6 +42,7 @@ class ServedModel:
         "_close_pending",
         "_gate",
         "_idle",
+        "_logged",
         "_marked_out",
         "_output_names",
         "_row_outputs",
@@ -82,6 +85,8 @@ class ServedModel:
         # names this version, since a caller who asked for the latest cannot tell which it met
         self.others = False
         self._why = ""  # what a request arriving once stopping is told
+        # where the model raised, (type, file, line): each logged once with its traceback
+        self._logged: set[tuple[str, str, int]] = set()
         self._close_pending = False  # the drain timed out: the last call to return closes the model
         # set once stop is done with the model: closed (by stop, or by the last call when the drain
         # timed out), or left to its owner; until then the runtime holds it (ModelClaims)
@@ -249,8 +254,37 @@ class ServedModel:
         )
 
     def failed(self, request: InferenceRequest, exc: BaseException) -> HandlerError:
+        """The HandlerError answering a call of the model that raised ``exc``; its traceback, which
+        the client never sees, is logged the first time the model raises it there."""
+        self.log_failure(exc)
         return HandlerError(
             f"{self.which()}{type(exc).__name__}: {exc}", model=self.name, request_id=request.id
+        )
+
+    def log_failure(self, exc: BaseException) -> None:
+        """Log ``exc`` with its traceback at error level, once per exception type and the line
+        that raised it (a model failing every request writes one line, not one a request; its
+        every failure counts in the metrics' ``errors_by_code``), at most ``_LOGGED_PLACES``
+        places a version."""
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = (tb.tb_frame.f_code.co_filename, tb.tb_lineno) if tb is not None else ("", 0)
+        key = (type(exc).__qualname__, *where)
+        with _logged_lock:
+            if key in self._logged or len(self._logged) >= _LOGGED_PLACES:
+                return
+            self._logged.add(key)
+            last = len(self._logged) == _LOGGED_PLACES
+        log.error(
+            "model %r version %r raised %s: %s (answered HANDLER_ERROR; logged once per exception "
+            "type and line%s)",
+            self.name,
+            self.version,
+            type(exc).__name__,
+            exc,
+            f": the last of {_LOGGED_PLACES} logged for this version" if last else "",
+            exc_info=exc,
         )
 
     def stop(

@@ -199,3 +199,64 @@ def test_a_drain_that_times_out_counts_and_logs_the_requests_it_abandoned(
         t.join(15)
     assert shm_runtime.abandoned == 1
     assert "stopped without answering 1 in-flight request(s): the 0.2 s drain timed out" in caplog.text
+
+
+@pytest.mark.parametrize("batch", [1, 4], ids=["unbatched", "batched"])
+def test_a_model_raising_logs_its_traceback_once_per_exception_and_line(
+    runtime: MLRuntime, name: str, caplog: pytest.LogCaptureFixture, batch: int
+) -> None:
+    """A model's exception reached its client as a HandlerError's message and the server logged
+    nothing: an operator saw ``errors`` rise with no traceback anywhere. Each distinct failure
+    (type and raising line) is logged once at error level with its traceback; every request is
+    still answered and counted."""
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        if x.flat[0] == 1001:
+            raise RuntimeError("weights are NaN")
+        if x.flat[0] == 2002:
+            raise ValueError(f"row of {x.flat[1]} out of range")  # its message differs each time
+        return {"y": x}
+
+    model = FunctionModel(run, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    runtime.register_model("flaky", model, max_batch_size=batch, max_wait_us=200)
+    runtime.start("inproc", name)
+    with InferenceClient(name, transport="inproc", hub=runtime.hub, timeout=10) as client:
+        with caplog.at_level("ERROR", logger="foundation_ml"):
+            for first in [1001, 2002, 1001, 2002, 1001]:
+                x = np.full((1, 4), float(first), np.float32)
+                x[0, 1] = len(caplog.records)
+                with pytest.raises(HandlerError):
+                    client.infer("flaky", {"x": x})
+            client.infer("flaky", {"x": np.ones((1, 4), np.float32)})
+    records = [r for r in caplog.records if r.name == "foundation_ml"]
+    assert [r.exc_info[1].__class__ for r in records if r.exc_info] == [RuntimeError, ValueError]
+    assert len(records) == 2
+    assert (
+        records[0].getMessage().startswith("model 'flaky' version '1' raised RuntimeError: weights are NaN")
+    )
+    assert runtime.stats()["models"]["flaky"]["errors_by_code"] == {"HANDLER_ERROR": 5}
+
+
+def test_a_model_raising_from_many_lines_logs_a_bounded_number_of_them(
+    runtime: MLRuntime, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    places = [compile(f"raise RuntimeError('place {i}')", f"<place {i}>", "exec") for i in range(25)]
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        if x.flat[0] >= 0:
+            exec(places[int(x.flat[0])])
+        return {"y": x}
+
+    model = FunctionModel(run, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    runtime.register_model("many", model, warmup=False)
+    runtime.start("inproc", name)
+    with InferenceClient(name, transport="inproc", hub=runtime.hub, timeout=10) as client:
+        with caplog.at_level("ERROR", logger="foundation_ml"):
+            for i in range(25):
+                with pytest.raises(HandlerError, match=f"place {i}"):
+                    client.infer("many", {"x": np.full((1, 4), i, np.float32)})
+    messages = [r.getMessage() for r in caplog.records if r.name == "foundation_ml"]
+    assert len(messages) == 20
+    assert messages[-1].endswith(
+        "logged once per exception type and line: the last of 20 logged for this version)"
+    )
