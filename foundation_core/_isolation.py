@@ -78,7 +78,7 @@ def _warn_from_plugin(message: str, exc: BaseException, stacklevel: int) -> None
     )
 
 
-def _isolate(hub_ref: weakref.ref[Hub], info: PluginInfo, hook: str, exc: Exception) -> None:
+def _isolate(hub_ref: weakref.ref[Hub], info: PluginInfo, hook: str, exc: Exception | SystemExit) -> None:
     """Fail ``info``'s plugin in its hub; re-raise ``exc`` when the hub is gone (a hook called
     through a plugin manager kept after its hub was freed: there is nothing to isolate it in)."""
     hub = hub_ref()
@@ -105,7 +105,8 @@ def guard(hub: Hub, info: PluginInfo, hook: str, fn: Callable[..., Any]) -> Call
             result = fn(*args, **kwargs)
         except ConfigError:
             raise  # the user's configuration is wrong, not the plugin: never isolate that
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin's sys.exit() fails it, as at import;
+            # other BaseExceptions (Ctrl-C, a task's cancellation, a generator closed) are not its
             if event:  # an observer's failure never breaks the event's source
                 _warn_from_plugin(f"plugin {info.name!r} raised in {hook}: {exc!r}", exc, 2)
                 return None

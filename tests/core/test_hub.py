@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import warnings
+from typing import Any
 
 import attrs
 import pytest
@@ -800,3 +802,41 @@ def test_running_hubs_are_newest_first_and_foundation_configure_is_given_its_hub
         ("shutdown", (second, first)),  # a hub shutting down is running until it is done
         ("shutdown", (first,)),
     ]
+
+
+def test_an_installed_plugins_hook_calling_sys_exit_isolates_it_rather_than_ending_the_process() -> None:
+    """A hook of an installed plugin calling sys.exit() ended start() (and the process) with its
+    status, where raising any Exception isolates the plugin and the others carry on, and where
+    sys.exit() at import fails the plugin alone."""
+
+    class Quits:
+        @hookimpl
+        def foundation_register_patterns(self, register: Any) -> None:
+            sys.exit(3)
+
+    class Fine:
+        @hookimpl
+        def foundation_register_patterns(self, register: Any) -> None:
+            register("fine", lambda policy: lambda fn: fn)
+
+    with pytest.warns(
+        FoundationPluginWarning, match=r"plugin 'Quits' failed in hook foundation_register_patterns"
+    ):
+        hub = start(installed=[Quits(), Fine()], entry_points=False)
+    with hub:
+        assert hub.plugins["Quits"].status == "failed"
+        assert "SystemExit(3)" in (hub.plugins["Quits"].error or "")
+        assert "fine" in hub.patterns
+
+
+def test_an_application_objects_hook_calling_sys_exit_is_the_applications_to_raise() -> None:
+    """An application's own object is not isolated (its errors are the application's): its
+    sys.exit() passes, as its exceptions do."""
+
+    class Quits:
+        @hookimpl
+        def foundation_register_patterns(self, register: Any) -> None:
+            sys.exit(3)
+
+    with pytest.raises(SystemExit):
+        start(plugins=[Quits()], entry_points=False)
