@@ -170,8 +170,9 @@ def stats_main(args: argparse.Namespace, hub: Hub) -> int:
                     str(version),
                     str(m["requests"]),
                     str(m["errors"]),
-                    *(f"{lat.get(k, 0):.1f}" for k in ("p50", "p95", "p99")),
-                    f"{m.get('mean_batch_size') or 0:.2f}",
+                    # none recorded yet is "-": a 0.0 µs latency read as a fast model
+                    *(f"{lat[k]:.1f}" if k in lat else "-" for k in ("p50", "p95", "p99")),
+                    "-" if m.get("mean_batch_size") is None else f"{m['mean_batch_size']:.2f}",
                     str(m["queue_depth"]),
                 )
             )

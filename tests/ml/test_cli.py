@@ -606,3 +606,29 @@ def test_the_stats_table_keeps_its_columns_apart() -> None:
     assert lines[1].split() == ["a_model_name_longer_than_sixteen", "1", "300155.8", "3973740.6"]
     assert len({len(line) for line in lines}) == 1  # every row as wide: the columns line up
     assert lines[2].startswith("m ") and lines[2].endswith("  2.0")
+
+
+def test_the_stats_table_shows_no_latency_for_a_version_never_called(
+    shm_hub: Hub, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A version with no latency recorded (never called, or only refused) showed p50, p95, p99
+    0.0 µs and batch 0.00, which read as a fast model; it shows "-" where --json has null."""
+    import numpy as np
+
+    from foundation_core._cli import main
+    from foundation_ml import FunctionModel, InferenceClient
+
+    def same() -> FunctionModel:
+        return FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+
+    with MLRuntime(shm_hub) as runtime:
+        runtime.register_model("idle", same())
+        runtime.register_model("used", same())
+        runtime.start("shm", name)
+        with InferenceClient(name, hub=shm_hub) as client:
+            client.infer("used", {"x": np.ones((1, 4), np.float32)})
+        assert main(["stats", "--name", name]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["idle"] == ["1", "0", "0", "-", "-", "-", "-", "0"]
+    used = rows["used"]
+    assert used[:3] == ["1", "1", "0"] and float(used[3]) > 0 and used[6:] == ["1.00", "0"]
