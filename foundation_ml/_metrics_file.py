@@ -19,7 +19,8 @@ log = logging.getLogger("foundation_ml")
 
 class MetricsWriter:
     """Rewrites ``serve``'s metrics file; a failure is a warning (once per distinct error, not
-    every second), never a reason to stop serving or to change the exit status."""
+    every second), never a reason to stop serving or to change the exit status; the first write
+    that succeeds after one is logged too, so the last line about the file says how it is."""
 
     def __init__(self, path: str, text: Callable[[], str]) -> None:
         self.path, self.text = path, text
@@ -35,6 +36,10 @@ class MetricsWriter:
                 log.warning("could not write the metrics file %s: %s", self.path, error)
             self.last_error = error
         else:
+            if self.last_error:
+                log.warning(
+                    "the metrics file %s is written again (it was not: %s)", self.path, self.last_error
+                )
             self.last_error = ""
 
 

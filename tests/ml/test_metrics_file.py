@@ -116,3 +116,26 @@ def test_serve_refuses_a_metrics_file_that_is_no_regular_file_before_anything_lo
     assert f"foundation serve: error: --metrics-file {fifo}: not a regular file" in captured.err
     assert "loaded" not in captured.out
     assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_a_metrics_file_written_again_after_a_failure_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed write was a warning and the writes that succeeded once the directory was back said
+    nothing: the last line an operator read about the file said it could not be written."""
+    from foundation_ml._metrics_file import MetricsWriter
+
+    where = tmp_path / "d"
+    writer = MetricsWriter(str(where / "m.prom"), lambda: "x 1\n")
+    with caplog.at_level("INFO", logger="foundation_ml"):
+        writer()  # no directory
+        writer()
+        where.mkdir()
+        writer()
+        writer()
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"could not write the metrics file {where / 'm.prom'}",
+        f"the metrics file {where / 'm.prom'} is written again (it was not",
+    ]
+    assert caplog.records[1].getMessage().endswith("(it was not: No such file or directory)")
+    assert (where / "m.prom").read_text() == "x 1\n"
