@@ -298,3 +298,32 @@ def test_foundation_stats_shows_the_servers_refusals(
     assert (
         f'foundation_errors_total{{server="{name}",model="m",version="1",code="DEADLINE_EXCEEDED"}} 1' in out
     )
+
+
+def test_every_key_of_the_stats_document_is_named_in_the_cli_docs(
+    runtime: MLRuntime, name: str, rows
+) -> None:
+    """docs/cli.md is where an operator learns `foundation stats --json`'s schema: a model's
+    ``version`` and the keys inside ``latency_us``, ``batching`` and ``server`` were in the
+    document and named nowhere."""
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).parents[2] / "docs" / "cli.md"
+    section = docs.read_text().split("## foundation stats", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r'"([a-z_0-9]+)"', section))
+    runtime.register_model(
+        "m", FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    )
+    runtime.register_model(
+        "b",
+        FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"}),
+        max_batch_size=2,
+    )
+    runtime.start("inproc", name)
+    InferenceClient(name, transport="inproc", hub=runtime.hub).infer("m", {"x": rows(1)})
+    doc = runtime.stats()
+    keys = set(doc) | set(doc["server"])
+    for model in doc["models"].values():
+        keys |= set(model) | set(model["latency_us"] or {}) | set(model["batching"])
+    assert keys - named == set()
