@@ -151,7 +151,10 @@ def stats_main(args: argparse.Namespace, hub: Hub) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     if args.prometheus:
-        sys.stdout.write(prometheus_text(doc["models"], args.name, doc.get("server", {}).get("rejected")))
+        server = doc.get("server", {})  # (a server from before in_flight was kept: none)
+        sys.stdout.write(
+            prometheus_text(doc["models"], args.name, server.get("rejected"), server.get("in_flight"))
+        )
         return 0
     server = doc.get("server", {})
     print(f"server {args.name!r} on {args.transport}: up {server.get('uptime_s', 0):.0f} s")

@@ -137,13 +137,18 @@ class ModelMetrics:
 
 
 def prometheus_text(
-    models: Mapping[str, Mapping[str, Any]], server: str = "", rejected: Mapping[str, int] | None = None
+    models: Mapping[str, Mapping[str, Any]],
+    server: str = "",
+    rejected: Mapping[str, int] | None = None,
+    in_flight: Mapping[str, int] | None = None,
 ) -> str:
     """The Prometheus text exposition (format 0.0.4) of ``{model: snapshot}``: one series per
     model *and version* (a snapshot's ``versions``, ``{version: snapshot}``, when it has them),
     so loading a new version neither resets a counter nor moves its history to another series.
     ``rejected``: the server's refusals counted for no model (``stats()["server"]["rejected"]``,
-    ``{code: count}``), as ``foundation_rejected_total`` by code."""
+    ``{code: count}``), as ``foundation_rejected_total`` by code; ``in_flight``: the requests each
+    transport holds unanswered (``stats()["server"]["in_flight"]``, ``{transport: count}``), as
+    the gauge ``foundation_in_flight_requests``."""
     lines: list[str] = []
     series = [
         (model, str(version), snap)
@@ -217,6 +222,15 @@ def prometheus_text(
         "counter",
         "Requests refused for no served model (unknown model, server stopping, malformed), by error code.",
         [(f'server="{_escape(server)}",code="{_escape(c)}"', n) for c, n in sorted((rejected or {}).items())],
+    )
+    metric(
+        "in_flight_requests",
+        "gauge",
+        "Requests a transport has taken or holds waiting, not yet answered (a stuck model call holds them).",
+        [
+            (f'server="{_escape(server)}",transport="{_escape(t)}"', n)
+            for t, n in sorted((in_flight or {}).items())
+        ],
     )
     return "\n".join(lines) + "\n"
 

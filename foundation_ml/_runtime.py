@@ -267,7 +267,8 @@ class MLRuntime:
     def prometheus(self) -> str:
         """The metrics in Prometheus text format."""
         stats = self.stats()
-        return prometheus_text(stats["models"], self.name, stats["server"]["rejected"])
+        server = stats["server"]
+        return prometheus_text(stats["models"], self.name, server["rejected"], server["in_flight"])
 
     # --- serving ------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._registry import metadata_of
 from ._runtime_checks import check_str
-from ._server_info import server_stats
+from ._server_info import in_flight_of, server_stats
 from ._serving import ServedModel
 
 if TYPE_CHECKING:
@@ -44,6 +44,9 @@ def stats(runtime: MLRuntime) -> dict[str, Any]:
         "server": {
             "name": runtime.name,
             "transports": {t: server_stats(s) for t, s in runtime.servers},
+            # taken or waiting to be, not answered: a model call stuck holds them here, unseen
+            # by the models' counts, which move only as requests are answered
+            "in_flight": in_flight_of(runtime.servers),
             "uptime_s": round(time.time() - runtime.started, 3),
             "accepting": runtime._accepting,
             "rejected": _rejections(runtime),

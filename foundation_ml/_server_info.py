@@ -12,7 +12,7 @@ from typing import Any
 
 from ._transport import TransportServer
 
-__all__ = ["failed_server", "in_flight", "server_address", "server_stats"]
+__all__ = ["failed_server", "in_flight", "in_flight_of", "server_address", "server_stats"]
 
 
 def server_address(server: TransportServer, addresses: Mapping[int, str] | None = None) -> str:
@@ -53,3 +53,13 @@ def in_flight(server: TransportServer) -> int:
         return int(count() if callable(count) else server_stats(server).get("busy", 0))
     except Exception:  # a count for a log line must not stop the shutdown
         return 0
+
+
+def in_flight_of(servers: list[tuple[str, TransportServer]]) -> dict[str, int]:
+    """``{transport: in_flight(server)}`` for the servers that can say (an ``in_flight()`` or a
+    ``busy`` counter): one that cannot is left out, not shown as holding nothing."""
+    return {
+        t: in_flight(s)
+        for t, s in servers
+        if callable(getattr(s, "in_flight", None)) or "busy" in server_stats(s)
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -110,7 +112,7 @@ def test_prometheus_text_exposes_counters_and_quantiles(
     assert "# TYPE foundation_requests_total counter" in text
     assert 'foundation_requests_total{server="' in text and 'model="affine",version="1"} 1' in text
     assert 'quantile="0.99"' in text
-    assert prometheus_text({}).count("# TYPE") == 8
+    assert prometheus_text({}).count("# TYPE") == 9  # in_flight_requests the ninth
 
 
 def test_latency_sum_and_count_cover_every_recorded_latency_not_only_the_window() -> None:
@@ -327,3 +329,61 @@ def test_every_key_of_the_stats_document_is_named_in_the_cli_docs(
     for model in doc["models"].values():
         keys |= set(model) | set(model["latency_us"] or {}) | set(model["batching"])
     assert keys - named == set()
+
+
+def test_a_stuck_model_call_shows_as_requests_in_flight(shm_hub: Hub, name: str) -> None:
+    """Over shm one serving thread takes every request: while a model call was stuck, every other
+    request waited behind it and the metrics file still read as an idle server (no count moves
+    until a request is answered). The requests the transport holds unanswered are a gauge,
+    ``foundation_in_flight_requests``, and ``stats()["server"]["in_flight"]``."""
+    import threading
+
+    release, entered = threading.Event(), threading.Event()
+
+    def stuck(x: np.ndarray) -> np.ndarray:
+        if x.flat[0] == 7:
+            entered.set()
+            release.wait(10)
+        return x
+
+    def gauge(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("foundation_in_flight_requests")]
+
+    with MLRuntime(shm_hub) as runtime:
+        runtime.register_model(
+            "stuck", FunctionModel(stuck, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+        )
+        runtime.start("shm", name)
+        assert gauge(runtime.prometheus()) == [
+            f'foundation_in_flight_requests{{server="{name}",transport="shm"}} 0'
+        ]
+        with InferenceClient(name, hub=shm_hub, timeout=10) as one, InferenceClient(name, hub=shm_hub) as two:
+            calls = [
+                threading.Thread(target=c.infer, args=("stuck", {"x": np.full((1, 4), v, np.float32)}))
+                for c, v in ((one, 7), (two, 1))
+            ]
+            calls[0].start()
+            assert entered.wait(10)
+            calls[1].start()  # waits behind the stuck call
+            deadline = time.monotonic() + 5
+            while runtime.stats()["server"]["in_flight"] != {"shm": 2} and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert runtime.stats()["server"]["in_flight"] == {"shm": 2}
+            assert gauge(runtime.prometheus())[0].endswith(" 2")
+            assert runtime.stats()["models"]["stuck"]["requests"] == 0  # nothing answered yet
+            release.set()
+            for call in calls:
+                call.join(10)
+        assert runtime.stats()["server"]["in_flight"] == {"shm": 0}
+
+
+def test_a_transport_that_cannot_count_its_requests_has_no_in_flight_series(
+    runtime: MLRuntime, name: str
+) -> None:
+    runtime.register_model(
+        "m", FunctionModel(lambda x: x, inputs={"x": "FP32[-1, 4]"}, outputs={"y": "FP32[-1, 4]"})
+    )
+    runtime.start("inproc", name)
+    assert runtime.stats()["server"]["in_flight"] == {}
+    assert "foundation_in_flight_requests{" not in runtime.prometheus()
+    assert "# TYPE foundation_in_flight_requests gauge" in runtime.prometheus()
