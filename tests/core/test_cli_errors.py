@@ -109,31 +109,25 @@ def test_a_command_that_cannot_run_names_its_plugin_and_handler(
     assert proc.stderr == f"foundation {command}: error: plugin 'cmds': {why}\n"
 
 
-def test_a_command_whose_module_calls_sys_exit_on_import_is_a_broken_command(
-    new_module: Callable[[str, str], str],
+@pytest.mark.parametrize(
+    ("source", "raised"),
+    [
+        ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
+        # any BaseException but Ctrl-C: a plugin's own, as pytest's Skipped is
+        ("class Refused(BaseException):\n    pass\n\nraise Refused('no')\n", "Refused: no"),
+    ],
+    ids=["sys.exit", "BaseException"],
+)
+def test_a_command_whose_module_exits_or_raises_on_import_is_a_broken_command(
+    new_module: Callable[[str, str], str], source: str, raised: str
 ) -> None:
     """The plugin module's sys.exit(3) is no exit status of the command: it is reported as one
     that cannot be imported (exit 1, naming plugin and handler), as a broken entry point is."""
     from foundation_core._cli import Command, _BrokenCommand, _handler
 
-    new_module("fixture_cmds_exits", "import sys\nsys.exit(3)\n")
-    command = Command("quits", "fixture_cmds_exits:fn", argparse.ArgumentParser(), "cmds", "")
-    with pytest.raises(
-        _BrokenCommand, match=r"^handler 'fixture_cmds_exits:fn' cannot be imported: SystemExit: 3$"
-    ):
-        _handler(command)
-
-
-def test_a_command_whose_module_raises_any_base_exception_on_import_is_a_broken_command(
-    new_module: Callable[[str, str], str],
-) -> None:
-    from foundation_core._cli import Command, _BrokenCommand, _handler
-
-    new_module("fixture_cmds_base", "class Refused(BaseException):\n    pass\n\nraise Refused('no')\n")
-    command = Command("refuses", "fixture_cmds_base:fn", argparse.ArgumentParser(), "cmds", "")
-    with pytest.raises(
-        _BrokenCommand, match=r"^handler 'fixture_cmds_base:fn' cannot be imported: Refused: no$"
-    ):
+    module = new_module(f"fixture_cmds_{raised.partition(':')[0].lower()}", source)
+    command = Command("quits", f"{module}:fn", argparse.ArgumentParser(), "cmds", "")
+    with pytest.raises(_BrokenCommand, match=rf"^handler '{module}:fn' cannot be imported: {raised}$"):
         _handler(command)
 
 

@@ -213,26 +213,24 @@ def test_hub_registries_hold_factories_and_a_plugin_registering_a_value_is_isola
         assert hub.plugins["Valued"].status == "failed"
 
 
-def test_a_lazy_reference_whose_import_calls_sys_exit_is_a_plugin_error_not_an_exit(
-    new_module: Callable[[str, str], str],
+_FAILS_ON_IMPORT = {
+    "sys.exit": ("import sys\nsys.exit(3)\n", r"SystemExit\(3\)"),
+    # any BaseException but Ctrl-C: a plugin's own, as pytest's Skipped is
+    "BaseException": ("class Refused(BaseException):\n    pass\n\nraise Refused('no')\n", r"Refused\('no'\)"),
+}
+
+
+@pytest.mark.parametrize("kind", list(_FAILS_ON_IMPORT))
+def test_a_lazy_reference_whose_import_exits_or_raises_is_a_plugin_error_not_an_exit(
+    new_module: Callable[[str, str], str], kind: str
 ) -> None:
     """A plugin module calling sys.exit() on import fails alone, as at entry-point load."""
-    new_module("fixture_reg_exits", "import sys\nsys.exit(3)\n")
+    source, raised = _FAILS_ON_IMPORT[kind]
+    module = new_module(f"fixture_reg_{kind.replace('.', '_')}", source)
     reg: Registry[object] = Registry("model backend", factories=True)
-    reg.add("quits", "fixture_reg_exits:Backend", plugin="quitter", app=False)
-    with pytest.raises(PluginError, match=r"plugin 'quitter' failed: model backend 'quits'.*SystemExit\(3\)"):
+    reg.add("quits", f"{module}:Backend", plugin="quitter", app=False)
+    with pytest.raises(PluginError, match=rf"plugin 'quitter' failed: model backend 'quits'.*{raised}"):
         reg.get("quits")
-
-
-def test_a_lazy_reference_whose_import_raises_any_base_exception_is_a_plugin_error(
-    new_module: Callable[[str, str], str],
-) -> None:
-    """Any BaseException but Ctrl-C (a plugin's own, as pytest's Skipped is), as for sys.exit()."""
-    new_module("fixture_reg_base", "class Refused(BaseException):\n    pass\n\nraise Refused('no')\n")
-    reg: Registry[object] = Registry("transport")
-    reg.add("refuses", "fixture_reg_base:T", plugin="refuser", app=False)
-    with pytest.raises(PluginError, match=r"plugin 'refuser' failed: transport 'refuses'.*Refused\('no'\)"):
-        reg.get("refuses")
 
 
 def test_a_keyboard_interrupt_while_a_lazy_reference_imports_passes_through(
