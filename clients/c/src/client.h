@@ -70,8 +70,8 @@ extern int (*fdn_open_stat)(uint32_t pid);
 /* whether /proc is mounted (a stat of /proc/self): without it an ENOENT from /proc/PID/stat proves
  * no death; a test makes it say no */
 extern int (*fdn_proc_mounted)(void);
-/* shm_open, as creating a data segment calls it; a test makes it fail as a full /dev/shm does
- * (ENOSPC: a tmpfs out of inodes) */
+/* shm_open, as opening the control segment and creating a data segment call it; a test makes it
+ * fail as a full /dev/shm (ENOSPC: a tmpfs out of inodes) or a file limit (EMFILE) does */
 extern int (*fdn_shm_open)(const char *name, int flags, mode_t mode);
 /* the steps of creating a data segment after shm_open, as it calls them; a test makes each fail as
  * a full /dev/shm, a file limit, a size no file holds or a signal (posix_fallocate's EINTR) does */

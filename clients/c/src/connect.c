@@ -48,11 +48,25 @@ void fdn_disconnect(struct fdn_client *c) {
     c->loaned = 0;
 }
 
+/* Section 10.1 step 1's failure, by errno: only ENOENT says no server has the name. A server
+ * another user started (mode 0600) was told "no shm server named" though it served; a process at
+ * its file limit (EMFILE, ENFILE) may connect later: OVERLOADED, as a data segment's creation. */
+static enum fdn_status open_failed(const struct fdn_client *c, int e, struct fdn_error *err) {
+    if (e == ENOENT) return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "no shm server named '%s'", c->name);
+    if (e == EACCES)
+        return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0,
+                        "no permission to use shm server '%s' (/dev/shm/fdn-%s): another user's; a server "
+                        "started with mode 0o660 lets its group in",
+                        c->name, c->name);
+    return fdn_fail(err, e == EMFILE || e == ENFILE ? FDN_OVERLOADED : FDN_SERVER_UNAVAILABLE, 0,
+                    "shm server '%s': cannot open /dev/shm/fdn-%s: %s", c->name, c->name, strerror(e));
+}
+
 static enum fdn_status open_region(struct fdn_client *c, struct fdn_error *err) {
     char path[64];
     snprintf(path, sizeof path, "/fdn-%s", c->name);
-    int fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
-    if (fd < 0) return fdn_fail(err, FDN_SERVER_UNAVAILABLE, 0, "no shm server named '%s'", c->name);
+    int fd = fdn_shm_open(path, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) return open_failed(c, errno, err);
     struct stat st;
     if (fstat(fd, &st) < 0 || (size_t)st.st_size < sizeof(struct fdn_region_header)) {
         close(fd);

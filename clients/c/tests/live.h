@@ -77,6 +77,7 @@ extern __thread int malloc_fails;
 /* live_connect.c */
 fdn_client *allocation_checks(const char *name);
 void segment_step_failure_checks(const char *name);
+void control_open_failure_checks(const char *name);
 void close_checks(const char *name);
 void stopping_checks(const char *name, fdn_client *c);
 void semaphore_failure_checks(const char *python);

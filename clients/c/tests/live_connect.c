@@ -1,5 +1,6 @@
-/* test-live: connecting and closing (data segments and their failed steps, a STOPPING server, a
- * channel semaphore that cannot be opened, channels given back, connect/close cycles). */
+/* test-live: connecting and closing (a control segment that cannot be opened, data segments and their
+ * failed steps, a STOPPING server, a channel semaphore that cannot be opened, channels given back,
+ * connect/close cycles). */
 #define _GNU_SOURCE
 #include "live.h"
 
@@ -61,8 +62,8 @@ static int step_fails_now(const char *step) {
     return 1;
 }
 
-static int failing_shm_open(const char *name, int flags, mode_t mode) {
-    return step_fails_now("shm_open") ? -1 : shm_open(name, flags, mode);
+static int failing_shm_open(const char *name, int flags, mode_t mode) { /* a data segment's (O_CREAT) */
+    return (flags & O_CREAT) && step_fails_now("shm_open") ? -1 : shm_open(name, flags, mode);
 }
 
 static int failing_fchmod(int fd, mode_t mode) { return step_fails_now("fchmod") ? -1 : fchmod(fd, mode); }
@@ -175,6 +176,58 @@ void segment_step_failure_checks(const char *name) {
     fdn_posix_fallocate = posix_fallocate;
     fdn_mmap = mmap;
     munmap(r, size);
+}
+
+/* Spec 10.1 step 1: a control segment that exists but cannot be opened is no "no shm server named":
+ * EACCES (another user's server, mode 0600) says whose it is and what lets a group in; a file limit
+ * (EMFILE, ENFILE) is OVERLOADED, it may pass later; anything else names the path and the error. The
+ * open of the live server's segment is made to fail (the server serves: an unhooked open connects). */
+static const char *control_path; /* fdn_shm_open of this name fails `control_errno` */
+static int control_errno;
+
+static int failing_control_open(const char *name, int flags, mode_t mode) {
+    if (control_path && strcmp(name, control_path) == 0) {
+        errno = control_errno;
+        return -1;
+    }
+    return shm_open(name, flags, mode);
+}
+
+void control_open_failure_checks(const char *name) {
+    static const struct {
+        int e;
+        enum fdn_status want;
+    } cases[] = {
+        {EACCES, FDN_SERVER_UNAVAILABLE}, {EMFILE, FDN_OVERLOADED}, {ENFILE, FDN_OVERLOADED},
+        {ELOOP, FDN_SERVER_UNAVAILABLE},  {ENOENT, FDN_SERVER_UNAVAILABLE},
+    };
+    char path[64];
+    snprintf(path, sizeof path, "/fdn-%s", name);
+    control_path = path;
+    fdn_shm_open = failing_control_open;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int e = cases[i].e;
+        char want[256];
+        if (e == ENOENT)
+            snprintf(want, sizeof want, "no shm server named '%s'", name);
+        else if (e == EACCES)
+            snprintf(want, sizeof want,
+                     "no permission to use shm server '%s' (/dev/shm/fdn-%s): another user's; a server started "
+                     "with mode 0o660 lets its group in",
+                     name, name);
+        else
+            snprintf(want, sizeof want, "shm server '%s': cannot open /dev/shm/fdn-%s: %s", name, name, strerror(e));
+        control_errno = e;
+        fdn_client *c = NULL;
+        struct fdn_error err = {0};
+        enum fdn_status st = fdn_connect(&c, name, NULL, &err);
+        CHECK(st == cases[i].want && err.code == cases[i].want && strcmp(err.message, want) == 0,
+              "a control segment whose shm_open fails %s: %s '%s'; want %s '%s'", strerror(e), fdn_strerror(st),
+              err.message, fdn_strerror(cases[i].want), want);
+        if (c) fdn_close(c);
+    }
+    fdn_shm_open = shm_open;
+    control_path = NULL;
 }
 
 /* Spec 10.1, "Disconnect": fdn_close gives the channel back with owner_start_time = 0 when its

@@ -30,6 +30,7 @@ int main(void) {
     if (st == FDN_OK) {
         echo(c, "first call");
         segment_step_failure_checks(name);
+        control_open_failure_checks(name);
         misuse_checks(name, c);
         max_response_checks(python);
         broken_server_checks(python);

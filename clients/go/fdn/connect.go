@@ -40,7 +40,7 @@ func (c *Client) openRegion() error {
 	path := "/fdn-" + c.name
 	fd, err := shmOpen(path, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return fail(ServerUnavailable, 0, "no shm server named %q", c.name)
+		return openFailed(c.name, err)
 	}
 	defer syscall.Close(fd)
 	var st syscall.Stat_t
@@ -82,6 +82,23 @@ func (c *Client) openRegion() error {
 		return fail(ServerUnavailable, 0, "shm server %q: semaphores missing", c.name)
 	}
 	return nil
+}
+
+// openFailed is section 10.1 step 1's failure, by errno: only ENOENT says no server has the name.
+// A server another user started (mode 0600) was told "no shm server named" though it served; a
+// process at its file limit (EMFILE, ENFILE) may connect later: OVERLOADED, as a data segment's
+// creation.
+func openFailed(name string, err error) error {
+	switch err {
+	case syscall.ENOENT:
+		return fail(ServerUnavailable, 0, "no shm server named %q", name)
+	case syscall.EACCES:
+		return fail(ServerUnavailable, 0, "no permission to use shm server %q (/dev/shm/fdn-%s): another user's; "+
+			"a server started with mode 0o660 lets its group in", name, name)
+	case syscall.EMFILE, syscall.ENFILE:
+		return fail(Overloaded, 0, "shm server %q: cannot open /dev/shm/fdn-%s: %v", name, name, err)
+	}
+	return fail(ServerUnavailable, 0, "shm server %q: cannot open /dev/shm/fdn-%s: %v", name, name, err)
 }
 
 // serving is section 10.1 step 2: the server the region names lives, seen from here, and is

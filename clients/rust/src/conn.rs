@@ -16,6 +16,8 @@ mod late_answer_tests;
 mod max_response_tests;
 mod mutex;
 #[cfg(test)]
+mod open_tests;
+#[cfg(test)]
 mod proof_tests;
 mod region;
 #[cfg(test)]
@@ -40,7 +42,7 @@ use crate::options::ConnectOptions;
 use crate::shm::{self, Mapping, Semaphore};
 use claim::{claim_channel, next_gen};
 use mutex::MutexGuard;
-use region::{read_region, wait_beating};
+use region::{open_failed, read_region, wait_beating};
 use segment::{create_data, publish_data, DataName};
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
@@ -113,12 +115,8 @@ impl Conn {
         // A fork from here on makes this connection the parent's (`forked`).
         let forks = fork::generation();
         // Steps 1-2: map the control segment, check it, check the server lives.
-        // No segment of the name: the words of the C, Go and Python clients; another failure
-        // (EACCES: another user's, EMFILE, an empty segment) says what it was.
-        let (ctl, mode) = Mapping::open(&l::control_name(name)).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => unavailable(format!("no shm server named {name:?}")),
-            _ => unavailable(format!("no shm server named {name:?} ({e})")),
-        })?;
+        let (ctl, mode) =
+            Mapping::open(&l::control_name(name)).map_err(|e| open_failed(name, &e))?;
         let region = read_region(&ctl, name)?;
         wait_beating(&ctl, name, &region, opts.connect_timeout, deadline)?;
         // Step 3.

@@ -44,6 +44,7 @@ pub const EAGAIN: c_int = 11;
 pub const EWOULDBLOCK: c_int = EAGAIN;
 pub const ETIMEDOUT: c_int = 110;
 pub const ENOENT: c_int = 2;
+pub const EACCES: c_int = 13;
 pub const ESRCH: c_int = 3;
 pub const EMFILE: c_int = 24;
 pub const ENFILE: c_int = 23;

@@ -76,6 +76,10 @@ impl Mapping {
 
     /// Open the existing segment `name` (`/fdn-...`) and map all of it; also returns its mode bits.
     pub fn open(name: &str) -> io::Result<(Mapping, u32)> {
+        #[cfg(test)]
+        if let Some(e) = blind::open_error() {
+            return Err(e);
+        }
         let file = Mapping::shm_open(name, ffi::O_RDWR, 0)?;
         let meta = file.metadata()?;
         let len = usize::try_from(meta.len()).map_err(io::Error::other)?;
@@ -279,7 +283,7 @@ pub fn cast_mut<T: crate::tensor::Element>(bytes: &mut [u8]) -> Option<&mut [T]>
     (head.is_empty() && tail.is_empty()).then_some(body)
 }
 
-/// Tests make this thread's next reads of a process's stat file fail as at the file limit, or
-/// every thread's reads of a server's hide its death.
+/// Tests make this thread's next reads of a process's stat file fail as at the file limit, every
+/// thread's reads of a server's hide its death, or this thread's next open of a segment fail.
 #[cfg(test)]
 pub(crate) mod blind;

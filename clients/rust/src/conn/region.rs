@@ -5,8 +5,10 @@ use super::nanos;
 use super::wait::{self, server_alive};
 use crate::codec::Limits;
 use crate::error::{unavailable, Error, Result, Status};
+use crate::ffi;
 use crate::layout::{self as l, region as rg};
 use crate::shm::{self, Mapping};
+use std::io;
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
@@ -36,6 +38,32 @@ fn gone(name: &str, pid: u32) -> Refused {
     Refused {
         error: unavailable(format!("shm server {name:?} (pid {pid}) is gone")),
         gone: true,
+    }
+}
+
+/// 10.1 step 1's failure to open and map the control segment, by its error: only ENOENT says no
+/// server has the name (the words of the C, Go and Python clients). A server another user started
+/// (mode 0600) was told "no shm server named" though it served; a process at its file limit
+/// (EMFILE, ENFILE) may connect later: OVERLOADED, as a data segment's creation; an empty segment
+/// (its server is between `shm_open` and `ftruncate`) is not ready yet.
+pub(super) fn open_failed(name: &str, e: &io::Error) -> Error {
+    let cannot = |status| {
+        let path = format!("/dev/shm{}", l::control_name(name));
+        Error::new(
+            status,
+            format!("shm server {name:?}: cannot open {path}: {e}"),
+        )
+    };
+    match e.raw_os_error() {
+        Some(ffi::ENOENT) => unavailable(format!("no shm server named {name:?}")),
+        Some(ffi::EACCES) => unavailable(format!(
+            "no permission to use shm server {name:?} (/dev/shm{}): another user's; a server \
+             started with mode 0o660 lets its group in",
+            l::control_name(name)
+        )),
+        Some(ffi::EMFILE | ffi::ENFILE) => cannot(Status::Overloaded),
+        Some(_) => cannot(Status::ServerUnavailable),
+        None => unavailable(format!("shm server {name:?} is not ready ({e})")),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Test hooks: make this thread's next reads of a process's stat file fail as at the file
 //! limit, every thread's reads of a server's hide its death, a look at one run something first,
-//! or this thread's next `posix_fallocate` calls be interrupted.
+//! this thread's next `posix_fallocate` calls be interrupted, or its next open of a segment fail.
 
 use std::cell::Cell;
 use std::io;
@@ -100,5 +100,22 @@ pub(super) fn take(pid: u32) -> Option<io::Error> {
             Some(io::Error::from_raw_os_error(super::ffi::EMFILE))
         }
         _ => None,
+    })
+}
+
+thread_local! {
+    static OPEN_FAILS: Cell<i32> = const { Cell::new(0) };
+}
+
+/// The next `Mapping::open` on this thread fails with `errno` (0: none), as at the file limit
+/// (EMFILE) or on another user's segment (EACCES).
+pub(crate) fn fail_open(errno: i32) {
+    OPEN_FAILS.with(|e| e.set(errno));
+}
+
+pub(super) fn open_error() -> Option<io::Error> {
+    OPEN_FAILS.with(|e| match e.replace(0) {
+        0 => None,
+        errno => Some(io::Error::from_raw_os_error(errno)),
     })
 }
