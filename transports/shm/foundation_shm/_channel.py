@@ -84,6 +84,10 @@ class _Connection:
             ) from None
         except ValueError as exc:  # empty (its server is creating it) or not a region at all
             raise ServerUnavailable(f"shm server {name!r} is not ready ({exc})") from None
+        except OSError as exc:  # EMFILE, ENFILE: this process at its file limit, it may pass later
+            kind = Overloaded if exc.errno in (errno.EMFILE, errno.ENFILE) else ServerUnavailable
+            why = exc.strerror or str(exc)
+            raise kind(f"shm server {name!r}: cannot open /dev/shm{L.control_name(name)}: {why}") from None
         u32, u64 = self.ctl.u32, self.ctl.u64
         try:
             if self.ctl.size < L.REGION_HEADER_SIZE or u32[_R.MAGIC // 4] != L.REGION_MAGIC:

@@ -27,6 +27,25 @@ __all__ = [
 ]
 
 
+# posix_ipc raises shm_open's EMFILE and ENFILE as an OSError with these words and no errno, which
+# a caller (spec 10.1: OVERLOADED, it may pass later) cannot tell from any other failure
+_NO_DESCRIPTOR = {
+    "This process already has the maximum number of files open": errno.EMFILE,
+    "The system limit on the total number of open files has been reached": errno.ENFILE,
+}
+
+
+def _shared_memory(name: str, flags: int = 0, mode: int = 0o600) -> posix_ipc.SharedMemory:
+    """``posix_ipc.SharedMemory``, its file-limit errors an ``OSError`` with their errno."""
+    try:
+        return posix_ipc.SharedMemory(name, flags, mode=mode)
+    except OSError as exc:
+        code = _NO_DESCRIPTOR.get(str(exc)) if exc.errno is None else None
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), f"/dev/shm{name}") from None
+
+
 class Segment:
     """A mapped shared-memory segment with word views (``u32``/``u64`` index = byte offset / 4 or 8)."""
 
@@ -53,7 +72,7 @@ class Segment:
         /dev/shm a sparse segment maps fine and the first write to a missing page is SIGBUS, the
         end of the process. No room is an ``OSError`` (``ENOSPC``, ``ENOMEM``, ``EFBIG``) naming
         the segment, its size and /dev/shm. On any failure what was created is unlinked."""
-        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode)
+        shm = _shared_memory(name, posix_ipc.O_CREX, mode=mode)
         try:
             os.fchmod(shm.fd, mode)  # the umask must not narrow or the mode widen
             try:
@@ -78,7 +97,7 @@ class Segment:
         another server's segment say, has two; symlinks are refused by ``shm_open`` itself), and
         guard the mapping against the client shrinking the file under it (``faulted``).
         ``guard`` alone: guard it (a server's control segment, as a client maps it)."""
-        shm = posix_ipc.SharedMemory(name)
+        shm = _shared_memory(name)
         try:
             st = os.fstat(shm.fd)
             if sole and (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1):

@@ -4,10 +4,13 @@ removed, nothing in /dev/shm (a fifo, a link, a directory, a corrupt header) tha
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import resource
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import posix_ipc
@@ -21,7 +24,7 @@ from foundation_shm._segments import Segment
 from foundation_shm.errors import ServerNameTaken
 
 from foundation_core._cli import main
-from foundation_ml.errors import ServerUnavailable
+from foundation_ml.errors import InferenceError, Overloaded, ServerUnavailable
 
 from .conftest import EchoProcess
 
@@ -198,6 +201,28 @@ def test_connecting_to_a_server_one_may_not_open_is_server_unavailable_naming_th
     finally:
         monkeypatch.undo()
         server.stop()
+
+
+def test_connecting_at_this_processs_file_limit_is_overloaded_naming_the_control_segment(
+    name: str, echo_process: Callable[..., object]
+) -> None:
+    """At the file limit (EMFILE) posix_ipc raised an OSError without an errno, which reached the
+    caller bare; it is OVERLOADED (it may pass once a descriptor is free, spec 10.1 step 1),
+    naming the path and the error, as the C, Go and Rust clients say."""
+    echo_process()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest = os.open("/dev/null", os.O_RDONLY)
+    os.close(lowest)  # every descriptor below it is open: a limit of it leaves none free
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+    try:
+        with pytest.raises(InferenceError) as got:
+            ShmTransport().connect(name, connect_timeout=0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert isinstance(got.value, Overloaded), repr(got.value)
+    assert str(got.value) == (
+        f"shm server '{name}': cannot open /dev/shm/fdn-{name}: {os.strerror(errno.EMFILE)}"
+    )
 
 
 def test_connecting_to_a_name_no_server_has_names_the_servers_here_and_the_close_one(name: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from foundation_shm import _layout as L
 from foundation_shm._echo import EchoHandler
 from foundation_shm._liveness import is_alive, is_gone, is_running, start_time
 from foundation_shm._objects import objects_of
+from foundation_shm._segments import Segment
 
 from foundation_ml import InferenceRequest
 from foundation_ml.errors import Overloaded, ServerUnavailable
@@ -335,3 +337,24 @@ def test_a_data_segment_without_a_descriptor_free_is_overloaded_not_too_large(
     monkeypatch.setattr(_channel.Segment, "create", create)
     with pytest.raises(Overloaded, match="no file descriptor free"):
         ShmTransport().connect(name, channels=1, timeout=20)
+
+
+def test_a_segment_created_at_the_file_limit_fails_emfile(name: str) -> None:
+    """The test above gives ``Segment.create`` an EMFILE of its own; a real one, from posix_ipc,
+    had no errno (only its words), so at the file limit a data segment's creation was classified
+    TOO_LARGE, a capacity that can never fit. It is an ``OSError`` with its errno, and nothing is
+    left in /dev/shm."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest = os.open("/dev/null", os.O_RDONLY)
+    os.close(lowest)  # every descriptor below it is open: a limit of it leaves none free
+    segment = L.control_name(name)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+    try:
+        with pytest.raises(OSError) as got:
+            Segment.create(segment, 4096, 0o600).close()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        with contextlib.suppress(posix_ipc.ExistentialError):
+            posix_ipc.unlink_shared_memory(segment)
+            pytest.fail(f"{segment} was made at the file limit")
+    assert (got.value.errno, got.value.strerror) == (errno.EMFILE, os.strerror(errno.EMFILE))
