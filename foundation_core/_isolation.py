@@ -107,6 +107,8 @@ def guard(hub: Hub, info: PluginInfo, hook: str, fn: Callable[..., Any]) -> Call
             raise  # the user's configuration is wrong, not the plugin: never isolate that
         except (Exception, SystemExit) as exc:  # a plugin's sys.exit() fails it, as at import;
             # other BaseExceptions (Ctrl-C, a task's cancellation, a generator closed) are not its
+            if is_app and isinstance(exc, SystemExit):
+                raise  # the application's own exit, from an observer too: never a warning
             if event:  # an observer's failure never breaks the event's source
                 _warn_from_plugin(f"plugin {info.name!r} raised in {hook}: {exc!r}", exc, 2)
                 return None

@@ -840,3 +840,27 @@ def test_an_application_objects_hook_calling_sys_exit_is_the_applications_to_rai
 
     with pytest.raises(SystemExit):
         start(plugins=[Quits()], entry_points=False)
+
+
+def test_an_application_observer_calling_sys_exit_exits_where_a_plugins_is_warned_about() -> None:
+    """An application's observer calling sys.exit() had its exit swallowed into a warning once
+    a plugin's SystemExit was isolated (the observer branch came before the application's), where
+    an application object's sys.exit() passes; an installed plugin's observer is warned about."""
+
+    class AppQuits:
+        @hookimpl
+        def foundation_on_retry(self, name: str) -> None:
+            sys.exit(4)
+
+    class PluginQuits:
+        @hookimpl
+        def foundation_on_retry(self, name: str) -> None:
+            sys.exit(5)
+
+    with start(installed=[PluginQuits()], entry_points=False, env={"FOUNDATION_PLUGINS": ""}):
+        with pytest.warns(FoundationPluginWarning, match=r"raised in foundation_on_retry: SystemExit\(5\)"):
+            foundation_core.emit("retry", name="r", attempt=2, delay=0.1, error=None, result=None)
+    with start([AppQuits()], entry_points=False, env={"FOUNDATION_PLUGINS": ""}):
+        with pytest.raises(SystemExit) as exc_info:
+            foundation_core.emit("retry", name="r", attempt=2, delay=0.1, error=None, result=None)
+    assert exc_info.value.code == 4
