@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
+import logging
 import os
 import threading
 import time
@@ -27,6 +29,23 @@ from foundation_ml.errors import HandlerError, InferenceError, InvalidInput, Mod
 from .conftest import affine_model, unique_name
 
 CYCLES = 200
+
+
+@pytest.fixture(autouse=True)
+def _model_failures_logged_not_kept(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A model's failure is logged with its traceback (once per type and line), and a traceback's
+    frames, through their callers', hold the failed request. pytest's log capture keeps every
+    record for its report (as a MemoryHandler would until it flushes), which would hold them here:
+    these tests are about what the runtime keeps, so its records go to a handler that formats them
+    and keeps only the text."""
+    logger = logging.getLogger("foundation_ml")
+    handler = logging.StreamHandler(io.StringIO())
+    monkeypatch.setattr(logger, "propagate", False)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 @pytest.fixture
