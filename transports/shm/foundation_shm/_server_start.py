@@ -74,7 +74,17 @@ class _Start:
         mode = opts.mode
         try:
             failed: list[tuple[str, str]] = []  # we hold the lock: leftovers are stale
-            remove_objects(self.name, keep_lock_file=True, failed=failed)
+            stale = read_region(self.name)
+            removed = remove_objects(self.name, keep_lock_file=True, failed=failed)
+            if L.control_name(self.name).lstrip("/") in removed:  # its region outlived it: not stopped
+                log.warning(
+                    "shm %s: removed %d stale object(s) of an earlier server of this name%s, gone "
+                    "without stopping (killed or crashed): %s",
+                    self.name,
+                    len(removed),
+                    f" (pid {stale['pid']}, {stale['state']})" if stale else "",
+                    ", ".join(sorted(removed)),
+                )
             if failed:
                 raise PermissionError(
                     f"stale objects of {self.name!r} cannot be removed: "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import resource
 import struct
@@ -273,3 +274,25 @@ def test_a_shm_directory_that_cannot_be_listed_still_says_no_server(
         f"no shm server named '{name}' (the servers here are not known: /dev/shm cannot be listed: "
         "Permission denied)"
     )
+
+
+def test_a_start_over_a_killed_servers_objects_says_it_removed_them(
+    echo_process: Callable[..., EchoProcess], name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server starting over the region of one that was killed removed it without a word: an
+    operator restarting a crashed server saw nothing of the crash. A graceful restart says nothing."""
+    dead = echo_process()
+    pid = dead.pid
+    dead.kill()
+    with caplog.at_level(logging.WARNING, logger="foundation_shm"):
+        ShmTransport().serve(name, EchoHandler()).stop()
+        said = [r.getMessage() for r in caplog.records if "stale object" in r.getMessage()]
+        assert len(said) == 1, said
+        assert (
+            said[0].startswith(f"shm {name}: removed ")
+            and f"of an earlier server of this name (pid {pid}, " in said[0]
+        )
+        assert f"gone without stopping (killed or crashed): fdn-{name}" in said[0]
+        caplog.clear()
+        ShmTransport().serve(name, EchoHandler()).stop()  # the one before stopped: nothing to say
+    assert not [r for r in caplog.records if "stale object" in r.getMessage()]
